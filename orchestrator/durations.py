@@ -1,0 +1,32 @@
+"""Durations as written in journeys and expressions: ``90s``, ``15m``, ``4h``, ``3d``, ``2w``.
+
+A duration always carries its unit; a bare number is refused because "wait: 3" is ambiguous.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+US_PER_SECOND = 1_000_000
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parse ``<number><unit>``; raise ``ValueError`` naming the accepted form otherwise."""
+    match = _DURATION.match(text) if isinstance(text, str) else None
+    if not match:
+        raise ValueError(
+            f"{text!r} is not a duration: write a number and a unit, e.g. 30s, 15m, 4h, 3d or 2w"
+        )
+    return timedelta(seconds=float(match.group(1)) * UNIT_SECONDS[match.group(2)])
+
+
+def format_duration(delta: timedelta) -> str:
+    seconds = delta.total_seconds()
+    for unit in ("w", "d", "h", "m"):
+        size = UNIT_SECONDS[unit]
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"

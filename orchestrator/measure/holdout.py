@@ -1,0 +1,141 @@
+"""Deterministic holdout assignment, compatible with GrowthBook's hash version 2.
+
+``bucket(seed, value)`` maps a customer id to a number in ``[0, 1)`` with four decimal places::
+
+    fnv1a32(str(fnv1a32(seed + value))) % 10000 / 10000
+
+where ``fnv1a32`` is 32-bit FNV-1a over the UTF-8 bytes and ``str`` is the decimal form of the first hash.
+The assignment is a pure function of (seed, id): no state, no randomness, identical on every machine and
+in every run, so a customer never changes arm between ticks.
+
+Compatibility note: for ASCII ids (the usual case: numbers, UUIDs, e-mail hashes) this equals GrowthBook's
+``hash(seed, value, 2)`` in every SDK. GrowthBook's SDKs feed characters rather than UTF-8 bytes into FNV
+(JavaScript uses UTF-16 code units, Python code points), so for non-ASCII ids the SDKs disagree with each
+other; we hash UTF-8 bytes, the byte-level definition of FNV-1a.
+
+``buckets`` is the vectorised form used for whole customer tables; it equals ``bucket`` element by element.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+GLOBAL_SEED = "global-holdout"
+"""Seed of the global holdout: customers held out of every journey."""
+
+_FNV_OFFSET = 0x811C9DC5
+_FNV_PRIME = 0x01000193
+_MASK32 = 0xFFFFFFFF
+_BUCKETS = 10000
+_ASCII_ZERO = 0x30
+
+
+def journey_seed(journey_id: str) -> str:
+    """Per-journey salt, so holdouts of different journeys are independent of one another."""
+    return f"{journey_id}:holdout"
+
+
+def _fnv1a32(data: bytes, state: int = _FNV_OFFSET) -> int:
+    """32-bit FNV-1a of ``data``, continuing from ``state`` (the offset basis by default)."""
+    for byte in data:
+        state = ((state ^ byte) * _FNV_PRIME) & _MASK32
+    return state
+
+
+def bucket(seed: str, value: str) -> float:
+    """Bucket of ``value`` under ``seed``: GrowthBook hash v2, a float in ``[0, 1)`` with 4 decimals."""
+    first = _fnv1a32((seed + value).encode("utf-8"))
+    second = _fnv1a32(str(first).encode("ascii"))
+    return (second % _BUCKETS) / _BUCKETS
+
+
+def _encode(values: Sequence[str] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """UTF-8 bytes of every value as an (n, width) uint8 matrix padded with zeros, and the byte lengths.
+
+    Lengths are taken from the Python strings, not from the padded matrix: numpy's fixed-width bytes
+    strip trailing NULs, so a value ending in "\\x00" would otherwise hash as if the NUL were absent.
+    """
+    if isinstance(values, np.ndarray):
+        if values.dtype.kind not in "UO":
+            raise TypeError(f"values must be strings, got an array of dtype {values.dtype}; use astype(str)")
+        items: list[str] = values.ravel().tolist()
+    else:
+        items = list(values)
+    n = len(items)
+    if n == 0:
+        return np.zeros((0, 1), dtype=np.uint8), np.zeros(0, dtype=np.int64)
+    try:
+        # Fast path: all ASCII, so characters are bytes and numpy does the encoding in C.
+        lengths = np.fromiter(map(len, items), dtype=np.int64, count=n)
+        width = max(int(lengths.max()), 1)
+        fixed = np.array(items, dtype=f"S{width}")
+    except UnicodeEncodeError:
+        encoded = [item.encode("utf-8") for item in items]
+        lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=n)
+        width = max(int(lengths.max()), 1)
+        fixed = np.array(encoded, dtype=f"S{width}")
+    except TypeError as exc:
+        raise TypeError("values must be strings") from exc
+    if fixed.dtype.kind != "S":  # pragma: no cover - numpy guarantees this for an explicit dtype
+        raise TypeError("values must be strings")
+    return fixed.view(np.uint8).reshape(n, width), lengths
+
+
+def _decimal_fnv(first: np.ndarray) -> np.ndarray:
+    """FNV-1a over the decimal digits of each uint32 in ``first`` (no leading zeros), vectorised.
+
+    Digits are visited from the 10^9 place down; a place takes part only when the number has that many
+    digits, except the units place, which every number (including 0) has.
+    """
+    h = np.full(first.shape, _FNV_OFFSET, dtype=np.uint32)
+    prime = np.uint32(_FNV_PRIME)
+    digit = np.empty_like(first)
+    for place in range(9, -1, -1):
+        power = np.uint32(10**place)
+        np.floor_divide(first, power, out=digit)
+        np.remainder(digit, np.uint32(10), out=digit)
+        digit += np.uint32(_ASCII_ZERO)
+        if place == 0:
+            h ^= digit
+            h *= prime
+        else:
+            active = first >= power
+            np.bitwise_xor(h, digit, out=h, where=active)
+            np.multiply(h, prime, out=h, where=active)
+    return h
+
+
+def buckets(seed: str, values: Sequence[str] | np.ndarray) -> np.ndarray:
+    """``bucket(seed, v)`` for every ``v`` in ``values``, as a float64 array (vectorised).
+
+    Work is a loop over byte positions (the longest id's length, plus ten decimal digits), each step a
+    numpy operation over all customers; there is no per-customer hashing in Python.
+    """
+    matrix, lengths = _encode(values)
+    n = matrix.shape[0]
+    # The seed is a common prefix: hash it once and start every customer from that state.
+    h = np.full(n, _fnv1a32(seed.encode("utf-8")), dtype=np.uint32)
+    prime = np.uint32(_FNV_PRIME)
+    # Column-major copy so each byte position is one contiguous vector.
+    columns = np.ascontiguousarray(matrix.T)
+    for j in range(columns.shape[0]):
+        # Only strings longer than j have a byte at position j; the rest is zero padding.
+        active = lengths > j
+        column = columns[j].astype(np.uint32)
+        np.bitwise_xor(h, column, out=h, where=active)
+        np.multiply(h, prime, out=h, where=active)
+    second = _decimal_fnv(h)
+    return (second % np.uint32(_BUCKETS)).astype(np.float64) / _BUCKETS
+
+
+def in_holdout(buckets: np.ndarray, percent: float) -> np.ndarray:
+    """Boolean mask of customers held out at ``percent`` (0 to 100): ``buckets < percent / 100``.
+
+    Because the rule is a threshold on a fixed bucket, lowering the percent only releases customers from
+    the holdout into treatment; it never moves a treated customer into the holdout.
+    """
+    if not 0.0 <= percent <= 100.0:
+        raise ValueError(f"holdout percent must be within [0, 100], got {percent}")
+    return np.asarray(buckets, dtype=np.float64) < percent / 100.0

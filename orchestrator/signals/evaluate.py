@@ -1,0 +1,385 @@
+"""Vectorised evaluation of expressions for every customer at once.
+
+Each aggregate (``count``, ``since``, ``sum`` ...) becomes one numpy pass over the event columns
+(``bincount`` and friends), giving an array indexed by customer key; operators then combine whole arrays.
+There is no per-customer Python anywhere here. Identical aggregates are computed once per evaluation
+instant and shared by every journey through an ``AggregateCache``.
+
+Null semantics: a missing value (NaN or None) makes every comparison false, arithmetic on it stays
+null, ``coalesce`` and ``present`` test for it, and ``x == null`` is true exactly where ``x`` is missing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from orchestrator.durations import US_PER_SECOND
+from orchestrator.signals import lang
+from orchestrator.signals.frame import NULL_CODE, CustomerFrame, EventFrame
+from orchestrator.signals.lang import Binary, Call, ExpressionError, Name, Node, Unary
+
+Value = Any  # np.ndarray of length n, or a Python scalar that broadcasts
+
+
+class AggregateCache:
+    """Results of aggregates and masks for one frame and one instant, shared across journeys."""
+
+    def __init__(self) -> None:
+        self.values: dict[Any, np.ndarray] = {}
+        self.masks: dict[Any, np.ndarray] = {}
+
+
+class Evaluator:
+    """Evaluates expressions over ``events`` and ``customers`` at ``now_us``.
+
+    ``metrics`` maps names to expressions (a journey's ``metrics:``); a name that is not a metric is read
+    as a customer attribute.
+    """
+
+    def __init__(
+        self,
+        events: EventFrame,
+        customers: CustomerFrame,
+        now_us: int,
+        metrics: Mapping[str, Node] | None = None,
+        cache: AggregateCache | None = None,
+    ) -> None:
+        if events.n_customers != customers.n:
+            raise ValueError("event and customer frames disagree on the number of customer slots")
+        self.events = events
+        self.customers = customers
+        self.n = customers.n
+        self.now_us = int(now_us)
+        self.metrics = dict(metrics or {})
+        self.cache = cache or AggregateCache()
+        self._metric_values: dict[str, np.ndarray] = {}
+        self._resolving: set[str] = set()
+
+    # ------------------------------------------------------------------------------------------ public
+
+    def values(self, node: Node) -> np.ndarray:
+        """The expression's value for every customer slot, as an array of length ``n``."""
+        return _broadcast(self._eval(node), self.n)
+
+    def condition(self, node: Node) -> np.ndarray:
+        """Where the expression is true, as a boolean array of length ``n`` (false for empty slots)."""
+        return _broadcast(_truthy(self._eval(node)), self.n).astype(bool) & self.customers.exists
+
+    def metric(self, name: str) -> np.ndarray:
+        if name not in self._metric_values:
+            if name in self._resolving:
+                raise ExpressionError(f"metric {name!r} refers to itself")
+            self._resolving.add(name)
+            try:
+                self._metric_values[name] = self.values(self.metrics[name])
+            finally:
+                self._resolving.discard(name)
+        return self._metric_values[name]
+
+    # ------------------------------------------------------------------------------------------ tree
+
+    def _eval(self, node: Node) -> Value:
+        if isinstance(node, lang.Number):
+            return node.value
+        if isinstance(node, lang.Duration):
+            return node.seconds
+        if isinstance(node, lang.String | lang.Boolean):
+            return node.value
+        if isinstance(node, lang.Null):
+            return np.nan
+        if isinstance(node, Name):
+            if len(node.parts) != 1:
+                raise ExpressionError(
+                    f"{node.dotted} is an event property; read it inside an aggregate such as "
+                    f"sum({node.dotted}, within=30d)", node.pos)
+            name = node.parts[0]
+            if name in self.metrics:
+                return self.metric(name)
+            return self.customers.column(name)
+        if isinstance(node, Unary):
+            if node.op == "not":
+                return ~_broadcast(_truthy(self._eval(node.operand)), self.n)
+            return -_number(self._eval(node.operand))
+        if isinstance(node, Binary):
+            return self._binary(node)
+        if isinstance(node, Call):
+            return self._call(node)
+        raise ExpressionError(f"cannot evaluate {type(node).__name__}", node.pos)
+
+    def _binary(self, node: Binary) -> Value:
+        op = node.op
+        if op in ("and", "or"):
+            left = _broadcast(_truthy(self._eval(node.left)), self.n)
+            right = _broadcast(_truthy(self._eval(node.right)), self.n)
+            return (left & right) if op == "and" else (left | right)
+        if op == "in":
+            assert isinstance(node.right, lang.ListLiteral)
+            left = self._eval(node.left)
+            result = np.zeros(self.n, bool)
+            for item in node.right.items:
+                result |= _broadcast(_compare("==", left, self._eval(item)), self.n)
+            return result
+        if op in ("==", "!=") and (isinstance(node.right, lang.Null) or isinstance(node.left, lang.Null)):
+            other = node.left if isinstance(node.right, lang.Null) else node.right
+            missing = _is_null(self._eval(other))
+            return missing if op == "==" else ~missing
+        left, right = self._eval(node.left), self._eval(node.right)
+        if op in ("==", "!=", "<", "<=", ">", ">="):
+            return _compare(op, left, right)
+        a, b = _number(left), _number(right)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if op == "+":
+                return a + b
+            if op == "-":
+                return a - b
+            if op == "*":
+                return a * b
+            if op == "/":
+                # Division by zero gives null rather than infinity: "no sessions" is not "infinitely many".
+                out = np.divide(a, b)
+                return np.where(np.asarray(b) == 0, np.nan, out)
+        raise ExpressionError(f"unknown operator {op!r}", node.pos)
+
+    # ------------------------------------------------------------------------------------------ calls
+
+    def _call(self, call: Call) -> Value:
+        spec = lang.FUNCTIONS[call.func]
+        if spec.kind == "events" or lang.is_property_aggregate(call):
+            key = call  # nodes compare without positions, so equal calls share one result
+            cached = self.cache.values.get(key)
+            if cached is None:
+                cached = self._aggregate(call)
+                self.cache.values[key] = cached
+            return cached
+        args = [self._eval(a) for a in call.args]
+        if call.func in ("min", "max"):
+            fold = np.fmin if call.func == "min" else np.fmax
+            acc = _number(args[0])
+            for arg in args[1:]:
+                acc = fold(acc, _number(arg))
+            return acc
+        if call.func == "coalesce":
+            acc = args[-1]
+            for arg in reversed(args[:-1]):
+                arr = _broadcast(arg, self.n)
+                acc = np.where(_is_null(arr), _broadcast(acc, self.n), arr)
+            return acc
+        if call.func == "abs":
+            return np.abs(_number(args[0]))
+        if call.func == "present":
+            return ~_broadcast(_is_null(args[0]), self.n)
+        raise ExpressionError(f"unknown function {call.func}()", call.pos)
+
+    def _window_mask(self, call: Call) -> np.ndarray:
+        within = call.kwarg("within")
+        before = call.kwarg("before")
+        end = self.now_us - (_seconds_us(before) if before is not None else 0)
+        start = end - _seconds_us(within) if within is not None else None
+        key = ("window", start, end)
+        mask = self.cache.masks.get(key)
+        if mask is None:
+            ts = self.events.ts
+            mask = ts < end
+            if start is not None:
+                mask &= ts >= start
+            self.cache.masks[key] = mask
+        return mask
+
+    def _type_mask(self, names: tuple[str, ...]) -> np.ndarray:
+        key = ("types", names)
+        mask = self.cache.masks.get(key)
+        if mask is None:
+            codes = [self.events.type_code(n) for n in names]
+            codes = [c for c in codes if c != NULL_CODE]
+            mask = np.isin(self.events.type, np.array(codes, dtype=self.events.type.dtype))
+            self.cache.masks[key] = mask
+        return mask
+
+    def _aggregate(self, call: Call) -> np.ndarray:
+        n = self.n
+        ev = self.events
+        window = self._window_mask(call)
+        if lang.FUNCTIONS[call.func].kind == "events":
+            names = tuple(arg.parts[0] for arg in call.args if isinstance(arg, Name))
+            if call.func == "distinct_events" and not names:
+                mask = window
+            else:
+                mask = window & self._type_mask(names)
+            cust = ev.customer[mask]
+            if call.func == "count":
+                return np.bincount(cust, minlength=n).astype(np.float64)
+            if call.func == "since":
+                last = np.full(n, np.iinfo(np.int64).min, dtype=np.int64)
+                np.maximum.at(last, cust, ev.ts[mask])
+                since = (self.now_us - last) / US_PER_SECOND
+                return np.where(last == np.iinfo(np.int64).min, np.inf, since)
+            if call.func == "distinct_events":
+                return _distinct_per_customer(cust, ev.type[mask].astype(np.int64), n)
+            raise ExpressionError(f"unknown aggregate {call.func}()", call.pos)
+
+        arg = call.args[0]
+        assert isinstance(arg, Name)
+        event_name, prop = arg.parts
+        mask = window & self._type_mask((event_name,))
+        values = ev.prop(prop)[mask]
+        cust = ev.customer[mask]
+        present = ~_is_null(values)
+        values, cust = values[present], cust[present]
+        func = call.func
+        if func in ("sum", "mean", "min", "max"):
+            nums = _number(values)
+            if func == "sum":
+                return np.bincount(cust, weights=nums, minlength=n)
+            if func == "mean":
+                total = np.bincount(cust, weights=nums, minlength=n)
+                count = np.bincount(cust, minlength=n)
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+            out = np.full(n, np.inf if func == "min" else -np.inf)
+            (np.minimum if func == "min" else np.maximum).at(out, cust, nums)
+            return np.where(np.isinf(out), np.nan, out)
+        uniques, codes = np.unique(_sortable(values), return_inverse=True)
+        codes = codes.astype(np.int64)
+        if func == "distinct":
+            return _distinct_per_customer(cust, codes, n)
+        width = max(len(uniques), 1)
+        pairs, counts = np.unique(cust * width + codes, return_counts=True)
+        owners = pairs // width
+        if func == "top_count":
+            out = np.zeros(n, np.float64)
+            np.maximum.at(out, owners, counts)
+            return out
+        if func == "top_value":
+            # Most frequent first; ties go to the smallest value, which is the smallest code.
+            order = np.lexsort((pairs % width, -counts, owners))
+            owners_sorted = owners[order]
+            first = np.ones(len(order), bool)
+            first[1:] = owners_sorted[1:] != owners_sorted[:-1]
+            out = np.full(n, None, dtype=object)
+            out[owners_sorted[first]] = uniques[(pairs % width)[order][first]]
+            return out
+        raise ExpressionError(f"unknown aggregate {func}()", call.pos)
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def _seconds_us(node: Node) -> int:
+    assert isinstance(node, lang.Duration)
+    return round(node.seconds * US_PER_SECOND)
+
+
+def _distinct_per_customer(cust: np.ndarray, codes: np.ndarray, n: int) -> np.ndarray:
+    width = int(codes.max()) + 1 if len(codes) else 1
+    pairs = np.unique(cust.astype(np.int64) * width + codes)
+    return np.bincount(pairs // width, minlength=n).astype(np.float64)
+
+
+def _sortable(values: np.ndarray) -> np.ndarray:
+    """Values np.unique can sort: numbers stay numbers, anything mixed compares as text."""
+    if values.dtype != object:
+        return values
+    if all(isinstance(v, str) for v in values):
+        return values.astype(str)
+    return np.array([str(v) for v in values], dtype=str)
+
+
+def _broadcast(value: Value, n: int) -> np.ndarray:
+    arr = np.asarray(value)
+    if arr.ndim == 0:
+        if isinstance(value, str):
+            out = np.empty(n, dtype=object)
+            out[:] = value
+            return out
+        return np.full(n, arr.item())
+    return arr
+
+
+def _is_null(value: Value) -> Any:
+    arr = np.asarray(value)
+    if arr.dtype == object:
+        # Elementwise comparison of object arrays runs in numpy's loop, not in a Python comprehension.
+        nulls = np.asarray(np.equal(arr, None), dtype=bool) | np.asarray(np.equal(arr, ""), dtype=bool)
+        return nulls | np.asarray(np.not_equal(arr, arr), dtype=bool)  # NaN is the one value != itself
+    if arr.dtype.kind == "f":
+        return np.isnan(arr)
+    return np.zeros(arr.shape, bool)
+
+
+def _truthy(value: Value) -> Any:
+    arr = np.asarray(value)
+    if arr.dtype == bool:
+        return arr
+    if arr.dtype.kind in "fiu":
+        with np.errstate(invalid="ignore"):
+            return (arr != 0) & ~np.isnan(arr.astype(np.float64))
+    if arr.dtype == object:
+        return np.array([bool(v) and not (isinstance(v, float) and v != v) for v in arr.ravel()],
+                        dtype=bool).reshape(arr.shape)
+    return arr.astype(bool)
+
+
+def _number(value: Value) -> Any:
+    arr = np.asarray(value)
+    if arr.dtype.kind in "fiub":
+        return arr.astype(np.float64)
+    if arr.dtype == object:
+        out = np.full(arr.shape, np.nan)
+        for i, v in enumerate(arr.ravel()):
+            if isinstance(v, bool) or v is None:
+                out.flat[i] = np.nan if v is None else float(v)
+            elif isinstance(v, int | float):
+                out.flat[i] = v
+            else:
+                raise ExpressionError(f"{v!r} is text, not a number")
+        return out
+    raise ExpressionError(f"{arr.item() if arr.ndim == 0 else 'a text column'!r} is not a number")
+
+
+def _compare(op: str, left: Value, right: Value) -> Any:
+    a, b = np.asarray(left), np.asarray(right)
+    missing = _is_null(a) | _is_null(b)
+    if a.dtype == object or b.dtype == object or a.dtype.kind == "U" or b.dtype.kind == "U":
+        if op in ("==", "!="):
+            result = (a == b) if op == "==" else (a != b)
+            return np.asarray(result, dtype=bool) & ~missing
+        fa = np.where(missing, "", a).astype(str) if a.dtype == object or a.dtype.kind == "U" else a
+        fb = np.where(missing, "", b).astype(str) if b.dtype == object or b.dtype.kind == "U" else b
+        try:
+            result = _ordered(op, fa, fb)
+        except TypeError as exc:
+            raise ExpressionError(f"cannot compare text with a number using {op}") from exc
+        return np.asarray(result, dtype=bool) & ~missing
+    with np.errstate(invalid="ignore"):
+        if op == "==":
+            result = a == b
+        elif op == "!=":
+            result = a != b
+        else:
+            result = _ordered(op, a, b)
+    return np.asarray(result, dtype=bool) & ~missing
+
+
+def _ordered(op: str, a: Any, b: Any) -> Any:
+    if op == "<":
+        return a < b
+    if op == "<=":
+        return a <= b
+    if op == ">":
+        return a > b
+    return a >= b
+
+
+def to_python(value: Any) -> Any:
+    """A numpy element as a plain Python value for templates: NaN becomes None, whole floats ints."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        if value != value:
+            return None
+        if value.is_integer() and abs(value) < 2**53:
+            return int(value)
+    return value

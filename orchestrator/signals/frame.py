@@ -1,0 +1,98 @@
+"""The columnar inputs of evaluation: events and customers as numpy arrays indexed by customer key.
+
+The store builds these frames; the evaluator reads them. Neither side knows how the other works.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+NULL_CODE = -1
+
+
+@dataclass
+class EventFrame:
+    """Events before the evaluation instant, one array element per event.
+
+    ``customer`` holds customer keys (``0 <= key < n_customers``), ``ts`` microseconds since the epoch,
+    ``type`` indexes ``type_names``. ``properties`` holds the property columns that were asked for:
+    float64 with NaN for numbers, object with ``None`` for anything else.
+    """
+
+    customer: np.ndarray
+    ts: np.ndarray
+    type: np.ndarray
+    type_names: Sequence[str]
+    n_customers: int
+    properties: Mapping[str, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._codes = {name: i for i, name in enumerate(self.type_names)}
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    def type_code(self, name: str) -> int:
+        """The code of an event type, or ``NULL_CODE`` for a type never seen (it matches nothing)."""
+        return self._codes.get(name, NULL_CODE)
+
+    def prop(self, name: str) -> np.ndarray:
+        try:
+            return self.properties[name]
+        except KeyError:
+            raise KeyError(f"event property {name!r} was not loaded into the frame") from None
+
+    @classmethod
+    def empty(cls, n_customers: int, properties: Sequence[str] = ()) -> EventFrame:
+        return cls(
+            customer=np.zeros(0, np.int64),
+            ts=np.zeros(0, np.int64),
+            type=np.zeros(0, np.int32),
+            type_names=(),
+            n_customers=n_customers,
+            properties={p: np.zeros(0, object) for p in properties},
+        )
+
+
+@dataclass
+class CustomerFrame:
+    """Customer attributes as columns of length ``n`` (one slot per key; ``exists`` marks real rows)."""
+
+    n: int
+    exists: np.ndarray
+    columns: Mapping[str, np.ndarray] = field(default_factory=dict)
+
+    def column(self, name: str) -> np.ndarray:
+        col = self.columns.get(name)
+        if col is None:
+            return np.full(self.n, np.nan)
+        return col
+
+
+def column_from_values(values: Sequence[Any], n: int | None = None) -> np.ndarray:
+    """Turn Python values into the evaluator's column form: float64 (NaN for null) when every value is a
+    number or null, bool when every value is a boolean, object otherwise."""
+    seen_other = False
+    seen_bool = False
+    seen_number = False
+    for v in values:
+        if v is None:
+            continue
+        if isinstance(v, bool):
+            seen_bool = True
+        elif isinstance(v, int | float):
+            seen_number = True
+        else:
+            seen_other = True
+            break
+    if not seen_other and seen_bool and not seen_number and all(v is not None for v in values):
+        return np.array(values, dtype=bool)
+    if not seen_other and not seen_bool:
+        return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+    out = np.empty(len(values), dtype=object)
+    out[:] = list(values)
+    return out

@@ -1,0 +1,167 @@
+"""The store's tables.
+
+Every instant is stored as integer microseconds since the Unix epoch (UTC), suffix ``_us``: integers load
+straight into numpy columns and compare without time-zone surprises. Customers have a dense integer
+``key`` (the row id) that every other table uses, so per-customer results are plain arrays indexed by key.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Column, Index, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+class Customer(SQLModel, table=True):
+    __tablename__ = "customers"
+
+    key: int | None = Field(default=None, primary_key=True)
+    id: str = Field(unique=True, index=True, description="the customer id used by the business")
+    email: str | None = None
+    phone: str | None = None
+    push_token: str | None = None
+    timezone: str | None = Field(default=None, description="IANA zone, e.g. Europe/Paris")
+    consent_email: bool = True
+    consent_sms: bool = True
+    consent_push: bool = True
+    attributes: str = Field(default="{}", sa_column=Column(Text, nullable=False, default="{}"))
+    updated_us: int = 0
+
+
+class EventType(SQLModel, table=True):
+    __tablename__ = "event_types"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True)
+
+
+class Event(SQLModel, table=True):
+    __tablename__ = "events"
+
+    id: int | None = Field(default=None, primary_key=True)
+    customer_key: int
+    type_id: int
+    ts_us: int
+    properties: str = Field(default="{}", sa_column=Column(Text, nullable=False, default="{}"))
+
+
+class JourneyVersion(SQLModel, table=True):
+    """A journey file as it was when a version first ran; a changed file must declare a new version."""
+
+    __tablename__ = "journey_versions"
+    __table_args__ = (UniqueConstraint("journey_id", "version"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    journey_id: str
+    version: int
+    digest: str
+    source: str = Field(sa_column=Column(Text, nullable=False))
+    registered_us: int
+
+
+class JourneyInstance(SQLModel, table=True):
+    """One customer's trip through one journey version. ``wake_at_us`` is when the engine looks again."""
+
+    __tablename__ = "journey_instances"
+    __table_args__ = (
+        Index("ix_instances_due", "journey_id", "status", "wake_at_us"),
+        Index("ix_instances_customer", "journey_id", "customer_key"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    journey_id: str
+    version: int
+    customer_key: int
+    state: str
+    status: str = Field(description="active | completed | exited | converted")
+    holdout: bool
+    entered_us: int
+    wake_at_us: int | None = None
+    exited_us: int | None = None
+    exit_reason: str | None = None
+
+
+class SignalMember(SQLModel, table=True):
+    """Customers for whom a journey's entry condition held at the last tick (entry fires on the edge)."""
+
+    __tablename__ = "signal_members"
+
+    journey_id: str = Field(primary_key=True)
+    customer_key: int = Field(primary_key=True)
+    since_us: int
+
+
+class HoldoutAssignment(SQLModel, table=True):
+    """The arm a customer was given for a journey, decided once at first entry."""
+
+    __tablename__ = "holdout_assignments"
+
+    journey_id: str = Field(primary_key=True)
+    customer_key: int = Field(primary_key=True)
+    arm: str = Field(description="treatment | holdout")
+    bucket: float = Field(description="the hash bucket in [0, 1) that decided the arm")
+    percent: float = Field(description="the holdout percent in force when assigned")
+    assigned_us: int
+    reason: str
+
+
+class Message(SQLModel, table=True):
+    """The send ledger: one row per (instance, step); the idempotency key makes a second send impossible."""
+
+    __tablename__ = "messages"
+    __table_args__ = (Index("ix_messages_status", "status"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    idempotency_key: str = Field(unique=True)
+    journey_id: str
+    version: int
+    instance_id: int
+    customer_key: int
+    step: str
+    channel: str
+    recipient: str | None = None
+    subject: str | None = Field(default=None, sa_column=Column(Text))
+    body: str | None = Field(default=None, sa_column=Column(Text))
+    html: str | None = Field(default=None, sa_column=Column(Text))
+    title: str | None = None
+    link: str | None = None
+    status: str = Field(description="queued | sent | suppressed | failed | refused")
+    reason: str | None = None
+    created_us: int
+    sent_us: int | None = None
+    provider_id: str | None = None
+
+
+class Conversion(SQLModel, table=True):
+    """A journey goal reached within its window after entry, recorded the same way for both arms."""
+
+    __tablename__ = "conversions"
+
+    instance_id: int = Field(primary_key=True)
+    journey_id: str = Field(index=True)
+    version: int
+    customer_key: int
+    holdout: bool
+    entered_us: int
+    converted_us: int
+    revenue: float = 0.0
+
+
+class IngestBatch(SQLModel, table=True):
+    __tablename__ = "ingest_batches"
+
+    id: int | None = Field(default=None, primary_key=True)
+    source: str
+    kind: str
+    accepted: int
+    rejected: int
+    started_us: int
+    seconds: float
+
+
+class TickLog(SQLModel, table=True):
+    __tablename__ = "ticks"
+
+    id: int | None = Field(default=None, primary_key=True)
+    now_us: int
+    seconds: float
+    summary: str = Field(sa_column=Column(Text, nullable=False))
