@@ -25,7 +25,7 @@ def parse_duration(text: str) -> timedelta:
 
 def format_duration(delta: timedelta) -> str:
     seconds = delta.total_seconds()
-    for unit in ("w", "d", "h", "m"):
+    for unit in ("d", "h", "m"):
         size = UNIT_SECONDS[unit]
         if seconds >= size and seconds % size == 0:
             return f"{int(seconds // size)}{unit}"

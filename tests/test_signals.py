@@ -28,19 +28,21 @@ def frame(rows: list[tuple[int, str, float, dict]], n: int = 4) -> EventFrame:
     )
 
 
-EVENTS = frame([
-    (1, "session_start", 1, {}),
-    (1, "session_start", 20, {}),
-    (1, "purchase", 3, {"amount": 10.0, "cat": "shoes"}),
-    (1, "purchase", 40, {"amount": 30.0, "cat": "bags"}),
-    (2, "session_start", 14, {}),  # exactly on the 14-day boundary: inside [NOW-14d, NOW)
-    (2, "product_view", 2, {"cat": "bags"}),
-    (2, "product_view", 2.5, {"cat": "shoes"}),
-    (2, "product_view", 3, {"cat": "bags"}),
-    (2, "product_view", 4, {"cat": "shoes"}),
-    (3, "nps_response", 5, {"score": 9}),
-    (3, "nps_response", 6, {"score": 6}),
-])
+EVENTS = frame(
+    [
+        (1, "session_start", 1, {}),
+        (1, "session_start", 20, {}),
+        (1, "purchase", 3, {"amount": 10.0, "cat": "shoes"}),
+        (1, "purchase", 40, {"amount": 30.0, "cat": "bags"}),
+        (2, "session_start", 14, {}),  # exactly on the 14-day boundary: inside [NOW-14d, NOW)
+        (2, "product_view", 2, {"cat": "bags"}),
+        (2, "product_view", 2.5, {"cat": "shoes"}),
+        (2, "product_view", 3, {"cat": "bags"}),
+        (2, "product_view", 4, {"cat": "shoes"}),
+        (3, "nps_response", 5, {"score": 9}),
+        (3, "nps_response", 6, {"score": 6}),
+    ]
+)
 CUSTOMERS = CustomerFrame(
     n=4,
     exists=np.array([False, True, True, True]),
@@ -112,7 +114,12 @@ def test_arithmetic_and_metrics() -> None:
 
 
 def test_condition_is_false_for_empty_slots() -> None:
-    assert Evaluator(EVENTS, CUSTOMERS, NOW).condition(lang.parse("true")).tolist() == [False, True, True, True]
+    assert Evaluator(EVENTS, CUSTOMERS, NOW).condition(lang.parse("true")).tolist() == [
+        False,
+        True,
+        True,
+        True,
+    ]
 
 
 def test_equal_aggregates_are_computed_once() -> None:
@@ -124,20 +131,23 @@ def test_equal_aggregates_are_computed_once() -> None:
     assert len(cache.values) == 1
 
 
-@pytest.mark.parametrize(("text", "message", "offset"), [
-    ("count(purchase, within=3x)", "'3x' is neither a number nor a duration", 23),
-    ("since(purchase.amount)", "since() takes event names", 6),
-    ("sum(purchase)", "sum() takes one event property", 4),
-    ("count(purchase, window=3d)", "count() has no argument window=", 23),
-    ("count(purchase, within=3)", "within= needs a duration", 23),
-    ("a = 1", "use '==' to compare", 2),
-    ("1 < a < 3", "chained comparisons are ambiguous", 6),
-    ("tier in 'gold'", "'in' needs a list", 8),
-    ("(a > 1", "expected ')' but found the end", 6),
-    ("", "the expression is empty", 0),
-    ("a >", "the expression ends too early", 3),
-    ("__import__('os')", "unknown function __import__()", 0),
-])
+@pytest.mark.parametrize(
+    ("text", "message", "offset"),
+    [
+        ("count(purchase, within=3x)", "'3x' is neither a number nor a duration", 23),
+        ("since(purchase.amount)", "since() takes event names", 6),
+        ("sum(purchase)", "sum() takes one event property", 4),
+        ("count(purchase, window=3d)", "count() has no argument window=", 23),
+        ("count(purchase, within=3)", "within= needs a duration", 23),
+        ("a = 1", "use '==' to compare", 2),
+        ("1 < a < 3", "chained comparisons are ambiguous", 6),
+        ("tier in 'gold'", "'in' needs a list", 8),
+        ("(a > 1", "expected ')' but found the end", 6),
+        ("", "the expression is empty", 0),
+        ("a >", "the expression ends too early", 3),
+        ("__import__('os')", "unknown function __import__()", 0),
+    ],
+)
 def test_expression_errors_have_offsets(text: str, message: str, offset: int) -> None:
     with pytest.raises(lang.ExpressionError) as info:
         lang.parse(text)
@@ -151,7 +161,9 @@ def test_dotted_name_outside_aggregate_is_refused() -> None:
 
 
 def test_collectors() -> None:
-    node = lang.parse("sum(purchase.amount, within=1d) > spend and count(a, b) > x and top_value(v.cat) == 'z'")
+    node = lang.parse(
+        "sum(purchase.amount, within=1d) > spend and count(a, b) > x and top_value(v.cat) == 'z'"
+    )
     assert lang.event_properties(node) == {"amount", "cat"}
     assert lang.event_names(node) == {"purchase", "a", "b", "v"}
     assert sorted(n.dotted for n in lang.free_names(node)) == ["spend", "x"]

@@ -68,8 +68,9 @@ def test_good_journey_compiles_to_a_transition_table() -> None:
 
 def test_digest_ignores_comments_and_layout_but_not_meaning() -> None:
     a = compile_journey(load_journey_text(GOOD, "j.yaml").journey)
-    b = compile_journey(load_journey_text("# a comment\n" + GOOD.replace("holdout: 10", "holdout:   10"),
-                                          "j.yaml").journey)
+    b = compile_journey(
+        load_journey_text("# a comment\n" + GOOD.replace("holdout: 10", "holdout:   10"), "j.yaml").journey
+    )
     c = compile_journey(load_journey_text(GOOD.replace("holdout: 10", "holdout: 20"), "j.yaml").journey)
     assert a.digest == b.digest != c.digest
 
@@ -122,16 +123,22 @@ def test_metric_cycle_is_reported() -> None:
 
 
 def test_send_fields_must_fit_the_channel() -> None:
-    problems = errors(GOOD.replace('{channel: email, subject: "Hi", template: a.txt}', "{channel: email, template: a.txt}"))
+    problems = errors(
+        GOOD.replace('{channel: email, subject: "Hi", template: a.txt}', "{channel: email, template: a.txt}")
+    )
     assert any("an email needs a subject" in p for p in problems)
-    problems = errors(GOOD.replace("{channel: sms, template: b.txt}", '{channel: sms, template: b.txt, subject: "x"}'))
+    problems = errors(
+        GOOD.replace("{channel: sms, template: b.txt}", '{channel: sms, template: b.txt, subject: "x"}')
+    )
     assert any("subject and html are for email" in p for p in problems)
 
 
 def test_bad_reentry_gets_one_clear_message() -> None:
     problems = errors(GOOD.replace("reentry: {cooldown: 30d}", "reentry: no"))
-    assert problems == ["j.yaml:17:10: reentry: expected never, always, after_exit or a mapping "
-                        "'cooldown: <duration>' (e.g. 60d)"]
+    assert problems == [
+        "j.yaml:17:10: reentry: expected never, always, after_exit or a mapping "
+        "'cooldown: <duration>' (e.g. 60d)"
+    ]
 
 
 def test_yaml_syntax_error_has_location() -> None:

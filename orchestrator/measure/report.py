@@ -41,7 +41,9 @@ class JourneyReport:
             "journey": self.journey_id,
             "version": self.version,
             "as_of": from_us(self.as_of_us).isoformat(),
-            "goal": None if self.goal_event is None else {
+            "goal": None
+            if self.goal_event is None
+            else {
                 "event": self.goal_event,
                 "within": format_duration(self.goal_window) if self.goal_window else None,
                 "revenue": self.revenue_property,
@@ -54,7 +56,9 @@ class JourneyReport:
         }
 
 
-def journey_report(store: Store, journey_id: str, as_of_us: int | None = None, alpha: float = 0.05) -> JourneyReport:
+def journey_report(
+    store: Store, journey_id: str, as_of_us: int | None = None, alpha: float = 0.05
+) -> JourneyReport:
     """Build the report of ``journey_id`` as of ``as_of_us`` (default: the last tick's instant).
 
     Raises ``KeyError`` with a readable message when the journey never ran in this store.
@@ -65,15 +69,21 @@ def journey_report(store: Store, journey_id: str, as_of_us: int | None = None, a
             {"j": journey_id},
         ).first()
         if version_row is None:
-            known = [r[0] for r in conn.execute(text("SELECT DISTINCT journey_id FROM journey_versions")).all()]
-            raise KeyError(f"journey {journey_id!r} has not run in this store (known: {', '.join(known) or 'none'})")
+            known = [
+                r[0] for r in conn.execute(text("SELECT DISTINCT journey_id FROM journey_versions")).all()
+            ]
+            raise KeyError(
+                f"journey {journey_id!r} has not run in this store (known: {', '.join(known) or 'none'})"
+            )
         if as_of_us is None:
             last = conn.execute(text("SELECT MAX(now_us) FROM ticks")).scalar()
             as_of_us = int(last) if last is not None else 0
         rows = conn.execute(
-            text("SELECT i.id, i.holdout, i.entered_us, c.instance_id IS NOT NULL, COALESCE(c.revenue, 0), "
-                 "c.converted_us FROM journey_instances i LEFT JOIN conversions c ON c.instance_id = i.id "
-                 "WHERE i.journey_id = :j AND i.entered_us <= :t"),
+            text(
+                "SELECT i.id, i.holdout, i.entered_us, c.instance_id IS NOT NULL, COALESCE(c.revenue, 0), "
+                "c.converted_us FROM journey_instances i LEFT JOIN conversions c ON c.instance_id = i.id "
+                "WHERE i.journey_id = :j AND i.entered_us <= :t"
+            ),
             {"j": journey_id, "t": as_of_us},
         ).all()
     try:
@@ -94,8 +104,17 @@ def journey_report(store: Store, journey_id: str, as_of_us: int | None = None, a
     matured = entered + window_us <= as_of_us
     arms = np.where(held, HOLDOUT, TREATMENT)[matured]
     lift = compare_arms(arms, converted[matured], revenue[matured], HOLDOUT, alpha) if matured.any() else None
-    return JourneyReport(journey_id, version_row[0], as_of_us, goal.event, goal.within, goal.revenue, entries,
-                         int(matured.sum()), lift)
+    return JourneyReport(
+        journey_id,
+        version_row[0],
+        as_of_us,
+        goal.event,
+        goal.within,
+        goal.revenue,
+        entries,
+        int(matured.sum()),
+        lift,
+    )
 
 
 # ---------------------------------------------------------------------------------------------- table
@@ -132,9 +151,13 @@ def format_table(report: JourneyReport) -> str:
         return "\n".join(lines)
     revenue = f", revenue from {report.revenue_property}" if report.revenue_property else ""
     assert report.goal_window is not None
-    lines.append(f"  goal: {report.goal_event} within {format_duration(report.goal_window)} of entry{revenue}")
-    lines.append(f"  entries counted: {report.matured} whose goal window has closed "
-                 f"({report.entries - report.matured} still inside it are left out)")
+    lines.append(
+        f"  goal: {report.goal_event} within {format_duration(report.goal_window)} of entry{revenue}"
+    )
+    lines.append(
+        f"  entries counted: {report.matured} whose goal window has closed "
+        f"({report.entries - report.matured} still inside it are left out)"
+    )
     lift = report.lift
     if lift is None:
         lines.append("  no entry has completed its goal window yet")
@@ -142,8 +165,10 @@ def format_table(report: JourneyReport) -> str:
     lines.append("")
     lines.append(f"  {'arm':10s} {'entries':>8s} {'converted':>10s} {'rate':>8s} {'revenue/entry':>14s}")
     for arm in sorted(lift.arms, key=lambda a: a.name != TREATMENT):
-        lines.append(f"  {arm.name:10s} {arm.n:8d} {arm.conversions:10d} {_pct(arm.rate):>8s} "
-                     f"{_num(arm.revenue_per_customer):>14s}")
+        lines.append(
+            f"  {arm.name:10s} {arm.n:8d} {arm.conversions:10d} {_pct(arm.rate):>8s} "
+            f"{_num(arm.revenue_per_customer):>14s}"
+        )
     lines.append("")
     comparison = lift.comparisons[0] if lift.comparisons else None
     level = f"{(1 - lift.alpha) * 100:.0f}%"
@@ -151,18 +176,32 @@ def format_table(report: JourneyReport) -> str:
         lines.append("  lift: not enough entries in both arms to compare (at least 2 in each)")
         return "\n".join(lines)
     r = comparison.rate
-    rel = (f"relative {_pct(r.relative, True)} ({level} CI {_pct(r.relative_ci.low, True)} to "
-           f"{_pct(r.relative_ci.high, True)})" if r.relative is not None and r.relative_ci else "relative n/a")
-    lines.append(f"  conversion rate lift: {_pts(r.absolute)} ({level} CI {_pts(r.absolute_ci.low)} to "
-                 f"{_pts(r.absolute_ci.high)}), {rel}, {_p(r.p_value)}")
+    rel = (
+        f"relative {_pct(r.relative, True)} ({level} CI {_pct(r.relative_ci.low, True)} to "
+        f"{_pct(r.relative_ci.high, True)})"
+        if r.relative is not None and r.relative_ci
+        else "relative n/a"
+    )
+    lines.append(
+        f"  conversion rate lift: {_pts(r.absolute)} ({level} CI {_pts(r.absolute_ci.low)} to "
+        f"{_pts(r.absolute_ci.high)}), {rel}, {_p(r.p_value)}"
+    )
     m = comparison.revenue
     if m is not None and report.revenue_property:
-        ci = (f" ({level} CI {_num(m.absolute_ci.low, True)} to {_num(m.absolute_ci.high, True)})"
-              if m.absolute_ci else "")
+        ci = (
+            f" ({level} CI {_num(m.absolute_ci.low, True)} to {_num(m.absolute_ci.high, True)})"
+            if m.absolute_ci
+            else ""
+        )
         mrel = f", relative {_pct(m.relative, True)}" if m.relative is not None else ""
         lines.append(f"  revenue per entry lift: {_num(m.absolute, True)}{ci}{mrel}, {_p(m.p_value)}")
     significant = r.p_value is not None and r.p_value < lift.alpha
-    lines.append("  " + ("the difference in conversion rate is statistically significant at this level"
-                         if significant else
-                         "the difference in conversion rate is not statistically significant at this level"))
+    lines.append(
+        "  "
+        + (
+            "the difference in conversion rate is statistically significant at this level"
+            if significant
+            else "the difference in conversion rate is not statistically significant at this level"
+        )
+    )
     return "\n".join(lines)

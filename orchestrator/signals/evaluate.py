@@ -94,7 +94,9 @@ class Evaluator:
             if len(node.parts) != 1:
                 raise ExpressionError(
                     f"{node.dotted} is an event property; read it inside an aggregate such as "
-                    f"sum({node.dotted}, within=30d)", node.pos)
+                    f"sum({node.dotted}, within=30d)",
+                    node.pos,
+                )
             name = node.parts[0]
             if name in self.metrics:
                 return self.metric(name)
@@ -204,10 +206,8 @@ class Evaluator:
         window = self._window_mask(call)
         if lang.FUNCTIONS[call.func].kind == "events":
             names = tuple(arg.parts[0] for arg in call.args if isinstance(arg, Name))
-            if call.func == "distinct_events" and not names:
-                mask = window
-            else:
-                mask = window & self._type_mask(names)
+            every_type = call.func == "distinct_events" and not names
+            mask = window if every_type else window & self._type_mask(names)
             cust = ev.customer[mask]
             if call.func == "count":
                 return np.bincount(cust, minlength=n).astype(np.float64)
@@ -302,8 +302,11 @@ def _is_null(value: Value) -> Any:
     arr = np.asarray(value)
     if arr.dtype == object:
         # Elementwise comparison of object arrays runs in numpy's loop, not in a Python comprehension.
-        nulls = np.asarray(np.equal(arr, None), dtype=bool) | np.asarray(np.equal(arr, ""), dtype=bool)
-        return nulls | np.asarray(np.not_equal(arr, arr), dtype=bool)  # NaN is the one value != itself
+        none: Any = None
+        nulls = np.asarray(np.equal(arr, none), dtype=np.bool_) | np.asarray(
+            np.equal(arr, ""), dtype=np.bool_
+        )
+        return nulls | np.asarray(np.not_equal(arr, arr), dtype=np.bool_)  # NaN is the one value != itself
     if arr.dtype.kind == "f":
         return np.isnan(arr)
     return np.zeros(arr.shape, bool)
@@ -317,8 +320,9 @@ def _truthy(value: Value) -> Any:
         with np.errstate(invalid="ignore"):
             return (arr != 0) & ~np.isnan(arr.astype(np.float64))
     if arr.dtype == object:
-        return np.array([bool(v) and not (isinstance(v, float) and v != v) for v in arr.ravel()],
-                        dtype=bool).reshape(arr.shape)
+        return np.array(
+            [bool(v) and not (isinstance(v, float) and v != v) for v in arr.ravel()], dtype=bool
+        ).reshape(arr.shape)
     return arr.astype(bool)
 
 
@@ -374,11 +378,12 @@ def _ordered(op: str, a: Any, b: Any) -> Any:
 
 
 def to_python(value: Any) -> Any:
-    """A numpy element as a plain Python value for templates: NaN becomes None, whole floats ints."""
+    """A numpy element as a plain Python value for templates: NaN and infinity become None (a template
+    cannot do arithmetic with "never"), whole floats become ints."""
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float):
-        if value != value:
+        if value != value or value in (float("inf"), float("-inf")):
             return None
         if value.is_integer() and abs(value) < 2**53:
             return int(value)

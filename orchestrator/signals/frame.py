@@ -73,7 +73,7 @@ class CustomerFrame:
         return col
 
 
-def column_from_values(values: Sequence[Any], n: int | None = None) -> np.ndarray:
+def column_from_values(values: Sequence[Any]) -> np.ndarray:
     """Turn Python values into the evaluator's column form: float64 (NaN for null) when every value is a
     number or null, bool when every value is a boolean, object otherwise."""
     seen_other = False
@@ -82,9 +82,9 @@ def column_from_values(values: Sequence[Any], n: int | None = None) -> np.ndarra
     for v in values:
         if v is None:
             continue
-        if isinstance(v, bool):
+        if isinstance(v, bool | np.bool_):
             seen_bool = True
-        elif isinstance(v, int | float):
+        elif isinstance(v, int | float | np.integer | np.floating):
             seen_number = True
         else:
             seen_other = True

@@ -142,7 +142,9 @@ def tokenize(text: str) -> list[Token]:
                 word = re.match(r"[0-9.]+[A-Za-z_0-9]*", snippet)
                 raise ExpressionError(
                     f"{word.group() if word else snippet!r} is neither a number nor a duration "
-                    "(durations end in s, m, h, d or w, e.g. 30d)", pos)
+                    "(durations end in s, m, h, d or w, e.g. 30d)",
+                    pos,
+                )
             raise ExpressionError(f"unexpected character {snippet[0]!r} in {snippet!r}", pos)
         kind = match.lastgroup or ""
         if kind != "space":
@@ -223,7 +225,7 @@ class _Parser:
             self.take()
             right = self.parse_sum()
             if not isinstance(right, ListLiteral):
-                raise ExpressionError("'in' needs a list, e.g. tier in [\"at_risk\", \"lapsed\"]", right.pos)
+                raise ExpressionError('\'in\' needs a list, e.g. tier in ["at_risk", "lapsed"]', right.pos)
             node = Binary(token.pos, "in", node, right)
         elif token.kind == "op" and token.text == "=":
             raise ExpressionError("use '==' to compare", token.pos)
@@ -350,26 +352,65 @@ class FunctionSpec:
 FUNCTIONS: dict[str, FunctionSpec] = {
     spec.name: spec
     for spec in [
-        FunctionSpec("count", "events", 1, None, WINDOW_ARGS,
-                     "number of events of the listed types in the window"),
-        FunctionSpec("since", "events", 1, None, WINDOW_ARGS,
-                     "time since the latest event of the listed types (infinite if none)"),
-        FunctionSpec("distinct_events", "events", 0, None, WINDOW_ARGS,
-                     "how many of the listed event types (all types if none listed) occur in the window"),
+        FunctionSpec(
+            "count", "events", 1, None, WINDOW_ARGS, "number of events of the listed types in the window"
+        ),
+        FunctionSpec(
+            "since",
+            "events",
+            1,
+            None,
+            WINDOW_ARGS,
+            "time since the latest event of the listed types (infinite if none)",
+        ),
+        FunctionSpec(
+            "distinct_events",
+            "events",
+            0,
+            None,
+            WINDOW_ARGS,
+            "how many of the listed event types (all types if none listed) occur in the window",
+        ),
         FunctionSpec("sum", "prop", 1, 1, WINDOW_ARGS, "sum of a property over the window (0 if none)"),
         FunctionSpec("mean", "prop", 1, 1, WINDOW_ARGS, "mean of a property over the window (null if none)"),
         FunctionSpec("distinct", "prop", 1, 1, WINDOW_ARGS, "number of distinct values of a property"),
-        FunctionSpec("top_count", "prop", 1, 1, WINDOW_ARGS,
-                     "how often the most frequent value of a property occurs (0 if none)"),
-        FunctionSpec("top_value", "prop", 1, 1, WINDOW_ARGS,
-                     "the most frequent value of a property (ties: the smallest value; null if none)"),
-        FunctionSpec("min", "scalar", 1, None, WINDOW_ARGS,
-                     "smallest of its arguments; or, given one event.property, its minimum over the window"),
-        FunctionSpec("max", "scalar", 1, None, WINDOW_ARGS,
-                     "largest of its arguments; or, given one event.property, its maximum over the window"),
+        FunctionSpec(
+            "top_count",
+            "prop",
+            1,
+            1,
+            WINDOW_ARGS,
+            "how often the most frequent value of a property occurs (0 if none)",
+        ),
+        FunctionSpec(
+            "top_value",
+            "prop",
+            1,
+            1,
+            WINDOW_ARGS,
+            "the most frequent value of a property (ties: the smallest value; null if none)",
+        ),
+        FunctionSpec(
+            "min",
+            "scalar",
+            1,
+            None,
+            WINDOW_ARGS,
+            "smallest of its arguments; or, given one event.property, its minimum over the window",
+        ),
+        FunctionSpec(
+            "max",
+            "scalar",
+            1,
+            None,
+            WINDOW_ARGS,
+            "largest of its arguments; or, given one event.property, its maximum over the window",
+        ),
         FunctionSpec("coalesce", "scalar", 2, None, frozenset(), "the first argument that is not null"),
         FunctionSpec("abs", "scalar", 1, 1, frozenset(), "absolute value"),
-        FunctionSpec("present", "scalar", 1, 1, frozenset(), "true where the value is set (not null or empty)"),
+        FunctionSpec(
+            "present", "scalar", 1, 1, frozenset(), "true where the value is set (not null or empty)"
+        ),
     ]
 }
 
@@ -395,8 +436,10 @@ def check_call(call: Call) -> None:
     n = len(call.args)
     if n < spec.min_args or (spec.max_args is not None and n > spec.max_args):
         want = (
-            f"{spec.min_args}" if spec.max_args == spec.min_args
-            else f"at least {spec.min_args}" if spec.max_args is None
+            f"{spec.min_args}"
+            if spec.max_args == spec.min_args
+            else f"at least {spec.min_args}"
+            if spec.max_args is None
             else f"{spec.min_args} to {spec.max_args}"
         )
         raise ExpressionError(f"{call.func}() takes {want} argument(s), got {n}", call.pos)
@@ -464,7 +507,8 @@ def free_names(node: Node) -> list[Name]:
 def aggregates(node: Node) -> list[Call]:
     """The behaviour aggregates (calls over events) in the tree."""
     return [
-        n for n in walk(node)
+        n
+        for n in walk(node)
         if isinstance(n, Call) and (FUNCTIONS[n.func].kind == "events" or is_property_aggregate(n))
     ]
 

@@ -52,7 +52,9 @@ def load_journey(path: str | Path) -> LoadedJourney:
 def load_journey_text(text: str, file: str) -> LoadedJourney:
     data, locations = load_yaml(text, file)
     if not isinstance(data, dict):
-        raise SpecError([Problem(file, 1, 1, "a journey file must be a mapping of keys such as id, signal, steps")])
+        raise SpecError(
+            [Problem(file, 1, 1, "a journey file must be a mapping of keys such as id, signal, steps")]
+        )
     try:
         journey = Journey.model_validate(data)
     except ValidationError as exc:
@@ -85,7 +87,9 @@ def check_journey(loaded: LoadedJourney) -> list[Problem]:
     seen: dict[str, int] = {}
     for i, step_id in enumerate(ids):
         if step_id in ("next", "exit", "completed", "exited"):
-            problems.append(loaded.problem(("steps", i, "id"), f"{step_id!r} is a reserved word, not a step id"))
+            problems.append(
+                loaded.problem(("steps", i, "id"), f"{step_id!r} is a reserved word, not a step id")
+            )
         if step_id in seen:
             problems.append(loaded.problem(("steps", i, "id"), f"step id {step_id!r} is used twice"))
         seen.setdefault(step_id, i)
@@ -95,16 +99,18 @@ def check_journey(loaded: LoadedJourney) -> list[Problem]:
             for key, target in (("then", step.branch.then), ("else", step.branch.otherwise)):
                 if target not in ("next", "exit") and target not in seen:
                     hint = _suggest(target, ids)
-                    problems.append(loaded.problem(("steps", i, "branch", key),
-                                                   f"no step with id {target!r}{hint}"))
+                    problems.append(
+                        loaded.problem(("steps", i, "branch", key), f"no step with id {target!r}{hint}")
+                    )
     if not problems:
         from orchestrator.spec.plan import instant_cycle
 
         cycle = instant_cycle(j)
         if cycle:
             first = ids.index(cycle[0])
-            problems.append(loaded.problem(("steps", first),
-                                           "these steps loop without a wait: " + " -> ".join(cycle)))
+            problems.append(
+                loaded.problem(("steps", first), "these steps loop without a wait: " + " -> ".join(cycle))
+            )
     return problems
 
 
@@ -128,9 +134,12 @@ def _metric_cycles(loaded: LoadedJourney, metrics: dict[str, lang.Node]) -> list
         if state.get(name) == 2:
             return
         if state.get(name) == 1:
-            cycle = [*trail[trail.index(name):], name]
-            problems.append(loaded.problem(("metrics", cycle[0]), "metrics refer to each other in a loop: "
-                                           + " -> ".join(cycle)))
+            cycle = [*trail[trail.index(name) :], name]
+            problems.append(
+                loaded.problem(
+                    ("metrics", cycle[0]), "metrics refer to each other in a loop: " + " -> ".join(cycle)
+                )
+            )
             return
         state[name] = 1
         for dep in sorted(deps[name]):
@@ -145,7 +154,11 @@ def _metric_cycles(loaded: LoadedJourney, metrics: dict[str, lang.Node]) -> list
 # ---------------------------------------------------------------------------------------------- schema errors
 
 _MODELS: dict[str, type[BaseModel]] = {
-    "journey": Journey, "step": Step, "send": Send, "branch": Branch, "goal": Goal,
+    "journey": Journey,
+    "step": Step,
+    "send": Send,
+    "branch": Branch,
+    "goal": Goal,
 }
 
 
@@ -176,10 +189,9 @@ def _data_path(loc: Iterable[Any], data: Any) -> Path_:
     path: list[str | int] = []
     node = data
     for part in loc:
-        if isinstance(node, dict) and isinstance(part, str) and part in node:
-            node = node[part]
-            path.append(part)
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+        in_dict = isinstance(node, dict) and isinstance(part, str) and part in node
+        in_list = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        if in_dict or in_list:
             node = node[part]
             path.append(part)
     return tuple(path)

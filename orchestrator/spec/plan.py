@@ -128,7 +128,7 @@ def instant_cycle(journey: Journey) -> list[str]:
         if sid not in kinds or kinds[sid] == "wait":
             return []
         if state.get(sid) == 1:
-            return [*trail[trail.index(sid):], sid]
+            return [*trail[trail.index(sid) :], sid]
         if state.get(sid) == 2:
             return []
         state[sid] = 1
@@ -169,19 +169,23 @@ def compile_journey(journey: Journey, file: str = "<journey>") -> JourneyPlan:
         if event is None:
             continue
         for source, transitions in event.transitions.items():
-            table[states.index(source), trigger_code] = states.index(transitions[0].dest)
+            dest = transitions[0].dest
+            assert dest is not None, "every journey transition has a destination"
+            table[states.index(source), trigger_code] = states.index(dest)
 
     steps = []
     for code, (sid, step) in enumerate(zip(ids, journey.steps, strict=True)):
-        steps.append(StepPlan(
-            id=sid,
-            code=code,
-            kind=step.kind,
-            send=step.send,
-            wait_us=_us(step.wait) if step.wait is not None else None,
-            condition=lang.parse(step.branch.condition) if step.branch is not None else None,
-            exit_reason=step.exit,
-        ))
+        steps.append(
+            StepPlan(
+                id=sid,
+                code=code,
+                kind=step.kind,
+                send=step.send,
+                wait_us=_us(step.wait) if step.wait is not None else None,
+                condition=lang.parse(step.branch.condition) if step.branch is not None else None,
+                exit_reason=step.exit,
+            )
+        )
     return JourneyPlan(
         journey=journey,
         digest=digest_of(journey),

@@ -32,13 +32,17 @@ class TemplateSource(Protocol):
 def _metric_reads(source: str) -> Iterator[tuple[str, int]]:
     """``metrics.x`` and ``metrics['x']`` reads in a template, with their lines."""
     tree = jinja2.Environment().parse(source)
-    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
-        base = node.node
-        if isinstance(base, nodes.Name) and base.name == "metrics":
-            if isinstance(node, nodes.Getattr):
-                yield node.attr, node.lineno
-            elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
-                yield node.arg.value, node.lineno
+    for node in tree.find_all(nodes.Getattr):
+        if isinstance(node.node, nodes.Name) and node.node.name == "metrics":
+            yield node.attr, node.lineno
+    for item in tree.find_all(nodes.Getitem):
+        if (
+            isinstance(item.node, nodes.Name)
+            and item.node.name == "metrics"
+            and isinstance(item.arg, nodes.Const)
+            and isinstance(item.arg.value, str)
+        ):
+            yield item.arg.value, item.lineno
 
 
 def _free_names(source: str) -> list[tuple[str, int]]:
@@ -91,12 +95,19 @@ def _check_source(
     for var, line in names:
         if var not in CONTEXT_ROOTS:
             roots = ", ".join(sorted(CONTEXT_ROOTS))
-            problems.append(loaded.problem(
-                path, f"{where} line {line}: undefined variable {var!r} (templates can use {roots})"))
+            problems.append(
+                loaded.problem(
+                    path, f"{where} line {line}: undefined variable {var!r} (templates can use {roots})"
+                )
+            )
     for metric, line in reads:
         if metric not in metrics:
             declared = ", ".join(sorted(metrics)) or "none"
-            problems.append(loaded.problem(
-                path, f"{where} line {line}: metrics.{metric} is not a metric of this journey "
-                      f"(declared: {declared})"))
+            problems.append(
+                loaded.problem(
+                    path,
+                    f"{where} line {line}: metrics.{metric} is not a metric of this journey "
+                    f"(declared: {declared})",
+                )
+            )
     return problems

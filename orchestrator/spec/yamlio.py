@@ -65,13 +65,16 @@ _Core12Resolver.add_implicit_resolver(
     "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
 )
 _Core12Resolver.add_implicit_resolver(
-    "tag:yaml.org,2002:int", re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"),
+    "tag:yaml.org,2002:int",
+    re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"),
     list("-+0123456789"),
 )
 _Core12Resolver.add_implicit_resolver(
     "tag:yaml.org,2002:float",
-    re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)"
-               r"|\.(?:nan|NaN|NAN))$"),
+    re.compile(
+        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)"
+        r"|\.(?:nan|NaN|NAN))$"
+    ),
     list("-+.0123456789"),
 )
 _Core12Resolver.add_implicit_resolver(
@@ -167,17 +170,31 @@ def _convert(node: Node, path: Path_, locs: Locations, problems: list[Problem], 
         for key_node, value_node in node.value:
             key_loc = _location(key_node)
             if not isinstance(key_node, ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
-                problems.append(Problem(file, key_loc.line, key_loc.column,
-                                        "keys must be plain names (merge keys and complex keys are not allowed)"))
+                problems.append(
+                    Problem(
+                        file,
+                        key_loc.line,
+                        key_loc.column,
+                        "keys must be plain names (merge keys and complex keys are not allowed)",
+                    )
+                )
                 continue
             key = key_node.value
             if key_node.tag != "tag:yaml.org,2002:str" and key_node.style is None and key == "<<":
-                problems.append(Problem(file, key_loc.line, key_loc.column, "merge keys (<<) are not allowed"))
+                problems.append(
+                    Problem(file, key_loc.line, key_loc.column, "merge keys (<<) are not allowed")
+                )
                 continue
             if key in out:
                 first = locs.keys[(*path, key)]
-                problems.append(Problem(file, key_loc.line, key_loc.column,
-                                        f"duplicate key {key!r} (first at line {first.line})"))
+                problems.append(
+                    Problem(
+                        file,
+                        key_loc.line,
+                        key_loc.column,
+                        f"duplicate key {key!r} (first at line {first.line})",
+                    )
+                )
                 continue
             locs.keys[(*path, key)] = key_loc
             out[key] = _convert(value_node, (*path, key), locs, problems, file)

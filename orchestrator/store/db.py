@@ -40,20 +40,35 @@ class Store:
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:
-        """A connection inside one transaction, committed on success and rolled back on error."""
+        """A connection inside one write transaction, committed on success and rolled back on error.
+
+        On SQLite the transaction takes the write lock at once (``BEGIN IMMEDIATE``): a transaction that
+        reads and then writes can otherwise fail when another writer got in between.
+        """
         with self.engine.begin() as conn:
             yield conn
 
     @contextmanager
     def connect(self) -> Iterator[Connection]:
+        """A connection for reading: everything it reads comes from one consistent snapshot."""
         with self.engine.connect() as conn:
-            yield conn
+            conn.info[_READ_ONLY] = True
+            try:
+                yield conn
+            finally:
+                conn.info.pop(_READ_ONLY, None)
 
     def dispose(self) -> None:
         self.engine.dispose()
 
 
+_READ_ONLY = "orchestrator_read_only"
+
+
 def _sqlite_pragmas(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+    # The sqlite3 driver would open transactions itself, only at the first write, so reads inside a
+    # transaction could each see different data. Hand transaction control to SQLAlchemy (see _sqlite_begin).
+    dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
     # WAL lets readers (status, report) run while a tick writes; NORMAL sync is durable across
     # process crashes in WAL mode, which is the failure the engine must survive.
@@ -65,6 +80,10 @@ def _sqlite_pragmas(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
     cur.close()
 
 
+def _sqlite_begin(conn: Connection) -> None:
+    conn.exec_driver_sql("BEGIN" if conn.info.get(_READ_ONLY) else "BEGIN IMMEDIATE")
+
+
 def open_store(url: str | None = None, *, create: bool = True) -> Store:
     """Open (and by default create) the store at ``url``."""
     url = database_url(url)
@@ -74,6 +93,7 @@ def open_store(url: str | None = None, *, create: bool = True) -> Store:
     engine = create_engine(url, **kwargs)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
     if create:
         SQLModel.metadata.create_all(engine)
     return Store(engine)

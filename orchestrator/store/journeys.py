@@ -43,11 +43,14 @@ def stored_version(conn: Connection, journey_id: str, version: int) -> StoredVer
     return StoredVersion(journey_id, version, row[0], row[1]) if row else None
 
 
-def register_version(conn: Connection, journey_id: str, version: int, digest: str, source: str,
-                     now_us: int) -> None:
+def register_version(
+    conn: Connection, journey_id: str, version: int, digest: str, source: str, now_us: int
+) -> None:
     conn.execute(
-        text("INSERT INTO journey_versions (journey_id, version, digest, source, registered_us) "
-             "VALUES (:j, :v, :d, :s, :t)"),
+        text(
+            "INSERT INTO journey_versions (journey_id, version, digest, source, registered_us) "
+            "VALUES (:j, :v, :d, :s, :t)"
+        ),
         {"j": journey_id, "v": version, "d": digest, "s": source, "t": now_us},
     )
 
@@ -71,8 +74,9 @@ def signal_members(conn: Connection, journey_id: str) -> np.ndarray:
     return _column(rows, 0, np.int64)
 
 
-def update_signal_members(conn: Connection, journey_id: str, added: np.ndarray, removed: np.ndarray,
-                          now_us: int) -> None:
+def update_signal_members(
+    conn: Connection, journey_id: str, added: np.ndarray, removed: np.ndarray, now_us: int
+) -> None:
     if len(removed):
         conn.execute(
             text("DELETE FROM signal_members WHERE journey_id = :j AND customer_key = :k"),
@@ -97,12 +101,16 @@ class EntryHistory:
 
 def entry_history(conn: Connection, journey_id: str) -> EntryHistory:
     rows = conn.execute(
-        text("SELECT customer_key, MAX(CASE WHEN status = 'active' THEN 1 ELSE 0 END), "
-             "COALESCE(MAX(exited_us), -1) FROM journey_instances WHERE journey_id = :j GROUP BY customer_key "
-             "ORDER BY customer_key"),
+        text(
+            "SELECT customer_key, MAX(CASE WHEN status = 'active' THEN 1 ELSE 0 END), "
+            "COALESCE(MAX(exited_us), -1) FROM journey_instances WHERE journey_id = :j GROUP BY customer_key "
+            "ORDER BY customer_key"
+        ),
         {"j": journey_id},
     ).all()
-    return EntryHistory(_column(rows, 0, np.int64), _column(rows, 1, np.int64) > 0, _column(rows, 2, np.int64))
+    return EntryHistory(
+        _column(rows, 0, np.int64), _column(rows, 1, np.int64) > 0, _column(rows, 2, np.int64)
+    )
 
 
 def holdout_assignments(conn: Connection, journey_id: str) -> tuple[np.ndarray, np.ndarray]:
@@ -116,28 +124,54 @@ def holdout_assignments(conn: Connection, journey_id: str) -> tuple[np.ndarray, 
     return keys, held
 
 
-def insert_assignments(conn: Connection, journey_id: str, keys: np.ndarray, buckets: np.ndarray,
-                       held: np.ndarray, percent: float, now_us: int, reason: str) -> None:
+def insert_assignments(
+    conn: Connection,
+    journey_id: str,
+    keys: np.ndarray,
+    buckets: np.ndarray,
+    held: np.ndarray,
+    percent: float,
+    now_us: int,
+    reason: str,
+) -> None:
     if not len(keys):
         return
     conn.execute(
-        text("INSERT INTO holdout_assignments (journey_id, customer_key, arm, bucket, percent, assigned_us, "
-             "reason) VALUES (:j, :k, :a, :b, :p, :t, :r)"),
+        text(
+            "INSERT INTO holdout_assignments (journey_id, customer_key, arm, bucket, percent, assigned_us, "
+            "reason) VALUES (:j, :k, :a, :b, :p, :t, :r)"
+        ),
         [
-            {"j": journey_id, "k": int(k), "a": "holdout" if h else "treatment", "b": float(b),
-             "p": percent, "t": now_us, "r": reason}
+            {
+                "j": journey_id,
+                "k": int(k),
+                "a": "holdout" if h else "treatment",
+                "b": float(b),
+                "p": percent,
+                "t": now_us,
+                "r": reason,
+            }
             for k, b, h in zip(keys, buckets, held, strict=True)
         ],
     )
 
 
-def insert_instances(conn: Connection, journey_id: str, version: int, keys: np.ndarray, held: np.ndarray,
-                     state: str, now_us: int) -> None:
+def insert_instances(
+    conn: Connection,
+    journey_id: str,
+    version: int,
+    keys: np.ndarray,
+    held: np.ndarray,
+    state: str,
+    now_us: int,
+) -> None:
     if not len(keys):
         return
     conn.execute(
-        text("INSERT INTO journey_instances (journey_id, version, customer_key, state, status, holdout, "
-             "entered_us, wake_at_us) VALUES (:j, :v, :k, :s, 'active', :h, :t, :t)"),
+        text(
+            "INSERT INTO journey_instances (journey_id, version, customer_key, state, status, holdout, "
+            "entered_us, wake_at_us) VALUES (:j, :v, :k, :s, 'active', :h, :t, :t)"
+        ),
         [
             {"j": journey_id, "v": version, "k": int(k), "s": state, "h": bool(h), "t": now_us}
             for k, h in zip(keys, held, strict=True)
@@ -162,9 +196,11 @@ class DueInstances:
 
 def due_instances(conn: Connection, journey_id: str, version: int, now_us: int) -> DueInstances:
     rows = conn.execute(
-        text("SELECT id, customer_key, state, holdout, wake_at_us FROM journey_instances "
-             "WHERE journey_id = :j AND version = :v AND status = 'active' AND wake_at_us <= :now "
-             "ORDER BY id"),
+        text(
+            "SELECT id, customer_key, state, holdout, wake_at_us FROM journey_instances "
+            "WHERE journey_id = :j AND version = :v AND status = 'active' AND wake_at_us <= :now "
+            "ORDER BY id"
+        ),
         {"j": journey_id, "v": version, "now": now_us},
     ).all()
     states = np.empty(len(rows), dtype=object)
@@ -182,9 +218,11 @@ def update_instances(conn: Connection, rows: list[dict[str, Any]]) -> None:
     """Rows of id, state, status, wake_at_us, exited_us, exit_reason."""
     for start in range(0, len(rows), CHUNK):
         conn.execute(
-            text("UPDATE journey_instances SET state = :state, status = :status, wake_at_us = :wake_at_us, "
-                 "exited_us = :exited_us, exit_reason = :exit_reason WHERE id = :id"),
-            rows[start:start + CHUNK],
+            text(
+                "UPDATE journey_instances SET state = :state, status = :status, wake_at_us = :wake_at_us, "
+                "exited_us = :exited_us, exit_reason = :exit_reason WHERE id = :id"
+            ),
+            rows[start : start + CHUNK],
         )
 
 
@@ -192,10 +230,12 @@ def insert_messages(conn: Connection, rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
     conn.execute(
-        text("INSERT INTO messages (idempotency_key, journey_id, version, instance_id, customer_key, step, "
-             "channel, recipient, subject, body, html, title, link, status, reason, created_us) VALUES "
-             "(:idempotency_key, :journey_id, :version, :instance_id, :customer_key, :step, :channel, "
-             ":recipient, :subject, :body, :html, :title, :link, :status, :reason, :created_us)"),
+        text(
+            "INSERT INTO messages (idempotency_key, journey_id, version, instance_id, customer_key, step, "
+            "channel, recipient, subject, body, html, title, link, status, reason, created_us) VALUES "
+            "(:idempotency_key, :journey_id, :version, :instance_id, :customer_key, :step, :channel, "
+            ":recipient, :subject, :body, :html, :title, :link, :status, :reason, :created_us)"
+        ),
         rows,
     )
 
@@ -215,9 +255,11 @@ class OpenInstances:
 
 def unconverted_instances(conn: Connection, journey_id: str, entered_since_us: int) -> OpenInstances:
     rows = conn.execute(
-        text("SELECT i.id, i.customer_key, i.version, i.entered_us, i.holdout, i.status FROM journey_instances i "
-             "LEFT JOIN conversions c ON c.instance_id = i.id "
-             "WHERE i.journey_id = :j AND i.entered_us >= :since AND c.instance_id IS NULL"),
+        text(
+            "SELECT i.id, i.customer_key, i.version, i.entered_us, i.holdout, i.status "
+            "FROM journey_instances i LEFT JOIN conversions c ON c.instance_id = i.id "
+            "WHERE i.journey_id = :j AND i.entered_us >= :since AND c.instance_id IS NULL"
+        ),
         {"j": journey_id, "since": entered_since_us},
     ).all()
     return OpenInstances(
@@ -234,9 +276,11 @@ def insert_conversions(conn: Connection, rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
     conn.execute(
-        text("INSERT INTO conversions (instance_id, journey_id, version, customer_key, holdout, entered_us, "
-             "converted_us, revenue) VALUES (:instance_id, :journey_id, :version, :customer_key, :holdout, "
-             ":entered_us, :converted_us, :revenue)"),
+        text(
+            "INSERT INTO conversions (instance_id, journey_id, version, customer_key, holdout, entered_us, "
+            "converted_us, revenue) VALUES (:instance_id, :journey_id, :version, :customer_key, :holdout, "
+            ":entered_us, :converted_us, :revenue)"
+        ),
         rows,
     )
 
@@ -245,8 +289,10 @@ def finish_instances(conn: Connection, ids: np.ndarray, status: str, reason: str
     if not len(ids):
         return
     conn.execute(
-        text("UPDATE journey_instances SET status = :s, state = :s, exited_us = :t, exit_reason = :r, "
-             "wake_at_us = NULL WHERE id = :id AND status = 'active'"),
+        text(
+            "UPDATE journey_instances SET status = :s, state = :s, exited_us = :t, exit_reason = :r, "
+            "wake_at_us = NULL WHERE id = :id AND status = 'active'"
+        ),
         [{"s": status, "t": now_us, "r": reason, "id": int(i)} for i in ids],
     )
 
@@ -275,17 +321,31 @@ class QueuedMessage:
 def queued_messages(conn: Connection, limit: int, after_id: int = 0) -> list[QueuedMessage]:
     """Queued messages with ``id > after_id``, oldest first."""
     rows = conn.execute(
-        text("SELECT m.id, m.idempotency_key, m.journey_id, m.step, m.channel, m.recipient, m.subject, m.body, "
-             "m.html, m.title, m.link, c.id, h.arm, m.created_us FROM messages m JOIN customers c ON c.key = m.customer_key "
-             "LEFT JOIN holdout_assignments h ON h.journey_id = m.journey_id AND h.customer_key = m.customer_key "
-             "WHERE m.status = 'queued' AND m.id > :after ORDER BY m.id LIMIT :n"),
+        text(
+            "SELECT m.id, m.idempotency_key, m.journey_id, m.step, m.channel, m.recipient, m.subject, "
+            "m.body, m.html, m.title, m.link, c.id, h.arm, m.created_us FROM messages m "
+            "JOIN customers c ON c.key = m.customer_key LEFT JOIN holdout_assignments h "
+            "ON h.journey_id = m.journey_id AND h.customer_key = m.customer_key "
+            "WHERE m.status = 'queued' AND m.id > :after ORDER BY m.id LIMIT :n"
+        ),
         {"n": limit, "after": after_id},
     ).all()
     return [
         QueuedMessage(
-            id=r[0], idempotency_key=r[1], journey_id=r[2], step=r[3], channel=r[4], recipient=r[5] or "",
-            subject=r[6], body=r[7] or "", html=r[8], title=r[9], link=r[10], customer_id=r[11],
-            held_out=r[12] == "holdout", created_us=r[13],
+            id=r[0],
+            idempotency_key=r[1],
+            journey_id=r[2],
+            step=r[3],
+            channel=r[4],
+            recipient=r[5] or "",
+            subject=r[6],
+            body=r[7] or "",
+            html=r[8],
+            title=r[9],
+            link=r[10],
+            customer_id=r[11],
+            held_out=r[12] == "holdout",
+            created_us=r[13],
         )
         for r in rows
     ]
@@ -295,7 +355,9 @@ def record_deliveries(conn: Connection, rows: list[dict[str, Any]]) -> None:
     """Rows of id, status, reason, provider_id, sent_us."""
     if rows:
         conn.execute(
-            text("UPDATE messages SET status = :status, reason = :reason, provider_id = :provider_id, "
-                 "sent_us = :sent_us WHERE id = :id"),
+            text(
+                "UPDATE messages SET status = :status, reason = :reason, provider_id = :provider_id, "
+                "sent_us = :sent_us WHERE id = :id"
+            ),
             rows,
         )

@@ -1,0 +1,144 @@
+"""The command line: ``orchestrator <command>``.
+
+Each command is a thin face over the core: it parses arguments, opens the store, calls one core function
+and prints the result. Exit codes: 0 success, 1 the work found problems (invalid journeys, rejected rows
+with ``--strict``), 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from orchestrator import __version__
+from orchestrator.store import database_url
+
+DEFAULT_JOURNEYS = "journeys"
+DEFAULT_OUTBOX = "outbox"
+
+
+def _add_db(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--db",
+        metavar="URL",
+        default=None,
+        help="store URL (default: $ORCHESTRATOR_DB or sqlite:///orchestrator.db)",
+    )
+
+
+def _add_workspace(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--journeys",
+        metavar="PATH",
+        nargs="+",
+        default=[DEFAULT_JOURNEYS],
+        help="journey files or folders (default: journeys/)",
+    )
+    p.add_argument(
+        "--templates",
+        metavar="DIR",
+        type=Path,
+        default=None,
+        help="templates folder (default: the nearest templates/ above each journey)",
+    )
+    p.add_argument(
+        "--outbox",
+        metavar="DIR",
+        type=Path,
+        default=Path(DEFAULT_OUTBOX),
+        help="folder the outbox adapter writes messages to (default: outbox/)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="orchestrator",
+        description="Journey orchestration: behaviour signals, YAML journeys, safe messages, lift reports.",
+    )
+    parser.add_argument("--version", action="version", version=f"orchestrator {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what the engine does")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("validate", help="check journey files and their templates")
+    p.add_argument("paths", nargs="+", help="journey files or folders")
+    p.add_argument("--templates", metavar="DIR", type=Path, default=None)
+
+    p = sub.add_parser("ingest", help="load events or customers from JSONL, CSV or Parquet")
+    p.add_argument("files", nargs="+", type=Path)
+    p.add_argument(
+        "--kind",
+        choices=["events", "customers"],
+        default=None,
+        help="what the file holds (default: detected from its first record)",
+    )
+    p.add_argument("--strict", action="store_true", help="exit 1 when any row was rejected")
+    _add_db(p)
+
+    p = sub.add_parser("run", help="run one tick of the engine")
+    p.add_argument("--once", action="store_true", required=True, help="run exactly one tick (required)")
+    p.add_argument(
+        "--now",
+        metavar="ISO-8601",
+        default=None,
+        help="the instant to run at, e.g. 2024-03-01T09:00:00Z (default: the wall clock)",
+    )
+    _add_workspace(p)
+    _add_db(p)
+
+    p = sub.add_parser("daemon", help="run ticks on a schedule until SIGTERM")
+    p.add_argument("--interval", type=float, default=60.0, metavar="SECONDS", help="seconds between ticks")
+    p.add_argument("--max-ticks", type=int, default=None, help=argparse.SUPPRESS)
+    _add_workspace(p)
+    _add_db(p)
+
+    p = sub.add_parser("report", help="the lift report of a journey")
+    p.add_argument("journey", help="journey id")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.add_argument(
+        "--now",
+        metavar="ISO-8601",
+        default=None,
+        help="report as of this instant (default: the last tick's instant)",
+    )
+    _add_db(p)
+
+    p = sub.add_parser("demo", help="run the bundled demo on a fresh SQLite file")
+    p.add_argument("--dir", type=Path, default=Path("demo"), help="where the demo's store and outbox go")
+    p.add_argument(
+        "--data", type=Path, default=Path("examples/demo"), help="folder with customers.csv and events.jsonl"
+    )
+    p.add_argument("--journeys", nargs="+", default=[DEFAULT_JOURNEYS], metavar="PATH")
+    p.add_argument("--days", type=int, default=21, help="simulated days to run after the history")
+    p.add_argument("--ticks-per-day", type=int, default=6)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    from orchestrator.cli import commands
+
+    handler = getattr(commands, f"cmd_{args.command}")
+    try:
+        return int(handler(args) or 0)
+    except commands.UsageError as exc:
+        print(f"orchestrator {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except commands.Failure as exc:
+        print(f"orchestrator {args.command}: {exc}", file=sys.stderr)
+        return 1
+
+
+def print_json(value: object) -> None:
+    print(json.dumps(value, indent=2, sort_keys=False, default=str))
+
+
+__all__ = ["build_parser", "database_url", "main", "print_json"]

@@ -1,0 +1,154 @@
+"""The commands behind ``orchestrator <command>``; each returns an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from orchestrator.channels.base import ChannelRouter
+from orchestrator.channels.outbox import OutboxAdapter
+from orchestrator.clock import Clock, SimulatedClock, SystemClock, parse_instant, to_us
+from orchestrator.engine.tick import Engine, TickReport, VersionConflict
+from orchestrator.engine.workspace import load_workspace, validate_paths
+from orchestrator.spec import SpecError
+from orchestrator.store import open_store
+
+
+class UsageError(Exception):
+    """Bad arguments (exit 2)."""
+
+
+class Failure(Exception):
+    """The command ran and found problems (exit 1)."""
+
+
+def _instant(text: str | None, what: str = "--now") -> Clock:
+    if text is None:
+        return SystemClock()
+    try:
+        return SimulatedClock(parse_instant(text))
+    except ValueError as exc:
+        raise UsageError(f"{what} {text!r} is not an ISO-8601 instant with a time zone: {exc}") from None
+
+
+def outbox_router(folder: Path) -> ChannelRouter:
+    return ChannelRouter([OutboxAdapter(folder)])
+
+
+def _engine(args: argparse.Namespace, clock: Clock) -> Engine:
+    try:
+        workspace = load_workspace(args.journeys, args.templates)
+    except SpecError as exc:
+        raise Failure(f"the journeys are not valid:\n{exc}") from None
+    if not workspace.plans:
+        raise UsageError(f"no journey files found in {' '.join(args.journeys)}")
+    return Engine(open_store(args.db), workspace, outbox_router(args.outbox), clock)
+
+
+# ---------------------------------------------------------------------------------------------- commands
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    files, problems = validate_paths(args.paths, args.templates)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if not files:
+        raise UsageError(f"no journey files found in {' '.join(args.paths)}")
+    bad = {p.file for p in problems}
+    print(
+        f"{len(files) - len(bad)} of {len(files)} journey files valid"
+        + (f", {len(problems)} problem(s)" if problems else "")
+    )
+    return 1 if problems else 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from orchestrator.ingest import ingest_file
+
+    store = open_store(args.db)
+    clock = SystemClock()
+    rejected = 0
+    for path in args.files:
+        if not path.exists():
+            raise UsageError(f"{path}: no such file")
+        try:
+            report = ingest_file(store, path, kind=args.kind, now_us=to_us(clock.now()))
+        except ValueError as exc:
+            raise Failure(f"{path}: {exc}") from None
+        rejected += report.rejected
+        print(
+            f"{path}: {report.accepted} {report.kind} accepted, {report.rejected} rejected "
+            f"in {report.seconds:.2f}s"
+        )
+        for line, reason in report.examples:
+            print(f"  {path}:{line}: {reason}", file=sys.stderr)
+        if report.rejected > len(report.examples):
+            print(f"  ... and {report.rejected - len(report.examples)} more", file=sys.stderr)
+    return 1 if (args.strict and rejected) else 0
+
+
+def _print_tick(report: TickReport) -> None:
+    for journey_id, j in report.journeys.items():
+        finished = ", ".join(f"{k} {v}" for k, v in sorted(j.finished.items())) or "none"
+        print(
+            f"  {journey_id}: entered {j.entered} (holdout {j.entered_holdout}), stepped {j.stepped}, "
+            f"queued {j.queued}, suppressed {j.suppressed}, failed {j.failed}, converted {j.converted}, "
+            f"finished: {finished}"
+        )
+    print(
+        f"  delivered {report.delivered}, delivery failures {report.delivery_failed}, "
+        f"retries {report.retry}, refused {report.refused}; {report.timings.get('total', 0):.3f}s"
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    clock = _instant(args.now)
+    engine = _engine(args, clock)
+    try:
+        report = engine.tick()
+    except VersionConflict as exc:
+        raise Failure(str(exc)) from None
+    print(f"tick at {clock.now().isoformat()}")
+    _print_tick(report)
+    return 0
+
+
+def cmd_daemon(args: argparse.Namespace) -> int:
+    from orchestrator.engine.daemon import run_daemon
+
+    if args.interval <= 0:
+        raise UsageError("--interval must be positive")
+    engine = _engine(args, SystemClock())
+    print(
+        f"daemon: {len(engine.workspace.plans)} journeys, a tick every {args.interval:g}s; "
+        "stop with SIGTERM or Ctrl-C",
+        flush=True,
+    )
+    ticks = run_daemon(engine.tick, args.interval, max_ticks=args.max_ticks)
+    engine.store.dispose()
+    print(f"daemon: stopped cleanly after {ticks} tick(s)", flush=True)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from orchestrator.measure.report import format_table, journey_report
+
+    store = open_store(args.db, create=False)
+    as_of = to_us(parse_instant(args.now)) if args.now else None
+    try:
+        report = journey_report(store, args.journey, as_of_us=as_of)
+    except KeyError as exc:
+        raise Failure(str(exc.args[0])) from None
+    if args.format == "json":
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(format_table(report))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from orchestrator.demo.run import run_demo
+
+    return run_demo(args.dir, args.data, args.journeys, days=args.days, ticks_per_day=args.ticks_per_day)

@@ -1,0 +1,142 @@
+"""``orchestrator demo``: the whole loop on the bundled shop, on a simulated clock.
+
+It ingests the bundled history into a fresh SQLite file, then lives through the following days: each
+day the shop's customers behave (customers who were messaged recently are more active, so the journeys
+have something to prove), the engine ticks several times, and at the end the demo prints what was sent
+and each journey's lift report.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+from sqlalchemy import text
+
+from orchestrator.channels.base import ChannelRouter
+from orchestrator.channels.outbox import OutboxAdapter
+from orchestrator.clock import SimulatedClock, to_us
+from orchestrator.demo.population import HISTORY_DAYS, HISTORY_END, make_population, simulate_day
+from orchestrator.engine.tick import Engine
+from orchestrator.engine.workspace import load_workspace
+from orchestrator.ingest import ingest_events_records, ingest_file
+from orchestrator.measure.report import format_table, journey_report
+from orchestrator.spec import SpecError
+from orchestrator.store import Store, open_store, sqlite_url
+
+RESPONSE_DAYS = 3  # how long a delivered message keeps a customer more active
+RESPONSE_BOOST = 3.0
+
+
+def run_demo(
+    folder: Path,
+    data: Path,
+    journeys: Sequence[str],
+    *,
+    days: int = 21,
+    ticks_per_day: int = 6,
+    seed: int = 11,
+    out: TextIO = sys.stdout,
+) -> int:
+    customers_file, events_file = data / "customers.csv", data / "events.jsonl"
+    for needed in (customers_file, events_file):
+        if not needed.exists():
+            print(f"demo: {needed} is missing (run from the project folder, or pass --data)", file=sys.stderr)
+            return 2
+    try:
+        workspace = load_workspace(journeys)
+    except SpecError as exc:
+        print(f"demo: the journeys are not valid:\n{exc}", file=sys.stderr)
+        return 1
+
+    # A fresh store and outbox every time, so the figures are reproducible.
+    db_path, outbox = folder / "orchestrator.db", folder / "outbox"
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in (
+        db_path,
+        db_path.with_name(db_path.name + "-wal"),
+        db_path.with_name(db_path.name + "-shm"),
+    ):
+        stale.unlink(missing_ok=True)
+    shutil.rmtree(outbox, ignore_errors=True)
+    store = open_store(sqlite_url(db_path))
+    clock = SimulatedClock(HISTORY_END)
+    start_us = to_us(HISTORY_END)
+
+    print(f"Demo store: {db_path}  outbox: {outbox}/", file=out)
+    for path, kind in ((customers_file, "customers"), (events_file, "events")):
+        report = ingest_file(store, path, kind=kind, now_us=start_us)
+        print(f"Ingested {report.accepted} {kind} from {path} ({report.rejected} rejected)", file=out)
+
+    engine = Engine(store, workspace, ChannelRouter([OutboxAdapter(outbox)]), clock)
+    with store.connect() as conn:
+        rows = conn.execute(text("SELECT key, id FROM customers")).all()
+    key_of = {cid: key for key, cid in rows}
+    pop = make_population(len(key_of))
+    pop_keys = np.array([key_of.get(cid, 0) for cid in pop.ids], dtype=np.int64)
+    rng = np.random.default_rng(seed)
+
+    print(f"\nSimulating {days} days from {HISTORY_END.date()}, {ticks_per_day} ticks a day", file=out)
+    for day in range(days):
+        day_start = HISTORY_END + timedelta(days=day)
+        boost = _response_boost(store, pop_keys, to_us(day_start))
+        events = simulate_day(pop, day_start, HISTORY_DAYS + day, rng, boost)
+        ingest_events_records(store, events, now_us=to_us(day_start), source=f"demo day {day + 1}")
+        entered = queued = 0
+        for t in range(ticks_per_day):
+            clock.set(day_start + timedelta(hours=24 * t / ticks_per_day))
+            tick = engine.tick()
+            entered += sum(j.entered for j in tick.journeys.values())
+            queued += sum(j.queued for j in tick.journeys.values())
+        print(
+            f"  {day_start.date()}: {len(events):5d} events, {entered:4d} entered, {queued:4d} messages",
+            file=out,
+        )
+
+    _print_messages(store, outbox, out)
+    for plan in workspace.plans:
+        print("", file=out)
+        print(format_table(journey_report(store, plan.id)), file=out)
+    store.dispose()
+    return 0
+
+
+def _response_boost(store: Store, pop_keys: np.ndarray, day_start_us: int) -> np.ndarray:
+    since = day_start_us - RESPONSE_DAYS * 86400 * 1_000_000
+    with store.connect() as conn:
+        rows = conn.execute(
+            text("SELECT DISTINCT customer_key FROM messages WHERE status = 'sent' AND sent_us >= :s"),
+            {"s": since},
+        ).all()
+    messaged = np.array([r[0] for r in rows], dtype=np.int64)
+    return np.where(np.isin(pop_keys, messaged), RESPONSE_BOOST, 1.0)
+
+
+def _print_messages(store: Store, outbox: Path, out: TextIO) -> None:
+    with store.connect() as conn:
+        rows = conn.execute(text("SELECT journey_id, channel, status, reason FROM messages")).all()
+        sample = conn.execute(
+            text(
+                "SELECT journey_id, step, channel, recipient, subject, title, body FROM messages "
+                "WHERE status = 'sent' ORDER BY id LIMIT 3"
+            )
+        ).all()
+    counts = Counter((r[0], r[1], r[2]) for r in rows)
+    reasons = Counter(r[3] for r in rows if r[2] != "sent")
+    print(f"\nMessages ({len(rows)} in the ledger; files under {outbox}/):", file=out)
+    for (journey, channel, status), n in sorted(counts.items()):
+        print(f"  {journey:18s} {channel:6s} {status:10s} {n:5d}", file=out)
+    for reason, n in reasons.most_common():
+        print(f"  not sent: {reason} ({n})", file=out)
+    print("\nA few of the messages sent:", file=out)
+    for journey, step, channel, recipient, subject, title, body in sample:
+        heading = subject or title or ""
+        print(f"  [{journey}/{step}] {channel} to {recipient}: {heading}", file=out)
+        for line in (body or "").strip().splitlines()[:3]:
+            print(f"      {line}", file=out)

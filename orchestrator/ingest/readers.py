@@ -1,0 +1,744 @@
+"""Reading and validating input files into chunks of columns ready for the store.
+
+Readers never touch the database: they turn JSONL, CSV, Parquet or in-memory records into ``EventChunk`` /
+``CustomerChunk`` objects of at most ``chunk_rows`` accepted rows, each carrying the rows it rejected
+(``Reject``: line, reason category, detail). A bad row never stops a file; a bad file (unknown format,
+missing required column) raises ``IngestError`` before anything is read.
+
+Validation of an event: ``customer_id`` a non-empty string or an integer (stored as its decimal string),
+``event`` a non-empty string, ``ts`` an ISO-8601 instant with a time zone (or, for Parquet, a timestamp
+column with a time zone; for in-memory records also an aware ``datetime``), ``properties`` absent, null or
+an object. Checks run in that order and the first failure is the reason reported.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import re
+import zoneinfo
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from orchestrator.clock import to_us
+from orchestrator.ingest.report import IngestError, Reject
+
+CHUNK_ROWS = 50_000
+EVENT_FIELDS = ("customer_id", "event", "ts")
+STANDARD_TEXT = ("email", "phone", "push_token", "timezone")
+CONSENTS = ("consent_email", "consent_sms", "consent_push")
+_CONSENT_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?")
+_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+
+
+# ---------------------------------------------------------------------------------------------- chunks
+
+
+@dataclass
+class EventChunk:
+    """Accepted events as columns. Customer ids and event names are factorised: ``customer_ids`` holds
+    the distinct ids and ``customer_codes`` indexes it per event (likewise ``event_names``/``event_codes``).
+    ``properties`` holds each event's properties as JSON object text."""
+
+    customer_ids: list[str]
+    customer_codes: np.ndarray
+    event_names: list[str]
+    event_codes: np.ndarray
+    ts_us: np.ndarray
+    properties: list[str]
+    rejects: list[Reject] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.ts_us)
+
+
+@dataclass
+class CustomerChunk:
+    """Accepted customer rows in the form ``upsert_customers`` takes, plus the rows rejected."""
+
+    rows: list[dict[str, Any]]
+    rejects: list[Reject] = field(default_factory=list)
+
+
+def _show(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# ---------------------------------------------------------------------------------------------- values
+
+
+def parse_number(cell: str) -> Any:
+    """A CSV cell as an int or float when the whole cell is a JSON number (so ``007`` and ``1e999`` stay
+    text), else the cell unchanged."""
+    m = _NUMBER.fullmatch(cell)
+    if m is None:
+        return cell
+    if m.group(1) is None and m.group(2) is None:
+        return int(cell)
+    value = float(cell)
+    return value if np.isfinite(value) else cell
+
+
+def parse_consent(value: Any) -> bool | None:
+    """true/false/1/0/yes/no (any case) or a JSON boolean or 0/1; None for anything else."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return {1: True, 0: False}.get(value)
+    if isinstance(value, str):
+        return _CONSENT_WORDS.get(value.strip().lower())
+    return None
+
+
+@functools.lru_cache(maxsize=4096)
+def known_time_zone(name: str) -> bool:
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+        return False
+    return True
+
+
+def parse_ts_text(text: str) -> int | Reject:
+    """Microseconds of an ISO-8601 instant (``Z`` accepted, as ``clock.parse_instant``), or a Reject with
+    line 0 saying why not."""
+    try:
+        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        return Reject(0, "ts unparseable", _show(text))
+    if value.tzinfo is None:
+        return Reject(0, "ts without a time zone", _show(text))
+    return to_us(value)
+
+
+def parse_ts_texts(texts: Sequence[str] | pa.Array) -> tuple[np.ndarray, dict[int, Reject]]:
+    """Parse many ISO-8601 instants: vectorised through Arrow, falling back to ``parse_ts_text`` one by one
+    when Arrow refuses any of them (Arrow accepts a subset of what Python does, and agrees on it).
+    Returns the int64 microseconds (0 where rejected) and the rejects by position."""
+    try:
+        arr = texts if isinstance(texts, pa.Array) else pa.array(texts, pa.string())
+        parsed = pc.cast(arr, pa.timestamp("us", tz="UTC"))
+        return parsed.cast(pa.int64()).to_numpy(zero_copy_only=False), {}
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, UnicodeError):
+        pass
+    values = texts.to_pylist() if isinstance(texts, pa.Array) else texts
+    out = np.zeros(len(values), np.int64)
+    bad: dict[int, Reject] = {}
+    for i, text in enumerate(values):
+        result = parse_ts_text(text)
+        if isinstance(result, Reject):
+            bad[i] = result
+        else:
+            out[i] = result
+    return out, bad
+
+
+def _dumps_properties(props: dict[str, Any]) -> str | None:
+    if not props:
+        return "{}"
+    try:
+        return orjson.dumps(props).decode()
+    except TypeError:
+        return None
+
+
+# ---------------------------------------------------------------------------------------------- events
+
+
+class EventBuilder:
+    """Validates event records one at a time and collects the accepted ones as columns."""
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        self.customer_index: dict[str, int] = {}
+        self.customer_codes: list[int] = []
+        self.event_index: dict[str, int] = {}
+        self.event_codes: list[int] = []
+        self.ts: list[Any] = []  # str to parse, or int microseconds already known
+        self.ts_all_text = True
+        self.lines: list[int] = []
+        self.properties: list[str] = []
+        self.rejects: list[Reject] = []
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    @property
+    def pending(self) -> int:
+        return len(self.lines) + len(self.rejects)
+
+    def fill(self, items: Iterator[tuple[int, Any]], limit: int) -> bool:
+        """Take ``(line, record or Reject)`` items until ``limit`` rows are pending; True when ``items`` ran
+        out. The common well-formed record takes an inlined fast path; everything else goes to ``add``."""
+        cindex, eindex = self.customer_index, self.event_index
+        ccode, ecode = self.customer_codes.append, self.event_codes.append
+        ts_add, line_add, props_add = self.ts.append, self.lines.append, self.properties.append
+        reject, add, dumps = self.rejects.append, self.add, orjson.dumps
+        room = limit - self.pending
+        for line, obj in items:
+            room -= 1
+            if type(obj) is dict:
+                cid = obj.get("customer_id")
+                event = obj.get("event")
+                ts = obj.get("ts")
+                props = obj.get("properties")
+                n = len(obj)
+                if (
+                    type(cid) is str
+                    and cid
+                    and type(event) is str
+                    and event
+                    and type(ts) is str
+                    and ((props is None and n == 3) or (type(props) is dict and n == 4))
+                    and not event.isspace()
+                ):
+                    try:
+                        text = dumps(props).decode() if props else "{}"
+                    except TypeError:
+                        add(line, obj)
+                    else:
+                        ccode(cindex.setdefault(cid, len(cindex)))
+                        ecode(eindex.setdefault(event, len(eindex)))
+                        ts_add(ts)
+                        line_add(line)
+                        props_add(text)
+                else:
+                    add(line, obj)
+            elif type(obj) is Reject:
+                reject(obj)
+            else:
+                add(line, obj)
+            if room <= 0:
+                return False
+        return True
+
+    def add(self, line: int, obj: Any) -> None:
+        """Validate one record (a mapping) and keep it, or note why it is rejected."""
+        reject = self.rejects.append
+        if type(obj) is not dict and not isinstance(obj, Mapping):
+            reject(Reject(line, "not an object", type(obj).__name__))
+            return
+        cid = obj.get("customer_id")
+        if type(cid) is not str:
+            if cid is None:
+                reject(Reject(line, "missing customer_id"))
+                return
+            if not isinstance(cid, int | np.integer) or isinstance(cid, bool):
+                reject(Reject(line, "bad customer_id", f"must be a string or an integer, got {_show(cid)}"))
+                return
+            cid = str(int(cid))
+        elif not cid:
+            reject(Reject(line, "missing customer_id", "empty"))
+            return
+        event = obj.get("event")
+        if type(event) is not str:
+            if event is None:
+                reject(Reject(line, "missing event"))
+            else:
+                reject(Reject(line, "bad event", f"must be a string, got {_show(event)}"))
+            return
+        if not event or event.isspace():
+            reject(Reject(line, "empty event name", _show(event)))
+            return
+        ts = obj.get("ts")
+        if type(ts) is not str:
+            if ts is None:
+                reject(Reject(line, "missing ts"))
+                return
+            if not isinstance(ts, datetime):
+                reject(Reject(line, "bad ts", f"must be an ISO-8601 string, got {_show(ts)}"))
+                return
+            if ts.tzinfo is None:
+                reject(Reject(line, "ts without a time zone", _show(ts.isoformat())))
+                return
+            ts = to_us(ts)
+            self.ts_all_text = False
+        props = obj.get("properties")
+        if props is None:
+            props = {}
+        elif type(props) is not dict:
+            if not isinstance(props, Mapping):
+                reject(Reject(line, "properties not an object", type(props).__name__))
+                return
+            props = dict(props)
+        if len(obj) > (4 if "properties" in obj else 3):
+            extras = {k: v for k, v in obj.items() if k not in EVENT_FIELDS and k != "properties"}
+            props = {**extras, **props}
+        text = _dumps_properties(props)
+        if text is None:
+            reject(Reject(line, "properties not serialisable", _show(props)))
+            return
+        ci = self.customer_index.setdefault(cid, len(self.customer_index))
+        ei = self.event_index.setdefault(event, len(self.event_index))
+        self.customer_codes.append(ci)
+        self.event_codes.append(ei)
+        self.ts.append(ts)
+        self.lines.append(line)
+        self.properties.append(text)
+
+    def finish(self) -> EventChunk:
+        """The collected chunk (rows whose ``ts`` fails to parse move to the rejects); resets the builder."""
+        n = len(self.lines)
+        if self.ts_all_text:
+            ts_us, bad = parse_ts_texts(self.ts)
+        else:
+            ts_us = np.zeros(n, np.int64)
+            bad = {}
+            for i, value in enumerate(self.ts):
+                result = parse_ts_text(value) if isinstance(value, str) else value
+                if isinstance(result, Reject):
+                    bad[i] = result
+                else:
+                    ts_us[i] = result
+        customer_ids = list(self.customer_index)
+        event_names = list(self.event_index)
+        customer_codes = np.asarray(self.customer_codes, dtype=np.int64)
+        event_codes = np.asarray(self.event_codes, dtype=np.int64)
+        properties = self.properties
+        rejects = self.rejects
+        if bad:
+            keep = np.ones(n, bool)
+            keep[list(bad)] = False
+            rejects = sorted(
+                rejects + [Reject(self.lines[i], r.reason, r.detail) for i, r in bad.items()],
+                key=lambda r: r.line,
+            )
+            customer_codes, event_codes, ts_us = customer_codes[keep], event_codes[keep], ts_us[keep]
+            properties = [p for p, k in zip(properties, keep.tolist(), strict=True) if k]
+        self._reset()
+        return EventChunk(customer_ids, customer_codes, event_names, event_codes, ts_us, properties, rejects)
+
+
+def _built_chunks(items: Iterable[tuple[int, Any]], chunk_rows: int) -> Iterator[EventChunk]:
+    builder = EventBuilder()
+    items = iter(items)
+    while True:
+        done = builder.fill(items, chunk_rows)
+        if builder.pending:
+            yield builder.finish()
+        if done:
+            return
+
+
+def record_event_chunks(records: Iterable[Any], chunk_rows: int = CHUNK_ROWS) -> Iterator[EventChunk]:
+    """Event chunks from in-memory records (mappings shaped like JSONL lines); line = 1-based position."""
+    return _built_chunks(enumerate(records, 1), chunk_rows)
+
+
+def _jsonl_objects(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line, parsed value) for every non-blank line; a line that is not JSON yields a Reject instead."""
+    loads = orjson.loads
+    decode_error = orjson.JSONDecodeError
+    with open(path, "rb") as f:
+        for line, raw in enumerate(f, 1):
+            if line == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            try:
+                yield line, loads(raw)
+            except decode_error as exc:
+                if raw.strip():
+                    yield line, Reject(line, "bad JSON", str(exc)[:80])
+
+
+def jsonl_event_chunks(path: Path, chunk_rows: int = CHUNK_ROWS) -> Iterator[EventChunk]:
+    return _built_chunks(_jsonl_objects(path), chunk_rows)
+
+
+def _csv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
+    """(first line of the record, fields) for every CSV record after the header, which is line 1 and
+    yielded as line 1. Blank lines are skipped; undecodable bytes come back as lone surrogates."""
+    with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
+        reader = csv.reader(f)
+        previous = 0
+        while True:
+            try:
+                fields = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                yield previous + 1, [f"\udc00{exc}"]  # marks a broken record for the caller
+                previous = reader.line_num
+                continue
+            start, previous = previous + 1, reader.line_num
+            if fields:
+                yield start, fields
+
+
+def _csv_problem(fields: list[str], width: int) -> Reject | None:
+    if len(fields) == 1 and fields[0].startswith("\udc00"):
+        return Reject(0, "bad CSV record", fields[0][1:80])
+    if len(fields) != width:
+        return Reject(0, "wrong number of fields", f"{len(fields)} fields, header has {width}")
+    try:
+        "".join(fields).encode("utf-8")
+    except UnicodeEncodeError:
+        return Reject(0, "bad encoding", "not UTF-8")
+    return None
+
+
+def _csv_header(path: Path, rows: Iterator[tuple[int, list[str]]]) -> list[str] | None:
+    """The header's column names (the first record), or None for an empty file."""
+    first = next(rows, None)
+    if first is None:
+        return None
+    names = [name.strip() for name in first[1]]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise IngestError(f"{path}: CSV header repeats column(s) {sorted(dup)}")
+    return names
+
+
+def csv_event_chunks(path: Path, chunk_rows: int = CHUNK_ROWS) -> Iterator[EventChunk]:
+    """Event chunks from a CSV file with columns customer_id, event, ts; every other non-empty cell is a
+    property (a number when the whole cell is a JSON number)."""
+    rows = _csv_rows(path)
+    names = _csv_header(path, rows)
+    if names is None:
+        return
+    missing = [name for name in EVENT_FIELDS if name not in names]
+    if missing:
+        raise IngestError(f"{path}: CSV header lacks {missing}")
+    ci, ei, ti = (names.index(name) for name in EVENT_FIELDS)
+    others = [(i, name) for i, name in enumerate(names) if name not in EVENT_FIELDS]
+    width = len(names)
+
+    def items() -> Iterator[tuple[int, Any]]:
+        for line, fields in rows:
+            problem = _csv_problem(fields, width)
+            if problem is not None:
+                yield line, problem._replace(line=line)
+            else:
+                props = {name: parse_number(fields[i]) for i, name in others if fields[i] != ""}
+                yield (
+                    line,
+                    {"customer_id": fields[ci], "event": fields[ei], "ts": fields[ti], "properties": props},
+                )
+
+    yield from _built_chunks(items(), chunk_rows)
+
+
+# ---------------------------------------------------------------------------------------------- parquet
+
+
+def _plain(col: pa.Array) -> pa.Array:
+    if pa.types.is_dictionary(col.type):
+        col = col.dictionary_decode()
+    if pa.types.is_large_string(col.type) or str(col.type) == "string_view":
+        col = col.cast(pa.string())
+    return col
+
+
+def _mask(arr: pa.Array) -> np.ndarray:
+    """A boolean arrow array as numpy, nulls as False."""
+    return np.asarray(arr.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def _json_fragments(name: str, col: pa.Array) -> pa.Array:
+    """Per row ``,"name":<json value>``, or "" where the value is null (or a non-finite float)."""
+    prefix = "," + orjson.dumps(name).decode() + ":"
+    col = _plain(col)
+    t = col.type
+    text: pa.Array
+    if pa.types.is_integer(t):
+        text = pc.cast(col, pa.string())
+    elif pa.types.is_floating(t):
+        finite = pc.is_finite(col)
+        text = pc.cast(col, pa.string())
+        integral = pc.match_substring_regex(text, r"^-?[0-9]+$")
+        text = pc.if_else(integral, pc.binary_join_element_wise(text, ".0", ""), text)
+        text = pc.if_else(finite, text, pa.scalar(None, pa.string()))
+    elif pa.types.is_boolean(t):
+        text = pc.if_else(col, "true", "false")
+    elif pa.types.is_string(t) and not pc.any(pc.match_substring_regex(col, "[\x00-\x1f]")).as_py():
+        escaped = pc.replace_substring(pc.replace_substring(col, "\\", "\\\\"), '"', '\\"')
+        text = pc.binary_join_element_wise('"', escaped, '"', "")
+    else:
+        values = col.to_pylist()
+        text = pa.array(
+            [None if v is None else orjson.dumps(v, default=_json_default).decode() for v in values],
+            pa.string(),
+        )
+    return pc.binary_join_element_wise(prefix, text, "").fill_null("")
+
+
+def _properties_json(batch: pa.RecordBatch, names: Sequence[str]) -> pa.Array:
+    """The properties of each row as JSON object text built column-wise (no per-row Python)."""
+    if not names:
+        return pa.array(["{}"] * batch.num_rows, pa.string())
+    frags = [_json_fragments(name, batch.column(name)) for name in names]
+    joined = frags[0] if len(frags) == 1 else pc.binary_join_element_wise(*frags, "")
+    body = pc.utf8_slice_codeunits(joined, 1)  # drop the leading comma
+    return pc.binary_join_element_wise("{", body, "}", "")
+
+
+def _timestamp_us(col: pa.Array) -> np.ndarray:
+    """Microseconds of a timestamp array (floor for nanoseconds); null slots hold 0."""
+    unit = col.type.unit
+    raw = col.cast(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+    if unit == "s":
+        return raw * 1_000_000
+    if unit == "ms":
+        return raw * 1_000
+    if unit == "ns":
+        return raw // 1_000
+    return raw
+
+
+def arrow_event_chunk(batch: pa.RecordBatch, first_row: int) -> EventChunk:
+    """Validate and convert a record batch of events column by column; ``first_row`` numbers its rows."""
+    n = batch.num_rows
+    names = batch.schema.names
+    reason = np.full(n, "", dtype=object)
+    details = np.full(n, "", dtype=object)
+
+    def fail(mask: np.ndarray, why: str, detail: str = "") -> None:
+        hit = mask & (reason == "")
+        reason[hit] = why
+        details[hit] = detail
+
+    cid = _plain(batch.column("customer_id"))
+    if pa.types.is_integer(cid.type):
+        cid = pc.cast(cid, pa.string())
+    elif not pa.types.is_string(cid.type):
+        raise IngestError(f"customer_id column has type {cid.type}; expected text or integers")
+    fail(~_mask(pc.is_valid(cid)) | ~_mask(pc.greater(pc.binary_length(cid), 0)), "missing customer_id")
+
+    event = _plain(batch.column("event"))
+    if not pa.types.is_string(event.type):
+        raise IngestError(f"event column has type {event.type}; expected text")
+    fail(~_mask(pc.is_valid(event)), "missing event")
+    fail(~_mask(pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(event)), 0)), "empty event name")
+
+    ts_col = _plain(batch.column("ts"))
+    fail(~_mask(pc.is_valid(ts_col)), "missing ts")
+    if pa.types.is_timestamp(ts_col.type):
+        if ts_col.type.tz is None:
+            fail(np.ones(n, bool), "ts without a time zone", f"column type {ts_col.type}")
+        ts_us = _timestamp_us(ts_col)
+    elif pa.types.is_string(ts_col.type):
+        ts_us, bad = parse_ts_texts(ts_col.fill_null("1970-01-01T00:00:00Z"))
+        for i, r in bad.items():
+            if reason[i] == "":
+                reason[i], details[i] = r.reason, r.detail
+    else:
+        raise IngestError(f"ts column has type {ts_col.type}; expected a timestamp with time zone or text")
+
+    props = _properties_json(batch, [name for name in names if name not in EVENT_FIELDS])
+
+    bad_rows = np.flatnonzero(reason != "")
+    rejects = [Reject(first_row + int(i), str(reason[i]), str(details[i])) for i in bad_rows]
+    if len(bad_rows):
+        keep = reason == ""
+        keep_arr = pa.array(keep)
+        cid, event, props = cid.filter(keep_arr), event.filter(keep_arr), props.filter(keep_arr)
+        ts_us = ts_us[keep]
+    cid_codes = pc.dictionary_encode(cid)
+    event_codes = pc.dictionary_encode(event)
+    return EventChunk(
+        customer_ids=cid_codes.dictionary.to_pylist(),
+        customer_codes=cid_codes.indices.to_numpy(zero_copy_only=False).astype(np.int64),
+        event_names=event_codes.dictionary.to_pylist(),
+        event_codes=event_codes.indices.to_numpy(zero_copy_only=False).astype(np.int64),
+        ts_us=np.asarray(ts_us, dtype=np.int64),
+        properties=props.to_pylist(),
+        rejects=rejects,
+    )
+
+
+def parquet_event_chunks(path: Path, chunk_rows: int = CHUNK_ROWS) -> Iterator[EventChunk]:
+    """Event chunks from a Parquet file (one per record batch); rows are numbered from 1."""
+    pf = pq.ParquetFile(path)
+    missing = [name for name in EVENT_FIELDS if name not in pf.schema_arrow.names]
+    if missing:
+        raise IngestError(f"{path}: Parquet file lacks column(s) {missing}")
+    first = 1
+    for batch in pf.iter_batches(batch_size=chunk_rows):
+        yield arrow_event_chunk(batch, first)
+        first += batch.num_rows
+
+
+# ---------------------------------------------------------------------------------------------- customers
+
+
+def customer_row(line: int, obj: Any, from_text: bool) -> dict[str, Any] | Reject:
+    """Validate one customer record into an ``upsert_customers`` row, or say why it is rejected.
+
+    ``from_text`` (CSV) means cells are strings: an empty cell is "not given" and attribute cells that are
+    whole JSON numbers become numbers. Consents must be true/false/1/0/yes/no; ``timezone`` an IANA zone.
+    """
+    if not isinstance(obj, Mapping):
+        return Reject(line, "not an object", type(obj).__name__)
+    cid = obj.get("customer_id")
+    alt = obj.get("id")
+    if cid is None or cid == "":
+        cid = alt
+    elif alt is not None and alt != "" and str(alt) != str(cid):
+        return Reject(line, "conflicting customer_id and id", f"{_show(cid)} vs {_show(alt)}")
+    if type(cid) is int:
+        cid = str(cid)
+    elif cid is None or cid == "":
+        return Reject(line, "missing customer_id")
+    elif type(cid) is not str:
+        return Reject(line, "bad customer_id", f"must be a string or an integer, got {_show(cid)}")
+    row: dict[str, Any] = {"id": cid}
+    for name, value in obj.items():
+        if name in ("customer_id", "id") or (from_text and value == ""):
+            continue
+        if name in STANDARD_TEXT:
+            if value is not None and not isinstance(value, str):
+                return Reject(line, f"bad {name}", f"must be a string, got {_show(value)}")
+            if name == "timezone" and value is not None and not known_time_zone(value):
+                return Reject(line, "unknown time zone", _show(value))
+            row[name] = value
+        elif name in CONSENTS:
+            consent = parse_consent(value)
+            if consent is None:
+                detail = f"{name} must be true/false/1/0/yes/no, got {_show(value)}"
+                return Reject(line, "bad consent", detail)
+            row[name] = consent
+        elif name == "attributes":
+            if not isinstance(value, Mapping):
+                return Reject(line, "attributes not an object", _show(value))
+            row[name] = dict(value)
+        elif name in ("key", "updated_us"):
+            return Reject(line, "reserved field", name)
+        else:
+            row[name] = parse_number(value) if from_text and isinstance(value, str) else value
+    return row
+
+
+class _CustomerBuilder:
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+        self.rejects: list[Reject] = []
+
+    @property
+    def pending(self) -> int:
+        return len(self.rows) + len(self.rejects)
+
+    def add(self, result: dict[str, Any] | Reject) -> None:
+        if isinstance(result, Reject):
+            self.rejects.append(result)
+        else:
+            self.rows.append(result)
+
+    def finish(self) -> CustomerChunk:
+        chunk = CustomerChunk(self.rows, self.rejects)
+        self._reset()
+        return chunk
+
+
+def _customer_chunks(items: Iterable[dict[str, Any] | Reject], chunk_rows: int) -> Iterator[CustomerChunk]:
+    builder = _CustomerBuilder()
+    for item in items:
+        builder.add(item)
+        if builder.pending >= chunk_rows:
+            yield builder.finish()
+    if builder.pending:
+        yield builder.finish()
+
+
+def jsonl_customer_chunks(path: Path, chunk_rows: int = CHUNK_ROWS) -> Iterator[CustomerChunk]:
+    items = (
+        obj if type(obj) is Reject else customer_row(line, obj, from_text=False)
+        for line, obj in _jsonl_objects(path)
+    )
+    return _customer_chunks(items, chunk_rows)
+
+
+def csv_customer_chunks(path: Path, chunk_rows: int = CHUNK_ROWS) -> Iterator[CustomerChunk]:
+    rows = _csv_rows(path)
+    names = _csv_header(path, rows)
+    if names is None:
+        return iter(())
+    if "customer_id" not in names and "id" not in names:
+        raise IngestError(f"{path}: customer CSV header needs customer_id or id")
+    width = len(names)
+
+    def items() -> Iterator[dict[str, Any] | Reject]:
+        for line, fields in rows:
+            problem = _csv_problem(fields, width)
+            if problem is not None:
+                yield problem._replace(line=line)
+            else:
+                yield customer_row(line, dict(zip(names, fields, strict=True)), from_text=True)
+
+    return _customer_chunks(items(), chunk_rows)
+
+
+def parquet_customer_chunks(path: Path, chunk_rows: int = CHUNK_ROWS) -> Iterator[CustomerChunk]:
+    """Customer chunks from Parquet; null cells are "not given"."""
+    pf = pq.ParquetFile(path)
+    if "customer_id" not in pf.schema_arrow.names and "id" not in pf.schema_arrow.names:
+        raise IngestError(f"{path}: customer Parquet file needs a customer_id or id column")
+
+    def items() -> Iterator[dict[str, Any] | Reject]:
+        line = 1
+        for batch in pf.iter_batches(batch_size=chunk_rows):
+            for record in batch.to_pylist():
+                clean = {k: v for k, v in record.items() if v is not None}
+                yield customer_row(line, clean, from_text=False)
+                line += 1
+
+    return _customer_chunks(items(), chunk_rows)
+
+
+# ---------------------------------------------------------------------------------------------- detection
+
+
+def detect_format(path: Path) -> str:
+    """jsonl, csv or parquet, from the file name's extension."""
+    fmt = _FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise IngestError(f"{path}: unknown file type {path.suffix!r}; expected {sorted(_FORMATS)}")
+    return fmt
+
+
+def detect_kind(path: Path, fmt: str) -> str:
+    """ "events" when the first record (JSONL), the header (CSV) or the schema (Parquet) has an ``event``
+    field, else "customers". An empty JSONL file counts as events."""
+    if fmt == "parquet":
+        names = pq.ParquetFile(path).schema_arrow.names
+        return "events" if "event" in names else "customers"
+    if fmt == "csv":
+        header = _csv_header(path, _csv_rows(path))
+        return "events" if header is None or "event" in header else "customers"
+    for _, obj in _jsonl_objects(path):
+        if isinstance(obj, dict):
+            return "events" if "event" in obj else "customers"
+    return "events"
+
+
+def event_chunks(path: Path, fmt: str, chunk_rows: int = CHUNK_ROWS) -> Iterator[EventChunk]:
+    readers = {"jsonl": jsonl_event_chunks, "csv": csv_event_chunks, "parquet": parquet_event_chunks}
+    return readers[fmt](path, chunk_rows)
+
+
+def customer_chunks(path: Path, fmt: str, chunk_rows: int = CHUNK_ROWS) -> Iterator[CustomerChunk]:
+    readers = {"jsonl": jsonl_customer_chunks, "csv": csv_customer_chunks, "parquet": parquet_customer_chunks}
+    return readers[fmt](path, chunk_rows)

@@ -1,0 +1,56 @@
+"""What an ingest did: rows kept, rows rejected and why."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+
+class IngestError(ValueError):
+    """A problem with the whole input (unknown format or kind, missing required column): nothing loads."""
+
+
+class Reject(NamedTuple):
+    """One rejected row: its 1-based line (row number for Parquet, position for in-memory records), the
+    reason category counted in ``IngestReport.reasons``, and a detail for the examples."""
+
+    line: int
+    reason: str
+    detail: str = ""
+
+    def message(self) -> str:
+        return f"{self.reason}: {self.detail}" if self.detail else self.reason
+
+
+@dataclass
+class IngestReport:
+    """Counts of one ingest. ``reasons`` counts rejects by category; ``examples`` holds the first rejects
+    in file order as ``(line, message)``; ``seconds`` is the wall time of the whole ingest."""
+
+    source: str
+    kind: str
+    accepted: int = 0
+    rejected: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+    examples: list[tuple[int, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def add_rejects(self, rejects: Iterable[Reject], max_examples: int) -> None:
+        """Count ``rejects`` (given in line order) and keep the first ``max_examples`` of the whole ingest."""
+        for r in rejects:
+            self.rejected += 1
+            self.reasons[r.reason] = self.reasons.get(r.reason, 0) + 1
+            if len(self.examples) < max_examples:
+                self.examples.append((r.line, r.message()))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "kind": self.kind,
+            "accepted": self.accepted,
+            "rejected": self.rejected,
+            "reasons": dict(self.reasons),
+            "examples": [[line, message] for line, message in self.examples],
+            "seconds": round(self.seconds, 4),
+        }

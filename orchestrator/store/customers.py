@@ -1,0 +1,323 @@
+"""Set-based reads and writes of customers.
+
+Customers are addressed by the business id (``id``) on the way in and by the dense integer ``key`` everywhere
+else. Every function here takes an open SQLAlchemy ``Connection`` (the caller owns the transaction) and does
+a bounded number of statements whatever the number of customers: bulk SELECTs over chunked ``IN`` lists and
+one executemany per kind of write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import orjson
+from sqlalchemy import Connection, Insert, bindparam, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from orchestrator.signals.frame import CustomerFrame, column_from_values
+from orchestrator.store.tables import Customer
+
+CUSTOMERS = Customer.__table__  # type: ignore[attr-defined]
+
+#: Bound parameters per ``IN`` list: below SQLite's and PostgreSQL's limits, large enough to be cheap.
+IN_CHUNK = 5000
+
+#: Columns of ``customers`` that a customer row may set directly; anything else is an attribute.
+STANDARD_TEXT = ("email", "phone", "push_token", "timezone")
+CONSENTS = ("consent_email", "consent_sms", "consent_push")
+STANDARD = STANDARD_TEXT + CONSENTS
+#: Columns ``load_customer_frame`` reads directly rather than from the JSON attributes.
+DIRECT_COLUMNS = ("id", *STANDARD)
+_RESERVED = frozenset({"key", "updated_us"})
+
+
+def chunked(values: Sequence[Any], size: int = IN_CHUNK) -> Iterator[Sequence[Any]]:
+    """Consecutive slices of ``values`` of at most ``size`` elements."""
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def insert_ignoring_conflicts(conn: Connection, table: Any, index_elements: list[str]) -> Insert:
+    """An INSERT that skips rows whose unique key already exists (a concurrent writer won the race).
+
+    SQLite and PostgreSQL get ``ON CONFLICT DO NOTHING``; other dialects a plain INSERT.
+    """
+    name = conn.dialect.name
+    if name == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing(index_elements=index_elements)
+    if name == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing(index_elements=index_elements)
+    return insert(table)
+
+
+_SQLITE_KEYS = "SELECT id, key FROM customers WHERE id IN (SELECT value FROM json_each(?))"
+_SQLITE_CREATE = (
+    "INSERT INTO customers (id, email, phone, push_token, timezone, consent_email, consent_sms,"
+    " consent_push, attributes, updated_us) VALUES (?, NULL, NULL, NULL, NULL, 1, 1, 1, '{}', ?)"
+    " ON CONFLICT (id) DO NOTHING"
+)
+
+
+def raw_cursor(conn: Connection, writing: bool = False) -> Any:
+    """A DBAPI cursor on ``conn``'s connection (the caller closes it). ``writing`` first makes sure the
+    SQLAlchemy transaction has begun, so that the caller's commit covers what the cursor writes."""
+    if writing and not conn.in_transaction():
+        conn.begin()
+    return conn.connection.cursor()
+
+
+def _keys_for(conn: Connection, ids: Sequence[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    if conn.dialect.name == "sqlite":
+        # One statement whatever the number of ids: the list travels as one JSON array parameter.
+        cursor = raw_cursor(conn)
+        try:
+            for part in chunked(ids, 200_000):
+                cursor.execute(_SQLITE_KEYS, (orjson.dumps(list(part)).decode(),))
+                out.update(cursor.fetchall())
+        finally:
+            cursor.close()
+        return out
+    for part in chunked(ids):
+        rows = conn.execute(select(CUSTOMERS.c.id, CUSTOMERS.c.key).where(CUSTOMERS.c.id.in_(part)))
+        out.update((cid, int(key)) for cid, key in rows)
+    return out
+
+
+def ensure_customer_keys(conn: Connection, ids: Sequence[str], now_us: int) -> np.ndarray:
+    """The int64 keys of ``ids`` (aligned with it, duplicates allowed), creating missing customers.
+
+    A created customer has only its id, default consents (all true), empty attributes and
+    ``updated_us = now_us``.
+    """
+    if len(ids) == 0:
+        return np.zeros(0, np.int64)
+    distinct = list(dict.fromkeys(ids))
+    for cid in distinct:
+        if not isinstance(cid, str) or not cid:
+            raise ValueError(f"customer id must be a non-empty string, got {cid!r}")
+    known = _keys_for(conn, distinct)
+    missing = [cid for cid in distinct if cid not in known]
+    if missing and conn.dialect.name == "sqlite":
+        cursor = raw_cursor(conn, writing=True)
+        try:
+            cursor.executemany(_SQLITE_CREATE, [(cid, int(now_us)) for cid in missing])
+        finally:
+            cursor.close()
+        known.update(_keys_for(conn, missing))
+    elif missing:
+        conn.execute(
+            insert_ignoring_conflicts(conn, CUSTOMERS, ["id"]),
+            [
+                {
+                    "id": cid,
+                    "email": None,
+                    "phone": None,
+                    "push_token": None,
+                    "timezone": None,
+                    "consent_email": True,
+                    "consent_sms": True,
+                    "consent_push": True,
+                    "attributes": "{}",
+                    "updated_us": int(now_us),
+                }
+                for cid in missing
+            ],
+        )
+        known.update(_keys_for(conn, missing))
+    return np.fromiter((known[cid] for cid in ids), np.int64, len(ids))
+
+
+def _check_standard(name: str, value: Any) -> None:
+    if name in CONSENTS:
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be a boolean, got {value!r}")
+    elif value is not None and not isinstance(value, str):
+        raise ValueError(f"{name} must be a string or None, got {value!r}")
+
+
+def upsert_customers(conn: Connection, rows: list[dict[str, Any]], now_us: int) -> int:
+    """Create or update customers; returns the number of distinct customers written.
+
+    Each row has ``id`` (non-empty string) and any of the standard columns (``email``, ``phone``,
+    ``push_token``, ``timezone`` as strings or None, ``consent_email/sms/push`` as booleans); a standard
+    column absent from a row is left unchanged. Every other key is an attribute, merged into the stored
+    JSON attributes (a None value is stored as JSON null, not removed); a key ``attributes`` holding a
+    mapping is merged the same way. Rows for the same id apply in order. ``key`` and ``updated_us`` are
+    refused. ``updated_us`` becomes ``now_us`` for every customer written.
+    """
+    merged: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+    for row in rows:
+        cid = row.get("id")
+        if not isinstance(cid, str) or not cid:
+            raise ValueError(f"customer row needs a non-empty string id, got {cid!r}")
+        std, attrs = merged.setdefault(cid, ({}, {}))
+        for name, value in row.items():
+            if name == "id":
+                continue
+            if name in STANDARD:
+                _check_standard(name, value)
+                std[name] = value
+            elif name == "attributes" and isinstance(value, Mapping):
+                attrs.update(value)
+            elif name in _RESERVED:
+                raise ValueError(f"customer rows cannot set {name!r}")
+            else:
+                attrs[name] = value
+    if not merged:
+        return 0
+    ids = list(merged)
+    keys = ensure_customer_keys(conn, ids, now_us).tolist()
+
+    stored: dict[int, str] = {}
+    for part in chunked(keys):
+        result = conn.execute(
+            select(CUSTOMERS.c.key, CUSTOMERS.c.attributes).where(CUSTOMERS.c.key.in_(part))
+        )
+        stored.update((int(k), a) for k, a in result)
+
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for cid, key in zip(ids, keys, strict=True):
+        std, attrs = merged[cid]
+        params: dict[str, Any] = {"p_key": key, "p_updated_us": int(now_us)}
+        if attrs:
+            current = orjson.loads(stored.get(key) or "{}")
+            if not isinstance(current, dict):
+                raise ValueError(f"customer {cid!r} has attributes that are not a JSON object")
+            current.update(attrs)
+            params["p_attributes"] = orjson.dumps(current).decode()
+        for name, value in std.items():
+            params["p_" + name] = value
+        shape = tuple(sorted(name[2:] for name in params if name not in ("p_key", "p_updated_us")))
+        groups.setdefault(shape, []).append(params)
+
+    for shape, group in groups.items():
+        sets: dict[str, Any] = {name: bindparam("p_" + name) for name in shape}
+        sets["updated_us"] = bindparam("p_updated_us")
+        stmt = update(CUSTOMERS).where(CUSTOMERS.c.key == bindparam("p_key")).values(sets)
+        conn.execute(stmt, group)
+    return len(merged)
+
+
+def max_key(conn: Connection) -> int:
+    """The largest customer key, 0 when there is no customer."""
+    value = conn.execute(select(func.max(CUSTOMERS.c.key))).scalar()
+    return int(value) if value is not None else 0
+
+
+def json_path(name: str) -> str:
+    """The JSON path of top-level member ``name`` (quoted, so dots and spaces are part of the name)."""
+    if '"' in name or "\\" in name:
+        raise ValueError(f"attribute/property name {name!r} cannot contain quotes or backslashes")
+    return f'$."{name}"'
+
+
+def _sqlite_attribute_values(conn: Connection, names: Sequence[str]) -> tuple[list[int], list[list[Any]]]:
+    """Keys and, per name, the JSON attribute values with their JSON types (booleans stay booleans)."""
+    exprs: list[str] = []
+    params: list[str] = []
+    for name in names:
+        path = json_path(name)
+        exprs.append("json_extract(attributes, ?)")
+        exprs.append("json_type(attributes, ?)")
+        params += [path, path]
+    sql = f"SELECT key, {', '.join(exprs)} FROM customers"
+    rows = conn.exec_driver_sql(sql, tuple(params)).all()
+    keys = [r[0] for r in rows]
+    out: list[list[Any]] = []
+    for i in range(len(names)):
+        vcol = 1 + 2 * i
+        values: list[Any] = []
+        for r in rows:
+            v, kind = r[vcol], r[vcol + 1]
+            if kind == "true":
+                v = True
+            elif kind == "false":
+                v = False
+            elif kind in ("object", "array"):
+                v = orjson.loads(v)
+            values.append(v)
+        out.append(values)
+    return keys, out
+
+
+def _generic_attribute_values(conn: Connection, names: Sequence[str]) -> tuple[list[int], list[list[Any]]]:
+    rows = conn.execute(select(CUSTOMERS.c.key, CUSTOMERS.c.attributes)).all()
+    keys = [int(r[0]) for r in rows]
+    docs = [orjson.loads(r[1] or "{}") for r in rows]
+    return keys, [[d.get(name) if isinstance(d, dict) else None for d in docs] for name in names]
+
+
+def _place(values: Sequence[Any], keys: np.ndarray, n: int) -> np.ndarray:
+    """``column_from_values`` over the existing customers' values, placed at their keys in a column of
+    length ``n``; empty slots are NaN (float), False (bool) or None (object)."""
+    col = column_from_values(values)
+    if col.dtype == np.float64:
+        out = np.full(n, np.nan)
+    elif col.dtype == bool:
+        out = np.zeros(n, bool)
+    else:
+        out = np.empty(n, object)
+    out[keys] = col
+    return out
+
+
+def load_customer_frame(conn: Connection, attributes: Iterable[str]) -> CustomerFrame:
+    """Every customer as columns indexed by key (length ``max_key + 1``; ``exists`` marks real rows).
+
+    Each requested name becomes a column: ``id`` and the standard columns are read directly, any other name
+    from the JSON attributes. A column's type follows ``column_from_values`` over the existing customers'
+    values (float64 when all are numbers or null, bool when all are booleans, object otherwise); slots of
+    keys with no customer hold NaN, False or None respectively, and customers without the attribute hold
+    NaN (numbers) or None.
+    """
+    names = list(dict.fromkeys(attributes))
+    n = max_key(conn) + 1
+    direct = [name for name in names if name in DIRECT_COLUMNS]
+    extra = [name for name in names if name not in DIRECT_COLUMNS]
+
+    rows = conn.execute(select(CUSTOMERS.c.key, *[CUSTOMERS.c[name] for name in direct])).all()
+    keys = np.fromiter((r[0] for r in rows), np.int64, len(rows))
+    exists = np.zeros(n, bool)
+    exists[keys] = True
+    columns: dict[str, np.ndarray] = {}
+    for i, name in enumerate(direct, start=1):
+        values: list[Any] = [r[i] for r in rows]
+        if name in CONSENTS:
+            values = [bool(v) for v in values]
+        columns[name] = _place(values, keys, n)
+
+    if extra:
+        if conn.dialect.name == "sqlite":
+            akeys, per_name = _sqlite_attribute_values(conn, extra)
+        else:
+            akeys, per_name = _generic_attribute_values(conn, extra)
+        akeys_arr = np.asarray(akeys, dtype=np.int64)
+        for name, values in zip(extra, per_name, strict=True):
+            columns[name] = _place(values, akeys_arr, n)
+    return CustomerFrame(n=n, exists=exists, columns={name: columns[name] for name in names})
+
+
+def customer_records(conn: Connection, keys: Sequence[int]) -> dict[int, dict[str, Any]]:
+    """Plain dicts for rendering messages, by key, for the given keys that exist.
+
+    Each holds ``key``, ``id``, the standard columns (consents as booleans) and every JSON attribute at top
+    level; a standard column wins over an attribute of the same name.
+    """
+    wanted = sorted({int(k) for k in keys})
+    cols = [CUSTOMERS.c.key, CUSTOMERS.c.id, *[CUSTOMERS.c[name] for name in STANDARD]]
+    cols.append(CUSTOMERS.c.attributes)
+    out: dict[int, dict[str, Any]] = {}
+    for part in chunked(wanted):
+        for row in conn.execute(select(*cols).where(CUSTOMERS.c.key.in_(part))):
+            record = dict(row._mapping)
+            attrs = orjson.loads(record.pop("attributes") or "{}")
+            for name in CONSENTS:
+                record[name] = bool(record[name])
+            record["key"] = int(record["key"])
+            merged = dict(attrs) if isinstance(attrs, dict) else {}
+            merged.update(record)
+            out[record["key"]] = merged
+    return out

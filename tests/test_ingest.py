@@ -1,0 +1,503 @@
+"""Ingest: files and in-memory records into the store, with rejected rows counted and explained."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+from sqlalchemy import select
+
+from orchestrator.clock import to_us
+from orchestrator.ingest import IngestError, ingest_events_records, ingest_file
+from orchestrator.store import Store, open_store, sqlite_url
+from orchestrator.store.customers import CUSTOMERS, customer_records, load_customer_frame, max_key
+from orchestrator.store.events import EVENTS, load_event_frame
+from orchestrator.store.tables import IngestBatch
+
+INGEST_BATCHES = IngestBatch.__table__  # type: ignore[attr-defined]
+
+NOW = to_us(datetime(2023, 11, 15, tzinfo=UTC))
+FAR = NOW + 10**15
+REFBENCH = Path("/work/shared/bench/refbench.py")
+
+
+def _us(text: str) -> int:
+    return to_us(datetime.fromisoformat(text.replace("Z", "+00:00")))
+
+
+def _events(store: Store) -> list[dict[str, Any]]:
+    """Stored events in id order with the customer's id and the parsed properties."""
+    with store.connect() as conn:
+        ids: dict[int, str] = dict(conn.execute(select(CUSTOMERS.c.key, CUSTOMERS.c.id)).all())
+        rows = conn.execute(
+            select(EVENTS.c.customer_key, EVENTS.c.type_id, EVENTS.c.ts_us, EVENTS.c.properties).order_by(
+                EVENTS.c.id
+            )
+        ).all()
+        frame = load_event_frame(conn, FAR, [])
+    names = {i: frame.type_names[c] for i, c in zip([r[1] for r in rows], frame.type.tolist(), strict=True)}
+    return [
+        {"customer": ids[r[0]], "event": names[r[1]], "ts": r[2], "properties": orjson.loads(r[3])}
+        for r in rows
+    ]
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# ------------------------------------------------------------------------------------------ JSONL
+
+
+def test_jsonl_round_trip(store: Store, tmp_path: Path) -> None:
+    lines = [
+        {
+            "customer_id": "a",
+            "event": "purchase",
+            "ts": "2023-11-01T10:00:00.123456Z",
+            "properties": {"amount": 31.5},
+        },
+        {
+            "customer_id": 42,
+            "event": "view",
+            "ts": "2023-11-01T12:00:00+02:00",
+            "properties": {"sku": "x", "n": 2},
+        },
+        {"customer_id": "a", "event": "view", "ts": "2023-11-02T00:00:00Z"},
+        {
+            "customer_id": "b",
+            "event": "view",
+            "ts": "2023-11-02T00:00:00Z",
+            "properties": None,
+            "channel": "web",
+        },
+    ]
+    path = _write(tmp_path / "e.jsonl", "".join(json.dumps(x) + "\n" for x in lines))
+    report = ingest_file(store, path, now_us=NOW)
+    assert (report.kind, report.accepted, report.rejected) == ("events", 4, 0)
+    assert report.reasons == {} and report.examples == []
+    got = _events(store)
+    assert [e["customer"] for e in got] == ["a", "42", "a", "b"]
+    assert [e["event"] for e in got] == ["purchase", "view", "view", "view"]
+    assert [e["ts"] for e in got] == [
+        _us("2023-11-01T10:00:00.123456Z"),
+        _us("2023-11-01T10:00:00Z"),
+        _us("2023-11-02T00:00:00Z"),
+        _us("2023-11-02T00:00:00Z"),
+    ]
+    assert got[0]["ts"] % 1_000_000 == 123456
+    assert [e["properties"] for e in got] == [{"amount": 31.5}, {"sku": "x", "n": 2}, {}, {"channel": "web"}]
+    with store.connect() as conn:
+        assert max_key(conn) == 3
+        keys: dict[str, int] = dict(conn.execute(select(CUSTOMERS.c.id, CUSTOMERS.c.key)).all())
+        frame = load_event_frame(conn, FAR, ["amount"])
+    assert keys == {"a": 1, "42": 2, "b": 3}  # dense, in order of first appearance
+    assert frame.customer.tolist() == [1, 2, 1, 3]
+    assert frame.properties["amount"][0] == 31.5 and np.isnan(frame.properties["amount"][1:]).all()
+
+
+MALFORMED = [
+    '{"customer_id": "c1", "event": "view", "ts": "2023-11-01T00:00:00Z", "properties": {"k": 1}}',  # 1 ok
+    '{"customer_id": "c1", "event": "view", ',  # 2 bad JSON
+    '{"customer_id": "c2", "event": "view", "ts": "2023-11-01T00:00:01Z", "properties": {"k": 3}}',  # 3 ok
+    "[1, 2]",  # 4 not an object
+    "   ",  # 5 blank: skipped, not a reject
+    '{"event": "view", "ts": "2023-11-01T00:00:00Z"}',  # 6 missing customer_id
+    '{"customer_id": 4.5, "event": "view", "ts": "2023-11-01T00:00:00Z"}',  # 7 bad customer_id
+    '{"customer_id": "c1", "event": "", "ts": "2023-11-01T00:00:00Z"}',  # 8 empty event name
+    '{"customer_id": "c1", "event": "  ", "ts": "2023-11-01T00:00:00Z"}',  # 9 empty event name
+    '{"customer_id": "c1", "event": "view"}',  # 10 missing ts
+    '{"customer_id": "c1", "event": "view", "ts": "2023-11-01T10:00:00"}',  # 11 no time zone
+    '{"customer_id": "c1", "event": "view", "ts": "yesterday"}',  # 12 unparseable
+    '{"customer_id": "c1", "event": "view", "ts": "2023-11-01T00:00:00Z", "properties": [1]}',  # 13
+    # 14 ok, with an extra top-level field that joins the properties
+    '{"customer_id": 14, "event": "buy", "ts": "2023-11-01T00:00:02Z", "properties": {"k": 14}, "x": 0}',
+    '{"customer_id": "c1", "event": "view", "ts": 1700000000}',  # 15 bad ts
+    # 16 ok
+    '{"customer_id": "c3", "event": "view", "ts": "2023-11-01T02:00:03.000007+02:00", "properties": {"k": 16}'
+    "}",
+]
+
+
+@pytest.mark.parametrize("chunk_rows", [4, 50_000])
+def test_jsonl_malformed_rows_are_rejected_with_lines_and_reasons(
+    store: Store, tmp_path: Path, chunk_rows: int
+) -> None:
+    path = _write(tmp_path / "bad.jsonl", "\n".join(MALFORMED) + "\n")
+    report = ingest_file(store, path, now_us=NOW, chunk_rows=chunk_rows)
+    assert report.accepted == 4
+    assert report.rejected == 11
+    assert [line for line, _ in report.examples] == [2, 4, 6, 7, 8, 9, 10, 11, 12, 13, 15]
+    reasons = [message.split(":")[0] for _, message in report.examples]
+    assert reasons == [
+        "bad JSON",
+        "not an object",
+        "missing customer_id",
+        "bad customer_id",
+        "empty event name",
+        "empty event name",
+        "missing ts",
+        "ts without a time zone",
+        "ts unparseable",
+        "properties not an object",
+        "bad ts",
+    ]
+    assert report.reasons == {
+        "bad JSON": 1,
+        "not an object": 1,
+        "missing customer_id": 1,
+        "bad customer_id": 1,
+        "empty event name": 2,
+        "missing ts": 1,
+        "ts without a time zone": 1,
+        "ts unparseable": 1,
+        "properties not an object": 1,
+        "bad ts": 1,
+    }
+    assert "'yesterday'" in dict(report.examples)[12]
+    got = _events(store)
+    assert [e["properties"] for e in got] == [{"k": 1}, {"k": 3}, {"k": 14, "x": 0}, {"k": 16}]
+    assert [e["customer"] for e in got] == ["c1", "c2", "14", "c3"]
+    assert got[3]["ts"] == _us("2023-11-01T00:00:03.000007Z")
+
+
+def test_reject_examples_are_capped_but_all_counted(store: Store, tmp_path: Path) -> None:
+    path = _write(tmp_path / "bad.jsonl", "\n".join(MALFORMED) + "\n")
+    report = ingest_file(store, path, now_us=NOW, max_reject_examples=3, chunk_rows=5)
+    assert report.rejected == 11 and sum(report.reasons.values()) == 11
+    assert [line for line, _ in report.examples] == [2, 4, 6]
+
+
+def test_ingest_batches_row_is_written(store: Store, tmp_path: Path) -> None:
+    path = _write(tmp_path / "bad.jsonl", "\n".join(MALFORMED) + "\n")
+    report = ingest_file(store, path, now_us=NOW)
+    with store.connect() as conn:
+        rows = conn.execute(select(INGEST_BATCHES)).all()
+    assert len(rows) == 1
+    batch = rows[0]
+    assert (batch.source, batch.kind, batch.accepted, batch.rejected, batch.started_us) == (
+        str(path),
+        "events",
+        4,
+        11,
+        NOW,
+    )
+    as_dict = report.to_dict()
+    assert as_dict["rejected"] == 11 and as_dict["examples"][0] == [2, report.examples[0][1]]
+    assert json.loads(json.dumps(as_dict))["reasons"]["bad ts"] == 1
+
+
+# ------------------------------------------------------------------------------------------ CSV
+
+
+def test_csv_round_trip_with_numbers_quotes_and_rejects(store: Store, tmp_path: Path) -> None:
+    text = (
+        "customer_id,event,ts,amount,sku,note\n"  # 1
+        "c1,purchase,2023-11-01T10:00:00.000001Z,31.5,007,\n"  # 2
+        'c2,view,2023-11-01T11:00:00+01:00,3,,"hello, ""world"""\n'  # 3
+        'c1,view,2023-11-01T12:00:00Z,1e3,-0.5,"multi\n'  # 4
+        'line"\n'  # 5
+        "c3,view,2023-11-01T12:00:00Z\n"  # 6 wrong number of fields
+        ",view,2023-11-01T12:00:00Z,,,\n"  # 7 missing customer_id
+        "c4,view,2023-11-01 12:00,,,\n"  # 8 no time zone
+        "c4,view,2023-11-01T12:00:00Z,NaN,1_000,+5\n"  # 9
+    )
+    report = ingest_file(store, _write(tmp_path / "e.csv", text), now_us=NOW)
+    assert (report.kind, report.accepted, report.rejected) == ("events", 4, 3)
+    assert [line for line, _ in report.examples] == [6, 7, 8]
+    assert report.reasons == {
+        "wrong number of fields": 1,
+        "missing customer_id": 1,
+        "ts without a time zone": 1,
+    }
+    got = _events(store)
+    assert [e["properties"] for e in got] == [
+        {"amount": 31.5, "sku": "007"},
+        {"amount": 3, "note": 'hello, "world"'},
+        {"amount": 1000.0, "sku": -0.5, "note": "multi\nline"},
+        {"amount": "NaN", "sku": "1_000", "note": "+5"},
+    ]
+    assert isinstance(got[1]["properties"]["amount"], int)
+    assert isinstance(got[2]["properties"]["amount"], float)
+    assert [e["ts"] for e in got] == [
+        _us("2023-11-01T10:00:00.000001Z"),
+        _us("2023-11-01T10:00:00Z"),
+        _us("2023-11-01T12:00:00Z"),
+        _us("2023-11-01T12:00:00Z"),
+    ]
+    assert [e["customer"] for e in got] == ["c1", "c2", "c1", "c4"]
+
+
+def test_csv_events_without_ts_column_is_refused(store: Store, tmp_path: Path) -> None:
+    path = _write(tmp_path / "e.csv", "customer_id,event,when\nc1,view,2023-11-01T00:00:00Z\n")
+    with pytest.raises(IngestError, match="ts"):
+        ingest_file(store, path, now_us=NOW)
+    with store.connect() as conn:
+        assert conn.execute(select(EVENTS.c.id)).all() == []
+
+
+# ------------------------------------------------------------------------------------------ Parquet
+
+
+def test_parquet_round_trip_types_and_rejects(store: Store, tmp_path: Path) -> None:
+    base = _us("2023-11-01T10:00:00Z") * 1000
+    table = pa.table(
+        {
+            "customer_id": pa.array([7, 8, None, 7, 9, 10], pa.int64()),
+            "event": pa.array(["buy", "view", "view", "", "view", None]),
+            "ts": pa.array(
+                [base + 123_456_789, base, base, base, None, base], pa.timestamp("ns", tz="Europe/Paris")
+            ),
+            "amount": pa.array([3.0, None, 1.0, 2.0, 2.0, 2.0]),
+            "ratio": pa.array([float("nan"), 0.1, 0.0, 0.0, 0.0, 0.0]),
+            "qty": pa.array([1, None, 3, 4, 5, 6], pa.int32()),
+            "flag": pa.array([True, False, None, None, None, None]),
+            "label": pa.array(['say "hi" \\ é', None, "x", "x", "x", "x"]),
+            "note": pa.array(["a\nb", None, None, None, None, None]),
+            "day": pa.array([datetime(2023, 11, 1).date(), None, None, None, None, None], pa.date32()),
+            "tags": pa.array([["p", "q"], None, None, None, None, None], pa.list_(pa.string())),
+        }
+    )
+    path = tmp_path / "e.parquet"
+    pq.write_table(table, path)
+    report = ingest_file(store, path, now_us=NOW, chunk_rows=4)
+    assert (report.accepted, report.rejected) == (2, 4)
+    assert report.examples == [
+        (3, "missing customer_id"),
+        (4, "empty event name"),
+        (5, "missing ts"),
+        (6, "missing event"),
+    ]
+    got = _events(store)
+    assert [e["customer"] for e in got] == ["7", "8"]
+    assert [e["ts"] for e in got] == [base // 1000 + 123_456, base // 1000]
+    first = got[0]["properties"]
+    assert first == {
+        "amount": 3.0,
+        "qty": 1,
+        "flag": True,
+        "label": 'say "hi" \\ é',
+        "note": "a\nb",
+        "day": "2023-11-01",
+        "tags": ["p", "q"],
+    }
+    assert isinstance(first["amount"], float) and isinstance(first["qty"], int)
+    assert got[1]["properties"] == {"ratio": 0.1, "flag": False}
+
+
+def test_parquet_text_timestamps_and_naive_timestamps(store: Store, tmp_path: Path) -> None:
+    table = pa.table(
+        {
+            "customer_id": ["a", "b", "c", "d"],
+            "event": ["view"] * 4,
+            "ts": ["2023-11-01T00:00:00Z", "2023-11-01T00:00:00", "soon", "2023-11-01T01:00:00.5+01:00"],
+        }
+    )
+    pq.write_table(table, tmp_path / "text.parquet")
+    report = ingest_file(store, tmp_path / "text.parquet", now_us=NOW)
+    assert (report.accepted, report.rejected) == (2, 2)
+    assert [(line, msg.split(":")[0]) for line, msg in report.examples] == [
+        (2, "ts without a time zone"),
+        (3, "ts unparseable"),
+    ]
+    assert [e["ts"] for e in _events(store)] == [_us("2023-11-01T00:00:00Z"), _us("2023-11-01T00:00:00.5Z")]
+
+    naive = pa.table({"customer_id": ["a"], "event": ["view"], "ts": pa.array([0], pa.timestamp("us"))})
+    pq.write_table(naive, tmp_path / "naive.parquet")
+    report = ingest_file(store, tmp_path / "naive.parquet", now_us=NOW)
+    assert (report.accepted, report.rejected, report.reasons) == (0, 1, {"ts without a time zone": 1})
+
+
+# ------------------------------------------------------------------------------------------ customers
+
+
+def test_customers_csv_then_jsonl_upsert_merges(store: Store, tmp_path: Path) -> None:
+    csv_text = (
+        "customer_id,email,consent_email,consent_sms,timezone,plan,ltv\n"
+        "c1,a@x.io,yes,0,Europe/Paris,gold,120.5\n"
+        "c2,,No,TRUE,,silver,\n"
+        "c3,b@x.io,maybe,1,,bronze,3\n"
+        "c4,,1,1,Mars/Olympus,,\n"
+        "c5,,,,,,\n"
+    )
+    report = ingest_file(store, _write(tmp_path / "people.csv", csv_text), now_us=NOW)
+    assert (report.kind, report.accepted, report.rejected) == ("customers", 3, 2)
+    assert [(line, msg.split(":")[0]) for line, msg in report.examples] == [
+        (4, "bad consent"),
+        (5, "unknown time zone"),
+    ]
+
+    jsonl = [
+        {"id": "c1", "ltv": 130, "city": "Lyon", "consent_push": 0},
+        {"customer_id": 2, "consent_push": False, "attributes": {"segment": "new"}},
+        {"customer_id": "c2", "plan": None, "consent_sms": "nah"},
+        {"customer_id": "c9", "id": "c8"},
+        {"email": "x@y"},
+        {"customer_id": "c5", "phone": 612345678},
+    ]
+    path = _write(tmp_path / "people.jsonl", "".join(json.dumps(x) + "\n" for x in jsonl))
+    report = ingest_file(store, path, now_us=NOW + 1)
+    assert (report.kind, report.accepted, report.rejected) == ("customers", 2, 4)
+    assert report.reasons == {
+        "bad consent": 1,
+        "conflicting customer_id and id": 1,
+        "missing customer_id": 1,
+        "bad phone": 1,
+    }
+    assert [line for line, _ in report.examples] == [3, 4, 5, 6]
+
+    with store.connect() as conn:
+        keys: dict[str, int] = dict(conn.execute(select(CUSTOMERS.c.id, CUSTOMERS.c.key)).all())
+        records = customer_records(conn, list(keys.values()))
+        frame = load_customer_frame(conn, ["ltv", "plan", "consent_sms"])
+    assert set(keys) == {"c1", "c2", "c5", "2"}
+    c1, c2, c5, two = (records[keys[k]] for k in ("c1", "c2", "c5", "2"))
+    assert c1["email"] == "a@x.io" and c1["timezone"] == "Europe/Paris" and c1["plan"] == "gold"
+    assert c1["ltv"] == 130 and c1["city"] == "Lyon"
+    assert (c1["consent_email"], c1["consent_sms"], c1["consent_push"]) == (True, False, False)
+    assert (c2["consent_email"], c2["consent_sms"], c2["consent_push"]) == (False, True, True)
+    assert c2["plan"] == "silver" and "ltv" not in c2 and c2["email"] is None
+    assert c5["consent_email"] is True
+    assert set(c5) == {
+        "key",
+        "id",
+        "email",
+        "phone",
+        "push_token",
+        "timezone",
+        "consent_email",
+        "consent_sms",
+        "consent_push",
+    }
+    assert two["segment"] == "new" and two["consent_push"] is False
+    assert frame.columns["ltv"][keys["c1"]] == 130 and math.isnan(frame.columns["ltv"][keys["c2"]])
+    assert frame.columns["plan"][keys["c2"]] == "silver" and frame.columns["plan"][keys["c5"]] is None
+    assert frame.columns["consent_sms"].dtype == bool and not frame.columns["consent_sms"][keys["c1"]]
+
+
+def test_customers_file_needs_an_id_column(store: Store, tmp_path: Path) -> None:
+    with pytest.raises(IngestError, match="customer_id"):
+        ingest_file(store, _write(tmp_path / "c.csv", "email,plan\na@b,gold\n"), now_us=NOW)
+
+
+def test_kind_and_format_errors(store: Store, tmp_path: Path) -> None:
+    with pytest.raises(IngestError, match="unknown file type"):
+        ingest_file(store, _write(tmp_path / "e.txt", "x"), now_us=NOW)
+    path = _write(tmp_path / "e.jsonl", '{"customer_id": "a", "event": "x", "ts": "2023-11-01T00:00:00Z"}\n')
+    with pytest.raises(IngestError, match="kind"):
+        ingest_file(store, path, kind="orders", now_us=NOW)
+    report = ingest_file(store, path, kind="customers", now_us=NOW)  # forced: "event" becomes an attribute
+    assert (report.kind, report.accepted) == ("customers", 1)
+
+
+# ------------------------------------------------------------------------------------------ records
+
+
+class _Record(dict):  # a Mapping that is not exactly a dict takes the slow path
+    pass
+
+
+def test_ingest_events_records_validates_like_files(store: Store) -> None:
+    paris = timezone(timedelta(hours=1))
+    records: list[Any] = [
+        {"customer_id": "a", "event": "view", "ts": datetime(2023, 11, 1, 1, 0, 0, 5, tzinfo=paris)},
+        {"customer_id": np.int64(5), "event": "buy", "ts": "2023-11-01T00:00:00Z", "properties": {"v": 1}},
+        {"customer_id": "a", "event": "view", "ts": datetime(2023, 11, 1)},  # naive
+        "not a record",
+        _Record(customer_id="b", event="view", ts="2023-11-01T00:00:00Z", properties={"w": [1]}),
+        {"customer_id": "c", "event": "view", "ts": "2023-11-01T00:00:00Z", "properties": {"s": {1, 2}}},
+    ]
+    report = ingest_events_records(store, iter(records), NOW, source="demo")
+    assert (report.source, report.accepted, report.rejected) == ("demo", 3, 3)
+    assert [(line, msg.split(":")[0]) for line, msg in report.examples] == [
+        (3, "ts without a time zone"),
+        (4, "not an object"),
+        (6, "properties not serialisable"),
+    ]
+    got = _events(store)
+    assert [e["customer"] for e in got] == ["a", "5", "b"]
+    assert got[0]["ts"] == _us("2023-11-01T00:00:00.000005Z")
+    assert got[2]["properties"] == {"w": [1]}
+
+
+# ------------------------------------------------------------------------------------------ refbench
+
+
+def _refbench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("refbench", REFBENCH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def refdata(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    if not REFBENCH.exists():
+        pytest.skip("refbench.py is not available")
+    out = tmp_path_factory.mktemp("refbench")
+    rb = _refbench()
+    rb.write(rb.generate(2000), str(out), jsonl=True)
+    yield out
+
+
+def test_refbench_parquet_frame_matches_the_data(refdata: Path, tmp_path: Path) -> None:
+    store = open_store(sqlite_url(tmp_path / "p.db"))
+    try:
+        report = ingest_file(store, refdata / "events.parquet", now_us=NOW)
+        meta = json.loads((refdata / "meta.json").read_text())
+        assert (report.accepted, report.rejected) == (meta["events"], 0)
+        with store.connect() as conn:
+            frame = load_event_frame(conn, FAR, ["category", "amount", "score"])
+            customers = load_customer_frame(conn, ["id"])
+    finally:
+        store.dispose()
+    table = pq.read_table(refdata / "events.parquet")
+    expected = {d["values"]: d["counts"] for d in pc.value_counts(table["event"]).to_pylist()}
+    counted = np.bincount(frame.type, minlength=len(frame.type_names))
+    assert {name: int(counted[i]) for i, name in enumerate(frame.type_names)} == expected
+    assert customers.n == 2001 == frame.n_customers and int(customers.exists.sum()) == 2000
+
+    z = np.load(refdata / "events.npz")
+    ids = customers.columns["id"]
+    assert (ids[frame.customer].astype(int) == z["customer_id"]).all()
+    per_customer = np.bincount(ids[frame.customer].astype(int), minlength=2000)
+    assert (per_customer == np.bincount(z["customer_id"], minlength=2000)).all()
+    assert (frame.ts == z["ts"] * 1_000_000).all()
+    np.testing.assert_array_equal(frame.properties["amount"], z["amount"])
+    np.testing.assert_array_equal(frame.properties["score"], np.where(z["score"] < 0, np.nan, z["score"]))
+    cats = np.array([None if c < 0 else f"cat{c:02d}" for c in z["category"]], dtype=object)
+    assert (frame.properties["category"] == cats).all()
+
+
+def test_refbench_jsonl_and_parquet_store_identical_events(refdata: Path, tmp_path: Path) -> None:
+    stored = []
+    for name in ("events.parquet", "events.jsonl"):
+        store = open_store(sqlite_url(tmp_path / f"{name}.db"))
+        try:
+            ingest_file(store, refdata / name, now_us=NOW, chunk_rows=7_000)
+            with store.connect() as conn:
+                stored.append(
+                    conn.execute(
+                        select(
+                            EVENTS.c.customer_key, EVENTS.c.type_id, EVENTS.c.ts_us, EVENTS.c.properties
+                        ).order_by(EVENTS.c.id)
+                    ).all()
+                )
+        finally:
+            store.dispose()
+    assert len(stored[0]) > 30_000
+    assert stored[0] == stored[1]

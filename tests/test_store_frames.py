@@ -1,0 +1,254 @@
+"""The store's set-based helpers: customer keys, upserts, events, and the frames the evaluator reads."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import orjson
+import pytest
+from sqlalchemy import select
+
+from orchestrator.signals.frame import NULL_CODE
+from orchestrator.store import Store
+from orchestrator.store.customers import (
+    CUSTOMERS,
+    IN_CHUNK,
+    customer_records,
+    ensure_customer_keys,
+    load_customer_frame,
+    max_key,
+    upsert_customers,
+)
+from orchestrator.store.events import EVENTS, event_type_ids, insert_events, load_event_frame
+
+NOW = 1_700_000_000_000_000
+
+
+def _add_events(store: Store, rows: list[tuple[str, str, int, dict]]) -> None:
+    """(customer id, event name, ts_us, properties) rows, through the public helpers."""
+    with store.begin() as conn:
+        keys = ensure_customer_keys(conn, [r[0] for r in rows], NOW)
+        types = event_type_ids(conn, [r[1] for r in rows])
+        insert_events(
+            conn,
+            keys,
+            np.array([types[r[1]] for r in rows], np.int64),
+            np.array([r[2] for r in rows], np.int64),
+            [orjson.dumps(r[3]).decode() for r in rows],
+        )
+
+
+# ------------------------------------------------------------------------------------------ customers
+
+
+def test_ensure_customer_keys_is_aligned_dense_and_idempotent(store: Store) -> None:
+    with store.begin() as conn:
+        keys = ensure_customer_keys(conn, ["a", "b", "a", "c", "b"], NOW)
+    assert keys.dtype == np.int64
+    assert keys.tolist() == [1, 2, 1, 3, 2]
+    with store.begin() as conn:
+        again = ensure_customer_keys(conn, ["c", "d", "a"], NOW + 1)
+        assert again.tolist() == [3, 4, 1]
+        assert max_key(conn) == 4
+        rows = conn.execute(select(CUSTOMERS)).mappings().all()
+    by_id = {r["id"]: r for r in rows}
+    assert by_id["d"]["updated_us"] == NOW + 1 and by_id["a"]["updated_us"] == NOW
+    assert by_id["d"]["consent_email"] is True and by_id["d"]["attributes"] == "{}"
+
+
+def test_ensure_customer_keys_many_ids_across_chunks(store: Store) -> None:
+    ids = [f"c{i}" for i in range(2 * IN_CHUNK + 17)]
+    with store.begin() as conn:
+        first = ensure_customer_keys(conn, ids, NOW)
+    with store.begin() as conn:
+        second = ensure_customer_keys(conn, list(reversed(ids)), NOW)
+    assert first.tolist() == list(range(1, len(ids) + 1))
+    assert second.tolist() == first.tolist()[::-1]
+
+
+def test_max_key_empty_store(store: Store) -> None:
+    with store.connect() as conn:
+        assert max_key(conn) == 0
+
+
+def test_upsert_customers_merges_attributes_and_keeps_unset_columns(store: Store) -> None:
+    with store.begin() as conn:
+        n = upsert_customers(
+            conn,
+            [
+                {"id": "u1", "email": "a@x.io", "consent_sms": False, "plan": "gold", "ltv": 10},
+                {"id": "u2", "phone": "+331", "attributes": {"vip": True}},
+            ],
+            NOW,
+        )
+    assert n == 2
+    with store.begin() as conn:
+        n = upsert_customers(
+            conn,
+            [
+                {"id": "u1", "ltv": 12.5, "city": None},
+                {"id": "u1", "timezone": "Europe/Paris"},  # same id again: applies after the first
+                {"id": "u3", "consent_push": False},
+            ],
+            NOW + 5,
+        )
+    assert n == 2
+    with store.connect() as conn:
+        keys = ensure_customer_keys(conn, ["u1", "u2", "u3"], NOW)
+        records = customer_records(conn, keys.tolist())
+    u1, u2, u3 = (records[int(k)] for k in keys)
+    assert u1["email"] == "a@x.io" and u1["timezone"] == "Europe/Paris"
+    assert u1["consent_sms"] is False and u1["consent_email"] is True
+    assert u1["plan"] == "gold" and u1["ltv"] == 12.5 and "city" in u1 and u1["city"] is None
+    assert u2["phone"] == "+331" and u2["vip"] is True and u2["email"] is None
+    assert u3["consent_push"] is False and u3["id"] == "u3"
+    with store.connect() as conn:
+        stamps: dict[str, int] = dict(conn.execute(select(CUSTOMERS.c.id, CUSTOMERS.c.updated_us)).all())
+    assert stamps == {"u1": NOW + 5, "u2": NOW, "u3": NOW + 5}
+
+
+def test_upsert_customers_refuses_bad_rows(store: Store) -> None:
+    with store.begin() as conn, pytest.raises(ValueError, match="consent_email"):
+        upsert_customers(conn, [{"id": "x", "consent_email": "yes"}], NOW)
+    with store.begin() as conn, pytest.raises(ValueError, match="id"):
+        upsert_customers(conn, [{"email": "a@b"}], NOW)
+    with store.begin() as conn, pytest.raises(ValueError, match="key"):
+        upsert_customers(conn, [{"id": "x", "key": 5}], NOW)
+
+
+def test_customer_records_standard_columns_win(store: Store) -> None:
+    with store.begin() as conn:
+        row = {"id": "r1", "email": "real@x.io", "attributes": {"email": "fake", "n": 3}}
+        upsert_customers(conn, [row], NOW)
+        key = int(ensure_customer_keys(conn, ["r1"], NOW)[0])
+        records = customer_records(conn, [key, key, 999])
+    assert list(records) == [key]
+    assert records[key]["email"] == "real@x.io" and records[key]["n"] == 3 and records[key]["key"] == key
+
+
+def test_load_customer_frame_places_values_at_keys(store: Store) -> None:
+    with store.begin() as conn:
+        upsert_customers(
+            conn,
+            [
+                {"id": "k1", "ltv": 10, "tier": "gold", "vip": True, "email": "a@x.io"},
+                {"id": "k2", "tier": None, "vip": False, "consent_email": False},
+                {"id": "k3", "ltv": 2.5, "vip": True, "tags": ["a", "b"]},
+            ],
+            NOW,
+        )
+        names = ["ltv", "tier", "vip", "email", "consent_email", "id", "tags", "nope"]
+        frame = load_customer_frame(conn, names)
+    assert frame.n == 4
+    assert frame.exists.tolist() == [False, True, True, True]
+    ltv = frame.columns["ltv"]
+    assert ltv.dtype == np.float64 and ltv[1] == 10 and ltv[3] == 2.5
+    assert math.isnan(ltv[2]) and math.isnan(ltv[0])
+    assert frame.columns["tier"].dtype == object
+    assert frame.columns["tier"].tolist() == [None, "gold", None, None]
+    vip = frame.columns["vip"]
+    assert vip.dtype == bool and vip.tolist() == [False, True, False, True]
+    assert frame.columns["email"].tolist() == [None, "a@x.io", None, None]
+    assert frame.columns["consent_email"].dtype == bool
+    assert frame.columns["consent_email"].tolist() == [False, True, False, True]
+    assert frame.columns["id"].tolist() == [None, "k1", "k2", "k3"]
+    assert frame.columns["tags"].tolist() == [None, None, None, ["a", "b"]]
+    assert np.isnan(frame.columns["nope"]).all() and len(frame.columns["nope"]) == 4
+
+
+def test_load_customer_frame_mixed_bool_and_missing_is_object(store: Store) -> None:
+    with store.begin() as conn:
+        upsert_customers(conn, [{"id": "a", "vip": True}, {"id": "b"}], NOW)
+        frame = load_customer_frame(conn, ["vip"])
+    assert frame.columns["vip"].dtype == object
+    assert frame.columns["vip"].tolist() == [None, True, None]
+
+
+# ------------------------------------------------------------------------------------------ events
+
+
+def test_event_type_ids_creates_missing_only(store: Store) -> None:
+    with store.begin() as conn:
+        first = event_type_ids(conn, ["view", "buy", "view"])
+    with store.begin() as conn:
+        second = event_type_ids(conn, ["buy", "open"])
+    assert set(first) == {"view", "buy"} and len(set(first.values())) == 2
+    assert second["buy"] == first["buy"] and second["open"] not in first.values()
+
+
+def test_insert_events_commits_through_the_callers_transaction(store: Store) -> None:
+    with store.connect() as conn:
+        keys = ensure_customer_keys(conn, ["a"], NOW)
+        types = event_type_ids(conn, ["x"])
+        n = insert_events(conn, keys, np.array([types["x"]]), np.array([NOW]), ['{"v": 1}'])
+        conn.commit()
+    assert n == 1
+    with store.connect() as conn:
+        rows = conn.execute(select(EVENTS.c.customer_key, EVENTS.c.ts_us, EVENTS.c.properties)).all()
+    assert [tuple(r) for r in rows] == [(1, NOW, '{"v": 1}')]
+
+
+def test_insert_events_rolls_back_with_the_transaction(store: Store) -> None:
+    with pytest.raises(RuntimeError), store.begin() as conn:
+        insert_events(conn, np.array([1]), np.array([1]), np.array([NOW]), ["{}"])
+        raise RuntimeError("abort")
+    with store.connect() as conn:
+        assert conn.execute(select(EVENTS.c.id)).all() == []
+
+
+def test_insert_events_checks_lengths(store: Store) -> None:
+    with store.begin() as conn, pytest.raises(ValueError):
+        insert_events(conn, np.array([1, 2]), np.array([1]), np.array([NOW]), ["{}"])
+
+
+def test_load_event_frame_window_is_half_open(store: Store) -> None:
+    since, until = NOW - 100, NOW
+    _add_events(
+        store,
+        [
+            ("a", "view", since - 1, {"i": 0}),
+            ("a", "view", since, {"i": 1}),
+            ("b", "buy", until - 1, {"i": 2}),
+            ("b", "view", until, {"i": 3}),
+            ("c", "view", until + 1, {"i": 4}),
+        ],
+    )
+    with store.connect() as conn:
+        frame = load_event_frame(conn, until, ["i"], since_us=since)
+        unbounded = load_event_frame(conn, until, ["i"])
+    assert frame.properties["i"].tolist() == [1.0, 2.0]
+    assert frame.ts.tolist() == [since, until - 1]
+    assert frame.customer.tolist() == [1, 2]
+    assert unbounded.properties["i"].tolist() == [0.0, 1.0, 2.0]
+    assert frame.ts.dtype == np.int64 and frame.customer.dtype == np.int64 and frame.type.dtype == np.int32
+
+
+def test_load_event_frame_types_properties_and_slots(store: Store) -> None:
+    _add_events(
+        store,
+        [
+            ("a", "buy", NOW - 3, {"amount": 10.5, "cat": "shoes", "gift": True, "n": 2}),
+            ("b", "view", NOW - 2, {"cat": "hats"}),
+            ("a", "open", NOW - 1, {"amount": 3}),
+        ],
+    )
+    with store.begin() as conn:
+        ensure_customer_keys(conn, ["d", "e"], NOW)  # customers without events still count for slots
+        frame = load_event_frame(conn, NOW, ["amount", "cat", "missing", "n"])
+        bigger = load_event_frame(conn, NOW, [], n_customers=50)
+        smaller = load_event_frame(conn, NOW, [], n_customers=2)
+        empty = load_event_frame(conn, NOW - 10, ["amount"])
+    assert frame.type_names == ["buy", "view", "open"]
+    assert frame.type.tolist() == [0, 1, 2]
+    assert frame.type_code("open") == 2 and frame.type_code("never") == NULL_CODE
+    amount = frame.properties["amount"]
+    assert amount.dtype == np.float64 and amount[0] == 10.5 and math.isnan(amount[1]) and amount[2] == 3.0
+    assert frame.properties["cat"].dtype == object
+    assert frame.properties["cat"].tolist() == ["shoes", "hats", None]
+    assert np.isnan(frame.properties["missing"]).all()
+    assert frame.properties["n"].tolist()[0] == 2.0
+    assert frame.n_customers == 5  # keys 1..4 plus slot 0
+    assert bigger.n_customers == 50 and smaller.n_customers == 5
+    assert len(empty) == 0 and empty.n_customers == 5 and empty.properties["amount"].dtype == np.float64
+    assert empty.type_names == ["buy", "view", "open"]
