@@ -106,6 +106,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_db(p)
 
+    p = sub.add_parser("evaluate", help="count the customers each journey's signal matches at an instant")
+    p.add_argument("--journeys", nargs="+", default=[DEFAULT_JOURNEYS], metavar="PATH")
+    p.add_argument("--templates", metavar="DIR", type=Path, default=None)
+    p.add_argument(
+        "--events",
+        type=Path,
+        nargs="*",
+        default=[],
+        metavar="FILE",
+        help="event files to ingest first (into --db, or a temporary store when --db is not given)",
+    )
+    p.add_argument("--now", metavar="ISO-8601", required=True, help="the evaluation instant")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    _add_db(p)
+
     p = sub.add_parser("demo", help="run the bundled demo on a fresh SQLite file")
     p.add_argument("--dir", type=Path, default=Path("demo"), help="where the demo's store and outbox go")
     p.add_argument(

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from orchestrator.channels.base import ChannelRouter
 from orchestrator.channels.outbox import OutboxAdapter
 from orchestrator.clock import Clock, SimulatedClock, SystemClock, parse_instant, to_us
@@ -135,7 +137,12 @@ def cmd_daemon(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from orchestrator.measure.report import format_table, journey_report
 
-    store = open_store(args.db, create=False)
+    try:
+        store = open_store(args.db, create=False)
+    except FileNotFoundError as exc:
+        raise Failure(f"{exc}; ingest data and run the engine first") from None
+    if not store.is_initialised():
+        raise Failure("the store is empty; ingest data and run the engine first")
     as_of = to_us(parse_instant(args.now)) if args.now else None
     try:
         report = journey_report(store, args.journey, as_of_us=as_of)
@@ -152,3 +159,64 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from orchestrator.demo.run import run_demo
 
     return run_demo(args.dir, args.data, args.journeys, days=args.days, ticks_per_day=args.ticks_per_day)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import tempfile
+    import time
+
+    from orchestrator.engine.frames import load_frames, signal_matches
+    from orchestrator.ingest import ingest_file
+    from orchestrator.store import sqlite_url
+
+    now_us = to_us(_instant(args.now).now())
+    try:
+        workspace = load_workspace(args.journeys, args.templates)
+    except SpecError as exc:
+        raise Failure(f"the journeys are not valid:\n{exc}") from None
+    with tempfile.TemporaryDirectory() as scratch:
+        url = args.db or sqlite_url(Path(scratch) / "evaluate.db")
+        store = open_store(url)
+        for path in args.events:
+            if not path.exists():
+                raise UsageError(f"{path}: no such file")
+            report = ingest_file(store, path, kind="events", now_us=now_us)
+            if report.rejected:
+                print(f"{path}: {report.rejected} rows rejected", file=sys.stderr)
+        started = time.perf_counter()
+        with store.connect() as conn:
+            events, customers = load_frames(conn, workspace.plans, now_us)
+            ids = customers.column("id")
+        matches = signal_matches(workspace.plans, events, customers, now_us)
+        seconds = time.perf_counter() - started
+        store.dispose()
+    result: dict[str, dict[str, int | None]] = {}
+    for journey_id, mask in matches.items():
+        matched = ids[mask]
+        result[journey_id] = {"count": int(mask.sum()), "id_sum": _integer_sum(matched)}
+    if args.format == "json":
+        print(
+            json.dumps(
+                {
+                    "now": args.now,
+                    "customers": int(customers.exists.sum()),
+                    "events": len(events),
+                    "seconds": round(seconds, 4),
+                    "journeys": result,
+                }
+            )
+        )
+    else:
+        for journey_id, figures in result.items():
+            id_sum = "n/a" if figures["id_sum"] is None else figures["id_sum"]
+            print(f"{journey_id:28s} {figures['count']:10d} customers  id sum {id_sum}")
+    return 0
+
+
+def _integer_sum(ids: np.ndarray) -> int | None:
+    """Sum of customer ids when every id is an integer (as in the benchmark data), else None."""
+    text = ids.astype(str)
+    unsigned = np.char.lstrip(text, "-")
+    if len(text) and not bool(np.all(np.char.isdigit(unsigned))):
+        return None
+    return int(text.astype(np.int64).sum()) if len(text) else 0

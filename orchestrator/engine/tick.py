@@ -21,19 +21,18 @@ from sqlalchemy import Connection, text
 from orchestrator.channels.base import ChannelRouter, OutgoingMessage
 from orchestrator.clock import Clock, to_us
 from orchestrator.durations import US_PER_SECOND
+from orchestrator.engine.frames import entry_condition, load_frames
 from orchestrator.engine.matching import first_at_or_after
 from orchestrator.engine.render import message_row
 from orchestrator.engine.workspace import Workspace, plan_from_source
 from orchestrator.measure.holdout import buckets, journey_seed
-from orchestrator.signals import lang
 from orchestrator.signals.evaluate import AggregateCache, Evaluator, to_python
 from orchestrator.signals.frame import CustomerFrame, EventFrame
 from orchestrator.spec.models import Cooldown
 from orchestrator.spec.plan import NO_STATE, JourneyPlan, trigger_code
 from orchestrator.store import Store
 from orchestrator.store import journeys as sj
-from orchestrator.store.customers import customer_records, load_customer_frame
-from orchestrator.store.events import load_event_frame
+from orchestrator.store.customers import customer_records
 
 # Conversions are looked for until this long after a goal window closes, so events that arrive late
 # (ingested after the window, stamped inside it) still count.
@@ -100,7 +99,7 @@ class Engine:
             self._register_versions(conn, now_us)
         t0 = time.perf_counter()
         with self.store.connect() as conn:
-            events, customers = self._frames(conn, now_us)
+            events, customers = load_frames(conn, self.workspace.plans, now_us)
         report.timings["load"] = time.perf_counter() - t0
         cache = AggregateCache()
         t_eval = t_step = 0.0
@@ -165,26 +164,6 @@ class Engine:
             plans.append(self._old_plans[key])
         return plans
 
-    def _frames(self, conn: Connection, now_us: int) -> tuple[EventFrame, CustomerFrame]:
-        properties: set[str] = set()
-        attributes: set[str] = {"id"}
-        for plan in self.workspace.plans:
-            for node in plan.expressions():
-                properties |= lang.event_properties(node)
-                attributes |= {n.parts[0] for n in lang.free_names(node) if n.parts[0] not in plan.metrics}
-            goal = plan.journey.goal
-            if goal is not None and goal.revenue:
-                properties.add(goal.revenue)
-        customers = load_customer_frame(conn, sorted(attributes))
-        events = load_event_frame(
-            conn, until_us=now_us, properties=sorted(properties), n_customers=customers.n
-        )
-        if events.n_customers != customers.n:
-            # Events can name customers created after the customer frame was read: widen it.
-            customers = load_customer_frame(conn, sorted(attributes))
-            customers = _widen(customers, events.n_customers)
-        return events, customers
-
     # ------------------------------------------------------------------------------------------ entry
 
     def _enter(
@@ -196,9 +175,7 @@ class Engine:
         now_us: int,
         result: JourneyTick,
     ) -> None:
-        condition = evaluator.condition(plan.signal)
-        if plan.segment is not None:
-            condition &= evaluator.condition(plan.segment)
+        condition = entry_condition(evaluator, plan)
         previous = np.zeros(len(condition), bool)
         prev_keys = sj.signal_members(conn, plan.id)
         previous[prev_keys[prev_keys < len(previous)]] = True
@@ -551,21 +528,6 @@ def _lookup(table_keys: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.nd
         return np.zeros(len(keys), bool), np.zeros(len(keys), np.int64)
     pos = np.minimum(np.searchsorted(table_keys, keys), len(table_keys) - 1)
     return table_keys[pos] == keys, pos
-
-
-def _widen(frame: CustomerFrame, n: int) -> CustomerFrame:
-    if frame.n >= n:
-        return frame
-    extra = n - frame.n
-
-    def pad(col: np.ndarray) -> np.ndarray:
-        if col.dtype == object:
-            return np.concatenate([col, np.full(extra, None, dtype=object)])
-        if col.dtype == bool:
-            return np.concatenate([col, np.zeros(extra, bool)])
-        return np.concatenate([col, np.full(extra, np.nan)])
-
-    return CustomerFrame(n=n, exists=pad(frame.exists), columns={k: pad(v) for k, v in frame.columns.items()})
 
 
 TickFunction = Callable[[], TickReport]

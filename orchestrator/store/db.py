@@ -11,9 +11,10 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, inspect
 from sqlmodel import SQLModel
 
 from orchestrator.store import tables  # noqa: F401  (registers the tables on SQLModel.metadata)
@@ -58,6 +59,10 @@ class Store:
             finally:
                 conn.info.pop(_READ_ONLY, None)
 
+    def is_initialised(self) -> bool:
+        """Whether the engine's tables exist (a store nothing has been written to has none)."""
+        return inspect(self.engine).has_table("journey_versions")
+
     def dispose(self) -> None:
         self.engine.dispose()
 
@@ -87,6 +92,8 @@ def _sqlite_begin(conn: Connection) -> None:
 def open_store(url: str | None = None, *, create: bool = True) -> Store:
     """Open (and by default create) the store at ``url``."""
     url = database_url(url)
+    if not create and url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        raise FileNotFoundError(f"no store at {url.removeprefix('sqlite:///')}")
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"check_same_thread": False}

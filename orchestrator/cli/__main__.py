@@ -1,0 +1,7 @@
+"""``python -m orchestrator.cli``: the command line."""
+
+import sys
+
+from orchestrator.cli import main
+
+sys.exit(main())
