@@ -92,6 +92,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def _print_tick(report: TickReport) -> None:
+    d = report.delivery
     for journey_id, j in report.journeys.items():
         finished = ", ".join(f"{k} {v}" for k, v in sorted(j.finished.items())) or "none"
         print(
@@ -100,8 +101,8 @@ def _print_tick(report: TickReport) -> None:
             f"finished: {finished}"
         )
     print(
-        f"  delivered {report.delivered}, delivery failures {report.delivery_failed}, "
-        f"retries {report.retry}, refused {report.refused}; {report.timings.get('total', 0):.3f}s"
+        f"  delivered {d.delivered}, delivery failures {d.failed}, retries {d.retry}, refused {d.refused}; "
+        f"{report.timings.get('total', 0):.3f}s"
     )
 
 

@@ -18,9 +18,10 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Connection, text
 
-from orchestrator.channels.base import ChannelRouter, OutgoingMessage
+from orchestrator.channels.base import ChannelRouter
 from orchestrator.clock import Clock, to_us
 from orchestrator.durations import US_PER_SECOND
+from orchestrator.engine.dispatch import DispatchReport, dispatch_queued
 from orchestrator.engine.frames import entry_condition, load_frames
 from orchestrator.engine.matching import first_at_or_after
 from orchestrator.engine.render import message_row
@@ -37,7 +38,6 @@ from orchestrator.store.customers import customer_records
 # Conversions are looked for until this long after a goal window closes, so events that arrive late
 # (ingested after the window, stamped inside it) still count.
 LATE_EVENT_GRACE_US = 7 * 86400 * US_PER_SECOND
-DISPATCH_BATCH = 1000
 
 
 class VersionConflict(RuntimeError):
@@ -61,20 +61,14 @@ class JourneyTick:
 class TickReport:
     now_us: int
     journeys: dict[str, JourneyTick] = field(default_factory=dict)
-    delivered: int = 0
-    delivery_failed: int = 0
-    retry: int = 0
-    refused: int = 0
+    delivery: DispatchReport = field(default_factory=DispatchReport)
     timings: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "now_us": self.now_us,
             "journeys": {k: vars(v) for k, v in self.journeys.items()},
-            "delivered": self.delivered,
-            "delivery_failed": self.delivery_failed,
-            "retry": self.retry,
-            "refused": self.refused,
+            "delivery": vars(self.delivery),
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
         }
 
@@ -124,7 +118,7 @@ class Engine:
         report.timings["evaluate_and_enter"] = t_eval
         report.timings["convert_and_step"] = t_step
         t3 = time.perf_counter()
-        self.dispatch(report)
+        report.delivery = self.dispatch()
         report.timings["dispatch"] = time.perf_counter() - t3
         report.timings["total"] = time.perf_counter() - started
         with self.store.begin() as conn:
@@ -431,86 +425,9 @@ class Engine:
 
     # ------------------------------------------------------------------------------------------ dispatch
 
-    def dispatch(self, report: TickReport | None = None, limit: int | None = None) -> TickReport:
-        """Hand queued messages to their adapters, recording each outcome. Held-out customers are
-        refused here a second time, whatever put their message in the queue."""
-        report = report or TickReport(to_us(self.clock.now()))
-        handled = 0
-        last_id = 0  # each message is tried at most once per call; retries wait for the next tick
-        while limit is None or handled < limit:
-            with self.store.connect() as conn:
-                batch = sj.queued_messages(conn, DISPATCH_BATCH, after_id=last_id)
-            if not batch:
-                break
-            outcomes = [self._deliver(message, report) for message in batch]
-            with self.store.begin() as conn:
-                sj.record_deliveries(conn, outcomes)
-            handled += len(batch)
-            last_id = batch[-1].id
-        return report
-
-    def _deliver(self, message: sj.QueuedMessage, report: TickReport) -> dict[str, Any]:
-        now_us = to_us(self.clock.now())
-        if message.held_out:
-            report.refused += 1
-            return {
-                "id": message.id,
-                "status": "refused",
-                "reason": "customer is in the holdout",
-                "provider_id": None,
-                "sent_us": None,
-            }
-        outgoing = OutgoingMessage(
-            idempotency_key=message.idempotency_key,
-            channel=message.channel,
-            recipient=message.recipient,
-            customer_id=message.customer_id,
-            journey_id=message.journey_id,
-            step=message.step,
-            body=message.body,
-            subject=message.subject,
-            html=message.html,
-            title=message.title,
-            link=message.link,
-            created_us=message.created_us,
-        )
-        try:
-            outcome = self.router.route(message.channel).send(outgoing)
-        except Exception as exc:  # an adapter broke its contract; keep the message for a retry
-            report.retry += 1
-            return {
-                "id": message.id,
-                "status": "queued",
-                "reason": f"adapter error: {exc}",
-                "provider_id": None,
-                "sent_us": None,
-            }
-        if outcome.status == "sent":
-            report.delivered += 1
-            return {
-                "id": message.id,
-                "status": "sent",
-                "reason": None,
-                "provider_id": outcome.provider_id,
-                "sent_us": now_us,
-            }
-        if outcome.status == "retry":
-            report.retry += 1
-            return {
-                "id": message.id,
-                "status": "queued",
-                "reason": outcome.error,
-                "provider_id": None,
-                "sent_us": None,
-            }
-        report.delivery_failed += 1
-        return {
-            "id": message.id,
-            "status": "failed",
-            "reason": outcome.error,
-            "provider_id": None,
-            "sent_us": None,
-        }
+    def dispatch(self, limit: int | None = None) -> DispatchReport:
+        """Hand queued messages to their adapters (see ``engine.dispatch``)."""
+        return dispatch_queued(self.store, self.router, self.clock, limit=limit)
 
 
 def ledger_key(plan: JourneyPlan, customer_id: str, instance_id: int, step_id: str) -> str:
