@@ -106,7 +106,7 @@ def test_jsonl_round_trip(store: Store, tmp_path: Path) -> None:
         frame = load_event_frame(conn, FAR, ["amount"])
     assert keys == {"a": 1, "42": 2, "b": 3}  # dense, in order of first appearance
     assert frame.customer.tolist() == [1, 2, 1, 3]
-    assert frame.properties["amount"][0] == 31.5 and np.isnan(frame.properties["amount"][1:]).all()
+    assert frame.values("amount")[0] == 31.5 and np.isnan(frame.values("amount")[1:]).all()
 
 
 MALFORMED = [
@@ -477,10 +477,10 @@ def test_refbench_parquet_frame_matches_the_data(refdata: Path, tmp_path: Path) 
     per_customer = np.bincount(ids[frame.customer].astype(int), minlength=2000)
     assert (per_customer == np.bincount(z["customer_id"], minlength=2000)).all()
     assert (frame.ts == z["ts"] * 1_000_000).all()
-    np.testing.assert_array_equal(frame.properties["amount"], z["amount"])
-    np.testing.assert_array_equal(frame.properties["score"], np.where(z["score"] < 0, np.nan, z["score"]))
+    np.testing.assert_array_equal(frame.values("amount"), z["amount"])
+    np.testing.assert_array_equal(frame.values("score"), np.where(z["score"] < 0, np.nan, z["score"]))
     cats = np.array([None if c < 0 else f"cat{c:02d}" for c in z["category"]], dtype=object)
-    assert (frame.properties["category"] == cats).all()
+    assert (frame.values("category") == cats).all()
 
 
 def test_refbench_jsonl_and_parquet_store_identical_events(refdata: Path, tmp_path: Path) -> None:

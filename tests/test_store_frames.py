@@ -9,7 +9,7 @@ import orjson
 import pytest
 from sqlalchemy import select
 
-from orchestrator.signals.frame import NULL_CODE
+from orchestrator.signals.frame import NULL_CODE, Categorical
 from orchestrator.store import Store
 from orchestrator.store.customers import (
     CUSTOMERS,
@@ -217,10 +217,10 @@ def test_load_event_frame_window_is_half_open(store: Store) -> None:
     with store.connect() as conn:
         frame = load_event_frame(conn, until, ["i"], since_us=since)
         unbounded = load_event_frame(conn, until, ["i"])
-    assert frame.properties["i"].tolist() == [1.0, 2.0]
+    assert frame.values("i").tolist() == [1.0, 2.0]
     assert frame.ts.tolist() == [since, until - 1]
     assert frame.customer.tolist() == [1, 2]
-    assert unbounded.properties["i"].tolist() == [0.0, 1.0, 2.0]
+    assert unbounded.values("i").tolist() == [0.0, 1.0, 2.0]
     assert frame.ts.dtype == np.int64 and frame.customer.dtype == np.int64 and frame.type.dtype == np.int32
 
 
@@ -242,13 +242,13 @@ def test_load_event_frame_types_properties_and_slots(store: Store) -> None:
     assert frame.type_names == ["buy", "view", "open"]
     assert frame.type.tolist() == [0, 1, 2]
     assert frame.type_code("open") == 2 and frame.type_code("never") == NULL_CODE
-    amount = frame.properties["amount"]
+    amount = frame.values("amount")
     assert amount.dtype == np.float64 and amount[0] == 10.5 and math.isnan(amount[1]) and amount[2] == 3.0
-    assert frame.properties["cat"].dtype == object
-    assert frame.properties["cat"].tolist() == ["shoes", "hats", None]
-    assert np.isnan(frame.properties["missing"]).all()
-    assert frame.properties["n"].tolist()[0] == 2.0
+    assert isinstance(frame.prop("cat"), Categorical) and frame.values("cat").dtype == object
+    assert frame.values("cat").tolist() == ["shoes", "hats", None]
+    assert np.isnan(frame.values("missing")).all()
+    assert frame.values("n").tolist()[0] == 2.0
     assert frame.n_customers == 5  # keys 1..4 plus slot 0
     assert bigger.n_customers == 50 and smaller.n_customers == 5
-    assert len(empty) == 0 and empty.n_customers == 5 and empty.properties["amount"].dtype == np.float64
+    assert len(empty) == 0 and empty.n_customers == 5 and empty.values("amount").dtype == np.float64
     assert empty.type_names == ["buy", "view", "open"]

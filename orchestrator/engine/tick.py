@@ -258,7 +258,7 @@ class Engine:
         idx = np.flatnonzero(hit)
         revenue = np.zeros(len(idx))
         if goal.revenue:
-            values = events.prop(goal.revenue)[mask][found[idx]]
+            values = events.values(goal.revenue)[mask][found[idx]]
             revenue = np.array([v if isinstance(v, int | float) and v == v else 0.0 for v in values], float)
         sj.insert_conversions(
             conn,

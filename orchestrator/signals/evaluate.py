@@ -18,7 +18,7 @@ import numpy as np
 
 from orchestrator.durations import US_PER_SECOND
 from orchestrator.signals import lang
-from orchestrator.signals.frame import NULL_CODE, CustomerFrame, EventFrame
+from orchestrator.signals.frame import NULL_CODE, Categorical, CustomerFrame, EventFrame
 from orchestrator.signals.lang import Binary, Call, ExpressionError, Name, Node, Unary
 
 Value = Any  # np.ndarray of length n, or a Python scalar that broadcasts
@@ -29,7 +29,7 @@ class AggregateCache:
 
     def __init__(self) -> None:
         self.values: dict[Any, np.ndarray] = {}
-        self.masks: dict[Any, np.ndarray] = {}
+        self.masks: dict[Any, Any] = {}
 
 
 class Evaluator:
@@ -194,11 +194,48 @@ class Evaluator:
         key = ("types", names)
         mask = self.cache.masks.get(key)
         if mask is None:
-            codes = [self.events.type_code(n) for n in names]
-            codes = [c for c in codes if c != NULL_CODE]
-            mask = np.isin(self.events.type, np.array(codes, dtype=self.events.type.dtype))
+            # One gather through a lookup table instead of a comparison per listed type.
+            lookup = np.zeros(len(self.events.type_names) + 1, dtype=bool)
+            for name in names:
+                code = self.events.type_code(name)
+                if code != NULL_CODE:
+                    lookup[code] = True
+            mask = lookup[self.events.type]
             self.cache.masks[key] = mask
         return mask
+
+    def _numeric(self, prop: str) -> np.ndarray:
+        """The property as float64 over all events (NaN where missing), computed once per frame."""
+        key = ("numeric", prop)
+        column = self.cache.masks.get(key)
+        if column is None:
+            raw = self.events.prop(prop)
+            if isinstance(raw, Categorical):
+                numbers = np.append(_number(raw.values), np.nan)  # code -1 reads the trailing NaN
+                column = numbers[raw.codes]
+            else:
+                column = _number(raw)
+            self.cache.masks[key] = column
+        return column
+
+    def _encoded(self, prop: str) -> Categorical:
+        """The property dictionary-encoded (code -1 for missing), computed once per frame."""
+        key = ("encoded", prop)
+        column = self.cache.masks.get(key)
+        if column is None:
+            raw = self.events.prop(prop)
+            if isinstance(raw, Categorical):
+                column = raw
+            elif raw.dtype == object:
+                column = Categorical.encode(raw)
+            else:
+                present = ~np.isnan(raw)
+                uniques, inverse = np.unique(raw[present], return_inverse=True)
+                codes = np.full(len(raw), NULL_CODE, dtype=np.int32)
+                codes[present] = inverse
+                column = Categorical(codes, uniques.astype(object))
+            self.cache.masks[key] = column
+        return column
 
     def _aggregate(self, call: Call) -> np.ndarray:
         n = self.n
@@ -217,20 +254,19 @@ class Evaluator:
                 since = (self.now_us - last) / US_PER_SECOND
                 return np.where(last == np.iinfo(np.int64).min, np.inf, since)
             if call.func == "distinct_events":
-                return _distinct_per_customer(cust, ev.type[mask].astype(np.int64), n)
+                return _distinct_per_customer(cust, ev.type[mask], len(ev.type_names), n)
             raise ExpressionError(f"unknown aggregate {call.func}()", call.pos)
 
         arg = call.args[0]
         assert isinstance(arg, Name)
         event_name, prop = arg.parts
         mask = window & self._type_mask((event_name,))
-        values = ev.prop(prop)[mask]
-        cust = ev.customer[mask]
-        present = ~_is_null(values)
-        values, cust = values[present], cust[present]
         func = call.func
         if func in ("sum", "mean", "min", "max"):
-            nums = _number(values)
+            nums = self._numeric(prop)[mask]
+            cust = ev.customer[mask]
+            present = ~np.isnan(nums)
+            nums, cust = nums[present], cust[present]
             if func == "sum":
                 return np.bincount(cust, weights=nums, minlength=n)
             if func == "mean":
@@ -241,25 +277,25 @@ class Evaluator:
             out = np.full(n, np.inf if func == "min" else -np.inf)
             (np.minimum if func == "min" else np.maximum).at(out, cust, nums)
             return np.where(np.isinf(out), np.nan, out)
-        uniques, codes = np.unique(_sortable(values), return_inverse=True)
-        codes = codes.astype(np.int64)
+        encoded = self._encoded(prop)
+        codes = encoded.codes[mask]
+        cust = ev.customer[mask]
+        present = codes >= 0
+        codes, cust = codes[present], cust[present]
+        width = max(len(encoded.values), 1)
         if func == "distinct":
-            return _distinct_per_customer(cust, codes, n)
-        width = max(len(uniques), 1)
-        pairs, counts = np.unique(cust * width + codes, return_counts=True)
-        owners = pairs // width
+            return _distinct_per_customer(cust, codes, width, n)
+        # Rank the values so that ties go to the smallest value whatever order the codes were given in.
+        rank = _value_rank(encoded.values)
+        ranked = rank[codes]
         if func == "top_count":
-            out = np.zeros(n, np.float64)
-            np.maximum.at(out, owners, counts)
-            return out
+            return _top(cust, ranked, width, n)[0]
         if func == "top_value":
-            # Most frequent first; ties go to the smallest value, which is the smallest code.
-            order = np.lexsort((pairs % width, -counts, owners))
-            owners_sorted = owners[order]
-            first = np.ones(len(order), bool)
-            first[1:] = owners_sorted[1:] != owners_sorted[:-1]
+            counts, top_rank = _top(cust, ranked, width, n)
             out = np.full(n, None, dtype=object)
-            out[owners_sorted[first]] = uniques[(pairs % width)[order][first]]
+            has = counts > 0
+            by_rank = encoded.values[np.argsort(rank)]
+            out[has] = by_rank[top_rank[has]]
             return out
         raise ExpressionError(f"unknown aggregate {func}()", call.pos)
 
@@ -272,19 +308,47 @@ def _seconds_us(node: Node) -> int:
     return round(node.seconds * US_PER_SECOND)
 
 
-def _distinct_per_customer(cust: np.ndarray, codes: np.ndarray, n: int) -> np.ndarray:
-    width = int(codes.max()) + 1 if len(codes) else 1
-    pairs = np.unique(cust.astype(np.int64) * width + codes)
+# Above this many cells a customer-by-value count matrix costs too much memory; sort instead.
+MATRIX_CELLS = 1 << 25
+
+
+def _distinct_per_customer(cust: np.ndarray, codes: np.ndarray, width: int, n: int) -> np.ndarray:
+    """How many different codes each customer has."""
+    keys = cust.astype(np.int64) * width + codes
+    if n * width <= MATRIX_CELLS:
+        seen = np.bincount(keys, minlength=n * width).reshape(n, width) > 0
+        return seen.sum(axis=1).astype(np.float64)
+    pairs = np.unique(keys)
     return np.bincount(pairs // width, minlength=n).astype(np.float64)
 
 
-def _sortable(values: np.ndarray) -> np.ndarray:
-    """Values np.unique can sort: numbers stay numbers, anything mixed compares as text."""
-    if values.dtype != object:
-        return values
-    if all(isinstance(v, str) for v in values):
-        return values.astype(str)
-    return np.array([str(v) for v in values], dtype=str)
+def _top(cust: np.ndarray, ranked: np.ndarray, width: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per customer, the count of its most frequent value and that value's rank (smallest rank on ties)."""
+    keys = cust.astype(np.int64) * width + ranked
+    if n * width <= MATRIX_CELLS:
+        matrix = np.bincount(keys, minlength=n * width).reshape(n, width)
+        top_rank = matrix.argmax(axis=1)  # the first maximum, which is the smallest rank
+        return matrix[np.arange(n), top_rank].astype(np.float64), top_rank
+    pairs, counts = np.unique(keys, return_counts=True)
+    owners = pairs // width
+    order = np.lexsort((pairs % width, -counts, owners))
+    owners_sorted = owners[order]
+    first = np.ones(len(order), bool)
+    first[1:] = owners_sorted[1:] != owners_sorted[:-1]
+    top_count = np.zeros(n, np.float64)
+    top_rank = np.zeros(n, np.int64)
+    top_count[owners_sorted[first]] = counts[order][first]
+    top_rank[owners_sorted[first]] = (pairs % width)[order][first]
+    return top_count, top_rank
+
+
+def _value_rank(values: np.ndarray) -> np.ndarray:
+    """rank[code] = position of values[code] in sorted order (text and numbers compare as text)."""
+    keys = np.array([str(v) for v in values], dtype=str) if values.dtype == object else values
+    order = np.argsort(keys, kind="stable")
+    rank = np.empty(len(values), np.int64)
+    rank[order] = np.arange(len(values))
+    return rank
 
 
 def _broadcast(value: Value, n: int) -> np.ndarray:

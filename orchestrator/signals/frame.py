@@ -14,13 +14,58 @@ import numpy as np
 NULL_CODE = -1
 
 
+@dataclass(frozen=True)
+class Categorical:
+    """A dictionary-encoded column: ``values[codes[i]]`` is row i's value, code -1 means null.
+
+    Text properties (categories, cart ids) are held this way so that grouping by them costs integer
+    work, and so that a growing column can append codes without re-encoding what it already holds.
+    """
+
+    codes: np.ndarray  # int32
+    values: np.ndarray  # object array of distinct values
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def decode(self) -> np.ndarray:
+        out = np.full(len(self.codes), None, dtype=object)
+        present = self.codes >= 0
+        out[present] = self.values[self.codes[present]]
+        return out
+
+    @classmethod
+    def encode(cls, column: np.ndarray) -> Categorical:
+        """Encode an object column (None for null); values are kept in first-seen-independent sorted order."""
+        present = ~_null_objects(column)
+        codes = np.full(len(column), NULL_CODE, dtype=np.int32)
+        if present.any():
+            uniques, inverse = np.unique(column[present].astype(str), return_inverse=True)
+            codes[present] = inverse
+            values = np.empty(len(uniques), dtype=object)
+            values[:] = uniques.tolist()
+        else:
+            values = np.empty(0, dtype=object)
+        return cls(codes, values)
+
+
+def _null_objects(column: np.ndarray) -> np.ndarray:
+    none: Any = None
+    return np.asarray(np.equal(column, none), dtype=np.bool_) | np.asarray(
+        np.equal(column, ""), dtype=np.bool_
+    )
+
+
+Property = np.ndarray | Categorical
+
+
 @dataclass
 class EventFrame:
     """Events before the evaluation instant, one array element per event.
 
     ``customer`` holds customer keys (``0 <= key < n_customers``), ``ts`` microseconds since the epoch,
     ``type`` indexes ``type_names``. ``properties`` holds the property columns that were asked for:
-    float64 with NaN for numbers, object with ``None`` for anything else.
+    float64 with NaN for numbers, ``Categorical`` (or object with ``None``) for anything else.
     """
 
     customer: np.ndarray
@@ -28,7 +73,7 @@ class EventFrame:
     type: np.ndarray
     type_names: Sequence[str]
     n_customers: int
-    properties: Mapping[str, np.ndarray] = field(default_factory=dict)
+    properties: Mapping[str, Property] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._codes = {name: i for i, name in enumerate(self.type_names)}
@@ -40,11 +85,16 @@ class EventFrame:
         """The code of an event type, or ``NULL_CODE`` for a type never seen (it matches nothing)."""
         return self._codes.get(name, NULL_CODE)
 
-    def prop(self, name: str) -> np.ndarray:
+    def prop(self, name: str) -> Property:
         try:
             return self.properties[name]
         except KeyError:
             raise KeyError(f"event property {name!r} was not loaded into the frame") from None
+
+    def values(self, name: str) -> np.ndarray:
+        """The property as a plain column (categoricals decoded to objects)."""
+        col = self.prop(name)
+        return col.decode() if isinstance(col, Categorical) else col
 
     @classmethod
     def empty(cls, n_customers: int, properties: Sequence[str] = ()) -> EventFrame:

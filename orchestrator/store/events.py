@@ -15,7 +15,7 @@ import numpy as np
 import orjson
 from sqlalchemy import Connection, insert, select
 
-from orchestrator.signals.frame import EventFrame, column_from_values
+from orchestrator.signals.frame import Categorical, EventFrame, Property
 from orchestrator.store.customers import (
     chunked,
     insert_ignoring_conflicts,
@@ -93,13 +93,22 @@ def insert_events(
     return n
 
 
-def _property_column(values: Sequence[Any]) -> np.ndarray:
-    """``column_from_values`` for event properties, with a fast path for all-number/null columns."""
+def _property_column(values: Sequence[Any]) -> Property:
+    """float64 (NaN for null) when every value is a number or null; otherwise a ``Categorical``, built in
+    one pass with a dictionary so grouping by the property later costs integer work only."""
     kinds = set(map(type, values))
     kinds.discard(type(None))
     if kinds <= {int, float}:
         return np.array(values, dtype=np.float64)  # None becomes NaN
-    return column_from_values(values)
+    table: dict[Any, int] = {}
+    codes = np.fromiter(
+        (-1 if v is None or v == "" else table.setdefault(v, len(table)) for v in values),
+        np.int32,
+        len(values),
+    )
+    distinct = np.empty(len(table), dtype=object)
+    distinct[:] = list(table)
+    return Categorical(codes, distinct)
 
 
 def load_event_frame(
