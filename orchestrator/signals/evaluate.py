@@ -268,9 +268,9 @@ class Evaluator:
             present = ~np.isnan(nums)
             nums, cust = nums[present], cust[present]
             if func == "sum":
-                return np.bincount(cust, weights=nums, minlength=n)
+                return np.bincount(cust, weights=to_micros(nums), minlength=n) / MICROS
             if func == "mean":
-                total = np.bincount(cust, weights=nums, minlength=n)
+                total = np.bincount(cust, weights=to_micros(nums), minlength=n) / MICROS
                 count = np.bincount(cust, minlength=n)
                 with np.errstate(invalid="ignore", divide="ignore"):
                     return np.where(count > 0, total / np.maximum(count, 1), np.nan)
@@ -306,6 +306,16 @@ class Evaluator:
 def _seconds_us(node: Node) -> int:
     assert isinstance(node, lang.Duration)
     return round(node.seconds * US_PER_SECOND)
+
+
+# Sums are taken in millionths of a unit, as whole numbers that float64 holds exactly (up to 2**53),
+# so that a sum does not depend on the order of its terms and can be updated by adding and removing
+# values with no drift. Values are rounded to six decimals first.
+MICROS = 1_000_000.0
+
+
+def to_micros(values: np.ndarray) -> np.ndarray:
+    return np.round(values * MICROS)
 
 
 # Above this many cells a customer-by-value count matrix costs too much memory; sort instead.

@@ -35,25 +35,18 @@ class Categorical:
         return out
 
     @classmethod
-    def encode(cls, column: np.ndarray) -> Categorical:
-        """Encode an object column (None for null); values are kept in first-seen-independent sorted order."""
-        present = ~_null_objects(column)
-        codes = np.full(len(column), NULL_CODE, dtype=np.int32)
-        if present.any():
-            uniques, inverse = np.unique(column[present].astype(str), return_inverse=True)
-            codes[present] = inverse
-            values = np.empty(len(uniques), dtype=object)
-            values[:] = uniques.tolist()
-        else:
-            values = np.empty(0, dtype=object)
+    def encode(cls, column: Sequence[Any] | np.ndarray) -> Categorical:
+        """Encode values (None or "" for null) in one pass; values keep their Python types."""
+        table: dict[Any, int] = {}
+        code = table.setdefault
+        codes = np.fromiter(
+            (NULL_CODE if v is None or v == "" else code(v, len(table)) for v in column),
+            np.int32,
+            len(column),
+        )
+        values = np.empty(len(table), dtype=object)
+        values[:] = list(table)
         return cls(codes, values)
-
-
-def _null_objects(column: np.ndarray) -> np.ndarray:
-    none: Any = None
-    return np.asarray(np.equal(column, none), dtype=np.bool_) | np.asarray(
-        np.equal(column, ""), dtype=np.bool_
-    )
 
 
 Property = np.ndarray | Categorical

@@ -100,15 +100,7 @@ def _property_column(values: Sequence[Any]) -> Property:
     kinds.discard(type(None))
     if kinds <= {int, float}:
         return np.array(values, dtype=np.float64)  # None becomes NaN
-    table: dict[Any, int] = {}
-    codes = np.fromiter(
-        (-1 if v is None or v == "" else table.setdefault(v, len(table)) for v in values),
-        np.int32,
-        len(values),
-    )
-    distinct = np.empty(len(table), dtype=object)
-    distinct[:] = list(table)
-    return Categorical(codes, distinct)
+    return Categorical.encode(values)
 
 
 def load_event_frame(
