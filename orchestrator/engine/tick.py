@@ -22,9 +22,10 @@ from orchestrator.channels.base import ChannelRouter
 from orchestrator.clock import Clock, to_us
 from orchestrator.durations import US_PER_SECOND
 from orchestrator.engine.dispatch import DispatchReport, dispatch_queued
-from orchestrator.engine.frames import entry_condition, load_frames
+from orchestrator.engine.frames import entry_condition, needed_columns
 from orchestrator.engine.matching import first_at_or_after
 from orchestrator.engine.render import message_row
+from orchestrator.engine.signal_state import SignalState
 from orchestrator.engine.workspace import Workspace, plan_from_source
 from orchestrator.measure.holdout import buckets, journey_seed
 from orchestrator.signals.evaluate import AggregateCache, Evaluator, to_python
@@ -33,7 +34,12 @@ from orchestrator.spec.models import Cooldown
 from orchestrator.spec.plan import NO_STATE, JourneyPlan, trigger_code
 from orchestrator.store import Store
 from orchestrator.store import journeys as sj
-from orchestrator.store.customers import customer_records
+from orchestrator.store.customers import (
+    bare_customer_frame,
+    customer_ids,
+    customer_records,
+    load_customer_frame,
+)
 
 # Conversions are looked for until this long after a goal window closes, so events that arrive late
 # (ingested after the window, stamped inside it) still count.
@@ -61,12 +67,14 @@ class JourneyTick:
 class TickReport:
     now_us: int
     journeys: dict[str, JourneyTick] = field(default_factory=dict)
+    new_events: int = 0
     delivery: DispatchReport = field(default_factory=DispatchReport)
     timings: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "now_us": self.now_us,
+            "new_events": self.new_events,
             "journeys": {k: vars(v) for k, v in self.journeys.items()},
             "delivery": vars(self.delivery),
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
@@ -82,6 +90,7 @@ class Engine:
         self.router = router
         self.clock = clock
         self._old_plans: dict[tuple[str, int], JourneyPlan] = {}
+        self.signals = SignalState(workspace.plans)
 
     # ------------------------------------------------------------------------------------------ tick
 
@@ -91,26 +100,34 @@ class Engine:
         report = TickReport(now_us)
         with self.store.begin() as conn:
             self._register_versions(conn, now_us)
-        t0 = time.perf_counter()
+            versions = {
+                plan.id: self._plans_with_active_instances(conn, plan) for plan in self.workspace.plans
+            }
+        self.signals.ensure(p for plans in versions.values() for p in plans)
         with self.store.connect() as conn:
-            events, customers = load_frames(conn, self.workspace.plans, now_us)
-        report.timings["load"] = time.perf_counter() - t0
+            refresh = self.signals.refresh(conn, now_us)
+            customers = self._customers(conn, [p for plans in versions.values() for p in plans])
+        report.new_events = refresh.new_events
+        report.timings["load_events"] = refresh.load_seconds
+        report.timings["signals"] = refresh.advance_seconds
         cache = AggregateCache()
+        self.signals.fill(cache)
+        no_events = EventFrame.empty(customers.n)  # every aggregate is already in the cache
         t_eval = t_step = 0.0
         for plan in self.workspace.plans:
             result = JourneyTick(plan.id)
             report.journeys[plan.id] = result
-            evaluator = Evaluator(events, customers, now_us, plan.metrics, cache)
             with self.store.begin() as conn:
                 t1 = time.perf_counter()
-                self._enter(conn, plan, evaluator, customers, now_us, result)
+                evaluator = Evaluator(no_events, customers, now_us, plan.metrics, cache)
+                self._enter(conn, plan, evaluator, now_us, result)
                 t2 = time.perf_counter()
-                self._convert(conn, plan, events, now_us, result)
-                for version_plan in self._plans_with_active_instances(conn, plan):
+                self._convert(conn, plan, now_us, result)
+                for version_plan in versions[plan.id]:
                     version_eval = (
                         evaluator
                         if version_plan is plan
-                        else Evaluator(events, customers, now_us, version_plan.metrics, cache)
+                        else Evaluator(no_events, customers, now_us, version_plan.metrics, cache)
                     )
                     self._advance(conn, version_plan, version_eval, now_us, result)
                 t_eval += t2 - t1
@@ -127,6 +144,15 @@ class Engine:
                 {"n": now_us, "s": report.timings["total"], "j": json.dumps(report.to_dict())},
             )
         return report
+
+    def _customers(self, conn: Connection, plans: list[JourneyPlan]) -> CustomerFrame:
+        """The customer attributes the journeys read, sized to every customer the signals know of."""
+        _, attributes = needed_columns(plans)
+        attributes.discard("id")  # ids are read only for entrants, when their holdout arm is decided
+        frame = load_customer_frame(conn, sorted(attributes)) if attributes else bare_customer_frame(conn)
+        if frame.n != self.signals.n_customers:
+            raise RuntimeError("customer and event state disagree on the number of customers")
+        return frame
 
     # ------------------------------------------------------------------------------------------ setup
 
@@ -165,7 +191,6 @@ class Engine:
         conn: Connection,
         plan: JourneyPlan,
         evaluator: Evaluator,
-        customers: CustomerFrame,
         now_us: int,
         result: JourneyTick,
     ) -> None:
@@ -183,7 +208,7 @@ class Engine:
         candidates = candidates[self._reentry_allowed(conn, plan, candidates, now_us)]
         if not len(candidates):
             return
-        held = self._assign(conn, plan, candidates, customers, now_us)
+        held = self._assign(conn, plan, candidates, now_us)
         sj.insert_instances(conn, plan.id, plan.version, candidates, held, plan.steps[0].id, now_us)
         result.entered += len(candidates)
         result.entered_holdout += int(held.sum())
@@ -208,9 +233,7 @@ class Engine:
         )
         return ~seen | (~active & (last_exit >= 0) & (now_us - last_exit >= cooldown_us))
 
-    def _assign(
-        self, conn: Connection, plan: JourneyPlan, keys: np.ndarray, customers: CustomerFrame, now_us: int
-    ) -> np.ndarray:
+    def _assign(self, conn: Connection, plan: JourneyPlan, keys: np.ndarray, now_us: int) -> np.ndarray:
         """The holdout flag of each entering key: the stored arm if any, else a new stored assignment."""
         known_keys, known_held = sj.holdout_assignments(conn, plan.id)
         known, pos = _lookup(known_keys, keys)
@@ -218,7 +241,7 @@ class Engine:
         held[known] = known_held[pos[known]]
         new = ~known
         if new.any():
-            ids = customers.column("id")[keys[new]].astype(str)
+            ids = customer_ids(conn, keys[new]).astype(str)
             new_buckets = buckets(journey_seed(plan.id), ids)
             percent = plan.journey.holdout
             new_held = new_buckets < percent / 100.0
@@ -237,9 +260,7 @@ class Engine:
 
     # ------------------------------------------------------------------------------------------ goals
 
-    def _convert(
-        self, conn: Connection, plan: JourneyPlan, events: EventFrame, now_us: int, result: JourneyTick
-    ) -> None:
+    def _convert(self, conn: Connection, plan: JourneyPlan, now_us: int, result: JourneyTick) -> None:
         goal = plan.journey.goal
         if goal is None:
             return
@@ -247,6 +268,7 @@ class Engine:
         open_ = sj.unconverted_instances(conn, plan.id, now_us - window_us - LATE_EVENT_GRACE_US)
         if not len(open_.ids):
             return
+        events = self.signals.events(int(open_.entered_us.min()), now_us)
         code = events.type_code(goal.event)
         mask = events.type == code
         ev_customer, ev_ts = events.customer[mask], events.ts[mask]
@@ -259,7 +281,7 @@ class Engine:
         revenue = np.zeros(len(idx))
         if goal.revenue:
             values = events.values(goal.revenue)[mask][found[idx]]
-            revenue = np.array([v if isinstance(v, int | float) and v == v else 0.0 for v in values], float)
+            revenue = np.nan_to_num(np.asarray(values, dtype=np.float64), nan=0.0)
         sj.insert_conversions(
             conn,
             [

@@ -264,6 +264,14 @@ def _place(values: Sequence[Any], keys: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
+def bare_customer_frame(conn: Connection) -> CustomerFrame:
+    """A frame with no attribute columns: keys are dense from 1, so only the largest is read."""
+    n = max_key(conn) + 1
+    exists = np.ones(n, bool)
+    exists[0] = False
+    return CustomerFrame(n=n, exists=exists)
+
+
 def load_customer_frame(conn: Connection, attributes: Iterable[str]) -> CustomerFrame:
     """Every customer as columns indexed by key (length ``max_key + 1``; ``exists`` marks real rows).
 
@@ -298,6 +306,18 @@ def load_customer_frame(conn: Connection, attributes: Iterable[str]) -> Customer
         for name, values in zip(extra, per_name, strict=True):
             columns[name] = _place(values, akeys_arr, n)
     return CustomerFrame(n=n, exists=exists, columns={name: columns[name] for name in names})
+
+
+def customer_ids(conn: Connection, keys: Sequence[int]) -> np.ndarray:
+    """The business ids of ``keys``, aligned with them (object array; None for an unknown key)."""
+    found: dict[int, str] = {}
+    for chunk in chunked([int(k) for k in keys]):  # plain ints: the driver cannot bind numpy integers
+        found.update(
+            conn.execute(select(CUSTOMERS.c.key, CUSTOMERS.c.id).where(CUSTOMERS.c.key.in_(chunk))).all()
+        )
+    out = np.empty(len(keys), dtype=object)
+    out[:] = [found.get(int(k)) for k in keys]
+    return out
 
 
 def customer_records(conn: Connection, keys: Sequence[int]) -> dict[int, dict[str, Any]]:

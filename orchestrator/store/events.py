@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import orjson
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, func, insert, select
 
 from orchestrator.signals.frame import Categorical, EventFrame, Property
 from orchestrator.store.customers import (
@@ -105,12 +105,15 @@ def _property_column(values: Sequence[Any]) -> Property:
 
 def load_event_frame(
     conn: Connection,
-    until_us: int,
+    until_us: int | None,
     properties: Iterable[str],
     since_us: int | None = None,
     n_customers: int | None = None,
+    after_id: int | None = None,
+    up_to_id: int | None = None,
 ) -> EventFrame:
-    """Every event with ``since_us <= ts_us < until_us`` (no lower bound when ``since_us`` is None).
+    """Every event with ``since_us <= ts_us < until_us`` (a None bound is no bound), and, when given,
+    ``after_id < id <= up_to_id``.
 
     ``type`` codes index ``type_names``, which lists every known event type in id order. ``n_customers`` is
     one more than the largest customer key (of the customers table and of the loaded events), or the given
@@ -121,7 +124,7 @@ def load_event_frame(
     names = list(dict.fromkeys(properties))
     type_rows = conn.execute(select(EVENT_TYPES.c.id, EVENT_TYPES.c.name).order_by(EVENT_TYPES.c.id)).all()
     type_names = [name for _, name in type_rows]
-    customer, type_id, ts, prop_values = _fetch_events(conn, until_us, since_us, names)
+    customer, type_id, ts, prop_values = _fetch_events(conn, until_us, since_us, names, after_id, up_to_id)
     max_type = max(max((int(tid) for tid, _ in type_rows), default=0), int(type_id.max(initial=0)))
     code_of = np.full(max_type + 1, -1, np.int32)  # an id missing from event_types reads as NULL_CODE
     for code, (tid, _) in enumerate(type_rows):
@@ -143,17 +146,40 @@ def load_event_frame(
     )
 
 
+def load_new_events(conn: Connection, after_id: int, properties: Iterable[str]) -> tuple[EventFrame, int]:
+    """Every event with ``id > after_id`` whatever its time, as a frame like ``load_event_frame`` gives,
+    and the largest id read (``after_id`` when there is none). Events are append-only, so a reader that
+    remembers the id can keep an in-memory copy current by reading only what arrived since."""
+    last = conn.execute(select(func.max(EVENTS.c.id))).scalar()
+    last_id = int(last) if last is not None else after_id
+    frame = load_event_frame(conn, until_us=None, properties=properties, after_id=after_id, up_to_id=last_id)
+    return frame, max(last_id, after_id)
+
+
 def _fetch_events(
-    conn: Connection, until_us: int, since_us: int | None, names: Sequence[str]
+    conn: Connection,
+    until_us: int | None,
+    since_us: int | None,
+    names: Sequence[str],
+    after_id: int | None = None,
+    up_to_id: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[list[Any]]]:
     """customer, type_id and ts columns as int64 arrays, plus one list of values per property."""
     if conn.dialect.name == "sqlite":
         cols = ["customer_key", "type_id", "ts_us"] + ["json_extract(properties, ?)"] * len(names)
-        where = "ts_us < ?" + ("" if since_us is None else " AND ts_us >= ?")
+        conditions: list[str] = []
+        params: list[Any] = [json_path(name) for name in names]
+        for sql_condition, value in (
+            ("ts_us < ?", until_us),
+            ("ts_us >= ?", since_us),
+            ("id > ?", after_id),
+            ("id <= ?", up_to_id),
+        ):
+            if value is not None:
+                conditions.append(sql_condition)
+                params.append(int(value))
+        where = " AND ".join(conditions) or "1 = 1"
         sql = f"SELECT {', '.join(cols)} FROM events WHERE {where} ORDER BY id"
-        params: list[Any] = [json_path(name) for name in names] + [int(until_us)]
-        if since_us is not None:
-            params.append(int(since_us))
         cursor = raw_cursor(conn)
         try:
             cursor.execute(sql, params)
@@ -161,9 +187,14 @@ def _fetch_events(
         finally:
             cursor.close()
     stmt = select(EVENTS.c.customer_key, EVENTS.c.type_id, EVENTS.c.ts_us, EVENTS.c.properties)
-    stmt = stmt.where(EVENTS.c.ts_us < int(until_us))
+    if until_us is not None:
+        stmt = stmt.where(EVENTS.c.ts_us < int(until_us))
     if since_us is not None:
         stmt = stmt.where(EVENTS.c.ts_us >= int(since_us))
+    if after_id is not None:
+        stmt = stmt.where(EVENTS.c.id > int(after_id))
+    if up_to_id is not None:
+        stmt = stmt.where(EVENTS.c.id <= int(up_to_id))
     rows = conn.execute(stmt.order_by(EVENTS.c.id)).all()
     docs = [orjson.loads(r[3] or "{}") for r in rows]
     customer = np.fromiter((r[0] for r in rows), np.int64, len(rows))
