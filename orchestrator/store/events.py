@@ -93,14 +93,47 @@ def insert_events(
     return n
 
 
-def _property_column(values: Sequence[Any]) -> Property:
-    """float64 (NaN for null) when every value is a number or null; otherwise a ``Categorical``, built in
-    one pass with a dictionary so grouping by the property later costs integer work only."""
-    kinds = set(map(type, values))
-    kinds.discard(type(None))
-    if kinds <= {int, float}:
-        return np.array(values, dtype=np.float64)  # None becomes NaN
-    return Categorical.encode(values)
+class _PropertyColumn:
+    """Builds one property column block by block, so that a large load never holds a Python object per
+    value: blocks of numbers become float64 arrays, and as soon as a non-number appears the column is
+    dictionary-encoded (earlier number blocks included) into int32 codes."""
+
+    def __init__(self) -> None:
+        self.blocks: list[np.ndarray] = []
+        self.table: dict[Any, int] | None = None  # set once the column is categorical
+
+    def add(self, values: Sequence[Any]) -> None:
+        if self.table is None:
+            kinds = set(map(type, values))
+            kinds.discard(type(None))
+            if kinds <= {int, float}:
+                self.blocks.append(np.array(values, dtype=np.float64))  # None becomes NaN
+                return
+            self.table = {}
+            self.blocks = [
+                self._encode([None if v != v else _plain(v) for v in block.tolist()]) for block in self.blocks
+            ]
+        self.blocks.append(self._encode(values))
+
+    def _encode(self, values: Sequence[Any]) -> np.ndarray:
+        assert self.table is not None
+        code = self.table.setdefault
+        return np.fromiter(
+            (-1 if v is None or v == "" else code(v, len(self.table)) for v in values), np.int32, len(values)
+        )
+
+    def column(self) -> Property:
+        if self.table is None:
+            return np.concatenate(self.blocks) if self.blocks else np.zeros(0)
+        values = np.empty(len(self.table), dtype=object)
+        values[:] = list(self.table)
+        codes = np.concatenate(self.blocks) if self.blocks else np.zeros(0, np.int32)
+        return Categorical(codes, values)
+
+
+def _plain(value: float) -> Any:
+    """A whole float read back as the int JSON had (json_extract gives 3 for 3, 3.5 for 3.5)."""
+    return int(value) if value.is_integer() else value
 
 
 def load_event_frame(
@@ -142,7 +175,7 @@ def load_event_frame(
         type=types.astype(np.int32, copy=False),
         type_names=type_names,
         n_customers=n,
-        properties={name: _property_column(values) for name, values in zip(names, prop_values, strict=True)},
+        properties=dict(zip(names, prop_values, strict=True)),
     )
 
 
@@ -163,8 +196,8 @@ def _fetch_events(
     names: Sequence[str],
     after_id: int | None = None,
     up_to_id: int | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[list[Any]]]:
-    """customer, type_id and ts columns as int64 arrays, plus one list of values per property."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[Property]]:
+    """customer, type_id and ts columns as int64 arrays, plus one column per property."""
     if conn.dialect.name == "sqlite":
         cols = ["customer_key", "type_id", "ts_us"] + ["json_extract(properties, ?)"] * len(names)
         conditions: list[str] = []
@@ -200,13 +233,18 @@ def _fetch_events(
     customer = np.fromiter((r[0] for r in rows), np.int64, len(rows))
     type_id = np.fromiter((r[1] for r in rows), np.int64, len(rows))
     ts = np.fromiter((r[2] for r in rows), np.int64, len(rows))
-    return customer, type_id, ts, [[d.get(name) for d in docs] for name in names]
+    columns = []
+    for name in names:
+        builder = _PropertyColumn()
+        builder.add([d.get(name) for d in docs])
+        columns.append(builder.column())
+    return customer, type_id, ts, columns
 
 
-def _columns(cursor: Any, n_props: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[list[Any]]]:
+def _columns(cursor: Any, n_props: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[Property]]:
     """Drain a DBAPI cursor of (customer, type, ts, props...) rows into columns, a block at a time."""
     parts: list[list[np.ndarray]] = [[], [], []]
-    props: list[list[Any]] = [[] for _ in range(n_props)]
+    props = [_PropertyColumn() for _ in range(n_props)]
     while True:
         rows = cursor.fetchmany(_FETCH_ROWS)
         if not rows:
@@ -215,7 +253,7 @@ def _columns(cursor: Any, n_props: int) -> tuple[np.ndarray, np.ndarray, np.ndar
         for i in range(3):
             parts[i].append(np.fromiter(map(itemgetter(i), rows), np.int64, len(rows)))
         for j in range(n_props):
-            props[j].extend(map(itemgetter(3 + j), rows))
+            props[j].add(list(map(itemgetter(3 + j), rows)))
     empty = np.zeros(0, np.int64)
     customer, type_id, ts = (np.concatenate(p) if p else empty for p in parts)
-    return customer, type_id, ts, props
+    return customer, type_id, ts, [p.column() for p in props]

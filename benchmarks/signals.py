@@ -1,0 +1,212 @@
+#!/usr/bin/env python3
+"""Signal evaluation at scale, measured against the reference numpy kernel in the same run.
+
+    python benchmarks/signals.py --customers 100000 [--seed 42] [--workdir DIR]
+
+1. Generates the reference workload with ``refbench.py generate`` (in ``../shared/bench``).
+2. Ingests its Parquet file through the engine's own ingest path into a fresh default store (SQLite).
+3. Reads the store into the engine's signal state and evaluates the five reference journeys of
+   ``examples/reference`` at NOW, timing the evaluation from that state.
+4. Adds 1% more events (activity in the hour after NOW), ingests them, and times a second tick one
+   hour later; checks that tick's results against a from-scratch evaluation.
+5. Times the reference kernel on the same data (median of three) and prints one JSON line with the
+   figures and, per rule, counts and id sums compared with the reference (``"match": true`` only when
+   every count and id sum is equal).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib.util
+import json
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from orchestrator.engine.signal_state import SignalState  # noqa: E402
+from orchestrator.engine.workspace import load_workspace  # noqa: E402
+from orchestrator.ingest import ingest_events_records, ingest_file  # noqa: E402
+from orchestrator.signals.evaluate import AggregateCache, Evaluator  # noqa: E402
+from orchestrator.signals.frame import CustomerFrame, EventFrame  # noqa: E402
+from orchestrator.store import open_store, sqlite_url  # noqa: E402
+from orchestrator.store.customers import customer_ids  # noqa: E402
+from orchestrator.store.events import load_new_events  # noqa: E402
+
+RULES = {
+    "r1": "r1_recency",
+    "r2": "r2_frequency_drop",
+    "r3": "r3_cart_abandonment",
+    "r4": "r4_browse_intent",
+    "r5": "r5_engagement_score",
+}
+HOUR_US = 3600 * 1_000_000
+
+
+def load_refbench(path: Path) -> Any:
+    if not path.exists():
+        sys.exit(f"reference workload generator not found at {path} (pass --refbench)")
+    spec = importlib.util.spec_from_file_location("refbench", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def conditions(state: SignalState, plans: list[Any], n: int, now_us: int) -> dict[str, np.ndarray]:
+    cache = AggregateCache()
+    state.fill(cache)
+    customers = CustomerFrame(n, np.arange(n) > 0)
+    empty = EventFrame.empty(n)
+    return {p.id: Evaluator(empty, customers, now_us, p.metrics, cache).condition(p.signal) for p in plans}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--customers", type=int, default=100_000)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--workdir", type=Path, default=None, help="where data and store go (default: temp)")
+    parser.add_argument("--refbench", type=Path, default=ROOT.parent / "shared" / "bench" / "refbench.py")
+    args = parser.parse_args()
+    refbench = load_refbench(args.refbench)
+    scratch = tempfile.TemporaryDirectory() if args.workdir is None else None
+    workdir = args.workdir or Path(scratch.name)  # type: ignore[union-attr]
+    workdir.mkdir(parents=True, exist_ok=True)
+    now_us = int(refbench.NOW) * 1_000_000
+
+    # 1. The workload, written the way refbench writes it; the arrays are freed before the engine runs.
+    data_dir = workdir / "data"
+    meta = refbench.write(refbench.generate(args.customers, seed=args.seed), str(data_dir))
+    gc.collect()
+
+    # 2. Ingest through the engine's own path into a fresh default store.
+    db = workdir / "orchestrator.db"
+    for stale in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
+        stale.unlink(missing_ok=True)
+    store = open_store(sqlite_url(db))
+    ingest = ingest_file(store, data_dir / "events.parquet", kind="events", now_us=now_us)
+
+    # 3. The engine's signal state, read from the store, then evaluated at NOW.
+    plans = load_workspace([ROOT / "examples" / "reference"]).plans
+    state = SignalState(plans)
+    t0 = time.perf_counter()
+    with store.connect() as conn:
+        frame, last_id = load_new_events(conn, 0, state.log.numeric + state.log.categorical)
+    t1 = time.perf_counter()
+    segment = state.log.append_frame(frame, last_id)
+    del frame
+    t2 = time.perf_counter()
+    state.aggregates.advance(segment, now_us)
+    fired = conditions(state, plans, state.n_customers, now_us)
+    t3 = time.perf_counter()
+    evaluation_s = t3 - t2
+    with store.connect() as conn:
+        ids = customer_ids(conn, np.arange(state.n_customers))
+    ids[0] = "-1"
+    int_ids = ids.astype(np.int64)
+    engine_rules = {rule: fired[journey] for rule, journey in RULES.items()}
+
+    # 4. One per cent more events, in the hour after NOW, and a second tick an hour later.
+    rng = np.random.default_rng(args.seed + 1)
+    extra = max(1, ingest.accepted // 100)
+    picks = rng.integers(1, state.n_customers, extra)
+    names = ["session_start", "product_view", "add_to_cart", "purchase", "wishlist_add", "nps_response"]
+    kinds = rng.choice(len(names), extra, p=[0.4, 0.35, 0.1, 0.05, 0.07, 0.03])
+    offsets = np.sort(rng.integers(0, HOUR_US, extra))
+    records = []
+    for cid, kind, offset in zip(ids[picks], kinds, offsets, strict=True):
+        event = names[int(kind)]
+        props: dict[str, Any] = {}
+        if event in ("product_view", "add_to_cart", "wishlist_add"):
+            props["category"] = f"cat{int(rng.integers(20)):02d}"
+        elif event == "purchase":
+            props["amount"] = round(float(rng.lognormal(3.5, 0.8)), 2)
+        elif event == "nps_response":
+            props["score"] = int(rng.integers(11))
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime((now_us + int(offset)) / 1e6)) + "Z"
+        records.append({"customer_id": cid, "event": event, "ts": stamp, "properties": props})
+    ingest_events_records(store, records, now_us=now_us)
+    later_us = now_us + HOUR_US
+    t4 = time.perf_counter()
+    with store.connect() as conn:
+        refresh = state.refresh(conn, later_us)
+    fired_later = conditions(state, plans, state.n_customers, later_us)
+    second_tick_s = time.perf_counter() - t4
+    # From scratch over the same log, to show the incremental answers are exact.
+    full = state.log.frame(state.log.range(None, None))
+    everyone = CustomerFrame(full.n_customers, np.arange(full.n_customers) > 0)
+    scratch_cache = AggregateCache()
+    incremental_exact = all(
+        np.array_equal(
+            fired_later[p.id],
+            Evaluator(full, everyone, later_us, p.metrics, scratch_cache).condition(p.signal),
+        )
+        for p in plans
+    )
+    del full, scratch_cache
+    store.dispose()
+    gc.collect()
+
+    # 5. The reference kernel on the same data, in this process.
+    z = np.load(data_dir / "events.npz")
+    arrays = {k: z[k] for k in z.files}
+    n = int(arrays["customer_id"].max()) + 1
+    times, reference = [], None
+    for _ in range(3):
+        t = time.perf_counter()
+        reference = refbench.evaluate(arrays, n)
+        times.append(time.perf_counter() - t)
+    reference_s = statistics.median(times)
+    assert reference is not None
+    ref_ids = np.arange(n)
+
+    rules: dict[str, Any] = {}
+    match = True
+    for rule, mask in reference.items():
+        mine = engine_rules[rule]
+        got = {"count": int(mine.sum()), "id_sum": int(int_ids[mine].sum())}
+        want = {"count": int(mask.sum()), "id_sum": int(ref_ids[mask].sum())}
+        rules[rule] = {**got, "reference": want, "equal": got == want}
+        match = match and got == want
+
+    out = {
+        "customers": meta["customers"],
+        "events": meta["events"],
+        "seed": args.seed,
+        "ingest_events_per_s": round(ingest.accepted / ingest.seconds),
+        "ingest_seconds": round(ingest.seconds, 3),
+        "state_load_seconds": round(t1 - t0, 3),
+        "state_append_seconds": round(t2 - t1, 3),
+        "evaluation_seconds": round(evaluation_s, 4),
+        "reference_seconds": round(reference_s, 4),
+        "ratio": round(evaluation_s / reference_s, 3),
+        "second_tick": {
+            "new_events": refresh.new_events,
+            "seconds": round(second_tick_s, 4),
+            "load_seconds": round(refresh.load_seconds, 4),
+            "of_first_evaluation": round(second_tick_s / evaluation_s, 3),
+            "equals_from_scratch": incremental_exact,
+        },
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "rules": rules,
+        "match": match,
+    }
+    print(json.dumps(out))
+    if scratch is not None:
+        scratch.cleanup()
+    return 0 if match and incremental_exact else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
