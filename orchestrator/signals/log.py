@@ -108,10 +108,9 @@ class EventLog:
         types = codes_of_type[frame.type] if len(frame.type) else np.zeros(0, np.int32)
         numbers = {k: _as_numbers(frame.properties.get(k), len(frame)) for k in self.numeric}
         codes = {k: self._recode(k, frame.properties.get(k), len(frame)) for k in self.categorical}
-        order = np.argsort(frame.ts, kind="stable")  # batches arrive nearly sorted: this is cheap
-        segment = Segment(frame.customer.astype(np.int64, copy=False), frame.ts, types, numbers, codes).take(
-            order
-        )
+        segment = Segment(frame.customer.astype(np.int64, copy=False), frame.ts, types, numbers, codes)
+        if len(segment) > 1 and not bool(np.all(segment.ts[1:] >= segment.ts[:-1])):
+            segment = segment.take(np.argsort(segment.ts, kind="stable"))  # only a batch out of order pays
         if len(segment):
             self.segments.append(segment)
             self._compact()

@@ -94,41 +94,46 @@ def insert_events(
 
 
 class _PropertyColumn:
-    """Builds one property column block by block, so that a large load never holds a Python object per
-    value: blocks of numbers become float64 arrays, and as soon as a non-number appears the column is
-    dictionary-encoded (earlier number blocks included) into int32 codes."""
+    """Builds one property column block by block into an array of its final size, so that a large load
+    holds no Python object per value: numbers go into float64 (NaN for null); as soon as a non-number
+    appears the column becomes int32 codes into a dictionary, the numbers read so far included."""
 
-    def __init__(self) -> None:
-        self.blocks: list[np.ndarray] = []
-        self.table: dict[Any, int] | None = None  # set once the column is categorical
+    def __init__(self, total: int) -> None:
+        self.numbers: np.ndarray | None = np.empty(total, np.float64)
+        self.codes: np.ndarray | None = None
+        self.table: dict[Any, int] = {}
+        self.filled = 0
 
     def add(self, values: Sequence[Any]) -> None:
-        if self.table is None:
+        start, end = self.filled, self.filled + len(values)
+        if self.numbers is not None:
             kinds = set(map(type, values))
             kinds.discard(type(None))
             if kinds <= {int, float}:
-                self.blocks.append(np.array(values, dtype=np.float64))  # None becomes NaN
+                self.numbers[start:end] = np.array(values, dtype=np.float64)  # None becomes NaN
+                self.filled = end
                 return
-            self.table = {}
-            self.blocks = [
-                self._encode([None if v != v else _plain(v) for v in block.tolist()]) for block in self.blocks
-            ]
-        self.blocks.append(self._encode(values))
+            read = self.numbers[:start]
+            self.codes = np.empty(len(self.numbers), np.int32)
+            self.codes[:start] = self._encode([None if v != v else _plain(v) for v in read.tolist()])
+            self.numbers = None
+        assert self.codes is not None
+        self.codes[start:end] = self._encode(values)
+        self.filled = end
 
     def _encode(self, values: Sequence[Any]) -> np.ndarray:
-        assert self.table is not None
         code = self.table.setdefault
         return np.fromiter(
             (-1 if v is None or v == "" else code(v, len(self.table)) for v in values), np.int32, len(values)
         )
 
     def column(self) -> Property:
-        if self.table is None:
-            return np.concatenate(self.blocks) if self.blocks else np.zeros(0)
+        if self.numbers is not None:
+            return self.numbers[: self.filled]
+        assert self.codes is not None
         values = np.empty(len(self.table), dtype=object)
         values[:] = list(self.table)
-        codes = np.concatenate(self.blocks) if self.blocks else np.zeros(0, np.int32)
-        return Categorical(codes, values)
+        return Categorical(self.codes[: self.filled], values)
 
 
 def _plain(value: float) -> Any:
@@ -215,8 +220,11 @@ def _fetch_events(
         sql = f"SELECT {', '.join(cols)} FROM events WHERE {where} ORDER BY id"
         cursor = raw_cursor(conn)
         try:
+            # Counting first lets every column be allocated once, at its final size.
+            cursor.execute(f"SELECT COUNT(*) FROM events WHERE {where}", params[len(names) :])
+            total = int(cursor.fetchone()[0])
             cursor.execute(sql, params)
-            return _columns(cursor, len(names))
+            return _columns(cursor, len(names), total)
         finally:
             cursor.close()
     stmt = select(EVENTS.c.customer_key, EVENTS.c.type_id, EVENTS.c.ts_us, EVENTS.c.properties)
@@ -235,25 +243,30 @@ def _fetch_events(
     ts = np.fromiter((r[2] for r in rows), np.int64, len(rows))
     columns = []
     for name in names:
-        builder = _PropertyColumn()
+        builder = _PropertyColumn(len(docs))
         builder.add([d.get(name) for d in docs])
         columns.append(builder.column())
     return customer, type_id, ts, columns
 
 
-def _columns(cursor: Any, n_props: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[Property]]:
-    """Drain a DBAPI cursor of (customer, type, ts, props...) rows into columns, a block at a time."""
-    parts: list[list[np.ndarray]] = [[], [], []]
-    props = [_PropertyColumn() for _ in range(n_props)]
+def _columns(
+    cursor: Any, n_props: int, total: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[Property]]:
+    """Drain a DBAPI cursor of at most ``total`` (customer, type, ts, props...) rows into columns."""
+    ints = [np.empty(total, np.int64) for _ in range(3)]
+    props = [_PropertyColumn(total) for _ in range(n_props)]
+    filled = 0
     while True:
         rows = cursor.fetchmany(_FETCH_ROWS)
         if not rows:
             break
+        if filled + len(rows) > total:
+            raise RuntimeError("more events than counted: the read was not one snapshot")
         # itemgetter over the row list: no intermediate tuple per column (zip(*rows) costs 10x more).
         for i in range(3):
-            parts[i].append(np.fromiter(map(itemgetter(i), rows), np.int64, len(rows)))
+            ints[i][filled : filled + len(rows)] = np.fromiter(map(itemgetter(i), rows), np.int64, len(rows))
         for j in range(n_props):
             props[j].add(list(map(itemgetter(3 + j), rows)))
-    empty = np.zeros(0, np.int64)
-    customer, type_id, ts = (np.concatenate(p) if p else empty for p in parts)
+        filled += len(rows)
+    customer, type_id, ts = (column[:filled] for column in ints)
     return customer, type_id, ts, [p.column() for p in props]
