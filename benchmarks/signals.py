@@ -39,6 +39,7 @@ from orchestrator.engine.workspace import load_workspace  # noqa: E402
 from orchestrator.ingest import ingest_events_records, ingest_file  # noqa: E402
 from orchestrator.signals.evaluate import AggregateCache, Evaluator  # noqa: E402
 from orchestrator.signals.frame import CustomerFrame, EventFrame  # noqa: E402
+from orchestrator.signals.incremental import IncrementalAggregates  # noqa: E402
 from orchestrator.store import open_store, sqlite_url  # noqa: E402
 from orchestrator.store.customers import customer_ids  # noqa: E402
 from orchestrator.store.events import load_new_events  # noqa: E402
@@ -126,11 +127,15 @@ def main() -> int:
     segment = state.log.append_frame(frame, last_id)
     del frame
     peak("state_load")
-    t2 = time.perf_counter()
-    state.aggregates.advance(segment, now_us)
-    fired = conditions(state, plans, state.n_customers, now_us)
-    t3 = time.perf_counter()
-    evaluation_s = t3 - t2
+    # Timed like the reference: the median of three full evaluations (each from fresh aggregates).
+    evaluations = []
+    for _ in range(3):
+        state.aggregates = IncrementalAggregates(state.aggregates.calls, state.log)
+        t2 = time.perf_counter()
+        state.aggregates.advance(segment, now_us)
+        fired = conditions(state, plans, state.n_customers, now_us)
+        evaluations.append(time.perf_counter() - t2)
+    evaluation_s = statistics.median(evaluations)
     peak("evaluation")
     with store.connect() as conn:
         ids = customer_ids(conn, np.arange(state.n_customers))
@@ -221,7 +226,9 @@ def main() -> int:
         "state_load_seconds": round(t1 - t0, 3),
         "state_append_seconds": round(t2 - t1, 3),
         "evaluation_seconds": round(evaluation_s, 4),
+        "evaluation_runs": [round(t, 4) for t in evaluations],
         "reference_seconds": round(reference_s, 4),
+        "reference_runs": [round(t, 4) for t in times],
         "ratio": round(evaluation_s / reference_s, 3),
         "second_tick": {
             "new_events": refresh.new_events,
