@@ -11,7 +11,7 @@ null, ``coalesce`` and ``present`` test for it, and ``x == null`` is true exactl
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -194,13 +194,7 @@ class Evaluator:
         key = ("types", names)
         mask = self.cache.masks.get(key)
         if mask is None:
-            # One gather through a lookup table instead of a comparison per listed type.
-            lookup = np.zeros(len(self.events.type_names) + 1, dtype=bool)
-            for name in names:
-                code = self.events.type_code(name)
-                if code != NULL_CODE:
-                    lookup[code] = True
-            mask = lookup[self.events.type]
+            mask = type_mask(self.events.type, self.events.type_names, names)
             self.cache.masks[key] = mask
         return mask
 
@@ -286,7 +280,7 @@ class Evaluator:
         if func == "distinct":
             return _distinct_per_customer(cust, codes, width, n)
         # Rank the values so that ties go to the smallest value whatever order the codes were given in.
-        rank = _value_rank(encoded.values)
+        rank = value_rank(encoded.values)
         ranked = rank[codes]
         if func == "top_count":
             return _top(cust, ranked, width, n)[0]
@@ -306,6 +300,16 @@ class Evaluator:
 def _seconds_us(node: Node) -> int:
     assert isinstance(node, lang.Duration)
     return round(node.seconds * US_PER_SECOND)
+
+
+def type_mask(codes: np.ndarray, type_names: Sequence[str], names: Iterable[str]) -> np.ndarray:
+    """Where ``codes`` (indexes into ``type_names``, -1 for unknown) is one of ``names``: one gather
+    through a lookup table instead of a comparison per listed type."""
+    lookup = np.zeros(len(type_names) + 1, dtype=bool)  # the extra last slot is what code -1 reads
+    wanted = set(names)
+    for code, name in enumerate(type_names):
+        lookup[code] = name in wanted
+    return lookup[codes]
 
 
 # Sums are taken in millionths of a unit, as whole numbers that float64 holds exactly (up to 2**53),
@@ -352,7 +356,7 @@ def _top(cust: np.ndarray, ranked: np.ndarray, width: int, n: int) -> tuple[np.n
     return top_count, top_rank
 
 
-def _value_rank(values: np.ndarray) -> np.ndarray:
+def value_rank(values: np.ndarray) -> np.ndarray:
     """rank[code] = position of values[code] in sorted order (text and numbers compare as text)."""
     keys = np.array([str(v) for v in values], dtype=str) if values.dtype == object else values
     order = np.argsort(keys, kind="stable")

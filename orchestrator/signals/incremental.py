@@ -33,10 +33,11 @@ from orchestrator.signals.evaluate import (
     MICROS,
     AggregateCache,
     Evaluator,
-    _value_rank,
     to_micros,
+    type_mask,
+    value_rank,
 )
-from orchestrator.signals.frame import NULL_CODE, CustomerFrame
+from orchestrator.signals.frame import CustomerFrame
 from orchestrator.signals.lang import Call, Name
 from orchestrator.signals.log import EventLog, Segment
 
@@ -115,12 +116,7 @@ class _Tick:
         key = (id(segment), names)
         mask = self._masks.get(key)
         if mask is None:
-            lookup = np.zeros(len(self.log.type_names) + 1, dtype=bool)
-            for name in names:
-                code = self.log.type_code(name)
-                if code != NULL_CODE:
-                    lookup[code] = True
-            mask = self._masks[key] = lookup[segment.type] if len(segment) else np.zeros(0, bool)
+            mask = self._masks[key] = type_mask(segment.type, self.log.type_names, names)
         return mask
 
 
@@ -262,7 +258,7 @@ class Pairs(Base):
     def _ranking(self) -> np.ndarray:
         if self.prop is None:
             return np.arange(len(self.log.type_names))  # any fixed order will do for event types
-        return _value_rank(self.log.value_array(self.prop))
+        return value_rank(self.log.value_array(self.prop))
 
     def reset(self, n: int) -> None:
         self.column_of = self._ranking()
