@@ -251,6 +251,7 @@ class Pairs(Base):
         self.top_column = np.zeros(0, np.int64)
         self._touched: list[np.ndarray] = []
         self._all_touched = True
+        self._fresh = True
 
     def width_now(self) -> int:
         return len(self.log.type_names) if self.prop is None else len(self.log.values[self.prop])
@@ -263,6 +264,7 @@ class Pairs(Base):
     def reset(self, n: int) -> None:
         self.column_of = self._ranking()
         self.matrix = np.zeros((n, max(len(self.column_of), 1)), np.int32)
+        self._fresh = True  # all zeros: the first full count can replace it instead of adding to it
         self._all_touched = True
 
     def grow(self, n: int) -> None:
@@ -279,21 +281,29 @@ class Pairs(Base):
             self._all_touched = True
 
     def delta(self, tick: _Tick, events: Segment, sign: int) -> None:
-        mask = tick.types(events, self.events) if self.events is not None else None
-        values = events.type if self.prop is None else events.codes[self.prop]
-        present = values >= 0
-        mask = present if mask is None else mask & present
         rows, cols = self.matrix.shape
-        customers, columns = events.customer[mask], self.column_of[values[mask]]
+        if self.prop is None:
+            # Event types: every event has one, and their columns are their codes.
+            if self.events is None:
+                customers, columns = events.customer, events.type
+            else:
+                mask = tick.types(events, self.events)
+                customers, columns = events.customer[mask], events.type[mask]
+        else:
+            values = events.codes[self.prop]
+            mask = tick.types(events, self.events) & (values >= 0) if self.events else values >= 0
+            customers, columns = events.customer[mask], self.column_of[values[mask]]
         if len(customers) * 8 < rows * cols:
             np.add.at(self.matrix, (customers, columns), sign)  # few events: touch only their cells
             self._touched.append(customers)
+            self._fresh = self._fresh and not len(customers)
             return
         counted = np.bincount(customers * cols + columns, minlength=rows * cols).reshape(rows, cols)
-        if sign > 0 and not self.matrix.any():
+        if sign > 0 and self._fresh:
             self.matrix = counted.astype(np.int32)
         else:
             self.matrix += (sign * counted).astype(np.int32)
+        self._fresh = False
         self._all_touched = True
 
     def derive(self) -> None:
