@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -467,6 +466,3 @@ def _lookup(table_keys: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.nd
         return np.zeros(len(keys), bool), np.zeros(len(keys), np.int64)
     pos = np.minimum(np.searchsorted(table_keys, keys), len(table_keys) - 1)
     return table_keys[pos] == keys, pos
-
-
-TickFunction = Callable[[], TickReport]
