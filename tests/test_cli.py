@@ -135,7 +135,15 @@ def test_ingest_run_report_round_trip(capsys: pytest.CaptureFixture[str], worksp
     assert "41 events accepted, 3 rejected" in out
     for line in (41, 42, 43):
         assert f"{events}:{line}:" in err
-    assert run(capsys, "ingest", str(events), "--db", db, "--strict")[0] == 1
+    rejects = workspace / "rejects.jsonl"
+    assert run(capsys, "ingest", str(events), "--db", db, "--strict", "--rejects", str(rejects))[0] == 1
+    written = [json.loads(line) for line in rejects.read_text().splitlines()]
+    assert [(r["line"], r["source"]) for r in written] == [
+        (41, str(events)),
+        (42, str(events)),
+        (43, str(events)),
+    ]
+    assert "time zone" in written[0]["detail"] + written[0]["reason"]
 
     common = ["--db", db, "--journeys", str(workspace / "journeys"), "--outbox", str(workspace / "outbox")]
     code, out, err = run(capsys, "run", "--once", "--now", "2024-01-01T12:00:00Z", *common)

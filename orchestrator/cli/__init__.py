@@ -75,6 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="what the file holds (default: detected from its first record)",
     )
+    p.add_argument(
+        "--rejects",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="append every rejected row (source, line, reason) to FILE as JSON lines",
+    )
     p.add_argument("--strict", action="store_true", help="exit 1 when any row was rejected")
     _add_db(p)
 

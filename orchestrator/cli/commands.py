@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 
@@ -15,7 +17,7 @@ from orchestrator.clock import Clock, SimulatedClock, SystemClock, parse_instant
 from orchestrator.engine.tick import Engine, TickReport, VersionConflict
 from orchestrator.engine.workspace import load_workspace, validate_paths
 from orchestrator.spec import SpecError
-from orchestrator.store import open_store
+from orchestrator.store import Store, open_store
 
 
 class UsageError(Exception):
@@ -67,28 +69,34 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from orchestrator.ingest import ingest_file
-
-    store = open_store(args.db)
-    clock = SystemClock()
-    rejected = 0
     for path in args.files:
         if not path.exists():
             raise UsageError(f"{path}: no such file")
-        try:
-            report = ingest_file(store, path, kind=args.kind, now_us=to_us(clock.now()))
-        except ValueError as exc:
-            raise Failure(f"{path}: {exc}") from None
-        rejected += report.rejected
-        print(
-            f"{path}: {report.accepted} {report.kind} accepted, {report.rejected} rejected "
-            f"in {report.seconds:.2f}s"
-        )
-        for line, reason in report.examples:
-            print(f"  {path}:{line}: {reason}", file=sys.stderr)
-        if report.rejected > len(report.examples):
-            print(f"  ... and {report.rejected - len(report.examples)} more", file=sys.stderr)
+    store = open_store(args.db)
+    clock = SystemClock()
+    rejected = 0
+    with contextlib.ExitStack() as stack:
+        sink = stack.enter_context(args.rejects.open("a")) if args.rejects else None
+        for path in args.files:
+            rejected += _ingest_one(store, path, args.kind, to_us(clock.now()), sink)
     return 1 if (args.strict and rejected) else 0
+
+
+def _ingest_one(store: Store, path: Path, kind: str | None, now_us: int, sink: TextIO | None) -> int:
+    """Ingest one file, print its counts and first rejects; returns how many rows were rejected."""
+    from orchestrator.ingest import ingest_file
+
+    try:
+        report = ingest_file(store, path, kind=kind, now_us=now_us, rejects=sink)
+    except ValueError as exc:
+        raise Failure(f"{path}: {exc}") from None
+    counts = f"{report.accepted} {report.kind} accepted, {report.rejected} rejected"
+    print(f"{path}: {counts} in {report.seconds:.2f}s")
+    for line, reason in report.examples:
+        print(f"  {path}:{line}: {reason}", file=sys.stderr)
+    if report.rejected > len(report.examples):
+        print(f"  ... and {report.rejected - len(report.examples)} more", file=sys.stderr)
+    return report.rejected
 
 
 def _print_tick(report: TickReport) -> None:

@@ -11,7 +11,7 @@ import os
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 from sqlalchemy import Connection, insert
@@ -108,12 +108,14 @@ def ingest_file(
     now_us: int,
     max_reject_examples: int = MAX_REJECT_EXAMPLES,
     chunk_rows: int = CHUNK_ROWS,
+    rejects: TextIO | None = None,
 ) -> IngestReport:
     """Load an events or customers file (``.jsonl``/``.ndjson``, ``.csv`` or ``.parquet``) into ``store``.
 
     ``kind`` is "events" or "customers"; None detects it (an ``event`` field in the first record, CSV header
     or Parquet schema means events). Malformed rows are rejected with their line and reason and the rest is
-    kept; each chunk of ``chunk_rows`` rows commits on its own. ``now_us`` stamps new customers and the
+    kept (and written to ``rejects`` as JSON lines, when given); each chunk of ``chunk_rows`` rows commits
+    on its own. ``now_us`` stamps new customers and the
     ``ingest_batches`` row. Raises ``IngestError`` for a file that cannot be read at all (unknown extension
     or kind, a required column missing) and lets database errors through (chunks already committed stay).
     """
@@ -126,7 +128,7 @@ def ingest_file(
         kind = detect_kind(path, fmt)
     if kind not in KINDS:
         raise IngestError(f"unknown kind {kind!r}; expected one of {KINDS}")
-    report = IngestReport(source=str(path), kind=kind)
+    report = IngestReport(source=str(path), kind=kind, sink=rejects)
     if kind == "events":
         _load_events(store, event_chunks(path, fmt, chunk_rows), report, now_us, max_reject_examples)
     else:

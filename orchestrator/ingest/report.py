@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TextIO
 
 
 class IngestError(ValueError):
@@ -35,14 +36,20 @@ class IngestReport:
     reasons: dict[str, int] = field(default_factory=dict)
     examples: list[tuple[int, str]] = field(default_factory=list)
     seconds: float = 0.0
+    # Where every reject is written as a JSON line, so that nothing rejected is lost from view.
+    sink: TextIO | None = field(default=None, repr=False, compare=False)
 
     def add_rejects(self, rejects: Iterable[Reject], max_examples: int) -> None:
-        """Count ``rejects`` (given in line order) and keep the first ``max_examples`` of the whole ingest."""
+        """Count ``rejects`` (given in line order), keep the first ``max_examples`` of the whole ingest,
+        and write each one to ``sink`` when there is one."""
         for r in rejects:
             self.rejected += 1
             self.reasons[r.reason] = self.reasons.get(r.reason, 0) + 1
             if len(self.examples) < max_examples:
                 self.examples.append((r.line, r.message()))
+            if self.sink is not None:
+                record = {"source": self.source, "line": r.line, "reason": r.reason, "detail": r.detail}
+                self.sink.write(json.dumps(record) + "\n")
 
     def to_dict(self) -> dict[str, Any]:
         return {
