@@ -1,16 +1,29 @@
-"""Holdout hashing: GrowthBook hash v2 vectors, scalar/vector agreement, balance, ramping, salting."""
+"""Holdout hashing: GrowthBook hash v2 vectors, scalar/vector agreement, balance, ramping, salting, the
+global holdout layer and stability across processes."""
 
 from __future__ import annotations
 
 import itertools
+import json
+import os
 import random
+import subprocess
+import sys
 import time
 from functools import reduce
 
 import numpy as np
 import pytest
 
-from orchestrator.measure.holdout import GLOBAL_SEED, bucket, buckets, in_holdout, journey_seed
+from orchestrator.measure.holdout import (
+    GLOBAL_SEED,
+    assign_arms,
+    bucket,
+    buckets,
+    global_holdout,
+    in_holdout,
+    journey_seed,
+)
 
 # --- An independent reference implementation, written differently from the module on purpose ------------
 
@@ -54,6 +67,9 @@ GB_HASH_V2 = [
     ("experiment", "1", 0.4413),  # "Support passthrough variations"
     ("holdout", "1", 0.8043),  # "Support holdout groups"
     ("feature", "123", 0.5231),  # "creates experiments properly"
+    # Same file, "stickyBucket" cases (seed "feature-exp", hashVersion 2, the bucket in the result):
+    ("feature-exp", "d123", 0.6468),
+    ("feature-exp", "i123", 0.9943),
 ]
 
 
@@ -204,3 +220,79 @@ def test_in_holdout_threshold_is_strict() -> None:
     for bad in (-1, 100.5, float("nan")):
         with pytest.raises(ValueError):
             in_holdout(values, bad)
+
+
+# --- The global holdout layer --------------------------------------------------------------------------
+
+
+def test_global_holdout_is_ten_percent_of_a_million(million: tuple[np.ndarray, float]) -> None:
+    ids = [str(i) for i in range(1_000_000)]
+    held = global_holdout(ids, 10)
+    assert held.dtype == np.bool_ and held.shape == (1_000_000,)
+    assert abs(held.mean() - 0.10) < 0.001
+    # Its own salt: independent of a journey's holdout (joint share ~ 1%, not 10%).
+    journey_held = in_holdout(million[0], 10)
+    assert abs((held & journey_held).mean() - 0.01) < 0.001
+    # The same rule as the scalar hash with the global seed.
+    for i in random.Random(9).sample(range(1_000_000), 300):
+        assert held[i] == (ref_hash_v2(GLOBAL_SEED, str(i)) < 0.10)
+
+
+def test_assign_arms_layers_and_reasons() -> None:
+    ids = [f"cust-{i}" for i in range(20_000)]
+    result = assign_arms("welcome", ids, journey_percent=20, global_percent=5)
+    g = np.array([ref_hash_v2(GLOBAL_SEED, v) for v in ids])
+    j = np.array([ref_hash_v2("welcome:holdout", v) for v in ids])
+    in_global = g < 0.05
+    assert (result.layer == "global").tolist() == in_global.tolist()
+    expected_held = in_global | (j < 0.20)
+    assert result.held_out.tolist() == expected_held.tolist()
+    assert set(result.arm.tolist()) == {"holdout", "treatment"}
+    # The deciding layer's bucket and percent are what gets stored.
+    assert np.array_equal(result.bucket, np.where(in_global, g, j))
+    assert np.array_equal(result.percent, np.where(in_global, 5.0, 20.0))
+    reasons = dict(zip(result.reason.tolist(), result.arm.tolist(), strict=True))
+    assert len(reasons) == 3
+    assert reasons["global holdout: hash('global-holdout', id) < 5%"] == "holdout"
+    assert reasons["journey holdout: hash('welcome:holdout', id) < 20%"] == "holdout"
+    # Shares: about 5% global, then 20% of the remaining 95%.
+    assert abs(in_global.mean() - 0.05) < 0.006
+    journey_layer = ~in_global
+    assert abs(result.held_out[journey_layer].mean() - 0.20) < 0.01
+    assert len(result) == 20_000
+
+
+def test_ramping_down_never_moves_treatment_into_holdout_property() -> None:
+    """Random pairs of (global, journey) percents, each lowered (or kept) in turn: every customer treated
+    before the ramp is treated after it, whichever layer is ramped."""
+    rng = np.random.default_rng(77)
+    ids = [f"u{i}" for i in rng.integers(0, 10**9, 30_000).tolist()]
+    for _ in range(40):
+        g_hi, j_hi = rng.uniform(0, 30, 2)
+        g_lo, j_lo = g_hi * rng.uniform(0, 1), j_hi * rng.choice([rng.uniform(0, 1), 1.0])
+        before = assign_arms("ramp", ids, journey_percent=j_hi, global_percent=g_hi)
+        after = assign_arms("ramp", ids, journey_percent=j_lo, global_percent=g_lo)
+        moved_in = ~before.held_out & after.held_out
+        assert not moved_in.any(), (g_hi, j_hi, g_lo, j_lo, int(moved_in.sum()))
+        assert after.held_out.sum() <= before.held_out.sum()
+
+
+def test_assignment_is_identical_in_another_process() -> None:
+    """No dependence on Python's per-process string hashing or anything else local to a process."""
+    ids = [f"cust-{i}" for i in range(500)] + ["é🙂", ""]
+    here = assign_arms("welcome", ids, 10, 5)
+    code = (
+        "import json, sys; from orchestrator.measure.holdout import assign_arms; "
+        "ids = json.loads(sys.stdin.read()); a = assign_arms('welcome', ids, 10, 5); "
+        "print(json.dumps([a.arm.tolist(), a.bucket.tolist(), a.layer.tolist()]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        input=json.dumps(ids),
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONHASHSEED": "12345"},
+    ).stdout
+    arm, bucket_values, layer = json.loads(out)
+    assert arm == here.arm.tolist() and bucket_values == here.bucket.tolist() and layer == here.layer.tolist()

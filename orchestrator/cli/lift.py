@@ -1,0 +1,344 @@
+"""``orchestrator report`` (a journey's lift, from the store) and ``orchestrator lift`` (an experiment table).
+
+Both hand per-customer numpy columns to ``orchestrator.measure.stats.analyze``, so a journey and a CSV get
+the same statistics. Errors in the input (a missing column, a control value that does not occur, a metric
+cell that is not a number) are reported with the column, the line and the value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from orchestrator.cli.commands import Failure, UsageError
+from orchestrator.measure.stats import DEFAULT_SEQUENTIAL_TAU
+
+FORMATS = ["table", "json", "html"]
+
+
+def _probability(what: str) -> Any:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be a number, got {text!r}") from None
+        if not 0.0 < value < 1.0:
+            raise argparse.ArgumentTypeError(f"{what} must be between 0 and 1, got {text}")
+        return value
+
+    return parse
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (value > 0.0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
+def _add_statistics(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--alpha", type=_probability("--alpha"), default=0.05, help="1 - confidence (default 0.05)"
+    )
+    p.add_argument(
+        "--power", type=_probability("--power"), default=0.8, help="power of the MDE (default 0.8)"
+    )
+    p.add_argument(
+        "--tau",
+        type=_positive,
+        default=DEFAULT_SEQUENTIAL_TAU,
+        metavar="SD",
+        help="always-valid interval tuning: mixing sd in standard deviations of the metric "
+        f"(default {DEFAULT_SEQUENTIAL_TAU:g}); choose before looking at the data",
+    )
+    p.add_argument(
+        "--output", "-o", type=Path, default=None, metavar="FILE", help="write the report here, not to stdout"
+    )
+
+
+def add_report_parser(sub: Any) -> None:
+    p = sub.add_parser("report", help="the lift report of a journey")
+    p.add_argument("journey", help="journey id")
+    p.add_argument("--format", choices=FORMATS, default="table")
+    p.add_argument(
+        "--now",
+        metavar="ISO-8601",
+        default=None,
+        help="report as of this instant (default: the last tick's instant)",
+    )
+    p.add_argument(
+        "--export",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="also write every entry (customer, arm, entered_at, converted, revenue, covariates...) to "
+        "FILE.parquet or FILE.csv",
+    )
+    p.add_argument(
+        "--cuped", action="store_true", help="add CUPED lifts using the goal's pre-entry history as covariate"
+    )
+    p.add_argument(
+        "--pre-period",
+        default="28d",
+        metavar="DURATION",
+        help="how far before entry the pre-entry covariates look (default 28d)",
+    )
+    p.add_argument("--by", default=None, metavar="ATTRIBUTE", help="break down by a customer attribute")
+    _add_statistics(p)
+    p.add_argument(
+        "--db",
+        metavar="URL",
+        default=None,
+        help="store URL (default: $ORCHESTRATOR_DB or sqlite:///orchestrator.db)",
+    )
+
+
+def add_lift_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "lift", help="lift statistics of an experiment table (CSV): every arm against a control"
+    )
+    p.add_argument("file", type=Path, help="CSV file with a header row, one row per customer")
+    p.add_argument("--arm", required=True, metavar="COLUMN", help="the column naming each row's arm")
+    p.add_argument("--control", required=True, metavar="VALUE", help="the arm value of the control group")
+    p.add_argument(
+        "--metric",
+        required=True,
+        action="append",
+        metavar="COLUMN",
+        help="an outcome column (repeat for several); 0/1 columns get rate statistics, others mean "
+        "statistics",
+    )
+    p.add_argument("--format", choices=FORMATS, default="table")
+    p.add_argument(
+        "--covariate", default=None, metavar="COLUMN", help="a pre-experiment numeric column for CUPED"
+    )
+    p.add_argument("--by", default=None, metavar="COLUMN", help="repeat the analysis within each value")
+    p.add_argument(
+        "--split",
+        action="append",
+        default=None,
+        metavar="ARM=WEIGHT",
+        help="declared share of an arm for the sample-ratio check (repeat per arm; default: equal shares)",
+    )
+    _add_statistics(p)
+
+
+def _emit(args: argparse.Namespace, content: str) -> None:
+    if args.output is None:
+        sys.stdout.write(content if content.endswith("\n") else content + "\n")
+        return
+    args.output.write_text(content if content.endswith("\n") else content + "\n", encoding="utf-8")
+    print(f"wrote {args.output}", file=sys.stderr)
+
+
+# ---------------------------------------------------------------------------------------------- report
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from orchestrator.clock import parse_instant, to_us
+    from orchestrator.durations import parse_duration
+    from orchestrator.measure.html import render_journey_html
+    from orchestrator.measure.report import export_entries, format_table, journey_report
+    from orchestrator.store import open_store
+
+    try:
+        pre_period = parse_duration(args.pre_period)
+    except ValueError as exc:
+        raise UsageError(f"--pre-period: {exc}") from None
+    if args.export is not None and args.export.suffix.lower() not in (".parquet", ".csv"):
+        raise UsageError(f"--export {args.export}: the file name must end in .parquet or .csv")
+    try:
+        as_of = to_us(parse_instant(args.now)) if args.now else None
+    except ValueError as exc:
+        raise UsageError(f"--now {args.now!r} is not an ISO-8601 instant with a time zone: {exc}") from None
+    try:
+        store = open_store(args.db, create=False)
+    except FileNotFoundError as exc:
+        raise Failure(f"{exc}; ingest data and run the engine first") from None
+    try:
+        if not store.is_initialised():
+            raise Failure("the store is empty; ingest data and run the engine first")
+        try:
+            report = journey_report(
+                store,
+                args.journey,
+                as_of_us=as_of,
+                alpha=args.alpha,
+                power=args.power,
+                sequential_tau=args.tau,
+                cuped=args.cuped,
+                pre_period=pre_period,
+                segment_attribute=args.by,
+            )
+        except KeyError as exc:
+            raise Failure(str(exc.args[0])) from None
+    finally:
+        store.dispose()
+    if args.export is not None and report.rows is not None:
+        count = export_entries(report.rows, args.export)
+        print(f"exported {count} entries to {args.export}", file=sys.stderr)
+    if args.format == "json":
+        _emit(args, json.dumps(report.to_dict(), indent=2))
+    elif args.format == "html":
+        _emit(args, render_journey_html(report))
+    else:
+        _emit(args, format_table(report))
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------ lift
+
+
+class InputError(ValueError):
+    """The experiment table cannot be analysed as asked; the message names the column and line."""
+
+
+@dataclass(frozen=True)
+class ExperimentTable:
+    rows: int
+    arm: np.ndarray
+    metrics: dict[str, np.ndarray]
+    covariate: np.ndarray | None
+    segment: np.ndarray | None
+
+
+def _numeric(column: str, values: list[str | None], role: str) -> np.ndarray:
+    """Parse a column of strings as finite floats; the first bad cell is named by line (header = 1)."""
+    out = np.empty(len(values), dtype=np.float64)
+    for i, raw in enumerate(values):
+        text = "" if raw is None else raw.strip()
+        try:
+            value = float(text)
+        except ValueError:
+            shown = "an empty value" if not text else f"{raw!r}, not a number"
+            raise InputError(f"{role} column {column!r} has {shown} at line {i + 2}") from None
+        if not math.isfinite(value):
+            raise InputError(f"{role} column {column!r} has a non-finite value {raw!r} at line {i + 2}")
+        out[i] = value
+    return out
+
+
+def read_experiment(
+    path: Path, arm: str, control: str, metrics: list[str], covariate: str | None, by: str | None
+) -> ExperimentTable:
+    """Read the needed columns of a CSV experiment table and check them (``InputError`` when wrong)."""
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    wanted = list(dict.fromkeys([arm, *metrics, *([covariate] if covariate else []), *([by] if by else [])]))
+    try:
+        with pcsv.open_csv(path) as reader:
+            header = reader.schema.names
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputError(f"{path}: cannot read it as CSV: {exc}") from None
+    missing = [name for name in wanted if name not in header]
+    if missing:
+        names = ", ".join(map(repr, header))
+        raise InputError(f"{path}: no column {', '.join(map(repr, missing))}; the columns are {names}")
+    try:
+        table = pcsv.read_csv(
+            path,
+            convert_options=pcsv.ConvertOptions(
+                include_columns=wanted, column_types=dict.fromkeys(wanted, pa.string())
+            ),
+        )
+    except pa.ArrowInvalid as exc:
+        raise InputError(f"{path}: cannot read it as CSV: {exc}") from None
+    columns = {name: table.column(name).to_pylist() for name in wanted}
+    arms = columns[arm]
+    for i, value in enumerate(arms):
+        if value is None or not value.strip():
+            raise InputError(f"arm column {arm!r} is empty at line {i + 2}")
+    arm_values = np.array(arms, dtype=object)
+    if not (arm_values == control).any():
+        found = sorted(set(arms))
+        shown = ", ".join(map(repr, found[:20])) + (" ..." if len(found) > 20 else "")
+        raise InputError(
+            f"control value {control!r} does not occur in column {arm!r}; its values are {shown}"
+        )
+    if len(set(arms)) < 2:
+        raise InputError(f"column {arm!r} has only the control value {control!r}: nothing to compare")
+    parsed = {name: _numeric(name, columns[name], "metric") for name in metrics}
+    cov = _numeric(covariate, columns[covariate], "covariate") if covariate else None
+    segment = np.array(columns[by], dtype=object) if by else None
+    return ExperimentTable(table.num_rows, arm_values, parsed, cov, segment)
+
+
+def _split(entries: list[str] | None) -> dict[str, float] | None:
+    if not entries:
+        return None
+    shares: dict[str, float] = {}
+    for entry in entries:
+        name, sep, weight = entry.rpartition("=")
+        if not sep or not name:
+            raise UsageError(f"--split {entry!r}: write ARM=WEIGHT, e.g. --split 'No E-Mail=1'")
+        try:
+            value = float(weight)
+        except ValueError:
+            raise UsageError(f"--split {entry!r}: the weight {weight!r} is not a number") from None
+        if not (value >= 0.0 and math.isfinite(value)):
+            raise UsageError(f"--split {entry!r}: the weight must be zero or positive")
+        shares[name] = value
+    return shares
+
+
+def run_lift(args: argparse.Namespace) -> int:
+    from orchestrator.measure.html import render_analysis_html
+    from orchestrator.measure.stats import analyze
+    from orchestrator.measure.text import format_analysis
+
+    if args.arm in args.metric:
+        raise UsageError(f"--arm {args.arm!r} cannot also be a --metric")
+    shares = _split(args.split)
+    try:
+        data = read_experiment(args.file, args.arm, args.control, args.metric, args.covariate, args.by)
+    except InputError as exc:
+        raise Failure(str(exc)) from None
+    if shares is not None:
+        undeclared = sorted(set(data.arm.tolist()) - set(shares))
+        if undeclared:
+            raise UsageError(f"--split declares no share for arm(s) {', '.join(map(repr, undeclared))}")
+    covariates = (
+        None if data.covariate is None else {name: (args.covariate, data.covariate) for name in data.metrics}
+    )
+    analysis = analyze(
+        data.arm,
+        args.control,
+        data.metrics,
+        expected_shares=shares,
+        covariates=covariates,
+        segments=None if data.segment is None else (args.by, data.segment),
+        alpha=args.alpha,
+        power=args.power,
+        sequential_tau=args.tau,
+    )
+    source = {
+        "file": str(args.file),
+        "rows": data.rows,
+        "arm_column": args.arm,
+        "covariate": args.covariate,
+        "by": args.by,
+    }
+    if args.format == "json":
+        _emit(args, json.dumps({"source": source, **analysis.to_dict()}, indent=2))
+    elif args.format == "html":
+        title = f"Lift: {args.file.name}"
+        subtitle = f"{data.rows} rows; arms from column {args.arm!r}"
+        _emit(args, render_analysis_html(analysis, title, subtitle))
+    else:
+        _emit(
+            args, format_analysis(analysis, f"Lift: {args.file} ({data.rows} rows, arms from {args.arm!r})")
+        )
+    return 0
