@@ -16,10 +16,19 @@ from orchestrator.channels import (
     Adapter,
     ChannelRouter,
     DeliveryResult,
+    EmailSettings,
+    HttpPushAdapter,
+    HttpSmsAdapter,
     MemoryAdapter,
     NoAdapterError,
     OutboxAdapter,
     OutgoingMessage,
+    PushRules,
+    SmsRules,
+    SmtpAdapter,
+    SmtpSettings,
+    UnsubscribeLinks,
+    WebhookAdapter,
 )
 from orchestrator.channels.outbox import TEMP_PREFIX, file_stem, message_id_for
 
@@ -277,3 +286,68 @@ def test_outbox_refuses_header_injection_and_bad_addresses(tmp_path: Path) -> No
     bad_subject = outbox.send(make_message("k3", subject="Hi\nBcc: all@example.com"))
     assert bad_subject.status == "failed"
     assert all_files(tmp_path) == []
+
+
+# -- the outbox with the real adapters' rules -------------------------------------------------------
+
+
+def test_outbox_email_is_composed_like_the_smtp_one(tmp_path: Path) -> None:
+    links = UnsubscribeLinks(secret="outbox-secret-0123456789", url="https://shop.example/u")
+    settings = EmailSettings(sender="The Shop <news@shop.example>", unsubscribe=links)
+    outbox = OutboxAdapter(tmp_path, email=settings)
+    html = "<html><head><style>p { color: red }</style></head><body><p>Hi</p></body></html>"
+    result = outbox.send(make_message(subject="Hi", html=html))
+    parsed = email.message_from_bytes(
+        (tmp_path / "email" / str(result.provider_id)).read_bytes(), policy=policy.default
+    )
+    assert isinstance(parsed, EmailMessage)
+    assert parsed["From"] == "The Shop <news@shop.example>"
+    assert str(parsed["List-Unsubscribe"]).startswith("<https://shop.example/u?c=c1&ch=email&t=")
+    assert parsed["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert parsed["X-Customer-Id"] == "c1" and parsed["X-Journey"] == "welcome/s1"
+    html_part = list(parsed.iter_parts())[1].get_content()
+    assert '<p style="color: red;">Hi</p>' in html_part
+
+
+def test_outbox_with_sms_rules_normalises_and_refuses(tmp_path: Path) -> None:
+    outbox = OutboxAdapter(tmp_path, sms=SmsRules(default_region="US", max_segments=1))
+    ok = outbox.send(make_message("k1", channel="sms", recipient="(415) 555-0123", body="Hi €"))
+    assert (tmp_path / "sms" / str(ok.provider_id)).read_text(encoding="utf-8") == (
+        "To: +14155550123\nKey: k1\nSegments: 1 (GSM-7)\n\nHi €"
+    )
+    invalid = outbox.send(make_message("k2", channel="sms", recipient="+1 555 0001"))
+    too_long = outbox.send(make_message("k3", channel="sms", recipient="+14155550123", body="д" * 71))
+    assert invalid.status == "failed" and invalid.suppress and invalid.code == "invalid_number"
+    assert too_long.status == "failed" and too_long.code == "too_long" and not too_long.suppress
+    assert len(all_files(tmp_path)) == 1
+
+
+def test_outbox_with_push_rules_writes_the_payload_and_refuses_big_ones(tmp_path: Path) -> None:
+    outbox = OutboxAdapter(tmp_path, push=PushRules(), durable=False)
+    message = make_message("p1", channel="push", title="T", body="B", link="app://x", data={"k": "v"})
+    result = outbox.send(message)
+    document = json.loads((tmp_path / "push" / str(result.provider_id)).read_text(encoding="utf-8"))
+    assert document["data"] == {"k": "v"}
+    assert document["payload"] == PushRules().payload(message)
+    big = outbox.send(make_message("p2", channel="push", body="x" * 5000))
+    assert big.status == "failed" and big.code == "payload_too_large"
+    assert len(all_files(tmp_path)) == 1
+
+
+def test_outbox_files_are_private(tmp_path: Path) -> None:
+    result = OutboxAdapter(tmp_path).send(make_message(channel="sms"))
+    assert (tmp_path / "sms" / str(result.provider_id)).stat().st_mode & 0o077 == 0  # customer data
+
+
+def test_network_adapters_satisfy_the_protocol() -> None:
+    settings = EmailSettings(sender="news@shop.example")
+    adapters = [
+        SmtpAdapter(SmtpSettings("127.0.0.1"), settings),
+        HttpSmsAdapter("http://127.0.0.1:9/", sender="x", account_sid="a", auth_token="b"),
+        HttpPushAdapter("http://127.0.0.1:9/"),
+        WebhookAdapter("http://127.0.0.1:9/", secret="s" * 16),
+    ]
+    for adapter in adapters:
+        assert isinstance(adapter, Adapter)
+    router = ChannelRouter(adapters[:3])
+    assert router.channels == frozenset({"email", "sms", "push"})

@@ -391,3 +391,29 @@ def test_output_limit_is_configurable_and_per_render(root: Path) -> None:
         small.render_string("{% for i in range(101) %}{% endfor %}", {})
     # A failed render leaves no budget behind: the next one starts fresh.
     assert small.render_string("{% for i in range(40) %}y{% endfor %}", {}) == "y" * 40
+
+
+# -- prepared contexts -----------------------------------------------------------------------------
+
+
+def test_prepared_context_is_checked_once_and_reused(root: Path, renderer: TemplateRenderer) -> None:
+    prepared = renderer.prepare(CUSTOMER)
+    assert renderer.render_string("{{ customer.first_name }}", prepared) == "Ann"
+    assert renderer.render("welcome.txt", prepared) == renderer.render("welcome.txt", CUSTOMER)
+    with pytest.raises(TemplateError) as info:
+        renderer.prepare({"customer": {"cb": print}})
+    assert info.value.kind == "context"
+    assert "customer['cb'] is a builtin_function_or_method" in info.value.message
+    # A context prepared under other limits is checked again by a stricter renderer.
+    strict = TemplateRenderer(root, max_output_chars=10, max_value_chars=20)
+    with pytest.raises(TemplateError, match="context is larger"):
+        strict.render_string("{{ 1 }}", prepared)
+
+
+def test_inspection_sees_the_template_as_written(renderer: TemplateRenderer) -> None:
+    # parse() is Jinja's own, without the guards the renderer compiles in: variables are the author's.
+    assert renderer.string_variables("{{ a ~ b }}{% for x in c %}{{ x }}{% endfor %}") == [
+        ("a", 1),
+        ("b", 1),
+        ("c", 1),
+    ]

@@ -8,14 +8,18 @@ templates or touches the store.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, Protocol, get_args, runtime_checkable
 
-CHANNELS: tuple[str, ...] = ("email", "sms", "push")
+CHANNELS: tuple[str, ...] = ("email", "sms", "push", "webhook")
 
 DeliveryStatus = Literal["sent", "retry", "failed"]
 _STATUSES: frozenset[str] = frozenset(get_args(DeliveryStatus))
+# The same three outcomes in the words of delivery: what the retry loop and the policy act on.
+DeliveryOutcome = Literal["delivered", "transient", "permanent"]
+_OUTCOMES: dict[str, DeliveryOutcome] = {"sent": "delivered", "retry": "transient", "failed": "permanent"}
 
 
 @dataclass(frozen=True)
@@ -25,7 +29,8 @@ class OutgoingMessage:
     ``idempotency_key`` identifies the message for its whole life: the dispatcher derives it from (customer,
     journey, step, entry) so a retry after a crash sends the same key again, and the adapter passes it to the
     provider as the provider's idempotency key. ``subject``/``html`` only mean something for email,
-    ``title``/``link`` only for push; adapters ignore fields their channel has no use for.
+    ``title``/``link``/``data`` only for push (``data``: extra string key/values for the app); adapters ignore
+    fields their channel has no use for.
     """
 
     idempotency_key: str
@@ -40,6 +45,8 @@ class OutgoingMessage:
     title: str | None = None
     link: str | None = None
     created_us: int = 0
+    # Left out of the hash (a dict cannot be hashed) but compared like every other field.
+    data: dict[str, str] | None = field(default=None, hash=False)
 
     def __post_init__(self) -> None:
         # Refuse malformed messages where they are made, not in the middle of a provider call.
@@ -47,6 +54,9 @@ class OutgoingMessage:
             raise ValueError(f"unknown channel {self.channel!r}; expected one of {', '.join(CHANNELS)}")
         if not self.idempotency_key:
             raise ValueError("an outgoing message needs a non-empty idempotency_key")
+        if self.data is not None and not all(type(k) is str and type(v) is str for k, v in self.data.items()):
+            # Push providers (FCM data, APNs custom keys) carry strings only; refuse anything else here.
+            raise ValueError("message data must map strings to strings")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field (``from_dict`` reads it back)."""
@@ -66,34 +76,55 @@ class OutgoingMessage:
 class DeliveryResult:
     """What an adapter answers for one send.
 
-    ``sent``: the provider accepted the message (``provider_id`` is its reference). ``retry``: a transient
-    failure (timeout, throttling, 5xx); sending the same message again later may succeed. ``failed``: a
-    permanent failure (invalid recipient, rejected content); sending it again will not help.
+    ``sent`` (outcome ``delivered``): the provider accepted the message (``provider_id`` is its reference).
+    ``retry`` (``transient``): timeout, connection error, throttling, 5xx, SMTP 4xx; sending the same message
+    again later may succeed, and ``retry_after_s`` is the provider's own wait hint when it gave one.
+    ``failed`` (``permanent``): invalid recipient, rejected content, 4xx, SMTP 5xx; sending it again will not
+    help. ``suppress`` marks the permanent failures caused by the address itself (invalid number, hard bounce,
+    unregistered device): the address must not be used again. ``code`` is a short machine-readable cause
+    (``http_503``, ``smtp_550``, ``timeout``, ``invalid_number``...), ``error`` the sentence for people.
     """
 
     status: DeliveryStatus
     provider_id: str | None = None
     error: str | None = None
+    code: str | None = None
+    retry_after_s: float | None = None
+    suppress: bool = False
 
     def __post_init__(self) -> None:
         if self.status not in _STATUSES:
             raise ValueError(f"unknown delivery status {self.status!r}")
+        if self.retry_after_s is not None:
+            if self.status != "retry":
+                raise ValueError("retry_after_s only applies to a retry")
+            if not (math.isfinite(self.retry_after_s) and self.retry_after_s >= 0):
+                raise ValueError(f"retry_after_s must be a finite number >= 0, not {self.retry_after_s!r}")
+        if self.suppress and self.status != "failed":
+            raise ValueError("only a permanent failure can suppress the address")
 
     @classmethod
     def sent(cls, provider_id: str) -> DeliveryResult:
         return cls("sent", provider_id=provider_id)
 
     @classmethod
-    def retry(cls, error: str) -> DeliveryResult:
-        return cls("retry", error=error)
+    def retry(
+        cls, error: str, *, code: str | None = None, retry_after_s: float | None = None
+    ) -> DeliveryResult:
+        return cls("retry", error=error, code=code, retry_after_s=retry_after_s)
 
     @classmethod
-    def failed(cls, error: str) -> DeliveryResult:
-        return cls("failed", error=error)
+    def failed(cls, error: str, *, code: str | None = None, suppress: bool = False) -> DeliveryResult:
+        return cls("failed", error=error, code=code, suppress=suppress)
 
     @property
     def ok(self) -> bool:
         return self.status == "sent"
+
+    @property
+    def outcome(self) -> DeliveryOutcome:
+        """``delivered``, ``transient`` (retry later) or ``permanent`` (do not retry)."""
+        return _OUTCOMES[self.status]
 
 
 @runtime_checkable

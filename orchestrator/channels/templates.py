@@ -33,7 +33,8 @@ import time
 from collections.abc import Callable, Collection, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
+from datetime import time as clock_time
 from functools import lru_cache, update_wrapper, wraps
 from pathlib import Path, PurePosixPath
 from types import TracebackType
@@ -52,11 +53,11 @@ from jinja2.filters import make_attrgetter
 from jinja2.meta import find_undeclared_variables
 from jinja2.runtime import Context, Undefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from jinja2.utils import Namespace
+from jinja2.utils import Namespace, internalcode
 from jinja2.visitor import NodeTransformer
 from markupsafe import Markup
 
-__all__ = ["TemplateError", "TemplateRenderer"]
+__all__ = ["PreparedContext", "TemplateError", "TemplateRenderer"]
 
 # Deeper values are refused: message data is never that deep, and depth multiplies the cost of printing.
 MAX_DEPTH = 32
@@ -105,6 +106,12 @@ def _measure(value: Any, limit: int) -> int:
     """
     if isinstance(value, str):  # the common case by far (every printed piece of text)
         return len(value)
+    kind = type(value)
+    if kind is float:
+        return 24
+    if (kind is tuple or kind is list) and all(type(item) in _SCALAR_SIZES for item in value):
+        # A few numbers and strings (the arguments of a filter or a format): no walk needed.
+        return 2 + 2 * len(value) + sum(_SCALAR_SIZES[type(item)](item) for item in value)
     total = 0
     stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
@@ -147,6 +154,15 @@ def _measure(value: Any, limit: int) -> int:
     return total
 
 
+_SCALAR_SIZES: dict[type, Callable[[Any], int]] = {
+    str: len,
+    float: lambda value: 24,
+    int: lambda value: value.bit_length() * 3 // 10 + 2,
+    bool: lambda value: 5,
+    type(None): lambda value: 5,
+}
+
+
 def _int_arg(value: Any) -> int:
     return value if isinstance(value, int) else 0
 
@@ -163,16 +179,25 @@ _SPEC_NUMBER = re.compile(r"\d+")
 def _printf_size(fmt: str | bytes, args: Any, limit: int) -> int:
     """Worst-case length of ``fmt % args``: the format, the arguments and every field width/precision."""
     text = fmt if isinstance(fmt, str) else fmt.decode("latin-1")
-    total = len(text) + _measure(args, limit)
-    ints = [abs(a) for a in args if isinstance(a, int)] if isinstance(args, tuple) else []
-    star_width = max(ints, default=0)
+    fixed, stars = _printf_plan(text)
+    total = fixed + _measure(args, limit)
+    if stars:
+        ints = [abs(a) for a in args if isinstance(a, int)] if isinstance(args, tuple) else []
+        total += stars * max(ints, default=0)
+    return total
+
+
+@lru_cache(maxsize=1024)  # the same few formats ('%.2f') run for every customer
+def _printf_plan(text: str) -> tuple[int, int]:
+    """(length of the format plus every explicit width and precision, number of ``*`` fields)."""
+    fixed, stars = len(text), 0
     for match in _PRINTF_SPEC.finditer(text):
         for group in match.groups():
             if group == "*":
-                total += star_width
+                stars += 1
             elif group:
-                total += _digits(group)
-    return total
+                fixed += _digits(group)
+    return fixed, stars
 
 
 def _format_size(fmt: str, args: Any, kwargs: Any, limit: int) -> int:
@@ -344,6 +369,16 @@ _FILTER_ESTIMATORS: dict[str, _Estimator] = {
 }
 
 
+# Filters that turn their input into text: their arguments must be data (see ``_require_data``).
+_STRINGIFYING_FILTERS = frozenset(
+    {
+        "capitalize", "center", "e", "escape", "forceescape", "format", "indent", "join", "lower", "pprint",
+        "replace", "safe", "string", "striptags", "title", "trim", "truncate", "upper", "urlencode",
+        "urlize", "wordcount", "wordwrap", "xmlattr",
+    }
+)  # fmt: skip
+
+
 # -- per-render budget --------------------------------------------------------------------------------
 
 
@@ -354,6 +389,7 @@ class _Limits:
     max_range: int
     max_iterations: int
     timeout_s: float
+    max_call_depth: int
 
 
 class _Budget:
@@ -364,8 +400,16 @@ class _Budget:
         self.deadline = time.monotonic() + limits.timeout_s
         self.iterations = 0
         self.printed = 0
+        self.depth = 0
+        self.countdown = 1
 
     def check_time(self) -> None:
+        # Reading the clock costs more than most guarded operations; every 16th check is plenty, since no
+        # single operation between two checks can run long (each is bounded by the size checks).
+        self.countdown -= 1
+        if self.countdown > 0:
+            return
+        self.countdown = 16
         if time.monotonic() > self.deadline:
             raise _LimitError(f"rendering took longer than {self.limits.timeout_s:g} s")
 
@@ -391,14 +435,56 @@ _BUDGET: ContextVar[_Budget | None] = ContextVar("orchestrator_template_budget",
 _ITER_GUARD = "__guard_iter"
 _EMIT_GUARD = "__guard_emit"
 _VALUE_GUARD = "__guard_value"
+_DATA_GUARD = "__guard_data"
+_TEXT_GUARD = "__guard_text"
+
+# What a template may turn into text: data. Functions, classes, macros, generators and Jinja's own objects
+# (self, loop, cycler, namespace...) would print their Python repr, which exposes internals (class names,
+# memory addresses) and is never meant for a customer.
+_DATA_SCALARS = (str, int, float, datetime, date, clock_time, timedelta)
+_DATA_FAST = frozenset({str, Markup, int, float, bool, type(None)})
+_NOT_DATA = (
+    "is code or a template object, not data: only text, numbers, dates and lists or mappings of them "
+    "can be printed or turned into text (for a sequence, use |list or |join)"
+)
+
+
+def _require_data(value: Any, what: str) -> None:
+    """Raise ``SecurityError`` unless ``value`` is data all the way down (see ``_DATA_SCALARS``)."""
+    kind = type(value)
+    if kind in _DATA_FAST:
+        return
+    if (kind is tuple or kind is list) and all(type(item) in _DATA_FAST for item in value):
+        return
+    if kind is dict and not value:
+        return
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise _LimitError(f"value nested deeper than {MAX_DEPTH} levels")
+        if isinstance(item, Undefined):
+            # Turning it into text raises its own, clearer error: the missing name, or the refused attribute
+            # for a sandbox refusal that a filter such as |map(attribute=...) turned into an undefined value.
+            str(item)
+            continue
+        if item is None or isinstance(item, _DATA_SCALARS):
+            continue
+        if isinstance(item, (list, tuple)):
+            stack.extend((element, depth + 1) for element in item)
+        elif isinstance(item, dict):
+            stack.extend((element, depth + 1) for pair in item.items() for element in pair)
+        else:
+            raise SecurityError(f"{what} {_NOT_DATA}")
 
 
 class _InsertGuards(NodeTransformer):
     """Wraps loop iterables, printed values, ``~`` concatenations and literals in guard filters."""
 
     @staticmethod
-    def _wrap(node: nodes.Node, guard: str) -> nodes.Filter:
-        return nodes.Filter(node, guard, [], [], None, None, lineno=node.lineno)
+    def _wrap(node: nodes.Node, guard: str, *extra: int) -> nodes.Filter:
+        args: list[nodes.Expr] = [nodes.Const(value, lineno=node.lineno) for value in extra]
+        return nodes.Filter(node, guard, args, [], None, None, lineno=node.lineno)
 
     def visit_For(self, node: nodes.For) -> nodes.Node:
         self.generic_visit(node)
@@ -407,13 +493,31 @@ class _InsertGuards(NodeTransformer):
 
     def visit_Output(self, node: nodes.Output) -> nodes.Node:
         self.generic_visit(node)
+        # Literal text is counted like printed values (a loop repeats it, a macro or set block buffers it).
+        # Its length is known now, so it is added to the count of the next printed value in the same
+        # output (the last one takes the literal text after it): the literal itself stays a constant that
+        # Jinja writes as is, and no guard call is spent on it.
+        expressions = [child for child in node.nodes if not isinstance(child, nodes.TemplateData)]
+        if not expressions:
+            text = "".join(child.data for child in node.nodes if isinstance(child, nodes.TemplateData))
+            literal = nodes.MarkSafeIfAutoescape(nodes.Const(text), lineno=node.lineno)
+            node.nodes = [self._wrap(literal, _TEXT_GUARD)]
+            return node
         wrapped: list[nodes.Expr] = []
+        pending = 0
+        last = 0
         for child in node.nodes:
-            expr: nodes.Expr = child
             if isinstance(child, nodes.TemplateData):
-                # Literal text goes through the guard too (counted like printed values); it stays markup.
-                expr = nodes.MarkSafeIfAutoescape(nodes.Const(child.data), lineno=child.lineno)
-            wrapped.append(self._wrap(expr, _EMIT_GUARD))
+                pending += len(child.data)
+                wrapped.append(child)
+            else:
+                last = len(wrapped)
+                wrapped.append(self._wrap(child, _EMIT_GUARD, pending))
+                pending = 0
+        if pending:
+            guard = wrapped[last]
+            assert isinstance(guard, nodes.Filter) and isinstance(guard.args[0], nodes.Const)
+            guard.args[0].value += pending
         node.nodes = wrapped
         return node
 
@@ -422,7 +526,17 @@ class _InsertGuards(NodeTransformer):
         return self._wrap(node, _VALUE_GUARD)
 
     def visit_Concat(self, node: nodes.Concat) -> nodes.Node:
-        return self._value(node)
+        self.generic_visit(node)
+        # Each operand of ~ is turned into text: it must be data, like a printed value.
+        node.nodes = [self._wrap(operand, _DATA_GUARD) for operand in node.nodes]
+        return self._wrap(node, _VALUE_GUARD)
+
+    def visit_NSRef(self, node: nodes.NSRef) -> nodes.Node:
+        if node.attr.startswith("_"):
+            # {% set ns._x = ... %}: namespaces hold data under plain names; private names are refused
+            # like private attributes.
+            raise SecurityError(f"line {node.lineno}: namespace attribute {node.attr!r} is private")
+        return node
 
     def visit_List(self, node: nodes.List) -> nodes.Node:
         return self._value(node)
@@ -446,14 +560,21 @@ class _SandboxEnvironment(ImmutableSandboxedEnvironment):
     def __init__(self, limits: _Limits, **options: Any) -> None:
         super().__init__(**options)
         self.limits = limits
-        # lipsum() produces text of any requested size and has no place in messages.
+        # lipsum() produces text of any requested size and has no place in messages; |random would make a
+        # preview differ from what is sent.
         self.globals.pop("lipsum", None)
+        self.filters.pop("random", None)
         self.globals["range"] = self._make_range()
         for name, func in list(self.filters.items()):
             self.filters[name] = self._guard_filter(name, func, _FILTER_ESTIMATORS.get(name))
+        # |format runs for every price in every message: the same checks as the generic guard, without
+        # binding its arguments by name.
+        self.filters["format"] = self._guard_format(self.filters["format"].__wrapped__)
         self.filters[_ITER_GUARD] = self._make_iter_guard()
         self.filters[_EMIT_GUARD] = self._make_emit_guard()
         self.filters[_VALUE_GUARD] = self._make_value_guard()
+        self.filters[_DATA_GUARD] = self._make_data_guard()
+        self.filters[_TEXT_GUARD] = self._make_text_guard()
 
     # -- checks ---------------------------------------------------------------------------------------
 
@@ -473,14 +594,24 @@ class _SandboxEnvironment(ImmutableSandboxedEnvironment):
 
     # -- hooks of the sandbox -------------------------------------------------------------------------
 
-    def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
-        # Environment._parse is what both parse() and compile() use: every template, included or inline,
-        # gets its guards here.
-        tree = super()._parse(source, name, filename)
+    @internalcode
+    def compile(
+        self,
+        source: str | nodes.Template,
+        name: str | None = None,
+        filename: str | None = None,
+        raw: bool = False,
+        defer_init: bool = False,
+    ) -> Any:
+        """Parse, insert the guards, compile. Every template goes through here: loaded files (the loader
+        calls ``compile``), their includes and imports, and inline templates."""
+        tree = self.parse(source, name, filename) if isinstance(source, str) else source
         guarded = _InsertGuards().visit(tree)
         assert isinstance(guarded, nodes.Template)
         guarded.set_environment(self)
-        return guarded
+        if raw:
+            return super().compile(guarded, name, filename, raw=True, defer_init=defer_init)
+        return super().compile(guarded, name, filename, raw=False, defer_init=defer_init)
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
         self.tick()
@@ -496,6 +627,7 @@ class _SandboxEnvironment(ImmutableSandboxedEnvironment):
                 # log2 rather than bit_length: 2 ** 16000 has 16001 bits, not 32000.
                 self._check_int_bits(math.ceil(right * math.log2(abs(left))), "**")
         elif operator == "%" and isinstance(left, (str, bytes)):
+            _require_data(right, "a value formatted with '%'")
             self.check_size(_printf_size(left, right, limit), "the result of '%'")
         result = super().call_binop(context, operator, left, right)
         self.check_value(result, f"the result of {operator!r}")
@@ -516,7 +648,20 @@ class _SandboxEnvironment(ImmutableSandboxedEnvironment):
         size, args = _method_size(obj, args, kwargs, self.limits.max_value_chars)
         if size is not None:
             self.check_size(size, f"the result of {getattr(obj, '__name__', 'the call')}()")
-        result = super().call(context, obj, *args, **kwargs)
+        if budget is None:
+            result = super().call(context, obj, *args, **kwargs)
+        else:
+            # Nesting is bounded on its own: a recursive macro stops here with a clear reason, long before
+            # Python's recursion limit.
+            budget.depth += 1
+            try:
+                if budget.depth > self.limits.max_call_depth:
+                    raise _LimitError(
+                        f"calls nested deeper than {self.limits.max_call_depth} (a macro calling itself?)"
+                    )
+                result = super().call(context, obj, *args, **kwargs)
+            finally:
+                budget.depth -= 1
         self.check_value(result, "the result of a call")
         return result
 
@@ -532,6 +677,10 @@ class _SandboxEnvironment(ImmutableSandboxedEnvironment):
             self.tick()
             mapping = args[0] if is_map and args else kwargs
             positional = () if is_map else args
+            _require_data(positional, f"a value given to {value.__name__}()")
+            if not isinstance(mapping, Mapping):
+                raise SecurityError("format_map() needs a mapping")
+            _require_data(dict(mapping), f"a value given to {value.__name__}()")
             size = _format_size(fmt, positional, mapping, limit)
             self.check_size(size, f"the result of {value.__name__}()")
             return wrapper(*args, **kwargs)
@@ -560,6 +709,10 @@ class _SandboxEnvironment(ImmutableSandboxedEnvironment):
         self, name: str, func: Callable[..., Any], estimate: _Estimator | None
     ) -> Callable[..., Any]:
         signature = inspect.signature(func) if estimate is not None else None
+        bind = _binder(signature) if signature is not None else None
+        value_at = (
+            list(signature.parameters).index("value") if signature and "value" in signature.parameters else -1
+        )
         # Jinja's async_variant filters (slice, list) take an eval context they drop before calling the sync
         # function, whose signature inspect reports: bind the arguments after that leading one.
         wrapped = getattr(func, "__wrapped__", None)
@@ -569,19 +722,48 @@ class _SandboxEnvironment(ImmutableSandboxedEnvironment):
             and getattr(wrapped, "jinja_pass_arg", None) is None
         )
 
+        stringifies = name in _STRINGIFYING_FILTERS
+        # Filters marked pass_context/pass_eval_context/pass_environment get that object first.
+        passes = int(getattr(func, "jinja_pass_arg", None) is not None)
+
         @wraps(func)  # keeps jinja_pass_arg, so pass_context/pass_eval_context filters still get theirs
         def guarded(*args: Any, **kwargs: Any) -> Any:
             self.tick()
-            if signature is not None and estimate is not None:
-                bound = signature.bind(*args[skip:], **kwargs)
-                bound.apply_defaults()
-                self.check_size(estimate(bound.arguments, self.limits.max_value_chars), f"filter {name!r}")
-                args, kwargs = (*args[:skip], *bound.args), bound.kwargs
+            if bind is not None and estimate is not None:
+                arguments = bind(args[skip:], kwargs)
+                before = arguments.get("value")
+                self.check_size(estimate(arguments, self.limits.max_value_chars), f"filter {name!r}")
+                after = arguments.get("value")
+                if after is not before:  # the estimator materialised a lazy iterable: pass on the list
+                    if 0 <= value_at < len(args) - skip:
+                        args = (*args[: skip + value_at], after, *args[skip + value_at + 1 :])
+                    else:
+                        kwargs = {**kwargs, "value": after}
+            if stringifies:
+                # After the estimator, which turned a lazy iterable (|join's) into a list.
+                _require_data(args[passes:], f"a value given to filter {name!r}")
+                _require_data(kwargs, f"a value given to filter {name!r}")
             result = func(*args, **kwargs)
             self.check_value(result, f"the result of filter {name!r}")
             return result
 
         return guarded
+
+    def _guard_format(self, func: Callable[..., str]) -> Callable[..., str]:
+        limit = self.limits.max_value_chars
+
+        @wraps(func)
+        def guarded_format(value: Any, *args: Any, **kwargs: Any) -> str:
+            self.tick()
+            _require_data(value, "a value given to filter 'format'")
+            _require_data(args, "a value given to filter 'format'")
+            _require_data(kwargs, "a value given to filter 'format'")
+            self.check_size(_printf_size(str(value), kwargs or args, limit), "filter 'format'")
+            result = func(value, *args, **kwargs)
+            self.check_size(len(result), "the result of filter 'format'")
+            return result
+
+        return guarded_format
 
     def _make_iter_guard(self) -> Callable[..., Any]:
         # pass_context keeps the guards out of compile-time constant folding: they must run per render.
@@ -596,8 +778,13 @@ class _SandboxEnvironment(ImmutableSandboxedEnvironment):
 
     def _make_emit_guard(self) -> Callable[..., Any]:
         @pass_context
-        def guard_emit(context: Context, value: Any) -> Any:
-            size = _measure(value, self.limits.max_value_chars)
+        def guard_emit(context: Context, value: Any, literal_chars: int = 0) -> Any:
+            kind = type(value)
+            if kind is str or kind is Markup:
+                size = len(value) + literal_chars
+            else:
+                _require_data(value, "a printed value")
+                size = _measure(value, self.limits.max_value_chars) + literal_chars
             budget = _BUDGET.get()
             if budget is not None:
                 budget.emit(size)
@@ -616,6 +803,79 @@ class _SandboxEnvironment(ImmutableSandboxedEnvironment):
 
         return guard_value
 
+    def _make_text_guard(self) -> Callable[..., Any]:
+        @pass_context
+        def guard_text(context: Context, text: str) -> str:
+            budget = _BUDGET.get()
+            if budget is not None:
+                budget.emit(len(text))
+            return text
+
+        return guard_text
+
+    def _make_data_guard(self) -> Callable[..., Any]:
+        @pass_context
+        def guard_data(context: Context, value: Any) -> Any:
+            _require_data(value, "a value joined with '~'")
+            return value
+
+        return guard_data
+
+
+def _binder(signature: inspect.Signature) -> Callable[[tuple[Any, ...], dict[str, Any]], dict[str, Any]]:
+    """A fast ``signature.bind(...)`` + ``apply_defaults()`` returning the arguments by name.
+
+    ``inspect.Signature.bind`` costs ~10 µs a call, and filters run many times per message. Anything this
+    plain binder does not handle (a missing or unexpected argument) goes to ``inspect`` for its error.
+    """
+    empty = inspect.Parameter.empty
+    plan: list[tuple[str, int, Any]] = []  # (name, kind: 0 positional, 1 keyword only, 2 *args, 3 **kw)
+    for param in signature.parameters.values():
+        if param.kind is inspect.Parameter.VAR_POSITIONAL:
+            code = 2
+        elif param.kind is inspect.Parameter.VAR_KEYWORD:
+            code = 3
+        elif param.kind is inspect.Parameter.KEYWORD_ONLY:
+            code = 1
+        elif param.kind is inspect.Parameter.POSITIONAL_ONLY:
+            code = 4
+        else:
+            code = 0
+        plan.append((param.name, code, param.default))
+
+    def bind(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        used = 0
+        consumed = 0
+        count = len(args)
+        for name, code, default in plan:
+            if code == 2:
+                out[name] = args[used:]
+                used = count
+            elif code == 3:
+                out[name] = {k: v for k, v in kwargs.items() if k not in out}
+                consumed = len(kwargs)
+            elif code in (0, 4) and used < count:
+                if name in kwargs:
+                    break  # given twice: let inspect report it
+                out[name] = args[used]
+                used += 1
+            elif code != 4 and name in kwargs:
+                out[name] = kwargs[name]
+                consumed += 1
+            elif default is not empty:
+                out[name] = default
+            else:
+                break
+        else:
+            if used == count and consumed == len(kwargs):
+                return out
+        bound = signature.bind(*args, **kwargs)  # raises the precise TypeError
+        bound.apply_defaults()
+        return dict(bound.arguments)
+
+    return bind
+
 
 def _counted(iterator: Iterator[Any], budget: _Budget) -> Iterator[Any]:
     for item in iterator:
@@ -630,6 +890,11 @@ def _check_name(name: str) -> None:
     """Refuse template names that could leave the template root (raises ``SecurityError``)."""
     if not isinstance(name, str) or not name:
         raise SecurityError("a template name must be a non-empty string")
+    _check_str_name(name)
+
+
+@lru_cache(maxsize=4096)  # a pure function of the name, asked at every render (only successes are cached)
+def _check_str_name(name: str) -> None:
     path = PurePosixPath(name)
     drive = re.match(r"[A-Za-z]:", name)
     if "\\" in name or "\x00" in name or path.is_absolute() or ".." in path.parts or drive:
@@ -663,6 +928,67 @@ _PLAIN_KEYS: frozenset[type] = frozenset({str, int, float, bool, type(None)})
 _PLAIN_NAMES = "dict, list, tuple, str, int, float, bool, None, datetime, date"
 
 
+class _NotPlain(Exception):
+    pass
+
+
+def _plain_size(value: Any, depth: int) -> int:
+    """The size of plain data ``value`` as ``_measure`` counts it; ``_NotPlain`` for anything else.
+
+    The fast path of the context check: strings and numbers inside containers are handled inline (one
+    function call per container, not per value); recursion is bounded by MAX_DEPTH. The slow walk in
+    ``_checked_context`` explains a refusal.
+    """
+    kind = type(value)
+    if kind is str or kind is Markup:
+        return len(value)
+    if depth > MAX_DEPTH:
+        raise _NotPlain
+    if kind is int:
+        return value.bit_length() * 3 // 10 + 2
+    if kind is float:
+        return 24
+    if kind is bool or value is None:
+        return 5
+    if kind is dict:
+        size = 2 + 4 * len(value)
+        for key, item in value.items():
+            if type(key) is str:
+                size += len(key)
+            elif type(key) in _PLAIN_KEYS:
+                size += _measure(key, 0)
+            else:
+                raise _NotPlain
+            if type(item) is str:
+                size += len(item)
+            elif depth < MAX_DEPTH and type(item) is float:
+                size += 24
+            else:
+                size += _plain_size(item, depth + 1)
+        return size
+    if kind is list or kind is tuple:
+        size = 2 + 2 * len(value)
+        for item in value:
+            size += len(item) if type(item) is str else _plain_size(item, depth + 1)
+        return size
+    if kind is datetime or kind is date:
+        return 32
+    raise _NotPlain
+
+
+@dataclass(frozen=True, eq=False)
+class PreparedContext:
+    """A template context already checked by ``TemplateRenderer.prepare`` (under these limits)."""
+
+    data: dict[str, Any]
+    limits: _Limits
+
+
+def _spell(path: tuple[Any, ...]) -> str:
+    """``('customer', 'orders', 0)`` -> ``customer['orders'][0]``."""
+    return str(path[0]) + "".join(f"[{part!r}]" for part in path[1:])
+
+
 class TemplateRenderer:
     """Renders templates under ``root`` (and inline ones) in the bounded sandbox; see the module docstring.
 
@@ -671,8 +997,8 @@ class TemplateRenderer:
 
     Bounds, per render: ``max_output_chars`` of output; ``max_value_chars`` for any value the template
     builds, for the context, and for all characters printed including into ``set`` blocks and macros;
-    ``max_range`` items per ``range()``; ``max_iterations`` loop iterations plus calls; ``timeout_s`` of
-    wall time.
+    ``max_range`` items per ``range()``; ``max_iterations`` loop iterations plus calls; ``max_call_depth``
+    nested calls (macros calling macros); ``timeout_s`` of wall time.
     """
 
     def __init__(
@@ -683,6 +1009,7 @@ class TemplateRenderer:
         max_value_chars: int = 1_000_000,
         max_range: int = 10_000,
         max_iterations: int = 100_000,
+        max_call_depth: int = 64,
         timeout_s: float = 2.0,
     ) -> None:
         self.root = Path(root)
@@ -692,6 +1019,7 @@ class TemplateRenderer:
             max_range=max_range,
             max_iterations=max_iterations,
             timeout_s=timeout_s,
+            max_call_depth=max_call_depth,
         )
         self._loader = _RootedLoader(self.root)
         self._env = _SandboxEnvironment(
@@ -709,20 +1037,28 @@ class TemplateRenderer:
 
     # -- rendering ------------------------------------------------------------------------------------
 
-    def render(self, name: str, context: Mapping[str, Any]) -> str:
+    def prepare(self, context: Mapping[str, Any]) -> PreparedContext:
+        """Check ``context`` once for several renders (the parts of one message); ``TemplateError`` if it is
+        not plain data of bounded size. ``render`` and ``render_string`` accept the result in place of a
+        mapping and skip the check."""
+        return PreparedContext(self._checked_context(context, "<context>"), self.limits)
+
+    def render(self, name: str, context: Mapping[str, Any] | PreparedContext) -> str:
         """Render template file ``name`` with ``context`` (plain data only); ``TemplateError`` on failure."""
         self._checked_name(name)
-        data = self._checked_context(context, name)
+        data = self._context_data(context, name)
         try:
             template = self._env.get_template(name)
         except Exception as exc:
             raise self._error(exc, name) from exc
         return self._run(template, data, name)
 
-    def render_string(self, source: str, context: Mapping[str, Any], *, name: str = "<inline>") -> str:
+    def render_string(
+        self, source: str, context: Mapping[str, Any] | PreparedContext, *, name: str = "<inline>"
+    ) -> str:
         """Render an inline template (e.g. an email subject from YAML); ``name`` appears in errors and, when
         it ends ``.html``, turns autoescaping on. Inline templates may include files under the root."""
-        data = self._checked_context(context, name)
+        data = self._context_data(context, name)
         try:
             template = self._compile_inline(source, name)
         except Exception as exc:
@@ -742,12 +1078,13 @@ class TemplateRenderer:
         stream: Any = template.generate(data)  # a generator: closed below so a stopped render cleans up
         try:
             # Stream and count: output past the limit stops the render instead of being built in memory.
+            # (The deadline is checked by the guards inside the template, at every value and iteration.)
+            append = chunks.append
             for chunk in stream:
                 size += len(chunk)
                 if size > limit:
                     raise _LimitError(f"output is longer than the limit of {limit} characters")
-                budget.check_time()
-                chunks.append(chunk)
+                append(chunk)
         except Exception as exc:
             raise self._error(exc, name) from exc
         finally:
@@ -806,49 +1143,75 @@ class TemplateRenderer:
         except SecurityError as exc:
             raise TemplateError(str(exc), name, None, kind="security") from None
 
-    def _checked_context(self, context: Mapping[str, Any], template: str) -> dict[str, Any]:
+    def _context_data(self, context: Mapping[str, Any] | PreparedContext, template: str) -> dict[str, Any]:
+        if isinstance(context, PreparedContext) and context.limits is self.limits:
+            return context.data
+        return self._checked_context(context, template)
+
+    def _checked_context(self, context: Mapping[str, Any] | PreparedContext, template: str) -> dict[str, Any]:
         """A copy of ``context`` after checking it is plain data of bounded size (else ``TemplateError``)."""
+        if isinstance(context, PreparedContext):
+            context = context.data
         if not isinstance(context, Mapping):
             raise TemplateError(
                 f"the context must be a mapping, not {type(context).__name__}", template, kind="context"
             )
         data = dict(context)
-        stack: list[tuple[Any, str, int]] = []
+        limit = self.limits.max_value_chars
+        if all(type(key) is str for key in data):
+            try:
+                if _plain_size(data, 0) <= limit:
+                    return data
+            except _NotPlain:
+                pass
+        # The fast check failed: walk again, slowly, to say exactly what and where.
+        # One walk checks the types and adds up the size (as ``_measure`` counts it); the path of a value
+        # is kept as its keys and only spelled out for an error message.
+        stack: list[tuple[Any, tuple[Any, ...]]] = []
         for key, value in data.items():
             if type(key) is not str:
                 raise TemplateError(f"context key {key!r} is not a string", template, kind="context")
-            stack.append((value, key, 1))
+            stack.append((value, (key,)))
+        size = 0
         while stack:
-            value, path, depth = stack.pop()
-            if depth > MAX_DEPTH:
-                raise TemplateError(
-                    f"context value {path} is nested deeper than {MAX_DEPTH} levels", template, kind="context"
-                )
+            value, path = stack.pop()
             kind = type(value)
-            # Exact types, not isinstance: a dict subclass (defaultdict) or a str enum carries callables.
-            # Markup (a str already escaped by the caller) is the one subclass let through.
-            if kind not in _PLAIN_TYPES:
+            if kind is str or kind is Markup:
+                size += len(value)
+            elif len(path) > MAX_DEPTH:
                 raise TemplateError(
-                    f"context value {path} is a {kind.__name__}, not plain data ({_PLAIN_NAMES})",
+                    f"context value {_spell(path)} is nested deeper than {MAX_DEPTH} levels",
                     template,
                     kind="context",
                 )
-            if kind is dict:
+            # Exact types, not isinstance: a dict subclass (defaultdict) or a str enum carries callables.
+            # Markup (a str already escaped by the caller) is the one subclass let through.
+            elif kind not in _PLAIN_TYPES:
+                raise TemplateError(
+                    f"context value {_spell(path)} is a {kind.__name__}, not plain data ({_PLAIN_NAMES})",
+                    template,
+                    kind="context",
+                )
+            elif kind is dict:
+                size += 2 + 4 * len(value)
                 for key, item in value.items():
                     if type(key) not in _PLAIN_KEYS:
                         raise TemplateError(
-                            f"context key {key!r} in {path} is not plain data", template, kind="context"
+                            f"context key {key!r} in {_spell(path)} is not plain data",
+                            template,
+                            kind="context",
                         )
-                    stack.append((item, f"{path}[{key!r}]", depth + 1))
-            elif kind in (list, tuple):
-                stack.extend((item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value))
-        size = _measure(data, self.limits.max_value_chars)
-        if size > self.limits.max_value_chars:
-            raise TemplateError(
-                f"the context is larger than the limit of {self.limits.max_value_chars} characters",
-                template,
-                kind="context",
-            )
+                    size += _measure(key, limit)
+                    stack.append((item, (*path, key)))
+            elif kind is list or kind is tuple:
+                size += 2 + 2 * len(value)
+                stack.extend((item, (*path, i)) for i, item in enumerate(value))
+            else:
+                size += _measure(value, limit)
+            if size > limit:
+                raise TemplateError(
+                    f"the context is larger than the limit of {limit} characters", template, kind="context"
+                )
         return data
 
     def _error(self, exc: BaseException, template: str) -> TemplateError:

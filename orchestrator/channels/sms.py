@@ -1,0 +1,265 @@
+"""SMS: phone numbers in E.164, GSM-7/UCS-2 segment counting, and a Twilio-style HTTP provider adapter.
+
+Segments: a single SMS holds 160 GSM-7 characters or 70 UCS-2 code units; a longer text is split into
+parts of 153 or 67 (the rest of each part carries the header that joins them). GSM-7's extension
+characters ``^ { } \\ [ ~ ] | €`` (and form feed) take two septets, and an escape pair is never split
+across parts; in UCS-2 a character outside the Basic Multilingual Plane (most emoji) takes two code units
+and a surrogate pair is never split either. One character outside GSM-7 turns the whole text into UCS-2.
+
+``SmsRules`` refuses, before any provider call, what must not be sent: a number that is not a valid phone
+number (a permanent failure that suppresses the number), an empty text, or a text longer than
+``max_segments`` (permanent, with the count in the reason: each segment is billed).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import ssl
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Literal
+from urllib.parse import urlencode
+
+import phonenumbers
+
+from orchestrator.channels.base import DeliveryResult, OutgoingMessage
+from orchestrator.channels.delivery import SentKeys, classify_http, key_header_value, transport_failure
+from orchestrator.channels.transport import HttpClient
+
+# GSM 03.38 default alphabet (ESC, 0x1B, left out: it is not a character one can send) and its extension
+# table, whose characters are sent as ESC + character and so count twice.
+GSM7_BASIC = frozenset(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+GSM7_EXTENDED = frozenset("\f^{}\\[~]|€")
+_GSM7 = GSM7_BASIC | GSM7_EXTENDED
+
+Encoding = Literal["GSM-7", "UCS-2"]
+
+
+@dataclass(frozen=True)
+class SmsSegments:
+    """How a text travels: its encoding, its length in septets (GSM-7) or code units (UCS-2), its parts."""
+
+    encoding: Encoding
+    units: int
+    segments: int
+
+
+def count_segments(text: str) -> SmsSegments:
+    """The encoding and number of SMS segments ``text`` needs (0 for an empty text)."""
+    if set(text) <= _GSM7:
+        doubled = sum(text.count(char) for char in GSM7_EXTENDED)
+        widths = None if not doubled else [2 if char in GSM7_EXTENDED else 1 for char in text]
+        return _segments("GSM-7", len(text) + doubled, 160, 153, widths)
+    units = len(text.encode("utf-16-le")) // 2
+    widths = None if units == len(text) else [2 if ord(char) > 0xFFFF else 1 for char in text]
+    return _segments("UCS-2", units, 70, 67, widths)
+
+
+def _segments(
+    encoding: Encoding, units: int, single: int, part: int, widths: list[int] | None
+) -> SmsSegments:
+    if units == 0:
+        return SmsSegments(encoding, 0, 0)
+    if units <= single:
+        return SmsSegments(encoding, units, 1)
+    if widths is None:  # every character one unit: nothing can straddle two parts
+        return SmsSegments(encoding, units, math.ceil(units / part))
+    count, used = 1, 0
+    for width in widths:
+        if used + width > part:  # a two-unit character that does not fit starts the next part
+            count, used = count + 1, 0
+        used += width
+    return SmsSegments(encoding, units, count)
+
+
+# -- numbers ------------------------------------------------------------------------------------------
+
+
+class InvalidNumber(ValueError):
+    """Not a valid phone number; the message says why."""
+
+
+_POSSIBLE_REASONS = {
+    phonenumbers.ValidationResult.INVALID_COUNTRY_CODE: "has an unknown country code",
+    phonenumbers.ValidationResult.TOO_SHORT: "is too short",
+    phonenumbers.ValidationResult.TOO_LONG: "is too long",
+    phonenumbers.ValidationResult.INVALID_LENGTH: "has a length no number of its country has",
+}
+
+
+@lru_cache(maxsize=65_536)  # phonenumbers takes ~40 µs a number; customers get many messages
+def normalise_number(raw: str, default_region: str | None = None) -> str:
+    """``raw`` as an E.164 number (``+14155550123``); ``InvalidNumber`` with the reason otherwise.
+
+    A number without a ``+`` country prefix is read as a national number of ``default_region`` (an ISO
+    3166 code such as ``US`` or ``GB``); without a region it must carry its country prefix.
+    """
+    try:
+        number = phonenumbers.parse(raw, default_region)
+    except phonenumbers.NumberParseException as exc:
+        raise InvalidNumber(f"phone number {raw!r} cannot be read: {exc._msg}") from None
+    possible = phonenumbers.is_possible_number_with_reason(number)
+    if possible in _POSSIBLE_REASONS:
+        raise InvalidNumber(f"phone number {raw!r} {_POSSIBLE_REASONS[possible]}")
+    if not phonenumbers.is_valid_number(number):
+        raise InvalidNumber(f"phone number {raw!r} is not a valid number in its country")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+# -- rules --------------------------------------------------------------------------------------------
+
+
+class SmsRefused(ValueError):
+    """A message that must not be sent; ``code`` and ``suppress`` as in ``DeliveryResult``."""
+
+    def __init__(self, message: str, *, code: str, suppress: bool = False) -> None:
+        super().__init__(message)
+        self.code = code
+        self.suppress = suppress
+
+    def result(self) -> DeliveryResult:
+        return DeliveryResult.failed(str(self), code=self.code, suppress=self.suppress)
+
+
+@dataclass(frozen=True)
+class PreparedSms:
+    to: str
+    body: str
+    segments: SmsSegments
+
+
+@dataclass(frozen=True)
+class SmsRules:
+    """The checks every SMS passes before a provider sees it (see the module docstring)."""
+
+    default_region: str | None = None
+    max_segments: int = 4
+
+    def __post_init__(self) -> None:
+        if self.default_region is not None and self.default_region not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(
+                f"unknown default region {self.default_region!r} (use an ISO 3166 code like 'US')"
+            )
+        if self.max_segments < 1:
+            raise ValueError("max_segments must be at least 1")
+
+    def prepare(self, message: OutgoingMessage) -> PreparedSms:
+        """The normalised number and segment count of ``message``; ``SmsRefused`` if it must not be sent."""
+        try:
+            to = normalise_number(message.recipient, self.default_region)
+        except InvalidNumber as exc:
+            raise SmsRefused(str(exc), code="invalid_number", suppress=True) from None
+        if not message.body.isascii():
+            try:
+                message.body.encode("utf-8")
+            except UnicodeEncodeError:
+                raise SmsRefused("the SMS text is not valid Unicode text", code="invalid_body") from None
+        segments = count_segments(message.body)
+        if segments.segments == 0:
+            raise SmsRefused("the SMS text is empty", code="empty")
+        if segments.segments > self.max_segments:
+            raise SmsRefused(
+                f"the SMS needs {segments.segments} segments ({segments.units} {segments.encoding} "
+                f"{'septets' if segments.encoding == 'GSM-7' else 'code units'}), over the maximum of "
+                f"{self.max_segments}",
+                code="too_long",
+            )
+        return PreparedSms(to, message.body, segments)
+
+
+# -- the provider adapter -----------------------------------------------------------------------------
+
+# Twilio error codes that are about the recipient: invalid "To" number, unsubscribed (STOP), unreachable
+# by SMS, not a mobile number.
+TWILIO_RECIPIENT_ERRORS = frozenset({21211, 21610, 21612, 21614})
+
+
+class HttpSmsAdapter:
+    """Sends SMS through a Twilio-style API: a form POST of ``To``, ``From`` and ``Body`` with basic auth.
+
+    ``url`` is the provider's "create message" endpoint (for Twilio,
+    ``https://api.twilio.com/2010-04-01/Accounts/<sid>/Messages.json``). The idempotency key goes in the
+    ``idempotency_header`` so the provider can drop a resend; the provider's message id (``sid`` in its JSON
+    answer) becomes the ``provider_id``. A 4xx whose JSON ``code`` is in ``recipient_errors`` suppresses the
+    number.
+    """
+
+    channels: frozenset[str] = frozenset({"sms"})
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        sender: str,
+        account_sid: str,
+        auth_token: str,
+        rules: SmsRules | None = None,
+        timeout_s: float = 10.0,
+        idempotency_header: str = "Idempotency-Key",
+        recipient_errors: frozenset[int] = TWILIO_RECIPIENT_ERRORS,
+        ssl_context: ssl.SSLContext | None = None,
+        sent_keys: SentKeys | None = None,
+    ) -> None:
+        if not sender:
+            raise ValueError("an SMS sender (number or sender id) is required")
+        self.client = HttpClient(url, timeout_s=timeout_s, ssl_context=ssl_context)
+        self.sender = sender
+        self.rules = rules or SmsRules()
+        self.idempotency_header = idempotency_header
+        self.recipient_errors = recipient_errors
+        credentials = f"{account_sid}:{auth_token}".encode()
+        self._authorization = "Basic " + base64.b64encode(credentials).decode("ascii")
+        self._sent = sent_keys if sent_keys is not None else SentKeys()
+        self._provider = f"SMS provider {self.client.endpoint.host}"
+
+    def send(self, message: OutgoingMessage) -> DeliveryResult:
+        if message.channel != "sms":
+            return DeliveryResult.failed(
+                f"channel {message.channel!r} not served by the SMS adapter", code="wrong_channel"
+            )
+        known = self._sent.get(message.idempotency_key)
+        if known is not None:
+            return DeliveryResult.sent(known)
+        try:
+            sms = self.rules.prepare(message)
+        except SmsRefused as exc:
+            return exc.result()
+        form = urlencode({"To": sms.to, "From": self.sender, "Body": sms.body}).encode("ascii")
+        headers = {
+            "Content-Type": "application/x-www-form-urlencoded",
+            "Accept": "application/json",
+            "Authorization": self._authorization,
+            self.idempotency_header: key_header_value(message.idempotency_key),
+        }
+        try:
+            response = self.client.post(form, headers)
+        except OSError as exc:
+            return transport_failure(self._provider, exc)
+        answer = _json_object(response.body)
+        sid = answer.get("sid")
+        error_code = answer.get("code")
+        result = classify_http(
+            response.status,
+            response.headers,
+            response.body,
+            provider=self._provider,
+            provider_id=sid if isinstance(sid, str) and sid else None,
+            recipient_refused=isinstance(error_code, int) and error_code in self.recipient_errors,
+        )
+        if result.ok and result.provider_id is not None:
+            self._sent.add(message.idempotency_key, result.provider_id)
+        return result
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    """The body as a JSON object, or ``{}`` when it is not one (an HTML error page, an empty answer)."""
+    try:
+        value = json.loads(body)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}

@@ -1,0 +1,181 @@
+"""The webhook adapter: messages as signed JSON POSTs to the business's own endpoints, for outreach done by
+people or another system (a customer-success tool that opens a task, a CRM that logs the touch).
+
+A message on the ``webhook`` channel names its endpoint (``recipient``, from the journey's ``endpoint:``);
+the adapter maps names to URLs. Given a single URL instead, every message goes there, which also lets the
+adapter stand in for another channel (route ``email`` to a CRM).
+
+Each request carries:
+
+- ``X-Orchestrator-Timestamp``: the send time, Unix seconds, from the injected clock;
+- ``X-Orchestrator-Signature``: ``v1=`` and the hex HMAC-SHA256, under the shared secret, of
+  ``"<timestamp>." + body``; the receiver recomputes it (``verify_signature``) and rejects old timestamps,
+  so a captured request can be neither altered nor replayed later;
+- ``Idempotency-Key``: the message's key, also in the body, so the receiver can drop a resend.
+
+The body is ``webhook_document``: ``idempotency_key``, ``endpoint``, ``customer_id``, ``journey``
+(``id/step``) and ``body``, the rendered template, as JSON when it is JSON text (a webhook template usually
+renders a JSON object) and as a string otherwise; for a message of another channel also ``channel``,
+``subject``, ``title`` and ``link`` when set. The file outbox writes the same document.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import ssl
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from orchestrator.channels.base import CHANNELS, DeliveryResult, OutgoingMessage
+from orchestrator.channels.delivery import SentKeys, classify_http, key_header_value, transport_failure
+from orchestrator.channels.transport import HttpClient
+from orchestrator.clock import Clock, SystemClock
+
+SIGNATURE_HEADER = "X-Orchestrator-Signature"
+TIMESTAMP_HEADER = "X-Orchestrator-Timestamp"
+SIGNATURE_VERSION = "v1"
+
+
+def webhook_document(message: OutgoingMessage) -> dict[str, Any]:
+    """The JSON document sent for ``message`` (see the module docstring)."""
+    try:
+        body: Any = json.loads(message.body)
+    except ValueError:
+        body = message.body
+    document: dict[str, Any] = {
+        "idempotency_key": message.idempotency_key,
+        "endpoint": message.recipient,
+        "customer_id": message.customer_id,
+        "journey": f"{message.journey_id}/{message.step}",
+        "body": body,
+    }
+    if message.channel != "webhook":
+        document["channel"] = message.channel
+        for name in ("subject", "title", "link"):
+            value = getattr(message, name)
+            if value is not None:
+                document[name] = value
+    return document
+
+
+def sign(secret: str | bytes, timestamp: int, body: bytes) -> str:
+    """The signature header value for ``body`` sent at ``timestamp`` (Unix seconds)."""
+    key = secret.encode("utf-8") if isinstance(secret, str) else secret
+    digest = hmac.new(key, str(timestamp).encode("ascii") + b"." + body, hashlib.sha256).hexdigest()
+    return f"{SIGNATURE_VERSION}={digest}"
+
+
+@dataclass(frozen=True)
+class SignatureCheck:
+    ok: bool
+    reason: str
+
+
+def verify_signature(
+    secret: str | bytes,
+    timestamp: str,
+    signature: str,
+    body: bytes,
+    *,
+    now_s: float,
+    tolerance_s: float = 300,
+) -> SignatureCheck:
+    """What a receiver runs: the timestamp is recent (within ``tolerance_s`` of ``now_s``) and the
+    signature matches (constant-time comparison)."""
+    if not timestamp.isdigit():
+        return SignatureCheck(False, "the timestamp is not a number of seconds")
+    if abs(now_s - int(timestamp)) > tolerance_s:
+        return SignatureCheck(False, f"the timestamp is more than {tolerance_s:g} s away from now")
+    if not hmac.compare_digest(sign(secret, int(timestamp), body), signature.strip()):
+        return SignatureCheck(False, "the signature does not match")
+    return SignatureCheck(True, "valid")
+
+
+class WebhookAdapter:
+    """POSTs each message as signed JSON to its endpoint's URL; serves ``channels`` (``webhook`` by default).
+
+    ``endpoints`` maps endpoint names to URLs, or is one URL for every message.
+    """
+
+    def __init__(
+        self,
+        endpoints: Mapping[str, str] | str,
+        *,
+        secret: str | bytes,
+        clock: Clock | None = None,
+        channels: Iterable[str] = ("webhook",),
+        timeout_s: float = 10.0,
+        idempotency_header: str = "Idempotency-Key",
+        ssl_context: ssl.SSLContext | None = None,
+        sent_keys: SentKeys | None = None,
+    ) -> None:
+        if len(secret) < 16:
+            raise ValueError("the webhook secret must be at least 16 characters")
+        self.channels: frozenset[str] = frozenset(channels)
+        unknown = self.channels - set(CHANNELS)
+        if unknown:
+            raise ValueError(f"unknown channels {sorted(unknown)}")
+        # Every URL is checked now, at configuration, not at the first send.
+        if isinstance(endpoints, str):
+            self._default: HttpClient | None = HttpClient(
+                endpoints, timeout_s=timeout_s, ssl_context=ssl_context
+            )
+            self._clients: dict[str, HttpClient] = {}
+        else:
+            if not endpoints:
+                raise ValueError("a webhook adapter needs at least one endpoint")
+            self._default = None
+            self._clients = {
+                name: HttpClient(url, timeout_s=timeout_s, ssl_context=ssl_context)
+                for name, url in endpoints.items()
+            }
+        self._secret = secret
+        # The adapter runs at the edge, like the daemon: the wall clock unless a test injects another.
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self.idempotency_header = idempotency_header
+        self._sent = sent_keys if sent_keys is not None else SentKeys()
+
+    def send(self, message: OutgoingMessage) -> DeliveryResult:
+        if message.channel not in self.channels:
+            return DeliveryResult.failed(
+                f"channel {message.channel!r} not served by this webhook", code="wrong_channel"
+            )
+        known = self._sent.get(message.idempotency_key)
+        if known is not None:
+            return DeliveryResult.sent(known)
+        client = self._clients.get(message.recipient, self._default)
+        if client is None:
+            known_names = ", ".join(sorted(self._clients))
+            return DeliveryResult.failed(
+                f"no URL is configured for webhook endpoint {message.recipient!r} (known: {known_names})",
+                code="unknown_endpoint",
+            )
+        provider = f"webhook {message.recipient if message.channel == 'webhook' else client.endpoint.host}"
+        try:
+            body = orjson.dumps(webhook_document(message))
+        except orjson.JSONEncodeError as exc:
+            return DeliveryResult.failed(f"the message cannot be encoded as JSON: {exc}", code="invalid_body")
+        timestamp = int(self.clock.now().timestamp())
+        headers = {
+            "Content-Type": "application/json; charset=utf-8",
+            TIMESTAMP_HEADER: str(timestamp),
+            SIGNATURE_HEADER: sign(self._secret, timestamp, body),
+            self.idempotency_header: key_header_value(message.idempotency_key),
+        }
+        try:
+            response = client.post(body, headers)
+        except OSError as exc:
+            return transport_failure(provider, exc)
+        # The receiver's own reference, when it gives one; else the key itself identifies the delivery.
+        provider_id = response.headers.get("x-request-id") or message.idempotency_key
+        result = classify_http(
+            response.status, response.headers, response.body, provider=provider, provider_id=provider_id
+        )
+        if result.ok and result.provider_id is not None:
+            self._sent.add(message.idempotency_key, result.provider_id)
+        return result

@@ -1,0 +1,224 @@
+"""SMS: E.164 numbers, GSM-7/UCS-2 segments, the rules, and the Twilio-style adapter against a local
+HTTP server."""
+
+from __future__ import annotations
+
+import base64
+import json
+from urllib.parse import parse_qs
+
+import pytest
+from channel_servers import LocalHttpServer, Reply, Request, closed_port
+
+from orchestrator.channels import HttpSmsAdapter, OutgoingMessage, SmsRules
+from orchestrator.channels.sms import InvalidNumber, SmsRefused, count_segments, normalise_number
+
+
+def make_sms(
+    key: str = "cart/v1/C1/7/sms", recipient: str = "+1 (415) 555-0123", body: str = "Hi Ann"
+) -> OutgoingMessage:
+    return OutgoingMessage(
+        idempotency_key=key,
+        channel="sms",
+        recipient=recipient,
+        customer_id="C1",
+        journey_id="cart",
+        step="sms",
+        body=body,
+    )
+
+
+# -- segments --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "encoding", "units", "segments"),
+    [
+        ("", "GSM-7", 0, 0),
+        ("a" * 160, "GSM-7", 160, 1),
+        ("a" * 161, "GSM-7", 161, 2),
+        ("a" * 306, "GSM-7", 306, 2),
+        ("a" * 307, "GSM-7", 307, 3),
+        ("Ça coute 5€ à Zürich? ¡Sì! @£$¥ ΔΩ", "GSM-7", 35, 1),  # 34 characters, € counts twice
+        ("Ça coûte 5€ à Zürich? ¡Sì! @£$¥ ΔΩ", "UCS-2", 34, 1),  # û is not GSM-7
+        ("€" * 80, "GSM-7", 160, 1),
+        ("€" * 81, "GSM-7", 162, 2),
+        ("^{}\\[~]|€\f", "GSM-7", 20, 1),  # every extension character counts twice
+        # An escape pair is never split: 152 + 2 does not fit in a 153-septet part.
+        ("a" * 152 + "€" + "a" * 152, "GSM-7", 306, 3),
+        ("д" * 70, "UCS-2", 70, 1),
+        ("д" * 71, "UCS-2", 71, 2),
+        ("д" * 134, "UCS-2", 134, 2),
+        ("д" * 135, "UCS-2", 135, 3),
+        ("a" * 159 + "д", "UCS-2", 160, 3),  # one non-GSM character makes the whole text UCS-2
+        ("😀" * 35, "UCS-2", 70, 1),  # outside the BMP: two code units each
+        ("😀" * 36, "UCS-2", 72, 2),
+        ("д" * 66 + "😀" + "д" * 66, "UCS-2", 134, 3),  # a surrogate pair is never split either
+    ],
+)
+def test_count_segments(text: str, encoding: str, units: int, segments: int) -> None:
+    counted = count_segments(text)
+    assert (counted.encoding, counted.units, counted.segments) == (encoding, units, segments)
+
+
+# -- numbers ---------------------------------------------------------------------------------------
+
+
+def test_normalise_number() -> None:
+    assert normalise_number("+1 (415) 555-0123") == "+14155550123"
+    assert normalise_number("415.555.0123", "US") == "+14155550123"
+    assert normalise_number("07911 123456", "GB") == "+447911123456"
+    assert normalise_number("+351 912 345 678") == "+351912345678"
+
+
+@pytest.mark.parametrize(
+    ("raw", "region", "reason"),
+    [
+        ("415 555 0123", None, "cannot be read"),  # a national number needs a region
+        ("call me", "US", "cannot be read"),
+        ("+1 555", None, "too short"),
+        ("+44 7911 123456 7890", None, "too long"),
+        ("+999 1234 5678", None, "cannot be read"),
+        ("+1 200 555 0123", None, "not a valid number"),  # area codes do not start with 2-0-0
+    ],
+)
+def test_invalid_numbers_say_why(raw: str, region: str | None, reason: str) -> None:
+    with pytest.raises(InvalidNumber, match=reason):
+        normalise_number(raw, region)
+
+
+def test_rules() -> None:
+    rules = SmsRules(default_region="US", max_segments=2)
+    prepared = rules.prepare(make_sms(recipient="(415) 555-0123", body="a" * 306))
+    assert prepared.to == "+14155550123" and prepared.segments.segments == 2
+    with pytest.raises(SmsRefused) as too_long:
+        rules.prepare(make_sms(body="д" * 135))
+    assert too_long.value.code == "too_long" and not too_long.value.suppress
+    assert "needs 3 segments (135 UCS-2 code units), over the maximum of 2" in str(too_long.value)
+    with pytest.raises(SmsRefused) as bad:
+        rules.prepare(make_sms(recipient="+1 555 0001"))
+    assert bad.value.code == "invalid_number" and bad.value.suppress
+    with pytest.raises(SmsRefused, match="empty"):
+        rules.prepare(make_sms(body=""))
+    with pytest.raises(SmsRefused, match="not valid Unicode"):
+        rules.prepare(make_sms(body="x\ud800"))
+    with pytest.raises(ValueError, match="region"):
+        SmsRules(default_region="XX")
+    with pytest.raises(ValueError, match="max_segments"):
+        SmsRules(max_segments=0)
+
+
+# -- the provider adapter against a local server -----------------------------------------------------
+
+
+def twilio(request: Request) -> Reply:
+    """A small Twilio-like endpoint: checks auth, refuses one number and one text, accepts the rest."""
+    if request.headers.get("authorization") != "Basic " + base64.b64encode(b"AC123:tok").decode():
+        return Reply(401, b'{"code": 20003, "message": "Authenticate"}')
+    form = parse_qs(request.body.decode())
+    if form["To"] == ["+14155550100"]:
+        return Reply(400, b'{"code": 21211, "message": "The \'To\' number is not a valid phone number."}')
+    if form["Body"] == ["blocked"]:
+        return Reply(400, b'{"code": 30007, "message": "Message filtered"}')
+    if form["Body"] == ["throttle"]:
+        return Reply(429, b'{"code": 20429, "message": "Too Many Requests"}', {"Retry-After": "7"})
+    if form["Body"] == ["down"]:
+        return Reply(503, b"<html>Service Unavailable</html>")
+    if form["Body"] == ["slow"]:
+        return Reply(delay_s=5)
+    return Reply(201, json.dumps({"sid": f"SM{len(request.body)}", "status": "queued"}).encode())
+
+
+@pytest.fixture
+def provider() -> LocalHttpServer:
+    with LocalHttpServer(twilio) as server:
+        yield server  # type: ignore[misc]
+
+
+def adapter_for(server: LocalHttpServer, **kwargs: object) -> HttpSmsAdapter:
+    options: dict[str, object] = {
+        "sender": "+14155550999",
+        "account_sid": "AC123",
+        "auth_token": "tok",
+        "rules": SmsRules(default_region="US", max_segments=3),
+        "timeout_s": 2.0,
+    }
+    options.update(kwargs)
+    return HttpSmsAdapter(server.url("/2010-04-01/Accounts/AC123/Messages.json"), **options)  # type: ignore[arg-type]
+
+
+def test_sms_is_posted_as_a_form_with_auth_and_key(provider: LocalHttpServer) -> None:
+    result = adapter_for(provider).send(make_sms(body="Your cart misses you, Zoë 🛒"))
+    assert result.ok and result.provider_id is not None and result.provider_id.startswith("SM")
+    [request] = provider.requests
+    assert request.path == "/2010-04-01/Accounts/AC123/Messages.json"
+    assert request.headers["content-type"] == "application/x-www-form-urlencoded"
+    assert request.headers["idempotency-key"] == "cart/v1/C1/7/sms"
+    form = parse_qs(request.body.decode())
+    assert form == {
+        "To": ["+14155550123"],
+        "From": ["+14155550999"],
+        "Body": ["Your cart misses you, Zoë 🛒"],
+    }
+
+
+def test_sms_resend_of_a_delivered_key_calls_nobody(provider: LocalHttpServer) -> None:
+    adapter = adapter_for(provider)
+    assert adapter.send(make_sms()) == adapter.send(make_sms(body="changed"))
+    assert len(provider.requests) == 1
+
+
+def test_sms_refusals_happen_before_any_call(provider: LocalHttpServer) -> None:
+    adapter = adapter_for(provider)
+    invalid = adapter.send(make_sms(recipient="+1 555 0001"))
+    too_long = adapter.send(make_sms(body="a" * 500))  # 4 segments, the maximum is 3
+    assert invalid.outcome == "permanent" and invalid.suppress and invalid.code == "invalid_number"
+    assert too_long.outcome == "permanent" and not too_long.suppress and too_long.code == "too_long"
+    assert "4 segments" in (too_long.error or "")
+    assert provider.requests == []
+
+
+@pytest.mark.parametrize(
+    ("recipient", "body", "outcome", "code", "suppress", "retry_after"),
+    [
+        ("+14155550100", "hi", "permanent", "http_400", True, None),  # provider: invalid number
+        ("+14155550123", "blocked", "permanent", "http_400", False, None),  # provider: content refused
+        ("+14155550123", "throttle", "transient", "http_429", False, 7.0),
+        ("+14155550123", "down", "transient", "http_503", False, None),
+    ],
+)
+def test_sms_provider_answers_are_classified(
+    provider: LocalHttpServer,
+    recipient: str,
+    body: str,
+    outcome: str,
+    code: str,
+    suppress: bool,
+    retry_after: float | None,
+) -> None:
+    result = adapter_for(provider).send(make_sms(recipient=recipient, body=body))
+    assert (result.outcome, result.code, result.suppress, result.retry_after_s) == (
+        outcome,
+        code,
+        suppress,
+        retry_after,
+    )
+
+
+def test_sms_wrong_credentials_are_permanent(provider: LocalHttpServer) -> None:
+    result = adapter_for(provider, auth_token="nope").send(make_sms())
+    assert result.outcome == "permanent" and result.code == "http_401" and not result.suppress
+
+
+def test_sms_timeout_and_unreachable_provider_are_transient(provider: LocalHttpServer) -> None:
+    slow = adapter_for(provider, timeout_s=0.3).send(make_sms(body="slow"))
+    assert slow.outcome == "transient" and slow.code == "timeout"
+    down = HttpSmsAdapter(
+        f"http://127.0.0.1:{closed_port()}/", sender="x", account_sid="a", auth_token="b", timeout_s=1
+    ).send(make_sms())
+    assert down.outcome == "transient" and down.code == "connection"
+    # A failed attempt is not remembered as sent: the retry reaches the provider again.
+    adapter = adapter_for(provider, timeout_s=0.3)
+    adapter.send(make_sms("k-slow", body="slow"))
+    adapter.send(make_sms("k-slow", body="slow"))
+    assert sum(1 for r in provider.requests if b"slow" in r.body) == 3
