@@ -181,12 +181,25 @@ def test_insert_events_commits_through_the_callers_transaction(store: Store) -> 
     with store.connect() as conn:
         keys = ensure_customer_keys(conn, ["a"], NOW)
         types = event_type_ids(conn, ["x"])
-        n = insert_events(conn, keys, np.array([types["x"]]), np.array([NOW]), ['{"v": 1}'])
+        ids = insert_events(conn, keys, np.array([types["x"]]), np.array([NOW]), ['{"v": 1}'])
         conn.commit()
-    assert n == 1
+    assert ids == (1, 1)
     with store.connect() as conn:
         rows = conn.execute(select(EVENTS.c.customer_key, EVENTS.c.ts_us, EVENTS.c.properties)).all()
     assert [tuple(r) for r in rows] == [(1, NOW, '{"v": 1}')]
+
+
+def test_insert_events_numbers_ids_in_commit_order(store: Store) -> None:
+    with store.begin() as conn:
+        keys = ensure_customer_keys(conn, ["a", "b"], NOW)
+        x = event_type_ids(conn, ["x"])["x"]
+        first = insert_events(conn, keys, np.array([x, x]), np.array([NOW, NOW - 5]), ["{}", "{}"])
+    with store.begin() as conn:
+        second = insert_events(conn, keys[:1], np.array([x]), np.array([NOW - 9]), ["{}"])
+    assert first == (1, 2) and second == (3, 3)
+    with store.connect() as conn:
+        rows = conn.execute(select(EVENTS.c.id, EVENTS.c.ts_us).order_by(EVENTS.c.id)).all()
+    assert [tuple(r) for r in rows] == [(1, NOW), (2, NOW - 5), (3, NOW - 9)]
 
 
 def test_insert_events_rolls_back_with_the_transaction(store: Store) -> None:

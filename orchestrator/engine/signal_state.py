@@ -1,21 +1,27 @@
 """The engine's memory of behaviour between ticks: the event log and the aggregates kept on it.
 
-At each tick the state reads only the events that arrived since the last one (by event id), appends
-them to the log and advances every aggregate to the tick's instant. After a restart the first tick reads
-everything again and rebuilds the same state: the store stays the only source of truth.
+Events reach the log two ways. Events ingested in this process are handed over as they commit
+(``accept``), so a tick does not read them back; events another process wrote are read at the next tick
+by id (ids grow in commit order, so "every id above the last one seen" is exactly what is new). Each tick
+then advances every aggregate to the tick's instant. After a restart the first tick reads everything
+again and rebuilds the same state: the store stays the only source of truth.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
+import orjson
 from sqlalchemy import Connection
 
+from orchestrator.ingest.load import IngestedEvents
 from orchestrator.signals import lang
 from orchestrator.signals.evaluate import AggregateCache
-from orchestrator.signals.frame import EventFrame
+from orchestrator.signals.frame import Categorical, EventFrame
 from orchestrator.signals.incremental import IncrementalAggregates
 from orchestrator.signals.lang import Call
 from orchestrator.signals.log import EventLog, property_uses
@@ -40,6 +46,7 @@ class SignalState:
         self._categorical: set[str] = set()
         self.log = EventLog()
         self.aggregates = IncrementalAggregates([], self.log)
+        self.accepted = 0  # events taken by ``accept`` since the last refresh
         self.ensure(plans)
 
     def ensure(self, plans: Iterable[JourneyPlan]) -> None:
@@ -56,10 +63,12 @@ class SignalState:
             goal = plan.journey.goal
             if goal is not None and goal.revenue:
                 numeric.add(goal.revenue)
+            categorical |= plan.event_properties()  # matched (cart_id) and captured by wait_for
         if numeric - self._numeric or categorical - self._categorical or not self.log.segments:
             self._numeric |= numeric
             self._categorical |= categorical
             self.log = EventLog(self._numeric, self._categorical)
+            self.accepted = 0
         self.aggregates = IncrementalAggregates(calls, self.log)
 
     def _calls(self) -> list[Call]:
@@ -72,15 +81,27 @@ class SignalState:
             )
         )
 
+    def accept(self, events: IngestedEvents) -> bool:
+        """Take events this process has just committed, when they follow on from the log (their first id
+        is one above the last the log holds); otherwise leave them to the next ``refresh``, which reads
+        them from the store. Returns whether they were taken."""
+        if events.first_id != self.log.last_id + 1 or not self._plans:
+            return False
+        self.log.append_frame(_frame(events, self.log.numeric + self.log.categorical), events.last_id)
+        self.accepted += events.last_id - events.first_id + 1
+        return True
+
     def refresh(self, conn: Connection, now_us: int) -> Refresh:
-        """Read the events that arrived since the last refresh and advance every aggregate to ``now_us``."""
+        """Read the events that arrived since the last refresh (and were not handed over by ``accept``)
+        and advance every aggregate to ``now_us``."""
         started = time.perf_counter()
         frame, last_id = load_new_events(conn, self.log.last_id, self.log.numeric + self.log.categorical)
         frame.n_customers = max(frame.n_customers, max_key(conn) + 1)
         loaded = time.perf_counter()
-        segment = self.log.append_frame(frame, last_id)
-        self.aggregates.advance(segment, now_us)
-        return Refresh(len(frame), loaded - started, time.perf_counter() - loaded)
+        self.log.append_frame(frame, last_id)
+        self.aggregates.advance(now_us)
+        accepted, self.accepted = self.accepted, 0
+        return Refresh(len(frame) + accepted, loaded - started, time.perf_counter() - loaded)
 
     @property
     def n_customers(self) -> int:
@@ -92,3 +113,35 @@ class SignalState:
     def events(self, start_us: int | None, end_us: int) -> EventFrame:
         """Events with ``start_us <= ts < end_us`` from the log."""
         return self.log.frame(self.log.range(start_us, end_us))
+
+
+def _frame(events: IngestedEvents, properties: Sequence[str]) -> EventFrame:
+    """Committed events as a frame whose property values are what reading them back from the store
+    gives (``store.events`` reads with SQLite's ``json_extract``): booleans as 1 and 0, objects and
+    lists as their compact JSON text."""
+    columns: dict[str, Any] = {}
+    if properties:
+        docs = [orjson.loads(text) if text != "{}" else {} for text in events.properties]
+        for name in properties:
+            values = np.empty(len(docs), dtype=object)
+            values[:] = [_as_stored(doc.get(name)) for doc in docs]
+            columns[name] = Categorical.encode(values)
+    keys = np.asarray(events.customer_keys, dtype=np.int64)
+    return EventFrame(
+        customer=keys,
+        ts=np.asarray(events.ts_us, dtype=np.int64),
+        type=np.asarray(events.event_codes, dtype=np.int32),
+        type_names=list(events.event_names),
+        n_customers=int(keys.max(initial=-1)) + 1,
+        properties=columns,
+    )
+
+
+def _as_stored(value: Any) -> Any:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, dict | list):
+        return orjson.dumps(value).decode()
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value

@@ -1,6 +1,13 @@
 """Events and customer files into the store, rejecting bad rows with reasons and keeping the rest."""
 
-from orchestrator.ingest.load import ingest_events_records, ingest_file
+from orchestrator.ingest.load import IngestedEvents, ingest_events_records, ingest_file
 from orchestrator.ingest.report import IngestError, IngestReport, Reject
 
-__all__ = ["IngestError", "IngestReport", "Reject", "ingest_events_records", "ingest_file"]
+__all__ = [
+    "IngestError",
+    "IngestReport",
+    "IngestedEvents",
+    "Reject",
+    "ingest_events_records",
+    "ingest_file",
+]

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -36,6 +37,24 @@ MAX_REJECT_EXAMPLES = 20
 KINDS = ("events", "customers")
 
 
+@dataclass(frozen=True)
+class IngestedEvents:
+    """The events one chunk committed, with store ids ``first_id..last_id`` in row order: what an
+    in-process copy of the events (the engine's signal state) needs to take them without reading them
+    back. ``event_codes`` index ``event_names``; ``properties`` is each event's JSON object text as stored."""
+
+    first_id: int
+    last_id: int
+    customer_keys: np.ndarray
+    event_names: list[str]
+    event_codes: np.ndarray
+    ts_us: np.ndarray
+    properties: list[str]
+
+
+EventsCallback = Callable[[IngestedEvents], object]
+
+
 class _KeyCache:
     """Customer keys and event type ids already resolved during this ingest (they never change)."""
 
@@ -59,7 +78,12 @@ class _KeyCache:
 
 
 def _load_events(
-    store: Store, chunks: Iterator[EventChunk], report: IngestReport, now_us: int, max_examples: int
+    store: Store,
+    chunks: Iterator[EventChunk],
+    report: IngestReport,
+    now_us: int,
+    max_examples: int,
+    on_events: EventsCallback | None = None,
 ) -> None:
     cache = _KeyCache(now_us)
     for chunk in chunks:
@@ -67,8 +91,14 @@ def _load_events(
             with store.begin() as conn:
                 keys = cache.customer_keys(conn, chunk.customer_ids)[chunk.customer_codes]
                 types = cache.type_ids(conn, chunk.event_names)[chunk.event_codes]
-                insert_events(conn, keys, types, chunk.ts_us, chunk.properties)
+                first, last = insert_events(conn, keys, types, chunk.ts_us, chunk.properties)
             report.accepted += len(chunk)
+            if on_events is not None:  # only once committed: what it is told is in the store for good
+                on_events(
+                    IngestedEvents(
+                        first, last, keys, chunk.event_names, chunk.event_codes, chunk.ts_us, chunk.properties
+                    )
+                )
         report.add_rejects(chunk.rejects, max_examples)
 
 
@@ -109,15 +139,17 @@ def ingest_file(
     max_reject_examples: int = MAX_REJECT_EXAMPLES,
     chunk_rows: int = CHUNK_ROWS,
     rejects: TextIO | None = None,
+    on_events: EventsCallback | None = None,
 ) -> IngestReport:
     """Load an events or customers file (``.jsonl``/``.ndjson``, ``.csv`` or ``.parquet``) into ``store``.
 
     ``kind`` is "events" or "customers"; None detects it (an ``event`` field in the first record, CSV header
     or Parquet schema means events). Malformed rows are rejected with their line and reason and the rest is
     kept (and written to ``rejects`` as JSON lines, when given); each chunk of ``chunk_rows`` rows commits
-    on its own. ``now_us`` stamps new customers and the
-    ``ingest_batches`` row. Raises ``IngestError`` for a file that cannot be read at all (unknown extension
-    or kind, a required column missing) and lets database errors through (chunks already committed stay).
+    on its own, and ``on_events``, when given, is then handed the chunk's events. ``now_us`` stamps new
+    customers and the ``ingest_batches`` row. Raises ``IngestError`` for a file that cannot be read at all
+    (unknown extension or kind, a required column missing) and lets database errors through (chunks
+    already committed stay).
     """
     started = time.perf_counter()
     path = Path(path)
@@ -130,7 +162,9 @@ def ingest_file(
         raise IngestError(f"unknown kind {kind!r}; expected one of {KINDS}")
     report = IngestReport(source=str(path), kind=kind, sink=rejects)
     if kind == "events":
-        _load_events(store, event_chunks(path, fmt, chunk_rows), report, now_us, max_reject_examples)
+        _load_events(
+            store, event_chunks(path, fmt, chunk_rows), report, now_us, max_reject_examples, on_events
+        )
     else:
         _load_customers(store, customer_chunks(path, fmt, chunk_rows), report, now_us, max_reject_examples)
     report.seconds = time.perf_counter() - started
@@ -146,12 +180,16 @@ def ingest_events_records(
     *,
     max_reject_examples: int = MAX_REJECT_EXAMPLES,
     chunk_rows: int = CHUNK_ROWS,
+    on_events: EventsCallback | None = None,
 ) -> IngestReport:
     """Load in-memory event records (mappings shaped like JSONL lines; ``ts`` may also be an aware
-    ``datetime``) with the same validation as files; a record's "line" is its 1-based position."""
+    ``datetime``) with the same validation as files; a record's "line" is its 1-based position.
+    ``on_events`` is as for ``ingest_file``."""
     started = time.perf_counter()
     report = IngestReport(source=source, kind="events")
-    _load_events(store, record_event_chunks(records, chunk_rows), report, now_us, max_reject_examples)
+    _load_events(
+        store, record_event_chunks(records, chunk_rows), report, now_us, max_reject_examples, on_events
+    )
     report.seconds = time.perf_counter() - started
     _record_batch(store, report, now_us)
     return report

@@ -39,7 +39,8 @@ STANDARD_TEXT = ("email", "phone", "push_token", "timezone")
 CONSENTS = ("consent_email", "consent_sms", "consent_push")
 _CONSENT_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 _NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?")
-_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+# File name extension -> format.
+FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
 
 # ---------------------------------------------------------------------------------------------- chunks
@@ -713,9 +714,9 @@ def parquet_customer_chunks(path: Path, chunk_rows: int = CHUNK_ROWS) -> Iterato
 
 def detect_format(path: Path) -> str:
     """jsonl, csv or parquet, from the file name's extension."""
-    fmt = _FORMATS.get(path.suffix.lower())
+    fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
-        raise IngestError(f"{path}: unknown file type {path.suffix!r}; expected {sorted(_FORMATS)}")
+        raise IngestError(f"{path}: unknown file type {path.suffix!r}; expected {sorted(FORMATS)}")
     return fmt
 
 

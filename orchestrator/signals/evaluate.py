@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from orchestrator.durations import US_PER_SECOND
-from orchestrator.signals import lang
+from orchestrator.signals import builtin_values, lang
 from orchestrator.signals.frame import NULL_CODE, Categorical, CustomerFrame, EventFrame
 from orchestrator.signals.lang import Binary, Call, ExpressionError, Name, Node, Unary
 
@@ -156,6 +156,8 @@ class Evaluator:
                 cached = self._aggregate(call)
                 self.cache.values[key] = cached
             return cached
+        if call.func == "quintile":
+            return self._population(call)
         args = [self._eval(a) for a in call.args]
         if call.func in ("min", "max"):
             fold = np.fmin if call.func == "min" else np.fmax
@@ -173,7 +175,41 @@ class Evaluator:
             return np.abs(_number(args[0]))
         if call.func == "present":
             return ~_broadcast(_is_null(args[0]), self.n)
+        return self._builtin(call, args)
+
+    def _column(self, value: Value) -> np.ndarray:
+        """A value as a float column of length ``n`` (NaN for null)."""
+        return _broadcast(_number(value), self.n).astype(np.float64, copy=False)
+
+    def _builtin(self, call: Call, args: list[Value]) -> Value:
+        """The built-in metrics that work on values (see ``signals.builtins``)."""
+        if call.func == "rfm_segment":
+            return builtin_values.rfm_segment(self._column(args[0]), self._column(args[1]))
+        if call.func == "_days":
+            return builtin_values.days(self._column(args[0]))
+        if call.func == "_nps_group":
+            return builtin_values.nps_group(self._column(args[0]))
+        if call.func == "_tier":
+            limits = [float(a) for a in args[2:]]
+            pairs = list(zip(limits[0::2], limits[1::2], strict=True))
+            return builtin_values.lifecycle_tier(self._column(args[0]), self._column(args[1]), pairs)
+        if call.func == "_change":
+            return builtin_values.change(
+                self._column(args[0]), self._column(args[1]), float(args[2]), float(args[3])
+            )
         raise ExpressionError(f"unknown function {call.func}()", call.pos)
+
+    def _population(self, call: Call) -> np.ndarray:
+        """A function of the whole population (``quintile``): always ranked over every existing customer,
+        whichever customers the caller then reads. Shared through the cache when it reads no metric or
+        attribute (those can differ between journeys)."""
+        key = ("population", call) if not lang.free_names(call) else None
+        cached = self.cache.values.get(key) if key is not None else None
+        if cached is None:
+            cached = builtin_values.quintile(self._column(self._eval(call.args[0])), self.customers.exists)
+            if key is not None:
+                self.cache.values[key] = cached
+        return cached
 
     def _window_mask(self, call: Call) -> np.ndarray:
         within = call.kwarg("within")
@@ -205,10 +241,10 @@ class Evaluator:
         if column is None:
             raw = self.events.prop(prop)
             if isinstance(raw, Categorical):
-                numbers = np.append(_number(raw.values), np.nan)  # code -1 reads the trailing NaN
+                numbers = np.append(event_numbers(raw.values), np.nan)  # code -1 reads the trailing NaN
                 column = numbers[raw.codes]
             else:
-                column = _number(raw)
+                column = event_numbers(raw)
             self.cache.masks[key] = column
         return column
 
@@ -256,11 +292,13 @@ class Evaluator:
         event_name, prop = arg.parts
         mask = window & self._type_mask((event_name,))
         func = call.func
-        if func in ("sum", "mean", "min", "max"):
+        if func in ("sum", "mean", "min", "max", "last"):
             nums = self._numeric(prop)[mask]
             cust = ev.customer[mask]
             present = ~np.isnan(nums)
             nums, cust = nums[present], cust[present]
+            if func == "last":
+                return latest_values(cust, ev.ts[mask][present], nums, n)[1]
             if func == "sum":
                 return np.bincount(cust, weights=to_micros(nums), minlength=n) / MICROS
             if func == "mean":
@@ -356,6 +394,22 @@ def _top(cust: np.ndarray, ranked: np.ndarray, width: int, n: int) -> tuple[np.n
     return top_count, top_rank
 
 
+NEVER = np.iinfo(np.int64).min
+
+
+def latest_values(
+    cust: np.ndarray, ts: np.ndarray, values: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per customer, the latest event time (``NEVER`` if none) and the smallest value among the events at
+    that instant (NaN if none): what ``last()`` reads, whatever order the events come in."""
+    latest = np.full(n, NEVER, dtype=np.int64)
+    np.maximum.at(latest, cust, ts)
+    at_latest = ts == latest[cust]
+    smallest = np.full(n, np.inf)
+    np.minimum.at(smallest, cust[at_latest], values[at_latest])
+    return latest, np.where(latest == NEVER, np.nan, smallest)
+
+
 def value_rank(values: np.ndarray) -> np.ndarray:
     """rank[code] = position of values[code] in sorted order (text and numbers compare as text)."""
     keys = np.array([str(v) for v in values], dtype=str) if values.dtype == object else values
@@ -402,6 +456,17 @@ def _truthy(value: Value) -> Any:
             [bool(v) and not (isinstance(v, float) and v != v) for v in arr.ravel()], dtype=bool
         ).reshape(arr.shape)
     return arr.astype(bool)
+
+
+def event_numbers(values: np.ndarray) -> np.ndarray:
+    """An event property's values as float64 for sums and means: a value that is not a number (text,
+    a boolean) counts as missing, like an absent one, so that one odd event cannot stop a tick."""
+    if values.dtype.kind in "fiu":
+        return values.astype(np.float64, copy=False)
+    return np.array(
+        [v if isinstance(v, int | float) and not isinstance(v, bool) else np.nan for v in values.tolist()],
+        dtype=np.float64,
+    )
 
 
 def _number(value: Value) -> Any:

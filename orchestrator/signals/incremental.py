@@ -7,15 +7,21 @@ ingested ones, and older ones the window's end passed over) and removes those it
 A tick therefore costs what changed, not all history. The results equal a from-scratch evaluation
 exactly (counts are integers, sums are re-based whenever the window is rebuilt); the tests check that.
 
+Every base follows one event type, so it reads that type's run of the log with no mask over other
+events; an aggregate over several types combines the bases of each (``count(a, b)`` adds two counters,
+``since(a, b)`` takes the later of two latest times, ``distinct_events`` counts the nonzero counters),
+and aggregates that share a type and window share its base.
+
 Bases:
 
 - ``Counter``: events per customer (optionally only those with a property present);
 - ``Summer``: sum of a numeric property;
 - ``Latest``: the latest event time (windows only cut it off, so it never needs removal);
-- ``Pairs``: a customer-by-value count matrix (event types, or a text property's codes), from which
-  ``distinct``, ``distinct_events``, ``top_count`` and ``top_value`` read;
-- ``Rebuilt``: anything not maintained incrementally (min/max, very wide value sets), recomputed each
-  tick from the window's events.
+- ``LastValue``: the latest event time with a number property, and that property's value (``last``);
+- ``Pairs``: a customer-by-value count matrix of a text property, from which ``distinct``,
+  ``top_count`` and ``top_value`` read;
+- anything not maintained incrementally (min/max, very wide value sets) is recomputed each tick from
+  the window's events.
 """
 
 from __future__ import annotations
@@ -34,10 +40,9 @@ from orchestrator.signals.evaluate import (
     AggregateCache,
     Evaluator,
     to_micros,
-    type_mask,
     value_rank,
 )
-from orchestrator.signals.frame import CustomerFrame
+from orchestrator.signals.frame import NULL_CODE, CustomerFrame
 from orchestrator.signals.lang import Call, Name
 from orchestrator.signals.log import EventLog, Segment
 
@@ -80,53 +85,48 @@ def _prop(call: Call) -> str | None:
 
 
 class _Tick:
-    """Per-tick memo of window ranges and type masks, shared by every base."""
+    """Per-tick memo of the log's parts for (type, range), shared by every base."""
 
-    def __init__(self, log: EventLog, new: Segment, now_us: int) -> None:
+    def __init__(self, log: EventLog, new: list[Segment], now_us: int) -> None:
         self.log, self.new, self.now_us = log, new, now_us
         self.n = log.n_customers
-        self._ranges: dict[tuple[Any, ...], Segment] = {}
-        self._masks: dict[tuple[Any, ...], np.ndarray] = {}
+        self._parts: dict[tuple[Any, ...], list[Segment]] = {}
 
-    def old(self, start: int | None, end: int | None) -> Segment:
-        """Events that were in the log before this tick, in ``[start, end)``."""
+    def old(self, event: str, start: int | None, end: int | None) -> list[Segment]:
+        """Events of type ``event`` that were in the log before this tick, in ``[start, end)``."""
         if start is not None and end is not None and end <= start:
-            return self.log.range(0, 0)
-        key = ("old", start, end)
-        if key not in self._ranges:
-            self._ranges[key] = self.log.range(start, end, exclude=self.new)
-        return self._ranges[key]
+            return []
+        key = ("old", event, start, end)
+        if key not in self._parts:
+            self._parts[key] = self.log.parts(start, end, self._codes(event), exclude=self.new)
+        return self._parts[key]
 
-    def new_in(self, start: int | None, end: int) -> Segment:
-        key = ("new", start, end)
-        if key not in self._ranges:
-            ts = self.new.ts
-            lo = 0 if start is None else int(np.searchsorted(ts, start, side="left"))
-            hi = int(np.searchsorted(ts, end, side="left"))
-            self._ranges[key] = self.new.take(slice(lo, max(lo, hi)))
-        return self._ranges[key]
+    def new_in(self, event: str, start: int | None, end: int) -> list[Segment]:
+        key = ("new", event, start, end)
+        if key not in self._parts:
+            code = self.log.type_code(event)
+            parts = [] if code == NULL_CODE else [segment.window(code, start, end) for segment in self.new]
+            self._parts[key] = [part for part in parts if len(part)]
+        return self._parts[key]
 
-    def everything(self, start: int | None, end: int) -> Segment:
-        key = ("all", start, end)
-        if key not in self._ranges:
-            self._ranges[key] = self.log.range(start, end)
-        return self._ranges[key]
+    def everything(self, event: str, start: int | None, end: int) -> list[Segment]:
+        key = ("all", event, start, end)
+        if key not in self._parts:
+            self._parts[key] = self.log.parts(start, end, self._codes(event))
+        return self._parts[key]
 
-    def types(self, segment: Segment, names: tuple[str, ...]) -> np.ndarray:
-        key = (id(segment), names)
-        mask = self._masks.get(key)
-        if mask is None:
-            mask = self._masks[key] = type_mask(segment.type, self.log.type_names, names)
-        return mask
+    def _codes(self, event: str) -> list[int]:
+        code = self.log.type_code(event)
+        return [] if code == NULL_CODE else [code]
 
 
 class Base:
-    """Per-customer state over one window; ``delta`` folds a set of events in (sign +1) or out (-1)."""
+    """Per-customer state over one event type and window; ``delta`` folds events in (sign +1) or out."""
 
     additive = True
 
-    def __init__(self, window: Window) -> None:
-        self.window = window
+    def __init__(self, window: Window, event: str) -> None:
+        self.window, self.event = window, event
         self.bounds: tuple[int | None, int] | None = None
 
     def reset(self, n: int) -> None:
@@ -135,7 +135,7 @@ class Base:
     def grow(self, n: int) -> None:
         raise NotImplementedError
 
-    def delta(self, tick: _Tick, events: Segment, sign: int) -> None:
+    def delta(self, events: Segment, sign: int) -> None:
         raise NotImplementedError
 
     def advance(self, tick: _Tick) -> None:
@@ -145,186 +145,200 @@ class Base:
             backwards = end1 < end0 or (start1 is not None and start0 is not None and start1 < start0)
         if self.bounds is None or backwards or not self.additive:
             self.reset(tick.n)
-            self.delta(tick, tick.everything(start1, end1), +1)
+            for part in tick.everything(self.event, start1, end1):
+                self.delta(part, +1)
         else:
             self.grow(tick.n)
             if start1 is not None and start0 is not None and start1 > start0:
-                self.delta(tick, tick.old(start0, min(start1, end0)), -1)
+                for part in tick.old(self.event, start0, min(start1, end0)):
+                    self.delta(part, -1)
             enter_from = end0 if start1 is None else max(end0, start1)
             if end1 > enter_from:
-                self.delta(tick, tick.old(enter_from, end1), +1)
-            self.delta(tick, tick.new_in(start1, end1), +1)
+                for part in tick.old(self.event, enter_from, end1):
+                    self.delta(part, +1)
+            for part in tick.new_in(self.event, start1, end1):
+                self.delta(part, +1)
         self.bounds = (start1, end1)
 
 
+def _grown(values: np.ndarray, n: int, fill: Any) -> np.ndarray:
+    if n <= len(values):
+        return values
+    return np.concatenate([values, np.full(_capacity(n, len(values)) - len(values), fill, values.dtype)])
+
+
 class Counter(Base):
-    def __init__(self, window: Window, events: tuple[str, ...], prop: str | None) -> None:
-        super().__init__(window)
-        self.events, self.prop = events, prop
-        self.counts = np.zeros(0, np.int64)
+    """Events per customer, as float64 (exact for whole numbers) so readers need no conversion."""
+
+    def __init__(self, window: Window, event: str, prop: str | None) -> None:
+        super().__init__(window, event)
+        self.prop = prop
+        self.counts = np.zeros(0)
 
     def reset(self, n: int) -> None:
-        self.counts = np.zeros(n, np.int64)
+        self.counts = np.zeros(n)
 
     def grow(self, n: int) -> None:
-        if n > len(self.counts):
-            self.counts = np.concatenate([self.counts, np.zeros(n - len(self.counts), np.int64)])
+        self.counts = _grown(self.counts, n, 0.0)
 
-    def delta(self, tick: _Tick, events: Segment, sign: int) -> None:
-        mask = tick.types(events, self.events)
+    def delta(self, events: Segment, sign: int) -> None:
+        customers = events.customer
         if self.prop is not None:
-            mask = mask & ~np.isnan(events.numbers[self.prop])
-        customers = events.customer[mask]
-        if len(customers) * 8 < len(self.counts):
-            np.add.at(self.counts, customers, sign)  # few events: touch only their customers
+            customers = customers[~np.isnan(events.numbers[self.prop])]
+        if len(customers) * 2 < len(self.counts):
+            # Few events: touch only their customers. (ufunc.at is fast only with an array of values of
+            # the target's type; a scalar takes a path some thirty times slower.)
+            np.add.at(self.counts, customers, np.full(len(customers), float(sign)))
             return
         counted = np.bincount(customers, minlength=len(self.counts))
-        self.counts += counted if sign > 0 else -counted
+        if sign > 0:
+            self.counts += counted
+        else:
+            self.counts -= counted
 
 
 class Summer(Base):
     """Sums in millionths of a unit, held as exactly representable whole numbers, so adding and removing
     values never drifts and the result equals a from-scratch sum bit for bit."""
 
-    def __init__(self, window: Window, events: tuple[str, ...], prop: str) -> None:
-        super().__init__(window)
-        self.events, self.prop = events, prop
+    def __init__(self, window: Window, event: str, prop: str) -> None:
+        super().__init__(window, event)
+        self.prop = prop
         self.micros = np.zeros(0)
 
     def reset(self, n: int) -> None:
         self.micros = np.zeros(n)
 
     def grow(self, n: int) -> None:
-        if n > len(self.micros):
-            self.micros = np.concatenate([self.micros, np.zeros(n - len(self.micros))])
+        self.micros = _grown(self.micros, n, 0.0)
 
-    def delta(self, tick: _Tick, events: Segment, sign: int) -> None:
+    def delta(self, events: Segment, sign: int) -> None:
         values = events.numbers[self.prop]
-        mask = tick.types(events, self.events) & ~np.isnan(values)
-        micros = to_micros(values[mask])
-        self.micros += sign * np.bincount(events.customer[mask], weights=micros, minlength=len(self.micros))
-
-    @property
-    def sums(self) -> np.ndarray:
-        return self.micros / MICROS
+        present = ~np.isnan(values)
+        micros = to_micros(values[present])
+        customers = events.customer[present]
+        if len(customers) * 2 < len(self.micros):
+            np.add.at(self.micros, customers, sign * micros)
+            return
+        self.micros += sign * np.bincount(customers, weights=micros, minlength=len(self.micros))
 
 
 class Latest(Base):
     """The latest event time before the window's end; the window's start is applied when read."""
 
-    def __init__(self, window: Window, events: tuple[str, ...]) -> None:
-        super().__init__(Window(None, window.before_us))
-        self.events = events
+    def __init__(self, before_us: int, event: str) -> None:
+        super().__init__(Window(None, before_us), event)
         self.last = np.zeros(0, np.int64)
 
     def reset(self, n: int) -> None:
         self.last = np.full(n, NEVER, np.int64)
 
     def grow(self, n: int) -> None:
-        if n > len(self.last):
-            self.last = np.concatenate([self.last, np.full(n - len(self.last), NEVER, np.int64)])
+        self.last = _grown(self.last, n, NEVER)
 
-    def delta(self, tick: _Tick, events: Segment, sign: int) -> None:
+    def delta(self, events: Segment, sign: int) -> None:
         assert sign > 0, "events never leave an unbounded window"
-        mask = tick.types(events, self.events)
-        np.maximum.at(self.last, events.customer[mask], events.ts[mask])
+        np.maximum.at(self.last, events.customer, events.ts)
 
 
 class Pairs(Base):
-    """Counts per (customer, value): value is the event type (``prop`` None) or a text property's value.
+    """Counts per (value, customer) of a text property, from which ``distinct``, ``top_count`` and
+    ``top_value`` read.
 
-    Columns are kept in value order (the rank of each value), so the first maximum of a row is the most
-    frequent value with ties going to the smallest, as ``top_value`` defines it, with no reordering.
+    The matrix is value-major (a row per value, a column per customer), so a batch of events grouped by
+    value is one ``bincount`` per row, each writing a customer-sized row that stays in cache. Rows are
+    kept in value order (the rank of each value), so the first maximum of a column is the most frequent
+    value with ties going to the smallest, as ``top_value`` defines it, with no reordering. What readers
+    want is derived only when asked, and after the first time only for the customers that changed.
     """
 
-    def __init__(
-        self, window: Window, events: tuple[str, ...] | None, prop: str | None, log: EventLog
-    ) -> None:
-        super().__init__(window)
-        self.events, self.prop, self.log = events, prop, log
+    def __init__(self, window: Window, event: str, prop: str, log: EventLog) -> None:
+        super().__init__(window, event)
+        self.prop, self.log = prop, log
         self.matrix = np.zeros((0, 0), np.int32)
-        self.column_of = np.zeros(0, np.int64)  # code -> column (the value's rank)
+        self.row_of = np.zeros(0, np.int64)  # code -> row (the value's rank)
         self.wide = False  # too many cells for a matrix: such aggregates are read from scratch
-        # What readers want from the matrix, kept per customer and refreshed only for touched rows.
-        self.distinct = np.zeros(0, np.int64)
-        self.top_count = np.zeros(0, np.int64)
-        self.top_column = np.zeros(0, np.int64)
+        self._derived: dict[str, np.ndarray] = {}
         self._touched: list[np.ndarray] = []
         self._all_touched = True
-        self._fresh = True
 
     def width_now(self) -> int:
-        return len(self.log.type_names) if self.prop is None else len(self.log.values[self.prop])
-
-    def _ranking(self) -> np.ndarray:
-        if self.prop is None:
-            return np.arange(len(self.log.type_names))  # any fixed order will do for event types
-        return value_rank(self.log.value_array(self.prop))
+        return len(self.log.values[self.prop])
 
     def reset(self, n: int) -> None:
-        self.column_of = self._ranking()
-        self.matrix = np.zeros((n, max(len(self.column_of), 1)), np.int32)
-        self._fresh = True  # all zeros: the first full count can replace it instead of adding to it
+        self.row_of = value_rank(self.log.value_array(self.prop))
+        self.matrix = np.zeros((max(len(self.row_of), 1), n), np.int32)
         self._all_touched = True
 
     def grow(self, n: int) -> None:
-        rows, cols = self.matrix.shape
-        if self.width_now() > len(self.column_of):
-            # New values change the ranking: move every existing column to its new place.
-            ranking = self._ranking()
-            grown = np.zeros((max(n, rows), max(len(ranking), 1)), np.int32)
-            grown[:rows, ranking[: len(self.column_of)]] = self.matrix[:, self.column_of]
-            self.matrix, self.column_of = grown, ranking
-            self._all_touched = True
-        elif n > rows:
-            self.matrix = np.concatenate([self.matrix, np.zeros((n - rows, cols), np.int32)])
-            self._all_touched = True
-
-    def delta(self, tick: _Tick, events: Segment, sign: int) -> None:
-        rows, cols = self.matrix.shape
-        if self.prop is None:
-            # Event types: every event has one, and their columns are their codes.
-            if self.events is None:
-                customers, columns = events.customer, events.type
-            else:
-                mask = tick.types(events, self.events)
-                customers, columns = events.customer[mask], events.type[mask]
-        else:
-            values = events.codes[self.prop]
-            mask = tick.types(events, self.events) & (values >= 0) if self.events else values >= 0
-            customers, columns = events.customer[mask], self.column_of[values[mask]]
-        if len(customers) * 8 < rows * cols:
-            np.add.at(self.matrix, (customers, columns), sign)  # few events: touch only their cells
-            self._touched.append(customers)
-            self._fresh = self._fresh and not len(customers)
+        capacity = self.matrix.shape[1]
+        width = self.width_now()
+        if width <= len(self.row_of) and n <= capacity:
             return
-        counted = np.bincount(customers * cols + columns, minlength=rows * cols).reshape(rows, cols)
-        if sign > 0 and self._fresh:
-            self.matrix = counted.astype(np.int32)
-        else:
-            self.matrix += (sign * counted).astype(np.int32)
-        self._fresh = False
+        ranking = value_rank(self.log.value_array(self.prop)) if width > len(self.row_of) else self.row_of
+        grown = np.zeros((max(len(ranking), 1), _capacity(n, capacity)), np.int32)
+        # New values change the ranking: every existing row moves to its value's new place.
+        grown[ranking[: len(self.row_of)], :capacity] = self.matrix[self.row_of]
+        self.matrix, self.row_of = grown, ranking
         self._all_touched = True
 
-    def derive(self) -> None:
-        """Refresh ``distinct``, ``top_count`` and ``top_column`` for the rows the deltas touched (all rows
-        after a rebuild or a change of columns)."""
-        rows = self.matrix.shape[0]
-        if self._all_touched or len(self.distinct) != rows:
-            self.distinct = (self.matrix > 0).sum(axis=1)
-            self.top_column = self.matrix.argmax(axis=1)  # the first maximum: the smallest value on ties
-            self.top_count = self.matrix[np.arange(rows), self.top_column].astype(np.int64)
+    def delta(self, events: Segment, sign: int) -> None:
+        rows, capacity = self.matrix.shape
+        values = events.codes[self.prop]
+        present = values >= 0
+        customers, row = events.customer[present], self.row_of[values[present]]
+        if len(customers) * 64 < capacity:
+            # Few events (a tick's worth): touch only their cells, through the flat matrix with an array
+            # of values (numpy's fast path; a tuple index or a scalar is many times slower).
+            cells = row * capacity + customers
+            np.add.at(self.matrix.reshape(-1), cells, np.full(len(cells), sign, np.int32))
+            self._touched.append(customers)
+            return
+        order = np.argsort(row.astype(np.int16 if rows < np.iinfo(np.int16).max else np.int64), kind="stable")
+        customers, row = customers[order], row[order]
+        bounds = np.searchsorted(row, np.arange(rows + 1), side="left")
+        for r in range(rows):
+            if bounds[r + 1] > bounds[r]:
+                counted = np.bincount(customers[bounds[r] : bounds[r + 1]], minlength=capacity)
+                if sign > 0:
+                    self.matrix[r] += counted.astype(np.int32)
+                else:
+                    self.matrix[r] -= counted.astype(np.int32)
+        self._all_touched = True
+
+    def derived(self, what: str) -> np.ndarray:
+        """``distinct``, ``top_count`` or ``top_row`` per customer slot, refreshed for the customers the
+        deltas touched since the last call (all of them after a rebuild or a change of shape)."""
+        capacity = self.matrix.shape[1]
+        if self._all_touched or any(len(v) != capacity for v in self._derived.values()):
+            self._derived = {}
+            self._all_touched, self._touched = False, []
         elif self._touched:
-            dirty = np.zeros(rows, bool)  # marking beats sorting the touched customers to dedupe them
+            dirty = np.zeros(capacity, bool)  # marking beats sorting the touched customers to dedupe them
             for customers in self._touched:
                 dirty[customers] = True
             touched = np.flatnonzero(dirty)
-            block = self.matrix[touched]
-            self.distinct[touched] = (block > 0).sum(axis=1)
-            top = block.argmax(axis=1)
-            self.top_column[touched] = top
-            self.top_count[touched] = block[np.arange(len(touched)), top]
-        self._touched, self._all_touched = [], False
+            block = self.matrix[:, touched]
+            for name, values in self._derived.items():
+                values[touched] = _derive(block, name)
+            self._touched = []
+        if what not in self._derived:
+            self._derived[what] = _derive(self.matrix, what)
+        return self._derived[what]
+
+
+def _derive(matrix: np.ndarray, what: str) -> np.ndarray:
+    if what == "distinct":
+        return (matrix > 0).sum(axis=0).astype(np.float64)
+    if what == "top_count":
+        return matrix.max(axis=0, initial=0).astype(np.float64)
+    return matrix.argmax(axis=0)  # top_row: the first maximum, so the smallest value on ties
+
+
+def _capacity(n: int, capacity: int) -> int:
+    """Room for ``n`` customer slots, growing by a quarter at a time so that a trickle of new customers
+    does not copy every array at every tick."""
+    return capacity if n <= capacity else max(n, capacity + capacity // 4)
 
 
 class IncrementalAggregates:
@@ -337,7 +351,13 @@ class IncrementalAggregates:
         self._rebuilt: list[Call] = []
         self.values: dict[Call, np.ndarray] = {}
         for call in self.calls:
-            self._bases_for(call)
+            self._bases_for(call, self._call_events(call))
+
+    def _call_events(self, call: Call) -> tuple[str, ...]:
+        events = _events(call)
+        if call.func == "distinct_events" and not events:
+            return tuple(self.log.type_names)  # every type seen so far; more join as they appear
+        return events
 
     def _base(self, key: tuple[Any, ...], make: Any) -> Base:
         base = self.bases.get(key)
@@ -345,31 +365,36 @@ class IncrementalAggregates:
             base = self.bases[key] = make()
         return base
 
-    def _bases_for(self, call: Call) -> list[Base]:
-        w, events, prop, f = _window(call), _events(call), _prop(call), call.func
-        if f == "count":
-            return [self._base(("count", w, events, None), lambda: Counter(w, events, None))]
-        if f == "since":
-            return [self._base(("latest", w.before_us, events), lambda: Latest(w, events))]
-        if f == "distinct_events":
-            listed = events or None
-            return [self._base(("pairs", w, listed, None), lambda: Pairs(w, listed, None, self.log))]
-        assert prop is not None
-        if f == "sum":
-            return [self._base(("sum", w, events, prop), lambda: Summer(w, events, prop))]
-        if f == "mean":
-            return [
-                self._base(("sum", w, events, prop), lambda: Summer(w, events, prop)),
-                self._base(("count", w, events, prop), lambda: Counter(w, events, prop)),
-            ]
-        if f in ("distinct", "top_count", "top_value"):
-            return [self._base(("pairs", w, events, prop), lambda: Pairs(w, events, prop, self.log))]
-        self._rebuilt.append(call)  # min / max of a property
-        return []
+    def _bases_for(self, call: Call, events: tuple[str, ...]) -> None:
+        w, prop, f = _window(call), _prop(call), call.func
+        if f in ("count", "distinct_events"):
+            for e in events:
+                self._base(("count", w, e, None), lambda e=e: Counter(w, e, None))
+        elif f == "since":
+            for e in events:
+                self._base(("latest", w.before_us, e), lambda e=e: Latest(w.before_us, e))
+        elif prop is None:
+            raise AssertionError(f"{f} reads a property")
+        elif f == "sum":
+            self._base(("sum", w, events[0], prop), lambda: Summer(w, events[0], prop))
+        elif f == "mean":
+            self._base(("sum", w, events[0], prop), lambda: Summer(w, events[0], prop))
+            self._base(("count", w, events[0], prop), lambda: Counter(w, events[0], prop))
+        elif f in ("distinct", "top_count", "top_value"):
+            self._base(("pairs", w, events[0], prop), lambda: Pairs(w, events[0], prop, self.log))
+        elif f == "last":
+            key = ("last", w.before_us, events[0], prop)
+            self._base(key, lambda: LastValue(w.before_us, events[0], prop))
+        else:
+            self._rebuilt.append(call)  # min / max of a property
 
-    def advance(self, new: Segment, now_us: int) -> None:
-        """Bring every aggregate to ``now_us`` after ``new`` (already appended to the log) arrived."""
-        tick = _Tick(self.log, new, now_us)
+    def advance(self, now_us: int) -> None:
+        """Bring every aggregate to ``now_us``, folding in the segments appended to the log since the
+        last advance."""
+        for call in self.calls:
+            if call.func == "distinct_events" and not call.args:
+                self._bases_for(call, self._call_events(call))  # event types that appeared since
+        tick = _Tick(self.log, self.log.settle(), now_us)
         for base in self.bases.values():
             if isinstance(base, Pairs):
                 base.wide = tick.n * max(base.width_now(), 1) > MATRIX_CELLS
@@ -377,7 +402,7 @@ class IncrementalAggregates:
                     base.bounds = None  # rebuild from scratch if it ever becomes narrow enough again
                     continue
             base.advance(tick)
-        self.values = {call: self._read(call, tick) for call in self.calls}
+        self.values = {call: _read_only(self._read(call, tick)) for call in self.calls}
 
     def fill(self, cache: AggregateCache) -> None:
         """Put every aggregate's current value where an ``Evaluator`` looks first."""
@@ -387,63 +412,136 @@ class IncrementalAggregates:
         n = tick.n
         if call in self._rebuilt:
             return self._from_scratch(call, tick)
-        w, events, prop, f = _window(call), _events(call), _prop(call), call.func
+        w, prop, f = _window(call), _prop(call), call.func
+        events = self._call_events(call)
         if f == "count":
-            return self._counter(w, events, None).counts[:n].astype(np.float64)
-        if f == "since":
-            base = self.bases[("latest", w.before_us, events)]
-            assert isinstance(base, Latest)
-            start, _ = w.bounds(tick.now_us)
-            last = base.last[:n]
-            present = last != NEVER if start is None else last >= start
-            return np.where(present, (tick.now_us - last) / US_PER_SECOND, np.inf)
+            return _total([self._counter(w, e, None).counts[:n] for e in events], n)
         if f == "distinct_events":
-            pairs = self._pairs(w, events or None, None)
-            if pairs.wide:
-                return self._from_scratch(call, tick)
-            pairs.derive()
-            return pairs.distinct[:n].astype(np.float64)
+            seen: np.ndarray = np.zeros(n, np.int64)
+            for e in events:
+                seen += self._counter(w, e, None).counts[:n] > 0
+            return seen.astype(np.float64)
+        if f == "since":
+            lasts = [self._latest(w.before_us, e).last[:n] for e in events]
+            last = lasts[0] if len(lasts) == 1 else np.maximum.reduce(lasts)
+            start, _ = w.bounds(tick.now_us)
+            absent = last == NEVER if start is None else last < start
+            out = np.subtract(tick.now_us, last, dtype=np.float64)
+            out /= US_PER_SECOND
+            out[absent] = np.inf
+            return out
         assert prop is not None
+        event = events[0]
         if f == "sum":
-            return self._summer(w, events, prop).sums[:n].copy()
+            return self._summer(w, event, prop).micros[:n] / MICROS
         if f == "mean":
-            total = self._summer(w, events, prop).sums[:n]
-            count = self._counter(w, events, prop).counts[:n]
+            total = self._summer(w, event, prop).micros[:n] / MICROS
+            count = self._counter(w, event, prop).counts[:n]
             with np.errstate(invalid="ignore", divide="ignore"):
                 return np.where(count > 0, total / np.maximum(count, 1), np.nan)
-        pairs = self._pairs(w, events, prop)
+        if f == "last":
+            return self._last_value(w, event, prop, tick)
+        pairs = self._pairs(w, event, prop)
         if pairs.wide:
             return self._from_scratch(call, tick)
-        pairs.derive()
-        if f == "distinct":
-            return pairs.distinct[:n].astype(np.float64)
-        if f == "top_count":
-            return pairs.top_count[:n].astype(np.float64)
+        if f in ("distinct", "top_count"):
+            return pairs.derived(f)[:n]
+        top_count, top_row = pairs.derived("top_count")[:n], pairs.derived("top_row")[:n]
         values = self.log.value_array(prop)
         in_order = np.empty(len(values), dtype=object)
-        in_order[pairs.column_of] = values  # column -> value
+        in_order[pairs.row_of] = values  # row -> value
         out = np.full(n, None, dtype=object)
-        has = pairs.top_count[:n] > 0
-        out[has] = in_order[pairs.top_column[:n][has]]
+        has = top_count > 0
+        out[has] = in_order[top_row[has]]
         return out
 
-    def _counter(self, w: Window, events: tuple[str, ...], prop: str | None) -> Counter:
-        base = self.bases[("count", w, events, prop)]
+    def _counter(self, w: Window, event: str, prop: str | None) -> Counter:
+        base = self.bases[("count", w, event, prop)]
         assert isinstance(base, Counter)
         return base
 
-    def _summer(self, w: Window, events: tuple[str, ...], prop: str) -> Summer:
-        base = self.bases[("sum", w, events, prop)]
+    def _summer(self, w: Window, event: str, prop: str) -> Summer:
+        base = self.bases[("sum", w, event, prop)]
         assert isinstance(base, Summer)
         return base
 
-    def _pairs(self, w: Window, events: tuple[str, ...] | None, prop: str | None) -> Pairs:
-        base = self.bases[("pairs", w, events, prop)]
+    def _latest(self, before_us: int, event: str) -> Latest:
+        base = self.bases[("latest", before_us, event)]
+        assert isinstance(base, Latest)
+        return base
+
+    def _pairs(self, w: Window, event: str, prop: str) -> Pairs:
+        base = self.bases[("pairs", w, event, prop)]
         assert isinstance(base, Pairs)
         return base
 
+    def _last_value(self, w: Window, event: str, prop: str, tick: _Tick) -> np.ndarray:
+        base = self.bases[("last", w.before_us, event, prop)]
+        assert isinstance(base, LastValue)
+        start, _ = w.bounds(tick.now_us)
+        last = base.last[: tick.n]
+        present = last != NEVER if start is None else last >= start
+        return np.where(present, base.value[: tick.n], np.nan)
+
     def _from_scratch(self, call: Call, tick: _Tick) -> np.ndarray:
         start, end = _window(call).bounds(tick.now_us)
-        frame = self.log.frame(tick.everything(start, end), tick.n)
+        codes = [c for c in (self.log.type_code(e) for e in _events(call)) if c != NULL_CODE]
+        types = None if call.func == "distinct_events" and not call.args else codes
+        frame = self.log.frame(self.log.range(start, end, types=types), tick.n)
         empty = CustomerFrame(frame.n_customers, np.ones(frame.n_customers, bool))
         return Evaluator(frame, empty, tick.now_us).values(call)
+
+
+def _total(columns: list[np.ndarray], n: int) -> np.ndarray:
+    """The element-wise sum of per-type columns, as float64."""
+    if not columns:
+        return np.zeros(n)
+    if len(columns) == 1:
+        return columns[0] if columns[0].dtype == np.float64 else columns[0].astype(np.float64)
+    out = columns[0].astype(np.float64)
+    for column in columns[1:]:
+        out += column
+    return out
+
+
+def _read_only(values: np.ndarray) -> np.ndarray:
+    """A view readers cannot write through: aggregate values may be the bases' own arrays."""
+    view = values.view()
+    view.flags.writeable = False
+    return view
+
+
+class LastValue(Base):
+    """For ``last(event.prop)``: per customer, the latest time of an event with the property before the
+    window's end, and the smallest value at that instant (what the from-scratch ``latest_values`` gives,
+    whatever order events arrive in). As for ``Latest``, the window's start is applied when read: if the
+    latest event is before it, so is every other one."""
+
+    def __init__(self, before_us: int, event: str, prop: str) -> None:
+        super().__init__(Window(None, before_us), event)
+        self.prop = prop
+        self.last = np.zeros(0, np.int64)
+        self.value = np.zeros(0)
+
+    def reset(self, n: int) -> None:
+        self.last = np.full(n, NEVER, np.int64)
+        self.value = np.full(n, np.nan)
+
+    def grow(self, n: int) -> None:
+        self.last = _grown(self.last, n, NEVER)
+        self.value = _grown(self.value, n, np.nan)
+
+    def delta(self, events: Segment, sign: int) -> None:
+        assert sign > 0, "events never leave an unbounded window"
+        values = events.numbers[self.prop]
+        present = ~np.isnan(values)
+        customers, ts, values = events.customer[present], events.ts[present], values[present]
+        if not len(customers):
+            return
+        # Only the customers of these events are touched: a tick costs what arrived.
+        before = self.last[customers]
+        np.maximum.at(self.last, customers, ts)
+        after = self.last[customers]
+        self.value[customers[after > before]] = np.inf  # a later instant: the old value no longer counts
+        at_latest = ts == after
+        np.minimum.at(self.value, customers[at_latest], values[at_latest])

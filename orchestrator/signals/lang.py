@@ -11,101 +11,62 @@ The text is tokenised and parsed here into a tree of plain nodes, each rememberi
 so that errors point at a column. Nothing is ever passed to Python's ``eval``: the tree is checked against
 the function table below and interpreted by ``signals.evaluate`` over numpy columns. This module knows
 nothing of numpy or of the store.
+
+Built-in metrics (``recency``, ``quintile``, ``lifecycle_tier``, ...) are listed in the same function
+table; most are shorthands that the parser replaces by their formula in the core language (see
+``signals.builtins``), so the evaluators only ever see core functions.
 """
 
 from __future__ import annotations
 
+import difflib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from orchestrator.durations import UNIT_SECONDS
+from orchestrator.signals import builtins
+from orchestrator.signals.syntax import (
+    Binary,
+    Boolean,
+    Call,
+    Duration,
+    ExpressionError,
+    FunctionSpec,
+    ListLiteral,
+    Name,
+    Node,
+    Null,
+    Number,
+    String,
+    Unary,
+)
 
-
-class ExpressionError(ValueError):
-    """A mistake in an expression, at ``offset`` (0-based) in its text."""
-
-    def __init__(self, message: str, offset: int = 0) -> None:
-        super().__init__(message)
-        self.message = message
-        self.offset = offset
-
-
-# ---------------------------------------------------------------------------------------------- nodes
-
-
-@dataclass(frozen=True)
-class Node:
-    pos: int = field(compare=False)
-
-
-@dataclass(frozen=True)
-class Number(Node):
-    value: float
-
-
-@dataclass(frozen=True)
-class Duration(Node):
-    """A duration literal such as ``30d``; its value is in seconds."""
-
-    seconds: float
-    text: str = field(compare=False)
-
-
-@dataclass(frozen=True)
-class String(Node):
-    value: str
-
-
-@dataclass(frozen=True)
-class Boolean(Node):
-    value: bool
-
-
-@dataclass(frozen=True)
-class Null(Node):
-    pass
-
-
-@dataclass(frozen=True)
-class Name(Node):
-    """A bare or dotted name: a metric or attribute (``tier``), or an event property (``purchase.amount``)."""
-
-    parts: tuple[str, ...]
-
-    @property
-    def dotted(self) -> str:
-        return ".".join(self.parts)
-
-
-@dataclass(frozen=True)
-class ListLiteral(Node):
-    items: tuple[Node, ...]
-
-
-@dataclass(frozen=True)
-class Call(Node):
-    func: str
-    args: tuple[Node, ...]
-    kwargs: tuple[tuple[str, Node], ...]
-
-    def kwarg(self, name: str) -> Node | None:
-        for key, value in self.kwargs:
-            if key == name:
-                return value
-        return None
-
-
-@dataclass(frozen=True)
-class Unary(Node):
-    op: str  # "-" or "not"
-    operand: Node
-
-
-@dataclass(frozen=True)
-class Binary(Node):
-    op: str  # + - * / == != < <= > >= and or in
-    left: Node
-    right: Node
+__all__ = [
+    "FUNCTIONS",
+    "WINDOW_ARGS",
+    "Binary",
+    "Boolean",
+    "Call",
+    "Duration",
+    "ExpressionError",
+    "FunctionSpec",
+    "ListLiteral",
+    "Name",
+    "Node",
+    "Null",
+    "Number",
+    "String",
+    "Unary",
+    "aggregates",
+    "check_call",
+    "event_names",
+    "event_properties",
+    "free_names",
+    "is_property_aggregate",
+    "parse",
+    "tokenize",
+    "walk",
+]
 
 
 # ---------------------------------------------------------------------------------------------- tokens
@@ -293,10 +254,11 @@ class _Parser:
             raise ExpressionError("the expression ends too early", token.pos)
         raise ExpressionError(f"unexpected {token.text!r}", token.pos)
 
-    def parse_call(self, name: Token) -> Call:
+    def parse_call(self, name: Token) -> Node:
         self.expect("(")
         args: list[Node] = []
         kwargs: list[tuple[str, Node]] = []
+        kwarg_pos: list[int] = []
         while not (self.peek().kind == "op" and self.peek().text == ")"):
             token = self.peek()
             follows = self.tokens[self.i + 1]
@@ -306,6 +268,7 @@ class _Parser:
                 if any(key == token.text for key, _ in kwargs):
                     raise ExpressionError(f"{token.text}= is given twice", token.pos)
                 kwargs.append((token.text, self.parse_or()))
+                kwarg_pos.append(token.pos)
             else:
                 if kwargs:
                     raise ExpressionError("positional arguments go before named ones", token.pos)
@@ -315,8 +278,10 @@ class _Parser:
             elif not (self.peek().kind == "op" and self.peek().text == ")"):
                 raise ExpressionError(f"expected ',' or ')' in the call to {name.text}()", self.peek().pos)
         self.take()
-        call = Call(name.pos, name.text, tuple(args), tuple(kwargs))
+        call = Call(name.pos, name.text, tuple(args), tuple(kwargs), tuple(kwarg_pos))
         check_call(call)
+        if FUNCTIONS[call.func].kind == "shorthand":
+            return builtins.expand(call)
         return call
 
 
@@ -334,85 +299,78 @@ def parse(text: str) -> Node:
 
 # ---------------------------------------------------------------------------------------------- functions
 
-WINDOW_ARGS = frozenset({"within", "before"})
+WINDOW_ARGS = builtins.WINDOW
 
 
-@dataclass(frozen=True)
-class FunctionSpec:
-    """What a function accepts. ``events``: positional args are event names; ``prop``: one event.property."""
+_CORE: list[FunctionSpec] = [
+    FunctionSpec(
+        "count", "events", 1, None, WINDOW_ARGS, "number of events of the listed types in the window"
+    ),
+    FunctionSpec(
+        "since",
+        "events",
+        1,
+        None,
+        WINDOW_ARGS,
+        "time since the latest event of the listed types (infinite if none)",
+    ),
+    FunctionSpec(
+        "distinct_events",
+        "events",
+        0,
+        None,
+        WINDOW_ARGS,
+        "how many of the listed event types (all types if none listed) occur in the window",
+    ),
+    FunctionSpec("sum", "prop", 1, 1, WINDOW_ARGS, "sum of a property over the window (0 if none)"),
+    FunctionSpec("mean", "prop", 1, 1, WINDOW_ARGS, "mean of a property over the window (null if none)"),
+    FunctionSpec(
+        "last",
+        "prop",
+        1,
+        1,
+        WINDOW_ARGS,
+        "a number property on the latest event that has it (same instant: the smallest; null if none)",
+    ),
+    FunctionSpec("distinct", "prop", 1, 1, WINDOW_ARGS, "number of distinct values of a property"),
+    FunctionSpec(
+        "top_count",
+        "prop",
+        1,
+        1,
+        WINDOW_ARGS,
+        "how often the most frequent value of a property occurs (0 if none)",
+    ),
+    FunctionSpec(
+        "top_value",
+        "prop",
+        1,
+        1,
+        WINDOW_ARGS,
+        "the most frequent value of a property (ties: the smallest value; null if none)",
+    ),
+    FunctionSpec(
+        "min",
+        "scalar",
+        1,
+        None,
+        WINDOW_ARGS,
+        "smallest of its arguments; or, given one event.property, its minimum over the window",
+    ),
+    FunctionSpec(
+        "max",
+        "scalar",
+        1,
+        None,
+        WINDOW_ARGS,
+        "largest of its arguments; or, given one event.property, its maximum over the window",
+    ),
+    FunctionSpec("coalesce", "scalar", 2, None, {}, "the first argument that is not null"),
+    FunctionSpec("abs", "scalar", 1, 1, {}, "absolute value"),
+    FunctionSpec("present", "scalar", 1, 1, {}, "true where the value is set (not null or empty)"),
+]
 
-    name: str
-    kind: str  # "events" | "prop" | "scalar"
-    min_args: int
-    max_args: int | None
-    kwargs: frozenset[str]
-    doc: str
-
-
-FUNCTIONS: dict[str, FunctionSpec] = {
-    spec.name: spec
-    for spec in [
-        FunctionSpec(
-            "count", "events", 1, None, WINDOW_ARGS, "number of events of the listed types in the window"
-        ),
-        FunctionSpec(
-            "since",
-            "events",
-            1,
-            None,
-            WINDOW_ARGS,
-            "time since the latest event of the listed types (infinite if none)",
-        ),
-        FunctionSpec(
-            "distinct_events",
-            "events",
-            0,
-            None,
-            WINDOW_ARGS,
-            "how many of the listed event types (all types if none listed) occur in the window",
-        ),
-        FunctionSpec("sum", "prop", 1, 1, WINDOW_ARGS, "sum of a property over the window (0 if none)"),
-        FunctionSpec("mean", "prop", 1, 1, WINDOW_ARGS, "mean of a property over the window (null if none)"),
-        FunctionSpec("distinct", "prop", 1, 1, WINDOW_ARGS, "number of distinct values of a property"),
-        FunctionSpec(
-            "top_count",
-            "prop",
-            1,
-            1,
-            WINDOW_ARGS,
-            "how often the most frequent value of a property occurs (0 if none)",
-        ),
-        FunctionSpec(
-            "top_value",
-            "prop",
-            1,
-            1,
-            WINDOW_ARGS,
-            "the most frequent value of a property (ties: the smallest value; null if none)",
-        ),
-        FunctionSpec(
-            "min",
-            "scalar",
-            1,
-            None,
-            WINDOW_ARGS,
-            "smallest of its arguments; or, given one event.property, its minimum over the window",
-        ),
-        FunctionSpec(
-            "max",
-            "scalar",
-            1,
-            None,
-            WINDOW_ARGS,
-            "largest of its arguments; or, given one event.property, its maximum over the window",
-        ),
-        FunctionSpec("coalesce", "scalar", 2, None, frozenset(), "the first argument that is not null"),
-        FunctionSpec("abs", "scalar", 1, 1, frozenset(), "absolute value"),
-        FunctionSpec(
-            "present", "scalar", 1, 1, frozenset(), "true where the value is set (not null or empty)"
-        ),
-    ]
-}
+FUNCTIONS: dict[str, FunctionSpec] = {spec.name: spec for spec in [*_CORE, *builtins.SPECS]}
 
 
 def is_property_aggregate(call: Call) -> bool:
@@ -428,12 +386,22 @@ def is_property_aggregate(call: Call) -> bool:
     )
 
 
+def _is_property(node: Node) -> bool:
+    return isinstance(node, Name) and len(node.parts) == 2
+
+
 def check_call(call: Call) -> None:
+    """Check a call as written against the function table; raise ``ExpressionError`` at the culprit."""
     spec = FUNCTIONS.get(call.func)
-    if spec is None:
-        known = ", ".join(sorted(FUNCTIONS))
-        raise ExpressionError(f"unknown function {call.func}(); known functions: {known}", call.pos)
+    if spec is None or spec.internal:
+        public = sorted(name for name, s in FUNCTIONS.items() if not s.internal)
+        close = difflib.get_close_matches(call.func, public, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}()?" if close else f"known functions: {', '.join(public)}"
+        raise ExpressionError(f"unknown function {call.func}(); {hint}", call.pos)
+    example = f" e.g. {spec.example}" if spec.example else ""
     n = len(call.args)
+    if spec.any_kwargs is not None and n:
+        raise ExpressionError(f"{call.func}() takes only name=value arguments,{example}", call.args[0].pos)
     if n < spec.min_args or (spec.max_args is not None and n > spec.max_args):
         want = (
             f"{spec.min_args}"
@@ -443,21 +411,28 @@ def check_call(call: Call) -> None:
             else f"{spec.min_args} to {spec.max_args}"
         )
         raise ExpressionError(f"{call.func}() takes {want} argument(s), got {n}", call.pos)
-    aggregate = spec.kind in ("events", "prop") or is_property_aggregate(call)
+    # min/max take a window only when they aggregate a property.
+    windowed = spec.kind != "scalar" or is_property_aggregate(call)
+    allowed = dict(spec.kwargs) if windowed else {}
     for key, value in call.kwargs:
-        allowed = spec.kwargs if aggregate else frozenset()
-        if key not in allowed:
+        what = allowed.get(key, spec.any_kwargs)
+        if what is None:
             hint = f"; it accepts {', '.join(sorted(allowed))}" if allowed else ""
             raise ExpressionError(f"{call.func}() has no argument {key}={hint}", value.pos)
-        if not isinstance(value, Duration):
+        if what == "duration" and not isinstance(value, Duration):
             raise ExpressionError(f"{key}= needs a duration such as 14d", value.pos)
-    if spec.kind == "events":
+        if what == "prop" and not _is_property(value):
+            raise ExpressionError(f"{key}= takes one event property, e.g. {key}=refund.amount", value.pos)
+    for key in sorted(spec.required - {key for key, _ in call.kwargs}):
+        raise ExpressionError(f"{call.func}() needs {key}=,{example}", call.pos)
+    kind = spec.arg_kind
+    if kind == "events":
         for arg in call.args:
             if not (isinstance(arg, Name) and len(arg.parts) == 1):
                 raise ExpressionError(f"{call.func}() takes event names, e.g. {call.func}(purchase)", arg.pos)
-    elif aggregate:
+    elif kind == "prop" or (spec.kind == "scalar" and is_property_aggregate(call)):
         arg = call.args[0]
-        if not (isinstance(arg, Name) and len(arg.parts) == 2):
+        if not _is_property(arg):
             raise ExpressionError(
                 f"{call.func}() takes one event property, e.g. {call.func}(purchase.amount)", arg.pos
             )

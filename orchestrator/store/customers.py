@@ -30,7 +30,7 @@ CONSENTS = ("consent_email", "consent_sms", "consent_push")
 STANDARD = STANDARD_TEXT + CONSENTS
 #: Columns ``load_customer_frame`` reads directly rather than from the JSON attributes.
 DIRECT_COLUMNS = ("id", *STANDARD)
-_RESERVED = frozenset({"key", "updated_us"})
+_RESERVED = frozenset({"key", "updated_us", "revision"})
 
 
 def chunked(values: Sequence[Any], size: int = IN_CHUNK) -> Iterator[Sequence[Any]]:
@@ -55,9 +55,22 @@ def insert_ignoring_conflicts(conn: Connection, table: Any, index_elements: list
 _SQLITE_KEYS = "SELECT id, key FROM customers WHERE id IN (SELECT value FROM json_each(?))"
 _SQLITE_CREATE = (
     "INSERT INTO customers (id, email, phone, push_token, timezone, consent_email, consent_sms,"
-    " consent_push, attributes, updated_us) VALUES (?, NULL, NULL, NULL, NULL, 1, 1, 1, '{}', ?)"
+    " consent_push, attributes, updated_us, revision) VALUES (?, NULL, NULL, NULL, NULL, 1, 1, 1, '{}', ?, ?)"
     " ON CONFLICT (id) DO NOTHING"
 )
+
+
+def next_revision(conn: Connection) -> int:
+    """The revision for this transaction's customer writes: one more than the largest committed. On
+    SQLite the writing transaction already holds the database's write lock; elsewhere the table is
+    locked, so that revisions grow in commit order."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("LOCK TABLE customers IN SHARE ROW EXCLUSIVE MODE")
+    return int(conn.execute(select(func.coalesce(func.max(CUSTOMERS.c.revision), 0))).scalar_one()) + 1
+
+
+def max_revision(conn: Connection) -> int:
+    return int(conn.execute(select(func.coalesce(func.max(CUSTOMERS.c.revision), 0))).scalar_one())
 
 
 def raw_cursor(conn: Connection, writing: bool = False) -> Any:
@@ -100,10 +113,11 @@ def ensure_customer_keys(conn: Connection, ids: Sequence[str], now_us: int) -> n
             raise ValueError(f"customer id must be a non-empty string, got {cid!r}")
     known = _keys_for(conn, distinct)
     missing = [cid for cid in distinct if cid not in known]
+    revision = next_revision(conn) if missing else 0
     if missing and conn.dialect.name == "sqlite":
         cursor = raw_cursor(conn, writing=True)
         try:
-            cursor.executemany(_SQLITE_CREATE, [(cid, int(now_us)) for cid in missing])
+            cursor.executemany(_SQLITE_CREATE, [(cid, int(now_us), revision) for cid in missing])
         finally:
             cursor.close()
         known.update(_keys_for(conn, missing))
@@ -122,6 +136,7 @@ def ensure_customer_keys(conn: Connection, ids: Sequence[str], now_us: int) -> n
                     "consent_push": True,
                     "attributes": "{}",
                     "updated_us": int(now_us),
+                    "revision": revision,
                 }
                 for cid in missing
             ],
@@ -145,8 +160,9 @@ def upsert_customers(conn: Connection, rows: list[dict[str, Any]], now_us: int) 
     ``push_token``, ``timezone`` as strings or None, ``consent_email/sms/push`` as booleans); a standard
     column absent from a row is left unchanged. Every other key is an attribute, merged into the stored
     JSON attributes (a None value is stored as JSON null, not removed); a key ``attributes`` holding a
-    mapping is merged the same way. Rows for the same id apply in order. ``key`` and ``updated_us`` are
-    refused. ``updated_us`` becomes ``now_us`` for every customer written.
+    mapping is merged the same way. Rows for the same id apply in order. ``key``, ``updated_us`` and
+    ``revision`` are refused. ``updated_us`` becomes ``now_us`` for every customer written, and
+    ``revision`` the transaction's ``next_revision``.
     """
     merged: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
     for row in rows:
@@ -179,9 +195,10 @@ def upsert_customers(conn: Connection, rows: list[dict[str, Any]], now_us: int) 
         stored.update((int(k), a) for k, a in result)
 
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    revision = next_revision(conn)
     for cid, key in zip(ids, keys, strict=True):
         std, attrs = merged[cid]
-        params: dict[str, Any] = {"p_key": key, "p_updated_us": int(now_us)}
+        params: dict[str, Any] = {"p_key": key, "p_updated_us": int(now_us), "p_revision": revision}
         if attrs:
             current = orjson.loads(stored.get(key) or "{}")
             if not isinstance(current, dict):
@@ -190,12 +207,15 @@ def upsert_customers(conn: Connection, rows: list[dict[str, Any]], now_us: int) 
             params["p_attributes"] = orjson.dumps(current).decode()
         for name, value in std.items():
             params["p_" + name] = value
-        shape = tuple(sorted(name[2:] for name in params if name not in ("p_key", "p_updated_us")))
+        shape = tuple(
+            sorted(name[2:] for name in params if name not in ("p_key", "p_updated_us", "p_revision"))
+        )
         groups.setdefault(shape, []).append(params)
 
     for shape, group in groups.items():
         sets: dict[str, Any] = {name: bindparam("p_" + name) for name in shape}
         sets["updated_us"] = bindparam("p_updated_us")
+        sets["revision"] = bindparam("p_revision")
         stmt = update(CUSTOMERS).where(CUSTOMERS.c.key == bindparam("p_key")).values(sets)
         conn.execute(stmt, group)
     return len(merged)
@@ -214,7 +234,9 @@ def json_path(name: str) -> str:
     return f'$."{name}"'
 
 
-def _sqlite_attribute_values(conn: Connection, names: Sequence[str]) -> tuple[list[int], list[list[Any]]]:
+def _sqlite_attribute_values(
+    conn: Connection, names: Sequence[str], after_revision: int | None = None
+) -> tuple[list[int], list[list[Any]]]:
     """Keys and, per name, the JSON attribute values with their JSON types (booleans stay booleans)."""
     exprs: list[str] = []
     params: list[str] = []
@@ -224,7 +246,10 @@ def _sqlite_attribute_values(conn: Connection, names: Sequence[str]) -> tuple[li
         exprs.append("json_type(attributes, ?)")
         params += [path, path]
     sql = f"SELECT key, {', '.join(exprs)} FROM customers"
-    rows = conn.exec_driver_sql(sql, tuple(params)).all()
+    if after_revision is not None:
+        sql += " WHERE revision > ?"
+        params.append(after_revision)  # type: ignore[arg-type]
+    rows = conn.exec_driver_sql(sql + " ORDER BY key", tuple(params)).all()
     keys = [r[0] for r in rows]
     out: list[list[Any]] = []
     for i in range(len(names)):
@@ -243,8 +268,13 @@ def _sqlite_attribute_values(conn: Connection, names: Sequence[str]) -> tuple[li
     return keys, out
 
 
-def _generic_attribute_values(conn: Connection, names: Sequence[str]) -> tuple[list[int], list[list[Any]]]:
-    rows = conn.execute(select(CUSTOMERS.c.key, CUSTOMERS.c.attributes)).all()
+def _generic_attribute_values(
+    conn: Connection, names: Sequence[str], after_revision: int | None = None
+) -> tuple[list[int], list[list[Any]]]:
+    stmt = select(CUSTOMERS.c.key, CUSTOMERS.c.attributes).order_by(CUSTOMERS.c.key)
+    if after_revision is not None:
+        stmt = stmt.where(CUSTOMERS.c.revision > after_revision)
+    rows = conn.execute(stmt).all()
     keys = [int(r[0]) for r in rows]
     docs = [orjson.loads(r[1] or "{}") for r in rows]
     return keys, [[d.get(name) if isinstance(d, dict) else None for d in docs] for name in names]
@@ -283,29 +313,38 @@ def load_customer_frame(conn: Connection, attributes: Iterable[str]) -> Customer
     """
     names = list(dict.fromkeys(attributes))
     n = max_key(conn) + 1
-    direct = [name for name in names if name in DIRECT_COLUMNS]
-    extra = [name for name in names if name not in DIRECT_COLUMNS]
-
-    rows = conn.execute(select(CUSTOMERS.c.key, *[CUSTOMERS.c[name] for name in direct])).all()
-    keys = np.fromiter((r[0] for r in rows), np.int64, len(rows))
+    keys, values = read_customer_values(conn, names)
     exists = np.zeros(n, bool)
     exists[keys] = True
-    columns: dict[str, np.ndarray] = {}
-    for i, name in enumerate(direct, start=1):
-        values: list[Any] = [r[i] for r in rows]
-        if name in CONSENTS:
-            values = [bool(v) for v in values]
-        columns[name] = _place(values, keys, n)
+    columns = {name: _place(values[name], keys, n) for name in names}
+    return CustomerFrame(n=n, exists=exists, columns=columns)
 
+
+def read_customer_values(
+    conn: Connection, names: Sequence[str], after_revision: int | None = None
+) -> tuple[np.ndarray, dict[str, list[Any]]]:
+    """Keys and, per name, the raw values (as ``load_customer_frame`` types them) of every customer, or
+    only of those written after ``after_revision``."""
+    direct = [name for name in names if name in DIRECT_COLUMNS]
+    extra = [name for name in names if name not in DIRECT_COLUMNS]
+    stmt = select(CUSTOMERS.c.key, *[CUSTOMERS.c[name] for name in direct]).order_by(CUSTOMERS.c.key)
+    if after_revision is not None:
+        stmt = stmt.where(CUSTOMERS.c.revision > after_revision)
+    rows = conn.execute(stmt).all()
+    keys = np.fromiter((r[0] for r in rows), np.int64, len(rows))
+    out: dict[str, list[Any]] = {}
+    for i, name in enumerate(direct, start=1):
+        column: list[Any] = [r[i] for r in rows]
+        out[name] = [bool(v) for v in column] if name in CONSENTS else column
     if extra:
         if conn.dialect.name == "sqlite":
-            akeys, per_name = _sqlite_attribute_values(conn, extra)
+            akeys, per_name = _sqlite_attribute_values(conn, extra, after_revision)
         else:
-            akeys, per_name = _generic_attribute_values(conn, extra)
-        akeys_arr = np.asarray(akeys, dtype=np.int64)
-        for name, values in zip(extra, per_name, strict=True):
-            columns[name] = _place(values, akeys_arr, n)
-    return CustomerFrame(n=n, exists=exists, columns={name: columns[name] for name in names})
+            akeys, per_name = _generic_attribute_values(conn, extra, after_revision)
+        if not np.array_equal(np.asarray(akeys, dtype=np.int64), keys):
+            raise RuntimeError("customer reads disagree: read both inside one snapshot")
+        out.update(zip(extra, per_name, strict=True))
+    return keys, out
 
 
 def customer_ids(conn: Connection, keys: Sequence[int]) -> np.ndarray:

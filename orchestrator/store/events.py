@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import orjson
-from sqlalchemy import Connection, func, insert, select
+from sqlalchemy import Connection, func, insert, select, text
 
 from orchestrator.signals.frame import Categorical, EventFrame, Property
 from orchestrator.store.customers import (
@@ -28,7 +28,7 @@ from orchestrator.store.tables import Event, EventType
 EVENTS = Event.__table__  # type: ignore[attr-defined]
 EVENT_TYPES = EventType.__table__  # type: ignore[attr-defined]
 
-_SQLITE_INSERT = "INSERT INTO events (customer_key, type_id, ts_us, properties) VALUES (?, ?, ?, ?)"
+_SQLITE_INSERT = "INSERT INTO events (id, customer_key, type_id, ts_us, properties) VALUES (?, ?, ?, ?, ?)"
 _FETCH_ROWS = 200_000
 
 
@@ -62,35 +62,43 @@ def insert_events(
     type_ids: np.ndarray,
     ts_us: np.ndarray,
     properties_json: Sequence[str],
-) -> int:
-    """Insert one event per position of the four aligned sequences; returns the number inserted.
+) -> tuple[int, int]:
+    """Insert one event per position of the four aligned sequences, with ids ``first..last`` in order;
+    returns ``(first, last)`` (``(0, -1)`` for none).
 
     ``properties_json`` holds each event's properties as JSON object text (``"{}"`` for none); it is stored
-    as given. On SQLite the rows go through the DBAPI's executemany directly, elsewhere through Core.
+    as given. Ids are given explicitly, one more than the largest so far, while the writer holds the
+    table: so ids grow in commit order, which is what lets a reader keep a copy current by reading the ids
+    above the last it saw (and lets the writer hand the same events to an in-memory copy itself). On
+    SQLite the transaction already holds the database's write lock; elsewhere the table is locked.
     """
     n = len(ts_us)
     if not (len(customer_keys) == len(type_ids) == len(properties_json) == n):
         raise ValueError("insert_events needs sequences of equal length")
     if n == 0:
-        return 0
+        return 0, -1
     keys = np.asarray(customer_keys, dtype=np.int64).tolist()
     types = np.asarray(type_ids, dtype=np.int64).tolist()
     times = np.asarray(ts_us, dtype=np.int64).tolist()
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("LOCK TABLE events IN SHARE ROW EXCLUSIVE MODE"))
+    first = int(conn.execute(select(func.coalesce(func.max(EVENTS.c.id), 0))).scalar_one()) + 1
+    ids = range(first, first + n)
     if conn.dialect.name == "sqlite":
         cursor = raw_cursor(conn, writing=True)
         try:
-            cursor.executemany(_SQLITE_INSERT, zip(keys, types, times, properties_json, strict=True))
+            cursor.executemany(_SQLITE_INSERT, zip(ids, keys, types, times, properties_json, strict=True))
         finally:
             cursor.close()
     else:
         conn.execute(
             insert(EVENTS),
             [
-                {"customer_key": k, "type_id": t, "ts_us": s, "properties": p}
-                for k, t, s, p in zip(keys, types, times, properties_json, strict=True)
+                {"id": i, "customer_key": k, "type_id": t, "ts_us": s, "properties": p}
+                for i, k, t, s, p in zip(ids, keys, types, times, properties_json, strict=True)
             ],
         )
-    return n
+    return first, first + n - 1
 
 
 class _PropertyColumn:
