@@ -99,19 +99,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("daemon", help="run ticks on a schedule until SIGTERM")
     p.add_argument("--interval", type=float, default=60.0, metavar="SECONDS", help="seconds between ticks")
     p.add_argument("--max-ticks", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument(
+        "--inbox",
+        metavar="DIR",
+        type=Path,
+        default=None,
+        help="ingest the event and customer files dropped here before each tick (moved to DIR/done)",
+    )
     _add_workspace(p)
     _add_db(p)
 
-    p = sub.add_parser("report", help="the lift report of a journey")
-    p.add_argument("journey", help="journey id")
-    p.add_argument("--format", choices=["table", "json"], default="table")
-    p.add_argument(
-        "--now",
-        metavar="ISO-8601",
-        default=None,
-        help="report as of this instant (default: the last tick's instant)",
-    )
-    _add_db(p)
+    from orchestrator.cli.lift import add_lift_parser, add_report_parser
+
+    add_report_parser(sub)
+    add_lift_parser(sub)
+
+    from orchestrator.cli.runtime import add_plan_parser, add_status_parser
+
+    add_plan_parser(sub)
+    add_status_parser(sub)
 
     p = sub.add_parser("evaluate", help="count the customers each journey's signal matches at an instant")
     p.add_argument("--journeys", nargs="+", default=[DEFAULT_JOURNEYS], metavar="PATH")

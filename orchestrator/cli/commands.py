@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
@@ -137,31 +138,49 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         "stop with SIGTERM or Ctrl-C",
         flush=True,
     )
-    ticks = run_daemon(engine.tick, args.interval, max_ticks=args.max_ticks)
+    tick: Callable[[], object] = engine.tick
+    if args.inbox is not None:
+        from orchestrator.engine.inbox import drain_inbox
+
+        args.inbox.mkdir(parents=True, exist_ok=True)
+
+        def tick_after_inbox() -> object:
+            # Events ingested here go straight into the signal state as they commit.
+            drain_inbox(
+                engine.store, args.inbox, now_us=to_us(engine.clock.now()), on_events=engine.signals.accept
+            )
+            return engine.tick()
+
+        tick = tick_after_inbox
+
+    ticks = run_daemon(tick, args.interval, max_ticks=args.max_ticks)
     engine.store.dispose()
     print(f"daemon: stopped cleanly after {ticks} tick(s)", flush=True)
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from orchestrator.measure.report import format_table, journey_report
+    from orchestrator.cli.lift import run_report
 
-    try:
-        store = open_store(args.db, create=False)
-    except FileNotFoundError as exc:
-        raise Failure(f"{exc}; ingest data and run the engine first") from None
-    if not store.is_initialised():
-        raise Failure("the store is empty; ingest data and run the engine first")
-    as_of = to_us(parse_instant(args.now)) if args.now else None
-    try:
-        report = journey_report(store, args.journey, as_of_us=as_of)
-    except KeyError as exc:
-        raise Failure(str(exc.args[0])) from None
-    if args.format == "json":
-        print(json.dumps(report.to_dict(), indent=2))
-    else:
-        print(format_table(report))
-    return 0
+    return run_report(args)
+
+
+def cmd_lift(args: argparse.Namespace) -> int:
+    from orchestrator.cli.lift import run_lift
+
+    return run_lift(args)
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from orchestrator.cli.runtime import run_plan
+
+    return run_plan(args)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from orchestrator.cli.runtime import run_status
+
+    return run_status(args)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -22,10 +22,18 @@ def needed_columns(plans: Iterable[JourneyPlan]) -> tuple[set[str], set[str]]:
     for plan in plans:
         for node in plan.expressions():
             properties |= lang.event_properties(node)
-            attributes |= {n.parts[0] for n in lang.free_names(node) if n.parts[0] not in plan.metrics}
+            attributes |= {
+                n.parts[0]
+                for n in lang.free_names(node)
+                if len(n.parts) == 1 and n.parts[0] not in plan.metrics and "." not in n.parts[0]
+            }
         goal = plan.journey.goal
         if goal is not None and goal.revenue:
             properties.add(goal.revenue)
+        properties |= plan.event_properties()
+        for step in plan.steps:
+            if step.kind == "wait_until":
+                attributes.add("timezone" if step.attribute is None else step.attribute)
     return properties, attributes
 
 
@@ -56,8 +64,12 @@ def signal_matches(
 
 
 def entry_condition(evaluator: Evaluator, plan: JourneyPlan) -> np.ndarray:
-    """Where the journey's signal and segment both hold, by customer key."""
-    condition = evaluator.condition(plan.signal)
+    """Where the journey's signal and segment both hold, by customer key (a journey entered by an event
+    or a segment alone has no signal: there, the segment, or every customer)."""
+    if plan.signal is not None:
+        condition = evaluator.condition(plan.signal)
+    else:
+        condition = evaluator.customers.exists.copy()
     if plan.segment is not None:
         condition &= evaluator.condition(plan.segment)
     return condition

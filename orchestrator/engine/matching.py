@@ -1,4 +1,5 @@
-"""Matching instances to later events, for all instances at once.
+"""Matching instances to later events (optionally to events with the same correlation value), for all
+instances at once.
 
 ``first_at_or_after`` answers "for each (customer, instant) query, which is the first event of that
 customer at or after the instant?" with one sort instead of a loop: queries and events are sorted
@@ -8,6 +9,8 @@ together by (customer, time, queries first), and each query looks forward to the
 from __future__ import annotations
 
 import numpy as np
+
+from orchestrator.signals.frame import Categorical, EventFrame
 
 
 def first_at_or_after(
@@ -40,3 +43,75 @@ def first_at_or_after(
     query_index = order[query_positions] - n_events
     result[query_index[same_customer]] = candidate[same_customer]
     return result
+
+
+def normalise(value: object) -> str | None:
+    """The text a property value is compared as: ``12``, ``12.0`` and ``"12"`` are equal; None stays None."""
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, str):
+        return value if value else None
+    return str(value)
+
+
+def first_matching_after(
+    event_customer: np.ndarray,
+    event_ts: np.ndarray,
+    event_values: np.ndarray | None,
+    query_customer: np.ndarray,
+    query_after_us: np.ndarray,
+    query_values: np.ndarray | None,
+) -> np.ndarray:
+    """Index of each query's first event of the same customer with ``ts > query_after_us`` and, when values
+    are given, the same value (object arrays of text; None never matches), or -1.
+
+    Customers and values are folded into one integer key, so the search is one ``first_at_or_after``.
+    """
+    if event_values is None or query_values is None:
+        return first_at_or_after(event_customer, event_ts, query_customer, query_after_us + 1)
+    ev_ok = np.array([v is not None for v in event_values], dtype=bool)
+    q_ok = np.array([v is not None for v in query_values], dtype=bool)
+    pool = np.concatenate([event_values[ev_ok], query_values[q_ok]]).astype(str)
+    if not len(pool):
+        return np.full(len(query_customer), -1, np.int64)
+    _, codes = np.unique(pool, return_inverse=True)
+    width = int(codes.max()) + 1
+    ev_codes, q_codes = codes[: int(ev_ok.sum())], codes[int(ev_ok.sum()) :]
+    ev_index = np.flatnonzero(ev_ok)
+    ev_key = event_customer[ev_ok].astype(np.int64) * width + ev_codes
+    q_key = query_customer[q_ok].astype(np.int64) * width + q_codes
+    found = first_at_or_after(ev_key, event_ts[ev_ok], q_key, query_after_us[q_ok] + 1)
+    out = np.full(len(query_customer), -1, np.int64)
+    if len(ev_index):
+        out[q_ok] = np.where(found >= 0, ev_index[np.maximum(found, 0)], -1)
+    return out
+
+
+def joined(columns: list[list[str | None]], n: int) -> np.ndarray:
+    """Per row, several matched values joined into one text (None when any of them is missing)."""
+    out = np.empty(n, dtype=object)
+    if len(columns) == 1:
+        out[:] = columns[0]
+        return out
+    out[:] = [
+        None if None in row else "\x1f".join(v or "" for v in row) for row in zip(*columns, strict=True)
+    ]
+    return out
+
+
+def values_at(events: EventFrame, prop: str, rows: np.ndarray) -> np.ndarray:
+    """A property's values at some rows of a frame, decoding only those rows (None where missing)."""
+    column = events.properties.get(prop)
+    if column is None:
+        return np.full(len(rows), None, dtype=object)
+    if isinstance(column, Categorical):
+        codes = column.codes[rows]
+        out = np.full(len(rows), None, dtype=object)
+        present = codes >= 0
+        out[present] = column.values[codes[present]]
+        return out
+    return np.asarray(column)[rows]

@@ -1,8 +1,13 @@
 """Rendering one send step for a set of customers into ledger rows.
 
 Templates see plain data only: ``customer`` (attributes), ``metrics`` (the journey's metrics for this
-customer), ``journey`` (id, version, step). Rendering, address and consent problems do not stop the
-journey: the message is recorded with status ``failed`` or ``suppressed`` and the reason.
+customer), ``journey`` (id, version, step), and for instances that carry them ``entry`` (the entry event's
+properties) and the events that ended ``wait_for`` steps, under the steps' ids. Rendering, address and
+consent problems do not stop the journey: the message is recorded with status ``failed`` or
+``suppressed`` and the reason.
+
+A webhook goes to a named endpoint of the business (its URL is configured with the adapter), not to an
+address of the customer, so it needs no address or consent on file.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ def message_row(
     metrics: Mapping[str, Any],
     journey: Mapping[str, Any],
     base: dict[str, Any],
+    extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One ledger row for one customer: queued with its rendered content, or suppressed/failed with why."""
     row = {
@@ -58,17 +64,25 @@ def message_row(
         "link": None,
         "reason": None,
     }
-    address = customer.get(ADDRESS_FIELD[send.channel])
-    if not address:
-        return {**row, "status": "suppressed", "reason": f"no {ADDRESS_FIELD[send.channel]} on file"}
-    if customer.get(f"consent_{send.channel}") is False:
-        return {
-            **row,
-            "recipient": address,
-            "status": "suppressed",
-            "reason": f"no consent for {send.channel}",
-        }
-    context = {"customer": dict(customer), "metrics": dict(metrics), "journey": dict(journey)}
+    if send.channel == "webhook":
+        address = send.endpoint
+    else:
+        address = customer.get(ADDRESS_FIELD[send.channel])
+        if not address:
+            return {**row, "status": "suppressed", "reason": f"no {ADDRESS_FIELD[send.channel]} on file"}
+        if customer.get(f"consent_{send.channel}") is False:
+            return {
+                **row,
+                "recipient": address,
+                "status": "suppressed",
+                "reason": f"no consent for {send.channel}",
+            }
+    context = {
+        **(extra or {}),
+        "customer": dict(customer),
+        "metrics": dict(metrics),
+        "journey": dict(journey),
+    }
     try:
         rendered = render_send(renderer, send, context)
     except TemplateError as exc:

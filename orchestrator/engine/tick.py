@@ -1,10 +1,12 @@
-"""One tick of the engine: evaluate, enter, convert, advance; then dispatch.
+"""One tick of the engine: evaluate, migrate, enter, convert, exit, advance; then dispatch.
 
-For each journey, in one transaction: customers whose entry condition became true enter (re-entry
-policy honoured, holdout arm decided once and stored); instances whose goal event arrived are converted;
-due instances step through the journey's machine, writing ledger rows for their sends. Only after that
-transaction commits are messages handed to the channel adapters, with the ledger key as idempotency key,
-so a crash can repeat a delivery attempt (which the key makes harmless) but never loses or doubles a step.
+For each journey, in one transaction: in-flight instances of older versions named by the journey's
+``migrate:`` move onto the current version; customers (or events) the entry admits enter (re-entry policy
+honoured, holdout arm decided once and stored); instances whose goal event arrived are converted;
+instances whose ``exit_when`` became true leave; due instances step through their version's machine,
+writing ledger rows for their sends (``engine.stepping``). Only after that transaction commits are
+messages handed to the channel adapters, with the ledger key as idempotency key, so a crash can repeat a
+delivery attempt (which the key makes harmless) but never loses or doubles a step.
 """
 
 from __future__ import annotations
@@ -15,30 +17,26 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 from sqlalchemy import Connection, text
 
 from orchestrator.channels.base import ChannelRouter
 from orchestrator.clock import Clock, to_us
 from orchestrator.durations import US_PER_SECOND
 from orchestrator.engine.dispatch import DispatchReport, dispatch_queued
-from orchestrator.engine.frames import entry_condition, needed_columns
-from orchestrator.engine.matching import first_at_or_after
-from orchestrator.engine.render import message_row
+from orchestrator.engine.entry import enter
+from orchestrator.engine.frames import needed_columns
+from orchestrator.engine.matching import first_matching_after, joined, normalise, values_at
 from orchestrator.engine.signal_state import SignalState
+from orchestrator.engine.stepping import Stepped, Stepper
+from orchestrator.engine.stepping import ledger_key as ledger_key
 from orchestrator.engine.workspace import Workspace, plan_from_source
-from orchestrator.measure.holdout import buckets, journey_seed
 from orchestrator.signals.evaluate import AggregateCache, Evaluator, to_python
 from orchestrator.signals.frame import CustomerFrame, EventFrame
-from orchestrator.spec.models import Cooldown
-from orchestrator.spec.plan import NO_STATE, JourneyPlan, trigger_code
+from orchestrator.spec.plan import JourneyPlan
 from orchestrator.store import Store
 from orchestrator.store import journeys as sj
-from orchestrator.store.customers import (
-    bare_customer_frame,
-    customer_ids,
-    customer_records,
-    load_customer_frame,
-)
+from orchestrator.store.customers import bare_customer_frame, load_customer_frame
 
 # Conversions are looked for until this long after a goal window closes, so events that arrive late
 # (ingested after the window, stamped inside it) still count.
@@ -46,7 +44,8 @@ LATE_EVENT_GRACE_US = 7 * 86400 * US_PER_SECOND
 
 
 class VersionConflict(RuntimeError):
-    """A journey file changed meaning without a new version number."""
+    """A journey file changed meaning without a new version number, or migrates from steps that the
+    older version does not have."""
 
 
 @dataclass
@@ -54,12 +53,17 @@ class JourneyTick:
     journey_id: str
     entered: int = 0
     entered_holdout: int = 0
+    migrated: int = 0
     converted: int = 0
     stepped: int = 0
     queued: int = 0
     suppressed: int = 0
     failed: int = 0
     finished: dict[str, int] = field(default_factory=dict)
+
+    def count_finished(self, status: str, n: int) -> None:
+        if n:
+            self.finished[status] = self.finished.get(status, 0) + n
 
 
 @dataclass
@@ -94,45 +98,58 @@ class Engine:
     # ------------------------------------------------------------------------------------------ tick
 
     def tick(self) -> TickReport:
+        """One tick at the clock's instant; its report (and timings) are also stored in ``ticks``."""
         started = time.perf_counter()
         now_us = to_us(self.clock.now())
         report = TickReport(now_us)
         with self.store.begin() as conn:
             self._register_versions(conn, now_us)
+            for plan in self.workspace.plans:
+                self._check_migrations(conn, plan)
+        with self.store.connect() as conn:
             versions = {
                 plan.id: self._plans_with_active_instances(conn, plan) for plan in self.workspace.plans
             }
-        self.signals.ensure(p for plans in versions.values() for p in plans)
+        every_plan = [p for plans in versions.values() for p in plans]
+        self.signals.ensure(every_plan)
         with self.store.connect() as conn:
             refresh = self.signals.refresh(conn, now_us)
-            customers = self._customers(conn, [p for plans in versions.values() for p in plans])
+            customers = self._customers(conn, every_plan)
         report.new_events = refresh.new_events
         report.timings["load_events"] = refresh.load_seconds
         report.timings["signals"] = refresh.advance_seconds
         cache = AggregateCache()
         self.signals.fill(cache)
         no_events = EventFrame.empty(customers.n)  # every aggregate is already in the cache
-        t_eval = t_step = 0.0
+        t_enter = t_step = 0.0
+        phases: dict[str, float] = {}
         for plan in self.workspace.plans:
             result = JourneyTick(plan.id)
             report.journeys[plan.id] = result
             with self.store.begin() as conn:
                 t1 = time.perf_counter()
-                evaluator = Evaluator(no_events, customers, now_us, plan.metrics, cache)
-                self._enter(conn, plan, evaluator, now_us, result)
+                result.migrated += self._migrate(conn, plan, now_us)
+                plans = versions[plan.id]  # migration only moves instances onto the current version
+                evaluators = {
+                    p.version: Evaluator(no_events, customers, now_us, p.metrics, cache) for p in plans
+                }
+                entered = enter(conn, plan, evaluators[plan.version], now_us)
+                result.entered += entered.instances
+                result.entered_holdout += entered.holdout
                 t2 = time.perf_counter()
-                self._convert(conn, plan, now_us, result)
-                for version_plan in versions[plan.id]:
-                    version_eval = (
-                        evaluator
-                        if version_plan is plan
-                        else Evaluator(no_events, customers, now_us, version_plan.metrics, cache)
-                    )
-                    self._advance(conn, version_plan, version_eval, now_us, result)
-                t_eval += t2 - t1
+                self._convert(conn, plan, evaluators[plan.version], now_us, result)
+                for version_plan in plans:
+                    evaluator = evaluators[version_plan.version]
+                    self._exit_when(conn, version_plan, evaluator, now_us, result)
+                    stepped = self._advance(conn, version_plan, evaluator, customers, now_us, result)
+                    for phase, seconds in stepped.seconds.items():
+                        phases[phase] = phases.get(phase, 0.0) + seconds
+                t_enter += t2 - t1
                 t_step += time.perf_counter() - t2
-        report.timings["evaluate_and_enter"] = t_eval
+        report.timings["evaluate_and_enter"] = t_enter
         report.timings["convert_and_step"] = t_step
+        for phase, seconds in phases.items():  # the stepping part of convert_and_step, by phase
+            report.timings[f"step_{phase}"] = seconds
         t3 = time.perf_counter()
         report.delivery = self.dispatch()
         report.timings["dispatch"] = time.perf_counter() - t3
@@ -153,7 +170,7 @@ class Engine:
             raise RuntimeError("customer and event state disagree on the number of customers")
         return frame
 
-    # ------------------------------------------------------------------------------------------ setup
+    # ------------------------------------------------------------------------------------------ versions
 
     def _register_versions(self, conn: Connection, now_us: int) -> None:
         for plan in self.workspace.plans:
@@ -169,118 +186,92 @@ class Engine:
                     f"finish on version {plan.version})"
                 )
 
+    def old_plan(self, conn: Connection, plan: JourneyPlan, version: int) -> JourneyPlan | None:
+        """The plan of a stored older version of ``plan``'s journey (None if it never ran here)."""
+        if version == plan.version:
+            return plan
+        key = (plan.id, version)
+        if key not in self._old_plans:
+            stored = sj.stored_version(conn, plan.id, version)
+            if stored is None:
+                return None
+            self._old_plans[key] = plan_from_source(
+                stored.source, f"{plan.file} (version {version})", self.workspace.renderers.get(plan.id)
+            )
+        return self._old_plans[key]
+
     def _plans_with_active_instances(self, conn: Connection, plan: JourneyPlan) -> list[JourneyPlan]:
         plans = [plan]
         for version in sj.active_versions(conn, plan.id):
-            if version == plan.version:
-                continue
-            key = (plan.id, version)
-            if key not in self._old_plans:
-                stored = sj.stored_version(conn, plan.id, version)
-                if stored is None:
-                    continue
-                self._old_plans[key] = plan_from_source(stored.source, f"{plan.file} (version {version})")
-            plans.append(self._old_plans[key])
+            old = self.old_plan(conn, plan, version) if version != plan.version else None
+            if old is not None:
+                plans.append(old)
         return plans
 
-    # ------------------------------------------------------------------------------------------ entry
+    def _migrate(self, conn: Connection, plan: JourneyPlan, now_us: int) -> int:
+        """Apply the version's ``migrate:`` entries once (at its first tick); how many instances moved."""
+        moved = 0
+        for migration in plan.migrations:
+            if sj.migration_applied(conn, plan.id, plan.version, migration.from_version):
+                continue
+            count = 0
+            for old, new in migration.states.items():
+                dest = "exited" if new == "exit" else new
+                count += sj.migrate_instances(
+                    conn, plan.id, migration.from_version, plan.version, old, dest, now_us
+                )
+            sj.record_migration(conn, plan.id, plan.version, migration.from_version, now_us, count)
+            moved += count
+        return moved
 
-    def _enter(
-        self,
-        conn: Connection,
-        plan: JourneyPlan,
-        evaluator: Evaluator,
-        now_us: int,
-        result: JourneyTick,
-    ) -> None:
-        condition = entry_condition(evaluator, plan)
-        previous = np.zeros(len(condition), bool)
-        prev_keys = sj.signal_members(conn, plan.id)
-        previous[prev_keys[prev_keys < len(previous)]] = True
-        became = condition & ~previous
-        sj.update_signal_members(
-            conn, plan.id, np.flatnonzero(became), np.flatnonzero(previous & ~condition), now_us
-        )
-        candidates = np.flatnonzero(became)
-        if not len(candidates):
-            return
-        candidates = candidates[self._reentry_allowed(conn, plan, candidates, now_us)]
-        if not len(candidates):
-            return
-        held = self._assign(conn, plan, candidates, now_us)
-        sj.insert_instances(conn, plan.id, plan.version, candidates, held, plan.steps[0].id, now_us)
-        result.entered += len(candidates)
-        result.entered_holdout += int(held.sum())
-
-    def _reentry_allowed(
-        self, conn: Connection, plan: JourneyPlan, keys: np.ndarray, now_us: int
-    ) -> np.ndarray:
-        policy = plan.journey.reentry
-        if policy == "always":
-            return np.ones(len(keys), bool)
-        history = sj.entry_history(conn, plan.id)
-        seen, pos = _lookup(history.keys, keys)
-        active = seen & history.active[pos] if len(history.keys) else seen
-        if policy == "never":
-            return ~seen
-        if policy == "after_exit":
-            return ~active
-        assert isinstance(policy, Cooldown)
-        cooldown_us = plan.reentry_cooldown_us() or 0
-        last_exit = (
-            np.where(seen, history.last_exit_us[pos], -1) if len(history.keys) else np.full(len(keys), -1)
-        )
-        return ~seen | (~active & (last_exit >= 0) & (now_us - last_exit >= cooldown_us))
-
-    def _assign(self, conn: Connection, plan: JourneyPlan, keys: np.ndarray, now_us: int) -> np.ndarray:
-        """The holdout flag of each entering key: the stored arm if any, else a new stored assignment."""
-        known_keys, known_held = sj.holdout_assignments(conn, plan.id)
-        known, pos = _lookup(known_keys, keys)
-        held = np.zeros(len(keys), bool)
-        held[known] = known_held[pos[known]]
-        new = ~known
-        if new.any():
-            ids = customer_ids(conn, keys[new]).astype(str)
-            new_buckets = buckets(journey_seed(plan.id), ids)
-            percent = plan.journey.holdout
-            new_held = new_buckets < percent / 100.0
-            held[new] = new_held
-            sj.insert_assignments(
-                conn,
-                plan.id,
-                keys[new],
-                new_buckets,
-                new_held,
-                percent,
-                now_us,
-                reason=f"hash of journey and customer id < {percent:g}%",
-            )
-        return held
+    def _check_migrations(self, conn: Connection, plan: JourneyPlan) -> None:
+        """Every old step a migration names exists in that version (when that version ran here)."""
+        problems = migration_problems(self, conn, plan)
+        if problems:
+            raise VersionConflict("\n".join(problems))
 
     # ------------------------------------------------------------------------------------------ goals
 
-    def _convert(self, conn: Connection, plan: JourneyPlan, now_us: int, result: JourneyTick) -> None:
+    def _convert(
+        self, conn: Connection, plan: JourneyPlan, evaluator: Evaluator, now_us: int, result: JourneyTick
+    ) -> None:
         goal = plan.journey.goal
         if goal is None:
             return
         window_us = round(goal.within.total_seconds() * US_PER_SECOND)
-        open_ = sj.unconverted_instances(conn, plan.id, now_us - window_us - LATE_EVENT_GRACE_US)
+        matched = bool(plan.goal_match)
+        other_entry_props = any(
+            t.entry_prop is not None and t.entry_prop != plan.entry.key for t in plan.goal_match
+        )
+        open_ = sj.unconverted_instances(
+            conn, plan.id, now_us - window_us - LATE_EVENT_GRACE_US, with_data=other_entry_props
+        )
         if not len(open_.ids):
             return
         events = self.signals.events(int(open_.entered_us.min()), now_us)
-        code = events.type_code(goal.event)
-        mask = events.type == code
-        ev_customer, ev_ts = events.customer[mask], events.ts[mask]
-        found = first_at_or_after(ev_customer, ev_ts, open_.keys, open_.entered_us)
+        mask = events.type == events.type_code(goal.event)
+        rows = np.flatnonzero(mask)
+        ev_values = q_values = None
+        if matched:
+            ev_values, q_values = _goal_values(plan, evaluator, events, rows, open_)
+        found = first_matching_after(
+            events.customer[rows], events.ts[rows], ev_values, open_.keys, open_.entered_us - 1, q_values
+        )
         hit = found >= 0
-        hit[hit] = ev_ts[found[hit]] < open_.entered_us[hit] + window_us
+        if not hit.any():
+            return
+        at = events.ts[rows[np.maximum(found, 0)]]
+        hit &= at < open_.entered_us + window_us
         if not hit.any():
             return
         idx = np.flatnonzero(hit)
         revenue = np.zeros(len(idx))
         if goal.revenue:
-            values = events.values(goal.revenue)[mask][found[idx]]
-            revenue = np.nan_to_num(np.asarray(values, dtype=np.float64), nan=0.0)
+            values = values_at(events, goal.revenue, rows[found[idx]])
+            revenue = np.nan_to_num(
+                np.array([v if isinstance(v, int | float) else np.nan for v in values], dtype=np.float64),
+                nan=0.0,
+            )
         sj.insert_conversions(
             conn,
             [
@@ -291,7 +282,7 @@ class Engine:
                     "customer_key": int(open_.keys[i]),
                     "holdout": bool(open_.holdout[i]),
                     "entered_us": int(open_.entered_us[i]),
-                    "converted_us": int(ev_ts[found[i]]),
+                    "converted_us": int(at[i]),
                     "revenue": float(r),
                 }
                 for i, r in zip(idx, revenue, strict=True)
@@ -301,148 +292,50 @@ class Engine:
         if goal.exit:
             finishing = open_.ids[idx][open_.active[idx]]
             sj.finish_instances(conn, finishing, "converted", f"goal: {goal.event}", now_us)
-            if len(finishing):
-                result.finished["converted"] = result.finished.get("converted", 0) + len(finishing)
+            result.count_finished("converted", len(finishing))
+
+    # ------------------------------------------------------------------------------------------ exits
+
+    def _exit_when(
+        self, conn: Connection, plan: JourneyPlan, evaluator: Evaluator, now_us: int, result: JourneyTick
+    ) -> None:
+        """Active instances whose customer now meets the version's ``exit_when`` leave."""
+        if plan.exit_when is None:
+            return
+        holds = evaluator.condition(plan.exit_when)
+        if not holds.any():
+            return
+        ids, keys = sj.active_instances(conn, plan.id, plan.version)
+        leaving = ids[holds[keys]]
+        sj.finish_instances(conn, leaving, "exited", "exit_when", now_us)
+        result.count_finished("exited", len(leaving))
 
     # ------------------------------------------------------------------------------------------ stepping
 
     def _advance(
-        self, conn: Connection, plan: JourneyPlan, evaluator: Evaluator, now_us: int, result: JourneyTick
-    ) -> None:
-        due = sj.due_instances(conn, plan.id, plan.version, now_us)
-        n = len(due)
-        if n == 0:
-            return
-        codes_by_name = {name: i for i, name in enumerate(plan.states)}
-        state = np.array([codes_by_name.get(s, NO_STATE) for s in due.states], dtype=np.int64)
-        if (state == NO_STATE).any():
-            bad = sorted({s for s, c in zip(due.states, state, strict=True) if c == NO_STATE})
-            raise RuntimeError(f"journey {plan.id} v{plan.version}: instances in unknown states {bad}")
-        # A wait runs when an instance reaches it: it schedules the wake-up and moves the instance on to
-        # the following step, where it sleeps until then. So every due instance simply runs its state.
-        # Waits count from when the previous step was due, not from the tick, so schedules do not drift.
-        step_time = due.wake_at_us.copy()
-        wake = due.wake_at_us.copy()
-        parked = np.zeros(n, bool)
-        n_steps = len(plan.steps)
-        messages: list[dict[str, Any]] = []
-        metric_values: dict[str, np.ndarray] | None = None
-        reasons = np.empty(n, dtype=object)
-
-        def move(sel: np.ndarray, trigger: str) -> None:
-            state[sel] = plan.table[state[sel], trigger_code(trigger)]
-
-        for _ in range(n_steps * 2 + 2):
-            todo = ~parked & (state < n_steps)
-            if not todo.any():
-                break
-            for code in np.unique(state[todo]):
-                sel = todo & (state == code)
-                step = plan.steps[int(code)]
-                if step.kind == "wait":
-                    assert step.wait_us is not None
-                    wake[sel] = step_time[sel] + step.wait_us
-                    step_time[sel] = wake[sel]
-                    parked |= sel & (wake > now_us)
-                    move(sel, "next")
-                elif step.kind == "send":
-                    assert step.send is not None
-                    send_to = np.flatnonzero(sel & ~due.holdout)
-                    if len(send_to):
-                        if metric_values is None:
-                            metric_values = {name: evaluator.metric(name) for name in plan.metrics}
-                        messages.extend(
-                            self._render(conn, plan, step.id, step.send, due, send_to, metric_values, now_us)
-                        )
-                    move(sel, "next")
-                elif step.kind == "branch":
-                    assert step.condition is not None
-                    holds = evaluator.condition(step.condition)[due.keys]
-                    move(sel & holds, "yes")
-                    move(sel & ~holds, "no")
-                else:  # exit
-                    reasons[sel] = step.exit_reason
-                    move(sel, "next")
-        stuck = ~parked & (state < n_steps)
-        if stuck.any():
-            raise RuntimeError(f"journey {plan.id}: instances did not settle within one tick")
-
-        finished = state >= n_steps
-        rows = []
-        for i in range(n):
-            if finished[i]:
-                status = plan.states[state[i]]
-                rows.append(
-                    {
-                        "id": int(due.ids[i]),
-                        "state": status,
-                        "status": status,
-                        "wake_at_us": None,
-                        "exited_us": now_us,
-                        "exit_reason": reasons[i] or status,
-                    }
-                )
-                result.finished[status] = result.finished.get(status, 0) + 1
-            else:
-                rows.append(
-                    {
-                        "id": int(due.ids[i]),
-                        "state": plan.states[state[i]],
-                        "status": "active",
-                        "wake_at_us": int(wake[i]),
-                        "exited_us": None,
-                        "exit_reason": None,
-                    }
-                )
-        sj.update_instances(conn, rows)
-        sj.insert_messages(conn, messages)
-        result.stepped += n
-        for m in messages:
+        self,
+        conn: Connection,
+        plan: JourneyPlan,
+        evaluator: Evaluator,
+        customers: CustomerFrame,
+        now_us: int,
+        result: JourneyTick,
+    ) -> Stepped:
+        stepper = Stepper(
+            conn, plan, evaluator, customers, self.signals, self.workspace.renderer(plan.id), now_us
+        )
+        stepped = stepper.run()
+        result.stepped += stepped.stepped
+        for status, n in stepped.finished.items():
+            result.count_finished(status, n)
+        for m in stepped.messages:
             if m["status"] == "queued":
                 result.queued += 1
             elif m["status"] == "suppressed":
                 result.suppressed += 1
             else:
                 result.failed += 1
-
-    def _render(
-        self,
-        conn: Connection,
-        plan: JourneyPlan,
-        step_id: str,
-        send: Any,
-        due: sj.DueInstances,
-        positions: np.ndarray,
-        metric_values: dict[str, np.ndarray],
-        now_us: int,
-    ) -> list[dict[str, Any]]:
-        keys = due.keys[positions]
-        records = customer_records(conn, [int(k) for k in keys])
-        renderer = self.workspace.renderer(plan.id)
-        journey = {"id": plan.id, "version": plan.version, "step": step_id}
-        rows = []
-        for pos, key in zip(positions, keys, strict=True):
-            customer = records[int(key)]
-            instance_id = int(due.ids[pos])
-            rows.append(
-                message_row(
-                    renderer=renderer,
-                    send=send,
-                    customer=customer,
-                    metrics={name: to_python(values[key]) for name, values in metric_values.items()},
-                    journey=journey,
-                    base={
-                        "idempotency_key": ledger_key(plan, customer["id"], instance_id, step_id),
-                        "journey_id": plan.id,
-                        "version": plan.version,
-                        "instance_id": instance_id,
-                        "customer_key": int(key),
-                        "step": step_id,
-                        "created_us": now_us,
-                    },
-                )
-            )
-        return rows
+        return stepped
 
     # ------------------------------------------------------------------------------------------ dispatch
 
@@ -451,18 +344,43 @@ class Engine:
         return dispatch_queued(self.store, self.router, self.clock, limit=limit)
 
 
-def ledger_key(plan: JourneyPlan, customer_id: str, instance_id: int, step_id: str) -> str:
-    """The send ledger's key for one step of one entry: also the provider's idempotency key."""
-    return f"{plan.id}/v{plan.version}/{customer_id}/{instance_id}/{step_id}"
+def migration_problems(engine: Engine, conn: Connection, plan: JourneyPlan) -> list[str]:
+    """``file:line:column: message`` for each old step a migration names that its version lacks."""
+    problems = []
+    for migration in plan.migrations:
+        old = engine.old_plan(conn, plan, migration.from_version)
+        if old is None:
+            continue
+        steps = [s.id for s in old.steps]
+        for state in migration.states:
+            if state not in steps:
+                line, column = migration.where.get(state, (migration.line, migration.column))
+                problems.append(
+                    f"{plan.file}:{line}:{column}: version {migration.from_version} of {plan.id!r} has no "
+                    f"step {state!r} (its steps: {', '.join(steps)})"
+                )
+    return problems
 
 
-def _lookup(table_keys: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Where each of ``keys`` stands in ``table_keys``, which must be sorted ascending.
-
-    Returns (found, position); ``position`` is meaningful only where ``found``, and is always a valid
-    index into a non-empty table, so columns aligned with the table can be indexed with it directly.
-    """
-    if not len(table_keys):
-        return np.zeros(len(keys), bool), np.zeros(len(keys), np.int64)
-    pos = np.minimum(np.searchsorted(table_keys, keys), len(table_keys) - 1)
-    return table_keys[pos] == keys, pos
+def _goal_values(
+    plan: JourneyPlan, evaluator: Evaluator, events: EventFrame, rows: np.ndarray, open_: sj.OpenInstances
+) -> tuple[np.ndarray, np.ndarray]:
+    """Joined match values of the goal events and of each open instance (its correlation key, another
+    property of its entry event, a metric of its customer, or a literal)."""
+    ev_columns = []
+    q_columns = []
+    docs = [orjson.loads(d) if d else {} for d in open_.data]
+    for term in plan.goal_match:
+        if term.entry_prop is not None and term.entry_prop == plan.entry.key:
+            q_columns.append(list(open_.entry_keys))
+        elif term.metric is not None:
+            q_columns.append([normalise(to_python(v)) for v in evaluator.metric(term.metric)[open_.keys]])
+        elif term.entry_prop is None:
+            q_columns.append([normalise(term.literal)] * len(open_.ids))
+        else:
+            q_columns.append([normalise(d.get("entry", {}).get(term.entry_prop)) for d in docs])
+        if term.prop in events.properties:
+            ev_columns.append([normalise(v) for v in values_at(events, term.prop, rows)])
+        else:
+            ev_columns.append([None] * len(rows))
+    return joined(ev_columns, len(rows)), joined(q_columns, len(open_.ids))

@@ -17,13 +17,13 @@ from orchestrator.spec import (
     LoadedJourney,
     Problem,
     SpecError,
-    compile_journey,
     find_journey_files,
     load_journey,
     load_journey_text,
     templates_root_for,
 )
-from orchestrator.spec.templates_check import check_templates
+from orchestrator.spec.load import compile_loaded
+from orchestrator.spec.templates_check import TemplateSource, check_templates, instance_reads
 
 
 @dataclass
@@ -106,7 +106,7 @@ def load_workspace(paths: Iterable[str | Path], templates: Path | None = None) -
             line, col = loaded.where(("id",))
             problems.append(Problem(str(path), line, col, f"journey id {loaded.journey.id!r} is used twice"))
             continue
-        workspace.plans.append(compile_journey(loaded.journey, str(path)))
+        workspace.plans.append(_compile(loaded, renderer))
         workspace.renderers[loaded.journey.id] = renderer
         workspace.sources[loaded.journey.id] = loaded.source
     if problems:
@@ -114,7 +114,15 @@ def load_workspace(paths: Iterable[str | Path], templates: Path | None = None) -
     return workspace
 
 
-def plan_from_source(source: str, file: str) -> JourneyPlan:
+def _compile(loaded: LoadedJourney, templates: TemplateSource | None) -> JourneyPlan:
+    """The plan, keeping also the properties of ``wait_for`` events that the templates read."""
+    plan = compile_loaded(loaded)
+    if templates is not None:
+        for root, props in instance_reads(loaded, templates).items():
+            plan.captures.setdefault(root, set()).update(props)
+    return plan
+
+
+def plan_from_source(source: str, file: str, templates: TemplateSource | None = None) -> JourneyPlan:
     """Rebuild the plan of a stored journey version (instances finish on the version they entered)."""
-    loaded = load_journey_text(source, file)
-    return compile_journey(loaded.journey, file)
+    return _compile(load_journey_text(source, file), templates)

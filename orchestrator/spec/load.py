@@ -10,12 +10,14 @@ import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
 from orchestrator.signals import lang
-from orchestrator.spec.models import Branch, Goal, Journey, Send, Step
+from orchestrator.spec.models import Journey
+from orchestrator.spec.plan import JourneyPlan, compile_journey, instance_roots
 from orchestrator.spec.yamlio import Locations, Path_, Problem, SpecError, load_yaml
 
 
@@ -68,9 +70,13 @@ def load_journey_text(text: str, file: str) -> LoadedJourney:
 
 # ---------------------------------------------------------------------------------------------- checks
 
+RESERVED_STEP_IDS = frozenset(
+    {"next", "exit", "completed", "exited", "converted", "entry", "customer", "metrics", "journey"}
+)
+
 
 def check_journey(loaded: LoadedJourney) -> list[Problem]:
-    """Checks beyond the schema: expressions, metric references, step targets and cycles."""
+    """Checks beyond the schema: the entry, expressions, names, step targets, migrations and loops."""
     j = loaded.journey
     problems: list[Problem] = []
     parsed_metrics: dict[str, lang.Node] = {}
@@ -78,30 +84,58 @@ def check_journey(loaded: LoadedJourney) -> list[Problem]:
         node = _parse(loaded, ("metrics", name), text, problems)
         if node is not None:
             parsed_metrics[name] = node
+            _check_names(loaded, ("metrics", name), node, set(), "a metric", problems)
     problems.extend(_metric_cycles(loaded, parsed_metrics))
-    _parse(loaded, ("signal",), j.signal, problems)
-    if j.segment is not None:
-        _parse(loaded, ("segment",), j.segment, problems)
+    if not _check_entry(loaded, problems):
+        return problems
+    if j.exit_when is not None:
+        node = _parse(loaded, ("exit_when",), j.exit_when, problems)
+        if node is not None:
+            _check_names(loaded, ("exit_when",), node, set(), "exit_when", problems)
 
     ids = j.step_ids()
     seen: dict[str, int] = {}
     for i, step_id in enumerate(ids):
-        if step_id in ("next", "exit", "completed", "exited"):
+        if step_id in RESERVED_STEP_IDS:
             problems.append(
                 loaded.problem(("steps", i, "id"), f"{step_id!r} is a reserved word, not a step id")
             )
         if step_id in seen:
             problems.append(loaded.problem(("steps", i, "id"), f"step id {step_id!r} is used twice"))
         seen.setdefault(step_id, i)
+    event_entry = j.effective_entry.event is not None
+    roots = instance_roots(j)
+
+    def target(path: Path_, value: str, *, allow_next: bool = True) -> None:
+        if value == "exit" or (allow_next and value == "next") or value in seen:
+            return
+        hint = _suggest(value, ids)
+        problems.append(loaded.problem(path, f"no step with id {value!r}{hint}"))
+
     for i, step in enumerate(j.steps):
+        here: Path_ = ("steps", i)
         if step.branch is not None:
-            _parse(loaded, ("steps", i, "branch", "if"), step.branch.condition, problems)
-            for key, target in (("then", step.branch.then), ("else", step.branch.otherwise)):
-                if target not in ("next", "exit") and target not in seen:
-                    hint = _suggest(target, ids)
-                    problems.append(
-                        loaded.problem(("steps", i, "branch", key), f"no step with id {target!r}{hint}")
-                    )
+            b = step.branch
+            if b.condition is not None:
+                node = _parse(loaded, (*here, "branch", "if"), b.condition, problems)
+                if node is not None:
+                    _check_names(loaded, (*here, "branch", "if"), node, roots, "a branch", problems)
+            _check_match(loaded, (*here, "branch", "match"), b.match, event_entry, problems)
+            target((*here, "branch", "then"), b.then)
+            target((*here, "branch", "else"), b.otherwise)
+        elif step.wait_for is not None:
+            w = step.wait_for
+            _check_match(loaded, (*here, "wait_for", "match"), w.match, event_entry, problems)
+            target((*here, "wait_for", "then"), w.then)
+            target((*here, "wait_for", "else"), w.otherwise)
+        elif step.split is not None:
+            for key in step.split:
+                target((*here, "split", key), key)
+        elif step.wait_until is not None and step.wait_until.attribute is not None:
+            target((*here, "wait_until", "missing"), step.wait_until.missing)
+    if j.goal is not None:
+        _check_match(loaded, ("goal", "match"), j.goal.match, event_entry, problems)
+    _check_migrations(loaded, seen, problems)
     if not problems:
         from orchestrator.spec.plan import instant_cycle
 
@@ -112,6 +146,145 @@ def check_journey(loaded: LoadedJourney) -> list[Problem]:
                 loaded.problem(("steps", first), "these steps loop without a wait: " + " -> ".join(cycle))
             )
     return problems
+
+
+def _check_entry(loaded: LoadedJourney, problems: list[Problem]) -> bool:
+    """Check the entry's expressions; False when the journey has no entry at all."""
+    j = loaded.journey
+    if j.entry is not None:
+        for key in ("signal", "segment"):
+            if getattr(j, key) is not None:
+                problems.append(
+                    loaded.problem(
+                        (key,),
+                        f"{key} is given both here and under entry:; keep one (entry: {{{key}: ...}})",
+                        key=True,
+                    )
+                )
+        base: Path_ = ("entry",)
+    elif j.signal is None and j.segment is None:
+        problems.append(
+            Problem(
+                loaded.file,
+                1,
+                1,
+                "a journey needs an entry: a signal (signal: ...), a segment (entry: {segment: ...}) or an "
+                "event (entry: {event: ..., key: ...})",
+            )
+        )
+        return False
+    else:
+        base = ()
+    entry = j.effective_entry
+    for key in ("signal", "segment"):
+        text = getattr(entry, key)
+        if text is not None:
+            node = _parse(loaded, (*base, key), text, problems)
+            if node is not None:
+                _check_names(loaded, (*base, key), node, set(), f"the {key}", problems)
+    return True
+
+
+def _check_names(
+    loaded: LoadedJourney, path: Path_, node: lang.Node, roots: set[str], what: str, problems: list[Problem]
+) -> None:
+    """Dotted names read outside aggregates: ``entry.x`` or ``<wait_for id>.x`` where allowed (``roots``,
+    branch conditions only), never an event property."""
+    for name in lang.free_names(node):
+        if len(name.parts) < 2:
+            continue
+        root = name.parts[0]
+        if root in roots and len(name.parts) == 2:
+            continue
+        if root == "entry":
+            if loaded.journey.effective_entry.event is None:
+                message = f"{name.dotted}: entry.<property> exists only in journeys entered by an event"
+            else:
+                message = (
+                    f"{name.dotted}: {what} is evaluated per customer; entry.<property> can be read "
+                    "in branch conditions and templates"
+                )
+        elif root in roots:
+            message = f"{name.dotted}: {what} is evaluated per customer; read {root}.<property> in a branch"
+        else:
+            message = (
+                f"{name.dotted} is an event property; read it inside an aggregate, e.g. "
+                f"max({name.dotted}, within=30d)"
+            )
+        problems.append(loaded.problem(path, message, name.pos))
+
+
+def _check_match(
+    loaded: LoadedJourney,
+    path: Path_,
+    match: dict[str, Any] | None,
+    event_entry: bool,
+    problems: list[Problem],
+) -> None:
+    for prop, value in (match or {}).items():
+        if isinstance(value, str) and value.startswith("metrics."):
+            name = value[len("metrics.") :]
+            if name not in loaded.journey.metrics:
+                declared = ", ".join(sorted(loaded.journey.metrics)) or "none"
+                problems.append(
+                    loaded.problem(
+                        (*path, prop), f"{value}: not a metric of this journey (declared: {declared})"
+                    )
+                )
+            continue
+        if not (isinstance(value, str) and value.startswith("entry.")):
+            continue
+        if not event_entry:
+            problems.append(
+                loaded.problem(
+                    (*path, prop), f"{value}: entry.<property> exists only in journeys entered by an event"
+                )
+            )
+        elif not value[len("entry.") :].strip():
+            problems.append(loaded.problem((*path, prop), "write entry.<property>, e.g. entry.cart_id"))
+
+
+def migration_path(loaded: LoadedJourney, index: int) -> Path_:
+    """Where the ``index``-th migration is: ``migrate`` may be one mapping or a list of them."""
+    return ("migrate", index) if ("migrate", index) in loaded.locations.values else ("migrate",)
+
+
+def _check_migrations(loaded: LoadedJourney, steps: dict[str, int], problems: list[Problem]) -> None:
+    j = loaded.journey
+    versions: set[int] = set()
+    for i, migration in enumerate(j.migrate):
+        path = migration_path(loaded, i)
+        if migration.from_version >= j.version:
+            problems.append(
+                loaded.problem(
+                    (*path, "from_version"),
+                    f"migrate can only move instances of versions older than {j.version}",
+                )
+            )
+        if migration.from_version in versions:
+            problems.append(
+                loaded.problem((*path, "from_version"), f"version {migration.from_version} is listed twice")
+            )
+        versions.add(migration.from_version)
+        for old, new in migration.states.items():
+            if new != "exit" and new not in steps:
+                hint = _suggest(new, list(steps))
+                problems.append(
+                    loaded.problem(
+                        (*path, "states", old),
+                        f"no step with id {new!r} in version {j.version}{hint} (targets: step ids or exit)",
+                    )
+                )
+
+
+def compile_loaded(loaded: LoadedJourney) -> JourneyPlan:
+    """The plan of a checked journey, knowing where its migrations are written."""
+    places = {}
+    for i, migration in enumerate(loaded.journey.migrate):
+        path = migration_path(loaded, i)
+        where = {old: loaded.where((*path, "states", old), key=True) for old in migration.states}
+        places[i] = (loaded.where((*path, "from_version")), where)
+    return compile_journey(loaded.journey, loaded.file, places)
 
 
 def _parse(loaded: LoadedJourney, path: Path_, text: str, problems: list[Problem]) -> lang.Node | None:
@@ -152,14 +325,6 @@ def _metric_cycles(loaded: LoadedJourney, metrics: dict[str, lang.Node]) -> list
 
 
 # ---------------------------------------------------------------------------------------------- schema errors
-
-_MODELS: dict[str, type[BaseModel]] = {
-    "journey": Journey,
-    "step": Step,
-    "send": Send,
-    "branch": Branch,
-    "goal": Goal,
-}
 
 
 def _pydantic_problems(exc: ValidationError, data: Any, locations: Locations, file: str) -> list[Problem]:
@@ -202,6 +367,8 @@ def _message(error: Any, path: Path_, data: Any) -> str:
     where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".") or "the file"
     if path[:1] == ("reentry",) and kind != "extra_forbidden":
         return "reentry: expected never, always, after_exit or a mapping 'cooldown: <duration>' (e.g. 60d)"
+    if "match" in path[:-1] and kind != "extra_forbidden":
+        return f"{where}: expected entry.<property>, metrics.<name>, or a text or number to match"
     if kind == "extra_forbidden":
         key = str(path[-1]) if path else "?"
         allowed = _allowed_keys(path[:-1], data)
@@ -229,25 +396,38 @@ def _show(value: Any) -> str:
 
 
 def _allowed_keys(path: Path_, data: Any) -> list[str]:
-    """The keys accepted at ``path``, found by following the data through the models."""
+    """The keys accepted at ``path``, found by following the path through the models' fields."""
     model: type[BaseModel] | None = Journey
     parts = list(path)
     while parts and model is not None:
         part = parts.pop(0)
-        if model is Journey and part == "steps" and parts:
-            parts.pop(0)
-            model = Step
-        elif model is Journey and part == "goal":
-            model = Goal
-        elif model is Step and part == "send":
-            model = Send
-        elif model is Step and part == "branch":
-            model = Branch
-        else:
-            model = None
-    if model is None:
+        fields = {f.alias or name: f for name, f in model.model_fields.items()}
+        found = fields.get(str(part))
+        if found is None:
+            return []
+        model, parts = _model_inside(found.annotation, parts)
+    if model is None or parts:
         return []
     return [f.alias or name for name, f in model.model_fields.items()]
+
+
+def _model_inside(annotation: Any, parts: list[Any]) -> tuple[type[BaseModel] | None, list[Any]]:
+    """The model a field's value is (or holds), consuming the list indexes and mapping keys on the way."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation, parts
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Annotated:
+        return _model_inside(args[0], parts)
+    if origin is list:
+        return _model_inside(args[0], parts[1:] if parts and isinstance(parts[0], int) else parts)
+    if origin is dict:
+        return _model_inside(args[1], parts[1:]) if parts else (None, parts)
+    if origin in (Union, UnionType):
+        for arg in args:
+            model, rest = _model_inside(arg, parts)
+            if model is not None:
+                return model, rest
+    return None, parts
 
 
 def _suggest(word: str, choices: Iterable[str]) -> str:

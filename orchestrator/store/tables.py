@@ -25,6 +25,9 @@ class Customer(SQLModel, table=True):
     consent_push: bool = True
     attributes: str = Field(default="{}", sa_column=Column(Text, nullable=False, default="{}"))
     updated_us: int = 0
+    # Stamped on every write with one more than the largest so far, while the writer holds the table, so
+    # revisions grow in commit order: a reader that remembers the largest it saw reads only what changed.
+    revision: int = Field(default=0, index=True)
 
 
 class EventType(SQLModel, table=True):
@@ -59,12 +62,19 @@ class JourneyVersion(SQLModel, table=True):
 
 
 class JourneyInstance(SQLModel, table=True):
-    """One customer's trip through one journey version. ``wake_at_us`` is when the engine looks again."""
+    """One customer's trip through one journey version (one entry).
+
+    ``state`` is the step the instance is at (or how it finished), ``since_us`` when it reached that step,
+    ``wake_at_us`` when the engine looks at it again. Journeys entered by an event keep the event's id, the
+    value of its correlation key and its properties; ``data`` (JSON) holds those properties under
+    ``entry`` and the properties of events that ended a ``wait_for`` under that step's id.
+    """
 
     __tablename__ = "journey_instances"
     __table_args__ = (
         Index("ix_instances_due", "journey_id", "status", "wake_at_us"),
         Index("ix_instances_customer", "journey_id", "customer_key"),
+        Index("ix_instances_state", "journey_id", "status", "state"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -75,9 +85,38 @@ class JourneyInstance(SQLModel, table=True):
     status: str = Field(description="active | completed | exited | converted")
     holdout: bool
     entered_us: int
+    since_us: int | None = Field(default=None, description="when the instance reached its current step")
     wake_at_us: int | None = None
     exited_us: int | None = None
     exit_reason: str | None = None
+    entry_key: str | None = Field(default=None, description="event entry: the correlation key's value")
+    entry_event_id: int | None = Field(default=None, description="event entry: the event that started it")
+    data: str | None = Field(default=None, sa_column=Column(Text))
+
+
+class JourneyMigration(SQLModel, table=True):
+    """A ``migrate:`` entry applied: instances of ``from_version`` moved onto ``to_version`` once, at the
+    first tick that ran ``to_version``; ``moved`` counts them."""
+
+    __tablename__ = "journey_migrations"
+
+    journey_id: str = Field(primary_key=True)
+    to_version: int = Field(primary_key=True)
+    from_version: int = Field(primary_key=True)
+    applied_us: int
+    moved: int
+
+
+class EntryCursor(SQLModel, table=True):
+    """How far a journey entered by an event has read the events table: every event of its type with an
+    id up to ``last_event_id`` has been considered, except ``pending`` ids (JSON list), stamped after the
+    tick that read them, which are considered again when their time comes."""
+
+    __tablename__ = "entry_cursors"
+
+    journey_id: str = Field(primary_key=True)
+    last_event_id: int
+    pending: str = Field(default="[]", sa_column=Column(Text, nullable=False, default="[]"))
 
 
 class SignalMember(SQLModel, table=True):
@@ -102,6 +141,9 @@ class HoldoutAssignment(SQLModel, table=True):
     percent: float = Field(description="the holdout percent in force when assigned")
     assigned_us: int
     reason: str
+    layer: str | None = Field(
+        default=None, description="global | journey: the holdout layer that decided (NULL: journey)"
+    )
 
 
 class Message(SQLModel, table=True):

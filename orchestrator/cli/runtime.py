@@ -1,0 +1,292 @@
+"""``orchestrator plan`` (what a changed journey file would do to the customers inside) and
+``orchestrator status`` (what the engine holds: instances, due waits, the outbox backlog, the last tick).
+
+Both only read the store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orchestrator.channels.base import ChannelRouter
+from orchestrator.cli.commands import Failure, UsageError
+from orchestrator.clock import SystemClock, from_us, parse_instant, to_us
+from orchestrator.durations import US_PER_SECOND
+from orchestrator.engine.tick import Engine, migration_problems
+from orchestrator.engine.workspace import Workspace, load_workspace
+from orchestrator.spec import JourneyPlan, SpecError
+from orchestrator.store import Store, open_store
+from orchestrator.store import journeys as sj
+
+HOUR_US = 3600 * US_PER_SECOND
+
+
+def add_plan_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "plan", help="what a changed journey file would do to the customers already inside the journey"
+    )
+    p.add_argument("journey", help="journey id (or the journey's file)")
+    p.add_argument("--journeys", nargs="+", default=["journeys"], metavar="PATH")
+    p.add_argument("--templates", metavar="DIR", type=Path, default=None)
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.add_argument("--db", metavar="URL", default=None, help="store URL (default: $ORCHESTRATOR_DB)")
+
+
+def add_status_parser(sub: Any) -> None:
+    p = sub.add_parser("status", help="instances per journey and step, due waits, outbox backlog, last tick")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.add_argument(
+        "--now",
+        metavar="ISO-8601",
+        default=None,
+        help="count due waits as of this instant (default: the last tick's instant, else the wall clock)",
+    )
+    p.add_argument("--db", metavar="URL", default=None, help="store URL (default: $ORCHESTRATOR_DB)")
+
+
+def _open(url: str | None) -> Store | None:
+    try:
+        store = open_store(url, create=False)
+    except FileNotFoundError:
+        return None
+    if not store.is_initialised():
+        store.dispose()
+        return None
+    return store
+
+
+# ---------------------------------------------------------------------------------------------- plan
+
+
+@dataclass
+class Fate:
+    version: int
+    state: str
+    customers: int
+    outcome: str  # current | migrate | exit | stay
+    to: str | None
+    note: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+def _workspace(args: argparse.Namespace) -> tuple[Workspace, JourneyPlan]:
+    paths = list(args.journeys)
+    as_file = Path(args.journey)
+    if as_file.suffix in (".yaml", ".yml") and as_file.is_file():
+        paths = [str(as_file)]
+    try:
+        workspace = load_workspace(paths, args.templates)
+    except SpecError as exc:
+        raise Failure(f"the journeys are not valid:\n{exc}") from None
+    if len(workspace.plans) == 1 and paths == [str(as_file)]:
+        return workspace, workspace.plans[0]
+    try:
+        return workspace, workspace.plan(args.journey)
+    except KeyError as exc:
+        raise UsageError(str(exc.args[0])) from None
+
+
+def plan_report(store: Store | None, workspace: Workspace, plan: JourneyPlan) -> dict[str, Any]:
+    """What running ``plan`` would change, as plain data (see ``run_plan``)."""
+    out: dict[str, Any] = {
+        "journey": plan.id,
+        "file": plan.file,
+        "version": plan.version,
+        "stored_versions": [],
+        "status": "new journey",
+        "fates": [],
+        "problems": [],
+    }
+    if store is None:
+        return out
+    engine = Engine(store, workspace, ChannelRouter(), SystemClock())
+    with store.connect() as conn:
+        stored = sj.stored_version(conn, plan.id, plan.version)
+        out["stored_versions"] = sj.stored_versions(conn, plan.id)
+        counts = [c for c in sj.state_counts(conn, plan.id) if c.status == "active"]
+        out["problems"] = migration_problems(engine, conn, plan)
+        applied = {
+            m.from_version
+            for m in plan.migrations
+            if sj.migration_applied(conn, plan.id, plan.version, m.from_version)
+        }
+    if stored is not None and stored.digest != plan.digest:
+        out["status"] = "refused"
+        out["problems"].insert(
+            0,
+            f"{plan.file}: version {plan.version} has changed since it first ran; give the changed journey "
+            f"version {plan.version + 1}",
+        )
+    elif stored is not None:
+        out["status"] = "unchanged"
+    elif out["stored_versions"]:
+        out["status"] = "new version"
+    migrations = {m.from_version: m for m in plan.migrations}
+    steps = {s.id for s in plan.steps}
+    for count in counts:
+        if count.version == plan.version:
+            fate = Fate(count.version, count.state, count.count, "current", None, "runs on this version")
+        elif count.version in applied:
+            note = f"finish on version {count.version} (the migration from it was applied at its first tick)"
+            fate = Fate(count.version, count.state, count.count, "stay", None, note)
+        elif count.version in migrations and count.state in migrations[count.version].states:
+            target = migrations[count.version].states[count.state]
+            if target == "exit":
+                fate = Fate(
+                    count.version, count.state, count.count, "exit", None, "leave the journey (migrate)"
+                )
+            else:
+                fate = Fate(
+                    count.version,
+                    count.state,
+                    count.count,
+                    "migrate",
+                    target,
+                    f"move to step {target} of version {plan.version} (migrate)",
+                )
+        else:
+            why = "no migrate entry for this step" if count.version in migrations else "no migrate from it"
+            note = f"finish on version {count.version} ({why})"
+            if count.state in steps:
+                note += f"; version {plan.version} also has a step {count.state!r}"
+            fate = Fate(count.version, count.state, count.count, "stay", None, note)
+        out["fates"].append(fate.to_dict())
+    return out
+
+
+def run_plan(args: argparse.Namespace) -> int:
+    workspace, plan = _workspace(args)
+    store = _open(args.db)
+    try:
+        report = plan_report(store, workspace, plan)
+    finally:
+        if store is not None:
+            store.dispose()
+    if args.format == "json":
+        print(json.dumps(report, indent=2))
+    else:
+        print(_plan_text(report))
+    return 1 if report["problems"] else 0
+
+
+def _plan_text(report: dict[str, Any]) -> str:
+    stored = ", ".join(str(v) for v in report["stored_versions"]) or "none"
+    lines = [
+        f"journey {report['journey']}: version {report['version']} in {report['file']}; versions that ran "
+        f"here: {stored}",
+    ]
+    status = report["status"]
+    if status == "new journey":
+        lines.append("  it has not run in this store: nobody is inside yet")
+    elif status == "unchanged":
+        lines.append(f"  version {report['version']} is what runs now; nothing changes")
+    elif status == "new version":
+        lines.append(f"  at the next tick, new entrants follow version {report['version']}")
+    for problem in report["problems"]:
+        lines.append(f"  problem: {problem}")
+    fates = report["fates"]
+    if fates:
+        width = max(len(f["state"]) for f in fates)
+        lines.append("  customers inside:")
+        lines.append(f"    {'version':>7}  {'step':<{width}}  {'customers':>9}  what happens")
+        for f in fates:
+            lines.append(f"    {f['version']:>7}  {f['state']:<{width}}  {f['customers']:>9}  {f['note']}")
+    elif status != "new journey":
+        lines.append("  nobody is inside the journey")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------- status
+
+
+def status_report(store: Store, now_us: int | None) -> dict[str, Any]:
+    """Instances, due waits, backlog and the last tick's timings, as plain data."""
+    with store.connect() as conn:
+        tick = sj.last_tick(conn)
+        if now_us is None:
+            now_us = tick[0] if tick is not None else to_us(SystemClock().now())
+        counts = sj.state_counts(conn)
+        due = sj.due_counts(conn, now_us, HOUR_US)
+        backlog = sj.outbox_backlog(conn)
+    journeys: dict[str, dict[str, Any]] = {}
+    for c in counts:
+        j = journeys.setdefault(
+            c.journey_id, {"active": {}, "finished": {}, "due_now": 0, "due_next_hour": 0}
+        )
+        if c.status == "active":
+            j["active"].setdefault(str(c.version), {})[c.state] = c.count
+        else:
+            j["finished"][c.status] = j["finished"].get(c.status, 0) + c.count
+    for journey_id, (now_count, soon) in due.items():
+        journeys[journey_id]["due_now"] = now_count
+        journeys[journey_id]["due_next_hour"] = soon
+    last: dict[str, Any] | None = None
+    if tick is not None:
+        summary = json.loads(tick[2])
+        last = {"at": from_us(tick[0]).isoformat(), "seconds": round(tick[1], 4), **summary}
+    return {
+        "as_of": from_us(now_us).isoformat(),
+        "journeys": journeys,
+        "outbox": [
+            {"channel": b.channel, "queued": b.queued, "oldest": from_us(b.oldest_us).isoformat()}
+            for b in backlog
+        ],
+        "last_tick": last,
+    }
+
+
+def run_status(args: argparse.Namespace) -> int:
+    store = _open(args.db)
+    if store is None:
+        raise Failure("no store with engine tables here; ingest data and run the engine first")
+    now_us = None
+    if args.now is not None:
+        try:
+            now_us = to_us(parse_instant(args.now))
+        except ValueError as exc:
+            raise UsageError(
+                f"--now {args.now!r} is not an ISO-8601 instant with a time zone: {exc}"
+            ) from None
+    try:
+        report = status_report(store, now_us)
+    finally:
+        store.dispose()
+    if args.format == "json":
+        print(json.dumps(report, indent=2))
+    else:
+        print(_status_text(report))
+    return 0
+
+
+def _status_text(report: dict[str, Any]) -> str:
+    lines = [f"as of {report['as_of']}"]
+    if not report["journeys"]:
+        lines.append("no journey has entered anyone yet")
+    for journey_id, j in report["journeys"].items():
+        finished = ", ".join(f"{k} {v}" for k, v in sorted(j["finished"].items())) or "none"
+        lines.append(
+            f"{journey_id}: due now {j['due_now']}, due in the next hour {j['due_next_hour']}; "
+            f"finished: {finished}"
+        )
+        for version, states in j["active"].items():
+            for state, n in states.items():
+                lines.append(f"  v{version} {state:<24} {n:>9} active")
+    if report["outbox"]:
+        lines.append("outbox backlog (queued, not yet delivered):")
+        for b in report["outbox"]:
+            lines.append(f"  {b['channel']:<8} {b['queued']:>9}  oldest {b['oldest']}")
+    else:
+        lines.append("outbox backlog: empty")
+    last = report["last_tick"]
+    if last is None:
+        lines.append("no tick has run yet")
+    else:
+        timings = ", ".join(f"{k} {v:.3f}s" for k, v in last.get("timings", {}).items())
+        lines.append(f"last tick at {last['at']}: {timings}")
+    return "\n".join(lines)

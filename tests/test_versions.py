@@ -1,0 +1,216 @@
+"""Versions: instances stay on the version they entered; ``orchestrator plan`` shows what a new file would do
+to them; ``migrate:`` moves them in bulk at the next tick; ``orchestrator status`` shows the runtime."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from steps_world import World, at, event, write_files
+
+from orchestrator.channels.memory import MemoryAdapter
+from orchestrator.cli import main
+from orchestrator.engine.tick import VersionConflict
+
+DAY = timedelta(days=1)
+T0 = at("2024-05-06T00:00:00Z")
+
+V1 = """\
+id: nurture
+version: 1
+signal: count(signup, within=1d) > 0
+holdout: 0
+steps:
+  - id: welcome
+    send: {channel: email, subject: "Welcome", template: t.txt}
+  - id: pause
+    wait: 2d
+  - id: tips
+    send: {channel: email, subject: "Tips", template: t.txt}
+  - id: rest
+    wait: 5d
+  - id: offer
+    send: {channel: email, subject: "Offer", template: t.txt}
+"""
+
+V2 = """\
+id: nurture
+version: 2
+signal: count(signup, within=1d) > 0
+holdout: 0
+steps:
+  - id: welcome
+    send: {channel: email, subject: "Welcome!", template: t.txt}
+  - id: pause
+    wait: 1d
+  - id: tips
+    send: {channel: email, subject: "Tips", template: t.txt}
+  - id: long_rest
+    wait: 10d
+  - id: offer
+    send: {channel: email, subject: "A better offer", template: t.txt}
+migrate:
+  from_version: 1
+  states:
+    rest: long_rest     # waiting after the tips: wait longer, then get the new offer
+"""
+
+
+def customers(*ids: str) -> list[dict[str, str]]:
+    return [{"id": c, "email": f"{c}@example.com"} for c in ids]
+
+
+@pytest.fixture
+def started(tmp_path: Path) -> World:
+    """Version 1 running: ann and bob entered on day 0 (now resting), cy on day 1 (still pausing)."""
+    write_files(tmp_path / "v1", {"journeys/nurture.yaml": V1, "templates/t.txt": "Hello"})
+    write_files(tmp_path / "v2", {"journeys/nurture.yaml": V2, "templates/t.txt": "Hello"})
+    w = World(tmp_path, tmp_path / "v1" / "journeys", T0, customers("ann", "bob", "cy", "dee"))
+    w.events(
+        event("ann", "signup", T0 - timedelta(hours=1)),
+        event("bob", "signup", T0 - timedelta(hours=1)),
+        event("cy", "signup", T0 + DAY - timedelta(hours=1)),
+    )
+    w.run_until(T0 + 2 * DAY + timedelta(hours=12), timedelta(hours=12))
+    return w
+
+
+def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_plan_shows_each_step_and_what_the_new_version_does(
+    started: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = f"sqlite:///{tmp_path / 'world.db'}"
+    journeys = str(tmp_path / "v2" / "journeys")
+    code, out, err = cli(capsys, "plan", "nurture", "--journeys", journeys, "--db", db, "--format", "json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["status"] == "new version" and report["stored_versions"] == [1]
+    fates = {(f["version"], f["state"]): (f["customers"], f["outcome"], f["to"]) for f in report["fates"]}
+    assert fates == {(1, "pause"): (1, "stay", None), (1, "rest"): (2, "migrate", "long_rest")}
+    code, out, _ = cli(capsys, "plan", "nurture", "--journeys", journeys, "--db", db)
+    assert code == 0
+    assert (
+        "1  pause          1  finish on version 1 (no migrate entry for this step); version 2 also has" in out
+    )
+    assert "1  rest           2  move to step long_rest of version 2 (migrate)" in out
+    # The same file without a new version number is refused, and says why.
+    changed = tmp_path / "v1b"
+    write_files(changed, {"journeys/nurture.yaml": V1.replace('"Offer"', '"Offer!"'), "templates/t.txt": "x"})
+    code, out, _ = cli(capsys, "plan", "nurture", "--journeys", str(changed / "journeys"), "--db", db)
+    assert code == 1 and "give the changed journey version 2" in out
+
+
+def test_migrate_moves_instances_in_bulk_and_the_rest_finish_on_their_version(
+    started: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    w = started
+    w.restart(tmp_path / "v2" / "journeys")
+    w.events(event("dee", "signup", w.clock.now() - timedelta(hours=1)))
+    report = w.tick()
+    assert report.journeys["nurture"].migrated == 2
+    versions = {i["customer"]: (i["version"], i["state"]) for i in w.instances()}
+    assert versions == {
+        "ann": (2, "long_rest"),
+        "bob": (2, "long_rest"),
+        "cy": (1, "rest"),
+        "dee": (2, "pause"),
+    }
+    # Applied once: cy reaches "rest" later and stays on version 1, as the plan now says.
+    db = f"sqlite:///{tmp_path / 'world.db'}"
+    journeys = str(tmp_path / "v2" / "journeys")
+    code, out, _ = cli(capsys, "plan", "nurture", "--journeys", journeys, "--db", db, "--format", "json")
+    assert code == 0
+    fates = {(f["version"], f["state"]): (f["outcome"], f["note"]) for f in json.loads(out)["fates"]}
+    assert fates[(1, "rest")] == (
+        "stay",
+        "finish on version 1 (the migration from it was applied at its first tick)",
+    )
+    assert fates[(2, "long_rest")][0] == "current"
+    w.run_until(T0 + 20 * DAY, timedelta(hours=12))
+    got = {
+        cid: [(v, s, subject, created) for v, s, subject, created in rows]
+        for cid, rows in _messages(w).items()
+    }
+    day3 = T0 + 3 * DAY
+    assert got["ann"] == [
+        (1, "welcome", "Welcome", T0),
+        (1, "tips", "Tips", T0 + 2 * DAY),
+        # The ten-day rest counts from when ann reached the old rest step, on day 2.
+        (2, "offer", "A better offer", T0 + 12 * DAY),
+    ]
+    assert got["cy"] == [
+        (1, "welcome", "Welcome", T0 + DAY),
+        (1, "tips", "Tips", day3),
+        (1, "offer", "Offer", day3 + 5 * DAY),
+    ]
+    dee_in = T0 + 3 * DAY
+    assert got["dee"] == [
+        (2, "welcome", "Welcome!", dee_in),
+        (2, "tips", "Tips", dee_in + DAY),
+        (2, "offer", "A better offer", dee_in + 11 * DAY),
+    ]
+
+
+def test_migration_from_a_step_the_old_version_lacks_is_refused(
+    started: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = tmp_path / "v2b"
+    write_files(
+        broken,
+        {"journeys/nurture.yaml": V2.replace("rest: long_rest", "restt: long_rest"), "templates/t.txt": "x"},
+    )
+    db = f"sqlite:///{tmp_path / 'world.db'}"
+    code, out, _ = cli(capsys, "plan", "nurture", "--journeys", str(broken / "journeys"), "--db", db)
+    where = f"{broken / 'journeys' / 'nurture.yaml'}:19:5"
+    assert code == 1
+    assert (
+        f"{where}: version 1 of 'nurture' has no step 'restt' (its steps: welcome, pause, tips, rest, offer)"
+        in out
+    )
+    started.restart(broken / "journeys")
+    with pytest.raises(VersionConflict, match="has no step 'restt'"):
+        started.tick()
+    assert {i["version"] for i in started.instances()} == {1}  # nothing moved
+
+
+def test_status_shows_instances_due_waits_backlog_and_the_last_tick(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_files(tmp_path, {"journeys/nurture.yaml": V1, "templates/t.txt": "Hello"})
+    adapter = MemoryAdapter()
+    w = World(tmp_path, tmp_path / "journeys", T0, customers("ann", "bob", "cy"), adapter)
+    w.events(*(event(c, "signup", T0 - timedelta(hours=1)) for c in ("ann", "bob", "cy")))
+    adapter.fail_next(2, "retry", "provider busy")  # two welcomes stay queued for a later attempt
+    w.tick()
+    db = f"sqlite:///{tmp_path / 'world.db'}"
+    code, out, err = cli(capsys, "status", "--db", db, "--format", "json", "--now", "2024-05-07T23:30:00Z")
+    assert code == 0, err
+    report = json.loads(out)
+    nurture = report["journeys"]["nurture"]
+    assert nurture["active"] == {"1": {"pause": 3}}
+    assert (nurture["due_now"], nurture["due_next_hour"]) == (0, 3)  # the pause ends at midnight
+    assert report["outbox"][0]["channel"] == "email" and report["outbox"][0]["queued"] == 2
+    assert report["last_tick"]["at"] == "2024-05-06T00:00:00+00:00"
+    assert set(report["last_tick"]["timings"]) >= {"total", "signals", "convert_and_step", "dispatch"}
+    code, out, _ = cli(capsys, "status", "--db", db)
+    assert "v1 pause" in out and "email" in out and "last tick at 2024-05-06T00:00:00+00:00" in out
+    assert cli(capsys, "status", "--db", f"sqlite:///{tmp_path / 'none.db'}")[0] == 1
+
+
+def _messages(w: World) -> dict[str, list[tuple[int, str, str, object]]]:
+    from orchestrator.clock import from_us
+
+    out: dict[str, list[tuple[int, str, str, object]]] = {}
+    for cid, version, step, subject, created in w.rows(
+        "SELECT c.id, m.version, m.step, m.subject, m.created_us FROM messages m "
+        "JOIN customers c ON c.key = m.customer_key ORDER BY m.created_us, m.id"
+    ):
+        out.setdefault(cid, []).append((version, step, subject, from_us(created)))
+    return out
