@@ -4,6 +4,7 @@ a simulated clock, and a delivery adapter (in memory, or the file outbox) that r
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,14 @@ from orchestrator.engine.workspace import load_workspace
 from orchestrator.ingest import ingest_events_records
 from orchestrator.store import Store, open_store, sqlite_url
 from orchestrator.store.customers import upsert_customers
+
+
+def default_store_url(folder: Path) -> str:
+    return sqlite_url(folder / "world.db")
+
+
+#: Where a World keeps its store; the PostgreSQL runs of the suite replace it with a fresh database.
+store_url: Callable[[Path], str] = default_store_url
 
 
 def at(text_: str) -> datetime:
@@ -49,7 +58,7 @@ class World:
     ) -> None:
         self.folder = folder
         self.journeys = journeys
-        self.store: Store = open_store(sqlite_url(folder / "world.db"))
+        self.store: Store = open_store(store_url(folder))
         self.clock = SimulatedClock(start)
         self.adapter = adapter if adapter is not None else MemoryAdapter()
         if customers:

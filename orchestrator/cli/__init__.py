@@ -54,6 +54,17 @@ def _add_workspace(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_engine(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--global-holdout",
+        metavar="PERCENT",
+        type=float,
+        default=None,
+        help="percent of all customers that no journey messages, a control group across journeys "
+        "(default: $ORCHESTRATOR_GLOBAL_HOLDOUT, else 0)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="orchestrator",
@@ -66,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check journey files and their templates")
     p.add_argument("paths", nargs="+", help="journey files or folders")
     p.add_argument("--templates", metavar="DIR", type=Path, default=None)
+    p.add_argument(
+        "--db",
+        metavar="URL",
+        default=None,
+        help="also list template reads of customer attributes that no customer in this store has",
+    )
 
     p = sub.add_parser("ingest", help="load events or customers from JSONL, CSV or Parquet")
     p.add_argument("files", nargs="+", type=Path)
@@ -94,11 +111,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="the instant to run at, e.g. 2024-03-01T09:00:00Z (default: the wall clock)",
     )
     _add_workspace(p)
+    _add_engine(p)
     _add_db(p)
 
     p = sub.add_parser("daemon", help="run ticks on a schedule until SIGTERM")
     p.add_argument("--interval", type=float, default=60.0, metavar="SECONDS", help="seconds between ticks")
     p.add_argument("--max-ticks", type=int, default=None, help=argparse.SUPPRESS)
+    # Crash tests: a simulated clock (start instant, moved by --simulated-step after each tick, resumed
+    # after the last stored tick) and a log of every delivery attempt.
+    p.add_argument("--simulated-clock", metavar="ISO-8601", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--simulated-step", metavar="DURATION", default="1h", help=argparse.SUPPRESS)
+    p.add_argument("--attempt-log", metavar="FILE", type=Path, default=None, help=argparse.SUPPRESS)
     p.add_argument(
         "--inbox",
         metavar="DIR",
@@ -107,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="ingest the event and customer files dropped here before each tick (moved to DIR/done)",
     )
     _add_workspace(p)
+    _add_engine(p)
     _add_db(p)
 
     from orchestrator.cli.lift import add_lift_parser, add_report_parser
@@ -118,6 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_plan_parser(sub)
     add_status_parser(sub)
+
+    from orchestrator.cli.why import add_preview_parser, add_why_parser
+
+    add_why_parser(sub)
+    add_preview_parser(sub)
 
     p = sub.add_parser("evaluate", help="count the customers each journey's signal matches at an instant")
     p.add_argument("--journeys", nargs="+", default=[DEFAULT_JOURNEYS], metavar="PATH")

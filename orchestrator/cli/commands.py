@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TextIO
 
@@ -49,7 +51,21 @@ def _engine(args: argparse.Namespace, clock: Clock) -> Engine:
         raise Failure(f"the journeys are not valid:\n{exc}") from None
     if not workspace.plans:
         raise UsageError(f"no journey files found in {' '.join(args.journeys)}")
-    return Engine(open_store(args.db), workspace, outbox_router(args.outbox), clock)
+    router = outbox_router(args.outbox)
+    return Engine(open_store(args.db), workspace, router, clock, global_holdout=_global_holdout(args))
+
+
+def _global_holdout(args: argparse.Namespace) -> float:
+    value = args.global_holdout
+    if value is None:
+        text = os.environ.get("ORCHESTRATOR_GLOBAL_HOLDOUT", "").strip()
+        try:
+            value = float(text) if text else 0.0
+        except ValueError:
+            raise UsageError(f"ORCHESTRATOR_GLOBAL_HOLDOUT={text!r} is not a percent") from None
+    if not 0.0 <= value <= 100.0:
+        raise UsageError(f"the global holdout is a percent between 0 and 100, not {value:g}")
+    return float(value)
 
 
 # ---------------------------------------------------------------------------------------------- commands
@@ -66,6 +82,19 @@ def cmd_validate(args: argparse.Namespace) -> int:
         f"{len(files) - len(bad)} of {len(files)} journey files valid"
         + (f", {len(problems)} problem(s)" if problems else "")
     )
+    if getattr(args, "db", None) and not problems:
+        from orchestrator.engine.template_data import missing_customer_attributes
+
+        # Warnings: a message whose template reads an attribute its customer lacks fails (and is recorded).
+        try:
+            store = open_store(args.db, create=False)
+        except FileNotFoundError as exc:
+            raise UsageError(str(exc)) from None
+        try:
+            for missing in missing_customer_attributes(load_workspace(args.paths, args.templates), store):
+                print(f"warning: {missing}")
+        finally:
+            store.dispose()
     return 1 if problems else 0
 
 
@@ -106,12 +135,11 @@ def _print_tick(report: TickReport) -> None:
         finished = ", ".join(f"{k} {v}" for k, v in sorted(j.finished.items())) or "none"
         print(
             f"  {journey_id}: entered {j.entered} (holdout {j.entered_holdout}), stepped {j.stepped}, "
-            f"queued {j.queued}, suppressed {j.suppressed}, failed {j.failed}, converted {j.converted}, "
-            f"finished: {finished}"
+            f"queued {j.queued}, converted {j.converted}, finished: {finished}"
         )
     print(
-        f"  delivered {d.delivered}, delivery failures {d.failed}, retries {d.retry}, refused {d.refused}; "
-        f"{report.timings.get('total', 0):.3f}s"
+        f"  delivered {d.delivered}, suppressed {d.suppressed}, delayed {d.delayed}, failed {d.failed}, "
+        f"retries {d.retry}, refused {d.refused}; {report.timings.get('total', 0):.3f}s"
     )
 
 
@@ -132,7 +160,14 @@ def cmd_daemon(args: argparse.Namespace) -> int:
 
     if args.interval <= 0:
         raise UsageError("--interval must be positive")
-    engine = _engine(args, SystemClock())
+    simulated = _simulated_clock(args)
+    engine = _engine(args, SystemClock() if simulated is None else simulated[0])
+    if args.attempt_log is not None:
+        from orchestrator.engine.daemon import AttemptLog
+
+        # The crash test kills processes, not the machine: files need no fsync to survive that.
+        outbox = OutboxAdapter(args.outbox, durable=False)
+        engine.router = ChannelRouter([AttemptLog(outbox, args.attempt_log)])
     print(
         f"daemon: {len(engine.workspace.plans)} journeys, a tick every {args.interval:g}s; "
         "stop with SIGTERM or Ctrl-C",
@@ -153,10 +188,29 @@ def cmd_daemon(args: argparse.Namespace) -> int:
 
         tick = tick_after_inbox
 
-    ticks = run_daemon(tick, args.interval, max_ticks=args.max_ticks)
+    if simulated is not None:
+        from orchestrator.engine.daemon import advancing, resume_simulated_clock
+
+        clock, start, step = simulated
+        resume_simulated_clock(engine.store, clock, start, step)
+        tick = advancing(tick, clock, step)
+    # Before the first tick: messages a killed process left queued go out again, with their ledger key.
+    ticks = run_daemon(tick, args.interval, max_ticks=args.max_ticks, on_start=engine.dispatch)
     engine.store.dispose()
     print(f"daemon: stopped cleanly after {ticks} tick(s)", flush=True)
     return 0
+
+
+def _simulated_clock(args: argparse.Namespace) -> tuple[SimulatedClock, datetime, timedelta] | None:
+    if args.simulated_clock is None:
+        return None
+    from orchestrator.durations import parse_duration
+
+    try:
+        start, step = parse_instant(args.simulated_clock), parse_duration(args.simulated_step)
+    except ValueError as exc:
+        raise UsageError(f"--simulated-clock/--simulated-step: {exc}") from None
+    return SimulatedClock(start), start, step
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -181,6 +235,18 @@ def cmd_status(args: argparse.Namespace) -> int:
     from orchestrator.cli.runtime import run_status
 
     return run_status(args)
+
+
+def cmd_why(args: argparse.Namespace) -> int:
+    from orchestrator.cli.why import run_why
+
+    return run_why(args)
+
+
+def cmd_preview(args: argparse.Namespace) -> int:
+    from orchestrator.cli.why import run_preview
+
+    return run_preview(args)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -75,6 +75,8 @@ class CustomerState:
         self.columns: dict[str, np.ndarray] = {}
         self.kinds: dict[str, _Kinds] = {}
         self.full_reads = 0
+        # Keys of the customers the last ``frame`` call read as changed (None: it read everyone).
+        self.changed: np.ndarray | None = None
 
     def frame(self, conn: Connection, names: Iterable[str]) -> CustomerFrame:
         """The customers with these columns as of ``conn``'s snapshot (read it from ``Store.connect``).
@@ -82,8 +84,9 @@ class CustomerState:
         wanted = tuple(dict.fromkeys(names))
         if self.revision < 0 or not set(wanted) <= set(self.names):
             self._read_all(conn, tuple(dict.fromkeys(self.names + wanted)))
+            self.changed = None
         else:
-            self._read_changes(conn)
+            self.changed = self._read_changes(conn)
         return CustomerFrame(self.n, self.exists[: self.n], {k: self.columns[k][: self.n] for k in wanted})
 
     def _read_all(self, conn: Connection, names: tuple[str, ...]) -> None:
@@ -102,10 +105,11 @@ class CustomerState:
             self.columns[name], self.kinds[name] = column, kinds
         self.full_reads += 1
 
-    def _read_changes(self, conn: Connection) -> None:
+    def _read_changes(self, conn: Connection) -> np.ndarray | None:
+        """Read the customers written since the last read; their keys (None after a full read)."""
         revision = max_revision(conn)
         if revision == self.revision:
-            return
+            return np.zeros(0, np.int64)
         n = max_key(conn) + 1
         keys, values = read_customer_values(conn, self.names, after_revision=self.revision)
         if n > len(self.exists):
@@ -126,11 +130,12 @@ class CustomerState:
             if kinds.dtype() != column.dtype:
                 # The column changes type for everyone (say a first text value among numbers).
                 self._read_all(conn, self.names)
-                return
+                return None
         for name in self.names:
             _place(self.columns[name], keys, values[name])
         self.exists[keys] = True
         self.n, self.revision = n, revision
+        return keys
 
 
 def _floats(column: np.ndarray, keys: np.ndarray) -> list[Any]:

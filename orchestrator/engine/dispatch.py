@@ -1,19 +1,52 @@
 """Dispatch: queued ledger rows to channel adapters, after the tick's transaction has committed.
 
-Each message goes out with its ledger key as the idempotency key, so a crash between the provider's
-acceptance and the recording of it leads at worst to a repeated attempt that the provider recognises.
-Held-out customers are refused here a second time, whatever put their message in the queue.
+Stepping writes each message as a bare ledger row (key, journey, version, customer, instance, step,
+channel, ``queued``). Dispatch takes the rows whose time has come in batches (``BATCH``, oldest first) and
+for each batch:
+
+1. refuses held-out customers (the holdout's second guard, whatever put their message in the queue);
+2. applies the contact policy to the whole batch (``engine.policy``): exclusions, consent, quiet hours,
+   caps and journey priority; a suppressed message is recorded with the reason, a held one stays queued
+   with ``next_attempt_us`` at the end of the quiet hours;
+3. renders the rest in the template sandbox (the context checked once per message) and drops those whose
+   address is on the suppression list;
+4. hands each message to its adapter with the ledger key as idempotency key (``workers`` calls in flight
+   at once: a provider call waits on the network, and adapters are thread-safe), and records every outcome in
+   one transaction: ``sent``; a transient failure stays ``queued`` with ``attempts`` + 1 and its next
+   attempt after ``Backoff`` (``failed`` once the attempts are spent); a permanent failure is ``failed``
+   with the reason, and one marked ``suppress`` puts the address on the suppression list.
+
+A crash between a provider call and the recording of its outcome leaves the row queued: the next dispatch
+sends it again with the same key, which a provider honouring the key recognises.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import contextlib
+import random
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
-from orchestrator.channels.base import ChannelRouter, OutgoingMessage
+import numpy as np
+import orjson
+
+from orchestrator.channels.base import ChannelRouter, DeliveryResult, OutgoingMessage
+from orchestrator.channels.delivery import Backoff
+from orchestrator.channels.templates import TemplateRenderer
 from orchestrator.clock import Clock, to_us
+from orchestrator.durations import US_PER_SECOND
+from orchestrator.engine.policy import DELAY, SUPPRESS, WEEK_US, Batch, decide
+from orchestrator.engine.render import ADDRESS_FIELD, message_row
+from orchestrator.signals.evaluate import to_python
+from orchestrator.spec.plan import ENTRY, JourneyPlan, StepPlan
+from orchestrator.spec.policy import ContactPolicy
 from orchestrator.store import Store
 from orchestrator.store import journeys as sj
+from orchestrator.store.customers import customer_records
 
 BATCH = 1000
 
@@ -24,77 +57,323 @@ class DispatchReport:
     failed: int = 0
     retry: int = 0
     refused: int = 0
+    suppressed: int = 0
+    delayed: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)  # read, policy, render, send, record
+
+    def add_seconds(self, phase: str, seconds: float) -> None:
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + seconds
+
+
+@dataclass
+class DispatchContext:
+    """What dispatch needs from the engine: the plan of a journey version (None when unknown), its
+    renderer, its metric values by customer key, the contact policy, and the retry schedule. ``random``
+    draws the backoff's jitter (seeded, so retry times are reproducible)."""
+
+    plan_for: Callable[[str, int], JourneyPlan | None]
+    renderer_for: Callable[[str], TemplateRenderer | None]
+    metrics_for: Callable[[JourneyPlan], Mapping[str, np.ndarray]]
+    policy: ContactPolicy | None = None
+    backoff: Backoff = field(default_factory=Backoff)
+    random: Callable[[], float] = field(default_factory=lambda: random.Random(0).random)
+    workers: int = 4  # provider calls in flight at once (adapters are thread-safe); 1: one at a time
 
 
 def dispatch_queued(
-    store: Store, router: ChannelRouter, clock: Clock, limit: int | None = None
+    store: Store, router: ChannelRouter, clock: Clock, context: DispatchContext, limit: int | None = None
 ) -> DispatchReport:
-    """Try every queued message once (up to ``limit``), recording each outcome in batches.
+    """Handle every queued message that is due (up to ``limit``), batch by batch (see the module
+    docstring); the instant is read from ``clock`` once."""
+    with ThreadPoolExecutor(context.workers) if context.workers > 1 else contextlib.nullcontext() as pool:
+        return _dispatch_all(store, router, clock, context, limit, pool)
 
-    A message whose adapter asks for a retry stays queued for the next call.
-    """
+
+def _dispatch_all(
+    store: Store,
+    router: ChannelRouter,
+    clock: Clock,
+    context: DispatchContext,
+    limit: int | None,
+    pool: ThreadPoolExecutor | None,
+) -> DispatchReport:
     report = DispatchReport()
+    now_us = to_us(clock.now())
     handled = 0
     last_id = 0
     while limit is None or handled < limit:
+        size = BATCH if limit is None else min(BATCH, limit - handled)
+        started = time.perf_counter()
         with store.connect() as conn:
-            batch = sj.queued_messages(conn, BATCH, after_id=last_id)
-        if not batch:
-            break
-        outcomes = [_deliver(message, router, to_us(clock.now()), report) for message in batch]
+            batch = sj.due_messages(conn, size, now_us, after_id=last_id)
+            if not batch:
+                break
+            loaded = _load(conn, batch, context, now_us)
+        report.add_seconds("read", time.perf_counter() - started)
+        outcomes, suppressions = _dispatch_batch(batch, loaded, router, context, now_us, report, pool)
+        started = time.perf_counter()
         with store.begin() as conn:
-            sj.record_deliveries(conn, outcomes)
+            sj.record_outcomes(conn, outcomes)
+            sj.suppress_addresses(conn, suppressions)
+        report.add_seconds("record", time.perf_counter() - started)
         handled += len(batch)
         last_id = batch[-1].id
     return report
 
 
-def _outcome(
-    message_id: int,
-    status: str,
-    reason: str | None = None,
-    provider_id: str | None = None,
-    sent_us: int | None = None,
-) -> dict[str, Any]:
-    return {
-        "id": message_id,
+@dataclass
+class _Loaded:
+    records: dict[int, dict[str, Any]]
+    recent: tuple[np.ndarray, np.ndarray, np.ndarray]
+    data: dict[int, str | None]
+    suppressed: dict[tuple[str, str], str]
+
+
+def _load(conn: Any, batch: list[sj.DueMessage], context: DispatchContext, now_us: int) -> _Loaded:
+    keys = [m.customer_key for m in batch]
+    records = customer_records(conn, keys)
+    # A local week starts at most 8 days before now, whatever the zone.
+    recent = sj.recent_sends(conn, keys, now_us - WEEK_US - 86400 * US_PER_SECOND)
+    wants_data = []
+    addresses: dict[str, list[str]] = {}
+    for m in batch:
+        plan = context.plan_for(m.journey_id, m.version)
+        if plan is not None and (plan.captures or plan.entry.kind == "event"):
+            wants_data.append(m.instance_id)
+        record = records.get(m.customer_key, {})
+        address = record.get(ADDRESS_FIELD.get(m.channel, ""))
+        if address:
+            addresses.setdefault(m.channel, []).append(str(address))
+    data = sj.instance_data(conn, wants_data) if wants_data else {}
+    suppressed = {
+        (channel, address): reason
+        for channel, listed in addresses.items()
+        for address, reason in sj.suppressed_addresses(conn, channel, listed).items()
+    }
+    return _Loaded(records, recent, data, suppressed)
+
+
+def _outcome(m: sj.DueMessage, status: str, reason: str | None, **fields: Any) -> dict[str, Any]:
+    row = {
+        "id": m.id,
         "status": status,
         "reason": reason,
-        "provider_id": provider_id,
-        "sent_us": sent_us,
+        "recipient": None,
+        "subject": None,
+        "body": None,
+        "html": None,
+        "title": None,
+        "link": None,
+        "provider_id": None,
+        "sent_us": None,
+        "attempts": m.attempts,
+        "next_attempt_us": None,
     }
+    row.update(fields)
+    return row
 
 
-def _deliver(
-    message: sj.QueuedMessage, router: ChannelRouter, now_us: int, report: DispatchReport
-) -> dict[str, Any]:
-    if message.held_out:
-        report.refused += 1
-        return _outcome(message.id, "refused", "customer is in the holdout")
-    outgoing = OutgoingMessage(
-        idempotency_key=message.idempotency_key,
-        channel=message.channel,
-        recipient=message.recipient,
-        customer_id=message.customer_id,
-        journey_id=message.journey_id,
-        step=message.step,
-        body=message.body,
-        subject=message.subject,
-        html=message.html,
-        title=message.title,
-        link=message.link,
-        created_us=message.created_us,
+def _dispatch_batch(
+    batch: list[sj.DueMessage],
+    loaded: _Loaded,
+    router: ChannelRouter,
+    context: DispatchContext,
+    now_us: int,
+    report: DispatchReport,
+    pool: ThreadPoolExecutor | None,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    outcomes: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    steps: list[tuple[JourneyPlan, StepPlan] | None] = []
+    for m in batch:
+        plan = context.plan_for(m.journey_id, m.version)
+        step = next((s for s in plan.steps if s.id == m.step and s.send is not None), None) if plan else None
+        steps.append((plan, step) if plan is not None and step is not None else None)
+    open_ = np.ones(len(batch), bool)
+    for i, m in enumerate(batch):
+        if m.held_out:
+            report.refused += 1
+            outcomes.append(_outcome(m, "refused", "customer is in the holdout"))
+            open_[i] = False
+        elif steps[i] is None:
+            report.failed += 1
+            outcomes.append(_outcome(m, "failed", f"no send step {m.step!r} in {m.journey_id} v{m.version}"))
+            open_[i] = False
+    idx = np.flatnonzero(open_)
+    pending = [batch[i] for i in idx]
+    decisions = decide(
+        context.policy,
+        Batch(
+            channel=np.array([m.channel for m in pending], dtype=object),
+            customer_key=np.array([m.customer_key for m in pending], dtype=np.int64),
+            priority=np.array([steps[i][0].priority for i in idx], dtype=np.int64),  # type: ignore[index]
+            transactional=np.array([m.transactional for m in pending], dtype=bool),
+            order=np.array([m.id for m in pending], dtype=np.int64),
+        ),
+        loaded.records,
+        loaded.recent,
+        now_us,
     )
+    report.add_seconds("policy", time.perf_counter() - started)
+    to_send: list[tuple[sj.DueMessage, dict[str, Any]]] = []
+    render_started = time.perf_counter()
+    metric_cache: dict[int, Mapping[str, np.ndarray]] = {}
+    for j, m in enumerate(pending):
+        action = int(decisions.action[j])
+        if action == SUPPRESS:
+            report.suppressed += 1
+            outcomes.append(_outcome(m, "suppressed", decisions.reason[j]))
+            continue
+        if action == DELAY:
+            report.delayed += 1
+            until = int(decisions.until_us[j])
+            outcomes.append(
+                _outcome(m, "queued", f"{decisions.reason[j]} until {_iso(until)}", next_attempt_us=until)
+            )
+            continue
+        found = steps[idx[j]]
+        assert found is not None
+        plan, step = found
+        row = _render(m, plan, step, loaded, context, metric_cache)
+        if row["status"] != "queued":
+            report.suppressed += row["status"] == "suppressed"
+            report.failed += row["status"] == "failed"
+            outcomes.append(_outcome(m, row["status"], row["reason"], recipient=row["recipient"]))
+            continue
+        listed = loaded.suppressed.get((m.channel, row["recipient"]))
+        if listed is not None:
+            report.suppressed += 1
+            outcomes.append(
+                _outcome(
+                    m, "suppressed", f"address on the suppression list: {listed}", recipient=row["recipient"]
+                )
+            )
+            continue
+        row["customer_id"] = loaded.records[m.customer_key]["id"]
+        to_send.append((m, row))
+    report.add_seconds("render", time.perf_counter() - render_started)
+    send_started = time.perf_counter()
+    suppressions: list[dict[str, Any]] = []
+    outgoing = [_outgoing(m, row) for m, row in to_send]
+    # Provider calls wait on the network (or the disk): several run at once; outcomes are read in order.
+    results = (
+        pool.map(lambda message: _call(router, message), outgoing)
+        if pool
+        else map(lambda message: _call(router, message), outgoing)
+    )
+    for (m, row), result in zip(to_send, results, strict=True):
+        outcomes.append(_record(m, row, result, context, now_us, report, suppressions))
+    report.add_seconds("send", time.perf_counter() - send_started)
+    return outcomes, suppressions
+
+
+def _render(
+    m: sj.DueMessage,
+    plan: JourneyPlan,
+    step: StepPlan,
+    loaded: _Loaded,
+    context: DispatchContext,
+    metric_cache: dict[int, Mapping[str, np.ndarray]],
+) -> dict[str, Any]:
+    assert step.send is not None
+    renderer = context.renderer_for(plan.id)
+    customer = loaded.records.get(m.customer_key)
+    if renderer is None or customer is None:
+        return {"status": "failed", "recipient": None, "reason": "no templates or no customer record"}
+    if id(plan) not in metric_cache:
+        metric_cache[id(plan)] = context.metrics_for(plan) if plan.metrics else {}
+    metrics = {name: to_python(values[m.customer_key]) for name, values in metric_cache[id(plan)].items()}
+    extra: dict[str, Any] = {}
+    roots = [ENTRY, *plan.captures] if plan.entry.kind == "event" else list(plan.captures)
+    if roots:
+        raw = loaded.data.get(m.instance_id)
+        data = orjson.loads(raw) if raw else {}
+        data = data if isinstance(data, dict) else {}
+        extra = {root: data.get(root, {}) for root in roots}
+    return message_row(
+        renderer=renderer,
+        send=step.send,
+        customer=customer,
+        metrics=metrics,
+        journey={"id": plan.id, "version": plan.version, "step": step.id},
+        extra=extra,
+        base={},
+    )
+
+
+def _outgoing(m: sj.DueMessage, row: dict[str, Any]) -> OutgoingMessage:
+    return OutgoingMessage(
+        idempotency_key=m.idempotency_key,
+        channel=m.channel,
+        recipient=row["recipient"],
+        customer_id=str(row["customer_id"]),
+        journey_id=m.journey_id,
+        step=m.step,
+        body=row["body"] or "",
+        subject=row["subject"],
+        html=row["html"],
+        title=row["title"],
+        link=row["link"],
+        created_us=m.created_us,
+    )
+
+
+def _call(router: ChannelRouter, message: OutgoingMessage) -> DeliveryResult:
     try:
-        result = router.route(message.channel).send(outgoing)
-    except Exception as exc:  # an adapter broke its contract by raising; keep the message for a retry
-        report.retry += 1
-        return _outcome(message.id, "queued", f"adapter error: {exc}")
+        return router.route(message.channel).send(message)
+    except Exception as exc:  # an adapter broke its contract by raising: treat it as transient
+        return DeliveryResult.retry(f"adapter error: {exc}", code="adapter_error")
+
+
+def _record(
+    m: sj.DueMessage,
+    row: dict[str, Any],
+    result: DeliveryResult,
+    context: DispatchContext,
+    now_us: int,
+    report: DispatchReport,
+    suppressions: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """The ledger outcome of one provider answer (and the address to suppress, if it says so)."""
+    content = {k: row[k] for k in ("recipient", "subject", "body", "html", "title", "link")}
+    attempts = m.attempts + 1
     if result.status == "sent":
         report.delivered += 1
-        return _outcome(message.id, "sent", provider_id=result.provider_id, sent_us=now_us)
+        return _outcome(
+            m, "sent", m.reason, provider_id=result.provider_id, sent_us=now_us, attempts=attempts, **content
+        )
+    error = f"{result.code}: {result.error}" if result.code else str(result.error)
     if result.status == "retry":
+        wait_s = context.backoff.delay(attempts, context.random, result.retry_after_s)
+        if wait_s is None:
+            report.failed += 1
+            return _outcome(
+                m, "failed", f"gave up after {attempts} attempts: {error}", attempts=attempts, **content
+            )
         report.retry += 1
-        return _outcome(message.id, "queued", result.error)
+        next_us = now_us + round(wait_s * US_PER_SECOND)
+        return _outcome(
+            m,
+            "queued",
+            f"attempt {attempts} failed ({error}); next attempt at {_iso(next_us)}",
+            attempts=attempts,
+            next_attempt_us=next_us,
+            **content,
+        )
     report.failed += 1
-    return _outcome(message.id, "failed", result.error)
+    if result.suppress:
+        suppressions.append(
+            {
+                "channel": m.channel,
+                "address": row["recipient"],
+                "reason": error,
+                "code": result.code,
+                "message_id": m.id,
+                "created_us": now_us,
+            }
+        )
+    return _outcome(m, "failed", error, attempts=attempts, **content)
+
+
+def _iso(instant_us: int) -> str:
+    return datetime.fromtimestamp(instant_us / US_PER_SECOND, UTC).isoformat().replace("+00:00", "Z")

@@ -16,16 +16,18 @@ customer and journey, and stored.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import orjson
 from sqlalchemy import Connection
 
-from orchestrator.engine.frames import entry_condition
+from orchestrator.engine.frames import entry_condition, entry_node
 from orchestrator.engine.matching import normalise
-from orchestrator.measure.holdout import buckets, journey_seed
+from orchestrator.measure.holdout import HOLDOUT, assign_arms
 from orchestrator.signals.evaluate import Evaluator
+from orchestrator.signals.lang import Node
 from orchestrator.spec.models import Cooldown
 from orchestrator.spec.plan import JourneyPlan
 from orchestrator.store import journeys as sj
@@ -38,23 +40,49 @@ class Entered:
     holdout: int = 0
 
 
-def enter(conn: Connection, plan: JourneyPlan, evaluator: Evaluator, now_us: int) -> Entered:
-    """Enter every customer (or event) the journey's entry admits at ``now_us``."""
+# A condition kept between ticks (``signals.horizon``): (name within the journey, expression) -> where it
+# holds, re-evaluated only for the customers whose inputs changed since the previous tick.
+KeptCondition = Callable[[str, Node], np.ndarray]
+
+
+def enter(
+    conn: Connection,
+    plan: JourneyPlan,
+    evaluator: Evaluator,
+    now_us: int,
+    global_holdout: float = 0.0,
+    kept: KeptCondition | None = None,
+) -> Entered:
+    """Enter every customer (or event) the journey's entry admits at ``now_us``. ``global_holdout`` is the
+    percent of all customers no journey messages (decided before the journey's own holdout). With
+    ``kept``, the entry conditions come from it (the same values, computed where they may have changed)."""
+    admitted = _admitted(plan, evaluator, kept)
     if plan.entry.kind == "event":
-        return _enter_by_event(conn, plan, evaluator, now_us)
-    return _enter_by_condition(conn, plan, evaluator, now_us)
+        return _enter_by_event(conn, plan, evaluator, now_us, global_holdout, admitted)
+    return _enter_by_condition(conn, plan, evaluator, now_us, global_holdout, admitted)
 
 
-def _admitted(plan: JourneyPlan, evaluator: Evaluator) -> np.ndarray:
+def _admitted(plan: JourneyPlan, evaluator: Evaluator, kept: KeptCondition | None) -> np.ndarray:
     """Per customer: the entry condition holds (segment only, for event entry) and exit_when does not."""
-    condition = entry_condition(evaluator, plan)
+    if kept is None:
+        condition = entry_condition(evaluator, plan)
+    else:
+        node = entry_node(plan)
+        condition = evaluator.customers.exists.copy() if node is None else kept("entry", node)
     if plan.exit_when is not None:
-        condition &= ~evaluator.condition(plan.exit_when)
+        leaving = evaluator.condition(plan.exit_when) if kept is None else kept("exit_when", plan.exit_when)
+        condition &= ~leaving
     return condition
 
 
-def _enter_by_condition(conn: Connection, plan: JourneyPlan, evaluator: Evaluator, now_us: int) -> Entered:
-    condition = _admitted(plan, evaluator)
+def _enter_by_condition(
+    conn: Connection,
+    plan: JourneyPlan,
+    evaluator: Evaluator,
+    now_us: int,
+    global_holdout: float,
+    condition: np.ndarray,
+) -> Entered:
     previous = np.zeros(len(condition), bool)
     prev_keys = sj.signal_members(conn, plan.id)
     previous[prev_keys[prev_keys < len(previous)]] = True
@@ -71,12 +99,19 @@ def _enter_by_condition(conn: Connection, plan: JourneyPlan, evaluator: Evaluato
     candidates = candidates[allowed]
     if not len(candidates):
         return Entered()
-    held = assign(conn, plan, candidates, now_us)
+    held = assign(conn, plan, candidates, now_us, global_holdout)
     sj.insert_instances(conn, plan.id, plan.version, candidates, held, plan.steps[0].id, now_us)
     return Entered(len(candidates), int(held.sum()))
 
 
-def _enter_by_event(conn: Connection, plan: JourneyPlan, evaluator: Evaluator, now_us: int) -> Entered:
+def _enter_by_event(
+    conn: Connection,
+    plan: JourneyPlan,
+    evaluator: Evaluator,
+    now_us: int,
+    global_holdout: float,
+    admitted: np.ndarray,
+) -> Entered:
     entry = plan.entry
     assert entry.event is not None
     type_id = sj.event_type_id(conn, entry.event)
@@ -94,7 +129,6 @@ def _enter_by_event(conn: Connection, plan: JourneyPlan, evaluator: Evaluator, n
     sj.set_entry_cursor(conn, plan.id, max(last_id, int(events.ids.max())), events.ids[~ready].tolist())
     # Too old when it reached the engine, or from a customer outside the segment: no entry.
     take = ready & (events.ts_us >= now_us - entry.within_us)
-    admitted = _admitted(plan, evaluator)
     known = events.keys < len(admitted)
     take &= known & admitted[np.where(known, events.keys, 0)]
     idx = np.flatnonzero(take)
@@ -143,7 +177,7 @@ def _enter_by_event(conn: Connection, plan: JourneyPlan, evaluator: Evaluator, n
         return Entered()
     chosen = np.flatnonzero(allowed)
     customers = customers[chosen]
-    held = assign(conn, plan, customers, now_us)
+    held = assign(conn, plan, customers, now_us, global_holdout)
     sj.insert_instances(
         conn,
         plan.id,
@@ -180,9 +214,12 @@ def reentry_allowed(
     return ~seen | (~active & (last_exit >= 0) & (now_us - last_exit >= cooldown_us))
 
 
-def assign(conn: Connection, plan: JourneyPlan, keys: np.ndarray, now_us: int) -> np.ndarray:
+def assign(
+    conn: Connection, plan: JourneyPlan, keys: np.ndarray, now_us: int, global_holdout: float = 0.0
+) -> np.ndarray:
     """The holdout flag of each entering key: the stored arm if any, else a new stored assignment (one per
-    customer, however many instances the customer enters with)."""
+    customer, however many instances the customer enters with), from the global layer first and then the
+    journey's own holdout, each row stored with its layer, bucket, percent and reason."""
     unique = np.unique(keys)
     known_keys, known_held = sj.holdout_assignments(conn, plan.id)
     known, pos = lookup(known_keys, unique)
@@ -191,19 +228,10 @@ def assign(conn: Connection, plan: JourneyPlan, keys: np.ndarray, now_us: int) -
     new = ~known
     if new.any():
         ids = customer_ids(conn, unique[new]).astype(str)
-        new_buckets = buckets(journey_seed(plan.id), ids)
-        percent = plan.journey.holdout
-        new_held = new_buckets < percent / 100.0
-        held_unique[new] = new_held
+        arms = assign_arms(plan.id, ids, plan.journey.holdout, global_holdout)
+        held_unique[new] = arms.arm == HOLDOUT
         sj.insert_assignments(
-            conn,
-            plan.id,
-            unique[new],
-            new_buckets,
-            new_held,
-            percent,
-            now_us,
-            reason=f"hash of journey and customer id < {percent:g}%",
+            conn, plan.id, unique[new], arms.arm, arms.bucket, arms.percent, arms.reason, arms.layer, now_us
         )
     return held_unique[np.searchsorted(unique, keys)]
 

@@ -63,6 +63,16 @@ def signal_matches(
     return out
 
 
+def entry_node(plan: JourneyPlan) -> lang.Node | None:
+    """The journey's signal and segment as one condition (None: every customer)."""
+    parts = [node for node in (plan.signal, plan.segment) if node is not None]
+    if not parts:
+        return None
+    if len(parts) == 1:
+        return parts[0]
+    return lang.Binary(0, "and", parts[0], parts[1])
+
+
 def entry_condition(evaluator: Evaluator, plan: JourneyPlan) -> np.ndarray:
     """Where the journey's signal and segment both hold, by customer key (a journey entered by an event
     or a segment alone has no signal: there, the segment, or every customer)."""

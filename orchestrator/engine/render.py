@@ -1,10 +1,11 @@
-"""Rendering one send step for a set of customers into ledger rows.
+"""Rendering one message of a send step, at dispatch time.
 
 Templates see plain data only: ``customer`` (attributes), ``metrics`` (the journey's metrics for this
 customer), ``journey`` (id, version, step), and for instances that carry them ``entry`` (the entry event's
-properties) and the events that ended ``wait_for`` steps, under the steps' ids. Rendering, address and
-consent problems do not stop the journey: the message is recorded with status ``failed`` or
-``suppressed`` and the reason.
+properties) and the events that ended ``wait_for`` steps, under the steps' ids. The context is checked
+once per message (``TemplateRenderer.prepare``) and every part (subject, text, html, title, link) renders
+from it. A template problem does not stop the journey: the ledger row is recorded ``failed`` with the
+reason.
 
 A webhook goes to a named endpoint of the business (its URL is configured with the adapter), not to an
 address of the customer, so it needs no address or consent on file.
@@ -16,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.channels.templates import TemplateError, TemplateRenderer
+from orchestrator.channels.templates import PreparedContext, TemplateError, TemplateRenderer
 from orchestrator.spec.models import Send
 
 ADDRESS_FIELD = {"email": "email", "sms": "phone", "push": "push_token"}
@@ -31,15 +32,46 @@ class Rendered:
     link: str | None = None
 
 
-def render_send(renderer: TemplateRenderer, send: Send, context: Mapping[str, Any]) -> Rendered:
+def address_for(send: Send, customer: Mapping[str, Any]) -> str | None:
+    """Where the message goes: the customer's address for the channel, or the webhook's endpoint name."""
+    if send.channel == "webhook":
+        return send.endpoint
+    value = customer.get(ADDRESS_FIELD[send.channel])
+    return str(value) if value else None
+
+
+def message_context(
+    customer: Mapping[str, Any],
+    metrics: Mapping[str, Any],
+    journey: Mapping[str, Any],
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The template context of one message (plain data; the renderer checks it)."""
+    return {**(extra or {}), "customer": dict(customer), "metrics": dict(metrics), "journey": dict(journey)}
+
+
+def render_send(
+    renderer: TemplateRenderer, send: Send, context: Mapping[str, Any] | PreparedContext
+) -> Rendered:
     """Render every part of a send step; raises ``TemplateError`` on the first failure."""
+    prepared = context if isinstance(context, PreparedContext) else renderer.prepare(context)
     return Rendered(
-        body=renderer.render(send.template, context),
-        subject=renderer.render_string(send.subject, context, name="subject") if send.subject else None,
-        html=renderer.render(send.html, context) if send.html else None,
-        title=renderer.render_string(send.title, context, name="title") if send.title else None,
-        link=renderer.render_string(send.link, context, name="link") if send.link else None,
+        body=renderer.render(send.template, prepared),
+        subject=renderer.render_string(send.subject, prepared, name="subject") if send.subject else None,
+        html=renderer.render(send.html, prepared) if send.html else None,
+        title=renderer.render_string(send.title, prepared, name="title") if send.title else None,
+        link=renderer.render_string(send.link, prepared, name="link") if send.link else None,
     )
+
+
+def try_render(
+    renderer: TemplateRenderer, send: Send, context: Mapping[str, Any]
+) -> tuple[Rendered | None, str | None]:
+    """(rendered, None), or (None, the reason) when a template or the context is refused."""
+    try:
+        return render_send(renderer, send, context), None
+    except TemplateError as exc:
+        return None, f"template: {exc}"
 
 
 def message_row(
@@ -52,7 +84,8 @@ def message_row(
     base: dict[str, Any],
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One ledger row for one customer: queued with its rendered content, or suppressed/failed with why."""
+    """The content of one ledger row: ``queued`` with its rendered parts (ready for the adapter), or
+    ``suppressed`` (no address on file) / ``failed`` (a template refused) with the reason."""
     row = {
         **base,
         "channel": send.channel,
@@ -64,29 +97,12 @@ def message_row(
         "link": None,
         "reason": None,
     }
-    if send.channel == "webhook":
-        address = send.endpoint
-    else:
-        address = customer.get(ADDRESS_FIELD[send.channel])
-        if not address:
-            return {**row, "status": "suppressed", "reason": f"no {ADDRESS_FIELD[send.channel]} on file"}
-        if customer.get(f"consent_{send.channel}") is False:
-            return {
-                **row,
-                "recipient": address,
-                "status": "suppressed",
-                "reason": f"no consent for {send.channel}",
-            }
-    context = {
-        **(extra or {}),
-        "customer": dict(customer),
-        "metrics": dict(metrics),
-        "journey": dict(journey),
-    }
-    try:
-        rendered = render_send(renderer, send, context)
-    except TemplateError as exc:
-        return {**row, "recipient": address, "status": "failed", "reason": f"template: {exc}"}
+    address = address_for(send, customer)
+    if not address:
+        return {**row, "status": "suppressed", "reason": f"no {ADDRESS_FIELD[send.channel]} on file"}
+    rendered, problem = try_render(renderer, send, message_context(customer, metrics, journey, extra))
+    if rendered is None:
+        return {**row, "recipient": address, "status": "failed", "reason": problem}
     return {
         **row,
         "recipient": address,

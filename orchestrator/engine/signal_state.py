@@ -22,6 +22,7 @@ from orchestrator.ingest.load import IngestedEvents
 from orchestrator.signals import lang
 from orchestrator.signals.evaluate import AggregateCache
 from orchestrator.signals.frame import Categorical, EventFrame
+from orchestrator.signals.horizon import IncrementalConditions
 from orchestrator.signals.incremental import IncrementalAggregates
 from orchestrator.signals.lang import Call
 from orchestrator.signals.log import EventLog, property_uses
@@ -46,6 +47,7 @@ class SignalState:
         self._categorical: set[str] = set()
         self.log = EventLog()
         self.aggregates = IncrementalAggregates([], self.log)
+        self.conditions = IncrementalConditions(self.aggregates)
         self.accepted = 0  # events taken by ``accept`` since the last refresh
         self.ensure(plans)
 
@@ -70,6 +72,7 @@ class SignalState:
             self.log = EventLog(self._numeric, self._categorical)
             self.accepted = 0
         self.aggregates = IncrementalAggregates(calls, self.log)
+        self.conditions = IncrementalConditions(self.aggregates)
 
     def _calls(self) -> list[Call]:
         return list(
@@ -108,7 +111,9 @@ class SignalState:
         return self.log.n_customers
 
     def fill(self, cache: AggregateCache) -> None:
-        self.aggregates.fill(cache)
+        """Make every aggregate's current value available to evaluators using ``cache``; each is read
+        from the state only when an evaluator first asks for it."""
+        cache.values = _LazyValues(self.aggregates, cache.values)
 
     def events(self, start_us: int | None, end_us: int) -> EventFrame:
         """Events with ``start_us <= ts < end_us`` from the log."""
@@ -145,3 +150,17 @@ def _as_stored(value: Any) -> Any:
     if isinstance(value, float) and value.is_integer():
         return int(value)
     return value
+
+
+class _LazyValues(dict[Any, np.ndarray]):
+    """An ``AggregateCache.values`` that reads an aggregate from the incremental state when first asked."""
+
+    def __init__(self, aggregates: IncrementalAggregates, known: dict[Any, np.ndarray]) -> None:
+        super().__init__(known)
+        self._aggregates = aggregates
+        self._calls = set(aggregates.calls)
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        if key not in self and key in self._calls:
+            self[key] = self._aggregates.value(key)
+        return super().get(key, default)

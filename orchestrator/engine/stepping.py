@@ -10,12 +10,14 @@ wait or has finished:
   had woken exactly then, the others park;
 - ``wait_for``: the first matching event after the instance reached the step ends the wait (its properties
   are kept under the step's id); otherwise the timeout does, or the instance parks;
-- ``send``: renders and writes a ledger row (never for held-out instances); what follows a send counts
-  from the tick's instant, when the message was queued;
+- ``send``: writes a queued ledger row (never for held-out instances), without content: dispatch renders
+  it after the transaction commits (``engine.dispatch``); what follows a send counts from the tick's
+  instant, when the message was queued;
 - ``branch``, ``split``, ``exit``: move at once.
 
-Nothing is written per step: the state changes and ledger rows of the whole batch are written at the
-end, with one executemany each, inside the caller's transaction.
+Nothing is written per instance: the state changes of the whole batch are written at the end with one
+executemany each, and each send step's ledger rows with one INSERT ... SELECT, all inside the caller's
+transaction (state and ledger commit together).
 """
 
 from __future__ import annotations
@@ -29,18 +31,16 @@ import numpy as np
 import orjson
 from sqlalchemy import Connection
 
-from orchestrator.channels.templates import TemplateRenderer
 from orchestrator.engine.conditions import instance_condition
 from orchestrator.engine.localtime import MISSING, attribute_instants, next_local_times
 from orchestrator.engine.matching import first_matching_after, joined, normalise, values_at
-from orchestrator.engine.render import message_row
 from orchestrator.engine.signal_state import SignalState
 from orchestrator.measure.holdout import buckets
 from orchestrator.signals.evaluate import Evaluator, to_python
 from orchestrator.signals.frame import CustomerFrame, EventFrame
 from orchestrator.spec.plan import ENTRY, NO_STATE, JourneyPlan, MatchTerm, StepPlan, split_trigger
 from orchestrator.store import journeys as sj
-from orchestrator.store.customers import customer_ids, customer_records
+from orchestrator.store.customers import customer_ids
 
 
 @dataclass
@@ -48,16 +48,20 @@ class Stepped:
     """What one version's stepping did in a tick."""
 
     stepped: int = 0  # instances that moved or finished (not those still waiting for an event)
-    messages: list[dict[str, Any]] = field(default_factory=list)
+    queued: int = 0  # ledger rows written (messages for dispatch to render and send)
     finished: dict[str, int] = field(default_factory=dict)
-    seconds: dict[str, float] = field(default_factory=dict)  # read, step, render, write
+    seconds: dict[str, float] = field(default_factory=dict)  # read, step, write
 
 
 def ledger_key(plan: JourneyPlan, customer_id: str, instance_id: int, step: StepPlan, at_us: int) -> str:
     """The send ledger's key for one step of one entry: also the provider's idempotency key. A step that a
     loop can bring an instance back to also carries the instant of the visit."""
-    key = f"{plan.id}/v{plan.version}/{customer_id}/{instance_id}/{step.id}"
-    return f"{key}/{at_us}" if step.in_cycle else key
+    return f"{plan.id}/v{plan.version}/{customer_id}/{instance_id}{ledger_key_suffix(step, at_us)}"
+
+
+def ledger_key_suffix(step: StepPlan, at_us: int) -> str:
+    """The part of ``ledger_key`` after the instance id."""
+    return f"/{step.id}/{at_us}" if step.in_cycle else f"/{step.id}"
 
 
 class Stepper:
@@ -70,7 +74,6 @@ class Stepper:
         evaluator: Evaluator,
         customers: CustomerFrame,
         signals: SignalState,
-        renderer: TemplateRenderer,
         now_us: int,
     ) -> None:
         self.conn = conn
@@ -78,12 +81,10 @@ class Stepper:
         self.evaluator = evaluator
         self.customers = customers
         self.signals = signals
-        self.renderer = renderer
         self.now_us = now_us
         self._events: tuple[int, EventFrame] | None = None
         self._conditions: dict[int, np.ndarray] = {}
-        self._metric_values: dict[str, np.ndarray] | None = None
-        self._render_seconds = 0.0
+        self._sends: list[tuple[StepPlan, np.ndarray]] = []
 
     # ------------------------------------------------------------------------------------------ run
 
@@ -110,7 +111,6 @@ class Stepper:
         self.reasons = np.full(n, None, dtype=object)
         self.data: list[dict[str, Any] | None] = [None] * n
         self.data_changed = np.zeros(n, bool)
-        self.messages = out.messages
         n_steps = len(plan.steps)
 
         for _ in range(4 * n_steps + 8):
@@ -149,10 +149,21 @@ class Stepper:
         if self.data_changed.any():
             idx = np.flatnonzero(self.data_changed)
             sj.set_instance_data(self.conn, due.ids[idx], [orjson.dumps(self.data[i]).decode() for i in idx])
-        sj.insert_messages(self.conn, self.messages)
+        for step, positions in self._sends:
+            assert step.send is not None
+            out.queued += sj.queue_messages(
+                self.conn,
+                journey_id=plan.id,
+                version=plan.version,
+                step=step.id,
+                channel=step.send.channel,
+                transactional=step.send.transactional,
+                instance_ids=due.ids[positions],
+                key_suffix=ledger_key_suffix(step, now),
+                created_us=now,
+            )
         out.stepped = int((changed | finished).sum())
-        out.seconds["render"] = self._render_seconds
-        out.seconds["step"] = stepped - read - self._render_seconds
+        out.seconds["step"] = stepped - read
         out.seconds["write"] = time.perf_counter() - stepped
         return out
 
@@ -365,51 +376,10 @@ class Stepper:
     def _send(self, step: StepPlan, sel: np.ndarray) -> None:
         assert step.send is not None
         self.t[sel] = np.maximum(self.t[sel], self.now_us)
-        send_to = sel[~self.due.holdout[sel]]
+        send_to = sel[~self.due.holdout[sel]]  # the holdout's first guard: no ledger row at all
         if len(send_to):
-            started = time.perf_counter()
-            self._render(step, send_to)
-            self._render_seconds += time.perf_counter() - started
+            self._sends.append((step, send_to))
         self._move(step, sel, "next")
-
-    def _render(self, step: StepPlan, positions: np.ndarray) -> None:
-        plan = self.plan
-        assert step.send is not None
-        if self._metric_values is None:
-            self._metric_values = {name: self.evaluator.metric(name) for name in plan.metrics}
-        metric_values = self._metric_values
-        keys = self.due.keys[positions]
-        records = customer_records(self.conn, keys.tolist())
-        journey = {"id": plan.id, "version": plan.version, "step": step.id}
-        roots = [ENTRY, *plan.captures] if plan.entry.kind == "event" else list(plan.captures)
-        if roots:
-            self._load_data(positions)
-        for pos, key in zip(positions.tolist(), keys.tolist(), strict=True):
-            customer = records[key]
-            instance_id = int(self.due.ids[pos])
-            extra = {}
-            if roots:
-                data = self._data(pos)
-                extra = {root: data.get(root, {}) for root in roots}
-            self.messages.append(
-                message_row(
-                    renderer=self.renderer,
-                    send=step.send,
-                    customer=customer,
-                    metrics={name: to_python(values[key]) for name, values in metric_values.items()},
-                    journey=journey,
-                    extra=extra,
-                    base={
-                        "idempotency_key": ledger_key(plan, customer["id"], instance_id, step, self.now_us),
-                        "journey_id": plan.id,
-                        "version": plan.version,
-                        "instance_id": instance_id,
-                        "customer_key": key,
-                        "step": step.id,
-                        "created_us": self.now_us,
-                    },
-                )
-            )
 
 
 def _typed(column: np.ndarray) -> np.ndarray:

@@ -4,14 +4,16 @@ For each journey, in one transaction: in-flight instances of older versions name
 ``migrate:`` move onto the current version; customers (or events) the entry admits enter (re-entry policy
 honoured, holdout arm decided once and stored); instances whose goal event arrived are converted;
 instances whose ``exit_when`` became true leave; due instances step through their version's machine,
-writing ledger rows for their sends (``engine.stepping``). Only after that transaction commits are
-messages handed to the channel adapters, with the ledger key as idempotency key, so a crash can repeat a
-delivery attempt (which the key makes harmless) but never loses or doubles a step.
+writing bare ledger rows for their sends (``engine.stepping``). Only after that transaction commits does
+dispatch render the messages, apply the contact policy and hand them to the channel adapters, with the
+ledger key as idempotency key (``engine.dispatch``), so a crash can repeat a delivery attempt (which the
+key makes harmless) but never loses or doubles a step.
 """
 
 from __future__ import annotations
 
 import json
+import random
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,20 +25,23 @@ from sqlalchemy import Connection, text
 from orchestrator.channels.base import ChannelRouter
 from orchestrator.clock import Clock, to_us
 from orchestrator.durations import US_PER_SECOND
-from orchestrator.engine.dispatch import DispatchReport, dispatch_queued
-from orchestrator.engine.entry import enter
+from orchestrator.engine.customer_state import CustomerState
+from orchestrator.engine.dispatch import DispatchContext, DispatchReport, dispatch_queued
+from orchestrator.engine.entry import KeptCondition, enter
 from orchestrator.engine.frames import needed_columns
 from orchestrator.engine.matching import first_matching_after, joined, normalise, values_at
 from orchestrator.engine.signal_state import SignalState
 from orchestrator.engine.stepping import Stepped, Stepper
 from orchestrator.engine.stepping import ledger_key as ledger_key
+from orchestrator.engine.workers import Sharing
 from orchestrator.engine.workspace import Workspace, plan_from_source
 from orchestrator.signals.evaluate import AggregateCache, Evaluator, to_python
 from orchestrator.signals.frame import CustomerFrame, EventFrame
+from orchestrator.signals.lang import Node
 from orchestrator.spec.plan import JourneyPlan
-from orchestrator.store import Store
+from orchestrator.store import Store, leases
 from orchestrator.store import journeys as sj
-from orchestrator.store.customers import bare_customer_frame, load_customer_frame
+from orchestrator.store.customers import bare_customer_frame
 
 # Conversions are looked for until this long after a goal window closes, so events that arrive late
 # (ingested after the window, stamped inside it) still count.
@@ -56,9 +61,7 @@ class JourneyTick:
     migrated: int = 0
     converted: int = 0
     stepped: int = 0
-    queued: int = 0
-    suppressed: int = 0
-    failed: int = 0
+    queued: int = 0  # ledger rows written; what became of them is in the tick's delivery report
     finished: dict[str, int] = field(default_factory=dict)
 
     def count_finished(self, status: str, n: int) -> None:
@@ -87,13 +90,31 @@ class TickReport:
 class Engine:
     """Runs ticks of a workspace against a store, at the instants a clock gives."""
 
-    def __init__(self, store: Store, workspace: Workspace, router: ChannelRouter, clock: Clock) -> None:
+    def __init__(
+        self,
+        store: Store,
+        workspace: Workspace,
+        router: ChannelRouter,
+        clock: Clock,
+        *,
+        global_holdout: float = 0.0,
+    ) -> None:
+        """``global_holdout`` is the percent of all customers that no journey messages (0 to 100)."""
+        if not 0.0 <= global_holdout <= 100.0:
+            raise ValueError(f"the global holdout is a percent between 0 and 100, not {global_holdout:g}")
         self.store = store
         self.workspace = workspace
         self.router = router
         self.clock = clock
+        self.global_holdout = global_holdout
         self._old_plans: dict[tuple[str, int], JourneyPlan] = {}
+        # The last tick's evaluators, for the metrics that dispatch renders into messages.
+        self._dispatch_evaluators: dict[tuple[str, int], Evaluator] = {}
+        self._jitter = random.Random(0)  # retry backoff jitter: seeded, so simulations repeat
         self.signals = SignalState(workspace.plans)
+        self.customers = CustomerState()
+        # PostgreSQL: other engine processes may share the store (engine.workers); SQLite: this one alone.
+        self.sharing = Sharing.for_store(store)
 
     # ------------------------------------------------------------------------------------------ tick
 
@@ -102,7 +123,9 @@ class Engine:
         started = time.perf_counter()
         now_us = to_us(self.clock.now())
         report = TickReport(now_us)
+        self._dispatch_evaluators = {}
         with self.store.begin() as conn:
+            leases.wait_singleton(conn, "versions")
             self._register_versions(conn, now_us)
             for plan in self.workspace.plans:
                 self._check_migrations(conn, plan)
@@ -126,32 +149,55 @@ class Engine:
         for plan in self.workspace.plans:
             result = JourneyTick(plan.id)
             report.journeys[plan.id] = result
+            plans = versions[plan.id]  # migration only moves instances onto the current version
+            evaluators = {p.version: Evaluator(no_events, customers, now_us, p.metrics, cache) for p in plans}
+            self._dispatch_evaluators.update({(p.id, p.version): evaluators[p.version] for p in plans})
             with self.store.begin() as conn:
+                # With other workers on the store, one of them does the journey's singleton part.
+                lead = self.sharing is None or self.sharing.lead(conn, plan.id)
                 t1 = time.perf_counter()
-                result.migrated += self._migrate(conn, plan, now_us)
-                plans = versions[plan.id]  # migration only moves instances onto the current version
-                evaluators = {
-                    p.version: Evaluator(no_events, customers, now_us, p.metrics, cache) for p in plans
-                }
-                entered = enter(conn, plan, evaluators[plan.version], now_us)
-                result.entered += entered.instances
-                result.entered_holdout += entered.holdout
+                if lead:
+                    result.migrated += self._migrate(conn, plan, now_us)
+                    entered = enter(
+                        conn,
+                        plan,
+                        evaluators[plan.version],
+                        now_us,
+                        self.global_holdout,
+                        kept=self._kept_condition(plan, customers),
+                    )
+                    result.entered += entered.instances
+                    result.entered_holdout += entered.holdout
                 t2 = time.perf_counter()
-                self._convert(conn, plan, evaluators[plan.version], now_us, result)
+                if lead:
+                    self._convert(conn, plan, evaluators[plan.version], now_us, result)
                 for version_plan in plans:
                     evaluator = evaluators[version_plan.version]
-                    self._exit_when(conn, version_plan, evaluator, now_us, result)
-                    stepped = self._advance(conn, version_plan, evaluator, customers, now_us, result)
-                    for phase, seconds in stepped.seconds.items():
-                        phases[phase] = phases.get(phase, 0.0) + seconds
-                t_enter += t2 - t1
-                t_step += time.perf_counter() - t2
+                    if lead:
+                        self._exit_when(conn, version_plan, evaluator, now_us, result)
+                    if self.sharing is None:
+                        stepped = self._advance(conn, version_plan, evaluator, customers, now_us, result)
+                        for phase, seconds in stepped.seconds.items():
+                            phases[phase] = phases.get(phase, 0.0) + seconds
+            if self.sharing is not None:
+                # Shared stepping: claimed batches, each stepped and committed in its own transaction.
+                for version_plan in plans:
+                    evaluator = evaluators[version_plan.version]
+                    for ids in self.sharing.claims(self.store, version_plan, now_us):
+                        with self.store.begin() as conn, self.sharing.stepping(conn, ids):
+                            stepped = self._advance(conn, version_plan, evaluator, customers, now_us, result)
+                        for phase, seconds in stepped.seconds.items():
+                            phases[phase] = phases.get(phase, 0.0) + seconds
+            t_enter += t2 - t1
+            t_step += time.perf_counter() - t2
         report.timings["evaluate_and_enter"] = t_enter
         report.timings["convert_and_step"] = t_step
         for phase, seconds in phases.items():  # the stepping part of convert_and_step, by phase
             report.timings[f"step_{phase}"] = seconds
         t3 = time.perf_counter()
-        report.delivery = self.dispatch()
+        with leases.session_singleton(self.store.engine, "dispatch") as dispatching:
+            if dispatching:  # with several workers, one dispatches at a time
+                report.delivery = self.dispatch()
         report.timings["dispatch"] = time.perf_counter() - t3
         report.timings["total"] = time.perf_counter() - started
         with self.store.begin() as conn:
@@ -161,11 +207,23 @@ class Engine:
             )
         return report
 
+    def _kept_condition(self, plan: JourneyPlan, customers: CustomerFrame) -> KeptCondition:
+        """The journey's entry conditions, kept between ticks by the signal state and re-evaluated only
+        for the customers whose events or attributes changed, or whose result time alone may change."""
+
+        def kept(name: str, node: Node) -> np.ndarray:
+            key = (plan.id, plan.version, name)
+            changed = self.customers.changed
+            return self.signals.conditions.condition(key, node, customers, plan.metrics, changed=changed)
+
+        return kept
+
     def _customers(self, conn: Connection, plans: list[JourneyPlan]) -> CustomerFrame:
         """The customer attributes the journeys read, sized to every customer the signals know of."""
         _, attributes = needed_columns(plans)
         attributes.discard("id")  # ids are read only for entrants, when their holdout arm is decided
-        frame = load_customer_frame(conn, sorted(attributes)) if attributes else bare_customer_frame(conn)
+        # Only the customers written since the last tick are read (see engine.customer_state).
+        frame = self.customers.frame(conn, sorted(attributes)) if attributes else bare_customer_frame(conn)
         if frame.n != self.signals.n_customers:
             raise RuntimeError("customer and event state disagree on the number of customers")
         return frame
@@ -177,7 +235,13 @@ class Engine:
             stored = sj.stored_version(conn, plan.id, plan.version)
             if stored is None:
                 sj.register_version(
-                    conn, plan.id, plan.version, plan.digest, self.workspace.sources[plan.id], now_us
+                    conn,
+                    plan.id,
+                    plan.version,
+                    plan.digest,
+                    self.workspace.sources[plan.id],
+                    now_us,
+                    self.workspace.shared_sources.get(plan.id),
                 )
             elif stored.digest != plan.digest:
                 raise VersionConflict(
@@ -196,7 +260,10 @@ class Engine:
             if stored is None:
                 return None
             self._old_plans[key] = plan_from_source(
-                stored.source, f"{plan.file} (version {version})", self.workspace.renderers.get(plan.id)
+                stored.source,
+                f"{plan.file} (version {version})",
+                self.workspace.renderers.get(plan.id),
+                shared_metrics=stored.shared_metrics,
             )
         return self._old_plans[key]
 
@@ -321,27 +388,50 @@ class Engine:
         now_us: int,
         result: JourneyTick,
     ) -> Stepped:
-        stepper = Stepper(
-            conn, plan, evaluator, customers, self.signals, self.workspace.renderer(plan.id), now_us
-        )
-        stepped = stepper.run()
+        stepped = Stepper(conn, plan, evaluator, customers, self.signals, now_us).run()
         result.stepped += stepped.stepped
+        result.queued += stepped.queued
         for status, n in stepped.finished.items():
             result.count_finished(status, n)
-        for m in stepped.messages:
-            if m["status"] == "queued":
-                result.queued += 1
-            elif m["status"] == "suppressed":
-                result.suppressed += 1
-            else:
-                result.failed += 1
         return stepped
 
     # ------------------------------------------------------------------------------------------ dispatch
 
     def dispatch(self, limit: int | None = None) -> DispatchReport:
-        """Hand queued messages to their adapters (see ``engine.dispatch``)."""
-        return dispatch_queued(self.store, self.router, self.clock, limit=limit)
+        """Render queued messages that are due, apply the contact policy and hand them to their adapters
+        (see ``engine.dispatch``). Metrics come from the last tick's evaluation (a fresh one without)."""
+        context = DispatchContext(
+            plan_for=self._plan_for_dispatch,
+            renderer_for=self.workspace.renderers.get,
+            metrics_for=self.metrics_now,
+            policy=getattr(self.workspace, "policy", None),
+            random=self._jitter.random,
+        )
+        return dispatch_queued(self.store, self.router, self.clock, context, limit=limit)
+
+    def _plan_for_dispatch(self, journey_id: str, version: int) -> JourneyPlan | None:
+        current = next((p for p in self.workspace.plans if p.id == journey_id), None)
+        if current is None or version == current.version:
+            return current
+        with self.store.connect() as conn:
+            return self.old_plan(conn, current, version)
+
+    def metrics_now(self, plan: JourneyPlan) -> dict[str, np.ndarray]:
+        """The plan's metric values, indexed by customer key: the last tick's evaluation in this process,
+        else one made now at the clock's instant (what dispatch renders and ``preview`` shows)."""
+        evaluator = self._dispatch_evaluators.get((plan.id, plan.version))
+        if evaluator is None:
+            # Dispatch without a tick in this process: evaluate the metrics now, as a tick would.
+            now_us = to_us(self.clock.now())
+            self.signals.ensure([*self.workspace.plans, plan])
+            with self.store.connect() as conn:
+                self.signals.refresh(conn, now_us)
+                customers = self._customers(conn, [*self.workspace.plans, plan])
+            cache = AggregateCache()
+            self.signals.fill(cache)
+            evaluator = Evaluator(EventFrame.empty(customers.n), customers, now_us, plan.metrics, cache)
+            self._dispatch_evaluators[(plan.id, plan.version)] = evaluator
+        return {name: evaluator.metric(name) for name in plan.metrics}
 
 
 def migration_problems(engine: Engine, conn: Connection, plan: JourneyPlan) -> list[str]:

@@ -23,6 +23,15 @@ from orchestrator.spec import (
     templates_root_for,
 )
 from orchestrator.spec.load import compile_loaded
+from orchestrator.spec.plan import digest_with
+from orchestrator.spec.policy import ContactPolicy, policy_for
+from orchestrator.spec.shared_metrics import (
+    SharedMetrics,
+    journey_problems,
+    load_shared_metrics_text,
+    merged_metrics,
+    shared_metrics_file,
+)
 from orchestrator.spec.templates_check import TemplateSource, check_templates, instance_reads
 
 
@@ -31,6 +40,10 @@ class Workspace:
     plans: list[JourneyPlan] = field(default_factory=list)
     renderers: dict[str, TemplateRenderer] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
+    # journey id -> the text of the shared metrics file it reads (journeys/metrics.yaml), when there is one
+    shared_sources: dict[str, str] = field(default_factory=dict)
+    # The contact policy (policy.yaml next to the journeys), when there is one.
+    policy: ContactPolicy | None = None
 
     def plan(self, journey_id: str) -> JourneyPlan:
         for plan in self.plans:
@@ -43,30 +56,58 @@ class Workspace:
         return self.renderers[journey_id]
 
 
+class _SharedFiles:
+    """The shared metrics file that applies to each journey: the nearest ``metrics.yaml`` (or ``.yml``) in
+    the journey's folder or above it, read once per file."""
+
+    def __init__(self) -> None:
+        self._loaded: dict[Path, tuple[SharedMetrics | None, str, list[Problem]]] = {}
+
+    def for_journey(self, path: Path) -> tuple[SharedMetrics | None, str, list[Problem]]:
+        for folder in [path.resolve().parent, *path.resolve().parents]:
+            found = shared_metrics_file(folder)
+            if found is not None:
+                return self._load(found)
+        return None, "", []
+
+    def _load(self, path: Path) -> tuple[SharedMetrics | None, str, list[Problem]]:
+        if path not in self._loaded:
+            try:
+                text = path.read_text(encoding="utf-8")
+                self._loaded[path] = (load_shared_metrics_text(text, str(path)), text, [])
+            except (OSError, UnicodeDecodeError) as exc:
+                self._loaded[path] = (None, "", [Problem(str(path), 1, 1, f"cannot read the file: {exc}")])
+            except SpecError as exc:
+                self._loaded[path] = (None, "", exc.problems)
+        return self._loaded[path]
+
+
 def _check_file(
-    path: Path, templates: Path | None
-) -> tuple[LoadedJourney | None, TemplateRenderer | None, list[Problem]]:
+    path: Path, templates: Path | None, shared_files: _SharedFiles
+) -> tuple[LoadedJourney | None, TemplateRenderer | None, SharedMetrics | None, str, list[Problem]]:
     try:
         loaded = load_journey(path)
     except SpecError as exc:
-        return None, None, exc.problems
+        return None, None, None, "", exc.problems
+    shared, shared_text, problems = shared_files.for_journey(path)
+    problems = list(problems)
+    if shared is not None:
+        problems.extend(journey_problems(shared, loaded))
+    shared_names = list(shared.metrics) if shared is not None else []
     root = templates or templates_root_for(path)
     if root is None:
         sends = [i for i, s in enumerate(loaded.journey.steps) if s.send is not None]
         if sends:
-            return (
-                loaded,
-                None,
-                [
-                    loaded.problem(
-                        ("steps", sends[0], "send"),
-                        "no templates/ folder found next to or above this journey",
-                    )
-                ],
+            problems.append(
+                loaded.problem(
+                    ("steps", sends[0], "send"), "no templates/ folder found next to or above this journey"
+                )
             )
+            return loaded, None, shared, shared_text, problems
         root = path.parent
     renderer = TemplateRenderer(root)
-    return loaded, renderer, check_templates(loaded, renderer)
+    problems.extend(check_templates(loaded, renderer, shared_names))
+    return loaded, renderer, shared, shared_text, problems
 
 
 def validate_paths(
@@ -76,12 +117,13 @@ def validate_paths(
     files = find_journey_files(paths)
     problems: list[Problem] = []
     seen: dict[str, Path] = {}
+    shared_files = _SharedFiles()
     for path in files:
         if not path.exists():
             problems.append(Problem(str(path), 1, 1, "no such file or folder"))
             continue
-        loaded, _, found = _check_file(path, templates)
-        problems.extend(found)
+        loaded, _, _, _, found = _check_file(path, templates, shared_files)
+        problems.extend(p for p in found if p not in problems)
         if loaded is not None:
             other = seen.setdefault(loaded.journey.id, path)
             if other != path:
@@ -89,6 +131,7 @@ def validate_paths(
                 problems.append(
                     Problem(str(path), line, col, f"journey id {loaded.journey.id!r} is also used by {other}")
                 )
+    problems.extend(policy_for(files)[1])
     return files, problems
 
 
@@ -97,32 +140,48 @@ def load_workspace(paths: Iterable[str | Path], templates: Path | None = None) -
     files = find_journey_files(paths)
     workspace = Workspace()
     problems: list[Problem] = []
+    shared_files = _SharedFiles()
     for path in files:
-        loaded, renderer, found = _check_file(path, templates)
-        problems.extend(found)
+        loaded, renderer, shared, shared_text, found = _check_file(path, templates, shared_files)
+        problems.extend(p for p in found if p not in problems)
         if loaded is None or renderer is None or found:
             continue
         if any(p.id == loaded.journey.id for p in workspace.plans):
             line, col = loaded.where(("id",))
             problems.append(Problem(str(path), line, col, f"journey id {loaded.journey.id!r} is used twice"))
             continue
-        workspace.plans.append(_compile(loaded, renderer))
+        workspace.plans.append(_compile(loaded, renderer, shared))
         workspace.renderers[loaded.journey.id] = renderer
         workspace.sources[loaded.journey.id] = loaded.source
+        if shared is not None:
+            workspace.shared_sources[loaded.journey.id] = shared_text
+    workspace.policy, policy_problems = policy_for(files)
+    problems.extend(policy_problems)
     if problems:
         raise SpecError(problems)
     return workspace
 
 
-def _compile(loaded: LoadedJourney, templates: TemplateSource | None) -> JourneyPlan:
-    """The plan, keeping also the properties of ``wait_for`` events that the templates read."""
+def _compile(
+    loaded: LoadedJourney, templates: TemplateSource | None, shared: SharedMetrics | None = None
+) -> JourneyPlan:
+    """The plan, keeping also the properties of ``wait_for`` events that the templates read. With shared
+    metrics, the plan's metrics include them, and its digest covers their text: editing a shared metric
+    changes the meaning of every journey that reads the file, which then needs a new version."""
     plan = compile_loaded(loaded)
+    if shared is not None:
+        plan.metrics = merged_metrics(shared, plan.metrics)
+        plan.digest = digest_with(plan.digest, sorted(shared.texts.items()))
     if templates is not None:
         for root, props in instance_reads(loaded, templates).items():
             plan.captures.setdefault(root, set()).update(props)
     return plan
 
 
-def plan_from_source(source: str, file: str, templates: TemplateSource | None = None) -> JourneyPlan:
-    """Rebuild the plan of a stored journey version (instances finish on the version they entered)."""
-    return _compile(load_journey_text(source, file), templates)
+def plan_from_source(
+    source: str, file: str, templates: TemplateSource | None = None, *, shared_metrics: str | None = None
+) -> JourneyPlan:
+    """Rebuild the plan of a stored journey version (instances finish on the version they entered), with
+    the shared metrics text it was stored with."""
+    shared = None if shared_metrics is None else load_shared_metrics_text(shared_metrics, f"{file} metrics")
+    return _compile(load_journey_text(source, file), templates, shared)

@@ -57,6 +57,9 @@ class Evaluator:
         self.cache = cache or AggregateCache()
         self._metric_values: dict[str, np.ndarray] = {}
         self._resolving: set[str] = set()
+        # Values of sub-expressions, by node identity, for callers that ask for many nested nodes of one
+        # tree (``signals.horizon``); off by default, where each node is evaluated once anyway.
+        self.memo: dict[int, Value] | None = None
 
     # ------------------------------------------------------------------------------------------ public
 
@@ -82,6 +85,14 @@ class Evaluator:
     # ------------------------------------------------------------------------------------------ tree
 
     def _eval(self, node: Node) -> Value:
+        if self.memo is not None:
+            key = id(node)
+            if key not in self.memo:
+                self.memo[key] = self._eval_node(node)
+            return self.memo[key]
+        return self._eval_node(node)
+
+    def _eval_node(self, node: Node) -> Value:
         if isinstance(node, lang.Number):
             return node.value
         if isinstance(node, lang.Duration):

@@ -91,6 +91,9 @@ class _Tick:
         self.log, self.new, self.now_us = log, new, now_us
         self.n = log.n_customers
         self._parts: dict[tuple[Any, ...], list[Segment]] = {}
+        # The customers whose state any base changed: their values may differ from the last tick's.
+        self.touched: list[np.ndarray] = []
+        self.all_touched = False
 
     def old(self, event: str, start: int | None, end: int | None) -> list[Segment]:
         """Events of type ``event`` that were in the log before this tick, in ``[start, end)``."""
@@ -145,19 +148,21 @@ class Base:
             backwards = end1 < end0 or (start1 is not None and start0 is not None and start1 < start0)
         if self.bounds is None or backwards or not self.additive:
             self.reset(tick.n)
+            tick.all_touched = True
             for part in tick.everything(self.event, start1, end1):
                 self.delta(part, +1)
         else:
             self.grow(tick.n)
+            changes: list[tuple[Segment, int]] = []
             if start1 is not None and start0 is not None and start1 > start0:
-                for part in tick.old(self.event, start0, min(start1, end0)):
-                    self.delta(part, -1)
+                changes += [(part, -1) for part in tick.old(self.event, start0, min(start1, end0))]
             enter_from = end0 if start1 is None else max(end0, start1)
             if end1 > enter_from:
-                for part in tick.old(self.event, enter_from, end1):
-                    self.delta(part, +1)
-            for part in tick.new_in(self.event, start1, end1):
-                self.delta(part, +1)
+                changes += [(part, +1) for part in tick.old(self.event, enter_from, end1)]
+            changes += [(part, +1) for part in tick.new_in(self.event, start1, end1)]
+            for part, sign in changes:
+                self.delta(part, sign)
+                tick.touched.append(part.customer)
         self.bounds = (start1, end1)
 
 
@@ -349,7 +354,12 @@ class IncrementalAggregates:
         self.calls = list(dict.fromkeys(calls))
         self.bases: dict[tuple[Any, ...], Base] = {}
         self._rebuilt: list[Call] = []
-        self.values: dict[Call, np.ndarray] = {}
+        self._values: dict[Call, np.ndarray] = {}
+        self.now_us, self.n = 0, 0
+        # Counts advances; ``touched`` marks the customers whose values the last advance may have changed
+        # (None: possibly every customer, after a rebuild).
+        self.generation = 0
+        self.touched: np.ndarray | None = None
         for call in self.calls:
             self._bases_for(call, self._call_events(call))
 
@@ -390,67 +400,124 @@ class IncrementalAggregates:
 
     def advance(self, now_us: int) -> None:
         """Bring every aggregate to ``now_us``, folding in the segments appended to the log since the
-        last advance."""
+        last advance. Values are then read on demand (``value``), for every customer or a few."""
         for call in self.calls:
             if call.func == "distinct_events" and not call.args:
                 self._bases_for(call, self._call_events(call))  # event types that appeared since
+        n_before = self.n
         tick = _Tick(self.log, self.log.settle(), now_us)
         for base in self.bases.values():
             if isinstance(base, Pairs):
                 base.wide = tick.n * max(base.width_now(), 1) > MATRIX_CELLS
                 if base.wide:
                     base.bounds = None  # rebuild from scratch if it ever becomes narrow enough again
+                    tick.all_touched = True
                     continue
             base.advance(tick)
-        self.values = {call: _read_only(self._read(call, tick)) for call in self.calls}
+        self.now_us, self.n = now_us, tick.n
+        self.generation += 1
+        if tick.all_touched:
+            self.touched = None
+        else:
+            touched = np.zeros(tick.n, bool)
+            for customers in tick.touched:
+                touched[customers] = True
+            touched[n_before:] = True  # customers that are new since the last advance
+            self.touched = touched
+        self._values = {}
+
+    @property
+    def values(self) -> dict[Call, np.ndarray]:
+        """Every aggregate's value for every customer slot (computed once per advance)."""
+        return {call: self.value(call) for call in self.calls}
+
+    def value(self, call: Call, rows: np.ndarray | None = None) -> np.ndarray:
+        """The aggregate's value for every customer slot (read-only; cached until the next advance), or
+        for the customer keys ``rows`` only."""
+        if rows is None:
+            cached = self._values.get(call)
+            if cached is None:
+                cached = self._values[call] = _read_only(self._read(call, None))
+            return cached
+        if call in self._values:
+            return self._values[call][rows]
+        return self._read(call, rows)
 
     def fill(self, cache: AggregateCache) -> None:
         """Put every aggregate's current value where an ``Evaluator`` looks first."""
         cache.values.update(self.values)
 
-    def _read(self, call: Call, tick: _Tick) -> np.ndarray:
-        n = tick.n
+    def tracks(self, call: Call) -> bool:
+        """Whether ``touched`` covers every change to this aggregate's value (not so for aggregates
+        recomputed from the window's events at each tick)."""
         if call in self._rebuilt:
-            return self._from_scratch(call, tick)
+            return False
+        prop = _prop(call)
+        if call.func in ("distinct", "top_count", "top_value") and prop is not None:
+            return not self._pairs(_window(call), self._call_events(call)[0], prop).wide
+        return True
+
+    def last_times(self, call: Call) -> tuple[np.ndarray, int | None]:
+        """For ``since`` and ``last``: the latest event time per customer before the window's end, and
+        the window's start (None: unbounded), which cuts it off when read. Time alone changes these
+        values; everything else changes only through events entering or leaving windows."""
+        w, events = _window(call), self._call_events(call)
+        if call.func == "since":
+            lasts = [self._latest(w.before_us, e).last[: self.n] for e in events]
+            last = lasts[0] if len(lasts) == 1 else np.maximum.reduce(lasts)
+        else:
+            prop = _prop(call)
+            assert call.func == "last" and prop is not None
+            base = self.bases[("last", w.before_us, events[0], prop)]
+            assert isinstance(base, LastValue)
+            last = base.last[: self.n]
+        return last, w.bounds(self.now_us)[0]
+
+    def _read(self, call: Call, rows: np.ndarray | None) -> np.ndarray:
+        """The value of ``call`` for every customer slot (``rows`` None) or for ``rows``."""
+        n = self.n
+        pick = slice(0, n) if rows is None else rows
+        if call in self._rebuilt:
+            return self._from_scratch(call)[pick]
         w, prop, f = _window(call), _prop(call), call.func
         events = self._call_events(call)
         if f == "count":
-            return _total([self._counter(w, e, None).counts[:n] for e in events], n)
+            return _total([self._counter(w, e, None).counts[pick] for e in events], len_of(pick, n))
         if f == "distinct_events":
-            seen: np.ndarray = np.zeros(n, np.int64)
+            seen: np.ndarray = np.zeros(len_of(pick, n), np.int64)
             for e in events:
-                seen += self._counter(w, e, None).counts[:n] > 0
+                seen += self._counter(w, e, None).counts[pick] > 0
             return seen.astype(np.float64)
         if f == "since":
-            lasts = [self._latest(w.before_us, e).last[:n] for e in events]
+            lasts = [self._latest(w.before_us, e).last[pick] for e in events]
             last = lasts[0] if len(lasts) == 1 else np.maximum.reduce(lasts)
-            start, _ = w.bounds(tick.now_us)
+            start, _ = w.bounds(self.now_us)
             absent = last == NEVER if start is None else last < start
-            out = np.subtract(tick.now_us, last, dtype=np.float64)
+            out = np.subtract(self.now_us, last, dtype=np.float64)
             out /= US_PER_SECOND
             out[absent] = np.inf
             return out
         assert prop is not None
         event = events[0]
         if f == "sum":
-            return self._summer(w, event, prop).micros[:n] / MICROS
+            return self._summer(w, event, prop).micros[pick] / MICROS
         if f == "mean":
-            total = self._summer(w, event, prop).micros[:n] / MICROS
-            count = self._counter(w, event, prop).counts[:n]
+            total = self._summer(w, event, prop).micros[pick] / MICROS
+            count = self._counter(w, event, prop).counts[pick]
             with np.errstate(invalid="ignore", divide="ignore"):
                 return np.where(count > 0, total / np.maximum(count, 1), np.nan)
         if f == "last":
-            return self._last_value(w, event, prop, tick)
+            return self._last_value(w, event, prop, pick)
         pairs = self._pairs(w, event, prop)
         if pairs.wide:
-            return self._from_scratch(call, tick)
+            return self._from_scratch(call)[pick]
         if f in ("distinct", "top_count"):
-            return pairs.derived(f)[:n]
-        top_count, top_row = pairs.derived("top_count")[:n], pairs.derived("top_row")[:n]
+            return pairs.derived(f)[pick]
+        top_count, top_row = pairs.derived("top_count")[pick], pairs.derived("top_row")[pick]
         values = self.log.value_array(prop)
         in_order = np.empty(len(values), dtype=object)
         in_order[pairs.row_of] = values  # row -> value
-        out = np.full(n, None, dtype=object)
+        out = np.full(len(top_count), None, dtype=object)
         has = top_count > 0
         out[has] = in_order[top_row[has]]
         return out
@@ -475,21 +542,25 @@ class IncrementalAggregates:
         assert isinstance(base, Pairs)
         return base
 
-    def _last_value(self, w: Window, event: str, prop: str, tick: _Tick) -> np.ndarray:
+    def _last_value(self, w: Window, event: str, prop: str, pick: slice | np.ndarray) -> np.ndarray:
         base = self.bases[("last", w.before_us, event, prop)]
         assert isinstance(base, LastValue)
-        start, _ = w.bounds(tick.now_us)
-        last = base.last[: tick.n]
+        start, _ = w.bounds(self.now_us)
+        last = base.last[pick]
         present = last != NEVER if start is None else last >= start
-        return np.where(present, base.value[: tick.n], np.nan)
+        return np.where(present, base.value[pick], np.nan)
 
-    def _from_scratch(self, call: Call, tick: _Tick) -> np.ndarray:
-        start, end = _window(call).bounds(tick.now_us)
+    def _from_scratch(self, call: Call) -> np.ndarray:
+        start, end = _window(call).bounds(self.now_us)
         codes = [c for c in (self.log.type_code(e) for e in _events(call)) if c != NULL_CODE]
         types = None if call.func == "distinct_events" and not call.args else codes
-        frame = self.log.frame(self.log.range(start, end, types=types), tick.n)
+        frame = self.log.frame(self.log.range(start, end, types=types), self.n)
         empty = CustomerFrame(frame.n_customers, np.ones(frame.n_customers, bool))
-        return Evaluator(frame, empty, tick.now_us).values(call)
+        return Evaluator(frame, empty, self.now_us).values(call)
+
+
+def len_of(pick: slice | np.ndarray, n: int) -> int:
+    return n if isinstance(pick, slice) else len(pick)
 
 
 def _total(columns: list[np.ndarray], n: int) -> np.ndarray:

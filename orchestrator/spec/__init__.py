@@ -27,16 +27,20 @@ __all__ = [
 ]
 
 
+# Files in a journeys folder that are not journeys: the contact policy and the shared metrics.
+WORKSPACE_FILES = ("policy.yaml", "policy.yml", "metrics.yaml", "metrics.yml")
+
+
 def find_journey_files(paths: Iterable[str | Path]) -> list[Path]:
     """Journey files named directly, or found (``*.yaml``/``*.yml``) under directories, skipping
-    ``templates`` folders and ``policy.yaml``."""
+    ``templates`` folders, the contact policy and the shared metrics file."""
     found: list[Path] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
             for candidate in sorted([*path.rglob("*.yaml"), *path.rglob("*.yml")]):
                 rel = candidate.relative_to(path).parts
-                if "templates" in rel[:-1] or candidate.name in ("policy.yaml", "policy.yml"):
+                if "templates" in rel[:-1] or candidate.name in WORKSPACE_FILES:
                     continue
                 found.append(candidate)
         else:

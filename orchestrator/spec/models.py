@@ -109,6 +109,9 @@ class Send(_Model):
     title: str | None = Field(None, description="push title, an inline template")
     link: str | None = Field(None, description="push deep link, an inline template")
     endpoint: Identifier | None = Field(None, description="webhook only: the endpoint's name")
+    transactional: bool = Field(
+        False, description="not marketing: the contact policy's caps and quiet hours do not apply"
+    )
 
     @model_validator(mode="after")
     def _fields_fit_channel(self) -> Send:

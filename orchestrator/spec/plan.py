@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -174,6 +175,12 @@ def _us(delta: timedelta) -> int:
 def digest_of(journey: Journey) -> str:
     """A fingerprint of what the journey means (not of its comments or layout)."""
     canonical = json.dumps(journey.model_dump(mode="json", by_alias=True), sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def digest_with(digest: str, parts: Iterable[tuple[str, str]]) -> str:
+    """A digest that also covers ``parts`` (name, text pairs, e.g. the shared metrics a journey reads)."""
+    canonical = json.dumps([digest, [list(p) for p in parts]], separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 

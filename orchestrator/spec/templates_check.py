@@ -14,7 +14,7 @@ reported at the journey line that names the template.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Protocol
 
 import jinja2
@@ -61,10 +61,13 @@ def _free_names(source: str) -> list[tuple[str, int]]:
     return sorted(first.items(), key=lambda kv: kv[1])
 
 
-def check_templates(loaded: LoadedJourney, templates: TemplateSource) -> list[Problem]:
-    """Every problem with the templates a journey sends, located at the journey's YAML."""
+def check_templates(
+    loaded: LoadedJourney, templates: TemplateSource, shared_metrics: Iterable[str] = ()
+) -> list[Problem]:
+    """Every problem with the templates a journey sends, located at the journey's YAML. Templates may read
+    the journey's metrics and the ``shared_metrics`` of its workspace."""
     problems: list[Problem] = []
-    metrics = set(loaded.journey.metrics)
+    metrics = set(loaded.journey.metrics) | set(shared_metrics)
     roots = set(CONTEXT_ROOTS) | instance_roots(loaded.journey)
     for i, step in enumerate(loaded.journey.steps):
         send = step.send

@@ -16,8 +16,11 @@ from typing import Any
 import numpy as np
 import orjson
 from sqlalchemy import Connection, text
+from sqlmodel import SQLModel
 
-from orchestrator.store.customers import chunked, raw_cursor
+from orchestrator.store import leases
+from orchestrator.store.customers import chunked, insert_ignoring_conflicts, raw_cursor
+from orchestrator.store.tables import Suppression
 
 CHUNK = 20_000
 
@@ -76,14 +79,18 @@ class StoredVersion:
     version: int
     digest: str
     source: str
+    shared_metrics: str | None = None
 
 
 def stored_version(conn: Connection, journey_id: str, version: int) -> StoredVersion | None:
     row = conn.execute(
-        text("SELECT digest, source FROM journey_versions WHERE journey_id = :j AND version = :v"),
+        text(
+            "SELECT digest, source, shared_metrics FROM journey_versions "
+            "WHERE journey_id = :j AND version = :v"
+        ),
         {"j": journey_id, "v": version},
     ).first()
-    return StoredVersion(journey_id, version, row[0], row[1]) if row else None
+    return StoredVersion(journey_id, version, row[0], row[1], row[2]) if row else None
 
 
 def stored_versions(conn: Connection, journey_id: str) -> list[int]:
@@ -94,14 +101,21 @@ def stored_versions(conn: Connection, journey_id: str) -> list[int]:
 
 
 def register_version(
-    conn: Connection, journey_id: str, version: int, digest: str, source: str, now_us: int
+    conn: Connection,
+    journey_id: str,
+    version: int,
+    digest: str,
+    source: str,
+    now_us: int,
+    shared_metrics: str | None = None,
 ) -> None:
     conn.execute(
         text(
-            "INSERT INTO journey_versions (journey_id, version, digest, source, registered_us) "
-            "VALUES (:j, :v, :d, :s, :t)"
+            "INSERT INTO journey_versions "
+            "(journey_id, version, digest, source, shared_metrics, registered_us) "
+            "VALUES (:j, :v, :d, :s, :m, :t)"
         ),
-        {"j": journey_id, "v": version, "d": digest, "s": source, "t": now_us},
+        {"j": journey_id, "v": version, "d": digest, "s": source, "m": shared_metrics, "t": now_us},
     )
 
 
@@ -191,6 +205,22 @@ def signal_members(conn: Connection, journey_id: str) -> np.ndarray:
 def update_signal_members(
     conn: Connection, journey_id: str, added: np.ndarray, removed: np.ndarray, now_us: int
 ) -> None:
+    if conn.dialect.name == "postgresql":  # one statement each, the keys as one array
+        params = {"j": journey_id, "t": now_us}
+        if len(removed):
+            conn.execute(
+                text("DELETE FROM signal_members WHERE journey_id = :j AND customer_key = ANY(:keys)"),
+                {**params, "keys": np.asarray(removed, dtype=np.int64).tolist()},
+            )
+        if len(added):
+            conn.execute(
+                text(
+                    "INSERT INTO signal_members (journey_id, customer_key, since_us) "
+                    "SELECT :j, k, :t FROM unnest(CAST(:keys AS BIGINT[])) AS k"
+                ),
+                {**params, "keys": np.asarray(added, dtype=np.int64).tolist()},
+            )
+        return
     _executemany(
         conn,
         "DELETE FROM signal_members WHERE journey_id = :j AND customer_key = :k",
@@ -259,27 +289,38 @@ def insert_assignments(
     conn: Connection,
     journey_id: str,
     keys: np.ndarray,
-    buckets: np.ndarray,
-    held: np.ndarray,
-    percent: float,
+    arm: np.ndarray,
+    bucket: np.ndarray,
+    percent: np.ndarray,
+    reason: np.ndarray,
+    layer: np.ndarray,
     now_us: int,
-    reason: str,
 ) -> None:
+    """One stored holdout assignment per key; the other arrays are aligned with ``keys``."""
     _executemany(
         conn,
         "INSERT INTO holdout_assignments (journey_id, customer_key, arm, bucket, percent, assigned_us, "
-        "reason) VALUES (:j, :k, :a, :b, :p, :t, :r)",
+        "reason, layer) VALUES (:j, :k, :a, :b, :p, :t, :r, :l)",
         [
             {
                 "j": journey_id,
                 "k": int(k),
-                "a": "holdout" if h else "treatment",
+                "a": a,
                 "b": float(b),
-                "p": percent,
+                "p": float(p),
                 "t": now_us,
-                "r": reason,
+                "r": r,
+                "l": lay,
             }
-            for k, b, h in zip(keys, buckets, held, strict=True)
+            for k, a, b, p, r, lay in zip(
+                keys.tolist(),
+                arm.tolist(),
+                bucket.tolist(),
+                percent.tolist(),
+                reason.tolist(),
+                layer.tolist(),
+                strict=True,
+            )
         ],
     )
 
@@ -404,6 +445,10 @@ def due_instances(
     """Active instances of one version that are due (``wake_at_us <= now``), plus every active instance at
     one of ``waiting_states`` (waits for an event, which can end before their timeout), in id order."""
     columns = _DUE_COLUMNS
+    claimed = conn.info.get(leases.CLAIMED)
+    if claimed is not None:  # a worker sharing the store: only its own claimed batch, locked
+        worker, ids = claimed
+        return _due_from_rows(leases.lock_claimed(conn, journey_id, version, worker, ids, columns))
     params: dict[str, Any] = {"j": journey_id, "v": version, "now": now_us}
     rows = _fetch(
         conn,
@@ -423,6 +468,10 @@ def due_instances(
             )
         )
     rows.sort(key=lambda r: r[0])
+    return _due_from_rows(rows)
+
+
+def _due_from_rows(rows: Sequence[Sequence[Any]]) -> DueInstances:
     wake = _column(rows, 4, np.int64)
     return DueInstances(
         ids=_column(rows, 0, np.int64),
@@ -454,6 +503,19 @@ def move_instances(
     Instances that entered together usually move together: rows with the same new values are written by
     one UPDATE over their ids when such groups are large, else one executemany of single-row UPDATEs."""
     n = len(ids)
+    if n and conn.dialect.name == "postgresql":
+        # One statement over arrays: PostgreSQL joins the new values to the rows by id. A worker's claim on
+        # the rows ends with the move (store.leases), saving a second write of each row.
+        conn.execute(
+            text(
+                "UPDATE journey_instances AS i SET state = u.s, since_us = u.t, wake_at_us = u.w, "
+                "claimed_by = NULL, lease_until_us = NULL "
+                "FROM unnest(CAST(:ids AS BIGINT[]), CAST(:s AS TEXT[]), CAST(:t AS BIGINT[]), "
+                "CAST(:w AS BIGINT[])) AS u(id, s, t, w) WHERE i.id = u.id"
+            ),
+            {"ids": ids.tolist(), "s": list(states), "t": since_us.tolist(), "w": wake_at_us.tolist()},
+        )
+        return
     if n >= 1000 and conn.dialect.name == "sqlite":
         state_codes = np.unique(np.asarray(states, dtype=object).astype(str), return_inverse=True)
         order = np.lexsort((wake_at_us, since_us, state_codes[1]))
@@ -493,7 +555,7 @@ def finish_steps(
     _executemany(
         conn,
         "UPDATE journey_instances SET state = :s, status = :s, since_us = :t, wake_at_us = NULL, "
-        "exited_us = :t, exit_reason = :r WHERE id = :id",
+        "exited_us = :t, exit_reason = :r, claimed_by = NULL, lease_until_us = NULL WHERE id = :id",
         [
             {"id": i, "s": s, "r": r, "t": now_us}
             for i, s, r in zip(ids.tolist(), statuses, reasons, strict=True)
@@ -548,6 +610,55 @@ def insert_messages(conn: Connection, rows: list[dict[str, Any]]) -> None:
         f"({', '.join(':' + c for c in MESSAGE_COLUMNS)})",
         rows,
     )
+
+
+def queue_messages(
+    conn: Connection,
+    *,
+    journey_id: str,
+    version: int,
+    step: str,
+    channel: str,
+    transactional: bool,
+    instance_ids: np.ndarray,
+    key_suffix: str,
+    created_us: int,
+) -> int:
+    """Queued ledger rows for the given instances at one send step, with one INSERT ... SELECT.
+
+    Each row's key is ``<journey>/v<version>/<customer id>/<instance id><key_suffix>`` (the stepper's
+    ``ledger_key``); the content is left empty for dispatch to render. Returns the number of rows."""
+    if not len(instance_ids):
+        return 0
+    params: dict[str, Any] = {
+        "prefix": f"{journey_id}/v{version}/",
+        "suffix": key_suffix,
+        "j": journey_id,
+        "v": version,
+        "step": step,
+        "channel": channel,
+        "tx": bool(transactional),
+        "now": created_us,
+    }
+    select_ = (
+        "INSERT INTO messages (idempotency_key, journey_id, version, instance_id, customer_key, step, "
+        "channel, status, created_us, attempts, transactional) "
+        "SELECT :prefix || c.id || '/' || CAST(i.id AS TEXT) || :suffix, :j, :v, i.id, i.customer_key, "
+        ":step, :channel, 'queued', :now, 0, :tx FROM journey_instances i "
+        "JOIN customers c ON c.key = i.customer_key WHERE i.id IN "
+    )
+    ids = [int(i) for i in instance_ids]
+    if conn.dialect.name == "sqlite":
+        # One statement for the whole set: the ids travel as one JSON array.
+        conn.execute(
+            text(select_ + "(SELECT value FROM json_each(:ids))"), {**params, "ids": orjson.dumps(ids)}
+        )
+    else:
+        for part in chunked(ids, CHUNK):
+            conn.execute(
+                text(select_ + "(SELECT unnest(CAST(:ids AS BIGINT[])))"), {**params, "ids": list(part)}
+            )
+    return len(ids)
 
 
 # ---------------------------------------------------------------------------------------------- goals
@@ -654,63 +765,114 @@ def last_tick(conn: Connection) -> tuple[int, float, str] | None:
 
 
 @dataclass(frozen=True)
-class QueuedMessage:
+class DueMessage:
+    """A queued ledger row whose time has come, with what dispatch needs to decide on it."""
+
     id: int
     idempotency_key: str
     journey_id: str
+    version: int
     step: str
     channel: str
-    recipient: str
-    subject: str | None
-    body: str
-    html: str | None
-    title: str | None
-    link: str | None
-    customer_id: str
-    held_out: bool
+    customer_key: int
+    instance_id: int
+    attempts: int
     created_us: int
+    transactional: bool
+    reason: str | None
+    held_out: bool
 
 
-def queued_messages(conn: Connection, limit: int, after_id: int = 0) -> list[QueuedMessage]:
-    """Queued messages with ``id > after_id``, oldest first."""
-    rows = conn.execute(
-        text(
-            "SELECT m.id, m.idempotency_key, m.journey_id, m.step, m.channel, m.recipient, m.subject, "
-            "m.body, m.html, m.title, m.link, c.id, h.arm, m.created_us FROM messages m "
-            "JOIN customers c ON c.key = m.customer_key LEFT JOIN holdout_assignments h "
-            "ON h.journey_id = m.journey_id AND h.customer_key = m.customer_key "
-            "WHERE m.status = 'queued' AND m.id > :after ORDER BY m.id LIMIT :n"
-        ),
-        {"n": limit, "after": after_id},
-    ).all()
+def due_messages(conn: Connection, limit: int, now_us: int, after_id: int = 0) -> list[DueMessage]:
+    """Queued messages with ``id > after_id`` whose next attempt is due, oldest first. ``held_out`` is true
+    when either the instance or the customer's recorded arm for the journey is the holdout."""
+    rows = _fetch(
+        conn,
+        "SELECT m.id, m.idempotency_key, m.journey_id, m.version, m.step, m.channel, m.customer_key, "
+        "m.instance_id, m.attempts, m.created_us, m.transactional, m.reason, "
+        "CASE WHEN h.arm = 'holdout' OR i.holdout THEN 1 ELSE 0 END FROM messages m "
+        "LEFT JOIN holdout_assignments h ON h.journey_id = m.journey_id AND h.customer_key = m.customer_key "
+        "LEFT JOIN journey_instances i ON i.id = m.instance_id "
+        "WHERE m.status = 'queued' AND (m.next_attempt_us IS NULL OR m.next_attempt_us <= :now) "
+        "AND m.id > :after ORDER BY m.id LIMIT :n",
+        {"n": limit, "after": after_id, "now": now_us},
+    )
     return [
-        QueuedMessage(
-            id=r[0],
+        DueMessage(
+            id=int(r[0]),
             idempotency_key=r[1],
             journey_id=r[2],
-            step=r[3],
-            channel=r[4],
-            recipient=r[5] or "",
-            subject=r[6],
-            body=r[7] or "",
-            html=r[8],
-            title=r[9],
-            link=r[10],
-            customer_id=r[11],
-            held_out=r[12] == "holdout",
-            created_us=r[13],
+            version=int(r[3]),
+            step=r[4],
+            channel=r[5],
+            customer_key=int(r[6]),
+            instance_id=int(r[7]),
+            attempts=int(r[8] or 0),
+            created_us=int(r[9]),
+            transactional=bool(r[10]),
+            reason=r[11],
+            held_out=bool(r[12]),
         )
         for r in rows
     ]
 
 
-def record_deliveries(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    """Rows of id, status, reason, provider_id, sent_us."""
-    if rows:
-        conn.execute(
-            text(
-                "UPDATE messages SET status = :status, reason = :reason, provider_id = :provider_id, "
-                "sent_us = :sent_us WHERE id = :id"
-            ),
-            rows,
+def recent_sends(
+    conn: Connection, keys: Sequence[int], since_us: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Marketing messages sent to these customers since ``since_us``: (customer key, channel, sent_us)."""
+    out: list[tuple[Any, ...]] = []
+    for part in chunked(sorted({int(k) for k in keys})):
+        listing = ", ".join(str(k) for k in part)  # plain ints: safe to inline
+        out.extend(
+            _fetch(
+                conn,
+                "SELECT customer_key, channel, sent_us FROM messages WHERE status = 'sent' "
+                f"AND transactional = :f AND sent_us >= :since AND customer_key IN ({listing})",
+                {"since": since_us, "f": False},
+            )
         )
+    return _column(out, 0, np.int64), _objects(out, 1), _column(out, 2, np.int64)
+
+
+def suppressed_addresses(conn: Connection, channel: str, addresses: Sequence[str]) -> dict[str, str]:
+    """Which of ``addresses`` are on the suppression list of ``channel``, with the reason."""
+    found: dict[str, str] = {}
+    for part in chunked(sorted(set(addresses))):
+        listing = ", ".join(f":a{i}" for i in range(len(part)))
+        params: dict[str, Any] = {f"a{i}": a for i, a in enumerate(part)}
+        params["c"] = channel
+        found.update(
+            _fetch(
+                conn,
+                f"SELECT address, reason FROM suppressions WHERE channel = :c AND address IN ({listing})",
+                params,
+            )
+        )
+    return found
+
+
+def suppress_addresses(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Rows of channel, address, reason, code, message_id, created_us; an address already listed keeps its
+    first reason."""
+    if not rows:
+        return
+    first: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in rows:
+        first.setdefault((row["channel"], row["address"]), row)
+    table = SQLModel.metadata.tables[Suppression.__tablename__]
+    statement = insert_ignoring_conflicts(conn, table, ["channel", "address"])
+    conn.execute(statement, list(first.values()))
+
+
+def record_outcomes(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Rows of id, status, reason, recipient, subject, body, html, title, link, provider_id, sent_us,
+    attempts, next_attempt_us: what dispatch decided or the provider answered, per message."""
+    _executemany(
+        conn,
+        "UPDATE messages SET status = :status, reason = :reason, recipient = :recipient, "
+        "subject = :subject, body = :body, html = :html, title = :title, link = :link, "
+        "provider_id = :provider_id, sent_us = :sent_us, attempts = :attempts, "
+        "next_attempt_us = :next_attempt_us WHERE id = :id AND status = 'queued'",
+        rows,
+    )

@@ -7,7 +7,7 @@ straight into numpy columns and compare without time-zone surprises. Customers h
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Index, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, Index, Integer, Text, UniqueConstraint, false
 from sqlmodel import Field, SQLModel
 
 
@@ -58,6 +58,8 @@ class JourneyVersion(SQLModel, table=True):
     version: int
     digest: str
     source: str = Field(sa_column=Column(Text, nullable=False))
+    # The shared metrics file the version read (its text), so an older version rebuilds as it ran.
+    shared_metrics: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     registered_us: int
 
 
@@ -92,6 +94,10 @@ class JourneyInstance(SQLModel, table=True):
     entry_key: str | None = Field(default=None, description="event entry: the correlation key's value")
     entry_event_id: int | None = Field(default=None, description="event entry: the event that started it")
     data: str | None = Field(default=None, sa_column=Column(Text))
+    # PostgreSQL with several workers: the worker that claimed the instance for stepping and until when
+    # (database time, microseconds) the claim holds; a claim whose worker died expires and is taken over.
+    claimed_by: str | None = None
+    lease_until_us: int | None = None
 
 
 class JourneyMigration(SQLModel, table=True):
@@ -150,7 +156,10 @@ class Message(SQLModel, table=True):
     """The send ledger: one row per (instance, step); the idempotency key makes a second send impossible."""
 
     __tablename__ = "messages"
-    __table_args__ = (Index("ix_messages_status", "status"),)
+    __table_args__ = (
+        Index("ix_messages_status", "status"),
+        Index("ix_messages_customer", "customer_key", "status"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     idempotency_key: str = Field(unique=True)
@@ -171,6 +180,24 @@ class Message(SQLModel, table=True):
     created_us: int
     sent_us: int | None = None
     provider_id: str | None = None
+    # Stepping writes a row with status, key and ids only; dispatch fills recipient and content when it
+    # renders. A queued row with ``next_attempt_us`` in the future waits (a retry's backoff, quiet hours).
+    attempts: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    next_attempt_us: int | None = None
+    transactional: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
+
+
+class Suppression(SQLModel, table=True):
+    """An address no message may go to again on its channel (a hard bounce, an invalid number)."""
+
+    __tablename__ = "suppressions"
+
+    channel: str = Field(primary_key=True)
+    address: str = Field(primary_key=True)
+    reason: str
+    code: str | None = None
+    message_id: int | None = None
+    created_us: int
 
 
 class Conversion(SQLModel, table=True):
@@ -207,3 +234,15 @@ class TickLog(SQLModel, table=True):
     now_us: int
     seconds: float
     summary: str = Field(sa_column=Column(Text, nullable=False))
+
+
+def _wide_integers() -> None:
+    """Every integer column is 64-bit on PostgreSQL (instants in microseconds overflow its 32-bit
+    INTEGER); SQLite keeps ``INTEGER``, whose primary keys are the row id."""
+    for table in SQLModel.metadata.tables.values():
+        for column in table.columns:
+            if type(column.type) is Integer:
+                column.type = BigInteger().with_variant(Integer(), "sqlite")
+
+
+_wide_integers()

@@ -1,0 +1,360 @@
+"""Conditions kept between ticks, re-evaluated only where they may have changed.
+
+A condition's value for a customer changes between two ticks for one of three reasons: an event entered
+or left one of its aggregates' windows (the incremental aggregates report those customers as *touched*),
+an attribute it reads changed (the caller says which customers), or time alone moved a ``since`` value
+(or cut off a ``since``/``last`` at its window's start). The first two are known at each tick. For the
+third, a full evaluation also works out, by interval arithmetic over the coming *horizon*, which
+customers' results could change with time alone before it ends; only those are *volatile*.
+
+So each tick re-evaluates touched, changed, volatile and new customers, and a full evaluation happens
+once per horizon (and whenever something is not tracked: a clock that steps back, a missed tick, a
+population function such as ``quintile`` whose value depends on everyone, an aggregate rebuilt from
+scratch). The results are always those of a full evaluation; the tests compare them tick after tick.
+
+Interval rules (``Span``): a number's span is ``[lo, hi]`` over the horizon (NaN: null throughout);
+``since`` grows by the horizon's length; other aggregates and attributes are constant; arithmetic,
+``min``/``max``/``abs``, monotone built-ins and comparisons follow interval arithmetic; ``and``/``or``
+know that a constant false (true) operand decides; anything else is volatile wherever an input may vary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from orchestrator.durations import US_PER_SECOND
+from orchestrator.signals import builtin_values, lang
+from orchestrator.signals.evaluate import AggregateCache, Evaluator
+from orchestrator.signals.frame import CustomerFrame, EventFrame
+from orchestrator.signals.incremental import IncrementalAggregates
+from orchestrator.signals.lang import Binary, Call, Name, Node, Unary
+
+DEFAULT_HORIZON_US = 6 * 3600 * US_PER_SECOND
+POPULATION_FUNCTIONS = frozenset({"quintile"})
+# Increasing functions of one number, applied to a span's ends.
+_MONOTONE = {"_days": builtin_values.days}
+
+
+@dataclass
+class Span:
+    """A value over the horizon, per customer: ``lo``/``hi`` bound a number (None: not a number, or no
+    bound known) and ``varies`` marks customers whose value may change."""
+
+    varies: np.ndarray
+    lo: np.ndarray | None = None
+    hi: np.ndarray | None = None
+
+
+@dataclass
+class _Kept:
+    node: Node
+    result: np.ndarray
+    volatile: np.ndarray
+    until_us: int
+    now_us: int
+    generation: int
+    attributes: tuple[str, ...] = field(default_factory=tuple)
+
+
+class IncrementalConditions:
+    """Conditions over one set of incremental aggregates, each kept under a caller's key."""
+
+    def __init__(self, aggregates: IncrementalAggregates, horizon_us: int = DEFAULT_HORIZON_US) -> None:
+        self.aggregates = aggregates
+        self.horizon_us = horizon_us
+        self._kept: dict[Any, _Kept] = {}
+        self.full_evaluations = 0
+        self.rows_evaluated = 0
+
+    def condition(
+        self,
+        key: Any,
+        node: Node,
+        customers: CustomerFrame,
+        metrics: Mapping[str, Node] | None = None,
+        changed: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Where ``node`` holds for every customer slot at the aggregates' instant (what
+        ``Evaluator.condition`` gives). ``changed``: keys of customers whose attributes changed since the
+        previous call with this key (None: unknown, so every customer reading attributes is re-read)."""
+        metrics = dict(metrics or {})
+        aggs = self.aggregates
+        now_us, n = aggs.now_us, customers.n
+        kept = self._kept.get(key)
+        reads = _reads(node, metrics)
+        rows: np.ndarray | None = None
+        if (
+            kept is not None
+            and kept.node == node
+            and kept.generation == aggs.generation - 1
+            and kept.now_us <= now_us <= kept.until_us
+            and aggs.touched is not None
+            and not (reads.attributes and changed is None)
+            and reads.tracked(aggs)
+        ):
+            dirty = aggs.touched[:n] | _grown(kept.volatile, n)
+            dirty[len(kept.result) :] = True
+            if changed is not None and reads.attributes:
+                dirty[changed[changed < n]] = True
+            rows = np.flatnonzero(dirty)
+        if rows is None:
+            until_us = now_us + self.horizon_us
+            result, volatile = self._evaluate(node, metrics, customers, None, until_us)
+            self._kept[key] = _Kept(node, result, volatile, until_us, now_us, aggs.generation)
+            self.full_evaluations += 1
+            self.rows_evaluated += n
+            return result.copy()
+        assert kept is not None
+        result, volatile = _grown(kept.result, n), _grown(kept.volatile, n)
+        if len(rows):
+            result[rows], volatile[rows] = self._evaluate(node, metrics, customers, rows, kept.until_us)
+        kept.result, kept.volatile, kept.now_us, kept.generation = result, volatile, now_us, aggs.generation
+        self.rows_evaluated += len(rows)
+        return result.copy()
+
+    # -------------------------------------------------------------------------------------- evaluation
+
+    def _evaluator(
+        self, metrics: Mapping[str, Node], customers: CustomerFrame, rows: np.ndarray | None
+    ) -> Evaluator:
+        frame = customers if rows is None else _subset(customers, rows)
+        cache = AggregateCache()
+        for call in _all_aggregates(metrics, frame):
+            cache.values[call] = self.aggregates.value(call, rows)
+        return Evaluator(EventFrame.empty(frame.n), frame, self.aggregates.now_us, metrics, cache)
+
+    def _evaluate(
+        self,
+        node: Node,
+        metrics: Mapping[str, Node],
+        customers: CustomerFrame,
+        rows: np.ndarray | None,
+        until_us: int,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The condition for ``rows`` (None: every slot), and where time alone may change it by
+        ``until_us``."""
+        evaluator = self._evaluator({**metrics, "\x00condition": node}, customers, rows)
+        result = evaluator.condition(node)
+        if not _reads(node, metrics).timed:
+            return result, np.zeros(len(result), bool)  # only events and attributes change it
+        evaluator.memo = {}  # the spans ask for the value of every nested node
+        spans = _Spans(evaluator, self.aggregates, rows, max(0, until_us - self.aggregates.now_us))
+        return result, spans.span(node).varies
+
+
+# ------------------------------------------------------------------------------------------ intervals
+
+
+class _Spans:
+    """Spans of the nodes of one condition, for the customers an ``Evaluator`` covers."""
+
+    def __init__(
+        self, evaluator: Evaluator, aggregates: IncrementalAggregates, rows: np.ndarray | None, length_us: int
+    ) -> None:
+        self.ev, self.aggregates, self.rows = evaluator, aggregates, rows
+        self.n = evaluator.n
+        self.length_us = length_us
+        self._metrics: dict[str, Span] = {}
+
+    def value(self, node: Node) -> np.ndarray:
+        return self.ev.values(node)
+
+    def constant(self, node: Node) -> Span:
+        values = self.value(node)
+        none = np.zeros(self.n, bool)
+        if values.dtype.kind in "fiub":
+            numbers = values.astype(np.float64)
+            return Span(none, numbers, numbers)
+        return Span(none)
+
+    def span(self, node: Node) -> Span:
+        if isinstance(node, lang.Number | lang.Duration | lang.Boolean | lang.String | lang.Null):
+            return self.constant(node)
+        if isinstance(node, Name):
+            name = node.parts[0]
+            if name in self.ev.metrics:
+                if name not in self._metrics:
+                    self._metrics[name] = self.span(self.ev.metrics[name])
+                return self._metrics[name]
+            return self.constant(node)  # an attribute: changes are the caller's to report
+        if isinstance(node, Unary):
+            inner = self.span(node.operand)
+            if node.op == "not" or inner.lo is None or inner.hi is None:
+                return Span(inner.varies.copy())
+            return Span(inner.varies.copy(), -inner.hi, -inner.lo)
+        if isinstance(node, Binary):
+            return self._binary(node)
+        if isinstance(node, Call):
+            return self._call(node)
+        return Span(np.ones(self.n, bool))
+
+    def _binary(self, node: Binary) -> Span:
+        op = node.op
+        if op in ("and", "or"):
+            left, right = self.span(node.left), self.span(node.right)
+            lv = self.ev.condition(node.left)
+            rv = self.ev.condition(node.right)
+            if op == "and":  # a side that is false throughout decides
+                decided = (~left.varies & ~lv) | (~right.varies & ~rv)
+            else:
+                decided = (~left.varies & lv) | (~right.varies & rv)
+            return Span((left.varies | right.varies) & ~decided)
+        left, right = self.span(node.left), self.span(node.right)
+        varies = left.varies | right.varies
+        if op in ("in", "==", "!=") and (
+            op == "in" or isinstance(node.left, lang.Null) or isinstance(node.right, lang.Null)
+        ):
+            return Span(varies)
+        if left.lo is None or left.hi is None or right.lo is None or right.hi is None:
+            return Span(varies)
+        a0, a1, b0, b1 = left.lo, left.hi, right.lo, right.hi
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            null = np.isnan(a0) | np.isnan(a1) | np.isnan(b0) | np.isnan(b1)
+            if op in ("<", "<=", ">", ">=", "==", "!="):
+                if op in ("<", "<="):
+                    decided = (a1 < b0) | (a0 >= b1) if op == "<" else (a1 <= b0) | (a0 > b1)
+                elif op in (">", ">="):
+                    decided = (a0 > b1) | (a1 <= b0) if op == ">" else (a0 >= b1) | (a1 < b0)
+                else:
+                    decided = ((a0 == a1) & (b0 == b1)) | (a1 < b0) | (b1 < a0)
+                return Span(varies | ~(decided | null))  # null throughout: false throughout
+            if op == "+":
+                lo, hi = a0 + b0, a1 + b1
+            elif op == "-":
+                lo, hi = a0 - b1, a1 - b0
+            elif op == "*":
+                products = np.stack([a0 * b0, a0 * b1, a1 * b0, a1 * b1])
+                lo, hi = products.min(axis=0), products.max(axis=0)
+            elif op == "/":
+                crosses = (b0 <= 0) & (b1 >= 0) & ~((b0 == 0) & (b1 == 0))
+                quotients = np.stack([a0 / b0, a0 / b1, a1 / b0, a1 / b1])
+                lo, hi = quotients.min(axis=0), quotients.max(axis=0)
+                varies = varies | crosses
+                zero = (b0 == 0) & (b1 == 0)
+                lo, hi = np.where(zero, np.nan, lo), np.where(zero, np.nan, hi)
+            else:
+                return Span(varies)
+        # inf - inf and 0 * inf give NaN where the value is not null: no bound is known there.
+        lost = (np.isnan(lo) | np.isnan(hi)) & ~null
+        return Span(varies | lost, np.where(null, np.nan, lo), np.where(null, np.nan, hi))
+
+    def _call(self, call: Call) -> Span:
+        spec = lang.FUNCTIONS[call.func]
+        if spec.kind == "events" or lang.is_property_aggregate(call):
+            return self._aggregate(call)
+        args = [self.span(a) for a in call.args]
+        varies = np.zeros(self.n, bool)
+        for arg in args:
+            varies |= arg.varies
+        numeric = all(a.lo is not None and a.hi is not None for a in args)
+        if call.func in ("min", "max") and numeric and args:
+            fold = np.fmin if call.func == "min" else np.fmax
+            lo, hi = args[0].lo, args[0].hi
+            for arg in args[1:]:
+                assert lo is not None and hi is not None and arg.lo is not None and arg.hi is not None
+                lo, hi = fold(lo, arg.lo), fold(hi, arg.hi)
+            return Span(varies, lo, hi)
+        if call.func == "abs" and numeric and len(args) == 1:
+            lo, hi = args[0].lo, args[0].hi
+            assert lo is not None and hi is not None
+            low = np.where(lo >= 0, lo, np.where(hi <= 0, -hi, 0.0))
+            return Span(varies, low, np.fmax(np.abs(lo), np.abs(hi)))
+        if call.func in _MONOTONE and numeric and len(args) == 1:
+            f = _MONOTONE[call.func]
+            lo, hi = args[0].lo, args[0].hi
+            assert lo is not None and hi is not None
+            return Span(varies, f(lo), f(hi))
+        if call.func == "coalesce" and numeric:
+            # Which argument is taken depends on which are null; constant where no argument varies.
+            lo, hi = args[-1].lo, args[-1].hi
+            assert lo is not None and hi is not None
+            for arg in reversed(args[:-1]):
+                assert arg.lo is not None and arg.hi is not None
+                null = np.isnan(arg.lo) & np.isnan(arg.hi)
+                lo, hi = np.where(null, lo, arg.lo), np.where(null, hi, arg.hi)
+            return Span(varies, lo, hi)
+        if not varies.any():
+            return self.constant(call)
+        return Span(varies)  # anything else: may change wherever an input may
+
+    def _aggregate(self, call: Call) -> Span:
+        none = np.zeros(self.n, bool)
+        if call.func not in ("since", "last"):
+            return self.constant(call)  # changes only when events enter or leave its window: touched
+        last, start = self.aggregates.last_times(call)
+        if self.rows is not None:
+            last = last[self.rows]
+        varies = none
+        if start is not None:  # the window's start passes the latest event: the value becomes null
+            varies = (last >= start) & (last < start + self.length_us)
+        if call.func == "last":
+            return Span(varies, *(2 * [self.value(call).astype(np.float64)]))
+        now = self.value(call)
+        return Span(varies, now, np.where(np.isinf(now), now, now + self.length_us / US_PER_SECOND))
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+@dataclass(frozen=True)
+class _Reads:
+    calls: tuple[Call, ...]
+    attributes: tuple[str, ...]
+    population: bool
+
+    @property
+    def timed(self) -> bool:
+        """Whether time alone changes the value (a ``since`` or a windowed ``last``)."""
+        return any(call.func in ("since", "last") for call in self.calls)
+
+    def tracked(self, aggregates: IncrementalAggregates) -> bool:
+        """Whether every change to the condition's inputs is reported by the aggregates."""
+        return not self.population and all(aggregates.tracks(call) for call in self.calls)
+
+
+def _reads(node: Node, metrics: Mapping[str, Node]) -> _Reads:
+    calls: list[Call] = []
+    attributes: list[str] = []
+    population = False
+    seen: set[str] = set()
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        for sub in lang.walk(current):
+            if isinstance(sub, Call) and sub.func in POPULATION_FUNCTIONS:
+                population = True
+        calls.extend(lang.aggregates(current))
+        for name in lang.free_names(current):
+            head = name.parts[0]
+            if head in metrics:
+                if head not in seen:
+                    seen.add(head)
+                    stack.append(metrics[head])
+            else:
+                attributes.append(head)
+    return _Reads(tuple(dict.fromkeys(calls)), tuple(dict.fromkeys(attributes)), population)
+
+
+def _all_aggregates(metrics: Mapping[str, Node], customers: CustomerFrame) -> list[Call]:
+    calls: list[Call] = []
+    for node in metrics.values():
+        calls.extend(lang.aggregates(node))
+    return list(dict.fromkeys(calls))
+
+
+def _subset(customers: CustomerFrame, rows: np.ndarray) -> CustomerFrame:
+    return CustomerFrame(
+        len(rows), customers.exists[rows], {name: col[rows] for name, col in customers.columns.items()}
+    )
+
+
+def _grown(values: np.ndarray, n: int) -> np.ndarray:
+    if len(values) >= n:
+        return values[:n].copy()
+    out = np.zeros(n, values.dtype)
+    out[: len(values)] = values
+    return out

@@ -1,0 +1,191 @@
+"""Dispatch after the tick: retries with backoff against a real local SMS provider, permanent failures that
+suppress the number for later sends, giving up after the last attempt, a crash between the provider call
+and the recording of it, and rendering that happens at dispatch (not in the stepping transaction)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+import pytest
+from channel_servers import LocalHttpServer, Reply, Request
+from sqlalchemy import Connection
+from steps_world import World, at, write_files
+
+from orchestrator.channels import HttpSmsAdapter, SmsRules
+from orchestrator.channels.base import ChannelRouter
+from orchestrator.channels.delivery import Backoff
+from orchestrator.channels.memory import MemoryAdapter
+from orchestrator.clock import to_us
+from orchestrator.engine.dispatch import DispatchContext, DispatchReport, dispatch_queued
+from orchestrator.store import Store
+
+JOURNEY = """\
+id: texts
+version: 1
+segment: tier == "gold"
+holdout: 0
+steps:
+  - id: first
+    send: {channel: sms, template: t.txt}
+  - wait: 1h
+  - id: second
+    send: {channel: sms, template: t.txt}
+"""
+GOOD, BAD = "+14155550123", "+14155550100"
+
+
+class Provider:
+    """A Twilio-style endpoint: the first request of each idempotency key answers 503, later ones 201;
+    one number is refused for good (400, code 21211: not a valid number)."""
+
+    def __init__(self) -> None:
+        self.seen: Counter[str] = Counter()
+        self.requests: list[tuple[str, str]] = []  # (number, key)
+
+    def __call__(self, request: Request) -> Reply:
+        number = parse_qs(request.body.decode())["To"][0]
+        key = request.headers["idempotency-key"]
+        self.requests.append((number, key))
+        self.seen[key] += 1
+        if number == BAD:
+            return Reply(400, b'{"code": 21211, "message": "The \'To\' number is not a valid phone number."}')
+        if self.seen[key] == 1:
+            return Reply(503, b"<html>Service Unavailable</html>")
+        return Reply(201, json.dumps({"sid": f"SM{len(self.requests)}"}).encode())
+
+
+@pytest.fixture
+def provider() -> Iterator[tuple[Provider, LocalHttpServer]]:
+    answers = Provider()
+    with LocalHttpServer(answers) as server:
+        yield answers, server
+
+
+def sms_world(tmp_path: Path, server: LocalHttpServer) -> World:
+    write_files(tmp_path, {"journeys/texts.yaml": JOURNEY, "templates/t.txt": "Hi {{ customer.id }}"})
+    adapter = HttpSmsAdapter(
+        server.url("/Messages.json"),
+        sender="+14155550999",
+        account_sid="AC1",
+        auth_token="tok",
+        rules=SmsRules(default_region="US"),
+        timeout_s=2.0,
+    )
+    people = [{"id": "good", "tier": "gold", "phone": GOOD}, {"id": "bad", "tier": "gold", "phone": BAD}]
+    return World(tmp_path, tmp_path / "journeys", at("2024-05-06T10:00:00Z"), people, adapter)
+
+
+def rows(w: World) -> dict[tuple[str, str], tuple[Any, ...]]:
+    found = w.rows(
+        "SELECT c.id, m.step, m.status, m.reason, m.attempts, m.next_attempt_us, m.idempotency_key, m.body "
+        "FROM messages m JOIN customers c ON c.key = m.customer_key"
+    )
+    return {(r[0], r[1]): tuple(r[2:]) for r in found}
+
+
+def test_transient_errors_are_retried_and_permanent_ones_suppress_the_number(
+    tmp_path: Path, provider: tuple[Provider, LocalHttpServer]
+) -> None:
+    answers, server = provider
+    w = sms_world(tmp_path, server)
+    t0 = w.clock.now()
+    w.tick()
+    got = rows(w)
+    status, reason, attempts, next_us, key, _ = got[("good", "first")]
+    assert (status, attempts) == ("queued", 1) and "http_503" in reason
+    # The default backoff: 30 s, less up to half of it as jitter.
+    assert to_us(t0) + 15_000_000 <= next_us <= to_us(t0) + 30_000_000
+    status, reason, attempts, *_ = got[("bad", "first")]
+    assert (status, attempts) == ("failed", 1) and "not a valid phone number" in reason
+    assert w.rows("SELECT channel, address FROM suppressions") == [("sms", BAD)]
+
+    w.clock.advance(timedelta(seconds=10))  # not due yet: nothing is sent again
+    w.tick()
+    assert len(answers.requests) == 2
+    w.clock.advance(timedelta(seconds=50))
+    w.tick()
+    status, _, attempts, _, key, body = rows(w)[("good", "first")]
+    assert (status, attempts, body) == ("sent", 2, "Hi good")
+    assert [k for n, k in answers.requests if n == GOOD] == [key, key]  # the same idempotency key twice
+
+    w.clock.set(t0 + timedelta(hours=1, minutes=1))
+    w.tick()
+    status, reason, attempts, *_ = rows(w)[("bad", "second")]
+    assert status == "suppressed" and reason.startswith("address on the suppression list")
+    assert attempts == 0 and [n for n, _ in answers.requests].count(BAD) == 1  # never called again
+    assert rows(w)[("good", "second")][0] == "queued"  # its own first attempt met a 503
+
+
+def test_dispatch_gives_up_after_the_last_attempt(tmp_path: Path) -> None:
+    write_files(tmp_path, {"journeys/texts.yaml": JOURNEY, "templates/t.txt": "Hi"})
+    adapter = MemoryAdapter()
+    w = World(
+        tmp_path,
+        tmp_path / "journeys",
+        at("2024-05-06T10:00:00Z"),
+        [{"id": "a", "tier": "gold", "phone": GOOD}],
+        adapter,
+    )
+    adapter.fail_next(10, "retry", "provider down")
+    w.tick()  # first attempt (default backoff)
+    plan = w.engine.workspace.plans[0]
+    context = DispatchContext(
+        plan_for=lambda _j, _v: plan,
+        renderer_for=w.engine.workspace.renderers.get,
+        metrics_for=lambda _p: {},
+        backoff=Backoff(base_s=1, cap_s=1, max_attempts=3, jitter=0),
+    )
+    for _ in range(3):
+        w.clock.advance(timedelta(minutes=1))
+        dispatch_queued(w.store, ChannelRouter([adapter]), w.clock, context)
+    status, reason, attempts, next_us, *_ = rows(w)[("a", "first")]
+    assert (status, attempts, next_us) == ("failed", 3, None)
+    assert reason == "gave up after 3 attempts: provider down" and len(adapter.attempts) == 3
+
+
+class CrashOnRecord:
+    """A store whose write transactions fail: the process dies after the provider call, before the
+    outcome is recorded."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.connect = store.connect
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        raise RuntimeError("killed")
+        yield  # pragma: no cover
+
+
+def test_a_crash_before_recording_resends_with_the_same_key_and_delivers_once(tmp_path: Path) -> None:
+    write_files(tmp_path, {"journeys/texts.yaml": JOURNEY, "templates/t.txt": "Hi {{ customer.tier }}"})
+    adapter = MemoryAdapter()
+    w = World(
+        tmp_path,
+        tmp_path / "journeys",
+        at("2024-05-06T10:00:00Z"),
+        [{"id": "a", "tier": "gold", "phone": GOOD}],
+        adapter,
+    )
+    # Stepping alone: the ledger row is queued, with no content yet (rendering waits for dispatch).
+    w.engine.dispatch = lambda limit=None: DispatchReport()  # type: ignore[method-assign]
+    w.tick()
+    assert rows(w)[("a", "first")][0] == "queued" and rows(w)[("a", "first")][5] is None
+    plan = w.engine.workspace.plans[0]
+    context = DispatchContext(
+        plan_for=lambda _j, _v: plan, renderer_for=w.engine.workspace.renderers.get, metrics_for=lambda _p: {}
+    )
+    with pytest.raises(RuntimeError, match="killed"):
+        dispatch_queued(CrashOnRecord(w.store), ChannelRouter([adapter]), w.clock, context)  # type: ignore[arg-type]
+    assert rows(w)[("a", "first")][0] == "queued" and len(adapter.attempts) == 1
+    dispatch_queued(w.store, ChannelRouter([adapter]), w.clock, context)
+    status, _, attempts, _, key, body = rows(w)[("a", "first")]
+    assert (status, attempts, body) == ("sent", 1, "Hi gold")
+    assert [m.idempotency_key for m in adapter.attempts] == [key, key] and len(adapter.sent) == 1
