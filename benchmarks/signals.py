@@ -139,6 +139,7 @@ def main() -> int:
     state.log.append_frame(frame, last_id)
     del frame
     peak("state_load")
+    t2_first = time.perf_counter()  # the log is grouped: the state is loaded
     # Timed like the reference: the median of three full evaluations (each from fresh aggregates).
     evaluations = []
     for _ in range(3):
@@ -197,7 +198,7 @@ def main() -> int:
     assert len(reread) == extra_ingest.accepted
     del reread
     peak("second_tick")
-    del state
+    del state, kept  # the kept conditions hold the first state's aggregates and log
     gc.collect()
     # A restart: a fresh state read from the store must give the same answers; and so must the plain
     # (non-incremental) evaluator over the same events.
@@ -251,7 +252,7 @@ def main() -> int:
         "ingest_events_per_s": round(ingest.accepted / ingest.seconds),
         "ingest_seconds": round(ingest.seconds, 3),
         "state_load_seconds": round(t1 - t0, 3),
-        "state_append_seconds": round(t2 - t1, 3),
+        "state_append_seconds": round(t2_first - t1, 3),
         "evaluation_seconds": round(evaluation_s, 4),
         "evaluation_runs": [round(t, 4) for t in evaluations],
         "reference_seconds": round(reference_s, 4),
@@ -262,8 +263,9 @@ def main() -> int:
             "ingest_seconds": round(extra_ingest.seconds, 3),
             "seconds": round(second_tick_s, 4),
             "of_first_evaluation": round(second_tick_s / evaluation_s, 3),
-            "of_first_kept_evaluation": round(second_tick_s / kept_first_s, 3),
-            "first_kept_evaluation_seconds": round(kept_first_s, 4),
+            # The engine's first tick reads every event from the store, builds the state and evaluates.
+            "of_first_tick_from_store": round(second_tick_s / (t1 - t0 + t2_first - t1 + evaluation_s), 4),
+            "first_kept_conditions_seconds": round(kept_first_s, 4),
             "customers_reevaluated_share": round(rows_share, 4),
             "of_reference": round(second_tick_s / reference_s, 3),
             "read_back_from_store_seconds": round(reread_s, 4),

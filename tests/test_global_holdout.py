@@ -58,7 +58,8 @@ def test_no_held_out_customer_is_ever_messaged_over_a_month(store: Store) -> Non
         instances = conn.execute(
             text(
                 "SELECT i.journey_id, i.entered_us, a.arm, a.layer FROM journey_instances i "
-                "JOIN holdout_assignments a ON a.journey_id = i.journey_id AND a.customer_key = i.customer_key"
+                "JOIN holdout_assignments a "
+                "ON a.journey_id = i.journey_id AND a.customer_key = i.customer_key"
             )
         ).all()
     arm_of = {(j, cid): (arm, layer) for j, cid, arm, layer in assignments}
