@@ -55,7 +55,7 @@ def test_editing_the_shared_file_changes_the_journeys_meaning(tmp_path: Path) ->
 
 
 def test_a_journey_cannot_redefine_a_shared_metric(tmp_path: Path) -> None:
-    clash = JOURNEY.replace("entry:", "metrics:\n  tier: \"1\"\nentry:")
+    clash = JOURNEY.replace("entry:", 'metrics:\n  tier: "1"\nentry:')
     path = workspace(tmp_path, journey=clash)
     with pytest.raises(SpecError) as err:
         load_workspace([path])
