@@ -3,18 +3,13 @@ benchmark's own numpy kernel, on its generated workload (two seeds)."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-from typing import Any
-
 import numpy as np
 import pytest
+from refbench_data import load_refbench
 
 from orchestrator.signals import lang
 from orchestrator.signals.evaluate import AggregateCache, Evaluator
 from orchestrator.signals.frame import CustomerFrame, EventFrame
-
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 R5_PARTS = {
     "frequency": "min(frequency(session_start, within=30d) / 10, 1)",
@@ -34,20 +29,9 @@ RULES = {
 }
 
 
-def _refbench() -> Any:
-    path = SHARED / "bench" / "refbench.py"
-    if not path.exists():
-        pytest.skip(f"{path} not found (the shared benchmark folder sits beside the project)")
-    spec = importlib.util.spec_from_file_location("refbench", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize("seed", [42, 7])
 def test_builtins_select_the_reference_customers(seed: int) -> None:
-    refbench = _refbench()
+    refbench = load_refbench()
     data = refbench.generate(4000, seed=seed)
     n = int(data["customer_id"].max()) + 1
     expected = refbench.evaluate(data, n)

@@ -3,7 +3,6 @@ clean stop on SIGTERM, the demo, and the reference signals against the benchmark
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -15,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from refbench_data import load_refbench
 
 from orchestrator.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
 
 JOURNEY = """\
 id: welcome
@@ -277,22 +276,11 @@ def test_demo_runs_and_reports(capsys: pytest.CaptureFixture[str], tmp_path: Pat
     assert leaked == 0
 
 
-def _refbench():  # type: ignore[no-untyped-def]
-    path = SHARED / "bench" / "refbench.py"
-    if not path.exists():
-        pytest.skip(f"{path} not found (the shared benchmark folder sits beside the project)")
-    spec = importlib.util.spec_from_file_location("refbench", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize("seed", [42, 7])
 def test_reference_signals_match_the_reference_kernel(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, seed: int
 ) -> None:
-    refbench = _refbench()
+    refbench = load_refbench()
     data = refbench.generate(3000, seed=seed)
     refbench.write(data, str(tmp_path / "data"))
     n = int(data["customer_id"].max()) + 1

@@ -27,8 +27,8 @@ from urllib.parse import quote
 import orjson
 
 from orchestrator.channels.base import DeliveryResult, OutgoingMessage
-from orchestrator.channels.delivery import SentKeys, classify_http, key_header_value, transport_failure
-from orchestrator.channels.transport import HttpClient
+from orchestrator.channels.delivery import SentKeys, key_header_value
+from orchestrator.channels.transport import HttpClient, HttpResponse, ProviderRequest, deliver_once
 
 PUSH_PAYLOAD_LIMIT = 4096
 Platform = Literal["fcm", "apns"]
@@ -148,13 +148,17 @@ class HttpPushAdapter:
         self._provider = f"push service {self.client.endpoint.host}"
 
     def send(self, message: OutgoingMessage) -> DeliveryResult:
-        if message.channel != "push":
-            return DeliveryResult.failed(
-                f"channel {message.channel!r} not served by the push adapter", code="wrong_channel"
-            )
-        known = self._sent.get(message.idempotency_key)
-        if known is not None:
-            return DeliveryResult.sent(known)
+        return deliver_once(
+            message,
+            adapter="the push adapter",
+            channels=self.channels,
+            sent=self._sent,
+            prepare=self._request,
+            read_answer=_read_answer,
+            suppress_statuses=self.suppress_statuses,
+        )
+
+    def _request(self, message: OutgoingMessage) -> ProviderRequest | DeliveryResult:
         try:
             body = self.rules.encode(message)
         except PushRefused as exc:
@@ -172,22 +176,13 @@ class HttpPushAdapter:
             if self.apns_topic:
                 headers["apns-topic"] = self.apns_topic
             target = self._target_template.replace("{token}", quote(message.recipient, safe=""))
-        try:
-            response = self.client.post(body, headers, target=target)
-        except OSError as exc:
-            return transport_failure(self._provider, exc)
-        provider_id = _provider_id(response.body) or response.headers.get("apns-id")
-        result = classify_http(
-            response.status,
-            response.headers,
-            response.body,
-            provider=self._provider,
-            provider_id=provider_id,
-            suppress_statuses=self.suppress_statuses,
-        )
-        if result.ok and result.provider_id is not None:
-            self._sent.add(message.idempotency_key, result.provider_id)
-        return result
+        return ProviderRequest(self.client, self._provider, body, headers, target)
+
+
+def _read_answer(response: HttpResponse) -> tuple[str | None, bool]:
+    """The provider id (FCM's message name, else APNs' ``apns-id`` header); push never reads a refusal
+    of the recipient from the body (404/410 say it)."""
+    return _provider_id(response.body) or response.headers.get("apns-id"), False
 
 
 def _provider_id(body: bytes) -> str | None:

@@ -25,8 +25,8 @@ from urllib.parse import urlencode
 import phonenumbers
 
 from orchestrator.channels.base import DeliveryResult, OutgoingMessage
-from orchestrator.channels.delivery import SentKeys, classify_http, key_header_value, transport_failure
-from orchestrator.channels.transport import HttpClient
+from orchestrator.channels.delivery import SentKeys, key_header_value
+from orchestrator.channels.transport import HttpClient, HttpResponse, ProviderRequest, deliver_once
 
 # GSM 03.38 default alphabet (ESC, 0x1B, left out: it is not a character one can send) and its extension
 # table, whose characters are sent as ESC + character and so count twice.
@@ -218,13 +218,16 @@ class HttpSmsAdapter:
         self._provider = f"SMS provider {self.client.endpoint.host}"
 
     def send(self, message: OutgoingMessage) -> DeliveryResult:
-        if message.channel != "sms":
-            return DeliveryResult.failed(
-                f"channel {message.channel!r} not served by the SMS adapter", code="wrong_channel"
-            )
-        known = self._sent.get(message.idempotency_key)
-        if known is not None:
-            return DeliveryResult.sent(known)
+        return deliver_once(
+            message,
+            adapter="the SMS adapter",
+            channels=self.channels,
+            sent=self._sent,
+            prepare=self._request,
+            read_answer=self._read_answer,
+        )
+
+    def _request(self, message: OutgoingMessage) -> ProviderRequest | DeliveryResult:
         try:
             sms = self.rules.prepare(message)
         except SmsRefused as exc:
@@ -236,24 +239,17 @@ class HttpSmsAdapter:
             "Authorization": self._authorization,
             self.idempotency_header: key_header_value(message.idempotency_key),
         }
-        try:
-            response = self.client.post(form, headers)
-        except OSError as exc:
-            return transport_failure(self._provider, exc)
+        return ProviderRequest(self.client, self._provider, form, headers)
+
+    def _read_answer(self, response: HttpResponse) -> tuple[str | None, bool]:
+        """The message id (``sid``) and whether the error ``code`` is about the recipient."""
         answer = _json_object(response.body)
         sid = answer.get("sid")
         error_code = answer.get("code")
-        result = classify_http(
-            response.status,
-            response.headers,
-            response.body,
-            provider=self._provider,
-            provider_id=sid if isinstance(sid, str) and sid else None,
-            recipient_refused=isinstance(error_code, int) and error_code in self.recipient_errors,
+        return (
+            sid if isinstance(sid, str) and sid else None,
+            isinstance(error_code, int) and error_code in self.recipient_errors,
         )
-        if result.ok and result.provider_id is not None:
-            self._sent.add(message.idempotency_key, result.provider_id)
-        return result
 
 
 def _json_object(body: bytes) -> dict[str, Any]:

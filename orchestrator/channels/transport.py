@@ -7,6 +7,10 @@ watchdog timer shuts the socket at the deadline); the answer's body is read up t
 (provider answers are small; an error page is cut).
 Failures are raised as ``OSError`` (``TimeoutError`` for the deadline, ``ConnectionError`` for the rest,
 including malformed HTTP), which the adapters turn into transient results.
+
+``deliver_once`` is the send path the HTTP adapters (push, SMS, webhook) share: the channel check and the
+memo of sent keys first, then the adapter's own request, one POST, and the answer classified in
+``delivery``.
 """
 
 from __future__ import annotations
@@ -17,9 +21,12 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
+
+from orchestrator.channels.base import DeliveryResult, OutgoingMessage
+from orchestrator.channels.delivery import SentKeys, classify_http, transport_failure
 
 USER_AGENT = "orchestrator/0.1"
 _READ_CHUNK = 16_384
@@ -143,3 +150,66 @@ def _shut(sock: socket.socket, cut: threading.Event) -> None:
     cut.set()
     with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
+
+
+# -- one delivery -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProviderRequest:
+    """What an adapter POSTs for one message: through ``client`` (to ``target``, a path on its host, when
+    set), named ``provider`` in results."""
+
+    client: HttpClient
+    provider: str
+    body: bytes
+    headers: dict[str, str]
+    target: str | None = None
+
+
+def deliver_once(
+    message: OutgoingMessage,
+    *,
+    adapter: str,
+    channels: Collection[str],
+    sent: SentKeys,
+    prepare: Callable[[OutgoingMessage], ProviderRequest | DeliveryResult],
+    read_answer: Callable[[HttpResponse], tuple[str | None, bool]],
+    suppress_statuses: Collection[int] = (),
+) -> DeliveryResult:
+    """One delivery of ``message`` to an HTTP provider, at most once per idempotency key in this process.
+
+    A message on a channel outside ``channels`` fails (``wrong_channel``, naming ``adapter``). A key already
+    in ``sent`` answers ``sent`` with its provider id, before ``prepare`` or any call.
+    Otherwise ``prepare`` builds the request, or returns the result of a message that must not be sent;
+    a network failure is a transient ``transport_failure``; an answer goes to ``classify_http`` with
+    ``read_answer``'s (provider id, recipient refused) and ``suppress_statuses``. A delivered message's key
+    and provider id are added to ``sent``.
+    """
+    if message.channel not in channels:
+        return DeliveryResult.failed(
+            f"channel {message.channel!r} not served by {adapter}", code="wrong_channel"
+        )
+    known = sent.get(message.idempotency_key)
+    if known is not None:
+        return DeliveryResult.sent(known)
+    request = prepare(message)
+    if isinstance(request, DeliveryResult):
+        return request
+    try:
+        response = request.client.post(request.body, request.headers, target=request.target)
+    except OSError as exc:
+        return transport_failure(request.provider, exc)
+    provider_id, recipient_refused = read_answer(response)
+    result = classify_http(
+        response.status,
+        response.headers,
+        response.body,
+        provider=request.provider,
+        provider_id=provider_id,
+        suppress_statuses=suppress_statuses,
+        recipient_refused=recipient_refused,
+    )
+    if result.ok and result.provider_id is not None:
+        sent.add(message.idempotency_key, result.provider_id)
+    return result

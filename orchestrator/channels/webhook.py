@@ -32,8 +32,8 @@ from typing import Any
 import orjson
 
 from orchestrator.channels.base import CHANNELS, DeliveryResult, OutgoingMessage
-from orchestrator.channels.delivery import SentKeys, classify_http, key_header_value, transport_failure
-from orchestrator.channels.transport import HttpClient
+from orchestrator.channels.delivery import SentKeys, key_header_value
+from orchestrator.channels.transport import HttpClient, HttpResponse, ProviderRequest, deliver_once
 from orchestrator.clock import Clock, SystemClock
 
 SIGNATURE_HEADER = "X-Orchestrator-Signature"
@@ -141,13 +141,16 @@ class WebhookAdapter:
         self._sent = sent_keys if sent_keys is not None else SentKeys()
 
     def send(self, message: OutgoingMessage) -> DeliveryResult:
-        if message.channel not in self.channels:
-            return DeliveryResult.failed(
-                f"channel {message.channel!r} not served by this webhook", code="wrong_channel"
-            )
-        known = self._sent.get(message.idempotency_key)
-        if known is not None:
-            return DeliveryResult.sent(known)
+        return deliver_once(
+            message,
+            adapter="this webhook",
+            channels=self.channels,
+            sent=self._sent,
+            prepare=self._request,
+            read_answer=lambda response: _read_answer(response, message),
+        )
+
+    def _request(self, message: OutgoingMessage) -> ProviderRequest | DeliveryResult:
         client = self._clients.get(message.recipient, self._default)
         if client is None:
             known_names = ", ".join(sorted(self._clients))
@@ -167,15 +170,9 @@ class WebhookAdapter:
             SIGNATURE_HEADER: sign(self._secret, timestamp, body),
             self.idempotency_header: key_header_value(message.idempotency_key),
         }
-        try:
-            response = client.post(body, headers)
-        except OSError as exc:
-            return transport_failure(provider, exc)
-        # The receiver's own reference, when it gives one; else the key itself identifies the delivery.
-        provider_id = response.headers.get("x-request-id") or message.idempotency_key
-        result = classify_http(
-            response.status, response.headers, response.body, provider=provider, provider_id=provider_id
-        )
-        if result.ok and result.provider_id is not None:
-            self._sent.add(message.idempotency_key, result.provider_id)
-        return result
+        return ProviderRequest(client, provider, body, headers)
+
+
+def _read_answer(response: HttpResponse, message: OutgoingMessage) -> tuple[str | None, bool]:
+    """The receiver's own reference, when it gives one; else the key itself identifies the delivery."""
+    return response.headers.get("x-request-id") or message.idempotency_key, False

@@ -20,7 +20,7 @@ from orchestrator.clock import Clock, SimulatedClock, SystemClock, parse_instant
 from orchestrator.engine.tick import Engine, TickReport, VersionConflict
 from orchestrator.engine.workspace import load_workspace, validate_paths
 from orchestrator.spec import SpecError
-from orchestrator.store import Store, open_store
+from orchestrator.store import Store, leases, open_store
 
 
 class UsageError(Exception):
@@ -194,8 +194,15 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         clock, start, step = simulated
         resume_simulated_clock(engine.store, clock, start, step)
         tick = advancing(tick, clock, step)
-    # Before the first tick: messages a killed process left queued go out again, with their ledger key.
-    ticks = run_daemon(tick, args.interval, max_ticks=args.max_ticks, on_start=engine.dispatch)
+
+    def reconcile() -> None:
+        # Before the first tick: messages a killed process left queued go out again, with their ledger key;
+        # under the dispatch lock, so a daemon starting beside a dispatching one does not send them twice.
+        with leases.session_singleton(engine.store.engine, "dispatch") as dispatching:
+            if dispatching:
+                engine.dispatch()
+
+    ticks = run_daemon(tick, args.interval, max_ticks=args.max_ticks, on_start=reconcile)
     engine.store.dispose()
     print(f"daemon: stopped cleanly after {ticks} tick(s)", flush=True)
     return 0

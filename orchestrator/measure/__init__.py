@@ -1,10 +1,14 @@
 """Measurement: deterministic holdout assignment, lift statistics and lift reports (reads the store only).
 
 - ``holdout``: GrowthBook-compatible (hash v2) bucketing, the global and per-journey holdout layers.
-- ``stats``: ``analyze`` and its parts: per-arm summaries, lifts with intervals and p-values, MDE,
-  always-valid intervals, CUPED, the sample-ratio-mismatch check, segments.
-- ``report``: a journey's report from the store, its per-entry export and terminal table.
-- ``html`` / ``text``: self-contained HTML pages and plain text for any analysis.
+- ``stats`` gathers the statistics, pure functions over numpy arrays: ``numbers`` (intervals, input
+  checks, delta method), ``rates`` (per-arm totals, rate lifts), ``means`` (Welch mean lifts), ``power``
+  (MDE, sample-ratio check), ``sequential`` (always-valid intervals), ``cuped``, and ``analysis``
+  (``analyze``, segments).
+- ``report`` gathers a journey's report: ``entries`` (per-entry columns from the store, their export),
+  ``timeline`` (cumulative lift by day), ``journey`` (``journey_report``).
+- ``text`` / ``html``: plain text and self-contained HTML pages for any analysis and journey report, both
+  writing figures through ``formats``.
 """
 
 from orchestrator.measure.holdout import (

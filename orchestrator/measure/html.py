@@ -13,11 +13,24 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from html import escape
 
-from orchestrator.measure.report import CONVERSION, JourneyReport, TimelinePoint
-from orchestrator.measure.stats import RATE, Interval, LiftAnalysis, MetricResult
+from orchestrator.measure.analysis import RATE, LiftAnalysis, MetricResult
+from orchestrator.measure.formats import (
+    Formatter,
+    arm_figures,
+    interval_text,
+    lift_formatter,
+    p_value,
+    signed_percent,
+    value_formatter,
+)
+from orchestrator.measure.journey import CONVERSION, JourneyReport
+from orchestrator.measure.numbers import Interval
+from orchestrator.measure.timeline import TimelinePoint
 
 PALETTE = ("#6b7280", "#2563eb", "#ea580c", "#059669", "#9333ea", "#dc2626", "#0891b2", "#ca8a04")
 """Arm colours: the control is grey, the other arms follow in order."""
+MEAN_SPEC = ".4g"
+"""How the pages write means and their lifts (rates are percentages, see ``formats``)."""
 
 CSS = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #111827;
@@ -37,35 +50,6 @@ svg { background: #fff; border: 1px solid #e5e7eb; border-radius: 6px; }
 svg text { font: 12px system-ui, sans-serif; fill: #374151; }
 .note { color: #6b7280; font-size: 12px; }
 """
-
-
-# ------------------------------------------------------------------------------------------- formatting
-
-
-def _fmt(kind: str) -> Callable[[float | None], str]:
-    if kind == RATE:
-        return lambda x: "n/a" if x is None else f"{x * 100:.2f}%"
-    return lambda x: "n/a" if x is None else f"{x:.4g}"
-
-
-def _fmt_lift(kind: str) -> Callable[[float | None], str]:
-    if kind == RATE:
-        return lambda x: "n/a" if x is None else f"{x * 100:+.2f} pts"
-    return lambda x: "n/a" if x is None else f"{x:+.4g}"
-
-
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{x * 100:+.1f}%"
-
-
-def _p(x: float | None) -> str:
-    if x is None:
-        return "n/a"
-    return "< 0.001" if x < 0.001 else f"{x:.3f}"
-
-
-def _ci(interval: Interval | None, fmt: Callable[[float | None], str]) -> str:
-    return "n/a" if interval is None else f"{fmt(interval.low)} to {fmt(interval.high)}"
 
 
 # ------------------------------------------------------------------------------------------------ SVG
@@ -111,9 +95,7 @@ def _bounds(values: Sequence[float], include_zero: bool) -> tuple[float, float]:
     return low - pad, high + pad
 
 
-def dot_whisker_svg(
-    title: str, rows: Sequence[_Row], fmt: Callable[[float | None], str], zero_line: bool = False
-) -> str:
+def dot_whisker_svg(title: str, rows: Sequence[_Row], fmt: Formatter, zero_line: bool = False) -> str:
     """Horizontal dot-and-whisker chart: one row per arm, the dot at the estimate, whiskers at the interval
     and, when given, a light bar for the wider (always-valid) interval behind it."""
     width, left, right, top, row_h = 520, 150, 24, 34, 34
@@ -156,7 +138,7 @@ def dot_whisker_svg(
             parts.append(
                 f'<rect x="{x(row.wide.low):.1f}" y="{cy - 8:.1f}" width="{bar:.1f}" '
                 f'height="16" fill="{row.colour}" opacity="0.15" rx="3"><title>always-valid interval: '
-                f"{escape(_ci(row.wide, fmt))}</title></rect>"
+                f"{escape(interval_text(row.wide, fmt))}</title></rect>"
             )
         if row.interval is not None:
             x1, x2 = x(row.interval.low), x(row.interval.high)
@@ -172,7 +154,8 @@ def dot_whisker_svg(
         if row.value is not None:
             parts.append(
                 f'<circle cx="{x(row.value):.1f}" cy="{cy:.1f}" r="5.5" fill="{row.colour}">'
-                f"<title>{escape(row.label)}: {escape(fmt(row.value))} ({escape(_ci(row.interval, fmt))})"
+                f"<title>{escape(row.label)}: {escape(fmt(row.value))} "
+                f"({escape(interval_text(row.interval, fmt))})"
                 "</title></circle>"
             )
     parts.append("</svg>")
@@ -273,7 +256,7 @@ def _colours(names: Sequence[str]) -> dict[str, str]:
 
 
 def _metric_section(metric: MetricResult, colours: dict[str, str], label: str | None = None) -> str:
-    fmt, lfmt = _fmt(metric.kind), _fmt_lift(metric.kind)
+    fmt, lfmt = value_formatter(metric.kind, MEAN_SPEC), lift_formatter(metric.kind, MEAN_SPEC)
     what = "rate" if metric.kind == RATE else "mean"
     name = label or metric.name
     arm_rows = [_Row(a.name, a.mean, a.ci, None, colours.get(a.name, PALETTE[0])) for a in metric.arms]
@@ -296,11 +279,10 @@ def _metric_section(metric: MetricResult, colours: dict[str, str], label: str | 
         f"<th>{what}</th><th>sd</th><th>95% interval</th></tr>"
     ]
     for a in metric.arms:
-        total = f"{int(a.total)}" if metric.kind == RATE else f"{a.total:.6g}"
-        sd = "n/a" if a.sd is None else f"{a.sd:.4g}"
+        total, sd = arm_figures(a, metric.kind, ".6g", ".4g")
         arm_table.append(
             f"<tr><td>{escape(a.name)}</td><td>{a.n}</td><td>{total}</td><td>{fmt(a.mean)}</td>"
-            f"<td>{sd}</td><td>{_ci(a.ci, fmt)}</td></tr>"
+            f"<td>{sd}</td><td>{interval_text(a.ci, fmt)}</td></tr>"
         )
     cmp_table = [
         "<tr><th>arm</th><th>absolute lift</th><th>95% interval</th><th>p-value</th><th>relative lift</th>"
@@ -308,20 +290,20 @@ def _metric_section(metric: MetricResult, colours: dict[str, str], label: str | 
     ]
     for c in metric.comparisons:
         lift = c.lift
-        mde = "n/a" if c.mde is None else f"{lfmt(c.mde.absolute)} / {_pct(c.mde.relative)}"
+        mde = "n/a" if c.mde is None else f"{lfmt(c.mde.absolute)} / {signed_percent(c.mde.relative)}"
         cuped = "off"
         if c.cuped is not None:
             cuped = (
-                f"{lfmt(c.cuped.lift.absolute)} ({_ci(c.cuped.lift.absolute_ci, lfmt)}), variance "
+                f"{lfmt(c.cuped.lift.absolute)} ({interval_text(c.cuped.lift.absolute_ci, lfmt)}), variance "
                 f"-{c.cuped.variance_reduction:.1%}"
             )
         cmp_table.append(
             f"<tr><td>{escape(c.arm)}</td><td>{lfmt(None if lift is None else lift.absolute)}</td>"
-            f"<td>{_ci(None if lift is None else lift.absolute_ci, lfmt)}</td>"
-            f"<td>{_p(None if lift is None else lift.p_value)}</td>"
-            f"<td>{_pct(None if lift is None else lift.relative)}</td>"
-            f"<td>{_ci(None if lift is None else lift.relative_ci, _pct)}</td>"
-            f"<td>{_ci(c.always_valid_ci, lfmt)}</td><td>{mde}</td><td>{escape(cuped)}</td></tr>"
+            f"<td>{interval_text(None if lift is None else lift.absolute_ci, lfmt)}</td>"
+            f"<td>{p_value(None if lift is None else lift.p_value)}</td>"
+            f"<td>{signed_percent(None if lift is None else lift.relative)}</td>"
+            f"<td>{interval_text(None if lift is None else lift.relative_ci, signed_percent)}</td>"
+            f"<td>{interval_text(c.always_valid_ci, lfmt)}</td><td>{mde}</td><td>{escape(cuped)}</td></tr>"
         )
     return (
         f"<h2>{escape(name)} <span class='note'>({what})</span></h2>"
@@ -341,12 +323,12 @@ def _srm_banner(analysis: LiftAnalysis) -> str:
     if srm.flagged:
         return (
             f"<div class='banner bad'><b>Sample ratio mismatch</b> "
-            f"(p {_p(srm.p_value)} &lt; {srm.threshold:g}): "
+            f"(p {p_value(srm.p_value)} &lt; {srm.threshold:g}): "
             f"{sizes}. Declared split: {escape(srm.declared)}. Do not trust the lift until the assignment is "
             "explained.</div>"
         )
     return (
-        f"<div class='banner ok'>Split check passed (chi-square p {_p(srm.p_value)}): {sizes}. "
+        f"<div class='banner ok'>Split check passed (chi-square p {p_value(srm.p_value)}): {sizes}. "
         f"Declared split: {escape(srm.declared)}.</div>"
     )
 
@@ -364,17 +346,17 @@ def _segments(analysis: LiftAnalysis) -> str:
         sub = segment.analysis
         sizes = dict(sub.arms)
         for metric in sub.metrics:
-            lfmt = _fmt_lift(metric.kind)
+            lfmt = lift_formatter(metric.kind, MEAN_SPEC)
             for c in metric.comparisons:
                 lift = c.lift
                 out.append(
                     f"<tr><td>{escape(segment.value)}</td><td>{escape(metric.name)}</td><td>{escape(c.arm)}</td>"
                     f"<td>{sizes.get(c.arm, 0)} / {sizes.get(c.control, 0)}</td>"
                     f"<td>{lfmt(None if lift is None else lift.absolute)}</td>"
-                    f"<td>{_ci(None if lift is None else lift.absolute_ci, lfmt)}</td>"
-                    f"<td>{_p(None if lift is None else lift.p_value)}</td>"
-                    f"<td>{_pct(None if lift is None else lift.relative)}</td>"
-                    f"<td>{_p(None if sub.srm is None else sub.srm.p_value)}</td></tr>"
+                    f"<td>{interval_text(None if lift is None else lift.absolute_ci, lfmt)}</td>"
+                    f"<td>{p_value(None if lift is None else lift.p_value)}</td>"
+                    f"<td>{signed_percent(None if lift is None else lift.relative)}</td>"
+                    f"<td>{p_value(None if sub.srm is None else sub.srm.p_value)}</td></tr>"
                 )
     out.append("</table>")
     return "".join(out)

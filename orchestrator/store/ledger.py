@@ -1,0 +1,214 @@
+"""The message ledger: queued rows written with the step that sends them, and what dispatch reads and records.
+
+A ledger row's ``idempotency_key`` is unique, so a row is queued once; dispatch reads due rows with their
+holdout flags (the instance's and the customer's stored arm: the second enforcement), checks frequency
+caps and suppressions, and records each outcome only on a row still queued. All in the caller's
+transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+from sqlalchemy import Connection, text
+from sqlmodel import SQLModel
+
+from orchestrator.store.bulk import CHUNK, column, executemany, fetch, objects
+from orchestrator.store.customers import chunked, insert_ignoring_conflicts
+from orchestrator.store.tables import Suppression
+
+MESSAGE_COLUMNS = (
+    "idempotency_key",
+    "journey_id",
+    "version",
+    "instance_id",
+    "customer_key",
+    "step",
+    "channel",
+    "recipient",
+    "subject",
+    "body",
+    "html",
+    "title",
+    "link",
+    "status",
+    "reason",
+    "created_us",
+)
+
+
+def insert_messages(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Ledger rows (dicts with ``MESSAGE_COLUMNS``), one executemany."""
+    executemany(
+        conn,
+        f"INSERT INTO messages ({', '.join(MESSAGE_COLUMNS)}) VALUES "
+        f"({', '.join(':' + c for c in MESSAGE_COLUMNS)})",
+        rows,
+    )
+
+
+def queue_messages(
+    conn: Connection,
+    *,
+    journey_id: str,
+    version: int,
+    step: str,
+    channel: str,
+    transactional: bool,
+    instance_ids: np.ndarray,
+    key_suffix: str,
+    created_us: int,
+) -> int:
+    """Queued ledger rows for the given instances at one send step, with one INSERT ... SELECT.
+
+    Each row's key is ``<journey>/v<version>/<customer id>/<instance id><key_suffix>`` (the stepper's
+    ``ledger_key``); the content is left empty for dispatch to render. Returns the number of rows."""
+    if not len(instance_ids):
+        return 0
+    params: dict[str, Any] = {
+        "prefix": f"{journey_id}/v{version}/",
+        "suffix": key_suffix,
+        "j": journey_id,
+        "v": version,
+        "step": step,
+        "channel": channel,
+        "tx": bool(transactional),
+        "now": created_us,
+    }
+    select_ = (
+        "INSERT INTO messages (idempotency_key, journey_id, version, instance_id, customer_key, step, "
+        "channel, status, created_us, attempts, transactional) "
+        "SELECT :prefix || c.id || '/' || CAST(i.id AS TEXT) || :suffix, :j, :v, i.id, i.customer_key, "
+        ":step, :channel, 'queued', :now, 0, :tx FROM journey_instances i "
+        "JOIN customers c ON c.key = i.customer_key WHERE i.id IN "
+    )
+    ids = [int(i) for i in instance_ids]
+    if conn.dialect.name == "sqlite":
+        # One statement for the whole set: the ids travel as one JSON array.
+        conn.execute(
+            text(select_ + "(SELECT value FROM json_each(:ids))"), {**params, "ids": orjson.dumps(ids)}
+        )
+    else:
+        for part in chunked(ids, CHUNK):
+            conn.execute(
+                text(select_ + "(SELECT unnest(CAST(:ids AS BIGINT[])))"), {**params, "ids": list(part)}
+            )
+    return len(ids)
+
+
+@dataclass(frozen=True)
+class DueMessage:
+    """A queued ledger row whose time has come, with what dispatch needs to decide on it."""
+
+    id: int
+    idempotency_key: str
+    journey_id: str
+    version: int
+    step: str
+    channel: str
+    customer_key: int
+    instance_id: int
+    attempts: int
+    created_us: int
+    transactional: bool
+    reason: str | None
+    held_out: bool
+
+
+def due_messages(conn: Connection, limit: int, now_us: int, after_id: int = 0) -> list[DueMessage]:
+    """Queued messages with ``id > after_id`` whose next attempt is due, oldest first. ``held_out`` is true
+    when either the instance or the customer's recorded arm for the journey is the holdout."""
+    rows = fetch(
+        conn,
+        "SELECT m.id, m.idempotency_key, m.journey_id, m.version, m.step, m.channel, m.customer_key, "
+        "m.instance_id, m.attempts, m.created_us, m.transactional, m.reason, "
+        "CASE WHEN h.arm = 'holdout' OR i.holdout THEN 1 ELSE 0 END FROM messages m "
+        "LEFT JOIN holdout_assignments h ON h.journey_id = m.journey_id AND h.customer_key = m.customer_key "
+        "LEFT JOIN journey_instances i ON i.id = m.instance_id "
+        "WHERE m.status = 'queued' AND (m.next_attempt_us IS NULL OR m.next_attempt_us <= :now) "
+        "AND m.id > :after ORDER BY m.id LIMIT :n",
+        {"n": limit, "after": after_id, "now": now_us},
+    )
+    return [
+        DueMessage(
+            id=int(r[0]),
+            idempotency_key=r[1],
+            journey_id=r[2],
+            version=int(r[3]),
+            step=r[4],
+            channel=r[5],
+            customer_key=int(r[6]),
+            instance_id=int(r[7]),
+            attempts=int(r[8] or 0),
+            created_us=int(r[9]),
+            transactional=bool(r[10]),
+            reason=r[11],
+            held_out=bool(r[12]),
+        )
+        for r in rows
+    ]
+
+
+def recent_sends(
+    conn: Connection, keys: Sequence[int], since_us: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Marketing messages sent to these customers since ``since_us``: (customer key, channel, sent_us)."""
+    out: list[tuple[Any, ...]] = []
+    for part in chunked(sorted({int(k) for k in keys})):
+        listing = ", ".join(str(k) for k in part)  # plain ints: safe to inline
+        out.extend(
+            fetch(
+                conn,
+                "SELECT customer_key, channel, sent_us FROM messages WHERE status = 'sent' "
+                f"AND transactional = :f AND sent_us >= :since AND customer_key IN ({listing})",
+                {"since": since_us, "f": False},
+            )
+        )
+    return column(out, 0, np.int64), objects(out, 1), column(out, 2, np.int64)
+
+
+def suppressed_addresses(conn: Connection, channel: str, addresses: Sequence[str]) -> dict[str, str]:
+    """Which of ``addresses`` are on the suppression list of ``channel``, with the reason."""
+    found: dict[str, str] = {}
+    for part in chunked(sorted(set(addresses))):
+        listing = ", ".join(f":a{i}" for i in range(len(part)))
+        params: dict[str, Any] = {f"a{i}": a for i, a in enumerate(part)}
+        params["c"] = channel
+        found.update(
+            fetch(
+                conn,
+                f"SELECT address, reason FROM suppressions WHERE channel = :c AND address IN ({listing})",
+                params,
+            )
+        )
+    return found
+
+
+def suppress_addresses(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Rows of channel, address, reason, code, message_id, created_us; an address already listed keeps its
+    first reason."""
+    if not rows:
+        return
+    first: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in rows:
+        first.setdefault((row["channel"], row["address"]), row)
+    table = SQLModel.metadata.tables[Suppression.__tablename__]
+    statement = insert_ignoring_conflicts(conn, table, ["channel", "address"])
+    conn.execute(statement, list(first.values()))
+
+
+def record_outcomes(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Rows of id, status, reason, recipient, subject, body, html, title, link, provider_id, sent_us,
+    attempts, next_attempt_us: what dispatch decided or the provider answered, per message."""
+    executemany(
+        conn,
+        "UPDATE messages SET status = :status, reason = :reason, recipient = :recipient, "
+        "subject = :subject, body = :body, html = :html, title = :title, link = :link, "
+        "provider_id = :provider_id, sent_us = :sent_us, attempts = :attempts, "
+        "next_attempt_us = :next_attempt_us WHERE id = :id AND status = 'queued'",
+        rows,
+    )
