@@ -76,10 +76,5 @@ def entry_node(plan: JourneyPlan) -> lang.Node | None:
 def entry_condition(evaluator: Evaluator, plan: JourneyPlan) -> np.ndarray:
     """Where the journey's signal and segment both hold, by customer key (a journey entered by an event
     or a segment alone has no signal: there, the segment, or every customer)."""
-    if plan.signal is not None:
-        condition = evaluator.condition(plan.signal)
-    else:
-        condition = evaluator.customers.exists.copy()
-    if plan.segment is not None:
-        condition &= evaluator.condition(plan.segment)
-    return condition
+    node = entry_node(plan)
+    return evaluator.customers.exists.copy() if node is None else evaluator.condition(node)

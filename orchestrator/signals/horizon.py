@@ -103,7 +103,7 @@ class IncrementalConditions:
             rows = np.flatnonzero(dirty)
         if rows is None:
             until_us = now_us + self.horizon_us
-            result, volatile = self._evaluate(node, metrics, customers, None, until_us)
+            result, volatile = self._evaluate(node, reads, metrics, customers, None, until_us)
             self._kept[key] = _Kept(node, result, volatile, until_us, now_us, aggs.generation)
             self.full_evaluations += 1
             self.rows_evaluated += n
@@ -111,25 +111,19 @@ class IncrementalConditions:
         assert kept is not None
         result, volatile = _grown(kept.result, n), _grown(kept.volatile, n)
         if len(rows):
-            result[rows], volatile[rows] = self._evaluate(node, metrics, customers, rows, kept.until_us)
+            result[rows], volatile[rows] = self._evaluate(
+                node, reads, metrics, customers, rows, kept.until_us
+            )
         kept.result, kept.volatile, kept.now_us, kept.generation = result, volatile, now_us, aggs.generation
         self.rows_evaluated += len(rows)
         return result.copy()
 
     # -------------------------------------------------------------------------------------- evaluation
 
-    def _evaluator(
-        self, metrics: Mapping[str, Node], customers: CustomerFrame, rows: np.ndarray | None
-    ) -> Evaluator:
-        frame = customers if rows is None else _subset(customers, rows)
-        cache = AggregateCache()
-        for call in _all_aggregates(metrics, frame):
-            cache.values[call] = self.aggregates.value(call, rows)
-        return Evaluator(EventFrame.empty(frame.n), frame, self.aggregates.now_us, metrics, cache)
-
     def _evaluate(
         self,
         node: Node,
+        reads: _Reads,
         metrics: Mapping[str, Node],
         customers: CustomerFrame,
         rows: np.ndarray | None,
@@ -137,9 +131,13 @@ class IncrementalConditions:
     ) -> tuple[np.ndarray, np.ndarray]:
         """The condition for ``rows`` (None: every slot), and where time alone may change it by
         ``until_us``."""
-        evaluator = self._evaluator({**metrics, "\x00condition": node}, customers, rows)
+        frame = customers if rows is None else _subset(customers, rows)
+        cache = AggregateCache()
+        for call in reads.calls:  # every aggregate the condition reads, through its metrics too
+            cache.values[call] = self.aggregates.value(call, rows)
+        evaluator = Evaluator(EventFrame.empty(frame.n), frame, self.aggregates.now_us, metrics, cache)
         result = evaluator.condition(node)
-        if not _reads(node, metrics).timed:
+        if not reads.timed:
             return result, np.zeros(len(result), bool)  # only events and attributes change it
         evaluator.memo = {}  # the spans ask for the value of every nested node
         spans = _Spans(evaluator, self.aggregates, rows, max(0, until_us - self.aggregates.now_us))
@@ -337,13 +335,6 @@ def _reads(node: Node, metrics: Mapping[str, Node]) -> _Reads:
             else:
                 attributes.append(head)
     return _Reads(tuple(dict.fromkeys(calls)), tuple(dict.fromkeys(attributes)), population)
-
-
-def _all_aggregates(metrics: Mapping[str, Node], customers: CustomerFrame) -> list[Call]:
-    calls: list[Call] = []
-    for node in metrics.values():
-        calls.extend(lang.aggregates(node))
-    return list(dict.fromkeys(calls))
 
 
 def _subset(customers: CustomerFrame, rows: np.ndarray) -> CustomerFrame:

@@ -463,8 +463,7 @@ class IncrementalAggregates:
         values; everything else changes only through events entering or leaving windows."""
         w, events = _window(call), self._call_events(call)
         if call.func == "since":
-            lasts = [self._latest(w.before_us, e).last[: self.n] for e in events]
-            last = lasts[0] if len(lasts) == 1 else np.maximum.reduce(lasts)
+            last = self._latest_of(w, events, slice(0, self.n))
         else:
             prop = _prop(call)
             assert call.func == "last" and prop is not None
@@ -489,8 +488,7 @@ class IncrementalAggregates:
                 seen += self._counter(w, e, None).counts[pick] > 0
             return seen.astype(np.float64)
         if f == "since":
-            lasts = [self._latest(w.before_us, e).last[pick] for e in events]
-            last = lasts[0] if len(lasts) == 1 else np.maximum.reduce(lasts)
+            last = self._latest_of(w, events, pick)
             start, _ = w.bounds(self.now_us)
             absent = last == NEVER if start is None else last < start
             out = np.subtract(self.now_us, last, dtype=np.float64)
@@ -531,6 +529,11 @@ class IncrementalAggregates:
         base = self.bases[("sum", w, event, prop)]
         assert isinstance(base, Summer)
         return base
+
+    def _latest_of(self, w: Window, events: tuple[str, ...], pick: slice | np.ndarray) -> np.ndarray:
+        """The latest time of any of ``events`` before the window's end, for the customers picked."""
+        lasts = [self._latest(w.before_us, e).last[pick] for e in events]
+        return lasts[0] if len(lasts) == 1 else np.maximum.reduce(lasts)
 
     def _latest(self, before_us: int, event: str) -> Latest:
         base = self.bases[("latest", before_us, event)]
