@@ -30,7 +30,7 @@ from orchestrator.durations import US_PER_SECOND
 from orchestrator.signals import builtin_values, lang
 from orchestrator.signals.evaluate import AggregateCache, Evaluator
 from orchestrator.signals.frame import CustomerFrame, EventFrame
-from orchestrator.signals.incremental import IncrementalAggregates
+from orchestrator.signals.incremental import IncrementalAggregates, Rows
 from orchestrator.signals.lang import Binary, Call, Name, Node, Unary
 
 DEFAULT_HORIZON_US = 6 * 3600 * US_PER_SECOND
@@ -87,16 +87,19 @@ class IncrementalConditions:
         kept = self._kept.get(key)
         reads = _reads(node, metrics)
         rows: np.ndarray | None = None
+        touched = None
         if (
             kept is not None
             and kept.node == node
             and kept.generation == aggs.generation - 1
             and kept.now_us <= now_us <= kept.until_us
-            and aggs.touched is not None
             and not (reads.attributes and changed is None)
             and reads.tracked(aggs)
         ):
-            dirty = aggs.touched[:n] | _grown(kept.volatile, n)
+            touched = aggs.touched_by(reads.calls)
+        if touched is not None:
+            assert kept is not None
+            dirty = touched[:n] | _grown(kept.volatile, n)
             dirty[len(kept.result) :] = True
             if changed is not None and reads.attributes:
                 dirty[changed[changed < n]] = True
@@ -132,15 +135,16 @@ class IncrementalConditions:
         """The condition for ``rows`` (None: every slot), and where time alone may change it by
         ``until_us``."""
         frame = customers if rows is None else _subset(customers, rows)
+        picked = None if rows is None else Rows(rows)  # each base gathered once for these rows
         cache = AggregateCache()
         for call in reads.calls:  # every aggregate the condition reads, through its metrics too
-            cache.values[call] = self.aggregates.value(call, rows)
+            cache.values[call] = self.aggregates.value(call, picked)
         evaluator = Evaluator(EventFrame.empty(frame.n), frame, self.aggregates.now_us, metrics, cache)
         result = evaluator.condition(node)
         if not reads.timed:
             return result, np.zeros(len(result), bool)  # only events and attributes change it
         evaluator.memo = {}  # the spans ask for the value of every nested node
-        spans = _Spans(evaluator, self.aggregates, rows, max(0, until_us - self.aggregates.now_us))
+        spans = _Spans(evaluator, self.aggregates, picked, max(0, until_us - self.aggregates.now_us))
         return result, spans.span(node).varies
 
 
@@ -151,7 +155,7 @@ class _Spans:
     """Spans of the nodes of one condition, for the customers an ``Evaluator`` covers."""
 
     def __init__(
-        self, evaluator: Evaluator, aggregates: IncrementalAggregates, rows: np.ndarray | None, length_us: int
+        self, evaluator: Evaluator, aggregates: IncrementalAggregates, rows: Rows | None, length_us: int
     ) -> None:
         self.ev, self.aggregates, self.rows = evaluator, aggregates, rows
         self.n = evaluator.n
@@ -283,9 +287,7 @@ class _Spans:
         none = np.zeros(self.n, bool)
         if call.func not in ("since", "last"):
             return self.constant(call)  # changes only when events enter or leave its window: touched
-        last, start = self.aggregates.last_times(call)
-        if self.rows is not None:
-            last = last[self.rows]
+        last, start = self.aggregates.last_times(call, self.rows)
         varies = none
         if start is not None:  # the window's start passes the latest event: the value becomes null
             varies = (last >= start) & (last < start + self.length_us)

@@ -91,26 +91,48 @@ class _Tick:
         self.log, self.new, self.now_us = log, new, now_us
         self.n = log.n_customers
         self._parts: dict[tuple[Any, ...], list[Segment]] = {}
-        # The customers whose state any base changed: their values may differ from the last tick's.
-        self.touched: list[np.ndarray] = []
-        self.all_touched = False
+        # Per base, the customers whose state it changed: their values may differ from the last tick's.
+        # A base rebuilt from scratch is in ``rebuilt`` instead (possibly every customer changed).
+        self.touched: dict[Base, list[np.ndarray]] = {}
+        self.rebuilt: set[Base] = set()
+        self._local: dict[tuple[int, int], Segment] = {}
 
     def old(self, event: str, start: int | None, end: int | None) -> list[Segment]:
-        """Events of type ``event`` that were in the log before this tick, in ``[start, end)``."""
+        """Events of type ``event`` that were in the log before this tick, in ``[start, end)``, in
+        customer order (see ``local``)."""
         if start is not None and end is not None and end <= start:
             return []
         key = ("old", event, start, end)
         if key not in self._parts:
-            self._parts[key] = self.log.parts(start, end, self._codes(event), exclude=self.new)
+            parts = self.log.parts(start, end, self._codes(event), exclude=self.new)
+            self._parts[key] = [self.local(part) for part in parts]
         return self._parts[key]
 
     def new_in(self, event: str, start: int | None, end: int) -> list[Segment]:
+        """Events of type ``event`` appended since the last tick, in ``[start, end)``, in customer order."""
         key = ("new", event, start, end)
         if key not in self._parts:
             code = self.log.type_code(event)
             parts = [] if code == NULL_CODE else [segment.window(code, start, end) for segment in self.new]
-            self._parts[key] = [part for part in parts if len(part)]
+            self._parts[key] = [self.local(part) for part in parts if len(part)]
         return self._parts[key]
+
+    def local(self, part: Segment) -> Segment:
+        """A few events (a tick's worth) reordered by block of customers.
+
+        Their customers are scattered over arrays far larger than the processor's caches, and a tick
+        finds those arrays cold, so folding events in time order costs a trip to memory per event and
+        base (measured: some 180 ns). In customer order the same updates sweep each array once, some
+        twenty times faster, and the ordering is paid once per part for every base that reads it. Blocks
+        of 4,096 customers are local enough, and their 16-bit keys sort in linear time."""
+        if len(part) * 2 >= self.n or len(part) < 2:
+            return part  # many events: the bases count them with a full-width bincount instead
+        key = (part.customer.__array_interface__["data"][0], len(part))  # the same view, another window
+        if key not in self._local:
+            shift = max(12, (self.n >> 15).bit_length() + 12)  # block numbers fit in int16
+            order = np.argsort((part.customer >> shift).astype(np.int16), kind="stable")
+            self._local[key] = part.take(order)
+        return self._local[key]
 
     def everything(self, event: str, start: int | None, end: int) -> list[Segment]:
         key = ("all", event, start, end)
@@ -148,7 +170,7 @@ class Base:
             backwards = end1 < end0 or (start1 is not None and start0 is not None and start1 < start0)
         if self.bounds is None or backwards or not self.additive:
             self.reset(tick.n)
-            tick.all_touched = True
+            tick.rebuilt.add(self)
             for part in tick.everything(self.event, start1, end1):
                 self.delta(part, +1)
         else:
@@ -160,9 +182,10 @@ class Base:
             if end1 > enter_from:
                 changes += [(part, +1) for part in tick.old(self.event, enter_from, end1)]
             changes += [(part, +1) for part in tick.new_in(self.event, start1, end1)]
+            touched = tick.touched.setdefault(self, [])
             for part, sign in changes:
                 self.delta(part, sign)
-                tick.touched.append(part.customer)
+                touched.append(part.customer)
         self.bounds = (start1, end1)
 
 
@@ -253,8 +276,13 @@ class Pairs(Base):
     The matrix is value-major (a row per value, a column per customer), so a batch of events grouped by
     value is one ``bincount`` per row, each writing a customer-sized row that stays in cache. Rows are
     kept in value order (the rank of each value), so the first maximum of a column is the most frequent
-    value with ties going to the smallest, as ``top_value`` defines it, with no reordering. What readers
-    want is derived only when asked, and after the first time only for the customers that changed.
+    value with ties going to the smallest, as ``top_value`` defines it, with no reordering.
+
+    What readers want is derived only when asked, then kept: the most frequent value as one sortable
+    key per customer (its count, then its rank reversed, so a larger key is a higher count or an earlier
+    value on a tie), and the number of distinct values. Events that arrive only raise counts, so they
+    update the key in place; events that leave a window, and any change to the distinct count, mark
+    their customers to be derived again from their columns when next read.
     """
 
     def __init__(self, window: Window, event: str, prop: str, log: EventLog) -> None:
@@ -263,9 +291,10 @@ class Pairs(Base):
         self.matrix = np.zeros((0, 0), np.int32)
         self.row_of = np.zeros(0, np.int64)  # code -> row (the value's rank)
         self.wide = False  # too many cells for a matrix: such aggregates are read from scratch
-        self._derived: dict[str, np.ndarray] = {}
-        self._touched: list[np.ndarray] = []
-        self._all_touched = True
+        self._top: np.ndarray | None = None  # int64 keys (see ``_top_keys``)
+        self._distinct: np.ndarray | None = None  # float64
+        self._stale_top: list[np.ndarray] = []
+        self._stale_distinct: list[np.ndarray] = []
 
     def width_now(self) -> int:
         return len(self.log.values[self.prop])
@@ -273,7 +302,7 @@ class Pairs(Base):
     def reset(self, n: int) -> None:
         self.row_of = value_rank(self.log.value_array(self.prop))
         self.matrix = np.zeros((max(len(self.row_of), 1), n), np.int32)
-        self._all_touched = True
+        self._forget()
 
     def grow(self, n: int) -> None:
         capacity = self.matrix.shape[1]
@@ -285,19 +314,31 @@ class Pairs(Base):
         # New values change the ranking: every existing row moves to its value's new place.
         grown[ranking[: len(self.row_of)], :capacity] = self.matrix[self.row_of]
         self.matrix, self.row_of = grown, ranking
-        self._all_touched = True
+        self._forget()
+
+    def _forget(self) -> None:
+        self._top = self._distinct = None
+        self._stale_top, self._stale_distinct = [], []
 
     def delta(self, events: Segment, sign: int) -> None:
         rows, capacity = self.matrix.shape
         values = events.codes[self.prop]
         present = values >= 0
         customers, row = events.customer[present], self.row_of[values[present]]
-        if len(customers) * 64 < capacity:
+        if len(customers) * 2 < capacity:
             # Few events (a tick's worth): touch only their cells, through the flat matrix with an array
-            # of values (numpy's fast path; a tuple index or a scalar is many times slower).
+            # of values (numpy's fast path; a tuple index or a scalar is many times slower). The tick
+            # hands them over in customer order, so the cells they touch are near one another.
             cells = row * capacity + customers
-            np.add.at(self.matrix.reshape(-1), cells, np.full(len(cells), sign, np.int32))
-            self._touched.append(customers)
+            flat = self.matrix.reshape(-1)
+            np.add.at(flat, cells, np.full(len(cells), sign, np.int32))
+            if self._top is not None:
+                if sign > 0:  # counts only rose: the top is the old one or one of these cells now
+                    np.maximum.at(self._top, customers, _top_keys(flat[cells], row))
+                else:
+                    self._stale_top.append(customers)
+            if self._distinct is not None:
+                self._stale_distinct.append(customers)
             return
         order = np.argsort(row.astype(np.int16 if rows < np.iinfo(np.int16).max else np.int64), kind="stable")
         customers, row = customers[order], row[order]
@@ -309,35 +350,51 @@ class Pairs(Base):
                     self.matrix[r] += counted.astype(np.int32)
                 else:
                     self.matrix[r] -= counted.astype(np.int32)
-        self._all_touched = True
+        self._forget()
 
-    def derived(self, what: str) -> np.ndarray:
-        """``distinct``, ``top_count`` or ``top_row`` per customer slot, refreshed for the customers the
-        deltas touched since the last call (all of them after a rebuild or a change of shape)."""
-        capacity = self.matrix.shape[1]
-        if self._all_touched or any(len(v) != capacity for v in self._derived.values()):
-            self._derived = {}
-            self._all_touched, self._touched = False, []
-        elif self._touched:
-            dirty = np.zeros(capacity, bool)  # marking beats sorting the touched customers to dedupe them
-            for customers in self._touched:
-                dirty[customers] = True
-            touched = np.flatnonzero(dirty)
-            block = self.matrix[:, touched]
-            for name, values in self._derived.items():
-                values[touched] = _derive(block, name)
-            self._touched = []
-        if what not in self._derived:
-            self._derived[what] = _derive(self.matrix, what)
-        return self._derived[what]
+    def derived(self, what: str, rows: Rows) -> np.ndarray:
+        """``distinct``, ``top_count`` or ``top_row`` for the customer slots ``rows`` covers."""
+        if what == "distinct":
+            if self._distinct is None:
+                self._distinct, self._stale_distinct = _distinct(self.matrix), []
+            self._refresh(self._distinct, self._stale_distinct, _distinct)
+            return rows.take(self._distinct)
+        if self._top is None:
+            self._top, self._stale_top = _top(self.matrix), []
+        self._refresh(self._top, self._stale_top, _top)
+        keys = rows.take(self._top)
+        if what == "top_count":
+            return (keys >> 32).astype(np.float64)
+        return _ROW_MASK - (keys & _ROW_MASK)  # top_row: the first maximum, the smallest value on ties
+
+    def _refresh(self, derived: np.ndarray, stale: list[np.ndarray], derive: Any) -> None:
+        """Derive again, from their columns, the customers marked stale."""
+        if not stale:
+            return
+        marked = np.zeros(len(derived), bool)  # marking beats sorting the customers to dedupe them
+        for customers in stale:
+            marked[customers] = True
+        customers = np.flatnonzero(marked)
+        derived[customers] = derive(self.matrix[:, customers])
+        stale.clear()
 
 
-def _derive(matrix: np.ndarray, what: str) -> np.ndarray:
-    if what == "distinct":
-        return (matrix > 0).sum(axis=0).astype(np.float64)
-    if what == "top_count":
-        return matrix.max(axis=0, initial=0).astype(np.float64)
-    return matrix.argmax(axis=0)  # top_row: the first maximum, so the smallest value on ties
+_ROW_MASK = (1 << 32) - 1
+
+
+def _top_keys(counts: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """One int64 per (count, row) that orders by count, then by row reversed (so that on a tie the
+    earlier value, the smaller row, has the larger key)."""
+    return (counts.astype(np.int64) << 32) | (_ROW_MASK - rows.astype(np.int64))
+
+
+def _top(matrix: np.ndarray) -> np.ndarray:
+    """The key of each column's most frequent value (the first one on a tie)."""
+    return _top_keys(matrix.max(axis=0), matrix.argmax(axis=0))
+
+
+def _distinct(matrix: np.ndarray) -> np.ndarray:
+    return (matrix > 0).sum(axis=0).astype(np.float64)
 
 
 def _capacity(n: int, capacity: int) -> int:
@@ -356,10 +413,13 @@ class IncrementalAggregates:
         self._rebuilt: list[Call] = []
         self._values: dict[Call, np.ndarray] = {}
         self.now_us, self.n = 0, 0
-        # Counts advances; ``touched`` marks the customers whose values the last advance may have changed
-        # (None: possibly every customer, after a rebuild).
+        # Counts advances; ``touched_by`` tells which customers' values the last advance may have changed.
         self.generation = 0
-        self.touched: np.ndarray | None = None
+        self._bases_of: dict[Call, list[Base]] = {}
+        self._touched: dict[Base, list[np.ndarray]] = {}
+        self._rebuilt_bases: set[Base] = set()
+        self._touched_memo: dict[tuple[Call, ...], np.ndarray | None] = {}
+        self._n_before = 0
         for call in self.calls:
             self._bases_for(call, self._call_events(call))
 
@@ -376,27 +436,32 @@ class IncrementalAggregates:
         return base
 
     def _bases_for(self, call: Call, events: tuple[str, ...]) -> None:
+        """Make (or share) the bases ``call`` reads, and remember which they are."""
         w, prop, f = _window(call), _prop(call), call.func
+        made: list[Base] = []
         if f in ("count", "distinct_events"):
             for e in events:
-                self._base(("count", w, e, None), lambda e=e: Counter(w, e, None))
+                made.append(self._base(("count", w, e, None), lambda e=e: Counter(w, e, None)))
         elif f == "since":
             for e in events:
-                self._base(("latest", w.before_us, e), lambda e=e: Latest(w.before_us, e))
+                made.append(self._base(("latest", w.before_us, e), lambda e=e: Latest(w.before_us, e)))
         elif prop is None:
             raise AssertionError(f"{f} reads a property")
         elif f == "sum":
-            self._base(("sum", w, events[0], prop), lambda: Summer(w, events[0], prop))
+            made.append(self._base(("sum", w, events[0], prop), lambda: Summer(w, events[0], prop)))
         elif f == "mean":
-            self._base(("sum", w, events[0], prop), lambda: Summer(w, events[0], prop))
-            self._base(("count", w, events[0], prop), lambda: Counter(w, events[0], prop))
+            made.append(self._base(("sum", w, events[0], prop), lambda: Summer(w, events[0], prop)))
+            made.append(self._base(("count", w, events[0], prop), lambda: Counter(w, events[0], prop)))
         elif f in ("distinct", "top_count", "top_value"):
-            self._base(("pairs", w, events[0], prop), lambda: Pairs(w, events[0], prop, self.log))
+            made.append(
+                self._base(("pairs", w, events[0], prop), lambda: Pairs(w, events[0], prop, self.log))
+            )
         elif f == "last":
             key = ("last", w.before_us, events[0], prop)
-            self._base(key, lambda: LastValue(w.before_us, events[0], prop))
+            made.append(self._base(key, lambda: LastValue(w.before_us, events[0], prop)))
         else:
             self._rebuilt.append(call)  # min / max of a property
+        self._bases_of[call] = made
 
     def advance(self, now_us: int) -> None:
         """Bring every aggregate to ``now_us``, folding in the segments appended to the log since the
@@ -411,36 +476,50 @@ class IncrementalAggregates:
                 base.wide = tick.n * max(base.width_now(), 1) > MATRIX_CELLS
                 if base.wide:
                     base.bounds = None  # rebuild from scratch if it ever becomes narrow enough again
-                    tick.all_touched = True
+                    tick.rebuilt.add(base)
                     continue
             base.advance(tick)
         self.now_us, self.n = now_us, tick.n
         self.generation += 1
-        if tick.all_touched:
-            self.touched = None
-        else:
-            touched = np.zeros(tick.n, bool)
-            for customers in tick.touched:
-                touched[customers] = True
-            touched[n_before:] = True  # customers that are new since the last advance
-            self.touched = touched
+        self._touched, self._rebuilt_bases, self._n_before = tick.touched, tick.rebuilt, n_before
+        self._touched_memo = {}
         self._values = {}
+
+    def touched_by(self, calls: Iterable[Call]) -> np.ndarray | None:
+        """A mask over customer slots of those whose values of ``calls`` the last advance may have
+        changed: events entered or left the windows of the bases they read, or the customer is new.
+        None when that is not known (a base was rebuilt, or a call is recomputed from scratch)."""
+        key = tuple(calls)
+        if key in self._touched_memo:
+            return self._touched_memo[key]
+        bases = {base for call in key for base in self._bases_of.get(call, ())}
+        mask: np.ndarray | None = None
+        if not any(call in self._rebuilt for call in key) and not bases & self._rebuilt_bases:
+            mask = np.zeros(self.n, bool)
+            for base in bases:
+                for customers in self._touched.get(base, ()):
+                    mask[customers] = True  # marking beats sorting and deduplicating the customers
+            mask[self._n_before :] = True
+        self._touched_memo[key] = mask
+        return mask
 
     @property
     def values(self) -> dict[Call, np.ndarray]:
         """Every aggregate's value for every customer slot (computed once per advance)."""
         return {call: self.value(call) for call in self.calls}
 
-    def value(self, call: Call, rows: np.ndarray | None = None) -> np.ndarray:
+    def value(self, call: Call, rows: np.ndarray | Rows | None = None) -> np.ndarray:
         """The aggregate's value for every customer slot (read-only; cached until the next advance), or
-        for the customer keys ``rows`` only."""
+        for the customer keys ``rows`` only (pass one ``Rows`` to several reads to gather each base
+        once)."""
         if rows is None:
             cached = self._values.get(call)
             if cached is None:
-                cached = self._values[call] = _read_only(self._read(call, None))
+                cached = self._values[call] = _read_only(self._read(call, Rows.every(self.n)))
             return cached
+        rows = rows if isinstance(rows, Rows) else Rows(rows)
         if call in self._values:
-            return self._values[call][rows]
+            return rows.take(self._values[call])
         return self._read(call, rows)
 
     def fill(self, cache: AggregateCache) -> None:
@@ -448,7 +527,7 @@ class IncrementalAggregates:
         cache.values.update(self.values)
 
     def tracks(self, call: Call) -> bool:
-        """Whether ``touched`` covers every change to this aggregate's value (not so for aggregates
+        """Whether ``touched_by`` covers every change to this aggregate's value (not so for aggregates
         recomputed from the window's events at each tick)."""
         if call in self._rebuilt:
             return False
@@ -457,38 +536,38 @@ class IncrementalAggregates:
             return not self._pairs(_window(call), self._call_events(call)[0], prop).wide
         return True
 
-    def last_times(self, call: Call) -> tuple[np.ndarray, int | None]:
-        """For ``since`` and ``last``: the latest event time per customer before the window's end, and
-        the window's start (None: unbounded), which cuts it off when read. Time alone changes these
-        values; everything else changes only through events entering or leaving windows."""
+    def last_times(self, call: Call, rows: np.ndarray | Rows | None = None) -> tuple[np.ndarray, int | None]:
+        """For ``since`` and ``last``: the latest event time before the window's end, per customer slot
+        (or for the customer keys ``rows``), and the window's start (None: unbounded), which cuts it off
+        when read. Time alone changes these values; everything else changes only through events entering
+        or leaving windows."""
         w, events = _window(call), self._call_events(call)
+        pick = Rows.every(self.n) if rows is None else rows if isinstance(rows, Rows) else Rows(rows)
         if call.func == "since":
-            last = self._latest_of(w, events, slice(0, self.n))
+            last = self._latest_of(w, events, pick)
         else:
             prop = _prop(call)
             assert call.func == "last" and prop is not None
             base = self.bases[("last", w.before_us, events[0], prop)]
             assert isinstance(base, LastValue)
-            last = base.last[: self.n]
+            last = pick.take(base.last)
         return last, w.bounds(self.now_us)[0]
 
-    def _read(self, call: Call, rows: np.ndarray | None) -> np.ndarray:
-        """The value of ``call`` for every customer slot (``rows`` None) or for ``rows``."""
-        n = self.n
-        pick = slice(0, n) if rows is None else rows
+    def _read(self, call: Call, rows: Rows) -> np.ndarray:
+        """The value of ``call`` for the customer slots ``rows`` covers."""
         if call in self._rebuilt:
-            return self._from_scratch(call)[pick]
+            return rows.take(self._from_scratch(call))
         w, prop, f = _window(call), _prop(call), call.func
         events = self._call_events(call)
         if f == "count":
-            return _total([self._counter(w, e, None).counts[pick] for e in events], len_of(pick, n))
+            return _total([rows.take(self._counter(w, e, None).counts) for e in events], len(rows))
         if f == "distinct_events":
-            seen: np.ndarray = np.zeros(len_of(pick, n), np.int64)
+            seen: np.ndarray = np.zeros(len(rows), np.int64)
             for e in events:
-                seen += self._counter(w, e, None).counts[pick] > 0
+                seen += rows.take(self._counter(w, e, None).counts) > 0
             return seen.astype(np.float64)
         if f == "since":
-            last = self._latest_of(w, events, pick)
+            last = self._latest_of(w, events, rows)
             start, _ = w.bounds(self.now_us)
             absent = last == NEVER if start is None else last < start
             out = np.subtract(self.now_us, last, dtype=np.float64)
@@ -498,20 +577,20 @@ class IncrementalAggregates:
         assert prop is not None
         event = events[0]
         if f == "sum":
-            return self._summer(w, event, prop).micros[pick] / MICROS
+            return rows.take(self._summer(w, event, prop).micros) / MICROS
         if f == "mean":
-            total = self._summer(w, event, prop).micros[pick] / MICROS
-            count = self._counter(w, event, prop).counts[pick]
+            total = rows.take(self._summer(w, event, prop).micros) / MICROS
+            count = rows.take(self._counter(w, event, prop).counts)
             with np.errstate(invalid="ignore", divide="ignore"):
                 return np.where(count > 0, total / np.maximum(count, 1), np.nan)
         if f == "last":
-            return self._last_value(w, event, prop, pick)
+            return self._last_value(w, event, prop, rows)
         pairs = self._pairs(w, event, prop)
         if pairs.wide:
-            return self._from_scratch(call)[pick]
+            return rows.take(self._from_scratch(call))
         if f in ("distinct", "top_count"):
-            return pairs.derived(f)[pick]
-        top_count, top_row = pairs.derived("top_count")[pick], pairs.derived("top_row")[pick]
+            return pairs.derived(f, rows)
+        top_count, top_row = pairs.derived("top_count", rows), pairs.derived("top_row", rows)
         values = self.log.value_array(prop)
         in_order = np.empty(len(values), dtype=object)
         in_order[pairs.row_of] = values  # row -> value
@@ -530,9 +609,10 @@ class IncrementalAggregates:
         assert isinstance(base, Summer)
         return base
 
-    def _latest_of(self, w: Window, events: tuple[str, ...], pick: slice | np.ndarray) -> np.ndarray:
-        """The latest time of any of ``events`` before the window's end, for the customers picked."""
-        lasts = [self._latest(w.before_us, e).last[pick] for e in events]
+    def _latest_of(self, w: Window, events: tuple[str, ...], rows: Rows) -> np.ndarray:
+        """The latest time of any of ``events`` before the window's end, for the customers ``rows``
+        covers."""
+        lasts = [rows.take(self._latest(w.before_us, e).last) for e in events]
         return lasts[0] if len(lasts) == 1 else np.maximum.reduce(lasts)
 
     def _latest(self, before_us: int, event: str) -> Latest:
@@ -545,13 +625,13 @@ class IncrementalAggregates:
         assert isinstance(base, Pairs)
         return base
 
-    def _last_value(self, w: Window, event: str, prop: str, pick: slice | np.ndarray) -> np.ndarray:
+    def _last_value(self, w: Window, event: str, prop: str, rows: Rows) -> np.ndarray:
         base = self.bases[("last", w.before_us, event, prop)]
         assert isinstance(base, LastValue)
         start, _ = w.bounds(self.now_us)
-        last = base.last[pick]
+        last = rows.take(base.last)
         present = last != NEVER if start is None else last >= start
-        return np.where(present, base.value[pick], np.nan)
+        return np.where(present, rows.take(base.value), np.nan)
 
     def _from_scratch(self, call: Call) -> np.ndarray:
         start, end = _window(call).bounds(self.now_us)
@@ -562,8 +642,33 @@ class IncrementalAggregates:
         return Evaluator(frame, empty, self.now_us).values(call)
 
 
-def len_of(pick: slice | np.ndarray, n: int) -> int:
-    return n if isinstance(pick, slice) else len(pick)
+class Rows:
+    """The customer slots a read covers: the first ``n`` (``Rows.every``) or the keys ``keys``. Reads
+    through one ``Rows`` gather each array once, so two aggregates over one base (or a value and its
+    latest times) share the gather."""
+
+    def __init__(self, keys: np.ndarray | None, n: int | None = None) -> None:
+        self.keys = keys
+        self._n = len(keys) if keys is not None else int(n or 0)
+        self._taken: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    @classmethod
+    def every(cls, n: int) -> Rows:
+        return cls(None, n)
+
+    def __len__(self) -> int:
+        return self._n
+
+    def take(self, array: np.ndarray) -> np.ndarray:
+        """``array``'s entries for these slots (every slot: a view of the first ``n``)."""
+        if self.keys is None:
+            return array[: self._n]
+        known = self._taken.get(id(array))
+        if known is not None and known[0] is array:
+            return known[1]
+        taken = _read_only(array[self.keys])  # shared by every reader of this array
+        self._taken[id(array)] = (array, taken)  # holding the array keeps its id from being reused
+        return taken
 
 
 def _total(columns: list[np.ndarray], n: int) -> np.ndarray:
