@@ -132,3 +132,34 @@ def test_short_ticks_touch_few_customers() -> None:
             assert np.array_equal(kept.condition(k, node, customers, metrics, changed=np.zeros(0, int)), want)
         shares.append((kept.rows_evaluated - before) / (len(nodes) * n))
     assert shares[0] == 1.0 and max(shares[1:]) < 0.5 and np.mean(shares[1:]) < 0.3, shares
+
+
+def test_a_condition_reevaluates_only_customers_its_own_events_touched() -> None:
+    """Events of a type a condition does not read leave it alone: after a tick with only ``buy`` events,
+    a condition on ``view`` counts re-evaluates nobody, and one on ``buy`` counts only the buyers."""
+    rng = np.random.default_rng(9)
+    views, buys = lang.parse("count(view, within=2d) >= 2"), lang.parse("count(buy, within=2d) >= 1")
+    calls = [*lang.aggregates(views), *lang.aggregates(buys)]
+    log = EventLog(*property_uses(calls))
+    aggregates = IncrementalAggregates(calls, log)
+    kept = IncrementalConditions(aggregates, horizon_us=6 * H)
+    n, now = 1000, T0
+    log.append_frame(batch(rng, 5000, n, now - DAY, now), 5000)
+    aggregates.advance(now)
+    customers = CustomerFrame(n, np.arange(n) > 0)
+    none = np.zeros(0, np.int64)
+    for key, node in (("views", views), ("buys", buys)):
+        kept.condition(key, node, customers, changed=none)
+    now += H // 4
+    buyers = np.array([3, 17, 17, 404], dtype=np.int64)
+    ts = now - H // 8 + np.arange(len(buyers), dtype=np.int64)
+    log.append_frame(EventFrame(buyers, ts, np.full(4, 1, np.int32), TYPES, n), 5004)
+    aggregates.advance(now)
+    full = EventFrame.empty(n)
+    cache = AggregateCache()
+    aggregates.fill(cache)
+    for key, node, reevaluated in (("views", views, 0), ("buys", buys, 3)):
+        before = kept.rows_evaluated
+        got = kept.condition(key, node, customers, changed=none)
+        assert kept.rows_evaluated - before == reevaluated, key
+        assert np.array_equal(got, Evaluator(full, customers, now, cache=cache).condition(node))

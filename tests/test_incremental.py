@@ -75,8 +75,19 @@ def same(a: np.ndarray, b: np.ndarray) -> bool:
     return np.array_equal(a, b, equal_nan=True)
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_incremental_equals_from_scratch(seed: int) -> None:
+@pytest.mark.parametrize(
+    ("seed", "n_customers", "per_tick"),
+    [
+        (1, 40, 300),
+        (2, 40, 300),
+        (3, 40, 300),
+        # Few events over many customers: the path a real tick takes (events folded in customer
+        # order, cell by cell, the most frequent value kept up to date in place).
+        (4, 3000, 80),
+        (5, 3000, 80),
+    ],
+)
+def test_incremental_equals_from_scratch(seed: int, n_customers: int, per_tick: int) -> None:
     rng = np.random.default_rng(seed)
     calls = list(dict.fromkeys(c for text in EXPRESSIONS for c in lang.aggregates(lang.parse(text))))
     numeric, categorical = property_uses(calls)
@@ -85,7 +96,6 @@ def test_incremental_equals_from_scratch(seed: int) -> None:
     frames: list[EventFrame] = []
     now = T0
     cats = ["shoes", "bags", "hats"]
-    n_customers = 40
     last_id = 0
     # More ticks than the log keeps segments, so merging happens while aggregates are kept current.
     steps = [3 * H, 5 * H, 0, 2 * DAY, 7 * H, -4 * H, 1 * H, 6 * DAY, 2 * H] + [H] * 8
@@ -94,10 +104,10 @@ def test_incremental_equals_from_scratch(seed: int) -> None:
         if i == 3:
             cats = [*cats, "belts", "aprons"]  # new values mid-way, some sorting before the old ones
         if i == 5:
-            n_customers = 55  # new customers
+            n_customers += 15  # new customers
         types = TYPES if i >= 2 else TYPES[:3]  # new event types appear later
         # Mostly recent events, some in the future of this tick, some late arrivals from days ago.
-        fresh = batch(rng, 300, n_customers, now - 3 * DAY, now + 6 * H, cats, types)
+        fresh = batch(rng, per_tick, n_customers, now - 3 * DAY, now + 6 * H, cats, types)
         frames.append(fresh)
         last_id += len(fresh)
         log.append_frame(fresh, last_id)

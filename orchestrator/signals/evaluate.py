@@ -483,7 +483,7 @@ def event_numbers(values: np.ndarray) -> np.ndarray:
 def _number(value: Value) -> Any:
     arr = np.asarray(value)
     if arr.dtype.kind in "fiub":
-        return arr.astype(np.float64)
+        return arr.astype(np.float64, copy=False)  # no copy: nothing writes into an operand
     if arr.dtype == object:
         out = np.full(arr.shape, np.nan)
         for i, v in enumerate(arr.ravel()):
@@ -499,6 +499,9 @@ def _number(value: Value) -> Any:
 
 def _compare(op: str, left: Value, right: Value) -> Any:
     a, b = np.asarray(left), np.asarray(right)
+    if a.dtype.kind in "fiub" and b.dtype.kind in "fiub" and op != "!=":
+        with np.errstate(invalid="ignore"):  # NaN (null) compares false here, as null must
+            return np.asarray(a == b if op == "==" else _ordered(op, a, b), dtype=bool)
     missing = _is_null(a) | _is_null(b)
     if a.dtype == object or b.dtype == object or a.dtype.kind == "U" or b.dtype.kind == "U":
         if op in ("==", "!="):

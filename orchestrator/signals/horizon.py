@@ -86,7 +86,6 @@ class IncrementalConditions:
         now_us, n = aggs.now_us, customers.n
         kept = self._kept.get(key)
         reads = _reads(node, metrics)
-        rows: np.ndarray | None = None
         touched = None
         if (
             kept is not None
@@ -97,14 +96,7 @@ class IncrementalConditions:
             and reads.tracked(aggs)
         ):
             touched = aggs.touched_by(reads.calls)
-        if touched is not None:
-            assert kept is not None
-            dirty = touched[:n] | _grown(kept.volatile, n)
-            dirty[len(kept.result) :] = True
-            if changed is not None and reads.attributes:
-                dirty[changed[changed < n]] = True
-            rows = np.flatnonzero(dirty)
-        if rows is None:
+        if touched is None:
             until_us = now_us + self.horizon_us
             result, volatile = self._evaluate(node, reads, metrics, customers, None, until_us)
             self._kept[key] = _Kept(node, result, volatile, until_us, now_us, aggs.generation)
@@ -112,7 +104,15 @@ class IncrementalConditions:
             self.rows_evaluated += n
             return result.copy()
         assert kept is not None
-        result, volatile = _grown(kept.result, n), _grown(kept.volatile, n)
+        # The kept arrays are this object's own: update them in place where their length allows.
+        result, volatile = _sized(kept.result, n), _sized(kept.volatile, n)
+        dirty = volatile.copy()
+        reach = min(n, len(touched))
+        dirty[:reach] |= touched[:reach]
+        dirty[len(kept.result) :] = True
+        if changed is not None and reads.attributes:
+            dirty[changed[changed < n]] = True
+        rows = np.flatnonzero(dirty)
         if len(rows):
             result[rows], volatile[rows] = self._evaluate(
                 node, reads, metrics, customers, rows, kept.until_us
@@ -345,8 +345,11 @@ def _subset(customers: CustomerFrame, rows: np.ndarray) -> CustomerFrame:
     )
 
 
-def _grown(values: np.ndarray, n: int) -> np.ndarray:
-    if len(values) >= n:
+def _sized(values: np.ndarray, n: int) -> np.ndarray:
+    """``values`` itself when it has ``n`` entries; otherwise cut to ``n``, or grown with zeros."""
+    if len(values) == n:
+        return values
+    if len(values) > n:
         return values[:n].copy()
     out = np.zeros(n, values.dtype)
     out[: len(values)] = values
