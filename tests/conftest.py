@@ -27,6 +27,7 @@ POSTGRES_MODULES = frozenset(
         "test_customer_state",
         "test_policy",
         "test_dispatch",
+        "test_store_upgrade",
     }
 )
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from orchestrator import __version__
-from orchestrator.store import database_url
+from orchestrator.store import SchemaError, database_url
 
 DEFAULT_JOURNEYS = "journeys"
 DEFAULT_OUTBOX = "outbox"
@@ -189,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except commands.UsageError as exc:
         print(f"orchestrator {args.command}: {exc}", file=sys.stderr)
         return 2
-    except commands.Failure as exc:
+    except (commands.Failure, SchemaError) as exc:
         print(f"orchestrator {args.command}: {exc}", file=sys.stderr)
         return 1
 

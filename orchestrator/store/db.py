@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
+from sqlalchemy import Column, Connection, Engine, Table, create_engine, event, inspect, literal, text
 from sqlmodel import SQLModel
 
 from orchestrator.store import tables  # noqa: F401  (registers the tables on SQLModel.metadata)
@@ -114,29 +114,74 @@ def _postgres_begin(conn: Connection) -> None:
 SCHEMA_LOCK = 0x6F72636865737472
 
 
-_ADDED_COLUMNS = {"claimed_by": "TEXT", "lease_until_us": "BIGINT"}  # journey_instances, added later
+class SchemaError(Exception):
+    """The store's tables cannot be brought up to this version's schema (the message says why)."""
 
 
-def _schema_complete(engine: Engine) -> bool:
+def _missing_columns(inspector: Any) -> list[tuple[Table, Column[Any]]]:
+    """Columns of this version's tables that the store's existing tables lack (a store made by an
+    earlier version)."""
+    missing = []
+    for table in SQLModel.metadata.sorted_tables:
+        if inspector.has_table(table.name):
+            have = {c["name"] for c in inspector.get_columns(table.name)}
+            missing += [(table, column) for column in table.columns if column.name not in have]
+    return missing
+
+
+def _add_column(conn: Connection, table: Table, column: Column[Any]) -> None:
+    """Add a column a later version introduced; rows already there take its default (or null)."""
+    where = f"the store's table {table.name} has no column {column.name} (added by a later version)"
+    if column.primary_key or column.unique:
+        raise SchemaError(f"{where}, and a key column cannot be added to existing rows: recreate the store")
+    default = _default_sql(column, conn)
+    if not column.nullable and default is None:
+        raise SchemaError(f"{where}, and it has no default for existing rows: recreate the store")
+    preparer = conn.dialect.identifier_preparer
+    ddl = f"ALTER TABLE {preparer.format_table(table)} ADD COLUMN {preparer.format_column(column)} "
+    ddl += column.type.compile(dialect=conn.dialect)
+    if default is not None:
+        ddl += f" DEFAULT {default}"
+    if not column.nullable:
+        ddl += " NOT NULL"
+    conn.execute(text(ddl))
+
+
+def _default_sql(column: Column[Any], conn: Connection) -> str | None:
+    """The column's default as SQL: its server default, else its Python default when a plain value."""
+    server = getattr(column.server_default, "arg", None)
+    if server is not None and not isinstance(server, str):
+        return str(server.compile(dialect=conn.dialect))  # an SQL expression such as false()
+    value = server
+    if value is None and column.default is not None and column.default.is_scalar:
+        value = getattr(column.default, "arg", None)
+    if value is None:
+        return None
+    return str(literal(value).compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+
+
+def _create_schema(engine: Engine, *, create_tables: bool = True) -> None:
+    """Create missing tables (unless ``create_tables`` is false), and add the columns later versions
+    introduced to tables that exist, with their indexes. A complete schema is only read: opening a store
+    does not wait for a writer's lock."""
     inspector = inspect(engine)
-    if not all(inspector.has_table(name) for name in SQLModel.metadata.tables):
-        return False
-    return set(_ADDED_COLUMNS) <= {c["name"] for c in inspector.get_columns("journey_instances")}
-
-
-def _create_schema(engine: Engine) -> None:
-    """Create missing tables, and add columns that later versions introduced to tables that exist. A
-    complete schema is only read: opening a store does not wait for a writer's lock."""
-    if _schema_complete(engine):
+    absent = [name for name in SQLModel.metadata.tables if not inspector.has_table(name)]
+    if not _missing_columns(inspector) and not (create_tables and absent):
         return
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": SCHEMA_LOCK})
-        SQLModel.metadata.create_all(conn)
-        have = {c["name"] for c in inspect(conn).get_columns("journey_instances")}
-        for name, kind in _ADDED_COLUMNS.items():
-            if name not in have:
-                conn.execute(text(f"ALTER TABLE journey_instances ADD COLUMN {name} {kind}"))
+        inspector = inspect(conn)  # again, under the lock: another worker may have done it meanwhile
+        missing = _missing_columns(inspector)
+        for table, column in missing:
+            _add_column(conn, table, column)
+        for table in {table for table, _ in missing}:
+            have = {index["name"] for index in inspector.get_indexes(table.name)}
+            for index in table.indexes:
+                if index.name not in have:
+                    index.create(conn)
+        if create_tables:
+            SQLModel.metadata.create_all(conn)
 
 
 def open_store(url: str | None = None, *, create: bool = True) -> Store:
@@ -153,6 +198,5 @@ def open_store(url: str | None = None, *, create: bool = True) -> Store:
         event.listen(engine, "begin", _sqlite_begin)
     elif engine.dialect.name == "postgresql":
         event.listen(engine, "begin", _postgres_begin)
-    if create:
-        _create_schema(engine)
+    _create_schema(engine, create_tables=create)  # an existing store made by an earlier version is upgraded
     return Store(engine)
