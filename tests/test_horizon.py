@@ -41,6 +41,7 @@ CONDITIONS = [
     "abs(since(view) - since(buy)) < 3h",
     "change(count(view, within=1d), count(view, within=2d, before=1d)) <= -0.5",
     "quintile(count(view, within=3d)) >= 4",
+    "median_gap(view, within=3d, by=view.cat) < 8h",
 ]
 
 

@@ -33,6 +33,8 @@ EXPRESSIONS = [
     "top_value(cart.cat)",
     "distinct_events(within=1d)",
     "distinct_events(view, buy, survey, within=2d)",
+    "median_gap(view, within=2d)",
+    "median_gap(view, cart, by=view.cat)",
 ]
 TYPES = ["view", "buy", "cart", "survey", "refund"]
 

@@ -131,9 +131,41 @@ def test_equal_aggregates_are_computed_once() -> None:
     assert len(cache.values) == 1
 
 
+def test_median_gap_between_consecutive_events() -> None:
+    refills = frame(
+        [  # customer 1: pods on days 10, 40, 60 before now, filters on 50 and 55, one without a product
+            (1, "purchase", 60, {"cat": "pods"}),
+            (1, "purchase", 40, {"cat": "pods"}),
+            (1, "purchase", 10, {"cat": "pods"}),
+            (1, "purchase", 50, {"cat": "filters"}),
+            (1, "purchase", 45, {}),
+            (1, "purchase", 55, {"cat": "filters"}),
+            (2, "purchase", 30, {"cat": "pods"}),  # a single purchase: no gap
+            (3, "purchase", 9, {"cat": "pods"}),  # two at one instant: a gap of 0
+            (3, "purchase", 9, {"cat": "pods"}),
+            (3, "session_start", 4, {}),
+        ]
+    )
+
+    def days(text: str) -> list:
+        got = Evaluator(refills, CUSTOMERS, NOW).values(lang.parse(text))[1:] / DAY * S
+        return [None if np.isnan(v) else round(float(v), 9) for v in got]
+
+    # All six purchases of customer 1: 60, 55, 50, 45, 40, 10 days ago: gaps 5, 5, 5, 5, 30.
+    assert days("median_gap(purchase)") == [5.0, None, 0.0]
+    # Same product only (the one without a product is left out): 20 and 30 for pods, 5 for filters.
+    assert days("median_gap(purchase, by=purchase.cat)") == [20.0, None, 0.0]
+    # An even number of gaps: the mean of the middle two (within the last 56 days, pods on days 40 and 10
+    # and filters on 55 and 50: gaps 30 and 5, so 17.5).
+    assert days("median_gap(purchase, within=56d, by=purchase.cat)") == [17.5, None, 0.0]
+    # Several types together: customer 3's session 5 days after the purchases.
+    assert days("median_gap(purchase, session_start, within=20d)") == [None, None, 2.5]
+
+
 @pytest.mark.parametrize(
     ("text", "message", "offset"),
     [
+        ("median_gap(purchase, by=refund.amount)", "by= names a property of refund, which is not listed", 24),
         ("count(purchase, within=3x)", "'3x' is neither a number nor a duration", 23),
         ("since(purchase.amount)", "since() takes event names", 6),
         ("sum(purchase)", "sum() takes one event property", 4),

@@ -296,6 +296,14 @@ class Evaluator:
                 return np.where(last == np.iinfo(np.int64).min, np.inf, since)
             if call.func == "distinct_events":
                 return _distinct_per_customer(cust, ev.type[mask], len(ev.type_names), n)
+            if call.func == "median_gap":
+                times = ev.ts[mask]
+                grouping = lang.group_property(call)
+                if grouping is None:
+                    return median_gaps(cust, np.zeros(len(cust), np.int64), times, n)
+                codes = self._encoded(grouping).codes[mask]
+                keep = codes >= 0  # an event without the value belongs to no group
+                return median_gaps(cust[keep], codes[keep], times[keep], n)
             raise ExpressionError(f"unknown aggregate {call.func}()", call.pos)
 
         arg = call.args[0]
@@ -495,6 +503,25 @@ def _number(value: Value) -> Any:
                 raise ExpressionError(f"{v!r} is text, not a number")
         return out
     raise ExpressionError(f"{arr.item() if arr.ndim == 0 else 'a text column'!r} is not a number")
+
+
+def median_gaps(customer: np.ndarray, group: np.ndarray, ts: np.ndarray, n: int) -> np.ndarray:
+    """Per customer slot, the median of the gaps (seconds) between consecutive events of one group, with
+    the gaps of all the customer's groups taken together; NaN where there is no gap. An even number of
+    gaps gives the mean of the middle two."""
+    order = np.lexsort((ts, group, customer))
+    customer, group, ts = customer[order], group[order], ts[order]
+    follows = (customer[1:] == customer[:-1]) & (group[1:] == group[:-1])
+    gaps, owner = np.diff(ts)[follows], customer[1:][follows]
+    order = np.lexsort((gaps, owner))
+    gaps, owner = gaps[order], owner[order]
+    counts = np.bincount(owner, minlength=n)
+    starts = np.cumsum(counts) - counts
+    has = counts > 0
+    low, high = starts[has] + (counts[has] - 1) // 2, starts[has] + counts[has] // 2
+    out = np.full(n, np.nan)
+    out[has] = (gaps[low] + gaps[high]) / (2 * US_PER_SECOND)
+    return out
 
 
 def _compare(op: str, left: Value, right: Value) -> Any:

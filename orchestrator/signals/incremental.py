@@ -20,8 +20,8 @@ Bases:
 - ``LastValue``: the latest event time with a number property, and that property's value (``last``);
 - ``Pairs``: a customer-by-value count matrix of a text property, from which ``distinct``,
   ``top_count`` and ``top_value`` read;
-- anything not maintained incrementally (min/max, very wide value sets) is recomputed each tick from
-  the window's events.
+- anything not maintained incrementally (min/max, ``median_gap``, very wide value sets) is recomputed
+  each tick from the window's events.
 """
 
 from __future__ import annotations
@@ -445,6 +445,8 @@ class IncrementalAggregates:
         elif f == "since":
             for e in events:
                 made.append(self._base(("latest", w.before_us, e), lambda e=e: Latest(w.before_us, e)))
+        elif f == "median_gap":
+            self._rebuilt.append(call)  # a median is not kept by adding and removing events
         elif prop is None:
             raise AssertionError(f"{f} reads a property")
         elif f == "sum":

@@ -322,6 +322,16 @@ _CORE: list[FunctionSpec] = [
         WINDOW_ARGS,
         "how many of the listed event types (all types if none listed) occur in the window",
     ),
+    FunctionSpec(
+        "median_gap",
+        "events",
+        1,
+        None,
+        {**WINDOW_ARGS, "by": "prop"},
+        "median time between one customer's consecutive events of the listed types in the window, in"
+        " seconds (with by=event.prop, only between events with the same value of it; null with no gap)",
+        example="median_gap(refill, within=365d, by=refill.product)",
+    ),
     FunctionSpec("sum", "prop", 1, 1, WINDOW_ARGS, "sum of a property over the window (0 if none)"),
     FunctionSpec("mean", "prop", 1, 1, WINDOW_ARGS, "mean of a property over the window (null if none)"),
     FunctionSpec(
@@ -430,6 +440,10 @@ def check_call(call: Call) -> None:
         for arg in call.args:
             if not (isinstance(arg, Name) and len(arg.parts) == 1):
                 raise ExpressionError(f"{call.func}() takes event names, e.g. {call.func}(purchase)", arg.pos)
+        by = call.kwarg("by")
+        events = {arg.parts[0] for arg in call.args if isinstance(arg, Name)}
+        if isinstance(by, Name) and by.parts[0] not in events:
+            raise ExpressionError(f"by= names a property of {by.parts[0]}, which is not listed", by.pos)
     elif kind == "prop" or (spec.kind == "scalar" and is_property_aggregate(call)):
         arg = call.args[0]
         if not _is_property(arg):
@@ -494,7 +508,16 @@ def event_properties(node: Node) -> set[str]:
     for call in aggregates(node):
         if call.args and isinstance(call.args[0], Name) and len(call.args[0].parts) == 2:
             props.add(call.args[0].parts[1])
+        grouping = group_property(call)
+        if grouping is not None:
+            props.add(grouping)
     return props
+
+
+def group_property(call: Call) -> str | None:
+    """The event property an aggregate groups its events by (``by=refill.product`` gives ``product``)."""
+    by = call.kwarg("by")
+    return by.parts[1] if isinstance(by, Name) and len(by.parts) == 2 else None
 
 
 def event_names(node: Node) -> set[str]:

@@ -303,6 +303,9 @@ def property_uses(calls: Iterable[Any]) -> tuple[set[str], set[str]]:
     numeric: set[str] = set()
     categorical: set[str] = set()
     for call in calls:
+        grouping = lang.group_property(call)
+        if grouping is not None:
+            categorical.add(grouping)  # only its values' identity matters
         if lang.FUNCTIONS[call.func].kind == "events" or not call.args:
             continue
         arg = call.args[0]
