@@ -122,9 +122,10 @@ class _Tick:
 
         Their customers are scattered over arrays far larger than the processor's caches, and a tick
         finds those arrays cold, so folding events in time order costs a trip to memory per event and
-        base (measured: some 180 ns). In customer order the same updates sweep each array once, some
-        twenty times faster, and the ordering is paid once per part for every base that reads it. Blocks
-        of 4,096 customers are local enough, and their 16-bit keys sort in linear time."""
+        base. In customer order the same updates sweep each array once (at 1M customers, folding a tick's
+        80,000 sessions into one base took 0.9 ms instead of 5.4 ms), and the ordering is paid once per
+        part for every base that reads it. Blocks of 4,096 customers are local enough, and their 16-bit
+        keys sort in linear time."""
         if len(part) * 2 >= self.n or len(part) < 2:
             return part  # many events: the bases count them with a full-width bincount instead
         key = (part.customer.__array_interface__["data"][0], len(part))  # the same view, another window
