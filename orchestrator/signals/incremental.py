@@ -531,8 +531,8 @@ class IncrementalAggregates:
 
     def tracks(self, call: Call) -> bool:
         """Whether ``touched_by`` covers every change to this aggregate's value (not so for aggregates
-        recomputed from the window's events at each tick)."""
-        if call in self._rebuilt:
+        recomputed from the window's events at each tick, nor for one these aggregates do not keep)."""
+        if call in self._rebuilt or call not in self._bases_of:
             return False
         prop = _prop(call)
         if call.func in ("distinct", "top_count", "top_value") and prop is not None:
