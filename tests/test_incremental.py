@@ -66,6 +66,17 @@ def batch(
     )
 
 
+def piece(frame: EventFrame, rows: np.ndarray) -> EventFrame:
+    """Some of a frame's events (a chunk, as ingest hands them over)."""
+    props = {
+        k: Categorical(v.codes[rows], v.values) if isinstance(v, Categorical) else v[rows]
+        for k, v in frame.properties.items()
+    }
+    return EventFrame(
+        frame.customer[rows], frame.ts[rows], frame.type[rows], frame.type_names, frame.n_customers, props
+    )
+
+
 def concat(frames: list[EventFrame], log: EventLog) -> EventFrame:
     """All batches as one frame in the log's codes (what a from-scratch evaluation would read)."""
     return log.frame(log.range(None, None))
@@ -78,18 +89,20 @@ def same(a: np.ndarray, b: np.ndarray) -> bool:
 
 
 @pytest.mark.parametrize(
-    ("seed", "n_customers", "per_tick"),
+    ("seed", "n_customers", "per_tick", "chunks"),
     [
-        (1, 40, 300),
-        (2, 40, 300),
-        (3, 40, 300),
+        (1, 40, 300, 1),
+        (2, 40, 300, 1),
+        (3, 40, 300, 1),
         # Few events over many customers: the path a real tick takes (events folded in customer
-        # order, cell by cell, the most frequent value kept up to date in place).
-        (4, 3000, 80),
-        (5, 3000, 80),
+        # order, cell by cell, the most frequent value kept up to date in place), also with each tick's
+        # events appended in several chunks, as ingest hands them over.
+        (4, 3000, 80, 1),
+        (5, 3000, 80, 1),
+        (6, 3000, 90, 3),
     ],
 )
-def test_incremental_equals_from_scratch(seed: int, n_customers: int, per_tick: int) -> None:
+def test_incremental_equals_from_scratch(seed: int, n_customers: int, per_tick: int, chunks: int) -> None:
     rng = np.random.default_rng(seed)
     calls = list(dict.fromkeys(c for text in EXPRESSIONS for c in lang.aggregates(lang.parse(text))))
     numeric, categorical = property_uses(calls)
@@ -111,8 +124,9 @@ def test_incremental_equals_from_scratch(seed: int, n_customers: int, per_tick: 
         # Mostly recent events, some in the future of this tick, some late arrivals from days ago.
         fresh = batch(rng, per_tick, n_customers, now - 3 * DAY, now + 6 * H, cats, types)
         frames.append(fresh)
-        last_id += len(fresh)
-        log.append_frame(fresh, last_id)
+        for part in np.array_split(np.arange(len(fresh)), chunks):
+            last_id += len(part)
+            log.append_frame(piece(fresh, part), last_id)
         aggregates.advance(now)
 
         full = concat(frames, log)
