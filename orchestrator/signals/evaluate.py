@@ -526,11 +526,8 @@ def median_gaps(customer: np.ndarray, group: np.ndarray, ts: np.ndarray, n: int)
 
 def _compare(op: str, left: Value, right: Value) -> Any:
     a, b = np.asarray(left), np.asarray(right)
-    if a.dtype.kind in "fiub" and b.dtype.kind in "fiub" and op != "!=":
-        with np.errstate(invalid="ignore"):  # NaN (null) compares false here, as null must
-            return np.asarray(a == b if op == "==" else _ordered(op, a, b), dtype=bool)
-    missing = _is_null(a) | _is_null(b)
     if a.dtype == object or b.dtype == object or a.dtype.kind == "U" or b.dtype.kind == "U":
+        missing = _is_null(a) | _is_null(b)
         if op in ("==", "!="):
             result = (a == b) if op == "==" else (a != b)
             return np.asarray(result, dtype=bool) & ~missing
@@ -542,13 +539,10 @@ def _compare(op: str, left: Value, right: Value) -> Any:
             raise ExpressionError(f"cannot compare text with a number using {op}") from exc
         return np.asarray(result, dtype=bool) & ~missing
     with np.errstate(invalid="ignore"):
-        if op == "==":
-            result = a == b
-        elif op == "!=":
-            result = a != b
-        else:
-            result = _ordered(op, a, b)
-    return np.asarray(result, dtype=bool) & ~missing
+        result = a == b if op == "==" else a != b if op == "!=" else _ordered(op, a, b)
+    result = np.asarray(result, dtype=bool)
+    # NaN (null) already compares false; only under != must null be made false as well.
+    return result & ~(_is_null(a) | _is_null(b)) if op == "!=" else result
 
 
 def _ordered(op: str, a: Any, b: Any) -> Any:
