@@ -33,6 +33,7 @@ from orchestrator.spec.shared_metrics import (
     shared_metrics_file,
 )
 from orchestrator.spec.templates_check import TemplateSource, check_templates, instance_reads
+from orchestrator.spec.yamlio import read_text
 
 
 @dataclass
@@ -73,10 +74,8 @@ class _SharedFiles:
     def _load(self, path: Path) -> tuple[SharedMetrics | None, str, list[Problem]]:
         if path not in self._loaded:
             try:
-                text = path.read_text(encoding="utf-8")
+                text = read_text(path)
                 self._loaded[path] = (load_shared_metrics_text(text, str(path)), text, [])
-            except (OSError, UnicodeDecodeError) as exc:
-                self._loaded[path] = (None, "", [Problem(str(path), 1, 1, f"cannot read the file: {exc}")])
             except SpecError as exc:
                 self._loaded[path] = (None, "", exc.problems)
         return self._loaded[path]

@@ -27,13 +27,14 @@ __all__ = [
 ]
 
 
-# Files in a journeys folder that are not journeys: the contact policy and the shared metrics.
-WORKSPACE_FILES = ("policy.yaml", "policy.yml", "metrics.yaml", "metrics.yml")
+# Files in a journeys folder that are not journeys: the contact policy, the shared metrics and the
+# tracking plan.
+WORKSPACE_FILES = ("policy.yaml", "policy.yml", "metrics.yaml", "metrics.yml", "events.yaml", "events.yml")
 
 
 def find_journey_files(paths: Iterable[str | Path]) -> list[Path]:
     """Journey files named directly, or found (``*.yaml``/``*.yml``) under directories, skipping
-    ``templates`` folders, the contact policy and the shared metrics file."""
+    ``templates`` folders, the contact policy, the shared metrics file and the tracking plan."""
     found: list[Path] = []
     for raw in paths:
         path = Path(raw)

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 from orchestrator.signals import lang
 from orchestrator.spec.models import Journey
 from orchestrator.spec.plan import JourneyPlan, compile_journey, instance_roots
-from orchestrator.spec.yamlio import Locations, Path_, Problem, SpecError, load_yaml
+from orchestrator.spec.yamlio import Locations, Path_, Problem, SpecError, load_yaml, read_text
 
 
 @dataclass(frozen=True)
@@ -44,11 +44,7 @@ class LoadedJourney:
 def load_journey(path: str | Path) -> LoadedJourney:
     """Read, validate and check one journey file. Raises ``SpecError`` listing every problem found."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError([Problem(str(path), 1, 1, f"cannot read the file: {exc}")]) from None
-    return load_journey_text(text, str(path))
+    return load_journey_text(read_text(path), str(path))
 
 
 def load_journey_text(text: str, file: str) -> LoadedJourney:

@@ -37,7 +37,7 @@ from orchestrator.spec.models import (
     TimeZoneName,
     parse_time_of_day,
 )
-from orchestrator.spec.yamlio import Locations, Problem, SpecError, load_yaml
+from orchestrator.spec.yamlio import Locations, Problem, SpecError, load_yaml, read_text
 
 POLICY_FILE = "policy.yaml"
 CapScope = Literal["all", "email", "sms", "push", "webhook"]
@@ -123,11 +123,7 @@ class ContactPolicy:
 def load_policy(path: str | Path) -> ContactPolicy:
     """Read and check one ``policy.yaml``; raises ``SpecError`` listing every problem."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError([Problem(str(path), 1, 1, f"cannot read the file: {exc}")]) from None
-    return load_policy_text(text, str(path))
+    return load_policy_text(read_text(path), str(path))
 
 
 def load_policy_text(text: str, file: str) -> ContactPolicy:

@@ -38,7 +38,7 @@ from pathlib import Path
 
 from orchestrator.signals import lang
 from orchestrator.spec.load import LoadedJourney
-from orchestrator.spec.yamlio import Locations, Path_, Problem, SpecError, load_yaml
+from orchestrator.spec.yamlio import Locations, Path_, Problem, SpecError, load_yaml, read_text
 
 SHARED_METRICS_FILES = ("metrics.yaml", "metrics.yml")
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -81,11 +81,7 @@ def shared_metrics_file(folder: str | Path) -> Path | None:
 def load_shared_metrics(path: str | Path) -> SharedMetrics:
     """Read and check a shared metrics file; raise ``SpecError`` listing every problem found."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError([Problem(str(path), 1, 1, f"cannot read the file: {exc}")]) from None
-    return load_shared_metrics_text(text, str(path))
+    return load_shared_metrics_text(read_text(path), str(path))
 
 
 def load_shared_metrics_text(text: str, file: str) -> SharedMetrics:

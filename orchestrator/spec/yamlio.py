@@ -3,7 +3,14 @@
 PyYAML implements YAML 1.1, where ``no`` is false, ``NO`` (Norway) is false, ``12:30`` is the number 750
 and ``010`` is 8. Journey files are read with the YAML 1.2 core rules instead: only ``true``/``false``
 are booleans, numbers are plain decimal (or ``0x``/``0o``) and everything else stays text. Duplicate
-keys, merge keys and custom tags are errors rather than silent surprises.
+keys, merge keys, tags (``!!python/object``, ``!!str``, on any node) and anchors and aliases (``&a``,
+``*a``) are errors rather than silent surprises.
+
+Everything the daemon reads (journeys, ``metrics.yaml``, ``policy.yaml``, ``events.yaml``) goes through
+``load_yaml``, which bounds what one file can cost before building anything large: the file's size, the
+number of nodes, their nesting depth, each scalar's length and each integer's size (``LIMITS``). Anchors
+and aliases are refused outright, so an alias bomb never expands; every limit is a ``file:line:column``
+error, reached in well under a second and a few megabytes.
 
 ``load_yaml`` returns plain data and a ``Locations`` map from paths (tuples of keys and list indexes) to
 the line and column of each value and key, so later validation can point at the exact place.
@@ -18,6 +25,12 @@ from typing import Any
 
 import yaml
 from yaml.composer import Composer
+from yaml.error import Mark
+from yaml.events import (
+    AliasEvent,
+    CollectionStartEvent,
+    ScalarEvent,
+)
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.parser import Parser
 from yaml.reader import Reader
@@ -25,6 +38,22 @@ from yaml.resolver import BaseResolver
 from yaml.scanner import Scanner
 
 Path_ = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class YamlLimits:
+    """What one YAML file may cost. A journey is a few kilobytes and a few hundred nodes."""
+
+    max_bytes: int = 256 * 1024
+    max_nodes: int = 10_000
+    max_depth: int = 32
+    max_scalar_chars: int = 32 * 1024
+    # Whole numbers fit a signed 64-bit integer (fields with a smaller range say so themselves).
+    min_int: int = -(2**63)
+    max_int: int = 2**63 - 1
+
+
+LIMITS = YamlLimits()
 
 
 @dataclass(frozen=True)
@@ -82,13 +111,52 @@ _Core12Resolver.add_implicit_resolver(
 )
 
 
+class _Refused(Exception):
+    """Something the loader does not compose: an anchor, alias or tag, or a limit passed."""
+
+    def __init__(self, mark: Mark | None, message: str) -> None:
+        super().__init__(message)
+        self.mark = mark
+        self.message = message
+
+
 class _Loader(Reader, Scanner, Parser, Composer, _Core12Resolver):
-    def __init__(self, stream: str) -> None:
+    def __init__(self, stream: str, limits: YamlLimits) -> None:
         Reader.__init__(self, stream)
         Scanner.__init__(self)
         Parser.__init__(self)
         Composer.__init__(self)
         _Core12Resolver.__init__(self)
+        self.limits = limits
+        self.depth = 0
+        self.nodes = 0
+
+    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
+        """Refuse aliases, anchors and tags before composing, and count nodes and depth as they come, so a
+        file stops at the first node past a limit (before the tree is built, and long before Python's
+        recursion limit)."""
+        event = self.peek_event()
+        mark = event.start_mark
+        if isinstance(event, AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise _Refused(mark, "anchors and aliases (&name, *name) are not allowed; write the value out")
+        tag = getattr(event, "tag", None)
+        if tag is not None:
+            raise _Refused(mark, f"tag {tag} is not allowed here (tags are not part of the language)")
+        limits = self.limits
+        self.nodes += 1
+        if self.nodes > limits.max_nodes:
+            raise _Refused(mark, f"the file has more than {limits.max_nodes} values, the limit")
+        if isinstance(event, ScalarEvent) and len(event.value) > limits.max_scalar_chars:
+            raise _Refused(mark, f"a value longer than {limits.max_scalar_chars} characters, the limit")
+        if isinstance(event, CollectionStartEvent):
+            if self.depth >= limits.max_depth:
+                raise _Refused(mark, f"values nested deeper than {limits.max_depth} levels, the limit")
+            self.depth += 1
+            try:
+                return super().compose_node(parent, index)
+            finally:
+                self.depth -= 1
+        return super().compose_node(parent, index)
 
 
 class Locations:
@@ -121,15 +189,38 @@ def _location(node: Node) -> Location:
     )
 
 
-def load_yaml(text: str, file: str) -> tuple[Any, Locations]:
+def read_text(path: Path, limits: YamlLimits = LIMITS) -> str:
+    """The text of a YAML file, refusing one larger than the limit before reading it (``SpecError``)."""
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(limits.max_bytes + 1)
+        if len(data) > limits.max_bytes:
+            raise SpecError([_too_big(str(path), limits)])
+        return data.decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError([Problem(str(path), 1, 1, f"cannot read the file: {exc}")]) from None
+
+
+def _too_big(file: str, limits: YamlLimits) -> Problem:
+    return Problem(file, 1, 1, f"the file is larger than {limits.max_bytes // 1024} KB, the limit")
+
+
+def load_yaml(text: str, file: str, limits: YamlLimits = LIMITS) -> tuple[Any, Locations]:
     """Parse one YAML document into plain data and its locations; raise ``SpecError`` on any mistake."""
     locations = Locations()
+    if len(text) > limits.max_bytes or len(text.encode("utf-8", "surrogatepass")) > limits.max_bytes:
+        raise SpecError([_too_big(file, limits)])
     try:
-        loader = _Loader(text)
+        loader = _Loader(text, limits)
         try:
             root = loader.get_single_node()
         finally:
             loader.dispose()
+    except _Refused as exc:
+        line, col = (exc.mark.line + 1, exc.mark.column + 1) if exc.mark else (1, 1)
+        raise SpecError([Problem(file, line, col, exc.message)]) from None
+    except RecursionError:
+        raise SpecError([Problem(file, 1, 1, "values nested too deeply")]) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -140,7 +231,7 @@ def load_yaml(text: str, file: str) -> tuple[Any, Locations]:
     if root is None:
         raise SpecError([Problem(file, 1, 1, "the file is empty")])
     problems: list[Problem] = []
-    data = _convert(root, (), locations, problems, file)
+    data = _convert(root, (), locations, problems, file, limits)
     if problems:
         raise SpecError(problems)
     return data, locations
@@ -155,16 +246,22 @@ _SCALAR_TAGS = {
 }
 
 
-def _convert(node: Node, path: Path_, locs: Locations, problems: list[Problem], file: str) -> Any:
+def _convert(
+    node: Node, path: Path_, locs: Locations, problems: list[Problem], file: str, limits: YamlLimits
+) -> Any:
     loc = _location(node)
     locs.values[path] = loc
     if isinstance(node, ScalarNode):
         if node.tag not in _SCALAR_TAGS:
             problems.append(Problem(file, loc.line, loc.column, f"tag {node.tag} is not allowed here"))
             return None
-        return _scalar(node)
+        try:
+            return _scalar(node, limits)
+        except ValueError as exc:
+            problems.append(Problem(file, loc.line, loc.column, str(exc)))
+            return None
     if isinstance(node, SequenceNode):
-        return [_convert(item, (*path, i), locs, problems, file) for i, item in enumerate(node.value)]
+        return [_convert(item, (*path, i), locs, problems, file, limits) for i, item in enumerate(node.value)]
     if isinstance(node, MappingNode):
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
@@ -197,23 +294,36 @@ def _convert(node: Node, path: Path_, locs: Locations, problems: list[Problem], 
                 )
                 continue
             locs.keys[(*path, key)] = key_loc
-            out[key] = _convert(value_node, (*path, key), locs, problems, file)
+            out[key] = _convert(value_node, (*path, key), locs, problems, file, limits)
         return out
     problems.append(Problem(file, loc.line, loc.column, "unsupported YAML node"))
     return None
 
 
-def _scalar(node: ScalarNode) -> Any:
+# More digits than any integer inside the limits has, in base 8 (the longest spelling): refused unread.
+_MAX_INT_DIGITS = 23
+
+
+def _scalar(node: ScalarNode, limits: YamlLimits) -> Any:
     value = node.value
     tag = node.tag
     if tag == "tag:yaml.org,2002:bool":
         return value.lower() == "true"
     if tag == "tag:yaml.org,2002:int":
-        if value.startswith("0o"):
-            return int(value[2:], 8)
-        if value.startswith("0x"):
-            return int(value[2:], 16)
-        return int(value)
+        number = None
+        if len(value.lstrip("+-")) <= _MAX_INT_DIGITS:
+            if value.startswith("0o"):
+                number = int(value[2:], 8)
+            elif value.startswith("0x"):
+                number = int(value[2:], 16)
+            else:
+                number = int(value)
+        if number is None or not limits.min_int <= number <= limits.max_int:
+            shown = value if len(value) <= 24 else f"{value[:20]}... ({len(value)} characters)"
+            raise ValueError(
+                f"the whole number {shown} is out of range (from {limits.min_int} to {limits.max_int})"
+            )
+        return number
     if tag == "tag:yaml.org,2002:float":
         lowered = value.lower()
         if lowered.endswith(".inf"):
@@ -227,6 +337,6 @@ def _scalar(node: ScalarNode) -> Any:
 
 
 def read_yaml(path: Path) -> tuple[Any, Locations, str]:
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path)
     data, locations = load_yaml(text, str(path))
     return data, locations, text
