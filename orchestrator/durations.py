@@ -11,6 +11,9 @@ from datetime import timedelta
 UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 US_PER_SECOND = 1_000_000
+#: The longest duration anywhere (100 years): far beyond any wait or window, and its microseconds fit a
+#: signed 64-bit integer with room to add it to any instant.
+MAX_SECONDS = 100 * 365 * 86400
 
 
 def parse_duration(text: str) -> timedelta:
@@ -20,7 +23,11 @@ def parse_duration(text: str) -> timedelta:
         raise ValueError(
             f"{text!r} is not a duration: write a number and a unit, e.g. 30s, 15m, 4h, 3d or 2w"
         )
-    return timedelta(seconds=float(match.group(1)) * UNIT_SECONDS[match.group(2)])
+    seconds = float(match.group(1)) * UNIT_SECONDS[match.group(2)]
+    if not seconds <= MAX_SECONDS:
+        shown = text.strip() if len(text.strip()) <= 24 else text.strip()[:20] + "..."
+        raise ValueError(f"{shown!r} is longer than 100 years, the longest duration allowed")
+    return timedelta(seconds=seconds)
 
 
 def format_duration(delta: timedelta) -> str:

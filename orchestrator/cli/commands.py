@@ -84,13 +84,22 @@ def cmd_validate(args: argparse.Namespace) -> int:
     )
     if getattr(args, "db", None) and not problems:
         from orchestrator.engine.template_data import missing_customer_attributes
+        from orchestrator.engine.validation import store_problems
 
-        # Warnings: a message whose template reads an attribute its customer lacks fails (and is recorded).
         try:
             store = open_store(args.db, create=False)
         except FileNotFoundError as exc:
             raise UsageError(str(exc)) from None
         try:
+            # Errors: a version that changed without a bump, names no stored data has ever carried.
+            problems, notes = store_problems(args.paths, store)
+            for problem in problems:
+                print(problem, file=sys.stderr)
+            for note in notes:
+                print(f"note: {note}", file=sys.stderr)
+            if problems:
+                print(f"{len(problems)} problem(s) against the store {args.db}")
+            # Warnings: a message whose template reads an attribute its customer lacks fails (is recorded).
             for missing in missing_customer_attributes(load_workspace(args.paths, args.templates), store):
                 print(f"warning: {missing}")
         finally:

@@ -8,7 +8,7 @@ reported together.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from orchestrator.channels.templates import TemplateRenderer
@@ -22,9 +22,17 @@ from orchestrator.spec import (
     load_journey_text,
     templates_root_for,
 )
+from orchestrator.spec.catalog import EventCatalog, catalog_for
 from orchestrator.spec.load import compile_loaded
 from orchestrator.spec.plan import digest_with
 from orchestrator.spec.policy import ContactPolicy, policy_for
+from orchestrator.spec.references import (
+    KnownNames,
+    catalog_names,
+    metric_typos,
+    shared_metric_typos,
+    unknown_names,
+)
 from orchestrator.spec.shared_metrics import (
     SharedMetrics,
     journey_problems,
@@ -82,7 +90,7 @@ class _SharedFiles:
 
 
 def _check_file(
-    path: Path, templates: Path | None, shared_files: _SharedFiles
+    path: Path, templates: Path | None, shared_files: _SharedFiles, catalog: EventCatalog | None = None
 ) -> tuple[LoadedJourney | None, TemplateRenderer | None, SharedMetrics | None, str, list[Problem]]:
     try:
         loaded = load_journey(path)
@@ -93,6 +101,7 @@ def _check_file(
     if shared is not None:
         problems.extend(journey_problems(shared, loaded))
     shared_names = list(shared.metrics) if shared is not None else []
+    problems.extend(name_problems(loaded, shared, catalog))
     root = templates or templates_root_for(path)
     if root is None:
         sends = [i for i, s in enumerate(loaded.journey.steps) if s.send is not None]
@@ -109,6 +118,34 @@ def _check_file(
     return loaded, renderer, shared, shared_text, problems
 
 
+def name_problems(
+    loaded: LoadedJourney,
+    shared: SharedMetrics | None,
+    catalog: EventCatalog | None,
+    store: KnownNames | None = None,
+) -> list[Problem]:
+    """Names the journey reads from outside it that cannot exist: a misspelled metric (always), events,
+    properties and attributes the tracking plan does not list (with one), or the store has never seen
+    (``store``, for ``validate --db``)."""
+    metrics = set(shared.metrics) if shared is not None else set()
+    plan = catalog_names(catalog)
+    attributes = set(plan.attributes or ()) | set(store.attributes or () if store is not None else ())
+    problems = metric_typos(loaded, metrics, attributes)
+    if shared is not None:
+        problems.extend(shared_metric_typos(shared, attributes))
+    if catalog is not None:
+        problems.extend(p for p in unknown_names(loaded, metrics, plan) if p not in problems)
+    if store is not None:
+        vouched = replace(
+            store,
+            also_events=plan.events or frozenset(),
+            also_properties=plan.properties,
+            also_attributes=plan.attributes or frozenset(),
+        )
+        problems.extend(p for p in unknown_names(loaded, metrics, vouched) if p not in problems)
+    return problems
+
+
 def validate_paths(
     paths: Iterable[str | Path], templates: Path | None = None
 ) -> tuple[list[Path], list[Problem]]:
@@ -117,11 +154,13 @@ def validate_paths(
     problems: list[Problem] = []
     seen: dict[str, Path] = {}
     shared_files = _SharedFiles()
+    catalog, catalog_problems = catalog_for(files)
+    problems.extend(catalog_problems)
     for path in files:
         if not path.exists():
             problems.append(Problem(str(path), 1, 1, "no such file or folder"))
             continue
-        loaded, _, _, _, found = _check_file(path, templates, shared_files)
+        loaded, _, _, _, found = _check_file(path, templates, shared_files, catalog)
         problems.extend(p for p in found if p not in problems)
         if loaded is not None:
             other = seen.setdefault(loaded.journey.id, path)
@@ -140,8 +179,10 @@ def load_workspace(paths: Iterable[str | Path], templates: Path | None = None) -
     workspace = Workspace()
     problems: list[Problem] = []
     shared_files = _SharedFiles()
+    catalog, catalog_problems = catalog_for(files)
+    problems.extend(catalog_problems)
     for path in files:
-        loaded, renderer, shared, shared_text, found = _check_file(path, templates, shared_files)
+        loaded, renderer, shared, shared_text, found = _check_file(path, templates, shared_files, catalog)
         problems.extend(p for p in found if p not in problems)
         if loaded is None or renderer is None or found:
             continue

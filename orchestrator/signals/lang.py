@@ -23,7 +23,7 @@ import difflib
 import re
 from dataclasses import dataclass
 
-from orchestrator.durations import UNIT_SECONDS
+from orchestrator.durations import MAX_SECONDS, UNIT_SECONDS
 from orchestrator.signals import builtins
 from orchestrator.signals.syntax import (
     Binary,
@@ -218,7 +218,12 @@ class _Parser:
         if token.kind == "number":
             return Number(token.pos, float(token.text))
         if token.kind == "duration":
-            return Duration(token.pos, float(token.text[:-1]) * UNIT_SECONDS[token.text[-1]], token.text)
+            seconds = float(token.text[:-1]) * UNIT_SECONDS[token.text[-1]]
+            if not seconds <= MAX_SECONDS:
+                raise ExpressionError(
+                    f"{token.text} is longer than 100 years, the longest duration allowed", token.pos
+                )
+            return Duration(token.pos, seconds, token.text)
         if token.kind == "string":
             return String(token.pos, _unquote(token.text))
         if token.kind in ("true", "false"):

@@ -24,6 +24,7 @@ never need listing).
 from __future__ import annotations
 
 import difflib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,19 +101,27 @@ def load_catalog_text(text: str, file: str) -> EventCatalog:
 def find_catalog(journey_files: list[Path]) -> Path | None:
     """The ``events.yaml`` of a set of journey files: in a journey file's folder or the folder above it.
     Two different ones for one workspace are refused (``SpecError``)."""
-    found: dict[Path, Path] = {}
+    found: dict[Path, Path] = {}  # where it really is -> the path to show (as the journeys were named)
     for journey in journey_files:
-        folder = journey.resolve().parent
-        for candidate in [folder / n for n in CATALOG_FILES] + [folder.parent / n for n in CATALOG_FILES]:
+        folders = [journey.parent, journey.parent / ".."]
+        candidates = [folder / name for folder in folders for name in CATALOG_FILES]
+        for candidate in candidates:
             if candidate.is_file():
-                found.setdefault(candidate, journey)
+                found.setdefault(candidate.resolve(), Path(os.path.normpath(candidate)))
                 break
     if len(found) > 1:
-        listing = ", ".join(str(p) for p in found)
+        listing = ", ".join(str(p) for p in found.values())
         raise SpecError(
-            [Problem(str(next(iter(found))), 1, 1, f"one tracking plan per workspace, found: {listing}")]
+            [
+                Problem(
+                    str(next(iter(found.values()))),
+                    1,
+                    1,
+                    f"one tracking plan per workspace, found: {listing}",
+                )
+            ]
         )
-    return next(iter(found), None)
+    return next(iter(found.values()), None)
 
 
 def catalog_for(journey_files: list[Path]) -> tuple[EventCatalog | None, list[Problem]]:
@@ -159,6 +168,8 @@ def _problems(exc: ValidationError, data: Any, locations: Locations, file: str) 
             message = f"{where}: expected a name (text), got {error.get('input')!r}"
         elif kind in ("list_type",):
             message = f"{where}: expected a list of names, e.g. [amount, cart_id]"
+        elif kind == "dict_type" and tuple(path) == ("events",):
+            message = "events: expected a mapping of event names, e.g. purchase: {properties: [amount]}"
         elif kind in ("dict_type", "model_type", "model_attributes_type"):
             message = f"{where}: expected a mapping (properties: [...], description: ...) or nothing"
         else:

@@ -382,6 +382,11 @@ def _message(error: Any, path: Path_, data: Any) -> str:
         return f"{where}: expected a number, got {_show(error.get('input'))}"
     if kind == "bool_type":
         return f"{where}: expected true or false, got {_show(error.get('input'))}"
+    if kind in ("less_than_equal", "greater_than_equal", "less_than", "greater_than"):
+        limit = error.get("ctx", {})
+        words = {"ge": "at least", "gt": "above", "le": "at most", "lt": "below"}
+        bound = ", ".join(f"{words.get(k, k)} {v}" for k, v in limit.items())
+        return f"{where}: {_show(error.get('input'))} is out of range ({bound})"
     if kind == "value_error":
         return f"{where}: {str(error['msg']).removeprefix('Value error, ')}"
     return f"{where}: {error['msg']}"

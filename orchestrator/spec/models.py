@@ -15,6 +15,11 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from orchestrator.durations import parse_duration
 
+#: Whole numbers stored in a database column (``version``) or compared in one (``priority``): a signed
+#: 32-bit integer, PostgreSQL's ``integer``.
+INT32_MIN = -(2**31)
+INT32_MAX = 2**31 - 1
+
 
 def _duration(value: Any) -> Any:
     if isinstance(value, timedelta):
@@ -77,8 +82,8 @@ def _time_text(text: str) -> str:
 def _split_percents(split: dict[str, float]) -> dict[str, float]:
     if len(split) < 2:
         raise ValueError("a split needs at least two targets, e.g. {offer_a: 50, offer_b: 50}")
-    if any(p <= 0 for p in split.values()):
-        raise ValueError("every split percent must be above zero")
+    if not all(0 < p <= 100 for p in split.values()):  # also refuses .nan
+        raise ValueError("every split percent must be above zero and at most 100")
     total = sum(split.values())
     if abs(total - 100) > 1e-9:
         raise ValueError(f"split percents must add up to 100 (they add up to {total:g})")
@@ -282,7 +287,7 @@ class Migration(_Model):
     """Move in-flight instances of an older version onto this one: ``states`` maps each old step id to a
     step id of this version (or ``exit``); old steps not listed finish on their version."""
 
-    from_version: int = Field(ge=1)
+    from_version: int = Field(ge=1, le=INT32_MAX)
     states: dict[str, str] = Field(min_length=1)
 
 
@@ -290,10 +295,12 @@ class Journey(_Model):
     """A whole journey file."""
 
     id: Identifier
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=INT32_MAX)
     name: str | None = None
     description: str | None = None
-    priority: int = Field(0, description="higher goes first when journeys compete for one customer")
+    priority: int = Field(
+        0, ge=INT32_MIN, le=INT32_MAX, description="higher goes first when journeys compete for one customer"
+    )
     metrics: dict[Identifier, Expression] = Field(default_factory=dict)
     entry: Entry | None = None
     signal: Expression | None = None

@@ -8,17 +8,23 @@ The context every template sees (see ``engine.render``) has these top-level name
 - ``entry``: the properties of the event that started the instance (journeys entered by an event);
 - ``<wait_for step id>``: the properties of the event that ended that wait (empty if it timed out).
 
-A template that reads any other top-level name, or a metric the journey does not declare, is an error
-reported at the journey line that names the template.
+A template that reads any other top-level name (or a name the sandbox does not provide, such as
+``lipsum``), a metric the journey does not declare, a filter or test that does not exist, or that
+includes, imports or extends a file that is missing or outside the template root (or whose name is only
+known when rendering) is an error reported at the journey line that names the template. Included,
+imported and extended files are checked the same way.
 """
 
 from __future__ import annotations
 
+import difflib
+import re
 from collections.abc import Iterable, Iterator
+from pathlib import PurePosixPath
 from typing import Protocol
 
 import jinja2
-from jinja2 import nodes
+from jinja2 import meta, nodes
 
 from orchestrator.spec.load import LoadedJourney
 from orchestrator.spec.plan import instance_roots
@@ -32,9 +38,15 @@ class TemplateSource(Protocol):
     def source(self, name: str) -> str: ...
 
 
-def _metric_reads(source: str) -> Iterator[tuple[str, int]]:
+def _environment(templates: TemplateSource) -> jinja2.Environment:
+    """The environment templates render in (the renderer's sandbox, whose globals, filters and tests are
+    all a template can use), or a plain one for a source that does not say."""
+    env = getattr(templates, "environment", None)
+    return env if isinstance(env, jinja2.Environment) else jinja2.Environment()
+
+
+def _metric_reads(tree: nodes.Template) -> Iterator[tuple[str, int]]:
     """``metrics.x`` and ``metrics['x']`` reads in a template, with their lines."""
-    tree = jinja2.Environment().parse(source)
     for node in tree.find_all(nodes.Getattr):
         if isinstance(node.node, nodes.Name) and node.node.name == "metrics":
             yield node.attr, node.lineno
@@ -48,12 +60,9 @@ def _metric_reads(source: str) -> Iterator[tuple[str, int]]:
             yield item.arg.value, item.lineno
 
 
-def _free_names(source: str) -> list[tuple[str, int]]:
-    env = jinja2.Environment()
-    tree = env.parse(source)
-    from jinja2 import meta
-
-    undeclared = meta.find_undeclared_variables(tree)
+def _free_names(tree: nodes.Template, env: jinja2.Environment) -> list[tuple[str, int]]:
+    """Names the template reads from its context (not its own variables, not the environment's globals)."""
+    undeclared = meta.find_undeclared_variables(tree) - set(env.globals)
     first: dict[str, int] = {}
     for node in tree.find_all(nodes.Name):
         if node.ctx == "load" and node.name in undeclared:
@@ -61,14 +70,27 @@ def _free_names(source: str) -> list[tuple[str, int]]:
     return sorted(first.items(), key=lambda kv: kv[1])
 
 
+def outside_root(name: str) -> bool:
+    """Whether a template name could leave the template root (absolute, ``..``, a drive, a backslash)."""
+    path = PurePosixPath(name)
+    return (
+        not name
+        or "\\" in name
+        or "\x00" in name
+        or path.is_absolute()
+        or ".." in path.parts
+        or re.match(r"[A-Za-z]:", name) is not None
+    )
+
+
 def check_templates(
     loaded: LoadedJourney, templates: TemplateSource, shared_metrics: Iterable[str] = ()
 ) -> list[Problem]:
     """Every problem with the templates a journey sends, located at the journey's YAML. Templates may read
-    the journey's metrics and the ``shared_metrics`` of its workspace."""
+    the journey's metrics and the ``shared_metrics`` of its workspace; the files they include, import or
+    extend must exist under the template root, and are checked the same way."""
     problems: list[Problem] = []
-    metrics = set(loaded.journey.metrics) | set(shared_metrics)
-    roots = set(CONTEXT_ROOTS) | instance_roots(loaded.journey)
+    checker = _Checker(loaded, templates, set(loaded.journey.metrics) | set(shared_metrics))
     for i, step in enumerate(loaded.journey.steps):
         send = step.send
         if send is None:
@@ -79,51 +101,134 @@ def check_templates(
         for key, name in files:
             if name is None:
                 continue
-            if not templates.exists(name):
+            if outside_root(name):
+                problems.append(
+                    loaded.problem((*base, key), f"template {name!r} is outside the template root")
+                )
+            elif not templates.exists(name):
                 problems.append(loaded.problem((*base, key), f"template {name!r} not found"))
-                continue
-            problems.extend(_check_source(loaded, (*base, key), templates.source(name), name, metrics, roots))
+            else:
+                problems.extend(checker.check((*base, key), templates.source(name), f"template {name!r}"))
         for key, text in inline:
             if text is not None:
-                problems.extend(_check_source(loaded, (*base, key), text, None, metrics, roots))
+                problems.extend(checker.check((*base, key), text, "the inline template"))
     return problems
 
 
-def _check_source(
-    loaded: LoadedJourney, path: Path_, source: str, name: str | None, metrics: set[str], roots: set[str]
-) -> list[Problem]:
-    where = f"template {name!r}" if name else "the inline template"
-    try:
-        names = _free_names(source)
-        reads = list(_metric_reads(source))
-    except jinja2.TemplateSyntaxError as exc:
-        return [loaded.problem(path, f"{where} line {exc.lineno}: syntax error: {exc.message}")]
-    problems = []
-    for var, line in names:
-        if var == "entry" and var not in roots:
+class _Checker:
+    """Checks template sources for one journey, following includes, imports and extends."""
+
+    def __init__(self, loaded: LoadedJourney, templates: TemplateSource, metrics: set[str]) -> None:
+        self.loaded = loaded
+        self.templates = templates
+        self.metrics = metrics
+        self.roots = set(CONTEXT_ROOTS) | instance_roots(loaded.journey)
+        self.env = _environment(templates)
+
+    def check(
+        self, path: Path_, source: str, where: str, seen: frozenset[str] = frozenset()
+    ) -> list[Problem]:
+        loaded = self.loaded
+        try:
+            tree = self.env.parse(source)
+        except jinja2.TemplateSyntaxError as exc:
+            return [loaded.problem(path, f"{where} line {exc.lineno}: syntax error: {exc.message}")]
+        problems: list[Problem] = []
+        for kind, table, found in (
+            ("filter", self.env.filters, tree.find_all(nodes.Filter)),
+            ("test", self.env.tests, tree.find_all(nodes.Test)),
+        ):
+            for node in found:
+                if node.name not in table:
+                    hint = _suggest(node.name, [n for n in table if not n.startswith("_")])
+                    problems.append(
+                        loaded.problem(
+                            path, f"{where} line {node.lineno}: no {kind} named {node.name!r}{hint}"
+                        )
+                    )
+        try:
+            names = _free_names(tree, self.env)
+        except jinja2.TemplateError as exc:  # what compiling finds beyond the checks above
+            if not problems:
+                line = getattr(exc, "lineno", None)
+                problems.append(loaded.problem(path, f"{where} line {line}: {exc}"))
+            names = []
+        for var, line in names:
+            if var == "entry" and var not in self.roots:
+                problems.append(
+                    loaded.problem(
+                        path, f"{where} line {line}: entry exists only in journeys entered by an event"
+                    )
+                )
+            elif var not in self.roots:
+                listing = ", ".join(sorted(self.roots))
+                problems.append(
+                    loaded.problem(
+                        path, f"{where} line {line}: undefined variable {var!r} (templates can use {listing})"
+                    )
+                )
+        for metric, line in _metric_reads(tree):
+            if metric not in self.metrics:
+                declared = ", ".join(sorted(self.metrics)) or "none"
+                problems.append(
+                    loaded.problem(
+                        path,
+                        f"{where} line {line}: metrics.{metric} is not a metric of this journey "
+                        f"(declared: {declared})",
+                    )
+                )
+        for target in tree.find_all((nodes.Include, nodes.Import, nodes.FromImport, nodes.Extends)):
+            problems.extend(self._target(path, where, target, seen))
+        return problems
+
+    def _target(self, path: Path_, where: str, node: nodes.Node, seen: frozenset[str]) -> list[Problem]:
+        loaded = self.loaded
+        verb = {"Include": "includes", "Import": "imports", "FromImport": "imports", "Extends": "extends"}[
+            type(node).__name__
+        ]
+        target = node.template  # type: ignore[attr-defined]
+        if isinstance(target, nodes.Const) and isinstance(target.value, str):
+            names = [target.value]
+        elif isinstance(target, (nodes.List, nodes.Tuple)) and all(
+            isinstance(item, nodes.Const) and isinstance(item.value, str) for item in target.items
+        ):
+            names = [item.value for item in target.items]  # type: ignore[attr-defined]
+        else:
+            return [
+                loaded.problem(
+                    path,
+                    f"{where} line {node.lineno}: {verb} a name computed when rendering; write the file "
+                    "name in quotes so that it can be checked",
+                )
+            ]
+        problems: list[Problem] = []
+        outside = [name for name in names if outside_root(name)]
+        for name in outside:
             problems.append(
                 loaded.problem(
-                    path, f"{where} line {line}: entry exists only in journeys entered by an event"
+                    path, f"{where} line {node.lineno}: {verb} {name!r}, outside the template root"
                 )
             )
-        elif var not in roots:
-            listing = ", ".join(sorted(roots))
-            problems.append(
-                loaded.problem(
-                    path, f"{where} line {line}: undefined variable {var!r} (templates can use {listing})"
-                )
-            )
-    for metric, line in reads:
-        if metric not in metrics:
-            declared = ", ".join(sorted(metrics)) or "none"
+        present = [name for name in names if name not in outside and self.templates.exists(name)]
+        if not present and not outside and not getattr(node, "ignore_missing", False):
+            shown = " or ".join(repr(n) for n in names)
             problems.append(
                 loaded.problem(
                     path,
-                    f"{where} line {line}: metrics.{metric} is not a metric of this journey "
-                    f"(declared: {declared})",
+                    f"{where} line {node.lineno}: {verb} {shown}, which is not found under the template root",
                 )
             )
-    return problems
+        for name in present:
+            if name in seen:
+                continue
+            inner = f"template {name!r} ({verb.removesuffix('s')}d by {where.removeprefix('template ')})"
+            problems.extend(self.check(path, self.templates.source(name), inner, seen | {name}))
+        return problems
+
+
+def _suggest(word: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def instance_reads(loaded: LoadedJourney, templates: TemplateSource) -> dict[str, set[str]]:

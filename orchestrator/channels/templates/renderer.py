@@ -163,6 +163,12 @@ class TemplateRenderer:
                 first[node.name] = min(first.get(node.name, node.lineno), node.lineno)
         return sorted(first.items(), key=lambda item: (item[1], item[0]))
 
+    @property
+    def environment(self) -> SandboxEnvironment:
+        """The sandbox templates render in: its globals, filters and tests are all a template can use
+        (``spec.templates_check`` reads them to refuse, before anything runs, what would fail here)."""
+        return self._env
+
     def exists(self, name: str) -> bool:
         """Whether template file ``name`` exists under the root (False for names that would leave it)."""
         try:
