@@ -112,6 +112,31 @@ steps:
     ]
 
 
+def test_template_reads_are_checked_against_the_tracking_plan(tmp_path: Path) -> None:
+    text = """\
+id: carts
+version: 1
+entry: {event: add_to_cart, key: cart_id}
+holdout: 0
+steps:
+  - send: {channel: email, subject: "{{ entry.cart_ld }}", template: mail.txt}
+"""
+    found = problems(tmp_path, text, CATALOG, template="Hi {{ customer.first_name }}\n{{ customer.nick }}")
+    assert found == [
+        "j.yaml:6:70: template 'mail.txt' line 2: customer.nick: no customer attribute 'nick' in events.yaml",
+        "j.yaml:6:37: the inline template line 1: entry.cart_ld: event 'add_to_cart' has no property "
+        "'cart_ld' in events.yaml; did you mean 'cart_id'?",
+    ]
+
+
+def test_policy_exclusions_read_attributes_the_tracking_plan_lists(tmp_path: Path) -> None:
+    (tmp_path / "policy.yaml").write_text("exclusions:\n  - name: fragile\n    when: vulnerabel == true\n")
+    assert problems(tmp_path, JOURNEY, CATALOG.replace("vip]", "vip, vulnerable]")) == [
+        "policy.yaml:3:11: exclusions[0].when: no customer attribute 'vulnerabel' in events.yaml; "
+        "did you mean 'vulnerable'?"
+    ]
+
+
 def test_the_tracking_plan_is_checked_strictly(tmp_path: Path) -> None:
     bad = CATALOG.replace("    description:", "    descripton:").replace(
         "[amount, cart_id,", "[amount, amount,"

@@ -20,6 +20,7 @@ from orchestrator.spec import (
     find_journey_files,
     load_journey,
     load_journey_text,
+    references,
     templates_root_for,
 )
 from orchestrator.spec.catalog import EventCatalog, catalog_for
@@ -31,6 +32,7 @@ from orchestrator.spec.references import (
     catalog_names,
     metric_typos,
     shared_metric_typos,
+    template_problems,
     unknown_names,
 )
 from orchestrator.spec.shared_metrics import (
@@ -40,7 +42,12 @@ from orchestrator.spec.shared_metrics import (
     merged_metrics,
     shared_metrics_file,
 )
-from orchestrator.spec.templates_check import TemplateSource, check_templates, instance_reads
+from orchestrator.spec.templates_check import (
+    TemplateSource,
+    check_templates,
+    instance_reads,
+    template_reads,
+)
 from orchestrator.spec.yamlio import read_text
 
 
@@ -115,6 +122,9 @@ def _check_file(
         root = path.parent
     renderer = TemplateRenderer(root)
     problems.extend(check_templates(loaded, renderer, shared_names))
+    if catalog is not None:
+        reads = template_reads(loaded, renderer)
+        problems.extend(template_problems(loaded, reads, catalog_names(catalog)))
     return loaded, renderer, shared, shared_text, problems
 
 
@@ -169,7 +179,10 @@ def validate_paths(
                 problems.append(
                     Problem(str(path), line, col, f"journey id {loaded.journey.id!r} is also used by {other}")
                 )
-    problems.extend(policy_for(files)[1])
+    policy, policy_problems = policy_for(files)
+    problems.extend(policy_problems)
+    if policy is not None:
+        problems.extend(references.policy_problems(policy, catalog))
     return files, problems
 
 
@@ -197,6 +210,8 @@ def load_workspace(paths: Iterable[str | Path], templates: Path | None = None) -
             workspace.shared_sources[loaded.journey.id] = shared_text
     workspace.policy, policy_problems = policy_for(files)
     problems.extend(policy_problems)
+    if workspace.policy is not None:
+        problems.extend(references.policy_problems(workspace.policy, catalog))
     if problems:
         raise SpecError(problems)
     return workspace

@@ -17,14 +17,16 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from orchestrator.signals import lang
 from orchestrator.spec.catalog import EventCatalog
 from orchestrator.spec.load import LoadedJourney
 from orchestrator.spec.plan import ENTRY, instance_roots
+from orchestrator.spec.policy import ContactPolicy
 from orchestrator.spec.shared_metrics import SharedMetrics
-from orchestrator.spec.yamlio import Path_, Problem
+from orchestrator.spec.yamlio import Path_, Problem, SpecError, load_yaml, read_text
 
 #: Attributes every customer row has (the columns of ``customers``); they never need declaring.
 BUILTIN_ATTRIBUTES = frozenset(
@@ -287,3 +289,64 @@ def _unknown(ref: Reference, metrics: set[str], known: KnownNames) -> str | None
         return None
     close = _suggest(ref.name, [*known.attributes, *metrics])
     return f"unknown name {ref.name!r}: no metric, and no customer attribute in {known.where}{close}"
+
+
+#: What a template's ``customer`` has besides the attributes: the store's own key.
+_TEMPLATE_CUSTOMER = frozenset({"key"})
+
+
+def template_problems(
+    loaded: LoadedJourney, reads: Iterable[tuple[Path_, str, int, str, str]], known: KnownNames
+) -> list[Problem]:
+    """``customer.x``, ``entry.x`` and ``<wait_for id>.x`` reads of the templates (``template_reads``) that
+    ``known`` does not know, reported at the journey line that names the template."""
+    j = loaded.journey
+    events: dict[str, str | None] = {
+        s.id: s.wait_for.event for s in j.steps if s.wait_for is not None and s.id
+    }
+    events[ENTRY] = j.effective_entry.event
+    problems: list[Problem] = []
+    for path, where, line, root, name in reads:
+        if root == "customer":
+            if (
+                name in _TEMPLATE_CUSTOMER
+                or _unknown(Reference("attribute", name, path), set(), known) is None
+            ):
+                continue
+            hint = _suggest(name, known.attributes or ())
+            message = f"customer.{name}: no customer attribute {name!r} in {known.where}{hint}"
+        else:
+            event = events.get(root)
+            if _unknown(Reference("property", name, path, event=event), set(), known) is None:
+                continue
+            hint = _suggest(name, known.properties.get(event or "", frozenset()))
+            message = f"{root}.{name}: event {event!r} has no property {name!r} in {known.where}{hint}"
+        problem = loaded.problem(path, f"{where} line {line}: {message}")
+        if problem not in problems:
+            problems.append(problem)
+    return problems
+
+
+def policy_problems(policy: ContactPolicy, catalog: EventCatalog | None) -> list[Problem]:
+    """Attributes the policy's exclusions read that a tracking plan with ``attributes:`` does not list: an
+    exclusion on a name no customer will have excludes nobody."""
+    if catalog is None or catalog.attributes is None:
+        return []
+    try:
+        _, locations = load_yaml(read_text(Path(policy.file)), policy.file)
+    except SpecError:
+        return []  # reported when the policy was loaded
+    problems: list[Problem] = []
+    for i, (_, node) in enumerate(policy.exclusions):
+        loc = locations.of(("exclusions", i, "when"))
+        for name in lang.free_names(node):
+            word = name.parts[0]
+            if word in BUILTIN_ATTRIBUTES or word in catalog.attributes:
+                continue
+            column = loc.column + (name.pos + (1 if loc.style in ("'", '"') else 0) if loc.single_line else 0)
+            message = (
+                f"exclusions[{i}].when: no customer attribute {word!r} in {catalog.file}"
+                f"{_suggest(word, catalog.attributes)}"
+            )
+            problems.append(Problem(policy.file, loc.line, column, message))
+    return problems

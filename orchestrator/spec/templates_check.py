@@ -266,3 +266,57 @@ def instance_reads(loaded: LoadedJourney, templates: TemplateSource) -> dict[str
                 ):
                     reads[item.node.name].add(item.arg.value)
     return reads
+
+
+def template_reads(
+    loaded: LoadedJourney, templates: TemplateSource
+) -> list[tuple[Path_, str, int, str, str]]:
+    """Every ``<root>.<name>`` read of the journey's templates (and of the files they include, import or
+    extend) for the roots ``customer``, ``entry`` and the ids of ``wait_for`` steps: (where in the journey,
+    which template, line, root, name). Templates that cannot be read are skipped: ``check_templates``
+    reports them."""
+    roots = {"customer"} | instance_roots(loaded.journey)
+    env = _environment(templates)
+    out: list[tuple[Path_, str, int, str, str]] = []
+
+    def visit(path: Path_, source: str, where: str, seen: frozenset[str]) -> None:
+        try:
+            tree = env.parse(source)
+        except jinja2.TemplateSyntaxError:
+            return
+        for node in tree.find_all(nodes.Getattr):
+            if isinstance(node.node, nodes.Name) and node.node.name in roots:
+                out.append((path, where, node.lineno, node.node.name, node.attr))
+        for item in tree.find_all(nodes.Getitem):
+            if (
+                isinstance(item.node, nodes.Name)
+                and item.node.name in roots
+                and isinstance(item.arg, nodes.Const)
+                and isinstance(item.arg.value, str)
+            ):
+                out.append((path, where, item.lineno, item.node.name, item.arg.value))
+        for target in tree.find_all((nodes.Include, nodes.Import, nodes.FromImport, nodes.Extends)):
+            template = target.template  # type: ignore[attr-defined]
+            items = template.items if isinstance(template, (nodes.List, nodes.Tuple)) else [template]
+            for const in items:
+                name = const.value if isinstance(const, nodes.Const) else None
+                if (
+                    isinstance(name, str)
+                    and name not in seen
+                    and not outside_root(name)
+                    and templates.exists(name)
+                ):
+                    visit(path, templates.source(name), f"template {name!r}", seen | {name})
+
+    for i, step in enumerate(loaded.journey.steps):
+        send = step.send
+        if send is None:
+            continue
+        base: Path_ = ("steps", i, "send")
+        for key, name in (("template", send.template), ("html", send.html)):
+            if name is not None and not outside_root(name) and templates.exists(name):
+                visit((*base, key), templates.source(name), f"template {name!r}", frozenset({name}))
+        for key, text in (("subject", send.subject), ("title", send.title), ("link", send.link)):
+            if text is not None:
+                visit((*base, key), text, "the inline template", frozenset())
+    return out
