@@ -299,3 +299,16 @@ def test_the_example_tracking_plan_lists_every_event_of_the_seven_journeys(tmp_p
         "journeys/cart_abandonment.yaml:9:10: unknown event 'add_to_crat': not in journeys/events.yaml; "
         "did you mean 'add_to_cart'?"
     ]
+
+
+def test_a_misspelled_shared_metric_is_reported_in_metrics_yaml(tmp_path: Path) -> None:
+    (tmp_path / "metrics.yaml").write_text(
+        "metrics:\n  sessions_30d: count(session_start, within=30d)\n  busy: sesions_30d > 8\n"
+    )
+    text = JOURNEY.replace("signal: browse_change >= 1", "signal: busy and sessions_3d > 1")
+    assert problems(tmp_path, text) == [
+        "j.yaml:5:18: unknown name 'sessions_3d'; did you mean the metric 'sessions_30d'? (a customer "
+        "attribute of this name must be listed under attributes: in events.yaml)",
+        "metrics.yaml:3:9: unknown name 'sesions_30d'; did you mean the metric 'sessions_30d'? (a customer "
+        "attribute of this name must be listed under attributes: in events.yaml)",
+    ]
