@@ -108,6 +108,12 @@ def test_validate_lists_customer_attributes_no_customer_has(
         "Hi {{ customer.first_name }}, {{ customer.loyalty_tier }}"
     )
     db = sqlite_url(tmp_path / "world.db")
+    # The store has seen add_to_cart only: the goal's purchase, yet to come, is declared in a tracking plan.
+    assert main(["validate", str(tmp_path / "journeys"), "--db", db]) == 1
+    assert "shop.yaml:7:15: unknown event 'purchase': not in the store (a name" in capsys.readouterr().err
+    (tmp_path / "journeys" / "events.yaml").write_text(
+        "events:\n  add_to_cart:\n  purchase: {properties: [amount]}\n"
+    )
     assert main(["validate", str(tmp_path / "journeys"), "--db", db]) == 0
     out = capsys.readouterr().out
     assert (

@@ -41,6 +41,7 @@ def store_problems(paths: Iterable[str | Path], store: Store) -> tuple[list[Prob
             seen.events or None,
             seen.properties,
             seen.attributes if seen.has_customers else None,
+            otherwise=" (a name that is yet to come is declared in the tracking plan, events.yaml)",
         )
         for path in files:
             try:

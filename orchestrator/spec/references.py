@@ -242,6 +242,8 @@ class KnownNames:
     also_events: frozenset[str] = frozenset()
     also_properties: Mapping[str, frozenset[str]] = field(default_factory=dict)
     also_attributes: frozenset[str] = frozenset()
+    # Said after a name with no close suggestion (e.g. how to declare a name that is yet to come).
+    otherwise: str = ""
 
 
 def catalog_names(catalog: EventCatalog | None) -> KnownNames:
@@ -272,7 +274,8 @@ def _unknown(ref: Reference, metrics: set[str], known: KnownNames) -> str | None
     if ref.kind == "event":
         if known.events is None or ref.name in known.events or ref.name in known.also_events:
             return None
-        return f"unknown event {ref.name!r}: not in {known.where}{_suggest(ref.name, known.events)}"
+        hint = _suggest(ref.name, known.events) or known.otherwise
+        return f"unknown event {ref.name!r}: not in {known.where}{hint}"
     if ref.kind == "property":
         if ref.event is None or known.events is None or ref.event not in known.properties:
             return None
@@ -281,13 +284,13 @@ def _unknown(ref: Reference, metrics: set[str], known: KnownNames) -> str | None
             return None
         return (
             f"unknown property {ref.name!r} of event {ref.event!r}: not in {known.where}"
-            f"{_suggest(ref.name, have)}"
+            f"{_suggest(ref.name, have) or known.otherwise}"
         )
     if known.attributes is None or ref.name in metrics or ref.name in BUILTIN_ATTRIBUTES:
         return None
     if ref.name in known.attributes or ref.name in known.also_attributes:
         return None
-    close = _suggest(ref.name, [*known.attributes, *metrics])
+    close = _suggest(ref.name, [*known.attributes, *metrics]) or known.otherwise
     return f"unknown name {ref.name!r}: no metric, and no customer attribute in {known.where}{close}"
 
 
