@@ -73,16 +73,9 @@ def _global_holdout(args: argparse.Namespace) -> float:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     files, problems = validate_paths(args.paths, args.templates)
-    for problem in problems:
-        print(problem, file=sys.stderr)
-    if not files:
-        raise UsageError(f"no journey files found in {' '.join(args.paths)}")
-    bad = {p.file for p in problems}
-    print(
-        f"{len(files) - len(bad)} of {len(files)} journey files valid"
-        + (f", {len(problems)} problem(s)" if problems else "")
-    )
-    if getattr(args, "db", None) and not problems:
+    notes: list[str] = []
+    warnings: list[str] = []
+    if files and getattr(args, "db", None) and not problems:
         from orchestrator.engine.template_data import missing_customer_attributes
         from orchestrator.engine.validation import store_problems
 
@@ -93,17 +86,24 @@ def cmd_validate(args: argparse.Namespace) -> int:
         try:
             # Errors: a version that changed without a bump, names no stored data has ever carried.
             problems, notes = store_problems(args.paths, store)
-            for problem in problems:
-                print(problem, file=sys.stderr)
-            for note in notes:
-                print(f"note: {note}", file=sys.stderr)
-            if problems:
-                print(f"{len(problems)} problem(s) against the store {args.db}")
             # Warnings: a message whose template reads an attribute its customer lacks fails (is recorded).
-            for missing in missing_customer_attributes(load_workspace(args.paths, args.templates), store):
-                print(f"warning: {missing}")
+            workspace = load_workspace(args.paths, args.templates)
+            warnings = [str(missing) for missing in missing_customer_attributes(workspace, store)]
         finally:
             store.dispose()
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    if not files:
+        raise UsageError(f"no journey files found in {' '.join(args.paths)}")
+    bad = {p.file for p in problems}
+    print(
+        f"{len(files) - len(bad)} of {len(files)} journey files valid"
+        + (f", {len(problems)} problem(s)" if problems else "")
+    )
+    for warning in warnings:
+        print(f"warning: {warning}")
     return 1 if problems else 0
 
 
