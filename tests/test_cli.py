@@ -111,7 +111,8 @@ def test_ingest_run_report_round_trip(capsys: pytest.CaptureFixture[str], worksp
     db = f"sqlite:///{workspace / 'o.db'}"
     customers = workspace / "customers.csv"
     customers.write_text(
-        "customer_id,first_name,email\n" + "".join(f"u{i},Name{i},u{i}@example.com\n" for i in range(40))
+        "customer_id,first_name,email,consent_email\n"
+        + "".join(f"u{i},Name{i},u{i}@example.com,true\n" for i in range(40))
     )
     events = workspace / "events.jsonl"
     write_events(
@@ -246,6 +247,18 @@ def test_daemon_ticks_until_sigterm_then_stops_cleanly(workspace: Path) -> None:
             proc.wait()
     assert proc.returncode == 0, err
     assert "stopped cleanly after" in out
+
+
+def test_ingest_reports_stale_customer_rows(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'o.db'}"
+    header = "customer_id,consent_email,updated_at\n"
+    new, old = tmp_path / "new.csv", tmp_path / "old.csv"
+    new.write_text(header + "u1,false,2024-01-02T00:00:00Z\nu2,true,2024-01-02T00:00:00Z\n")
+    old.write_text(header + "u1,true,2024-01-01T00:00:00Z\nu3,true,2024-01-01T00:00:00Z\n")
+    assert run(capsys, "ingest", str(new), "--db", db)[0] == 0
+    code, out, err = run(capsys, "ingest", str(old), "--db", db)
+    assert code == 0, err
+    assert "1 customers accepted, 0 rejected, 1 stale (older than the stored record, not applied)" in out
 
 
 def test_demo_runs_and_reports(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
