@@ -289,6 +289,40 @@ def test_demo_runs_and_reports(capsys: pytest.CaptureFixture[str], tmp_path: Pat
     assert leaked == 0
 
 
+def demo_args(*extra: str) -> list[str]:
+    data, journeys = str(ROOT / "examples" / "demo"), str(ROOT / "journeys")
+    return ["demo", "--days", "1", "--ticks-per-day", "2", "--data", data, "--journeys", journeys, *extra]
+
+
+def test_demo_writes_only_into_a_folder_of_its_own(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A folder holding a store and an outbox the demo did not make is left exactly as it was.
+    production = tmp_path / "shop"
+    (production / "outbox" / "email").mkdir(parents=True)
+    (production / "outbox" / "email" / "m.eml").write_text("a real message")
+    (production / "orchestrator.db").write_bytes(b"the real store")
+    before = {p: p.read_bytes() for p in production.rglob("*") if p.is_file()}
+    monkeypatch.chdir(production)
+    code, out, err = run(capsys, *demo_args("--dir", "."))
+    assert code != 0 and out == ""
+    assert err.strip() == (
+        f"demo: will not write into {production}: it is not empty and was not made by the demo"
+        " (no .orchestrator-demo in it); choose a new or empty folder with --dir"
+    )
+    assert {p: p.read_bytes() for p in production.rglob("*") if p.is_file()} == before
+    # The default folder, demo/, is created and marked; a second run replaces what the first wrote.
+    monkeypatch.chdir(tmp_path)
+    for _ in range(2):
+        code, out, err = run(capsys, *demo_args())
+        assert code == 0, err
+        assert "The demo wrote only into demo/" in out
+    assert (tmp_path / "demo" / ".orchestrator-demo").is_file()
+    with sqlite3.connect(tmp_path / "demo" / "orchestrator.db") as conn:
+        customers = conn.execute("SELECT COUNT(*) FROM customers").fetchone()[0]
+    assert customers == 1000  # a fresh store, not the first run's plus the second's
+
+
 @pytest.mark.parametrize("seed", [42, 7])
 def test_reference_signals_match_the_reference_kernel(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, seed: int
