@@ -86,6 +86,10 @@ def setup(workdir: Path, n: int, journey: str = JOURNEY) -> tuple[Any, Any]:
                     "phone": f"+1415555{k % 10000:04d}",
                     "push_token": f"token-{k}",
                     "first_name": f"Name{k}",
+                    # A recorded yes: without one, no marketing message goes out (opt-in).
+                    "consent_email": True,
+                    "consent_sms": True,
+                    "consent_push": True,
                 }
                 for k in range(first, min(first + 100_000, n + 1))
             ]

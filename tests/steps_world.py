@@ -20,6 +20,9 @@ from orchestrator.ingest import ingest_events_records
 from orchestrator.store import Store, open_store, sqlite_url
 from orchestrator.store.customers import upsert_customers
 
+#: A recorded yes on every channel: a customer without consent on record gets no marketing message.
+CONSENTED: dict[str, Any] = {"consent_email": True, "consent_sms": True, "consent_push": True}
+
 
 def default_store_url(folder: Path) -> str:
     return sqlite_url(folder / "world.db")

@@ -111,7 +111,8 @@ def test_ingest_run_report_round_trip(capsys: pytest.CaptureFixture[str], worksp
     db = f"sqlite:///{workspace / 'o.db'}"
     customers = workspace / "customers.csv"
     customers.write_text(
-        "customer_id,first_name,email\n" + "".join(f"u{i},Name{i},u{i}@example.com\n" for i in range(40))
+        "customer_id,first_name,email,consent_email\n"
+        + "".join(f"u{i},Name{i},u{i}@example.com,true\n" for i in range(40))
     )
     events = workspace / "events.jsonl"
     write_events(
@@ -248,6 +249,18 @@ def test_daemon_ticks_until_sigterm_then_stops_cleanly(workspace: Path) -> None:
     assert "stopped cleanly after" in out
 
 
+def test_ingest_reports_stale_customer_rows(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'o.db'}"
+    header = "customer_id,consent_email,updated_at\n"
+    new, old = tmp_path / "new.csv", tmp_path / "old.csv"
+    new.write_text(header + "u1,false,2024-01-02T00:00:00Z\nu2,true,2024-01-02T00:00:00Z\n")
+    old.write_text(header + "u1,true,2024-01-01T00:00:00Z\nu3,true,2024-01-01T00:00:00Z\n")
+    assert run(capsys, "ingest", str(new), "--db", db)[0] == 0
+    code, out, err = run(capsys, "ingest", str(old), "--db", db)
+    assert code == 0, err
+    assert "1 customers accepted, 0 rejected, 1 stale (older than the stored record, not applied)" in out
+
+
 def test_demo_runs_and_reports(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     code, out, err = run(
         capsys,
@@ -274,6 +287,40 @@ def test_demo_runs_and_reports(capsys: pytest.CaptureFixture[str], tmp_path: Pat
         ).fetchone()[0]
     assert sent > 100 and len(files) == sent
     assert leaked == 0
+
+
+def demo_args(*extra: str) -> list[str]:
+    data, journeys = str(ROOT / "examples" / "demo"), str(ROOT / "journeys")
+    return ["demo", "--days", "1", "--ticks-per-day", "2", "--data", data, "--journeys", journeys, *extra]
+
+
+def test_demo_writes_only_into_a_folder_of_its_own(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A folder holding a store and an outbox the demo did not make is left exactly as it was.
+    production = tmp_path / "shop"
+    (production / "outbox" / "email").mkdir(parents=True)
+    (production / "outbox" / "email" / "m.eml").write_text("a real message")
+    (production / "orchestrator.db").write_bytes(b"the real store")
+    before = {p: p.read_bytes() for p in production.rglob("*") if p.is_file()}
+    monkeypatch.chdir(production)
+    code, out, err = run(capsys, *demo_args("--dir", "."))
+    assert code != 0 and out == ""
+    assert err.strip() == (
+        f"demo: will not write into {production}: it is not empty and was not made by the demo"
+        " (no .orchestrator-demo in it); choose a new or empty folder with --dir"
+    )
+    assert {p: p.read_bytes() for p in production.rglob("*") if p.is_file()} == before
+    # The default folder, demo/, is created and marked; a second run replaces what the first wrote.
+    monkeypatch.chdir(tmp_path)
+    for _ in range(2):
+        code, out, err = run(capsys, *demo_args())
+        assert code == 0, err
+        assert "The demo wrote only into demo/" in out
+    assert (tmp_path / "demo" / ".orchestrator-demo").is_file()
+    with sqlite3.connect(tmp_path / "demo" / "orchestrator.db") as conn:
+        customers = conn.execute("SELECT COUNT(*) FROM customers").fetchone()[0]
+    assert customers == 1000  # a fresh store, not the first run's plus the second's
 
 
 @pytest.mark.parametrize("seed", [42, 7])

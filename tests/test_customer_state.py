@@ -4,10 +4,18 @@ equal a full read of the store."""
 from __future__ import annotations
 
 import numpy as np
+from sqlalchemy import select
 
 from orchestrator.engine.customer_state import CustomerState
 from orchestrator.store import Store
-from orchestrator.store.customers import ensure_customer_keys, load_customer_frame, upsert_customers
+from orchestrator.store.customers import (
+    CUSTOMERS,
+    CustomerWrites,
+    ensure_customer_keys,
+    load_customer_frame,
+    max_revision,
+    upsert_customers,
+)
 
 NOW = 1_700_000_000_000_000
 NAMES = ["id", "email", "consent_sms", "timezone", "tier", "spend", "vip", "tags"]
@@ -66,3 +74,45 @@ def test_new_columns_read_everything_once(store: Store) -> None:
         assert state.frame(conn, ["id"]).columns["id"].tolist() == [None, "a", "b"]
         frame = state.frame(conn, ["id", "plan"])
     assert frame.columns["plan"].tolist() == [None, "gold", "free"] and state.full_reads == 2
+
+
+def test_a_stale_customer_row_is_skipped_and_bumps_no_revision(store: Store) -> None:
+    # ann's newest record is at NOW + 10; an older row (a replayed export) changes nothing, not even the
+    # revision the engine reads changes by; rows as old as the stored one still apply, in order.
+    with store.begin() as conn:
+        first = upsert_customers(
+            conn,
+            [
+                {"id": "ann", "consent_email": False, "tier": "gold", "record_us": NOW + 10},
+                {"id": "ann", "consent_email": True, "tier": "bronze", "record_us": NOW + 5},  # older
+                {"id": "bob", "consent_email": True},  # no time given: the write's (NOW)
+            ],
+            NOW,
+        )
+    assert first == CustomerWrites(written=2, stale=1)
+    state = CustomerState()
+    with store.connect() as conn:
+        state.frame(conn, ["consent_email", "tier"])
+        revision = max_revision(conn)
+    with store.begin() as conn:
+        replay = upsert_customers(
+            conn,
+            [{"id": "ann", "consent_email": True, "tier": "bronze", "record_us": NOW + 9}],
+            NOW + 1000,
+        )
+    assert replay == CustomerWrites(written=0, stale=1)
+    with store.connect() as conn:
+        assert max_revision(conn) == revision
+        frame = state.frame(conn, ["consent_email", "tier"])
+        assert state.changed is not None and len(state.changed) == 0
+    ann = int(frame.columns["tier"].tolist().index("gold"))
+    assert frame.columns["consent_email"].tolist()[ann] is False
+    with store.begin() as conn:
+        same_time = upsert_customers(conn, [{"id": "ann", "tier": "silver", "record_us": NOW + 10}], NOW)
+    assert same_time == CustomerWrites(written=1, stale=0)
+    with store.connect() as conn:
+        frame = state.frame(conn, ["consent_email", "tier"])
+        assert state.changed is not None and state.changed.tolist() == [ann]
+        stamps = dict(conn.execute(select(CUSTOMERS.c.id, CUSTOMERS.c.record_us)).all())
+    assert frame.columns["tier"][ann] == "silver" and frame.columns["consent_email"].tolist()[ann] is False
+    assert stamps == {"ann": NOW + 10, "bob": NOW}

@@ -78,7 +78,10 @@ def sms_world(tmp_path: Path, server: LocalHttpServer) -> World:
         rules=SmsRules(default_region="US"),
         timeout_s=2.0,
     )
-    people = [{"id": "good", "tier": "gold", "phone": GOOD}, {"id": "bad", "tier": "gold", "phone": BAD}]
+    people = [
+        {"id": "good", "tier": "gold", "consent_sms": True, "phone": GOOD},
+        {"id": "bad", "tier": "gold", "consent_sms": True, "phone": BAD},
+    ]
     return World(tmp_path, tmp_path / "journeys", at("2024-05-06T10:00:00Z"), people, adapter)
 
 
@@ -130,7 +133,7 @@ def test_dispatch_gives_up_after_the_last_attempt(tmp_path: Path) -> None:
         tmp_path,
         tmp_path / "journeys",
         at("2024-05-06T10:00:00Z"),
-        [{"id": "a", "tier": "gold", "phone": GOOD}],
+        [{"id": "a", "tier": "gold", "consent_sms": True, "phone": GOOD}],
         adapter,
     )
     adapter.fail_next(10, "retry", "provider down")
@@ -171,7 +174,7 @@ def test_a_crash_before_recording_resends_with_the_same_key_and_delivers_once(tm
         tmp_path,
         tmp_path / "journeys",
         at("2024-05-06T10:00:00Z"),
-        [{"id": "a", "tier": "gold", "phone": GOOD}],
+        [{"id": "a", "tier": "gold", "consent_sms": True, "phone": GOOD}],
         adapter,
     )
     # Stepping alone: the ledger row is queued, with no content yet (rendering waits for dispatch).

@@ -72,6 +72,7 @@ def customers(n: int) -> list[dict[str, Any]]:
             "email": f"c{i}@example.com",
             "phone": f"+4477009000{i:02d}",
             "country": "FR" if i == 0 else "GB",
+            "consent_email": True,
             "consent_sms": i != 5,
         }
         for i in range(n)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from steps_world import World, at, event
+from steps_world import CONSENTED, World, at, event
 
 from orchestrator.channels.outbox import OutboxAdapter
 from orchestrator.engine.workspace import validate_paths
@@ -41,6 +41,7 @@ def person(cid: str, **attrs: Any) -> dict[str, Any]:
         "email": f"{cid}@example.com",
         "phone": "+447700900123",
         "push_token": f"tok-{cid}",
+        **CONSENTED,
     }
     return {**base, **attrs}
 

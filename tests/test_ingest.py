@@ -368,9 +368,9 @@ def test_customers_csv_then_jsonl_upsert_merges(store: Store, tmp_path: Path) ->
     assert c1["email"] == "a@x.io" and c1["timezone"] == "Europe/Paris" and c1["plan"] == "gold"
     assert c1["ltv"] == 130 and c1["city"] == "Lyon"
     assert (c1["consent_email"], c1["consent_sms"], c1["consent_push"]) == (True, False, False)
-    assert (c2["consent_email"], c2["consent_sms"], c2["consent_push"]) == (False, True, True)
+    assert (c2["consent_email"], c2["consent_sms"], c2["consent_push"]) == (False, True, None)
     assert c2["plan"] == "silver" and "ltv" not in c2 and c2["email"] is None
-    assert c5["consent_email"] is True
+    assert c5["consent_email"] is None  # nothing on record
     assert set(c5) == {
         "key",
         "id",
@@ -385,7 +385,55 @@ def test_customers_csv_then_jsonl_upsert_merges(store: Store, tmp_path: Path) ->
     assert two["segment"] == "new" and two["consent_push"] is False
     assert frame.columns["ltv"][keys["c1"]] == 130 and math.isnan(frame.columns["ltv"][keys["c2"]])
     assert frame.columns["plan"][keys["c2"]] == "silver" and frame.columns["plan"][keys["c5"]] is None
-    assert frame.columns["consent_sms"].dtype == bool and not frame.columns["consent_sms"][keys["c1"]]
+    consent_sms = frame.columns["consent_sms"]
+    assert consent_sms[keys["c1"]] is False and consent_sms[keys["c5"]] is None
+
+
+def test_customer_records_carry_their_time_and_an_old_export_never_overwrites(
+    store: Store, tmp_path: Path
+) -> None:
+    today = _write(
+        tmp_path / "today.csv",
+        "customer_id,consent_email,plan,updated_at\n"
+        "c1,false,gold,2023-11-10T12:00:00Z\n"
+        "c2,true,silver,2023-11-10T13:00:00+01:00\n"
+        "c3,true,gold,2023-11-10T12:00:00\n"  # no time zone
+        "c4,true,gold,2023-11-17T12:00:00Z\n"  # two days after the ingest: from the future
+        "c5,true,gold,yesterday\n",
+    )
+    report = ingest_file(store, today, now_us=NOW)
+    assert (report.accepted, report.stale, report.rejected) == (2, 0, 3)
+    assert report.reasons == {
+        "updated_at without a time zone": 1,
+        "updated_at in the future": 1,
+        "updated_at unparseable": 1,
+    }
+    # Replaying last month's export re-subscribes nobody: every row is older than what is stored.
+    old = [
+        {"customer_id": "c1", "consent_email": True, "plan": "bronze", "updated_at": "2023-10-01T00:00:00Z"},
+        {"customer_id": "c2", "consent_email": False, "updated_at": "2023-11-10T11:59:59Z"},
+    ]
+    path = _write(tmp_path / "old.jsonl", "".join(json.dumps(x) + "\n" for x in old))
+    report = ingest_file(store, path, now_us=NOW + 1)
+    assert (report.accepted, report.stale, report.rejected) == (0, 2, 0)
+    assert report.to_dict()["stale"] == 2
+    # A row as new as the stored one applies; a row without updated_at takes the ingest's time.
+    newer = [
+        {"customer_id": "c2", "plan": "gold", "updated_at": "2023-11-10T12:00:00Z"},
+        {"customer_id": "c1", "consent_email": True},
+    ]
+    path = _write(tmp_path / "newer.jsonl", "".join(json.dumps(x) + "\n" for x in newer))
+    report = ingest_file(store, path, now_us=NOW + 2)
+    assert (report.accepted, report.stale) == (2, 0)
+    with store.connect() as conn:
+        keys: dict[str, int] = dict(conn.execute(select(CUSTOMERS.c.id, CUSTOMERS.c.key)).all())
+        stamps = dict(conn.execute(select(CUSTOMERS.c.id, CUSTOMERS.c.record_us)).all())
+        records = customer_records(conn, list(keys.values()))
+    c1, c2 = records[keys["c1"]], records[keys["c2"]]
+    assert (c1["consent_email"], c1["plan"]) == (True, "gold")
+    assert (c2["consent_email"], c2["plan"]) == (True, "gold")
+    assert stamps == {"c1": NOW + 2, "c2": _us("2023-11-10T12:00:00Z")}
+    assert "updated_at" not in c1 and "updated_at" not in c2  # the record's time, not an attribute
 
 
 def test_customers_file_needs_an_id_column(store: Store, tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 """The contact policy on a simulated clock: caps across journeys (counted in each customer's local day),
-journey priority, quiet hours in local time across a daylight-saving change (hold and drop), consent and
-unsubscribes, exclusions, and ``policy.yaml`` errors with file, line and column."""
+journey priority, quiet hours in local time across a daylight-saving change (hold and drop), consent (a
+missing record is opt-in unless declared otherwise) and unsubscribes, exclusions, and ``policy.yaml``
+errors with file, line and column."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from typing import Any
 import pytest
 from steps_world import World, at, write_files
 
-from orchestrator.clock import from_us
+from orchestrator.cli.why import explain
+from orchestrator.clock import from_us, to_us
 from orchestrator.spec import SpecError
 from orchestrator.spec.policy import load_policy_text
 from orchestrator.store.customers import upsert_customers
@@ -32,14 +34,29 @@ def email(step: str, **extra: Any) -> str:
 
 
 def person(cid: str, **attrs: Any) -> dict[str, Any]:
+    """A gold customer with every address and a recorded yes on every channel (unless ``attrs`` say)."""
     return {
         "id": cid,
         "tier": "gold",
         "email": f"{cid}@example.com",
         "phone": "+447700900123",
         "push_token": f"tok-{cid}",
+        "consent_email": True,
+        "consent_sms": True,
+        "consent_push": True,
         **attrs,
     }
+
+
+def unrecorded(cid: str, **attrs: Any) -> dict[str, Any]:
+    """A customer with every address and no consent on record, except what ``attrs`` say."""
+    return {**{k: v for k, v in person(cid).items() if not k.startswith("consent_")}, **attrs}
+
+
+def send(step: str, channel: str, **extra: Any) -> str:
+    flags = "".join(f", {k}: {str(v).lower()}" for k, v in extra.items())
+    fields = {"email": 'subject: "s", ', "push": 'title: "t", ', "sms": "", "webhook": "endpoint: crm, "}
+    return f"  - id: {step}\n    send: {{channel: {channel}, {fields[channel]}template: t.txt{flags}}}\n"
 
 
 def make_world(
@@ -147,7 +164,7 @@ def test_an_unsubscribe_takes_effect_before_the_next_send(tmp_path: Path) -> Non
     w = make_world(tmp_path, None, {"series": series}, t0, [person("ann"), person("bob")])
     w.tick()
     with w.store.begin() as conn:
-        upsert_customers(conn, [{"id": "ann", "consent_email": False}], now_us=0)
+        upsert_customers(conn, [{"id": "ann", "consent_email": False}], now_us=to_us(t0 + HOUR))
     w.clock.set(t0 + DAY)
     w.tick()
     got = ledger(w)
@@ -155,6 +172,66 @@ def test_an_unsubscribe_takes_effect_before_the_next_send(tmp_path: Path) -> Non
     assert got[("ann", "series", "two")][:2] == ("suppressed", "no consent for email")
     assert got[("bob", "series", "two")][0] == "sent"
     assert [m.customer_id for m in w.adapter.sent] == ["ann", "bob", "bob"]  # type: ignore[attr-defined]
+
+
+def test_no_consent_on_record_means_no_marketing_message_by_default(tmp_path: Path) -> None:
+    # No policy file: a missing consent is opt-in on every channel; a transactional send needs no record,
+    # a recorded no stops both; a webhook is not a message to the customer.
+    steps = send("mail", "email") + send("text", "sms") + send("ping", "push") + send("crm", "webhook")
+    w = make_world(
+        tmp_path,
+        None,
+        {
+            "promo": journey("promo", steps),
+            "receipt": journey("receipt", email("thanks", transactional=True)),
+        },
+        at("2024-05-06T10:00:00Z"),
+        [unrecorded("ann"), person("bob"), person("cat", consent_email=False)],
+    )
+    w.tick()
+    got = ledger(w)
+    for step, channel in (("mail", "email"), ("text", "sms"), ("ping", "push")):
+        assert got[("ann", "promo", step)][:2] == (
+            "suppressed",
+            f"no {channel} consent on record (policy: opt-in)",
+        )
+        assert got[("bob", "promo", step)][0] == "sent"
+    assert got[("ann", "promo", "crm")][0] == "sent"
+    assert got[("ann", "receipt", "thanks")][0] == "sent"
+    assert got[("cat", "promo", "mail")][:2] == ("suppressed", "no consent for email")
+    assert got[("cat", "receipt", "thanks")][:2] == ("suppressed", "no consent for email")
+    # ``why`` shows the customer's consent and each suppression with its reason.
+    report = explain(w.store, "ann")
+    assert report["consent"] == {"email": None, "sms": None, "push": None}
+    reasons = {m["step"]: (m["status"], m["reason"]) for e in report["entries"] for m in e["messages"]}
+    assert reasons["mail"] == ("suppressed", "no email consent on record (policy: opt-in)")
+
+
+def test_the_policy_declares_what_a_missing_consent_means_per_channel(tmp_path: Path) -> None:
+    policy = (
+        "consent:\n"
+        "  missing: {email: opt_out, push: opt_in}\n"  # sms left out: opt-in
+        "  transactional_without_consent: [sms]\n"
+    )
+    steps = send("mail", "email") + send("text", "sms") + send("ping", "push")
+    w = make_world(
+        tmp_path,
+        policy,
+        {
+            "promo": journey("promo", steps),
+            "notice": journey("notice", send("alert", "sms", transactional=True)),
+        },
+        at("2024-05-06T10:00:00Z"),
+        [unrecorded("ann"), unrecorded("cat", consent_email=False, consent_sms=False)],
+    )
+    w.tick()
+    got = ledger(w)
+    assert got[("ann", "promo", "mail")][0] == "sent"  # opt-out: no record is a yes
+    assert got[("ann", "promo", "text")][:2] == ("suppressed", "no sms consent on record (policy: opt-in)")
+    assert got[("ann", "promo", "ping")][:2] == ("suppressed", "no push consent on record (policy: opt-in)")
+    assert got[("ann", "notice", "alert")][0] == "sent"
+    assert got[("cat", "promo", "mail")][:2] == ("suppressed", "no consent for email")  # a no stays a no
+    assert got[("cat", "notice", "alert")][0] == "sent"  # listed under transactional_without_consent
 
 
 def test_exclusions_no_journey_overrides(tmp_path: Path) -> None:
@@ -191,6 +268,11 @@ def test_exclusions_no_journey_overrides(tmp_path: Path) -> None:
             "p.yaml:2:21: exclusions[0].when: an exclusion reads customer attributes only, not events",
         ),
         ("caps:\n  all: {}\n", "p.yaml:2:8: caps.all: a cap needs per_day, per_week or both"),
+        ("consent:\n  missing: {email: maybe}\n", "p.yaml:2:20: consent.missing.email: Input should be"),
+        (
+            "consent:\n  missing: {webhook: opt_in}\n",
+            "p.yaml:2:22: consent.missing.webhook: Input should be 'email', 'sms' or 'push'",
+        ),
     ],
 )
 def test_policy_errors_name_file_line_and_column(text: str, where: str) -> None:

@@ -10,8 +10,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from steps_world import World, at, event, write_files
+from steps_world import CONSENTED, World, at, event, write_files
 
+from orchestrator.clock import to_us
 from orchestrator.engine.localtime import next_local_times
 from orchestrator.measure.holdout import buckets
 from orchestrator.store.customers import upsert_customers
@@ -23,6 +24,7 @@ DAY = timedelta(days=1)
 def people(*ids: str, **extra: dict[str, Any]) -> list[dict[str, Any]]:
     return [
         {"id": cid, "first_name": cid.title(), "email": f"{cid}@example.com", "phone": "+447700900123"}
+        | CONSENTED
         | extra.get(cid, {})
         for cid in ids
     ]
@@ -213,7 +215,7 @@ def test_wait_until_a_date_attribute_plus_offset(tmp_path: Path) -> None:
     w.run_until(t0 + 14 * DAY, timedelta(hours=3))
     # The date moves while ann waits: at the old wake-up the wait reads it again and waits on.
     with w.store.begin() as conn:
-        upsert_customers(conn, [{"id": "ann", "renewal_at": "2024-06-20T09:00:00Z"}], now_us=0)
+        upsert_customers(conn, [{"id": "ann", "renewal_at": "2024-06-20T09:00:00Z"}], to_us(w.clock.now()))
     w.run_until(t0 + 60 * DAY, timedelta(hours=3))
     renewal = {c: [(s, t) for s, t in sends if s in ("reminder", "ask")] for c, sends in w.sends().items()}
     assert renewal == {
@@ -519,14 +521,14 @@ def test_segment_entry_and_a_monthly_loop_without_bursts(tmp_path: Path) -> None
     w = world(tmp_path, {"journeys/m.yaml": MONTHLY, "templates/t.txt": "x"}, t0, customers)
     w.run_until(t0 + 40 * DAY, DAY)
     with w.store.begin() as conn:  # bob lapses: joining the segment enters him
-        upsert_customers(conn, [{"id": "bob", "status": "lapsed"}], now_us=0)
+        upsert_customers(conn, [{"id": "bob", "status": "lapsed"}], to_us(w.clock.now()))
     w.run_until(t0 + 95 * DAY, DAY)
     assert [t for _, t in w.sends()["ann"]] == [t0, t0 + 30 * DAY, t0 + 60 * DAY, t0 + 90 * DAY]
     assert [t for _, t in w.sends()["bob"]] == [t0 + 41 * DAY, t0 + 71 * DAY]
     keys = [m.idempotency_key for m in w.sent("ann")]
     assert len(set(keys)) == 4
     with w.store.begin() as conn:  # ann comes back: the exit criteria take her out
-        upsert_customers(conn, [{"id": "ann", "status": "active"}], now_us=0)
+        upsert_customers(conn, [{"id": "ann", "status": "active"}], to_us(w.clock.now()))
     # The engine stops for months: one email when it comes back, not a burst of the ones missed.
     w.clock.set(t0 + 200 * DAY)
     w.tick()

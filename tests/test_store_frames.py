@@ -14,6 +14,7 @@ from orchestrator.store import Store
 from orchestrator.store.customers import (
     CUSTOMERS,
     IN_CHUNK,
+    CustomerWrites,
     customer_records,
     ensure_customer_keys,
     load_customer_frame,
@@ -54,7 +55,8 @@ def test_ensure_customer_keys_is_aligned_dense_and_idempotent(store: Store) -> N
         rows = conn.execute(select(CUSTOMERS)).mappings().all()
     by_id = {r["id"]: r for r in rows}
     assert by_id["d"]["updated_us"] == NOW + 1 and by_id["a"]["updated_us"] == NOW
-    assert by_id["d"]["consent_email"] is True and by_id["d"]["attributes"] == "{}"
+    assert by_id["d"]["consent_email"] is None and by_id["d"]["attributes"] == "{}"  # none on record
+    assert by_id["d"]["record_us"] == 0  # no customer record applied yet
 
 
 def test_ensure_customer_keys_many_ids_across_chunks(store: Store) -> None:
@@ -82,7 +84,7 @@ def test_upsert_customers_merges_attributes_and_keeps_unset_columns(store: Store
             ],
             NOW,
         )
-    assert n == 2
+    assert n == CustomerWrites(written=2, stale=0)
     with store.begin() as conn:
         n = upsert_customers(
             conn,
@@ -93,13 +95,13 @@ def test_upsert_customers_merges_attributes_and_keeps_unset_columns(store: Store
             ],
             NOW + 5,
         )
-    assert n == 2
+    assert n == CustomerWrites(written=2, stale=0)
     with store.connect() as conn:
         keys = ensure_customer_keys(conn, ["u1", "u2", "u3"], NOW)
         records = customer_records(conn, keys.tolist())
     u1, u2, u3 = (records[int(k)] for k in keys)
     assert u1["email"] == "a@x.io" and u1["timezone"] == "Europe/Paris"
-    assert u1["consent_sms"] is False and u1["consent_email"] is True
+    assert u1["consent_sms"] is False and u1["consent_email"] is None
     assert u1["plan"] == "gold" and u1["ltv"] == 12.5 and "city" in u1 and u1["city"] is None
     assert u2["phone"] == "+331" and u2["vip"] is True and u2["email"] is None
     assert u3["consent_push"] is False and u3["id"] == "u3"
@@ -150,8 +152,8 @@ def test_load_customer_frame_places_values_at_keys(store: Store) -> None:
     vip = frame.columns["vip"]
     assert vip.dtype == bool and vip.tolist() == [False, True, False, True]
     assert frame.columns["email"].tolist() == [None, "a@x.io", None, None]
-    assert frame.columns["consent_email"].dtype == bool
-    assert frame.columns["consent_email"].tolist() == [False, True, False, True]
+    assert frame.columns["consent_email"].dtype == object  # booleans, and None where none is on record
+    assert frame.columns["consent_email"].tolist() == [None, None, False, None]
     assert frame.columns["id"].tolist() == [None, "k1", "k2", "k3"]
     assert frame.columns["tags"].tolist() == [None, None, None, ["a", "b"]]
     assert np.isnan(frame.columns["nope"]).all() and len(frame.columns["nope"]) == 4

@@ -59,7 +59,7 @@ migrate:
 
 
 def customers(*ids: str) -> list[dict[str, str]]:
-    return [{"id": c, "email": f"{c}@example.com"} for c in ids]
+    return [{"id": c, "email": f"{c}@example.com", "consent_email": True} for c in ids]
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from steps_world import World, at, event, write_files
+from steps_world import CONSENTED, World, at, event, write_files
 
 from orchestrator.cli import main
 from orchestrator.store import sqlite_url
@@ -51,6 +51,7 @@ def shop(tmp_path: Path) -> World:
             "email": "ann@example.com",
             "phone": "+447700900123",
             "timezone": "Europe/London",
+            **CONSENTED,
         },
     ]
     w = World(tmp_path, tmp_path / "journeys", t0, people)

@@ -164,7 +164,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_db(p)
 
     p = sub.add_parser("demo", help="run the bundled demo on a fresh SQLite file")
-    p.add_argument("--dir", type=Path, default=Path("demo"), help="where the demo's store and outbox go")
+    p.add_argument(
+        "--dir",
+        type=Path,
+        default=Path("demo"),
+        help="a new or empty folder (or one an earlier demo made) for the demo's store and outbox",
+    )
     p.add_argument(
         "--data", type=Path, default=Path("examples/demo"), help="folder with customers.csv and events.jsonl"
     )

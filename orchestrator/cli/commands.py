@@ -130,6 +130,8 @@ def _ingest_one(store: Store, path: Path, kind: str | None, now_us: int, sink: T
     except ValueError as exc:
         raise Failure(f"{path}: {exc}") from None
     counts = f"{report.accepted} {report.kind} accepted, {report.rejected} rejected"
+    if report.stale:
+        counts += f", {report.stale} stale (older than the stored record, not applied)"
     print(f"{path}: {counts} in {report.seconds:.2f}s")
     for line, reason in report.examples:
         print(f"  {path}:{line}: {reason}", file=sys.stderr)

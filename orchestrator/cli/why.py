@@ -167,7 +167,11 @@ def explain(store: Store, customer_id: str, journey: str | None = None) -> dict[
         )
     return {
         "customer": customer_id,
-        "consent": {"email": bool(found[4]), "sms": bool(found[5]), "push": bool(found[6])},
+        # None: no consent on record for the channel (the policy's ``consent.missing`` decides).
+        "consent": {
+            channel: None if value is None else bool(value)
+            for channel, value in zip(("email", "sms", "push"), found[4:7], strict=True)
+        },
         "entries": out_entries,
         "suppressions": suppressions,
     }
@@ -182,7 +186,8 @@ def run_why(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps(report, indent=2))
         return 0
-    consent = ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in report["consent"].items())
+    said = {True: "yes", False: "NO", None: "none on record"}
+    consent = ", ".join(f"{k} {said[v]}" for k, v in report["consent"].items())
     print(f"customer {report['customer']} (consent: {consent})")
     if not report["entries"]:
         print("  never entered" + (f" {args.journey}" if args.journey else " any journey"))

@@ -4,6 +4,10 @@ It ingests the bundled history into a fresh SQLite file, then lives through the 
 day the shop's customers behave (customers who were messaged recently are more active, so the journeys
 have something to prove), the engine ticks several times, and at the end the demo prints what was sent
 and each journey's lift report.
+
+The demo writes only into a folder of its own: one that does not exist yet or is empty (it then leaves a
+marker file, ``MARKER``, in it), or one that holds its marker from an earlier run, whose store and outbox
+it replaces. Any other folder (``--dir .`` next to a real ``orchestrator.db``) is refused untouched.
 """
 
 from __future__ import annotations
@@ -32,6 +36,22 @@ from orchestrator.store import Store, open_store, sqlite_url
 
 RESPONSE_DAYS = 3  # how long a delivered message keeps a customer more active
 RESPONSE_BOOST = 3.0
+#: The file that marks a folder as the demo's own, so that a rerun may replace what it wrote there.
+MARKER = ".orchestrator-demo"
+
+
+def claim_folder(folder: Path) -> str | None:
+    """Make ``folder`` the demo's: create it, or mark it when it is empty; None when the demo may write
+    there, else why not (nothing is changed then)."""
+    if folder.exists() and not folder.is_dir():
+        return "it is not a folder"
+    if (folder / MARKER).is_file():
+        return None
+    if folder.is_dir() and any(folder.iterdir()):
+        return f"it is not empty and was not made by the demo (no {MARKER} in it)"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / MARKER).write_text("Made by `orchestrator demo`, which replaces what it wrote here.\n")
+    return None
 
 
 def run_demo(
@@ -42,8 +62,9 @@ def run_demo(
     days: int = 21,
     ticks_per_day: int = 6,
     seed: int = 11,
-    out: TextIO = sys.stdout,
+    out: TextIO | None = None,
 ) -> int:
+    out = out if out is not None else sys.stdout  # read at the call: a test may have replaced it
     customers_file, events_file = data / "customers.csv", data / "events.jsonl"
     for needed in (customers_file, events_file):
         if not needed.exists():
@@ -55,9 +76,19 @@ def run_demo(
         print(f"demo: the journeys are not valid:\n{exc}", file=sys.stderr)
         return 1
 
-    # A fresh store and outbox every time, so the figures are reproducible.
+    try:
+        refused = claim_folder(folder)
+    except OSError as exc:
+        refused = f"it cannot be made ready: {exc.strerror or exc}"
+    if refused is not None:
+        where = folder.resolve()
+        print(
+            f"demo: will not write into {where}: {refused}; choose a new or empty folder with --dir",
+            file=sys.stderr,
+        )
+        return 1
+    # A fresh store and outbox every time (in the demo's own folder), so the figures are reproducible.
     db_path, outbox = folder / "orchestrator.db", folder / "outbox"
-    folder.mkdir(parents=True, exist_ok=True)
     for stale in (
         db_path,
         db_path.with_name(db_path.name + "-wal"),
@@ -104,6 +135,7 @@ def run_demo(
         print("", file=out)
         print(format_table(journey_report(store, plan.id)), file=out)
     store.dispose()
+    print(f"\nThe demo wrote only into {folder}/ (its store, its outbox and the marker {MARKER}).", file=out)
     return 0
 
 

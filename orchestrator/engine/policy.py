@@ -7,7 +7,8 @@ rules, in order, each deciding only what the previous ones left open:
 1. exclusions (conditions over customer attributes, evaluated with the signals ``Evaluator`` over the
    batch's customers);
 2. consent: ``consent_<channel>`` false suppresses (a declared transactional send passes on the channels
-   the policy lists under ``transactional_without_consent``);
+   the policy lists under ``transactional_without_consent``); no consent on record suppresses a marketing
+   message on a channel the policy leaves ``opt_in`` (the default, also without a policy file);
 3. quiet hours (marketing only), in the customer's local time: ``hold`` delays to the end of the window,
    ``drop`` suppresses;
 4. caps (marketing only): per channel and across channels, per local calendar day and week. Messages sent
@@ -33,11 +34,13 @@ from orchestrator.engine.localtime import next_local_times, wall_to_us, zone_or_
 from orchestrator.signals.evaluate import Evaluator
 from orchestrator.signals.frame import CustomerFrame, EventFrame, column_from_values
 from orchestrator.signals.lang import free_names
-from orchestrator.spec.policy import ContactPolicy
+from orchestrator.spec.policy import CONSENT_CHANNELS, Consent, ContactPolicy
 
 SEND, SUPPRESS, DELAY = 0, 1, 2
 CAP_CHANNELS = ("email", "sms", "push", "webhook")
 WEEK_US = 7 * 86400 * US_PER_SECOND
+#: A customer's consent on a channel, as ``consent_states`` codes it.
+NO, YES, UNKNOWN = 0, 1, -1
 
 
 @dataclass
@@ -125,6 +128,16 @@ def exclusion_masks(
     return out
 
 
+def consent_states(records: Mapping[int, Mapping[str, Any]], keys: np.ndarray, channel: str) -> np.ndarray:
+    """Per key: YES, NO or UNKNOWN (no consent on record, or no customer record) for ``channel``.
+    Each distinct customer is looked up once."""
+    unique, inverse = np.unique(keys, return_inverse=True)
+    name = f"consent_{channel}"
+    code: dict[Any, int] = {True: YES, False: NO}
+    found = np.fromiter((code.get(records.get(int(k), {}).get(name), UNKNOWN) for k in unique), np.int8)
+    return found[inverse]
+
+
 def decide(
     policy: ContactPolicy | None,
     batch: Batch,
@@ -148,17 +161,20 @@ def decide(
         for name, applies_to, holds in exclusion_masks(policy, records, keys, now_us):
             scope = np.ones(n, bool) if applies_to == "all" else marketing
             decisions.settle(holds & scope, SUPPRESS, f"excluded by policy: {name}")
-    # Consent holds with or without a policy file: an opted-out channel is never used.
-    exempt = set(policy.policy.consent.transactional_without_consent) if policy is not None else set()
-    for channel in ("email", "sms", "push"):
+    # Consent holds with or without a policy file: an opted-out channel is never used, and without a
+    # policy (or without its consent section) no record means no marketing message (opt-in).
+    consent = policy.policy.consent if policy is not None else Consent()
+    exempt = set(consent.transactional_without_consent)
+    for channel in CONSENT_CHANNELS:
         on_channel = batch.channel == channel
         if not on_channel.any():
             continue
-        refused = np.array(
-            [records.get(int(k), {}).get(f"consent_{channel}") is False for k in keys], dtype=bool
-        )
+        state = consent_states(records, keys, channel)
         passes = batch.transactional & (channel in exempt)
-        decisions.settle(on_channel & refused & ~passes, SUPPRESS, f"no consent for {channel}")
+        decisions.settle(on_channel & (state == NO) & ~passes, SUPPRESS, f"no consent for {channel}")
+        if consent.opt_in(channel):
+            reason = f"no {channel} consent on record (policy: opt-in)"
+            decisions.settle(on_channel & (state == UNKNOWN) & marketing, SUPPRESS, reason)
     if policy is None:
         return decisions
     calendar = local_calendar(

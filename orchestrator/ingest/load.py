@@ -34,6 +34,8 @@ from orchestrator.store.events import event_type_ids, insert_events
 from orchestrator.store.tables import IngestBatch
 
 MAX_REJECT_EXAMPLES = 20
+#: How far past the ingest's time a customer record's ``updated_at`` may be (clocks differ a little).
+UPDATED_AT_LEEWAY_US = 86_400_000_000
 KINDS = ("events", "customers")
 
 
@@ -108,8 +110,10 @@ def _load_customers(
     for chunk in chunks:
         if chunk.rows:
             with store.begin() as conn:
-                upsert_customers(conn, chunk.rows, now_us)
-            report.accepted += len(chunk.rows)
+                written = upsert_customers(conn, chunk.rows, now_us)
+            # A row older than the customer's stored record is valid but not applied: stale, not accepted.
+            report.accepted += len(chunk.rows) - written.stale
+            report.stale += written.stale
         report.add_rejects(chunk.rejects, max_examples)
 
 
@@ -147,9 +151,11 @@ def ingest_file(
     or Parquet schema means events). Malformed rows are rejected with their line and reason and the rest is
     kept (and written to ``rejects`` as JSON lines, when given); each chunk of ``chunk_rows`` rows commits
     on its own, and ``on_events``, when given, is then handed the chunk's events. ``now_us`` stamps new
-    customers and the ``ingest_batches`` row. Raises ``IngestError`` for a file that cannot be read at all
-    (unknown extension or kind, a required column missing) and lets database errors through (chunks
-    already committed stay).
+    customers and the ``ingest_batches`` row, is the time of customer rows without ``updated_at`` and
+    bounds theirs (at most a day later); customer rows older than the customer's stored record are skipped
+    and counted as ``stale``. Raises ``IngestError`` for a file that cannot be read at all (unknown
+    extension or kind, a required column missing) and lets database errors through (chunks already
+    committed stay).
     """
     started = time.perf_counter()
     path = Path(path)
@@ -166,7 +172,8 @@ def ingest_file(
             store, event_chunks(path, fmt, chunk_rows), report, now_us, max_reject_examples, on_events
         )
     else:
-        _load_customers(store, customer_chunks(path, fmt, chunk_rows), report, now_us, max_reject_examples)
+        chunks = customer_chunks(path, fmt, chunk_rows, latest_us=now_us + UPDATED_AT_LEEWAY_US)
+        _load_customers(store, chunks, report, now_us, max_reject_examples)
     report.seconds = time.perf_counter() - started
     _record_batch(store, report, now_us)
     return report

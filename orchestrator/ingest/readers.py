@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 
 from orchestrator.clock import to_us
 from orchestrator.ingest.report import IngestError, Reject
+from orchestrator.store.customers import RECORD_TIME
 
 CHUNK_ROWS = 50_000
 EVENT_FIELDS = ("customer_id", "event", "ts")
@@ -583,11 +584,35 @@ def parquet_event_chunks(path: Path, chunk_rows: int = CHUNK_ROWS) -> Iterator[E
 # ---------------------------------------------------------------------------------------------- customers
 
 
-def customer_row(line: int, obj: Any, from_text: bool) -> dict[str, Any] | Reject:
+def parse_updated_at(value: Any, latest_us: int | None) -> int | Reject:
+    """A customer record's ``updated_at`` (ISO-8601 text with a time zone, or an aware ``datetime``) as
+    microseconds, or a Reject with line 0: no zone, before 1970, or after ``latest_us`` (a record from the
+    future would make every later update look stale)."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            return Reject(0, "updated_at without a time zone", _show(value))
+        when: int | Reject = to_us(value)
+    elif isinstance(value, str):
+        when = parse_ts_text(value)
+    else:
+        return Reject(0, "bad updated_at", f"must be ISO-8601 text with a time zone, got {_show(value)}")
+    if isinstance(when, Reject):
+        return when._replace(reason=when.reason.replace("ts", "updated_at", 1))
+    if when < 0:
+        return Reject(0, "updated_at out of range", f"before 1970: {_show(value)}")
+    if latest_us is not None and when > latest_us:
+        return Reject(0, "updated_at in the future", _show(value))
+    return when
+
+
+def customer_row(
+    line: int, obj: Any, from_text: bool, latest_us: int | None = None
+) -> dict[str, Any] | Reject:
     """Validate one customer record into an ``upsert_customers`` row, or say why it is rejected.
 
     ``from_text`` (CSV) means cells are strings: an empty cell is "not given" and attribute cells that are
-    whole JSON numbers become numbers. Consents must be true/false/1/0/yes/no; ``timezone`` an IANA zone.
+    whole JSON numbers become numbers. Consents must be true/false/1/0/yes/no; ``timezone`` an IANA zone;
+    ``updated_at``, the record's time, as ``parse_updated_at`` takes it (no later than ``latest_us``).
     """
     if not isinstance(obj, Mapping):
         return Reject(line, "not an object", type(obj).__name__)
@@ -623,7 +648,12 @@ def customer_row(line: int, obj: Any, from_text: bool) -> dict[str, Any] | Rejec
             if not isinstance(value, Mapping):
                 return Reject(line, "attributes not an object", _show(value))
             row[name] = dict(value)
-        elif name in ("key", "updated_us"):
+        elif name == "updated_at":
+            when = parse_updated_at(value, latest_us)
+            if isinstance(when, Reject):
+                return when._replace(line=line)
+            row[RECORD_TIME] = when
+        elif name in ("key", "updated_us", RECORD_TIME):
             return Reject(line, "reserved field", name)
         else:
             row[name] = parse_number(value) if from_text and isinstance(value, str) else value
@@ -664,15 +694,19 @@ def _customer_chunks(items: Iterable[dict[str, Any] | Reject], chunk_rows: int) 
         yield builder.finish()
 
 
-def jsonl_customer_chunks(path: Path, chunk_rows: int = CHUNK_ROWS) -> Iterator[CustomerChunk]:
+def jsonl_customer_chunks(
+    path: Path, chunk_rows: int = CHUNK_ROWS, latest_us: int | None = None
+) -> Iterator[CustomerChunk]:
     items = (
-        obj if type(obj) is Reject else customer_row(line, obj, from_text=False)
+        obj if type(obj) is Reject else customer_row(line, obj, False, latest_us)
         for line, obj in _jsonl_objects(path)
     )
     return _customer_chunks(items, chunk_rows)
 
 
-def csv_customer_chunks(path: Path, chunk_rows: int = CHUNK_ROWS) -> Iterator[CustomerChunk]:
+def csv_customer_chunks(
+    path: Path, chunk_rows: int = CHUNK_ROWS, latest_us: int | None = None
+) -> Iterator[CustomerChunk]:
     rows = _csv_rows(path)
     names = _csv_header(path, rows)
     if names is None:
@@ -687,12 +721,14 @@ def csv_customer_chunks(path: Path, chunk_rows: int = CHUNK_ROWS) -> Iterator[Cu
             if problem is not None:
                 yield problem._replace(line=line)
             else:
-                yield customer_row(line, dict(zip(names, fields, strict=True)), from_text=True)
+                yield customer_row(line, dict(zip(names, fields, strict=True)), True, latest_us)
 
     return _customer_chunks(items(), chunk_rows)
 
 
-def parquet_customer_chunks(path: Path, chunk_rows: int = CHUNK_ROWS) -> Iterator[CustomerChunk]:
+def parquet_customer_chunks(
+    path: Path, chunk_rows: int = CHUNK_ROWS, latest_us: int | None = None
+) -> Iterator[CustomerChunk]:
     """Customer chunks from Parquet; null cells are "not given"."""
     pf = pq.ParquetFile(path)
     if "customer_id" not in pf.schema_arrow.names and "id" not in pf.schema_arrow.names:
@@ -703,7 +739,7 @@ def parquet_customer_chunks(path: Path, chunk_rows: int = CHUNK_ROWS) -> Iterato
         for batch in pf.iter_batches(batch_size=chunk_rows):
             for record in batch.to_pylist():
                 clean = {k: v for k, v in record.items() if v is not None}
-                yield customer_row(line, clean, from_text=False)
+                yield customer_row(line, clean, False, latest_us)
                 line += 1
 
     return _customer_chunks(items(), chunk_rows)
@@ -740,6 +776,9 @@ def event_chunks(path: Path, fmt: str, chunk_rows: int = CHUNK_ROWS) -> Iterator
     return readers[fmt](path, chunk_rows)
 
 
-def customer_chunks(path: Path, fmt: str, chunk_rows: int = CHUNK_ROWS) -> Iterator[CustomerChunk]:
+def customer_chunks(
+    path: Path, fmt: str, chunk_rows: int = CHUNK_ROWS, latest_us: int | None = None
+) -> Iterator[CustomerChunk]:
+    """Customer chunks of a file; ``latest_us`` bounds the rows' ``updated_at`` (None: no bound)."""
     readers = {"jsonl": jsonl_customer_chunks, "csv": csv_customer_chunks, "parquet": parquet_customer_chunks}
-    return readers[fmt](path, chunk_rows)
+    return readers[fmt](path, chunk_rows, latest_us)

@@ -33,6 +33,8 @@ class IngestReport:
     kind: str
     accepted: int = 0
     rejected: int = 0
+    # Customer rows skipped because the customer already has a newer record (their updated_at is older).
+    stale: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
     examples: list[tuple[int, str]] = field(default_factory=list)
     seconds: float = 0.0
@@ -57,6 +59,7 @@ class IngestReport:
             "kind": self.kind,
             "accepted": self.accepted,
             "rejected": self.rejected,
+            "stale": self.stale,
             "reasons": dict(self.reasons),
             "examples": [[line, message] for line, message in self.examples],
             "seconds": round(self.seconds, 4),

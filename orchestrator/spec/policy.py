@@ -12,7 +12,10 @@ folder above it (next to ``journeys/``). It declares, for marketing messages (se
 and for every message:
 
 - ``consent``: a customer whose ``consent_<channel>`` is false gets nothing on that channel; channels listed
-  under ``transactional_without_consent`` let a declared transactional send through anyway;
+  under ``transactional_without_consent`` let a declared transactional send through anyway. A customer
+  with no consent on record for a channel gets no marketing message there unless ``missing`` declares the
+  channel ``opt_out`` (the default is ``opt_in``: no record, no marketing message); a transactional send
+  needs no record;
 - ``exclusions``: conditions over customer attributes (the signal language, no event aggregates) that no
   journey can override, e.g. ``vulnerable == true``; ``applies_to: marketing`` (the default) spares
   transactional sends, ``all`` does not.
@@ -41,6 +44,9 @@ from orchestrator.spec.yamlio import Locations, Problem, SpecError, load_yaml, r
 
 POLICY_FILE = "policy.yaml"
 CapScope = Literal["all", "email", "sms", "push", "webhook"]
+#: The channels that message the customer, and so need consent (a webhook calls the business).
+ConsentChannel = Literal["email", "sms", "push"]
+CONSENT_CHANNELS: tuple[str, ...] = ("email", "sms", "push")
 
 
 class _Model(BaseModel):
@@ -84,7 +90,19 @@ class QuietHours(_Model):
 
 
 class Consent(_Model):
+    """What consent means, per channel.
+
+    ``missing``: what a customer with no consent on record gets on the channel: ``opt_in`` (the default:
+    they must have said yes, so no marketing message) or ``opt_out`` (yes unless they said no). A
+    transactional send goes without a record; a recorded no stops it too, unless the channel is listed in
+    ``transactional_without_consent``."""
+
+    missing: dict[ConsentChannel, Literal["opt_in", "opt_out"]] = Field(default_factory=dict)
     transactional_without_consent: list[Channel] = Field(default_factory=list)
+
+    def opt_in(self, channel: str) -> bool:
+        """Whether a marketing message on ``channel`` needs a recorded yes."""
+        return self.missing.get(channel, "opt_in") == "opt_in"  # type: ignore[call-overload]
 
 
 class Exclusion(_Model):

@@ -9,6 +9,7 @@ one executemany per kind of write.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,8 @@ STANDARD = STANDARD_TEXT + CONSENTS
 #: Columns ``load_customer_frame`` reads directly rather than from the JSON attributes.
 DIRECT_COLUMNS = ("id", *STANDARD)
 _RESERVED = frozenset({"key", "updated_us", "revision"})
+#: The key of an ``upsert_customers`` row that holds the record's time (its ``updated_at``).
+RECORD_TIME = "record_us"
 
 
 def chunked(values: Sequence[Any], size: int = IN_CHUNK) -> Iterator[Sequence[Any]]:
@@ -55,7 +58,8 @@ def insert_ignoring_conflicts(conn: Connection, table: Any, index_elements: list
 _SQLITE_KEYS = "SELECT id, key FROM customers WHERE id IN (SELECT value FROM json_each(?))"
 _SQLITE_CREATE = (
     "INSERT INTO customers (id, email, phone, push_token, timezone, consent_email, consent_sms,"
-    " consent_push, attributes, updated_us, revision) VALUES (?, NULL, NULL, NULL, NULL, 1, 1, 1, '{}', ?, ?)"
+    " consent_push, attributes, updated_us, record_us, revision)"
+    " VALUES (?, NULL, NULL, NULL, NULL, NULL, NULL, NULL, '{}', ?, 0, ?)"
     " ON CONFLICT (id) DO NOTHING"
 )
 
@@ -102,8 +106,8 @@ def _keys_for(conn: Connection, ids: Sequence[str]) -> dict[str, int]:
 def ensure_customer_keys(conn: Connection, ids: Sequence[str], now_us: int) -> np.ndarray:
     """The int64 keys of ``ids`` (aligned with it, duplicates allowed), creating missing customers.
 
-    A created customer has only its id, default consents (all true), empty attributes and
-    ``updated_us = now_us``.
+    A created customer has only its id, no consent on record (NULL: the policy decides), empty attributes,
+    ``updated_us = now_us`` and ``record_us = 0`` (no record applied yet).
     """
     if len(ids) == 0:
         return np.zeros(0, np.int64)
@@ -131,11 +135,12 @@ def ensure_customer_keys(conn: Connection, ids: Sequence[str], now_us: int) -> n
                     "phone": None,
                     "push_token": None,
                     "timezone": None,
-                    "consent_email": True,
-                    "consent_sms": True,
-                    "consent_push": True,
+                    "consent_email": None,
+                    "consent_sms": None,
+                    "consent_push": None,
                     "attributes": "{}",
                     "updated_us": int(now_us),
+                    "record_us": 0,
                     "revision": revision,
                 }
                 for cid in missing
@@ -153,72 +158,121 @@ def _check_standard(name: str, value: Any) -> None:
         raise ValueError(f"{name} must be a string or None, got {value!r}")
 
 
-def upsert_customers(conn: Connection, rows: list[dict[str, Any]], now_us: int) -> int:
-    """Create or update customers; returns the number of distinct customers written.
+@dataclass(frozen=True)
+class CustomerWrites:
+    """What ``upsert_customers`` did: distinct customers written, and rows not applied because the
+    customer already had a newer record (``stale``)."""
+
+    written: int
+    stale: int
+
+
+def _split_row(row: Mapping[str, Any], now_us: int) -> tuple[str, int, dict[str, Any], dict[str, Any]]:
+    """One row as (id, record time, standard columns, attributes); ValueError when malformed."""
+    cid = row.get("id")
+    if not isinstance(cid, str) or not cid:
+        raise ValueError(f"customer row needs a non-empty string id, got {cid!r}")
+    when = row.get(RECORD_TIME, now_us)
+    if type(when) is not int:
+        raise ValueError(f"{RECORD_TIME} must be integer microseconds, got {when!r}")
+    std: dict[str, Any] = {}
+    attrs: dict[str, Any] = {}
+    for name, value in row.items():
+        if name in ("id", RECORD_TIME):
+            continue
+        if name in STANDARD:
+            _check_standard(name, value)
+            std[name] = value
+        elif name == "attributes" and isinstance(value, Mapping):
+            attrs.update(value)
+        elif name in _RESERVED:
+            raise ValueError(f"customer rows cannot set {name!r}")
+        else:
+            attrs[name] = value
+    return cid, when, std, attrs
+
+
+def upsert_customers(conn: Connection, rows: list[dict[str, Any]], now_us: int) -> CustomerWrites:
+    """Create or update customers; returns the customers written and the rows skipped as stale.
 
     Each row has ``id`` (non-empty string) and any of the standard columns (``email``, ``phone``,
     ``push_token``, ``timezone`` as strings or None, ``consent_email/sms/push`` as booleans); a standard
     column absent from a row is left unchanged. Every other key is an attribute, merged into the stored
     JSON attributes (a None value is stored as JSON null, not removed); a key ``attributes`` holding a
-    mapping is merged the same way. Rows for the same id apply in order. ``key``, ``updated_us`` and
-    ``revision`` are refused. ``updated_us`` becomes ``now_us`` for every customer written, and
-    ``revision`` the transaction's ``next_revision``.
+    mapping is merged the same way. ``record_us`` is the time of the record (integer microseconds; default
+    ``now_us``): a row older than the customer's newest record applied so far (stored in ``record_us``, or
+    an earlier row of ``rows``) is skipped and counted as stale, so replaying an old export changes nothing;
+    rows of equal time apply in order. ``key``, ``updated_us`` and ``revision`` are refused. Every customer
+    written gets ``updated_us = now_us``, its newest ``record_us`` and the transaction's ``next_revision``;
+    a customer whose rows are all stale is not written (its revision stays).
     """
-    merged: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
-    for row in rows:
-        cid = row.get("id")
-        if not isinstance(cid, str) or not cid:
-            raise ValueError(f"customer row needs a non-empty string id, got {cid!r}")
-        std, attrs = merged.setdefault(cid, ({}, {}))
-        for name, value in row.items():
-            if name == "id":
-                continue
-            if name in STANDARD:
-                _check_standard(name, value)
-                std[name] = value
-            elif name == "attributes" and isinstance(value, Mapping):
-                attrs.update(value)
-            elif name in _RESERVED:
-                raise ValueError(f"customer rows cannot set {name!r}")
-            else:
-                attrs[name] = value
-    if not merged:
-        return 0
-    ids = list(merged)
-    keys = ensure_customer_keys(conn, ids, now_us).tolist()
+    parsed = [_split_row(row, now_us) for row in rows]
+    if not parsed:
+        return CustomerWrites(0, 0)
+    ids = list(dict.fromkeys(cid for cid, _, _, _ in parsed))
+    key_of = dict(zip(ids, ensure_customer_keys(conn, ids, now_us).tolist(), strict=True))
+    # Before reading what is stored: on PostgreSQL this locks out other customer writers until commit,
+    # so the attributes merged and the record times compared are the latest.
+    revision = next_revision(conn)
 
     stored: dict[int, str] = {}
-    for part in chunked(keys):
+    newest: dict[int, int] = {}
+    for part in chunked(list(key_of.values())):
         result = conn.execute(
-            select(CUSTOMERS.c.key, CUSTOMERS.c.attributes).where(CUSTOMERS.c.key.in_(part))
+            select(CUSTOMERS.c.key, CUSTOMERS.c.attributes, CUSTOMERS.c.record_us).where(
+                CUSTOMERS.c.key.in_(part)
+            )
         )
-        stored.update((int(k), a) for k, a in result)
+        for k, attributes, record_us in result:
+            stored[int(k)] = attributes
+            newest[int(k)] = int(record_us or 0)
+
+    id_of = {key: cid for cid, key in key_of.items()}
+    merged: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
+    stale = 0
+    for cid, when, std_row, attrs_row in parsed:
+        key = key_of[cid]
+        if when < newest[key]:
+            stale += 1
+            continue
+        newest[key] = when
+        std, attrs = merged.setdefault(key, ({}, {}))
+        std.update(std_row)
+        attrs.update(attrs_row)
 
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    revision = next_revision(conn)
-    for cid, key in zip(ids, keys, strict=True):
-        std, attrs = merged[cid]
-        params: dict[str, Any] = {"p_key": key, "p_updated_us": int(now_us), "p_revision": revision}
+    fixed = ("p_key", "p_updated_us", "p_revision", "p_record_us")
+    for key, (std, attrs) in merged.items():
+        params: dict[str, Any] = {
+            "p_key": key,
+            "p_updated_us": int(now_us),
+            "p_revision": revision,
+            "p_record_us": newest[key],
+        }
         if attrs:
             current = orjson.loads(stored.get(key) or "{}")
             if not isinstance(current, dict):
-                raise ValueError(f"customer {cid!r} has attributes that are not a JSON object")
+                raise ValueError(f"customer {id_of[key]!r} has attributes that are not a JSON object")
             current.update(attrs)
             params["p_attributes"] = orjson.dumps(current).decode()
         for name, value in std.items():
             params["p_" + name] = value
-        shape = tuple(
-            sorted(name[2:] for name in params if name not in ("p_key", "p_updated_us", "p_revision"))
-        )
+        shape = tuple(sorted(name[2:] for name in params if name not in fixed))
         groups.setdefault(shape, []).append(params)
 
     for shape, group in groups.items():
         sets: dict[str, Any] = {name: bindparam("p_" + name) for name in shape}
         sets["updated_us"] = bindparam("p_updated_us")
         sets["revision"] = bindparam("p_revision")
-        stmt = update(CUSTOMERS).where(CUSTOMERS.c.key == bindparam("p_key")).values(sets)
+        sets["record_us"] = bindparam("p_record_us")
+        # The database compares the record times too: a newer record is never overwritten.
+        stmt = (
+            update(CUSTOMERS)
+            .where(CUSTOMERS.c.key == bindparam("p_key"), CUSTOMERS.c.record_us <= bindparam("p_record_us"))
+            .values(sets)
+        )
         conn.execute(stmt, group)
-    return len(merged)
+    return CustomerWrites(len(merged), stale)
 
 
 def max_key(conn: Connection) -> int:
@@ -335,7 +389,7 @@ def read_customer_values(
     out: dict[str, list[Any]] = {}
     for i, name in enumerate(direct, start=1):
         column: list[Any] = [r[i] for r in rows]
-        out[name] = [bool(v) for v in column] if name in CONSENTS else column
+        out[name] = [None if v is None else bool(v) for v in column] if name in CONSENTS else column
     if extra:
         if conn.dialect.name == "sqlite":
             akeys, per_name = _sqlite_attribute_values(conn, extra, after_revision)
@@ -362,8 +416,8 @@ def customer_ids(conn: Connection, keys: Sequence[int]) -> np.ndarray:
 def customer_records(conn: Connection, keys: Sequence[int]) -> dict[int, dict[str, Any]]:
     """Plain dicts for rendering messages, by key, for the given keys that exist.
 
-    Each holds ``key``, ``id``, the standard columns (consents as booleans) and every JSON attribute at top
-    level; a standard column wins over an attribute of the same name.
+    Each holds ``key``, ``id``, the standard columns (consents as booleans, None when none is on record)
+    and every JSON attribute at top level; a standard column wins over an attribute of the same name.
     """
     wanted = sorted({int(k) for k in keys})
     cols = [CUSTOMERS.c.key, CUSTOMERS.c.id, *[CUSTOMERS.c[name] for name in STANDARD]]
@@ -374,7 +428,7 @@ def customer_records(conn: Connection, keys: Sequence[int]) -> dict[int, dict[st
             record = dict(row._mapping)
             attrs = orjson.loads(record.pop("attributes") or "{}")
             for name in CONSENTS:
-                record[name] = bool(record[name])
+                record[name] = None if record[name] is None else bool(record[name])
             record["key"] = int(record["key"])
             merged = dict(attrs) if isinstance(attrs, dict) else {}
             merged.update(record)

@@ -16,7 +16,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Column, Connection, Engine, Table, create_engine, event, inspect, literal, text
+from sqlalchemy import (
+    Column,
+    Connection,
+    Engine,
+    MetaData,
+    Table,
+    create_engine,
+    event,
+    inspect,
+    literal,
+    text,
+)
+from sqlalchemy.schema import CreateTable
 from sqlmodel import SQLModel
 
 from orchestrator.store import tables  # noqa: F401  (registers the tables on SQLModel.metadata)
@@ -129,6 +141,43 @@ def _missing_columns(inspector: Any) -> list[tuple[Table, Column[Any]]]:
     return missing
 
 
+def _relaxed_columns(inspector: Any) -> list[tuple[Table, Column[Any]]]:
+    """Columns that this version allows to be NULL and the store's existing tables do not (a store made
+    by an earlier version, e.g. consents before "no record" could be stored)."""
+    relaxed = []
+    for table in SQLModel.metadata.sorted_tables:
+        if inspector.has_table(table.name):
+            strict = {c["name"] for c in inspector.get_columns(table.name) if not c["nullable"]}
+            relaxed += [
+                (table, column)
+                for column in table.columns
+                if column.nullable and not column.primary_key and column.name in strict
+            ]
+    return relaxed
+
+
+def _relax_columns(conn: Connection, table: Table, columns: list[Column[Any]]) -> None:
+    """Let ``columns`` of ``table`` hold NULL, keeping every row. PostgreSQL drops the constraint;
+    SQLite cannot, so the table is rebuilt: created anew as this version declares it, filled with the
+    rows, renamed over the old one, and its indexes created again."""
+    preparer = conn.dialect.identifier_preparer
+    name = preparer.format_table(table)
+    if conn.dialect.name != "sqlite":
+        for column in columns:
+            column_name = preparer.format_column(column)
+            conn.execute(text(f"ALTER TABLE {name} ALTER COLUMN {column_name} DROP NOT NULL"))
+        return
+    scratch = table.to_metadata(MetaData(), name=f"{table.name}__rebuild")
+    new_name = preparer.format_table(scratch)
+    listing = ", ".join(preparer.format_column(column) for column in table.columns)
+    conn.execute(CreateTable(scratch))
+    conn.execute(text(f"INSERT INTO {new_name} ({listing}) SELECT {listing} FROM {name}"))
+    conn.execute(text(f"DROP TABLE {name}"))
+    conn.execute(text(f"ALTER TABLE {new_name} RENAME TO {name}"))
+    for index in table.indexes:
+        index.create(conn)
+
+
 def _add_column(conn: Connection, table: Table, column: Column[Any]) -> None:
     """Add a column a later version introduced; rows already there take its default (or null)."""
     where = f"the store's table {table.name} has no column {column.name} (added by a later version)"
@@ -161,12 +210,13 @@ def _default_sql(column: Column[Any], conn: Connection) -> str | None:
 
 
 def _create_schema(engine: Engine, *, create_tables: bool = True) -> None:
-    """Create missing tables (unless ``create_tables`` is false), and add the columns later versions
-    introduced to tables that exist, with their indexes. A complete schema is only read: opening a store
-    does not wait for a writer's lock."""
+    """Create missing tables (unless ``create_tables`` is false), add the columns later versions
+    introduced to tables that exist, with their indexes, and let columns that may now be NULL hold it.
+    A complete schema is only read: opening a store does not wait for a writer's lock."""
     inspector = inspect(engine)
     absent = [name for name in SQLModel.metadata.tables if not inspector.has_table(name)]
-    if not _missing_columns(inspector) and not (create_tables and absent):
+    changes = _missing_columns(inspector) or _relaxed_columns(inspector)
+    if not changes and not (create_tables and absent):
         return
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
@@ -180,6 +230,11 @@ def _create_schema(engine: Engine, *, create_tables: bool = True) -> None:
             for index in table.indexes:
                 if index.name not in have:
                     index.create(conn)
+        relaxed: dict[Table, list[Column[Any]]] = {}
+        for table, column in _relaxed_columns(inspect(conn)):
+            relaxed.setdefault(table, []).append(column)
+        for table, columns in relaxed.items():
+            _relax_columns(conn, table, columns)
         if create_tables:
             SQLModel.metadata.create_all(conn)
 

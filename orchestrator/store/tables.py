@@ -20,11 +20,16 @@ class Customer(SQLModel, table=True):
     phone: str | None = None
     push_token: str | None = None
     timezone: str | None = Field(default=None, description="IANA zone, e.g. Europe/Paris")
-    consent_email: bool = True
-    consent_sms: bool = True
-    consent_push: bool = True
+    # True or false as the customer's records said; NULL when no record said (the policy decides, see
+    # ``spec.policy.Consent``). Stores made before NULL was allowed have the columns relaxed on open.
+    consent_email: bool | None = None
+    consent_sms: bool | None = None
+    consent_push: bool | None = None
     attributes: str = Field(default="{}", sa_column=Column(Text, nullable=False, default="{}"))
     updated_us: int = 0
+    # The time of the newest customer record applied (its ``updated_at``, else its ingest's time), 0 when
+    # none was: an older record is never applied over a newer one.
+    record_us: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     # Stamped on every write with one more than the largest so far, while the writer holds the table, so
     # revisions grow in commit order: a reader that remembers the largest it saw reads only what changed.
     revision: int = Field(default=0, index=True)
