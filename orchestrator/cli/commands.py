@@ -20,7 +20,8 @@ from orchestrator.clock import Clock, SimulatedClock, SystemClock, parse_instant
 from orchestrator.engine.tick import Engine, TickReport, VersionConflict
 from orchestrator.engine.workspace import load_workspace, validate_paths
 from orchestrator.spec import SpecError
-from orchestrator.store import Store, leases, open_store
+from orchestrator.store import Store, database_url, leases, open_store
+from orchestrator.store.holder import Holding, StoreHeld, hold
 
 
 class UsageError(Exception):
@@ -53,6 +54,14 @@ def _engine(args: argparse.Namespace, clock: Clock) -> Engine:
         raise UsageError(f"no journey files found in {' '.join(args.journeys)}")
     router = outbox_router(args.outbox)
     return Engine(open_store(args.db), workspace, router, clock, global_holdout=_global_holdout(args))
+
+
+def _hold(args: argparse.Namespace, command: str) -> Holding:
+    """This process as the one engine on a SQLite store, for its whole life (a no-op on PostgreSQL)."""
+    try:
+        return hold(database_url(args.db), command, SystemClock().now())
+    except StoreHeld as exc:
+        raise Failure(str(exc)) from None
 
 
 def _global_holdout(args: argparse.Namespace) -> float:
@@ -145,22 +154,30 @@ def _print_tick(report: TickReport) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     clock = _instant(args.now)
-    engine = _engine(args, clock)
-    try:
-        report = engine.tick()
-    except VersionConflict as exc:
-        raise Failure(str(exc)) from None
+    with _hold(args, "run --once"):
+        engine = _engine(args, clock)
+        try:
+            report = engine.tick()
+        except VersionConflict as exc:
+            raise Failure(str(exc)) from None
+        finally:
+            engine.store.dispose()
     print(f"tick at {clock.now().isoformat()}")
     _print_tick(report)
     return 0
 
 
 def cmd_daemon(args: argparse.Namespace) -> int:
-    from orchestrator.engine.daemon import run_daemon
-
     if args.interval <= 0:
         raise UsageError("--interval must be positive")
     simulated = _simulated_clock(args)
+    with _hold(args, "daemon"):  # until the daemon stops
+        return _daemon(args, simulated)
+
+
+def _daemon(args: argparse.Namespace, simulated: tuple[SimulatedClock, datetime, timedelta] | None) -> int:
+    from orchestrator.engine.daemon import run_daemon
+
     engine = _engine(args, SystemClock() if simulated is None else simulated[0])
     if args.attempt_log is not None:
         from orchestrator.engine.daemon import AttemptLog
