@@ -15,7 +15,7 @@ from orchestrator.channels.base import ChannelRouter
 from orchestrator.channels.memory import MemoryAdapter
 from orchestrator.channels.outbox import OutboxAdapter
 from orchestrator.clock import SimulatedClock, to_us
-from orchestrator.engine.tick import Engine, VersionConflict
+from orchestrator.engine.tick import ClockBehind, Engine, VersionConflict
 from orchestrator.engine.workspace import load_workspace
 from orchestrator.ingest import ingest_events_records
 from orchestrator.measure.holdout import bucket, journey_seed
@@ -284,6 +284,22 @@ def test_changed_journey_needs_a_new_version(world: World, tmp_path: Path) -> No
     )
     Engine(world.store, load_workspace([bumped]), ChannelRouter([MemoryAdapter()]), world.clock).tick()
     assert sorted(r[0] for r in world.rows("SELECT version FROM journey_versions")) == [1, 2]
+
+
+def test_a_clock_that_steps_back_is_refused_and_an_equal_instant_repeats_nothing(world: World) -> None:
+    world.events([event(f"c{i}", "add_to_cart", T0 - timedelta(minutes=5)) for i in range(1, 12)])
+    world.run_until(T0 + timedelta(hours=3))  # entries at T0, reminders at T0 + 2h
+    before = world.rows("SELECT COUNT(*) FROM messages")[0][0], world.rows("SELECT COUNT(*) FROM ticks")[0][0]
+    last = world.clock.now() - timedelta(hours=1)
+    world.clock.set(last - timedelta(hours=2, minutes=30))  # an NTP step back, or a restored VM
+    with pytest.raises(ClockBehind, match=r"the clock \(2024-05-01T09:30:00\+00:00\) is before the last tick "
+                       r"\(2024-05-01T12:00:00\+00:00\); refusing to run"):  # fmt: skip
+        world.engine.tick()
+    world.clock.set(last)
+    world.engine.tick()  # the same instant again: allowed, and nothing new to do
+    after = world.rows("SELECT COUNT(*) FROM messages")[0][0], world.rows("SELECT COUNT(*) FROM ticks")[0][0]
+    assert after == (before[0], before[1] + 1)
+    assert world.rows("SELECT COUNT(*) FROM journey_instances")[0][0] == 11
 
 
 def test_instances_finish_on_the_version_they_entered(world: World, tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 from orchestrator.channels.base import ChannelRouter
 from orchestrator.channels.outbox import OutboxAdapter
 from orchestrator.clock import Clock, SimulatedClock, SystemClock, parse_instant, to_us
-from orchestrator.engine.tick import Engine, TickReport, VersionConflict
+from orchestrator.engine.tick import ClockBehind, Engine, TickReport, VersionConflict
 from orchestrator.engine.workspace import load_workspace, validate_paths
 from orchestrator.spec import SpecError
 from orchestrator.store import Store, database_url, leases, open_store
@@ -158,7 +158,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         engine = _engine(args, clock)
         try:
             report = engine.tick()
-        except VersionConflict as exc:
+        except (VersionConflict, ClockBehind) as exc:
             raise Failure(str(exc)) from None
         finally:
             engine.store.dispose()
@@ -205,6 +205,9 @@ def _daemon(args: argparse.Namespace, simulated: tuple[SimulatedClock, datetime,
 
         tick = tick_after_inbox
 
+    from orchestrator.engine.daemon import waiting_for_clock
+
+    tick = waiting_for_clock(tick)  # a clock that stepped back waits until it passes the last tick
     if simulated is not None:
         from orchestrator.engine.daemon import advancing, resume_simulated_clock
 

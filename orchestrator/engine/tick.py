@@ -23,7 +23,7 @@ import orjson
 from sqlalchemy import Connection, text
 
 from orchestrator.channels.base import ChannelRouter
-from orchestrator.clock import Clock, to_us
+from orchestrator.clock import Clock, from_us, to_us
 from orchestrator.durations import US_PER_SECOND
 from orchestrator.engine.customer_state import CustomerState
 from orchestrator.engine.dispatch import DispatchContext, DispatchReport, dispatch_queued
@@ -46,6 +46,24 @@ from orchestrator.store.customers import bare_customer_frame
 # Conversions are looked for until this long after a goal window closes, so events that arrive late
 # (ingested after the window, stamped inside it) still count.
 LATE_EVENT_GRACE_US = 7 * 86400 * US_PER_SECOND
+
+
+class ClockBehind(RuntimeError):
+    """The clock is before the last stored tick (an NTP step back, a restored VM): a tick now would judge
+    entries, exits and waits at an instant already passed and repeat what was done since."""
+
+    def __init__(self, now_us: int, last_us: int) -> None:
+        super().__init__(
+            f"the clock ({from_us(now_us).isoformat()}) is before the last tick "
+            f"({from_us(last_us).isoformat()}); refusing to run"
+        )
+        self.now_us = now_us
+        self.last_us = last_us
+
+
+#: With several workers (PostgreSQL), how far one worker's clock may be behind another's stored tick: host
+#: clocks kept by NTP differ by milliseconds, and a step back this small cannot repeat a step.
+WORKER_CLOCK_SKEW_US = 5 * US_PER_SECOND
 
 
 class VersionConflict(RuntimeError):
@@ -119,9 +137,17 @@ class Engine:
     # ------------------------------------------------------------------------------------------ tick
 
     def tick(self) -> TickReport:
-        """One tick at the clock's instant; its report (and timings) are also stored in ``ticks``."""
+        """One tick at the clock's instant; its report (and timings) are also stored in ``ticks``.
+
+        Raises ``ClockBehind``, before doing anything, when the instant is before the last stored tick (a
+        tick at the same instant is allowed: it finds nothing new to do)."""
         started = time.perf_counter()
         now_us = to_us(self.clock.now())
+        with self.store.connect() as conn:
+            last_us = sj.latest_tick_us(conn)
+        skew = 0 if self.sharing is None else WORKER_CLOCK_SKEW_US
+        if last_us is not None and now_us < last_us - skew:
+            raise ClockBehind(now_us, last_us)
         report = TickReport(now_us)
         self._dispatch_evaluators = {}
         with self.store.begin() as conn:

@@ -56,7 +56,15 @@ from orchestrator.store.ledger import (
     suppress_addresses,
     suppressed_addresses,
 )
-from orchestrator.store.status import Backlog, StateCount, due_counts, last_tick, outbox_backlog, state_counts
+from orchestrator.store.status import (
+    Backlog,
+    StateCount,
+    due_counts,
+    last_tick,
+    latest_tick_us,
+    outbox_backlog,
+    state_counts,
+)
 from orchestrator.store.versions import (
     StoredVersion,
     active_versions,
@@ -97,6 +105,7 @@ __all__ = [
     "insert_messages",
     "instance_data",
     "last_tick",
+    "latest_tick_us",
     "max_event_id",
     "migrate_instances",
     "migration_applied",
