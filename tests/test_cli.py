@@ -254,6 +254,39 @@ def test_a_waiting_daemon_says_so_once_and_once_when_it_ticks_again(caplog: pyte
     assert said[1] == "the clock has passed the last tick; ticking again"
 
 
+def test_run_once_with_a_failed_journey_runs_the_others_and_exits_1(
+    capsys: pytest.CaptureFixture[str], workspace: Path
+) -> None:
+    db = f"sqlite:///{workspace / 'o.db'}"
+    events = workspace / "events.jsonl"
+    write_events(
+        events,
+        [
+            json.dumps({"customer_id": f"u{i}", "event": "signup", "ts": "2024-01-01T10:00:00Z"})
+            for i in range(20)
+        ],
+    )
+    assert run(capsys, "ingest", str(events), "--db", db)[0] == 0
+    customers = workspace / "customers.csv"
+    customers.write_text(
+        "customer_id,first_name,email\n" + "".join(f"u{i},N{i},u{i}@example.com\n" for i in range(20))
+    )
+    assert run(capsys, "ingest", str(customers), "--db", db)[0] == 0
+    common = ["--db", db, "--journeys", str(workspace / "journeys"), "--outbox", str(workspace / "outbox")]
+    assert run(capsys, "run", "--once", "--now", "2024-01-01T11:00:00Z", *common)[0] == 0
+    path = workspace / "journeys" / "welcome.yaml"
+    path.write_text(JOURNEY.replace("holdout: 20", "holdout: 30"))  # changed, still version 1
+    (workspace / "journeys" / "hello.yaml").write_text(
+        JOURNEY.replace("id: welcome", "id: hello").replace("holdout: 20", "holdout: 0")
+    )
+    code, out, err = run(capsys, "run", "--once", "--now", "2024-01-01T12:00:00Z", *common)
+    assert code == 1
+    assert "hello: entered 20 (holdout 0)" in out and "delivered 20" in out
+    assert f"welcome: FAILED, its work at this tick undone: VersionConflict: {path}: journey 'welcome'" in out
+    assert err.startswith(f"orchestrator run: journey welcome failed: VersionConflict: {path}: journey ")
+    assert "Traceback" not in err
+
+
 def test_report_unknown_journey(capsys: pytest.CaptureFixture[str], workspace: Path) -> None:
     db = f"sqlite:///{workspace / 'o.db'}"
     code, _, err = run(capsys, "report", "nope", "--db", db)

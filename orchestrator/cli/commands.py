@@ -17,7 +17,7 @@ import numpy as np
 from orchestrator.channels.base import ChannelRouter
 from orchestrator.channels.outbox import OutboxAdapter
 from orchestrator.clock import Clock, SimulatedClock, SystemClock, parse_instant, to_us
-from orchestrator.engine.tick import ClockBehind, Engine, TickReport, VersionConflict
+from orchestrator.engine.tick import ClockBehind, Engine, TickReport
 from orchestrator.engine.workspace import load_workspace, validate_paths
 from orchestrator.spec import SpecError
 from orchestrator.store import Store, database_url, leases, open_store
@@ -141,6 +141,9 @@ def _ingest_one(store: Store, path: Path, kind: str | None, now_us: int, sink: T
 def _print_tick(report: TickReport) -> None:
     d = report.delivery
     for journey_id, j in report.journeys.items():
+        if j.error is not None:
+            print(f"  {journey_id}: FAILED, its work at this tick undone: {j.error}")
+            continue
         finished = ", ".join(f"{k} {v}" for k, v in sorted(j.finished.items())) or "none"
         print(
             f"  {journey_id}: entered {j.entered} (holdout {j.entered_holdout}), stepped {j.stepped}, "
@@ -158,13 +161,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         engine = _engine(args, clock)
         try:
             report = engine.tick()
-        except (VersionConflict, ClockBehind) as exc:
+        except ClockBehind as exc:
             raise Failure(str(exc)) from None
         finally:
             engine.store.dispose()
     print(f"tick at {clock.now().isoformat()}")
     _print_tick(report)
-    return 0
+    for journey_id, error in report.failed.items():
+        print(f"orchestrator run: journey {journey_id} failed: {error}", file=sys.stderr)
+    return 1 if report.failed else 0  # the other journeys ran, and dispatch
 
 
 def cmd_daemon(args: argparse.Namespace) -> int:

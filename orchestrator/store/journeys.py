@@ -63,6 +63,7 @@ from orchestrator.store.status import (
     last_tick,
     latest_tick_us,
     outbox_backlog,
+    recent_tick_instants,
     state_counts,
 )
 from orchestrator.store.versions import (
@@ -113,6 +114,7 @@ __all__ = [
     "outbox_backlog",
     "queue_messages",
     "recent_sends",
+    "recent_tick_instants",
     "record_migration",
     "record_outcomes",
     "register_version",

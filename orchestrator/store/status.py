@@ -72,3 +72,9 @@ def latest_tick_us(conn: Connection) -> int | None:
         text("SELECT MAX(now_us) FROM (SELECT now_us FROM ticks ORDER BY id DESC LIMIT 100) recent")
     ).scalar()
     return None if value is None else int(value)
+
+
+def recent_tick_instants(conn: Connection, limit: int = 20) -> list[int]:
+    """The instants of the latest ``limit`` ticks, oldest first."""
+    rows = conn.execute(text("SELECT now_us FROM ticks ORDER BY id DESC LIMIT :n"), {"n": limit}).all()
+    return sorted(int(r[0]) for r in rows)
