@@ -238,6 +238,7 @@ class Engine:
         for journey_id, error in failures.items():  # what it did before failing was undone
             report.journeys[journey_id] = JourneyTick(journey_id, error=error)
         with self.store.begin() as conn:
+            leases.wait_singleton(conn, "health")  # workers record one at a time
             before = health.record_health(conn, failures, now_us)
         self._report_health(failures, before)
         report.timings["evaluate_and_enter"] = t_enter
@@ -344,9 +345,13 @@ class Engine:
             if self._reported.get(journey_id) != error:
                 log.error("journey %s failed (its work at this tick was undone): %s", journey_id, error)
                 self._reported[journey_id] = error
-        for journey_id in (before.keys() | self._reported.keys()) - failures.keys():
+        running = {plan.id for plan in self.workspace.plans}
+        for journey_id in sorted((before.keys() | self._reported.keys()) - failures.keys()):
             self._reported.pop(journey_id, None)
-            log.warning("journey %s works again", journey_id)
+            if journey_id in running:
+                log.warning("journey %s works again", journey_id)
+            else:
+                log.warning("journey %s is no longer run here: its failed mark is cleared", journey_id)
 
     def old_plan(self, conn: Connection, plan: JourneyPlan, version: int) -> JourneyPlan | None:
         """The plan of a stored older version of ``plan``'s journey (None if it never ran here)."""
