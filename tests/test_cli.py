@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -180,6 +181,111 @@ def test_run_rejects_bad_instant(capsys: pytest.CaptureFixture[str], workspace: 
         str(workspace / "journeys"),
     )
     assert code == 2 and "has no time zone" in err
+
+
+def test_run_once_refuses_a_clock_before_the_last_tick(
+    capsys: pytest.CaptureFixture[str], workspace: Path
+) -> None:
+    db = f"sqlite:///{workspace / 'o.db'}"
+    events = workspace / "events.jsonl"
+    write_events(
+        events,
+        [
+            json.dumps({"customer_id": f"u{i}", "event": "signup", "ts": "2024-01-01T10:00:00Z"})
+            for i in range(20)
+        ],
+    )
+    assert run(capsys, "ingest", str(events), "--db", db)[0] == 0
+    common = ["--db", db, "--journeys", str(workspace / "journeys"), "--outbox", str(workspace / "outbox")]
+    assert run(capsys, "run", "--once", "--now", "2024-01-01T12:00:00Z", *common)[0] == 0
+    with sqlite3.connect(workspace / "o.db") as conn:
+        before = conn.execute("SELECT COUNT(*) FROM messages").fetchone()[0]
+    code, out, err = run(capsys, "run", "--once", "--now", "2024-01-01T11:00:00Z", *common)
+    assert code == 1 and out == ""
+    assert err == (
+        "orchestrator run: the clock (2024-01-01T11:00:00+00:00) is before the last tick "
+        "(2024-01-01T12:00:00+00:00); refusing to run\n"
+    )
+    with sqlite3.connect(workspace / "o.db") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM messages").fetchone()[0] == before
+        assert conn.execute("SELECT COUNT(*) FROM ticks").fetchone()[0] == 1
+    assert run(capsys, "run", "--once", "--now", "2024-01-01T12:00:00Z", *common)[0] == 0  # the same instant
+
+
+def test_daemon_waits_while_its_clock_is_before_the_last_tick(
+    capsys: pytest.CaptureFixture[str], workspace: Path
+) -> None:
+    db = f"sqlite:///{workspace / 'o.db'}"
+    common = ["--db", db, "--journeys", str(workspace / "journeys"), "--outbox", str(workspace / "outbox")]
+    ahead = (datetime.now(UTC) + timedelta(days=1)).isoformat()  # a tick run by a clock a day ahead
+    assert run(capsys, "run", "--once", "--now", ahead, *common)[0] == 0
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "daemon", "--interval", "0.2", "--max-ticks", "4",
+         *common],
+        capture_output=True, text=True, timeout=120, cwd=workspace, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "stopped cleanly after 4 tick(s)" in proc.stdout
+    assert proc.stderr.count("is before the last tick") == 1, proc.stderr  # said once, not per tick
+    assert "skipping ticks until the clock passes the last tick" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    with sqlite3.connect(workspace / "o.db") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM ticks").fetchone()[0] == 1  # no tick ran
+
+
+def test_a_waiting_daemon_says_so_once_and_once_when_it_ticks_again(caplog: pytest.LogCaptureFixture) -> None:
+    from orchestrator.engine.daemon import waiting_for_clock
+    from orchestrator.engine.tick import ClockBehind
+
+    outcomes: list[object] = [ClockBehind(1, 2), ClockBehind(1, 2), ClockBehind(1, 2), "tick", "tick"]
+
+    def tick() -> object:
+        outcome = outcomes.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    waiting = waiting_for_clock(tick)
+    with caplog.at_level("WARNING", logger="orchestrator.daemon"):
+        assert [waiting() for _ in range(5)] == [None, None, None, "tick", "tick"]
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 2
+    assert said[0].endswith("is before the last tick (1970-01-01T00:00:00.000002+00:00); refusing to run; "
+                            "skipping ticks until the clock passes the last tick")  # fmt: skip
+    assert said[1] == "the clock has passed the last tick; ticking again"
+
+
+def test_run_once_with_a_failed_journey_runs_the_others_and_exits_1(
+    capsys: pytest.CaptureFixture[str], workspace: Path
+) -> None:
+    db = f"sqlite:///{workspace / 'o.db'}"
+    events = workspace / "events.jsonl"
+    write_events(
+        events,
+        [
+            json.dumps({"customer_id": f"u{i}", "event": "signup", "ts": "2024-01-01T10:00:00Z"})
+            for i in range(20)
+        ],
+    )
+    assert run(capsys, "ingest", str(events), "--db", db)[0] == 0
+    customers = workspace / "customers.csv"
+    customers.write_text(
+        "customer_id,first_name,email\n" + "".join(f"u{i},N{i},u{i}@example.com\n" for i in range(20))
+    )
+    assert run(capsys, "ingest", str(customers), "--db", db)[0] == 0
+    common = ["--db", db, "--journeys", str(workspace / "journeys"), "--outbox", str(workspace / "outbox")]
+    assert run(capsys, "run", "--once", "--now", "2024-01-01T11:00:00Z", *common)[0] == 0
+    path = workspace / "journeys" / "welcome.yaml"
+    path.write_text(JOURNEY.replace("holdout: 20", "holdout: 30"))  # changed, still version 1
+    (workspace / "journeys" / "hello.yaml").write_text(
+        JOURNEY.replace("id: welcome", "id: hello").replace("holdout: 20", "holdout: 0")
+    )
+    code, out, err = run(capsys, "run", "--once", "--now", "2024-01-01T12:00:00Z", *common)
+    assert code == 1
+    assert "hello: entered 20 (holdout 0)" in out and "delivered 20" in out
+    assert f"welcome: FAILED, its work at this tick undone: VersionConflict: {path}: journey 'welcome'" in out
+    assert err.startswith(f"orchestrator run: journey welcome failed: VersionConflict: {path}: journey ")
+    assert "Traceback" not in err
 
 
 def test_report_unknown_journey(capsys: pytest.CaptureFixture[str], workspace: Path) -> None:

@@ -15,7 +15,7 @@ from orchestrator.channels.base import ChannelRouter
 from orchestrator.channels.memory import MemoryAdapter
 from orchestrator.channels.outbox import OutboxAdapter
 from orchestrator.clock import SimulatedClock, to_us
-from orchestrator.engine.tick import Engine, VersionConflict
+from orchestrator.engine.tick import ClockBehind, Engine
 from orchestrator.engine.workspace import load_workspace
 from orchestrator.ingest import ingest_events_records
 from orchestrator.measure.holdout import bucket, journey_seed
@@ -274,17 +274,129 @@ def test_report_arm_sizes_match_instances(world: World) -> None:
     assert report.matured == report.entries == sum(counts.values())
 
 
-def test_changed_journey_needs_a_new_version(world: World, tmp_path: Path) -> None:
-    world.engine.tick()
-    changed = write_workspace(tmp_path / "v2", CART.replace("holdout: 30", "holdout: 50"))
-    engine = Engine(world.store, load_workspace([changed]), ChannelRouter([MemoryAdapter()]), world.clock)
-    with pytest.raises(VersionConflict, match="give the changed journey version 2"):
-        engine.tick()
-    bumped = write_workspace(
-        tmp_path / "v3", CART.replace("holdout: 30", "holdout: 50").replace("version: 1", "version: 2")
-    )
-    Engine(world.store, load_workspace([bumped]), ChannelRouter([MemoryAdapter()]), world.clock).tick()
-    assert sorted(r[0] for r in world.rows("SELECT version FROM journey_versions")) == [1, 2]
+HELLO = """\
+id: hello
+version: 1
+entry:
+  segment: country == "GB"
+holdout: 0
+steps:
+  - id: greet
+    send: {channel: email, subject: "Hello", template: cart/last_call.txt}
+"""
+
+
+def with_hello(root: Path, cart: str = CART) -> Path:
+    journeys = write_workspace(root, cart)
+    (journeys / "hello.yaml").write_text(HELLO)
+    return journeys
+
+
+def test_a_failing_journey_is_marked_failed_and_the_others_run(
+    world: World, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    world.engine.tick()  # cart version 1 runs here
+    adapter = MemoryAdapter()
+    # The cart journey edited without a new version number, beside a journey that works.
+    changed = with_hello(tmp_path / "v2", CART.replace("holdout: 30", "holdout: 50"))
+    engine = Engine(world.store, load_workspace([changed]), ChannelRouter([adapter]), world.clock)
+    with caplog.at_level("WARNING", logger="orchestrator.engine"):
+        report = engine.tick()
+        assert set(report.failed) == {"cart"}
+        assert report.failed["cart"].startswith("VersionConflict: ")
+        assert (
+            "journey 'cart' version 1 has changed since it first ran; give the changed journey version 2"
+            in (report.failed["cart"])
+        )
+        assert "\n" not in report.failed["cart"]
+        assert report.journeys["hello"].entered == 11 and report.delivery.delivered == 11  # dispatch went on
+        assert {m.journey_id for m in adapter.sent} == {"hello"}
+        world.clock.advance(timedelta(hours=1))
+        engine.tick()  # still failing: stored, not logged again
+        assert world.rows("SELECT journey_id, error, since_us, last_us FROM journey_health") == [
+            ("cart", report.failed["cart"], to_us(T0), to_us(T0 + timedelta(hours=1)))
+        ]
+        bumped = with_hello(
+            tmp_path / "v3", CART.replace("holdout: 30", "holdout: 50").replace("version: 1", "version: 2")
+        )
+        world.clock.advance(timedelta(hours=1))
+        fixed = Engine(world.store, load_workspace([bumped]), ChannelRouter([adapter]), world.clock)
+        assert fixed.tick().failed == {}
+    logged = [r.getMessage() for r in caplog.records]
+    assert logged == [  # once when it failed, once when it worked again: not at every tick
+        f"journey cart failed (its work at this tick was undone): {report.failed['cart']}",
+        "journey cart works again",
+    ]
+    assert world.rows("SELECT journey_id FROM journey_health") == []  # the mark cleared
+    assert sorted(
+        r[0] for r in world.rows("SELECT version FROM journey_versions WHERE journey_id = 'cart'")
+    ) == [
+        1,
+        2,
+    ]
+
+
+def test_a_journey_that_fails_at_any_step_is_undone_and_named_without_customer_values(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str
+) -> None:
+    world.events([event(f"c{i}", "add_to_cart", T0 - timedelta(minutes=5)) for i in range(1, 12)])
+    adapter = MemoryAdapter()
+    workspace = load_workspace([with_hello(tmp_path / "w")])
+    hello = workspace.plan("hello")
+    hello.journey = hello.journey.model_copy(update={"priority": 99999999999999999999})  # past validate
+    engine = Engine(world.store, workspace, ChannelRouter([adapter]), world.clock)
+    report = engine.tick()
+    assert report.failed == {
+        "hello": f"OverflowError: {hello.file}: priority 99999999999999999999 is out of range "
+        "(-2**63 to 2**63-1) (at engine/tick.py:" + report.failed["hello"].rsplit(":", 1)[1]
+    }
+    assert report.journeys["cart"].entered == 11
+    assert not world.rows("SELECT 1 FROM journey_versions WHERE journey_id = 'hello'")
+
+    # Anything raised inside a journey's work: its transaction rolls back, the error names no customer.
+    hello.journey = hello.journey.model_copy(update={"priority": 5})
+    original = Engine._advance
+
+    def advance(self: Engine, conn: Any, plan: Any, *args: Any) -> Any:
+        stepped = original(self, conn, plan, *args)
+        if plan.id == "hello":
+            raise KeyError("c7@example.com")  # after its ledger rows were written
+        return stepped
+
+    monkeypatch.setattr(Engine, "_advance", advance)
+    world.clock.advance(timedelta(hours=2))
+    report = engine.tick()
+    assert report.failed["hello"].startswith("KeyError (at ") and "c7" not in report.failed["hello"]
+    assert report.journeys["hello"].entered == 0  # counted afresh: what it did was undone
+    # On SQLite the journey's whole tick is one transaction; on PostgreSQL workers step claimed batches in
+    # transactions of their own, after the entries committed: the batch that failed is what rolled back.
+    entered = world.rows("SELECT COUNT(*) FROM journey_instances WHERE journey_id = 'hello'")[0][0]
+    assert entered == (0 if backend == "sqlite" else 11)
+    assert not world.rows("SELECT 1 FROM messages WHERE journey_id = 'hello'")
+    assert {m.journey_id for m in adapter.sent} == {"cart"}  # the reminders went out
+    monkeypatch.setattr(Engine, "_advance", original)
+    world.clock.advance(timedelta(hours=1))
+    report = engine.tick()
+    assert report.failed == {}
+    assert world.rows("SELECT COUNT(*) FROM journey_instances WHERE journey_id = 'hello'")[0][0] == 11
+    assert len([m for m in adapter.sent if m.journey_id == "hello"]) == 11
+    assert world.rows("SELECT COUNT(*) FROM journey_health")[0][0] == 0
+
+
+def test_a_clock_that_steps_back_is_refused_and_an_equal_instant_repeats_nothing(world: World) -> None:
+    world.events([event(f"c{i}", "add_to_cart", T0 - timedelta(minutes=5)) for i in range(1, 12)])
+    world.run_until(T0 + timedelta(hours=3))  # entries at T0, reminders at T0 + 2h
+    before = world.rows("SELECT COUNT(*) FROM messages")[0][0], world.rows("SELECT COUNT(*) FROM ticks")[0][0]
+    last = world.clock.now() - timedelta(hours=1)
+    world.clock.set(last - timedelta(hours=2, minutes=30))  # an NTP step back, or a restored VM
+    with pytest.raises(ClockBehind, match=r"the clock \(2024-05-01T09:30:00\+00:00\) is before the last tick "
+                       r"\(2024-05-01T12:00:00\+00:00\); refusing to run"):  # fmt: skip
+        world.engine.tick()
+    world.clock.set(last)
+    world.engine.tick()  # the same instant again: allowed, and nothing new to do
+    after = world.rows("SELECT COUNT(*) FROM messages")[0][0], world.rows("SELECT COUNT(*) FROM ticks")[0][0]
+    assert after == (before[0], before[1] + 1)
+    assert world.rows("SELECT COUNT(*) FROM journey_instances")[0][0] == 11
 
 
 def test_instances_finish_on_the_version_they_entered(world: World, tmp_path: Path) -> None:

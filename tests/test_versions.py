@@ -12,7 +12,6 @@ from steps_world import World, at, event, write_files
 
 from orchestrator.channels.memory import MemoryAdapter
 from orchestrator.cli import main
-from orchestrator.engine.tick import VersionConflict
 
 DAY = timedelta(days=1)
 T0 = at("2024-05-06T00:00:00Z")
@@ -175,9 +174,27 @@ def test_migration_from_a_step_the_old_version_lacks_is_refused(
         in out
     )
     started.restart(broken / "journeys")
-    with pytest.raises(VersionConflict, match="has no step 'restt'"):
-        started.tick()
+    report = started.tick()  # the journey is marked failed; the tick itself goes on
+    assert f"{where}: version 1 of 'nurture' has no step 'restt'" in report.failed["nurture"]
     assert {i["version"] for i in started.instances()} == {1}  # nothing moved
+
+    # status shows it (table and JSON) and exits 1, for monitoring
+    code, out, _ = cli(capsys, "status", "--db", db, "--now", "2024-05-09T01:00:00Z")
+    assert code == 1
+    assert (
+        "FAILED nurture since 2024-05-09T00:00:00+00:00 (again at the tick of 2024-05-09T00:00:00+00:00): "
+        f"VersionConflict: {where}: version 1 of 'nurture' has no step 'restt'" in out
+    )
+    code, out, _ = cli(capsys, "status", "--db", db, "--format", "json", "--now", "2024-05-09T01:00:00Z")
+    health = json.loads(out)["health"]
+    assert code == 1 and health["ok"] is False and health["last_tick_stale"] is False
+    assert [(f["journey"], f["since"]) for f in health["failed_journeys"]] == [
+        ("nurture", "2024-05-09T00:00:00+00:00")
+    ]
+    started.restart(tmp_path / "v2" / "journeys")  # fixed: the mark clears at the next tick
+    assert started.tick().failed == {}
+    code, out, _ = cli(capsys, "status", "--db", db, "--format", "json", "--now", "2024-05-09T01:00:00Z")
+    assert code == 0 and json.loads(out)["health"]["failed_journeys"] == []
 
 
 def test_status_shows_instances_due_waits_backlog_and_the_last_tick(
@@ -190,7 +207,18 @@ def test_status_shows_instances_due_waits_backlog_and_the_last_tick(
     adapter.fail_next(2, "retry", "provider busy")  # two welcomes stay queued for a later attempt
     w.tick()
     db = f"sqlite:///{tmp_path / 'world.db'}"
-    code, out, err = cli(capsys, "status", "--db", db, "--format", "json", "--now", "2024-05-07T23:30:00Z")
+    code, out, err = cli(
+        capsys,
+        "status",
+        "--db",
+        db,
+        "--format",
+        "json",
+        "--now",
+        "2024-05-07T23:30:00Z",
+        "--stale-after",
+        "3d",
+    )
     assert code == 0, err
     report = json.loads(out)
     nurture = report["journeys"]["nurture"]
@@ -201,6 +229,15 @@ def test_status_shows_instances_due_waits_backlog_and_the_last_tick(
     assert set(report["last_tick"]["timings"]) >= {"total", "signals", "convert_and_step", "dispatch"}
     code, out, _ = cli(capsys, "status", "--db", db)
     assert "v1 pause" in out and "email" in out and "last tick at 2024-05-06T00:00:00+00:00" in out
+    # The wall clock is long past the simulated ticks: the last tick is stale, and status says so.
+    assert code == 1 and "STALE: no tick for " in out and "is the engine running?" in out
+    code, out, _ = cli(capsys, "status", "--db", db, "--format", "json", "--now", "2024-05-09T00:00:00Z")
+    health = json.loads(out)["health"]
+    assert code == 1 and health["last_tick_stale"] is True and health["failed_journeys"] == []
+    assert health["stale_after_seconds"] == 3600  # after a single tick; else 3 times the usual interval
+    assert health["last_tick_age_seconds"] == 3 * 86400 and health["ok"] is False
+    code, out, _ = cli(capsys, "status", "--db", db, "--now", "2024-05-09T00:00:00Z", "--stale-after", "4d")
+    assert code == 0 and "STALE" not in out
     assert cli(capsys, "status", "--db", f"sqlite:///{tmp_path / 'none.db'}")[0] == 1
 
 

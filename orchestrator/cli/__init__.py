@@ -2,14 +2,18 @@
 
 Each command is a thin face over the core: it parses arguments, opens the store, calls one core function
 and prints the result. Exit codes: 0 success, 1 the work found problems (invalid journeys, rejected rows
-with ``--strict``), 2 bad usage.
+with ``--strict``, a failed journey, an expected failure such as a full disk, told in one line), 2 bad
+usage, 130 interrupted, 141 the reader of the output went away (a broken pipe).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -187,16 +191,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     from orchestrator.cli import commands
+    from orchestrator.cli.errors import describe, unexpected
 
     handler = getattr(commands, f"cmd_{args.command}")
     try:
-        return int(handler(args) or 0)
+        code = int(handler(args) or 0)
+        sys.stdout.flush()  # a reader that went away (``| head``) shows here, not at exit
+        return code
     except commands.UsageError as exc:
-        print(f"orchestrator {args.command}: {exc}", file=sys.stderr)
-        return 2
+        return _fail(args.command, str(exc), 2)
     except (commands.Failure, SchemaError) as exc:
-        print(f"orchestrator {args.command}: {exc}", file=sys.stderr)
-        return 1
+        return _fail(args.command, str(exc), 1)
+    except BrokenPipeError:
+        # The reader of our output stopped (``orchestrator ... | head -1``): exit quietly, as a command
+        # killed by SIGPIPE would; what is still buffered goes nowhere rather than failing again at exit.
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        return 128 + signal.SIGPIPE
+    except KeyboardInterrupt:
+        return _fail(args.command, "interrupted", 130)
+    except Exception as exc:
+        try:
+            message = describe(exc)
+        except Exception:  # describing must never hide the error itself
+            message = None
+        if message is None and args.verbose:
+            raise  # the traceback, for a bug report
+        return _fail(args.command, message or unexpected(exc), 1)
+
+
+def _fail(command: str, message: str, code: int) -> int:
+    """Print ``orchestrator COMMAND: message`` on stderr (if it is still there) and return ``code``."""
+    with contextlib.suppress(OSError):
+        print(f"orchestrator {command}: {message}", file=sys.stderr, flush=True)
+    return code
 
 
 def print_json(value: object) -> None:

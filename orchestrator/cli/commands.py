@@ -17,10 +17,11 @@ import numpy as np
 from orchestrator.channels.base import ChannelRouter
 from orchestrator.channels.outbox import OutboxAdapter
 from orchestrator.clock import Clock, SimulatedClock, SystemClock, parse_instant, to_us
-from orchestrator.engine.tick import Engine, TickReport, VersionConflict
+from orchestrator.engine.tick import ClockBehind, Engine, TickReport
 from orchestrator.engine.workspace import load_workspace, validate_paths
 from orchestrator.spec import SpecError
-from orchestrator.store import Store, leases, open_store
+from orchestrator.store import Store, database_url, leases, open_store
+from orchestrator.store.holder import Holding, StoreHeld, hold
 
 
 class UsageError(Exception):
@@ -53,6 +54,14 @@ def _engine(args: argparse.Namespace, clock: Clock) -> Engine:
         raise UsageError(f"no journey files found in {' '.join(args.journeys)}")
     router = outbox_router(args.outbox)
     return Engine(open_store(args.db), workspace, router, clock, global_holdout=_global_holdout(args))
+
+
+def _hold(args: argparse.Namespace, command: str) -> Holding:
+    """This process as the one engine on a SQLite store, for its whole life (a no-op on PostgreSQL)."""
+    try:
+        return hold(database_url(args.db), command, SystemClock().now())
+    except StoreHeld as exc:
+        raise Failure(str(exc)) from None
 
 
 def _global_holdout(args: argparse.Namespace) -> float:
@@ -143,6 +152,9 @@ def _ingest_one(store: Store, path: Path, kind: str | None, now_us: int, sink: T
 def _print_tick(report: TickReport) -> None:
     d = report.delivery
     for journey_id, j in report.journeys.items():
+        if j.error is not None:
+            print(f"  {journey_id}: FAILED, its work at this tick undone: {j.error}")
+            continue
         finished = ", ".join(f"{k} {v}" for k, v in sorted(j.finished.items())) or "none"
         print(
             f"  {journey_id}: entered {j.entered} (holdout {j.entered_holdout}), stepped {j.stepped}, "
@@ -156,22 +168,32 @@ def _print_tick(report: TickReport) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     clock = _instant(args.now)
-    engine = _engine(args, clock)
-    try:
-        report = engine.tick()
-    except VersionConflict as exc:
-        raise Failure(str(exc)) from None
+    with _hold(args, "run --once"):
+        engine = _engine(args, clock)
+        try:
+            report = engine.tick()
+        except ClockBehind as exc:
+            raise Failure(str(exc)) from None
+        finally:
+            engine.store.dispose()
     print(f"tick at {clock.now().isoformat()}")
     _print_tick(report)
-    return 0
+    for journey_id, error in report.failed.items():
+        print(f"orchestrator run: journey {journey_id} failed: {error}", file=sys.stderr)
+    return 1 if report.failed else 0  # the other journeys ran, and dispatch
 
 
 def cmd_daemon(args: argparse.Namespace) -> int:
-    from orchestrator.engine.daemon import run_daemon
-
     if args.interval <= 0:
         raise UsageError("--interval must be positive")
     simulated = _simulated_clock(args)
+    with _hold(args, "daemon"):  # until the daemon stops
+        return _daemon(args, simulated)
+
+
+def _daemon(args: argparse.Namespace, simulated: tuple[SimulatedClock, datetime, timedelta] | None) -> int:
+    from orchestrator.engine.daemon import run_daemon
+
     engine = _engine(args, SystemClock() if simulated is None else simulated[0])
     if args.attempt_log is not None:
         from orchestrator.engine.daemon import AttemptLog
@@ -199,6 +221,9 @@ def cmd_daemon(args: argparse.Namespace) -> int:
 
         tick = tick_after_inbox
 
+    from orchestrator.engine.daemon import waiting_for_clock
+
+    tick = waiting_for_clock(tick)  # a clock that stepped back waits until it passes the last tick
     if simulated is not None:
         from orchestrator.engine.daemon import advancing, resume_simulated_clock
 

@@ -153,8 +153,10 @@ def run_report(args: argparse.Namespace) -> int:
 
     try:
         pre_period = parse_duration(args.pre_period)
-    except ValueError as exc:
-        raise UsageError(f"--pre-period: {exc}") from None
+    except (ValueError, OverflowError) as exc:
+        raise UsageError(
+            f"--pre-period {args.pre_period!r}: not a duration this engine can hold ({exc})"
+        ) from None
     if args.export is not None and args.export.suffix.lower() not in (".parquet", ".csv"):
         raise UsageError(f"--export {args.export}: the file name must end in .parquet or .csv")
     try:
@@ -168,6 +170,8 @@ def run_report(args: argparse.Namespace) -> int:
     try:
         if not store.is_initialised():
             raise Failure("the store is empty; ingest data and run the engine first")
+        if args.by is not None:
+            _check_attribute(store, args.by)
         try:
             report = journey_report(
                 store,
@@ -194,6 +198,20 @@ def run_report(args: argparse.Namespace) -> int:
     else:
         _emit(args, format_table(report))
     return 0
+
+
+def _check_attribute(store: Any, name: str) -> None:
+    """``--by`` must name an attribute some customer has (a typo would put everyone under "missing")."""
+    import difflib
+
+    from orchestrator.engine.template_data import stored_attributes
+
+    known = sorted(stored_attributes(store))
+    if name in known:
+        return
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f" (known: {', '.join(known[:30])})"
+    raise UsageError(f"--by {name!r}: no customer in the store has this attribute{hint}")
 
 
 # ------------------------------------------------------------------------------------------------ lift

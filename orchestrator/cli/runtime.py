@@ -12,14 +12,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from orchestrator.channels.base import ChannelRouter
 from orchestrator.cli.commands import Failure, UsageError
 from orchestrator.clock import SystemClock, from_us, parse_instant, to_us
-from orchestrator.durations import US_PER_SECOND
+from orchestrator.durations import US_PER_SECOND, parse_duration
 from orchestrator.engine.tick import Engine, migration_problems
 from orchestrator.engine.workspace import Workspace, load_workspace
 from orchestrator.spec import JourneyPlan, SpecError
-from orchestrator.store import Store, open_store
+from orchestrator.store import Store, health, open_store
 from orchestrator.store import journeys as sj
 
 HOUR_US = 3600 * US_PER_SECOND
@@ -44,6 +46,13 @@ def add_status_parser(sub: Any) -> None:
         metavar="ISO-8601",
         default=None,
         help="count due waits as of this instant (default: the last tick's instant, else the wall clock)",
+    )
+    p.add_argument(
+        "--stale-after",
+        metavar="DURATION",
+        default=None,
+        help="the last tick is stale (exit 1) when older than this, e.g. 10m (default: three times the usual "
+        "interval between the recent ticks, at least 1m; 1h after a single tick)",
     )
     p.add_argument("--db", metavar="URL", default=None, help="store URL (default: $ORCHESTRATOR_DB)")
 
@@ -205,9 +214,28 @@ def _plan_text(report: dict[str, Any]) -> str:
 # ---------------------------------------------------------------------------------------------- status
 
 
-def status_report(store: Store, now_us: int | None) -> dict[str, Any]:
-    """Instances, due waits, backlog and the last tick's timings, as plain data."""
+#: Without ``--stale-after``, the last tick is stale after this many of the usual intervals between ticks.
+STALE_INTERVALS = 3
+MIN_STALE_AFTER_US = 60 * US_PER_SECOND
+
+
+def default_stale_after_us(instants: list[int]) -> int:
+    """Three times the median interval between the recent ticks (at least a minute; an hour after one)."""
+    gaps = np.diff(np.array(instants, dtype=np.int64))
+    gaps = gaps[gaps > 0]
+    if not len(gaps):
+        return HOUR_US
+    return max(MIN_STALE_AFTER_US, STALE_INTERVALS * int(np.median(gaps)))
+
+
+def status_report(
+    store: Store, now_us: int | None, *, clock_us: int | None = None, stale_after_us: int | None = None
+) -> dict[str, Any]:
+    """Instances, due waits, backlog, the last tick's timings, and the engine's health (journeys marked
+    failed; whether the last tick is older than ``stale_after_us`` at ``clock_us``), as plain data."""
     with store.connect() as conn:
+        failed = health.failed_journeys(conn)
+        instants = sj.recent_tick_instants(conn)
         tick = sj.last_tick(conn)
         if now_us is None:
             now_us = tick[0] if tick is not None else to_us(SystemClock().now())
@@ -238,7 +266,36 @@ def status_report(store: Store, now_us: int | None) -> dict[str, Any]:
             for b in backlog
         ],
         "last_tick": last,
+        "health": _health(failed, instants, clock_us, stale_after_us),
     }
+
+
+def _health(
+    failed: list[health.JourneyFailure], instants: list[int], clock_us: int | None, stale_after_us: int | None
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "ok": True,
+        "failed_journeys": [
+            {
+                "journey": f.journey_id,
+                "error": f.error,
+                "since": from_us(f.since_us).isoformat(),
+                "last_seen": from_us(f.last_us).isoformat(),
+            }
+            for f in failed
+        ],
+        "last_tick_stale": False,
+        "last_tick_age_seconds": None,
+        "stale_after_seconds": None,
+    }
+    if instants and clock_us is not None:
+        after = default_stale_after_us(instants) if stale_after_us is None else stale_after_us
+        age = clock_us - instants[-1]
+        out["last_tick_age_seconds"] = round(age / US_PER_SECOND, 3)
+        out["stale_after_seconds"] = after / US_PER_SECOND
+        out["last_tick_stale"] = age > after
+    out["ok"] = not (out["failed_journeys"] or out["last_tick_stale"])
+    return out
 
 
 def run_status(args: argparse.Namespace) -> int:
@@ -253,19 +310,36 @@ def run_status(args: argparse.Namespace) -> int:
             raise UsageError(
                 f"--now {args.now!r} is not an ISO-8601 instant with a time zone: {exc}"
             ) from None
+    stale_after = None
+    if args.stale_after is not None:
+        try:
+            stale_after = round(parse_duration(args.stale_after).total_seconds() * US_PER_SECOND)
+        except (ValueError, OverflowError) as exc:
+            raise UsageError(f"--stale-after {args.stale_after!r}: {exc}") from None
+    clock_us = now_us if now_us is not None else to_us(SystemClock().now())
     try:
-        report = status_report(store, now_us)
+        report = status_report(store, now_us, clock_us=clock_us, stale_after_us=stale_after)
     finally:
         store.dispose()
     if args.format == "json":
         print(json.dumps(report, indent=2))
     else:
         print(_status_text(report))
-    return 0
+    return 0 if report["health"]["ok"] else 1  # for monitoring: a failed journey, or no recent tick
 
 
 def _status_text(report: dict[str, Any]) -> str:
     lines = [f"as of {report['as_of']}"]
+    state = report["health"]
+    for f in state["failed_journeys"]:
+        lines.append(
+            f"FAILED {f['journey']} since {f['since']} (again at the tick of {f['last_seen']}): {f['error']}"
+        )
+    if state["last_tick_stale"]:
+        lines.append(
+            f"STALE: no tick for {_seconds(state['last_tick_age_seconds'])} (more than "
+            f"{_seconds(state['stale_after_seconds'])}): is the engine running?"
+        )
     if not report["journeys"]:
         lines.append("no journey has entered anyone yet")
     for journey_id, j in report["journeys"].items():
@@ -290,3 +364,14 @@ def _status_text(report: dict[str, Any]) -> str:
         timings = ", ".join(f"{k} {v:.3f}s" for k, v in last.get("timings", {}).items())
         lines.append(f"last tick at {last['at']}: {timings}")
     return "\n".join(lines)
+
+
+def _seconds(value: float) -> str:
+    """A number of seconds for people: 42s, 17m, 5.0h, 3.2d."""
+    if value < 120:
+        return f"{value:.0f}s"
+    if value < 7200:
+        return f"{value / 60:.0f}m"
+    if value < 172800:
+        return f"{value / 3600:.1f}h"
+    return f"{value / 86400:.1f}d"

@@ -25,7 +25,7 @@ from sqlalchemy import text
 
 from orchestrator.channels.base import ChannelRouter
 from orchestrator.channels.outbox import OutboxAdapter
-from orchestrator.clock import SimulatedClock, to_us
+from orchestrator.clock import SimulatedClock, SystemClock, to_us
 from orchestrator.demo.population import HISTORY_DAYS, HISTORY_END, make_population, simulate_day
 from orchestrator.engine.tick import Engine
 from orchestrator.engine.workspace import load_workspace
@@ -33,6 +33,7 @@ from orchestrator.ingest import ingest_events_records, ingest_file
 from orchestrator.measure.report import format_table, journey_report
 from orchestrator.spec import SpecError
 from orchestrator.store import Store, open_store, sqlite_url
+from orchestrator.store.holder import StoreHeld, hold
 
 RESPONSE_DAYS = 3  # how long a delivered message keeps a customer more active
 RESPONSE_BOOST = 3.0
@@ -89,6 +90,11 @@ def run_demo(
         return 1
     # A fresh store and outbox every time (in the demo's own folder), so the figures are reproducible.
     db_path, outbox = folder / "orchestrator.db", folder / "outbox"
+    try:  # the one engine on this store while the demo runs (released at the end, or when the process ends)
+        holding = hold(sqlite_url(db_path), "demo", SystemClock().now())
+    except StoreHeld as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return 1
     for stale in (
         db_path,
         db_path.with_name(db_path.name + "-wal"),
@@ -135,6 +141,7 @@ def run_demo(
         print("", file=out)
         print(format_table(journey_report(store, plan.id)), file=out)
     store.dispose()
+    holding.release()
     print(f"\nThe demo wrote only into {folder}/ (its store, its outbox and the marker {MARKER}).", file=out)
     return 0
 

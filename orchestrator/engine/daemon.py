@@ -28,6 +28,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from orchestrator.channels.base import Adapter, DeliveryResult, OutgoingMessage
 from orchestrator.clock import SimulatedClock, from_us
+from orchestrator.engine.tick import ClockBehind
 from orchestrator.store import Store
 from orchestrator.store import journeys as sj
 
@@ -90,6 +91,29 @@ def resume_simulated_clock(store: Store, clock: SimulatedClock, start: datetime,
     with store.connect() as conn:
         last = sj.last_tick(conn) if store.is_initialised() else None
     clock.set(start if last is None else max(start, from_us(last[0]) + step))
+
+
+def waiting_for_clock(tick: Callable[[], object]) -> Callable[[], object]:
+    """``tick``, skipped while the clock is before the last stored tick (``ClockBehind``: the clock stepped
+    back): the daemon waits for its clock to pass the last tick, saying so once when it starts waiting and
+    once when it ticks again."""
+    waiting = False
+
+    def run() -> object:
+        nonlocal waiting
+        try:
+            report = tick()
+        except ClockBehind as exc:
+            if not waiting:
+                log.warning("%s; skipping ticks until the clock passes the last tick", exc)
+            waiting = True
+            return None
+        if waiting:
+            log.warning("the clock has passed the last tick; ticking again")
+            waiting = False
+        return report
+
+    return run
 
 
 def advancing(tick: Callable[[], object], clock: SimulatedClock, step: timedelta) -> Callable[[], object]:

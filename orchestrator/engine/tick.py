@@ -13,8 +13,12 @@ key makes harmless) but never loses or doubles a step.
 from __future__ import annotations
 
 import json
+import logging
 import random
 import time
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +27,7 @@ import orjson
 from sqlalchemy import Connection, text
 
 from orchestrator.channels.base import ChannelRouter
-from orchestrator.clock import Clock, to_us
+from orchestrator.clock import Clock, from_us, to_us
 from orchestrator.durations import US_PER_SECOND
 from orchestrator.engine.customer_state import CustomerState
 from orchestrator.engine.dispatch import DispatchContext, DispatchReport, dispatch_queued
@@ -39,13 +43,33 @@ from orchestrator.signals.evaluate import AggregateCache, Evaluator, to_python
 from orchestrator.signals.frame import CustomerFrame, EventFrame
 from orchestrator.signals.lang import Node
 from orchestrator.spec.plan import JourneyPlan
-from orchestrator.store import Store, leases
+from orchestrator.store import Store, health, leases
 from orchestrator.store import journeys as sj
 from orchestrator.store.customers import bare_customer_frame
+
+log = logging.getLogger("orchestrator.engine")
 
 # Conversions are looked for until this long after a goal window closes, so events that arrive late
 # (ingested after the window, stamped inside it) still count.
 LATE_EVENT_GRACE_US = 7 * 86400 * US_PER_SECOND
+
+
+class ClockBehind(RuntimeError):
+    """The clock is before the last stored tick (an NTP step back, a restored VM): a tick now would judge
+    entries, exits and waits at an instant already passed and repeat what was done since."""
+
+    def __init__(self, now_us: int, last_us: int) -> None:
+        super().__init__(
+            f"the clock ({from_us(now_us).isoformat()}) is before the last tick "
+            f"({from_us(last_us).isoformat()}); refusing to run"
+        )
+        self.now_us = now_us
+        self.last_us = last_us
+
+
+#: With several workers (PostgreSQL), how far one worker's clock may be behind another's stored tick: host
+#: clocks kept by NTP differ by milliseconds, and a step back this small cannot repeat a step.
+WORKER_CLOCK_SKEW_US = 5 * US_PER_SECOND
 
 
 class VersionConflict(RuntimeError):
@@ -63,6 +87,7 @@ class JourneyTick:
     stepped: int = 0
     queued: int = 0  # ledger rows written; what became of them is in the tick's delivery report
     finished: dict[str, int] = field(default_factory=dict)
+    error: str | None = None  # the journey failed at this tick (its work undone): why, in one line
 
     def count_finished(self, status: str, n: int) -> None:
         if n:
@@ -76,6 +101,11 @@ class TickReport:
     new_events: int = 0
     delivery: DispatchReport = field(default_factory=DispatchReport)
     timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> dict[str, str]:
+        """The journeys that failed at this tick, with their error."""
+        return {k: v.error for k, v in self.journeys.items() if v.error is not None}
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -115,24 +145,37 @@ class Engine:
         self.customers = CustomerState()
         # PostgreSQL: other engine processes may share the store (engine.workers); SQLite: this one alone.
         self.sharing = Sharing.for_store(store)
+        self._reported: dict[str, str] = {}  # journey id -> the failure this process last logged for it
+        # How far before the last stored tick this engine's clock may be and still tick (see ``tick``).
+        self.clock_skew_us = 0 if self.sharing is None else WORKER_CLOCK_SKEW_US
 
     # ------------------------------------------------------------------------------------------ tick
 
     def tick(self) -> TickReport:
-        """One tick at the clock's instant; its report (and timings) are also stored in ``ticks``."""
+        """One tick at the clock's instant; its report (and timings) are also stored in ``ticks``.
+
+        Raises ``ClockBehind``, before doing anything, when the instant is before the last stored tick (a
+        tick at the same instant is allowed: it finds nothing new to do)."""
         started = time.perf_counter()
         now_us = to_us(self.clock.now())
+        with self.store.connect() as conn:
+            last_us = sj.latest_tick_us(conn)
+        if last_us is not None and now_us < last_us - self.clock_skew_us:
+            raise ClockBehind(now_us, last_us)
         report = TickReport(now_us)
         self._dispatch_evaluators = {}
+        # A failure inside one journey (its version, a migration, entry, conversions, exits, stepping) rolls
+        # back that journey's work and marks it failed; the other journeys and dispatch go on.
+        failures: dict[str, str] = {}
         with self.store.begin() as conn:
             leases.wait_singleton(conn, "versions")
-            self._register_versions(conn, now_us)
-            for plan in self.workspace.plans:
-                self._check_migrations(conn, plan)
+            self._register_versions(conn, now_us, failures)
+        versions: dict[str, list[JourneyPlan]] = {}
         with self.store.connect() as conn:
-            versions = {
-                plan.id: self._plans_with_active_instances(conn, plan) for plan in self.workspace.plans
-            }
+            for plan in self.workspace.plans:
+                if plan.id not in failures:
+                    with self._journey(plan.id, failures), conn.begin_nested():
+                        versions[plan.id] = self._plans_with_active_instances(conn, plan)
         every_plan = [p for plans in versions.values() for p in plans]
         self.signals.ensure(every_plan)
         with self.store.connect() as conn:
@@ -149,47 +192,55 @@ class Engine:
         for plan in self.workspace.plans:
             result = JourneyTick(plan.id)
             report.journeys[plan.id] = result
-            plans = versions[plan.id]  # migration only moves instances onto the current version
-            evaluators = {p.version: Evaluator(no_events, customers, now_us, p.metrics, cache) for p in plans}
-            self._dispatch_evaluators.update({(p.id, p.version): evaluators[p.version] for p in plans})
-            with self.store.begin() as conn:
-                # With other workers on the store, one of them does the journey's singleton part.
-                lead = self.sharing is None or self.sharing.lead(conn, plan.id)
-                t1 = time.perf_counter()
-                if lead:
-                    result.migrated += self._migrate(conn, plan, now_us)
-                    entered = enter(
-                        conn,
-                        plan,
-                        evaluators[plan.version],
-                        now_us,
-                        self.global_holdout,
-                        kept=self._kept_condition(plan, customers),
-                    )
-                    result.entered += entered.instances
-                    result.entered_holdout += entered.holdout
-                t2 = time.perf_counter()
-                if lead:
-                    self._convert(conn, plan, evaluators[plan.version], now_us, result)
-                for version_plan in plans:
-                    evaluator = evaluators[version_plan.version]
+            if plan.id not in versions:
+                continue
+            with self._journey(plan.id, failures):
+                plans = versions[plan.id]  # migration only moves instances onto the current version
+                evaluators = {
+                    p.version: Evaluator(no_events, customers, now_us, p.metrics, cache) for p in plans
+                }
+                self._dispatch_evaluators.update({(p.id, p.version): evaluators[p.version] for p in plans})
+                with self.store.begin() as conn:
+                    # With other workers on the store, one of them does the journey's singleton part.
+                    lead = self.sharing is None or self.sharing.lead(conn, plan.id)
+                    t1 = time.perf_counter()
                     if lead:
-                        self._exit_when(conn, version_plan, evaluator, now_us, result)
-                    if self.sharing is None:
-                        stepped = self._advance(conn, version_plan, evaluator, customers, now_us, result)
-                        for phase, seconds in stepped.seconds.items():
-                            phases[phase] = phases.get(phase, 0.0) + seconds
-            if self.sharing is not None:
-                # Shared stepping: claimed batches, each stepped and committed in its own transaction.
-                for version_plan in plans:
-                    evaluator = evaluators[version_plan.version]
-                    for ids in self.sharing.claims(self.store, version_plan, now_us):
-                        with self.store.begin() as conn, self.sharing.stepping(conn, ids):
+                        result.migrated += self._migrate(conn, plan, now_us)
+                        entered = enter(
+                            conn,
+                            plan,
+                            evaluators[plan.version],
+                            now_us,
+                            self.global_holdout,
+                            kept=self._kept_condition(plan, customers),
+                        )
+                        result.entered += entered.instances
+                        result.entered_holdout += entered.holdout
+                    t2 = time.perf_counter()
+                    if lead:
+                        self._convert(conn, plan, evaluators[plan.version], now_us, result)
+                    for version_plan in plans:
+                        evaluator = evaluators[version_plan.version]
+                        if lead:
+                            self._exit_when(conn, version_plan, evaluator, now_us, result)
+                        if self.sharing is None:
                             stepped = self._advance(conn, version_plan, evaluator, customers, now_us, result)
-                        for phase, seconds in stepped.seconds.items():
-                            phases[phase] = phases.get(phase, 0.0) + seconds
-            t_enter += t2 - t1
-            t_step += time.perf_counter() - t2
+                            for phase, seconds in stepped.seconds.items():
+                                phases[phase] = phases.get(phase, 0.0) + seconds
+                if self.sharing is not None:
+                    for version_plan in plans:
+                        evaluator = evaluators[version_plan.version]
+                        self._step_shared(
+                            self.sharing, version_plan, evaluator, customers, now_us, result, phases
+                        )
+                t_enter += t2 - t1
+                t_step += time.perf_counter() - t2
+        for journey_id, error in failures.items():  # what it did before failing was undone
+            report.journeys[journey_id] = JourneyTick(journey_id, error=error)
+        with self.store.begin() as conn:
+            leases.wait_singleton(conn, "health")  # workers record one at a time
+            before = health.record_health(conn, failures, now_us)
+        self._report_health(failures, before)
         report.timings["evaluate_and_enter"] = t_enter
         report.timings["convert_and_step"] = t_step
         for phase, seconds in phases.items():  # the stepping part of convert_and_step, by phase
@@ -206,6 +257,29 @@ class Engine:
                 {"n": now_us, "s": report.timings["total"], "j": json.dumps(report.to_dict())},
             )
         return report
+
+    def _step_shared(
+        self,
+        sharing: Sharing,
+        plan: JourneyPlan,
+        evaluator: Evaluator,
+        customers: CustomerFrame,
+        now_us: int,
+        result: JourneyTick,
+        phases: dict[str, float],
+    ) -> None:
+        """Shared stepping: claimed batches, each stepped and committed in its own transaction. A batch
+        whose stepping fails is rolled back and its claims freed, so the next tick takes it again."""
+        for ids in sharing.claims(self.store, plan, now_us):
+            try:
+                with self.store.begin() as conn, sharing.stepping(conn, ids):
+                    stepped = self._advance(conn, plan, evaluator, customers, now_us, result)
+            except Exception:
+                with self.store.begin() as conn:
+                    leases.release(conn, sharing.worker, ids)
+                raise
+            for phase, seconds in stepped.seconds.items():
+                phases[phase] = phases.get(phase, 0.0) + seconds
 
     def _kept_condition(self, plan: JourneyPlan, customers: CustomerFrame) -> KeptCondition:
         """The journey's entry conditions, kept between ticks by the signal state and re-evaluated only
@@ -230,25 +304,54 @@ class Engine:
 
     # ------------------------------------------------------------------------------------------ versions
 
-    def _register_versions(self, conn: Connection, now_us: int) -> None:
+    def _register_versions(self, conn: Connection, now_us: int, failures: dict[str, str]) -> None:
+        """Register each journey's version (or check it is the one stored) and its migrations; a journey
+        that fails here is marked in ``failures`` and its writes undone (a savepoint each)."""
         for plan in self.workspace.plans:
-            stored = sj.stored_version(conn, plan.id, plan.version)
-            if stored is None:
-                sj.register_version(
-                    conn,
-                    plan.id,
-                    plan.version,
-                    plan.digest,
-                    self.workspace.sources[plan.id],
-                    now_us,
-                    self.workspace.shared_sources.get(plan.id),
-                )
-            elif stored.digest != plan.digest:
-                raise VersionConflict(
-                    f"{plan.file}: journey {plan.id!r} version {plan.version} has changed since it first "
-                    f"ran; give the changed journey version {plan.version + 1} (customers already inside "
-                    f"finish on version {plan.version})"
-                )
+            with self._journey(plan.id, failures), conn.begin_nested():
+                _check_integers(plan)
+                stored = sj.stored_version(conn, plan.id, plan.version)
+                if stored is None:
+                    sj.register_version(
+                        conn,
+                        plan.id,
+                        plan.version,
+                        plan.digest,
+                        self.workspace.sources[plan.id],
+                        now_us,
+                        self.workspace.shared_sources.get(plan.id),
+                    )
+                elif stored.digest != plan.digest:
+                    raise VersionConflict(
+                        f"{plan.file}: journey {plan.id!r} version {plan.version} has changed since it first "
+                        f"ran; give the changed journey version {plan.version + 1} (customers already inside "
+                        f"finish on version {plan.version})"
+                    )
+                self._check_migrations(conn, plan)
+
+    @contextmanager
+    def _journey(self, journey_id: str, failures: dict[str, str]) -> Iterator[None]:
+        """Where one journey's work runs: an exception inside (the journey's transaction or savepoint,
+        opened inside this block, rolls back first) marks the journey failed instead of ending the tick."""
+        try:
+            yield
+        except Exception as exc:
+            failures.setdefault(journey_id, failure_text(exc))
+            log.debug("journey %s failed", journey_id, exc_info=True)
+
+    def _report_health(self, failures: dict[str, str], before: dict[str, str]) -> None:
+        """Log each journey that failed, once per error (not at every tick), and each that works again."""
+        for journey_id, error in failures.items():
+            if self._reported.get(journey_id) != error:
+                log.error("journey %s failed (its work at this tick was undone): %s", journey_id, error)
+                self._reported[journey_id] = error
+        running = {plan.id for plan in self.workspace.plans}
+        for journey_id in sorted((before.keys() | self._reported.keys()) - failures.keys()):
+            self._reported.pop(journey_id, None)
+            if journey_id in running:
+                log.warning("journey %s works again", journey_id)
+            else:
+                log.warning("journey %s is no longer run here: its failed mark is cleared", journey_id)
 
     def old_plan(self, conn: Connection, plan: JourneyPlan, version: int) -> JourneyPlan | None:
         """The plan of a stored older version of ``plan``'s journey (None if it never ran here)."""
@@ -432,6 +535,33 @@ class Engine:
             evaluator = Evaluator(EventFrame.empty(customers.n), customers, now_us, plan.metrics, cache)
             self._dispatch_evaluators[(plan.id, plan.version)] = evaluator
         return {name: evaluator.metric(name) for name in plan.metrics}
+
+
+#: The range of the integers a plan hands to the store and to numpy columns (priority, version).
+INT64 = (-(2**63), 2**63 - 1)
+
+#: Exceptions whose message is the engine's own or the interpreter's fixed text, never a stored value: their
+#: message is kept in a failure's one line. Any other exception is named by its type and where it arose.
+_MESSAGE_KEPT = (VersionConflict, OverflowError, RecursionError, MemoryError, ZeroDivisionError)
+
+
+def _check_integers(plan: JourneyPlan) -> None:
+    for name, value in (("priority", plan.priority), ("version", plan.version)):
+        if not INT64[0] <= value <= INT64[1]:
+            raise OverflowError(f"{plan.file}: {name} {value} is out of range (-2**63 to 2**63-1)")
+
+
+def failure_text(exc: BaseException) -> str:
+    """One line for a journey's failure: the exception's type, its message when it cannot hold customer
+    data (see ``_MESSAGE_KEPT``), and the engine's line where it arose."""
+    text = type(exc).__name__
+    if isinstance(exc, _MESSAGE_KEPT):
+        text += ": " + " ".join(str(exc).split())
+    if not isinstance(exc, VersionConflict):  # a version conflict names its file already
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if "/orchestrator/" in f.filename]
+        if frames:
+            text += f" (at {frames[-1].filename.rsplit('/orchestrator/', 1)[1]}:{frames[-1].lineno})"
+    return text if len(text) <= 500 else text[:497] + "..."
 
 
 def migration_problems(engine: Engine, conn: Connection, plan: JourneyPlan) -> list[str]:

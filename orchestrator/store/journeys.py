@@ -56,7 +56,16 @@ from orchestrator.store.ledger import (
     suppress_addresses,
     suppressed_addresses,
 )
-from orchestrator.store.status import Backlog, StateCount, due_counts, last_tick, outbox_backlog, state_counts
+from orchestrator.store.status import (
+    Backlog,
+    StateCount,
+    due_counts,
+    last_tick,
+    latest_tick_us,
+    outbox_backlog,
+    recent_tick_instants,
+    state_counts,
+)
 from orchestrator.store.versions import (
     StoredVersion,
     active_versions,
@@ -97,6 +106,7 @@ __all__ = [
     "insert_messages",
     "instance_data",
     "last_tick",
+    "latest_tick_us",
     "max_event_id",
     "migrate_instances",
     "migration_applied",
@@ -104,6 +114,7 @@ __all__ = [
     "outbox_backlog",
     "queue_messages",
     "recent_sends",
+    "recent_tick_instants",
     "record_migration",
     "record_outcomes",
     "register_version",

@@ -63,3 +63,18 @@ def last_tick(conn: Connection) -> tuple[int, float, str] | None:
     """(now_us, seconds, summary JSON) of the latest tick."""
     row = conn.execute(text("SELECT now_us, seconds, summary FROM ticks ORDER BY id DESC LIMIT 1")).first()
     return None if row is None else (int(row[0]), float(row[1]), str(row[2]))
+
+
+def latest_tick_us(conn: Connection) -> int | None:
+    """The latest instant among the recent ticks (with several workers, ticks are stored as they end, not
+    in the order of their instants)."""
+    value = conn.execute(
+        text("SELECT MAX(now_us) FROM (SELECT now_us FROM ticks ORDER BY id DESC LIMIT 100) recent")
+    ).scalar()
+    return None if value is None else int(value)
+
+
+def recent_tick_instants(conn: Connection, limit: int = 20) -> list[int]:
+    """The instants of the latest ``limit`` ticks, oldest first."""
+    rows = conn.execute(text("SELECT now_us FROM ticks ORDER BY id DESC LIMIT :n"), {"n": limit}).all()
+    return sorted(int(r[0]) for r in rows)

@@ -241,6 +241,18 @@ class TickLog(SQLModel, table=True):
     summary: str = Field(sa_column=Column(Text, nullable=False))
 
 
+class JourneyHealth(SQLModel, table=True):
+    """A journey whose part of a tick failed (``store.health``): the error, from when, and the latest tick
+    that saw it. The row goes when the journey works again."""
+
+    __tablename__ = "journey_health"
+
+    journey_id: str = Field(primary_key=True)
+    error: str = Field(sa_column=Column(Text, nullable=False))
+    since_us: int
+    last_us: int
+
+
 def _wide_integers() -> None:
     """Every integer column is 64-bit on PostgreSQL (instants in microseconds overflow its 32-bit
     INTEGER); SQLite keeps ``INTEGER``, whose primary keys are the row id."""
