@@ -270,7 +270,8 @@ def test_run_once_with_a_failed_journey_runs_the_others_and_exits_1(
     assert run(capsys, "ingest", str(events), "--db", db)[0] == 0
     customers = workspace / "customers.csv"
     customers.write_text(
-        "customer_id,first_name,email\n" + "".join(f"u{i},N{i},u{i}@example.com\n" for i in range(20))
+        "customer_id,first_name,email,consent_email\n"
+        + "".join(f"u{i},N{i},u{i}@example.com,true\n" for i in range(20))
     )
     assert run(capsys, "ingest", str(customers), "--db", db)[0] == 0
     common = ["--db", db, "--journeys", str(workspace / "journeys"), "--outbox", str(workspace / "outbox")]

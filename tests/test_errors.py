@@ -78,7 +78,7 @@ def store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> str:
 def test_a_reader_that_goes_away_ends_the_command_quietly(store: str, tmp_path: Path) -> None:
     # The reader closes its end before a line is written: every write fails with EPIPE.
     proc = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.cli", "status", "--db", store, "--stale-after", "100000d"],
+        [sys.executable, "-m", "orchestrator.cli", "status", "--db", store, "--stale-after", "30000d"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert proc.stdout is not None and proc.stderr is not None
