@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Column, Connection, Engine, Table, create_engine, event, inspect, literal, text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import SQLModel
 
 from orchestrator.store import tables  # noqa: F401  (registers the tables on SQLModel.metadata)
@@ -182,6 +183,18 @@ def _create_schema(engine: Engine, *, create_tables: bool = True) -> None:
                     index.create(conn)
         if create_tables:
             SQLModel.metadata.create_all(conn)
+
+
+def is_database_error(error: BaseException) -> bool:
+    """Whether ``error`` came from the database (through SQLAlchemy or straight from a DBAPI cursor): a
+    store that is down or full, rather than bad input."""
+    if isinstance(error, SQLAlchemyError | sqlite3.Error):
+        return True
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - psycopg is a dependency
+        return False
+    return isinstance(error, psycopg.Error)
 
 
 def open_store(url: str | None = None, *, create: bool = True) -> Store:

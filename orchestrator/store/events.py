@@ -7,6 +7,7 @@ beyond the DBAPI's own row tuples.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Sequence
 from operator import itemgetter
 from typing import Any
@@ -25,10 +26,14 @@ from orchestrator.store.customers import (
 )
 from orchestrator.store.tables import Event, EventType
 
+KEY_BYTES = 16
+
 EVENTS = Event.__table__  # type: ignore[attr-defined]
 EVENT_TYPES = EventType.__table__  # type: ignore[attr-defined]
 
-_SQLITE_INSERT = "INSERT INTO events (id, customer_key, type_id, ts_us, properties) VALUES (?, ?, ?, ?, ?)"
+_SQLITE_INSERT = (
+    "INSERT INTO events (id, customer_key, type_id, ts_us, properties, event_key) VALUES (?, ?, ?, ?, ?, ?)"
+)
 _FETCH_ROWS = 200_000
 
 
@@ -63,42 +68,134 @@ def insert_events(
     ts_us: np.ndarray,
     properties_json: Sequence[str],
 ) -> tuple[int, int]:
-    """Insert one event per position of the four aligned sequences, with ids ``first..last`` in order;
-    returns ``(first, last)`` (``(0, -1)`` for none).
+    """Insert one event per position of the four aligned sequences, without keys, with ids
+    ``first..last`` in order; returns ``(first, last)`` (``(0, -1)`` for none). See ``insert_new_events``."""
+    first, last, _ = insert_new_events(conn, customer_keys, type_ids, ts_us, properties_json)
+    return first, last
+
+
+def insert_new_events(
+    conn: Connection,
+    customer_keys: np.ndarray,
+    type_ids: np.ndarray,
+    ts_us: np.ndarray,
+    properties_json: Sequence[str],
+    event_keys: np.ndarray | None = None,
+    keyed: np.ndarray | None = None,
+) -> tuple[int, int, np.ndarray]:
+    """Insert the events of the aligned sequences whose key is not stored yet; returns ``(first, last,
+    rows)``: the stored events have ids ``first..last`` (``(0, -1)`` for none) and are the given rows at
+    positions ``rows``, in order.
+
+    ``event_keys`` is an ``(n, 16)`` uint8 array of keys (see ``ingest.keys``), ``keyed`` a boolean mask of
+    the rows that have one (None: all of them, or none when there are no keys). A row whose key is stored
+    already, or repeats an earlier row's key, is skipped; rows without a key are always stored.
 
     ``properties_json`` holds each event's properties as JSON object text (``"{}"`` for none); it is stored
     as given. Ids are given explicitly, one more than the largest so far, while the writer holds the
     table: so ids grow in commit order, which is what lets a reader keep a copy current by reading the ids
     above the last it saw (and lets the writer hand the same events to an in-memory copy itself). On
-    SQLite the transaction already holds the database's write lock; elsewhere the table is locked.
+    SQLite the transaction already holds the database's write lock; elsewhere the table is locked, before
+    the keys already stored are looked up, so the look-up is exact and no insert is ignored.
     """
     n = len(ts_us)
     if not (len(customer_keys) == len(type_ids) == len(properties_json) == n):
         raise ValueError("insert_events needs sequences of equal length")
+    if event_keys is not None and event_keys.shape != (n, KEY_BYTES):
+        raise ValueError(f"event keys must be an (n, {KEY_BYTES}) array")
     if n == 0:
-        return 0, -1
+        return 0, -1, np.zeros(0, np.int64)
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("LOCK TABLE events IN SHARE ROW EXCLUSIVE MODE"))
+    rows = np.arange(n)
+    key_list: list[bytes | None] | None = None
+    if event_keys is not None:
+        has_key = np.ones(n, bool) if keyed is None else np.asarray(keyed, dtype=bool)
+        new = has_key & ~_repeated_keys(event_keys, has_key)
+        blob = np.ascontiguousarray(event_keys).tobytes()
+        key_list = [blob[i : i + KEY_BYTES] for i in range(0, n * KEY_BYTES, KEY_BYTES)]
+        if not has_key.all():
+            key_list = [k if h else None for k, h in zip(key_list, has_key.tolist(), strict=True)]
+        stored = _stored_keys(conn, event_keys[new])
+        if stored:
+            new[new] = [k not in stored for k in (key_list[i] for i in np.flatnonzero(new).tolist())]
+        new |= ~has_key
+        if not new.all():
+            rows = np.flatnonzero(new)
+    m = len(rows)
+    if m == 0:
+        return 0, -1, rows
+    if m < n:
+        take = rows.tolist()
+        customer_keys, type_ids, ts_us = customer_keys[rows], type_ids[rows], ts_us[rows]
+        properties_json = [properties_json[i] for i in take]
+        if key_list is not None:
+            key_list = [key_list[i] for i in take]
     keys = np.asarray(customer_keys, dtype=np.int64).tolist()
     types = np.asarray(type_ids, dtype=np.int64).tolist()
     times = np.asarray(ts_us, dtype=np.int64).tolist()
-    if conn.dialect.name == "postgresql":
-        conn.execute(text("LOCK TABLE events IN SHARE ROW EXCLUSIVE MODE"))
+    event_key_col: Iterable[bytes | None] = key_list if key_list is not None else itertools.repeat(None, m)
     first = int(conn.execute(select(func.coalesce(func.max(EVENTS.c.id), 0))).scalar_one()) + 1
-    ids = range(first, first + n)
+    ids = range(first, first + m)
     if conn.dialect.name == "sqlite":
         cursor = raw_cursor(conn, writing=True)
         try:
-            cursor.executemany(_SQLITE_INSERT, zip(ids, keys, types, times, properties_json, strict=True))
+            cursor.executemany(
+                _SQLITE_INSERT, zip(ids, keys, types, times, properties_json, event_key_col, strict=True)
+            )
         finally:
             cursor.close()
     else:
         conn.execute(
             insert(EVENTS),
             [
-                {"id": i, "customer_key": k, "type_id": t, "ts_us": s, "properties": p}
-                for i, k, t, s, p in zip(ids, keys, types, times, properties_json, strict=True)
+                {"id": i, "customer_key": k, "type_id": t, "ts_us": s, "properties": p, "event_key": e}
+                for i, k, t, s, p, e in zip(
+                    ids, keys, types, times, properties_json, event_key_col, strict=True
+                )
             ],
         )
-    return first, first + n - 1
+    return first, first + m - 1, rows
+
+
+def _repeated_keys(event_keys: np.ndarray, has_key: np.ndarray) -> np.ndarray:
+    """Rows whose key an earlier keyed row of the same array has already."""
+    n = len(event_keys)
+    halves = np.ascontiguousarray(event_keys).view(">u8").reshape(n, 2)
+    hi, lo = halves[:, 0], halves[:, 1]
+    order = np.lexsort((np.arange(n), lo, hi, ~has_key))  # keyed rows first, equal keys by position
+    same = np.zeros(n, bool)
+    same[1:] = (hi[order][1:] == hi[order][:-1]) & (lo[order][1:] == lo[order][:-1])
+    same &= has_key[order]
+    repeated = np.zeros(n, bool)
+    repeated[order[same]] = True
+    return repeated
+
+
+def _stored_keys(conn: Connection, event_keys: np.ndarray) -> set[bytes]:
+    """Which of the keys (an ``(n, 16)`` array) the events table holds. Keys sharing their first 8 bytes
+    (the keys of one file, see ``ingest.keys``) are looked up with one range scan per prefix, the others
+    with IN lists."""
+    n = len(event_keys)
+    if n == 0:
+        return set()
+    halves = np.ascontiguousarray(event_keys).view(">u8").reshape(n, 2)
+    order = np.lexsort((halves[:, 1], halves[:, 0]))
+    ordered = halves[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:, 0] != ordered[:-1, 0]])
+    ends = np.r_[starts[1:], n]
+    col = EVENTS.c.event_key
+    found: set[bytes] = set()
+    singles: list[bytes] = []
+    for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+        if end - start == 1:
+            singles.append(ordered[start].tobytes())
+            continue
+        low, high = ordered[start].tobytes(), ordered[end - 1].tobytes()
+        found.update(bytes(k) for (k,) in conn.execute(select(col).where(col.between(low, high))))
+    for part in chunked(singles):
+        found.update(bytes(k) for (k,) in conn.execute(select(col).where(col.in_(part))))
+    return found
 
 
 class _PropertyColumn:
