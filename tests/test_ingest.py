@@ -528,7 +528,8 @@ def test_control_characters_big_integers_and_times_out_of_range_reject_their_row
             _event("c1", "vi\x01ew"),  # 4
             {"customer_id": "c1", "event": "view", "ts": "2023-11-01T00:00:00Z", "properties": {"a\x00b": 1}},
             '{"customer_id": 123456789012345678901234567890, "event": "view", "ts": "2023-11-01T00:00:00Z"}',
-            '{"customer_id": "c1", "event": "view", "ts": "2023-11-01T00:00:00Z", "properties": {"n": 99999999999999999999}}',
+            '{"customer_id": "c1", "event": "view", "ts": "2023-11-01T00:00:00Z", '
+            '"properties": {"n": 99999999999999999999}}',
             _event("c1", ts="0001-01-01T00:00:00Z"),  # 8
             _event("c1", ts="9999-12-31T00:00:00Z"),  # 9
             _event("c1", ts="2023-11-16T00:00:01Z"),  # 10: more than a day after NOW
@@ -821,3 +822,57 @@ def test_a_jsonl_file_mixing_events_and_customers_is_refused(store: Store, tmp_p
         tmp_path / "p.jsonl", [{"customer_id": "c1", "attributes": {"event": "x"}}, {"customer_id": "c2"}]
     )
     assert ingest_file(store, people, now_us=NOW).kind == "customers"
+
+
+def test_cli_prints_duplicates_and_json_totals(
+    store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from orchestrator.cli import main
+
+    url = store.engine.url.render_as_string(hide_password=False)
+    now = datetime.now(UTC)
+    path = _jsonl(
+        tmp_path / "e.jsonl",
+        [
+            _event("c1", ts=(now - timedelta(days=1)).isoformat()),
+            _event("c1", ts=(now - timedelta(days=1)).isoformat()),
+            _event("c2", ts=(now + timedelta(days=3)).isoformat()),
+        ],
+    )
+    assert main(["ingest", str(path), "--db", url]) == 0
+    out = capsys.readouterr()
+    assert "2 events accepted, 1 rejected, 0 duplicates skipped" in out.out
+    assert "ts out of range" in out.err
+    assert main(["ingest", str(path), str(path), "--db", url, "--format", "json", "--max-future", "4d"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["accepted"], result["rejected"], result["duplicates"]) == (1, 0, 5)
+    assert [(f["accepted"], f["duplicates"]) for f in result["files"]] == [(1, 2), (0, 3)]
+    assert main(["ingest", str(path), "--db", url, "--min-time", "yesterday"]) == 2
+
+
+def test_a_store_from_before_event_keys_opens_and_keeps_its_events(tmp_path: Path, backend: str) -> None:
+    import sqlite3
+
+    if backend != "sqlite":
+        pytest.skip("the old schema is made with sqlite3")
+    db = tmp_path / "old.db"
+    open_store(sqlite_url(db)).dispose()
+    with sqlite3.connect(db) as conn:  # the events table as it was, with one event
+        conn.execute("DROP INDEX ux_events_key")
+        conn.execute("ALTER TABLE events DROP COLUMN event_key")
+        conn.execute("DROP TABLE event_sources")
+        conn.execute(
+            "INSERT INTO events (id, customer_key, type_id, ts_us, properties) VALUES (1, 1, 1, 5, '{}')"
+        )
+    store = open_store(sqlite_url(db))
+    try:
+        path = _jsonl(tmp_path / "e.jsonl", [_event("c1"), _event("c1")])
+        assert ingest_file(store, path, now_us=NOW).accepted == 2
+        assert ingest_file(store, path, now_us=NOW).duplicates == 2
+        with store.connect() as conn:
+            rows = conn.execute(select(EVENTS.c.id, EVENTS.c.event_key).order_by(EVENTS.c.id)).all()
+        assert (
+            [r[0] for r in rows] == [1, 2, 3] and rows[0][1] is None and None not in (rows[1][1], rows[2][1])
+        )
+    finally:
+        store.dispose()

@@ -145,7 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         type=Path,
         default=None,
-        help="ingest the event and customer files dropped here before each tick (moved to DIR/done)",
+        help="ingest the files dropped here before each tick (kinds from DIR/events/, DIR/customers/ or "
+        "NAME.events.EXT, NAME.customers.EXT; moved to DIR/done or DIR/failed)",
     )
     _add_workspace(p)
     _add_engine(p)

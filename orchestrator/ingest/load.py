@@ -21,7 +21,7 @@ from typing import Any, TextIO
 import numpy as np
 from sqlalchemy import Connection, insert
 
-from orchestrator.ingest.keys import event_keys, file_source, named_source
+from orchestrator.ingest.keys import batch_digest, event_keys, file_digest
 from orchestrator.ingest.readers import (
     CHUNK_ROWS,
     DAY_US,
@@ -37,7 +37,7 @@ from orchestrator.ingest.readers import (
 from orchestrator.ingest.report import IngestError, IngestReport
 from orchestrator.store.customers import ensure_customer_keys, upsert_customers
 from orchestrator.store.db import Store
-from orchestrator.store.events import event_type_ids, insert_new_events
+from orchestrator.store.events import event_source, event_type_ids, insert_new_events
 from orchestrator.store.tables import IngestBatch
 
 MAX_REJECT_EXAMPLES = 20
@@ -72,26 +72,18 @@ class _KeyCache:
 
     def customer_keys(self, conn: Connection, ids: list[str]) -> np.ndarray:
         known = self.customers
-        missing = [cid for cid in ids if cid not in known]
-        if missing:
+        keys = list(map(known.get, ids))  # one pass when every id is known, the common case
+        if None in keys:
+            missing = [cid for cid, key in zip(ids, keys, strict=True) if key is None]
             known.update(zip(missing, ensure_customer_keys(conn, missing, self.now_us).tolist(), strict=True))
-        return np.fromiter(map(known.__getitem__, ids), np.int64, len(ids))
+            keys = list(map(known.__getitem__, ids))
+        return np.array(keys, dtype=np.int64)
 
     def type_ids(self, conn: Connection, names: list[str]) -> np.ndarray:
         missing = [name for name in names if name not in self.types]
         if missing:
             self.types.update(event_type_ids(conn, missing))
         return np.fromiter(map(self.types.__getitem__, names), np.int64, len(names))
-
-
-def _chunk_keys(chunk: EventChunk, source: bytes | None) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """The chunk's event keys and the mask of the events that have one (None: all do)."""
-    if source is not None:
-        return event_keys(source, chunk.lines, chunk.message_ids), None
-    if chunk.message_ids is None:
-        return None, None
-    keyed = np.fromiter((mid is not None for mid in chunk.message_ids), bool, len(chunk))
-    return event_keys(bytes(12), chunk.lines, chunk.message_ids), keyed
 
 
 def _load_events(
@@ -101,12 +93,19 @@ def _load_events(
     now_us: int,
     max_examples: int,
     on_events: EventsCallback | None = None,
-    source: bytes | None = None,
+    digest: bytes | None = None,
 ) -> None:
     cache = _KeyCache(now_us)
+    source = None
+    if digest is not None:
+        with store.begin() as conn:
+            source = event_source(conn, digest, now_us)
     for chunk in chunks:
         if len(chunk):
-            keys, keyed = _chunk_keys(chunk, source)
+            keys: np.ndarray | None = None
+            keyed: np.ndarray | None = None
+            if source is not None or chunk.message_ids is not None:
+                keys, keyed = event_keys(source, chunk.lines, chunk.message_ids)
             with store.begin() as conn:
                 customers = cache.customer_keys(conn, chunk.customer_ids)[chunk.customer_codes]
                 types = cache.type_ids(conn, chunk.event_names)[chunk.event_codes]
@@ -199,8 +198,8 @@ def ingest_file(
     report = IngestReport(source=str(path), kind=kind, sink=rejects)
     if kind == "events":
         chunks = event_chunks(path, fmt, chunk_rows, times or time_range(now_us))
-        source = file_source(path)
-        _load_events(store, chunks, report, now_us, max_reject_examples, on_events, source)
+        digest = file_digest(path)
+        _load_events(store, chunks, report, now_us, max_reject_examples, on_events, digest)
     else:
         _load_customers(store, customer_chunks(path, fmt, chunk_rows), report, now_us, max_reject_examples)
     report.seconds = time.perf_counter() - started
@@ -233,8 +232,8 @@ def ingest_events_records(
     started = time.perf_counter()
     report = IngestReport(source=source, kind="events")
     chunks = record_event_chunks(records, chunk_rows, times or time_range(now_us))
-    batch = None if batch_id is None else named_source(batch_id)
-    _load_events(store, chunks, report, now_us, max_reject_examples, on_events, batch)
+    digest = None if batch_id is None else batch_digest(batch_id)
+    _load_events(store, chunks, report, now_us, max_reject_examples, on_events, digest)
     report.seconds = time.perf_counter() - started
     _record_batch(store, report, now_us)
     return report

@@ -660,6 +660,25 @@ def _plain(col: pa.Array) -> pa.Array:
     return col
 
 
+def _utf8_bytes(col: pa.Array) -> np.ndarray:
+    """The UTF-8 bytes of every value of a string array, end to end (no copy)."""
+    _, offsets_buf, data_buf = col.buffers()
+    if data_buf is None or len(col) == 0:
+        return np.zeros(0, np.uint8)
+    offsets = np.frombuffer(offsets_buf, np.int32, count=len(col) + 1, offset=col.offset * 4)
+    return np.frombuffer(data_buf, np.uint8)[offsets[0] : offsets[-1]]
+
+
+def _control_rows(col: pa.Array) -> np.ndarray:
+    """Rows of a string array holding a control character or a line or paragraph separator. The bytes
+    are looked at first, all at once: a column without a byte below 0x20, 0x7f, or a 0xc2 or 0xe2 lead
+    byte (of U+0080-U+009F, U+2028, U+2029) has none, and needs no per-value check."""
+    data = _utf8_bytes(col)
+    if not ((data < 0x20) | (data == 0x7F) | (data == 0xC2) | (data == 0xE2)).any():
+        return np.zeros(len(col), bool)
+    return _mask(pc.match_substring_regex(col, _CONTROL_RE2))
+
+
 def _mask(arr: pa.Array) -> np.ndarray:
     """A boolean arrow array as numpy, nulls as False."""
     return np.asarray(arr.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
@@ -689,7 +708,7 @@ def _json_fragments(name: str, col: pa.Array) -> pa.Array:
         text = pc.if_else(finite, text, pa.scalar(None, pa.string()))
     elif pa.types.is_boolean(t):
         text = pc.if_else(col, "true", "false")
-    elif pa.types.is_string(t) and not pc.any(pc.match_substring_regex(col, "[\x00-\x1f]")).as_py():
+    elif pa.types.is_string(t) and not (_utf8_bytes(col) < 0x20).any():  # nothing to escape but " and \
         escaped = pc.replace_substring(pc.replace_substring(col, "\\", "\\\\"), '"', '\\"')
         text = pc.binary_join_element_wise('"', escaped, '"', "")
     else:
@@ -733,6 +752,8 @@ def arrow_event_chunk(batch: pa.RecordBatch, first_row: int, time_range: TimeRan
     details = np.full(n, "", dtype=object)
 
     def fail(mask: np.ndarray, why: str, detail: str = "") -> None:
+        if not mask.any():  # the common case: no row fails this check
+            return
         hit = mask & (reason == "")
         reason[hit] = why
         details[hit] = detail
@@ -743,14 +764,14 @@ def arrow_event_chunk(batch: pa.RecordBatch, first_row: int, time_range: TimeRan
     elif not pa.types.is_string(cid.type):
         raise IngestError(f"customer_id column has type {cid.type}; expected text or integers")
     fail(~_mask(pc.is_valid(cid)) | ~_mask(pc.greater(pc.binary_length(cid), 0)), "missing customer_id")
-    fail(_mask(pc.match_substring_regex(cid, _CONTROL_RE2)), "customer_id contains a control character")
+    fail(_control_rows(cid), "customer_id contains a control character")
 
     event = _plain(batch.column("event"))
     if not pa.types.is_string(event.type):
         raise IngestError(f"event column has type {event.type}; expected text")
     fail(~_mask(pc.is_valid(event)), "missing event")
     fail(~_mask(pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(event)), 0)), "empty event name")
-    fail(_mask(pc.match_substring_regex(event, _CONTROL_RE2)), "event name contains a control character")
+    fail(_control_rows(event), "event name contains a control character")
 
     ts_col = _plain(batch.column("ts"))
     fail(~_mask(pc.is_valid(ts_col)), "missing ts")

@@ -24,12 +24,13 @@ from orchestrator.store.customers import (
     max_key,
     raw_cursor,
 )
-from orchestrator.store.tables import Event, EventType
-
-KEY_BYTES = 16
+from orchestrator.store.tables import Event, EventSource, EventType
 
 EVENTS = Event.__table__  # type: ignore[attr-defined]
 EVENT_TYPES = EventType.__table__  # type: ignore[attr-defined]
+EVENT_SOURCES = EventSource.__table__  # type: ignore[attr-defined]
+#: The low bits of a derived event key hold the line; the high bits the source (see ``ingest.keys``).
+LINE_BITS = 32
 
 _SQLITE_INSERT = (
     "INSERT INTO events (id, customer_key, type_id, ts_us, properties, event_key) VALUES (?, ?, ?, ?, ?, ?)"
@@ -74,6 +75,20 @@ def insert_events(
     return first, last
 
 
+def event_source(conn: Connection, digest: bytes, now_us: int) -> int:
+    """The number of the event source with this content digest, recorded when new (see
+    ``ingest.keys``)."""
+    col = EVENT_SOURCES.c
+    found = conn.execute(select(col.id).where(col.digest == digest)).scalar()
+    if found is None:
+        conn.execute(
+            insert_ignoring_conflicts(conn, EVENT_SOURCES, ["digest"]),
+            [{"digest": digest, "first_us": now_us}],
+        )
+        found = conn.execute(select(col.id).where(col.digest == digest)).scalar_one()
+    return int(found)
+
+
 def insert_new_events(
     conn: Connection,
     customer_keys: np.ndarray,
@@ -87,54 +102,56 @@ def insert_new_events(
     rows)``: the stored events have ids ``first..last`` (``(0, -1)`` for none) and are the given rows at
     positions ``rows``, in order.
 
-    ``event_keys`` is an ``(n, 16)`` uint8 array of keys (see ``ingest.keys``), ``keyed`` a boolean mask of
-    the rows that have one (None: all of them, or none when there are no keys). A row whose key is stored
-    already, or repeats an earlier row's key, is skipped; rows without a key are always stored.
+    ``event_keys`` holds each event's int64 key (see ``ingest.keys``), ``keyed`` is a boolean mask of the
+    rows that have one (None: all of them; no keys: none). A row whose key is stored already, or repeats
+    an earlier row's key, is skipped; rows without a key are always stored.
 
     ``properties_json`` holds each event's properties as JSON object text (``"{}"`` for none); it is stored
     as given. Ids are given explicitly, one more than the largest so far, while the writer holds the
     table: so ids grow in commit order, which is what lets a reader keep a copy current by reading the ids
     above the last it saw (and lets the writer hand the same events to an in-memory copy itself). On
-    SQLite the transaction already holds the database's write lock; elsewhere the table is locked, before
-    the keys already stored are looked up, so the look-up is exact and no insert is ignored.
+    SQLite the transaction already holds the database's write lock; elsewhere the table is locked before
+    the stored keys are looked up. So the look-up is exact, and the insert needs no conflict clause: a key
+    stored meanwhile would be a broken lock, and fails the transaction rather than leave a gap in the ids.
     """
     n = len(ts_us)
     if not (len(customer_keys) == len(type_ids) == len(properties_json) == n):
         raise ValueError("insert_events needs sequences of equal length")
-    if event_keys is not None and event_keys.shape != (n, KEY_BYTES):
-        raise ValueError(f"event keys must be an (n, {KEY_BYTES}) array")
+    if event_keys is not None and len(event_keys) != n:
+        raise ValueError("insert_events needs a key per event")
     if n == 0:
         return 0, -1, np.zeros(0, np.int64)
     if conn.dialect.name == "postgresql":
         conn.execute(text("LOCK TABLE events IN SHARE ROW EXCLUSIVE MODE"))
     rows = np.arange(n)
-    key_list: list[bytes | None] | None = None
+    key_col: list[int | None] | None = None
     if event_keys is not None:
+        event_keys = np.asarray(event_keys, dtype=np.int64)
         has_key = np.ones(n, bool) if keyed is None else np.asarray(keyed, dtype=bool)
-        new = has_key & ~_repeated_keys(event_keys, has_key)
-        blob = np.ascontiguousarray(event_keys).tobytes()
-        key_list = [blob[i : i + KEY_BYTES] for i in range(0, n * KEY_BYTES, KEY_BYTES)]
-        if not has_key.all():
-            key_list = [k if h else None for k, h in zip(key_list, has_key.tolist(), strict=True)]
+        new = has_key.copy()
+        _, first_of = np.unique(event_keys[has_key], return_index=True)
+        if len(first_of) < int(has_key.sum()):  # a key repeated within the chunk: keep the first
+            new[:] = False
+            new[np.flatnonzero(has_key)[first_of]] = True
         stored = _stored_keys(conn, event_keys[new])
-        if stored:
-            new[new] = [k not in stored for k in (key_list[i] for i in np.flatnonzero(new).tolist())]
+        if len(stored):
+            new &= ~np.isin(event_keys, stored)
         new |= ~has_key
         if not new.all():
             rows = np.flatnonzero(new)
+        key_col = event_keys[rows].tolist()
+        if keyed is not None and not has_key[rows].all():
+            key_col = [k if h else None for k, h in zip(key_col, has_key[rows].tolist(), strict=True)]
     m = len(rows)
     if m == 0:
         return 0, -1, rows
     if m < n:
-        take = rows.tolist()
         customer_keys, type_ids, ts_us = customer_keys[rows], type_ids[rows], ts_us[rows]
-        properties_json = [properties_json[i] for i in take]
-        if key_list is not None:
-            key_list = [key_list[i] for i in take]
+        properties_json = [properties_json[i] for i in rows.tolist()]
     keys = np.asarray(customer_keys, dtype=np.int64).tolist()
     types = np.asarray(type_ids, dtype=np.int64).tolist()
     times = np.asarray(ts_us, dtype=np.int64).tolist()
-    event_key_col: Iterable[bytes | None] = key_list if key_list is not None else itertools.repeat(None, m)
+    event_key_col: Iterable[int | None] = key_col if key_col is not None else itertools.repeat(None, m)
     first = int(conn.execute(select(func.coalesce(func.max(EVENTS.c.id), 0))).scalar_one()) + 1
     ids = range(first, first + m)
     if conn.dialect.name == "sqlite":
@@ -158,44 +175,22 @@ def insert_new_events(
     return first, first + m - 1, rows
 
 
-def _repeated_keys(event_keys: np.ndarray, has_key: np.ndarray) -> np.ndarray:
-    """Rows whose key an earlier keyed row of the same array has already."""
-    n = len(event_keys)
-    halves = np.ascontiguousarray(event_keys).view(">u8").reshape(n, 2)
-    hi, lo = halves[:, 0], halves[:, 1]
-    order = np.lexsort((np.arange(n), lo, hi, ~has_key))  # keyed rows first, equal keys by position
-    same = np.zeros(n, bool)
-    same[1:] = (hi[order][1:] == hi[order][:-1]) & (lo[order][1:] == lo[order][:-1])
-    same &= has_key[order]
-    repeated = np.zeros(n, bool)
-    repeated[order[same]] = True
-    return repeated
-
-
-def _stored_keys(conn: Connection, event_keys: np.ndarray) -> set[bytes]:
-    """Which of the keys (an ``(n, 16)`` array) the events table holds. Keys sharing their first 8 bytes
-    (the keys of one file, see ``ingest.keys``) are looked up with one range scan per prefix, the others
-    with IN lists."""
-    n = len(event_keys)
-    if n == 0:
-        return set()
-    halves = np.ascontiguousarray(event_keys).view(">u8").reshape(n, 2)
-    order = np.lexsort((halves[:, 1], halves[:, 0]))
-    ordered = halves[order]
-    starts = np.flatnonzero(np.r_[True, ordered[1:, 0] != ordered[:-1, 0]])
-    ends = np.r_[starts[1:], n]
+def _stored_keys(conn: Connection, event_keys: np.ndarray) -> np.ndarray:
+    """Which of the keys the events table holds. The keys of one source (non-negative, the source in the
+    upper half) are looked up with one range scan per source; keys from events' own ids with IN lists."""
+    if len(event_keys) == 0:
+        return np.zeros(0, np.int64)
     col = EVENTS.c.event_key
-    found: set[bytes] = set()
-    singles: list[bytes] = []
-    for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
-        if end - start == 1:
-            singles.append(ordered[start].tobytes())
-            continue
-        low, high = ordered[start].tobytes(), ordered[end - 1].tobytes()
-        found.update(bytes(k) for (k,) in conn.execute(select(col).where(col.between(low, high))))
-    for part in chunked(singles):
-        found.update(bytes(k) for (k,) in conn.execute(select(col).where(col.in_(part))))
-    return found
+    found: list[int] = []
+    derived = event_keys[event_keys >= 0]
+    sources = derived >> LINE_BITS
+    for source in np.unique(sources).tolist():
+        mine = derived[sources == source]
+        low, high = int(mine.min()), int(mine.max())
+        found += conn.execute(select(col).where(col.between(low, high))).scalars().all()
+    for part in chunked(event_keys[event_keys < 0].tolist()):
+        found += conn.execute(select(col).where(col.in_(part))).scalars().all()
+    return np.asarray(found, dtype=np.int64)
 
 
 class _PropertyColumn:

@@ -38,9 +38,9 @@ class EventType(SQLModel, table=True):
 
 
 class Event(SQLModel, table=True):
-    """One event. ``event_key`` (16 bytes, see ``ingest.keys``) makes ingest idempotent: an event whose
-    key is stored already is not stored again. Rows stored before keys existed have none (NULL), and a
-    NULL key never conflicts."""
+    """One event. ``event_key`` (see ``ingest.keys``) makes ingest idempotent: an event whose key is
+    stored already is not stored again. Rows stored before keys existed have none (NULL), and a NULL key
+    never conflicts."""
 
     __tablename__ = "events"
     __table_args__ = (Index("ux_events_key", "event_key", unique=True),)
@@ -50,7 +50,18 @@ class Event(SQLModel, table=True):
     type_id: int
     ts_us: int
     properties: str = Field(default="{}", sa_column=Column(Text, nullable=False, default="{}"))
-    event_key: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    event_key: int | None = None
+
+
+class EventSource(SQLModel, table=True):
+    """A file (or named batch) events were ingested from, by the digest of its content: its ``id`` is
+    the upper half of the keys of its events (see ``ingest.keys``)."""
+
+    __tablename__ = "event_sources"
+
+    id: int | None = Field(default=None, primary_key=True)
+    digest: bytes = Field(sa_column=Column(LargeBinary, nullable=False, unique=True))
+    first_us: int
 
 
 class JourneyVersion(SQLModel, table=True):
