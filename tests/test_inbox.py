@@ -227,7 +227,7 @@ def test_the_kind_comes_from_the_folder_or_the_name_never_from_the_first_record(
     text_of = "".join(json.dumps(x) + "\n" for x in first_lacks_event)
     (inbox / "events" / "e.jsonl").write_text(text_of)
     (inbox / "x.events.jsonl").write_text(text_of)
-    (inbox / "mixed.jsonl").write_text(text_of)
+    (inbox / "mixed.jsonl").write_text(json.dumps({"customer_id": "c9", "plan": "gold"}) + "\n" + text_of)
     (inbox / "customers" / "people.csv").write_text("customer_id,plan\nc1,gold\n")
     (inbox / "vip.customers.jsonl").write_text(json.dumps({"customer_id": "c2", "plan": "vip"}) + "\n")
     events_file(inbox / "plain.jsonl", 5)

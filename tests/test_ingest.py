@@ -806,10 +806,7 @@ def test_kill_9_midway_then_rerun_stores_each_event_once(store: Store, tmp_path:
 
 
 def test_a_jsonl_file_mixing_events_and_customers_is_refused(store: Store, tmp_path: Path) -> None:
-    path = _jsonl(
-        tmp_path / "e.jsonl",
-        [{"customer_id": "c1", "ts": "2023-11-01T00:00:00Z"}, _event("c1"), _event("c2")],
-    )
+    path = _jsonl(tmp_path / "e.jsonl", [{"customer_id": "c1", "plan": "gold"}, _event("c1"), _event("c2")])
     with pytest.raises(IngestError, match="mixes events and customers"):
         ingest_file(store, path, now_us=NOW)
     assert _count(store) == 0
@@ -822,6 +819,20 @@ def test_a_jsonl_file_mixing_events_and_customers_is_refused(store: Store, tmp_p
         tmp_path / "p.jsonl", [{"customer_id": "c1", "attributes": {"event": "x"}}, {"customer_id": "c2"}]
     )
     assert ingest_file(store, people, now_us=NOW).kind == "customers"
+
+
+def test_an_events_file_whose_first_record_lacks_event_is_still_events(store: Store, tmp_path: Path) -> None:
+    path = _jsonl(tmp_path / "e.jsonl", [{"customer_id": "c1", "ts": "2023-11-01T00:00:00Z"}, _event("c1")])
+    report = ingest_file(store, path, now_us=NOW)
+    assert (report.kind, report.accepted, report.rejected, report.reasons) == (
+        "events",
+        1,
+        1,
+        {"missing event": 1},
+    )
+    with store.connect() as conn:
+        records = customer_records(conn, [1])
+    assert "ts" not in records[1] and "event" not in records[1]  # nothing became a customer attribute
 
 
 def test_cli_prints_duplicates_and_json_totals(

@@ -66,6 +66,8 @@ def event_keys(
     source only the events with an id have a key."""
     n = len(lines)
     if source is not None:
+        if not 0 < source < 1 << (63 - LINE_BITS):
+            raise ValueError(f"event source number {source} does not fit in an event key")
         if n and (int(lines.max()) >= 1 << LINE_BITS or int(lines.min()) < 0):
             raise ValueError("a line number does not fit in an event key")
         keys = (np.int64(source) << LINE_BITS) | np.asarray(lines, dtype=np.int64)

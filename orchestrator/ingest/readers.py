@@ -1004,9 +1004,11 @@ def detect_format(path: Path) -> str:
 
 def detect_kind(path: Path, fmt: str) -> str:
     """ "events" or "customers", from the file as a whole: an ``event`` column in the CSV header or the
-    Parquet schema means events; a JSONL file is events when its records have an ``event`` field and
-    customers when none does, and one that has both kinds of record is refused (``IngestError``). A file
-    without any record counts as events."""
+    Parquet schema means events. In JSONL a record with an ``event`` field is an event, one with neither
+    ``event`` nor ``ts`` a customer, and one with ``ts`` but no ``event`` could be either (an event that
+    lost its name): the file is events when any record is an event, customers otherwise, and refused
+    (``IngestError``) when it has both events and customers. A file without any record counts as
+    events."""
     if fmt == "parquet":
         names = pq.ParquetFile(path).schema_arrow.names
         return "events" if "event" in names else "customers"
@@ -1017,13 +1019,14 @@ def detect_kind(path: Path, fmt: str) -> str:
 
 
 def _jsonl_kind(path: Path) -> str:
-    """Every line is looked at: one without the text ``"event"`` is parsed (a customer record when it is
-    an object); lines with it are parsed until one is an event record."""
+    """Every line is looked at: one without the text ``"event"`` is parsed; lines with it are parsed
+    until one is an event."""
     loads, decode_error = orjson.loads, orjson.JSONDecodeError
     first_event = first_customer = 0
+    records = False
     with open(path, "rb") as f:
         for line, raw in enumerate(f, 1):
-            if b'"event"' in raw and first_event:
+            if first_event and b'"event"' in raw:
                 continue
             try:
                 obj = loads(raw[3:] if line == 1 and raw.startswith(b"\xef\xbb\xbf") else raw)
@@ -1031,16 +1034,17 @@ def _jsonl_kind(path: Path) -> str:
                 continue
             if type(obj) is not dict:
                 continue
+            records = True
             if "event" in obj:
                 first_event = first_event or line
-            else:
+            elif "ts" not in obj:
                 first_customer = first_customer or line
             if first_event and first_customer:
                 raise IngestError(
                     f"{path}: the file mixes events and customers (line {first_event} has an event field, "
-                    f"line {first_customer} has none); pass the kind explicitly (--kind)"
+                    f"line {first_customer} has neither event nor ts); pass the kind explicitly (--kind)"
                 )
-    return "customers" if first_customer else "events"
+    return "events" if first_event or not records else "customers"
 
 
 def event_chunks(
