@@ -221,7 +221,9 @@ def ingest_events_records(
 ) -> IngestReport:
     """Load in-memory event records (mappings shaped like JSONL lines; ``ts`` may also be an aware
     ``datetime``) with the same validation as files; a record's "line" is its 1-based position.
-    ``on_events`` and ``times`` are as for ``ingest_file``.
+    ``on_events`` is as for ``ingest_file``. ``times`` bounds the event times; by default only events
+    before 1970 are refused: records come from code (a simulation, a test) that may well plan events
+    ahead, where files come from outside and are held to ``time_range(now_us)``.
 
     A record with its own id (``message_id``, ``messageId`` or ``event_id``) is stored once whatever
     batch brings it. Other records are de-duplicated only when the caller names the batch with a
@@ -231,7 +233,7 @@ def ingest_events_records(
     since two calls may each bring one real event that happen to look the same."""
     started = time.perf_counter()
     report = IngestReport(source=source, kind="events")
-    chunks = record_event_chunks(records, chunk_rows, times or time_range(now_us))
+    chunks = record_event_chunks(records, chunk_rows, times or TimeRange(0))
     digest = None if batch_id is None else batch_digest(batch_id)
     _load_events(store, chunks, report, now_us, max_reject_examples, on_events, digest)
     report.seconds = time.perf_counter() - started
