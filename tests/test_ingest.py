@@ -549,3 +549,389 @@ def test_refbench_jsonl_and_parquet_store_identical_events(refdata: Path, tmp_pa
             store.dispose()
     assert len(stored[0]) > 30_000
     assert stored[0] == stored[1]
+
+
+# ------------------------------------------------------------------------------------------ bad values
+
+
+def _jsonl(path: Path, records: list[Any]) -> Path:
+    return _write(path, "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records))
+
+
+def _event(
+    cid: Any = "c1", event: Any = "view", ts: str = "2023-11-01T00:00:00Z", **props: Any
+) -> dict[str, Any]:
+    return {"customer_id": cid, "event": event, "ts": ts, "properties": props}
+
+
+def test_control_characters_big_integers_and_times_out_of_range_reject_their_row(
+    store: Store, tmp_path: Path
+) -> None:
+    path = _jsonl(
+        tmp_path / "e.jsonl",
+        [
+            _event("c1"),  # 1 ok
+            _event("se\x00cret"),  # 2
+            _event("sec\nret"),  # 3
+            _event("c1", "vi\x01ew"),  # 4
+            {"customer_id": "c1", "event": "view", "ts": "2023-11-01T00:00:00Z", "properties": {"a\x00b": 1}},
+            '{"customer_id": 123456789012345678901234567890, "event": "view", "ts": "2023-11-01T00:00:00Z"}',
+            '{"customer_id": "c1", "event": "view", "ts": "2023-11-01T00:00:00Z", '
+            '"properties": {"n": 99999999999999999999}}',
+            _event("c1", ts="0001-01-01T00:00:00Z"),  # 8
+            _event("c1", ts="9999-12-31T00:00:00Z"),  # 9
+            _event("c1", ts="2023-11-16T00:00:01Z"),  # 10: more than a day after NOW
+            _event(
+                "c2", ts="2023-11-16T00:00:00Z", big="1234567890123456789012", n=9223372036854775807
+            ),  # ok
+            _event("c\u2028x"),  # 12
+        ],
+    )
+    report = ingest_file(store, path, now_us=NOW, chunk_rows=4)
+    assert (report.accepted, report.rejected) == (2, 10)
+    assert [(line, message.split(":")[0]) for line, message in report.examples] == [
+        (2, "customer_id contains a control character"),
+        (3, "customer_id contains a control character"),
+        (4, "event name contains a control character"),
+        (5, "property name contains a control character"),
+        (6, "integer beyond 64 bits"),
+        (7, "integer beyond 64 bits"),
+        (8, "ts out of range"),
+        (9, "ts out of range"),
+        (10, "ts out of range"),
+        (12, "customer_id contains a control character"),
+    ]
+    assert all("secret" not in m and "sec\nret" not in m for _, m in report.examples)  # no customer values
+    got = _events(store)
+    assert [e["customer"] for e in got] == ["c1", "c2"]
+    assert got[1]["properties"] == {"big": "1234567890123456789012", "n": 9223372036854775807}
+
+
+def test_time_range_is_configurable(store: Store, tmp_path: Path) -> None:
+    from orchestrator.ingest.load import time_range
+
+    path = _jsonl(
+        tmp_path / "e.jsonl",
+        [
+            _event(ts="1960-01-01T00:00:00Z"),
+            _event(ts="2023-11-01T00:00:00Z"),
+            _event(ts="2023-11-20T00:00:00Z"),
+        ],
+    )
+    report = ingest_file(store, path, now_us=NOW)
+    assert (report.accepted, report.rejected) == (1, 2)
+    wide = time_range(NOW, min_us=_us("1950-01-01T00:00:00Z"), max_future_us=30 * 86_400_000_000)
+    report = ingest_file(store, path, now_us=NOW, times=wide)
+    assert (report.accepted, report.rejected, report.duplicates) == (2, 0, 1)
+    narrow = time_range(NOW, min_us=_us("2023-11-02T00:00:00Z"))
+    assert ingest_file(store, path, now_us=NOW, times=narrow).rejected == 3
+
+
+def test_csv_and_parquet_bad_values_are_rejected_column_wise(store: Store, tmp_path: Path) -> None:
+    csv_path = _write(
+        tmp_path / "e.csv",
+        "customer_id,event,ts,n\n"
+        "c1,view,2023-11-01T00:00:00Z,1\n"
+        "c\x00x,view,2023-11-01T00:00:00Z,1\n"
+        '"c\nx",view,2023-11-01T00:00:00Z,1\n'
+        "c1,view,2023-11-01T00:00:00Z,123456789012345678901\n"
+        "c1,view,1900-01-01T00:00:00Z,1\n",
+    )
+    report = ingest_file(store, csv_path, now_us=NOW)
+    assert (report.accepted, report.rejected) == (1, 4)
+    assert [(line, m.split(":")[0]) for line, m in report.examples] == [
+        (3, "customer_id contains a control character"),
+        (4, "customer_id contains a control character"),
+        (6, "integer beyond 64 bits"),
+        (7, "ts out of range"),
+    ]
+    base = _us("2023-11-01T00:00:00Z")
+    table = pa.table(
+        {
+            "customer_id": ["p1", "p\x00", "p3", "p4", "p5"],
+            "event": ["view", "view", "vi\x1bew", "view", "view"],
+            "ts": pa.array([base, base, base, base, -(10**15)], pa.timestamp("us", tz="UTC")),
+            "n": pa.array([1, 1, 1, 2**64 - 1, 1], pa.uint64()),
+        }
+    )
+    pq.write_table(table, tmp_path / "e.parquet")
+    report = ingest_file(store, tmp_path / "e.parquet", now_us=NOW)
+    assert (report.accepted, report.rejected) == (1, 4)
+    assert [(line, m.split(":")[0]) for line, m in report.examples] == [
+        (2, "customer_id contains a control character"),
+        (3, "event name contains a control character"),
+        (4, "integer beyond 64 bits"),
+        (5, "ts out of range"),
+    ]
+    bad_name = pa.table(
+        {
+            "customer_id": ["a"],
+            "event": ["v"],
+            "ts": pa.array([base], pa.timestamp("us", "UTC")),
+            "x\x00": [1],
+        }
+    )
+    pq.write_table(bad_name, tmp_path / "bad.parquet")
+    with pytest.raises(IngestError, match="control character"):
+        ingest_file(store, tmp_path / "bad.parquet", now_us=NOW)
+
+
+def test_customer_rows_with_control_characters_are_rejected(store: Store, tmp_path: Path) -> None:
+    path = _jsonl(
+        tmp_path / "c.jsonl",
+        [
+            {"customer_id": "ok", "plan": "gold"},
+            {"customer_id": "bad\x00id", "plan": "gold"},
+            {"customer_id": "ok2", "pl\nan": "gold"},
+            {"customer_id": "ok3", "ltv": 2**70},
+            {"customer_id": "ok4", "phone": 612345678},
+        ],
+    )
+    report = ingest_file(store, path, kind="customers", now_us=NOW)
+    assert (report.accepted, report.rejected) == (1, 4)
+    assert [m for _, m in report.examples] == [
+        "customer_id contains a control character",
+        "attribute name contains a control character",
+        "integer beyond 64 bits: ltv",
+        "bad phone: must be a string, not int",
+    ]
+
+
+# ------------------------------------------------------------------------------------------ idempotence
+
+
+def _count(store: Store) -> int:
+    with store.connect() as conn:
+        return len(conn.execute(select(EVENTS.c.id)).all())
+
+
+def test_the_same_file_twice_stores_each_event_once_and_identical_lines_both_count(
+    store: Store, tmp_path: Path
+) -> None:
+    same = _event("c1", "view", "2023-11-01T00:00:00Z")
+    path = _jsonl(tmp_path / "e.jsonl", [same, same, _event("c2"), "not json", same])
+    first = ingest_file(store, path, now_us=NOW, chunk_rows=2)
+    assert (first.accepted, first.rejected, first.duplicates) == (4, 1, 0)
+    again = ingest_file(store, path, now_us=NOW, chunk_rows=3)
+    assert (again.accepted, again.rejected, again.duplicates) == (0, 1, 4)
+    assert _count(store) == 4
+    assert again.to_dict()["duplicates"] == 4
+    with store.connect() as conn:
+        batches = conn.execute(select(INGEST_BATCHES.c.accepted, INGEST_BATCHES.c.duplicates)).all()
+    assert [tuple(b) for b in batches] == [(4, 0), (0, 4)]
+    # A copy under another name is the same content: the same events.
+    copy = _write(tmp_path / "copy.jsonl", path.read_text())
+    assert ingest_file(store, copy, now_us=NOW).duplicates == 4
+    # One more line is another file: without ids its events are new.
+    longer = _write(tmp_path / "longer.jsonl", path.read_text() + json.dumps(same) + "\n")
+    assert ingest_file(store, longer, now_us=NOW).accepted == 5
+
+
+def test_message_ids_are_keys_across_files_and_formats(store: Store, tmp_path: Path) -> None:
+    a = _jsonl(
+        tmp_path / "a.jsonl",
+        [
+            {**_event("c1"), "message_id": "m1"},
+            {**_event("c1"), "messageId": "m2"},
+            {**_event("c1"), "event_id": 3},
+            {**_event("c1"), "message_id": "m1"},  # the same id again in the file
+            {**_event("c9"), "message_id": ["no"]},
+        ],
+    )
+    report = ingest_file(store, a, now_us=NOW, chunk_rows=2)
+    assert (report.accepted, report.rejected, report.duplicates) == (3, 1, 1)
+    assert report.reasons == {"bad message id": 1}
+    assert all("message_id" not in e["properties"] for e in _events(store))
+    b = _write(
+        tmp_path / "b.csv",
+        "customer_id,event,ts,message_id\nc1,view,2023-11-01T00:00:00Z,m2\nc1,view,2023-11-01T00:00:00Z,\n",
+    )
+    report = ingest_file(store, b, now_us=NOW)
+    assert (report.accepted, report.duplicates) == (1, 1)
+    base = _us("2023-11-01T00:00:00Z")
+    table = pa.table(
+        {
+            "customer_id": ["c1", "c1"],
+            "event": ["view", "view"],
+            "ts": pa.array([base, base], pa.timestamp("us", tz="UTC")),
+            "event_id": pa.array([3, 4], pa.int64()),
+        }
+    )
+    pq.write_table(table, tmp_path / "c.parquet")
+    report = ingest_file(store, tmp_path / "c.parquet", now_us=NOW)
+    assert (report.accepted, report.duplicates) == (1, 1)
+    records = [{**_event("c1"), "message_id": "m1"}, {**_event("c1"), "message_id": "m9"}]
+    report = ingest_events_records(store, records, NOW)
+    assert (report.accepted, report.duplicates) == (1, 1)
+    assert _count(store) == 6
+
+
+def test_records_are_keyed_by_a_named_batch_only(store: Store) -> None:
+    same = _event("c1")
+    assert ingest_events_records(store, [same, same], NOW).accepted == 2
+    assert ingest_events_records(store, [same, same], NOW).accepted == 2  # no key: both calls count
+    assert ingest_events_records(store, [same, same], NOW, batch_id="req-1").accepted == 2
+    report = ingest_events_records(store, [same, same, same], NOW, batch_id="req-1")
+    assert (report.accepted, report.duplicates) == (1, 2)
+    assert _count(store) == 7
+
+
+def test_a_rerun_after_a_failure_midway_stores_only_the_rest(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from orchestrator.ingest import load
+    from orchestrator.ingest.load import IngestedEvents
+
+    path = _jsonl(
+        tmp_path / "e.jsonl", [_event(f"c{i % 5}", ts=f"2023-11-01T00:00:{i % 60:02d}Z") for i in range(25)]
+    )
+    real = load.insert_new_events
+    calls = {"n": 0}
+
+    def failing(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("crash")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(load, "insert_new_events", failing)
+    with pytest.raises(RuntimeError):
+        ingest_file(store, path, now_us=NOW, chunk_rows=10)
+    monkeypatch.setattr(load, "insert_new_events", real)
+    assert _count(store) == 10
+    handed: list[IngestedEvents] = []
+    report = ingest_file(store, path, now_us=NOW, chunk_rows=4, on_events=handed.append)
+    assert (report.accepted, report.duplicates) == (15, 10)
+    assert _count(store) == 25
+    # What the engine is handed is exactly what was stored, with the ids it was stored under.
+    assert sum(len(h.ts_us) for h in handed) == 15
+    assert all(len(h.ts_us) == h.last_id - h.first_id + 1 == len(h.properties) for h in handed)
+    assert [h.first_id for h in handed] == [11, 13, 17, 21, 25]  # the third chunk: 2 of 4 were stored
+    assert handed[0].ts_us.tolist() == [_us("2023-11-01T00:00:10Z"), _us("2023-11-01T00:00:11Z")]
+    with store.connect() as conn:
+        ids = [r[0] for r in conn.execute(select(EVENTS.c.id).order_by(EVENTS.c.id)).all()]
+    assert ids == list(range(1, 26))
+
+
+def test_kill_9_midway_then_rerun_stores_each_event_once(store: Store, tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    n = 400_000
+    base = _us("2023-11-01T00:00:00Z") // 1_000_000
+    table = pa.table(
+        {
+            "customer_id": pa.array(np.arange(n) % 5000, pa.int64()),
+            "event": pa.array(np.where(np.arange(n) % 3 == 0, "view", "buy")),
+            "ts": pa.array((base + np.arange(n) // 7) * 1_000_000, pa.timestamp("us", tz="UTC")),
+            "amount": pa.array(np.arange(n) % 100, pa.int64()),
+        }
+    )
+    path = tmp_path / "big.parquet"
+    pq.write_table(table, path, row_group_size=50_000)
+    url = store.engine.url.render_as_string(hide_password=False)
+    command = [sys.executable, "-m", "orchestrator.cli", "ingest", str(path), "--db", url]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while _count(store) < 50_000 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    stored = _count(store)
+    assert 0 < stored < n, stored  # killed midway
+    done = subprocess.run([*command, "--format", "json"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["accepted"] + result["duplicates"] == n and result["duplicates"] == stored
+    assert result["files"][0]["duplicates"] == stored
+    assert _count(store) == n
+
+
+# ------------------------------------------------------------------------------------------ kinds
+
+
+def test_a_jsonl_file_mixing_events_and_customers_is_refused(store: Store, tmp_path: Path) -> None:
+    path = _jsonl(tmp_path / "e.jsonl", [{"customer_id": "c1", "plan": "gold"}, _event("c1"), _event("c2")])
+    with pytest.raises(IngestError, match="mixes events and customers"):
+        ingest_file(store, path, now_us=NOW)
+    assert _count(store) == 0
+    with store.connect() as conn:
+        assert conn.execute(select(CUSTOMERS.c.id)).all() == []
+    report = ingest_file(store, path, kind="events", now_us=NOW)
+    assert (report.accepted, report.rejected, report.reasons) == (2, 1, {"missing event": 1})
+    # A customers file whose attributes mention "event" is still a customers file.
+    people = _jsonl(
+        tmp_path / "p.jsonl", [{"customer_id": "c1", "attributes": {"event": "x"}}, {"customer_id": "c2"}]
+    )
+    assert ingest_file(store, people, now_us=NOW).kind == "customers"
+
+
+def test_an_events_file_whose_first_record_lacks_event_is_still_events(store: Store, tmp_path: Path) -> None:
+    path = _jsonl(tmp_path / "e.jsonl", [{"customer_id": "c1", "ts": "2023-11-01T00:00:00Z"}, _event("c1")])
+    report = ingest_file(store, path, now_us=NOW)
+    assert (report.kind, report.accepted, report.rejected, report.reasons) == (
+        "events",
+        1,
+        1,
+        {"missing event": 1},
+    )
+    with store.connect() as conn:
+        records = customer_records(conn, [1])
+    assert "ts" not in records[1] and "event" not in records[1]  # nothing became a customer attribute
+
+
+def test_cli_prints_duplicates_and_json_totals(
+    store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from orchestrator.cli import main
+
+    url = store.engine.url.render_as_string(hide_password=False)
+    now = datetime.now(UTC)
+    path = _jsonl(
+        tmp_path / "e.jsonl",
+        [
+            _event("c1", ts=(now - timedelta(days=1)).isoformat()),
+            _event("c1", ts=(now - timedelta(days=1)).isoformat()),
+            _event("c2", ts=(now + timedelta(days=3)).isoformat()),
+        ],
+    )
+    assert main(["ingest", str(path), "--db", url]) == 0
+    out = capsys.readouterr()
+    assert "2 events accepted, 1 rejected, 0 duplicates skipped" in out.out
+    assert "ts out of range" in out.err
+    assert main(["ingest", str(path), str(path), "--db", url, "--format", "json", "--max-future", "4d"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["accepted"], result["rejected"], result["duplicates"]) == (1, 0, 5)
+    assert [(f["accepted"], f["duplicates"]) for f in result["files"]] == [(1, 2), (0, 3)]
+    assert main(["ingest", str(path), "--db", url, "--min-time", "yesterday"]) == 2
+
+
+def test_a_store_from_before_event_keys_opens_and_keeps_its_events(tmp_path: Path, backend: str) -> None:
+    import sqlite3
+
+    if backend != "sqlite":
+        pytest.skip("the old schema is made with sqlite3")
+    db = tmp_path / "old.db"
+    open_store(sqlite_url(db)).dispose()
+    with sqlite3.connect(db) as conn:  # the events table as it was, with one event
+        conn.execute("DROP INDEX ux_events_key")
+        conn.execute("ALTER TABLE events DROP COLUMN event_key")
+        conn.execute("DROP TABLE event_sources")
+        conn.execute(
+            "INSERT INTO events (id, customer_key, type_id, ts_us, properties) VALUES (1, 1, 1, 5, '{}')"
+        )
+    store = open_store(sqlite_url(db))
+    try:
+        path = _jsonl(tmp_path / "e.jsonl", [_event("c1"), _event("c1")])
+        assert ingest_file(store, path, now_us=NOW).accepted == 2
+        assert ingest_file(store, path, now_us=NOW).duplicates == 2
+        with store.connect() as conn:
+            rows = conn.execute(select(EVENTS.c.id, EVENTS.c.event_key).order_by(EVENTS.c.id)).all()
+        assert (
+            [r[0] for r in rows] == [1, 2, 3] and rows[0][1] is None and None not in (rows[1][1], rows[2][1])
+        )
+    finally:
+        store.dispose()

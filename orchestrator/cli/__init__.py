@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--kind",
         choices=["events", "customers"],
         default=None,
-        help="what the file holds (default: detected from its first record)",
+        help="what the files hold (default: from each file as a whole: an event column, or event records)",
     )
     p.add_argument(
         "--rejects",
@@ -104,6 +104,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="append every rejected row (source, line, reason) to FILE as JSON lines",
     )
     p.add_argument("--strict", action="store_true", help="exit 1 when any row was rejected")
+    p.add_argument(
+        "--min-time",
+        metavar="ISO-8601",
+        default=None,
+        help="reject events earlier than this instant (default 1970-01-01T00:00:00Z)",
+    )
+    p.add_argument(
+        "--max-future",
+        metavar="DURATION",
+        default="1d",
+        help="reject events later than this long after now (default 1d)",
+    )
+    p.add_argument(
+        "--format",
+        choices=["table", "json"],
+        default="table",
+        help="json: print one JSON object with the counts of each file and the totals",
+    )
     _add_db(p)
 
     p = sub.add_parser("run", help="run one tick of the engine")
@@ -131,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         type=Path,
         default=None,
-        help="ingest the event and customer files dropped here before each tick (moved to DIR/done)",
+        help="ingest the files dropped here before each tick (kinds from DIR/events/, DIR/customers/ or "
+        "NAME.events.EXT, NAME.customers.EXT; moved to DIR/done or DIR/failed)",
     )
     _add_workspace(p)
     _add_engine(p)

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import numpy as np
 
@@ -22,6 +22,10 @@ from orchestrator.engine.workspace import load_workspace, validate_paths
 from orchestrator.spec import SpecError
 from orchestrator.store import Store, database_url, leases, open_store
 from orchestrator.store.holder import Holding, StoreHeld, hold
+
+if TYPE_CHECKING:  # the ingest modules load pyarrow: only the commands that ingest import them
+    from orchestrator.ingest.readers import TimeRange
+    from orchestrator.ingest.report import IngestReport
 
 
 class UsageError(Exception):
@@ -117,28 +121,66 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
+    from orchestrator.durations import parse_duration
+    from orchestrator.ingest.load import time_range
+
     for path in args.files:
         if not path.exists():
             raise UsageError(f"{path}: no such file")
+    now_us = to_us(SystemClock().now())
+    min_us = None if args.min_time is None else to_us(_instant(args.min_time, "--min-time").now())
+    try:
+        max_future_us = round(parse_duration(args.max_future).total_seconds() * 1_000_000)
+    except ValueError as exc:
+        raise UsageError(f"--max-future: {exc}") from None
+    times = time_range(now_us, min_us, max_future_us)
     store = open_store(args.db)
-    clock = SystemClock()
-    rejected = 0
+    as_json = args.format == "json"
+    reports: list[dict[str, object]] = []
+    totals = {"accepted": 0, "rejected": 0, "duplicates": 0}
+    error = None
     with contextlib.ExitStack() as stack:
         sink = stack.enter_context(args.rejects.open("a")) if args.rejects else None
         for path in args.files:
-            rejected += _ingest_one(store, path, args.kind, to_us(clock.now()), sink)
-    return 1 if (args.strict and rejected) else 0
+            try:
+                report = _ingest_one(store, path, args.kind, now_us, sink, times, quiet=as_json)
+            except Failure as exc:
+                if not as_json:
+                    raise
+                error = str(exc)
+                break
+            reports.append(report.to_dict())
+            totals["accepted"] += report.accepted
+            totals["rejected"] += report.rejected
+            totals["duplicates"] += report.duplicates
+    if as_json:
+        print(json.dumps({**totals, "files": reports, **({"error": error} if error else {})}))
+        if error:
+            return 1
+    return 1 if (args.strict and totals["rejected"]) else 0
 
 
-def _ingest_one(store: Store, path: Path, kind: str | None, now_us: int, sink: TextIO | None) -> int:
-    """Ingest one file, print its counts and first rejects; returns how many rows were rejected."""
+def _ingest_one(
+    store: Store,
+    path: Path,
+    kind: str | None,
+    now_us: int,
+    sink: TextIO | None,
+    times: TimeRange,
+    quiet: bool = False,
+) -> IngestReport:
+    """Ingest one file and, unless ``quiet``, print its counts and first rejects."""
     from orchestrator.ingest import ingest_file
 
     try:
-        report = ingest_file(store, path, kind=kind, now_us=now_us, rejects=sink)
+        report = ingest_file(store, path, kind=kind, now_us=now_us, rejects=sink, times=times)
     except ValueError as exc:
-        raise Failure(f"{path}: {exc}") from None
+        raise Failure(f"{path}: {exc}" if str(path) not in str(exc) else str(exc)) from None
+    if quiet:
+        return report
     counts = f"{report.accepted} {report.kind} accepted, {report.rejected} rejected"
+    if report.kind == "events":
+        counts += f", {report.duplicates} duplicates skipped"
     if report.stale:
         counts += f", {report.stale} stale (older than the stored record, not applied)"
     print(f"{path}: {counts} in {report.seconds:.2f}s")
@@ -146,7 +188,7 @@ def _ingest_one(store: Store, path: Path, kind: str | None, now_us: int, sink: T
         print(f"  {path}:{line}: {reason}", file=sys.stderr)
     if report.rejected > len(report.examples):
         print(f"  ... and {report.rejected - len(report.examples)} more", file=sys.stderr)
-    return report.rejected
+    return report
 
 
 def _print_tick(report: TickReport) -> None:

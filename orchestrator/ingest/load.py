@@ -3,6 +3,10 @@
 A chunk's customers are mapped to keys (created when new), its event names to type ids, and its events are
 inserted in one executemany, all inside one transaction: a crash loses at most the chunk in flight. Each
 ingest ends with an ``ingest_batches`` row holding its counts.
+
+Every event from a file has a key (see ``ingest.keys``): its own id, or the file's digest and its line.
+An event whose key is stored already is counted as a duplicate and not stored again, so ingesting a file
+twice, or again after a crash at any point, stores each of its events once.
 """
 
 from __future__ import annotations
@@ -17,10 +21,13 @@ from typing import Any, TextIO
 import numpy as np
 from sqlalchemy import Connection, insert
 
+from orchestrator.ingest.keys import batch_digest, event_keys, file_digest
 from orchestrator.ingest.readers import (
     CHUNK_ROWS,
+    DAY_US,
     CustomerChunk,
     EventChunk,
+    TimeRange,
     customer_chunks,
     detect_format,
     detect_kind,
@@ -30,7 +37,7 @@ from orchestrator.ingest.readers import (
 from orchestrator.ingest.report import IngestError, IngestReport
 from orchestrator.store.customers import ensure_customer_keys, upsert_customers
 from orchestrator.store.db import Store
-from orchestrator.store.events import event_type_ids, insert_events
+from orchestrator.store.events import event_source, event_type_ids, insert_new_events
 from orchestrator.store.tables import IngestBatch
 
 MAX_REJECT_EXAMPLES = 20
@@ -67,10 +74,12 @@ class _KeyCache:
 
     def customer_keys(self, conn: Connection, ids: list[str]) -> np.ndarray:
         known = self.customers
-        missing = [cid for cid in ids if cid not in known]
-        if missing:
+        keys = list(map(known.get, ids))  # one pass when every id is known, the common case
+        if None in keys:
+            missing = [cid for cid, key in zip(ids, keys, strict=True) if key is None]
             known.update(zip(missing, ensure_customer_keys(conn, missing, self.now_us).tolist(), strict=True))
-        return np.fromiter(map(known.__getitem__, ids), np.int64, len(ids))
+            keys = list(map(known.__getitem__, ids))
+        return np.array(keys, dtype=np.int64)
 
     def type_ids(self, conn: Connection, names: list[str]) -> np.ndarray:
         missing = [name for name in names if name not in self.types]
@@ -86,21 +95,34 @@ def _load_events(
     now_us: int,
     max_examples: int,
     on_events: EventsCallback | None = None,
+    digest: bytes | None = None,
 ) -> None:
     cache = _KeyCache(now_us)
+    source = None
+    if digest is not None:
+        with store.begin() as conn:
+            source = event_source(conn, digest, now_us)
     for chunk in chunks:
         if len(chunk):
+            keys: np.ndarray | None = None
+            keyed: np.ndarray | None = None
+            if source is not None or chunk.message_ids is not None:
+                keys, keyed = event_keys(source, chunk.lines, chunk.message_ids)
             with store.begin() as conn:
-                keys = cache.customer_keys(conn, chunk.customer_ids)[chunk.customer_codes]
+                customers = cache.customer_keys(conn, chunk.customer_ids)[chunk.customer_codes]
                 types = cache.type_ids(conn, chunk.event_names)[chunk.event_codes]
-                first, last = insert_events(conn, keys, types, chunk.ts_us, chunk.properties)
-            report.accepted += len(chunk)
-            if on_events is not None:  # only once committed: what it is told is in the store for good
-                on_events(
-                    IngestedEvents(
-                        first, last, keys, chunk.event_names, chunk.event_codes, chunk.ts_us, chunk.properties
-                    )
+                first, last, rows = insert_new_events(
+                    conn, customers, types, chunk.ts_us, chunk.properties, keys, keyed
                 )
+            stored = len(rows)
+            report.accepted += stored
+            report.duplicates += len(chunk) - stored
+            if on_events is not None and stored:  # only once committed: it is in the store for good
+                codes, ts_us, properties = chunk.event_codes, chunk.ts_us, chunk.properties
+                if stored < len(chunk):  # only the events stored now
+                    customers, codes, ts_us = customers[rows], codes[rows], ts_us[rows]
+                    properties = [properties[i] for i in rows.tolist()]
+                on_events(IngestedEvents(first, last, customers, chunk.event_names, codes, ts_us, properties))
         report.add_rejects(chunk.rejects, max_examples)
 
 
@@ -127,11 +149,20 @@ def _record_batch(store: Store, report: IngestReport, now_us: int) -> None:
                     "kind": report.kind,
                     "accepted": report.accepted,
                     "rejected": report.rejected,
+                    "duplicates": report.duplicates,
                     "started_us": int(now_us),
                     "seconds": report.seconds,
                 }
             ],
         )
+
+
+def time_range(now_us: int, min_us: int | None = None, max_future_us: int | None = None) -> TimeRange:
+    """The event times an ingest at ``now_us`` accepts: from ``min_us`` (default 1970-01-01) to
+    ``max_future_us`` (default one day) after ``now_us``."""
+    return TimeRange.default(
+        now_us, DAY_US if max_future_us is None else max_future_us, 0 if min_us is None else min_us
+    )
 
 
 def ingest_file(
@@ -144,18 +175,22 @@ def ingest_file(
     chunk_rows: int = CHUNK_ROWS,
     rejects: TextIO | None = None,
     on_events: EventsCallback | None = None,
+    times: TimeRange | None = None,
 ) -> IngestReport:
     """Load an events or customers file (``.jsonl``/``.ndjson``, ``.csv`` or ``.parquet``) into ``store``.
 
-    ``kind`` is "events" or "customers"; None detects it (an ``event`` field in the first record, CSV header
-    or Parquet schema means events). Malformed rows are rejected with their line and reason and the rest is
-    kept (and written to ``rejects`` as JSON lines, when given); each chunk of ``chunk_rows`` rows commits
-    on its own, and ``on_events``, when given, is then handed the chunk's events. ``now_us`` stamps new
-    customers and the ``ingest_batches`` row, is the time of customer rows without ``updated_at`` and
-    bounds theirs (at most a day later); customer rows older than the customer's stored record are skipped
-    and counted as ``stale``. Raises ``IngestError`` for a file that cannot be read at all (unknown
-    extension or kind, a required column missing) and lets database errors through (chunks already
-    committed stay).
+    ``kind`` is "events" or "customers"; None takes it from the file as a whole (``readers.detect_kind``:
+    an ``event`` column in the CSV header or Parquet schema; in JSONL, records with an ``event`` field,
+    and a file mixing both kinds of record is refused). Malformed rows are rejected with their line and
+    reason and the rest is kept (and written to ``rejects`` as JSON lines, when given); events whose time
+    is outside ``times`` (default: ``time_range(now_us)``) are rejected too. Each chunk of ``chunk_rows``
+    rows commits on its own, and ``on_events``, when given, is then handed the events it stored. Events
+    whose key is stored already are counted as duplicates and not stored (see ``ingest.keys``).
+    ``now_us`` stamps new customers and the ``ingest_batches`` row, is the time of customer rows without
+    ``updated_at`` and bounds theirs (at most a day later); customer rows older than the customer's stored
+    record are skipped and counted as ``stale``. Raises ``IngestError`` for a file
+    that cannot be read at all (unknown extension or kind, a required column missing) and lets other
+    errors through (chunks already committed stay; ingesting the same file again stores the rest).
     """
     started = time.perf_counter()
     path = Path(path)
@@ -168,12 +203,12 @@ def ingest_file(
         raise IngestError(f"unknown kind {kind!r}; expected one of {KINDS}")
     report = IngestReport(source=str(path), kind=kind, sink=rejects)
     if kind == "events":
-        _load_events(
-            store, event_chunks(path, fmt, chunk_rows), report, now_us, max_reject_examples, on_events
-        )
+        chunks = event_chunks(path, fmt, chunk_rows, times or time_range(now_us))
+        digest = file_digest(path)
+        _load_events(store, chunks, report, now_us, max_reject_examples, on_events, digest)
     else:
-        chunks = customer_chunks(path, fmt, chunk_rows, latest_us=now_us + UPDATED_AT_LEEWAY_US)
-        _load_customers(store, chunks, report, now_us, max_reject_examples)
+        rows = customer_chunks(path, fmt, chunk_rows, latest_us=now_us + UPDATED_AT_LEEWAY_US)
+        _load_customers(store, rows, report, now_us, max_reject_examples)
     report.seconds = time.perf_counter() - started
     _record_batch(store, report, now_us)
     return report
@@ -185,18 +220,29 @@ def ingest_events_records(
     now_us: int,
     source: str = "records",
     *,
+    batch_id: str | None = None,
     max_reject_examples: int = MAX_REJECT_EXAMPLES,
     chunk_rows: int = CHUNK_ROWS,
     on_events: EventsCallback | None = None,
+    times: TimeRange | None = None,
 ) -> IngestReport:
     """Load in-memory event records (mappings shaped like JSONL lines; ``ts`` may also be an aware
     ``datetime``) with the same validation as files; a record's "line" is its 1-based position.
-    ``on_events`` is as for ``ingest_file``."""
+    ``on_events`` is as for ``ingest_file``. ``times`` bounds the event times; by default only events
+    before 1970 are refused: records come from code (a simulation, a test) that may well plan events
+    ahead, where files come from outside and are held to ``time_range(now_us)``.
+
+    A record with its own id (``message_id``, ``messageId`` or ``event_id``) is stored once whatever
+    batch brings it. Other records are de-duplicated only when the caller names the batch with a
+    ``batch_id`` that stays the same when the same batch is sent again (a request id, an export's name):
+    their key is then the batch id and the position, as a file's is its digest and the line. Without a
+    ``batch_id`` they have no key and are always stored: identical records are not taken for a replay,
+    since two calls may each bring one real event that happen to look the same."""
     started = time.perf_counter()
     report = IngestReport(source=source, kind="events")
-    _load_events(
-        store, record_event_chunks(records, chunk_rows), report, now_us, max_reject_examples, on_events
-    )
+    chunks = record_event_chunks(records, chunk_rows, times or TimeRange(0))
+    digest = None if batch_id is None else batch_digest(batch_id)
+    _load_events(store, chunks, report, now_us, max_reject_examples, on_events, digest)
     report.seconds = time.perf_counter() - started
     _record_batch(store, report, now_us)
     return report

@@ -26,8 +26,11 @@ class Reject(NamedTuple):
 
 @dataclass
 class IngestReport:
-    """Counts of one ingest. ``reasons`` counts rejects by category; ``examples`` holds the first rejects
-    in file order as ``(line, message)``; ``seconds`` is the wall time of the whole ingest."""
+    """Counts of one ingest. ``accepted`` rows were stored; ``rejected`` rows were malformed;
+    ``duplicates`` were valid events not stored because their key was stored already (the same file
+    ingested again, a rerun after a crash, an event id seen before): every row is counted in exactly one
+    of the three. ``reasons`` counts rejects by category; ``examples`` holds the first rejects in file
+    order as ``(line, message)``; ``seconds`` is the wall time of the whole ingest."""
 
     source: str
     kind: str
@@ -35,6 +38,7 @@ class IngestReport:
     rejected: int = 0
     # Customer rows skipped because the customer already has a newer record (their updated_at is older).
     stale: int = 0
+    duplicates: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
     examples: list[tuple[int, str]] = field(default_factory=list)
     seconds: float = 0.0
@@ -60,6 +64,7 @@ class IngestReport:
             "accepted": self.accepted,
             "rejected": self.rejected,
             "stale": self.stale,
+            "duplicates": self.duplicates,
             "reasons": dict(self.reasons),
             "examples": [[line, message] for line, message in self.examples],
             "seconds": round(self.seconds, 4),

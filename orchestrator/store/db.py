@@ -28,6 +28,7 @@ from sqlalchemy import (
     literal,
     text,
 )
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.schema import CreateTable
 from sqlmodel import SQLModel
 
@@ -237,6 +238,18 @@ def _create_schema(engine: Engine, *, create_tables: bool = True) -> None:
             _relax_columns(conn, table, columns)
         if create_tables:
             SQLModel.metadata.create_all(conn)
+
+
+def is_database_error(error: BaseException) -> bool:
+    """Whether ``error`` came from the database (through SQLAlchemy or straight from a DBAPI cursor): a
+    store that is down or full, rather than bad input."""
+    if isinstance(error, SQLAlchemyError | sqlite3.Error):
+        return True
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - psycopg is a dependency
+        return False
+    return isinstance(error, psycopg.Error)
 
 
 def open_store(url: str | None = None, *, create: bool = True) -> Store:

@@ -7,6 +7,7 @@ beyond the DBAPI's own row tuples.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Sequence
 from operator import itemgetter
 from typing import Any
@@ -23,12 +24,17 @@ from orchestrator.store.customers import (
     max_key,
     raw_cursor,
 )
-from orchestrator.store.tables import Event, EventType
+from orchestrator.store.tables import Event, EventSource, EventType
 
 EVENTS = Event.__table__  # type: ignore[attr-defined]
 EVENT_TYPES = EventType.__table__  # type: ignore[attr-defined]
+EVENT_SOURCES = EventSource.__table__  # type: ignore[attr-defined]
+#: The low bits of a derived event key hold the line; the high bits the source (see ``ingest.keys``).
+LINE_BITS = 32
 
-_SQLITE_INSERT = "INSERT INTO events (id, customer_key, type_id, ts_us, properties) VALUES (?, ?, ?, ?, ?)"
+_SQLITE_INSERT = (
+    "INSERT INTO events (id, customer_key, type_id, ts_us, properties, event_key) VALUES (?, ?, ?, ?, ?, ?)"
+)
 _FETCH_ROWS = 200_000
 
 
@@ -63,42 +69,128 @@ def insert_events(
     ts_us: np.ndarray,
     properties_json: Sequence[str],
 ) -> tuple[int, int]:
-    """Insert one event per position of the four aligned sequences, with ids ``first..last`` in order;
-    returns ``(first, last)`` (``(0, -1)`` for none).
+    """Insert one event per position of the four aligned sequences, without keys, with ids
+    ``first..last`` in order; returns ``(first, last)`` (``(0, -1)`` for none). See ``insert_new_events``."""
+    first, last, _ = insert_new_events(conn, customer_keys, type_ids, ts_us, properties_json)
+    return first, last
+
+
+def event_source(conn: Connection, digest: bytes, now_us: int) -> int:
+    """The number of the event source with this content digest, recorded when new (see
+    ``ingest.keys``)."""
+    col = EVENT_SOURCES.c
+    found = conn.execute(select(col.id).where(col.digest == digest)).scalar()
+    if found is None:
+        conn.execute(
+            insert_ignoring_conflicts(conn, EVENT_SOURCES, ["digest"]),
+            [{"digest": digest, "first_us": now_us}],
+        )
+        found = conn.execute(select(col.id).where(col.digest == digest)).scalar_one()
+    return int(found)
+
+
+def insert_new_events(
+    conn: Connection,
+    customer_keys: np.ndarray,
+    type_ids: np.ndarray,
+    ts_us: np.ndarray,
+    properties_json: Sequence[str],
+    event_keys: np.ndarray | None = None,
+    keyed: np.ndarray | None = None,
+) -> tuple[int, int, np.ndarray]:
+    """Insert the events of the aligned sequences whose key is not stored yet; returns ``(first, last,
+    rows)``: the stored events have ids ``first..last`` (``(0, -1)`` for none) and are the given rows at
+    positions ``rows``, in order.
+
+    ``event_keys`` holds each event's int64 key (see ``ingest.keys``), ``keyed`` is a boolean mask of the
+    rows that have one (None: all of them; no keys: none). A row whose key is stored already, or repeats
+    an earlier row's key, is skipped; rows without a key are always stored.
 
     ``properties_json`` holds each event's properties as JSON object text (``"{}"`` for none); it is stored
     as given. Ids are given explicitly, one more than the largest so far, while the writer holds the
     table: so ids grow in commit order, which is what lets a reader keep a copy current by reading the ids
     above the last it saw (and lets the writer hand the same events to an in-memory copy itself). On
-    SQLite the transaction already holds the database's write lock; elsewhere the table is locked.
+    SQLite the transaction already holds the database's write lock; elsewhere the table is locked before
+    the stored keys are looked up. So the look-up is exact, and the insert needs no conflict clause: a key
+    stored meanwhile would be a broken lock, and fails the transaction rather than leave a gap in the ids.
     """
     n = len(ts_us)
     if not (len(customer_keys) == len(type_ids) == len(properties_json) == n):
         raise ValueError("insert_events needs sequences of equal length")
+    if event_keys is not None and len(event_keys) != n:
+        raise ValueError("insert_events needs a key per event")
     if n == 0:
-        return 0, -1
+        return 0, -1, np.zeros(0, np.int64)
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("LOCK TABLE events IN SHARE ROW EXCLUSIVE MODE"))
+    rows = np.arange(n)
+    key_col: list[int | None] | None = None
+    if event_keys is not None:
+        event_keys = np.asarray(event_keys, dtype=np.int64)
+        has_key = np.ones(n, bool) if keyed is None else np.asarray(keyed, dtype=bool)
+        new = has_key.copy()
+        _, first_of = np.unique(event_keys[has_key], return_index=True)
+        if len(first_of) < int(has_key.sum()):  # a key repeated within the chunk: keep the first
+            new[:] = False
+            new[np.flatnonzero(has_key)[first_of]] = True
+        stored = _stored_keys(conn, event_keys[new])
+        if len(stored):
+            new &= ~np.isin(event_keys, stored)
+        new |= ~has_key
+        if not new.all():
+            rows = np.flatnonzero(new)
+        key_col = event_keys[rows].tolist()
+        if keyed is not None and not has_key[rows].all():
+            key_col = [k if h else None for k, h in zip(key_col, has_key[rows].tolist(), strict=True)]
+    m = len(rows)
+    if m == 0:
+        return 0, -1, rows
+    if m < n:
+        customer_keys, type_ids, ts_us = customer_keys[rows], type_ids[rows], ts_us[rows]
+        properties_json = [properties_json[i] for i in rows.tolist()]
     keys = np.asarray(customer_keys, dtype=np.int64).tolist()
     types = np.asarray(type_ids, dtype=np.int64).tolist()
     times = np.asarray(ts_us, dtype=np.int64).tolist()
-    if conn.dialect.name == "postgresql":
-        conn.execute(text("LOCK TABLE events IN SHARE ROW EXCLUSIVE MODE"))
+    event_key_col: Iterable[int | None] = key_col if key_col is not None else itertools.repeat(None, m)
     first = int(conn.execute(select(func.coalesce(func.max(EVENTS.c.id), 0))).scalar_one()) + 1
-    ids = range(first, first + n)
+    ids = range(first, first + m)
     if conn.dialect.name == "sqlite":
         cursor = raw_cursor(conn, writing=True)
         try:
-            cursor.executemany(_SQLITE_INSERT, zip(ids, keys, types, times, properties_json, strict=True))
+            cursor.executemany(
+                _SQLITE_INSERT, zip(ids, keys, types, times, properties_json, event_key_col, strict=True)
+            )
         finally:
             cursor.close()
     else:
         conn.execute(
             insert(EVENTS),
             [
-                {"id": i, "customer_key": k, "type_id": t, "ts_us": s, "properties": p}
-                for i, k, t, s, p in zip(ids, keys, types, times, properties_json, strict=True)
+                {"id": i, "customer_key": k, "type_id": t, "ts_us": s, "properties": p, "event_key": e}
+                for i, k, t, s, p, e in zip(
+                    ids, keys, types, times, properties_json, event_key_col, strict=True
+                )
             ],
         )
-    return first, first + n - 1
+    return first, first + m - 1, rows
+
+
+def _stored_keys(conn: Connection, event_keys: np.ndarray) -> np.ndarray:
+    """Which of the keys the events table holds. The keys of one source (non-negative, the source in the
+    upper half) are looked up with one range scan per source; keys from events' own ids with IN lists."""
+    if len(event_keys) == 0:
+        return np.zeros(0, np.int64)
+    col = EVENTS.c.event_key
+    found: list[int] = []
+    derived = event_keys[event_keys >= 0]
+    sources = derived >> LINE_BITS
+    for source in np.unique(sources).tolist():
+        mine = derived[sources == source]
+        low, high = int(mine.min()), int(mine.max())
+        found += conn.execute(select(col).where(col.between(low, high))).scalars().all()
+    for part in chunked(event_keys[event_keys < 0].tolist()):
+        found += conn.execute(select(col).where(col.in_(part))).scalars().all()
+    return np.asarray(found, dtype=np.int64)
 
 
 class _PropertyColumn:

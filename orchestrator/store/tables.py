@@ -7,7 +7,7 @@ straight into numpy columns and compare without time-zone surprises. Customers h
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Index, Integer, Text, UniqueConstraint, false
+from sqlalchemy import BigInteger, Column, Index, Integer, LargeBinary, Text, UniqueConstraint, false
 from sqlmodel import Field, SQLModel
 
 
@@ -43,13 +43,30 @@ class EventType(SQLModel, table=True):
 
 
 class Event(SQLModel, table=True):
+    """One event. ``event_key`` (see ``ingest.keys``) makes ingest idempotent: an event whose key is
+    stored already is not stored again. Rows stored before keys existed have none (NULL), and a NULL key
+    never conflicts."""
+
     __tablename__ = "events"
+    __table_args__ = (Index("ux_events_key", "event_key", unique=True),)
 
     id: int | None = Field(default=None, primary_key=True)
     customer_key: int
     type_id: int
     ts_us: int
     properties: str = Field(default="{}", sa_column=Column(Text, nullable=False, default="{}"))
+    event_key: int | None = None
+
+
+class EventSource(SQLModel, table=True):
+    """A file (or named batch) events were ingested from, by the digest of its content: its ``id`` is
+    the upper half of the keys of its events (see ``ingest.keys``)."""
+
+    __tablename__ = "event_sources"
+
+    id: int | None = Field(default=None, primary_key=True)
+    digest: bytes = Field(sa_column=Column(LargeBinary, nullable=False, unique=True))
+    first_us: int
 
 
 class JourneyVersion(SQLModel, table=True):
@@ -228,6 +245,8 @@ class IngestBatch(SQLModel, table=True):
     kind: str
     accepted: int
     rejected: int
+    # Valid events not stored again because their key was (a file ingested twice, a rerun).
+    duplicates: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     started_us: int
     seconds: float
 
