@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +25,7 @@ import orjson
 from sqlalchemy import Connection, text
 
 from orchestrator.channels.base import ChannelRouter
+from orchestrator.channels.delivery import DeliveryMode
 from orchestrator.clock import Clock, to_us
 from orchestrator.durations import US_PER_SECOND
 from orchestrator.engine.customer_state import CustomerState
@@ -98,8 +101,10 @@ class Engine:
         clock: Clock,
         *,
         global_holdout: float = 0.0,
+        delivery: Mapping[str, DeliveryMode] | None = None,
     ) -> None:
-        """``global_holdout`` is the percent of all customers that no journey messages (0 to 100)."""
+        """``global_holdout`` is the percent of all customers that no journey messages (0 to 100);
+        ``delivery`` maps channels to their delivery mode (default ``at_least_once``)."""
         if not 0.0 <= global_holdout <= 100.0:
             raise ValueError(f"the global holdout is a percent between 0 and 100, not {global_holdout:g}")
         self.store = store
@@ -107,6 +112,9 @@ class Engine:
         self.router = router
         self.clock = clock
         self.global_holdout = global_holdout
+        self.delivery: dict[str, DeliveryMode] = dict(delivery or {})
+        # Set (by the daemon's second stop signal) to end a dispatch after the group in flight is recorded.
+        self.hurry = threading.Event()
         self._old_plans: dict[tuple[str, int], JourneyPlan] = {}
         # The last tick's evaluators, for the metrics that dispatch renders into messages.
         self._dispatch_evaluators: dict[tuple[str, int], Evaluator] = {}
@@ -232,6 +240,7 @@ class Engine:
 
     def _register_versions(self, conn: Connection, now_us: int) -> None:
         for plan in self.workspace.plans:
+            self._check_retired(conn, plan)
             stored = sj.stored_version(conn, plan.id, plan.version)
             if stored is None:
                 sj.register_version(
@@ -249,6 +258,18 @@ class Engine:
                     f"ran; give the changed journey version {plan.version + 1} (customers already inside "
                     f"finish on version {plan.version})"
                 )
+
+    def _check_retired(self, conn: Connection, plan: JourneyPlan) -> None:
+        """A retired journey runs again only from a higher version, which lifts the retirement."""
+        retired = sj.retirement(conn, plan.id)
+        if retired is None:
+            return
+        if plan.version <= retired.version:
+            raise VersionConflict(
+                f"{plan.file}: journey {plan.id!r} was retired at version {retired.version}; remove it from "
+                f"the workspace, or give it version {retired.version + 1} to run it again"
+            )
+        sj.lift_retirement(conn, plan.id)
 
     def old_plan(self, conn: Connection, plan: JourneyPlan, version: int) -> JourneyPlan | None:
         """The plan of a stored older version of ``plan``'s journey (None if it never ran here)."""
@@ -406,6 +427,10 @@ class Engine:
             metrics_for=self.metrics_now,
             policy=getattr(self.workspace, "policy", None),
             random=self._jitter.random,
+            delivery=self.delivery,
+            # Messages of journeys not in this workspace stay queued until they return (or are retired).
+            journeys=[plan.id for plan in self.workspace.plans],
+            stop=self.hurry.is_set,
         )
         return dispatch_queued(self.store, self.router, self.clock, context, limit=limit)
 
