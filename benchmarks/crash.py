@@ -25,8 +25,9 @@ land in dispatch however slowly the machine starts a process). ``--mode`` is the
 delivery mode (``--delivery CHANNEL=MODE`` of the daemon).
 
 The run: a real ``orchestrator daemon`` subprocess on a simulated clock (6 hours per tick, resumed after
-the last stored tick on restart) ticking back to back, killed with SIGKILL after a random delay, restarted
-at once, ``--kills`` times; then it runs undisturbed until every instance has finished and nothing is
+the last stored tick on restart) ticking back to back, killed with SIGKILL a random 0.2 to ``--max-delay``
+seconds after it is up (its start line, written once the engine is loaded), restarted at once, ``--kills``
+times; then it runs undisturbed until every instance has finished and nothing is
 queued or in flight, and is stopped with SIGTERM. On each start the daemon first settles the ledger rows
 left in flight (``sending``: handed to the provider, answer not recorded): sent again with the same key
 (at_least_once) or recorded ``uncertain`` (at_most_once), then dispatches what is queued, then ticks.
@@ -236,6 +237,17 @@ def daemon(
     return subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
 
 
+def started(workdir: Path, proc: subprocess.Popen[bytes], offset: int, timeout: float = 300) -> None:
+    """Wait until the daemon has written its start line to its log, after byte ``offset``."""
+    deadline = time.monotonic() + timeout
+    with (workdir / "daemon.log").open("rb") as log:
+        while time.monotonic() < deadline and proc.poll() is None:
+            log.seek(offset)
+            if b"a tick every" in log.read(4096):
+                return
+            time.sleep(0.02)
+
+
 def progress(url: str) -> dict[str, int]:
     store = open_store(url, create=False)
     try:
@@ -332,6 +344,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     in_flight = []
     try:
         for _ in range(args.kills):
+            offset = (workdir / "daemon.log").stat().st_size if (workdir / "daemon.log").exists() else 0
             proc = daemon(workdir, url, provider_url, channel, args.mode)
             if server is not None and args.kill_at_receipts:
                 # Kill while the provider is receiving: after 1..K more receipts (or max-delay seconds).
@@ -340,6 +353,9 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 while server.receipts.total() < target and time.monotonic() < until:
                     time.sleep(0.002)
             else:
+                # The delay counts from when the daemon is up (its start line), not from the process start:
+                # on a loaded machine the imports alone can take longer than the longest delay.
+                started(workdir, proc, offset)
                 time.sleep(rng.uniform(0.2, args.max_delay))
             proc.send_signal(signal.SIGKILL)
             proc.wait()
