@@ -11,8 +11,9 @@ for each batch:
 3. renders the rest in the template sandbox (the context checked once per message) and drops those whose
    address is on the suppression list;
 4. hands the messages to their adapters with the ledger key as idempotency key, a small group at a time
-   (``group``, default 8; ``workers`` calls in flight at once: a provider call waits on the network, and
-   adapters are thread-safe). Before a group is handed over, its rows are marked ``sending`` (with
+   (``group``, default 8, which grows for a fast provider on at_least_once channels: see ``_send_batch``;
+   ``workers`` calls in flight at once: a provider call waits on the network, and adapters are
+   thread-safe). Before a group is handed over, its rows are marked ``sending`` (with
    ``inflight_us`` and the attempt counted) in a commit of their own, which also records the outcomes of
    the group before it; so at any instant at most one group is handed over and not yet recorded. The
    outcomes: ``sent``; a transient failure goes back to ``queued`` with its next attempt after ``Backoff``
@@ -92,6 +93,7 @@ class DispatchContext:
     random: Callable[[], float] = field(default_factory=lambda: random.Random(0).random)
     workers: int = 4  # provider calls in flight at once (adapters are thread-safe); 1: one at a time
     group: int = 8  # messages marked in flight, handed over and recorded together
+    max_group: int = 128  # at_least_once groups grow up to this while the provider is fast (see _send_batch)
     delivery: Mapping[str, DeliveryMode] = field(default_factory=dict)
     journeys: Collection[str] | None = None
     stop: Callable[[], bool] = field(default=lambda: False)
@@ -152,14 +154,25 @@ def _send_batch(
 ) -> None:
     """Hand ``to_send`` over group by group. Each commit records what is known (the batch's decided
     outcomes, the previous group's answers) and marks the next group ``sending``; the last one records the
-    last group. Rows of groups not reached (``stop``) stay queued."""
+    last group. Rows of groups not reached (``stop``) stay queued.
+
+    Messages of ``at_most_once`` channels go first, in groups of ``group``. The others start at ``group``
+    too, and the group doubles (up to ``max_group``) while the commit costs more than a tenth of the
+    provider calls it brackets, and halves back when it does not: a slow provider (the network) keeps the
+    smallest window, a fast one (the file outbox, which also drops a repeated key) does not pay a commit
+    per eight files."""
+    strict = [item for item in to_send if context.delivery.get(item[0].channel) == AT_MOST_ONCE]
+    ordered = strict + [item for item in to_send if context.delivery.get(item[0].channel) != AT_MOST_ONCE]
     outcomes = decided
     suppressions: list[dict[str, Any]] = []
-    size = max(1, context.group)
+    base = max(1, context.group)
+    size = base
     start = 0
     while True:
-        group = to_send[start : start + size]
-        start += size
+        fixed = start < len(strict)
+        end = min(start + base, len(strict)) if fixed else start + size
+        group = ordered[start:end]
+        start = end
         if group and context.stop():
             report.stopped = True
             group = []
@@ -169,7 +182,8 @@ def _send_batch(
             sj.suppress_addresses(conn, suppressions)
             if group:
                 sj.mark_in_flight(conn, [m.id for m, _ in group], [m.attempts + 1 for m, _ in group], now_us)
-        report.add_seconds("record", time.perf_counter() - started)
+        commit_s = time.perf_counter() - started
+        report.add_seconds("record", commit_s)
         if not group:
             return
         outcomes, suppressions = [], []
@@ -183,7 +197,10 @@ def _send_batch(
         )
         for (m, row), result in zip(group, results, strict=True):
             outcomes.append(_record(m, row, result, context, now_us, report, suppressions))
-        report.add_seconds("send", time.perf_counter() - started)
+        send_s = time.perf_counter() - started
+        report.add_seconds("send", send_s)
+        if not fixed and len(group) == size:
+            size = min(size * 2, context.max_group) if commit_s * 10 > send_s else max(base, size // 2)
 
 
 @dataclass
