@@ -53,14 +53,8 @@ def _engine(args: argparse.Namespace, clock: Clock) -> Engine:
     if not workspace.plans:
         raise UsageError(f"no journey files found in {' '.join(args.journeys)}")
     router = outbox_router(args.outbox)
-    return Engine(
-        open_store(args.db),
-        workspace,
-        router,
-        clock,
-        global_holdout=_global_holdout(args),
-        delivery=_delivery_modes(args),
-    )
+    holdout, delivery = _global_holdout(args), _delivery_modes(args)  # checked before the store is opened
+    return Engine(open_store(args.db), workspace, router, clock, global_holdout=holdout, delivery=delivery)
 
 
 def _delivery_modes(args: argparse.Namespace) -> dict[str, DeliveryMode]:
