@@ -242,7 +242,7 @@ class Watching(MemoryAdapter):
 
 @pytest.mark.parametrize(
     ("mode", "delay_s", "window"),
-    [("at_most_once", 0.0, 8), ("at_least_once", 0.05, 8), ("at_least_once", 0.0, 128)],
+    [("at_most_once", 0.0, 8), ("at_least_once", 0.2, 8), ("at_least_once", 0.0, 128)],
 )
 def test_each_small_group_is_marked_in_flight_before_the_provider_call_and_recorded_after(
     tmp_path: Path, mode: str, delay_s: float, window: int
