@@ -5,6 +5,7 @@ and the recording of it, and rendering that happens at dispatch (not in the step
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -154,22 +155,27 @@ def test_dispatch_gives_up_after_the_last_attempt(tmp_path: Path) -> None:
 
 
 class CrashOnRecord:
-    """A store whose write transactions fail: the process dies after the provider call, before the
-    outcome is recorded."""
+    """A store whose write transactions fail after the first ``allowed`` (settling rows left in flight,
+    marking the group ``sending``): the process dies after the provider call, before its outcome is
+    recorded."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, allowed: int = 2) -> None:
         self.store = store
         self.connect = store.connect
+        self.allowed = allowed
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:
-        raise RuntimeError("killed")
-        yield  # pragma: no cover
+        if self.allowed <= 0:
+            raise RuntimeError("killed")
+        self.allowed -= 1
+        with self.store.begin() as conn:
+            yield conn
 
 
-def test_a_crash_before_recording_resends_with_the_same_key_and_delivers_once(tmp_path: Path) -> None:
+def _crashed_world(tmp_path: Path, adapter: MemoryAdapter) -> tuple[World, DispatchContext]:
+    """One message handed to ``adapter``, then the process "dies" before recording the answer."""
     write_files(tmp_path, {"journeys/texts.yaml": JOURNEY, "templates/t.txt": "Hi {{ customer.tier }}"})
-    adapter = MemoryAdapter()
     w = World(
         tmp_path,
         tmp_path / "journeys",
@@ -187,8 +193,112 @@ def test_a_crash_before_recording_resends_with_the_same_key_and_delivers_once(tm
     )
     with pytest.raises(RuntimeError, match="killed"):
         dispatch_queued(CrashOnRecord(w.store), ChannelRouter([adapter]), w.clock, context)  # type: ignore[arg-type]
-    assert rows(w)[("a", "first")][0] == "queued" and len(adapter.attempts) == 1
-    dispatch_queued(w.store, ChannelRouter([adapter]), w.clock, context)
-    status, _, attempts, _, key, body = rows(w)[("a", "first")]
-    assert (status, attempts, body) == ("sent", 1, "Hi gold")
+    # The row says what happened: handed to the provider (attempt 1), its answer never recorded.
+    assert rows(w)[("a", "first")][:3] == ("sending", None, 1) and len(adapter.attempts) == 1
+    return w, context
+
+
+def test_a_crash_before_recording_resends_with_the_same_key_and_delivers_once(tmp_path: Path) -> None:
+    adapter = MemoryAdapter()
+    w, context = _crashed_world(tmp_path, adapter)
+    report = dispatch_queued(w.store, ChannelRouter([adapter]), w.clock, context)  # at_least_once: default
+    assert (report.requeued, report.uncertain, report.delivered) == (1, 0, 1)
+    status, reason, attempts, _, key, body = rows(w)[("a", "first")]
+    assert (status, attempts, body) == ("sent", 2, "Hi gold") and "sent again with the same key" in reason
     assert [m.idempotency_key for m in adapter.attempts] == [key, key] and len(adapter.sent) == 1
+
+
+def test_at_most_once_a_message_in_flight_at_a_crash_is_uncertain_and_never_sent_again(
+    tmp_path: Path,
+) -> None:
+    adapter = MemoryAdapter()
+    w, context = _crashed_world(tmp_path, adapter)
+    context.delivery = {"sms": "at_most_once"}
+    report = dispatch_queued(w.store, ChannelRouter([adapter]), w.clock, context)
+    assert (report.requeued, report.uncertain, report.delivered) == (0, 1, 0)
+    status, reason, attempts, *_ = rows(w)[("a", "first")]
+    assert (status, attempts) == ("uncertain", 1) and "not sent again (at_most_once)" in reason
+    assert len(adapter.attempts) == 1
+    again = dispatch_queued(w.store, ChannelRouter([adapter]), w.clock, context)
+    assert (again.uncertain, again.delivered, len(adapter.attempts)) == (0, 0, 1)
+
+
+class Watching(MemoryAdapter):
+    """Records, at each provider call, how many ledger rows are marked in flight and how many are sent;
+    each call takes ``delay_s`` (a network provider) or nothing (a local one)."""
+
+    def __init__(self, store: Store, delay_s: float = 0.0) -> None:
+        super().__init__()
+        self.store = store
+        self.delay_s = delay_s
+        self.seen: list[tuple[int, int]] = []
+
+    def send(self, message: Any) -> Any:
+        with self.store.connect() as conn:
+            counts: dict[str, int] = dict(
+                conn.exec_driver_sql("SELECT status, COUNT(*) FROM messages GROUP BY status").all()
+            )
+        self.seen.append((int(counts.get("sending", 0)), int(counts.get("sent", 0))))
+        time.sleep(self.delay_s)
+        return super().send(message)
+
+
+@pytest.mark.parametrize(
+    ("mode", "delay_s", "window"),
+    [("at_most_once", 0.0, 8), ("at_least_once", 0.2, 8), ("at_least_once", 0.0, 128)],
+)
+def test_each_small_group_is_marked_in_flight_before_the_provider_call_and_recorded_after(
+    tmp_path: Path, mode: str, delay_s: float, window: int
+) -> None:
+    write_files(tmp_path, {"journeys/texts.yaml": JOURNEY, "templates/t.txt": "Hi"})
+    people = [{"id": f"c{i}", "tier": "gold", "phone": f"+1415555{i:04d}"} for i in range(40)]
+    w = World(tmp_path, tmp_path / "journeys", at("2024-05-06T10:00:00Z"), people)
+    adapter = Watching(w.store, delay_s)
+    w.engine.router = ChannelRouter([adapter])
+    w.engine.delivery = {"sms": mode}  # type: ignore[dict-item]
+    report = w.tick()
+    assert report.delivery.delivered == 40
+    # Every call sees its own group marked (at most the window: eight at most once or with a slow
+    # provider; a fast provider's at_least_once groups may grow), and every earlier group recorded sent.
+    assert all(0 < sending <= window for sending, _ in adapter.seen)
+    if window == 8:
+        assert max(sent for _, sent in adapter.seen) >= 40 - 8
+    assert w.rows("SELECT COUNT(*) FROM messages WHERE status = 'sent' AND inflight_us IS NOT NULL") == [
+        (40,)
+    ]
+
+
+OTHER = """id: other
+version: 1
+segment: tier == "gold"
+holdout: 0
+steps:
+  - id: hello
+    send: {channel: sms, template: t.txt}
+"""
+
+
+def test_messages_of_a_journey_left_out_of_the_workspace_stay_queued_without_starving_the_others(
+    tmp_path: Path,
+) -> None:
+    write_files(
+        tmp_path,
+        {"journeys/texts.yaml": JOURNEY, "journeys/other.yaml": OTHER, "templates/t.txt": "Hi"},
+    )
+    people = [{"id": f"c{i}", "tier": "gold", "phone": f"+1415555{i:04d}"} for i in range(1200)]
+    w = World(tmp_path, tmp_path / "journeys", at("2024-05-06T10:00:00Z"), people)
+    w.engine.dispatch = lambda limit=None: DispatchReport()  # type: ignore[method-assign]
+    w.tick()  # 1,200 queued rows per journey; "other" comes first in the ledger
+    first = w.rows("SELECT journey_id FROM messages ORDER BY id LIMIT 1")
+    assert first == [("other",)]
+    w.restart(tmp_path / "journeys" / "texts.yaml")  # "other" is not in this workspace
+    report = w.engine.dispatch(limit=1000)
+    assert report.delivered == 1000 and report.failed == 0  # one batch, none of it spent on "other"
+    w.engine.dispatch()
+    counts = dict(w.rows("SELECT journey_id || ':' || status, COUNT(*) FROM messages GROUP BY 1"))
+    assert counts == {"other:queued": 1200, "texts:sent": 1200}
+    assert {m.journey_id for m in w.adapter.attempts} == {"texts"}  # type: ignore[attr-defined]
+    w.restart(tmp_path / "journeys")  # it returns: its messages go out
+    w.tick()
+    counts = dict(w.rows("SELECT journey_id || ':' || status, COUNT(*) FROM messages GROUP BY 1"))
+    assert counts == {"other:sent": 1200, "texts:sent": 1200}

@@ -12,6 +12,11 @@ decided in one place:
 
 ``Backoff`` is a pure function of the attempt number and a random draw supplied by the caller, so retry
 timing is reproducible in tests and simulations.
+
+Delivery modes, per channel (``parse_delivery_modes``): ``at_least_once`` (the default: never lost; a
+message in flight when a dispatcher dies is sent again with the same key, so a provider that ignores keys
+may deliver it twice) or ``at_most_once`` (never twice: such a message is recorded ``uncertain`` and not
+sent again).
 """
 
 from __future__ import annotations
@@ -20,12 +25,13 @@ import math
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from typing import Literal, get_args
 from urllib.parse import quote
 
-from orchestrator.channels.base import DeliveryResult
+from orchestrator.channels.base import CHANNELS, DeliveryResult
 
 # Provider error text is kept short in results and ledgers: it can be a whole HTML error page.
 MAX_DETAIL_CHARS = 300
@@ -256,3 +262,32 @@ class SentKeys:
     def __len__(self) -> int:
         with self._lock:
             return len(self._ids)
+
+
+# -- delivery modes -----------------------------------------------------------------------------------
+
+DeliveryMode = Literal["at_least_once", "at_most_once"]
+AT_LEAST_ONCE: DeliveryMode = "at_least_once"
+AT_MOST_ONCE: DeliveryMode = "at_most_once"
+DELIVERY_MODES: tuple[str, ...] = get_args(DeliveryMode)
+
+
+def parse_delivery_modes(specs: Iterable[str]) -> dict[str, DeliveryMode]:
+    """``CHANNEL=MODE`` items (each may hold several, comma-separated) as a mapping; a channel not named is
+    ``at_least_once``. ``ValueError`` naming the item for an unknown channel or mode."""
+    modes: dict[str, DeliveryMode] = {}
+    for spec in specs:
+        for item in (part.strip() for part in spec.split(",")):
+            if not item:
+                continue
+            channel, sep, mode = (x.strip() for x in item.partition("="))
+            if not sep:
+                raise ValueError(f"{item!r} is not CHANNEL=MODE (e.g. email=at_most_once)")
+            if channel not in CHANNELS:
+                expected = ", ".join(CHANNELS)
+                raise ValueError(f"{item!r}: unknown channel {channel!r}; expected one of {expected}")
+            if mode not in DELIVERY_MODES:
+                expected = " or ".join(DELIVERY_MODES)
+                raise ValueError(f"{item!r}: unknown delivery mode {mode!r}; expected {expected}")
+            modes[channel] = AT_MOST_ONCE if mode == AT_MOST_ONCE else AT_LEAST_ONCE
+    return modes

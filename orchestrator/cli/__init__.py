@@ -67,6 +67,15 @@ def _add_engine(p: argparse.ArgumentParser) -> None:
         help="percent of all customers that no journey messages, a control group across journeys "
         "(default: $ORCHESTRATOR_GLOBAL_HOLDOUT, else 0)",
     )
+    p.add_argument(
+        "--delivery",
+        metavar="CHANNEL=MODE",
+        action="append",
+        default=None,
+        help="a channel's delivery mode: at_least_once (default; a message in flight at a crash is sent "
+        "again) or at_most_once (it is marked uncertain, never sent twice); repeatable "
+        "(default: $ORCHESTRATOR_DELIVERY, e.g. email=at_most_once,sms=at_least_once)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -144,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--simulated-clock", metavar="ISO-8601", default=None, help=argparse.SUPPRESS)
     p.add_argument("--simulated-step", metavar="DURATION", default="1h", help=argparse.SUPPRESS)
     p.add_argument("--attempt-log", metavar="FILE", type=Path, default=None, help=argparse.SUPPRESS)
+    # Crash tests against a provider that does not de-duplicate: smtp://HOST:PORT (email, no TLS) or
+    # http://HOST:PORT/PATH (a Twilio-style SMS API).
+    p.add_argument("--provider", metavar="URL", default=None, help=argparse.SUPPRESS)
     p.add_argument(
         "--inbox",
         metavar="DIR",
@@ -154,6 +166,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_workspace(p)
     _add_engine(p)
+    _add_db(p)
+
+    p = sub.add_parser(
+        "retire",
+        help="end a journey for good: cancel its queued messages and finish its active instances",
+    )
+    p.add_argument("journey", metavar="JOURNEY", help="the journey id")
     _add_db(p)
 
     from orchestrator.cli.lift import add_lift_parser, add_report_parser

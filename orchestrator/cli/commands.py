@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, TextIO
 import numpy as np
 
 from orchestrator.channels.base import ChannelRouter
+from orchestrator.channels.delivery import DeliveryMode, parse_delivery_modes
 from orchestrator.channels.outbox import OutboxAdapter
 from orchestrator.clock import Clock, SimulatedClock, SystemClock, parse_instant, to_us
 from orchestrator.engine.tick import ClockBehind, Engine, TickReport
@@ -57,7 +58,21 @@ def _engine(args: argparse.Namespace, clock: Clock) -> Engine:
     if not workspace.plans:
         raise UsageError(f"no journey files found in {' '.join(args.journeys)}")
     router = outbox_router(args.outbox)
-    return Engine(open_store(args.db), workspace, router, clock, global_holdout=_global_holdout(args))
+    holdout, delivery = _global_holdout(args), _delivery_modes(args)  # checked before the store is opened
+    return Engine(open_store(args.db), workspace, router, clock, global_holdout=holdout, delivery=delivery)
+
+
+def _delivery_modes(args: argparse.Namespace) -> dict[str, DeliveryMode]:
+    """``--delivery CHANNEL=MODE`` (repeatable), else ``$ORCHESTRATOR_DELIVERY``; unnamed channels are
+    at_least_once. A plain mapping, which a workspace configuration file can fill as well."""
+    specs = args.delivery
+    source = "--delivery"
+    if specs is None:
+        specs, source = [os.environ.get("ORCHESTRATOR_DELIVERY", "")], "ORCHESTRATOR_DELIVERY"
+    try:
+        return parse_delivery_modes(specs)
+    except ValueError as exc:
+        raise UsageError(f"{source}: {exc}") from None
 
 
 def _hold(args: argparse.Namespace, command: str) -> Holding:
@@ -202,9 +217,12 @@ def _print_tick(report: TickReport) -> None:
             f"  {journey_id}: entered {j.entered} (holdout {j.entered_holdout}), stepped {j.stepped}, "
             f"queued {j.queued}, converted {j.converted}, finished: {finished}"
         )
+    settled = ""
+    if d.requeued or d.uncertain:
+        settled = f", left in flight by a stopped process: {d.requeued} sent again, {d.uncertain} uncertain"
     print(
         f"  delivered {d.delivered}, suppressed {d.suppressed}, delayed {d.delayed}, failed {d.failed}, "
-        f"retries {d.retry}, refused {d.refused}; {report.timings.get('total', 0):.3f}s"
+        f"retries {d.retry}, refused {d.refused}{settled}; {report.timings.get('total', 0):.3f}s"
     )
 
 
@@ -237,12 +255,17 @@ def _daemon(args: argparse.Namespace, simulated: tuple[SimulatedClock, datetime,
     from orchestrator.engine.daemon import run_daemon
 
     engine = _engine(args, SystemClock() if simulated is None else simulated[0])
-    if args.attempt_log is not None:
-        from orchestrator.engine.daemon import AttemptLog
+    if args.attempt_log is not None or args.provider is not None:
+        from orchestrator.engine.daemon import AttemptLog, crash_test_provider
 
         # The crash test kills processes, not the machine: files need no fsync to survive that.
-        outbox = OutboxAdapter(args.outbox, durable=False)
-        engine.router = ChannelRouter([AttemptLog(outbox, args.attempt_log)])
+        try:
+            adapter = crash_test_provider(args.provider, args.outbox)
+        except ValueError as exc:
+            raise UsageError(f"--provider: {exc}") from None
+        engine.router = ChannelRouter(
+            [adapter if args.attempt_log is None else AttemptLog(adapter, args.attempt_log)]
+        )
     print(
         f"daemon: {len(engine.workspace.plans)} journeys, a tick every {args.interval:g}s; "
         "stop with SIGTERM or Ctrl-C",
@@ -280,9 +303,40 @@ def _daemon(args: argparse.Namespace, simulated: tuple[SimulatedClock, datetime,
             if dispatching:
                 engine.dispatch()
 
-    ticks = run_daemon(tick, args.interval, max_ticks=args.max_ticks, on_start=reconcile)
+    ticks = run_daemon(tick, args.interval, max_ticks=args.max_ticks, on_start=reconcile, hurry=engine.hurry)
     engine.store.dispose()
     print(f"daemon: stopped cleanly after {ticks} tick(s)", flush=True)
+    return 0
+
+
+def cmd_retire(args: argparse.Namespace) -> int:
+    from orchestrator.store import journeys as sj
+
+    try:
+        store = open_store(args.db, create=False)
+    except FileNotFoundError as exc:
+        raise UsageError(str(exc)) from None
+    initialised = store.is_initialised()
+    store.dispose()
+    if not initialised:
+        raise Failure("no store with engine tables here; nothing to retire")
+    store = open_store(args.db)  # adds the retired_journeys table to a store made by an earlier version
+    try:
+        with store.begin() as conn:
+            already = sj.retirement(conn, args.journey)
+            done = None if already else sj.retire_journey(conn, args.journey, to_us(SystemClock().now()))
+    finally:
+        store.dispose()
+    if already is not None:
+        print(f"journey {args.journey!r} was already retired at version {already.version}")
+        return 0
+    if done is None:
+        raise Failure(f"no journey {args.journey!r} has run on this store")
+    print(
+        f"retired journey {args.journey!r} (version {done.version}): {done.cancelled} queued message(s) "
+        f"cancelled, {done.finished} active instance(s) finished; it runs again only from version "
+        f"{done.version + 1}"
+    )
     return 0
 
 

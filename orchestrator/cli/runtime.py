@@ -262,7 +262,13 @@ def status_report(
         "as_of": from_us(now_us).isoformat(),
         "journeys": journeys,
         "outbox": [
-            {"channel": b.channel, "queued": b.queued, "oldest": from_us(b.oldest_us).isoformat()}
+            {
+                "channel": b.channel,
+                "queued": b.queued,
+                "sending": b.sending,
+                "uncertain": b.uncertain,
+                "oldest": from_us(b.oldest_us).isoformat() if b.queued or b.sending else None,
+            }
             for b in backlog
         ],
         "last_tick": last,
@@ -351,12 +357,20 @@ def _status_text(report: dict[str, Any]) -> str:
         for version, states in j["active"].items():
             for state, n in states.items():
                 lines.append(f"  v{version} {state:<24} {n:>9} active")
-    if report["outbox"]:
+    backlog = [b for b in report["outbox"] if b["queued"] or b["sending"]]
+    if backlog:
         lines.append("outbox backlog (queued, not yet delivered):")
-        for b in report["outbox"]:
-            lines.append(f"  {b['channel']:<8} {b['queued']:>9}  oldest {b['oldest']}")
+        for b in backlog:
+            sending = f", {b['sending']} in flight" if b["sending"] else ""
+            lines.append(f"  {b['channel']:<8} {b['queued']:>9}{sending}  oldest {b['oldest']}")
     else:
         lines.append("outbox backlog: empty")
+    for b in report["outbox"]:
+        if b["uncertain"]:
+            lines.append(
+                f"  {b['channel']:<8} {b['uncertain']:>9} uncertain: in flight when a dispatcher stopped, "
+                "not sent again (at_most_once)"
+            )
     last = report["last_tick"]
     if last is None:
         lines.append("no tick has run yet")

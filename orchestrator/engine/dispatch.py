@@ -10,14 +10,22 @@ for each batch:
    with ``next_attempt_us`` at the end of the quiet hours;
 3. renders the rest in the template sandbox (the context checked once per message) and drops those whose
    address is on the suppression list;
-4. hands each message to its adapter with the ledger key as idempotency key (``workers`` calls in flight
-   at once: a provider call waits on the network, and adapters are thread-safe), and records every outcome in
-   one transaction: ``sent``; a transient failure stays ``queued`` with ``attempts`` + 1 and its next
-   attempt after ``Backoff`` (``failed`` once the attempts are spent); a permanent failure is ``failed``
-   with the reason, and one marked ``suppress`` puts the address on the suppression list.
+4. hands the messages to their adapters with the ledger key as idempotency key, a small group at a time
+   (``group``, default 8, which grows for a fast provider on at_least_once channels: see ``_send_batch``;
+   ``workers`` calls in flight at once: a provider call waits on the network, and adapters are
+   thread-safe). Before a group is handed over, its rows are marked ``sending`` (with
+   ``inflight_us`` and the attempt counted) in a commit of their own, which also records the outcomes of
+   the group before it; so at any instant at most one group is handed over and not yet recorded. The
+   outcomes: ``sent``; a transient failure goes back to ``queued`` with its next attempt after ``Backoff``
+   (``failed`` once the attempts are spent); a permanent failure is ``failed`` with the reason, and one
+   marked ``suppress`` puts the address on the suppression list.
 
-A crash between a provider call and the recording of its outcome leaves the row queued: the next dispatch
-sends it again with the same key, which a provider honouring the key recognises.
+A process that dies during a group's provider calls leaves those rows ``sending``. Every dispatch starts by
+settling such rows (only one dispatcher runs at a time, so they belong to a dispatcher that stopped): on a
+channel whose delivery mode is ``at_least_once`` (the default) they are queued again and sent with the same
+key, which a provider honouring the key recognises and one ignoring it delivers a second time; on an
+``at_most_once`` channel they are recorded ``uncertain`` and never sent again. ``stop`` (the daemon's second
+stop signal) ends a dispatch after the group in flight is recorded; the rows not reached stay queued.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ from __future__ import annotations
 import contextlib
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,7 +43,7 @@ import numpy as np
 import orjson
 
 from orchestrator.channels.base import ChannelRouter, DeliveryResult, OutgoingMessage
-from orchestrator.channels.delivery import Backoff
+from orchestrator.channels.delivery import AT_MOST_ONCE, Backoff, DeliveryMode
 from orchestrator.channels.templates import TemplateRenderer
 from orchestrator.clock import Clock, to_us
 from orchestrator.durations import US_PER_SECOND
@@ -59,6 +67,9 @@ class DispatchReport:
     refused: int = 0
     suppressed: int = 0
     delayed: int = 0
+    uncertain: int = 0  # at_most_once rows found in flight from a dispatcher that stopped: not resent
+    requeued: int = 0  # at_least_once rows found in flight from a dispatcher that stopped: sent again
+    stopped: bool = False  # cut short by ``stop``: rows not reached stay queued
     seconds: dict[str, float] = field(default_factory=dict)  # read, policy, render, send, record
 
     def add_seconds(self, phase: str, seconds: float) -> None:
@@ -69,7 +80,10 @@ class DispatchReport:
 class DispatchContext:
     """What dispatch needs from the engine: the plan of a journey version (None when unknown), its
     renderer, its metric values by customer key, the contact policy, and the retry schedule. ``random``
-    draws the backoff's jitter (seeded, so retry times are reproducible)."""
+    draws the backoff's jitter (seeded, so retry times are reproducible). ``delivery`` maps a channel to
+    its delivery mode (a channel not named is ``at_least_once``); ``journeys``, when given, limits dispatch
+    to those journeys' messages (the workspace's: the others stay queued until their journey returns);
+    ``stop`` is asked before each group of provider calls, and true ends the dispatch."""
 
     plan_for: Callable[[str, int], JourneyPlan | None]
     renderer_for: Callable[[str], TemplateRenderer | None]
@@ -78,6 +92,11 @@ class DispatchContext:
     backoff: Backoff = field(default_factory=Backoff)
     random: Callable[[], float] = field(default_factory=lambda: random.Random(0).random)
     workers: int = 4  # provider calls in flight at once (adapters are thread-safe); 1: one at a time
+    group: int = 8  # messages marked in flight, handed over and recorded together
+    max_group: int = 128  # at_least_once groups grow up to this while the provider is fast (see _send_batch)
+    delivery: Mapping[str, DeliveryMode] = field(default_factory=dict)
+    journeys: Collection[str] | None = None
+    stop: Callable[[], bool] = field(default=lambda: False)
 
 
 def dispatch_queued(
@@ -99,26 +118,89 @@ def _dispatch_all(
 ) -> DispatchReport:
     report = DispatchReport()
     now_us = to_us(clock.now())
+    at_most_once = [channel for channel, mode in context.delivery.items() if mode == AT_MOST_ONCE]
+    with store.begin() as conn:
+        report.requeued, report.uncertain = sj.settle_in_flight(conn, at_most_once)
     handled = 0
     last_id = 0
     while limit is None or handled < limit:
+        if context.stop():
+            report.stopped = True
+            break
         size = BATCH if limit is None else min(BATCH, limit - handled)
         started = time.perf_counter()
         with store.connect() as conn:
-            batch = sj.due_messages(conn, size, now_us, after_id=last_id)
+            batch = sj.due_messages(conn, size, now_us, after_id=last_id, journeys=context.journeys)
             if not batch:
                 break
             loaded = _load(conn, batch, context, now_us)
         report.add_seconds("read", time.perf_counter() - started)
-        outcomes, suppressions = _dispatch_batch(batch, loaded, router, context, now_us, report, pool)
+        decided, to_send = _decide_batch(batch, loaded, context, now_us, report)
+        _send_batch(store, router, decided, to_send, context, now_us, report, pool)
+        handled += len(batch)
+        last_id = batch[-1].id
+    return report
+
+
+def _send_batch(
+    store: Store,
+    router: ChannelRouter,
+    decided: list[dict[str, Any]],
+    to_send: list[tuple[sj.DueMessage, dict[str, Any]]],
+    context: DispatchContext,
+    now_us: int,
+    report: DispatchReport,
+    pool: ThreadPoolExecutor | None,
+) -> None:
+    """Hand ``to_send`` over group by group. Each commit records what is known (the batch's decided
+    outcomes, the previous group's answers) and marks the next group ``sending``; the last one records the
+    last group. Rows of groups not reached (``stop``) stay queued.
+
+    Messages of ``at_most_once`` channels go first, in groups of ``group``. The others start at ``group``
+    too, and the group doubles (up to ``max_group``) while the commit costs more than a tenth of the
+    provider calls it brackets, and halves back when it does not: a slow provider (the network) keeps the
+    smallest window, a fast one (the file outbox, which also drops a repeated key) does not pay a commit
+    per eight files."""
+    strict = [item for item in to_send if context.delivery.get(item[0].channel) == AT_MOST_ONCE]
+    ordered = strict + [item for item in to_send if context.delivery.get(item[0].channel) != AT_MOST_ONCE]
+    outcomes = decided
+    suppressions: list[dict[str, Any]] = []
+    base = max(1, context.group)
+    size = base
+    start = 0
+    while True:
+        fixed = start < len(strict)
+        end = min(start + base, len(strict)) if fixed else start + size
+        group = ordered[start:end]
+        start = end
+        if group and context.stop():
+            report.stopped = True
+            group = []
         started = time.perf_counter()
         with store.begin() as conn:
             sj.record_outcomes(conn, outcomes)
             sj.suppress_addresses(conn, suppressions)
-        report.add_seconds("record", time.perf_counter() - started)
-        handled += len(batch)
-        last_id = batch[-1].id
-    return report
+            if group:
+                sj.mark_in_flight(conn, [m.id for m, _ in group], [m.attempts + 1 for m, _ in group], now_us)
+        commit_s = time.perf_counter() - started
+        report.add_seconds("record", commit_s)
+        if not group:
+            return
+        outcomes, suppressions = [], []
+        started = time.perf_counter()
+        outgoing = [_outgoing(m, row) for m, row in group]
+        # Provider calls wait on the network (or the disk): several run at once; outcomes are read in order.
+        results = (
+            pool.map(lambda message: _call(router, message), outgoing)
+            if pool and len(outgoing) > 1
+            else map(lambda message: _call(router, message), outgoing)
+        )
+        for (m, row), result in zip(group, results, strict=True):
+            outcomes.append(_record(m, row, result, context, now_us, report, suppressions))
+        send_s = time.perf_counter() - started
+        report.add_seconds("send", send_s)
+        if not fixed and len(group) == size:
+            size = min(size * 2, context.max_group) if commit_s * 10 > send_s else max(base, size // 2)
 
 
 @dataclass
@@ -173,15 +255,15 @@ def _outcome(m: sj.DueMessage, status: str, reason: str | None, **fields: Any) -
     return row
 
 
-def _dispatch_batch(
+def _decide_batch(
     batch: list[sj.DueMessage],
     loaded: _Loaded,
-    router: ChannelRouter,
     context: DispatchContext,
     now_us: int,
     report: DispatchReport,
-    pool: ThreadPoolExecutor | None,
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+) -> tuple[list[dict[str, Any]], list[tuple[sj.DueMessage, dict[str, Any]]]]:
+    """The batch's outcomes decided without a provider (holdout, policy, template, suppression list) and
+    the rendered messages to send."""
     outcomes: list[dict[str, Any]] = []
     started = time.perf_counter()
     steps: list[tuple[JourneyPlan, StepPlan] | None] = []
@@ -252,19 +334,7 @@ def _dispatch_batch(
         row["customer_id"] = loaded.records[m.customer_key]["id"]
         to_send.append((m, row))
     report.add_seconds("render", time.perf_counter() - render_started)
-    send_started = time.perf_counter()
-    suppressions: list[dict[str, Any]] = []
-    outgoing = [_outgoing(m, row) for m, row in to_send]
-    # Provider calls wait on the network (or the disk): several run at once; outcomes are read in order.
-    results = (
-        pool.map(lambda message: _call(router, message), outgoing)
-        if pool
-        else map(lambda message: _call(router, message), outgoing)
-    )
-    for (m, row), result in zip(to_send, results, strict=True):
-        outcomes.append(_record(m, row, result, context, now_us, report, suppressions))
-    report.add_seconds("send", time.perf_counter() - send_started)
-    return outcomes, suppressions
+    return outcomes, to_send
 
 
 def _render(

@@ -15,9 +15,10 @@ from __future__ import annotations
 import json
 import logging
 import random
+import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,7 @@ import orjson
 from sqlalchemy import Connection, text
 
 from orchestrator.channels.base import ChannelRouter
+from orchestrator.channels.delivery import DeliveryMode
 from orchestrator.clock import Clock, from_us, to_us
 from orchestrator.durations import US_PER_SECOND
 from orchestrator.engine.customer_state import CustomerState
@@ -128,8 +130,10 @@ class Engine:
         clock: Clock,
         *,
         global_holdout: float = 0.0,
+        delivery: Mapping[str, DeliveryMode] | None = None,
     ) -> None:
-        """``global_holdout`` is the percent of all customers that no journey messages (0 to 100)."""
+        """``global_holdout`` is the percent of all customers that no journey messages (0 to 100);
+        ``delivery`` maps channels to their delivery mode (default ``at_least_once``)."""
         if not 0.0 <= global_holdout <= 100.0:
             raise ValueError(f"the global holdout is a percent between 0 and 100, not {global_holdout:g}")
         self.store = store
@@ -137,6 +141,9 @@ class Engine:
         self.router = router
         self.clock = clock
         self.global_holdout = global_holdout
+        self.delivery: dict[str, DeliveryMode] = dict(delivery or {})
+        # Set (by the daemon's second stop signal) to end a dispatch after the group in flight is recorded.
+        self.hurry = threading.Event()
         self._old_plans: dict[tuple[str, int], JourneyPlan] = {}
         # The last tick's evaluators, for the metrics that dispatch renders into messages.
         self._dispatch_evaluators: dict[tuple[str, int], Evaluator] = {}
@@ -310,6 +317,7 @@ class Engine:
         for plan in self.workspace.plans:
             with self._journey(plan.id, failures), conn.begin_nested():
                 _check_integers(plan)
+                self._check_retired(conn, plan)
                 stored = sj.stored_version(conn, plan.id, plan.version)
                 if stored is None:
                     sj.register_version(
@@ -352,6 +360,18 @@ class Engine:
                 log.warning("journey %s works again", journey_id)
             else:
                 log.warning("journey %s is no longer run here: its failed mark is cleared", journey_id)
+
+    def _check_retired(self, conn: Connection, plan: JourneyPlan) -> None:
+        """A retired journey runs again only from a higher version, which lifts the retirement."""
+        retired = sj.retirement(conn, plan.id)
+        if retired is None:
+            return
+        if plan.version <= retired.version:
+            raise VersionConflict(
+                f"{plan.file}: journey {plan.id!r} was retired at version {retired.version}; remove it from "
+                f"the workspace, or give it version {retired.version + 1} to run it again"
+            )
+        sj.lift_retirement(conn, plan.id)
 
     def old_plan(self, conn: Connection, plan: JourneyPlan, version: int) -> JourneyPlan | None:
         """The plan of a stored older version of ``plan``'s journey (None if it never ran here)."""
@@ -509,6 +529,10 @@ class Engine:
             metrics_for=self.metrics_now,
             policy=getattr(self.workspace, "policy", None),
             random=self._jitter.random,
+            delivery=self.delivery,
+            # Messages of journeys not in this workspace stay queued until they return (or are retired).
+            journeys=[plan.id for plan in self.workspace.plans],
+            stop=self.hurry.is_set,
         )
         return dispatch_queued(self.store, self.router, self.clock, context, limit=limit)
 

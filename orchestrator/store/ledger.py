@@ -2,13 +2,16 @@
 
 A ledger row's ``idempotency_key`` is unique, so a row is queued once; dispatch reads due rows with their
 holdout flags (the instance's and the customer's stored arm: the second enforcement), checks frequency
-caps and suppressions, and records each outcome only on a row still queued. All in the caller's
-transaction.
+caps and suppressions, marks each small group of rows ``sending`` (with ``inflight_us`` and the attempt
+counted) in a commit of its own before handing it to the provider, and records each outcome only on a row
+still ``queued`` or ``sending``. A row found ``sending`` when a dispatch starts was in flight in a process
+that stopped before recording the answer: ``settle_in_flight`` queues it again (at-least-once channels) or
+records it ``uncertain`` (at-most-once channels). All in the caller's transaction.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,9 +122,24 @@ class DueMessage:
     held_out: bool
 
 
-def due_messages(conn: Connection, limit: int, now_us: int, after_id: int = 0) -> list[DueMessage]:
-    """Queued messages with ``id > after_id`` whose next attempt is due, oldest first. ``held_out`` is true
-    when either the instance or the customer's recorded arm for the journey is the holdout."""
+def due_messages(
+    conn: Connection,
+    limit: int,
+    now_us: int,
+    after_id: int = 0,
+    journeys: Collection[str] | None = None,
+) -> list[DueMessage]:
+    """Queued messages with ``id > after_id`` whose next attempt is due, oldest first; with ``journeys``,
+    only theirs (the rows of other journeys are left where they are, and never fill a batch). ``held_out``
+    is true when either the instance or the customer's recorded arm for the journey is the holdout."""
+    params: dict[str, Any] = {"n": limit, "after": after_id, "now": now_us}
+    only = ""
+    if journeys is not None:
+        names = sorted(set(journeys))
+        if not names:
+            return []
+        params.update({f"j{i}": name for i, name in enumerate(names)})
+        only = f"AND m.journey_id IN ({', '.join(f':j{i}' for i in range(len(names)))}) "
     rows = fetch(
         conn,
         "SELECT m.id, m.idempotency_key, m.journey_id, m.version, m.step, m.channel, m.customer_key, "
@@ -130,8 +148,8 @@ def due_messages(conn: Connection, limit: int, now_us: int, after_id: int = 0) -
         "LEFT JOIN holdout_assignments h ON h.journey_id = m.journey_id AND h.customer_key = m.customer_key "
         "LEFT JOIN journey_instances i ON i.id = m.instance_id "
         "WHERE m.status = 'queued' AND (m.next_attempt_us IS NULL OR m.next_attempt_us <= :now) "
-        "AND m.id > :after ORDER BY m.id LIMIT :n",
-        {"n": limit, "after": after_id, "now": now_us},
+        f"AND m.id > :after {only}ORDER BY m.id LIMIT :n",
+        params,
     )
     return [
         DueMessage(
@@ -209,6 +227,62 @@ def record_outcomes(conn: Connection, rows: list[dict[str, Any]]) -> None:
         "UPDATE messages SET status = :status, reason = :reason, recipient = :recipient, "
         "subject = :subject, body = :body, html = :html, title = :title, link = :link, "
         "provider_id = :provider_id, sent_us = :sent_us, attempts = :attempts, "
-        "next_attempt_us = :next_attempt_us WHERE id = :id AND status = 'queued'",
+        "next_attempt_us = :next_attempt_us WHERE id = :id AND status IN ('queued', 'sending')",
         rows,
     )
+
+
+def mark_in_flight(conn: Connection, ids: Sequence[int], attempts: Sequence[int], now_us: int) -> None:
+    """Rows about to be handed to their provider: ``sending`` since ``now_us``, the attempt counted. Committed
+    before the provider call, so a process that dies during the call leaves a row that says so."""
+    executemany(
+        conn,
+        "UPDATE messages SET status = 'sending', inflight_us = :t, attempts = :a "
+        "WHERE id = :id AND status = 'queued'",
+        [{"id": int(i), "a": int(a), "t": now_us} for i, a in zip(ids, attempts, strict=True)],
+    )
+
+
+REQUEUED_REASON = "in flight when its dispatcher stopped; sent again with the same key (at_least_once)"
+UNCERTAIN_REASON = (
+    "in flight when its dispatcher stopped: the provider may or may not have it; not sent again "
+    "(at_most_once)"
+)
+
+
+def settle_in_flight(conn: Connection, at_most_once: Collection[str]) -> tuple[int, int]:
+    """Rows left ``sending`` by a dispatcher that stopped before recording the provider's answer: on the
+    ``at_most_once`` channels they become ``uncertain``, never to be sent again; on the others they are
+    queued again, to be sent with the same key. Returns (queued again, uncertain)."""
+    uncertain = 0
+    channels = sorted(set(at_most_once))
+    if channels:
+        listing = ", ".join(f":c{i}" for i in range(len(channels)))
+        params: dict[str, Any] = {f"c{i}": c for i, c in enumerate(channels)}
+        uncertain = conn.execute(
+            text(
+                "UPDATE messages SET status = 'uncertain', reason = :r, next_attempt_us = NULL "
+                f"WHERE status = 'sending' AND channel IN ({listing})"
+            ),
+            {**params, "r": UNCERTAIN_REASON},
+        ).rowcount
+    requeued = conn.execute(
+        text(
+            "UPDATE messages SET status = 'queued', reason = :r, next_attempt_us = NULL "
+            "WHERE status = 'sending'"
+        ),
+        {"r": REQUEUED_REASON},
+    ).rowcount
+    return int(requeued or 0), int(uncertain or 0)
+
+
+def cancel_queued(conn: Connection, journey_id: str, reason: str) -> int:
+    """The journey's queued messages become ``cancelled`` with ``reason``; how many."""
+    result = conn.execute(
+        text(
+            "UPDATE messages SET status = 'cancelled', reason = :r "
+            "WHERE journey_id = :j AND status = 'queued'"
+        ),
+        {"r": reason, "j": journey_id},
+    )
+    return int(result.rowcount or 0)

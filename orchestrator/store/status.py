@@ -34,16 +34,26 @@ class Backlog:
     channel: str
     queued: int
     oldest_us: int
+    sending: int = 0  # handed to the provider, answer not recorded yet (or in flight at a crash)
+    uncertain: int = 0  # at_most_once: in flight when a dispatcher stopped, never sent again
 
 
 def outbox_backlog(conn: Connection) -> list[Backlog]:
+    """Per channel: messages queued or in flight (and the oldest of them), and those left uncertain."""
     rows = conn.execute(
         text(
-            "SELECT channel, COUNT(*), MIN(created_us) FROM messages WHERE status = 'queued' "
+            "SELECT channel, SUM(CASE WHEN status = 'queued' THEN 1 ELSE 0 END), "
+            "MIN(CASE WHEN status <> 'uncertain' THEN created_us END), "
+            "SUM(CASE WHEN status = 'sending' THEN 1 ELSE 0 END), "
+            "SUM(CASE WHEN status = 'uncertain' THEN 1 ELSE 0 END) "
+            "FROM messages WHERE status IN ('queued', 'sending', 'uncertain') "
             "GROUP BY channel ORDER BY channel"
         )
     ).all()
-    return [Backlog(r[0], int(r[1]), int(r[2])) for r in rows]
+    return [
+        Backlog(r[0], int(r[1] or 0), int(r[2] if r[2] is not None else 0), int(r[3] or 0), int(r[4] or 0))
+        for r in rows
+    ]
 
 
 def due_counts(conn: Connection, now_us: int, horizon_us: int) -> dict[str, tuple[int, int]]:

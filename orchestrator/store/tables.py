@@ -197,7 +197,9 @@ class Message(SQLModel, table=True):
     html: str | None = Field(default=None, sa_column=Column(Text))
     title: str | None = None
     link: str | None = None
-    status: str = Field(description="queued | sent | suppressed | failed | refused")
+    status: str = Field(
+        description="queued | sending | sent | suppressed | failed | refused | uncertain | cancelled"
+    )
     reason: str | None = None
     created_us: int
     sent_us: int | None = None
@@ -207,6 +209,22 @@ class Message(SQLModel, table=True):
     attempts: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     next_attempt_us: int | None = None
     transactional: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
+    # Set with status ``sending`` in a commit of its own just before the provider call (the instant the
+    # row was handed over): a row still ``sending`` after its dispatcher stopped was in flight then.
+    inflight_us: int | None = None
+
+
+class RetiredJourney(SQLModel, table=True):
+    """A journey retired by ``orchestrator retire``: its queued messages were cancelled and its instances
+    finished. It runs again only from a version above ``version``."""
+
+    __tablename__ = "retired_journeys"
+
+    journey_id: str = Field(primary_key=True)
+    version: int = Field(description="the highest version registered when it was retired")
+    retired_us: int
+    cancelled: int = 0
+    finished: int = 0
 
 
 class Suppression(SQLModel, table=True):
