@@ -212,8 +212,8 @@ def setup(workdir: Path, customers: int, provider: str) -> str:
         for first in range(0, customers, 50_000):
             with store.begin() as conn:
                 rows = [
-                    {"id": f"c{k}", "cohort": "crash", "email": f"c{k}@example.com",
-                     "phone": f"+1201{2_000_000 + k:07d}"}
+                    {"id": f"c{k}", "cohort": "crash", "email": f"c{k}@example.com", "consent_email": True,
+                     "phone": f"+1201{2_000_000 + k:07d}", "consent_sms": True}
                     for k in range(first, min(first + 50_000, customers))
                 ]  # fmt: skip
                 upsert_customers(conn, rows, now_us=0)
