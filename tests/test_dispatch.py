@@ -251,7 +251,9 @@ def test_each_small_group_is_marked_in_flight_before_the_provider_call_and_recor
     tmp_path: Path, mode: str, delay_s: float, window: int
 ) -> None:
     write_files(tmp_path, {"journeys/texts.yaml": JOURNEY, "templates/t.txt": "Hi"})
-    people = [{"id": f"c{i}", "tier": "gold", "phone": f"+1415555{i:04d}"} for i in range(40)]
+    people = [
+        {"id": f"c{i}", "tier": "gold", "phone": f"+1415555{i:04d}", "consent_sms": True} for i in range(40)
+    ]
     w = World(tmp_path, tmp_path / "journeys", at("2024-05-06T10:00:00Z"), people)
     adapter = Watching(w.store, delay_s)
     w.engine.router = ChannelRouter([adapter])
@@ -285,7 +287,9 @@ def test_messages_of_a_journey_left_out_of_the_workspace_stay_queued_without_sta
         tmp_path,
         {"journeys/texts.yaml": JOURNEY, "journeys/other.yaml": OTHER, "templates/t.txt": "Hi"},
     )
-    people = [{"id": f"c{i}", "tier": "gold", "phone": f"+1415555{i:04d}"} for i in range(1200)]
+    people = [
+        {"id": f"c{i}", "tier": "gold", "phone": f"+1415555{i:04d}", "consent_sms": True} for i in range(1200)
+    ]
     w = World(tmp_path, tmp_path / "journeys", at("2024-05-06T10:00:00Z"), people)
     w.engine.dispatch = lambda limit=None: DispatchReport()  # type: ignore[method-assign]
     w.tick()  # 1,200 queued rows per journey; "other" comes first in the ledger

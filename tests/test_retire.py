@@ -54,7 +54,9 @@ def world(tmp_path: Path) -> World:
             "templates/t.txt": "Hi",
         },
     )
-    people = [{"id": f"c{i}", "tier": "gold", "phone": f"+1415555{i:04d}"} for i in range(30)]
+    people = [
+        {"id": f"c{i}", "tier": "gold", "phone": f"+1415555{i:04d}", "consent_sms": True} for i in range(30)
+    ]
     w = World(tmp_path, tmp_path / "journeys", T0, people)
     w.engine.dispatch = lambda limit=None: DispatchReport()  # type: ignore[method-assign]
     w.tick()  # 30 queued messages per journey, nothing dispatched yet
