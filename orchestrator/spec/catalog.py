@@ -31,7 +31,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from orchestrator.spec.yamlio import Locations, Problem, SpecError, load_yaml, read_text
+from orchestrator.spec.yamlio import Locations, Problem, SpecError, data_path, dotted, load_yaml, read_text
 
 CATALOG_FILES = ("events.yaml", "events.yml")
 Name = str
@@ -142,20 +142,12 @@ _KEYS: dict[tuple[str | int, ...], list[str]] = {
 def _problems(exc: ValidationError, data: Any, locations: Locations, file: str) -> list[Problem]:
     problems: list[Problem] = []
     for error in exc.errors():
-        path: list[str | int] = []
-        node: Any = data
-        for part in error["loc"]:
-            holds = (isinstance(node, dict) and part in node) or (
-                isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
-            )
-            if holds:
-                node = node[part]
-                path.append(part)
+        path = data_path(error["loc"], data)
         kind = error["type"]
         if kind == "none_required":  # "name: <nothing>" is the other member of the union
             continue
-        loc = locations.of(tuple(path), key=kind == "extra_forbidden")
-        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".") or "the file"
+        loc = locations.of(path, key=kind == "extra_forbidden")
+        where = dotted(path)
         if kind == "extra_forbidden" and path:
             shape = tuple(path[:-1]) if len(path) != 3 else ("events", "*")
             allowed = _KEYS.get(shape, [])

@@ -18,7 +18,16 @@ from pydantic import BaseModel, ValidationError
 from orchestrator.signals import lang
 from orchestrator.spec.models import Journey
 from orchestrator.spec.plan import JourneyPlan, compile_journey, instance_roots
-from orchestrator.spec.yamlio import Locations, Path_, Problem, SpecError, load_yaml, read_text
+from orchestrator.spec.yamlio import (
+    Locations,
+    Path_,
+    Problem,
+    SpecError,
+    data_path,
+    dotted,
+    load_yaml,
+    read_text,
+)
 
 
 @dataclass(frozen=True)
@@ -327,7 +336,7 @@ def _pydantic_problems(exc: ValidationError, data: Any, locations: Locations, fi
     problems: list[Problem] = []
     seen: set[tuple[int, int, str]] = set()
     for error in exc.errors():
-        path = _data_path(error["loc"], data)
+        path = data_path(error["loc"], data)
         kind = error["type"]
         is_key = kind == "extra_forbidden"
         loc = locations.of(path, key=is_key)
@@ -341,26 +350,9 @@ def _pydantic_problems(exc: ValidationError, data: Any, locations: Locations, fi
     return problems
 
 
-def _data_path(loc: Iterable[Any], data: Any) -> Path_:
-    """Keep the parts of a pydantic location that are real keys or indexes in the data.
-
-    Other parts are union member tags (``Cooldown``, ``function-after[...]``) or the names of missing keys,
-    whose place is best shown by their parent.
-    """
-    path: list[str | int] = []
-    node = data
-    for part in loc:
-        in_dict = isinstance(node, dict) and isinstance(part, str) and part in node
-        in_list = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
-        if in_dict or in_list:
-            node = node[part]
-            path.append(part)
-    return tuple(path)
-
-
 def _message(error: Any, path: Path_, data: Any) -> str:
     kind = error["type"]
-    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".") or "the file"
+    where = dotted(path)
     if path[:1] == ("reentry",) and kind != "extra_forbidden":
         return "reentry: expected never, always, after_exit or a mapping 'cooldown: <duration>' (e.g. 60d)"
     if "match" in path[:-1] and kind != "extra_forbidden":

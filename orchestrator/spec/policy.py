@@ -40,7 +40,7 @@ from orchestrator.spec.models import (
     TimeZoneName,
     parse_time_of_day,
 )
-from orchestrator.spec.yamlio import Locations, Problem, SpecError, load_yaml, read_text
+from orchestrator.spec.yamlio import Locations, Problem, SpecError, data_path, dotted, load_yaml, read_text
 
 POLICY_FILE = "policy.yaml"
 CapScope = Literal["all", "email", "sms", "push", "webhook"]
@@ -196,25 +196,13 @@ def find_policy(journey_files: list[Path]) -> Path | None:
     return next(iter(found), None)
 
 
-def _holds(node: Any, part: Any) -> bool:
-    """Whether ``part`` of a pydantic error location is a real key or index of ``node``."""
-    if isinstance(node, dict):
-        return part in node
-    return isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
-
-
 def _problems(exc: ValidationError, data: Any, locations: Locations, file: str) -> list[Problem]:
     problems: list[Problem] = []
     for error in exc.errors():
-        path: list[str | int] = []
-        node: Any = data
-        for part in error["loc"]:
-            if _holds(node, part):
-                node = node[part]
-                path.append(part)
+        path = data_path(error["loc"], data)
         kind = error["type"]
-        loc = locations.of(tuple(path), key=kind == "extra_forbidden")
-        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".") or "policy"
+        loc = locations.of(path, key=kind == "extra_forbidden")
+        where = dotted(path, "policy")
         if kind == "extra_forbidden":
             message = f"unknown key {path[-1]!r}" if path else "unknown key"
         elif kind == "missing":

@@ -340,3 +340,23 @@ def read_yaml(path: Path) -> tuple[Any, Locations, str]:
     text = read_text(path)
     data, locations = load_yaml(text, str(path))
     return data, locations, text
+
+
+def data_path(loc: Any, data: Any) -> Path_:
+    """The parts of a validation error's location (pydantic's ``loc``) that are real keys or indexes of
+    ``data``. Other parts are union member tags or the names of missing keys, whose place is best shown
+    by their parent."""
+    path: list[str | int] = []
+    node = data
+    for part in loc:
+        in_dict = isinstance(node, dict) and part in node
+        in_list = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        if in_dict or in_list:
+            node = node[part]
+            path.append(part)
+    return tuple(path)
+
+
+def dotted(path: Path_, whole: str = "the file") -> str:
+    """A path as text for messages: ``steps[2].send.channel`` (``whole`` for the empty path)."""
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".") or whole
