@@ -254,18 +254,24 @@ def instance_reads(loaded: LoadedJourney, templates: TemplateSource) -> dict[str
                 tree = jinja2.Environment().parse(source)
             except jinja2.TemplateSyntaxError:
                 continue
-            for node in tree.find_all(nodes.Getattr):
-                if isinstance(node.node, nodes.Name) and node.node.name in roots:
-                    reads[node.node.name].add(node.attr)
-            for item in tree.find_all(nodes.Getitem):
-                if (
-                    isinstance(item.node, nodes.Name)
-                    and item.node.name in roots
-                    and isinstance(item.arg, nodes.Const)
-                    and isinstance(item.arg.value, str)
-                ):
-                    reads[item.node.name].add(item.arg.value)
+            for _line, root, name in _root_reads(tree, roots):
+                reads[root].add(name)
     return reads
+
+
+def _root_reads(tree: nodes.Template, roots: set[str]) -> Iterator[tuple[int, str, str]]:
+    """``(line, root, name)`` for every ``root.name`` and ``root["name"]`` in a parsed template."""
+    for node in tree.find_all(nodes.Getattr):
+        if isinstance(node.node, nodes.Name) and node.node.name in roots:
+            yield node.lineno, node.node.name, node.attr
+    for item in tree.find_all(nodes.Getitem):
+        if (
+            isinstance(item.node, nodes.Name)
+            and item.node.name in roots
+            and isinstance(item.arg, nodes.Const)
+            and isinstance(item.arg.value, str)
+        ):
+            yield item.lineno, item.node.name, item.arg.value
 
 
 def template_reads(
@@ -284,17 +290,7 @@ def template_reads(
             tree = env.parse(source)
         except jinja2.TemplateSyntaxError:
             return
-        for node in tree.find_all(nodes.Getattr):
-            if isinstance(node.node, nodes.Name) and node.node.name in roots:
-                out.append((path, where, node.lineno, node.node.name, node.attr))
-        for item in tree.find_all(nodes.Getitem):
-            if (
-                isinstance(item.node, nodes.Name)
-                and item.node.name in roots
-                and isinstance(item.arg, nodes.Const)
-                and isinstance(item.arg.value, str)
-            ):
-                out.append((path, where, item.lineno, item.node.name, item.arg.value))
+        out.extend((path, where, line, root, name) for line, root, name in _root_reads(tree, roots))
         for target in tree.find_all((nodes.Include, nodes.Import, nodes.FromImport, nodes.Extends)):
             template = target.template  # type: ignore[attr-defined]
             items = template.items if isinstance(template, (nodes.List, nodes.Tuple)) else [template]
