@@ -31,7 +31,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from orchestrator.channels.base import Adapter, DeliveryResult, OutgoingMessage
 from orchestrator.clock import SimulatedClock, from_us
-from orchestrator.engine.tick import ClockBehind
+from orchestrator.engine.tick import ClockBehind, failure_text
 from orchestrator.store import Store
 from orchestrator.store import journeys as sj
 
@@ -60,17 +60,26 @@ def run_daemon(
     idle = threading.Event()  # no tick is running
     idle.set()
     signals_seen = 0
+    failing: str | None = None  # the last tick's failure, logged once while it repeats
 
     def job() -> None:
-        nonlocal count
+        nonlocal count, failing
         idle.clear()
         try:
             if stopping.is_set():
                 return
             try:
                 tick()
-            except Exception:
-                log.exception("tick failed; the next tick will try again")
+            except Exception as exc:
+                text = failure_text(exc)
+                if text != failing:
+                    log.error("tick failed; the next tick will try again: %s", text)
+                    failing = text
+                log.debug("the tick's traceback", exc_info=True)
+            else:
+                if failing is not None:
+                    log.warning("ticks work again")
+                    failing = None
             count += 1  # one job at a time (max_instances=1)
             if max_ticks is not None and count >= max_ticks:
                 stopping.set()
