@@ -625,6 +625,26 @@ def test_time_range_is_configurable(store: Store, tmp_path: Path) -> None:
     assert (report.accepted, report.rejected, report.duplicates) == (2, 0, 1)
     narrow = time_range(NOW, min_us=_us("2023-11-02T00:00:00Z"))
     assert ingest_file(store, path, now_us=NOW, times=narrow).rejected == 3
+    report = ingest_file(store, path, now_us=NOW, times=wide)  # every line is stored now: nothing again
+    assert (report.accepted, report.rejected, report.duplicates) == (0, 0, 3)
+    assert _count(store) == 3
+
+
+def test_lines_rejected_before_are_stored_once_checks_accept_them(store: Store, tmp_path: Path) -> None:
+    # Chunks of two lines: the first chunk is all rejects, the second stored, under the default range.
+    from orchestrator.ingest.load import time_range
+
+    old, fine = "1960-01-01T00:00:00Z", "2023-11-01T00:00:00Z"
+    path = _jsonl(tmp_path / "e.jsonl", [_event(ts=old), _event(ts=old), _event(ts=fine), _event(ts=old)])
+    report = ingest_file(store, path, now_us=NOW, chunk_rows=2)
+    assert (report.accepted, report.rejected, report.duplicates) == (1, 3, 0)
+    report = ingest_file(store, path, now_us=NOW, chunk_rows=3)  # the same checks: the same outcome
+    assert (report.accepted, report.rejected, report.duplicates) == (0, 3, 1)
+    wide = time_range(NOW, min_us=_us("1950-01-01T00:00:00Z"))
+    for chunk_rows, expected in ((1, (3, 0, 1)), (2, (0, 0, 4))):
+        report = ingest_file(store, path, now_us=NOW, times=wide, chunk_rows=chunk_rows)
+        assert (report.accepted, report.rejected, report.duplicates) == expected
+    assert _count(store) == 4
 
 
 def test_csv_and_parquet_bad_values_are_rejected_column_wise(store: Store, tmp_path: Path) -> None:
@@ -917,7 +937,7 @@ def test_a_store_from_before_event_keys_opens_and_keeps_its_events(tmp_path: Pat
     db = tmp_path / "old.db"
     open_store(sqlite_url(db)).dispose()
     with sqlite3.connect(db) as conn:  # the events table as it was, with one event
-        conn.execute("DROP INDEX ux_events_key")
+        conn.execute("DROP INDEX ux_events_own_key")
         conn.execute("ALTER TABLE events DROP COLUMN event_key")
         conn.execute("DROP TABLE event_sources")
         conn.execute(

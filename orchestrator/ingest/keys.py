@@ -1,6 +1,6 @@
 """Event keys: what makes ingest idempotent.
 
-Every event stored from a file gets a 64-bit integer key, unique in the events table:
+Every event stored from a file gets a 64-bit integer key, stored with it and unique in the store:
 
 - an event that carries its own id (``message_id``, ``messageId`` or ``event_id``) is keyed by a hash of
   it: the first 63 bits of ``blake2b("id:" + id)``, as a negative number. Wherever it comes from (a file,
@@ -15,10 +15,11 @@ Derived keys are exact (no two sources share a number). Two different ids could 
 ``n`` ids stored, the chance that any pair does is about ``n**2 / 2**64`` (one in 2,000 for a hundred
 million ids), and the later of such a pair would be taken for a duplicate.
 
-Why integers: a new file's keys are larger than every derived key stored before and grow with the line,
-so its inserts append at the end of the key index (full pages, one hot path) and a chunk's keys already
-stored are found with one range scan; integer keys also compare fastest. This keeps the key's cost on the
-20M-event reference ingest small.
+How each kind stays unique: events with their own id through a unique index over the negative keys
+only; derived keys through their source's last line done (``event_sources.lines_done``) and the lines
+it rejected (``event_source_rejects``), recorded with each chunk (see ``store.events.insert_new_events``),
+so no index over every event is needed and the key costs the 20M-event reference ingest nothing
+measurable.
 """
 
 from __future__ import annotations

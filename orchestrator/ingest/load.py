@@ -103,7 +103,8 @@ def _load_events(
         with store.begin() as conn:
             source = event_source(conn, digest, now_us)
     for chunk in chunks:
-        if len(chunk):
+        # A chunk of rejects only still records them for its source (see ``insert_new_events``).
+        if len(chunk) or (source is not None and chunk.rejects):
             keys: np.ndarray | None = None
             keyed: np.ndarray | None = None
             if source is not None or chunk.message_ids is not None:
@@ -112,8 +113,9 @@ def _load_events(
                 customers = cache.customer_keys(conn, chunk.customer_ids)[chunk.customer_codes]
                 types = cache.type_ids(conn, chunk.event_names)[chunk.event_codes]
                 first, last, rows = insert_new_events(
-                    conn, customers, types, chunk.ts_us, chunk.properties, keys, keyed
-                )
+                    conn, customers, types, chunk.ts_us, chunk.properties, keys, keyed,
+                    source=source, lines=chunk.lines, rejected_lines=[r.line for r in chunk.rejects],
+                )  # fmt: skip
             stored = len(rows)
             report.accepted += stored
             report.duplicates += len(chunk) - stored

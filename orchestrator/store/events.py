@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import orjson
-from sqlalchemy import Connection, func, insert, select, text
+from sqlalchemy import Connection, delete, func, insert, select, text, update
 
 from orchestrator.signals.frame import Categorical, EventFrame, Property
 from orchestrator.store.customers import (
@@ -24,11 +24,12 @@ from orchestrator.store.customers import (
     max_key,
     raw_cursor,
 )
-from orchestrator.store.tables import Event, EventSource, EventType
+from orchestrator.store.tables import Event, EventSource, EventSourceReject, EventType
 
 EVENTS = Event.__table__  # type: ignore[attr-defined]
 EVENT_TYPES = EventType.__table__  # type: ignore[attr-defined]
 EVENT_SOURCES = EventSource.__table__  # type: ignore[attr-defined]
+SOURCE_REJECTS = EventSourceReject.__table__  # type: ignore[attr-defined]
 #: The low bits of a derived event key hold the line; the high bits the source (see ``ingest.keys``).
 LINE_BITS = 32
 
@@ -97,54 +98,89 @@ def insert_new_events(
     properties_json: Sequence[str],
     event_keys: np.ndarray | None = None,
     keyed: np.ndarray | None = None,
+    *,
+    source: int | None = None,
+    lines: np.ndarray | None = None,
+    rejected_lines: Sequence[int] = (),
 ) -> tuple[int, int, np.ndarray]:
-    """Insert the events of the aligned sequences whose key is not stored yet; returns ``(first, last,
+    """Insert the events of the aligned sequences that are not stored yet; returns ``(first, last,
     rows)``: the stored events have ids ``first..last`` (``(0, -1)`` for none) and are the given rows at
     positions ``rows``, in order.
 
     ``event_keys`` holds each event's int64 key (see ``ingest.keys``), ``keyed`` is a boolean mask of the
-    rows that have one (None: all of them; no keys: none). A row whose key is stored already, or repeats
-    an earlier row's key, is skipped; rows without a key are always stored.
+    rows that have one (None: all of them; no keys: none); the keys are stored with the events. What is
+    not stored again:
 
-    ``properties_json`` holds each event's properties as JSON object text (``"{}"`` for none); it is stored
-    as given. Ids are given explicitly, one more than the largest so far, while the writer holds the
-    table: so ids grow in commit order, which is what lets a reader keep a copy current by reading the ids
-    above the last it saw (and lets the writer hand the same events to an in-memory copy itself). On
-    SQLite the transaction already holds the database's write lock; elsewhere the table is locked before
-    the stored keys are looked up. So the look-up is exact, and the insert needs no conflict clause: a key
-    stored meanwhile would be a broken lock, and fails the transaction rather than leave a gap in the ids.
+    - with ``source`` (the number of the file or named batch, see ``event_source``) and each row's line in
+      ``lines``: rows at or before the source's last line done, unless that line was rejected then. A
+      source's rows arrive in line order, and the last line of each chunk (``lines`` and the chunk's
+      ``rejected_lines``) is recorded in the chunk's own transaction with the lines it rejected, so a rerun
+      after a crash, or the same file ingested again, skips exactly what was stored, and stores a line
+      rejected before that the checks now accept. This needs no index over every event;
+    - events with their own id (negative keys): an id stored already, or repeated earlier in the chunk,
+      found through the unique index over those keys only.
+
+    Rows without a key are always stored. ``properties_json`` holds each event's properties as JSON object
+    text (``"{}"`` for none); it is stored as given. Ids are given explicitly, one more than the largest so
+    far, while the writer holds the table: so ids grow in commit order, which is what lets a reader keep a
+    copy current by reading the ids above the last it saw (and lets the writer hand the same events to an
+    in-memory copy itself). On SQLite the transaction already holds the database's write lock; elsewhere
+    the table is locked before anything is looked up. So the look-ups are exact, and the insert needs no
+    conflict clause: an id stored meanwhile would be a broken lock, and fails the transaction rather than
+    leave a gap in the ids.
     """
     n = len(ts_us)
     if not (len(customer_keys) == len(type_ids) == len(properties_json) == n):
         raise ValueError("insert_events needs sequences of equal length")
     if event_keys is not None and len(event_keys) != n:
         raise ValueError("insert_events needs a key per event")
-    if n == 0:
+    if source is not None and (lines is None or len(lines) != n):
+        raise ValueError("insert_events needs a line per event of a source")
+    if n == 0 and not (source is not None and len(rejected_lines)):
         return 0, -1, np.zeros(0, np.int64)
     if conn.dialect.name == "postgresql":
         conn.execute(text("LOCK TABLE events IN SHARE ROW EXCLUSIVE MODE"))
-    rows = np.arange(n)
+    new = np.ones(n, bool)
+    retried = np.zeros(0, np.int64)  # lines rejected before, stored now
+    if source is not None and lines is not None:
+        lines = np.asarray(lines, dtype=np.int64)
+        done = _lines_done(conn, source)
+        old = lines <= done
+        if old.any():
+            again = _rejected_lines(conn, source, int(lines[old].min()), int(lines[old].max()))
+            new &= ~old | np.isin(lines, again)
+            retried = lines[old & new]
+        rejected = np.asarray(rejected_lines, dtype=np.int64)
+        _record_lines(
+            conn,
+            source,
+            retried,
+            rejected[rejected > done],
+            max(done, int(lines.max(initial=0)), int(rejected.max(initial=0))),
+        )
     key_col: list[int | None] | None = None
     if event_keys is not None:
         event_keys = np.asarray(event_keys, dtype=np.int64)
         has_key = np.ones(n, bool) if keyed is None else np.asarray(keyed, dtype=bool)
-        new = has_key.copy()
-        _, first_of = np.unique(event_keys[has_key], return_index=True)
-        if len(first_of) < int(has_key.sum()):  # a key repeated within the chunk: keep the first
-            new[:] = False
-            new[np.flatnonzero(has_key)[first_of]] = True
-        stored = _stored_keys(conn, event_keys[new])
-        if len(stored):
-            new &= ~np.isin(event_keys, stored)
-        new |= ~has_key
-        if not new.all():
-            rows = np.flatnonzero(new)
-        key_col = event_keys[rows].tolist()
-        if keyed is not None and not has_key[rows].all():
-            key_col = [k if h else None for k, h in zip(key_col, has_key[rows].tolist(), strict=True)]
+        own = np.flatnonzero(new & has_key & (event_keys < 0))  # events with their own id
+        if len(own):
+            _, first_of = np.unique(event_keys[own], return_index=True)
+            if len(first_of) < len(own):  # an id repeated within the chunk: keep the first
+                repeated = np.ones(len(own), bool)
+                repeated[first_of] = False
+                new[own[repeated]] = False
+                own = own[~repeated]
+            stored = _stored_ids(conn, event_keys[own])
+            if len(stored):
+                new[own[np.isin(event_keys[own], stored)]] = False
+    rows = np.flatnonzero(new)
     m = len(rows)
     if m == 0:
         return 0, -1, rows
+    if event_keys is not None:
+        key_col = event_keys[rows].tolist()
+        if keyed is not None and not has_key[rows].all():
+            key_col = [k if h else None for k, h in zip(key_col, has_key[rows].tolist(), strict=True)]
     if m < n:
         customer_keys, type_ids, ts_us = customer_keys[rows], type_ids[rows], ts_us[rows]
         properties_json = [properties_json[i] for i in rows.tolist()]
@@ -175,21 +211,44 @@ def insert_new_events(
     return first, first + m - 1, rows
 
 
-def _stored_keys(conn: Connection, event_keys: np.ndarray) -> np.ndarray:
-    """Which of the keys the events table holds. The keys of one source (non-negative, the source in the
-    upper half) are looked up with one range scan per source; keys from events' own ids with IN lists."""
-    if len(event_keys) == 0:
-        return np.zeros(0, np.int64)
+def _lines_done(conn: Connection, source: int) -> int:
+    col = EVENT_SOURCES.c
+    return int(conn.execute(select(col.lines_done).where(col.id == source)).scalar_one() or 0)
+
+
+def _rejected_lines(conn: Connection, source: int, low: int, high: int) -> np.ndarray:
+    col = SOURCE_REJECTS.c
+    query = select(col.line).where(col.source_id == source, col.line.between(low, high))
+    return np.asarray(conn.execute(query).scalars().all(), dtype=np.int64)
+
+
+def _record_lines(
+    conn: Connection, source: int, stored: np.ndarray, rejected: np.ndarray, last_line: int
+) -> None:
+    """Lines rejected before and stored now leave the source's rejects; lines rejected past its last line
+    done join them; the last line done moves on."""
+    col = SOURCE_REJECTS.c
+    for part in chunked(stored.tolist()):
+        conn.execute(delete(SOURCE_REJECTS).where(col.source_id == source, col.line.in_(part)))
+    if len(rejected):
+        conn.execute(
+            insert(SOURCE_REJECTS), [{"source_id": source, "line": line} for line in rejected.tolist()]
+        )
+    sources = EVENT_SOURCES.c
+    conn.execute(
+        update(EVENT_SOURCES)
+        .where(sources.id == source, sources.lines_done < last_line)
+        .values(lines_done=last_line)
+    )
+
+
+def _stored_ids(conn: Connection, event_keys: np.ndarray) -> np.ndarray:
+    """Which of these keys of events with their own id (negative) the events table holds. The condition
+    ``event_key < 0`` is the one of the partial index over those keys, so the look-up uses it."""
     col = EVENTS.c.event_key
     found: list[int] = []
-    derived = event_keys[event_keys >= 0]
-    sources = derived >> LINE_BITS
-    for source in np.unique(sources).tolist():
-        mine = derived[sources == source]
-        low, high = int(mine.min()), int(mine.max())
-        found += conn.execute(select(col).where(col.between(low, high))).scalars().all()
-    for part in chunked(event_keys[event_keys < 0].tolist()):
-        found += conn.execute(select(col).where(col.in_(part))).scalars().all()
+    for part in chunked(event_keys.tolist()):
+        found += conn.execute(select(col).where(col < 0, col.in_(part))).scalars().all()
     return np.asarray(found, dtype=np.int64)
 
 

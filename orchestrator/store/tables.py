@@ -7,7 +7,7 @@ straight into numpy columns and compare without time-zone surprises. Customers h
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Index, Integer, LargeBinary, Text, UniqueConstraint, false
+from sqlalchemy import BigInteger, Column, Index, Integer, LargeBinary, Text, UniqueConstraint, false, text
 from sqlmodel import Field, SQLModel
 
 
@@ -44,11 +44,21 @@ class EventType(SQLModel, table=True):
 
 class Event(SQLModel, table=True):
     """One event. ``event_key`` (see ``ingest.keys``) makes ingest idempotent: an event whose key is
-    stored already is not stored again. Rows stored before keys existed have none (NULL), and a NULL key
-    never conflicts."""
+    stored already is not stored again. Rows stored before keys existed have none (NULL)."""
 
     __tablename__ = "events"
-    __table_args__ = (Index("ux_events_key", "event_key", unique=True),)
+    # Unique over the keys of events with their own id (negative keys) only: the keys derived from a file
+    # and line are made unique by each source's last line done (``EventSource.lines_done``), so the index
+    # costs nothing to the events without an id.
+    __table_args__ = (
+        Index(
+            "ux_events_own_key",
+            "event_key",
+            unique=True,
+            sqlite_where=text("event_key < 0"),
+            postgresql_where=text("event_key < 0"),
+        ),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     customer_key: int
@@ -67,6 +77,19 @@ class EventSource(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     digest: bytes = Field(sa_column=Column(LargeBinary, nullable=False, unique=True))
     first_us: int
+    # The last line (row, position) of the source whose chunk is stored: every line up to it was stored
+    # (or rejected) in a committed chunk, so an ingest of the same source skips those lines.
+    lines_done: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+
+
+class EventSourceReject(SQLModel, table=True):
+    """A line of a source, at or before its ``lines_done``, that was rejected and is not stored: an ingest
+    of the same source with other checks (a wider time range) may still store it."""
+
+    __tablename__ = "event_source_rejects"
+
+    source_id: int = Field(primary_key=True)
+    line: int = Field(primary_key=True)
 
 
 class JourneyVersion(SQLModel, table=True):
