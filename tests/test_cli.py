@@ -183,9 +183,8 @@ def test_run_rejects_bad_instant(capsys: pytest.CaptureFixture[str], workspace: 
     assert code == 2 and "has no time zone" in err
 
 
-def test_run_once_refuses_a_clock_before_the_last_tick(
-    capsys: pytest.CaptureFixture[str], workspace: Path
-) -> None:
+def _twenty_signups(capsys: pytest.CaptureFixture[str], workspace: Path) -> str:
+    """A store in the workspace holding 20 customers' signups at 2024-01-01 10:00; its URL."""
     db = f"sqlite:///{workspace / 'o.db'}"
     events = workspace / "events.jsonl"
     write_events(
@@ -196,6 +195,13 @@ def test_run_once_refuses_a_clock_before_the_last_tick(
         ],
     )
     assert run(capsys, "ingest", str(events), "--db", db)[0] == 0
+    return db
+
+
+def test_run_once_refuses_a_clock_before_the_last_tick(
+    capsys: pytest.CaptureFixture[str], workspace: Path
+) -> None:
+    db = _twenty_signups(capsys, workspace)
     common = ["--db", db, "--journeys", str(workspace / "journeys"), "--outbox", str(workspace / "outbox")]
     assert run(capsys, "run", "--once", "--now", "2024-01-01T12:00:00Z", *common)[0] == 0
     with sqlite3.connect(workspace / "o.db") as conn:
@@ -258,16 +264,7 @@ def test_a_waiting_daemon_says_so_once_and_once_when_it_ticks_again(caplog: pyte
 def test_run_once_with_a_failed_journey_runs_the_others_and_exits_1(
     capsys: pytest.CaptureFixture[str], workspace: Path
 ) -> None:
-    db = f"sqlite:///{workspace / 'o.db'}"
-    events = workspace / "events.jsonl"
-    write_events(
-        events,
-        [
-            json.dumps({"customer_id": f"u{i}", "event": "signup", "ts": "2024-01-01T10:00:00Z"})
-            for i in range(20)
-        ],
-    )
-    assert run(capsys, "ingest", str(events), "--db", db)[0] == 0
+    db = _twenty_signups(capsys, workspace)
     customers = workspace / "customers.csv"
     customers.write_text(
         "customer_id,first_name,email,consent_email\n"
