@@ -1,11 +1,10 @@
-"""The commands behind ``orchestrator <command>``; each returns an exit code."""
+"""The commands behind ``orchestrator <command>``: each takes its resolved arguments (``settings.Args``)
+and returns an exit code. Loaded only when a command runs (it imports the core)."""
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
-import os
 import sys
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -15,8 +14,9 @@ from typing import TYPE_CHECKING, TextIO
 import numpy as np
 
 from orchestrator.channels.base import ChannelRouter
-from orchestrator.channels.delivery import DeliveryMode, parse_delivery_modes
 from orchestrator.channels.outbox import OutboxAdapter
+from orchestrator.cli.errors import Failure, UsageError
+from orchestrator.cli.settings import Args
 from orchestrator.clock import Clock, SimulatedClock, SystemClock, parse_instant, to_us
 from orchestrator.engine.tick import ClockBehind, Engine, TickReport
 from orchestrator.engine.workspace import load_workspace, validate_paths
@@ -29,12 +29,7 @@ if TYPE_CHECKING:  # the ingest modules load pyarrow: only the commands that ing
     from orchestrator.ingest.report import IngestReport
 
 
-class UsageError(Exception):
-    """Bad arguments (exit 2)."""
-
-
-class Failure(Exception):
-    """The command ran and found problems (exit 1)."""
+__all__ = ["Failure", "UsageError"]  # with the cmd_* functions
 
 
 def _instant(text: str | None, what: str = "--now") -> Clock:
@@ -50,7 +45,7 @@ def outbox_router(folder: Path) -> ChannelRouter:
     return ChannelRouter([OutboxAdapter(folder)])
 
 
-def _engine(args: argparse.Namespace, clock: Clock) -> Engine:
+def _engine(args: Args, clock: Clock) -> Engine:
     try:
         workspace = load_workspace(args.journeys, args.templates)
     except SpecError as exc:
@@ -58,24 +53,18 @@ def _engine(args: argparse.Namespace, clock: Clock) -> Engine:
     if not workspace.plans:
         raise UsageError(f"no journey files found in {' '.join(args.journeys)}")
     router = outbox_router(args.outbox)
-    holdout, delivery = _global_holdout(args), _delivery_modes(args)  # checked before the store is opened
-    return Engine(open_store(args.db), workspace, router, clock, global_holdout=holdout, delivery=delivery)
+    # The global holdout and the delivery modes were resolved (and checked) with the other settings.
+    return Engine(
+        open_store(args.db),
+        workspace,
+        router,
+        clock,
+        global_holdout=args.global_holdout,
+        delivery=args.delivery,
+    )
 
 
-def _delivery_modes(args: argparse.Namespace) -> dict[str, DeliveryMode]:
-    """``--delivery CHANNEL=MODE`` (repeatable), else ``$ORCHESTRATOR_DELIVERY``; unnamed channels are
-    at_least_once. A plain mapping, which a workspace configuration file can fill as well."""
-    specs = args.delivery
-    source = "--delivery"
-    if specs is None:
-        specs, source = [os.environ.get("ORCHESTRATOR_DELIVERY", "")], "ORCHESTRATOR_DELIVERY"
-    try:
-        return parse_delivery_modes(specs)
-    except ValueError as exc:
-        raise UsageError(f"{source}: {exc}") from None
-
-
-def _hold(args: argparse.Namespace, command: str) -> Holding:
+def _hold(args: Args, command: str) -> Holding:
     """This process as the one engine on a SQLite store, for its whole life (a no-op on PostgreSQL)."""
     try:
         return hold(database_url(args.db), command, SystemClock().now())
@@ -83,23 +72,10 @@ def _hold(args: argparse.Namespace, command: str) -> Holding:
         raise Failure(str(exc)) from None
 
 
-def _global_holdout(args: argparse.Namespace) -> float:
-    value = args.global_holdout
-    if value is None:
-        text = os.environ.get("ORCHESTRATOR_GLOBAL_HOLDOUT", "").strip()
-        try:
-            value = float(text) if text else 0.0
-        except ValueError:
-            raise UsageError(f"ORCHESTRATOR_GLOBAL_HOLDOUT={text!r} is not a percent") from None
-    if not 0.0 <= value <= 100.0:
-        raise UsageError(f"the global holdout is a percent between 0 and 100, not {value:g}")
-    return float(value)
-
-
 # ---------------------------------------------------------------------------------------------- commands
 
 
-def cmd_validate(args: argparse.Namespace) -> int:
+def cmd_validate(args: Args) -> int:
     files, problems = validate_paths(args.paths, args.templates)
     notes: list[str] = []
     warnings: list[str] = []
@@ -135,7 +111,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
-def cmd_ingest(args: argparse.Namespace) -> int:
+def cmd_ingest(args: Args) -> int:
     from orchestrator.durations import parse_duration
     from orchestrator.ingest.load import time_range
 
@@ -226,7 +202,9 @@ def _print_tick(report: TickReport) -> None:
     )
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def cmd_run(args: Args) -> int:
+    if not args.once:
+        raise UsageError("--once is required: it runs exactly one tick (the daemon runs ticks on a schedule)")
     clock = _instant(args.now)
     with _hold(args, "run --once"):
         engine = _engine(args, clock)
@@ -243,15 +221,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if report.failed else 0  # the other journeys ran, and dispatch
 
 
-def cmd_daemon(args: argparse.Namespace) -> int:
-    if args.interval <= 0:
-        raise UsageError("--interval must be positive")
+def cmd_daemon(args: Args) -> int:
     simulated = _simulated_clock(args)
     with _hold(args, "daemon"):  # until the daemon stops
         return _daemon(args, simulated)
 
 
-def _daemon(args: argparse.Namespace, simulated: tuple[SimulatedClock, datetime, timedelta] | None) -> int:
+def _daemon(args: Args, simulated: tuple[SimulatedClock, datetime, timedelta] | None) -> int:
     from orchestrator.engine.daemon import run_daemon
 
     engine = _engine(args, SystemClock() if simulated is None else simulated[0])
@@ -309,7 +285,7 @@ def _daemon(args: argparse.Namespace, simulated: tuple[SimulatedClock, datetime,
     return 0
 
 
-def cmd_retire(args: argparse.Namespace) -> int:
+def cmd_retire(args: Args) -> int:
     from orchestrator.store import journeys as sj
 
     try:
@@ -340,7 +316,7 @@ def cmd_retire(args: argparse.Namespace) -> int:
     return 0
 
 
-def _simulated_clock(args: argparse.Namespace) -> tuple[SimulatedClock, datetime, timedelta] | None:
+def _simulated_clock(args: Args) -> tuple[SimulatedClock, datetime, timedelta] | None:
     if args.simulated_clock is None:
         return None
     from orchestrator.durations import parse_duration
@@ -352,49 +328,49 @@ def _simulated_clock(args: argparse.Namespace) -> tuple[SimulatedClock, datetime
     return SimulatedClock(start), start, step
 
 
-def cmd_report(args: argparse.Namespace) -> int:
+def cmd_report(args: Args) -> int:
     from orchestrator.cli.lift import run_report
 
     return run_report(args)
 
 
-def cmd_lift(args: argparse.Namespace) -> int:
+def cmd_lift(args: Args) -> int:
     from orchestrator.cli.lift import run_lift
 
     return run_lift(args)
 
 
-def cmd_plan(args: argparse.Namespace) -> int:
+def cmd_plan(args: Args) -> int:
     from orchestrator.cli.runtime import run_plan
 
     return run_plan(args)
 
 
-def cmd_status(args: argparse.Namespace) -> int:
+def cmd_status(args: Args) -> int:
     from orchestrator.cli.runtime import run_status
 
     return run_status(args)
 
 
-def cmd_why(args: argparse.Namespace) -> int:
+def cmd_why(args: Args) -> int:
     from orchestrator.cli.why import run_why
 
     return run_why(args)
 
 
-def cmd_preview(args: argparse.Namespace) -> int:
+def cmd_preview(args: Args) -> int:
     from orchestrator.cli.why import run_preview
 
     return run_preview(args)
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def cmd_demo(args: Args) -> int:
     from orchestrator.demo.run import run_demo
 
     return run_demo(args.dir, args.data, args.journeys, days=args.days, ticks_per_day=args.ticks_per_day)
 
 
-def cmd_evaluate(args: argparse.Namespace) -> int:
+def cmd_evaluate(args: Args) -> int:
     import tempfile
     import time
 

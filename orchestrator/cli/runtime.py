@@ -6,7 +6,6 @@ Both only read the store.
 
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from orchestrator.channels.base import ChannelRouter
-from orchestrator.cli.commands import Failure, UsageError
+from orchestrator.cli.errors import Failure, UsageError
+from orchestrator.cli.settings import Args
 from orchestrator.clock import SystemClock, from_us, parse_instant, to_us
 from orchestrator.durations import US_PER_SECOND, parse_duration
 from orchestrator.engine.tick import Engine, migration_problems
@@ -25,36 +25,6 @@ from orchestrator.store import Store, health, open_store
 from orchestrator.store import journeys as sj
 
 HOUR_US = 3600 * US_PER_SECOND
-
-
-def add_plan_parser(sub: Any) -> None:
-    p = sub.add_parser(
-        "plan", help="what a changed journey file would do to the customers already inside the journey"
-    )
-    p.add_argument("journey", help="journey id (or the journey's file)")
-    p.add_argument("--journeys", nargs="+", default=["journeys"], metavar="PATH")
-    p.add_argument("--templates", metavar="DIR", type=Path, default=None)
-    p.add_argument("--format", choices=["table", "json"], default="table")
-    p.add_argument("--db", metavar="URL", default=None, help="store URL (default: $ORCHESTRATOR_DB)")
-
-
-def add_status_parser(sub: Any) -> None:
-    p = sub.add_parser("status", help="instances per journey and step, due waits, outbox backlog, last tick")
-    p.add_argument("--format", choices=["table", "json"], default="table")
-    p.add_argument(
-        "--now",
-        metavar="ISO-8601",
-        default=None,
-        help="count due waits as of this instant (default: the last tick's instant, else the wall clock)",
-    )
-    p.add_argument(
-        "--stale-after",
-        metavar="DURATION",
-        default=None,
-        help="the last tick is stale (exit 1) when older than this, e.g. 10m (default: three times the usual "
-        "interval between the recent ticks, at least 1m; 1h after a single tick)",
-    )
-    p.add_argument("--db", metavar="URL", default=None, help="store URL (default: $ORCHESTRATOR_DB)")
 
 
 def _open(url: str | None) -> Store | None:
@@ -84,7 +54,7 @@ class Fate:
         return dict(vars(self))
 
 
-def _workspace(args: argparse.Namespace) -> tuple[Workspace, JourneyPlan]:
+def _workspace(args: Args) -> tuple[Workspace, JourneyPlan]:
     paths = list(args.journeys)
     as_file = Path(args.journey)
     if as_file.suffix in (".yaml", ".yml") and as_file.is_file():
@@ -169,7 +139,7 @@ def plan_report(store: Store | None, workspace: Workspace, plan: JourneyPlan) ->
     return out
 
 
-def run_plan(args: argparse.Namespace) -> int:
+def run_plan(args: Args) -> int:
     workspace, plan = _workspace(args)
     store = _open(args.db)
     try:
@@ -304,7 +274,7 @@ def _health(
     return out
 
 
-def run_status(args: argparse.Namespace) -> int:
+def run_status(args: Args) -> int:
     store = _open(args.db)
     if store is None:
         raise Failure("no store with engine tables here; ingest data and run the engine first")

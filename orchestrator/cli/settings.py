@@ -1,0 +1,179 @@
+"""Where each setting of a command comes from, decided in one place.
+
+A setting is taken from its flag when the flag is given, else from the workspace config, else from the
+environment variable that set it before there was a config (``ORCHESTRATOR_DB``,
+``ORCHESTRATOR_GLOBAL_HOLDOUT``, ``ORCHESTRATOR_DELIVERY``), else from its default. Every flag defaults to
+None, so "not given" is told apart from a value that happens to equal the default.
+
+The workspace config is read by ``load_workspace_config`` (one hook: today it reads nothing and every
+setting comes from its flag, the environment or the default). ``--config PATH`` names the file; without
+it, the config layer looks for ``orchestrator.yaml`` in the current folder.
+
+Nothing here imports the core at module level: the command line must start quickly.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from orchestrator.cli.errors import UsageError
+
+if TYPE_CHECKING:
+    from orchestrator.channels.delivery import DeliveryMode
+
+T = TypeVar("T")
+
+#: The parsed arguments of one command: its options (resolved through ``Settings``) as attributes.
+Args = SimpleNamespace
+
+DEFAULT_JOURNEYS = "journeys"
+DEFAULT_OUTBOX = "outbox"
+DEFAULT_INTERVAL = 60.0
+
+ENV_DB = "ORCHESTRATOR_DB"
+ENV_GLOBAL_HOLDOUT = "ORCHESTRATOR_GLOBAL_HOLDOUT"
+ENV_DELIVERY = "ORCHESTRATOR_DELIVERY"
+
+
+def load_workspace_config(path: Path | None) -> Mapping[str, Any]:
+    """The workspace config's settings, by setting name (``db``, ``journeys``, ``templates``, ``outbox``,
+    ``inbox``, ``global_holdout``, ``delivery``, ``interval``): the config layer fills this in. ``path``
+    is ``--config`` (None: the config layer's own search). Today: no config, an empty mapping."""
+    return {}
+
+
+@dataclass(frozen=True)
+class Resolved(Generic[T]):
+    """A setting's value and where it came from: the flag (``--db``), ``config``, the environment
+    variable (``ORCHESTRATOR_DB``) or ``default``; error messages name the source."""
+
+    value: T
+    source: str
+
+
+class Settings:
+    """The sources of one command line's settings: ``--config``, the config it names and the environment.
+
+    Each method takes the flag's value (None when not given) and returns the setting's value."""
+
+    def __init__(self, config_path: Path | None = None, environ: Mapping[str, str] | None = None) -> None:
+        self.config_path = config_path
+        self.environ: Mapping[str, str] = os.environ if environ is None else environ
+        self._config: Mapping[str, Any] | None = None
+
+    @property
+    def config(self) -> Mapping[str, Any]:
+        """The workspace config's settings, read once, when a command first needs one."""
+        if self._config is None:
+            self._config = load_workspace_config(self.config_path)
+        return self._config
+
+    def _pick(self, name: str, flag: T | None, option: str, env: str | None = None) -> Resolved[Any] | None:
+        """The first of flag, config and environment that holds the setting; None when none does."""
+        if flag is not None:
+            return Resolved(flag, option)
+        if self.config.get(name) is not None:
+            return Resolved(self.config[name], "config")
+        if env is not None:
+            text = self.environ.get(env, "").strip()
+            if text:
+                return Resolved(text, env)
+        return None
+
+    # ------------------------------------------------------------------------------------------ store
+
+    def db(self, flag: str | None) -> str:
+        """The store URL: ``--db``, config, ``$ORCHESTRATOR_DB``, else ``sqlite:///orchestrator.db`` here."""
+        picked = self._pick("db", flag, "--db", ENV_DB)
+        if picked is not None:
+            return str(picked.value)
+        from orchestrator.store.db import DEFAULT_URL
+
+        return DEFAULT_URL
+
+    # ------------------------------------------------------------------------------------------ workspace
+
+    def journeys(self, flag: Sequence[str] | None) -> list[str]:
+        """Journey files or folders: ``--journeys``, config, else ``journeys/``."""
+        picked = self._pick("journeys", flag, "--journeys")
+        if picked is None:
+            return [DEFAULT_JOURNEYS]
+        value = picked.value
+        return [str(value)] if isinstance(value, (str, os.PathLike)) else [str(v) for v in value]
+
+    def templates(self, flag: Path | None) -> Path | None:
+        """The templates folder: ``--templates``, config, else None (the nearest ``templates/`` above each
+        journey)."""
+        picked = self._pick("templates", flag, "--templates")
+        return None if picked is None else Path(picked.value)
+
+    def outbox(self, flag: Path | None) -> Path:
+        """The folder the outbox adapter writes to: ``--outbox``, config, else ``outbox/``."""
+        picked = self._pick("outbox", flag, "--outbox")
+        return Path(DEFAULT_OUTBOX) if picked is None else Path(picked.value)
+
+    def inbox(self, flag: Path | None) -> Path | None:
+        """The daemon's inbox folder: ``--inbox``, config, else None (no inbox)."""
+        picked = self._pick("inbox", flag, "--inbox")
+        return None if picked is None else Path(picked.value)
+
+    # ------------------------------------------------------------------------------------------ engine
+
+    def global_holdout(self, flag: float | None) -> float:
+        """Percent of all customers no journey messages: ``--global-holdout``, config,
+        ``$ORCHESTRATOR_GLOBAL_HOLDOUT``, else 0. ``UsageError`` outside 0..100 or not a number."""
+        picked = self._pick("global_holdout", flag, "--global-holdout", ENV_GLOBAL_HOLDOUT)
+        if picked is None:
+            return 0.0
+        value = picked.value
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise UsageError(f"{picked.source}={picked.value!r} is not a percent") from None
+        if not 0.0 <= value <= 100.0:
+            raise UsageError(f"the global holdout is a percent between 0 and 100, not {value:g}")
+        return float(value)
+
+    def delivery(self, flag: Sequence[str] | None) -> dict[str, DeliveryMode]:
+        """Delivery mode per channel: ``--delivery CHANNEL=MODE`` (repeatable), config,
+        ``$ORCHESTRATOR_DELIVERY``; channels not named are at_least_once. ``UsageError`` naming the source
+        for an unknown channel or mode."""
+        from orchestrator.channels.delivery import parse_delivery_modes
+
+        picked = self._pick("delivery", flag, "--delivery", ENV_DELIVERY)
+        if picked is None:
+            return {}
+        value = picked.value
+        if isinstance(value, Mapping):
+            specs = [f"{channel}={mode}" for channel, mode in value.items()]
+        else:
+            specs = [value] if isinstance(value, str) else [str(v) for v in value]
+        try:
+            return parse_delivery_modes(specs)
+        except ValueError as exc:
+            raise UsageError(f"{picked.source}: {exc}") from None
+
+    def interval(self, flag: float | None) -> float:
+        """Seconds between the daemon's ticks: ``--interval``, config, else 60. ``UsageError`` unless
+        positive."""
+        picked = self._pick("interval", flag, "--interval")
+        value = DEFAULT_INTERVAL if picked is None else float(picked.value)
+        if value <= 0:
+            raise UsageError("--interval must be positive")
+        return value
+
+
+def check_config_path(path: Path | None) -> None:
+    """``--config PATH`` must name a file (``UsageError`` otherwise)."""
+    if path is None:
+        return
+    if not path.exists():
+        raise UsageError(f"--config {path}: no such file")
+    if not path.is_file():
+        raise UsageError(f"--config {path}: not a file")
