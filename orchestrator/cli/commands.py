@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Literal, TextIO, cast
 
 import numpy as np
 
@@ -112,6 +112,7 @@ def cmd_validate(args: Args) -> int:
 
 
 def cmd_ingest(args: Args) -> int:
+    from orchestrator.cli.output import Progress
     from orchestrator.durations import parse_duration
     from orchestrator.ingest.load import time_range
 
@@ -127,28 +128,44 @@ def cmd_ingest(args: Args) -> int:
     times = time_range(now_us, min_us, max_future_us)
     store = open_store(args.db)
     as_json = args.format == "json"
-    reports: list[dict[str, object]] = []
-    totals = {"accepted": 0, "rejected": 0, "duplicates": 0}
+    reports: list[IngestReport] = []
     error = None
+    sizes = [path.stat().st_size for path in args.files]
     with contextlib.ExitStack() as stack:
         sink = stack.enter_context(args.rejects.open("a")) if args.rejects else None
-        for path in args.files:
+        bar = stack.enter_context(Progress("ingest"))
+        for i, path in enumerate(args.files):
+            before, total = sum(sizes[:i]), sum(sizes)
+
+            def told(
+                done: int, _size: int, before: int = before, total: int = total, name: str = path.name
+            ) -> None:
+                bar.update(before + done, total, f"ingest {name}")
+
             try:
-                report = _ingest_one(store, path, args.kind, now_us, sink, times, quiet=as_json)
+                report = _ingest_one(
+                    store, path, args.kind, now_us, sink, times, quiet=as_json, progress=told
+                )
             except Failure as exc:
-                if not as_json:
-                    raise
                 error = str(exc)
                 break
-            reports.append(report.to_dict())
-            totals["accepted"] += report.accepted
-            totals["rejected"] += report.rejected
-            totals["duplicates"] += report.duplicates
+            reports.append(report)
     if as_json:
-        print(json.dumps({**totals, "files": reports, **({"error": error} if error else {})}))
-        if error:
+        totals = {
+            key: sum(getattr(r, key) for r in reports) for key in ("accepted", "rejected", "duplicates")
+        }
+        print(
+            json.dumps(
+                {**totals, "files": [r.to_dict() for r in reports], **({"error": error} if error else {})}
+            )
+        )
+    elif reports:
+        _print_ingest_table(reports)
+    if error:
+        if as_json:
             return 1
-    return 1 if (args.strict and totals["rejected"]) else 0
+        raise Failure(error)  # after the table of the files that were ingested
+    return 1 if (args.strict and sum(r.rejected for r in reports)) else 0
 
 
 def _ingest_one(
@@ -159,27 +176,57 @@ def _ingest_one(
     sink: TextIO | None,
     times: TimeRange,
     quiet: bool = False,
+    progress: Callable[[int, int], object] | None = None,
 ) -> IngestReport:
-    """Ingest one file and, unless ``quiet``, print its counts and first rejects."""
+    """Ingest one file and, unless ``quiet``, print its first rejects."""
     from orchestrator.ingest import ingest_file
 
     try:
-        report = ingest_file(store, path, kind=kind, now_us=now_us, rejects=sink, times=times)
+        report = ingest_file(
+            store, path, kind=kind, now_us=now_us, rejects=sink, times=times, progress=progress
+        )
     except ValueError as exc:
         raise Failure(f"{path}: {exc}" if str(path) not in str(exc) else str(exc)) from None
     if quiet:
         return report
-    counts = f"{report.accepted} {report.kind} accepted, {report.rejected} rejected"
-    if report.kind == "events":
-        counts += f", {report.duplicates} duplicates skipped"
-    if report.stale:
-        counts += f", {report.stale} stale (older than the stored record, not applied)"
-    print(f"{path}: {counts} in {report.seconds:.2f}s")
     for line, reason in report.examples:
         print(f"  {path}:{line}: {reason}", file=sys.stderr)
     if report.rejected > len(report.examples):
         print(f"  ... and {report.rejected - len(report.examples)} more", file=sys.stderr)
     return report
+
+
+def _print_ingest_table(reports: list[IngestReport]) -> None:
+    """One row per file (and a total row for several): rows accepted, rejected, duplicates skipped
+    (events) and stale (customer rows older than the stored record, not applied)."""
+    from orchestrator.cli.output import print_table
+
+    def row(name: str, kind: str, items: list[IngestReport]) -> list[object]:
+        events = kind != "customers"
+        return [
+            name,
+            kind,
+            sum(r.accepted for r in items),
+            sum(r.rejected for r in items),
+            sum(r.duplicates for r in items) if events else "-",
+            sum(r.stale for r in items),
+            f"{sum(r.seconds for r in items):.2f}s",
+        ]
+
+    rows = [row(r.source, r.kind, [r]) for r in reports]
+    if len(reports) > 1:
+        kinds = {r.kind for r in reports}
+        rows.append(row("total", kinds.pop() if len(kinds) == 1 else "", reports))
+    columns: list[tuple[str, Literal["left", "right"]]] = [
+        ("file", "left"),
+        ("kind", "left"),
+        ("accepted", "right"),
+        ("rejected", "right"),
+        ("duplicates", "right"),
+        ("stale", "right"),
+        ("time", "right"),
+    ]
+    print_table(columns, rows)
 
 
 def _print_tick(report: TickReport) -> None:
@@ -203,13 +250,18 @@ def _print_tick(report: TickReport) -> None:
 
 
 def cmd_run(args: Args) -> int:
+    from orchestrator.cli.output import Progress
+
     if not args.once:
         raise UsageError("--once is required: it runs exactly one tick (the daemon runs ticks on a schedule)")
     clock = _instant(args.now)
     with _hold(args, "run --once"):
         engine = _engine(args, clock)
         try:
-            report = engine.tick()
+            with Progress("tick", unit=None) as bar:
+                report = engine.tick(
+                    progress=lambda what, done, total: bar.update(done, total, f"tick: {what}")
+                )
         except ClockBehind as exc:
             raise Failure(str(exc)) from None
         finally:
@@ -365,9 +417,19 @@ def cmd_preview(args: Args) -> int:
 
 
 def cmd_demo(args: Args) -> int:
+    from orchestrator.cli.output import LiveStdout, Progress
     from orchestrator.demo.run import run_demo
 
-    return run_demo(args.dir, args.data, args.journeys, days=args.days, ticks_per_day=args.ticks_per_day)
+    with Progress("demo: simulated days", unit="ticks") as bar:
+        return run_demo(
+            args.dir,
+            args.data,
+            args.journeys,
+            days=args.days,
+            ticks_per_day=args.ticks_per_day,
+            out=cast(TextIO, LiveStdout()),  # its lines go above the bar
+            progress=bar.update,
+        )
 
 
 def cmd_evaluate(args: Args) -> int:

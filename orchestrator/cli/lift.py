@@ -83,9 +83,25 @@ def run_report(args: Args) -> int:
         _emit(args, json.dumps(report.to_dict(), indent=2))
     elif args.format == "html":
         _emit(args, render_journey_html(report))
-    else:
+    elif args.output is not None:
         _emit(args, format_table(report))
+    else:
+        _print_report(report)
     return 0
+
+
+def _print_report(report: Any) -> None:
+    """The report's text with its arms as a rich table (see ``measure.text.report_text``)."""
+    from orchestrator.cli.output import print_table
+    from orchestrator.measure.text import report_text
+
+    parts = report_text(report)
+    print("\n".join(parts.head))
+    if parts.rows:
+        print()
+        print_table(parts.columns, parts.rows, indent=2)
+    if parts.tail:
+        print("\n".join(parts.tail))
 
 
 def _check_attribute(store: Any, name: str) -> None:

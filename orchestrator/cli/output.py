@@ -50,7 +50,8 @@ def print_table(
     stream: IO[str] | None = None,
 ) -> None:
     """Print ``rows`` under ``columns`` (header, justification) to stdout (or ``stream``), indented by
-    ``indent`` spaces. Cells are shown as text exactly (no markup, no highlighting)."""
+    ``indent`` spaces. Cells are shown as text exactly (no markup, no highlighting); an empty or None cell
+    as "-", so that every row has a word in every column."""
     from rich import box
     from rich.padding import Padding
     from rich.table import Table
@@ -68,7 +69,7 @@ def print_table(
     for header, justify in columns:
         table.add_column(header, justify=justify, no_wrap=not tty)
     for row in rows:
-        table.add_row(*("" if cell is None else str(cell) for cell in row))
+        table.add_row(*("-" if cell is None or cell == "" else str(cell) for cell in row))
     console = _console(stream)
     renderable = Padding(table, (0, 0, 0, indent)) if indent else table
     if tty:
@@ -82,10 +83,11 @@ def print_table(
 class Progress:
     """One progress bar on stderr for a step: ``update(done, total)`` after each chunk or batch.
 
-    ``unit`` is "bytes" (shown as sizes and a transfer speed) or a word for counted things ("ticks").
+    ``unit`` is "bytes" (shown as sizes and a transfer speed), a word for counted things ("ticks", shown
+    as done/total) or None (a share only).
     A no-op unless stderr is a terminal; drawn from ``DELAY`` seconds after the step began."""
 
-    def __init__(self, description: str, unit: str = "bytes", *, delay: float = DELAY) -> None:
+    def __init__(self, description: str, unit: str | None = "bytes", *, delay: float = DELAY) -> None:
         self.description = description
         self.unit = unit
         self.delay = delay
@@ -128,11 +130,11 @@ class Progress:
         )
         from rich.progress import Progress as Bar
 
-        counted: list[Any] = (
-            [DownloadColumn(), TransferSpeedColumn()]
-            if self.unit == "bytes"
-            else [MofNCompleteColumn(), TextColumn(self.unit)]
-        )
+        counted: list[Any] = []
+        if self.unit == "bytes":
+            counted = [DownloadColumn(), TransferSpeedColumn()]
+        elif self.unit is not None:
+            counted = [MofNCompleteColumn(), TextColumn(self.unit)]
         self._bar = Bar(
             TextColumn("{task.description}"),
             BarColumn(),

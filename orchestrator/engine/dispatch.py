@@ -83,7 +83,8 @@ class DispatchContext:
     draws the backoff's jitter (seeded, so retry times are reproducible). ``delivery`` maps a channel to
     its delivery mode (a channel not named is ``at_least_once``); ``journeys``, when given, limits dispatch
     to those journeys' messages (the workspace's: the others stay queued until their journey returns);
-    ``stop`` is asked before each group of provider calls, and true ends the dispatch."""
+    ``stop`` is asked before each group of provider calls, and true ends the dispatch; ``on_batch``, when
+    given, is told after each batch how many messages were handled so far (for a progress bar)."""
 
     plan_for: Callable[[str, int], JourneyPlan | None]
     renderer_for: Callable[[str], TemplateRenderer | None]
@@ -97,6 +98,7 @@ class DispatchContext:
     delivery: Mapping[str, DeliveryMode] = field(default_factory=dict)
     journeys: Collection[str] | None = None
     stop: Callable[[], bool] = field(default=lambda: False)
+    on_batch: Callable[[int], object] | None = None
 
 
 def dispatch_queued(
@@ -139,6 +141,8 @@ def _dispatch_all(
         _send_batch(store, router, decided, to_send, context, now_us, report, pool)
         handled += len(batch)
         last_id = batch[-1].id
+        if context.on_batch is not None:
+            context.on_batch(handled)
     return report
 
 

@@ -18,7 +18,7 @@ import random
 import threading
 import time
 import traceback
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,6 +54,9 @@ log = logging.getLogger("orchestrator.engine")
 # Conversions are looked for until this long after a goal window closes, so events that arrive late
 # (ingested after the window, stamped inside it) still count.
 LATE_EVENT_GRACE_US = 7 * 86400 * US_PER_SECOND
+#: Told as a tick goes (for a progress bar): what it is at ("journey winback", "dispatch: 800 messages"),
+#: and how many of its steps (each journey, then dispatch) are done out of how many.
+TickProgress = Callable[[str, int, int], object]
 
 
 class ClockBehind(RuntimeError):
@@ -158,11 +161,12 @@ class Engine:
 
     # ------------------------------------------------------------------------------------------ tick
 
-    def tick(self) -> TickReport:
+    def tick(self, progress: TickProgress | None = None) -> TickReport:
         """One tick at the clock's instant; its report (and timings) are also stored in ``ticks``.
 
         Raises ``ClockBehind``, before doing anything, when the instant is before the last stored tick (a
-        tick at the same instant is allowed: it finds nothing new to do)."""
+        tick at the same instant is allowed: it finds nothing new to do). ``progress``, when given, is told
+        as each journey starts and after each dispatch batch (see ``TickProgress``)."""
         started = time.perf_counter()
         now_us = to_us(self.clock.now())
         with self.store.connect() as conn:
@@ -196,7 +200,9 @@ class Engine:
         no_events = EventFrame.empty(customers.n)  # every aggregate is already in the cache
         t_enter = t_step = 0.0
         phases: dict[str, float] = {}
-        for plan in self.workspace.plans:
+        for done, plan in enumerate(self.workspace.plans):
+            if progress is not None:
+                progress(f"journey {plan.id}", done, len(self.workspace.plans))
             result = JourneyTick(plan.id)
             report.journeys[plan.id] = result
             if plan.id not in versions:
@@ -255,7 +261,15 @@ class Engine:
         t3 = time.perf_counter()
         with leases.session_singleton(self.store.engine, "dispatch") as dispatching:
             if dispatching:  # with several workers, one dispatches at a time
-                report.delivery = self.dispatch()
+                on_batch = None
+                if progress is not None:
+                    steps = len(self.workspace.plans)
+                    progress("dispatch", steps, steps)
+
+                    def on_batch(handled: int) -> None:
+                        progress(f"dispatch: {handled} messages", steps, steps)
+
+                report.delivery = self.dispatch() if on_batch is None else self.dispatch(on_batch=on_batch)
         report.timings["dispatch"] = time.perf_counter() - t3
         report.timings["total"] = time.perf_counter() - started
         with self.store.begin() as conn:
@@ -520,9 +534,12 @@ class Engine:
 
     # ------------------------------------------------------------------------------------------ dispatch
 
-    def dispatch(self, limit: int | None = None) -> DispatchReport:
+    def dispatch(
+        self, limit: int | None = None, on_batch: Callable[[int], object] | None = None
+    ) -> DispatchReport:
         """Render queued messages that are due, apply the contact policy and hand them to their adapters
-        (see ``engine.dispatch``). Metrics come from the last tick's evaluation (a fresh one without)."""
+        (see ``engine.dispatch``). Metrics come from the last tick's evaluation (a fresh one without);
+        ``on_batch`` is told after each batch how many messages were handled so far."""
         context = DispatchContext(
             plan_for=self._plan_for_dispatch,
             renderer_for=self.workspace.renderers.get,
@@ -533,6 +550,7 @@ class Engine:
             # Messages of journeys not in this workspace stay queued until they return (or are retired).
             journeys=[plan.id for plan in self.workspace.plans],
             stop=self.hurry.is_set,
+            on_batch=on_batch,
         )
         return dispatch_queued(self.store, self.router, self.clock, context, limit=limit)
 
