@@ -5,9 +5,10 @@ redirected they are plain aligned text without colour codes, never wrapped, with
 ``grep``, ``awk`` and tests read them. JSON output never goes through here.
 
 Progress bars go to stderr, and only when stderr is a terminal: never into pipes, log files or JSON. A bar
-appears once its step has run for ``DELAY`` seconds (a quick step shows nothing) and is cleared when the
-step ends. The core knows nothing of rich: it is handed the ``update`` method of a ``Progress`` as a plain
-callback, which it calls per chunk or batch, never per row.
+appears once its step has run for ``DELAY`` seconds (a quick step shows nothing; a timer draws it, so it
+shows even while the core has not called back yet) and is cleared when the step ends. The core knows
+nothing of rich: it is handed the ``update`` method of a ``Progress`` as a plain callback, which it calls
+per chunk or batch, never per row.
 
 rich is imported only when a table or a bar is drawn, so the command line starts quickly.
 """
@@ -15,7 +16,7 @@ rich is imported only when a table or a bar is drawn, so the command line starts
 from __future__ import annotations
 
 import sys
-import time
+import threading
 from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import IO, Any, Literal
@@ -81,23 +82,32 @@ def print_table(
 
 
 class Progress:
-    """One progress bar on stderr for a step: ``update(done, total)`` after each chunk or batch.
+    """One progress bar on stderr for a step: ``update(done, total, description)`` after each chunk or
+    batch; a context manager.
 
     ``unit`` is "bytes" (shown as sizes and a transfer speed), a word for counted things ("ticks", shown
-    as done/total) or None (a share only).
-    A no-op unless stderr is a terminal; drawn from ``DELAY`` seconds after the step began."""
+    as done/total) or None (a share only). A no-op unless stderr is a terminal. The bar is drawn ``delay``
+    seconds after the step began (by a timer, so a step whose first callback is late still shows one),
+    with what the last ``update`` said, and cleared when the step ends."""
 
     def __init__(self, description: str, unit: str | None = "bytes", *, delay: float = DELAY) -> None:
         self.description = description
         self.unit = unit
         self.delay = delay
         self.enabled = sys.stderr.isatty()
-        self.started = time.monotonic()
+        self.done = 0
+        self.total: int | None = None
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
         self._bar: Any = None
         self._task: Any = None
+        self._closed = False
 
     def __enter__(self) -> Progress:
-        self.started = time.monotonic()
+        if self.enabled:
+            self._timer = threading.Timer(self.delay, self._start)
+            self._timer.daemon = True
+            self._timer.start()
         return self
 
     def __exit__(
@@ -109,13 +119,12 @@ class Progress:
         """``done`` of ``total`` (None: not known), with a new description when given."""
         if not self.enabled:
             return
-        if description is not None:
-            self.description = description
-        if self._bar is None:
-            if time.monotonic() - self.started < self.delay:
-                return
-            self._start()
-        self._bar.update(self._task, completed=done, total=total, description=self.description)
+        with self._lock:
+            self.done, self.total = done, total
+            if description is not None:
+                self.description = description
+            if self._bar is not None:
+                self._bar.update(self._task, completed=done, total=total, description=self.description)
 
     def _start(self) -> None:
         from rich.progress import (
@@ -135,26 +144,33 @@ class Progress:
             counted = [DownloadColumn(), TransferSpeedColumn()]
         elif self.unit is not None:
             counted = [MofNCompleteColumn(), TextColumn(self.unit)]
-        self._bar = Bar(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TaskProgressColumn(),
-            *counted,
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=_console(sys.stderr),
-            transient=True,
-            # Lines printed meanwhile go above the bar: stdout only when it shares the terminal.
-            redirect_stdout=sys.stdout.isatty(),
-            redirect_stderr=True,
-        )
-        self._bar.start()
-        self._task = self._bar.add_task(self.description, total=None)
+        with self._lock:
+            if self._closed:
+                return
+            self._bar = Bar(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TaskProgressColumn(),
+                *counted,
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=_console(sys.stderr),
+                transient=True,
+                # Lines printed meanwhile go above the bar: stdout only when it shares the terminal.
+                redirect_stdout=sys.stdout.isatty(),
+                redirect_stderr=True,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task(self.description, total=self.total, completed=self.done)
 
     def close(self) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-            self._bar = None
+        with self._lock:
+            self._closed = True
+            if self._timer is not None:
+                self._timer.cancel()
+            if self._bar is not None:
+                self._bar.stop()
+                self._bar = None
 
 
 class LiveStdout:

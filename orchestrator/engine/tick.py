@@ -188,6 +188,8 @@ class Engine:
                     with self._journey(plan.id, failures), conn.begin_nested():
                         versions[plan.id] = self._plans_with_active_instances(conn, plan)
         every_plan = [p for plans in versions.values() for p in plans]
+        if progress is not None:
+            progress("new events and signals", 0, len(self.workspace.plans))
         self.signals.ensure(every_plan)
         with self.store.connect() as conn:
             refresh = self.signals.refresh(conn, now_us)
