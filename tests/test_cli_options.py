@@ -216,6 +216,14 @@ def test_greedy_options_take_every_value_up_to_the_next_option() -> None:
     assert spread(["--events", "e1", "e2", "--now", "-1", "--journeys", "j"], greedy) == [
         "--events", "e1", "--events", "e2", "--now", "-1", "--journeys", "j",
     ]  # fmt: skip
+    optional = frozenset({"--events"})  # may be given alone: no files
+    assert spread(["--events", "--now", "x", "--events"], greedy, optional) == ["--now", "x"]
+    assert spread(["--events", "e", "--journeys", "--db"], greedy, optional) == [
+        "--events",
+        "e",
+        "--journeys",
+        "--db",
+    ]
     assert spread(["--journeys=a", "b", "--", "--journeys", "c"], greedy) == [
         "--journeys=a", "b", "--", "--journeys", "c",
     ]  # fmt: skip

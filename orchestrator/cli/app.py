@@ -33,25 +33,37 @@ class Root:
     config: Path | None = None
 
 
-def spread(args: list[str], greedy: set[str]) -> list[str]:
+def spread(args: list[str], greedy: set[str], optional: frozenset[str] = frozenset()) -> list[str]:
     """``--journeys a b c`` as ``--journeys a --journeys b --journeys c``: a greedy option takes every
-    value up to the next option (or ``--``), as the command line always accepted."""
+    value up to the next option (or ``--``), as the command line always accepted. An ``optional`` one may
+    take none (``--events`` alone: no files), and is then left out."""
     out: list[str] = []
     current: str | None = None
     taken = 0
+
+    def leave() -> None:
+        if current in optional and taken == 0:
+            out.pop()  # the flag just added, with no value after it
+
     for i, token in enumerate(args):
         if token == "--":
+            leave()
+            current = None
             out.extend(args[i:])
             break
         if token in greedy:
+            leave()
             current, taken = token, 0
             out.append(token)
         elif current is not None and not _is_option(token):
             out.extend([token] if taken == 0 else [current, token])
             taken += 1
         else:
+            leave()
             current = None
             out.append(token)
+    else:
+        leave()
     return out
 
 
@@ -70,7 +82,7 @@ class Command(TyperCommand):
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         greedy = {opt for param in self.params for opt in getattr(param, "opts", ()) if opt in o.GREEDY}
-        return super().parse_args(ctx, spread(args, greedy) if greedy else args)
+        return super().parse_args(ctx, spread(args, greedy, o.GREEDY_OPTIONAL) if greedy else args)
 
 
 def _version(value: bool) -> None:
