@@ -105,7 +105,7 @@ def test_version_help_and_every_command_help(capsys: pytest.CaptureFixture[str])
             ["status", "--format", "xml"],
             "orchestrator status: Invalid value for '--format': 'xml' is not one of",
         ),
-        (["ingest"], "orchestrator ingest: Missing argument 'FILE...'."),
+        (["ingest"], "orchestrator ingest: Missing argument 'FILE'."),
         (["lift", "x.csv", "--arm", "a", "--control", "c"], "orchestrator lift: Missing option '--metric'."),
         (["daemon", "--interval", "x"], "orchestrator daemon: Invalid value for '--interval': "),
         (["run", "--journeys"], "orchestrator run: Option '--journeys' requires an argument."),

@@ -9,7 +9,6 @@ pyarrow, jinja2 or pydantic.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from typer.core import TyperCommand
 
 from orchestrator import __version__
 from orchestrator.cli import options as o
-from orchestrator.cli.settings import Args, Settings
+from orchestrator.cli.settings import Args, Settings, check_config_path
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 
@@ -135,7 +134,6 @@ def _invoke(
 
     def body() -> int:
         from orchestrator.cli import commands
-        from orchestrator.cli.settings import check_config_path
 
         check_config_path(config_path)
         settings = Settings(config_path)
@@ -155,7 +153,7 @@ def command(name: str, help: str, **kwargs: Any) -> Callable[[Callable[..., Any]
 @command("validate", "check journey files and their templates")
 def validate(
     ctx: typer.Context,
-    paths: Annotated[list[str], typer.Argument(metavar="PATH...", help="journey files or folders")],
+    paths: Annotated[list[str], typer.Argument(metavar="PATH", help="journey files or folders")],
     templates: o.Templates = None,
     db: Annotated[
         str | None,
@@ -176,7 +174,7 @@ def validate(
 @command("ingest", "load events or customers from JSONL, CSV or Parquet")
 def ingest(
     ctx: typer.Context,
-    files: Annotated[list[Path], typer.Argument(metavar="FILE...", help="JSONL, CSV or Parquet files")],
+    files: Annotated[list[Path], typer.Argument(metavar="FILE", help="JSONL, CSV or Parquet files")],
     kind: Annotated[
         Literal["events", "customers"] | None,
         typer.Option(
@@ -646,6 +644,3 @@ def build_app() -> Any:
 
 
 __all__ = ["app", "build_app", "spread"]
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(build_app().main())
