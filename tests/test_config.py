@@ -16,8 +16,9 @@ from orchestrator.config import (
     find_config,
     init_workspace,
     load_config,
+    routes_of,
 )
-from orchestrator.engine.workspace import validate_paths
+from orchestrator.engine.workspace import Routes, validate_paths
 
 SECRET_VALUE = "hunter2-very-secret-value"
 
@@ -164,3 +165,28 @@ def test_init_makes_a_valid_workspace_and_never_overwrites(tmp_path: Path) -> No
     with pytest.raises(WorkspaceExists, match=r"orchestrator\.yaml"):
         init_workspace(folder, datetime(2026, 1, 5, 12, tzinfo=UTC))
     assert (folder / "orchestrator.yaml").read_text() == before
+
+
+def test_validate_refuses_sends_the_config_cannot_deliver(tmp_path: Path) -> None:
+    folder = tmp_path / "shop"
+    init_workspace(folder, datetime(2026, 1, 5, 12, tzinfo=UTC))
+    journey = folder / "journeys" / "welcome.yaml"
+    text = journey.read_text()
+    journey.write_text(
+        text.replace(
+            "  - id: nudge\n",
+            "  - id: crm\n    send:\n      channel: webhook\n      endpoint: crn\n"
+            "      template: welcome/nudge.txt\n  - id: nudge\n",
+        )
+    )
+    (folder / "orchestrator.yaml").write_text(
+        "channels:\n  webhook:\n    provider: http\n"
+        "webhooks:\n  crm:\n    url: https://crm.example/hook\n    secret: ${CRM_SECRET}\n"
+    )
+    config = load_config(start=folder)
+    channels, endpoints = routes_of(config)
+    _, found = validate_paths([str(config.journeys)], None, Routes(channels, endpoints))
+    text = "\n".join(str(p) for p in found)
+    assert "no provider is set up for channel 'email'" in text
+    assert "webhook endpoint 'crn' is not named under webhooks: in the workspace config (named: crm)" in text
+    assert "did you mean 'crm'?" in text

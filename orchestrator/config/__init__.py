@@ -7,7 +7,14 @@
 See ``_model`` for the file's sections and ``_secrets`` for ``${NAME}`` references.
 """
 
-from orchestrator.config._load import CONFIG_FILE, ConfigError, WorkspaceConfig, find_config, load_config
+from orchestrator.config._load import (
+    CONFIG_FILE,
+    ConfigError,
+    WorkspaceConfig,
+    find_config,
+    load_config,
+    routes_of,
+)
 from orchestrator.config._model import (
     CHANNEL_NAMES,
     AnyChannel,
@@ -52,4 +59,5 @@ __all__ = [
     "init_workspace",
     "load_config",
     "mask_url",
+    "routes_of",
 ]

@@ -287,3 +287,15 @@ def _step(annotation: Any, part: Any) -> Any:
         if "provider" in fields and part in typing.get_args(fields["provider"].annotation):
             return member
     return None
+
+
+def routes_of(config: WorkspaceConfig) -> tuple[frozenset[str] | None, frozenset[str] | None]:
+    """What ``validate`` checks sends against: the channels the config routes (None without a
+    ``channels`` section: everything goes to the outbox) and the webhook endpoints it names (None unless
+    webhooks go to a real provider)."""
+    if config.file.channels is None:
+        return None, None
+    channels = config.channels()
+    webhook = channels.get("webhook")
+    endpoints = None if webhook is None or webhook.provider == "outbox" else config.webhook_endpoints
+    return frozenset(channels), endpoints
