@@ -79,7 +79,8 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         message = " | ".join(record.getMessage().splitlines())
         parts = [f"{_timestamp(record)} {record.levelname} {record.name}: {message}"]
-        parts.extend(f"{key}={text_value(value)}" for key, value in _fields(record, "text_fields").items())
+        fields = _fields(record, "text_fields").items()
+        parts.extend(f"{key}={text_value(value)}" for key, value in fields if key not in STABLE_KEYS)
         line = " ".join(parts)
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)

@@ -1,14 +1,15 @@
 """Reloading a running daemon's workspace: journeys, templates, the contact policy, shared metrics and the
 tracking plan, on SIGHUP and when their files change, validated before anything runs them.
 
-**Noticing a change.** ``WorkspaceFiles.fingerprint`` is the name, size and modification time of every
-file the workspace is read from: the journey files (``*.yaml``/``*.yml`` under the journey folders), the
-files of their templates folders, and the places a ``policy.yaml``, ``metrics.yaml`` or ``events.yaml``
-is looked for (a missing one counts too, so one that appears is noticed), plus any ``extra`` file (a
-workspace config). It costs a few ``stat`` calls, with no thread and no watcher: the daemon looks once a
-second (``--watch``) from its main thread, between its waits. Editors' scratch files (``.name``,
-``name~``, ``.swp``) are not looked at. A change is taken once the files have stood still for one look
-(an editor or ``git checkout`` halfway through a write is not judged); SIGHUP takes the files at once.
+**Noticing a change.** ``WorkspaceFiles.fingerprint`` is the name, size, modification time and inode of
+every file the workspace is read from: the journey files (``*.yaml``/``*.yml`` under the journey
+folders), the files of their templates folders, and the places a ``policy.yaml``, ``metrics.yaml`` or
+``events.yaml`` is looked for (a missing one counts too, so one that appears is noticed), plus any
+``extra`` file (a workspace config). It costs a few ``stat`` calls, with no thread and no watcher: the
+daemon looks once a second (``--watch``) from its main thread, between its waits. Editors' scratch files
+(``.name``, ``name~``, ``.swp``) are not looked at. A change is taken once the files have stood still for
+one look (an editor or ``git checkout`` halfway through a write is not judged); SIGHUP takes the files
+at once.
 
 **Judging it.** The files are loaded with the checks ``run`` and ``validate`` apply
 (``engine.workspace.load_workspace``), then against the store (``store_problems``): a journey whose
@@ -54,8 +55,8 @@ from orchestrator.store import journeys as sj
 
 log = logging.getLogger("orchestrator.reload")
 
-#: One file's (size, modification time in ns), or None when it does not exist.
-Stat = tuple[int, int] | None
+#: One file's (size, modification time in ns, inode: a save by rename is a new file), or None when missing.
+Stat = tuple[int, int, int] | None
 #: Every watched file with its stat, sorted by path: equal fingerprints mean nothing was touched.
 Fingerprint = tuple[tuple[str, Stat], ...]
 
@@ -75,7 +76,7 @@ def _stat(path: Path) -> Stat:
         st = path.stat()
     except OSError:
         return None
-    return (st.st_size, st.st_mtime_ns) if path.is_file() else (-1, 0)
+    return (st.st_size, st.st_mtime_ns, st.st_ino) if path.is_file() else (-1, 0, 0)
 
 
 def _walk(folder: Path, suffixes: tuple[str, ...] | None = None) -> Iterator[Path]:
