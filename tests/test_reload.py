@@ -197,3 +197,22 @@ def test_scratch_files_and_untouched_files_are_not_a_change(world: World) -> Non
     assert watcher.check() is False and watcher.check() is False
     (world.folder / "policy.yaml").write_text("caps: {}\n")  # a policy beside the journeys folder appears
     assert watcher.files.fingerprint() != before
+
+
+def test_the_signal_state_follows_a_version_whose_meaning_changed_before_it_ran() -> None:
+    from orchestrator.engine.signal_state import SignalState
+    from orchestrator.engine.workspace import plan_from_source
+
+    source = 'id: j\nversion: 1\nholdout: 0\nsignal: count(signup, within=1d) > 0\nsteps:\n  - exit\n'
+    first = plan_from_source(source, "j.yaml")
+    edited = plan_from_source(source.replace("signup", "purchase"), "j.yaml")
+
+    def events_counted() -> list[object]:
+        return [call.args[0].parts for call in state.aggregates.calls]  # type: ignore[attr-defined]
+
+    state = SignalState([first])
+    assert events_counted() == [("signup",)]
+    state.ensure([edited])  # the same journey version, another meaning: it replaces the first
+    assert events_counted() == [("purchase",)]
+    state.ensure([edited])
+    assert events_counted() == [("purchase",)]
