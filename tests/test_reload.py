@@ -169,8 +169,11 @@ def test_the_running_templates_stand_still_until_a_reload(
     renderer = world.engine.workspace.renderer("welcome")
     template = world.folder / "templates" / "welcome.txt"
     assert renderer.render("welcome.txt", {"customer": {"id": "c0"}}) == "Hi c0"
-    template.write_text("Hi {{ customer.id \n")  # a syntax error, on disk
+    template.unlink()
     assert renderer.render("welcome.txt", {"customer": {"id": "c0"}}) == "Hi c0"  # as validated
+    template.write_text("Hi {{ customer.id \n")  # a syntax error, on disk
+    assert renderer.render("welcome.txt", {"customer": {"id": "c0"}}) == "Hi c0"
+    assert renderer.render("./welcome.txt", {"customer": {"id": "c1"}}) == "Hi c1"  # the name as on disk
     assert watcher.check() is False and watcher.check() is False
     [problem] = reload_records(caplog)[-1].fields["problems"]  # type: ignore[attr-defined]
     assert "welcome.txt" in problem and "syntax error" in problem, problem
@@ -203,7 +206,7 @@ def test_the_signal_state_follows_a_version_whose_meaning_changed_before_it_ran(
     from orchestrator.engine.signal_state import SignalState
     from orchestrator.engine.workspace import plan_from_source
 
-    source = 'id: j\nversion: 1\nholdout: 0\nsignal: count(signup, within=1d) > 0\nsteps:\n  - exit\n'
+    source = "id: j\nversion: 1\nholdout: 0\nsignal: count(signup, within=1d) > 0\nsteps:\n  - exit\n"
     first = plan_from_source(source, "j.yaml")
     edited = plan_from_source(source.replace("signup", "purchase"), "j.yaml")
 

@@ -28,9 +28,9 @@ running workspace keeps running and sending. The same problems are not logged ag
 an explicit request, answers again); a fix is taken at the next look, and says so.
 
 **Templates stand still too.** Jinja reads a template file again when it changes on disk; a running
-workspace must not, or a broken template would fail messages before any check. ``pin_templates`` compiles
-every template of a workspace's folders once and turns that re-reading off, so the running workspace
-renders what was validated until a reload replaces it.
+workspace must not, or a broken template would fail messages before any check. ``pin_templates`` reads
+every template of a workspace's folders once, when it is loaded, and its renderers render from those
+sources, so the running workspace renders what was validated until a reload replaces it.
 """
 
 from __future__ import annotations
@@ -42,6 +42,10 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import jinja2
+from jinja2.loaders import split_template_path
+
+from orchestrator.channels.templates import TemplateError
 from orchestrator.engine.tick import Engine, failure_text, migration_problems
 from orchestrator.engine.workspace import Workspace, load_workspace
 from orchestrator.spec import (
@@ -148,20 +152,42 @@ def changed_files(before: Fingerprint, after: Fingerprint) -> list[str]:
     return sorted(name for name in old.keys() | new.keys() if old.get(name) != new.get(name))
 
 
+class _Snapshot(jinja2.BaseLoader):
+    """Template sources read once: what a pinned renderer renders, whatever happens on disk since."""
+
+    def __init__(self, root: Path, sources: dict[str, str]) -> None:
+        self.root = root
+        self.sources = sources
+
+    def get_source(
+        self, environment: jinja2.Environment, template: str
+    ) -> tuple[str, str, Callable[[], bool]]:
+        name = "/".join(split_template_path(template))  # "./a.html" is "a.html", as on disk
+        if name not in self.sources:
+            raise jinja2.TemplateNotFound(template)
+        # The file's path, as the disk loader gives it: errors name the template the line is in.
+        return self.sources[name], str(self.root / name), lambda: True
+
+    def list_templates(self) -> list[str]:
+        return sorted(self.sources)
+
+
 def pin_templates(workspace: Workspace) -> None:
-    """Compile every template under the workspace's template folders now and keep them: the renderers
-    stop reading files again when they change on disk (see the module docstring). A file that does not
-    compile is left out: no journey of a valid workspace uses it."""
+    """Read every template file under the workspace's template folders now, and render from those
+    sources from then on: a file changed on disk changes nothing until a reload (see the module
+    docstring). Templates are still compiled when first rendered. A file that cannot be read as a
+    template (binary content, a link leaving the folder) is left out: no journey of a valid workspace
+    uses it."""
     for renderer in {id(r): r for r in workspace.renderers.values()}.values():
-        env = renderer.environment
-        env.auto_reload = False
-        env.cache = {}  # unbounded: an evicted template would be read from disk again
+        root = renderer.root.resolve()
+        sources: dict[str, str] = {}
         for path in _walk(renderer.root):
             name = path.relative_to(renderer.root).as_posix()
             try:
-                env.get_template(name)
-            except Exception:  # a file no journey renders: syntax errors, binary content
-                log.debug("template %s not compiled", name, exc_info=True)
+                sources[name] = renderer.source(name)
+            except TemplateError:
+                continue
+        renderer.environment.loader = _Snapshot(root, sources)
 
 
 def store_problems(engine: Engine, workspace: Workspace) -> list[str]:
