@@ -164,6 +164,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="ingest the files dropped here before each tick (kinds from DIR/events/, DIR/customers/ or "
         "NAME.events.EXT, NAME.customers.EXT; moved to DIR/done or DIR/failed)",
     )
+    p.add_argument(
+        "--watch",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="look for changed journey, template and policy files this often and reload them (validated "
+        "first); 0: only on SIGHUP (default 1)",
+    )
+    p.add_argument(
+        "--log-format", choices=["text", "json"], default="text", help="text lines or one JSON object a line"
+    )
+    p.add_argument(
+        "--log-level", choices=["debug", "info", "warning", "error"], default="info", help="default info"
+    )
     _add_workspace(p)
     _add_engine(p)
     _add_db(p)
