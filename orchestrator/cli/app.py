@@ -291,6 +291,23 @@ def daemon(
             "NAME.events.EXT, NAME.customers.EXT; moved to DIR/done or DIR/failed)",
         ),
     ] = None,
+    watch: Annotated[
+        float | None,
+        typer.Option(
+            "--watch",
+            metavar="SECONDS",
+            help="look for changed journey, template and policy files this often and reload them "
+            "(validated first); 0: only on SIGHUP (default 1)",
+        ),
+    ] = None,
+    log_format: Annotated[
+        Literal["text", "json"] | None,
+        typer.Option("--log-format", help="text lines or one JSON object a line (default text)"),
+    ] = None,
+    log_level: Annotated[
+        Literal["debug", "info", "warning", "error"] | None,
+        typer.Option("--log-level", help="the least important lines logged (default info)"),
+    ] = None,
     journeys: o.Journeys = None,
     templates: o.Templates = None,
     outbox: o.Outbox = None,
@@ -314,6 +331,9 @@ def daemon(
         lambda s: {
             "interval": s.interval(interval),
             "inbox": s.inbox(inbox),
+            "watch": s.watch(watch),
+            "log_format": s.log_format(log_format),
+            "log_level": s.log_level(log_level),
             "max_ticks": max_ticks,
             "simulated_clock": simulated_clock,
             "simulated_step": simulated_step,

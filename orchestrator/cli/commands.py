@@ -21,7 +21,7 @@ from orchestrator.clock import Clock, SimulatedClock, SystemClock, parse_instant
 from orchestrator.engine.tick import ClockBehind, Engine, TickReport
 from orchestrator.engine.workspace import load_workspace, validate_paths
 from orchestrator.spec import SpecError
-from orchestrator.store import Store, database_url, leases, open_store
+from orchestrator.store import Store, database_url, open_store
 from orchestrator.store.holder import Holding, StoreHeld, hold
 
 if TYPE_CHECKING:  # the ingest modules load pyarrow: only the commands that ingest import them
@@ -275,12 +275,16 @@ def cmd_run(args: Args) -> int:
 
 def cmd_daemon(args: Args) -> int:
     simulated = _simulated_clock(args)
+    from orchestrator.logs import setup_logging
+
+    setup_logging(args.log_format, args.log_level)  # every daemon line in the chosen format
     with _hold(args, "daemon"):  # until the daemon stops
         return _daemon(args, simulated)
 
 
 def _daemon(args: Args, simulated: tuple[SimulatedClock, datetime, timedelta] | None) -> int:
-    from orchestrator.engine.daemon import run_daemon
+    from orchestrator.engine.daemon import DaemonSettings, serve
+    from orchestrator.engine.reload import WorkspaceFiles
 
     engine = _engine(args, SystemClock() if simulated is None else simulated[0])
     if args.attempt_log is not None or args.provider is not None:
@@ -294,46 +298,19 @@ def _daemon(args: Args, simulated: tuple[SimulatedClock, datetime, timedelta] | 
         engine.router = ChannelRouter(
             [adapter if args.attempt_log is None else AttemptLog(adapter, args.attempt_log)]
         )
-    print(
-        f"daemon: {len(engine.workspace.plans)} journeys, a tick every {args.interval:g}s; "
-        "stop with SIGTERM or Ctrl-C",
-        flush=True,
+    settings = DaemonSettings(
+        interval=args.interval,
+        store_url=database_url(args.db),
+        max_ticks=args.max_ticks,
+        inbox=args.inbox,
+        simulated=simulated,
+        files=WorkspaceFiles.of(args.journeys, args.templates),
+        watch_seconds=args.watch,
     )
-    tick: Callable[[], object] = engine.tick
-    if args.inbox is not None:
-        from orchestrator.engine.inbox import drain_inbox
-
-        args.inbox.mkdir(parents=True, exist_ok=True)
-
-        def tick_after_inbox() -> object:
-            # Events ingested here go straight into the signal state as they commit.
-            drain_inbox(
-                engine.store, args.inbox, now_us=to_us(engine.clock.now()), on_events=engine.signals.accept
-            )
-            return engine.tick()
-
-        tick = tick_after_inbox
-
-    from orchestrator.engine.daemon import waiting_for_clock
-
-    tick = waiting_for_clock(tick)  # a clock that stepped back waits until it passes the last tick
-    if simulated is not None:
-        from orchestrator.engine.daemon import advancing, resume_simulated_clock
-
-        clock, start, step = simulated
-        resume_simulated_clock(engine.store, clock, start, step)
-        tick = advancing(tick, clock, step)
-
-    def reconcile() -> None:
-        # Before the first tick: messages a killed process left queued go out again, with their ledger key;
-        # under the dispatch lock, so a daemon starting beside a dispatching one does not send them twice.
-        with leases.session_singleton(engine.store.engine, "dispatch") as dispatching:
-            if dispatching:
-                engine.dispatch()
-
-    ticks = run_daemon(tick, args.interval, max_ticks=args.max_ticks, on_start=reconcile, hurry=engine.hurry)
-    engine.store.dispose()
-    print(f"daemon: stopped cleanly after {ticks} tick(s)", flush=True)
+    try:
+        serve(engine, settings)
+    finally:
+        engine.store.dispose()
     return 0
 
 

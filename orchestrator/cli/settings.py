@@ -34,6 +34,9 @@ Args = SimpleNamespace
 DEFAULT_JOURNEYS = "journeys"
 DEFAULT_OUTBOX = "outbox"
 DEFAULT_INTERVAL = 60.0
+DEFAULT_WATCH = 1.0
+DEFAULT_LOG_FORMAT = "text"
+DEFAULT_LOG_LEVEL = "info"
 
 ENV_DB = "ORCHESTRATOR_DB"
 ENV_GLOBAL_HOLDOUT = "ORCHESTRATOR_GLOBAL_HOLDOUT"
@@ -43,7 +46,8 @@ ENV_DELIVERY = "ORCHESTRATOR_DELIVERY"
 def load_workspace_config(path: Path | None) -> Mapping[str, Any]:
     """The workspace config's settings, by setting name (``db``, ``journeys``, ``templates``, ``outbox``,
     ``inbox``, ``global_holdout``, ``delivery``, ``interval``): the config layer fills this in. ``path``
-    is ``--config`` (None: the config layer's own search). Today: no config, an empty mapping."""
+    is ``--config`` (None: the config layer's own search). Also ``watch``, ``log_format`` and ``log_level``
+    for the daemon. Today: no config, an empty mapping."""
     return {}
 
 
@@ -167,6 +171,25 @@ class Settings:
         if value <= 0:
             raise UsageError("--interval must be positive")
         return value
+
+    def watch(self, flag: float | None) -> float:
+        """How often the daemon looks for changed workspace files (seconds; 0: only on SIGHUP):
+        ``--watch``, config, else 1. ``UsageError`` when negative."""
+        picked = self._pick("watch", flag, "--watch")
+        value = DEFAULT_WATCH if picked is None else float(picked.value)
+        if value < 0:
+            raise UsageError("--watch must be 0 (only on SIGHUP) or positive")
+        return value
+
+    def log_format(self, flag: str | None) -> str:
+        """The daemon's log lines, ``text`` or ``json``: ``--log-format``, config, else text."""
+        picked = self._pick("log_format", flag, "--log-format")
+        return DEFAULT_LOG_FORMAT if picked is None else str(picked.value)
+
+    def log_level(self, flag: str | None) -> str:
+        """The daemon's log level (debug, info, warning, error): ``--log-level``, config, else info."""
+        picked = self._pick("log_level", flag, "--log-level")
+        return DEFAULT_LOG_LEVEL if picked is None else str(picked.value).lower()
 
 
 def check_config_path(path: Path | None) -> None:

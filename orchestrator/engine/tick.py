@@ -158,6 +158,24 @@ class Engine:
         self._reported: dict[str, str] = {}  # journey id -> the failure this process last logged for it
         # How far before the last stored tick this engine's clock may be and still tick (see ``tick``).
         self.clock_skew_us = 0 if self.sharing is None else WORKER_CLOCK_SKEW_US
+        self._staged: Workspace | None = None  # the workspace the next tick runs (``replace_workspace``)
+        self._staging = threading.Lock()
+
+    def replace_workspace(self, workspace: Workspace) -> None:
+        """Run ``workspace`` from the next tick on. Safe from any thread, also while a tick runs: the tick
+        takes the new workspace at its start, so no tick mixes two. Nothing else changes: the store and its
+        holder (SQLite) or worker leases (PostgreSQL), the adapters, the signal state (new journey versions
+        join it at the next tick, as a new version does at a restart). A journey whose version went up
+        registers it and migrates at that tick, as ``run`` does; one left out is paused (see ``dispatch``).
+        The caller validates ``workspace`` first (``engine.reload``)."""
+        with self._staging:
+            self._staged = workspace
+
+    def _take_staged_workspace(self) -> None:
+        with self._staging:
+            staged, self._staged = self._staged, None
+        if staged is not None:
+            self.workspace = staged
 
     # ------------------------------------------------------------------------------------------ tick
 
@@ -168,6 +186,7 @@ class Engine:
         tick at the same instant is allowed: it finds nothing new to do). ``progress``, when given, is told
         as each journey starts and after each dispatch batch (see ``TickProgress``)."""
         started = time.perf_counter()
+        self._take_staged_workspace()
         now_us = to_us(self.clock.now())
         with self.store.connect() as conn:
             last_us = sj.latest_tick_us(conn)

@@ -156,10 +156,20 @@ def name_problems(
     return problems
 
 
+@dataclass(frozen=True)
+class Routes:
+    """What the workspace config can deliver: the channels with a provider (None: all) and the named
+    webhook endpoints (None: not checked)."""
+
+    channels: frozenset[str] | None = None
+    endpoints: frozenset[str] | None = None
+
+
 def validate_paths(
-    paths: Iterable[str | Path], templates: Path | None = None
+    paths: Iterable[str | Path], templates: Path | None = None, routes: Routes | None = None
 ) -> tuple[list[Path], list[Problem]]:
-    """Check every journey file under ``paths``; returns the files and all problems found."""
+    """Check every journey file under ``paths``; returns the files and all problems found. With
+    ``routes``, a send the workspace config cannot deliver is a problem too."""
     files = find_journey_files(paths)
     problems: list[Problem] = []
     seen: dict[str, Path] = {}
@@ -172,6 +182,8 @@ def validate_paths(
             continue
         loaded, _, _, _, found = _check_file(path, templates, shared_files, catalog)
         problems.extend(p for p in found if p not in problems)
+        if loaded is not None and routes is not None:
+            problems.extend(references.route_problems(loaded, routes.channels, routes.endpoints))
         if loaded is not None:
             other = seen.setdefault(loaded.journey.id, path)
             if other != path:

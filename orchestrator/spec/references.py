@@ -15,7 +15,7 @@ declares ``attributes:`` or a store that has customers, an attribute it does not
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -352,4 +352,36 @@ def policy_problems(policy: ContactPolicy, catalog: EventCatalog | None) -> list
                 f"{_suggest(word, catalog.attributes)}"
             )
             problems.append(Problem(policy.file, loc.line, column, message))
+    return problems
+
+
+def route_problems(
+    loaded: LoadedJourney, channels: Collection[str] | None, endpoints: Collection[str] | None
+) -> list[Problem]:
+    """Sends that the workspace config cannot deliver: a channel no provider is set up for (``channels``,
+    None: every channel is routed) and a webhook endpoint the config does not name (``endpoints``, None:
+    endpoints are not checked)."""
+    problems = []
+    for i, step in enumerate(loaded.journey.steps):
+        send = step.send
+        if send is None:
+            continue
+        if channels is not None and send.channel not in channels:
+            routed = ", ".join(sorted(channels)) or "none"
+            problems.append(
+                loaded.problem(
+                    ("steps", i, "send", "channel"),
+                    f"no provider is set up for channel {send.channel!r} in the workspace config "
+                    f"(channels: {routed})",
+                )
+            )
+        elif send.channel == "webhook" and endpoints is not None and send.endpoint not in endpoints:
+            named = ", ".join(sorted(endpoints)) or "none"
+            problems.append(
+                loaded.problem(
+                    ("steps", i, "send", "endpoint"),
+                    f"webhook endpoint {send.endpoint!r} is not named under webhooks: in the workspace "
+                    f"config (named: {named}){_suggest(send.endpoint or '', endpoints)}",
+                )
+            )
     return problems

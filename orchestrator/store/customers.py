@@ -434,3 +434,8 @@ def customer_records(conn: Connection, keys: Sequence[int]) -> dict[int, dict[st
             merged.update(record)
             out[record["key"]] = merged
     return out
+
+
+def customer_key(conn: Connection, customer_id: str) -> int | None:
+    """The store's integer key of one customer id, or None when the store does not know it."""
+    return _keys_for(conn, [customer_id]).get(customer_id)

@@ -233,3 +233,16 @@ def finish_instances(conn: Connection, ids: np.ndarray, status: str, reason: str
         "wake_at_us = NULL WHERE id = :id AND status = 'active'",
         [{"s": status, "t": now_us, "r": reason, "id": int(i)} for i in ids],
     )
+
+
+def latest_instance_data(conn: Connection, journey_id: str, customer_key: int) -> str | None:
+    """The ``data`` (entry event and captured events, JSON) of the customer's latest entry into the
+    journey, or None."""
+    value = conn.execute(
+        text(
+            "SELECT data FROM journey_instances WHERE journey_id = :j AND customer_key = :k "
+            "ORDER BY entered_us DESC, id DESC LIMIT 1"
+        ),
+        {"j": journey_id, "k": int(customer_key)},
+    ).scalar()
+    return None if value is None else str(value)

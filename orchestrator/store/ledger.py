@@ -182,7 +182,7 @@ def recent_sends(
             fetch(
                 conn,
                 "SELECT customer_key, channel, sent_us FROM messages WHERE status = 'sent' "
-                f"AND transactional = :f AND sent_us >= :since AND customer_key IN ({listing})",
+                f"AND transactional = :f AND test = :f AND sent_us >= :since AND customer_key IN ({listing})",
                 {"since": since_us, "f": False},
             )
         )
@@ -286,3 +286,14 @@ def cancel_queued(conn: Connection, journey_id: str, reason: str) -> int:
         {"r": reason, "j": journey_id},
     )
     return int(result.rowcount or 0)
+
+
+def record_test_send(conn: Connection, row: dict[str, Any]) -> None:
+    """One message sent by ``send-test`` with its outcome (``MESSAGE_COLUMNS`` plus ``sent_us`` and
+    ``provider_id``), marked ``test``: no instance, never queued, left out of caps and reports."""
+    columns = [*MESSAGE_COLUMNS, "sent_us", "provider_id", "attempts", "test"]
+    values = {**row, "instance_id": 0, "attempts": 1, "test": True}
+    conn.execute(
+        text(f"INSERT INTO messages ({', '.join(columns)}) VALUES ({', '.join(':' + c for c in columns)})"),
+        values,
+    )

@@ -235,6 +235,9 @@ class Message(SQLModel, table=True):
     # Set with status ``sending`` in a commit of its own just before the provider call (the instant the
     # row was handed over): a row still ``sending`` after its dispatcher stopped was in flight then.
     inflight_us: int | None = None
+    # A message sent by ``orchestrator send-test``: no instance (``instance_id`` 0), recorded with its
+    # outcome at once, never counted by caps, reports or the backlog.
+    test: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
 
 
 class RetiredJourney(SQLModel, table=True):

@@ -1,0 +1,301 @@
+"""Finding, reading and checking ``orchestrator.yaml``.
+
+``find_config`` looks in the current folder and the folders above it (as git finds its repository), so a
+command run anywhere inside a workspace uses that workspace's config. ``load_config`` reads it with the
+journey files' YAML rules (``spec.yamlio``: no anchors or tags, bounded size) and checks it against the
+models of ``_model``; every problem is reported at once as ``file:line:column: message``, an unknown key
+with the closest known one. Paths in the file are relative to the file's folder, as is a SQLite store URL,
+so the config means the same from any working folder.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ValidationError
+
+from orchestrator.config._model import (
+    CHANNEL_NAMES,
+    AnyChannel,
+    ConfigFile,
+    OutboxChannel,
+    secrets_of,
+)
+from orchestrator.config._secrets import Secret, references
+from orchestrator.spec.yamlio import Locations, Problem, SpecError, data_path, dotted, load_yaml, read_text
+
+CONFIG_FILE = "orchestrator.yaml"
+
+
+class ConfigError(SpecError):
+    """The workspace config has mistakes; each is a ``Problem`` with file, line and column."""
+
+
+@dataclass(frozen=True)
+class WorkspaceConfig:
+    """A loaded config with its paths made absolute (``root``: the folder of the file, or the working
+    folder when there is none). ``file`` is the model as written (secrets unrevealed)."""
+
+    file: ConfigFile
+    root: Path
+    path: Path | None = None
+    unset_secrets: tuple[str, ...] = field(default=())  # dotted paths of secrets whose variable is unset
+
+    def __repr__(self) -> str:  # the store URL may carry a password: never in a repr
+        return f"WorkspaceConfig(path={self.path!r}, root={self.root!r})"
+
+    @property
+    def store(self) -> str | None:
+        """The store URL the file names (None: not named); a relative SQLite path is taken from the
+        config's folder."""
+        return None if self.file.store is None else _anchor_sqlite(self.file.store, self.root)
+
+    @property
+    def journeys(self) -> Path:
+        return self.root / self.file.journeys
+
+    @property
+    def templates(self) -> Path | None:
+        return None if self.file.templates is None else self.root / self.file.templates
+
+    @property
+    def outbox(self) -> Path:
+        return self.root / self.file.outbox
+
+    @property
+    def inbox(self) -> Path | None:
+        return None if self.file.inbox is None else self.root / self.file.inbox
+
+    @property
+    def tick_seconds(self) -> float:
+        return self.file.tick.total_seconds()
+
+    @property
+    def global_holdout(self) -> float:
+        return self.file.global_holdout
+
+    def channels(self) -> dict[str, AnyChannel]:
+        """Each channel's section. Without a ``channels`` section every channel goes to the outbox."""
+        if self.file.channels is None:
+            return {name: OutboxChannel(provider="outbox") for name in CHANNEL_NAMES}
+        return self.file.channels.configured()
+
+    def delivery_modes(self) -> dict[str, str]:
+        return {name: section.delivery for name, section in self.channels().items()}
+
+    def concurrency(self) -> dict[str, int]:
+        return {name: section.concurrency for name, section in self.channels().items()}
+
+    @property
+    def webhook_endpoints(self) -> frozenset[str]:
+        return frozenset(self.file.webhooks)
+
+
+def find_config(start: Path | None = None) -> Path | None:
+    """``orchestrator.yaml`` in ``start`` (default: the working folder) or the nearest folder above."""
+    folder = (start or Path.cwd()).resolve()
+    for candidate in (folder, *folder.parents):
+        path = candidate / CONFIG_FILE
+        if path.is_file():
+            return path
+    return None
+
+
+def load_config(
+    path: Path | str | None = None,
+    *,
+    start: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    require_secrets: bool = False,
+) -> WorkspaceConfig:
+    """The workspace config: the file at ``path``, else the one ``find_config`` finds from ``start``,
+    else the defaults (rooted at ``start`` or the working folder).
+
+    ``environ`` (default ``os.environ``) fills ``${NAME}`` references. With ``require_secrets`` a secret
+    whose variable is unset is a problem at its place in the file (commands that send need them; the
+    ``config`` command shows them as not set). Raises ``ConfigError`` listing every problem, and
+    ``FileNotFoundError`` when an explicit ``path`` does not exist."""
+    env = os.environ if environ is None else environ
+    if path is not None:
+        file = Path(path)
+        if not file.is_file():
+            raise FileNotFoundError(f"no config file {file}")
+    else:
+        found = find_config(start)
+        if found is None:
+            return WorkspaceConfig(ConfigFile(), (start or Path.cwd()).resolve())
+        file = found
+    try:
+        text = read_text(file)
+    except SpecError as exc:
+        raise ConfigError(exc.problems) from None
+    return load_config_text(text, file, environ=env, require_secrets=require_secrets)
+
+
+def load_config_text(
+    text: str, file: Path, *, environ: Mapping[str, str], require_secrets: bool = False
+) -> WorkspaceConfig:
+    name = str(file)
+    try:
+        data, locations = load_yaml(text, name)
+    except SpecError as exc:
+        raise ConfigError(exc.problems) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError([Problem(name, 1, 1, "the config is a mapping of store, journeys, channels, ...")])
+    problems = _url_passwords(data.get("store"), locations, name)
+    try:
+        model = ConfigFile.model_validate(data, context={"environ": environ})
+    except ValidationError as exc:
+        problems += _problems(exc, data, locations, name)
+        raise ConfigError(sorted(problems, key=lambda p: (p.line, p.column))) from None
+    unset = [(path, secret) for path, secret in secrets_of(model) if not secret.is_set]
+    if require_secrets:
+        problems += _unset_problems(unset, model, locations, name)
+    if problems:
+        raise ConfigError(sorted(problems, key=lambda p: (p.line, p.column)))
+    root = file.resolve().parent
+    return WorkspaceConfig(model, root, file.resolve(), tuple(dotted(path) for path, _ in unset))
+
+
+def _anchor_sqlite(url: str, root: Path) -> str:
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/") and url[len(prefix) :] != ":memory:":
+        return prefix + str(root / url[len(prefix) :])
+    return url
+
+
+def _url_passwords(raw: Any, locations: Locations, file: str) -> list[Problem]:
+    """A password written into the store URL is a secret in the file: refused (``${NAME}`` is fine)."""
+    if not isinstance(raw, str):
+        return []
+    try:
+        password = urlsplit(raw).password
+    except ValueError:
+        password = None
+    if password and not references(password):
+        loc = locations.of(("store",))
+        return [
+            Problem(
+                file,
+                loc.line,
+                loc.column,
+                "store: the URL holds a password; name an environment variable instead, e.g. "
+                "postgresql+psycopg://app:${PGPASSWORD}@db/orchestrator, "
+                "or the whole URL: ${ORCHESTRATOR_DB}",
+            )
+        ]
+    return []
+
+
+def _unset_problems(
+    unset: list[tuple[tuple[str | int, ...], Secret]], model: ConfigFile, locations: Locations, file: str
+) -> list[Problem]:
+    problems = []
+    for path, secret in unset:
+        if path[:2] == ("http", "api_keys"):
+            continue  # an API key not set: that key is not accepted, the service still runs
+        loc = locations.of(path)
+        problems.append(
+            Problem(
+                file,
+                loc.line,
+                loc.column,
+                f"{dotted(path)}: the environment variable {secret.name} is not set",
+            )
+        )
+    return problems
+
+
+def _problems(exc: ValidationError, data: Any, locations: Locations, file: str) -> list[Problem]:
+    problems: list[Problem] = []
+    for error in exc.errors():
+        path = data_path(error["loc"], data)
+        kind = error["type"]
+        loc = locations.of(path, key=kind == "extra_forbidden")
+        where = dotted(path, "the config")
+        if kind == "extra_forbidden":
+            known = _known_keys(error["loc"][:-1])
+            close = difflib.get_close_matches(str(path[-1]), known, n=1, cutoff=0.6) if path else []
+            hint = (
+                f"; did you mean {close[0]!r}?"
+                if close
+                else (f"; known keys: {', '.join(known)}" if known else "")
+            )
+            message = f"unknown key {path[-1]!r}{hint}" if path else "unknown key"
+            message = f"{dotted(path[:-1], 'the config')}: {message}" if len(path) > 1 else message
+        elif kind == "missing":
+            message = f"missing required key {error['loc'][-1]!r} in {where}"
+        elif kind == "union_tag_invalid":
+            message = f"{where}: unknown provider; expected one of {error['ctx']['expected_tags']}"
+        elif kind == "union_tag_not_found":
+            message = f"{where}: say which provider, e.g. provider: outbox"
+        elif kind in ("literal_error", "enum"):
+            message = f"{where}: {error['msg']}"
+        else:
+            message = f"{where}: {str(error['msg']).removeprefix('Value error, ')}"
+        problems.append(Problem(file, loc.line, loc.column, message))
+    problems.sort(key=lambda p: (p.line, p.column))
+    return problems
+
+
+def _known_keys(loc: tuple[Any, ...]) -> list[str]:
+    """The keys the model at pydantic location ``loc`` accepts (following union tags and containers)."""
+    current: Any = ConfigFile
+    for part in loc:
+        current = _step(current, part)
+        if current is None:
+            return []
+    models = [m for m in _members(current) if isinstance(m, type) and issubclass(m, BaseModel)]
+    if len(models) != 1:
+        return []
+    return [info.alias or name for name, info in models[0].model_fields.items()]
+
+
+def _members(annotation: Any) -> list[Any]:
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _members(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return [m for arg in typing.get_args(annotation) for m in _members(arg)]
+    return [annotation]
+
+
+def _step(annotation: Any, part: Any) -> Any:
+    for member in _members(annotation):
+        origin = typing.get_origin(member)
+        if isinstance(member, type) and issubclass(member, BaseModel) and isinstance(part, str):
+            for name, info in member.model_fields.items():
+                if part in (name, info.alias):
+                    return info.annotation
+        if origin is list and isinstance(part, int):
+            return typing.get_args(member)[0]
+        if origin is dict:
+            return typing.get_args(member)[1]
+    # A union tag (``smtp``): the member whose ``provider`` literal it is.
+    for member in _members(annotation):
+        fields = member.model_fields if isinstance(member, type) and issubclass(member, BaseModel) else {}
+        if "provider" in fields and part in typing.get_args(fields["provider"].annotation):
+            return member
+    return None
+
+
+def routes_of(config: WorkspaceConfig) -> tuple[frozenset[str] | None, frozenset[str] | None]:
+    """What ``validate`` checks sends against: the channels the config routes (None without a
+    ``channels`` section: everything goes to the outbox) and the webhook endpoints it names (None unless
+    webhooks go to a real provider)."""
+    if config.file.channels is None:
+        return None, None
+    channels = config.channels()
+    webhook = channels.get("webhook")
+    endpoints = None if webhook is None or webhook.provider == "outbox" else config.webhook_endpoints
+    return frozenset(channels), endpoints

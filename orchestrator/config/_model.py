@@ -1,0 +1,348 @@
+"""The workspace config, ``orchestrator.yaml``, as typed models.
+
+One file at the root of a workspace (beside ``journeys/``) says how the engine runs there::
+
+    store: sqlite:///orchestrator.db       # or ${ORCHESTRATOR_DB}, postgresql+psycopg://...
+    journeys: journeys                     # folders are relative to this file
+    templates: templates
+    outbox: outbox                         # where the outbox provider writes
+    inbox: inbox                           # files the daemon ingests before each tick (optional)
+    tick: 1m                               # the daemon's interval
+    global_holdout: 5                      # percent of all customers no journey messages
+    sender:
+      from: "Shop <hello@shop.example>"
+      reply_to: help@shop.example
+    channels:                              # per channel its provider; without this section, the outbox
+      email:
+        provider: smtp
+        host: smtp.example.com
+        username: apikey
+        password: ${SMTP_PASSWORD}
+        rate_limit: 50                     # messages per second, across processes
+    webhooks:                              # named endpoints for webhook steps
+      crm:
+        url: https://crm.example/hooks/journeys
+        secret: ${CRM_WEBHOOK_SECRET}
+    unsubscribe:
+      base_url: https://shop.example/u
+      keys:
+        - id: k1
+          secret: ${UNSUBSCRIBE_KEY_1}
+    tracking:
+      base_url: https://t.shop.example
+    http:
+      listen: 127.0.0.1:8000
+      api_keys:
+        - id: web
+          key: ${ORCHESTRATOR_WRITE_KEY}
+    log:
+      format: json
+      level: info
+
+(``${NAME}`` is plain text in YAML's block style; inside ``{...}`` quote it: ``"${NAME}"``.)
+
+Every section is optional; a workspace without the file runs as the engine always has (SQLite file here,
+``journeys/``, every channel to the ``outbox/`` folder). Secrets are ``${NAME}`` references only (see
+``_secrets``). The models know no runtime: the channels package turns a channel's section into an
+adapter, the daemon reads ``tick`` and ``log``.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from orchestrator.config._secrets import EnvText, Secret, SecretRef
+from orchestrator.durations import parse_duration
+
+CHANNEL_NAMES: tuple[str, ...] = ("email", "sms", "push", "webhook")
+DeliveryModeName = Literal["at_least_once", "at_most_once"]
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
+def _duration(value: Any) -> Any:
+    if isinstance(value, str):
+        return parse_duration(value)
+    if isinstance(value, bool) or not isinstance(value, timedelta):
+        raise ValueError("write a duration with its unit, e.g. 30s, 5m or 1h")
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(_duration)]
+Name = Annotated[str, Field(pattern=_NAME, max_length=64)]
+
+
+def _url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in value):
+        raise ValueError("write an http:// or https:// URL with a host")
+    if parts.username or parts.password:
+        raise ValueError("credentials go in their own fields (as ${NAME}), not in the URL")
+    if len(value) > 2048:
+        raise ValueError("a URL is at most 2048 characters")
+    return value
+
+
+Url = Annotated[EnvText, AfterValidator(_url)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+
+# -- channels --------------------------------------------------------------------------------------------
+
+
+class _Channel(_Model):
+    """What every channel's section has: how many provider calls run at once, at most how many messages
+    a second reach the provider (across every thread and process sharing it), the delivery mode, and the
+    bound on one provider call."""
+
+    concurrency: Annotated[int, Field(ge=1, le=1024)] = 8
+    rate_limit: Annotated[float, Field(gt=0, le=1_000_000)] | None = None
+    delivery: DeliveryModeName = "at_least_once"
+    timeout: Duration = timedelta(seconds=10)
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout(cls, value: timedelta) -> timedelta:
+        if not timedelta(0) < value <= timedelta(minutes=5):
+            raise ValueError("a provider timeout is between 0 and 5m")
+        return value
+
+
+class OutboxChannel(_Channel):
+    """Messages written as files to the workspace's ``outbox`` folder (development, demos, audits)."""
+
+    provider: Literal["outbox"]
+
+
+class SmtpChannel(_Channel):
+    """Email through an SMTP server, over a pool of reused connections."""
+
+    provider: Literal["smtp"]
+    host: EnvText
+    port: Annotated[int, Field(ge=1, le=65535)] = 587
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    username: EnvText | None = None
+    password: SecretRef | None = None
+    pool: Annotated[int, Field(ge=1, le=256)] = 4
+
+    @model_validator(mode="after")
+    def _login(self) -> SmtpChannel:
+        if (self.username is None) != (self.password is None):
+            raise ValueError("give both username and password (as ${NAME}), or neither")
+        return self
+
+
+class TwilioChannel(_Channel):
+    """SMS through Twilio's Messages API (a form POST), or any gateway speaking the same."""
+
+    provider: Literal["twilio"]
+    account_sid: EnvText
+    auth_token: SecretRef
+    from_: Annotated[EnvText, Field(alias="from")]
+    url: Url | None = None  # default: Twilio's own API for the account
+
+
+class HttpSmsChannel(_Channel):
+    """SMS through another gateway: a JSON POST with to, from, body and the idempotency key."""
+
+    provider: Literal["http"]
+    url: Url
+    from_: Annotated[EnvText, Field(alias="from")]
+    token: SecretRef | None = None  # sent as a bearer token
+    id_field: str = "id"  # where the gateway's answer names its message id
+
+
+class FcmChannel(_Channel):
+    """Push through Firebase Cloud Messaging (HTTP v1) with a service account's OAuth2 tokens."""
+
+    provider: Literal["fcm"]
+    project_id: EnvText
+    credentials_file: EnvText  # the service account's JSON key file
+    url: Url | None = None  # default: https://fcm.googleapis.com/v1/projects/{project_id}/messages:send
+
+
+class ApnsChannel(_Channel):
+    """Push through Apple's APNs over HTTP/2, with token (JWT) authentication."""
+
+    provider: Literal["apns"]
+    team_id: EnvText
+    key_id: EnvText
+    key_file: EnvText  # the .p8 signing key
+    topic: EnvText  # the app's bundle id
+    environment: Literal["production", "sandbox"] = "production"
+    url: Url | None = None  # default: Apple's host for the environment
+
+
+class HttpWebhookChannel(_Channel):
+    """Webhook steps POST signed JSON to the endpoints named under ``webhooks``."""
+
+    provider: Literal["http"]
+
+
+EmailChannel = Annotated[OutboxChannel | SmtpChannel, Field(discriminator="provider")]
+SmsChannel = Annotated[OutboxChannel | TwilioChannel | HttpSmsChannel, Field(discriminator="provider")]
+PushChannel = Annotated[OutboxChannel | FcmChannel | ApnsChannel, Field(discriminator="provider")]
+WebhookChannel = Annotated[OutboxChannel | HttpWebhookChannel, Field(discriminator="provider")]
+AnyChannel = (
+    OutboxChannel
+    | SmtpChannel
+    | TwilioChannel
+    | HttpSmsChannel
+    | FcmChannel
+    | ApnsChannel
+    | HttpWebhookChannel
+)
+
+
+class Channels(_Model):
+    email: EmailChannel | None = None
+    sms: SmsChannel | None = None
+    push: PushChannel | None = None
+    webhook: WebhookChannel | None = None
+
+    def configured(self) -> dict[str, AnyChannel]:
+        """The channels this section routes, by name."""
+        return {name: section for name in CHANNEL_NAMES if (section := getattr(self, name)) is not None}
+
+
+# -- the rest --------------------------------------------------------------------------------------------
+
+
+class Sender(_Model):
+    """Who email comes from. ``message_id_domain`` defaults to the domain of ``from``."""
+
+    from_: Annotated[EnvText, Field(alias="from", min_length=3)]
+    reply_to: EnvText | None = None
+    envelope_from: EnvText | None = None  # MAIL FROM, where bounces go (default: the from address)
+    message_id_domain: EnvText | None = None
+
+
+class Webhook(_Model):
+    url: Url
+    secret: SecretRef
+
+
+class SigningKey(_Model):
+    id: Name
+    secret: SecretRef
+
+
+class Unsubscribe(_Model):
+    """Signed unsubscribe links. The first key signs; every listed key verifies, so a key can be rotated
+    out by adding a new one first and removing the old one once its links have expired."""
+
+    base_url: Url
+    keys: Annotated[list[SigningKey], Field(min_length=1)]
+    mailto: EnvText | None = None
+
+    @model_validator(mode="after")
+    def _unique(self) -> Unsubscribe:
+        ids = [key.id for key in self.keys]
+        if len(set(ids)) != len(ids):
+            raise ValueError("each signing key needs its own id")
+        return self
+
+
+class Tracking(_Model):
+    base_url: Url
+    opens: bool = True
+    clicks: bool = True
+
+
+class ApiKey(_Model):
+    id: Name
+    key: SecretRef
+
+
+class Http(_Model):
+    """The HTTP service: where it listens and the write keys apps authenticate with."""
+
+    listen: Annotated[str, Field(pattern=r"^[A-Za-z0-9.:\[\]-]+:\d{1,5}$")] = "127.0.0.1:8000"
+    api_keys: list[ApiKey] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique(self) -> Http:
+        ids = [key.id for key in self.api_keys]
+        if len(set(ids)) != len(ids):
+            raise ValueError("each API key needs its own id")
+        port = int(self.listen.rsplit(":", 1)[1])
+        if not 0 < port < 65536:
+            raise ValueError(f"port {port} is out of range")
+        return self
+
+
+class Log(_Model):
+    format: Literal["text", "json"] = "text"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class ConfigFile(_Model):
+    """The whole of ``orchestrator.yaml``."""
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, arbitrary_types_allowed=True, populate_by_name=True
+    )
+
+    store: Annotated[EnvText | None, Field(repr=False)] = None  # may hold a password from ${NAME}
+    journeys: EnvText = "journeys"
+    templates: EnvText | None = None
+    outbox: EnvText = "outbox"
+    inbox: EnvText | None = None
+    tick: Duration = timedelta(minutes=1)
+    global_holdout: Annotated[float, Field(ge=0, le=100)] = 0.0
+    sender: Sender | None = None
+    channels: Channels | None = None
+    webhooks: dict[Name, Webhook] = Field(default_factory=dict)
+    unsubscribe: Unsubscribe | None = None
+    tracking: Tracking | None = None
+    http: Http = Field(default_factory=Http)
+    log: Log = Field(default_factory=Log)
+
+    @field_validator("tick")
+    @classmethod
+    def _tick(cls, value: timedelta) -> timedelta:
+        if not timedelta(seconds=1) <= value <= timedelta(days=1):
+            raise ValueError("the tick interval is between 1s and 1d")
+        return value
+
+    @model_validator(mode="after")
+    def _webhooks(self) -> ConfigFile:
+        channels = self.channels.configured() if self.channels else {}
+        if isinstance(channels.get("webhook"), HttpWebhookChannel) and not self.webhooks:
+            raise ValueError("channels.webhook sends to the endpoints under webhooks:, and none is named")
+        return self
+
+
+def secrets_of(model: BaseModel) -> list[tuple[tuple[str | int, ...], Secret]]:
+    """Every ``Secret`` in ``model``, with its path (field names by their YAML key, list indexes)."""
+    found: list[tuple[tuple[str | int, ...], Secret]] = []
+
+    def walk(value: Any, path: tuple[str | int, ...]) -> None:
+        if isinstance(value, Secret):
+            found.append((path, value))
+        elif isinstance(value, BaseModel):
+            for name, info in type(value).model_fields.items():
+                walk(getattr(value, name), (*path, info.alias or name))
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, (*path, key))
+        elif isinstance(value, list | tuple):
+            for index, item in enumerate(value):
+                walk(item, (*path, index))
+
+    walk(model, ())
+    return found

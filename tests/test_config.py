@@ -1,0 +1,192 @@
+"""The workspace config (``orchestrator.yaml``): located errors, secrets from the environment only,
+the effective config without secrets, and ``init``'s workspace."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from orchestrator.config import (
+    ConfigError,
+    SmtpChannel,
+    WorkspaceExists,
+    effective_yaml,
+    find_config,
+    init_workspace,
+    load_config,
+    routes_of,
+)
+from orchestrator.engine.workspace import Routes, validate_paths
+
+SECRET_VALUE = "hunter2-very-secret-value"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "orchestrator.yaml"
+    path.write_text(text)
+    return path
+
+
+def problems(path: Path, **kwargs: object) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, **kwargs)  # type: ignore[arg-type]
+    return [str(p) for p in caught.value.problems]
+
+
+def test_no_file_gives_the_defaults(tmp_path: Path) -> None:
+    config = load_config(start=tmp_path)
+    assert config.path is None and config.store is None
+    assert config.journeys == tmp_path.resolve() / "journeys"
+    assert set(config.channels()) == {"email", "sms", "push", "webhook"}
+    assert {section.provider for section in config.channels().values()} == {"outbox"}
+    assert config.tick_seconds == 60 and config.global_holdout == 0
+
+
+def test_mistakes_are_located_with_suggestions(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "tikc: 1m\n"
+        "channels:\n"
+        "  email:\n"
+        "    provider: smtp\n"
+        "    hots: mail.example\n"
+        "  sms: {provider: twillio}\n"
+        "webhooks:\n"
+        "  crm:\n"
+        "    url: ftp://crm.example\n"
+        "    secret: ${CRM}\n"
+        "log: {format: xml}\n"
+        "tick: 0s\n",
+    )
+    found = problems(path)
+    text = "\n".join(found)
+    assert f"{path}:1:1: unknown key 'tikc'; did you mean 'tick'?" in found
+    assert f"{path}:5:5: channels.email: unknown key 'hots'; did you mean 'host'?" in found
+    assert f"{path}:4:5: missing required key 'host' in channels.email" in text
+    assert f"{path}:6:8: channels.sms: unknown provider" in text
+    assert f"{path}:9:10: webhooks.crm.url: write an http:// or https:// URL" in text
+    assert f"{path}:11:15: log.format:" in text
+    assert f"{path}:12:7: tick: the tick interval is between 1s and 1d" in text
+
+
+def test_a_literal_secret_is_refused_without_echoing_it(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "store: postgresql+psycopg://app:" + SECRET_VALUE + "@db/orch\n"
+        "channels:\n"
+        "  email:\n"
+        "    provider: smtp\n"
+        "    host: mail.example\n"
+        "    username: app\n"
+        "    password: " + SECRET_VALUE + "\n",
+    )
+    found = problems(path)
+    assert any(p.startswith(f"{path}:1:8: store: the URL holds a password") for p in found)
+    literal = f"{path}:7:15: channels.email.password: secrets are never written"
+    assert any(p.startswith(literal) for p in found)
+    assert SECRET_VALUE not in "\n".join(found)
+
+
+def test_secrets_come_from_the_environment_and_are_never_shown(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "store: postgresql+psycopg://app:${PGPASSWORD}@db/orch\n"
+        "channels:\n"
+        "  email:\n"
+        "    provider: smtp\n"
+        "    host: ${SMTP_HOST:-localhost}\n"
+        "    username: app\n"
+        "    password: ${SMTP_PASSWORD}\n",
+    )
+    env = {"PGPASSWORD": SECRET_VALUE, "SMTP_PASSWORD": SECRET_VALUE}
+    config = load_config(path, environ=env, require_secrets=True)
+    email = config.channels()["email"]
+    assert isinstance(email, SmtpChannel) and email.host == "localhost"
+    assert email.password is not None and email.password.reveal() == SECRET_VALUE
+    assert config.store == f"postgresql+psycopg://app:{SECRET_VALUE}@db/orch"
+    shown = effective_yaml(config)
+    assert SECRET_VALUE not in shown
+    assert SECRET_VALUE not in repr(config) and SECRET_VALUE not in str(email)
+    assert "postgresql+psycopg://app:***@db/orch" in shown
+    assert "${SMTP_PASSWORD} (set)" in shown
+
+
+def test_an_unset_secret_is_a_problem_only_where_it_is_needed(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "channels:\n"
+        "  email:\n"
+        "    provider: smtp\n"
+        "    host: mail.example\n"
+        "    username: app\n"
+        "    password: ${SMTP_PASSWORD}\n"
+        "http:\n"
+        "  api_keys:\n"
+        "    - id: web\n"
+        "      key: ${WRITE_KEY}\n",
+    )
+    config = load_config(path, environ={})  # the config command shows it unset
+    assert "${SMTP_PASSWORD} (not set)" in effective_yaml(config)
+    found = problems(path, environ={}, require_secrets=True)  # a command that sends needs it
+    unset = "channels.email.password: the environment variable SMTP_PASSWORD is not set"
+    assert found == [f"{path}:6:15: {unset}"]
+    # An unset API key only means that key is not accepted.
+    load_config(path, environ={"SMTP_PASSWORD": "x"}, require_secrets=True)
+
+
+def test_paths_and_sqlite_stores_are_relative_to_the_file(tmp_path: Path) -> None:
+    write(tmp_path, "store: sqlite:///data/engine.db\njourneys: flows\noutbox: out\n")
+    below = tmp_path / "flows" / "deeper"
+    below.mkdir(parents=True)
+    assert find_config(below) == (tmp_path / "orchestrator.yaml").resolve()
+    config = load_config(start=below)
+    root = tmp_path.resolve()
+    assert config.store == f"sqlite:///{root}/data/engine.db"
+    assert config.journeys == root / "flows" and config.outbox == root / "out"
+
+
+def test_a_webhook_provider_needs_named_endpoints(tmp_path: Path) -> None:
+    path = write(tmp_path, "channels:\n  webhook: {provider: http}\n")
+    assert any("none is named" in p for p in problems(path))
+
+
+def test_init_makes_a_valid_workspace_and_never_overwrites(tmp_path: Path) -> None:
+    folder = tmp_path / "shop"
+    written = init_workspace(folder, datetime(2026, 1, 5, 12, tzinfo=UTC))
+    assert folder / "orchestrator.yaml" in written
+    config = load_config(start=folder)
+    assert config.path == (folder / "orchestrator.yaml").resolve()
+    files, found = validate_paths([str(config.journeys)], config.templates)
+    assert files and not found
+    assert '"ts":"2026-01-05T' in (folder / "sample" / "events.jsonl").read_text()
+    before = (folder / "orchestrator.yaml").read_text()
+    with pytest.raises(WorkspaceExists, match=r"orchestrator\.yaml"):
+        init_workspace(folder, datetime(2026, 1, 5, 12, tzinfo=UTC))
+    assert (folder / "orchestrator.yaml").read_text() == before
+
+
+def test_validate_refuses_sends_the_config_cannot_deliver(tmp_path: Path) -> None:
+    folder = tmp_path / "shop"
+    init_workspace(folder, datetime(2026, 1, 5, 12, tzinfo=UTC))
+    journey = folder / "journeys" / "welcome.yaml"
+    text = journey.read_text()
+    journey.write_text(
+        text.replace(
+            "  - id: nudge\n",
+            "  - id: crm\n    send:\n      channel: webhook\n      endpoint: crn\n"
+            "      template: welcome/nudge.txt\n  - id: nudge\n",
+        )
+    )
+    (folder / "orchestrator.yaml").write_text(
+        "channels:\n  webhook:\n    provider: http\n"
+        "webhooks:\n  crm:\n    url: https://crm.example/hook\n    secret: ${CRM_SECRET}\n"
+    )
+    config = load_config(start=folder)
+    channels, endpoints = routes_of(config)
+    _, found = validate_paths([str(config.journeys)], None, Routes(channels, endpoints))
+    text = "\n".join(str(p) for p in found)
+    assert "no provider is set up for channel 'email'" in text
+    assert "webhook endpoint 'crn' is not named under webhooks: in the workspace config (named: crm)" in text
+    assert "did you mean 'crm'?" in text
