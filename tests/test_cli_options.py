@@ -161,6 +161,9 @@ def test_settings_come_from_flag_then_config_then_environment_then_default(
     bare = Settings(environ={})
     assert bare.db(None) == "sqlite:///orchestrator.db"
     assert (bare.global_holdout(None), bare.delivery(None), bare.interval(None)) == (0.0, {}, 60.0)
+    assert (bare.watch(None), bare.log_format(None), bare.log_level(None)) == (1.0, "text", "info")
+    with pytest.raises(UsageError, match=r"^--watch must be 0 \(only on SIGHUP\) or positive$"):
+        bare.watch(-1.0)
     assert (bare.journeys(None), bare.outbox(None), bare.templates(None), bare.inbox(None)) == (
         ["journeys"],
         Path("outbox"),
@@ -184,6 +187,8 @@ def test_settings_come_from_flag_then_config_then_environment_then_default(
         "journeys": ["flows"],
         "outbox": "out",
         "interval": 5,
+        "log_format": "json",
+        "log_level": "WARNING",
     }
     seen: list[Path | None] = []
 
@@ -201,6 +206,8 @@ def test_settings_come_from_flag_then_config_then_environment_then_default(
         Path("out"),
         5.0,
     )
+    assert (configured.log_format(None), configured.log_level(None)) == ("json", "warning")
+    assert (configured.log_format("text"), configured.watch(0.0)) == ("text", 0.0)
     assert seen == [tmp_path / "o.yaml"]  # read once, from the --config path
     assert configured.db("sqlite:///flag.db") == "sqlite:///flag.db"
     assert configured.global_holdout(0.0) == 0.0  # a flag equal to the default still wins
