@@ -198,6 +198,22 @@ def validate_paths(
     return files, problems
 
 
+def unsubscribe_warnings(paths: Iterable[str | Path], provider: str | None) -> list[Problem]:
+    """For ``validate``: with ``provider`` (``config.unsubscribe_missing``: real email, no unsubscribe
+    section), a warning at every marketing email step of the journeys under ``paths``. Files that do not
+    load are skipped (``validate_paths`` reports them)."""
+    if provider is None:
+        return []
+    warnings: list[Problem] = []
+    for path in find_journey_files(paths):
+        try:
+            loaded = load_journey(path)
+        except (SpecError, OSError):
+            continue
+        warnings.extend(references.unsubscribe_warnings(loaded, provider))
+    return warnings
+
+
 def load_workspace(paths: Iterable[str | Path], templates: Path | None = None) -> Workspace:
     """Load and compile every journey under ``paths``; raise ``SpecError`` listing all problems."""
     files = find_journey_files(paths)

@@ -385,3 +385,18 @@ def route_problems(
                 )
             )
     return problems
+
+
+def unsubscribe_warnings(loaded: LoadedJourney, provider: str) -> list[Problem]:
+    """A warning at each marketing email step of the journey, for a workspace whose email goes out through
+    ``provider`` while its config has no ``unsubscribe`` section (``config.unsubscribe_missing``): those
+    emails carry no ``List-Unsubscribe`` header nor ``links.unsubscribe``."""
+    return [
+        loaded.problem(
+            ("steps", i, "send"),
+            f"marketing email goes out through {provider} without unsubscribe links: add an unsubscribe: "
+            "section to the workspace config (Gmail and Yahoo require one-click unsubscribe of bulk senders)",
+        )
+        for i, step in enumerate(loaded.journey.steps)
+        if step.send is not None and step.send.channel == "email" and not step.send.transactional
+    ]
