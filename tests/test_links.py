@@ -623,3 +623,15 @@ def test_templates_may_read_links_unsubscribe_only(tmp_path: Path) -> None:
         in str(p)
         for p in problems
     )
+
+
+def test_open_and_click_events_need_no_declaring(tmp_path: Path) -> None:
+    write_files(tmp_path, {**JOURNEYS, "journeys/events.yaml": "events:\n  purchase:\n"})
+    _, problems = validate_paths([tmp_path / "journeys"])
+    assert problems == []  # email_click and its url are the engine's own, not in the tracking plan
+    (tmp_path / "templates" / "follow.txt").write_text("{{ entry.ulr }}")
+    _, problems = validate_paths([tmp_path / "journeys"])
+    assert [p.message for p in problems] == [
+        "template 'follow.txt' line 1: entry.ulr: event 'email_click' has no property 'ulr' (the engine "
+        "records channel, journey, message, step, url, version); did you mean 'url'?"
+    ]

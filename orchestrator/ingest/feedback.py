@@ -25,6 +25,7 @@ from __future__ import annotations
 import orjson
 
 from orchestrator.ingest.keys import message_key
+from orchestrator.spec.catalog import ENGINE_EVENTS
 from orchestrator.store import Store
 from orchestrator.store.feedback import record_opt_out, record_tracked_event, tracked_message
 
@@ -32,6 +33,7 @@ from orchestrator.store.feedback import record_opt_out, record_tracked_event, tr
 REPEAT_WINDOW_US = 60 * 1_000_000
 OPEN_EVENT = "email_open"
 CLICK_EVENT = "email_click"
+assert {OPEN_EVENT, CLICK_EVENT} == set(ENGINE_EVENTS)  # the names validate knows without a tracking plan
 #: The sources an opt-out is recorded with.
 SOURCES = ("unsubscribe_link", "one_click")
 
