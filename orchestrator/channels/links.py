@@ -26,6 +26,7 @@ from __future__ import annotations
 import html as htmllib
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -39,7 +40,8 @@ _CLICK = b"click"
 _OPEN = b"open"
 #: The longest target URL a click link is made for (longer links are left as they are).
 MAX_TARGET = 2048
-_CONTROL = re.compile(r"[\x00-\x20\x7f]")
+# An absolute http(s) URL with a host and no space or control character anywhere.
+_WEB_URL = re.compile(r"https?://[^\x00-\x20\x7f/?#\\]+(?:[/?#][^\x00-\x20\x7f]*)?", re.IGNORECASE)
 # An <a ...> start tag; quoted attribute values may hold ">".
 _A_TAG = re.compile(r"""<a\s(?:[^>"']|"[^"]*"|'[^']*')*>""", re.IGNORECASE)
 # One attribute of a tag: its name and its value (quoted either way, or bare).
@@ -49,13 +51,16 @@ _BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
 
 def _web_url(url: str) -> bool:
     """Whether ``url`` is an absolute http(s) URL with a host, without spaces or control characters."""
-    if len(url) > MAX_TARGET or _CONTROL.search(url):
-        return False
-    try:
-        parts = urlsplit(url)
-        return parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
-    except ValueError:
-        return False
+    return len(url) <= MAX_TARGET and _WEB_URL.fullmatch(url) is not None
+
+
+@lru_cache(maxsize=4096)
+def _target(raw: str) -> str | None:
+    """The URL an ``href`` value (quoted or bare, HTML entities and all) points to, when it is one that
+    is tracked: an absolute http(s) URL. The same links recur in every message of a campaign."""
+    quoted = raw[:1] in ("'", '"')
+    target = htmllib.unescape(raw[1:-1] if quoted else raw).strip()
+    return target if _web_url(target) else None
 
 
 @dataclass(frozen=True)
@@ -119,10 +124,8 @@ class TrackingLinks:
                         href = attribute
                 if href is None or href.group(2) is None:
                     return tag
-                raw = href.group(2)
-                quoted = raw[:1] in ("'", '"')
-                target = htmllib.unescape(raw[1:-1] if quoted else raw).strip()
-                if not _web_url(target) or target.startswith(skip):
+                target = _target(href.group(2))
+                if target is None or target.startswith(skip):
                     return tag
                 start, end = href.span(2)
                 return f'{tag[:start]}"{self.click_url(message_id, target)}"{tag[end:]}'

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 import re
 from collections.abc import Iterable
@@ -91,7 +90,7 @@ class Keyring:
 
     def _mac(self, secret: bytes, purpose: bytes, key_id: str, payload: bytes) -> bytes:
         message = b"%s\x00%s\x00%s" % (purpose, key_id.encode("ascii"), payload)
-        return hmac.new(secret, message, hashlib.sha256).digest()[:MAC_BYTES]
+        return hmac.digest(secret, message, "sha256")[:MAC_BYTES]
 
     def sign(self, purpose: bytes, payload: bytes) -> str:
         """The token carrying ``payload`` for ``purpose``, signed with the first key."""

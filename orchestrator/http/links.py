@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import html
 import logging
+import threading
 from collections.abc import Awaitable, Callable
 from email import policy
 from email.message import EmailMessage
@@ -82,15 +83,36 @@ def link_routes(store: Store, links: MessageLinks | None, clock: Clock | None = 
     the system clock)."""
     if links is None:
         return []
-    clock = clock or SystemClock()
+    writer = _Writer(store, clock or SystemClock())
     routes: list[Route] = []
     if links.unsubscribe is not None:
-        page = _unsubscribe_endpoint(store, links.unsubscribe, clock)
+        page = _unsubscribe_endpoint(writer, links.unsubscribe)
         routes.append(Route("/u/{token}", page, methods=["GET", "POST"], name="unsubscribe"))
     if links.tracking is not None:
-        routes.append(Route("/c/{token}", _click_endpoint(store, links.tracking, clock), name="click"))
-        routes.append(Route("/o/{token}.gif", _open_endpoint(store, links.tracking, clock), name="open"))
+        routes.append(Route("/c/{token}", _click_endpoint(writer, links.tracking), name="click"))
+        routes.append(Route("/o/{token}.gif", _open_endpoint(writer, links.tracking), name="open"))
     return routes
+
+
+class _Writer:
+    """Runs the routes' writes on worker threads, one at a time: on SQLite, writers that meet at the
+    database's lock back off by sleeping (up to 100 ms at a time), so concurrent clicks queue here instead,
+    where the next one starts as soon as the last one commits."""
+
+    def __init__(self, store: Store, clock: Clock) -> None:
+        self.store = store
+        self.clock = clock
+        self._lock = threading.Lock()
+
+    def now_us(self) -> int:
+        return to_us(self.clock.now())
+
+    def _locked(self, call: Callable[..., bool], *args: object) -> bool:
+        with self._lock:
+            return call(self.store, *args)
+
+    async def run(self, call: Callable[..., bool], *args: object) -> bool:
+        return await run_in_threadpool(self._locked, call, *args)
 
 
 # -- unsubscribe ----------------------------------------------------------------------------------------
@@ -158,7 +180,7 @@ def _multipart(content_type: str, body: bytes) -> dict[str, str]:
 
 
 def _unsubscribe_endpoint(
-    store: Store, links: UnsubscribeLinks, clock: Clock
+    writer: _Writer, links: UnsubscribeLinks
 ) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         who = links.read(request.path_params["token"])
@@ -177,9 +199,8 @@ def _unsubscribe_endpoint(
             source = "unsubscribe_link"
         else:
             return _page("Unsubscribe", "This request does not ask to unsubscribe.", 400)
-        now_us = to_us(clock.now())
         try:
-            await run_in_threadpool(unsubscribe, store, customer_id, channel, source, now_us)
+            await writer.run(unsubscribe, customer_id, channel, source, writer.now_us())
         except Exception as exc:
             if not is_database_error(exc):
                 raise
@@ -193,40 +214,36 @@ def _unsubscribe_endpoint(
 # -- tracking -------------------------------------------------------------------------------------------
 
 
-async def _record(what: str, call: Callable[..., bool], *args: object) -> None:
+async def _record(writer: _Writer, what: str, call: Callable[..., bool], *args: object) -> None:
     """Record an open or click; a store that fails costs the event (one log line), never the answer."""
     try:
-        await run_in_threadpool(call, *args)
+        await writer.run(call, *args, writer.now_us())
     except Exception as exc:
         if not is_database_error(exc):
             raise
         log.warning("could not record an email %s: %s", what, type(exc).__name__)
 
 
-def _click_endpoint(
-    store: Store, tracking: TrackingLinks, clock: Clock
-) -> Callable[[Request], Awaitable[Response]]:
+def _click_endpoint(writer: _Writer, tracking: TrackingLinks) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         found = tracking.read_click(request.path_params["token"])
         if found is None:
             return PlainTextResponse("This link is not valid.\n", status_code=400, headers=NO_STORE)
         message_id, url = found
         if request.method == "GET":  # link checkers that only HEAD a link do not count as a click
-            await _record("click", record_click, store, message_id, url, to_us(clock.now()))
+            await _record(writer, "click", record_click, message_id, url)
         return RedirectResponse(url, status_code=302, headers=NO_STORE)
 
     return endpoint
 
 
-def _open_endpoint(
-    store: Store, tracking: TrackingLinks, clock: Clock
-) -> Callable[[Request], Awaitable[Response]]:
+def _open_endpoint(writer: _Writer, tracking: TrackingLinks) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         message_id = tracking.read_open(request.path_params["token"])
         if message_id is None:
             return Response(status_code=404, headers=NO_STORE)
         if request.method == "GET":
-            await _record("open", record_open, store, message_id, to_us(clock.now()))
+            await _record(writer, "open", record_open, message_id)
         return Response(PIXEL, media_type="image/gif", headers=NO_STORE)
 
     return endpoint

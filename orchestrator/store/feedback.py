@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 from sqlalchemy import Connection, false, func, insert, select, text, update
 
+from orchestrator.store.bulk import executemany, fetch
 from orchestrator.store.customers import (
     CONSENT_CHANGES,
     CONSENTS,
@@ -26,10 +26,7 @@ from orchestrator.store.customers import (
     ensure_customer_keys,
     next_revision,
 )
-from orchestrator.store.events import EVENTS, event_type_ids, insert_new_events
-from orchestrator.store.tables import Message
-
-MESSAGES = Message.__table__  # type: ignore[attr-defined]
+from orchestrator.store.events import event_type_ids
 
 
 def record_opt_out(conn: Connection, customer_id: str, channel: str, source: str, at_us: int) -> bool:
@@ -77,16 +74,16 @@ class TrackedMessage:
 
 
 def tracked_message(conn: Connection, message_id: int) -> TrackedMessage | None:
-    col = MESSAGES.c
-    row = conn.execute(
-        select(
-            col.id, col.idempotency_key, col.journey_id, col.version, col.step, col.channel,
-            col.customer_key, col.test,
-        ).where(col.id == int(message_id))
-    ).first()  # fmt: skip
-    if row is None:
+    rows = fetch(
+        conn,
+        "SELECT id, idempotency_key, journey_id, version, step, channel, customer_key, test "
+        "FROM messages WHERE id = :id",
+        {"id": int(message_id)},
+    )
+    if not rows:
         return None
-    return TrackedMessage(int(row[0]), row[1], row[2], int(row[3]), row[4], row[5], int(row[6]), bool(row[7]))
+    r = rows[0]
+    return TrackedMessage(int(r[0]), r[1], r[2], int(r[3]), r[4], r[5], int(r[6]), bool(r[7]))
 
 
 def record_tracked_event(
@@ -101,23 +98,35 @@ def record_tracked_event(
 ) -> bool:
     """Store one event with its own-id ``key`` unless that key is stored, or ``previous_key`` (the same
     event's key in the window before) was stored less than ``window_us`` before ``ts_us``; True when
-    stored."""
-    if conn.dialect.name == "postgresql":  # as insert_new_events does: the look-up below stays exact
+    stored. One event in plain SQL, as ``events.insert_new_events`` stores many: its id is one more than
+    the largest, taken while the writer holds the table (SQLite's write lock, a table lock on
+    PostgreSQL), so ids grow in commit order and the look-up of the keys is exact."""
+    if conn.dialect.name == "postgresql":
         conn.execute(text("LOCK TABLE events IN SHARE ROW EXCLUSIVE MODE"))
-    col = EVENTS.c
-    found = conn.execute(
-        select(col.event_key, col.ts_us).where(col.event_key < 0, col.event_key.in_([key, previous_key]))
-    ).all()
+    found = fetch(
+        conn,
+        "SELECT event_key, ts_us FROM events WHERE event_key < 0 AND event_key IN (:key, :previous)",
+        {"key": int(key), "previous": int(previous_key)},
+    )
     for stored_key, stored_ts in found:
         if stored_key == key or ts_us - int(stored_ts) < window_us:
             return False
-    type_id = event_type_ids(conn, [name])[name]
-    _, _, rows = insert_new_events(
+    types = fetch(conn, "SELECT id FROM event_types WHERE name = :name", {"name": name})
+    type_id = int(types[0][0]) if types else event_type_ids(conn, [name])[name]
+    next_id = int(fetch(conn, "SELECT COALESCE(MAX(id), 0) + 1 FROM events", {})[0][0])
+    executemany(
         conn,
-        np.array([customer_key], np.int64),
-        np.array([type_id], np.int64),
-        np.array([ts_us], np.int64),
-        [properties_json],
-        np.array([key], np.int64),
+        "INSERT INTO events (id, customer_key, type_id, ts_us, properties, event_key) "
+        "VALUES (:id, :customer, :type, :ts, :properties, :key)",
+        [
+            {
+                "id": next_id,
+                "customer": int(customer_key),
+                "type": type_id,
+                "ts": int(ts_us),
+                "properties": properties_json,
+                "key": int(key),
+            }
+        ],
     )
-    return len(rows) == 1
+    return True
