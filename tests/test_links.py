@@ -31,6 +31,7 @@ from orchestrator.channels.mail import UnsubscribeLinks
 from orchestrator.channels.signing import Keyring, b64decode, b64encode
 from orchestrator.clock import SimulatedClock, to_us
 from orchestrator.config import load_config, unsubscribe_missing
+from orchestrator.engine.preview import render_step
 from orchestrator.engine.tick import Engine
 from orchestrator.engine.workspace import load_workspace, unsubscribe_warnings, validate_paths
 from orchestrator.http.links import link_routes
@@ -329,6 +330,20 @@ def test_marketing_email_carries_unsubscribe_and_tracking_and_transactional_does
     )
 
 
+def test_preview_shows_the_links_dispatch_would_put(tmp_path: Path) -> None:
+    shop = Shop(tmp_path)
+    row = render_step(
+        shop.engine.workspace, shop.store, "promo", "offer", shop.clock, "ann", links=shop.links
+    )
+    assert row["status"] == "queued"
+    assert f"Unsubscribe: {shop.links.for_template('ann', 'email')['unsubscribe']}" in row["body"]
+    sample = render_step(shop.engine.workspace, None, "promo", "offer", shop.clock, links=shop.links)
+    assert shop.links.for_template("sample-customer", "email")["unsubscribe"] in sample["body"]
+    # Without links, a template that reads links.unsubscribe cannot render: the reason says so.
+    failed = render_step(shop.engine.workspace, shop.store, "promo", "offer", shop.clock, "ann")
+    assert failed["status"] == "failed" and "unsubscribe" in failed["reason"]
+
+
 @pytest.fixture
 def serve() -> Iterator[Any]:
     """Start a Starlette app with the given routes under uvicorn on a free loopback port; stopped after."""
@@ -595,21 +610,29 @@ def test_validate_warns_of_real_email_without_unsubscribe(tmp_path: Path) -> Non
     journeys = [tmp_path / "journeys"]
     config_file = tmp_path / "orchestrator.yaml"
     config_file.write_text("channels:\n  email:\n    provider: smtp\n    host: smtp.example.com\n")
-    provider = unsubscribe_missing(load_config(start=tmp_path, environ={}))
-    assert provider == "smtp"
-    warnings = [str(w) for w in unsubscribe_warnings(journeys, provider)]
-    # The two marketing email steps of promo; not the transactional receipt, not the webhook.
-    assert len(warnings) == 2 and all("promo.yaml" in w for w in warnings)
-    assert "without unsubscribe links: add an unsubscribe: section" in warnings[0]
-    # The outbox, or an unsubscribe section: no warning.
+    config = load_config(start=tmp_path, environ={})
+    assert unsubscribe_missing(config) == "smtp"
+    warnings = [str(w) for w in unsubscribe_warnings(journeys, config)]
+    # The two marketing email steps of promo (not the transactional receipt, not the webhook), then each
+    # step whose templates read links.unsubscribe, which fails without the section.
+    assert [w.split(": ", 1)[1] for w in warnings if "through smtp" in w] == [
+        "marketing email goes out through smtp without unsubscribe links: add an unsubscribe: section to "
+        "the workspace config (Gmail and Yahoo require one-click unsubscribe of bulk senders)"
+    ] * 2
+    assert all("promo.yaml" in w for w in warnings if "through smtp" in w)
+    failing = [w for w in warnings if "links.unsubscribe needs an unsubscribe: section" in w]
+    assert len(failing) == 3  # once per step: promo's two, the receipt's
+    # The outbox: only the templates' warning; an unsubscribe section: none at all.
     config_file.write_text("channels:\n  email:\n    provider: outbox\n")
-    assert unsubscribe_missing(load_config(start=tmp_path, environ={})) is None
+    config = load_config(start=tmp_path, environ={})
+    assert unsubscribe_missing(config) is None
+    assert all("links.unsubscribe" in str(w) for w in unsubscribe_warnings(journeys, config))
     config_file.write_text(
         "channels:\n  email:\n    provider: smtp\n    host: smtp.example.com\n"
         "unsubscribe:\n  base_url: https://shop.example/u\n  keys:\n    - {id: k1, secret: '${K}'}\n"
     )
-    assert unsubscribe_missing(load_config(start=tmp_path, environ={"K": OLD[1]})) is None
-    assert unsubscribe_warnings(journeys, None) == []
+    config = load_config(start=tmp_path, environ={"K": OLD[1]})
+    assert unsubscribe_missing(config) is None and unsubscribe_warnings(journeys, config) == []
 
 
 def test_templates_may_read_links_unsubscribe_only(tmp_path: Path) -> None:

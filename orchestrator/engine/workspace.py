@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from orchestrator.channels.templates import TemplateRenderer
+from orchestrator.config import WorkspaceConfig, unsubscribe_missing
 from orchestrator.spec import (
     JourneyPlan,
     LoadedJourney,
@@ -48,7 +49,7 @@ from orchestrator.spec.templates_check import (
     instance_reads,
     template_reads,
 )
-from orchestrator.spec.yamlio import read_text
+from orchestrator.spec.yamlio import Path_, read_text
 
 
 @dataclass
@@ -198,11 +199,16 @@ def validate_paths(
     return files, problems
 
 
-def unsubscribe_warnings(paths: Iterable[str | Path], provider: str | None) -> list[Problem]:
-    """For ``validate``: with ``provider`` (``config.unsubscribe_missing``: real email, no unsubscribe
-    section), a warning at every marketing email step of the journeys under ``paths``. Files that do not
-    load are skipped (``validate_paths`` reports them)."""
-    if provider is None:
+def unsubscribe_warnings(
+    paths: Iterable[str | Path], config: WorkspaceConfig, templates: Path | None = None
+) -> list[Problem]:
+    """For ``validate``, against the workspace config: a warning at every marketing email step when email
+    goes out through a real provider without an ``unsubscribe`` section (``config.unsubscribe_missing``),
+    and at every send step whose templates read ``links.unsubscribe`` when there is no such section (its
+    messages would fail). Files that do not load are skipped (``validate_paths`` reports them)."""
+    provider = unsubscribe_missing(config)
+    configured = config.file.unsubscribe is not None
+    if provider is None and configured:
         return []
     warnings: list[Problem] = []
     for path in find_journey_files(paths):
@@ -210,7 +216,23 @@ def unsubscribe_warnings(paths: Iterable[str | Path], provider: str | None) -> l
             loaded = load_journey(path)
         except (SpecError, OSError):
             continue
-        warnings.extend(references.unsubscribe_warnings(loaded, provider))
+        if provider is not None:
+            warnings.extend(references.unsubscribe_warnings(loaded, provider))
+        root = templates or templates_root_for(path)
+        if configured or root is None:
+            continue
+        steps: set[Path_] = set()
+        for where, template, line, _, name in template_reads(loaded, TemplateRenderer(root), {"links"}):
+            if where[:3] in steps:  # once per step: its first template that reads it
+                continue
+            steps.add(where[:3])
+            warnings.append(
+                loaded.problem(
+                    where,
+                    f"{template} line {line}: links.{name} needs an unsubscribe: section in the workspace "
+                    "config; without one every message of this step fails",
+                )
+            )
     return warnings
 
 

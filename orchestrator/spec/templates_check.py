@@ -288,13 +288,13 @@ def _root_reads(tree: nodes.Template, roots: set[str]) -> Iterator[tuple[int, st
 
 
 def template_reads(
-    loaded: LoadedJourney, templates: TemplateSource
+    loaded: LoadedJourney, templates: TemplateSource, roots: set[str] | None = None
 ) -> list[tuple[Path_, str, int, str, str]]:
     """Every ``<root>.<name>`` read of the journey's templates (and of the files they include, import or
-    extend) for the roots ``customer``, ``entry`` and the ids of ``wait_for`` steps: (where in the journey,
-    which template, line, root, name). Templates that cannot be read are skipped: ``check_templates``
-    reports them."""
-    roots = {"customer"} | instance_roots(loaded.journey)
+    extend) for the ``roots`` (default: ``customer``, ``entry`` and the ids of ``wait_for`` steps): (where
+    in the journey, which template, line, root, name). Templates that cannot be read are skipped:
+    ``check_templates`` reports them."""
+    roots = roots if roots is not None else {"customer"} | instance_roots(loaded.journey)
     env = _environment(templates)
     out: list[tuple[Path_, str, int, str, str]] = []
 
