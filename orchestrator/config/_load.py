@@ -299,3 +299,13 @@ def routes_of(config: WorkspaceConfig) -> tuple[frozenset[str] | None, frozenset
     webhook = channels.get("webhook")
     endpoints = None if webhook is None or webhook.provider == "outbox" else config.webhook_endpoints
     return frozenset(channels), endpoints
+
+
+def unsubscribe_missing(config: WorkspaceConfig) -> str | None:
+    """The provider of ``channels.email`` when it delivers for real (not the outbox) and the config has no
+    ``unsubscribe`` section: marketing email would then go out without ``List-Unsubscribe``, which large
+    mailbox providers require of bulk senders. None when that is not the case."""
+    email = config.channels().get("email")
+    if email is None or email.provider == "outbox" or config.file.unsubscribe is not None:
+        return None
+    return email.provider

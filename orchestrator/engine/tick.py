@@ -29,6 +29,7 @@ from sqlalchemy import Connection, text
 
 from orchestrator.channels.base import ChannelRouter
 from orchestrator.channels.delivery import DeliveryMode
+from orchestrator.channels.links import MessageLinks
 from orchestrator.clock import Clock, from_us, to_us
 from orchestrator.durations import US_PER_SECOND
 from orchestrator.engine.customer_state import CustomerState
@@ -134,9 +135,11 @@ class Engine:
         *,
         global_holdout: float = 0.0,
         delivery: Mapping[str, DeliveryMode] | None = None,
+        links: MessageLinks | None = None,
     ) -> None:
         """``global_holdout`` is the percent of all customers that no journey messages (0 to 100);
-        ``delivery`` maps channels to their delivery mode (default ``at_least_once``)."""
+        ``delivery`` maps channels to their delivery mode (default ``at_least_once``); ``links`` are the
+        unsubscribe and tracking links dispatch puts in messages (``channels.links.message_links``)."""
         if not 0.0 <= global_holdout <= 100.0:
             raise ValueError(f"the global holdout is a percent between 0 and 100, not {global_holdout:g}")
         self.store = store
@@ -145,6 +148,7 @@ class Engine:
         self.clock = clock
         self.global_holdout = global_holdout
         self.delivery: dict[str, DeliveryMode] = dict(delivery or {})
+        self.links = links
         # Set (by the daemon's second stop signal) to end a dispatch after the group in flight is recorded.
         self.hurry = threading.Event()
         self._old_plans: dict[tuple[str, int], JourneyPlan] = {}
@@ -572,6 +576,7 @@ class Engine:
             journeys=[plan.id for plan in self.workspace.plans],
             stop=self.hurry.is_set,
             on_batch=on_batch,
+            links=self.links,
         )
         return dispatch_queued(self.store, self.router, self.clock, context, limit=limit)
 
