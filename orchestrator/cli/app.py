@@ -138,7 +138,7 @@ def _invoke(
         check_config_path(config_path)
         settings = Settings(config_path)
         args = Args(command=name, verbose=root.verbose, config=config_path, **build(settings))
-        return int(getattr(commands, f"cmd_{name}")(args) or 0)
+        return int(getattr(commands, f"cmd_{name.replace('-', '_')}")(args) or 0)
 
     return run_guarded(name, root.verbose, body)
 
@@ -153,7 +153,14 @@ def command(name: str, help: str, **kwargs: Any) -> Callable[[Callable[..., Any]
 @command("validate", "check journey files and their templates")
 def validate(
     ctx: typer.Context,
-    paths: Annotated[list[str], typer.Argument(metavar="PATH", help="journey files or folders")],
+    paths: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="[PATH]...",
+            help="journey files or folders (default: the workspace config's journeys, else journeys/)",
+            show_default=False,
+        ),
+    ] = None,
     templates: o.Templates = None,
     db: Annotated[
         str | None,
@@ -167,7 +174,16 @@ def validate(
     config: o.ConfigFile = None,
 ) -> int:
     return _invoke(
-        ctx, "validate", config, lambda s: {"paths": paths, "templates": s.templates(templates), "db": db}
+        ctx,
+        "validate",
+        config,
+        lambda s: {
+            "paths": s.journeys(paths or None),
+            "templates": s.templates(templates),
+            "db": db,
+            # Sends checked against the providers and webhooks the workspace config sets up.
+            "workspace_config": s.workspace_config(),
+        },
     )
 
 
@@ -621,6 +637,93 @@ def preview(
             "now": now,
             "format": format,
             "db": s.db(db),
+        },
+    )
+
+
+@command("init", "create a workspace: config, a journey with its templates, a policy and sample data")
+def init(
+    ctx: typer.Context,
+    folder: Annotated[
+        Path,
+        typer.Argument(metavar="DIR", help="the folder to create it in (made if missing; existing files are "
+        "never overwritten)"),
+    ] = Path("."),
+) -> int:
+    return _invoke(ctx, "init", None, lambda s: {"folder": folder})
+
+
+@command("config", "print the settings in effect (config file, flags, environment), secrets masked")
+def config_(
+    ctx: typer.Context,
+    format: Annotated[
+        Literal["yaml", "json"], typer.Option("--format", help="yaml or json")
+    ] = "yaml",
+    journeys: o.Journeys = None,
+    templates: o.Templates = None,
+    outbox: o.Outbox = None,
+    global_holdout: o.GlobalHoldout = None,
+    delivery: o.Delivery = None,
+    db: o.Db = None,
+    config: o.ConfigFile = None,
+) -> int:
+    return _invoke(
+        ctx,
+        "config",
+        config,
+        lambda s: {
+            "format": format,
+            "workspace_config": s.workspace_config(),
+            **_engine_settings(s, journeys, templates, outbox, global_holdout, delivery, db),
+        },
+    )
+
+
+@command(
+    "send-test",
+    "send one message of a send step to an address through the configured provider, marked as a test",
+)
+def send_test(
+    ctx: typer.Context,
+    journey: Annotated[str, typer.Argument(metavar="JOURNEY", help="journey id")],
+    step: Annotated[str, typer.Argument(metavar="STEP", help="the send step's id")],
+    to: Annotated[
+        str,
+        typer.Option(
+            "--to",
+            metavar="ADDRESS",
+            help="where it goes: an email address, a phone number, a device token or a webhook endpoint name",
+        ),
+    ],
+    customer: Annotated[
+        str | None,
+        typer.Option(
+            "--customer",
+            metavar="ID",
+            help="render it for this customer of the store (default: sample data, each customer attribute "
+            "the templates read shown as [name])",
+        ),
+    ] = None,
+    journeys: o.Journeys = None,
+    templates: o.Templates = None,
+    outbox: o.Outbox = None,
+    db: o.Db = None,
+    config: o.ConfigFile = None,
+) -> int:
+    return _invoke(
+        ctx,
+        "send-test",
+        config,
+        lambda s: {
+            "journey": journey,
+            "step": step,
+            "to": to,
+            "customer": customer,
+            "journeys": s.journeys(journeys),
+            "templates": s.templates(templates),
+            "outbox": s.outbox(outbox),
+            "db": s.db(db),
+            "workspace_config": s.workspace_config(require_secrets=True),
         },
     )
 

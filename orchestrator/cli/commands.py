@@ -76,9 +76,17 @@ def _hold(args: Args, command: str) -> Holding:
 
 
 def cmd_validate(args: Args) -> int:
-    files, problems = validate_paths(args.paths, args.templates)
+    from orchestrator.config import routes_of
+    from orchestrator.engine.workspace import Routes, unsubscribe_warnings
+
+    config = args.workspace_config
+    routes = None if config is None or config.path is None else Routes(*routes_of(config))
+    files, problems = validate_paths(args.paths, args.templates, routes)
     notes: list[str] = []
     warnings: list[str] = []
+    if config is not None and config.path is not None and files:
+        # Marketing email through a real provider without unsubscribe links, and the like.
+        warnings += [str(w) for w in unsubscribe_warnings(args.paths, config, args.templates)]
     if files and getattr(args, "db", None) and not problems:
         from orchestrator.engine.template_data import missing_customer_attributes
         from orchestrator.engine.validation import store_problems
@@ -92,7 +100,7 @@ def cmd_validate(args: Args) -> int:
             problems, notes = store_problems(args.paths, store)
             # Warnings: a message whose template reads an attribute its customer lacks fails (is recorded).
             workspace = load_workspace(args.paths, args.templates)
-            warnings = [str(missing) for missing in missing_customer_attributes(workspace, store)]
+            warnings += [str(missing) for missing in missing_customer_attributes(workspace, store)]
         finally:
             store.dispose()
     for problem in problems:
@@ -470,3 +478,50 @@ def _integer_sum(ids: np.ndarray) -> int | None:
     if len(text) and not bool(np.all(np.char.isdigit(unsigned))):
         return None
     return int(text.astype(np.int64).sum()) if len(text) else 0
+
+
+def cmd_init(args: Args) -> int:
+    from orchestrator.config import WorkspaceExists, init_workspace
+
+    try:
+        written = init_workspace(args.folder, SystemClock().now())
+    except WorkspaceExists as exc:
+        raise Failure(str(exc)) from None
+    folder = args.folder
+    print(f"created a workspace in {folder}:")
+    for path in written:
+        print(f"  {path.relative_to(folder)}")
+    where = "" if folder.resolve() == Path.cwd().resolve() else f"cd {folder} && "
+    print("next:")
+    print(f"  {where}orchestrator validate")
+    print("  orchestrator ingest sample/customers.csv sample/events.jsonl")
+    print("  orchestrator run --once          # the welcome emails land in outbox/")
+    return 0
+
+
+def cmd_config(args: Args) -> int:
+    from orchestrator.config import effective
+
+    config = args.workspace_config
+    overrides = {
+        "store": args.db,
+        "journeys": [str(p) for p in args.journeys],
+        "templates": args.templates,
+        "outbox": args.outbox,
+        "global_holdout": args.global_holdout,
+    }
+    data = effective(config, overrides)
+    for channel, mode in args.delivery.items():  # --delivery / $ORCHESTRATOR_DELIVERY
+        section = data["channels"].get(channel)
+        if isinstance(section, dict):
+            section["delivery"] = mode
+    if args.format == "json":
+        print(json.dumps(data, indent=2, default=str))
+    else:
+        import yaml
+
+        print(yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100), end="")
+    sys.stdout.flush()
+    for name in config.unset_secrets:
+        print(f"warning: {name} is not set in the environment", file=sys.stderr)
+    return 0

@@ -5,9 +5,9 @@ environment variable that set it before there was a config (``ORCHESTRATOR_DB``,
 ``ORCHESTRATOR_GLOBAL_HOLDOUT``, ``ORCHESTRATOR_DELIVERY``), else from its default. Every flag defaults to
 None, so "not given" is told apart from a value that happens to equal the default.
 
-The workspace config is read by ``load_workspace_config`` (one hook: today it reads nothing and every
-setting comes from its flag, the environment or the default). ``--config PATH`` names the file; without
-it, the config layer looks for ``orchestrator.yaml`` in the current folder.
+The workspace config is ``orchestrator.yaml`` (``--config PATH``, else the file in the current folder or
+the nearest folder above it); ``load_workspace_config`` turns it into settings by name. Paths in it are
+relative to its own folder.
 
 Nothing here imports the core at module level: the command line must start quickly.
 """
@@ -21,10 +21,11 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from orchestrator.cli.errors import UsageError
+from orchestrator.cli.errors import Failure, UsageError
 
 if TYPE_CHECKING:
     from orchestrator.channels.delivery import DeliveryMode
+    from orchestrator.config import WorkspaceConfig
 
 T = TypeVar("T")
 
@@ -44,11 +45,50 @@ ENV_DELIVERY = "ORCHESTRATOR_DELIVERY"
 
 
 def load_workspace_config(path: Path | None) -> Mapping[str, Any]:
-    """The workspace config's settings, by setting name (``db``, ``journeys``, ``templates``, ``outbox``,
-    ``inbox``, ``global_holdout``, ``delivery``, ``interval``): the config layer fills this in. ``path``
-    is ``--config`` (None: the config layer's own search). Also ``watch``, ``log_format`` and ``log_level``
-    for the daemon. Today: no config, an empty mapping."""
-    return {}
+    """The settings ``orchestrator.yaml`` gives, by setting name (``db``, ``journeys``, ``templates``,
+    ``outbox``, ``inbox``, ``global_holdout``, ``delivery``, ``interval``, ``log_format``,
+    ``log_level``): only those the file writes out, so a setting it leaves alone still comes from the
+    environment or the default. ``path`` is ``--config`` (None: ``orchestrator.yaml`` here or in the
+    nearest folder above; no file, no settings)."""
+    config = read_config(path)
+    if config.path is None:
+        return {}
+    given = config.file.model_fields_set
+    out: dict[str, Any] = {}
+    if "store" in given:
+        out["db"] = config.store
+    for name in ("journeys", "outbox"):
+        out[name] = getattr(config, name)  # always: relative to the file, not to the working folder
+    if "templates" in given:
+        out["templates"] = config.templates
+    if "inbox" in given:
+        out["inbox"] = config.inbox
+    if "global_holdout" in given:
+        out["global_holdout"] = config.global_holdout
+    if "tick" in given:
+        out["interval"] = config.tick_seconds
+    if config.file.channels is not None:
+        out["delivery"] = config.delivery_modes()
+    if "log" in given:
+        log_given = config.file.log.model_fields_set
+        if "format" in log_given:
+            out["log_format"] = config.file.log.format
+        if "level" in log_given:
+            out["log_level"] = config.file.log.level
+    return out
+
+
+def read_config(path: Path | None, *, require_secrets: bool = False) -> WorkspaceConfig:
+    """The workspace config (``--config`` or the one found from here), its mistakes as one ``Failure``
+    listing each at ``file:line:column``."""
+    from orchestrator.config import ConfigError, load_config
+
+    try:
+        return load_config(path, require_secrets=require_secrets)
+    except ConfigError as exc:
+        raise Failure(f"the workspace config is not valid:\n{exc}") from None
+    except FileNotFoundError as exc:
+        raise UsageError(f"--config: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -76,6 +116,11 @@ class Settings:
         if self._config is None:
             self._config = load_workspace_config(self.config_path)
         return self._config
+
+    def workspace_config(self, *, require_secrets: bool = False) -> WorkspaceConfig:
+        """The whole workspace config (providers, webhooks, links...). With ``require_secrets`` (the
+        commands that send), a secret whose environment variable is unset is a problem at its line."""
+        return read_config(self.config_path, require_secrets=require_secrets)
 
     def _pick(self, name: str, flag: T | None, option: str, env: str | None = None) -> Resolved[Any] | None:
         """The first of flag, config and environment that holds the setting; None when none does."""

@@ -47,7 +47,8 @@ class WorkspaceConfig:
     file: ConfigFile
     root: Path
     path: Path | None = None
-    unset_secrets: tuple[str, ...] = field(default=())  # dotted paths of secrets whose variable is unset
+    # ``path: ${NAME}`` of each secret whose environment variable is unset
+    unset_secrets: tuple[str, ...] = field(default=())
 
     def __repr__(self) -> str:  # the store URL may carry a password: never in a repr
         return f"WorkspaceConfig(path={self.path!r}, root={self.root!r})"
@@ -164,7 +165,8 @@ def load_config_text(
     if problems:
         raise ConfigError(sorted(problems, key=lambda p: (p.line, p.column)))
     root = file.resolve().parent
-    return WorkspaceConfig(model, root, file.resolve(), tuple(dotted(path) for path, _ in unset))
+    missing = tuple(f"{dotted(path)}: ${{{secret.name}}}" for path, secret in unset)
+    return WorkspaceConfig(model, root, file.resolve(), missing)
 
 
 def _anchor_sqlite(url: str, root: Path) -> str:
