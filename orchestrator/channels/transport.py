@@ -1,35 +1,51 @@
-"""A small HTTP client for provider APIs: one POST, a deadline on the whole exchange, a bounded answer.
+"""HTTP for provider APIs: pooled httpx clients with a deadline on the whole exchange and bounded answers.
 
-The stdlib's ``http.client`` is enough for form and JSON POSTs, and keeps the dependencies small. What this
-adds is the discipline every adapter needs: ``timeout_s`` bounds the connection, the upload and every read,
-and the whole exchange stops at the same deadline even against a server that answers one byte at a time (a
-watchdog timer shuts the socket at the deadline); the answer's body is read up to ``max_response_bytes``
-(provider answers are small; an error page is cut).
-Failures are raised as ``OSError`` (``TimeoutError`` for the deadline, ``ConnectionError`` for the rest,
-including malformed HTTP), which the adapters turn into transient results.
+Each provider adapter owns one ``HttpPool``: one ``httpx.Client`` whose connections are kept alive and
+reused (HTTP/1.1 keep-alive, or HTTP/2 multiplexing when ``http2`` is on: through TLS with ALPN, or with
+prior knowledge on ``http://`` URLs when ``http1`` is off), shared by every thread of the adapter (httpx's
+client is thread-safe) and closed by ``close()``. What the pool adds to httpx is the discipline every
+adapter needs:
+
+- ``timeout_s`` is a deadline on the whole exchange, not on each step: waiting for a pooled connection,
+  connecting, TLS, sending and every read stop at the same instant, even against a server that answers
+  one byte at a time. httpx's own timeouts bound each operation; here every socket operation of the
+  exchange gets the time left before its deadline as its timeout (a network backend wraps httpcore's
+  streams), so the sum cannot run past it.
+- The answer's body is read up to ``max_response_bytes`` (provider answers are small; an error page is
+  cut), raw: the request asks for ``Accept-Encoding: identity`` so no compressed bomb is inflated.
+- Failures are raised as ``OSError``: ``TimeoutError`` past the deadline, ``ConnectionError`` for the rest
+  (refused, reset, malformed HTTP), which the adapters turn into transient results. An HTTP error status
+  is an answer, not an exception.
+
+With HTTP/2 several exchanges share one connection, and httpcore fails every stream of a connection whose
+read timed out: a deadline reached on one stream makes its neighbours transient failures too (sent again
+later with the same idempotency key). Proxies from the environment are not used (``trust_env`` off): the
+deadline holds only on connections this module makes.
 
 ``deliver_once`` is the send path the HTTP adapters (push, SMS, webhook) share: the channel check and the
-memo of sent keys first, then the adapter's own request, one POST, and the answer classified in
-``delivery``.
+memo of sent keys first, then the adapter's own request, the provider's rate limit, one POST, and the
+answer classified in ``delivery``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import http.client
-import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
+
+import httpcore
+import httpx
 
 from orchestrator.channels.base import DeliveryResult, OutgoingMessage
 from orchestrator.channels.delivery import SentKeys, classify_http, transport_failure
+from orchestrator.channels.limits import RateLimiter
 
 USER_AGENT = "orchestrator/0.1"
-_READ_CHUNK = 16_384
+DEFAULT_MAX_RESPONSE_BYTES = 65_536
 
 
 @dataclass(frozen=True)
@@ -69,9 +85,213 @@ class Endpoint:
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         return cls(parts.scheme, parts.hostname, port, target)
 
+    @property
+    def origin(self) -> str:
+        """``scheme://host:port``, the part of a URL before its target."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return self.origin + self.target
+
+
+# -- the deadline -------------------------------------------------------------------------------------
+
+# The deadline of the exchange running on this thread (httpx's sync client does all its I/O on the
+# calling thread), as a time.monotonic() value; unset outside an exchange.
+_exchange = threading.local()
+
+
+def _left(timeout: float | None, error: type[Exception]) -> float | None:
+    """``timeout`` cut to the time left before this thread's deadline; ``error`` once it has passed."""
+    deadline: float | None = getattr(_exchange, "deadline", None)
+    if deadline is None:
+        return timeout
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise error("the exchange reached its deadline")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A network stream whose every operation ends by the deadline of the exchange using it."""
+
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, _left(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, _left(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(
+        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.NetworkStream:
+        inner = self._inner.start_tls(ssl_context, server_hostname, _left(timeout, httpcore.ConnectTimeout))
+        return _DeadlineStream(inner)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    """httpcore's blocking backend with ``_DeadlineStream`` streams."""
+
+    def __init__(self) -> None:
+        self._inner = httpcore.SyncBackend()
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        stream = self._inner.connect_tcp(
+            host, port, _left(timeout, httpcore.ConnectTimeout), local_address, socket_options
+        )
+        return _DeadlineStream(stream)
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore.NetworkStream:  # pragma: no cover - provider APIs are reached over TCP
+        stream = self._inner.connect_unix_socket(
+            path, _left(timeout, httpcore.ConnectTimeout), socket_options
+        )
+        return _DeadlineStream(stream)
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+class _Transport(httpx.HTTPTransport):
+    """httpx's transport over a connection pool that uses ``_DeadlineBackend``."""
+
+    def __init__(
+        self, *, ssl_context: ssl.SSLContext, http1: bool, http2: bool, limits: httpx.Limits
+    ) -> None:
+        super().__init__(verify=ssl_context, http1=http1, http2=http2, limits=limits, trust_env=False)
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=ssl_context,
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            http1=http1,
+            http2=http2,
+            network_backend=_DeadlineBackend(),
+        )
+
+
+# -- the pool -----------------------------------------------------------------------------------------
+
+
+class HttpPool:
+    """One pooled, thread-safe HTTP client for one provider (see the module docstring).
+
+    ``max_connections`` bounds the connections open at once (with HTTP/1.1, the requests in flight);
+    idle connections are kept ``keepalive_s`` seconds. ``http2`` offers HTTP/2 (ALPN over TLS); with
+    ``http1`` off as well, ``http://`` URLs speak HTTP/2 with prior knowledge (h2c). ``ssl_context``
+    defaults to the system's trusted certificates.
+    """
+
+    def __init__(
+        self,
+        *,
+        timeout_s: float = 10.0,
+        ssl_context: ssl.SSLContext | None = None,
+        max_connections: int = 16,
+        keepalive_s: float = 5.0,
+        http1: bool = True,
+        http2: bool = False,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+    ) -> None:
+        if not timeout_s > 0:
+            raise ValueError("timeout_s must be > 0")
+        if max_connections < 1:
+            raise ValueError("max_connections must be at least 1")
+        if not (http1 or http2):
+            raise ValueError("enable http1, http2 or both")
+        if max_response_bytes < 0:
+            raise ValueError("max_response_bytes must be >= 0")
+        self.timeout_s = timeout_s
+        self.max_response_bytes = max_response_bytes
+        limits = httpx.Limits(
+            max_connections=max_connections,
+            max_keepalive_connections=max_connections,
+            keepalive_expiry=keepalive_s,
+        )
+        transport = _Transport(
+            ssl_context=ssl_context or ssl.create_default_context(), http1=http1, http2=http2, limits=limits
+        )
+        self._client = httpx.Client(
+            transport=transport,
+            timeout=httpx.Timeout(timeout_s),
+            headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
+            trust_env=False,
+            follow_redirects=False,
+        )
+        self._closed = False
+
+    def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> HttpResponse:
+        """POST ``body`` to ``url`` (see the module docstring for the bounds and the errors raised)."""
+        return self.request("POST", url, body=body, headers=headers)
+
+    def request(
+        self, method: str, url: str, *, body: bytes = b"", headers: Mapping[str, str] | None = None
+    ) -> HttpResponse:
+        """One exchange, ended by the deadline ``timeout_s`` from now; the answer's body is cut at
+        ``max_response_bytes``."""
+        if self._closed:
+            raise ConnectionError("the HTTP client is closed")
+        deadline = time.monotonic() + self.timeout_s
+        outer: float | None = getattr(_exchange, "deadline", None)
+        _exchange.deadline = deadline if outer is None else min(deadline, outer)
+        try:
+            with self._client.stream(method, url, content=body, headers=headers) as response:
+                data = self._read(response)
+                return HttpResponse(
+                    status=response.status_code,
+                    headers={name.lower(): value for name, value in response.headers.items()},
+                    body=data,
+                )
+        except httpx.TimeoutException as exc:
+            raise TimeoutError(f"the provider did not answer within {self.timeout_s:g} s") from exc
+        except (httpx.TransportError, httpx.StreamError) as exc:
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"the provider did not answer within {self.timeout_s:g} s") from exc
+            raise ConnectionError(f"{type(exc).__name__}: {exc}") from exc
+        except RuntimeError as exc:  # httpx refuses a request on a client closed by another thread
+            raise ConnectionError(f"the HTTP client is closed: {exc}") from exc
+        finally:
+            _exchange.deadline = outer
+
+    def _read(self, response: httpx.Response) -> bytes:
+        limit = self.max_response_bytes
+        chunks: list[bytes] = []
+        size = 0
+        if limit:
+            for chunk in response.iter_raw():
+                chunks.append(chunk[: limit - size])
+                size += len(chunks[-1])
+                if size >= limit:
+                    break  # the rest is not read: closing the response drops the connection
+        return b"".join(chunks)
+
+    def close(self) -> None:
+        """Close every pooled connection; later requests fail with ``ConnectionError``."""
+        self._closed = True
+        self._client.close()
+
 
 class HttpClient:
-    """POSTs to one endpoint; see the module docstring for the time and size bounds."""
+    """POSTs to one endpoint through a pool (its own unless ``pool`` is given, to share one between
+    endpoints of a provider); see the module docstring for the time and size bounds."""
 
     def __init__(
         self,
@@ -79,77 +299,38 @@ class HttpClient:
         *,
         timeout_s: float = 10.0,
         ssl_context: ssl.SSLContext | None = None,
-        max_response_bytes: int = 65_536,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        max_connections: int = 16,
+        http1: bool = True,
+        http2: bool = False,
+        pool: HttpPool | None = None,
     ) -> None:
-        if not timeout_s > 0:
-            raise ValueError("timeout_s must be > 0")
         self.endpoint = Endpoint.parse(url)
-        self.timeout_s = timeout_s
-        self.max_response_bytes = max_response_bytes
-        self._ssl_context = ssl_context
-        if self.endpoint.scheme == "https" and ssl_context is None:
-            self._ssl_context = ssl.create_default_context()
+        self._owns_pool = pool is None
+        self.pool = pool or HttpPool(
+            timeout_s=timeout_s,
+            ssl_context=ssl_context,
+            max_response_bytes=max_response_bytes,
+            max_connections=max_connections,
+            http1=http1,
+            http2=http2,
+        )
+        self.timeout_s = self.pool.timeout_s
+        self.max_response_bytes = self.pool.max_response_bytes
 
     def post(self, body: bytes, headers: Mapping[str, str], *, target: str | None = None) -> HttpResponse:
         """POST ``body`` to the endpoint (or to ``target``, a path on the same host).
 
-        Raises ``TimeoutError`` past the deadline and ``ConnectionError`` (or another ``OSError``) when the
-        exchange fails; an HTTP error status is an answer, not an exception.
+        Raises ``TimeoutError`` past the deadline and ``ConnectionError`` when the exchange fails; an HTTP
+        error status is an answer, not an exception.
         """
-        deadline = time.monotonic() + self.timeout_s
-        conn = self._connection()
-        cut = threading.Event()
-        watchdog: threading.Timer | None = None
-        try:
-            conn.connect()  # bounded by timeout_s, like every socket operation below
-            sock = conn.sock
-            left = deadline - time.monotonic()
-            if left <= 0 or sock is None:
-                raise TimeoutError("the provider did not accept the connection before the deadline")
-            # A socket timeout bounds each read, not their sum: a server that sends one byte at a time stays
-            # under it forever. The watchdog shuts the socket at the deadline, which ends any read at once.
-            watchdog = threading.Timer(left, _shut, (sock, cut))
-            watchdog.daemon = True
-            watchdog.start()
-            conn.request(
-                "POST",
-                target or self.endpoint.target,
-                body=body,
-                headers={"User-Agent": USER_AGENT, "Connection": "close", **headers},
-            )
-            response = conn.getresponse()
-            data = response.read(self.max_response_bytes)
-            if cut.is_set():  # the answer was cut by the watchdog: it is not the whole answer
-                raise TimeoutError("the provider did not finish answering before the deadline")
-            return HttpResponse(
-                status=response.status,
-                headers={name.lower(): value for name, value in response.getheaders()},
-                body=data,
-            )
-        except (OSError, http.client.HTTPException) as exc:
-            if cut.is_set() or time.monotonic() >= deadline:
-                raise TimeoutError(f"the provider did not answer within {self.timeout_s:g} s") from exc
-            if isinstance(exc, OSError):
-                raise
-            # Malformed or cut answers (BadStatusLine, IncompleteRead...): a failed exchange, like a reset.
-            raise ConnectionError(f"{type(exc).__name__}: {exc}") from exc
-        finally:
-            if watchdog is not None:
-                watchdog.cancel()
-            conn.close()
+        url = self.endpoint.url if target is None else self.endpoint.origin + target
+        return self.pool.post(url, body, headers)
 
-    def _connection(self) -> http.client.HTTPConnection:
-        host, port = self.endpoint.host, self.endpoint.port
-        if self.endpoint.scheme == "https":
-            return http.client.HTTPSConnection(host, port, timeout=self.timeout_s, context=self._ssl_context)
-        return http.client.HTTPConnection(host, port, timeout=self.timeout_s)
-
-
-def _shut(sock: socket.socket, cut: threading.Event) -> None:
-    """Stop every pending read and write on ``sock`` (from the watchdog thread)."""
-    cut.set()
-    with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)
+    def close(self) -> None:
+        """Close the pool if this client made it (a shared pool is closed by its owner)."""
+        if self._owns_pool:
+            self.pool.close()
 
 
 # -- one delivery -------------------------------------------------------------------------------------
@@ -158,13 +339,15 @@ def _shut(sock: socket.socket, cut: threading.Event) -> None:
 @dataclass(frozen=True)
 class ProviderRequest:
     """What an adapter POSTs for one message: through ``client`` (to ``target``, a path on its host, when
-    set), named ``provider`` in results."""
+    set), named ``provider`` in results; ``limiter``, when set, is the rate limit of this request's
+    provider (an adapter with several endpoints picks one per message)."""
 
     client: HttpClient
     provider: str
     body: bytes
     headers: dict[str, str]
     target: str | None = None
+    limiter: RateLimiter | None = None
 
 
 def deliver_once(
@@ -176,15 +359,17 @@ def deliver_once(
     prepare: Callable[[OutgoingMessage], ProviderRequest | DeliveryResult],
     read_answer: Callable[[HttpResponse], tuple[str | None, bool]],
     suppress_statuses: Collection[int] = (),
+    limiter: RateLimiter | None = None,
 ) -> DeliveryResult:
     """One delivery of ``message`` to an HTTP provider, at most once per idempotency key in this process.
 
     A message on a channel outside ``channels`` fails (``wrong_channel``, naming ``adapter``). A key already
     in ``sent`` answers ``sent`` with its provider id, before ``prepare`` or any call.
     Otherwise ``prepare`` builds the request, or returns the result of a message that must not be sent;
-    a network failure is a transient ``transport_failure``; an answer goes to ``classify_http`` with
-    ``read_answer``'s (provider id, recipient refused) and ``suppress_statuses``. A delivered message's key
-    and provider id are added to ``sent``.
+    then ``limiter`` (the provider's rate limit) gives the call its turn, or a transient ``rate_limited``
+    when the wait would be too long; a network failure is a transient ``transport_failure``; an answer
+    goes to ``classify_http`` with ``read_answer``'s (provider id, recipient refused) and
+    ``suppress_statuses``. A delivered message's key and provider id are added to ``sent``.
     """
     if message.channel not in channels:
         return DeliveryResult.failed(
@@ -196,6 +381,11 @@ def deliver_once(
     request = prepare(message)
     if isinstance(request, DeliveryResult):
         return request
+    limiter = request.limiter or limiter
+    if limiter is not None:
+        refused = limiter.wait_turn(request.provider)
+        if refused is not None:
+            return refused
     try:
         response = request.client.post(request.body, request.headers, target=request.target)
     except OSError as exc:
