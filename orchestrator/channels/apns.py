@@ -207,6 +207,7 @@ class ApnsAdapter:
             timeout_s=settings.timeout_s,
             ssl_context=settings.ssl_context,
             max_connections=2,
+            max_in_flight=settings.limits.concurrency,
             http1=False,
             http2=True,
         )

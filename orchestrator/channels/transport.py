@@ -194,10 +194,15 @@ class _Transport(httpx.HTTPTransport):
 class HttpPool:
     """One pooled, thread-safe HTTP client for one provider (see the module docstring).
 
-    ``max_connections`` bounds the connections open at once (with HTTP/1.1, the requests in flight);
-    idle connections are kept ``keepalive_s`` seconds. ``http2`` offers HTTP/2 (ALPN over TLS); with
-    ``http1`` off as well, ``http://`` URLs speak HTTP/2 with prior knowledge (h2c). ``ssl_context``
-    defaults to the system's trusted certificates.
+    ``max_connections`` bounds the connections open at once; idle connections are kept ``keepalive_s``
+    seconds. ``max_in_flight`` (default ``max_connections``) bounds the requests in flight: a request waits
+    for its turn here, within its deadline, never in httpcore's pool, whose queue can close a connection it
+    has just handed to a waiting request (httpcore issue 1110: the request then fails or hangs). With
+    HTTP/1.1 each request holds a connection, so keep ``max_in_flight`` at ``max_connections``; over HTTP/2
+    one connection carries many. ``http2`` offers HTTP/2 (ALPN over TLS); with ``http1`` off as well,
+    ``http://`` URLs speak HTTP/2 with prior knowledge (h2c). ``ssl_context`` defaults to the system's
+    trusted certificates. A pool serves one origin best: requests to another origin may close idle
+    connections to make room.
     """
 
     def __init__(
@@ -206,6 +211,7 @@ class HttpPool:
         timeout_s: float = 10.0,
         ssl_context: ssl.SSLContext | None = None,
         max_connections: int = 16,
+        max_in_flight: int | None = None,
         keepalive_s: float = 5.0,
         http1: bool = True,
         http2: bool = False,
@@ -219,7 +225,11 @@ class HttpPool:
             raise ValueError("enable http1, http2 or both")
         if max_response_bytes < 0:
             raise ValueError("max_response_bytes must be >= 0")
+        if max_in_flight is not None and max_in_flight < 1:
+            raise ValueError("max_in_flight must be at least 1")
         self.timeout_s = timeout_s
+        self.max_in_flight = max_in_flight or max_connections
+        self._turns = threading.BoundedSemaphore(self.max_in_flight)
         self.max_response_bytes = max_response_bytes
         limits = httpx.Limits(
             max_connections=max_connections,
@@ -251,7 +261,13 @@ class HttpPool:
             raise ConnectionError("the HTTP client is closed")
         deadline = time.monotonic() + self.timeout_s
         outer: float | None = getattr(_exchange, "deadline", None)
-        _exchange.deadline = deadline if outer is None else min(deadline, outer)
+        if outer is not None:
+            deadline = min(deadline, outer)
+        if not self._turns.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise TimeoutError(
+                f"all {self.max_in_flight} requests to the provider stayed in flight for {self.timeout_s:g} s"
+            )
+        _exchange.deadline = deadline
         try:
             with self._client.stream(method, url, content=body, headers=headers) as response:
                 data = self._read(response)
@@ -270,6 +286,7 @@ class HttpPool:
             raise ConnectionError(f"the HTTP client is closed: {exc}") from exc
         finally:
             _exchange.deadline = outer
+            self._turns.release()
 
     def _read(self, response: httpx.Response) -> bytes:
         limit = self.max_response_bytes
@@ -301,6 +318,7 @@ class HttpClient:
         ssl_context: ssl.SSLContext | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         max_connections: int = 16,
+        max_in_flight: int | None = None,
         http1: bool = True,
         http2: bool = False,
         pool: HttpPool | None = None,
@@ -312,6 +330,7 @@ class HttpClient:
             ssl_context=ssl_context,
             max_response_bytes=max_response_bytes,
             max_connections=max_connections,
+            max_in_flight=max_in_flight,
             http1=http1,
             http2=http2,
         )

@@ -130,9 +130,10 @@ class WebhookAdapter:
 
     ``endpoints`` maps endpoint names to ``WebhookEndpoint`` (each with its own URL and secret), or to bare
     URLs signed with ``secret``; or it is one URL for every message (signed with ``secret``). A message
-    naming an endpoint that is not configured fails permanently (``unknown_endpoint``). The endpoints share
-    one pooled HTTP client (``close()`` closes it); ``limits.concurrency`` bounds its connections, and each
-    endpoint has its own rate limit (``rate_per_s``, else ``limits.rate_per_s``).
+    naming an endpoint that is not configured fails permanently (``unknown_endpoint``). Endpoints on one
+    host share a pooled HTTP client (``close()`` closes them all); ``limits.concurrency`` bounds each
+    pool's connections, and each endpoint has its own rate limit (``rate_per_s``, else
+    ``limits.rate_per_s``).
     """
 
     def __init__(
@@ -157,9 +158,9 @@ class WebhookAdapter:
             raise ValueError("the webhook secret must be at least 16 characters")
         limits = limits or ProviderLimits()
         self.concurrency = limits.concurrency
-        self._pool = HttpPool(
-            timeout_s=timeout_s, ssl_context=ssl_context, max_connections=limits.concurrency
-        )
+        self._timeout_s = timeout_s
+        self._ssl_context = ssl_context
+        self._pools: dict[str, HttpPool] = {}  # one per origin (scheme, host, port): endpoints there share it
 
         # Every URL and secret is checked now, at configuration, not at the first send.
         def endpoint(value: WebhookEndpoint | str) -> WebhookEndpoint:
@@ -186,7 +187,12 @@ class WebhookAdapter:
     def _target(
         self, name: str, endpoint: WebhookEndpoint, limits: ProviderLimits, state_dir: Path | bool | None
     ) -> _Target:
-        client = HttpClient(endpoint.url, pool=self._pool)
+        origin = Endpoint.parse(endpoint.url).origin
+        if origin not in self._pools:
+            self._pools[origin] = HttpPool(
+                timeout_s=self._timeout_s, ssl_context=self._ssl_context, max_connections=limits.concurrency
+            )
+        client = HttpClient(endpoint.url, pool=self._pools[origin])
         rate = ProviderLimits(
             concurrency=limits.concurrency,
             rate_per_s=endpoint.rate_per_s or limits.rate_per_s,
@@ -237,7 +243,8 @@ class WebhookAdapter:
 
     def close(self) -> None:
         """Close the pooled connections and the rate limiters' files."""
-        self._pool.close()
+        for pool in self._pools.values():
+            pool.close()
         for target in [*self._targets.values(), *([self._default] if self._default else [])]:
             if target.limiter is not None:
                 target.limiter.close()
