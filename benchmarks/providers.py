@@ -55,8 +55,9 @@ HTML = (
 
 
 def serve_smtp(port: int) -> None:
-    """An aiosmtpd server counting the messages it accepts; prints its figures when stdin closes."""
-    from aiosmtpd.controller import Controller
+    """An aiosmtpd server counting the messages it accepts (several such processes may share the port:
+    ``SO_REUSEPORT``); prints its figures when stdin closes."""
+    from aiosmtpd.smtp import SMTP
 
     class Counting:
         messages = 0
@@ -72,11 +73,18 @@ def serve_smtp(port: int) -> None:
             Counting.messages += 1
             return "250 OK"
 
-    controller = Controller(Counting(), hostname="127.0.0.1", port=port)
-    controller.start()
-    print("ready", flush=True)
-    sys.stdin.read()
-    controller.stop()
+    handler = Counting()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(
+            lambda: SMTP(handler, hostname="127.0.0.1"), "127.0.0.1", port, reuse_port=True, backlog=1024
+        )
+        print("ready", flush=True)
+        await loop.run_in_executor(None, sys.stdin.read)
+        server.close()
+
+    asyncio.run(main())
     print(json.dumps({"messages": Counting.messages, "cpu_s": _cpu_s()}), flush=True)
 
 
@@ -196,7 +204,7 @@ class Server:
         return dict(json.loads(out.strip().splitlines()[-1]))
 
 
-def bench_smtp(messages: int, connections: int) -> dict[str, Any]:
+def bench_smtp(messages: int, connections: int, servers: int) -> dict[str, Any]:
     from orchestrator.channels import (
         ChannelLanes,
         ChannelRouter,
@@ -209,7 +217,7 @@ def bench_smtp(messages: int, connections: int) -> dict[str, Any]:
     from orchestrator.channels.mail import compose_email
 
     port = free_port()
-    server = Server("--serve", "smtp", "--port", str(port))
+    smtp_servers = [Server("--serve", "smtp", "--port", str(port)) for _ in range(servers)]
     email = EmailSettings(sender="The Shop <news@shop.example>", message_id_domain="mail.shop.example")
     settings = SmtpSettings(
         "127.0.0.1",
@@ -244,7 +252,8 @@ def bench_smtp(messages: int, connections: int) -> dict[str, Any]:
     client_cpu = _cpu_s() - cpu0
     opened = adapter.pool.opened
     adapter.close()
-    figures = server.stop()
+    stopped = [server.stop() for server in smtp_servers]
+    figures = {"messages": sum(f["messages"] for f in stopped), "cpu_s": sum(f["cpu_s"] for f in stopped)}
     failed = sum(1 for r in results if not r.ok)
     if failed or figures["messages"] != messages:
         raise RuntimeError(f"SMTP: {failed} failed, the server received {figures['messages']} of {messages}")
@@ -253,6 +262,7 @@ def bench_smtp(messages: int, connections: int) -> dict[str, Any]:
         "messages": messages,
         "email_bytes": size,
         "connections": opened,
+        "server_processes": servers,
         "pipelining": True,
         "seconds": round(elapsed, 2),
         "client_cpu_us_per_message": round(client_cpu / messages * 1e6),
@@ -360,6 +370,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0, help="length of the rate-limit run")
     parser.add_argument("--smtp-messages", type=int, default=20_000)
     parser.add_argument("--smtp-connections", type=int, default=8)
+    parser.add_argument("--smtp-servers", type=int, default=1, help="aiosmtpd processes sharing the port")
     parser.add_argument("--http-messages", type=int, default=20_000)
     parser.add_argument("--http-concurrency", type=int, default=256)
     parser.add_argument("--http-delay", type=float, default=0.05)
@@ -382,7 +393,7 @@ def main() -> None:
     parts = {part.strip() for part in args.only.split(",")}
     line: dict[str, Any] = {"smtp_per_s": None, "http_per_s": None, "rate_limit_error": None}
     if "smtp" in parts:
-        line["smtp"] = bench_smtp(args.smtp_messages, args.smtp_connections)
+        line["smtp"] = bench_smtp(args.smtp_messages, args.smtp_connections, args.smtp_servers)
         line["smtp_per_s"] = line["smtp"]["per_s"]
     if "http" in parts:
         line["http"] = bench_http(args.http_messages, args.http_concurrency, args.http_delay)

@@ -368,9 +368,8 @@ def _transaction(client: smtplib.SMTP, sender: str, recipient: str, data: bytes)
     error of a failure after that."""
     try:
         if client.does_esmtp and client.has_extn("pipelining"):
-            client.send(
-                f"MAIL FROM:{smtplib.quoteaddr(sender)}\r\nRCPT TO:{smtplib.quoteaddr(recipient)}\r\nDATA\r\n"
-            )
+            # Both addresses are bare ASCII local@domain (checked by ``mail``): no quoting to do.
+            client.send(f"MAIL FROM:<{sender}>\r\nRCPT TO:<{recipient}>\r\nDATA\r\n")
             replies = [client.getreply(), client.getreply(), client.getreply()]
         else:
             replies = []
