@@ -5,11 +5,13 @@ up, a closed port)."""
 from __future__ import annotations
 
 import random
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import pytest
-from channel_servers import LocalH2Server, LocalHttpServer, Reply, closed_port
+from channel_servers import LocalH2Server, LocalHttpServer, Reply, Request, closed_port
 
 from orchestrator.channels import Backoff, DeliveryResult
 from orchestrator.channels.delivery import (
@@ -20,7 +22,7 @@ from orchestrator.channels.delivery import (
     parse_retry_after,
     transport_failure,
 )
-from orchestrator.channels.transport import Endpoint, HttpClient, HttpPool
+from orchestrator.channels.transport import Endpoint, HttpClient, HttpPool, HttpResponse
 
 # -- the result type -------------------------------------------------------------------------------
 
@@ -314,3 +316,31 @@ def test_pool_settings_are_checked() -> None:
         HttpPool(max_connections=0)
     with pytest.raises(ValueError, match="http1, http2"):
         HttpPool(http1=False, http2=False)
+
+
+def test_http2_streams_do_not_wait_for_each_other() -> None:
+    # A stream whose answer is slow must not hold back another stream of the connection; closing the
+    # client ends the slow exchange at once with a connection error.
+    outcome: list[BaseException | HttpResponse] = []
+
+    def respond(request: Request) -> Reply:
+        return Reply(200, request.path.encode(), delay_s=30 if request.path == "/slow" else 0)
+
+    def slow_call() -> None:
+        try:
+            outcome.append(client.post(b"", {}))
+        except OSError as exc:
+            outcome.append(exc)
+
+    with LocalH2Server(respond) as server:
+        client = HttpClient(server.url("/slow"), timeout_s=60, http1=False, http2=True)
+        slow = threading.Thread(target=slow_call)
+        slow.start()
+        while not server.requests:  # the slow request is on the connection, its stream waiting
+            time.sleep(0.01)
+        fast = client.post(b"", {}, target="/fast")
+        assert fast.body == b"/fast" and outcome == []
+        client.close()
+        slow.join(timeout=10)
+    assert not slow.is_alive() and len(outcome) == 1 and isinstance(outcome[0], ConnectionError)
+    assert server.connections == 1

@@ -17,10 +17,13 @@ adapter needs:
   (refused, reset, malformed HTTP), which the adapters turn into transient results. An HTTP error status
   is an answer, not an exception.
 
-With HTTP/2 several exchanges share one connection, and httpcore fails every stream of a connection whose
-read timed out: a deadline reached on one stream makes its neighbours transient failures too (sent again
-later with the same idempotency key). Proxies from the environment are not used (``trust_env`` off): the
-deadline holds only on connections this module makes.
+With HTTP/2 several exchanges share one connection. httpcore's blocking HTTP/2 lets one thread read the
+connection for all the others while holding a lock, so a stream whose answer has arrived can wait for an
+unrelated slow one, and a read that times out fails every stream of the connection. So a pool that offers
+HTTP/2 runs its exchanges on httpx's asyncio transport, in an event loop thread of its own: callers stay
+synchronous (each waits for its own exchange), the loop reads every stream as its data comes, and the
+deadline cancels one exchange without touching the others. Proxies from the environment are not used
+(``trust_env`` off): the deadline holds only on connections this module makes.
 
 ``deliver_once`` is the send path the HTTP adapters (push, SMS, webhook) share: the channel check and the
 memo of sent keys first, then the adapter's own request, the provider's rate limit, one POST, and the
@@ -29,6 +32,9 @@ answer classified in ``delivery``.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextlib
 import ssl
 import threading
 import time
@@ -117,19 +123,20 @@ def _left(timeout: float | None, error: type[Exception]) -> float | None:
 class _DeadlineStream(httpcore.NetworkStream):
     """A network stream whose every operation ends by the deadline of the exchange using it.
 
-    Two savings on the way, for providers called thousands of times a second: writes are gathered and sent
-    by the next read (a request's head and body leave in one packet rather than two; every request is
-    followed by a read of its answer, so nothing waits), and httpcore's check that an idle connection is
-    still open (a ``poll`` on each idle connection, for every request the pool assigns) is skipped for a
-    connection used within the last ``FRESH_S``: a server closing a keep-alive connection that soon is
-    rare, and a request sent on it fails before the server read it (a transient failure, sent again with
-    its key).
+    Two savings on the way, for providers called thousands of times a second: with ``gather`` writes are
+    gathered and sent by the next read (a request's head and body leave in one packet rather than two;
+    every HTTP/1.1 request is followed by a read of its answer, so nothing waits), and httpcore's check
+    that an idle connection is still open (a ``poll`` on each idle connection, for every request the pool
+    assigns) is skipped for a connection used within the last ``FRESH_S``: a server closing a keep-alive
+    connection that soon is rare, and a request sent on it fails before the server read it (a transient
+    failure, sent again with its key).
     """
 
     FRESH_S = 0.25
 
-    def __init__(self, inner: httpcore.NetworkStream) -> None:
+    def __init__(self, inner: httpcore.NetworkStream, *, gather: bool) -> None:
         self._inner = inner
+        self._gather = gather
         self._pending: list[bytes] = []
         self._lock = threading.Lock()  # HTTP/2: one thread may flush while another writes
         self._used = time.monotonic()
@@ -141,7 +148,10 @@ class _DeadlineStream(httpcore.NetworkStream):
         return data
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        if buffer:
+        if not self._gather:
+            self._inner.write(buffer, _left(timeout, httpcore.WriteTimeout))
+            self._used = time.monotonic()
+        elif buffer:
             with self._lock:
                 self._pending.append(buffer)
 
@@ -161,7 +171,7 @@ class _DeadlineStream(httpcore.NetworkStream):
     ) -> httpcore.NetworkStream:
         self._flush(timeout)
         inner = self._inner.start_tls(ssl_context, server_hostname, _left(timeout, httpcore.ConnectTimeout))
-        return _DeadlineStream(inner)
+        return _DeadlineStream(inner, gather=self._gather)
 
     def get_extra_info(self, info: str) -> Any:
         if info == "is_readable" and time.monotonic() - self._used < self.FRESH_S:
@@ -170,10 +180,11 @@ class _DeadlineStream(httpcore.NetworkStream):
 
 
 class _DeadlineBackend(httpcore.NetworkBackend):
-    """httpcore's blocking backend with ``_DeadlineStream`` streams."""
+    """httpcore's blocking backend with ``_DeadlineStream`` streams (gathering writes when ``gather``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, gather: bool) -> None:
         self._inner = httpcore.SyncBackend()
+        self._gather = gather
 
     def connect_tcp(
         self,
@@ -186,7 +197,7 @@ class _DeadlineBackend(httpcore.NetworkBackend):
         stream = self._inner.connect_tcp(
             host, port, _left(timeout, httpcore.ConnectTimeout), local_address, socket_options
         )
-        return _DeadlineStream(stream)
+        return _DeadlineStream(stream, gather=self._gather)
 
     def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
@@ -194,28 +205,119 @@ class _DeadlineBackend(httpcore.NetworkBackend):
         stream = self._inner.connect_unix_socket(
             path, _left(timeout, httpcore.ConnectTimeout), socket_options
         )
-        return _DeadlineStream(stream)
+        return _DeadlineStream(stream, gather=self._gather)
 
     def sleep(self, seconds: float) -> None:
         self._inner.sleep(seconds)
 
 
 class _Transport(httpx.HTTPTransport):
-    """httpx's transport over a connection pool that uses ``_DeadlineBackend``."""
+    """httpx's blocking HTTP/1.1 transport over a connection pool that uses ``_DeadlineBackend``."""
 
-    def __init__(
-        self, *, ssl_context: ssl.SSLContext, http1: bool, http2: bool, limits: httpx.Limits
-    ) -> None:
-        super().__init__(verify=ssl_context, http1=http1, http2=http2, limits=limits, trust_env=False)
+    def __init__(self, *, ssl_context: ssl.SSLContext, limits: httpx.Limits) -> None:
+        super().__init__(verify=ssl_context, limits=limits, trust_env=False)
         self._pool = httpcore.ConnectionPool(
             ssl_context=ssl_context,
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,
-            http1=http1,
-            http2=http2,
-            network_backend=_DeadlineBackend(),
+            network_backend=_DeadlineBackend(gather=True),
         )
+
+
+class _LoopTransport:
+    """httpx's asyncio transport driven from other threads: an event loop in a daemon thread of its own
+    runs every exchange; ``exchange`` blocks its caller until its own exchange ends (at its deadline at the
+    latest, by ``asyncio.timeout``, which cancels that exchange alone)."""
+
+    def __init__(self, transport: httpx.AsyncHTTPTransport) -> None:
+        self._transport = transport
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="http2-pool", daemon=True)
+        self._thread.start()
+
+    def exchange(
+        self,
+        pool: HttpPool,
+        method: str,
+        url: str | httpx.URL,
+        body: bytes,
+        headers: Mapping[str, str] | None,
+        deadline: float,
+    ) -> HttpResponse:
+        coroutine = self._exchange(pool, method, url, body, headers, deadline)
+        try:
+            future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        except RuntimeError as exc:  # the loop was stopped by close()
+            coroutine.close()
+            raise ConnectionError("the HTTP client is closed") from exc
+        try:
+            # The coroutine ends itself at the deadline; the margin covers a loop that is slow to run it.
+            return future.result(timeout=max(0.0, deadline - time.monotonic()) + 5.0)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise TimeoutError(f"the provider did not answer within {pool.timeout_s:g} s") from None
+        except concurrent.futures.CancelledError:
+            raise ConnectionError("the HTTP client was closed during the exchange") from None
+
+    async def _exchange(
+        self,
+        pool: HttpPool,
+        method: str,
+        url: str | httpx.URL,
+        body: bytes,
+        headers: Mapping[str, str] | None,
+        deadline: float,
+    ) -> HttpResponse:
+        request = httpx.Request(
+            method,
+            url,
+            content=body,
+            headers=[*_DEFAULT_HEADERS, *(headers or {}).items()],
+            extensions={"timeout": pool._timeouts},
+        )
+        try:
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                response = await self._transport.handle_async_request(request)
+                try:
+                    chunks: list[bytes] = []
+                    size, limit = 0, pool.max_response_bytes
+                    if limit:
+                        async for chunk in response.aiter_raw():
+                            chunks.append(chunk[: limit - size])
+                            size += len(chunks[-1])
+                            if size >= limit:
+                                break
+                finally:
+                    await response.aclose()
+        except (TimeoutError, httpx.TimeoutException) as exc:
+            raise TimeoutError(f"the provider did not answer within {pool.timeout_s:g} s") from exc
+        except (httpx.TransportError, httpx.StreamError) as exc:
+            raise ConnectionError(f"{type(exc).__name__}: {exc}") from exc
+        return HttpResponse(
+            status=response.status_code,
+            headers={name.lower(): value for name, value in response.headers.items()},
+            body=b"".join(chunks),
+        )
+
+    async def _shutdown(self) -> None:
+        """End the exchanges in flight (their callers get ``ConnectionError``) and close the connections."""
+        tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._transport.aclose()
+
+    def close(self) -> None:
+        """Close the connections, then stop the loop and its thread."""
+        if self._loop.is_closed() or not self._loop.is_running():
+            return
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(timeout=5)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+        if not self._thread.is_alive():
+            self._loop.close()
 
 
 # -- the pool -----------------------------------------------------------------------------------------
@@ -239,7 +341,8 @@ class HttpPool:
     with the fewest in flight. Requests go straight to httpx's transport (``httpx.Request`` in,
     ``httpx.Response`` out): the ``httpx.Client`` layer would only add cookies, redirects and auth, which
     provider calls do not use, at a third of the cost of a call. A pool serves one origin best: a request
-    to another origin may close an idle connection to make room.
+    to another origin may close an idle connection to make room. With ``http2`` the exchanges run on an
+    event loop instead (see the module docstring), with ``asyncio.timeout`` as their deadline.
     """
 
     SHARD_SIZE = 16
@@ -271,13 +374,28 @@ class HttpPool:
         self.max_in_flight = max_in_flight or max_connections
         self._turns = threading.BoundedSemaphore(self.max_in_flight)
         context = ssl_context or ssl.create_default_context()
+        self._closed = False
+        self._lock = threading.Lock()
+        self._timeouts = {"connect": timeout_s, "read": timeout_s, "write": timeout_s, "pool": timeout_s}
+        self._loop: _LoopTransport | None = None
+        self._shards: list[_Shard] = []
+        if http2:
+            limits = httpx.Limits(
+                max_connections=max_connections,
+                max_keepalive_connections=max_connections,
+                keepalive_expiry=keepalive_s,
+            )
+            self._loop = _LoopTransport(
+                httpx.AsyncHTTPTransport(
+                    verify=context, http1=http1, http2=True, limits=limits, trust_env=False
+                )
+            )
+            return
         count = -(-max_connections // self.SHARD_SIZE)
         self._shards = [
             _Shard(
                 _Transport(
                     ssl_context=context,
-                    http1=http1,
-                    http2=http2,
                     limits=httpx.Limits(
                         max_connections=size, max_keepalive_connections=size, keepalive_expiry=keepalive_s
                     ),
@@ -315,6 +433,11 @@ class HttpPool:
             raise TimeoutError(
                 f"all {self.max_in_flight} requests to the provider stayed in flight for {self.timeout_s:g} s"
             )
+        if self._loop is not None:
+            try:
+                return self._loop.exchange(self, method, url, body, headers, deadline)
+            finally:
+                self._turns.release()
         with self._lock:
             shard = min(self._shards, key=_load)
             shard.in_flight += 1
@@ -366,6 +489,8 @@ class HttpPool:
         self._closed = True
         for shard in self._shards:
             shard.transport.close()
+        if self._loop is not None:
+            self._loop.close()
 
 
 _DEFAULT_HEADERS = [("User-Agent", USER_AGENT), ("Accept-Encoding", "identity")]
