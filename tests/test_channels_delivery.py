@@ -22,7 +22,8 @@ from orchestrator.channels.delivery import (
     parse_retry_after,
     transport_failure,
 )
-from orchestrator.channels.transport import Endpoint, HttpClient, HttpPool, HttpResponse
+from orchestrator.channels.http_pool import HttpPool
+from orchestrator.channels.transport import Endpoint, HttpClient, HttpResponse
 
 # -- the result type -------------------------------------------------------------------------------
 

@@ -42,15 +42,10 @@ from google.oauth2 import service_account
 
 from orchestrator.channels.base import DeliveryResult, OutgoingMessage
 from orchestrator.channels.delivery import SentKeys, key_header_value, short
+from orchestrator.channels.http_pool import HttpPool
 from orchestrator.channels.limits import ProviderLimits
 from orchestrator.channels.push import PushRefused, PushRules
-from orchestrator.channels.transport import (
-    HttpClient,
-    HttpPool,
-    HttpResponse,
-    ProviderRequest,
-    deliver_once,
-)
+from orchestrator.channels.transport import HttpClient, HttpResponse, ProviderRequest, deliver_once
 from orchestrator.clock import Clock, SystemClock
 
 FCM_URL = "https://fcm.googleapis.com/v1/projects/{project}/messages:send"

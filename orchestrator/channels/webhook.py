@@ -30,7 +30,7 @@ import ssl
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -40,11 +40,13 @@ from orchestrator.channels.limits import ProviderLimits, RateLimiter
 from orchestrator.channels.transport import (
     Endpoint,
     HttpClient,
-    HttpPool,
     HttpResponse,
     ProviderRequest,
     deliver_once,
 )
+
+if TYPE_CHECKING:
+    from orchestrator.channels.http_pool import HttpPool
 from orchestrator.clock import Clock, SystemClock
 
 SIGNATURE_HEADER = "X-Orchestrator-Signature"
@@ -187,6 +189,8 @@ class WebhookAdapter:
     def _target(
         self, name: str, endpoint: WebhookEndpoint, limits: ProviderLimits, state_dir: Path | bool | None
     ) -> _Target:
+        from orchestrator.channels.http_pool import HttpPool
+
         origin = Endpoint.parse(endpoint.url).origin
         if origin not in self._pools:
             self._pools[origin] = HttpPool(
