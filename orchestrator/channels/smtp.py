@@ -95,8 +95,8 @@ class SmtpSettings:
 
 
 class _Refused(Exception):
-    """An SMTP command failed; carries the classified result. ``reusable``: the session is still usable
-    (after RSET when ``reset``)."""
+    """An SMTP command was refused; carries the classified result. ``reset``: a transaction was left open
+    (a refused sender or recipient), so the session needs RSET before its next message."""
 
     def __init__(self, result: DeliveryResult, *, reset: bool) -> None:
         super().__init__(result.error)
