@@ -18,7 +18,14 @@ from orchestrator.channels import (
     SmsRules,
     TwilioSmsSettings,
 )
-from orchestrator.channels.sms import InvalidNumber, SmsRefused, count_segments, lookup, normalise_number
+from orchestrator.channels.sms import (
+    InvalidNumber,
+    SmsRefused,
+    count_segments,
+    lookup,
+    normalise_number,
+    twilio_url,
+)
 
 
 def make_sms(
@@ -330,3 +337,8 @@ def test_lookup_reads_dotted_paths() -> None:
     assert lookup(answer, "messages.0.message-id") == "m-1" and lookup(answer, "messages.0.status") == "0"
     assert lookup(answer, "messages.1.message-id") is None and lookup(answer, "ok") is None
     assert lookup(answer, "messages") is None and lookup(answer, "empty") is None
+
+
+def test_twilio_url_is_the_accounts_messages_endpoint() -> None:
+    assert twilio_url("AC123") == "https://api.twilio.com/2010-04-01/Accounts/AC123/Messages.json"
+    assert "/Accounts/a%2Fb/" in twilio_url("a/b")

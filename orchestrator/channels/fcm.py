@@ -58,7 +58,8 @@ _SUPPRESSING_ERRORS = frozenset({"UNREGISTERED", "SENDER_ID_MISMATCH"})
 class FcmSettings:
     """How to reach FCM. The service account comes from ``service_account_file`` (its JSON key) or
     ``service_account_info`` (the parsed JSON, never shown in ``repr``); ``project_id`` defaults to the
-    account's. ``url`` holds ``{project}`` (change it only for a gateway or a test server).
+    account's. ``{project}`` in ``url`` is replaced by the project id (change the URL only for a gateway or
+    a test server).
     ``refresh_margin_s``: how long before its expiry a token is replaced. ``http2`` offers HTTP/2 (ALPN);
     ``limits``: calls in flight and messages per second (see ``limits``)."""
 
@@ -75,8 +76,6 @@ class FcmSettings:
     def __post_init__(self) -> None:
         if (self.service_account_file is None) == (self.service_account_info is None):
             raise ValueError("give the service account as a file or as its JSON, one of the two")
-        if "{project}" not in self.url:
-            raise ValueError("the FCM URL needs a {project} placeholder")
         if self.refresh_margin_s < 0:
             raise ValueError("refresh_margin_s must be >= 0")
 

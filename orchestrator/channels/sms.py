@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import orjson
 import phonenumbers
@@ -182,6 +182,12 @@ class SmsRules:
 # Twilio error codes that are about the recipient: invalid "To" number, unsubscribed (STOP), unreachable
 # by SMS, not a mobile number.
 TWILIO_RECIPIENT_ERRORS = frozenset({21211, 21610, 21612, 21614})
+TWILIO_URL = "https://api.twilio.com/2010-04-01/Accounts/{account_sid}/Messages.json"
+
+
+def twilio_url(account_sid: str) -> str:
+    """Twilio's own "create message" endpoint for the account."""
+    return TWILIO_URL.format(account_sid=quote(account_sid, safe=""))
 
 
 @dataclass(frozen=True)
