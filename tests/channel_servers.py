@@ -48,10 +48,15 @@ class Reply:
 
 
 class LocalHttpServer:
-    """A threaded HTTP server whose answers come from ``respond(request)``."""
+    """A threaded HTTP server whose answers come from ``respond(request)``. With ``keep_alive`` it keeps
+    connections open between requests (HTTP/1.1 keep-alive); ``connections`` counts those accepted."""
 
-    def __init__(self, respond: Callable[[Request], Reply] | None = None) -> None:
+    def __init__(
+        self, respond: Callable[[Request], Reply] | None = None, *, keep_alive: bool = False
+    ) -> None:
         self.respond = respond or (lambda request: Reply())
+        self.keep_alive = keep_alive
+        self.connections = 0
         self.requests: list[Request] = []
         self._stopping = threading.Event()
         self._lock = threading.Lock()
@@ -59,6 +64,11 @@ class LocalHttpServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()
+                with server._lock:
+                    server.connections += 1
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
@@ -76,7 +86,8 @@ class LocalHttpServer:
                 for name, value in reply.headers.items():
                     self.send_header(name, value)
                 self.send_header("Content-Length", str(len(reply.body)))
-                self.send_header("Connection", "close")
+                if not server.keep_alive:
+                    self.send_header("Connection", "close")
                 self.end_headers()
                 if not reply.drip_s:
                     self.wfile.write(reply.body)
@@ -135,23 +146,42 @@ class Received:
 class SmtpRecorder:
     """An aiosmtpd handler that keeps what arrives and can refuse or stall on request."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, pipelining: bool = False) -> None:
         self.messages: list[Received] = []
         self.rcpt_replies: dict[str, str] = {}
         self.data_reply: str | None = None
         self.data_delay_s = 0.0
         self.connections = 0
+        self.commands: list[str] = []  # MAIL, RCPT, DATA and RSET as they arrive
+        self.pipelining = pipelining  # advertise PIPELINING (aiosmtpd reads commands in order either way)
+        self.hang_up_after_message = False  # close the session right after answering 250 to a message
+        self.hang_up_before_reply = False  # close the session once the data is received, without a reply
 
     async def handle_EHLO(
         self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
     ) -> list[str]:
         self.connections += 1
         session.host_name = hostname
+        if self.pipelining:
+            responses.insert(-1, "250-PIPELINING")
         return responses
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, mail_options: list[str]
+    ) -> str:
+        self.commands.append("MAIL")
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
+    async def handle_RSET(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.commands.append("RSET")
+        return "250 OK"
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
     ) -> str:
+        self.commands.append("RCPT")
         reply = self.rcpt_replies.get(address)
         if reply is not None:
             return reply
@@ -159,6 +189,7 @@ class SmtpRecorder:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.commands.append("DATA")
         if self.data_delay_s:
             await asyncio.sleep(self.data_delay_s)
         if self.data_reply is not None:
@@ -174,6 +205,11 @@ class SmtpRecorder:
                 authenticated=bool(session.authenticated),
             )
         )
+        if self.hang_up_before_reply:
+            server.transport.close()
+        elif self.hang_up_after_message:
+            # After the 250 below is written: the session is gone by the time the client sends again.
+            asyncio.get_running_loop().call_soon(server.transport.close)
         return "250 Message accepted for delivery"
 
 
@@ -231,3 +267,111 @@ def server_tls_context(cert: Path, key: Path) -> ssl.SSLContext:
 
 def client_tls_context(cert: Path) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(cert))
+
+
+# -- HTTP/2 -------------------------------------------------------------------------------------------
+
+
+class LocalH2Server:
+    """An HTTP/2 server with prior knowledge (h2c, no TLS) on a free port of 127.0.0.1, built on ``h2`` and
+    asyncio in a thread of its own: answers come from ``respond(request)`` (``Reply.status``, ``headers``,
+    ``body`` and ``delay_s``), requests are recorded with their pseudo-header ``:path`` as ``path``; every
+    connection is counted in ``connections``."""
+
+    def __init__(self, respond: Callable[[Request], Reply] | None = None) -> None:
+        self.respond = respond or (lambda request: Reply())
+        self.requests: list[Request] = []
+        self.connections = 0
+        self.port = closed_port()
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._server: asyncio.base_events.Server | None = None
+
+    def url(self, path: str = "") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._server = self._loop.run_until_complete(
+            asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        )
+        self._ready.set()
+        self._loop.run_forever()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        import h2.config
+        import h2.connection
+        import h2.events
+
+        self.connections += 1
+        conn = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=False, header_encoding="utf-8")
+        )
+        conn.initiate_connection()
+        writer.write(conn.data_to_send())
+        streams: dict[int, tuple[dict[str, str], bytearray]] = {}
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def answer(stream_id: int, request: Request) -> None:
+            reply = self.respond(request)
+            if reply.delay_s:
+                await asyncio.sleep(reply.delay_s)
+            headers = [(":status", str(reply.status)), ("content-length", str(len(reply.body)))]
+            headers += [(name.lower(), value) for name, value in reply.headers.items()]
+            try:
+                conn.send_headers(stream_id, headers, end_stream=not reply.body)
+                if reply.body:
+                    conn.send_data(stream_id, reply.body, end_stream=True)
+                writer.write(conn.data_to_send())
+            except Exception:  # the stream was reset or the connection closed meanwhile
+                pass
+
+        try:
+            while True:
+                data = await reader.read(65_536)
+                if not data:
+                    break
+                for event in conn.receive_data(data):
+                    if isinstance(event, h2.events.RequestReceived):
+                        streams[event.stream_id] = (dict(event.headers), bytearray())  # type: ignore[arg-type]
+                    elif isinstance(event, h2.events.DataReceived):
+                        streams[event.stream_id][1].extend(event.data)
+                        conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                    elif isinstance(event, h2.events.StreamEnded):
+                        headers, body = streams.pop(event.stream_id)
+                        request = Request(
+                            headers.get(":method", ""),
+                            headers.get(":path", ""),
+                            {k: v for k, v in headers.items() if not k.startswith(":")},
+                            bytes(body),
+                        )
+                        self.requests.append(request)
+                        task = asyncio.ensure_future(answer(event.stream_id, request))
+                        tasks.add(task)
+                        task.add_done_callback(tasks.discard)
+                    elif isinstance(event, h2.events.ConnectionTerminated):
+                        return
+                writer.write(conn.data_to_send())
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    def __enter__(self) -> LocalH2Server:
+        self._thread.start()
+        self._ready.wait(5)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        async def stop() -> None:
+            if self._server is not None:
+                self._server.close()
+            for task in asyncio.all_tasks():
+                if task is not asyncio.current_task():
+                    task.cancel()
+
+        asyncio.run_coroutine_threadsafe(stop(), self._loop).result(5)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+        self._loop.close()

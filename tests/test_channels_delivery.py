@@ -5,10 +5,13 @@ up, a closed port)."""
 from __future__ import annotations
 
 import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import pytest
-from channel_servers import LocalHttpServer, Reply, closed_port
+from channel_servers import LocalH2Server, LocalHttpServer, Reply, Request, closed_port
 
 from orchestrator.channels import Backoff, DeliveryResult
 from orchestrator.channels.delivery import (
@@ -19,7 +22,8 @@ from orchestrator.channels.delivery import (
     parse_retry_after,
     transport_failure,
 )
-from orchestrator.channels.transport import Endpoint, HttpClient
+from orchestrator.channels.http_pool import HttpPool
+from orchestrator.channels.transport import Endpoint, HttpClient, HttpResponse
 
 # -- the result type -------------------------------------------------------------------------------
 
@@ -260,3 +264,84 @@ def test_client_connection_errors() -> None:
         HttpClient(f"http://127.0.0.1:{closed_port()}/", timeout_s=1).post(b"x", {})
     with LocalHttpServer(lambda r: Reply(hang_up=True)) as server, pytest.raises(ConnectionError):
         HttpClient(server.url(), timeout_s=1).post(b"x", {})
+
+
+def test_client_keeps_connections_alive_and_bounds_them_across_threads() -> None:
+    with LocalHttpServer(lambda r: Reply(200, b"ok"), keep_alive=True) as server:
+        client = HttpClient(server.url("/send"), timeout_s=2, max_connections=3)
+        for i in range(5):
+            assert client.post(f"m{i}".encode(), {}).status == 200
+        assert server.connections == 1  # one connection carried the five requests
+        with ThreadPoolExecutor(6) as pool:
+            answers = list(pool.map(lambda i: client.post(f"t{i}".encode(), {}), range(30)))
+        client.close()
+        with pytest.raises(ConnectionError, match="closed"):
+            client.post(b"late", {})
+    assert all(a.status == 200 and a.body == b"ok" for a in answers)
+    assert len(server.requests) == 35 and server.connections <= 3
+
+
+def test_a_shared_pool_serves_several_endpoints() -> None:
+    with LocalHttpServer(lambda r: Reply(204), keep_alive=True) as server:
+        pool = HttpPool(timeout_s=2)
+        first, second = HttpClient(server.url("/a"), pool=pool), HttpClient(server.url("/b"), pool=pool)
+        assert first.post(b"1", {}).status == second.post(b"2", {}).status == 204
+        first.close()  # the shared pool belongs to its owner: still open
+        assert second.post(b"3", {}).status == 204
+        pool.close()
+    assert [r.path for r in server.requests] == ["/a", "/b", "/b"] and server.connections == 1
+
+
+def test_client_speaks_http2_with_prior_knowledge() -> None:
+    with LocalH2Server(lambda r: Reply(200, b'{"id": "' + r.path.encode() + b'"}')) as server:
+        client = HttpClient(server.url("/push/x"), timeout_s=2, http1=False, http2=True)
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda i: client.post(b"{}", {}, target=f"/push/{i}"), range(24)))
+        client.close()
+    assert [a.body for a in answers] == [b'{"id": "/push/%d"}' % i for i in range(24)]
+    assert server.connections == 1  # the requests in flight were multiplexed on one connection
+
+
+def test_http2_deadline_holds_on_a_silent_stream() -> None:
+    with LocalH2Server(lambda r: Reply(200, delay_s=5)) as server:
+        client = HttpClient(server.url("/x"), timeout_s=0.3, http1=False, http2=True)
+        with pytest.raises(TimeoutError):
+            client.post(b"{}", {})
+        client.close()
+
+
+def test_pool_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="timeout_s"):
+        HttpPool(timeout_s=0)
+    with pytest.raises(ValueError, match="max_connections"):
+        HttpPool(max_connections=0)
+    with pytest.raises(ValueError, match="http1, http2"):
+        HttpPool(http1=False, http2=False)
+
+
+def test_http2_streams_do_not_wait_for_each_other() -> None:
+    # A stream whose answer is slow must not hold back another stream of the connection; closing the
+    # client ends the slow exchange at once with a connection error.
+    outcome: list[BaseException | HttpResponse] = []
+
+    def respond(request: Request) -> Reply:
+        return Reply(200, request.path.encode(), delay_s=30 if request.path == "/slow" else 0)
+
+    def slow_call() -> None:
+        try:
+            outcome.append(client.post(b"", {}))
+        except OSError as exc:
+            outcome.append(exc)
+
+    with LocalH2Server(respond) as server:
+        client = HttpClient(server.url("/slow"), timeout_s=60, http1=False, http2=True)
+        slow = threading.Thread(target=slow_call)
+        slow.start()
+        while not server.requests:  # the slow request is on the connection, its stream waiting
+            time.sleep(0.01)
+        fast = client.post(b"", {}, target="/fast")
+        assert fast.body == b"/fast" and outcome == []
+        client.close()
+        slow.join(timeout=10)
+    assert not slow.is_alive() and len(outcome) == 1 and isinstance(outcome[0], ConnectionError)
+    assert server.connections == 1

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import pytest
 from channel_servers import LocalHttpServer, Reply, Request
 
-from orchestrator.channels import HttpPushAdapter, OutgoingMessage, PushRules, WebhookAdapter
+from orchestrator.channels import HttpPushAdapter, OutgoingMessage, PushRules, WebhookAdapter, WebhookEndpoint
 from orchestrator.channels.push import PushRefused
 from orchestrator.channels.webhook import sign, verify_signature, webhook_document
 from orchestrator.clock import SimulatedClock
@@ -279,3 +279,41 @@ def test_verify_signature() -> None:
     stale = verify_signature(SECRET, "1700000000", signature, body, now_s=1_700_001_000)
     assert not stale.ok and "away from now" in stale.reason
     assert not verify_signature(SECRET, "soon", signature, body, now_s=0).ok
+
+
+def test_each_named_endpoint_signs_with_its_own_secret() -> None:
+    crm_secret, cs_secret = "crm-secret-0123456789abcd", "cs-secret-0123456789abcdef"
+    with LocalHttpServer(keep_alive=True) as server:
+        adapter = WebhookAdapter(
+            {
+                "crm": WebhookEndpoint(server.url("/hooks/crm"), crm_secret),
+                "customer-success": WebhookEndpoint(server.url("/hooks/cs"), cs_secret),
+            },
+            clock=SimulatedClock(NOW),
+            timeout_s=2,
+        )
+        assert adapter.endpoint_names == frozenset({"crm", "customer-success"})
+        results = [adapter.send(make_hook("k1", "crm")), adapter.send(make_hook("k2", "customer-success"))]
+        adapter.close()
+    assert all(r.ok for r in results)
+    crm, cs = server.requests
+    assert (crm.path, cs.path) == ("/hooks/crm", "/hooks/cs")
+    for request, secret, other in ((crm, crm_secret, cs_secret), (cs, cs_secret, crm_secret)):
+        timestamp = request.headers["x-orchestrator-timestamp"]
+        signature = request.headers["x-orchestrator-signature"]
+        assert verify_signature(secret, timestamp, signature, request.body, now_s=NOW.timestamp()).ok
+        assert not verify_signature(other, timestamp, signature, request.body, now_s=NOW.timestamp()).ok
+    assert server.connections == 1  # both endpoints share the adapter's pooled connection
+    assert "secret-0123" not in repr(WebhookEndpoint("https://crm.example/h", crm_secret))
+
+
+def test_webhook_endpoints_are_checked_at_configuration() -> None:
+    with pytest.raises(ValueError, match="16"):
+        WebhookEndpoint("https://crm.example/h", "short")
+    with pytest.raises(ValueError, match="http"):
+        WebhookEndpoint("crm.example/h", SECRET)
+    with pytest.raises(ValueError, match="bare URL needs the adapter's secret"):
+        WebhookAdapter({"crm": "https://crm.example/h"})
+    adapter = WebhookAdapter("https://crm.example/h", secret=SECRET)
+    assert adapter.endpoint_names == frozenset()
+    adapter.close()

@@ -10,8 +10,22 @@ from urllib.parse import parse_qs
 import pytest
 from channel_servers import LocalHttpServer, Reply, Request, closed_port
 
-from orchestrator.channels import HttpSmsAdapter, OutgoingMessage, SmsRules
-from orchestrator.channels.sms import InvalidNumber, SmsRefused, count_segments, normalise_number
+from orchestrator.channels import (
+    HttpSmsAdapter,
+    JsonSmsAdapter,
+    JsonSmsSettings,
+    OutgoingMessage,
+    SmsRules,
+    TwilioSmsSettings,
+)
+from orchestrator.channels.sms import (
+    InvalidNumber,
+    SmsRefused,
+    count_segments,
+    lookup,
+    normalise_number,
+    twilio_url,
+)
 
 
 def make_sms(
@@ -222,3 +236,109 @@ def test_sms_timeout_and_unreachable_provider_are_transient(provider: LocalHttpS
     adapter.send(make_sms("k-slow", body="slow"))
     adapter.send(make_sms("k-slow", body="slow"))
     assert sum(1 for r in provider.requests if b"slow" in r.body) == 3
+
+
+# -- the generic JSON gateway ----------------------------------------------------------------------
+
+
+def gateway(request: Request) -> Reply:
+    """A JSON SMS gateway: ``{"data": {"id": ...}}`` on success, ``{"error": {"code": ...}}`` on failure."""
+    if request.headers.get("authorization") not in (
+        "Bearer gw-token",
+        "Basic " + base64.b64encode(b"u:p").decode(),
+    ):
+        return Reply(401, b'{"error": {"code": "unauthorised"}}')
+    document = json.loads(request.body)
+    if document["msisdn"] == "+14155550100":
+        return Reply(422, b'{"error": {"code": "INVALID_DESTINATION"}}')
+    if document["text"] == "spam":
+        return Reply(422, b'{"error": {"code": "CONTENT_REJECTED"}}')
+    return Reply(201, json.dumps({"data": {"id": 12345}}).encode())
+
+
+def json_settings(server: LocalHttpServer, **overrides: object) -> JsonSmsSettings:
+    options: dict[str, object] = {
+        "url": server.url("/v2/sms"), "sender": "SHOP", "bearer_token": "gw-token", "to_field": "msisdn",
+        "body_field": "text", "key_field": "reference", "id_field": "data.id", "error_field": "error.code",
+        "recipient_errors": frozenset({"INVALID_DESTINATION"}), "extra_fields": {"type": "text"},
+        "timeout_s": 2.0,
+    }  # fmt: skip
+    options.update(overrides)
+    return JsonSmsSettings(**options)  # type: ignore[arg-type]
+
+
+def test_json_gateway_gets_the_configured_document_and_auth() -> None:
+    with LocalHttpServer(gateway, keep_alive=True) as server:
+        adapter = JsonSmsAdapter(json_settings(server), rules=SmsRules(default_region="US"), state_dir=None)
+        first = adapter.send(make_sms("k1"))
+        second = adapter.send(make_sms("k2", body="Zoë 🛒"))
+        again = adapter.send(make_sms("k1"))
+        basic = JsonSmsAdapter(
+            json_settings(server, bearer_token=None, username="u", password="p"), state_dir=None
+        ).send(make_sms("k3", recipient="+14155550123"))
+        adapter.close()
+    assert first.ok and first.provider_id == "12345" and second.ok and again == first and basic.ok
+    assert len(server.requests) == 3  # the resend of k1 called nobody
+    request = server.requests[0]
+    assert (
+        request.headers["authorization"] == "Bearer gw-token" and request.headers["idempotency-key"] == "k1"
+    )
+    assert json.loads(request.body) == {
+        "type": "text", "msisdn": "+14155550123", "from": "SHOP", "text": "Hi Ann", "reference": "k1",
+    }  # fmt: skip
+    assert json.loads(server.requests[1].body)["text"] == "Zoë 🛒"
+    assert server.requests[2].headers["authorization"] == "Basic " + base64.b64encode(b"u:p").decode()
+
+
+@pytest.mark.parametrize(
+    ("recipient", "body", "outcome", "code", "suppress"),
+    [
+        ("+14155550100", "hi", "permanent", "http_422", True),  # the gateway's recipient error
+        ("+14155550123", "spam", "permanent", "http_422", False),
+        ("+1 555 0001", "hi", "permanent", "invalid_number", True),  # refused before any call
+    ],
+)
+def test_json_gateway_answers_are_classified(
+    recipient: str, body: str, outcome: str, code: str, suppress: bool
+) -> None:
+    with LocalHttpServer(gateway) as server:
+        adapter = JsonSmsAdapter(json_settings(server), state_dir=None)
+        result = adapter.send(make_sms(recipient=recipient, body=body))
+        adapter.close()
+    assert (result.outcome, result.code, result.suppress) == (outcome, code, suppress)
+
+
+def test_json_gateway_settings_are_checked_and_secrets_kept_out_of_repr() -> None:
+    settings = JsonSmsSettings(url="https://sms.example/send", sender="SHOP", bearer_token="tok-secret-1")
+    assert "tok-secret-1" not in repr(settings)
+    assert "pw-secret" not in repr(
+        JsonSmsSettings(url="https://x.example", sender="S", username="u", password="pw-secret")
+    )
+    for bad, message in [
+        ({"bearer_token": "t", "username": "u", "password": "p"}, "not both"),
+        ({"username": "u"}, "both username and password"),
+        ({"to_field": "body"}, "distinct"),
+        ({"extra_fields": {"to": "x"}}, "may not set to"),
+        ({"url": "sms.example"}, "http"),
+        ({"sender": ""}, "sender"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            JsonSmsSettings(**{"url": "https://sms.example/send", "sender": "SHOP", **bad})  # type: ignore[arg-type]
+    twilio = TwilioSmsSettings(
+        url="https://api.twilio.com/x", sender="+1", account_sid="AC1", auth_token="tw-secret"
+    )
+    assert "tw-secret" not in repr(twilio)
+    with pytest.raises(TypeError, match="not both"):
+        HttpSmsAdapter(twilio, sender="+2")
+
+
+def test_lookup_reads_dotted_paths() -> None:
+    answer = {"messages": [{"message-id": "m-1", "status": 0}], "ok": True, "empty": ""}
+    assert lookup(answer, "messages.0.message-id") == "m-1" and lookup(answer, "messages.0.status") == "0"
+    assert lookup(answer, "messages.1.message-id") is None and lookup(answer, "ok") is None
+    assert lookup(answer, "messages") is None and lookup(answer, "empty") is None
+
+
+def test_twilio_url_is_the_accounts_messages_endpoint() -> None:
+    assert twilio_url("AC123") == "https://api.twilio.com/2010-04-01/Accounts/AC123/Messages.json"
+    assert "/Accounts/a%2Fb/" in twilio_url("a/b")

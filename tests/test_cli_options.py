@@ -80,12 +80,16 @@ def test_version_help_and_every_command_help(capsys: pytest.CaptureFixture[str])
         "evaluate",
         "plan",
         "status",
+        "init",
+        "config",
+        "send-test",
     } <= set(names)
     for name in names:
         assert name is not None
         code, out, err = run(capsys, name, "--help")
         assert code == 0 and out.startswith(f"Usage: orchestrator {name} "), err
-        assert "--config FILE" in out
+        # Every command that reads a workspace takes --config; init makes one.
+        assert ("--config FILE" in out) == (name != "init")
     code, out, _ = run(capsys, "daemon", "--help")
     for hidden in ("--max-ticks", "--simulated-clock", "--simulated-step", "--attempt-log", "--provider"):
         assert hidden not in out  # crash-test flags: accepted, not shown

@@ -142,6 +142,10 @@ class Adapter(Protocol):
       transient ones and ``DeliveryResult.failed`` for permanent ones. An exception from ``send`` is a bug.
     - ``send`` bounds its own time (connect and read timeouts); a hung provider must become ``retry``, not a
       hung dispatcher.
+
+    Optional, read with ``getattr`` (not part of the checked protocol): ``concurrency``, the provider calls
+    the adapter takes at once (dispatch runs that many for its channels), and ``close()``, which releases
+    its connections (``ChannelRouter.close`` calls it).
     """
 
     channels: frozenset[str]
@@ -198,3 +202,26 @@ class ChannelRouter:
     def send(self, message: OutgoingMessage) -> DeliveryResult:
         """Send through the adapter of ``message.channel`` (raises ``NoAdapterError`` if none)."""
         return self.route(message.channel).send(message)
+
+    @property
+    def adapters(self) -> list[Adapter]:
+        """Each routed adapter once, in the order of its first channel."""
+        unique: dict[int, Adapter] = {}
+        for channel in sorted(self._by_channel):
+            adapter = self._by_channel[channel]
+            unique.setdefault(id(adapter), adapter)
+        return list(unique.values())
+
+    def close(self) -> None:
+        """Close every adapter that has a ``close()`` (pooled connections, rate limiter files), once each;
+        one that fails to close does not keep the others open."""
+        errors: list[str] = []
+        for adapter in self.adapters:
+            close = getattr(adapter, "close", None)
+            if callable(close):
+                try:
+                    close()
+                except Exception as exc:
+                    errors.append(f"{type(adapter).__name__}: {exc}")
+        if errors:
+            raise RuntimeError("could not close every adapter: " + "; ".join(errors))

@@ -1,4 +1,7 @@
-"""Push notifications: payloads shaped for FCM or APNs, a 4 KB bound, and an HTTP adapter.
+"""Push notifications: payloads shaped for FCM or APNs, a 4 KB bound, and a generic HTTP adapter.
+
+The adapters for Google's and Apple's services are in ``fcm`` (FCM HTTP v1, OAuth2 service-account tokens)
+and ``apns`` (HTTP/2 with JWT provider tokens); they shape their payloads with the ``PushRules`` here.
 
 FCM (HTTP v1 ``messages:send`` body)::
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 import ssl
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
 
@@ -28,6 +32,7 @@ import orjson
 
 from orchestrator.channels.base import DeliveryResult, OutgoingMessage
 from orchestrator.channels.delivery import SentKeys, key_header_value
+from orchestrator.channels.limits import ProviderLimits
 from orchestrator.channels.transport import HttpClient, HttpResponse, ProviderRequest, deliver_once
 
 PUSH_PAYLOAD_LIMIT = 4096
@@ -105,15 +110,15 @@ class PushRules:
 
 
 class HttpPushAdapter:
-    """Sends push messages to an FCM- or APNs-shaped HTTP endpoint with a bearer token.
+    """Sends push messages to an FCM- or APNs-shaped HTTP endpoint with a fixed bearer token: a gateway of
+    your own, or a test double. For Google's and Apple's own services use ``FcmAdapter`` (OAuth2 tokens
+    from a service account) and ``ApnsAdapter`` (HTTP/2, JWT provider tokens).
 
     For APNs, ``url`` contains ``{token}`` where the device token goes
-    (``https://api.push.apple.com/3/device/{token}``) and ``apns_topic`` is the app's bundle id; the
+    (``https://gateway.example/3/device/{token}``) and ``apns_topic`` is the app's bundle id; the
     ``apns-id`` header is a UUID derived from the idempotency key. Every request also carries the key in
     ``idempotency_header``. 404 and 410 mean the device token is gone: the failure suppresses it.
-
-    The client speaks HTTP/1.1; Apple's own endpoint requires HTTP/2, so for APNs this adapter talks to a
-    gateway (or a future HTTP/2 transport) that forwards the same request.
+    ``limits``: calls in flight and messages per second (see ``limits``); ``http2`` offers HTTP/2.
     """
 
     channels: frozenset[str] = frozenset({"push"})
@@ -130,14 +135,23 @@ class HttpPushAdapter:
         suppress_statuses: frozenset[int] = frozenset({404, 410}),
         ssl_context: ssl.SSLContext | None = None,
         sent_keys: SentKeys | None = None,
+        limits: ProviderLimits | None = None,
+        http2: bool = False,
+        state_dir: Path | bool | None = True,
     ) -> None:
         self.rules = rules or PushRules()
+        limits = limits or ProviderLimits()
+        self.concurrency = limits.concurrency
         if self.rules.platform == "apns" and "{token}" not in url:
             raise ValueError("an APNs URL needs a {token} placeholder for the device token")
         # The URL is checked with a stand-in for the token, which each send replaces with the real one.
         stand_in = "orchestrator-device-token"
         self.client = HttpClient(
-            url.replace("{token}", stand_in), timeout_s=timeout_s, ssl_context=ssl_context
+            url.replace("{token}", stand_in),
+            timeout_s=timeout_s,
+            ssl_context=ssl_context,
+            max_connections=limits.concurrency,
+            http2=http2,
         )
         self._target_template = self.client.endpoint.target.replace(stand_in, "{token}")
         self.bearer_token = bearer_token
@@ -146,6 +160,7 @@ class HttpPushAdapter:
         self.suppress_statuses = suppress_statuses
         self._sent = sent_keys if sent_keys is not None else SentKeys()
         self._provider = f"push service {self.client.endpoint.host}"
+        self._limiter = limits.limiter(f"push:{url}", state_dir)
 
     def send(self, message: OutgoingMessage) -> DeliveryResult:
         return deliver_once(
@@ -156,7 +171,14 @@ class HttpPushAdapter:
             prepare=self._request,
             read_answer=_read_answer,
             suppress_statuses=self.suppress_statuses,
+            limiter=self._limiter,
         )
+
+    def close(self) -> None:
+        """Close the pooled connections and release the rate limiter's file."""
+        self.client.close()
+        if self._limiter is not None:
+            self._limiter.close()
 
     def _request(self, message: OutgoingMessage) -> ProviderRequest | DeliveryResult:
         try:
@@ -171,12 +193,16 @@ class HttpPushAdapter:
             headers["Authorization"] = f"Bearer {self.bearer_token}"
         target = None
         if self.rules.platform == "apns":
-            apns_id = str(uuid.uuid5(_APNS_ID_NAMESPACE, key_header_value(message.idempotency_key)))
-            headers.update({"apns-id": apns_id, "apns-push-type": "alert"})
+            headers.update({"apns-id": apns_id(message.idempotency_key), "apns-push-type": "alert"})
             if self.apns_topic:
                 headers["apns-topic"] = self.apns_topic
             target = self._target_template.replace("{token}", quote(message.recipient, safe=""))
         return ProviderRequest(self.client, self._provider, body, headers, target)
+
+
+def apns_id(idempotency_key: str) -> str:
+    """The ``apns-id`` of a message: a UUID derived from its idempotency key, the same on every resend."""
+    return str(uuid.uuid5(_APNS_ID_NAMESPACE, key_header_value(idempotency_key)))
 
 
 def _read_answer(response: HttpResponse) -> tuple[str | None, bool]:

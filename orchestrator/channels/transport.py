@@ -1,35 +1,52 @@
-"""A small HTTP client for provider APIs: one POST, a deadline on the whole exchange, a bounded answer.
+"""HTTP for provider APIs: pooled httpx clients with a deadline on the whole exchange and bounded answers.
 
-The stdlib's ``http.client`` is enough for form and JSON POSTs, and keeps the dependencies small. What this
-adds is the discipline every adapter needs: ``timeout_s`` bounds the connection, the upload and every read,
-and the whole exchange stops at the same deadline even against a server that answers one byte at a time (a
-watchdog timer shuts the socket at the deadline); the answer's body is read up to ``max_response_bytes``
-(provider answers are small; an error page is cut).
-Failures are raised as ``OSError`` (``TimeoutError`` for the deadline, ``ConnectionError`` for the rest,
-including malformed HTTP), which the adapters turn into transient results.
+Each provider adapter owns one ``HttpPool`` (``http_pool``, loaded when the first adapter is built): httpx
+connections kept alive and reused (HTTP/1.1 keep-alive, or HTTP/2 multiplexing when ``http2`` is on:
+through TLS with ALPN, or with prior knowledge on ``http://`` URLs when ``http1`` is off), shared by every
+thread of the adapter and closed by ``close()``; ``HttpClient`` is one endpoint on a pool. What the pool
+adds to httpx is the discipline every adapter needs:
+
+- ``timeout_s`` is a deadline on the whole exchange, not on each step: waiting for a pooled connection,
+  connecting, TLS, sending and every read stop at the same instant, even against a server that answers
+  one byte at a time. httpx's own timeouts bound each operation; here every socket operation of the
+  exchange gets the time left before its deadline as its timeout (a network backend wraps httpcore's
+  streams), so the sum cannot run past it.
+- The answer's body is read up to ``max_response_bytes`` (provider answers are small; an error page is
+  cut), raw: the request asks for ``Accept-Encoding: identity`` so no compressed bomb is inflated.
+- Failures are raised as ``OSError``: ``TimeoutError`` past the deadline, ``ConnectionError`` for the rest
+  (refused, reset, malformed HTTP), which the adapters turn into transient results. An HTTP error status
+  is an answer, not an exception.
+
+With HTTP/2 several exchanges share one connection. httpcore's blocking HTTP/2 lets one thread read the
+connection for all the others while holding a lock, so a stream whose answer has arrived can wait for an
+unrelated slow one, and a read that times out fails every stream of the connection. So a pool that offers
+HTTP/2 runs its exchanges on httpx's asyncio transport, in an event loop thread of its own: callers stay
+synchronous (each waits for its own exchange), the loop reads every stream as its data comes, and the
+deadline cancels one exchange without touching the others. Proxies from the environment are not used
+(``trust_env`` off): the deadline holds only on connections this module makes.
 
 ``deliver_once`` is the send path the HTTP adapters (push, SMS, webhook) share: the channel check and the
-memo of sent keys first, then the adapter's own request, one POST, and the answer classified in
-``delivery``.
+memo of sent keys first, then the adapter's own request, the provider's rate limit, one POST, and the
+answer classified in ``delivery``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import http.client
-import socket
 import ssl
-import threading
-import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from orchestrator.channels.base import DeliveryResult, OutgoingMessage
 from orchestrator.channels.delivery import SentKeys, classify_http, transport_failure
+from orchestrator.channels.limits import RateLimiter
+
+if TYPE_CHECKING:
+    from orchestrator.channels.http_pool import HttpPool
 
 USER_AGENT = "orchestrator/0.1"
-_READ_CHUNK = 16_384
+DEFAULT_MAX_RESPONSE_BYTES = 65_536
 
 
 @dataclass(frozen=True)
@@ -69,9 +86,20 @@ class Endpoint:
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         return cls(parts.scheme, parts.hostname, port, target)
 
+    @property
+    def origin(self) -> str:
+        """``scheme://host:port``, the part of a URL before its target."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return self.origin + self.target
+
 
 class HttpClient:
-    """POSTs to one endpoint; see the module docstring for the time and size bounds."""
+    """POSTs to one endpoint through a pool (its own unless ``pool`` is given, to share one between
+    endpoints of a provider); see the module docstring for the time and size bounds."""
 
     def __init__(
         self,
@@ -79,77 +107,43 @@ class HttpClient:
         *,
         timeout_s: float = 10.0,
         ssl_context: ssl.SSLContext | None = None,
-        max_response_bytes: int = 65_536,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        max_connections: int = 16,
+        max_in_flight: int | None = None,
+        http1: bool = True,
+        http2: bool = False,
+        pool: HttpPool | None = None,
     ) -> None:
-        if not timeout_s > 0:
-            raise ValueError("timeout_s must be > 0")
+        from orchestrator.channels.http_pool import HttpPool
+
         self.endpoint = Endpoint.parse(url)
-        self.timeout_s = timeout_s
-        self.max_response_bytes = max_response_bytes
-        self._ssl_context = ssl_context
-        if self.endpoint.scheme == "https" and ssl_context is None:
-            self._ssl_context = ssl.create_default_context()
+        self._owns_pool = pool is None
+        self.pool = pool or HttpPool(
+            timeout_s=timeout_s,
+            ssl_context=ssl_context,
+            max_response_bytes=max_response_bytes,
+            max_connections=max_connections,
+            max_in_flight=max_in_flight,
+            http1=http1,
+            http2=http2,
+        )
+        self.timeout_s = self.pool.timeout_s
+        self.max_response_bytes = self.pool.max_response_bytes
+        self._url: Any = HttpPool.parsed(self.endpoint.url)  # parsed once: every request reuses it
 
     def post(self, body: bytes, headers: Mapping[str, str], *, target: str | None = None) -> HttpResponse:
         """POST ``body`` to the endpoint (or to ``target``, a path on the same host).
 
-        Raises ``TimeoutError`` past the deadline and ``ConnectionError`` (or another ``OSError``) when the
-        exchange fails; an HTTP error status is an answer, not an exception.
+        Raises ``TimeoutError`` past the deadline and ``ConnectionError`` when the exchange fails; an HTTP
+        error status is an answer, not an exception.
         """
-        deadline = time.monotonic() + self.timeout_s
-        conn = self._connection()
-        cut = threading.Event()
-        watchdog: threading.Timer | None = None
-        try:
-            conn.connect()  # bounded by timeout_s, like every socket operation below
-            sock = conn.sock
-            left = deadline - time.monotonic()
-            if left <= 0 or sock is None:
-                raise TimeoutError("the provider did not accept the connection before the deadline")
-            # A socket timeout bounds each read, not their sum: a server that sends one byte at a time stays
-            # under it forever. The watchdog shuts the socket at the deadline, which ends any read at once.
-            watchdog = threading.Timer(left, _shut, (sock, cut))
-            watchdog.daemon = True
-            watchdog.start()
-            conn.request(
-                "POST",
-                target or self.endpoint.target,
-                body=body,
-                headers={"User-Agent": USER_AGENT, "Connection": "close", **headers},
-            )
-            response = conn.getresponse()
-            data = response.read(self.max_response_bytes)
-            if cut.is_set():  # the answer was cut by the watchdog: it is not the whole answer
-                raise TimeoutError("the provider did not finish answering before the deadline")
-            return HttpResponse(
-                status=response.status,
-                headers={name.lower(): value for name, value in response.getheaders()},
-                body=data,
-            )
-        except (OSError, http.client.HTTPException) as exc:
-            if cut.is_set() or time.monotonic() >= deadline:
-                raise TimeoutError(f"the provider did not answer within {self.timeout_s:g} s") from exc
-            if isinstance(exc, OSError):
-                raise
-            # Malformed or cut answers (BadStatusLine, IncompleteRead...): a failed exchange, like a reset.
-            raise ConnectionError(f"{type(exc).__name__}: {exc}") from exc
-        finally:
-            if watchdog is not None:
-                watchdog.cancel()
-            conn.close()
+        url = self._url if target is None else self.endpoint.origin + target
+        return self.pool.post(url, body, headers)
 
-    def _connection(self) -> http.client.HTTPConnection:
-        host, port = self.endpoint.host, self.endpoint.port
-        if self.endpoint.scheme == "https":
-            return http.client.HTTPSConnection(host, port, timeout=self.timeout_s, context=self._ssl_context)
-        return http.client.HTTPConnection(host, port, timeout=self.timeout_s)
-
-
-def _shut(sock: socket.socket, cut: threading.Event) -> None:
-    """Stop every pending read and write on ``sock`` (from the watchdog thread)."""
-    cut.set()
-    with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)
+    def close(self) -> None:
+        """Close the pool if this client made it (a shared pool is closed by its owner)."""
+        if self._owns_pool:
+            self.pool.close()
 
 
 # -- one delivery -------------------------------------------------------------------------------------
@@ -158,13 +152,15 @@ def _shut(sock: socket.socket, cut: threading.Event) -> None:
 @dataclass(frozen=True)
 class ProviderRequest:
     """What an adapter POSTs for one message: through ``client`` (to ``target``, a path on its host, when
-    set), named ``provider`` in results."""
+    set), named ``provider`` in results; ``limiter``, when set, is the rate limit of this request's
+    provider (an adapter with several endpoints picks one per message)."""
 
     client: HttpClient
     provider: str
     body: bytes
     headers: dict[str, str]
     target: str | None = None
+    limiter: RateLimiter | None = None
 
 
 def deliver_once(
@@ -176,15 +172,17 @@ def deliver_once(
     prepare: Callable[[OutgoingMessage], ProviderRequest | DeliveryResult],
     read_answer: Callable[[HttpResponse], tuple[str | None, bool]],
     suppress_statuses: Collection[int] = (),
+    limiter: RateLimiter | None = None,
 ) -> DeliveryResult:
     """One delivery of ``message`` to an HTTP provider, at most once per idempotency key in this process.
 
     A message on a channel outside ``channels`` fails (``wrong_channel``, naming ``adapter``). A key already
     in ``sent`` answers ``sent`` with its provider id, before ``prepare`` or any call.
     Otherwise ``prepare`` builds the request, or returns the result of a message that must not be sent;
-    a network failure is a transient ``transport_failure``; an answer goes to ``classify_http`` with
-    ``read_answer``'s (provider id, recipient refused) and ``suppress_statuses``. A delivered message's key
-    and provider id are added to ``sent``.
+    then ``limiter`` (the provider's rate limit) gives the call its turn, or a transient ``rate_limited``
+    when the wait would be too long; a network failure is a transient ``transport_failure``; an answer
+    goes to ``classify_http`` with ``read_answer``'s (provider id, recipient refused) and
+    ``suppress_statuses``. A delivered message's key and provider id are added to ``sent``.
     """
     if message.channel not in channels:
         return DeliveryResult.failed(
@@ -196,6 +194,11 @@ def deliver_once(
     request = prepare(message)
     if isinstance(request, DeliveryResult):
         return request
+    limiter = request.limiter or limiter
+    if limiter is not None:
+        refused = limiter.wait_turn(request.provider)
+        if refused is not None:
+            return refused
     try:
         response = request.client.post(request.body, request.headers, target=request.target)
     except OSError as exc:
@@ -213,3 +216,12 @@ def deliver_once(
     if result.ok and result.provider_id is not None:
         sent.add(message.idempotency_key, result.provider_id)
     return result
+
+
+def __getattr__(name: str) -> Any:
+    """``HttpPool`` lives in ``http_pool`` (it loads httpx); reachable from here too."""
+    if name == "HttpPool":
+        from orchestrator.channels.http_pool import HttpPool
+
+        return HttpPool
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,13 +2,15 @@
 people or another system (a customer-success tool that opens a task, a CRM that logs the touch).
 
 A message on the ``webhook`` channel names its endpoint (``recipient``, from the journey's ``endpoint:``);
-the adapter maps names to URLs. Given a single URL instead, every message goes there, which also lets the
-adapter stand in for another channel (route ``email`` to a CRM).
+the adapter maps names to endpoints, each with its own URL and signing secret (``WebhookEndpoint``), and
+refuses a name it does not know (a permanent ``unknown_endpoint`` failure, before any call). Given a single
+URL instead, every message goes there, which also lets the adapter stand in for another channel (route
+``email`` to a CRM).
 
 Each request carries:
 
 - ``X-Orchestrator-Timestamp``: the send time, Unix seconds, from the injected clock;
-- ``X-Orchestrator-Signature``: ``v1=`` and the hex HMAC-SHA256, under the shared secret, of
+- ``X-Orchestrator-Signature``: ``v1=`` and the hex HMAC-SHA256, under the endpoint's secret, of
   ``"<timestamp>." + body``; the receiver recomputes it (``verify_signature``) and rejects old timestamps,
   so a captured request can be neither altered nor replayed later;
 - ``Idempotency-Key``: the message's key, also in the body, so the receiver can drop a resend.
@@ -26,14 +28,25 @@ import hmac
 import json
 import ssl
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from orchestrator.channels.base import CHANNELS, DeliveryResult, OutgoingMessage
 from orchestrator.channels.delivery import SentKeys, key_header_value
-from orchestrator.channels.transport import HttpClient, HttpResponse, ProviderRequest, deliver_once
+from orchestrator.channels.limits import ProviderLimits, RateLimiter
+from orchestrator.channels.transport import (
+    Endpoint,
+    HttpClient,
+    HttpResponse,
+    ProviderRequest,
+    deliver_once,
+)
+
+if TYPE_CHECKING:
+    from orchestrator.channels.http_pool import HttpPool
 from orchestrator.clock import Clock, SystemClock
 
 SIGNATURE_HEADER = "X-Orchestrator-Signature"
@@ -96,49 +109,108 @@ def verify_signature(
     return SignatureCheck(True, "valid")
 
 
+@dataclass(frozen=True)
+class WebhookEndpoint:
+    """One named receiver: its ``url`` and the ``secret`` its requests are signed with (at least 16
+    characters, never shown in ``repr``); ``rate_per_s`` caps the calls per second to it (``None``: the
+    adapter's ``limits``)."""
+
+    url: str
+    secret: str | bytes = field(repr=False)
+    rate_per_s: float | None = None
+
+    def __post_init__(self) -> None:
+        Endpoint.parse(self.url)
+        if len(self.secret) < 16:
+            raise ValueError("the webhook secret must be at least 16 characters")
+        if self.rate_per_s is not None and not self.rate_per_s > 0:
+            raise ValueError("rate_per_s must be > 0")
+
+
 class WebhookAdapter:
     """POSTs each message as signed JSON to its endpoint's URL; serves ``channels`` (``webhook`` by default).
 
-    ``endpoints`` maps endpoint names to URLs, or is one URL for every message.
+    ``endpoints`` maps endpoint names to ``WebhookEndpoint`` (each with its own URL and secret), or to bare
+    URLs signed with ``secret``; or it is one URL for every message (signed with ``secret``). A message
+    naming an endpoint that is not configured fails permanently (``unknown_endpoint``). Endpoints on one
+    host share a pooled HTTP client (``close()`` closes them all); ``limits.concurrency`` bounds each
+    pool's connections, and each endpoint has its own rate limit (``rate_per_s``, else
+    ``limits.rate_per_s``).
     """
 
     def __init__(
         self,
-        endpoints: Mapping[str, str] | str,
+        endpoints: Mapping[str, WebhookEndpoint | str] | str,
         *,
-        secret: str | bytes,
+        secret: str | bytes | None = None,
         clock: Clock | None = None,
         channels: Iterable[str] = ("webhook",),
         timeout_s: float = 10.0,
         idempotency_header: str = "Idempotency-Key",
         ssl_context: ssl.SSLContext | None = None,
         sent_keys: SentKeys | None = None,
+        limits: ProviderLimits | None = None,
+        state_dir: Path | bool | None = True,
     ) -> None:
-        if len(secret) < 16:
-            raise ValueError("the webhook secret must be at least 16 characters")
         self.channels: frozenset[str] = frozenset(channels)
         unknown = self.channels - set(CHANNELS)
         if unknown:
             raise ValueError(f"unknown channels {sorted(unknown)}")
-        # Every URL is checked now, at configuration, not at the first send.
+        if secret is not None and len(secret) < 16:
+            raise ValueError("the webhook secret must be at least 16 characters")
+        limits = limits or ProviderLimits()
+        self.concurrency = limits.concurrency
+        self._timeout_s = timeout_s
+        self._ssl_context = ssl_context
+        self._pools: dict[str, HttpPool] = {}  # one per origin (scheme, host, port): endpoints there share it
+
+        # Every URL and secret is checked now, at configuration, not at the first send.
+        def endpoint(value: WebhookEndpoint | str) -> WebhookEndpoint:
+            if isinstance(value, WebhookEndpoint):
+                return value
+            if secret is None:
+                raise ValueError("a webhook endpoint given as a bare URL needs the adapter's secret")
+            return WebhookEndpoint(value, secret)
+
         if isinstance(endpoints, str):
-            self._default: HttpClient | None = HttpClient(
-                endpoints, timeout_s=timeout_s, ssl_context=ssl_context
-            )
-            self._clients: dict[str, HttpClient] = {}
+            named: dict[str, WebhookEndpoint] = {}
+            self._default: _Target | None = self._target("", endpoint(endpoints), limits, state_dir)
         else:
             if not endpoints:
                 raise ValueError("a webhook adapter needs at least one endpoint")
+            named = {name: endpoint(value) for name, value in endpoints.items()}
             self._default = None
-            self._clients = {
-                name: HttpClient(url, timeout_s=timeout_s, ssl_context=ssl_context)
-                for name, url in endpoints.items()
-            }
-        self._secret = secret
+        self._targets = {name: self._target(name, value, limits, state_dir) for name, value in named.items()}
         # The adapter runs at the edge, like the daemon: the wall clock unless a test injects another.
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.idempotency_header = idempotency_header
         self._sent = sent_keys if sent_keys is not None else SentKeys()
+
+    def _target(
+        self, name: str, endpoint: WebhookEndpoint, limits: ProviderLimits, state_dir: Path | bool | None
+    ) -> _Target:
+        from orchestrator.channels.http_pool import HttpPool
+
+        origin = Endpoint.parse(endpoint.url).origin
+        if origin not in self._pools:
+            self._pools[origin] = HttpPool(
+                timeout_s=self._timeout_s, ssl_context=self._ssl_context, max_connections=limits.concurrency
+            )
+        client = HttpClient(endpoint.url, pool=self._pools[origin])
+        rate = ProviderLimits(
+            concurrency=limits.concurrency,
+            rate_per_s=endpoint.rate_per_s or limits.rate_per_s,
+            burst=limits.burst,
+            max_wait_s=limits.max_wait_s,
+        )
+        limiter = rate.limiter(f"webhook:{name}:{endpoint.url}", state_dir)
+        key = endpoint.secret.encode("utf-8") if isinstance(endpoint.secret, str) else endpoint.secret
+        return _Target(client, key, limiter)
+
+    @property
+    def endpoint_names(self) -> frozenset[str]:
+        """The endpoint names messages may use (empty when every message goes to one URL)."""
+        return frozenset(self._targets)
 
     def send(self, message: OutgoingMessage) -> DeliveryResult:
         return deliver_once(
@@ -151,13 +223,14 @@ class WebhookAdapter:
         )
 
     def _request(self, message: OutgoingMessage) -> ProviderRequest | DeliveryResult:
-        client = self._clients.get(message.recipient, self._default)
-        if client is None:
-            known_names = ", ".join(sorted(self._clients))
+        target = self._targets.get(message.recipient, self._default)
+        if target is None:
+            known_names = ", ".join(sorted(self._targets))
             return DeliveryResult.failed(
-                f"no URL is configured for webhook endpoint {message.recipient!r} (known: {known_names})",
+                f"no webhook endpoint named {message.recipient!r} is configured (known: {known_names})",
                 code="unknown_endpoint",
             )
+        client = target.client
         provider = f"webhook {message.recipient if message.channel == 'webhook' else client.endpoint.host}"
         try:
             body = orjson.dumps(webhook_document(message))
@@ -167,10 +240,25 @@ class WebhookAdapter:
         headers = {
             "Content-Type": "application/json; charset=utf-8",
             TIMESTAMP_HEADER: str(timestamp),
-            SIGNATURE_HEADER: sign(self._secret, timestamp, body),
+            SIGNATURE_HEADER: sign(target.secret, timestamp, body),
             self.idempotency_header: key_header_value(message.idempotency_key),
         }
-        return ProviderRequest(client, provider, body, headers)
+        return ProviderRequest(client, provider, body, headers, limiter=target.limiter)
+
+    def close(self) -> None:
+        """Close the pooled connections and the rate limiters' files."""
+        for pool in self._pools.values():
+            pool.close()
+        for target in [*self._targets.values(), *([self._default] if self._default else [])]:
+            if target.limiter is not None:
+                target.limiter.close()
+
+
+@dataclass(frozen=True)
+class _Target:
+    client: HttpClient
+    secret: bytes
+    limiter: RateLimiter | None
 
 
 def _read_answer(response: HttpResponse, message: OutgoingMessage) -> tuple[str | None, bool]:

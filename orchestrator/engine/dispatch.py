@@ -13,9 +13,12 @@ for each batch:
    address is on the suppression list, and in the HTML of marketing email turns links into tracked
    click links and adds the open pixel when tracking is configured (``channels.links``);
 4. hands the messages to their adapters with the ledger key as idempotency key, a small group at a time
-   (``group``, default 8, which grows for a fast provider on at_least_once channels: see ``_send_batch``;
-   ``workers`` calls in flight at once: a provider call waits on the network, and adapters are
-   thread-safe). Before a group is handed over, its rows are marked ``sending`` (with
+   (``group``, default 8, which grows for a fast provider on at_least_once channels and to the channel's
+   concurrency: see ``_send_batch``). The calls run in ``channels.lanes``: per channel as many at once as
+   its concurrency (``concurrency[channel]``, else the adapter's own from its provider settings, else
+   ``workers``), since a provider call waits on the network and adapters are thread-safe; each adapter
+   takes its provider's rate limit right before its call. Before a group is handed over, its rows are
+   marked ``sending`` (with
    ``inflight_us`` and the attempt counted) in a commit of their own, which also records the outcomes of
    the group before it; so at any instant at most one group is handed over and not yet recorded. The
    outcomes: ``sent``; a transient failure goes back to ``queued`` with its next attempt after ``Backoff``
@@ -32,11 +35,9 @@ stop signal) ends a dispatch after the group in flight is recorded; the rows not
 
 from __future__ import annotations
 
-import contextlib
 import random
 import time
 from collections.abc import Callable, Collection, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -46,6 +47,7 @@ import orjson
 
 from orchestrator.channels.base import ChannelRouter, DeliveryResult, OutgoingMessage
 from orchestrator.channels.delivery import AT_MOST_ONCE, Backoff, DeliveryMode
+from orchestrator.channels.lanes import ChannelLanes
 from orchestrator.channels.links import MessageLinks
 from orchestrator.channels.templates import TemplateRenderer
 from orchestrator.clock import Clock, to_us
@@ -89,7 +91,9 @@ class DispatchContext:
     ``stop`` is asked before each group of provider calls, and true ends the dispatch; ``on_batch``, when
     given, is told after each batch how many messages were handled so far (for a progress bar). ``links``
     (from the workspace config's ``unsubscribe`` and ``tracking``, see ``channels.links.message_links``)
-    gives templates ``links.unsubscribe`` and tracks marketing email."""
+    gives templates ``links.unsubscribe`` and tracks marketing email. ``concurrency`` maps a channel to its
+    provider calls in flight at once (a channel not named: its adapter's ``concurrency``, else
+    ``workers``)."""
 
     plan_for: Callable[[str, int], JourneyPlan | None]
     renderer_for: Callable[[str], TemplateRenderer | None]
@@ -97,7 +101,8 @@ class DispatchContext:
     policy: ContactPolicy | None = None
     backoff: Backoff = field(default_factory=Backoff)
     random: Callable[[], float] = field(default_factory=lambda: random.Random(0).random)
-    workers: int = 4  # provider calls in flight at once (adapters are thread-safe); 1: one at a time
+    workers: int = 4  # provider calls in flight per channel whose width nothing else sets; 1: one at a time
+    concurrency: Mapping[str, int] = field(default_factory=dict)  # channel -> provider calls in flight
     group: int = 8  # messages marked in flight, handed over and recorded together
     max_group: int = 128  # at_least_once groups grow up to this while the provider is fast (see _send_batch)
     delivery: Mapping[str, DeliveryMode] = field(default_factory=dict)
@@ -112,17 +117,16 @@ def dispatch_queued(
 ) -> DispatchReport:
     """Handle every queued message that is due (up to ``limit``), batch by batch (see the module
     docstring); the instant is read from ``clock`` once."""
-    with ThreadPoolExecutor(context.workers) if context.workers > 1 else contextlib.nullcontext() as pool:
-        return _dispatch_all(store, router, clock, context, limit, pool)
+    with ChannelLanes(router, context.concurrency, default=context.workers) as lanes:
+        return _dispatch_all(store, clock, context, limit, lanes)
 
 
 def _dispatch_all(
     store: Store,
-    router: ChannelRouter,
     clock: Clock,
     context: DispatchContext,
     limit: int | None,
-    pool: ThreadPoolExecutor | None,
+    lanes: ChannelLanes,
 ) -> DispatchReport:
     report = DispatchReport()
     now_us = to_us(clock.now())
@@ -144,7 +148,7 @@ def _dispatch_all(
             loaded = _load(conn, batch, context, now_us)
         report.add_seconds("read", time.perf_counter() - started)
         decided, to_send = _decide_batch(batch, loaded, context, now_us, report)
-        _send_batch(store, router, decided, to_send, context, now_us, report, pool)
+        _send_batch(store, decided, to_send, context, now_us, report, lanes)
         handled += len(batch)
         last_id = batch[-1].id
         if context.on_batch is not None:
@@ -154,29 +158,35 @@ def _dispatch_all(
 
 def _send_batch(
     store: Store,
-    router: ChannelRouter,
     decided: list[dict[str, Any]],
     to_send: list[tuple[sj.DueMessage, dict[str, Any]]],
     context: DispatchContext,
     now_us: int,
     report: DispatchReport,
-    pool: ThreadPoolExecutor | None,
+    lanes: ChannelLanes,
 ) -> None:
     """Hand ``to_send`` over group by group. Each commit records what is known (the batch's decided
     outcomes, the previous group's answers) and marks the next group ``sending``; the last one records the
     last group. Rows of groups not reached (``stop``) stay queued.
 
     Messages of ``at_most_once`` channels go first, in groups of ``group``. The others start at ``group``
-    too, and the group doubles (up to ``max_group``) while the commit costs more than a tenth of the
-    provider calls it brackets, and halves back when it does not: a slow provider (the network) keeps the
-    smallest window, a fast one (the file outbox, which also drops a repeated key) does not pay a commit
-    per eight files."""
+    or at the widest concurrency of their channels, whichever is larger (a provider taking 128 calls at
+    once gets groups that fill its lanes), and the group doubles (up to ``max_group``, or that concurrency
+    when larger) while the commit costs more than a tenth of the provider calls it brackets, and halves
+    back when it does not: a slow provider (the network) keeps the smallest window, a fast one (the file
+    outbox, which also drops a repeated key) does not pay a commit per eight files. So the rows in doubt
+    after a crash are at most one group: ``group`` on at_most_once channels, and on the others the
+    largest of ``max_group`` and the channels' concurrency."""
     strict = [item for item in to_send if context.delivery.get(item[0].channel) == AT_MOST_ONCE]
-    ordered = strict + [item for item in to_send if context.delivery.get(item[0].channel) != AT_MOST_ONCE]
+    relaxed = [item for item in to_send if context.delivery.get(item[0].channel) != AT_MOST_ONCE]
+    ordered = strict + relaxed
     outcomes = decided
     suppressions: list[dict[str, Any]] = []
     base = max(1, context.group)
-    size = base
+    widest = max((lanes.width(channel) for channel in {m.channel for m, _ in relaxed}), default=1)
+    floor = max(base, widest)
+    ceiling = max(context.max_group, floor)
+    size = floor
     start = 0
     while True:
         fixed = start < len(strict)
@@ -200,17 +210,13 @@ def _send_batch(
         started = time.perf_counter()
         outgoing = [_outgoing(m, row) for m, row in group]
         # Provider calls wait on the network (or the disk): several run at once; outcomes are read in order.
-        results = (
-            pool.map(lambda message: _call(router, message), outgoing)
-            if pool and len(outgoing) > 1
-            else map(lambda message: _call(router, message), outgoing)
-        )
+        results = lanes.send_all(outgoing)
         for (m, row), result in zip(group, results, strict=True):
             outcomes.append(_record(m, row, result, context, now_us, report, suppressions))
         send_s = time.perf_counter() - started
         report.add_seconds("send", send_s)
         if not fixed and len(group) == size:
-            size = min(size * 2, context.max_group) if commit_s * 10 > send_s else max(base, size // 2)
+            size = min(size * 2, ceiling) if commit_s * 10 > send_s else max(floor, size // 2)
 
 
 @dataclass
@@ -401,13 +407,6 @@ def _outgoing(m: sj.DueMessage, row: dict[str, Any]) -> OutgoingMessage:
         created_us=m.created_us,
         transactional=m.transactional,
     )
-
-
-def _call(router: ChannelRouter, message: OutgoingMessage) -> DeliveryResult:
-    try:
-        return router.route(message.channel).send(message)
-    except Exception as exc:  # an adapter broke its contract by raising: treat it as transient
-        return DeliveryResult.retry(f"adapter error: {exc}", code="adapter_error")
 
 
 def _record(
