@@ -283,11 +283,14 @@ def _engine_settings(
 ) -> dict[str, Any]:
     """The settings ``run`` and ``daemon`` share, resolved (the workspace first, as the engine needs it)."""
     return {
+        # Providers, webhooks and links; the secrets of the providers set up must be in the environment.
+        "workspace_config": s.workspace_config(require_secrets=True),
         "journeys": s.journeys(journeys),
         "templates": s.templates(templates),
         "outbox": s.outbox(outbox),
         "global_holdout": s.global_holdout(global_holdout),
         "delivery": s.delivery(delivery),
+        "delivery_source": s.delivery_source(delivery),
         "db": s.db(db),
     }
 
@@ -672,9 +675,9 @@ def config_(
         "config",
         config,
         lambda s: {
-            "format": format,
-            "workspace_config": s.workspace_config(),
             **_engine_settings(s, journeys, templates, outbox, global_holdout, delivery, db),
+            "format": format,
+            "workspace_config": s.workspace_config(),  # shown with the secrets that are not set
         },
     )
 

@@ -19,12 +19,15 @@ from orchestrator.cli.errors import Failure, UsageError
 from orchestrator.cli.settings import Args
 from orchestrator.clock import Clock, SimulatedClock, SystemClock, parse_instant, to_us
 from orchestrator.engine.tick import ClockBehind, Engine, TickReport
-from orchestrator.engine.workspace import load_workspace, validate_paths
+from orchestrator.engine.workspace import Workspace, load_workspace, validate_paths
 from orchestrator.spec import SpecError
 from orchestrator.store import Store, database_url, open_store
 from orchestrator.store.holder import Holding, StoreHeld, hold
 
 if TYPE_CHECKING:  # the ingest modules load pyarrow: only the commands that ingest import them
+    from orchestrator.channels.delivery import DeliveryMode
+    from orchestrator.channels.links import MessageLinks
+    from orchestrator.engine.reload import WorkspaceFiles
     from orchestrator.ingest.readers import TimeRange
     from orchestrator.ingest.report import IngestReport
 
@@ -45,14 +48,46 @@ def outbox_router(folder: Path) -> ChannelRouter:
     return ChannelRouter([OutboxAdapter(folder)])
 
 
-def _engine(args: Args, clock: Clock) -> Engine:
+def _router(args: Args, clock: Clock) -> ChannelRouter:
+    """The providers of the workspace config (every channel to the outbox folder without one)."""
+    from orchestrator.channels.configured import ProviderSetupError, build_router
+
+    config = getattr(args, "workspace_config", None)
+    if config is None:
+        return outbox_router(args.outbox)
+    try:
+        return build_router(config, outbox=args.outbox, clock=clock)
+    except ProviderSetupError as exc:
+        raise Failure(f"a provider cannot be set up: {exc}") from None
+
+
+def _links(args: Args) -> MessageLinks | None:
+    """The unsubscribe and tracking links of the workspace config, if it has them."""
+    from orchestrator.channels.links import message_links
+
+    config = getattr(args, "workspace_config", None)
+    if config is None:
+        return None
+    try:
+        return message_links(config.file)
+    except ValueError as exc:
+        raise Failure(f"the links cannot be set up: {exc}") from None
+
+
+def _workspace(args: Args) -> Workspace:
     try:
         workspace = load_workspace(args.journeys, args.templates)
     except SpecError as exc:
         raise Failure(f"the journeys are not valid:\n{exc}") from None
     if not workspace.plans:
         raise UsageError(f"no journey files found in {' '.join(args.journeys)}")
-    router = outbox_router(args.outbox)
+    return workspace
+
+
+def _engine(args: Args, clock: Clock) -> Engine:
+    workspace = _workspace(args)
+    links = _links(args)
+    router = _router(args, clock)
     # The global holdout and the delivery modes were resolved (and checked) with the other settings.
     return Engine(
         open_store(args.db),
@@ -61,6 +96,7 @@ def _engine(args: Args, clock: Clock) -> Engine:
         clock,
         global_holdout=args.global_holdout,
         delivery=args.delivery,
+        links=links,
     )
 
 
@@ -273,6 +309,7 @@ def cmd_run(args: Args) -> int:
         except ClockBehind as exc:
             raise Failure(str(exc)) from None
         finally:
+            engine.router.close()
             engine.store.dispose()
     print(f"tick at {clock.now().isoformat()}")
     _print_tick(report)
@@ -306,20 +343,78 @@ def _daemon(args: Args, simulated: tuple[SimulatedClock, datetime, timedelta] | 
         engine.router = ChannelRouter(
             [adapter if args.attempt_log is None else AttemptLog(adapter, args.attempt_log)]
         )
+    files = WorkspaceFiles.of(args.journeys, args.templates)
+    load = apply = None
+    config = args.workspace_config
+    if config.path is not None and args.provider is None and args.attempt_log is None:
+        # The config is watched with the journeys: a changed provider, webhook or link section is
+        # checked and set up before it replaces the running one; the rest of it needs a restart.
+        files = WorkspaceFiles(files.journeys, files.templates, extra=(config.path,))
+        load, apply = _config_reload(args, engine, files)
     settings = DaemonSettings(
         interval=args.interval,
         store_url=database_url(args.db),
         max_ticks=args.max_ticks,
         inbox=args.inbox,
         simulated=simulated,
-        files=WorkspaceFiles.of(args.journeys, args.templates),
+        files=files,
         watch_seconds=args.watch,
+        load=load,
+        apply=apply,
     )
     try:
         serve(engine, settings)
     finally:
+        engine.router.close()
         engine.store.dispose()
     return 0
+
+
+def _config_reload(
+    args: Args, engine: Engine, files: WorkspaceFiles
+) -> tuple[Callable[[], Workspace], Callable[[Workspace], None]]:
+    """The daemon's reload of the workspace config beside its journeys: ``load`` checks the journeys and
+    the config and sets up the config's providers (any problem refuses the whole reload, the running
+    version goes on); ``apply`` hands the engine both."""
+    from orchestrator.channels.configured import ProviderSetupError, build_router
+    from orchestrator.channels.links import message_links
+    from orchestrator.config import ConfigError, load_config
+    from orchestrator.spec.yamlio import Problem
+
+    path = args.workspace_config.path
+    assert path is not None
+    applied = [path.read_bytes()]
+    pending: list[tuple[ChannelRouter, MessageLinks | None, dict[str, DeliveryMode], bytes]] = []
+
+    def load() -> Workspace:
+        workspace = files.load()
+        text = path.read_bytes()
+        if text == applied[0]:
+            return workspace
+        try:
+            config = load_config(path, require_secrets=True)
+            links = message_links(config.file)
+            router = build_router(config, outbox=args.outbox, clock=engine.clock)
+        except ConfigError:
+            raise
+        except (ProviderSetupError, ValueError) as exc:
+            raise SpecError([Problem(str(path), 1, 1, str(exc))]) from None
+        # Delivery modes from the config, unless --delivery (or its variable) set them for this process.
+        keep = args.delivery_source not in (None, "config")
+        modes = engine.delivery if keep else dict(config.delivery_modes())
+        for old in pending:
+            old[0].close()
+        pending[:] = [(router, links, cast("dict[str, DeliveryMode]", modes), text)]
+        return workspace
+
+    def apply(workspace: Workspace) -> None:
+        engine.replace_workspace(workspace)
+        if pending:
+            router, links, modes, text = pending.pop()
+            engine.replace_delivery(router, links, modes)
+            applied[0] = text
+
+    return load, apply
 
 
 def cmd_retire(args: Args) -> int:
@@ -525,3 +620,41 @@ def cmd_config(args: Args) -> int:
     for name in config.unset_secrets:
         print(f"warning: {name} is not set in the environment", file=sys.stderr)
     return 0
+
+
+def cmd_send_test(args: Args) -> int:
+    from orchestrator.engine.preview import PreviewError, send_test
+
+    workspace = _workspace(args)
+    clock = SystemClock()
+    links = _links(args)
+    try:
+        store = open_store(args.db)
+    except FileNotFoundError as exc:
+        raise UsageError(str(exc)) from None
+    router = _router(args, clock)
+    try:
+        sent = send_test(
+            workspace, store, router, args.journey, args.step, args.to, clock, args.customer, links
+        )
+    except PreviewError as exc:
+        raise UsageError(str(exc)) from None
+    finally:
+        router.close()
+        store.dispose()
+    row, result = sent.row, sent.result
+    channel = row["channel"]
+    who = "sample data" if args.customer is None else f"customer {args.customer}"
+    if result.ok:
+        print(
+            f"sent {args.journey}/{args.step} ({channel}, rendered for {who}) to {args.to}: "
+            f"provider id {result.provider_id}; recorded as a test, {sent.key}"
+        )
+        return 0
+    kind = "will not" if result.outcome == "permanent" else "may"
+    print(
+        f"orchestrator send-test: not sent ({result.code or result.status}): {result.error}; a retry {kind} "
+        f"help; recorded as a test, {sent.key}",
+        file=sys.stderr,
+    )
+    return 1

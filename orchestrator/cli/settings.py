@@ -208,6 +208,12 @@ class Settings:
         except ValueError as exc:
             raise UsageError(f"{picked.source}: {exc}") from None
 
+    def delivery_source(self, flag: Sequence[str] | None) -> str | None:
+        """Where the delivery modes come from: ``--delivery``, ``config``, ``ORCHESTRATOR_DELIVERY`` or
+        None (the default). A daemon takes the modes of a reloaded config only when they came from it."""
+        picked = self._pick("delivery", flag, "--delivery", ENV_DELIVERY)
+        return None if picked is None else picked.source
+
     def interval(self, flag: float | None) -> float:
         """Seconds between the daemon's ticks: ``--interval``, config, else 60. ``UsageError`` unless
         positive."""

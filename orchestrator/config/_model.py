@@ -129,7 +129,8 @@ class OutboxChannel(_Channel):
 
 
 class SmtpChannel(_Channel):
-    """Email through an SMTP server, over a pool of reused connections."""
+    """Email through an SMTP server, over a pool of reused connections: ``concurrency`` is the number of
+    connections (and of messages in flight)."""
 
     provider: Literal["smtp"]
     host: EnvText
@@ -137,7 +138,6 @@ class SmtpChannel(_Channel):
     security: Literal["starttls", "tls", "none"] = "starttls"
     username: EnvText | None = None
     password: SecretRef | None = None
-    pool: Annotated[int, Field(ge=1, le=256)] = 4
 
     @model_validator(mode="after")
     def _login(self) -> SmtpChannel:

@@ -43,6 +43,7 @@ from orchestrator.store import journeys as sj
 
 if TYPE_CHECKING:  # the ingest modules load pyarrow: imported only with an inbox
     from orchestrator.engine.reload import WorkspaceFiles
+    from orchestrator.engine.workspace import Workspace
     from orchestrator.ingest import IngestReport
 
 log = logging.getLogger("orchestrator.daemon")
@@ -291,6 +292,10 @@ class DaemonSettings:
     simulated: tuple[SimulatedClock, datetime, timedelta] | None = None
     files: WorkspaceFiles | None = None
     watch_seconds: float | None = 1.0
+    # A workspace config watched with the files (in ``files.extra``): ``load`` reads the workspace and the
+    # config, ``apply`` hands both to the engine (see ``engine.reload.Reloader``).
+    load: Callable[[], Workspace] | None = None
+    apply: Callable[[Workspace], None] | None = None
 
 
 @dataclass
@@ -328,7 +333,7 @@ def serve(engine: Engine, settings: DaemonSettings) -> int:
         from orchestrator.engine.reload import Reloader, pin_templates
 
         pin_templates(engine.workspace)  # the running templates stay as validated until a reload
-        reloader = Reloader(settings.files, engine)
+        reloader = Reloader(settings.files, engine, load=settings.load, apply=settings.apply)
     log_start(engine, settings, reloading=reloader is not None)
     ticks = run_daemon(
         tick,

@@ -249,7 +249,8 @@ def describe_changes(before: Workspace, after: Workspace) -> list[str]:
 class Reloader:
     """Looks at a workspace's files and hands a validated new workspace to the engine (see the module
     docstring). ``check`` is called by the daemon's main thread; the engine takes the workspace at its
-    next tick. ``load`` defaults to ``files.load``; a caller that also reads a config passes its own."""
+    next tick. ``load`` defaults to ``files.load``; a caller that also reads a config passes its own, and an
+    ``apply`` that hands the engine what it read besides the workspace (``Engine.replace_delivery``)."""
 
     def __init__(
         self,
@@ -257,10 +258,12 @@ class Reloader:
         engine: Engine,
         *,
         load: Callable[[], Workspace] | None = None,
+        apply: Callable[[Workspace], None] | None = None,
     ) -> None:
         self.files = files
         self.engine = engine
         self.load = load or files.load
+        self.apply = apply or engine.replace_workspace
         self.current = engine.workspace  # what the engine runs, or will from its next tick
         self._judged = files.fingerprint()  # the files as last loaded or refused
         self._pending: Fingerprint | None = None  # a change seen once, taken if it stands still
@@ -303,7 +306,7 @@ class Reloader:
         if problems or workspace is None:
             self._refused(problems, trigger, files)
             return False
-        self.engine.replace_workspace(workspace)
+        self.apply(workspace)
         changes = describe_changes(self.current, workspace)
         self.current = workspace
         fixed = self._reported is not None

@@ -123,6 +123,9 @@ class TickReport:
         }
 
 
+_Delivery = tuple[ChannelRouter, MessageLinks | None, dict[str, DeliveryMode]]
+
+
 class Engine:
     """Runs ticks of a workspace against a store, at the instants a clock gives."""
 
@@ -163,6 +166,7 @@ class Engine:
         # How far before the last stored tick this engine's clock may be and still tick (see ``tick``).
         self.clock_skew_us = 0 if self.sharing is None else WORKER_CLOCK_SKEW_US
         self._staged: Workspace | None = None  # the workspace the next tick runs (``replace_workspace``)
+        self._staged_delivery: _Delivery | None = None  # ``replace_delivery``
         self._staging = threading.Lock()
 
     def replace_workspace(self, workspace: Workspace) -> None:
@@ -175,11 +179,26 @@ class Engine:
         with self._staging:
             self._staged = workspace
 
+    def replace_delivery(
+        self, router: ChannelRouter, links: MessageLinks | None, delivery: Mapping[str, DeliveryMode]
+    ) -> None:
+        """Send through ``router`` (with ``links`` and these delivery modes) from the next tick on, as
+        ``replace_workspace`` does for journeys (a changed workspace config); the router it replaces is
+        closed then. Safe from any thread."""
+        with self._staging:
+            if self._staged_delivery is not None:
+                self._staged_delivery[0].close()  # staged twice before a tick: the first never ran
+            self._staged_delivery = (router, links, dict(delivery))
+
     def _take_staged_workspace(self) -> None:
         with self._staging:
             staged, self._staged = self._staged, None
+            delivery, self._staged_delivery = self._staged_delivery, None
         if staged is not None:
             self.workspace = staged
+        if delivery is not None:
+            old, (self.router, self.links, self.delivery) = self.router, delivery
+            old.close()
 
     # ------------------------------------------------------------------------------------------ tick
 
