@@ -1,0 +1,308 @@
+"""Group commits: the calls of every request that arrives while a transaction runs share the next one.
+
+A request hands its validated calls to the ``GroupWriter`` and waits. One thread writes: it takes every
+request queued (up to ``max_group_calls`` calls), stores them in one transaction (identify records
+through ``store.customers.upsert_customers``, events through ``store.events.insert_new_events`` with
+their keys, as file ingest does), commits, and only then answers each request. So a request is answered
+once its calls are committed, and under load many requests share one commit.
+
+On SQLite the writer's own connection commits with ``synchronous=FULL``: a committed group survives a
+crash of the machine, not only of the process (one sync per group, which is what makes it affordable).
+On PostgreSQL a commit is durable as the server is configured.
+
+A group that fails for a reason other than the store (a bug) is retried request by request, so one bad
+request never fails the others; when the store fails, every request of the group gets
+``StoreUnavailable`` and nothing of the group is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Connection
+
+from orchestrator.clock import Clock, SystemClock, to_us
+from orchestrator.http.segment import ParsedCalls
+from orchestrator.ingest.keys import event_keys
+from orchestrator.store.customers import ensure_customer_keys, upsert_customers
+from orchestrator.store.db import Store, is_database_error
+from orchestrator.store.events import event_type_ids, insert_new_events
+
+log = logging.getLogger("orchestrator.http")
+
+#: At most this many calls in one transaction (a request is never split).
+MAX_GROUP_CALLS = 20_000
+#: Customer keys remembered between groups (they never change once committed).
+MAX_CACHED_CUSTOMERS = 1_000_000
+
+
+class StoreUnavailable(Exception):
+    """The store did not take the group (down, full, locked too long): nothing of it was stored."""
+
+
+@dataclass(frozen=True)
+class Written:
+    """What one request's calls became: events stored, events not stored because their ``messageId``
+    was (``duplicates``), identify records applied, and those older than the customer's stored record
+    (``stale``, valid and not applied)."""
+
+    events: int = 0
+    duplicates: int = 0
+    identified: int = 0
+    stale: int = 0
+
+
+@dataclass
+class _Pending:
+    calls: ParsedCalls
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Written]
+
+    @property
+    def size(self) -> int:
+        return (len(self.calls.events) if self.calls.events is not None else 0) + len(self.calls.customers)
+
+
+_STOP = object()
+
+
+def _settle(future: asyncio.Future[Written], result: Written | BaseException) -> None:
+    if future.done():  # the client went away
+        return
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)
+
+
+class _Keys:
+    """Customer keys and event type ids resolved before, so a group looks up only what is new. Values
+    learned inside a transaction count only once it commits."""
+
+    def __init__(self) -> None:
+        self.customers: dict[str, int] = {}
+        self.types: dict[str, int] = {}
+        self.new_customers: dict[str, int] = {}
+        self.new_types: dict[str, int] = {}
+
+    def customer_keys(self, conn: Connection, ids: list[str], now_us: int) -> np.ndarray:
+        known, new = self.customers, self.new_customers
+        missing = [cid for cid in dict.fromkeys(ids) if cid not in known and cid not in new]
+        if missing:
+            new.update(zip(missing, ensure_customer_keys(conn, missing, now_us).tolist(), strict=True))
+        return np.fromiter((known[cid] if cid in known else new[cid] for cid in ids), np.int64, len(ids))
+
+    def type_ids(self, conn: Connection, names: list[str]) -> np.ndarray:
+        known, new = self.types, self.new_types
+        missing = [name for name in dict.fromkeys(names) if name not in known and name not in new]
+        if missing:
+            new.update(event_type_ids(conn, missing))
+        return np.fromiter((known[n] if n in known else new[n] for n in names), np.int64, len(names))
+
+    def committed(self) -> None:
+        if len(self.customers) + len(self.new_customers) > MAX_CACHED_CUSTOMERS:
+            self.customers.clear()
+        self.customers.update(self.new_customers)
+        self.types.update(self.new_types)
+        self.rolled_back()
+
+    def rolled_back(self) -> None:
+        self.new_customers = {}
+        self.new_types = {}
+
+
+def _used(codes: np.ndarray, names: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+    """The names the codes use (a chunk's lists also name rows it rejected), and the codes into them."""
+    used, inverse = np.unique(codes, return_inverse=True)
+    return inverse.astype(np.int64), [names[i] for i in used.tolist()]
+
+
+class GroupWriter:
+    """The one writer of the HTTP service's calls; ``start`` it, ``await write(calls)`` from requests,
+    ``stop`` it (what is queued is written first). ``on_commit`` is told each committed group's number
+    of requests and calls."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        clock: Clock | None = None,
+        max_group_calls: int = MAX_GROUP_CALLS,
+        durable: bool = True,
+        on_commit: Callable[[int, int], object] | None = None,
+    ) -> None:
+        self.store = store
+        self.clock = clock or SystemClock()
+        self.max_group_calls = max_group_calls
+        self.durable = durable
+        self.on_commit = on_commit
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._conn: Connection | None = None
+        self._keys = _Keys()
+        self._failing: str | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="orchestrator-api-writer", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Write what is queued, then end the thread and close its connection."""
+        if self._thread is not None:
+            self._queue.put(_STOP)
+            self._thread.join(timeout)
+            self._thread = None
+
+    async def write(self, calls: ParsedCalls) -> Written:
+        """Store ``calls`` with the next group; returns once committed. Raises ``StoreUnavailable``."""
+        if calls.events is None and not calls.customers:
+            return Written()
+        if self._thread is None:
+            raise StoreUnavailable("the writer is not running")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Written] = loop.create_future()
+        self._queue.put(_Pending(calls, loop, future))
+        return await future
+
+    # ------------------------------------------------------------------------------------------ thread
+
+    def _run(self) -> None:
+        stopping = False
+        try:
+            while not stopping:
+                first = self._queue.get()
+                if first is _STOP:
+                    break
+                group = [first]
+                size = first.size
+                while size < self.max_group_calls:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is _STOP:
+                        stopping = True
+                        break
+                    group.append(item)
+                    size += item.size
+                self._write_group(group, size)
+        finally:
+            self._close()
+
+    def _write_group(self, group: list[_Pending], size: int) -> None:
+        try:
+            results: Sequence[Written | BaseException] = self._commit(group)
+        except Exception as exc:
+            if is_database_error(exc):
+                self._close()  # a broken connection is not used again
+                text = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+                if text != self._failing:
+                    log.error("the store did not take %d API request(s): %s", len(group), text)
+                    self._failing = text
+                results = [StoreUnavailable("the store is unavailable")] * len(group)
+            elif len(group) > 1:
+                results = [self._alone(item) for item in group]
+            else:
+                log.error("storing an API request failed: %s", type(exc).__name__, exc_info=True)
+                results = [exc]
+        else:
+            if self._failing is not None:
+                log.warning("the store takes API requests again")
+                self._failing = None
+            if self.on_commit is not None:
+                self.on_commit(len(group), size)
+        for item, result in zip(group, results, strict=True):
+            item.loop.call_soon_threadsafe(_settle, item.future, result)
+
+    def _alone(self, item: _Pending) -> Written | BaseException:
+        try:
+            return self._commit([item])[0]
+        except Exception as exc:
+            if is_database_error(exc):
+                self._close()
+                return StoreUnavailable("the store is unavailable")
+            log.error("storing an API request failed: %s", type(exc).__name__, exc_info=True)
+            return exc
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Connection]:
+        if self._conn is None:
+            conn = self.store.engine.connect()
+            if self.durable and self.store.is_sqlite:
+                # This connection only: the engine's own stay as they are.
+                conn.connection.dbapi_connection.execute("PRAGMA synchronous=FULL")  # type: ignore[union-attr]
+            self._conn = conn
+        try:
+            with self._conn.begin():
+                yield self._conn
+        except BaseException:
+            self._keys.rolled_back()
+            raise
+        self._keys.committed()
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:  # closing a broken connection may fail too
+                pass
+            self._conn = None
+
+    def _commit(self, group: list[_Pending]) -> list[Written]:
+        """Store the group in one transaction; what each request's calls became."""
+        now_us = to_us(self.clock.now())
+        started = time.perf_counter()
+        identified = [0] * len(group)
+        stale = [0] * len(group)
+        with self._transaction() as conn:
+            for i, item in enumerate(group):
+                if item.calls.customers:
+                    done = upsert_customers(conn, [row for _, row in item.calls.customers], now_us)
+                    stale[i] = done.stale
+                    identified[i] = len(item.calls.customers) - done.stale
+            stored = self._insert_events(conn, [item.calls for item in group], now_us)
+        log.debug("committed %d request(s) in %.4fs", len(group), time.perf_counter() - started)
+        return [
+            Written(
+                events=stored[i],
+                duplicates=(len(item.calls.events) if item.calls.events is not None else 0) - stored[i],
+                identified=identified[i],
+                stale=stale[i],
+            )
+            for i, item in enumerate(group)
+        ]
+
+    def _insert_events(self, conn: Connection, requests: list[ParsedCalls], now_us: int) -> list[int]:
+        """Insert the events of every request at once; the number stored of each."""
+        chunks = [(i, calls.events) for i, calls in enumerate(requests) if calls.events is not None]
+        stored = [0] * len(requests)
+        if not chunks:
+            return stored
+        customers, types, times, props, ids, owners = [], [], [], [], [], []
+        for i, chunk in chunks:
+            codes, names = _used(chunk.customer_codes, chunk.customer_ids)
+            customers.append(self._keys.customer_keys(conn, names, now_us)[codes])
+            codes, names = _used(chunk.event_codes, chunk.event_names)
+            types.append(self._keys.type_ids(conn, names)[codes])
+            times.append(chunk.ts_us)
+            props.extend(chunk.properties)
+            ids.extend(chunk.message_ids if chunk.message_ids is not None else [None] * len(chunk))
+            owners.append(np.full(len(chunk), i, np.int64))
+        owner = np.concatenate(owners)
+        keys, keyed = event_keys(None, np.arange(1, len(owner) + 1, dtype=np.int64), ids)
+        _, _, rows = insert_new_events(
+            conn, np.concatenate(customers), np.concatenate(types), np.concatenate(times), props, keys, keyed
+        )
+        for i, n in enumerate(np.bincount(owner[rows], minlength=len(requests)).tolist()):
+            stored[i] = n
+        return stored
