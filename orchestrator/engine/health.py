@@ -46,7 +46,9 @@ class EngineHealth:
 
     @property
     def stale(self) -> bool:
-        return self.age_us is not None and self.stale_after_us is not None and self.age_us > self.stale_after_us
+        return (
+            self.age_us is not None and self.stale_after_us is not None and self.age_us > self.stale_after_us
+        )
 
     @property
     def ok(self) -> bool:
@@ -67,7 +69,9 @@ class EngineHealth:
             ],
             "last_tick_stale": self.stale,
             "last_tick_age_seconds": None if self.age_us is None else round(self.age_us / US_PER_SECOND, 3),
-            "stale_after_seconds": None if self.stale_after_us is None else self.stale_after_us / US_PER_SECOND,
+            "stale_after_seconds": None
+            if self.stale_after_us is None
+            else self.stale_after_us / US_PER_SECOND,
         }
 
 

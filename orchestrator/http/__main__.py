@@ -15,13 +15,17 @@ from orchestrator.http.server import serve
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m orchestrator.http", description=__doc__)
-    parser.add_argument("--config", type=Path, default=None, help="orchestrator.yaml (default: found from here)")
+    parser.add_argument(
+        "--config", type=Path, default=None, help="orchestrator.yaml (default: found from here)"
+    )
     parser.add_argument("--db", default=None, help="store URL (default: the config's)")
     parser.add_argument("--host", default=None)
     parser.add_argument("--port", type=int, default=None)
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         config = load_config(args.config)
         serve(config, args.db, args.host, args.port)

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from orchestrator.clock import Clock, SystemClock
+from orchestrator.clock import Clock, SystemClock, to_us
 from orchestrator.config import WorkspaceConfig
 from orchestrator.http.auth import WriteKeys
 from orchestrator.http.events import JSON, EventApi
@@ -29,6 +29,7 @@ from orchestrator.http.metrics import ApiMetrics, StoreCollector
 from orchestrator.http.middleware import RequestMetrics
 from orchestrator.http.openapi import openapi_document
 from orchestrator.http.ops import Operations
+from orchestrator.http.segment import parse_calls
 from orchestrator.http.writer import GroupWriter
 from orchestrator.store import Store, database_url, open_store
 
@@ -84,6 +85,8 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         await run_in_threadpool(collector.start)
+        # The first parse loads what validation needs (Arrow's casts): before the first request, not in it.
+        parse_calls([{"userId": "warm-up", "event": "warm-up"}], "track", to_us(clock.now()))
         writer.start()
         if not api.keys:
             log.warning("no API key is set (http.api_keys): the event API refuses every request")

@@ -77,7 +77,9 @@ class EventApi:
 
     async def _handle(self, request: Request, kind: str | None) -> Response:
         if self.keys.check(request.headers.get("authorization")) is None:
-            return problem(401, "a write key is needed: HTTP Basic auth with the key as the user name", _UNAUTHORIZED)
+            return problem(
+                401, "a write key is needed: HTTP Basic auth with the key as the user name", _UNAUTHORIZED
+            )
         encoding = request.headers.get("content-encoding")
         if encoding is not None and encoding.strip().lower() not in ("", "identity"):
             return problem(415, "send the body without Content-Encoding")
@@ -101,7 +103,9 @@ class EventApi:
         try:
             written = await self.writer.write(parsed)
         except StoreUnavailable:
-            return problem(503, "the store is unavailable; nothing was stored, retry later", {"Retry-After": "5"})
+            return problem(
+                503, "the store is unavailable; nothing was stored, retry later", {"Retry-After": "5"}
+            )
         self._count(calls, kind, parsed, written)
         if kind is not None and parsed.rejected:
             return problem(400, parsed.rejected[0][1])

@@ -67,7 +67,9 @@ class ApiMetrics:
             registry=registry,
         )
         self.commits = Counter(
-            "orchestrator_api_commits", "Transactions the event API committed (group commits).", registry=registry
+            "orchestrator_api_commits",
+            "Transactions the event API committed (group commits).",
+            registry=registry,
         )
         self.group_requests = Histogram(
             "orchestrator_api_commit_requests",
@@ -174,7 +176,9 @@ class StoreCollector(Collector):
             if b.queued or b.sending:
                 oldest.add_metric([b.channel], max(0, now_us - b.oldest_us) / US_PER_SECOND)
         out += [queued, oldest]
-        failing = GaugeMetricFamily("orchestrator_failed_journeys", "Journeys marked failed at their last tick.")
+        failing = GaugeMetricFamily(
+            "orchestrator_failed_journeys", "Journeys marked failed at their last tick."
+        )
         failing.add_metric([], len(failed))
         marked = GaugeMetricFamily(
             "orchestrator_journey_failed", "1 for each journey marked failed.", labels=["journey"]

@@ -137,7 +137,10 @@ _MODELS: list[type[BaseModel]] = [
 
 
 def _json(schema: str, description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": {"$ref": _REF.format(model=schema)}}}}
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": _REF.format(model=schema)}}},
+    }
 
 
 def _event_operation(summary: str, body: str) -> dict[str, Any]:

@@ -32,7 +32,9 @@ class Operations:
         self.store = store
         self.registry = registry
         self.clock = clock
-        self.stale_after_us = None if stale_after is None else round(stale_after.total_seconds() * US_PER_SECOND)
+        self.stale_after_us = (
+            None if stale_after is None else round(stale_after.total_seconds() * US_PER_SECOND)
+        )
 
     async def healthz(self, _request: Request) -> Response:
         return Response(b'{"status":"ok"}', 200, media_type=JSON)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -31,7 +32,7 @@ import orjson
 
 from orchestrator.clock import from_us
 from orchestrator.ingest.load import UPDATED_AT_LEEWAY_US, time_range
-from orchestrator.ingest.readers import EventBuilder, EventChunk, customer_row
+from orchestrator.ingest.readers import EventBuilder, EventChunk, customer_row, parse_ts_text
 from orchestrator.ingest.report import Reject
 
 #: The calls this API takes (``group`` and ``alias`` are refused: the engine has no use for them).
@@ -39,11 +40,13 @@ KINDS = ("track", "identify", "page", "screen")
 EVENT_KINDS = frozenset(("track", "page", "screen"))
 MAX_EVENT_BYTES = 32 * 1024
 MAX_REQUEST_BYTES = 500 * 1024
+#: Up to this many calls, timestamps are parsed one by one rather than as one Arrow column.
+FEW_CALLS = 16
 #: The reasons whose detail names only our own bounds or field paths, never a value from the call.
 _DETAILED = frozenset(("ts out of range", "integer beyond 64 bits", "reserved field"))
 _WORDS = (
     (re.compile(r"\bcustomer_id and id\b"), "userId and traits.id"),
-    (re.compile(r"\bcustomer_id\b"), "userId"),
+    (re.compile(r"(?<!traits\.)\bcustomer_id\b"), "userId"),
     (re.compile(r"^(bad |missing )?ts\b"), r"\1timestamp"),
     (re.compile(r"\bmessage id\b"), "messageId"),
 )
@@ -83,9 +86,20 @@ def _user_id(call: Mapping[str, Any]) -> Any:
     return user
 
 
-def _event_record(kind: str, call: Mapping[str, Any], user: Any, received: str) -> dict[str, Any] | Reject:
+def _event_record(
+    kind: str, call: Mapping[str, Any], user: Any, received: datetime | str, one_by_one: bool
+) -> dict[str, Any] | Reject:
     ts = call.get("timestamp")
-    record: dict[str, Any] = {"customer_id": user, "ts": received if ts is None else ts}
+    if ts is None:
+        ts = received
+    elif one_by_one and type(ts) is str:
+        # A few calls: parsed here, as ingest parses one text (Arrow, which the builder uses for the
+        # whole chunk, costs more than it saves on so few).
+        parsed = parse_ts_text(ts)
+        if isinstance(parsed, Reject):
+            return parsed
+        ts = from_us(parsed)
+    record: dict[str, Any] = {"customer_id": user, "ts": ts}
     props = call.get("properties")
     if kind == "track":
         record["event"] = call.get("event")
@@ -104,7 +118,9 @@ def _event_record(kind: str, call: Mapping[str, Any], user: Any, received: str) 
     return record
 
 
-def _customer_record(call: Mapping[str, Any], user: Any, line: int, latest_us: int) -> dict[str, Any] | Reject:
+def _customer_record(
+    call: Mapping[str, Any], user: Any, line: int, latest_us: int
+) -> dict[str, Any] | Reject:
     traits = call.get("traits")
     if traits is None:
         traits = {}
@@ -122,7 +138,10 @@ def _customer_record(call: Mapping[str, Any], user: Any, line: int, latest_us: i
 def parse_calls(calls: list[Any], kind: str | None, now_us: int) -> ParsedCalls:
     """Validate ``calls`` (JSON values) of one request: every call is of ``kind``, or (``kind`` None, a
     batch) of its own ``type``. Each call is checked on its own; a bad one never stops the others."""
-    received = from_us(now_us).isoformat()
+    one_by_one = len(calls) <= FEW_CALLS
+    # As text for many calls: the builder then parses every time as one column (a datetime would send
+    # each call down its slow path).
+    received: datetime | str = from_us(now_us) if one_by_one else from_us(now_us).isoformat()
     latest_us = now_us + UPDATED_AT_LEEWAY_US
     builder = EventBuilder(time_range(now_us))
     records: list[tuple[int, Any]] = []
@@ -149,7 +168,11 @@ def parse_calls(calls: list[Any], kind: str | None, now_us: int) -> ParsedCalls:
         if isinstance(user, Reject):
             rejected.append(user._replace(line=line))
         elif call_kind in EVENT_KINDS:
-            records.append((line, _event_record(call_kind, call, user, received)))
+            record = _event_record(call_kind, call, user, received, one_by_one)
+            if isinstance(record, Reject):
+                rejected.append(record._replace(line=line))
+            else:
+                records.append((line, record))
         else:
             row = _customer_record(call, user, line, latest_us)
             if isinstance(row, Reject):

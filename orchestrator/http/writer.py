@@ -18,6 +18,7 @@ request never fails the others; when the store fails, every request of the group
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
@@ -118,12 +119,6 @@ class _Keys:
     def rolled_back(self) -> None:
         self.new_customers = {}
         self.new_types = {}
-
-
-def _used(codes: np.ndarray, names: Sequence[str]) -> tuple[np.ndarray, list[str]]:
-    """The names the codes use (a chunk's lists also name rows it rejected), and the codes into them."""
-    used, inverse = np.unique(codes, return_inverse=True)
-    return inverse.astype(np.int64), [names[i] for i in used.tolist()]
 
 
 class GroupWriter:
@@ -252,10 +247,8 @@ class GroupWriter:
 
     def _close(self) -> None:
         if self._conn is not None:
-            try:
+            with contextlib.suppress(Exception):  # closing a broken connection may fail too
                 self._conn.close()
-            except Exception:  # closing a broken connection may fail too
-                pass
             self._conn = None
 
     def _commit(self, group: list[_Pending]) -> list[Written]:
@@ -284,25 +277,31 @@ class GroupWriter:
 
     def _insert_events(self, conn: Connection, requests: list[ParsedCalls], now_us: int) -> list[int]:
         """Insert the events of every request at once; the number stored of each."""
-        chunks = [(i, calls.events) for i, calls in enumerate(requests) if calls.events is not None]
         stored = [0] * len(requests)
-        if not chunks:
-            return stored
-        customers, types, times, props, ids, owners = [], [], [], [], [], []
-        for i, chunk in chunks:
-            codes, names = _used(chunk.customer_codes, chunk.customer_ids)
-            customers.append(self._keys.customer_keys(conn, names, now_us)[codes])
-            codes, names = _used(chunk.event_codes, chunk.event_names)
-            types.append(self._keys.type_ids(conn, names)[codes])
+        customer_ids: list[str] = []
+        event_names: list[str] = []
+        times: list[np.ndarray] = []
+        props: list[str] = []
+        ids: list[str | None] = []
+        owners: list[int] = []
+        for i, calls in enumerate(requests):
+            chunk = calls.events
+            if chunk is None:
+                continue
+            # Only the names the events use: a chunk's lists also name the rows it rejected.
+            customer_ids += map(chunk.customer_ids.__getitem__, chunk.customer_codes.tolist())
+            event_names += map(chunk.event_names.__getitem__, chunk.event_codes.tolist())
             times.append(chunk.ts_us)
-            props.extend(chunk.properties)
-            ids.extend(chunk.message_ids if chunk.message_ids is not None else [None] * len(chunk))
-            owners.append(np.full(len(chunk), i, np.int64))
-        owner = np.concatenate(owners)
-        keys, keyed = event_keys(None, np.arange(1, len(owner) + 1, dtype=np.int64), ids)
-        _, _, rows = insert_new_events(
-            conn, np.concatenate(customers), np.concatenate(types), np.concatenate(times), props, keys, keyed
-        )
+            props += chunk.properties
+            ids += chunk.message_ids if chunk.message_ids is not None else [None] * len(chunk)
+            owners += [i] * len(chunk)
+        if not owners:
+            return stored
+        customers = self._keys.customer_keys(conn, customer_ids, now_us)
+        types = self._keys.type_ids(conn, event_names)
+        keys, keyed = event_keys(None, np.arange(1, len(owners) + 1, dtype=np.int64), ids)
+        _, _, rows = insert_new_events(conn, customers, types, np.concatenate(times), props, keys, keyed)
+        owner = np.asarray(owners, dtype=np.int64)
         for i, n in enumerate(np.bincount(owner[rows], minlength=len(requests)).tolist()):
             stored[i] = n
         return stored
