@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from api_server import KEY, ApiServer, api_server, basic, make_workspace
+from api_server import KEY, ApiServer, api_server, basic, free_port, make_workspace
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
@@ -467,3 +467,31 @@ def test_the_staleness_rule_is_the_status_command_s() -> None:
     failure = JourneyFailure("j", "boom", 0, 0)
     verdict = judge_health([failure], instants, instants[-1])
     assert not verdict.ok and verdict.to_dict()["failed_journeys"][0]["journey"] == "j"
+
+
+def test_serving_beside_the_engine_in_one_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As the daemon serves: in a thread of its own process, sharing its store, stopped with it."""
+    from orchestrator.config import load_config
+    from orchestrator.http import start_in_thread
+
+    config_file = make_workspace(tmp_path)
+    monkeypatch.setenv("ORCHESTRATOR_WRITE_KEY", KEY)
+    config = load_config(config_file)
+    shared = open_store(f"sqlite:///{tmp_path / 'orchestrator.db'}")
+    try:
+        port = free_port()
+        running = start_in_thread(config, shared, "127.0.0.1", port)
+        try:
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=basic(KEY), timeout=30) as http:
+                assert (
+                    http.post("/v1/track", json={"userId": "d-1", "event": "signup"}).json()["accepted"] == 1
+                )
+                assert http.get("/readyz").status_code == 200
+        finally:
+            running.stop()
+        assert events_of(shared, "d-1") == [("signup", {})]
+        assert not running.thread.is_alive()
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+    finally:
+        shared.dispose()
