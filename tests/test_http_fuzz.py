@@ -5,7 +5,6 @@ request that was refused (a 200 stores at most the calls it counts as accepted).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import schemathesis
