@@ -495,3 +495,39 @@ def test_serving_beside_the_engine_in_one_process(tmp_path: Path, monkeypatch: p
             httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
     finally:
         shared.dispose()
+
+
+def test_a_store_that_fails_answers_unavailable_and_stores_nothing(tmp_path: Path) -> None:
+    """The writer on a store whose file cannot be opened: every request of the group gets
+    ``StoreUnavailable`` (the service answers 503), and it writes again once the store is back."""
+    import shutil
+
+    from orchestrator.http.writer import GroupWriter, StoreUnavailable
+
+    folder = tmp_path / "store"
+    folder.mkdir()
+    url = f"sqlite:///{folder / 'o.db'}"
+    broken = open_store(url)
+    shutil.rmtree(folder)
+    broken.engine.dispose()  # no pooled connection to the removed file is left
+    writer = GroupWriter(broken)
+    writer.start()
+    calls = parse_calls([{"userId": "f-1", "event": "x"}], "track", to_us(datetime.now(UTC)))
+
+    async def two_writes() -> list[object]:
+        return await asyncio.gather(writer.write(calls), writer.write(calls), return_exceptions=True)
+
+    try:
+        assert [type(r) for r in asyncio.run(two_writes())] == [StoreUnavailable, StoreUnavailable]
+        folder.mkdir()
+        open_store(url).dispose()  # the store is back (empty, as after a restore)
+        written = asyncio.run(writer.write(calls))
+        assert written.events == 1
+    finally:
+        writer.stop()
+        broken.dispose()
+    back = open_store(url)
+    try:
+        assert events_of(back, "f-1") == [("x", {})]
+    finally:
+        back.dispose()

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import queue
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -32,6 +33,7 @@ import numpy as np
 from sqlalchemy import Connection
 
 from orchestrator.clock import Clock, SystemClock, to_us
+from orchestrator.engine.tick import failure_text
 from orchestrator.http.segment import ParsedCalls
 from orchestrator.ingest.keys import event_keys
 from orchestrator.store.customers import ensure_customer_keys, upsert_customers
@@ -44,6 +46,71 @@ log = logging.getLogger("orchestrator.http")
 MAX_GROUP_CALLS = 20_000
 #: Customer keys remembered between groups (they never change once committed).
 MAX_CACHED_CUSTOMERS = 1_000_000
+
+
+#: SQLite: WAL pages after which a commit of the writer checkpoints itself (the checkpointer lagging).
+BACKSTOP_CHECKPOINT_PAGES = 20_000
+#: SQLite: at most this many checkpoints a second.
+CHECKPOINTS_PER_SECOND = 4
+
+
+class Checkpointer:
+    """SQLite: copies the write-ahead log into the database file from a thread and connection of its
+    own (``PRAGMA wal_checkpoint(PASSIVE)``, which never blocks the writer), a few times a second while
+    commits come. A commit then only appends to the log: a checkpoint (each page written again, and a
+    sync) is never part of a request's wait, and pages changed by many commits are copied once."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="orchestrator-api-checkpoints", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def poke(self) -> None:
+        self._wake.set()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stopping = True
+        self._wake.set()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        raw: Any = None
+        try:
+            while True:
+                self._wake.wait()
+                self._wake.clear()
+                try:
+                    if raw is None:
+                        raw = self.store.engine.raw_connection()
+                    raw.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except Exception as exc:
+                    if not is_database_error(exc):
+                        raise
+                    log.warning("a checkpoint of the store failed: %s", type(exc).__name__)
+                    if raw is not None:
+                        with contextlib.suppress(Exception):
+                            raw.close()
+                        raw = None
+                if self._stopping:
+                    return
+                time.sleep(1 / CHECKPOINTS_PER_SECOND)
+        finally:
+            if raw is not None:
+                raw.close()
+
+
+def _store_failure(exc: BaseException) -> str:
+    """One line for a store's failure: its type and place, and SQLite's own message (which never holds
+    a value; other drivers' may, so theirs is left out)."""
+    text = failure_text(exc)
+    orig = getattr(exc, "orig", exc)
+    if isinstance(orig, sqlite3.Error) and str(orig):
+        text += f": {str(orig).splitlines()[0][:200]}"
+    return text
 
 
 class StoreUnavailable(Exception):
@@ -145,9 +212,13 @@ class GroupWriter:
         self._conn: Connection | None = None
         self._keys = _Keys()
         self._failing: str | None = None
+        self._checkpoints: Checkpointer | None = None
 
     def start(self) -> None:
         if self._thread is None:
+            if self.store.is_sqlite:
+                self._checkpoints = Checkpointer(self.store)
+                self._checkpoints.start()
             self._thread = threading.Thread(target=self._run, name="orchestrator-api-writer", daemon=True)
             self._thread.start()
 
@@ -157,6 +228,9 @@ class GroupWriter:
             self._queue.put(_STOP)
             self._thread.join(timeout)
             self._thread = None
+        if self._checkpoints is not None:
+            self._checkpoints.stop(timeout)
+            self._checkpoints = None
 
     async def write(self, calls: ParsedCalls) -> Written:
         """Store ``calls`` with the next group; returns once committed. Raises ``StoreUnavailable``."""
@@ -200,7 +274,7 @@ class GroupWriter:
         except Exception as exc:
             if is_database_error(exc):
                 self._close()  # a broken connection is not used again
-                text = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+                text = _store_failure(exc)
                 if text != self._failing:
                     log.error("the store did not take %d API request(s): %s", len(group), text)
                     self._failing = text
@@ -208,7 +282,8 @@ class GroupWriter:
             elif len(group) > 1:
                 results = [self._alone(item) for item in group]
             else:
-                log.error("storing an API request failed: %s", type(exc).__name__, exc_info=True)
+                log.error("storing an API request failed: %s", failure_text(exc))
+                log.debug("the failure's traceback", exc_info=True)
                 results = [exc]
         else:
             if self._failing is not None:
@@ -216,6 +291,8 @@ class GroupWriter:
                 self._failing = None
             if self.on_commit is not None:
                 self.on_commit(len(group), size)
+            if self._checkpoints is not None:
+                self._checkpoints.poke()
         for item, result in zip(group, results, strict=True):
             item.loop.call_soon_threadsafe(_settle, item.future, result)
 
@@ -226,16 +303,22 @@ class GroupWriter:
             if is_database_error(exc):
                 self._close()
                 return StoreUnavailable("the store is unavailable")
-            log.error("storing an API request failed: %s", type(exc).__name__, exc_info=True)
+            log.error("storing an API request failed: %s", failure_text(exc))
+            log.debug("the failure's traceback", exc_info=True)
             return exc
 
     @contextmanager
     def _transaction(self) -> Iterator[Connection]:
         if self._conn is None:
             conn = self.store.engine.connect()
-            if self.durable and self.store.is_sqlite:
+            if self.store.is_sqlite:
                 # This connection only: the engine's own stay as they are.
-                conn.connection.dbapi_connection.execute("PRAGMA synchronous=FULL")  # type: ignore[union-attr]
+                raw: Any = conn.connection.dbapi_connection
+                if self.durable:
+                    raw.execute("PRAGMA synchronous=FULL")
+                # The checkpointer copies the WAL into the database outside the commits; this is only
+                # the backstop should it fall behind.
+                raw.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_CHECKPOINT_PAGES}")
             self._conn = conn
         try:
             with self._conn.begin():
