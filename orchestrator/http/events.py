@@ -99,7 +99,7 @@ class EventApi:
                 return problem(400, "batch is not a list of calls")
         else:
             calls = [data]
-        parsed = parse_calls(calls, kind, to_us(self.clock.now()))
+        parsed = parse_calls(calls, kind, to_us(self.clock.now()), len(body))
         try:
             written = await self.writer.write(parsed)
         except StoreUnavailable:

@@ -135,9 +135,14 @@ def _customer_record(
     return customer_row(line, record, False, latest_us)
 
 
-def parse_calls(calls: list[Any], kind: str | None, now_us: int) -> ParsedCalls:
+def parse_calls(
+    calls: list[Any], kind: str | None, now_us: int, body_bytes: int | None = None
+) -> ParsedCalls:
     """Validate ``calls`` (JSON values) of one request: every call is of ``kind``, or (``kind`` None, a
-    batch) of its own ``type``. Each call is checked on its own; a bad one never stops the others."""
+    batch) of its own ``type``. Each call is checked on its own; a bad one never stops the others. A
+    batch's calls are measured against the 32 KB bound unless the whole request (``body_bytes``) is
+    within it."""
+    measure = body_bytes is None or body_bytes > MAX_EVENT_BYTES
     one_by_one = len(calls) <= FEW_CALLS
     # As text for many calls: the builder then parses every time as one column (a datetime would send
     # each call down its slow path).
@@ -161,7 +166,7 @@ def parse_calls(calls: list[Any], kind: str | None, now_us: int) -> ParsedCalls:
                 else:
                     rejected.append(Reject(line, "bad type: one of track, identify, page, screen"))
                 continue
-            if len(orjson.dumps(call)) > MAX_EVENT_BYTES:
+            if measure and len(orjson.dumps(call)) > MAX_EVENT_BYTES:
                 rejected.append(Reject(line, "call larger than 32 KB"))
                 continue
         user = _user_id(call)

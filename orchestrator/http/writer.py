@@ -49,7 +49,7 @@ MAX_CACHED_CUSTOMERS = 1_000_000
 
 
 #: SQLite: WAL pages after which a commit of the writer checkpoints itself (the checkpointer lagging).
-BACKSTOP_CHECKPOINT_PAGES = 20_000
+BACKSTOP_CHECKPOINT_PAGES = 10_000
 #: SQLite: at most this many checkpoints a second.
 CHECKPOINTS_PER_SECOND = 4
 
