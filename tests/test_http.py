@@ -531,3 +531,44 @@ def test_a_store_that_fails_answers_unavailable_and_stores_nothing(tmp_path: Pat
         assert events_of(back, "f-1") == [("x", {})]
     finally:
         back.dispose()
+
+
+def test_integers_beyond_64_bits_are_refused_not_rounded(client: httpx.Client, store: Store) -> None:
+    big = 123456789012345678901234567890
+    calls = [
+        '{"type": "track", "userId": "big-1", "event": "x", "properties": {"n": BIG}}',
+        '{"type": "track", "userId": "big-1", "event": "y", "properties": {"n": 12}}',
+        '{"type": "identify", "userId": "big-1", "traits": {"score": BIG}}',
+        '{"type": "track", "userId": BIG, "event": "z"}',
+    ]
+    body = ('{"batch": [' + ", ".join(calls) + "]}").replace("BIG", str(big))
+    answer = client.post("/v1/batch", content=body.encode())
+    assert answer.status_code == 200, answer.text
+    reasons = {item["index"]: item["reason"] for item in answer.json()["rejected"]}
+    assert reasons == {
+        0: "integer beyond 64 bits: properties.n",
+        2: "integer beyond 64 bits: score",
+        3: "integer beyond 64 bits: userId",
+    }
+    assert events_of(store, "big-1") == [("y", {"n": 12})]
+    assert (
+        client.post(
+            "/v1/track", content=b'{"userId": "big-1", "event": "x", "properties": {"n": NaN}}'
+        ).status_code
+        == 400
+    )
+
+
+def test_readiness_and_the_status_command_judge_alike() -> None:
+    """``/readyz`` and ``orchestrator status`` give the same verdict on the same store contents."""
+    from orchestrator.cli import runtime
+
+    minute = 60_000_000
+    failure = JourneyFailure("j", "boom", minute, 2 * minute)
+    for failed in ([], [failure]):
+        for instants in ([], [0], [i * minute for i in range(5)]):
+            for clock in (None, 4 * minute, 30 * minute, 200 * minute):
+                for stale in (None, 10 * minute):
+                    assert runtime._health(failed, instants, clock, stale) == (
+                        judge_health(failed, instants, clock, stale).to_dict()
+                    )

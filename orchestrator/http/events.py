@@ -26,6 +26,7 @@ from orchestrator.http.auth import WriteKeys
 from orchestrator.http.metrics import ApiMetrics
 from orchestrator.http.segment import KINDS, MAX_EVENT_BYTES, MAX_REQUEST_BYTES, ParsedCalls, parse_calls
 from orchestrator.http.writer import GroupWriter, StoreUnavailable, Written
+from orchestrator.ingest.readers import exact_json, may_hold_long_integer
 
 JSON = "application/json"
 _UNAUTHORIZED = {"WWW-Authenticate": 'Basic realm="orchestrator"'}
@@ -89,7 +90,9 @@ class EventApi:
             return problem(413, f"the request is over {limit // 1024} KB")
         try:
             data = orjson.loads(body)
-        except orjson.JSONDecodeError:
+            if may_hold_long_integer(body):  # read exactly, so integers beyond 64 bits are refused
+                data = exact_json(body)
+        except ValueError:  # orjson's JSONDecodeError included
             return problem(400, "the body is not JSON")
         if type(data) is not dict:
             return problem(400, "the body is not a JSON object")

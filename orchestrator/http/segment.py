@@ -21,6 +21,7 @@ API's field names, never a value from the call.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -135,6 +136,14 @@ def _customer_record(
     return customer_row(line, record, False, latest_us)
 
 
+def _size(call: dict[str, Any]) -> int:
+    """A call's size as JSON (its integers may be beyond 64 bits, which orjson refuses to write)."""
+    try:
+        return len(orjson.dumps(call))
+    except TypeError:
+        return len(json.dumps(call).encode())
+
+
 def parse_calls(
     calls: list[Any], kind: str | None, now_us: int, body_bytes: int | None = None
 ) -> ParsedCalls:
@@ -166,7 +175,7 @@ def parse_calls(
                 else:
                     rejected.append(Reject(line, "bad type: one of track, identify, page, screen"))
                 continue
-            if measure and len(orjson.dumps(call)) > MAX_EVENT_BYTES:
+            if measure and _size(call) > MAX_EVENT_BYTES:
                 rejected.append(Reject(line, "call larger than 32 KB"))
                 continue
         user = _user_id(call)

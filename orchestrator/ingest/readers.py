@@ -505,6 +505,18 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def may_hold_long_integer(raw: bytes) -> bool:
+    """Whether JSON text may hold an integer beyond 64 bits (19 digits in a row), which orjson reads as a
+    float: such text is read again with ``exact_json``."""
+    return _LONG_DIGITS in raw.translate(_DIGITS)
+
+
+def exact_json(raw: bytes) -> Any:
+    """JSON text read with its integers exact, whatever their size (so the checks can refuse those beyond
+    64 bits); NaN and Infinity are refused (ValueError), as orjson refuses them."""
+    return json.loads(raw, parse_constant=_refuse_constant)
+
+
 def _exact(raw: bytes, line: int, parsed: Any) -> Any:
     """``parsed`` (orjson's reading of ``raw``, which turns integers beyond 64 bits into floats), or a
     Reject when ``raw`` holds such an integer."""
