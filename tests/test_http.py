@@ -572,3 +572,20 @@ def test_readiness_and_the_status_command_judge_alike() -> None:
                     assert runtime._health(failed, instants, clock, stale) == (
                         judge_health(failed, instants, clock, stale).to_dict()
                     )
+
+
+def test_instants_beyond_the_calendar_are_refused_not_crashing(client: httpx.Client) -> None:
+    """Found by the fuzzing: year 1 east of UTC has no instant; file ingest's parser now says so."""
+    from orchestrator.ingest.readers import parse_ts_text
+
+    assert parse_ts_text("0001-01-01T00:00:00+01:00").reason == "ts out of range"  # type: ignore[union-attr]
+    for ts in ("0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"):
+        answer = client.post("/v1/track", json={"userId": "cal-1", "event": "x", "timestamp": ts})
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["error"].startswith("timestamp out of range")
+        calls = [{"type": "page", "userId": "cal-1", "timestamp": ts}] * 20  # parsed as one column
+        assert (
+            client.post("/v1/batch", json={"batch": calls})
+            .json()["rejected"][0]["reason"]
+            .startswith("timestamp out of range")
+        )

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from orchestrator.config import ConfigError, load_config
 from orchestrator.http.server import serve
+from orchestrator.store.db import is_database_error
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,6 +32,11 @@ def main(argv: list[str] | None = None) -> int:
         serve(config, args.db, args.host, args.port)
     except (ConfigError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        if not is_database_error(exc):
+            raise
+        print(f"error: the store cannot be opened ({type(exc).__name__}); is it running?", file=sys.stderr)
         return 2
     return 0
 

@@ -182,7 +182,10 @@ def parse_ts_text(text: str) -> int | Reject:
         return Reject(0, "ts unparseable", _show(text))
     if value.tzinfo is None:
         return Reject(0, "ts without a time zone", _show(text))
-    return to_us(value)
+    try:
+        return to_us(value)
+    except OverflowError:  # year 1 east of UTC, year 9999 west of it: no instant Python can hold
+        return Reject(0, "ts out of range", "outside the years 1 to 9999 in UTC")
 
 
 def parse_ts_texts(texts: Sequence[str] | pa.Array) -> tuple[np.ndarray, dict[int, Reject]]:
