@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 from orchestrator.channels import (  # noqa: E402
     ChannelRouter,
     EmailSettings,
+    Keyring,
     OutboxAdapter,
     OutgoingMessage,
     PushRules,
@@ -295,7 +296,7 @@ def main() -> None:
         write_templates(templates)
         renderer = TemplateRenderer(templates)
         links = UnsubscribeLinks(
-            secret="benchmark-secret-0123456789",
+            keys=Keyring.single("benchmark-secret-0123456789"),
             url="https://shop.example/unsubscribe",
             mailto="unsubscribe@shop.example",
         )

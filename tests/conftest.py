@@ -28,6 +28,7 @@ POSTGRES_MODULES = frozenset(
         "test_policy",
         "test_dispatch",
         "test_store_upgrade",
+        "test_links",
     }
 )
 

@@ -31,6 +31,7 @@ from orchestrator.channels import (
     WebhookAdapter,
 )
 from orchestrator.channels.outbox import TEMP_PREFIX, file_stem, message_id_for
+from orchestrator.channels.signing import Keyring
 
 
 def make_message(
@@ -292,7 +293,7 @@ def test_outbox_refuses_header_injection_and_bad_addresses(tmp_path: Path) -> No
 
 
 def test_outbox_email_is_composed_like_the_smtp_one(tmp_path: Path) -> None:
-    links = UnsubscribeLinks(secret="outbox-secret-0123456789", url="https://shop.example/u")
+    links = UnsubscribeLinks(keys=Keyring.single("outbox-secret-0123456789"), url="https://shop.example/u")
     settings = EmailSettings(sender="The Shop <news@shop.example>", unsubscribe=links)
     outbox = OutboxAdapter(tmp_path, email=settings)
     html = "<html><head><style>p { color: red }</style></head><body><p>Hi</p></body></html>"
@@ -302,7 +303,8 @@ def test_outbox_email_is_composed_like_the_smtp_one(tmp_path: Path) -> None:
     )
     assert isinstance(parsed, EmailMessage)
     assert parsed["From"] == "The Shop <news@shop.example>"
-    assert str(parsed["List-Unsubscribe"]).startswith("<https://shop.example/u?c=c1&ch=email&t=")
+    assert str(parsed["List-Unsubscribe"]) == f"<{links.https_url('c1')}>"
+    assert links.https_url("c1", "email").startswith("https://shop.example/u/")  # type: ignore[union-attr]
     assert parsed["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert parsed["X-Customer-Id"] == "c1" and parsed["X-Journey"] == "welcome/s1"
     html_part = list(parsed.iter_parts())[1].get_content()

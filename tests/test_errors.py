@@ -5,7 +5,6 @@ only an error nobody expected points to ``-v`` for its traceback."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import resource
 import sqlite3
@@ -20,6 +19,7 @@ from sqlalchemy.exc import OperationalError
 
 from orchestrator.cli import commands, main
 from orchestrator.cli.errors import describe
+from orchestrator.cli.settings import Args
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "ann.secret@example.com"  # a customer value that must never appear in an error message
@@ -170,7 +170,7 @@ def test_too_deep_too_large_and_out_of_memory_are_one_line(
         (OSError(28, "No space left on device"), "disk full: free some space"),
     ]:
 
-        def fail(_args: argparse.Namespace, exc: BaseException = exc) -> int:
+        def fail(_args: Args, exc: BaseException = exc) -> int:
             raise exc
 
         monkeypatch.setattr(commands, "cmd_status", fail)
@@ -182,7 +182,7 @@ def test_too_deep_too_large_and_out_of_memory_are_one_line(
 def test_an_unexpected_error_names_its_type_and_place_but_not_its_values(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def fail(_args: argparse.Namespace) -> int:
+    def fail(_args: Args) -> int:
         raise KeyError(SECRET)
 
     monkeypatch.setattr(commands, "cmd_status", fail)

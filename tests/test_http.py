@@ -589,3 +589,37 @@ def test_instants_beyond_the_calendar_are_refused_not_crashing(client: httpx.Cli
             .json()["rejected"][0]["reason"]
             .startswith("timestamp out of range")
         )
+
+
+def test_the_service_answers_the_links_the_config_sets_up(tmp_path: Path) -> None:
+    """With ``unsubscribe`` and ``tracking`` in the config, the same service answers their links."""
+    from orchestrator.channels.links import message_links
+    from orchestrator.config import load_config
+
+    config_file = make_workspace(tmp_path)
+    config_file.write_text(
+        config_file.read_text()
+        + "\nunsubscribe:\n  base_url: https://shop.example/u\n  keys:\n    - id: k1\n"
+        "      secret: ${UNSUB_KEY}\ntracking:\n  base_url: https://t.shop.example\n"
+    )
+    secret = "a-long-enough-unsubscribe-signing-key-0123456789"
+    environ = {"UNSUB_KEY": secret, "PATH": "/usr/bin:/bin"}
+    links = message_links(load_config(config_file, environ=environ).file)
+    assert links is not None and links.unsubscribe is not None
+    token = links.unsubscribe.token("L-1")
+    with (
+        api_server(tmp_path, environ=environ) as running,
+        httpx.Client(base_url=running.url, timeout=30) as http,
+    ):
+        assert http.get(f"/u/{token}").status_code == 200
+        answer = http.post(f"/u/{token}", content=b"List-Unsubscribe=One-Click")
+        assert answer.status_code == 200, answer.text
+        assert http.post(f"/u/{token[:-2]}xx", content=b"List-Unsubscribe=One-Click").status_code == 404
+        counted = metrics(http)
+        assert counted["orchestrator_api_requests_total{route=/u/{token},status=200}"] == 2
+        assert secret not in running.log()
+    opened = open_store(running.db)
+    try:
+        assert rows(opened, "SELECT consent_email FROM customers WHERE id = 'L-1'") == [(False,)]
+    finally:
+        opened.dispose()

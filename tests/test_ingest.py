@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from sqlalchemy import select
+from tables import row, table
 
 from orchestrator.clock import to_us
 from orchestrator.ingest import IngestError, ingest_events_records, ingest_file
@@ -920,12 +921,20 @@ def test_cli_prints_duplicates_and_json_totals(
     )
     assert main(["ingest", str(path), "--db", url]) == 0
     out = capsys.readouterr()
-    assert "2 events accepted, 1 rejected, 0 duplicates skipped" in out.out
+    counted = row(out.out, "file", str(path))
+    assert (counted["accepted"], counted["rejected"], counted["duplicates"]) == ("2", "1", "0")
     assert "ts out of range" in out.err
     assert main(["ingest", str(path), str(path), "--db", url, "--format", "json", "--max-future", "4d"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert (result["accepted"], result["rejected"], result["duplicates"]) == (1, 0, 5)
     assert [(f["accepted"], f["duplicates"]) for f in result["files"]] == [(1, 2), (0, 3)]
+    assert main(["ingest", str(path), str(path), "--db", url, "--max-future", "4d"]) == 0
+    rows = table(capsys.readouterr().out, "file")  # a row per file, and their total
+    assert [(r["file"], r["accepted"], r["duplicates"]) for r in rows] == [
+        (str(path), "0", "3"),
+        (str(path), "0", "3"),
+        ("total", "0", "6"),
+    ]
     assert main(["ingest", str(path), "--db", url, "--min-time", "yesterday"]) == 2
 
 

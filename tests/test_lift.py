@@ -316,6 +316,8 @@ def test_usage_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Non
         capsys, "lift", str(tmp_path / "missing.csv"), "--arm", "g", "--control", "A", "--metric", "y"
     )
     assert code == 1 and "no such file" in err
-    with pytest.raises(SystemExit):
-        main([*base, "--power", "1.5"])
-    assert "between 0 and 1" in capsys.readouterr().err
+    code, _, err = run(capsys, *base, "--power", "1.5")
+    assert code == 2 and err == (
+        "orchestrator lift: Invalid value for '--power': expected a number between 0 and 1, got 1.5 "
+        "(see 'orchestrator lift --help')\n"
+    )

@@ -146,7 +146,7 @@ def test_templates_see_entry_and_wait_for_events_only_where_they_exist(tmp_path:
     _, problems = validate_paths([tmp_path / "j.yaml"])
     assert [str(p) for p in problems] == [
         f"{tmp_path / 'j.yaml'}:8:36: template 't.txt' line 1: undefined variable 'reply' (templates can "
-        "use bought, customer, entry, journey, metrics)"
+        "use bought, customer, entry, journey, links, metrics)"
     ]
     (tmp_path / "j.yaml").write_text(
         journey.replace("entry: {event: add_to_cart, key: cart_id}", "signal: x > 0")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from steps_world import World, at, event, write_files
+from tables import row, table
 
 from orchestrator.channels.memory import MemoryAdapter
 from orchestrator.cli import main
@@ -227,8 +228,17 @@ def test_status_shows_instances_due_waits_backlog_and_the_last_tick(
     assert report["outbox"][0]["channel"] == "email" and report["outbox"][0]["queued"] == 2
     assert report["last_tick"]["at"] == "2024-05-06T00:00:00+00:00"
     assert set(report["last_tick"]["timings"]) >= {"total", "signals", "convert_and_step", "dispatch"}
-    code, out, _ = cli(capsys, "status", "--db", db)
-    assert "v1 pause" in out and "email" in out and "last tick at 2024-05-06T00:00:00+00:00" in out
+    code, out, _ = cli(capsys, "status", "--db", db)  # as of the last tick: the pause ends two days later
+    assert row(out, "journey", "nurture") == {
+        "journey": "nurture",
+        "due now": "0",
+        "due in 1h": "0",
+        "finished": "none",
+    }
+    active = table(out, "journey  version")
+    assert active == [{"journey": "nurture", "version": "v1", "step": "pause", "active": "3"}]
+    assert row(out, "channel", "email")["queued"] == "2"
+    assert "last tick at 2024-05-06T00:00:00+00:00" in out
     # The wall clock is long past the simulated ticks: the last tick is stale, and status says so.
     assert code == 1 and "STALE: no tick for " in out and "is the engine running?" in out
     code, out, _ = cli(capsys, "status", "--db", db, "--format", "json", "--now", "2024-05-09T00:00:00Z")

@@ -28,9 +28,10 @@ class OutgoingMessage:
 
     ``idempotency_key`` identifies the message for its whole life: the dispatcher derives it from (customer,
     journey, step, entry) so a retry after a crash sends the same key again, and the adapter passes it to the
-    provider as the provider's idempotency key. ``subject``/``html`` only mean something for email,
-    ``title``/``link``/``data`` only for push (``data``: extra string key/values for the app); adapters ignore
-    fields their channel has no use for.
+    provider as the provider's idempotency key. ``transactional`` marks a message the customer needs
+    whatever their marketing choices (a receipt): an email of that kind carries no unsubscribe headers.
+    ``subject``/``html`` only mean something for email, ``title``/``link``/``data`` only for push
+    (``data``: extra string key/values for the app); adapters ignore fields their channel has no use for.
     """
 
     idempotency_key: str
@@ -47,6 +48,7 @@ class OutgoingMessage:
     created_us: int = 0
     # Left out of the hash (a dict cannot be hashed) but compared like every other field.
     data: dict[str, str] | None = field(default=None, hash=False)
+    transactional: bool = False
 
     def __post_init__(self) -> None:
         # Refuse malformed messages where they are made, not in the middle of a provider call.

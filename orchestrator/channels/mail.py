@@ -7,8 +7,8 @@ and fixed:
 - headers: From, To, Reply-To, Subject, Date, a Message-ID derived from the idempotency key (the same key
   always gives the same Message-ID, which is what lets a receiving system drop a resent duplicate),
   ``List-Unsubscribe`` (https and/or mailto) and ``List-Unsubscribe-Post: List-Unsubscribe=One-Click``
-  (RFC 8058, only with an https link), ``X-Idempotency-Key``; non-ASCII text is RFC 2047 encoded, long
-  lines folded;
+  (RFC 8058, only with an https link; not on transactional messages), ``X-Idempotency-Key``; non-ASCII
+  text is RFC 2047 encoded, long lines folded;
 - a body: ``text/plain`` alone, or ``multipart/alternative`` with the text part first and the HTML part
   last (clients show the last part they understand); each part is 7bit when it is plain ASCII with short
   lines, else quoted-printable (text) or base64 (HTML), so the message needs no 8BITMIME or SMTPUTF8;
@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import binascii
 import hashlib
-import hmac
 import re
-from base64 import urlsafe_b64encode
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from email.header import Header
@@ -35,6 +33,7 @@ from urllib.parse import quote, urlsplit
 import css_inline
 
 from orchestrator.channels.base import OutgoingMessage
+from orchestrator.channels.signing import Keyring
 from orchestrator.clock import from_us
 
 # RFC 5322: a line must not exceed 998 characters and should not exceed 78.
@@ -109,61 +108,94 @@ def _mailbox(value: str, what: str) -> tuple[str, str]:
 # -- unsubscribe links --------------------------------------------------------------------------------
 
 
+#: The channels a customer can unsubscribe from (each has a ``consent_<channel>``).
+UNSUBSCRIBE_CHANNELS = ("email", "sms", "push")
+_UNSUBSCRIBE = b"unsubscribe"
+
+
 @dataclass(frozen=True)
 class UnsubscribeLinks:
     """Per-customer unsubscribe links, signed so that one customer's link cannot unsubscribe another.
 
-    ``url`` is an https page (``https://shop.example/unsubscribe``) that also accepts the one-click POST of
-    RFC 8058; ``mailto`` an address whose mailbox is read by the unsubscribe handler. The link carries the
-    customer id, the channel and ``token`` (HMAC-SHA256 of both under ``secret``), which ``verify`` checks.
-    The same object must serve the templates (``for_template``) and the headers, so the two links agree.
+    ``url`` is the https address the unsubscribe page answers at (the HTTP service's ``/u/``, behind the
+    public name, e.g. ``https://shop.example/u``); a customer's link is ``<url>/<token>``, a page that
+    also takes the one-click POST of RFC 8058. ``mailto`` is an address whose mailbox is read by an
+    unsubscribe handler; its link carries the same token in the subject. The token (``signing``) carries
+    the channel and the customer id, signed with the keyring's first key; ``read`` accepts a token of any
+    key of the ring. The same object must serve the templates (``for_template``) and the headers, so the
+    two links agree.
     """
 
-    secret: str = field(repr=False)
+    keys: Keyring
     url: str | None = None
     mailto: str | None = None
     _mailto_address: str | None = field(init=False, repr=False, compare=False, default=None)
 
     def __post_init__(self) -> None:
-        if len(self.secret) < 16:
-            raise ValueError("the unsubscribe secret must be at least 16 characters")
+        if not isinstance(self.keys, Keyring):
+            raise TypeError("unsubscribe links need a Keyring of signing keys")
         if self.url is None and self.mailto is None:
             raise ValueError("unsubscribe links need a url, a mailto address or both")
         if self.url is not None:
             parts = urlsplit(self.url)
-            if parts.scheme != "https" or not parts.hostname or parts.fragment or _CONTROL.search(self.url):
-                raise ValueError(f"unsubscribe url {self.url!r} must be an https URL without a fragment")
+            if (
+                parts.scheme != "https"
+                or not parts.hostname
+                or parts.query
+                or parts.fragment
+                or _CONTROL.search(self.url)
+                or " " in self.url
+            ):
+                raise ValueError(
+                    f"unsubscribe url {self.url!r} must be an https URL without a query or fragment"
+                )
+            object.__setattr__(self, "url", self.url.rstrip("/"))
         if self.mailto is not None:
             object.__setattr__(self, "_mailto_address", _mailbox(self.mailto, "unsubscribe mailto")[1])
 
     def token(self, customer_id: str, channel: str = "email") -> str:
-        message = f"{channel}\x00{customer_id}".encode("utf-8", "surrogatepass")
-        digest = hmac.new(self.secret.encode("utf-8"), message, hashlib.sha256).digest()
-        return urlsafe_b64encode(digest).decode("ascii").rstrip("=")
+        """The signed token naming (channel, customer)."""
+        if channel not in UNSUBSCRIBE_CHANNELS:
+            raise ValueError(f"no unsubscribe for channel {channel!r}")
+        payload = f"{channel}:{customer_id}".encode("utf-8", "surrogatepass")
+        return self.keys.sign(_UNSUBSCRIBE, payload)
+
+    def read(self, token: str) -> tuple[str, str] | None:
+        """``(customer id, channel)`` of a token signed by any key of the ring, None for any other text."""
+        payload = self.keys.open(_UNSUBSCRIBE, token)
+        if payload is None:
+            return None
+        channel, colon, customer = payload.decode("utf-8", "surrogatepass").partition(":")
+        if not colon or not customer or channel not in UNSUBSCRIBE_CHANNELS:
+            return None
+        return customer, channel
 
     def verify(self, customer_id: str, channel: str, token: str) -> bool:
-        """Whether ``token`` is this sender's token for (customer, channel); constant-time."""
-        return hmac.compare_digest(self.token(customer_id, channel), token)
+        """Whether ``token`` is this sender's token for (customer, channel); the MAC is compared in
+        constant time."""
+        return self.read(token) == (customer_id, channel)
 
     def https_url(self, customer_id: str, channel: str = "email", *, token: str | None = None) -> str | None:
         if self.url is None:
             return None
-        token = token or self.token(customer_id, channel)  # URL-safe base64 already
-        query = f"c={quote(customer_id, safe='')}&ch={quote(channel, safe='')}&t={token}"
-        return f"{self.url}{'&' if '?' in self.url else '?'}{query}"
+        return f"{self.url}/{token or self.token(customer_id, channel)}"  # the token is URL-safe
 
     def mailto_url(self, customer_id: str, channel: str = "email", *, token: str | None = None) -> str | None:
         if self._mailto_address is None:
             return None
         token = token or self.token(customer_id, channel)
-        subject = quote(f"unsubscribe {channel} {customer_id} {token}", safe="")
-        return f"mailto:{self._mailto_address}?subject={subject}"
+        return f"mailto:{self._mailto_address}?subject={quote(f'unsubscribe {token}', safe='')}"
+
+    def link(self, customer_id: str, channel: str = "email") -> str | None:
+        """The link a message shows: the https page, else (email only) the mailto."""
+        if self.url is not None:
+            return self.https_url(customer_id, channel)
+        return self.mailto_url(customer_id, channel) if channel == "email" else None
 
     def for_template(self, customer_id: str, channel: str = "email") -> dict[str, str]:
         """Plain data for the template context (``links.unsubscribe``): the https link, else the mailto."""
-        link = self.https_url(customer_id, channel) or self.mailto_url(customer_id, channel)
-        assert link is not None  # __post_init__ requires one of the two
-        return {"unsubscribe": link}
+        link = self.link(customer_id, channel)
+        return {} if link is None else {"unsubscribe": link}
 
     def headers(self, customer_id: str) -> list[tuple[str, str]]:
         """``List-Unsubscribe`` and, when there is an https link, ``List-Unsubscribe-Post``."""
@@ -263,7 +295,7 @@ def compose_email(
         ("Date", format_datetime(from_us(message.created_us))),
         ("Message-ID", mid),
     ]
-    if settings.unsubscribe is not None:
+    if settings.unsubscribe is not None and not message.transactional:
         headers += settings.unsubscribe.headers(message.customer_id)
     headers.append(("X-Idempotency-Key", message.idempotency_key))
     headers += extra_headers

@@ -1,27 +1,27 @@
-"""The commands behind ``orchestrator <command>``; each returns an exit code."""
+"""The commands behind ``orchestrator <command>``: each takes its resolved arguments (``settings.Args``)
+and returns an exit code. Loaded only when a command runs (it imports the core)."""
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
-import os
 import sys
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Literal, TextIO, cast
 
 import numpy as np
 
 from orchestrator.channels.base import ChannelRouter
-from orchestrator.channels.delivery import DeliveryMode, parse_delivery_modes
 from orchestrator.channels.outbox import OutboxAdapter
+from orchestrator.cli.errors import Failure, UsageError
+from orchestrator.cli.settings import Args
 from orchestrator.clock import Clock, SimulatedClock, SystemClock, parse_instant, to_us
 from orchestrator.engine.tick import ClockBehind, Engine, TickReport
 from orchestrator.engine.workspace import load_workspace, validate_paths
 from orchestrator.spec import SpecError
-from orchestrator.store import Store, database_url, leases, open_store
+from orchestrator.store import Store, database_url, open_store
 from orchestrator.store.holder import Holding, StoreHeld, hold
 
 if TYPE_CHECKING:  # the ingest modules load pyarrow: only the commands that ingest import them
@@ -29,12 +29,7 @@ if TYPE_CHECKING:  # the ingest modules load pyarrow: only the commands that ing
     from orchestrator.ingest.report import IngestReport
 
 
-class UsageError(Exception):
-    """Bad arguments (exit 2)."""
-
-
-class Failure(Exception):
-    """The command ran and found problems (exit 1)."""
+__all__ = ["Failure", "UsageError"]  # with the cmd_* functions
 
 
 def _instant(text: str | None, what: str = "--now") -> Clock:
@@ -50,7 +45,7 @@ def outbox_router(folder: Path) -> ChannelRouter:
     return ChannelRouter([OutboxAdapter(folder)])
 
 
-def _engine(args: argparse.Namespace, clock: Clock) -> Engine:
+def _engine(args: Args, clock: Clock) -> Engine:
     try:
         workspace = load_workspace(args.journeys, args.templates)
     except SpecError as exc:
@@ -58,24 +53,18 @@ def _engine(args: argparse.Namespace, clock: Clock) -> Engine:
     if not workspace.plans:
         raise UsageError(f"no journey files found in {' '.join(args.journeys)}")
     router = outbox_router(args.outbox)
-    holdout, delivery = _global_holdout(args), _delivery_modes(args)  # checked before the store is opened
-    return Engine(open_store(args.db), workspace, router, clock, global_holdout=holdout, delivery=delivery)
+    # The global holdout and the delivery modes were resolved (and checked) with the other settings.
+    return Engine(
+        open_store(args.db),
+        workspace,
+        router,
+        clock,
+        global_holdout=args.global_holdout,
+        delivery=args.delivery,
+    )
 
 
-def _delivery_modes(args: argparse.Namespace) -> dict[str, DeliveryMode]:
-    """``--delivery CHANNEL=MODE`` (repeatable), else ``$ORCHESTRATOR_DELIVERY``; unnamed channels are
-    at_least_once. A plain mapping, which a workspace configuration file can fill as well."""
-    specs = args.delivery
-    source = "--delivery"
-    if specs is None:
-        specs, source = [os.environ.get("ORCHESTRATOR_DELIVERY", "")], "ORCHESTRATOR_DELIVERY"
-    try:
-        return parse_delivery_modes(specs)
-    except ValueError as exc:
-        raise UsageError(f"{source}: {exc}") from None
-
-
-def _hold(args: argparse.Namespace, command: str) -> Holding:
+def _hold(args: Args, command: str) -> Holding:
     """This process as the one engine on a SQLite store, for its whole life (a no-op on PostgreSQL)."""
     try:
         return hold(database_url(args.db), command, SystemClock().now())
@@ -83,26 +72,21 @@ def _hold(args: argparse.Namespace, command: str) -> Holding:
         raise Failure(str(exc)) from None
 
 
-def _global_holdout(args: argparse.Namespace) -> float:
-    value = args.global_holdout
-    if value is None:
-        text = os.environ.get("ORCHESTRATOR_GLOBAL_HOLDOUT", "").strip()
-        try:
-            value = float(text) if text else 0.0
-        except ValueError:
-            raise UsageError(f"ORCHESTRATOR_GLOBAL_HOLDOUT={text!r} is not a percent") from None
-    if not 0.0 <= value <= 100.0:
-        raise UsageError(f"the global holdout is a percent between 0 and 100, not {value:g}")
-    return float(value)
-
-
 # ---------------------------------------------------------------------------------------------- commands
 
 
-def cmd_validate(args: argparse.Namespace) -> int:
-    files, problems = validate_paths(args.paths, args.templates)
+def cmd_validate(args: Args) -> int:
+    from orchestrator.config import routes_of
+    from orchestrator.engine.workspace import Routes, unsubscribe_warnings
+
+    config = args.workspace_config
+    routes = None if config is None or config.path is None else Routes(*routes_of(config))
+    files, problems = validate_paths(args.paths, args.templates, routes)
     notes: list[str] = []
     warnings: list[str] = []
+    if config is not None and config.path is not None and files:
+        # Marketing email through a real provider without unsubscribe links, and the like.
+        warnings += [str(w) for w in unsubscribe_warnings(args.paths, config, args.templates)]
     if files and getattr(args, "db", None) and not problems:
         from orchestrator.engine.template_data import missing_customer_attributes
         from orchestrator.engine.validation import store_problems
@@ -116,7 +100,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             problems, notes = store_problems(args.paths, store)
             # Warnings: a message whose template reads an attribute its customer lacks fails (is recorded).
             workspace = load_workspace(args.paths, args.templates)
-            warnings = [str(missing) for missing in missing_customer_attributes(workspace, store)]
+            warnings += [str(missing) for missing in missing_customer_attributes(workspace, store)]
         finally:
             store.dispose()
     for problem in problems:
@@ -135,7 +119,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
-def cmd_ingest(args: argparse.Namespace) -> int:
+def cmd_ingest(args: Args) -> int:
+    from orchestrator.cli.output import Progress
     from orchestrator.durations import parse_duration
     from orchestrator.ingest.load import time_range
 
@@ -151,28 +136,44 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     times = time_range(now_us, min_us, max_future_us)
     store = open_store(args.db)
     as_json = args.format == "json"
-    reports: list[dict[str, object]] = []
-    totals = {"accepted": 0, "rejected": 0, "duplicates": 0}
+    reports: list[IngestReport] = []
     error = None
+    sizes = [path.stat().st_size for path in args.files]
     with contextlib.ExitStack() as stack:
         sink = stack.enter_context(args.rejects.open("a")) if args.rejects else None
-        for path in args.files:
+        bar = stack.enter_context(Progress("ingest"))
+        for i, path in enumerate(args.files):
+            before, total = sum(sizes[:i]), sum(sizes)
+
+            def told(
+                done: int, _size: int, before: int = before, total: int = total, name: str = path.name
+            ) -> None:
+                bar.update(before + done, total, f"ingest {name}")
+
             try:
-                report = _ingest_one(store, path, args.kind, now_us, sink, times, quiet=as_json)
+                report = _ingest_one(
+                    store, path, args.kind, now_us, sink, times, quiet=as_json, progress=told
+                )
             except Failure as exc:
-                if not as_json:
-                    raise
                 error = str(exc)
                 break
-            reports.append(report.to_dict())
-            totals["accepted"] += report.accepted
-            totals["rejected"] += report.rejected
-            totals["duplicates"] += report.duplicates
+            reports.append(report)
     if as_json:
-        print(json.dumps({**totals, "files": reports, **({"error": error} if error else {})}))
-        if error:
+        totals = {
+            key: sum(getattr(r, key) for r in reports) for key in ("accepted", "rejected", "duplicates")
+        }
+        print(
+            json.dumps(
+                {**totals, "files": [r.to_dict() for r in reports], **({"error": error} if error else {})}
+            )
+        )
+    elif reports:
+        _print_ingest_table(reports)
+    if error:
+        if as_json:
             return 1
-    return 1 if (args.strict and totals["rejected"]) else 0
+        raise Failure(error)  # after the table of the files that were ingested
+    return 1 if (args.strict and sum(r.rejected for r in reports)) else 0
 
 
 def _ingest_one(
@@ -183,27 +184,57 @@ def _ingest_one(
     sink: TextIO | None,
     times: TimeRange,
     quiet: bool = False,
+    progress: Callable[[int, int], object] | None = None,
 ) -> IngestReport:
-    """Ingest one file and, unless ``quiet``, print its counts and first rejects."""
+    """Ingest one file and, unless ``quiet``, print its first rejects."""
     from orchestrator.ingest import ingest_file
 
     try:
-        report = ingest_file(store, path, kind=kind, now_us=now_us, rejects=sink, times=times)
+        report = ingest_file(
+            store, path, kind=kind, now_us=now_us, rejects=sink, times=times, progress=progress
+        )
     except ValueError as exc:
         raise Failure(f"{path}: {exc}" if str(path) not in str(exc) else str(exc)) from None
     if quiet:
         return report
-    counts = f"{report.accepted} {report.kind} accepted, {report.rejected} rejected"
-    if report.kind == "events":
-        counts += f", {report.duplicates} duplicates skipped"
-    if report.stale:
-        counts += f", {report.stale} stale (older than the stored record, not applied)"
-    print(f"{path}: {counts} in {report.seconds:.2f}s")
     for line, reason in report.examples:
         print(f"  {path}:{line}: {reason}", file=sys.stderr)
     if report.rejected > len(report.examples):
         print(f"  ... and {report.rejected - len(report.examples)} more", file=sys.stderr)
     return report
+
+
+def _print_ingest_table(reports: list[IngestReport]) -> None:
+    """One row per file (and a total row for several): rows accepted, rejected, duplicates skipped
+    (events) and stale (customer rows older than the stored record, not applied)."""
+    from orchestrator.cli.output import print_table
+
+    def row(name: str, kind: str, items: list[IngestReport]) -> list[object]:
+        events = kind != "customers"
+        return [
+            name,
+            kind,
+            sum(r.accepted for r in items),
+            sum(r.rejected for r in items),
+            sum(r.duplicates for r in items) if events else "-",
+            sum(r.stale for r in items),
+            f"{sum(r.seconds for r in items):.2f}s",
+        ]
+
+    rows = [row(r.source, r.kind, [r]) for r in reports]
+    if len(reports) > 1:
+        kinds = {r.kind for r in reports}
+        rows.append(row("total", kinds.pop() if len(kinds) == 1 else "", reports))
+    columns: list[tuple[str, Literal["left", "right"]]] = [
+        ("file", "left"),
+        ("kind", "left"),
+        ("accepted", "right"),
+        ("rejected", "right"),
+        ("duplicates", "right"),
+        ("stale", "right"),
+        ("time", "right"),
+    ]
+    print_table(columns, rows)
 
 
 def _print_tick(report: TickReport) -> None:
@@ -226,12 +257,19 @@ def _print_tick(report: TickReport) -> None:
     )
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def cmd_run(args: Args) -> int:
+    from orchestrator.cli.output import Progress
+
+    if not args.once:
+        raise UsageError("--once is required: it runs exactly one tick (the daemon runs ticks on a schedule)")
     clock = _instant(args.now)
     with _hold(args, "run --once"):
         engine = _engine(args, clock)
         try:
-            report = engine.tick()
+            with Progress("tick", unit=None) as bar:
+                report = engine.tick(
+                    progress=lambda what, done, total: bar.update(done, total, f"tick: {what}")
+                )
         except ClockBehind as exc:
             raise Failure(str(exc)) from None
         finally:
@@ -243,16 +281,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if report.failed else 0  # the other journeys ran, and dispatch
 
 
-def cmd_daemon(args: argparse.Namespace) -> int:
-    if args.interval <= 0:
-        raise UsageError("--interval must be positive")
+def cmd_daemon(args: Args) -> int:
     simulated = _simulated_clock(args)
+    from orchestrator.logs import setup_logging
+
+    setup_logging(args.log_format, args.log_level)  # every daemon line in the chosen format
     with _hold(args, "daemon"):  # until the daemon stops
         return _daemon(args, simulated)
 
 
-def _daemon(args: argparse.Namespace, simulated: tuple[SimulatedClock, datetime, timedelta] | None) -> int:
-    from orchestrator.engine.daemon import run_daemon
+def _daemon(args: Args, simulated: tuple[SimulatedClock, datetime, timedelta] | None) -> int:
+    from orchestrator.engine.daemon import DaemonSettings, serve
+    from orchestrator.engine.reload import WorkspaceFiles
 
     engine = _engine(args, SystemClock() if simulated is None else simulated[0])
     if args.attempt_log is not None or args.provider is not None:
@@ -266,50 +306,23 @@ def _daemon(args: argparse.Namespace, simulated: tuple[SimulatedClock, datetime,
         engine.router = ChannelRouter(
             [adapter if args.attempt_log is None else AttemptLog(adapter, args.attempt_log)]
         )
-    print(
-        f"daemon: {len(engine.workspace.plans)} journeys, a tick every {args.interval:g}s; "
-        "stop with SIGTERM or Ctrl-C",
-        flush=True,
+    settings = DaemonSettings(
+        interval=args.interval,
+        store_url=database_url(args.db),
+        max_ticks=args.max_ticks,
+        inbox=args.inbox,
+        simulated=simulated,
+        files=WorkspaceFiles.of(args.journeys, args.templates),
+        watch_seconds=args.watch,
     )
-    tick: Callable[[], object] = engine.tick
-    if args.inbox is not None:
-        from orchestrator.engine.inbox import drain_inbox
-
-        args.inbox.mkdir(parents=True, exist_ok=True)
-
-        def tick_after_inbox() -> object:
-            # Events ingested here go straight into the signal state as they commit.
-            drain_inbox(
-                engine.store, args.inbox, now_us=to_us(engine.clock.now()), on_events=engine.signals.accept
-            )
-            return engine.tick()
-
-        tick = tick_after_inbox
-
-    from orchestrator.engine.daemon import waiting_for_clock
-
-    tick = waiting_for_clock(tick)  # a clock that stepped back waits until it passes the last tick
-    if simulated is not None:
-        from orchestrator.engine.daemon import advancing, resume_simulated_clock
-
-        clock, start, step = simulated
-        resume_simulated_clock(engine.store, clock, start, step)
-        tick = advancing(tick, clock, step)
-
-    def reconcile() -> None:
-        # Before the first tick: messages a killed process left queued go out again, with their ledger key;
-        # under the dispatch lock, so a daemon starting beside a dispatching one does not send them twice.
-        with leases.session_singleton(engine.store.engine, "dispatch") as dispatching:
-            if dispatching:
-                engine.dispatch()
-
-    ticks = run_daemon(tick, args.interval, max_ticks=args.max_ticks, on_start=reconcile, hurry=engine.hurry)
-    engine.store.dispose()
-    print(f"daemon: stopped cleanly after {ticks} tick(s)", flush=True)
+    try:
+        serve(engine, settings)
+    finally:
+        engine.store.dispose()
     return 0
 
 
-def cmd_retire(args: argparse.Namespace) -> int:
+def cmd_retire(args: Args) -> int:
     from orchestrator.store import journeys as sj
 
     try:
@@ -340,7 +353,7 @@ def cmd_retire(args: argparse.Namespace) -> int:
     return 0
 
 
-def _simulated_clock(args: argparse.Namespace) -> tuple[SimulatedClock, datetime, timedelta] | None:
+def _simulated_clock(args: Args) -> tuple[SimulatedClock, datetime, timedelta] | None:
     if args.simulated_clock is None:
         return None
     from orchestrator.durations import parse_duration
@@ -352,49 +365,59 @@ def _simulated_clock(args: argparse.Namespace) -> tuple[SimulatedClock, datetime
     return SimulatedClock(start), start, step
 
 
-def cmd_report(args: argparse.Namespace) -> int:
+def cmd_report(args: Args) -> int:
     from orchestrator.cli.lift import run_report
 
     return run_report(args)
 
 
-def cmd_lift(args: argparse.Namespace) -> int:
+def cmd_lift(args: Args) -> int:
     from orchestrator.cli.lift import run_lift
 
     return run_lift(args)
 
 
-def cmd_plan(args: argparse.Namespace) -> int:
+def cmd_plan(args: Args) -> int:
     from orchestrator.cli.runtime import run_plan
 
     return run_plan(args)
 
 
-def cmd_status(args: argparse.Namespace) -> int:
+def cmd_status(args: Args) -> int:
     from orchestrator.cli.runtime import run_status
 
     return run_status(args)
 
 
-def cmd_why(args: argparse.Namespace) -> int:
+def cmd_why(args: Args) -> int:
     from orchestrator.cli.why import run_why
 
     return run_why(args)
 
 
-def cmd_preview(args: argparse.Namespace) -> int:
+def cmd_preview(args: Args) -> int:
     from orchestrator.cli.why import run_preview
 
     return run_preview(args)
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def cmd_demo(args: Args) -> int:
+    from orchestrator.cli.output import LiveStdout, Progress
     from orchestrator.demo.run import run_demo
 
-    return run_demo(args.dir, args.data, args.journeys, days=args.days, ticks_per_day=args.ticks_per_day)
+    with Progress("demo: simulated days", unit="ticks") as bar:
+        return run_demo(
+            args.dir,
+            args.data,
+            args.journeys,
+            days=args.days,
+            ticks_per_day=args.ticks_per_day,
+            out=cast(TextIO, LiveStdout()),  # its lines go above the bar
+            progress=bar.update,
+        )
 
 
-def cmd_evaluate(args: argparse.Namespace) -> int:
+def cmd_evaluate(args: Args) -> int:
     import tempfile
     import time
 
@@ -455,3 +478,50 @@ def _integer_sum(ids: np.ndarray) -> int | None:
     if len(text) and not bool(np.all(np.char.isdigit(unsigned))):
         return None
     return int(text.astype(np.int64).sum()) if len(text) else 0
+
+
+def cmd_init(args: Args) -> int:
+    from orchestrator.config import WorkspaceExists, init_workspace
+
+    try:
+        written = init_workspace(args.folder, SystemClock().now())
+    except WorkspaceExists as exc:
+        raise Failure(str(exc)) from None
+    folder = args.folder
+    print(f"created a workspace in {folder}:")
+    for path in written:
+        print(f"  {path.relative_to(folder)}")
+    where = "" if folder.resolve() == Path.cwd().resolve() else f"cd {folder} && "
+    print("next:")
+    print(f"  {where}orchestrator validate")
+    print("  orchestrator ingest sample/customers.csv sample/events.jsonl")
+    print("  orchestrator run --once          # the welcome emails land in outbox/")
+    return 0
+
+
+def cmd_config(args: Args) -> int:
+    from orchestrator.config import effective
+
+    config = args.workspace_config
+    overrides = {
+        "store": args.db,
+        "journeys": [str(p) for p in args.journeys],
+        "templates": args.templates,
+        "outbox": args.outbox,
+        "global_holdout": args.global_holdout,
+    }
+    data = effective(config, overrides)
+    for channel, mode in args.delivery.items():  # --delivery / $ORCHESTRATOR_DELIVERY
+        section = data["channels"].get(channel)
+        if isinstance(section, dict):
+            section["delivery"] = mode
+    if args.format == "json":
+        print(json.dumps(data, indent=2, default=str))
+    else:
+        import yaml
+
+        print(yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100), end="")
+    sys.stdout.flush()
+    for name in config.unset_secrets:
+        print(f"warning: {name} is not set in the environment", file=sys.stderr)
+    return 0

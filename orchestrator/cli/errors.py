@@ -5,6 +5,9 @@ out: ``describe`` turns each into one line naming the cause and the remedy. Mess
 error's kind, file name and the database's own short text, never from a database error's statement or
 parameters (which can hold customer data). An error it does not know is left to ``unexpected``: its type
 and the line of the code where it arose, with a pointer to ``-v`` for the traceback.
+
+``UsageError`` (exit 2) and ``Failure`` (exit 1) are what commands raise for bad arguments and for problems
+found. This module is imported by every command: it loads nothing heavy until an error is described.
 """
 
 from __future__ import annotations
@@ -13,13 +16,21 @@ import errno
 import sqlite3
 import traceback
 
-from sqlalchemy.exc import DBAPIError
-
 _DISK_FULL = "free some space (or raise the quota or size limit) and run again"
+
+
+class UsageError(Exception):
+    """Bad arguments (exit 2)."""
+
+
+class Failure(Exception):
+    """The command ran and found problems (exit 1)."""
 
 
 def describe(exc: BaseException) -> str | None:
     """One line for an expected failure; None when ``exc`` is not one."""
+    from sqlalchemy.exc import DBAPIError
+
     if isinstance(exc, DBAPIError):
         return _database(exc.orig)
     if isinstance(exc, (sqlite3.Error, *_psycopg_errors())):

@@ -7,7 +7,6 @@ cell that is not a number) are reported with the column, the line and the value.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -17,123 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.cli.commands import Failure, UsageError
-from orchestrator.measure.stats import DEFAULT_SEQUENTIAL_TAU
-
-FORMATS = ["table", "json", "html"]
-
-
-def _probability(what: str) -> Any:
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{what} must be a number, got {text!r}") from None
-        if not 0.0 < value < 1.0:
-            raise argparse.ArgumentTypeError(f"{what} must be between 0 and 1, got {text}")
-        return value
-
-    return parse
+from orchestrator.cli.errors import Failure, UsageError
+from orchestrator.cli.settings import Args
+from orchestrator.measure.sequential import DEFAULT_SEQUENTIAL_TAU
 
 
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not (value > 0.0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
-    return value
-
-
-def _add_statistics(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--alpha", type=_probability("--alpha"), default=0.05, help="1 - confidence (default 0.05)"
-    )
-    p.add_argument(
-        "--power", type=_probability("--power"), default=0.8, help="power of the MDE (default 0.8)"
-    )
-    p.add_argument(
-        "--tau",
-        type=_positive,
-        default=DEFAULT_SEQUENTIAL_TAU,
-        metavar="SD",
-        help="always-valid interval tuning: mixing sd in standard deviations of the metric "
-        f"(default {DEFAULT_SEQUENTIAL_TAU:g}); choose before looking at the data",
-    )
-    p.add_argument(
-        "--output", "-o", type=Path, default=None, metavar="FILE", help="write the report here, not to stdout"
-    )
-
-
-def add_report_parser(sub: Any) -> None:
-    p = sub.add_parser("report", help="the lift report of a journey")
-    p.add_argument("journey", help="journey id")
-    p.add_argument("--format", choices=FORMATS, default="table")
-    p.add_argument(
-        "--now",
-        metavar="ISO-8601",
-        default=None,
-        help="report as of this instant (default: the last tick's instant)",
-    )
-    p.add_argument(
-        "--export",
-        type=Path,
-        default=None,
-        metavar="FILE",
-        help="also write every entry (customer, arm, entered_at, converted, revenue, covariates...) to "
-        "FILE.parquet or FILE.csv",
-    )
-    p.add_argument(
-        "--cuped", action="store_true", help="add CUPED lifts using the goal's pre-entry history as covariate"
-    )
-    p.add_argument(
-        "--pre-period",
-        default="28d",
-        metavar="DURATION",
-        help="how far before entry the pre-entry covariates look (default 28d)",
-    )
-    p.add_argument("--by", default=None, metavar="ATTRIBUTE", help="break down by a customer attribute")
-    _add_statistics(p)
-    p.add_argument(
-        "--db",
-        metavar="URL",
-        default=None,
-        help="store URL (default: $ORCHESTRATOR_DB or sqlite:///orchestrator.db)",
-    )
-
-
-def add_lift_parser(sub: Any) -> None:
-    p = sub.add_parser(
-        "lift", help="lift statistics of an experiment table (CSV): every arm against a control"
-    )
-    p.add_argument("file", type=Path, help="CSV file with a header row, one row per customer")
-    p.add_argument("--arm", required=True, metavar="COLUMN", help="the column naming each row's arm")
-    p.add_argument("--control", required=True, metavar="VALUE", help="the arm value of the control group")
-    p.add_argument(
-        "--metric",
-        required=True,
-        action="append",
-        metavar="COLUMN",
-        help="an outcome column (repeat for several); 0/1 columns get rate statistics, others mean "
-        "statistics",
-    )
-    p.add_argument("--format", choices=FORMATS, default="table")
-    p.add_argument(
-        "--covariate", default=None, metavar="COLUMN", help="a pre-experiment numeric column for CUPED"
-    )
-    p.add_argument("--by", default=None, metavar="COLUMN", help="repeat the analysis within each value")
-    p.add_argument(
-        "--split",
-        action="append",
-        default=None,
-        metavar="ARM=WEIGHT",
-        help="declared share of an arm for the sample-ratio check (repeat per arm; default: equal shares)",
-    )
-    _add_statistics(p)
-
-
-def _emit(args: argparse.Namespace, content: str) -> None:
+def _emit(args: Args, content: str) -> None:
     if args.output is None:
         sys.stdout.write(content if content.endswith("\n") else content + "\n")
         return
@@ -144,7 +32,7 @@ def _emit(args: argparse.Namespace, content: str) -> None:
 # ---------------------------------------------------------------------------------------------- report
 
 
-def run_report(args: argparse.Namespace) -> int:
+def run_report(args: Args) -> int:
     from orchestrator.clock import parse_instant, to_us
     from orchestrator.durations import parse_duration
     from orchestrator.measure.html import render_journey_html
@@ -179,7 +67,7 @@ def run_report(args: argparse.Namespace) -> int:
                 as_of_us=as_of,
                 alpha=args.alpha,
                 power=args.power,
-                sequential_tau=args.tau,
+                sequential_tau=DEFAULT_SEQUENTIAL_TAU if args.tau is None else args.tau,
                 cuped=args.cuped,
                 pre_period=pre_period,
                 segment_attribute=args.by,
@@ -195,9 +83,25 @@ def run_report(args: argparse.Namespace) -> int:
         _emit(args, json.dumps(report.to_dict(), indent=2))
     elif args.format == "html":
         _emit(args, render_journey_html(report))
-    else:
+    elif args.output is not None:
         _emit(args, format_table(report))
+    else:
+        _print_report(report)
     return 0
+
+
+def _print_report(report: Any) -> None:
+    """The report's text with its arms as a rich table (see ``measure.text.report_text``)."""
+    from orchestrator.cli.output import print_table
+    from orchestrator.measure.text import report_text
+
+    parts = report_text(report)
+    print("\n".join(parts.head))
+    if parts.rows:
+        print()
+        print_table(parts.columns, parts.rows, indent=2)
+    if parts.tail:
+        print("\n".join(parts.tail))
 
 
 def _check_attribute(store: Any, name: str) -> None:
@@ -312,7 +216,7 @@ def _split(entries: list[str] | None) -> dict[str, float] | None:
     return shares
 
 
-def run_lift(args: argparse.Namespace) -> int:
+def run_lift(args: Args) -> int:
     from orchestrator.measure.html import render_analysis_html
     from orchestrator.measure.stats import analyze
     from orchestrator.measure.text import format_analysis
@@ -340,7 +244,7 @@ def run_lift(args: argparse.Namespace) -> int:
         segments=None if data.segment is None else (args.by, data.segment),
         alpha=args.alpha,
         power=args.power,
-        sequential_tau=args.tau,
+        sequential_tau=DEFAULT_SEQUENTIAL_TAU if args.tau is None else args.tau,
     )
     source = {
         "file": str(args.file),

@@ -6,7 +6,6 @@ Both only read the store.
 
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from orchestrator.channels.base import ChannelRouter
-from orchestrator.cli.commands import Failure, UsageError
+from orchestrator.cli.errors import Failure, UsageError
+from orchestrator.cli.settings import Args
 from orchestrator.clock import SystemClock, from_us, parse_instant, to_us
 from orchestrator.durations import US_PER_SECOND, parse_duration
 from orchestrator.engine.tick import Engine, migration_problems
@@ -25,36 +25,6 @@ from orchestrator.store import Store, health, open_store
 from orchestrator.store import journeys as sj
 
 HOUR_US = 3600 * US_PER_SECOND
-
-
-def add_plan_parser(sub: Any) -> None:
-    p = sub.add_parser(
-        "plan", help="what a changed journey file would do to the customers already inside the journey"
-    )
-    p.add_argument("journey", help="journey id (or the journey's file)")
-    p.add_argument("--journeys", nargs="+", default=["journeys"], metavar="PATH")
-    p.add_argument("--templates", metavar="DIR", type=Path, default=None)
-    p.add_argument("--format", choices=["table", "json"], default="table")
-    p.add_argument("--db", metavar="URL", default=None, help="store URL (default: $ORCHESTRATOR_DB)")
-
-
-def add_status_parser(sub: Any) -> None:
-    p = sub.add_parser("status", help="instances per journey and step, due waits, outbox backlog, last tick")
-    p.add_argument("--format", choices=["table", "json"], default="table")
-    p.add_argument(
-        "--now",
-        metavar="ISO-8601",
-        default=None,
-        help="count due waits as of this instant (default: the last tick's instant, else the wall clock)",
-    )
-    p.add_argument(
-        "--stale-after",
-        metavar="DURATION",
-        default=None,
-        help="the last tick is stale (exit 1) when older than this, e.g. 10m (default: three times the usual "
-        "interval between the recent ticks, at least 1m; 1h after a single tick)",
-    )
-    p.add_argument("--db", metavar="URL", default=None, help="store URL (default: $ORCHESTRATOR_DB)")
 
 
 def _open(url: str | None) -> Store | None:
@@ -84,7 +54,7 @@ class Fate:
         return dict(vars(self))
 
 
-def _workspace(args: argparse.Namespace) -> tuple[Workspace, JourneyPlan]:
+def _workspace(args: Args) -> tuple[Workspace, JourneyPlan]:
     paths = list(args.journeys)
     as_file = Path(args.journey)
     if as_file.suffix in (".yaml", ".yml") and as_file.is_file():
@@ -169,7 +139,7 @@ def plan_report(store: Store | None, workspace: Workspace, plan: JourneyPlan) ->
     return out
 
 
-def run_plan(args: argparse.Namespace) -> int:
+def run_plan(args: Args) -> int:
     workspace, plan = _workspace(args)
     store = _open(args.db)
     try:
@@ -180,11 +150,13 @@ def run_plan(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps(report, indent=2))
     else:
-        print(_plan_text(report))
+        _print_plan(report)
     return 1 if report["problems"] else 0
 
 
-def _plan_text(report: dict[str, Any]) -> str:
+def _print_plan(report: dict[str, Any]) -> None:
+    from orchestrator.cli.output import print_table
+
     stored = ", ".join(str(v) for v in report["stored_versions"]) or "none"
     lines = [
         f"journey {report['journey']}: version {report['version']} in {report['file']}; versions that ran "
@@ -201,14 +173,16 @@ def _plan_text(report: dict[str, Any]) -> str:
         lines.append(f"  problem: {problem}")
     fates = report["fates"]
     if fates:
-        width = max(len(f["state"]) for f in fates)
         lines.append("  customers inside:")
-        lines.append(f"    {'version':>7}  {'step':<{width}}  {'customers':>9}  what happens")
-        for f in fates:
-            lines.append(f"    {f['version']:>7}  {f['state']:<{width}}  {f['customers']:>9}  {f['note']}")
     elif status != "new journey":
         lines.append("  nobody is inside the journey")
-    return "\n".join(lines)
+    print("\n".join(lines))
+    if fates:
+        print_table(
+            [("version", "right"), ("step", "left"), ("customers", "right"), ("what happens", "left")],
+            [(f["version"], f["state"], f["customers"], f["note"]) for f in fates],
+            indent=4,
+        )
 
 
 # ---------------------------------------------------------------------------------------------- status
@@ -304,7 +278,7 @@ def _health(
     return out
 
 
-def run_status(args: argparse.Namespace) -> int:
+def run_status(args: Args) -> int:
     store = _open(args.db)
     if store is None:
         raise Failure("no store with engine tables here; ingest data and run the engine first")
@@ -330,11 +304,13 @@ def run_status(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps(report, indent=2))
     else:
-        print(_status_text(report))
+        _print_status(report)
     return 0 if report["health"]["ok"] else 1  # for monitoring: a failed journey, or no recent tick
 
 
-def _status_text(report: dict[str, Any]) -> str:
+def _print_status(report: dict[str, Any]) -> None:
+    from orchestrator.cli.output import print_table
+
     lines = [f"as of {report['as_of']}"]
     state = report["health"]
     for f in state["failed_journeys"]:
@@ -348,36 +324,62 @@ def _status_text(report: dict[str, Any]) -> str:
         )
     if not report["journeys"]:
         lines.append("no journey has entered anyone yet")
-    for journey_id, j in report["journeys"].items():
-        finished = ", ".join(f"{k} {v}" for k, v in sorted(j["finished"].items())) or "none"
-        lines.append(
-            f"{journey_id}: due now {j['due_now']}, due in the next hour {j['due_next_hour']}; "
-            f"finished: {finished}"
+    print("\n".join(lines))
+    journeys = report["journeys"]
+    if journeys:
+        print()
+        print_table(
+            [("journey", "left"), ("due now", "right"), ("due in 1h", "right"), ("finished", "left")],
+            [
+                (
+                    journey_id,
+                    j["due_now"],
+                    j["due_next_hour"],
+                    ", ".join(f"{k} {v}" for k, v in sorted(j["finished"].items())) or "none",
+                )
+                for journey_id, j in journeys.items()
+            ],
         )
-        for version, states in j["active"].items():
-            for state, n in states.items():
-                lines.append(f"  v{version} {state:<24} {n:>9} active")
-    backlog = [b for b in report["outbox"] if b["queued"] or b["sending"]]
-    if backlog:
-        lines.append("outbox backlog (queued, not yet delivered):")
-        for b in backlog:
-            sending = f", {b['sending']} in flight" if b["sending"] else ""
-            lines.append(f"  {b['channel']:<8} {b['queued']:>9}{sending}  oldest {b['oldest']}")
-    else:
-        lines.append("outbox backlog: empty")
-    for b in report["outbox"]:
-        if b["uncertain"]:
-            lines.append(
-                f"  {b['channel']:<8} {b['uncertain']:>9} uncertain: in flight when a dispatcher stopped, "
-                "not sent again (at_most_once)"
+        active = [
+            (journey_id, f"v{version}", state, n)
+            for journey_id, j in journeys.items()
+            for version, states in j["active"].items()
+            for state, n in states.items()
+        ]
+        if active:
+            print("\nactive instances:")
+            print_table(
+                [("journey", "left"), ("version", "left"), ("step", "left"), ("active", "right")],
+                active,
+                indent=2,
             )
+    backlog = [b for b in report["outbox"] if b["queued"] or b["sending"] or b["uncertain"]]
+    if backlog:
+        print("\noutbox backlog (queued, not yet delivered):")
+        print_table(
+            [
+                ("channel", "left"),
+                ("queued", "right"),
+                ("in flight", "right"),
+                ("uncertain", "right"),
+                ("oldest", "left"),
+            ],
+            [(b["channel"], b["queued"], b["sending"], b["uncertain"], b["oldest"]) for b in backlog],
+            indent=2,
+        )
+        if any(b["uncertain"] for b in backlog):
+            print(
+                "  uncertain: in flight when a dispatcher stopped, not sent again (at_most_once); "
+                "see orchestrator why"
+            )
+    else:
+        print("\noutbox backlog: empty")
     last = report["last_tick"]
     if last is None:
-        lines.append("no tick has run yet")
+        print("\nno tick has run yet")
     else:
         timings = ", ".join(f"{k} {v:.3f}s" for k, v in last.get("timings", {}).items())
-        lines.append(f"last tick at {last['at']}: {timings}")
-    return "\n".join(lines)
+        print(f"\nlast tick at {last['at']}: {timings}")
 
 
 def _seconds(value: float) -> str:

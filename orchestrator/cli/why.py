@@ -10,17 +10,16 @@ time), the current step (since when) and the exit.
 
 from __future__ import annotations
 
-import argparse
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import text
 
 from orchestrator.channels.base import ChannelRouter
 from orchestrator.channels.sms import count_segments
-from orchestrator.cli.commands import Failure, UsageError
+from orchestrator.cli.errors import Failure, UsageError
+from orchestrator.cli.settings import Args
 from orchestrator.clock import SimulatedClock, SystemClock, parse_instant, to_us
 from orchestrator.durations import US_PER_SECOND
 from orchestrator.engine.render import message_row
@@ -30,26 +29,6 @@ from orchestrator.spec import SpecError
 from orchestrator.spec.plan import ENTRY
 from orchestrator.store import Store, open_store
 from orchestrator.store.customers import customer_records
-
-
-def add_why_parser(sub: Any) -> None:
-    p = sub.add_parser("why", help="what happened to one customer in the journeys, and why")
-    p.add_argument("customer", help="the customer id")
-    p.add_argument("--journey", default=None, help="only this journey")
-    p.add_argument("--format", choices=["text", "json"], default="text")
-    p.add_argument("--db", metavar="URL", default=None, help="store URL (default: $ORCHESTRATOR_DB)")
-
-
-def add_preview_parser(sub: Any) -> None:
-    p = sub.add_parser("preview", help="render what a send step would send a customer, without sending")
-    p.add_argument("journey", help="journey id")
-    p.add_argument("step", help="the send step's id")
-    p.add_argument("--customer", required=True, help="the customer id")
-    p.add_argument("--journeys", nargs="+", default=["journeys"], metavar="PATH")
-    p.add_argument("--templates", metavar="DIR", type=Path, default=None)
-    p.add_argument("--now", metavar="ISO-8601", default=None, help="evaluate metrics at this instant")
-    p.add_argument("--format", choices=["text", "json"], default="text")
-    p.add_argument("--db", metavar="URL", default=None, help="store URL (default: $ORCHESTRATOR_DB)")
 
 
 def _iso(us: int | None) -> str | None:
@@ -177,7 +156,7 @@ def explain(store: Store, customer_id: str, journey: str | None = None) -> dict[
     }
 
 
-def run_why(args: argparse.Namespace) -> int:
+def run_why(args: Args) -> int:
     store = _store(args.db)
     try:
         report = explain(store, args.customer, args.journey)
@@ -213,7 +192,7 @@ def run_why(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------- preview
 
 
-def run_preview(args: argparse.Namespace) -> int:
+def run_preview(args: Args) -> int:
     try:
         workspace = load_workspace(args.journeys, args.templates)
         plan = workspace.plan(args.journey)

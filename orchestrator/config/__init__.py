@@ -14,6 +14,7 @@ from orchestrator.config._load import (
     find_config,
     load_config,
     routes_of,
+    unsubscribe_missing,
 )
 from orchestrator.config._model import (
     CHANNEL_NAMES,
@@ -60,4 +61,5 @@ __all__ = [
     "load_config",
     "mask_url",
     "routes_of",
+    "unsubscribe_missing",
 ]

@@ -47,7 +47,8 @@ class WorkspaceConfig:
     file: ConfigFile
     root: Path
     path: Path | None = None
-    unset_secrets: tuple[str, ...] = field(default=())  # dotted paths of secrets whose variable is unset
+    # ``path: ${NAME}`` of each secret whose environment variable is unset
+    unset_secrets: tuple[str, ...] = field(default=())
 
     def __repr__(self) -> str:  # the store URL may carry a password: never in a repr
         return f"WorkspaceConfig(path={self.path!r}, root={self.root!r})"
@@ -164,7 +165,8 @@ def load_config_text(
     if problems:
         raise ConfigError(sorted(problems, key=lambda p: (p.line, p.column)))
     root = file.resolve().parent
-    return WorkspaceConfig(model, root, file.resolve(), tuple(dotted(path) for path, _ in unset))
+    missing = tuple(f"{dotted(path)}: ${{{secret.name}}}" for path, secret in unset)
+    return WorkspaceConfig(model, root, file.resolve(), missing)
 
 
 def _anchor_sqlite(url: str, root: Path) -> str:
@@ -299,3 +301,13 @@ def routes_of(config: WorkspaceConfig) -> tuple[frozenset[str] | None, frozenset
     webhook = channels.get("webhook")
     endpoints = None if webhook is None or webhook.provider == "outbox" else config.webhook_endpoints
     return frozenset(channels), endpoints
+
+
+def unsubscribe_missing(config: WorkspaceConfig) -> str | None:
+    """The provider of ``channels.email`` when it delivers for real (not the outbox) and the config has no
+    ``unsubscribe`` section: marketing email would then go out without ``List-Unsubscribe``, which large
+    mailbox providers require of bulk senders. None when that is not the case."""
+    email = config.channels().get("email")
+    if email is None or email.provider == "outbox" or config.file.unsubscribe is not None:
+        return None
+    return email.provider

@@ -28,8 +28,8 @@ One file at the root of a workspace (beside ``journeys/``) says how the engine r
       keys:
         - id: k1
           secret: ${UNSUBSCRIBE_KEY_1}
-    tracking:
-      base_url: https://t.shop.example
+    tracking:                              # clicks and opens of marketing email
+      base_url: https://t.shop.example     # signed with the unsubscribe keys unless given its own keys
     http:
       listen: 127.0.0.1:8000
       api_keys:
@@ -241,26 +241,58 @@ class SigningKey(_Model):
     secret: SecretRef
 
 
+def _unique_ids(keys: list[SigningKey] | None) -> None:
+    ids = [key.id for key in keys or ()]
+    if len(set(ids)) != len(ids):
+        raise ValueError("each signing key needs its own id")
+
+
 class Unsubscribe(_Model):
-    """Signed unsubscribe links. The first key signs; every listed key verifies, so a key can be rotated
-    out by adding a new one first and removing the old one once its links have expired."""
+    """Signed unsubscribe links ``<base_url>/<token>`` (the HTTP service answers them at ``/u/<token>``).
+    The first key signs; every listed key verifies, so a key can be rotated out by adding a new one first
+    and removing the old one once its links have expired."""
 
     base_url: Url
     keys: Annotated[list[SigningKey], Field(min_length=1)]
     mailto: EnvText | None = None
 
+    @field_validator("base_url")
+    @classmethod
+    def _https(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme != "https":
+            raise ValueError("one-click unsubscribe (RFC 8058) needs an https:// URL")
+        if parts.query or parts.fragment:
+            raise ValueError("the token is added to the path: write the URL without ?query or #fragment")
+        return value
+
     @model_validator(mode="after")
     def _unique(self) -> Unsubscribe:
-        ids = [key.id for key in self.keys]
-        if len(set(ids)) != len(ids):
-            raise ValueError("each signing key needs its own id")
+        _unique_ids(self.keys)
         return self
 
 
 class Tracking(_Model):
+    """Tracked clicks ``<base_url>/c/<token>`` and the open pixel ``<base_url>/o/<token>.gif`` in marketing
+    email; ``opens``/``clicks`` turn each off. Signed with ``keys`` when given, else the unsubscribe keys."""
+
     base_url: Url
     opens: bool = True
     clicks: bool = True
+    keys: Annotated[list[SigningKey], Field(min_length=1)] | None = None
+
+    @field_validator("base_url")
+    @classmethod
+    def _no_query(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.query or parts.fragment:
+            raise ValueError("links are added to the path: write the URL without ?query or #fragment")
+        return value
+
+    @model_validator(mode="after")
+    def _unique(self) -> Tracking:
+        _unique_ids(self.keys)
+        return self
 
 
 class ApiKey(_Model):
@@ -324,6 +356,12 @@ class ConfigFile(_Model):
         channels = self.channels.configured() if self.channels else {}
         if isinstance(channels.get("webhook"), HttpWebhookChannel) and not self.webhooks:
             raise ValueError("channels.webhook sends to the endpoints under webhooks:, and none is named")
+        return self
+
+    @model_validator(mode="after")
+    def _tracking_keys(self) -> ConfigFile:
+        if self.tracking is not None and self.tracking.keys is None and self.unsubscribe is None:
+            raise ValueError("tracking links are signed: give tracking.keys, or an unsubscribe section")
         return self
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import shutil
 import sys
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import TextIO
@@ -64,7 +64,11 @@ def run_demo(
     ticks_per_day: int = 6,
     seed: int = 11,
     out: TextIO | None = None,
+    progress: Callable[[int, int], object] | None = None,
 ) -> int:
+    """Run the demo in ``folder`` (see the module docstring) and print what happened to ``out`` (default:
+    stdout); ``progress``, when given, is told after each tick how many of the simulated days' ticks ran.
+    The exit code: 0, 1 (invalid journeys, a folder it may not use) or 2 (the data is missing)."""
     out = out if out is not None else sys.stdout  # read at the call: a test may have replaced it
     customers_file, events_file = data / "customers.csv", data / "events.jsonl"
     for needed in (customers_file, events_file):
@@ -129,6 +133,8 @@ def run_demo(
         for t in range(ticks_per_day):
             clock.set(day_start + timedelta(hours=24 * t / ticks_per_day))
             tick = engine.tick()
+            if progress is not None:
+                progress(day * ticks_per_day + t + 1, days * ticks_per_day)
             entered += sum(j.entered for j in tick.journeys.values())
             queued += sum(j.queued for j in tick.journeys.values())
         print(

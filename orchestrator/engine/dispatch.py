@@ -8,8 +8,10 @@ for each batch:
 2. applies the contact policy to the whole batch (``engine.policy``): exclusions, consent, quiet hours,
    caps and journey priority; a suppressed message is recorded with the reason, a held one stays queued
    with ``next_attempt_us`` at the end of the quiet hours;
-3. renders the rest in the template sandbox (the context checked once per message) and drops those whose
-   address is on the suppression list;
+3. renders the rest in the template sandbox (the context checked once per message, with the customer's
+   signed unsubscribe link as ``links.unsubscribe`` when ``links`` are configured), drops those whose
+   address is on the suppression list, and in the HTML of marketing email turns links into tracked
+   click links and adds the open pixel when tracking is configured (``channels.links``);
 4. hands the messages to their adapters with the ledger key as idempotency key, a small group at a time
    (``group``, default 8, which grows for a fast provider on at_least_once channels: see ``_send_batch``;
    ``workers`` calls in flight at once: a provider call waits on the network, and adapters are
@@ -44,6 +46,7 @@ import orjson
 
 from orchestrator.channels.base import ChannelRouter, DeliveryResult, OutgoingMessage
 from orchestrator.channels.delivery import AT_MOST_ONCE, Backoff, DeliveryMode
+from orchestrator.channels.links import MessageLinks
 from orchestrator.channels.templates import TemplateRenderer
 from orchestrator.clock import Clock, to_us
 from orchestrator.durations import US_PER_SECOND
@@ -83,7 +86,10 @@ class DispatchContext:
     draws the backoff's jitter (seeded, so retry times are reproducible). ``delivery`` maps a channel to
     its delivery mode (a channel not named is ``at_least_once``); ``journeys``, when given, limits dispatch
     to those journeys' messages (the workspace's: the others stay queued until their journey returns);
-    ``stop`` is asked before each group of provider calls, and true ends the dispatch."""
+    ``stop`` is asked before each group of provider calls, and true ends the dispatch; ``on_batch``, when
+    given, is told after each batch how many messages were handled so far (for a progress bar). ``links``
+    (from the workspace config's ``unsubscribe`` and ``tracking``, see ``channels.links.message_links``)
+    gives templates ``links.unsubscribe`` and tracks marketing email."""
 
     plan_for: Callable[[str, int], JourneyPlan | None]
     renderer_for: Callable[[str], TemplateRenderer | None]
@@ -97,6 +103,8 @@ class DispatchContext:
     delivery: Mapping[str, DeliveryMode] = field(default_factory=dict)
     journeys: Collection[str] | None = None
     stop: Callable[[], bool] = field(default=lambda: False)
+    on_batch: Callable[[int], object] | None = None
+    links: MessageLinks | None = None
 
 
 def dispatch_queued(
@@ -139,6 +147,8 @@ def _dispatch_all(
         _send_batch(store, router, decided, to_send, context, now_us, report, pool)
         handled += len(batch)
         last_id = batch[-1].id
+        if context.on_batch is not None:
+            context.on_batch(handled)
     return report
 
 
@@ -332,6 +342,8 @@ def _decide_batch(
             )
             continue
         row["customer_id"] = loaded.records[m.customer_key]["id"]
+        if row["html"] and m.channel == "email" and not m.transactional and context.links is not None:
+            row["html"] = context.links.track(row["html"], m.id)
         to_send.append((m, row))
     report.add_seconds("render", time.perf_counter() - render_started)
     return outcomes, to_send
@@ -360,6 +372,7 @@ def _render(
         data = orjson.loads(raw) if raw else {}
         data = data if isinstance(data, dict) else {}
         extra = {root: data.get(root, {}) for root in roots}
+    links = context.links.for_template(str(customer["id"]), m.channel) if context.links is not None else None
     return message_row(
         renderer=renderer,
         send=step.send,
@@ -368,6 +381,7 @@ def _render(
         journey={"id": plan.id, "version": plan.version, "step": step.id},
         extra=extra,
         base={},
+        links=links,
     )
 
 
@@ -385,6 +399,7 @@ def _outgoing(m: sj.DueMessage, row: dict[str, Any]) -> OutgoingMessage:
         title=row["title"],
         link=row["link"],
         created_us=m.created_us,
+        transactional=m.transactional,
     )
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from orchestrator.channels.base import ChannelRouter, DeliveryResult, NoAdapterError, OutgoingMessage
+from orchestrator.channels.links import MessageLinks
 from orchestrator.clock import Clock, to_us
 from orchestrator.engine.render import ADDRESS_FIELD, message_row
 from orchestrator.engine.template_data import customer_reads
@@ -66,12 +67,17 @@ def render_step(
     clock: Clock,
     customer_id: str | None = None,
     to: str | None = None,
+    links: MessageLinks | None = None,
 ) -> dict[str, Any]:
     """The ledger row the step would produce now (``status`` ``queued`` when it would be sent, else
     ``suppressed``/``failed`` with the reason): for ``customer_id`` from ``store``, or for sample data;
-    ``to`` replaces the customer's address for the channel."""
+    ``to`` replaces the customer's address for the channel. ``links`` gives templates
+    ``links.unsubscribe`` as dispatch does (the sample customer gets a link for its sample id)."""
     plan, step = send_step(workspace, journey_id, step_id)
     assert step.send is not None
+    template_links = None
+    if links is not None:
+        template_links = links.for_template(customer_id or SAMPLE_CUSTOMER, step.send.channel)
     base = {"journey": plan.id, "step": step.id, "at": clock.now().isoformat()}
     journey = {"id": plan.id, "version": plan.version, "step": step.id}
     renderer = workspace.renderer(plan.id)
@@ -87,6 +93,7 @@ def render_step(
             journey=journey,
             extra={root: {} for root in _roots(plan)},
             base={"customer": SAMPLE_CUSTOMER, **base},
+            links=template_links,
         )
     with store.connect() as conn:
         key = customer_key(conn, customer_id)
@@ -108,6 +115,7 @@ def render_step(
         journey=journey,
         extra={root: data.get(root, {}) for root in _roots(plan)},
         base={"customer": customer_id, "customer_key": key, **base},
+        links=template_links,
     )
 
 
@@ -120,6 +128,7 @@ def send_test(
     to: str,
     clock: Clock,
     customer_id: str | None = None,
+    links: MessageLinks | None = None,
 ) -> TestSend:
     """Render the step (for ``customer_id`` or sample data), send it once to ``to`` and record it marked
     ``test``. The contact policy (consent, caps, quiet hours) does not apply: the message goes to the
@@ -127,7 +136,7 @@ def send_test(
     (``status`` ``failed``)."""
     plan, step = send_step(workspace, journey_id, step_id)
     assert step.send is not None
-    row = render_step(workspace, store, journey_id, step_id, clock, customer_id, to)
+    row = render_step(workspace, store, journey_id, step_id, clock, customer_id, to, links)
     key = f"test-{plan.id}-{step.id}-{secrets.token_hex(8)}"
     now_us = to_us(clock.now())
     if row["status"] != "queued":
@@ -146,6 +155,7 @@ def send_test(
             title=row["title"],
             link=row["link"],
             created_us=now_us,
+            transactional=step.send.transactional,
         )
         try:
             result = router.send(message)

@@ -1,8 +1,10 @@
 """Rendering one message of a send step, at dispatch time.
 
 Templates see plain data only: ``customer`` (attributes), ``metrics`` (the journey's metrics for this
-customer), ``journey`` (id, version, step), and for instances that carry them ``entry`` (the entry event's
-properties) and the events that ended ``wait_for`` steps, under the steps' ids. The context is checked
+customer), ``journey`` (id, version, step), ``links`` (``links.unsubscribe``, the customer's signed
+unsubscribe link for the message's channel, when the workspace config has an ``unsubscribe`` section; see
+``channels.links``), and for instances that carry them ``entry`` (the entry event's properties) and the
+events that ended ``wait_for`` steps, under the steps' ids. The context is checked
 once per message (``TemplateRenderer.prepare``) and every part (subject, text, html, title, link) renders
 from it. A template problem does not stop the journey: the ledger row is recorded ``failed`` with the
 reason.
@@ -45,9 +47,16 @@ def message_context(
     metrics: Mapping[str, Any],
     journey: Mapping[str, Any],
     extra: Mapping[str, Any] | None = None,
+    links: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The template context of one message (plain data; the renderer checks it)."""
-    return {**(extra or {}), "customer": dict(customer), "metrics": dict(metrics), "journey": dict(journey)}
+    return {
+        **(extra or {}),
+        "customer": dict(customer),
+        "metrics": dict(metrics),
+        "journey": dict(journey),
+        "links": dict(links or {}),
+    }
 
 
 def render_send(
@@ -83,9 +92,11 @@ def message_row(
     journey: Mapping[str, Any],
     base: dict[str, Any],
     extra: Mapping[str, Any] | None = None,
+    links: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The content of one ledger row: ``queued`` with its rendered parts (ready for the adapter), or
-    ``suppressed`` (no address on file) / ``failed`` (a template refused) with the reason."""
+    ``suppressed`` (no address on file) / ``failed`` (a template refused) with the reason. ``links`` is
+    the context's ``links`` (see ``channels.links.MessageLinks.for_template``)."""
     row = {
         **base,
         "channel": send.channel,
@@ -100,7 +111,7 @@ def message_row(
     address = address_for(send, customer)
     if not address:
         return {**row, "status": "suppressed", "reason": f"no {ADDRESS_FIELD[send.channel]} on file"}
-    rendered, problem = try_render(renderer, send, message_context(customer, metrics, journey, extra))
+    rendered, problem = try_render(renderer, send, message_context(customer, metrics, journey, extra, links))
     if rendered is None:
         return {**row, "recipient": address, "status": "failed", "reason": problem}
     return {

@@ -53,8 +53,9 @@ class SignalState:
 
     def ensure(self, plans: Iterable[JourneyPlan]) -> None:
         """Cover these journeys too. A journey that reads a property the log does not hold yet means
-        starting the log again (the next refresh reads all events)."""
-        new = [p for p in plans if (p.id, p.version) not in self._plans]
+        starting the log again (the next refresh reads all events). A plan of a journey version already
+        covered, with another meaning (a version that never ran, edited and reloaded), replaces it."""
+        new = [p for p in plans if getattr(self._plans.get((p.id, p.version)), "digest", None) != p.digest]
         if not new:
             return
         for plan in new:

@@ -18,7 +18,7 @@ import random
 import threading
 import time
 import traceback
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +29,7 @@ from sqlalchemy import Connection, text
 
 from orchestrator.channels.base import ChannelRouter
 from orchestrator.channels.delivery import DeliveryMode
+from orchestrator.channels.links import MessageLinks
 from orchestrator.clock import Clock, from_us, to_us
 from orchestrator.durations import US_PER_SECOND
 from orchestrator.engine.customer_state import CustomerState
@@ -54,6 +55,9 @@ log = logging.getLogger("orchestrator.engine")
 # Conversions are looked for until this long after a goal window closes, so events that arrive late
 # (ingested after the window, stamped inside it) still count.
 LATE_EVENT_GRACE_US = 7 * 86400 * US_PER_SECOND
+#: Told as a tick goes (for a progress bar): what it is at ("journey winback", "dispatch: 800 messages"),
+#: and how many of its steps (each journey, then dispatch) are done out of how many.
+TickProgress = Callable[[str, int, int], object]
 
 
 class ClockBehind(RuntimeError):
@@ -131,9 +135,11 @@ class Engine:
         *,
         global_holdout: float = 0.0,
         delivery: Mapping[str, DeliveryMode] | None = None,
+        links: MessageLinks | None = None,
     ) -> None:
         """``global_holdout`` is the percent of all customers that no journey messages (0 to 100);
-        ``delivery`` maps channels to their delivery mode (default ``at_least_once``)."""
+        ``delivery`` maps channels to their delivery mode (default ``at_least_once``); ``links`` are the
+        unsubscribe and tracking links dispatch puts in messages (``channels.links.message_links``)."""
         if not 0.0 <= global_holdout <= 100.0:
             raise ValueError(f"the global holdout is a percent between 0 and 100, not {global_holdout:g}")
         self.store = store
@@ -142,6 +148,7 @@ class Engine:
         self.clock = clock
         self.global_holdout = global_holdout
         self.delivery: dict[str, DeliveryMode] = dict(delivery or {})
+        self.links = links
         # Set (by the daemon's second stop signal) to end a dispatch after the group in flight is recorded.
         self.hurry = threading.Event()
         self._old_plans: dict[tuple[str, int], JourneyPlan] = {}
@@ -155,15 +162,35 @@ class Engine:
         self._reported: dict[str, str] = {}  # journey id -> the failure this process last logged for it
         # How far before the last stored tick this engine's clock may be and still tick (see ``tick``).
         self.clock_skew_us = 0 if self.sharing is None else WORKER_CLOCK_SKEW_US
+        self._staged: Workspace | None = None  # the workspace the next tick runs (``replace_workspace``)
+        self._staging = threading.Lock()
+
+    def replace_workspace(self, workspace: Workspace) -> None:
+        """Run ``workspace`` from the next tick on. Safe from any thread, also while a tick runs: the tick
+        takes the new workspace at its start, so no tick mixes two. Nothing else changes: the store and its
+        holder (SQLite) or worker leases (PostgreSQL), the adapters, the signal state (new journey versions
+        join it at the next tick, as a new version does at a restart). A journey whose version went up
+        registers it and migrates at that tick, as ``run`` does; one left out is paused (see ``dispatch``).
+        The caller validates ``workspace`` first (``engine.reload``)."""
+        with self._staging:
+            self._staged = workspace
+
+    def _take_staged_workspace(self) -> None:
+        with self._staging:
+            staged, self._staged = self._staged, None
+        if staged is not None:
+            self.workspace = staged
 
     # ------------------------------------------------------------------------------------------ tick
 
-    def tick(self) -> TickReport:
+    def tick(self, progress: TickProgress | None = None) -> TickReport:
         """One tick at the clock's instant; its report (and timings) are also stored in ``ticks``.
 
         Raises ``ClockBehind``, before doing anything, when the instant is before the last stored tick (a
-        tick at the same instant is allowed: it finds nothing new to do)."""
+        tick at the same instant is allowed: it finds nothing new to do). ``progress``, when given, is told
+        as each journey starts and after each dispatch batch (see ``TickProgress``)."""
         started = time.perf_counter()
+        self._take_staged_workspace()
         now_us = to_us(self.clock.now())
         with self.store.connect() as conn:
             last_us = sj.latest_tick_us(conn)
@@ -184,6 +211,8 @@ class Engine:
                     with self._journey(plan.id, failures), conn.begin_nested():
                         versions[plan.id] = self._plans_with_active_instances(conn, plan)
         every_plan = [p for plans in versions.values() for p in plans]
+        if progress is not None:
+            progress("new events and signals", 0, len(self.workspace.plans))
         self.signals.ensure(every_plan)
         with self.store.connect() as conn:
             refresh = self.signals.refresh(conn, now_us)
@@ -196,7 +225,9 @@ class Engine:
         no_events = EventFrame.empty(customers.n)  # every aggregate is already in the cache
         t_enter = t_step = 0.0
         phases: dict[str, float] = {}
-        for plan in self.workspace.plans:
+        for done, plan in enumerate(self.workspace.plans):
+            if progress is not None:
+                progress(f"journey {plan.id}", done, len(self.workspace.plans))
             result = JourneyTick(plan.id)
             report.journeys[plan.id] = result
             if plan.id not in versions:
@@ -255,7 +286,15 @@ class Engine:
         t3 = time.perf_counter()
         with leases.session_singleton(self.store.engine, "dispatch") as dispatching:
             if dispatching:  # with several workers, one dispatches at a time
-                report.delivery = self.dispatch()
+                on_batch = None
+                if progress is not None:
+                    steps = len(self.workspace.plans)
+                    progress("dispatch", steps, steps)
+
+                    def on_batch(handled: int) -> None:
+                        progress(f"dispatch: {handled} messages", steps, steps)
+
+                report.delivery = self.dispatch() if on_batch is None else self.dispatch(on_batch=on_batch)
         report.timings["dispatch"] = time.perf_counter() - t3
         report.timings["total"] = time.perf_counter() - started
         with self.store.begin() as conn:
@@ -520,9 +559,12 @@ class Engine:
 
     # ------------------------------------------------------------------------------------------ dispatch
 
-    def dispatch(self, limit: int | None = None) -> DispatchReport:
+    def dispatch(
+        self, limit: int | None = None, on_batch: Callable[[int], object] | None = None
+    ) -> DispatchReport:
         """Render queued messages that are due, apply the contact policy and hand them to their adapters
-        (see ``engine.dispatch``). Metrics come from the last tick's evaluation (a fresh one without)."""
+        (see ``engine.dispatch``). Metrics come from the last tick's evaluation (a fresh one without);
+        ``on_batch`` is told after each batch how many messages were handled so far."""
         context = DispatchContext(
             plan_for=self._plan_for_dispatch,
             renderer_for=self.workspace.renderers.get,
@@ -533,6 +575,8 @@ class Engine:
             # Messages of journeys not in this workspace stay queued until they return (or are retired).
             journeys=[plan.id for plan in self.workspace.plans],
             stop=self.hurry.is_set,
+            on_batch=on_batch,
+            links=self.links,
         )
         return dispatch_queued(self.store, self.router, self.clock, context, limit=limit)
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from orchestrator.channels.templates import TemplateRenderer
+from orchestrator.config import WorkspaceConfig, unsubscribe_missing
 from orchestrator.spec import (
     JourneyPlan,
     LoadedJourney,
@@ -48,7 +49,7 @@ from orchestrator.spec.templates_check import (
     instance_reads,
     template_reads,
 )
-from orchestrator.spec.yamlio import read_text
+from orchestrator.spec.yamlio import Path_, read_text
 
 
 @dataclass
@@ -196,6 +197,43 @@ def validate_paths(
     if policy is not None:
         problems.extend(references.policy_problems(policy, catalog))
     return files, problems
+
+
+def unsubscribe_warnings(
+    paths: Iterable[str | Path], config: WorkspaceConfig, templates: Path | None = None
+) -> list[Problem]:
+    """For ``validate``, against the workspace config: a warning at every marketing email step when email
+    goes out through a real provider without an ``unsubscribe`` section (``config.unsubscribe_missing``),
+    and at every send step whose templates read ``links.unsubscribe`` when there is no such section (its
+    messages would fail). Files that do not load are skipped (``validate_paths`` reports them)."""
+    provider = unsubscribe_missing(config)
+    configured = config.file.unsubscribe is not None
+    if provider is None and configured:
+        return []
+    warnings: list[Problem] = []
+    for path in find_journey_files(paths):
+        try:
+            loaded = load_journey(path)
+        except (SpecError, OSError):
+            continue
+        if provider is not None:
+            warnings.extend(references.unsubscribe_warnings(loaded, provider))
+        root = templates or templates_root_for(path)
+        if configured or root is None:
+            continue
+        steps: set[Path_] = set()
+        for where, template, line, _, name in template_reads(loaded, TemplateRenderer(root), {"links"}):
+            if where[:3] in steps:  # once per step: its first template that reads it
+                continue
+            steps.add(where[:3])
+            warnings.append(
+                loaded.problem(
+                    where,
+                    f"{template} line {line}: links.{name} needs an unsubscribe: section in the workspace "
+                    "config; without one every message of this step fails",
+                )
+            )
+    return warnings
 
 
 def load_workspace(paths: Iterable[str | Path], templates: Path | None = None) -> Workspace:

@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.config)
         serve(config, args.db, args.host, args.port)
-    except (ConfigError, OSError) as exc:
+    except (ConfigError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:

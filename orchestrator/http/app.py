@@ -21,10 +21,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from orchestrator.channels.links import message_links
 from orchestrator.clock import Clock, SystemClock, to_us
 from orchestrator.config import WorkspaceConfig
 from orchestrator.http.auth import WriteKeys
 from orchestrator.http.events import JSON, EventApi
+from orchestrator.http.links import link_routes
 from orchestrator.http.metrics import ApiMetrics, StoreCollector
 from orchestrator.http.middleware import RequestMetrics
 from orchestrator.http.openapi import openapi_document
@@ -50,8 +52,10 @@ def create_app(
     ``store`` is a store to share (left open when the app stops), or a URL to open (default: the config's
     store, else ``$ORCHESTRATOR_DB``, else ``orchestrator.db`` here; its tables are created when new).
     ``stale_after`` bounds the last tick's age for ``/readyz`` (default: the rule of ``status``).
-    ``extra_routes`` are mounted beside the service's own (unsubscribe and tracking links). ``durable``
-    false lets SQLite commits skip the sync to disk (tests only)."""
+    The unsubscribe and tracking links of the config's ``unsubscribe`` and ``tracking`` sections are
+    served too (``http.links``; ``ValueError`` naming the variable when a signing key's is unset).
+    ``extra_routes`` are mounted beside the service's own. ``durable`` false lets SQLite commits skip
+    the sync to disk (tests only)."""
     clock = clock or SystemClock()
     owned = not isinstance(store, Store)
     the_store = store if isinstance(store, Store) else open_store(database_url(store or config.store))
@@ -78,6 +82,8 @@ def create_app(
         Route("/readyz", ops.readyz, methods=["GET"]),
         Route("/metrics", ops.metrics, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
+        # Unsubscribe, click and open links of sent messages, when the config sets them up.
+        *link_routes(the_store, message_links(config.file), clock),
         *extra_routes,
     ]
     counted = [route.path for route in routes if isinstance(route, Route)]

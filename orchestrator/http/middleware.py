@@ -12,12 +12,22 @@ from orchestrator.http.metrics import ApiMetrics
 
 
 class RequestMetrics:
-    """Routes outside ``routes`` are counted as ``other``, so the labels stay few."""
+    """Requests are labelled by their route (``/u/{token}`` for every unsubscribe link); paths outside
+    ``routes`` are counted as ``other``, so the labels stay few."""
 
     def __init__(self, app: ASGIApp, metrics: ApiMetrics, routes: Collection[str]) -> None:
         self.app = app
         self.metrics = metrics
-        self.routes = frozenset(routes)
+        self.routes = frozenset(route for route in routes if "{" not in route)
+        self.templates = [(route.split("{", 1)[0], route) for route in routes if "{" in route]
+
+    def route(self, path: str) -> str:
+        if path in self.routes:
+            return path
+        for prefix, template in self.templates:
+            if path.startswith(prefix):
+                return template
+        return "other"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -25,7 +35,7 @@ class RequestMetrics:
             return
         started = time.perf_counter()
         path = scope.get("path", "")
-        route = path if path in self.routes else "other"
+        route = self.route(path)
         status = 500
 
         async def sending(message: Message) -> None:

@@ -27,6 +27,7 @@ from orchestrator.ingest.readers import (
     DAY_US,
     CustomerChunk,
     EventChunk,
+    ReadPosition,
     TimeRange,
     customer_chunks,
     detect_format,
@@ -62,6 +63,8 @@ class IngestedEvents:
 
 
 EventsCallback = Callable[[IngestedEvents], object]
+#: Told after each chunk of a file: the bytes of the file read so far, and its size.
+ProgressCallback = Callable[[int, int], object]
 
 
 class _KeyCache:
@@ -178,6 +181,7 @@ def ingest_file(
     rejects: TextIO | None = None,
     on_events: EventsCallback | None = None,
     times: TimeRange | None = None,
+    progress: ProgressCallback | None = None,
 ) -> IngestReport:
     """Load an events or customers file (``.jsonl``/``.ndjson``, ``.csv`` or ``.parquet``) into ``store``.
 
@@ -190,7 +194,8 @@ def ingest_file(
     whose key is stored already are counted as duplicates and not stored (see ``ingest.keys``).
     ``now_us`` stamps new customers and the ``ingest_batches`` row, is the time of customer rows without
     ``updated_at`` and bounds theirs (at most a day later); customer rows older than the customer's stored
-    record are skipped and counted as ``stale``. Raises ``IngestError`` for a file
+    record are skipped and counted as ``stale``. ``progress``, when given, is told after each chunk how
+    many bytes of the file are read (and its size). Raises ``IngestError`` for a file
     that cannot be read at all (unknown extension or kind, a required column missing) and lets other
     errors through (chunks already committed stay; ingesting the same file again stores the rest).
     """
@@ -204,16 +209,37 @@ def ingest_file(
     if kind not in KINDS:
         raise IngestError(f"unknown kind {kind!r}; expected one of {KINDS}")
     report = IngestReport(source=str(path), kind=kind, sink=rejects)
+    position = None if progress is None else ReadPosition(path.stat().st_size)
     if kind == "events":
-        chunks = event_chunks(path, fmt, chunk_rows, times or time_range(now_us))
+        chunks = event_chunks(path, fmt, chunk_rows, times or time_range(now_us), **_watched(position))
         digest = file_digest(path)
-        _load_events(store, chunks, report, now_us, max_reject_examples, on_events, digest)
+        _load_events(
+            store, _told(chunks, position, progress), report, now_us, max_reject_examples, on_events, digest
+        )
     else:
-        rows = customer_chunks(path, fmt, chunk_rows, latest_us=now_us + UPDATED_AT_LEEWAY_US)
-        _load_customers(store, rows, report, now_us, max_reject_examples)
+        rows = customer_chunks(path, fmt, chunk_rows, now_us + UPDATED_AT_LEEWAY_US, **_watched(position))
+        _load_customers(store, _told(rows, position, progress), report, now_us, max_reject_examples)
     report.seconds = time.perf_counter() - started
     _record_batch(store, report, now_us)
     return report
+
+
+def _watched(position: ReadPosition | None) -> dict[str, ReadPosition]:
+    """The readers' ``position`` argument, passed only when progress is asked for."""
+    return {} if position is None else {"position": position}
+
+
+def _told(
+    chunks: Iterator[Any], position: ReadPosition | None, progress: ProgressCallback | None
+) -> Iterator[Any]:
+    """``chunks``, telling ``progress`` how far the file is read once each chunk is loaded."""
+    if position is None or progress is None:
+        yield from chunks
+        return
+    for chunk in chunks:
+        yield chunk
+        progress(position.read(), position.size)
+    progress(position.size, position.size)
 
 
 def ingest_events_records(

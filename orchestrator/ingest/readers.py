@@ -15,6 +15,9 @@ one day after the ingest's "now") reject the row. Reject details never repeat a 
 
 An event's own id (``message_id``, ``messageId`` or ``event_id``: a top-level field, or a column) is
 carried with it for its key (see ``ingest.keys``) and is not a property.
+
+A file reader given a ``ReadPosition`` lets its caller ask, between chunks, how far through the file it
+is (for a progress bar); nothing is counted per row.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import csv
 import functools
 import json
+import os
 import re
 import zoneinfo
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -29,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import orjson
@@ -58,6 +62,36 @@ DAY_US = 86_400 * 1_000_000
 # 19 digits in a row: the only way a JSON text can hold an integer beyond 64 bits.
 _DIGITS = bytes.maketrans(b"123456789", b"000000000")
 _LONG_DIGITS = b"0" * 19
+
+
+class ReadPosition:
+    """How far a reader has gone through its file, in bytes of the file: the offset of the open file
+    (JSONL, CSV) or, for Parquet, the share of its rows read. Asked between chunks, never per row."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._file: IO[Any] | None = None
+        self._rows_read = 0
+        self._rows = 0
+
+    def watch(self, file: IO[Any]) -> None:
+        """The reader reads ``file`` from here on."""
+        self._file = file
+
+    def rows(self, read: int, total: int) -> None:
+        """The reader has read ``read`` of the file's ``total`` rows."""
+        self._rows_read, self._rows = read, total
+
+    def read(self) -> int:
+        """Bytes of the file read so far (the whole file once the reader has closed it)."""
+        if self._file is not None:
+            try:
+                return min(self.size, os.lseek(self._file.fileno(), 0, os.SEEK_CUR))
+            except (OSError, ValueError):  # closed: read to the end
+                return self.size
+        if self._rows:
+            return self.size * self._rows_read // self._rows
+        return 0
 
 
 @dataclass(frozen=True)
@@ -531,13 +565,15 @@ def _exact(raw: bytes, line: int, parsed: Any) -> Any:
     return parsed if where is None else Reject(line, "integer beyond 64 bits", where)
 
 
-def _jsonl_objects(path: Path) -> Iterator[tuple[int, Any]]:
+def _jsonl_objects(path: Path, position: ReadPosition | None = None) -> Iterator[tuple[int, Any]]:
     """(line, parsed value) for every non-blank line; a line that is not JSON, or that holds an integer
     beyond 64 bits, yields a Reject instead."""
     loads = orjson.loads
     decode_error = orjson.JSONDecodeError
     line = 0
     with open(path, "rb") as f:
+        if position is not None:
+            position.watch(f)
         while lines := f.readlines(1 << 20):
             # A block without 19 digits in a row holds no integer beyond 64 bits: most lines skip the check.
             suspect = _LONG_DIGITS in b"".join(lines).translate(_DIGITS)
@@ -557,15 +593,20 @@ def _jsonl_objects(path: Path) -> Iterator[tuple[int, Any]]:
 
 
 def jsonl_event_chunks(
-    path: Path, chunk_rows: int = CHUNK_ROWS, time_range: TimeRange = ANY_TIME
+    path: Path,
+    chunk_rows: int = CHUNK_ROWS,
+    time_range: TimeRange = ANY_TIME,
+    position: ReadPosition | None = None,
 ) -> Iterator[EventChunk]:
-    return _built_chunks(_jsonl_objects(path), chunk_rows, time_range)
+    return _built_chunks(_jsonl_objects(path, position), chunk_rows, time_range)
 
 
-def _csv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
+def _csv_rows(path: Path, position: ReadPosition | None = None) -> Iterator[tuple[int, list[str]]]:
     """(first line of the record, fields) for every CSV record after the header, which is line 1 and
     yielded as line 1. Blank lines are skipped; undecodable bytes come back as lone surrogates."""
     with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
+        if position is not None:
+            position.watch(f)
         reader = csv.reader(f)
         previous = 0
         while True:
@@ -619,12 +660,15 @@ def _id_column(names: Sequence[str]) -> str | None:
 
 
 def csv_event_chunks(
-    path: Path, chunk_rows: int = CHUNK_ROWS, time_range: TimeRange = ANY_TIME
+    path: Path,
+    chunk_rows: int = CHUNK_ROWS,
+    time_range: TimeRange = ANY_TIME,
+    position: ReadPosition | None = None,
 ) -> Iterator[EventChunk]:
     """Event chunks from a CSV file with columns customer_id, event, ts (and optionally an id column,
     see ``ID_FIELDS``; an empty cell is no id); every other non-empty cell is a property (a number when
     the whole cell is a JSON number)."""
-    rows = _csv_rows(path)
+    rows = _csv_rows(path, position)
     names = _csv_header(path, rows)
     if names is None:
         return
@@ -849,7 +893,10 @@ def arrow_event_chunk(batch: pa.RecordBatch, first_row: int, time_range: TimeRan
 
 
 def parquet_event_chunks(
-    path: Path, chunk_rows: int = CHUNK_ROWS, time_range: TimeRange = ANY_TIME
+    path: Path,
+    chunk_rows: int = CHUNK_ROWS,
+    time_range: TimeRange = ANY_TIME,
+    position: ReadPosition | None = None,
 ) -> Iterator[EventChunk]:
     """Event chunks from a Parquet file (one per record batch); rows are numbered from 1."""
     pf = pq.ParquetFile(path)
@@ -859,6 +906,8 @@ def parquet_event_chunks(
     _check_names(path, pf.schema_arrow.names)
     first = 1
     for batch in pf.iter_batches(batch_size=chunk_rows):
+        if position is not None:
+            position.rows(first - 1 + batch.num_rows, pf.metadata.num_rows)
         yield arrow_event_chunk(batch, first, time_range)
         first += batch.num_rows
 
@@ -992,19 +1041,25 @@ def _customer_chunks(items: Iterable[dict[str, Any] | Reject], chunk_rows: int) 
 
 
 def jsonl_customer_chunks(
-    path: Path, chunk_rows: int = CHUNK_ROWS, latest_us: int | None = None
+    path: Path,
+    chunk_rows: int = CHUNK_ROWS,
+    latest_us: int | None = None,
+    position: ReadPosition | None = None,
 ) -> Iterator[CustomerChunk]:
     items = (
         obj if type(obj) is Reject else customer_row(line, obj, False, latest_us)
-        for line, obj in _jsonl_objects(path)
+        for line, obj in _jsonl_objects(path, position)
     )
     return _customer_chunks(items, chunk_rows)
 
 
 def csv_customer_chunks(
-    path: Path, chunk_rows: int = CHUNK_ROWS, latest_us: int | None = None
+    path: Path,
+    chunk_rows: int = CHUNK_ROWS,
+    latest_us: int | None = None,
+    position: ReadPosition | None = None,
 ) -> Iterator[CustomerChunk]:
-    rows = _csv_rows(path)
+    rows = _csv_rows(path, position)
     names = _csv_header(path, rows)
     if names is None:
         return iter(())
@@ -1024,7 +1079,10 @@ def csv_customer_chunks(
 
 
 def parquet_customer_chunks(
-    path: Path, chunk_rows: int = CHUNK_ROWS, latest_us: int | None = None
+    path: Path,
+    chunk_rows: int = CHUNK_ROWS,
+    latest_us: int | None = None,
+    position: ReadPosition | None = None,
 ) -> Iterator[CustomerChunk]:
     """Customer chunks from Parquet; null cells are "not given"."""
     pf = pq.ParquetFile(path)
@@ -1034,6 +1092,8 @@ def parquet_customer_chunks(
     def items() -> Iterator[dict[str, Any] | Reject]:
         line = 1
         for batch in pf.iter_batches(batch_size=chunk_rows):
+            if position is not None:
+                position.rows(line - 1 + batch.num_rows, pf.metadata.num_rows)
             for record in batch.to_pylist():
                 clean = {k: v for k, v in record.items() if v is not None}
                 yield customer_row(line, clean, False, latest_us)
@@ -1099,15 +1159,23 @@ def _jsonl_kind(path: Path) -> str:
 
 
 def event_chunks(
-    path: Path, fmt: str, chunk_rows: int = CHUNK_ROWS, time_range: TimeRange = ANY_TIME
+    path: Path,
+    fmt: str,
+    chunk_rows: int = CHUNK_ROWS,
+    time_range: TimeRange = ANY_TIME,
+    position: ReadPosition | None = None,
 ) -> Iterator[EventChunk]:
     readers = {"jsonl": jsonl_event_chunks, "csv": csv_event_chunks, "parquet": parquet_event_chunks}
-    return readers[fmt](path, chunk_rows, time_range)
+    return readers[fmt](path, chunk_rows, time_range, position)
 
 
 def customer_chunks(
-    path: Path, fmt: str, chunk_rows: int = CHUNK_ROWS, latest_us: int | None = None
+    path: Path,
+    fmt: str,
+    chunk_rows: int = CHUNK_ROWS,
+    latest_us: int | None = None,
+    position: ReadPosition | None = None,
 ) -> Iterator[CustomerChunk]:
     """Customer chunks of a file; ``latest_us`` bounds the rows' ``updated_at`` (None: no bound)."""
     readers = {"jsonl": jsonl_customer_chunks, "csv": csv_customer_chunks, "parquet": parquet_customer_chunks}
-    return readers[fmt](path, chunk_rows, latest_us)
+    return readers[fmt](path, chunk_rows, latest_us, position)

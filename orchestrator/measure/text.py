@@ -7,6 +7,9 @@ Contract: pure functions from results to text; every figure is written by the sh
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 from orchestrator.clock import from_us
 from orchestrator.durations import format_duration
 from orchestrator.measure.analysis import MEAN, RATE, LiftAnalysis, MetricComparison, MetricResult
@@ -104,13 +107,50 @@ _amount = value_formatter(MEAN, ".2f")
 _signed_amount = lift_formatter(MEAN, ".2f")
 
 
+@dataclass(frozen=True)
+class ReportText:
+    """A journey's report as text in three parts, so a terminal face can draw the arms as a table of its
+    own: the lines before the arms table, the table (column headers with their alignment, rows of cells;
+    no rows when there is nothing to compare) and the lines after it."""
+
+    head: list[str]
+    columns: list[tuple[str, Literal["left", "right"]]]
+    rows: list[list[str]]
+    tail: list[str]
+
+
+REPORT_COLUMNS: list[tuple[str, Literal["left", "right"]]] = [
+    ("arm", "left"),
+    ("entries", "right"),
+    ("converted", "right"),
+    ("rate", "right"),
+    ("revenue/entry", "right"),
+]
+_WIDTHS = (15, 8, 10, 8, 14)
+
+
 def format_table(report: JourneyReport) -> str:
     """The report as plain text for a terminal."""
+    parts = report_text(report)
+    lines = list(parts.head)
+    if parts.rows:
+        lines.append("")
+        for row in [[header for header, _ in parts.columns], *parts.rows]:
+            cells = [
+                f"{cell:{'<' if justify == 'left' else '>'}{width}s}"
+                for cell, (_, justify), width in zip(row, parts.columns, _WIDTHS, strict=True)
+            ]
+            lines.append("  " + " ".join(cells))
+    return "\n".join([*lines, *parts.tail])
+
+
+def report_text(report: JourneyReport) -> ReportText:
+    """The report's text in parts (see ``ReportText``); ``format_table`` joins them."""
     when = from_us(report.as_of_us).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"Lift report: {report.journey_id} (version {report.version}), as of {when}"]
     if report.goal_event is None:
         lines.append(f"  this journey declares no goal; {report.entries} entries, nothing to measure")
-        return "\n".join(lines)
+        return ReportText(lines, REPORT_COLUMNS, [], [])
     revenue = f", revenue from {report.revenue_property}" if report.revenue_property else ""
     assert report.goal_window is not None
     lines.append(
@@ -123,15 +163,14 @@ def format_table(report: JourneyReport) -> str:
     lift = report.lift
     if lift is None:
         lines.append("  no entry has completed its goal window yet")
-        return "\n".join(lines)
-    lines.append("")
-    lines.append(f"  {'arm':15s} {'entries':>8s} {'converted':>10s} {'rate':>8s} {'revenue/entry':>14s}")
+        return ReportText(lines, REPORT_COLUMNS, [], [])
+    head = lines
     shown = [*lift.arms, *([lift.global_holdout] if lift.global_holdout else [])]
-    for arm in shown:
-        lines.append(
-            f"  {arm.name:15s} {arm.n:8d} {arm.conversions:10d} {percent(arm.rate):>8s} "
-            f"{_amount(arm.revenue_per_customer):>14s}"
-        )
+    rows = [
+        [arm.name, str(arm.n), str(arm.conversions), percent(arm.rate), _amount(arm.revenue_per_customer)]
+        for arm in shown
+    ]
+    lines = []
     if lift.global_holdout is not None:
         lines.append("  (the global holdout is shown for reference and not compared)")
     lines.append("")
@@ -141,7 +180,7 @@ def format_table(report: JourneyReport) -> str:
     if comparison is None or not isinstance(rate, RateLift):
         lines.append("  lift: not enough entries in both arms to compare (at least 2 in each)")
         lines.extend(_srm_lines(lift.analysis))
-        return "\n".join(lines)
+        return ReportText(head, REPORT_COLUMNS, rows, lines)
     lines.append(f"  conversion rate lift: {_lift_line(rate, level, _points)}")
     lines.extend(_extra_lines(comparison, level, _points))
     if report.revenue_property:
@@ -173,7 +212,7 @@ def format_table(report: JourneyReport) -> str:
                 lines.append(f"    {segment.value}: {sizes}; not enough entries to compare")
                 continue
             lines.append(f"    {segment.value}: {sizes}; {_lift_line(sub_cmp.lift, level, _points)}")
-    return "\n".join(lines)
+    return ReportText(head, REPORT_COLUMNS, rows, lines)
 
 
 def _lift_line(lift: RateLift | MeanLift, level: str, absolute: Formatter) -> str:

@@ -34,6 +34,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from orchestrator.spec.yamlio import Locations, Problem, SpecError, data_path, dotted, load_yaml, read_text
 
 CATALOG_FILES = ("events.yaml", "events.yml")
+#: Events the engine records itself (``ingest.feedback``: the opens and clicks of tracked email), with
+#: their properties. They never need declaring, and a journey reads them like any event.
+ENGINE_EVENTS: dict[str, frozenset[str]] = {
+    "email_open": frozenset({"message", "journey", "version", "step", "channel"}),
+    "email_click": frozenset({"message", "journey", "version", "step", "channel", "url"}),
+}
 Name = str
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from orchestrator.signals import lang
-from orchestrator.spec.catalog import EventCatalog
+from orchestrator.spec.catalog import ENGINE_EVENTS, EventCatalog
 from orchestrator.spec.load import LoadedJourney
 from orchestrator.spec.plan import ENTRY, instance_roots
 from orchestrator.spec.policy import ContactPolicy
@@ -272,10 +272,21 @@ def unknown_names(loaded: LoadedJourney, metrics: Iterable[str], known: KnownNam
 
 def _unknown(ref: Reference, metrics: set[str], known: KnownNames) -> str | None:
     if ref.kind == "event":
+        if ref.name in ENGINE_EVENTS:
+            return None
         if known.events is None or ref.name in known.events or ref.name in known.also_events:
             return None
-        hint = _suggest(ref.name, known.events) or known.otherwise
+        hint = _suggest(ref.name, [*known.events, *ENGINE_EVENTS]) or known.otherwise
         return f"unknown event {ref.name!r}: not in {known.where}{hint}"
+    if ref.kind == "property" and ref.event in ENGINE_EVENTS:
+        have = ENGINE_EVENTS[ref.event]
+        if ref.name in have:
+            return None
+        listing = ", ".join(sorted(have))
+        return (
+            f"unknown property {ref.name!r} of event {ref.event!r}: the engine records {listing}"
+            f"{_suggest(ref.name, have)}"
+        )
     if ref.kind == "property":
         if ref.event is None or known.events is None or ref.event not in known.properties:
             return None
@@ -322,8 +333,14 @@ def template_problems(
             event = events.get(root)
             if _unknown(Reference("property", name, path, event=event), set(), known) is None:
                 continue
-            hint = _suggest(name, known.properties.get(event or "", frozenset()))
-            message = f"{root}.{name}: event {event!r} has no property {name!r} in {known.where}{hint}"
+            if event in ENGINE_EVENTS:
+                have = ENGINE_EVENTS[event]
+                source = f"(the engine records {', '.join(sorted(have))})"
+            else:
+                have = known.properties.get(event or "", frozenset())
+                source = f"in {known.where}"
+            hint = _suggest(name, have)
+            message = f"{root}.{name}: event {event!r} has no property {name!r} {source}{hint}"
         problem = loaded.problem(path, f"{where} line {line}: {message}")
         if problem not in problems:
             problems.append(problem)
@@ -385,3 +402,18 @@ def route_problems(
                 )
             )
     return problems
+
+
+def unsubscribe_warnings(loaded: LoadedJourney, provider: str) -> list[Problem]:
+    """A warning at each marketing email step of the journey, for a workspace whose email goes out through
+    ``provider`` while its config has no ``unsubscribe`` section (``config.unsubscribe_missing``): those
+    emails carry no ``List-Unsubscribe`` header nor ``links.unsubscribe``."""
+    return [
+        loaded.problem(
+            ("steps", i, "send"),
+            f"marketing email goes out through {provider} without unsubscribe links: add an unsubscribe: "
+            "section to the workspace config (Gmail and Yahoo require one-click unsubscribe of bulk senders)",
+        )
+        for i, step in enumerate(loaded.journey.steps)
+        if step.send is not None and step.send.channel == "email" and not step.send.transactional
+    ]

@@ -5,6 +5,8 @@ The context every template sees (see ``engine.render``) has these top-level name
 - ``customer``: the customer's attributes (id, email, first_name, timezone, any attribute ingested);
 - ``metrics``: the journey's ``metrics:`` evaluated for this customer at send time;
 - ``journey``: ``id``, ``version`` and ``step`` of the message;
+- ``links``: ``unsubscribe``, the customer's signed unsubscribe link (with an ``unsubscribe`` section in
+  the workspace config; without one a message reading it fails);
 - ``entry``: the properties of the event that started the instance (journeys entered by an event);
 - ``<wait_for step id>``: the properties of the event that ended that wait (empty if it timed out).
 
@@ -30,7 +32,9 @@ from orchestrator.spec.load import LoadedJourney
 from orchestrator.spec.plan import instance_roots
 from orchestrator.spec.yamlio import Path_, Problem
 
-CONTEXT_ROOTS = frozenset({"customer", "metrics", "journey"})
+CONTEXT_ROOTS = frozenset({"customer", "metrics", "journey", "links"})
+#: The names under ``links`` (see ``channels.links.MessageLinks.for_template``).
+LINK_NAMES = frozenset({"unsubscribe"})
 
 
 class TemplateSource(Protocol):
@@ -177,6 +181,15 @@ class _Checker:
                         f"(declared: {declared})",
                     )
                 )
+        for line, _root, name in _root_reads(tree, {"links"}):
+            if name not in LINK_NAMES:
+                problems.append(
+                    loaded.problem(
+                        path,
+                        f"{where} line {line}: links.{name} is not a link the engine provides "
+                        f"(links: {', '.join(sorted(LINK_NAMES))}){_suggest(name, LINK_NAMES)}",
+                    )
+                )
         for target in tree.find_all((nodes.Include, nodes.Import, nodes.FromImport, nodes.Extends)):
             problems.extend(self._target(path, where, target, seen))
         return problems
@@ -275,13 +288,13 @@ def _root_reads(tree: nodes.Template, roots: set[str]) -> Iterator[tuple[int, st
 
 
 def template_reads(
-    loaded: LoadedJourney, templates: TemplateSource
+    loaded: LoadedJourney, templates: TemplateSource, roots: set[str] | None = None
 ) -> list[tuple[Path_, str, int, str, str]]:
     """Every ``<root>.<name>`` read of the journey's templates (and of the files they include, import or
-    extend) for the roots ``customer``, ``entry`` and the ids of ``wait_for`` steps: (where in the journey,
-    which template, line, root, name). Templates that cannot be read are skipped: ``check_templates``
-    reports them."""
-    roots = {"customer"} | instance_roots(loaded.journey)
+    extend) for the ``roots`` (default: ``customer``, ``entry`` and the ids of ``wait_for`` steps): (where
+    in the journey, which template, line, root, name). Templates that cannot be read are skipped:
+    ``check_templates`` reports them."""
+    roots = roots if roots is not None else {"customer"} | instance_roots(loaded.journey)
     env = _environment(templates)
     out: list[tuple[Path_, str, int, str, str]] = []
 

@@ -14,13 +14,14 @@ from typing import Any
 
 import numpy as np
 import orjson
-from sqlalchemy import Connection, Insert, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Insert, bindparam, false, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from orchestrator.signals.frame import CustomerFrame, column_from_values
-from orchestrator.store.tables import Customer
+from orchestrator.store.tables import ConsentChange, Customer
 
 CUSTOMERS = Customer.__table__  # type: ignore[attr-defined]
+CONSENT_CHANGES = ConsentChange.__table__  # type: ignore[attr-defined]
 
 #: Bound parameters per ``IN`` list: below SQLite's and PostgreSQL's limits, large enough to be cheap.
 IN_CHUNK = 5000
@@ -165,6 +166,8 @@ class CustomerWrites:
 
     written: int
     stale: int
+    # Consents a row would have given back that the customer withdrew (unsubscribed) after the row's time.
+    kept_opt_outs: int = 0
 
 
 def _split_row(row: Mapping[str, Any], now_us: int) -> tuple[str, int, dict[str, Any], dict[str, Any]]:
@@ -205,6 +208,11 @@ def upsert_customers(conn: Connection, rows: list[dict[str, Any]], now_us: int) 
     rows of equal time apply in order. ``key``, ``updated_us`` and ``revision`` are refused. Every customer
     written gets ``updated_us = now_us``, its newest ``record_us`` and the transaction's ``next_revision``;
     a customer whose rows are all stale is not written (its revision stays).
+
+    A consent the customer withdrew through the engine (``consent_changes``: an unsubscribe link) is given
+    back only by a row whose own ``record_us`` is later than the withdrawal: a ``consent_<channel>: true``
+    of an older row, or of a row without ``record_us``, is left out of that row (the rest of the row
+    applies) and counted in ``kept_opt_outs``.
     """
     parsed = [_split_row(row, now_us) for row in rows]
     if not parsed:
@@ -228,14 +236,23 @@ def upsert_customers(conn: Connection, rows: list[dict[str, Any]], now_us: int) 
             newest[int(k)] = int(record_us or 0)
 
     id_of = {key: cid for cid, key in key_of.items()}
+    giving = sorted({key_of[p[0]] for p in parsed if any(p[2].get(name) is True for name in CONSENTS)})
+    withdrawn = opt_outs(conn, giving) if giving else {}
     merged: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
-    stale = 0
-    for cid, when, std_row, attrs_row in parsed:
+    stale = kept = 0
+    for row, (cid, when, std_row, attrs_row) in zip(rows, parsed, strict=True):
         key = key_of[cid]
         if when < newest[key]:
             stale += 1
             continue
         newest[key] = when
+        if withdrawn:
+            timed = when if RECORD_TIME in row else None
+            for name in CONSENTS:
+                at = withdrawn.get((key, name))
+                if at is not None and std_row.get(name) is True and (timed is None or timed <= at):
+                    std_row = {k: v for k, v in std_row.items() if k != name}
+                    kept += 1
         std, attrs = merged.setdefault(key, ({}, {}))
         std.update(std_row)
         attrs.update(attrs_row)
@@ -272,7 +289,25 @@ def upsert_customers(conn: Connection, rows: list[dict[str, Any]], now_us: int) 
             .values(sets)
         )
         conn.execute(stmt, group)
-    return CustomerWrites(len(merged), stale)
+    return CustomerWrites(len(merged), stale, kept)
+
+
+def opt_outs(conn: Connection, keys: Sequence[int]) -> dict[tuple[int, str], int]:
+    """When each of these customers last withdrew a consent through the engine: ``(key,
+    "consent_<channel>") -> at_us``. One cheap look first: a store where no one ever unsubscribed answers
+    at once."""
+    if not keys or conn.execute(select(CONSENT_CHANGES.c.id).limit(1)).first() is None:
+        return {}
+    col = CONSENT_CHANGES.c
+    out: dict[tuple[int, str], int] = {}
+    for part in chunked([int(k) for k in keys]):
+        rows = conn.execute(
+            select(col.customer_key, col.channel, func.max(col.at_us))
+            .where(col.customer_key.in_(part), col.consent == false())
+            .group_by(col.customer_key, col.channel)
+        )
+        out.update(((int(k), f"consent_{channel}"), int(at)) for k, channel, at in rows)
+    return out
 
 
 def max_key(conn: Connection) -> int:

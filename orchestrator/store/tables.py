@@ -35,6 +35,22 @@ class Customer(SQLModel, table=True):
     revision: int = Field(default=0, index=True)
 
 
+class ConsentChange(SQLModel, table=True):
+    """A consent the customer changed through the engine (an unsubscribe link, a one-click POST), with
+    its source and time. A customer record older than the change cannot give the consent back (see
+    ``customers.upsert_customers``)."""
+
+    __tablename__ = "consent_changes"
+    __table_args__ = (Index("ix_consent_changes_customer", "customer_key", "channel"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    customer_key: int
+    channel: str = Field(description="email | sms | push")
+    consent: bool
+    source: str = Field(description="unsubscribe_link | one_click | ...")
+    at_us: int
+
+
 class EventType(SQLModel, table=True):
     __tablename__ = "event_types"
 
