@@ -9,6 +9,7 @@ The package is laid out one stage per sub-package:
 - ``channels``: sandboxed templates and delivery adapters behind one protocol.
 - ``measure``: holdout assignment, statistics and lift reports (reads the store only).
 - ``engine``: one tick (evaluate, enter, advance, convert, dispatch) and the daemon around it.
+- ``http``: the HTTP face: a Segment-compatible event API, health, readiness and metrics.
 - ``cli``: the command line face; the core never imports it.
 """
 

@@ -216,7 +216,10 @@ def parse_ts_text(text: str) -> int | Reject:
         return Reject(0, "ts unparseable", _show(text))
     if value.tzinfo is None:
         return Reject(0, "ts without a time zone", _show(text))
-    return to_us(value)
+    try:
+        return to_us(value)
+    except OverflowError:  # year 1 east of UTC, year 9999 west of it: no instant Python can hold
+        return Reject(0, "ts out of range", "outside the years 1 to 9999 in UTC")
 
 
 def parse_ts_texts(texts: Sequence[str] | pa.Array) -> tuple[np.ndarray, dict[int, Reject]]:
@@ -537,6 +540,18 @@ def record_event_chunks(
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+def may_hold_long_integer(raw: bytes) -> bool:
+    """Whether JSON text may hold an integer beyond 64 bits (19 digits in a row), which orjson reads as a
+    float: such text is read again with ``exact_json``."""
+    return _LONG_DIGITS in raw.translate(_DIGITS)
+
+
+def exact_json(raw: bytes) -> Any:
+    """JSON text read with its integers exact, whatever their size (so the checks can refuse those beyond
+    64 bits); NaN and Infinity are refused (ValueError), as orjson refuses them."""
+    return json.loads(raw, parse_constant=_refuse_constant)
 
 
 def _exact(raw: bytes, line: int, parsed: Any) -> Any:

@@ -37,6 +37,9 @@ _SQLITE_INSERT = (
     "INSERT INTO events (id, customer_key, type_id, ts_us, properties, event_key) VALUES (?, ?, ?, ?, ?, ?)"
 )
 _FETCH_ROWS = 200_000
+_SQLITE_STORED_KEYS = (
+    "SELECT event_key FROM events WHERE event_key < 0 AND event_key IN (SELECT value FROM json_each(?))"
+)
 
 
 def _type_ids_for(conn: Connection, names: Sequence[str]) -> dict[str, int]:
@@ -247,6 +250,16 @@ def _stored_ids(conn: Connection, event_keys: np.ndarray) -> np.ndarray:
     ``event_key < 0`` is the one of the partial index over those keys, so the look-up uses it."""
     col = EVENTS.c.event_key
     found: list[int] = []
+    if conn.dialect.name == "sqlite":
+        # One statement whatever the number of keys: the list travels as one JSON array parameter.
+        cursor = raw_cursor(conn)
+        try:
+            for part in chunked(event_keys.tolist(), 200_000):
+                cursor.execute(_SQLITE_STORED_KEYS, (orjson.dumps(part).decode(),))
+                found += [row[0] for row in cursor.fetchall()]
+        finally:
+            cursor.close()
+        return np.asarray(found, dtype=np.int64)
     for part in chunked(event_keys.tolist()):
         found += conn.execute(select(col).where(col < 0, col.in_(part))).scalars().all()
     return np.asarray(found, dtype=np.int64)
