@@ -319,14 +319,25 @@ def daemon(
             "(validated first); 0: only on SIGHUP (default 1)",
         ),
     ] = None,
-    log_format: Annotated[
-        Literal["text", "json"] | None,
-        typer.Option("--log-format", help="text lines or one JSON object a line (default text)"),
-    ] = None,
-    log_level: Annotated[
-        Literal["debug", "info", "warning", "error"] | None,
-        typer.Option("--log-level", help="the least important lines logged (default info)"),
-    ] = None,
+    log_format: o.LogFormat = None,
+    log_level: o.LogLevel = None,
+    serve: Annotated[
+        bool,
+        typer.Option(
+            "--serve",
+            metavar="",
+            help="also serve the HTTP API in this process (see the serve command), on the config's "
+            "http.listen",
+        ),
+    ] = False,
+    no_inbox: Annotated[
+        bool,
+        typer.Option(
+            "--no-inbox",
+            metavar="",
+            help="leave the inbox to another worker (with several workers, one reads the inbox)",
+        ),
+    ] = False,
     journeys: o.Journeys = None,
     templates: o.Templates = None,
     outbox: o.Outbox = None,
@@ -349,7 +360,8 @@ def daemon(
         config,
         lambda s: {
             "interval": s.interval(interval),
-            "inbox": s.inbox(inbox),
+            "inbox": None if no_inbox else s.inbox(inbox),
+            "serve": serve,
             "watch": s.watch(watch),
             "log_format": s.log_format(log_format),
             "log_level": s.log_level(log_level),
@@ -359,6 +371,44 @@ def daemon(
             "attempt_log": attempt_log,
             "provider": provider,
             **_engine_settings(s, journeys, templates, outbox, global_holdout, delivery, db),
+        },
+    )
+
+
+@command(
+    "serve",
+    "serve the HTTP API: events (Segment-compatible), unsubscribe and tracking links, health, metrics",
+)
+def serve(
+    ctx: typer.Context,
+    host: Annotated[
+        str | None,
+        typer.Option(
+            "--host", metavar="HOST", help="the address to listen on (default: the config's http.listen)"
+        ),
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(
+            "--port", metavar="PORT", help="the port to listen on (default: the config's http.listen)"
+        ),
+    ] = None,
+    log_format: o.LogFormat = None,
+    log_level: o.LogLevel = None,
+    db: o.Db = None,
+    config: o.ConfigFile = None,
+) -> int:
+    return _invoke(
+        ctx,
+        "serve",
+        config,
+        lambda s: {
+            "host": host,
+            "port": port,
+            "log_format": s.log_format(log_format),
+            "log_level": s.log_level(log_level),
+            "db": s.db(db),
+            "workspace_config": s.workspace_config(),  # API keys whose variable is unset accept nothing
         },
     )
 
@@ -649,8 +699,10 @@ def init(
     ctx: typer.Context,
     folder: Annotated[
         Path,
-        typer.Argument(metavar="DIR", help="the folder to create it in (made if missing; existing files are "
-        "never overwritten)"),
+        typer.Argument(
+            metavar="DIR",
+            help="the folder to create it in (made if missing; existing files are never overwritten)",
+        ),
     ] = Path("."),
 ) -> int:
     return _invoke(ctx, "init", None, lambda s: {"folder": folder})
@@ -659,9 +711,7 @@ def init(
 @command("config", "print the settings in effect (config file, flags, environment), secrets masked")
 def config_(
     ctx: typer.Context,
-    format: Annotated[
-        Literal["yaml", "json"], typer.Option("--format", help="yaml or json")
-    ] = "yaml",
+    format: Annotated[Literal["yaml", "json"], typer.Option("--format", help="yaml or json")] = "yaml",
     journeys: o.Journeys = None,
     templates: o.Templates = None,
     outbox: o.Outbox = None,

@@ -362,9 +362,19 @@ def _daemon(args: Args, simulated: tuple[SimulatedClock, datetime, timedelta] | 
         load=load,
         apply=apply,
     )
+    service = None
     try:
+        if args.serve:
+            from orchestrator.http import start_in_thread
+
+            try:
+                service = start_in_thread(args.workspace_config, engine.store)
+            except (RuntimeError, ValueError) as exc:
+                raise Failure(str(exc)) from None
         serve(engine, settings)
     finally:
+        if service is not None:
+            service.stop()
         engine.router.close()
         engine.store.dispose()
     return 0
@@ -658,3 +668,15 @@ def cmd_send_test(args: Args) -> int:
         file=sys.stderr,
     )
     return 1
+
+
+def cmd_serve(args: Args) -> int:
+    from orchestrator.http import serve
+    from orchestrator.logs import setup_logging
+
+    setup_logging(args.log_format, args.log_level)
+    try:
+        serve(args.workspace_config, args.db, args.host, args.port)
+    except (RuntimeError, ValueError) as exc:
+        raise Failure(str(exc)) from None
+    return 0

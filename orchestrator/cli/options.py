@@ -154,3 +154,14 @@ Tau = Annotated[
         f"(default {TAU_DEFAULT_TEXT}); choose before looking at the data",
     ),
 ]
+
+# ------------------------------------------------------------------------------------------- logs
+
+LogFormat = Annotated[
+    Literal["text", "json"] | None,
+    typer.Option("--log-format", help="text lines or one JSON object a line (default text)"),
+]
+LogLevel = Annotated[
+    Literal["debug", "info", "warning", "error"] | None,
+    typer.Option("--log-level", help="the least important lines logged (default info)"),
+]
