@@ -357,3 +357,162 @@ def test_a_running_daemon_takes_a_changed_config_and_keeps_sending_through_a_bro
     text = (tmp_path / "daemon.log").read_text()
     assert "Traceback" not in text
     no_secret_in(text)
+
+
+# ---------------------------------------------------------------------------------------- over HTTP
+# The app posts events to `orchestrator serve`; ticks run by `run --once` at chosen instants, so the
+# one-click unsubscribe lands between the welcome and the nudge without racing a clock.
+
+API_JOURNEY = """\
+id: welcome_api
+version: 1
+name: Welcome, then a nudge a day later
+entry:
+  event: signup
+holdout: 0
+steps:
+  - id: hello
+    send:
+      channel: email
+      subject: "Welcome, {{ customer.first_name }}"
+      template: welcome/hello.txt
+      html: welcome/offer.html
+  - wait: 1d
+  - id: nudge
+    send:
+      channel: email
+      subject: "Still there, {{ customer.first_name }}?"
+      template: welcome/nudge.txt
+"""
+
+
+def api_config(p: Providers, port: int) -> str:
+    return f"""\
+store: sqlite:///orchestrator.db
+sender:
+  from: "My Shop <hello@shop.example>"
+channels:
+  email:
+    provider: smtp
+    host: 127.0.0.1
+    port: {p.smtp_port}
+    security: none
+    username: app
+    password: ${{SMTP_PASSWORD}}
+unsubscribe:
+  base_url: https://shop.example/u
+  keys:
+    - id: k1
+      secret: ${{UNSUBSCRIBE_KEY}}
+tracking:
+  base_url: https://t.shop.example
+http:
+  listen: 127.0.0.1:{port}
+  api_keys:
+    - id: web
+      key: ${{WRITE_KEY}}
+"""
+
+
+def test_events_over_http_to_an_email_an_unsubscribe_and_a_tracked_click(
+    providers: Providers, tmp_path: Path
+) -> None:
+    import httpx
+    from api_server import basic, free_port
+
+    folder = tmp_path / "shop"
+    init_workspace(folder, datetime.now(UTC))
+    (folder / "journeys" / "welcome.yaml").write_text(API_JOURNEY)
+    (folder / "templates" / "welcome" / "offer.html").write_text(
+        '<html><body><p>Hi {{ customer.first_name }}, <a href="https://shop.example/offer">see the offer</a>'
+        '</p><p><a href="{{ links.unsubscribe }}">unsubscribe</a></p></body></html>'
+    )
+    port = free_port()
+    (folder / "orchestrator.yaml").write_text(api_config(providers, port))
+    env = SECRETS | {"WRITE_KEY": "write-key-3c9e1f"}
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR_")} | env
+    log = (tmp_path / "serve.log").open("w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.cli", "serve"], cwd=folder, env=environ, stderr=log
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client(base_url=base, timeout=10) as http:
+            wait_for(lambda: _answers(http, "/healthz"), "the service")
+            assert http.post("/v1/track", json={"userId": "A1", "event": "signup"}).status_code == 401
+            at = (datetime.now(UTC) - timedelta(minutes=10)).isoformat()
+            batch = {
+                "batch": [
+                    {"type": "identify", "userId": u, "messageId": f"id-{u}", "timestamp": at,
+                     "traits": {"first_name": n, "email": f"{n.lower()}@example.com", "consent_email": True}}
+                    for u, n in (("A1", "Ann"), ("A2", "Bob"))
+                ] + [
+                    {"type": "track", "userId": u, "event": "signup", "messageId": f"signup-{u}",
+                     "timestamp": at}
+                    for u in ("A1", "A2")
+                ]
+            }  # fmt: skip
+            auth = basic("write-key-3c9e1f")
+            for _ in range(2):  # the same messageIds twice: stored once
+                answer = http.post("/v1/batch", json=batch, headers=auth)
+                assert answer.status_code == 200, answer.text
+
+            done = orchestrator(folder, "run", "--once", env=env)
+            assert done.returncode == 0, done.stderr
+            welcome = {m.rcpt_tos[0]: message_from_bytes(m.content) for m in providers.smtp.messages}
+            assert set(welcome) == {"ann@example.com", "bob@example.com"}
+            ann = welcome["ann@example.com"]
+            unsubscribe = ann["List-Unsubscribe"].split("<", 1)[1].split(">", 1)[0]
+            assert unsubscribe.startswith("https://shop.example/u/")
+            html = next(part for part in ann.walk() if part.get_content_type() == "text/html")
+            page = html.get_payload(decode=True).decode()
+            click = page.split('href="https://t.shop.example', 1)[1].split('"', 1)[0]
+
+            # The one-click unsubscribe (the proxy forwards /u/ to the service) and a tracked click.
+            token = unsubscribe.rsplit("/", 1)[1]
+            one_click = http.post(
+                f"/u/{token}",
+                content=b"List-Unsubscribe=One-Click",
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            )
+            assert one_click.status_code == 200
+            followed = http.get(click, follow_redirects=False)
+            assert (
+                followed.status_code == 302 and followed.headers["location"] == "https://shop.example/offer"
+            )
+
+        later = (datetime.now(UTC) + timedelta(days=1, hours=1)).isoformat()
+        done = orchestrator(folder, "run", "--once", "--now", later, env=env)
+        assert done.returncode == 0, done.stderr
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+        log.close()
+    with contextlib.closing(sqlite3.connect(folder / "orchestrator.db")) as conn:
+        sends = dict(
+            ((cid, step), (status, reason))
+            for cid, step, status, reason in conn.execute(
+                "SELECT c.id, m.step, m.status, m.reason FROM messages m "
+                "JOIN customers c ON c.key = m.customer_key"
+            )
+        )
+        events = conn.execute(
+            "SELECT c.id, t.name FROM events e JOIN customers c ON c.key = e.customer_key "
+            "JOIN event_types t ON t.id = e.type_id ORDER BY e.ts_us"
+        ).fetchall()
+    assert sends[("A1", "nudge")] == ("suppressed", "no consent for email")
+    assert sends[("A2", "nudge")][0] == "sent"
+    assert [m.rcpt_tos[0] for m in providers.smtp.messages].count("bob@example.com") == 2
+    assert events.count(("A1", "signup")) == 1 and events.count(("A2", "signup")) == 1
+    assert ("A1", "email_click") in events
+    no_secret_in((tmp_path / "serve.log").read_text())
+
+
+def _answers(http: object, path: str) -> bool:
+    import httpx
+
+    assert isinstance(http, httpx.Client)
+    try:
+        return http.get(path).status_code == 200
+    except httpx.TransportError:
+        return False
