@@ -4,8 +4,10 @@
 #
 #   docker build -t orchestrator .
 #   docker run --rm -v "$PWD/shop:/workspace" -e ORCHESTRATOR_DB -e SMTP_PASSWORD orchestrator daemon
+#   docker run --rm -v "$PWD/shop:/workspace" -e ORCHESTRATOR_DB -e ORCHESTRATOR_WRITE_KEY -p 8000:8000 \
+#       orchestrator serve --host 0.0.0.0
 #
-# The default command is the daemon; any other command works the same way (validate, status, report...).
+# The default command is the daemon; any other command works the same way (serve, validate, status...).
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
@@ -22,6 +24,8 @@ USER orchestrator
 WORKDIR /workspace
 # Healthy while no journey has failed and ticks are not stale (see `orchestrator status`).
 HEALTHCHECK --interval=1m --timeout=30s --start-period=2m CMD orchestrator status >/dev/null || exit 1
+# The HTTP service (orchestrator serve --host 0.0.0.0) listens here.
+EXPOSE 8000
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["orchestrator"]
 CMD ["daemon"]

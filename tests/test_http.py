@@ -559,21 +559,6 @@ def test_integers_beyond_64_bits_are_refused_not_rounded(client: httpx.Client, s
     )
 
 
-def test_readiness_and_the_status_command_judge_alike() -> None:
-    """``/readyz`` and ``orchestrator status`` give the same verdict on the same store contents."""
-    from orchestrator.cli import runtime
-
-    minute = 60_000_000
-    failure = JourneyFailure("j", "boom", minute, 2 * minute)
-    for failed in ([], [failure]):
-        for instants in ([], [0], [i * minute for i in range(5)]):
-            for clock in (None, 4 * minute, 30 * minute, 200 * minute):
-                for stale in (None, 10 * minute):
-                    assert runtime._health(failed, instants, clock, stale) == (
-                        judge_health(failed, instants, clock, stale).to_dict()
-                    )
-
-
 def test_instants_beyond_the_calendar_are_refused_not_crashing(client: httpx.Client) -> None:
     """Found by the fuzzing: year 1 east of UTC has no instant; file ingest's parser now says so."""
     from orchestrator.ingest.readers import parse_ts_text

@@ -11,13 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from orchestrator.channels.base import ChannelRouter
 from orchestrator.cli.errors import Failure, UsageError
 from orchestrator.cli.settings import Args
 from orchestrator.clock import SystemClock, from_us, parse_instant, to_us
 from orchestrator.durations import US_PER_SECOND, parse_duration
+from orchestrator.engine.health import judge_health
 from orchestrator.engine.tick import Engine, migration_problems
 from orchestrator.engine.workspace import Workspace, load_workspace
 from orchestrator.spec import JourneyPlan, SpecError
@@ -188,20 +187,6 @@ def _print_plan(report: dict[str, Any]) -> None:
 # ---------------------------------------------------------------------------------------------- status
 
 
-#: Without ``--stale-after``, the last tick is stale after this many of the usual intervals between ticks.
-STALE_INTERVALS = 3
-MIN_STALE_AFTER_US = 60 * US_PER_SECOND
-
-
-def default_stale_after_us(instants: list[int]) -> int:
-    """Three times the median interval between the recent ticks (at least a minute; an hour after one)."""
-    gaps = np.diff(np.array(instants, dtype=np.int64))
-    gaps = gaps[gaps > 0]
-    if not len(gaps):
-        return HOUR_US
-    return max(MIN_STALE_AFTER_US, STALE_INTERVALS * int(np.median(gaps)))
-
-
 def status_report(
     store: Store, now_us: int | None, *, clock_us: int | None = None, stale_after_us: int | None = None
 ) -> dict[str, Any]:
@@ -246,36 +231,8 @@ def status_report(
             for b in backlog
         ],
         "last_tick": last,
-        "health": _health(failed, instants, clock_us, stale_after_us),
+        "health": judge_health(failed, instants, clock_us, stale_after_us).to_dict(),
     }
-
-
-def _health(
-    failed: list[health.JourneyFailure], instants: list[int], clock_us: int | None, stale_after_us: int | None
-) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "ok": True,
-        "failed_journeys": [
-            {
-                "journey": f.journey_id,
-                "error": f.error,
-                "since": from_us(f.since_us).isoformat(),
-                "last_seen": from_us(f.last_us).isoformat(),
-            }
-            for f in failed
-        ],
-        "last_tick_stale": False,
-        "last_tick_age_seconds": None,
-        "stale_after_seconds": None,
-    }
-    if instants and clock_us is not None:
-        after = default_stale_after_us(instants) if stale_after_us is None else stale_after_us
-        age = clock_us - instants[-1]
-        out["last_tick_age_seconds"] = round(age / US_PER_SECOND, 3)
-        out["stale_after_seconds"] = after / US_PER_SECOND
-        out["last_tick_stale"] = age > after
-    out["ok"] = not (out["failed_journeys"] or out["last_tick_stale"])
-    return out
 
 
 def run_status(args: Args) -> int:
