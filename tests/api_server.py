@@ -1,4 +1,4 @@
-"""The HTTP service as a real process for the tests: ``python -m orchestrator.http`` (uvicorn) on a free
+"""The HTTP service as a real process for the tests: ``orchestrator serve`` (uvicorn) on a free
 loopback port of a workspace made by ``init_workspace``, stopped by its pid at the end."""
 
 from __future__ import annotations
@@ -71,7 +71,8 @@ def api_server(
     if key:
         env[KEY_VARIABLE] = KEY
     port = free_port()
-    command = [sys.executable, "-m", "orchestrator.http", "--config", str(config), "--db", db]
+    # ``orchestrator serve``, as an operator starts it.
+    command = [sys.executable, "-m", "orchestrator.cli", "serve", "--config", str(config), "--db", db]
     command += ["--port", str(port), "--log-level", "warning"]
     with open(folder / "server.log", "wb") as log:
         process = subprocess.Popen(command, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT)
