@@ -261,7 +261,10 @@ def test_exclusions_no_journey_overrides(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "where"),
     [
-        ("caps:\n  all: {per_wek: 3}\n", "p.yaml:2:9: unknown key 'per_wek'"),
+        (
+            "caps:\n  all: {per_wek: 3}\n",
+            "p.yaml:2:9: caps.all: unknown key 'per_wek'; did you mean 'per_week'?",
+        ),
         ('quiet_hours:\n  sms: {from: "25:00", to: "09:00"}\n', "p.yaml:2:15: quiet_hours.sms.from: '25:00'"),
         (
             'exclusions:\n  - {name: x, when: "count(purchase, within=1d) > 0"}\n',

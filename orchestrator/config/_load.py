@@ -10,17 +10,14 @@ so the config means the same from any working folder.
 
 from __future__ import annotations
 
-import difflib
 import os
-import types
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from orchestrator.config._model import (
     CHANNEL_NAMES,
@@ -30,7 +27,8 @@ from orchestrator.config._model import (
     secrets_of,
 )
 from orchestrator.config._secrets import Secret, references
-from orchestrator.spec.yamlio import Locations, Problem, SpecError, data_path, dotted, load_yaml, read_text
+from orchestrator.spec.schema_errors import schema_problems
+from orchestrator.spec.yamlio import Locations, Problem, SpecError, dotted, load_yaml, read_text
 
 CONFIG_FILE = "orchestrator.yaml"
 
@@ -157,7 +155,7 @@ def load_config_text(
     try:
         model = ConfigFile.model_validate(data, context={"environ": environ})
     except ValidationError as exc:
-        problems += _problems(exc, data, locations, name)
+        problems += schema_problems(exc, data, locations, name, ConfigFile, "the config")
         raise ConfigError(sorted(problems, key=lambda p: (p.line, p.column))) from None
     unset = [(path, secret) for path, secret in secrets_of(model) if not secret.is_set]
     if require_secrets:
@@ -216,79 +214,6 @@ def _unset_problems(
             )
         )
     return problems
-
-
-def _problems(exc: ValidationError, data: Any, locations: Locations, file: str) -> list[Problem]:
-    problems: list[Problem] = []
-    for error in exc.errors():
-        path = data_path(error["loc"], data)
-        kind = error["type"]
-        loc = locations.of(path, key=kind == "extra_forbidden")
-        where = dotted(path, "the config")
-        if kind == "extra_forbidden":
-            known = _known_keys(error["loc"][:-1])
-            close = difflib.get_close_matches(str(path[-1]), known, n=1, cutoff=0.6) if path else []
-            hint = (
-                f"; did you mean {close[0]!r}?"
-                if close
-                else (f"; known keys: {', '.join(known)}" if known else "")
-            )
-            message = f"unknown key {path[-1]!r}{hint}" if path else "unknown key"
-            message = f"{dotted(path[:-1], 'the config')}: {message}" if len(path) > 1 else message
-        elif kind == "missing":
-            message = f"missing required key {error['loc'][-1]!r} in {where}"
-        elif kind == "union_tag_invalid":
-            message = f"{where}: unknown provider; expected one of {error['ctx']['expected_tags']}"
-        elif kind == "union_tag_not_found":
-            message = f"{where}: say which provider, e.g. provider: outbox"
-        elif kind in ("literal_error", "enum"):
-            message = f"{where}: {error['msg']}"
-        else:
-            message = f"{where}: {str(error['msg']).removeprefix('Value error, ')}"
-        problems.append(Problem(file, loc.line, loc.column, message))
-    problems.sort(key=lambda p: (p.line, p.column))
-    return problems
-
-
-def _known_keys(loc: tuple[Any, ...]) -> list[str]:
-    """The keys the model at pydantic location ``loc`` accepts (following union tags and containers)."""
-    current: Any = ConfigFile
-    for part in loc:
-        current = _step(current, part)
-        if current is None:
-            return []
-    models = [m for m in _members(current) if isinstance(m, type) and issubclass(m, BaseModel)]
-    if len(models) != 1:
-        return []
-    return [info.alias or name for name, info in models[0].model_fields.items()]
-
-
-def _members(annotation: Any) -> list[Any]:
-    origin = typing.get_origin(annotation)
-    if origin is typing.Annotated:
-        return _members(typing.get_args(annotation)[0])
-    if origin in (typing.Union, types.UnionType):
-        return [m for arg in typing.get_args(annotation) for m in _members(arg)]
-    return [annotation]
-
-
-def _step(annotation: Any, part: Any) -> Any:
-    for member in _members(annotation):
-        origin = typing.get_origin(member)
-        if isinstance(member, type) and issubclass(member, BaseModel) and isinstance(part, str):
-            for name, info in member.model_fields.items():
-                if part in (name, info.alias):
-                    return info.annotation
-        if origin is list and isinstance(part, int):
-            return typing.get_args(member)[0]
-        if origin is dict:
-            return typing.get_args(member)[1]
-    # A union tag (``smtp``): the member whose ``provider`` literal it is.
-    for member in _members(annotation):
-        fields = member.model_fields if isinstance(member, type) and issubclass(member, BaseModel) else {}
-        if "provider" in fields and part in typing.get_args(fields["provider"].annotation):
-            return member
-    return None
 
 
 def routes_of(config: WorkspaceConfig) -> tuple[frozenset[str] | None, frozenset[str] | None]:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -40,7 +40,8 @@ from orchestrator.spec.models import (
     TimeZoneName,
     parse_time_of_day,
 )
-from orchestrator.spec.yamlio import Locations, Problem, SpecError, data_path, dotted, load_yaml, read_text
+from orchestrator.spec.schema_errors import schema_problems
+from orchestrator.spec.yamlio import Problem, SpecError, load_yaml, read_text
 
 POLICY_FILE = "policy.yaml"
 CapScope = Literal["all", "email", "sms", "push", "webhook"]
@@ -151,7 +152,7 @@ def load_policy_text(text: str, file: str) -> ContactPolicy:
     try:
         policy = Policy.model_validate(data)
     except ValidationError as exc:
-        raise SpecError(_problems(exc, data, locations, file)) from None
+        raise SpecError(schema_problems(exc, data, locations, file, Policy, "policy")) from None
     problems: list[Problem] = []
     exclusions = []
     for i, exclusion in enumerate(policy.exclusions):
@@ -194,26 +195,6 @@ def find_policy(journey_files: list[Path]) -> Path | None:
             [Problem(str(next(iter(found))), 1, 1, f"one policy per workspace, found: {listing}")]
         )
     return next(iter(found), None)
-
-
-def _problems(exc: ValidationError, data: Any, locations: Locations, file: str) -> list[Problem]:
-    problems: list[Problem] = []
-    for error in exc.errors():
-        path = data_path(error["loc"], data)
-        kind = error["type"]
-        loc = locations.of(path, key=kind == "extra_forbidden")
-        where = dotted(path, "policy")
-        if kind == "extra_forbidden":
-            message = f"unknown key {path[-1]!r}" if path else "unknown key"
-        elif kind == "missing":
-            message = f"missing required key {error['loc'][-1]!r} in {where}"
-        elif kind in ("literal_error", "enum"):
-            message = f"{where}: {error['msg']}"
-        else:
-            message = f"{where}: {str(error['msg']).removeprefix('Value error, ')}"
-        problems.append(Problem(file, loc.line, loc.column, message))
-    problems.sort(key=lambda p: (p.line, p.column))
-    return problems
 
 
 def policy_for(journey_files: list[Path]) -> tuple[ContactPolicy | None, list[Problem]]:
