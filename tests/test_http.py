@@ -457,6 +457,52 @@ def test_calls_map_to_ingest_records() -> None:
     ]
 
 
+def test_the_common_calls_path_gives_what_the_general_path_gives() -> None:
+    """``parse_calls`` takes well-formed events straight into columns; for every call, accepted or not,
+    the result is the one of file ingest's record-by-record checks, with few calls or many."""
+    now_us = to_us(datetime(2024, 5, 1, tzinfo=UTC))
+    calls: list[Any] = [
+        {"type": "track", "userId": "u1", "event": "Viewed", "messageId": "m1", "properties": {"a": 1}},
+        {"type": "track", "userId": "u2", "event": "Viewed", "messageId": ""},
+        {"type": "track", "userId": "u1", "event": "Bought", "timestamp": "2024-04-30T10:00:00Z"},
+        {"type": "track", "userId": "u1", "event": "Bought", "timestamp": "2024-04-30T10:00:00"},
+        {"type": "track", "userId": "u1", "event": "Bought", "timestamp": "not a time"},
+        {"type": "track", "userId": "u1", "event": "Bought", "timestamp": "2099-01-01T00:00:00Z"},
+        {"type": "track", "userId": "u\x01", "event": "Viewed"},
+        {"type": "track", "userId": "u3", "event": "  "},
+        {"type": "track", "userId": "u3", "event": "Vi\u2028ewed"},
+        {"type": "track", "userId": "u3", "event": "Viewed", "properties": {"b\x02": 1}},
+        {"type": "track", "userId": "u3", "event": "Viewed", "properties": {"b": "tab\there", "c": "é"}},
+        {"type": "track", "userId": "u3", "event": "Viewed", "properties": {"big": 2**70}},
+        {"type": "track", "userId": "u3", "event": "Viewed", "properties": [1]},
+        {"type": "track", "userId": "", "anonymousId": "a", "event": "Viewed"},
+        {"type": "track", "userId": 12, "event": "Viewed", "messageId": 5},
+        {"type": "track", "userId": "u4", "event": 3},
+        {"type": "track", "userId": "u1", "event": "Viewed", "messageId": "m1"},
+        {"type": "page", "userId": "u5", "properties": {"path": "/"}},
+        {"type": "page", "userId": "u5", "name": "Home"},
+        {"type": "screen", "userId": "u5", "timestamp": 17},
+        {"type": "identify", "userId": "u6", "traits": {"plan": "pro"}},
+    ]
+    for some in (calls[:6], calls[6:12], calls):
+        fast, general = (parse_calls(some, None, now_us, general=g) for g in (False, True))
+        assert fast.rejected == general.rejected
+        assert fast.customers == general.customers
+        assert (fast.events is None) == (general.events is None)
+        if fast.events is not None and general.events is not None:
+            for chunk in (fast.events, general.events):
+                chunk.customer_ids = [chunk.customer_ids[c] for c in chunk.customer_codes.tolist()]
+                chunk.event_names = [chunk.event_names[c] for c in chunk.event_codes.tolist()]
+            for name in ("customer_ids", "event_names", "properties", "message_ids"):
+                assert getattr(fast.events, name) == getattr(general.events, name)
+            for name in ("ts_us", "lines"):
+                assert getattr(fast.events, name).tolist() == getattr(general.events, name).tolist()
+    everything = parse_calls(calls, None, now_us)
+    assert everything.events is not None
+    assert everything.events.lines.tolist() == [1, 2, 3, 11, 15, 17, 18, 19]
+    assert len(everything.customers) == 1 and len(everything.rejected) == 12
+
+
 def test_the_staleness_rule_is_the_status_command_s() -> None:
     minute = 60_000_000
     instants = [i * minute for i in range(10)]

@@ -22,7 +22,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from orchestrator.channels.links import message_links
-from orchestrator.clock import Clock, SystemClock, to_us
+from orchestrator.clock import Clock, SystemClock, from_us, to_us
 from orchestrator.config import WorkspaceConfig
 from orchestrator.http.auth import WriteKeys
 from orchestrator.http.events import JSON, EventApi
@@ -31,7 +31,7 @@ from orchestrator.http.metrics import ApiMetrics, StoreCollector
 from orchestrator.http.middleware import RequestMetrics
 from orchestrator.http.openapi import openapi_document
 from orchestrator.http.ops import Operations
-from orchestrator.http.segment import parse_calls
+from orchestrator.http.segment import FEW_CALLS, parse_calls
 from orchestrator.http.writer import GroupWriter
 from orchestrator.store import Store, database_url, open_store
 
@@ -92,7 +92,12 @@ def create_app(
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         await run_in_threadpool(collector.start)
         # The first parse loads what validation needs (Arrow's casts): before the first request, not in it.
-        parse_calls([{"userId": "warm-up", "event": "warm-up"}], "track", to_us(clock.now()))
+        # A batch of more than a few calls with times, so that the Arrow path is loaded too.
+        now_us = to_us(clock.now())
+        ts = from_us(now_us).isoformat()
+        call = {"type": "track", "userId": "warm-up", "event": "warm-up", "timestamp": ts}
+        parse_calls([call] * (FEW_CALLS + 1), None, now_us)
+        parse_calls([{"userId": "warm-up", "event": "warm-up"}], "track", now_us)
         writer.start()
         if not api.keys:
             log.warning("no API key is set (http.api_keys): the event API refuses every request")

@@ -4,6 +4,7 @@ beside the engine in the daemon's own process."""
 from __future__ import annotations
 
 import gc
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -17,6 +18,11 @@ from starlette.routing import BaseRoute
 from orchestrator.config import WorkspaceConfig
 from orchestrator.http.app import create_app
 from orchestrator.store import Store
+
+#: The interpreter's switch interval while serving (Python's default is 5 ms). The group writer's thread
+#: gives up the GIL around every SQLite step and needs it back for the next; while the event loop parses
+#: a request, each time back costs up to one interval. 1 ms lets commits go on between requests.
+SWITCH_INTERVAL_S = 0.001
 
 
 def listen_address(
@@ -58,6 +64,7 @@ def serve(
     # What is loaded by now lives as long as the process: out of the collector's sight, so that full
     # collections (pauses in every request waiting then) stay short.
     gc.freeze()
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     _server(app, listen_host, listen_port).run()
 
 

@@ -134,6 +134,10 @@ class _Pending:
     calls: ParsedCalls
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Written]
+    # The events' keys and the mask of those that have one (their messageId's), hashed by the request
+    # before it queues: the writer's thread is the one every request waits for.
+    keys: np.ndarray
+    keyed: np.ndarray
 
     @property
     def size(self) -> int:
@@ -240,7 +244,11 @@ class GroupWriter:
             raise StoreUnavailable("the writer is not running")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Written] = loop.create_future()
-        self._queue.put(_Pending(calls, loop, future))
+        ids = calls.events.message_ids if calls.events is not None else None
+        n = len(calls.events) if calls.events is not None else 0
+        keys, keyed = event_keys(None, np.zeros(n, np.int64), ids)
+        assert keyed is not None  # without a source, the mask is always given
+        self._queue.put(_Pending(calls, loop, future, keys, keyed))
         return await future
 
     # ------------------------------------------------------------------------------------------ thread
@@ -346,7 +354,7 @@ class GroupWriter:
                     done = upsert_customers(conn, [row for _, row in item.calls.customers], now_us)
                     stale[i] = done.stale
                     identified[i] = len(item.calls.customers) - done.stale
-            stored = self._insert_events(conn, [item.calls for item in group], now_us)
+            stored = self._insert_events(conn, group, now_us)
         log.debug("committed %d request(s) in %.4fs", len(group), time.perf_counter() - started)
         return [
             Written(
@@ -358,17 +366,18 @@ class GroupWriter:
             for i, item in enumerate(group)
         ]
 
-    def _insert_events(self, conn: Connection, requests: list[ParsedCalls], now_us: int) -> list[int]:
+    def _insert_events(self, conn: Connection, requests: list[_Pending], now_us: int) -> list[int]:
         """Insert the events of every request at once; the number stored of each."""
         stored = [0] * len(requests)
         customer_ids: list[str] = []
         event_names: list[str] = []
         times: list[np.ndarray] = []
         props: list[str] = []
-        ids: list[str | None] = []
+        keys: list[np.ndarray] = []
+        keyed: list[np.ndarray] = []
         owners: list[int] = []
-        for i, calls in enumerate(requests):
-            chunk = calls.events
+        for i, item in enumerate(requests):
+            chunk = item.calls.events
             if chunk is None:
                 continue
             # Only the names the events use: a chunk's lists also name the rows it rejected.
@@ -376,14 +385,16 @@ class GroupWriter:
             event_names += map(chunk.event_names.__getitem__, chunk.event_codes.tolist())
             times.append(chunk.ts_us)
             props += chunk.properties
-            ids += chunk.message_ids if chunk.message_ids is not None else [None] * len(chunk)
+            keys.append(item.keys)
+            keyed.append(item.keyed)
             owners += [i] * len(chunk)
         if not owners:
             return stored
         customers = self._keys.customer_keys(conn, customer_ids, now_us)
         types = self._keys.type_ids(conn, event_names)
-        keys, keyed = event_keys(None, np.arange(1, len(owners) + 1, dtype=np.int64), ids)
-        _, _, rows = insert_new_events(conn, customers, types, np.concatenate(times), props, keys, keyed)
+        _, _, rows = insert_new_events(
+            conn, customers, types, np.concatenate(times), props, np.concatenate(keys), np.concatenate(keyed)
+        )
         owner = np.asarray(owners, dtype=np.int64)
         for i, n in enumerate(np.bincount(owner[rows], minlength=len(requests)).tolist()):
             stored[i] = n

@@ -256,6 +256,11 @@ def _dumps_properties(props: dict[str, Any]) -> str | None:
 # ---------------------------------------------------------------------------------------------- events
 
 
+#: Above this many times given as text among times known already, ``EventBuilder.finish`` parses them as
+#: one Arrow column rather than one by one.
+MANY_TEXTS = 16
+
+
 class EventBuilder:
     """Validates event records one at a time and collects the accepted ones as columns."""
 
@@ -436,7 +441,14 @@ class EventBuilder:
         else:
             ts_us = np.zeros(n, np.int64)
             bad = {}
-            for i, value in enumerate(self.ts):
+            texts = [i for i, value in enumerate(self.ts) if type(value) is str]
+            if not texts:  # every time known already (microseconds within int64)
+                ts_us = np.asarray(self.ts, dtype=np.int64)
+            elif len(texts) > MANY_TEXTS:  # many texts among known times: still one Arrow column
+                parsed, text_bad = parse_ts_texts([self.ts[i] for i in texts])
+                for j, i in enumerate(texts):
+                    self.ts[i] = text_bad[j] if j in text_bad else int(parsed[j])
+            for i, value in enumerate(self.ts) if texts else ():
                 result = parse_ts_text(value) if isinstance(value, str) else value
                 if isinstance(result, Reject):
                     bad[i] = result

@@ -36,6 +36,7 @@ LINE_BITS = 32
 _SQLITE_INSERT = (
     "INSERT INTO events (id, customer_key, type_id, ts_us, properties, event_key) VALUES (?, ?, ?, ?, ?, ?)"
 )
+_SQLITE_LAST_ID = "SELECT COALESCE(MAX(id), 0) FROM events"
 _FETCH_ROWS = 200_000
 _SQLITE_STORED_KEYS = (
     "SELECT event_key FROM events WHERE event_key < 0 AND event_key IN (SELECT value FROM json_each(?))"
@@ -191,17 +192,20 @@ def insert_new_events(
     types = np.asarray(type_ids, dtype=np.int64).tolist()
     times = np.asarray(ts_us, dtype=np.int64).tolist()
     event_key_col: Iterable[int | None] = key_col if key_col is not None else itertools.repeat(None, m)
-    first = int(conn.execute(select(func.coalesce(func.max(EVENTS.c.id), 0))).scalar_one()) + 1
-    ids = range(first, first + m)
     if conn.dialect.name == "sqlite":
+        # The DBAPI cursor: a statement built by SQLAlchemy costs more than SQLite's look-up of the max.
         cursor = raw_cursor(conn, writing=True)
         try:
+            first = int(cursor.execute(_SQLITE_LAST_ID).fetchone()[0]) + 1
+            ids = range(first, first + m)
             cursor.executemany(
                 _SQLITE_INSERT, zip(ids, keys, types, times, properties_json, event_key_col, strict=True)
             )
         finally:
             cursor.close()
     else:
+        first = int(conn.execute(select(func.coalesce(func.max(EVENTS.c.id), 0))).scalar_one()) + 1
+        ids = range(first, first + m)
         conn.execute(
             insert(EVENTS),
             [
