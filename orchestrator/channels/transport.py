@@ -32,9 +32,12 @@ answer classified in ``delivery``.
 
 from __future__ import annotations
 
+import concurrent.futures
 import ssl
-from collections.abc import Callable, Collection, Mapping
+import threading
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -140,10 +143,29 @@ class HttpClient:
         url = self._url if target is None else self.endpoint.origin + target
         return self.pool.post(url, body, headers)
 
+    def submit(
+        self,
+        body: bytes,
+        headers: Mapping[str, str],
+        *,
+        target: str | None = None,
+        on_turn: Callable[[], object] | None = None,
+    ) -> concurrent.futures.Future[HttpResponse]:
+        """Start ``post`` without waiting for the answer (``pool.result`` reads it); ``on_turn`` runs once
+        the request has its turn among those in flight, right before it goes (the rate limit)."""
+        url = self._url if target is None else self.endpoint.origin + target
+        return self.pool.submit("POST", url, body=body, headers=headers, on_turn=on_turn)
+
     def close(self) -> None:
         """Close the pool if this client made it (a shared pool is closed by its owner)."""
         if self._owns_pool:
             self.pool.close()
+
+
+def _take_turn(limiter: RateLimiter, provider: str) -> None:
+    refused = limiter.wait_turn(provider)
+    if refused is not None:
+        raise _TurnRefused(refused)
 
 
 # -- one delivery -------------------------------------------------------------------------------------
@@ -184,14 +206,7 @@ def deliver_once(
     goes to ``classify_http`` with ``read_answer``'s (provider id, recipient refused) and
     ``suppress_statuses``. A delivered message's key and provider id are added to ``sent``.
     """
-    if message.channel not in channels:
-        return DeliveryResult.failed(
-            f"channel {message.channel!r} not served by {adapter}", code="wrong_channel"
-        )
-    known = sent.get(message.idempotency_key)
-    if known is not None:
-        return DeliveryResult.sent(known)
-    request = prepare(message)
+    request = _prepared(message, adapter, channels, sent, prepare)
     if isinstance(request, DeliveryResult):
         return request
     limiter = request.limiter or limiter
@@ -203,6 +218,119 @@ def deliver_once(
         response = request.client.post(request.body, request.headers, target=request.target)
     except OSError as exc:
         return transport_failure(request.provider, exc)
+    return _answered(message, request, response, sent, read_answer, suppress_statuses)
+
+
+def deliver_many(
+    messages: Sequence[OutgoingMessage],
+    *,
+    adapter: str,
+    channels: Collection[str],
+    sent: SentKeys,
+    prepare: Callable[[OutgoingMessage], ProviderRequest | DeliveryResult],
+    read_answer: Callable[[HttpResponse, OutgoingMessage], tuple[str | None, bool]],
+    suppress_statuses: Collection[int] = (),
+    limiter: RateLimiter | None = None,
+    width: int | None = None,
+) -> list[DeliveryResult]:
+    """``deliver_once`` for each of ``messages`` (results in the same order), all from this thread: each
+    request is started on its pool's event loop as soon as it has a turn among the pool's requests in
+    flight (and among ``width``, when given) and its rate-limit turn, without waiting for the answers of
+    the requests before it; then the answers are read. Same checks, bounds and results as
+    ``deliver_once``; a message whose preparation raises gets a transient ``adapter_error`` alone."""
+    results: list[DeliveryResult | None] = [None] * len(messages)
+    started: list[tuple[int, ProviderRequest, concurrent.futures.Future[HttpResponse]]] = []
+    lanes = threading.BoundedSemaphore(width) if width else None
+    for index, message in enumerate(messages):
+        try:
+            request = _prepared(message, adapter, channels, sent, prepare)
+            if isinstance(request, DeliveryResult):
+                results[index] = request
+                continue
+            if lanes is not None:
+                lanes.acquire()
+            turn = request.limiter or limiter
+            try:
+                future = request.client.submit(
+                    request.body,
+                    request.headers,
+                    target=request.target,
+                    on_turn=None if turn is None else partial(_take_turn, turn, request.provider),
+                )
+            except OSError as exc:  # no turn within the deadline, or the pool is closed
+                if lanes is not None:
+                    lanes.release()
+                results[index] = transport_failure(request.provider, exc)
+                continue
+            except BaseException:
+                if lanes is not None:
+                    lanes.release()
+                raise
+            if lanes is not None:
+                future.add_done_callback(partial(_release, lanes))
+            started.append((index, request, future))
+        except _TurnRefused as refused:
+            results[index] = refused.result
+        except Exception as exc:
+            results[index] = DeliveryResult.retry(f"adapter error: {exc}", code="adapter_error")
+    for index, request, future in started:
+        try:
+            response = request.client.pool.result(future)
+        except OSError as exc:
+            results[index] = transport_failure(request.provider, exc)
+            continue
+        message = messages[index]
+        results[index] = _answered(
+            message, request, response, sent, partial(_read_for, read_answer, message), suppress_statuses
+        )
+    return [result for result in results if result is not None]
+
+
+def _release(lanes: threading.BoundedSemaphore, _: object) -> None:
+    lanes.release()
+
+
+def _read_for(
+    read_answer: Callable[[HttpResponse, OutgoingMessage], tuple[str | None, bool]],
+    message: OutgoingMessage,
+    response: HttpResponse,
+) -> tuple[str | None, bool]:
+    return read_answer(response, message)
+
+
+class _TurnRefused(Exception):
+    """The rate limit put a message off (``result``) before its request started."""
+
+    def __init__(self, result: DeliveryResult) -> None:
+        super().__init__(result.error)
+        self.result = result
+
+
+def _prepared(
+    message: OutgoingMessage,
+    adapter: str,
+    channels: Collection[str],
+    sent: SentKeys,
+    prepare: Callable[[OutgoingMessage], ProviderRequest | DeliveryResult],
+) -> ProviderRequest | DeliveryResult:
+    if message.channel not in channels:
+        return DeliveryResult.failed(
+            f"channel {message.channel!r} not served by {adapter}", code="wrong_channel"
+        )
+    known = sent.get(message.idempotency_key)
+    if known is not None:
+        return DeliveryResult.sent(known)
+    return prepare(message)
+
+
+def _answered(
+    message: OutgoingMessage,
+    request: ProviderRequest,
+    response: HttpResponse,
+    sent: SentKeys,
+    read_answer: Callable[[HttpResponse], tuple[str | None, bool]],
+    suppress_statuses: Collection[int],
+) -> DeliveryResult:
     provider_id, recipient_refused = read_answer(response)
     result = classify_http(
         response.status,
