@@ -23,14 +23,18 @@ import contextlib
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import httpcore
 import httpx
 
 from orchestrator.channels.transport import DEFAULT_MAX_RESPONSE_BYTES, USER_AGENT, HttpResponse
+
+_T = TypeVar("_T")
+Exchange = tuple[str, "str | httpx.URL", bytes, "Mapping[str, str] | None"]
+"""One request of ``HttpPool.request_many``: method, URL, body, headers."""
 
 # -- asyncio streams for httpcore ----------------------------------------------------------------------
 
@@ -284,7 +288,7 @@ class HttpPool:
         self.timeout_s = timeout_s
         self.max_response_bytes = max_response_bytes
         self.max_in_flight = max_in_flight or max_connections
-        self._turns = threading.BoundedSemaphore(self.max_in_flight)
+        self._turns = asyncio.Semaphore(self.max_in_flight)  # used on the loop alone
         context = ssl_context or ssl.create_default_context()
         self._closed = False
         self._timeouts = {"connect": timeout_s, "read": timeout_s, "write": timeout_s, "pool": timeout_s}
@@ -338,39 +342,22 @@ class HttpPool:
         *,
         body: bytes = b"",
         headers: Mapping[str, str] | None = None,
-        on_turn: Callable[[], object] | None = None,
     ) -> concurrent.futures.Future[HttpResponse]:
-        """Start one exchange (``request`` without the wait): waits here for a turn among the
-        ``max_in_flight`` (within the deadline), calls ``on_turn`` (the provider's rate limit, say) and
-        answers the exchange's future; ``result`` reads it. A future's exception is ``TimeoutError`` or
-        ``ConnectionError``."""
+        """Start one exchange (``request`` without the wait) and answer its future; ``result`` reads it.
+        The deadline starts now and covers the wait for a turn among the ``max_in_flight``."""
         if self._closed:
             raise ConnectionError("the HTTP client is closed")
         deadline = time.monotonic() + self.timeout_s
-        if not self._turns.acquire(timeout=max(0.0, deadline - time.monotonic())):
-            raise TimeoutError(
-                f"all {self.max_in_flight} requests to the provider stayed in flight for {self.timeout_s:g} s"
-            )
+        coroutine = self._exchange(method, url, body, headers, deadline)
         try:
-            if on_turn is not None:
-                on_turn()
-            coroutine = self._exchange(method, url, body, headers, deadline)
-            try:
-                future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
-            except RuntimeError as exc:  # the loop was stopped by close()
-                coroutine.close()
-                raise ConnectionError("the HTTP client is closed") from exc
-        except BaseException:
-            self._turns.release()
-            raise
-        future.add_done_callback(self._release)
+            future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        except RuntimeError as exc:  # the loop was stopped by close()
+            coroutine.close()
+            raise ConnectionError("the HTTP client is closed") from exc
         setattr(future, "deadline", deadline)  # noqa: B010 - read by result()
         return future
 
-    def _release(self, future: concurrent.futures.Future[HttpResponse]) -> None:
-        self._turns.release()
-
-    def result(self, future: concurrent.futures.Future[HttpResponse]) -> HttpResponse:
+    def result(self, future: concurrent.futures.Future[_T]) -> _T:
         """The answer of a ``submit``-ted exchange, once it has ended (by its deadline at the latest)."""
         deadline: float = getattr(future, "deadline", time.monotonic() + self.timeout_s)
         try:
@@ -382,7 +369,62 @@ class HttpPool:
         except concurrent.futures.CancelledError:
             raise ConnectionError("the HTTP client was closed during the exchange") from None
 
+    def request_many(
+        self, requests: Sequence[Exchange]
+    ) -> list[HttpResponse | OSError]:
+        """Several exchanges (method, URL, body, headers) at once, handed to the loop in one go; each
+        answer, or its ``TimeoutError``/``ConnectionError``, in order. Every exchange has the deadline
+        ``timeout_s`` from now, its wait for a turn among the ``max_in_flight`` included."""
+        if not requests:
+            return []
+        if self._closed:
+            return [ConnectionError("the HTTP client is closed") for _ in requests]
+        deadline = time.monotonic() + self.timeout_s
+        coroutine = self._exchange_all(requests, deadline)
+        try:
+            future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        except RuntimeError:  # the loop was stopped by close()
+            coroutine.close()
+            return [ConnectionError("the HTTP client is closed") for _ in requests]
+        setattr(future, "deadline", deadline)  # noqa: B010 - read by result()
+        try:
+            return self.result(future)
+        except OSError as exc:
+            return [exc for _ in requests]
+
+    async def _exchange_all(
+        self, requests: Sequence[Exchange], deadline: float
+    ) -> list[HttpResponse | OSError]:
+        answers = await asyncio.gather(
+            *(self._exchange(*request, deadline) for request in requests),
+            return_exceptions=True,
+        )
+        return [
+            a if isinstance(a, HttpResponse | OSError) else ConnectionError(f"{type(a).__name__}: {a}")
+            for a in answers
+        ]
+
     async def _exchange(
+        self,
+        method: str,
+        url: str | httpx.URL,
+        body: bytes,
+        headers: Mapping[str, str] | None,
+        deadline: float,
+    ) -> HttpResponse:
+        try:
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                await self._turns.acquire()
+        except TimeoutError:
+            raise TimeoutError(
+                f"all {self.max_in_flight} requests to the provider stayed in flight for {self.timeout_s:g} s"
+            ) from None
+        try:
+            return await self._exchange_now(method, url, body, headers, deadline)
+        finally:
+            self._turns.release()
+
+    async def _exchange_now(
         self,
         method: str,
         url: str | httpx.URL,

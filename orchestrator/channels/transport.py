@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import ssl
-import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -151,21 +150,21 @@ class HttpClient:
         target: str | None = None,
         on_turn: Callable[[], object] | None = None,
     ) -> concurrent.futures.Future[HttpResponse]:
-        """Start ``post`` without waiting for the answer (``pool.result`` reads it); ``on_turn`` runs once
-        the request has its turn among those in flight, right before it goes (the rate limit)."""
+        """Start ``post`` without waiting for the answer (``pool.result`` reads it); ``on_turn`` (the rate
+        limit) runs first."""
         url = self._url if target is None else self.endpoint.origin + target
-        return self.pool.submit("POST", url, body=body, headers=headers, on_turn=on_turn)
+        if on_turn is not None:
+            on_turn()
+        return self.pool.submit("POST", url, body=body, headers=headers)
+
+    def url_for(self, target: str | None) -> Any:
+        """The URL a request to ``target`` (a path on the endpoint's host; ``None``: the endpoint) goes to."""
+        return self._url if target is None else self.endpoint.origin + target
 
     def close(self) -> None:
         """Close the pool if this client made it (a shared pool is closed by its owner)."""
         if self._owns_pool:
             self.pool.close()
-
-
-def _take_turn(limiter: RateLimiter, provider: str) -> None:
-    refused = limiter.wait_turn(provider)
-    if refused is not None:
-        raise _TurnRefused(refused)
 
 
 # -- one delivery -------------------------------------------------------------------------------------
@@ -233,61 +232,71 @@ def deliver_many(
     limiter: RateLimiter | None = None,
     width: int | None = None,
 ) -> list[DeliveryResult]:
-    """``deliver_once`` for each of ``messages`` (results in the same order), all from this thread: each
-    request is started on its pool's event loop as soon as it has a turn among the pool's requests in
-    flight (and among ``width``, when given) and its rate-limit turn, without waiting for the answers of
-    the requests before it; then the answers are read. Same checks, bounds and results as
-    ``deliver_once``; a message whose preparation raises gets a transient ``adapter_error`` alone."""
+    """``deliver_once`` for each of ``messages`` (results in the same order), all from this thread,
+    without a thread per request: the requests are prepared, then handed to their pool's event loop
+    together (``HttpPool.request_many``; at most ``width`` at a time when that is below the pool's
+    ``max_in_flight``), or, under a rate limit, each on its turn; then the answers are read. Same checks,
+    bounds and results as ``deliver_once``; a message whose preparation raises gets a transient
+    ``adapter_error`` alone."""
     results: list[DeliveryResult | None] = [None] * len(messages)
-    started: list[tuple[int, ProviderRequest, concurrent.futures.Future[HttpResponse]]] = []
-    lanes = threading.BoundedSemaphore(width) if width else None
+    paced: list[tuple[int, ProviderRequest, concurrent.futures.Future[HttpResponse]]] = []
+    grouped: dict[int, list[tuple[int, ProviderRequest]]] = {}  # by pool
     for index, message in enumerate(messages):
         try:
             request = _prepared(message, adapter, channels, sent, prepare)
-            if isinstance(request, DeliveryResult):
-                results[index] = request
-                continue
-            if lanes is not None:
-                lanes.acquire()
-            turn = request.limiter or limiter
-            try:
-                future = request.client.submit(
-                    request.body,
-                    request.headers,
-                    target=request.target,
-                    on_turn=None if turn is None else partial(_take_turn, turn, request.provider),
-                )
-            except OSError as exc:  # no turn within the deadline, or the pool is closed
-                if lanes is not None:
-                    lanes.release()
-                results[index] = transport_failure(request.provider, exc)
-                continue
-            except BaseException:
-                if lanes is not None:
-                    lanes.release()
-                raise
-            if lanes is not None:
-                future.add_done_callback(partial(_release, lanes))
-            started.append((index, request, future))
-        except _TurnRefused as refused:
-            results[index] = refused.result
         except Exception as exc:
             results[index] = DeliveryResult.retry(f"adapter error: {exc}", code="adapter_error")
-    for index, request, future in started:
+            continue
+        if isinstance(request, DeliveryResult):
+            results[index] = request
+            continue
+        turn = request.limiter or limiter
+        if turn is None:
+            grouped.setdefault(id(request.client.pool), []).append((index, request))
+            continue
+        # A rate limit spaces the starts: each request goes on its turn, the answers are read below.
+        refused = turn.wait_turn(request.provider)
+        if refused is not None:
+            results[index] = refused
+            continue
         try:
-            response = request.client.pool.result(future)
+            future = request.client.submit(request.body, request.headers, target=request.target)
+            paced.append((index, request, future))
         except OSError as exc:
             results[index] = transport_failure(request.provider, exc)
-            continue
-        message = messages[index]
-        results[index] = _answered(
-            message, request, response, sent, partial(_read_for, read_answer, message), suppress_statuses
-        )
+    for group in grouped.values():
+        pool = group[0][1].client.pool
+        size = width if width and width < pool.max_in_flight else len(group)
+        for at in range(0, len(group), size):
+            part = group[at : at + size]
+            answers = pool.request_many(
+                [("POST", r.client.url_for(r.target), r.body, r.headers) for _, r in part]
+            )
+            for (index, request), reply in zip(part, answers, strict=True):
+                message = messages[index]
+                results[index] = _result(message, request, reply, sent, read_answer, suppress_statuses)
+    for index, request, future in paced:
+        answer: HttpResponse | OSError
+        try:
+            answer = request.client.pool.result(future)
+        except OSError as exc:
+            answer = exc
+        results[index] = _result(messages[index], request, answer, sent, read_answer, suppress_statuses)
     return [result for result in results if result is not None]
 
 
-def _release(lanes: threading.BoundedSemaphore, _: object) -> None:
-    lanes.release()
+def _result(
+    message: OutgoingMessage,
+    request: ProviderRequest,
+    answer: HttpResponse | OSError,
+    sent: SentKeys,
+    read_answer: Callable[[HttpResponse, OutgoingMessage], tuple[str | None, bool]],
+    suppress_statuses: Collection[int],
+) -> DeliveryResult:
+    if isinstance(answer, OSError):
+        return transport_failure(request.provider, answer)
+    read = partial(_read_for, read_answer, message)
+    return _answered(message, request, answer, sent, read, suppress_statuses)
 
 
 def _read_for(
@@ -296,14 +305,6 @@ def _read_for(
     response: HttpResponse,
 ) -> tuple[str | None, bool]:
     return read_answer(response, message)
-
-
-class _TurnRefused(Exception):
-    """The rate limit put a message off (``result``) before its request started."""
-
-    def __init__(self, result: DeliveryResult) -> None:
-        super().__init__(result.error)
-        self.result = result
 
 
 def _prepared(
