@@ -376,28 +376,40 @@ class HttpPool:
         except concurrent.futures.CancelledError:
             raise ConnectionError("the HTTP client was closed during the exchange") from None
 
-    def request_many(
-        self, requests: Sequence[Exchange]
-    ) -> list[HttpResponse | OSError]:
+    def request_many(self, requests: Sequence[Exchange]) -> list[HttpResponse | OSError]:
         """Several exchanges (method, URL, body, headers) at once, handed to the loop in one go; each
         answer, or its ``TimeoutError``/``ConnectionError``, in order. Every exchange has the deadline
         ``timeout_s`` from now, its wait for a turn among the ``max_in_flight`` included."""
-        if not requests:
-            return []
+        return self.results(self.submit_many(requests), len(requests))
+
+    def submit_many(
+        self, requests: Sequence[Exchange]
+    ) -> concurrent.futures.Future[list[HttpResponse | OSError]]:
+        """``request_many`` without the wait: ``results`` reads the answers."""
+        future: concurrent.futures.Future[list[HttpResponse | OSError]] = concurrent.futures.Future()
         if self._closed:
-            return [ConnectionError("the HTTP client is closed") for _ in requests]
+            future.set_exception(ConnectionError("the HTTP client is closed"))
+            return future
         deadline = time.monotonic() + self.timeout_s
         coroutine = self._exchange_all([self._build(*request) for request in requests], deadline)
         try:
             future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
         except RuntimeError:  # the loop was stopped by close()
             coroutine.close()
-            return [ConnectionError("the HTTP client is closed") for _ in requests]
+            future.set_exception(ConnectionError("the HTTP client is closed"))
+            return future
         setattr(future, "deadline", deadline)  # noqa: B010 - read by result()
+        return future
+
+    def results(
+        self, future: concurrent.futures.Future[list[HttpResponse | OSError]], count: int | None = None
+    ) -> list[HttpResponse | OSError]:
+        """The answers of a ``submit_many`` (``count`` requests: every one gets the error of a failed
+        hand-over)."""
         try:
             return self.result(future)
         except OSError as exc:
-            return [exc for _ in requests]
+            return [exc] * (count if count is not None else 0)
 
     def _build(
         self, method: str, url: str | httpx.URL, body: bytes, headers: Mapping[str, str] | None

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 
 USER_AGENT = "orchestrator/0.1"
 DEFAULT_MAX_RESPONSE_BYTES = 65_536
+HAND_OVER = 32  # requests prepared by ``deliver_many`` before they are handed to the pool's loop together
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,9 @@ class HttpResponse:
     status: int
     headers: dict[str, str]
     body: bytes
+
+
+_Answers = concurrent.futures.Future[list[HttpResponse | OSError]]
 
 
 @dataclass(frozen=True)
@@ -240,7 +244,22 @@ def deliver_many(
     ``adapter_error`` alone."""
     results: list[DeliveryResult | None] = [None] * len(messages)
     paced: list[tuple[int, ProviderRequest, concurrent.futures.Future[HttpResponse]]] = []
-    grouped: dict[int, list[tuple[int, ProviderRequest]]] = {}  # by pool
+    waiting: dict[int, list[tuple[int, ProviderRequest]]] = {}  # by pool: prepared, not handed over yet
+    handed: list[tuple[list[tuple[int, ProviderRequest]], _Answers]] = []
+
+    def hand_over(part: list[tuple[int, ProviderRequest]]) -> None:
+        pool = part[0][1].client.pool
+        future = pool.submit_many([("POST", r.client.url_for(r.target), r.body, r.headers) for _, r in part])
+        handed.append((part, future))
+        if width and width < pool.max_in_flight:  # the lanes are narrower than the pool: one part at a time
+            collect(*handed.pop())
+
+    def collect(part: list[tuple[int, ProviderRequest]], future: _Answers) -> None:
+        answers = part[0][1].client.pool.results(future, len(part))
+        for (index, request), reply in zip(part, answers, strict=True):
+            message = messages[index]
+            results[index] = _result(message, request, reply, sent, read_answer, suppress_statuses)
+
     for index, message in enumerate(messages):
         try:
             request = _prepared(message, adapter, channels, sent, prepare)
@@ -252,7 +271,11 @@ def deliver_many(
             continue
         turn = request.limiter or limiter
         if turn is None:
-            grouped.setdefault(id(request.client.pool), []).append((index, request))
+            # Handed over a few at a time, so the first requests go while the next are prepared.
+            part = waiting.setdefault(id(request.client.pool), [])
+            part.append((index, request))
+            if len(part) >= min(HAND_OVER, width or HAND_OVER):
+                hand_over(waiting.pop(id(request.client.pool)))
             continue
         # A rate limit spaces the starts: each request goes on its turn, the answers are read below.
         refused = turn.wait_turn(request.provider)
@@ -264,17 +287,10 @@ def deliver_many(
             paced.append((index, request, future))
         except OSError as exc:
             results[index] = transport_failure(request.provider, exc)
-    for group in grouped.values():
-        pool = group[0][1].client.pool
-        size = width if width and width < pool.max_in_flight else len(group)
-        for at in range(0, len(group), size):
-            part = group[at : at + size]
-            answers = pool.request_many(
-                [("POST", r.client.url_for(r.target), r.body, r.headers) for _, r in part]
-            )
-            for (index, request), reply in zip(part, answers, strict=True):
-                message = messages[index]
-                results[index] = _result(message, request, reply, sent, read_answer, suppress_statuses)
+    for part in waiting.values():
+        hand_over(part)
+    for part, handed_future in handed:
+        collect(part, handed_future)
     for index, request, future in paced:
         answer: HttpResponse | OSError
         try:
