@@ -24,7 +24,6 @@ import ssl
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpcore
@@ -255,16 +254,14 @@ class HttpPool:
     ``http://`` URLs speak HTTP/2 with prior knowledge (h2c). ``ssl_context`` defaults to the system's
     trusted certificates.
 
-    httpcore's pool scans all its connections for every request it assigns, which costs more than the
-    request itself past a few dozen connections; so over HTTP/1.1 the connections are split into shards of
-    at most ``SHARD_SIZE``, each an httpx transport of its own, and a request goes to the shard with the
-    fewest in flight. Requests go straight to httpx's transport (``httpx.Request`` in, ``httpx.Response``
-    out): the ``httpx.AsyncClient`` layer would only add cookies, redirects and auth, which provider calls
-    do not use. A pool serves one origin best: a request to another origin may close an idle connection to
-    make room.
+    Requests are built as ``httpx.Request`` (by the calling thread). Over HTTP/1.1 alone they go to
+    httpcore's HTTP/1.1 connections held by ``_Connections``: httpcore's pool scans all its connections
+    and hands each one over through locks and events for every request, which cost a quarter of an
+    exchange. With ``http2`` they go to httpx's asyncio transport (its pool multiplexes the streams). The
+    ``httpx.AsyncClient`` layer would only add cookies, redirects and auth, which provider calls do not
+    use. A pool serves one origin best: a request to another origin may close an idle connection to make
+    room.
     """
-
-    SHARD_SIZE = 4
 
     def __init__(
         self,
@@ -296,25 +293,16 @@ class HttpPool:
         self._closed = False
         self._timeouts = {"connect": timeout_s, "read": timeout_s, "write": timeout_s, "pool": timeout_s}
         self._connections: _Connections | None = None
-        self._shards: list[_Shard] = []
-        if not http2:
+        self._http2: _Transport | None = None
+        if http2:
+            limits = httpx.Limits(
+                max_connections=max_connections,
+                max_keepalive_connections=max_connections,
+                keepalive_expiry=keepalive_s,
+            )
+            self._http2 = _Transport(ssl_context=context, limits=limits, http1=http1, http2=True)
+        else:
             self._connections = _Connections(context, max_connections, keepalive_s)
-        count = 1
-        self._shards = [] if not http2 else [
-            _Shard(
-                _Transport(
-                    ssl_context=context,
-                    limits=httpx.Limits(
-                        max_connections=size, max_keepalive_connections=size, keepalive_expiry=keepalive_s
-                    ),
-                    http1=http1,
-                    http2=http2,
-                )
-            )
-            for size in (
-                max_connections // count + (1 if i < max_connections % count else 0) for i in range(count)
-            )
-        ]
         self._loop = _new_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="http-pool", daemon=True)
         self._thread.start()
@@ -437,8 +425,11 @@ class HttpPool:
 
     async def _exchange(self, request: httpx.Request, deadline: float) -> HttpResponse:
         try:
-            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                await self._turns.acquire()
+            if self._turns.locked():
+                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                    await self._turns.acquire()
+            else:
+                await self._turns.acquire()  # a free turn: taken at once
         except TimeoutError:
             raise TimeoutError(
                 f"all {self.max_in_flight} requests to the provider stayed in flight for {self.timeout_s:g} s"
@@ -500,11 +491,10 @@ class HttpPool:
 
     async def _exchange_now(self, request: httpx.Request, deadline: float) -> HttpResponse:
         """One exchange through httpx's transport (HTTP/2 pools)."""
-        shard = min(self._shards, key=_load)
-        shard.in_flight += 1
+        assert self._http2 is not None
         try:
             async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                response = await shard.transport.handle_async_request(request)
+                response = await self._http2.handle_async_request(request)
                 try:
                     chunks: list[bytes] = []
                     size, limit = 0, self.max_response_bytes
@@ -522,8 +512,6 @@ class HttpPool:
             if time.monotonic() >= deadline:
                 raise TimeoutError(f"the provider did not answer within {self.timeout_s:g} s") from exc
             raise ConnectionError(f"{type(exc).__name__}: {exc}") from exc
-        finally:
-            shard.in_flight -= 1
         return HttpResponse(
             status=response.status_code,
             headers={name.lower(): value for name, value in response.headers.items()},
@@ -536,8 +524,8 @@ class HttpPool:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for shard in self._shards:
-            await shard.transport.aclose()
+        if self._http2 is not None:
+            await self._http2.aclose()
         if self._connections is not None:
             self._connections.close()
 
@@ -623,13 +611,3 @@ class _Connections:
         for idle in self._idle.values():
             while idle:
                 self.drop(idle.pop())
-
-
-@dataclass
-class _Shard:
-    transport: _Transport
-    in_flight: int = 0
-
-
-def _load(shard: _Shard) -> int:
-    return shard.in_flight

@@ -6,28 +6,28 @@ through TLS with ALPN, or with prior knowledge on ``http://`` URLs when ``http1`
 thread of the adapter and closed by ``close()``; ``HttpClient`` is one endpoint on a pool. What the pool
 adds to httpx is the discipline every adapter needs:
 
-- ``timeout_s`` is a deadline on the whole exchange, not on each step: waiting for a pooled connection,
-  connecting, TLS, sending and every read stop at the same instant, even against a server that answers
-  one byte at a time. httpx's own timeouts bound each operation; here every socket operation of the
-  exchange gets the time left before its deadline as its timeout (a network backend wraps httpcore's
-  streams), so the sum cannot run past it.
+- ``timeout_s`` is a deadline on the whole exchange, not on each step: waiting for a turn among the
+  requests in flight, connecting, TLS, sending and every read stop at the same instant, even against a
+  server that answers one byte at a time: the exchange runs on the pool's event loop under
+  ``asyncio.timeout`` at its deadline.
 - The answer's body is read up to ``max_response_bytes`` (provider answers are small; an error page is
   cut), raw: the request asks for ``Accept-Encoding: identity`` so no compressed bomb is inflated.
 - Failures are raised as ``OSError``: ``TimeoutError`` past the deadline, ``ConnectionError`` for the rest
   (refused, reset, malformed HTTP), which the adapters turn into transient results. An HTTP error status
   is an answer, not an exception.
 
-With HTTP/2 several exchanges share one connection. httpcore's blocking HTTP/2 lets one thread read the
-connection for all the others while holding a lock, so a stream whose answer has arrived can wait for an
-unrelated slow one, and a read that times out fails every stream of the connection. So a pool that offers
-HTTP/2 runs its exchanges on httpx's asyncio transport, in an event loop thread of its own: callers stay
-synchronous (each waits for its own exchange), the loop reads every stream as its data comes, and the
-deadline cancels one exchange without touching the others. Proxies from the environment are not used
-(``trust_env`` off): the deadline holds only on connections this module makes.
+Every pool runs its exchanges in an event loop thread of its own (``http_pool``): one thread does the I/O
+of all the requests in flight, callers stay synchronous, and a deadline cancels one exchange without
+touching the others (with HTTP/2, a stream whose answer has arrived never waits for an unrelated slow
+one). Proxies from the environment are not used (``trust_env`` off): the deadline holds only on
+connections this module makes.
 
 ``deliver_once`` is the send path the HTTP adapters (push, SMS, webhook) share: the channel check and the
 memo of sent keys first, then the adapter's own request, the provider's rate limit, one POST, and the
-answer classified in ``delivery``.
+answer classified in ``delivery``. ``deliver_many`` is the same for a group of messages from one thread
+(the adapters' ``send_many``, which ``lanes`` calls with a channel's share of a dispatch group): the
+requests are handed to the pool's loop together and the thread waits once for them all, rather than a
+thread blocked on each request.
 """
 
 from __future__ import annotations
