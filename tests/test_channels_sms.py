@@ -280,7 +280,8 @@ def test_sms_groups_go_through_send_many_with_the_same_results(provider: LocalHt
 
 def test_sms_send_many_under_a_rate_limit_and_after_close(provider: LocalHttpServer, tmp_path: Path) -> None:
     adapter = adapter_for(provider, limits=ProviderLimits(rate_per_s=1000, concurrency=4), state_dir=tmp_path)
-    assert [r.outcome for r in adapter.send_many([make_sms(f"k-r{i}") for i in range(6)])] == ["delivered"] * 6
+    results = adapter.send_many([make_sms(f"k-r{i}") for i in range(6)])
+    assert [r.outcome for r in results] == ["delivered"] * 6
     adapter.close()
     closed = adapter.send_many([make_sms("k-after-1"), make_sms("k-after-2")])
     assert [(r.outcome, r.code) for r in closed] == [("transient", "connection")] * 2
