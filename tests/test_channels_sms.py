@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import base64
 import json
+from pathlib import Path
 from urllib.parse import parse_qs
 
 import pytest
 from channel_servers import LocalHttpServer, Reply, Request, closed_port
 
 from orchestrator.channels import (
+    ChannelLanes,
+    ChannelRouter,
     HttpSmsAdapter,
     JsonSmsAdapter,
     JsonSmsSettings,
     OutgoingMessage,
+    ProviderLimits,
     SmsRules,
     TwilioSmsSettings,
 )
@@ -236,6 +240,51 @@ def test_sms_timeout_and_unreachable_provider_are_transient(provider: LocalHttpS
     adapter.send(make_sms("k-slow", body="slow"))
     adapter.send(make_sms("k-slow", body="slow"))
     assert sum(1 for r in provider.requests if b"slow" in r.body) == 3
+
+
+def test_sms_groups_go_through_send_many_with_the_same_results(provider: LocalHttpServer) -> None:
+    adapter = adapter_for(provider, timeout_s=0.5)
+    adapter.send(make_sms("k-done"))  # already delivered: answered from the memo, no call
+    group = [
+        make_sms("k-ok-1"),
+        make_sms("k-bad-number", recipient="+1 555 0001"),  # refused before any call
+        make_sms("k-refused", recipient="+14155550100"),
+        make_sms("k-throttled", body="throttle"),
+        make_sms("k-slow", body="slow"),  # past the deadline: the others are not held up by it
+        make_sms("k-done"),
+        make_sms("k-ok-2", body="Hello again"),
+    ]
+    with ChannelLanes(ChannelRouter([adapter])) as lanes:
+        results = lanes.send_all(group)
+    assert [(r.outcome, r.code) for r in results] == [
+        ("delivered", None),
+        ("permanent", "invalid_number"),
+        ("permanent", "http_400"),
+        ("transient", "http_429"),
+        ("transient", "timeout"),
+        ("delivered", None),
+        ("delivered", None),
+    ]
+    assert results[1].suppress and results[2].suppress and results[3].retry_after_s == 7.0
+    keys = sorted(r.headers["idempotency-key"] for r in provider.requests)
+    assert keys == ["k-done", "k-ok-1", "k-ok-2", "k-refused", "k-slow", "k-throttled"]
+    # A narrower lane than the adapter's pool still gets every answer, in order.
+    narrow = adapter_for(provider)
+    with ChannelLanes(ChannelRouter([narrow]), {"sms": 2}) as lanes:
+        many = lanes.send_all([make_sms(f"k-n{i}", body=f"n{i}") for i in range(5)])
+    assert [r.outcome for r in many] == ["delivered"] * 5 and all(r.provider_id for r in many)
+    assert sum(1 for r in provider.requests if r.headers["idempotency-key"].startswith("k-n")) == 5
+    adapter.close()
+    narrow.close()
+
+
+def test_sms_send_many_under_a_rate_limit_and_after_close(provider: LocalHttpServer, tmp_path: Path) -> None:
+    adapter = adapter_for(provider, limits=ProviderLimits(rate_per_s=1000, concurrency=4), state_dir=tmp_path)
+    results = adapter.send_many([make_sms(f"k-r{i}") for i in range(6)])
+    assert [r.outcome for r in results] == ["delivered"] * 6
+    adapter.close()
+    closed = adapter.send_many([make_sms("k-after-1"), make_sms("k-after-2")])
+    assert [(r.outcome, r.code) for r in closed] == [("transient", "connection")] * 2
 
 
 # -- the generic JSON gateway ----------------------------------------------------------------------

@@ -2,10 +2,17 @@
 for what it guarantees). Kept apart so that importing the channels does not load httpx: the adapters
 create their pools when they are built.
 
-``HttpPool`` holds the connections of one provider. Over HTTP/1.1 it drives httpx's blocking transport
-from the caller's thread, through a network backend whose every socket operation gets the time left
-before the exchange's deadline; over HTTP/2 it runs httpx's asyncio transport in an event loop thread of
-its own (see ``transport``).
+``HttpPool`` holds the connections of one provider and runs every exchange on httpx's asyncio transport,
+in an event loop thread of its own (uvloop when installed): one thread does the I/O of all the requests in
+flight, however many, instead of a blocked thread per request whose wake-ups fight over the GIL. Callers
+stay synchronous: ``request`` waits for one exchange; ``submit`` starts one and answers a future, so that
+one thread can have a whole group in flight (``transport.deliver_many``). Each exchange runs under
+``asyncio.timeout`` set to its deadline, which cancels that exchange alone, whatever step it is at.
+
+httpcore reaches the network through ``_AsyncioBackend``: asyncio's own transports and protocols (rather
+than httpcore's anyio backend, whose cancel scopes and socket polls cost more than the rest of a request),
+with a request's head and body gathered into one write, and an idle connection's check answered from the
+protocol's state (closed by the server, or data it should not have sent) without a system call.
 """
 
 from __future__ import annotations
@@ -16,231 +23,220 @@ import contextlib
 import ssl
 import threading
 import time
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import httpcore
 import httpx
 
 from orchestrator.channels.transport import DEFAULT_MAX_RESPONSE_BYTES, USER_AGENT, HttpResponse
 
-# -- the deadline -------------------------------------------------------------------------------------
+_T = TypeVar("_T")
+Exchange = tuple[str, "str | httpx.URL", bytes, "Mapping[str, str] | None"]
+"""One request of ``HttpPool.request_many``: method, URL, body, headers."""
 
-# The deadline of the exchange running on this thread (httpx's sync client does all its I/O on the
-# calling thread), as a time.monotonic() value; unset outside an exchange.
-_exchange = threading.local()
-
-
-def _left(timeout: float | None, error: type[Exception]) -> float | None:
-    """``timeout`` cut to the time left before this thread's deadline; ``error`` once it has passed."""
-    deadline: float | None = getattr(_exchange, "deadline", None)
-    if deadline is None:
-        return timeout
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise error("the exchange reached its deadline")
-    return left if timeout is None else min(timeout, left)
+# -- asyncio streams for httpcore ----------------------------------------------------------------------
 
 
-class _DeadlineStream(httpcore.NetworkStream):
-    """A network stream whose every operation ends by the deadline of the exchange using it.
+class _Protocol(asyncio.Protocol):
+    """The receiving side of one connection: what arrived and not yet read, end of file, the error."""
 
-    Two savings on the way, for providers called thousands of times a second: with ``gather`` writes are
-    gathered and sent by the next read (a request's head and body leave in one packet rather than two;
-    every HTTP/1.1 request is followed by a read of its answer, so nothing waits), and httpcore's check
-    that an idle connection is still open (a ``poll`` on each idle connection, for every request the pool
-    assigns) is skipped for a connection used within the last ``FRESH_S``: a server closing a keep-alive
-    connection that soon is rare, and a request sent on it fails before the server read it (a transient
-    failure, sent again with its key).
-    """
+    PAUSE_AT = 1 << 18  # stop reading from the socket past this many unread bytes
 
-    FRESH_S = 0.25
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.eof = False
+        self.error: BaseException | None = None
+        self.waiter: asyncio.Future[None] | None = None
+        self.paused = False
 
-    def __init__(self, inner: httpcore.NetworkStream, *, gather: bool) -> None:
-        self._inner = inner
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not subclasses
+
+    def data_received(self, data: bytes) -> None:
+        self.chunks.append(data)
+        self.size += len(data)
+        if self.size > self.PAUSE_AT and self.transport is not None and not self.paused:
+            self.paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def eof_received(self) -> bool | None:
+        self.eof = True
+        self._wake()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.eof = True
+        self.error = exc
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+class _AsyncioStream(httpcore.AsyncNetworkStream):
+    """One connection for httpcore. Timeouts per operation are not applied here: the whole exchange runs
+    under ``asyncio.timeout`` at its deadline (``HttpPool``), which ends any of these waits."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: _Protocol, *, gather: bool) -> None:
+        self._transport = transport
+        self._protocol = protocol
         self._gather = gather
         self._pending: list[bytes] = []
-        self._lock = threading.Lock()  # HTTP/2: one thread may flush while another writes
-        self._used = time.monotonic()
 
-    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        self._flush(timeout)
-        data = self._inner.read(max_bytes, _left(timeout, httpcore.ReadTimeout))
-        self._used = time.monotonic()
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        self._flush()
+        protocol = self._protocol
+        while not protocol.chunks:
+            if protocol.eof:
+                if protocol.error is not None:
+                    raise httpcore.ReadError(str(protocol.error) or type(protocol.error).__name__)
+                return b""
+            protocol.waiter = asyncio.get_running_loop().create_future()
+            try:
+                await protocol.waiter
+            finally:
+                protocol.waiter = None
+        data = protocol.chunks[0]
+        if len(data) <= max_bytes:
+            protocol.chunks.pop(0)
+        else:
+            data, protocol.chunks[0] = data[:max_bytes], data[max_bytes:]
+        protocol.size -= len(data)
+        if protocol.paused and protocol.size <= _Protocol.PAUSE_AT // 2:
+            protocol.paused = False
+            self._transport.resume_reading()
         return data
 
-    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        # With ``gather`` (HTTP/1.1 only), writes wait for the next read: every HTTP/1.1 request is followed
+        # by a read of its answer, so a request's head and body leave in one write. HTTP/2 writes go at once
+        # (another stream may be the one reading).
+        if buffer:
+            self._pending.append(buffer)
         if not self._gather:
-            self._inner.write(buffer, _left(timeout, httpcore.WriteTimeout))
-            self._used = time.monotonic()
-        elif buffer:
-            with self._lock:
-                self._pending.append(buffer)
+            self._flush()
 
-    def _flush(self, timeout: float | None) -> None:
+    def _flush(self) -> None:
         if not self._pending:
             return
-        with self._lock:
-            data, self._pending = b"".join(self._pending), []
-        if data:
-            self._inner.write(data, _left(timeout, httpcore.WriteTimeout))
+        if self._protocol.eof and self._protocol.error is not None:
+            self._pending.clear()
+            raise httpcore.WriteError(str(self._protocol.error) or "the connection was closed")
+        data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
+        self._pending.clear()
+        if self._transport.is_closing():
+            raise httpcore.WriteError("the connection was closed")
+        self._transport.write(data)
+
+    async def aclose(self) -> None:
+        self.close()
 
     def close(self) -> None:
-        self._inner.close()
+        self._pending.clear()
+        self._transport.close()
 
-    def start_tls(
+    async def start_tls(
         self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
-    ) -> httpcore.NetworkStream:
-        self._flush(timeout)
-        inner = self._inner.start_tls(ssl_context, server_hostname, _left(timeout, httpcore.ConnectTimeout))
-        return _DeadlineStream(inner, gather=self._gather)
+    ) -> httpcore.AsyncNetworkStream:
+        self._flush()
+        loop = asyncio.get_running_loop()
+        try:
+            transport = await loop.start_tls(
+                self._transport, self._protocol, ssl_context, server_hostname=server_hostname
+            )
+        except (OSError, ssl.SSLError) as exc:
+            self._transport.close()
+            raise httpcore.ConnectError(str(exc) or type(exc).__name__) from exc
+        assert transport is not None
+        return _AsyncioStream(transport, self._protocol, gather=self._gather)
 
     def get_extra_info(self, info: str) -> Any:
-        if info == "is_readable" and time.monotonic() - self._used < self.FRESH_S:
-            return False
-        return self._inner.get_extra_info(info)
+        if info == "is_readable":
+            # httpcore asks before reusing an idle connection: closed by the server, or sent something.
+            return self._protocol.eof or bool(self._protocol.chunks)
+        if info == "ssl_object":
+            return self._transport.get_extra_info("ssl_object")
+        if info == "client_addr":
+            return self._transport.get_extra_info("sockname")
+        if info == "server_addr":
+            return self._transport.get_extra_info("peername")
+        if info == "socket":
+            return self._transport.get_extra_info("socket")
+        return None
 
 
-class _DeadlineBackend(httpcore.NetworkBackend):
-    """httpcore's blocking backend with ``_DeadlineStream`` streams (gathering writes when ``gather``)."""
+class _AsyncioBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's network backend on asyncio's transports (see ``_AsyncioStream``; ``gather`` for
+    HTTP/1.1 alone)."""
 
     def __init__(self, *, gather: bool) -> None:
-        self._inner = httpcore.SyncBackend()
         self._gather = gather
 
-    def connect_tcp(
+    async def connect_tcp(
         self,
         host: str,
         port: int,
         timeout: float | None = None,
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.NetworkStream:
-        stream = self._inner.connect_tcp(
-            host, port, _left(timeout, httpcore.ConnectTimeout), local_address, socket_options
-        )
-        return _DeadlineStream(stream, gather=self._gather)
+    ) -> httpcore.AsyncNetworkStream:
+        loop = asyncio.get_running_loop()
+        try:
+            transport, protocol = await loop.create_connection(
+                _Protocol, host, port, local_addr=(local_address, 0) if local_address else None
+            )
+        except OSError as exc:
+            raise httpcore.ConnectError(str(exc) or type(exc).__name__) from exc
+        sock = transport.get_extra_info("socket")
+        if socket_options and sock is not None:
+            for option in socket_options:
+                sock.setsockopt(*option)
+        return _AsyncioStream(transport, protocol, gather=self._gather)
 
-    def connect_unix_socket(
+    async def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
-    ) -> httpcore.NetworkStream:  # pragma: no cover - provider APIs are reached over TCP
-        stream = self._inner.connect_unix_socket(
-            path, _left(timeout, httpcore.ConnectTimeout), socket_options
-        )
-        return _DeadlineStream(stream, gather=self._gather)
+    ) -> httpcore.AsyncNetworkStream:  # pragma: no cover - provider APIs are reached over TCP
+        loop = asyncio.get_running_loop()
+        try:
+            transport, protocol = await loop.create_unix_connection(_Protocol, path)
+        except OSError as exc:
+            raise httpcore.ConnectError(str(exc) or type(exc).__name__) from exc
+        return _AsyncioStream(transport, protocol, gather=self._gather)
 
-    def sleep(self, seconds: float) -> None:
-        self._inner.sleep(seconds)
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
 
 
-class _Transport(httpx.HTTPTransport):
-    """httpx's blocking HTTP/1.1 transport over a connection pool that uses ``_DeadlineBackend``."""
+class _Transport(httpx.AsyncHTTPTransport):
+    """httpx's asyncio transport over a connection pool that uses ``_AsyncioBackend``."""
 
-    def __init__(self, *, ssl_context: ssl.SSLContext, limits: httpx.Limits) -> None:
-        super().__init__(verify=ssl_context, limits=limits, trust_env=False)
-        self._pool = httpcore.ConnectionPool(
+    def __init__(
+        self, *, ssl_context: ssl.SSLContext, limits: httpx.Limits, http1: bool, http2: bool
+    ) -> None:
+        super().__init__(verify=ssl_context, limits=limits, http1=http1, http2=http2, trust_env=False)
+        self._pool = httpcore.AsyncConnectionPool(
             ssl_context=ssl_context,
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,
-            network_backend=_DeadlineBackend(gather=True),
+            http1=http1,
+            http2=http2,
+            network_backend=_AsyncioBackend(gather=not http2),
         )
 
 
-class _LoopTransport:
-    """httpx's asyncio transport driven from other threads: an event loop in a daemon thread of its own
-    runs every exchange; ``exchange`` blocks its caller until its own exchange ends (at its deadline at the
-    latest, by ``asyncio.timeout``, which cancels that exchange alone)."""
-
-    def __init__(self, transport: httpx.AsyncHTTPTransport) -> None:
-        self._transport = transport
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="http2-pool", daemon=True)
-        self._thread.start()
-
-    def exchange(
-        self,
-        pool: HttpPool,
-        method: str,
-        url: str | httpx.URL,
-        body: bytes,
-        headers: Mapping[str, str] | None,
-        deadline: float,
-    ) -> HttpResponse:
-        coroutine = self._exchange(pool, method, url, body, headers, deadline)
-        try:
-            future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
-        except RuntimeError as exc:  # the loop was stopped by close()
-            coroutine.close()
-            raise ConnectionError("the HTTP client is closed") from exc
-        try:
-            # The coroutine ends itself at the deadline; the margin covers a loop that is slow to run it.
-            return future.result(timeout=max(0.0, deadline - time.monotonic()) + 5.0)
-        except concurrent.futures.TimeoutError:
-            future.cancel()
-            raise TimeoutError(f"the provider did not answer within {pool.timeout_s:g} s") from None
-        except concurrent.futures.CancelledError:
-            raise ConnectionError("the HTTP client was closed during the exchange") from None
-
-    async def _exchange(
-        self,
-        pool: HttpPool,
-        method: str,
-        url: str | httpx.URL,
-        body: bytes,
-        headers: Mapping[str, str] | None,
-        deadline: float,
-    ) -> HttpResponse:
-        request = httpx.Request(
-            method,
-            url,
-            content=body,
-            headers=[*_DEFAULT_HEADERS, *(headers or {}).items()],
-            extensions={"timeout": pool._timeouts},
-        )
-        try:
-            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                response = await self._transport.handle_async_request(request)
-                try:
-                    chunks: list[bytes] = []
-                    size, limit = 0, pool.max_response_bytes
-                    if limit:
-                        async for chunk in response.aiter_raw():
-                            chunks.append(chunk[: limit - size])
-                            size += len(chunks[-1])
-                            if size >= limit:
-                                break
-                finally:
-                    await response.aclose()
-        except (TimeoutError, httpx.TimeoutException) as exc:
-            raise TimeoutError(f"the provider did not answer within {pool.timeout_s:g} s") from exc
-        except (httpx.TransportError, httpx.StreamError) as exc:
-            raise ConnectionError(f"{type(exc).__name__}: {exc}") from exc
-        return HttpResponse(
-            status=response.status_code,
-            headers={name.lower(): value for name, value in response.headers.items()},
-            body=b"".join(chunks),
-        )
-
-    async def _shutdown(self) -> None:
-        """End the exchanges in flight (their callers get ``ConnectionError``) and close the connections."""
-        tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await self._transport.aclose()
-
-    def close(self) -> None:
-        """Close the connections, then stop the loop and its thread."""
-        if self._loop.is_closed() or not self._loop.is_running():
-            return
-        with contextlib.suppress(Exception):
-            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(timeout=5)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=5)
-        if not self._thread.is_alive():
-            self._loop.close()
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard]
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
 
 
 # -- the pool -----------------------------------------------------------------------------------------
@@ -258,17 +254,14 @@ class HttpPool:
     ``http://`` URLs speak HTTP/2 with prior knowledge (h2c). ``ssl_context`` defaults to the system's
     trusted certificates.
 
-    httpcore's pool scans all its connections (and polls the idle ones) for every request it assigns, which
-    costs more than the request itself past a few dozen connections; so the connections are split into
-    shards of at most ``SHARD_SIZE``, each an httpx transport of its own, and a request goes to the shard
-    with the fewest in flight. Requests go straight to httpx's transport (``httpx.Request`` in,
-    ``httpx.Response`` out): the ``httpx.Client`` layer would only add cookies, redirects and auth, which
-    provider calls do not use, at a third of the cost of a call. A pool serves one origin best: a request
-    to another origin may close an idle connection to make room. With ``http2`` the exchanges run on an
-    event loop instead (see the module docstring), with ``asyncio.timeout`` as their deadline.
+    Requests are built as ``httpx.Request`` (by the calling thread). Over HTTP/1.1 alone they go to
+    httpcore's HTTP/1.1 connections held by ``_Connections``: httpcore's pool scans all its connections
+    and hands each one over through locks and events for every request, which cost a quarter of an
+    exchange. With ``http2`` they go to httpx's asyncio transport (its pool multiplexes the streams). The
+    ``httpx.AsyncClient`` layer would only add cookies, redirects and auth, which provider calls do not
+    use. A pool serves one origin best: a request to another origin may close an idle connection to make
+    room.
     """
-
-    SHARD_SIZE = 16
 
     def __init__(
         self,
@@ -295,42 +288,24 @@ class HttpPool:
         self.timeout_s = timeout_s
         self.max_response_bytes = max_response_bytes
         self.max_in_flight = max_in_flight or max_connections
-        self._turns = threading.BoundedSemaphore(self.max_in_flight)
+        self._turns = asyncio.Semaphore(self.max_in_flight)  # used on the loop alone
         context = ssl_context or ssl.create_default_context()
         self._closed = False
-        self._lock = threading.Lock()
         self._timeouts = {"connect": timeout_s, "read": timeout_s, "write": timeout_s, "pool": timeout_s}
-        self._loop: _LoopTransport | None = None
-        self._shards: list[_Shard] = []
+        self._connections: _Connections | None = None
+        self._http2: _Transport | None = None
         if http2:
             limits = httpx.Limits(
                 max_connections=max_connections,
                 max_keepalive_connections=max_connections,
                 keepalive_expiry=keepalive_s,
             )
-            self._loop = _LoopTransport(
-                httpx.AsyncHTTPTransport(
-                    verify=context, http1=http1, http2=True, limits=limits, trust_env=False
-                )
-            )
-            return
-        count = -(-max_connections // self.SHARD_SIZE)
-        self._shards = [
-            _Shard(
-                _Transport(
-                    ssl_context=context,
-                    limits=httpx.Limits(
-                        max_connections=size, max_keepalive_connections=size, keepalive_expiry=keepalive_s
-                    ),
-                )
-            )
-            for size in (
-                max_connections // count + (1 if i < max_connections % count else 0) for i in range(count)
-            )
-        ]
-        self._lock = threading.Lock()
-        self._closed = False
-        self._timeouts = {"connect": timeout_s, "read": timeout_s, "write": timeout_s, "pool": timeout_s}
+            self._http2 = _Transport(ssl_context=context, limits=limits, http1=http1, http2=True)
+        else:
+            self._connections = _Connections(context, max_connections, keepalive_s)
+        self._loop = _new_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="http-pool", daemon=True)
+        self._thread.start()
 
     @staticmethod
     def parsed(url: str) -> httpx.URL:
@@ -350,85 +325,289 @@ class HttpPool:
         headers: Mapping[str, str] | None = None,
     ) -> HttpResponse:
         """One exchange, ended by the deadline ``timeout_s`` from now; the answer's body is cut at
-        ``max_response_bytes``."""
+        ``max_response_bytes``. Raises ``TimeoutError`` past the deadline, ``ConnectionError`` when the
+        exchange fails."""
+        future = self.submit(method, url, body=body, headers=headers)
+        return self.result(future)
+
+    def submit(
+        self,
+        method: str,
+        url: str | httpx.URL,
+        *,
+        body: bytes = b"",
+        headers: Mapping[str, str] | None = None,
+    ) -> concurrent.futures.Future[HttpResponse]:
+        """Start one exchange (``request`` without the wait) and answer its future; ``result`` reads it.
+        The deadline starts now and covers the wait for a turn among the ``max_in_flight``."""
         if self._closed:
             raise ConnectionError("the HTTP client is closed")
         deadline = time.monotonic() + self.timeout_s
-        outer: float | None = getattr(_exchange, "deadline", None)
-        if outer is not None:
-            deadline = min(deadline, outer)
-        if not self._turns.acquire(timeout=max(0.0, deadline - time.monotonic())):
+        coroutine = self._exchange(self._build(method, url, body, headers), deadline)
+        try:
+            future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        except RuntimeError as exc:  # the loop was stopped by close()
+            coroutine.close()
+            raise ConnectionError("the HTTP client is closed") from exc
+        setattr(future, "deadline", deadline)  # noqa: B010 - read by result()
+        return future
+
+    def result(self, future: concurrent.futures.Future[_T]) -> _T:
+        """The answer of a ``submit``-ted exchange, once it has ended (by its deadline at the latest)."""
+        deadline: float = getattr(future, "deadline", time.monotonic() + self.timeout_s)
+        try:
+            # The coroutine ends itself at the deadline; the margin covers a loop that is slow to run it.
+            return future.result(timeout=max(0.0, deadline - time.monotonic()) + 5.0)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise TimeoutError(f"the provider did not answer within {self.timeout_s:g} s") from None
+        except concurrent.futures.CancelledError:
+            raise ConnectionError("the HTTP client was closed during the exchange") from None
+
+    def request_many(self, requests: Sequence[Exchange]) -> list[HttpResponse | OSError]:
+        """Several exchanges (method, URL, body, headers) at once, handed to the loop in one go; each
+        answer, or its ``TimeoutError``/``ConnectionError``, in order. Every exchange has the deadline
+        ``timeout_s`` from now, its wait for a turn among the ``max_in_flight`` included."""
+        return self.results(self.submit_many(requests), len(requests))
+
+    def submit_many(
+        self, requests: Sequence[Exchange]
+    ) -> concurrent.futures.Future[list[HttpResponse | OSError]]:
+        """``request_many`` without the wait: ``results`` reads the answers."""
+        future: concurrent.futures.Future[list[HttpResponse | OSError]] = concurrent.futures.Future()
+        if self._closed:
+            future.set_exception(ConnectionError("the HTTP client is closed"))
+            return future
+        deadline = time.monotonic() + self.timeout_s
+        coroutine = self._exchange_all([self._build(*request) for request in requests], deadline)
+        try:
+            future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        except RuntimeError:  # the loop was stopped by close()
+            coroutine.close()
+            future.set_exception(ConnectionError("the HTTP client is closed"))
+            return future
+        setattr(future, "deadline", deadline)  # noqa: B010 - read by result()
+        return future
+
+    def results(
+        self, future: concurrent.futures.Future[list[HttpResponse | OSError]], count: int | None = None
+    ) -> list[HttpResponse | OSError]:
+        """The answers of a ``submit_many`` (``count`` requests: every one gets the error of a failed
+        hand-over)."""
+        try:
+            return self.result(future)
+        except OSError as exc:
+            return [exc] * (count if count is not None else 0)
+
+    def _build(
+        self, method: str, url: str | httpx.URL, body: bytes, headers: Mapping[str, str] | None
+    ) -> httpx.Request:
+        """The request, built by the calling thread (not the loop's: it has every exchange's I/O to do)."""
+        return httpx.Request(
+            method,
+            url,
+            content=body,
+            headers=[*_DEFAULT_HEADERS, *(headers or {}).items()],
+            extensions={"timeout": self._timeouts},
+        )
+
+    async def _exchange_all(
+        self, requests: Sequence[httpx.Request], deadline: float
+    ) -> list[HttpResponse | OSError]:
+        answers = await asyncio.gather(
+            *(self._exchange(request, deadline) for request in requests),
+            return_exceptions=True,
+        )
+        return [
+            a if isinstance(a, HttpResponse | OSError) else ConnectionError(f"{type(a).__name__}: {a}")
+            for a in answers
+        ]
+
+    async def _exchange(self, request: httpx.Request, deadline: float) -> HttpResponse:
+        try:
+            if self._turns.locked():
+                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                    await self._turns.acquire()
+            else:
+                await self._turns.acquire()  # a free turn: taken at once
+        except TimeoutError:
             raise TimeoutError(
                 f"all {self.max_in_flight} requests to the provider stayed in flight for {self.timeout_s:g} s"
-            )
-        if self._loop is not None:
-            try:
-                return self._loop.exchange(self, method, url, body, headers, deadline)
-            finally:
-                self._turns.release()
-        with self._lock:
-            shard = min(self._shards, key=_load)
-            shard.in_flight += 1
-        _exchange.deadline = deadline
+            ) from None
         try:
-            request = httpx.Request(
-                method,
-                url,
-                content=body,
-                headers=[*_DEFAULT_HEADERS, *(headers or {}).items()],
-                extensions={"timeout": self._timeouts},
-            )
-            response = shard.transport.handle_request(request)
-            try:
-                data = self._read(response)
-            finally:
-                response.close()
-            return HttpResponse(
-                status=response.status_code,
-                headers={name.lower(): value for name, value in response.headers.items()},
-                body=data,
-            )
-        except httpx.TimeoutException as exc:
+            if self._connections is not None:
+                return await self._exchange_http1(request, deadline)
+            return await self._exchange_now(request, deadline)
+        finally:
+            self._turns.release()
+
+    async def _exchange_http1(self, request: httpx.Request, deadline: float) -> HttpResponse:
+        """One HTTP/1.1 exchange on a connection of ``_Connections`` (see ``HttpPool``)."""
+        assert self._connections is not None
+        connection: httpcore.AsyncHTTP11Connection | None = None
+        try:
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                connection = await self._connections.take(request.url)
+                url = request.url
+                response = await connection.handle_async_request(
+                    httpcore.Request(
+                        method=request.method,
+                        url=httpcore.URL(
+                            scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=url.raw_path
+                        ),
+                        headers=request.headers.raw,
+                        content=request.content,
+                        extensions=request.extensions,
+                    )
+                )
+                try:
+                    chunks: list[bytes] = []
+                    size, limit = 0, self.max_response_bytes
+                    if limit:
+                        async for chunk in response.aiter_stream():
+                            chunks.append(chunk[: limit - size])
+                            size += len(chunks[-1])
+                            if size >= limit:
+                                break  # the rest is not read: closing the response drops the connection
+                finally:
+                    await response.aclose()
+        except (TimeoutError, httpcore.TimeoutException) as exc:
+            self._connections.drop(connection)
+            raise TimeoutError(f"the provider did not answer within {self.timeout_s:g} s") from exc
+        except (httpcore.NetworkError, httpcore.ProtocolError, httpcore.UnsupportedProtocol) as exc:
+            self._connections.drop(connection)
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"the provider did not answer within {self.timeout_s:g} s") from exc
+            raise ConnectionError(f"{type(exc).__name__}: {exc}") from exc
+        except BaseException:
+            self._connections.drop(connection)
+            raise
+        self._connections.give_back(connection)
+        return HttpResponse(
+            status=response.status,
+            headers={name.decode("latin-1").lower(): v.decode("latin-1") for name, v in response.headers},
+            body=chunks[0] if len(chunks) == 1 else b"".join(chunks),
+        )
+
+    async def _exchange_now(self, request: httpx.Request, deadline: float) -> HttpResponse:
+        """One exchange through httpx's transport (HTTP/2 pools)."""
+        assert self._http2 is not None
+        try:
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                response = await self._http2.handle_async_request(request)
+                try:
+                    chunks: list[bytes] = []
+                    size, limit = 0, self.max_response_bytes
+                    if limit:
+                        async for chunk in response.aiter_raw():
+                            chunks.append(chunk[: limit - size])
+                            size += len(chunks[-1])
+                            if size >= limit:
+                                break  # the rest is not read: closing the response drops the connection
+                finally:
+                    await response.aclose()
+        except (TimeoutError, httpx.TimeoutException) as exc:
             raise TimeoutError(f"the provider did not answer within {self.timeout_s:g} s") from exc
         except (httpx.TransportError, httpx.StreamError) as exc:
             if time.monotonic() >= deadline:
                 raise TimeoutError(f"the provider did not answer within {self.timeout_s:g} s") from exc
             raise ConnectionError(f"{type(exc).__name__}: {exc}") from exc
-        finally:
-            _exchange.deadline = outer
-            with self._lock:
-                shard.in_flight -= 1
-            self._turns.release()
+        return HttpResponse(
+            status=response.status_code,
+            headers={name.lower(): value for name, value in response.headers.items()},
+            body=chunks[0] if len(chunks) == 1 else b"".join(chunks),
+        )
 
-    def _read(self, response: httpx.Response) -> bytes:
-        limit = self.max_response_bytes
-        chunks: list[bytes] = []
-        size = 0
-        if limit:
-            for chunk in response.iter_raw():
-                chunks.append(chunk[: limit - size])
-                size += len(chunks[-1])
-                if size >= limit:
-                    break  # the rest is not read: closing the response drops the connection
-        return b"".join(chunks)
+    async def _shutdown(self) -> None:
+        """End the exchanges in flight (their callers get ``ConnectionError``) and close the connections."""
+        tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._http2 is not None:
+            await self._http2.aclose()
+        if self._connections is not None:
+            self._connections.close()
 
     def close(self) -> None:
-        """Close every pooled connection; later requests fail with ``ConnectionError``."""
+        """Close every pooled connection, then stop the loop and its thread; later requests fail with
+        ``ConnectionError``."""
         self._closed = True
-        for shard in self._shards:
-            shard.transport.close()
-        if self._loop is not None:
+        if self._loop.is_closed() or not self._loop.is_running():
+            return
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(timeout=5)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+        if not self._thread.is_alive():
             self._loop.close()
 
 
 _DEFAULT_HEADERS = [("User-Agent", USER_AGENT), ("Accept-Encoding", "identity")]
 
 
-@dataclass
-class _Shard:
-    transport: _Transport
-    in_flight: int = 0
+class _Connections:
+    """The HTTP/1.1 connections of a pool, reused newest first: httpcore's connection (``h11`` underneath)
+    without httpcore's pool, whose bookkeeping for every request (a scan of its connections, locks and
+    events to hand one over) cost a quarter of an exchange. Used on the pool's loop alone, by exchanges
+    that hold one of the pool's turns: so at most ``max_connections`` are busy when the pool's
+    ``max_in_flight`` is not larger; an idle one is closed to make room for another origin's."""
 
+    def __init__(self, ssl_context: ssl.SSLContext, max_connections: int, keepalive_s: float) -> None:
+        self._ssl_context = ssl_context
+        self._max = max_connections
+        self._keepalive_s = keepalive_s
+        self._backend = _AsyncioBackend(gather=True)
+        self._idle: dict[tuple[bytes, bytes, int], list[httpcore.AsyncHTTP11Connection]] = {}
+        self._count = 0
 
-def _load(shard: _Shard) -> int:
-    return shard.in_flight
+    async def take(self, url: httpx.URL) -> httpcore.AsyncHTTP11Connection:
+        """An idle connection to ``url``'s origin still open, else a new one."""
+        scheme, host = url.raw_scheme, url.raw_host
+        port = url.port or (443 if scheme == b"https" else 80)
+        idle = self._idle.get((scheme, host, port))
+        while idle:
+            connection = idle.pop()
+            if connection.is_idle() and not connection.has_expired():
+                return connection
+            self.drop(connection)
+        if self._count >= self._max:
+            for other in self._idle.values():
+                if other:
+                    self.drop(other.pop(0))
+                    break
+        hostname = host.decode("ascii")
+        self._count += 1
+        try:
+            stream = await self._backend.connect_tcp(hostname, port)
+            if scheme == b"https":
+                stream = await stream.start_tls(self._ssl_context, server_hostname=hostname)
+        except BaseException:
+            self._count -= 1
+            raise
+        return httpcore.AsyncHTTP11Connection(
+            httpcore.Origin(scheme, host, port), stream, keepalive_expiry=self._keepalive_s
+        )
+
+    def give_back(self, connection: httpcore.AsyncHTTP11Connection) -> None:
+        """Keep ``connection`` for the next request, unless it was closed (by the server, or by a cut
+        answer)."""
+        if connection.is_idle():
+            origin = connection._origin  # httpcore keeps the origin there
+            self._idle.setdefault((origin.scheme, origin.host, origin.port), []).append(connection)
+        else:
+            self.drop(connection)
+
+    def drop(self, connection: httpcore.AsyncHTTP11Connection | None) -> None:
+        """Close ``connection`` (after a failure, or expired)."""
+        if connection is None:
+            return
+        self._count -= 1
+        stream = connection._network_stream  # closed at once, without awaiting
+        if isinstance(stream, _AsyncioStream):
+            stream.close()
+
+    def close(self) -> None:
+        for idle in self._idle.values():
+            while idle:
+                self.drop(idle.pop())

@@ -42,6 +42,7 @@ class ChannelLanes:
         self.concurrency = dict(concurrency or {})
         self.default = max(1, default)
         self._pools: dict[str, ThreadPoolExecutor] = {}
+        self._many: dict[str, bool] = {}
         self._lock = threading.Lock()
 
     def width(self, channel: str) -> int:
@@ -56,18 +57,68 @@ class ChannelLanes:
         return own if isinstance(own, int) and own >= 1 else self.default
 
     def send_all(self, messages: Sequence[OutgoingMessage]) -> list[DeliveryResult]:
-        """Every message's result, in order; each channel's messages run ``width(channel)`` at a time."""
+        """Every message's result, in order; each channel's messages run ``width(channel)`` at a time.
+
+        A channel whose adapter has ``send_many`` (the HTTP adapters: their requests wait on one event
+        loop) gets its messages in one call, bounded by its width, from one thread; the others get a
+        thread per call in flight."""
         if len(messages) == 1:
             return [call(self.router, messages[0])]
-        futures: list[Future[DeliveryResult] | None] = []
-        for message in messages:
+        results: list[DeliveryResult | None] = [None] * len(messages)
+        groups: dict[str, list[int]] = {}
+        futures: list[tuple[int, Future[DeliveryResult] | None]] = []
+        for index, message in enumerate(messages):
+            if self._batches(message.channel):
+                groups.setdefault(message.channel, []).append(index)
+                continue
             pool = self._pool(message.channel)
-            futures.append(None if pool is None else pool.submit(call, self.router, message))
+            futures.append((index, None if pool is None else pool.submit(call, self.router, message)))
+        # A group goes to a lane thread when other work runs beside it, else it runs here.
+        grouped: list[tuple[list[int], Future[list[DeliveryResult]]]] = []
+        here: list[tuple[str, list[int]]] = []
+        for channel, indexes in groups.items():
+            pool = self._pool(channel)
+            if pool is None or (len(groups) == 1 and not futures):
+                here.append((channel, indexes))
+            else:
+                batch = [messages[i] for i in indexes]
+                grouped.append((indexes, pool.submit(self._call_many, channel, batch)))
+        for channel, indexes in here:
+            answers = self._call_many(channel, [messages[i] for i in indexes])
+            for i, result in zip(indexes, answers, strict=True):
+                results[i] = result
         # Channels one call wide run here, in order, while the others' lanes work.
-        return [
-            future.result() if future is not None else call(self.router, message)
-            for message, future in zip(messages, futures, strict=True)
-        ]
+        for index, future in futures:
+            results[index] = future.result() if future is not None else call(self.router, messages[index])
+        for indexes, group in grouped:
+            for i, result in zip(indexes, group.result(), strict=True):
+                results[i] = result
+        return [result for result in results if result is not None]
+
+    def _batches(self, channel: str) -> bool:
+        """Whether ``channel``'s adapter takes a whole group (``send_many``)."""
+        known = self._many.get(channel)
+        if known is None:
+            try:
+                adapter = self.router.route(channel)
+            except LookupError:
+                known = False
+            else:
+                known = callable(getattr(adapter, "send_many", None))
+            self._many[channel] = known
+        return known
+
+    def _call_many(self, channel: str, messages: list[OutgoingMessage]) -> list[DeliveryResult]:
+        """``send_many`` of ``channel``'s adapter; if it raises (a broken contract) or answers the wrong
+        number of results, every message is a transient ``adapter_error``."""
+        try:
+            send_many = getattr(self.router.route(channel), "send_many")  # noqa: B009 - not on the protocol
+            results: list[DeliveryResult] = send_many(messages, self.width(channel))
+            if len(results) != len(messages):
+                raise ValueError(f"{len(results)} results for {len(messages)} messages")
+            return list(results)
+        except Exception as exc:
+            return [DeliveryResult.retry(f"adapter error: {exc}", code="adapter_error") for _ in messages]
 
     def _pool(self, channel: str) -> ThreadPoolExecutor | None:
         pool = self._pools.get(channel)

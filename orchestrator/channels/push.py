@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ssl
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -33,7 +34,13 @@ import orjson
 from orchestrator.channels.base import DeliveryResult, OutgoingMessage
 from orchestrator.channels.delivery import SentKeys, key_header_value
 from orchestrator.channels.limits import ProviderLimits
-from orchestrator.channels.transport import HttpClient, HttpResponse, ProviderRequest, deliver_once
+from orchestrator.channels.transport import (
+    HttpClient,
+    HttpResponse,
+    ProviderRequest,
+    deliver_many,
+    deliver_once,
+)
 
 PUSH_PAYLOAD_LIMIT = 4096
 Platform = Literal["fcm", "apns"]
@@ -172,6 +179,22 @@ class HttpPushAdapter:
             read_answer=_read_answer,
             suppress_statuses=self.suppress_statuses,
             limiter=self._limiter,
+        )
+
+    def send_many(
+        self, messages: Sequence[OutgoingMessage], width: int | None = None
+    ) -> list[DeliveryResult]:
+        """``send`` for each message, all in flight together from this thread (``deliver_many``)."""
+        return deliver_many(
+            messages,
+            adapter="the push adapter",
+            channels=self.channels,
+            sent=self._sent,
+            prepare=self._request,
+            read_answer=lambda response, _: _read_answer(response),
+            suppress_statuses=self.suppress_statuses,
+            limiter=self._limiter,
+            width=width,
         )
 
     def close(self) -> None:

@@ -18,7 +18,7 @@ import base64
 import json
 import math
 import ssl
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -31,7 +31,14 @@ import phonenumbers
 from orchestrator.channels.base import DeliveryResult, OutgoingMessage
 from orchestrator.channels.delivery import SentKeys, key_header_value
 from orchestrator.channels.limits import ProviderLimits
-from orchestrator.channels.transport import Endpoint, HttpClient, HttpResponse, ProviderRequest, deliver_once
+from orchestrator.channels.transport import (
+    Endpoint,
+    HttpClient,
+    HttpResponse,
+    ProviderRequest,
+    deliver_many,
+    deliver_once,
+)
 
 # GSM 03.38 default alphabet (ESC, 0x1B, left out: it is not a character one can send) and its extension
 # table, whose characters are sent as ESC + character and so count twice.
@@ -268,6 +275,21 @@ class HttpSmsAdapter:
             limiter=self._limiter,
         )
 
+    def send_many(
+        self, messages: Sequence[OutgoingMessage], width: int | None = None
+    ) -> list[DeliveryResult]:
+        """``send`` for each message, all in flight together from this thread (``deliver_many``)."""
+        return deliver_many(
+            messages,
+            adapter="the SMS adapter",
+            channels=self.channels,
+            sent=self._sent,
+            prepare=self._request,
+            read_answer=lambda response, _: self._read_answer(response),
+            limiter=self._limiter,
+            width=width,
+        )
+
     def _request(self, message: OutgoingMessage) -> ProviderRequest | DeliveryResult:
         try:
             sms = self.rules.prepare(message)
@@ -398,6 +420,21 @@ class JsonSmsAdapter:
             prepare=self._request,
             read_answer=self._read_answer,
             limiter=self._limiter,
+        )
+
+    def send_many(
+        self, messages: Sequence[OutgoingMessage], width: int | None = None
+    ) -> list[DeliveryResult]:
+        """``send`` for each message, all in flight together from this thread (``deliver_many``)."""
+        return deliver_many(
+            messages,
+            adapter="the SMS adapter",
+            channels=self.channels,
+            sent=self._sent,
+            prepare=self._request,
+            read_answer=lambda response, _: self._read_answer(response),
+            limiter=self._limiter,
+            width=width,
         )
 
     def _request(self, message: OutgoingMessage) -> ProviderRequest | DeliveryResult:

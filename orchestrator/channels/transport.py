@@ -6,35 +6,37 @@ through TLS with ALPN, or with prior knowledge on ``http://`` URLs when ``http1`
 thread of the adapter and closed by ``close()``; ``HttpClient`` is one endpoint on a pool. What the pool
 adds to httpx is the discipline every adapter needs:
 
-- ``timeout_s`` is a deadline on the whole exchange, not on each step: waiting for a pooled connection,
-  connecting, TLS, sending and every read stop at the same instant, even against a server that answers
-  one byte at a time. httpx's own timeouts bound each operation; here every socket operation of the
-  exchange gets the time left before its deadline as its timeout (a network backend wraps httpcore's
-  streams), so the sum cannot run past it.
+- ``timeout_s`` is a deadline on the whole exchange, not on each step: waiting for a turn among the
+  requests in flight, connecting, TLS, sending and every read stop at the same instant, even against a
+  server that answers one byte at a time: the exchange runs on the pool's event loop under
+  ``asyncio.timeout`` at its deadline.
 - The answer's body is read up to ``max_response_bytes`` (provider answers are small; an error page is
   cut), raw: the request asks for ``Accept-Encoding: identity`` so no compressed bomb is inflated.
 - Failures are raised as ``OSError``: ``TimeoutError`` past the deadline, ``ConnectionError`` for the rest
   (refused, reset, malformed HTTP), which the adapters turn into transient results. An HTTP error status
   is an answer, not an exception.
 
-With HTTP/2 several exchanges share one connection. httpcore's blocking HTTP/2 lets one thread read the
-connection for all the others while holding a lock, so a stream whose answer has arrived can wait for an
-unrelated slow one, and a read that times out fails every stream of the connection. So a pool that offers
-HTTP/2 runs its exchanges on httpx's asyncio transport, in an event loop thread of its own: callers stay
-synchronous (each waits for its own exchange), the loop reads every stream as its data comes, and the
-deadline cancels one exchange without touching the others. Proxies from the environment are not used
-(``trust_env`` off): the deadline holds only on connections this module makes.
+Every pool runs its exchanges in an event loop thread of its own (``http_pool``): one thread does the I/O
+of all the requests in flight, callers stay synchronous, and a deadline cancels one exchange without
+touching the others (with HTTP/2, a stream whose answer has arrived never waits for an unrelated slow
+one). Proxies from the environment are not used (``trust_env`` off): the deadline holds only on
+connections this module makes.
 
 ``deliver_once`` is the send path the HTTP adapters (push, SMS, webhook) share: the channel check and the
 memo of sent keys first, then the adapter's own request, the provider's rate limit, one POST, and the
-answer classified in ``delivery``.
+answer classified in ``delivery``. ``deliver_many`` is the same for a group of messages from one thread
+(the adapters' ``send_many``, which ``lanes`` calls with a channel's share of a dispatch group): the
+requests are handed to the pool's loop together and the thread waits once for them all, rather than a
+thread blocked on each request.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import ssl
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
 
 USER_AGENT = "orchestrator/0.1"
 DEFAULT_MAX_RESPONSE_BYTES = 65_536
+HAND_OVER = 32  # requests prepared by ``deliver_many`` before they are handed to the pool's loop together
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,9 @@ class HttpResponse:
     status: int
     headers: dict[str, str]
     body: bytes
+
+
+_Answers = concurrent.futures.Future[list[HttpResponse | OSError]]
 
 
 @dataclass(frozen=True)
@@ -140,6 +146,25 @@ class HttpClient:
         url = self._url if target is None else self.endpoint.origin + target
         return self.pool.post(url, body, headers)
 
+    def submit(
+        self,
+        body: bytes,
+        headers: Mapping[str, str],
+        *,
+        target: str | None = None,
+        on_turn: Callable[[], object] | None = None,
+    ) -> concurrent.futures.Future[HttpResponse]:
+        """Start ``post`` without waiting for the answer (``pool.result`` reads it); ``on_turn`` (the rate
+        limit) runs first."""
+        url = self._url if target is None else self.endpoint.origin + target
+        if on_turn is not None:
+            on_turn()
+        return self.pool.submit("POST", url, body=body, headers=headers)
+
+    def url_for(self, target: str | None) -> Any:
+        """The URL a request to ``target`` (a path on the endpoint's host; ``None``: the endpoint) goes to."""
+        return self._url if target is None else self.endpoint.origin + target
+
     def close(self) -> None:
         """Close the pool if this client made it (a shared pool is closed by its owner)."""
         if self._owns_pool:
@@ -184,14 +209,7 @@ def deliver_once(
     goes to ``classify_http`` with ``read_answer``'s (provider id, recipient refused) and
     ``suppress_statuses``. A delivered message's key and provider id are added to ``sent``.
     """
-    if message.channel not in channels:
-        return DeliveryResult.failed(
-            f"channel {message.channel!r} not served by {adapter}", code="wrong_channel"
-        )
-    known = sent.get(message.idempotency_key)
-    if known is not None:
-        return DeliveryResult.sent(known)
-    request = prepare(message)
+    request = _prepared(message, adapter, channels, sent, prepare)
     if isinstance(request, DeliveryResult):
         return request
     limiter = request.limiter or limiter
@@ -203,6 +221,133 @@ def deliver_once(
         response = request.client.post(request.body, request.headers, target=request.target)
     except OSError as exc:
         return transport_failure(request.provider, exc)
+    return _answered(message, request, response, sent, read_answer, suppress_statuses)
+
+
+def deliver_many(
+    messages: Sequence[OutgoingMessage],
+    *,
+    adapter: str,
+    channels: Collection[str],
+    sent: SentKeys,
+    prepare: Callable[[OutgoingMessage], ProviderRequest | DeliveryResult],
+    read_answer: Callable[[HttpResponse, OutgoingMessage], tuple[str | None, bool]],
+    suppress_statuses: Collection[int] = (),
+    limiter: RateLimiter | None = None,
+    width: int | None = None,
+) -> list[DeliveryResult]:
+    """``deliver_once`` for each of ``messages`` (results in the same order), all from this thread,
+    without a thread per request: the requests are prepared, then handed to their pool's event loop
+    together (``HttpPool.request_many``; at most ``width`` at a time when that is below the pool's
+    ``max_in_flight``), or, under a rate limit, each on its turn; then the answers are read. Same checks,
+    bounds and results as ``deliver_once``; a message whose preparation raises gets a transient
+    ``adapter_error`` alone."""
+    results: list[DeliveryResult | None] = [None] * len(messages)
+    paced: list[tuple[int, ProviderRequest, concurrent.futures.Future[HttpResponse]]] = []
+    waiting: dict[int, list[tuple[int, ProviderRequest]]] = {}  # by pool: prepared, not handed over yet
+    handed: list[tuple[list[tuple[int, ProviderRequest]], _Answers]] = []
+
+    def hand_over(part: list[tuple[int, ProviderRequest]]) -> None:
+        pool = part[0][1].client.pool
+        future = pool.submit_many([("POST", r.client.url_for(r.target), r.body, r.headers) for _, r in part])
+        handed.append((part, future))
+        if width and width < pool.max_in_flight:  # the lanes are narrower than the pool: one part at a time
+            collect(*handed.pop())
+
+    def collect(part: list[tuple[int, ProviderRequest]], future: _Answers) -> None:
+        answers = part[0][1].client.pool.results(future, len(part))
+        for (index, request), reply in zip(part, answers, strict=True):
+            message = messages[index]
+            results[index] = _result(message, request, reply, sent, read_answer, suppress_statuses)
+
+    for index, message in enumerate(messages):
+        try:
+            request = _prepared(message, adapter, channels, sent, prepare)
+        except Exception as exc:
+            results[index] = DeliveryResult.retry(f"adapter error: {exc}", code="adapter_error")
+            continue
+        if isinstance(request, DeliveryResult):
+            results[index] = request
+            continue
+        turn = request.limiter or limiter
+        if turn is None:
+            # Handed over a few at a time, so the first requests go while the next are prepared.
+            part = waiting.setdefault(id(request.client.pool), [])
+            part.append((index, request))
+            if len(part) >= min(HAND_OVER, width or HAND_OVER):
+                hand_over(waiting.pop(id(request.client.pool)))
+            continue
+        # A rate limit spaces the starts: each request goes on its turn, the answers are read below.
+        refused = turn.wait_turn(request.provider)
+        if refused is not None:
+            results[index] = refused
+            continue
+        try:
+            future = request.client.submit(request.body, request.headers, target=request.target)
+            paced.append((index, request, future))
+        except OSError as exc:
+            results[index] = transport_failure(request.provider, exc)
+    for part in waiting.values():
+        hand_over(part)
+    for part, handed_future in handed:
+        collect(part, handed_future)
+    for index, request, future in paced:
+        answer: HttpResponse | OSError
+        try:
+            answer = request.client.pool.result(future)
+        except OSError as exc:
+            answer = exc
+        results[index] = _result(messages[index], request, answer, sent, read_answer, suppress_statuses)
+    return [result for result in results if result is not None]
+
+
+def _result(
+    message: OutgoingMessage,
+    request: ProviderRequest,
+    answer: HttpResponse | OSError,
+    sent: SentKeys,
+    read_answer: Callable[[HttpResponse, OutgoingMessage], tuple[str | None, bool]],
+    suppress_statuses: Collection[int],
+) -> DeliveryResult:
+    if isinstance(answer, OSError):
+        return transport_failure(request.provider, answer)
+    read = partial(_read_for, read_answer, message)
+    return _answered(message, request, answer, sent, read, suppress_statuses)
+
+
+def _read_for(
+    read_answer: Callable[[HttpResponse, OutgoingMessage], tuple[str | None, bool]],
+    message: OutgoingMessage,
+    response: HttpResponse,
+) -> tuple[str | None, bool]:
+    return read_answer(response, message)
+
+
+def _prepared(
+    message: OutgoingMessage,
+    adapter: str,
+    channels: Collection[str],
+    sent: SentKeys,
+    prepare: Callable[[OutgoingMessage], ProviderRequest | DeliveryResult],
+) -> ProviderRequest | DeliveryResult:
+    if message.channel not in channels:
+        return DeliveryResult.failed(
+            f"channel {message.channel!r} not served by {adapter}", code="wrong_channel"
+        )
+    known = sent.get(message.idempotency_key)
+    if known is not None:
+        return DeliveryResult.sent(known)
+    return prepare(message)
+
+
+def _answered(
+    message: OutgoingMessage,
+    request: ProviderRequest,
+    response: HttpResponse,
+    sent: SentKeys,
+    read_answer: Callable[[HttpResponse], tuple[str | None, bool]],
+    suppress_statuses: Collection[int],
+) -> DeliveryResult:
     provider_id, recipient_refused = read_answer(response)
     result = classify_http(
         response.status,

@@ -27,7 +27,7 @@ import hashlib
 import hmac
 import json
 import ssl
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,6 +42,7 @@ from orchestrator.channels.transport import (
     HttpClient,
     HttpResponse,
     ProviderRequest,
+    deliver_many,
     deliver_once,
 )
 
@@ -220,6 +221,20 @@ class WebhookAdapter:
             sent=self._sent,
             prepare=self._request,
             read_answer=lambda response: _read_answer(response, message),
+        )
+
+    def send_many(
+        self, messages: Sequence[OutgoingMessage], width: int | None = None
+    ) -> list[DeliveryResult]:
+        """``send`` for each message, all in flight together from this thread (``deliver_many``)."""
+        return deliver_many(
+            messages,
+            adapter="this webhook",
+            channels=self.channels,
+            sent=self._sent,
+            prepare=self._request,
+            read_answer=_read_answer,
+            width=width,
         )
 
     def _request(self, message: OutgoingMessage) -> ProviderRequest | DeliveryResult:
