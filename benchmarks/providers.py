@@ -3,7 +3,7 @@
 limit held across threads and processes. Prints ONE JSON line.
 
     python benchmarks/providers.py [--seconds 30] [--smtp-messages 20000] [--smtp-connections 8]
-        [--http-messages 20000] [--http-concurrency 128] [--http-delay 0.05]
+        [--http-messages 20000] [--http-concurrency 256] [--http-delay 0.05]
         [--rate 500] [--rate-threads 4] [--rate-processes 2] [--only smtp,http,rate]
 
 - ``smtp_per_s``: e-mails (text and HTML parts, composed as the SMTP adapter composes them) sent through
@@ -390,7 +390,7 @@ def main() -> None:
     parser.add_argument("--smtp-connections", type=int, default=8)
     parser.add_argument("--smtp-servers", type=int, default=1, help="aiosmtpd processes sharing the port")
     parser.add_argument("--http-messages", type=int, default=20_000)
-    parser.add_argument("--http-concurrency", type=int, default=128)
+    parser.add_argument("--http-concurrency", type=int, default=256)
     parser.add_argument("--http-delay", type=float, default=0.05)
     parser.add_argument("--rate", type=float, default=500.0)
     parser.add_argument("--rate-threads", type=int, default=4)
