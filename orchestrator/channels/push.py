@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import ssl
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -36,10 +35,9 @@ from orchestrator.channels.delivery import SentKeys, key_header_value
 from orchestrator.channels.limits import ProviderLimits
 from orchestrator.channels.transport import (
     HttpClient,
+    HttpDelivery,
     HttpResponse,
     ProviderRequest,
-    deliver_many,
-    deliver_once,
 )
 
 PUSH_PAYLOAD_LIMIT = 4096
@@ -116,7 +114,7 @@ class PushRules:
         return encoded
 
 
-class HttpPushAdapter:
+class HttpPushAdapter(HttpDelivery):
     """Sends push messages to an FCM- or APNs-shaped HTTP endpoint with a fixed bearer token: a gateway of
     your own, or a test double. For Google's and Apple's own services use ``FcmAdapter`` (OAuth2 tokens
     from a service account) and ``ApnsAdapter`` (HTTP/2, JWT provider tokens).
@@ -169,33 +167,10 @@ class HttpPushAdapter:
         self._provider = f"push service {self.client.endpoint.host}"
         self._limiter = limits.limiter(f"push:{url}", state_dir)
 
-    def send(self, message: OutgoingMessage) -> DeliveryResult:
-        return deliver_once(
-            message,
-            adapter="the push adapter",
-            channels=self.channels,
-            sent=self._sent,
-            prepare=self._request,
-            read_answer=_read_answer,
-            suppress_statuses=self.suppress_statuses,
-            limiter=self._limiter,
-        )
+    adapter_name = "the push adapter"
 
-    def send_many(
-        self, messages: Sequence[OutgoingMessage], width: int | None = None
-    ) -> list[DeliveryResult]:
-        """``send`` for each message, all in flight together from this thread (``deliver_many``)."""
-        return deliver_many(
-            messages,
-            adapter="the push adapter",
-            channels=self.channels,
-            sent=self._sent,
-            prepare=self._request,
-            read_answer=lambda response, _: _read_answer(response),
-            suppress_statuses=self.suppress_statuses,
-            limiter=self._limiter,
-            width=width,
-        )
+    def _answer(self, response: HttpResponse, message: OutgoingMessage) -> tuple[str | None, bool]:
+        return _read_answer(response)
 
     def close(self) -> None:
         """Close the pooled connections and release the rate limiter's file."""

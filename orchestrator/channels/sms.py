@@ -18,7 +18,7 @@ import base64
 import json
 import math
 import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -34,10 +34,9 @@ from orchestrator.channels.limits import ProviderLimits
 from orchestrator.channels.transport import (
     Endpoint,
     HttpClient,
+    HttpDelivery,
     HttpResponse,
     ProviderRequest,
-    deliver_many,
-    deliver_once,
 )
 
 # GSM 03.38 default alphabet (ESC, 0x1B, left out: it is not a character one can send) and its extension
@@ -221,7 +220,7 @@ class TwilioSmsSettings:
         Endpoint.parse(self.url)
 
 
-class HttpSmsAdapter:
+class HttpSmsAdapter(HttpDelivery):
     """Sends SMS through a Twilio-style API: a form POST of ``To``, ``From`` and ``Body`` with basic auth.
 
     Built from ``TwilioSmsSettings``, or from the URL and the same fields as keywords
@@ -264,32 +263,6 @@ class HttpSmsAdapter:
         self._provider = f"SMS provider {self.client.endpoint.host}"
         self._limiter = settings.limits.limiter(f"sms:{settings.url}:{settings.account_sid}", state_dir)
 
-    def send(self, message: OutgoingMessage) -> DeliveryResult:
-        return deliver_once(
-            message,
-            adapter="the SMS adapter",
-            channels=self.channels,
-            sent=self._sent,
-            prepare=self._request,
-            read_answer=self._read_answer,
-            limiter=self._limiter,
-        )
-
-    def send_many(
-        self, messages: Sequence[OutgoingMessage], width: int | None = None
-    ) -> list[DeliveryResult]:
-        """``send`` for each message, all in flight together from this thread (``deliver_many``)."""
-        return deliver_many(
-            messages,
-            adapter="the SMS adapter",
-            channels=self.channels,
-            sent=self._sent,
-            prepare=self._request,
-            read_answer=lambda response, _: self._read_answer(response),
-            limiter=self._limiter,
-            width=width,
-        )
-
     def _request(self, message: OutgoingMessage) -> ProviderRequest | DeliveryResult:
         try:
             sms = self.rules.prepare(message)
@@ -304,7 +277,9 @@ class HttpSmsAdapter:
         }
         return ProviderRequest(self.client, self._provider, form, headers)
 
-    def _read_answer(self, response: HttpResponse) -> tuple[str | None, bool]:
+    adapter_name = "the SMS adapter"
+
+    def _answer(self, response: HttpResponse, message: OutgoingMessage) -> tuple[str | None, bool]:
         """The message id (``sid``) and whether the error ``code`` is about the recipient."""
         answer = _json_object(response.body)
         sid = answer.get("sid")
@@ -375,7 +350,7 @@ class JsonSmsSettings:
             raise ValueError("id_field must name where the gateway's message id is")
 
 
-class JsonSmsAdapter:
+class JsonSmsAdapter(HttpDelivery):
     """Sends SMS through a gateway that takes JSON (see ``JsonSmsSettings``), with the same checks as the
     Twilio-style adapter (``SmsRules``: E.164 numbers, segment limit) and the same outcomes. One pooled HTTP
     client per adapter (``close()`` closes it)."""
@@ -411,32 +386,6 @@ class JsonSmsAdapter:
             f"sms-json:{settings.url}:{settings.username or ''}", state_dir
         )
 
-    def send(self, message: OutgoingMessage) -> DeliveryResult:
-        return deliver_once(
-            message,
-            adapter="the SMS adapter",
-            channels=self.channels,
-            sent=self._sent,
-            prepare=self._request,
-            read_answer=self._read_answer,
-            limiter=self._limiter,
-        )
-
-    def send_many(
-        self, messages: Sequence[OutgoingMessage], width: int | None = None
-    ) -> list[DeliveryResult]:
-        """``send`` for each message, all in flight together from this thread (``deliver_many``)."""
-        return deliver_many(
-            messages,
-            adapter="the SMS adapter",
-            channels=self.channels,
-            sent=self._sent,
-            prepare=self._request,
-            read_answer=lambda response, _: self._read_answer(response),
-            limiter=self._limiter,
-            width=width,
-        )
-
     def _request(self, message: OutgoingMessage) -> ProviderRequest | DeliveryResult:
         try:
             sms = self.rules.prepare(message)
@@ -456,7 +405,9 @@ class JsonSmsAdapter:
             headers[s.idempotency_header] = key_header_value(message.idempotency_key)
         return ProviderRequest(self.client, self._provider, body, headers)
 
-    def _read_answer(self, response: HttpResponse) -> tuple[str | None, bool]:
+    adapter_name = "the SMS adapter"
+
+    def _answer(self, response: HttpResponse, message: OutgoingMessage) -> tuple[str | None, bool]:
         answer = _json_object(response.body)
         provider_id = lookup(answer, self.settings.id_field)
         refused = False

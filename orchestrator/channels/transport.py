@@ -370,3 +370,51 @@ def __getattr__(name: str) -> Any:
 
         return HttpPool
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class HttpDelivery:
+    """``send`` and ``send_many`` of an adapter that makes one provider request per message, through
+    ``deliver_once`` and ``deliver_many``. A subclass names itself (``adapter_name``, for wrong-channel
+    results), sets ``channels`` and ``_sent`` (and ``_limiter``, ``suppress_statuses`` when it has them),
+    and gives ``_request`` (the request of a message, or the result of one that must not be sent) and
+    ``_answer`` (the provider id in an answer, and whether it refuses the recipient)."""
+
+    adapter_name = "this adapter"
+    channels: frozenset[str]
+    suppress_statuses: Collection[int] = ()
+    _sent: SentKeys
+    _limiter: RateLimiter | None = None
+
+    def _request(self, message: OutgoingMessage) -> ProviderRequest | DeliveryResult:
+        raise NotImplementedError
+
+    def _answer(self, response: HttpResponse, message: OutgoingMessage) -> tuple[str | None, bool]:
+        raise NotImplementedError
+
+    def send(self, message: OutgoingMessage) -> DeliveryResult:
+        return deliver_once(
+            message,
+            adapter=self.adapter_name,
+            channels=self.channels,
+            sent=self._sent,
+            prepare=self._request,
+            read_answer=lambda response: self._answer(response, message),
+            suppress_statuses=self.suppress_statuses,
+            limiter=self._limiter,
+        )
+
+    def send_many(
+        self, messages: Sequence[OutgoingMessage], width: int | None = None
+    ) -> list[DeliveryResult]:
+        """``send`` for each message, all in flight together from this thread (``deliver_many``)."""
+        return deliver_many(
+            messages,
+            adapter=self.adapter_name,
+            channels=self.channels,
+            sent=self._sent,
+            prepare=self._request,
+            read_answer=self._answer,
+            suppress_statuses=self.suppress_statuses,
+            limiter=self._limiter,
+            width=width,
+        )

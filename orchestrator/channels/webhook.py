@@ -27,7 +27,7 @@ import hashlib
 import hmac
 import json
 import ssl
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,10 +40,9 @@ from orchestrator.channels.limits import ProviderLimits, RateLimiter
 from orchestrator.channels.transport import (
     Endpoint,
     HttpClient,
+    HttpDelivery,
     HttpResponse,
     ProviderRequest,
-    deliver_many,
-    deliver_once,
 )
 
 if TYPE_CHECKING:
@@ -128,7 +127,7 @@ class WebhookEndpoint:
             raise ValueError("rate_per_s must be > 0")
 
 
-class WebhookAdapter:
+class WebhookAdapter(HttpDelivery):
     """POSTs each message as signed JSON to its endpoint's URL; serves ``channels`` (``webhook`` by default).
 
     ``endpoints`` maps endpoint names to ``WebhookEndpoint`` (each with its own URL and secret), or to bare
@@ -213,29 +212,10 @@ class WebhookAdapter:
         """The endpoint names messages may use (empty when every message goes to one URL)."""
         return frozenset(self._targets)
 
-    def send(self, message: OutgoingMessage) -> DeliveryResult:
-        return deliver_once(
-            message,
-            adapter="this webhook",
-            channels=self.channels,
-            sent=self._sent,
-            prepare=self._request,
-            read_answer=lambda response: _read_answer(response, message),
-        )
+    adapter_name = "this webhook"
 
-    def send_many(
-        self, messages: Sequence[OutgoingMessage], width: int | None = None
-    ) -> list[DeliveryResult]:
-        """``send`` for each message, all in flight together from this thread (``deliver_many``)."""
-        return deliver_many(
-            messages,
-            adapter="this webhook",
-            channels=self.channels,
-            sent=self._sent,
-            prepare=self._request,
-            read_answer=_read_answer,
-            width=width,
-        )
+    def _answer(self, response: HttpResponse, message: OutgoingMessage) -> tuple[str | None, bool]:
+        return _read_answer(response, message)
 
     def _request(self, message: OutgoingMessage) -> ProviderRequest | DeliveryResult:
         target = self._targets.get(message.recipient, self._default)
