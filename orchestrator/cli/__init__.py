@@ -34,6 +34,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from orchestrator.cli.app import build_app
 
     args = list(sys.argv[1:] if argv is None else argv)
+    if "daemon" in args and hasattr(signal, "SIGHUP") and argv is None:
+        # A reload asked for while the daemon starts (systemctl reload right after start) must not end
+        # it: SIGHUP is ignored until the daemon's own handler is in place (the files are read anyway).
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     command = build_app()
     try:
         return int(command.main(args=args, prog_name="orchestrator", standalone_mode=False) or 0)
