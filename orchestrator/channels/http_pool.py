@@ -23,7 +23,7 @@ import contextlib
 import ssl
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import httpcore
@@ -461,14 +461,7 @@ class HttpPool:
                     )
                 )
                 try:
-                    chunks: list[bytes] = []
-                    size, limit = 0, self.max_response_bytes
-                    if limit:
-                        async for chunk in response.aiter_stream():
-                            chunks.append(chunk[: limit - size])
-                            size += len(chunks[-1])
-                            if size >= limit:
-                                break  # the rest is not read: closing the response drops the connection
+                    body = await _read_bounded(response.aiter_stream(), self.max_response_bytes)
                 finally:
                     await response.aclose()
         except (TimeoutError, httpcore.TimeoutException) as exc:
@@ -486,7 +479,7 @@ class HttpPool:
         return HttpResponse(
             status=response.status,
             headers={name.decode("latin-1").lower(): v.decode("latin-1") for name, v in response.headers},
-            body=chunks[0] if len(chunks) == 1 else b"".join(chunks),
+            body=body,
         )
 
     async def _exchange_now(self, request: httpx.Request, deadline: float) -> HttpResponse:
@@ -496,14 +489,7 @@ class HttpPool:
             async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
                 response = await self._http2.handle_async_request(request)
                 try:
-                    chunks: list[bytes] = []
-                    size, limit = 0, self.max_response_bytes
-                    if limit:
-                        async for chunk in response.aiter_raw():
-                            chunks.append(chunk[: limit - size])
-                            size += len(chunks[-1])
-                            if size >= limit:
-                                break  # the rest is not read: closing the response drops the connection
+                    body = await _read_bounded(response.aiter_raw(), self.max_response_bytes)
                 finally:
                     await response.aclose()
         except (TimeoutError, httpx.TimeoutException) as exc:
@@ -515,7 +501,7 @@ class HttpPool:
         return HttpResponse(
             status=response.status_code,
             headers={name.lower(): value for name, value in response.headers.items()},
-            body=chunks[0] if len(chunks) == 1 else b"".join(chunks),
+            body=body,
         )
 
     async def _shutdown(self) -> None:
@@ -611,3 +597,17 @@ class _Connections:
         for idle in self._idle.values():
             while idle:
                 self.drop(idle.pop())
+
+
+async def _read_bounded(chunks: AsyncIterator[bytes], limit: int) -> bytes:
+    """An answer's body, read up to ``limit`` bytes (0: nothing read); the rest is left unread, and
+    closing the response then drops the connection."""
+    kept: list[bytes] = []
+    size = 0
+    if limit:
+        async for chunk in chunks:
+            kept.append(chunk[: limit - size])
+            size += len(kept[-1])
+            if size >= limit:
+                break
+    return kept[0] if len(kept) == 1 else b"".join(kept)
