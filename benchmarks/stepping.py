@@ -152,7 +152,7 @@ def dispatch_throughput(workdir: Path, channel: str, m: int) -> dict[str, Any]:
     from orchestrator.channels.outbox import OutboxAdapter
     from orchestrator.clock import SimulatedClock, from_us
     from orchestrator.engine.dispatch import DispatchContext, dispatch_queued
-    from orchestrator.spec.policy import load_policy_text
+    from orchestrator.language.policy_file import load_policy_text
 
     folder = workdir / f"dispatch-{channel}"
     folder.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,7 @@ POSTGRES_MODULES = frozenset(
         "test_store_frames",
         "test_ingest",
         "test_customer_state",
-        "test_policy",
+        "test_contact_policy",
         "test_dispatch",
         "test_store_upgrade",
         "test_links",

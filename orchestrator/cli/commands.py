@@ -20,7 +20,7 @@ from orchestrator.cli.settings import Args
 from orchestrator.clock import Clock, SimulatedClock, SystemClock, parse_instant, to_us
 from orchestrator.engine.tick import ClockBehind, Engine, TickReport
 from orchestrator.engine.workspace import Workspace, load_workspace, validate_paths
-from orchestrator.spec import SpecError
+from orchestrator.language import SpecError
 from orchestrator.store import Store, database_url, open_store
 from orchestrator.store.holder import Holding, StoreHeld, hold
 
@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # the ingest modules load pyarrow: only the commands that ing
     from orchestrator.channels.links import MessageLinks
     from orchestrator.engine.reload import WorkspaceFiles
     from orchestrator.ingest.readers import TimeRange
-    from orchestrator.ingest.report import IngestReport
+    from orchestrator.ingest.summary import IngestReport
 
 
 __all__ = ["Failure", "UsageError"]  # with the cmd_* functions
@@ -158,7 +158,7 @@ def cmd_validate(args: Args) -> int:
 def cmd_ingest(args: Args) -> int:
     from orchestrator.cli.output import Progress
     from orchestrator.durations import parse_duration
-    from orchestrator.ingest.load import time_range
+    from orchestrator.ingest.pipeline import time_range
 
     for path in args.files:
         if not path.exists():
@@ -389,7 +389,7 @@ def _config_reload(
     from orchestrator.channels.configured import ProviderSetupError, build_router
     from orchestrator.channels.links import message_links
     from orchestrator.config import ConfigError, load_config
-    from orchestrator.spec.yamlio import Problem
+    from orchestrator.language.yamlio import Problem
 
     path = args.workspace_config.path
     assert path is not None
@@ -526,7 +526,7 @@ def cmd_evaluate(args: Args) -> int:
     import tempfile
     import time
 
-    from orchestrator.engine.frames import load_frames, signal_matches
+    from orchestrator.engine.snapshot import load_frames, signal_matches
     from orchestrator.ingest import ingest_file
     from orchestrator.store import sqlite_url
 

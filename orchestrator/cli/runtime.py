@@ -19,7 +19,7 @@ from orchestrator.durations import US_PER_SECOND, parse_duration
 from orchestrator.engine.health import judge_health
 from orchestrator.engine.tick import Engine, migration_problems
 from orchestrator.engine.workspace import Workspace, load_workspace
-from orchestrator.spec import JourneyPlan, SpecError
+from orchestrator.language import JourneyPlan, SpecError
 from orchestrator.store import Store, health, open_store
 from orchestrator.store import journeys as sj
 

@@ -25,8 +25,8 @@ from orchestrator.durations import US_PER_SECOND
 from orchestrator.engine.render import message_row
 from orchestrator.engine.tick import Engine
 from orchestrator.engine.workspace import load_workspace
-from orchestrator.spec import SpecError
-from orchestrator.spec.plan import ENTRY
+from orchestrator.language import SpecError
+from orchestrator.language.plan import ENTRY
 from orchestrator.store import Store, open_store
 from orchestrator.store.customers import customer_records
 

@@ -2,7 +2,7 @@
 
 ``find_config`` looks in the current folder and the folders above it (as git finds its repository), so a
 command run anywhere inside a workspace uses that workspace's config. ``load_config`` reads it with the
-journey files' YAML rules (``spec.yamlio``: no anchors or tags, bounded size) and checks it against the
+journey files' YAML rules (``language.yamlio``: no anchors or tags, bounded size) and checks it against the
 models of ``_model``; every problem is reported at once as ``file:line:column: message``, an unknown key
 with the closest known one. Paths in the file are relative to the file's folder, as is a SQLite store URL,
 so the config means the same from any working folder.
@@ -27,8 +27,8 @@ from orchestrator.config._model import (
     secrets_of,
 )
 from orchestrator.config._secrets import Secret, references
-from orchestrator.spec.schema_errors import schema_problems
-from orchestrator.spec.yamlio import Locations, Problem, SpecError, dotted, load_yaml, read_text
+from orchestrator.language.schema_errors import schema_problems
+from orchestrator.language.yamlio import Locations, Problem, SpecError, dotted, load_yaml, read_text
 
 CONFIG_FILE = "orchestrator.yaml"
 

@@ -30,8 +30,8 @@ from orchestrator.demo.population import HISTORY_DAYS, HISTORY_END, make_populat
 from orchestrator.engine.tick import Engine
 from orchestrator.engine.workspace import load_workspace
 from orchestrator.ingest import ingest_events_records, ingest_file
+from orchestrator.language import SpecError
 from orchestrator.measure.report import format_table, journey_report
-from orchestrator.spec import SpecError
 from orchestrator.store import Store, open_store, sqlite_url
 from orchestrator.store.holder import StoreHeld, hold
 

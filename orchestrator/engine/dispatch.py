@@ -5,9 +5,9 @@ channel, ``queued``). Dispatch takes the rows whose time has come in batches (``
 for each batch:
 
 1. refuses held-out customers (the holdout's second guard, whatever put their message in the queue);
-2. applies the contact policy to the whole batch (``engine.policy``): exclusions, consent, quiet hours,
-   caps and journey priority; a suppressed message is recorded with the reason, a held one stays queued
-   with ``next_attempt_us`` at the end of the quiet hours;
+2. applies the contact policy to the whole batch (``engine.contact_policy``): exclusions, consent,
+   quiet hours, caps and journey priority; a suppressed message is recorded with the reason, a held one
+   stays queued with ``next_attempt_us`` at the end of the quiet hours;
 3. renders the rest in the template sandbox (the context checked once per message, with the customer's
    signed unsubscribe link as ``links.unsubscribe`` when ``links`` are configured), drops those whose
    address is on the suppression list, and in the HTML of marketing email turns links into tracked
@@ -52,11 +52,11 @@ from orchestrator.channels.links import MessageLinks
 from orchestrator.channels.templates import TemplateRenderer
 from orchestrator.clock import Clock, to_us
 from orchestrator.durations import US_PER_SECOND
-from orchestrator.engine.policy import DELAY, SUPPRESS, WEEK_US, Batch, decide
+from orchestrator.engine.contact_policy import DELAY, SUPPRESS, WEEK_US, Batch, decide
 from orchestrator.engine.render import ADDRESS_FIELD, message_row
+from orchestrator.language.plan import ENTRY, JourneyPlan, StepPlan
+from orchestrator.language.policy_file import ContactPolicy
 from orchestrator.signals.evaluate import to_python
-from orchestrator.spec.plan import ENTRY, JourneyPlan, StepPlan
-from orchestrator.spec.policy import ContactPolicy
 from orchestrator.store import Store
 from orchestrator.store import journeys as sj
 from orchestrator.store.customers import customer_records

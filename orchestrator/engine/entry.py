@@ -23,13 +23,13 @@ import numpy as np
 import orjson
 from sqlalchemy import Connection
 
-from orchestrator.engine.frames import entry_condition, entry_node
 from orchestrator.engine.matching import normalise
-from orchestrator.measure.holdout import HOLDOUT, assign_arms
+from orchestrator.engine.snapshot import entry_condition, entry_node
+from orchestrator.holdout import HOLDOUT, assign_arms
+from orchestrator.language.models import Cooldown
+from orchestrator.language.plan import JourneyPlan
 from orchestrator.signals.evaluate import Evaluator
 from orchestrator.signals.lang import Node
-from orchestrator.spec.models import Cooldown
-from orchestrator.spec.plan import JourneyPlan
 from orchestrator.store import journeys as sj
 from orchestrator.store.customers import customer_ids
 

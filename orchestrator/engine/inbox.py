@@ -31,7 +31,7 @@ import shutil
 from pathlib import Path
 
 from orchestrator.ingest import IngestedEvents, IngestReport, ingest_file
-from orchestrator.ingest.load import KINDS, EventsCallback
+from orchestrator.ingest.pipeline import KINDS, EventsCallback
 from orchestrator.ingest.readers import FORMATS
 from orchestrator.store import Store
 from orchestrator.store.db import is_database_error

@@ -48,7 +48,7 @@ from jinja2.loaders import split_template_path
 from orchestrator.channels.templates import TemplateError
 from orchestrator.engine.tick import Engine, failure_text, migration_problems
 from orchestrator.engine.workspace import Workspace, load_workspace
-from orchestrator.spec import (
+from orchestrator.language import (
     WORKSPACE_FILES,
     SpecError,
     find_journey_files,

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from orchestrator.channels.templates import PreparedContext, TemplateError, TemplateRenderer
-from orchestrator.spec.models import Send
+from orchestrator.language.models import Send
 
 ADDRESS_FIELD = {"email": "email", "sms": "phone", "push": "push_token"}
 

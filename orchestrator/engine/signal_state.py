@@ -18,7 +18,8 @@ import numpy as np
 import orjson
 from sqlalchemy import Connection
 
-from orchestrator.ingest.load import IngestedEvents
+from orchestrator.ingest.pipeline import IngestedEvents
+from orchestrator.language.plan import JourneyPlan
 from orchestrator.signals import lang
 from orchestrator.signals.evaluate import AggregateCache
 from orchestrator.signals.frame import Categorical, EventFrame
@@ -26,7 +27,6 @@ from orchestrator.signals.horizon import IncrementalConditions
 from orchestrator.signals.incremental import IncrementalAggregates
 from orchestrator.signals.lang import Call
 from orchestrator.signals.log import EventLog, property_uses
-from orchestrator.spec.plan import JourneyPlan
 from orchestrator.store.customers import max_key
 from orchestrator.store.events import load_new_events
 

@@ -35,10 +35,10 @@ from orchestrator.engine.conditions import instance_condition
 from orchestrator.engine.localtime import MISSING, attribute_instants, next_local_times
 from orchestrator.engine.matching import first_matching_after, joined, normalise, values_at
 from orchestrator.engine.signal_state import SignalState
-from orchestrator.measure.holdout import buckets
+from orchestrator.holdout import buckets
+from orchestrator.language.plan import ENTRY, NO_STATE, JourneyPlan, MatchTerm, StepPlan, split_trigger
 from orchestrator.signals.evaluate import Evaluator, to_python
 from orchestrator.signals.frame import CustomerFrame, EventFrame
-from orchestrator.spec.plan import ENTRY, NO_STATE, JourneyPlan, MatchTerm, StepPlan, split_trigger
 from orchestrator.store import journeys as sj
 from orchestrator.store.customers import customer_ids
 

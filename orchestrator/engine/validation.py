@@ -14,9 +14,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from orchestrator.engine.workspace import _compile, _SharedFiles, name_problems
-from orchestrator.spec import Problem, SpecError, find_journey_files, load_journey
-from orchestrator.spec.catalog import catalog_for
-from orchestrator.spec.references import KnownNames
+from orchestrator.language import Problem, SpecError, find_journey_files, load_journey
+from orchestrator.language.references import KnownNames
+from orchestrator.language.tracking_plan import catalog_for
 from orchestrator.store import Store
 from orchestrator.store import journeys as sj
 from orchestrator.store.catalog import seen_names

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Connection
 
-from orchestrator.spec.plan import JourneyPlan
+from orchestrator.language.plan import JourneyPlan
 from orchestrator.store import Store, leases
 
 #: Instances claimed (and stepped in one transaction) at a time.

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from orchestrator.channels.templates import TemplateRenderer
 from orchestrator.config import WorkspaceConfig, unsubscribe_missing
-from orchestrator.spec import (
+from orchestrator.language import (
     JourneyPlan,
     LoadedJourney,
     Problem,
@@ -24,11 +24,10 @@ from orchestrator.spec import (
     references,
     templates_root_for,
 )
-from orchestrator.spec.catalog import EventCatalog, catalog_for
-from orchestrator.spec.load import compile_loaded
-from orchestrator.spec.plan import digest_with
-from orchestrator.spec.policy import ContactPolicy, policy_for
-from orchestrator.spec.references import (
+from orchestrator.language.journey_file import compile_loaded
+from orchestrator.language.plan import digest_with
+from orchestrator.language.policy_file import ContactPolicy, policy_for
+from orchestrator.language.references import (
     KnownNames,
     catalog_names,
     metric_typos,
@@ -36,20 +35,21 @@ from orchestrator.spec.references import (
     template_problems,
     unknown_names,
 )
-from orchestrator.spec.shared_metrics import (
+from orchestrator.language.shared_metrics import (
     SharedMetrics,
     journey_problems,
     load_shared_metrics_text,
     merged_metrics,
     shared_metrics_file,
 )
-from orchestrator.spec.templates_check import (
+from orchestrator.language.templates_check import (
     TemplateSource,
     check_templates,
     instance_reads,
     template_reads,
 )
-from orchestrator.spec.yamlio import Path_, read_text
+from orchestrator.language.tracking_plan import EventCatalog, catalog_for
+from orchestrator.language.yamlio import Path_, read_text
 
 
 @dataclass

@@ -32,9 +32,9 @@ import numpy as np
 import orjson
 
 from orchestrator.clock import from_us
-from orchestrator.ingest.load import UPDATED_AT_LEEWAY_US, time_range
+from orchestrator.ingest.pipeline import UPDATED_AT_LEEWAY_US, time_range
 from orchestrator.ingest.readers import EventBuilder, EventChunk, customer_row, parse_ts_text
-from orchestrator.ingest.report import Reject
+from orchestrator.ingest.summary import Reject
 
 #: The calls this API takes (``group`` and ``alias`` are refused: the engine has no use for them).
 KINDS = ("track", "identify", "page", "screen")
@@ -155,7 +155,7 @@ def parse_calls(
     The common call (an event whose ids, name and properties need no closer look) goes straight into the
     chunk's columns; any other takes the general path, file ingest's checks record by record. Both give
     the same result for the calls the first takes (``general`` sends every call down the general path:
-    ``tests/test_http.py`` compares the two)."""
+    ``tests/http/test_http.py`` compares the two)."""
     measure = body_bytes is None or body_bytes > MAX_EVENT_BYTES
     one_by_one = len(calls) <= FEW_CALLS
     # As text for many calls: the builder then parses every time as one column (a datetime would send

@@ -1,7 +1,7 @@
 """Events and customer files into the store, rejecting bad rows with reasons and keeping the rest."""
 
-from orchestrator.ingest.load import IngestedEvents, ingest_events_records, ingest_file
-from orchestrator.ingest.report import IngestError, IngestReport, Reject
+from orchestrator.ingest.pipeline import IngestedEvents, ingest_events_records, ingest_file
+from orchestrator.ingest.summary import IngestError, IngestReport, Reject
 
 __all__ = [
     "IngestError",

@@ -25,7 +25,7 @@ from __future__ import annotations
 import orjson
 
 from orchestrator.ingest.keys import message_key
-from orchestrator.spec.catalog import ENGINE_EVENTS
+from orchestrator.language.tracking_plan import ENGINE_EVENTS
 from orchestrator.store import Store
 from orchestrator.store.feedback import record_opt_out, record_tracked_event, tracked_message
 

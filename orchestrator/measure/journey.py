@@ -25,13 +25,13 @@ from sqlalchemy import text
 
 from orchestrator.clock import from_us
 from orchestrator.durations import US_PER_SECOND, format_duration
+from orchestrator.holdout import HOLDOUT, TREATMENT
+from orchestrator.language import SpecError, load_journey_text
 from orchestrator.measure.analysis import LiftAnalysis, MetricComparison, analyze
-from orchestrator.measure.entries import GLOBAL_HOLDOUT, EntryRows, load_entries
-from orchestrator.measure.holdout import HOLDOUT, TREATMENT
+from orchestrator.measure.entry_rows import GLOBAL_HOLDOUT, EntryRows, load_entries
 from orchestrator.measure.rates import ArmSummary, summarize_arm
 from orchestrator.measure.sequential import DEFAULT_SEQUENTIAL_TAU
 from orchestrator.measure.timeline import TimelinePoint, cumulative_lift
-from orchestrator.spec import SpecError, load_journey_text
 from orchestrator.store import Store
 
 CONVERSION, REVENUE = "conversion", "revenue"

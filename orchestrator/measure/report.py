@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from orchestrator.measure.entries import GLOBAL_HOLDOUT, EntryRows, export_entries, load_entries
+from orchestrator.measure.entry_rows import GLOBAL_HOLDOUT, EntryRows, export_entries, load_entries
 from orchestrator.measure.journey import (
     CONVERSION,
     DEFAULT_PRE_PERIOD,

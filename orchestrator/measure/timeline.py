@@ -15,7 +15,7 @@ import numpy as np
 
 from orchestrator.clock import from_us
 from orchestrator.durations import US_PER_SECOND
-from orchestrator.measure.holdout import HOLDOUT, TREATMENT
+from orchestrator.holdout import HOLDOUT, TREATMENT
 from orchestrator.measure.numbers import Interval
 from orchestrator.measure.rates import ArmSummary, rate_difference_variance, rate_lift
 from orchestrator.measure.sequential import DEFAULT_SEQUENTIAL_TAU, always_valid_interval

@@ -22,7 +22,7 @@ from __future__ import annotations
 from orchestrator.store.assignments import holdout_assignments, insert_assignments
 from orchestrator.store.bulk import CHUNK
 from orchestrator.store.conversions import OpenInstances, insert_conversions, unconverted_instances
-from orchestrator.store.entries import (
+from orchestrator.store.entry_state import (
     EntryEvents,
     EntryHistory,
     entry_cursor,

@@ -21,7 +21,7 @@ class Customer(SQLModel, table=True):
     push_token: str | None = None
     timezone: str | None = Field(default=None, description="IANA zone, e.g. Europe/Paris")
     # True or false as the customer's records said; NULL when no record said (the policy decides, see
-    # ``spec.policy.Consent``). Stores made before NULL was allowed have the columns relaxed on open.
+    # ``language.policy_file.Consent``). Stores made before NULL was allowed have the columns relaxed on open.
     consent_email: bool | None = None
     consent_sms: bool | None = None
     consent_push: bool | None = None

@@ -1,0 +1,269 @@
+"""A journey's entries as aligned numpy columns, read from the store in set-based queries, and their export.
+
+Contract: ``load_entries`` reads only the store (instances, conversions, holdout assignments, customers and
+goal events) and returns one row per entry up to the report instant; ``export_entries`` writes exactly those
+columns, so an analyst can reproduce every figure of the report from the file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+from sqlalchemy import Connection, inspect, text
+
+from orchestrator.holdout import GLOBAL_LAYER, HOLDOUT, TREATMENT
+from orchestrator.store.customers import load_customer_frame
+
+GLOBAL_HOLDOUT = "global holdout"
+"""The arm name of entries whose customer is in the global holdout (not compared)."""
+
+
+@dataclass(frozen=True)
+class EntryRows:
+    """One row per entry of the journey up to the report instant, as aligned numpy columns.
+
+    ``converted`` and ``revenue`` are as of the report instant; ``counted`` marks entries whose goal window
+    has closed (the ones the statistics use). ``pre_conversions`` / ``pre_revenue`` count the goal event
+    and sum its revenue in the pre-period before entry (the CUPED covariates). Missing values: -1 for
+    instants, NaN for numbers, None for strings.
+    """
+
+    instance_id: np.ndarray
+    customer_key: np.ndarray
+    customer_id: np.ndarray
+    arm: np.ndarray
+    layer: np.ndarray
+    assigned_us: np.ndarray
+    holdout_percent: np.ndarray
+    reason: np.ndarray
+    entered_us: np.ndarray
+    counted: np.ndarray
+    converted: np.ndarray
+    converted_us: np.ndarray
+    revenue: np.ndarray
+    pre_conversions: np.ndarray
+    pre_revenue: np.ndarray
+    segment_column: str | None = None
+    segment: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return int(self.instance_id.shape[0])
+
+    def select(self, mask: np.ndarray) -> EntryRows:
+        """The rows where ``mask`` is true."""
+        columns = {
+            name: getattr(self, name)[mask] for name in _ARRAY_COLUMNS if getattr(self, name) is not None
+        }
+        return EntryRows(
+            **columns,
+            segment_column=self.segment_column,
+            segment=None if self.segment is None else self.segment[mask],
+        )
+
+
+_ARRAY_COLUMNS = (
+    "instance_id",
+    "customer_key",
+    "customer_id",
+    "arm",
+    "layer",
+    "assigned_us",
+    "holdout_percent",
+    "reason",
+    "entered_us",
+    "counted",
+    "converted",
+    "converted_us",
+    "revenue",
+    "pre_conversions",
+    "pre_revenue",
+)
+
+
+def _has_column(conn: Connection, table: str, column: str) -> bool:
+    return any(c["name"] == column for c in inspect(conn).get_columns(table))
+
+
+def load_entries(
+    conn: Connection,
+    journey_id: str,
+    as_of_us: int,
+    window_us: int,
+    goal_event: str | None,
+    revenue_property: str | None,
+    pre_period_us: int,
+    segment_attribute: str | None = None,
+) -> EntryRows:
+    """Every entry of ``journey_id`` with ``entered_us <= as_of_us``, in instance order (set-based reads)."""
+    layer_sql = "h.layer" if _has_column(conn, "holdout_assignments", "layer") else "NULL"
+    rows = conn.execute(
+        text(
+            "SELECT i.id, i.customer_key, i.holdout, i.entered_us, c.converted_us, COALESCE(c.revenue, 0), "
+            f"h.arm, {layer_sql}, h.assigned_us, h.percent, h.reason FROM journey_instances i "
+            "LEFT JOIN conversions c ON c.instance_id = i.id "
+            "LEFT JOIN holdout_assignments h "
+            "ON h.journey_id = i.journey_id AND h.customer_key = i.customer_key "
+            "WHERE i.journey_id = :j AND i.entered_us <= :t ORDER BY i.id"
+        ),
+        {"j": journey_id, "t": as_of_us},
+    ).all()
+    n = len(rows)
+    cols = list(zip(*rows, strict=True)) if n else [() for _ in range(11)]
+    instance_id = np.array(cols[0], dtype=np.int64)
+    keys = np.array(cols[1], dtype=np.int64)
+    held = np.array([bool(v) for v in cols[2]], dtype=bool)
+    entered = np.array(cols[3], dtype=np.int64)
+    converted_at = np.array([-1 if v is None else int(v) for v in cols[4]], dtype=np.int64)
+    # A conversion recorded after the report instant did not exist yet as of that instant.
+    converted = (converted_at >= 0) & (converted_at < as_of_us)
+    revenue = np.where(converted, np.array(cols[5], dtype=np.float64), 0.0)
+    layer = np.array([v or "journey" for v in cols[7]], dtype=object)
+    in_global = layer == GLOBAL_LAYER
+    arm = np.where(in_global, GLOBAL_HOLDOUT, np.where(held, HOLDOUT, TREATMENT)).astype(object)
+    assigned = np.array([-1 if v is None else int(v) for v in cols[8]], dtype=np.int64)
+    percent = np.array([np.nan if v is None else float(v) for v in cols[9]], dtype=np.float64)
+    reason = np.array(cols[10], dtype=object) if n else np.zeros(0, dtype=object)
+    counted = entered + window_us <= as_of_us
+
+    names = ["id", *([segment_attribute] if segment_attribute else [])]
+    frame = load_customer_frame(conn, names)
+    in_frame = keys < frame.n
+    customer_id = np.full(n, None, dtype=object)
+    customer_id[in_frame] = frame.column("id")[keys[in_frame]]
+    segment = None
+    if segment_attribute:
+        segment = np.full(n, None, dtype=object)
+        segment[in_frame] = frame.column(segment_attribute)[keys[in_frame]]
+
+    pre_conversions = np.zeros(n)
+    pre_revenue = np.zeros(n)
+    if goal_event is not None and n:
+        pre_conversions, pre_revenue = _pre_entry(
+            conn, goal_event, revenue_property, keys, entered, pre_period_us
+        )
+    return EntryRows(
+        instance_id=instance_id,
+        customer_key=keys,
+        customer_id=customer_id,
+        arm=arm,
+        layer=layer,
+        assigned_us=assigned,
+        holdout_percent=percent,
+        reason=reason,
+        entered_us=entered,
+        counted=counted,
+        converted=converted,
+        converted_us=np.where(converted, converted_at, -1),
+        revenue=revenue,
+        pre_conversions=pre_conversions,
+        pre_revenue=pre_revenue,
+        segment_column=segment_attribute,
+        segment=segment,
+    )
+
+
+def _pre_entry(
+    conn: Connection,
+    goal_event: str,
+    revenue_property: str | None,
+    keys: np.ndarray,
+    entered: np.ndarray,
+    pre_period_us: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Count of the goal event and sum of its revenue in ``[entered - pre_period, entered)`` per entry.
+
+    One query for the goal events of the whole period, then one sort: events and window bounds are ranked on
+    a common time axis so ``(customer, time)`` fits one int64 key, and each window is two searchsorted calls.
+    """
+    n = len(keys)
+    type_id = conn.execute(text("SELECT id FROM event_types WHERE name = :n"), {"n": goal_event}).scalar()
+    if type_id is None:
+        return np.zeros(n), np.zeros(n)
+    rows = conn.execute(
+        text(
+            "SELECT customer_key, ts_us, properties FROM events "
+            "WHERE type_id = :t AND ts_us >= :a AND ts_us < :b"
+        ),
+        {"t": type_id, "a": int(entered.min()) - pre_period_us, "b": int(entered.max())},
+    ).all()
+    if not rows:
+        return np.zeros(n), np.zeros(n)
+    ev_key = np.fromiter((r[0] for r in rows), np.int64, len(rows))
+    ev_ts = np.fromiter((r[1] for r in rows), np.int64, len(rows))
+    ev_value = np.zeros(len(rows))
+    if revenue_property:
+        ev_value = np.array([_number(orjson.loads(r[2] or "{}"), revenue_property) for r in rows])
+    lo, hi = entered - pre_period_us, entered
+    axis = np.unique(np.concatenate([ev_ts, lo, hi]))
+    span = np.int64(len(axis) + 1)
+    ev_comp = ev_key * span + np.searchsorted(axis, ev_ts)
+    order = np.argsort(ev_comp, kind="stable")
+    ev_comp = ev_comp[order]
+    cum_value = np.concatenate([[0.0], np.cumsum(ev_value[order])])
+    start = np.searchsorted(ev_comp, keys * span + np.searchsorted(axis, lo), side="left")
+    stop = np.searchsorted(ev_comp, keys * span + np.searchsorted(axis, hi), side="left")
+    return (stop - start).astype(np.float64), cum_value[stop] - cum_value[start]
+
+
+def _number(doc: Any, name: str) -> float:
+    value = doc.get(name) if isinstance(doc, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0.0
+    return float(value) if np.isfinite(value) else 0.0
+
+
+def export_entries(rows: EntryRows, path: Path) -> int:
+    """Write the per-entry rows to ``path`` (``.parquet`` or ``.csv``); returns the number of rows.
+
+    Columns: customer_id, customer_key, instance_id, arm, layer, assigned_at, holdout_percent, reason,
+    entered_at, counted, converted, converted_at, revenue, pre_conversions, pre_revenue and the segment
+    attribute when one was asked for. Instants are UTC timestamps (empty when there is none).
+    """
+    import pyarrow as pa
+
+    suffix = path.suffix.lower()
+    if suffix not in (".parquet", ".csv"):
+        raise ValueError(f"{path}: the export format follows the extension, .parquet or .csv")
+
+    def instants(values: np.ndarray) -> pa.Array:
+        return pa.array(
+            np.where(values >= 0, values, 0).astype("datetime64[us]"),
+            type=pa.timestamp("us", tz="UTC"),
+            mask=values < 0,
+        )
+
+    columns: dict[str, pa.Array] = {
+        "customer_id": pa.array(rows.customer_id.tolist(), type=pa.string()),
+        "customer_key": pa.array(rows.customer_key),
+        "instance_id": pa.array(rows.instance_id),
+        "arm": pa.array(rows.arm.tolist(), type=pa.string()),
+        "layer": pa.array(rows.layer.tolist(), type=pa.string()),
+        "assigned_at": instants(rows.assigned_us),
+        "holdout_percent": pa.array(rows.holdout_percent, mask=np.isnan(rows.holdout_percent)),
+        "reason": pa.array(rows.reason.tolist(), type=pa.string()),
+        "entered_at": instants(rows.entered_us),
+        "counted": pa.array(rows.counted),
+        "converted": pa.array(rows.converted),
+        "converted_at": instants(rows.converted_us),
+        "revenue": pa.array(rows.revenue),
+        "pre_conversions": pa.array(rows.pre_conversions),
+        "pre_revenue": pa.array(rows.pre_revenue),
+    }
+    if rows.segment_column is not None and rows.segment is not None:
+        columns[rows.segment_column] = pa.array(
+            [None if v is None else str(v) for v in rows.segment.tolist()], type=pa.string()
+        )
+    table = pa.table(columns)
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        pq.write_table(table, path)
+    else:
+        import pyarrow.csv as pcsv
+
+        pcsv.write_csv(table, path)
+    return table.num_rows
