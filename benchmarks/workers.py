@@ -24,14 +24,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from pg_server import PostgresServer  # noqa: E402
 from sqlalchemy import text  # noqa: E402
-from steps_world import at  # noqa: E402
 from worker_runs import add_customers, add_due_instances, run_workers, write_journey  # noqa: E402
 
 from orchestrator.store import open_store  # noqa: E402
-
-T0 = at("2024-05-01T09:00:00Z")
+from orchestrator.testing import T0, PostgresServer  # noqa: E402
 
 
 def main() -> None:

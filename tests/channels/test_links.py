@@ -39,6 +39,9 @@ from orchestrator.ingest.feedback import REPEAT_WINDOW_US
 from orchestrator.store import Store, open_store
 from orchestrator.store.customers import customer_key, customer_records, upsert_customers
 
+#: Every test here runs on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.backends("sqlite", "postgres")
+
 OLD = ("k1", "old-secret-0123456789abcdef")
 NEW = ("k2", "new-secret-fedcba9876543210")
 T0 = at("2024-05-06T10:00:00Z")

@@ -18,6 +18,9 @@ from orchestrator.language import SpecError
 from orchestrator.language.policy_file import load_policy_text
 from orchestrator.store.customers import upsert_customers
 
+#: Every test here runs on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.backends("sqlite", "postgres")
+
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
 

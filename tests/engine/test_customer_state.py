@@ -4,6 +4,7 @@ equal a full read of the store."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from sqlalchemy import select
 
 from orchestrator.engine.customer_state import CustomerState
@@ -16,6 +17,9 @@ from orchestrator.store.customers import (
     max_revision,
     upsert_customers,
 )
+
+#: Every test here runs on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.backends("sqlite", "postgres")
 
 NOW = 1_700_000_000_000_000
 NAMES = ["id", "email", "consent_sms", "timezone", "tier", "spend", "vip", "tags"]

@@ -27,6 +27,9 @@ from orchestrator.clock import to_us
 from orchestrator.engine.dispatch import DispatchContext, DispatchReport, dispatch_queued
 from orchestrator.store import Store
 
+#: Every test here runs on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.backends("sqlite", "postgres")
+
 JOURNEY = """\
 id: texts
 version: 1

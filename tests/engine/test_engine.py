@@ -23,6 +23,9 @@ from orchestrator.measure.report import journey_report
 from orchestrator.store import Store
 from orchestrator.store.customers import upsert_customers
 
+#: Every test here runs on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.backends("sqlite", "postgres")
+
 T0 = datetime(2024, 5, 1, 9, 0, tzinfo=UTC)
 
 CART = """\

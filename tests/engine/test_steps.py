@@ -17,6 +17,9 @@ from orchestrator.engine.localtime import next_local_times
 from orchestrator.holdout import buckets
 from orchestrator.store.customers import upsert_customers
 
+#: Every test here runs on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.backends("sqlite", "postgres")
+
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
 

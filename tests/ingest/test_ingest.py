@@ -27,6 +27,9 @@ from orchestrator.store.customers import CUSTOMERS, customer_records, load_custo
 from orchestrator.store.events import EVENTS, load_event_frame
 from orchestrator.store.tables import IngestBatch
 
+#: Every test here runs on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.backends("sqlite", "postgres")
+
 INGEST_BATCHES = IngestBatch.__table__  # type: ignore[attr-defined]
 
 NOW = to_us(datetime(2023, 11, 15, tzinfo=UTC))

@@ -23,6 +23,9 @@ from orchestrator.store.customers import (
 )
 from orchestrator.store.events import EVENTS, event_type_ids, insert_events, load_event_frame
 
+#: Every test here runs on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.backends("sqlite", "postgres")
+
 NOW = 1_700_000_000_000_000
 
 

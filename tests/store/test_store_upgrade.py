@@ -12,6 +12,9 @@ from orchestrator.store.customers import CONSENTS, customer_records, ensure_cust
 from orchestrator.store.db import _add_column
 from orchestrator.store.tables import Customer
 
+#: Every test here runs on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.backends("sqlite", "postgres")
+
 
 def test_an_older_store_gets_the_columns_added_since(store: Store, backend: str) -> None:
     url = store.engine.url.render_as_string(hide_password=False)

@@ -1,6 +1,10 @@
 """A private PostgreSQL server for tests and benchmarks: Debian's binaries, a cluster in a temporary
 directory, a Unix socket in that directory only (no TCP), fsync off; stopped by pid.
 
+    server = PostgresServer.start()      # FileNotFoundError without initdb/pg_ctl
+    url = server.new_database()          # a fresh, empty database: pass it to open_store or World
+    server.stop()
+
 PostgreSQL refuses to run as root, so under root the cluster belongs to, and the server runs as, the
 unprivileged ``nobody`` user.
 """
@@ -56,6 +60,7 @@ class PostgresServer:
 
     @classmethod
     def start(cls, bin_dir: Path | None = None) -> PostgresServer:
+        """Create a cluster in a new temporary directory and start its server on a private socket."""
         bin_dir = bin_dir or postgres_bin()
         if bin_dir is None:
             raise FileNotFoundError("PostgreSQL binaries (initdb, pg_ctl) not found")
@@ -106,6 +111,7 @@ class PostgresServer:
         return cls(bin_dir, root, pid)
 
     def url(self, database: str) -> str:
+        """The SQLAlchemy URL of ``database`` on this server (through its socket)."""
         return f"postgresql+psycopg://postgres@/{database}?host={self.socket_dir}"
 
     def new_database(self, prefix: str = "t") -> str:

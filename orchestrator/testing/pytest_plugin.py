@@ -1,0 +1,144 @@
+"""The pytest plugin of ``orchestrator.testing``, registered as ``orchestrator`` through the ``pytest11``
+entry point: installing the package gives every test these fixtures.
+
+- ``clock``: a ``SimClock`` at ``T0``.
+- ``backend``: ``"sqlite"`` or ``"postgres"``, the store backend of this run of the test.
+- ``store_url``: a fresh, empty store of that backend (a SQLite file in ``tmp_path``, or a new database).
+- ``store``: that store, opened, disposed at teardown.
+- ``world``: a ``World`` in ``tmp_path`` on that store and the ``clock``, closed at teardown.
+- ``postgres_server`` / ``postgres_url``: the session's private PostgreSQL server and a new database on it.
+
+Backends. A test runs on the backend ``--backend`` names (default ``sqlite``), or on each backend its
+``backends`` marker names, once per backend:
+
+    pytestmark = pytest.mark.backends("sqlite", "postgres")   # every test of the module, on both
+
+A run on PostgreSQL carries the ``postgres`` marker (select with ``-m postgres``, skip with
+``-m "not postgres"``) and starts a private server once per session (``orchestrator.testing.postgres``).
+Without PostgreSQL binaries those runs are skipped, except when the ``CI`` environment variable is set,
+where they fail: CI must run them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:  # imported where used: loading the plugin stays cheap for every pytest run
+    from orchestrator.store import Store
+    from orchestrator.testing.clock import SimClock
+    from orchestrator.testing.postgres import PostgresServer
+    from orchestrator.testing.world import World
+
+BACKENDS = ("sqlite", "postgres")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("orchestrator", "orchestrator.testing")
+    group.addoption(
+        "--backend",
+        choices=BACKENDS,
+        default="sqlite",
+        help="store backend of tests without a 'backends' marker (default: sqlite)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "backends(*names): run the test once on each named store backend (sqlite, postgres)"
+    )
+    config.addinivalue_line(
+        "markers",
+        "postgres: needs PostgreSQL binaries (a private server is started); required when CI is set",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    marker = metafunc.definition.get_closest_marker("backends")
+    if marker is None or "backend" not in metafunc.fixturenames:
+        return
+    unknown = set(marker.args) - set(BACKENDS)
+    if unknown or not marker.args:
+        raise pytest.UsageError(f"backends marker: name one or more of {BACKENDS}, not {marker.args}")
+    metafunc.parametrize(
+        "backend",
+        [
+            pytest.param(name, marks=[pytest.mark.postgres] if name == "postgres" else [])
+            for name in marker.args
+        ],
+        indirect=True,
+    )
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One PostgreSQL cluster for the session (socket only, as ``nobody`` under root), stopped by pid."""
+    from orchestrator.testing.postgres import PostgresServer, postgres_bin
+
+    bin_dir = postgres_bin()
+    if bin_dir is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the PostgreSQL tests, but initdb/pg_ctl were not found")
+        pytest.skip("PostgreSQL binaries not installed")
+    server = PostgresServer.start(bin_dir)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """The URL of a fresh, empty database on the session's PostgreSQL server."""
+    return postgres_server.new_database()
+
+
+@pytest.fixture
+def backend(request: pytest.FixtureRequest) -> str:
+    """``sqlite`` or ``postgres``: the store backend of this run of the test."""
+    name: str = getattr(request, "param", None) or request.config.getoption("--backend")
+    return name
+
+
+@pytest.fixture
+def store_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """A fresh, empty store of the run's backend: ``tmp_path/world.db``, or a new PostgreSQL database."""
+    from orchestrator.store import sqlite_url
+
+    if backend == "postgres":
+        url: str = request.getfixturevalue("postgres_url")
+        return url
+    return sqlite_url(tmp_path / "world.db")
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[Store]:
+    """The run's store, opened (schema created), disposed at teardown."""
+    from orchestrator.store import open_store
+
+    opened = open_store(store_url)
+    try:
+        yield opened
+    finally:
+        opened.dispose()
+
+
+@pytest.fixture
+def clock() -> SimClock:
+    """A simulated clock at ``T0``; it moves only when told (``clock.advance("2h")``)."""
+    from orchestrator.testing.clock import SimClock
+
+    return SimClock()
+
+
+@pytest.fixture
+def world(tmp_path: Path, store_url: str, clock: SimClock) -> Iterator[World]:
+    """A ``World`` in ``tmp_path`` (journeys in ``tmp_path/journeys``) on the run's store and ``clock``."""
+    from orchestrator.testing.world import World
+
+    with World(tmp_path, store=store_url, clock=clock) as made:
+        yield made
