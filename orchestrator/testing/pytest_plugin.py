@@ -3,7 +3,8 @@ entry point: installing the package gives every test these fixtures.
 
 - ``clock``: a ``SimClock`` at ``T0``.
 - ``backend``: ``"sqlite"`` or ``"postgres"``, the store backend of this run of the test.
-- ``store_url``: a fresh, empty store of that backend (a SQLite file in ``tmp_path``, or a new database).
+- ``store_url``: a fresh, empty store of that backend (a SQLite file in ``tmp_path``, or a new database);
+  ``make_store_url(name)`` makes another one at each call.
 - ``store``: that store, opened, disposed at teardown.
 - ``world``: a ``World`` in ``tmp_path`` on that store and the ``clock``, closed at teardown.
 - ``postgres_server`` / ``postgres_url``: the session's private PostgreSQL server and a new database on it.
@@ -22,7 +23,7 @@ where they fail: CI must run them.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -105,14 +106,24 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def store_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
-    """A fresh, empty store of the run's backend: ``tmp_path/world.db``, or a new PostgreSQL database."""
+def make_store_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Callable[[str], str]:
+    """Make a fresh, empty store of the run's backend at each call: ``make_store_url("two")`` is
+    ``tmp_path/two.db`` on SQLite, a new database on PostgreSQL. For tests that need more than one store."""
     from orchestrator.store import sqlite_url
 
-    if backend == "postgres":
-        url: str = request.getfixturevalue("postgres_url")
-        return url
-    return sqlite_url(tmp_path / "world.db")
+    def make(name: str) -> str:
+        if backend == "postgres":
+            server: PostgresServer = request.getfixturevalue("postgres_server")
+            return server.new_database()
+        return sqlite_url(tmp_path / f"{name}.db")
+
+    return make
+
+
+@pytest.fixture
+def store_url(make_store_url: Callable[[str], str]) -> str:
+    """A fresh, empty store of the run's backend: ``tmp_path/world.db``, or a new PostgreSQL database."""
+    return make_store_url("world")
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ messages, holdout silence, conversions and the lift report."""
 from __future__ import annotations
 
 import textwrap
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +22,10 @@ from orchestrator.ingest import ingest_events_records
 from orchestrator.measure.report import journey_report
 from orchestrator.store import Store
 from orchestrator.store.customers import upsert_customers
+from orchestrator.testing import T0, World, customer, event
 
 #: Every test here runs on SQLite and on PostgreSQL.
 pytestmark = pytest.mark.backends("sqlite", "postgres")
-
-T0 = datetime(2024, 5, 1, 9, 0, tzinfo=UTC)
 
 CART = """\
 id: cart
@@ -67,53 +66,20 @@ def write_workspace(root: Path, journey: str = CART) -> Path:
     return root / "journeys"
 
 
-def customers(n: int) -> list[dict[str, Any]]:
+def shoppers(n: int) -> list[dict[str, Any]]:
+    """c0..c(n-1): c0 lives in France, c5 declined SMS."""
     return [
-        {
-            "id": f"c{i}",
-            "first_name": f"Name{i}",
-            "email": f"c{i}@example.com",
-            "phone": f"+4477009000{i:02d}",
-            "country": "FR" if i == 0 else "GB",
-            "consent_email": True,
-            "consent_sms": i != 5,
-        }
+        customer(f"c{i}", first_name=f"Name{i}", country="FR" if i == 0 else "GB", consent_sms=i != 5)
         for i in range(n)
     ]
 
 
-def event(cid: str, name: str, at: datetime, **props: Any) -> dict[str, Any]:
-    return {"customer_id": cid, "event": name, "ts": at, "properties": props}
-
-
-class World:
-    """A store, a workspace, an in-memory adapter and a simulated clock, ticked hour by hour."""
-
-    def __init__(self, store: Store, journeys: Path) -> None:
-        self.store = store
-        self.clock = SimulatedClock(T0)
-        self.adapter = MemoryAdapter()
-        self.engine = Engine(store, load_workspace([journeys]), ChannelRouter([self.adapter]), self.clock)
-
-    def events(self, records: list[dict[str, Any]]) -> None:
-        report = ingest_events_records(self.store, records, now_us=to_us(self.clock.now()))
-        assert report.rejected == 0, report.examples
-
-    def run_until(self, end: datetime, step: timedelta = timedelta(hours=1)) -> None:
-        while self.clock.now() <= end:
-            self.engine.tick()
-            self.clock.advance(step)
-
-    def rows(self, sql: str, **params: Any) -> list[Any]:
-        with self.store.connect() as conn:
-            return list(conn.execute(text(sql), params).all())
-
-
 @pytest.fixture
-def world(store: Store, tmp_path: Path) -> World:
-    with store.begin() as conn:
-        upsert_customers(conn, customers(12), now_us=to_us(T0))
-    return World(store, write_workspace(tmp_path))
+def world(world: World) -> World:
+    """The plugin's world with the cart workspace and twelve shoppers."""
+    write_workspace(world.folder)
+    world.add_customers(*shoppers(12))
+    return world
 
 
 def held_out(cid: str, percent: float = 30) -> bool:
@@ -124,12 +90,10 @@ def held_out(cid: str, percent: float = 30) -> bool:
 def test_cart_journey_end_to_end(world: World) -> None:
     ids = [f"c{i}" for i in range(12)]
     # Everyone adds a pair of shoes to a cart just before T0; c1 and c2 buy within the first wait.
-    world.events([event(cid, "add_to_cart", T0 - timedelta(minutes=30), category="shoes") for cid in ids])
-    world.events(
-        [
-            event("c1", "purchase", T0 + timedelta(minutes=40), amount=50.0),
-            event("c2", "purchase", T0 + timedelta(minutes=50), amount=20.0),
-        ]
+    world.add_events(*(event(c, "add_to_cart", T0 - timedelta(minutes=30), category="shoes") for c in ids))
+    world.add_events(
+        event("c1", "purchase", T0 + timedelta(minutes=40), amount=50.0),
+        event("c2", "purchase", T0 + timedelta(minutes=50), amount=20.0),
     )
     world.run_until(T0 + timedelta(days=2))
 
@@ -193,24 +157,23 @@ def test_cart_journey_end_to_end(world: World) -> None:
 
 
 def test_no_reentry_and_edge_triggered_entry(world: World) -> None:
-    world.events([event("c3", "add_to_cart", T0 - timedelta(minutes=5))])
+    world.add_events(event("c3", "add_to_cart", T0 - timedelta(minutes=5)))
     world.run_until(T0 + timedelta(hours=3))
     # The signal stays true for a day, but the customer enters once.
     assert world.rows("SELECT COUNT(*) FROM journey_instances")[0][0] == 1
     # A new cart two days later: re-entry is "never".
     world.clock.set(T0 + timedelta(days=2))
-    world.events([event("c3", "add_to_cart", T0 + timedelta(days=2) - timedelta(minutes=5))])
+    world.add_events(event("c3", "add_to_cart", T0 + timedelta(days=2) - timedelta(minutes=5)))
     world.run_until(T0 + timedelta(days=2, hours=3))
     assert world.rows("SELECT COUNT(*) FROM journey_instances")[0][0] == 1
 
 
-def test_reentry_after_exit(store: Store, tmp_path: Path) -> None:
-    with store.begin() as conn:
-        upsert_customers(conn, customers(4), now_us=to_us(T0))
-    w = World(store, write_workspace(tmp_path, CART.replace("reentry: never", "reentry: after_exit")))
-    w.events([event("c3", "add_to_cart", T0 - timedelta(minutes=5))])
+def test_reentry_after_exit(world: World) -> None:
+    w = world
+    write_workspace(w.folder, CART.replace("reentry: never", "reentry: after_exit"))
+    w.add_events(event("c3", "add_to_cart", T0 - timedelta(minutes=5)))
     w.run_until(T0 + timedelta(days=2))
-    w.events([event("c3", "add_to_cart", T0 + timedelta(days=2, minutes=10))])
+    w.add_events(event("c3", "add_to_cart", T0 + timedelta(days=2, minutes=10)))
     w.run_until(T0 + timedelta(days=2, hours=2))
     statuses = [r[0] for r in w.rows("SELECT status FROM journey_instances ORDER BY id")]
     assert statuses == ["completed", "active"]
@@ -220,7 +183,7 @@ def test_reentry_after_exit(store: Store, tmp_path: Path) -> None:
 
 def test_outbox_files_and_holdout_guard_at_send(store: Store, tmp_path: Path) -> None:
     with store.begin() as conn:
-        upsert_customers(conn, customers(12), now_us=to_us(T0))
+        upsert_customers(conn, shoppers(12), now_us=to_us(T0))
     clock = SimulatedClock(T0)
     outbox = tmp_path / "outbox"
     engine = Engine(
@@ -258,10 +221,10 @@ def test_outbox_files_and_holdout_guard_at_send(store: Store, tmp_path: Path) ->
 
 
 def test_report_arm_sizes_match_instances(world: World) -> None:
-    world.events(
-        [event(f"c{i}", "add_to_cart", T0 - timedelta(minutes=30), category="bags") for i in range(12)]
+    world.add_events(
+        *(event(f"c{i}", "add_to_cart", T0 - timedelta(minutes=30), category="bags") for i in range(12))
     )
-    world.events([event("c4", "purchase", T0 + timedelta(days=1), amount=80.0)])
+    world.add_events(event("c4", "purchase", T0 + timedelta(days=1), amount=80.0))
     world.run_until(T0 + timedelta(days=4))
     report = journey_report(world.store, "cart")
     assert report.lift is not None
@@ -342,7 +305,7 @@ def test_a_failing_journey_is_marked_failed_and_the_others_run(
 def test_a_journey_that_fails_at_any_step_is_undone_and_named_without_customer_values(
     world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str
 ) -> None:
-    world.events([event(f"c{i}", "add_to_cart", T0 - timedelta(minutes=5)) for i in range(1, 12)])
+    world.add_events(*(event(f"c{i}", "add_to_cart", T0 - timedelta(minutes=5)) for i in range(1, 12)))
     adapter = MemoryAdapter()
     workspace = load_workspace([with_hello(tmp_path / "w")])
     hello = workspace.plan("hello")
@@ -387,7 +350,7 @@ def test_a_journey_that_fails_at_any_step_is_undone_and_named_without_customer_v
 
 
 def test_a_clock_that_steps_back_is_refused_and_an_equal_instant_repeats_nothing(world: World) -> None:
-    world.events([event(f"c{i}", "add_to_cart", T0 - timedelta(minutes=5)) for i in range(1, 12)])
+    world.add_events(*(event(f"c{i}", "add_to_cart", T0 - timedelta(minutes=5)) for i in range(1, 12)))
     world.run_until(T0 + timedelta(hours=3))  # entries at T0, reminders at T0 + 2h
     before = world.rows("SELECT COUNT(*) FROM messages")[0][0], world.rows("SELECT COUNT(*) FROM ticks")[0][0]
     last = world.clock.now() - timedelta(hours=1)
@@ -403,7 +366,7 @@ def test_a_clock_that_steps_back_is_refused_and_an_equal_instant_repeats_nothing
 
 
 def test_instances_finish_on_the_version_they_entered(world: World, tmp_path: Path) -> None:
-    world.events([event("c3", "add_to_cart", T0 - timedelta(minutes=5), category="hats")])
+    world.add_events(event("c3", "add_to_cart", T0 - timedelta(minutes=5), category="hats"))
     world.engine.tick()  # c3 enters version 1 and waits two hours
     v2 = textwrap.dedent(CART).replace("version: 1", "version: 2").replace("wait: 2h", "wait: 5h")
     engine = Engine(

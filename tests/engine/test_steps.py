@@ -4,18 +4,19 @@ loops, each on a real SQLite file and a simulated clock."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from steps_world import CONSENTED, World, at, event, write_files
 
 from orchestrator.clock import to_us
 from orchestrator.engine.localtime import next_local_times
 from orchestrator.holdout import buckets
 from orchestrator.store.customers import upsert_customers
+from orchestrator.testing import World, at, customer, event
 
 #: Every test here runs on SQLite and on PostgreSQL.
 pytestmark = pytest.mark.backends("sqlite", "postgres")
@@ -25,17 +26,16 @@ DAY = timedelta(days=1)
 
 
 def people(*ids: str, **extra: dict[str, Any]) -> list[dict[str, Any]]:
-    return [
-        {"id": cid, "first_name": cid.title(), "email": f"{cid}@example.com", "phone": "+447700900123"}
-        | CONSENTED
-        | extra.get(cid, {})
-        for cid in ids
-    ]
+    """Customers named by id (first name the id in title case), with ``extra`` attributes per id."""
+    return [customer(cid, first_name=cid.title(), **extra.get(cid, {})) for cid in ids]
 
 
-def world(tmp_path: Path, files: dict[str, str], start: datetime, customers: list[dict[str, Any]]) -> World:
-    write_files(tmp_path, files)
-    return World(tmp_path, tmp_path / "journeys", start, customers)
+def build(world: World, files: dict[str, str], start: datetime, customers: list[dict[str, Any]]) -> World:
+    """``world`` with ``files`` written, its clock at ``start`` and ``customers`` added."""
+    world.write_files(files)
+    world.clock.set(start)
+    world.add_customers(*customers)
+    return world
 
 
 # ---------------------------------------------------------------------------------------------- waits
@@ -56,15 +56,15 @@ steps:
 
 
 @pytest.mark.parametrize("tick_hours", [6, 7])
-def test_wait_counts_from_the_send_and_does_not_drift(tmp_path: Path, tick_hours: int) -> None:
+def test_wait_counts_from_the_send_and_does_not_drift(world: World, tick_hours: int) -> None:
     t0 = at("2024-05-06T00:00:00Z")
-    w = world(
-        tmp_path,
+    w = build(
+        world,
         {"journeys/waits.yaml": WAITS, "templates/hello.txt": "Hello", "templates/again.txt": "Again"},
         t0,
         people("ann", "bob"),
     )
-    w.events(event("ann", "signup", t0 - HOUR), event("bob", "signup", t0 - HOUR))
+    w.add_events(event("ann", "signup", t0 - HOUR), event("bob", "signup", t0 - HOUR))
     w.run_until(t0 + DAY, timedelta(hours=tick_hours))
     # Parked at the wait step, due exactly three days after the email went out.
     rows = w.rows("SELECT state, wake_at_us, since_us FROM journey_instances")
@@ -74,7 +74,7 @@ def test_wait_counts_from_the_send_and_does_not_drift(tmp_path: Path, tick_hours
     first_tick_after = t0 + timedelta(hours=tick_hours * -(-72 // tick_hours))
     for cid in ("ann", "bob"):
         assert w.sends()[cid] == [("hello", t0), ("again", first_tick_after)]
-    assert {i["status"] for i in w.instances()} == {"completed"}
+    assert {i.status for i in w.instances()} == {"completed"}
 
 
 MORNING = """\
@@ -110,31 +110,31 @@ steps:
     ],
 )
 def test_wait_until_local_time_across_daylight_saving(
-    tmp_path: Path, zone: str | None, start: str, expected: str
+    world: World, zone: str | None, start: str, expected: str
 ) -> None:
     t0 = at(start)
-    w = world(
-        tmp_path,
+    w = build(
+        world,
         {"journeys/morning.yaml": MORNING % "", "templates/hello.txt": "Hello"},
         t0,
         people("ann", ann={"timezone": zone}),
     )
-    w.events(event("ann", "signup", t0 - HOUR))
+    w.add_events(event("ann", "signup", t0 - HOUR))
     w.run_until(t0 + 2 * DAY)
     assert w.sends() == {"ann": [("hello", at(expected))]}
 
 
-def test_wait_until_allowed_weekdays_and_default_timezone(tmp_path: Path) -> None:
+def test_wait_until_allowed_weekdays_and_default_timezone(world: World) -> None:
     weekdays = ", weekdays: [mon, tue, wed, thu, fri], default_timezone: America/Chicago"
     t0 = at("2024-03-08T23:00:00Z")  # Friday evening in New York, 23:00 in London
     zones = {"ny": "America/New_York", "ldn": "Europe/London", "nobody": None, "bad": "Not/AZone"}
-    w = world(
-        tmp_path,
+    w = build(
+        world,
         {"journeys/morning.yaml": MORNING % weekdays, "templates/hello.txt": "Hello"},
         t0,
         people(*zones, **{cid: {"timezone": z} for cid, z in zones.items()}),
     )
-    w.events(*(event(cid, "signup", t0 - HOUR) for cid in zones))
+    w.add_events(*(event(cid, "signup", t0 - HOUR) for cid in zones))
     w.run_until(t0 + 4 * DAY)
     # Not on the weekend: Monday 11 March, after New York's change to daylight time.
     assert w.sends() == {
@@ -197,7 +197,7 @@ steps:
 """
 
 
-def test_wait_until_a_date_attribute_plus_offset(tmp_path: Path) -> None:
+def test_wait_until_a_date_attribute_plus_offset(world: World) -> None:
     t0 = at("2024-05-06T00:00:00Z")
     dates = {
         "ann": "2024-06-15T09:00:00Z",
@@ -208,13 +208,13 @@ def test_wait_until_a_date_attribute_plus_offset(tmp_path: Path) -> None:
         "fay": "2024-06-20T11:00:00+02:00",
     }
     customers = people(*dates, **{c: ({"renewal_at": d} if d else {}) for c, d in dates.items()})
-    w = world(
-        tmp_path,
+    w = build(
+        world,
         {"journeys/renewal.yaml": ANNIVERSARY, "journeys/strict.yaml": STRICT, "templates/hello.txt": "Hi"},
         t0,
         customers,
     )
-    w.events(*(event(c, "signup", t0 - HOUR) for c in dates))
+    w.add_events(*(event(c, "signup", t0 - HOUR) for c in dates))
     w.run_until(t0 + 14 * DAY, timedelta(hours=3))
     # The date moves while ann waits: at the old wake-up the wait reads it again and waits on.
     with w.store.begin() as conn:
@@ -262,11 +262,11 @@ reentry: never
 """
 
 
-def test_wait_for_a_matching_event_with_a_timeout(tmp_path: Path) -> None:
+def test_wait_for_a_matching_event_with_a_timeout(world: World) -> None:
     t0 = at("2024-05-06T09:00:00Z")
     names = ("alice", "bob", "carol", "dave", "erin", "frank")
-    w = world(
-        tmp_path,
+    w = build(
+        world,
         {
             "journeys/carts.yaml": CARTS,
             "templates/cart.txt": "Cart {{ entry.cart_id }}, {{ customer.first_name }}",
@@ -275,7 +275,7 @@ def test_wait_for_a_matching_event_with_a_timeout(tmp_path: Path) -> None:
         people(*names),
     )
     m = timedelta(minutes=1)
-    w.events(
+    w.add_events(
         event("alice", "add_to_cart", t0 + 10 * m, cart_id="A1", category="shoes"),
         event("alice", "purchase", t0 + 60 * m, cart_id="A1", amount=50.0),
         event("bob", "add_to_cart", t0 + 10 * m, cart_id="B1", category="hats"),
@@ -290,7 +290,7 @@ def test_wait_for_a_matching_event_with_a_timeout(tmp_path: Path) -> None:
         event("frank", "add_to_cart", t0 + 10 * m, cart_id="F1", category="caps"),
     )
     w.run_until(t0 + 8 * HOUR, timedelta(minutes=30))
-    instances = {(i["customer"], i["key"]): (i["status"], i["reason"]) for i in w.instances()}
+    instances = {(i.customer, i.key): (i.status, i.reason) for i in w.instances()}
     assert instances == {
         ("alice", "A1"): ("exited", "wait_for bought: yes"),
         ("bob", "B1"): ("completed", "completed"),
@@ -326,29 +326,29 @@ reentry: after_exit
 """
 
 
-def test_event_entry_is_durable_pending_and_fresh_only(tmp_path: Path) -> None:
+def test_event_entry_is_durable_pending_and_fresh_only(world: World) -> None:
     t0 = at("2024-05-06T09:00:00Z")
-    w = world(
-        tmp_path,
+    w = build(
+        world,
         {"journeys/entries.yaml": ENTRIES, "templates/ping.txt": "{{ entry.cart_id }}"},
         t0,
         people("ann", "bob", "cy"),
     )
-    w.events(
+    w.add_events(
         event("ann", "add_to_cart", t0 + 3 * HOUR, cart_id="A"),  # stamped ahead: waits for its time
         event("bob", "add_to_cart", t0 - 5 * HOUR, cart_id="B"),  # too old when it arrives
         event("cy", "add_to_cart", t0 - 10 * timedelta(minutes=1), cart_id="C"),
     )
     w.run_until(t0 + 2 * HOUR)
-    assert [(i["customer"], i["key"]) for i in w.instances()] == [("cy", "C")]
+    assert [(i.customer, i.key) for i in w.instances()] == [("cy", "C")]
     w.restart()  # a new process: the cursor is in the store, nothing enters twice
     w.run_until(t0 + 5 * HOUR)
-    assert [(i["customer"], i["key"], i["entered"]) for i in w.instances()] == [
+    assert [(i.customer, i.key, i.entered) for i in w.instances()] == [
         ("cy", "C", t0 - 10 * timedelta(minutes=1)),
         ("ann", "A", t0 + 3 * HOUR),
     ]
     # The same cart again after the first instance finished: after_exit lets it in again.
-    w.events(event("cy", "add_to_cart", t0 + 5 * HOUR + timedelta(minutes=1), cart_id="C"))
+    w.add_events(event("cy", "add_to_cart", t0 + 5 * HOUR + timedelta(minutes=1), cart_id="C"))
     w.run_until(t0 + 8 * HOUR)
     assert [m.body for m in w.sent("cy")] == ["C", "C"]
     assert [m.body for m in w.sent("ann")] == ["A"]
@@ -391,7 +391,7 @@ steps:
 """
 
 
-def test_branches_on_attribute_metric_segment_and_event(tmp_path: Path) -> None:
+def test_branches_on_attribute_metric_segment_and_event(world: World) -> None:
     t0 = at("2024-05-06T09:00:00Z")
     extra = {
         "gil": {"tier": "gold", "country": "FR"},
@@ -401,8 +401,8 @@ def test_branches_on_attribute_metric_segment_and_event(tmp_path: Path) -> None:
         "old": {"country": "GB"},
         "oth": {"country": "GB"},
     }
-    w = world(tmp_path, {"journeys/b.yaml": BRANCHES, "templates/t.txt": "x"}, t0, people(*extra, **extra))
-    w.events(
+    w = build(world, {"journeys/b.yaml": BRANCHES, "templates/t.txt": "x"}, t0, people(*extra, **extra))
+    w.add_events(
         *(event(c, "signup", t0 - HOUR) for c in extra),
         event("sam", "purchase", t0 - DAY, amount=150.0),
         event("bea", "product_view", t0 + HOUR, category="shoes"),  # after entry
@@ -419,7 +419,7 @@ def test_branches_on_attribute_metric_segment_and_event(tmp_path: Path) -> None:
         "old": ["other"],
         "oth": ["other"],
     }
-    reasons = {i["customer"]: i["reason"] for i in w.instances()}
+    reasons = {i.customer: i.reason for i in w.instances()}
     assert reasons["old"] == "nothing special" and reasons["bea"] == "completed"
 
 
@@ -439,15 +439,22 @@ steps:
 """
 
 
-def test_random_split_is_deterministic_per_customer_and_entry(tmp_path: Path) -> None:
+def test_random_split_is_deterministic_per_customer_and_entry(
+    tmp_path: Path, make_store_url: Callable[[str], str]
+) -> None:
     t0 = at("2024-05-06T09:00:00Z")
     ids = [f"c{i:03d}" for i in range(200)]
     arms = []
     for run in ("one", "two"):
         folder = tmp_path / run
         folder.mkdir()
-        w = world(folder, {"journeys/s.yaml": SPLIT, "templates/t.txt": "x"}, t0, people(*ids))
-        w.events(*(event(c, "signup", t0 - HOUR) for c in ids))
+        w = build(
+            World(folder, store=make_store_url(run)),
+            {"journeys/s.yaml": SPLIT, "templates/t.txt": "x"},
+            t0,
+            people(*ids),
+        )
+        w.add_events(*(event(c, "signup", t0 - HOUR) for c in ids))
         w.run_until(t0)
         arms.append({c: sends[0][0] for c, sends in w.sends().items()})
         w.close()
@@ -478,12 +485,12 @@ goal: {event: purchase, within: 5d}
 """
 
 
-def test_exit_criteria_goal_exit_and_completion(tmp_path: Path) -> None:
+def test_exit_criteria_goal_exit_and_completion(world: World) -> None:
     t0 = at("2024-05-06T09:00:00Z")
     names = ("act", "buy", "all", "pre")
-    w = world(tmp_path, {"journeys/e.yaml": EXITS, "templates/t.txt": "x"}, t0, people(*names))
+    w = build(world, {"journeys/e.yaml": EXITS, "templates/t.txt": "x"}, t0, people(*names))
     assert w.engine.workspace.plan("exits").priority == 5
-    w.events(
+    w.add_events(
         *(event(c, "signup", t0 - HOUR) for c in ("act", "buy", "all")),
         event("pre", "activated", t0 - 2 * HOUR),  # already active: exit_when holds, so no entry
         event("pre", "signup", t0 - HOUR),
@@ -493,7 +500,7 @@ def test_exit_criteria_goal_exit_and_completion(tmp_path: Path) -> None:
     w.run_until(t0 + 3 * DAY)
     got = {c: [s for s, _ in sends] for c, sends in w.sends().items()}
     assert got == {"buy": ["first"], "all": ["first", "second"]}
-    finished = {i["customer"]: (i["status"], i["reason"]) for i in w.instances()}
+    finished = {i.customer: (i.status, i.reason) for i in w.instances()}
     assert finished == {
         "act": ("exited", "exit_when"),
         "buy": ("converted", "goal: purchase"),
@@ -516,12 +523,12 @@ reentry: after_exit
 """
 
 
-def test_segment_entry_and_a_monthly_loop_without_bursts(tmp_path: Path) -> None:
+def test_segment_entry_and_a_monthly_loop_without_bursts(world: World) -> None:
     t0 = at("2024-01-01T00:00:00Z")
     customers = people(
         "ann", "bob", "cy", ann={"status": "lapsed"}, bob={"status": "active"}, cy={"status": "lapsed"}
     )
-    w = world(tmp_path, {"journeys/m.yaml": MONTHLY, "templates/t.txt": "x"}, t0, customers)
+    w = build(world, {"journeys/m.yaml": MONTHLY, "templates/t.txt": "x"}, t0, customers)
     w.run_until(t0 + 40 * DAY, DAY)
     with w.store.begin() as conn:  # bob lapses: joining the segment enters him
         upsert_customers(conn, [{"id": "bob", "status": "lapsed"}], to_us(w.clock.now()))
@@ -536,6 +543,6 @@ def test_segment_entry_and_a_monthly_loop_without_bursts(tmp_path: Path) -> None
     w.clock.set(t0 + 200 * DAY)
     w.tick()
     assert [t for _, t in w.sends()["cy"]][-2:] == [t0 + 90 * DAY, t0 + 200 * DAY]
-    assert {i["customer"]: i["reason"] for i in w.instances() if i["status"] != "active"} == {
+    assert {i.customer: i.reason for i in w.instances() if i.status != "active"} == {
         "ann": "exit_when"
     }

@@ -115,7 +115,7 @@ def test_migrate_moves_instances_in_bulk_and_the_rest_finish_on_their_version(
     w.events(event("dee", "signup", w.clock.now() - timedelta(hours=1)))
     report = w.tick()
     assert report.journeys["nurture"].migrated == 2
-    versions = {i["customer"]: (i["version"], i["state"]) for i in w.instances()}
+    versions = {i.customer: (i.version, i.state) for i in w.instances()}
     assert versions == {
         "ann": (2, "long_rest"),
         "bob": (2, "long_rest"),
@@ -177,7 +177,7 @@ def test_migration_from_a_step_the_old_version_lacks_is_refused(
     started.restart(broken / "journeys")
     report = started.tick()  # the journey is marked failed; the tick itself goes on
     assert f"{where}: version 1 of 'nurture' has no step 'restt'" in report.failed["nurture"]
-    assert {i["version"] for i in started.instances()} == {1}  # nothing moved
+    assert {i.version for i in started.instances()} == {1}  # nothing moved
 
     # status shows it (table and JSON) and exits 1, for monitoring
     code, out, _ = cli(capsys, "status", "--db", db, "--now", "2024-05-09T01:00:00Z")

@@ -103,7 +103,7 @@ def test_high_value_winback(tmp_path: Path) -> None:
         ],
         new_york: [("offer", at(ny.format(6))), ("push", at(ny.format(9))), ("sms", at(ny.format(13)))],
     }
-    status = {i["customer"]: (i["status"], i["reason"]) for i in w.instances()}
+    status = {i.customer: (i.status, i.reason) for i in w.instances()}
     assert status[came_back] == ("exited", "wait_for visited_after_email: yes")
     assert status[pushed_back] == ("exited", "wait_for visited_after_push: yes")
     assert status[silent] == ("completed", "completed")  # bought the day after the SMS: still a conversion
@@ -157,7 +157,7 @@ def test_cart_abandonment_by_cart(tmp_path: Path) -> None:
         payment: [("reminder", four_and_a_half)],
         many: [("reminder", four_and_a_half), ("reminder", four_and_a_half)],
     }
-    carts = {(i["customer"], i["key"]): i["status"] for i in w.instances()}
+    carts = {(i.customer, i.key): i.status for i in w.instances()}
     assert carts == {
         (paid, "P1"): "converted",
         (other, "O1"): "exited",  # reminded, then bought that cart: a conversion all the same
@@ -203,7 +203,7 @@ def test_browse_intent(tmp_path: Path) -> None:
     assert push["title"] == "Still thinking about trail boots?"
     assert push["link"] == "shop://category/trail%20boots"
     assert w.sent(mailer)[0].subject == "New in trail boots, picked for you"
-    reasons = {i["customer"]: i["reason"] for i in w.instances()}
+    reasons = {i.customer: i.reason for i in w.instances()}
     assert reasons[bought] == "branch bought_that_category: yes" and casual not in reasons
 
 
@@ -242,7 +242,7 @@ def test_tier_at_risk_series_depends_on_where_they_dropped_off(tmp_path: Path) -
         revived: [("shipping_help", t0)],
         drifting: [("catch_up", t0 + 10 * DAY + 6 * HOUR)],
     }
-    status = {i["customer"]: (i["status"], i["reason"]) for i in w.instances()}
+    status = {i.customer: (i.status, i.reason) for i in w.instances()}
     assert status[revived] == ("exited", "exit_when")
     assert status[held] == ("completed", "completed")  # walked to the end, sent nothing
 
@@ -269,7 +269,7 @@ def test_tier_highly_active_and_lapsed(tmp_path: Path) -> None:
         ("reactivation", t0 + 60 * DAY),
     ]
     assert got[back] == [("reactivation", t0), ("reactivation", t0 + 30 * DAY)]
-    assert {i["customer"]: i["reason"] for i in w.instances() if i["customer"] == back} == {back: "exit_when"}
+    assert {i.customer: i.reason for i in w.instances() if i.customer == back} == {back: "exit_when"}
 
 
 # ---------------------------------------------------------------------------------------------- 5
@@ -313,7 +313,7 @@ def test_nps_loop(tmp_path: Path) -> None:
         "comment": "Too slow",
     }
     assert "Thank you for the 10!" in w.sent(fan, "referral")[0].body
-    status = {i["customer"]: (i["status"], i["reason"]) for i in w.instances()}
+    status = {i.customer: (i.status, i.reason) for i in w.instances()}
     assert status[critic] == ("exited", "handed to customer success")
     assert status[neutral] == ("exited", "branch promoter: no")
     assert status[silent] == ("exited", "wait_for response: no")
@@ -383,7 +383,7 @@ def test_onboarding_activation(tmp_path: Path, outbox: bool) -> None:
         later: [("day_2_nudge", t0 + 2 * DAY - HOUR)],
         partial: [("day_2_nudge", t0 + 2 * DAY - HOUR), ("day_5_email", t0 + 5 * DAY - HOUR)],
     }
-    status = {i["customer"]: (i["status"], i["reason"]) for i in w.instances()}
+    status = {i.customer: (i.status, i.reason) for i in w.instances()}
     assert status[quick] == ("exited", "exit_when")
     assert status[later] == ("converted", "goal: activated")
     assert stale not in status
