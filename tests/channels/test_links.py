@@ -20,31 +20,28 @@ from typing import Any
 
 import orjson
 import pytest
-import steps_world
 import uvicorn
 from starlette.applications import Starlette
-from steps_world import at, write_files
 
-from orchestrator.channels import ChannelRouter, EmailSettings, OutboxAdapter
+from orchestrator.channels import EmailSettings, OutboxAdapter
 from orchestrator.channels.links import MessageLinks, TrackingLinks, message_links
 from orchestrator.channels.mail import UnsubscribeLinks
 from orchestrator.channels.signing import Keyring, b64decode, b64encode
-from orchestrator.clock import SimulatedClock, to_us
+from orchestrator.clock import to_us
 from orchestrator.config import load_config, unsubscribe_missing
 from orchestrator.engine.preview import render_step
-from orchestrator.engine.tick import Engine
-from orchestrator.engine.workspace import load_workspace, unsubscribe_warnings, validate_paths
+from orchestrator.engine.workspace import unsubscribe_warnings, validate_paths
 from orchestrator.http.links import link_routes
 from orchestrator.ingest.feedback import REPEAT_WINDOW_US
-from orchestrator.store import Store, open_store
+from orchestrator.store import Store
 from orchestrator.store.customers import customer_key, customer_records, upsert_customers
+from orchestrator.testing import T0, SimClock, World, customer, write_files
 
 #: Every test here runs on SQLite and on PostgreSQL.
 pytestmark = pytest.mark.backends("sqlite", "postgres")
 
 OLD = ("k1", "old-secret-0123456789abcdef")
 NEW = ("k2", "new-secret-fedcba9876543210")
-T0 = at("2024-05-06T10:00:00Z")
 
 
 # -- tokens ---------------------------------------------------------------------------------------------
@@ -250,17 +247,15 @@ JOURNEYS = {
 
 
 def person(cid: str) -> dict[str, Any]:
-    return {"id": cid, "tier": "gold", "email": f"{cid}@example.com", "consent_email": True}
+    return customer(cid, tier="gold")
 
 
 class Shop:
     """A workspace with links configured, an outbox, a store and a simulated clock."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, store_url: str) -> None:
         write_files(folder, JOURNEYS)
         self.folder = folder
-        self.store: Store = open_store(steps_world.store_url(folder))
-        self.clock = SimulatedClock(T0)
         self.links = MessageLinks(
             UnsubscribeLinks(keys=Keyring([NEW, OLD]), url="https://shop.example/u", mailto="u@shop.example"),
             TrackingLinks(Keyring([NEW, OLD]), "https://t.shop.example"),
@@ -268,10 +263,11 @@ class Shop:
         settings = EmailSettings(sender="Shop <news@shop.example>", unsubscribe=self.links.unsubscribe)
         self.outbox = folder / "outbox"
         adapter = OutboxAdapter(self.outbox, email=settings, durable=False)
-        with self.store.begin() as conn:
-            upsert_customers(conn, [person("ann"), person("bob")], now_us=to_us(T0))
-        workspace = load_workspace([folder / "journeys"])
-        self.engine = Engine(self.store, workspace, ChannelRouter([adapter]), self.clock, links=self.links)
+        self.world = World(folder, store=store_url, clock=SimClock(T0), adapter=adapter, links=self.links)
+        self.world.add_customers(person("ann"), person("bob"))
+        self.store: Store = self.world.store
+        self.clock = self.world.clock
+        self.engine = self.world.engine
 
     def emails(self) -> dict[tuple[str, str], EmailMessage]:
         """(recipient, subject) -> the email in the outbox."""
@@ -306,8 +302,10 @@ def html_of(parsed: EmailMessage) -> str:
     return str(list(parsed.iter_parts())[1].get_content())
 
 
-def test_marketing_email_carries_unsubscribe_and_tracking_and_transactional_does_not(tmp_path: Path) -> None:
-    shop = Shop(tmp_path)
+def test_marketing_email_carries_unsubscribe_and_tracking_and_transactional_does_not(
+    tmp_path: Path, store_url: str
+) -> None:
+    shop = Shop(tmp_path, store_url)
     shop.engine.tick()
     mails = shop.emails()
     assert len(mails) == 4
@@ -333,8 +331,8 @@ def test_marketing_email_carries_unsubscribe_and_tracking_and_transactional_does
     )
 
 
-def test_preview_shows_the_links_dispatch_would_put(tmp_path: Path) -> None:
-    shop = Shop(tmp_path)
+def test_preview_shows_the_links_dispatch_would_put(tmp_path: Path, store_url: str) -> None:
+    shop = Shop(tmp_path, store_url)
     row = render_step(
         shop.engine.workspace, shop.store, "promo", "offer", shop.clock, "ann", links=shop.links
     )
@@ -389,8 +387,8 @@ def call(
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
 
-def test_one_click_unsubscribe_holds_before_the_next_send(tmp_path: Path, serve: Any) -> None:
-    shop = Shop(tmp_path)
+def test_one_click_unsubscribe_holds_before_the_next_send(tmp_path: Path, store_url: str, serve: Any) -> None:
+    shop = Shop(tmp_path, store_url)
     shop.engine.tick()
     port = serve(link_routes(shop.store, shop.links, shop.clock))
     link = re.findall(
@@ -456,8 +454,8 @@ def test_one_click_unsubscribe_holds_before_the_next_send(tmp_path: Path, serve:
     ]
 
 
-def test_an_older_customer_record_cannot_undo_an_opt_out(tmp_path: Path, serve: Any) -> None:
-    shop = Shop(tmp_path)
+def test_an_older_customer_record_cannot_undo_an_opt_out(tmp_path: Path, store_url: str, serve: Any) -> None:
+    shop = Shop(tmp_path, store_url)
     port = serve(link_routes(shop.store, shop.links, shop.clock))
     shop.clock.advance(timedelta(hours=1))
     assert (
@@ -535,8 +533,10 @@ def test_an_older_customer_record_cannot_undo_an_opt_out(tmp_path: Path, serve: 
     assert shop.record("zed")["consent_email"] is False
 
 
-def test_clicks_redirect_to_the_signed_url_only_and_become_events(tmp_path: Path, serve: Any) -> None:
-    shop = Shop(tmp_path)
+def test_clicks_redirect_to_the_signed_url_only_and_become_events(
+    tmp_path: Path, store_url: str, serve: Any
+) -> None:
+    shop = Shop(tmp_path, store_url)
     shop.engine.tick()
     port = serve(link_routes(shop.store, shop.links, shop.clock))
     html = html_of(shop.emails()[("ann@example.com", "Offer")])

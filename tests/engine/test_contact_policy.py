@@ -6,17 +6,16 @@ errors with file, line and column."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
-from steps_world import World, at, write_files
 
 from orchestrator.cli.why import explain
 from orchestrator.clock import from_us, to_us
 from orchestrator.language import SpecError
 from orchestrator.language.policy_file import load_policy_text
 from orchestrator.store.customers import upsert_customers
+from orchestrator.testing import World, at, customer
 
 #: Every test here runs on SQLite and on PostgreSQL.
 pytestmark = pytest.mark.backends("sqlite", "postgres")
@@ -38,17 +37,7 @@ def email(step: str, **extra: Any) -> str:
 
 def person(cid: str, **attrs: Any) -> dict[str, Any]:
     """A gold customer with every address and a recorded yes on every channel (unless ``attrs`` say)."""
-    return {
-        "id": cid,
-        "tier": "gold",
-        "email": f"{cid}@example.com",
-        "phone": "+447700900123",
-        "push_token": f"tok-{cid}",
-        "consent_email": True,
-        "consent_sms": True,
-        "consent_push": True,
-        **attrs,
-    }
+    return customer(cid, tier="gold", push_token=f"tok-{cid}", **attrs)
 
 
 def unrecorded(cid: str, **attrs: Any) -> dict[str, Any]:
@@ -63,7 +52,7 @@ def send(step: str, channel: str, **extra: Any) -> str:
 
 
 def make_world(
-    tmp_path: Path,
+    world: World,
     policy: str | None,
     journeys: dict[str, str],
     start: datetime,
@@ -73,8 +62,10 @@ def make_world(
     files["templates/t.txt"] = "Hello {{ customer.id }}"
     if policy is not None:
         files["policy.yaml"] = policy  # next to journeys/
-    write_files(tmp_path, files)
-    return World(tmp_path, tmp_path / "journeys", start, people)
+    world.write_files(files)
+    world.clock.set(start)
+    world.add_customers(*people)
+    return world
 
 
 def ledger(w: World) -> dict[tuple[str, str, str], tuple[str, str | None, datetime | None]]:
@@ -86,10 +77,10 @@ def ledger(w: World) -> dict[tuple[str, str, str], tuple[str, str | None, dateti
     return {(r[0], r[1], r[2]): (r[3], r[4], from_us(r[5]) if r[5] else None) for r in rows}
 
 
-def test_caps_hold_across_journeys_and_priority_decides(tmp_path: Path) -> None:
+def test_caps_hold_across_journeys_and_priority_decides(world: World) -> None:
     # "news" comes first in the ledger (its file sorts first), "promo" has the higher priority.
     w = make_world(
-        tmp_path,
+        world,
         "caps:\n  all: {per_day: 1}\n",
         {
             "news": journey("news", email("weekly")),
@@ -110,11 +101,11 @@ def test_caps_hold_across_journeys_and_priority_decides(tmp_path: Path) -> None:
     assert got[("ann", "receipt", "thanks")][0] == "sent"  # transactional: caps do not apply
 
 
-def test_daily_cap_counts_in_the_customers_own_day(tmp_path: Path) -> None:
+def test_daily_cap_counts_in_the_customers_own_day(world: World) -> None:
     twice = journey("twice", email("first") + "  - wait: 5h\n" + email("second"))
     t0 = at("2024-05-06T14:00:00Z")  # 23:00 in Tokyo, 07:00 in Los Angeles
     w = make_world(
-        tmp_path,
+        world,
         "caps:\n  email: {per_day: 1}\n",
         {"twice": twice},
         t0,
@@ -135,14 +126,14 @@ quiet_hours:
 """
 
 
-def test_quiet_hours_hold_and_drop_in_local_time_across_the_clock_change(tmp_path: Path) -> None:
+def test_quiet_hours_hold_and_drop_in_local_time_across_the_clock_change(world: World) -> None:
     steps = (
         "  - id: text\n    send: {channel: sms, template: t.txt}\n"
         '  - id: nudge\n    send: {channel: push, template: t.txt, title: "Hi"}\n'
     )
     t0 = at("2024-03-30T22:00:00Z")  # London: 22:00 GMT; clocks go forward at 01:00 UTC tonight
     w = make_world(
-        tmp_path,
+        world,
         QUIET,
         {"night": journey("night", steps)},
         t0,
@@ -161,10 +152,10 @@ def test_quiet_hours_hold_and_drop_in_local_time_across_the_clock_change(tmp_pat
     assert got[("nyc", "night", "nudge")] == ("sent", None, t0)
 
 
-def test_an_unsubscribe_takes_effect_before_the_next_send(tmp_path: Path) -> None:
+def test_an_unsubscribe_takes_effect_before_the_next_send(world: World) -> None:
     series = journey("series", email("one") + "  - wait: 1d\n" + email("two"))
     t0 = at("2024-05-06T10:00:00Z")
-    w = make_world(tmp_path, None, {"series": series}, t0, [person("ann"), person("bob")])
+    w = make_world(world, None, {"series": series}, t0, [person("ann"), person("bob")])
     w.tick()
     with w.store.begin() as conn:
         upsert_customers(conn, [{"id": "ann", "consent_email": False}], now_us=to_us(t0 + HOUR))
@@ -177,12 +168,12 @@ def test_an_unsubscribe_takes_effect_before_the_next_send(tmp_path: Path) -> Non
     assert [m.customer_id for m in w.adapter.sent] == ["ann", "bob", "bob"]  # type: ignore[attr-defined]
 
 
-def test_no_consent_on_record_means_no_marketing_message_by_default(tmp_path: Path) -> None:
+def test_no_consent_on_record_means_no_marketing_message_by_default(world: World) -> None:
     # No policy file: a missing consent is opt-in on every channel; a transactional send needs no record,
     # a recorded no stops both; a webhook is not a message to the customer.
     steps = send("mail", "email") + send("text", "sms") + send("ping", "push") + send("crm", "webhook")
     w = make_world(
-        tmp_path,
+        world,
         None,
         {
             "promo": journey("promo", steps),
@@ -210,7 +201,7 @@ def test_no_consent_on_record_means_no_marketing_message_by_default(tmp_path: Pa
     assert reasons["mail"] == ("suppressed", "no email consent on record (policy: opt-in)")
 
 
-def test_the_policy_declares_what_a_missing_consent_means_per_channel(tmp_path: Path) -> None:
+def test_the_policy_declares_what_a_missing_consent_means_per_channel(world: World) -> None:
     policy = (
         "consent:\n"
         "  missing: {email: opt_out, push: opt_in}\n"  # sms left out: opt-in
@@ -218,7 +209,7 @@ def test_the_policy_declares_what_a_missing_consent_means_per_channel(tmp_path: 
     )
     steps = send("mail", "email") + send("text", "sms") + send("ping", "push")
     w = make_world(
-        tmp_path,
+        world,
         policy,
         {
             "promo": journey("promo", steps),
@@ -237,14 +228,14 @@ def test_the_policy_declares_what_a_missing_consent_means_per_channel(tmp_path: 
     assert got[("cat", "notice", "alert")][0] == "sent"  # listed under transactional_without_consent
 
 
-def test_exclusions_no_journey_overrides(tmp_path: Path) -> None:
+def test_exclusions_no_journey_overrides(world: World) -> None:
     policy = (
         "exclusions:\n"
         "  - {name: vulnerable, when: vulnerable == true}\n"
         "  - {name: deceased, when: deceased == true, applies_to: all}\n"
     )
     w = make_world(
-        tmp_path,
+        world,
         policy,
         {
             "promo": journey("promo", email("offer"), priority=100),

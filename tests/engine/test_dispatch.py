@@ -17,7 +17,6 @@ from urllib.parse import parse_qs
 import pytest
 from channel_servers import LocalHttpServer, Reply, Request
 from sqlalchemy import Connection
-from steps_world import World, at, write_files
 
 from orchestrator.channels import HttpSmsAdapter, SmsRules
 from orchestrator.channels.base import ChannelRouter
@@ -26,6 +25,7 @@ from orchestrator.channels.memory import MemoryAdapter
 from orchestrator.clock import to_us
 from orchestrator.engine.dispatch import DispatchContext, DispatchReport, dispatch_queued
 from orchestrator.store import Store
+from orchestrator.testing import SimClock, World, at, write_files
 
 #: Every test here runs on SQLite and on PostgreSQL.
 pytestmark = pytest.mark.backends("sqlite", "postgres")
@@ -72,7 +72,7 @@ def provider() -> Iterator[tuple[Provider, LocalHttpServer]]:
         yield answers, server
 
 
-def sms_world(tmp_path: Path, server: LocalHttpServer) -> World:
+def sms_world(tmp_path: Path, store_url: str, server: LocalHttpServer) -> World:
     write_files(tmp_path, {"journeys/texts.yaml": JOURNEY, "templates/t.txt": "Hi {{ customer.id }}"})
     adapter = HttpSmsAdapter(
         server.url("/Messages.json"),
@@ -86,7 +86,9 @@ def sms_world(tmp_path: Path, server: LocalHttpServer) -> World:
         {"id": "good", "tier": "gold", "consent_sms": True, "phone": GOOD},
         {"id": "bad", "tier": "gold", "consent_sms": True, "phone": BAD},
     ]
-    return World(tmp_path, tmp_path / "journeys", at("2024-05-06T10:00:00Z"), people, adapter)
+    made = World(tmp_path, store=store_url, clock=SimClock(at("2024-05-06T10:00:00Z")), adapter=adapter)
+    made.add_customers(*people)
+    return made
 
 
 def rows(w: World) -> dict[tuple[str, str], tuple[Any, ...]]:
@@ -98,10 +100,10 @@ def rows(w: World) -> dict[tuple[str, str], tuple[Any, ...]]:
 
 
 def test_transient_errors_are_retried_and_permanent_ones_suppress_the_number(
-    tmp_path: Path, provider: tuple[Provider, LocalHttpServer]
+    tmp_path: Path, store_url: str, provider: tuple[Provider, LocalHttpServer]
 ) -> None:
     answers, server = provider
-    w = sms_world(tmp_path, server)
+    w = sms_world(tmp_path, store_url, server)
     t0 = w.clock.now()
     w.tick()
     got = rows(w)
@@ -130,16 +132,11 @@ def test_transient_errors_are_retried_and_permanent_ones_suppress_the_number(
     assert rows(w)[("good", "second")][0] == "queued"  # its own first attempt met a 503
 
 
-def test_dispatch_gives_up_after_the_last_attempt(tmp_path: Path) -> None:
+def test_dispatch_gives_up_after_the_last_attempt(tmp_path: Path, store_url: str) -> None:
     write_files(tmp_path, {"journeys/texts.yaml": JOURNEY, "templates/t.txt": "Hi"})
     adapter = MemoryAdapter()
-    w = World(
-        tmp_path,
-        tmp_path / "journeys",
-        at("2024-05-06T10:00:00Z"),
-        [{"id": "a", "tier": "gold", "consent_sms": True, "phone": GOOD}],
-        adapter,
-    )
+    w = World(tmp_path, store=store_url, clock=SimClock(at("2024-05-06T10:00:00Z")), adapter=adapter)
+    w.add_customers({"id": "a", "tier": "gold", "consent_sms": True, "phone": GOOD})
     adapter.fail_next(10, "retry", "provider down")
     w.tick()  # first attempt (default backoff)
     plan = w.engine.workspace.plans[0]
@@ -176,16 +173,11 @@ class CrashOnRecord:
             yield conn
 
 
-def _crashed_world(tmp_path: Path, adapter: MemoryAdapter) -> tuple[World, DispatchContext]:
+def _crashed_world(tmp_path: Path, store_url: str, adapter: MemoryAdapter) -> tuple[World, DispatchContext]:
     """One message handed to ``adapter``, then the process "dies" before recording the answer."""
     write_files(tmp_path, {"journeys/texts.yaml": JOURNEY, "templates/t.txt": "Hi {{ customer.tier }}"})
-    w = World(
-        tmp_path,
-        tmp_path / "journeys",
-        at("2024-05-06T10:00:00Z"),
-        [{"id": "a", "tier": "gold", "consent_sms": True, "phone": GOOD}],
-        adapter,
-    )
+    w = World(tmp_path, store=store_url, clock=SimClock(at("2024-05-06T10:00:00Z")), adapter=adapter)
+    w.add_customers({"id": "a", "tier": "gold", "consent_sms": True, "phone": GOOD})
     # Stepping alone: the ledger row is queued, with no content yet (rendering waits for dispatch).
     w.engine.dispatch = lambda limit=None: DispatchReport()  # type: ignore[method-assign]
     w.tick()
@@ -201,9 +193,11 @@ def _crashed_world(tmp_path: Path, adapter: MemoryAdapter) -> tuple[World, Dispa
     return w, context
 
 
-def test_a_crash_before_recording_resends_with_the_same_key_and_delivers_once(tmp_path: Path) -> None:
+def test_a_crash_before_recording_resends_with_the_same_key_and_delivers_once(
+    tmp_path: Path, store_url: str
+) -> None:
     adapter = MemoryAdapter()
-    w, context = _crashed_world(tmp_path, adapter)
+    w, context = _crashed_world(tmp_path, store_url, adapter)
     report = dispatch_queued(w.store, ChannelRouter([adapter]), w.clock, context)  # at_least_once: default
     assert (report.requeued, report.uncertain, report.delivered) == (1, 0, 1)
     status, reason, attempts, _, key, body = rows(w)[("a", "first")]
@@ -213,9 +207,10 @@ def test_a_crash_before_recording_resends_with_the_same_key_and_delivers_once(tm
 
 def test_at_most_once_a_message_in_flight_at_a_crash_is_uncertain_and_never_sent_again(
     tmp_path: Path,
+    store_url: str,
 ) -> None:
     adapter = MemoryAdapter()
-    w, context = _crashed_world(tmp_path, adapter)
+    w, context = _crashed_world(tmp_path, store_url, adapter)
     context.delivery = {"sms": "at_most_once"}
     report = dispatch_queued(w.store, ChannelRouter([adapter]), w.clock, context)
     assert (report.requeued, report.uncertain, report.delivered) == (0, 1, 0)
@@ -251,13 +246,14 @@ class Watching(MemoryAdapter):
     [("at_most_once", 0.0, 8), ("at_least_once", 0.2, 8), ("at_least_once", 0.0, 128)],
 )
 def test_each_small_group_is_marked_in_flight_before_the_provider_call_and_recorded_after(
-    tmp_path: Path, mode: str, delay_s: float, window: int
+    tmp_path: Path, store_url: str, mode: str, delay_s: float, window: int
 ) -> None:
     write_files(tmp_path, {"journeys/texts.yaml": JOURNEY, "templates/t.txt": "Hi"})
     people = [
         {"id": f"c{i}", "tier": "gold", "phone": f"+1415555{i:04d}", "consent_sms": True} for i in range(40)
     ]
-    w = World(tmp_path, tmp_path / "journeys", at("2024-05-06T10:00:00Z"), people)
+    w = World(tmp_path, store=store_url, clock=SimClock(at("2024-05-06T10:00:00Z")))
+    w.add_customers(*people)
     adapter = Watching(w.store, delay_s)
     w.engine.router = ChannelRouter([adapter])
     w.engine.delivery = {"sms": mode}  # type: ignore[dict-item]
@@ -285,6 +281,7 @@ steps:
 
 def test_messages_of_a_journey_left_out_of_the_workspace_stay_queued_without_starving_the_others(
     tmp_path: Path,
+    store_url: str,
 ) -> None:
     write_files(
         tmp_path,
@@ -293,7 +290,8 @@ def test_messages_of_a_journey_left_out_of_the_workspace_stay_queued_without_sta
     people = [
         {"id": f"c{i}", "tier": "gold", "phone": f"+1415555{i:04d}", "consent_sms": True} for i in range(1200)
     ]
-    w = World(tmp_path, tmp_path / "journeys", at("2024-05-06T10:00:00Z"), people)
+    w = World(tmp_path, store=store_url, clock=SimClock(at("2024-05-06T10:00:00Z")))
+    w.add_customers(*people)
     w.engine.dispatch = lambda limit=None: DispatchReport()  # type: ignore[method-assign]
     w.tick()  # 1,200 queued rows per journey; "other" comes first in the ledger
     first = w.rows("SELECT journey_id FROM messages ORDER BY id LIMIT 1")
