@@ -15,12 +15,7 @@ if not any(ep.name == "orchestrator" for ep in entry_points(group="pytest11")):
 
 
 @pytest.fixture(autouse=True)
-def _on_a_backend(backend: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+def _on_a_backend(backend: str) -> str:
     """Every test asks for the backend, so a module marked for both backends runs each of its tests on
     each (invariant 8: one suite, two backends), whether or not the test opens a store."""
-    if backend == "postgres":
-        import steps_world
-
-        server = request.getfixturevalue("postgres_server")
-        monkeypatch.setattr(steps_world, "store_url", lambda _folder: server.new_database())
     return backend

@@ -8,12 +8,12 @@ import threading
 from pathlib import Path
 
 import pytest
-from steps_world import World, at, write_files
 
 from orchestrator.channels.base import ChannelRouter, DeliveryResult, OutgoingMessage
 from orchestrator.channels.memory import MemoryAdapter
 from orchestrator.engine.dispatch import DispatchContext, DispatchReport, dispatch_queued
 from orchestrator.store import Store
+from orchestrator.testing import SimClock, World, at, write_files
 
 JOURNEY = """\
 id: texts
@@ -61,17 +61,19 @@ class Lanes(MemoryAdapter):
                 self.in_flight -= 1
 
 
-def world(tmp_path: Path, people: int) -> World:
+def texts_world(tmp_path: Path, people: int) -> World:
     write_files(tmp_path, {"journeys/texts.yaml": JOURNEY, "templates/t.txt": "Hi"})
     rows = [
         {"id": f"c{i}", "tier": "gold", "phone": f"+1415555{i:04d}", "consent_sms": True}
         for i in range(people)
     ]
-    return World(tmp_path, tmp_path / "journeys", at("2024-05-06T10:00:00Z"), rows)
+    made = World(tmp_path, clock=SimClock(at("2024-05-06T10:00:00Z")))
+    made.add_customers(*rows)
+    return made
 
 
 def test_a_wide_provider_gets_its_calls_in_flight_together(tmp_path: Path) -> None:
-    w = world(tmp_path, 80)
+    w = texts_world(tmp_path, 80)
     adapter = Lanes(w.store, concurrency=32, gather=32)
     w.engine.router = ChannelRouter([adapter])
     report = w.tick()
@@ -85,7 +87,7 @@ def test_a_wide_provider_gets_its_calls_in_flight_together(tmp_path: Path) -> No
 def test_the_context_mapping_sets_the_width_and_at_most_once_keeps_small_groups(
     tmp_path: Path, mode: str, most_marked: int
 ) -> None:
-    w = world(tmp_path, 40)
+    w = texts_world(tmp_path, 40)
     w.engine.dispatch = lambda limit=None: DispatchReport()  # type: ignore[method-assign]
     w.tick()  # stepping only: 40 rows queued
     adapter = Lanes(w.store, concurrency=32)

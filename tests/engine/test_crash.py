@@ -19,7 +19,6 @@ from types import ModuleType
 import orjson
 import pytest
 from sqlalchemy import text
-from steps_world import at, write_files
 
 from orchestrator.channels.base import ChannelRouter, DeliveryResult, OutgoingMessage
 from orchestrator.channels.outbox import OutboxAdapter
@@ -29,9 +28,9 @@ from orchestrator.engine.tick import Engine
 from orchestrator.engine.workspace import load_workspace
 from orchestrator.store import open_store, sqlite_url
 from orchestrator.store.customers import upsert_customers
+from orchestrator.testing import T0, at, write_files
 
 ROOT = Path(__file__).resolve().parents[2]
-T0 = at("2024-05-01T09:00:00Z")
 JOURNEY = """\
 id: hello
 version: 1

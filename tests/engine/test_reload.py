@@ -6,15 +6,13 @@ stand still on disk until a reload."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from steps_world import CONSENTED, World, at, write_files
 
 from orchestrator.engine.reload import Reloader, WorkspaceFiles, pin_templates
 from orchestrator.store.customers import upsert_customers
+from orchestrator.testing import World, customer
 
 JOURNEY = """\
 id: welcome
@@ -34,20 +32,16 @@ V2 = JOURNEY.replace("version: 1", "version: 2").replace('"Hello"', '"Hello agai
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
-    write_files(
-        tmp_path, {"journeys/welcome.yaml": JOURNEY, "templates/welcome.txt": "Hi {{ customer.id }}\n"}
-    )
-    w = World(tmp_path, tmp_path / "journeys", at("2024-05-01T09:00:00Z"), customers=customers(0, 3))
-    pin_templates(w.engine.workspace)
-    yield w
-    w.close()
+def world(world: World) -> World:
+    """The plugin's world (clock at T0) with the welcome journey and three customers."""
+    world.write_files({"journeys/welcome.yaml": JOURNEY, "templates/welcome.txt": "Hi {{ customer.id }}\n"})
+    world.add_customers(*customers(0, 3))
+    pin_templates(world.engine.workspace)
+    return world
 
 
 def customers(start: int, end: int) -> list[dict[str, Any]]:
-    return [
-        {"id": f"c{i}", "cohort": "x", "email": f"c{i}@example.com", **CONSENTED} for i in range(start, end)
-    ]
+    return [customer(f"c{i}", cohort="x") for i in range(start, end)]
 
 
 def join(world: World, start: int, end: int) -> None:

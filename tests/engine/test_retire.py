@@ -9,10 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from steps_world import World, at, write_files
 
 from orchestrator.cli import main
 from orchestrator.engine.dispatch import DispatchReport
+from orchestrator.testing import World, at
 
 WAITS = """\
 id: waits
@@ -35,7 +35,8 @@ steps:
   - id: hi
     send: {channel: sms, template: t.txt}
 """
-T0 = at("2024-05-06T10:00:00Z")
+#: The first tick; the commands below are given instants after it.
+START = at("2024-05-06T10:00:00Z")
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
@@ -45,9 +46,10 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> World:
-    write_files(
-        tmp_path,
+def world(world: World) -> World:
+    """The plugin's world with two journeys, 30 queued messages each at ``START``, none dispatched."""
+    world.clock.set(START)
+    world.write_files(
         {
             "journeys/waits.yaml": WAITS.format(version=1),
             "journeys/other.yaml": OTHER,
@@ -57,10 +59,10 @@ def world(tmp_path: Path) -> World:
     people = [
         {"id": f"c{i}", "tier": "gold", "phone": f"+1415555{i:04d}", "consent_sms": True} for i in range(30)
     ]
-    w = World(tmp_path, tmp_path / "journeys", T0, people)
-    w.engine.dispatch = lambda limit=None: DispatchReport()  # type: ignore[method-assign]
-    w.tick()  # 30 queued messages per journey, nothing dispatched yet
-    return w
+    world.add_customers(*people)
+    world.engine.dispatch = lambda limit=None: DispatchReport()  # type: ignore[method-assign]
+    world.tick()  # 30 queued messages per journey, nothing dispatched yet
+    return world
 
 
 def statuses(w: World) -> dict[str, int]:

@@ -8,11 +8,11 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from steps_world import World, at, event, write_files
 from tables import row, table
 
 from orchestrator.channels.memory import MemoryAdapter
 from orchestrator.cli import main
+from orchestrator.testing import SimClock, World, at, customer, event, write_files
 
 DAY = timedelta(days=1)
 T0 = at("2024-05-06T00:00:00Z")
@@ -59,7 +59,7 @@ migrate:
 
 
 def customers(*ids: str) -> list[dict[str, str]]:
-    return [{"id": c, "email": f"{c}@example.com", "consent_email": True} for c in ids]
+    return [customer(c) for c in ids]
 
 
 @pytest.fixture
@@ -67,8 +67,9 @@ def started(tmp_path: Path) -> World:
     """Version 1 running: ann and bob entered on day 0 (now resting), cy on day 1 (still pausing)."""
     write_files(tmp_path / "v1", {"journeys/nurture.yaml": V1, "templates/t.txt": "Hello"})
     write_files(tmp_path / "v2", {"journeys/nurture.yaml": V2, "templates/t.txt": "Hello"})
-    w = World(tmp_path, tmp_path / "v1" / "journeys", T0, customers("ann", "bob", "cy", "dee"))
-    w.events(
+    w = World(tmp_path, clock=SimClock(T0), journeys=tmp_path / "v1" / "journeys")
+    w.add_customers(*customers("ann", "bob", "cy", "dee"))
+    w.add_events(
         event("ann", "signup", T0 - timedelta(hours=1)),
         event("bob", "signup", T0 - timedelta(hours=1)),
         event("cy", "signup", T0 + DAY - timedelta(hours=1)),
@@ -112,7 +113,7 @@ def test_migrate_moves_instances_in_bulk_and_the_rest_finish_on_their_version(
 ) -> None:
     w = started
     w.restart(tmp_path / "v2" / "journeys")
-    w.events(event("dee", "signup", w.clock.now() - timedelta(hours=1)))
+    w.add_events(event("dee", "signup", w.clock.now() - timedelta(hours=1)))
     report = w.tick()
     assert report.journeys["nurture"].migrated == 2
     versions = {i.customer: (i.version, i.state) for i in w.instances()}
@@ -203,8 +204,9 @@ def test_status_shows_instances_due_waits_backlog_and_the_last_tick(
 ) -> None:
     write_files(tmp_path, {"journeys/nurture.yaml": V1, "templates/t.txt": "Hello"})
     adapter = MemoryAdapter()
-    w = World(tmp_path, tmp_path / "journeys", T0, customers("ann", "bob", "cy"), adapter)
-    w.events(*(event(c, "signup", T0 - timedelta(hours=1)) for c in ("ann", "bob", "cy")))
+    w = World(tmp_path, clock=SimClock(T0), adapter=adapter)
+    w.add_customers(*customers("ann", "bob", "cy"))
+    w.add_events(*(event(c, "signup", T0 - timedelta(hours=1)) for c in ("ann", "bob", "cy")))
     adapter.fail_next(2, "retry", "provider busy")  # two welcomes stay queued for a later attempt
     w.tick()
     db = f"sqlite:///{tmp_path / 'world.db'}"

@@ -9,10 +9,10 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from steps_world import CONSENTED, World, at, event, write_files
 
 from orchestrator.cli import main
 from orchestrator.store import sqlite_url
+from orchestrator.testing import SimClock, World, at, customer, event, write_files
 
 SHOP = """\
 id: shop
@@ -45,17 +45,11 @@ def shop(tmp_path: Path) -> World:
     write_files(tmp_path, FILES)
     t0 = at("2024-05-06T22:00:00Z")  # 23:00 in London: the SMS waits for 09:00
     people = [
-        {
-            "id": "ann",
-            "first_name": "Ann",
-            "email": "ann@example.com",
-            "phone": "+447700900123",
-            "timezone": "Europe/London",
-            **CONSENTED,
-        },
+        customer("ann", first_name="Ann", timezone="Europe/London"),
     ]
-    w = World(tmp_path, tmp_path / "journeys", t0, people)
-    w.events(event("ann", "add_to_cart", t0 - timedelta(minutes=5)))
+    w = World(tmp_path, clock=SimClock(t0))
+    w.add_customers(*people)
+    w.add_events(event("ann", "add_to_cart", t0 - timedelta(minutes=5)))
     w.tick()
     return w
 
@@ -74,7 +68,7 @@ def test_why_explains_entries_messages_delays_and_conversions(
     assert text["reason"].startswith("quiet hours for sms (21:00-09:00 local time): held until")
 
     shop.clock.set(at("2024-05-07T11:00:00Z"))
-    shop.events(event("ann", "purchase", at("2024-05-07T11:00:00Z"), amount=40.0))
+    shop.add_events(event("ann", "purchase", at("2024-05-07T11:00:00Z"), amount=40.0))
     shop.clock.set(at("2024-05-06T23:00:00Z"))
     shop.run_until(at("2024-05-07T12:00:00Z"))
     assert main(["why", "ann", "--journey", "shop", "--db", db]) == 0

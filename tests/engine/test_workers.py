@@ -13,7 +13,6 @@ from pathlib import Path
 import orjson
 import pytest
 from sqlalchemy import text
-from steps_world import at
 from worker_runs import add_customers, add_due_instances, run_workers, write_journey
 
 from orchestrator.channels.base import ChannelRouter
@@ -23,11 +22,11 @@ from orchestrator.engine.tick import Engine
 from orchestrator.engine.workers import Sharing
 from orchestrator.engine.workspace import load_workspace
 from orchestrator.store import leases, open_store
+from orchestrator.testing import T0
 
 pytestmark = pytest.mark.postgres
 
 ROOT = Path(__file__).resolve().parents[2]
-T0 = at("2024-05-01T09:00:00Z")
 
 
 def test_claims_are_disjoint_skip_locked_rows_and_expire(tmp_path: Path, postgres_url: str) -> None:

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import orjson
 import pytest
-from steps_world import write_files
 
 from orchestrator.cli import main
 from orchestrator.clock import SystemClock
 from orchestrator.store import open_store, sqlite_url
 from orchestrator.store.customers import upsert_customers
 from orchestrator.store.holder import StoreHeld, hold, holder, lock_path
+from orchestrator.testing import write_files
 
 JOURNEY = """\
 id: hello

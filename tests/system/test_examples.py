@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from steps_world import CONSENTED, World, at, event
 
 from orchestrator.channels.outbox import OutboxAdapter
 from orchestrator.engine.workspace import validate_paths
 from orchestrator.holdout import bucket, journey_seed
+from orchestrator.testing import SimClock, World, at, customer, event
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples" / "journeys"
@@ -35,19 +35,15 @@ def treated(journey_id: str, *ids: str) -> tuple[str, ...]:
 
 
 def person(cid: str, **attrs: Any) -> dict[str, Any]:
-    base = {
-        "id": cid,
-        "first_name": cid.title(),
-        "email": f"{cid}@example.com",
-        "phone": "+447700900123",
-        "push_token": f"tok-{cid}",
-        **CONSENTED,
-    }
-    return {**base, **attrs}
+    return customer(cid, **({"first_name": cid.title(), "push_token": f"tok-{cid}"} | attrs))
 
 
-def world(tmp_path: Path, file: str, start: datetime, customers: list[dict[str, Any]]) -> World:
-    return World(tmp_path, EXAMPLES / file, start, customers, OutboxAdapter(tmp_path / "outbox"))
+def example_world(tmp_path: Path, file: str, start: datetime, customers: list[dict[str, Any]]) -> World:
+    made = World(
+        tmp_path, clock=SimClock(start), journeys=EXAMPLES / file, adapter=OutboxAdapter(tmp_path / "outbox")
+    )
+    made.add_customers(*customers)
+    return made
 
 
 def steps(w: World) -> dict[str, list[tuple[str, datetime]]]:
@@ -72,7 +68,7 @@ def test_high_value_winback(tmp_path: Path) -> None:
     came_back, pushed_back, silent, new_york, small = treated(jid, "ann", "bob", "cyd", "nyc", "sml")
     held = held_out_id(jid)
     everyone = [came_back, pushed_back, silent, new_york, small, held]
-    w = world(
+    w = example_world(
         tmp_path,
         "high_value_winback.yaml",
         t0,
@@ -84,7 +80,7 @@ def test_high_value_winback(tmp_path: Path) -> None:
         # Ten sessions in the four weeks before the last two, two in the last two weeks: a 60% drop.
         history += [event(cid, "session_start", t0 - (20 + 2 * i) * DAY) for i in range(10)]
         history += [event(cid, "session_start", t0 - (5 + i) * DAY) for i in range(2)]
-    w.events(
+    w.add_events(
         *history,
         event(came_back, "session_start", at("2024-05-07T12:00:00Z")),  # within 3 days of the email
         event(pushed_back, "session_start", at("2024-05-11T12:00:00Z")),  # after the push
@@ -123,7 +119,7 @@ def test_cart_abandonment_by_cart(tmp_path: Path) -> None:
     paid, other, shipping, payment, many = treated(jid, "pat", "oli", "sue", "quin", "max")
     held = held_out_id(jid)
     everyone = [paid, other, shipping, payment, many, held]
-    w = world(tmp_path, "cart_abandonment.yaml", t0, [person(c) for c in everyone])
+    w = example_world(tmp_path, "cart_abandonment.yaml", t0, [person(c) for c in everyone])
     m = timedelta(minutes=1)
 
     def cart(cid: str, cart_id: str, at_: datetime) -> dict[str, Any]:
@@ -132,7 +128,7 @@ def test_cart_abandonment_by_cart(tmp_path: Path) -> None:
     def step(cid: str, cart_id: str, name: str, at_: datetime) -> dict[str, Any]:
         return event(cid, "checkout_step", at_, cart_id=cart_id, step=name)
 
-    w.events(
+    w.add_events(
         cart(paid, "P1", t0 + 10 * m),
         event(paid, "purchase", t0 + 60 * m, cart_id="P1", amount=80.0),  # the same cart: leaves
         cart(other, "O1", t0 + 10 * m),
@@ -186,7 +182,7 @@ def test_browse_intent(tmp_path: Path) -> None:
     everyone = [pusher, mailer, bought, other_buy, casual, held]
     customers = [person(c) for c in everyone]
     customers[1]["push_token"] = None  # the mailer has no app
-    w = world(tmp_path, "browse_intent.yaml", t0, customers)
+    w = example_world(tmp_path, "browse_intent.yaml", t0, customers)
     history = []
     for cid in everyone:
         views = 3 if cid == casual else 5
@@ -196,7 +192,7 @@ def test_browse_intent(tmp_path: Path) -> None:
         history += [event(cid, "wishlist_add", t0 - (i + 1) * HOUR, category="trail boots") for i in range(2)]
     history.append(event(bought, "purchase", t0 - 10 * DAY, category="trail boots", amount=90.0))
     history.append(event(other_buy, "purchase", t0 - 10 * DAY, category="hats", amount=20.0))
-    w.events(*history)
+    w.add_events(*history)
     w.run_until(t0)
     assert steps(w) == {pusher: [("push", t0)], mailer: [("email", t0)], other_buy: [("push", t0)]}
     push = json.loads(outbox_files(w, "push")[0].read_text())
@@ -218,7 +214,7 @@ def test_tier_at_risk_series_depends_on_where_they_dropped_off(tmp_path: Path) -
     )
     held = held_out_id(jid)
     everyone = [returner, checkout, carter, quiet, revived, drifting, held]
-    w = world(tmp_path, "tiers/at_risk.yaml", t0, [person(c) for c in everyone])
+    w = example_world(tmp_path, "tiers/at_risk.yaml", t0, [person(c) for c in everyone])
     history = []
     for cid in everyone:
         last = 20 if cid == drifting else 40  # drifting becomes at-risk ten days later
@@ -232,7 +228,7 @@ def test_tier_at_risk_series_depends_on_where_they_dropped_off(tmp_path: Path) -
         event(carter, "add_to_cart", t0 - 44 * DAY),
         event(revived, "session_start", t0 + 2 * DAY),  # active again before the push
     ]
-    w.events(*history)
+    w.add_events(*history)
     w.run_until(t0 + 14 * DAY, 6 * HOUR)
     assert steps(w) == {
         returner: [("return_help", t0)],
@@ -253,12 +249,13 @@ def test_tier_highly_active_and_lapsed(tmp_path: Path) -> None:
     gone, back = treated("tier_lapsed", "gon", "bak")
     customers = [person(keen, timezone="Asia/Tokyo"), person(busy), person(gone), person(back)]
     files = [EXAMPLES / "tiers" / "highly_active.yaml", EXAMPLES / "tiers" / "lapsed.yaml"]
-    w = World(tmp_path, files, t0, customers, OutboxAdapter(tmp_path / "outbox"))
+    w = World(tmp_path, clock=SimClock(t0), journeys=files, adapter=OutboxAdapter(tmp_path / "outbox"))
+    w.add_customers(*customers)
     history = [event(keen, "session_start", t0 - (i + 1) * DAY) for i in range(10)]
     history += [event(busy, "session_start", t0 - (i + 1) * 2 * DAY) for i in range(5)]  # only regular
     history += [event(c, "purchase", t0 - 100 * DAY, amount=10.0) for c in (gone, back)]
     history.append(event(back, "session_start", t0 + 45 * DAY))  # comes back after a month and a half
-    w.events(*history)
+    w.add_events(*history)
     w.run_until(t0 + 75 * DAY, 12 * HOUR)
     got = steps(w)
     assert got[keen] == [("early_access", at("2024-05-07T00:00:00Z"))]  # 09:00 in Tokyo
@@ -284,7 +281,7 @@ def test_nps_loop(tmp_path: Path) -> None:
         person(c, first_purchase_at=first.isoformat()) for c in (critic, fan, neutral, silent, veteran)
     ]
     customers.append(person(undated))
-    w = world(tmp_path, "nps_loop.yaml", t0, customers)
+    w = example_world(tmp_path, "nps_loop.yaml", t0, customers)
     history = [event(c, "purchase", first, amount=25.0) for c in (critic, fan, neutral, silent, undated)]
     history.append(event(veteran, "purchase", t0 - 200 * DAY, amount=25.0))
     survey_at = first + 90 * DAY
@@ -295,7 +292,7 @@ def test_nps_loop(tmp_path: Path) -> None:
         event(fan, "nps_response", survey_at + 2 * DAY, score=10),
         event(neutral, "nps_response", survey_at + DAY, score=7),
     ]
-    w.events(*history)
+    w.add_events(*history)
     w.run_until(t0 + 30 * DAY)
     responded = survey_at + DAY + HOUR  # the first tick after the response
     assert steps(w) == {
@@ -329,7 +326,7 @@ def test_replenishment(tmp_path: Path) -> None:
     t0 = at("2024-05-06T09:00:00Z")
     pusher, mailer, texter, recent = treated(jid, "pia", "mae", "tex", "rec")
     customers = [person(pusher), person(mailer, push_token=None), person(texter, email=None), person(recent)]
-    w = world(tmp_path, "replenishment.yaml", t0, customers)
+    w = example_world(tmp_path, "replenishment.yaml", t0, customers)
     history = []
     for cid in (pusher, mailer, texter):
         history += [
@@ -345,7 +342,7 @@ def test_replenishment(tmp_path: Path) -> None:
     history += [event(pusher, "push_open", t0 - (i + 1) * DAY) for i in range(3)]
     history += [event(pusher, "email_open", t0 - 2 * DAY)]
     history.append(event(mailer, "refill_purchase", t0 + 3 * DAY, product="coffee pods", amount=18.0))
-    w.events(*history)
+    w.add_events(*history)
     w.run_until(t0 + 70 * DAY, DAY)
     # Refills of each product every 85 days: the median gap is 85 days; "recent" last bought 30 days
     # before t0, so its interval passes 55 days later (not 10, as gaps across products would say).
@@ -367,9 +364,11 @@ def test_onboarding_activation(tmp_path: Path, outbox: bool) -> None:
     jid = "onboarding_activation"
     t0 = at("2024-05-06T09:00:00Z")
     idle, quick, later, partial, stale = treated(jid, "ida", "qui", "lat", "par", "sta")
-    w = world(tmp_path, "onboarding.yaml", t0, [person(c) for c in (idle, quick, later, partial, stale)])
+    w = example_world(
+        tmp_path, "onboarding.yaml", t0, [person(c) for c in (idle, quick, later, partial, stale)]
+    )
     core = ("create_project", "invite_teammate", "connect_integration")
-    w.events(
+    w.add_events(
         *(event(c, "signup", t0 - HOUR) for c in (idle, quick, later, partial)),
         *(event(quick, name, t0 + (i + 1) * HOUR) for i, name in enumerate(core)),
         *(event(later, name, t0 + 3 * DAY + i * HOUR) for i, name in enumerate(core)),
