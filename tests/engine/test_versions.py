@@ -15,7 +15,8 @@ from orchestrator.cli import main
 from orchestrator.testing import SimClock, World, at, customer, event, write_files
 
 DAY = timedelta(days=1)
-T0 = at("2024-05-06T00:00:00Z")
+#: Day 0 of these tests, at midnight: the commands below are given instants counted from it.
+START = at("2024-05-06T00:00:00Z")
 
 V1 = """\
 id: nurture
@@ -67,14 +68,14 @@ def started(tmp_path: Path) -> World:
     """Version 1 running: ann and bob entered on day 0 (now resting), cy on day 1 (still pausing)."""
     write_files(tmp_path / "v1", {"journeys/nurture.yaml": V1, "templates/t.txt": "Hello"})
     write_files(tmp_path / "v2", {"journeys/nurture.yaml": V2, "templates/t.txt": "Hello"})
-    w = World(tmp_path, clock=SimClock(T0), journeys=tmp_path / "v1" / "journeys")
+    w = World(tmp_path, clock=SimClock(START), journeys=tmp_path / "v1" / "journeys")
     w.add_customers(*customers("ann", "bob", "cy", "dee"))
     w.add_events(
-        event("ann", "signup", T0 - timedelta(hours=1)),
-        event("bob", "signup", T0 - timedelta(hours=1)),
-        event("cy", "signup", T0 + DAY - timedelta(hours=1)),
+        event("ann", "signup", START - timedelta(hours=1)),
+        event("bob", "signup", START - timedelta(hours=1)),
+        event("cy", "signup", START + DAY - timedelta(hours=1)),
     )
-    w.run_until(T0 + 2 * DAY + timedelta(hours=12), timedelta(hours=12))
+    w.run_until(START + 2 * DAY + timedelta(hours=12), timedelta(hours=12))
     return w
 
 
@@ -134,24 +135,24 @@ def test_migrate_moves_instances_in_bulk_and_the_rest_finish_on_their_version(
         "finish on version 1 (the migration from it was applied at its first tick)",
     )
     assert fates[(2, "long_rest")][0] == "current"
-    w.run_until(T0 + 20 * DAY, timedelta(hours=12))
+    w.run_until(START + 20 * DAY, timedelta(hours=12))
     got = {
         cid: [(v, s, subject, created) for v, s, subject, created in rows]
         for cid, rows in _messages(w).items()
     }
-    day3 = T0 + 3 * DAY
+    day3 = START + 3 * DAY
     assert got["ann"] == [
-        (1, "welcome", "Welcome", T0),
-        (1, "tips", "Tips", T0 + 2 * DAY),
+        (1, "welcome", "Welcome", START),
+        (1, "tips", "Tips", START + 2 * DAY),
         # The ten-day rest counts from when ann reached the old rest step, on day 2.
-        (2, "offer", "A better offer", T0 + 12 * DAY),
+        (2, "offer", "A better offer", START + 12 * DAY),
     ]
     assert got["cy"] == [
-        (1, "welcome", "Welcome", T0 + DAY),
+        (1, "welcome", "Welcome", START + DAY),
         (1, "tips", "Tips", day3),
         (1, "offer", "Offer", day3 + 5 * DAY),
     ]
-    dee_in = T0 + 3 * DAY
+    dee_in = START + 3 * DAY
     assert got["dee"] == [
         (2, "welcome", "Welcome!", dee_in),
         (2, "tips", "Tips", dee_in + DAY),
@@ -204,9 +205,9 @@ def test_status_shows_instances_due_waits_backlog_and_the_last_tick(
 ) -> None:
     write_files(tmp_path, {"journeys/nurture.yaml": V1, "templates/t.txt": "Hello"})
     adapter = MemoryAdapter()
-    w = World(tmp_path, clock=SimClock(T0), adapter=adapter)
+    w = World(tmp_path, clock=SimClock(START), adapter=adapter)
     w.add_customers(*customers("ann", "bob", "cy"))
-    w.add_events(*(event(c, "signup", T0 - timedelta(hours=1)) for c in ("ann", "bob", "cy")))
+    w.add_events(*(event(c, "signup", START - timedelta(hours=1)) for c in ("ann", "bob", "cy")))
     adapter.fail_next(2, "retry", "provider busy")  # two welcomes stay queued for a later attempt
     w.tick()
     db = f"sqlite:///{tmp_path / 'world.db'}"

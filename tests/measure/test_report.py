@@ -34,7 +34,8 @@ from orchestrator.store import journeys as sj
 from orchestrator.store import open_store, sqlite_url
 from orchestrator.store.customers import upsert_customers
 
-T0 = datetime(2024, 3, 1, tzinfo=UTC)
+#: Entries start at midnight: the daily rows below count whole days from here.
+START = datetime(2024, 3, 1, tzinfo=UTC)
 DAY = timedelta(days=1)
 TOL = 1e-9
 
@@ -80,7 +81,7 @@ def build_store(
     ids = [f"c{i:05d}" for i in range(n)]
     tiers = rng.choice(["gold", "silver", "bronze"], n)
     propensity = rng.gamma(1.5, 1.0, n)
-    entered = to_us(T0) + rng.integers(0, 14 * 86400, n) * 1_000_000
+    entered = to_us(START) + rng.integers(0, 14 * 86400, n) * 1_000_000
     with store.begin() as conn:
         upsert_customers(conn, [{"id": c, "tier": t} for c, t in zip(ids, tiers.tolist(), strict=True)], 0)
     pre_events = []
@@ -95,9 +96,9 @@ def build_store(
                     "properties": {"amount": round(float(rng.gamma(2.0, 15.0)), 2)},
                 }
             )
-    report = ingest_events_records(store, pre_events, now_us=to_us(T0))
+    report = ingest_events_records(store, pre_events, now_us=to_us(START))
     assert report.rejected == 0
-    first_week = entered < to_us(T0 + 7 * DAY)
+    first_week = entered < to_us(START + 7 * DAY)
     arms_a = assign_arms("welcome", ids, percents[0], global_percent)
     arms_b = assign_arms("welcome", ids, percents[1], global_percent)
     held = np.where(first_week, arms_a.held_out, arms_b.held_out)
@@ -153,7 +154,7 @@ def build_store(
                         "r": float(revenue[i]),
                     },
                 )
-        as_of = T0 + 16 * DAY
+        as_of = START + 16 * DAY
         conn.execute(
             text("INSERT INTO ticks (now_us, seconds, summary) VALUES (:t, 0.1, '{}')"), {"t": to_us(as_of)}
         )
@@ -370,12 +371,12 @@ def test_report_usage_errors(built: Built, capsys: pytest.CaptureFixture[str], t
 def test_report_as_of_an_earlier_instant(built: Built) -> None:
     store = open_store(built.url, create=False)
     try:
-        early = journey_report(store, "welcome", as_of_us=to_us(T0 + 5 * DAY))
+        early = journey_report(store, "welcome", as_of_us=to_us(START + 5 * DAY))
         late = journey_report(store, "welcome")
     finally:
         store.dispose()
     assert early.matured < late.matured and early.entries < late.entries
-    assert early.rows is not None and bool((early.rows.converted_us < to_us(T0 + 5 * DAY)).all())
+    assert early.rows is not None and bool((early.rows.converted_us < to_us(START + 5 * DAY)).all())
 
 
 # --- HTML in a real browser ----------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from orchestrator.signals.log import EventLog, property_uses
 
 H = 3600 * 1_000_000
 DAY = 24 * H
-T0 = 1_700_000_000 * 1_000_000
+NOW_US = 1_700_000_000 * 1_000_000
 TYPES = ["session", "buy", "cart", "nps", "csat", "ces", "refund", "click"]
 
 METRICS = {
@@ -98,7 +98,7 @@ def test_builtins_incremental_equal_from_scratch(seed: int) -> None:
     aggregates = IncrementalAggregates(calls, log)
     # Everything the built-ins rest on is kept up to date incrementally; only min/max are recomputed.
     assert not aggregates._rebuilt
-    now, n_customers, last_id = T0, 30, 0
+    now, n_customers, last_id = NOW_US, 30, 0
     cats = ["shoes", "bags"]
     checked = 0
     for i, step in enumerate([2 * H, 5 * H, 0, 2 * DAY, 7 * H, -9 * H, 1 * H, 4 * DAY, 3 * H]):

@@ -15,7 +15,7 @@ from orchestrator.signals.log import EventLog, property_uses
 
 H = 3600 * 1_000_000
 DAY = 24 * H
-T0 = 1_700_000_000 * 1_000_000
+NOW_US = 1_700_000_000 * 1_000_000
 TYPES = ["view", "buy", "cart", "survey"]
 
 METRICS = {
@@ -72,7 +72,7 @@ def test_kept_conditions_equal_full_evaluations(seed: int) -> None:
     log = EventLog(numeric, categorical)
     aggregates = IncrementalAggregates(calls, log)
     kept = IncrementalConditions(aggregates, horizon_us=8 * H)
-    n, now, last_id = 400, T0, 0
+    n, now, last_id = 400, NOW_US, 0
     log.append_frame(batch(rng, 6000, n, now - 6 * DAY, now), last_id := last_id + 6000)
     vip = rng.random(n) < 0.1
     steps = [H, 30 * 60 * 1_000_000, 2 * H, 5 * H, H, 9 * H, -2 * H, H, 3 * H, 7 * H, H, H]
@@ -116,7 +116,7 @@ def test_short_ticks_touch_few_customers() -> None:
     log = EventLog(*property_uses(calls))
     aggregates = IncrementalAggregates(calls, log)
     kept = IncrementalConditions(aggregates, horizon_us=6 * H)
-    n, now, last_id = 2000, T0, 0
+    n, now, last_id = 2000, NOW_US, 0
     log.append_frame(batch(rng, 40_000, n, now - 6 * DAY, now), last_id := last_id + 40_000)
     shares = []
     for _ in range(20):
@@ -144,7 +144,7 @@ def test_a_condition_reevaluates_only_customers_its_own_events_touched() -> None
     log = EventLog(*property_uses(calls))
     aggregates = IncrementalAggregates(calls, log)
     kept = IncrementalConditions(aggregates, horizon_us=6 * H)
-    n, now = 1000, T0
+    n, now = 1000, NOW_US
     log.append_frame(batch(rng, 5000, n, now - DAY, now), 5000)
     aggregates.advance(now)
     customers = CustomerFrame(n, np.arange(n) > 0)

@@ -13,7 +13,7 @@ from orchestrator.signals.log import EventLog, property_uses
 
 H = 3600 * 1_000_000
 DAY = 24 * H
-T0 = 1_700_000_000 * 1_000_000
+NOW_US = 1_700_000_000 * 1_000_000
 
 EXPRESSIONS = [
     "count(view, within=2d)",
@@ -109,7 +109,7 @@ def test_incremental_equals_from_scratch(seed: int, n_customers: int, per_tick: 
     log = EventLog(numeric, categorical)
     aggregates = IncrementalAggregates(calls, log)
     frames: list[EventFrame] = []
-    now = T0
+    now = NOW_US
     cats = ["shoes", "bags", "hats"]
     last_id = 0
     # More ticks than the log keeps segments, so merging happens while aggregates are kept current.
