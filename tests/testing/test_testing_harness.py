@@ -3,13 +3,15 @@ readers and assertions on a small journey, and the pytest plugin's backends mark
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
+from pathlib import Path
 
 import phonenumbers
 import pytest
 
 import orchestrator.testing
-from orchestrator.testing import T0, SimClock, World, at, customer, event, phone_for
+from orchestrator.testing import T0, SimClock, World, at, customer, event, phone_for, postgres_bin
 
 pytest_plugins = ["pytester"]
 
@@ -164,3 +166,19 @@ def test_a_backends_marker_naming_an_unknown_backend_is_refused(pytester: pytest
     )
     result = pytester.runpytest("--collect-only", "-q")
     assert result.ret != 0 and "backends marker" in result.stdout.str() + result.stderr.str()
+
+
+def readme_example() -> str:
+    """The Python block of the README's "Testing your journeys" section."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Testing your journeys", 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+@pytest.mark.parametrize("backend_option", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_the_readme_example_passes(pytester: pytest.Pytester, backend_option: str) -> None:
+    if backend_option == "postgres" and postgres_bin() is None and not os.environ.get("CI"):
+        pytest.skip("PostgreSQL binaries not installed")
+    pytester.makepyfile(test_cart=readme_example())
+    result = pytester.runpytest("-p", "no:cacheprovider", "--backend", backend_option)
+    result.assert_outcomes(passed=1)
