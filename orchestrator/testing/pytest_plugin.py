@@ -9,8 +9,9 @@ entry point: installing the package gives every test these fixtures.
 - ``world``: a ``World`` in ``tmp_path`` on that store and the ``clock``, closed at teardown.
 - ``postgres_server`` / ``postgres_url``: the session's private PostgreSQL server and a new database on it.
 
-Backends. A test runs on the backend ``--backend`` names (default ``sqlite``), or on each backend its
-``backends`` marker names, once per backend:
+Backends. A test that uses the store (through ``backend``, ``store_url``, ``store`` or ``world``) runs on
+the backend ``--backend`` names (default ``sqlite``), or once on each backend its ``backends`` marker
+names:
 
     pytestmark = pytest.mark.backends("sqlite", "postgres")   # every test of the module, on both
 
@@ -73,6 +74,17 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         ],
         indirect=True,
     )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under ``--backend postgres``, the runs of unmarked tests on the store are PostgreSQL runs too."""
+    if config.getoption("--backend") != "postgres":
+        return
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        chosen = callspec is not None and "backend" in callspec.params
+        if "backend" in getattr(item, "fixturenames", ()) and not chosen:
+            item.add_marker(pytest.mark.postgres)
 
 
 @pytest.fixture(scope="session")

@@ -156,6 +156,8 @@ def test_backend_option_sets_the_backend_of_unmarked_tests(pytester: pytest.Pyte
     pytester.makepyfile(test_unmarked=UNMARKED)
     assert "backend sqlite" in pytester.runpytest("-s").stdout.str()
     assert "backend postgres" in pytester.runpytest("-s", "--backend", "postgres").stdout.str()
+    marked = pytester.runpytest("--collect-only", "-q", "-m", "postgres", "--backend", "postgres")
+    assert [line for line in marked.outlines if "::" in line] == ["test_unmarked.py::test_default"]
     refused = pytester.runpytest("--backend", "oracle")
     assert refused.ret != 0 and "invalid choice" in refused.stderr.str()
 
