@@ -42,6 +42,7 @@ from orchestrator.engine.stepping import Stepped, Stepper
 from orchestrator.engine.stepping import ledger_key as ledger_key
 from orchestrator.engine.workers import Sharing
 from orchestrator.engine.workspace import Workspace, plan_from_source
+from orchestrator.errors import EngineError
 from orchestrator.language.plan import JourneyPlan
 from orchestrator.signals.evaluate import AggregateCache, Evaluator, to_python
 from orchestrator.signals.frame import CustomerFrame, EventFrame
@@ -60,7 +61,7 @@ LATE_EVENT_GRACE_US = 7 * 86400 * US_PER_SECOND
 TickProgress = Callable[[str, int, int], object]
 
 
-class ClockBehind(RuntimeError):
+class ClockBehind(EngineError, RuntimeError):
     """The clock is before the last stored tick (an NTP step back, a restored VM): a tick now would judge
     entries, exits and waits at an instant already passed and repeat what was done since."""
 
@@ -78,7 +79,7 @@ class ClockBehind(RuntimeError):
 WORKER_CLOCK_SKEW_US = 5 * US_PER_SECOND
 
 
-class VersionConflict(RuntimeError):
+class VersionConflict(EngineError, RuntimeError):
     """A journey file changed meaning without a new version number, or migrates from steps that the
     older version does not have."""
 

@@ -34,6 +34,7 @@ from sqlalchemy import Connection
 
 from orchestrator.clock import Clock, SystemClock, to_us
 from orchestrator.engine.tick import failure_text
+from orchestrator.errors import StoreError
 from orchestrator.http.segment import ParsedCalls
 from orchestrator.ingest.keys import event_keys
 from orchestrator.store.customers import ensure_customer_keys, upsert_customers
@@ -113,7 +114,7 @@ def _store_failure(exc: BaseException) -> str:
     return text
 
 
-class StoreUnavailable(Exception):
+class StoreUnavailable(StoreError):
     """The store did not take the group (down, full, locked too long): nothing of it was stored."""
 
 

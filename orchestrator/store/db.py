@@ -32,6 +32,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.schema import CreateTable
 from sqlmodel import SQLModel
 
+from orchestrator.errors import StoreError
 from orchestrator.store import tables  # noqa: F401  (registers the tables on SQLModel.metadata)
 
 DEFAULT_URL = "sqlite:///orchestrator.db"
@@ -127,7 +128,7 @@ def _postgres_begin(conn: Connection) -> None:
 SCHEMA_LOCK = 0x6F72636865737472
 
 
-class SchemaError(Exception):
+class SchemaError(StoreError):
     """The store's tables cannot be brought up to this version's schema (the message says why)."""
 
 
