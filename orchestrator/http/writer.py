@@ -30,15 +30,20 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection
 
 from orchestrator.clock import Clock, SystemClock, to_us
 from orchestrator.engine.tick import failure_text
 from orchestrator.http.segment import ParsedCalls
 from orchestrator.ingest.keys import event_keys
-from orchestrator.store.customers import ensure_customer_keys, upsert_customers
-from orchestrator.store.db import Store, is_database_error
-from orchestrator.store.events import event_type_ids, insert_new_events
+from orchestrator.store import (
+    Connection,
+    Store,
+    ensure_customer_keys,
+    event_type_ids,
+    insert_new_events,
+    is_database_error,
+    upsert_customers,
+)
 
 log = logging.getLogger("orchestrator.http")
 
