@@ -21,6 +21,7 @@ The modules hold, by what they read and write together:
 - ``catalog``: the names the store has seen (event types, properties, customer attributes);
 - ``feedback``: opt-outs, opens and clicks told back through message links;
 - ``batches``: one row of counts per ingest;
+- ``wal``: SQLite's write-ahead log for a writer that commits often (checkpoints, the writer's settings);
 - ``leases``: how several workers share a PostgreSQL store (advisory locks, leased claims);
 - ``holder``: the one engine process of a SQLite store;
 - ``bulk``: the row and column helpers the modules share.
@@ -48,7 +49,6 @@ from orchestrator.store.conversions import (
 )
 from orchestrator.store.customers import (
     RECORD_TIME,
-    STANDARD,
     bare_customer_frame,
     customer_ids,
     customer_key,
@@ -110,7 +110,6 @@ from orchestrator.store.ledger import (
     DueMessage,
     MessageOutcome,
     SentMessage,
-    cancel_queued,
     customers_sent_since,
     due_messages,
     first_sent_messages,
@@ -151,11 +150,11 @@ from orchestrator.store.versions import (
     stored_version,
     stored_versions,
 )
+from orchestrator.store.wal import checkpoint_wal, tune_writer_connection
 
 __all__ = [
     "DEFAULT_URL",
     "RECORD_TIME",
-    "STANDARD",
     "Backlog",
     "Connection",
     "DueInstances",
@@ -182,7 +181,7 @@ __all__ = [
     "active_instances",
     "active_versions",
     "bare_customer_frame",
-    "cancel_queued",
+    "checkpoint_wal",
     "customer_attribute_names",
     "customer_ids",
     "customer_key",
@@ -266,6 +265,7 @@ __all__ = [
     "suppressed_addresses",
     "ticks_after",
     "tracked_message",
+    "tune_writer_connection",
     "unconverted_instances",
     "update_signal_members",
     "upsert_customers",
