@@ -1,7 +1,8 @@
 """A journey's entries as aligned numpy columns, read from the store in set-based queries, and their export.
 
 Contract: ``load_entries`` reads only the store (instances, conversions, holdout assignments, customers and
-goal events) and returns one row per entry up to the report instant; ``export_entries`` writes exactly those
+goal events, through ``store.entry_outcomes``, ``store.load_customer_frame`` and ``store.events_between``)
+and returns one row per entry up to the report instant; ``export_entries`` writes exactly those
 columns, so an analyst can reproduce every figure of the report from the file.
 """
 

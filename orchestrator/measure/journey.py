@@ -9,8 +9,8 @@ Arms: ``treatment`` and ``holdout`` (the journey's own holdout) are compared; en
 global holdout (``layer = 'global'`` in ``holdout_assignments``) are shown apart and left out of the
 comparison, because the global layer is not part of the journey's declared split.
 
-Everything is computed by ``analysis.analyze`` over the per-entry columns of ``entries.EntryRows``, and
-``entries.export_entries`` writes those same columns, so an analyst can reproduce every number from the
+Everything is computed by ``analysis.analyze`` over the per-entry columns of ``entry_rows.EntryRows``, and
+``entry_rows.export_entries`` writes those same columns, so an analyst can reproduce every number from the
 export.
 """
 
