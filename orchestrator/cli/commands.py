@@ -21,8 +21,7 @@ from orchestrator.clock import Clock, SimulatedClock, SystemClock, parse_instant
 from orchestrator.engine.tick import ClockBehind, Engine, TickReport
 from orchestrator.engine.workspace import Workspace, load_workspace, validate_paths
 from orchestrator.language import SpecError
-from orchestrator.store import Store, database_url, open_store
-from orchestrator.store.holder import Holding, StoreHeld, hold
+from orchestrator.store import Holding, Store, StoreHeld, database_url, hold, open_store
 
 if TYPE_CHECKING:  # the ingest modules load pyarrow: only the commands that ingest import them
     from orchestrator.channels.delivery import DeliveryMode
@@ -428,7 +427,7 @@ def _config_reload(
 
 
 def cmd_retire(args: Args) -> int:
-    from orchestrator.store import journeys as sj
+    from orchestrator.store import retire_journey, retirement
 
     try:
         store = open_store(args.db, create=False)
@@ -441,8 +440,8 @@ def cmd_retire(args: Args) -> int:
     store = open_store(args.db)  # adds the retired_journeys table to a store made by an earlier version
     try:
         with store.begin() as conn:
-            already = sj.retirement(conn, args.journey)
-            done = None if already else sj.retire_journey(conn, args.journey, to_us(SystemClock().now()))
+            already = retirement(conn, args.journey)
+            done = None if already else retire_journey(conn, args.journey, to_us(SystemClock().now()))
     finally:
         store.dispose()
     if already is not None:

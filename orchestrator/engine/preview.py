@@ -26,10 +26,7 @@ from orchestrator.engine.workspace import Workspace
 from orchestrator.errors import NotFoundError
 from orchestrator.language.plan import ENTRY, JourneyPlan, StepPlan
 from orchestrator.signals.evaluate import to_python
-from orchestrator.store import Store
-from orchestrator.store.customers import customer_key, customer_records
-from orchestrator.store.instances import latest_instance_data
-from orchestrator.store.ledger import record_test_send
+from orchestrator.store import Store, customer_key, customer_records, latest_instance_data, record_test_send
 
 SAMPLE_CUSTOMER = "sample-customer"
 

@@ -29,7 +29,6 @@ from typing import Any
 
 import numpy as np
 import orjson
-from sqlalchemy import Connection
 
 from orchestrator.engine.conditions import instance_condition
 from orchestrator.engine.localtime import MISSING, attribute_instants, next_local_times
@@ -39,8 +38,16 @@ from orchestrator.holdout import buckets
 from orchestrator.language.plan import ENTRY, NO_STATE, JourneyPlan, MatchTerm, StepPlan, split_trigger
 from orchestrator.signals.evaluate import Evaluator, to_python
 from orchestrator.signals.frame import CustomerFrame, EventFrame
-from orchestrator.store import journeys as sj
-from orchestrator.store.customers import customer_ids
+from orchestrator.store import (
+    Connection,
+    customer_ids,
+    due_instances,
+    finish_steps,
+    instance_data,
+    move_instances,
+    queue_messages,
+    set_instance_data,
+)
 
 
 @dataclass
@@ -91,7 +98,7 @@ class Stepper:
     def run(self) -> Stepped:
         plan, now = self.plan, self.now_us
         started = time.perf_counter()
-        due = sj.due_instances(self.conn, plan.id, plan.version, now, plan.wait_for_states())
+        due = due_instances(self.conn, plan.id, plan.version, now, plan.wait_for_states())
         out = Stepped()
         n = len(due)
         read = time.perf_counter()
@@ -133,7 +140,7 @@ class Stepper:
         )
         if changed.any():
             idx = np.flatnonzero(changed)
-            sj.move_instances(
+            move_instances(
                 self.conn,
                 due.ids[idx],
                 [plan.states[s] for s in self.state[idx]],
@@ -144,14 +151,14 @@ class Stepper:
             idx = np.flatnonzero(finished)
             statuses = [plan.states[s] for s in self.state[idx]]
             reasons = [self.reasons[i] or status for i, status in zip(idx, statuses, strict=True)]
-            sj.finish_steps(self.conn, due.ids[idx], statuses, reasons, now)
+            finish_steps(self.conn, due.ids[idx], statuses, reasons, now)
             out.finished = dict(Counter(statuses))
         if self.data_changed.any():
             idx = np.flatnonzero(self.data_changed)
-            sj.set_instance_data(self.conn, due.ids[idx], [orjson.dumps(self.data[i]).decode() for i in idx])
+            set_instance_data(self.conn, due.ids[idx], [orjson.dumps(self.data[i]).decode() for i in idx])
         for step, positions in self._sends:
             assert step.send is not None
-            out.queued += sj.queue_messages(
+            out.queued += queue_messages(
                 self.conn,
                 journey_id=plan.id,
                 version=plan.version,
@@ -320,7 +327,7 @@ class Stepper:
         missing = [int(i) for i in sel if self.data[int(i)] is None]
         if not missing:
             return
-        raw = sj.instance_data(self.conn, self.due.ids[missing].tolist())
+        raw = instance_data(self.conn, self.due.ids[missing].tolist())
         for i in missing:
             text_ = raw.get(int(self.due.ids[i]))
             loaded = orjson.loads(text_) if text_ else {}

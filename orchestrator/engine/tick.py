@@ -27,6 +27,7 @@ import numpy as np
 import orjson
 from sqlalchemy import Connection, text
 
+from orchestrator import store as sj
 from orchestrator.channels.base import ChannelRouter
 from orchestrator.channels.delivery import DeliveryMode
 from orchestrator.channels.links import MessageLinks
@@ -48,7 +49,6 @@ from orchestrator.signals.evaluate import AggregateCache, Evaluator, to_python
 from orchestrator.signals.frame import CustomerFrame, EventFrame
 from orchestrator.signals.lang import Node
 from orchestrator.store import Store, health, leases
-from orchestrator.store import journeys as sj
 from orchestrator.store.customers import bare_customer_frame
 
 log = logging.getLogger("orchestrator.engine")

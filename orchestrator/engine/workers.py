@@ -18,10 +18,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection
-
 from orchestrator.language.plan import JourneyPlan
-from orchestrator.store import Store, leases
+from orchestrator.store import Connection, Store, leases
 
 #: Instances claimed (and stepped in one transaction) at a time.
 DEFAULT_BATCH = 5000
