@@ -21,14 +21,13 @@ from __future__ import annotations
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Column, Connection, MetaData, PrimaryKeyConstraint, String, Table, inspect
+from sqlalchemy import Column, Connection, MetaData, PrimaryKeyConstraint, String, Table, inspect, text
 from sqlalchemy.engine.reflection import Inspector
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import SQLModel
 
 from orchestrator.errors import StoreError
 from orchestrator.store import tables  # noqa: F401  (registers the tables on SQLModel.metadata)
-from orchestrator.store.leases import wait_singleton
 from orchestrator.store.migrations import FOLDER
 
 if TYPE_CHECKING:
@@ -44,6 +43,11 @@ VERSIONS = Table(
     Column("version_num", String(32), nullable=False),
     PrimaryKeyConstraint("version_num", name="alembic_version_pkc"),
 )
+
+
+#: PostgreSQL advisory lock key held while the schema is created or upgraded (the key earlier versions
+#: took for their upgrades too, so workers of both wait for each other).
+SCHEMA_LOCK = 0x6F72636865737472
 
 
 class SchemaError(StoreError):
@@ -92,15 +96,16 @@ def upgrade_on_open(store: Store, *, create: bool) -> None:
     if revision is None and not create and not _has_tables(inspect(store.engine)):
         return
     with store.begin() as conn:
-        wait_singleton(conn, "schema upgrade")
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": SCHEMA_LOCK})
         _upgrade(conn, create=create)
 
 
 def _known(revision: str | None) -> None:
     if revision is not None and revision not in revisions():
         raise SchemaError(
-            f"the store's schema is at revision {revision}, which this version does not know (made by a later"
-            f" version, whose newest known here is {head()}): open it with that version or a later one"
+            f"the store's schema is at revision {revision}, made by a later version (this one knows revisions"
+            f" up to {head()}): open it with that version or a later one"
         )
 
 

@@ -15,9 +15,10 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from first_schema import make_first_store
-from sqlalchemy import Engine, inspect, text
+from sqlalchemy import Engine, event, inspect, text
 from sqlmodel import SQLModel
 
+from orchestrator.cli import main
 from orchestrator.store import SchemaError, Store, open_store, sqlite_url
 from orchestrator.store.customers import CONSENTS, customer_records, ensure_customer_keys, upsert_customers
 from orchestrator.store.db import open_engine
@@ -159,6 +160,25 @@ def test_a_store_made_today_opens_unchanged(url: str) -> None:
     recognised.dispose()
 
 
+def test_opening_a_store_at_the_newest_revision_reads_its_revision_and_nothing_else(url: str) -> None:
+    open_store(url).dispose()
+    statements: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", record)
+    try:
+        open_store(url).dispose()
+    finally:
+        event.remove(Engine, "before_cursor_execute", record)
+    assert [s for s in statements if "alembic_version" in s] == [
+        "SELECT alembic_version.version_num \nFROM alembic_version"
+    ]
+    looks = ("sqlite_master", "PRAGMA", "pg_class", "pg_catalog.pg_", "information_schema", "CREATE", "ALTER")
+    assert [s for s in statements if any(word in s for word in looks)] == []
+
+
 def test_a_store_at_an_older_revision_keeps_its_consents_and_can_then_hold_none(
     url: str, engine: Engine
 ) -> None:
@@ -210,7 +230,7 @@ def test_the_old_index_the_hand_written_upgrade_kept_is_replaced(url: str) -> No
     upgraded.dispose()
 
 
-def test_a_store_from_a_later_version_is_refused(url: str) -> None:
+def test_a_store_from_a_later_version_is_refused(url: str, capsys: pytest.CaptureFixture[str]) -> None:
     store = open_store(url)
     with store.begin() as conn:
         conn.execute(text("UPDATE alembic_version SET version_num = '0999'"))
@@ -219,9 +239,11 @@ def test_a_store_from_a_later_version_is_refused(url: str) -> None:
         with pytest.raises(SchemaError) as refused:
             open_store(url, create=create)
         assert str(refused.value) == (
-            "the store's schema is at revision 0999, which this version does not know (made by a later"
-            f" version, whose newest known here is {head()}): open it with that version or a later one"
+            "the store's schema is at revision 0999, made by a later version (this one knows revisions up to"
+            f" {head()}): open it with that version or a later one"
         )
+    assert main(["status", "--db", url]) == 1  # the command line says it in one line
+    assert capsys.readouterr().err == f"orchestrator status: {refused.value}\n"
 
 
 def test_an_empty_store_opened_without_create_stays_empty(url: str, engine: Engine) -> None:
