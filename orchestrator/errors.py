@@ -30,7 +30,7 @@ and ``http_status`` (the HTTP service's status), here and nowhere else.
     │   ├── _Undeliverable                                channels.outbox (internal)
     │   └── _Refused, _GoneBeforeData                     channels.smtp (internal)
     ├── StoreError                      exit 1  HTTP 503  the store cannot be used now: wait, free, upgrade it
-    │   ├── SchemaError                                   store.db
+    │   ├── SchemaError                                   store.schema
     │   ├── StoreHeld                                     store.holder
     │   └── StoreUnavailable                              http.writer
     └── EngineError                     exit 1  HTTP 409  the engine refuses to go on until this is fixed

@@ -28,11 +28,11 @@ PACKAGE = Path(orchestrator.__file__).parent
 
 def _module_names() -> list[str]:
     """Every module of the package, from its files (``pkgutil`` skips folders without ``__init__.py``);
-    ``__main__`` modules run a command when imported, and define no error."""
+    ``__main__`` modules and Alembic's ``env.py`` run something when imported, and define no error."""
     names = []
     for path in sorted(PACKAGE.rglob("*.py")):
         parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
-        if parts[-1] == "__main__":
+        if parts[-1] == "__main__" or parts[-2:] == ("migrations", "env"):
             continue
         names.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
     return names
