@@ -1,11 +1,12 @@
 """Compiling a journey into the plan the engine runs.
 
-Each journey version becomes one ``transitions.Machine`` whose states are the step ids plus the terminal
-states, and whose triggers are ``next`` (a step is done), ``yes``/``no`` (a branch, or a wait for an event
-that came / timed out, or a date attribute that is missing), ``split-<n>`` (the n-th arm of a random split)
-and ``goal`` (the conversion goal was reached). The machine checks the graph; the engine never binds
-customers to it. It reads the machine's transitions once into an integer table,
-``table[state, trigger] -> state``, and moves whole arrays of instances with it.
+Each journey version becomes one ``transitions`` machine (``language.machine``) whose states are the step
+ids plus the terminal states, and whose triggers are ``next`` (a step is done), ``yes``/``no`` (a branch,
+or a wait for an event that came / timed out, or a date attribute that is missing), ``split-<n>`` (the
+n-th arm of a random split) and ``goal`` (the conversion goal was reached). The machine checks the graph
+and draws the journey's diagram; the engine never binds customers to it. The plan reads the machine's
+transitions once into an integer table, ``table[state, trigger] -> state``, and the engine moves whole
+arrays of instances with it.
 """
 
 from __future__ import annotations
@@ -19,15 +20,21 @@ from datetime import timedelta
 from typing import Any
 
 import numpy as np
-from transitions import Machine
 
 from orchestrator.durations import US_PER_SECOND
+from orchestrator.language.machine import NO_STATE as NO_STATE
+from orchestrator.language.machine import (
+    DiagramFormat,
+    JourneyMachine,
+    build_machine,
+    draw,
+    transition_table,
+)
 from orchestrator.language.models import WEEKDAYS, Cooldown, Journey, MatchValue, Send
 from orchestrator.signals import lang
 
 TERMINAL = ("completed", "exited", "converted")
 TRIGGERS = ("next", "yes", "no", "goal")
-NO_STATE = -1
 ENTRY = "entry"
 METRICS = "metrics"
 #: Event entry: events older than this when they reach the engine start nothing (``entry.within``).
@@ -112,7 +119,7 @@ class JourneyPlan:
     states: list[str]
     triggers: tuple[str, ...]
     table: np.ndarray  # int16 [state code, trigger code] -> state code, NO_STATE where undefined
-    machine: Machine = field(repr=False)
+    machine: JourneyMachine = field(repr=False)
     goal_match: tuple[MatchTerm, ...] = ()
     migrations: list[MigrationPlan] = field(default_factory=list)
     captures: dict[str, set[str]] = field(default_factory=dict)  # wait_for id -> properties to keep
@@ -163,6 +170,10 @@ class JourneyPlan:
         for captured in self.captures.values():
             props |= captured
         return props
+
+    def diagram(self, format: DiagramFormat = "mermaid") -> str:
+        """The journey's diagram, drawn from its machine: Mermaid or Graphviz DOT text."""
+        return draw(self.machine, TERMINAL, format)
 
     def wait_for_states(self) -> list[str]:
         return [s.id for s in self.steps if s.kind == "wait_for"]
@@ -345,26 +356,8 @@ def compile_journey(
     targets = _targets(journey)
     n_arms = max((len(s.split) for s in journey.steps if s.split is not None), default=0)
     triggers = (*TRIGGERS, *(split_trigger(i) for i in range(n_arms)))
-    machine = Machine(
-        model=None,
-        states=states,
-        initial=ids[0],
-        auto_transitions=False,
-        transitions=[
-            {"trigger": trigger, "source": sid, "dest": dest}
-            for sid, by_trigger in targets.items()
-            for trigger, dest in by_trigger.items()
-        ],
-    )
-    table = np.full((len(states), len(triggers)), NO_STATE, dtype=np.int16)
-    for trigger_index, trigger in enumerate(triggers):
-        event = machine.events.get(trigger)
-        if event is None:
-            continue
-        for source, transitions in event.transitions.items():
-            dest = transitions[0].dest
-            assert dest is not None, "every journey transition has a destination"
-            table[states.index(source), trigger_index] = states.index(dest)
+    machine = build_machine(journey, states, targets)
+    table = transition_table(machine, states, triggers)
 
     roots = instance_roots(journey)
     cycles = _steps_in_cycles(journey)
