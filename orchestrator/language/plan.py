@@ -17,6 +17,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
@@ -39,8 +40,24 @@ ENTRY = "entry"
 METRICS = "metrics"
 #: Event entry: events older than this when they reach the engine start nothing (``entry.within``).
 DEFAULT_ENTRY_WITHIN = timedelta(days=1)
+
+
+class StepKind(StrEnum):
+    """What a step does: the seven step forms of the language (``models.STEP_KINDS``)."""
+
+    SEND = "send"
+    WAIT = "wait"
+    WAIT_UNTIL = "wait_until"
+    WAIT_FOR = "wait_for"
+    BRANCH = "branch"
+    SPLIT = "split"
+    EXIT = "exit"
+
+
 #: Step kinds that always move an instance's clock forward before it can come back to the same step.
-_CLOCK_ADVANCING = ("wait", "wait_for")
+_CLOCK_ADVANCING = (StepKind.WAIT, StepKind.WAIT_FOR)
+#: Step kinds where instances can stay between ticks.
+_PARKING = (StepKind.WAIT, StepKind.WAIT_UNTIL, StepKind.WAIT_FOR)
 
 
 def split_trigger(arm: int) -> str:
@@ -62,7 +79,7 @@ class MatchTerm:
 class StepPlan:
     id: str
     code: int
-    kind: str  # send | wait | wait_until | wait_for | branch | split | exit
+    kind: StepKind
     send: Send | None = None
     wait_us: int | None = None
     condition: lang.Node | None = None
@@ -83,7 +100,7 @@ class StepPlan:
     @property
     def parks(self) -> bool:
         """Whether instances can stay at this step between ticks (a wait of some kind)."""
-        return self.kind in ("wait", "wait_until", "wait_for")
+        return self.kind in _PARKING
 
 
 @dataclass(frozen=True)
@@ -176,7 +193,7 @@ class JourneyPlan:
         return draw(self.machine, TERMINAL, format)
 
     def wait_for_states(self) -> list[str]:
-        return [s.id for s in self.steps if s.kind == "wait_for"]
+        return [s.id for s in self.steps if s.kind == StepKind.WAIT_FOR]
 
 
 def _us(delta: timedelta) -> int:
@@ -234,7 +251,7 @@ def _advances_clock(step: Any) -> bool:
     """Whether passing this step always moves the instance's time forward (so a loop through it waits)."""
     if step.kind in _CLOCK_ADVANCING:
         return True
-    return step.kind == "wait_until" and step.wait_until.time is not None
+    return step.kind == StepKind.WAIT_UNTIL and step.wait_until.time is not None
 
 
 def instant_cycle(journey: Journey) -> list[str]:
@@ -404,20 +421,20 @@ def compile_journey(
 
 
 def _step_plan(code: int, sid: str, step: Any, roots: set[str], in_cycle: bool) -> StepPlan:
-    kind = step.kind
+    kind = StepKind(step.kind)
     base: dict[str, Any] = {"id": sid, "code": code, "kind": kind, "in_cycle": in_cycle}
-    if kind == "send":
+    if kind == StepKind.SEND:
         return StepPlan(**base, send=step.send)
-    if kind == "wait":
+    if kind == StepKind.WAIT:
         return StepPlan(**base, wait_us=_us(step.wait))
-    if kind == "exit":
+    if kind == StepKind.EXIT:
         return StepPlan(**base, exit_reason=step.exit)
-    if kind == "split":
+    if kind == StepKind.SPLIT:
         return StepPlan(**base, split=tuple(step.split.items()))
-    if kind == "wait_for":
+    if kind == StepKind.WAIT_FOR:
         w = step.wait_for
         return StepPlan(**base, event=w.event, match=match_terms(w.match), timeout_us=_us(w.timeout))
-    if kind == "wait_until":
+    if kind == StepKind.WAIT_UNTIL:
         u = step.wait_until
         if u.time is not None:
             days = tuple(WEEKDAYS.index(d) for d in (u.weekdays or WEEKDAYS))
