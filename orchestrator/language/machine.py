@@ -112,7 +112,7 @@ def draw(machine: GraphMachine, terminal: Sequence[str], format: DiagramFormat =
 class _SafeMermaidGraph(MermaidGraph):
     """transitions' Mermaid graph with ids Mermaid accepts (transitions issue 708): a state is written as
     ``state "step-2 (wait 3d)" as s1`` and referred to as ``s1``, since Mermaid ids cannot hold the dash
-    of ``step-2``; and ``:`` and ``;``, which end a Mermaid label, are left out of the labels."""
+    of ``step-2``; and ``:`` and ``;``, which end a Mermaid label, are replaced in the labels."""
 
     def _get_elements(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         states, transitions = super()._get_elements()
@@ -149,7 +149,9 @@ class _SafeMermaidGraph(MermaidGraph):
 
 
 def _mermaid_text(text: str) -> str:
-    return " ".join(text.replace(":", " ").replace(";", " ").replace('"', "'").split())
+    """``text`` as a Mermaid label: ``:`` (a time of day) written as the look-alike ratio sign, ``;`` as a
+    comma, ``"`` as ``'``, and on one line."""
+    return " ".join(text.replace(":", "\u2236").replace(";", ",").replace('"', "'").split())
 
 
 # ---------------------------------------------------------------------------------------------- labels

@@ -147,3 +147,32 @@ def test_the_command_line_writes_the_diagram(tmp_path: Path, capsys: pytest.Capt
     assert capsys.readouterr().out == _plan().diagram("dot")
     assert main(["diagram", "nobody", "--journeys", str(folder)]) == 2
     assert "no journey 'nobody'" in capsys.readouterr().err
+
+
+SPLIT = """\
+id: offers
+version: 1
+signal: count(purchase, within=1d) > 0
+holdout: 0
+steps:
+  - wait_until: {time: "10:00"}
+  - split: {a: 30, b: 70}
+  - id: a
+    send: {channel: sms, template: a.txt}
+  - id: b
+    send: {channel: sms, template: b.txt}
+"""
+
+
+def test_splits_and_times_of_day_are_labelled_and_match_the_table() -> None:
+    plan = compile_loaded(load_journey_text(SPLIT, "offers.yaml"))
+    edges, start = _mermaid_edges(plan.diagram())
+    # A time of day keeps its look in Mermaid, where a colon would end the label.
+    in_mermaid = Counter(
+        {(s, d, label.replace(":", "\u2236")): n for (s, d, label), n in _table_edges(plan).items()}
+    )
+    assert edges == in_mermaid
+    assert start == "step-1"
+    assert ("step-1", "step-2", "at 10\u223600") in edges
+    assert ("step-2", "a", "arm 1 (30%)") in edges and ("step-2", "b", "arm 2 (70%)") in edges
+    assert ("a", "b", "next") in edges and ("b", "completed", "next") in edges
