@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from orchestrator.engine.signal_state import SignalState  # noqa: E402
-from orchestrator.engine.stepping import Stepper  # noqa: E402
+from orchestrator.engine.stepping import step_due  # noqa: E402
 from orchestrator.engine.workspace import load_workspace  # noqa: E402
 from orchestrator.signals.evaluate import AggregateCache, Evaluator  # noqa: E402
 from orchestrator.signals.frame import Categorical, CustomerFrame, EventFrame  # noqa: E402
@@ -105,7 +105,7 @@ def step_once(store: Any, workspace: Any, n: int) -> dict[str, Any]:
     evaluator = Evaluator(EventFrame.empty(n + 1), customers, NOW_US, plan.metrics, AggregateCache())
     started = time.perf_counter()
     with store.begin() as conn:
-        stepped = Stepper(conn, plan, evaluator, customers, SignalState(), NOW_US).run()
+        stepped = step_due(conn, plan, evaluator, customers, SignalState(), NOW_US)
         committing = time.perf_counter()
     done = time.perf_counter()
     with store.connect() as conn:

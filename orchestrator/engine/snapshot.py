@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from orchestrator.language.plan import JourneyPlan
+from orchestrator.language.plan import JourneyPlan, StepKind
 from orchestrator.signals import lang
 from orchestrator.signals.evaluate import AggregateCache, Evaluator
 from orchestrator.signals.frame import CustomerFrame, EventFrame
@@ -30,7 +30,7 @@ def needed_columns(plans: Iterable[JourneyPlan]) -> tuple[set[str], set[str]]:
             properties.add(goal.revenue)
         properties |= plan.event_properties()
         for step in plan.steps:
-            if step.kind == "wait_until":
+            if step.kind == StepKind.WAIT_UNTIL:
                 attributes.add("timezone" if step.attribute is None else step.attribute)
     return properties, attributes
 
