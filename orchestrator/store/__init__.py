@@ -4,7 +4,8 @@ SQL; the engine, ingest, measurement, the command line and the HTTP service impo
 
 The modules hold, by what they read and write together:
 
-- ``db``: opening a store (``open_store``, ``Store``), creating its tables and upgrading older ones;
+- ``db``: opening a store (``open_store``, ``Store``);
+- ``schema`` and ``migrations/``: the schema's history as Alembic migrations, applied on open;
 - ``tables``: the table declarations;
 - ``versions``: registered journey versions and the migrations between them;
 - ``entry_state``: signal memberships, entry history, entry cursors and the events entry reads;
@@ -15,6 +16,7 @@ The modules hold, by what they read and write together:
 - ``retired``: retired journeys;
 - ``status``: read-only counts for the status command and the daemon;
 - ``health``: journeys marked failed;
+- ``ticks``: one row per tick, with its timings and counts;
 - ``metrics``: cheap reads for a metrics scrape;
 - ``customers``: customer records, keys, attributes and consents;
 - ``events``: events written in bulk and read back as columns, event types and sources;
@@ -137,6 +139,7 @@ from orchestrator.store.status import (
     recent_tick_instants,
     state_counts,
 )
+from orchestrator.store.ticks import record_tick
 from orchestrator.store.versions import (
     StoredVersion,
     VersionSource,
@@ -248,6 +251,7 @@ __all__ = [
     "record_opt_out",
     "record_outcomes",
     "record_test_send",
+    "record_tick",
     "record_tracked_event",
     "register_version",
     "retire_journey",

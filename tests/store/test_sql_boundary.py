@@ -21,7 +21,6 @@ PENDING_SQL_MOVES = frozenset(
         "cli/runtime.py",
         "cli/lift.py",
         "cli/errors.py",
-        "engine/tick.py",
     }
 )
 
