@@ -20,8 +20,7 @@ from orchestrator.engine.explain import (
     UnknownCustomer,
     explain,
 )
-from orchestrator.store.customers import customer_contact
-from orchestrator.store.ledger import address_suppressions, suppress_addresses
+from orchestrator.store import address_suppressions, customer_contact, suppress_addresses
 
 SHOP = """\
 id: shop
