@@ -126,8 +126,8 @@ def root(
 def _invoke(
     ctx: typer.Context, name: str, config: Path | None, build: Callable[[Settings], dict[str, Any]]
 ) -> int:
-    """Resolve the settings, then run ``commands.cmd_<name>``; the exit code (see ``cli.run_guarded``)."""
-    from orchestrator.cli import run_guarded
+    """Resolve the settings, then run ``commands.cmd_<name>``; the exit code (``guard.run_guarded``)."""
+    from orchestrator.cli.guard import run_guarded
 
     root = ctx.find_root().obj if isinstance(ctx.find_root().obj, Root) else Root()
     config_path = config if config is not None else root.config
@@ -607,6 +607,32 @@ def plan(
             "templates": s.templates(templates),
             "format": format,
             "db": s.db(db),
+        },
+    )
+
+
+@command("diagram", "draw a journey's steps and transitions, as Mermaid or Graphviz (DOT) text")
+def diagram(
+    ctx: typer.Context,
+    journey: Annotated[
+        str, typer.Argument(metavar="JOURNEY", help="the journey's file, or its id among --journeys")
+    ],
+    journeys: o.Journeys = None,
+    templates: o.Templates = None,
+    format: o.DiagramFormat = "mermaid",
+    output: o.DiagramOutput = None,
+    config: o.ConfigFile = None,
+) -> int:
+    return _invoke(
+        ctx,
+        "diagram",
+        config,
+        lambda s: {
+            "journey": journey,
+            "journeys": s.journeys(journeys),
+            "templates": s.templates(templates),
+            "format": format,
+            "output": output,
         },
     )
 

@@ -33,8 +33,7 @@ from pathlib import Path
 from orchestrator.ingest import IngestedEvents, IngestReport, ingest_file
 from orchestrator.ingest.pipeline import KINDS, EventsCallback
 from orchestrator.ingest.readers import FORMATS
-from orchestrator.store import Store
-from orchestrator.store.db import is_database_error
+from orchestrator.store import Store, is_database_error
 
 log = logging.getLogger("orchestrator.inbox")
 

@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import orjson
-from sqlalchemy import Connection
 
 from orchestrator.ingest.pipeline import IngestedEvents
 from orchestrator.language.plan import JourneyPlan
@@ -27,8 +26,7 @@ from orchestrator.signals.horizon import IncrementalConditions
 from orchestrator.signals.incremental import IncrementalAggregates
 from orchestrator.signals.lang import Call
 from orchestrator.signals.log import EventLog, property_uses
-from orchestrator.store.customers import max_key
-from orchestrator.store.events import load_new_events
+from orchestrator.store import Connection, load_new_events, max_key
 
 
 @dataclass

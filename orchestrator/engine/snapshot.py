@@ -5,14 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import numpy as np
-from sqlalchemy import Connection
 
-from orchestrator.language.plan import JourneyPlan
+from orchestrator.language.plan import JourneyPlan, StepKind
 from orchestrator.signals import lang
 from orchestrator.signals.evaluate import AggregateCache, Evaluator
 from orchestrator.signals.frame import CustomerFrame, EventFrame
-from orchestrator.store.customers import load_customer_frame
-from orchestrator.store.events import load_event_frame
+from orchestrator.store import Connection, load_customer_frame, load_event_frame
 
 
 def needed_columns(plans: Iterable[JourneyPlan]) -> tuple[set[str], set[str]]:
@@ -32,7 +30,7 @@ def needed_columns(plans: Iterable[JourneyPlan]) -> tuple[set[str], set[str]]:
             properties.add(goal.revenue)
         properties |= plan.event_properties()
         for step in plan.steps:
-            if step.kind == "wait_until":
+            if step.kind == StepKind.WAIT_UNTIL:
                 attributes.add("timezone" if step.attribute is None else step.attribute)
     return properties, attributes
 

@@ -1,9 +1,9 @@
 """Journey instances: created at entry, read when due, moved between steps and finished, in bulk.
 
 Every write takes aligned columns and is one executemany or one set-based UPDATE (on PostgreSQL one
-statement over arrays), never a query per customer. ``due_instances`` honours a worker's claimed batch
-(``store.leases``), and the write that steps an instance clears that claim. All in the caller's transaction,
-so a step's state change commits with its ledger rows.
+statement over arrays), never a query per customer. ``due_instances`` reads a worker's claimed batch
+when given one (``store.leases``), and the write that steps an instance clears that claim. All in the
+caller's transaction, so a step's state change commits with its ledger rows.
 """
 
 from __future__ import annotations
@@ -84,14 +84,16 @@ def due_instances(
     version: int,
     now_us: int,
     waiting_states: Sequence[str] = (),
+    *,
+    claimed: leases.Claim | None = None,
 ) -> DueInstances:
     """Active instances of one version that are due (``wake_at_us <= now``), plus every active instance at
-    one of ``waiting_states`` (waits for an event, which can end before their timeout), in id order."""
+    one of ``waiting_states`` (waits for an event, which can end before their timeout), in id order. With
+    ``claimed`` (a worker sharing the store), only the instances of that claim still held, locked."""
     columns = _DUE_COLUMNS
-    claimed = conn.info.get(leases.CLAIMED)
-    if claimed is not None:  # a worker sharing the store: only its own claimed batch, locked
-        worker, ids = claimed
-        return _due_from_rows(leases.lock_claimed(conn, journey_id, version, worker, ids, columns))
+    if claimed is not None:
+        rows = leases.lock_claimed(conn, journey_id, version, claimed.worker, claimed.ids, columns)
+        return _due_from_rows(rows)
     params: dict[str, Any] = {"j": journey_id, "v": version, "now": now_us}
     rows = fetch(
         conn,
@@ -246,3 +248,62 @@ def latest_instance_data(conn: Connection, journey_id: str, customer_key: int) -
         {"j": journey_id, "k": int(customer_key)},
     ).scalar()
     return None if value is None else str(value)
+
+
+@dataclass(frozen=True)
+class CustomerInstance:
+    """One entry of a customer into a journey, with its holdout assignment when one is stored."""
+
+    id: int
+    journey_id: str
+    version: int
+    entered_us: int
+    holdout: bool
+    state: str
+    status: str
+    since_us: int | None
+    wake_at_us: int | None
+    exited_us: int | None
+    exit_reason: str | None
+    entry_key: str | None
+    arm: str | None  # from holdout_assignments (None when no assignment is stored)
+    arm_reason: str | None
+    holdout_layer: str | None
+
+
+def customer_instances(
+    conn: Connection, customer_key: int, journey_id: str | None = None
+) -> list[CustomerInstance]:
+    """Every instance of one customer (in ``journey_id`` only, when given), in the order they entered."""
+    only = " AND i.journey_id = :j" if journey_id else ""
+    rows = conn.execute(
+        text(
+            "SELECT i.id, i.journey_id, i.version, i.entered_us, i.holdout, i.state, i.status, "
+            "i.since_us, i.wake_at_us, i.exited_us, i.exit_reason, i.entry_key, h.arm, h.reason, h.layer "
+            "FROM journey_instances i LEFT JOIN holdout_assignments h ON h.journey_id = i.journey_id "
+            "AND h.customer_key = i.customer_key WHERE i.customer_key = :k"
+            + only
+            + " ORDER BY i.entered_us, i.id"
+        ),
+        {"k": int(customer_key), "j": journey_id},
+    ).all()
+    return [
+        CustomerInstance(
+            id=int(r.id),
+            journey_id=r.journey_id,
+            version=int(r.version),
+            entered_us=r.entered_us,
+            holdout=bool(r.holdout),
+            state=r.state,
+            status=r.status,
+            since_us=r.since_us,
+            wake_at_us=r.wake_at_us,
+            exited_us=r.exited_us,
+            exit_reason=r.exit_reason,
+            entry_key=r.entry_key,
+            arm=r.arm,
+            arm_reason=r.reason,
+            holdout_layer=r.layer,
+        )
+        for r in rows
+    ]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -297,3 +297,131 @@ def record_test_send(conn: Connection, row: dict[str, Any]) -> None:
         text(f"INSERT INTO messages ({', '.join(columns)}) VALUES ({', '.join(':' + c for c in columns)})"),
         values,
     )
+
+
+def customers_sent_since(conn: Connection, since_us: int) -> np.ndarray:
+    """The keys of the customers sent a message at or after ``since_us`` (each once)."""
+    rows = conn.execute(
+        text("SELECT DISTINCT customer_key FROM messages WHERE status = 'sent' AND sent_us >= :s"),
+        {"s": since_us},
+    ).all()
+    return np.array([r.customer_key for r in rows], dtype=np.int64)
+
+
+class MessageOutcome(NamedTuple):
+    """Where a ledger row stands: its journey, channel, status and (when not sent) the reason."""
+
+    journey_id: str
+    channel: str
+    status: str
+    reason: str | None
+
+
+def message_outcomes(conn: Connection) -> list[MessageOutcome]:
+    """Every ledger row's journey, channel, status and reason (one query)."""
+    rows = conn.execute(text("SELECT journey_id, channel, status, reason FROM messages")).all()
+    return [MessageOutcome(*r) for r in rows]
+
+
+class SentMessage(NamedTuple):
+    """What a sent message said, and to whom."""
+
+    journey_id: str
+    step: str
+    channel: str
+    recipient: str | None
+    subject: str | None
+    title: str | None
+    body: str | None
+
+
+def first_sent_messages(conn: Connection, limit: int) -> list[SentMessage]:
+    """The first ``limit`` messages sent, in ledger order."""
+    rows = conn.execute(
+        text(
+            "SELECT journey_id, step, channel, recipient, subject, title, body FROM messages "
+            "WHERE status = 'sent' ORDER BY id LIMIT :n"
+        ),
+        {"n": limit},
+    ).all()
+    return [SentMessage(*r) for r in rows]
+
+
+@dataclass(frozen=True)
+class CustomerMessage:
+    """One ledger row of a customer, as ``why`` shows it."""
+
+    instance_id: int
+    journey_id: str
+    version: int
+    step: str
+    channel: str
+    status: str
+    reason: str | None
+    attempts: int
+    created_us: int
+    sent_us: int | None
+    next_attempt_us: int | None
+    recipient: str | None
+    provider_id: str | None
+    transactional: bool
+
+
+def customer_messages(
+    conn: Connection, customer_key: int, journey_id: str | None = None
+) -> list[CustomerMessage]:
+    """Every ledger row of one customer (in ``journey_id`` only, when given), oldest first."""
+    only = " AND journey_id = :j" if journey_id else ""
+    rows = conn.execute(
+        text(
+            "SELECT instance_id, journey_id, version, step, channel, status, reason, attempts, "
+            "created_us, sent_us, next_attempt_us, recipient, provider_id, transactional FROM messages "
+            "WHERE customer_key = :k" + only + " ORDER BY created_us, id"
+        ),
+        {"k": int(customer_key), "j": journey_id},
+    ).all()
+    return [
+        CustomerMessage(
+            instance_id=int(r.instance_id),
+            journey_id=r.journey_id,
+            version=int(r.version),
+            step=r.step,
+            channel=r.channel,
+            status=r.status,
+            reason=r.reason,
+            attempts=int(r.attempts or 0),
+            created_us=r.created_us,
+            sent_us=r.sent_us,
+            next_attempt_us=r.next_attempt_us,
+            recipient=r.recipient,
+            provider_id=r.provider_id,
+            transactional=bool(r.transactional),
+        )
+        for r in rows
+    ]
+
+
+@dataclass(frozen=True)
+class SuppressedAddress:
+    """An address on the suppression list of a channel: why, and since when."""
+
+    channel: str
+    address: str
+    reason: str
+    created_us: int
+
+
+def address_suppressions(conn: Connection, addresses: Sequence[tuple[str, str]]) -> list[SuppressedAddress]:
+    """The suppression list entries of a few (channel, address) pairs (a customer's addresses), in the order
+    asked: one lookup by primary key each."""
+    return [
+        SuppressedAddress(r.channel, r.address, r.reason, r.created_us)
+        for channel, address in addresses
+        for r in conn.execute(
+            text(
+                "SELECT channel, address, reason, created_us FROM suppressions "
+                "WHERE channel = :ch AND address = :a"
+            ),
+            {"ch": channel, "a": address},
+        ).all()
+    ]

@@ -7,6 +7,7 @@ These reads are not on any hot path (they read every row); the engine never call
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection, text
 
@@ -106,3 +107,8 @@ def suppression_rows(conn: Connection) -> list[SuppressionRow]:
         text("SELECT channel, address, reason FROM suppressions ORDER BY channel, address")
     ).all()
     return [SuppressionRow(*row) for row in rows]
+
+
+def query_rows(conn: Connection, sql: str, params: dict[str, Any] | None = None) -> list[Any]:
+    """The rows of a read query a test writes (``:name`` parameters), for what the reads above miss."""
+    return list(conn.execute(text(sql), params or {}).all())

@@ -23,24 +23,25 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy import text
-
 from orchestrator.channels.base import Adapter, ChannelRouter, OutgoingMessage
 from orchestrator.channels.memory import MemoryAdapter
 from orchestrator.clock import from_us, to_us
 from orchestrator.engine.tick import Engine, TickReport
 from orchestrator.engine.workspace import load_workspace
 from orchestrator.ingest import ingest_events_records
-from orchestrator.store import Store, open_store, sqlite_url
-from orchestrator.store.customers import upsert_customers
-from orchestrator.store.readback import (
+from orchestrator.store import (
     ConversionRow,
     LedgerRow,
+    Store,
     SuppressionRow,
     conversion_rows,
     instance_rows,
     ledger_rows,
+    open_store,
+    query_rows,
+    sqlite_url,
     suppression_rows,
+    upsert_customers,
 )
 from orchestrator.testing.clock import SimClock, duration
 from orchestrator.testing.factories import write_files
@@ -224,7 +225,7 @@ class World:
     def rows(self, sql: str, **params: Any) -> list[Any]:
         """The rows of a read query on the store, for what the helpers above do not cover."""
         with self.store.connect() as conn:
-            return list(conn.execute(text(sql), params).all())
+            return query_rows(conn, sql, params)
 
     # ------------------------------------------------------------------------------------------ asserting
 
