@@ -26,6 +26,7 @@ from orchestrator.engine.render import message_row
 from orchestrator.engine.tick import Engine
 from orchestrator.engine.workspace import load_workspace
 from orchestrator.language import SpecError
+from orchestrator.language.channels import CONSENT_CHANNELS
 from orchestrator.language.plan import ENTRY
 from orchestrator.store import Store, open_store
 from orchestrator.store.customers import customer_records
@@ -92,7 +93,7 @@ def explain(store: Store, customer_id: str, journey: str | None = None) -> dict[
             ),
             params,
         ).all()
-        addresses = [("email", found[1]), ("sms", found[2]), ("push", found[3])]
+        addresses = list(zip(CONSENT_CHANNELS, found[1:4], strict=True))
         suppressions = [
             {"channel": r[0], "address": r[1], "reason": r[2], "since": _iso(r[3])}
             for channel, address in addresses
@@ -149,7 +150,7 @@ def explain(store: Store, customer_id: str, journey: str | None = None) -> dict[
         # None: no consent on record for the channel (the policy's ``consent.missing`` decides).
         "consent": {
             channel: None if value is None else bool(value)
-            for channel, value in zip(("email", "sms", "push"), found[4:7], strict=True)
+            for channel, value in zip(CONSENT_CHANNELS, found[4:7], strict=True)
         },
         "entries": out_entries,
         "suppressions": suppressions,
@@ -257,6 +258,6 @@ def run_preview(args: Args) -> int:
 
 
 def _plain(value: Any) -> Any:
-    from orchestrator.signals.evaluate import to_python
+    from orchestrator.signals import to_python
 
     return to_python(value)

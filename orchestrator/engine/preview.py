@@ -24,7 +24,7 @@ from orchestrator.engine.template_data import customer_reads
 from orchestrator.engine.tick import Engine
 from orchestrator.engine.workspace import Workspace
 from orchestrator.language.plan import ENTRY, JourneyPlan, StepPlan
-from orchestrator.signals.evaluate import to_python
+from orchestrator.signals import to_python
 from orchestrator.store import Store
 from orchestrator.store.customers import customer_key, customer_records
 from orchestrator.store.instances import latest_instance_data

@@ -37,8 +37,7 @@ from orchestrator.engine.matching import first_matching_after, joined, normalise
 from orchestrator.engine.signal_state import SignalState
 from orchestrator.holdout import buckets
 from orchestrator.language.plan import ENTRY, NO_STATE, JourneyPlan, MatchTerm, StepPlan, split_trigger
-from orchestrator.signals.evaluate import Evaluator, to_python
-from orchestrator.signals.frame import CustomerFrame, EventFrame
+from orchestrator.signals import CustomerFrame, Evaluator, EventFrame, to_python
 from orchestrator.store import journeys as sj
 from orchestrator.store.customers import customer_ids
 

@@ -37,18 +37,15 @@ from orchestrator.engine.dispatch import DispatchContext, DispatchReport, dispat
 from orchestrator.engine.entry import KeptCondition, enter
 from orchestrator.engine.matching import first_matching_after, joined, normalise, values_at
 from orchestrator.engine.signal_state import SignalState
-from orchestrator.engine.snapshot import needed_columns
+from orchestrator.engine.snapshot import bare_customer_frame, needed_columns
 from orchestrator.engine.stepping import Stepped, Stepper
 from orchestrator.engine.stepping import ledger_key as ledger_key
 from orchestrator.engine.workers import Sharing
 from orchestrator.engine.workspace import Workspace, plan_from_source
 from orchestrator.language.plan import JourneyPlan
-from orchestrator.signals.evaluate import AggregateCache, Evaluator, to_python
-from orchestrator.signals.frame import CustomerFrame, EventFrame
-from orchestrator.signals.lang import Node
+from orchestrator.signals import AggregateCache, CustomerFrame, Evaluator, EventFrame, Node, to_python
 from orchestrator.store import Store, health, leases
 from orchestrator.store import journeys as sj
-from orchestrator.store.customers import bare_customer_frame
 
 log = logging.getLogger("orchestrator.engine")
 

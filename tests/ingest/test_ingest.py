@@ -21,10 +21,11 @@ from sqlalchemy import select
 from tables import row, table
 
 from orchestrator.clock import to_us
+from orchestrator.engine.snapshot import load_customer_frame, load_event_frame
 from orchestrator.ingest import IngestError, ingest_events_records, ingest_file
 from orchestrator.store import Store, open_store, sqlite_url
-from orchestrator.store.customers import CUSTOMERS, customer_records, load_customer_frame, max_key
-from orchestrator.store.events import EVENTS, load_event_frame
+from orchestrator.store.customers import CUSTOMERS, customer_records, max_key
+from orchestrator.store.events import EVENTS
 from orchestrator.store.tables import IngestBatch
 
 INGEST_BATCHES = IngestBatch.__table__  # type: ignore[attr-defined]
