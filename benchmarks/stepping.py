@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from orchestrator.engine.signal_state import SignalState  # noqa: E402
-from orchestrator.engine.stepping import Stepper  # noqa: E402
+from orchestrator.engine.stepping import step_due  # noqa: E402
 from orchestrator.engine.workspace import load_workspace  # noqa: E402
 from orchestrator.signals import (  # noqa: E402
     AggregateCache,
@@ -50,8 +50,7 @@ from orchestrator.signals import (  # noqa: E402
     EventFrame,
     IncrementalAggregates,
 )
-from orchestrator.store import journeys as sj  # noqa: E402
-from orchestrator.store import open_store, sqlite_url  # noqa: E402
+from orchestrator.store import insert_instances, open_store, sqlite_url  # noqa: E402
 from orchestrator.store.customers import upsert_customers  # noqa: E402
 
 JOURNEY = """\
@@ -101,7 +100,7 @@ def setup(workdir: Path, n: int, journey: str = JOURNEY) -> tuple[Any, Any]:
             upsert_customers(conn, rows, now_us=0)
     with store.begin() as conn:
         keys = np.arange(1, n + 1, dtype=np.int64)  # customer keys are dense from 1 in a fresh store
-        sj.insert_instances(conn, plan.id, plan.version, keys, np.zeros(n, bool), "hello", NOW_US)
+        insert_instances(conn, plan.id, plan.version, keys, np.zeros(n, bool), "hello", NOW_US)
     return store, workspace
 
 
@@ -111,7 +110,7 @@ def step_once(store: Any, workspace: Any, n: int) -> dict[str, Any]:
     evaluator = Evaluator(EventFrame.empty(n + 1), customers, NOW_US, plan.metrics, AggregateCache())
     started = time.perf_counter()
     with store.begin() as conn:
-        stepped = Stepper(conn, plan, evaluator, customers, SignalState(), NOW_US).run()
+        stepped = step_due(conn, plan, evaluator, customers, SignalState(), NOW_US)
         committing = time.perf_counter()
     done = time.perf_counter()
     with store.connect() as conn:

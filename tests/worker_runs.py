@@ -22,8 +22,7 @@ from orchestrator.channels.memory import MemoryAdapter
 from orchestrator.clock import SimulatedClock, to_us
 from orchestrator.engine.tick import Engine
 from orchestrator.engine.workspace import load_workspace
-from orchestrator.store import journeys as sj
-from orchestrator.store import open_store
+from orchestrator.store import insert_instances, open_store
 from orchestrator.store.customers import upsert_customers
 
 #: Two sends an hour apart: stepping an instance twice at one step would queue a second ledger row.
@@ -75,7 +74,7 @@ def add_due_instances(url: str, journeys: Path, n: int, now: datetime) -> None:
         plan = load_workspace([journeys]).plans[0]
         with store.begin() as conn:
             keys = np.arange(1, n + 1, dtype=np.int64)  # customer keys are dense from 1 in a fresh store
-            sj.insert_instances(conn, plan.id, plan.version, keys, np.zeros(n, bool), "hello", to_us(now))
+            insert_instances(conn, plan.id, plan.version, keys, np.zeros(n, bool), "hello", to_us(now))
     finally:
         store.dispose()
 

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, Protocol, get_args, runtime_checkable
 
+from orchestrator.errors import SetupError
 from orchestrator.language.channels import CHANNELS
 
 DeliveryStatus = Literal["sent", "retry", "failed"]
@@ -155,7 +156,7 @@ class Adapter(Protocol):
         ...
 
 
-class NoAdapterError(LookupError):
+class NoAdapterError(SetupError, LookupError):
     """No adapter is registered for a channel."""
 
 

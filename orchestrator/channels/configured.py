@@ -31,9 +31,10 @@ from orchestrator.config import (
     TwilioChannel,
     WorkspaceConfig,
 )
+from orchestrator.errors import SetupError
 
 
-class ProviderSetupError(ValueError):
+class ProviderSetupError(SetupError, ValueError):
     """A provider the config describes cannot be set up (the message names its section)."""
 
 

@@ -35,6 +35,7 @@ import css_inline
 from orchestrator.channels.base import OutgoingMessage
 from orchestrator.channels.signing import Keyring
 from orchestrator.clock import from_us
+from orchestrator.errors import DeliveryError
 from orchestrator.language.channels import CONSENT_CHANNELS
 
 # RFC 5322: a line must not exceed 998 characters and should not exceed 78.
@@ -52,7 +53,7 @@ _LONG_LINE = re.compile(f"[^\n]{{{MAX_LINE + 1}}}")
 _INLINER = css_inline.CSSInliner(load_remote_stylesheets=False, keep_at_rules=True, keep_link_tags=False)
 
 
-class ComposeError(ValueError):
+class ComposeError(DeliveryError, ValueError):
     """The message cannot become an email. ``suppress``: the recipient address itself is at fault."""
 
     def __init__(self, message: str, *, code: str, suppress: bool = False) -> None:

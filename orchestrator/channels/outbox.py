@@ -42,6 +42,7 @@ from orchestrator.channels.mail import ComposeError, EmailSettings, compose_emai
 from orchestrator.channels.push import PushRefused, PushRules
 from orchestrator.channels.sms import SmsRefused, SmsRules
 from orchestrator.channels.webhook import webhook_document
+from orchestrator.errors import DeliveryError
 
 _EXTENSIONS: dict[str, str] = {"email": "eml", "sms": "txt", "push": "json", "webhook": "json"}
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]")
@@ -70,7 +71,7 @@ def message_id_for(idempotency_key: str) -> str:
     return message_id(idempotency_key, OUTBOX_DOMAIN)
 
 
-class _Undeliverable(ValueError):
+class _Undeliverable(DeliveryError, ValueError):
     """The message itself is unacceptable: a permanent failure."""
 
     def __init__(self, message: str, *, code: str, suppress: bool = False) -> None:

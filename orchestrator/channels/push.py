@@ -39,6 +39,7 @@ from orchestrator.channels.transport import (
     HttpResponse,
     ProviderRequest,
 )
+from orchestrator.errors import DeliveryError
 
 PUSH_PAYLOAD_LIMIT = 4096
 Platform = Literal["fcm", "apns"]
@@ -46,7 +47,7 @@ Platform = Literal["fcm", "apns"]
 _APNS_ID_NAMESPACE = uuid.UUID("6f1c7c2e-4f4b-4d0e-9a55-3f1f3d0c2b71")
 
 
-class PushRefused(ValueError):
+class PushRefused(DeliveryError, ValueError):
     """A push message that must not be sent (too big, not encodable, no device token)."""
 
     def __init__(self, message: str, *, code: str) -> None:

@@ -38,6 +38,7 @@ from orchestrator.channels.transport import (
     HttpResponse,
     ProviderRequest,
 )
+from orchestrator.errors import DeliveryError
 
 # GSM 03.38 default alphabet (ESC, 0x1B, left out: it is not a character one can send) and its extension
 # table, whose characters are sent as ESC + character and so count twice.
@@ -91,7 +92,7 @@ def _segments(
 # -- numbers ------------------------------------------------------------------------------------------
 
 
-class InvalidNumber(ValueError):
+class InvalidNumber(DeliveryError, ValueError):
     """Not a valid phone number; the message says why."""
 
 
@@ -125,7 +126,7 @@ def normalise_number(raw: str, default_region: str | None = None) -> str:
 # -- rules --------------------------------------------------------------------------------------------
 
 
-class SmsRefused(ValueError):
+class SmsRefused(DeliveryError, ValueError):
     """A message that must not be sent; ``code`` and ``suppress`` as in ``DeliveryResult``."""
 
     def __init__(self, message: str, *, code: str, suppress: bool = False) -> None:

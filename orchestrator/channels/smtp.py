@@ -43,6 +43,7 @@ from orchestrator.channels.base import DeliveryResult, OutgoingMessage
 from orchestrator.channels.delivery import SentKeys, classify_smtp, short, transport_failure
 from orchestrator.channels.limits import ProviderLimits
 from orchestrator.channels.mail import ComposeError, EmailSettings, compose_email
+from orchestrator.errors import DeliveryError
 
 Security = Literal["starttls", "tls", "none"]
 _LEADING_DOT = re.compile(rb"(?m)^\.")
@@ -94,7 +95,7 @@ class SmtpSettings:
         return f"smtp:{self.host}:{self.port}:{self.username or ''}"
 
 
-class _Refused(Exception):
+class _Refused(DeliveryError):
     """An SMTP command was refused; carries the classified result. ``reset``: a transaction was left open
     (a refused sender or recipient), so the session needs RSET before its next message."""
 
@@ -104,7 +105,7 @@ class _Refused(Exception):
         self.reset = reset
 
 
-class _GoneBeforeData(Exception):
+class _GoneBeforeData(DeliveryError):
     """The connection was found dead before the server accepted DATA: nothing was handed over."""
 
     def __init__(self, cause: BaseException | DeliveryResult) -> None:

@@ -22,7 +22,6 @@ from collections.abc import Callable, Sequence
 
 from orchestrator.cli.settings import DEFAULT_JOURNEYS, DEFAULT_OUTBOX
 
-EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
 
@@ -56,8 +55,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run_guarded(command: str, verbose: bool, body: Callable[[], int]) -> int:
     """Run a command's ``body`` and turn what it raises into an exit code and one line on stderr:
     ``orchestrator COMMAND: message`` (``cli.errors``), never a traceback (but with ``-v`` for an error
-    nobody expected)."""
-    from orchestrator.cli.errors import Failure, UsageError, describe, unexpected
+    nobody expected).
+
+    Told as they are, with the exit code ``orchestrator.errors`` gives them: bad usage, the command's
+    own failures and the store's errors (which any command may meet). The core's other errors are put in
+    context by the command that calls it; one that escapes a command is a bug, told as unexpected."""
+    from orchestrator.cli.errors import describe, unexpected
+    from orchestrator.errors import Failure, StoreError, UsageError
 
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
@@ -68,17 +72,13 @@ def run_guarded(command: str, verbose: bool, body: Callable[[], int]) -> int:
         code = body()
         sys.stdout.flush()  # a reader that went away (``| head``) shows here, not at exit
         return code
-    except UsageError as exc:
-        return _fail(name, str(exc), EXIT_USAGE)
-    except Failure as exc:
-        return _fail(name, str(exc), 1)
+    except (UsageError, Failure, StoreError) as exc:
+        return _fail(name, str(exc), exc.exit_code)
     except BrokenPipeError:
         return _quiet_broken_pipe()
     except KeyboardInterrupt:
         return _fail(name, "interrupted", EXIT_INTERRUPTED)
     except Exception as exc:
-        if _is_schema_error(exc):
-            return _fail(name, str(exc), 1)
         try:
             message = describe(exc)
         except Exception:  # describing must never hide the error itself
@@ -86,12 +86,6 @@ def run_guarded(command: str, verbose: bool, body: Callable[[], int]) -> int:
         if message is None and verbose:
             raise  # the traceback, for a bug report
         return _fail(name, message or unexpected(exc), 1)
-
-
-def _is_schema_error(exc: BaseException) -> bool:
-    """A store made by a newer version, or damaged (``store.SchemaError``): told as it is."""
-    store = sys.modules.get("orchestrator.store")
-    return store is not None and isinstance(exc, store.SchemaError)
 
 
 def _quiet_broken_pipe() -> int:

@@ -611,6 +611,32 @@ def plan(
     )
 
 
+@command("diagram", "draw a journey's steps and transitions, as Mermaid or Graphviz (DOT) text")
+def diagram(
+    ctx: typer.Context,
+    journey: Annotated[
+        str, typer.Argument(metavar="JOURNEY", help="the journey's file, or its id among --journeys")
+    ],
+    journeys: o.Journeys = None,
+    templates: o.Templates = None,
+    format: o.DiagramFormat = "mermaid",
+    output: o.DiagramOutput = None,
+    config: o.ConfigFile = None,
+) -> int:
+    return _invoke(
+        ctx,
+        "diagram",
+        config,
+        lambda s: {
+            "journey": journey,
+            "journeys": s.journeys(journeys),
+            "templates": s.templates(templates),
+            "format": format,
+            "output": output,
+        },
+    )
+
+
 @command("status", "instances per journey and step, due waits, outbox backlog, last tick")
 def status(
     ctx: typer.Context,

@@ -21,8 +21,7 @@ from orchestrator.clock import Clock, SimulatedClock, SystemClock, parse_instant
 from orchestrator.engine.tick import ClockBehind, Engine, TickReport
 from orchestrator.engine.workspace import Workspace, load_workspace, validate_paths
 from orchestrator.language import SpecError
-from orchestrator.store import Store, database_url, open_store
-from orchestrator.store.holder import Holding, StoreHeld, hold
+from orchestrator.store import Holding, Store, StoreHeld, database_url, hold, open_store
 
 if TYPE_CHECKING:  # the ingest modules load pyarrow: only the commands that ingest import them
     from orchestrator.channels.delivery import DeliveryMode
@@ -438,7 +437,7 @@ def _config_reload(
 
 
 def cmd_retire(args: Args) -> int:
-    from orchestrator.store import journeys as sj
+    from orchestrator.store import retire_journey, retirement
 
     try:
         store = open_store(args.db, create=False)
@@ -451,8 +450,8 @@ def cmd_retire(args: Args) -> int:
     store = open_store(args.db)  # adds the retired_journeys table to a store made by an earlier version
     try:
         with store.begin() as conn:
-            already = sj.retirement(conn, args.journey)
-            done = None if already else sj.retire_journey(conn, args.journey, to_us(SystemClock().now()))
+            already = retirement(conn, args.journey)
+            done = None if already else retire_journey(conn, args.journey, to_us(SystemClock().now()))
     finally:
         store.dispose()
     if already is not None:
@@ -496,6 +495,27 @@ def cmd_plan(args: Args) -> int:
     from orchestrator.cli.runtime import run_plan
 
     return run_plan(args)
+
+
+def cmd_diagram(args: Args) -> int:
+    """Write a journey's diagram, drawn from its state machine, to stdout or to ``--output``."""
+    as_file = Path(args.journey)
+    is_file = as_file.suffix in (".yaml", ".yml") and as_file.is_file()
+    workspace = _workspace(Args(**{**vars(args), "journeys": [str(as_file)]}) if is_file else args)
+    if is_file and len(workspace.plans) == 1:
+        plan = workspace.plans[0]
+    else:
+        try:
+            plan = workspace.plan(args.journey)
+        except KeyError as exc:
+            raise UsageError(str(exc.args[0])) from None
+    text = plan.diagram(args.format)
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        args.output.write_text(text, encoding="utf-8")
+        print(f"wrote {args.output}", file=sys.stderr)
+    return 0
 
 
 def cmd_status(args: Args) -> int:

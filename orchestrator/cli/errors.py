@@ -7,7 +7,9 @@ parameters (which can hold customer data). An error it does not know is left to 
 and the line of the code where it arose, with a pointer to ``-v`` for the traceback.
 
 ``UsageError`` (exit 2) and ``Failure`` (exit 1) are what commands raise for bad arguments and for problems
-found. This module is imported by every command: it loads nothing heavy until an error is described.
+found; both are defined in ``orchestrator.errors`` (with every error's exit code) and imported here, where
+the commands import them from. This module is imported by every command: it loads nothing heavy until an
+error is described.
 """
 
 from __future__ import annotations
@@ -16,15 +18,11 @@ import errno
 import sqlite3
 import traceback
 
+from orchestrator.errors import Failure, UsageError
+
+__all__ = ["Failure", "UsageError", "describe", "unexpected"]
+
 _DISK_FULL = "free some space (or raise the quota or size limit) and run again"
-
-
-class UsageError(Exception):
-    """Bad arguments (exit 2)."""
-
-
-class Failure(Exception):
-    """The command ran and found problems (exit 1)."""
 
 
 def describe(exc: BaseException) -> str | None:

@@ -18,6 +18,7 @@ import numpy as np
 
 from orchestrator.cli.errors import Failure, UsageError
 from orchestrator.cli.settings import Args
+from orchestrator.errors import InvalidInputError
 from orchestrator.measure.sequential import DEFAULT_SEQUENTIAL_TAU
 
 
@@ -121,7 +122,7 @@ def _check_attribute(store: Any, name: str) -> None:
 # ------------------------------------------------------------------------------------------------ lift
 
 
-class InputError(ValueError):
+class InputError(InvalidInputError, ValueError):
     """The experiment table cannot be analysed as asked; the message names the column and line."""
 
 

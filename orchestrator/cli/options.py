@@ -134,6 +134,15 @@ TextFormat = Annotated[
     Literal["text", "json"], typer.Option("--format", help="text for people, json for programs")
 ]
 
+DiagramFormat = Annotated[
+    Literal["mermaid", "dot"],
+    typer.Option("--format", help="mermaid (a stateDiagram-v2) or dot (Graphviz source)"),
+]
+DiagramOutput = Annotated[
+    Path | None,
+    typer.Option("--output", "-o", metavar="FILE", help="write the diagram here, not to stdout"),
+]
+
 # ------------------------------------------------------------------------------------------- statistics
 
 Alpha = Annotated[float, typer.Option("--alpha", metavar="P", parser=probability, help="1 - confidence")]

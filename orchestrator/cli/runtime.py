@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from orchestrator import store as sj
 from orchestrator.channels.base import ChannelRouter
 from orchestrator.cli.errors import Failure, UsageError
 from orchestrator.cli.settings import Args
@@ -21,7 +22,6 @@ from orchestrator.engine.tick import Engine, migration_problems
 from orchestrator.engine.workspace import Workspace, load_workspace
 from orchestrator.language import JourneyPlan, SpecError
 from orchestrator.store import Store, health, open_store
-from orchestrator.store import journeys as sj
 
 HOUR_US = 3600 * US_PER_SECOND
 

@@ -141,7 +141,7 @@ class Settings:
         picked = self._pick("db", flag, "--db", ENV_DB)
         if picked is not None:
             return str(picked.value)
-        from orchestrator.store.db import DEFAULT_URL
+        from orchestrator.store import DEFAULT_URL
 
         return DEFAULT_URL
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import orjson
 
+from orchestrator.errors import SetupError
+
 #: The files of a new workspace, by their path in it, and where each comes from in the package.
 _FILES: dict[str, str] = {
     "orchestrator.yaml": "orchestrator.yaml",
@@ -28,7 +30,7 @@ _FILES: dict[str, str] = {
 _SAMPLE_EVENTS = "sample/events.jsonl"
 
 
-class WorkspaceExists(FileExistsError):
+class WorkspaceExists(SetupError, FileExistsError):
     """The folder already holds files ``init`` would write."""
 
 

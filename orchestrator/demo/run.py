@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import TextIO
 
 import numpy as np
-from sqlalchemy import text
 
 from orchestrator.channels.base import ChannelRouter
 from orchestrator.channels.outbox import OutboxAdapter
@@ -32,8 +31,17 @@ from orchestrator.engine.workspace import load_workspace
 from orchestrator.ingest import ingest_events_records, ingest_file
 from orchestrator.language import SpecError
 from orchestrator.measure.report import format_table, journey_report
-from orchestrator.store import Store, open_store, sqlite_url
-from orchestrator.store.holder import StoreHeld, hold
+from orchestrator.store import (
+    Store,
+    StoreHeld,
+    customer_keys_by_id,
+    customers_sent_since,
+    first_sent_messages,
+    hold,
+    message_outcomes,
+    open_store,
+    sqlite_url,
+)
 
 RESPONSE_DAYS = 3  # how long a delivered message keeps a customer more active
 RESPONSE_BOOST = 3.0
@@ -117,8 +125,7 @@ def run_demo(
 
     engine = Engine(store, workspace, ChannelRouter([OutboxAdapter(outbox)]), clock)
     with store.connect() as conn:
-        rows = conn.execute(text("SELECT key, id FROM customers")).all()
-    key_of = {cid: key for key, cid in rows}
+        key_of = customer_keys_by_id(conn)
     pop = make_population(len(key_of))
     pop_keys = np.array([key_of.get(cid, 0) for cid in pop.ids], dtype=np.int64)
     rng = np.random.default_rng(seed)
@@ -155,33 +162,27 @@ def run_demo(
 def _response_boost(store: Store, pop_keys: np.ndarray, day_start_us: int) -> np.ndarray:
     since = day_start_us - RESPONSE_DAYS * 86400 * 1_000_000
     with store.connect() as conn:
-        rows = conn.execute(
-            text("SELECT DISTINCT customer_key FROM messages WHERE status = 'sent' AND sent_us >= :s"),
-            {"s": since},
-        ).all()
-    messaged = np.array([r[0] for r in rows], dtype=np.int64)
+        messaged = customers_sent_since(conn, since)
     return np.where(np.isin(pop_keys, messaged), RESPONSE_BOOST, 1.0)
 
 
 def _print_messages(store: Store, outbox: Path, out: TextIO) -> None:
     with store.connect() as conn:
-        rows = conn.execute(text("SELECT journey_id, channel, status, reason FROM messages")).all()
-        sample = conn.execute(
-            text(
-                "SELECT journey_id, step, channel, recipient, subject, title, body FROM messages "
-                "WHERE status = 'sent' ORDER BY id LIMIT 3"
-            )
-        ).all()
-    counts = Counter((r[0], r[1], r[2]) for r in rows)
-    reasons = Counter(r[3] for r in rows if r[2] != "sent")
+        rows = message_outcomes(conn)
+        sample = first_sent_messages(conn, 3)
+    counts = Counter((r.journey_id, r.channel, r.status) for r in rows)
+    reasons = Counter(r.reason for r in rows if r.status != "sent")
     print(f"\nMessages ({len(rows)} in the ledger; files under {outbox}/):", file=out)
     for (journey, channel, status), n in sorted(counts.items()):
         print(f"  {journey:18s} {channel:6s} {status:10s} {n:5d}", file=out)
     for reason, n in reasons.most_common():
         print(f"  not sent: {reason} ({n})", file=out)
     print("\nA few of the messages sent:", file=out)
-    for journey, step, channel, recipient, subject, title, body in sample:
-        heading = subject or title or ""
-        print(f"  [{journey}/{step}] {channel} to {recipient}: {heading}", file=out)
-        for line in (body or "").strip().splitlines()[:3]:
+    for message in sample:
+        heading = message.subject or message.title or ""
+        print(
+            f"  [{message.journey_id}/{message.step}] {message.channel} to {message.recipient}: {heading}",
+            file=out,
+        )
+        for line in (message.body or "").strip().splitlines()[:3]:
             print(f"      {line}", file=out)

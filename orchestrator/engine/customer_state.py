@@ -15,10 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection
 
 from orchestrator.signals import CustomerFrame
-from orchestrator.store.customers import max_key, max_revision, read_customer_values
+from orchestrator.store import Connection, max_key, max_revision, read_customer_values
 
 
 @dataclass

@@ -39,8 +39,7 @@ from orchestrator.clock import Clock, SimulatedClock, from_us, to_us
 from orchestrator.engine.handover import IngestCount, Ingestor
 from orchestrator.engine.tick import ClockBehind, Engine, TickReport, failure_text
 from orchestrator.logs import mask_url
-from orchestrator.store import Store, leases
-from orchestrator.store import journeys as sj
+from orchestrator.store import Store, last_tick, leases
 
 if TYPE_CHECKING:
     from orchestrator.engine.reload import WorkspaceFiles
@@ -187,7 +186,7 @@ def resume_simulated_clock(store: Store, clock: SimulatedClock, start: datetime,
     """Set ``clock`` to ``start``, or one ``step`` after the last tick stored if that is later (a restarted
     daemon carries on where the previous one got to)."""
     with store.connect() as conn:
-        last = sj.last_tick(conn) if store.is_initialised() else None
+        last = last_tick(conn) if store.is_initialised() else None
     clock.set(start if last is None else max(start, from_us(last[0]) + step))
 
 

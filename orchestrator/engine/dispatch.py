@@ -57,9 +57,19 @@ from orchestrator.engine.render import ADDRESS_FIELD, message_row
 from orchestrator.language.plan import ENTRY, JourneyPlan, StepPlan
 from orchestrator.language.policy_file import ContactPolicy
 from orchestrator.signals import to_python
-from orchestrator.store import Store
-from orchestrator.store import journeys as sj
-from orchestrator.store.customers import customer_records
+from orchestrator.store import (
+    DueMessage,
+    Store,
+    customer_records,
+    due_messages,
+    instance_data,
+    mark_in_flight,
+    recent_sends,
+    record_outcomes,
+    settle_in_flight,
+    suppress_addresses,
+    suppressed_addresses,
+)
 
 BATCH = 1000
 
@@ -132,7 +142,7 @@ def _dispatch_all(
     now_us = to_us(clock.now())
     at_most_once = [channel for channel, mode in context.delivery.items() if mode == AT_MOST_ONCE]
     with store.begin() as conn:
-        report.requeued, report.uncertain = sj.settle_in_flight(conn, at_most_once)
+        report.requeued, report.uncertain = settle_in_flight(conn, at_most_once)
     handled = 0
     last_id = 0
     while limit is None or handled < limit:
@@ -142,7 +152,7 @@ def _dispatch_all(
         size = BATCH if limit is None else min(BATCH, limit - handled)
         started = time.perf_counter()
         with store.connect() as conn:
-            batch = sj.due_messages(conn, size, now_us, after_id=last_id, journeys=context.journeys)
+            batch = due_messages(conn, size, now_us, after_id=last_id, journeys=context.journeys)
             if not batch:
                 break
             loaded = _load(conn, batch, context, now_us)
@@ -159,7 +169,7 @@ def _dispatch_all(
 def _send_batch(
     store: Store,
     decided: list[dict[str, Any]],
-    to_send: list[tuple[sj.DueMessage, dict[str, Any]]],
+    to_send: list[tuple[DueMessage, dict[str, Any]]],
     context: DispatchContext,
     now_us: int,
     report: DispatchReport,
@@ -198,10 +208,10 @@ def _send_batch(
             group = []
         started = time.perf_counter()
         with store.begin() as conn:
-            sj.record_outcomes(conn, outcomes)
-            sj.suppress_addresses(conn, suppressions)
+            record_outcomes(conn, outcomes)
+            suppress_addresses(conn, suppressions)
             if group:
-                sj.mark_in_flight(conn, [m.id for m, _ in group], [m.attempts + 1 for m, _ in group], now_us)
+                mark_in_flight(conn, [m.id for m, _ in group], [m.attempts + 1 for m, _ in group], now_us)
         commit_s = time.perf_counter() - started
         report.add_seconds("record", commit_s)
         if not group:
@@ -227,11 +237,11 @@ class _Loaded:
     suppressed: dict[tuple[str, str], str]
 
 
-def _load(conn: Any, batch: list[sj.DueMessage], context: DispatchContext, now_us: int) -> _Loaded:
+def _load(conn: Any, batch: list[DueMessage], context: DispatchContext, now_us: int) -> _Loaded:
     keys = [m.customer_key for m in batch]
     records = customer_records(conn, keys)
     # A local week starts at most 8 days before now, whatever the zone.
-    recent = sj.recent_sends(conn, keys, now_us - WEEK_US - 86400 * US_PER_SECOND)
+    recent = recent_sends(conn, keys, now_us - WEEK_US - 86400 * US_PER_SECOND)
     wants_data = []
     addresses: dict[str, list[str]] = {}
     for m in batch:
@@ -242,16 +252,16 @@ def _load(conn: Any, batch: list[sj.DueMessage], context: DispatchContext, now_u
         address = record.get(ADDRESS_FIELD.get(m.channel, ""))
         if address:
             addresses.setdefault(m.channel, []).append(str(address))
-    data = sj.instance_data(conn, wants_data) if wants_data else {}
+    data = instance_data(conn, wants_data) if wants_data else {}
     suppressed = {
         (channel, address): reason
         for channel, listed in addresses.items()
-        for address, reason in sj.suppressed_addresses(conn, channel, listed).items()
+        for address, reason in suppressed_addresses(conn, channel, listed).items()
     }
     return _Loaded(records, recent, data, suppressed)
 
 
-def _outcome(m: sj.DueMessage, status: str, reason: str | None, **fields: Any) -> dict[str, Any]:
+def _outcome(m: DueMessage, status: str, reason: str | None, **fields: Any) -> dict[str, Any]:
     row = {
         "id": m.id,
         "status": status,
@@ -272,12 +282,12 @@ def _outcome(m: sj.DueMessage, status: str, reason: str | None, **fields: Any) -
 
 
 def _decide_batch(
-    batch: list[sj.DueMessage],
+    batch: list[DueMessage],
     loaded: _Loaded,
     context: DispatchContext,
     now_us: int,
     report: DispatchReport,
-) -> tuple[list[dict[str, Any]], list[tuple[sj.DueMessage, dict[str, Any]]]]:
+) -> tuple[list[dict[str, Any]], list[tuple[DueMessage, dict[str, Any]]]]:
     """The batch's outcomes decided without a provider (holdout, policy, template, suppression list) and
     the rendered messages to send."""
     outcomes: list[dict[str, Any]] = []
@@ -313,7 +323,7 @@ def _decide_batch(
         now_us,
     )
     report.add_seconds("policy", time.perf_counter() - started)
-    to_send: list[tuple[sj.DueMessage, dict[str, Any]]] = []
+    to_send: list[tuple[DueMessage, dict[str, Any]]] = []
     render_started = time.perf_counter()
     metric_cache: dict[int, Mapping[str, np.ndarray]] = {}
     for j, m in enumerate(pending):
@@ -356,7 +366,7 @@ def _decide_batch(
 
 
 def _render(
-    m: sj.DueMessage,
+    m: DueMessage,
     plan: JourneyPlan,
     step: StepPlan,
     loaded: _Loaded,
@@ -391,7 +401,7 @@ def _render(
     )
 
 
-def _outgoing(m: sj.DueMessage, row: dict[str, Any]) -> OutgoingMessage:
+def _outgoing(m: DueMessage, row: dict[str, Any]) -> OutgoingMessage:
     return OutgoingMessage(
         idempotency_key=m.idempotency_key,
         channel=m.channel,
@@ -410,7 +420,7 @@ def _outgoing(m: sj.DueMessage, row: dict[str, Any]) -> OutgoingMessage:
 
 
 def _record(
-    m: sj.DueMessage,
+    m: DueMessage,
     row: dict[str, Any],
     result: DeliveryResult,
     context: DispatchContext,

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import orjson
-from sqlalchemy import Connection
 
 from orchestrator.engine.matching import normalise
 from orchestrator.engine.snapshot import entry_condition, entry_node
@@ -29,8 +28,22 @@ from orchestrator.holdout import HOLDOUT, assign_arms
 from orchestrator.language.models import Cooldown
 from orchestrator.language.plan import JourneyPlan
 from orchestrator.signals import Evaluator, Node
-from orchestrator.store import journeys as sj
-from orchestrator.store.customers import customer_ids
+from orchestrator.store import (
+    Connection,
+    EntryHistory,
+    customer_ids,
+    entry_cursor,
+    entry_events,
+    entry_history,
+    event_type_id,
+    holdout_assignments,
+    insert_assignments,
+    insert_instances,
+    max_event_id,
+    set_entry_cursor,
+    signal_members,
+    update_signal_members,
+)
 
 
 @dataclass
@@ -83,23 +96,23 @@ def _enter_by_condition(
     condition: np.ndarray,
 ) -> Entered:
     previous = np.zeros(len(condition), bool)
-    prev_keys = sj.signal_members(conn, plan.id)
+    prev_keys = signal_members(conn, plan.id)
     previous[prev_keys[prev_keys < len(previous)]] = True
     became = condition & ~previous
-    sj.update_signal_members(
+    update_signal_members(
         conn, plan.id, np.flatnonzero(became), np.flatnonzero(previous & ~condition), now_us
     )
     candidates = np.flatnonzero(became)
     if not len(candidates):
         return Entered()
-    history = sj.entry_history(conn, plan.id, candidates)
+    history = entry_history(conn, plan.id, candidates)
     seen, pos = lookup(history.keys, candidates)
     allowed = reentry_allowed(plan, seen, history, pos, now_us)
     candidates = candidates[allowed]
     if not len(candidates):
         return Entered()
     held = assign(conn, plan, candidates, now_us, global_holdout)
-    sj.insert_instances(conn, plan.id, plan.version, candidates, held, plan.steps[0].id, now_us)
+    insert_instances(conn, plan.id, plan.version, candidates, held, plan.steps[0].id, now_us)
     return Entered(len(candidates), int(held.sum()))
 
 
@@ -113,19 +126,19 @@ def _enter_by_event(
 ) -> Entered:
     entry = plan.entry
     assert entry.event is not None
-    type_id = sj.event_type_id(conn, entry.event)
-    cursor = sj.entry_cursor(conn, plan.id)
+    type_id = event_type_id(conn, entry.event)
+    cursor = entry_cursor(conn, plan.id)
     if type_id is None:
         # No such event yet: later ones will have higher ids, so nothing older needs reading.
         if cursor is None:
-            sj.set_entry_cursor(conn, plan.id, sj.max_event_id(conn), [])
+            set_entry_cursor(conn, plan.id, max_event_id(conn), [])
         return Entered()
     last_id, pending = cursor if cursor is not None else (0, [])
-    events = sj.entry_events(conn, type_id, last_id, pending)
+    events = entry_events(conn, type_id, last_id, pending)
     if not len(events.ids):
         return Entered()
     ready = events.ts_us < now_us
-    sj.set_entry_cursor(conn, plan.id, max(last_id, int(events.ids.max())), events.ids[~ready].tolist())
+    set_entry_cursor(conn, plan.id, max(last_id, int(events.ids.max())), events.ids[~ready].tolist())
     # Too old when it reached the engine, or from a customer outside the segment: no entry.
     take = ready & (events.ts_us >= now_us - entry.within_us)
     known = events.keys < len(admitted)
@@ -166,7 +179,7 @@ def _enter_by_event(
     event_ids = events.ids[idx][order]
     properties = [properties[i] for i in order]
 
-    history = sj.entry_history(conn, plan.id, customers, keyed=entry.key is not None)
+    history = entry_history(conn, plan.id, customers, keyed=entry.key is not None)
     index = {
         f"{c}\x1f{k or ''}": i for i, (c, k) in enumerate(zip(history.keys, history.entry_keys, strict=True))
     }
@@ -177,7 +190,7 @@ def _enter_by_event(
     chosen = np.flatnonzero(allowed)
     customers = customers[chosen]
     held = assign(conn, plan, customers, now_us, global_holdout)
-    sj.insert_instances(
+    insert_instances(
         conn,
         plan.id,
         plan.version,
@@ -193,7 +206,7 @@ def _enter_by_event(
 
 
 def reentry_allowed(
-    plan: JourneyPlan, seen: np.ndarray, history: sj.EntryHistory, pos: np.ndarray, now_us: int
+    plan: JourneyPlan, seen: np.ndarray, history: EntryHistory, pos: np.ndarray, now_us: int
 ) -> np.ndarray:
     """Whether each candidate may enter under the journey's re-entry policy; ``seen`` marks candidates with
     an entry history, found at ``pos`` in ``history``."""
@@ -220,7 +233,7 @@ def assign(
     customer, however many instances the customer enters with), from the global layer first and then the
     journey's own holdout, each row stored with its layer, bucket, percent and reason."""
     unique = np.unique(keys)
-    known_keys, known_held = sj.holdout_assignments(conn, plan.id)
+    known_keys, known_held = holdout_assignments(conn, plan.id)
     known, pos = lookup(known_keys, unique)
     held_unique = np.zeros(len(unique), bool)
     held_unique[known] = known_held[pos[known]]
@@ -229,7 +242,7 @@ def assign(
         ids = customer_ids(conn, unique[new]).astype(str)
         arms = assign_arms(plan.id, ids, plan.journey.holdout, global_holdout)
         held_unique[new] = arms.arm == HOLDOUT
-        sj.insert_assignments(
+        insert_assignments(
             conn, plan.id, unique[new], arms.arm, arms.bucket, arms.percent, arms.reason, arms.layer, now_us
         )
     return held_unique[np.searchsorted(unique, keys)]

@@ -12,12 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection
 
 from orchestrator.clock import from_us
 from orchestrator.durations import US_PER_SECOND
-from orchestrator.store import health
-from orchestrator.store import journeys as sj
+from orchestrator.store import Connection, JourneyFailure, failed_journeys, recent_tick_instants
 
 HOUR_US = 3600 * US_PER_SECOND
 #: Without an explicit bound, the last tick is stale after this many of the usual intervals between ticks.
@@ -39,7 +37,7 @@ class EngineHealth:
     """What ``engine_health`` found. ``last_tick_us`` is None when no tick ran; ``age_us`` and
     ``stale_after_us`` are None when there is no tick or no clock to judge it by."""
 
-    failed: tuple[health.JourneyFailure, ...]
+    failed: tuple[JourneyFailure, ...]
     last_tick_us: int | None
     age_us: int | None
     stale_after_us: int | None
@@ -76,7 +74,7 @@ class EngineHealth:
 
 
 def judge_health(
-    failed: list[health.JourneyFailure],
+    failed: list[JourneyFailure],
     instants: list[int],
     clock_us: int | None,
     stale_after_us: int | None = None,
@@ -92,4 +90,4 @@ def judge_health(
 def engine_health(conn: Connection, clock_us: int | None, stale_after_us: int | None = None) -> EngineHealth:
     """The engine's health as the store tells it: journeys marked failed, and the last tick's age at
     ``clock_us`` against ``stale_after_us`` (None: the default rule)."""
-    return judge_health(health.failed_journeys(conn), sj.recent_tick_instants(conn), clock_us, stale_after_us)
+    return judge_health(failed_journeys(conn), recent_tick_instants(conn), clock_us, stale_after_us)

@@ -23,17 +23,15 @@ from orchestrator.engine.render import ADDRESS_FIELD, message_row
 from orchestrator.engine.template_data import customer_reads
 from orchestrator.engine.tick import Engine
 from orchestrator.engine.workspace import Workspace
+from orchestrator.errors import NotFoundError
 from orchestrator.language.plan import ENTRY, JourneyPlan, StepPlan
 from orchestrator.signals import to_python
-from orchestrator.store import Store
-from orchestrator.store.customers import customer_key, customer_records
-from orchestrator.store.instances import latest_instance_data
-from orchestrator.store.ledger import record_test_send
+from orchestrator.store import Store, customer_key, customer_records, latest_instance_data, record_test_send
 
 SAMPLE_CUSTOMER = "sample-customer"
 
 
-class PreviewError(LookupError):
+class PreviewError(NotFoundError, LookupError):
     """The journey, step or customer asked for does not exist (the message names it)."""
 
 

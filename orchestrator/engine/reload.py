@@ -55,7 +55,7 @@ from orchestrator.language import (
     load_journey_text,
     templates_root_for,
 )
-from orchestrator.store import journeys as sj
+from orchestrator.store import retirement, stored_version, stored_versions
 
 log = logging.getLogger("orchestrator.reload")
 
@@ -197,17 +197,17 @@ def store_problems(engine: Engine, workspace: Workspace) -> list[str]:
     problems: list[str] = []
     with engine.store.connect() as conn:
         for plan in workspace.plans:
-            retired = sj.retirement(conn, plan.id)
+            retired = retirement(conn, plan.id)
             if retired is not None and plan.version <= retired.version:
                 line, column = _where(workspace, plan.id, plan.file, "version")
                 problems.append(
                     f"{plan.file}:{line}:{column}: journey {plan.id!r} was retired at version "
                     f"{retired.version}; give it version {retired.version + 1} to run it again"
                 )
-            stored = sj.stored_version(conn, plan.id, plan.version)
+            stored = stored_version(conn, plan.id, plan.version)
             if stored is not None and stored.digest != plan.digest:
                 line, column = _where(workspace, plan.id, plan.file, "version")
-                latest = max(sj.stored_versions(conn, plan.id))
+                latest = max(stored_versions(conn, plan.id))
                 problems.append(
                     f"{plan.file}:{line}:{column}: journey {plan.id!r} version {plan.version} has changed "
                     f"since it first ran; give the changed journey version {latest + 1}"

@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import orjson
-from sqlalchemy import Connection
 
 from orchestrator.engine.handover import CommittedEvents
 from orchestrator.language.plan import JourneyPlan
@@ -31,8 +30,7 @@ from orchestrator.signals import (
     lang,
     property_uses,
 )
-from orchestrator.store.customers import max_key
-from orchestrator.store.events import load_new_events
+from orchestrator.store import Connection, load_new_events, max_key
 
 
 @dataclass

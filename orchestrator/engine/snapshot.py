@@ -5,12 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import numpy as np
-from sqlalchemy import Connection
 
-from orchestrator.language.plan import JourneyPlan
+from orchestrator.language.plan import JourneyPlan, StepKind
 from orchestrator.signals import AggregateCache, CustomerFrame, Evaluator, EventFrame, lang
-from orchestrator.store.customers import load_customer_values, max_key
-from orchestrator.store.events import load_events
+from orchestrator.store import Connection, load_customer_values, load_events, max_key
 
 
 def needed_columns(plans: Iterable[JourneyPlan]) -> tuple[set[str], set[str]]:
@@ -30,7 +28,7 @@ def needed_columns(plans: Iterable[JourneyPlan]) -> tuple[set[str], set[str]]:
             properties.add(goal.revenue)
         properties |= plan.event_properties()
         for step in plan.steps:
-            if step.kind == "wait_until":
+            if step.kind == StepKind.WAIT_UNTIL:
                 attributes.add("timezone" if step.attribute is None else step.attribute)
     return properties, attributes
 

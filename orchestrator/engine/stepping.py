@@ -29,17 +29,34 @@ from typing import Any
 
 import numpy as np
 import orjson
-from sqlalchemy import Connection
 
 from orchestrator.engine.conditions import instance_condition
 from orchestrator.engine.localtime import MISSING, attribute_instants, next_local_times
 from orchestrator.engine.matching import first_matching_after, joined, normalise, values_at
 from orchestrator.engine.signal_state import SignalState
 from orchestrator.holdout import buckets
-from orchestrator.language.plan import ENTRY, NO_STATE, JourneyPlan, MatchTerm, StepPlan, split_trigger
+from orchestrator.language.plan import (
+    ENTRY,
+    NO_STATE,
+    JourneyPlan,
+    MatchTerm,
+    StepKind,
+    StepPlan,
+    split_trigger,
+)
 from orchestrator.signals import CustomerFrame, Evaluator, EventFrame, to_python
-from orchestrator.store import journeys as sj
-from orchestrator.store.customers import customer_ids
+from orchestrator.store import (
+    Connection,
+    DueInstances,
+    customer_ids,
+    due_instances,
+    finish_steps,
+    instance_data,
+    leases,
+    move_instances,
+    queue_messages,
+    set_instance_data,
+)
 
 
 @dataclass
@@ -63,8 +80,43 @@ def ledger_key_suffix(step: StepPlan, at_us: int) -> str:
     return f"/{step.id}/{at_us}" if step.in_cycle else f"/{step.id}"
 
 
+def step_due(
+    conn: Connection,
+    plan: JourneyPlan,
+    evaluator: Evaluator,
+    customers: CustomerFrame,
+    signals: SignalState,
+    now_us: int,
+    *,
+    claimed: leases.Claim | None = None,
+) -> Stepped:
+    """Step the due instances of ``plan``'s version at ``now_us`` (with ``claimed``, a worker sharing the
+    store steps only the instances of its claim): read them, run them through their steps and write what
+    changed, in the caller's transaction."""
+    started = time.perf_counter()
+    due = due_instances(conn, plan.id, plan.version, now_us, plan.wait_for_states(), claimed=claimed)
+    out = Stepped()
+    read = time.perf_counter()
+    out.seconds["read"] = read - started
+    if not len(due):
+        return out
+    stepper = Stepper(conn, plan, evaluator, customers, signals, now_us, due)
+    stepper.walk()
+    stepped = time.perf_counter()
+    stepper.write(out)
+    out.seconds["step"] = stepped - read
+    out.seconds["write"] = time.perf_counter() - stepped
+    return out
+
+
 class Stepper:
-    """Runs the due instances of one journey version at one instant (see the module docstring)."""
+    """Runs the due instances of one journey version at one instant (see the module docstring).
+
+    ``walk`` moves the instances, ``write`` stores the result. Per instance (aligned with ``due``):
+    ``state`` (the code of its step; ``start_state`` where it was), ``t`` (when it reached it),
+    ``wake`` (when to look at it again), ``parked`` (it stays at its step until a later tick),
+    ``reasons`` (why it exited), ``data`` (its entry properties and captured events, read when needed)
+    and ``data_changed`` (they are to be written back)."""
 
     def __init__(
         self,
@@ -74,6 +126,7 @@ class Stepper:
         customers: CustomerFrame,
         signals: SignalState,
         now_us: int,
+        due: DueInstances,
     ) -> None:
         self.conn = conn
         self.plan = plan
@@ -81,37 +134,30 @@ class Stepper:
         self.customers = customers
         self.signals = signals
         self.now_us = now_us
-        self._events: tuple[int, EventFrame] | None = None
-        self._conditions: dict[int, np.ndarray] = {}
-        self._sends: list[tuple[StepPlan, np.ndarray]] = []
-
-    # ------------------------------------------------------------------------------------------ run
-
-    def run(self) -> Stepped:
-        plan, now = self.plan, self.now_us
-        started = time.perf_counter()
-        due = sj.due_instances(self.conn, plan.id, plan.version, now, plan.wait_for_states())
-        out = Stepped()
-        n = len(due)
-        read = time.perf_counter()
-        out.seconds["read"] = read - started
-        if n == 0:
-            return out
         self.due = due
+        n = len(due)
         codes = {name: i for i, name in enumerate(plan.states)}
         self.state = np.fromiter((codes.get(s, NO_STATE) for s in due.states), np.int64, n)
         if (self.state == NO_STATE).any():
             bad = sorted({s for s, c in zip(due.states, self.state, strict=True) if c == NO_STATE})
             raise RuntimeError(f"journey {plan.id} v{plan.version}: instances in unknown states {bad}")
-        start_state = self.state.copy()
+        self.start_state = self.state.copy()
         self.t = due.since_us.copy()
         self.wake = due.wake_at_us.copy()
         self.parked = np.zeros(n, bool)
         self.reasons = np.full(n, None, dtype=object)
         self.data: list[dict[str, Any] | None] = [None] * n
         self.data_changed = np.zeros(n, bool)
-        n_steps = len(plan.steps)
+        self._events: tuple[int, EventFrame] | None = None
+        self._conditions: dict[int, np.ndarray] = {}
+        self._sends: list[tuple[StepPlan, np.ndarray]] = []
 
+    # ------------------------------------------------------------------------------------------ run
+
+    def walk(self) -> None:
+        """Run each step kind for all the instances at it, until every instance is parked at a wait or
+        has finished."""
+        n_steps = len(self.plan.steps)
         for _ in range(4 * n_steps + 8):
             todo = ~self.parked & (self.state < n_steps)
             if not todo.any():
@@ -119,20 +165,23 @@ class Stepper:
             for code in np.unique(self.state[todo]):
                 sel = np.flatnonzero(todo & (self.state == code))
                 if len(sel):
-                    self._run_step(plan.steps[int(code)], sel)
+                    self._run_step(self.plan.steps[int(code)], sel)
         # An instance still moving after that many steps is far behind a loop's schedule: it goes on at
         # the next tick rather than holding this one up.
         behind = ~self.parked & (self.state < n_steps)
-        self.wake[behind] = now
-        stepped = time.perf_counter()
+        self.wake[behind] = self.now_us
 
-        finished = self.state >= n_steps
+    def write(self, out: Stepped) -> None:
+        """Write what the walk changed (state changes, finished instances, instance data, ledger rows) and
+        count it in ``out``."""
+        plan, now, due = self.plan, self.now_us, self.due
+        finished = self.state >= len(plan.steps)
         changed = ~finished & (
-            (self.state != start_state) | (self.wake != due.wake_at_us) | (self.t != due.since_us)
+            (self.state != self.start_state) | (self.wake != due.wake_at_us) | (self.t != due.since_us)
         )
         if changed.any():
             idx = np.flatnonzero(changed)
-            sj.move_instances(
+            move_instances(
                 self.conn,
                 due.ids[idx],
                 [plan.states[s] for s in self.state[idx]],
@@ -143,14 +192,14 @@ class Stepper:
             idx = np.flatnonzero(finished)
             statuses = [plan.states[s] for s in self.state[idx]]
             reasons = [self.reasons[i] or status for i, status in zip(idx, statuses, strict=True)]
-            sj.finish_steps(self.conn, due.ids[idx], statuses, reasons, now)
+            finish_steps(self.conn, due.ids[idx], statuses, reasons, now)
             out.finished = dict(Counter(statuses))
         if self.data_changed.any():
             idx = np.flatnonzero(self.data_changed)
-            sj.set_instance_data(self.conn, due.ids[idx], [orjson.dumps(self.data[i]).decode() for i in idx])
+            set_instance_data(self.conn, due.ids[idx], [orjson.dumps(self.data[i]).decode() for i in idx])
         for step, positions in self._sends:
             assert step.send is not None
-            out.queued += sj.queue_messages(
+            out.queued += queue_messages(
                 self.conn,
                 journey_id=plan.id,
                 version=plan.version,
@@ -162,26 +211,23 @@ class Stepper:
                 created_us=now,
             )
         out.stepped = int((changed | finished).sum())
-        out.seconds["step"] = stepped - read
-        out.seconds["write"] = time.perf_counter() - stepped
-        return out
 
     def _run_step(self, step: StepPlan, sel: np.ndarray) -> None:
         kind = step.kind
-        if kind == "wait":
+        if kind == StepKind.WAIT:
             assert step.wait_us is not None
             self._wake_at(step, sel, self.t[sel] + step.wait_us)
-        elif kind == "wait_until":
+        elif kind == StepKind.WAIT_UNTIL:
             self._wait_until(step, sel)
-        elif kind == "wait_for":
+        elif kind == StepKind.WAIT_FOR:
             self._wait_for(step, sel)
-        elif kind == "send":
+        elif kind == StepKind.SEND:
             self._send(step, sel)
-        elif kind == "branch":
+        elif kind == StepKind.BRANCH:
             holds = self._branch(step, sel)
             self._move(step, sel[holds], "yes")
             self._move(step, sel[~holds], "no")
-        elif kind == "split":
+        elif kind == StepKind.SPLIT:
             self._split(step, sel)
         else:  # exit
             self.reasons[sel] = step.exit_reason
@@ -195,7 +241,7 @@ class Stepper:
         dest = self.plan.table[step.code, self.plan.trigger(trigger)]
         assert dest != NO_STATE, f"{self.plan.id}: step {step.id} has no {trigger} transition"
         self.state[sel] = dest
-        if self.plan.states[dest] == "exited" and step.kind != "exit":
+        if self.plan.states[dest] == "exited" and step.kind != StepKind.EXIT:
             self.reasons[sel] = f"{step.kind} {step.id}: {trigger}"
 
     def _wake_at(self, step: StepPlan, sel: np.ndarray, wake: np.ndarray) -> None:
@@ -319,7 +365,7 @@ class Stepper:
         missing = [int(i) for i in sel if self.data[int(i)] is None]
         if not missing:
             return
-        raw = sj.instance_data(self.conn, self.due.ids[missing].tolist())
+        raw = instance_data(self.conn, self.due.ids[missing].tolist())
         for i in missing:
             text_ = raw.get(int(self.due.ids[i]))
             loaded = orjson.loads(text_) if text_ else {}

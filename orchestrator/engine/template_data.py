@@ -12,11 +12,9 @@ from dataclasses import dataclass
 
 import jinja2
 from jinja2 import nodes
-from sqlalchemy import text
 
 from orchestrator.engine.workspace import Workspace
-from orchestrator.store import Store
-from orchestrator.store.customers import STANDARD
+from orchestrator.store import Store, customer_attribute_names
 
 ALWAYS = frozenset({"id", "key"})
 
@@ -56,17 +54,8 @@ def customer_reads(source: str) -> list[tuple[str, int]]:
 
 def stored_attributes(store: Store) -> set[str]:
     """Every attribute at least one customer has (standard columns that are set, JSON attribute keys)."""
-    found = set(ALWAYS)
     with store.connect() as conn:
-        for column in STANDARD:
-            if conn.execute(text(f"SELECT 1 FROM customers WHERE {column} IS NOT NULL LIMIT 1")).first():
-                found.add(column)
-        if conn.dialect.name == "sqlite":
-            sql = "SELECT DISTINCT j.key FROM customers, json_each(customers.attributes) j"
-        else:
-            sql = "SELECT DISTINCT jsonb_object_keys(CAST(attributes AS jsonb)) FROM customers"
-        found.update(str(r[0]) for r in conn.execute(text(sql)).all())
-    return found
+        return set(ALWAYS) | customer_attribute_names(conn)
 
 
 def missing_customer_attributes(workspace: Workspace, store: Store) -> list[MissingAttribute]:

@@ -16,7 +16,6 @@ import json
 import logging
 import random
 import threading
-import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -25,8 +24,9 @@ from typing import Any
 
 import numpy as np
 import orjson
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection
 
+from orchestrator import store as sj
 from orchestrator.channels.base import ChannelRouter
 from orchestrator.channels.delivery import DeliveryMode
 from orchestrator.channels.links import MessageLinks
@@ -38,14 +38,16 @@ from orchestrator.engine.entry import KeptCondition, enter
 from orchestrator.engine.matching import first_matching_after, joined, normalise, values_at
 from orchestrator.engine.signal_state import SignalState
 from orchestrator.engine.snapshot import bare_customer_frame, needed_columns
-from orchestrator.engine.stepping import Stepped, Stepper
+from orchestrator.engine.stepping import Stepped, step_due
 from orchestrator.engine.stepping import ledger_key as ledger_key
+from orchestrator.engine.stopwatch import Stopwatch
 from orchestrator.engine.workers import Sharing
 from orchestrator.engine.workspace import Workspace, plan_from_source
+from orchestrator.errors import EngineError
 from orchestrator.language.plan import JourneyPlan
 from orchestrator.signals import AggregateCache, CustomerFrame, Evaluator, EventFrame, Node, to_python
 from orchestrator.store import Store, health, leases
-from orchestrator.store import journeys as sj
+from orchestrator.store.ticks import record_tick
 
 log = logging.getLogger("orchestrator.engine")
 
@@ -57,7 +59,7 @@ LATE_EVENT_GRACE_US = 7 * 86400 * US_PER_SECOND
 TickProgress = Callable[[str, int, int], object]
 
 
-class ClockBehind(RuntimeError):
+class ClockBehind(EngineError, RuntimeError):
     """The clock is before the last stored tick (an NTP step back, a restored VM): a tick now would judge
     entries, exits and waits at an instant already passed and repeat what was done since."""
 
@@ -75,7 +77,7 @@ class ClockBehind(RuntimeError):
 WORKER_CLOCK_SKEW_US = 5 * US_PER_SECOND
 
 
-class VersionConflict(RuntimeError):
+class VersionConflict(EngineError, RuntimeError):
     """A journey file changed meaning without a new version number, or migrates from steps that the
     older version does not have."""
 
@@ -205,18 +207,60 @@ class Engine:
         Raises ``ClockBehind``, before doing anything, when the instant is before the last stored tick (a
         tick at the same instant is allowed: it finds nothing new to do). ``progress``, when given, is told
         as each journey starts and after each dispatch batch (see ``TickProgress``)."""
-        started = time.perf_counter()
+        watch = Stopwatch()
         self._take_staged_workspace()
         now_us = to_us(self.clock.now())
-        with self.store.connect() as conn:
-            last_us = sj.latest_tick_us(conn)
-        if last_us is not None and now_us < last_us - self.clock_skew_us:
-            raise ClockBehind(now_us, last_us)
+        self._check_clock(now_us)
         report = TickReport(now_us)
         self._dispatch_evaluators = {}
         # A failure inside one journey (its version, a migration, entry, conversions, exits, stepping) rolls
         # back that journey's work and marks it failed; the other journeys and dispatch go on.
         failures: dict[str, str] = {}
+        versions = self._versions(now_us, failures)
+        if progress is not None:
+            progress("new events and signals", 0, len(self.workspace.plans))
+        customers, cache = self._refresh_signals(now_us, [p for ps in versions.values() for p in ps], report)
+        no_events = EventFrame.empty(customers.n)  # every aggregate is already in the cache
+        journeys = Stopwatch("evaluate_and_enter", "convert_and_step")
+        phases = Stopwatch()  # the stepping part of convert_and_step, by phase
+        for done, plan in enumerate(self.workspace.plans):
+            if progress is not None:
+                progress(f"journey {plan.id}", done, len(self.workspace.plans))
+            result = JourneyTick(plan.id)
+            report.journeys[plan.id] = result
+            if plan.id not in versions:
+                continue
+            plans = versions[plan.id]
+            with self._journey(plan.id, failures):
+                evaluators = self._evaluators(plans, customers, no_events, cache, now_us)
+                journeys.add_all(
+                    self._tick_journey(plan, plans, evaluators, customers, now_us, result, phases)
+                )
+        for journey_id, error in failures.items():  # what it did before failing was undone
+            report.journeys[journey_id] = JourneyTick(journey_id, error=error)
+        self._record_health(failures, now_us)
+        report.timings.update(journeys.seconds)
+        report.timings.update(phases.seconds)
+        watch.restart()
+        delivery = self._dispatch_once(progress)
+        if delivery is not None:
+            report.delivery = delivery
+        watch.lap("dispatch")
+        report.timings.update(watch.seconds)
+        report.timings["total"] = watch.elapsed()
+        self._record_tick(report)
+        return report
+
+    def _check_clock(self, now_us: int) -> None:
+        """Refuse (``ClockBehind``) an instant before the last stored tick, less the allowed skew."""
+        with self.store.connect() as conn:
+            last_us = sj.latest_tick_us(conn)
+        if last_us is not None and now_us < last_us - self.clock_skew_us:
+            raise ClockBehind(now_us, last_us)
+
+    def _versions(self, now_us: int, failures: dict[str, str]) -> dict[str, list[JourneyPlan]]:
+        """Register each journey's version (one worker at a time), then, per journey that did not fail, the
+        plans of the versions it runs at this tick: the current one and those with active instances."""
         with self.store.begin() as conn:
             leases.wait_singleton(conn, "versions")
             self._register_versions(conn, now_us, failures)
@@ -226,99 +270,124 @@ class Engine:
                 if plan.id not in failures:
                     with self._journey(plan.id, failures), conn.begin_nested():
                         versions[plan.id] = self._plans_with_active_instances(conn, plan)
-        every_plan = [p for plans in versions.values() for p in plans]
-        if progress is not None:
-            progress("new events and signals", 0, len(self.workspace.plans))
-        self.signals.ensure(every_plan)
+        return versions
+
+    def _refresh_signals(
+        self, now_us: int, plans: list[JourneyPlan], report: TickReport
+    ) -> tuple[CustomerFrame, AggregateCache]:
+        """Read the new events and customer changes, advance the signals to ``now_us`` and fill a cache
+        with every aggregate the plans read; the customers' frame and that cache."""
+        self.signals.ensure(plans)
         with self.store.connect() as conn:
             refresh = self.signals.refresh(conn, now_us)
-            customers = self._customers(conn, every_plan)
+            customers = self._customers(conn, plans)
         report.new_events = refresh.new_events
         report.timings["load_events"] = refresh.load_seconds
         report.timings["signals"] = refresh.advance_seconds
         cache = AggregateCache()
         self.signals.fill(cache)
-        no_events = EventFrame.empty(customers.n)  # every aggregate is already in the cache
-        t_enter = t_step = 0.0
-        phases: dict[str, float] = {}
-        for done, plan in enumerate(self.workspace.plans):
-            if progress is not None:
-                progress(f"journey {plan.id}", done, len(self.workspace.plans))
-            result = JourneyTick(plan.id)
-            report.journeys[plan.id] = result
-            if plan.id not in versions:
-                continue
-            with self._journey(plan.id, failures):
-                plans = versions[plan.id]  # migration only moves instances onto the current version
-                evaluators = {
-                    p.version: Evaluator(no_events, customers, now_us, p.metrics, cache) for p in plans
-                }
-                self._dispatch_evaluators.update({(p.id, p.version): evaluators[p.version] for p in plans})
-                with self.store.begin() as conn:
-                    # With other workers on the store, one of them does the journey's singleton part.
-                    lead = self.sharing is None or self.sharing.lead(conn, plan.id)
-                    t1 = time.perf_counter()
-                    if lead:
-                        result.migrated += self._migrate(conn, plan, now_us)
-                        entered = enter(
-                            conn,
-                            plan,
-                            evaluators[plan.version],
-                            now_us,
-                            self.global_holdout,
-                            kept=self._kept_condition(plan, customers),
-                        )
-                        result.entered += entered.instances
-                        result.entered_holdout += entered.holdout
-                    t2 = time.perf_counter()
-                    if lead:
-                        self._convert(conn, plan, evaluators[plan.version], now_us, result)
-                    for version_plan in plans:
-                        evaluator = evaluators[version_plan.version]
-                        if lead:
-                            self._exit_when(conn, version_plan, evaluator, now_us, result)
-                        if self.sharing is None:
-                            stepped = self._advance(conn, version_plan, evaluator, customers, now_us, result)
-                            for phase, seconds in stepped.seconds.items():
-                                phases[phase] = phases.get(phase, 0.0) + seconds
-                if self.sharing is not None:
-                    for version_plan in plans:
-                        evaluator = evaluators[version_plan.version]
-                        self._step_shared(
-                            self.sharing, version_plan, evaluator, customers, now_us, result, phases
-                        )
-                t_enter += t2 - t1
-                t_step += time.perf_counter() - t2
-        for journey_id, error in failures.items():  # what it did before failing was undone
-            report.journeys[journey_id] = JourneyTick(journey_id, error=error)
+        return customers, cache
+
+    def _evaluators(
+        self,
+        plans: list[JourneyPlan],
+        customers: CustomerFrame,
+        no_events: EventFrame,
+        cache: AggregateCache,
+        now_us: int,
+    ) -> dict[int, Evaluator]:
+        """An evaluator per version of one journey, by version; kept for dispatch to render metrics."""
+        evaluators = {p.version: Evaluator(no_events, customers, now_us, p.metrics, cache) for p in plans}
+        self._dispatch_evaluators.update({(p.id, p.version): evaluators[p.version] for p in plans})
+        return evaluators
+
+    def _tick_journey(
+        self,
+        plan: JourneyPlan,
+        plans: list[JourneyPlan],
+        evaluators: dict[int, Evaluator],
+        customers: CustomerFrame,
+        now_us: int,
+        result: JourneyTick,
+        phases: Stopwatch,
+    ) -> dict[str, float]:
+        """One journey's part of a tick, in one transaction: the singleton part (migrations, entry,
+        conversions, exits) if this worker leads the journey, and the stepping of every version it runs
+        (in claimed batches of their own when workers share the store). ``plans`` are the journey's
+        versions at this tick (migration only moves instances onto the current version, ``plan``). The
+        seconds of ``evaluate_and_enter`` and ``convert_and_step``; the stepping phases go to ``phases``."""
+        watch = Stopwatch()
         with self.store.begin() as conn:
-            leases.wait_singleton(conn, "health")  # workers record one at a time
+            lead = self._leads(conn, plan)
+            watch.restart()
+            if lead:
+                self._migrate_and_enter(conn, plan, evaluators[plan.version], customers, now_us, result)
+            watch.lap("evaluate_and_enter")
+            if lead:
+                self._convert(conn, plan, evaluators[plan.version], now_us, result)
+            for version_plan in plans:
+                evaluator = evaluators[version_plan.version]
+                if lead:
+                    self._exit_when(conn, version_plan, evaluator, now_us, result)
+                if self.sharing is None:
+                    stepped = self._advance(conn, version_plan, evaluator, customers, now_us, result)
+                    phases.add_all(stepped.seconds, prefix="step_")
+        if self.sharing is not None:
+            for version_plan in plans:
+                evaluator = evaluators[version_plan.version]
+                self._step_shared(self.sharing, version_plan, evaluator, customers, now_us, result, phases)
+        watch.lap("convert_and_step")
+        return watch.seconds
+
+    def _leads(self, conn: Connection, plan: JourneyPlan) -> bool:
+        """Whether this engine does the journey's singleton part in this transaction: always alone on the
+        store; with other workers on it, the one that wins the journey's lock."""
+        return self.sharing is None or self.sharing.lead(conn, plan.id)
+
+    def _migrate_and_enter(
+        self,
+        conn: Connection,
+        plan: JourneyPlan,
+        evaluator: Evaluator,
+        customers: CustomerFrame,
+        now_us: int,
+        result: JourneyTick,
+    ) -> None:
+        """Apply the version's migrations (at its first tick), then let in the customers (or events) the
+        entry admits."""
+        result.migrated += self._migrate(conn, plan, now_us)
+        kept = self._kept_condition(plan, customers)
+        entered = enter(conn, plan, evaluator, now_us, self.global_holdout, kept=kept)
+        result.entered += entered.instances
+        result.entered_holdout += entered.holdout
+
+    def _record_health(self, failures: dict[str, str], now_us: int) -> None:
+        """Store which journeys failed at this tick (workers one at a time) and log what changed."""
+        with self.store.begin() as conn:
+            leases.wait_singleton(conn, "health")
             before = health.record_health(conn, failures, now_us)
         self._report_health(failures, before)
-        report.timings["evaluate_and_enter"] = t_enter
-        report.timings["convert_and_step"] = t_step
-        for phase, seconds in phases.items():  # the stepping part of convert_and_step, by phase
-            report.timings[f"step_{phase}"] = seconds
-        t3 = time.perf_counter()
+
+    def _dispatch_once(self, progress: TickProgress | None) -> DispatchReport | None:
+        """The tick's dispatch, when this worker gets the dispatch lock (with several workers, one
+        dispatches at a time); None when another worker holds it."""
         with leases.session_singleton(self.store.engine, "dispatch") as dispatching:
-            if dispatching:  # with several workers, one dispatches at a time
-                on_batch = None
-                if progress is not None:
-                    steps = len(self.workspace.plans)
-                    progress("dispatch", steps, steps)
+            if not dispatching:
+                return None
+            if progress is None:
+                return self.dispatch()
+            steps = len(self.workspace.plans)
+            progress("dispatch", steps, steps)
 
-                    def on_batch(handled: int) -> None:
-                        progress(f"dispatch: {handled} messages", steps, steps)
+            def on_batch(handled: int) -> None:
+                progress(f"dispatch: {handled} messages", steps, steps)
 
-                report.delivery = self.dispatch() if on_batch is None else self.dispatch(on_batch=on_batch)
-        report.timings["dispatch"] = time.perf_counter() - t3
-        report.timings["total"] = time.perf_counter() - started
+            return self.dispatch(on_batch=on_batch)
+
+    def _record_tick(self, report: TickReport) -> None:
+        """Store the tick's report in the tick log, in a transaction of its own."""
         with self.store.begin() as conn:
-            conn.execute(
-                text("INSERT INTO ticks (now_us, seconds, summary) VALUES (:n, :s, :j)"),
-                {"n": now_us, "s": report.timings["total"], "j": json.dumps(report.to_dict())},
-            )
-        return report
+            record_tick(conn, report.now_us, report.timings["total"], json.dumps(report.to_dict()))
 
     def _step_shared(
         self,
@@ -328,20 +397,19 @@ class Engine:
         customers: CustomerFrame,
         now_us: int,
         result: JourneyTick,
-        phases: dict[str, float],
+        phases: Stopwatch,
     ) -> None:
         """Shared stepping: claimed batches, each stepped and committed in its own transaction. A batch
         whose stepping fails is rolled back and its claims freed, so the next tick takes it again."""
         for ids in sharing.claims(self.store, plan, now_us):
             try:
-                with self.store.begin() as conn, sharing.stepping(conn, ids):
-                    stepped = self._advance(conn, plan, evaluator, customers, now_us, result)
+                with self.store.begin() as conn, sharing.stepping(conn, ids) as claim:
+                    stepped = self._advance(conn, plan, evaluator, customers, now_us, result, claim)
             except Exception:
                 with self.store.begin() as conn:
                     leases.release(conn, sharing.worker, ids)
                 raise
-            for phase, seconds in stepped.seconds.items():
-                phases[phase] = phases.get(phase, 0.0) + seconds
+            phases.add_all(stepped.seconds, prefix="step_")
 
     def _kept_condition(self, plan: JourneyPlan, customers: CustomerFrame) -> KeptCondition:
         """The journey's entry conditions, kept between ticks by the signal state and re-evaluated only
@@ -565,8 +633,11 @@ class Engine:
         customers: CustomerFrame,
         now_us: int,
         result: JourneyTick,
+        claimed: leases.Claim | None = None,
     ) -> Stepped:
-        stepped = Stepper(conn, plan, evaluator, customers, self.signals, now_us).run()
+        """Step the version's due instances (only ``claimed`` ones, for a worker sharing the store) and
+        count what they did in ``result``."""
+        stepped = step_due(conn, plan, evaluator, customers, self.signals, now_us, claimed=claimed)
         result.stepped += stepped.stepped
         result.queued += stepped.queued
         for status, n in stepped.finished.items():

@@ -17,9 +17,7 @@ from orchestrator.engine.workspace import _compile, _SharedFiles, name_problems
 from orchestrator.language import Problem, SpecError, find_journey_files, load_journey
 from orchestrator.language.references import KnownNames
 from orchestrator.language.tracking_plan import catalog_for
-from orchestrator.store import Store
-from orchestrator.store import journeys as sj
-from orchestrator.store.catalog import seen_names
+from orchestrator.store import Store, seen_names, stored_version, stored_versions
 
 
 def store_problems(paths: Iterable[str | Path], store: Store) -> tuple[list[Problem], list[str]]:
@@ -52,9 +50,9 @@ def store_problems(paths: Iterable[str | Path], store: Store) -> tuple[list[Prob
             found = name_problems(loaded, shared, catalog, known)
             problems.extend(p for p in found if p not in problems)
             plan = _compile(loaded, None, shared)
-            stored = sj.stored_version(conn, plan.id, plan.version)
+            stored = stored_version(conn, plan.id, plan.version)
             if stored is not None and stored.digest != plan.digest:
-                latest = max(sj.stored_versions(conn, plan.id))
+                latest = max(stored_versions(conn, plan.id))
                 problems.append(
                     loaded.problem(
                         ("version",),

@@ -18,10 +18,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection
-
 from orchestrator.language.plan import JourneyPlan
-from orchestrator.store import Store, leases
+from orchestrator.store import Connection, Store, leases
 
 #: Instances claimed (and stepped in one transaction) at a time.
 DEFAULT_BATCH = 5000
@@ -95,12 +93,8 @@ class Sharing:
                 yield fresh
 
     @contextmanager
-    def stepping(self, conn: Connection, ids: Sequence[int]) -> Iterator[None]:
-        """Within the block, ``due_instances`` on ``conn`` reads (and locks) only this worker's claimed
-        ``ids``; the claims are cleared at the end of the block, in the same transaction."""
-        conn.info[leases.CLAIMED] = (self.worker, list(ids))
-        try:
-            yield
-            leases.release(conn, self.worker, ids)
-        finally:
-            conn.info.pop(leases.CLAIMED, None)
+    def stepping(self, conn: Connection, ids: Sequence[int]) -> Iterator[leases.Claim]:
+        """Yields this worker's claim on ``ids``, for ``due_instances`` to read (and lock) only those
+        instances; the claims are cleared at the end of the block, in the same transaction."""
+        yield leases.Claim(self.worker, list(ids))
+        leases.release(conn, self.worker, ids)

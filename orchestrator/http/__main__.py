@@ -11,7 +11,7 @@ from pathlib import Path
 
 from orchestrator.config import ConfigError, load_config
 from orchestrator.http.server import serve
-from orchestrator.store.db import is_database_error
+from orchestrator.store import is_database_error
 
 
 def main(argv: list[str] | None = None) -> int:

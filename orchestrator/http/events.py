@@ -105,9 +105,11 @@ class EventApi:
         parsed = parse_calls(calls, kind, to_us(self.clock.now()), len(body))
         try:
             written = await self.writer.write(parsed)
-        except StoreUnavailable:
+        except StoreUnavailable as exc:  # its status, as every error's, is set in orchestrator.errors
             return problem(
-                503, "the store is unavailable; nothing was stored, retry later", {"Retry-After": "5"}
+                exc.http_status,
+                "the store is unavailable; nothing was stored, retry later",
+                {"Retry-After": "5"},
             )
         self._count(calls, kind, parsed, written)
         if kind is not None and parsed.rejected:

@@ -41,8 +41,7 @@ from orchestrator.channels.links import MessageLinks, TrackingLinks
 from orchestrator.channels.mail import UnsubscribeLinks
 from orchestrator.clock import Clock, SystemClock, to_us
 from orchestrator.ingest.feedback import record_click, record_open, unsubscribe
-from orchestrator.store import Store
-from orchestrator.store.db import is_database_error
+from orchestrator.store import Store, is_database_error
 
 log = logging.getLogger("orchestrator.http")
 

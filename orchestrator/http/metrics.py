@@ -26,10 +26,17 @@ from prometheus_client.registry import Collector
 
 from orchestrator.clock import Clock, to_us
 from orchestrator.durations import US_PER_SECOND
-from orchestrator.store import health
-from orchestrator.store import journeys as sj
-from orchestrator.store import metrics as sm
-from orchestrator.store.db import Store, is_database_error
+from orchestrator.store import (
+    Store,
+    StoredTick,
+    failed_journeys,
+    is_database_error,
+    last_tick,
+    last_tick_id,
+    message_counts,
+    outbox_backlog,
+    ticks_after,
+)
 
 log = logging.getLogger("orchestrator.http")
 # The ``_created`` series (when each counter began) would double every scrape for little use.
@@ -99,7 +106,7 @@ class StoreCollector(Collector):
         """Count the ticks stored from now on."""
         try:
             with self.store.connect() as conn:
-                self._after_id = sm.last_tick_id(conn)
+                self._after_id = last_tick_id(conn)
         except Exception as exc:
             if not is_database_error(exc):
                 raise
@@ -127,12 +134,12 @@ class StoreCollector(Collector):
     def _read(self) -> list[Metric]:
         with self.store.connect() as conn:
             if self._after_id is None:
-                self._after_id = sm.last_tick_id(conn)
-            new = sm.ticks_after(conn, self._after_id, TICKS_PER_SCRAPE)
-            last = sj.last_tick(conn)
-            messages = sm.message_counts(conn)
-            backlog = sj.outbox_backlog(conn)
-            failed = health.failed_journeys(conn)
+                self._after_id = last_tick_id(conn)
+            new = ticks_after(conn, self._after_id, TICKS_PER_SCRAPE)
+            last = last_tick(conn)
+            messages = message_counts(conn)
+            backlog = outbox_backlog(conn)
+            failed = failed_journeys(conn)
         for tick in new:
             self._count(tick)
         now_us = to_us(self.clock.now())
@@ -188,7 +195,7 @@ class StoreCollector(Collector):
         out += [failing, marked]
         return out
 
-    def _count(self, tick: sm.StoredTick) -> None:
+    def _count(self, tick: StoredTick) -> None:
         self._after_id = max(self._after_id or 0, tick.id)
         self._ticks += 1
         try:

@@ -16,8 +16,7 @@ from starlette.responses import Response
 from orchestrator.clock import Clock, to_us
 from orchestrator.durations import US_PER_SECOND
 from orchestrator.engine.health import engine_health
-from orchestrator.store import metrics as sm
-from orchestrator.store.db import Store, is_database_error
+from orchestrator.store import Store, is_database_error, ping
 
 log = logging.getLogger("orchestrator.http")
 JSON = "application/json"
@@ -47,7 +46,7 @@ class Operations:
         """``{"ready", "store", "health"}``: ready when the store answers and the engine is healthy."""
         try:
             with self.store.connect() as conn:
-                sm.ping(conn)
+                ping(conn)
                 verdict = engine_health(conn, to_us(self.clock.now()), self.stale_after_us)
         except Exception as exc:
             if not is_database_error(exc):

@@ -30,15 +30,23 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection
 
 from orchestrator.clock import Clock, SystemClock, to_us
 from orchestrator.engine.tick import failure_text
+from orchestrator.errors import StoreError
 from orchestrator.http.segment import ParsedCalls
 from orchestrator.ingest.keys import event_keys
-from orchestrator.store.customers import ensure_customer_keys, upsert_customers
-from orchestrator.store.db import Store, is_database_error
-from orchestrator.store.events import event_type_ids, insert_new_events
+from orchestrator.store import (
+    Connection,
+    Store,
+    checkpoint_wal,
+    ensure_customer_keys,
+    event_type_ids,
+    insert_new_events,
+    is_database_error,
+    tune_writer_connection,
+    upsert_customers,
+)
 
 log = logging.getLogger("orchestrator.http")
 
@@ -56,7 +64,7 @@ CHECKPOINTS_PER_SECOND = 4
 
 class Checkpointer:
     """SQLite: copies the write-ahead log into the database file from a thread and connection of its
-    own (``PRAGMA wal_checkpoint(PASSIVE)``, which never blocks the writer), a few times a second while
+    own (a passive checkpoint, ``checkpoint_wal``, which never blocks the writer), a few times a second while
     commits come. A commit then only appends to the log: a checkpoint (each page written again, and a
     sync) is never part of a request's wait, and pages changed by many commits are copied once."""
 
@@ -86,7 +94,7 @@ class Checkpointer:
                 try:
                     if raw is None:
                         raw = self.store.engine.raw_connection()
-                    raw.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    checkpoint_wal(raw)
                 except Exception as exc:
                     if not is_database_error(exc):
                         raise
@@ -113,7 +121,7 @@ def _store_failure(exc: BaseException) -> str:
     return text
 
 
-class StoreUnavailable(Exception):
+class StoreUnavailable(StoreError):
     """The store did not take the group (down, full, locked too long): nothing of it was stored."""
 
 
@@ -320,13 +328,11 @@ class GroupWriter:
         if self._conn is None:
             conn = self.store.engine.connect()
             if self.store.is_sqlite:
-                # This connection only: the engine's own stay as they are.
-                raw: Any = conn.connection.dbapi_connection
-                if self.durable:
-                    raw.execute("PRAGMA synchronous=FULL")
-                # The checkpointer copies the WAL into the database outside the commits; this is only
-                # the backstop should it fall behind.
-                raw.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_CHECKPOINT_PAGES}")
+                # The checkpointer copies the WAL into the database outside the commits; the writer's own
+                # checkpoints are only the backstop should it fall behind.
+                tune_writer_connection(
+                    conn, durable=self.durable, autocheckpoint_pages=BACKSTOP_CHECKPOINT_PAGES
+                )
             self._conn = conn
         try:
             with self._conn.begin():

@@ -26,8 +26,7 @@ import orjson
 
 from orchestrator.ingest.keys import message_key
 from orchestrator.language.tracking_plan import ENGINE_EVENTS
-from orchestrator.store import Store
-from orchestrator.store.feedback import record_opt_out, record_tracked_event, tracked_message
+from orchestrator.store import Store, record_opt_out, record_tracked_event, tracked_message
 
 #: An open or click of the same message (and URL) within this long of the last one stored is the same one.
 REPEAT_WINDOW_US = 60 * 1_000_000

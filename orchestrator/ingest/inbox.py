@@ -35,8 +35,7 @@ from pathlib import Path
 from orchestrator.ingest.pipeline import KINDS, EventsCallback, IngestedEvents, ingest_file
 from orchestrator.ingest.readers import FORMATS
 from orchestrator.ingest.summary import IngestReport
-from orchestrator.store import Store
-from orchestrator.store.db import is_database_error
+from orchestrator.store import Store, is_database_error
 
 log = logging.getLogger("orchestrator.inbox")
 

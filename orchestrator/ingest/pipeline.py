@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
-from sqlalchemy import Connection, insert
 
 from orchestrator.ingest.keys import batch_digest, event_keys, file_digest
 from orchestrator.ingest.readers import (
@@ -36,10 +35,16 @@ from orchestrator.ingest.readers import (
     record_event_chunks,
 )
 from orchestrator.ingest.summary import IngestError, IngestReport
-from orchestrator.store.customers import ensure_customer_keys, upsert_customers
-from orchestrator.store.db import Store
-from orchestrator.store.events import event_source, event_type_ids, insert_new_events
-from orchestrator.store.tables import IngestBatch
+from orchestrator.store import (
+    Connection,
+    Store,
+    ensure_customer_keys,
+    event_source,
+    event_type_ids,
+    insert_new_events,
+    record_ingest_batch,
+    upsert_customers,
+)
 
 MAX_REJECT_EXAMPLES = 20
 #: How far past the ingest's time a customer record's ``updated_at`` may be (clocks differ a little).
@@ -146,19 +151,15 @@ def _load_customers(
 
 def _record_batch(store: Store, report: IngestReport, now_us: int) -> None:
     with store.begin() as conn:
-        conn.execute(
-            insert(IngestBatch.__table__),  # type: ignore[attr-defined]
-            [
-                {
-                    "source": report.source,
-                    "kind": report.kind,
-                    "accepted": report.accepted,
-                    "rejected": report.rejected,
-                    "duplicates": report.duplicates,
-                    "started_us": int(now_us),
-                    "seconds": report.seconds,
-                }
-            ],
+        record_ingest_batch(
+            conn,
+            source=report.source,
+            kind=report.kind,
+            accepted=report.accepted,
+            rejected=report.rejected,
+            duplicates=report.duplicates,
+            started_us=int(now_us),
+            seconds=report.seconds,
         )
 
 

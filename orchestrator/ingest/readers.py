@@ -44,7 +44,7 @@ import pyarrow.parquet as pq
 from orchestrator.clock import from_us, to_us
 from orchestrator.ingest.keys import ID_FIELDS
 from orchestrator.ingest.summary import IngestError, Reject
-from orchestrator.store.customers import RECORD_TIME
+from orchestrator.store import RECORD_TIME
 
 CHUNK_ROWS = 50_000
 EVENT_FIELDS = ("customer_id", "event", "ts")

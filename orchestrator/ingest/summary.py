@@ -7,8 +7,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TextIO
 
+from orchestrator.errors import InvalidInputError
 
-class IngestError(ValueError):
+
+class IngestError(InvalidInputError, ValueError):
     """A problem with the whole input (unknown format or kind, missing required column): nothing loads."""
 
 

@@ -1,11 +1,12 @@
 """Compiling a journey into the plan the engine runs.
 
-Each journey version becomes one ``transitions.Machine`` whose states are the step ids plus the terminal
-states, and whose triggers are ``next`` (a step is done), ``yes``/``no`` (a branch, or a wait for an event
-that came / timed out, or a date attribute that is missing), ``split-<n>`` (the n-th arm of a random split)
-and ``goal`` (the conversion goal was reached). The machine checks the graph; the engine never binds
-customers to it. It reads the machine's transitions once into an integer table,
-``table[state, trigger] -> state``, and moves whole arrays of instances with it.
+Each journey version becomes one ``transitions`` machine (``language.machine``) whose states are the step
+ids plus the terminal states, and whose triggers are ``next`` (a step is done), ``yes``/``no`` (a branch,
+or a wait for an event that came / timed out, or a date attribute that is missing), ``split-<n>`` (the
+n-th arm of a random split) and ``goal`` (the conversion goal was reached). The machine checks the graph
+and draws the journey's diagram; the engine never binds customers to it. The plan reads the machine's
+transitions once into an integer table, ``table[state, trigger] -> state``, and the engine moves whole
+arrays of instances with it.
 """
 
 from __future__ import annotations
@@ -16,24 +17,47 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
-from transitions import Machine
 
 from orchestrator.durations import US_PER_SECOND
+from orchestrator.language.machine import NO_STATE as NO_STATE
+from orchestrator.language.machine import (
+    DiagramFormat,
+    JourneyMachine,
+    build_machine,
+    draw,
+    transition_table,
+)
 from orchestrator.language.models import WEEKDAYS, Cooldown, Journey, MatchValue, Send
 from orchestrator.signals import lang
 
 TERMINAL = ("completed", "exited", "converted")
 TRIGGERS = ("next", "yes", "no", "goal")
-NO_STATE = -1
 ENTRY = "entry"
 METRICS = "metrics"
 #: Event entry: events older than this when they reach the engine start nothing (``entry.within``).
 DEFAULT_ENTRY_WITHIN = timedelta(days=1)
+
+
+class StepKind(StrEnum):
+    """What a step does: the seven step forms of the language (``models.STEP_KINDS``)."""
+
+    SEND = "send"
+    WAIT = "wait"
+    WAIT_UNTIL = "wait_until"
+    WAIT_FOR = "wait_for"
+    BRANCH = "branch"
+    SPLIT = "split"
+    EXIT = "exit"
+
+
 #: Step kinds that always move an instance's clock forward before it can come back to the same step.
-_CLOCK_ADVANCING = ("wait", "wait_for")
+_CLOCK_ADVANCING = (StepKind.WAIT, StepKind.WAIT_FOR)
+#: Step kinds where instances can stay between ticks.
+_PARKING = (StepKind.WAIT, StepKind.WAIT_UNTIL, StepKind.WAIT_FOR)
 
 
 def split_trigger(arm: int) -> str:
@@ -55,7 +79,7 @@ class MatchTerm:
 class StepPlan:
     id: str
     code: int
-    kind: str  # send | wait | wait_until | wait_for | branch | split | exit
+    kind: StepKind
     send: Send | None = None
     wait_us: int | None = None
     condition: lang.Node | None = None
@@ -76,7 +100,7 @@ class StepPlan:
     @property
     def parks(self) -> bool:
         """Whether instances can stay at this step between ticks (a wait of some kind)."""
-        return self.kind in ("wait", "wait_until", "wait_for")
+        return self.kind in _PARKING
 
 
 @dataclass(frozen=True)
@@ -112,7 +136,7 @@ class JourneyPlan:
     states: list[str]
     triggers: tuple[str, ...]
     table: np.ndarray  # int16 [state code, trigger code] -> state code, NO_STATE where undefined
-    machine: Machine = field(repr=False)
+    machine: JourneyMachine = field(repr=False)
     goal_match: tuple[MatchTerm, ...] = ()
     migrations: list[MigrationPlan] = field(default_factory=list)
     captures: dict[str, set[str]] = field(default_factory=dict)  # wait_for id -> properties to keep
@@ -164,8 +188,12 @@ class JourneyPlan:
             props |= captured
         return props
 
+    def diagram(self, format: DiagramFormat = "mermaid") -> str:
+        """The journey's diagram, drawn from its machine: Mermaid or Graphviz DOT text."""
+        return draw(self.machine, TERMINAL, format)
+
     def wait_for_states(self) -> list[str]:
-        return [s.id for s in self.steps if s.kind == "wait_for"]
+        return [s.id for s in self.steps if s.kind == StepKind.WAIT_FOR]
 
 
 def _us(delta: timedelta) -> int:
@@ -223,7 +251,7 @@ def _advances_clock(step: Any) -> bool:
     """Whether passing this step always moves the instance's time forward (so a loop through it waits)."""
     if step.kind in _CLOCK_ADVANCING:
         return True
-    return step.kind == "wait_until" and step.wait_until.time is not None
+    return step.kind == StepKind.WAIT_UNTIL and step.wait_until.time is not None
 
 
 def instant_cycle(journey: Journey) -> list[str]:
@@ -345,26 +373,8 @@ def compile_journey(
     targets = _targets(journey)
     n_arms = max((len(s.split) for s in journey.steps if s.split is not None), default=0)
     triggers = (*TRIGGERS, *(split_trigger(i) for i in range(n_arms)))
-    machine = Machine(
-        model=None,
-        states=states,
-        initial=ids[0],
-        auto_transitions=False,
-        transitions=[
-            {"trigger": trigger, "source": sid, "dest": dest}
-            for sid, by_trigger in targets.items()
-            for trigger, dest in by_trigger.items()
-        ],
-    )
-    table = np.full((len(states), len(triggers)), NO_STATE, dtype=np.int16)
-    for trigger_index, trigger in enumerate(triggers):
-        event = machine.events.get(trigger)
-        if event is None:
-            continue
-        for source, transitions in event.transitions.items():
-            dest = transitions[0].dest
-            assert dest is not None, "every journey transition has a destination"
-            table[states.index(source), trigger_index] = states.index(dest)
+    machine = build_machine(journey, states, targets)
+    table = transition_table(machine, states, triggers)
 
     roots = instance_roots(journey)
     cycles = _steps_in_cycles(journey)
@@ -411,20 +421,20 @@ def compile_journey(
 
 
 def _step_plan(code: int, sid: str, step: Any, roots: set[str], in_cycle: bool) -> StepPlan:
-    kind = step.kind
+    kind = StepKind(step.kind)
     base: dict[str, Any] = {"id": sid, "code": code, "kind": kind, "in_cycle": in_cycle}
-    if kind == "send":
+    if kind == StepKind.SEND:
         return StepPlan(**base, send=step.send)
-    if kind == "wait":
+    if kind == StepKind.WAIT:
         return StepPlan(**base, wait_us=_us(step.wait))
-    if kind == "exit":
+    if kind == StepKind.EXIT:
         return StepPlan(**base, exit_reason=step.exit)
-    if kind == "split":
+    if kind == StepKind.SPLIT:
         return StepPlan(**base, split=tuple(step.split.items()))
-    if kind == "wait_for":
+    if kind == StepKind.WAIT_FOR:
         w = step.wait_for
         return StepPlan(**base, event=w.event, match=match_terms(w.match), timeout_us=_us(w.timeout))
-    if kind == "wait_until":
+    if kind == StepKind.WAIT_UNTIL:
         u = step.wait_until
         if u.time is not None:
             days = tuple(WEEKDAYS.index(d) for d in (u.weekdays or WEEKDAYS))

@@ -37,6 +37,8 @@ from yaml.reader import Reader
 from yaml.resolver import BaseResolver
 from yaml.scanner import Scanner
 
+from orchestrator.errors import InvalidInputError
+
 Path_ = tuple[str | int, ...]
 
 
@@ -66,7 +68,7 @@ class Location:
     single_line: bool = True
 
 
-class SpecError(ValueError):
+class SpecError(InvalidInputError, ValueError):
     """One or more mistakes in a journey file, each with file, line and column."""
 
     def __init__(self, problems: list[Problem]) -> None:
@@ -111,7 +113,7 @@ _Core12Resolver.add_implicit_resolver(
 )
 
 
-class _Refused(Exception):
+class _Refused(InvalidInputError):
     """Something the loader does not compose: an anchor, alias or tag, or a limit passed."""
 
     def __init__(self, mark: Mark | None, message: str) -> None:

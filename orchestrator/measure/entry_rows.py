@@ -1,7 +1,8 @@
 """A journey's entries as aligned numpy columns, read from the store in set-based queries, and their export.
 
 Contract: ``load_entries`` reads only the store (instances, conversions, holdout assignments, customers and
-goal events) and returns one row per entry up to the report instant; ``export_entries`` writes exactly those
+goal events, through ``store.entry_outcomes``, ``store.load_customer_frame`` and ``store.events_between``)
+and returns one row per entry up to the report instant; ``export_entries`` writes exactly those
 columns, so an analyst can reproduce every figure of the report from the file.
 """
 
@@ -13,11 +14,10 @@ from typing import Any
 
 import numpy as np
 import orjson
-from sqlalchemy import Connection, inspect, text
 
 from orchestrator.holdout import GLOBAL_LAYER, HOLDOUT, TREATMENT
 from orchestrator.signals import CustomerFrame
-from orchestrator.store.customers import load_customer_values
+from orchestrator.store import Connection, entry_outcomes, events_between, load_customer_values
 
 GLOBAL_HOLDOUT = "global holdout"
 """The arm name of entries whose customer is in the global holdout (not compared)."""
@@ -85,10 +85,6 @@ _ARRAY_COLUMNS = (
 )
 
 
-def _has_column(conn: Connection, table: str, column: str) -> bool:
-    return any(c["name"] == column for c in inspect(conn).get_columns(table))
-
-
 def load_entries(
     conn: Connection,
     journey_id: str,
@@ -100,34 +96,15 @@ def load_entries(
     segment_attribute: str | None = None,
 ) -> EntryRows:
     """Every entry of ``journey_id`` with ``entered_us <= as_of_us``, in instance order (set-based reads)."""
-    layer_sql = "h.layer" if _has_column(conn, "holdout_assignments", "layer") else "NULL"
-    rows = conn.execute(
-        text(
-            "SELECT i.id, i.customer_key, i.holdout, i.entered_us, c.converted_us, COALESCE(c.revenue, 0), "
-            f"h.arm, {layer_sql}, h.assigned_us, h.percent, h.reason FROM journey_instances i "
-            "LEFT JOIN conversions c ON c.instance_id = i.id "
-            "LEFT JOIN holdout_assignments h "
-            "ON h.journey_id = i.journey_id AND h.customer_key = i.customer_key "
-            "WHERE i.journey_id = :j AND i.entered_us <= :t ORDER BY i.id"
-        ),
-        {"j": journey_id, "t": as_of_us},
-    ).all()
-    n = len(rows)
-    cols = list(zip(*rows, strict=True)) if n else [() for _ in range(11)]
-    instance_id = np.array(cols[0], dtype=np.int64)
-    keys = np.array(cols[1], dtype=np.int64)
-    held = np.array([bool(v) for v in cols[2]], dtype=bool)
-    entered = np.array(cols[3], dtype=np.int64)
-    converted_at = np.array([-1 if v is None else int(v) for v in cols[4]], dtype=np.int64)
+    stored = entry_outcomes(conn, journey_id, as_of_us)
+    n = len(stored.instance_id)
+    keys, entered, converted_at = stored.customer_key, stored.entered_us, stored.converted_us
     # A conversion recorded after the report instant did not exist yet as of that instant.
     converted = (converted_at >= 0) & (converted_at < as_of_us)
-    revenue = np.where(converted, np.array(cols[5], dtype=np.float64), 0.0)
-    layer = np.array([v or "journey" for v in cols[7]], dtype=object)
+    revenue = np.where(converted, stored.revenue, 0.0)
+    layer = np.array([v or "journey" for v in stored.layer], dtype=object)
     in_global = layer == GLOBAL_LAYER
-    arm = np.where(in_global, GLOBAL_HOLDOUT, np.where(held, HOLDOUT, TREATMENT)).astype(object)
-    assigned = np.array([-1 if v is None else int(v) for v in cols[8]], dtype=np.int64)
-    percent = np.array([np.nan if v is None else float(v) for v in cols[9]], dtype=np.float64)
-    reason = np.array(cols[10], dtype=object) if n else np.zeros(0, dtype=object)
+    arm = np.where(in_global, GLOBAL_HOLDOUT, np.where(stored.held_out, HOLDOUT, TREATMENT)).astype(object)
     counted = entered + window_us <= as_of_us
 
     names = ["id", *([segment_attribute] if segment_attribute else [])]
@@ -147,14 +124,14 @@ def load_entries(
             conn, goal_event, revenue_property, keys, entered, pre_period_us
         )
     return EntryRows(
-        instance_id=instance_id,
+        instance_id=stored.instance_id,
         customer_key=keys,
         customer_id=customer_id,
         arm=arm,
         layer=layer,
-        assigned_us=assigned,
-        holdout_percent=percent,
-        reason=reason,
+        assigned_us=stored.assigned_us,
+        holdout_percent=stored.holdout_percent,
+        reason=stored.reason,
         entered_us=entered,
         counted=counted,
         converted=converted,
@@ -181,23 +158,13 @@ def _pre_entry(
     a common time axis so ``(customer, time)`` fits one int64 key, and each window is two searchsorted calls.
     """
     n = len(keys)
-    type_id = conn.execute(text("SELECT id FROM event_types WHERE name = :n"), {"n": goal_event}).scalar()
-    if type_id is None:
+    events = events_between(conn, goal_event, int(entered.min()) - pre_period_us, int(entered.max()))
+    if not len(events):
         return np.zeros(n), np.zeros(n)
-    rows = conn.execute(
-        text(
-            "SELECT customer_key, ts_us, properties FROM events "
-            "WHERE type_id = :t AND ts_us >= :a AND ts_us < :b"
-        ),
-        {"t": type_id, "a": int(entered.min()) - pre_period_us, "b": int(entered.max())},
-    ).all()
-    if not rows:
-        return np.zeros(n), np.zeros(n)
-    ev_key = np.fromiter((r[0] for r in rows), np.int64, len(rows))
-    ev_ts = np.fromiter((r[1] for r in rows), np.int64, len(rows))
-    ev_value = np.zeros(len(rows))
+    ev_key, ev_ts = events.customer_key, events.ts_us
+    ev_value = np.zeros(len(events))
     if revenue_property:
-        ev_value = np.array([_number(orjson.loads(r[2] or "{}"), revenue_property) for r in rows])
+        ev_value = np.array([_number(orjson.loads(p or "{}"), revenue_property) for p in events.properties])
     lo, hi = entered - pre_period_us, entered
     axis = np.unique(np.concatenate([ev_ts, lo, hi]))
     span = np.int64(len(axis) + 1)

@@ -9,8 +9,8 @@ Arms: ``treatment`` and ``holdout`` (the journey's own holdout) are compared; en
 global holdout (``layer = 'global'`` in ``holdout_assignments``) are shown apart and left out of the
 comparison, because the global layer is not part of the journey's declared split.
 
-Everything is computed by ``analysis.analyze`` over the per-entry columns of ``entries.EntryRows``, and
-``entries.export_entries`` writes those same columns, so an analyst can reproduce every number from the
+Everything is computed by ``analysis.analyze`` over the per-entry columns of ``entry_rows.EntryRows``, and
+``entry_rows.export_entries`` writes those same columns, so an analyst can reproduce every number from the
 export.
 """
 
@@ -21,7 +21,6 @@ from datetime import timedelta
 from typing import Any
 
 import numpy as np
-from sqlalchemy import text
 
 from orchestrator.clock import from_us
 from orchestrator.durations import US_PER_SECOND, format_duration
@@ -32,7 +31,7 @@ from orchestrator.measure.entry_rows import GLOBAL_HOLDOUT, EntryRows, load_entr
 from orchestrator.measure.rates import ArmSummary, summarize_arm
 from orchestrator.measure.sequential import DEFAULT_SEQUENTIAL_TAU
 from orchestrator.measure.timeline import TimelinePoint, cumulative_lift
-from orchestrator.store import Store
+from orchestrator.store import Store, journey_ids, latest_version_source, max_tick_us
 
 CONVERSION, REVENUE = "conversion", "revenue"
 """Metric names of the journey report."""
@@ -128,22 +127,17 @@ def journey_report(
     Raises ``KeyError`` with a readable message when the journey never ran in this store.
     """
     with store.connect() as conn:
-        version_row = conn.execute(
-            text("SELECT version, source FROM journey_versions WHERE journey_id = :j ORDER BY version DESC"),
-            {"j": journey_id},
-        ).first()
-        if version_row is None:
-            known = [
-                r[0] for r in conn.execute(text("SELECT DISTINCT journey_id FROM journey_versions")).all()
-            ]
+        latest = latest_version_source(conn, journey_id)
+        if latest is None:
+            known = journey_ids(conn)
             raise KeyError(
                 f"journey {journey_id!r} has not run in this store (known: {', '.join(known) or 'none'})"
             )
         if as_of_us is None:
-            last = conn.execute(text("SELECT MAX(now_us) FROM ticks")).scalar()
-            as_of_us = int(last) if last is not None else 0
+            last = max_tick_us(conn)
+            as_of_us = last if last is not None else 0
         try:
-            journey = load_journey_text(version_row[1], f"<stored {journey_id} v{version_row[0]}>").journey
+            journey = load_journey_text(latest.source, f"<stored {journey_id} v{latest.version}>").journey
         except SpecError:
             journey = None
         goal = None if journey is None else journey.goal
@@ -159,9 +153,9 @@ def journey_report(
             segment_attribute,
         )
     declared = None if journey is None else float(journey.holdout)
-    base = {
+    base: dict[str, Any] = {
         "journey_id": journey_id,
-        "version": version_row[0],
+        "version": latest.version,
         "as_of_us": as_of_us,
         "entries": len(rows),
         "rows": rows,

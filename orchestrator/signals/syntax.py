@@ -10,8 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from orchestrator.errors import InvalidInputError
 
-class ExpressionError(ValueError):
+
+class ExpressionError(InvalidInputError, ValueError):
     """A mistake in an expression, at ``offset`` (0-based) in its text."""
 
     def __init__(self, message: str, offset: int = 0) -> None:

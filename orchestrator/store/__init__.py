@@ -1,5 +1,276 @@
-"""The store: tables plus plain, set-based helpers that read and write them."""
+"""The store: the tables and every statement that reads or writes them. It is the only package that speaks
+SQL; the engine, ingest, measurement, the command line and the HTTP service import the names below
+(``from orchestrator.store import Store, due_instances``), never a module of the store nor SQLAlchemy.
 
-from orchestrator.store.db import DEFAULT_URL, SchemaError, Store, database_url, open_store, sqlite_url
+The modules hold, by what they read and write together:
 
-__all__ = ["DEFAULT_URL", "SchemaError", "Store", "database_url", "open_store", "sqlite_url"]
+- ``db``: opening a store (``open_store``, ``Store``), creating its tables and upgrading older ones;
+- ``tables``: the table declarations;
+- ``versions``: registered journey versions and the migrations between them;
+- ``entry_state``: signal memberships, entry history, entry cursors and the events entry reads;
+- ``assignments``: holdout assignments, decided once at entry;
+- ``instances``: instances created, read when due, moved between steps and finished;
+- ``conversions``: instances not yet converted, conversion rows, and each entry's outcome for reports;
+- ``ledger``: the message ledger, queued with the steps, read and updated by dispatch, and suppressions;
+- ``retired``: retired journeys;
+- ``status``: read-only counts for the status command and the daemon;
+- ``health``: journeys marked failed;
+- ``metrics``: cheap reads for a metrics scrape;
+- ``customers``: customer records, keys, attributes and consents;
+- ``events``: events written in bulk and read back as columns, event types and sources;
+- ``catalog``: the names the store has seen (event types, properties, customer attributes);
+- ``feedback``: opt-outs, opens and clicks told back through message links;
+- ``batches``: one row of counts per ingest;
+- ``wal``: SQLite's write-ahead log for a writer that commits often (checkpoints, the writer's settings);
+- ``leases``: how several workers share a PostgreSQL store (advisory locks, leased claims);
+- ``holder``: the one engine process of a SQLite store;
+- ``bulk``: the row and column helpers the modules share.
+
+Every function takes a Connection that is already inside the caller's transaction, so a tick can write
+state changes, ledger rows and conversions atomically. Reads return numpy columns or named rows; writes
+take columns and run as one executemany (through the DBAPI cursor on SQLite, which binds rows in C) or one
+set-based statement each. Nothing here loops over customers with a query.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Connection
+
+from orchestrator.store import leases
+from orchestrator.store.assignments import holdout_assignments, insert_assignments
+from orchestrator.store.batches import record_ingest_batch
+from orchestrator.store.catalog import SeenNames, customer_attribute_names, seen_names
+from orchestrator.store.conversions import (
+    EntryOutcomes,
+    OpenInstances,
+    entry_outcomes,
+    insert_conversions,
+    unconverted_instances,
+)
+from orchestrator.store.customers import (
+    RECORD_TIME,
+    CustomerValues,
+    customer_ids,
+    customer_key,
+    customer_keys_by_id,
+    customer_records,
+    ensure_customer_keys,
+    load_customer_values,
+    max_key,
+    max_revision,
+    read_customer_values,
+    upsert_customers,
+)
+from orchestrator.store.db import (
+    DEFAULT_URL,
+    SchemaError,
+    Store,
+    database_url,
+    is_database_error,
+    open_store,
+    sqlite_url,
+)
+from orchestrator.store.entry_state import (
+    EntryEvents,
+    EntryHistory,
+    entry_cursor,
+    entry_events,
+    entry_history,
+    event_type_id,
+    max_event_id,
+    set_entry_cursor,
+    signal_members,
+    update_signal_members,
+)
+from orchestrator.store.events import (
+    EventColumns,
+    TextColumn,
+    TimedEvents,
+    event_source,
+    event_type_ids,
+    events_between,
+    insert_new_events,
+    load_events,
+    load_new_events,
+)
+from orchestrator.store.feedback import TrackedMessage, record_opt_out, record_tracked_event, tracked_message
+from orchestrator.store.health import JourneyFailure, failed_journeys, record_health
+from orchestrator.store.holder import Holding, StoreHeld, hold
+from orchestrator.store.instances import (
+    DueInstances,
+    active_instances,
+    due_instances,
+    finish_instances,
+    finish_steps,
+    insert_instances,
+    instance_data,
+    latest_instance_data,
+    move_instances,
+    set_instance_data,
+)
+from orchestrator.store.ledger import (
+    DueMessage,
+    MessageOutcome,
+    SentMessage,
+    customers_sent_since,
+    due_messages,
+    first_sent_messages,
+    insert_messages,
+    mark_in_flight,
+    message_outcomes,
+    queue_messages,
+    recent_sends,
+    record_outcomes,
+    record_test_send,
+    settle_in_flight,
+    suppress_addresses,
+    suppressed_addresses,
+)
+from orchestrator.store.metrics import StoredTick, last_tick_id, message_counts, ping, ticks_after
+from orchestrator.store.retired import Retirement, lift_retirement, retire_journey, retirement
+from orchestrator.store.status import (
+    Backlog,
+    StateCount,
+    due_counts,
+    last_tick,
+    latest_tick_us,
+    max_tick_us,
+    outbox_backlog,
+    recent_tick_instants,
+    state_counts,
+)
+from orchestrator.store.versions import (
+    StoredVersion,
+    VersionSource,
+    active_versions,
+    journey_ids,
+    latest_version_source,
+    migrate_instances,
+    migration_applied,
+    record_migration,
+    register_version,
+    stored_version,
+    stored_versions,
+)
+from orchestrator.store.wal import checkpoint_wal, tune_writer_connection
+
+__all__ = [
+    "DEFAULT_URL",
+    "RECORD_TIME",
+    "Backlog",
+    "Connection",
+    "CustomerValues",
+    "DueInstances",
+    "DueMessage",
+    "EntryEvents",
+    "EntryHistory",
+    "EntryOutcomes",
+    "EventColumns",
+    "Holding",
+    "JourneyFailure",
+    "MessageOutcome",
+    "OpenInstances",
+    "Retirement",
+    "SchemaError",
+    "SeenNames",
+    "SentMessage",
+    "StateCount",
+    "Store",
+    "StoreHeld",
+    "StoredTick",
+    "StoredVersion",
+    "TextColumn",
+    "TimedEvents",
+    "TrackedMessage",
+    "VersionSource",
+    "active_instances",
+    "active_versions",
+    "checkpoint_wal",
+    "customer_attribute_names",
+    "customer_ids",
+    "customer_key",
+    "customer_keys_by_id",
+    "customer_records",
+    "customers_sent_since",
+    "database_url",
+    "due_counts",
+    "due_instances",
+    "due_messages",
+    "ensure_customer_keys",
+    "entry_cursor",
+    "entry_events",
+    "entry_history",
+    "entry_outcomes",
+    "event_source",
+    "event_type_id",
+    "event_type_ids",
+    "events_between",
+    "failed_journeys",
+    "finish_instances",
+    "finish_steps",
+    "first_sent_messages",
+    "hold",
+    "holdout_assignments",
+    "insert_assignments",
+    "insert_conversions",
+    "insert_instances",
+    "insert_messages",
+    "insert_new_events",
+    "instance_data",
+    "is_database_error",
+    "journey_ids",
+    "last_tick",
+    "last_tick_id",
+    "latest_instance_data",
+    "latest_tick_us",
+    "latest_version_source",
+    "leases",
+    "lift_retirement",
+    "load_customer_values",
+    "load_events",
+    "load_new_events",
+    "mark_in_flight",
+    "max_event_id",
+    "max_key",
+    "max_revision",
+    "max_tick_us",
+    "message_counts",
+    "message_outcomes",
+    "migrate_instances",
+    "migration_applied",
+    "move_instances",
+    "open_store",
+    "outbox_backlog",
+    "ping",
+    "queue_messages",
+    "read_customer_values",
+    "recent_sends",
+    "recent_tick_instants",
+    "record_health",
+    "record_ingest_batch",
+    "record_migration",
+    "record_opt_out",
+    "record_outcomes",
+    "record_test_send",
+    "record_tracked_event",
+    "register_version",
+    "retire_journey",
+    "retirement",
+    "seen_names",
+    "set_entry_cursor",
+    "set_instance_data",
+    "settle_in_flight",
+    "signal_members",
+    "sqlite_url",
+    "state_counts",
+    "stored_version",
+    "stored_versions",
+    "suppress_addresses",
+    "suppressed_addresses",
+    "ticks_after",
+    "tracked_message",
+    "tune_writer_connection",
+    "unconverted_instances",
+    "update_signal_members",
+    "upsert_customers",
+]

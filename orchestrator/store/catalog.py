@@ -3,7 +3,8 @@
 ``validate --db`` compares the names journeys read with these, so that an event, property or attribute no
 data has ever carried is caught before a journey silently matches nobody. Event type names are all read;
 property and attribute keys come from a bounded sample (the latest ``sample`` events, the latest-written
-``sample`` customers), so the check costs the same on a store of any size. Read-only.
+``sample`` customers), so the check costs the same on a store of any size. ``customer_attribute_names``
+reads every customer instead, for the attributes message templates read. Read-only.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, text
+
+from orchestrator.store.customers import STANDARD
 
 #: Rows sampled for property keys (latest events) and attribute keys (latest-written customers).
 SAMPLE = 100_000
@@ -62,3 +65,18 @@ def seen_names(conn: Connection, sample: int = SAMPLE) -> SeenNames:
     return SeenNames(
         events, {k: frozenset(v) for k, v in properties.items()}, attributes, has_customers, sample
     )
+
+
+def customer_attribute_names(conn: Connection) -> set[str]:
+    """Every attribute at least one customer has: the standard columns set for someone (one query each)
+    and every JSON attribute key of every customer (one query)."""
+    found: set[str] = set()
+    for column in STANDARD:
+        if conn.execute(text(f"SELECT 1 FROM customers WHERE {column} IS NOT NULL LIMIT 1")).first():
+            found.add(column)
+    if conn.dialect.name == "sqlite":
+        sql = "SELECT DISTINCT j.key FROM customers, json_each(customers.attributes) j"
+    else:
+        sql = "SELECT DISTINCT jsonb_object_keys(CAST(attributes AS jsonb)) FROM customers"
+    found.update(str(r[0]) for r in conn.execute(text(sql)).all())
+    return found

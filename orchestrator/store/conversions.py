@@ -61,3 +61,52 @@ def insert_conversions(conn: Connection, rows: list[dict[str, Any]]) -> None:
         ),
         rows,
     )
+
+
+@dataclass(frozen=True)
+class EntryOutcomes:
+    """Every entry of a journey up to an instant, in instance order, as aligned columns: the instance, its
+    conversion (if any) and its customer's holdout assignment for the journey (if any). Missing values:
+    -1 for instants, NaN for the percent, None for strings."""
+
+    instance_id: np.ndarray  # int64
+    customer_key: np.ndarray  # int64
+    held_out: np.ndarray  # bool: the instance is in the holdout arm
+    entered_us: np.ndarray  # int64
+    converted_us: np.ndarray  # int64, -1 without a conversion
+    revenue: np.ndarray  # float64, 0 without a conversion
+    assigned_arm: np.ndarray  # object: the assignment's arm
+    layer: np.ndarray  # object: global | journey, None when not recorded
+    assigned_us: np.ndarray  # int64, -1 without an assignment
+    holdout_percent: np.ndarray  # float64, NaN without an assignment
+    reason: np.ndarray  # object: why the assignment was made
+
+
+def entry_outcomes(conn: Connection, journey_id: str, as_of_us: int) -> EntryOutcomes:
+    """The entries of ``journey_id`` with ``entered_us <= as_of_us`` (one query)."""
+    rows = conn.execute(
+        text(
+            "SELECT i.id, i.customer_key, i.holdout, i.entered_us, c.converted_us, COALESCE(c.revenue, 0), "
+            "h.arm, h.layer, h.assigned_us, h.percent, h.reason FROM journey_instances i "
+            "LEFT JOIN conversions c ON c.instance_id = i.id "
+            "LEFT JOIN holdout_assignments h "
+            "ON h.journey_id = i.journey_id AND h.customer_key = i.customer_key "
+            "WHERE i.journey_id = :j AND i.entered_us <= :t ORDER BY i.id"
+        ),
+        {"j": journey_id, "t": as_of_us},
+    ).all()
+    columns = zip(*rows, strict=True) if rows else [()] * 11
+    ids, keys, held, entered, converted, revenue, arm, layer, assigned, percent, reason = columns
+    return EntryOutcomes(
+        instance_id=np.array(ids, dtype=np.int64),
+        customer_key=np.array(keys, dtype=np.int64),
+        held_out=np.array([bool(v) for v in held], dtype=bool),
+        entered_us=np.array(entered, dtype=np.int64),
+        converted_us=np.array([-1 if v is None else int(v) for v in converted], dtype=np.int64),
+        revenue=np.array(revenue, dtype=np.float64),
+        assigned_arm=np.array(arm, dtype=object),
+        layer=np.array(layer, dtype=object),
+        assigned_us=np.array([-1 if v is None else int(v) for v in assigned], dtype=np.int64),
+        holdout_percent=np.array([np.nan if v is None else float(v) for v in percent], dtype=np.float64),
+        reason=np.array(reason, dtype=object),
+    )

@@ -453,3 +453,8 @@ def customer_records(conn: Connection, keys: Sequence[int]) -> dict[int, dict[st
 def customer_key(conn: Connection, customer_id: str) -> int | None:
     """The store's integer key of one customer id, or None when the store does not know it."""
     return _keys_for(conn, [customer_id]).get(customer_id)
+
+
+def customer_keys_by_id(conn: Connection) -> dict[str, int]:
+    """Every customer's key by business id (one query over the whole table)."""
+    return {str(cid): int(key) for key, cid in conn.execute(select(CUSTOMERS.c.key, CUSTOMERS.c.id)).all()}

@@ -1,4 +1,4 @@
-"""Opening the store: one SQLAlchemy engine, tables created on first use.
+"""Opening the store: one SQLAlchemy engine, its tables created or upgraded on open (``store.schema``).
 
 Two backends share one interface: a SQLite file in WAL mode (the default; one worker process) and
 PostgreSQL through psycopg 3 (``postgresql://...``; any number of worker processes, which share the work
@@ -16,23 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (
-    Column,
-    Connection,
-    Engine,
-    MetaData,
-    Table,
-    create_engine,
-    event,
-    inspect,
-    literal,
-    text,
-)
+from sqlalchemy import Connection, Engine, create_engine, event, inspect
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.schema import CreateTable
-from sqlmodel import SQLModel
 
-from orchestrator.store import tables  # noqa: F401  (registers the tables on SQLModel.metadata)
+from orchestrator.store import schema
+from orchestrator.store.schema import SchemaError as SchemaError  # the store's public name for it
 
 DEFAULT_URL = "sqlite:///orchestrator.db"
 
@@ -123,123 +111,6 @@ def _postgres_begin(conn: Connection) -> None:
         conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
 
 
-#: Advisory lock key that serialises schema creation when several workers start at once.
-SCHEMA_LOCK = 0x6F72636865737472
-
-
-class SchemaError(Exception):
-    """The store's tables cannot be brought up to this version's schema (the message says why)."""
-
-
-def _missing_columns(inspector: Any) -> list[tuple[Table, Column[Any]]]:
-    """Columns of this version's tables that the store's existing tables lack (a store made by an
-    earlier version)."""
-    missing = []
-    for table in SQLModel.metadata.sorted_tables:
-        if inspector.has_table(table.name):
-            have = {c["name"] for c in inspector.get_columns(table.name)}
-            missing += [(table, column) for column in table.columns if column.name not in have]
-    return missing
-
-
-def _relaxed_columns(inspector: Any) -> list[tuple[Table, Column[Any]]]:
-    """Columns that this version allows to be NULL and the store's existing tables do not (a store made
-    by an earlier version, e.g. consents before "no record" could be stored)."""
-    relaxed = []
-    for table in SQLModel.metadata.sorted_tables:
-        if inspector.has_table(table.name):
-            strict = {c["name"] for c in inspector.get_columns(table.name) if not c["nullable"]}
-            relaxed += [
-                (table, column)
-                for column in table.columns
-                if column.nullable and not column.primary_key and column.name in strict
-            ]
-    return relaxed
-
-
-def _relax_columns(conn: Connection, table: Table, columns: list[Column[Any]]) -> None:
-    """Let ``columns`` of ``table`` hold NULL, keeping every row. PostgreSQL drops the constraint;
-    SQLite cannot, so the table is rebuilt: created anew as this version declares it, filled with the
-    rows, renamed over the old one, and its indexes created again."""
-    preparer = conn.dialect.identifier_preparer
-    name = preparer.format_table(table)
-    if conn.dialect.name != "sqlite":
-        for column in columns:
-            column_name = preparer.format_column(column)
-            conn.execute(text(f"ALTER TABLE {name} ALTER COLUMN {column_name} DROP NOT NULL"))
-        return
-    scratch = table.to_metadata(MetaData(), name=f"{table.name}__rebuild")
-    new_name = preparer.format_table(scratch)
-    listing = ", ".join(preparer.format_column(column) for column in table.columns)
-    conn.execute(CreateTable(scratch))
-    conn.execute(text(f"INSERT INTO {new_name} ({listing}) SELECT {listing} FROM {name}"))
-    conn.execute(text(f"DROP TABLE {name}"))
-    conn.execute(text(f"ALTER TABLE {new_name} RENAME TO {name}"))
-    for index in table.indexes:
-        index.create(conn)
-
-
-def _add_column(conn: Connection, table: Table, column: Column[Any]) -> None:
-    """Add a column a later version introduced; rows already there take its default (or null)."""
-    where = f"the store's table {table.name} has no column {column.name} (added by a later version)"
-    if column.primary_key or column.unique:
-        raise SchemaError(f"{where}, and a key column cannot be added to existing rows: recreate the store")
-    default = _default_sql(column, conn)
-    if not column.nullable and default is None:
-        raise SchemaError(f"{where}, and it has no default for existing rows: recreate the store")
-    preparer = conn.dialect.identifier_preparer
-    ddl = f"ALTER TABLE {preparer.format_table(table)} ADD COLUMN {preparer.format_column(column)} "
-    ddl += column.type.compile(dialect=conn.dialect)
-    if default is not None:
-        ddl += f" DEFAULT {default}"
-    if not column.nullable:
-        ddl += " NOT NULL"
-    conn.execute(text(ddl))
-
-
-def _default_sql(column: Column[Any], conn: Connection) -> str | None:
-    """The column's default as SQL: its server default, else its Python default when a plain value."""
-    server = getattr(column.server_default, "arg", None)
-    if server is not None and not isinstance(server, str):
-        return str(server.compile(dialect=conn.dialect))  # an SQL expression such as false()
-    value = server
-    if value is None and column.default is not None and column.default.is_scalar:
-        value = getattr(column.default, "arg", None)
-    if value is None:
-        return None
-    return str(literal(value).compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
-
-
-def _create_schema(engine: Engine, *, create_tables: bool = True) -> None:
-    """Create missing tables (unless ``create_tables`` is false), add the columns later versions
-    introduced to tables that exist, with their indexes, and let columns that may now be NULL hold it.
-    A complete schema is only read: opening a store does not wait for a writer's lock."""
-    inspector = inspect(engine)
-    absent = [name for name in SQLModel.metadata.tables if not inspector.has_table(name)]
-    changes = _missing_columns(inspector) or _relaxed_columns(inspector)
-    if not changes and not (create_tables and absent):
-        return
-    with engine.begin() as conn:
-        if engine.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": SCHEMA_LOCK})
-        inspector = inspect(conn)  # again, under the lock: another worker may have done it meanwhile
-        missing = _missing_columns(inspector)
-        for table, column in missing:
-            _add_column(conn, table, column)
-        for table in {table for table, _ in missing}:
-            have = {index["name"] for index in inspector.get_indexes(table.name)}
-            for index in table.indexes:
-                if index.name not in have:
-                    index.create(conn)
-        relaxed: dict[Table, list[Column[Any]]] = {}
-        for table, column in _relaxed_columns(inspect(conn)):
-            relaxed.setdefault(table, []).append(column)
-        for table, columns in relaxed.items():
-            _relax_columns(conn, table, columns)
-        if create_tables:
-            SQLModel.metadata.create_all(conn)
-
-
 def is_database_error(error: BaseException) -> bool:
     """Whether ``error`` came from the database (through SQLAlchemy or straight from a DBAPI cursor): a
     store that is down or full, rather than bad input."""
@@ -252,11 +123,10 @@ def is_database_error(error: BaseException) -> bool:
     return isinstance(error, psycopg.Error)
 
 
-def open_store(url: str | None = None, *, create: bool = True) -> Store:
-    """Open (and by default create) the store at ``url``."""
+def open_engine(url: str | None) -> Engine:
+    """The SQLAlchemy engine for the store at ``url`` (see ``database_url``), with each backend's
+    connection settings and transaction start."""
     url = _driver_url(database_url(url))
-    if not create and url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
-        raise FileNotFoundError(f"no store at {url.removeprefix('sqlite:///')}")
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"check_same_thread": False}
@@ -266,5 +136,19 @@ def open_store(url: str | None = None, *, create: bool = True) -> Store:
         event.listen(engine, "begin", _sqlite_begin)
     elif engine.dialect.name == "postgresql":
         event.listen(engine, "begin", _postgres_begin)
-    _create_schema(engine, create_tables=create)  # an existing store made by an earlier version is upgraded
-    return Store(engine)
+    return engine
+
+
+def open_store(url: str | None = None, *, create: bool = True) -> Store:
+    """Open (and by default create) the store at ``url``. A store made by an earlier version is upgraded
+    to this version's schema; one made by a later version is refused (``SchemaError``)."""
+    url = _driver_url(database_url(url))
+    if not create and url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        raise FileNotFoundError(f"no store at {url.removeprefix('sqlite:///')}")
+    store = Store(open_engine(url))
+    try:
+        schema.upgrade_on_open(store, create=create)
+    except BaseException:
+        store.dispose()
+        raise
+    return store

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any, NamedTuple
 
@@ -474,3 +475,35 @@ def _columns(
         filled += len(rows)
     customer, type_id, ts = (column[:filled] for column in ints)
     return customer, type_id, ts, [p.column() for p in props]
+
+
+@dataclass(frozen=True)
+class TimedEvents:
+    """Events of one type as aligned columns: customer key, instant and JSON properties text (or None)."""
+
+    customer_key: np.ndarray  # int64
+    ts_us: np.ndarray  # int64
+    properties: list[str | None]
+
+    def __len__(self) -> int:
+        return len(self.properties)
+
+
+def events_between(conn: Connection, name: str, from_us: int, until_us: int) -> TimedEvents:
+    """The events named ``name`` with ``from_us <= ts_us < until_us`` (none when no event has that name):
+    one query for the type's id, one for the events."""
+    type_id = conn.execute(text("SELECT id FROM event_types WHERE name = :n"), {"n": name}).scalar()
+    rows: Sequence[Any] = []
+    if type_id is not None:
+        rows = conn.execute(
+            text(
+                "SELECT customer_key, ts_us, properties FROM events "
+                "WHERE type_id = :t AND ts_us >= :a AND ts_us < :b"
+            ),
+            {"t": type_id, "a": from_us, "b": until_us},
+        ).all()
+    return TimedEvents(
+        customer_key=np.fromiter((r.customer_key for r in rows), np.int64, len(rows)),
+        ts_us=np.fromiter((r.ts_us for r in rows), np.int64, len(rows)),
+        properties=[r.properties for r in rows],
+    )

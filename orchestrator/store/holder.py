@@ -29,11 +29,13 @@ from types import TracebackType
 import orjson
 from sqlalchemy.engine import make_url
 
+from orchestrator.errors import StoreError
+
 #: How long a refused process waits for a new holder to finish writing its record before naming it.
 RECORD_WAIT_SECONDS = 1.0
 
 
-class StoreHeld(Exception):
+class StoreHeld(StoreError):
     """Another live engine process holds this SQLite store (the message names it)."""
 
 

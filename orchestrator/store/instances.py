@@ -1,9 +1,9 @@
 """Journey instances: created at entry, read when due, moved between steps and finished, in bulk.
 
 Every write takes aligned columns and is one executemany or one set-based UPDATE (on PostgreSQL one
-statement over arrays), never a query per customer. ``due_instances`` honours a worker's claimed batch
-(``store.leases``), and the write that steps an instance clears that claim. All in the caller's transaction,
-so a step's state change commits with its ledger rows.
+statement over arrays), never a query per customer. ``due_instances`` reads a worker's claimed batch
+when given one (``store.leases``), and the write that steps an instance clears that claim. All in the
+caller's transaction, so a step's state change commits with its ledger rows.
 """
 
 from __future__ import annotations
@@ -84,14 +84,16 @@ def due_instances(
     version: int,
     now_us: int,
     waiting_states: Sequence[str] = (),
+    *,
+    claimed: leases.Claim | None = None,
 ) -> DueInstances:
     """Active instances of one version that are due (``wake_at_us <= now``), plus every active instance at
-    one of ``waiting_states`` (waits for an event, which can end before their timeout), in id order."""
+    one of ``waiting_states`` (waits for an event, which can end before their timeout), in id order. With
+    ``claimed`` (a worker sharing the store), only the instances of that claim still held, locked."""
     columns = _DUE_COLUMNS
-    claimed = conn.info.get(leases.CLAIMED)
-    if claimed is not None:  # a worker sharing the store: only its own claimed batch, locked
-        worker, ids = claimed
-        return _due_from_rows(leases.lock_claimed(conn, journey_id, version, worker, ids, columns))
+    if claimed is not None:
+        rows = leases.lock_claimed(conn, journey_id, version, claimed.worker, claimed.ids, columns)
+        return _due_from_rows(rows)
     params: dict[str, Any] = {"j": journey_id, "v": version, "now": now_us}
     rows = fetch(
         conn,

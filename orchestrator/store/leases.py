@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Engine, text
@@ -28,9 +29,14 @@ from sqlalchemy import Connection, Engine, text
 #: The database server's current instant in microseconds since the epoch.
 DB_NOW_US = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000 AS BIGINT)"
 
-#: ``Connection.info`` key: ``(worker, ids)`` of the claimed instances that ``due_instances`` reads on that
-#: connection instead of every due instance.
-CLAIMED = "orchestrator_claimed"
+
+@dataclass(frozen=True)
+class Claim:
+    """A batch of instances claimed by one worker: ``due_instances`` given it reads (and locks) only these,
+    instead of every due instance."""
+
+    worker: str
+    ids: list[int]
 
 
 def lock_key(name: str) -> int:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -297,3 +297,51 @@ def record_test_send(conn: Connection, row: dict[str, Any]) -> None:
         text(f"INSERT INTO messages ({', '.join(columns)}) VALUES ({', '.join(':' + c for c in columns)})"),
         values,
     )
+
+
+def customers_sent_since(conn: Connection, since_us: int) -> np.ndarray:
+    """The keys of the customers sent a message at or after ``since_us`` (each once)."""
+    rows = conn.execute(
+        text("SELECT DISTINCT customer_key FROM messages WHERE status = 'sent' AND sent_us >= :s"),
+        {"s": since_us},
+    ).all()
+    return np.array([r.customer_key for r in rows], dtype=np.int64)
+
+
+class MessageOutcome(NamedTuple):
+    """Where a ledger row stands: its journey, channel, status and (when not sent) the reason."""
+
+    journey_id: str
+    channel: str
+    status: str
+    reason: str | None
+
+
+def message_outcomes(conn: Connection) -> list[MessageOutcome]:
+    """Every ledger row's journey, channel, status and reason (one query)."""
+    rows = conn.execute(text("SELECT journey_id, channel, status, reason FROM messages")).all()
+    return [MessageOutcome(*r) for r in rows]
+
+
+class SentMessage(NamedTuple):
+    """What a sent message said, and to whom."""
+
+    journey_id: str
+    step: str
+    channel: str
+    recipient: str | None
+    subject: str | None
+    title: str | None
+    body: str | None
+
+
+def first_sent_messages(conn: Connection, limit: int) -> list[SentMessage]:
+    """The first ``limit`` messages sent, in ledger order."""
+    rows = conn.execute(
+        text(
+            "SELECT journey_id, step, channel, recipient, subject, title, body FROM messages "
+            "WHERE status = 'sent' ORDER BY id LIMIT :n"
+        ),
+        {"n": limit},
+    ).all()
+    return [SentMessage(*r) for r in rows]

@@ -88,3 +88,9 @@ def recent_tick_instants(conn: Connection, limit: int = 20) -> list[int]:
     """The instants of the latest ``limit`` ticks, oldest first."""
     rows = conn.execute(text("SELECT now_us FROM ticks ORDER BY id DESC LIMIT :n"), {"n": limit}).all()
     return sorted(int(r[0]) for r in rows)
+
+
+def max_tick_us(conn: Connection) -> int | None:
+    """The latest instant of every tick the store holds (``latest_tick_us`` looks at recent ticks only)."""
+    value = conn.execute(text("SELECT MAX(now_us) FROM ticks")).scalar()
+    return None if value is None else int(value)

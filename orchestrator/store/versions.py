@@ -8,6 +8,7 @@ per step mapping. Every function runs in the caller's transaction.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from sqlalchemy import Connection, text
 
@@ -37,6 +38,27 @@ def stored_versions(conn: Connection, journey_id: str) -> list[int]:
         text("SELECT version FROM journey_versions WHERE journey_id = :j ORDER BY version"), {"j": journey_id}
     ).all()
     return [int(r[0]) for r in rows]
+
+
+class VersionSource(NamedTuple):
+    """A registered version of a journey and the source it was compiled from."""
+
+    version: int
+    source: str
+
+
+def latest_version_source(conn: Connection, journey_id: str) -> VersionSource | None:
+    """The highest registered version of ``journey_id`` with its source (None when it never ran)."""
+    row = conn.execute(
+        text("SELECT version, source FROM journey_versions WHERE journey_id = :j ORDER BY version DESC"),
+        {"j": journey_id},
+    ).first()
+    return None if row is None else VersionSource(row.version, row.source)
+
+
+def journey_ids(conn: Connection) -> list[str]:
+    """Every journey with a registered version (in no particular order)."""
+    return [str(r[0]) for r in conn.execute(text("SELECT DISTINCT journey_id FROM journey_versions")).all()]
 
 
 def register_version(

@@ -210,3 +210,49 @@ def test_report_by_an_unknown_attribute_is_a_usage_error(
     assert err.startswith(
         "orchestrator report: --pre-period '99999999999d': not a duration this engine can hold"
     )
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        ("usage", 2),
+        ("failure", 1),
+        ("schema", 1),
+        ("held", 1),
+    ],
+)
+def test_usage_failures_and_store_errors_are_told_as_they_are_with_their_exit_code(
+    error: str, code: int, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from orchestrator.errors import Failure, UsageError
+    from orchestrator.store import SchemaError
+    from orchestrator.store.holder import StoreHeld
+
+    raised = {
+        "usage": UsageError("--by must name an attribute"),
+        "failure": Failure("the journeys are not valid"),
+        "schema": SchemaError("the store was made by a newer version: upgrade"),
+        "held": StoreHeld("another engine holds this store"),
+    }[error]
+
+    def fail(_args: Args) -> int:
+        raise raised
+
+    monkeypatch.setattr(commands, "cmd_status", fail)
+    assert main(["status"]) == code == raised.exit_code
+    assert capsys.readouterr().err == f"orchestrator status: {raised}\n"
+
+
+def test_a_core_error_no_command_put_in_context_is_told_as_unexpected(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from orchestrator.signals.lang import ExpressionError
+
+    def fail(_args: Args) -> int:
+        raise ExpressionError(f"unknown event {SECRET}")
+
+    monkeypatch.setattr(commands, "cmd_status", fail)
+    assert main(["status"]) == 1
+    line = one_line(capsys.readouterr().err)
+    assert line.startswith("orchestrator status: unexpected error (ExpressionError at ")
+    assert SECRET not in line

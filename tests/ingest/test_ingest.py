@@ -17,7 +17,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-from sqlalchemy import select
+from alembic import command
+from sqlalchemy import select, text
 from tables import row, table
 
 from orchestrator.clock import to_us
@@ -25,7 +26,9 @@ from orchestrator.engine.snapshot import load_customer_frame, load_event_frame
 from orchestrator.ingest import IngestError, ingest_events_records, ingest_file
 from orchestrator.store import Store, open_store, sqlite_url
 from orchestrator.store.customers import CUSTOMERS, customer_records, max_key
+from orchestrator.store.db import open_engine
 from orchestrator.store.events import EVENTS
+from orchestrator.store.schema import alembic_config
 from orchestrator.store.tables import IngestBatch
 
 INGEST_BATCHES = IngestBatch.__table__  # type: ignore[attr-defined]
@@ -939,21 +942,23 @@ def test_cli_prints_duplicates_and_json_totals(
     assert main(["ingest", str(path), "--db", url, "--min-time", "yesterday"]) == 2
 
 
-def test_a_store_from_before_event_keys_opens_and_keeps_its_events(tmp_path: Path, backend: str) -> None:
-    import sqlite3
-
-    if backend != "sqlite":
-        pytest.skip("the old schema is made with sqlite3")
-    db = tmp_path / "old.db"
-    open_store(sqlite_url(db)).dispose()
-    with sqlite3.connect(db) as conn:  # the events table as it was, with one event
-        conn.execute("DROP INDEX ux_events_own_key")
-        conn.execute("ALTER TABLE events DROP COLUMN event_key")
-        conn.execute("DROP TABLE event_sources")
+def test_a_store_from_before_event_keys_opens_and_keeps_its_events(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    url = (
+        request.getfixturevalue("postgres_url") if backend == "postgres" else sqlite_url(tmp_path / "old.db")
+    )
+    old = open_engine(url)
+    with old.begin() as conn:  # the schema before event keys (whose versions kept no revision), one event
+        command.upgrade(alembic_config(conn), "0005")
+        conn.execute(text("DROP TABLE alembic_version"))
         conn.execute(
-            "INSERT INTO events (id, customer_key, type_id, ts_us, properties) VALUES (1, 1, 1, 5, '{}')"
+            text(
+                "INSERT INTO events (id, customer_key, type_id, ts_us, properties) VALUES (1, 1, 1, 5, '{}')"
+            )
         )
-    store = open_store(sqlite_url(db))
+    old.dispose()
+    store = open_store(url)
     try:
         path = _jsonl(tmp_path / "e.jsonl", [_event("c1"), _event("c1")])
         assert ingest_file(store, path, now_us=NOW).accepted == 2

@@ -30,8 +30,7 @@ from orchestrator.holdout import assign_arms
 from orchestrator.ingest import ingest_events_records
 from orchestrator.measure.report import journey_report
 from orchestrator.measure.stats import cuped_lift
-from orchestrator.store import journeys as sj
-from orchestrator.store import open_store, sqlite_url
+from orchestrator.store import open_store, register_version, sqlite_url
 from orchestrator.store.customers import upsert_customers
 
 T0 = datetime(2024, 3, 1, tzinfo=UTC)
@@ -112,7 +111,7 @@ def build_store(
     revenue = np.where(converted, np.round(rng.gamma(2.0, 20.0, n), 2), 0.0)
     with store.begin() as conn:
         keys = dict(conn.execute(text("SELECT id, key FROM customers")).all())
-        sj.register_version(conn, "welcome", 1, "d1", JOURNEY.format(id="welcome", holdout=percents[1]), 0)
+        register_version(conn, "welcome", 1, "d1", JOURNEY.format(id="welcome", holdout=percents[1]), 0)
         _insert(
             conn,
             "INSERT INTO holdout_assignments (journey_id, customer_key, arm, bucket, percent, assigned_us, "

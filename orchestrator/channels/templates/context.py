@@ -20,6 +20,7 @@ from markupsafe import Markup
 from orchestrator.channels.templates.errors import TemplateError
 from orchestrator.channels.templates.limits import MAX_DEPTH, Limits
 from orchestrator.channels.templates.sizes import measure
+from orchestrator.errors import InvalidInputError
 
 _PLAIN_TYPES: frozenset[type] = frozenset(
     {dict, list, tuple, str, int, float, bool, type(None), datetime, date, Markup}
@@ -28,7 +29,7 @@ _PLAIN_KEYS: frozenset[type] = frozenset({str, int, float, bool, type(None)})
 _PLAIN_NAMES = "dict, list, tuple, str, int, float, bool, None, datetime, date"
 
 
-class _NotPlain(Exception):
+class _NotPlain(InvalidInputError):
     pass
 
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from jinja2.exceptions import SecurityError
 
+from orchestrator.errors import InvalidInputError
 
-class TemplateError(Exception):
+
+class TemplateError(InvalidInputError):
     """Any failure to load, check or render a template.
 
     ``template`` is the template where it happened (an included file's name when it happened there, the
@@ -34,5 +36,5 @@ class TemplateError(Exception):
         return f"{where}: {self.message}"
 
 
-class LimitError(SecurityError):
+class LimitError(SecurityError, InvalidInputError):
     """A resource bound was hit (size, range, iterations, time)."""
