@@ -7,7 +7,8 @@ and ``http_status`` (the HTTP service's status), here and nowhere else.
     OrchestratorError                   exit 1  HTTP 500
     ├── UsageError                      exit 2  HTTP 400  change how it is called (arguments, names)
     │   └── NotFoundError               exit 2  HTTP 404  a journey, step or customer asked for is not there
-    │       └── PreviewError                              engine.preview
+    │       ├── PreviewError                              engine.preview
+    │       └── UnknownCustomer                           engine.explain
     ├── Failure                         exit 1  HTTP 422  the command ran and found problems
     ├── InvalidInputError               exit 1  HTTP 400  fix the file or the value given
     │   ├── SpecError                                     language.yamlio (a journey, policy, plan file)
@@ -16,7 +17,7 @@ and ``http_status`` (the HTTP service's status), here and nowhere else.
     │   ├── TemplateError                                 channels.templates
     │   ├── LimitError                                    channels.templates (internal: a bound was hit)
     │   ├── IngestError                                   ingest (a whole input file)
-    │   ├── InputError                                    cli.lift (an experiment table)
+    │   ├── InputError                                    measure.experiment (an experiment table)
     │   ├── _Refused                                      language.yamlio (internal)
     │   └── _NotPlain                                     channels.templates.context (internal)
     ├── SetupError                      exit 1  HTTP 500  fix the set-up: the config's providers, the folder

@@ -26,6 +26,7 @@ POSTGRES_MODULES = frozenset(
         "test_ingest",
         "test_customer_state",
         "test_contact_policy",
+        "test_explain",
         "test_dispatch",
         "test_store_upgrade",
         "test_links",

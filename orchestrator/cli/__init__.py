@@ -12,18 +12,13 @@ each command imports the core it needs when it runs.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
-import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
+from orchestrator.cli.guard import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, fail, quiet_broken_pipe, run_guarded
 from orchestrator.cli.settings import DEFAULT_JOURNEYS, DEFAULT_OUTBOX
-
-EXIT_INTERRUPTED = 130
-EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -45,57 +40,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return exc.exit_code
         where = getattr(getattr(exc, "ctx", None), "command_path", None) or _command_path(args)
         message = exc.format_message().replace("Value error, ", "")
-        return _fail(where, f"{message} (see '{where} --help')", exc.exit_code)
+        return fail(where, f"{message} (see '{where} --help')", exc.exit_code)
     except typer.Abort:
-        return _fail(_command_path(args), "interrupted", EXIT_INTERRUPTED)
+        return fail(_command_path(args), "interrupted", EXIT_INTERRUPTED)
     except BrokenPipeError:  # writing the help or the version to a reader that went away
-        return _quiet_broken_pipe()
-
-
-def run_guarded(command: str, verbose: bool, body: Callable[[], int]) -> int:
-    """Run a command's ``body`` and turn what it raises into an exit code and one line on stderr:
-    ``orchestrator COMMAND: message`` (``cli.errors``), never a traceback (but with ``-v`` for an error
-    nobody expected).
-
-    Told as they are, with the exit code ``orchestrator.errors`` gives them: bad usage, the command's
-    own failures and the store's errors (which any command may meet). The core's other errors are put in
-    context by the command that calls it; one that escapes a command is a bug, told as unexpected."""
-    from orchestrator.cli.errors import describe, unexpected
-    from orchestrator.errors import Failure, StoreError, UsageError
-
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    name = f"orchestrator {command}"
-    try:
-        code = body()
-        sys.stdout.flush()  # a reader that went away (``| head``) shows here, not at exit
-        return code
-    except (UsageError, Failure, StoreError) as exc:
-        return _fail(name, str(exc), exc.exit_code)
-    except BrokenPipeError:
-        return _quiet_broken_pipe()
-    except KeyboardInterrupt:
-        return _fail(name, "interrupted", EXIT_INTERRUPTED)
-    except Exception as exc:
-        try:
-            message = describe(exc)
-        except Exception:  # describing must never hide the error itself
-            message = None
-        if message is None and verbose:
-            raise  # the traceback, for a bug report
-        return _fail(name, message or unexpected(exc), 1)
-
-
-def _quiet_broken_pipe() -> int:
-    """The reader of our output stopped (``orchestrator ... | head -1``): exit quietly, as a command killed
-    by SIGPIPE would; what is still buffered goes nowhere rather than failing again at exit."""
-    with contextlib.suppress(OSError, ValueError):
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-    return EXIT_BROKEN_PIPE
+        return quiet_broken_pipe()
 
 
 def _command_path(args: Sequence[str]) -> str:
@@ -107,15 +56,16 @@ def _command_path(args: Sequence[str]) -> str:
     return "orchestrator" if word is None else f"orchestrator {word}"
 
 
-def _fail(where: str, message: str, code: int) -> int:
-    """Print ``WHERE: message`` on stderr (if it is still there) and return ``code``."""
-    with contextlib.suppress(OSError):
-        print(f"{where}: {message}", file=sys.stderr, flush=True)
-    return code
-
-
 def print_json(value: object) -> None:
     print(json.dumps(value, indent=2, sort_keys=False, default=str))
 
 
-__all__ = ["DEFAULT_JOURNEYS", "DEFAULT_OUTBOX", "main", "print_json", "run_guarded"]
+__all__ = [
+    "DEFAULT_JOURNEYS",
+    "DEFAULT_OUTBOX",
+    "EXIT_BROKEN_PIPE",
+    "EXIT_INTERRUPTED",
+    "main",
+    "print_json",
+    "run_guarded",
+]

@@ -126,8 +126,8 @@ def root(
 def _invoke(
     ctx: typer.Context, name: str, config: Path | None, build: Callable[[Settings], dict[str, Any]]
 ) -> int:
-    """Resolve the settings, then run ``commands.cmd_<name>``; the exit code (see ``cli.run_guarded``)."""
-    from orchestrator.cli import run_guarded
+    """Resolve the settings, then run ``commands.cmd_<name>``; the exit code (``guard.run_guarded``)."""
+    from orchestrator.cli.guard import run_guarded
 
     root = ctx.find_root().obj if isinstance(ctx.find_root().obj, Root) else Root()
     config_path = config if config is not None else root.config

@@ -2,7 +2,8 @@
 
 Both hand per-customer numpy columns to ``orchestrator.measure.stats.analyze``, so a journey and a CSV get
 the same statistics. Errors in the input (a missing column, a control value that does not occur, a metric
-cell that is not a number) are reported with the column, the line and the value.
+cell that is not a number) are reported with the column, the line and the value
+(``orchestrator.measure.experiment``).
 """
 
 from __future__ import annotations
@@ -10,15 +11,11 @@ from __future__ import annotations
 import json
 import math
 import sys
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from orchestrator.cli.errors import Failure, UsageError
 from orchestrator.cli.settings import Args
-from orchestrator.errors import InvalidInputError
+from orchestrator.measure.experiment import InputError, read_experiment
 from orchestrator.measure.sequential import DEFAULT_SEQUENTIAL_TAU
 
 
@@ -120,83 +117,6 @@ def _check_attribute(store: Any, name: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ lift
-
-
-class InputError(InvalidInputError, ValueError):
-    """The experiment table cannot be analysed as asked; the message names the column and line."""
-
-
-@dataclass(frozen=True)
-class ExperimentTable:
-    rows: int
-    arm: np.ndarray
-    metrics: dict[str, np.ndarray]
-    covariate: np.ndarray | None
-    segment: np.ndarray | None
-
-
-def _numeric(column: str, values: list[str | None], role: str) -> np.ndarray:
-    """Parse a column of strings as finite floats; the first bad cell is named by line (header = 1)."""
-    out = np.empty(len(values), dtype=np.float64)
-    for i, raw in enumerate(values):
-        text = "" if raw is None else raw.strip()
-        try:
-            value = float(text)
-        except ValueError:
-            shown = "an empty value" if not text else f"{raw!r}, not a number"
-            raise InputError(f"{role} column {column!r} has {shown} at line {i + 2}") from None
-        if not math.isfinite(value):
-            raise InputError(f"{role} column {column!r} has a non-finite value {raw!r} at line {i + 2}")
-        out[i] = value
-    return out
-
-
-def read_experiment(
-    path: Path, arm: str, control: str, metrics: list[str], covariate: str | None, by: str | None
-) -> ExperimentTable:
-    """Read the needed columns of a CSV experiment table and check them (``InputError`` when wrong)."""
-    import pyarrow as pa
-    import pyarrow.csv as pcsv
-
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
-    wanted = list(dict.fromkeys([arm, *metrics, *([covariate] if covariate else []), *([by] if by else [])]))
-    try:
-        with pcsv.open_csv(path) as reader:
-            header = reader.schema.names
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise InputError(f"{path}: cannot read it as CSV: {exc}") from None
-    missing = [name for name in wanted if name not in header]
-    if missing:
-        names = ", ".join(map(repr, header))
-        raise InputError(f"{path}: no column {', '.join(map(repr, missing))}; the columns are {names}")
-    try:
-        table = pcsv.read_csv(
-            path,
-            convert_options=pcsv.ConvertOptions(
-                include_columns=wanted, column_types=dict.fromkeys(wanted, pa.string())
-            ),
-        )
-    except pa.ArrowInvalid as exc:
-        raise InputError(f"{path}: cannot read it as CSV: {exc}") from None
-    columns = {name: table.column(name).to_pylist() for name in wanted}
-    arms = columns[arm]
-    for i, value in enumerate(arms):
-        if value is None or not value.strip():
-            raise InputError(f"arm column {arm!r} is empty at line {i + 2}")
-    arm_values = np.array(arms, dtype=object)
-    if not (arm_values == control).any():
-        found = sorted(set(arms))
-        shown = ", ".join(map(repr, found[:20])) + (" ..." if len(found) > 20 else "")
-        raise InputError(
-            f"control value {control!r} does not occur in column {arm!r}; its values are {shown}"
-        )
-    if len(set(arms)) < 2:
-        raise InputError(f"column {arm!r} has only the control value {control!r}: nothing to compare")
-    parsed = {name: _numeric(name, columns[name], "metric") for name in metrics}
-    cov = _numeric(covariate, columns[covariate], "covariate") if covariate else None
-    segment = np.array(columns[by], dtype=object) if by else None
-    return ExperimentTable(table.num_rows, arm_values, parsed, cov, segment)
 
 
 def _split(entries: list[str] | None) -> dict[str, float] | None:

@@ -1,29 +1,23 @@
-"""``orchestrator plan`` (what a changed journey file would do to the customers inside) and
-``orchestrator status`` (what the engine holds: instances, due waits, the outbox backlog, the last tick).
-
-Both only read the store.
+"""``orchestrator plan`` (what a changed journey file would do to the customers inside:
+``engine.plan_report``) and ``orchestrator status`` (what the engine holds: instances, due waits, the
+outbox backlog, the last tick: ``engine.status``). Here: the arguments, and the reports as text.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator import store as sj
-from orchestrator.channels.base import ChannelRouter
 from orchestrator.cli.errors import Failure, UsageError
 from orchestrator.cli.settings import Args
-from orchestrator.clock import SystemClock, from_us, parse_instant, to_us
+from orchestrator.clock import SystemClock, parse_instant, to_us
 from orchestrator.durations import US_PER_SECOND, parse_duration
-from orchestrator.engine.health import judge_health
-from orchestrator.engine.tick import Engine, migration_problems
+from orchestrator.engine.plan_report import plan_report
+from orchestrator.engine.status import status_report
 from orchestrator.engine.workspace import Workspace, load_workspace
 from orchestrator.language import JourneyPlan, SpecError
-from orchestrator.store import Store, health, open_store
-
-HOUR_US = 3600 * US_PER_SECOND
+from orchestrator.store import Store, open_store
 
 
 def _open(url: str | None) -> Store | None:
@@ -38,19 +32,6 @@ def _open(url: str | None) -> Store | None:
 
 
 # ---------------------------------------------------------------------------------------------- plan
-
-
-@dataclass
-class Fate:
-    version: int
-    state: str
-    customers: int
-    outcome: str  # current | migrate | exit | stay
-    to: str | None
-    note: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(vars(self))
 
 
 def _workspace(args: Args) -> tuple[Workspace, JourneyPlan]:
@@ -70,79 +51,11 @@ def _workspace(args: Args) -> tuple[Workspace, JourneyPlan]:
         raise UsageError(str(exc.args[0])) from None
 
 
-def plan_report(store: Store | None, workspace: Workspace, plan: JourneyPlan) -> dict[str, Any]:
-    """What running ``plan`` would change, as plain data (see ``run_plan``)."""
-    out: dict[str, Any] = {
-        "journey": plan.id,
-        "file": plan.file,
-        "version": plan.version,
-        "stored_versions": [],
-        "status": "new journey",
-        "fates": [],
-        "problems": [],
-    }
-    if store is None:
-        return out
-    engine = Engine(store, workspace, ChannelRouter(), SystemClock())
-    with store.connect() as conn:
-        stored = sj.stored_version(conn, plan.id, plan.version)
-        out["stored_versions"] = sj.stored_versions(conn, plan.id)
-        counts = [c for c in sj.state_counts(conn, plan.id) if c.status == "active"]
-        out["problems"] = migration_problems(engine, conn, plan)
-        applied = {
-            m.from_version
-            for m in plan.migrations
-            if sj.migration_applied(conn, plan.id, plan.version, m.from_version)
-        }
-    if stored is not None and stored.digest != plan.digest:
-        out["status"] = "refused"
-        out["problems"].insert(
-            0,
-            f"{plan.file}: version {plan.version} has changed since it first ran; give the changed journey "
-            f"version {plan.version + 1}",
-        )
-    elif stored is not None:
-        out["status"] = "unchanged"
-    elif out["stored_versions"]:
-        out["status"] = "new version"
-    migrations = {m.from_version: m for m in plan.migrations}
-    steps = {s.id for s in plan.steps}
-    for count in counts:
-        if count.version == plan.version:
-            fate = Fate(count.version, count.state, count.count, "current", None, "runs on this version")
-        elif count.version in applied:
-            note = f"finish on version {count.version} (the migration from it was applied at its first tick)"
-            fate = Fate(count.version, count.state, count.count, "stay", None, note)
-        elif count.version in migrations and count.state in migrations[count.version].states:
-            target = migrations[count.version].states[count.state]
-            if target == "exit":
-                fate = Fate(
-                    count.version, count.state, count.count, "exit", None, "leave the journey (migrate)"
-                )
-            else:
-                fate = Fate(
-                    count.version,
-                    count.state,
-                    count.count,
-                    "migrate",
-                    target,
-                    f"move to step {target} of version {plan.version} (migrate)",
-                )
-        else:
-            why = "no migrate entry for this step" if count.version in migrations else "no migrate from it"
-            note = f"finish on version {count.version} ({why})"
-            if count.state in steps:
-                note += f"; version {plan.version} also has a step {count.state!r}"
-            fate = Fate(count.version, count.state, count.count, "stay", None, note)
-        out["fates"].append(fate.to_dict())
-    return out
-
-
 def run_plan(args: Args) -> int:
     workspace, plan = _workspace(args)
     store = _open(args.db)
     try:
-        report = plan_report(store, workspace, plan)
+        report = plan_report(store, workspace, plan, SystemClock()).to_dict()
     finally:
         if store is not None:
             store.dispose()
@@ -187,54 +100,6 @@ def _print_plan(report: dict[str, Any]) -> None:
 # ---------------------------------------------------------------------------------------------- status
 
 
-def status_report(
-    store: Store, now_us: int | None, *, clock_us: int | None = None, stale_after_us: int | None = None
-) -> dict[str, Any]:
-    """Instances, due waits, backlog, the last tick's timings, and the engine's health (journeys marked
-    failed; whether the last tick is older than ``stale_after_us`` at ``clock_us``), as plain data."""
-    with store.connect() as conn:
-        failed = health.failed_journeys(conn)
-        instants = sj.recent_tick_instants(conn)
-        tick = sj.last_tick(conn)
-        if now_us is None:
-            now_us = tick[0] if tick is not None else to_us(SystemClock().now())
-        counts = sj.state_counts(conn)
-        due = sj.due_counts(conn, now_us, HOUR_US)
-        backlog = sj.outbox_backlog(conn)
-    journeys: dict[str, dict[str, Any]] = {}
-    for c in counts:
-        j = journeys.setdefault(
-            c.journey_id, {"active": {}, "finished": {}, "due_now": 0, "due_next_hour": 0}
-        )
-        if c.status == "active":
-            j["active"].setdefault(str(c.version), {})[c.state] = c.count
-        else:
-            j["finished"][c.status] = j["finished"].get(c.status, 0) + c.count
-    for journey_id, (now_count, soon) in due.items():
-        journeys[journey_id]["due_now"] = now_count
-        journeys[journey_id]["due_next_hour"] = soon
-    last: dict[str, Any] | None = None
-    if tick is not None:
-        summary = json.loads(tick[2])
-        last = {"at": from_us(tick[0]).isoformat(), "seconds": round(tick[1], 4), **summary}
-    return {
-        "as_of": from_us(now_us).isoformat(),
-        "journeys": journeys,
-        "outbox": [
-            {
-                "channel": b.channel,
-                "queued": b.queued,
-                "sending": b.sending,
-                "uncertain": b.uncertain,
-                "oldest": from_us(b.oldest_us).isoformat() if b.queued or b.sending else None,
-            }
-            for b in backlog
-        ],
-        "last_tick": last,
-        "health": judge_health(failed, instants, clock_us, stale_after_us).to_dict(),
-    }
-
-
 def run_status(args: Args) -> int:
     store = _open(args.db)
     if store is None:
@@ -255,7 +120,7 @@ def run_status(args: Args) -> int:
             raise UsageError(f"--stale-after {args.stale_after!r}: {exc}") from None
     clock_us = now_us if now_us is not None else to_us(SystemClock().now())
     try:
-        report = status_report(store, now_us, clock_us=clock_us, stale_after_us=stale_after)
+        report = status_report(store, clock_us, now_us=now_us, stale_after_us=stale_after).to_dict()
     finally:
         store.dispose()
     if args.format == "json":

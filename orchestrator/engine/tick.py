@@ -24,9 +24,7 @@ from typing import Any
 
 import numpy as np
 import orjson
-from sqlalchemy import Connection
 
-from orchestrator import store as sj
 from orchestrator.channels.base import ChannelRouter
 from orchestrator.channels.delivery import DeliveryMode
 from orchestrator.channels.links import MessageLinks
@@ -46,8 +44,27 @@ from orchestrator.engine.workspace import Workspace, plan_from_source
 from orchestrator.errors import EngineError
 from orchestrator.language.plan import JourneyPlan
 from orchestrator.signals import AggregateCache, CustomerFrame, Evaluator, EventFrame, Node, to_python
-from orchestrator.store import Store, health, leases
-from orchestrator.store.ticks import record_tick
+from orchestrator.store import (
+    Connection,
+    OpenInstances,
+    Store,
+    active_instances,
+    active_versions,
+    finish_instances,
+    insert_conversions,
+    latest_tick_us,
+    leases,
+    lift_retirement,
+    migrate_instances,
+    migration_applied,
+    record_health,
+    record_migration,
+    record_tick,
+    register_version,
+    retirement,
+    stored_version,
+    unconverted_instances,
+)
 
 log = logging.getLogger("orchestrator.engine")
 
@@ -254,7 +271,7 @@ class Engine:
     def _check_clock(self, now_us: int) -> None:
         """Refuse (``ClockBehind``) an instant before the last stored tick, less the allowed skew."""
         with self.store.connect() as conn:
-            last_us = sj.latest_tick_us(conn)
+            last_us = latest_tick_us(conn)
         if last_us is not None and now_us < last_us - self.clock_skew_us:
             raise ClockBehind(now_us, last_us)
 
@@ -365,7 +382,7 @@ class Engine:
         """Store which journeys failed at this tick (workers one at a time) and log what changed."""
         with self.store.begin() as conn:
             leases.wait_singleton(conn, "health")
-            before = health.record_health(conn, failures, now_us)
+            before = record_health(conn, failures, now_us)
         self._report_health(failures, before)
 
     def _dispatch_once(self, progress: TickProgress | None) -> DispatchReport | None:
@@ -441,9 +458,9 @@ class Engine:
             with self._journey(plan.id, failures), conn.begin_nested():
                 _check_integers(plan)
                 self._check_retired(conn, plan)
-                stored = sj.stored_version(conn, plan.id, plan.version)
+                stored = stored_version(conn, plan.id, plan.version)
                 if stored is None:
-                    sj.register_version(
+                    register_version(
                         conn,
                         plan.id,
                         plan.version,
@@ -486,7 +503,7 @@ class Engine:
 
     def _check_retired(self, conn: Connection, plan: JourneyPlan) -> None:
         """A retired journey runs again only from a higher version, which lifts the retirement."""
-        retired = sj.retirement(conn, plan.id)
+        retired = retirement(conn, plan.id)
         if retired is None:
             return
         if plan.version <= retired.version:
@@ -494,7 +511,7 @@ class Engine:
                 f"{plan.file}: journey {plan.id!r} was retired at version {retired.version}; remove it from "
                 f"the workspace, or give it version {retired.version + 1} to run it again"
             )
-        sj.lift_retirement(conn, plan.id)
+        lift_retirement(conn, plan.id)
 
     def old_plan(self, conn: Connection, plan: JourneyPlan, version: int) -> JourneyPlan | None:
         """The plan of a stored older version of ``plan``'s journey (None if it never ran here)."""
@@ -502,7 +519,7 @@ class Engine:
             return plan
         key = (plan.id, version)
         if key not in self._old_plans:
-            stored = sj.stored_version(conn, plan.id, version)
+            stored = stored_version(conn, plan.id, version)
             if stored is None:
                 return None
             self._old_plans[key] = plan_from_source(
@@ -515,7 +532,7 @@ class Engine:
 
     def _plans_with_active_instances(self, conn: Connection, plan: JourneyPlan) -> list[JourneyPlan]:
         plans = [plan]
-        for version in sj.active_versions(conn, plan.id):
+        for version in active_versions(conn, plan.id):
             old = self.old_plan(conn, plan, version) if version != plan.version else None
             if old is not None:
                 plans.append(old)
@@ -525,15 +542,15 @@ class Engine:
         """Apply the version's ``migrate:`` entries once (at its first tick); how many instances moved."""
         moved = 0
         for migration in plan.migrations:
-            if sj.migration_applied(conn, plan.id, plan.version, migration.from_version):
+            if migration_applied(conn, plan.id, plan.version, migration.from_version):
                 continue
             count = 0
             for old, new in migration.states.items():
                 dest = "exited" if new == "exit" else new
-                count += sj.migrate_instances(
+                count += migrate_instances(
                     conn, plan.id, migration.from_version, plan.version, old, dest, now_us
                 )
-            sj.record_migration(conn, plan.id, plan.version, migration.from_version, now_us, count)
+            record_migration(conn, plan.id, plan.version, migration.from_version, now_us, count)
             moved += count
         return moved
 
@@ -556,7 +573,7 @@ class Engine:
         other_entry_props = any(
             t.entry_prop is not None and t.entry_prop != plan.entry.key for t in plan.goal_match
         )
-        open_ = sj.unconverted_instances(
+        open_ = unconverted_instances(
             conn, plan.id, now_us - window_us - LATE_EVENT_GRACE_US, with_data=other_entry_props
         )
         if not len(open_.ids):
@@ -585,7 +602,7 @@ class Engine:
                 np.array([v if isinstance(v, int | float) else np.nan for v in values], dtype=np.float64),
                 nan=0.0,
             )
-        sj.insert_conversions(
+        insert_conversions(
             conn,
             [
                 {
@@ -604,7 +621,7 @@ class Engine:
         result.converted += len(idx)
         if goal.exit:
             finishing = open_.ids[idx][open_.active[idx]]
-            sj.finish_instances(conn, finishing, "converted", f"goal: {goal.event}", now_us)
+            finish_instances(conn, finishing, "converted", f"goal: {goal.event}", now_us)
             result.count_finished("converted", len(finishing))
 
     # ------------------------------------------------------------------------------------------ exits
@@ -618,9 +635,9 @@ class Engine:
         holds = evaluator.condition(plan.exit_when)
         if not holds.any():
             return
-        ids, keys = sj.active_instances(conn, plan.id, plan.version)
+        ids, keys = active_instances(conn, plan.id, plan.version)
         leaving = ids[holds[keys]]
-        sj.finish_instances(conn, leaving, "exited", "exit_when", now_us)
+        finish_instances(conn, leaving, "exited", "exit_when", now_us)
         result.count_finished("exited", len(leaving))
 
     # ------------------------------------------------------------------------------------------ stepping
@@ -738,7 +755,7 @@ def migration_problems(engine: Engine, conn: Connection, plan: JourneyPlan) -> l
 
 
 def _goal_values(
-    plan: JourneyPlan, evaluator: Evaluator, events: EventFrame, rows: np.ndarray, open_: sj.OpenInstances
+    plan: JourneyPlan, evaluator: Evaluator, events: EventFrame, rows: np.ndarray, open_: OpenInstances
 ) -> tuple[np.ndarray, np.ndarray]:
     """Joined match values of the goal events and of each open instance (its correlation key, another
     property of its entry event, a metric of its customer, or a literal)."""

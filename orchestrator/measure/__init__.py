@@ -20,6 +20,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from orchestrator.measure.experiment import InputError, read_experiment
     from orchestrator.measure.html import render_analysis_html, render_journey_html
     from orchestrator.measure.report import export_entries, format_table, journey_report
     from orchestrator.measure.sequential import DEFAULT_SEQUENTIAL_TAU
@@ -28,11 +29,13 @@ if TYPE_CHECKING:
 
 _EXPORTS: dict[str, str] = {
     "DEFAULT_SEQUENTIAL_TAU": "orchestrator.measure.sequential",
+    "InputError": "orchestrator.measure.experiment",
     "analyze": "orchestrator.measure.stats",
     "export_entries": "orchestrator.measure.report",
     "format_analysis": "orchestrator.measure.text",
     "format_table": "orchestrator.measure.report",
     "journey_report": "orchestrator.measure.report",
+    "read_experiment": "orchestrator.measure.experiment",
     "render_analysis_html": "orchestrator.measure.html",
     "render_journey_html": "orchestrator.measure.html",
     "report_text": "orchestrator.measure.text",
@@ -40,11 +43,13 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = [
     "DEFAULT_SEQUENTIAL_TAU",
+    "InputError",
     "analyze",
     "export_entries",
     "format_analysis",
     "format_table",
     "journey_report",
+    "read_experiment",
     "render_analysis_html",
     "render_journey_html",
     "report_text",

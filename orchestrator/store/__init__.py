@@ -4,7 +4,8 @@ SQL; the engine, ingest, measurement, the command line and the HTTP service impo
 
 The modules hold, by what they read and write together:
 
-- ``db``: opening a store (``open_store``, ``Store``), creating its tables and upgrading older ones;
+- ``db``: opening a store (``open_store``, ``Store``);
+- ``schema`` and ``migrations/``: the schema's history as Alembic migrations, applied on open;
 - ``tables``: the table declarations;
 - ``versions``: registered journey versions and the migrations between them;
 - ``entry_state``: signal memberships, entry history, entry cursors and the events entry reads;
@@ -15,6 +16,7 @@ The modules hold, by what they read and write together:
 - ``retired``: retired journeys;
 - ``status``: read-only counts for the status command and the daemon;
 - ``health``: journeys marked failed;
+- ``ticks``: one row per tick, with its timings and counts;
 - ``metrics``: cheap reads for a metrics scrape;
 - ``customers``: customer records, keys, attributes and consents;
 - ``events``: events written in bulk and read back as columns, event types and sources;
@@ -41,15 +43,19 @@ from orchestrator.store.assignments import holdout_assignments, insert_assignmen
 from orchestrator.store.batches import record_ingest_batch
 from orchestrator.store.catalog import SeenNames, customer_attribute_names, seen_names
 from orchestrator.store.conversions import (
+    CustomerConversion,
     EntryOutcomes,
     OpenInstances,
+    customer_conversions,
     entry_outcomes,
     insert_conversions,
     unconverted_instances,
 )
 from orchestrator.store.customers import (
     RECORD_TIME,
+    CustomerContact,
     CustomerValues,
+    customer_contact,
     customer_ids,
     customer_key,
     customer_keys_by_id,
@@ -97,8 +103,10 @@ from orchestrator.store.feedback import TrackedMessage, record_opt_out, record_t
 from orchestrator.store.health import JourneyFailure, failed_journeys, record_health
 from orchestrator.store.holder import Holding, StoreHeld, hold
 from orchestrator.store.instances import (
+    CustomerInstance,
     DueInstances,
     active_instances,
+    customer_instances,
     due_instances,
     finish_instances,
     finish_steps,
@@ -109,9 +117,13 @@ from orchestrator.store.instances import (
     set_instance_data,
 )
 from orchestrator.store.ledger import (
+    CustomerMessage,
     DueMessage,
     MessageOutcome,
     SentMessage,
+    SuppressedAddress,
+    address_suppressions,
+    customer_messages,
     customers_sent_since,
     due_messages,
     first_sent_messages,
@@ -139,6 +151,7 @@ from orchestrator.store.status import (
     recent_tick_instants,
     state_counts,
 )
+from orchestrator.store.ticks import record_tick
 from orchestrator.store.versions import (
     StoredVersion,
     VersionSource,
@@ -159,6 +172,10 @@ __all__ = [
     "RECORD_TIME",
     "Backlog",
     "Connection",
+    "CustomerContact",
+    "CustomerConversion",
+    "CustomerInstance",
+    "CustomerMessage",
     "CustomerValues",
     "DueInstances",
     "DueMessage",
@@ -179,17 +196,23 @@ __all__ = [
     "StoreHeld",
     "StoredTick",
     "StoredVersion",
+    "SuppressedAddress",
     "TextColumn",
     "TimedEvents",
     "TrackedMessage",
     "VersionSource",
     "active_instances",
     "active_versions",
+    "address_suppressions",
     "checkpoint_wal",
     "customer_attribute_names",
+    "customer_contact",
+    "customer_conversions",
     "customer_ids",
+    "customer_instances",
     "customer_key",
     "customer_keys_by_id",
+    "customer_messages",
     "customer_records",
     "customers_sent_since",
     "database_url",
@@ -252,6 +275,7 @@ __all__ = [
     "record_opt_out",
     "record_outcomes",
     "record_test_send",
+    "record_tick",
     "record_tracked_event",
     "register_version",
     "retire_journey",

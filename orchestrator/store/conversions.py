@@ -110,3 +110,38 @@ def entry_outcomes(conn: Connection, journey_id: str, as_of_us: int) -> EntryOut
         holdout_percent=np.array([np.nan if v is None else float(v) for v in percent], dtype=np.float64),
         reason=np.array(reason, dtype=object),
     )
+
+
+@dataclass(frozen=True)
+class CustomerConversion:
+    """A conversion of one of a customer's instances."""
+
+    instance_id: int
+    journey_id: str
+    converted_us: int
+    revenue: float
+    holdout: bool
+
+
+def customer_conversions(
+    conn: Connection, customer_key: int, journey_id: str | None = None
+) -> list[CustomerConversion]:
+    """The conversions of one customer (in ``journey_id`` only, when given), in the order they happened."""
+    only = " AND journey_id = :j" if journey_id else ""
+    rows = conn.execute(
+        text(
+            "SELECT instance_id, journey_id, converted_us, revenue, holdout FROM conversions "
+            "WHERE customer_key = :k" + only + " ORDER BY converted_us"
+        ),
+        {"k": int(customer_key), "j": journey_id},
+    ).all()
+    return [
+        CustomerConversion(
+            instance_id=int(r.instance_id),
+            journey_id=r.journey_id,
+            converted_us=r.converted_us,
+            revenue=float(r.revenue),
+            holdout=bool(r.holdout),
+        )
+        for r in rows
+    ]

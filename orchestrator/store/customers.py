@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
-from sqlalchemy import Connection, Insert, bindparam, false, func, insert, select, update
+from sqlalchemy import Connection, Insert, bindparam, false, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from orchestrator.store.tables import ConsentChange, Customer
@@ -458,3 +458,48 @@ def customer_key(conn: Connection, customer_id: str) -> int | None:
 def customer_keys_by_id(conn: Connection) -> dict[str, int]:
     """Every customer's key by business id (one query over the whole table)."""
     return {str(cid): int(key) for key, cid in conn.execute(select(CUSTOMERS.c.key, CUSTOMERS.c.id)).all()}
+
+
+@dataclass(frozen=True)
+class CustomerContact:
+    """One customer's key, addresses and consents (None: no consent on record for the channel)."""
+
+    key: int
+    email: str | None
+    phone: str | None
+    push_token: str | None
+    consent_email: bool | None
+    consent_sms: bool | None
+    consent_push: bool | None
+
+    @property
+    def consents(self) -> tuple[bool | None, bool | None, bool | None]:
+        """The consents for email, SMS and push, in that order."""
+        return (self.consent_email, self.consent_sms, self.consent_push)
+
+
+def customer_contact(conn: Connection, customer_id: str) -> CustomerContact | None:
+    """The key, addresses and consents of one customer id, or None when the store does not know it."""
+    row = conn.execute(
+        text(
+            "SELECT key, email, phone, push_token, consent_email, consent_sms, consent_push "
+            "FROM customers WHERE id = :c"
+        ),
+        {"c": customer_id},
+    ).first()
+    if row is None:
+        return None
+    return CustomerContact(
+        key=int(row.key),
+        email=row.email,
+        phone=row.phone,
+        push_token=row.push_token,
+        consent_email=_optional_bool(row.consent_email),
+        consent_sms=_optional_bool(row.consent_sms),
+        consent_push=_optional_bool(row.consent_push),
+    )
+
+
+def _optional_bool(value: Any) -> bool | None:
+    """A stored consent as a boolean (None: none on record)."""
+    return None if value is None else bool(value)

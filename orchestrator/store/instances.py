@@ -248,3 +248,62 @@ def latest_instance_data(conn: Connection, journey_id: str, customer_key: int) -
         {"j": journey_id, "k": int(customer_key)},
     ).scalar()
     return None if value is None else str(value)
+
+
+@dataclass(frozen=True)
+class CustomerInstance:
+    """One entry of a customer into a journey, with its holdout assignment when one is stored."""
+
+    id: int
+    journey_id: str
+    version: int
+    entered_us: int
+    holdout: bool
+    state: str
+    status: str
+    since_us: int | None
+    wake_at_us: int | None
+    exited_us: int | None
+    exit_reason: str | None
+    entry_key: str | None
+    arm: str | None  # from holdout_assignments (None when no assignment is stored)
+    arm_reason: str | None
+    holdout_layer: str | None
+
+
+def customer_instances(
+    conn: Connection, customer_key: int, journey_id: str | None = None
+) -> list[CustomerInstance]:
+    """Every instance of one customer (in ``journey_id`` only, when given), in the order they entered."""
+    only = " AND i.journey_id = :j" if journey_id else ""
+    rows = conn.execute(
+        text(
+            "SELECT i.id, i.journey_id, i.version, i.entered_us, i.holdout, i.state, i.status, "
+            "i.since_us, i.wake_at_us, i.exited_us, i.exit_reason, i.entry_key, h.arm, h.reason, h.layer "
+            "FROM journey_instances i LEFT JOIN holdout_assignments h ON h.journey_id = i.journey_id "
+            "AND h.customer_key = i.customer_key WHERE i.customer_key = :k"
+            + only
+            + " ORDER BY i.entered_us, i.id"
+        ),
+        {"k": int(customer_key), "j": journey_id},
+    ).all()
+    return [
+        CustomerInstance(
+            id=int(r.id),
+            journey_id=r.journey_id,
+            version=int(r.version),
+            entered_us=r.entered_us,
+            holdout=bool(r.holdout),
+            state=r.state,
+            status=r.status,
+            since_us=r.since_us,
+            wake_at_us=r.wake_at_us,
+            exited_us=r.exited_us,
+            exit_reason=r.exit_reason,
+            entry_key=r.entry_key,
+            arm=r.arm,
+            arm_reason=r.reason,
+            holdout_layer=r.layer,
+        )
+        for r in rows
+    ]

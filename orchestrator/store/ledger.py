@@ -345,3 +345,83 @@ def first_sent_messages(conn: Connection, limit: int) -> list[SentMessage]:
         {"n": limit},
     ).all()
     return [SentMessage(*r) for r in rows]
+
+
+@dataclass(frozen=True)
+class CustomerMessage:
+    """One ledger row of a customer, as ``why`` shows it."""
+
+    instance_id: int
+    journey_id: str
+    version: int
+    step: str
+    channel: str
+    status: str
+    reason: str | None
+    attempts: int
+    created_us: int
+    sent_us: int | None
+    next_attempt_us: int | None
+    recipient: str | None
+    provider_id: str | None
+    transactional: bool
+
+
+def customer_messages(
+    conn: Connection, customer_key: int, journey_id: str | None = None
+) -> list[CustomerMessage]:
+    """Every ledger row of one customer (in ``journey_id`` only, when given), oldest first."""
+    only = " AND journey_id = :j" if journey_id else ""
+    rows = conn.execute(
+        text(
+            "SELECT instance_id, journey_id, version, step, channel, status, reason, attempts, "
+            "created_us, sent_us, next_attempt_us, recipient, provider_id, transactional FROM messages "
+            "WHERE customer_key = :k" + only + " ORDER BY created_us, id"
+        ),
+        {"k": int(customer_key), "j": journey_id},
+    ).all()
+    return [
+        CustomerMessage(
+            instance_id=int(r.instance_id),
+            journey_id=r.journey_id,
+            version=int(r.version),
+            step=r.step,
+            channel=r.channel,
+            status=r.status,
+            reason=r.reason,
+            attempts=int(r.attempts or 0),
+            created_us=r.created_us,
+            sent_us=r.sent_us,
+            next_attempt_us=r.next_attempt_us,
+            recipient=r.recipient,
+            provider_id=r.provider_id,
+            transactional=bool(r.transactional),
+        )
+        for r in rows
+    ]
+
+
+@dataclass(frozen=True)
+class SuppressedAddress:
+    """An address on the suppression list of a channel: why, and since when."""
+
+    channel: str
+    address: str
+    reason: str
+    created_us: int
+
+
+def address_suppressions(conn: Connection, addresses: Sequence[tuple[str, str]]) -> list[SuppressedAddress]:
+    """The suppression list entries of a few (channel, address) pairs (a customer's addresses), in the order
+    asked: one lookup by primary key each."""
+    return [
+        SuppressedAddress(r.channel, r.address, r.reason, r.created_us)
+        for channel, address in addresses
+        for r in conn.execute(
+            text(
+                "SELECT channel, address, reason, created_us FROM suppressions "
+                "WHERE channel = :ch AND address = :a"
+            ),
+            {"ch": channel, "a": address},
+        ).all()
+    ]

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from steps_world import World, at, write_files
 
-from orchestrator.cli.why import explain
 from orchestrator.clock import from_us, to_us
+from orchestrator.engine.explain import explain
 from orchestrator.language import SpecError
 from orchestrator.language.policy_file import load_policy_text
 from orchestrator.store.customers import upsert_customers
@@ -202,8 +202,8 @@ def test_no_consent_on_record_means_no_marketing_message_by_default(tmp_path: Pa
     assert got[("cat", "receipt", "thanks")][:2] == ("suppressed", "no consent for email")
     # ``why`` shows the customer's consent and each suppression with its reason.
     report = explain(w.store, "ann")
-    assert report["consent"] == {"email": None, "sms": None, "push": None}
-    reasons = {m["step"]: (m["status"], m["reason"]) for e in report["entries"] for m in e["messages"]}
+    assert report.consent == {"email": None, "sms": None, "push": None}
+    reasons = {m.step: (m.status, m.reason) for e in report.entries for m in e.messages}
     assert reasons["mail"] == ("suppressed", "no email consent on record (policy: opt-in)")
 
 

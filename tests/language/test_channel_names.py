@@ -6,7 +6,8 @@ from typing import get_args
 
 from orchestrator.channels import base, mail
 from orchestrator.config import CHANNEL_NAMES
-from orchestrator.engine import contact_policy, render
+from orchestrator.engine import contact_policy, explain, render
+from orchestrator.ingest import readers
 from orchestrator.language import models, policy_file
 from orchestrator.language.channels import ADDRESS_FIELD, CHANNELS, CONSENT_CHANNELS, Channel, ConsentChannel
 
@@ -23,5 +24,6 @@ def test_every_other_list_is_the_same_one() -> None:
     assert get_args(policy_file.CapScope) == ("all", *CHANNELS)
     for derived in (CHANNEL_NAMES, base.CHANNELS, contact_policy.CAP_CHANNELS):
         assert derived is CHANNELS
-    assert mail.UNSUBSCRIBE_CHANNELS is CONSENT_CHANNELS
+    assert mail.UNSUBSCRIBE_CHANNELS is CONSENT_CHANNELS and explain.CONSENT_CHANNELS is CONSENT_CHANNELS
+    assert readers.CONSENTS == ("consent_email", "consent_sms", "consent_push")
     assert render.ADDRESS_FIELD is ADDRESS_FIELD

@@ -112,11 +112,13 @@ def test_leaves_sit_on_their_branch_and_keep_the_built_in_base_their_callers_cat
     from orchestrator.cli.errors import Failure as CliFailure
     from orchestrator.cli.errors import UsageError as CliUsageError
     from orchestrator.config import ConfigError, WorkspaceExists
+    from orchestrator.engine.explain import UnknownCustomer
     from orchestrator.engine.preview import PreviewError
     from orchestrator.engine.tick import ClockBehind, VersionConflict
     from orchestrator.http.writer import StoreUnavailable
     from orchestrator.ingest import IngestError
     from orchestrator.language import SpecError
+    from orchestrator.measure.experiment import InputError
     from orchestrator.signals.lang import ExpressionError
     from orchestrator.store import SchemaError
     from orchestrator.store.holder import StoreHeld
@@ -138,6 +140,8 @@ def test_leaves_sit_on_their_branch_and_keep_the_built_in_base_their_callers_cat
         (ClockBehind, EngineError, RuntimeError),
         (VersionConflict, EngineError, RuntimeError),
         (PreviewError, NotFoundError, LookupError),
+        (UnknownCustomer, NotFoundError, LookupError),
+        (InputError, InvalidInputError, ValueError),
     ]:
         assert issubclass(leaf, branch) and issubclass(leaf, builtin), leaf
     from jinja2.exceptions import SecurityError

@@ -7,6 +7,7 @@ Every package under ``orchestrator/`` has an ``__init__.py`` with a docstring sa
 from __future__ import annotations
 
 import importlib
+import inspect
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,10 @@ PUBLIC: dict[str, list[str]] = {
         "build_router", "count_segments", "message_links", "parse_delivery_modes",
     ],
     "orchestrator.channels.templates": ["PreparedContext", "TemplateError", "TemplateRenderer"],
-    "orchestrator.cli": ["DEFAULT_JOURNEYS", "DEFAULT_OUTBOX", "main", "print_json", "run_guarded"],
+    "orchestrator.cli": [
+        "DEFAULT_JOURNEYS", "DEFAULT_OUTBOX", "EXIT_BROKEN_PIPE", "EXIT_INTERRUPTED", "main", "print_json",
+        "run_guarded",
+    ],
     "orchestrator.config": [
         "AnyChannel", "ApiKey", "ApnsChannel", "CHANNEL_NAMES", "CONFIG_FILE", "ConfigError", "ConfigFile",
         "FcmChannel", "HttpSmsChannel", "HttpWebhookChannel", "OutboxChannel", "Secret", "Sender",
@@ -37,10 +41,11 @@ PUBLIC: dict[str, list[str]] = {
     "orchestrator.demo": ["run_demo"],
     "orchestrator.engine": [
         "AttemptLog", "ClockBehind", "CommittedEvents", "DaemonSettings", "Engine", "EventsHandler",
-        "IngestCount", "Ingestor", "PreviewError", "Routes", "TickReport", "Workspace", "WorkspaceFiles",
-        "crash_test_provider", "engine_health", "failure_text", "judge_health", "load_frames",
-        "load_workspace", "message_row", "migration_problems", "missing_customer_attributes", "send_test",
-        "serve", "signal_matches", "store_problems", "stored_attributes", "unsubscribe_warnings",
+        "IngestCount", "Ingestor", "PreviewError", "Routes", "TickReport", "UnknownCustomer", "Workspace",
+        "WorkspaceFiles", "crash_test_provider", "engine_health", "failure_text", "iso",
+        "judge_health", "load_frames", "load_workspace", "migration_problems",
+        "missing_customer_attributes", "render_step", "send_step", "send_test", "serve",
+        "signal_matches", "status_report", "store_problems", "stored_attributes", "unsubscribe_warnings",
         "validate_paths",
     ],
     "orchestrator.http": [
@@ -66,8 +71,9 @@ PUBLIC: dict[str, list[str]] = {
         "unknown_names",
     ],
     "orchestrator.measure": [
-        "DEFAULT_SEQUENTIAL_TAU", "analyze", "export_entries", "format_analysis", "format_table",
-        "journey_report", "render_analysis_html", "render_journey_html", "report_text",
+        "DEFAULT_SEQUENTIAL_TAU", "InputError", "analyze", "export_entries", "format_analysis",
+        "format_table", "journey_report", "read_experiment", "render_analysis_html", "render_journey_html",
+        "report_text",
     ],
     "orchestrator.signals": [
         "AggregateCache", "Call", "Categorical", "CustomerFrame", "Evaluator", "EventFrame", "EventLog",
@@ -75,29 +81,32 @@ PUBLIC: dict[str, list[str]] = {
         "column_from_values", "free_names", "lang", "parse", "property_uses", "to_python",
     ],
     "orchestrator.store": [
-        "Backlog", "Connection", "CustomerValues", "DEFAULT_URL", "DueInstances", "DueMessage",
-        "EntryEvents", "EntryHistory", "EntryOutcomes", "EventColumns", "Holding", "JourneyFailure",
-        "MessageOutcome", "OpenInstances", "RECORD_TIME", "Retirement", "SchemaError", "SeenNames",
-        "SentMessage", "StateCount", "Store", "StoreHeld", "StoredTick", "StoredVersion", "TextColumn",
-        "TimedEvents", "TrackedMessage", "VersionSource", "active_instances", "active_versions",
-        "checkpoint_wal", "customer_attribute_names", "customer_ids", "customer_key", "customer_keys_by_id",
-        "customer_records", "customers_sent_since", "database_url", "due_counts", "due_instances",
-        "due_messages", "ensure_customer_keys", "entry_cursor", "entry_events", "entry_history",
-        "entry_outcomes", "event_source", "event_type_id", "event_type_ids", "events_between",
-        "failed_journeys", "finish_instances", "finish_steps", "first_sent_messages", "hold",
-        "holdout_assignments", "insert_assignments", "insert_conversions", "insert_instances",
-        "insert_messages", "insert_new_events", "instance_data", "is_database_error", "journey_ids",
-        "last_tick", "last_tick_id", "latest_instance_data", "latest_tick_us", "latest_version_source",
-        "leases", "lift_retirement", "load_customer_values", "load_events", "load_new_events",
-        "mark_in_flight", "max_event_id", "max_key", "max_revision", "max_tick_us", "message_counts",
-        "message_outcomes", "migrate_instances", "migration_applied", "move_instances", "open_store",
-        "outbox_backlog", "ping", "queue_messages", "read_customer_values", "recent_sends",
+        "Backlog", "Connection", "CustomerContact", "CustomerConversion", "CustomerInstance",
+        "CustomerMessage", "CustomerValues", "DEFAULT_URL", "DueInstances", "DueMessage", "EntryEvents",
+        "EntryHistory", "EntryOutcomes", "EventColumns", "Holding", "JourneyFailure", "MessageOutcome",
+        "OpenInstances", "RECORD_TIME", "Retirement", "SchemaError", "SeenNames", "SentMessage",
+        "StateCount", "Store", "StoreHeld", "StoredTick", "StoredVersion", "SuppressedAddress",
+        "TextColumn", "TimedEvents", "TrackedMessage", "VersionSource", "active_instances",
+        "active_versions", "address_suppressions", "checkpoint_wal", "customer_attribute_names",
+        "customer_contact", "customer_conversions", "customer_ids", "customer_instances", "customer_key",
+        "customer_keys_by_id", "customer_messages", "customer_records", "customers_sent_since",
+        "database_url", "due_counts", "due_instances", "due_messages", "ensure_customer_keys",
+        "entry_cursor", "entry_events", "entry_history", "entry_outcomes", "event_source", "event_type_id",
+        "event_type_ids", "events_between", "failed_journeys", "finish_instances", "finish_steps",
+        "first_sent_messages", "hold", "holdout_assignments", "insert_assignments", "insert_conversions",
+        "insert_instances", "insert_messages", "insert_new_events", "instance_data", "is_database_error",
+        "journey_ids", "last_tick", "last_tick_id", "latest_instance_data", "latest_tick_us",
+        "latest_version_source", "leases", "lift_retirement", "load_customer_values", "load_events",
+        "load_new_events", "mark_in_flight", "max_event_id", "max_key", "max_revision", "max_tick_us",
+        "message_counts", "message_outcomes", "migrate_instances", "migration_applied", "move_instances",
+        "open_store", "outbox_backlog", "ping", "queue_messages", "read_customer_values", "recent_sends",
         "recent_tick_instants", "record_health", "record_ingest_batch", "record_migration",
-        "record_opt_out", "record_outcomes", "record_test_send", "record_tracked_event", "register_version",
-        "retire_journey", "retirement", "seen_names", "set_entry_cursor", "set_instance_data",
-        "settle_in_flight", "signal_members", "sqlite_url", "state_counts", "stored_version",
-        "stored_versions", "suppress_addresses", "suppressed_addresses", "ticks_after", "tracked_message",
-        "tune_writer_connection", "unconverted_instances", "update_signal_members", "upsert_customers",
+        "record_opt_out", "record_outcomes", "record_test_send", "record_tick", "record_tracked_event",
+        "register_version", "retire_journey", "retirement", "seen_names", "set_entry_cursor",
+        "set_instance_data", "settle_in_flight", "signal_members", "sqlite_url", "state_counts",
+        "stored_version", "stored_versions", "suppress_addresses", "suppressed_addresses", "ticks_after",
+        "tracked_message", "tune_writer_connection", "unconverted_instances", "update_signal_members",
+        "upsert_customers",
     ],
     "orchestrator.store.migrations": ["FOLDER"],
     "orchestrator.store.migrations.versions": [],
@@ -127,3 +136,24 @@ def test_every_public_name_exists(package: str) -> None:
     module = importlib.import_module(package)
     missing = [name for name in module.__all__ if not hasattr(module, name)]
     assert missing == []
+
+
+# Submodules that are public as modules (used as namespaces: ``lang.parse``, ``references.unknown_names``).
+MODULES = {
+    "orchestrator.language": {"references"},
+    "orchestrator.signals": {"lang"},
+    "orchestrator.store": {"leases"},
+}
+
+
+@pytest.mark.parametrize("package", sorted(PUBLIC))
+def test_no_public_name_is_shadowed_by_a_module(package: str) -> None:
+    # Importing a submodule binds its name on the package, over a name the package exports lazily.
+    module = importlib.import_module(package)
+    folder = Path(module.__file__ or "").parent
+    submodules = {path.stem for path in folder.glob("*.py")}
+    submodules |= {path.parent.name for path in folder.glob("*/__init__.py")}
+    clashes = set(module.__all__) & submodules
+    assert clashes == MODULES.get(package, set())
+    for name in clashes:
+        assert inspect.ismodule(getattr(module, name))
