@@ -40,10 +40,14 @@ sys.path.insert(0, str(ROOT))
 from orchestrator.engine.signal_state import SignalState  # noqa: E402
 from orchestrator.engine.workspace import load_workspace  # noqa: E402
 from orchestrator.ingest import ingest_events_records, ingest_file  # noqa: E402
-from orchestrator.signals.evaluate import AggregateCache, Evaluator  # noqa: E402
-from orchestrator.signals.frame import CustomerFrame, EventFrame  # noqa: E402
-from orchestrator.signals.horizon import IncrementalConditions  # noqa: E402
-from orchestrator.signals.incremental import IncrementalAggregates  # noqa: E402
+from orchestrator.signals import (  # noqa: E402
+    AggregateCache,
+    CustomerFrame,
+    Evaluator,
+    EventFrame,
+    IncrementalAggregates,
+    IncrementalConditions,
+)
 from orchestrator.store import open_store, sqlite_url  # noqa: E402
 from orchestrator.store.customers import customer_ids  # noqa: E402
 from orchestrator.store.events import load_new_events  # noqa: E402
@@ -134,7 +138,9 @@ def main() -> int:
     state = SignalState(plans)
     t0 = time.perf_counter()
     with store.connect() as conn:
-        frame, last_id = load_new_events(conn, 0, state.log.numeric + state.log.categorical)
+        columns, last_id = load_new_events(conn, 0, state.log.numeric + state.log.categorical)
+        frame = EventFrame.from_columns(*columns)
+        del columns
     t1 = time.perf_counter()
     state.log.append_frame(frame, last_id)
     del frame
@@ -195,10 +201,11 @@ def main() -> int:
     rows_share = (kept.rows_evaluated - len(plans) * state.n_customers) / (len(plans) * state.n_customers)
     with store.connect() as conn:  # what the tick would have read had another process ingested them
         t5 = time.perf_counter()
-        reread, _ = load_new_events(conn, seen_id, state.log.numeric + state.log.categorical)
+        reread_columns, _ = load_new_events(conn, seen_id, state.log.numeric + state.log.categorical)
+        reread = EventFrame.from_columns(*reread_columns)
         reread_s = time.perf_counter() - t5
     assert len(reread) == extra_ingest.accepted
-    del reread
+    del reread, reread_columns
     peak("second_tick")
     del state, kept  # the kept conditions hold the first state's aggregates and log
     gc.collect()

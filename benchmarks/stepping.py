@@ -42,9 +42,14 @@ sys.path.insert(0, str(ROOT))
 from orchestrator.engine.signal_state import SignalState  # noqa: E402
 from orchestrator.engine.stepping import step_due  # noqa: E402
 from orchestrator.engine.workspace import load_workspace  # noqa: E402
-from orchestrator.signals.evaluate import AggregateCache, Evaluator  # noqa: E402
-from orchestrator.signals.frame import Categorical, CustomerFrame, EventFrame  # noqa: E402
-from orchestrator.signals.incremental import IncrementalAggregates  # noqa: E402
+from orchestrator.signals import (  # noqa: E402
+    AggregateCache,
+    Categorical,
+    CustomerFrame,
+    Evaluator,
+    EventFrame,
+    IncrementalAggregates,
+)
 from orchestrator.store import insert_instances, open_store, sqlite_url  # noqa: E402
 from orchestrator.store.customers import upsert_customers  # noqa: E402
 

@@ -15,3 +15,5 @@ The package is laid out one stage per sub-package:
 """
 
 __version__ = "0.1.0"
+
+__all__ = ["__version__"]

@@ -35,7 +35,8 @@ if TYPE_CHECKING:
         NoAdapterError,
         OutgoingMessage,
     )
-    from orchestrator.channels.delivery import Backoff
+    from orchestrator.channels.configured import ProviderSetupError, build_router
+    from orchestrator.channels.delivery import AT_MOST_ONCE, Backoff, DeliveryMode, parse_delivery_modes
     from orchestrator.channels.fcm import FcmAdapter, FcmSettings
     from orchestrator.channels.lanes import ChannelLanes
     from orchestrator.channels.limits import ProviderLimits, RateLimiter
@@ -51,12 +52,14 @@ if TYPE_CHECKING:
         JsonSmsSettings,
         SmsRules,
         TwilioSmsSettings,
+        count_segments,
     )
     from orchestrator.channels.smtp import SmtpAdapter, SmtpSettings
-    from orchestrator.channels.templates import TemplateError, TemplateRenderer
+    from orchestrator.channels.templates import PreparedContext, TemplateError, TemplateRenderer
     from orchestrator.channels.webhook import WebhookAdapter, WebhookEndpoint
 
 _EXPORTS: dict[str, str] = {
+    "AT_MOST_ONCE": "orchestrator.channels.delivery",
     "CHANNELS": "orchestrator.channels.base",
     "Adapter": "orchestrator.channels.base",
     "ApnsAdapter": "orchestrator.channels.apns",
@@ -64,6 +67,7 @@ _EXPORTS: dict[str, str] = {
     "Backoff": "orchestrator.channels.delivery",
     "ChannelLanes": "orchestrator.channels.lanes",
     "ChannelRouter": "orchestrator.channels.base",
+    "DeliveryMode": "orchestrator.channels.delivery",
     "DeliveryOutcome": "orchestrator.channels.base",
     "DeliveryResult": "orchestrator.channels.base",
     "DeliveryStatus": "orchestrator.channels.base",
@@ -81,6 +85,8 @@ _EXPORTS: dict[str, str] = {
     "OutboxAdapter": "orchestrator.channels.outbox",
     "OutgoingMessage": "orchestrator.channels.base",
     "ProviderLimits": "orchestrator.channels.limits",
+    "PreparedContext": "orchestrator.channels.templates",
+    "ProviderSetupError": "orchestrator.channels.configured",
     "PushRules": "orchestrator.channels.push",
     "RateLimiter": "orchestrator.channels.limits",
     "SmsRules": "orchestrator.channels.sms",
@@ -93,10 +99,14 @@ _EXPORTS: dict[str, str] = {
     "UnsubscribeLinks": "orchestrator.channels.mail",
     "WebhookAdapter": "orchestrator.channels.webhook",
     "WebhookEndpoint": "orchestrator.channels.webhook",
+    "build_router": "orchestrator.channels.configured",
+    "count_segments": "orchestrator.channels.sms",
     "message_links": "orchestrator.channels.links",
+    "parse_delivery_modes": "orchestrator.channels.delivery",
 }
 
 __all__ = [
+    "AT_MOST_ONCE",
     "CHANNELS",
     "Adapter",
     "ApnsAdapter",
@@ -104,6 +114,7 @@ __all__ = [
     "Backoff",
     "ChannelLanes",
     "ChannelRouter",
+    "DeliveryMode",
     "DeliveryOutcome",
     "DeliveryResult",
     "DeliveryStatus",
@@ -120,7 +131,9 @@ __all__ = [
     "NoAdapterError",
     "OutboxAdapter",
     "OutgoingMessage",
+    "PreparedContext",
     "ProviderLimits",
+    "ProviderSetupError",
     "PushRules",
     "RateLimiter",
     "SmsRules",
@@ -133,7 +146,10 @@ __all__ = [
     "UnsubscribeLinks",
     "WebhookAdapter",
     "WebhookEndpoint",
+    "build_router",
+    "count_segments",
     "message_links",
+    "parse_delivery_modes",
 ]
 
 

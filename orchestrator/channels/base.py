@@ -14,8 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, Protocol, get_args, runtime_checkable
 
 from orchestrator.errors import SetupError
-
-CHANNELS: tuple[str, ...] = ("email", "sms", "push", "webhook")
+from orchestrator.language.channels import CHANNELS
 
 DeliveryStatus = Literal["sent", "retry", "failed"]
 _STATUSES: frozenset[str] = frozenset(get_args(DeliveryStatus))

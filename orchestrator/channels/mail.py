@@ -36,6 +36,7 @@ from orchestrator.channels.base import OutgoingMessage
 from orchestrator.channels.signing import Keyring
 from orchestrator.clock import from_us
 from orchestrator.errors import DeliveryError
+from orchestrator.language.channels import CONSENT_CHANNELS
 
 # RFC 5322: a line must not exceed 998 characters and should not exceed 78.
 MAX_LINE = 998
@@ -110,7 +111,7 @@ def _mailbox(value: str, what: str) -> tuple[str, str]:
 
 
 #: The channels a customer can unsubscribe from (each has a ``consent_<channel>``).
-UNSUBSCRIBE_CHANNELS = ("email", "sms", "push")
+UNSUBSCRIBE_CHANNELS = CONSENT_CHANNELS
 _UNSUBSCRIBE = b"unsubscribe"
 
 

@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # the ingest modules load pyarrow: only the commands that ing
     from orchestrator.channels.delivery import DeliveryMode
     from orchestrator.channels.links import MessageLinks
     from orchestrator.engine.reload import WorkspaceFiles
+    from orchestrator.ingest import Inbox
     from orchestrator.ingest.readers import TimeRange
     from orchestrator.ingest.summary import IngestReport
 
@@ -326,6 +327,15 @@ def cmd_daemon(args: Args) -> int:
         return _daemon(args, simulated)
 
 
+def _inbox(folder: Path | None) -> Inbox | None:
+    """The daemon's inbox (ingest is imported only when there is one: it loads pyarrow)."""
+    if folder is None:
+        return None
+    from orchestrator.ingest import Inbox
+
+    return Inbox(folder)
+
+
 def _daemon(args: Args, simulated: tuple[SimulatedClock, datetime, timedelta] | None) -> int:
     from orchestrator.engine.daemon import DaemonSettings, serve
     from orchestrator.engine.reload import WorkspaceFiles
@@ -354,7 +364,7 @@ def _daemon(args: Args, simulated: tuple[SimulatedClock, datetime, timedelta] | 
         interval=args.interval,
         store_url=database_url(args.db),
         max_ticks=args.max_ticks,
-        inbox=args.inbox,
+        inbox=_inbox(args.inbox),
         simulated=simulated,
         files=files,
         watch_seconds=args.watch,

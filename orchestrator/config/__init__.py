@@ -19,6 +19,7 @@ from orchestrator.config._load import (
 from orchestrator.config._model import (
     CHANNEL_NAMES,
     AnyChannel,
+    ApiKey,
     ApnsChannel,
     ConfigFile,
     FcmChannel,
@@ -39,6 +40,7 @@ __all__ = [
     "CHANNEL_NAMES",
     "CONFIG_FILE",
     "AnyChannel",
+    "ApiKey",
     "ApnsChannel",
     "ConfigError",
     "ConfigFile",

@@ -65,8 +65,9 @@ from pydantic import (
 
 from orchestrator.config._secrets import EnvText, Secret, SecretRef
 from orchestrator.durations import parse_duration
+from orchestrator.language.channels import CHANNELS
 
-CHANNEL_NAMES: tuple[str, ...] = ("email", "sms", "push", "webhook")
+CHANNEL_NAMES: tuple[str, ...] = CHANNELS
 DeliveryModeName = Literal["at_least_once", "at_most_once"]
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 

@@ -14,9 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.signals import lang
-from orchestrator.signals.evaluate import AggregateCache, Evaluator
-from orchestrator.signals.frame import CustomerFrame, EventFrame
+from orchestrator.signals import AggregateCache, CustomerFrame, Evaluator, EventFrame, lang
 
 
 def _reads_instance(node: Any, names: frozenset[str]) -> bool:

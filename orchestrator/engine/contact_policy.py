@@ -31,13 +31,12 @@ import numpy as np
 
 from orchestrator.durations import US_PER_SECOND
 from orchestrator.engine.localtime import next_local_times, wall_to_us, zone_or_none
-from orchestrator.language.policy_file import CONSENT_CHANNELS, Consent, ContactPolicy
-from orchestrator.signals.evaluate import Evaluator
-from orchestrator.signals.frame import CustomerFrame, EventFrame, column_from_values
-from orchestrator.signals.lang import free_names
+from orchestrator.language.channels import CHANNELS, CONSENT_CHANNELS
+from orchestrator.language.policy_file import Consent, ContactPolicy
+from orchestrator.signals import CustomerFrame, Evaluator, EventFrame, column_from_values, free_names
 
 SEND, SUPPRESS, DELAY = 0, 1, 2
-CAP_CHANNELS = ("email", "sms", "push", "webhook")
+CAP_CHANNELS = CHANNELS
 WEEK_US = 7 * 86400 * US_PER_SECOND
 #: A customer's consent on a channel, as ``consent_states`` codes it.
 NO, YES, UNKNOWN = 0, 1, -1

@@ -3,7 +3,7 @@
 Reading every customer at every tick costs seconds at a million customers. Instead the first tick reads
 them all, and later ticks read only the customers written since (every customer write stamps a revision
 that grows in commit order) and place their values in the columns. The result is always the frame that
-``store.customers.load_customer_frame`` would give: a column's type depends on every customer's values
+``engine.snapshot.load_customer_frame`` would give: a column's type depends on every customer's values
 (numbers, booleans or anything), so the state counts the kinds of value per column, and when a change
 would change a column's type it reads everything again.
 """
@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.signals.frame import CustomerFrame
+from orchestrator.signals import CustomerFrame
 from orchestrator.store import Connection, max_key, max_revision, read_customer_values
 
 

@@ -23,7 +23,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -36,14 +36,14 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from orchestrator.channels.base import Adapter, DeliveryResult, OutgoingMessage
 from orchestrator.clock import Clock, SimulatedClock, from_us, to_us
+from orchestrator.engine.handover import IngestCount, Ingestor
 from orchestrator.engine.tick import ClockBehind, Engine, TickReport, failure_text
 from orchestrator.logs import mask_url
 from orchestrator.store import Store, last_tick, leases
 
-if TYPE_CHECKING:  # the ingest modules load pyarrow: imported only with an inbox
+if TYPE_CHECKING:
     from orchestrator.engine.reload import WorkspaceFiles
     from orchestrator.engine.workspace import Workspace
-    from orchestrator.ingest import IngestReport
 
 log = logging.getLogger("orchestrator.daemon")
 
@@ -282,12 +282,13 @@ class DaemonSettings:
     """What the daemon needs besides its engine. ``store_url`` is only shown (masked) in the start line;
     ``files``, where the workspace was read from, is reloaded on SIGHUP and, every ``watch_seconds``
     (None or 0: only on SIGHUP), when its files changed (``engine.reload``); without ``files`` nothing is
-    reloaded. ``simulated`` is the crash tests' clock: (clock, start, step per tick)."""
+    reloaded. ``inbox`` is drained before each tick (the faces pass ``orchestrator.ingest.Inbox``).
+    ``simulated`` is the crash tests' clock: (clock, start, step per tick)."""
 
     interval: float
     store_url: str = ""
     max_ticks: int | None = None
-    inbox: Path | None = None
+    inbox: Ingestor | None = None
     simulated: tuple[SimulatedClock, datetime, timedelta] | None = None
     files: WorkspaceFiles | None = None
     watch_seconds: float | None = 1.0
@@ -302,7 +303,7 @@ class TickOutcome:
     """A daemon tick: the engine's report and what the inbox ingested before it."""
 
     report: TickReport
-    inbox: list[IngestReport] = field(default_factory=list)
+    inbox: Sequence[IngestCount] = field(default_factory=list)
     inbox_seconds: float = 0.0
 
 
@@ -368,25 +369,21 @@ def log_start(engine: Engine, settings: DaemonSettings, *, reloading: bool) -> N
                 "versions": {p.id: p.version for p in plans},
                 "interval": settings.interval,
                 "channels": {c: type(router.route(c)).__name__ for c in sorted(router.channels)},
-                "inbox": None if settings.inbox is None else str(settings.inbox),
+                "inbox": None if settings.inbox is None else settings.inbox.source,
                 "watch": (settings.watch_seconds or 0) if reloading else None,
             }
         },
     )
 
 
-def _engine_tick(engine: Engine, inbox: Path | None) -> Callable[[], TickOutcome]:
+def _engine_tick(engine: Engine, inbox: Ingestor | None) -> Callable[[], TickOutcome]:
     """The inbox drained (its events handed to the signal state as they commit), then the engine's tick."""
 
     def run() -> TickOutcome:
-        ingested: list[IngestReport] = []
+        ingested: Sequence[IngestCount] = []
         started = time.perf_counter()
         if inbox is not None:
-            from orchestrator.engine.inbox import drain_inbox
-
-            inbox.mkdir(parents=True, exist_ok=True)
-            now_us = to_us(engine.clock.now())
-            ingested = drain_inbox(engine.store, inbox, now_us=now_us, on_events=engine.signals.accept)
+            ingested = inbox.drain(engine.store, to_us(engine.clock.now()), engine.signals.accept)
         inbox_seconds = time.perf_counter() - started
         return TickOutcome(engine.tick(), ingested, inbox_seconds)
 

@@ -56,7 +56,7 @@ from orchestrator.engine.contact_policy import DELAY, SUPPRESS, WEEK_US, Batch, 
 from orchestrator.engine.render import ADDRESS_FIELD, message_row
 from orchestrator.language.plan import ENTRY, JourneyPlan, StepPlan
 from orchestrator.language.policy_file import ContactPolicy
-from orchestrator.signals.evaluate import to_python
+from orchestrator.signals import to_python
 from orchestrator.store import (
     DueMessage,
     Store,

@@ -27,8 +27,7 @@ from orchestrator.engine.snapshot import entry_condition, entry_node
 from orchestrator.holdout import HOLDOUT, assign_arms
 from orchestrator.language.models import Cooldown
 from orchestrator.language.plan import JourneyPlan
-from orchestrator.signals.evaluate import Evaluator
-from orchestrator.signals.lang import Node
+from orchestrator.signals import Evaluator, Node
 from orchestrator.store import (
     Connection,
     EntryHistory,

@@ -16,6 +16,7 @@ from typing import Any
 
 from orchestrator.durations import US_PER_SECOND
 from orchestrator.errors import NotFoundError
+from orchestrator.language.channels import CONSENT_CHANNELS
 from orchestrator.store import (
     Store,
     address_suppressions,
@@ -24,9 +25,6 @@ from orchestrator.store import (
     customer_instances,
     customer_messages,
 )
-
-#: The channels whose consent ``explain`` reports, in this order.
-CONSENT_CHANNELS = ("email", "sms", "push")
 
 
 class UnknownCustomer(NotFoundError, LookupError):

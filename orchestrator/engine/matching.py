@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from orchestrator.signals.frame import Categorical, EventFrame
+from orchestrator.signals import Categorical, EventFrame
 
 
 def first_at_or_after(

@@ -25,7 +25,7 @@ from orchestrator.engine.tick import Engine
 from orchestrator.engine.workspace import Workspace
 from orchestrator.errors import NotFoundError
 from orchestrator.language.plan import ENTRY, JourneyPlan, StepPlan
-from orchestrator.signals.evaluate import to_python
+from orchestrator.signals import to_python
 from orchestrator.store import Store, customer_key, customer_records, latest_instance_data, record_test_send
 
 SAMPLE_CUSTOMER = "sample-customer"

@@ -20,9 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from orchestrator.channels.templates import PreparedContext, TemplateError, TemplateRenderer
+from orchestrator.language.channels import ADDRESS_FIELD
 from orchestrator.language.models import Send
-
-ADDRESS_FIELD = {"email": "email", "sms": "phone", "push": "push_token"}
 
 
 @dataclass(frozen=True)

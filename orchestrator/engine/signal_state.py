@@ -17,15 +17,19 @@ from typing import Any
 import numpy as np
 import orjson
 
-from orchestrator.ingest.pipeline import IngestedEvents
+from orchestrator.engine.handover import CommittedEvents
 from orchestrator.language.plan import JourneyPlan
-from orchestrator.signals import lang
-from orchestrator.signals.evaluate import AggregateCache
-from orchestrator.signals.frame import Categorical, EventFrame
-from orchestrator.signals.horizon import IncrementalConditions
-from orchestrator.signals.incremental import IncrementalAggregates
-from orchestrator.signals.lang import Call
-from orchestrator.signals.log import EventLog, property_uses
+from orchestrator.signals import (
+    AggregateCache,
+    Call,
+    Categorical,
+    EventFrame,
+    EventLog,
+    IncrementalAggregates,
+    IncrementalConditions,
+    lang,
+    property_uses,
+)
 from orchestrator.store import Connection, load_new_events, max_key
 
 
@@ -83,7 +87,7 @@ class SignalState:
             )
         )
 
-    def accept(self, events: IngestedEvents) -> bool:
+    def accept(self, events: CommittedEvents) -> bool:
         """Take events this process has just committed, when they follow on from the log (their first id
         is one above the last the log holds); otherwise leave them to the next ``refresh``, which reads
         them from the store. Returns whether they were taken."""
@@ -97,7 +101,8 @@ class SignalState:
         """Read the events that arrived since the last refresh (and were not handed over by ``accept``)
         and advance every aggregate to ``now_us``."""
         started = time.perf_counter()
-        frame, last_id = load_new_events(conn, self.log.last_id, self.log.numeric + self.log.categorical)
+        columns, last_id = load_new_events(conn, self.log.last_id, self.log.numeric + self.log.categorical)
+        frame = EventFrame.from_columns(*columns)
         frame.n_customers = max(frame.n_customers, max_key(conn) + 1)
         loaded = time.perf_counter()
         self.log.append_frame(frame, last_id)
@@ -119,7 +124,7 @@ class SignalState:
         return self.log.frame(self.log.range(start_us, end_us))
 
 
-def _frame(events: IngestedEvents, properties: Sequence[str]) -> EventFrame:
+def _frame(events: CommittedEvents, properties: Sequence[str]) -> EventFrame:
     """Committed events as a frame whose property values are what reading them back from the store
     gives (``store.events`` reads with SQLite's ``json_extract``): booleans as 1 and 0, objects and
     lists as their compact JSON text."""

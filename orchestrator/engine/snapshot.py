@@ -7,10 +7,8 @@ from collections.abc import Iterable
 import numpy as np
 
 from orchestrator.language.plan import JourneyPlan, StepKind
-from orchestrator.signals import lang
-from orchestrator.signals.evaluate import AggregateCache, Evaluator
-from orchestrator.signals.frame import CustomerFrame, EventFrame
-from orchestrator.store import Connection, load_customer_frame, load_event_frame
+from orchestrator.signals import AggregateCache, CustomerFrame, Evaluator, EventFrame, lang
+from orchestrator.store import Connection, load_customer_values, load_events, max_key
 
 
 def needed_columns(plans: Iterable[JourneyPlan]) -> tuple[set[str], set[str]]:
@@ -33,6 +31,38 @@ def needed_columns(plans: Iterable[JourneyPlan]) -> tuple[set[str], set[str]]:
             if step.kind == StepKind.WAIT_UNTIL:
                 attributes.add("timezone" if step.attribute is None else step.attribute)
     return properties, attributes
+
+
+def load_customer_frame(conn: Connection, attributes: Iterable[str]) -> CustomerFrame:
+    """Every customer as columns indexed by key (length ``max_key + 1``; ``exists`` marks real rows).
+
+    Each requested name becomes a column: ``id`` and the standard columns are read directly, any other name
+    from the JSON attributes. A column's type follows ``column_from_values`` over the existing customers'
+    values (float64 when all are numbers or null, bool when all are booleans, object otherwise); slots of
+    keys with no customer hold NaN, False or None respectively, and customers without the attribute hold
+    NaN (numbers) or None.
+    """
+    return CustomerFrame.from_values(*load_customer_values(conn, attributes))
+
+
+def bare_customer_frame(conn: Connection) -> CustomerFrame:
+    """A frame with no attribute columns: keys are dense from 1, so only the largest is read."""
+    n = max_key(conn) + 1
+    exists = np.ones(n, bool)
+    exists[0] = False
+    return CustomerFrame(n=n, exists=exists)
+
+
+def load_event_frame(
+    conn: Connection,
+    until_us: int | None,
+    properties: Iterable[str],
+    since_us: int | None = None,
+    n_customers: int | None = None,
+) -> EventFrame:
+    """Events with ``since_us <= ts_us < until_us`` as the evaluator's frame (``store.events.load_events``
+    says what each column holds)."""
+    return EventFrame.from_columns(*load_events(conn, until_us, properties, since_us, n_customers))
 
 
 def load_frames(

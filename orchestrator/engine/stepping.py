@@ -44,8 +44,7 @@ from orchestrator.language.plan import (
     StepPlan,
     split_trigger,
 )
-from orchestrator.signals.evaluate import Evaluator, to_python
-from orchestrator.signals.frame import CustomerFrame, EventFrame
+from orchestrator.signals import CustomerFrame, Evaluator, EventFrame, to_python
 from orchestrator.store import (
     Connection,
     DueInstances,

@@ -35,7 +35,7 @@ from orchestrator.engine.dispatch import DispatchContext, DispatchReport, dispat
 from orchestrator.engine.entry import KeptCondition, enter
 from orchestrator.engine.matching import first_matching_after, joined, normalise, values_at
 from orchestrator.engine.signal_state import SignalState
-from orchestrator.engine.snapshot import needed_columns
+from orchestrator.engine.snapshot import bare_customer_frame, needed_columns
 from orchestrator.engine.stepping import Stepped, step_due
 from orchestrator.engine.stepping import ledger_key as ledger_key
 from orchestrator.engine.stopwatch import Stopwatch
@@ -43,16 +43,13 @@ from orchestrator.engine.workers import Sharing
 from orchestrator.engine.workspace import Workspace, plan_from_source
 from orchestrator.errors import EngineError
 from orchestrator.language.plan import JourneyPlan
-from orchestrator.signals.evaluate import AggregateCache, Evaluator, to_python
-from orchestrator.signals.frame import CustomerFrame, EventFrame
-from orchestrator.signals.lang import Node
+from orchestrator.signals import AggregateCache, CustomerFrame, Evaluator, EventFrame, Node, to_python
 from orchestrator.store import (
     Connection,
     OpenInstances,
     Store,
     active_instances,
     active_versions,
-    bare_customer_frame,
     finish_instances,
     insert_conversions,
     latest_tick_us,

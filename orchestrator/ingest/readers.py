@@ -44,12 +44,13 @@ import pyarrow.parquet as pq
 from orchestrator.clock import from_us, to_us
 from orchestrator.ingest.keys import ID_FIELDS
 from orchestrator.ingest.summary import IngestError, Reject
+from orchestrator.language.channels import CONSENT_CHANNELS
 from orchestrator.store import RECORD_TIME
 
 CHUNK_ROWS = 50_000
 EVENT_FIELDS = ("customer_id", "event", "ts")
 STANDARD_TEXT = ("email", "phone", "push_token", "timezone")
-CONSENTS = ("consent_email", "consent_sms", "consent_push")
+CONSENTS = tuple(f"consent_{channel}" for channel in CONSENT_CHANNELS)
 _CONSENT_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 _NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?")
 # File name extension -> format.

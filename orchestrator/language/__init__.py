@@ -1,6 +1,13 @@
 """The journey language: YAML files to validated journeys to compiled plans.
 
 This package knows nothing of the database or of the runtime: it reads files and returns plain objects.
+
+``yamlio`` reads YAML with the line and column of every value (``Problem``, ``SpecError``), ``models`` the
+typed journey, ``journey_file`` loads and checks one journey file, ``plan`` compiles it into the plan the
+engine runs, ``channels`` names the message channels, ``policy_file`` is the contact policy
+(``policy.yaml``), ``shared_metrics`` the workspace's shared metrics (``metrics.yaml``), ``tracking_plan``
+the event catalog (``events.yaml``), ``references`` and ``templates_check`` check the names a journey and
+its templates use, and ``schema_errors`` words pydantic's errors.
 """
 
 from __future__ import annotations
@@ -8,22 +15,102 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from orchestrator.language.journey_file import LoadedJourney, load_journey, load_journey_text
-from orchestrator.language.models import Journey
-from orchestrator.language.plan import JourneyPlan, compile_journey
-from orchestrator.language.yamlio import Problem, SpecError
+from orchestrator.language import references
+from orchestrator.language.channels import ADDRESS_FIELD, CHANNELS, CONSENT_CHANNELS, Channel, ConsentChannel
+from orchestrator.language.journey_file import LoadedJourney, compile_loaded, load_journey, load_journey_text
+from orchestrator.language.models import Cooldown, Journey, Send
+from orchestrator.language.plan import (
+    ENTRY,
+    NO_STATE,
+    JourneyPlan,
+    MatchTerm,
+    StepKind,
+    StepPlan,
+    compile_journey,
+    digest_with,
+    split_trigger,
+)
+from orchestrator.language.policy_file import Consent, ContactPolicy, policy_for
+from orchestrator.language.references import (
+    KnownNames,
+    catalog_names,
+    metric_typos,
+    shared_metric_typos,
+    template_problems,
+    unknown_names,
+)
+from orchestrator.language.schema_errors import schema_problems
+from orchestrator.language.shared_metrics import (
+    SharedMetrics,
+    journey_problems,
+    load_shared_metrics_text,
+    merged_metrics,
+    shared_metrics_file,
+)
+from orchestrator.language.templates_check import (
+    TemplateSource,
+    check_templates,
+    instance_reads,
+    template_reads,
+)
+from orchestrator.language.tracking_plan import ENGINE_EVENTS, EventCatalog, catalog_for
+from orchestrator.language.yamlio import Locations, Path_, Problem, SpecError, dotted, load_yaml, read_text
 
 __all__ = [
+    "ADDRESS_FIELD",
+    "CHANNELS",
+    "CONSENT_CHANNELS",
+    "ENGINE_EVENTS",
+    "ENTRY",
+    "NO_STATE",
+    "WORKSPACE_FILES",
+    "Channel",
+    "Consent",
+    "ConsentChannel",
+    "ContactPolicy",
+    "Cooldown",
+    "EventCatalog",
     "Journey",
     "JourneyPlan",
+    "KnownNames",
     "LoadedJourney",
+    "Locations",
+    "MatchTerm",
+    "Path_",
     "Problem",
+    "Send",
+    "SharedMetrics",
     "SpecError",
+    "StepKind",
+    "StepPlan",
+    "TemplateSource",
+    "catalog_for",
+    "catalog_names",
+    "check_templates",
     "compile_journey",
+    "compile_loaded",
+    "digest_with",
+    "dotted",
     "find_journey_files",
+    "instance_reads",
+    "journey_problems",
     "load_journey",
     "load_journey_text",
+    "load_shared_metrics_text",
+    "load_yaml",
+    "merged_metrics",
+    "metric_typos",
+    "policy_for",
+    "read_text",
+    "references",
+    "schema_problems",
+    "shared_metric_typos",
+    "shared_metrics_file",
+    "split_trigger",
+    "template_problems",
+    "template_reads",
     "templates_root_for",
+    "unknown_names",
 ]
 
 

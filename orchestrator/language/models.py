@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from orchestrator.durations import parse_duration
+from orchestrator.language.channels import Channel
 
 #: Whole numbers stored in a database column (``version``) or compared in one (``priority``): a signed
 #: 32-bit integer, PostgreSQL's ``integer``.
@@ -49,7 +50,6 @@ def _one_or_many(value: Any) -> Any:
 Duration = Annotated[timedelta, BeforeValidator(_duration)]
 PositiveDuration = Annotated[timedelta, BeforeValidator(_duration), AfterValidator(_positive)]
 SignedDuration = Annotated[timedelta, BeforeValidator(_signed_duration)]
-Channel = Literal["email", "sms", "push", "webhook"]
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]*$", max_length=64)]
 Expression = Annotated[str, Field(min_length=1)]
 Name = Annotated[str, Field(min_length=1)]

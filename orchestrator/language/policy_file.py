@@ -31,8 +31,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from orchestrator.language.channels import Channel, ConsentChannel
 from orchestrator.language.models import (
-    Channel,
     Expression,
     Identifier,
     TimeOfDay,
@@ -44,10 +44,7 @@ from orchestrator.language.yamlio import Problem, SpecError, load_yaml, read_tex
 from orchestrator.signals import lang
 
 POLICY_FILE = "policy.yaml"
-CapScope = Literal["all", "email", "sms", "push", "webhook"]
-#: The channels that message the customer, and so need consent (a webhook calls the business).
-ConsentChannel = Literal["email", "sms", "push"]
-CONSENT_CHANNELS: tuple[str, ...] = ("email", "sms", "push")
+CapScope = Literal["all", Channel]
 
 
 class _Model(BaseModel):

@@ -16,7 +16,8 @@ import numpy as np
 import orjson
 
 from orchestrator.holdout import GLOBAL_LAYER, HOLDOUT, TREATMENT
-from orchestrator.store import Connection, entry_outcomes, events_between, load_customer_frame
+from orchestrator.signals import CustomerFrame
+from orchestrator.store import Connection, entry_outcomes, events_between, load_customer_values
 
 GLOBAL_HOLDOUT = "global holdout"
 """The arm name of entries whose customer is in the global holdout (not compared)."""
@@ -107,7 +108,7 @@ def load_entries(
     counted = entered + window_us <= as_of_us
 
     names = ["id", *([segment_attribute] if segment_attribute else [])]
-    frame = load_customer_frame(conn, names)
+    frame = CustomerFrame.from_values(*load_customer_values(conn, names))
     in_frame = keys < frame.n
     customer_id = np.full(n, None, dtype=object)
     customer_id[in_frame] = frame.column("id")[keys[in_frame]]

@@ -1,0 +1,44 @@
+"""Signals: the expression language over behaviour and its vectorised, incremental evaluator.
+
+``lang`` parses an expression (``count(view, 7d) >= 3 and ltv > 100``) into a syntax tree and checks it
+against the built-in functions (``builtins``, their numpy forms in ``builtin_values``). ``frame`` holds the
+evaluator's inputs (events and customers as numpy columns by customer key), ``evaluate`` the ``Evaluator``
+that computes a condition for every customer at once. Between ticks, ``log`` keeps the events in memory,
+``incremental`` keeps every aggregate current over that log, ``kept_conditions`` re-evaluates a condition
+only for the customers whose result may have changed, and ``horizon`` works out which of them time alone
+may change.
+
+This package knows no database and no runtime: the store reads plain columns and the engine hands them
+over. Other packages import from here, not from the modules.
+"""
+
+from __future__ import annotations
+
+from orchestrator.signals import lang
+from orchestrator.signals.evaluate import AggregateCache, Evaluator, to_python
+from orchestrator.signals.frame import Categorical, CustomerFrame, EventFrame, Property, column_from_values
+from orchestrator.signals.incremental import IncrementalAggregates
+from orchestrator.signals.kept_conditions import IncrementalConditions
+from orchestrator.signals.lang import Call, ExpressionError, Node, free_names, parse
+from orchestrator.signals.log import EventLog, property_uses
+
+__all__ = [
+    "AggregateCache",
+    "Call",
+    "Categorical",
+    "CustomerFrame",
+    "Evaluator",
+    "EventFrame",
+    "EventLog",
+    "ExpressionError",
+    "IncrementalAggregates",
+    "IncrementalConditions",
+    "Node",
+    "Property",
+    "column_from_values",
+    "free_names",
+    "lang",
+    "parse",
+    "property_uses",
+    "to_python",
+]

@@ -1,6 +1,7 @@
 """The columnar inputs of evaluation: events and customers as numpy arrays indexed by customer key.
 
-The store builds these frames; the evaluator reads them. Neither side knows how the other works.
+The store reads plain columns; ``EventFrame.from_columns`` and ``CustomerFrame.from_values`` make them
+frames (sharing the store's arrays); the evaluator reads the frames. Neither side knows how the other works.
 """
 
 from __future__ import annotations
@@ -90,6 +91,23 @@ class EventFrame:
         return col.decode() if isinstance(col, Categorical) else col
 
     @classmethod
+    def from_columns(
+        cls,
+        customer: np.ndarray,
+        ts: np.ndarray,
+        type: np.ndarray,
+        type_names: Sequence[str],
+        n_customers: int,
+        properties: Mapping[str, np.ndarray | tuple[np.ndarray, np.ndarray]],
+    ) -> EventFrame:
+        """A frame over plain columns, without copying them: each property is an array, or a
+        ``(codes, values)`` pair that becomes a ``Categorical``."""
+        columns: dict[str, Property] = {
+            name: Categorical(*col) if isinstance(col, tuple) else col for name, col in properties.items()
+        }
+        return cls(customer, ts, type, type_names, n_customers, columns)
+
+    @classmethod
     def empty(cls, n_customers: int, properties: Sequence[str] = ()) -> EventFrame:
         return cls(
             customer=np.zeros(0, np.int64),
@@ -108,6 +126,15 @@ class CustomerFrame:
     n: int
     exists: np.ndarray
     columns: Mapping[str, np.ndarray] = field(default_factory=dict)
+
+    @classmethod
+    def from_values(cls, n: int, keys: np.ndarray, values: Mapping[str, Sequence[Any]]) -> CustomerFrame:
+        """``n`` slots with the customers ``keys`` present and, per name, the customers' values (aligned with
+        ``keys``) placed at their keys. A column's type follows ``column_from_values`` over the customers'
+        values; empty slots hold NaN (float), False (bool) or None (object)."""
+        exists = np.zeros(n, bool)
+        exists[keys] = True
+        return cls(n=n, exists=exists, columns={name: _place(col, keys, n) for name, col in values.items()})
 
     def column(self, name: str) -> np.ndarray:
         col = self.columns.get(name)
@@ -138,4 +165,18 @@ def column_from_values(values: Sequence[Any]) -> np.ndarray:
         return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
     out = np.empty(len(values), dtype=object)
     out[:] = list(values)
+    return out
+
+
+def _place(values: Sequence[Any], keys: np.ndarray, n: int) -> np.ndarray:
+    """``column_from_values`` over the existing customers' values, placed at their keys in a column of
+    length ``n``; empty slots are NaN (float), False (bool) or None (object)."""
+    col = column_from_values(values)
+    if col.dtype == np.float64:
+        out = np.full(n, np.nan)
+    elif col.dtype == bool:
+        out = np.zeros(n, bool)
+    else:
+        out = np.empty(n, object)
+    out[keys] = col
     return out

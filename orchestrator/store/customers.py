@@ -10,14 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
 from sqlalchemy import Connection, Insert, bindparam, false, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from orchestrator.signals.frame import CustomerFrame, column_from_values
 from orchestrator.store.tables import ConsentChange, Customer
 
 CUSTOMERS = Customer.__table__  # type: ignore[attr-defined]
@@ -30,7 +29,7 @@ IN_CHUNK = 5000
 STANDARD_TEXT = ("email", "phone", "push_token", "timezone")
 CONSENTS = ("consent_email", "consent_sms", "consent_push")
 STANDARD = STANDARD_TEXT + CONSENTS
-#: Columns ``load_customer_frame`` reads directly rather than from the JSON attributes.
+#: Columns ``read_customer_values`` reads directly rather than from the JSON attributes.
 DIRECT_COLUMNS = ("id", *STANDARD)
 _RESERVED = frozenset({"key", "updated_us", "revision"})
 #: The key of an ``upsert_customers`` row that holds the record's time (its ``updated_at``).
@@ -369,51 +368,31 @@ def _generic_attribute_values(
     return keys, [[d.get(name) if isinstance(d, dict) else None for d in docs] for name in names]
 
 
-def _place(values: Sequence[Any], keys: np.ndarray, n: int) -> np.ndarray:
-    """``column_from_values`` over the existing customers' values, placed at their keys in a column of
-    length ``n``; empty slots are NaN (float), False (bool) or None (object)."""
-    col = column_from_values(values)
-    if col.dtype == np.float64:
-        out = np.full(n, np.nan)
-    elif col.dtype == bool:
-        out = np.zeros(n, bool)
-    else:
-        out = np.empty(n, object)
-    out[keys] = col
-    return out
+class CustomerValues(NamedTuple):
+    """Every customer's values of some attributes, as read: ``n`` key slots (the largest key + 1; key 0 is
+    never a customer), the customers' ``keys`` in key order and, per requested name (in the order asked),
+    their values aligned with ``keys`` (as ``read_customer_values`` gives them)."""
+
+    n: int
+    keys: np.ndarray
+    values: dict[str, list[Any]]
 
 
-def bare_customer_frame(conn: Connection) -> CustomerFrame:
-    """A frame with no attribute columns: keys are dense from 1, so only the largest is read."""
-    n = max_key(conn) + 1
-    exists = np.ones(n, bool)
-    exists[0] = False
-    return CustomerFrame(n=n, exists=exists)
-
-
-def load_customer_frame(conn: Connection, attributes: Iterable[str]) -> CustomerFrame:
-    """Every customer as columns indexed by key (length ``max_key + 1``; ``exists`` marks real rows).
-
-    Each requested name becomes a column: ``id`` and the standard columns are read directly, any other name
-    from the JSON attributes. A column's type follows ``column_from_values`` over the existing customers'
-    values (float64 when all are numbers or null, bool when all are booleans, object otherwise); slots of
-    keys with no customer hold NaN, False or None respectively, and customers without the attribute hold
-    NaN (numbers) or None.
-    """
+def load_customer_values(conn: Connection, attributes: Iterable[str]) -> CustomerValues:
+    """Every customer's values of ``attributes``: ``id`` and the standard columns are read directly, any
+    other name from the JSON attributes (a customer without it holds None). The evaluator's frame is built
+    from these on its own side (``orchestrator.signals.CustomerFrame.from_values``)."""
     names = list(dict.fromkeys(attributes))
     n = max_key(conn) + 1
     keys, values = read_customer_values(conn, names)
-    exists = np.zeros(n, bool)
-    exists[keys] = True
-    columns = {name: _place(values[name], keys, n) for name in names}
-    return CustomerFrame(n=n, exists=exists, columns=columns)
+    return CustomerValues(n, keys, {name: values[name] for name in names})
 
 
 def read_customer_values(
     conn: Connection, names: Sequence[str], after_revision: int | None = None
 ) -> tuple[np.ndarray, dict[str, list[Any]]]:
-    """Keys and, per name, the raw values (as ``load_customer_frame`` types them) of every customer, or
-    only of those written after ``after_revision``."""
+    """Keys and, per name, the raw values of every customer (consents as booleans or None, attributes as
+    JSON gives them), or only of those written after ``after_revision``."""
     direct = [name for name in names if name in DIRECT_COLUMNS]
     extra = [name for name in names if name not in DIRECT_COLUMNS]
     stmt = select(CUSTOMERS.c.key, *[CUSTOMERS.c[name] for name in direct]).order_by(CUSTOMERS.c.key)

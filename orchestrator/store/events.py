@@ -1,8 +1,9 @@
 """Set-based writes and columnar reads of events.
 
-Events are written in bulk (one executemany per call) and read back as one ``EventFrame`` per evaluation:
-a single SELECT over a time window, converted to numpy columns without building a Python object per event
-beyond the DBAPI's own row tuples.
+Events are written in bulk (one executemany per call) and read back as plain columns (``EventColumns``)
+per evaluation: a single SELECT over a time window, converted to numpy columns without building a Python
+object per event beyond the DBAPI's own row tuples. The evaluator's frame is built from these columns on
+its own side (``orchestrator.signals.EventFrame.from_columns``), sharing the arrays.
 """
 
 from __future__ import annotations
@@ -11,13 +12,12 @@ import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
 from sqlalchemy import Connection, delete, func, insert, select, text, update
 
-from orchestrator.signals.frame import Categorical, EventFrame, Property
 from orchestrator.store.customers import (
     chunked,
     insert_ignoring_conflicts,
@@ -270,6 +270,33 @@ def _stored_ids(conn: Connection, event_keys: np.ndarray) -> np.ndarray:
     return np.asarray(found, dtype=np.int64)
 
 
+class TextColumn(NamedTuple):
+    """A dictionary-encoded property column: ``values[codes[i]]`` is row i's value, code -1 means null."""
+
+    codes: np.ndarray  # int32
+    values: np.ndarray  # object array of distinct values
+
+
+#: A property column as read: float64 (NaN for null) when every value is a number or null, else text codes.
+PropertyColumn = np.ndarray | TextColumn
+
+
+class EventColumns(NamedTuple):
+    """Events as plain columns, one array element per event, in id (arrival) order.
+
+    ``customer`` holds customer keys (``0 <= key < n_customers``), ``ts`` microseconds since the epoch,
+    ``type`` (int32) indexes ``type_names`` (-1: an id missing from the event types). ``properties`` holds
+    the requested property columns by name.
+    """
+
+    customer: np.ndarray
+    ts: np.ndarray
+    type: np.ndarray
+    type_names: list[str]
+    n_customers: int
+    properties: dict[str, PropertyColumn]
+
+
 class _PropertyColumn:
     """Builds one property column block by block into an array of its final size, so that a large load
     holds no Python object per value: numbers go into float64 (NaN for null); as soon as a non-number
@@ -304,13 +331,13 @@ class _PropertyColumn:
             (-1 if v is None or v == "" else code(v, len(self.table)) for v in values), np.int32, len(values)
         )
 
-    def column(self) -> Property:
+    def column(self) -> PropertyColumn:
         if self.numbers is not None:
             return self.numbers[: self.filled]
         assert self.codes is not None
         values = np.empty(len(self.table), dtype=object)
         values[:] = list(self.table)
-        return Categorical(self.codes[: self.filled], values)
+        return TextColumn(self.codes[: self.filled], values)
 
 
 def _plain(value: float) -> Any:
@@ -318,7 +345,7 @@ def _plain(value: float) -> Any:
     return int(value) if value.is_integer() else value
 
 
-def load_event_frame(
+def load_events(
     conn: Connection,
     until_us: int | None,
     properties: Iterable[str],
@@ -326,15 +353,16 @@ def load_event_frame(
     n_customers: int | None = None,
     after_id: int | None = None,
     up_to_id: int | None = None,
-) -> EventFrame:
+) -> EventColumns:
     """Every event with ``since_us <= ts_us < until_us`` (a None bound is no bound), and, when given,
     ``after_id < id <= up_to_id``.
 
     ``type`` codes index ``type_names``, which lists every known event type in id order. ``n_customers`` is
     one more than the largest customer key (of the customers table and of the loaded events), or the given
     value when that is larger. Each requested property becomes a column: float64 (NaN for missing) when
-    every value is a number or null, object otherwise. On SQLite values come from ``json_extract``, so JSON
-    booleans read as 1 and 0 and JSON objects/arrays as their JSON text. Events come in id (arrival) order.
+    every value is a number or null, ``TextColumn`` codes otherwise. On SQLite values come from
+    ``json_extract``, so JSON booleans read as 1 and 0 and JSON objects/arrays as their JSON text. Events
+    come in id (arrival) order.
     """
     names = list(dict.fromkeys(properties))
     type_rows = conn.execute(select(EVENT_TYPES.c.id, EVENT_TYPES.c.name).order_by(EVENT_TYPES.c.id)).all()
@@ -351,7 +379,7 @@ def load_event_frame(
         n = max(n, int(customer.max()) + 1)
     if n_customers is not None:
         n = max(n, int(n_customers))
-    return EventFrame(
+    return EventColumns(
         customer=customer,
         ts=ts,
         type=types.astype(np.int32, copy=False),
@@ -361,14 +389,14 @@ def load_event_frame(
     )
 
 
-def load_new_events(conn: Connection, after_id: int, properties: Iterable[str]) -> tuple[EventFrame, int]:
-    """Every event with ``id > after_id`` whatever its time, as a frame like ``load_event_frame`` gives,
+def load_new_events(conn: Connection, after_id: int, properties: Iterable[str]) -> tuple[EventColumns, int]:
+    """Every event with ``id > after_id`` whatever its time, as columns like ``load_events`` gives,
     and the largest id read (``after_id`` when there is none). Events are append-only, so a reader that
     remembers the id can keep an in-memory copy current by reading only what arrived since."""
     last = conn.execute(select(func.max(EVENTS.c.id))).scalar()
     last_id = int(last) if last is not None else after_id
-    frame = load_event_frame(conn, until_us=None, properties=properties, after_id=after_id, up_to_id=last_id)
-    return frame, max(last_id, after_id)
+    columns = load_events(conn, until_us=None, properties=properties, after_id=after_id, up_to_id=last_id)
+    return columns, max(last_id, after_id)
 
 
 def _fetch_events(
@@ -378,7 +406,7 @@ def _fetch_events(
     names: Sequence[str],
     after_id: int | None = None,
     up_to_id: int | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[Property]]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[PropertyColumn]]:
     """customer, type_id and ts columns as int64 arrays, plus one column per property."""
     if conn.dialect.name == "sqlite":
         cols = ["customer_key", "type_id", "ts_us"] + ["json_extract(properties, ?)"] * len(names)
@@ -428,7 +456,7 @@ def _fetch_events(
 
 def _columns(
     cursor: Any, n_props: int, total: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[Property]]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[PropertyColumn]]:
     """Drain a DBAPI cursor of at most ``total`` (customer, type, ts, props...) rows into columns."""
     ints = [np.empty(total, np.int64) for _ in range(3)]
     props = [_PropertyColumn(total) for _ in range(n_props)]

@@ -14,7 +14,7 @@ The pytest plugin (``orchestrator.testing.pytest_plugin``) is registered by inst
 its docstring for the fixtures and for running a test on both store backends.
 """
 
-from orchestrator.channels.memory import MemoryAdapter
+from orchestrator.channels import MemoryAdapter
 from orchestrator.testing.clock import T0, SimClock, at, duration
 from orchestrator.testing.factories import CONSENTED, customer, event, phone_for, write_files
 from orchestrator.testing.postgres import PostgresServer, postgres_bin

@@ -23,11 +23,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from orchestrator.channels.base import Adapter, ChannelRouter, OutgoingMessage
-from orchestrator.channels.memory import MemoryAdapter
+from orchestrator.channels import Adapter, ChannelRouter, MemoryAdapter, OutgoingMessage
 from orchestrator.clock import from_us, to_us
-from orchestrator.engine.tick import Engine, TickReport
-from orchestrator.engine.workspace import load_workspace
+from orchestrator.engine import Engine, TickReport, load_workspace
 from orchestrator.ingest import ingest_events_records
 from orchestrator.store import (
     ConversionRow,

@@ -8,12 +8,12 @@ import pytest
 from sqlalchemy import select
 
 from orchestrator.engine.customer_state import CustomerState
+from orchestrator.engine.snapshot import load_customer_frame
 from orchestrator.store import Store
 from orchestrator.store.customers import (
     CUSTOMERS,
     CustomerWrites,
     ensure_customer_keys,
-    load_customer_frame,
     max_revision,
     upsert_customers,
 )

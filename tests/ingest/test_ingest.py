@@ -22,11 +22,12 @@ from sqlalchemy import select, text
 from tables import row, table
 
 from orchestrator.clock import to_us
+from orchestrator.engine.snapshot import load_customer_frame, load_event_frame
 from orchestrator.ingest import IngestError, ingest_events_records, ingest_file
 from orchestrator.store import Store, open_store, sqlite_url
-from orchestrator.store.customers import CUSTOMERS, customer_records, load_customer_frame, max_key
+from orchestrator.store.customers import CUSTOMERS, customer_records, max_key
 from orchestrator.store.db import open_engine
-from orchestrator.store.events import EVENTS, load_event_frame
+from orchestrator.store.events import EVENTS
 from orchestrator.store.schema import alembic_config
 from orchestrator.store.tables import IngestBatch
 

@@ -9,7 +9,8 @@ import orjson
 import pytest
 from sqlalchemy import select
 
-from orchestrator.signals.frame import NULL_CODE, Categorical
+from orchestrator.engine.snapshot import load_customer_frame, load_event_frame
+from orchestrator.signals.frame import NULL_CODE, Categorical, CustomerFrame, EventFrame
 from orchestrator.store import Store
 from orchestrator.store.customers import (
     CUSTOMERS,
@@ -17,11 +18,18 @@ from orchestrator.store.customers import (
     CustomerWrites,
     customer_records,
     ensure_customer_keys,
-    load_customer_frame,
+    load_customer_values,
     max_key,
     upsert_customers,
 )
-from orchestrator.store.events import EVENTS, event_type_ids, insert_events, load_event_frame
+from orchestrator.store.events import (
+    EVENTS,
+    EventColumns,
+    TextColumn,
+    event_type_ids,
+    insert_events,
+    load_events,
+)
 
 #: Every test here runs on SQLite and on PostgreSQL.
 pytestmark = pytest.mark.backends("sqlite", "postgres")
@@ -270,3 +278,20 @@ def test_load_event_frame_types_properties_and_slots(store: Store) -> None:
     assert bigger.n_customers == 50 and smaller.n_customers == 5
     assert len(empty) == 0 and empty.n_customers == 5 and empty.values("amount").dtype == np.float64
     assert empty.type_names == ["buy", "view", "open"]
+
+
+def test_the_store_reads_plain_columns_that_frames_share(store: Store) -> None:
+    _add_events(store, [("a", "buy", NOW - 2, {"amount": 10.5, "cat": "shoes"}), ("b", "view", NOW - 1, {})])
+    with store.connect() as conn:
+        columns = load_events(conn, NOW, ["amount", "cat"])
+        customers = load_customer_values(conn, ["id"])
+    assert type(columns) is EventColumns and type(columns.properties["cat"]) is TextColumn
+    cat_column = columns.properties["cat"]
+    assert cat_column.values.tolist() == ["shoes"] and cat_column.codes.tolist() == [0, -1]
+    frame = EventFrame.from_columns(*columns)
+    assert frame.customer is columns.customer and frame.ts is columns.ts and frame.type is columns.type
+    assert frame.prop("amount") is columns.properties["amount"]
+    cat = frame.prop("cat")
+    assert isinstance(cat, Categorical) and cat.codes is cat_column.codes
+    assert customers.n == 3 and customers.keys.tolist() == [1, 2] and customers.values == {"id": ["a", "b"]}
+    assert CustomerFrame.from_values(*customers).columns["id"].tolist() == [None, "a", "b"]

@@ -18,3 +18,5 @@ from pathlib import Path
 
 #: The folder Alembic reads (``script_location``).
 FOLDER = Path(__file__).parent
+
+__all__ = ["FOLDER"]

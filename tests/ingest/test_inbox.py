@@ -19,9 +19,9 @@ import pytest
 from sqlalchemy import text
 
 from orchestrator.clock import parse_instant, to_us
-from orchestrator.engine.inbox import drain_inbox, waiting_files
 from orchestrator.engine.signal_state import SignalState
 from orchestrator.engine.workspace import load_workspace
+from orchestrator.ingest.inbox import drain_inbox, waiting_files
 from orchestrator.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -2,7 +2,8 @@
 
 Files dropped into the inbox (``.jsonl``/``.ndjson``, ``.csv``, ``.parquet``) are ingested through the
 ordinary ingest path, and each committed chunk of events is handed to the engine's signal state as it
-commits, so the next tick does not read those events back from the store.
+commits, so the next tick does not read those events back from the store. ``Inbox`` is the folder as the
+daemon's ``Ingestor`` (``orchestrator.engine.handover``): the command line hands it to the daemon.
 
 What a file holds is never guessed from its first record:
 
@@ -28,11 +29,12 @@ from __future__ import annotations
 
 import logging
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.ingest import IngestedEvents, IngestReport, ingest_file
-from orchestrator.ingest.pipeline import KINDS, EventsCallback
+from orchestrator.ingest.pipeline import KINDS, EventsCallback, IngestedEvents, ingest_file
 from orchestrator.ingest.readers import FORMATS
+from orchestrator.ingest.summary import IngestReport
 from orchestrator.store import Store, is_database_error
 
 log = logging.getLogger("orchestrator.inbox")
@@ -114,6 +116,22 @@ def drain_inbox(
         )
         reports.append(report)
     return reports
+
+
+@dataclass(frozen=True)
+class Inbox:
+    """The inbox folder, drained before each daemon tick (created first when missing)."""
+
+    folder: Path
+
+    @property
+    def source(self) -> str:
+        return str(self.folder)
+
+    def drain(self, store: Store, now_us: int, on_events: EventsCallback) -> list[IngestReport]:
+        """``drain_inbox`` of the folder."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        return drain_inbox(store, self.folder, now_us=now_us, on_events=on_events)
 
 
 def _reason(error: Exception) -> str:

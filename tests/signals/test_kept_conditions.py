@@ -9,8 +9,8 @@ import pytest
 from orchestrator.signals import lang
 from orchestrator.signals.evaluate import AggregateCache, Evaluator
 from orchestrator.signals.frame import Categorical, CustomerFrame, EventFrame
-from orchestrator.signals.horizon import IncrementalConditions
 from orchestrator.signals.incremental import IncrementalAggregates
+from orchestrator.signals.kept_conditions import IncrementalConditions
 from orchestrator.signals.log import EventLog, property_uses
 
 H = 3600 * 1_000_000
