@@ -42,7 +42,7 @@ from orchestrator.channels import (  # noqa: E402
     TemplateRenderer,
     UnsubscribeLinks,
 )
-from orchestrator.channels.sms import normalise_number  # noqa: E402
+from orchestrator.channels._sms import normalise_number  # noqa: E402
 
 SMS_TEMPLATE = (
     "The Shop: your {{ metrics.cart_category or 'cart' }} is still waiting, "

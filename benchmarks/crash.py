@@ -77,9 +77,9 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import text  # noqa: E402
 
-from orchestrator.channels.outbox import file_stem  # noqa: E402
+from orchestrator.channels._outbox import file_stem  # noqa: E402
 from orchestrator.store import open_store, sqlite_url  # noqa: E402
-from orchestrator.store.customers import upsert_customers  # noqa: E402
+from orchestrator.store._customers import upsert_customers  # noqa: E402
 
 SENDS = {
     "outbox": "{channel: webhook, endpoint: crm, template: m.json}",

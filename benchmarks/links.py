@@ -37,11 +37,11 @@ from channels import contexts, render_email, write_templates  # noqa: E402
 from starlette.applications import Starlette  # noqa: E402
 
 from orchestrator.channels import Keyring, MessageLinks, TemplateRenderer, TrackingLinks  # noqa: E402
-from orchestrator.channels.mail import UnsubscribeLinks  # noqa: E402
-from orchestrator.http.links import link_routes  # noqa: E402
+from orchestrator.channels._mail import UnsubscribeLinks  # noqa: E402
+from orchestrator.http._links import link_routes  # noqa: E402
 from orchestrator.store import open_store, sqlite_url  # noqa: E402
-from orchestrator.store.customers import ensure_customer_keys  # noqa: E402
-from orchestrator.store.ledger import insert_messages  # noqa: E402
+from orchestrator.store._customers import ensure_customer_keys  # noqa: E402
+from orchestrator.store._ledger import insert_messages  # noqa: E402
 
 KEYS = Keyring([("k2", "benchmark-new-key-0123456789"), ("k1", "benchmark-old-key-0123456789")])
 

@@ -145,7 +145,7 @@ def rate_worker(state_dir: str, rate: float, threads: int, seconds: float, start
     """Threads taking turns on the shared limiter until ``start_at + seconds``, as ``acquire`` does (take
     a slot, sleep until it); prints each turn's slot and the instant its thread woke up (``time.monotonic``,
     one clock for the whole host)."""
-    from orchestrator.channels.limits import RateLimiter
+    from orchestrator.channels._limits import RateLimiter
 
     limiter = RateLimiter(rate, key="benchmark-provider", state_dir=Path(state_dir), max_wait_s=60)
     turns: list[tuple[float, float]] = []
@@ -222,7 +222,7 @@ def bench_smtp(messages: int, connections: int, servers: int) -> dict[str, Any]:
         SmtpAdapter,
         SmtpSettings,
     )
-    from orchestrator.channels.mail import compose_email
+    from orchestrator.channels._mail import compose_email
 
     port = free_port()
     smtp_servers = [Server("--serve", "smtp", "--port", str(port)) for _ in range(servers)]

@@ -37,8 +37,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from orchestrator.engine.signal_state import SignalState  # noqa: E402
-from orchestrator.engine.workspace import load_workspace  # noqa: E402
+from orchestrator.engine._signal_state import SignalState  # noqa: E402
+from orchestrator.engine._workspace import load_workspace  # noqa: E402
 from orchestrator.ingest import ingest_events_records, ingest_file  # noqa: E402
 from orchestrator.signals import (  # noqa: E402
     AggregateCache,
@@ -49,8 +49,8 @@ from orchestrator.signals import (  # noqa: E402
     IncrementalConditions,
 )
 from orchestrator.store import open_store, sqlite_url  # noqa: E402
-from orchestrator.store.customers import customer_ids  # noqa: E402
-from orchestrator.store.events import load_new_events  # noqa: E402
+from orchestrator.store._customers import customer_ids  # noqa: E402
+from orchestrator.store._events import load_new_events  # noqa: E402
 
 RULES = {
     "r1": "r1_recency",

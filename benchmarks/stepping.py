@@ -39,9 +39,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from orchestrator.engine.signal_state import SignalState  # noqa: E402
-from orchestrator.engine.stepping import step_due  # noqa: E402
-from orchestrator.engine.workspace import load_workspace  # noqa: E402
+from orchestrator.engine._signal_state import SignalState  # noqa: E402
+from orchestrator.engine._stepping import step_due  # noqa: E402
+from orchestrator.engine._workspace import load_workspace  # noqa: E402
 from orchestrator.signals import (  # noqa: E402
     AggregateCache,
     Categorical,
@@ -51,7 +51,7 @@ from orchestrator.signals import (  # noqa: E402
     IncrementalAggregates,
 )
 from orchestrator.store import insert_instances, open_store, sqlite_url  # noqa: E402
-from orchestrator.store.customers import upsert_customers  # noqa: E402
+from orchestrator.store._customers import upsert_customers  # noqa: E402
 
 JOURNEY = """\
 id: bench
@@ -152,11 +152,11 @@ def email_html() -> str:
 
 def dispatch_throughput(workdir: Path, channel: str, m: int) -> dict[str, Any]:
     """Messages per second from queued ledger rows to the file outbox, for one channel."""
-    from orchestrator.channels.base import ChannelRouter
-    from orchestrator.channels.outbox import OutboxAdapter
+    from orchestrator.channels._base import ChannelRouter
+    from orchestrator.channels._outbox import OutboxAdapter
     from orchestrator.clock import SimulatedClock, from_us
-    from orchestrator.engine.dispatch import DispatchContext, dispatch_queued
-    from orchestrator.language.policy_file import load_policy_text
+    from orchestrator.engine._dispatch import DispatchContext, dispatch_queued
+    from orchestrator.language._policy_file import load_policy_text
 
     folder = workdir / f"dispatch-{channel}"
     folder.mkdir(parents=True, exist_ok=True)

@@ -17,13 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.channels.base import ChannelRouter
-from orchestrator.channels.memory import MemoryAdapter
+from orchestrator.channels._base import ChannelRouter
+from orchestrator.channels._memory import MemoryAdapter
 from orchestrator.clock import SimulatedClock, to_us
-from orchestrator.engine.tick import Engine
-from orchestrator.engine.workspace import load_workspace
+from orchestrator.engine._tick import Engine
+from orchestrator.engine._workspace import load_workspace
 from orchestrator.store import insert_instances, open_store
-from orchestrator.store.customers import upsert_customers
+from orchestrator.store._customers import upsert_customers
 
 #: Two sends an hour apart: stepping an instance twice at one step would queue a second ledger row.
 JOURNEY = """\

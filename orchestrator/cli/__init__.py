@@ -1,7 +1,7 @@
 """The command line: ``orchestrator <command>``.
 
-Each command is a thin face over the core: it parses arguments (``app``, on typer), resolves its settings
-(``settings``), opens the store, calls one core function and prints the result (``output`` for tables and
+Each command is a thin face over the core: it parses arguments (``_app``, on typer), resolves its settings
+(``_settings``), opens the store, calls one core function and prints the result (``_output`` for tables and
 progress bars). Exit codes: 0 success, 1 the work found problems (invalid journeys, rejected rows with
 ``--strict``, a failed journey, an expected failure such as a full disk, told in one line), 2 bad usage,
 130 interrupted, 141 the reader of the output went away (a broken pipe).
@@ -17,15 +17,15 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from orchestrator.cli.guard import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, fail, quiet_broken_pipe, run_guarded
-from orchestrator.cli.settings import DEFAULT_JOURNEYS, DEFAULT_OUTBOX
+from orchestrator.cli._guard import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, fail, quiet_broken_pipe, run_guarded
+from orchestrator.cli._settings import DEFAULT_JOURNEYS, DEFAULT_OUTBOX
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line on ``argv`` (default: ``sys.argv[1:]``); the exit code."""
     import typer
 
-    from orchestrator.cli.app import build_app
+    from orchestrator.cli._app import build_app
 
     args = list(sys.argv[1:] if argv is None else argv)
     if "daemon" in args and hasattr(signal, "SIGHUP") and argv is None:
@@ -49,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _command_path(args: Sequence[str]) -> str:
     """``orchestrator COMMAND`` for the first word of ``args`` that is not an option (or its value)."""
-    from orchestrator.cli.app import app
+    from orchestrator.cli._app import app
 
     names = {info.name for info in app.registered_commands}
     word = next((a for a in args if a in names), None)

@@ -27,8 +27,7 @@ from orchestrator.config._model import (
     secrets_of,
 )
 from orchestrator.config._secrets import Secret, references
-from orchestrator.language.schema_errors import schema_problems
-from orchestrator.language.yamlio import Locations, Problem, SpecError, dotted, load_yaml, read_text
+from orchestrator.language import Locations, Problem, SpecError, dotted, load_yaml, read_text, schema_problems
 
 CONFIG_FILE = "orchestrator.yaml"
 

@@ -65,7 +65,7 @@ from pydantic import (
 
 from orchestrator.config._secrets import EnvText, Secret, SecretRef
 from orchestrator.durations import parse_duration
-from orchestrator.language.channels import CHANNELS
+from orchestrator.language import CHANNELS
 
 CHANNEL_NAMES: tuple[str, ...] = CHANNELS
 DeliveryModeName = Literal["at_least_once", "at_most_once"]

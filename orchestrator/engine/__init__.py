@@ -1,23 +1,22 @@
 """The engine: one tick (evaluate, enter, advance, convert, dispatch) over a workspace, and the daemon.
 
-``workspace`` loads and checks the journeys, templates and policy an engine runs; ``tick`` holds the
-``Engine`` and its tick; per stage: ``signal_state`` and ``customer_state`` (what is kept between ticks),
-``snapshot`` (the columns a tick reads from the store), ``entry`` (entering journeys, with the holdout of
-``orchestrator.holdout``), ``stepping`` (advancing instances as sets), ``conditions`` and ``matching``
-(branches and waits), ``localtime`` (customers' calendars), ``contact_policy`` (caps, quiet hours, consent,
-exclusions), ``render`` and ``dispatch`` (messages to the channels' adapters, after commit). Around it:
-``daemon`` (the schedule and its log lines), ``reload`` (the workspace reloaded while running), ``workers``
-(several processes on PostgreSQL), ``stopwatch`` (the tick's timings), ``health``, ``preview`` (``preview``
-and ``send-test``), ``validation`` (the checks that need the store) and ``template_data``. What every face
-shows of the engine lives here once: ``explain`` (what happened to one customer, and why), ``plan_report``
-and ``status`` (what ``plan`` and ``status`` report). ``handover`` states what the engine takes from
+Import from the package; its modules (named with a leading underscore) are internal. ``_workspace``
+loads and checks the journeys, templates and policy an engine runs; ``_tick`` holds the ``Engine`` and
+its tick; per stage: ``_signal_state`` and ``_customer_state`` (what is kept between ticks), ``_snapshot``
+(the columns a tick reads from the store), ``_entry`` (entering journeys and the re-entry cooldown, with
+the holdout of ``orchestrator.holdout``), ``_stepping`` (advancing instances as sets), ``_conditions``
+and ``_matching`` (branches and waits), ``_localtime`` (customers' calendars), ``_contact_policy``
+(quiet hours, caps, consent, exclusions), ``_render`` and ``_dispatch`` (messages to the channels'
+adapters, after commit). Around it: ``_daemon`` (the schedule and its log lines), ``_reload`` (the
+workspace reloaded while running), ``_workers`` (several processes on PostgreSQL), ``_stopwatch`` (the
+tick's timings), ``_health``, ``_preview`` (what ``preview`` shows and ``send-test`` sends),
+``_validation`` (the checks that need the store) and ``_template_data``. What every face shows of the
+engine lives here once: ``explain`` (what happened to one customer, and why), ``plan_report`` and
+``status_report`` (what ``plan`` and ``status`` report). ``_handover`` states what the engine takes from
 ingest (the inbox, events committed in this process): the engine never imports ``orchestrator.ingest``.
 
 The names below are imported when first used (PEP 562), so importing one module of the engine does not
-load the daemon's scheduler or the channels' providers. A name exported here must not also be the name
-of one of the package's modules (importing the module would rebind it): the functions ``explain`` and
-``plan_report`` are imported from their modules.
-"""
+load the daemon's scheduler or the channels' providers."""
 
 from __future__ import annotations
 
@@ -25,18 +24,19 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from orchestrator.engine.daemon import AttemptLog, DaemonSettings, crash_test_provider, serve
-    from orchestrator.engine.explain import UnknownCustomer, iso
-    from orchestrator.engine.handover import CommittedEvents, EventsHandler, IngestCount, Ingestor
-    from orchestrator.engine.health import engine_health, judge_health
-    from orchestrator.engine.preview import PreviewError, render_step, send_step, send_test
-    from orchestrator.engine.reload import WorkspaceFiles
-    from orchestrator.engine.snapshot import load_frames, signal_matches
-    from orchestrator.engine.status import status_report
-    from orchestrator.engine.template_data import missing_customer_attributes, stored_attributes
-    from orchestrator.engine.tick import ClockBehind, Engine, TickReport, failure_text, migration_problems
-    from orchestrator.engine.validation import store_problems
-    from orchestrator.engine.workspace import (
+    from orchestrator.engine._daemon import AttemptLog, DaemonSettings, crash_test_provider, serve
+    from orchestrator.engine._explain import UnknownCustomer, explain, iso
+    from orchestrator.engine._handover import CommittedEvents, EventsHandler, IngestCount, Ingestor
+    from orchestrator.engine._health import engine_health, judge_health
+    from orchestrator.engine._plan_report import plan_report
+    from orchestrator.engine._preview import PreviewError, render_step, send_step, send_test
+    from orchestrator.engine._reload import WorkspaceFiles
+    from orchestrator.engine._snapshot import load_frames, signal_matches
+    from orchestrator.engine._status import status_report
+    from orchestrator.engine._template_data import missing_customer_attributes, stored_attributes
+    from orchestrator.engine._tick import ClockBehind, Engine, TickReport, failure_text, migration_problems
+    from orchestrator.engine._validation import store_problems
+    from orchestrator.engine._workspace import (
         Routes,
         Workspace,
         load_workspace,
@@ -45,39 +45,41 @@ if TYPE_CHECKING:
     )
 
 _EXPORTS: dict[str, str] = {
-    "AttemptLog": "orchestrator.engine.daemon",
-    "ClockBehind": "orchestrator.engine.tick",
-    "CommittedEvents": "orchestrator.engine.handover",
-    "DaemonSettings": "orchestrator.engine.daemon",
-    "Engine": "orchestrator.engine.tick",
-    "EventsHandler": "orchestrator.engine.handover",
-    "IngestCount": "orchestrator.engine.handover",
-    "Ingestor": "orchestrator.engine.handover",
-    "PreviewError": "orchestrator.engine.preview",
-    "Routes": "orchestrator.engine.workspace",
-    "TickReport": "orchestrator.engine.tick",
-    "UnknownCustomer": "orchestrator.engine.explain",
-    "Workspace": "orchestrator.engine.workspace",
-    "WorkspaceFiles": "orchestrator.engine.reload",
-    "crash_test_provider": "orchestrator.engine.daemon",
-    "engine_health": "orchestrator.engine.health",
-    "failure_text": "orchestrator.engine.tick",
-    "iso": "orchestrator.engine.explain",
-    "judge_health": "orchestrator.engine.health",
-    "load_frames": "orchestrator.engine.snapshot",
-    "load_workspace": "orchestrator.engine.workspace",
-    "migration_problems": "orchestrator.engine.tick",
-    "missing_customer_attributes": "orchestrator.engine.template_data",
-    "render_step": "orchestrator.engine.preview",
-    "send_step": "orchestrator.engine.preview",
-    "send_test": "orchestrator.engine.preview",
-    "serve": "orchestrator.engine.daemon",
-    "signal_matches": "orchestrator.engine.snapshot",
-    "status_report": "orchestrator.engine.status",
-    "store_problems": "orchestrator.engine.validation",
-    "stored_attributes": "orchestrator.engine.template_data",
-    "unsubscribe_warnings": "orchestrator.engine.workspace",
-    "validate_paths": "orchestrator.engine.workspace",
+    "AttemptLog": "orchestrator.engine._daemon",
+    "ClockBehind": "orchestrator.engine._tick",
+    "CommittedEvents": "orchestrator.engine._handover",
+    "DaemonSettings": "orchestrator.engine._daemon",
+    "Engine": "orchestrator.engine._tick",
+    "EventsHandler": "orchestrator.engine._handover",
+    "IngestCount": "orchestrator.engine._handover",
+    "Ingestor": "orchestrator.engine._handover",
+    "PreviewError": "orchestrator.engine._preview",
+    "Routes": "orchestrator.engine._workspace",
+    "TickReport": "orchestrator.engine._tick",
+    "UnknownCustomer": "orchestrator.engine._explain",
+    "Workspace": "orchestrator.engine._workspace",
+    "WorkspaceFiles": "orchestrator.engine._reload",
+    "crash_test_provider": "orchestrator.engine._daemon",
+    "engine_health": "orchestrator.engine._health",
+    "failure_text": "orchestrator.engine._tick",
+    "iso": "orchestrator.engine._explain",
+    "explain": "orchestrator.engine._explain",
+    "plan_report": "orchestrator.engine._plan_report",
+    "judge_health": "orchestrator.engine._health",
+    "load_frames": "orchestrator.engine._snapshot",
+    "load_workspace": "orchestrator.engine._workspace",
+    "migration_problems": "orchestrator.engine._tick",
+    "missing_customer_attributes": "orchestrator.engine._template_data",
+    "render_step": "orchestrator.engine._preview",
+    "send_step": "orchestrator.engine._preview",
+    "send_test": "orchestrator.engine._preview",
+    "serve": "orchestrator.engine._daemon",
+    "signal_matches": "orchestrator.engine._snapshot",
+    "status_report": "orchestrator.engine._status",
+    "store_problems": "orchestrator.engine._validation",
+    "stored_attributes": "orchestrator.engine._template_data",
+    "unsubscribe_warnings": "orchestrator.engine._workspace",
+    "validate_paths": "orchestrator.engine._workspace",
 }
 
 __all__ = [
@@ -97,6 +99,7 @@ __all__ = [
     "WorkspaceFiles",
     "crash_test_provider",
     "engine_health",
+    "explain",
     "failure_text",
     "iso",
     "judge_health",
@@ -104,6 +107,7 @@ __all__ = [
     "load_workspace",
     "migration_problems",
     "missing_customer_attributes",
+    "plan_report",
     "render_step",
     "send_step",
     "send_test",

@@ -4,14 +4,14 @@
     serve(load_config(), host="0.0.0.0")     # run it on uvicorn until SIGTERM
     running = start_in_thread(config, store) # beside the engine, in the daemon's process
 
-Modules, one concern each: ``segment`` (call shapes to ingest records), ``auth`` (write keys),
-``writer`` (group commits), ``events`` (the event routes), ``ops`` (health, readiness, metrics routes),
-``metrics`` (what is measured), ``openapi`` (the schema), ``app`` (the ASGI app), ``server`` (uvicorn).
+Modules, one concern each: ``_segment`` (call shapes to ingest records), ``_auth`` (write keys),
+``_writer`` (group commits), ``_events`` (the event routes), ``_ops`` (health, readiness, metrics routes),
+``_metrics`` (what is measured), ``_openapi`` (the schema), ``_app`` (the ASGI app), ``_server`` (uvicorn).
 """
 
-from orchestrator.http.app import create_app
-from orchestrator.http.segment import MAX_EVENT_BYTES, MAX_REQUEST_BYTES
-from orchestrator.http.server import RunningServer, listen_address, serve, start_in_thread
+from orchestrator.http._app import create_app
+from orchestrator.http._segment import MAX_EVENT_BYTES, MAX_REQUEST_BYTES
+from orchestrator.http._server import RunningServer, listen_address, serve, start_in_thread
 
 __all__ = [
     "MAX_EVENT_BYTES",

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from orchestrator.config import ConfigError, load_config
-from orchestrator.http.server import serve
+from orchestrator.http._server import serve
 from orchestrator.store import is_database_error
 
 

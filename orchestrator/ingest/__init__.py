@@ -1,16 +1,16 @@
 """Events and customer files into the store, rejecting bad rows with reasons and keeping the rest.
 
-``readers`` reads JSONL, CSV and Parquet into typed chunks, ``keys`` gives every event its idempotency key,
-``pipeline`` stores the chunks (``ingest_file``, ``ingest_events_records``) and hands each committed chunk
-of events on, ``summary`` counts what happened (``IngestReport``), ``inbox`` is the folder the daemon
-drains before each tick (``Inbox``, the engine's ``Ingestor``), and ``feedback`` records what messages
+``_readers`` reads JSONL, CSV and Parquet into typed chunks, ``_keys`` gives every event its idempotency key,
+``_pipeline`` stores the chunks (``ingest_file``, ``ingest_events_records``) and hands each committed chunk
+of events on, ``_summary`` counts what happened (``IngestReport``), ``_inbox`` is the folder the daemon
+drains before each tick (``Inbox``, the engine's ``Ingestor``), and ``_feedback`` records what messages
 bring back (opens, clicks, unsubscribes).
 """
 
-from orchestrator.ingest.feedback import record_click, record_open, unsubscribe
-from orchestrator.ingest.inbox import Inbox
-from orchestrator.ingest.keys import event_keys
-from orchestrator.ingest.pipeline import (
+from orchestrator.ingest._feedback import record_click, record_open, unsubscribe
+from orchestrator.ingest._inbox import Inbox
+from orchestrator.ingest._keys import event_keys
+from orchestrator.ingest._pipeline import (
     KINDS,
     UPDATED_AT_LEEWAY_US,
     EventsCallback,
@@ -19,7 +19,7 @@ from orchestrator.ingest.pipeline import (
     ingest_file,
     time_range,
 )
-from orchestrator.ingest.readers import (
+from orchestrator.ingest._readers import (
     FORMATS,
     EventBuilder,
     EventChunk,
@@ -29,7 +29,7 @@ from orchestrator.ingest.readers import (
     may_hold_long_integer,
     parse_ts_text,
 )
-from orchestrator.ingest.summary import IngestError, IngestReport, Reject
+from orchestrator.ingest._summary import IngestError, IngestReport, Reject
 
 __all__ = [
     "FORMATS",

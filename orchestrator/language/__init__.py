@@ -2,12 +2,12 @@
 
 This package knows nothing of the database or of the runtime: it reads files and returns plain objects.
 
-``yamlio`` reads YAML with the line and column of every value (``Problem``, ``SpecError``), ``models`` the
-typed journey, ``journey_file`` loads and checks one journey file, ``plan`` compiles it into the plan the
-engine runs, ``channels`` names the message channels, ``policy_file`` is the contact policy
-(``policy.yaml``), ``shared_metrics`` the workspace's shared metrics (``metrics.yaml``), ``tracking_plan``
-the event catalog (``events.yaml``), ``references`` and ``templates_check`` check the names a journey and
-its templates use, and ``schema_errors`` words pydantic's errors.
+``_yamlio`` reads YAML with the line and column of every value (``Problem``, ``SpecError``), ``_models`` the
+typed journey, ``_journey_file`` loads and checks one journey file, ``_plan`` compiles it into the plan the
+engine runs, ``_channels`` names the message channels, ``_policy_file`` is the contact policy
+(``policy.yaml``), ``_shared_metrics`` the workspace's shared metrics (``metrics.yaml``), ``_tracking_plan``
+the event catalog (``events.yaml``), ``_references`` and ``_templates_check`` check the names a journey and
+its templates use, and ``_schema_errors`` words pydantic's errors.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from orchestrator.language import references
-from orchestrator.language.channels import ADDRESS_FIELD, CHANNELS, CONSENT_CHANNELS, Channel, ConsentChannel
-from orchestrator.language.journey_file import LoadedJourney, compile_loaded, load_journey, load_journey_text
-from orchestrator.language.models import Cooldown, Journey, Send
-from orchestrator.language.plan import (
+from orchestrator.language import _references as references
+from orchestrator.language._channels import ADDRESS_FIELD, CHANNELS, CONSENT_CHANNELS, Channel, ConsentChannel
+from orchestrator.language._journey_file import LoadedJourney, compile_loaded, load_journey, load_journey_text
+from orchestrator.language._models import Cooldown, Journey, Send
+from orchestrator.language._plan import (
     ENTRY,
     NO_STATE,
     JourneyPlan,
@@ -30,8 +30,8 @@ from orchestrator.language.plan import (
     digest_with,
     split_trigger,
 )
-from orchestrator.language.policy_file import Consent, ContactPolicy, policy_for
-from orchestrator.language.references import (
+from orchestrator.language._policy_file import Consent, ContactPolicy, policy_for
+from orchestrator.language._references import (
     KnownNames,
     catalog_names,
     metric_typos,
@@ -39,22 +39,22 @@ from orchestrator.language.references import (
     template_problems,
     unknown_names,
 )
-from orchestrator.language.schema_errors import schema_problems
-from orchestrator.language.shared_metrics import (
+from orchestrator.language._schema_errors import schema_problems
+from orchestrator.language._shared_metrics import (
     SharedMetrics,
     journey_problems,
     load_shared_metrics_text,
     merged_metrics,
     shared_metrics_file,
 )
-from orchestrator.language.templates_check import (
+from orchestrator.language._templates_check import (
     TemplateSource,
     check_templates,
     instance_reads,
     template_reads,
 )
-from orchestrator.language.tracking_plan import ENGINE_EVENTS, EventCatalog, catalog_for
-from orchestrator.language.yamlio import Locations, Path_, Problem, SpecError, dotted, load_yaml, read_text
+from orchestrator.language._tracking_plan import ENGINE_EVENTS, EventCatalog, catalog_for
+from orchestrator.language._yamlio import Locations, Path_, Problem, SpecError, dotted, load_yaml, read_text
 
 __all__ = [
     "ADDRESS_FIELD",

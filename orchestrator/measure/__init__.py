@@ -2,14 +2,14 @@
 
 The holdout assignment both the engine and the reports use is ``orchestrator.holdout``.
 
-- ``stats`` gathers the statistics, pure functions over numpy arrays: ``numbers`` (intervals, input
-  checks, delta method), ``rates`` (per-arm totals, rate lifts), ``means`` (Welch mean lifts), ``power``
-  (MDE, sample-ratio check), ``sequential`` (always-valid intervals), ``cuped``, and ``analysis``
+- ``_stats`` gathers the statistics, pure functions over numpy arrays: ``_numbers`` (intervals, input
+  checks, delta method), ``_rates`` (per-arm totals, rate lifts), ``_means`` (Welch mean lifts), ``_power``
+  (MDE, sample-ratio check), ``_sequential`` (always-valid intervals), ``_cuped``, and ``_analysis``
   (``analyze``, segments).
-- ``report`` gathers a journey's report: ``entry_rows`` (per-entry columns from the store, their export),
-  ``timeline`` (cumulative lift by day), ``journey`` (``journey_report``).
-- ``text`` / ``html``: plain text and self-contained HTML pages for any analysis and journey report, both
-  writing figures through ``formats``.
+- ``_report`` gathers a journey's report: ``_entry_rows`` (per-entry columns from the store, their export),
+  ``_timeline`` (cumulative lift by day), ``_journey`` (``journey_report``).
+- ``_text`` / ``_html``: plain text and self-contained HTML pages for any analysis and journey report, both
+  writing figures through ``_formats``.
 
 The names below are imported when first used (PEP 562): the statistics load scipy and statsmodels.
 """
@@ -20,25 +20,25 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from orchestrator.measure.experiment import InputError, read_experiment
-    from orchestrator.measure.html import render_analysis_html, render_journey_html
-    from orchestrator.measure.report import export_entries, format_table, journey_report
-    from orchestrator.measure.sequential import DEFAULT_SEQUENTIAL_TAU
-    from orchestrator.measure.stats import analyze
-    from orchestrator.measure.text import format_analysis, report_text
+    from orchestrator.measure._experiment import InputError, read_experiment
+    from orchestrator.measure._html import render_analysis_html, render_journey_html
+    from orchestrator.measure._report import export_entries, format_table, journey_report
+    from orchestrator.measure._sequential import DEFAULT_SEQUENTIAL_TAU
+    from orchestrator.measure._stats import analyze
+    from orchestrator.measure._text import format_analysis, report_text
 
 _EXPORTS: dict[str, str] = {
-    "DEFAULT_SEQUENTIAL_TAU": "orchestrator.measure.sequential",
-    "InputError": "orchestrator.measure.experiment",
-    "analyze": "orchestrator.measure.stats",
-    "export_entries": "orchestrator.measure.report",
-    "format_analysis": "orchestrator.measure.text",
-    "format_table": "orchestrator.measure.report",
-    "journey_report": "orchestrator.measure.report",
-    "read_experiment": "orchestrator.measure.experiment",
-    "render_analysis_html": "orchestrator.measure.html",
-    "render_journey_html": "orchestrator.measure.html",
-    "report_text": "orchestrator.measure.text",
+    "DEFAULT_SEQUENTIAL_TAU": "orchestrator.measure._sequential",
+    "InputError": "orchestrator.measure._experiment",
+    "analyze": "orchestrator.measure._stats",
+    "export_entries": "orchestrator.measure._report",
+    "format_analysis": "orchestrator.measure._text",
+    "format_table": "orchestrator.measure._report",
+    "journey_report": "orchestrator.measure._report",
+    "read_experiment": "orchestrator.measure._experiment",
+    "render_analysis_html": "orchestrator.measure._html",
+    "render_journey_html": "orchestrator.measure._html",
+    "report_text": "orchestrator.measure._text",
 }
 
 __all__ = [

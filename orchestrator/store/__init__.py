@@ -4,30 +4,30 @@ SQL; the engine, ingest, measurement, the command line and the HTTP service impo
 
 The modules hold, by what they read and write together:
 
-- ``db``: opening a store (``open_store``, ``Store``);
-- ``schema`` and ``migrations/``: the schema's history as Alembic migrations, applied on open;
-- ``tables``: the table declarations;
-- ``versions``: registered journey versions and the migrations between them;
-- ``entry_state``: signal memberships, entry history, entry cursors and the events entry reads;
-- ``assignments``: holdout assignments, decided once at entry;
-- ``instances``: instances created, read when due, moved between steps and finished;
-- ``conversions``: instances not yet converted, conversion rows, and each entry's outcome for reports;
-- ``ledger``: the message ledger, queued with the steps, read and updated by dispatch, and suppressions;
-- ``retired``: retired journeys;
-- ``status``: read-only counts for the status command and the daemon;
-- ``health``: journeys marked failed;
-- ``ticks``: one row per tick, with its timings and counts;
-- ``metrics``: cheap reads for a metrics scrape;
-- ``customers``: customer records, keys, attributes and consents;
-- ``events``: events written in bulk and read back as columns, event types and sources;
-- ``catalog``: the names the store has seen (event types, properties, customer attributes);
-- ``feedback``: opt-outs, opens and clicks told back through message links;
-- ``batches``: one row of counts per ingest;
-- ``wal``: SQLite's write-ahead log for a writer that commits often (checkpoints, the writer's settings);
-- ``leases``: how several workers share a PostgreSQL store (advisory locks, leased claims);
-- ``holder``: the one engine process of a SQLite store;
-- ``readback``: whole-table reads of instances, ledger, conversions and suppressions, for tests;
-- ``bulk``: the row and column helpers the modules share.
+- ``_db``: opening a store (``open_store``, ``Store``);
+- ``_schema`` and ``migrations/``: the schema's history as Alembic migrations, applied on open;
+- ``_tables``: the table declarations;
+- ``_versions``: registered journey versions and the migrations between them;
+- ``_entry_state``: signal memberships, entry history, entry cursors and the events entry reads;
+- ``_assignments``: holdout assignments, decided once at entry;
+- ``_instances``: instances created, read when due, moved between steps and finished;
+- ``_conversions``: instances not yet converted, conversion rows, and each entry's outcome for reports;
+- ``_ledger``: the message ledger, queued with the steps, read and updated by dispatch, and suppressions;
+- ``_retired``: retired journeys;
+- ``_status``: read-only counts for the status command and the daemon;
+- ``_health``: journeys marked failed;
+- ``_ticks``: one row per tick, with its timings and counts;
+- ``_metrics``: cheap reads for a metrics scrape;
+- ``_customers``: customer records, keys, attributes and consents;
+- ``_events``: events written in bulk and read back as columns, event types and sources;
+- ``_catalog``: the names the store has seen (event types, properties, customer attributes);
+- ``_feedback``: opt-outs, opens and clicks told back through message links;
+- ``_batches``: one row of counts per ingest;
+- ``_wal``: SQLite's write-ahead log for a writer that commits often (checkpoints, the writer's settings);
+- ``_leases``: how several workers share a PostgreSQL store (advisory locks, leased claims);
+- ``_holder``: the one engine process of a SQLite store;
+- ``_readback``: whole-table reads of instances, ledger, conversions and suppressions, for tests;
+- ``_bulk``: the row and column helpers the modules share.
 
 Every function takes a Connection that is already inside the caller's transaction, so a tick can write
 state changes, ledger rows and conversions atomically. Reads return numpy columns or named rows; writes
@@ -39,11 +39,11 @@ from __future__ import annotations
 
 from sqlalchemy import Connection
 
-from orchestrator.store import leases
-from orchestrator.store.assignments import holdout_assignments, insert_assignments
-from orchestrator.store.batches import record_ingest_batch
-from orchestrator.store.catalog import SeenNames, customer_attribute_names, seen_names
-from orchestrator.store.conversions import (
+from orchestrator.store import _leases as leases
+from orchestrator.store._assignments import holdout_assignments, insert_assignments
+from orchestrator.store._batches import record_ingest_batch
+from orchestrator.store._catalog import SeenNames, customer_attribute_names, seen_names
+from orchestrator.store._conversions import (
     CustomerConversion,
     EntryOutcomes,
     OpenInstances,
@@ -52,7 +52,7 @@ from orchestrator.store.conversions import (
     insert_conversions,
     unconverted_instances,
 )
-from orchestrator.store.customers import (
+from orchestrator.store._customers import (
     RECORD_TIME,
     CustomerContact,
     CustomerValues,
@@ -68,7 +68,7 @@ from orchestrator.store.customers import (
     read_customer_values,
     upsert_customers,
 )
-from orchestrator.store.db import (
+from orchestrator.store._db import (
     DEFAULT_URL,
     SchemaError,
     Store,
@@ -77,7 +77,7 @@ from orchestrator.store.db import (
     open_store,
     sqlite_url,
 )
-from orchestrator.store.entry_state import (
+from orchestrator.store._entry_state import (
     EntryEvents,
     EntryHistory,
     entry_cursor,
@@ -89,7 +89,7 @@ from orchestrator.store.entry_state import (
     signal_members,
     update_signal_members,
 )
-from orchestrator.store.events import (
+from orchestrator.store._events import (
     EventColumns,
     TextColumn,
     TimedEvents,
@@ -100,10 +100,10 @@ from orchestrator.store.events import (
     load_events,
     load_new_events,
 )
-from orchestrator.store.feedback import TrackedMessage, record_opt_out, record_tracked_event, tracked_message
-from orchestrator.store.health import JourneyFailure, failed_journeys, record_health
-from orchestrator.store.holder import Holding, StoreHeld, hold
-from orchestrator.store.instances import (
+from orchestrator.store._feedback import TrackedMessage, record_opt_out, record_tracked_event, tracked_message
+from orchestrator.store._health import JourneyFailure, failed_journeys, record_health
+from orchestrator.store._holder import Holding, StoreHeld, hold
+from orchestrator.store._instances import (
     CustomerInstance,
     DueInstances,
     active_instances,
@@ -117,7 +117,7 @@ from orchestrator.store.instances import (
     move_instances,
     set_instance_data,
 )
-from orchestrator.store.ledger import (
+from orchestrator.store._ledger import (
     CustomerMessage,
     DueMessage,
     MessageOutcome,
@@ -139,8 +139,8 @@ from orchestrator.store.ledger import (
     suppress_addresses,
     suppressed_addresses,
 )
-from orchestrator.store.metrics import StoredTick, last_tick_id, message_counts, ping, ticks_after
-from orchestrator.store.readback import (
+from orchestrator.store._metrics import StoredTick, last_tick_id, message_counts, ping, ticks_after
+from orchestrator.store._readback import (
     ConversionRow,
     InstanceRow,
     LedgerRow,
@@ -151,8 +151,8 @@ from orchestrator.store.readback import (
     query_rows,
     suppression_rows,
 )
-from orchestrator.store.retired import Retirement, lift_retirement, retire_journey, retirement
-from orchestrator.store.status import (
+from orchestrator.store._retired import Retirement, lift_retirement, retire_journey, retirement
+from orchestrator.store._status import (
     Backlog,
     StateCount,
     due_counts,
@@ -163,8 +163,8 @@ from orchestrator.store.status import (
     recent_tick_instants,
     state_counts,
 )
-from orchestrator.store.ticks import record_tick
-from orchestrator.store.versions import (
+from orchestrator.store._ticks import record_tick
+from orchestrator.store._versions import (
     StoredVersion,
     VersionSource,
     active_versions,
@@ -177,7 +177,7 @@ from orchestrator.store.versions import (
     stored_version,
     stored_versions,
 )
-from orchestrator.store.wal import checkpoint_wal, tune_writer_connection
+from orchestrator.store._wal import checkpoint_wal, tune_writer_connection
 
 __all__ = [
     "DEFAULT_URL",

@@ -30,8 +30,8 @@ from orchestrator.channels import (
     UnsubscribeLinks,
     WebhookAdapter,
 )
-from orchestrator.channels.outbox import TEMP_PREFIX, file_stem, message_id_for
-from orchestrator.channels.signing import Keyring
+from orchestrator.channels._outbox import TEMP_PREFIX, file_stem, message_id_for
+from orchestrator.channels._signing import Keyring
 
 
 def make_message(

@@ -14,7 +14,7 @@ import pytest
 from channel_servers import LocalH2Server, LocalHttpServer, Reply, Request, closed_port
 
 from orchestrator.channels import Backoff, DeliveryResult
-from orchestrator.channels.delivery import (
+from orchestrator.channels._delivery import (
     SentKeys,
     classify_http,
     classify_smtp,
@@ -22,8 +22,8 @@ from orchestrator.channels.delivery import (
     parse_retry_after,
     transport_failure,
 )
-from orchestrator.channels.http_pool import HttpPool
-from orchestrator.channels.transport import Endpoint, HttpClient, HttpResponse
+from orchestrator.channels._http_pool import HttpPool
+from orchestrator.channels._transport import Endpoint, HttpClient, HttpResponse
 
 # -- the result type -------------------------------------------------------------------------------
 

@@ -25,8 +25,8 @@ from channel_servers import (
 )
 
 from orchestrator.channels import EmailSettings, OutgoingMessage, SmtpAdapter, SmtpSettings, UnsubscribeLinks
-from orchestrator.channels.mail import ComposeError, check_address, compose_email, message_id
-from orchestrator.channels.signing import Keyring
+from orchestrator.channels._mail import ComposeError, check_address, compose_email, message_id
+from orchestrator.channels._signing import Keyring
 
 LINKS = UnsubscribeLinks(
     keys=Keyring.single("test-secret-0123456789abcdef"),

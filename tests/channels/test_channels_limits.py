@@ -23,7 +23,7 @@ from orchestrator.channels import (
     ProviderLimits,
     RateLimiter,
 )
-from orchestrator.channels.limits import default_state_dir, state_file_name
+from orchestrator.channels._limits import default_state_dir, state_file_name
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -123,7 +123,7 @@ def test_threads_never_share_a_slot(tmp_path: Path) -> None:
 WORKER = """
 import json, sys, threading
 from pathlib import Path
-from orchestrator.channels.limits import RateLimiter
+from orchestrator.channels._limits import RateLimiter
 gcra = RateLimiter(20_000, key="shared-provider", state_dir=Path(sys.argv[1]), max_wait_s=60)
 slots, lock = [], threading.Lock()
 def take():

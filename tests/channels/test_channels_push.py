@@ -13,8 +13,8 @@ import pytest
 from channel_servers import LocalHttpServer, Reply, Request
 
 from orchestrator.channels import HttpPushAdapter, OutgoingMessage, PushRules, WebhookAdapter, WebhookEndpoint
-from orchestrator.channels.push import PushRefused
-from orchestrator.channels.webhook import sign, verify_signature, webhook_document
+from orchestrator.channels._push import PushRefused
+from orchestrator.channels._webhook import sign, verify_signature, webhook_document
 from orchestrator.clock import SimulatedClock
 
 

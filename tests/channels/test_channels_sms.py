@@ -22,7 +22,7 @@ from orchestrator.channels import (
     SmsRules,
     TwilioSmsSettings,
 )
-from orchestrator.channels.sms import (
+from orchestrator.channels._sms import (
     InvalidNumber,
     SmsRefused,
     count_segments,

@@ -24,17 +24,17 @@ import uvicorn
 from starlette.applications import Starlette
 
 from orchestrator.channels import EmailSettings, OutboxAdapter
-from orchestrator.channels.links import MessageLinks, TrackingLinks, message_links
-from orchestrator.channels.mail import UnsubscribeLinks
-from orchestrator.channels.signing import Keyring, b64decode, b64encode
+from orchestrator.channels._links import MessageLinks, TrackingLinks, message_links
+from orchestrator.channels._mail import UnsubscribeLinks
+from orchestrator.channels._signing import Keyring, b64decode, b64encode
 from orchestrator.clock import to_us
 from orchestrator.config import load_config, unsubscribe_missing
-from orchestrator.engine.preview import render_step
-from orchestrator.engine.workspace import unsubscribe_warnings, validate_paths
-from orchestrator.http.links import link_routes
-from orchestrator.ingest.feedback import REPEAT_WINDOW_US
+from orchestrator.engine._preview import render_step
+from orchestrator.engine._workspace import unsubscribe_warnings, validate_paths
+from orchestrator.http._links import link_routes
+from orchestrator.ingest._feedback import REPEAT_WINDOW_US
 from orchestrator.store import Store
-from orchestrator.store.customers import customer_key, customer_records, upsert_customers
+from orchestrator.store._customers import customer_key, customer_records, upsert_customers
 from orchestrator.testing import T0, SimClock, World, customer, write_files
 
 #: Every test here runs on SQLite and on PostgreSQL.

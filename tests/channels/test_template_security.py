@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from orchestrator.channels import TemplateError, TemplateRenderer
-from orchestrator.engine.render import message_row
-from orchestrator.language.models import Send
+from orchestrator.engine._render import message_row
+from orchestrator.language._models import Send
 
 SECRET = "top-secret-value-6bd1"
 

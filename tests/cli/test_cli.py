@@ -245,8 +245,8 @@ def test_daemon_waits_while_its_clock_is_before_the_last_tick(
 
 
 def test_a_waiting_daemon_says_so_once_and_once_when_it_ticks_again(caplog: pytest.LogCaptureFixture) -> None:
-    from orchestrator.engine.daemon import waiting_for_clock
-    from orchestrator.engine.tick import ClockBehind
+    from orchestrator.engine._daemon import waiting_for_clock
+    from orchestrator.engine._tick import ClockBehind
 
     outcomes: list[object] = [ClockBehind(1, 2), ClockBehind(1, 2), ClockBehind(1, 2), "tick", "tick"]
 

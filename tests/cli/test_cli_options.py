@@ -18,10 +18,11 @@ from typing import Any
 
 import pytest
 
-from orchestrator.cli import main, settings
-from orchestrator.cli.app import app, spread
-from orchestrator.cli.errors import UsageError
-from orchestrator.cli.settings import Settings
+from orchestrator.cli import _settings as settings
+from orchestrator.cli import main
+from orchestrator.cli._app import app, spread
+from orchestrator.cli._errors import UsageError
+from orchestrator.cli._settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 HEAVY = ("numpy", "sqlalchemy", "pyarrow", "jinja2", "pydantic", "scipy", "rich")
@@ -47,7 +48,7 @@ def test_help_and_version_import_nothing_heavy() -> None:
     script = (
         "import sys, io, contextlib\n"
         "import orchestrator.cli\n"
-        "from orchestrator.cli.app import build_app\n"
+        "from orchestrator.cli._app import build_app\n"
         "build_app()\n"
         "loaded = {m.split('.')[0] for m in sys.modules}\n"
         "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
@@ -95,7 +96,7 @@ def test_version_help_and_every_command_help(capsys: pytest.CaptureFixture[str])
         assert hidden not in out  # crash-test flags: accepted, not shown
     assert "--interval SECONDS" in out and "--inbox DIR" in out
     code, out, _ = run(capsys, "report", "--help")
-    from orchestrator.measure.sequential import DEFAULT_SEQUENTIAL_TAU
+    from orchestrator.measure._sequential import DEFAULT_SEQUENTIAL_TAU
 
     assert f"(default {DEFAULT_SEQUENTIAL_TAU:g})" in " ".join(out.split())
 
@@ -319,7 +320,7 @@ def _read_all(fd: int, until: float) -> bytes:
 def test_a_progress_bar_is_drawn_on_a_terminal_only() -> None:
     script = (
         "import sys\n"
-        "from orchestrator.cli.output import Progress\n"
+        "from orchestrator.cli._output import Progress\n"
         "bar = Progress('ingest big.jsonl', delay=0.0).__enter__()\n"
         "bar.update(5_000_000, 10_000_000)\n"
         "if bar._timer: bar._timer.join()\n"  # the timer has drawn the bar
@@ -378,11 +379,11 @@ def test_ingest_tells_progress_per_chunk_in_bytes_of_the_file(tmp_path: Path, fm
 
 
 def test_a_tick_tells_progress_per_journey_and_dispatch_batch(tmp_path: Path) -> None:
-    from orchestrator.channels.base import ChannelRouter
-    from orchestrator.channels.memory import MemoryAdapter
+    from orchestrator.channels._base import ChannelRouter
+    from orchestrator.channels._memory import MemoryAdapter
     from orchestrator.clock import SimulatedClock, parse_instant
-    from orchestrator.engine.tick import Engine
-    from orchestrator.engine.workspace import load_workspace
+    from orchestrator.engine._tick import Engine
+    from orchestrator.engine._workspace import load_workspace
     from orchestrator.ingest import ingest_events_records
     from orchestrator.store import open_store, sqlite_url
 

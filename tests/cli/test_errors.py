@@ -17,9 +17,10 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
-from orchestrator.cli import commands, main
-from orchestrator.cli.errors import describe
-from orchestrator.cli.settings import Args
+from orchestrator.cli import _commands as commands
+from orchestrator.cli import main
+from orchestrator.cli._errors import describe
+from orchestrator.cli._settings import Args
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "ann.secret@example.com"  # a customer value that must never appear in an error message
@@ -226,7 +227,7 @@ def test_usage_failures_and_store_errors_are_told_as_they_are_with_their_exit_co
 ) -> None:
     from orchestrator.errors import Failure, UsageError
     from orchestrator.store import SchemaError
-    from orchestrator.store.holder import StoreHeld
+    from orchestrator.store._holder import StoreHeld
 
     raised = {
         "usage": UsageError("--by must name an attribute"),
@@ -246,7 +247,7 @@ def test_usage_failures_and_store_errors_are_told_as_they_are_with_their_exit_co
 def test_a_core_error_no_command_put_in_context_is_told_as_unexpected(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from orchestrator.signals.lang import ExpressionError
+    from orchestrator.signals._lang import ExpressionError
 
     def fail(_args: Args) -> int:
         raise ExpressionError(f"unknown event {SECRET}")

@@ -18,7 +18,7 @@ from orchestrator.config import (
     load_config,
     routes_of,
 )
-from orchestrator.engine.workspace import Routes, validate_paths
+from orchestrator.engine._workspace import Routes, validate_paths
 
 SECRET_VALUE = "hunter2-very-secret-value"
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.channels.base import ChannelRouter, DeliveryResult, OutgoingMessage
-from orchestrator.channels.memory import MemoryAdapter
-from orchestrator.engine.dispatch import DispatchContext, DispatchReport, dispatch_queued
+from orchestrator.channels._base import ChannelRouter, DeliveryResult, OutgoingMessage
+from orchestrator.channels._memory import MemoryAdapter
+from orchestrator.engine._dispatch import DispatchContext, DispatchReport, dispatch_queued
 from orchestrator.store import Store
 from orchestrator.testing import SimClock, World, at, write_files
 

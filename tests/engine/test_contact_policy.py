@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from orchestrator.clock import from_us, to_us
-from orchestrator.engine.explain import explain
+from orchestrator.engine._explain import explain
 from orchestrator.language import SpecError
-from orchestrator.language.policy_file import load_policy_text
-from orchestrator.store.customers import upsert_customers
+from orchestrator.language._policy_file import load_policy_text
+from orchestrator.store._customers import upsert_customers
 from orchestrator.testing import World, at, customer
 
 #: Every test here runs on SQLite and on PostgreSQL.

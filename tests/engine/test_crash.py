@@ -20,14 +20,14 @@ import orjson
 import pytest
 from sqlalchemy import text
 
-from orchestrator.channels.base import ChannelRouter, DeliveryResult, OutgoingMessage
-from orchestrator.channels.outbox import OutboxAdapter
+from orchestrator.channels._base import ChannelRouter, DeliveryResult, OutgoingMessage
+from orchestrator.channels._outbox import OutboxAdapter
 from orchestrator.clock import SimulatedClock, to_us
-from orchestrator.engine.daemon import AttemptLog, advancing, resume_simulated_clock
-from orchestrator.engine.tick import Engine
-from orchestrator.engine.workspace import load_workspace
+from orchestrator.engine._daemon import AttemptLog, advancing, resume_simulated_clock
+from orchestrator.engine._tick import Engine
+from orchestrator.engine._workspace import load_workspace
 from orchestrator.store import open_store, sqlite_url
-from orchestrator.store.customers import upsert_customers
+from orchestrator.store._customers import upsert_customers
 from orchestrator.testing import T0, at, write_files
 
 ROOT = Path(__file__).resolve().parents[2]

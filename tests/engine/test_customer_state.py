@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
-from orchestrator.engine.customer_state import CustomerState
-from orchestrator.engine.snapshot import load_customer_frame
+from orchestrator.engine._customer_state import CustomerState
+from orchestrator.engine._snapshot import load_customer_frame
 from orchestrator.store import Store
-from orchestrator.store.customers import (
+from orchestrator.store._customers import (
     CUSTOMERS,
     CustomerWrites,
     ensure_customer_keys,

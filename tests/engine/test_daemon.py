@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 import pytest
 
-from orchestrator.engine.daemon import TICK_COUNTS, TICK_TIMINGS, run_daemon
+from orchestrator.engine._daemon import TICK_COUNTS, TICK_TIMINGS, run_daemon
 
 
 def test_a_failing_tick_is_one_line_per_change_not_a_traceback_per_tick(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.channels.delivery import parse_delivery_modes
+from orchestrator.channels._delivery import parse_delivery_modes
 from orchestrator.cli import main
 
 

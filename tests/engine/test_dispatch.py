@@ -19,11 +19,11 @@ from channel_servers import LocalHttpServer, Reply, Request
 from sqlalchemy import Connection
 
 from orchestrator.channels import HttpSmsAdapter, SmsRules
-from orchestrator.channels.base import ChannelRouter
-from orchestrator.channels.delivery import Backoff
-from orchestrator.channels.memory import MemoryAdapter
+from orchestrator.channels._base import ChannelRouter
+from orchestrator.channels._delivery import Backoff
+from orchestrator.channels._memory import MemoryAdapter
 from orchestrator.clock import to_us
-from orchestrator.engine.dispatch import DispatchContext, DispatchReport, dispatch_queued
+from orchestrator.engine._dispatch import DispatchContext, DispatchReport, dispatch_queued
 from orchestrator.store import Store
 from orchestrator.testing import SimClock, World, at, write_files
 

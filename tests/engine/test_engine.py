@@ -11,17 +11,17 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from orchestrator.channels.base import ChannelRouter
-from orchestrator.channels.memory import MemoryAdapter
-from orchestrator.channels.outbox import OutboxAdapter
+from orchestrator.channels._base import ChannelRouter
+from orchestrator.channels._memory import MemoryAdapter
+from orchestrator.channels._outbox import OutboxAdapter
 from orchestrator.clock import SimulatedClock, to_us
-from orchestrator.engine.tick import ClockBehind, Engine
-from orchestrator.engine.workspace import load_workspace
+from orchestrator.engine._tick import ClockBehind, Engine
+from orchestrator.engine._workspace import load_workspace
 from orchestrator.holdout import bucket, journey_seed
 from orchestrator.ingest import ingest_events_records
-from orchestrator.measure.report import journey_report
+from orchestrator.measure._report import journey_report
 from orchestrator.store import Store
-from orchestrator.store.customers import upsert_customers
+from orchestrator.store._customers import upsert_customers
 from orchestrator.testing import T0, World, customer, event
 
 #: Every test here runs on SQLite and on PostgreSQL.
@@ -314,7 +314,7 @@ def test_a_journey_that_fails_at_any_step_is_undone_and_named_without_customer_v
     report = engine.tick()
     assert report.failed == {
         "hello": f"OverflowError: {hello.file}: priority 99999999999999999999 is out of range "
-        "(-2**63 to 2**63-1) (at engine/tick.py:" + report.failed["hello"].rsplit(":", 1)[1]
+        "(-2**63 to 2**63-1) (at engine/_tick.py:" + report.failed["hello"].rsplit(":", 1)[1]
     }
     assert report.journeys["cart"].entered == 11
     assert not world.rows("SELECT 1 FROM journey_versions WHERE journey_id = 'hello'")

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 
 from orchestrator.clock import to_us
-from orchestrator.engine.explain import (
+from orchestrator.engine._explain import (
     ConversionStory,
     EntryStory,
     Explanation,

@@ -11,15 +11,15 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import text
 
-from orchestrator.channels.base import ChannelRouter
-from orchestrator.channels.memory import MemoryAdapter
+from orchestrator.channels._base import ChannelRouter
+from orchestrator.channels._memory import MemoryAdapter
 from orchestrator.clock import SimulatedClock, to_us
-from orchestrator.demo.population import HISTORY_DAYS, HISTORY_END, make_population, simulate_day
-from orchestrator.engine.tick import Engine
-from orchestrator.engine.workspace import load_workspace
+from orchestrator.demo._population import HISTORY_DAYS, HISTORY_END, make_population, simulate_day
+from orchestrator.engine._tick import Engine
+from orchestrator.engine._workspace import load_workspace
 from orchestrator.holdout import global_holdout
 from orchestrator.ingest import ingest_events_records, ingest_file
-from orchestrator.measure.report import journey_report
+from orchestrator.measure._report import journey_report
 from orchestrator.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from orchestrator.clock import SimulatedClock, from_us, to_us
-from orchestrator.engine.plan_report import Fate, PlanReport, plan_report
-from orchestrator.engine.status import ChannelBacklog, JourneyStatus, StatusReport, status_report
-from orchestrator.engine.workspace import load_workspace
+from orchestrator.engine._plan_report import Fate, PlanReport, plan_report
+from orchestrator.engine._status import ChannelBacklog, JourneyStatus, StatusReport, status_report
+from orchestrator.engine._workspace import load_workspace
 from orchestrator.store import open_store, sqlite_url
 from orchestrator.testing import SimClock, World, at, customer, event, write_files
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from orchestrator.engine.reload import Reloader, WorkspaceFiles, pin_templates
-from orchestrator.store.customers import upsert_customers
+from orchestrator.engine._reload import Reloader, WorkspaceFiles, pin_templates
+from orchestrator.store._customers import upsert_customers
 from orchestrator.testing import World, customer
 
 JOURNEY = """\
@@ -197,8 +197,8 @@ def test_scratch_files_and_untouched_files_are_not_a_change(world: World) -> Non
 
 
 def test_the_signal_state_follows_a_version_whose_meaning_changed_before_it_ran() -> None:
-    from orchestrator.engine.signal_state import SignalState
-    from orchestrator.engine.workspace import plan_from_source
+    from orchestrator.engine._signal_state import SignalState
+    from orchestrator.engine._workspace import plan_from_source
 
     source = "id: j\nversion: 1\nholdout: 0\nsignal: count(signup, within=1d) > 0\nsteps:\n  - exit\n"
     first = plan_from_source(source, "j.yaml")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.cli import main
-from orchestrator.engine.dispatch import DispatchReport
+from orchestrator.engine._dispatch import DispatchReport
 from orchestrator.testing import World, at
 
 WAITS = """\

@@ -9,14 +9,14 @@ from pathlib import Path
 import numpy as np
 
 from orchestrator.clock import to_us
-from orchestrator.demo.population import HISTORY_END, make_population, simulate_day
-from orchestrator.engine.signal_state import SignalState
-from orchestrator.engine.snapshot import load_frames, signal_matches
-from orchestrator.engine.workspace import load_workspace
+from orchestrator.demo._population import HISTORY_END, make_population, simulate_day
+from orchestrator.engine._signal_state import SignalState
+from orchestrator.engine._snapshot import load_frames, signal_matches
+from orchestrator.engine._workspace import load_workspace
 from orchestrator.ingest import IngestedEvents, ingest_events_records
-from orchestrator.signals import lang
-from orchestrator.signals.evaluate import AggregateCache, Evaluator
-from orchestrator.signals.frame import EventFrame
+from orchestrator.signals import _lang as lang
+from orchestrator.signals._evaluate import AggregateCache, Evaluator
+from orchestrator.signals._frame import EventFrame
 from orchestrator.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -161,9 +161,9 @@ def test_events_handed_over_at_ingest_equal_events_read_back(store: Store) -> No
 def test_kept_entry_conditions_follow_events_attributes_and_time(store: Store) -> None:
     """The engine's entry conditions, kept between ticks (re-evaluated only where events, attributes or
     time may have changed them), equal a from-scratch evaluation at every tick of a fortnight."""
-    from orchestrator.engine.customer_state import CustomerState
-    from orchestrator.engine.snapshot import entry_node, needed_columns
-    from orchestrator.store.customers import upsert_customers
+    from orchestrator.engine._customer_state import CustomerState
+    from orchestrator.engine._snapshot import entry_node, needed_columns
+    from orchestrator.store._customers import upsert_customers
 
     plans = load_workspace([ROOT / "journeys", ROOT / "examples" / "reference"]).plans
     pop = make_population(200, seed=6)

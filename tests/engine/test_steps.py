@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from orchestrator.clock import to_us
-from orchestrator.engine.localtime import next_local_times
+from orchestrator.engine._localtime import next_local_times
 from orchestrator.holdout import buckets
-from orchestrator.store.customers import upsert_customers
+from orchestrator.store._customers import upsert_customers
 from orchestrator.testing import World, at, customer, event
 
 #: Every test here runs on SQLite and on PostgreSQL.

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from tables import row, table
 
-from orchestrator.channels.memory import MemoryAdapter
+from orchestrator.channels._memory import MemoryAdapter
 from orchestrator.cli import main
 from orchestrator.testing import SimClock, World, at, customer, event, write_files
 

@@ -15,13 +15,14 @@ import pytest
 from sqlalchemy import text
 from worker_runs import add_customers, add_due_instances, run_workers, write_journey
 
-from orchestrator.channels.base import ChannelRouter
-from orchestrator.channels.memory import MemoryAdapter
+from orchestrator.channels._base import ChannelRouter
+from orchestrator.channels._memory import MemoryAdapter
 from orchestrator.clock import SimulatedClock, to_us
-from orchestrator.engine.tick import Engine
-from orchestrator.engine.workers import Sharing
-from orchestrator.engine.workspace import load_workspace
-from orchestrator.store import leases, open_store
+from orchestrator.engine._tick import Engine
+from orchestrator.engine._workers import Sharing
+from orchestrator.engine._workspace import load_workspace
+from orchestrator.store import _leases as leases
+from orchestrator.store import open_store
 from orchestrator.testing import T0
 
 pytestmark = pytest.mark.postgres

@@ -20,16 +20,16 @@ from api_server import KEY, ApiServer, api_server, basic, free_port, make_worksp
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
-from orchestrator.channels.base import ChannelRouter
-from orchestrator.channels.outbox import OutboxAdapter
+from orchestrator.channels._base import ChannelRouter
+from orchestrator.channels._outbox import OutboxAdapter
 from orchestrator.clock import SimulatedClock, SystemClock, to_us
-from orchestrator.engine.health import default_stale_after_us, judge_health
-from orchestrator.engine.tick import Engine
-from orchestrator.engine.workspace import load_workspace
-from orchestrator.http.segment import parse_calls
+from orchestrator.engine._health import default_stale_after_us, judge_health
+from orchestrator.engine._tick import Engine
+from orchestrator.engine._workspace import load_workspace
+from orchestrator.http._segment import parse_calls
 from orchestrator.ingest import ingest_file
 from orchestrator.store import Store, open_store
-from orchestrator.store.health import JourneyFailure, record_health
+from orchestrator.store._health import JourneyFailure, record_health
 
 
 @pytest.fixture(scope="module")
@@ -548,7 +548,7 @@ def test_a_store_that_fails_answers_unavailable_and_stores_nothing(tmp_path: Pat
     ``StoreUnavailable`` (the service answers 503), and it writes again once the store is back."""
     import shutil
 
-    from orchestrator.http.writer import GroupWriter, StoreUnavailable
+    from orchestrator.http._writer import GroupWriter, StoreUnavailable
 
     folder = tmp_path / "store"
     folder.mkdir()
@@ -607,7 +607,7 @@ def test_integers_beyond_64_bits_are_refused_not_rounded(client: httpx.Client, s
 
 def test_instants_beyond_the_calendar_are_refused_not_crashing(client: httpx.Client) -> None:
     """Found by the fuzzing: year 1 east of UTC has no instant; file ingest's parser now says so."""
-    from orchestrator.ingest.readers import parse_ts_text
+    from orchestrator.ingest._readers import parse_ts_text
 
     assert parse_ts_text("0001-01-01T00:00:00+01:00").reason == "ts out of range"  # type: ignore[union-attr]
     for ts in ("0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"):
@@ -624,7 +624,7 @@ def test_instants_beyond_the_calendar_are_refused_not_crashing(client: httpx.Cli
 
 def test_the_service_answers_the_links_the_config_sets_up(tmp_path: Path) -> None:
     """With ``unsubscribe`` and ``tracking`` in the config, the same service answers their links."""
-    from orchestrator.channels.links import message_links
+    from orchestrator.channels._links import message_links
     from orchestrator.config import load_config
 
     config_file = make_workspace(tmp_path)

@@ -19,9 +19,9 @@ import pytest
 from sqlalchemy import text
 
 from orchestrator.clock import parse_instant, to_us
-from orchestrator.engine.signal_state import SignalState
-from orchestrator.engine.workspace import load_workspace
-from orchestrator.ingest.inbox import drain_inbox, waiting_files
+from orchestrator.engine._signal_state import SignalState
+from orchestrator.engine._workspace import load_workspace
+from orchestrator.ingest._inbox import drain_inbox, waiting_files
 from orchestrator.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -166,7 +166,7 @@ def test_a_bad_file_goes_to_failed_and_the_others_go_on(
 
 def _failing_after(first_chunks: int, error: Exception, monkeypatch: pytest.MonkeyPatch) -> None:
     """Make event files read in chunks of 4 rows, failing with ``error`` after ``first_chunks`` of them."""
-    from orchestrator.ingest import pipeline as load
+    from orchestrator.ingest import _pipeline as load
 
     real = load.event_chunks
 

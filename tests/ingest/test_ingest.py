@@ -22,14 +22,14 @@ from sqlalchemy import select, text
 from tables import row, table
 
 from orchestrator.clock import to_us
-from orchestrator.engine.snapshot import load_customer_frame, load_event_frame
+from orchestrator.engine._snapshot import load_customer_frame, load_event_frame
 from orchestrator.ingest import IngestError, ingest_events_records, ingest_file
 from orchestrator.store import Store, open_store, sqlite_url
-from orchestrator.store.customers import CUSTOMERS, customer_records, max_key
-from orchestrator.store.db import open_engine
-from orchestrator.store.events import EVENTS
-from orchestrator.store.schema import alembic_config
-from orchestrator.store.tables import IngestBatch
+from orchestrator.store._customers import CUSTOMERS, customer_records, max_key
+from orchestrator.store._db import open_engine
+from orchestrator.store._events import EVENTS
+from orchestrator.store._schema import alembic_config
+from orchestrator.store._tables import IngestBatch
 
 #: Every test here runs on SQLite and on PostgreSQL.
 pytestmark = pytest.mark.backends("sqlite", "postgres")
@@ -616,7 +616,7 @@ def test_control_characters_big_integers_and_times_out_of_range_reject_their_row
 
 
 def test_time_range_is_configurable(store: Store, tmp_path: Path) -> None:
-    from orchestrator.ingest.pipeline import time_range
+    from orchestrator.ingest._pipeline import time_range
 
     path = _jsonl(
         tmp_path / "e.jsonl",
@@ -640,7 +640,7 @@ def test_time_range_is_configurable(store: Store, tmp_path: Path) -> None:
 
 def test_lines_rejected_before_are_stored_once_checks_accept_them(store: Store, tmp_path: Path) -> None:
     # Chunks of two lines: the first chunk is all rejects, the second stored, under the default range.
-    from orchestrator.ingest.pipeline import time_range
+    from orchestrator.ingest._pipeline import time_range
 
     old, fine = "1960-01-01T00:00:00Z", "2023-11-01T00:00:00Z"
     path = _jsonl(tmp_path / "e.jsonl", [_event(ts=old), _event(ts=old), _event(ts=fine), _event(ts=old)])
@@ -807,8 +807,8 @@ def test_records_are_keyed_by_a_named_batch_only(store: Store) -> None:
 def test_a_rerun_after_a_failure_midway_stores_only_the_rest(
     store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from orchestrator.ingest import pipeline as load
-    from orchestrator.ingest.pipeline import IngestedEvents
+    from orchestrator.ingest import _pipeline as load
+    from orchestrator.ingest._pipeline import IngestedEvents
 
     path = _jsonl(
         tmp_path / "e.jsonl", [_event(f"c{i % 5}", ts=f"2023-11-01T00:00:{i % 60:02d}Z") for i in range(25)]

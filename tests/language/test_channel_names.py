@@ -1,15 +1,20 @@
-"""The channel list is written once (``orchestrator.language.channels``); every other list derives from it."""
+"""The channel list is written once (``orchestrator.language._channels``); every other list derives
+from it."""
 
 from __future__ import annotations
 
 from typing import get_args
 
-from orchestrator.channels import base, mail
+from orchestrator.channels import _base as base
+from orchestrator.channels import _mail as mail
 from orchestrator.config import CHANNEL_NAMES
-from orchestrator.engine import contact_policy, explain, render
-from orchestrator.ingest import readers
-from orchestrator.language import models, policy_file
-from orchestrator.language.channels import ADDRESS_FIELD, CHANNELS, CONSENT_CHANNELS, Channel, ConsentChannel
+from orchestrator.engine import _contact_policy as contact_policy
+from orchestrator.engine import _explain as explain
+from orchestrator.engine import _render as render
+from orchestrator.ingest import _readers as readers
+from orchestrator.language import _models as models
+from orchestrator.language import _policy_file as policy_file
+from orchestrator.language._channels import ADDRESS_FIELD, CHANNELS, CONSENT_CHANNELS, Channel, ConsentChannel
 
 
 def test_the_channels_their_consent_and_their_addresses() -> None:

@@ -11,8 +11,8 @@ import pytest
 
 from orchestrator.cli import main
 from orchestrator.language import load_journey_text
-from orchestrator.language.journey_file import compile_loaded
-from orchestrator.language.plan import NO_STATE, JourneyPlan
+from orchestrator.language._journey_file import compile_loaded
+from orchestrator.language._plan import NO_STATE, JourneyPlan
 
 JOURNEY = """\
 id: feedback

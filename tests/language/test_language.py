@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from orchestrator.language import SpecError, compile_journey, load_journey_text
-from orchestrator.language.plan import NO_STATE, TRIGGERS
-from orchestrator.language.yamlio import load_yaml
+from orchestrator.language._plan import NO_STATE, TRIGGERS
+from orchestrator.language._yamlio import load_yaml
 
 GOOD = """\
 id: demo
@@ -149,7 +149,7 @@ def test_custom_tags_are_refused() -> None:
 
 
 def test_bundled_journeys_and_examples_validate() -> None:
-    from orchestrator.engine.workspace import validate_paths
+    from orchestrator.engine._workspace import validate_paths
 
     root = Path(__file__).resolve().parents[2]
     files, problems = validate_paths([root / "journeys", root / "examples"])

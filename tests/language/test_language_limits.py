@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 
 from orchestrator.language import SpecError, load_journey_text
-from orchestrator.language.policy_file import load_policy_text
-from orchestrator.language.shared_metrics import load_shared_metrics_text
-from orchestrator.language.tracking_plan import load_catalog_text
-from orchestrator.language.yamlio import LIMITS, load_yaml
+from orchestrator.language._policy_file import load_policy_text
+from orchestrator.language._shared_metrics import load_shared_metrics_text
+from orchestrator.language._tracking_plan import load_catalog_text
+from orchestrator.language._yamlio import LIMITS, load_yaml
 
 # The billion laughs: nine levels of nine aliases, 9**9 strings once expanded.
 BOMB = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
@@ -62,8 +62,8 @@ _CHILD = """
 import json, resource, sys, time
 resource.setrlimit(resource.RLIMIT_AS, (400 * 2**20, 400 * 2**20))
 from orchestrator.language import SpecError, load_journey
-from orchestrator.language.policy_file import load_policy
-from orchestrator.language.shared_metrics import load_shared_metrics
+from orchestrator.language._policy_file import load_policy
+from orchestrator.language._shared_metrics import load_shared_metrics
 out = []
 loaders = [load_journey, load_policy, load_shared_metrics]
 for loader, path in zip(loaders, sys.argv[1:]):

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.engine.workspace import validate_paths
+from orchestrator.engine._workspace import validate_paths
 from orchestrator.language import SpecError, compile_journey, load_journey_text
-from orchestrator.language.plan import NO_STATE
+from orchestrator.language._plan import NO_STATE
 
 BASE = """\
 id: demo

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.cli import main
-from orchestrator.engine.workspace import load_workspace, validate_paths
+from orchestrator.engine._workspace import load_workspace, validate_paths
 from orchestrator.language import SpecError
 
 JOURNEY = """\

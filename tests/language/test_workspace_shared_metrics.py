@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.engine.workspace import load_workspace, plan_from_source, validate_paths
+from orchestrator.engine._workspace import load_workspace, plan_from_source, validate_paths
 from orchestrator.language import SpecError
 
 SHARED = """metrics:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from orchestrator.measure.experiment import ExperimentTable, InputError, read_experiment
+from orchestrator.measure._experiment import ExperimentTable, InputError, read_experiment
 
 CSV = "arm,visit,spend,recency,region,note\nA,1,10.5,3,north,x\nB,0,0,7,south,y\nA,1,2,1,south,z\n"
 

@@ -28,10 +28,10 @@ from orchestrator.cli import main
 from orchestrator.clock import to_us
 from orchestrator.holdout import assign_arms
 from orchestrator.ingest import ingest_events_records
-from orchestrator.measure.report import journey_report
-from orchestrator.measure.stats import cuped_lift
+from orchestrator.measure._report import journey_report
+from orchestrator.measure._stats import cuped_lift
 from orchestrator.store import open_store, register_version, sqlite_url
-from orchestrator.store.customers import upsert_customers
+from orchestrator.store._customers import upsert_customers
 
 #: Entries start at midnight: the daily rows below count whole days from here.
 START = datetime(2024, 3, 1, tzinfo=UTC)

@@ -22,7 +22,7 @@ from statsmodels.stats.proportion import (
 )
 from statsmodels.stats.weightstats import CompareMeans, DescrStatsW
 
-from orchestrator.measure.stats import (
+from orchestrator.measure._stats import (
     DEFAULT_SEQUENTIAL_TAU,
     ArmSummary,
     always_valid_bounds,

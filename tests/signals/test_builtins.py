@@ -11,10 +11,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from orchestrator.signals import builtin_values, lang
-from orchestrator.signals.builtins import TIERS
-from orchestrator.signals.evaluate import AggregateCache, Evaluator
-from orchestrator.signals.frame import CustomerFrame, EventFrame, column_from_values
+from orchestrator.signals import _builtin_values as builtin_values
+from orchestrator.signals import _lang as lang
+from orchestrator.signals._builtins import TIERS
+from orchestrator.signals._evaluate import AggregateCache, Evaluator
+from orchestrator.signals._frame import CustomerFrame, EventFrame, column_from_values
 
 ROOT = Path(__file__).resolve().parents[2]
 S = 1_000_000  # microseconds per second

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from refbench_data import load_refbench
 
-from orchestrator.signals import lang
-from orchestrator.signals.evaluate import AggregateCache, Evaluator
-from orchestrator.signals.frame import CustomerFrame, EventFrame
+from orchestrator.signals import _lang as lang
+from orchestrator.signals._evaluate import AggregateCache, Evaluator
+from orchestrator.signals._frame import CustomerFrame, EventFrame
 
 R5_PARTS = {
     "frequency": "min(frequency(session_start, within=30d) / 10, 1)",

@@ -9,16 +9,16 @@ import numpy as np
 import pytest
 
 from orchestrator.language import SpecError, load_journey_text
-from orchestrator.language.shared_metrics import (
+from orchestrator.language._shared_metrics import (
     journey_problems,
     load_shared_metrics,
     load_shared_metrics_text,
     merged_metrics,
     shared_metrics_file,
 )
-from orchestrator.signals import lang
-from orchestrator.signals.evaluate import Evaluator
-from orchestrator.signals.frame import CustomerFrame, EventFrame, column_from_values
+from orchestrator.signals import _lang as lang
+from orchestrator.signals._evaluate import Evaluator
+from orchestrator.signals._frame import CustomerFrame, EventFrame, column_from_values
 
 S = 1_000_000
 DAY = 86400 * S

@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from orchestrator.signals import lang
-from orchestrator.signals.evaluate import AggregateCache, Evaluator
-from orchestrator.signals.frame import Categorical, CustomerFrame, EventFrame
-from orchestrator.signals.incremental import IncrementalAggregates
-from orchestrator.signals.kept_conditions import IncrementalConditions
-from orchestrator.signals.log import EventLog, property_uses
+from orchestrator.signals import _lang as lang
+from orchestrator.signals._evaluate import AggregateCache, Evaluator
+from orchestrator.signals._frame import Categorical, CustomerFrame, EventFrame
+from orchestrator.signals._incremental import IncrementalAggregates
+from orchestrator.signals._kept_conditions import IncrementalConditions
+from orchestrator.signals._log import EventLog, property_uses
 
 H = 3600 * 1_000_000
 DAY = 24 * H

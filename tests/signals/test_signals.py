@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from orchestrator.signals import lang
-from orchestrator.signals.evaluate import AggregateCache, Evaluator
-from orchestrator.signals.frame import CustomerFrame, EventFrame, column_from_values
+from orchestrator.signals import _lang as lang
+from orchestrator.signals._evaluate import AggregateCache, Evaluator
+from orchestrator.signals._frame import CustomerFrame, EventFrame, column_from_values
 
 S = 1_000_000  # microseconds per second
 DAY = 86400 * S

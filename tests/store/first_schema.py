@@ -1,4 +1,4 @@
-"""The first released schema (``orchestrator/store/tables.py`` of the first commit), as plain tables, to
+"""The first released schema (``orchestrator/store/_tables.py`` of the first commit), as plain tables, to
 make the stores that version made: no ``alembic_version``, consents NOT NULL, none of the later columns.
 
 PostgreSQL stores began two revisions later, with 64-bit integers; SQLite keeps ``INTEGER``.

@@ -19,8 +19,8 @@ import pytest
 from orchestrator.cli import main
 from orchestrator.clock import SystemClock
 from orchestrator.store import open_store, sqlite_url
-from orchestrator.store.customers import upsert_customers
-from orchestrator.store.holder import StoreHeld, hold, holder, lock_path
+from orchestrator.store._customers import upsert_customers
+from orchestrator.store._holder import StoreHeld, hold, holder, lock_path
 from orchestrator.testing import write_files
 
 JOURNEY = """\

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import inspect, text
 
-from orchestrator.store import leases, open_store, sqlite_url
-from orchestrator.store.customers import upsert_customers
+from orchestrator.store import _leases as leases
+from orchestrator.store import open_store, sqlite_url
+from orchestrator.store._customers import upsert_customers
 
 BIG_US = 1_714_554_000_000_000  # 2024-05-01 in microseconds: beyond a 32-bit INTEGER
 

@@ -9,10 +9,10 @@ import orjson
 import pytest
 from sqlalchemy import select
 
-from orchestrator.engine.snapshot import load_customer_frame, load_event_frame
-from orchestrator.signals.frame import NULL_CODE, Categorical, CustomerFrame, EventFrame
+from orchestrator.engine._snapshot import load_customer_frame, load_event_frame
+from orchestrator.signals._frame import NULL_CODE, Categorical, CustomerFrame, EventFrame
 from orchestrator.store import Store
-from orchestrator.store.customers import (
+from orchestrator.store._customers import (
     CUSTOMERS,
     IN_CHUNK,
     CustomerWrites,
@@ -22,7 +22,7 @@ from orchestrator.store.customers import (
     max_key,
     upsert_customers,
 )
-from orchestrator.store.events import (
+from orchestrator.store._events import (
     EVENTS,
     EventColumns,
     TextColumn,

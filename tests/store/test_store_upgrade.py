@@ -20,9 +20,9 @@ from sqlmodel import SQLModel
 
 from orchestrator.cli import main
 from orchestrator.store import SchemaError, Store, open_store, sqlite_url
-from orchestrator.store.customers import CONSENTS, customer_records, ensure_customer_keys, upsert_customers
-from orchestrator.store.db import open_engine
-from orchestrator.store.schema import alembic_config, head, legacy_revision, revisions, script_directory
+from orchestrator.store._customers import CONSENTS, customer_records, ensure_customer_keys, upsert_customers
+from orchestrator.store._db import open_engine
+from orchestrator.store._schema import alembic_config, head, legacy_revision, revisions, script_directory
 
 #: Every test here runs on SQLite and on PostgreSQL.
 pytestmark = pytest.mark.backends("sqlite", "postgres")

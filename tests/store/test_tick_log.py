@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator.store import open_store, sqlite_url
-from orchestrator.store.status import last_tick, latest_tick_us, recent_tick_instants
-from orchestrator.store.ticks import record_tick
+from orchestrator.store._status import last_tick, latest_tick_us, recent_tick_instants
+from orchestrator.store._ticks import record_tick
 
 BIG_US = 1_714_554_000_000_000  # beyond a 32-bit INTEGER
 

@@ -104,24 +104,24 @@ def test_each_branch_maps_to_its_exit_code_and_status(
 
 
 def test_leaves_sit_on_their_branch_and_keep_the_built_in_base_their_callers_catch() -> None:
-    from orchestrator.channels.base import NoAdapterError
-    from orchestrator.channels.configured import ProviderSetupError
-    from orchestrator.channels.mail import ComposeError
+    from orchestrator.channels._base import NoAdapterError
+    from orchestrator.channels._configured import ProviderSetupError
+    from orchestrator.channels._mail import ComposeError
     from orchestrator.channels.templates import TemplateError
-    from orchestrator.channels.templates.errors import LimitError
-    from orchestrator.cli.errors import Failure as CliFailure
-    from orchestrator.cli.errors import UsageError as CliUsageError
+    from orchestrator.channels.templates._errors import LimitError
+    from orchestrator.cli._errors import Failure as CliFailure
+    from orchestrator.cli._errors import UsageError as CliUsageError
     from orchestrator.config import ConfigError, WorkspaceExists
-    from orchestrator.engine.explain import UnknownCustomer
-    from orchestrator.engine.preview import PreviewError
-    from orchestrator.engine.tick import ClockBehind, VersionConflict
-    from orchestrator.http.writer import StoreUnavailable
+    from orchestrator.engine._explain import UnknownCustomer
+    from orchestrator.engine._preview import PreviewError
+    from orchestrator.engine._tick import ClockBehind, VersionConflict
+    from orchestrator.http._writer import StoreUnavailable
     from orchestrator.ingest import IngestError
     from orchestrator.language import SpecError
-    from orchestrator.measure.experiment import InputError
-    from orchestrator.signals.lang import ExpressionError
+    from orchestrator.measure._experiment import InputError
+    from orchestrator.signals._lang import ExpressionError
     from orchestrator.store import SchemaError
-    from orchestrator.store.holder import StoreHeld
+    from orchestrator.store._holder import StoreHeld
 
     assert (CliUsageError, CliFailure) == (UsageError, Failure)  # where the commands import them from
     for leaf, branch, builtin in [

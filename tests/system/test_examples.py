@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from orchestrator.channels.outbox import OutboxAdapter
-from orchestrator.engine.workspace import validate_paths
+from orchestrator.channels._outbox import OutboxAdapter
+from orchestrator.engine._workspace import validate_paths
 from orchestrator.holdout import bucket, journey_seed
 from orchestrator.testing import SimClock, World, at, customer, event
 

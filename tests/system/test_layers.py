@@ -34,10 +34,10 @@ def test_a_wrong_way_import_breaks_the_contracts(tmp_path: Path) -> None:
     skip = shutil.ignore_patterns("__pycache__")
     shutil.copytree(ROOT / "orchestrator", tmp_path / "orchestrator", ignore=skip)
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
-    models = tmp_path / "orchestrator" / "language" / "models.py"
+    models = tmp_path / "orchestrator" / "language" / "_models.py"
     models.write_text(models.read_text() + "\nimport orchestrator.engine  # the language reaching up\n")
     run = _lint(tmp_path)
     assert run.returncode != 0
     assert "The language knows no store or runtime BROKEN" in run.stdout
-    assert "orchestrator.language.models -> orchestrator.engine" in run.stdout
+    assert "orchestrator.language._models -> orchestrator.engine" in run.stdout
     assert "Layers: the faces on top, the core below them, never importing them BROKEN" in run.stdout

@@ -36,7 +36,7 @@ from channel_servers import (
 )
 from test_channels_fcm import TokenServer, account, fcm_answer
 
-from orchestrator.channels.webhook import verify_signature
+from orchestrator.channels._webhook import verify_signature
 from orchestrator.config import init_workspace
 
 SECRETS = {

@@ -42,9 +42,9 @@ PUBLIC: dict[str, list[str]] = {
     "orchestrator.engine": [
         "AttemptLog", "ClockBehind", "CommittedEvents", "DaemonSettings", "Engine", "EventsHandler",
         "IngestCount", "Ingestor", "PreviewError", "Routes", "TickReport", "UnknownCustomer", "Workspace",
-        "WorkspaceFiles", "crash_test_provider", "engine_health", "failure_text", "iso",
+        "WorkspaceFiles", "crash_test_provider", "engine_health", "explain", "failure_text", "iso",
         "judge_health", "load_frames", "load_workspace", "migration_problems",
-        "missing_customer_attributes", "render_step", "send_step", "send_test", "serve",
+        "missing_customer_attributes", "plan_report", "render_step", "send_step", "send_test", "serve",
         "signal_matches", "status_report", "store_problems", "stored_attributes", "unsubscribe_warnings",
         "validate_paths",
     ],
@@ -145,7 +145,8 @@ def test_every_public_name_exists(package: str) -> None:
     assert missing == []
 
 
-# Submodules that are public as modules (used as namespaces: ``lang.parse``, ``references.unknown_names``).
+# Internal modules a package exports as namespaces under a public name (``lang.parse``,
+# ``references.unknown_names``).
 MODULES = {
     "orchestrator.language": {"references"},
     "orchestrator.signals": {"lang"},
@@ -160,7 +161,12 @@ def test_no_public_name_is_shadowed_by_a_module(package: str) -> None:
     folder = Path(module.__file__ or "").parent
     submodules = {path.stem for path in folder.glob("*.py")}
     submodules |= {path.parent.name for path in folder.glob("*/__init__.py")}
-    clashes = set(module.__all__) & submodules
-    assert clashes == MODULES.get(package, set())
-    for name in clashes:
+    assert set(module.__all__) & submodules == set()
+
+
+@pytest.mark.parametrize("package", sorted(MODULES))
+def test_namespace_exports_are_internal_modules(package: str) -> None:
+    module = importlib.import_module(package)
+    for name in MODULES[package]:
         assert inspect.ismodule(getattr(module, name))
+        assert getattr(module, name).__name__ == f"{package}._{name}"

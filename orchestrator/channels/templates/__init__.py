@@ -22,15 +22,15 @@ The bounds are enforced by rewriting the parsed template (each ``for`` iterable,
 concatenation and literal passes through a guard), so they hold for included and imported templates too.
 Every failure surfaces as one ``TemplateError`` carrying the template name and line.
 
-The modules, each with its own contract: ``renderer`` (the public ``TemplateRenderer``), ``context`` (the
-plain-data check of contexts), ``sandbox`` (the environment and what templates may print and call),
-``rewrite`` (the guards inserted into each parsed template), ``sizes`` (worst-case sizes of values and
-operations), ``limits`` (the per-render budget), ``loader`` (files under the root only) and ``errors``.
+The modules, each with its own contract: ``_renderer`` (the public ``TemplateRenderer``), ``_context`` (the
+plain-data check of contexts), ``_sandbox`` (the environment and what templates may print and call),
+``_rewrite`` (the guards inserted into each parsed template), ``_sizes`` (worst-case sizes of values and
+operations), ``_limits`` (the per-render budget), ``_loader`` (files under the root only) and ``_errors``.
 Only the names below are the package's API.
 """
 
-from orchestrator.channels.templates.context import PreparedContext
-from orchestrator.channels.templates.errors import TemplateError
-from orchestrator.channels.templates.renderer import TemplateRenderer
+from orchestrator.channels.templates._context import PreparedContext
+from orchestrator.channels.templates._errors import TemplateError
+from orchestrator.channels.templates._renderer import TemplateRenderer
 
 __all__ = ["PreparedContext", "TemplateError", "TemplateRenderer"]

@@ -7,8 +7,6 @@ from alembic import context
 from sqlalchemy import Connection
 from sqlmodel import SQLModel
 
-from orchestrator.store import tables  # noqa: F401  (registers the tables on SQLModel.metadata)
-
 
 def _run(connection: Connection) -> None:
     # Batch mode lets the same steps rebuild a SQLite table where ALTER TABLE cannot do the change.
@@ -24,7 +22,7 @@ def _main() -> None:
     if connection is not None:
         _run(connection)
         return
-    from orchestrator.store.db import open_engine
+    from orchestrator.store._db import open_engine
 
     engine = open_engine(None)
     try:

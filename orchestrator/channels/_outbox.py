@@ -1,0 +1,252 @@
+"""The file outbox: an adapter that "delivers" by writing each message to a folder.
+
+Used by the demo and by anyone who wants to look at what a journey would send before wiring a real
+provider. Each message becomes one file, ``<folder>/<channel>/<key>.<ext>``:
+
+- email: ``.eml``, the message exactly as the SMTP adapter would send it (``mail.compose_email``: From,
+  To, Subject, Date, a Message-ID derived from the idempotency key, List-Unsubscribe when configured,
+  ``multipart/alternative`` with the text part first and the HTML part, CSS inlined, last), with LF line
+  endings as .eml files usually have, plus ``X-Customer-Id`` and ``X-Journey`` headers;
+- sms: ``.txt``, a small header block (``To:``, ``Key:``, with SMS rules also ``Segments:``), a blank line,
+  then the body;
+- push: ``.json`` with recipient, title, body, link (and data, and with push rules the platform payload).
+- webhook: ``.json``, the document the webhook adapter would POST: the endpoint's name, the customer id
+  and the body (as JSON when it is JSON).
+
+Given ``SmsRules`` or ``PushRules``, the outbox applies the same checks as the real adapters (E.164 numbers,
+segment limit, 4 KB payloads) and refuses what they would refuse; without them it writes what it is given.
+
+Files are written atomically (temp file in the same folder, then ``os.replace``) so a reader never sees half
+a message, and the file name is the idempotency record: a second send with the same key finds the file and
+answers ``sent`` with the same provider id without writing again. ``durable=True`` (the default) also
+fsyncs each file and its folder before answering, so an answered ``sent`` survives a power cut; that costs
+a disk flush per message (about 1-2 ms here), and ``durable=False`` leaves flushing to the OS (a crash of
+the machine may lose files the ledger already counts as sent).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import threading
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from orchestrator.channels._base import CHANNELS, DeliveryResult, OutgoingMessage
+from orchestrator.channels._mail import ComposeError, EmailSettings, compose_email, message_id
+from orchestrator.channels._push import PushRefused, PushRules
+from orchestrator.channels._sms import SmsRefused, SmsRules
+from orchestrator.channels._webhook import webhook_document
+from orchestrator.errors import DeliveryError
+
+_EXTENSIONS: dict[str, str] = {"email": "eml", "sms": "txt", "push": "json", "webhook": "json"}
+_UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]")
+_READABLE_CHARS = 80
+TEMP_PREFIX = ".tmp-"
+OUTBOX_DOMAIN = "outbox.orchestrator.invalid"
+
+
+def _digest(key: str) -> str:
+    # surrogatepass: a key is any str; a lone surrogate must still hash rather than crash the send.
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def file_stem(idempotency_key: str) -> str:
+    """A file-name-safe stem for ``idempotency_key``, distinct for distinct keys.
+
+    Characters outside ``[A-Za-z0-9._-]`` become ``_`` (so ``a/b`` and ``a_b`` read alike); the appended
+    short hash of the raw key keeps them apart. Leading dots are dropped so no outbox file is hidden.
+    """
+    readable = _UNSAFE_CHARS.sub("_", idempotency_key)[:_READABLE_CHARS].lstrip(".") or "message"
+    return f"{readable}-{_digest(idempotency_key)[:12]}"
+
+
+def message_id_for(idempotency_key: str) -> str:
+    """The RFC 5322 Message-ID of the outbox email with this idempotency key (stable across resends)."""
+    return message_id(idempotency_key, OUTBOX_DOMAIN)
+
+
+class _Undeliverable(DeliveryError, ValueError):
+    """The message itself is unacceptable: a permanent failure."""
+
+    def __init__(self, message: str, *, code: str, suppress: bool = False) -> None:
+        super().__init__(message)
+        self.code = code
+        self.suppress = suppress
+
+
+class OutboxAdapter:
+    """Writes messages of all three channels under ``folder``; see the module docstring for the layout.
+
+    ``email`` settings default to ``sender`` with Message-IDs under ``outbox.orchestrator.invalid``.
+    """
+
+    channels: frozenset[str] = frozenset(CHANNELS)
+
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        sender: str = "Orchestrator <noreply@orchestrator.invalid>",
+        email: EmailSettings | None = None,
+        sms: SmsRules | None = None,
+        push: PushRules | None = None,
+        durable: bool = True,
+    ) -> None:
+        self.folder = Path(folder)
+        self._root = str(self.folder)
+        self.email = email or EmailSettings(sender=sender, message_id_domain=OUTBOX_DOMAIN)
+        self.sender = self.email.sender
+        self.sms = sms
+        self.push = push
+        self.durable = durable
+
+    def path_for(self, message: OutgoingMessage) -> Path:
+        """Where ``message`` is (or would be) written."""
+        return Path(self._target(message)[0])
+
+    def _target(self, message: OutgoingMessage) -> tuple[str, str]:
+        # Plain strings on the hot path: building pathlib objects costs more than the file system calls.
+        name = f"{file_stem(message.idempotency_key)}.{_EXTENSIONS[message.channel]}"
+        return f"{self._root}{os.sep}{message.channel}{os.sep}{name}", name
+
+    def send(self, message: OutgoingMessage) -> DeliveryResult:
+        """Write ``message`` once per idempotency key; the provider id is the file name.
+
+        Invalid messages (line breaks in the recipient or key, an email recipient that is not an address,
+        and with rules what the real adapter would refuse) answer ``failed``; file system errors answer
+        ``retry`` (a full disk or a missing mount can recover). Local file writes need no extra time bound.
+        """
+        if message.channel not in self.channels:
+            return DeliveryResult.failed(f"channel {message.channel!r} not served by the outbox")
+        target, name = self._target(message)
+        try:
+            if os.path.exists(target):
+                return DeliveryResult.sent(name)
+            payload = self._payload(message)
+            self._write(target, name, payload)
+        except _Undeliverable as exc:
+            return DeliveryResult.failed(str(exc), code=exc.code, suppress=exc.suppress)
+        except OSError as exc:
+            return DeliveryResult.retry(f"could not write {target}: {exc}", code="io")
+        return DeliveryResult.sent(name)
+
+    # -- rendering ------------------------------------------------------------------------------------
+
+    def _payload(self, message: OutgoingMessage) -> bytes:
+        for label, value in (("recipient", message.recipient), ("idempotency key", message.idempotency_key)):
+            if "\r" in value or "\n" in value:
+                # A line break in a header value is header injection; refuse rather than mangle.
+                raise _Undeliverable(f"{label} contains a line break", code="invalid_header")
+        if message.channel == "email":
+            return self._email(message)
+        if message.channel == "sms":
+            return self._sms(message)
+        if message.channel == "webhook":
+            return self._webhook(message)
+        return self._push(message)
+
+    def _email(self, message: OutgoingMessage) -> bytes:
+        extra = [
+            ("X-Customer-Id", message.customer_id),
+            ("X-Journey", f"{message.journey_id}/{message.step}"),
+        ]
+        try:
+            return compose_email(message, self.email, linesep="\n", extra_headers=extra).data
+        except ComposeError as exc:
+            raise _Undeliverable(
+                f"cannot build the email: {exc}", code=exc.code, suppress=exc.suppress
+            ) from exc
+
+    def _sms(self, message: OutgoingMessage) -> bytes:
+        header = f"To: {message.recipient}\nKey: {message.idempotency_key}\n"
+        if self.sms is not None:
+            try:
+                sms = self.sms.prepare(message)
+            except SmsRefused as exc:
+                raise _Undeliverable(str(exc), code=exc.code, suppress=exc.suppress) from exc
+            header = (
+                f"To: {sms.to}\nKey: {message.idempotency_key}\n"
+                f"Segments: {sms.segments.segments} ({sms.segments.encoding})\n"
+            )
+        return f"{header}\n{message.body}".encode("utf-8", "surrogatepass")
+
+    def _push(self, message: OutgoingMessage) -> bytes:
+        document: dict[str, Any] = {
+            "idempotency_key": message.idempotency_key,
+            "recipient": message.recipient,
+            "title": message.title,
+            "body": message.body,
+            "link": message.link,
+        }
+        if message.data is not None:
+            document["data"] = message.data
+        if self.push is not None:
+            try:
+                document["payload"] = json.loads(self.push.encode(message))
+            except PushRefused as exc:
+                raise _Undeliverable(str(exc), code=exc.code) from exc
+        return _json(document)
+
+    @staticmethod
+    def _webhook(message: OutgoingMessage) -> bytes:
+        """A webhook call as JSON: what the webhook adapter would POST (``webhook.webhook_document``)."""
+        return _json(webhook_document(message))
+
+    # -- writing --------------------------------------------------------------------------------------
+
+    def _write(self, target: str, name: str, data: bytes) -> None:
+        """Write ``data`` to ``target`` so that readers see either no file or the whole file."""
+        # The temp file lives in the target's folder (os.replace is only atomic within one file system);
+        # its name is unique per key, process and thread, so no random name has to be drawn and retried.
+        folder = os.path.dirname(target)
+        tmp = f"{folder}{os.sep}{TEMP_PREFIX}{name}-{os.getpid()}-{threading.get_ident()}.part"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
+        try:
+            fd = os.open(tmp, flags, 0o600)  # owner-only, like mkstemp: the files hold customer data
+        except FileNotFoundError:
+            os.makedirs(folder, exist_ok=True)
+            fd = os.open(tmp, flags, 0o600)
+        try:
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                if self.durable:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        if self.durable:
+            _fsync_dir(folder)
+
+
+def _json(document: dict[str, Any]) -> bytes:
+    """``document`` as indented UTF-8 JSON with a final newline."""
+    try:
+        return orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+    except orjson.JSONEncodeError:  # lone surrogates: the stdlib encoder writes them through
+        return (json.dumps(document, ensure_ascii=False, indent=2) + "\n").encode("utf-8", "surrogatepass")
+
+
+def _fsync_dir(folder: str) -> None:
+    """Persist the rename itself; best effort, since not every platform can open a directory."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,183 @@
+"""``orchestrator report`` (a journey's lift, from the store) and ``orchestrator lift`` (an experiment table).
+
+Both hand per-customer numpy columns to ``orchestrator.measure._stats.analyze``, so a journey and a CSV get
+the same statistics. Errors in the input (a missing column, a control value that does not occur, a metric
+cell that is not a number) are reported with the column, the line and the value
+(``orchestrator.measure._experiment``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from typing import Any
+
+from orchestrator.cli._errors import Failure, UsageError
+from orchestrator.cli._settings import Args
+from orchestrator.measure import DEFAULT_SEQUENTIAL_TAU, InputError, read_experiment
+
+
+def _emit(args: Args, content: str) -> None:
+    if args.output is None:
+        sys.stdout.write(content if content.endswith("\n") else content + "\n")
+        return
+    args.output.write_text(content if content.endswith("\n") else content + "\n", encoding="utf-8")
+    print(f"wrote {args.output}", file=sys.stderr)
+
+
+# ---------------------------------------------------------------------------------------------- report
+
+
+def run_report(args: Args) -> int:
+    from orchestrator.clock import parse_instant, to_us
+    from orchestrator.durations import parse_duration
+    from orchestrator.measure import export_entries, format_table, journey_report, render_journey_html
+    from orchestrator.store import open_store
+
+    try:
+        pre_period = parse_duration(args.pre_period)
+    except (ValueError, OverflowError) as exc:
+        raise UsageError(
+            f"--pre-period {args.pre_period!r}: not a duration this engine can hold ({exc})"
+        ) from None
+    if args.export is not None and args.export.suffix.lower() not in (".parquet", ".csv"):
+        raise UsageError(f"--export {args.export}: the file name must end in .parquet or .csv")
+    try:
+        as_of = to_us(parse_instant(args.now)) if args.now else None
+    except ValueError as exc:
+        raise UsageError(f"--now {args.now!r} is not an ISO-8601 instant with a time zone: {exc}") from None
+    try:
+        store = open_store(args.db, create=False)
+    except FileNotFoundError as exc:
+        raise Failure(f"{exc}; ingest data and run the engine first") from None
+    try:
+        if not store.is_initialised():
+            raise Failure("the store is empty; ingest data and run the engine first")
+        if args.by is not None:
+            _check_attribute(store, args.by)
+        try:
+            report = journey_report(
+                store,
+                args.journey,
+                as_of_us=as_of,
+                alpha=args.alpha,
+                power=args.power,
+                sequential_tau=DEFAULT_SEQUENTIAL_TAU if args.tau is None else args.tau,
+                cuped=args.cuped,
+                pre_period=pre_period,
+                segment_attribute=args.by,
+            )
+        except KeyError as exc:
+            raise Failure(str(exc.args[0])) from None
+    finally:
+        store.dispose()
+    if args.export is not None and report.rows is not None:
+        count = export_entries(report.rows, args.export)
+        print(f"exported {count} entries to {args.export}", file=sys.stderr)
+    if args.format == "json":
+        _emit(args, json.dumps(report.to_dict(), indent=2))
+    elif args.format == "html":
+        _emit(args, render_journey_html(report))
+    elif args.output is not None:
+        _emit(args, format_table(report))
+    else:
+        _print_report(report)
+    return 0
+
+
+def _print_report(report: Any) -> None:
+    """The report's text with its arms as a rich table (see ``measure.text.report_text``)."""
+    from orchestrator.cli._output import print_table
+    from orchestrator.measure import report_text
+
+    parts = report_text(report)
+    print("\n".join(parts.head))
+    if parts.rows:
+        print()
+        print_table(parts.columns, parts.rows, indent=2)
+    if parts.tail:
+        print("\n".join(parts.tail))
+
+
+def _check_attribute(store: Any, name: str) -> None:
+    """``--by`` must name an attribute some customer has (a typo would put everyone under "missing")."""
+    import difflib
+
+    from orchestrator.engine import stored_attributes
+
+    known = sorted(stored_attributes(store))
+    if name in known:
+        return
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f" (known: {', '.join(known[:30])})"
+    raise UsageError(f"--by {name!r}: no customer in the store has this attribute{hint}")
+
+
+# ------------------------------------------------------------------------------------------------ lift
+
+
+def _split(entries: list[str] | None) -> dict[str, float] | None:
+    if not entries:
+        return None
+    shares: dict[str, float] = {}
+    for entry in entries:
+        name, sep, weight = entry.rpartition("=")
+        if not sep or not name:
+            raise UsageError(f"--split {entry!r}: write ARM=WEIGHT, e.g. --split 'No E-Mail=1'")
+        try:
+            value = float(weight)
+        except ValueError:
+            raise UsageError(f"--split {entry!r}: the weight {weight!r} is not a number") from None
+        if not (value >= 0.0 and math.isfinite(value)):
+            raise UsageError(f"--split {entry!r}: the weight must be zero or positive")
+        shares[name] = value
+    return shares
+
+
+def run_lift(args: Args) -> int:
+    from orchestrator.measure import analyze, format_analysis, render_analysis_html
+
+    if args.arm in args.metric:
+        raise UsageError(f"--arm {args.arm!r} cannot also be a --metric")
+    shares = _split(args.split)
+    try:
+        data = read_experiment(args.file, args.arm, args.control, args.metric, args.covariate, args.by)
+    except InputError as exc:
+        raise Failure(str(exc)) from None
+    if shares is not None:
+        undeclared = sorted(set(data.arm.tolist()) - set(shares))
+        if undeclared:
+            raise UsageError(f"--split declares no share for arm(s) {', '.join(map(repr, undeclared))}")
+    covariates = (
+        None if data.covariate is None else {name: (args.covariate, data.covariate) for name in data.metrics}
+    )
+    analysis = analyze(
+        data.arm,
+        args.control,
+        data.metrics,
+        expected_shares=shares,
+        covariates=covariates,
+        segments=None if data.segment is None else (args.by, data.segment),
+        alpha=args.alpha,
+        power=args.power,
+        sequential_tau=DEFAULT_SEQUENTIAL_TAU if args.tau is None else args.tau,
+    )
+    source = {
+        "file": str(args.file),
+        "rows": data.rows,
+        "arm_column": args.arm,
+        "covariate": args.covariate,
+        "by": args.by,
+    }
+    if args.format == "json":
+        _emit(args, json.dumps({"source": source, **analysis.to_dict()}, indent=2))
+    elif args.format == "html":
+        title = f"Lift: {args.file.name}"
+        subtitle = f"{data.rows} rows; arms from column {args.arm!r}"
+        _emit(args, render_analysis_html(analysis, title, subtitle))
+    else:
+        _emit(
+            args, format_analysis(analysis, f"Lift: {args.file} ({data.rows} rows, arms from {args.arm!r})")
+        )
+    return 0

@@ -1,0 +1,259 @@
+"""Entering journeys, for all customers at once.
+
+Two kinds of entry:
+
+- **condition** (a signal and/or a segment): the customer enters when the condition becomes true, that is
+  when it holds now and did not at the previous tick (``signal_members`` remembers who it held for);
+- **event**: each new event of the entry type starts one instance per distinct value of its correlation
+  key (the whole event's properties are kept on the instance). Events are read from the store past a
+  durable cursor, so a restart neither loses nor repeats one; events stamped after the tick are kept
+  pending until their time; events older than ``entry.within`` when they arrive start nothing.
+
+Either way the re-entry policy is applied (per customer, or per customer and key value), customers for
+whom the journey's ``exit_when`` holds stay out, and each entrant's holdout arm is decided once per
+customer and journey, and stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import orjson
+
+from orchestrator.engine._matching import normalise
+from orchestrator.engine._snapshot import entry_condition, entry_node
+from orchestrator.holdout import HOLDOUT, assign_arms
+from orchestrator.language import Cooldown, JourneyPlan
+from orchestrator.signals import Evaluator, Node
+from orchestrator.store import (
+    Connection,
+    EntryHistory,
+    customer_ids,
+    entry_cursor,
+    entry_events,
+    entry_history,
+    event_type_id,
+    holdout_assignments,
+    insert_assignments,
+    insert_instances,
+    max_event_id,
+    set_entry_cursor,
+    signal_members,
+    update_signal_members,
+)
+
+
+@dataclass
+class Entered:
+    instances: int = 0
+    holdout: int = 0
+
+
+# A condition kept between ticks (``signals.horizon``): (name within the journey, expression) -> where it
+# holds, re-evaluated only for the customers whose inputs changed since the previous tick.
+KeptCondition = Callable[[str, Node], np.ndarray]
+
+
+def enter(
+    conn: Connection,
+    plan: JourneyPlan,
+    evaluator: Evaluator,
+    now_us: int,
+    global_holdout: float = 0.0,
+    kept: KeptCondition | None = None,
+) -> Entered:
+    """Enter every customer (or event) the journey's entry admits at ``now_us``. ``global_holdout`` is the
+    percent of all customers no journey messages (decided before the journey's own holdout). With
+    ``kept``, the entry conditions come from it (the same values, computed where they may have changed)."""
+    admitted = _admitted(plan, evaluator, kept)
+    if plan.entry.kind == "event":
+        return _enter_by_event(conn, plan, evaluator, now_us, global_holdout, admitted)
+    return _enter_by_condition(conn, plan, evaluator, now_us, global_holdout, admitted)
+
+
+def _admitted(plan: JourneyPlan, evaluator: Evaluator, kept: KeptCondition | None) -> np.ndarray:
+    """Per customer: the entry condition holds (segment only, for event entry) and exit_when does not."""
+    if kept is None:
+        condition = entry_condition(evaluator, plan)
+    else:
+        node = entry_node(plan)
+        condition = evaluator.customers.exists.copy() if node is None else kept("entry", node)
+    if plan.exit_when is not None:
+        leaving = evaluator.condition(plan.exit_when) if kept is None else kept("exit_when", plan.exit_when)
+        condition &= ~leaving
+    return condition
+
+
+def _enter_by_condition(
+    conn: Connection,
+    plan: JourneyPlan,
+    evaluator: Evaluator,
+    now_us: int,
+    global_holdout: float,
+    condition: np.ndarray,
+) -> Entered:
+    previous = np.zeros(len(condition), bool)
+    prev_keys = signal_members(conn, plan.id)
+    previous[prev_keys[prev_keys < len(previous)]] = True
+    became = condition & ~previous
+    update_signal_members(
+        conn, plan.id, np.flatnonzero(became), np.flatnonzero(previous & ~condition), now_us
+    )
+    candidates = np.flatnonzero(became)
+    if not len(candidates):
+        return Entered()
+    history = entry_history(conn, plan.id, candidates)
+    seen, pos = lookup(history.keys, candidates)
+    allowed = reentry_allowed(plan, seen, history, pos, now_us)
+    candidates = candidates[allowed]
+    if not len(candidates):
+        return Entered()
+    held = assign(conn, plan, candidates, now_us, global_holdout)
+    insert_instances(conn, plan.id, plan.version, candidates, held, plan.steps[0].id, now_us)
+    return Entered(len(candidates), int(held.sum()))
+
+
+def _enter_by_event(
+    conn: Connection,
+    plan: JourneyPlan,
+    evaluator: Evaluator,
+    now_us: int,
+    global_holdout: float,
+    admitted: np.ndarray,
+) -> Entered:
+    entry = plan.entry
+    assert entry.event is not None
+    type_id = event_type_id(conn, entry.event)
+    cursor = entry_cursor(conn, plan.id)
+    if type_id is None:
+        # No such event yet: later ones will have higher ids, so nothing older needs reading.
+        if cursor is None:
+            set_entry_cursor(conn, plan.id, max_event_id(conn), [])
+        return Entered()
+    last_id, pending = cursor if cursor is not None else (0, [])
+    events = entry_events(conn, type_id, last_id, pending)
+    if not len(events.ids):
+        return Entered()
+    ready = events.ts_us < now_us
+    set_entry_cursor(conn, plan.id, max(last_id, int(events.ids.max())), events.ids[~ready].tolist())
+    # Too old when it reached the engine, or from a customer outside the segment: no entry.
+    take = ready & (events.ts_us >= now_us - entry.within_us)
+    known = events.keys < len(admitted)
+    take &= known & admitted[np.where(known, events.keys, 0)]
+    idx = np.flatnonzero(take)
+    if not len(idx):
+        return Entered()
+    properties = [orjson.loads(events.properties[i]) for i in idx]
+    properties = [p if isinstance(p, dict) else {} for p in properties]
+    if entry.key is not None:
+        key_values = np.empty(len(idx), dtype=object)
+        key_values[:] = [normalise(p.get(entry.key)) for p in properties]
+        has_key = np.array([v is not None for v in key_values], dtype=bool)
+    else:
+        key_values = np.full(len(idx), None, dtype=object)
+        has_key = np.ones(len(idx), bool)
+    keep = np.flatnonzero(has_key)
+    idx, key_values = idx[keep], key_values[keep]
+    properties = [properties[i] for i in keep]
+    customers = events.keys[idx]
+    entered_us = events.ts_us[idx]
+    composite = np.array(
+        [f"{c}\x1f{k or ''}" for c, k in zip(customers, key_values, strict=True)], dtype=object
+    )
+
+    # Within one batch, events of the same customer and key: the earliest one enters, unless every event
+    # may ("always").
+    order = np.lexsort((events.ids[idx], entered_us))
+    if plan.journey.reentry != "always":
+        _, first = np.unique(composite[order].astype(str), return_index=True)
+        order = order[np.sort(first)]
+    customers, entered_us, key_values, composite = (
+        customers[order],
+        entered_us[order],
+        key_values[order],
+        composite[order],
+    )
+    event_ids = events.ids[idx][order]
+    properties = [properties[i] for i in order]
+
+    history = entry_history(conn, plan.id, customers, keyed=entry.key is not None)
+    index = {
+        f"{c}\x1f{k or ''}": i for i, (c, k) in enumerate(zip(history.keys, history.entry_keys, strict=True))
+    }
+    pos = np.fromiter((index.get(c, -1) for c in composite), np.int64, len(composite))
+    allowed = reentry_allowed(plan, pos >= 0, history, np.maximum(pos, 0), now_us)
+    if not allowed.any():
+        return Entered()
+    chosen = np.flatnonzero(allowed)
+    customers = customers[chosen]
+    held = assign(conn, plan, customers, now_us, global_holdout)
+    insert_instances(
+        conn,
+        plan.id,
+        plan.version,
+        customers,
+        held,
+        plan.steps[0].id,
+        entered_us[chosen],
+        entry_keys=[key_values[i] for i in chosen],
+        event_ids=event_ids[chosen],
+        data=[orjson.dumps({"entry": properties[i]}).decode() for i in chosen],
+    )
+    return Entered(len(chosen), int(held.sum()))
+
+
+def reentry_allowed(
+    plan: JourneyPlan, seen: np.ndarray, history: EntryHistory, pos: np.ndarray, now_us: int
+) -> np.ndarray:
+    """Whether each candidate may enter under the journey's re-entry policy; ``seen`` marks candidates with
+    an entry history, found at ``pos`` in ``history``."""
+    policy = plan.journey.reentry
+    if policy == "always":
+        return np.ones(len(seen), bool)
+    if policy == "never":
+        return ~seen
+    if not len(history.keys):
+        return np.ones(len(seen), bool)
+    active = seen & history.active[pos]
+    if policy == "after_exit":
+        return ~active
+    assert isinstance(policy, Cooldown)
+    cooldown_us = plan.reentry_cooldown_us() or 0
+    last_exit = np.where(seen, history.last_exit_us[pos], -1)
+    return ~seen | (~active & (last_exit >= 0) & (now_us - last_exit >= cooldown_us))
+
+
+def assign(
+    conn: Connection, plan: JourneyPlan, keys: np.ndarray, now_us: int, global_holdout: float = 0.0
+) -> np.ndarray:
+    """The holdout flag of each entering key: the stored arm if any, else a new stored assignment (one per
+    customer, however many instances the customer enters with), from the global layer first and then the
+    journey's own holdout, each row stored with its layer, bucket, percent and reason."""
+    unique = np.unique(keys)
+    known_keys, known_held = holdout_assignments(conn, plan.id)
+    known, pos = lookup(known_keys, unique)
+    held_unique = np.zeros(len(unique), bool)
+    held_unique[known] = known_held[pos[known]]
+    new = ~known
+    if new.any():
+        ids = customer_ids(conn, unique[new]).astype(str)
+        arms = assign_arms(plan.id, ids, plan.journey.holdout, global_holdout)
+        held_unique[new] = arms.arm == HOLDOUT
+        insert_assignments(
+            conn, plan.id, unique[new], arms.arm, arms.bucket, arms.percent, arms.reason, arms.layer, now_us
+        )
+    return held_unique[np.searchsorted(unique, keys)]
+
+
+def lookup(table_keys: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where each of ``keys`` stands in ``table_keys``, which must be sorted ascending.
+
+    Returns (found, position); ``position`` is meaningful only where ``found``, and is always a valid
+    index into a non-empty table, so columns aligned with the table can be indexed with it directly.
+    """
+    if not len(table_keys):
+        return np.zeros(len(keys), bool), np.zeros(len(keys), np.int64)
+    pos = np.minimum(np.searchsorted(table_keys, keys), len(table_keys) - 1)
+    return table_keys[pos] == keys, pos

@@ -1,0 +1,124 @@
+"""Rendering one message of a send step, at dispatch time.
+
+Templates see plain data only: ``customer`` (attributes), ``metrics`` (the journey's metrics for this
+customer), ``journey`` (id, version, step), ``links`` (``links.unsubscribe``, the customer's signed
+unsubscribe link for the message's channel, when the workspace config has an ``unsubscribe`` section; see
+``channels.links``), and for instances that carry them ``entry`` (the entry event's properties) and the
+events that ended ``wait_for`` steps, under the steps' ids. The context is checked
+once per message (``TemplateRenderer.prepare``) and every part (subject, text, html, title, link) renders
+from it. A template problem does not stop the journey: the ledger row is recorded ``failed`` with the
+reason.
+
+A webhook goes to a named endpoint of the business (its URL is configured with the adapter), not to an
+address of the customer, so it needs no address or consent on file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator.channels.templates import PreparedContext, TemplateError, TemplateRenderer
+from orchestrator.language import ADDRESS_FIELD, Send
+
+
+@dataclass(frozen=True)
+class Rendered:
+    body: str
+    subject: str | None = None
+    html: str | None = None
+    title: str | None = None
+    link: str | None = None
+
+
+def address_for(send: Send, customer: Mapping[str, Any]) -> str | None:
+    """Where the message goes: the customer's address for the channel, or the webhook's endpoint name."""
+    if send.channel == "webhook":
+        return send.endpoint
+    value = customer.get(ADDRESS_FIELD[send.channel])
+    return str(value) if value else None
+
+
+def message_context(
+    customer: Mapping[str, Any],
+    metrics: Mapping[str, Any],
+    journey: Mapping[str, Any],
+    extra: Mapping[str, Any] | None = None,
+    links: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The template context of one message (plain data; the renderer checks it)."""
+    return {
+        **(extra or {}),
+        "customer": dict(customer),
+        "metrics": dict(metrics),
+        "journey": dict(journey),
+        "links": dict(links or {}),
+    }
+
+
+def render_send(
+    renderer: TemplateRenderer, send: Send, context: Mapping[str, Any] | PreparedContext
+) -> Rendered:
+    """Render every part of a send step; raises ``TemplateError`` on the first failure."""
+    prepared = context if isinstance(context, PreparedContext) else renderer.prepare(context)
+    return Rendered(
+        body=renderer.render(send.template, prepared),
+        subject=renderer.render_string(send.subject, prepared, name="subject") if send.subject else None,
+        html=renderer.render(send.html, prepared) if send.html else None,
+        title=renderer.render_string(send.title, prepared, name="title") if send.title else None,
+        link=renderer.render_string(send.link, prepared, name="link") if send.link else None,
+    )
+
+
+def try_render(
+    renderer: TemplateRenderer, send: Send, context: Mapping[str, Any]
+) -> tuple[Rendered | None, str | None]:
+    """(rendered, None), or (None, the reason) when a template or the context is refused."""
+    try:
+        return render_send(renderer, send, context), None
+    except TemplateError as exc:
+        return None, f"template: {exc}"
+
+
+def message_row(
+    *,
+    renderer: TemplateRenderer,
+    send: Send,
+    customer: Mapping[str, Any],
+    metrics: Mapping[str, Any],
+    journey: Mapping[str, Any],
+    base: dict[str, Any],
+    extra: Mapping[str, Any] | None = None,
+    links: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The content of one ledger row: ``queued`` with its rendered parts (ready for the adapter), or
+    ``suppressed`` (no address on file) / ``failed`` (a template refused) with the reason. ``links`` is
+    the context's ``links`` (see ``channels.links.MessageLinks.for_template``)."""
+    row = {
+        **base,
+        "channel": send.channel,
+        "recipient": None,
+        "subject": None,
+        "body": None,
+        "html": None,
+        "title": None,
+        "link": None,
+        "reason": None,
+    }
+    address = address_for(send, customer)
+    if not address:
+        return {**row, "status": "suppressed", "reason": f"no {ADDRESS_FIELD[send.channel]} on file"}
+    rendered, problem = try_render(renderer, send, message_context(customer, metrics, journey, extra, links))
+    if rendered is None:
+        return {**row, "recipient": address, "status": "failed", "reason": problem}
+    return {
+        **row,
+        "recipient": address,
+        "status": "queued",
+        "subject": rendered.subject,
+        "body": rendered.body,
+        "html": rendered.html,
+        "title": rendered.title,
+        "link": rendered.link,
+    }

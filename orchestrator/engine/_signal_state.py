@@ -1,0 +1,170 @@
+"""The engine's memory of behaviour between ticks: the event log and the aggregates kept on it.
+
+Events reach the log two ways. Events ingested in this process are handed over as they commit
+(``accept``), so a tick does not read them back; events another process wrote are read at the next tick
+by id (ids grow in commit order, so "every id above the last one seen" is exactly what is new). Each tick
+then advances every aggregate to the tick's instant. After a restart the first tick reads everything
+again and rebuilds the same state: the store stays the only source of truth.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+
+from orchestrator.engine._handover import CommittedEvents
+from orchestrator.language import JourneyPlan
+from orchestrator.signals import (
+    AggregateCache,
+    Call,
+    Categorical,
+    EventFrame,
+    EventLog,
+    IncrementalAggregates,
+    IncrementalConditions,
+    property_uses,
+)
+from orchestrator.signals import _lang as lang
+from orchestrator.store import Connection, load_new_events, max_key
+
+
+@dataclass
+class Refresh:
+    new_events: int
+    load_seconds: float
+    advance_seconds: float
+
+
+class SignalState:
+    """Every aggregate of a set of journeys, kept current over an in-memory event log."""
+
+    def __init__(self, plans: Iterable[JourneyPlan] = ()) -> None:
+        self._plans: dict[tuple[str, int], JourneyPlan] = {}
+        self._numeric: set[str] = set()
+        self._categorical: set[str] = set()
+        self.log = EventLog()
+        self.aggregates = IncrementalAggregates([], self.log)
+        self.conditions = IncrementalConditions(self.aggregates)
+        self.accepted = 0  # events taken by ``accept`` since the last refresh
+        self.ensure(plans)
+
+    def ensure(self, plans: Iterable[JourneyPlan]) -> None:
+        """Cover these journeys too. A journey that reads a property the log does not hold yet means
+        starting the log again (the next refresh reads all events). A plan of a journey version already
+        covered, with another meaning (a version that never ran, edited and reloaded), replaces it."""
+        new = [p for p in plans if getattr(self._plans.get((p.id, p.version)), "digest", None) != p.digest]
+        if not new:
+            return
+        for plan in new:
+            self._plans[(plan.id, plan.version)] = plan
+        calls = self._calls()
+        numeric, categorical = property_uses(calls)
+        for plan in self._plans.values():
+            goal = plan.journey.goal
+            if goal is not None and goal.revenue:
+                numeric.add(goal.revenue)
+            categorical |= plan.event_properties()  # matched (cart_id) and captured by wait_for
+        if numeric - self._numeric or categorical - self._categorical or not self.log.segments:
+            self._numeric |= numeric
+            self._categorical |= categorical
+            self.log = EventLog(self._numeric, self._categorical)
+            self.accepted = 0
+        self.aggregates = IncrementalAggregates(calls, self.log)
+        self.conditions = IncrementalConditions(self.aggregates)
+
+    def _calls(self) -> list[Call]:
+        return list(
+            dict.fromkeys(
+                call
+                for plan in self._plans.values()
+                for node in plan.expressions()
+                for call in lang.aggregates(node)
+            )
+        )
+
+    def accept(self, events: CommittedEvents) -> bool:
+        """Take events this process has just committed, when they follow on from the log (their first id
+        is one above the last the log holds); otherwise leave them to the next ``refresh``, which reads
+        them from the store. Returns whether they were taken."""
+        if events.first_id != self.log.last_id + 1 or not self._plans:
+            return False
+        self.log.append_frame(_frame(events, self.log.numeric + self.log.categorical), events.last_id)
+        self.accepted += events.last_id - events.first_id + 1
+        return True
+
+    def refresh(self, conn: Connection, now_us: int) -> Refresh:
+        """Read the events that arrived since the last refresh (and were not handed over by ``accept``)
+        and advance every aggregate to ``now_us``."""
+        started = time.perf_counter()
+        columns, last_id = load_new_events(conn, self.log.last_id, self.log.numeric + self.log.categorical)
+        frame = EventFrame.from_columns(*columns)
+        frame.n_customers = max(frame.n_customers, max_key(conn) + 1)
+        loaded = time.perf_counter()
+        self.log.append_frame(frame, last_id)
+        self.aggregates.advance(now_us)
+        accepted, self.accepted = self.accepted, 0
+        return Refresh(len(frame) + accepted, loaded - started, time.perf_counter() - loaded)
+
+    @property
+    def n_customers(self) -> int:
+        return self.log.n_customers
+
+    def fill(self, cache: AggregateCache) -> None:
+        """Make every aggregate's current value available to evaluators using ``cache``; each is read
+        from the state only when an evaluator first asks for it."""
+        cache.values = _LazyValues(self.aggregates, cache.values)
+
+    def events(self, start_us: int | None, end_us: int) -> EventFrame:
+        """Events with ``start_us <= ts < end_us`` from the log."""
+        return self.log.frame(self.log.range(start_us, end_us))
+
+
+def _frame(events: CommittedEvents, properties: Sequence[str]) -> EventFrame:
+    """Committed events as a frame whose property values are what reading them back from the store
+    gives (``store.events`` reads with SQLite's ``json_extract``): booleans as 1 and 0, objects and
+    lists as their compact JSON text."""
+    columns: dict[str, Any] = {}
+    if properties:
+        docs = [orjson.loads(text) if text != "{}" else {} for text in events.properties]
+        for name in properties:
+            values = np.empty(len(docs), dtype=object)
+            values[:] = [_as_stored(doc.get(name)) for doc in docs]
+            columns[name] = Categorical.encode(values)
+    keys = np.asarray(events.customer_keys, dtype=np.int64)
+    return EventFrame(
+        customer=keys,
+        ts=np.asarray(events.ts_us, dtype=np.int64),
+        type=np.asarray(events.event_codes, dtype=np.int32),
+        type_names=list(events.event_names),
+        n_customers=int(keys.max(initial=-1)) + 1,
+        properties=columns,
+    )
+
+
+def _as_stored(value: Any) -> Any:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, dict | list):
+        return orjson.dumps(value).decode()
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+class _LazyValues(dict[Any, np.ndarray]):
+    """An ``AggregateCache.values`` that reads an aggregate from the incremental state when first asked."""
+
+    def __init__(self, aggregates: IncrementalAggregates, known: dict[Any, np.ndarray]) -> None:
+        super().__init__(known)
+        self._aggregates = aggregates
+        self._calls = set(aggregates.calls)
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        if key not in self and key in self._calls:
+            self[key] = self._aggregates.value(key)
+        return super().get(key, default)

@@ -1,0 +1,434 @@
+"""Advancing due instances of one journey version through its steps, as sets.
+
+Every instance is at a step (``state``) since an instant (``since_us``). A due instance runs its step;
+each step kind is applied to all instances at that step at once, and moves them through the version's
+transition table (``plan.table[state, trigger]``). The loop repeats until every instance is parked at a
+wait or has finished:
+
+- ``wait`` / ``wait_until``: the wake-up instant is computed from when the instance reached the step (so a
+  schedule never drifts with the tick interval); an instance whose wake-up has come moves on, as if it
+  had woken exactly then, the others park;
+- ``wait_for``: the first matching event after the instance reached the step ends the wait (its properties
+  are kept under the step's id); otherwise the timeout does, or the instance parks;
+- ``send``: writes a queued ledger row (never for held-out instances), without content: dispatch renders
+  it after the transaction commits (``engine.dispatch``); what follows a send counts from the tick's
+  instant, when the message was queued;
+- ``branch``, ``split``, ``exit``: move at once.
+
+Nothing is written per instance: the state changes of the whole batch are written at the end with one
+executemany each, and each send step's ledger rows with one INSERT ... SELECT, all inside the caller's
+transaction (state and ledger commit together).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+
+from orchestrator.engine._conditions import instance_condition
+from orchestrator.engine._localtime import MISSING, attribute_instants, next_local_times
+from orchestrator.engine._matching import first_matching_after, joined, normalise, values_at
+from orchestrator.engine._signal_state import SignalState
+from orchestrator.holdout import buckets
+from orchestrator.language import (
+    ENTRY,
+    NO_STATE,
+    JourneyPlan,
+    MatchTerm,
+    StepKind,
+    StepPlan,
+    split_trigger,
+)
+from orchestrator.signals import CustomerFrame, Evaluator, EventFrame, to_python
+from orchestrator.store import (
+    Connection,
+    DueInstances,
+    customer_ids,
+    due_instances,
+    finish_steps,
+    instance_data,
+    move_instances,
+    queue_messages,
+    set_instance_data,
+)
+from orchestrator.store import _leases as leases
+
+
+@dataclass
+class Stepped:
+    """What one version's stepping did in a tick."""
+
+    stepped: int = 0  # instances that moved or finished (not those still waiting for an event)
+    queued: int = 0  # ledger rows written (messages for dispatch to render and send)
+    finished: dict[str, int] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)  # read, step, write
+
+
+def ledger_key(plan: JourneyPlan, customer_id: str, instance_id: int, step: StepPlan, at_us: int) -> str:
+    """The send ledger's key for one step of one entry: also the provider's idempotency key. A step that a
+    loop can bring an instance back to also carries the instant of the visit."""
+    return f"{plan.id}/v{plan.version}/{customer_id}/{instance_id}{ledger_key_suffix(step, at_us)}"
+
+
+def ledger_key_suffix(step: StepPlan, at_us: int) -> str:
+    """The part of ``ledger_key`` after the instance id."""
+    return f"/{step.id}/{at_us}" if step.in_cycle else f"/{step.id}"
+
+
+def step_due(
+    conn: Connection,
+    plan: JourneyPlan,
+    evaluator: Evaluator,
+    customers: CustomerFrame,
+    signals: SignalState,
+    now_us: int,
+    *,
+    claimed: leases.Claim | None = None,
+) -> Stepped:
+    """Step the due instances of ``plan``'s version at ``now_us`` (with ``claimed``, a worker sharing the
+    store steps only the instances of its claim): read them, run them through their steps and write what
+    changed, in the caller's transaction."""
+    started = time.perf_counter()
+    due = due_instances(conn, plan.id, plan.version, now_us, plan.wait_for_states(), claimed=claimed)
+    out = Stepped()
+    read = time.perf_counter()
+    out.seconds["read"] = read - started
+    if not len(due):
+        return out
+    stepper = Stepper(conn, plan, evaluator, customers, signals, now_us, due)
+    stepper.walk()
+    stepped = time.perf_counter()
+    stepper.write(out)
+    out.seconds["step"] = stepped - read
+    out.seconds["write"] = time.perf_counter() - stepped
+    return out
+
+
+class Stepper:
+    """Runs the due instances of one journey version at one instant (see the module docstring).
+
+    ``walk`` moves the instances, ``write`` stores the result. Per instance (aligned with ``due``):
+    ``state`` (the code of its step; ``start_state`` where it was), ``t`` (when it reached it),
+    ``wake`` (when to look at it again), ``parked`` (it stays at its step until a later tick),
+    ``reasons`` (why it exited), ``data`` (its entry properties and captured events, read when needed)
+    and ``data_changed`` (they are to be written back)."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        plan: JourneyPlan,
+        evaluator: Evaluator,
+        customers: CustomerFrame,
+        signals: SignalState,
+        now_us: int,
+        due: DueInstances,
+    ) -> None:
+        self.conn = conn
+        self.plan = plan
+        self.evaluator = evaluator
+        self.customers = customers
+        self.signals = signals
+        self.now_us = now_us
+        self.due = due
+        n = len(due)
+        codes = {name: i for i, name in enumerate(plan.states)}
+        self.state = np.fromiter((codes.get(s, NO_STATE) for s in due.states), np.int64, n)
+        if (self.state == NO_STATE).any():
+            bad = sorted({s for s, c in zip(due.states, self.state, strict=True) if c == NO_STATE})
+            raise RuntimeError(f"journey {plan.id} v{plan.version}: instances in unknown states {bad}")
+        self.start_state = self.state.copy()
+        self.t = due.since_us.copy()
+        self.wake = due.wake_at_us.copy()
+        self.parked = np.zeros(n, bool)
+        self.reasons = np.full(n, None, dtype=object)
+        self.data: list[dict[str, Any] | None] = [None] * n
+        self.data_changed = np.zeros(n, bool)
+        self._events: tuple[int, EventFrame] | None = None
+        self._conditions: dict[int, np.ndarray] = {}
+        self._sends: list[tuple[StepPlan, np.ndarray]] = []
+
+    # ------------------------------------------------------------------------------------------ run
+
+    def walk(self) -> None:
+        """Run each step kind for all the instances at it, until every instance is parked at a wait or
+        has finished."""
+        n_steps = len(self.plan.steps)
+        for _ in range(4 * n_steps + 8):
+            todo = ~self.parked & (self.state < n_steps)
+            if not todo.any():
+                break
+            for code in np.unique(self.state[todo]):
+                sel = np.flatnonzero(todo & (self.state == code))
+                if len(sel):
+                    self._run_step(self.plan.steps[int(code)], sel)
+        # An instance still moving after that many steps is far behind a loop's schedule: it goes on at
+        # the next tick rather than holding this one up.
+        behind = ~self.parked & (self.state < n_steps)
+        self.wake[behind] = self.now_us
+
+    def write(self, out: Stepped) -> None:
+        """Write what the walk changed (state changes, finished instances, instance data, ledger rows) and
+        count it in ``out``."""
+        plan, now, due = self.plan, self.now_us, self.due
+        finished = self.state >= len(plan.steps)
+        changed = ~finished & (
+            (self.state != self.start_state) | (self.wake != due.wake_at_us) | (self.t != due.since_us)
+        )
+        if changed.any():
+            idx = np.flatnonzero(changed)
+            move_instances(
+                self.conn,
+                due.ids[idx],
+                [plan.states[s] for s in self.state[idx]],
+                self.t[idx],
+                self.wake[idx],
+            )
+        if finished.any():
+            idx = np.flatnonzero(finished)
+            statuses = [plan.states[s] for s in self.state[idx]]
+            reasons = [self.reasons[i] or status for i, status in zip(idx, statuses, strict=True)]
+            finish_steps(self.conn, due.ids[idx], statuses, reasons, now)
+            out.finished = dict(Counter(statuses))
+        if self.data_changed.any():
+            idx = np.flatnonzero(self.data_changed)
+            set_instance_data(self.conn, due.ids[idx], [orjson.dumps(self.data[i]).decode() for i in idx])
+        for step, positions in self._sends:
+            assert step.send is not None
+            out.queued += queue_messages(
+                self.conn,
+                journey_id=plan.id,
+                version=plan.version,
+                step=step.id,
+                channel=step.send.channel,
+                transactional=step.send.transactional,
+                instance_ids=due.ids[positions],
+                key_suffix=ledger_key_suffix(step, now),
+                created_us=now,
+            )
+        out.stepped = int((changed | finished).sum())
+
+    def _run_step(self, step: StepPlan, sel: np.ndarray) -> None:
+        kind = step.kind
+        if kind == StepKind.WAIT:
+            assert step.wait_us is not None
+            self._wake_at(step, sel, self.t[sel] + step.wait_us)
+        elif kind == StepKind.WAIT_UNTIL:
+            self._wait_until(step, sel)
+        elif kind == StepKind.WAIT_FOR:
+            self._wait_for(step, sel)
+        elif kind == StepKind.SEND:
+            self._send(step, sel)
+        elif kind == StepKind.BRANCH:
+            holds = self._branch(step, sel)
+            self._move(step, sel[holds], "yes")
+            self._move(step, sel[~holds], "no")
+        elif kind == StepKind.SPLIT:
+            self._split(step, sel)
+        else:  # exit
+            self.reasons[sel] = step.exit_reason
+            self._move(step, sel, "next")
+
+    # ------------------------------------------------------------------------------------------ moves
+
+    def _move(self, step: StepPlan, sel: np.ndarray, trigger: str) -> None:
+        if not len(sel):
+            return
+        dest = self.plan.table[step.code, self.plan.trigger(trigger)]
+        assert dest != NO_STATE, f"{self.plan.id}: step {step.id} has no {trigger} transition"
+        self.state[sel] = dest
+        if self.plan.states[dest] == "exited" and step.kind != StepKind.EXIT:
+            self.reasons[sel] = f"{step.kind} {step.id}: {trigger}"
+
+    def _wake_at(self, step: StepPlan, sel: np.ndarray, wake: np.ndarray) -> None:
+        """Park where ``wake`` is still ahead, move on (from ``wake``) where it has come."""
+        ahead = wake > self.now_us
+        self.parked[sel[ahead]] = True
+        self.wake[sel[ahead]] = wake[ahead]
+        come = sel[~ahead]
+        self.t[come] = wake[~ahead]
+        self._move(step, come, "next")
+
+    # ------------------------------------------------------------------------------------------ waits
+
+    def _wait_until(self, step: StepPlan, sel: np.ndarray) -> None:
+        keys = self.due.keys[sel]
+        if step.attribute is None:
+            assert step.time_of_day_s is not None
+            zones = self.customers.column("timezone")[keys]
+            wake = next_local_times(
+                self.t[sel], zones, step.time_of_day_s, step.weekdays, step.default_timezone
+            )
+            self._wake_at(step, sel, wake)
+            return
+        instants = attribute_instants(self.customers.column(step.attribute)[keys])
+        missing = instants == MISSING
+        gone = sel[missing]
+        self._move(step, gone, "no")
+        if len(gone) and self.plan.states[self.state[gone[0]]] == "exited":
+            self.reasons[gone] = f"no {step.attribute} to wait for"
+        here = ~missing
+        # A date already past lets the instance through at once; time never runs backwards.
+        self._wake_at(step, sel[here], np.maximum(instants[here] + step.offset_us, self.t[sel[here]]))
+
+    def _wait_for(self, step: StepPlan, sel: np.ndarray) -> None:
+        assert step.event is not None and step.timeout_us is not None
+        found, events = self._first_events(step, sel, self.t[sel])
+        deadline = self.t[sel] + step.timeout_us
+        hit = found >= 0
+        hit[hit] = events.ts[found[hit]] < deadline[hit]
+        came = sel[hit]
+        if len(came):
+            self.t[came] = events.ts[found[hit]]
+            self._capture(step, came, events, found[hit])
+            self._move(step, came, "yes")
+        late = ~hit & (deadline <= self.now_us)
+        self.t[sel[late]] = deadline[late]
+        self._move(step, sel[late], "no")
+        waiting = sel[~hit & ~late]
+        self.parked[waiting] = True
+        self.wake[waiting] = deadline[~hit & ~late]
+
+    def _capture(self, step: StepPlan, sel: np.ndarray, events: EventFrame, rows: np.ndarray) -> None:
+        """Keep the properties of the events that ended a wait, under the step's id."""
+        props = sorted(self.plan.captures.get(step.id, ()))
+        columns = {p: values_at(events, p, rows) if p in events.properties else None for p in props}
+        self._load_data(sel)
+        for j, i in enumerate(sel):
+            data = self._data(int(i))
+            data[step.id] = {
+                p: to_python(col[j]) for p, col in columns.items() if col is not None and col[j] is not None
+            }
+            self.data_changed[i] = True
+
+    # ------------------------------------------------------------------------------------------ events
+
+    def _frame(self, start_us: int) -> EventFrame:
+        """Events from ``start_us`` to now, read from the signal state's log once per run."""
+        if self._events is None or self._events[0] > start_us:
+            self._events = (start_us, self.signals.events(start_us, self.now_us))
+        return self._events[1]
+
+    def _first_events(
+        self, step: StepPlan, sel: np.ndarray, after_us: np.ndarray
+    ) -> tuple[np.ndarray, EventFrame]:
+        """For each instance, the index (in the returned frame) of its first ``step.event`` event after
+        ``after_us`` whose properties match, or -1."""
+        assert step.event is not None
+        frame = self._frame(int(after_us.min()) + 1 if len(after_us) else self.now_us)
+        code = frame.type_code(step.event)
+        mask = frame.type == code
+        rows = np.flatnonzero(mask)
+        ev_values = q_values = None
+        if step.match:
+            ev_values = self._event_values(frame, rows, step.match)
+            q_values = self._query_values(sel, step.match)
+        found = first_matching_after(
+            frame.customer[rows], frame.ts[rows], ev_values, self.due.keys[sel], after_us, q_values
+        )
+        out = np.full(len(found), -1, np.int64)
+        out[found >= 0] = rows[found[found >= 0]]
+        return out, frame
+
+    @staticmethod
+    def _event_values(frame: EventFrame, rows: np.ndarray, match: tuple[MatchTerm, ...]) -> np.ndarray:
+        columns = []
+        for term in match:
+            if term.prop in frame.properties:
+                columns.append([normalise(v) for v in values_at(frame, term.prop, rows)])
+            else:
+                columns.append([None] * len(rows))
+        return joined(columns, len(rows))
+
+    def _query_values(self, sel: np.ndarray, match: tuple[MatchTerm, ...]) -> np.ndarray:
+        columns = []
+        for term in match:
+            if term.metric is not None:
+                values = self.evaluator.metric(term.metric)[self.due.keys[sel]]
+                columns.append([normalise(to_python(v)) for v in values])
+            elif term.entry_prop is None:
+                columns.append([normalise(term.literal)] * len(sel))
+            elif term.entry_prop == self.plan.entry.key:
+                columns.append(list(self.due.entry_keys[sel]))  # kept in its own column, normalised
+            else:
+                prop = term.entry_prop
+                self._load_data(sel)
+                columns.append([normalise(self._data(int(i)).get(ENTRY, {}).get(prop)) for i in sel])
+        return joined(columns, len(sel))
+
+    def _load_data(self, sel: np.ndarray) -> None:
+        """Read the ``data`` of these instances (entry properties, events that ended waits), if not yet."""
+        missing = [int(i) for i in sel if self.data[int(i)] is None]
+        if not missing:
+            return
+        raw = instance_data(self.conn, self.due.ids[missing].tolist())
+        for i in missing:
+            text_ = raw.get(int(self.due.ids[i]))
+            loaded = orjson.loads(text_) if text_ else {}
+            self.data[i] = loaded if isinstance(loaded, dict) else {}
+
+    def _data(self, i: int) -> dict[str, Any]:
+        data = self.data[i]
+        if data is None:
+            self._load_data(np.array([i]))
+            data = self.data[i]
+            assert data is not None
+        return data
+
+    # ------------------------------------------------------------------------------------------ branches
+
+    def _branch(self, step: StepPlan, sel: np.ndarray) -> np.ndarray:
+        keys = self.due.keys[sel]
+        if step.condition is None:
+            lower = (
+                self.due.entered_us[sel]
+                if step.within_us is None
+                else np.full(len(sel), self.now_us - step.within_us, np.int64)
+            )
+            found, _ = self._first_events(step, sel, lower - 1)
+            return found >= 0
+        if not step.instance_names:
+            holds = self._conditions.get(step.code)
+            if holds is None:
+                holds = self._conditions[step.code] = self.evaluator.condition(step.condition)
+            return holds[keys]
+        values = {}
+        self._load_data(sel)
+        for name in step.instance_names:
+            root, prop = name.split(".", 1)
+            column = np.empty(len(sel), dtype=object)
+            column[:] = [self._data(int(i)).get(root, {}).get(prop) for i in sel]
+            values[name] = _typed(column)
+        return instance_condition(
+            step.condition, step.instance_names, self.evaluator, keys, values, self.now_us
+        )
+
+    def _split(self, step: StepPlan, sel: np.ndarray) -> None:
+        ids = customer_ids(self.conn, self.due.keys[sel]).astype(str)
+        values = np.char.add(np.char.add(ids, ":"), self.due.entered_us[sel].astype(str))
+        bucket = buckets(f"{self.plan.id}:split:{step.id}", values)
+        edges = np.cumsum([percent for _, percent in step.split]) / 100.0
+        arm = np.minimum(np.searchsorted(edges, bucket, side="right"), len(edges) - 1)
+        for i in range(len(step.split)):
+            self._move(step, sel[arm == i], split_trigger(i))
+
+    # ------------------------------------------------------------------------------------------ sends
+
+    def _send(self, step: StepPlan, sel: np.ndarray) -> None:
+        assert step.send is not None
+        self.t[sel] = np.maximum(self.t[sel], self.now_us)
+        send_to = sel[~self.due.holdout[sel]]  # the holdout's first guard: no ledger row at all
+        if len(send_to):
+            self._sends.append((step, send_to))
+        self._move(step, sel, "next")
+
+
+def _typed(column: np.ndarray) -> np.ndarray:
+    """Instance values as an evaluator column: numbers as float64 (NaN for missing), else objects."""
+    if all(v is None or (isinstance(v, int | float) and not isinstance(v, bool)) for v in column):
+        return np.array([np.nan if v is None else float(v) for v in column], dtype=np.float64)
+    return column

@@ -1,0 +1,67 @@
+"""How the text and HTML reports write figures: one formatter per kind of figure, shared by both.
+
+Contract: every formatter takes ``None`` (an undefined figure) and returns ``n/a`` for it; rates are shown as
+percentages (lifts of a rate in percentage points), means with the format spec the caller passes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from orchestrator.measure._analysis import RATE, MetricArm
+from orchestrator.measure._numbers import Interval
+
+Formatter = Callable[[float | None], str]
+
+
+def value_formatter(kind: str, mean_spec: str) -> Formatter:
+    """A metric's value: a rate as a percentage with two decimals, a mean with ``mean_spec`` (``.4f``)."""
+    if kind == RATE:
+        return lambda x: "n/a" if x is None else f"{x * 100:.2f}%"
+    return lambda x: "n/a" if x is None else format(x, mean_spec)
+
+
+def lift_formatter(kind: str, mean_spec: str) -> Formatter:
+    """A signed lift: of a rate in percentage points (``+1.23 pts``), of a mean with ``mean_spec``."""
+    if kind == RATE:
+        return lambda x: "n/a" if x is None else f"{x * 100:+.2f} pts"
+    return lambda x: "n/a" if x is None else format(x, "+" + mean_spec)
+
+
+def percent(x: float | None, signed: bool = False) -> str:
+    """A share as a percentage with one decimal, signed (a relative lift) or not (a rate)."""
+    if x is None:
+        return "n/a"
+    return f"{x * 100:+.1f}%" if signed else f"{x * 100:.1f}%"
+
+
+def signed_percent(x: float | None) -> str:
+    """A relative lift: ``+12.3%``."""
+    return percent(x, signed=True)
+
+
+def p_value(p: float | None) -> str:
+    """A p-value as a figure for a table cell: ``< 0.001`` below one in a thousand, else three decimals."""
+    if p is None:
+        return "n/a"
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def p_clause(p: float | None) -> str:
+    """A p-value for running text: ``p < 0.001``, ``p = 0.042`` or ``p n/a``."""
+    figure = p_value(p)
+    return f"p {figure}" if p is None or p < 0.001 else f"p = {figure}"
+
+
+def interval_text(interval: Interval | None, fmt: Formatter, pattern: str = "{low} to {high}") -> str:
+    """Both ends of ``interval`` written with ``fmt`` into ``pattern``; ``n/a`` for an undefined interval."""
+    if interval is None:
+        return "n/a"
+    return pattern.format(low=fmt(interval.low), high=fmt(interval.high))
+
+
+def arm_figures(arm: MetricArm, kind: str, total_spec: str, sd_spec: str) -> tuple[str, str]:
+    """An arm's total (whole conversions for a rate, ``total_spec`` for a mean) and standard deviation."""
+    total = f"{int(arm.total)}" if kind == RATE else format(arm.total, total_spec)
+    sd = "n/a" if arm.sd is None else format(arm.sd, sd_spec)
+    return total, sd

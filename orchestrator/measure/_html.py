@@ -1,0 +1,451 @@
+"""Self-contained HTML lift reports: one page, inline CSS and SVG charts drawn here, no script, no network.
+
+Charts: per metric, each arm's rate (or mean) with its interval as a whisker; each arm's lift over the
+control with its fixed-horizon interval and, behind it, the wider always-valid interval; for a journey,
+the cumulative conversion-rate lift by entry day with both intervals as bands. Tables under the charts hold
+every figure of the JSON output, so the page can be read without the charts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from html import escape
+
+from orchestrator.measure._analysis import RATE, LiftAnalysis, MetricResult
+from orchestrator.measure._formats import (
+    Formatter,
+    arm_figures,
+    interval_text,
+    lift_formatter,
+    p_value,
+    signed_percent,
+    value_formatter,
+)
+from orchestrator.measure._journey import CONVERSION, JourneyReport
+from orchestrator.measure._numbers import Interval
+from orchestrator.measure._timeline import TimelinePoint
+
+PALETTE = ("#6b7280", "#2563eb", "#ea580c", "#059669", "#9333ea", "#dc2626", "#0891b2", "#ca8a04")
+"""Arm colours: the control is grey, the other arms follow in order."""
+MEAN_SPEC = ".4g"
+"""How the pages write means and their lifts (rates are percentages, see ``formats``)."""
+
+CSS = """
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #111827;
+       margin: 24px auto; max-width: 1100px; padding: 0 16px; background: #fff; }
+h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 18px; margin: 28px 0 8px; }
+h3 { font-size: 15px; margin: 18px 0 6px; }
+.meta { color: #4b5563; margin: 2px 0; }
+.banner { padding: 10px 14px; border-radius: 6px; margin: 12px 0; }
+.ok { background: #ecfdf5; border: 1px solid #a7f3d0; }
+.bad { background: #fef2f2; border: 1px solid #fca5a5; }
+.warn { background: #fffbeb; border: 1px solid #fcd34d; }
+table { border-collapse: collapse; margin: 8px 0 16px; font-variant-numeric: tabular-nums; }
+th, td { border-bottom: 1px solid #e5e7eb; padding: 4px 10px; text-align: right; }
+th:first-child, td:first-child { text-align: left; } th { background: #f9fafb; }
+.charts { display: flex; flex-wrap: wrap; gap: 16px; }
+svg { background: #fff; border: 1px solid #e5e7eb; border-radius: 6px; }
+svg text { font: 12px system-ui, sans-serif; fill: #374151; }
+.note { color: #6b7280; font-size: 12px; }
+"""
+
+
+# ------------------------------------------------------------------------------------------------ SVG
+
+
+@dataclass(frozen=True)
+class _Row:
+    label: str
+    value: float | None
+    interval: Interval | None
+    wide: Interval | None
+    colour: str
+
+
+def _ticks(low: float, high: float, count: int = 5) -> list[float]:
+    """Round tick values covering [low, high]."""
+    span = high - low
+    if span <= 0:
+        return [low]
+    raw = span / count
+    magnitude = 10 ** math.floor(math.log10(raw))
+    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
+    first = math.ceil(low / step) * step
+    ticks = []
+    value = first
+    while value <= high + step * 1e-9:
+        ticks.append(0.0 if abs(value) < step * 1e-9 else value)
+        value += step
+    return ticks
+
+
+def _bounds(values: Sequence[float], include_zero: bool) -> tuple[float, float]:
+    finite = [v for v in values if math.isfinite(v)]
+    if include_zero:
+        finite.append(0.0)
+    if not finite:
+        return 0.0, 1.0
+    low, high = min(finite), max(finite)
+    if high == low:
+        pad = abs(high) * 0.1 or 1.0
+        return low - pad, high + pad
+    pad = (high - low) * 0.08
+    return low - pad, high + pad
+
+
+def dot_whisker_svg(title: str, rows: Sequence[_Row], fmt: Formatter, zero_line: bool = False) -> str:
+    """Horizontal dot-and-whisker chart: one row per arm, the dot at the estimate, whiskers at the interval
+    and, when given, a light bar for the wider (always-valid) interval behind it."""
+    width, left, right, top, row_h = 520, 150, 24, 34, 34
+    height = top + row_h * max(len(rows), 1) + 40
+    values: list[float] = []
+    for row in rows:
+        for interval in (row.interval, row.wide):
+            if interval is not None:
+                values += [interval.low, interval.high]
+        if row.value is not None:
+            values.append(row.value)
+    low, high = _bounds(values, zero_line)
+
+    def x(v: float) -> float:
+        return left + (v - low) / (high - low) * (width - left - right)
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}">',
+        f'<text x="12" y="20" style="font-weight:600">{escape(title)}</text>',
+    ]
+    axis_y = top + row_h * max(len(rows), 1) + 6
+    for tick in _ticks(low, high):
+        parts.append(
+            f'<line x1="{x(tick):.1f}" y1="{top - 6}" x2="{x(tick):.1f}" y2="{axis_y}" stroke="#f3f4f6"/>'
+        )
+        parts.append(
+            f'<text x="{x(tick):.1f}" y="{axis_y + 16}" text-anchor="middle">{escape(fmt(tick))}</text>'
+        )
+    if zero_line and low < 0 < high:
+        parts.append(
+            f'<line x1="{x(0):.1f}" y1="{top - 6}" x2="{x(0):.1f}" y2="{axis_y}" stroke="#9ca3af" '
+            'stroke-dasharray="4 3"/>'
+        )
+    for i, row in enumerate(rows):
+        cy = top + row_h * i + row_h / 2
+        parts.append(f'<text x="{left - 10}" y="{cy + 4:.1f}" text-anchor="end">{escape(row.label)}</text>')
+        if row.wide is not None:
+            bar = max(x(row.wide.high) - x(row.wide.low), 1.0)
+            parts.append(
+                f'<rect x="{x(row.wide.low):.1f}" y="{cy - 8:.1f}" width="{bar:.1f}" '
+                f'height="16" fill="{row.colour}" opacity="0.15" rx="3"><title>always-valid interval: '
+                f"{escape(interval_text(row.wide, fmt))}</title></rect>"
+            )
+        if row.interval is not None:
+            x1, x2 = x(row.interval.low), x(row.interval.high)
+            parts.append(
+                f'<line x1="{x1:.1f}" y1="{cy:.1f}" x2="{x2:.1f}" y2="{cy:.1f}" stroke="{row.colour}" '
+                'stroke-width="2.5"/>'
+            )
+            for xe in (x1, x2):
+                parts.append(
+                    f'<line x1="{xe:.1f}" y1="{cy - 6:.1f}" x2="{xe:.1f}" y2="{cy + 6:.1f}" '
+                    f'stroke="{row.colour}" stroke-width="2.5"/>'
+                )
+        if row.value is not None:
+            parts.append(
+                f'<circle cx="{x(row.value):.1f}" cy="{cy:.1f}" r="5.5" fill="{row.colour}">'
+                f"<title>{escape(row.label)}: {escape(fmt(row.value))} "
+                f"({escape(interval_text(row.interval, fmt))})"
+                "</title></circle>"
+            )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def timeline_svg(points: Sequence[TimelinePoint], title: str) -> str:
+    """Cumulative conversion-rate lift by entry day: the estimate as a line, the fixed-horizon interval
+    as a dark band and the always-valid interval as a light band, with the zero line dashed."""
+    width, height, left, right, top, bottom = 1040, 340, 70, 20, 34, 46
+    usable = [p for p in points if p.absolute is not None]
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}">',
+        f'<text x="12" y="20" style="font-weight:600">{escape(title)}</text>',
+    ]
+    if not usable:
+        parts.append(
+            f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle">not enough entries yet</text>'
+        )
+        parts.append("</svg>")
+        return "".join(parts)
+    values: list[float] = []
+    for p in usable:
+        values.append(p.absolute or 0.0)
+        for interval in (p.ci, p.always_valid_ci):
+            if interval is not None:
+                values += [interval.low, interval.high]
+    low, high = _bounds(values, True)
+    n = len(usable)
+
+    def x(i: int) -> float:
+        return left + (i / max(n - 1, 1)) * (width - left - right)
+
+    def y(v: float) -> float:
+        return top + (high - v) / (high - low) * (height - top - bottom)
+
+    for tick in _ticks(low, high):
+        parts.append(
+            f'<line x1="{left}" y1="{y(tick):.1f}" x2="{width - right}" y2="{y(tick):.1f}" stroke="#f3f4f6"/>'
+        )
+        parts.append(
+            f'<text x="{left - 8}" y="{y(tick) + 4:.1f}" text-anchor="end">{tick * 100:+.1f} pts</text>'
+        )
+
+    def band(
+        get: Callable[[TimelinePoint], Interval | None], colour: str, opacity: float, label: str
+    ) -> None:
+        idx = [i for i, p in enumerate(usable) if get(p) is not None]
+        if not idx:
+            return
+        upper = [f"{x(i):.1f},{y(get(usable[i]).high):.1f}" for i in idx]  # type: ignore[union-attr]
+        lower = [f"{x(i):.1f},{y(get(usable[i]).low):.1f}" for i in reversed(idx)]  # type: ignore[union-attr]
+        parts.append(
+            f'<polygon points="{" ".join(upper + lower)}" fill="{colour}" opacity="{opacity}">'
+            f"<title>{escape(label)}</title></polygon>"
+        )
+
+    band(lambda p: p.always_valid_ci, "#2563eb", 0.12, "always-valid interval")
+    band(lambda p: p.ci, "#2563eb", 0.28, "95% interval")
+    if low < 0 < high:
+        parts.append(
+            f'<line x1="{left}" y1="{y(0):.1f}" x2="{width - right}" y2="{y(0):.1f}" stroke="#6b7280" '
+            'stroke-dasharray="5 4"/>'
+        )
+    line = " ".join(f"{x(i):.1f},{y(p.absolute or 0.0):.1f}" for i, p in enumerate(usable))
+    parts.append(f'<polyline points="{line}" fill="none" stroke="#1d4ed8" stroke-width="2.5"/>')
+    for i, p in enumerate(usable):
+        parts.append(
+            f'<circle cx="{x(i):.1f}" cy="{y(p.absolute or 0.0):.1f}" r="3" fill="#1d4ed8">'
+            f"<title>{escape(p.day)}: {(p.absolute or 0.0) * 100:+.2f} pts, n = {p.n_treatment} / "
+            f"{p.n_holdout}</title></circle>"
+        )
+    label_every = max(1, math.ceil(n / 8))
+    for i, p in enumerate(usable):
+        # Every label_every-th day, and always the last one (unless a label sits right before it).
+        regular = i % label_every == 0 and (n - 1 - i >= label_every / 2 or i == n - 1)
+        if regular or i == n - 1:
+            anchor = "end" if i == n - 1 and n > 1 else ("start" if i == 0 else "middle")
+            label_y = height - bottom + 18
+            parts.append(f'<text x="{x(i):.1f}" y="{label_y}" text-anchor="{anchor}">{escape(p.day)}</text>')
+    legend_y = height - 8
+    parts.append(
+        f'<rect x="{left}" y="{legend_y - 10}" width="14" height="10" fill="#2563eb" opacity="0.28"/>'
+        f'<text x="{left + 20}" y="{legend_y}">95% interval</text>'
+        f'<rect x="{left + 130}" y="{legend_y - 10}" width="14" height="10" fill="#2563eb" opacity="0.12"/>'
+        f'<text x="{left + 150}" y="{legend_y}">always-valid interval (safe to check daily)</text>'
+    )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+# ------------------------------------------------------------------------------------------- sections
+
+
+def _colours(names: Sequence[str]) -> dict[str, str]:
+    return {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(names)}
+
+
+def _metric_section(metric: MetricResult, colours: dict[str, str], label: str | None = None) -> str:
+    fmt, lfmt = value_formatter(metric.kind, MEAN_SPEC), lift_formatter(metric.kind, MEAN_SPEC)
+    what = "rate" if metric.kind == RATE else "mean"
+    name = label or metric.name
+    arm_rows = [_Row(a.name, a.mean, a.ci, None, colours.get(a.name, PALETTE[0])) for a in metric.arms]
+    lift_rows = [
+        _Row(
+            c.arm,
+            None if c.lift is None else c.lift.absolute,
+            None if c.lift is None else c.lift.absolute_ci,
+            c.always_valid_ci,
+            colours.get(c.arm, PALETTE[1]),
+        )
+        for c in metric.comparisons
+    ]
+    charts = [
+        dot_whisker_svg(f"{name}: {what} per arm with 95% interval", arm_rows, fmt),
+        dot_whisker_svg(f"{name}: lift over {metric.arms[0].name}", lift_rows, lfmt, zero_line=True),
+    ]
+    arm_table = [
+        f"<tr><th>arm</th><th>n</th><th>{'conversions' if metric.kind == RATE else 'total'}</th>"
+        f"<th>{what}</th><th>sd</th><th>95% interval</th></tr>"
+    ]
+    for a in metric.arms:
+        total, sd = arm_figures(a, metric.kind, ".6g", ".4g")
+        arm_table.append(
+            f"<tr><td>{escape(a.name)}</td><td>{a.n}</td><td>{total}</td><td>{fmt(a.mean)}</td>"
+            f"<td>{sd}</td><td>{interval_text(a.ci, fmt)}</td></tr>"
+        )
+    cmp_table = [
+        "<tr><th>arm</th><th>absolute lift</th><th>95% interval</th><th>p-value</th><th>relative lift</th>"
+        "<th>relative interval</th><th>always-valid interval</th><th>MDE (abs / rel)</th><th>CUPED</th></tr>"
+    ]
+    for c in metric.comparisons:
+        lift = c.lift
+        mde = "n/a" if c.mde is None else f"{lfmt(c.mde.absolute)} / {signed_percent(c.mde.relative)}"
+        cuped = "off"
+        if c.cuped is not None:
+            cuped = (
+                f"{lfmt(c.cuped.lift.absolute)} ({interval_text(c.cuped.lift.absolute_ci, lfmt)}), variance "
+                f"-{c.cuped.variance_reduction:.1%}"
+            )
+        cmp_table.append(
+            f"<tr><td>{escape(c.arm)}</td><td>{lfmt(None if lift is None else lift.absolute)}</td>"
+            f"<td>{interval_text(None if lift is None else lift.absolute_ci, lfmt)}</td>"
+            f"<td>{p_value(None if lift is None else lift.p_value)}</td>"
+            f"<td>{signed_percent(None if lift is None else lift.relative)}</td>"
+            f"<td>{interval_text(None if lift is None else lift.relative_ci, signed_percent)}</td>"
+            f"<td>{interval_text(c.always_valid_ci, lfmt)}</td><td>{mde}</td><td>{escape(cuped)}</td></tr>"
+        )
+    return (
+        f"<h2>{escape(name)} <span class='note'>({what})</span></h2>"
+        f"<div class='charts'>{''.join(charts)}</div>"
+        f"<table>{''.join(arm_table)}</table><table>{''.join(cmp_table)}</table>"
+    )
+
+
+def _srm_banner(analysis: LiftAnalysis) -> str:
+    srm = analysis.srm
+    if srm is None:
+        return "<div class='banner warn'>Split check: not enough arms or customers to test.</div>"
+    sizes = ", ".join(
+        f"{escape(a)} {o} (expected {e:.0f})"
+        for a, o, e in zip(srm.arms, srm.observed, srm.expected, strict=True)
+    )
+    if srm.flagged:
+        return (
+            f"<div class='banner bad'><b>Sample ratio mismatch</b> "
+            f"(p {p_value(srm.p_value)} &lt; {srm.threshold:g}): "
+            f"{sizes}. Declared split: {escape(srm.declared)}. Do not trust the lift until the assignment is "
+            "explained.</div>"
+        )
+    return (
+        f"<div class='banner ok'>Split check passed (chi-square p {p_value(srm.p_value)}): {sizes}. "
+        f"Declared split: {escape(srm.declared)}.</div>"
+    )
+
+
+def _segments(analysis: LiftAnalysis) -> str:
+    if not analysis.segments:
+        return ""
+    out = [
+        f"<h2>By {escape(analysis.segment_column or '')}</h2><p class='note'>Descriptive: many comparisons, "
+        "no multiplicity correction.</p><table><tr><th>segment</th><th>metric</th><th>arm</th><th>n</th>"
+        "<th>absolute lift</th><th>95% interval</th><th>p-value</th><th>relative lift</th>"
+        "<th>split p</th></tr>"
+    ]
+    for segment in analysis.segments:
+        sub = segment.analysis
+        sizes = dict(sub.arms)
+        for metric in sub.metrics:
+            lfmt = lift_formatter(metric.kind, MEAN_SPEC)
+            for c in metric.comparisons:
+                lift = c.lift
+                out.append(
+                    f"<tr><td>{escape(segment.value)}</td><td>{escape(metric.name)}</td><td>{escape(c.arm)}</td>"
+                    f"<td>{sizes.get(c.arm, 0)} / {sizes.get(c.control, 0)}</td>"
+                    f"<td>{lfmt(None if lift is None else lift.absolute)}</td>"
+                    f"<td>{interval_text(None if lift is None else lift.absolute_ci, lfmt)}</td>"
+                    f"<td>{p_value(None if lift is None else lift.p_value)}</td>"
+                    f"<td>{signed_percent(None if lift is None else lift.relative)}</td>"
+                    f"<td>{p_value(None if sub.srm is None else sub.srm.p_value)}</td></tr>"
+                )
+    out.append("</table>")
+    return "".join(out)
+
+
+def _page(title: str, body: str) -> str:
+    return (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        f"<title>{escape(title)}</title><style>{CSS}</style></head><body>{body}</body></html>\n"
+    )
+
+
+def _methods(analysis: LiftAnalysis) -> str:
+    return (
+        "<h2>Methods</h2><ul class='note'>"
+        "<li>Rates: Newcombe hybrid-score interval for the difference, pooled two-proportion z-test, "
+        "Wilson interval per arm.</li>"
+        "<li>Means: Welch t-test and interval for the difference, Student t interval per arm.</li>"
+        "<li>Relative lift: delta-method interval.</li>"
+        f"<li>Always-valid interval: normal-mixture SPRT confidence sequence, mixing sd tau = "
+        f"{analysis.sequential_tau:g} standard deviations of the metric; valid however often it is "
+        "checked.</li>"
+        f"<li>MDE: smallest increase detected with {analysis.power:.0%} power at alpha {analysis.alpha:g} "
+        "(statsmodels power solvers).</li>"
+        "<li>Split check: chi-square goodness of fit of arm sizes to the declared split, flagged below "
+        "0.001.</li>"
+        "</ul>"
+    )
+
+
+def render_analysis_html(analysis: LiftAnalysis, title: str, subtitle: str = "") -> str:
+    """A page for an experiment table (``orchestrator lift``): every metric's charts and tables."""
+    colours = _colours([name for name, _ in analysis.arms])
+    body = [
+        f"<h1>{escape(title)}</h1>",
+        f"<p class='meta'>{escape(subtitle)}</p>" if subtitle else "",
+        f"<p class='meta'>Control: <b>{escape(analysis.control)}</b>; arms: "
+        + ", ".join(f"{escape(name)} ({n})" for name, n in analysis.arms)
+        + "</p>",
+        _srm_banner(analysis),
+        *(_metric_section(metric, colours) for metric in analysis.metrics),
+        _segments(analysis),
+        _methods(analysis),
+    ]
+    return _page(title, "".join(body))
+
+
+def render_journey_html(report: JourneyReport) -> str:
+    """A page for a journey report: arms, lift, cumulative lift by entry day."""
+    data = report.to_dict()
+    title = f"Lift report: {report.journey_id} (version {report.version})"
+    body = [
+        f"<h1>{escape(title)}</h1>",
+        f"<p class='meta'>As of {escape(data['as_of'])}. Unit: {escape(data['unit'])}.</p>",
+    ]
+    if report.goal_event is None:
+        body.append("<p>This journey declares no goal: nothing to measure.</p>")
+        return _page(title, "".join(body))
+    goal = data["goal"]
+    revenue = f", revenue from <code>{escape(goal['revenue'])}</code>" if goal["revenue"] else ""
+    body.append(
+        f"<p class='meta'>Goal: <code>{escape(goal['event'])}</code> within {escape(goal['within'])} of "
+        f"entry{revenue}. Entries counted: {report.matured} whose goal window has closed "
+        f"({report.entries - report.matured} still inside it are left out).</p>"
+    )
+    for warning in report.warnings:
+        body.append(f"<div class='banner warn'>{escape(warning)}</div>")
+    lift = report.lift
+    if lift is None:
+        body.append("<p>No entry has completed its goal window yet.</p>")
+        return _page(title, "".join(body))
+    if lift.global_holdout is not None:
+        g = lift.global_holdout
+        body.append(
+            f"<p class='meta'>Global holdout (shown for reference, not compared): {g.n} entries, "
+            f"{g.conversions} converted.</p>"
+        )
+    body.append(_srm_banner(lift.analysis))
+    colours = _colours([name for name, _ in lift.analysis.arms])
+    for metric in lift.analysis.metrics:
+        label = "conversion rate" if metric.name == CONVERSION else "revenue per entry"
+        body.append(_metric_section(metric, colours, label))
+    body.append("<h2>Cumulative lift by entry day</h2>")
+    body.append(
+        "<p class='note'>Each point uses every counted entry up to the end of that day. Read the light band "
+        "if you look every day: the dark one is only valid for a single look decided in advance.</p>"
+    )
+    body.append(timeline_svg(report.timeline, "conversion rate lift (treatment - holdout), cumulative"))
+    body.append(_segments(lift.analysis))
+    body.append(_methods(lift.analysis))
+    return _page(title, "".join(body))

@@ -1,0 +1,278 @@
+"""The lift report of a journey (``journey_report``), built from the store alone.
+
+The unit is an entry (a journey instance). Its arm was fixed when the customer first entered; it converted
+when the journey's goal event happened within the goal window after entry, recorded the same way for both
+arms. Only entries whose goal window has closed by the report instant are counted: an entry still inside
+its window has not had its full chance to convert, and counting it would bias rates towards zero.
+
+Arms: ``treatment`` and ``holdout`` (the journey's own holdout) are compared; entries of customers in the
+global holdout (``layer = 'global'`` in ``holdout_assignments``) are shown apart and left out of the
+comparison, because the global layer is not part of the journey's declared split.
+
+Everything is computed by ``analysis.analyze`` over the per-entry columns of ``entry_rows.EntryRows``, and
+``entry_rows.export_entries`` writes those same columns, so an analyst can reproduce every number from the
+export.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+
+from orchestrator.clock import from_us
+from orchestrator.durations import US_PER_SECOND, format_duration
+from orchestrator.holdout import HOLDOUT, TREATMENT
+from orchestrator.language import SpecError, load_journey_text
+from orchestrator.measure._analysis import LiftAnalysis, MetricComparison, analyze
+from orchestrator.measure._entry_rows import GLOBAL_HOLDOUT, EntryRows, load_entries
+from orchestrator.measure._rates import ArmSummary, summarize_arm
+from orchestrator.measure._sequential import DEFAULT_SEQUENTIAL_TAU
+from orchestrator.measure._timeline import TimelinePoint, cumulative_lift
+from orchestrator.store import Store, journey_ids, latest_version_source, max_tick_us
+
+CONVERSION, REVENUE = "conversion", "revenue"
+"""Metric names of the journey report."""
+DEFAULT_PRE_PERIOD = timedelta(days=28)
+"""How far before entry the pre-entry covariates (goal events and their revenue) look."""
+
+
+@dataclass(frozen=True)
+class JourneyLift:
+    """Per-arm totals (``arms``: treatment and holdout, in journey units) and the full analysis."""
+
+    arms: tuple[ArmSummary, ...]
+    analysis: LiftAnalysis
+    global_holdout: ArmSummary | None
+
+    def comparison(self, metric: str = CONVERSION) -> MetricComparison | None:
+        """The treatment-against-holdout comparison on ``metric`` (None when an arm is missing)."""
+        result = self.analysis.metric(metric)
+        return next(iter(result.comparisons), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = self.analysis.to_dict()
+        out["arms"] = [arm.to_dict() for arm in self.arms]
+        out["global_holdout"] = None if self.global_holdout is None else self.global_holdout.to_dict()
+        return out
+
+
+@dataclass(frozen=True)
+class JourneyReport:
+    journey_id: str
+    version: int
+    as_of_us: int
+    goal_event: str | None
+    goal_window: timedelta | None
+    revenue_property: str | None
+    entries: int
+    matured: int
+    lift: JourneyLift | None
+    rows: EntryRows | None = None
+    timeline: tuple[TimelinePoint, ...] = ()
+    declared_holdout: float | None = None
+    pre_period: timedelta = DEFAULT_PRE_PERIOD
+    cuped: bool = False
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "journey": self.journey_id,
+            "version": self.version,
+            "as_of": from_us(self.as_of_us).isoformat(),
+            "goal": None
+            if self.goal_event is None
+            else {
+                "event": self.goal_event,
+                "within": format_duration(self.goal_window) if self.goal_window else None,
+                "revenue": self.revenue_property,
+            },
+            "declared_holdout_percent": self.declared_holdout,
+            "entries": self.entries,
+            "matured_entries": self.matured,
+            "still_in_window": self.entries - self.matured,
+            "unit": "entry (journey instance); arm fixed at the customer's first entry",
+            "cuped": {
+                "enabled": self.cuped,
+                "covariates": {
+                    CONVERSION: f"{self.goal_event} events in the {format_duration(self.pre_period)} "
+                    "before entry",
+                    REVENUE: f"{self.revenue_property} of those events",
+                },
+            }
+            if self.goal_event is not None
+            else None,
+            "warnings": list(self.warnings),
+            "lift": None if self.lift is None else self.lift.to_dict(),
+            "timeline": [point.to_dict() for point in self.timeline],
+        }
+
+
+def journey_report(
+    store: Store,
+    journey_id: str,
+    as_of_us: int | None = None,
+    alpha: float = 0.05,
+    *,
+    power: float = 0.8,
+    sequential_tau: float = DEFAULT_SEQUENTIAL_TAU,
+    cuped: bool = False,
+    pre_period: timedelta = DEFAULT_PRE_PERIOD,
+    segment_attribute: str | None = None,
+) -> JourneyReport:
+    """Build the report of ``journey_id`` as of ``as_of_us`` (default: the last tick's instant).
+
+    Raises ``KeyError`` with a readable message when the journey never ran in this store.
+    """
+    with store.connect() as conn:
+        latest = latest_version_source(conn, journey_id)
+        if latest is None:
+            known = journey_ids(conn)
+            raise KeyError(
+                f"journey {journey_id!r} has not run in this store (known: {', '.join(known) or 'none'})"
+            )
+        if as_of_us is None:
+            last = max_tick_us(conn)
+            as_of_us = last if last is not None else 0
+        try:
+            journey = load_journey_text(latest.source, f"<stored {journey_id} v{latest.version}>").journey
+        except SpecError:
+            journey = None
+        goal = None if journey is None else journey.goal
+        window_us = round(goal.within.total_seconds() * US_PER_SECOND) if goal else 0
+        rows = load_entries(
+            conn,
+            journey_id,
+            as_of_us,
+            window_us,
+            goal.event if goal else None,
+            goal.revenue if goal else None,
+            round(pre_period.total_seconds() * US_PER_SECOND),
+            segment_attribute,
+        )
+    declared = None if journey is None else float(journey.holdout)
+    base: dict[str, Any] = {
+        "journey_id": journey_id,
+        "version": latest.version,
+        "as_of_us": as_of_us,
+        "entries": len(rows),
+        "rows": rows,
+        "declared_holdout": declared,
+        "pre_period": pre_period,
+        "cuped": cuped,
+    }
+    if goal is None:
+        return JourneyReport(
+            goal_event=None, goal_window=None, revenue_property=None, matured=0, lift=None, **base
+        )
+    counted = rows.select(rows.counted)
+    lift = _journey_lift(counted, declared, goal.revenue, alpha, power, sequential_tau, cuped)
+    compared = counted.arm != GLOBAL_HOLDOUT
+    timeline = cumulative_lift(
+        counted.entered_us[compared],
+        counted.arm[compared],
+        counted.converted[compared],
+        alpha=alpha,
+        sequential_tau=sequential_tau,
+    )
+    return JourneyReport(
+        goal_event=goal.event,
+        goal_window=goal.within,
+        revenue_property=goal.revenue,
+        matured=len(counted),
+        lift=lift,
+        timeline=timeline,
+        warnings=tuple(_warnings(counted)),
+        **base,
+    )
+
+
+def _journey_lift(
+    counted: EntryRows,
+    declared: float | None,
+    revenue_property: str | None,
+    alpha: float,
+    power: float,
+    sequential_tau: float,
+    cuped: bool,
+) -> JourneyLift | None:
+    if not len(counted):
+        return None
+    compared = counted.select(counted.arm != GLOBAL_HOLDOUT)
+    arms = tuple(
+        summarize_arm(name, compared.converted[compared.arm == name], compared.revenue[compared.arm == name])
+        for name in (TREATMENT, HOLDOUT)
+    )
+    global_mask = counted.arm == GLOBAL_HOLDOUT
+    global_arm = (
+        summarize_arm(GLOBAL_HOLDOUT, counted.converted[global_mask], counted.revenue[global_mask])
+        if global_mask.any()
+        else None
+    )
+    metrics = {CONVERSION: compared.converted.astype(np.float64)}
+    kinds = {CONVERSION: "rate"}
+    covariates = {CONVERSION: ("pre_conversions", compared.pre_conversions)}
+    if revenue_property:
+        metrics[REVENUE] = compared.revenue
+        kinds[REVENUE] = "mean"
+        covariates[REVENUE] = ("pre_revenue", compared.pre_revenue)
+    shares, split = _declared_split(compared, declared)
+    analysis = analyze(
+        compared.arm,
+        HOLDOUT,
+        metrics,
+        kinds=kinds,
+        expected_shares=shares,
+        split_declared=split,
+        covariates=covariates if cuped else None,
+        segments=None
+        if compared.segment is None or compared.segment_column is None
+        else (compared.segment_column, compared.segment),
+        alpha=alpha,
+        power=power,
+        sequential_tau=sequential_tau,
+    )
+    return JourneyLift(arms=arms, analysis=analysis, global_holdout=global_arm)
+
+
+def _declared_split(compared: EntryRows, declared: float | None) -> tuple[dict[str, float] | None, str]:
+    """Expected arm weights: each customer adds the holdout share in force when they were assigned.
+
+    With an unchanged percent this is the plain declared split; after a ramp each period weighs in with its
+    own percent, so a ramp does not look like a sample-ratio mismatch. Entries without an assignment row use
+    the journey's declared percent.
+    """
+    if declared is None and np.isnan(compared.holdout_percent).all():
+        return None, ""
+    fallback = declared if declared is not None else float(np.nanmean(compared.holdout_percent))
+    percent = np.where(np.isnan(compared.holdout_percent), fallback, compared.holdout_percent) / 100.0
+    distinct = sorted({float(p) for p in np.unique(percent * 100.0)})
+    if len(distinct) <= 1:
+        value = distinct[0] if distinct else fallback
+        split = f"holdout {value:g}% of entrants (journey layer)"
+    else:
+        split = (
+            f"holdout percent changed over time ({', '.join(f'{p:g}%' for p in distinct)}): expected counts "
+            "use the percent in force at each assignment"
+        )
+    return {TREATMENT: float((1.0 - percent).sum()), HOLDOUT: float(percent.sum())}, split
+
+
+def _warnings(counted: EntryRows) -> list[str]:
+    out = []
+    compared = counted.arm != GLOBAL_HOLDOUT
+    customers = np.unique(counted.customer_key[compared]).size
+    if customers < int(compared.sum()):
+        out.append(
+            f"{int(compared.sum()) - customers} entries are re-entries of the same customers: entries of one "
+            "customer are correlated, so intervals treat more information as independent than there is"
+        )
+    percents = np.unique(counted.holdout_percent[compared & ~np.isnan(counted.holdout_percent)])
+    if percents.size > 1:
+        out.append(
+            "the holdout percent changed while entries were counted; if conversion rates also drifted over "
+            "time, the pooled comparison can be biased (compare the timeline)"
+        )
+    return out

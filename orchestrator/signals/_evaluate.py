@@ -1,0 +1,569 @@
+"""Vectorised evaluation of expressions for every customer at once.
+
+Each aggregate (``count``, ``since``, ``sum`` ...) becomes one numpy pass over the event columns
+(``bincount`` and friends), giving an array indexed by customer key; operators then combine whole arrays.
+There is no per-customer Python anywhere here. Identical aggregates are computed once per evaluation
+instant and shared by every journey through an ``AggregateCache``.
+
+Null semantics: a missing value (NaN or None) makes every comparison false, arithmetic on it stays
+null, ``coalesce`` and ``present`` test for it, and ``x == null`` is true exactly where ``x`` is missing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from orchestrator.durations import US_PER_SECOND
+from orchestrator.signals import _builtin_values as builtin_values
+from orchestrator.signals import _lang as lang
+from orchestrator.signals._frame import NULL_CODE, Categorical, CustomerFrame, EventFrame
+from orchestrator.signals._lang import Binary, Call, ExpressionError, Name, Node, Unary
+
+Value = Any  # np.ndarray of length n, or a Python scalar that broadcasts
+
+
+class AggregateCache:
+    """Results of aggregates and masks for one frame and one instant, shared across journeys."""
+
+    def __init__(self) -> None:
+        self.values: dict[Any, np.ndarray] = {}
+        self.masks: dict[Any, Any] = {}
+
+
+class Evaluator:
+    """Evaluates expressions over ``events`` and ``customers`` at ``now_us``.
+
+    ``metrics`` maps names to expressions (a journey's ``metrics:``); a name that is not a metric is read
+    as a customer attribute.
+    """
+
+    def __init__(
+        self,
+        events: EventFrame,
+        customers: CustomerFrame,
+        now_us: int,
+        metrics: Mapping[str, Node] | None = None,
+        cache: AggregateCache | None = None,
+    ) -> None:
+        if events.n_customers != customers.n:
+            raise ValueError("event and customer frames disagree on the number of customer slots")
+        self.events = events
+        self.customers = customers
+        self.n = customers.n
+        self.now_us = int(now_us)
+        self.metrics = dict(metrics or {})
+        self.cache = cache or AggregateCache()
+        self._metric_values: dict[str, np.ndarray] = {}
+        self._resolving: set[str] = set()
+        # Values of sub-expressions, by node identity, for callers that ask for many nested nodes of one
+        # tree (``signals.horizon``); off by default, where each node is evaluated once anyway.
+        self.memo: dict[int, Value] | None = None
+
+    # ------------------------------------------------------------------------------------------ public
+
+    def values(self, node: Node) -> np.ndarray:
+        """The expression's value for every customer slot, as an array of length ``n``."""
+        return _broadcast(self._eval(node), self.n)
+
+    def condition(self, node: Node) -> np.ndarray:
+        """Where the expression is true, as a boolean array of length ``n`` (false for empty slots)."""
+        return _broadcast(_truthy(self._eval(node)), self.n).astype(bool) & self.customers.exists
+
+    def metric(self, name: str) -> np.ndarray:
+        if name not in self._metric_values:
+            if name in self._resolving:
+                raise ExpressionError(f"metric {name!r} refers to itself")
+            self._resolving.add(name)
+            try:
+                self._metric_values[name] = self.values(self.metrics[name])
+            finally:
+                self._resolving.discard(name)
+        return self._metric_values[name]
+
+    # ------------------------------------------------------------------------------------------ tree
+
+    def _eval(self, node: Node) -> Value:
+        if self.memo is not None:
+            key = id(node)
+            if key not in self.memo:
+                self.memo[key] = self._eval_node(node)
+            return self.memo[key]
+        return self._eval_node(node)
+
+    def _eval_node(self, node: Node) -> Value:
+        if isinstance(node, lang.Number):
+            return node.value
+        if isinstance(node, lang.Duration):
+            return node.seconds
+        if isinstance(node, lang.String | lang.Boolean):
+            return node.value
+        if isinstance(node, lang.Null):
+            return np.nan
+        if isinstance(node, Name):
+            if len(node.parts) != 1:
+                raise ExpressionError(
+                    f"{node.dotted} is an event property; read it inside an aggregate such as "
+                    f"sum({node.dotted}, within=30d)",
+                    node.pos,
+                )
+            name = node.parts[0]
+            if name in self.metrics:
+                return self.metric(name)
+            return self.customers.column(name)
+        if isinstance(node, Unary):
+            if node.op == "not":
+                return ~_broadcast(_truthy(self._eval(node.operand)), self.n)
+            return -_number(self._eval(node.operand))
+        if isinstance(node, Binary):
+            return self._binary(node)
+        if isinstance(node, Call):
+            return self._call(node)
+        raise ExpressionError(f"cannot evaluate {type(node).__name__}", node.pos)
+
+    def _binary(self, node: Binary) -> Value:
+        op = node.op
+        if op in ("and", "or"):
+            left = _broadcast(_truthy(self._eval(node.left)), self.n)
+            right = _broadcast(_truthy(self._eval(node.right)), self.n)
+            return (left & right) if op == "and" else (left | right)
+        if op == "in":
+            assert isinstance(node.right, lang.ListLiteral)
+            left = self._eval(node.left)
+            result = np.zeros(self.n, bool)
+            for item in node.right.items:
+                result |= _broadcast(_compare("==", left, self._eval(item)), self.n)
+            return result
+        if op in ("==", "!=") and (isinstance(node.right, lang.Null) or isinstance(node.left, lang.Null)):
+            other = node.left if isinstance(node.right, lang.Null) else node.right
+            missing = _is_null(self._eval(other))
+            return missing if op == "==" else ~missing
+        left, right = self._eval(node.left), self._eval(node.right)
+        if op in ("==", "!=", "<", "<=", ">", ">="):
+            return _compare(op, left, right)
+        a, b = _number(left), _number(right)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if op == "+":
+                return a + b
+            if op == "-":
+                return a - b
+            if op == "*":
+                return a * b
+            if op == "/":
+                # Division by zero gives null rather than infinity: "no sessions" is not "infinitely many".
+                out = np.divide(a, b)
+                return np.where(np.asarray(b) == 0, np.nan, out)
+        raise ExpressionError(f"unknown operator {op!r}", node.pos)
+
+    # ------------------------------------------------------------------------------------------ calls
+
+    def _call(self, call: Call) -> Value:
+        spec = lang.FUNCTIONS[call.func]
+        if spec.kind == "events" or lang.is_property_aggregate(call):
+            key = call  # nodes compare without positions, so equal calls share one result
+            cached = self.cache.values.get(key)
+            if cached is None:
+                cached = self._aggregate(call)
+                self.cache.values[key] = cached
+            return cached
+        if call.func == "quintile":
+            return self._population(call)
+        args = [self._eval(a) for a in call.args]
+        if call.func in ("min", "max"):
+            fold = np.fmin if call.func == "min" else np.fmax
+            acc = _number(args[0])
+            for arg in args[1:]:
+                acc = fold(acc, _number(arg))
+            return acc
+        if call.func == "coalesce":
+            acc = args[-1]
+            for arg in reversed(args[:-1]):
+                arr = _broadcast(arg, self.n)
+                acc = np.where(_is_null(arr), _broadcast(acc, self.n), arr)
+            return acc
+        if call.func == "abs":
+            return np.abs(_number(args[0]))
+        if call.func == "present":
+            return ~_broadcast(_is_null(args[0]), self.n)
+        return self._builtin(call, args)
+
+    def _column(self, value: Value) -> np.ndarray:
+        """A value as a float column of length ``n`` (NaN for null)."""
+        return _broadcast(_number(value), self.n).astype(np.float64, copy=False)
+
+    def _builtin(self, call: Call, args: list[Value]) -> Value:
+        """The built-in metrics that work on values (see ``signals.builtins``)."""
+        if call.func == "rfm_segment":
+            return builtin_values.rfm_segment(self._column(args[0]), self._column(args[1]))
+        if call.func == "_days":
+            return builtin_values.days(self._column(args[0]))
+        if call.func == "_nps_group":
+            return builtin_values.nps_group(self._column(args[0]))
+        if call.func == "_tier":
+            limits = [float(a) for a in args[2:]]
+            pairs = list(zip(limits[0::2], limits[1::2], strict=True))
+            return builtin_values.lifecycle_tier(self._column(args[0]), self._column(args[1]), pairs)
+        if call.func == "_change":
+            return builtin_values.change(
+                self._column(args[0]), self._column(args[1]), float(args[2]), float(args[3])
+            )
+        raise ExpressionError(f"unknown function {call.func}()", call.pos)
+
+    def _population(self, call: Call) -> np.ndarray:
+        """A function of the whole population (``quintile``): always ranked over every existing customer,
+        whichever customers the caller then reads. Shared through the cache when it reads no metric or
+        attribute (those can differ between journeys)."""
+        key = ("population", call) if not lang.free_names(call) else None
+        cached = self.cache.values.get(key) if key is not None else None
+        if cached is None:
+            cached = builtin_values.quintile(self._column(self._eval(call.args[0])), self.customers.exists)
+            if key is not None:
+                self.cache.values[key] = cached
+        return cached
+
+    def _window_mask(self, call: Call) -> np.ndarray:
+        within = call.kwarg("within")
+        before = call.kwarg("before")
+        end = self.now_us - (_seconds_us(before) if before is not None else 0)
+        start = end - _seconds_us(within) if within is not None else None
+        key = ("window", start, end)
+        mask = self.cache.masks.get(key)
+        if mask is None:
+            ts = self.events.ts
+            mask = ts < end
+            if start is not None:
+                mask &= ts >= start
+            self.cache.masks[key] = mask
+        return mask
+
+    def _type_mask(self, names: tuple[str, ...]) -> np.ndarray:
+        key = ("types", names)
+        mask = self.cache.masks.get(key)
+        if mask is None:
+            mask = type_mask(self.events.type, self.events.type_names, names)
+            self.cache.masks[key] = mask
+        return mask
+
+    def _numeric(self, prop: str) -> np.ndarray:
+        """The property as float64 over all events (NaN where missing), computed once per frame."""
+        key = ("numeric", prop)
+        column = self.cache.masks.get(key)
+        if column is None:
+            raw = self.events.prop(prop)
+            if isinstance(raw, Categorical):
+                numbers = np.append(event_numbers(raw.values), np.nan)  # code -1 reads the trailing NaN
+                column = numbers[raw.codes]
+            else:
+                column = event_numbers(raw)
+            self.cache.masks[key] = column
+        return column
+
+    def _encoded(self, prop: str) -> Categorical:
+        """The property dictionary-encoded (code -1 for missing), computed once per frame."""
+        key = ("encoded", prop)
+        column = self.cache.masks.get(key)
+        if column is None:
+            raw = self.events.prop(prop)
+            if isinstance(raw, Categorical):
+                column = raw
+            elif raw.dtype == object:
+                column = Categorical.encode(raw)
+            else:
+                present = ~np.isnan(raw)
+                uniques, inverse = np.unique(raw[present], return_inverse=True)
+                codes = np.full(len(raw), NULL_CODE, dtype=np.int32)
+                codes[present] = inverse
+                column = Categorical(codes, uniques.astype(object))
+            self.cache.masks[key] = column
+        return column
+
+    def _aggregate(self, call: Call) -> np.ndarray:
+        n = self.n
+        ev = self.events
+        window = self._window_mask(call)
+        if lang.FUNCTIONS[call.func].kind == "events":
+            names = tuple(arg.parts[0] for arg in call.args if isinstance(arg, Name))
+            every_type = call.func == "distinct_events" and not names
+            mask = window if every_type else window & self._type_mask(names)
+            cust = ev.customer[mask]
+            if call.func == "count":
+                return np.bincount(cust, minlength=n).astype(np.float64)
+            if call.func == "since":
+                last = np.full(n, np.iinfo(np.int64).min, dtype=np.int64)
+                np.maximum.at(last, cust, ev.ts[mask])
+                since = (self.now_us - last) / US_PER_SECOND
+                return np.where(last == np.iinfo(np.int64).min, np.inf, since)
+            if call.func == "distinct_events":
+                return _distinct_per_customer(cust, ev.type[mask], len(ev.type_names), n)
+            if call.func == "median_gap":
+                times = ev.ts[mask]
+                grouping = lang.group_property(call)
+                if grouping is None:
+                    return median_gaps(cust, np.zeros(len(cust), np.int64), times, n)
+                codes = self._encoded(grouping).codes[mask]
+                keep = codes >= 0  # an event without the value belongs to no group
+                return median_gaps(cust[keep], codes[keep], times[keep], n)
+            raise ExpressionError(f"unknown aggregate {call.func}()", call.pos)
+
+        arg = call.args[0]
+        assert isinstance(arg, Name)
+        event_name, prop = arg.parts
+        mask = window & self._type_mask((event_name,))
+        func = call.func
+        if func in ("sum", "mean", "min", "max", "last"):
+            nums = self._numeric(prop)[mask]
+            cust = ev.customer[mask]
+            present = ~np.isnan(nums)
+            nums, cust = nums[present], cust[present]
+            if func == "last":
+                return latest_values(cust, ev.ts[mask][present], nums, n)[1]
+            if func == "sum":
+                return np.bincount(cust, weights=to_micros(nums), minlength=n) / MICROS
+            if func == "mean":
+                total = np.bincount(cust, weights=to_micros(nums), minlength=n) / MICROS
+                count = np.bincount(cust, minlength=n)
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+            out = np.full(n, np.inf if func == "min" else -np.inf)
+            (np.minimum if func == "min" else np.maximum).at(out, cust, nums)
+            return np.where(np.isinf(out), np.nan, out)
+        encoded = self._encoded(prop)
+        codes = encoded.codes[mask]
+        cust = ev.customer[mask]
+        present = codes >= 0
+        codes, cust = codes[present], cust[present]
+        width = max(len(encoded.values), 1)
+        if func == "distinct":
+            return _distinct_per_customer(cust, codes, width, n)
+        # Rank the values so that ties go to the smallest value whatever order the codes were given in.
+        rank = value_rank(encoded.values)
+        ranked = rank[codes]
+        if func == "top_count":
+            return _top(cust, ranked, width, n)[0]
+        if func == "top_value":
+            counts, top_rank = _top(cust, ranked, width, n)
+            out = np.full(n, None, dtype=object)
+            has = counts > 0
+            by_rank = encoded.values[np.argsort(rank)]
+            out[has] = by_rank[top_rank[has]]
+            return out
+        raise ExpressionError(f"unknown aggregate {func}()", call.pos)
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def _seconds_us(node: Node) -> int:
+    assert isinstance(node, lang.Duration)
+    return round(node.seconds * US_PER_SECOND)
+
+
+def type_mask(codes: np.ndarray, type_names: Sequence[str], names: Iterable[str]) -> np.ndarray:
+    """Where ``codes`` (indexes into ``type_names``, -1 for unknown) is one of ``names``: one gather
+    through a lookup table instead of a comparison per listed type."""
+    lookup = np.zeros(len(type_names) + 1, dtype=bool)  # the extra last slot is what code -1 reads
+    wanted = set(names)
+    for code, name in enumerate(type_names):
+        lookup[code] = name in wanted
+    return lookup[codes]
+
+
+# Sums are taken in millionths of a unit, as whole numbers that float64 holds exactly (up to 2**53),
+# so that a sum does not depend on the order of its terms and can be updated by adding and removing
+# values with no drift. Values are rounded to six decimals first.
+MICROS = 1_000_000.0
+
+
+def to_micros(values: np.ndarray) -> np.ndarray:
+    return np.round(values * MICROS)
+
+
+# Above this many cells a customer-by-value count matrix costs too much memory; sort instead.
+MATRIX_CELLS = 1 << 25
+
+
+def _distinct_per_customer(cust: np.ndarray, codes: np.ndarray, width: int, n: int) -> np.ndarray:
+    """How many different codes each customer has."""
+    keys = cust.astype(np.int64) * width + codes
+    if n * width <= MATRIX_CELLS:
+        seen = np.bincount(keys, minlength=n * width).reshape(n, width) > 0
+        return seen.sum(axis=1).astype(np.float64)
+    pairs = np.unique(keys)
+    return np.bincount(pairs // width, minlength=n).astype(np.float64)
+
+
+def _top(cust: np.ndarray, ranked: np.ndarray, width: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per customer, the count of its most frequent value and that value's rank (smallest rank on ties)."""
+    keys = cust.astype(np.int64) * width + ranked
+    if n * width <= MATRIX_CELLS:
+        matrix = np.bincount(keys, minlength=n * width).reshape(n, width)
+        top_rank = matrix.argmax(axis=1)  # the first maximum, which is the smallest rank
+        return matrix[np.arange(n), top_rank].astype(np.float64), top_rank
+    pairs, counts = np.unique(keys, return_counts=True)
+    owners = pairs // width
+    order = np.lexsort((pairs % width, -counts, owners))
+    owners_sorted = owners[order]
+    first = np.ones(len(order), bool)
+    first[1:] = owners_sorted[1:] != owners_sorted[:-1]
+    top_count = np.zeros(n, np.float64)
+    top_rank = np.zeros(n, np.int64)
+    top_count[owners_sorted[first]] = counts[order][first]
+    top_rank[owners_sorted[first]] = (pairs % width)[order][first]
+    return top_count, top_rank
+
+
+NEVER = np.iinfo(np.int64).min
+
+
+def latest_values(
+    cust: np.ndarray, ts: np.ndarray, values: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per customer, the latest event time (``NEVER`` if none) and the smallest value among the events at
+    that instant (NaN if none): what ``last()`` reads, whatever order the events come in."""
+    latest = np.full(n, NEVER, dtype=np.int64)
+    np.maximum.at(latest, cust, ts)
+    at_latest = ts == latest[cust]
+    smallest = np.full(n, np.inf)
+    np.minimum.at(smallest, cust[at_latest], values[at_latest])
+    return latest, np.where(latest == NEVER, np.nan, smallest)
+
+
+def value_rank(values: np.ndarray) -> np.ndarray:
+    """rank[code] = position of values[code] in sorted order (text and numbers compare as text)."""
+    keys = np.array([str(v) for v in values], dtype=str) if values.dtype == object else values
+    order = np.argsort(keys, kind="stable")
+    rank = np.empty(len(values), np.int64)
+    rank[order] = np.arange(len(values))
+    return rank
+
+
+def _broadcast(value: Value, n: int) -> np.ndarray:
+    arr = np.asarray(value)
+    if arr.ndim == 0:
+        if isinstance(value, str):
+            out = np.empty(n, dtype=object)
+            out[:] = value
+            return out
+        return np.full(n, arr.item())
+    return arr
+
+
+def _is_null(value: Value) -> Any:
+    arr = np.asarray(value)
+    if arr.dtype == object:
+        # Elementwise comparison of object arrays runs in numpy's loop, not in a Python comprehension.
+        none: Any = None
+        nulls = np.asarray(np.equal(arr, none), dtype=np.bool_) | np.asarray(
+            np.equal(arr, ""), dtype=np.bool_
+        )
+        return nulls | np.asarray(np.not_equal(arr, arr), dtype=np.bool_)  # NaN is the one value != itself
+    if arr.dtype.kind == "f":
+        return np.isnan(arr)
+    return np.zeros(arr.shape, bool)
+
+
+def _truthy(value: Value) -> Any:
+    arr = np.asarray(value)
+    if arr.dtype == bool:
+        return arr
+    if arr.dtype.kind in "fiu":
+        with np.errstate(invalid="ignore"):
+            return (arr != 0) & ~np.isnan(arr.astype(np.float64))
+    if arr.dtype == object:
+        return np.array(
+            [bool(v) and not (isinstance(v, float) and v != v) for v in arr.ravel()], dtype=bool
+        ).reshape(arr.shape)
+    return arr.astype(bool)
+
+
+def event_numbers(values: np.ndarray) -> np.ndarray:
+    """An event property's values as float64 for sums and means: a value that is not a number (text,
+    a boolean) counts as missing, like an absent one, so that one odd event cannot stop a tick."""
+    if values.dtype.kind in "fiu":
+        return values.astype(np.float64, copy=False)
+    return np.array(
+        [v if isinstance(v, int | float) and not isinstance(v, bool) else np.nan for v in values.tolist()],
+        dtype=np.float64,
+    )
+
+
+def _number(value: Value) -> Any:
+    arr = np.asarray(value)
+    if arr.dtype.kind in "fiub":
+        return arr.astype(np.float64, copy=False)  # no copy: nothing writes into an operand
+    if arr.dtype == object:
+        out = np.full(arr.shape, np.nan)
+        for i, v in enumerate(arr.ravel()):
+            if isinstance(v, bool) or v is None:
+                out.flat[i] = np.nan if v is None else float(v)
+            elif isinstance(v, int | float):
+                out.flat[i] = v
+            else:
+                raise ExpressionError(f"{v!r} is text, not a number")
+        return out
+    raise ExpressionError(f"{arr.item() if arr.ndim == 0 else 'a text column'!r} is not a number")
+
+
+def median_gaps(customer: np.ndarray, group: np.ndarray, ts: np.ndarray, n: int) -> np.ndarray:
+    """Per customer slot, the median of the gaps (seconds) between consecutive events of one group, with
+    the gaps of all the customer's groups taken together; NaN where there is no gap. An even number of
+    gaps gives the mean of the middle two."""
+    order = np.lexsort((ts, group, customer))
+    customer, group, ts = customer[order], group[order], ts[order]
+    follows = (customer[1:] == customer[:-1]) & (group[1:] == group[:-1])
+    gaps, owner = np.diff(ts)[follows], customer[1:][follows]
+    order = np.lexsort((gaps, owner))
+    gaps, owner = gaps[order], owner[order]
+    counts = np.bincount(owner, minlength=n)
+    starts = np.cumsum(counts) - counts
+    has = counts > 0
+    low, high = starts[has] + (counts[has] - 1) // 2, starts[has] + counts[has] // 2
+    out = np.full(n, np.nan)
+    out[has] = (gaps[low] + gaps[high]) / (2 * US_PER_SECOND)
+    return out
+
+
+def _compare(op: str, left: Value, right: Value) -> Any:
+    a, b = np.asarray(left), np.asarray(right)
+    if a.dtype == object or b.dtype == object or a.dtype.kind == "U" or b.dtype.kind == "U":
+        missing = _is_null(a) | _is_null(b)
+        if op in ("==", "!="):
+            result = (a == b) if op == "==" else (a != b)
+            return np.asarray(result, dtype=bool) & ~missing
+        fa = np.where(missing, "", a).astype(str) if a.dtype == object or a.dtype.kind == "U" else a
+        fb = np.where(missing, "", b).astype(str) if b.dtype == object or b.dtype.kind == "U" else b
+        try:
+            result = _ordered(op, fa, fb)
+        except TypeError as exc:
+            raise ExpressionError(f"cannot compare text with a number using {op}") from exc
+        return np.asarray(result, dtype=bool) & ~missing
+    with np.errstate(invalid="ignore"):
+        result = a == b if op == "==" else a != b if op == "!=" else _ordered(op, a, b)
+    result = np.asarray(result, dtype=bool)
+    # NaN (null) already compares false; only under != must null be made false as well.
+    return result & ~(_is_null(a) | _is_null(b)) if op == "!=" else result
+
+
+def _ordered(op: str, a: Any, b: Any) -> Any:
+    if op == "<":
+        return a < b
+    if op == "<=":
+        return a <= b
+    if op == ">":
+        return a > b
+    return a >= b
+
+
+def to_python(value: Any) -> Any:
+    """A numpy element as a plain Python value for templates: NaN and infinity become None (a template
+    cannot do arithmetic with "never"), whole floats become ints."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            return None
+        if value.is_integer() and abs(value) < 2**53:
+            return int(value)
+    return value

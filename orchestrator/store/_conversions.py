@@ -1,0 +1,147 @@
+"""Goal conversions: the instances not yet converted, and one conversion row per converted instance.
+
+An instance converts at most once (the conversions table is keyed by instance); measurement reads these
+rows, with the holdout flag copied from the instance, and nothing else. Runs in the caller's transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Connection, text
+
+from orchestrator.store._bulk import column, fetch, objects
+
+
+@dataclass
+class OpenInstances:
+    ids: np.ndarray
+    keys: np.ndarray
+    versions: np.ndarray
+    entered_us: np.ndarray
+    holdout: np.ndarray
+    active: np.ndarray
+    entry_keys: np.ndarray  # object array: the correlation key's value (None without one)
+    data: np.ndarray  # object array of JSON text (or None); all None unless asked for
+
+
+def unconverted_instances(
+    conn: Connection, journey_id: str, entered_since_us: int, *, with_data: bool = False
+) -> OpenInstances:
+    rows = fetch(
+        conn,
+        "SELECT i.id, i.customer_key, i.version, i.entered_us, i.holdout, i.status, i.entry_key, "
+        + ("i.data " if with_data else "NULL ")
+        + "FROM journey_instances i LEFT JOIN conversions c ON c.instance_id = i.id "
+        "WHERE i.journey_id = :j AND i.entered_us >= :since AND c.instance_id IS NULL",
+        {"j": journey_id, "since": entered_since_us},
+    )
+    return OpenInstances(
+        ids=column(rows, 0, np.int64),
+        keys=column(rows, 1, np.int64),
+        versions=column(rows, 2, np.int64),
+        entered_us=column(rows, 3, np.int64),
+        holdout=np.array([bool(r[4]) for r in rows], dtype=bool),
+        active=np.array([r[5] == "active" for r in rows], dtype=bool),
+        entry_keys=objects(rows, 6),
+        data=objects(rows, 7),
+    )
+
+
+def insert_conversions(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    conn.execute(
+        text(
+            "INSERT INTO conversions (instance_id, journey_id, version, customer_key, holdout, entered_us, "
+            "converted_us, revenue) VALUES (:instance_id, :journey_id, :version, :customer_key, :holdout, "
+            ":entered_us, :converted_us, :revenue)"
+        ),
+        rows,
+    )
+
+
+@dataclass(frozen=True)
+class EntryOutcomes:
+    """Every entry of a journey up to an instant, in instance order, as aligned columns: the instance, its
+    conversion (if any) and its customer's holdout assignment for the journey (if any). Missing values:
+    -1 for instants, NaN for the percent, None for strings."""
+
+    instance_id: np.ndarray  # int64
+    customer_key: np.ndarray  # int64
+    held_out: np.ndarray  # bool: the instance is in the holdout arm
+    entered_us: np.ndarray  # int64
+    converted_us: np.ndarray  # int64, -1 without a conversion
+    revenue: np.ndarray  # float64, 0 without a conversion
+    assigned_arm: np.ndarray  # object: the assignment's arm
+    layer: np.ndarray  # object: global | journey, None when not recorded
+    assigned_us: np.ndarray  # int64, -1 without an assignment
+    holdout_percent: np.ndarray  # float64, NaN without an assignment
+    reason: np.ndarray  # object: why the assignment was made
+
+
+def entry_outcomes(conn: Connection, journey_id: str, as_of_us: int) -> EntryOutcomes:
+    """The entries of ``journey_id`` with ``entered_us <= as_of_us`` (one query)."""
+    rows = conn.execute(
+        text(
+            "SELECT i.id, i.customer_key, i.holdout, i.entered_us, c.converted_us, COALESCE(c.revenue, 0), "
+            "h.arm, h.layer, h.assigned_us, h.percent, h.reason FROM journey_instances i "
+            "LEFT JOIN conversions c ON c.instance_id = i.id "
+            "LEFT JOIN holdout_assignments h "
+            "ON h.journey_id = i.journey_id AND h.customer_key = i.customer_key "
+            "WHERE i.journey_id = :j AND i.entered_us <= :t ORDER BY i.id"
+        ),
+        {"j": journey_id, "t": as_of_us},
+    ).all()
+    columns = zip(*rows, strict=True) if rows else [()] * 11
+    ids, keys, held, entered, converted, revenue, arm, layer, assigned, percent, reason = columns
+    return EntryOutcomes(
+        instance_id=np.array(ids, dtype=np.int64),
+        customer_key=np.array(keys, dtype=np.int64),
+        held_out=np.array([bool(v) for v in held], dtype=bool),
+        entered_us=np.array(entered, dtype=np.int64),
+        converted_us=np.array([-1 if v is None else int(v) for v in converted], dtype=np.int64),
+        revenue=np.array(revenue, dtype=np.float64),
+        assigned_arm=np.array(arm, dtype=object),
+        layer=np.array(layer, dtype=object),
+        assigned_us=np.array([-1 if v is None else int(v) for v in assigned], dtype=np.int64),
+        holdout_percent=np.array([np.nan if v is None else float(v) for v in percent], dtype=np.float64),
+        reason=np.array(reason, dtype=object),
+    )
+
+
+@dataclass(frozen=True)
+class CustomerConversion:
+    """A conversion of one of a customer's instances."""
+
+    instance_id: int
+    journey_id: str
+    converted_us: int
+    revenue: float
+    holdout: bool
+
+
+def customer_conversions(
+    conn: Connection, customer_key: int, journey_id: str | None = None
+) -> list[CustomerConversion]:
+    """The conversions of one customer (in ``journey_id`` only, when given), in the order they happened."""
+    only = " AND journey_id = :j" if journey_id else ""
+    rows = conn.execute(
+        text(
+            "SELECT instance_id, journey_id, converted_us, revenue, holdout FROM conversions "
+            "WHERE customer_key = :k" + only + " ORDER BY converted_us"
+        ),
+        {"k": int(customer_key), "j": journey_id},
+    ).all()
+    return [
+        CustomerConversion(
+            instance_id=int(r.instance_id),
+            journey_id=r.journey_id,
+            converted_us=r.converted_us,
+            revenue=float(r.revenue),
+            holdout=bool(r.holdout),
+        )
+        for r in rows
+    ]

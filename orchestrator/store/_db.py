@@ -1,0 +1,154 @@
+"""Opening the store: one SQLAlchemy engine, its tables created or upgraded on open (``store.schema``).
+
+Two backends share one interface: a SQLite file in WAL mode (the default; one worker process) and
+PostgreSQL through psycopg 3 (``postgresql://...``; any number of worker processes, which share the work
+through row claims and advisory locks, see ``store.leases``). SQL that only one of them understands has a
+path per backend next to it.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event, inspect
+from sqlalchemy.exc import SQLAlchemyError
+
+from orchestrator.store import _schema as schema
+from orchestrator.store._schema import SchemaError as SchemaError  # the store's public name for it
+
+DEFAULT_URL = "sqlite:///orchestrator.db"
+
+
+def database_url(explicit: str | None = None) -> str:
+    """The URL to use: an explicit one, else ``ORCHESTRATOR_DB``, else ``orchestrator.db`` here."""
+    return explicit or os.environ.get("ORCHESTRATOR_DB") or DEFAULT_URL
+
+
+def sqlite_url(path: str | os.PathLike[str]) -> str:
+    return f"sqlite:///{os.fspath(path)}"
+
+
+def _driver_url(url: str) -> str:
+    """PostgreSQL URLs without a driver use psycopg 3 (SQLAlchemy would otherwise look for psycopg2)."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url.removeprefix(prefix)
+    return url
+
+
+@dataclass
+class Store:
+    engine: Engine
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.engine.dialect.name == "postgresql"
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """A connection inside one write transaction, committed on success and rolled back on error.
+
+        On SQLite the transaction takes the write lock at once (``BEGIN IMMEDIATE``): a transaction that
+        reads and then writes can otherwise fail when another writer got in between.
+        """
+        with self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def connect(self) -> Iterator[Connection]:
+        """A connection for reading: everything it reads comes from one consistent snapshot."""
+        with self.engine.connect() as conn:
+            conn.info[_READ_ONLY] = True
+            try:
+                yield conn
+            finally:
+                conn.info.pop(_READ_ONLY, None)
+
+    def is_initialised(self) -> bool:
+        """Whether the engine's tables exist (a store nothing has been written to has none)."""
+        return inspect(self.engine).has_table("journey_versions")
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+_READ_ONLY = "orchestrator_read_only"
+
+
+def _sqlite_pragmas(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+    # The sqlite3 driver would open transactions itself, only at the first write, so reads inside a
+    # transaction could each see different data. Hand transaction control to SQLAlchemy (see _sqlite_begin).
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    # WAL lets readers (status, report) run while a tick writes; NORMAL sync is durable across
+    # process crashes in WAL mode, which is the failure the engine must survive.
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA temp_store=MEMORY")
+    cur.execute("PRAGMA cache_size=-65536")
+    cur.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    conn.exec_driver_sql("BEGIN" if conn.info.get(_READ_ONLY) else "BEGIN IMMEDIATE")
+
+
+def _postgres_begin(conn: Connection) -> None:
+    # Readers get one snapshot for the whole transaction (READ COMMITTED, the default that writers keep,
+    # would give each statement its own).
+    if conn.info.get(_READ_ONLY):
+        conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+
+
+def is_database_error(error: BaseException) -> bool:
+    """Whether ``error`` came from the database (through SQLAlchemy or straight from a DBAPI cursor): a
+    store that is down or full, rather than bad input."""
+    if isinstance(error, SQLAlchemyError | sqlite3.Error):
+        return True
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - psycopg is a dependency
+        return False
+    return isinstance(error, psycopg.Error)
+
+
+def open_engine(url: str | None) -> Engine:
+    """The SQLAlchemy engine for the store at ``url`` (see ``database_url``), with each backend's
+    connection settings and transaction start."""
+    url = _driver_url(database_url(url))
+    kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        kwargs["connect_args"] = {"check_same_thread": False}
+    engine = create_engine(url, **kwargs)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
+    elif engine.dialect.name == "postgresql":
+        event.listen(engine, "begin", _postgres_begin)
+    return engine
+
+
+def open_store(url: str | None = None, *, create: bool = True) -> Store:
+    """Open (and by default create) the store at ``url``. A store made by an earlier version is upgraded
+    to this version's schema; one made by a later version is refused (``SchemaError``)."""
+    url = _driver_url(database_url(url))
+    if not create and url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        raise FileNotFoundError(f"no store at {url.removeprefix('sqlite:///')}")
+    store = Store(open_engine(url))
+    try:
+        schema.upgrade_on_open(store, create=create)
+    except BaseException:
+        store.dispose()
+        raise
+    return store

@@ -1,0 +1,309 @@
+"""Journey instances: created at entry, read when due, moved between steps and finished, in bulk.
+
+Every write takes aligned columns and is one executemany or one set-based UPDATE (on PostgreSQL one
+statement over arrays), never a query per customer. ``due_instances`` reads a worker's claimed batch
+when given one (``store.leases``), and the write that steps an instance clears that claim. All in the
+caller's transaction, so a step's state change commits with its ledger rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+from sqlalchemy import Connection, text
+
+from orchestrator.store import _leases as leases
+from orchestrator.store._bulk import column, executemany, fetch, objects, optional_ints
+from orchestrator.store._customers import chunked
+
+
+def insert_instances(
+    conn: Connection,
+    journey_id: str,
+    version: int,
+    keys: np.ndarray,
+    held: np.ndarray,
+    state: str,
+    entered_us: np.ndarray | int,
+    *,
+    entry_keys: Sequence[str | None] | None = None,
+    event_ids: np.ndarray | None = None,
+    data: Sequence[str | None] | None = None,
+) -> None:
+    """New active instances at ``state``, due at once (``wake_at_us = since_us = entered_us``)."""
+    n = len(keys)
+    if not n:
+        return
+    entered = np.broadcast_to(np.asarray(entered_us, dtype=np.int64), (n,))
+    no_values: list[None] = [None] * n
+    executemany(
+        conn,
+        "INSERT INTO journey_instances (journey_id, version, customer_key, state, status, holdout, "
+        "entered_us, since_us, wake_at_us, entry_key, entry_event_id, data) VALUES (:j, :v, :k, :s, "
+        "'active', :h, :t, :t, :t, :ek, :ev, :d)",
+        [
+            {"j": journey_id, "v": version, "k": k, "s": state, "h": h, "t": t, "ek": ek, "ev": ev, "d": d}
+            for k, h, t, ek, ev, d in zip(
+                np.asarray(keys).tolist(),
+                np.asarray(held, dtype=bool).tolist(),
+                entered.tolist(),
+                entry_keys if entry_keys is not None else no_values,
+                event_ids.tolist() if event_ids is not None else no_values,
+                data if data is not None else no_values,
+                strict=True,
+            )
+        ],
+    )
+
+
+@dataclass
+class DueInstances:
+    ids: np.ndarray
+    keys: np.ndarray
+    states: np.ndarray  # object array of state names
+    holdout: np.ndarray
+    wake_at_us: np.ndarray
+    since_us: np.ndarray
+    entered_us: np.ndarray
+    entry_keys: np.ndarray  # object array: the correlation key's value (None without one)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+_DUE_COLUMNS = "id, customer_key, state, holdout, wake_at_us, since_us, entered_us, entry_key"
+
+
+def due_instances(
+    conn: Connection,
+    journey_id: str,
+    version: int,
+    now_us: int,
+    waiting_states: Sequence[str] = (),
+    *,
+    claimed: leases.Claim | None = None,
+) -> DueInstances:
+    """Active instances of one version that are due (``wake_at_us <= now``), plus every active instance at
+    one of ``waiting_states`` (waits for an event, which can end before their timeout), in id order. With
+    ``claimed`` (a worker sharing the store), only the instances of that claim still held, locked."""
+    columns = _DUE_COLUMNS
+    if claimed is not None:
+        rows = leases.lock_claimed(conn, journey_id, version, claimed.worker, claimed.ids, columns)
+        return _due_from_rows(rows)
+    params: dict[str, Any] = {"j": journey_id, "v": version, "now": now_us}
+    rows = fetch(
+        conn,
+        f"SELECT {columns} FROM journey_instances WHERE journey_id = :j AND status = 'active' "
+        "AND wake_at_us <= :now AND version = :v",
+        params,
+    )
+    if waiting_states:
+        listing = ", ".join(f":s{i}" for i in range(len(waiting_states)))
+        params.update({f"s{i}": s for i, s in enumerate(waiting_states)})
+        rows.extend(
+            fetch(
+                conn,
+                f"SELECT {columns} FROM journey_instances WHERE journey_id = :j AND status = 'active' "
+                f"AND state IN ({listing}) AND version = :v AND wake_at_us > :now",
+                params,
+            )
+        )
+    rows.sort(key=lambda r: r[0])
+    return _due_from_rows(rows)
+
+
+def _due_from_rows(rows: Sequence[Sequence[Any]]) -> DueInstances:
+    wake = column(rows, 4, np.int64)
+    return DueInstances(
+        ids=column(rows, 0, np.int64),
+        keys=column(rows, 1, np.int64),
+        states=objects(rows, 2),
+        holdout=np.fromiter((bool(r[3]) for r in rows), dtype=bool, count=len(rows)),
+        wake_at_us=wake,
+        # Instances written before since_us existed count from their wake-up time.
+        since_us=np.where(optional_ints(rows, 5) < 0, wake, optional_ints(rows, 5)) if rows else wake,
+        entered_us=column(rows, 6, np.int64),
+        entry_keys=objects(rows, 7),
+    )
+
+
+def instance_data(conn: Connection, ids: Sequence[int]) -> dict[int, str | None]:
+    """The ``data`` JSON of the given instances, by id (one statement per 5,000 ids)."""
+    out: dict[int, str | None] = {}
+    for part in chunked(sorted({int(i) for i in ids})):
+        listing = ", ".join(str(i) for i in part)  # plain ints: safe to inline
+        out.update(fetch(conn, f"SELECT id, data FROM journey_instances WHERE id IN ({listing})", {}))
+    return out
+
+
+def move_instances(
+    conn: Connection, ids: np.ndarray, states: Sequence[str], since_us: np.ndarray, wake_at_us: np.ndarray
+) -> None:
+    """Active instances to new steps: state, when they got there, when to look again.
+
+    Instances that entered together usually move together: rows with the same new values are written by
+    one UPDATE over their ids when such groups are large, else one executemany of single-row UPDATEs."""
+    n = len(ids)
+    if n and conn.dialect.name == "postgresql":
+        # One statement over arrays: PostgreSQL joins the new values to the rows by id. A worker's claim on
+        # the rows ends with the move (store.leases), saving a second write of each row.
+        conn.execute(
+            text(
+                "UPDATE journey_instances AS i SET state = u.s, since_us = u.t, wake_at_us = u.w, "
+                "claimed_by = NULL, lease_until_us = NULL "
+                "FROM unnest(CAST(:ids AS BIGINT[]), CAST(:s AS TEXT[]), CAST(:t AS BIGINT[]), "
+                "CAST(:w AS BIGINT[])) AS u(id, s, t, w) WHERE i.id = u.id"
+            ),
+            {"ids": ids.tolist(), "s": list(states), "t": since_us.tolist(), "w": wake_at_us.tolist()},
+        )
+        return
+    if n >= 1000 and conn.dialect.name == "sqlite":
+        state_codes = np.unique(np.asarray(states, dtype=object).astype(str), return_inverse=True)
+        order = np.lexsort((wake_at_us, since_us, state_codes[1]))
+        keys = np.stack([state_codes[1][order], since_us[order], wake_at_us[order]])
+        starts = np.flatnonzero(np.concatenate([[True], np.any(keys[:, 1:] != keys[:, :-1], axis=0)]))
+        if len(starts) * 100 <= n:
+            ends = np.append(starts[1:], n)
+            for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+                first = order[start]
+                conn.execute(
+                    text(
+                        "UPDATE journey_instances SET state = :s, since_us = :t, wake_at_us = :w "
+                        "WHERE id IN (SELECT value FROM json_each(:ids))"
+                    ),
+                    {
+                        "s": states[first],
+                        "t": int(since_us[first]),
+                        "w": int(wake_at_us[first]),
+                        "ids": orjson.dumps(ids[order[start:end]].tolist()).decode(),
+                    },
+                )
+            return
+    executemany(
+        conn,
+        "UPDATE journey_instances SET state = :s, since_us = :t, wake_at_us = :w WHERE id = :id",
+        [
+            {"id": i, "s": s, "t": t, "w": w}
+            for i, s, t, w in zip(ids.tolist(), states, since_us.tolist(), wake_at_us.tolist(), strict=True)
+        ],
+    )
+
+
+def finish_steps(
+    conn: Connection, ids: np.ndarray, statuses: Sequence[str], reasons: Sequence[str], now_us: int
+) -> None:
+    """Instances that stepped into a terminal state (completed or exited), with the reason."""
+    executemany(
+        conn,
+        "UPDATE journey_instances SET state = :s, status = :s, since_us = :t, wake_at_us = NULL, "
+        "exited_us = :t, exit_reason = :r, claimed_by = NULL, lease_until_us = NULL WHERE id = :id",
+        [
+            {"id": i, "s": s, "r": r, "t": now_us}
+            for i, s, r in zip(ids.tolist(), statuses, reasons, strict=True)
+        ],
+    )
+
+
+def set_instance_data(conn: Connection, ids: np.ndarray, data: Sequence[str]) -> None:
+    executemany(
+        conn,
+        "UPDATE journey_instances SET data = :d WHERE id = :id",
+        [{"id": i, "d": d} for i, d in zip(ids.tolist(), data, strict=True)],
+    )
+
+
+def active_instances(conn: Connection, journey_id: str, version: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, customer keys) of the active instances of one version."""
+    rows = fetch(
+        conn,
+        "SELECT id, customer_key FROM journey_instances WHERE journey_id = :j AND status = 'active' "
+        "AND version = :v",
+        {"j": journey_id, "v": version},
+    )
+    return column(rows, 0, np.int64), column(rows, 1, np.int64)
+
+
+def finish_instances(conn: Connection, ids: np.ndarray, status: str, reason: str, now_us: int) -> None:
+    """Finish active instances from outside the steps (goal reached, exit criteria met)."""
+    executemany(
+        conn,
+        "UPDATE journey_instances SET status = :s, state = :s, exited_us = :t, exit_reason = :r, "
+        "wake_at_us = NULL WHERE id = :id AND status = 'active'",
+        [{"s": status, "t": now_us, "r": reason, "id": int(i)} for i in ids],
+    )
+
+
+def latest_instance_data(conn: Connection, journey_id: str, customer_key: int) -> str | None:
+    """The ``data`` (entry event and captured events, JSON) of the customer's latest entry into the
+    journey, or None."""
+    value = conn.execute(
+        text(
+            "SELECT data FROM journey_instances WHERE journey_id = :j AND customer_key = :k "
+            "ORDER BY entered_us DESC, id DESC LIMIT 1"
+        ),
+        {"j": journey_id, "k": int(customer_key)},
+    ).scalar()
+    return None if value is None else str(value)
+
+
+@dataclass(frozen=True)
+class CustomerInstance:
+    """One entry of a customer into a journey, with its holdout assignment when one is stored."""
+
+    id: int
+    journey_id: str
+    version: int
+    entered_us: int
+    holdout: bool
+    state: str
+    status: str
+    since_us: int | None
+    wake_at_us: int | None
+    exited_us: int | None
+    exit_reason: str | None
+    entry_key: str | None
+    arm: str | None  # from holdout_assignments (None when no assignment is stored)
+    arm_reason: str | None
+    holdout_layer: str | None
+
+
+def customer_instances(
+    conn: Connection, customer_key: int, journey_id: str | None = None
+) -> list[CustomerInstance]:
+    """Every instance of one customer (in ``journey_id`` only, when given), in the order they entered."""
+    only = " AND i.journey_id = :j" if journey_id else ""
+    rows = conn.execute(
+        text(
+            "SELECT i.id, i.journey_id, i.version, i.entered_us, i.holdout, i.state, i.status, "
+            "i.since_us, i.wake_at_us, i.exited_us, i.exit_reason, i.entry_key, h.arm, h.reason, h.layer "
+            "FROM journey_instances i LEFT JOIN holdout_assignments h ON h.journey_id = i.journey_id "
+            "AND h.customer_key = i.customer_key WHERE i.customer_key = :k"
+            + only
+            + " ORDER BY i.entered_us, i.id"
+        ),
+        {"k": int(customer_key), "j": journey_id},
+    ).all()
+    return [
+        CustomerInstance(
+            id=int(r.id),
+            journey_id=r.journey_id,
+            version=int(r.version),
+            entered_us=r.entered_us,
+            holdout=bool(r.holdout),
+            state=r.state,
+            status=r.status,
+            since_us=r.since_us,
+            wake_at_us=r.wake_at_us,
+            exited_us=r.exited_us,
+            exit_reason=r.exit_reason,
+            entry_key=r.entry_key,
+            arm=r.arm,
+            arm_reason=r.reason,
+            holdout_layer=r.layer,
+        )
+        for r in rows
+    ]
