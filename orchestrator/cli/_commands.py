@@ -484,7 +484,7 @@ def cmd_lift(args: Args) -> int:
 
 
 def cmd_plan(args: Args) -> int:
-    from orchestrator.cli._runtime import run_plan
+    from orchestrator.cli._plan_and_status import run_plan
 
     return run_plan(args)
 
@@ -511,7 +511,7 @@ def cmd_diagram(args: Args) -> int:
 
 
 def cmd_status(args: Args) -> int:
-    from orchestrator.cli._runtime import run_status
+    from orchestrator.cli._plan_and_status import run_status
 
     return run_status(args)
 
