@@ -50,7 +50,11 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+#: What to do about a full disk, in every message that reports one (the store's and the command line's).
+DISK_FULL_REMEDY = "free some space (or raise the quota or size limit) and run again"
+
 __all__ = [
+    "DISK_FULL_REMEDY",
     "DeliveryError",
     "EngineError",
     "Failure",

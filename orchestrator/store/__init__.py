@@ -21,6 +21,7 @@ The modules hold, by what they read and write together:
 - ``_customers``: customer records, keys, attributes and consents;
 - ``_events``: events written in bulk and read back as columns, event types and sources;
 - ``_catalog``: the names the store has seen (event types, properties, customer attributes);
+- ``_failures``: database errors as one line for people;
 - ``_feedback``: opt-outs, opens and clicks told back through message links;
 - ``_batches``: one row of counts per ingest;
 - ``_wal``: SQLite's write-ahead log for a writer that commits often (checkpoints, the writer's settings);
@@ -100,6 +101,7 @@ from orchestrator.store._events import (
     load_events,
     load_new_events,
 )
+from orchestrator.store._failures import describe_database_error
 from orchestrator.store._feedback import TrackedMessage, record_opt_out, record_tracked_event, tracked_message
 from orchestrator.store._health import JourneyFailure, failed_journeys, record_health
 from orchestrator.store._holder import Holding, StoreHeld, hold
@@ -233,6 +235,7 @@ __all__ = [
     "customer_records",
     "customers_sent_since",
     "database_url",
+    "describe_database_error",
     "due_counts",
     "due_instances",
     "due_messages",
