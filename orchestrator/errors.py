@@ -7,36 +7,36 @@ and ``http_status`` (the HTTP service's status), here and nowhere else.
     OrchestratorError                   exit 1  HTTP 500
     ├── UsageError                      exit 2  HTTP 400  change how it is called (arguments, names)
     │   └── NotFoundError               exit 2  HTTP 404  a journey, step or customer asked for is not there
-    │       ├── PreviewError                              engine.preview
-    │       └── UnknownCustomer                           engine.explain
+    │       ├── PreviewError                              engine._preview
+    │       └── UnknownCustomer                           engine._explain
     ├── Failure                         exit 1  HTTP 422  the command ran and found problems
     ├── InvalidInputError               exit 1  HTTP 400  fix the file or the value given
-    │   ├── SpecError                                     language.yamlio (a journey, policy, plan file)
+    │   ├── SpecError                                     language._yamlio (a journey, policy, plan file)
     │   │   └── ConfigError                               config (the workspace config)
-    │   ├── ExpressionError                               signals.syntax
+    │   ├── ExpressionError                               signals._syntax
     │   ├── TemplateError                                 channels.templates
     │   ├── LimitError                                    channels.templates (internal: a bound was hit)
     │   ├── IngestError                                   ingest (a whole input file)
-    │   ├── InputError                                    measure.experiment (an experiment table)
-    │   ├── _Refused                                      language.yamlio (internal)
-    │   └── _NotPlain                                     channels.templates.context (internal)
+    │   ├── InputError                                    measure._experiment (an experiment table)
+    │   ├── _Refused                                      language._yamlio (internal)
+    │   └── _NotPlain                                     channels.templates._context (internal)
     ├── SetupError                      exit 1  HTTP 500  fix the set-up: the config's providers, the folder
-    │   ├── ProviderSetupError                            channels.configured
-    │   ├── NoAdapterError                                channels.base
+    │   ├── ProviderSetupError                            channels._configured
+    │   ├── NoAdapterError                                channels._base
     │   └── WorkspaceExists                               config (``init`` would overwrite files)
     ├── DeliveryError                   exit 1  HTTP 502  a message cannot be delivered as it is
-    │   ├── ComposeError                                  channels.mail
-    │   ├── InvalidNumber, SmsRefused                     channels.sms
-    │   ├── PushRefused                                   channels.push
-    │   ├── _Undeliverable                                channels.outbox (internal)
-    │   └── _Refused, _GoneBeforeData                     channels.smtp (internal)
+    │   ├── ComposeError                                  channels._mail
+    │   ├── InvalidNumber, SmsRefused                     channels._sms
+    │   ├── PushRefused                                   channels._push
+    │   ├── _Undeliverable                                channels._outbox (internal)
+    │   └── _Refused, _GoneBeforeData                     channels._smtp (internal)
     ├── StoreError                      exit 1  HTTP 503  the store cannot be used now: wait, free, upgrade it
-    │   ├── SchemaError                                   store.schema
-    │   ├── StoreHeld                                     store.holder
-    │   └── StoreUnavailable                              http.writer
+    │   ├── SchemaError                                   store._schema
+    │   ├── StoreHeld                                     store._holder
+    │   └── StoreUnavailable                              http._writer
     └── EngineError                     exit 1  HTTP 409  the engine refuses to go on until this is fixed
-        ├── ClockBehind                                   engine.tick
-        └── VersionConflict                               engine.tick
+        ├── ClockBehind                                   engine._tick
+        └── VersionConflict                               engine._tick
 
 ``UsageError``, ``NotFoundError`` and ``Failure`` are defined here; each other leaf is defined in the
 module named, derives from its branch, and keeps the built-in base its callers catch (``SpecError`` is

@@ -16,7 +16,7 @@
 The rewrite is one regular-expression pass over the HTML; only the ``<a>`` tags it finds are looked at
 more closely.
 
-Tokens are signed with a ``Keyring`` (``channels.signing``): unsubscribe links with ``unsubscribe.keys``,
+Tokens are signed with a ``Keyring`` (``channels._signing``): unsubscribe links with ``unsubscribe.keys``,
 tracking links with ``tracking.keys`` when given, else the unsubscribe keys, each for its own purpose so a
 token made for one kind of link is refused by the others.
 """

@@ -1,5 +1,5 @@
 """How a command ends: ``run_guarded`` runs a command's body and turns what it raises into an exit code and
-one line on stderr (``cli.errors`` describes the error; ``orchestrator.errors`` gives each error its exit
+one line on stderr (``cli._errors`` describes the error; ``orchestrator.errors`` gives each error its exit
 code). Besides those: 130 interrupted, 141 the reader of the output went away (a broken pipe).
 """
 
@@ -18,7 +18,7 @@ EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
 
 def run_guarded(command: str, verbose: bool, body: Callable[[], int]) -> int:
     """Run a command's ``body`` and turn what it raises into an exit code and one line on stderr:
-    ``orchestrator COMMAND: message`` (``cli.errors``), never a traceback (but with ``-v`` for an error
+    ``orchestrator COMMAND: message`` (``cli._errors``), never a traceback (but with ``-v`` for an error
     nobody expected).
 
     Told as they are, with the exit code ``orchestrator.errors`` gives them: bad usage, the command's

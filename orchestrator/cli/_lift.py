@@ -87,7 +87,7 @@ def run_report(args: Args) -> int:
 
 
 def _print_report(report: Any) -> None:
-    """The report's text with its arms as a rich table (see ``measure.text.report_text``)."""
+    """The report's text with its arms as a rich table (see ``measure._text.report_text``)."""
     from orchestrator.cli._output import print_table
     from orchestrator.measure import report_text
 

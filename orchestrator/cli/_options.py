@@ -151,7 +151,7 @@ Output = Annotated[
     Path | None,
     typer.Option("--output", "-o", metavar="FILE", help="write the report here, not to stdout"),
 ]
-#: Resolved to ``measure.sequential.DEFAULT_SEQUENTIAL_TAU`` when not given (its module loads numpy).
+#: Resolved to ``measure._sequential.DEFAULT_SEQUENTIAL_TAU`` when not given (its module loads numpy).
 TAU_DEFAULT_TEXT = "0.1"
 Tau = Annotated[
     float | None,

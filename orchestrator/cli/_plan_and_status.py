@@ -1,6 +1,6 @@
 """``orchestrator plan`` (what a changed journey file would do to the customers inside:
-``engine.plan_report``) and ``orchestrator status`` (what the engine holds: instances, due waits, the
-outbox backlog, the last tick: ``engine.status``). Here: the arguments, and the reports as text.
+``engine._plan_report``) and ``orchestrator status`` (what the engine holds: instances, due waits, the
+outbox backlog, the last tick: ``engine._status``). Here: the arguments, and the reports as text.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""``orchestrator why CUSTOMER`` (what happened to one customer, and why: ``engine.explain``) and
+"""``orchestrator why CUSTOMER`` (what happened to one customer, and why: ``engine._explain``) and
 ``orchestrator preview JOURNEY STEP --customer ID`` (exactly what a send step would send that customer now,
-without sending: ``engine.preview``). Here: the arguments, and the answers as text or JSON.
+without sending: ``engine._preview``). Here: the arguments, and the answers as text or JSON.
 """
 
 from __future__ import annotations

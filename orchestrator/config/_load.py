@@ -2,7 +2,7 @@
 
 ``find_config`` looks in the current folder and the folders above it (as git finds its repository), so a
 command run anywhere inside a workspace uses that workspace's config. ``load_config`` reads it with the
-journey files' YAML rules (``language.yamlio``: no anchors or tags, bounded size) and checks it against the
+journey files' YAML rules (``language._yamlio``: no anchors or tags, bounded size) and checks it against the
 models of ``_model``; every problem is reported at once as ``file:line:column: message``, an unknown key
 with the closest known one. Paths in the file are relative to the file's folder, as is a SQLite store URL,
 so the config means the same from any working folder.

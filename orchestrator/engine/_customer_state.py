@@ -3,7 +3,7 @@
 Reading every customer at every tick costs seconds at a million customers. Instead the first tick reads
 them all, and later ticks read only the customers written since (every customer write stamps a revision
 that grows in commit order) and place their values in the columns. The result is always the frame that
-``engine.snapshot.load_customer_frame`` would give: a column's type depends on every customer's values
+``engine._snapshot.load_customer_frame`` would give: a column's type depends on every customer's values
 (numbers, booleans or anything), so the state counts the kinds of value per column, and when a change
 would change a column's type it reads everything again.
 """

@@ -1,7 +1,7 @@
 """The daemon: ticks on an APScheduler 3.x schedule until SIGTERM or SIGINT, then stops cleanly (a second
 signal shortens the stop: see ``run_daemon``). ``serve`` puts it together for an engine: the start line,
 the inbox before each tick, one log line per tick (``tick_fields``: counts and timings, no customer data),
-the workspace reloaded on SIGHUP and when its files change (``engine.reload``).
+the workspace reloaded on SIGHUP and when its files change (``engine._reload``).
 
 APScheduler only times the ticks; durable per-customer waits live in the instances table (``wake_at_us``),
 never in the scheduler. The tick job coalesces missed runs and never overlaps itself.
@@ -9,7 +9,7 @@ never in the scheduler. The tick job coalesces missed runs and never overlaps it
 A daemon that starts first reconciles from the ledger, before the first tick: messages left ``queued`` by a
 process that stopped are dispatched, and those it left ``sending`` (handed to the provider, answer not
 recorded) are sent again with their ledger key on ``at_least_once`` channels, or recorded ``uncertain`` on
-``at_most_once`` ones (``engine.dispatch``).
+``at_most_once`` ones (``engine._dispatch``).
 
 For crash tests the daemon can run on a simulated clock that moves a fixed step per tick and resumes
 after the last stored tick, can log every delivery attempt (``AttemptLog``) and can deliver to a local
@@ -70,7 +70,7 @@ def run_daemon(
 
     With ``reload``, SIGHUP sets a flag too, and the main thread, between its waits, calls
     ``reload(True)`` once it sees it, and ``reload(False)`` every ``watch_seconds`` (None or 0: only on
-    SIGHUP), while ticks run in the scheduler's thread (``engine.reload``: what it hands the engine is
+    SIGHUP), while ticks run in the scheduler's thread (``engine._reload``: what it hands the engine is
     taken at the start of a tick). A reload that raises is logged in one line, once while it repeats."""
     scheduler = BackgroundScheduler(timezone="UTC")
     count = 0
@@ -281,7 +281,7 @@ def crash_test_provider(url: str | None, outbox: Path) -> Adapter:
 class DaemonSettings:
     """What the daemon needs besides its engine. ``store_url`` is only shown (masked) in the start line;
     ``files``, where the workspace was read from, is reloaded on SIGHUP and, every ``watch_seconds``
-    (None or 0: only on SIGHUP), when its files changed (``engine.reload``); without ``files`` nothing is
+    (None or 0: only on SIGHUP), when its files changed (``engine._reload``); without ``files`` nothing is
     reloaded. ``inbox`` is drained before each tick (the faces pass ``orchestrator.ingest.Inbox``).
     ``simulated`` is the crash tests' clock: (clock, start, step per tick)."""
 
@@ -293,7 +293,7 @@ class DaemonSettings:
     files: WorkspaceFiles | None = None
     watch_seconds: float | None = 1.0
     # A workspace config watched with the files (in ``files.extra``): ``load`` reads the workspace and the
-    # config, ``apply`` hands both to the engine (see ``engine.reload.Reloader``).
+    # config, ``apply`` hands both to the engine (see ``engine._reload.Reloader``).
     load: Callable[[], Workspace] | None = None
     apply: Callable[[Workspace], None] | None = None
 

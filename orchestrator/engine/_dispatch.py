@@ -5,16 +5,16 @@ channel, ``queued``). Dispatch takes the rows whose time has come in batches (``
 for each batch:
 
 1. refuses held-out customers (the holdout's second guard, whatever put their message in the queue);
-2. applies the contact policy to the whole batch (``engine.contact_policy``): exclusions, consent,
+2. applies the contact policy to the whole batch (``engine._contact_policy``): exclusions, consent,
    quiet hours, caps and journey priority; a suppressed message is recorded with the reason, a held one
    stays queued with ``next_attempt_us`` at the end of the quiet hours;
 3. renders the rest in the template sandbox (the context checked once per message, with the customer's
    signed unsubscribe link as ``links.unsubscribe`` when ``links`` are configured), drops those whose
    address is on the suppression list, and in the HTML of marketing email turns links into tracked
-   click links and adds the open pixel when tracking is configured (``channels.links``);
+   click links and adds the open pixel when tracking is configured (``channels._links``);
 4. hands the messages to their adapters with the ledger key as idempotency key, a small group at a time
    (``group``, default 8, which grows for a fast provider on at_least_once channels and to the channel's
-   concurrency: see ``_send_batch``). The calls run in ``channels.lanes``: per channel as many at once as
+   concurrency: see ``_send_batch``). The calls run in ``channels._lanes``: per channel as many at once as
    its concurrency (``concurrency[channel]``, else the adapter's own from its provider settings, else
    ``workers``), since a provider call waits on the network and adapters are thread-safe; each adapter
    takes its provider's rate limit right before its call. Before a group is handed over, its rows are
@@ -105,7 +105,7 @@ class DispatchContext:
     to those journeys' messages (the workspace's: the others stay queued until their journey returns);
     ``stop`` is asked before each group of provider calls, and true ends the dispatch; ``on_batch``, when
     given, is told after each batch how many messages were handled so far (for a progress bar). ``links``
-    (from the workspace config's ``unsubscribe`` and ``tracking``, see ``channels.links.message_links``)
+    (from the workspace config's ``unsubscribe`` and ``tracking``, see ``channels._links.message_links``)
     gives templates ``links.unsubscribe`` and tracks marketing email. ``concurrency`` maps a channel to its
     provider calls in flight at once (a channel not named: its adapter's ``concurrency``, else
     ``workers``)."""

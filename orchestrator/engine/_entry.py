@@ -51,7 +51,7 @@ class Entered:
     holdout: int = 0
 
 
-# A condition kept between ticks (``signals.horizon``): (name within the journey, expression) -> where it
+# A condition kept between ticks (``signals._horizon``): (name within the journey, expression) -> where it
 # holds, re-evaluated only for the customers whose inputs changed since the previous tick.
 KeptCondition = Callable[[str, Node], np.ndarray]
 

@@ -12,7 +12,7 @@ one look (an editor or ``git checkout`` halfway through a write is not judged); 
 at once.
 
 **Judging it.** The files are loaded with the checks ``run`` and ``validate`` apply
-(``engine.workspace.load_workspace``), then against the store (``store_problems``): a journey whose
+(``engine._workspace.load_workspace``), then against the store (``store_problems``): a journey whose
 meaning changed without a new ``version`` that already ran, a version at or below a retirement, a
 migration naming a step its older version lacks. A workspace with no journey is refused too (a folder
 emptied by mistake must not pause every journey). Files that changed while they were read are judged

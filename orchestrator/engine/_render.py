@@ -3,7 +3,7 @@
 Templates see plain data only: ``customer`` (attributes), ``metrics`` (the journey's metrics for this
 customer), ``journey`` (id, version, step), ``links`` (``links.unsubscribe``, the customer's signed
 unsubscribe link for the message's channel, when the workspace config has an ``unsubscribe`` section; see
-``channels.links``), and for instances that carry them ``entry`` (the entry event's properties) and the
+``channels._links``), and for instances that carry them ``entry`` (the entry event's properties) and the
 events that ended ``wait_for`` steps, under the steps' ids. The context is checked
 once per message (``TemplateRenderer.prepare``) and every part (subject, text, html, title, link) renders
 from it. A template problem does not stop the journey: the ledger row is recorded ``failed`` with the
@@ -94,7 +94,7 @@ def message_row(
 ) -> dict[str, Any]:
     """The content of one ledger row: ``queued`` with its rendered parts (ready for the adapter), or
     ``suppressed`` (no address on file) / ``failed`` (a template refused) with the reason. ``links`` is
-    the context's ``links`` (see ``channels.links.MessageLinks.for_template``)."""
+    the context's ``links`` (see ``channels._links.MessageLinks.for_template``)."""
     row = {
         **base,
         "channel": send.channel,

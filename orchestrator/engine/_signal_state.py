@@ -126,7 +126,7 @@ class SignalState:
 
 def _frame(events: CommittedEvents, properties: Sequence[str]) -> EventFrame:
     """Committed events as a frame whose property values are what reading them back from the store
-    gives (``store.events`` reads with SQLite's ``json_extract``): booleans as 1 and 0, objects and
+    gives (``store._events`` reads with SQLite's ``json_extract``): booleans as 1 and 0, objects and
     lists as their compact JSON text."""
     columns: dict[str, Any] = {}
     if properties:

@@ -61,7 +61,7 @@ def load_event_frame(
     since_us: int | None = None,
     n_customers: int | None = None,
 ) -> EventFrame:
-    """Events with ``since_us <= ts_us < until_us`` as the evaluator's frame (``store.events.load_events``
+    """Events with ``since_us <= ts_us < until_us`` as the evaluator's frame (``store._events.load_events``
     says what each column holds)."""
     return EventFrame.from_columns(*load_events(conn, until_us, properties, since_us, n_customers))
 

@@ -1,6 +1,6 @@
 """What the engine holds, for ``orchestrator status`` and every face that asks: instances per journey,
 version and step, waits due now and within the hour, the outbox backlog, the last tick's timings, and the
-engine's health (``engine.health``). It only reads the store; the clock is passed in.
+engine's health (``engine._health``). It only reads the store; the clock is passed in.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def status_report(
 ) -> StatusReport:
     """Instances, due waits, backlog, the last tick's timings and the engine's health, as of ``now_us``
     (None: the last tick's instant, or ``clock_us`` when no tick ran). Health judges the last tick's age at
-    ``clock_us`` against ``stale_after_us`` (None: the default rule of ``engine.health``)."""
+    ``clock_us`` against ``stale_after_us`` (None: the default rule of ``engine._health``)."""
     with store.connect() as conn:
         failed = failed_journeys(conn)
         instants = recent_tick_instants(conn)

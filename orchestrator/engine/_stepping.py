@@ -11,7 +11,7 @@ wait or has finished:
 - ``wait_for``: the first matching event after the instance reached the step ends the wait (its properties
   are kept under the step's id); otherwise the timeout does, or the instance parks;
 - ``send``: writes a queued ledger row (never for held-out instances), without content: dispatch renders
-  it after the transaction commits (``engine.dispatch``); what follows a send counts from the tick's
+  it after the transaction commits (``engine._dispatch``); what follows a send counts from the tick's
   instant, when the message was queued;
 - ``branch``, ``split``, ``exit``: move at once.
 

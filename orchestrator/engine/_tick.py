@@ -4,9 +4,9 @@ For each journey, in one transaction: in-flight instances of older versions name
 ``migrate:`` move onto the current version; customers (or events) the entry admits enter (re-entry policy
 honoured, holdout arm decided once and stored); instances whose goal event arrived are converted;
 instances whose ``exit_when`` became true leave; due instances step through their version's machine,
-writing bare ledger rows for their sends (``engine.stepping``). Only after that transaction commits does
+writing bare ledger rows for their sends (``engine._stepping``). Only after that transaction commits does
 dispatch render the messages, apply the contact policy and hand them to the channel adapters, with the
-ledger key as idempotency key (``engine.dispatch``), so a crash can repeat a delivery attempt (which the
+ledger key as idempotency key (``engine._dispatch``), so a crash can repeat a delivery attempt (which the
 key makes harmless) but never loses or doubles a step.
 """
 
@@ -156,7 +156,7 @@ class Engine:
     ) -> None:
         """``global_holdout`` is the percent of all customers that no journey messages (0 to 100);
         ``delivery`` maps channels to their delivery mode (default ``at_least_once``); ``links`` are the
-        unsubscribe and tracking links dispatch puts in messages (``channels.links.message_links``)."""
+        unsubscribe and tracking links dispatch puts in messages (``channels._links.message_links``)."""
         if not 0.0 <= global_holdout <= 100.0:
             raise ValueError(f"the global holdout is a percent between 0 and 100, not {global_holdout:g}")
         self.store = store
@@ -189,7 +189,7 @@ class Engine:
         holder (SQLite) or worker leases (PostgreSQL), the adapters, the signal state (new journey versions
         join it at the next tick, as a new version does at a restart). A journey whose version went up
         registers it and migrates at that tick, as ``run`` does; one left out is paused (see ``dispatch``).
-        The caller validates ``workspace`` first (``engine.reload``)."""
+        The caller validates ``workspace`` first (``engine._reload``)."""
         with self._staging:
             self._staged = workspace
 
@@ -665,7 +665,7 @@ class Engine:
         self, limit: int | None = None, on_batch: Callable[[int], object] | None = None
     ) -> DispatchReport:
         """Render queued messages that are due, apply the contact policy and hand them to their adapters
-        (see ``engine.dispatch``). Metrics come from the last tick's evaluation (a fresh one without);
+        (see ``engine._dispatch``). Metrics come from the last tick's evaluation (a fresh one without);
         ``on_batch`` is told after each batch how many messages were handled so far."""
         context = DispatchContext(
             plan_for=self._plan_for_dispatch,

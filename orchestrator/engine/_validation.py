@@ -5,7 +5,7 @@
 - Events, event properties and customer attributes that the store has never seen (and the tracking plan
   does not list) are errors at their place, with a did-you-mean: such a journey would match nobody.
   Property keys come from the latest events and attribute keys from the latest-written customers (see
-  ``store.catalog``); an empty store checks nothing.
+  ``store._catalog``); an empty store checks nothing.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Several engine processes on one PostgreSQL store (see ``store.leases`` for the locking scheme).
+"""Several engine processes on one PostgreSQL store (see ``store._leases`` for the locking scheme).
 
 An ``Engine`` on PostgreSQL gets a ``Sharing``: per journey, the worker that wins the journey's advisory
 lock does the singleton part of the tick (migrations, entry, conversions, exit criteria); every worker

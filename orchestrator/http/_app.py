@@ -53,7 +53,7 @@ def create_app(
     store, else ``$ORCHESTRATOR_DB``, else ``orchestrator.db`` here; its tables are created when new).
     ``stale_after`` bounds the last tick's age for ``/readyz`` (default: the rule of ``status``).
     The unsubscribe and tracking links of the config's ``unsubscribe`` and ``tracking`` sections are
-    served too (``http.links``; ``ValueError`` naming the variable when a signing key's is unset).
+    served too (``http._links``; ``ValueError`` naming the variable when a signing key's is unset).
     ``extra_routes`` are mounted beside the service's own. ``durable`` false lets SQLite commits skip
     the sync to disk (tests only)."""
     clock = clock or SystemClock()

@@ -1,7 +1,7 @@
 """The HTTP routes behind the links of sent messages: unsubscribe, click redirects and the open pixel.
 
 ``link_routes(store, links)`` gives Starlette routes (FastAPI mounts them as they are) for what the
-workspace config sets up (``channels.links.message_links``):
+workspace config sets up (``channels._links.message_links``):
 
 - ``GET /u/{token}``: a small confirmation page (no customer data: only the kind of messages) whose button
   POSTs back; ``POST /u/{token}``: the opt-out, from that button (source ``unsubscribe_link``) or from a

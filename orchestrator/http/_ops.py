@@ -1,6 +1,6 @@
 """Operations endpoints: ``/healthz`` (the process answers), ``/readyz`` (the store answers, the last
 tick is recent and no journey is marked failed: the rule of ``orchestrator status``, from
-``engine.health``) and ``/metrics`` (Prometheus text format)."""
+``engine._health``) and ``/metrics`` (Prometheus text format)."""
 
 from __future__ import annotations
 

@@ -10,11 +10,11 @@ A call is a JSON object with Segment's field names. What each kind becomes:
   as of ``timestamp`` (an older identify never overwrites a newer one).
 
 ``messageId`` is the event's own id: the same id through a file or through the API is stored once (see
-``ingest.keys``). Without ``timestamp`` the call's time is when it was received. ``anonymousId``,
+``ingest._keys``). Without ``timestamp`` the call's time is when it was received. ``anonymousId``,
 ``context``, ``integrations`` and the other common fields are accepted and not stored: customers are
 keyed by ``userId``, so a call with only an ``anonymousId`` is rejected.
 
-Every check after the shape is file ingest's (``ingest.readers``): control characters in ids and names,
+Every check after the shape is file ingest's (``ingest._readers``): control characters in ids and names,
 the time range, integers beyond 64 bits, consents, time zones. A rejected call gets a reason in the
 API's field names, never a value from the call.
 """

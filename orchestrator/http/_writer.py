@@ -2,7 +2,7 @@
 
 A request hands its validated calls to the ``GroupWriter`` and waits. One thread writes: it takes every
 request queued (up to ``max_group_calls`` calls), stores them in one transaction (identify records
-through ``store.customers.upsert_customers``, events through ``store.events.insert_new_events`` with
+through ``store._customers.upsert_customers``, events through ``store._events.insert_new_events`` with
 their keys, as file ingest does), commits, and only then answers each request. So a request is answered
 once its calls are committed, and under load many requests share one commit.
 

@@ -17,7 +17,7 @@ million ids), and the later of such a pair would be taken for a duplicate.
 
 How each kind stays unique: events with their own id through a unique index over the negative keys
 only; derived keys through their source's last line done (``event_sources.lines_done``) and the lines
-it rejected (``event_source_rejects``), recorded with each chunk (see ``store.events.insert_new_events``),
+it rejected (``event_source_rejects``), recorded with each chunk (see ``store._events.insert_new_events``),
 so no index over every event is needed and the key costs the 20M-event reference ingest nothing
 measurable.
 """

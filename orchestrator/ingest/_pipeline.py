@@ -4,7 +4,7 @@ A chunk's customers are mapped to keys (created when new), its event names to ty
 inserted in one executemany, all inside one transaction: a crash loses at most the chunk in flight. Each
 ingest ends with an ``ingest_batches`` row holding its counts.
 
-Every event from a file has a key (see ``ingest.keys``): its own id, or the file's digest and its line.
+Every event from a file has a key (see ``ingest._keys``): its own id, or the file's digest and its line.
 An event whose key is stored already is counted as a duplicate and not stored again, so ingesting a file
 twice, or again after a crash at any point, stores each of its events once.
 """
@@ -192,7 +192,7 @@ def ingest_file(
     reason and the rest is kept (and written to ``rejects`` as JSON lines, when given); events whose time
     is outside ``times`` (default: ``time_range(now_us)``) are rejected too. Each chunk of ``chunk_rows``
     rows commits on its own, and ``on_events``, when given, is then handed the events it stored. Events
-    whose key is stored already are counted as duplicates and not stored (see ``ingest.keys``).
+    whose key is stored already are counted as duplicates and not stored (see ``ingest._keys``).
     ``now_us`` stamps new customers and the ``ingest_batches`` row, is the time of customer rows without
     ``updated_at`` and bounds theirs (at most a day later); customer rows older than the customer's stored
     record are skipped and counted as ``stale``. ``progress``, when given, is told after each chunk how

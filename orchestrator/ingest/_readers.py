@@ -14,7 +14,7 @@ integer beyond 64 bits, and a ``ts`` outside the accepted range (``TimeRange``: 
 one day after the ingest's "now") reject the row. Reject details never repeat a customer's id.
 
 An event's own id (``message_id``, ``messageId`` or ``event_id``: a top-level field, or a column) is
-carried with it for its key (see ``ingest.keys``) and is not a property.
+carried with it for its key (see ``ingest._keys``) and is not a property.
 
 A file reader given a ``ReadPosition`` lets its caller ask, between chunks, how far through the file it
 is (for a progress bar); nothing is counted per row.

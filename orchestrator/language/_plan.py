@@ -1,6 +1,6 @@
 """Compiling a journey into the plan the engine runs.
 
-Each journey version becomes one ``transitions`` machine (``language.machine``) whose states are the step
+Each journey version becomes one ``transitions`` machine (``language._machine``) whose states are the step
 ids plus the terminal states, and whose triggers are ``next`` (a step is done), ``yes``/``no`` (a branch,
 or a wait for an event that came / timed out, or a date attribute that is missing), ``split-<n>`` (the
 n-th arm of a random split) and ``goal`` (the conversion goal was reached). The machine checks the graph
@@ -363,7 +363,7 @@ def match_terms(match: dict[str, MatchValue] | None) -> tuple[MatchTerm, ...]:
 def compile_journey(
     journey: Journey, file: str = "<journey>", migration_places: dict[int, Any] | None = None
 ) -> JourneyPlan:
-    """Build the plan of a validated journey (see ``language.journey_file`` for validation).
+    """Build the plan of a validated journey (see ``language._journey_file`` for validation).
 
     ``migration_places`` maps each migration's position to ``((line, column), {old state: (line,
     column)})`` so the engine can point at the file when an old state does not exist.

@@ -1,6 +1,6 @@
 """Checking a journey's templates before it runs: they exist and ask only for data the engine provides.
 
-The context every template sees (see ``engine.render``) has these top-level names:
+The context every template sees (see ``engine._render``) has these top-level names:
 
 - ``customer``: the customer's attributes (id, email, first_name, timezone, any attribute ingested);
 - ``metrics``: the journey's ``metrics:`` evaluated for this customer at send time;
@@ -33,7 +33,7 @@ from orchestrator.language._plan import instance_roots
 from orchestrator.language._yamlio import Path_, Problem
 
 CONTEXT_ROOTS = frozenset({"customer", "metrics", "journey", "links"})
-#: The names under ``links`` (see ``channels.links.MessageLinks.for_template``).
+#: The names under ``links`` (see ``channels._links.MessageLinks.for_template``).
 LINK_NAMES = frozenset({"unsubscribe"})
 
 

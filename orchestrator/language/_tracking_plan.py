@@ -42,7 +42,7 @@ from orchestrator.language._yamlio import (
 )
 
 CATALOG_FILES = ("events.yaml", "events.yml")
-#: Events the engine records itself (``ingest.feedback``: the opens and clicks of tracked email), with
+#: Events the engine records itself (``ingest._feedback``: the opens and clicks of tracked email), with
 #: their properties. They never need declaring, and a journey reads them like any event.
 ENGINE_EVENTS: dict[str, frozenset[str]] = {
     "email_open": frozenset({"message", "journey", "version", "step", "channel"}),

@@ -2,7 +2,7 @@
 
 Each function takes whole float64 columns (NaN for null), one element per customer slot, and returns a
 column of the same length: no per-customer Python. ``docs/metrics.md`` states every rule; the parse-time
-side of the built-ins is ``signals.builtins``.
+side of the built-ins is ``signals._builtins``.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ built-in stands for is therefore exactly what runs, and every aggregate it rests
 aggregate: evaluated once per tick and shared between journeys, and kept up to date incrementally by the
 engine, with nothing to add for the built-in. A few functions work on values instead (``quintile`` and
 ``rfm_segment``, and the internal ``_days``, ``_nps_group``, ``_tier`` and ``_change`` that shorthands
-expand to); ``signals.builtin_values`` computes them over whole columns. ``docs/metrics.md`` gives every
+expand to); ``signals._builtin_values`` computes them over whole columns. ``docs/metrics.md`` gives every
 formula.
 
 This module is plain Python over expression trees: no numpy, no store.

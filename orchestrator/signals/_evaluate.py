@@ -59,7 +59,7 @@ class Evaluator:
         self._metric_values: dict[str, np.ndarray] = {}
         self._resolving: set[str] = set()
         # Values of sub-expressions, by node identity, for callers that ask for many nested nodes of one
-        # tree (``signals.horizon``); off by default, where each node is evaluated once anyway.
+        # tree (``signals._horizon``); off by default, where each node is evaluated once anyway.
         self.memo: dict[int, Value] | None = None
 
     # ------------------------------------------------------------------------------------------ public
@@ -194,7 +194,7 @@ class Evaluator:
         return _broadcast(_number(value), self.n).astype(np.float64, copy=False)
 
     def _builtin(self, call: Call, args: list[Value]) -> Value:
-        """The built-in metrics that work on values (see ``signals.builtins``)."""
+        """The built-in metrics that work on values (see ``signals._builtins``)."""
         if call.func == "rfm_segment":
             return builtin_values.rfm_segment(self._column(args[0]), self._column(args[1]))
         if call.func == "_days":

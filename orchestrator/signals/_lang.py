@@ -9,12 +9,12 @@ An expression is a small formula over a customer's behaviour and attributes::
 
 The text is tokenised and parsed here into a tree of plain nodes, each remembering its offset in the text
 so that errors point at a column. Nothing is ever passed to Python's ``eval``: the tree is checked against
-the function table below and interpreted by ``signals.evaluate`` over numpy columns. This module knows
+the function table below and interpreted by ``signals._evaluate`` over numpy columns. This module knows
 nothing of numpy or of the store.
 
 Built-in metrics (``recency``, ``quintile``, ``lifecycle_tier``, ...) are listed in the same function
 table; most are shorthands that the parser replaces by their formula in the core language (see
-``signals.builtins``), so the evaluators only ever see core functions.
+``signals._builtins``), so the evaluators only ever see core functions.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 The engine appends each tick's new events as a segment and asks for the events of some types in a time
 range. Inside a segment events are grouped by type (a *run* per type) and sorted by time within a run, so
 "the ``session_start`` events of the last 14 days" is two binary searches and a view, with no mask over
-every event and no copy. That is what lets the incremental aggregates (``signals.incremental``) add the
+every event and no copy. That is what lets the incremental aggregates (``signals._incremental``) add the
 events that enter a window and subtract those that leave it, instead of rescanning all history.
 
 Text properties are dictionary-encoded with one dictionary per property for the whole log, so codes

@@ -1,6 +1,6 @@
 """The expression tree: its nodes, its error type and the description of a function.
 
-Kept apart from the parser (``signals.lang``) so that the built-in metrics (``signals.builtins``) can
+Kept apart from the parser (``signals._lang``) so that the built-in metrics (``signals._builtins``) can
 build trees without importing the parser that uses them. Nodes compare without their positions, so two
 equal aggregates written in different places are one cache entry.
 """
@@ -112,7 +112,7 @@ class FunctionSpec:
     ``kind`` says what the function is: ``events`` and ``prop`` are aggregates over events (positional
     arguments are event names, or one ``event.property``); ``scalar`` works on values, customer by
     customer or over the population; ``shorthand`` is a built-in metric that the parser replaces by its
-    formula in the other kinds (see ``signals.builtins``), so it never reaches an evaluator.
+    formula in the other kinds (see ``signals._builtins``), so it never reaches an evaluator.
 
     ``args`` says what a shorthand's positional arguments are (``events``, ``prop`` or ``values``).
     ``kwargs`` maps each keyword to what it takes: ``duration`` (``14d``), ``prop``

@@ -1,8 +1,8 @@
-"""Opening the store: one SQLAlchemy engine, its tables created or upgraded on open (``store.schema``).
+"""Opening the store: one SQLAlchemy engine, its tables created or upgraded on open (``store._schema``).
 
 Two backends share one interface: a SQLite file in WAL mode (the default; one worker process) and
 PostgreSQL through psycopg 3 (``postgresql://...``; any number of worker processes, which share the work
-through row claims and advisory locks, see ``store.leases``). SQL that only one of them understands has a
+through row claims and advisory locks, see ``store._leases``). SQL that only one of them understands has a
 path per backend next to it.
 """
 

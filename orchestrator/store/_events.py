@@ -31,7 +31,7 @@ EVENTS = Event.__table__  # type: ignore[attr-defined]
 EVENT_TYPES = EventType.__table__  # type: ignore[attr-defined]
 EVENT_SOURCES = EventSource.__table__  # type: ignore[attr-defined]
 SOURCE_REJECTS = EventSourceReject.__table__  # type: ignore[attr-defined]
-#: The low bits of a derived event key hold the line; the high bits the source (see ``ingest.keys``).
+#: The low bits of a derived event key hold the line; the high bits the source (see ``ingest._keys``).
 LINE_BITS = 32
 
 _SQLITE_INSERT = (
@@ -83,7 +83,7 @@ def insert_events(
 
 def event_source(conn: Connection, digest: bytes, now_us: int) -> int:
     """The number of the event source with this content digest, recorded when new (see
-    ``ingest.keys``)."""
+    ``ingest._keys``)."""
     col = EVENT_SOURCES.c
     found = conn.execute(select(col.id).where(col.digest == digest)).scalar()
     if found is None:
@@ -112,7 +112,7 @@ def insert_new_events(
     rows)``: the stored events have ids ``first..last`` (``(0, -1)`` for none) and are the given rows at
     positions ``rows``, in order.
 
-    ``event_keys`` holds each event's int64 key (see ``ingest.keys``), ``keyed`` is a boolean mask of the
+    ``event_keys`` holds each event's int64 key (see ``ingest._keys``), ``keyed`` is a boolean mask of the
     rows that have one (None: all of them; no keys: none); the keys are stored with the events. What is
     not stored again:
 

@@ -9,7 +9,7 @@ Every function takes a connection inside the caller's write transaction (``Store
   once: an opt-out already in force adds nothing.
 - ``tracked_message`` reads the ledger row a click or open token names.
 - ``record_tracked_event`` stores an ``email_open``/``email_click`` event through the event table's own
-  insert (its own-id keys, see ``ingest.keys``), unless the same one was stored less than a window ago.
+  insert (its own-id keys, see ``ingest._keys``), unless the same one was stored less than a window ago.
 """
 
 from __future__ import annotations

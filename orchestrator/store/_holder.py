@@ -1,6 +1,6 @@
 """One engine process per SQLite store: the holder lock.
 
-A SQLite file has one writer at a time, and the engine's locks for sharing work (``store.leases``) only
+A SQLite file has one writer at a time, and the engine's locks for sharing work (``store._leases``) only
 exist on PostgreSQL, so two engine processes on one SQLite file would both step, and both dispatch, every
 message. An engine process (``run --once``, the daemon, the demo) therefore holds the store for its whole
 life: an exclusive ``flock`` on ``<file>.lock`` beside the SQLite file, with a one-line record of who holds

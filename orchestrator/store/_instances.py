@@ -2,7 +2,7 @@
 
 Every write takes aligned columns and is one executemany or one set-based UPDATE (on PostgreSQL one
 statement over arrays), never a query per customer. ``due_instances`` reads a worker's claimed batch
-when given one (``store.leases``), and the write that steps an instance clears that claim. All in the
+when given one (``store._leases``), and the write that steps an instance clears that claim. All in the
 caller's transaction, so a step's state change commits with its ledger rows.
 """
 

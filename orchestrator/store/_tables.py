@@ -21,7 +21,7 @@ class Customer(SQLModel, table=True):
     push_token: str | None = None
     timezone: str | None = Field(default=None, description="IANA zone, e.g. Europe/Paris")
     # True or false as the customer's records said; NULL when no record said (the policy decides, see
-    # ``language.policy_file.Consent``). Stores made before NULL was allowed have the columns relaxed on open.
+    # ``language._policy_file.Consent``). Stores made before NULL was allowed are upgraded on open.
     consent_email: bool | None = None
     consent_sms: bool | None = None
     consent_push: bool | None = None
@@ -59,7 +59,7 @@ class EventType(SQLModel, table=True):
 
 
 class Event(SQLModel, table=True):
-    """One event. ``event_key`` (see ``ingest.keys``) makes ingest idempotent: an event whose key is
+    """One event. ``event_key`` (see ``ingest._keys``) makes ingest idempotent: an event whose key is
     stored already is not stored again. Rows stored before keys existed have none (NULL)."""
 
     __tablename__ = "events"
@@ -86,7 +86,7 @@ class Event(SQLModel, table=True):
 
 class EventSource(SQLModel, table=True):
     """A file (or named batch) events were ingested from, by the digest of its content: its ``id`` is
-    the upper half of the keys of its events (see ``ingest.keys``)."""
+    the upper half of the keys of its events (see ``ingest._keys``)."""
 
     __tablename__ = "event_sources"
 
@@ -321,7 +321,7 @@ class TickLog(SQLModel, table=True):
 
 
 class JourneyHealth(SQLModel, table=True):
-    """A journey whose part of a tick failed (``store.health``): the error, from when, and the latest tick
+    """A journey whose part of a tick failed (``store._health``): the error, from when, and the latest tick
     that saw it. The row goes when the journey works again."""
 
     __tablename__ = "journey_health"

@@ -1,4 +1,4 @@
-"""``engine.explain``: what happened to one customer, as typed data read from the store (entries with their
+"""``engine._explain``: what happened to one customer, as typed data read from the store (entries with their
 arm, messages with reasons and retries, conversions, suppressed addresses), without the command line."""
 
 from __future__ import annotations

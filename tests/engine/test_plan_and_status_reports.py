@@ -1,5 +1,5 @@
-"""``engine.plan_report`` (what a changed journey would do to the customers inside) and
-``engine.status.status_report`` (what the engine holds), called directly on a small store: typed results,
+"""``engine._plan_report`` (what a changed journey would do to the customers inside) and
+``engine._status.status_report`` (what the engine holds), called directly on a small store: typed results,
 no command line."""
 
 from __future__ import annotations

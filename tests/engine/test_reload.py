@@ -1,4 +1,4 @@
-"""Reloading a running engine's workspace (``engine.reload``), in process: a changed file is taken once it
+"""Reloading a running engine's workspace (``engine._reload``), in process: a changed file is taken once it
 stands still and the next tick runs it; a broken edit is reported once, at file:line:column, and the
 running version keeps sending; the store refuses a version that changed meaning; the running templates
 stand still on disk until a reload."""

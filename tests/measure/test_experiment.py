@@ -1,4 +1,4 @@
-"""``measure.experiment.read_experiment``: the columns of an experiment CSV a lift needs, checked, or an
+"""``measure._experiment.read_experiment``: the columns of an experiment CSV a lift needs, checked, or an
 ``InputError`` that names the column, the line and the value."""
 
 from __future__ import annotations

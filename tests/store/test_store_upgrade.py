@@ -1,4 +1,4 @@
-"""Schema upgrades on open (``store.schema``): a store made by the first released schema, by the
+"""Schema upgrades on open (``store._schema``): a store made by the first released schema, by the
 hand-written upgrades of earlier versions, at an older revision or by today's version opens at today's
 schema with every row kept; the migrations build exactly what ``tables.py`` declares; a store made by a
 later version is refused."""

@@ -166,7 +166,7 @@ class TemplateRenderer:
     @property
     def environment(self) -> SandboxEnvironment:
         """The sandbox templates render in: its globals, filters and tests are all a template can use
-        (``language.templates_check`` reads them to refuse, before anything runs, what would fail here)."""
+        (``language._templates_check`` reads them to refuse, before anything runs, what would fail here)."""
         return self._env
 
     def exists(self, name: str) -> bool:

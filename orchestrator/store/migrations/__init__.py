@@ -1,7 +1,7 @@
 """The store's schema migrations (Alembic): ``env.py``, the revision template and ``versions/``.
 
 Revisions are numbered ``0001``, ``0002``, ... in the order the schema changed; ``0001`` is the first
-released schema and the newest is today's ``store/_tables.py``. ``store.schema`` applies them when a store
+released schema and the newest is today's ``store/_tables.py``. ``store._schema`` applies them when a store
 is opened. To write the next one, change ``tables.py``, then let Alembic draft it against a store at the
 newest revision::
 

@@ -1,4 +1,4 @@
-"""Alembic's environment: the migrations run on the connection ``store.schema`` hands over (inside its
+"""Alembic's environment: the migrations run on the connection ``store._schema`` hands over (inside its
 transaction and lock), or, from the ``alembic`` command line, on the store at ``ORCHESTRATOR_DB``."""
 
 from __future__ import annotations
