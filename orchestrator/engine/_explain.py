@@ -16,7 +16,7 @@ from typing import Any
 
 from orchestrator.durations import US_PER_SECOND
 from orchestrator.errors import NotFoundError
-from orchestrator.language import CONSENT_CHANNELS
+from orchestrator.language import ADDRESS_FIELD, CONSENT_CHANNELS
 from orchestrator.store import (
     Store,
     address_suppressions,
@@ -118,7 +118,7 @@ def explain(store: Store, customer_id: str, journey: str | None = None) -> Expla
         instances = customer_instances(conn, contact.key, journey)
         messages = customer_messages(conn, contact.key, journey)
         conversions = customer_conversions(conn, contact.key, journey)
-        addresses = [("email", contact.email), ("sms", contact.phone), ("push", contact.push_token)]
+        addresses = [(channel, getattr(contact, field)) for channel, field in ADDRESS_FIELD.items()]
         suppressions = address_suppressions(conn, [(c, a) for c, a in addresses if a])
     by_instance: dict[int, list[MessageStory]] = {}
     for m in messages:

@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import numpy as np
 import orjson
 
 from orchestrator.clock import from_us
@@ -256,8 +255,3 @@ def parse_calls(
         parsed.events = chunk if len(chunk) else None
     parsed.rejected = sorted((r.line - 1, api_reason(r)) for r in rejected)
     return parsed
-
-
-def event_positions(chunk: EventChunk) -> np.ndarray:
-    """The 0-based positions in the request of a chunk's events."""
-    return np.asarray(chunk.lines, dtype=np.int64) - 1

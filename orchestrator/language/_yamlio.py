@@ -338,12 +338,6 @@ def _scalar(node: ScalarNode, limits: YamlLimits) -> Any:
     return value
 
 
-def read_yaml(path: Path) -> tuple[Any, Locations, str]:
-    text = read_text(path)
-    data, locations = load_yaml(text, str(path))
-    return data, locations, text
-
-
 def data_path(loc: Any, data: Any) -> Path_:
     """The parts of a validation error's location (pydantic's ``loc``) that are real keys or indexes of
     ``data``. Other parts are union member tags or the names of missing keys, whose place is best shown
