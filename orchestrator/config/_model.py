@@ -35,6 +35,10 @@ One file at the root of a workspace (beside ``journeys/``) says how the engine r
       api_keys:
         - id: web
           key: ${ORCHESTRATOR_WRITE_KEY}
+      console:                             # the read-only console at /console/ (off without this)
+        keys:
+          - id: ops
+            key: ${ORCHESTRATOR_CONSOLE_KEY}
     log:
       format: json
       level: info
@@ -301,11 +305,42 @@ class ApiKey(_Model):
     key: SecretRef
 
 
+#: The shortest console key taken: the key signs the console's sessions when no ``session_secret`` is set.
+MIN_CONSOLE_KEY = 16
+
+
+class Console(_Model):
+    """The read-only console in the browser (``/console/``): the keys an operator logs in with, the secret
+    that signs its session cookies (default: derived from the keys), how long a session lasts, and whether
+    the cookie is sent over HTTPS only (set it when a TLS proxy is in front)."""
+
+    keys: Annotated[list[ApiKey], Field(min_length=1)]
+    session_secret: SecretRef | None = None
+    session: Duration = timedelta(hours=8)
+    secure_cookie: bool = False
+
+    @model_validator(mode="after")
+    def _checked(self) -> Console:
+        ids = [key.id for key in self.keys]
+        if len(set(ids)) != len(ids):
+            raise ValueError("each console key needs its own id")
+        for key in self.keys:
+            if key.key.is_set and len(key.key.reveal()) < MIN_CONSOLE_KEY:
+                raise ValueError(
+                    f"the console key {key.id!r} (${{{key.key.name}}}) is too short: at least "
+                    f"{MIN_CONSOLE_KEY} characters"
+                )
+        if self.session <= timedelta(0):
+            raise ValueError("the console's session must last longer than zero")
+        return self
+
+
 class Http(_Model):
-    """The HTTP service: where it listens and the write keys apps authenticate with."""
+    """The HTTP service: where it listens, the write keys apps authenticate with, and the console."""
 
     listen: Annotated[str, Field(pattern=r"^[A-Za-z0-9.:\[\]-]+:\d{1,5}$")] = "127.0.0.1:8000"
     api_keys: list[ApiKey] = Field(default_factory=list)
+    console: Console | None = None
 
     @model_validator(mode="after")
     def _unique(self) -> Http:

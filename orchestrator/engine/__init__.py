@@ -12,8 +12,10 @@ workspace reloaded while running), ``_workers`` (several processes on PostgreSQL
 tick's timings), ``_health``, ``_preview`` (what ``preview`` shows and ``send-test`` sends),
 ``_validation`` (the checks that need the store) and ``_template_data``. What every face shows of the
 engine lives here once: ``explain`` (what happened to one customer, and why), ``plan_report`` and
-``status_report`` (what ``plan`` and ``status`` report). ``_handover`` states what the engine takes from
-ingest (the inbox, events committed in this process): the engine never imports ``orchestrator.ingest``.
+``status_report`` (what ``plan`` and ``status`` report), ``journeys_overview`` and ``journey_detail``
+(``_overview``: the journeys and one journey, as the console shows them). ``_handover`` states what the
+engine takes from ingest (the inbox, events committed in this process): the engine never imports
+``orchestrator.ingest``.
 
 The names below are imported when first used (PEP 562), so importing one module of the engine does not
 load the daemon's scheduler or the channels' providers."""
@@ -29,6 +31,15 @@ if TYPE_CHECKING:
     from orchestrator.engine._explain import UnknownCustomer, explain, iso
     from orchestrator.engine._handover import CommittedEvents, EventsHandler, IngestCount, Ingestor
     from orchestrator.engine._health import engine_health, judge_health
+    from orchestrator.engine._overview import (
+        JourneyDetail,
+        JourneyOverview,
+        JourneysOverview,
+        UnknownJourney,
+        journey_detail,
+        journey_plan,
+        journeys_overview,
+    )
     from orchestrator.engine._plan_report import plan_report
     from orchestrator.engine._preview import PreviewError, render_step, send_step, send_test
     from orchestrator.engine._reload import WorkspaceFiles
@@ -54,10 +65,14 @@ _EXPORTS: dict[str, str] = {
     "EventsHandler": "orchestrator.engine._handover",
     "IngestCount": "orchestrator.engine._handover",
     "Ingestor": "orchestrator.engine._handover",
+    "JourneyDetail": "orchestrator.engine._overview",
+    "JourneyOverview": "orchestrator.engine._overview",
+    "JourneysOverview": "orchestrator.engine._overview",
     "PreviewError": "orchestrator.engine._preview",
     "Routes": "orchestrator.engine._workspace",
     "TickReport": "orchestrator.engine._tick",
     "UnknownCustomer": "orchestrator.engine._explain",
+    "UnknownJourney": "orchestrator.engine._overview",
     "Workspace": "orchestrator.engine._workspace",
     "WorkspaceFiles": "orchestrator.engine._reload",
     "crash_test_provider": "orchestrator.engine._daemon",
@@ -66,6 +81,9 @@ _EXPORTS: dict[str, str] = {
     "iso": "orchestrator.engine._explain",
     "explain": "orchestrator.engine._explain",
     "plan_report": "orchestrator.engine._plan_report",
+    "journey_detail": "orchestrator.engine._overview",
+    "journey_plan": "orchestrator.engine._overview",
+    "journeys_overview": "orchestrator.engine._overview",
     "judge_health": "orchestrator.engine._health",
     "load_frames": "orchestrator.engine._snapshot",
     "load_workspace": "orchestrator.engine._workspace",
@@ -92,10 +110,14 @@ __all__ = [
     "EventsHandler",
     "IngestCount",
     "Ingestor",
+    "JourneyDetail",
+    "JourneyOverview",
+    "JourneysOverview",
     "PreviewError",
     "Routes",
     "TickReport",
     "UnknownCustomer",
+    "UnknownJourney",
     "Workspace",
     "WorkspaceFiles",
     "crash_test_provider",
@@ -103,6 +125,9 @@ __all__ = [
     "explain",
     "failure_text",
     "iso",
+    "journey_detail",
+    "journey_plan",
+    "journeys_overview",
     "judge_health",
     "load_frames",
     "load_workspace",

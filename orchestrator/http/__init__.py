@@ -1,4 +1,5 @@
-"""The HTTP service: a Segment-compatible event API, health, readiness and Prometheus metrics.
+"""The HTTP service: a Segment-compatible event API, health, readiness, Prometheus metrics and the
+read-only console.
 
     app = create_app(load_config())          # an ASGI app (Starlette)
     serve(load_config(), host="0.0.0.0")     # run it on uvicorn until SIGTERM
@@ -6,7 +7,9 @@
 
 Modules, one concern each: ``_segment`` (call shapes to ingest records), ``_auth`` (write keys),
 ``_writer`` (group commits), ``_events`` (the event routes), ``_ops`` (health, readiness, metrics routes),
-``_metrics`` (what is measured), ``_openapi`` (the schema), ``_app`` (the ASGI app), ``_server`` (uvicorn).
+``_metrics`` (what is measured), ``_openapi`` (the schema), ``_app`` (the ASGI app), ``_server`` (uvicorn);
+the console: ``_console`` (its pages, from the templates and style sheet in ``console/``), ``_console_auth``
+(its keys, login and sessions), ``_console_format`` (how its figures are written).
 """
 
 from orchestrator.http._app import create_app

@@ -19,12 +19,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Mount, Route
 
 from orchestrator.channels import message_links
 from orchestrator.clock import Clock, SystemClock, from_us, to_us
 from orchestrator.config import WorkspaceConfig
 from orchestrator.http._auth import WriteKeys
+from orchestrator.http._console import console_app
 from orchestrator.http._events import JSON, EventApi
 from orchestrator.http._links import link_routes
 from orchestrator.http._metrics import ApiMetrics, StoreCollector
@@ -53,7 +54,8 @@ def create_app(
     store, else ``$ORCHESTRATOR_DB``, else ``orchestrator.db`` here; its tables are created when new).
     ``stale_after`` bounds the last tick's age for ``/readyz`` (default: the rule of ``status``).
     The unsubscribe and tracking links of the config's ``unsubscribe`` and ``tracking`` sections are
-    served too (``http._links``; ``ValueError`` naming the variable when a signing key's is unset).
+    served too (``http._links``; ``ValueError`` naming the variable when a signing key's is unset), and the
+    console at ``/console/`` when the config has an ``http.console`` section (``http._console``).
     ``extra_routes`` are mounted beside the service's own. ``durable`` false lets SQLite commits skip
     the sync to disk (tests only)."""
     clock = clock or SystemClock()
@@ -87,6 +89,11 @@ def create_app(
         *extra_routes,
     ]
     counted = [route.path for route in routes if isinstance(route, Route)]
+    console = config.file.http.console
+    if console is not None:
+        # The read-only console, with its own session and login: the event API's path is unchanged.
+        routes.append(Mount("/console", app=console_app(console, the_store, clock)))
+        counted.append("/console/{page}")
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:

@@ -15,6 +15,7 @@ The modules hold, by what they read and write together:
 - ``_ledger``: the message ledger, queued with the steps, read and updated by dispatch, and suppressions;
 - ``_retired``: retired journeys;
 - ``_status``: read-only counts for the status command and the daemon;
+- ``_overview``: read-only summaries of the journeys for the console (versions, entries, latest sends);
 - ``_health``: journeys marked failed;
 - ``_ticks``: one row per tick, with its timings and counts;
 - ``_metrics``: cheap reads for a metrics scrape;
@@ -142,6 +143,13 @@ from orchestrator.store._ledger import (
     suppressed_addresses,
 )
 from orchestrator.store._metrics import StoredTick, last_tick_id, message_counts, ping, ticks_after
+from orchestrator.store._overview import (
+    LedgerEntry,
+    entries_since,
+    latest_ledger_rows,
+    latest_versions,
+    retired_versions,
+)
 from orchestrator.store._readback import (
     ConversionRow,
     InstanceRow,
@@ -201,6 +209,7 @@ __all__ = [
     "Holding",
     "InstanceRow",
     "JourneyFailure",
+    "LedgerEntry",
     "LedgerRow",
     "MessageOutcome",
     "OpenInstances",
@@ -240,6 +249,7 @@ __all__ = [
     "due_instances",
     "due_messages",
     "ensure_customer_keys",
+    "entries_since",
     "entry_cursor",
     "entry_events",
     "entry_history",
@@ -266,8 +276,10 @@ __all__ = [
     "last_tick",
     "last_tick_id",
     "latest_instance_data",
+    "latest_ledger_rows",
     "latest_tick_us",
     "latest_version_source",
+    "latest_versions",
     "leases",
     "ledger_rows",
     "lift_retirement",
@@ -302,6 +314,7 @@ __all__ = [
     "record_tracked_event",
     "register_version",
     "retire_journey",
+    "retired_versions",
     "retirement",
     "seen_names",
     "set_entry_cursor",
