@@ -162,10 +162,13 @@ class RecentSend:
 
 @dataclass(frozen=True)
 class JourneyDetail:
-    """One journey: its overview, the steps of its highest version's plan (``plan`` None when the stored
-    source no longer compiles), the active instances per version and step, and its latest ledger rows."""
+    """One journey: its overview, its name and description and the steps of its highest version's plan
+    (``plan`` None when the stored source no longer compiles), the active instances per version and step,
+    and its latest ledger rows."""
 
     overview: JourneyOverview
+    name: str | None
+    description: str | None
     steps: list[StepInfo]
     active_by_step: dict[str, dict[str, int]]
     recent_sends: list[RecentSend]
@@ -174,6 +177,8 @@ class JourneyDetail:
     def to_dict(self) -> dict[str, Any]:
         return {
             **self.overview.to_dict(),
+            "name": self.name,
+            "description": self.description,
             "steps": [{"id": s.id, "kind": s.kind, "channel": s.channel} for s in self.steps],
             "active_by_step": self.active_by_step,
             "recent_sends": [vars(s) for s in self.recent_sends],
@@ -212,6 +217,8 @@ def journey_detail(
     )
     return JourneyDetail(
         overview=overview.journeys[0],
+        name=None if plan is None else plan.journey.name,
+        description=None if plan is None else plan.journey.description,
         steps=steps,
         active_by_step=dict(held.active) if held else {},
         recent_sends=[
