@@ -286,7 +286,8 @@ def test_every_page_answers_and_shows_what_the_core_computed(site: Site) -> None
         for arm in report["lift"]["arms"]:
             assert re.search(
                 rf"<td>{arm['name']}</td><td class=\"num\">{arm['n']:,}</td>"
-                rf"<td class=\"num\">{arm['conversions']:,}</td><td class=\"num\">{arm['rate'] * 100:.1f}%</td>",
+                rf"<td class=\"num\">{arm['conversions']:,}</td>"
+                rf"<td class=\"num\">{arm['rate'] * 100:.1f}%</td>",
                 page,
             ), arm
         comparison = report["lift"]["metrics"][0]["comparisons"][0]
@@ -360,7 +361,7 @@ def test_screenshots_show_the_steps_and_their_counts(
     from playwright.sync_api import sync_playwright
 
     browser_path, ocr = _tools()
-    overview, detail, _ = core_figures(site)
+    overview, _, _ = core_figures(site)
     (rescue,) = overview["journeys"]
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=browser_path, args=["--no-sandbox"])
