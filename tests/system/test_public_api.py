@@ -33,7 +33,7 @@ PUBLIC: dict[str, list[str]] = {
     ],
     "orchestrator.config": [
         "AnyChannel", "ApiKey", "ApnsChannel", "CHANNEL_NAMES", "CONFIG_FILE", "ConfigError", "ConfigFile",
-        "FcmChannel", "HttpSmsChannel", "HttpWebhookChannel", "OutboxChannel", "Secret", "Sender",
+        "Console", "FcmChannel", "HttpSmsChannel", "HttpWebhookChannel", "OutboxChannel", "Secret", "Sender",
         "SmtpChannel", "TwilioChannel", "Unsubscribe", "Webhook", "WorkspaceConfig", "WorkspaceExists",
         "effective", "effective_yaml", "find_config", "init_workspace", "load_config", "mask_url",
         "routes_of", "unsubscribe_missing",
@@ -47,6 +47,9 @@ PUBLIC: dict[str, list[str]] = {
         "missing_customer_attributes", "plan_report", "render_step", "send_step", "send_test", "serve",
         "signal_matches", "status_report", "store_problems", "stored_attributes", "unsubscribe_warnings",
         "validate_paths",
+        # the console's views of the journeys
+        "JourneyDetail", "JourneyOverview", "JourneysOverview", "UnknownJourney", "journey_detail",
+        "journey_plan", "journeys_overview",
     ],
     "orchestrator.http": [
         "MAX_EVENT_BYTES", "MAX_REQUEST_BYTES", "RunningServer", "create_app", "listen_address", "serve",
@@ -111,6 +114,8 @@ PUBLIC: dict[str, list[str]] = {
         # readback: whole-table reads for tests (orchestrator.testing)
         "ConversionRow", "InstanceRow", "LedgerRow", "SuppressionRow", "conversion_rows", "instance_rows",
         "ledger_rows", "query_rows", "suppression_rows",
+        # overview: the console's summaries of the journeys
+        "LedgerEntry", "entries_since", "latest_ledger_rows", "latest_versions", "retired_versions",
     ],
     "orchestrator.store.migrations": ["FOLDER"],
     "orchestrator.store.migrations.versions": [],
