@@ -18,6 +18,7 @@ from pathlib import Path
 from orchestrator.language import _references as references
 from orchestrator.language._channels import ADDRESS_FIELD, CHANNELS, CONSENT_CHANNELS, Channel, ConsentChannel
 from orchestrator.language._journey_file import LoadedJourney, compile_loaded, load_journey, load_journey_text
+from orchestrator.language._machine import DiagramCounts
 from orchestrator.language._models import Cooldown, Journey, Send
 from orchestrator.language._plan import (
     ENTRY,
@@ -69,6 +70,7 @@ __all__ = [
     "ConsentChannel",
     "ContactPolicy",
     "Cooldown",
+    "DiagramCounts",
     "EventCatalog",
     "Journey",
     "JourneyPlan",

@@ -119,7 +119,7 @@ def draw(
     if format == "svg":
         return render_svg(
             machine.title,
-            [(s.name, s.label) for s in machine.states.values()],
+            [(s.name, _label_of(s)) for s in machine.states.values()],
             _transitions(machine),
             terminal,
             counts.nodes if counts is not None else None,
@@ -155,6 +155,10 @@ def _transitions(machine: GraphMachine) -> list[tuple[str, str, str, str]]:
     return sorted(found, key=lambda t: (order[t[0]], t[1] == "goal", triggers[t[1]]))
 
 
+def _label_of(state: State) -> str:
+    return state.label if isinstance(state, StepState) else state.name
+
+
 def with_count(label: str, count: int | None) -> str:
     """``label`` with ``count`` after a middle dot (``after 3d · 980``), or alone when there is none."""
     return label if count is None else f"{label} · {count:,}"
@@ -164,7 +168,10 @@ def _with_counts(machine: GraphMachine, counts: DiagramCounts) -> JourneyMachine
     """A copy of ``machine`` whose state and transition labels carry ``counts``."""
     return JourneyMachine(
         model=None,
-        states=[{"name": s.name, "label": with_count(s.label, counts.nodes.get(s.name))} for s in machine.states.values()],
+        states=[
+            {"name": s.name, "label": with_count(_label_of(s), counts.nodes.get(s.name))}
+            for s in machine.states.values()
+        ],
         initial=machine.initial,
         auto_transitions=False,
         title=machine.title,

@@ -29,7 +29,8 @@ TITLE_SIZE = 16
 NAME_SIZE = 15
 TEXT_SIZE = 13
 LINE = 17  # height of one line of 13 px text
-WRAP = 24  # characters per line of an edge label
+WRAP = 20  # characters per line of an edge label (kept short: the image must read on a phone)
+BOX_WRAP = 24  # characters per line of what a step does
 MARGIN = 14
 PAD = 12  # inside a box
 MIN_BOX = 150
@@ -45,9 +46,9 @@ STRAIGHT, FORWARD, BACKWARD, GOAL = "#475569", "#1d4ed8", "#b45309", "#15803d"
 # Advance widths of the printable ASCII characters (32..126) in hundredths of an em: the larger of DejaVu
 # Sans and Liberation Sans, regular and bold.
 _REGULAR = (
-    "32 40 46 84 64 95 78 27 39 39 50 84 32 36 32 34 64 64 64 64 64 64 64 64 64 64 34 34 84 84 84 56 102 68 69 "
-    "72 77 67 61 78 75 29 50 67 56 86 75 79 67 79 72 67 61 73 68 99 69 67 69 39 34 39 84 56 50 61 63 55 63 62 "
-    "35 63 63 28 28 58 28 97 63 61 63 63 41 52 39 63 59 82 59 59 52 64 34 64 84"
+    "32 40 46 84 64 95 78 27 39 39 50 84 32 36 32 34 64 64 64 64 64 64 64 64 64 64 34 34 84 84 84 56 102 "
+    "68 69 72 77 67 61 78 75 29 50 67 56 86 75 79 67 79 72 67 61 73 68 99 69 67 69 39 34 39 84 56 50 61 63 "
+    "55 63 62 35 63 63 28 28 58 28 97 63 61 63 63 41 52 39 63 59 82 59 59 52 64 34 64 84"
 )
 _BOLD = (
     "35 46 52 84 70 100 87 31 46 46 52 84 38 42 38 37 70 70 70 70 70 70 70 70 70 70 40 40 84 84 84 61 100 77 "
@@ -90,9 +91,8 @@ class _Edge:
 @dataclass
 class _Box:
     name: str
-    what: str
+    lines: list[tuple[str, str]]  # what the step does, and its count, as lines of (text, count)
     terminal: bool
-    count: str
     index: int
     right: list[_Edge | None] = field(default_factory=list)  # slots: an edge leaving, None: jumps arriving
     left: list[_Edge | None] = field(default_factory=list)
@@ -100,6 +100,30 @@ class _Box:
     height: float = 0.0
     in_right: float = 0.0  # where forward jumps arrive
     in_left: float = 0.0  # where backward jumps and the goal arrive
+
+
+@dataclass(frozen=True)
+class _Frame:
+    """Where things go across: the boxes' left edge and width, and the label columns beside them."""
+
+    box_x: float
+    box_w: float
+    left_w: float  # the labels left of the boxes (0: none)
+    right_w: float
+
+    @property
+    def box_r(self) -> float:
+        return self.box_x + self.box_w
+
+    @property
+    def centre(self) -> float:
+        return self.box_x + self.box_w / 2
+
+    def lane_x(self, kind: str, lane: int) -> float:
+        """The x of a lane: forward lanes right of the right labels, the others left of the left ones."""
+        if kind == "forward":
+            return self.box_r + _column(self.right_w) + lane * LANE + LANE / 2
+        return self.box_x - _column(self.left_w) - lane * LANE - LANE / 2
 
 
 def render_svg(
@@ -114,151 +138,67 @@ def render_svg(
     trigger, destination, label), ``terminal`` the terminal states' names; with ``node_counts`` (state ->
     instances that reached it) and ``edge_counts`` ((source, trigger) -> times taken) written on the boxes
     and the transitions where given."""
-    nodes = node_counts or {}
-    taken = edge_counts or {}
-    reached = {dest for _, _, dest, _ in transitions}
-    boxes: dict[str, _Box] = {}
-    for name, label in [*[s for s in states if s[0] not in terminal], *[s for s in states if s[0] in terminal]]:
-        if name in terminal and name not in reached:
-            continue  # a terminal state nothing leads to
-        what = label[len(name) + 2 : -1] if label.startswith(f"{name} (") and label.endswith(")") else ""
-        count = f"{nodes[name]:,}" if name in nodes else ""
-        boxes[name] = _Box(_clean(name), _clean(what), name in terminal, count, len(boxes))
-
-    edges = [_Edge(s, t, d, _clean(label)) for s, t, d, label in transitions if s in boxes and d in boxes]
-    goal_label = ""
-    for edge in edges:
-        src, dst = boxes[edge.source], boxes[edge.dest]
-        count = f"{taken[(edge.source, edge.trigger)]:,}" if (edge.source, edge.trigger) in taken else ""
-        if edge.trigger == "goal":
-            edge.kind, goal_label = "goal", edge.label
-            edge.lines = [("", count)] if count else []
-        else:
-            gap = dst.index - src.index
-            edge.kind = "straight" if gap == 1 else "forward" if gap > 1 else "backward"
-            edge.lines = _wrap(edge.label, count)
-    for edge in edges:  # slots beside the boxes, in the order the machine lists the transitions
-        src, dst = boxes[edge.source], boxes[edge.dest]
-        if edge.kind == "forward":
-            src.right.append(edge)
-            if None not in dst.right:
-                dst.right.insert(0, None)
-    for edge in edges:
-        src, dst = boxes[edge.source], boxes[edge.dest]
-        if edge.kind in ("backward", "goal"):
-            src.left.append(edge)
-    for edge in edges:
-        dst = boxes[edge.dest]
-        if edge.kind in ("backward", "goal") and None not in dst.left:
-            dst.left.append(None)
-    for box in boxes.values():  # the goal leaves each step from the bottom of its left side
-        box.left.sort(key=lambda e: e is not None and e.kind == "goal")
-
-    order = sorted(boxes.values(), key=lambda b: b.index)
+    boxes = _boxes(states, transitions, terminal, node_counts or {})
+    edges = _edges(boxes, transitions, edge_counts or {})
+    lanes = {kind: _lanes(boxes, edges, kind) for kind in ("forward", "backward")}
+    _assign_slots(boxes, edges, lanes)
+    goal_label = next((e.label for e in edges if e.kind == "goal"), "")
+    goal_in = _wrap(goal_label, "", WRAP) if goal_label else []
+    order = list(boxes.values())
     straight: dict[int, list[_Edge]] = {}
     for edge in edges:
         if edge.kind == "straight":
             straight.setdefault(boxes[edge.source].index, []).append(edge)
 
-    # Sizes.
-    goal_in = [("", "")] if not goal_label else _wrap(goal_label, "")
+    # Across: the boxes as wide as the widest text in them; the label columns as wide as their labels (a
+    # straight arrow's label starts at the boxes' middle and may reach past their right edge).
     box_w = max(
         [MIN_BOX]
         + [text_width(b.name, NAME_SIZE, bold=True) + 2 * PAD for b in order]
-        + [_line_width(b.what, b.count) + 2 * PAD for b in order]
+        + [_lines_width(b.lines) + 2 * PAD for b in order]
     )
-    left_w = max([0.0] + [_lines_width(e.lines) for b in order for e in b.left if e is not None])
-    if goal_label:
-        left_w = max(left_w, _lines_width(goal_in))
-    right_w = max([0.0] + [_lines_width(e.lines) for b in order for e in b.right if e is not None])
-    right_w = max(right_w, *[_lines_width(e.lines) + LABEL_GAP - box_w / 2 for es in straight.values() for e in es])
+    left_w = max([_lines_width(goal_in)] + [_lines_width(e.lines) for b in order for e in b.left if e])
+    right_w = max(
+        [0.0]
+        + [_lines_width(e.lines) for b in order for e in b.right if e]
+        + [_lines_width(e.lines) + LABEL_GAP - box_w / 2 for es in straight.values() for e in es]
+    )
+    n_right = max(lanes["forward"].values(), default=-1) + 1
+    n_left = max(lanes["backward"].values(), default=-1) + 1 + (1 if goal_label else 0)
+    frame = _Frame(MARGIN + n_left * LANE + _column(left_w), box_w, left_w, right_w)
 
-    # Vertical layout: title, legend, the start mark, then the boxes and the gaps between them.
-    y = MARGIN + TITLE_SIZE
-    texts: list[str] = [_text(MARGIN, y, title, TITLE_SIZE, INK, bold=True)]
+    # Down: the title, the legend (with counts), the start, then the boxes and the gaps between them.
+    texts = [_text(MARGIN, MARGIN + TITLE_SIZE, title, TITLE_SIZE, INK, bold=True)]
     legend = "Figures: instances that reached each state, and times each transition was taken."
-    legend_lines = textwrap.wrap(legend, 44) if nodes or taken else []
-    for line in legend_lines:
-        y += LINE
-        texts.append(_text(MARGIN, y, line, TEXT_SIZE - 1, "#4b5563"))
-    y += 34
-    start_y = y - 14
+    legend_lines = textwrap.wrap(legend, 44) if node_counts or edge_counts else []
+    for i, line in enumerate(legend_lines):
+        texts.append(_text(MARGIN, MARGIN + TITLE_SIZE + (i + 1) * LINE, line, TEXT_SIZE - 1, "#4b5563"))
+    y: float = MARGIN + TITLE_SIZE + len(legend_lines) * LINE + 34
     for box in order:
         box.top = y
-        content = PAD + NAME_SIZE + (LINE + 2 if box.what or box.count else 0) + PAD - 4
+        content = 2 * PAD - 4 + NAME_SIZE + (len(box.lines) * LINE + 2 if box.lines else 0)
         sides = [sum(_slot_height(s, goal_in, box) for s in slots) + 8 for slots in (box.left, box.right)]
         box.height = max(content, *sides, 40.0)
+        _place_slots(box, goal_in)
         y += box.height + _gap_height(straight.get(box.index, []))
     height = y - _gap_height(straight.get(order[-1].index, [])) + MARGIN
+    width = max(
+        [frame.box_r + _column(right_w) + n_right * LANE + MARGIN]
+        + [MARGIN * 2 + text_width(title, TITLE_SIZE, bold=True)]
+        + [MARGIN * 2 + text_width(line, TEXT_SIZE - 1) for line in legend_lines]
+    )
 
-    # Horizontal layout: left lanes, left labels, the boxes, right labels, right lanes.
-    right_lanes = _lanes(boxes, edges, "forward")
-    left_lanes = _lanes(boxes, edges, "backward")
-    n_right = max(right_lanes.values(), default=-1) + 1
-    n_left = max(left_lanes.values(), default=-1) + 1
-    rail = 1 if goal_label else 0
-    left_extent = (n_left + rail) * LANE + (left_w + LABEL_GAP + 6 if left_w else 0)
-    box_x = MARGIN + left_extent
-    box_r = box_x + box_w
-    width = box_r + (right_w + LABEL_GAP + 6 if right_w else 0) + n_right * LANE + MARGIN
-    width = max(width, MARGIN * 2 + text_width(title, TITLE_SIZE, bold=True))
-    width = max([width] + [MARGIN * 2 + text_width(line, TEXT_SIZE - 1) for line in legend_lines])
-    centre = box_x + box_w / 2
-
-    def lane_x(side: str, lane: int) -> float:
-        if side == "forward":
-            return box_r + (right_w + LABEL_GAP + 6 if right_w else 0) + lane * LANE + LANE / 2
-        return box_x - (left_w + LABEL_GAP + 6 if left_w else 0) - lane * LANE - LANE / 2
-
-    shapes: list[str] = []
-    # The start: a dot and an arrow into the first step.
-    shapes.append(f'<circle cx="{centre:.1f}" cy="{start_y:.1f}" r="6" fill="{INK}"/>')
-    shapes.append(_line(centre, start_y, centre, order[0].top - ARROW, STRAIGHT))
-    shapes.append(_arrow(centre, order[0].top, "down", STRAIGHT))
-
+    shapes = _start(frame, order[0])
     for box in order:
-        shapes.extend(_box(box, box_x, box_w))
-        _place_slots(box, box.right, goal_in, "right")
-        _place_slots(box, box.left, goal_in, "left")
-        nxt = order[box.index + 1] if box.index + 1 < len(order) else None
-        if nxt is not None and box.index in straight:
-            bottom = box.top + box.height
-            shapes.append(_line(centre, bottom, centre, nxt.top - ARROW, STRAIGHT))
-            shapes.append(_arrow(centre, nxt.top, "down", STRAIGHT))
-            lines = [line for e in straight[box.index] for line in e.lines]
-            ty = bottom + (nxt.top - bottom - len(lines) * LINE) / 2 + TEXT_SIZE - 1
-            for i, (text, count) in enumerate(lines):
-                texts.append(_label(centre + LABEL_GAP, ty + i * LINE, text, count, STRAIGHT, "start"))
-
-    arrived: set[tuple[str, str]] = set()
-    for edge in edges:
-        if edge.kind == "straight":
-            continue
-        src, dst = boxes[edge.source], boxes[edge.dest]
-        colour = {"forward": FORWARD, "backward": BACKWARD, "goal": GOAL}[edge.kind]
-        if edge.kind == "forward":
-            side, x0, x1, y1, sign = "forward", box_r, lane_x("forward", right_lanes[edge.dest]), dst.in_right, 1
-        else:
-            lane = n_left if edge.kind == "goal" else left_lanes[edge.dest]
-            side, x0, x1, y1, sign = "backward", box_x, lane_x("backward", lane), dst.in_left, -1
-        dash = ' stroke-dasharray="5 4"' if edge.kind == "goal" else ""
-        shapes.append(
-            f'<path d="{_route(x0, edge.y, x1, y1, sign)}" fill="none" stroke="{colour}" '
-            f'stroke-width="1.6"{dash}/>'
-        )
-        if (edge.dest, side) not in arrived:
-            arrived.add((edge.dest, side))
-            shapes.append(_arrow(x0 if edge.kind == "forward" else box_x, y1, "left" if sign > 0 else "right", colour))
-        anchor = "start" if sign > 0 else "end"
-        tx = x0 + sign * LABEL_GAP
-        for i, (text, count) in enumerate(edge.lines):
-            ty = edge.y - 5 - (len(edge.lines) - 1 - i) * LINE
-            texts.append(_label(tx, ty, text, count, colour, anchor))
-    if goal_label and "converted" in boxes:
-        conv = boxes["converted"]
+        shapes.extend(_box(box, frame.box_x, box_w))
+        if box.index in straight:
+            _straight(frame, box, order[box.index + 1], straight[box.index], shapes, texts)
+    _jumps(frame, boxes, edges, lanes, shapes, texts)
+    if goal_in and "converted" in boxes:
+        y_in = boxes["converted"].in_left
         for i, (text, _) in enumerate(goal_in):
-            ty = conv.in_left - 5 - (len(goal_in) - 1 - i) * LINE
-            texts.append(_label(box_x - LABEL_GAP, ty, text, "", GOAL, "end"))
+            ty = y_in - 5 - (len(goal_in) - 1 - i) * LINE
+            texts.append(_label(frame.box_x - LABEL_GAP, ty, text, "", GOAL, "end"))
 
     w, h = round(width), round(height)
     return (
@@ -273,13 +213,134 @@ def render_svg(
     )
 
 
+def _boxes(
+    states: Sequence[tuple[str, str]],
+    transitions: Sequence[tuple[str, str, str, str]],
+    terminal: Collection[str],
+    counts: Mapping[str, int],
+) -> dict[str, _Box]:
+    """A box per step in file order, then per terminal state that something leads to."""
+    reached = {dest for _, _, dest, _ in transitions}
+    steps = [s for s in states if s[0] not in terminal]
+    ends = [s for s in states if s[0] in terminal and s[0] in reached]
+    boxes: dict[str, _Box] = {}
+    for name, label in [*steps, *ends]:
+        # The machine's label is "name (what it does)"; the box writes the two on two lines.
+        what = label[len(name) + 2 : -1] if label.startswith(f"{name} (") and label.endswith(")") else ""
+        count = f"{counts[name]:,}" if name in counts else ""
+        lines = _wrap(_clean(what), count, BOX_WRAP) if what or count else []
+        boxes[name] = _Box(_clean(name), lines, name in terminal, len(boxes))
+    return boxes
+
+
+def _edges(
+    boxes: Mapping[str, _Box],
+    transitions: Sequence[tuple[str, str, str, str]],
+    counts: Mapping[tuple[str, str], int],
+) -> list[_Edge]:
+    """The transitions, each of a kind: straight (to the box right below), forward, backward, or goal."""
+    edges = []
+    for source, trigger, dest, label in transitions:
+        if source not in boxes or dest not in boxes:
+            continue
+        edge = _Edge(source, trigger, dest, _clean(label))
+        count = f"{counts[(source, trigger)]:,}" if (source, trigger) in counts else ""
+        if trigger == "goal":
+            # The goal's label is written once, by converted; each step's line carries its count only.
+            edge.kind, edge.lines = "goal", [("", count)] if count else []
+        else:
+            gap = boxes[dest].index - boxes[source].index
+            edge.kind = "straight" if gap == 1 else "forward" if gap > 1 else "backward"
+            edge.lines = _wrap(edge.label, count, WRAP)
+        edges.append(edge)
+    return edges
+
+
+def _assign_slots(
+    boxes: Mapping[str, _Box], edges: Sequence[_Edge], lanes: Mapping[str, Mapping[str, int]]
+) -> None:
+    """The slots beside each box. Right: jumps arriving, then jumps leaving, the outermost lane first (so
+    that a jump's line crosses none of the box's own jumps). Left: loops leaving, the innermost lane first,
+    then the goal, then loops and the goal arriving."""
+    for name, box in boxes.items():
+        out = [e for e in edges if e.source == name]
+        into = {e.kind for e in edges if e.dest == name}
+        forward = sorted((e for e in out if e.kind == "forward"), key=lambda e: -lanes["forward"][e.dest])
+        backward = sorted((e for e in out if e.kind == "backward"), key=lambda e: lanes["backward"][e.dest])
+        box.right = [*([None] if "forward" in into else []), *forward]
+        box.left = [
+            *backward,
+            *(e for e in out if e.kind == "goal"),
+            *([None] if into & {"backward", "goal"} else []),
+        ]
+
+
+def _start(frame: _Frame, first: _Box) -> list[str]:
+    """The start: a dot and an arrow into the first step."""
+    y = first.top - 20
+    return [
+        f'<circle cx="{frame.centre:.1f}" cy="{y:.1f}" r="6" fill="{INK}"/>',
+        _line(frame.centre, y, frame.centre, first.top - ARROW, STRAIGHT),
+        _arrow(frame.centre, first.top, "down", STRAIGHT),
+    ]
+
+
+def _straight(
+    frame: _Frame, box: _Box, below: _Box, edges: Sequence[_Edge], shapes: list[str], texts: list[str]
+) -> None:
+    """The arrow from ``box`` straight down to the box below it, its labels beside it."""
+    bottom = box.top + box.height
+    shapes.append(_line(frame.centre, bottom, frame.centre, below.top - ARROW, STRAIGHT))
+    shapes.append(_arrow(frame.centre, below.top, "down", STRAIGHT))
+    lines = [line for e in edges for line in e.lines]
+    y = bottom + (below.top - bottom - len(lines) * LINE) / 2 + TEXT_SIZE - 1
+    for i, (text, count) in enumerate(lines):
+        texts.append(_label(frame.centre + LABEL_GAP, y + i * LINE, text, count, STRAIGHT, "start"))
+
+
+def _jumps(
+    frame: _Frame,
+    boxes: Mapping[str, _Box],
+    edges: Sequence[_Edge],
+    lanes: Mapping[str, Mapping[str, int]],
+    shapes: list[str],
+    texts: list[str],
+) -> None:
+    """Every transition but the straight ones: out of its box's side, along its lane, into the side of its
+    destination; its label above the line where it leaves."""
+    goal_lane = max(lanes["backward"].values(), default=-1) + 1
+    arrived: set[tuple[str, int]] = set()
+    for edge in edges:
+        if edge.kind == "straight":
+            continue
+        dest = boxes[edge.dest]
+        colour = {"forward": FORWARD, "backward": BACKWARD, "goal": GOAL}[edge.kind]
+        if edge.kind == "forward":
+            sign, x0, y1 = 1, frame.box_r, dest.in_right
+            x1 = frame.lane_x("forward", lanes["forward"][edge.dest])
+        else:
+            sign, x0, y1 = -1, frame.box_x, dest.in_left
+            x1 = frame.lane_x("backward", goal_lane if edge.kind == "goal" else lanes["backward"][edge.dest])
+        dash = ' stroke-dasharray="5 4"' if edge.kind == "goal" else ""
+        path = _route(x0, edge.y, x1, y1, sign)
+        shapes.append(f'<path d="{path}" fill="none" stroke="{colour}" stroke-width="1.6"{dash}/>')
+        if (edge.dest, sign) not in arrived:
+            arrived.add((edge.dest, sign))
+            shapes.append(_arrow(x0, y1, "left" if sign > 0 else "right", colour))
+        for i, (text, count) in enumerate(edge.lines):
+            y = edge.y - 5 - (len(edge.lines) - 1 - i) * LINE
+            texts.append(
+                _label(x0 + sign * LABEL_GAP, y, text, count, colour, "start" if sign > 0 else "end")
+            )
+
+
 # ---------------------------------------------------------------------------------------------- layout
 
 
-def _wrap(label: str, count: str) -> list[tuple[str, str]]:
-    """A label as lines of at most ``WRAP`` characters (words kept whole), the count on the last one."""
-    lines = textwrap.wrap(label, WRAP, break_long_words=False, break_on_hyphens=False) or [""]
-    if count and len(lines[-1]) + len(count) + 3 > WRAP + 4:
+def _wrap(label: str, count: str, width: int) -> list[tuple[str, str]]:
+    """A label as lines of about ``width`` characters (words kept whole), the count after the last one."""
+    lines = textwrap.wrap(label, width, break_long_words=False, break_on_hyphens=False) or [""]
+    if count and lines[-1] and len(lines[-1]) + len(count) + 3 > width + 4:
         lines.append("")
     out = [(line, "") for line in lines]
     out[-1] = (out[-1][0], count)
@@ -308,20 +369,26 @@ def _gap_height(straight: Sequence[_Edge]) -> float:
     return max(GAP, lines * LINE + 14)
 
 
-def _place_slots(box: _Box, slots: Sequence[_Edge | None], goal_in: Sequence[tuple[str, str]], side: str) -> None:
-    """Give each slot on one side of ``box`` its height: its label's lines above the line it draws."""
-    heights = [_slot_height(s, goal_in, box) for s in slots]
-    y = box.top + (box.height - sum(heights)) / 2
-    for slot, h in zip(slots, heights, strict=True):
-        at = y + h - 6 if slot is not None or box.name == "converted" else y + h / 2
-        if slot is None:
-            if side == "right":
+def _place_slots(box: _Box, goal_in: Sequence[tuple[str, str]]) -> None:
+    """The height of each slot beside ``box``, centred on its side: an edge's line runs under its label."""
+    for side in ("left", "right"):
+        slots = box.left if side == "left" else box.right
+        heights = [_slot_height(s, goal_in, box) for s in slots]
+        y = box.top + (box.height - sum(heights)) / 2
+        for slot, h in zip(slots, heights, strict=True):
+            at = y + h - 6 if slot is not None or box.name == "converted" else y + h / 2
+            if slot is not None:
+                slot.y = at
+            elif side == "right":
                 box.in_right = at
             else:
                 box.in_left = at
-        else:
-            slot.y = at
-        y += h
+            y += h
+
+
+def _column(width: float) -> float:
+    """The room a column of labels ``width`` wide takes beside the boxes."""
+    return width + LABEL_GAP + 6 if width else 0.0
 
 
 def _lanes(boxes: Mapping[str, _Box], edges: Sequence[_Edge], kind: str) -> dict[str, int]:
@@ -376,7 +443,8 @@ def _arrow(x: float, y: float, pointing: str, colour: str) -> str:
 
 
 def _line(x0: float, y0: float, x1: float, y1: float, colour: str) -> str:
-    return f'<line x1="{x0:.1f}" y1="{y0:.1f}" x2="{x1:.1f}" y2="{y1:.1f}" stroke="{colour}" stroke-width="1.6"/>'
+    ends = f'x1="{x0:.1f}" y1="{y0:.1f}" x2="{x1:.1f}" y2="{y1:.1f}"'
+    return f'<line {ends} stroke="{colour}" stroke-width="1.6"/>'
 
 
 def _box(box: _Box, x: float, w: float) -> list[str]:
@@ -395,12 +463,11 @@ def _box(box: _Box, x: float, w: float) -> list[str]:
             f'<rect x="{x:.1f}" y="{box.top:.1f}" width="{w:.1f}" height="{box.height:.1f}" rx="6" '
             f'fill="{STEP_FILL}" stroke="{STEP_LINE}" stroke-width="1.4"/>'
         )
-    lines = 2 if box.what or box.count else 1
-    block = NAME_SIZE + (LINE + 2 if lines == 2 else 0)
+    block = NAME_SIZE + (len(box.lines) * LINE + 2 if box.lines else 0)
     y = box.top + (box.height - block) / 2 + NAME_SIZE - 3
     out.append(_text(x + PAD, y, box.name, NAME_SIZE, INK, bold=True))
-    if lines == 2:
-        out.append(_label(x + PAD, y + LINE + 2, box.what, box.count, "#374151", "start"))
+    for i, (text, count) in enumerate(box.lines):
+        out.append(_label(x + PAD, y + (i + 1) * LINE + 2, text, count, "#374151", "start"))
     return out
 
 
