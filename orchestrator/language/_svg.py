@@ -168,11 +168,11 @@ def render_svg(
     frame = _Frame(MARGIN + n_left * LANE + _column(left_w), box_w, left_w, right_w)
 
     # Down: the title, the legend (with counts), the start, then the boxes and the gaps between them.
-    texts = [_text(MARGIN, MARGIN + TITLE_SIZE, title, TITLE_SIZE, INK, bold=True)]
+    head = [_text(MARGIN, MARGIN + TITLE_SIZE, title, TITLE_SIZE, INK, bold=True)]
     legend = "Figures: instances that reached each state, and times each transition was taken."
     legend_lines = textwrap.wrap(legend, 44) if node_counts or edge_counts else []
     for i, line in enumerate(legend_lines):
-        texts.append(_text(MARGIN, MARGIN + TITLE_SIZE + (i + 1) * LINE, line, TEXT_SIZE - 1, "#4b5563"))
+        head.append(_text(MARGIN, MARGIN + TITLE_SIZE + (i + 1) * LINE, line, TEXT_SIZE - 1, "#4b5563"))
     y: float = MARGIN + TITLE_SIZE + len(legend_lines) * LINE + 34
     for box in order:
         box.top = y
@@ -188,6 +188,7 @@ def render_svg(
         + [MARGIN * 2 + text_width(line, TEXT_SIZE - 1) for line in legend_lines]
     )
 
+    texts: list[str] = []
     shapes = _start(frame, order[0])
     for box in order:
         shapes.extend(_box(box, frame.box_x, box_w))
@@ -207,6 +208,7 @@ def render_svg(
         f'style="max-width:100%;height:auto;background:#ffffff">\n'
         f"<title>{_esc(title)}</title>\n"
         f'<rect x="0" y="0" width="{w}" height="{h}" fill="#ffffff"/>\n'
+        + "".join(t + "\n" for t in head)
         + "".join(s + "\n" for s in shapes)
         + "".join(t + "\n" for t in texts)
         + "</svg>\n"
