@@ -108,7 +108,7 @@ def test_no_two_texts_overlap_and_all_fit_in_the_image(path: Path) -> None:
             x -= w
         boxes.append((x, y - size * 0.8, x + w, y + size * 0.25, "".join(t.itertext())))
     for x0, y0, x1, y1, text in boxes:
-        assert 0 <= x0 and x1 <= width and 0 <= y0 and y1 <= height, text
+        assert x0 >= 0 and x1 <= width and y0 >= 0 and y1 <= height, text
     for a, b in itertools.combinations(boxes, 2):
         apart = a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1]
         assert apart, f"{a[4]!r} overlaps {b[4]!r}"
@@ -212,7 +212,9 @@ def _shoot(browser: str, page: Path, shot: Path, size: str, scale: int, tmp_path
         timeout=120,
     )
     print(f"\nscreenshot: {shot}")
-    ocr = subprocess.run(["tesseract", str(shot), "-"], check=True, capture_output=True, text=True, timeout=120)
+    ocr = subprocess.run(
+        ["tesseract", str(shot), "-"], check=True, capture_output=True, text=True, timeout=120
+    )
     return ocr.stdout.lower()
 
 
