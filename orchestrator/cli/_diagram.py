@@ -61,7 +61,7 @@ def _counts(url: str, plan: JourneyPlan) -> DiagramCounts | None:
         store.dispose()
     if counts is None:
         print(
-            f"no step counts for journey {plan.id} version {plan.version} here: drawn without them",
+            f"no step counts for journey {plan.id} version {plan.version} in this store: drawn without them",
             file=sys.stderr,
         )
     return counts
