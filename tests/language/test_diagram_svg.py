@@ -14,7 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.language import DiagramCounts, JourneyPlan, compile_loaded, find_journey_files, load_journey
+from orchestrator.language import (
+    DiagramCounts,
+    JourneyPlan,
+    compile_loaded,
+    find_journey_files,
+    load_journey,
+    load_journey_text,
+)
 from orchestrator.language._svg import render_svg, text_width
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -93,10 +100,9 @@ def test_every_state_and_transition_of_each_example_is_drawn(path: Path) -> None
                 assert re.search(re.escape(label.split()[-1]) + r"( \S+)* ?(· )?" + f"{n:,}", joined), label
 
 
-@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: str(p.relative_to(ROOT)))
-def test_no_two_texts_overlap_and_all_fit_in_the_image(path: Path) -> None:
-    plan = _plan(path)
-    svg = plan.diagram("svg", _counts(plan))
+def _assert_no_text_overlaps(svg: str) -> None:
+    """Every text inside the image, inside one box or clear of all, and no two texts meeting (their extents
+    from the widths the layout assumes)."""
     root = ET.fromstring(svg)
     width, height = (float(v) for v in root.attrib["viewBox"].split()[2:])
     boxes = []
@@ -107,11 +113,66 @@ def test_no_two_texts_overlap_and_all_fit_in_the_image(path: Path) -> None:
         if t.attrib.get("text-anchor") == "end":
             x -= w
         boxes.append((x, y - size * 0.8, x + w, y + size * 0.25, "".join(t.itertext())))
+    frames = [
+        (float(r.attrib["x"]), float(r.attrib["y"]), float(r.attrib["width"]), float(r.attrib["height"]))
+        for r in root.iter(f"{SVG}rect")
+        if r.attrib.get("rx") in ("6", "14")  # a step's box, a terminal state's outer frame
+    ]
     for x0, y0, x1, y1, text in boxes:
         assert x0 >= 0 and x1 <= width and y0 >= 0 and y1 <= height, text
+        # A text is inside one box (its name, what it does) or clear of every box (a label).
+        inside = [fx <= x0 and x1 <= fx + fw and fy <= y0 and y1 <= fy + fh for fx, fy, fw, fh in frames]
+        clear = [x1 <= fx or fx + fw <= x0 or y1 <= fy or fy + fh <= y0 for fx, fy, fw, fh in frames]
+        assert sum(inside) == 1 and sum(clear) == len(frames) - 1 or all(clear), text
     for a, b in itertools.combinations(boxes, 2):
         apart = a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1]
         assert apart, f"{a[4]!r} overlaps {b[4]!r}"
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_two_texts_overlap_and_all_fit_in_the_image(path: Path) -> None:
+    plan = _plan(path)
+    _assert_no_text_overlaps(plan.diagram("svg"))
+    _assert_no_text_overlaps(plan.diagram("svg", _counts(plan)))
+
+
+LOOPS = """\
+id: loops
+version: 3
+signal: count(purchase, within=1d) > 0
+holdout: 0
+steps:
+  - id: ask
+    send: {channel: sms, template: a.txt}
+  - id: answered
+    wait_for: {event: answer, timeout: 1d, else: answered}
+  - split: {ask: 20, again: 30, done: 50}
+  - id: again
+    branch: {if: "count(purchase, within=2d) > 0", then: ask, else: next}
+  - id: done
+    branch: {if: "count(purchase, within=2d) > 0", then: next, else: next}
+  - wait: 2d
+  - id: back
+    branch: {event: purchase, then: answered, else: exit}
+goal: {event: purchase, within: 3d}
+"""
+
+
+def test_loops_self_loops_split_arms_and_two_arrows_down_are_drawn_apart() -> None:
+    plan = compile_loaded(load_journey_text(LOOPS, "loops.yaml"))
+    counts = _counts(plan)
+    svg = plan.diagram("svg", counts)
+    _assert_no_text_overlaps(svg)
+    joined = " ".join(_texts(svg))
+    for label in ("no answer within 1d", "arm 1 (20%)", "arm 2 (30%)", "arm 3 (50%)", "purchase seen"):
+        assert label in joined
+    # Both of done's transitions lead to the next step: two labels beside one arrow.
+    assert f"yes · {counts.edges[('done', 'yes')]:,}" in joined
+    assert f"no · {counts.edges[('done', 'no')]:,}" in joined
+    root = ET.fromstring(svg)
+    loops = [p for p in root.iter(f"{SVG}path") if p.attrib["stroke"] == "#b45309"]
+    assert len(loops) == 4  # answered -> answered, step-3 -> ask, again -> ask, back -> answered
+    assert "completed" not in _texts(svg)  # nothing leads there
 
 
 def test_counts_are_written_in_mermaid_and_dot_too() -> None:
