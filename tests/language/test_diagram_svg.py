@@ -123,7 +123,7 @@ def _assert_no_text_overlaps(svg: str) -> None:
         # A text is inside one box (its name, what it does) or clear of every box (a label).
         inside = [fx <= x0 and x1 <= fx + fw and fy <= y0 and y1 <= fy + fh for fx, fy, fw, fh in frames]
         clear = [x1 <= fx or fx + fw <= x0 or y1 <= fy or fy + fh <= y0 for fx, fy, fw, fh in frames]
-        assert sum(inside) == 1 and sum(clear) == len(frames) - 1 or all(clear), text
+        assert (sum(inside) == 1 and sum(clear) == len(frames) - 1) or all(clear), text
     for a, b in itertools.combinations(boxes, 2):
         apart = a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1]
         assert apart, f"{a[4]!r} overlaps {b[4]!r}"
