@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import parse_qs, quote
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
+from markupsafe import Markup
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
@@ -32,6 +33,7 @@ from orchestrator.config import Console
 from orchestrator.engine import UnknownCustomer, UnknownJourney, explain, journey_detail, journeys_overview
 from orchestrator.http import _console_format as fmt
 from orchestrator.http._console_auth import SESSION_COOKIE, ConsoleKeys, RequireLogin, safe_next
+from orchestrator.language import DiagramCounts, JourneyPlan
 from orchestrator.store import Store
 
 log = logging.getLogger("orchestrator.http")
@@ -168,12 +170,13 @@ class ConsolePages:
         except UnknownJourney:
             return self.not_found(request, f"The store knows no journey {journey_id!r}.")
         report = await self.read(_lift_report, self.store, journey_id)
+        diagram = await self.read(_diagram, detail.plan, None)
         return self.page(
             request,
             "journey.html",
             refresh=REFRESH_SECONDS,
             journey=detail.to_dict(),
-            diagram=None,  # the SVG diagram with counts, once the language draws one
+            diagram=diagram,
             funnel=None,  # the per-step funnel, once measurement keeps one
             lift=None if report is None else fmt.lift_summary(report),
         )
@@ -211,6 +214,14 @@ class ConsolePages:
 
     async def backtest(self, request: Request) -> Response:
         return self.not_found(request, "No saved backtest of that id.")
+
+
+def _diagram(plan: JourneyPlan | None, counts: DiagramCounts | None) -> Markup | None:
+    """The journey's SVG diagram (drawn by the language package, every text in it escaped there), with
+    ``counts`` on its steps and transitions."""
+    if plan is None:
+        return None
+    return Markup(plan.diagram("svg", counts))
 
 
 def _lift_report(store: Store, journey_id: str) -> dict[str, Any] | None:
