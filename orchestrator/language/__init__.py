@@ -63,6 +63,7 @@ __all__ = [
     "ENGINE_EVENTS",
     "ENTRY",
     "NO_STATE",
+    "TEST_FILE_SUFFIXES",
     "WORKSPACE_FILES",
     "Channel",
     "Consent",
@@ -117,18 +118,22 @@ __all__ = [
 # Files in a journeys folder that are not journeys: the contact policy, the shared metrics and the
 # tracking plan.
 WORKSPACE_FILES = ("policy.yaml", "policy.yml", "metrics.yaml", "metrics.yml", "events.yaml", "events.yml")
+#: Journey test files (``orchestrator test``) sit beside the journeys and are not journeys.
+TEST_FILE_SUFFIXES = (".test.yaml", ".test.yml")
 
 
 def find_journey_files(paths: Iterable[str | Path]) -> list[Path]:
     """Journey files named directly, or found (``*.yaml``/``*.yml``) under directories, skipping
-    ``templates`` folders, the contact policy, the shared metrics file and the tracking plan."""
+    ``templates`` folders, the contact policy, the shared metrics file, the tracking plan and journey test
+    files (``*.test.yaml``)."""
     found: list[Path] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
             for candidate in sorted([*path.rglob("*.yaml"), *path.rglob("*.yml")]):
                 rel = candidate.relative_to(path).parts
-                if "templates" in rel[:-1] or candidate.name in WORKSPACE_FILES:
+                skipped = candidate.name in WORKSPACE_FILES or candidate.name.endswith(TEST_FILE_SUFFIXES)
+                if "templates" in rel[:-1] or skipped:
                     continue
                 found.append(candidate)
         else:
