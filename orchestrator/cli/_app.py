@@ -669,6 +669,41 @@ def status(
     )
 
 
+@command("test", "run the journey test files (*.test.yaml): customers, events and expectations")
+def test(
+    ctx: typer.Context,
+    paths: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="[PATH]...",
+            help="test files or folders to find them in (default: the workspace config's journeys, else "
+            "journeys/)",
+            show_default=False,
+        ),
+    ] = None,
+    format: o.TableFormat = "table",
+    require_coverage: Annotated[
+        bool,
+        typer.Option(
+            "--require-coverage",
+            help="also fail when a transition, a goal or an exit_when of a journey under the paths was "
+            "not taken by any test, or a journey has no test",
+        ),
+    ] = False,
+    config: o.ConfigFile = None,
+) -> int:
+    return _invoke(
+        ctx,
+        "test",
+        config,
+        lambda s: {
+            "paths": s.journeys(paths or None),
+            "format": format,
+            "require_coverage": require_coverage,
+        },
+    )
+
+
 @command("why", "what happened to one customer in the journeys, and why")
 def why(
     ctx: typer.Context,

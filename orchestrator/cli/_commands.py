@@ -516,6 +516,12 @@ def cmd_status(args: Args) -> int:
     return run_status(args)
 
 
+def cmd_test(args: Args) -> int:
+    from orchestrator.cli._journey_tests import run_test
+
+    return run_test(args)
+
+
 def cmd_why(args: Args) -> int:
     from orchestrator.cli._why import run_why
 
