@@ -15,6 +15,7 @@ the store (``_expectations``).
 from __future__ import annotations
 
 import dataclasses
+import os
 import difflib
 import tempfile
 import time
@@ -397,5 +398,8 @@ class _CaseError(Exception):
 
 @contextmanager
 def _scratch() -> Iterator[Path]:
-    with tempfile.TemporaryDirectory(prefix="orchestrator-test-") as folder:
+    """A temporary folder for one case's store: in memory (``/dev/shm``) where the system has one."""
+    shm = Path("/dev/shm")
+    where = str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
+    with tempfile.TemporaryDirectory(prefix="orchestrator-test-", dir=where) as folder:
         yield Path(folder)
