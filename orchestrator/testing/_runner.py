@@ -15,8 +15,8 @@ the store (``_expectations``).
 from __future__ import annotations
 
 import dataclasses
-import os
 import difflib
+import os
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
@@ -54,9 +54,11 @@ class TestFailure:
     file: str
     line: int
     message: str
+    column: int | None = None  # for a mistake in the file itself
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.message}"
+        where = f"{self.line}:{self.column}" if self.column is not None else str(self.line)
+        return f"{self.file}:{where}: {self.message}"
 
 
 @dataclass
@@ -155,20 +157,29 @@ def find_test_files(paths: Iterable[str | Path]) -> list[Path]:
             found.append(path)
         else:
             raise UsageError(f"{path}: no such file or folder")
-    return list(dict.fromkeys(found))
+    return list(dict.fromkeys(_shown(p) for p in found))
+
+
+def _shown(path: Path) -> Path:
+    """``path`` relative to the working folder when it is inside it (as messages show it)."""
+    try:
+        return path.resolve().relative_to(Path.cwd())
+    except ValueError:
+        return path
 
 
 def run_journey_tests(paths: Iterable[str | Path]) -> TestRunReport:
     """Run every test file under ``paths`` (see the module docstring)."""
-    paths = [Path(p) for p in paths]
-    runner = JourneyTestRunner(search=[p for p in paths if p.is_dir()])
+    given = [Path(p) for p in paths]
+    folders = [p for p in given if p.is_dir()]
+    runner = JourneyTestRunner(search=folders)
     started = time.perf_counter()
     report = TestRunReport()
-    for path in find_test_files(paths):
+    for path in find_test_files(given):
         report.cases.extend(runner.run_file(path))
     report.gaps, report.transitions = runner.coverage()
     tested = set(report.transitions)
-    report.untested = sorted(set(runner.journeys_under(p for p in paths if p.is_dir())) - tested)
+    report.untested = sorted(set(runner.journeys_under(folders)) - tested)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -383,7 +394,7 @@ def journey_paths(plan: JourneyPlan) -> list[JourneyPath]:
 
 def problem_result(file: str, problems: list[Problem]) -> CaseResult:
     """A test file that could not be read, as one failed result."""
-    failures = [TestFailure(p.file, p.line, f"{p.column}: {p.message}") for p in problems]
+    failures = [TestFailure(p.file, p.line, p.message, p.column) for p in problems]
     return CaseResult(file, "(the file)", problems[0].line if problems else 1, failures)
 
 

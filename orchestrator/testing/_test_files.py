@@ -223,13 +223,15 @@ class _Reader:
         self.problem(path, f"{what} must be text")
         return None
 
-    def duration(self, value: Any, path: Path_, what: str) -> timedelta | None:
+    def duration(self, value: Any, path: Path_, what: str, *, zero: bool = False) -> timedelta | None:
+        if zero and value == 0 and not isinstance(value, bool):
+            return timedelta(0)
         try:
             delta = parse_span(value)
         except ValueError as exc:
             self.problem(path, f"{what}: {exc}")
             return None
-        if delta <= timedelta(0):
+        if delta < timedelta(0) or (delta == timedelta(0) and not zero):
             self.problem(path, f"{what} must be longer than 0")
             return None
         return delta
@@ -326,7 +328,7 @@ class _Reader:
         if run_raw is not None and until_raw is not None:
             self.problem(upath, "give either run (how long) or until (when to stop), not both")
         elif run_raw is not None:
-            span = self.duration(run_raw, rpath, "run")
+            span = self.duration(run_raw, rpath, "run", zero=True)
             end = start + span if span is not None else start
         elif until_raw is not None:
             found = self.instant(until_raw, upath, start, "until")
@@ -355,8 +357,8 @@ class _Reader:
             raw = source.get("customers")
             if raw is None:
                 continue
-            found = self.mapping(raw, path, "customers")
-            for cid, attributes in (found or {}).items():
+            declared = self.mapping(raw, path, "customers")
+            for cid, attributes in (declared or {}).items():
                 attrs = (
                     {} if attributes is None else self.mapping(attributes, (*path, cid), f"customer {cid}")
                 )
@@ -570,8 +572,8 @@ class _Reader:
         entry = self.mapping(value, path, kind)
         if entry is None:
             return None
-        fields = ("step", "channel", "at", "within", "count")
-        fields += ("contains", "subject") if kind == "sent" else ("reason",)
+        extra: tuple[str, ...] = ("contains", "subject") if kind == "sent" else ("reason",)
+        fields = ("step", "channel", "at", "within", "count", *extra)
         self.keys(entry, path, fields, kind)
         spec: dict[str, Any] = {}
         for key in ("step", "channel", "subject", "reason"):
