@@ -129,7 +129,7 @@ def _why_nothing(instances: list[Instance], messages: list[LedgerRow], seen: Obs
     others = [m for m in messages if m.status != "sent"]
     if others:
         return "no message was sent; " + _listing([_message(m, seen) for m in others])
-    return "no message was sent"
+    return "no message was sent; the customer " + _listing([_outcome(i, seen) for i in instances])
 
 
 def _message(m: LedgerRow, seen: Observed) -> str:
