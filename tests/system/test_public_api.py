@@ -62,7 +62,8 @@ PUBLIC: dict[str, list[str]] = {
         "ADDRESS_FIELD", "CHANNELS", "CONSENT_CHANNELS", "Channel", "Consent", "ConsentChannel",
         "ContactPolicy", "Cooldown", "ENGINE_EVENTS", "ENTRY", "EventCatalog", "Journey", "JourneyPlan",
         "KnownNames", "LoadedJourney", "Locations", "MatchTerm", "NO_STATE", "Path_", "Problem", "Send",
-        "SharedMetrics", "SpecError", "StepKind", "StepPlan", "TemplateSource", "WORKSPACE_FILES",
+        "SharedMetrics", "SpecError", "StepKind", "StepPlan", "TEST_FILE_SUFFIXES", "TemplateSource",
+        "WORKSPACE_FILES",
         "catalog_for", "catalog_names", "check_templates", "compile_journey", "compile_loaded",
         "digest_with", "dotted", "find_journey_files", "instance_reads", "journey_problems", "load_journey",
         "load_journey_text", "load_shared_metrics_text", "load_yaml", "merged_metrics", "metric_typos",
@@ -115,8 +116,10 @@ PUBLIC: dict[str, list[str]] = {
     "orchestrator.store.migrations": ["FOLDER"],
     "orchestrator.store.migrations.versions": [],
     "orchestrator.testing": [
-        "CONSENTED", "Instance", "MemoryAdapter", "PostgresServer", "SimClock", "T0", "World", "at",
-        "customer", "duration", "event", "phone_for", "postgres_bin", "write_files",
+        "CONSENTED", "CaseResult", "CoverageGap", "Instance", "JourneyTestRunner", "MemoryAdapter",
+        "PostgresServer", "SimClock", "T0", "TestCase", "TestFailure", "TestFile", "TestRunReport", "World",
+        "at", "customer", "duration", "event", "find_test_files", "phone_for", "postgres_bin",
+        "read_test_file", "run_journey_tests", "write_files",
     ],
 }  # fmt: skip
 

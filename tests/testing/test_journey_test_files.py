@@ -91,8 +91,8 @@ def test_a_held_out_customer_is_explained(tmp_path: Path) -> None:
     report = run_journey_tests([workspace(tmp_path, {"cart.test.yaml": text})])
     messages = [f.message for f in report.cases[0].failures]
     assert messages[0] == (
-        "ann: expected to enter at +1h in the treatment arm; found: entered at +1h (holdout arm) (the published "
-        "holdout hash holds this id out: choose another id, or set holdout: 0)"
+        "ann: expected to enter at +1h in the treatment arm; found: entered at +1h (holdout arm) (the "
+        "published holdout hash holds this id out: choose another id, or set holdout: 0)"
     )
     assert (
         "ann: expected a message at step 'reminder' (email) at +3h containing \"Hi Ann\"; found: the "
@@ -127,7 +127,8 @@ def test_every_kind_of_failure_reads_as_expected_and_found(tmp_path: Path) -> No
         ),
         (
             19,
-            "ann: expected 2 message(s) at step 'reminder'; found: 1: email at step 'reminder' at +3h (\"Hi Ann\")",
+            "ann: expected 2 message(s) at step 'reminder'; found: 1: email at step 'reminder' at +3h "
+            '("Hi Ann")',
         ),
     ]
 
@@ -150,8 +151,8 @@ def test_a_malformed_file_is_reported_at_its_lines_and_the_others_still_run(tmp_
     assert [str(f) for f in report.cases[0].failures] == [
         f"{file}:6:44: sent: unknown key 'chanel'; did you mean 'channel'?",
         f"{file}:7:16: customer 'anne' is not among the test's customers; did you mean 'ann'?",
-        f"{file}:8:28: exits: 'gaol' is not one of goal, exit_when, completed; did you mean 'goal'? (for a step "
-        "or a reason: exits: {step: ..., answer: yes} or exits: {reason: ...})",
+        f"{file}:8:28: exits: 'gaol' is not one of goal, exit_when, completed; did you mean 'goal'? (for a "
+        "step or a reason: exits: {step: ..., answer: yes} or exits: {reason: ...})",
     ]
 
 
@@ -207,8 +208,8 @@ def test_several_cases_share_the_top_level_and_keep_their_own_lines(tmp_path: Pa
         ("wished", 12, False),
     ]
     assert [str(f) for f in report.cases[1].failures] == [
-        f"{tmp_path / 'journeys' / 'cart.test.yaml'}:16: ann: expected a message at step 'reminder'; found: no "
-        "message was sent; the customer exited at +3h (branch bought: yes)"
+        f"{tmp_path / 'journeys' / 'cart.test.yaml'}:16: ann: expected a message at step 'reminder'; found: "
+        "no message was sent; the customer exited at +3h (branch bought: yes)"
     ]
 
 
