@@ -60,8 +60,9 @@ PUBLIC: dict[str, list[str]] = {
     ],
     "orchestrator.language": [
         "ADDRESS_FIELD", "CHANNELS", "CONSENT_CHANNELS", "Channel", "Consent", "ConsentChannel",
-        "ContactPolicy", "Cooldown", "ENGINE_EVENTS", "ENTRY", "EventCatalog", "Journey", "JourneyPlan",
-        "KnownNames", "LoadedJourney", "Locations", "MatchTerm", "NO_STATE", "Path_", "Problem", "Send",
+        "ContactPolicy", "Cooldown", "DiagramCounts", "ENGINE_EVENTS", "ENTRY", "EventCatalog", "Journey",
+        "JourneyPlan", "KnownNames", "LoadedJourney", "Locations", "MatchTerm", "NO_STATE", "Path_",
+        "Problem", "Send",
         "SharedMetrics", "SpecError", "StepKind", "StepPlan", "TEST_FILE_SUFFIXES", "TemplateSource",
         "WORKSPACE_FILES",
         "catalog_for", "catalog_names", "check_templates", "compile_journey", "compile_loaded",
