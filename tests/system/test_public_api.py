@@ -68,7 +68,7 @@ PUBLIC: dict[str, list[str]] = {
         "load_journey_text", "load_shared_metrics_text", "load_yaml", "merged_metrics", "metric_typos",
         "policy_for", "read_text", "references", "schema_problems", "shared_metric_typos",
         "shared_metrics_file", "split_trigger", "template_problems", "template_reads", "templates_root_for",
-        "unknown_names",
+        "transition_words", "unknown_names",
     ],
     "orchestrator.measure": [
         "DEFAULT_SEQUENTIAL_TAU", "InputError", "analyze", "export_entries", "format_analysis",
