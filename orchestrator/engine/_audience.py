@@ -30,12 +30,9 @@ import numpy as np
 
 from orchestrator.durations import US_PER_SECOND
 from orchestrator.engine._audience_policy import (
-    CAPPED,
-    EXCLUDED,
     NO_ADDRESS,
     NO_CONSENT,
     POLICY_RULES,
-    QUIET_HOURS,
     SUPPRESSED,
     SendsSoFar,
     first_message_stops,
@@ -92,6 +89,16 @@ class FirstSend:
 
 
 @dataclass(frozen=True)
+class PolicyRule:
+    """One rule of the policy that would stop first messages: its kind (excluded, quiet_hours, capped),
+    the rule in words, and how many customers it stops."""
+
+    kind: str
+    rule: str
+    customers: int
+
+
+@dataclass(frozen=True)
 class Group:
     """One value of the ``by`` attribute and its counts (``COUNTS``)."""
 
@@ -122,7 +129,8 @@ class Audience:
     no_address: int
     suppressed_address: int
     stopped_by_policy: int
-    policy: dict[str, int]
+    policy: dict[str, int]  # excluded, quiet_hours, capped
+    policy_rules: list[PolicyRule]
     delayed_by_quiet_hours: int
     would_be_messaged: int
     first_sends: list[FirstSend]
@@ -262,11 +270,13 @@ def audience(
     # 5: the counts, in total and by group.
     full = _columns(customers.n, match, entrants, held, treated, outcome)
     counted = {name: int(column.sum()) for name, column in full.items()}
-    policy_counts = {
-        rule: int(np.equal(outcome, rule).sum()) for rule in POLICY_RULES if np.equal(outcome, rule).any()
-    }
-    for text in np.unique(detail[np.isin(outcome, [EXCLUDED, CAPPED, QUIET_HOURS])].astype(str)).tolist():
-        policy_counts[text] = int(np.equal(detail, text).sum())
+    policy_counts = {rule: int(np.equal(outcome, rule).sum()) for rule in POLICY_RULES}
+    stopped = np.isin(outcome, list(POLICY_RULES))
+    rules = [
+        PolicyRule(str(kind), str(text), int((np.equal(detail, text) & stopped).sum()))
+        for kind in POLICY_RULES
+        for text in np.unique(detail[np.equal(outcome, kind)].astype(str)).tolist()
+    ]
     return Audience(
         journey=plan.id,
         version=plan.version,
@@ -286,6 +296,7 @@ def audience(
         suppressed_address=int(np.equal(outcome, SUPPRESSED).sum()),
         stopped_by_policy=counted["stopped_by_policy"],
         policy=policy_counts,
+        policy_rules=rules,
         delayed_by_quiet_hours=int(delayed.sum()),
         would_be_messaged=counted["would_be_messaged"],
         first_sends=sends,
