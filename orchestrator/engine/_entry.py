@@ -224,10 +224,13 @@ MAX_ENTRY_VALUES = 12
 def entry_names(plan: JourneyPlan) -> list[str]:
     """The metrics and customer attributes the journey's entry condition (signal and segment) names, in the
     order they first appear, at most ``MAX_ENTRY_VALUES``."""
-    node = entry_node(plan)
-    if node is None:
-        return []
-    names = [n.parts[0] for n in free_names(node) if len(n.parts) == 1]
+    names = [
+        n.parts[0]
+        for node in (plan.signal, plan.segment)
+        if node is not None
+        for n in sorted(free_names(node), key=lambda n: n.pos)
+        if len(n.parts) == 1
+    ]
     return list(dict.fromkeys(names))[:MAX_ENTRY_VALUES]
 
 

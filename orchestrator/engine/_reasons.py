@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from orchestrator.language import Journey, transition_words
+from orchestrator.signals import free_names, parse
 
 #: How a stored reason is classed (``finish_code`` in ``why --format json``).
 EXIT_CODES = (
@@ -120,7 +121,7 @@ def entry_reason(journey: Journey | None, values: dict[str, Any] | None, recorde
     )
     if values:
         said += " (" + ", ".join(f"{name} = {format_value(v)}" for name, v in values.items()) + ")"
-    elif not recorded and (entry.signal or entry.segment):
+    elif not recorded and _names_read(entry.signal, entry.segment):
         said += " (metric values not recorded for this entry)"
     return said
 
@@ -136,6 +137,13 @@ def format_value(value: Any) -> str:
     if isinstance(value, str):
         return f'"{value}"'
     return str(value)
+
+
+def _names_read(*conditions: str | None) -> bool:
+    """Whether the conditions name any metric or customer attribute (values an entry records)."""
+    return any(
+        bool(text) and any(len(n.parts) == 1 for n in free_names(parse(text or ""))) for text in conditions
+    )
 
 
 def _steps(journey: Journey | None) -> dict[str, Any]:
