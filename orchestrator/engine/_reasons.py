@@ -15,8 +15,18 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from orchestrator.language import Journey, transition_words
-from orchestrator.signals import free_names, parse
+from orchestrator.signals import (
+    CustomerFrame,
+    Evaluator,
+    EventFrame,
+    column_from_values,
+    free_names,
+    lang,
+    parse,
+)
 
 #: How a stored reason is classed (``finish_code`` in ``why --format json``).
 EXIT_CODES = (
@@ -113,7 +123,8 @@ def entry_reason(journey: Journey | None, values: dict[str, Any] | None, recorde
     if entry.event is not None:
         parts.append(f"a {entry.event} event came")
     if entry.signal:
-        parts.append(f"the signal held: {entry.signal}")
+        part = held_part(entry.signal, values or {})
+        parts.append(f"the signal held by its part {part}" if part else f"the signal held: {entry.signal}")
     if entry.segment:
         parts.append(f"the segment held: {entry.segment}")
     said = (
@@ -133,10 +144,38 @@ def format_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
-        return f"{value:.4f}".rstrip("0").rstrip(".") if value != int(value) else str(int(value))
+        return f"{value:.2f}".rstrip("0").rstrip(".") if value != int(value) else str(int(value))
     if isinstance(value, str):
         return f'"{value}"'
     return str(value)
+
+
+def held_part(condition: str, values: dict[str, Any]) -> str | None:
+    """Which of the ``or`` alternatives of ``condition`` held for these recorded values (the first that
+    did), when the condition has several and that one reads only recorded values (no event aggregate);
+    else None."""
+    tokens = lang.tokenize(condition)
+    depth, start, parts = 0, 0, []
+    for token in tokens:
+        if token.text == "(":
+            depth += 1
+        elif token.text == ")":
+            depth -= 1
+        elif (token.kind == "or" and depth == 0) or token.kind == "end":
+            parts.append(condition[start : token.pos].strip())
+            start = token.pos + len(token.text)
+    if len(parts) < 2:
+        return None
+    for part in parts:
+        node = parse(part)
+        names = {n.parts[0] for n in free_names(node) if len(n.parts) == 1}
+        if lang.aggregates(node) or not names <= values.keys():
+            continue
+        columns = {name: column_from_values([values[name]]) for name in names}
+        frame = CustomerFrame(1, np.ones(1, bool), columns)
+        if bool(Evaluator(EventFrame.empty(1), frame, 0).condition(node)[0]):
+            return part
+    return None
 
 
 def _names_read(*conditions: str | None) -> bool:

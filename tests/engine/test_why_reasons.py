@@ -10,7 +10,7 @@ import pytest
 
 from orchestrator.clock import to_us
 from orchestrator.engine import explain
-from orchestrator.engine._reasons import entry_reason, finish_reason
+from orchestrator.engine._reasons import entry_reason, finish_reason, held_part
 from orchestrator.language import load_journey_text
 from orchestrator.store import retire_journey
 from orchestrator.testing import World, at, customer, event
@@ -142,3 +142,13 @@ def test_words_without_recorded_values_or_a_stored_source() -> None:
     assert finish_reason(None, "exited", "branch came_back: yes").words == "branch came_back: yes"
     assert finish_reason(journey, "exited", "left by migration to version 2").code == "migrated"
     assert finish_reason(journey, "completed", "completed").words == "went through every step"
+
+
+def test_the_alternative_of_an_or_that_let_the_customer_in_is_named() -> None:
+    signal = "days_quiet > 30 or (prior_sessions > 0 and 10 * recent_sessions < 3 * prior_sessions)"
+    quiet = {"days_quiet": 34.2, "recent_sessions": 0, "prior_sessions": 3}
+    assert held_part(signal, quiet) == "days_quiet > 30"
+    fell = {"days_quiet": 8.4, "recent_sessions": 1, "prior_sessions": 7}
+    assert held_part(signal, fell) == "(prior_sessions > 0 and 10 * recent_sessions < 3 * prior_sessions)"
+    assert held_part("days_quiet > 30", quiet) is None  # one alternative: the whole signal is said
+    assert held_part("count(purchase, within=7d) > 0 or vip", {"vip": False}) is None
