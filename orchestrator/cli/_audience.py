@@ -74,10 +74,11 @@ def _share(part: int, whole: int) -> str:
 def _print(r: dict[str, Any]) -> None:
     from orchestrator.cli._output import print_table
 
-    entry = {"event": f"entry event in the last {r['window']}", "everyone": "every customer"}
-    kind = entry.get(r["entry"], f"the {r['entry']}")
     print(f"{r['journey']} v{r['version']} at {r['now']}: {_n(r['customers'])} customers in the store")
-    print(f"  match {kind} now: {_n(r['match_now'])}")
+    if r["entry"] == "event":
+        print(f"  sent the entry event in the last {r['window']}: {_n(r['match_now'])}")
+    else:
+        print(f"  match the entry condition now: {_n(r['match_now'])}")
     why_not = {
         "exit_when_holds": "exit_when holds",
         "matched_at_last_tick": "matched already at the last tick",
