@@ -651,7 +651,7 @@ def plan(
     )
 
 
-@command("diagram", "draw a journey's steps and transitions, as Mermaid or Graphviz (DOT) text")
+@command("diagram", "draw a journey's steps and transitions: Mermaid or Graphviz (DOT) text, or an SVG image")
 def diagram(
     ctx: typer.Context,
     journey: Annotated[
@@ -661,6 +661,7 @@ def diagram(
     templates: o.Templates = None,
     format: o.DiagramFormat = "mermaid",
     output: o.DiagramOutput = None,
+    db: o.DiagramDb = None,
     config: o.ConfigFile = None,
 ) -> int:
     return _invoke(
@@ -673,6 +674,7 @@ def diagram(
             "templates": s.templates(templates),
             "format": format,
             "output": output,
+            "db": s.db(db) if db is not None else None,
         },
     )
 

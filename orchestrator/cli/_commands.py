@@ -496,24 +496,9 @@ def cmd_plan(args: Args) -> int:
 
 
 def cmd_diagram(args: Args) -> int:
-    """Write a journey's diagram, drawn from its state machine, to stdout or to ``--output``."""
-    as_file = Path(args.journey)
-    is_file = as_file.suffix in (".yaml", ".yml") and as_file.is_file()
-    workspace = _workspace(Args(**{**vars(args), "journeys": [str(as_file)]}) if is_file else args)
-    if is_file and len(workspace.plans) == 1:
-        plan = workspace.plans[0]
-    else:
-        try:
-            plan = workspace.plan(args.journey)
-        except KeyError as exc:
-            raise UsageError(str(exc.args[0])) from None
-    text = plan.diagram(args.format)
-    if args.output is None:
-        sys.stdout.write(text)
-    else:
-        args.output.write_text(text, encoding="utf-8")
-        print(f"wrote {args.output}", file=sys.stderr)
-    return 0
+    from orchestrator.cli._diagram import run_diagram
+
+    return run_diagram(args)
 
 
 def cmd_status(args: Args) -> int:

@@ -4,7 +4,8 @@ This package knows nothing of the database or of the runtime: it reads files and
 
 ``_yamlio`` reads YAML with the line and column of every value (``Problem``, ``SpecError``), ``_models`` the
 typed journey, ``_journey_file`` loads and checks one journey file, ``_plan`` compiles it into the plan the
-engine runs, ``_channels`` names the message channels, ``_policy_file`` is the contact policy
+engine runs, ``_machine`` is its state machine, which also draws the diagram (``_svg`` the SVG image),
+``_channels`` names the message channels, ``_policy_file`` is the contact policy
 (``policy.yaml``), ``_shared_metrics`` the workspace's shared metrics (``metrics.yaml``), ``_tracking_plan``
 the event catalog (``events.yaml``), ``_references`` and ``_templates_check`` check the names a journey and
 its templates use, and ``_schema_errors`` words pydantic's errors.
@@ -18,7 +19,7 @@ from pathlib import Path
 from orchestrator.language import _references as references
 from orchestrator.language._channels import ADDRESS_FIELD, CHANNELS, CONSENT_CHANNELS, Channel, ConsentChannel
 from orchestrator.language._journey_file import LoadedJourney, compile_loaded, load_journey, load_journey_text
-from orchestrator.language._machine import transition_words
+from orchestrator.language._machine import DiagramCounts, transition_words
 from orchestrator.language._models import Cooldown, Journey, Send
 from orchestrator.language._plan import (
     ENTRY,
@@ -70,6 +71,7 @@ __all__ = [
     "ConsentChannel",
     "ContactPolicy",
     "Cooldown",
+    "DiagramCounts",
     "EventCatalog",
     "Journey",
     "JourneyPlan",

@@ -61,8 +61,9 @@ PUBLIC: dict[str, list[str]] = {
     ],
     "orchestrator.language": [
         "ADDRESS_FIELD", "CHANNELS", "CONSENT_CHANNELS", "Channel", "Consent", "ConsentChannel",
-        "ContactPolicy", "Cooldown", "ENGINE_EVENTS", "ENTRY", "EventCatalog", "Journey", "JourneyPlan",
-        "KnownNames", "LoadedJourney", "Locations", "MatchTerm", "NO_STATE", "Path_", "Problem", "Send",
+        "ContactPolicy", "Cooldown", "DiagramCounts", "ENGINE_EVENTS", "ENTRY", "EventCatalog", "Journey",
+        "JourneyPlan", "KnownNames", "LoadedJourney", "Locations", "MatchTerm", "NO_STATE", "Path_",
+        "Problem", "Send",
         "SharedMetrics", "SpecError", "StepKind", "StepPlan", "TemplateSource", "WORKSPACE_FILES",
         "catalog_for", "catalog_names", "check_templates", "compile_journey", "compile_loaded",
         "digest_with", "dotted", "find_journey_files", "instance_reads", "journey_problems", "load_journey",
