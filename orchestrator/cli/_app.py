@@ -587,6 +587,46 @@ def evaluate(
     )
 
 
+@command("audience", "how many customers a journey would reach now: enter, held out, stopped, messaged")
+def audience(
+    ctx: typer.Context,
+    journey: Annotated[str, typer.Argument(metavar="JOURNEY", help="journey id (or the journey's file)")],
+    now: Annotated[
+        str | None,
+        typer.Option("--now", metavar="ISO-8601", help="the instant to estimate at (default: wall clock)"),
+    ] = None,
+    by: Annotated[
+        str | None,
+        typer.Option("--by", metavar="ATTRIBUTE", help="break the counts down by this customer attribute"),
+    ] = None,
+    top: Annotated[
+        int, typer.Option("--top", metavar="N", min=1, help="values of --by shown; the rest as 'other'")
+    ] = 10,
+    journeys: o.Journeys = None,
+    templates: o.Templates = None,
+    global_holdout: o.GlobalHoldout = None,
+    format: o.TableFormat = "table",
+    db: o.Db = None,
+    config: o.ConfigFile = None,
+) -> int:
+    return _invoke(
+        ctx,
+        "audience",
+        config,
+        lambda s: {
+            "journey": journey,
+            "now": now,
+            "by": by,
+            "top": top,
+            "journeys": s.journeys(journeys),
+            "templates": s.templates(templates),
+            "global_holdout": s.global_holdout(global_holdout),
+            "format": format,
+            "db": s.db(db),
+        },
+    )
+
+
 @command("plan", "what a changed journey file would do to the customers already inside the journey")
 def plan(
     ctx: typer.Context,

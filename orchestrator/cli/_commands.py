@@ -483,6 +483,12 @@ def cmd_lift(args: Args) -> int:
     return run_lift(args)
 
 
+def cmd_audience(args: Args) -> int:
+    from orchestrator.cli._audience import run_audience
+
+    return run_audience(args)
+
+
 def cmd_plan(args: Args) -> int:
     from orchestrator.cli._plan_and_status import run_plan
 
