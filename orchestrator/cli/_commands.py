@@ -483,6 +483,12 @@ def cmd_lift(args: Args) -> int:
     return run_lift(args)
 
 
+def cmd_audience(args: Args) -> int:
+    from orchestrator.cli._audience import run_audience
+
+    return run_audience(args)
+
+
 def cmd_plan(args: Args) -> int:
     from orchestrator.cli._plan_and_status import run_plan
 
@@ -499,6 +505,12 @@ def cmd_status(args: Args) -> int:
     from orchestrator.cli._plan_and_status import run_status
 
     return run_status(args)
+
+
+def cmd_test(args: Args) -> int:
+    from orchestrator.cli._journey_tests import run_test
+
+    return run_test(args)
 
 
 def cmd_why(args: Args) -> int:

@@ -11,11 +11,12 @@ adapters, after commit). Around it: ``_daemon`` (the schedule and its log lines)
 workspace reloaded while running), ``_workers`` (several processes on PostgreSQL), ``_stopwatch`` (the
 tick's timings), ``_health``, ``_preview`` (what ``preview`` shows and ``send-test`` sends),
 ``_validation`` (the checks that need the store) and ``_template_data``. What every face shows of the
-engine lives here once: ``explain`` (what happened to one customer, and why), ``plan_report`` and
-``status_report`` (what ``plan`` and ``status`` report), ``journeys_overview`` and ``journey_detail``
-(``_overview``: the journeys and one journey, as the console shows them). ``_handover`` states what the
-engine takes from ingest (the inbox, events committed in this process): the engine never imports
-``orchestrator.ingest``.
+engine lives here once: ``explain`` (what happened to one customer, and why, worded by ``_reasons``),
+``audience`` (who a journey would reach now: ``_audience``, with ``_first_send`` and
+``_audience_policy``), ``plan_report`` and ``status_report`` (what ``plan`` and ``status`` report),
+``journeys_overview`` and ``journey_detail`` (``_overview``: the journeys and one journey, as the console
+shows them). ``_handover`` states what the engine takes from ingest (the inbox, events committed in this
+process): the engine never imports ``orchestrator.ingest``.
 
 The names below are imported when first used (PEP 562), so importing one module of the engine does not
 load the daemon's scheduler or the channels' providers."""
@@ -27,15 +28,16 @@ from typing import TYPE_CHECKING
 from orchestrator._lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from orchestrator.engine._audience import Audience, UnknownJourney, audience
     from orchestrator.engine._daemon import AttemptLog, DaemonSettings, crash_test_provider, serve
     from orchestrator.engine._explain import UnknownCustomer, explain, iso
     from orchestrator.engine._handover import CommittedEvents, EventsHandler, IngestCount, Ingestor
     from orchestrator.engine._health import engine_health, judge_health
     from orchestrator.engine._overview import (
         JourneyDetail,
+        JourneyNotRun,
         JourneyOverview,
         JourneysOverview,
-        UnknownJourney,
         journey_detail,
         journey_plan,
         journeys_overview,
@@ -57,6 +59,9 @@ if TYPE_CHECKING:
     )
 
 _EXPORTS: dict[str, str] = {
+    "Audience": "orchestrator.engine._audience",
+    "UnknownJourney": "orchestrator.engine._audience",
+    "audience": "orchestrator.engine._audience",
     "AttemptLog": "orchestrator.engine._daemon",
     "ClockBehind": "orchestrator.engine._tick",
     "CommittedEvents": "orchestrator.engine._handover",
@@ -72,7 +77,7 @@ _EXPORTS: dict[str, str] = {
     "Routes": "orchestrator.engine._workspace",
     "TickReport": "orchestrator.engine._tick",
     "UnknownCustomer": "orchestrator.engine._explain",
-    "UnknownJourney": "orchestrator.engine._overview",
+    "JourneyNotRun": "orchestrator.engine._overview",
     "Workspace": "orchestrator.engine._workspace",
     "WorkspaceFiles": "orchestrator.engine._reload",
     "crash_test_provider": "orchestrator.engine._daemon",
@@ -103,6 +108,7 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = [
     "AttemptLog",
+    "Audience",
     "ClockBehind",
     "CommittedEvents",
     "DaemonSettings",
@@ -111,6 +117,7 @@ __all__ = [
     "IngestCount",
     "Ingestor",
     "JourneyDetail",
+    "JourneyNotRun",
     "JourneyOverview",
     "JourneysOverview",
     "PreviewError",
@@ -120,6 +127,7 @@ __all__ = [
     "UnknownJourney",
     "Workspace",
     "WorkspaceFiles",
+    "audience",
     "crash_test_provider",
     "engine_health",
     "explain",

@@ -29,7 +29,7 @@ DAY_US = 86_400 * US_PER_SECOND
 RECENT_SENDS = 50
 
 
-class UnknownJourney(NotFoundError, KeyError):
+class JourneyNotRun(NotFoundError, KeyError):
     """The store knows no journey of that id (the message names it)."""
 
     def __str__(self) -> str:
@@ -201,11 +201,11 @@ def journey_plan(store: Store, journey_id: str) -> JourneyPlan | None:
 def journey_detail(
     store: Store, journey_id: str, clock_us: int, *, sends: int = RECENT_SENDS
 ) -> JourneyDetail:
-    """``journey_id`` in detail (``UnknownJourney`` when the store never ran it)."""
+    """``journey_id`` in detail (``JourneyNotRun`` when the store never ran it)."""
     status = status_report(store, clock_us)
     overview = _overview(store, status, journey_id)
     if not overview.journeys:
-        raise UnknownJourney(f"journey {journey_id!r} has not run in this store")
+        raise JourneyNotRun(f"journey {journey_id!r} has not run in this store")
     held = status.journeys.get(journey_id)
     with store.connect() as conn:
         rows = latest_ledger_rows(conn, journey_id, sends)

@@ -67,6 +67,8 @@ class Stepped:
     queued: int = 0  # ledger rows written (messages for dispatch to render and send)
     finished: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)  # read, step, write
+    # (step id, trigger) -> instances that took that transition: which edges of the machine were used
+    moves: Counter[tuple[str, str]] = field(default_factory=Counter)
 
 
 def ledger_key(plan: JourneyPlan, customer_id: str, instance_id: int, step: StepPlan, at_us: int) -> str:
@@ -151,6 +153,7 @@ class Stepper:
         self._events: tuple[int, EventFrame] | None = None
         self._conditions: dict[int, np.ndarray] = {}
         self._sends: list[tuple[StepPlan, np.ndarray]] = []
+        self.moves: Counter[tuple[str, str]] = Counter()
 
     # ------------------------------------------------------------------------------------------ run
 
@@ -211,6 +214,7 @@ class Stepper:
                 created_us=now,
             )
         out.stepped = int((changed | finished).sum())
+        out.moves = self.moves
 
     def _run_step(self, step: StepPlan, sel: np.ndarray) -> None:
         kind = step.kind
@@ -241,6 +245,7 @@ class Stepper:
         dest = self.plan.table[step.code, self.plan.trigger(trigger)]
         assert dest != NO_STATE, f"{self.plan.id}: step {step.id} has no {trigger} transition"
         self.state[sel] = dest
+        self.moves[(step.id, trigger)] += len(sel)
         if self.plan.states[dest] == "exited" and step.kind != StepKind.EXIT:
             self.reasons[sel] = f"{step.kind} {step.id}: {trigger}"
 

@@ -30,7 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orchestrator.clock import Clock, to_us
 from orchestrator.config import Console
-from orchestrator.engine import UnknownCustomer, UnknownJourney, explain, journey_detail, journeys_overview
+from orchestrator.engine import JourneyNotRun, UnknownCustomer, explain, journey_detail, journeys_overview
 from orchestrator.http import _console_format as fmt
 from orchestrator.http._console_auth import SESSION_COOKIE, ConsoleKeys, RequireLogin, safe_next
 from orchestrator.language import DiagramCounts, JourneyPlan
@@ -167,7 +167,7 @@ class ConsolePages:
             return self.not_found(request, "No such journey.")
         try:
             detail = await self.read(journey_detail, self.store, journey_id, self.now_us())
-        except UnknownJourney:
+        except JourneyNotRun:
             return self.not_found(request, f"The store knows no journey {journey_id!r}.")
         report = await self.read(_lift_report, self.store, journey_id)
         diagram = await self.read(_diagram, detail.plan, None)

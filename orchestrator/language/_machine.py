@@ -250,6 +250,15 @@ def _state_label(state: str, step: Step | None) -> str:
     return f"{state} ({what})"
 
 
+def transition_words(step: Step, trigger: str, journey: Journey) -> str:
+    """Why an instance took this transition, in words: the edge's label, with a branch's condition written
+    out (``since(purchase) < 4h held`` rather than ``yes``). What ``why`` says of an exit."""
+    branch = step.branch
+    if branch is not None and branch.condition is not None and trigger in ("yes", "no"):
+        return f"{branch.condition} {'held' if trigger == 'yes' else 'did not hold'}"
+    return _edge_label(step, trigger, journey)
+
+
 def _edge_label(step: Step, trigger: str, journey: Journey) -> str:
     """What makes an instance take this transition, in a few words."""
     if trigger == "goal":

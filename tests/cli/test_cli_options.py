@@ -424,6 +424,6 @@ def test_a_store_given_as_a_bare_path_is_bad_usage_in_one_line(
 ) -> None:
     path = tmp_path / "shop.db"
     code, out, err = run(capsys, "status", "--db", str(path))
-    assert code == 2
+    assert code == 2 and out == ""
     assert err.count("\n") == 1 and "sqlite:///PATH" in err and "Traceback" not in err
     assert str(path) not in err and not path.exists()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.clock import to_us
-from orchestrator.engine import UnknownJourney, journey_detail, journeys_overview, status_report
+from orchestrator.engine import JourneyNotRun, journey_detail, journeys_overview, status_report
 from orchestrator.store import record_health, retire_journey
 from orchestrator.testing import T0, World, at, customer, event
 
@@ -102,5 +102,5 @@ def test_a_journey_in_detail(world: World) -> None:
         (m.customer_id, m.step, m.status) for m in newest
     ]
     assert detail.to_dict()["steps"][0] == {"id": "hello", "kind": "send", "channel": "email"}
-    with pytest.raises(UnknownJourney, match="journey 'nope' has not run in this store"):
+    with pytest.raises(JourneyNotRun, match="journey 'nope' has not run in this store"):
         journey_detail(world.store, "nope", now)
