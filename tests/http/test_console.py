@@ -27,9 +27,10 @@ import httpx
 import itsdangerous
 import pytest
 from api_server import ApiServer, api_server
+from markupsafe import escape
 
 from orchestrator.config import load_config
-from orchestrator.engine import journey_detail, journeys_overview
+from orchestrator.engine import explain, journey_detail, journeys_overview
 from orchestrator.http._console_auth import SESSION_COOKIE, ConsoleKeys
 from orchestrator.measure import journey_report
 from orchestrator.store import open_store, sqlite_url
@@ -135,8 +136,9 @@ def pages(site: Site) -> list[str]:
     ]
 
 
-def core_figures(site: Site) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """What the core says of the site's store: the overview, the journey's detail and its lift report."""
+def core_figures(site: Site) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """What the core says of the site's store: the overview, the journey's detail, its lift report and
+    what ``why C001`` says."""
     store = open_store(site.server.db)
     try:
         now = int(time.time() * 1_000_000)
@@ -144,6 +146,7 @@ def core_figures(site: Site) -> tuple[dict[str, Any], dict[str, Any], dict[str, 
             journeys_overview(store, now).to_dict(),
             journey_detail(store, "rescue", now).to_dict(),
             journey_report(store, "rescue").to_dict(),
+            explain(store, "C001").to_dict(),
         )
     finally:
         store.dispose()
@@ -248,7 +251,7 @@ def test_bearer_key_reads_every_page(site: Site) -> None:
 
 
 def test_every_page_answers_and_shows_what_the_core_computed(site: Site) -> None:
-    overview, detail, report = core_figures(site)
+    overview, detail, report, why = core_figures(site)
     with logged_in(site) as client:
         for path in pages(site):
             answer = client.get(path)
@@ -300,6 +303,10 @@ def test_every_page_answers_and_shows_what_the_core_computed(site: Site) -> None
 
         who = client.get("/customers/C001").text
         assert "Customer C001" in who and "reminder" in who
+        for entry in why["entries"]:  # why's words, as the core wrote them
+            assert str(escape(entry["entered_because"])) in who
+            if entry["finish_words"]:
+                assert str(escape(entry["finish_words"])) in who
         search = client.get("/customers", params={"id": "C001"})
         assert search.status_code == 303 and search.headers["location"] == "/console/customers/C001"
         assert client.get("/customers/nobody-here").status_code == 404
@@ -363,7 +370,7 @@ def test_screenshots_show_the_steps_and_their_counts(
     from playwright.sync_api import sync_playwright
 
     browser_path, ocr = _tools()
-    overview, _, _ = core_figures(site)
+    overview, _, _, _ = core_figures(site)
     (rescue,) = overview["journeys"]
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=browser_path, args=["--no-sandbox"])
