@@ -15,7 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, urlsplit
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
@@ -51,7 +51,7 @@ SECURITY_HEADERS = [
         b"form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
     ),
     (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"no-referrer"),
+    (b"referrer-policy", b"same-origin"),  # no Referer to other sites; the login form keeps its Origin
     (b"cache-control", b"no-store"),
     (b"x-frame-options", b"DENY"),
 ]
@@ -85,6 +85,15 @@ def _environment() -> Environment:
     env.filters["p_value"] = fmt.p_value
     env.filters["q"] = lambda value: quote(str(value), safe="")
     return env
+
+
+def _same_origin(request: Request) -> bool:
+    """Whether a form post comes from a page of this service (browsers send ``Origin`` with every POST;
+    a client that sends none, such as a script, is taken)."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True
+    return urlsplit(origin).netloc == request.headers.get("host", "")
 
 
 def _valid_id(value: str) -> bool:
@@ -132,6 +141,9 @@ class ConsolePages:
         return self.page(request, "login.html", next=target, failed=False)
 
     async def login(self, request: Request) -> Response:
+        if not _same_origin(request):
+            # A form posted from another site (logging a browser in with someone else's key): refused.
+            return Response("403: a login from another site\n", 403, media_type="text/plain")
         body = b""
         async for chunk in request.stream():
             body += chunk

@@ -199,6 +199,11 @@ def test_login_sets_a_strict_httponly_session_and_logout_ends_it(site: Site) -> 
         assert "samesite=strict" in cookie.lower() and "path=/console" in cookie.lower()
         assert OTHER_KEY not in cookie
         assert client.get("/journeys/rescue").status_code == 200
+        # A login posted from another site's page is refused, even with the right key.
+        foreign = client.post("/login", data={"key": OTHER_KEY}, headers={"Origin": "https://evil.example"})
+        assert foreign.status_code == 403 and "set-cookie" not in foreign.headers
+        same = client.post("/login", data={"key": OTHER_KEY}, headers={"Origin": site.server.url})
+        assert same.status_code == 303
         # A redirect target outside the console is not followed.
         other = client.post("/login", data={"key": OTHER_KEY, "next": "//evil.example/x"})
         assert other.headers["location"] == "/console/"
