@@ -49,10 +49,10 @@ from orchestrator.signals import CustomerFrame, Evaluator, EventFrame, to_python
 from orchestrator.store import (
     Connection,
     DueInstances,
-    customer_ids,
-    due_instances,
     FunnelCount,
     add_funnel_counts,
+    customer_ids,
+    due_instances,
     finish_steps,
     instance_data,
     move_instances,
@@ -60,7 +60,6 @@ from orchestrator.store import (
     set_instance_data,
 )
 from orchestrator.store import _leases as leases
-
 
 ARMS = (TREATMENT, HOLDOUT)
 

@@ -1,4 +1,4 @@
-"""The per-step funnel's counts, kept as steps happen (``journey_funnel``), and the ledger's outcomes per step.
+"""The per-step funnel's counts, kept as steps happen (``journey_funnel``); the ledger's outcomes per step.
 
 A row counts how many instances of one journey version and arm (``treatment`` or ``holdout``) went from
 ``source`` through ``trigger_name`` to ``dest``. The triggers are the state machine's (``next``, ``yes``,
@@ -184,3 +184,24 @@ def step_message_counts(conn: Connection, journey_id: str, version: int | None =
         {"j": journey_id, "v": version, "no": False},
     ).all()
     return [StepMessages(int(r[0]), r[1], r[2], r[3], r[4], int(r[5])) for r in rows]
+
+
+@dataclass(frozen=True)
+class ArmConversions:
+    """Goal conversions of one version and arm (recorded for both arms, in or after the journey)."""
+
+    version: int
+    arm: str
+    n: int
+
+
+def conversion_counts(conn: Connection, journey_id: str) -> list[ArmConversions]:
+    """The journey's conversions per version and arm, in one query."""
+    rows = conn.execute(
+        text(
+            f"SELECT version, {_arm()}, COUNT(*) FROM conversions WHERE journey_id = :j "
+            "GROUP BY version, holdout"
+        ),
+        {"j": journey_id},
+    ).all()
+    return [ArmConversions(int(r[0]), r[1], int(r[2])) for r in rows]
