@@ -72,6 +72,7 @@ class Stepped:
     queued: int = 0  # ledger rows written (messages for dispatch to render and send)
     finished: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)  # read, step, write
+    funnel_seconds: float = 0.0  # of ``write``: adding the transitions taken to the funnel's counts
 
 
 def ledger_key(plan: JourneyPlan, customer_id: str, instance_id: int, step: StepPlan, at_us: int) -> str:
@@ -222,7 +223,9 @@ class Stepper:
                 created_us=now,
             )
         if self.count_funnel and self.moves:
+            counting = time.perf_counter()
             add_funnel_counts(self.conn, self.funnel_counts())
+            out.funnel_seconds = time.perf_counter() - counting
         out.stepped = int((changed | finished).sum())
 
     def funnel_counts(self) -> list[FunnelCount]:
