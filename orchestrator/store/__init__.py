@@ -116,7 +116,6 @@ from orchestrator.store._funnel import (
     add_funnel_counts,
     conversion_counts,
     funnel_counts,
-    funnel_versions,
     step_message_counts,
 )
 from orchestrator.store._health import JourneyFailure, failed_journeys, record_health
@@ -280,7 +279,6 @@ __all__ = [
     "finish_steps",
     "first_sent_messages",
     "funnel_counts",
-    "funnel_versions",
     "hold",
     "holdout_assignments",
     "insert_assignments",

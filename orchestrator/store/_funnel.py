@@ -148,14 +148,6 @@ def funnel_counts(conn: Connection, journey_id: str, version: int | None = None)
     return [FunnelCount(r[0], int(r[1]), r[2], r[3], r[4], r[5], int(r[6])) for r in rows]
 
 
-def funnel_versions(conn: Connection, journey_id: str) -> list[int]:
-    """The versions of a journey with funnel counts (every version that entered or received anyone)."""
-    rows = conn.execute(
-        text("SELECT DISTINCT version FROM journey_funnel WHERE journey_id = :j"), {"j": journey_id}
-    ).all()
-    return sorted(int(r[0]) for r in rows)
-
-
 @dataclass(frozen=True)
 class StepMessages:
     """Ledger rows of one send step of one version and arm, by status and reason."""
