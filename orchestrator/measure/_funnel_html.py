@@ -9,6 +9,8 @@ from html import escape
 from orchestrator.measure._funnel import ArmFunnel, JourneyFunnel
 from orchestrator.measure._funnel_text import message_summary, went_on
 
+_L = " style='text-align:left'"  # a text column (the page's tables align figures right)
+
 
 def funnel_section(funnels: Sequence[JourneyFunnel]) -> str:
     """The section (empty when the journey has no funnel): the latest version first."""
@@ -37,19 +39,19 @@ def _arm(arm: ArmFunnel) -> str:
         f"<p class='meta'><b>{escape(arm.arm)}</b> arm: {arm.entered} entered{moved}; {arm.converted} "
         f"converted (goal reached, in or after the journey); {arm.exited} finished, {arm.inside} still "
         f"inside ({verdict}).</p>",
-        "<table><tr><th>step</th><th>does</th><th>reached</th><th>inside</th><th>went on</th>"
-        "<th>messages</th></tr>",
+        f"<table><tr><th>step</th><th{_L}>does</th><th>reached</th><th>inside</th><th{_L}>went on</th>"
+        f"<th{_L}>messages</th></tr>",
     ]
     for s in arm.steps:
         messages = message_summary(s, arm.arm)
         if s.suppressed:
             messages += " (suppressed: " + "; ".join(f"{r} {n}" for r, n in s.suppressed.items()) + ")"
         out.append(
-            f"<tr><td>{escape(s.step)}</td><td>{escape(s.label)}</td><td>{s.reached}</td><td>{s.inside}</td>"
-            f"<td>{escape(went_on(s))}</td><td>{escape(messages)}</td></tr>"
+            f"<tr><td>{escape(s.step)}</td><td{_L}>{escape(s.label)}</td><td>{s.reached}</td>"
+            f"<td>{s.inside}</td><td{_L}>{escape(went_on(s))}</td><td{_L}>{escape(messages)}</td></tr>"
         )
-    out.append("</table><table><tr><th>finished</th><th>from step</th><th>instances</th></tr>")
+    out.append(f"</table><table><tr><th>finished</th><th{_L}>from step</th><th>instances</th></tr>")
     for e in arm.exits:
-        out.append(f"<tr><td>{escape(e.reason)}</td><td>{escape(e.step or '-')}</td><td>{e.n}</td></tr>")
-    out.append(f"<tr><td>still inside</td><td>-</td><td>{arm.inside}</td></tr></table>")
+        out.append(f"<tr><td>{escape(e.reason)}</td><td{_L}>{escape(e.step or '-')}</td><td>{e.n}</td></tr>")
+    out.append(f"<tr><td>still inside</td><td{_L}>-</td><td>{arm.inside}</td></tr></table>")
     return "".join(out)
