@@ -11,7 +11,9 @@ adapters, after commit). Around it: ``_daemon`` (the schedule and its log lines)
 workspace reloaded while running), ``_workers`` (several processes on PostgreSQL), ``_stopwatch`` (the
 tick's timings), ``_health``, ``_preview`` (what ``preview`` shows and ``send-test`` sends),
 ``_validation`` (the checks that need the store) and ``_template_data``. What every face shows of the
-engine lives here once: ``explain`` (what happened to one customer, and why), ``plan_report`` and
+engine lives here once: ``explain`` (what happened to one customer, and why, worded by ``_reasons``),
+``audience`` (who a journey would reach now: ``_audience``, with ``_first_send`` and
+``_audience_policy``), ``plan_report`` and
 ``status_report`` (what ``plan`` and ``status`` report). ``_handover`` states what the engine takes from
 ingest (the inbox, events committed in this process): the engine never imports ``orchestrator.ingest``.
 
@@ -25,6 +27,7 @@ from typing import TYPE_CHECKING
 from orchestrator._lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from orchestrator.engine._audience import Audience, UnknownJourney, audience
     from orchestrator.engine._daemon import AttemptLog, DaemonSettings, crash_test_provider, serve
     from orchestrator.engine._explain import UnknownCustomer, explain, iso
     from orchestrator.engine._handover import CommittedEvents, EventsHandler, IngestCount, Ingestor
@@ -46,6 +49,9 @@ if TYPE_CHECKING:
     )
 
 _EXPORTS: dict[str, str] = {
+    "Audience": "orchestrator.engine._audience",
+    "UnknownJourney": "orchestrator.engine._audience",
+    "audience": "orchestrator.engine._audience",
     "AttemptLog": "orchestrator.engine._daemon",
     "ClockBehind": "orchestrator.engine._tick",
     "CommittedEvents": "orchestrator.engine._handover",
@@ -85,6 +91,7 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = [
     "AttemptLog",
+    "Audience",
     "ClockBehind",
     "CommittedEvents",
     "DaemonSettings",
@@ -96,8 +103,10 @@ __all__ = [
     "Routes",
     "TickReport",
     "UnknownCustomer",
+    "UnknownJourney",
     "Workspace",
     "WorkspaceFiles",
+    "audience",
     "crash_test_provider",
     "engine_health",
     "explain",

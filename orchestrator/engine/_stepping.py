@@ -72,6 +72,8 @@ class Stepped:
     queued: int = 0  # ledger rows written (messages for dispatch to render and send)
     finished: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)  # read, step, write
+    # (step id, trigger) -> instances that took that transition: which edges of the machine were used
+    moves: Counter[tuple[str, str]] = field(default_factory=Counter)
     funnel_seconds: float = 0.0  # of ``write``: adding the transitions taken to the funnel's counts
 
 
@@ -160,8 +162,9 @@ class Stepper:
         self._events: tuple[int, EventFrame] | None = None
         self._conditions: dict[int, np.ndarray] = {}
         self._sends: list[tuple[StepPlan, np.ndarray]] = []
+        self.moves: Counter[tuple[str, str]] = Counter()
         # The transitions taken: (step code, trigger, destination code) -> [treatment, holdout] instances.
-        self.moves: dict[tuple[int, str, int], list[int]] = {}
+        self.transitions: dict[tuple[int, str, int], list[int]] = {}
         self.count_funnel = True
 
     # ------------------------------------------------------------------------------------------ run
@@ -222,18 +225,19 @@ class Stepper:
                 key_suffix=ledger_key_suffix(step, now),
                 created_us=now,
             )
-        if self.count_funnel and self.moves:
+        if self.count_funnel and self.transitions:
             counting = time.perf_counter()
             add_funnel_counts(self.conn, self.funnel_counts())
             out.funnel_seconds = time.perf_counter() - counting
         out.stepped = int((changed | finished).sum())
+        out.moves = self.moves
 
     def funnel_counts(self) -> list[FunnelCount]:
         """The transitions the walk made, per step, trigger, destination and arm (``store._funnel``)."""
         plan, states = self.plan, self.plan.states
         return [
             FunnelCount(plan.id, plan.version, arm, states[source], trigger, states[dest], n)
-            for (source, trigger, dest), by_arm in self.moves.items()
+            for (source, trigger, dest), by_arm in self.transitions.items()
             for arm, n in zip(ARMS, by_arm, strict=True)
             if n
         ]
@@ -267,8 +271,9 @@ class Stepper:
         dest = self.plan.table[step.code, self.plan.trigger(trigger)]
         assert dest != NO_STATE, f"{self.plan.id}: step {step.id} has no {trigger} transition"
         self.state[sel] = dest
+        self.moves[(step.id, trigger)] += len(sel)
         held = int(np.count_nonzero(self.due.holdout[sel]))
-        counts = self.moves.setdefault((step.code, trigger, int(dest)), [0, 0])
+        counts = self.transitions.setdefault((step.code, trigger, int(dest)), [0, 0])
         counts[0] += len(sel) - held
         counts[1] += held
         if self.plan.states[dest] == "exited" and step.kind != StepKind.EXIT:

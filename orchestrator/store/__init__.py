@@ -27,6 +27,7 @@ The modules hold, by what they read and write together:
 - ``_wal``: SQLite's write-ahead log for a writer that commits often (checkpoints, the writer's settings);
 - ``_leases``: how several workers share a PostgreSQL store (advisory locks, leased claims);
 - ``_holder``: the one engine process of a SQLite store;
+- ``_audience``: whole-base reads for audience estimates (recent marketing sends, suppressed customers);
 - ``_readback``: whole-table reads of instances, ledger, conversions and suppressions, for tests;
 - ``_bulk``: the row and column helpers the modules share.
 
@@ -42,6 +43,7 @@ from sqlalchemy import Connection
 
 from orchestrator.store import _leases as leases
 from orchestrator.store._assignments import holdout_assignments, insert_assignments
+from orchestrator.store._audience import marketing_sends_since, suppressed_customer_keys
 from orchestrator.store._batches import record_ingest_batch
 from orchestrator.store._catalog import SeenNames, customer_attribute_names, seen_names
 from orchestrator.store._conversions import (
@@ -302,6 +304,7 @@ __all__ = [
     "load_events",
     "load_new_events",
     "mark_in_flight",
+    "marketing_sends_since",
     "max_event_id",
     "max_key",
     "max_revision",
@@ -342,6 +345,7 @@ __all__ = [
     "stored_versions",
     "suppress_addresses",
     "suppressed_addresses",
+    "suppressed_customer_keys",
     "suppression_rows",
     "ticks_after",
     "tracked_message",

@@ -155,6 +155,9 @@ class JourneyInstance(SQLModel, table=True):
     entry_key: str | None = Field(default=None, description="event entry: the correlation key's value")
     entry_event_id: int | None = Field(default=None, description="event entry: the event that started it")
     data: str | None = Field(default=None, sa_column=Column(Text))
+    # The values of the metrics and attributes the entry condition reads, at entry (compact JSON, a
+    # bounded number of names; NULL for instances entered before they were recorded).
+    entry_values: str | None = Field(default=None, sa_column=Column(Text))
     # PostgreSQL with several workers: the worker that claimed the instance for stepping and until when
     # (database time, microseconds) the claim holds; a claim whose worker died expires and is taken over.
     claimed_by: str | None = None

@@ -55,7 +55,7 @@ def test_a_store_upgraded_from_before_the_counts_is_back_filled(world: World, st
     w.run_until(START + timedelta(days=2, hours=12))
     active_before = w.rows("SELECT COUNT(*) FROM journey_instances WHERE status = 'active'")[0][0]
     assert active_before > 0
-    # Make it a store of the revision before the counts: no table, stamped 0010; opening it upgrades.
+    # Make it a store from before the counts: no table, stamped at an earlier revision; opening upgrades it.
     with w.store.begin() as conn:
         conn.execute(text("DROP TABLE journey_funnel"))
         conn.execute(text("UPDATE alembic_version SET version_num = '0010'"))

@@ -5,8 +5,8 @@ exactly is written once with the trigger ``before-counting``: every instance sto
 at the step it is at (active) or as it finished (``completed``, ``exited``, ``converted``). Which steps those
 instances passed before the upgrade is not known, and the funnel says so rather than guessing.
 
-Revision ID: 0011
-Revises: 0010
+Revision ID: 0012
+Revises: 0011
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from sqlalchemy.engine.reflection import Inspector
 from orchestrator.store.migrations import ops
 from orchestrator.store.migrations.ops import INT
 
-revision: str = "0011"
-down_revision: str | None = "0010"
+revision: str = "0012"
+down_revision: str | None = "0011"
 branch_labels: str | None = None
 depends_on: str | None = None
 
