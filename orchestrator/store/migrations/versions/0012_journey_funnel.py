@@ -30,7 +30,9 @@ def applied(schema: Inspector) -> bool:
 
 
 def upgrade() -> None:
-    ops.create_table(
+    if ops.has(sa.inspect(op.get_bind()), tables=("journey_funnel",)):
+        return  # counted from the start: nothing to back-fill
+    op.create_table(
         "journey_funnel",
         sa.Column("journey_id", sa.String(), nullable=False),
         sa.Column("version", INT, nullable=False),
