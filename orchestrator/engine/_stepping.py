@@ -73,7 +73,6 @@ class Stepped:
     finished: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)  # read, step, write
     # (step id, trigger) -> instances that took that transition: which edges of the machine were used
-    moves: Counter[tuple[str, str]] = field(default_factory=Counter)
     funnel_seconds: float = 0.0  # of ``write``: adding the transitions taken to the funnel's counts
 
 
@@ -162,7 +161,6 @@ class Stepper:
         self._events: tuple[int, EventFrame] | None = None
         self._conditions: dict[int, np.ndarray] = {}
         self._sends: list[tuple[StepPlan, np.ndarray]] = []
-        self.moves: Counter[tuple[str, str]] = Counter()
         # The transitions taken: (step code, trigger, destination code) -> [treatment, holdout] instances.
         self.transitions: dict[tuple[int, str, int], list[int]] = {}
         self.count_funnel = True
@@ -230,7 +228,6 @@ class Stepper:
             add_funnel_counts(self.conn, self.funnel_counts())
             out.funnel_seconds = time.perf_counter() - counting
         out.stepped = int((changed | finished).sum())
-        out.moves = self.moves
 
     def funnel_counts(self) -> list[FunnelCount]:
         """The transitions the walk made, per step, trigger, destination and arm (``store._funnel``)."""
@@ -271,7 +268,6 @@ class Stepper:
         dest = self.plan.table[step.code, self.plan.trigger(trigger)]
         assert dest != NO_STATE, f"{self.plan.id}: step {step.id} has no {trigger} transition"
         self.state[sel] = dest
-        self.moves[(step.id, trigger)] += len(sel)
         held = int(np.count_nonzero(self.due.holdout[sel]))
         counts = self.transitions.setdefault((step.code, trigger, int(dest)), [0, 0])
         counts[0] += len(sel) - held
