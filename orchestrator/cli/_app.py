@@ -682,6 +682,14 @@ def diagram(
 @command("status", "instances per journey and step, due waits, outbox backlog, last tick")
 def status(
     ctx: typer.Context,
+    journey: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[JOURNEY]",
+            help="show this journey's per-step funnel instead, per version and arm",
+            show_default=False,
+        ),
+    ] = None,
     format: o.TableFormat = "table",
     now: Annotated[
         str | None,
@@ -707,7 +715,13 @@ def status(
         ctx,
         "status",
         config,
-        lambda s: {"format": format, "now": now, "stale_after": stale_after, "db": s.db(db)},
+        lambda s: {
+            "journey": journey,
+            "format": format,
+            "now": now,
+            "stale_after": stale_after,
+            "db": s.db(db),
+        },
     )
 
 

@@ -69,10 +69,14 @@ def _counts(url: str, plan: JourneyPlan) -> DiagramCounts | None:
 
 def _funnel_counts(store: Store, journey: JourneyPlan) -> DiagramCounts | None:
     """The funnel of ``journey`` (its id and version) in ``store`` as diagram counts: instances that reached
-    each state, and times each (source state, trigger) transition was taken.
+    each state, and times each (source state, trigger) transition was taken (``measure.journey_funnel``);
+    None when that version never ran there or nothing was counted for it."""
+    from orchestrator.measure import journey_funnel
 
-    A placeholder hook: the per-step funnel kept in the store is not built yet, so there are no counts to
-    read and this returns None. Point it at the funnel once it exists (``DiagramCounts(funnel.nodes,
-    funnel.edges)`` from the measure package)."""
-    del store, journey
-    return None
+    try:
+        funnel = journey_funnel(store, journey.id, journey.version)
+    except KeyError:
+        return None
+    if not funnel.counts:
+        return None
+    return DiagramCounts(funnel.diagram_nodes(), funnel.diagram_edges())

@@ -108,8 +108,6 @@ class JourneyTick:
     queued: int = 0  # ledger rows written; what became of them is in the tick's delivery report
     finished: dict[str, int] = field(default_factory=dict)
     error: str | None = None  # the journey failed at this tick (its work undone): why, in one line
-    # (step id, trigger) -> instances that took that transition of the machine (not in the tick log)
-    moves: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def count_finished(self, status: str, n: int) -> None:
         if n:
@@ -133,10 +131,7 @@ class TickReport:
         return {
             "now_us": self.now_us,
             "new_events": self.new_events,
-            "journeys": {
-                k: {name: x for name, x in vars(v).items() if name != "moves"}
-                for k, v in self.journeys.items()
-            },
+            "journeys": {k: vars(v) for k, v in self.journeys.items()},
             "delivery": vars(self.delivery),
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
         }
@@ -624,7 +619,7 @@ class Engine:
         result.converted += len(idx)
         if goal.exit:
             finishing = open_.ids[idx][open_.active[idx]]
-            finish_instances(conn, finishing, "converted", f"goal: {goal.event}", now_us)
+            finish_instances(conn, finishing, "converted", f"goal: {goal.event}", now_us, trigger="goal")
             result.count_finished("converted", len(finishing))
 
     # ------------------------------------------------------------------------------------------ exits
@@ -640,7 +635,7 @@ class Engine:
             return
         ids, keys = active_instances(conn, plan.id, plan.version)
         leaving = ids[holds[keys]]
-        finish_instances(conn, leaving, "exited", "exit_when", now_us)
+        finish_instances(conn, leaving, "exited", "exit_when", now_us, trigger="exit_when")
         result.count_finished("exited", len(leaving))
 
     # ------------------------------------------------------------------------------------------ stepping
@@ -660,8 +655,6 @@ class Engine:
         stepped = step_due(conn, plan, evaluator, customers, self.signals, now_us, claimed=claimed)
         result.stepped += stepped.stepped
         result.queued += stepped.queued
-        for move, n in stepped.moves.items():
-            result.moves[move] = result.moves.get(move, 0) + n
         for status, n in stepped.finished.items():
             result.count_finished(status, n)
         return stepped

@@ -8,6 +8,8 @@ The holdout assignment both the engine and the reports use is ``orchestrator.hol
   (``analyze``, segments).
 - ``_report`` gathers a journey's report: ``_entry_rows`` (per-entry columns from the store, their export),
   ``_timeline`` (cumulative lift by day), ``_journey`` (``journey_report``).
+- ``_funnel`` reads a journey version's per-step funnel per arm (``journey_funnel``) from the transition
+  counts the engine keeps and the ledger; ``_funnel_text`` writes it as aligned text.
 - ``_text`` / ``_html``: plain text and self-contained HTML pages for any analysis and journey report, both
   writing figures through ``_formats``.
 
@@ -22,6 +24,8 @@ from orchestrator._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from orchestrator.measure._experiment import InputError, read_experiment
+    from orchestrator.measure._funnel import JourneyFunnel, export_funnel, journey_funnel, journey_funnels
+    from orchestrator.measure._funnel_text import funnel_lines
     from orchestrator.measure._html import render_analysis_html, render_journey_html
     from orchestrator.measure._report import export_entries, format_table, journey_report
     from orchestrator.measure._sequential import DEFAULT_SEQUENTIAL_TAU
@@ -31,6 +35,11 @@ if TYPE_CHECKING:
 _EXPORTS: dict[str, str] = {
     "DEFAULT_SEQUENTIAL_TAU": "orchestrator.measure._sequential",
     "InputError": "orchestrator.measure._experiment",
+    "JourneyFunnel": "orchestrator.measure._funnel",
+    "export_funnel": "orchestrator.measure._funnel",
+    "journey_funnel": "orchestrator.measure._funnel",
+    "journey_funnels": "orchestrator.measure._funnel",
+    "funnel_lines": "orchestrator.measure._funnel_text",
     "analyze": "orchestrator.measure._stats",
     "export_entries": "orchestrator.measure._report",
     "format_analysis": "orchestrator.measure._text",
@@ -45,10 +54,15 @@ _EXPORTS: dict[str, str] = {
 __all__ = [
     "DEFAULT_SEQUENTIAL_TAU",
     "InputError",
+    "JourneyFunnel",
     "analyze",
     "export_entries",
+    "export_funnel",
     "format_analysis",
     "format_table",
+    "funnel_lines",
+    "journey_funnel",
+    "journey_funnels",
     "journey_report",
     "read_experiment",
     "render_analysis_html",

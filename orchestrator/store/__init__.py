@@ -106,6 +106,21 @@ from orchestrator.store._events import (
 )
 from orchestrator.store._failures import describe_database_error
 from orchestrator.store._feedback import TrackedMessage, record_opt_out, record_tracked_event, tracked_message
+from orchestrator.store._funnel import (
+    BEFORE_COUNTING,
+    ENTRY_TRIGGER,
+    EXIT_WHEN,
+    MIGRATED,
+    MOVED,
+    RETIRED,
+    ArmConversions,
+    FunnelCount,
+    StepMessages,
+    add_funnel_counts,
+    conversion_counts,
+    funnel_counts,
+    step_message_counts,
+)
 from orchestrator.store._health import JourneyFailure, failed_journeys, record_health
 from orchestrator.store._holder import Holding, StoreHeld, hold
 from orchestrator.store._instances import (
@@ -192,8 +207,15 @@ from orchestrator.store._versions import (
 from orchestrator.store._wal import checkpoint_wal, tune_writer_connection
 
 __all__ = [
+    "BEFORE_COUNTING",
     "DEFAULT_URL",
+    "ENTRY_TRIGGER",
+    "EXIT_WHEN",
+    "MIGRATED",
+    "MOVED",
     "RECORD_TIME",
+    "RETIRED",
+    "ArmConversions",
     "Backlog",
     "Connection",
     "ConversionRow",
@@ -208,6 +230,7 @@ __all__ = [
     "EntryHistory",
     "EntryOutcomes",
     "EventColumns",
+    "FunnelCount",
     "Holding",
     "InstanceRow",
     "JourneyFailure",
@@ -220,6 +243,7 @@ __all__ = [
     "SeenNames",
     "SentMessage",
     "StateCount",
+    "StepMessages",
     "Store",
     "StoreHeld",
     "StoredTick",
@@ -232,8 +256,10 @@ __all__ = [
     "VersionSource",
     "active_instances",
     "active_versions",
+    "add_funnel_counts",
     "address_suppressions",
     "checkpoint_wal",
+    "conversion_counts",
     "conversion_rows",
     "customer_attribute_names",
     "customer_contact",
@@ -264,6 +290,7 @@ __all__ = [
     "finish_instances",
     "finish_steps",
     "first_sent_messages",
+    "funnel_counts",
     "hold",
     "holdout_assignments",
     "insert_assignments",
@@ -326,6 +353,7 @@ __all__ = [
     "signal_members",
     "sqlite_url",
     "state_counts",
+    "step_message_counts",
     "stored_version",
     "stored_versions",
     "suppress_addresses",

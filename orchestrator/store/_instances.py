@@ -19,6 +19,7 @@ from sqlalchemy import Connection, text
 from orchestrator.store import _leases as leases
 from orchestrator.store._bulk import column, executemany, fetch, objects, optional_ints
 from orchestrator.store._customers import chunked
+from orchestrator.store._funnel import ENTRY_TRIGGER, add_funnel_counts, arm_counts, count_leaving
 
 
 def insert_instances(
@@ -35,11 +36,14 @@ def insert_instances(
     data: Sequence[str | None] | None = None,
     entry_values: Sequence[str | None] | None = None,
 ) -> None:
-    """New active instances at ``state``, due at once (``wake_at_us = since_us = entered_us``);
-    ``entry_values`` (JSON per instance) are the values that let each one in."""
+    """New active instances at ``state``, due at once (``wake_at_us = since_us = entered_us``), counted
+    in the funnel as entries; ``entry_values`` (JSON per instance) are the values that let each one in."""
     n = len(keys)
     if not n:
         return
+    add_funnel_counts(
+        conn, arm_counts(journey_id, version, "", ENTRY_TRIGGER, state, np.asarray(held, dtype=bool))
+    )
     entered = np.broadcast_to(np.asarray(entered_us, dtype=np.int64), (n,))
     no_values: list[None] = [None] * n
     executemany(
@@ -241,8 +245,12 @@ def active_instances(conn: Connection, journey_id: str, version: int) -> tuple[n
     return column(rows, 0, np.int64), column(rows, 1, np.int64)
 
 
-def finish_instances(conn: Connection, ids: np.ndarray, status: str, reason: str, now_us: int) -> None:
-    """Finish active instances from outside the steps (goal reached, exit criteria met)."""
+def finish_instances(
+    conn: Connection, ids: np.ndarray, status: str, reason: str, now_us: int, *, trigger: str
+) -> None:
+    """Finish active instances from outside the steps (goal reached, exit criteria met), counted in the
+    funnel as taking ``trigger`` (``goal``, ``exit_when``) from their step to ``status``."""
+    count_leaving(conn, ids, trigger, status)
     executemany(
         conn,
         "UPDATE journey_instances SET status = :s, state = :s, exited_us = :t, exit_reason = :r, "

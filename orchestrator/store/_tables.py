@@ -164,6 +164,23 @@ class JourneyInstance(SQLModel, table=True):
     lease_until_us: int | None = None
 
 
+class JourneyFunnel(SQLModel, table=True):
+    """The per-step funnel (``store._funnel``): how many instances of one journey version and arm took one
+    transition, from ``source`` through ``trigger_name`` to ``dest``, added to as steps happen."""
+
+    __tablename__ = "journey_funnel"
+
+    journey_id: str = Field(primary_key=True)
+    version: int = Field(primary_key=True)
+    arm: str = Field(primary_key=True, description="treatment | holdout")
+    source: str = Field(primary_key=True, description="a state, '' for an entry")
+    trigger_name: str = Field(
+        primary_key=True, description="next | yes | no | split-<n> | goal | entry | ..."
+    )
+    dest: str = Field(primary_key=True)
+    n: int = 0
+
+
 class JourneyMigration(SQLModel, table=True):
     """A ``migrate:`` entry applied: instances of ``from_version`` moved onto ``to_version`` once, at the
     first tick that ran ``to_version``; ``moved`` counts them."""

@@ -315,7 +315,6 @@ class JourneyTestRunner:
     ) -> tuple[Observed, dict[str, set[tuple[str, str]]]]:
         plans = {p.id: p for p in workspace.plans}
         clock = SimClock(case.start)
-        moves: dict[str, set[tuple[str, str]]] = {}
         with World(folder, store=sqlite_url(folder / "test.db"), clock=clock, workspace=workspace) as world:
             world.add_customers(*(customer(cid, **attributes) for cid, attributes in case.customers.items()))
             pending = list(case.events)
@@ -335,9 +334,9 @@ class JourneyTestRunner:
                     if journey.error is not None:
                         when = format_offset(now, case.start)
                         raise _CaseError(case.line, f"journey {jid} failed at {when}: {journey.error}")
-                    moves.setdefault(jid, set()).update(journey.moves)
                 now = clock.advance(case.tick)
             seen = Observed(case.start, plans, world.instances(), world.messages(), world.conversions())
+            moves = {jid: world.transitions_taken(jid) for jid in plans}
         return seen, moves
 
     # ------------------------------------------------------------------------------------------ coverage

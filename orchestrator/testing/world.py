@@ -33,6 +33,7 @@ from orchestrator.store import (
     Store,
     SuppressionRow,
     conversion_rows,
+    funnel_counts,
     instance_rows,
     ledger_rows,
     open_store,
@@ -214,6 +215,13 @@ class World:
             for r in found
             if customer is None or r.customer_id == customer
         ]
+
+    def transitions_taken(self, journey: str) -> set[tuple[str, str]]:
+        """The (step, trigger) transitions the journey's instances took (any version or arm), from the
+        per-step funnel's counts in the store: ``next``, ``yes``, ``no``, ``split-<n>``, ``goal``, and
+        ``entry``, ``exit_when``, ``retired``, ``migrated`` (see ``orchestrator.measure.journey_funnel``)."""
+        with self.store.connect() as conn:
+            return {(c.source, c.trigger) for c in funnel_counts(conn, journey) if c.n}
 
     def conversions(self) -> list[ConversionRow]:
         """Conversions recorded (both arms), in the order of the instances converted."""

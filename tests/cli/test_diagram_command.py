@@ -64,7 +64,7 @@ def test_counts_come_from_the_store_given(
 ) -> None:
     url = f"sqlite:///{tmp_path / 'orchestrator.db'}"
     open_store(url).dispose()
-    # Until the store keeps a funnel, the hook has none: the diagram is drawn without counts, and says so.
+    # A store where the journey never ran has no counts: the diagram is drawn without them, and says so.
     code, out, err = run(capsys, "diagram", str(WINBACK), "--db", url)
     assert code == 0
     assert out == _plan().diagram("mermaid")

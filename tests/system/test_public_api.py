@@ -80,6 +80,8 @@ PUBLIC: dict[str, list[str]] = {
         "DEFAULT_SEQUENTIAL_TAU", "InputError", "analyze", "export_entries", "format_analysis",
         "format_table", "journey_report", "read_experiment", "render_analysis_html", "render_journey_html",
         "report_text",
+        # the per-step funnel
+        "JourneyFunnel", "export_funnel", "funnel_lines", "journey_funnel", "journey_funnels",
     ],
     "orchestrator.signals": [
         "AggregateCache", "Call", "Categorical", "CustomerFrame", "Evaluator", "EventFrame", "EventLog",
@@ -121,6 +123,10 @@ PUBLIC: dict[str, list[str]] = {
         "ledger_rows", "query_rows", "suppression_rows",
         # overview: the console's summaries of the journeys
         "LedgerEntry", "entries_since", "latest_ledger_rows", "latest_versions", "retired_versions",
+        # the per-step funnel's counts
+        "ArmConversions", "BEFORE_COUNTING", "ENTRY_TRIGGER", "EXIT_WHEN", "FunnelCount", "MIGRATED", "MOVED",
+        "RETIRED", "StepMessages", "add_funnel_counts", "conversion_counts", "funnel_counts",
+        "step_message_counts",
     ],
     "orchestrator.store.migrations": ["FOLDER"],
     "orchestrator.store.migrations.versions": [],
