@@ -2,11 +2,13 @@
 (autoescaped: journey names and customer data are shown as text), one style sheet, no script, nothing from
 another site. It is mounted by ``create_app`` only when the config has an ``http.console`` section.
 
-Pages: the journeys (``/console/``), a journey (``/console/journeys/{id}``: its steps with live counts,
-the recent sends, the lift summary) and its full lift report (``.../report``), a customer (``/console/
-customers/{id}``: the ``why`` trace), saved backtests (``/console/backtests``). Every figure comes from the
-core (``engine.journeys_overview``, ``engine.journey_detail``, ``engine.explain``,
-``measure.journey_report``); here it is only formatted (``_console_format``). Access: ``_console_auth``.
+Pages: the journeys (``/console/``), a journey (``/console/journeys/{id}``: its diagram with the funnel's
+counts, its steps, the funnel per arm, the lift summary, the recent sends) and its full lift report
+(``.../report``), a customer (``/console/customers/{id}``: the ``why`` trace), saved backtests
+(``/console/backtests``). Every figure comes from the core (``engine.journeys_overview``,
+``engine.journey_detail``, ``engine.explain``, ``measure.journey_funnel``, ``measure.journey_report``, the
+diagram from ``JourneyPlan.diagram``); here it is only formatted (``_console_format``). Access:
+``_console_auth``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
@@ -35,6 +37,9 @@ from orchestrator.http import _console_format as fmt
 from orchestrator.http._console_auth import SESSION_COOKIE, ConsoleKeys, RequireLogin, safe_next
 from orchestrator.language import DiagramCounts, JourneyPlan
 from orchestrator.store import Store
+
+if TYPE_CHECKING:
+    from orchestrator.measure import JourneyFunnel
 
 log = logging.getLogger("orchestrator.http")
 
@@ -182,14 +187,15 @@ class ConsolePages:
         except JourneyNotRun:
             return self.not_found(request, f"The store knows no journey {journey_id!r}.")
         report = await self.read(_lift_report, self.store, journey_id)
-        diagram = await self.read(_diagram, detail.plan, None)
+        funnel = await self.read(_funnel, self.store, journey_id, detail.overview.version)
+        diagram = await self.read(_diagram, detail.plan, funnel)
         return self.page(
             request,
             "journey.html",
             refresh=REFRESH_SECONDS,
             journey=detail.to_dict(),
             diagram=diagram,
-            funnel=None,  # the per-step funnel, once measurement keeps one
+            funnel=None if funnel is None else funnel.to_dict(),
             lift=None if report is None else fmt.lift_summary(report),
         )
 
@@ -228,11 +234,25 @@ class ConsolePages:
         return self.not_found(request, "No saved backtest of that id.")
 
 
-def _diagram(plan: JourneyPlan | None, counts: DiagramCounts | None) -> Markup | None:
-    """The journey's SVG diagram (drawn by the language package, every text in it escaped there), with
-    ``counts`` on its steps and transitions."""
+def _funnel(store: Store, journey_id: str, version: int) -> JourneyFunnel | None:
+    """The per-step funnel of the journey's ``version`` (None when nothing was counted for it)."""
+    from orchestrator.measure import journey_funnel
+
+    try:
+        funnel = journey_funnel(store, journey_id, version)
+    except KeyError:
+        return None
+    return funnel if funnel.counts else None
+
+
+def _diagram(plan: JourneyPlan | None, funnel: JourneyFunnel | None) -> Markup | None:
+    """The journey's SVG diagram (drawn by the language package, every text in it escaped there), with the
+    funnel's counts on its steps and transitions when the plan is the funnel's version."""
     if plan is None:
         return None
+    counts = None
+    if funnel is not None and funnel.version == plan.version:
+        counts = DiagramCounts(funnel.diagram_nodes(), funnel.diagram_edges())
     return Markup(plan.diagram("svg", counts))
 
 

@@ -32,7 +32,7 @@ from markupsafe import escape
 from orchestrator.config import load_config
 from orchestrator.engine import explain, journey_detail, journeys_overview
 from orchestrator.http._console_auth import SESSION_COOKIE, ConsoleKeys
-from orchestrator.measure import journey_report
+from orchestrator.measure import journey_funnel, journey_report
 from orchestrator.store import open_store, sqlite_url
 from orchestrator.testing import SimClock, World, at, customer, event, write_files
 
@@ -138,13 +138,17 @@ def pages(site: Site) -> list[str]:
 
 def core_figures(site: Site) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Any]]:
     """What the core says of the site's store: the overview, the journey's detail, its lift report and
-    what ``why C001`` says."""
+    what ``why C001`` says; the journey's funnel is in the detail under ``funnel``."""
     store = open_store(site.server.db)
     try:
         now = int(time.time() * 1_000_000)
         return (
             journeys_overview(store, now).to_dict(),
-            journey_detail(store, "rescue", now).to_dict(),
+            {
+                **journey_detail(store, "rescue", now).to_dict(),
+                "funnel": journey_funnel(store, "rescue").to_dict(),
+                "nodes": journey_funnel(store, "rescue").diagram_nodes(),
+            },
             journey_report(store, "rescue").to_dict(),
             explain(store, "C001").to_dict(),
         )
@@ -284,6 +288,33 @@ def test_every_page_answers_and_shows_what_the_core_computed(site: Site) -> None
             assert re.search(rf"<td>{step['id']}</td><td>[^<]*</td><td class=\"num\">{n:,}</td>", page), step
         for outcome, n in rescue["finished"].items():
             assert f'<span class="figure">{n:,}</span> {outcome}' in page
+        # The diagram carries the funnel's counts; the funnel's table, every figure per arm and step.
+        for step, n in detail["nodes"].items():
+            assert n == 0 or f'<tspan font-weight="bold" fill="#1f2937">{n:,}</tspan>' in page, step
+        funnel = detail["funnel"]
+        assert funnel["adds_up"] and {a["arm"] for a in funnel["arms"]} == {"treatment", "holdout"}
+        treatment = next(a for a in funnel["arms"] if a["arm"] == "treatment")
+        assert treatment["entered"] > 50 and treatment["converted"] > 0
+        for arm in funnel["arms"]:
+            assert f"<h3>{arm['arm']}</h3>" in page
+            assert f"{arm['entered']:,} entered" in page and f"{arm['converted']:,} converted." in page
+            for step in arm["steps"]:
+                row = (
+                    rf"<tr><td>{step['step']}</td><td>{re.escape(step['label'])}</td>"
+                    rf"<td class=\"num\">{step['reached']:,}</td><td class=\"num\">{step['inside']:,}</td>"
+                )
+                if step["kind"] == "send":
+                    m = step["messages"]
+                    row += (
+                        rf"\s*<td class=\"num\">{m['sent']:,}</td><td class=\"num\">{m['suppressed']:,}</td>"
+                        rf"<td class=\"num\">{m['failed']:,}</td>"
+                    )
+                assert re.search(row, page), (arm["arm"], step)
+            for x in arm["exits"]:
+                assert re.search(
+                    rf"<td>{x['kind']}</td><td>[^<]*</td><td>[^<]*</td><td class=\"num\">{x['n']:,}</td>",
+                    page,
+                )
         # The recent sends are the ledger's latest rows, newest first.
         assert len(detail["recent_sends"]) == 50
         first = detail["recent_sends"][0]
@@ -375,7 +406,7 @@ def test_screenshots_show_the_steps_and_their_counts(
     from playwright.sync_api import sync_playwright
 
     browser_path, ocr = _tools()
-    overview, _, _, _ = core_figures(site)
+    overview, detail, _, _ = core_figures(site)
     (rescue,) = overview["journeys"]
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=browser_path, args=["--no-sandbox"])
@@ -412,3 +443,8 @@ def test_screenshots_show_the_steps_and_their_counts(
     # OCR may run a figure and its word together ("52completed").
     assert re.search(rf"\b{n:,}\s*{outcome}\b", text), (outcome, n, text)
     assert re.search(rf"\b{rescue['active']:,}\s*active\b", text), text
+    # The funnel's figures: each arm's entries, and the reminder's reach in the diagram and the table.
+    for arm in detail["funnel"]["arms"]:
+        assert re.search(rf"\b{arm['entered']:,}\s*entered\b", text), (arm["arm"], text)
+    reached = detail["nodes"]["reminder"]
+    assert re.search(rf"send email\W+{reached:,}\b", text), text
