@@ -139,7 +139,7 @@ class ConsolePages:
     # ------------------------------------------------------------------------------------------- access
 
     async def css_file(self, _request: Request) -> Response:
-        return Response(self.css, media_type="text/css", headers={"cache-control": "max-age=3600"})
+        return Response(self.css, media_type="text/css")
 
     async def login_form(self, request: Request) -> Response:
         target = safe_next(request.query_params.get("next"))
