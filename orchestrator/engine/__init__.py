@@ -10,7 +10,8 @@ and ``_matching`` (branches and waits), ``_localtime`` (customers' calendars), `
 adapters, after commit). Around it: ``_daemon`` (the schedule and its log lines), ``_reload`` (the
 workspace reloaded while running), ``_workers`` (several processes on PostgreSQL), ``_stopwatch`` (the
 tick's timings), ``_health``, ``_preview`` (what ``preview`` shows and ``send-test`` sends),
-``_validation`` (the checks that need the store) and ``_template_data``. What every face shows of the
+``_validation`` (the checks that need the store), ``_template_data`` and ``_backtest`` (past events
+replayed through the journeys on a simulated clock in a scratch store). What every face shows of the
 engine lives here once: ``explain`` (what happened to one customer, and why), ``plan_report`` and
 ``status_report`` (what ``plan`` and ``status`` report). ``_handover`` states what the engine takes from
 ingest (the inbox, events committed in this process): the engine never imports ``orchestrator.ingest``.
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING
 from orchestrator._lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from orchestrator.engine._backtest import PastEvents, backtest, tick_instants
     from orchestrator.engine._daemon import AttemptLog, DaemonSettings, crash_test_provider, serve
     from orchestrator.engine._explain import UnknownCustomer, explain, iso
     from orchestrator.engine._handover import CommittedEvents, EventsHandler, IngestCount, Ingestor
@@ -46,6 +48,9 @@ if TYPE_CHECKING:
     )
 
 _EXPORTS: dict[str, str] = {
+    "PastEvents": "orchestrator.engine._backtest",
+    "backtest": "orchestrator.engine._backtest",
+    "tick_instants": "orchestrator.engine._backtest",
     "AttemptLog": "orchestrator.engine._daemon",
     "ClockBehind": "orchestrator.engine._tick",
     "CommittedEvents": "orchestrator.engine._handover",
@@ -92,12 +97,14 @@ __all__ = [
     "EventsHandler",
     "IngestCount",
     "Ingestor",
+    "PastEvents",
     "PreviewError",
     "Routes",
     "TickReport",
     "UnknownCustomer",
     "Workspace",
     "WorkspaceFiles",
+    "backtest",
     "crash_test_provider",
     "engine_health",
     "explain",
@@ -117,6 +124,7 @@ __all__ = [
     "status_report",
     "store_problems",
     "stored_attributes",
+    "tick_instants",
     "unsubscribe_warnings",
     "validate_paths",
 ]
