@@ -91,6 +91,7 @@ def _run(
 ) -> Any:
     from orchestrator.engine import backtest, load_workspace, tick_instants
     from orchestrator.language import SpecError
+    from orchestrator.measure import backtest_report
 
     try:
         workspace = load_workspace(journeys, args.templates)
@@ -98,9 +99,10 @@ def _run(
         raise Failure(f"the journeys ({label}) are not valid:\n{exc}") from None
     tick_instants(start, end, tick)  # a window that is empty or a tick that is not: refused here
     with Progress(f"backtest {label}", unit="ticks") as bar:
-        return backtest(
+        run = backtest(
             workspace,
             events,
+            backtest_report,
             start=start,
             end=end,
             tick=tick,
@@ -109,6 +111,7 @@ def _run(
             progress=bar.update,
             label=label,
         )
+    return run.report.with_timings(run.seconds, run.delivered)
 
 
 def _print_sections(sections: Any) -> None:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from orchestrator._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from orchestrator.engine._backtest import PastEvents, backtest, tick_instants
+    from orchestrator.engine._backtest import BacktestRun, PastEvents, backtest, tick_instants
     from orchestrator.engine._daemon import AttemptLog, DaemonSettings, crash_test_provider, serve
     from orchestrator.engine._explain import UnknownCustomer, explain, iso
     from orchestrator.engine._handover import CommittedEvents, EventsHandler, IngestCount, Ingestor
@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     )
 
 _EXPORTS: dict[str, str] = {
+    "BacktestRun": "orchestrator.engine._backtest",
     "PastEvents": "orchestrator.engine._backtest",
     "backtest": "orchestrator.engine._backtest",
     "tick_instants": "orchestrator.engine._backtest",
@@ -90,6 +91,7 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = [
     "AttemptLog",
+    "BacktestRun",
     "ClockBehind",
     "CommittedEvents",
     "DaemonSettings",

@@ -8,7 +8,8 @@ from its future, and what the engine did is exactly what it would have done had 
 these instants. Events before the window's start are history the signals read (windows, ``since``):
 they are stored before the first tick. Messages go to an in-memory adapter (nothing leaves the process)
 through the contact policy, so suppressions and caps are those production would have applied. The report
-is read from the scratch store afterwards (``orchestrator.measure.backtest_report``), and the store is
+is read from the scratch store afterwards by the reader the caller gives (the engine does not import
+measurement: the command line hands it ``orchestrator.measure.backtest_report``), and the store is
 deleted.
 
 The cost of a backtest follows the events and the ticks: each tick stores and folds in only its own new
@@ -24,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 
@@ -33,7 +34,6 @@ from orchestrator.clock import SimulatedClock, from_us, to_us
 from orchestrator.engine._tick import Engine
 from orchestrator.engine._workspace import Workspace
 from orchestrator.errors import UsageError
-from orchestrator.measure import BacktestReport, backtest_report
 from orchestrator.store import (
     Store,
     ensure_customer_keys,
@@ -69,6 +69,38 @@ class PastEvents(Protocol):
 
     @property
     def properties(self) -> Sequence[str]: ...
+
+
+R = TypeVar("R")
+
+
+class ReportReader(Protocol[R]):  # type: ignore[misc]
+    """Reads the report from the scratch store once the window is done
+    (``orchestrator.measure.backtest_report`` is one), given the window, the tick and how many events were
+    replayed (and how many of them before the window)."""
+
+    def __call__(
+        self,
+        store: Store,
+        journeys: Sequence[str],
+        *,
+        start_us: int,
+        end_us: int,
+        tick_us: int,
+        events: int,
+        history_events: int,
+        label: str = "",
+    ) -> R: ...
+
+
+@dataclass(frozen=True)
+class BacktestRun(Generic[R]):
+    """A backtest done: the report read from its store, the seconds of each phase (loading, ticks,
+    report), and how many messages the in-memory adapter received."""
+
+    report: R
+    seconds: dict[str, float]
+    delivered: int
 
 
 #: Writes the customers into the scratch store, stamped at the given instant (the window's start).
@@ -155,6 +187,7 @@ def tick_instants(start: datetime, end: datetime, tick: timedelta) -> list[datet
 def backtest(
     workspace: Workspace,
     events: PastEvents,
+    read: ReportReader[R],
     *,
     start: datetime,
     end: datetime,
@@ -164,9 +197,10 @@ def backtest(
     progress: BacktestProgress | None = None,
     folder: Path | None = None,
     label: str = "",
-) -> BacktestReport:
+) -> BacktestRun[R]:
     """Replay ``events`` through ``workspace``'s journeys from ``start`` to ``end`` (exclusive), ticking
-    every ``tick``, in a scratch store, and report what the journeys did (see the module docstring).
+    every ``tick``, in a scratch store, and ``read`` the report of what the journeys did from that store
+    (see the module docstring).
 
     ``customers`` writes the customers into the scratch store (without it, customers exist only as their
     events create them, with no attributes and no consent on record). ``folder`` is where the scratch
@@ -197,7 +231,7 @@ def backtest(
                     progress(done, len(instants))
             seconds["ticks"] = time.perf_counter() - lap
             lap = time.perf_counter()
-            report = backtest_report(
+            report = read(
                 store,
                 [plan.id for plan in workspace.plans],
                 start_us=start_us,
@@ -210,4 +244,4 @@ def backtest(
             seconds["report"] = time.perf_counter() - lap
         finally:
             store.dispose()
-    return report.with_timings(seconds, delivered=len(adapter.sent))
+    return BacktestRun(report, seconds, len(adapter.sent))
