@@ -47,6 +47,8 @@ PUBLIC: dict[str, list[str]] = {
         "missing_customer_attributes", "plan_report", "render_step", "send_step", "send_test", "serve",
         "signal_matches", "status_report", "store_problems", "stored_attributes", "unsubscribe_warnings",
         "validate_paths",
+        # backtests
+        "BacktestRun", "PastEvents", "backtest", "tick_instants",
     ],
     "orchestrator.http": [
         "MAX_EVENT_BYTES", "MAX_REQUEST_BYTES", "RunningServer", "create_app", "listen_address", "serve",
@@ -57,6 +59,7 @@ PUBLIC: dict[str, list[str]] = {
         "IngestedEvents", "KINDS", "Reject", "TimeRange", "UPDATED_AT_LEEWAY_US", "customer_row",
         "event_keys", "exact_json", "ingest_events_records", "ingest_file", "may_hold_long_integer",
         "parse_ts_text", "record_click", "record_open", "time_range", "unsubscribe",
+        "PastEventsRead", "read_events",
     ],
     "orchestrator.language": [
         "ADDRESS_FIELD", "CHANNELS", "CONSENT_CHANNELS", "Channel", "Consent", "ConsentChannel",
@@ -74,6 +77,8 @@ PUBLIC: dict[str, list[str]] = {
         "DEFAULT_SEQUENTIAL_TAU", "InputError", "analyze", "export_entries", "format_analysis",
         "format_table", "journey_report", "read_experiment", "render_analysis_html", "render_journey_html",
         "report_text",
+        "BacktestReport", "BacktestSection", "backtest_heading", "backtest_html", "backtest_report",
+        "backtest_sections", "compare_backtests", "comparison_html", "comparison_sections",
     ],
     "orchestrator.signals": [
         "AggregateCache", "Call", "Categorical", "CustomerFrame", "Evaluator", "EventFrame", "EventLog",
@@ -111,6 +116,11 @@ PUBLIC: dict[str, list[str]] = {
         # readback: whole-table reads for tests (orchestrator.testing)
         "ConversionRow", "InstanceRow", "LedgerRow", "SuppressionRow", "conversion_rows", "instance_rows",
         "ledger_rows", "query_rows", "suppression_rows",
+        # backtests: what a report reads from its scratch store, the reports kept, a store's past
+        "ConversionCount", "EntryCount", "LedgerCount", "OutcomeCount", "SavedReport", "StoredHistory",
+        "conversion_counts", "customer_count", "customer_rows", "customers_in_journeys", "entries_by_day",
+        "instance_outcomes", "journey_overlap", "ledger_by_day", "save_backtest", "saved_backtest",
+        "saved_backtests", "sent_per_customer_week", "stored_history",
     ],
     "orchestrator.store.migrations": ["FOLDER"],
     "orchestrator.store.migrations.versions": [],
