@@ -72,7 +72,9 @@ from orchestrator.store._conversions import (
     OpenInstances,
     customer_conversions,
     entry_outcomes,
+    goal_event_customers,
     insert_conversions,
+    max_instance_id,
     unconverted_instances,
 )
 from orchestrator.store._customers import (
@@ -285,6 +287,7 @@ __all__ = [
     "finish_instances",
     "finish_steps",
     "first_sent_messages",
+    "goal_event_customers",
     "hold",
     "holdout_assignments",
     "insert_assignments",
@@ -312,6 +315,7 @@ __all__ = [
     "load_new_events",
     "mark_in_flight",
     "max_event_id",
+    "max_instance_id",
     "max_key",
     "max_revision",
     "max_tick_us",

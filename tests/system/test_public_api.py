@@ -121,6 +121,8 @@ PUBLIC: dict[str, list[str]] = {
         "conversion_counts", "customer_count", "customer_rows", "customers_in_journeys", "entries_by_day",
         "instance_outcomes", "journey_overlap", "ledger_by_day", "save_backtest", "saved_backtest",
         "saved_backtests", "sent_per_customer_week", "stored_history",
+        # conversions looked for where they can happen (the goal's new events, the new instances)
+        "goal_event_customers", "max_instance_id",
     ],
     "orchestrator.store.migrations": ["FOLDER"],
     "orchestrator.store.migrations.versions": [],
