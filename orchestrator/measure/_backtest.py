@@ -300,7 +300,7 @@ def backtest_heading(report: BacktestReport | Mapping[str, Any]) -> list[str]:
     hours = w["tick_seconds"] / 3600
     every = f"{hours:g}h" if hours >= 1 else f"{w['tick_seconds']}s"
     label = f" ({data['label']})" if data.get("label") else ""
-    return [
+    lines = [
         f"Backtest{label}: {w['from']} to {w['to']}, {w['days']} days, "
         f"a tick every {every} ({_n(w['ticks'])} ticks)",
         f"Replayed {_n(i['events'])} events ({_n(i['history_events'])} before the window, as history) "
@@ -310,6 +310,12 @@ def backtest_heading(report: BacktestReport | Mapping[str, Any]) -> list[str]:
         f"suppressed {_n(t['suppressed'])} (caps hit {_n(t['caps_hit'])}), failed {_n(t['failed'])}, "
         f"queued at the end {_n(t['queued_at_end'])}.",
     ]
+    if not i["history_events"]:
+        lines.append(
+            "No events before the window: signals that look back (since, within=) start blind, so the first "
+            "ticks enter customers a live engine would have entered earlier (start later for history)."
+        )
+    return lines
 
 
 def backtest_sections(report: BacktestReport | Mapping[str, Any]) -> list[BacktestSection]:

@@ -28,7 +28,7 @@ def _daily_svg(title: str, dates: Sequence[str], series: Mapping[str, Sequence[i
     """A line per journey of a count per day, with the journey names as a legend."""
     top = max([1, *(v for values in series.values() for v in values)])
     n = max(len(dates), 1)
-    inner_w, inner_h = _WIDTH - _LEFT - 12, _HEIGHT - _TOP - _BOTTOM
+    inner_w, inner_h = _WIDTH - _LEFT - 36, _HEIGHT - _TOP - _BOTTOM
 
     def x(i: int) -> float:
         return _LEFT + (inner_w * i / (n - 1) if n > 1 else inner_w / 2)
@@ -114,7 +114,7 @@ def _page(title: str, body: str) -> str:
     return (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
         "<meta name='viewport' content='width=device-width, initial-scale=1'>"
-        f"<title>{escape(title)}</title><style>{CSS}</style></head><body>{body}</body></html>\n"
+        f"<title>{escape(title)}</title><style>{CSS} td {{ white-space: nowrap; }}</style></head><body>{body}</body></html>\n"
     )
 
 
