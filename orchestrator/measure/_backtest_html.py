@@ -114,7 +114,8 @@ def _page(title: str, body: str) -> str:
     return (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
         "<meta name='viewport' content='width=device-width, initial-scale=1'>"
-        f"<title>{escape(title)}</title><style>{CSS} td {{ white-space: nowrap; }}</style></head><body>{body}</body></html>\n"
+        f"<title>{escape(title)}</title><style>{CSS} td {{ white-space: nowrap; }}</style></head>"
+        f"<body>{body}</body></html>\n"
     )
 
 
