@@ -52,13 +52,13 @@ class BacktestReport:
     data: dict[str, Any]
 
     def with_timings(self, seconds: Mapping[str, float], delivered: int | None = None) -> BacktestReport:
-        """The same report with the run's timings (and what the in-memory adapter received)."""
+        """The same report with the run's timings (and how many messages the backtest's adapter took)."""
         data = dict(self.data)
         timings = {k: round(v, 3) for k, v in seconds.items()}
         timings["total"] = round(sum(seconds.values()), 3)
         data["timings"] = timings
         if delivered is not None:
-            data["totals"] = {**data["totals"], "delivered_to_memory": delivered}
+            data["totals"] = {**data["totals"], "handed_to_adapter": delivered}
         return BacktestReport(data)
 
     @property
@@ -304,7 +304,7 @@ def backtest_heading(report: BacktestReport | Mapping[str, Any]) -> list[str]:
         f"Backtest{label}: {w['from']} to {w['to']}, {w['days']} days, "
         f"a tick every {every} ({_n(w['ticks'])} ticks)",
         f"Replayed {_n(i['events'])} events ({_n(i['history_events'])} before the window, as history) "
-        f"of {_n(i['customers'])} customers; nothing was sent (an in-memory adapter), "
+        f"of {_n(i['customers'])} customers; nothing was sent, "
         "the contact policy applied.",
         f"Entries {_n(t['entries'])} ({_n(t['entries_holdout'])} held out), messages sent {_n(t['sent'])}, "
         f"suppressed {_n(t['suppressed'])} (caps hit {_n(t['caps_hit'])}), failed {_n(t['failed'])}, "
