@@ -64,7 +64,10 @@ def _input(args: Args, end: datetime) -> tuple[Any, Any]:
                 print(f"{customers_file}: {report.rejected} rows rejected", file=sys.stderr)
 
         return read.events, load_customers
-    source = open_store(args.db, create=False)
+    try:
+        source = open_store(args.db, create=False)
+    except FileNotFoundError as exc:
+        raise Failure(f"{exc}; give the past with --events FILE (and --customers FILE), or --db URL") from None
     try:
         with source.connect() as conn:
             history = stored_history(conn, to_us(end))

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator.cli import main
+from orchestrator.measure import backtest_html
+from orchestrator.store import open_store, saved_backtest, saved_backtests
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "examples" / "demo"
@@ -145,6 +147,18 @@ def test_save_keeps_the_report_and_db_replays_the_store(
         rows = conn.execute("SELECT id, parameters, report FROM backtest_reports").fetchall()
     assert len(rows) == 1 and json.loads(rows[0][2])["totals"] == from_store["totals"]
     assert json.loads(rows[0][1])["from"] == "2024-02-20"
+    # What a browser console reads: the list, one report, and its page drawn from the saved JSON.
+    store = open_store(db)
+    try:
+        with store.connect() as conn:
+            listed = saved_backtests(conn)
+            saved = saved_backtest(conn, listed[0].id)
+            assert saved_backtest(conn, listed[0].id + 1) is None
+    finally:
+        store.dispose()
+    assert [s.id for s in listed] == [1] and saved is not None
+    page = backtest_html(json.loads(saved.report))
+    assert "2024-02-20" in page and "<svg" in page and "<script" not in page
 
 
 @pytest.mark.parametrize(
