@@ -67,7 +67,7 @@ def _input(args: Args, end: datetime) -> tuple[Any, Any]:
     try:
         source = open_store(args.db, create=False)
     except FileNotFoundError as exc:
-        raise Failure(f"{exc}; give the past with --events FILE (and --customers FILE), or --db URL") from None
+        raise Failure(f"{exc}; give the past with --events FILE (and --customers FILE) or --db URL") from None
     try:
         with source.connect() as conn:
             history = stored_history(conn, to_us(end))

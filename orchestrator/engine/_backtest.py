@@ -39,8 +39,7 @@ from orchestrator.store import (
     ensure_customer_keys,
     event_type_ids,
     insert_new_events,
-    open_store,
-    sqlite_url,
+    open_scratch_store,
 )
 
 #: History (events before the window) is stored and handed over in chunks of this many events.
@@ -234,7 +233,7 @@ def backtest(
     seconds: dict[str, float] = {}
     began = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=folder) as scratch:
-        store = open_store(sqlite_url(Path(scratch) / "backtest.db"))
+        store = open_scratch_store(Path(scratch) / "backtest.db")
         try:
             if customers is not None:
                 customers(store, start_us)

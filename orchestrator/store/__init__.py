@@ -99,6 +99,7 @@ from orchestrator.store._db import (
     Store,
     database_url,
     is_database_error,
+    open_scratch_store,
     open_store,
     sqlite_url,
 )
@@ -324,6 +325,7 @@ __all__ = [
     "migrate_instances",
     "migration_applied",
     "move_instances",
+    "open_scratch_store",
     "open_store",
     "outbox_backlog",
     "ping",

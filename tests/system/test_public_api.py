@@ -122,7 +122,7 @@ PUBLIC: dict[str, list[str]] = {
         "instance_outcomes", "journey_overlap", "ledger_by_day", "save_backtest", "saved_backtest",
         "saved_backtests", "sent_per_customer_week", "stored_history",
         # conversions looked for where they can happen (the goal's new events, the new instances)
-        "goal_event_customers", "max_instance_id",
+        "goal_event_customers", "max_instance_id", "open_scratch_store",
     ],
     "orchestrator.store.migrations": ["FOLDER"],
     "orchestrator.store.migrations.versions": [],
