@@ -6,15 +6,17 @@ before the tick's instant that it has not stored yet, hands them to the engine's
 daemon hands over its inbox (so the tick reads nothing back), and ticks. So no tick ever sees an event
 from its future, and what the engine did is exactly what it would have done had it run then, ticking at
 these instants. Events before the window's start are history the signals read (windows, ``since``):
-they are stored before the first tick. Messages go to an adapter that drops them (nothing leaves the process)
-through the contact policy, so suppressions and caps are those production would have applied. The report
+they are stored before the first tick, which reads them from the store as an engine does at start.
+Messages go through the contact policy to an adapter that drops them (nothing leaves the process), so
+suppressions and caps are those production would have applied. The report
 is read from the scratch store afterwards by the reader the caller gives (the engine does not import
 measurement: the command line hands it ``orchestrator.measure.backtest_report``), and the store is
 deleted.
 
 The cost of a backtest follows the events and the ticks: each tick stores and folds in only its own new
-events, and the engine re-evaluates only the customers those events (or time) can change
-(``signals._kept_conditions``), and steps only the instances that are due.
+events, the engine re-evaluates only the customers those events (or time) can change
+(``signals._kept_conditions``), steps only the instances that are due and looks for conversions only
+where a goal event came; the scratch store syncs nothing to disk (``store.open_scratch_store``).
 """
 
 from __future__ import annotations
