@@ -468,7 +468,8 @@ def change_text(before: float, after: float) -> str:
     """``4,210 -> 3,150 (-25%)``; ``(new)`` from zero."""
     if before == after:
         return f"{_n(int(before))} (same)"
-    change = "new" if before == 0 else f"{(after - before) / before:+.0%}"
+    ratio = 0.0 if before == 0 else (after - before) / before
+    change = "new" if before == 0 else f"{ratio:+.1%}" if abs(ratio) < 0.01 else f"{ratio:+.0%}"
     return f"{_n(int(before))} -> {_n(int(after))} ({change})"
 
 
