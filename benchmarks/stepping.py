@@ -6,8 +6,10 @@
 1. Creates N customers (with an email address and a first name) and N instances of a two-step journey
    (``send`` an email, then ``wait: 3d``), all due now, in a fresh SQLite file. Not timed.
 2. Times one stepping run in one transaction, commit included: read the due instances, move them through
-   the transition table, write N queued ledger rows (one INSERT ... SELECT) and N state changes. Nothing
-   is rendered here: rendering happens at dispatch, after the commit. Split into read / step / write.
+   the transition table, write N queued ledger rows (one INSERT ... SELECT), N state changes and the
+   per-step funnel's counts (one upsert). Nothing is rendered here: rendering happens at dispatch, after
+   the commit. Split into read / step / write. The same run on a second, identical store without the
+   funnel's counts gives ``funnel``: both times and the share the counts add (``funnel_share``).
 3. With ``--signals``: generates the reference workload for the same N customers (``refbench.generate``
    from ``../shared/bench``, about 20 events per customer), loads it into the engine's event log in memory
    and times the engine's evaluation of the five reference signals (the median of three, as in
@@ -104,13 +106,13 @@ def setup(workdir: Path, n: int, journey: str = JOURNEY) -> tuple[Any, Any]:
     return store, workspace
 
 
-def step_once(store: Any, workspace: Any, n: int) -> dict[str, Any]:
+def step_once(store: Any, workspace: Any, n: int, count_funnel: bool = True) -> dict[str, Any]:
     plan = workspace.plans[0]
     customers = CustomerFrame(n + 1, np.arange(n + 1) > 0)
     evaluator = Evaluator(EventFrame.empty(n + 1), customers, NOW_US, plan.metrics, AggregateCache())
     started = time.perf_counter()
     with store.begin() as conn:
-        stepped = step_due(conn, plan, evaluator, customers, SignalState(), NOW_US)
+        stepped = step_due(conn, plan, evaluator, customers, SignalState(), NOW_US, count_funnel=count_funnel)
         committing = time.perf_counter()
     done = time.perf_counter()
     with store.connect() as conn:
@@ -119,11 +121,40 @@ def step_once(store: Any, workspace: Any, n: int) -> dict[str, Any]:
             (NOW_US + 3 * 86400 * 1_000_000,),
         ).scalar()
         queued = conn.exec_driver_sql("SELECT COUNT(*) FROM messages WHERE status = 'queued'").scalar()
+        counted = conn.exec_driver_sql(
+            "SELECT COALESCE(SUM(n), 0) FROM journey_funnel WHERE trigger_name = 'next'"
+        ).scalar()
     assert stepped.stepped == n and parked == n and queued == n, (stepped.stepped, parked, queued)
+    assert counted == (n if count_funnel else 0), counted  # hello -> pause (then the wait parks)
     return {
+        "funnel_seconds": round(stepped.funnel_seconds, 4),
         "stepping_seconds": round(done - started, 3),
         "phases": {k: round(v, 3) for k, v in stepped.seconds.items()}
         | {"commit": round(done - committing, 3)},
+    }
+
+
+def funnel_cost(workdir: Path, n: int, first: dict[str, Any], rounds: int = 3) -> dict[str, Any]:
+    """Stepping with and without the funnel's counts, alternately on fresh identical stores (``rounds``
+    each, the first with counts being the main run), compared by their fastest runs; and the counting's
+    own time within the runs with counts (one upsert of the transitions the batch took)."""
+    with_counts, without, counting = [first["stepping_seconds"]], [], [first["funnel_seconds"]]
+    for i in range(rounds):
+        for count in (False, True) if i < rounds - 1 else (False,):
+            store, workspace = setup(workdir / f"funnel-{i}-{int(count)}", n)
+            run = step_once(store, workspace, n, count_funnel=count)
+            store.dispose()
+            (with_counts if count else without).append(run["stepping_seconds"])
+            if count:
+                counting.append(run["funnel_seconds"])
+    best_with, best_without = min(with_counts), min(without)
+    return {
+        "stepping_seconds_with_counts": best_with,
+        "stepping_seconds_without_counts": best_without,
+        "share_of_stepping": round((best_with - best_without) / best_without, 3),
+        "counting_seconds": max(counting),
+        "counting_share": round(max(counting) / best_with, 4),
+        "runs": {"with_counts": with_counts, "without_counts": without},
     }
 
 
@@ -265,6 +296,7 @@ def main() -> int:
     result: dict[str, Any] = {"instances": n, "setup_seconds": round(time.perf_counter() - t0, 1)}
     result |= step_once(store, workspace, n)
     store.dispose()
+    result["funnel"] = funnel_cost(workdir, n, result)
     if args.signals:
         seconds = signal_seconds(n, args.refbench)
         result["signal_evaluation_seconds"] = round(seconds, 3)

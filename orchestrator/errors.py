@@ -8,7 +8,8 @@ and ``http_status`` (the HTTP service's status), here and nowhere else.
     ├── UsageError                      exit 2  HTTP 400  change how it is called (arguments, names)
     │   └── NotFoundError               exit 2  HTTP 404  a journey, step or customer asked for is not there
     │       ├── PreviewError                              engine._preview
-    │       └── UnknownCustomer                           engine._explain
+    │       ├── UnknownCustomer                           engine._explain
+    │       └── UnknownJourney                            engine._audience
     ├── Failure                         exit 1  HTTP 422  the command ran and found problems
     ├── InvalidInputError               exit 1  HTTP 400  fix the file or the value given
     │   ├── SpecError                                     language._yamlio (a journey, policy, plan file)

@@ -653,6 +653,46 @@ def evaluate(
     )
 
 
+@command("audience", "how many customers a journey would reach now: enter, held out, stopped, messaged")
+def audience(
+    ctx: typer.Context,
+    journey: Annotated[str, typer.Argument(metavar="JOURNEY", help="journey id (or the journey's file)")],
+    now: Annotated[
+        str | None,
+        typer.Option("--now", metavar="ISO-8601", help="the instant to estimate at (default: wall clock)"),
+    ] = None,
+    by: Annotated[
+        str | None,
+        typer.Option("--by", metavar="ATTRIBUTE", help="break the counts down by this customer attribute"),
+    ] = None,
+    top: Annotated[
+        int, typer.Option("--top", metavar="N", min=1, help="values of --by shown; the rest as 'other'")
+    ] = 10,
+    journeys: o.Journeys = None,
+    templates: o.Templates = None,
+    global_holdout: o.GlobalHoldout = None,
+    format: o.TableFormat = "table",
+    db: o.Db = None,
+    config: o.ConfigFile = None,
+) -> int:
+    return _invoke(
+        ctx,
+        "audience",
+        config,
+        lambda s: {
+            "journey": journey,
+            "now": now,
+            "by": by,
+            "top": top,
+            "journeys": s.journeys(journeys),
+            "templates": s.templates(templates),
+            "global_holdout": s.global_holdout(global_holdout),
+            "format": format,
+            "db": s.db(db),
+        },
+    )
+
+
 @command("plan", "what a changed journey file would do to the customers already inside the journey")
 def plan(
     ctx: typer.Context,
@@ -677,7 +717,7 @@ def plan(
     )
 
 
-@command("diagram", "draw a journey's steps and transitions, as Mermaid or Graphviz (DOT) text")
+@command("diagram", "draw a journey's steps and transitions: Mermaid or Graphviz (DOT) text, or an SVG image")
 def diagram(
     ctx: typer.Context,
     journey: Annotated[
@@ -687,6 +727,7 @@ def diagram(
     templates: o.Templates = None,
     format: o.DiagramFormat = "mermaid",
     output: o.DiagramOutput = None,
+    db: o.DiagramDb = None,
     config: o.ConfigFile = None,
 ) -> int:
     return _invoke(
@@ -699,6 +740,7 @@ def diagram(
             "templates": s.templates(templates),
             "format": format,
             "output": output,
+            "db": s.db(db) if db is not None else None,
         },
     )
 
@@ -706,6 +748,14 @@ def diagram(
 @command("status", "instances per journey and step, due waits, outbox backlog, last tick")
 def status(
     ctx: typer.Context,
+    journey: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[JOURNEY]",
+            help="show this journey's per-step funnel instead, per version and arm",
+            show_default=False,
+        ),
+    ] = None,
     format: o.TableFormat = "table",
     now: Annotated[
         str | None,
@@ -731,7 +781,48 @@ def status(
         ctx,
         "status",
         config,
-        lambda s: {"format": format, "now": now, "stale_after": stale_after, "db": s.db(db)},
+        lambda s: {
+            "journey": journey,
+            "format": format,
+            "now": now,
+            "stale_after": stale_after,
+            "db": s.db(db),
+        },
+    )
+
+
+@command("test", "run the journey test files (*.test.yaml): customers, events and expectations")
+def test(
+    ctx: typer.Context,
+    paths: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="[PATH]...",
+            help="test files or folders to find them in (default: the workspace config's journeys, else "
+            "journeys/)",
+            show_default=False,
+        ),
+    ] = None,
+    format: o.TableFormat = "table",
+    require_coverage: Annotated[
+        bool,
+        typer.Option(
+            "--require-coverage",
+            help="also fail when a transition, a goal or an exit_when of a journey under the paths was "
+            "not taken by any test, or a journey has no test",
+        ),
+    ] = False,
+    config: o.ConfigFile = None,
+) -> int:
+    return _invoke(
+        ctx,
+        "test",
+        config,
+        lambda s: {
+            "paths": s.journeys(paths or None),
+            "format": format,
+            "require_coverage": require_coverage,
+        },
     )
 
 

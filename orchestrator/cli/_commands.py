@@ -489,6 +489,12 @@ def cmd_lift(args: Args) -> int:
     return run_lift(args)
 
 
+def cmd_audience(args: Args) -> int:
+    from orchestrator.cli._audience import run_audience
+
+    return run_audience(args)
+
+
 def cmd_plan(args: Args) -> int:
     from orchestrator.cli._plan_and_status import run_plan
 
@@ -496,30 +502,21 @@ def cmd_plan(args: Args) -> int:
 
 
 def cmd_diagram(args: Args) -> int:
-    """Write a journey's diagram, drawn from its state machine, to stdout or to ``--output``."""
-    as_file = Path(args.journey)
-    is_file = as_file.suffix in (".yaml", ".yml") and as_file.is_file()
-    workspace = _workspace(Args(**{**vars(args), "journeys": [str(as_file)]}) if is_file else args)
-    if is_file and len(workspace.plans) == 1:
-        plan = workspace.plans[0]
-    else:
-        try:
-            plan = workspace.plan(args.journey)
-        except KeyError as exc:
-            raise UsageError(str(exc.args[0])) from None
-    text = plan.diagram(args.format)
-    if args.output is None:
-        sys.stdout.write(text)
-    else:
-        args.output.write_text(text, encoding="utf-8")
-        print(f"wrote {args.output}", file=sys.stderr)
-    return 0
+    from orchestrator.cli._diagram import run_diagram
+
+    return run_diagram(args)
 
 
 def cmd_status(args: Args) -> int:
     from orchestrator.cli._plan_and_status import run_status
 
     return run_status(args)
+
+
+def cmd_test(args: Args) -> int:
+    from orchestrator.cli._journey_tests import run_test
+
+    return run_test(args)
 
 
 def cmd_why(args: Args) -> int:

@@ -32,7 +32,13 @@ def _emit(args: Args, content: str) -> None:
 def run_report(args: Args) -> int:
     from orchestrator.clock import parse_instant, to_us
     from orchestrator.durations import parse_duration
-    from orchestrator.measure import export_entries, format_table, journey_report, render_journey_html
+    from orchestrator.measure import (
+        export_entries,
+        export_funnel,
+        format_table,
+        journey_report,
+        render_journey_html,
+    )
     from orchestrator.store import open_store
 
     try:
@@ -75,6 +81,9 @@ def run_report(args: Args) -> int:
     if args.export is not None and report.rows is not None:
         count = export_entries(report.rows, args.export)
         print(f"exported {count} entries to {args.export}", file=sys.stderr)
+        funnel_file = args.export.with_name(f"{args.export.stem}.funnel{args.export.suffix}")
+        count = export_funnel(report.funnels, funnel_file)
+        print(f"exported {count} funnel rows to {funnel_file}", file=sys.stderr)
     if args.format == "json":
         _emit(args, json.dumps(report.to_dict(), indent=2))
     elif args.format == "html":

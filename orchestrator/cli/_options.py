@@ -135,8 +135,14 @@ TextFormat = Annotated[
 ]
 
 DiagramFormat = Annotated[
-    Literal["mermaid", "dot"],
-    typer.Option("--format", help="mermaid (a stateDiagram-v2) or dot (Graphviz source)"),
+    Literal["mermaid", "dot", "svg"],
+    typer.Option(
+        "--format", help="mermaid (a stateDiagram-v2), dot (Graphviz source) or svg (a self-contained image)"
+    ),
+]
+DiagramDb = Annotated[
+    str | None,
+    typer.Option("--db", metavar="URL", help="the store whose counts to write on the steps and transitions"),
 ]
 DiagramOutput = Annotated[
     Path | None,

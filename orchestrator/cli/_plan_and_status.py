@@ -102,6 +102,8 @@ def run_status(args: Args) -> int:
     store = _open(args.db)
     if store is None:
         raise Failure("no store with engine tables here; ingest data and run the engine first")
+    if getattr(args, "journey", None) is not None:
+        return _journey_status(store, args)
     now_us = None
     if args.now is not None:
         try:
@@ -200,6 +202,27 @@ def _print_status(report: dict[str, Any]) -> None:
     else:
         timings = ", ".join(f"{k} {v:.3f}s" for k, v in last.get("timings", {}).items())
         print(f"\nlast tick at {last['at']}: {timings}")
+
+
+def _journey_status(store: Store, args: Args) -> int:
+    """``status JOURNEY``: the journey's per-step funnel, every version that ran, per arm
+    (``measure.journey_funnels``)."""
+    from orchestrator.measure import funnel_lines, journey_funnels
+
+    try:
+        funnels = journey_funnels(store, args.journey)
+    except KeyError as exc:
+        raise Failure(str(exc.args[0])) from None
+    finally:
+        store.dispose()
+    if args.format == "json":
+        print(json.dumps({"journey": args.journey, "versions": [f.to_dict() for f in funnels]}, indent=2))
+        return 0
+    for i, funnel in enumerate(reversed(funnels)):  # the latest version first
+        if i:
+            print()
+        print("\n".join(funnel_lines(funnel)))
+    return 0
 
 
 def _seconds(value: float) -> str:

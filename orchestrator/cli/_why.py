@@ -58,6 +58,7 @@ def run_why(args: Args) -> int:
     for e in report["entries"]:
         reason = f" ({e['arm_reason']})" if e["arm_reason"] else ""
         print(f"  {e['journey']} v{e['version']}: entered {e['entered']}, arm {e['arm']}{reason}")
+        print(f"    {e['entered_because']}")
         for m in e["messages"]:
             when = f"sent {m['sent']}" if m["sent"] else f"queued {m['queued']}"
             why = f": {m['reason']}" if m["reason"] else ""
@@ -66,9 +67,13 @@ def run_why(args: Args) -> int:
         if e["status"] == "active":
             print(f"    at step {e['step']} since {e['at_step_since']}, next look {e['next_look']}")
         else:
-            print(f"    {e['status']} {e['finished']}: {e['finish_reason']}")
-        if e["conversion"]:
-            print(f"    converted {e['conversion']['at']} (revenue {e['conversion']['revenue']:g})")
+            print(f"    {e['status']} {e['finished']}: {e['finish_words']}")
+    for c in report["conversions"]:
+        event = f" ({c['event']})" if c["event"] else ""
+        print(
+            f"  converted {c['at']}: {c['journey']} v{c['version']}, arm {c['arm']}{event}, "
+            f"revenue {c['revenue']:.2f}"
+        )
     for s in report["suppressions"]:
         print(f"  {s['channel']} address {s['address']} suppressed since {s['since']}: {s['reason']}")
     return 0

@@ -21,6 +21,7 @@ _FILES: dict[str, str] = {
     "orchestrator.yaml": "orchestrator.yaml",
     "journeys/welcome.yaml": "journeys/welcome.yaml",
     "journeys/policy.yaml": "journeys/policy.yaml",
+    "journeys/welcome.test.yaml": "journeys/welcome.test.yaml",
     "templates/welcome/hello.txt": "templates/welcome/hello.txt",
     "templates/welcome/hello.html": "templates/welcome/hello.html",
     "templates/welcome/nudge.txt": "templates/welcome/nudge.txt",

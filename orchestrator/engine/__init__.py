@@ -12,7 +12,9 @@ workspace reloaded while running), ``_workers`` (several processes on PostgreSQL
 tick's timings), ``_health``, ``_preview`` (what ``preview`` shows and ``send-test`` sends),
 ``_validation`` (the checks that need the store), ``_template_data`` and ``_backtest`` (past events
 replayed through the journeys on a simulated clock in a scratch store). What every face shows of the
-engine lives here once: ``explain`` (what happened to one customer, and why), ``plan_report`` and
+engine lives here once: ``explain`` (what happened to one customer, and why, worded by ``_reasons``),
+``audience`` (who a journey would reach now: ``_audience``, with ``_first_send`` and
+``_audience_policy``), ``plan_report`` and
 ``status_report`` (what ``plan`` and ``status`` report). ``_handover`` states what the engine takes from
 ingest (the inbox, events committed in this process): the engine never imports ``orchestrator.ingest``.
 
@@ -26,6 +28,7 @@ from typing import TYPE_CHECKING
 from orchestrator._lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from orchestrator.engine._audience import Audience, UnknownJourney, audience
     from orchestrator.engine._backtest import BacktestRun, PastEvents, backtest, tick_instants
     from orchestrator.engine._daemon import AttemptLog, DaemonSettings, crash_test_provider, serve
     from orchestrator.engine._explain import UnknownCustomer, explain, iso
@@ -52,6 +55,9 @@ _EXPORTS: dict[str, str] = {
     "PastEvents": "orchestrator.engine._backtest",
     "backtest": "orchestrator.engine._backtest",
     "tick_instants": "orchestrator.engine._backtest",
+    "Audience": "orchestrator.engine._audience",
+    "UnknownJourney": "orchestrator.engine._audience",
+    "audience": "orchestrator.engine._audience",
     "AttemptLog": "orchestrator.engine._daemon",
     "ClockBehind": "orchestrator.engine._tick",
     "CommittedEvents": "orchestrator.engine._handover",
@@ -91,6 +97,7 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = [
     "AttemptLog",
+    "Audience",
     "BacktestRun",
     "ClockBehind",
     "CommittedEvents",
@@ -104,8 +111,10 @@ __all__ = [
     "Routes",
     "TickReport",
     "UnknownCustomer",
+    "UnknownJourney",
     "Workspace",
     "WorkspaceFiles",
+    "audience",
     "backtest",
     "crash_test_provider",
     "engine_health",

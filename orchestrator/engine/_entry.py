@@ -11,11 +11,14 @@ Two kinds of entry:
 
 Either way the re-entry policy is applied (per customer, or per customer and key value), customers for
 whom the journey's ``exit_when`` holds stay out, and each entrant's holdout arm is decided once per
-customer and journey, and stored.
+customer and journey, and stored. Each instance also keeps the values, at entry, of the metrics and
+customer attributes its entry condition names (``entry_values``: what ``why`` shows as the reason it
+entered), written with the instances.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -26,7 +29,7 @@ from orchestrator.engine._matching import normalise
 from orchestrator.engine._snapshot import entry_condition, entry_node
 from orchestrator.holdout import HOLDOUT, assign_arms
 from orchestrator.language import Cooldown, JourneyPlan
-from orchestrator.signals import Evaluator, Node
+from orchestrator.signals import Evaluator, Node, free_names, to_python
 from orchestrator.store import (
     Connection,
     EntryHistory,
@@ -123,7 +126,16 @@ def _enter_by_condition(
     if not len(candidates):
         return Entered()
     held = assign(conn, plan, candidates, now_us, global_holdout)
-    insert_instances(conn, plan.id, plan.version, candidates, held, plan.steps[0].id, now_us)
+    insert_instances(
+        conn,
+        plan.id,
+        plan.version,
+        candidates,
+        held,
+        plan.steps[0].id,
+        now_us,
+        entry_values=entry_values(plan, evaluator, candidates),
+    )
     return Entered(len(candidates), int(held.sum()))
 
 
@@ -212,8 +224,54 @@ def _enter_by_event(
         entry_keys=[key_values[i] for i in chosen],
         event_ids=event_ids[chosen],
         data=[orjson.dumps({"entry": properties[i]}).decode() for i in chosen],
+        entry_values=entry_values(plan, evaluator, customers),
     )
     return Entered(len(chosen), int(held.sum()))
+
+
+#: At most this many names' values are kept per instance (the entry condition's first ones).
+MAX_ENTRY_VALUES = 12
+
+
+def entry_names(plan: JourneyPlan) -> list[str]:
+    """The metrics and customer attributes the journey's entry condition (signal and segment) names, in the
+    order they first appear, at most ``MAX_ENTRY_VALUES``."""
+    names = [
+        n.parts[0]
+        for node in (plan.signal, plan.segment)
+        if node is not None
+        for n in sorted(free_names(node), key=lambda n: n.pos)
+        if len(n.parts) == 1
+    ]
+    return list(dict.fromkeys(names))[:MAX_ENTRY_VALUES]
+
+
+def entry_values(plan: JourneyPlan, evaluator: Evaluator, keys: np.ndarray) -> list[str | None] | None:
+    """Per entering key, the values of ``entry_names`` at this instant as compact JSON (numbers rounded to
+    4 decimals, a missing value as null); None when the condition names none. One column per name, read
+    from the evaluator (which holds them for every customer already), then one JSON text per entrant."""
+    names = entry_names(plan)
+    if not names or not len(keys):
+        return None
+    columns: list[list[object]] = []
+    for name in names:
+        values = evaluator.metric(name) if name in plan.metrics else evaluator.customers.column(name)
+        picked = values[keys]
+        if picked.dtype.kind == "f":
+            rounded = np.where(np.isfinite(picked), np.round(picked, 4), np.nan)
+            columns.append([None if v != v else v for v in rounded.tolist()])
+        else:
+            columns.append([_plain(to_python(v)) for v in picked])
+    return [orjson.dumps(dict(zip(names, row, strict=True))).decode() for row in zip(*columns, strict=True)]
+
+
+def _plain(value: object) -> object:
+    """A value JSON can hold: NaN as None, anything unusual as its text."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return round(value, 4) if math.isfinite(value) else None
+    return str(value)
 
 
 def reentry_allowed(

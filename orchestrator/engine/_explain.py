@@ -6,6 +6,12 @@ it was queued and sent, a pending retry), the conversions and the suppression li
 customer's addresses. The store keeps no row per step moved through: the steps shown are the sends (each a
 ledger row with its time), the current step (since when) and the exit. Instants are ISO-8601 text in UTC
 ending in ``Z``.
+
+Each entry also says why it happened and how it ended, in words (``engine._reasons``): the entry condition
+with the values of the metrics and attributes it reads as they were at entry (recorded with the instance;
+entries made before they were recorded say so: the events may have changed since, so they are not
+recomputed), and the exit read against the journey version the instance ran (its source, stored when the
+version first ran). Conversions are listed once more, one per line, across the customer's journeys.
 """
 
 from __future__ import annotations
@@ -14,16 +20,21 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from orchestrator.durations import US_PER_SECOND
+from orchestrator.engine._reasons import entry_reason, finish_reason
 from orchestrator.errors import NotFoundError
-from orchestrator.language import ADDRESS_FIELD, CONSENT_CHANNELS
+from orchestrator.language import ADDRESS_FIELD, CONSENT_CHANNELS, Journey, SpecError, load_journey_text
 from orchestrator.store import (
+    Connection,
     Store,
     address_suppressions,
     customer_contact,
     customer_conversions,
     customer_instances,
     customer_messages,
+    stored_version,
 )
 
 
@@ -49,9 +60,23 @@ class MessageStory:
 
 @dataclass(frozen=True)
 class ConversionStory:
-    """The goal an entry reached: when, and the revenue it brought."""
+    """The goal an entry reached: when, and the revenue it brought (``event``: the goal's event)."""
 
     at: str | None
+    revenue: float
+    event: str | None = None
+
+
+@dataclass(frozen=True)
+class ConversionLine:
+    """One conversion of the customer, on its own line: the journey and arm it counts for, when, the goal's
+    event and the revenue."""
+
+    journey: str
+    version: int
+    arm: str
+    at: str | None
+    event: str | None
     revenue: float
 
 
@@ -74,6 +99,10 @@ class EntryStory:
     finish_reason: str | None
     messages: list[MessageStory]
     conversion: ConversionStory | None
+    entered_because: str  # the entry condition and the recorded values, in words
+    entry_values: dict[str, Any] | None  # metric and attribute values at entry (None: not recorded)
+    finish_code: str | None  # the finish reason's class (``engine._reasons.EXIT_CODES``), once finished
+    finish_words: str | None  # the finish reason in words, once finished
 
 
 @dataclass(frozen=True)
@@ -95,6 +124,7 @@ class Explanation:
     consent: dict[str, bool | None]
     entries: list[EntryStory]
     suppressions: list[SuppressionStory]
+    conversions: list[ConversionLine]
 
     def to_dict(self) -> dict[str, Any]:
         """As plain data (what ``why --format json`` prints)."""
@@ -120,6 +150,7 @@ def explain(store: Store, customer_id: str, journey: str | None = None) -> Expla
         conversions = customer_conversions(conn, contact.key, journey)
         addresses = [(channel, getattr(contact, field)) for channel, field in ADDRESS_FIELD.items()]
         suppressions = address_suppressions(conn, [(c, a) for c, a in addresses if a])
+        journeys = {(e.journey_id, e.version): _journey(conn, e.journey_id, e.version) for e in instances}
     by_instance: dict[int, list[MessageStory]] = {}
     for m in messages:
         by_instance.setdefault(m.instance_id, []).append(
@@ -136,10 +167,30 @@ def explain(store: Store, customer_id: str, journey: str | None = None) -> Expla
                 transactional=m.transactional,
             )
         )
-    converted = {c.instance_id: ConversionStory(iso(c.converted_us), c.revenue) for c in conversions}
+    goal_of = {
+        key: (j.goal.event if j is not None and j.goal is not None else None) for key, j in journeys.items()
+    }
+    version_of = {e.id: (e.journey_id, e.version) for e in instances}
+    converted = {
+        c.instance_id: ConversionStory(
+            iso(c.converted_us), c.revenue, goal_of.get(version_of.get(c.instance_id, ("", 0)))
+        )
+        for c in conversions
+    }
     entries = []
     for e in instances:
         active = e.status == "active"
+        journey_model = journeys.get((e.journey_id, e.version))
+        values = _values(e.entry_values)
+        conversion = converted.get(e.id)
+        finished = None
+        if not active:
+            finished = finish_reason(
+                journey_model,
+                e.status,
+                e.exit_reason,
+                None if conversion is None else (conversion.at, conversion.revenue),
+            )
         entries.append(
             EntryStory(
                 journey=e.journey_id,
@@ -156,9 +207,25 @@ def explain(store: Store, customer_id: str, journey: str | None = None) -> Expla
                 finished=iso(e.exited_us),
                 finish_reason=e.exit_reason,
                 messages=by_instance.get(e.id, []),
-                conversion=converted.get(e.id),
+                conversion=conversion,
+                entered_because=entry_reason(journey_model, values, e.entry_values is not None),
+                entry_values=values,
+                finish_code=None if finished is None else finished.code,
+                finish_words=None if finished is None else finished.words,
             )
         )
+    arms = {e.id: e.arm or ("holdout" if e.holdout else "treatment") for e in instances}
+    lines = [
+        ConversionLine(
+            journey=c.journey_id,
+            version=version_of.get(c.instance_id, (c.journey_id, 0))[1],
+            arm=arms.get(c.instance_id, "holdout" if c.holdout else "treatment"),
+            at=iso(c.converted_us),
+            event=converted[c.instance_id].event,
+            revenue=c.revenue,
+        )
+        for c in conversions
+    ]
     return Explanation(
         customer=customer_id,
         consent=dict(zip(CONSENT_CHANNELS, contact.consents, strict=True)),
@@ -166,4 +233,24 @@ def explain(store: Store, customer_id: str, journey: str | None = None) -> Expla
         suppressions=[
             SuppressionStory(s.channel, s.address, s.reason, iso(s.created_us)) for s in suppressions
         ],
+        conversions=lines,
     )
+
+
+def _journey(conn: Connection, journey_id: str, version: int) -> Journey | None:
+    """The journey version as it ran (from its stored source), None when not stored or not readable."""
+    stored = stored_version(conn, journey_id, version)
+    if stored is None:
+        return None
+    try:
+        return load_journey_text(stored.source, f"{journey_id} version {version}").journey
+    except SpecError:
+        return None
+
+
+def _values(text: str | None) -> dict[str, Any] | None:
+    """The recorded entry values (None when none were recorded)."""
+    if not text:
+        return None
+    loaded = orjson.loads(text)
+    return loaded if isinstance(loaded, dict) else None

@@ -16,8 +16,9 @@ wait or has finished:
 - ``branch``, ``split``, ``exit``: move at once.
 
 Nothing is written per instance: the state changes of the whole batch are written at the end with one
-executemany each, and each send step's ledger rows with one INSERT ... SELECT, all inside the caller's
-transaction (state and ledger commit together).
+executemany each, each send step's ledger rows with one INSERT ... SELECT, and the transitions taken (per
+step, trigger and arm: the per-step funnel, ``store._funnel``) with one upsert, all inside the caller's
+transaction (state, ledger and funnel commit together).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from orchestrator.engine._conditions import instance_condition
 from orchestrator.engine._localtime import MISSING, attribute_instants, next_local_times
 from orchestrator.engine._matching import first_matching_after, joined, normalise, values_at
 from orchestrator.engine._signal_state import SignalState
-from orchestrator.holdout import buckets
+from orchestrator.holdout import HOLDOUT, TREATMENT, buckets
 from orchestrator.language import (
     ENTRY,
     NO_STATE,
@@ -48,6 +49,8 @@ from orchestrator.signals import CustomerFrame, Evaluator, EventFrame, to_python
 from orchestrator.store import (
     Connection,
     DueInstances,
+    FunnelCount,
+    add_funnel_counts,
     customer_ids,
     due_instances,
     finish_steps,
@@ -58,6 +61,8 @@ from orchestrator.store import (
 )
 from orchestrator.store import _leases as leases
 
+ARMS = (TREATMENT, HOLDOUT)
+
 
 @dataclass
 class Stepped:
@@ -67,6 +72,8 @@ class Stepped:
     queued: int = 0  # ledger rows written (messages for dispatch to render and send)
     finished: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)  # read, step, write
+    # (step id, trigger) -> instances that took that transition: which edges of the machine were used
+    funnel_seconds: float = 0.0  # of ``write``: adding the transitions taken to the funnel's counts
 
 
 def ledger_key(plan: JourneyPlan, customer_id: str, instance_id: int, step: StepPlan, at_us: int) -> str:
@@ -89,10 +96,12 @@ def step_due(
     now_us: int,
     *,
     claimed: leases.Claim | None = None,
+    count_funnel: bool = True,
 ) -> Stepped:
     """Step the due instances of ``plan``'s version at ``now_us`` (with ``claimed``, a worker sharing the
     store steps only the instances of its claim): read them, run them through their steps and write what
-    changed, in the caller's transaction."""
+    changed, in the caller's transaction. ``count_funnel=False`` leaves the funnel's counts out (only for
+    measuring what they cost)."""
     started = time.perf_counter()
     due = due_instances(conn, plan.id, plan.version, now_us, plan.wait_for_states(), claimed=claimed)
     out = Stepped()
@@ -101,6 +110,7 @@ def step_due(
     if not len(due):
         return out
     stepper = Stepper(conn, plan, evaluator, customers, signals, now_us, due)
+    stepper.count_funnel = count_funnel
     stepper.walk()
     stepped = time.perf_counter()
     stepper.write(out)
@@ -151,6 +161,9 @@ class Stepper:
         self._events: tuple[int, EventFrame] | None = None
         self._conditions: dict[int, np.ndarray] = {}
         self._sends: list[tuple[StepPlan, np.ndarray]] = []
+        # The transitions taken: (step code, trigger, destination code) -> [treatment, holdout] instances.
+        self.transitions: dict[tuple[int, str, int], list[int]] = {}
+        self.count_funnel = True
 
     # ------------------------------------------------------------------------------------------ run
 
@@ -210,7 +223,21 @@ class Stepper:
                 key_suffix=ledger_key_suffix(step, now),
                 created_us=now,
             )
+        if self.count_funnel and self.transitions:
+            counting = time.perf_counter()
+            add_funnel_counts(self.conn, self.funnel_counts())
+            out.funnel_seconds = time.perf_counter() - counting
         out.stepped = int((changed | finished).sum())
+
+    def funnel_counts(self) -> list[FunnelCount]:
+        """The transitions the walk made, per step, trigger, destination and arm (``store._funnel``)."""
+        plan, states = self.plan, self.plan.states
+        return [
+            FunnelCount(plan.id, plan.version, arm, states[source], trigger, states[dest], n)
+            for (source, trigger, dest), by_arm in self.transitions.items()
+            for arm, n in zip(ARMS, by_arm, strict=True)
+            if n
+        ]
 
     def _run_step(self, step: StepPlan, sel: np.ndarray) -> None:
         kind = step.kind
@@ -241,6 +268,10 @@ class Stepper:
         dest = self.plan.table[step.code, self.plan.trigger(trigger)]
         assert dest != NO_STATE, f"{self.plan.id}: step {step.id} has no {trigger} transition"
         self.state[sel] = dest
+        held = int(np.count_nonzero(self.due.holdout[sel]))
+        counts = self.transitions.setdefault((step.code, trigger, int(dest)), [0, 0])
+        counts[0] += len(sel) - held
+        counts[1] += held
         if self.plan.states[dest] == "exited" and step.kind != StepKind.EXIT:
             self.reasons[sel] = f"{step.kind} {step.id}: {trigger}"
 

@@ -640,7 +640,7 @@ class Engine:
         result.converted += len(idx)
         if goal.exit:
             finishing = open_.ids[idx][open_.active[idx]]
-            finish_instances(conn, finishing, "converted", f"goal: {goal.event}", now_us)
+            finish_instances(conn, finishing, "converted", f"goal: {goal.event}", now_us, trigger="goal")
             result.count_finished("converted", len(finishing))
 
     def _open_instances(
@@ -698,7 +698,7 @@ class Engine:
             return
         ids, keys = active_instances(conn, plan.id, plan.version)
         leaving = ids[holds[keys]]
-        finish_instances(conn, leaving, "exited", "exit_when", now_us)
+        finish_instances(conn, leaving, "exited", "exit_when", now_us, trigger="exit_when")
         result.count_finished("exited", len(leaving))
 
     # ------------------------------------------------------------------------------------------ stepping

@@ -4,7 +4,8 @@ This package knows nothing of the database or of the runtime: it reads files and
 
 ``_yamlio`` reads YAML with the line and column of every value (``Problem``, ``SpecError``), ``_models`` the
 typed journey, ``_journey_file`` loads and checks one journey file, ``_plan`` compiles it into the plan the
-engine runs, ``_channels`` names the message channels, ``_policy_file`` is the contact policy
+engine runs, ``_machine`` is its state machine, which also draws the diagram (``_svg`` the SVG image),
+``_channels`` names the message channels, ``_policy_file`` is the contact policy
 (``policy.yaml``), ``_shared_metrics`` the workspace's shared metrics (``metrics.yaml``), ``_tracking_plan``
 the event catalog (``events.yaml``), ``_references`` and ``_templates_check`` check the names a journey and
 its templates use, and ``_schema_errors`` words pydantic's errors.
@@ -18,6 +19,7 @@ from pathlib import Path
 from orchestrator.language import _references as references
 from orchestrator.language._channels import ADDRESS_FIELD, CHANNELS, CONSENT_CHANNELS, Channel, ConsentChannel
 from orchestrator.language._journey_file import LoadedJourney, compile_loaded, load_journey, load_journey_text
+from orchestrator.language._machine import DiagramCounts, transition_words
 from orchestrator.language._models import Cooldown, Journey, Send
 from orchestrator.language._plan import (
     ENTRY,
@@ -63,12 +65,14 @@ __all__ = [
     "ENGINE_EVENTS",
     "ENTRY",
     "NO_STATE",
+    "TEST_FILE_SUFFIXES",
     "WORKSPACE_FILES",
     "Channel",
     "Consent",
     "ConsentChannel",
     "ContactPolicy",
     "Cooldown",
+    "DiagramCounts",
     "EventCatalog",
     "Journey",
     "JourneyPlan",
@@ -110,6 +114,7 @@ __all__ = [
     "template_problems",
     "template_reads",
     "templates_root_for",
+    "transition_words",
     "unknown_names",
 ]
 
@@ -117,18 +122,22 @@ __all__ = [
 # Files in a journeys folder that are not journeys: the contact policy, the shared metrics and the
 # tracking plan.
 WORKSPACE_FILES = ("policy.yaml", "policy.yml", "metrics.yaml", "metrics.yml", "events.yaml", "events.yml")
+#: Journey test files (``orchestrator test``) sit beside the journeys and are not journeys.
+TEST_FILE_SUFFIXES = (".test.yaml", ".test.yml")
 
 
 def find_journey_files(paths: Iterable[str | Path]) -> list[Path]:
     """Journey files named directly, or found (``*.yaml``/``*.yml``) under directories, skipping
-    ``templates`` folders, the contact policy, the shared metrics file and the tracking plan."""
+    ``templates`` folders, the contact policy, the shared metrics file, the tracking plan and journey test
+    files (``*.test.yaml``)."""
     found: list[Path] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
             for candidate in sorted([*path.rglob("*.yaml"), *path.rglob("*.yml")]):
                 rel = candidate.relative_to(path).parts
-                if "templates" in rel[:-1] or candidate.name in WORKSPACE_FILES:
+                skipped = candidate.name in WORKSPACE_FILES or candidate.name.endswith(TEST_FILE_SUFFIXES)
+                if "templates" in rel[:-1] or skipped:
                     continue
                 found.append(candidate)
         else:

@@ -6,12 +6,15 @@ customer to it): its states are the step ids plus the terminal states, each labe
 does, and its transitions carry the trigger the engine fires (``next``, ``yes``, ``no``, ``split-<n>``,
 ``goal``) and a label a reader understands (``after 3d``, ``purchase came``, ``no purchase within 2d``).
 ``transition_table`` reads it once into the integer table the engine moves whole arrays of instances
-with; ``draw`` writes it as Mermaid or Graphviz (DOT) text, with no system binary involved.
+with; ``draw`` writes it as Mermaid or Graphviz (DOT) text, or as an SVG image laid out here
+(``language._svg``), with no system binary involved, and with counts (``DiagramCounts``) on the states and
+the transitions when it is given them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -21,14 +24,26 @@ from transitions.extensions.diagrams_mermaid import Graph as MermaidGraph
 
 from orchestrator.durations import format_duration
 from orchestrator.language._models import Journey, Step
+from orchestrator.language._svg import render_svg
 
-#: How a diagram is written: Mermaid (``stateDiagram-v2``) or Graphviz's DOT language.
-DiagramFormat = Literal["mermaid", "dot"]
-DIAGRAM_FORMATS: tuple[DiagramFormat, ...] = ("mermaid", "dot")
+#: How a diagram is written: Mermaid (``stateDiagram-v2``), Graphviz's DOT language, or an SVG image.
+DiagramFormat = Literal["mermaid", "dot", "svg"]
+DIAGRAM_FORMATS: tuple[DiagramFormat, ...] = ("mermaid", "dot", "svg")
 #: The node style of the terminal states in a diagram.
 TERMINAL_STYLE = "terminal"
 #: A table cell with no transition.
 NO_STATE = -1
+
+
+@dataclass(frozen=True)
+class DiagramCounts:
+    """Numbers a diagram writes on a journey: ``nodes`` maps a state's name (a step id, ``completed``,
+    ``exited``, ``converted``) to the instances that reached it, ``edges`` maps (source state, trigger)
+    (``next``, ``yes``, ``no``, ``split-<n>``, ``goal``) to the times that transition was taken. A state or
+    a transition missing from the mappings is drawn without a number; a zero is written as 0."""
+
+    nodes: Mapping[str, int] = field(default_factory=dict)
+    edges: Mapping[tuple[str, str], int] = field(default_factory=dict)
 
 
 class StepState(State):
@@ -90,10 +105,28 @@ def transition_table(machine: GraphMachine, states: Sequence[str], triggers: Seq
     return table
 
 
-def draw(machine: GraphMachine, terminal: Sequence[str], format: DiagramFormat = "mermaid") -> str:
-    """The machine as diagram text: Mermaid (``stateDiagram-v2``) or Graphviz DOT source, the terminal
-    states styled apart. Both are written by ``transitions``; DOT through the ``graphviz`` package, which
-    only builds the text here (nothing is rendered, so the ``dot`` program is not needed)."""
+def draw(
+    machine: GraphMachine,
+    terminal: Sequence[str],
+    format: DiagramFormat = "mermaid",
+    counts: DiagramCounts | None = None,
+) -> str:
+    """The machine as a diagram: Mermaid (``stateDiagram-v2``) or Graphviz DOT source, or an SVG image, the
+    terminal states styled apart, and ``counts`` written after the labels they belong to
+    (``offer (send email) · 1,204``, ``after 3d · 980``). Mermaid and DOT are written by ``transitions``; DOT
+    through the ``graphviz`` package, which only builds the text here (nothing is rendered, so the ``dot``
+    program is not needed). The SVG is laid out and written by ``language._svg``."""
+    if format == "svg":
+        return render_svg(
+            machine.title,
+            [(s.name, _label_of(s)) for s in machine.states.values()],
+            _transitions(machine),
+            terminal,
+            counts.nodes if counts is not None else None,
+            counts.edges if counts is not None else None,
+        )
+    if counts is not None:
+        machine = _with_counts(machine, counts)
     graph: Any
     if format == "dot":
         from transitions.extensions.diagrams_graphviz import Graph as DotGraph
@@ -107,6 +140,47 @@ def draw(machine: GraphMachine, terminal: Sequence[str], format: DiagramFormat =
         graph.set_node_style(state, TERMINAL_STYLE)
     source: str = graph.get_graph(title=title).source
     return "".join(line.rstrip() + "\n" for line in source.splitlines())
+
+
+def _transitions(machine: GraphMachine) -> list[tuple[str, str, str, str]]:
+    """(source, trigger, destination, label) of each transition, by source state then trigger."""
+    found = [
+        (source, trigger, str(t.dest), str(getattr(t, "label", trigger)))
+        for trigger, event in machine.events.items()
+        for source, ts in event.transitions.items()
+        for t in ts
+    ]
+    order = {name: i for i, name in enumerate(machine.states)}
+    triggers = {name: i for i, name in enumerate(machine.events)}
+    return sorted(found, key=lambda t: (order[t[0]], t[1] == "goal", triggers[t[1]]))
+
+
+def _label_of(state: State) -> str:
+    return state.label if isinstance(state, StepState) else state.name
+
+
+def with_count(label: str, count: int | None) -> str:
+    """``label`` with ``count`` after a middle dot (``after 3d · 980``), or alone when there is none."""
+    return label if count is None else f"{label} · {count:,}"
+
+
+def _with_counts(machine: GraphMachine, counts: DiagramCounts) -> JourneyMachine:
+    """A copy of ``machine`` whose state and transition labels carry ``counts``."""
+    return JourneyMachine(
+        model=None,
+        states=[
+            {"name": s.name, "label": with_count(_label_of(s), counts.nodes.get(s.name))}
+            for s in machine.states.values()
+        ],
+        initial=machine.initial,
+        auto_transitions=False,
+        title=machine.title,
+        graph_engine="mermaid",
+        transitions=[
+            {"trigger": t, "source": s, "dest": d, "label": with_count(label, counts.edges.get((s, t)))}
+            for s, t, d, label in _transitions(machine)
+        ],
+    )
 
 
 class _SafeMermaidGraph(MermaidGraph):
@@ -174,6 +248,15 @@ def _state_label(state: str, step: Step | None) -> str:
     else:
         what = kind.replace("_", " ")
     return f"{state} ({what})"
+
+
+def transition_words(step: Step, trigger: str, journey: Journey) -> str:
+    """Why an instance took this transition, in words: the edge's label, with a branch's condition written
+    out (``since(purchase) < 4h held`` rather than ``yes``). What ``why`` says of an exit."""
+    branch = step.branch
+    if branch is not None and branch.condition is not None and trigger in ("yes", "no"):
+        return f"{branch.condition} {'held' if trigger == 'yes' else 'did not hold'}"
+    return _edge_label(step, trigger, journey)
 
 
 def _edge_label(step: Step, trigger: str, journey: Journey) -> str:

@@ -25,6 +25,7 @@ import numpy as np
 from orchestrator.durations import US_PER_SECOND
 from orchestrator.language._machine import NO_STATE as NO_STATE
 from orchestrator.language._machine import (
+    DiagramCounts,
     DiagramFormat,
     JourneyMachine,
     build_machine,
@@ -188,9 +189,10 @@ class JourneyPlan:
             props |= captured
         return props
 
-    def diagram(self, format: DiagramFormat = "mermaid") -> str:
-        """The journey's diagram, drawn from its machine: Mermaid or Graphviz DOT text."""
-        return draw(self.machine, TERMINAL, format)
+    def diagram(self, format: DiagramFormat = "mermaid", counts: DiagramCounts | None = None) -> str:
+        """The journey's diagram, drawn from its machine: Mermaid or Graphviz DOT text, or an SVG image;
+        with ``counts`` written on the steps and the transitions they give numbers for."""
+        return draw(self.machine, TERMINAL, format, counts)
 
     def wait_for_states(self) -> list[str]:
         return [s.id for s in self.steps if s.kind == StepKind.WAIT_FOR]

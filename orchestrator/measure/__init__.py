@@ -11,6 +11,8 @@ The holdout assignment both the engine and the reports use is ``orchestrator.hol
 - ``_backtest`` reads a backtest's report from its scratch store (``backtest_report``), lays it out as
   tables (``backtest_sections``) and compares two (``compare_backtests``); ``_backtest_html`` draws it
   as one self-contained page.
+- ``_funnel`` reads a journey version's per-step funnel per arm (``journey_funnel``) from the transition
+  counts the engine keeps and the ledger; ``_funnel_text`` writes it as aligned text.
 - ``_text`` / ``_html``: plain text and self-contained HTML pages for any analysis and journey report, both
   writing figures through ``_formats``.
 
@@ -35,6 +37,8 @@ if TYPE_CHECKING:
     )
     from orchestrator.measure._backtest_html import backtest_html, comparison_html
     from orchestrator.measure._experiment import InputError, read_experiment
+    from orchestrator.measure._funnel import JourneyFunnel, export_funnel, journey_funnel, journey_funnels
+    from orchestrator.measure._funnel_text import funnel_lines
     from orchestrator.measure._html import render_analysis_html, render_journey_html
     from orchestrator.measure._report import export_entries, format_table, journey_report
     from orchestrator.measure._sequential import DEFAULT_SEQUENTIAL_TAU
@@ -53,6 +57,11 @@ _EXPORTS: dict[str, str] = {
     "comparison_sections": "orchestrator.measure._backtest",
     "DEFAULT_SEQUENTIAL_TAU": "orchestrator.measure._sequential",
     "InputError": "orchestrator.measure._experiment",
+    "JourneyFunnel": "orchestrator.measure._funnel",
+    "export_funnel": "orchestrator.measure._funnel",
+    "journey_funnel": "orchestrator.measure._funnel",
+    "journey_funnels": "orchestrator.measure._funnel",
+    "funnel_lines": "orchestrator.measure._funnel_text",
     "analyze": "orchestrator.measure._stats",
     "export_entries": "orchestrator.measure._report",
     "format_analysis": "orchestrator.measure._text",
@@ -69,6 +78,7 @@ __all__ = [
     "BacktestReport",
     "BacktestSection",
     "InputError",
+    "JourneyFunnel",
     "analyze",
     "backtest_heading",
     "backtest_html",
@@ -78,8 +88,12 @@ __all__ = [
     "comparison_html",
     "comparison_sections",
     "export_entries",
+    "export_funnel",
     "format_analysis",
     "format_table",
+    "funnel_lines",
+    "journey_funnel",
+    "journey_funnels",
     "journey_report",
     "read_experiment",
     "render_analysis_html",

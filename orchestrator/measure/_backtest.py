@@ -22,7 +22,7 @@ import numpy as np
 from orchestrator.clock import from_us
 from orchestrator.store import (
     Store,
-    conversion_counts,
+    conversions_per_arm,
     customer_count,
     customers_in_journeys,
     entries_by_day,
@@ -93,7 +93,7 @@ def backtest_report(
         entries = entries_by_day(conn, start_us, DAY_US)
         ledger = ledger_by_day(conn, start_us, DAY_US)
         outcomes = instance_outcomes(conn)
-        conversions = conversion_counts(conn)
+        conversions = conversions_per_arm(conn)
         overlap = journey_overlap(conn)
         per_customer = customers_in_journeys(conn)
         customers = customer_count(conn)

@@ -2,7 +2,8 @@
 
 Charts: per metric, each arm's rate (or mean) with its interval as a whisker; each arm's lift over the
 control with its fixed-horizon interval and, behind it, the wider always-valid interval; for a journey,
-the cumulative conversion-rate lift by entry day with both intervals as bands. Tables under the charts hold
+the cumulative conversion-rate lift by entry day with both intervals as bands, then its per-step funnel
+(``_funnel_html``). Tables under the charts hold
 every figure of the JSON output, so the page can be read without the charts.
 """
 
@@ -23,6 +24,7 @@ from orchestrator.measure._formats import (
     signed_percent,
     value_formatter,
 )
+from orchestrator.measure._funnel_html import funnel_section
 from orchestrator.measure._journey import CONVERSION, JourneyReport
 from orchestrator.measure._numbers import Interval
 from orchestrator.measure._timeline import TimelinePoint
@@ -415,7 +417,7 @@ def render_journey_html(report: JourneyReport) -> str:
     ]
     if report.goal_event is None:
         body.append("<p>This journey declares no goal: nothing to measure.</p>")
-        return _page(title, "".join(body))
+        return _page(title, "".join(body) + funnel_section(report.funnels))
     goal = data["goal"]
     revenue = f", revenue from <code>{escape(goal['revenue'])}</code>" if goal["revenue"] else ""
     body.append(
@@ -428,7 +430,7 @@ def render_journey_html(report: JourneyReport) -> str:
     lift = report.lift
     if lift is None:
         body.append("<p>No entry has completed its goal window yet.</p>")
-        return _page(title, "".join(body))
+        return _page(title, "".join(body) + funnel_section(report.funnels))
     if lift.global_holdout is not None:
         g = lift.global_holdout
         body.append(
@@ -448,4 +450,4 @@ def render_journey_html(report: JourneyReport) -> str:
     body.append(timeline_svg(report.timeline, "conversion rate lift (treatment - holdout), cumulative"))
     body.append(_segments(lift.analysis))
     body.append(_methods(lift.analysis))
-    return _page(title, "".join(body))
+    return _page(title, "".join(body) + funnel_section(report.funnels))

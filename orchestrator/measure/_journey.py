@@ -28,6 +28,7 @@ from orchestrator.holdout import HOLDOUT, TREATMENT
 from orchestrator.language import SpecError, load_journey_text
 from orchestrator.measure._analysis import LiftAnalysis, MetricComparison, analyze
 from orchestrator.measure._entry_rows import GLOBAL_HOLDOUT, EntryRows, load_entries
+from orchestrator.measure._funnel import JourneyFunnel, journey_funnels
 from orchestrator.measure._rates import ArmSummary, summarize_arm
 from orchestrator.measure._sequential import DEFAULT_SEQUENTIAL_TAU
 from orchestrator.measure._timeline import TimelinePoint, cumulative_lift
@@ -76,6 +77,7 @@ class JourneyReport:
     pre_period: timedelta = DEFAULT_PRE_PERIOD
     cuped: bool = False
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    funnels: tuple[JourneyFunnel, ...] = ()  # the per-step funnel of every version that ran, oldest first
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -107,6 +109,7 @@ class JourneyReport:
             "warnings": list(self.warnings),
             "lift": None if self.lift is None else self.lift.to_dict(),
             "timeline": [point.to_dict() for point in self.timeline],
+            "funnel": [funnel.to_dict() for funnel in self.funnels],
         }
 
 
@@ -152,6 +155,7 @@ def journey_report(
             round(pre_period.total_seconds() * US_PER_SECOND),
             segment_attribute,
         )
+        funnels = tuple(journey_funnels(conn, journey_id))
     declared = None if journey is None else float(journey.holdout)
     base: dict[str, Any] = {
         "journey_id": journey_id,
@@ -162,6 +166,7 @@ def journey_report(
         "declared_holdout": declared,
         "pre_period": pre_period,
         "cuped": cuped,
+        "funnels": funnels,
     }
     if goal is None:
         return JourneyReport(

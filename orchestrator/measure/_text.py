@@ -23,6 +23,7 @@ from orchestrator.measure._formats import (
     signed_percent,
     value_formatter,
 )
+from orchestrator.measure._funnel_text import funnel_lines
 from orchestrator.measure._journey import CONVERSION, REVENUE, JourneyReport
 from orchestrator.measure._means import MeanLift
 from orchestrator.measure._numbers import Interval
@@ -145,7 +146,16 @@ def format_table(report: JourneyReport) -> str:
 
 
 def report_text(report: JourneyReport) -> ReportText:
-    """The report's text in parts (see ``ReportText``); ``format_table`` joins them."""
+    """The report's text in parts (see ``ReportText``); ``format_table`` joins them. The per-step funnel of
+    each version (the latest first) closes the tail."""
+    parts = _lift_text(report)
+    tail = list(parts.tail)
+    for funnel in reversed(report.funnels):
+        tail.extend(["", *funnel_lines(funnel, "  ")])
+    return ReportText(parts.head, parts.columns, parts.rows, tail)
+
+
+def _lift_text(report: JourneyReport) -> ReportText:
     when = from_us(report.as_of_us).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"Lift report: {report.journey_id} (version {report.version}), as of {when}"]
     if report.goal_event is None:

@@ -28,6 +28,7 @@ The modules hold, by what they read and write together:
 - ``_wal``: SQLite's write-ahead log for a writer that commits often (checkpoints, the writer's settings);
 - ``_leases``: how several workers share a PostgreSQL store (advisory locks, leased claims);
 - ``_holder``: the one engine process of a SQLite store;
+- ``_audience``: whole-base reads for audience estimates (recent marketing sends, suppressed customers);
 - ``_readback``: whole-table reads of instances, ledger, conversions and suppressions, for tests;
 - ``_bulk``: the row and column helpers the modules share.
 
@@ -43,6 +44,7 @@ from sqlalchemy import Connection
 
 from orchestrator.store import _leases as leases
 from orchestrator.store._assignments import holdout_assignments, insert_assignments
+from orchestrator.store._audience import marketing_sends_since, suppressed_customer_keys
 from orchestrator.store._backtests import (
     ConversionCount,
     EntryCount,
@@ -50,7 +52,7 @@ from orchestrator.store._backtests import (
     OutcomeCount,
     SavedReport,
     StoredHistory,
-    conversion_counts,
+    conversions_per_arm,
     customer_count,
     customer_rows,
     customers_in_journeys,
@@ -128,6 +130,21 @@ from orchestrator.store._events import (
 )
 from orchestrator.store._failures import describe_database_error
 from orchestrator.store._feedback import TrackedMessage, record_opt_out, record_tracked_event, tracked_message
+from orchestrator.store._funnel import (
+    BEFORE_COUNTING,
+    ENTRY_TRIGGER,
+    EXIT_WHEN,
+    MIGRATED,
+    MOVED,
+    RETIRED,
+    ArmConversions,
+    FunnelCount,
+    StepMessages,
+    add_funnel_counts,
+    conversion_counts,
+    funnel_counts,
+    step_message_counts,
+)
 from orchestrator.store._health import JourneyFailure, failed_journeys, record_health
 from orchestrator.store._holder import Holding, StoreHeld, hold
 from orchestrator.store._instances import (
@@ -207,8 +224,15 @@ from orchestrator.store._versions import (
 from orchestrator.store._wal import checkpoint_wal, tune_writer_connection
 
 __all__ = [
+    "BEFORE_COUNTING",
     "DEFAULT_URL",
+    "ENTRY_TRIGGER",
+    "EXIT_WHEN",
+    "MIGRATED",
+    "MOVED",
     "RECORD_TIME",
+    "RETIRED",
+    "ArmConversions",
     "Backlog",
     "Connection",
     "ConversionCount",
@@ -225,6 +249,7 @@ __all__ = [
     "EntryHistory",
     "EntryOutcomes",
     "EventColumns",
+    "FunnelCount",
     "Holding",
     "InstanceRow",
     "JourneyFailure",
@@ -239,6 +264,7 @@ __all__ = [
     "SeenNames",
     "SentMessage",
     "StateCount",
+    "StepMessages",
     "Store",
     "StoreHeld",
     "StoredHistory",
@@ -252,10 +278,12 @@ __all__ = [
     "VersionSource",
     "active_instances",
     "active_versions",
+    "add_funnel_counts",
     "address_suppressions",
     "checkpoint_wal",
     "conversion_counts",
     "conversion_rows",
+    "conversions_per_arm",
     "customer_attribute_names",
     "customer_contact",
     "customer_conversions",
@@ -288,6 +316,7 @@ __all__ = [
     "finish_instances",
     "finish_steps",
     "first_sent_messages",
+    "funnel_counts",
     "goal_event_customers",
     "hold",
     "holdout_assignments",
@@ -315,6 +344,7 @@ __all__ = [
     "load_events",
     "load_new_events",
     "mark_in_flight",
+    "marketing_sends_since",
     "max_event_id",
     "max_instance_id",
     "max_key",
@@ -356,11 +386,13 @@ __all__ = [
     "signal_members",
     "sqlite_url",
     "state_counts",
+    "step_message_counts",
     "stored_history",
     "stored_version",
     "stored_versions",
     "suppress_addresses",
     "suppressed_addresses",
+    "suppressed_customer_keys",
     "suppression_rows",
     "ticks_after",
     "tracked_message",

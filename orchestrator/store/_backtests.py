@@ -92,7 +92,7 @@ def instance_outcomes(conn: Connection) -> list[OutcomeCount]:
     return [OutcomeCount(r[0], bool(r[1]), r[2], int(r[3])) for r in rows]
 
 
-def conversion_counts(conn: Connection) -> list[ConversionCount]:
+def conversions_per_arm(conn: Connection) -> list[ConversionCount]:
     """Conversions per journey and arm, with their revenue."""
     rows = conn.execute(
         text(

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, event, inspect
 from sqlalchemy.exc import SQLAlchemyError
 
+from orchestrator.errors import UsageError
 from orchestrator.store import _schema as schema
 from orchestrator.store._schema import SchemaError as SchemaError  # the store's public name for it
 
@@ -35,7 +36,13 @@ def sqlite_url(path: str | os.PathLike[str]) -> str:
 
 
 def _driver_url(url: str) -> str:
-    """PostgreSQL URLs without a driver use psycopg 3 (SQLAlchemy would otherwise look for psycopg2)."""
+    """PostgreSQL URLs without a driver use psycopg 3 (SQLAlchemy would otherwise look for psycopg2). A
+    bare file path is refused with what to write instead (the path itself is not repeated)."""
+    if "://" not in url:
+        raise UsageError(
+            "the store is given as a URL, not a file path: write sqlite:///PATH for a SQLite file "
+            "(four slashes before an absolute path) or postgresql://HOST/DB"
+        )
     for prefix in ("postgresql://", "postgres://"):
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url.removeprefix(prefix)

@@ -69,16 +69,24 @@ class EntryHistory:
 
 
 def entry_history(
-    conn: Connection, journey_id: str, customers: np.ndarray | None = None, *, keyed: bool = False
+    conn: Connection,
+    journey_id: str,
+    customers: np.ndarray | None = None,
+    *,
+    keyed: bool = False,
+    entered_before_us: int | None = None,
 ) -> EntryHistory:
     """The entry history of ``customers`` (all customers when None), per customer or, with ``keyed``,
-    per customer and correlation key value."""
+    per customer and correlation key value; with ``entered_before_us``, of the instances entered before
+    that instant only."""
     group = "customer_key, entry_key" if keyed else "customer_key"
     select = "customer_key, entry_key" if keyed else "customer_key, NULL"
     base = (
         f"SELECT {select}, MAX(CASE WHEN status = 'active' THEN 1 ELSE 0 END), COALESCE(MAX(exited_us), -1) "
         "FROM journey_instances WHERE journey_id = :j"
     )
+    if entered_before_us is not None:
+        base += f" AND entered_us < {int(entered_before_us)}"  # an int: safe to inline
     rows: list[tuple[Any, ...]] = []
     if customers is None:
         rows = fetch(conn, f"{base} GROUP BY {group}", {"j": journey_id})

@@ -19,6 +19,7 @@ from sqlalchemy import Connection, text
 from orchestrator.store import _leases as leases
 from orchestrator.store._bulk import column, executemany, fetch, objects, optional_ints
 from orchestrator.store._customers import chunked
+from orchestrator.store._funnel import ENTRY_TRIGGER, add_funnel_counts, arm_counts, count_leaving
 
 
 def insert_instances(
@@ -33,27 +34,44 @@ def insert_instances(
     entry_keys: Sequence[str | None] | None = None,
     event_ids: np.ndarray | None = None,
     data: Sequence[str | None] | None = None,
+    entry_values: Sequence[str | None] | None = None,
 ) -> None:
-    """New active instances at ``state``, due at once (``wake_at_us = since_us = entered_us``)."""
+    """New active instances at ``state``, due at once (``wake_at_us = since_us = entered_us``), counted
+    in the funnel as entries; ``entry_values`` (JSON per instance) are the values that let each one in."""
     n = len(keys)
     if not n:
         return
+    add_funnel_counts(
+        conn, arm_counts(journey_id, version, "", ENTRY_TRIGGER, state, np.asarray(held, dtype=bool))
+    )
     entered = np.broadcast_to(np.asarray(entered_us, dtype=np.int64), (n,))
     no_values: list[None] = [None] * n
     executemany(
         conn,
         "INSERT INTO journey_instances (journey_id, version, customer_key, state, status, holdout, "
-        "entered_us, since_us, wake_at_us, entry_key, entry_event_id, data) VALUES (:j, :v, :k, :s, "
-        "'active', :h, :t, :t, :t, :ek, :ev, :d)",
+        "entered_us, since_us, wake_at_us, entry_key, entry_event_id, data, entry_values) VALUES (:j, :v, "
+        ":k, :s, 'active', :h, :t, :t, :t, :ek, :ev, :d, :ev2)",
         [
-            {"j": journey_id, "v": version, "k": k, "s": state, "h": h, "t": t, "ek": ek, "ev": ev, "d": d}
-            for k, h, t, ek, ev, d in zip(
+            {
+                "j": journey_id,
+                "v": version,
+                "k": k,
+                "s": state,
+                "h": h,
+                "t": t,
+                "ek": ek,
+                "ev": ev,
+                "d": d,
+                "ev2": values,
+            }
+            for k, h, t, ek, ev, d, values in zip(
                 np.asarray(keys).tolist(),
                 np.asarray(held, dtype=bool).tolist(),
                 entered.tolist(),
                 entry_keys if entry_keys is not None else no_values,
                 event_ids.tolist() if event_ids is not None else no_values,
                 data if data is not None else no_values,
+                entry_values if entry_values is not None else no_values,
                 strict=True,
             )
         ],
@@ -227,8 +245,12 @@ def active_instances(conn: Connection, journey_id: str, version: int) -> tuple[n
     return column(rows, 0, np.int64), column(rows, 1, np.int64)
 
 
-def finish_instances(conn: Connection, ids: np.ndarray, status: str, reason: str, now_us: int) -> None:
-    """Finish active instances from outside the steps (goal reached, exit criteria met)."""
+def finish_instances(
+    conn: Connection, ids: np.ndarray, status: str, reason: str, now_us: int, *, trigger: str
+) -> None:
+    """Finish active instances from outside the steps (goal reached, exit criteria met), counted in the
+    funnel as taking ``trigger`` (``goal``, ``exit_when``) from their step to ``status``."""
+    count_leaving(conn, ids, trigger, status)
     executemany(
         conn,
         "UPDATE journey_instances SET status = :s, state = :s, exited_us = :t, exit_reason = :r, "
@@ -269,6 +291,7 @@ class CustomerInstance:
     arm: str | None  # from holdout_assignments (None when no assignment is stored)
     arm_reason: str | None
     holdout_layer: str | None
+    entry_values: str | None = None  # JSON: the entry condition's metrics and attributes at entry
 
 
 def customer_instances(
@@ -279,7 +302,8 @@ def customer_instances(
     rows = conn.execute(
         text(
             "SELECT i.id, i.journey_id, i.version, i.entered_us, i.holdout, i.state, i.status, "
-            "i.since_us, i.wake_at_us, i.exited_us, i.exit_reason, i.entry_key, h.arm, h.reason, h.layer "
+            "i.since_us, i.wake_at_us, i.exited_us, i.exit_reason, i.entry_key, h.arm, h.reason, h.layer, "
+            "i.entry_values "
             "FROM journey_instances i LEFT JOIN holdout_assignments h ON h.journey_id = i.journey_id "
             "AND h.customer_key = i.customer_key WHERE i.customer_key = :k"
             + only
@@ -304,6 +328,7 @@ def customer_instances(
             arm=r.arm,
             arm_reason=r.reason,
             holdout_layer=r.layer,
+            entry_values=r.entry_values,
         )
         for r in rows
     ]

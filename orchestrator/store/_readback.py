@@ -25,6 +25,7 @@ class InstanceRow:
     entry_key: str | None
     holdout: bool
     entered_us: int
+    exited_us: int | None = None
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class LedgerRow:
     created_us: int
     status: str
     reason: str | None
+    sent_us: int | None = None
 
 
 @dataclass(frozen=True)
@@ -72,10 +74,11 @@ def instance_rows(conn: Connection) -> list[InstanceRow]:
     rows = conn.execute(
         text(
             "SELECT c.id, i.journey_id, i.version, i.state, i.status, i.exit_reason, i.entry_key, i.holdout, "
-            "i.entered_us FROM journey_instances i JOIN customers c ON c.key = i.customer_key ORDER BY i.id"
+            "i.entered_us, i.exited_us FROM journey_instances i JOIN customers c ON c.key = i.customer_key "
+            "ORDER BY i.id"
         )
     ).all()
-    return [InstanceRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]), r[8]) for r in rows]
+    return [InstanceRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]), r[8], r[9]) for r in rows]
 
 
 def ledger_rows(conn: Connection) -> list[LedgerRow]:
@@ -83,7 +86,7 @@ def ledger_rows(conn: Connection) -> list[LedgerRow]:
     rows = conn.execute(
         text(
             "SELECT m.idempotency_key, m.channel, m.recipient, c.id, m.journey_id, m.step, m.body, "
-            "m.subject, m.html, m.title, m.link, m.created_us, m.status, m.reason FROM messages m "
+            "m.subject, m.html, m.title, m.link, m.created_us, m.status, m.reason, m.sent_us FROM messages m "
             "JOIN customers c ON c.key = m.customer_key ORDER BY m.created_us, m.id"
         )
     ).all()

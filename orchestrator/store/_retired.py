@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, text
 
+from orchestrator.store._funnel import RETIRED, count_where
 from orchestrator.store._ledger import cancel_queued
 
 RETIRED_REASON = "journey retired"
@@ -47,6 +48,7 @@ def retire_journey(conn: Connection, journey_id: str, now_us: int) -> Retirement
     if top is None:
         return None
     cancelled = cancel_queued(conn, journey_id, RETIRED_REASON)
+    count_where(conn, "journey_id = :j AND status = 'active'", {"j": journey_id}, RETIRED, "exited")
     finished = conn.execute(
         text(
             "UPDATE journey_instances SET status = 'exited', state = 'exited', exited_us = :t, "

@@ -155,10 +155,30 @@ class JourneyInstance(SQLModel, table=True):
     entry_key: str | None = Field(default=None, description="event entry: the correlation key's value")
     entry_event_id: int | None = Field(default=None, description="event entry: the event that started it")
     data: str | None = Field(default=None, sa_column=Column(Text))
+    # The values of the metrics and attributes the entry condition reads, at entry (compact JSON, a
+    # bounded number of names; NULL for instances entered before they were recorded).
+    entry_values: str | None = Field(default=None, sa_column=Column(Text))
     # PostgreSQL with several workers: the worker that claimed the instance for stepping and until when
     # (database time, microseconds) the claim holds; a claim whose worker died expires and is taken over.
     claimed_by: str | None = None
     lease_until_us: int | None = None
+
+
+class JourneyFunnel(SQLModel, table=True):
+    """The per-step funnel (``store._funnel``): how many instances of one journey version and arm took one
+    transition, from ``source`` through ``trigger_name`` to ``dest``, added to as steps happen."""
+
+    __tablename__ = "journey_funnel"
+
+    journey_id: str = Field(primary_key=True)
+    version: int = Field(primary_key=True)
+    arm: str = Field(primary_key=True, description="treatment | holdout")
+    source: str = Field(primary_key=True, description="a state, '' for an entry")
+    trigger_name: str = Field(
+        primary_key=True, description="next | yes | no | split-<n> | goal | entry | ..."
+    )
+    dest: str = Field(primary_key=True)
+    n: int = 0
 
 
 class JourneyMigration(SQLModel, table=True):

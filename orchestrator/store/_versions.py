@@ -12,6 +12,8 @@ from typing import NamedTuple
 
 from sqlalchemy import Connection, text
 
+from orchestrator.store._funnel import MIGRATED, MOVED, count_where
+
 
 @dataclass(frozen=True)
 class StoredVersion:
@@ -129,8 +131,13 @@ def migrate_instances(
 ) -> int:
     """Move the active instances of ``from_version`` at step ``old`` to step ``new`` of ``to_version``
     (``exited``: finish them); they are due at once, keeping when they reached their step. Returns how many
-    moved."""
+    moved. The funnel counts them leaving ``from_version`` (to ``moved`` or ``exited``) and arriving in
+    ``to_version`` (from ``v<from_version>``)."""
     params = {"j": journey_id, "f": from_version, "t": to_version, "old": old, "new": new, "now": now_us}
+    where = "journey_id = :j AND version = :f AND status = 'active' AND state = :old"
+    count_where(conn, where, params, MIGRATED, "exited" if new == "exited" else MOVED)
+    if new != "exited":
+        count_where(conn, where, params, MIGRATED, new, version=to_version, source=f"v{from_version}")
     if new == "exited":
         sql = (
             "UPDATE journey_instances SET status = 'exited', state = 'exited', exited_us = :now, "

@@ -19,6 +19,12 @@ A run on PostgreSQL carries the ``postgres`` marker (select with ``-m postgres``
 ``-m "not postgres"``) and starts a private server once per session (``orchestrator.testing.postgres``).
 Without PostgreSQL binaries those runs are skipped, except when the ``CI`` environment variable is set,
 where they fail: CI must run them.
+
+Journey test files. Every ``*.test.yaml`` (or ``*.test.yml``) file pytest collects is a set of tests, one
+per test case, named by the case's ``name`` (``pytest journeys/`` runs them; ``pytest
+journeys/cart.test.yaml::"bought it"`` one case). A case fails with the same lines ``orchestrator test``
+prints (``file:line: customer: expected ...; found: ...``); a file that cannot be read is one failing test
+listing its problems. Journeys are looked for beside each test file.
 """
 
 from __future__ import annotations
@@ -26,17 +32,19 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 if TYPE_CHECKING:  # imported where used: loading the plugin stays cheap for every pytest run
     from orchestrator.store import Store
+    from orchestrator.testing._runner import JourneyTestRunner
     from orchestrator.testing.clock import SimClock
     from orchestrator.testing.postgres import PostgresServer
     from orchestrator.testing.world import World
 
 BACKENDS = ("sqlite", "postgres")
+_RUNNER: pytest.StashKey[JourneyTestRunner] = pytest.StashKey()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -85,6 +93,67 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         chosen = callspec is not None and "backend" in callspec.params
         if "backend" in getattr(item, "fixturenames", ()) and not chosen:
             item.add_marker(pytest.mark.postgres)
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    """Collect journey test files (``*.test.yaml``): one test per case."""
+    if file_path.name.endswith((".test.yaml", ".test.yml")):
+        collected: pytest.Collector = JourneyTestFile.from_parent(parent, path=file_path)
+        return collected
+    return None
+
+
+class JourneyTestFailed(Exception):
+    """A journey test case whose expectations were not met: the lines to show."""
+
+
+class JourneyTestFile(pytest.File):
+    """A ``*.test.yaml`` file: its cases, run by the session's ``JourneyTestRunner``."""
+
+    def collect(self) -> Iterator[pytest.Item]:
+        test_file = _journey_runner(self.config).read(self.path)
+        if test_file.problems:
+            lines = [str(p) for p in test_file.problems]
+            yield JourneyTestItem.from_parent(self, name="(the file)", case=None, problems=lines)
+            return
+        for case in test_file.cases:
+            yield JourneyTestItem.from_parent(self, name=case.name, case=case, problems=[])
+
+
+class JourneyTestItem(pytest.Item):
+    """One case of a journey test file."""
+
+    def __init__(self, *, case: Any, problems: list[str], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.case = case
+        self.problems = problems
+
+    def runtest(self) -> None:
+        if self.case is None:
+            raise JourneyTestFailed("\n".join(self.problems))
+        result = _journey_runner(self.config).run_case(self.case, self.path)
+        if result.failures:
+            raise JourneyTestFailed("\n".join(str(f) for f in result.failures))
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+        if isinstance(excinfo.value, JourneyTestFailed):
+            return str(excinfo.value)
+        return str(super().repr_failure(excinfo))
+
+    def reportinfo(self) -> tuple[Path, int, str]:
+        line = self.case.line if self.case is not None else 1
+        return self.path, line - 1, f"journey test: {self.name}"
+
+
+def _journey_runner(config: pytest.Config) -> JourneyTestRunner:
+    """The session's runner (it keeps the journeys it loaded for the next cases)."""
+    from orchestrator.testing._runner import JourneyTestRunner
+
+    runner: JourneyTestRunner | None = config.stash.get(_RUNNER, None)
+    if runner is None:
+        runner = JourneyTestRunner()
+        config.stash[_RUNNER] = runner
+    return runner
 
 
 @pytest.fixture(scope="session")

@@ -25,7 +25,7 @@ from typing import Any
 
 from orchestrator.channels import Adapter, ChannelRouter, MemoryAdapter, OutgoingMessage
 from orchestrator.clock import from_us, to_us
-from orchestrator.engine import Engine, TickReport, load_workspace
+from orchestrator.engine import Engine, TickReport, Workspace, load_workspace
 from orchestrator.ingest import ingest_events_records
 from orchestrator.store import (
     ConversionRow,
@@ -33,6 +33,7 @@ from orchestrator.store import (
     Store,
     SuppressionRow,
     conversion_rows,
+    funnel_counts,
     instance_rows,
     ledger_rows,
     open_store,
@@ -58,6 +59,7 @@ class Instance:
     key: str | None  # event entry: the correlation key's value
     holdout: bool
     entered: datetime
+    exited: datetime | None = None  # when it finished, if it did
 
 
 class World:
@@ -66,7 +68,8 @@ class World:
     ``folder`` holds the files (journeys default to ``folder/journeys``); ``store`` is a store URL or an
     open ``Store`` (default: a SQLite file ``folder/world.db``; a URL given is opened here and disposed by
     ``close``, a ``Store`` given is left open); ``clock`` defaults to ``SimClock(T0)``; ``adapter`` to a
-    new ``MemoryAdapter``; ``engine_options`` go to ``Engine`` (``global_holdout``, ``delivery``, ``links``).
+    new ``MemoryAdapter``; ``workspace`` is loaded journeys to run instead of the files (``journeys``);
+    ``engine_options`` go to ``Engine`` (``global_holdout``, ``delivery``, ``links``).
     """
 
     def __init__(
@@ -77,6 +80,7 @@ class World:
         clock: SimClock | None = None,
         journeys: Path | list[Path] | None = None,
         adapter: Adapter | None = None,
+        workspace: Workspace | None = None,
         **engine_options: Any,
     ) -> None:
         self.folder = folder
@@ -88,6 +92,7 @@ class World:
         self.clock = clock if clock is not None else SimClock()
         self.adapter: Adapter = adapter if adapter is not None else MemoryAdapter()
         self.engine_options = engine_options
+        self.workspace = workspace
         self.reports: list[TickReport] = []
         self._engine: Engine | None = None
 
@@ -116,15 +121,15 @@ class World:
         if self._engine is None:
             paths = self.journeys if isinstance(self.journeys, list) else [self.journeys]
             router = ChannelRouter([self.adapter])
-            self._engine = Engine(
-                self.store, load_workspace(paths), router, self.clock, **self.engine_options
-            )
+            workspace = self.workspace if self.workspace is not None else load_workspace(paths)
+            self._engine = Engine(self.store, workspace, router, self.clock, **self.engine_options)
         return self._engine
 
     def restart(self, journeys: Path | list[Path] | None = None) -> None:
         """A new engine on the same store, as after a process restart (optionally with other files)."""
         if journeys is not None:
             self.journeys = journeys
+            self.workspace = None
         self._engine = None
 
     def tick(self) -> TickReport:
@@ -205,10 +210,18 @@ class World:
                 r.entry_key,
                 r.holdout,
                 from_us(r.entered_us),
+                None if r.exited_us is None else from_us(r.exited_us),
             )
             for r in found
             if customer is None or r.customer_id == customer
         ]
+
+    def transitions_taken(self, journey: str) -> set[tuple[str, str]]:
+        """The (step, trigger) transitions the journey's instances took (any version or arm), from the
+        per-step funnel's counts in the store: ``next``, ``yes``, ``no``, ``split-<n>``, ``goal``, and
+        ``entry``, ``exit_when``, ``retired``, ``migrated`` (see ``orchestrator.measure.journey_funnel``)."""
+        with self.store.connect() as conn:
+            return {(c.source, c.trigger) for c in funnel_counts(conn, journey) if c.n}
 
     def conversions(self) -> list[ConversionRow]:
         """Conversions recorded (both arms), in the order of the instances converted."""

@@ -417,3 +417,13 @@ def test_a_tick_tells_progress_per_journey_and_dispatch_batch(tmp_path: Path) ->
         ("dispatch: 2000 messages", 2, 2),
         ("dispatch: 3000 messages", 2, 2),
     ]
+
+
+def test_a_store_given_as_a_bare_path_is_bad_usage_in_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = tmp_path / "shop.db"
+    code, out, err = run(capsys, "status", "--db", str(path))
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and "sqlite:///PATH" in err and "Traceback" not in err
+    assert str(path) not in err and not path.exists()

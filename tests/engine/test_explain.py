@@ -99,7 +99,7 @@ def test_explain_tells_conversions_and_finished_entries(shop: World) -> None:
     shop.clock.set(at("2024-05-06T23:00:00Z"))
     shop.run_until(at("2024-05-07T12:00:00Z"))
     (entry,) = explain(shop.store, "ann", "shop").entries
-    assert entry.conversion == ConversionStory(at="2024-05-07T11:00:00Z", revenue=40.0)
+    assert entry.conversion == ConversionStory(at="2024-05-07T11:00:00Z", revenue=40.0, event="purchase")
     assert (entry.status, entry.step, entry.at_step_since, entry.next_look) == ("converted", None, None, None)
     assert entry.finished == "2024-05-07T12:00:00Z" and entry.finish_reason == "goal: purchase"
     assert [m.status for m in entry.messages] == ["sent", "sent"]
@@ -147,7 +147,7 @@ def test_explain_filters_by_journey_and_refuses_an_unknown_customer(shop: World)
 
 def test_explanation_as_plain_data_keeps_the_json_field_order(shop: World) -> None:
     data = explain(shop.store, "ann").to_dict()
-    assert list(data) == ["customer", "consent", "entries", "suppressions"]
+    assert list(data) == ["customer", "consent", "entries", "suppressions", "conversions"]
     (entry,) = data["entries"]
     assert list(entry) == [f.name for f in fields(EntryStory)]
     assert list(entry)[:4] == ["journey", "version", "entered", "arm"]

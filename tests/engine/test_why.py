@@ -74,8 +74,9 @@ def test_why_explains_entries_messages_delays_and_conversions(
     assert main(["why", "ann", "--journey", "shop", "--db", db]) == 0
     out = capsys.readouterr().out
     assert "text (sms) sent, sent 2024-05-07T08:00:00Z: quiet hours for sms" in out
-    assert "converted 2024-05-07T11:00:00Z (revenue 40)" in out
-    assert "converted 2024-05-07T12:00:00Z: goal: purchase" in out
+    assert "    entered because the signal held: count(add_to_cart, within=1d) > 0\n" in out
+    assert "converted 2024-05-07T11:00:00Z: shop v1, arm treatment (purchase), revenue 40.00" in out
+    assert "converted 2024-05-07T12:00:00Z: reached the goal: purchase of 40.00 on 2024-05-07" in out
     assert main(["why", "nobody", "--db", db]) == 1
 
 

@@ -1,4 +1,4 @@
-"""Backtest reports kept in the store (``orchestrator backtest --save``).
+"""The values that let each instance in: the entry condition's metrics (and attributes) at entry.
 
 Revision ID: 0011
 Revises: 0010
@@ -10,7 +10,6 @@ import sqlalchemy as sa
 from sqlalchemy.engine.reflection import Inspector
 
 from orchestrator.store.migrations import ops
-from orchestrator.store.migrations.ops import INT
 
 revision: str = "0011"
 down_revision: str | None = "0010"
@@ -20,14 +19,9 @@ depends_on: str | None = None
 
 def applied(schema: Inspector) -> bool:
     """Whether a store made before migrations existed has this revision's changes already."""
-    return ops.has(schema, tables=("backtest_reports",))
+    return ops.has(schema, columns={"journey_instances": ["entry_values"]})
 
 
 def upgrade() -> None:
-    ops.create_table(
-        "backtest_reports",
-        sa.Column("id", INT, primary_key=True),
-        sa.Column("created_us", INT, nullable=False),
-        sa.Column("parameters", sa.Text(), nullable=False),
-        sa.Column("report", sa.Text(), nullable=False),
-    )
+    # Instances entered before this revision have none: ``why`` says their values were not recorded.
+    ops.add_column("journey_instances", sa.Column("entry_values", sa.Text(), nullable=True))
