@@ -550,6 +550,72 @@ def lift(
     )
 
 
+@command("backtest", "replay past events through the journeys on a simulated clock, sending nothing")
+def backtest(
+    ctx: typer.Context,
+    start: Annotated[
+        str,
+        typer.Option("--from", metavar="DATE", help="the window's start (2024-01-16, or ISO-8601 instant)"),
+    ],
+    end: Annotated[str, typer.Option("--to", metavar="DATE", help="the window's end, not included")],
+    tick: Annotated[str, typer.Option("--tick", metavar="DURATION", help="time between ticks")] = "1h",
+    events: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--events",
+            metavar="FILE...",
+            help="event files to replay (JSONL, CSV, Parquet); without them, the events of --db",
+            show_default=False,
+        ),
+    ] = None,
+    customers: Annotated[
+        Path | None,
+        typer.Option("--customers", metavar="FILE", help="the customers of --events (CSV, JSONL, Parquet)"),
+    ] = None,
+    journeys: o.Journeys = None,
+    compare: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--compare",
+            metavar="PATH...",
+            help="other journey files or folders: run the same window with them and show both side by side",
+            show_default=False,
+        ),
+    ] = None,
+    templates: o.Templates = None,
+    global_holdout: o.GlobalHoldout = None,
+    format: o.ReportFormat = "table",
+    output: o.Output = None,
+    save: Annotated[
+        bool, typer.Option("--save", metavar="", help="keep the report in the store (--db) for later")
+    ] = False,
+    db: o.Db = None,
+    config: o.ConfigFile = None,
+) -> int:
+    return _invoke(
+        ctx,
+        "backtest",
+        config,
+        lambda s: {
+            "start": start,
+            "end": end,
+            "tick": tick,
+            "events": events or [],
+            "customers": customers,
+            "journeys": s.journeys(journeys),
+            "compare": compare or [],
+            "templates": s.templates(templates),
+            "global_holdout": s.global_holdout(global_holdout),
+            "format": format,
+            "output": output,
+            "save": save,
+            "from_db": db is not None,
+            "db": s.db(db),
+            "save_db": s.db(db),
+        },
+    )
+
+
 @command("evaluate", "count the customers each journey's signal matches at an instant")
 def evaluate(
     ctx: typer.Context,

@@ -477,6 +477,12 @@ def cmd_report(args: Args) -> int:
     return run_report(args)
 
 
+def cmd_backtest(args: Args) -> int:
+    from orchestrator.cli._backtest import run_backtest
+
+    return run_backtest(args)
+
+
 def cmd_lift(args: Args) -> int:
     from orchestrator.cli._lift import run_lift
 

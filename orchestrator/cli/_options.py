@@ -63,7 +63,7 @@ Db = Annotated[
 
 #: Options that take every value up to the next option (``--journeys a.yaml b.yaml``), as they always did;
 #: repeating the option (``--journeys a.yaml --journeys b.yaml``) works as well.
-GREEDY = ("--journeys", "--events")
+GREEDY = ("--journeys", "--events", "--compare")
 #: Greedy options that may be given without a value (as none).
 GREEDY_OPTIONAL = frozenset({"--events"})
 

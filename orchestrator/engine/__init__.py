@@ -10,7 +10,8 @@ and ``_matching`` (branches and waits), ``_localtime`` (customers' calendars), `
 adapters, after commit). Around it: ``_daemon`` (the schedule and its log lines), ``_reload`` (the
 workspace reloaded while running), ``_workers`` (several processes on PostgreSQL), ``_stopwatch`` (the
 tick's timings), ``_health``, ``_preview`` (what ``preview`` shows and ``send-test`` sends),
-``_validation`` (the checks that need the store) and ``_template_data``. What every face shows of the
+``_validation`` (the checks that need the store), ``_template_data`` and ``_backtest`` (past events
+replayed through the journeys on a simulated clock in a scratch store). What every face shows of the
 engine lives here once: ``explain`` (what happened to one customer, and why, worded by ``_reasons``),
 ``audience`` (who a journey would reach now: ``_audience``, with ``_first_send`` and
 ``_audience_policy``), ``plan_report`` and ``status_report`` (what ``plan`` and ``status`` report),
@@ -29,6 +30,7 @@ from orchestrator._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from orchestrator.engine._audience import Audience, UnknownJourney, audience
+    from orchestrator.engine._backtest import BacktestRun, PastEvents, backtest, tick_instants
     from orchestrator.engine._daemon import AttemptLog, DaemonSettings, crash_test_provider, serve
     from orchestrator.engine._explain import UnknownCustomer, explain, iso
     from orchestrator.engine._handover import CommittedEvents, EventsHandler, IngestCount, Ingestor
@@ -59,6 +61,10 @@ if TYPE_CHECKING:
     )
 
 _EXPORTS: dict[str, str] = {
+    "BacktestRun": "orchestrator.engine._backtest",
+    "PastEvents": "orchestrator.engine._backtest",
+    "backtest": "orchestrator.engine._backtest",
+    "tick_instants": "orchestrator.engine._backtest",
     "Audience": "orchestrator.engine._audience",
     "UnknownJourney": "orchestrator.engine._audience",
     "audience": "orchestrator.engine._audience",
@@ -109,6 +115,7 @@ _EXPORTS: dict[str, str] = {
 __all__ = [
     "AttemptLog",
     "Audience",
+    "BacktestRun",
     "ClockBehind",
     "CommittedEvents",
     "DaemonSettings",
@@ -120,6 +127,7 @@ __all__ = [
     "JourneyNotRun",
     "JourneyOverview",
     "JourneysOverview",
+    "PastEvents",
     "PreviewError",
     "Routes",
     "TickReport",
@@ -128,6 +136,7 @@ __all__ = [
     "Workspace",
     "WorkspaceFiles",
     "audience",
+    "backtest",
     "crash_test_provider",
     "engine_health",
     "explain",
@@ -150,6 +159,7 @@ __all__ = [
     "status_report",
     "store_problems",
     "stored_attributes",
+    "tick_instants",
     "unsubscribe_warnings",
     "validate_paths",
 ]

@@ -66,14 +66,18 @@ def enter(
     now_us: int,
     global_holdout: float = 0.0,
     kept: KeptCondition | None = None,
+    members: dict[str, np.ndarray] | None = None,
 ) -> Entered:
     """Enter every customer (or event) the journey's entry admits at ``now_us``. ``global_holdout`` is the
     percent of all customers no journey messages (decided before the journey's own holdout). With
-    ``kept``, the entry conditions come from it (the same values, computed where they may have changed)."""
+    ``kept``, the entry conditions come from it (the same values, computed where they may have changed).
+    ``members``, kept by an engine that alone writes the store, holds per journey id where the condition
+    held at the previous tick (what ``signal_members`` stores), so that it is not read back at every tick;
+    it is filled here, and the caller drops a journey's entry when its transaction rolls back."""
     admitted = _admitted(plan, evaluator, kept)
     if plan.entry.kind == "event":
         return _enter_by_event(conn, plan, evaluator, now_us, global_holdout, admitted)
-    return _enter_by_condition(conn, plan, evaluator, now_us, global_holdout, admitted)
+    return _enter_by_condition(conn, plan, evaluator, now_us, global_holdout, admitted, members)
 
 
 def _admitted(plan: JourneyPlan, evaluator: Evaluator, kept: KeptCondition | None) -> np.ndarray:
@@ -96,14 +100,22 @@ def _enter_by_condition(
     now_us: int,
     global_holdout: float,
     condition: np.ndarray,
+    members: dict[str, np.ndarray] | None = None,
 ) -> Entered:
     previous = np.zeros(len(condition), bool)
-    prev_keys = signal_members(conn, plan.id)
-    previous[prev_keys[prev_keys < len(previous)]] = True
+    known = None if members is None else members.get(plan.id)
+    if known is None:
+        prev_keys = signal_members(conn, plan.id)
+        previous[prev_keys[prev_keys < len(previous)]] = True
+    else:
+        size = min(len(known), len(previous))
+        previous[:size] = known[:size]
     became = condition & ~previous
     update_signal_members(
         conn, plan.id, np.flatnonzero(became), np.flatnonzero(previous & ~condition), now_us
     )
+    if members is not None:
+        members[plan.id] = condition.copy()
     candidates = np.flatnonzero(became)
     if not len(candidates):
         return Entered()
@@ -290,7 +302,7 @@ def assign(
     customer, however many instances the customer enters with), from the global layer first and then the
     journey's own holdout, each row stored with its layer, bucket, percent and reason."""
     unique = np.unique(keys)
-    known_keys, known_held = holdout_assignments(conn, plan.id)
+    known_keys, known_held = holdout_assignments(conn, plan.id, unique)
     known, pos = lookup(known_keys, unique)
     held_unique = np.zeros(len(unique), bool)
     held_unique[known] = known_held[pos[known]]

@@ -119,9 +119,12 @@ class SignalState:
         from the state only when an evaluator first asks for it."""
         cache.values = _LazyValues(self.aggregates, cache.values)
 
-    def events(self, start_us: int | None, end_us: int) -> EventFrame:
-        """Events with ``start_us <= ts < end_us`` from the log."""
-        return self.log.frame(self.log.range(start_us, end_us))
+    def events(self, start_us: int | None, end_us: int, types: Iterable[str] | None = None) -> EventFrame:
+        """Events with ``start_us <= ts < end_us`` from the log (only of ``types``, when given)."""
+        if types is None:
+            return self.log.frame(self.log.range(start_us, end_us))
+        codes = [code for code in map(self.log.type_code, types) if code >= 0]  # a type never seen: none
+        return self.log.frame(self.log.range(start_us, end_us, types=codes))
 
 
 def _frame(events: CommittedEvents, properties: Sequence[str]) -> EventFrame:

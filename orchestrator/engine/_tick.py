@@ -48,10 +48,13 @@ from orchestrator.store import (
     Store,
     active_instances,
     active_versions,
+    event_type_id,
     finish_instances,
+    goal_event_customers,
     insert_conversions,
     latest_tick_us,
     lift_retirement,
+    max_instance_id,
     migrate_instances,
     migration_applied,
     record_health,
@@ -140,6 +143,17 @@ class TickReport:
 _Delivery = tuple[ChannelRouter, MessageLinks | None, dict[str, DeliveryMode]]
 
 
+@dataclass(frozen=True)
+class ConvertMark:
+    """When an engine alone on the store last looked for a journey's conversions: the version's digest,
+    the tick's instant, the last event id in the signal state and the largest instance id then."""
+
+    digest: str
+    now_us: int
+    log_id: int
+    instance_id: int
+
+
 class Engine:
     """Runs ticks of a workspace against a store, at the instants a clock gives."""
 
@@ -182,6 +196,11 @@ class Engine:
         self._staged: Workspace | None = None  # the workspace the next tick runs (``replace_workspace``)
         self._staged_delivery: _Delivery | None = None  # ``replace_delivery``
         self._staging = threading.Lock()
+        # Alone on the store (SQLite): per journey, where its entry condition held at the last tick, as
+        # stored in ``signal_members`` (read once, then kept; a journey whose tick fails reads it again).
+        self._members: dict[str, np.ndarray] = {}
+        # Alone on the store: per journey, what ``_convert`` looked at last (see ``ConvertMark``).
+        self._convert_marks: dict[str, ConvertMark] = {}
 
     def replace_workspace(self, workspace: Workspace) -> None:
         """Run ``workspace`` from the next tick on. Safe from any thread, also while a tick runs: the tick
@@ -253,6 +272,8 @@ class Engine:
                 )
         for journey_id, error in failures.items():  # what it did before failing was undone
             report.journeys[journey_id] = JourneyTick(journey_id, error=error)
+            self._members.pop(journey_id, None)
+            self._convert_marks.pop(journey_id, None)
         self._record_health(failures, now_us)
         report.timings.update(journeys.seconds)
         report.timings.update(phases.seconds)
@@ -372,7 +393,8 @@ class Engine:
         entry admits."""
         result.migrated += self._migrate(conn, plan, now_us)
         kept = self._kept_condition(plan, customers)
-        entered = enter(conn, plan, evaluator, now_us, self.global_holdout, kept=kept)
+        members = self._members if self.sharing is None else None
+        entered = enter(conn, plan, evaluator, now_us, self.global_holdout, kept=kept, members=members)
         result.entered += entered.instances
         result.entered_holdout += entered.holdout
 
@@ -530,8 +552,8 @@ class Engine:
 
     def _plans_with_active_instances(self, conn: Connection, plan: JourneyPlan) -> list[JourneyPlan]:
         plans = [plan]
-        for version in active_versions(conn, plan.id):
-            old = self.old_plan(conn, plan, version) if version != plan.version else None
+        for version in active_versions(conn, plan.id, other_than=plan.version):
+            old = self.old_plan(conn, plan, version)
             if old is not None:
                 plans.append(old)
         return plans
@@ -571,12 +593,11 @@ class Engine:
         other_entry_props = any(
             t.entry_prop is not None and t.entry_prop != plan.entry.key for t in plan.goal_match
         )
-        open_ = unconverted_instances(
-            conn, plan.id, now_us - window_us - LATE_EVENT_GRACE_US, with_data=other_entry_props
-        )
+        since_us = now_us - window_us - LATE_EVENT_GRACE_US
+        open_ = self._open_instances(conn, plan, since_us, now_us, other_entry_props)
         if not len(open_.ids):
             return
-        events = self.signals.events(int(open_.entered_us.min()), now_us)
+        events = self.signals.events(int(open_.entered_us.min()), now_us, types=[goal.event])
         mask = events.type == events.type_code(goal.event)
         rows = np.flatnonzero(mask)
         ev_values = q_values = None
@@ -621,6 +642,48 @@ class Engine:
             finishing = open_.ids[idx][open_.active[idx]]
             finish_instances(conn, finishing, "converted", f"goal: {goal.event}", now_us, trigger="goal")
             result.count_finished("converted", len(finishing))
+
+    def _open_instances(
+        self, conn: Connection, plan: JourneyPlan, since_us: int, now_us: int, with_data: bool
+    ) -> OpenInstances:
+        """The open instances (entered since ``since_us``, not converted) whose conversion to look for.
+
+        An engine alone on the store looks at all of them once, then only at those that can have
+        converted since it last looked: the instances made since, and those of customers with a goal
+        event that reached the signal state since (whatever its time: a late event) or that is stamped
+        since (an event that came ahead of its time). A goal matched against a metric (whose value moves
+        with time alone), a new version, a failed tick or workers sharing the store look at all of them."""
+        goal = plan.journey.goal
+        assert goal is not None
+        log_id = self.signals.log.last_id
+        newest = max_instance_id(conn)
+        mark = self._convert_marks.get(plan.id)
+        by_metric = any(t.metric is not None for t in plan.goal_match)
+        # (A state rebuilt from the store, or a clock stepped back, also looks at all of them.)
+        if (
+            self.sharing is not None
+            or by_metric
+            or mark is None
+            or mark.digest != plan.digest
+            or mark.log_id > log_id
+            or mark.now_us > now_us
+        ):
+            mark = None
+        if mark is None:
+            open_ = unconverted_instances(conn, plan.id, since_us, with_data=with_data)
+        else:
+            type_id = event_type_id(conn, goal.event)
+            arrived = np.zeros(0, np.int64)
+            if type_id is not None:
+                arrived = goal_event_customers(conn, type_id, mark.log_id, log_id)
+            stamped = self.signals.events(mark.now_us, now_us, types=[goal.event]).customer
+            keys = np.union1d(arrived, stamped)
+            open_ = unconverted_instances(
+                conn, plan.id, since_us, with_data=with_data, keys=keys, after_id=mark.instance_id
+            )
+        if self.sharing is None:
+            self._convert_marks[plan.id] = ConvertMark(plan.digest, now_us, log_id, newest)
+        return open_
 
     # ------------------------------------------------------------------------------------------ exits
 

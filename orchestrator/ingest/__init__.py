@@ -3,8 +3,9 @@
 ``_readers`` reads JSONL, CSV and Parquet into typed chunks, ``_keys`` gives every event its idempotency key,
 ``_pipeline`` stores the chunks (``ingest_file``, ``ingest_events_records``) and hands each committed chunk
 of events on, ``_summary`` counts what happened (``IngestReport``), ``_inbox`` is the folder the daemon
-drains before each tick (``Inbox``, the engine's ``Ingestor``), and ``_feedback`` records what messages
-bring back (opens, clicks, unsubscribes).
+drains before each tick (``Inbox``, the engine's ``Ingestor``), ``_feedback`` records what messages
+bring back (opens, clicks, unsubscribes), and ``_replay`` reads event files whole for a backtest
+(``read_events``), without storing them.
 """
 
 from orchestrator.ingest._feedback import record_click, record_open, unsubscribe
@@ -29,6 +30,7 @@ from orchestrator.ingest._readers import (
     may_hold_long_integer,
     parse_ts_text,
 )
+from orchestrator.ingest._replay import PastEventsRead, read_events
 from orchestrator.ingest._summary import IngestError, IngestReport, Reject
 
 __all__ = [
@@ -42,6 +44,7 @@ __all__ = [
     "IngestError",
     "IngestReport",
     "IngestedEvents",
+    "PastEventsRead",
     "Reject",
     "TimeRange",
     "customer_row",
@@ -51,6 +54,7 @@ __all__ = [
     "ingest_file",
     "may_hold_long_integer",
     "parse_ts_text",
+    "read_events",
     "record_click",
     "record_open",
     "time_range",

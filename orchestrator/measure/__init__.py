@@ -8,6 +8,9 @@ The holdout assignment both the engine and the reports use is ``orchestrator.hol
   (``analyze``, segments).
 - ``_report`` gathers a journey's report: ``_entry_rows`` (per-entry columns from the store, their export),
   ``_timeline`` (cumulative lift by day), ``_journey`` (``journey_report``).
+- ``_backtest`` reads a backtest's report from its scratch store (``backtest_report``), lays it out as
+  tables (``backtest_sections``) and compares two (``compare_backtests``); ``_backtest_html`` draws it
+  as one self-contained page.
 - ``_funnel`` reads a journey version's per-step funnel per arm (``journey_funnel``) from the transition
   counts the engine keeps and the ledger; ``_funnel_text`` writes it as aligned text.
 - ``_text`` / ``_html``: plain text and self-contained HTML pages for any analysis and journey report, both
@@ -23,6 +26,16 @@ from typing import TYPE_CHECKING
 from orchestrator._lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from orchestrator.measure._backtest import (
+        BacktestReport,
+        BacktestSection,
+        backtest_heading,
+        backtest_report,
+        backtest_sections,
+        compare_backtests,
+        comparison_sections,
+    )
+    from orchestrator.measure._backtest_html import backtest_html, comparison_html
     from orchestrator.measure._experiment import InputError, read_experiment
     from orchestrator.measure._funnel import JourneyFunnel, export_funnel, journey_funnel, journey_funnels
     from orchestrator.measure._funnel_text import funnel_lines
@@ -33,6 +46,15 @@ if TYPE_CHECKING:
     from orchestrator.measure._text import format_analysis, report_text
 
 _EXPORTS: dict[str, str] = {
+    "BacktestReport": "orchestrator.measure._backtest",
+    "BacktestSection": "orchestrator.measure._backtest",
+    "backtest_heading": "orchestrator.measure._backtest",
+    "backtest_html": "orchestrator.measure._backtest_html",
+    "backtest_report": "orchestrator.measure._backtest",
+    "backtest_sections": "orchestrator.measure._backtest",
+    "compare_backtests": "orchestrator.measure._backtest",
+    "comparison_html": "orchestrator.measure._backtest_html",
+    "comparison_sections": "orchestrator.measure._backtest",
     "DEFAULT_SEQUENTIAL_TAU": "orchestrator.measure._sequential",
     "InputError": "orchestrator.measure._experiment",
     "JourneyFunnel": "orchestrator.measure._funnel",
@@ -53,9 +75,18 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = [
     "DEFAULT_SEQUENTIAL_TAU",
+    "BacktestReport",
+    "BacktestSection",
     "InputError",
     "JourneyFunnel",
     "analyze",
+    "backtest_heading",
+    "backtest_html",
+    "backtest_report",
+    "backtest_sections",
+    "compare_backtests",
+    "comparison_html",
+    "comparison_sections",
     "export_entries",
     "export_funnel",
     "format_analysis",

@@ -6,19 +6,40 @@ Rows are only inserted, never changed, so the arm a customer got stays the arm t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
+import orjson
 from sqlalchemy import Connection
 
 from orchestrator.store._bulk import column, executemany, fetch
+from orchestrator.store._customers import chunked
 
 
-def holdout_assignments(conn: Connection, journey_id: str) -> tuple[np.ndarray, np.ndarray]:
-    """(keys, is_holdout) of every customer already assigned for the journey, in key order."""
-    rows = fetch(
-        conn,
-        "SELECT customer_key, arm FROM holdout_assignments WHERE journey_id = :j ORDER BY customer_key",
-        {"j": journey_id},
-    )
+def holdout_assignments(
+    conn: Connection, journey_id: str, keys: Sequence[int] | np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(keys, is_holdout) of every customer already assigned for the journey (only those among ``keys``,
+    when given), in key order."""
+    if keys is None:
+        rows = fetch(
+            conn,
+            "SELECT customer_key, arm FROM holdout_assignments WHERE journey_id = :j ORDER BY customer_key",
+            {"j": journey_id},
+        )
+    else:
+        sqlite = conn.dialect.name == "sqlite"
+        wanted = "IN (SELECT value FROM json_each(:keys))" if sqlite else "= ANY(CAST(:keys AS BIGINT[]))"
+        rows = []
+        for part in chunked(np.asarray(keys, dtype=np.int64).tolist()):
+            listed = orjson.dumps(list(part)).decode() if sqlite else list(part)
+            rows += fetch(
+                conn,
+                "SELECT customer_key, arm FROM holdout_assignments "
+                f"WHERE journey_id = :j AND customer_key {wanted}",
+                {"j": journey_id, "keys": listed},
+            )
+        rows.sort(key=lambda r: int(r[0]))
     keys = column(rows, 0, np.int64)
     held = np.array([r[1] == "holdout" for r in rows], dtype=bool)
     return keys, held

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 from sqlalchemy import Connection, text
 
 from orchestrator.store._bulk import column, fetch, objects
@@ -28,16 +29,44 @@ class OpenInstances:
 
 
 def unconverted_instances(
-    conn: Connection, journey_id: str, entered_since_us: int, *, with_data: bool = False
+    conn: Connection,
+    journey_id: str,
+    entered_since_us: int,
+    *,
+    with_data: bool = False,
+    keys: np.ndarray | None = None,
+    after_id: int | None = None,
 ) -> OpenInstances:
-    rows = fetch(
-        conn,
+    """The journey's instances entered since ``entered_since_us`` that have not converted; with ``keys``
+    and ``after_id``, only those of these customers or with an id above ``after_id`` (the instances made
+    since then)."""
+    select = (
         "SELECT i.id, i.customer_key, i.version, i.entered_us, i.holdout, i.status, i.entry_key, "
         + ("i.data " if with_data else "NULL ")
         + "FROM journey_instances i LEFT JOIN conversions c ON c.instance_id = i.id "
-        "WHERE i.journey_id = :j AND i.entered_us >= :since AND c.instance_id IS NULL",
-        {"j": journey_id, "since": entered_since_us},
+        "WHERE i.journey_id = :j AND i.entered_us >= :since AND c.instance_id IS NULL"
     )
+    params: dict[str, Any] = {"j": journey_id, "since": entered_since_us}
+    if keys is None or after_id is None:
+        rows = fetch(conn, select, params)
+    else:
+        listed = np.unique(np.asarray(keys, dtype=np.int64)).tolist()
+        if conn.dialect.name == "sqlite":
+            wanted, params["keys"] = "IN (SELECT value FROM json_each(:keys))", orjson.dumps(listed).decode()
+        else:
+            wanted, params["keys"] = "= ANY(CAST(:keys AS BIGINT[]))", listed
+        # Two index look-ups (the customers, then the new instances), not a scan of every open instance: on
+        # SQLite, ``+`` keeps the journey's index out of the second, which then reads ids above ``after``.
+        newer = (
+            select.replace("i.journey_id = :j", "+i.journey_id = :j")
+            if conn.dialect.name == "sqlite"
+            else select
+        )
+        rows = fetch(
+            conn,
+            f"{select} AND i.customer_key {wanted} UNION {newer} AND i.id > :after ORDER BY 1",
+            {**params, "after": after_id},
+        )
     return OpenInstances(
         ids=column(rows, 0, np.int64),
         keys=column(rows, 1, np.int64),
@@ -48,6 +77,23 @@ def unconverted_instances(
         entry_keys=objects(rows, 6),
         data=objects(rows, 7),
     )
+
+
+def goal_event_customers(conn: Connection, type_id: int, after_id: int, up_to_id: int) -> np.ndarray:
+    """The customers of the events of one type stored with ids ``after_id < id <= up_to_id`` (a range of
+    the primary key: what arrived since then, whatever its time)."""
+    rows = fetch(
+        conn,
+        "SELECT DISTINCT customer_key FROM events WHERE id > :a AND id <= :b AND type_id = :t",
+        {"a": after_id, "b": up_to_id, "t": type_id},
+    )
+    return column(rows, 0, np.int64)
+
+
+def max_instance_id(conn: Connection) -> int:
+    """The largest instance id so far (0 for none)."""
+    value = conn.execute(text("SELECT MAX(id) FROM journey_instances")).scalar()
+    return 0 if value is None else int(value)
 
 
 def insert_conversions(conn: Connection, rows: list[dict[str, Any]]) -> None:

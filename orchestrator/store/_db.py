@@ -159,3 +159,18 @@ def open_store(url: str | None = None, *, create: bool = True) -> Store:
         store.dispose()
         raise
     return store
+
+
+def _unsynced(dbapi_connection: Any, _record: Any) -> None:
+    cur = dbapi_connection.cursor()
+    cur.execute("PRAGMA synchronous=OFF")
+    cur.close()
+
+
+def open_scratch_store(path: str | os.PathLike[str]) -> Store:
+    """A throwaway SQLite store at ``path`` (a backtest's): made like any other, but nothing it writes is
+    synced to disk, since a crash may lose it whole."""
+    store = open_store(sqlite_url(path))
+    event.listen(store.engine, "connect", _unsynced)
+    store.engine.dispose()  # the connections opened so far are replaced by ones with the setting
+    return store

@@ -352,6 +352,18 @@ class JourneyHealth(SQLModel, table=True):
     last_us: int
 
 
+class SavedBacktest(SQLModel, table=True):
+    """A backtest's report kept with ``orchestrator backtest --save``: when, its parameters and the report
+    (both JSON text), for the faces that list and show saved backtests."""
+
+    __tablename__ = "backtest_reports"
+
+    id: int | None = Field(default=None, primary_key=True)
+    created_us: int
+    parameters: str = Field(sa_column=Column(Text, nullable=False))
+    report: str = Field(sa_column=Column(Text, nullable=False))
+
+
 def _wide_integers() -> None:
     """Every integer column is 64-bit on PostgreSQL (instants in microseconds overflow its 32-bit
     INTEGER); SQLite keeps ``INTEGER``, whose primary keys are the row id."""

@@ -82,10 +82,24 @@ def register_version(
     )
 
 
-def active_versions(conn: Connection, journey_id: str) -> list[int]:
+def active_versions(conn: Connection, journey_id: str, other_than: int | None = None) -> list[int]:
+    """The journey's versions with active instances; with ``other_than``, only registered versions but that
+    one (each looked up on its own, so a journey with one registered version reads no instance)."""
+    if other_than is None:
+        rows = conn.execute(
+            text(
+                "SELECT DISTINCT version FROM journey_instances WHERE journey_id = :j AND status = 'active'"
+            ),
+            {"j": journey_id},
+        ).all()
+        return sorted(int(r[0]) for r in rows)
     rows = conn.execute(
-        text("SELECT DISTINCT version FROM journey_instances WHERE journey_id = :j AND status = 'active'"),
-        {"j": journey_id},
+        text(
+            "SELECT v.version FROM journey_versions v WHERE v.journey_id = :j AND v.version <> :v "
+            "AND EXISTS (SELECT 1 FROM journey_instances i WHERE i.journey_id = :j AND i.status = 'active' "
+            "AND i.version = v.version)"
+        ),
+        {"j": journey_id, "v": other_than},
     ).all()
     return sorted(int(r[0]) for r in rows)
 

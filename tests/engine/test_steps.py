@@ -543,6 +543,4 @@ def test_segment_entry_and_a_monthly_loop_without_bursts(world: World) -> None:
     w.clock.set(t0 + 200 * DAY)
     w.tick()
     assert [t for _, t in w.sends()["cy"]][-2:] == [t0 + 90 * DAY, t0 + 200 * DAY]
-    assert {i.customer: i.reason for i in w.instances() if i.status != "active"} == {
-        "ann": "exit_when"
-    }
+    assert {i.customer: i.reason for i in w.instances() if i.status != "active"} == {"ann": "exit_when"}

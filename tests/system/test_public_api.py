@@ -51,6 +51,8 @@ PUBLIC: dict[str, list[str]] = {
         # the console's views of the journeys
         "JourneyDetail", "JourneyOverview", "JourneysOverview", "JourneyNotRun", "journey_detail",
         "journey_plan", "journeys_overview",
+        # backtests
+        "BacktestRun", "PastEvents", "backtest", "tick_instants",
     ],
     "orchestrator.http": [
         "MAX_EVENT_BYTES", "MAX_REQUEST_BYTES", "RunningServer", "create_app", "listen_address", "serve",
@@ -61,6 +63,7 @@ PUBLIC: dict[str, list[str]] = {
         "IngestedEvents", "KINDS", "Reject", "TimeRange", "UPDATED_AT_LEEWAY_US", "customer_row",
         "event_keys", "exact_json", "ingest_events_records", "ingest_file", "may_hold_long_integer",
         "parse_ts_text", "record_click", "record_open", "time_range", "unsubscribe",
+        "PastEventsRead", "read_events",
     ],
     "orchestrator.language": [
         "ADDRESS_FIELD", "CHANNELS", "CONSENT_CHANNELS", "Channel", "Consent", "ConsentChannel",
@@ -80,6 +83,8 @@ PUBLIC: dict[str, list[str]] = {
         "DEFAULT_SEQUENTIAL_TAU", "InputError", "analyze", "export_entries", "format_analysis",
         "format_table", "journey_report", "read_experiment", "render_analysis_html", "render_journey_html",
         "report_text",
+        "BacktestReport", "BacktestSection", "backtest_heading", "backtest_html", "backtest_report",
+        "backtest_sections", "compare_backtests", "comparison_html", "comparison_sections",
         # the per-step funnel
         "JourneyFunnel", "export_funnel", "funnel_lines", "journey_funnel", "journey_funnels",
     ],
@@ -123,6 +128,13 @@ PUBLIC: dict[str, list[str]] = {
         "ledger_rows", "query_rows", "suppression_rows",
         # overview: the console's summaries of the journeys
         "LedgerEntry", "entries_since", "latest_ledger_rows", "latest_versions", "retired_versions",
+        # backtests: what a report reads from its scratch store, the reports kept, a store's past
+        "ConversionCount", "EntryCount", "LedgerCount", "OutcomeCount", "SavedReport", "StoredHistory",
+        "conversions_per_arm", "customer_count", "customer_rows", "customers_in_journeys", "entries_by_day",
+        "instance_outcomes", "journey_overlap", "ledger_by_day", "save_backtest", "saved_backtest",
+        "saved_backtests", "sent_per_customer_week", "stored_history",
+        # conversions looked for where they can happen (the goal's new events, the new instances)
+        "goal_event_customers", "max_instance_id", "open_scratch_store",
         # the per-step funnel's counts
         "ArmConversions", "BEFORE_COUNTING", "ENTRY_TRIGGER", "EXIT_WHEN", "FunnelCount", "MIGRATED", "MOVED",
         "RETIRED", "StepMessages", "add_funnel_counts", "conversion_counts", "funnel_counts",
