@@ -5,14 +5,15 @@ another site. It is mounted by ``create_app`` only when the config has an ``http
 Pages: the journeys (``/console/``), a journey (``/console/journeys/{id}``: its diagram with the funnel's
 counts, its steps, the funnel per arm, the lift summary, the recent sends) and its full lift report
 (``.../report``), a customer (``/console/customers/{id}``: the ``why`` trace), saved backtests
-(``/console/backtests``). Every figure comes from the core (``engine.journeys_overview``,
-``engine.journey_detail``, ``engine.explain``, ``measure.journey_funnel``, ``measure.journey_report``, the
-diagram from ``JourneyPlan.diagram``); here it is only formatted (``_console_format``). Access:
-``_console_auth``.
+(``/console/backtests``, each report at ``/console/backtests/{id}``). Every figure comes from the core
+(``engine.journeys_overview``, ``engine.journey_detail``, ``engine.explain``, ``measure.journey_funnel``,
+``measure.journey_report``, ``measure.backtest_html``, the diagram from ``JourneyPlan.diagram``); here it
+is only formatted (``_console_format``). Access: ``_console_auth``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from importlib import resources
@@ -32,7 +33,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orchestrator.clock import Clock, to_us
 from orchestrator.config import Console
-from orchestrator.engine import JourneyNotRun, UnknownCustomer, explain, journey_detail, journeys_overview
+from orchestrator.engine import (
+    JourneyNotRun,
+    UnknownCustomer,
+    explain,
+    iso,
+    journey_detail,
+    journeys_overview,
+)
 from orchestrator.http import _console_format as fmt
 from orchestrator.http._console_auth import SESSION_COOKIE, ConsoleKeys, RequireLogin, safe_next
 from orchestrator.language import DiagramCounts, JourneyPlan
@@ -228,10 +236,16 @@ class ConsolePages:
         return self.page(request, "customer.html", why=story.to_dict())
 
     async def backtests(self, request: Request) -> Response:
-        return self.page(request, "backtests.html", backtests=None)
+        saved = await self.read(_saved_backtests, self.store)
+        return self.page(request, "backtests.html", backtests=saved)
 
     async def backtest(self, request: Request) -> Response:
-        return self.not_found(request, "No saved backtest of that id.")
+        raw = request.path_params["backtest_id"]
+        valid = raw.isascii() and raw.isdigit() and len(raw) < 19  # a positive 64-bit integer
+        html = await self.read(_backtest_html, self.store, int(raw)) if valid else None
+        if html is None:
+            return self.not_found(request, "No saved backtest of that id.")
+        return HTMLResponse(html)
 
 
 def _funnel(store: Store, journey_id: str, version: int) -> JourneyFunnel | None:
@@ -254,6 +268,28 @@ def _diagram(plan: JourneyPlan | None, funnel: JourneyFunnel | None) -> Markup |
     if funnel is not None and funnel.version == plan.version:
         counts = DiagramCounts(funnel.diagram_nodes(), funnel.diagram_edges())
     return Markup(plan.diagram("svg", counts))
+
+
+def _saved_backtests(store: Store) -> list[dict[str, Any]]:
+    """The saved backtests, newest first: id, when it was saved and its parameters."""
+    from orchestrator.store import saved_backtests
+
+    with store.connect() as conn:
+        saved = saved_backtests(conn)
+    return [{"id": b.id, "saved": iso(b.created_us), "parameters": json.loads(b.parameters)} for b in saved]
+
+
+def _backtest_html(store: Store, backtest_id: int) -> str | None:
+    """A saved backtest's report as its HTML page (a comparison's when it compared two), None if none."""
+    from orchestrator.measure import backtest_html, comparison_html
+    from orchestrator.store import saved_backtest
+
+    with store.connect() as conn:
+        saved = saved_backtest(conn, backtest_id)
+    if saved is None:
+        return None
+    report = json.loads(saved.report)
+    return comparison_html(report) if "a" in report and "b" in report else backtest_html(report)
 
 
 def _lift_report(store: Store, journey_id: str) -> dict[str, Any] | None:

@@ -29,11 +29,12 @@ import pytest
 from api_server import ApiServer, api_server
 from markupsafe import escape
 
+from orchestrator.cli import main
 from orchestrator.config import load_config
 from orchestrator.engine import explain, journey_detail, journeys_overview
 from orchestrator.http._console_auth import SESSION_COOKIE, ConsoleKeys
-from orchestrator.measure import journey_funnel, journey_report
-from orchestrator.store import open_store, sqlite_url
+from orchestrator.measure import backtest_html, journey_funnel, journey_report
+from orchestrator.store import open_store, saved_backtest, sqlite_url
 from orchestrator.testing import SimClock, World, at, customer, event, write_files
 
 CONSOLE_KEY = "console-key-for-tests-0123456789"
@@ -107,6 +108,11 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         events.append(event(HOSTILE_CUSTOMER, "add_to_cart", T0))
         world.add_events(*events)
         world.run_for("7d")
+    # A backtest of the same week, kept in the store for the console's backtest pages.
+    db = sqlite_url(folder / "orchestrator.db")
+    window = ["--from", "2024-04-01", "--to", "2024-04-08", "--tick", "2h"]
+    backtest = [*window, "--journeys", str(folder / "journeys"), "--db", db, "--save", "--format", "json"]
+    assert main(["backtest", *backtest]) == 0
     environ = {
         **os.environ,
         "ORCHESTRATOR_CONSOLE_KEY": CONSOLE_KEY,
@@ -133,6 +139,7 @@ def pages(site: Site) -> list[str]:
         "/journeys/rescue/report",
         "/customers/C001",
         "/backtests",
+        "/backtests/1",
     ]
 
 
@@ -337,6 +344,19 @@ def test_every_page_answers_and_shows_what_the_core_computed(site: Site) -> None
         full = client.get("/journeys/rescue/report").text
         assert "Lift report: rescue (version 1)" in full and full.count("<svg") >= 3
 
+        # The saved backtest: listed, and its page is the report measurement writes for it.
+        listing = client.get("/backtests").text
+        assert '<a href="/console/backtests/1">1</a>' in listing and "2024-04-01 to 2024-04-08" in listing
+        store = open_store(site.server.db)
+        try:
+            with store.connect() as conn:
+                saved = saved_backtest(conn, 1)
+        finally:
+            store.dispose()
+        assert saved is not None
+        assert client.get("/backtests/1").text == backtest_html(json.loads(saved.report))
+        for missing in ("2", "x", "9" * 30):
+            assert client.get(f"/backtests/{missing}").status_code == 404
         who = client.get("/customers/C001").text
         assert "Customer C001" in who and "reminder" in who
         for entry in why["entries"]:  # why's words, as the core wrote them
