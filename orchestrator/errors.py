@@ -12,6 +12,7 @@ and ``http_status`` (the HTTP service's status), here and nowhere else.
     │       ├── UnknownJourney                            engine._audience
     │       └── JourneyNotRun                             engine._overview
     ├── Failure                         exit 1  HTTP 422  the command ran and found problems
+    │   └── JourneyTestFailed                             testing.pytest_plugin (a journey test case)
     ├── InvalidInputError               exit 1  HTTP 400  fix the file or the value given
     │   ├── SpecError                                     language._yamlio (a journey, policy, plan file)
     │   │   └── ConfigError                               config (the workspace config)
@@ -20,6 +21,7 @@ and ``http_status`` (the HTTP service's status), here and nowhere else.
     │   ├── LimitError                                    channels.templates (internal: a bound was hit)
     │   ├── IngestError                                   ingest (a whole input file)
     │   ├── InputError                                    measure._experiment (an experiment table)
+    │   ├── _CaseError                                    testing._runner (internal: a test case cannot run)
     │   ├── _Refused                                      language._yamlio (internal)
     │   └── _NotPlain                                     channels.templates._context (internal)
     ├── SetupError                      exit 1  HTTP 500  fix the set-up: the config's providers, the folder

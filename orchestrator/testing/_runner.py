@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.engine import Workspace, load_workspace
-from orchestrator.errors import UsageError
+from orchestrator.errors import InvalidInputError, UsageError
 from orchestrator.language import (
     NO_STATE,
     TEST_FILE_SUFFIXES,
@@ -397,7 +397,7 @@ def problem_result(file: str, problems: list[Problem]) -> CaseResult:
     return CaseResult(file, "(the file)", problems[0].line if problems else 1, failures)
 
 
-class _CaseError(Exception):
+class _CaseError(InvalidInputError):
     """A case that cannot run: an unknown journey, invalid journeys, a refused event, a failed tick."""
 
     def __init__(self, line: int, message: str) -> None:

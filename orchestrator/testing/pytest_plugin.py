@@ -36,6 +36,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from orchestrator.errors import Failure
+
 if TYPE_CHECKING:  # imported where used: loading the plugin stays cheap for every pytest run
     from orchestrator.store import Store
     from orchestrator.testing._runner import JourneyTestRunner
@@ -103,7 +105,7 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
     return None
 
 
-class JourneyTestFailed(Exception):
+class JourneyTestFailed(Failure):
     """A journey test case whose expectations were not met: the lines to show."""
 
 
