@@ -624,6 +624,7 @@ def cmd_init(args: Args) -> int:
     where = "" if folder.resolve() == Path.cwd().resolve() else f"cd {folder} && "
     print("next:")
     print(f"  {where}orchestrator validate")
+    print("  orchestrator test                # the welcome journey's tests (journeys/welcome.test.yaml)")
     print("  orchestrator ingest sample/customers.csv sample/events.jsonl")
     print("  orchestrator run --once          # the welcome emails land in outbox/")
     return 0
