@@ -231,12 +231,10 @@ def test_diagram_counts_follow_the_machine(
         assert by_machine == left
 
 
-@pytest.mark.postgres
+@pytest.mark.backends("postgres")  # compared once: both stores are built here
 def test_sqlite_and_postgres_count_the_same(
     month: dict[str, World], backend: str, tmp_path: Path, postgres_url: str
 ) -> None:
-    if backend != "postgres":
-        pytest.skip("compared once, in the PostgreSQL run")
     from orchestrator.store import sqlite_url
 
     lite = run_month(month, "sqlite", tmp_path / "lite", sqlite_url(tmp_path / "lite.db"))
