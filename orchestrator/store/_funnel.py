@@ -22,11 +22,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
 import orjson
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, TextClause, text
 
 from orchestrator.holdout import HOLDOUT as HOLDOUT_ARM
 from orchestrator.holdout import TREATMENT as TREATMENT_ARM
@@ -83,13 +84,18 @@ def add_funnel_counts(conn: Connection, counts: Sequence[FunnelCount]) -> None:
             summed[key] = summed.get(key, 0) + c.n
     if not summed:
         return
-    values = []
     params: dict[str, Any] = {}
     for i, (key, n) in enumerate(summed.items()):
-        values.append(f"(:j{i}, :v{i}, :a{i}, :s{i}, :t{i}, :d{i}, :n{i})")
         params.update({f"j{i}": key[0], f"v{i}": key[1], f"a{i}": key[2], f"s{i}": key[3], f"t{i}": key[4]})
         params.update({f"d{i}": key[5], f"n{i}": n})
-    conn.execute(text(f"INSERT INTO journey_funnel ({_KEY}, n) VALUES {', '.join(values)}{_UPSERT}"), params)
+    conn.execute(_insert_counts(len(summed)), params)
+
+
+@lru_cache(maxsize=64)
+def _insert_counts(rows: int) -> TextClause:
+    """The statement adding ``rows`` counts (built once per number of rows: every step writes one)."""
+    values = ", ".join(f"(:j{i}, :v{i}, :a{i}, :s{i}, :t{i}, :d{i}, :n{i})" for i in range(rows))
+    return text(f"INSERT INTO journey_funnel ({_KEY}, n) VALUES {values}{_UPSERT}")
 
 
 def count_leaving(conn: Connection, ids: np.ndarray, trigger: str, dest: str) -> None:
