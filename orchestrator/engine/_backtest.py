@@ -33,6 +33,7 @@ import numpy as np
 
 from orchestrator.channels import CHANNELS, ChannelRouter, DeliveryResult, OutgoingMessage
 from orchestrator.clock import SimulatedClock, from_us, to_us
+from orchestrator.engine._dispatch import BATCH as DISPATCH_BATCH
 from orchestrator.engine._tick import Engine
 from orchestrator.engine._workspace import Workspace
 from orchestrator.errors import UsageError
@@ -242,6 +243,7 @@ def backtest(
             clock = SimulatedClock(start)
             adapter = Discard()
             engine = Engine(store, workspace, ChannelRouter([adapter]), clock, global_holdout=global_holdout)
+            engine.dispatch_group = DISPATCH_BATCH  # nothing can fail in flight: one commit per batch
             feed = _Feed(events, end_us)
             history = feed.feed(store, engine, start_us, start_us, HISTORY_CHUNK, hand=False)
             seconds["loading"] = time.perf_counter() - began

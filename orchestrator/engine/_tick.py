@@ -182,6 +182,10 @@ class Engine:
         self.links = links
         # Set (by the daemon's second stop signal) to end a dispatch after the group in flight is recorded.
         self.hurry = threading.Event()
+        # Messages dispatch hands over per commit, when set (first and largest group; see
+        # ``DispatchContext.group``): the backtest, whose adapter drops every message at once, hands each
+        # batch over in one group.
+        self.dispatch_group: int | None = None
         self._old_plans: dict[tuple[str, int], JourneyPlan] = {}
         # The last tick's evaluators, for the metrics that dispatch renders into messages.
         self._dispatch_evaluators: dict[tuple[str, int], Evaluator] = {}
@@ -743,6 +747,8 @@ class Engine:
             on_batch=on_batch,
             links=self.links,
         )
+        if self.dispatch_group is not None:
+            context.group = context.max_group = self.dispatch_group
         return dispatch_queued(self.store, self.router, self.clock, context, limit=limit)
 
     def _plan_for_dispatch(self, journey_id: str, version: int) -> JourneyPlan | None:
