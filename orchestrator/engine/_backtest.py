@@ -244,6 +244,7 @@ def backtest(
             adapter = Discard()
             engine = Engine(store, workspace, ChannelRouter([adapter]), clock, global_holdout=global_holdout)
             engine.dispatch_group = DISPATCH_BATCH  # nothing can fail in flight: one commit per batch
+            engine.alone = True  # the scratch store is this engine's alone
             feed = _Feed(events, end_us)
             history = feed.feed(store, engine, start_us, start_us, HISTORY_CHUNK, hand=False)
             seconds["loading"] = time.perf_counter() - began

@@ -186,6 +186,10 @@ class Engine:
         # ``DispatchContext.group``): the backtest, whose adapter drops every message at once, hands each
         # batch over in one group.
         self.dispatch_group: int | None = None
+        # Set when nothing but this engine writes to the store (the backtest's scratch store): a workspace
+        # whose versions were registered without a failure is not registered again at every tick.
+        self.alone = False
+        self._registered: Workspace | None = None
         self._old_plans: dict[tuple[str, int], JourneyPlan] = {}
         # The last tick's evaluators, for the metrics that dispatch renders into messages.
         self._dispatch_evaluators: dict[tuple[str, int], Evaluator] = {}
@@ -301,9 +305,11 @@ class Engine:
     def _versions(self, now_us: int, failures: dict[str, str]) -> dict[str, list[JourneyPlan]]:
         """Register each journey's version (one worker at a time), then, per journey that did not fail, the
         plans of the versions it runs at this tick: the current one and those with active instances."""
-        with self.store.begin() as conn:
-            leases.wait_singleton(conn, "versions")
-            self._register_versions(conn, now_us, failures)
+        if not (self.alone and self._registered is self.workspace):
+            with self.store.begin() as conn:
+                leases.wait_singleton(conn, "versions")
+                self._register_versions(conn, now_us, failures)
+            self._registered = self.workspace if not failures else None
         versions: dict[str, list[JourneyPlan]] = {}
         with self.store.connect() as conn:
             for plan in self.workspace.plans:
