@@ -434,19 +434,22 @@ def customer_records(conn: Connection, keys: Sequence[int]) -> dict[int, dict[st
     and every JSON attribute at top level; a standard column wins over an attribute of the same name.
     """
     wanted = sorted({int(k) for k in keys})
-    cols = [CUSTOMERS.c.key, CUSTOMERS.c.id, *[CUSTOMERS.c[name] for name in STANDARD]]
+    names = ("key", "id", *STANDARD)
+    cols = [CUSTOMERS.c[name] for name in names]
     cols.append(CUSTOMERS.c.attributes)
+    consents = [names.index(name) for name in CONSENTS]
     out: dict[int, dict[str, Any]] = {}
     for part in chunked(wanted):
         for row in conn.execute(select(*cols).where(CUSTOMERS.c.key.in_(part))):
-            record = dict(row._mapping)
-            attrs = orjson.loads(record.pop("attributes") or "{}")
-            for name in CONSENTS:
-                record[name] = None if record[name] is None else bool(record[name])
-            record["key"] = int(record["key"])
-            merged = dict(attrs) if isinstance(attrs, dict) else {}
-            merged.update(record)
-            out[record["key"]] = merged
+            values = list(row)
+            attrs = orjson.loads(values.pop() or "{}")
+            for i in consents:
+                if values[i] is not None:
+                    values[i] = bool(values[i])
+            values[0] = int(values[0])
+            merged = attrs if isinstance(attrs, dict) else {}
+            merged.update(zip(names, values, strict=True))
+            out[values[0]] = merged
     return out
 
 
