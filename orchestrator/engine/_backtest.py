@@ -16,7 +16,10 @@ deleted.
 The cost of a backtest follows the events and the ticks: each tick stores and folds in only its own new
 events, the engine re-evaluates only the customers those events (or time) can change
 (``signals._kept_conditions``), steps only the instances that are due and looks for conversions only
-where a goal event came; the scratch store syncs nothing to disk (``store.open_scratch_store``).
+where a goal event came; the scratch store syncs nothing to disk (``store.open_scratch_store``). Alone on
+that store, the engine registers the journeys' versions once rather than at every tick, dispatch hands
+each batch to the adapter in one commit, and the templates are read once at the start, as the daemon pins
+them (``engine._reload.pin_templates``).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import numpy as np
 from orchestrator.channels import CHANNELS, ChannelRouter, DeliveryResult, OutgoingMessage
 from orchestrator.clock import SimulatedClock, from_us, to_us
 from orchestrator.engine._dispatch import BATCH as DISPATCH_BATCH
+from orchestrator.engine._reload import pin_templates
 from orchestrator.engine._tick import Engine
 from orchestrator.engine._workspace import Workspace
 from orchestrator.errors import UsageError
@@ -245,6 +249,7 @@ def backtest(
             engine = Engine(store, workspace, ChannelRouter([adapter]), clock, global_holdout=global_holdout)
             engine.dispatch_group = DISPATCH_BATCH  # nothing can fail in flight: one commit per batch
             engine.alone = True  # the scratch store is this engine's alone
+            pin_templates(workspace)  # rendered as loaded, without a look at the files per message
             feed = _Feed(events, end_us)
             history = feed.feed(store, engine, start_us, start_us, HISTORY_CHUNK, hand=False)
             seconds["loading"] = time.perf_counter() - began
