@@ -100,6 +100,17 @@ def test_render_string_for_inline_templates(renderer: TemplateRenderer) -> None:
     assert renderer.render_string(subject, CUSTOMER) == "Ann, 2 items wait for you"
 
 
+@pytest.mark.parametrize("text", ["We miss you", "", "a %} b }}", "<b>&amp;</b>", "50% off\n", "a\r\nb"])
+@pytest.mark.parametrize("name", ["subject", "title.html"])
+def test_inline_text_without_tags_renders_as_jinja_renders_it(
+    renderer: TemplateRenderer, text: str, name: str
+) -> None:
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    assert renderer.render_string(text, CUSTOMER, name=name) == env.from_string(text).render(CUSTOMER)
+    with pytest.raises(TemplateError):  # the context is still checked
+        renderer.render_string(text, {"customer": object()}, name=name)
+
+
 def test_undefined_variable_is_an_error_naming_it(renderer: TemplateRenderer) -> None:
     with pytest.raises(TemplateError) as info:
         renderer.render_string("Hello\n{{ customer.nickname }}", CUSTOMER, name="subject")

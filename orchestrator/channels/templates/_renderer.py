@@ -31,6 +31,12 @@ from orchestrator.channels.templates._loader import RootedLoader, check_name
 from orchestrator.channels.templates._sandbox import SandboxEnvironment
 
 
+def _is_literal(source: str) -> bool:
+    """Whether ``source`` is plain text that renders as itself: no ``{`` (which every tag, expression and
+    comment starts with) and no line break (a last one is dropped, and ``\r\n`` becomes ``\n``)."""
+    return "{" not in source and "\n" not in source and "\r" not in source
+
+
 class TemplateRenderer:
     """Renders templates under ``root`` (and inline ones) in the bounded sandbox; see the package docstring.
 
@@ -103,6 +109,8 @@ class TemplateRenderer:
         """Render an inline template (e.g. an email subject from YAML); ``name`` appears in errors and, when
         it ends ``.html``, turns autoescaping on. Inline templates may include files under the root."""
         data = self._context_data(context, name)
+        if _is_literal(source) and len(source) <= self.limits.max_output_chars:
+            return source  # one line without a tag renders as itself (most subjects): no run needed
         try:
             template = self._compile_inline(source, name)
         except Exception as exc:
