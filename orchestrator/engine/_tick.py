@@ -188,8 +188,11 @@ class Engine:
         self.dispatch_group: int | None = None
         # Set when nothing but this engine writes to the store (the backtest's scratch store): a workspace
         # whose versions were registered without a failure is not registered again at every tick.
+        # Such an engine also keeps in memory the last tick's instant and whether a journey is marked failed.
         self.alone = False
         self._registered: Workspace | None = None
+        self._last_tick_us: int | None = None
+        self._healthy = False
         self._old_plans: dict[tuple[str, int], JourneyPlan] = {}
         # The last tick's evaluators, for the metrics that dispatch renders into messages.
         self._dispatch_evaluators: dict[tuple[str, int], Evaluator] = {}
@@ -297,8 +300,10 @@ class Engine:
 
     def _check_clock(self, now_us: int) -> None:
         """Refuse (``ClockBehind``) an instant before the last stored tick, less the allowed skew."""
-        with self.store.connect() as conn:
-            last_us = latest_tick_us(conn)
+        last_us = self._last_tick_us
+        if not (self.alone and last_us is not None):
+            with self.store.connect() as conn:
+                last_us = latest_tick_us(conn)
         if last_us is not None and now_us < last_us - self.clock_skew_us:
             raise ClockBehind(now_us, last_us)
 
@@ -410,9 +415,12 @@ class Engine:
 
     def _record_health(self, failures: dict[str, str], now_us: int) -> None:
         """Store which journeys failed at this tick (workers one at a time) and log what changed."""
+        if self.alone and self._healthy and not failures:
+            return  # no journey is marked failed, and none failed now
         with self.store.begin() as conn:
             leases.wait_singleton(conn, "health")
             before = record_health(conn, failures, now_us)
+        self._healthy = not failures
         self._report_health(failures, before)
 
     def _dispatch_once(self, progress: TickProgress | None) -> DispatchReport | None:
@@ -435,6 +443,7 @@ class Engine:
         """Store the tick's report in the tick log, in a transaction of its own."""
         with self.store.begin() as conn:
             record_tick(conn, report.now_us, report.timings["total"], json.dumps(report.to_dict()))
+        self._last_tick_us = max(report.now_us, self._last_tick_us or report.now_us)
 
     def _step_shared(
         self,
