@@ -20,7 +20,7 @@ import os
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,7 @@ from orchestrator.language import (
     load_yaml,
     read_text,
 )
-from orchestrator.store import sqlite_url
+from orchestrator.store import open_scratch_store
 from orchestrator.testing._expectations import Observed, check, step_problems
 from orchestrator.testing._test_files import TestCase, TestFile, format_offset, read_test_file
 from orchestrator.testing.clock import SimClock
@@ -315,7 +315,10 @@ class JourneyTestRunner:
     ) -> tuple[Observed, dict[str, set[tuple[str, str]]]]:
         plans = {p.id: p for p in workspace.plans}
         clock = SimClock(case.start)
-        with World(folder, store=sqlite_url(folder / "test.db"), clock=clock, workspace=workspace) as world:
+        with ExitStack() as cleanup:
+            store = open_scratch_store(folder / "test.db")  # thrown away with the case: nothing synced
+            cleanup.callback(store.dispose)
+            world = cleanup.enter_context(World(folder, store=store, clock=clock, workspace=workspace))
             world.add_customers(*(customer(cid, **attributes) for cid, attributes in case.customers.items()))
             pending = list(case.events)
             now = case.start
