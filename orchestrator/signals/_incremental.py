@@ -100,7 +100,9 @@ class SegmentFilter:
         self._dictionaries: dict[str, np.ndarray] = {}
 
     def __call__(self, events: Segment) -> np.ndarray:
-        def column(prop: str) -> Categorical:
+        def column(prop: str) -> Categorical | np.ndarray:
+            if prop not in events.codes:
+                return events.numbers[prop]  # read only as a number (``lang.where_numbers``)
             return Categorical(events.codes[prop], self._dictionary(prop))
 
         return where_filter.event_mask(

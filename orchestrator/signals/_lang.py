@@ -67,6 +67,7 @@ __all__ = [
     "parse",
     "tokenize",
     "walk",
+    "where_numbers",
     "where_parts",
     "where_properties",
     "where_split",
@@ -545,6 +546,31 @@ def where_properties(call: Call) -> list[Name]:
     """The event properties an aggregate's ``where=`` reads, as written (``purchase.category``)."""
     where = call.kwarg("where")
     return [] if where is None else where_split(where)[0]
+
+
+_NUMERIC_OPS = ("<", "<=", ">", ">=", "+", "-", "*", "/")
+
+
+def where_numbers(call: Call) -> set[str]:
+    """The properties an aggregate's ``where=`` reads only as numbers (in arithmetic, ``abs`` or an
+    ordering comparison: ``purchase.amount > 50``); the log may keep those as numbers alone."""
+    where = call.kwarg("where")
+    if where is None:
+        return set()
+    numeric: set[str] = set()
+    other: set[str] = set()
+    stack: list[tuple[Node, bool]] = [(where, False)]
+    while stack:
+        node, as_number = stack.pop()
+        if isinstance(node, Name) and len(node.parts) == 2:
+            (numeric if as_number else other).add(node.parts[1])
+        elif not _is_aggregate_call(node):
+            inner = (isinstance(node, Binary) and node.op in _NUMERIC_OPS) or (
+                isinstance(node, Unary) and node.op == "-"
+            )
+            inner = inner or (isinstance(node, Call) and node.func == "abs")
+            stack.extend((child, inner) for child in _children(node))
+    return numeric - other
 
 
 def _check_where(call: Call, where: Node) -> None:
