@@ -88,6 +88,10 @@ def event_mask(
         return dataclasses.replace(node, **changes)
 
     residual = rewrite(where)
+    if isinstance(residual, Name) and residual.parts[0] in inputs:
+        column = inputs[residual.parts[0]]
+        if column.dtype == bool:
+            return column  # the whole filter was looked up by value (most filters): nothing left to do
     return local(CustomerFrame(n, np.ones(n, bool), inputs)).condition(residual)
 
 
