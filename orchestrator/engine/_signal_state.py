@@ -118,6 +118,7 @@ class SignalState:
         """Make every aggregate's current value available to evaluators using ``cache``; each is read
         from the state only when an evaluator first asks for it."""
         cache.values = _LazyValues(self.aggregates, cache.values)
+        cache.compute = self.aggregates.filtered  # aggregates whose where= reads the customer's values
 
     def events(self, start_us: int | None, end_us: int, types: Iterable[str] | None = None) -> EventFrame:
         """Events with ``start_us <= ts < end_us`` from the log (only of ``types``, when given)."""

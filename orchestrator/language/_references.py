@@ -70,6 +70,8 @@ def _expression(path: Path_, text: str | None, roots: Mapping[str, str | None]) 
         by = call.kwarg("by")
         if isinstance(by, lang.Name) and len(by.parts) == 2:
             refs.append(Reference("property", by.parts[1], path, by.pos, event=by.parts[0]))
+        for name in lang.where_properties(call):  # where=purchase.category == ...
+            refs.append(Reference("property", name.parts[1], path, name.pos, event=name.parts[0]))
     for name in lang.free_names(node):
         if len(name.parts) == 1:
             refs.append(Reference("attribute", name.parts[0], path, name.pos))

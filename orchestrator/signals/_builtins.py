@@ -30,7 +30,7 @@ from orchestrator.signals._syntax import (
 )
 
 DAY_SECONDS = 86400.0
-WINDOW = {"within": "duration", "before": "duration"}
+WINDOW = {"within": "duration", "before": "duration", "where": "condition"}
 
 # Lifecycle tiers in the order they are tried, with their default thresholds:
 # (most days since the latest activity, fewest events in the frequency window).

@@ -11,7 +11,7 @@ null, ``coalesce`` and ``present`` test for it, and ``x == null`` is true exactl
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -19,6 +19,7 @@ import numpy as np
 from orchestrator.durations import US_PER_SECOND
 from orchestrator.signals import _builtin_values as builtin_values
 from orchestrator.signals import _lang as lang
+from orchestrator.signals import _where as where_filter
 from orchestrator.signals._frame import NULL_CODE, Categorical, CustomerFrame, EventFrame
 from orchestrator.signals._lang import Binary, Call, ExpressionError, Name, Node, Unary
 
@@ -26,11 +27,16 @@ Value = Any  # np.ndarray of length n, or a Python scalar that broadcasts
 
 
 class AggregateCache:
-    """Results of aggregates and masks for one frame and one instant, shared across journeys."""
+    """Results of aggregates and masks for one frame and one instant, shared across journeys.
+
+    ``compute``, when set (by whoever holds the events: the incremental state), computes an aggregate
+    whose ``where=`` reads the customer's own values, given those values (see ``Evaluator.filtered``);
+    when None, evaluators compute it from their own events."""
 
     def __init__(self) -> None:
         self.values: dict[Any, np.ndarray] = {}
         self.masks: dict[Any, Any] = {}
+        self.compute: Callable[[Call, Mapping[Node, np.ndarray]], np.ndarray] | None = None
 
 
 class Evaluator:
@@ -71,6 +77,11 @@ class Evaluator:
     def condition(self, node: Node) -> np.ndarray:
         """Where the expression is true, as a boolean array of length ``n`` (false for empty slots)."""
         return _broadcast(_truthy(self._eval(node)), self.n).astype(bool) & self.customers.exists
+
+    def filtered(self, call: Call, parts: Mapping[Node, np.ndarray]) -> np.ndarray:
+        """The aggregate ``call`` over this evaluator's events, its ``where=`` reading ``parts``: the value
+        of each customer-level part of the filter for every customer slot (``lang.where_parts``)."""
+        return self._aggregate(call, parts)
 
     def metric(self, name: str) -> np.ndarray:
         if name not in self._metric_values:
@@ -161,6 +172,8 @@ class Evaluator:
 
     def _call(self, call: Call) -> Value:
         spec = lang.FUNCTIONS[call.func]
+        if (spec.kind == "events" or lang.is_property_aggregate(call)) and lang.where_parts(call):
+            return self._dynamic(call)
         if spec.kind == "events" or lang.is_property_aggregate(call):
             key = call  # nodes compare without positions, so equal calls share one result
             cached = self.cache.values.get(key)
@@ -188,6 +201,70 @@ class Evaluator:
         if call.func == "present":
             return ~_broadcast(_is_null(args[0]), self.n)
         return self._builtin(call, args)
+
+    def _dynamic(self, call: Call) -> np.ndarray:
+        """An aggregate whose filter reads the customer's own values: those are this evaluator's (its
+        metrics, attributes and aggregates), so it is shared only with evaluators that define the metrics
+        it reads the same way."""
+        parts = lang.where_parts(call)
+        key = ("where", call, self._metric_definitions(parts))
+        cached = self.cache.values.get(key)
+        if cached is None:
+            values = {part: self.values(part) for part in parts}
+            compute = self.cache.compute
+            cached = compute(call, values) if compute is not None else self._aggregate(call, values)
+            self.cache.values[key] = cached
+        return cached
+
+    def _metric_definitions(self, parts: Iterable[Node]) -> tuple[tuple[str, Node], ...]:
+        """The metrics ``parts`` read, directly or through other metrics, with their formulas."""
+        found: dict[str, Node] = {}
+        stack = [name.parts[0] for part in parts for name in lang.free_names(part)]
+        while stack:
+            name = stack.pop()
+            if name in self.metrics and name not in found:
+                found[name] = self.metrics[name]
+                stack.extend(n.parts[0] for n in lang.free_names(self.metrics[name]))
+        return tuple(sorted(found.items(), key=lambda item: item[0]))
+
+    def _filter(self, call: Call, mask: np.ndarray, parts: Mapping[Node, np.ndarray] | None) -> np.ndarray:
+        """``mask`` (the aggregate's events) narrowed to the events its ``where=`` keeps."""
+        where = call.kwarg("where")
+        if where is None:
+            return mask
+        ev = self.events
+        if not lang.where_split(where)[1]:
+            # A static filter: each event's verdict depends on the event alone, so it is worked out once
+            # per frame for every event and shared by aggregates with the same filter.
+            key = ("where", where)
+            keep = self.cache.masks.get(key)
+            if keep is None:
+                keep = where_filter.event_mask(
+                    where, self._where_column, ev.customer, {}, column_evaluator, self.cache.masks
+                )
+                self.cache.masks[key] = keep
+            return mask & keep
+        if parts is None:
+            raise ExpressionError(f"{call.func}() filters on the customer's values, which are not given")
+        rows = np.flatnonzero(mask)
+
+        def column(prop: str) -> Any:
+            raw = self._where_column(prop)
+            return Categorical(raw.codes[rows], raw.values) if isinstance(raw, Categorical) else raw[rows]
+
+        keep = where_filter.event_mask(
+            where, column, ev.customer[rows], parts, column_evaluator, self.cache.masks
+        )
+        out = np.zeros(len(mask), bool)
+        out[rows[keep]] = True
+        return out
+
+    def _where_column(self, prop: str) -> Any:
+        """A property as a filter reads it: numbers as they are, anything else dictionary-encoded."""
+        raw = self.events.prop(prop)
+        if isinstance(raw, np.ndarray) and raw.dtype.kind in "fiu":
+            return raw
+        return self._encoded(prop)
 
     def _column(self, value: Value) -> np.ndarray:
         """A value as a float column of length ``n`` (NaN for null)."""
@@ -279,7 +356,7 @@ class Evaluator:
             self.cache.masks[key] = column
         return column
 
-    def _aggregate(self, call: Call) -> np.ndarray:
+    def _aggregate(self, call: Call, parts: Mapping[Node, np.ndarray] | None = None) -> np.ndarray:
         n = self.n
         ev = self.events
         window = self._window_mask(call)
@@ -287,6 +364,7 @@ class Evaluator:
             names = tuple(arg.parts[0] for arg in call.args if isinstance(arg, Name))
             every_type = call.func == "distinct_events" and not names
             mask = window if every_type else window & self._type_mask(names)
+            mask = self._filter(call, mask, parts)
             cust = ev.customer[mask]
             if call.func == "count":
                 return np.bincount(cust, minlength=n).astype(np.float64)
@@ -310,7 +388,7 @@ class Evaluator:
         arg = call.args[0]
         assert isinstance(arg, Name)
         event_name, prop = arg.parts
-        mask = window & self._type_mask((event_name,))
+        mask = self._filter(call, window & self._type_mask((event_name,)), parts)
         func = call.func
         if func in ("sum", "mean", "min", "max", "last"):
             nums = self._numeric(prop)[mask]
@@ -353,6 +431,11 @@ class Evaluator:
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+
+
+def column_evaluator(frame: CustomerFrame) -> Evaluator:
+    """An evaluator over plain columns (no events): what ``where=`` filters evaluate their rows with."""
+    return Evaluator(EventFrame.empty(frame.n), frame, 0, cache=AggregateCache())
 
 
 def _seconds_us(node: Node) -> int:

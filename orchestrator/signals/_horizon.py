@@ -176,6 +176,8 @@ class Spans:
         none = np.zeros(self.n, bool)
         if call.func not in ("since", "last"):
             return self.constant(call)  # changes only when events enter or leave its window: touched
+        if lang.where_parts(call):
+            return Span(np.ones(self.n, bool))  # a filter on the customer's values: evaluated every tick
         last, start = self.aggregates.last_times(call, self.rows)
         varies = none
         if start is not None:  # the window's start passes the latest event: the value becomes null

@@ -22,11 +22,18 @@ Bases:
   ``top_count`` and ``top_value`` read;
 - anything not maintained incrementally (min/max, ``median_gap``, very wide value sets) is recomputed
   each tick from the window's events.
+
+An aggregate with a *static* ``where=`` filter (one that reads only the events' own properties:
+``count(view, where=view.category == "shoes")``) rests on bases of its own, which fold only the events
+the filter keeps; the filter is part of their key, so aggregates with the same filter share them. A
+filter that reads the customer's values (a metric, an attribute, another aggregate) gives each event a
+verdict that changes when those values do, so such an aggregate is recomputed from its window's events
+each tick, with the customer's values handed over by the evaluator that reads it (``filtered``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,16 +41,18 @@ import numpy as np
 
 from orchestrator.durations import US_PER_SECOND
 from orchestrator.signals import _lang as lang
+from orchestrator.signals import _where as where_filter
 from orchestrator.signals._evaluate import (
     MATRIX_CELLS,
     MICROS,
     AggregateCache,
     Evaluator,
+    column_evaluator,
     to_micros,
     value_rank,
 )
-from orchestrator.signals._frame import NULL_CODE, CustomerFrame
-from orchestrator.signals._lang import Call, Name
+from orchestrator.signals._frame import NULL_CODE, Categorical, CustomerFrame, EventFrame
+from orchestrator.signals._lang import Call, Name, Node
 from orchestrator.signals._log import EventLog, Segment
 
 NEVER = np.iinfo(np.int64).min
@@ -74,6 +83,40 @@ def _events(call: Call) -> tuple[str, ...]:
     arg = call.args[0]
     assert isinstance(arg, Name)
     return (arg.parts[0],)
+
+
+def _static_where(call: Call) -> Node | None:
+    """The call's ``where=`` when the bases can keep it (it reads only the events' properties)."""
+    where = call.kwarg("where")
+    return where if where is not None and not lang.where_split(where)[1] else None
+
+
+class SegmentFilter:
+    """A static ``where=`` evaluated over the log's segments: which of a segment's events it keeps."""
+
+    def __init__(self, where: Node, log: EventLog) -> None:
+        self.where, self.log = where, log
+        self._tables: dict[Any, Any] = {}
+        self._dictionaries: dict[str, np.ndarray] = {}
+
+    def __call__(self, events: Segment) -> np.ndarray:
+        def column(prop: str) -> Categorical | np.ndarray:
+            if prop not in events.codes:
+                return events.numbers[prop]  # read only as a number (``lang.where_numbers``)
+            return Categorical(events.codes[prop], self._dictionary(prop))
+
+        return where_filter.event_mask(
+            self.where, column, events.customer, {}, column_evaluator, self._tables
+        )
+
+    def _dictionary(self, prop: str) -> np.ndarray:
+        """The log's values of ``prop``, as one array until the dictionary grows (the per-value results
+        worked out over it are then worked out again)."""
+        known = self._dictionaries.get(prop)
+        if known is None or len(known) != len(self.log.values[prop]):
+            known = self._dictionaries[prop] = self.log.value_array(prop)
+            self._tables.clear()
+        return known
 
 
 def _prop(call: Call) -> str | None:
@@ -157,6 +200,13 @@ class Base:
     def __init__(self, window: Window, event: str) -> None:
         self.window, self.event = window, event
         self.bounds: tuple[int | None, int] | None = None
+        self.keep: SegmentFilter | None = None  # a static where=: only the events it keeps are folded
+
+    def _kept(self, events: Segment) -> Segment:
+        if self.keep is None or not len(events):
+            return events
+        keep = self.keep(events)
+        return events if bool(keep.all()) else events.take(keep)
 
     def reset(self, n: int) -> None:
         raise NotImplementedError
@@ -176,7 +226,7 @@ class Base:
             self.reset(tick.n)
             tick.rebuilt.add(self)
             for part in tick.everything(self.event, start1, end1):
-                self.delta(part, +1)
+                self.delta(self._kept(part), +1)
         else:
             self.grow(tick.n)
             changes: list[tuple[Segment, int]] = []
@@ -188,6 +238,7 @@ class Base:
             changes += [(part, +1) for part in tick.new_in(self.event, start1, end1)]
             touched = tick.touched.setdefault(self, [])
             for part, sign in changes:
+                part = self._kept(part)
                 self.delta(part, sign)
                 touched.append(part.customer)
         self.bounds = (start1, end1)
@@ -424,6 +475,7 @@ class IncrementalAggregates:
         self._rebuilt_bases: set[Base] = set()
         self._touched_memo: dict[tuple[Call, ...], np.ndarray | None] = {}
         self._n_before = 0
+        self._filters: dict[Node, SegmentFilter] = {}  # by static filter, shared by the bases using it
         for call in self.calls:
             self._bases_for(call, self._call_events(call))
 
@@ -437,33 +489,41 @@ class IncrementalAggregates:
         base = self.bases.get(key)
         if base is None:
             base = self.bases[key] = make()
+            where = key[-1]
+            if where is not None:
+                if where not in self._filters:
+                    self._filters[where] = SegmentFilter(where, self.log)
+                base.keep = self._filters[where]
         return base
 
     def _bases_for(self, call: Call, events: tuple[str, ...]) -> None:
-        """Make (or share) the bases ``call`` reads, and remember which they are."""
-        w, prop, f = _window(call), _prop(call), call.func
+        """Make (or share) the bases ``call`` reads, and remember which they are. Every key ends with the
+        static filter (None: none) its base folds events through."""
+        w, prop, f, k = _window(call), _prop(call), call.func, _static_where(call)
         made: list[Base] = []
-        if f in ("count", "distinct_events"):
+        if lang.where_parts(call):
+            self._rebuilt.append(call)  # its filter reads the customer's values, which may change
+        elif f in ("count", "distinct_events"):
             for e in events:
-                made.append(self._base(("count", w, e, None), lambda e=e: Counter(w, e, None)))
+                made.append(self._base(("count", w, e, None, k), lambda e=e: Counter(w, e, None)))
         elif f == "since":
             for e in events:
-                made.append(self._base(("latest", w.before_us, e), lambda e=e: Latest(w.before_us, e)))
+                made.append(self._base(("latest", w.before_us, e, k), lambda e=e: Latest(w.before_us, e)))
         elif f == "median_gap":
             self._rebuilt.append(call)  # a median is not kept by adding and removing events
         elif prop is None:
             raise AssertionError(f"{f} reads a property")
         elif f == "sum":
-            made.append(self._base(("sum", w, events[0], prop), lambda: Summer(w, events[0], prop)))
+            made.append(self._base(("sum", w, events[0], prop, k), lambda: Summer(w, events[0], prop)))
         elif f == "mean":
-            made.append(self._base(("sum", w, events[0], prop), lambda: Summer(w, events[0], prop)))
-            made.append(self._base(("count", w, events[0], prop), lambda: Counter(w, events[0], prop)))
+            made.append(self._base(("sum", w, events[0], prop, k), lambda: Summer(w, events[0], prop)))
+            made.append(self._base(("count", w, events[0], prop, k), lambda: Counter(w, events[0], prop)))
         elif f in ("distinct", "top_count", "top_value"):
             made.append(
-                self._base(("pairs", w, events[0], prop), lambda: Pairs(w, events[0], prop, self.log))
+                self._base(("pairs", w, events[0], prop, k), lambda: Pairs(w, events[0], prop, self.log))
             )
         elif f == "last":
-            key = ("last", w.before_us, events[0], prop)
+            key = ("last", w.before_us, events[0], prop, k)
             made.append(self._base(key, lambda: LastValue(w.before_us, events[0], prop)))
         else:
             self._rebuilt.append(call)  # min / max of a property
@@ -511,8 +571,15 @@ class IncrementalAggregates:
 
     @property
     def values(self) -> dict[Call, np.ndarray]:
-        """Every aggregate's value for every customer slot (computed once per advance)."""
-        return {call: self.value(call) for call in self.calls}
+        """Every aggregate's value for every customer slot (computed once per advance), but those whose
+        filter reads metrics or attributes: an evaluator reads them, handing those values over."""
+        return {call: self.value(call) for call in self.calls if not _reads_names(call)}
+
+    def filtered(self, call: Call, parts: Mapping[Node, np.ndarray]) -> np.ndarray:
+        """An aggregate whose ``where=`` reads the customer's values, from its window's events, given those
+        values (each part of ``lang.where_parts(call)`` for every customer slot): what an evaluator calls
+        through ``AggregateCache.compute``."""
+        return self._from_scratch(call, parts)
 
     def value(self, call: Call, rows: np.ndarray | Rows | None = None) -> np.ndarray:
         """The aggregate's value for every customer slot (read-only; cached until the next advance), or
@@ -531,6 +598,7 @@ class IncrementalAggregates:
     def fill(self, cache: AggregateCache) -> None:
         """Put every aggregate's current value where an ``Evaluator`` looks first."""
         cache.values.update(self.values)
+        cache.compute = self.filtered
 
     def tracks(self, call: Call) -> bool:
         """Whether ``touched_by`` covers every change to this aggregate's value (not so for aggregates
@@ -539,7 +607,7 @@ class IncrementalAggregates:
             return False
         prop = _prop(call)
         if call.func in ("distinct", "top_count", "top_value") and prop is not None:
-            return not self._pairs(_window(call), self._call_events(call)[0], prop).wide
+            return not self._pairs(_window(call), self._call_events(call)[0], prop, _static_where(call)).wide
         return True
 
     def last_times(self, call: Call, rows: np.ndarray | Rows | None = None) -> tuple[np.ndarray, int | None]:
@@ -547,14 +615,14 @@ class IncrementalAggregates:
         (or for the customer keys ``rows``), and the window's start (None: unbounded), which cuts it off
         when read. Time alone changes these values; everything else changes only through events entering
         or leaving windows."""
-        w, events = _window(call), self._call_events(call)
+        w, events, k = _window(call), self._call_events(call), _static_where(call)
         pick = Rows.every(self.n) if rows is None else rows if isinstance(rows, Rows) else Rows(rows)
         if call.func == "since":
-            last = self._latest_of(w, events, pick)
+            last = self._latest_of(w, events, pick, k)
         else:
             prop = _prop(call)
             assert call.func == "last" and prop is not None
-            base = self.bases[("last", w.before_us, events[0], prop)]
+            base = self.bases[("last", w.before_us, events[0], prop, k)]
             assert isinstance(base, LastValue)
             last = pick.take(base.last)
         return last, w.bounds(self.now_us)[0]
@@ -563,17 +631,17 @@ class IncrementalAggregates:
         """The value of ``call`` for the customer slots ``rows`` covers."""
         if call in self._rebuilt:
             return rows.take(self._from_scratch(call))
-        w, prop, f = _window(call), _prop(call), call.func
+        w, prop, f, k = _window(call), _prop(call), call.func, _static_where(call)
         events = self._call_events(call)
         if f == "count":
-            return _total([rows.take(self._counter(w, e, None).counts) for e in events], len(rows))
+            return _total([rows.take(self._counter(w, e, None, k).counts) for e in events], len(rows))
         if f == "distinct_events":
             seen: np.ndarray = np.zeros(len(rows), np.int64)
             for e in events:
-                seen += rows.take(self._counter(w, e, None).counts) > 0
+                seen += rows.take(self._counter(w, e, None, k).counts) > 0
             return seen.astype(np.float64)
         if f == "since":
-            last = self._latest_of(w, events, rows)
+            last = self._latest_of(w, events, rows, k)
             start, _ = w.bounds(self.now_us)
             absent = last == NEVER if start is None else last < start
             out = np.subtract(self.now_us, last, dtype=np.float64)
@@ -583,15 +651,15 @@ class IncrementalAggregates:
         assert prop is not None
         event = events[0]
         if f == "sum":
-            return rows.take(self._summer(w, event, prop).micros) / MICROS
+            return rows.take(self._summer(w, event, prop, k).micros) / MICROS
         if f == "mean":
-            total = rows.take(self._summer(w, event, prop).micros) / MICROS
-            count = rows.take(self._counter(w, event, prop).counts)
+            total = rows.take(self._summer(w, event, prop, k).micros) / MICROS
+            count = rows.take(self._counter(w, event, prop, k).counts)
             with np.errstate(invalid="ignore", divide="ignore"):
                 return np.where(count > 0, total / np.maximum(count, 1), np.nan)
         if f == "last":
-            return self._last_value(w, event, prop, rows)
-        pairs = self._pairs(w, event, prop)
+            return self._last_value(w, event, prop, rows, k)
+        pairs = self._pairs(w, event, prop, k)
         if pairs.wide:
             return rows.take(self._from_scratch(call))
         if f in ("distinct", "top_count"):
@@ -605,47 +673,66 @@ class IncrementalAggregates:
         out[has] = in_order[top_row[has]]
         return out
 
-    def _counter(self, w: Window, event: str, prop: str | None) -> Counter:
-        base = self.bases[("count", w, event, prop)]
+    def _counter(self, w: Window, event: str, prop: str | None, where: Node | None) -> Counter:
+        base = self.bases[("count", w, event, prop, where)]
         assert isinstance(base, Counter)
         return base
 
-    def _summer(self, w: Window, event: str, prop: str) -> Summer:
-        base = self.bases[("sum", w, event, prop)]
+    def _summer(self, w: Window, event: str, prop: str, where: Node | None) -> Summer:
+        base = self.bases[("sum", w, event, prop, where)]
         assert isinstance(base, Summer)
         return base
 
-    def _latest_of(self, w: Window, events: tuple[str, ...], rows: Rows) -> np.ndarray:
-        """The latest time of any of ``events`` before the window's end, for the customers ``rows``
-        covers."""
-        lasts = [rows.take(self._latest(w.before_us, e).last) for e in events]
+    def _latest_of(self, w: Window, events: tuple[str, ...], rows: Rows, where: Node | None) -> np.ndarray:
+        """The latest time of any of ``events`` (that ``where`` keeps) before the window's end, for the
+        customers ``rows`` covers."""
+        lasts = [rows.take(self._latest(w.before_us, e, where).last) for e in events]
         return lasts[0] if len(lasts) == 1 else np.maximum.reduce(lasts)
 
-    def _latest(self, before_us: int, event: str) -> Latest:
-        base = self.bases[("latest", before_us, event)]
+    def _latest(self, before_us: int, event: str, where: Node | None) -> Latest:
+        base = self.bases[("latest", before_us, event, where)]
         assert isinstance(base, Latest)
         return base
 
-    def _pairs(self, w: Window, event: str, prop: str) -> Pairs:
-        base = self.bases[("pairs", w, event, prop)]
+    def _pairs(self, w: Window, event: str, prop: str, where: Node | None) -> Pairs:
+        base = self.bases[("pairs", w, event, prop, where)]
         assert isinstance(base, Pairs)
         return base
 
-    def _last_value(self, w: Window, event: str, prop: str, rows: Rows) -> np.ndarray:
-        base = self.bases[("last", w.before_us, event, prop)]
+    def _last_value(self, w: Window, event: str, prop: str, rows: Rows, where: Node | None) -> np.ndarray:
+        base = self.bases[("last", w.before_us, event, prop, where)]
         assert isinstance(base, LastValue)
         start, _ = w.bounds(self.now_us)
         last = rows.take(base.last)
         present = last != NEVER if start is None else last >= start
         return np.where(present, rows.take(base.value), np.nan)
 
-    def _from_scratch(self, call: Call) -> np.ndarray:
+    def _from_scratch(self, call: Call, parts: Mapping[Node, np.ndarray] | None = None) -> np.ndarray:
+        """The aggregate from its window's events (its filter's customer-level ``parts``, if it has any,
+        given by the caller or, when they read no metric or attribute, worked out here)."""
         start, end = _window(call).bounds(self.now_us)
         codes = [c for c in (self.log.type_code(e) for e in _events(call)) if c != NULL_CODE]
         types = None if call.func == "distinct_events" and not call.args else codes
         frame = self.log.frame(self.log.range(start, end, types=types), self.n)
         empty = CustomerFrame(frame.n_customers, np.ones(frame.n_customers, bool))
-        return Evaluator(frame, empty, self.now_us).values(call)
+        evaluator = Evaluator(frame, empty, self.now_us)
+        if not lang.where_parts(call):
+            return evaluator.values(call)
+        return evaluator.filtered(call, self._parts(call) if parts is None else parts)
+
+    def _parts(self, call: Call) -> dict[Node, np.ndarray]:
+        """The customer-level parts of a filter that reads only aggregates (and literals), from them."""
+        if _reads_names(call):
+            raise ValueError("this filter reads metrics or attributes: an evaluator hands their values over")
+        cache = AggregateCache()
+        cache.compute = self.filtered
+        parts = lang.where_parts(call)
+        for nested in (c for part in parts for c in lang.aggregates(part)):
+            if not lang.where_parts(nested):
+                cache.values[nested] = self.value(nested)
+        customers = CustomerFrame(self.n, np.ones(self.n, bool))
+        evaluator = Evaluator(EventFrame.empty(self.n), customers, self.now_us, cache=cache)
+        return {part: evaluator.values(part) for part in parts}
 
 
 class Rows:
@@ -675,6 +762,11 @@ class Rows:
         taken = _read_only(array[self.keys])  # shared by every reader of this array
         self._taken[id(array)] = (array, taken)  # holding the array keeps its id from being reused
         return taken
+
+
+def _reads_names(call: Call) -> bool:
+    """Whether the call's filter reads a metric or an attribute (a value only an evaluator knows)."""
+    return any(lang.free_names(part) for part in lang.where_parts(call))
 
 
 def _total(columns: list[np.ndarray], n: int) -> np.ndarray:

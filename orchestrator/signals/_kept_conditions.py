@@ -121,8 +121,10 @@ class IncrementalConditions:
         frame = customers if rows is None else _subset(customers, rows)
         picked = None if rows is None else Rows(rows)  # each base gathered once for these rows
         cache = AggregateCache()
+        cache.compute = self.aggregates.filtered  # for filters on the customer's values (never kept)
         for call in reads.calls:  # every aggregate the condition reads, through its metrics too
-            cache.values[call] = self.aggregates.value(call, picked)
+            if not lang.where_parts(call):
+                cache.values[call] = self.aggregates.value(call, picked)
         evaluator = Evaluator(EventFrame.empty(frame.n), frame, self.aggregates.now_us, metrics, cache)
         result = evaluator.condition(node)
         if not reads.timed:

@@ -61,11 +61,16 @@ __all__ = [
     "check_call",
     "event_names",
     "event_properties",
+    "filtered_events",
     "free_names",
     "is_property_aggregate",
     "parse",
     "tokenize",
     "walk",
+    "where_numbers",
+    "where_parts",
+    "where_properties",
+    "where_split",
 ]
 
 
@@ -438,6 +443,8 @@ def check_call(call: Call) -> None:
             raise ExpressionError(f"{key}= needs a duration such as 14d", value.pos)
         if what == "prop" and not _is_property(value):
             raise ExpressionError(f"{key}= takes one event property, e.g. {key}=refund.amount", value.pos)
+        if what == "condition":
+            _check_where(call, value)
     for key in sorted(spec.required - {key for key, _ in call.kwargs}):
         raise ExpressionError(f"{call.func}() needs {key}=,{example}", call.pos)
     kind = spec.arg_kind
@@ -455,6 +462,150 @@ def check_call(call: Call) -> None:
             raise ExpressionError(
                 f"{call.func}() takes one event property, e.g. {call.func}(purchase.amount)", arg.pos
             )
+
+
+# ---------------------------------------------------------------------------------------------- where=
+
+# What cannot be a condition on an event, as written: a literal, a list, arithmetic.
+_NOT_CONDITIONS = (Number, Duration, String, Null, ListLiteral)
+
+
+def filtered_events(call: Call) -> tuple[str, ...]:
+    """The events an aggregate aggregates (and its ``where=`` filters): the listed event names, or the
+    event of its property (``sum(purchase.amount)`` gives ``purchase``)."""
+    spec = FUNCTIONS[call.func]
+    if spec.arg_kind == "events":
+        return tuple(dict.fromkeys(a.parts[0] for a in call.args if isinstance(a, Name)))
+    if call.args and _is_property(call.args[0]) and (spec.arg_kind == "prop" or is_property_aggregate(call)):
+        arg = call.args[0]
+        assert isinstance(arg, Name)
+        return (arg.parts[0],)
+    return ()
+
+
+def _children(node: Node) -> list[Node]:
+    if isinstance(node, Call):
+        return [*node.args, *(v for _, v in node.kwargs)]
+    if isinstance(node, Unary):
+        return [node.operand]
+    if isinstance(node, Binary):
+        return [node.left, node.right]
+    if isinstance(node, ListLiteral):
+        return list(node.items)
+    return []
+
+
+def _is_aggregate_call(node: Node) -> bool:
+    return isinstance(node, Call) and (FUNCTIONS[node.func].kind == "events" or is_property_aggregate(node))
+
+
+def _reads_event(node: Node) -> bool:
+    """Whether ``node`` reads a property of the filtered event itself (an ``event.property`` outside any
+    aggregate: inside one, names belong to that aggregate)."""
+    if isinstance(node, Name):
+        return len(node.parts) >= 2
+    if _is_aggregate_call(node):
+        return False
+    return any(_reads_event(child) for child in _children(node))
+
+
+def _reads_data(node: Node) -> bool:
+    if isinstance(node, Name | Call):
+        return True
+    return any(_reads_data(child) for child in _children(node))
+
+
+def where_split(where: Node) -> tuple[list[Name], list[Node]]:
+    """A ``where=`` condition's two kinds of inputs: the event properties it reads (``purchase.category``,
+    one value per aggregated event) and its largest parts that read only the customer's own values
+    (metrics, attributes, aggregates: ``top_value(product_view.category, within=14d)``), one value per
+    customer, compared event by event with that customer's events. A filter without customer parts is
+    *static*: each event's verdict depends on the event alone."""
+    props: list[Name] = []
+    parts: list[Node] = []
+    stack = [where]
+    while stack:
+        node = stack.pop()
+        if not _reads_event(node):
+            if _reads_data(node):
+                parts.append(node)
+        elif isinstance(node, Name):
+            props.append(node)
+        else:
+            stack.extend(reversed(_children(node)))
+    return props, list(dict.fromkeys(parts))
+
+
+def where_parts(call: Call) -> list[Node]:
+    """The customer-level parts of an aggregate's ``where=`` (none: no filter, or a static one)."""
+    where = call.kwarg("where")
+    return [] if where is None else where_split(where)[1]
+
+
+def where_properties(call: Call) -> list[Name]:
+    """The event properties an aggregate's ``where=`` reads, as written (``purchase.category``)."""
+    where = call.kwarg("where")
+    return [] if where is None else where_split(where)[0]
+
+
+_NUMERIC_OPS = ("<", "<=", ">", ">=", "+", "-", "*", "/")
+
+
+def where_numbers(call: Call) -> set[str]:
+    """The properties an aggregate's ``where=`` reads only as numbers (in arithmetic, ``abs`` or an
+    ordering comparison: ``purchase.amount > 50``); the log may keep those as numbers alone."""
+    where = call.kwarg("where")
+    if where is None:
+        return set()
+    numeric: set[str] = set()
+    other: set[str] = set()
+    stack: list[tuple[Node, bool]] = [(where, False)]
+    while stack:
+        node, as_number = stack.pop()
+        if isinstance(node, Name) and len(node.parts) == 2:
+            (numeric if as_number else other).add(node.parts[1])
+        elif not _is_aggregate_call(node):
+            inner = (isinstance(node, Binary) and node.op in _NUMERIC_OPS) or (
+                isinstance(node, Unary) and node.op == "-"
+            )
+            inner = inner or (isinstance(node, Call) and node.func == "abs")
+            stack.extend((child, inner) for child in _children(node))
+    return numeric - other
+
+
+def _check_where(call: Call, where: Node) -> None:
+    events = filtered_events(call)
+    listed = ", ".join(events) if events else "none are listed"
+    example = f'where={events[0] if events else "purchase"}.category == "shoes"'
+    if (
+        isinstance(where, _NOT_CONDITIONS)
+        or (isinstance(where, Binary) and where.op in ("+", "-", "*", "/"))
+        or (isinstance(where, Unary) and where.op == "-")
+        or _is_aggregate_call(where)
+    ):
+        raise ExpressionError(
+            f"where= takes a condition on each event {call.func}() aggregates, e.g. {example}", where.pos
+        )
+    props, _ = where_split(where)
+    for name in props:
+        if len(name.parts) != 2:
+            raise ExpressionError(
+                f"{name.dotted}: an event property has one dot, e.g. {events[0] if events else 'purchase'}"
+                f".{name.parts[1]}",
+                name.pos,
+            )
+        if name.parts[0] not in events:
+            raise ExpressionError(
+                f"where= reads properties of the events it filters: {listed}; {name.dotted} is not one of "
+                f"them (read another event through an aggregate, e.g. top_value({name.dotted}, within=30d))",
+                name.pos,
+            )
+    if not props:
+        raise ExpressionError(
+            f"where= must read a property of the events it filters ({listed}), e.g. {example}; a condition "
+            "on the customer alone goes outside the aggregate",
+            where.pos,
+        )
 
 
 # ---------------------------------------------------------------------------------------------- walking
@@ -489,6 +640,8 @@ def free_names(node: Node) -> list[Name]:
         elif isinstance(current, Call):
             if FUNCTIONS[current.func].kind != "events" and not is_property_aggregate(current):
                 stack.extend(current.args)
+            else:
+                stack.extend(where_parts(current))  # a filter reads the customer's own values too
         elif isinstance(current, Unary):
             stack.append(current.operand)
         elif isinstance(current, Binary):
@@ -516,6 +669,7 @@ def event_properties(node: Node) -> set[str]:
         grouping = group_property(call)
         if grouping is not None:
             props.add(grouping)
+        props.update(name.parts[1] for name in where_properties(call))
     return props
 
 

@@ -306,6 +306,13 @@ def property_uses(calls: Iterable[Any]) -> tuple[set[str], set[str]]:
         grouping = lang.group_property(call)
         if grouping is not None:
             categorical.add(grouping)  # only its values' identity matters
+        # A where= filter reads each event's value as it is (text or number, from the log's dictionary),
+        # or as a number where it only ever uses it as one (purchase.amount > 50).
+        as_numbers = lang.where_numbers(call)
+        numeric |= as_numbers
+        categorical.update(
+            name.parts[1] for name in lang.where_properties(call) if name.parts[1] not in as_numbers
+        )
         if lang.FUNCTIONS[call.func].kind == "events" or not call.args:
             continue
         arg = call.args[0]

@@ -116,7 +116,8 @@ class FunctionSpec:
 
     ``args`` says what a shorthand's positional arguments are (``events``, ``prop`` or ``values``).
     ``kwargs`` maps each keyword to what it takes: ``duration`` (``14d``), ``prop``
-    (``refund.amount``), ``pair`` (a list of two numbers) or ``weight`` (a number from 0 to 1);
+    (``refund.amount``), ``pair`` (a list of two numbers), ``weight`` (a number from 0 to 1) or
+    ``condition`` (``where=``: a condition on each aggregated event, see ``signals._lang.where_split``);
     ``any_kwargs`` lets any name through, taking that kind. ``internal`` functions appear only in
     expanded formulas: a user who types one gets "unknown function".
     """

@@ -35,6 +35,24 @@ EXPRESSIONS = [
     "distinct_events(view, buy, survey, within=2d)",
     "median_gap(view, within=2d)",
     "median_gap(view, cart, by=view.cat)",
+    # where= filters that read only the events (kept by bases of their own) ...
+    'count(view, within=2d, where=view.cat == "shoes")',
+    'count(view, buy, within=1d, where=buy.cat in ["shoes", "belts"])',
+    "since(buy, within=3d, where=buy.amount > 50)",
+    'sum(buy.amount, within=2d, where=buy.cat != "bags")',
+    "mean(survey.score, where=survey.cat == null)",
+    "top_value(view.cat, within=3d, where=view.amount >= 20)",
+    'distinct(view.cat, within=2d, where=not (view.cat == "hats"))',
+    'last(buy.amount, within=2d, where=buy.cat == "hats" or buy.amount < 10)',
+    'max(buy.amount, within=2d, where=buy.cat == "shoes")',
+    'median_gap(view, within=2d, where=view.cat == "bags")',
+    'distinct_events(view, buy, within=2d, where=view.cat == "shoes")',
+    "count(refund, where=refund.amount * 2 > 100)",
+    # ... and filters that read the customer's own values (recomputed from the window each tick).
+    "count(buy, within=2d, where=buy.cat == top_value(view.cat, within=3d))",
+    "sum(buy.amount, where=buy.amount > mean(buy.amount, within=4d))",
+    "since(view, where=view.cat == top_value(cart.cat))",
+    "count(view, within=2d, where=view.cat == top_value(buy.cat, within=2d, where=buy.amount > 10))",
 ]
 TYPES = ["view", "buy", "cart", "survey", "refund"]
 

@@ -42,6 +42,11 @@ CONDITIONS = [
     "change(count(view, within=1d), count(view, within=2d, before=1d)) <= -0.5",
     "quintile(count(view, within=3d)) >= 4",
     "median_gap(view, within=3d, by=view.cat) < 8h",
+    'count(view, within=2d, where=view.cat == "shoes") >= 2',
+    "since(buy, within=3d, where=buy.score >= 5) < 1d",
+    "count(view, within=3d, where=view.cat == top_value(buy.cat, within=3d)) >= 1",
+    "since(view, where=view.score > sentiment * 10) < 12h",
+    "count(view, within=2d, where=view.score > 5 and vip) >= 1",
 ]
 
 
