@@ -42,7 +42,13 @@ CONDITIONS = [
     "change(count(view, within=1d), count(view, within=2d, before=1d)) <= -0.5",
     "quintile(count(view, within=3d)) >= 4",
     "median_gap(view, within=3d, by=view.cat) < 8h",
+    "count(view, within=today) >= 2 or count(buy, within=yesterday) >= 1",
+    "change(count(view, within=this_week), count(view, within=last_week)) >= 1",
+    "since_first() < 5d and not tenure(buy) <= 2",
+    "since_first(cart, within=2d) > 1d",
+    'last(view.cat, within=1d) == "shoes"',
 ]
+ZONES = np.array(["Asia/Tokyo", "America/New_York", None, "Europe/Paris"], dtype=object)
 
 
 def batch(rng: np.random.Generator, n_events: int, n: int, lo: int, hi: int) -> EventFrame:
@@ -91,7 +97,9 @@ def test_kept_conditions_equal_full_evaluations(seed: int) -> None:
         fresh = batch(rng, int(rng.integers(0, 60)), n, now - 2 * DAY, now + H)
         log.append_frame(fresh, last_id := last_id + len(fresh))
         aggregates.advance(now)
-        customers = CustomerFrame(n, np.arange(n) > 0, {"vip": vip[:n]})
+        timezone = ZONES[np.arange(n) % len(ZONES)]
+        customers = CustomerFrame(n, np.arange(n) > 0, {"vip": vip[:n], "timezone": timezone})
+        aggregates.set_time_zones(timezone)
         full_cache = AggregateCache()
         aggregates.fill(full_cache)
         before = kept.rows_evaluated
