@@ -122,7 +122,7 @@ def test_since_first_incremental_equals_from_scratch_tick_after_tick() -> None:
         ages = NOW - now + rng.integers(-H, 6 * DAY, k)
         kinds = rng.integers(0, len(TYPES), k)
         rows: list[Row] = [
-            (int(c), TYPES[t], int(a), {}) for c, t, a in zip(rng.integers(1, n, k), kinds, ages)
+            (int(c), TYPES[t], int(a), {}) for c, t, a in zip(rng.integers(1, n, k), kinds, ages, strict=True)
         ]
         if tick == 6:
             both.n = n = 70  # new customers
