@@ -125,21 +125,24 @@ def zone_bounds(period: str, zone_name: str, now_us: int) -> tuple[int, int]:
 
 def zone_codes(column: np.ndarray) -> tuple[list[str], np.ndarray]:
     """The distinct zones of a ``timezone`` column (missing or unknown names become UTC) and each slot's
-    code into them."""
+    code into them (int16: a column of codes small enough to stay in the processor's caches)."""
     if column.dtype != object:
-        return [DEFAULT_ZONE], np.zeros(len(column), np.int64)  # no text at all: every zone is missing
-    table: dict[object, int] = {}
-    code = table.setdefault
-    raw = np.fromiter((code(v, len(table)) for v in column.tolist()), np.int64, len(column))
+        return [DEFAULT_ZONE], np.zeros(len(column), np.int16)  # no text at all: every zone is missing
+    values = column.tolist()
     names: list[str] = []
     index: dict[str, int] = {}
-    mapping = np.empty(max(len(table), 1), np.int64)
-    for value, i in table.items():
+    table: dict[object, int] = {}
+    for value in set(values):  # a few distinct values: Python only here
         name = value if isinstance(value, str) and _zone(value) is not None else DEFAULT_ZONE
-        mapping[i] = index.setdefault(name, len(names))
-        if mapping[i] == len(names):
+        table[value] = index.setdefault(name, len(names))
+        if table[value] == len(names):
             names.append(name)
-    return names, mapping[raw]
+    return names, np.fromiter(map(table.__getitem__, values), np.int16, len(values))
+
+
+def zone_table(period: str, names: list[str], now_us: int) -> np.ndarray:
+    """The period's ``[start, end)`` in each zone of ``names``: an array of shape (zones, 2)."""
+    return np.array([zone_bounds(period, name, now_us) for name in names], dtype=np.int64).reshape(-1, 2)
 
 
 def period_bounds(
@@ -147,5 +150,5 @@ def period_bounds(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per customer slot, the period's ``[start, end)`` in microseconds, from ``zone_codes``' output."""
     names, codes = zones
-    pairs = np.array([zone_bounds(period, name, now_us) for name in names], dtype=np.int64).reshape(-1, 2)
-    return pairs[codes, 0], pairs[codes, 1]
+    table = zone_table(period, names, now_us)
+    return table[codes, 0], table[codes, 1]

@@ -233,18 +233,22 @@ class Evaluator:
                 self.cache.values[key] = cached
         return cached
 
+    def zones(self) -> tuple[list[str], np.ndarray]:
+        """The customers' time zones as ``signals._calendar.zone_codes`` gives them (once per instant; a
+        caller that knows them already may put them in the cache under ``("zones",)``)."""
+        zones = self.cache.masks.get(("zones",))
+        if zones is None:
+            column = self.customers.column(calendar.ZONE_ATTRIBUTE)
+            zones = self.cache.masks[("zones",)] = calendar.zone_codes(column)
+        return zones
+
     def period_bounds(self, period: str) -> tuple[np.ndarray, np.ndarray]:
         """Per customer slot, a calendar period's ``[start, end)`` in its time zone (``signals._calendar``),
         worked out once per distinct zone and instant."""
         key = ("period", period)
         bounds = self.cache.masks.get(key)
         if bounds is None:
-            zones = self.cache.masks.get(("zones",))
-            if zones is None:
-                zones = self.cache.masks[("zones",)] = calendar.zone_codes(
-                    self.customers.column(calendar.ZONE_ATTRIBUTE)
-                )
-            bounds = self.cache.masks[key] = calendar.period_bounds(period, zones, self.now_us)
+            bounds = self.cache.masks[key] = calendar.period_bounds(period, self.zones(), self.now_us)
         return bounds
 
     def _window_mask(self, call: Call) -> np.ndarray:
@@ -254,9 +258,16 @@ class Evaluator:
             period_key = ("period window", within.name)
             period_mask = self.cache.masks.get(period_key)
             if period_mask is None:
-                starts, ends = self.period_bounds(within.name)
-                cust, ts = self.events.customer, self.events.ts
-                period_mask = (ts >= starts[cust]) & (ts < ends[cust])
+                names, codes = self.zones()
+                table = calendar.zone_table(within.name, names, self.now_us)
+                ts = self.events.ts
+                # The union of every zone's period first (one comparison per event), then each event
+                # inside it against its own customer's zone: the cost follows the period's events.
+                period_mask = (ts >= table[:, 0].min()) & (ts < table[:, 1].max())
+                if len(names) > 1:
+                    inside = np.flatnonzero(period_mask)
+                    zone, when = codes[self.events.customer[inside]], ts[inside]
+                    period_mask[inside] = (when >= table[zone, 0]) & (when < table[zone, 1])
                 self.cache.masks[period_key] = period_mask
             return period_mask
         end = self.now_us - (_seconds_us(before) if before is not None else 0)

@@ -37,7 +37,7 @@ import numpy as np
 
 from orchestrator.durations import US_PER_SECOND
 from orchestrator.signals import _lang as lang
-from orchestrator.signals._calendar import ZONE_ATTRIBUTE
+from orchestrator.signals._calendar import zone_codes, zone_table
 from orchestrator.signals._evaluate import (
     MATRIX_CELLS,
     MICROS,
@@ -49,7 +49,7 @@ from orchestrator.signals._evaluate import (
     to_micros,
     value_rank,
 )
-from orchestrator.signals._frame import NULL_CODE, CustomerFrame, EventFrame
+from orchestrator.signals._frame import NULL_CODE, CustomerFrame
 from orchestrator.signals._lang import Call, Name
 from orchestrator.signals._log import EventLog, Segment
 
@@ -446,6 +446,7 @@ class IncrementalAggregates:
         self._rebuilt: list[Call] = []
         self._values: dict[Call, np.ndarray] = {}
         self.zones: np.ndarray = np.zeros(0, object)  # ``timezone`` by customer slot (``set_time_zones``)
+        self._zone_codes: tuple[list[str], np.ndarray] | None = None
         self.now_us, self.n = 0, 0
         # Counts advances; ``touched_by`` tells which customers' values the last advance may have changed.
         self.generation = 0
@@ -703,6 +704,7 @@ class IncrementalAggregates:
         """Each customer slot's ``timezone`` attribute, for aggregates over calendar periods (the caller
         hands them over at each tick, before reading values; slots beyond the column are UTC)."""
         self.zones = zones
+        self._zone_codes = None
         for call in self.calls:
             if lang.period_of(call) is not None:
                 self._values.pop(call, None)
@@ -710,18 +712,21 @@ class IncrementalAggregates:
     def _from_scratch(self, call: Call) -> np.ndarray:
         codes = [c for c in (self.log.type_code(e) for e in _events(call)) if c != NULL_CODE]
         types = None if call.func in ("distinct_events", "since_first") and not call.args else codes
-        zones = np.full(self.n, None, dtype=object)
-        reach = min(self.n, len(self.zones))
-        zones[:reach] = self.zones[:reach]
-        customers = CustomerFrame(self.n, np.ones(self.n, bool), {ZONE_ATTRIBUTE: zones})
+        customers = CustomerFrame(self.n, np.ones(self.n, bool))
+        cache = AggregateCache()
+        start, end = _window(call).bounds(self.now_us)
         period = lang.period_of(call)
         if period is not None:
-            bounds = Evaluator(EventFrame.empty(self.n), customers, self.now_us).period_bounds(period.name)
-            start, end = (int(bounds[0].min()), int(bounds[1].max())) if self.n else (None, self.now_us)
-        else:
-            start, end = _window(call).bounds(self.now_us)
+            if self._zone_codes is None or len(self._zone_codes[1]) != self.n:  # once per tick
+                zones = np.full(self.n, None, dtype=object)
+                reach = min(self.n, len(self.zones))
+                zones[:reach] = self.zones[:reach]
+                self._zone_codes = zone_codes(zones)
+            cache.masks[("zones",)] = self._zone_codes
+            table = zone_table(period.name, self._zone_codes[0], self.now_us)
+            start, end = int(table[:, 0].min()), int(table[:, 1].max())  # every zone's period
         frame = self.log.frame(self.log.range(start, end, types=types), self.n)
-        return Evaluator(frame, customers, self.now_us).values(call)
+        return Evaluator(frame, customers, self.now_us, cache=cache).values(call)
 
 
 class Rows:
