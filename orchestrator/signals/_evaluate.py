@@ -216,9 +216,9 @@ class Evaluator:
             pairs = list(zip(limits[0::2], limits[1::2], strict=True))
             return builtin_values.lifecycle_tier(self._column(args[0]), self._column(args[1]), pairs)
         if call.func == "_change":
-            return builtin_values.change(
-                self._column(args[0]), self._column(args[1]), self._column(args[2]), self._column(args[3])
-            )
+            # Window lengths: one number for durations, a column for calendar periods (per customer).
+            recent, baseline = (float(a) if np.ndim(a) == 0 else self._column(a) for a in args[2:4])
+            return builtin_values.change(self._column(args[0]), self._column(args[1]), recent, baseline)
         raise ExpressionError(f"unknown function {call.func}()", call.pos)
 
     def _population(self, call: Call) -> np.ndarray:
