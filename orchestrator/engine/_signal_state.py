@@ -23,6 +23,7 @@ from orchestrator.signals import (
     AggregateCache,
     Call,
     Categorical,
+    CustomerFrame,
     EventFrame,
     EventLog,
     IncrementalAggregates,
@@ -109,6 +110,11 @@ class SignalState:
         self.aggregates.advance(now_us)
         accepted, self.accepted = self.accepted, 0
         return Refresh(len(frame) + accepted, loaded - started, time.perf_counter() - loaded)
+
+    def use_customers(self, customers: CustomerFrame) -> None:
+        """Hand the aggregates the customers' time zones, which aggregates over calendar periods
+        (``within=this_week``) read; call it at each tick with the frame the tick evaluates."""
+        self.aggregates.set_time_zones(customers.column("timezone"))
 
     @property
     def n_customers(self) -> int:

@@ -18,6 +18,7 @@ import numpy as np
 
 from orchestrator.durations import US_PER_SECOND
 from orchestrator.signals import _builtin_values as builtin_values
+from orchestrator.signals import _calendar as calendar
 from orchestrator.signals import _lang as lang
 from orchestrator.signals import _where as where_filter
 from orchestrator.signals._frame import NULL_CODE, Categorical, CustomerFrame, EventFrame
@@ -183,6 +184,11 @@ class Evaluator:
             return cached
         if call.func == "quintile":
             return self._population(call)
+        if call.func == "_period_seconds":
+            period = call.args[0]
+            assert isinstance(period, lang.Period)
+            start, end = self.period_bounds(period.name)
+            return (end - start) / US_PER_SECOND
         args = [self._eval(a) for a in call.args]
         if call.func in ("min", "max"):
             fold = np.fmin if call.func == "min" else np.fmax
@@ -277,15 +283,19 @@ class Evaluator:
         if call.func == "_days":
             return builtin_values.days(self._column(args[0]))
         if call.func == "_nps_group":
-            return builtin_values.nps_group(self._column(args[0]))
+            # A score given as text (a text last()) counts as missing, like an absent one.
+            scores = _broadcast(args[0], self.n)
+            return builtin_values.nps_group(
+                event_numbers(scores) if scores.dtype == object else self._column(scores)
+            )
         if call.func == "_tier":
             limits = [float(a) for a in args[2:]]
             pairs = list(zip(limits[0::2], limits[1::2], strict=True))
             return builtin_values.lifecycle_tier(self._column(args[0]), self._column(args[1]), pairs)
         if call.func == "_change":
-            return builtin_values.change(
-                self._column(args[0]), self._column(args[1]), float(args[2]), float(args[3])
-            )
+            # Window lengths: one number for durations, a column for calendar periods (per customer).
+            recent, baseline = (float(a) if np.ndim(a) == 0 else self._column(a) for a in args[2:4])
+            return builtin_values.change(self._column(args[0]), self._column(args[1]), recent, baseline)
         raise ExpressionError(f"unknown function {call.func}()", call.pos)
 
     def _population(self, call: Call) -> np.ndarray:
@@ -300,9 +310,43 @@ class Evaluator:
                 self.cache.values[key] = cached
         return cached
 
+    def zones(self) -> tuple[list[str], np.ndarray]:
+        """The customers' time zones as ``signals._calendar.zone_codes`` gives them (once per instant; a
+        caller that knows them already may put them in the cache under ``("zones",)``)."""
+        zones = self.cache.masks.get(("zones",))
+        if zones is None:
+            column = self.customers.column(calendar.ZONE_ATTRIBUTE)
+            zones = self.cache.masks[("zones",)] = calendar.zone_codes(column)
+        return zones
+
+    def period_bounds(self, period: str) -> tuple[np.ndarray, np.ndarray]:
+        """Per customer slot, a calendar period's ``[start, end)`` in its time zone (``signals._calendar``),
+        worked out once per distinct zone and instant."""
+        key = ("period", period)
+        bounds = self.cache.masks.get(key)
+        if bounds is None:
+            bounds = self.cache.masks[key] = calendar.period_bounds(period, self.zones(), self.now_us)
+        return bounds
+
     def _window_mask(self, call: Call) -> np.ndarray:
         within = call.kwarg("within")
         before = call.kwarg("before")
+        if isinstance(within, lang.Period):
+            period_key = ("period window", within.name)
+            period_mask = self.cache.masks.get(period_key)
+            if period_mask is None:
+                names, codes = self.zones()
+                table = calendar.zone_table(within.name, names, self.now_us)
+                ts = self.events.ts
+                # The union of every zone's period first (one comparison per event), then each event
+                # inside it against its own customer's zone: the cost follows the period's events.
+                period_mask = (ts >= table[:, 0].min()) & (ts < table[:, 1].max())
+                if len(names) > 1:
+                    inside = np.flatnonzero(period_mask)
+                    zone, when = codes[self.events.customer[inside]], ts[inside]
+                    period_mask[inside] = (when >= table[zone, 0]) & (when < table[zone, 1])
+                self.cache.masks[period_key] = period_mask
+            return period_mask
         end = self.now_us - (_seconds_us(before) if before is not None else 0)
         start = end - _seconds_us(within) if within is not None else None
         key = ("window", start, end)
@@ -362,7 +406,7 @@ class Evaluator:
         window = self._window_mask(call)
         if lang.FUNCTIONS[call.func].kind == "events":
             names = tuple(arg.parts[0] for arg in call.args if isinstance(arg, Name))
-            every_type = call.func == "distinct_events" and not names
+            every_type = call.func in ("distinct_events", "since_first") and not names
             mask = window if every_type else window & self._type_mask(names)
             mask = self._filter(call, mask, parts)
             cust = ev.customer[mask]
@@ -373,6 +417,11 @@ class Evaluator:
                 np.maximum.at(last, cust, ev.ts[mask])
                 since = (self.now_us - last) / US_PER_SECOND
                 return np.where(last == np.iinfo(np.int64).min, np.inf, since)
+            if call.func == "since_first":
+                first = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
+                np.minimum.at(first, cust, ev.ts[mask])
+                since_first = (self.now_us - first) / US_PER_SECOND
+                return np.where(first == np.iinfo(np.int64).max, np.inf, since_first)
             if call.func == "distinct_events":
                 return _distinct_per_customer(cust, ev.type[mask], len(ev.type_names), n)
             if call.func == "median_gap":
@@ -390,13 +439,13 @@ class Evaluator:
         event_name, prop = arg.parts
         mask = self._filter(call, window & self._type_mask((event_name,)), parts)
         func = call.func
-        if func in ("sum", "mean", "min", "max", "last"):
+        if func == "last":
+            return self._last(prop, mask)
+        if func in ("sum", "mean", "min", "max"):
             nums = self._numeric(prop)[mask]
             cust = ev.customer[mask]
             present = ~np.isnan(nums)
             nums, cust = nums[present], cust[present]
-            if func == "last":
-                return latest_values(cust, ev.ts[mask][present], nums, n)[1]
             if func == "sum":
                 return np.bincount(cust, weights=to_micros(nums), minlength=n) / MICROS
             if func == "mean":
@@ -429,6 +478,24 @@ class Evaluator:
             return out
         raise ExpressionError(f"unknown aggregate {func}()", call.pos)
 
+    def _last(self, prop: str, mask: np.ndarray) -> np.ndarray:
+        """``last(event.prop)``: the value on the latest event that has one, a number or text. At one
+        instant a number goes before text, numbers by size and text in ``value_rank``'s order; the column
+        is float while the property holds only numbers, else an object column (None for null)."""
+        n, ev = self.n, self.events
+        encoded = self._encoded(prop)
+        codes = encoded.codes[mask]
+        has = codes >= 0
+        cust, ts, codes = ev.customer[mask][has], ev.ts[mask][has], codes[has]
+        numbers = self._numeric(prop)[mask][has]
+        is_text = np.isnan(numbers)
+        rank = value_rank(encoded.values)
+        _, number, text_rank = last_values(cust, ts, numbers, np.where(is_text, rank[codes], -1), n)
+        if not text_values(encoded.values):
+            return number
+        by_rank = encoded.values[np.argsort(rank)] if len(rank) else encoded.values
+        return last_column(number, text_rank, by_rank)
+
 
 # ---------------------------------------------------------------------------------------------- helpers
 
@@ -436,6 +503,40 @@ class Evaluator:
 def column_evaluator(frame: CustomerFrame) -> Evaluator:
     """An evaluator over plain columns (no events): what ``where=`` filters evaluate their rows with."""
     return Evaluator(EventFrame.empty(frame.n), frame, 0, cache=AggregateCache())
+
+
+def last_values(
+    cust: np.ndarray, ts: np.ndarray, numbers: np.ndarray, text_rank: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per customer, from events that each have a value (a number, or text where ``numbers`` is NaN with
+    its rank in ``text_rank``): the latest time (``NEVER`` if none), the smallest number at that instant
+    (NaN if none) and the smallest text rank there (``NO_RANK`` if none)."""
+    latest = np.full(n, NEVER, dtype=np.int64)
+    np.maximum.at(latest, cust, ts)
+    at_latest = ts == latest[cust]
+    is_number = ~np.isnan(numbers)
+    smallest = np.full(n, np.inf)
+    np.minimum.at(smallest, cust[at_latest & is_number], numbers[at_latest & is_number])
+    ranks = np.full(n, NO_RANK, dtype=np.int64)
+    texts = at_latest & ~is_number
+    np.minimum.at(ranks, cust[texts], text_rank[texts])
+    return latest, np.where(np.isinf(smallest), np.nan, smallest), ranks
+
+
+def last_column(number: np.ndarray, text_rank: np.ndarray, by_rank: np.ndarray) -> np.ndarray:
+    """What ``last()`` gives over a property that holds text: the number where there is one at the latest
+    instant, else the text of the rank (None for null), as an object column."""
+    out = np.full(len(number), None, dtype=object)
+    texts = np.isnan(number) & (text_rank != NO_RANK)
+    out[texts] = by_rank[text_rank[texts]]
+    numbers = ~np.isnan(number)
+    out[numbers] = number[numbers].tolist()
+    return out
+
+
+def text_values(values: np.ndarray) -> bool:
+    """Whether a property's distinct values include anything that is not a number (text)."""
+    return values.dtype == object and bool(np.isnan(event_numbers(values)).any())
 
 
 def _seconds_us(node: Node) -> int:
@@ -498,19 +599,7 @@ def _top(cust: np.ndarray, ranked: np.ndarray, width: int, n: int) -> tuple[np.n
 
 
 NEVER = np.iinfo(np.int64).min
-
-
-def latest_values(
-    cust: np.ndarray, ts: np.ndarray, values: np.ndarray, n: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per customer, the latest event time (``NEVER`` if none) and the smallest value among the events at
-    that instant (NaN if none): what ``last()`` reads, whatever order the events come in."""
-    latest = np.full(n, NEVER, dtype=np.int64)
-    np.maximum.at(latest, cust, ts)
-    at_latest = ts == latest[cust]
-    smallest = np.full(n, np.inf)
-    np.minimum.at(smallest, cust[at_latest], values[at_latest])
-    return latest, np.where(latest == NEVER, np.nan, smallest)
+NO_RANK = np.iinfo(np.int64).max
 
 
 def value_rank(values: np.ndarray) -> np.ndarray:

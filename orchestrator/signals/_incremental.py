@@ -17,11 +17,14 @@ Bases:
 - ``Counter``: events per customer (optionally only those with a property present);
 - ``Summer``: sum of a numeric property;
 - ``Latest``: the latest event time (windows only cut it off, so it never needs removal);
-- ``LastValue``: the latest event time with a number property, and that property's value (``last``);
+- ``Earliest``: the earliest event time (``since_first``; events never leave an unbounded window);
+- ``LastValue``: the latest event time with a property, and that property's value, a number or the code
+  of a text (``last``);
 - ``Pairs``: a customer-by-value count matrix of a text property, from which ``distinct``,
   ``top_count`` and ``top_value`` read;
-- anything not maintained incrementally (min/max, ``median_gap``, very wide value sets) is recomputed
-  each tick from the window's events.
+- anything not maintained incrementally (min/max, ``median_gap``, very wide value sets, calendar
+  periods such as ``within=this_week``, whose bounds differ by customer and jump at local midnights, and
+  ``since_first`` over a bounded window) is recomputed each tick from the window's events.
 
 An aggregate with a *static* ``where=`` filter (one that reads only the events' own properties:
 ``count(view, where=view.category == "shoes")``) rests on bases of its own, which fold only the events
@@ -42,12 +45,16 @@ import numpy as np
 from orchestrator.durations import US_PER_SECOND
 from orchestrator.signals import _lang as lang
 from orchestrator.signals import _where as where_filter
+from orchestrator.signals._calendar import zone_codes, zone_table
 from orchestrator.signals._evaluate import (
     MATRIX_CELLS,
     MICROS,
+    NO_RANK,
     AggregateCache,
     Evaluator,
     column_evaluator,
+    last_column,
+    text_values,
     to_micros,
     value_rank,
 )
@@ -56,6 +63,7 @@ from orchestrator.signals._lang import Call, Name, Node
 from orchestrator.signals._log import EventLog, Segment
 
 NEVER = np.iinfo(np.int64).min
+FOREVER = np.iinfo(np.int64).max
 
 
 @dataclass(frozen=True)
@@ -71,6 +79,8 @@ class Window:
 def _window(call: Call) -> Window:
     within = call.kwarg("within")
     before = call.kwarg("before")
+    if isinstance(within, lang.Period):
+        return Window(None, 0)  # differs by customer: such calls are recomputed at each tick
     return Window(
         None if within is None else round(within.seconds * US_PER_SECOND),  # type: ignore[attr-defined]
         0 if before is None else round(before.seconds * US_PER_SECOND),  # type: ignore[attr-defined]
@@ -324,6 +334,25 @@ class Latest(Base):
         np.maximum.at(self.last, events.customer, events.ts)
 
 
+class Earliest(Base):
+    """The earliest event time before the window's end (``since_first`` without ``within=``): events
+    only ever join such a window, and one ingested late, stamped before the earliest known, lowers it."""
+
+    def __init__(self, before_us: int, event: str) -> None:
+        super().__init__(Window(None, before_us), event)
+        self.first = np.zeros(0, np.int64)
+
+    def reset(self, n: int) -> None:
+        self.first = np.full(n, FOREVER, np.int64)
+
+    def grow(self, n: int) -> None:
+        self.first = _grown(self.first, n, FOREVER)
+
+    def delta(self, events: Segment, sign: int) -> None:
+        assert sign > 0, "events never leave an unbounded window"
+        np.minimum.at(self.first, events.customer, events.ts)
+
+
 class Pairs(Base):
     """Counts per (value, customer) of a text property, from which ``distinct``, ``top_count`` and
     ``top_value`` read.
@@ -467,6 +496,8 @@ class IncrementalAggregates:
         self.bases: dict[tuple[Any, ...], Base] = {}
         self._rebuilt: list[Call] = []
         self._values: dict[Call, np.ndarray] = {}
+        self.zones: np.ndarray = np.zeros(0, object)  # ``timezone`` by customer slot (``set_time_zones``)
+        self._zone_codes: tuple[list[str], np.ndarray] | None = None
         self.now_us, self.n = 0, 0
         # Counts advances; ``touched_by`` tells which customers' values the last advance may have changed.
         self.generation = 0
@@ -481,7 +512,7 @@ class IncrementalAggregates:
 
     def _call_events(self, call: Call) -> tuple[str, ...]:
         events = _events(call)
-        if call.func == "distinct_events" and not events:
+        if call.func in ("distinct_events", "since_first") and not events:
             return tuple(self.log.type_names)  # every type seen so far; more join as they appear
         return events
 
@@ -503,6 +534,13 @@ class IncrementalAggregates:
         made: list[Base] = []
         if lang.where_parts(call):
             self._rebuilt.append(call)  # its filter reads the customer's values, which may change
+        elif lang.period_of(call) is not None:
+            self._rebuilt.append(call)  # bounds per customer's time zone, moving at local midnights
+        elif f == "since_first" and w.within_us is not None:
+            self._rebuilt.append(call)  # the earliest event leaves the window: not kept by a minimum
+        elif f == "since_first":
+            for e in events:
+                made.append(self._base(("earliest", w.before_us, e, k), lambda e=e: Earliest(w.before_us, e)))
         elif f in ("count", "distinct_events"):
             for e in events:
                 made.append(self._base(("count", w, e, None, k), lambda e=e: Counter(w, e, None)))
@@ -524,7 +562,7 @@ class IncrementalAggregates:
             )
         elif f == "last":
             key = ("last", w.before_us, events[0], prop, k)
-            made.append(self._base(key, lambda: LastValue(w.before_us, events[0], prop)))
+            made.append(self._base(key, lambda: LastValue(w.before_us, events[0], prop, self.log)))
         else:
             self._rebuilt.append(call)  # min / max of a property
         self._bases_of[call] = made
@@ -533,7 +571,11 @@ class IncrementalAggregates:
         """Bring every aggregate to ``now_us``, folding in the segments appended to the log since the
         last advance. Values are then read on demand (``value``), for every customer or a few."""
         for call in self.calls:
-            if call.func == "distinct_events" and not call.args:
+            if (
+                call.func in ("distinct_events", "since_first")
+                and not call.args
+                and call not in self._rebuilt
+            ):
                 self._bases_for(call, self._call_events(call))  # event types that appeared since
         n_before = self.n
         tick = _Tick(self.log, self.log.settle(), now_us)
@@ -648,6 +690,13 @@ class IncrementalAggregates:
             out /= US_PER_SECOND
             out[absent] = np.inf
             return out
+        if f == "since_first":
+            firsts = [rows.take(self._earliest(w.before_us, e, k).first) for e in events]
+            first = np.minimum.reduce(firsts) if firsts else np.full(len(rows), FOREVER, np.int64)
+            out = np.subtract(self.now_us, first, dtype=np.float64)
+            out /= US_PER_SECOND
+            out[first == FOREVER] = np.inf
+            return out
         assert prop is not None
         event = events[0]
         if f == "sum":
@@ -694,6 +743,11 @@ class IncrementalAggregates:
         assert isinstance(base, Latest)
         return base
 
+    def _earliest(self, before_us: int, event: str, where: Node | None) -> Earliest:
+        base = self.bases[("earliest", before_us, event, where)]
+        assert isinstance(base, Earliest)
+        return base
+
     def _pairs(self, w: Window, event: str, prop: str, where: Node | None) -> Pairs:
         base = self.bases[("pairs", w, event, prop, where)]
         assert isinstance(base, Pairs)
@@ -705,17 +759,44 @@ class IncrementalAggregates:
         start, _ = w.bounds(self.now_us)
         last = rows.take(base.last)
         present = last != NEVER if start is None else last >= start
-        return np.where(present, rows.take(base.value), np.nan)
+        number = np.where(present, rows.take(base.value), np.nan)
+        values = self.log.value_array(prop)
+        if not text_values(values):
+            return number
+        text = np.where(present, rows.take(base.text), NULL_CODE)
+        ranking = value_rank(values)
+        text_rank = np.where(text >= 0, ranking[text], NO_RANK)
+        return last_column(number, text_rank, values[np.argsort(ranking)])
+
+    def set_time_zones(self, zones: np.ndarray) -> None:
+        """Each customer slot's ``timezone`` attribute, for aggregates over calendar periods (the caller
+        hands them over at each tick, before reading values; slots beyond the column are UTC)."""
+        self.zones = zones
+        self._zone_codes = None
+        for call in self.calls:
+            if lang.period_of(call) is not None:
+                self._values.pop(call, None)
 
     def _from_scratch(self, call: Call, parts: Mapping[Node, np.ndarray] | None = None) -> np.ndarray:
         """The aggregate from its window's events (its filter's customer-level ``parts``, if it has any,
         given by the caller or, when they read no metric or attribute, worked out here)."""
-        start, end = _window(call).bounds(self.now_us)
         codes = [c for c in (self.log.type_code(e) for e in _events(call)) if c != NULL_CODE]
-        types = None if call.func == "distinct_events" and not call.args else codes
+        types = None if call.func in ("distinct_events", "since_first") and not call.args else codes
+        customers = CustomerFrame(self.n, np.ones(self.n, bool))
+        cache = AggregateCache()
+        start, end = _window(call).bounds(self.now_us)
+        period = lang.period_of(call)
+        if period is not None:
+            if self._zone_codes is None or len(self._zone_codes[1]) != self.n:  # once per tick
+                zones = np.full(self.n, None, dtype=object)
+                reach = min(self.n, len(self.zones))
+                zones[:reach] = self.zones[:reach]
+                self._zone_codes = zone_codes(zones)
+            cache.masks[("zones",)] = self._zone_codes
+            table = zone_table(period.name, self._zone_codes[0], self.now_us)
+            start, end = int(table[:, 0].min()), int(table[:, 1].max())  # every zone's period
         frame = self.log.frame(self.log.range(start, end, types=types), self.n)
-        empty = CustomerFrame(frame.n_customers, np.ones(frame.n_customers, bool))
-        evaluator = Evaluator(frame, empty, self.now_us)
+        evaluator = Evaluator(frame, customers, self.now_us, cache=cache)
         if not lang.where_parts(call):
             return evaluator.values(call)
         return evaluator.filtered(call, self._parts(call) if parts is None else parts)
@@ -790,35 +871,61 @@ def _read_only(values: np.ndarray) -> np.ndarray:
 
 class LastValue(Base):
     """For ``last(event.prop)``: per customer, the latest time of an event with the property before the
-    window's end, and the smallest value at that instant (what the from-scratch ``latest_values`` gives,
-    whatever order events arrive in). As for ``Latest``, the window's start is applied when read: if the
+    window's end, and what the from-scratch evaluation reads at that instant (``signals._evaluate``'s
+    ``last_values``): the smallest number, and the code of the smallest text in ``value_rank``'s order,
+    whatever order events arrive in. As for ``Latest``, the window's start is applied when read: if the
     latest event is before it, so is every other one."""
 
-    def __init__(self, before_us: int, event: str, prop: str) -> None:
+    def __init__(self, before_us: int, event: str, prop: str, log: EventLog) -> None:
         super().__init__(Window(None, before_us), event)
-        self.prop = prop
+        self.prop, self.log = prop, log
         self.last = np.zeros(0, np.int64)
         self.value = np.zeros(0)
+        self.text = np.zeros(0, np.int64)  # the log's code of the text value, NULL_CODE if none
 
     def reset(self, n: int) -> None:
         self.last = np.full(n, NEVER, np.int64)
         self.value = np.full(n, np.nan)
+        self.text = np.full(n, NULL_CODE, np.int64)
 
     def grow(self, n: int) -> None:
         self.last = _grown(self.last, n, NEVER)
         self.value = _grown(self.value, n, np.nan)
+        self.text = _grown(self.text, n, NULL_CODE)
 
     def delta(self, events: Segment, sign: int) -> None:
         assert sign > 0, "events never leave an unbounded window"
-        values = events.numbers[self.prop]
-        present = ~np.isnan(values)
-        customers, ts, values = events.customer[present], events.ts[present], values[present]
+        codes = events.codes[self.prop]
+        present = codes >= 0
+        customers, ts, codes = events.customer[present], events.ts[present], codes[present]
+        values = events.numbers[self.prop][present]
         if not len(customers):
             return
         # Only the customers of these events are touched: a tick costs what arrived.
         before = self.last[customers]
         np.maximum.at(self.last, customers, ts)
         after = self.last[customers]
-        self.value[customers[after > before]] = np.inf  # a later instant: the old value no longer counts
+        # No number yet is held as infinity while folding (a minimum with NaN would stay NaN).
+        self.value[customers[np.isnan(self.value[customers])]] = np.inf
+        later = customers[after > before]
+        self.value[later] = np.inf  # a later instant: the old values no longer count
+        self.text[later] = NULL_CODE
         at_latest = ts == after
-        np.minimum.at(self.value, customers[at_latest], values[at_latest])
+        numbers = at_latest & ~np.isnan(values)
+        np.minimum.at(self.value, customers[numbers], values[numbers])
+        self.value[customers[np.isinf(self.value[customers])]] = np.nan
+        texts = at_latest & np.isnan(values)
+        if texts.any():
+            self._fold_texts(customers[texts], codes[texts].astype(np.int64))
+
+    def _fold_texts(self, customers: np.ndarray, codes: np.ndarray) -> None:
+        """Keep, per customer, the smallest text (in ``value_rank``'s order) of its own and ``codes``. The
+        order of two values never changes as others join the dictionary, so codes stay comparable."""
+        ranking = value_rank(self.log.value_array(self.prop))
+        owners, slot = np.unique(customers, return_inverse=True)
+        best = np.full(len(owners), NO_RANK, np.int64)
+        np.minimum.at(best, slot, ranking[codes])
+        held = self.text[owners]
+        held_rank = np.where(held >= 0, ranking[np.maximum(held, 0)], NO_RANK)
+        better = best < held_rank
+        self.text[owners[better]] = np.argsort(ranking)[best[better]]

@@ -145,8 +145,12 @@ class _Reads:
 
     @property
     def timed(self) -> bool:
-        """Whether time alone changes the value (a ``since`` or a windowed ``last``)."""
-        return any(call.func in ("since", "last") for call in self.calls)
+        """Whether time alone changes the value (a ``since``, ``since_first``, a windowed ``last``, or a
+        calendar period)."""
+        return any(
+            call.func in ("since", "since_first", "last") or lang.period_of(call) is not None
+            for call in self.calls
+        )
 
     def tracked(self, aggregates: IncrementalAggregates) -> bool:
         """Whether every change to the condition's inputs is reported by the aggregates."""

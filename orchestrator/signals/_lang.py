@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from orchestrator.durations import MAX_SECONDS, UNIT_SECONDS
 from orchestrator.signals import _builtins as builtins
+from orchestrator.signals import _calendar as calendar
 from orchestrator.signals._syntax import (
     Binary,
     Boolean,
@@ -37,6 +38,7 @@ from orchestrator.signals._syntax import (
     Node,
     Null,
     Number,
+    Period,
     String,
     Unary,
 )
@@ -55,6 +57,7 @@ __all__ = [
     "Node",
     "Null",
     "Number",
+    "Period",
     "String",
     "Unary",
     "aggregates",
@@ -65,6 +68,7 @@ __all__ = [
     "free_names",
     "is_property_aggregate",
     "parse",
+    "period_of",
     "tokenize",
     "walk",
     "where_numbers",
@@ -277,7 +281,10 @@ class _Parser:
                 self.take()
                 if any(key == token.text for key, _ in kwargs):
                     raise ExpressionError(f"{token.text}= is given twice", token.pos)
-                kwargs.append((token.text, self.parse_or()))
+                value = self.parse_or()
+                if token.text == "within" and isinstance(value, Name) and len(value.parts) == 1:
+                    value = Period(value.pos, value.parts[0])  # a calendar period, checked below
+                kwargs.append((token.text, value))
                 kwarg_pos.append(token.pos)
             else:
                 if kwargs:
@@ -325,6 +332,15 @@ _CORE: list[FunctionSpec] = [
         "time since the latest event of the listed types (infinite if none)",
     ),
     FunctionSpec(
+        "since_first",
+        "events",
+        0,
+        None,
+        WINDOW_ARGS,
+        "time since the earliest event of the listed types (any type if none listed; infinite if none)",
+        example="since_first(session_start)",
+    ),
+    FunctionSpec(
         "distinct_events",
         "events",
         0,
@@ -350,7 +366,8 @@ _CORE: list[FunctionSpec] = [
         1,
         1,
         WINDOW_ARGS,
-        "a number property on the latest event that has it (same instant: the smallest; null if none)",
+        "a property on the latest event that has it, a number or text (same instant: the smallest;"
+        " null if none)",
     ),
     FunctionSpec("distinct", "prop", 1, 1, WINDOW_ARGS, "number of distinct values of a property"),
     FunctionSpec(
@@ -406,6 +423,35 @@ def is_property_aggregate(call: Call) -> bool:
     )
 
 
+def _check_period(call: Call, period: Period) -> None:
+    """A calendar period given to ``within=``: a known name, and no ``before=`` beside it."""
+    if period.name not in calendar.PERIODS:
+        close = difflib.get_close_matches(period.name, calendar.PERIODS, n=1, cutoff=0.7)
+        hint = f"did you mean {close[0]}?" if close else "e.g. within=14d"
+        raise ExpressionError(
+            f"within= takes a duration or a calendar period ({', '.join(calendar.PERIODS)}), not "
+            f"{period.name!r}; {hint}",
+            period.pos,
+        )
+    before = call.kwarg("before")
+    if before is not None:
+        previous = _PREVIOUS.get(period.name)
+        hint = (
+            f"for the one before {period.name} write within={previous}"
+            if previous
+            else "to shift a window, give a duration (within=7d, before=7d)"
+        )
+        raise ExpressionError(f"before= cannot be used with a calendar period: {hint}", before.pos)
+
+
+_PREVIOUS = {
+    "today": "yesterday",
+    "this_week": "last_week",
+    "this_month": "last_month",
+    "this_year": "last_year",
+}
+
+
 def _is_property(node: Node) -> bool:
     return isinstance(node, Name) and len(node.parts) == 2
 
@@ -439,7 +485,9 @@ def check_call(call: Call) -> None:
         if what is None:
             hint = f"; it accepts {', '.join(sorted(allowed))}" if allowed else ""
             raise ExpressionError(f"{call.func}() has no argument {key}={hint}", value.pos)
-        if what == "duration" and not isinstance(value, Duration):
+        if isinstance(value, Period) and what == "window":
+            _check_period(call, value)
+        elif what in ("duration", "window") and not isinstance(value, Duration):
             raise ExpressionError(f"{key}= needs a duration such as 14d", value.pos)
         if what == "prop" and not _is_property(value):
             raise ExpressionError(f"{key}= takes one event property, e.g. {key}=refund.amount", value.pos)
@@ -630,18 +678,22 @@ def walk(node: Node) -> list[Node]:
 
 
 def free_names(node: Node) -> list[Name]:
-    """Names read as metrics or attributes (not event names or properties inside aggregates)."""
+    """Names read as metrics or attributes (not event names or properties inside aggregates). A calendar
+    period (``within=this_week``) reads the customer's ``timezone`` attribute, so it names that."""
     names: list[Name] = []
     stack = [node]
     while stack:
         current = stack.pop()
         if isinstance(current, Name):
             names.append(current)
+        elif isinstance(current, Period):
+            names.append(Name(current.pos, (calendar.ZONE_ATTRIBUTE,)))  # periods are the customer's own
         elif isinstance(current, Call):
             if FUNCTIONS[current.func].kind != "events" and not is_property_aggregate(current):
                 stack.extend(current.args)
             else:
                 stack.extend(where_parts(current))  # a filter reads the customer's own values too
+            stack.extend(value for _, value in current.kwargs if isinstance(value, Period))
         elif isinstance(current, Unary):
             stack.append(current.operand)
         elif isinstance(current, Binary):
@@ -658,6 +710,12 @@ def aggregates(node: Node) -> list[Call]:
         for n in walk(node)
         if isinstance(n, Call) and (FUNCTIONS[n.func].kind == "events" or is_property_aggregate(n))
     ]
+
+
+def period_of(call: Call) -> Period | None:
+    """The calendar period an aggregate's ``within=`` names, if it names one."""
+    within = call.kwarg("within")
+    return within if isinstance(within, Period) else None
 
 
 def event_properties(node: Node) -> set[str]:

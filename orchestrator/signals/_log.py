@@ -297,7 +297,8 @@ def _as_numbers(column: Any, n: int) -> np.ndarray:
 
 
 def property_uses(calls: Iterable[Any]) -> tuple[set[str], set[str]]:
-    """(numeric, categorical) property names read by aggregate calls."""
+    """(numeric, categorical) property names read by aggregate calls (``last`` reads both: its value may
+    be a number or text)."""
     from orchestrator.signals import _lang as lang
 
     numeric: set[str] = set()
@@ -317,5 +318,8 @@ def property_uses(calls: Iterable[Any]) -> tuple[set[str], set[str]]:
             continue
         arg = call.args[0]
         if isinstance(arg, lang.Name) and len(arg.parts) == 2:
-            (numeric if call.func in ("sum", "mean", "min", "max", "last") else categorical).add(arg.parts[1])
+            if call.func in ("sum", "mean", "min", "max", "last"):
+                numeric.add(arg.parts[1])
+            if call.func not in ("sum", "mean", "min", "max"):
+                categorical.add(arg.parts[1])  # last() reads text too: the value's code
     return numeric, categorical

@@ -53,7 +53,30 @@ EXPRESSIONS = [
     "sum(buy.amount, where=buy.amount > mean(buy.amount, within=4d))",
     "since(view, where=view.cat == top_value(cart.cat))",
     "count(view, within=2d, where=view.cat == top_value(buy.cat, within=2d, where=buy.amount > 10))",
+    "count(view, within=this_week)",
+    "count(view, buy, within=yesterday)",
+    "since(buy, within=today)",
+    "sum(buy.amount, within=last_week)",
+    "top_value(view.cat, within=this_month)",
+    "distinct_events(within=this_month)",
+    "last(view.cat, within=this_year)",
+    "since_first()",
+    "since_first(view, buy)",
+    "since_first(cart, before=6h)",
+    "since_first(view, within=2d)",
+    "last(view.cat)",
+    "last(cart.cat, within=1d, before=6h)",
 ]
+# Customers' time zones, for the calendar periods: a slot's zone is ZONES[key % len(ZONES)].
+ZONES = ["Asia/Tokyo", "America/New_York", "UTC", None, "Not/AZone", "Australia/Lord_Howe"]
+
+
+def zones(n: int) -> np.ndarray:
+    out = np.empty(n, dtype=object)
+    out[:] = [ZONES[k % len(ZONES)] for k in range(n)]
+    return out
+
+
 TYPES = ["view", "buy", "cart", "survey", "refund"]
 
 
@@ -146,9 +169,12 @@ def test_incremental_equals_from_scratch(seed: int, n_customers: int, per_tick: 
             last_id += len(part)
             log.append_frame(piece(fresh, part), last_id)
         aggregates.advance(now)
+        aggregates.set_time_zones(zones(log.n_customers))
 
         full = concat(frames, log)
-        customers = CustomerFrame(full.n_customers, np.ones(full.n_customers, bool))
+        customers = CustomerFrame(
+            full.n_customers, np.ones(full.n_customers, bool), {"timezone": zones(full.n_customers)}
+        )
         scratch = Evaluator(full, customers, now, cache=AggregateCache())
         for call in calls:
             expected = scratch.values(call)
