@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from orchestrator.engine._localtime import MISSING, attribute_instants
+from orchestrator.engine._localtime import readable_dates
 from orchestrator.holdout import buckets
 from orchestrator.language import JourneyPlan, StepKind, split_trigger
 from orchestrator.signals import Evaluator
@@ -50,8 +50,8 @@ def first_sends(
                 moving[sel] = False
                 continue
             if step.kind == StepKind.WAIT_UNTIL and step.attribute is not None:
-                instants = attribute_instants(evaluator.customers.column(step.attribute)[keys[sel]])
-                trigger = np.where(instants == MISSING, "no", "next")
+                readable = readable_dates(evaluator.customers.column(step.attribute)[keys[sel]])
+                trigger = np.where(readable, "next", "no")
             elif step.kind == StepKind.WAIT_FOR:
                 trigger = "no"
                 notes[f"{step.id}: the wait for {step.event} is taken to time out"] = None
