@@ -15,8 +15,8 @@ Rules (documented in the README):
 - a date attribute is ISO 8601 text: a date (``2024-03-01``: that day in the customer's time zone, from
   local midnight, or the first valid instant of the day where midnight does not exist) or a date and time,
   with an offset or ``Z`` (without one it is read as UTC). Anything else counts as missing;
-- a wait for a date ends at the date plus the offset (its whole days on the customer's calendar for a
-  date); with a time of day, at that local time on the day (the local day of a date and time) moved by the
+- a wait for a date ends at the date plus the offset (for a date, its whole days on the customer's
+  calendar and the rest as elapsed time); with a time of day, at that local time on the day (the local day of a date and time) moved by the
   offset's days; with ``every``, at the first anniversary (``year``; 29 February is 28 February in other
   years) or monthly day (``month``; a day past the month's end is its last day) at that local time
   strictly after the instance reached the step.
@@ -217,7 +217,10 @@ def date_wakes(
     after_us = np.asarray(after_us, dtype=np.int64)
     ok, is_day, number = _parsed(values)
     out = np.full(len(after_us), MISSING, np.int64)
-    offset_days, rest_us = divmod(offset_us, DAY_US)
+    # Whole days of the offset move the date on the calendar; what is left (less than a day, of the same
+    # sign) is elapsed time: -36h is a day and a half before local midnight.
+    sign = -1 if offset_us < 0 else 1
+    offset_days, rest_us = (sign * part for part in divmod(abs(offset_us), DAY_US))
     if seconds_of_day is None:  # a date and time plus the offset, as elapsed time
         instant = ok & ~is_day
         out[instant] = number[instant] + offset_us
