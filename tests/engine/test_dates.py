@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from orchestrator.clock import to_us
+from orchestrator.engine import audience, explain, load_workspace
 from orchestrator.engine._localtime import MISSING, date_wakes
 from orchestrator.testing import World, at, customer, event
 
@@ -330,3 +332,22 @@ def test_unreadable_dates_are_missing() -> None:
         values, np.full(6, None, dtype=object), np.zeros(6, np.int64), every="year", seconds_of_day=0
     )
     assert (got == MISSING).tolist() == [True, True, True, True, True, False]
+
+
+def test_why_and_the_audience_estimate_say_when_the_wait_ends(world: World) -> None:
+    t0 = at("2024-06-01T00:00:00Z")
+    people = {"kei": {"timezone": "Asia/Tokyo", "birthday": "1990-06-10"}, "non": {}}
+    w = build(world, BIRTHDAYS % ("year", "09:00"), t0, people)
+    report = audience(w.store, load_workspace([w.folder / "journeys"]), "j", to_us(t0))
+    assert "birthday: the wait until 09:00 on the anniversary of birthday is taken to have come " in " ".join(
+        report.notes
+    )
+    w.tick()
+    [entry] = explain(w.store, "kei").entries
+    assert (entry.step, entry.step_words) == ("birthday", "wait until 09:00 on the anniversary of birthday")
+    assert entry.next_look == "2024-06-10T00:00:00Z"
+    [gone] = explain(w.store, "non").entries
+    assert (gone.step_words, gone.finish_words) == (
+        None,
+        "left at birthday because the customer has no birthday to wait for",
+    )
