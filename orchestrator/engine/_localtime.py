@@ -16,10 +16,10 @@ Rules (documented in the README):
   local midnight, or the first valid instant of the day where midnight does not exist) or a date and time,
   with an offset or ``Z`` (without one it is read as UTC). Anything else counts as missing;
 - a wait for a date ends at the date plus the offset (for a date, its whole days on the customer's
-  calendar and the rest as elapsed time); with a time of day, at that local time on the day (the local day of a date and time) moved by the
-  offset's days; with ``every``, at the first anniversary (``year``; 29 February is 28 February in other
-  years) or monthly day (``month``; a day past the month's end is its last day) at that local time
-  strictly after the instance reached the step.
+  calendar and the rest as elapsed time); with a time of day, at that local time on the day (the local
+  day of a date and time) moved by the offset's days; with ``every``, at the first anniversary
+  (``year``; 29 February is 28 February in other years) or monthly day (``month``; a day past the
+  month's end is its last day) at that local time strictly after the instance reached the step.
 """
 
 from __future__ import annotations
@@ -215,6 +215,8 @@ def date_wakes(
     is the local time the wait ends at (None: a plain date wait, at the date plus the offset); ``every``
     (``year`` or ``month``; needs ``seconds_of_day``) makes it the next anniversary after ``after_us``."""
     after_us = np.asarray(after_us, dtype=np.int64)
+    if every is not None and seconds_of_day is None:
+        seconds_of_day = 0  # an anniversary without a time: local midnight
     ok, is_day, number = _parsed(values)
     out = np.full(len(after_us), MISSING, np.int64)
     # Whole days of the offset move the date on the calendar; what is left (less than a day, of the same

@@ -296,15 +296,36 @@ class Stepper:
             )
             self._wake_at(step, sel, wake)
             return
-        wake = date_wakes(
-            self.customers.column(step.attribute)[keys],
-            self.customers.column("timezone")[keys],
-            self.t[sel],
-            offset_us=step.offset_us,
-            seconds_of_day=step.time_of_day_s,
-            every=step.every,
-            default_zone=step.default_timezone,
-        )
+        values = self.customers.column(step.attribute)[keys]
+        zones = self.customers.column("timezone")[keys]
+
+        def wakes(after: np.ndarray, rows: slice | np.ndarray = slice(None)) -> np.ndarray:
+            return date_wakes(
+                values[rows],
+                zones[rows],
+                after,
+                offset_us=step.offset_us,
+                seconds_of_day=step.time_of_day_s,
+                every=step.every,
+                default_zone=step.default_timezone,
+            )
+
+        wake = wakes(self.t[sel])
+        if step.every is not None:
+            # Parked here at an earlier tick, and the date moved earlier while it waited: that occurrence
+            # has passed, so the wait starts again from the instant it was due at, for the next one (never
+            # a message on a day that is not the date).
+            old = self.wake[sel]
+            moved = (
+                (self.state[sel] == self.start_state[sel])
+                & (self.t[sel] == self.due.since_us[sel])
+                & (wake != MISSING)
+                & (wake < old)
+                & (wake <= self.now_us)
+            )
+            if moved.any():
+                self.t[sel[moved]] = old[moved]
+                wake[moved] = wakes(old[moved], moved)
         missing = wake == MISSING
         gone = sel[missing]
         self._move(step, gone, "no")

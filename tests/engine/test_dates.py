@@ -13,6 +13,7 @@ import pytest
 from orchestrator.clock import to_us
 from orchestrator.engine import audience, explain, load_workspace
 from orchestrator.engine._localtime import MISSING, date_wakes
+from orchestrator.store._customers import upsert_customers
 from orchestrator.testing import World, at, customer, event
 
 #: Every test here runs on SQLite and on PostgreSQL.
@@ -351,3 +352,29 @@ def test_why_and_the_audience_estimate_say_when_the_wait_ends(world: World) -> N
         None,
         "left at birthday because the customer has no birthday to wait for",
     )
+
+
+def test_a_birthday_moved_while_waiting(world: World) -> None:
+    t0 = at("2024-01-01T00:00:00Z")
+    people = {"ann": {"birthday": "1990-12-20"}, "bob": {"birthday": "1990-10-01"}}
+    w = build(world, BIRTHDAYS % ("year", "09:00"), t0, people)
+    w.tick()
+    assert {c: t for c, (_, t) in wakes(w).items()} == {
+        "ann": at("2024-12-20T09:00:00Z"),
+        "bob": at("2024-10-01T09:00:00Z"),
+    }
+    with w.store.begin() as conn:  # ann's is corrected to March, bob's to 1 December
+        upsert_customers(
+            conn,
+            [{"id": "ann", "birthday": "1990-03-05"}, {"id": "bob", "birthday": "1990-12-01"}],
+            to_us(t0),
+        )
+    # The engine looks again when each wait was due. bob's birthday moved later: the wait goes on.
+    # ann's moved earlier, to a day already past: no belated email on 20 December, the next 5 March.
+    step_to(w, "2024-10-01T09:00:00Z")
+    step_to(w, "2024-12-01T09:00:00Z")
+    step_to(w, "2024-12-20T09:00:00Z")
+    assert w.sends() == {"bob": [("hi", at("2024-12-01T09:00:00Z"))]}
+    assert wakes(w)["ann"] == ("birthday", at("2025-03-05T09:00:00Z"))
+    step_to(w, "2025-03-05T09:00:00Z")
+    assert w.sends()["ann"] == [("hi", at("2025-03-05T09:00:00Z"))]

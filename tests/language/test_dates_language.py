@@ -90,7 +90,8 @@ def test_every_without_time_is_local_midnight_and_a_plain_date_wait_has_no_time(
         ),
         (
             "every: year, weekdays: [mon]",
-            "j.yaml:7:17: steps[0].wait_until: weekdays belong to wait_until: {time: ...} without an attribute",
+            "j.yaml:7:17: steps[0].wait_until: weekdays belong to wait_until: {time: ...} without an "
+            "attribute",
         ),
         (
             "every: year, default_timezone: Mars/Base",
