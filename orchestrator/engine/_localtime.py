@@ -24,7 +24,6 @@ Rules (documented in the README):
 
 from __future__ import annotations
 
-import calendar
 import zoneinfo
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
@@ -123,12 +122,14 @@ def next_local_times(
     return out
 
 
-def _zone_names(zone_names: np.ndarray, default_zone: str) -> np.ndarray:
-    """Each instance's zone name: its own where this machine knows it, else ``default_zone``."""
-    return np.array(
-        [n if isinstance(n, str) and zone_or_none(n) is not None else default_zone for n in zone_names],
-        dtype=object,
-    ).astype(str)
+def _zone_codes(zone_names: np.ndarray, default_zone: str) -> tuple[list[str], np.ndarray]:
+    """The distinct zones of the instances (their own where this machine knows it, else ``default_zone``)
+    and each instance's index into them."""
+    codes: dict[object, int] = {}
+    index = np.fromiter((codes.setdefault(n, len(codes)) for n in zone_names), np.int64, len(zone_names))
+    zones = [n if isinstance(n, str) and zone_or_none(n) is not None else default_zone for n in codes]
+    distinct = sorted(set(zones))
+    return distinct, np.array([distinct.index(z) for z in zones], np.int64)[index]
 
 
 @lru_cache(maxsize=65536)
@@ -150,16 +151,17 @@ def parse_date_text(text: str) -> tuple[bool, int] | None:
 
 
 def _parsed(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(readable, is a date without time, ordinal or µs) of a column of date attribute values."""
-    n = len(values)
-    ok, is_day, number = np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, np.int64)
-    for i, value in enumerate(values):
-        if isinstance(value, str):
-            parsed = parse_date_text(value)
-            if parsed is not None:
-                ok[i] = True
-                is_day[i], number[i] = parsed
-    return ok, is_day, number
+    """(readable, is a date without time, ordinal or µs) of a column of date attribute values: each
+    distinct text is parsed once."""
+    codes: dict[str, int] = {}
+    index = np.fromiter(
+        (codes.setdefault(v, len(codes)) if isinstance(v, str) else -1 for v in values), np.int64, len(values)
+    )
+    parsed = [parse_date_text(text) for text in codes] + [None]  # index -1: not a text
+    ok = np.array([p is not None for p in parsed], bool)
+    is_day = np.array([p is not None and p[0] for p in parsed], bool)
+    number = np.array([0 if p is None else p[1] for p in parsed], np.int64)
+    return ok[index], is_day[index], number[index]
 
 
 def readable_dates(values: np.ndarray) -> np.ndarray:
@@ -174,16 +176,29 @@ def _local_day(zone_name: str, instant_us: int) -> int:
     return (EPOCH + timedelta(microseconds=instant_us)).astimezone(zone).date().toordinal()
 
 
-@lru_cache(maxsize=65536)
-def _anniversary(day: int, every: str, period: int) -> int:
-    """The ordinal of ``day``'s anniversary in ``period`` (a year number, or months since January 1970 for
-    ``month``): 29 February is 28 February in other years; a day past a month's end is its last day."""
-    original = date.fromordinal(day)
-    if every == "year":
-        year, month = period, original.month
-    else:
-        year, month = 1970 + period // 12, period % 12 + 1
-    return date(year, month, min(original.day, calendar.monthrange(year, month)[1])).toordinal()
+#: ``date.toordinal()`` of 1 January 1970, day 0 of numpy's ``datetime64[D]``.
+_ORDINAL_1970 = 719163
+
+
+def _in_month(months: np.ndarray, day_of_month: np.ndarray) -> np.ndarray:
+    """Ordinals of the ``day_of_month`` (1-31) of ``months`` (months since January 1970), a day past a
+    month's end being its last day."""
+    start = months.astype("datetime64[M]").astype("datetime64[D]")
+    length = ((months + 1).astype("datetime64[M]").astype("datetime64[D]") - start).astype(np.int64)
+    return start.astype(np.int64) + np.minimum(day_of_month, length) - 1 + _ORDINAL_1970
+
+
+def _anniversaries(days: np.ndarray, every: str, first: np.ndarray, count: int) -> np.ndarray:
+    """For each day ordinal, its anniversaries (``year``: the same month and day, 29 February as 28
+    February in other years; ``month``: the same day of the month) in ``count`` periods from ``first``
+    (a year number, or months since January 1970), as an array of shape (len(days), count)."""
+    as_date = (days - _ORDINAL_1970).astype("datetime64[D]")
+    month = as_date.astype("datetime64[M]")
+    day_of_month = (as_date - month.astype("datetime64[D]")).astype(np.int64) + 1
+    periods = first[:, None] + np.arange(count)
+    # A year's anniversary is in its month of the date; a month's is in that month.
+    months = (periods - 1970) * 12 + (month.astype(np.int64) % 12)[:, None] if every == "year" else periods
+    return _in_month(months, np.broadcast_to(day_of_month[:, None], months.shape))
 
 
 def _walls(zone_name: str, days: np.ndarray, seconds_of_day: int) -> np.ndarray:
@@ -229,9 +244,11 @@ def date_wakes(
         ok = ok & is_day
     if not ok.any():
         return out
-    names = _zone_names(zone_names, default_zone)
-    for name in np.unique(names[ok]).tolist():
-        sel = np.flatnonzero(ok & (names == name))
+    zones, zone_of = _zone_codes(zone_names, default_zone)
+    for code, name in enumerate(zones):
+        sel = np.flatnonzero(ok & (zone_of == code))
+        if not len(sel):
+            continue
         days = number[sel].copy()
         timed = ~is_day[sel]
         if timed.any():  # the local day of a date and time, each distinct instant once
@@ -251,13 +268,7 @@ def date_wakes(
             first = shifted.astype("datetime64[Y]").astype(np.int64) + 1970 - 1
         else:
             first = shifted.astype("datetime64[M]").astype(np.int64) - 1
-        periods = first[:, None] + np.arange(4)
-        pairs, inverse = np.unique(
-            np.stack([np.repeat(days, 4), periods.ravel()], axis=1), axis=0, return_inverse=True
-        )
-        each = np.array([_anniversary(d, every, p) for d, p in pairs.tolist()], dtype=np.int64)
-        anniversaries = each[inverse.ravel()].reshape(periods.shape)
-        walls = _walls(name, anniversaries + offset_days, seconds_of_day or 0)
+        walls = _walls(name, _anniversaries(days, every, first, 4) + offset_days, seconds_of_day or 0)
         later = walls > after_us[sel][:, None]
         out[sel] = walls[np.arange(len(sel)), later.argmax(axis=1)]
     return out
