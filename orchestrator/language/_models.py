@@ -231,11 +231,6 @@ class WaitUntil(_Model):
         """Seconds after local midnight at which the wait ends (``time``; midnight when not given)."""
         return 0 if self.time is None else parse_time_of_day(self.time)
 
-    @property
-    def on_a_date(self) -> bool:
-        """Whether the wait ends on a day given by a date attribute (rather than at the next ``time``)."""
-        return self.attribute is not None
-
 
 class WaitFor(_Model):
     """Wait for an event (optionally one whose properties ``match``) for at most ``timeout``."""
