@@ -262,13 +262,20 @@ class Goal(_Model):
 
     @model_validator(mode="after")
     def _event_or_signal(self) -> Goal:
-        if (self.event is None) == (self.signal is None):
+        if self.event is not None and self.signal is not None:
             raise ValueError(
-                "a goal is either an event (goal: {event: purchase, within: 14d}) or a condition "
-                "(goal: {signal: <condition>, within: 7d}), not both and not neither"
+                "a goal is an event or a condition, not both: keep event: (goal: {event: purchase, within: "
+                "14d}) or signal: (goal: {signal: <condition>, within: 7d})"
+            )
+        if self.event is None and self.signal is None:
+            raise ValueError(
+                "a goal needs event: <event name> (goal: {event: purchase, within: 14d}) or signal: "
+                "<condition> (goal: {signal: <condition>, within: 7d})"
             )
         if self.signal is not None and (self.revenue is not None or self.match is not None):
-            raise ValueError("revenue and match belong to an event goal (event: ...), not a signal goal")
+            given = " and ".join(k for k in ("revenue", "match") if getattr(self, k) is not None)
+            verb = "belong" if " and " in given else "belongs"
+            raise ValueError(f"{given} {verb} to an event goal (event: ...), not to a signal goal")
         return self
 
     @property
