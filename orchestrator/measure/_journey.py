@@ -107,8 +107,8 @@ class JourneyReport:
         if self.goal_from != "first_send":
             return f"{waiting} still inside it are left out"
         return (
-            f"{waiting} still inside it or before their first send, and {self.left_before_first_send} that "
-            "left before any send (no goal window), are left out"
+            f"left out: {waiting} still inside it or not yet sent to, {self.left_before_first_send} that "
+            "left before any send and so had no goal window"
         )
 
     def to_dict(self) -> dict[str, Any]:
