@@ -211,7 +211,10 @@ def journey_report(
         )
     counted = rows.select(rows.counted)
     # CUPED's covariates are the goal's events before entry: a condition goal has none.
-    cuped = cuped and goal.event is not None
+    warnings = _warnings(counted)
+    if cuped and goal.event is None:
+        cuped = False
+        warnings.append("CUPED is left off: a condition goal has no goal events before entry to adjust by")
     lift = _journey_lift(counted, declared, goal.revenue, alpha, power, sequential_tau, cuped)
     compared = counted.arm != GLOBAL_HOLDOUT
     timeline = cumulative_lift(
@@ -228,7 +231,7 @@ def journey_report(
         matured=len(counted),
         lift=lift,
         timeline=timeline,
-        warnings=tuple(_warnings(counted)),
+        warnings=tuple(warnings),
         goal_condition=goal.signal,
         goal_from=goal.start,
         left_before_first_send=int(rows.no_window.sum()),
