@@ -70,7 +70,8 @@ def run_why(args: Args) -> int:
         else:
             print(f"    {e['status']} {e['finished']}: {e['finish_words']}")
     for c in report["conversions"]:
-        event = f" ({c['event']})" if c["event"] else ""
+        goal = " ".join(part for part in (c["event"] or c["condition"], c["window"]) if part)
+        event = f" ({goal})" if goal else ""
         print(
             f"  converted {c['at']}: {c['journey']} v{c['version']}, arm {c['arm']}{event}, "
             f"revenue {c['revenue']:.2f}"

@@ -67,17 +67,21 @@ class MessageStory:
 
 @dataclass(frozen=True)
 class ConversionStory:
-    """The goal an entry reached: when, and the revenue it brought (``event``: the goal's event)."""
+    """The goal an entry reached: when, and the revenue it brought (``event``: the goal's event;
+    ``condition``: a condition goal's condition; ``window``: ``within 14d of the first send`` for a goal
+    window that starts at the first send, None for one that starts at entry)."""
 
     at: str | None
     revenue: float
     event: str | None = None
+    condition: str | None = None
+    window: str | None = None
 
 
 @dataclass(frozen=True)
 class ConversionLine:
     """One conversion of the customer, on its own line: the journey and arm it counts for, when, the goal's
-    event and the revenue."""
+    event (or condition, and its window when it starts at the first send) and the revenue."""
 
     journey: str
     version: int
@@ -85,6 +89,8 @@ class ConversionLine:
     at: str | None
     event: str | None
     revenue: float
+    condition: str | None = None
+    window: str | None = None
 
 
 @dataclass(frozen=True)
@@ -175,13 +181,13 @@ def explain(store: Store, customer_id: str, journey: str | None = None) -> Expla
                 transactional=m.transactional,
             )
         )
-    goal_of = {
-        key: (j.goal.event if j is not None and j.goal is not None else None) for key, j in journeys.items()
-    }
+    goal_of = {key: _goal_words(j) for key, j in journeys.items()}
     version_of = {e.id: (e.journey_id, e.version) for e in instances}
     converted = {
         c.instance_id: ConversionStory(
-            iso(c.converted_us), c.revenue, goal_of.get(version_of.get(c.instance_id, ("", 0)))
+            iso(c.converted_us),
+            c.revenue,
+            *goal_of.get(version_of.get(c.instance_id, ("", 0)), (None, None, None)),
         )
         for c in conversions
     }
@@ -232,6 +238,8 @@ def explain(store: Store, customer_id: str, journey: str | None = None) -> Expla
             at=iso(c.converted_us),
             event=converted[c.instance_id].event,
             revenue=c.revenue,
+            condition=converted[c.instance_id].condition,
+            window=converted[c.instance_id].window,
         )
         for c in conversions
     ]
@@ -244,6 +252,14 @@ def explain(store: Store, customer_id: str, journey: str | None = None) -> Expla
         ],
         conversions=lines,
     )
+
+
+def _goal_words(journey: Journey | None) -> tuple[str | None, str | None, str | None]:
+    """A journey's goal as (event, condition, window), the window only when it starts at the first send."""
+    goal = journey.goal if journey is not None else None
+    if goal is None:
+        return None, None, None
+    return goal.event, goal.signal, goal.window_words if goal.start == "first_send" else None
 
 
 def _journey(conn: Connection, journey_id: str, version: int) -> Journey | None:

@@ -73,6 +73,8 @@ def finish_reason(
             at, revenue = conversion
             words += f" of {revenue:.2f}" if revenue else ""
             words += f" on {at[:10]}" if at else ""
+        if journey is not None and journey.goal is not None and journey.goal.start == "first_send":
+            words += f" ({journey.goal.window_words})"
         return Reason("goal", words)
     if status == "completed" or reason == "completed":
         return Reason("completed", "went through every step")
@@ -192,4 +194,4 @@ def _steps(journey: Journey | None) -> dict[str, Any]:
 
 
 def _goal_event(journey: Journey | None) -> str:
-    return journey.goal.event if journey is not None and journey.goal is not None else "the goal"
+    return journey.goal.what if journey is not None and journey.goal is not None else "the goal"

@@ -12,7 +12,9 @@ wait or has finished:
   are kept under the step's id); otherwise the timeout does, or the instance parks;
 - ``send``: writes a queued ledger row (never for held-out instances), without content: dispatch renders
   it after the transaction commits (``engine._dispatch``); what follows a send counts from the tick's
-  instant, when the message was queued;
+  instant, when the message was queued. The first send step an instance passes records that instant as
+  its first send, in both arms (a held-out instance reaches it at the same tick a treated one would queue
+  its message): a goal ``from: first_send`` starts its window there;
 - ``branch``, ``split``, ``exit``: move at once.
 
 Nothing is written per instance: the state changes of the whole batch are written at the end with one
@@ -55,6 +57,7 @@ from orchestrator.store import (
     due_instances,
     finish_steps,
     instance_data,
+    mark_first_sends,
     move_instances,
     queue_messages,
     set_instance_data,
@@ -161,6 +164,7 @@ class Stepper:
         self._events: tuple[int, EventFrame] | None = None
         self._conditions: dict[int, np.ndarray] = {}
         self._sends: list[tuple[StepPlan, np.ndarray]] = []
+        self._passed_send = np.zeros(n, bool)  # passed a send step in this walk (either arm)
         # The transitions taken: (step code, trigger, destination code) -> [treatment, holdout] instances.
         self.transitions: dict[tuple[int, str, int], list[int]] = {}
         self.count_funnel = True
@@ -210,6 +214,8 @@ class Stepper:
         if self.data_changed.any():
             idx = np.flatnonzero(self.data_changed)
             set_instance_data(self.conn, due.ids[idx], [orjson.dumps(self.data[i]).decode() for i in idx])
+        if self._passed_send.any():
+            mark_first_sends(self.conn, due.ids[self._passed_send], now)
         for step, positions in self._sends:
             assert step.send is not None
             out.queued += queue_messages(
@@ -482,6 +488,7 @@ class Stepper:
     def _send(self, step: StepPlan, sel: np.ndarray) -> None:
         assert step.send is not None
         self.t[sel] = np.maximum(self.t[sel], self.now_us)
+        self._passed_send[sel] = True
         send_to = sel[~self.due.holdout[sel]]  # the holdout's first guard: no ledger row at all
         if len(send_to):
             self._sends.append((step, send_to))

@@ -2,7 +2,8 @@
 
 For each journey, in one transaction: in-flight instances of older versions named by the journey's
 ``migrate:`` move onto the current version; customers (or events) the entry admits enter (re-entry policy
-honoured, holdout arm decided once and stored); instances whose goal event arrived are converted;
+honoured, holdout arm decided once and stored); instances whose goal event arrived (or whose goal
+condition holds) inside their goal window are converted;
 instances whose ``exit_when`` became true leave; due instances step through their version's machine,
 writing bare ledger rows for their sends (``engine._stepping``). Only after that transaction commits does
 dispatch render the messages, apply the contact policy and hand them to the channel adapters, with the
@@ -375,7 +376,7 @@ class Engine:
                 self._migrate_and_enter(conn, plan, evaluators[plan.version], customers, now_us, result)
             watch.lap("evaluate_and_enter")
             if lead:
-                self._convert(conn, plan, evaluators[plan.version], now_us, result)
+                self._convert(conn, plan, evaluators[plan.version], customers, now_us, result)
             for version_plan in plans:
                 evaluator = evaluators[version_plan.version]
                 if lead:
@@ -603,12 +604,34 @@ class Engine:
     # ------------------------------------------------------------------------------------------ goals
 
     def _convert(
-        self, conn: Connection, plan: JourneyPlan, evaluator: Evaluator, now_us: int, result: JourneyTick
+        self,
+        conn: Connection,
+        plan: JourneyPlan,
+        evaluator: Evaluator,
+        customers: CustomerFrame,
+        now_us: int,
+        result: JourneyTick,
     ) -> None:
+        """Record the conversions of the journey's open instances (both arms, active or finished): the
+        first goal event inside each goal window, or for a condition goal the tick at which the condition
+        holds inside it. The window starts at entry, or with ``from: first_send`` at the instance's first
+        send (an instance that never passed a send step has no window yet)."""
         goal = plan.journey.goal
         if goal is None:
             return
         window_us = round(goal.within.total_seconds() * US_PER_SECOND)
+        first_send = goal.start == "first_send"
+        if plan.goal_signal is not None:
+            holds = self._kept_condition(plan, customers)("goal", plan.goal_signal)
+            if not holds.any():
+                return
+            # Open windows only: anchor <= now < anchor + within (every anchor is at or before now).
+            open_ = unconverted_instances(conn, plan.id, now_us - window_us + 1, from_first_send=first_send)
+            idx = np.flatnonzero(holds[open_.keys])
+            at = np.full(len(open_.ids), now_us, np.int64)
+            self._record_conversions(conn, plan, open_, idx, at, np.zeros(len(idx)), now_us, result)
+            return
+        assert goal.event is not None
         matched = bool(plan.goal_match)
         other_entry_props = any(
             t.entry_prop is not None and t.entry_prop != plan.entry.key for t in plan.goal_match
@@ -617,20 +640,21 @@ class Engine:
         open_ = self._open_instances(conn, plan, since_us, now_us, other_entry_props)
         if not len(open_.ids):
             return
-        events = self.signals.events(int(open_.entered_us.min()), now_us, types=[goal.event])
+        anchor = open_.first_send_us if first_send else open_.entered_us
+        events = self.signals.events(int(anchor.min()), now_us, types=[goal.event])
         mask = events.type == events.type_code(goal.event)
         rows = np.flatnonzero(mask)
         ev_values = q_values = None
         if matched:
             ev_values, q_values = _goal_values(plan, evaluator, events, rows, open_)
         found = first_matching_after(
-            events.customer[rows], events.ts[rows], ev_values, open_.keys, open_.entered_us - 1, q_values
+            events.customer[rows], events.ts[rows], ev_values, open_.keys, anchor - 1, q_values
         )
         hit = found >= 0
         if not hit.any():
             return
         at = events.ts[rows[np.maximum(found, 0)]]
-        hit &= at < open_.entered_us + window_us
+        hit &= at < anchor + window_us
         if not hit.any():
             return
         idx = np.flatnonzero(hit)
@@ -641,6 +665,25 @@ class Engine:
                 np.array([v if isinstance(v, int | float) else np.nan for v in values], dtype=np.float64),
                 nan=0.0,
             )
+        self._record_conversions(conn, plan, open_, idx, at, revenue, now_us, result)
+
+    @staticmethod
+    def _record_conversions(
+        conn: Connection,
+        plan: JourneyPlan,
+        open_: OpenInstances,
+        idx: np.ndarray,
+        at: np.ndarray,
+        revenue: np.ndarray,
+        now_us: int,
+        result: JourneyTick,
+    ) -> None:
+        """Store the conversions of the open instances ``idx`` (at ``at[idx]``, with ``revenue``) and, when
+        the goal ends the journey, finish those still active."""
+        goal = plan.journey.goal
+        assert goal is not None
+        if not len(idx):
+            return
         insert_conversions(
             conn,
             [
@@ -660,7 +703,7 @@ class Engine:
         result.converted += len(idx)
         if goal.exit:
             finishing = open_.ids[idx][open_.active[idx]]
-            finish_instances(conn, finishing, "converted", f"goal: {goal.event}", now_us, trigger="goal")
+            finish_instances(conn, finishing, "converted", f"goal: {goal.what}", now_us, trigger="goal")
             result.count_finished("converted", len(finishing))
 
     def _open_instances(
@@ -674,7 +717,7 @@ class Engine:
         since (an event that came ahead of its time). A goal matched against a metric (whose value moves
         with time alone), a new version, a failed tick or workers sharing the store look at all of them."""
         goal = plan.journey.goal
-        assert goal is not None
+        assert goal is not None and goal.event is not None
         log_id = self.signals.log.last_id
         newest = max_instance_id(conn)
         mark = self._convert_marks.get(plan.id)
@@ -689,8 +732,11 @@ class Engine:
             or mark.now_us > now_us
         ):
             mark = None
+        first_send = goal.start == "first_send"
         if mark is None:
-            open_ = unconverted_instances(conn, plan.id, since_us, with_data=with_data)
+            open_ = unconverted_instances(
+                conn, plan.id, since_us, with_data=with_data, from_first_send=first_send
+            )
         else:
             type_id = event_type_id(conn, goal.event)
             arrived = np.zeros(0, np.int64)
@@ -699,7 +745,13 @@ class Engine:
             stamped = self.signals.events(mark.now_us, now_us, types=[goal.event]).customer
             keys = np.union1d(arrived, stamped)
             open_ = unconverted_instances(
-                conn, plan.id, since_us, with_data=with_data, keys=keys, after_id=mark.instance_id
+                conn,
+                plan.id,
+                since_us,
+                with_data=with_data,
+                keys=keys,
+                after_id=mark.instance_id,
+                from_first_send=first_send,
             )
         if self.sharing is None:
             self._convert_marks[plan.id] = ConvertMark(plan.digest, now_us, log_id, newest)

@@ -51,6 +51,7 @@ def lift_summary(report: dict[str, Any]) -> dict[str, Any]:
         "entries": report.get("entries", 0),
         "matured": report.get("matured_entries", 0),
         "still_in_window": report.get("still_in_window", 0),
+        "left_before_first_send": report.get("left_before_first_send", 0),
         "warnings": report.get("warnings", []),
         "arms": [],
         "lift": None,

@@ -140,6 +140,10 @@ def check_journey(loaded: LoadedJourney) -> list[Problem]:
             target((*here, "wait_until", "missing"), step.wait_until.missing)
     if j.goal is not None:
         _check_match(loaded, ("goal", "match"), j.goal.match, event_entry, problems)
+        if j.goal.signal is not None:
+            node = _parse(loaded, ("goal", "signal"), j.goal.signal, problems)
+            if node is not None:
+                _check_names(loaded, ("goal", "signal"), node, set(), "the goal", problems)
     _check_migrations(loaded, seen, problems)
     if not problems:
         from orchestrator.language._plan import instant_cycle

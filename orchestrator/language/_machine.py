@@ -283,7 +283,11 @@ def transition_words(step: Step, trigger: str, journey: Journey) -> str:
 def _edge_label(step: Step, trigger: str, journey: Journey) -> str:
     """What makes an instance take this transition, in a few words."""
     if trigger == "goal":
-        return f"goal {journey.goal.event}" if journey.goal is not None else "goal"
+        goal = journey.goal
+        if goal is None:
+            return "goal"
+        # The default window (from entry) is left unsaid, as it always was; one from the first send is not.
+        return f"goal {goal.what}" + (f" {goal.window_words}" if goal.start == "first_send" else "")
     if step.split is not None:
         arm = int(trigger.rsplit("-", 1)[1])
         return f"arm {arm + 1} ({list(step.split.values())[arm]:g}%)"

@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from orchestrator.durations import parse_duration
+from orchestrator.durations import format_duration, parse_duration
 from orchestrator.language._channels import Channel
 
 #: Whole numbers stored in a database column (``version``) or compared in one (``priority``): a signed
@@ -284,15 +284,53 @@ class Step(_Model):
 STEP_KINDS = ("send", "wait", "wait_until", "wait_for", "branch", "split", "exit")
 
 
-class Goal(_Model):
-    """A conversion: ``event`` within ``within`` of entry; ``revenue`` names the event property to sum;
-    ``match`` keeps only events whose properties equal the given values (``entry.<property>`` or literals)."""
+GOAL_FROM: tuple[str, ...] = ("entry", "first_send")
 
-    event: str = Field(min_length=1)
+
+class Goal(_Model):
+    """A conversion: ``event`` (an event; ``revenue`` names the event property to sum, ``match`` keeps only
+    events whose properties equal the given values) or ``signal`` (a condition that comes to hold for the
+    customer, judged at each tick), within ``within`` of entry or, with ``from: first_send``, of the
+    instance's first send step (the instant it reached it, in both arms)."""
+
+    event: str | None = Field(None, min_length=1)
+    signal: Expression | None = Field(None, description="a condition: converts at the first tick it holds")
     within: Duration
+    start: Literal["entry", "first_send"] = Field(
+        "entry", alias="from", description="where the goal window starts: entry or the first send"
+    )
     revenue: str | None = None
     match: dict[Name, MatchValue] | None = None
     exit: bool = Field(True, description="leave the journey when the goal is reached")
+
+    @model_validator(mode="after")
+    def _event_or_signal(self) -> Goal:
+        if self.event is not None and self.signal is not None:
+            raise ValueError(
+                "a goal is an event or a condition, not both: keep event: (goal: {event: purchase, within: "
+                "14d}) or signal: (goal: {signal: <condition>, within: 7d})"
+            )
+        if self.event is None and self.signal is None:
+            raise ValueError(
+                "a goal needs event: <event name> (goal: {event: purchase, within: 14d}) or signal: "
+                "<condition> (goal: {signal: <condition>, within: 7d})"
+            )
+        if self.signal is not None and (self.revenue is not None or self.match is not None):
+            given = " and ".join(k for k in ("revenue", "match") if getattr(self, k) is not None)
+            verb = "belong" if " and " in given else "belongs"
+            raise ValueError(f"{given} {verb} to an event goal (event: ...), not to a signal goal")
+        return self
+
+    @property
+    def what(self) -> str:
+        """What the goal is, in the file's words: the event's name or the condition."""
+        return self.event if self.event is not None else str(self.signal)
+
+    @property
+    def window_words(self) -> str:
+        """``within 14d of entry`` or ``within 14d of the first send``."""
+        anchor = "the first send" if self.start == "first_send" else "entry"
+        return f"within {format_duration(self.within)} of {anchor}"
 
 
 class Cooldown(_Model):

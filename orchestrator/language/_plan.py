@@ -140,6 +140,7 @@ class JourneyPlan:
     table: np.ndarray  # int16 [state code, trigger code] -> state code, NO_STATE where undefined
     machine: JourneyMachine = field(repr=False)
     goal_match: tuple[MatchTerm, ...] = ()
+    goal_signal: lang.Node | None = None  # a condition goal's condition
     migrations: list[MigrationPlan] = field(default_factory=list)
     captures: dict[str, set[str]] = field(default_factory=dict)  # wait_for id -> properties to keep
 
@@ -174,10 +175,12 @@ class JourneyPlan:
         return None
 
     def expressions(self) -> list[lang.Node]:
-        """Every expression evaluated per customer (signal, segment, metrics, exit criteria, branch
-        conditions); names of instance values inside branch conditions are plain names here."""
+        """Every expression evaluated per customer (signal, segment, metrics, exit criteria, a condition
+        goal, branch conditions); names of instance values inside branch conditions are plain names here."""
         nodes = [*self.metrics.values()]
-        nodes.extend(n for n in (self.signal, self.segment, self.exit_when) if n is not None)
+        nodes.extend(
+            n for n in (self.signal, self.segment, self.exit_when, self.goal_signal) if n is not None
+        )
         nodes.extend(s.condition for s in self.steps if s.condition is not None)
         return nodes
 
@@ -205,7 +208,16 @@ def _us(delta: timedelta) -> int:
 
 def digest_of(journey: Journey) -> str:
     """A fingerprint of what the journey means (not of its comments or layout)."""
-    canonical = json.dumps(journey.model_dump(mode="json", by_alias=True), sort_keys=True)
+    data = journey.model_dump(mode="json", by_alias=True)
+    goal = data.get("goal")
+    if isinstance(goal, dict):
+        # Goal keys added after stores began keeping digests are left out at their defaults, so a journey
+        # that does not use them keeps the digest it ran under.
+        if goal.get("signal") is None:
+            goal.pop("signal", None)
+        if goal.get("from") == "entry":
+            goal.pop("from", None)
+    canonical = json.dumps(data, sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
@@ -422,6 +434,7 @@ def compile_journey(
         table=table,
         machine=machine,
         goal_match=match_terms(journey.goal.match) if journey.goal is not None else (),
+        goal_signal=lang.parse(journey.goal.signal) if journey.goal and journey.goal.signal else None,
         migrations=migrations,
         captures=captures,
     )

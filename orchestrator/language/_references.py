@@ -130,10 +130,12 @@ def journey_references(loaded: LoadedJourney) -> list[Reference]:
             refs.append(Reference("attribute", step.wait_until.attribute, (*here, "wait_until", "attribute")))
     if j.goal is not None:
         g = j.goal
-        refs.append(Reference("event", g.event, ("goal", "event")))
-        if g.revenue is not None:
-            refs.append(Reference("property", g.revenue, ("goal", "revenue"), event=g.event))
-        refs += _match(("goal", "match"), g.event, g.match, entry_event)
+        refs += _expression(("goal", "signal"), g.signal, {})
+        if g.event is not None:
+            refs.append(Reference("event", g.event, ("goal", "event")))
+            if g.revenue is not None:
+                refs.append(Reference("property", g.revenue, ("goal", "revenue"), event=g.event))
+            refs += _match(("goal", "match"), g.event, g.match, entry_event)
     return refs
 
 

@@ -28,9 +28,12 @@ class EntryRows:
     """One row per entry of the journey up to the report instant, as aligned numpy columns.
 
     ``converted`` and ``revenue`` are as of the report instant; ``counted`` marks entries whose goal window
-    has closed (the ones the statistics use). ``pre_conversions`` / ``pre_revenue`` count the goal event
-    and sum its revenue in the pre-period before entry (the CUPED covariates). Missing values: -1 for
-    instants, NaN for numbers, None for strings.
+    has closed (the ones the statistics use). ``first_send_us`` is when the entry passed its first send step
+    (in either arm); for a goal window from the first send, an entry without one has no window: it is not
+    counted, and ``no_window`` marks those that left the journey before any send. ``pre_conversions`` /
+    ``pre_revenue`` count the goal event and sum its revenue in the pre-period before entry (the CUPED
+    covariates; zero for a condition goal). Missing values: -1 for instants, NaN for numbers, None for
+    strings.
     """
 
     instance_id: np.ndarray
@@ -48,6 +51,8 @@ class EntryRows:
     revenue: np.ndarray
     pre_conversions: np.ndarray
     pre_revenue: np.ndarray
+    first_send_us: np.ndarray
+    no_window: np.ndarray
     segment_column: str | None = None
     segment: np.ndarray | None = None
 
@@ -82,6 +87,8 @@ _ARRAY_COLUMNS = (
     "revenue",
     "pre_conversions",
     "pre_revenue",
+    "first_send_us",
+    "no_window",
 )
 
 
@@ -94,8 +101,11 @@ def load_entries(
     revenue_property: str | None,
     pre_period_us: int,
     segment_attribute: str | None = None,
+    *,
+    from_first_send: bool = False,
 ) -> EntryRows:
-    """Every entry of ``journey_id`` with ``entered_us <= as_of_us``, in instance order (set-based reads)."""
+    """Every entry of ``journey_id`` with ``entered_us <= as_of_us``, in instance order (set-based reads).
+    With ``from_first_send`` the goal window of each entry starts at its first send, not at entry."""
     stored = entry_outcomes(conn, journey_id, as_of_us)
     n = len(stored.instance_id)
     keys, entered, converted_at = stored.customer_key, stored.entered_us, stored.converted_us
@@ -105,7 +115,14 @@ def load_entries(
     layer = np.array([v or "journey" for v in stored.layer], dtype=object)
     in_global = layer == GLOBAL_LAYER
     arm = np.where(in_global, GLOBAL_HOLDOUT, np.where(stored.held_out, HOLDOUT, TREATMENT)).astype(object)
-    counted = entered + window_us <= as_of_us
+    # A first send after the report instant had not happened yet as of that instant.
+    first_send = np.where(stored.first_send_us <= as_of_us, stored.first_send_us, -1)
+    if from_first_send:
+        counted = (first_send >= 0) & (first_send + window_us <= as_of_us)
+        no_window = (first_send < 0) & (stored.exited_us >= 0) & (stored.exited_us <= as_of_us)
+    else:
+        counted = entered + window_us <= as_of_us
+        no_window = np.zeros(n, bool)
 
     names = ["id", *([segment_attribute] if segment_attribute else [])]
     frame = CustomerFrame.from_values(*load_customer_values(conn, names))
@@ -139,6 +156,8 @@ def load_entries(
         revenue=revenue,
         pre_conversions=pre_conversions,
         pre_revenue=pre_revenue,
+        first_send_us=first_send,
+        no_window=no_window,
         segment_column=segment_attribute,
         segment=segment,
     )
@@ -188,8 +207,8 @@ def export_entries(rows: EntryRows, path: Path) -> int:
     """Write the per-entry rows to ``path`` (``.parquet`` or ``.csv``); returns the number of rows.
 
     Columns: customer_id, customer_key, instance_id, arm, layer, assigned_at, holdout_percent, reason,
-    entered_at, counted, converted, converted_at, revenue, pre_conversions, pre_revenue and the segment
-    attribute when one was asked for. Instants are UTC timestamps (empty when there is none).
+    entered_at, counted, converted, converted_at, revenue, pre_conversions, pre_revenue, first_send_at and
+    the segment attribute when one was asked for. Instants are UTC timestamps (empty when there is none).
     """
     import pyarrow as pa
 
@@ -220,6 +239,7 @@ def export_entries(rows: EntryRows, path: Path) -> int:
         "revenue": pa.array(rows.revenue),
         "pre_conversions": pa.array(rows.pre_conversions),
         "pre_revenue": pa.array(rows.pre_revenue),
+        "first_send_at": instants(rows.first_send_us),
     }
     if rows.segment_column is not None and rows.segment is not None:
         columns[rows.segment_column] = pa.array(

@@ -215,6 +215,7 @@ class JourneyFunnel:
     step_ids: tuple[str, ...]
     notes: tuple[str, ...] = ()
     messages: tuple[StepMessages, ...] = ()  # the ledger's rows of the version by step, arm, status, reason
+    goal: str | None = None  # the version's goal in words (``purchase within 14d of the first send``)
 
     def arm(self, name: str) -> ArmFunnel:
         """The funnel of one arm (all zeros when nobody entered it)."""
@@ -281,6 +282,7 @@ class JourneyFunnel:
             "adds_up": self.adds_up,
             "equation": "entered + moved_in = finished + inside",
             "notes": list(self.notes),
+            "goal": self.goal,
             "arms": [a.to_dict() for a in self.arms],
             "transitions": self.rows(),
         }
@@ -362,8 +364,17 @@ def _read(conn: Connection, journey_id: str, version: int, versions: list[int]) 
         )
     if journey is None:
         notes.append("the version's journey file could not be read back: steps are shown as counted")
+    goal = journey.goal if journey is not None else None
     return JourneyFunnel(
-        journey_id, version, tuple(versions), arms, tuple(counts), step_ids, tuple(notes), tuple(messages)
+        journey_id,
+        version,
+        tuple(versions),
+        arms,
+        tuple(counts),
+        step_ids,
+        tuple(notes),
+        tuple(messages),
+        goal=None if goal is None else f"{goal.what} {goal.window_words}",
     )
 
 
@@ -501,7 +512,7 @@ def _exit_path(c: FunnelCount, steps: dict[str, Any], journey: Journey | None) -
     if c.dest == "completed":
         return "completed", "completed (the last step done)"
     if c.dest == "converted":
-        goal = journey.goal.event if journey is not None and journey.goal is not None else "the goal"
+        goal = journey.goal.what if journey is not None and journey.goal is not None else "the goal"
         return "goal", f"converted: {goal} (the goal ends the journey)"
     step = steps.get(c.source)
     if step is not None and step.exit is not None:

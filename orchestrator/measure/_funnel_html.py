@@ -23,6 +23,8 @@ def funnel_section(funnels: Sequence[JourneyFunnel]) -> str:
     ]
     for funnel in reversed(funnels):
         parts.append(f"<h3>Version {funnel.version}</h3>")
+        if funnel.goal is not None:
+            parts.append(f"<p class='meta'>Goal: {escape(funnel.goal)}.</p>")
         for note in funnel.notes:
             parts.append(f"<div class='banner warn'>{escape(note)}</div>")
         for arm in funnel.arms:

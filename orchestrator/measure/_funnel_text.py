@@ -15,6 +15,8 @@ def funnel_lines(funnel: JourneyFunnel, indent: str = "") -> list[str]:
     lines = [
         f"{indent}funnel of {funnel.journey_id} version {funnel.version} (versions that ran here: {others})"
     ]
+    if funnel.goal is not None:
+        lines.append(f"{indent}  goal: {funnel.goal}")
     for arm in funnel.arms:
         lines.append("")
         lines.extend(arm_lines(arm, indent + "  "))

@@ -415,15 +415,16 @@ def render_journey_html(report: JourneyReport) -> str:
         f"<h1>{escape(title)}</h1>",
         f"<p class='meta'>As of {escape(data['as_of'])}. Unit: {escape(data['unit'])}.</p>",
     ]
-    if report.goal_event is None:
+    if not report.has_goal:
         body.append("<p>This journey declares no goal: nothing to measure.</p>")
         return _page(title, "".join(body) + funnel_section(report.funnels))
     goal = data["goal"]
     revenue = f", revenue from <code>{escape(goal['revenue'])}</code>" if goal["revenue"] else ""
     body.append(
-        f"<p class='meta'>Goal: <code>{escape(goal['event'])}</code> within {escape(goal['within'])} of "
-        f"entry{revenue}. Entries counted: {report.matured} whose goal window has closed "
-        f"({report.entries - report.matured} still inside it are left out).</p>"
+        f"<p class='meta'>Goal: <code>{escape(goal['event'] or goal['condition'])}</code> within "
+        f"{escape(goal['within'])} of {'the first send' if goal['from'] == 'first_send' else 'entry'}"
+        f"{revenue}. Entries counted: {report.matured} whose goal window has closed "
+        f"({escape(report.left_out_words)}).</p>"
     )
     for warning in report.warnings:
         body.append(f"<div class='banner warn'>{escape(warning)}</div>")

@@ -1,9 +1,14 @@
 """The lift report of a journey (``journey_report``), built from the store alone.
 
 The unit is an entry (a journey instance). Its arm was fixed when the customer first entered; it converted
-when the journey's goal event happened within the goal window after entry, recorded the same way for both
-arms. Only entries whose goal window has closed by the report instant are counted: an entry still inside
-its window has not had its full chance to convert, and counting it would bias rates towards zero.
+when the journey's goal event happened (or its goal condition held at a tick) within the goal window,
+recorded the same way for both arms. The window starts at entry, or with ``from: first_send`` at the
+instant the entry passed its first send step (a held-out entry passes it at the tick a treated one queues
+its message). Only entries whose goal window has closed by the report instant are counted: an entry still
+inside its window has not had its full chance to convert, and counting it would bias rates towards zero.
+With a window from the first send, entries that left before any send have no window and are not counted
+in either arm (they are told apart as ``left_before_first_send``): until the first send both arms walk
+the same steps, so leaving them out selects alike in both.
 
 Arms: ``treatment`` and ``holdout`` (the journey's own holdout) are compared; entries of customers in the
 global holdout (``layer = 'global'`` in ``holdout_assignments``) are shown apart and left out of the
@@ -71,6 +76,9 @@ class JourneyReport:
     entries: int
     matured: int
     lift: JourneyLift | None
+    goal_condition: str | None = None  # a condition goal's condition (``goal_event`` is None then)
+    goal_from: str = "entry"  # where the goal window starts: entry | first_send
+    left_before_first_send: int = 0  # window from the first send: entries that left without one
     rows: EntryRows | None = None
     timeline: tuple[TimelinePoint, ...] = ()
     declared_holdout: float | None = None
@@ -79,22 +87,50 @@ class JourneyReport:
     warnings: tuple[str, ...] = field(default_factory=tuple)
     funnels: tuple[JourneyFunnel, ...] = ()  # the per-step funnel of every version that ran, oldest first
 
+    @property
+    def has_goal(self) -> bool:
+        return self.goal_event is not None or self.goal_condition is not None
+
+    @property
+    def goal_words(self) -> str:
+        """The goal in words: ``purchase within 14d of entry``, ``core_actions_done >= 3 within 7d of the
+        first send``."""
+        anchor = "the first send" if self.goal_from == "first_send" else "entry"
+        within = format_duration(self.goal_window) if self.goal_window else "?"
+        return f"{self.goal_event or self.goal_condition} within {within} of {anchor}"
+
+    @property
+    def left_out_words(self) -> str:
+        """The entries not counted, in words (those still inside their window or before it; with a window
+        from the first send, those that left before any send)."""
+        waiting = self.entries - self.matured - self.left_before_first_send
+        if self.goal_from != "first_send":
+            return f"{waiting} still inside it are left out"
+        return (
+            f"left out: {waiting} still inside it or not yet sent to, {self.left_before_first_send} that "
+            "left before any send and so had no goal window"
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "journey": self.journey_id,
             "version": self.version,
             "as_of": from_us(self.as_of_us).isoformat(),
             "goal": None
-            if self.goal_event is None
+            if not self.has_goal
             else {
                 "event": self.goal_event,
+                "condition": self.goal_condition,
                 "within": format_duration(self.goal_window) if self.goal_window else None,
+                "from": self.goal_from,
                 "revenue": self.revenue_property,
+                "words": self.goal_words,
             },
             "declared_holdout_percent": self.declared_holdout,
             "entries": self.entries,
             "matured_entries": self.matured,
-            "still_in_window": self.entries - self.matured,
+            "still_in_window": self.entries - self.matured - self.left_before_first_send,
+            "left_before_first_send": self.left_before_first_send,
             "unit": "entry (journey instance); arm fixed at the customer's first entry",
             "cuped": {
                 "enabled": self.cuped,
@@ -154,6 +190,7 @@ def journey_report(
             goal.revenue if goal else None,
             round(pre_period.total_seconds() * US_PER_SECOND),
             segment_attribute,
+            from_first_send=goal is not None and goal.start == "first_send",
         )
         funnels = tuple(journey_funnels(conn, journey_id))
     declared = None if journey is None else float(journey.holdout)
@@ -173,6 +210,11 @@ def journey_report(
             goal_event=None, goal_window=None, revenue_property=None, matured=0, lift=None, **base
         )
     counted = rows.select(rows.counted)
+    # CUPED's covariates are the goal's events before entry: a condition goal has none.
+    warnings = _warnings(counted)
+    if cuped and goal.event is None:
+        cuped = False
+        warnings.append("CUPED is left off: a condition goal has no goal events before entry to adjust by")
     lift = _journey_lift(counted, declared, goal.revenue, alpha, power, sequential_tau, cuped)
     compared = counted.arm != GLOBAL_HOLDOUT
     timeline = cumulative_lift(
@@ -189,8 +231,11 @@ def journey_report(
         matured=len(counted),
         lift=lift,
         timeline=timeline,
-        warnings=tuple(_warnings(counted)),
-        **base,
+        warnings=tuple(warnings),
+        goal_condition=goal.signal,
+        goal_from=goal.start,
+        left_before_first_send=int(rows.no_window.sum()),
+        **{**base, "cuped": cuped},
     )
 
 

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 from orchestrator.clock import from_us
-from orchestrator.durations import format_duration
 from orchestrator.measure._analysis import MEAN, RATE, LiftAnalysis, MetricComparison, MetricResult
 from orchestrator.measure._formats import (
     Formatter,
@@ -158,17 +157,13 @@ def report_text(report: JourneyReport) -> ReportText:
 def _lift_text(report: JourneyReport) -> ReportText:
     when = from_us(report.as_of_us).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"Lift report: {report.journey_id} (version {report.version}), as of {when}"]
-    if report.goal_event is None:
+    if not report.has_goal:
         lines.append(f"  this journey declares no goal; {report.entries} entries, nothing to measure")
         return ReportText(lines, REPORT_COLUMNS, [], [])
     revenue = f", revenue from {report.revenue_property}" if report.revenue_property else ""
-    assert report.goal_window is not None
+    lines.append(f"  goal: {report.goal_words}{revenue}")
     lines.append(
-        f"  goal: {report.goal_event} within {format_duration(report.goal_window)} of entry{revenue}"
-    )
-    lines.append(
-        f"  entries counted: {report.matured} whose goal window has closed "
-        f"({report.entries - report.matured} still inside it are left out)"
+        f"  entries counted: {report.matured} whose goal window has closed ({report.left_out_words})"
     )
     lift = report.lift
     if lift is None:

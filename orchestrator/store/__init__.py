@@ -159,6 +159,7 @@ from orchestrator.store._instances import (
     insert_instances,
     instance_data,
     latest_instance_data,
+    mark_first_sends,
     move_instances,
     set_instance_data,
 )
@@ -355,6 +356,7 @@ __all__ = [
     "load_customer_values",
     "load_events",
     "load_new_events",
+    "mark_first_sends",
     "mark_in_flight",
     "marketing_sends_since",
     "max_event_id",

@@ -13,7 +13,7 @@ import numpy as np
 import orjson
 from sqlalchemy import Connection, text
 
-from orchestrator.store._bulk import column, fetch, objects
+from orchestrator.store._bulk import column, fetch, objects, optional_ints
 
 
 @dataclass
@@ -24,6 +24,7 @@ class OpenInstances:
     entered_us: np.ndarray
     holdout: np.ndarray
     active: np.ndarray
+    first_send_us: np.ndarray  # int64, -1 before the instance passed a send step
     entry_keys: np.ndarray  # object array: the correlation key's value (None without one)
     data: np.ndarray  # object array of JSON text (or None); all None unless asked for
 
@@ -36,15 +37,18 @@ def unconverted_instances(
     with_data: bool = False,
     keys: np.ndarray | None = None,
     after_id: int | None = None,
+    from_first_send: bool = False,
 ) -> OpenInstances:
     """The journey's instances entered since ``entered_since_us`` that have not converted; with ``keys``
     and ``after_id``, only those of these customers or with an id above ``after_id`` (the instances made
-    since then)."""
+    since then). With ``from_first_send``, the instances whose first send was since ``entered_since_us``
+    instead (those that never passed a send step have no goal window yet)."""
+    anchor = "i.first_send_us" if from_first_send else "i.entered_us"
     select = (
         "SELECT i.id, i.customer_key, i.version, i.entered_us, i.holdout, i.status, i.entry_key, "
-        + ("i.data " if with_data else "NULL ")
-        + "FROM journey_instances i LEFT JOIN conversions c ON c.instance_id = i.id "
-        "WHERE i.journey_id = :j AND i.entered_us >= :since AND c.instance_id IS NULL"
+        + ("i.data, " if with_data else "NULL, ")
+        + "i.first_send_us FROM journey_instances i LEFT JOIN conversions c ON c.instance_id = i.id "
+        f"WHERE i.journey_id = :j AND {anchor} >= :since AND c.instance_id IS NULL"
     )
     params: dict[str, Any] = {"j": journey_id, "since": entered_since_us}
     if keys is None or after_id is None:
@@ -74,6 +78,7 @@ def unconverted_instances(
         entered_us=column(rows, 3, np.int64),
         holdout=np.array([bool(r[4]) for r in rows], dtype=bool),
         active=np.array([r[5] == "active" for r in rows], dtype=bool),
+        first_send_us=optional_ints(rows, 8),
         entry_keys=objects(rows, 6),
         data=objects(rows, 7),
     )
@@ -126,6 +131,8 @@ class EntryOutcomes:
     assigned_us: np.ndarray  # int64, -1 without an assignment
     holdout_percent: np.ndarray  # float64, NaN without an assignment
     reason: np.ndarray  # object: why the assignment was made
+    first_send_us: np.ndarray  # int64, -1 for an instance that never passed a send step
+    exited_us: np.ndarray  # int64: when the instance left the journey, -1 while it is in it
 
 
 def entry_outcomes(conn: Connection, journey_id: str, as_of_us: int) -> EntryOutcomes:
@@ -133,16 +140,18 @@ def entry_outcomes(conn: Connection, journey_id: str, as_of_us: int) -> EntryOut
     rows = conn.execute(
         text(
             "SELECT i.id, i.customer_key, i.holdout, i.entered_us, c.converted_us, COALESCE(c.revenue, 0), "
-            "h.arm, h.layer, h.assigned_us, h.percent, h.reason FROM journey_instances i "
-            "LEFT JOIN conversions c ON c.instance_id = i.id "
+            "h.arm, h.layer, h.assigned_us, h.percent, h.reason, i.first_send_us, i.exited_us "
+            "FROM journey_instances i LEFT JOIN conversions c ON c.instance_id = i.id "
             "LEFT JOIN holdout_assignments h "
             "ON h.journey_id = i.journey_id AND h.customer_key = i.customer_key "
             "WHERE i.journey_id = :j AND i.entered_us <= :t ORDER BY i.id"
         ),
         {"j": journey_id, "t": as_of_us},
     ).all()
-    columns = zip(*rows, strict=True) if rows else [()] * 11
-    ids, keys, held, entered, converted, revenue, arm, layer, assigned, percent, reason = columns
+    columns = zip(*rows, strict=True) if rows else [()] * 13
+    ids, keys, held, entered, converted, revenue, arm, layer, assigned, percent, reason, first, exited = (
+        columns
+    )
     return EntryOutcomes(
         instance_id=np.array(ids, dtype=np.int64),
         customer_key=np.array(keys, dtype=np.int64),
@@ -155,6 +164,8 @@ def entry_outcomes(conn: Connection, journey_id: str, as_of_us: int) -> EntryOut
         assigned_us=np.array([-1 if v is None else int(v) for v in assigned], dtype=np.int64),
         holdout_percent=np.array([np.nan if v is None else float(v) for v in percent], dtype=np.float64),
         reason=np.array(reason, dtype=object),
+        first_send_us=np.array([-1 if v is None else int(v) for v in first], dtype=np.int64),
+        exited_us=np.array([-1 if v is None else int(v) for v in exited], dtype=np.int64),
     )
 
 

@@ -226,6 +226,21 @@ def finish_steps(
     )
 
 
+def mark_first_sends(conn: Connection, ids: np.ndarray, now_us: int) -> None:
+    """Record ``now_us`` as the first send of those instances that have none yet (instances that passed a
+    send step at this tick, in both arms), with one statement."""
+    if not len(ids):
+        return
+    listed = np.unique(np.asarray(ids, dtype=np.int64)).tolist()
+    update = "UPDATE journey_instances SET first_send_us = :now WHERE first_send_us IS NULL AND id IN "
+    if conn.dialect.name == "sqlite":
+        conn.execute(
+            text(update + "(SELECT value FROM json_each(:ids))"), {"now": now_us, "ids": orjson.dumps(listed)}
+        )
+    else:
+        conn.execute(text(update + "(SELECT unnest(CAST(:ids AS BIGINT[])))"), {"now": now_us, "ids": listed})
+
+
 def set_instance_data(conn: Connection, ids: np.ndarray, data: Sequence[str]) -> None:
     executemany(
         conn,

@@ -158,6 +158,9 @@ class JourneyInstance(SQLModel, table=True):
     # The values of the metrics and attributes the entry condition reads, at entry (compact JSON, a
     # bounded number of names; NULL for instances entered before they were recorded).
     entry_values: str | None = Field(default=None, sa_column=Column(Text))
+    # When the instance passed its first send step (the tick's instant; held-out instances too, which send
+    # nothing): where a goal ``from: first_send`` starts its window. NULL until then.
+    first_send_us: int | None = None
     # PostgreSQL with several workers: the worker that claimed the instance for stepping and until when
     # (database time, microseconds) the claim holds; a claim whose worker died expires and is taken over.
     claimed_by: str | None = None

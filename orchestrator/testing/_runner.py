@@ -388,7 +388,7 @@ def journey_paths(plan: JourneyPlan) -> list[JourneyPath]:
             label = str(getattr(transition, "label", trigger))
             out.append(JourneyPath(step.id, trigger, plan.states[dest], label))
     if plan.journey.goal is not None:
-        out.append(JourneyPath("", "goal", "converted", f"goal {plan.journey.goal.event} never reached"))
+        out.append(JourneyPath("", "goal", "converted", f"goal {plan.journey.goal.what} never reached"))
     if plan.exit_when is not None:
         out.append(JourneyPath("", "exit_when", "exited", "exit_when never met"))
     return out

@@ -418,7 +418,8 @@ class _Reader:
         return [(top, (key,)), (own, (*at, key))] if at else [(top, (key,))]
 
     def unreachable(self, raw: Any) -> list[tuple[str, str, str]]:
-        """``unreachable: [{step: bought_it, answer: yes, why: ...}]``: transitions no test can take."""
+        """``unreachable: [{step: bought_it, answer: yes, why: ...}]``: transitions no test can take; or
+        ``{outcome: exit_when, why: ...}`` (``goal`` or ``exit_when``): an outcome no test can reach."""
         if not isinstance(raw, list):
             self.problem(("unreachable",), "unreachable must be a list of {step, answer, why}")
             return []
@@ -428,7 +429,15 @@ class _Reader:
             found = self.mapping(entry, path, "an unreachable transition")
             if found is None:
                 continue
-            self.keys(found, path, ("step", "answer", "why"), "an unreachable transition")
+            self.keys(found, path, ("step", "answer", "outcome", "why"), "an unreachable transition")
+            if "outcome" in found:
+                outcome = found["outcome"]
+                if outcome not in ("goal", "exit_when") or "step" in found or "answer" in found:
+                    self.problem((*path, "outcome"), "write outcome: goal or exit_when (without a step)")
+                why = self.text(found.get("why"), (*path, "why"), "why (say why no test can reach it)")
+                if outcome in ("goal", "exit_when") and why is not None:
+                    out.append(("", str(outcome), why))
+                continue
             step = self.text(found.get("step"), (*path, "step"), "step")
             why = self.text(found.get("why"), (*path, "why"), "why (say why no test can take it)")
             answer = found.get("answer", "next")

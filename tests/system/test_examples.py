@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from orchestrator.channels._outbox import OutboxAdapter
+from orchestrator.clock import to_us
 from orchestrator.engine._workspace import validate_paths
 from orchestrator.holdout import bucket, journey_seed
 from orchestrator.testing import SimClock, World, at, customer, event
@@ -373,7 +374,6 @@ def test_onboarding_activation(tmp_path: Path, outbox: bool) -> None:
         *(event(c, "signup", t0 - HOUR) for c in (idle, quick, later, partial)),
         *(event(quick, name, t0 + (i + 1) * HOUR) for i, name in enumerate(core)),
         *(event(later, name, t0 + 3 * DAY + i * HOUR) for i, name in enumerate(core)),
-        event(later, "activated", t0 + 3 * DAY + 2 * HOUR),  # with the third core action
         *(event(partial, name, t0 + DAY) for name in core[:2]),
         event(stale, "signup", t0 - 3 * DAY),  # reaches the engine three days late: no entry
     )
@@ -384,7 +384,10 @@ def test_onboarding_activation(tmp_path: Path, outbox: bool) -> None:
         partial: [("day_2_nudge", t0 + 2 * DAY - HOUR), ("day_5_email", t0 + 5 * DAY - HOUR)],
     }
     status = {i.customer: (i.status, i.reason) for i in w.instances()}
-    assert status[quick] == ("exited", "exit_when")
-    assert status[later] == ("converted", "goal: activated")
+    # The goal is the condition itself: the first tick at which it holds converts (hourly ticks here).
+    assert status[quick] == ("converted", "goal: core_actions_done >= 3")
+    assert status[later] == ("converted", "goal: core_actions_done >= 3")
+    converted = dict(w.rows("SELECT customer_key, converted_us FROM conversions"))
+    assert sorted(converted.values()) == [to_us(t0 + 4 * HOUR), to_us(t0 + 3 * DAY + 3 * HOUR)]
     assert stale not in status
     assert len(outbox_files(w, "push")) == 3 and len(outbox_files(w, "email")) == 2

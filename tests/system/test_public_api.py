@@ -135,6 +135,8 @@ PUBLIC: dict[str, list[str]] = {
         "saved_backtests", "sent_per_customer_week", "stored_history",
         # conversions looked for where they can happen (the goal's new events, the new instances)
         "goal_event_customers", "max_instance_id", "open_scratch_store",
+        # the instant each instance passed its first send step (goal windows from the first send)
+        "mark_first_sends",
         # the per-step funnel's counts
         "ArmConversions", "BEFORE_COUNTING", "ENTRY_TRIGGER", "EXIT_WHEN", "FunnelCount", "MIGRATED", "MOVED",
         "RETIRED", "StepMessages", "add_funnel_counts", "conversion_counts", "funnel_counts",
