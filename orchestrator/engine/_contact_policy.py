@@ -30,9 +30,10 @@ from typing import Any
 import numpy as np
 
 from orchestrator.durations import US_PER_SECOND
-from orchestrator.engine._localtime import next_local_times, wall_to_us, zone_or_none
+from orchestrator.engine._localtime import next_local_times
 from orchestrator.language import CHANNELS, CONSENT_CHANNELS, Consent, ContactPolicy
 from orchestrator.signals import CustomerFrame, Evaluator, EventFrame, column_from_values, free_names
+from orchestrator.zones import wall_to_us, zone_or_none
 
 SEND, SUPPRESS, DELAY = 0, 1, 2
 CAP_CHANNELS = CHANNELS

@@ -24,7 +24,6 @@ Rules (documented in the README):
 
 from __future__ import annotations
 
-import zoneinfo
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
@@ -33,56 +32,15 @@ import numpy as np
 
 from orchestrator.clock import EPOCH
 from orchestrator.durations import US_PER_SECOND
+from orchestrator.zones import wall_to_us, zone_or_none
 
 DAY_US = 86400 * US_PER_SECOND
 #: Marks a missing or unreadable date attribute in an array of instants.
 MISSING = np.iinfo(np.int64).min
 
 
-@lru_cache(maxsize=4096)
-def zone_or_none(name: str) -> zoneinfo.ZoneInfo | None:
-    """The zone of an IANA name, or None for a name this machine does not know."""
-    try:
-        return zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError, TypeError):
-        return None
-
-
 def _us(value: datetime) -> int:
     return (value - EPOCH) // timedelta(microseconds=1)
-
-
-@lru_cache(maxsize=65536)
-def wall_to_us(zone_name: str, day: date, seconds_of_day: int) -> int:
-    """The instant at which the clock of ``zone_name`` reads ``seconds_of_day`` on ``day``.
-
-    Nonexistent wall times give the moment the clocks jumped (the first valid instant after them);
-    ambiguous ones give their first occurrence.
-    """
-    zone = zone_or_none(zone_name)
-    assert zone is not None, f"unknown zone {zone_name}"
-    wall = datetime(day.year, day.month, day.day) + timedelta(seconds=seconds_of_day)
-    first = _us(wall.replace(tzinfo=zone, fold=0).astimezone(UTC))
-    if datetime.fromtimestamp(first / US_PER_SECOND, zone).replace(tzinfo=None) == wall:
-        return first
-    # In a gap: fold=0 reads the wall time with the offset before the jump, fold=1 with the offset after;
-    # the jump lies between the two readings. Find it to the second.
-    second = _us(wall.replace(tzinfo=zone, fold=1).astimezone(UTC))
-    lo, hi = sorted((first, second))
-    after = _offset(zone, hi)
-    while hi - lo > US_PER_SECOND:
-        mid = (lo + hi) // 2 // US_PER_SECOND * US_PER_SECOND
-        if mid <= lo:
-            break
-        if _offset(zone, mid) == after:
-            hi = mid
-        else:
-            lo = mid
-    return hi
-
-
-def _offset(zone: zoneinfo.ZoneInfo, instant_us: int) -> timedelta | None:
-    return datetime.fromtimestamp(instant_us / US_PER_SECOND, zone).utcoffset()
 
 
 def next_local_times(

@@ -18,14 +18,11 @@ Rules (docs/metrics.md, "Calendar periods"):
 
 from __future__ import annotations
 
-import zoneinfo
-from datetime import UTC, date, datetime, timedelta
-from functools import lru_cache
+from datetime import date, timedelta
 
 import numpy as np
 
-US_PER_SECOND = 1_000_000
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+from orchestrator.zones import local_wall, wall_to_us, zone_or_none
 
 #: The calendar periods ``within=`` accepts, current ones first.
 PERIODS: tuple[str, ...] = (
@@ -43,54 +40,10 @@ ZONE_ATTRIBUTE = "timezone"
 DEFAULT_ZONE = "UTC"
 
 
-@lru_cache(maxsize=4096)
-def _zone(name: str) -> zoneinfo.ZoneInfo | None:
-    """The zone of an IANA name, or None for a name this machine does not know."""
-    try:
-        return zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError, TypeError):
-        return None
-
-
-def _us(value: datetime) -> int:
-    return (value - _EPOCH) // timedelta(microseconds=1)
-
-
-@lru_cache(maxsize=65536)
 def day_start_us(zone_name: str, day: date) -> int:
-    """The first instant of ``day`` in ``zone_name``: local midnight, the first valid instant after it when
-    it does not exist, its first occurrence when it happens twice."""
-    zone = _zone(zone_name)
-    if zone is None:
-        zone_name, zone = DEFAULT_ZONE, _zone(DEFAULT_ZONE)
-    assert zone is not None
-    wall = datetime(day.year, day.month, day.day)
-    first = _us(wall.replace(tzinfo=zone, fold=0).astimezone(UTC))
-    if _wall(zone, first) == wall:
-        return first
-    # In a gap: the two readings of the wall time bracket the jump; find it to the second. Every zone's
-    # offset changes on a whole second, so the jump is the first whole second with the later offset.
-    second = _us(wall.replace(tzinfo=zone, fold=1).astimezone(UTC))
-    lo, hi = sorted((first, second))
-    after = _offset(zone, hi)
-    while hi - lo > US_PER_SECOND:
-        mid = (lo + hi) // 2 // US_PER_SECOND * US_PER_SECOND
-        if mid <= lo:
-            break
-        if _offset(zone, mid) == after:
-            hi = mid
-        else:
-            lo = mid
-    return hi
-
-
-def _wall(zone: zoneinfo.ZoneInfo | None, instant_us: int) -> datetime:
-    """The local wall time of an instant (no zone: UTC), without its zone."""
-    return (_EPOCH + timedelta(microseconds=instant_us)).astimezone(zone or UTC).replace(tzinfo=None)
-
-
-def _offset(zone: zoneinfo.ZoneInfo, instant_us: int) -> timedelta | None:
-    return (_EPOCH + timedelta(microseconds=instant_us)).astimezone(zone).utcoffset()
+    """The first instant of ``day`` in ``zone_name`` (unknown: UTC): local midnight, the first valid instant
+    after it when it does not exist, its first occurrence when it happens twice."""
+    return wall_to_us(zone_name if zone_or_none(zone_name) is not None else DEFAULT_ZONE, day, 0)
 
 
 def _first_days(period: str, today: date) -> tuple[date, date | None]:
@@ -117,8 +70,8 @@ def _first_days(period: str, today: date) -> tuple[date, date | None]:
 def zone_bounds(period: str, zone_name: str, now_us: int) -> tuple[int, int]:
     """``[start, end)`` of the period in one zone at ``now_us`` (``end`` is ``now_us`` for a current one);
     an unknown zone is UTC."""
-    name = zone_name if _zone(zone_name) is not None else DEFAULT_ZONE
-    today = _wall(_zone(name), now_us).date()
+    name = zone_name if zone_or_none(zone_name) is not None else DEFAULT_ZONE
+    today = local_wall(zone_or_none(name), now_us).date()
     first, following = _first_days(period, today)
     return day_start_us(name, first), now_us if following is None else day_start_us(name, following)
 
@@ -133,7 +86,7 @@ def zone_codes(column: np.ndarray) -> tuple[list[str], np.ndarray]:
     index: dict[str, int] = {}
     table: dict[object, int] = {}
     for value in set(values):  # a few distinct values: Python only here
-        name = value if isinstance(value, str) and _zone(value) is not None else DEFAULT_ZONE
+        name = value if isinstance(value, str) and zone_or_none(value) is not None else DEFAULT_ZONE
         table[value] = index.setdefault(name, len(names))
         if table[value] == len(names):
             names.append(name)
