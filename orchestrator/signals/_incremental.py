@@ -20,8 +20,8 @@ Bases:
 - ``LastValue``: the latest event time with a number property, and that property's value (``last``);
 - ``Pairs``: a customer-by-value count matrix of a text property, from which ``distinct``,
   ``top_count`` and ``top_value`` read;
-- anything not maintained incrementally (min/max, ``median_gap``, very wide value sets) is recomputed
-  each tick from the window's events.
+- anything not maintained incrementally (min/max, ``median_gap``, ``sequence``, ``sessions``,
+  ``count(..., by=)``, very wide value sets) is recomputed each tick from the window's events.
 """
 
 from __future__ import annotations
@@ -70,7 +70,9 @@ def _window(call: Call) -> Window:
 
 def _events(call: Call) -> tuple[str, ...]:
     if lang.FUNCTIONS[call.func].kind == "events":
-        return tuple(sorted({a.parts[0] for a in call.args if isinstance(a, Name)}))
+        return tuple(
+            sorted({a.parts[0] for a in [*call.args, *lang.kwarg_events(call)] if isinstance(a, Name)})
+        )
     arg = call.args[0]
     assert isinstance(arg, Name)
     return (arg.parts[0],)
@@ -443,7 +445,9 @@ class IncrementalAggregates:
         """Make (or share) the bases ``call`` reads, and remember which they are."""
         w, prop, f = _window(call), _prop(call), call.func
         made: list[Base] = []
-        if f in ("count", "distinct_events"):
+        if f in ("sequence", "sessions") or (f == "count" and call.kwarg("by") is not None):
+            self._rebuilt.append(call)  # an order, or distinct values, is not kept by adding and removing
+        elif f in ("count", "distinct_events"):
             for e in events:
                 made.append(self._base(("count", w, e, None), lambda e=e: Counter(w, e, None)))
         elif f == "since":
@@ -642,7 +646,8 @@ class IncrementalAggregates:
     def _from_scratch(self, call: Call) -> np.ndarray:
         start, end = _window(call).bounds(self.now_us)
         codes = [c for c in (self.log.type_code(e) for e in _events(call)) if c != NULL_CODE]
-        types = None if call.func == "distinct_events" and not call.args else codes
+        every_type = (call.func == "distinct_events" and not call.args) or call.func == "sessions"
+        types = None if every_type else codes
         frame = self.log.frame(self.log.range(start, end, types=types), self.n)
         empty = CustomerFrame(frame.n_customers, np.ones(frame.n_customers, bool))
         return Evaluator(frame, empty, self.now_us).values(call)

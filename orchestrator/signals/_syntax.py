@@ -116,7 +116,9 @@ class FunctionSpec:
 
     ``args`` says what a shorthand's positional arguments are (``events``, ``prop`` or ``values``).
     ``kwargs`` maps each keyword to what it takes: ``duration`` (``14d``), ``prop``
-    (``refund.amount``), ``pair`` (a list of two numbers) or ``weight`` (a number from 0 to 1);
+    (``refund.amount``), ``event`` (one event name), ``events`` (an event name or a list of them),
+    ``name`` (a bare property name, ``session_id``), ``pair`` (a list of two numbers) or ``weight`` (a
+    number from 0 to 1);
     ``any_kwargs`` lets any name through, taking that kind. ``internal`` functions appear only in
     expanded formulas: a user who types one gets "unknown function".
     """
