@@ -67,6 +67,8 @@ def _expression(path: Path_, text: str | None, roots: Mapping[str, str | None]) 
             refs.append(Reference("event", arg.parts[0], path, arg.pos))
             if not events and len(arg.parts) == 2:
                 refs.append(Reference("property", arg.parts[1], path, arg.pos, event=arg.parts[0]))
+        for name in lang.kwarg_events(call):  # not_followed_by=purchase, without=[a, b]
+            refs.append(Reference("event", name.parts[0], path, name.pos))
         by = call.kwarg("by")
         if isinstance(by, lang.Name) and len(by.parts) == 2:
             refs.append(Reference("property", by.parts[1], path, by.pos, event=by.parts[0]))

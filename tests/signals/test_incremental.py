@@ -35,6 +35,15 @@ EXPRESSIONS = [
     "distinct_events(view, buy, survey, within=2d)",
     "median_gap(view, within=2d)",
     "median_gap(view, cart, by=view.cat)",
+    "sequence(view, cart, within=2d)",
+    "sequence(view, cart, buy, gap=6h, within=3d, before=2h)",
+    "sequence(view, view, not_followed_by=buy, within=1d)",
+    "sequence(view, cart, not_followed_by=buy, for=5h, within=2d)",
+    "sessions(by=cat, within=2d)",
+    "sessions(by=cat, with=buy, without=[cart, refund], within=1d, before=6h)",
+    "sessions(by=cat)",
+    "session_share(without=buy, within=2d, by=cat)",
+    "count(view, cart, by=view.cat, within=2d)",
 ]
 TYPES = ["view", "buy", "cart", "survey", "refund"]
 
