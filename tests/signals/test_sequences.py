@@ -169,9 +169,9 @@ def brute(
         after = [ts for t, ts in inside if t == follow and ts > last]
         if follow is not None and wait is None and after:
             continue
-        if follow is not None and wait is not None:
-            if not last < end - wait or any(ts <= last + wait for ts in after):
-                continue
+        waited = wait is None or (last < end - wait and all(ts > last + wait for ts in after))
+        if follow is not None and not waited:
+            continue
         return True
     return False
 

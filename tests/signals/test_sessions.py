@@ -116,7 +116,8 @@ def test_another_property_and_numbers() -> None:
 def test_the_log_keeps_the_session_property() -> None:
     calls = lang.aggregates(
         lang.parse(
-            "session_share(without=view, within=7d) > 0.5 and count(cart, by=cart.basket) >= 1 and sessions(by=visit) > 1"
+            "session_share(without=view, within=7d) > 0.5 and count(cart, by=cart.basket) >= 1 "
+            "and sessions(by=visit) > 1"
         )
     )
     assert property_uses(calls) == (set(), {"session_id", "basket", "visit"})
@@ -163,7 +164,7 @@ def test_equals_brute_force_on_random_data(seed: int) -> None:
             for sessions in found
         ]
         assert got == expected, text
-        assert 0 < sum(expected), text
+        assert sum(expected) > 0, text
 
 
 @pytest.mark.parametrize(
