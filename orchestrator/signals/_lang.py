@@ -500,8 +500,10 @@ def check_call(call: Call) -> None:
     if kind == "events":
         for arg in call.args:
             if not (isinstance(arg, Name) and len(arg.parts) == 1):
-                instead = spec.example if call.func == "sequence" else f"{call.func}(purchase)"
-                raise ExpressionError(f"{call.func}() takes event names, e.g. {instead}", arg.pos)
+                if call.func == "sequence":
+                    what = f" ({arg.dotted} is an event property)" if isinstance(arg, Name) else ""
+                    raise ExpressionError(f"sequence() takes event names{what},{example}", arg.pos)
+                raise ExpressionError(f"{call.func}() takes event names, e.g. {call.func}(purchase)", arg.pos)
         by = call.kwarg("by") if spec.kwargs.get("by") == "prop" else None
         events = {arg.parts[0] for arg in call.args if isinstance(arg, Name)}
         if isinstance(by, Name) and by.parts[0] not in events:

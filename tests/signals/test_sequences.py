@@ -236,7 +236,11 @@ def test_equals_brute_force_on_random_data(seed: int) -> None:
     ("text", "message", "offset"),
     [
         ("sequence(view, cart)", "sequence() needs within=", 0),
-        ("sequence(view, cart.price, within=1d)", "sequence() takes event names, e.g. sequence(", 15),
+        (
+            "sequence(view, cart.price, within=1d)",
+            "takes event names (cart.price is an event property), e.g. sequence(",
+            15,
+        ),
         ("sequence(view, for=7d, within=30d)", "for= says how long after the last step", 15),
         ("sequence(view, gap=7, within=30d)", "gap= needs a duration such as 14d", 19),
         (
