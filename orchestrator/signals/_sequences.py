@@ -6,8 +6,10 @@ optionally "not followed by" an event of type x). ``sessions(...)`` counts the d
 session property among a customer's events, optionally only the sessions with (or without) an event of
 some type; ``count(e, by=e.p)`` counts distinct values the same way.
 
-Both are vectorised: one sort of the window's events by (customer, time), then a pass per step with a
-running maximum of positions (``sequence_matches``); one ``np.unique`` over (customer, value) keys
+Both are vectorised, with no per-customer Python: the steps of a sequence are followed with
+``np.minimum.at`` (earliest reached event per customer) or, with a gap, one sort of the window's events by
+(customer, time) and a running maximum of positions (``sequence_matches``); sessions are counted with
+``bincount`` over the session codes, sorting only the events of codes several customers share
 (``distinct_pairs``). ``docs/metrics.md`` ("Sequences", "Sessions") states every rule.
 """
 
@@ -16,6 +18,8 @@ from __future__ import annotations
 import numpy as np
 
 from orchestrator.signals._frame import NULL_CODE, Categorical
+
+NONE = np.iinfo(np.int64).max  # "no such event" for an earliest time
 
 
 def sequence_matches(
@@ -31,14 +35,50 @@ def sequence_matches(
 ) -> np.ndarray:
     """Per customer slot, whether the events form the sequence.
 
-    The events (``customer``, ``ts``) are those of the window that are of a listed type; ``steps[k]``
-    marks the events of step k's type and ``follow`` those of the "not followed by" type. An event of
-    step k is *reached* when some reached event of step k-1 of the same customer is strictly earlier
-    (within ``gap_us`` of it, when given): the latest such one decides, found with a running maximum of
-    positions that stops before the event's own instant. A reached last step counts when no ``follow``
-    event comes strictly after it (before ``end_us``); with ``for_us``, when it is more than ``for_us``
-    before ``end_us`` and no ``follow`` event is in ``(t, t + for_us]``.
+    The events (``customer``, ``ts``, any order) are those of the window that are of a listed type;
+    ``steps[k]`` marks the events of step k's type and ``follow`` those of the "not followed by" type.
+    An event of step k is *reached* when some reached event of step k-1 of the same customer is strictly
+    earlier (within ``gap_us`` of it, when given). A reached last step counts when no ``follow`` event
+    comes strictly after it (before ``end_us``); with ``for_us``, when it is more than ``for_us`` before
+    ``end_us`` and no ``follow`` event is in ``(t, t + for_us]``.
+
+    Without a gap, the earliest reached event of each step is the only one that matters for the next
+    (any later event of the next step follows it), so the steps before the last cost one
+    ``np.minimum.at`` each and only the last step's events meet the ``follow`` events in a sort. With a
+    gap, every reached event matters: ``_chains`` sorts the events and follows the steps through them.
     """
+    if gap_us is None and len(steps) > 1:
+        earliest = np.full(n, NONE, np.int64)
+        np.minimum.at(earliest, customer[steps[0]], ts[steps[0]])
+        for step in steps[1:-1]:
+            chosen = step & (ts > earliest[customer])
+            earliest = np.full(n, NONE, np.int64)
+            np.minimum.at(earliest, customer[chosen], ts[chosen])
+        last = steps[-1] & (ts > earliest[customer])
+        keep = last if follow is None else last | follow
+        customer, ts, steps = customer[keep], ts[keep], [last[keep]]
+        follow = None if follow is None else follow[keep]
+    if len(steps) == 1 and follow is None:
+        out = np.zeros(n, bool)
+        out[customer[steps[0]]] = True
+        return out
+    return _chains(customer, ts, steps, n, gap_us, follow, end_us, for_us)
+
+
+def _chains(
+    customer: np.ndarray,
+    ts: np.ndarray,
+    steps: list[np.ndarray],
+    n: int,
+    gap_us: int | None,
+    follow: np.ndarray | None,
+    end_us: int,
+    for_us: int | None,
+) -> np.ndarray:
+    """``sequence_matches`` over events sorted by (customer, time): for each step, the latest reached
+    event of the step before, strictly before an event's instant, is found with a running maximum of
+    positions that stops before the event's own instant; the next ``follow`` event after a reached last
+    step with a running minimum from the end."""
     out = np.zeros(n, bool)
     m = len(ts)
     if m == 0:
@@ -96,22 +136,64 @@ def distinct_pairs(
 
     With ``required``, only the codes (of that customer) that some event marked ``required`` carries;
     with ``refused``, only those that no event marked ``refused`` carries.
+
+    A session id usually belongs to one customer, so codes are counted by owner with ``bincount`` over
+    the codes (no sort); only the events of codes that several customers share are sorted.
     """
+    out = np.zeros(n)
     if not len(codes):
-        return np.zeros(n)
+        return out
     width = int(codes.max()) + 1
+    owner = np.empty(width, np.int64)
+    owner[codes] = customer  # one of the code's customers
+    shared = np.zeros(width, bool)
+    shared[codes[owner[codes] != customer]] = True
+    keep = np.zeros(width, bool)
+    keep[codes] = True
+    if required is not None:
+        marked = np.zeros(width, bool)
+        marked[codes[required]] = True
+        keep &= marked
+    if refused is not None:
+        marked = np.zeros(width, bool)
+        marked[codes[refused]] = True
+        keep &= ~marked
+    out += np.bincount(owner[keep & ~shared], minlength=n)
+    if shared.any():
+        rows = shared[codes]
+        out += _sorted_pairs(
+            customer[rows],
+            codes[rows],
+            width,
+            n,
+            None if required is None else required[rows],
+            None if refused is None else refused[rows],
+        )
+    return out
+
+
+def _sorted_pairs(
+    customer: np.ndarray,
+    codes: np.ndarray,
+    width: int,
+    n: int,
+    required: np.ndarray | None,
+    refused: np.ndarray | None,
+) -> np.ndarray:
+    """``distinct_pairs`` by sorting (customer, code) keys."""
     keys = customer.astype(np.int64) * width + codes
-    if required is None and refused is None:
-        pairs = np.unique(keys)
-    else:
-        pairs, inverse = np.unique(keys, return_inverse=True)
-        keep = np.ones(len(pairs), bool)
-        if required is not None:
-            keep &= np.bincount(inverse[required], minlength=len(pairs)) > 0
-        if refused is not None:
-            keep &= np.bincount(inverse[refused], minlength=len(pairs)) == 0
-        pairs = pairs[keep]
-    return np.bincount(pairs // width, minlength=n).astype(np.float64)
+    order = np.argsort(keys, kind="stable")
+    keys = keys[order]
+    first = np.empty(len(keys), bool)
+    first[0] = True
+    np.not_equal(keys[1:], keys[:-1], out=first[1:])
+    pair = np.cumsum(first) - 1
+    keep = np.ones(int(pair[-1]) + 1, bool)
+    if required is not None:
+        keep &= np.bincount(pair[required[order]], minlength=len(keep)) > 0
+    if refused is not None:
+        keep &= np.bincount(pair[refused[order]], minlength=len(keep)) == 0
+    return np.bincount(keys[first][keep] // width, minlength=n).astype(np.float64)
 
 
 def text_codes(column: Categorical) -> np.ndarray:
@@ -119,7 +201,7 @@ def text_codes(column: Categorical) -> np.ndarray:
     that one session id written as a number by one source and as text by another is one session. Codes
     are unchanged when every value has one type."""
     values = column.values
-    if len({type(v) for v in values.tolist()}) <= 1:
+    if len(set(map(type, values.tolist()))) <= 1:
         return column.codes
     _, remap = np.unique(np.array([str(v) for v in values.tolist()], dtype=str), return_inverse=True)
     remap = np.append(remap.astype(np.int32), np.int32(NULL_CODE))  # code -1 reads the last slot

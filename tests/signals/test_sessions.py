@@ -130,10 +130,18 @@ def test_the_log_keeps_the_session_property() -> None:
 def test_equals_brute_force_on_random_data(seed: int) -> None:
     rng = np.random.default_rng(seed)
     n, m = 200, 3000
+    # Most ids belong to one customer (as session ids do); a few are shared, some as numbers and text.
     ids: list[Any] = [None, "", "a", "b", "c", 1, "1", 2, "2.5", 2.5]
-    session = [ids[i] for i in rng.integers(0, len(ids), m)]
+    customer = rng.integers(0, n, m)
+    own = rng.integers(0, 4, m)
+    session = [
+        ids[i] if shared else f"{c}-{k}"
+        for i, shared, c, k in zip(
+            rng.integers(0, len(ids), m), rng.random(m) < 0.2, customer, own, strict=True
+        )
+    ]
     events = EventFrame(
-        customer=rng.integers(0, n, m),
+        customer=customer,
         ts=NOW - rng.integers(0, 10 * 24, m) * H,
         type=rng.integers(0, len(TYPES), m).astype(np.int32),
         type_names=TYPES,
