@@ -65,7 +65,8 @@ def run_why(args: Args) -> int:
             retry = f", next attempt {m['next_attempt']}" if m["next_attempt"] else ""
             print(f"    {m['step']} ({m['channel']}) {m['status']}, {when}{why}{retry}")
         if e["status"] == "active":
-            print(f"    at step {e['step']} since {e['at_step_since']}, next look {e['next_look']}")
+            doing = f" ({e['step_words']})" if e["step_words"] else ""
+            print(f"    at step {e['step']}{doing} since {e['at_step_since']}, next look {e['next_look']}")
         else:
             print(f"    {e['status']} {e['finished']}: {e['finish_words']}")
     for c in report["conversions"]:

@@ -25,7 +25,14 @@ import orjson
 from orchestrator.durations import US_PER_SECOND
 from orchestrator.engine._reasons import entry_reason, finish_reason
 from orchestrator.errors import NotFoundError
-from orchestrator.language import ADDRESS_FIELD, CONSENT_CHANNELS, Journey, SpecError, load_journey_text
+from orchestrator.language import (
+    ADDRESS_FIELD,
+    CONSENT_CHANNELS,
+    Journey,
+    SpecError,
+    load_journey_text,
+    step_words,
+)
 from orchestrator.store import (
     Connection,
     Store,
@@ -103,6 +110,7 @@ class EntryStory:
     entry_values: dict[str, Any] | None  # metric and attribute values at entry (None: not recorded)
     finish_code: str | None  # the finish reason's class (``engine._reasons.EXIT_CODES``), once finished
     finish_words: str | None  # the finish reason in words, once finished
+    step_words: str | None = None  # what the current step does, in words (``wait until 09:00 on ...``)
 
 
 @dataclass(frozen=True)
@@ -212,6 +220,7 @@ def explain(store: Store, customer_id: str, journey: str | None = None) -> Expla
                 entry_values=values,
                 finish_code=None if finished is None else finished.code,
                 finish_words=None if finished is None else finished.words,
+                step_words=_step_words(journey_model, e.state) if active else None,
             )
         )
     arms = {e.id: e.arm or ("holdout" if e.holdout else "treatment") for e in instances}
@@ -246,6 +255,14 @@ def _journey(conn: Connection, journey_id: str, version: int) -> Journey | None:
         return load_journey_text(stored.source, f"{journey_id} version {version}").journey
     except SpecError:
         return None
+
+
+def _step_words(journey: Journey | None, step_id: str) -> str | None:
+    """What the step ``step_id`` of the journey version does, in words (None when unknown)."""
+    if journey is None:
+        return None
+    steps = dict(zip(journey.step_ids(), journey.steps, strict=True))
+    return step_words(steps[step_id]) if step_id in steps else None
 
 
 def _values(text: str | None) -> dict[str, Any] | None:

@@ -5,7 +5,8 @@ as the stepper moves instances, until each reaches a send step (its first messag
 What cannot be known before it happens is decided the same way for everyone and said in a note:
 
 - waits (``wait``, ``wait_until`` a time) are passed as if their time had come; a ``wait_until`` a date
-  attribute takes its ``missing`` path for customers without the attribute;
+  attribute (or its anniversary) too, said in words in a note, and takes its ``missing`` path for
+  customers without a readable date;
 - a ``branch`` on a condition over customers is judged on today's data; one that reads the entry event or
   an event captured by a ``wait_for``, or an event branch, takes its ``no`` path (nothing seen yet);
 - a ``wait_for`` takes its timeout path (the event did not come);
@@ -16,9 +17,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from orchestrator.engine._localtime import MISSING, attribute_instants
+from orchestrator.engine._localtime import readable_dates
 from orchestrator.holdout import buckets
-from orchestrator.language import JourneyPlan, StepKind, split_trigger
+from orchestrator.language import JourneyPlan, StepKind, split_trigger, until_words
 from orchestrator.signals import Evaluator
 
 #: Where an entrant ends up when no send step comes before the journey ends.
@@ -35,6 +36,7 @@ def first_sends(
     out = np.full(len(keys), NO_SEND, np.int64)
     moving = np.ones(len(keys), bool)
     notes: dict[str, None] = {}
+    steps = dict(zip(plan.journey.step_ids(), plan.journey.steps, strict=True))
     for _ in range(2 * n_steps + 2):
         if not moving.any():
             break
@@ -50,8 +52,15 @@ def first_sends(
                 moving[sel] = False
                 continue
             if step.kind == StepKind.WAIT_UNTIL and step.attribute is not None:
-                instants = attribute_instants(evaluator.customers.column(step.attribute)[keys[sel]])
-                trigger = np.where(instants == MISSING, "no", "next")
+                readable = readable_dates(evaluator.customers.column(step.attribute)[keys[sel]])
+                trigger = np.where(readable, "next", "no")
+                wait = steps[step.id].wait_until
+                assert wait is not None
+                until = until_words(wait)
+                notes[
+                    f"{step.id}: the wait until {until} is taken to have come "
+                    f"(customers without a readable {step.attribute}: its missing path)"
+                ] = None
             elif step.kind == StepKind.WAIT_FOR:
                 trigger = "no"
                 notes[f"{step.id}: the wait for {step.event} is taken to time out"] = None

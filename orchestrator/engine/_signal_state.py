@@ -23,6 +23,7 @@ from orchestrator.signals import (
     AggregateCache,
     Call,
     Categorical,
+    CustomerFrame,
     EventFrame,
     EventLog,
     IncrementalAggregates,
@@ -110,6 +111,11 @@ class SignalState:
         accepted, self.accepted = self.accepted, 0
         return Refresh(len(frame) + accepted, loaded - started, time.perf_counter() - loaded)
 
+    def use_customers(self, customers: CustomerFrame) -> None:
+        """Hand the aggregates the customers' time zones, which aggregates over calendar periods
+        (``within=this_week``) read; call it at each tick with the frame the tick evaluates."""
+        self.aggregates.set_time_zones(customers.column("timezone"))
+
     @property
     def n_customers(self) -> int:
         return self.log.n_customers
@@ -118,6 +124,7 @@ class SignalState:
         """Make every aggregate's current value available to evaluators using ``cache``; each is read
         from the state only when an evaluator first asks for it."""
         cache.values = _LazyValues(self.aggregates, cache.values)
+        cache.compute = self.aggregates.filtered  # aggregates whose where= reads the customer's values
 
     def events(self, start_us: int | None, end_us: int, types: Iterable[str] | None = None) -> EventFrame:
         """Events with ``start_us <= ts < end_us`` from the log (only of ``types``, when given)."""

@@ -30,7 +30,9 @@ def needed_columns(plans: Iterable[JourneyPlan]) -> tuple[set[str], set[str]]:
         properties |= plan.event_properties()
         for step in plan.steps:
             if step.kind == StepKind.WAIT_UNTIL:
-                attributes.add("timezone" if step.attribute is None else step.attribute)
+                attributes.add("timezone")  # a time of day, and a date, are the customer's local ones
+                if step.attribute is not None:
+                    attributes.add(step.attribute)
     return properties, attributes
 
 

@@ -32,7 +32,7 @@ import numpy as np
 import orjson
 
 from orchestrator.engine._conditions import instance_condition
-from orchestrator.engine._localtime import MISSING, attribute_instants, next_local_times
+from orchestrator.engine._localtime import MISSING, date_wakes, next_local_times
 from orchestrator.engine._matching import first_matching_after, joined, normalise, values_at
 from orchestrator.engine._signal_state import SignalState
 from orchestrator.holdout import HOLDOUT, TREATMENT, buckets
@@ -296,15 +296,45 @@ class Stepper:
             )
             self._wake_at(step, sel, wake)
             return
-        instants = attribute_instants(self.customers.column(step.attribute)[keys])
-        missing = instants == MISSING
+        values = self.customers.column(step.attribute)[keys]
+        zones = self.customers.column("timezone")[keys]
+
+        def wakes(after: np.ndarray, rows: slice | np.ndarray = slice(None)) -> np.ndarray:
+            return date_wakes(
+                values[rows],
+                zones[rows],
+                after,
+                offset_us=step.offset_us,
+                seconds_of_day=step.time_of_day_s,
+                every=step.every,
+                default_zone=step.default_timezone,
+            )
+
+        wake = wakes(self.t[sel])
+        if step.every is not None:
+            # Parked here at an earlier tick, and the date moved earlier while it waited: that occurrence
+            # has passed, so the wait starts again from the instant it was due at, for the next one (never
+            # a message on a day that is not the date).
+            old = self.wake[sel]
+            moved = (
+                (self.state[sel] == self.start_state[sel])
+                & (self.t[sel] == self.due.since_us[sel])
+                & (wake != MISSING)
+                & (wake < old)
+                & (wake <= self.now_us)
+            )
+            if moved.any():
+                self.t[sel[moved]] = old[moved]
+                wake[moved] = wakes(old[moved], moved)
+        missing = wake == MISSING
         gone = sel[missing]
         self._move(step, gone, "no")
         if len(gone) and self.plan.states[self.state[gone[0]]] == "exited":
             self.reasons[gone] = f"no {step.attribute} to wait for"
         here = ~missing
-        # A date already past lets the instance through at once; time never runs backwards.
-        self._wake_at(step, sel[here], np.maximum(instants[here] + step.offset_us, self.t[sel[here]]))
+        # A date already past lets the instance through at once; time never runs backwards. (The next
+        # anniversary, with every:, is always ahead of when the instance reached the step.)
+        self._wake_at(step, sel[here], np.maximum(wake[here], self.t[sel[here]]))
 
     def _wait_for(self, step: StepPlan, sel: np.ndarray) -> None:
         assert step.event is not None and step.timeout_us is not None

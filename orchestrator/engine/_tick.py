@@ -486,6 +486,7 @@ class Engine:
         frame = self.customers.frame(conn, sorted(attributes)) if attributes else bare_customer_frame(conn)
         if frame.n != self.signals.n_customers:
             raise RuntimeError("customer and event state disagree on the number of customers")
+        self.signals.use_customers(frame)
         return frame
 
     # ------------------------------------------------------------------------------------------ versions

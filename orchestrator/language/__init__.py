@@ -19,7 +19,7 @@ from pathlib import Path
 from orchestrator.language import _references as references
 from orchestrator.language._channels import ADDRESS_FIELD, CHANNELS, CONSENT_CHANNELS, Channel, ConsentChannel
 from orchestrator.language._journey_file import LoadedJourney, compile_loaded, load_journey, load_journey_text
-from orchestrator.language._machine import DiagramCounts, transition_words
+from orchestrator.language._machine import DiagramCounts, step_words, transition_words, until_words
 from orchestrator.language._models import Cooldown, Journey, Send
 from orchestrator.language._plan import (
     ENTRY,
@@ -111,11 +111,13 @@ __all__ = [
     "shared_metric_typos",
     "shared_metrics_file",
     "split_trigger",
+    "step_words",
     "template_problems",
     "template_reads",
     "templates_root_for",
     "transition_words",
     "unknown_names",
+    "until_words",
 ]
 
 

@@ -147,8 +147,18 @@ def check_journey(loaded: LoadedJourney) -> list[Problem]:
         cycle = instant_cycle(j)
         if cycle:
             first = ids.index(cycle[0])
+            steps = dict(zip(ids, j.steps, strict=True))
+            dated = [s for s in cycle if s in steps and steps[s].wait_until is not None]
+            hint = (
+                f" (a wait for a date lets a past date through at once; to wait for the next one, write "
+                f"every: year or every: month at {dated[0]})"
+                if dated
+                else ""
+            )
             problems.append(
-                loaded.problem(("steps", first), "these steps loop without a wait: " + " -> ".join(cycle))
+                loaded.problem(
+                    ("steps", first), "these steps loop without a wait: " + " -> ".join(cycle) + hint
+                )
             )
     return problems
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -23,7 +24,7 @@ from transitions.extensions.diagrams import GraphMachine
 from transitions.extensions.diagrams_mermaid import Graph as MermaidGraph
 
 from orchestrator.durations import format_duration
-from orchestrator.language._models import Journey, Step
+from orchestrator.language._models import Journey, Step, WaitUntil
 from orchestrator.language._svg import render_svg
 
 #: How a diagram is written: Mermaid (``stateDiagram-v2``), Graphviz's DOT language, or an SVG image.
@@ -235,19 +236,39 @@ def _state_label(state: str, step: Step | None) -> str:
     """``offer (send email)``, ``step-2 (wait 3d)``; a terminal state is its name."""
     if step is None:
         return state
-    kind = step.kind
+    return f"{state} ({step_words(step)})"
+
+
+def step_words(step: Step) -> str:
+    """What a step does, in a few words: ``send email``, ``wait 3d``, ``wait for purchase``, ``wait until
+    09:00 on the anniversary of birthday``. The diagram's labels, the funnel's and ``why``'s."""
     if step.send is not None:
-        what = f"send {step.send.channel}"
-    elif step.wait is not None:
-        what = f"wait {format_duration(step.wait)}"
-    elif step.wait_for is not None:
-        what = f"wait for {step.wait_for.event}"
-    elif step.wait_until is not None:
-        until = step.wait_until
-        what = f"wait until {until.time}" if until.time is not None else f"wait until {until.attribute}"
-    else:
-        what = kind.replace("_", " ")
-    return f"{state} ({what})"
+        return f"send {step.send.channel}"
+    if step.wait is not None:
+        return f"wait {format_duration(step.wait)}"
+    if step.wait_for is not None:
+        return f"wait for {step.wait_for.event}"
+    if step.wait_until is not None:
+        return f"wait until {until_words(step.wait_until)}"
+    return step.kind.replace("_", " ")
+
+
+def until_words(until: WaitUntil) -> str:
+    """When a ``wait_until`` ends, in words: ``10:00``, ``renewal_at``, ``09:00 on birthday``, ``09:00 on
+    the anniversary of birthday``, ``00:00, 7 days before the day of renewal_at each month``."""
+    if until.attribute is None:
+        assert until.time is not None
+        return until.time
+    if until.time is None and until.every is None:
+        return until.attribute
+    day = until.attribute if until.every is None else f"the anniversary of {until.attribute}"
+    if until.every == "month":
+        day = f"the day of {until.attribute} each month"
+    days = until.offset // timedelta(days=1)
+    time = until.time or "00:00"
+    if not days:
+        return f"{time} on {day}"
+    return f"{time}, {abs(days)} day{'s' if abs(days) != 1 else ''} {'before' if days < 0 else 'after'} {day}"
 
 
 def transition_words(step: Step, trigger: str, journey: Journey) -> str:
@@ -278,9 +299,7 @@ def _edge_label(step: Step, trigger: str, journey: Journey) -> str:
         return f"after {format_duration(step.wait)}"
     if step.wait_until is not None:
         until = step.wait_until
-        if until.time is not None:
-            return f"at {until.time}"
-        return f"no {until.attribute}" if trigger == "no" else f"at {until.attribute}"
+        return f"no {until.attribute}" if trigger == "no" else f"at {until_words(until)}"
     if step.exit is not None:
         return "exit"
     return trigger  # a send: next

@@ -11,7 +11,16 @@ import zoneinfo
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
 from orchestrator.durations import parse_duration
 from orchestrator.language._channels import Channel
@@ -90,7 +99,19 @@ def _split_percents(split: dict[str, float]) -> dict[str, float]:
     return split
 
 
+def _period(value: Any) -> Any:
+    if value not in PERIODS:
+        raise ValueError(
+            f"{value!r} is not a period for every: write every: year (each anniversary of the date) "
+            "or every: month (the same day each month)"
+        )
+    return value
+
+
 TimeOfDay = Annotated[str, AfterValidator(_time_text)]
+#: How often ``wait_until: {attribute, every}`` recurs.
+PERIODS: tuple[str, ...] = ("year", "month")
+Period = Annotated[Literal["year", "month"], BeforeValidator(_period)]
 TimeZoneName = Annotated[str, AfterValidator(check_timezone)]
 Split = Annotated[dict[str, float], AfterValidator(_split_percents)]
 
@@ -161,7 +182,13 @@ class Branch(_Model):
 
 
 class WaitUntil(_Model):
-    """Wait until a local time of day (``time``, ``weekdays``) or a date attribute plus ``offset``."""
+    """Wait until a local time of day (``time``, ``weekdays``) or a date attribute plus ``offset``.
+
+    With ``attribute``, ``time`` makes the wait end at that local time on the date (plus ``offset`` in
+    whole days), and ``every: year`` / ``every: month`` at the next anniversary of the date (or the same
+    day the next month) at ``time`` (midnight local without one), strictly after the instance reached the
+    step. ``default_timezone`` is the zone of customers without a known ``timezone`` attribute.
+    """
 
     time: TimeOfDay | None = None
     weekdays: list[Weekday] | None = Field(None, min_length=1)
@@ -169,24 +196,40 @@ class WaitUntil(_Model):
     attribute: Name | None = None
     offset: SignedDuration = timedelta(0)
     missing: str = "exit"
+    every: Period | None = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> WaitUntil:
-        if (self.time is None) == (self.attribute is None):
+        if self.time is None and self.attribute is None:
             raise ValueError('wait_until needs either time: "HH:MM" or attribute: <date attribute>')
-        if self.time is not None:
-            if "offset" in self.model_fields_set or "missing" in self.model_fields_set:
-                raise ValueError("offset and missing belong to wait_until: {attribute: ...}")
-        elif self.weekdays is not None or self.default_timezone is not None:
-            raise ValueError("weekdays and default_timezone belong to wait_until: {time: ...}")
+        if self.attribute is None:
+            if {"offset", "missing", "every"} & self.model_fields_set:
+                raise ValueError("offset, missing and every belong to wait_until: {attribute: ...}")
+        else:
+            if self.weekdays is not None:
+                raise ValueError("weekdays belong to wait_until: {time: ...} without an attribute")
+            if (self.time is not None or self.every is not None) and self.offset % timedelta(days=1):
+                raise ValueError(
+                    "with time or every, offset is a whole number of days (e.g. -7d): the wait ends at a "
+                    "time of day on the date moved by that many days"
+                )
         if self.weekdays is not None and len(set(self.weekdays)) != len(self.weekdays):
             raise ValueError("a weekday is listed twice")
         return self
 
+    @model_serializer(mode="wrap")
+    def _without_unset_every(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # A wait without every means what it meant before every existed: its fingerprint (the journey's
+        # digest) stays the same.
+        out: dict[str, Any] = handler(self)
+        if self.every is None:
+            out.pop("every", None)
+        return out
+
     @property
     def seconds_of_day(self) -> int:
-        assert self.time is not None
-        return parse_time_of_day(self.time)
+        """Seconds after local midnight at which the wait ends (``time``; midnight when not given)."""
+        return 0 if self.time is None else parse_time_of_day(self.time)
 
 
 class WaitFor(_Model):

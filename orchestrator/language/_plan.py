@@ -92,8 +92,9 @@ class StepPlan:
     time_of_day_s: int | None = None
     weekdays: tuple[int, ...] = ()  # 0 = Monday
     default_timezone: str = "UTC"
-    attribute: str | None = None
+    attribute: str | None = None  # wait_until a date attribute (time_of_day_s: at that local time on it)
     offset_us: int = 0
+    every: str | None = None  # "year" | "month": the date's next anniversary (or monthly day)
     split: tuple[tuple[str, float], ...] = ()  # (target, percent)
     exit_reason: str | None = None
     in_cycle: bool = False  # a loop of steps can bring an instance back here
@@ -253,14 +254,18 @@ def _advances_clock(step: Any) -> bool:
     """Whether passing this step always moves the instance's time forward (so a loop through it waits)."""
     if step.kind in _CLOCK_ADVANCING:
         return True
-    return step.kind == StepKind.WAIT_UNTIL and step.wait_until.time is not None
+    if step.kind != StepKind.WAIT_UNTIL:
+        return False
+    until = step.wait_until
+    return until.every is not None or (until.time is not None and until.attribute is None)
 
 
 def instant_cycle(journey: Journey) -> list[str]:
     """A loop of steps that passes no wait (it would spin forever within one tick), or [].
 
-    Waits for a duration, for a local time of day and for an event count as waits; a wait for a date
-    attribute does not, because a date in the past lets instances through at once.
+    Waits for a duration, for a local time of day, for an event and for the next anniversary of a date
+    (``every:``) count as waits; a wait for a date attribute alone does not, because a date in the past
+    lets instances through at once.
     """
     targets = _targets(journey)
     steps = dict(zip(journey.step_ids(), journey.steps, strict=True))
@@ -438,7 +443,7 @@ def _step_plan(code: int, sid: str, step: Any, roots: set[str], in_cycle: bool) 
         return StepPlan(**base, event=w.event, match=match_terms(w.match), timeout_us=_us(w.timeout))
     if kind == StepKind.WAIT_UNTIL:
         u = step.wait_until
-        if u.time is not None:
+        if u.attribute is None:
             days = tuple(WEEKDAYS.index(d) for d in (u.weekdays or WEEKDAYS))
             return StepPlan(
                 **base,
@@ -446,7 +451,14 @@ def _step_plan(code: int, sid: str, step: Any, roots: set[str], in_cycle: bool) 
                 weekdays=tuple(sorted(days)),
                 default_timezone=u.default_timezone or "UTC",
             )
-        return StepPlan(**base, attribute=u.attribute, offset_us=_us(u.offset))
+        return StepPlan(
+            **base,
+            attribute=u.attribute,
+            offset_us=_us(u.offset),
+            time_of_day_s=u.seconds_of_day if u.time is not None or u.every is not None else None,
+            default_timezone=u.default_timezone or "UTC",
+            every=u.every,
+        )
     b = step.branch
     if b.condition is not None:
         condition, names = rewrite_instance_names(lang.parse(b.condition), roots)

@@ -73,6 +73,8 @@ def _expression(path: Path_, text: str | None, roots: Mapping[str, str | None]) 
         by = call.kwarg("by")
         if isinstance(by, lang.Name) and len(by.parts) == 2:
             refs.append(Reference("property", by.parts[1], path, by.pos, event=by.parts[0]))
+        for name in lang.where_properties(call):  # where=purchase.category == ...
+            refs.append(Reference("property", name.parts[1], path, name.pos, event=name.parts[0]))
         if call.func == "sessions":
             prop = lang.group_property(call) or lang.SESSION_PROPERTY
             refs.append(Reference("property", prop, path, by.pos if by else call.pos, any_event=True))

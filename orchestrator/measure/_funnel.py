@@ -29,9 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator.durations import format_duration
 from orchestrator.holdout import HOLDOUT, TREATMENT
-from orchestrator.language import Journey, SpecError, load_journey_text
+from orchestrator.language import Journey, SpecError, load_journey_text, step_words
 from orchestrator.store import (
     BEFORE_COUNTING,
     ENTRY_TRIGGER,
@@ -484,17 +483,7 @@ def _step(
 
 def _label(step: Any) -> str:
     """What a step does, in a few words: ``send email``, ``wait 3d``, ``wait for purchase``."""
-    if step is None:
-        return "?"
-    if step.send is not None:
-        return f"send {step.send.channel}"
-    if step.wait is not None:
-        return f"wait {format_duration(step.wait)}"
-    if step.wait_for is not None:
-        return f"wait for {step.wait_for.event}"
-    if step.wait_until is not None:
-        return f"wait until {step.wait_until.time or step.wait_until.attribute}"
-    return str(step.kind).replace("_", " ")
+    return "?" if step is None else step_words(step)
 
 
 def _exit_path(c: FunnelCount, steps: dict[str, Any], journey: Journey | None) -> tuple[str, str]:

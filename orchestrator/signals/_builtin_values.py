@@ -107,10 +107,14 @@ def nps_group(scores: np.ndarray) -> np.ndarray:
 
 
 def change(
-    recent: np.ndarray, baseline: np.ndarray, recent_seconds: float, baseline_seconds: float
+    recent: np.ndarray,
+    baseline: np.ndarray,
+    recent_seconds: float | np.ndarray,
+    baseline_seconds: float | np.ndarray,
 ) -> np.ndarray:
     """``(recent / recent days) / (baseline / baseline days) - 1``, rounded to ``CHANGE_DECIMALS``;
-    null where the baseline is 0 or null.
+    null where the baseline is 0 or null, or the recent window has no length yet. The lengths are one
+    number, or one per customer (calendar periods).
 
     Computed as ``(recent * baseline length) / (baseline * recent length) - 1``: for counts and windows
     of whole seconds both products are exact whole numbers, so the one division is the only rounding.

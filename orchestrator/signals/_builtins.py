@@ -27,10 +27,13 @@ from orchestrator.signals._syntax import (
     Name,
     Node,
     Number,
+    Period,
 )
 
 DAY_SECONDS = 86400.0
-WINDOW = {"within": "duration", "before": "duration"}
+WINDOW = {"within": "window", "before": "duration", "where": "condition"}
+# The window of sequence() and sessions(): a duration only, and no where= filter.
+DURATION_WINDOW = {"within": "duration", "before": "duration"}
 
 # Lifecycle tiers in the order they are tried, with their default thresholds:
 # (most days since the latest activity, fewest events in the frequency window).
@@ -58,6 +61,16 @@ SPECS: list[FunctionSpec] = [
         "days since the latest event of the listed types (null if none)",
         args="events",
         example="recency(session_start, purchase)",
+    ),
+    FunctionSpec(
+        "tenure",
+        "shorthand",
+        0,
+        None,
+        WINDOW,
+        "days since the earliest event of the listed types, any type if none listed (null if none)",
+        args="events",
+        example="tenure() < 30",
     ),
     FunctionSpec(
         "frequency",
@@ -204,7 +217,7 @@ SPECS: list[FunctionSpec] = [
         "shorthand",
         0,
         0,
-        {**WINDOW, "by": "name", "with": "events", "without": "events"},
+        {**DURATION_WINDOW, "by": "name", "with": "events", "without": "events"},
         "share of the sessions in the window with (with=) or without (without=) such events; null if none",
         args="values",
         example="session_share(without=product_view, within=7d)",
@@ -214,6 +227,9 @@ SPECS: list[FunctionSpec] = [
     FunctionSpec("_nps_group", "scalar", 1, 1, {}, "NPS group of a 0-10 score", internal=True),
     FunctionSpec("_tier", "scalar", 10, 10, {}, "lifecycle tier from recency, frequency", internal=True),
     FunctionSpec("_change", "scalar", 4, 4, {}, "change of a rate against a baseline rate", internal=True),
+    FunctionSpec(
+        "_period_seconds", "scalar", 1, 1, {}, "each customer's length of a calendar period", internal=True
+    ),
 ]
 
 
@@ -227,6 +243,10 @@ def _as(call: Call, func: str) -> Call:
 
 def _recency(call: Call) -> Node:
     return Call(call.pos, "_days", (_as(call, "since"),), ())
+
+
+def _tenure(call: Call) -> Node:
+    return Call(call.pos, "_days", (_as(call, "since_first"),), ())
 
 
 def _repeat_purchase(call: Call) -> Node:
@@ -299,6 +319,11 @@ def _change(call: Call) -> Node:
                 arg.pos,
             )
         within = arg.kwarg("within")
+        if isinstance(within, Period):
+            # Calendar periods differ in length between customers (a month, a week across a change of
+            # clocks, the elapsed part of this week): each customer's own length, in seconds.
+            lengths.append(Call(within.pos, "_period_seconds", (within,), ()))
+            continue
         if not isinstance(within, Duration):
             raise ExpressionError(
                 f"the {which} window has no within=: change() needs the length of each window to turn "
@@ -356,6 +381,7 @@ def _session_share(call: Call) -> Node:
 
 EXPANSIONS: dict[str, Callable[[Call], Node]] = {
     "recency": _recency,
+    "tenure": _tenure,
     "frequency": lambda call: _as(call, "count"),
     "monetary": lambda call: _as(call, "sum"),
     "category_count": lambda call: _as(call, "distinct"),

@@ -11,15 +11,17 @@ null, ``coalesce`` and ``present`` test for it, and ``x == null`` is true exactl
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from orchestrator.durations import US_PER_SECOND
 from orchestrator.signals import _builtin_values as builtin_values
+from orchestrator.signals import _calendar as calendar
 from orchestrator.signals import _lang as lang
 from orchestrator.signals import _sequences as sequences
+from orchestrator.signals import _where as where_filter
 from orchestrator.signals._frame import NULL_CODE, Categorical, CustomerFrame, EventFrame
 from orchestrator.signals._lang import Binary, Call, ExpressionError, Name, Node, Unary
 
@@ -27,11 +29,16 @@ Value = Any  # np.ndarray of length n, or a Python scalar that broadcasts
 
 
 class AggregateCache:
-    """Results of aggregates and masks for one frame and one instant, shared across journeys."""
+    """Results of aggregates and masks for one frame and one instant, shared across journeys.
+
+    ``compute``, when set (by whoever holds the events: the incremental state), computes an aggregate
+    whose ``where=`` reads the customer's own values, given those values (see ``Evaluator.filtered``);
+    when None, evaluators compute it from their own events."""
 
     def __init__(self) -> None:
         self.values: dict[Any, np.ndarray] = {}
         self.masks: dict[Any, Any] = {}
+        self.compute: Callable[[Call, Mapping[Node, np.ndarray]], np.ndarray] | None = None
 
 
 class Evaluator:
@@ -72,6 +79,11 @@ class Evaluator:
     def condition(self, node: Node) -> np.ndarray:
         """Where the expression is true, as a boolean array of length ``n`` (false for empty slots)."""
         return _broadcast(_truthy(self._eval(node)), self.n).astype(bool) & self.customers.exists
+
+    def filtered(self, call: Call, parts: Mapping[Node, np.ndarray]) -> np.ndarray:
+        """The aggregate ``call`` over this evaluator's events, its ``where=`` reading ``parts``: the value
+        of each customer-level part of the filter for every customer slot (``lang.where_parts``)."""
+        return self._aggregate(call, parts)
 
     def metric(self, name: str) -> np.ndarray:
         if name not in self._metric_values:
@@ -162,6 +174,8 @@ class Evaluator:
 
     def _call(self, call: Call) -> Value:
         spec = lang.FUNCTIONS[call.func]
+        if (spec.kind == "events" or lang.is_property_aggregate(call)) and lang.where_parts(call):
+            return self._dynamic(call)
         if spec.kind == "events" or lang.is_property_aggregate(call):
             key = call  # nodes compare without positions, so equal calls share one result
             cached = self.cache.values.get(key)
@@ -171,6 +185,11 @@ class Evaluator:
             return cached
         if call.func == "quintile":
             return self._population(call)
+        if call.func == "_period_seconds":
+            period = call.args[0]
+            assert isinstance(period, lang.Period)
+            start, end = self.period_bounds(period.name)
+            return (end - start) / US_PER_SECOND
         args = [self._eval(a) for a in call.args]
         if call.func in ("min", "max"):
             fold = np.fmin if call.func == "min" else np.fmax
@@ -190,6 +209,70 @@ class Evaluator:
             return ~_broadcast(_is_null(args[0]), self.n)
         return self._builtin(call, args)
 
+    def _dynamic(self, call: Call) -> np.ndarray:
+        """An aggregate whose filter reads the customer's own values: those are this evaluator's (its
+        metrics, attributes and aggregates), so it is shared only with evaluators that define the metrics
+        it reads the same way."""
+        parts = lang.where_parts(call)
+        key = ("where", call, self._metric_definitions(parts))
+        cached = self.cache.values.get(key)
+        if cached is None:
+            values = {part: self.values(part) for part in parts}
+            compute = self.cache.compute
+            cached = compute(call, values) if compute is not None else self._aggregate(call, values)
+            self.cache.values[key] = cached
+        return cached
+
+    def _metric_definitions(self, parts: Iterable[Node]) -> tuple[tuple[str, Node], ...]:
+        """The metrics ``parts`` read, directly or through other metrics, with their formulas."""
+        found: dict[str, Node] = {}
+        stack = [name.parts[0] for part in parts for name in lang.free_names(part)]
+        while stack:
+            name = stack.pop()
+            if name in self.metrics and name not in found:
+                found[name] = self.metrics[name]
+                stack.extend(n.parts[0] for n in lang.free_names(self.metrics[name]))
+        return tuple(sorted(found.items(), key=lambda item: item[0]))
+
+    def _filter(self, call: Call, mask: np.ndarray, parts: Mapping[Node, np.ndarray] | None) -> np.ndarray:
+        """``mask`` (the aggregate's events) narrowed to the events its ``where=`` keeps."""
+        where = call.kwarg("where")
+        if where is None:
+            return mask
+        ev = self.events
+        if not lang.where_split(where)[1]:
+            # A static filter: each event's verdict depends on the event alone, so it is worked out once
+            # per frame for every event and shared by aggregates with the same filter.
+            key = ("where", where)
+            keep = self.cache.masks.get(key)
+            if keep is None:
+                keep = where_filter.event_mask(
+                    where, self._where_column, ev.customer, {}, column_evaluator, self.cache.masks
+                )
+                self.cache.masks[key] = keep
+            return mask & keep
+        if parts is None:
+            raise ExpressionError(f"{call.func}() filters on the customer's values, which are not given")
+        rows = np.flatnonzero(mask)
+
+        def column(prop: str) -> Any:
+            raw = self._where_column(prop)
+            return Categorical(raw.codes[rows], raw.values) if isinstance(raw, Categorical) else raw[rows]
+
+        keep = where_filter.event_mask(
+            where, column, ev.customer[rows], parts, column_evaluator, self.cache.masks
+        )
+        out = np.zeros(len(mask), bool)
+        out[rows[keep]] = True
+        return out
+
+    def _where_column(self, prop: str) -> Any:
+        """A property as a filter reads it: numbers as they are, anything else dictionary-encoded."""
+        raw = self.events.prop(prop)
+        if isinstance(raw, np.ndarray) and raw.dtype.kind in "fiu":
+            return raw
+        return self._encoded(prop)
+
     def _column(self, value: Value) -> np.ndarray:
         """A value as a float column of length ``n`` (NaN for null)."""
         return _broadcast(_number(value), self.n).astype(np.float64, copy=False)
@@ -201,15 +284,19 @@ class Evaluator:
         if call.func == "_days":
             return builtin_values.days(self._column(args[0]))
         if call.func == "_nps_group":
-            return builtin_values.nps_group(self._column(args[0]))
+            # A score given as text (a text last()) counts as missing, like an absent one.
+            scores = _broadcast(args[0], self.n)
+            return builtin_values.nps_group(
+                event_numbers(scores) if scores.dtype == object else self._column(scores)
+            )
         if call.func == "_tier":
             limits = [float(a) for a in args[2:]]
             pairs = list(zip(limits[0::2], limits[1::2], strict=True))
             return builtin_values.lifecycle_tier(self._column(args[0]), self._column(args[1]), pairs)
         if call.func == "_change":
-            return builtin_values.change(
-                self._column(args[0]), self._column(args[1]), float(args[2]), float(args[3])
-            )
+            # Window lengths: one number for durations, a column for calendar periods (per customer).
+            recent, baseline = (float(a) if np.ndim(a) == 0 else self._column(a) for a in args[2:4])
+            return builtin_values.change(self._column(args[0]), self._column(args[1]), recent, baseline)
         raise ExpressionError(f"unknown function {call.func}()", call.pos)
 
     def _population(self, call: Call) -> np.ndarray:
@@ -224,9 +311,43 @@ class Evaluator:
                 self.cache.values[key] = cached
         return cached
 
+    def zones(self) -> tuple[list[str], np.ndarray]:
+        """The customers' time zones as ``signals._calendar.zone_codes`` gives them (once per instant; a
+        caller that knows them already may put them in the cache under ``("zones",)``)."""
+        zones = self.cache.masks.get(("zones",))
+        if zones is None:
+            column = self.customers.column(calendar.ZONE_ATTRIBUTE)
+            zones = self.cache.masks[("zones",)] = calendar.zone_codes(column)
+        return zones
+
+    def period_bounds(self, period: str) -> tuple[np.ndarray, np.ndarray]:
+        """Per customer slot, a calendar period's ``[start, end)`` in its time zone (``signals._calendar``),
+        worked out once per distinct zone and instant."""
+        key = ("period", period)
+        bounds = self.cache.masks.get(key)
+        if bounds is None:
+            bounds = self.cache.masks[key] = calendar.period_bounds(period, self.zones(), self.now_us)
+        return bounds
+
     def _window_mask(self, call: Call) -> np.ndarray:
         within = call.kwarg("within")
         before = call.kwarg("before")
+        if isinstance(within, lang.Period):
+            period_key = ("period window", within.name)
+            period_mask = self.cache.masks.get(period_key)
+            if period_mask is None:
+                names, codes = self.zones()
+                table = calendar.zone_table(within.name, names, self.now_us)
+                ts = self.events.ts
+                # The union of every zone's period first (one comparison per event), then each event
+                # inside it against its own customer's zone: the cost follows the period's events.
+                period_mask = (ts >= table[:, 0].min()) & (ts < table[:, 1].max())
+                if len(names) > 1:
+                    inside = np.flatnonzero(period_mask)
+                    zone, when = codes[self.events.customer[inside]], ts[inside]
+                    period_mask[inside] = (when >= table[zone, 0]) & (when < table[zone, 1])
+                self.cache.masks[period_key] = period_mask
+            return period_mask
         end = self.now_us - (_seconds_us(before) if before is not None else 0)
         start = end - _seconds_us(within) if within is not None else None
         key = ("window", start, end)
@@ -280,7 +401,7 @@ class Evaluator:
             self.cache.masks[key] = column
         return column
 
-    def _aggregate(self, call: Call) -> np.ndarray:
+    def _aggregate(self, call: Call, parts: Mapping[Node, np.ndarray] | None = None) -> np.ndarray:
         n = self.n
         ev = self.events
         window = self._window_mask(call)
@@ -290,8 +411,9 @@ class Evaluator:
             if call.func == "sequence":
                 return self._sequence(call, window)
             names = tuple(arg.parts[0] for arg in call.args if isinstance(arg, Name))
-            every_type = call.func == "distinct_events" and not names
+            every_type = call.func in ("distinct_events", "since_first") and not names
             mask = window if every_type else window & self._type_mask(names)
+            mask = self._filter(call, mask, parts)
             cust = ev.customer[mask]
             if call.func == "count" and call.kwarg("by") is not None:
                 codes = self._text_codes(lang.group_property(call) or "")[mask]
@@ -304,6 +426,11 @@ class Evaluator:
                 np.maximum.at(last, cust, ev.ts[mask])
                 since = (self.now_us - last) / US_PER_SECOND
                 return np.where(last == np.iinfo(np.int64).min, np.inf, since)
+            if call.func == "since_first":
+                first = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
+                np.minimum.at(first, cust, ev.ts[mask])
+                since_first = (self.now_us - first) / US_PER_SECOND
+                return np.where(first == np.iinfo(np.int64).max, np.inf, since_first)
             if call.func == "distinct_events":
                 return _distinct_per_customer(cust, ev.type[mask], len(ev.type_names), n)
             if call.func == "median_gap":
@@ -319,15 +446,15 @@ class Evaluator:
         arg = call.args[0]
         assert isinstance(arg, Name)
         event_name, prop = arg.parts
-        mask = window & self._type_mask((event_name,))
+        mask = self._filter(call, window & self._type_mask((event_name,)), parts)
         func = call.func
-        if func in ("sum", "mean", "min", "max", "last"):
+        if func == "last":
+            return self._last(prop, mask)
+        if func in ("sum", "mean", "min", "max"):
             nums = self._numeric(prop)[mask]
             cust = ev.customer[mask]
             present = ~np.isnan(nums)
             nums, cust = nums[present], cust[present]
-            if func == "last":
-                return latest_values(cust, ev.ts[mask][present], nums, n)[1]
             if func == "sum":
                 return np.bincount(cust, weights=to_micros(nums), minlength=n) / MICROS
             if func == "mean":
@@ -359,6 +486,24 @@ class Evaluator:
             out[has] = by_rank[top_rank[has]]
             return out
         raise ExpressionError(f"unknown aggregate {func}()", call.pos)
+
+    def _last(self, prop: str, mask: np.ndarray) -> np.ndarray:
+        """``last(event.prop)``: the value on the latest event that has one, a number or text. At one
+        instant a number goes before text, numbers by size and text in ``value_rank``'s order; the column
+        is float while the property holds only numbers, else an object column (None for null)."""
+        n, ev = self.n, self.events
+        encoded = self._encoded(prop)
+        codes = encoded.codes[mask]
+        has = codes >= 0
+        cust, ts, codes = ev.customer[mask][has], ev.ts[mask][has], codes[has]
+        numbers = self._numeric(prop)[mask][has]
+        is_text = np.isnan(numbers)
+        rank = value_rank(encoded.values)
+        _, number, text_rank = last_values(cust, ts, numbers, np.where(is_text, rank[codes], -1), n)
+        if not text_values(encoded.values):
+            return number
+        by_rank = encoded.values[np.argsort(rank)] if len(rank) else encoded.values
+        return last_column(number, text_rank, by_rank)
 
     def _text_codes(self, prop: str) -> np.ndarray:
         """The property's codes with values of mixed types read as text (see ``sequences.text_codes``)."""
@@ -404,6 +549,45 @@ class Evaluator:
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+
+
+def column_evaluator(frame: CustomerFrame) -> Evaluator:
+    """An evaluator over plain columns (no events): what ``where=`` filters evaluate their rows with."""
+    return Evaluator(EventFrame.empty(frame.n), frame, 0, cache=AggregateCache())
+
+
+def last_values(
+    cust: np.ndarray, ts: np.ndarray, numbers: np.ndarray, text_rank: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per customer, from events that each have a value (a number, or text where ``numbers`` is NaN with
+    its rank in ``text_rank``): the latest time (``NEVER`` if none), the smallest number at that instant
+    (NaN if none) and the smallest text rank there (``NO_RANK`` if none)."""
+    latest = np.full(n, NEVER, dtype=np.int64)
+    np.maximum.at(latest, cust, ts)
+    at_latest = ts == latest[cust]
+    is_number = ~np.isnan(numbers)
+    smallest = np.full(n, np.inf)
+    np.minimum.at(smallest, cust[at_latest & is_number], numbers[at_latest & is_number])
+    ranks = np.full(n, NO_RANK, dtype=np.int64)
+    texts = at_latest & ~is_number
+    np.minimum.at(ranks, cust[texts], text_rank[texts])
+    return latest, np.where(np.isinf(smallest), np.nan, smallest), ranks
+
+
+def last_column(number: np.ndarray, text_rank: np.ndarray, by_rank: np.ndarray) -> np.ndarray:
+    """What ``last()`` gives over a property that holds text: the number where there is one at the latest
+    instant, else the text of the rank (None for null), as an object column."""
+    out = np.full(len(number), None, dtype=object)
+    texts = np.isnan(number) & (text_rank != NO_RANK)
+    out[texts] = by_rank[text_rank[texts]]
+    numbers = ~np.isnan(number)
+    out[numbers] = number[numbers].tolist()
+    return out
+
+
+def text_values(values: np.ndarray) -> bool:
+    """Whether a property's distinct values include anything that is not a number (text)."""
+    return values.dtype == object and bool(np.isnan(event_numbers(values)).any())
 
 
 def _seconds_us(node: Node) -> int:
@@ -466,19 +650,7 @@ def _top(cust: np.ndarray, ranked: np.ndarray, width: int, n: int) -> tuple[np.n
 
 
 NEVER = np.iinfo(np.int64).min
-
-
-def latest_values(
-    cust: np.ndarray, ts: np.ndarray, values: np.ndarray, n: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per customer, the latest event time (``NEVER`` if none) and the smallest value among the events at
-    that instant (NaN if none): what ``last()`` reads, whatever order the events come in."""
-    latest = np.full(n, NEVER, dtype=np.int64)
-    np.maximum.at(latest, cust, ts)
-    at_latest = ts == latest[cust]
-    smallest = np.full(n, np.inf)
-    np.minimum.at(smallest, cust[at_latest], values[at_latest])
-    return latest, np.where(latest == NEVER, np.nan, smallest)
+NO_RANK = np.iinfo(np.int64).max
 
 
 def value_rank(values: np.ndarray) -> np.ndarray:

@@ -7,7 +7,8 @@ start); everything else is constant over the horizon unless an event or an attri
 caller learns otherwise.
 
 Interval rules (``Span``): a number's span is ``[lo, hi]`` over the horizon (NaN: null throughout);
-``since`` grows by the horizon's length; other aggregates and attributes are constant; arithmetic,
+``since`` and ``since_first`` grow by the horizon's length; aggregates over a calendar period are
+volatile (their bounds jump at local midnights); other aggregates and attributes are constant; arithmetic,
 ``min``/``max``/``abs``, monotone built-ins and comparisons follow interval arithmetic; ``and``/``or``
 know that a constant false (true) operand decides; anything else is volatile wherever an input may vary.
 """
@@ -174,13 +175,27 @@ class Spans:
 
     def _aggregate(self, call: Call) -> Span:
         none = np.zeros(self.n, bool)
+        if lang.period_of(call) is not None:
+            # Calendar periods jump at each customer's local midnights: volatile throughout (they are
+            # recomputed at each tick, which forces a full evaluation anyway).
+            return Span(np.ones(self.n, bool))
+        if call.func == "since_first":
+            now = self.value(call)
+            if call.kwarg("within") is not None:  # the earliest event may leave the window
+                return Span(np.ones(self.n, bool))
+            return Span(none, now, np.where(np.isinf(now), now, now + self.length_us / US_PER_SECOND))
         if call.func not in ("since", "last"):
             return self.constant(call)  # changes only when events enter or leave its window: touched
+        if lang.where_parts(call):
+            return Span(np.ones(self.n, bool))  # a filter on the customer's values: evaluated every tick
         last, start = self.aggregates.last_times(call, self.rows)
         varies = none
         if start is not None:  # the window's start passes the latest event: the value becomes null
             varies = (last >= start) & (last < start + self.length_us)
         if call.func == "last":
-            return Span(varies, *(2 * [self.value(call).astype(np.float64)]))
+            value = self.value(call)
+            if value.dtype == object:  # text: no bounds, only whether the window's start cuts it off
+                return Span(varies)
+            return Span(varies, *(2 * [value.astype(np.float64)]))
         now = self.value(call)
         return Span(varies, now, np.where(np.isinf(now), now, now + self.length_us / US_PER_SECOND))

@@ -17,16 +17,27 @@ Bases:
 - ``Counter``: events per customer (optionally only those with a property present);
 - ``Summer``: sum of a numeric property;
 - ``Latest``: the latest event time (windows only cut it off, so it never needs removal);
-- ``LastValue``: the latest event time with a number property, and that property's value (``last``);
+- ``Earliest``: the earliest event time (``since_first``; events never leave an unbounded window);
+- ``LastValue``: the latest event time with a property, and that property's value, a number or the code
+  of a text (``last``);
 - ``Pairs``: a customer-by-value count matrix of a text property, from which ``distinct``,
   ``top_count`` and ``top_value`` read;
 - anything not maintained incrementally (min/max, ``median_gap``, ``sequence``, ``sessions``,
-  ``count(..., by=)``, very wide value sets) is recomputed each tick from the window's events.
+  ``count(..., by=)``, very wide value sets, calendar periods such as ``within=this_week``, whose bounds
+  differ by customer and jump at local midnights, and ``since_first`` over a bounded window) is recomputed
+  each tick from the window's events.
+
+An aggregate with a *static* ``where=`` filter (one that reads only the events' own properties:
+``count(view, where=view.category == "shoes")``) rests on bases of its own, which fold only the events
+the filter keeps; the filter is part of their key, so aggregates with the same filter share them. A
+filter that reads the customer's values (a metric, an attribute, another aggregate) gives each event a
+verdict that changes when those values do, so such an aggregate is recomputed from its window's events
+each tick, with the customer's values handed over by the evaluator that reads it (``filtered``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,19 +45,26 @@ import numpy as np
 
 from orchestrator.durations import US_PER_SECOND
 from orchestrator.signals import _lang as lang
+from orchestrator.signals import _where as where_filter
+from orchestrator.signals._calendar import zone_codes, zone_table
 from orchestrator.signals._evaluate import (
     MATRIX_CELLS,
     MICROS,
+    NO_RANK,
     AggregateCache,
     Evaluator,
+    column_evaluator,
+    last_column,
+    text_values,
     to_micros,
     value_rank,
 )
-from orchestrator.signals._frame import NULL_CODE, CustomerFrame
-from orchestrator.signals._lang import Call, Name
+from orchestrator.signals._frame import NULL_CODE, Categorical, CustomerFrame, EventFrame
+from orchestrator.signals._lang import Call, Name, Node
 from orchestrator.signals._log import EventLog, Segment
 
 NEVER = np.iinfo(np.int64).min
+FOREVER = np.iinfo(np.int64).max
 
 
 @dataclass(frozen=True)
@@ -62,6 +80,8 @@ class Window:
 def _window(call: Call) -> Window:
     within = call.kwarg("within")
     before = call.kwarg("before")
+    if isinstance(within, lang.Period):
+        return Window(None, 0)  # differs by customer: such calls are recomputed at each tick
     return Window(
         None if within is None else round(within.seconds * US_PER_SECOND),  # type: ignore[attr-defined]
         0 if before is None else round(before.seconds * US_PER_SECOND),  # type: ignore[attr-defined]
@@ -76,6 +96,40 @@ def _events(call: Call) -> tuple[str, ...]:
     arg = call.args[0]
     assert isinstance(arg, Name)
     return (arg.parts[0],)
+
+
+def _static_where(call: Call) -> Node | None:
+    """The call's ``where=`` when the bases can keep it (it reads only the events' properties)."""
+    where = call.kwarg("where")
+    return where if where is not None and not lang.where_split(where)[1] else None
+
+
+class SegmentFilter:
+    """A static ``where=`` evaluated over the log's segments: which of a segment's events it keeps."""
+
+    def __init__(self, where: Node, log: EventLog) -> None:
+        self.where, self.log = where, log
+        self._tables: dict[Any, Any] = {}
+        self._dictionaries: dict[str, np.ndarray] = {}
+
+    def __call__(self, events: Segment) -> np.ndarray:
+        def column(prop: str) -> Categorical | np.ndarray:
+            if prop not in events.codes:
+                return events.numbers[prop]  # read only as a number (``lang.where_numbers``)
+            return Categorical(events.codes[prop], self._dictionary(prop))
+
+        return where_filter.event_mask(
+            self.where, column, events.customer, {}, column_evaluator, self._tables
+        )
+
+    def _dictionary(self, prop: str) -> np.ndarray:
+        """The log's values of ``prop``, as one array until the dictionary grows (the per-value results
+        worked out over it are then worked out again)."""
+        known = self._dictionaries.get(prop)
+        if known is None or len(known) != len(self.log.values[prop]):
+            known = self._dictionaries[prop] = self.log.value_array(prop)
+            self._tables.clear()
+        return known
 
 
 def _prop(call: Call) -> str | None:
@@ -159,6 +213,13 @@ class Base:
     def __init__(self, window: Window, event: str) -> None:
         self.window, self.event = window, event
         self.bounds: tuple[int | None, int] | None = None
+        self.keep: SegmentFilter | None = None  # a static where=: only the events it keeps are folded
+
+    def _kept(self, events: Segment) -> Segment:
+        if self.keep is None or not len(events):
+            return events
+        keep = self.keep(events)
+        return events if bool(keep.all()) else events.take(keep)
 
     def reset(self, n: int) -> None:
         raise NotImplementedError
@@ -178,7 +239,7 @@ class Base:
             self.reset(tick.n)
             tick.rebuilt.add(self)
             for part in tick.everything(self.event, start1, end1):
-                self.delta(part, +1)
+                self.delta(self._kept(part), +1)
         else:
             self.grow(tick.n)
             changes: list[tuple[Segment, int]] = []
@@ -190,6 +251,7 @@ class Base:
             changes += [(part, +1) for part in tick.new_in(self.event, start1, end1)]
             touched = tick.touched.setdefault(self, [])
             for part, sign in changes:
+                part = self._kept(part)
                 self.delta(part, sign)
                 touched.append(part.customer)
         self.bounds = (start1, end1)
@@ -273,6 +335,25 @@ class Latest(Base):
     def delta(self, events: Segment, sign: int) -> None:
         assert sign > 0, "events never leave an unbounded window"
         np.maximum.at(self.last, events.customer, events.ts)
+
+
+class Earliest(Base):
+    """The earliest event time before the window's end (``since_first`` without ``within=``): events
+    only ever join such a window, and one ingested late, stamped before the earliest known, lowers it."""
+
+    def __init__(self, before_us: int, event: str) -> None:
+        super().__init__(Window(None, before_us), event)
+        self.first = np.zeros(0, np.int64)
+
+    def reset(self, n: int) -> None:
+        self.first = np.full(n, FOREVER, np.int64)
+
+    def grow(self, n: int) -> None:
+        self.first = _grown(self.first, n, FOREVER)
+
+    def delta(self, events: Segment, sign: int) -> None:
+        assert sign > 0, "events never leave an unbounded window"
+        np.minimum.at(self.first, events.customer, events.ts)
 
 
 class Pairs(Base):
@@ -418,6 +499,8 @@ class IncrementalAggregates:
         self.bases: dict[tuple[Any, ...], Base] = {}
         self._rebuilt: list[Call] = []
         self._values: dict[Call, np.ndarray] = {}
+        self.zones: np.ndarray = np.zeros(0, object)  # ``timezone`` by customer slot (``set_time_zones``)
+        self._zone_codes: tuple[list[str], np.ndarray] | None = None
         self.now_us, self.n = 0, 0
         # Counts advances; ``touched_by`` tells which customers' values the last advance may have changed.
         self.generation = 0
@@ -426,12 +509,13 @@ class IncrementalAggregates:
         self._rebuilt_bases: set[Base] = set()
         self._touched_memo: dict[tuple[Call, ...], np.ndarray | None] = {}
         self._n_before = 0
+        self._filters: dict[Node, SegmentFilter] = {}  # by static filter, shared by the bases using it
         for call in self.calls:
             self._bases_for(call, self._call_events(call))
 
     def _call_events(self, call: Call) -> tuple[str, ...]:
         events = _events(call)
-        if call.func == "distinct_events" and not events:
+        if call.func in ("distinct_events", "since_first") and not events:
             return tuple(self.log.type_names)  # every type seen so far; more join as they appear
         return events
 
@@ -439,36 +523,51 @@ class IncrementalAggregates:
         base = self.bases.get(key)
         if base is None:
             base = self.bases[key] = make()
+            where = key[-1]
+            if where is not None:
+                if where not in self._filters:
+                    self._filters[where] = SegmentFilter(where, self.log)
+                base.keep = self._filters[where]
         return base
 
     def _bases_for(self, call: Call, events: tuple[str, ...]) -> None:
-        """Make (or share) the bases ``call`` reads, and remember which they are."""
-        w, prop, f = _window(call), _prop(call), call.func
+        """Make (or share) the bases ``call`` reads, and remember which they are. Every key ends with the
+        static filter (None: none) its base folds events through."""
+        w, prop, f, k = _window(call), _prop(call), call.func, _static_where(call)
         made: list[Base] = []
-        if f in ("sequence", "sessions") or (f == "count" and call.kwarg("by") is not None):
+        if lang.where_parts(call):
+            self._rebuilt.append(call)  # its filter reads the customer's values, which may change
+        elif lang.period_of(call) is not None:
+            self._rebuilt.append(call)  # bounds per customer's time zone, moving at local midnights
+        elif f in ("sequence", "sessions") or (f == "count" and call.kwarg("by") is not None):
             self._rebuilt.append(call)  # an order, or distinct values, is not kept by adding and removing
+        elif f == "since_first" and w.within_us is not None:
+            self._rebuilt.append(call)  # the earliest event leaves the window: not kept by a minimum
+        elif f == "since_first":
+            for e in events:
+                made.append(self._base(("earliest", w.before_us, e, k), lambda e=e: Earliest(w.before_us, e)))
         elif f in ("count", "distinct_events"):
             for e in events:
-                made.append(self._base(("count", w, e, None), lambda e=e: Counter(w, e, None)))
+                made.append(self._base(("count", w, e, None, k), lambda e=e: Counter(w, e, None)))
         elif f == "since":
             for e in events:
-                made.append(self._base(("latest", w.before_us, e), lambda e=e: Latest(w.before_us, e)))
+                made.append(self._base(("latest", w.before_us, e, k), lambda e=e: Latest(w.before_us, e)))
         elif f == "median_gap":
             self._rebuilt.append(call)  # a median is not kept by adding and removing events
         elif prop is None:
             raise AssertionError(f"{f} reads a property")
         elif f == "sum":
-            made.append(self._base(("sum", w, events[0], prop), lambda: Summer(w, events[0], prop)))
+            made.append(self._base(("sum", w, events[0], prop, k), lambda: Summer(w, events[0], prop)))
         elif f == "mean":
-            made.append(self._base(("sum", w, events[0], prop), lambda: Summer(w, events[0], prop)))
-            made.append(self._base(("count", w, events[0], prop), lambda: Counter(w, events[0], prop)))
+            made.append(self._base(("sum", w, events[0], prop, k), lambda: Summer(w, events[0], prop)))
+            made.append(self._base(("count", w, events[0], prop, k), lambda: Counter(w, events[0], prop)))
         elif f in ("distinct", "top_count", "top_value"):
             made.append(
-                self._base(("pairs", w, events[0], prop), lambda: Pairs(w, events[0], prop, self.log))
+                self._base(("pairs", w, events[0], prop, k), lambda: Pairs(w, events[0], prop, self.log))
             )
         elif f == "last":
-            key = ("last", w.before_us, events[0], prop)
-            made.append(self._base(key, lambda: LastValue(w.before_us, events[0], prop)))
+            key = ("last", w.before_us, events[0], prop, k)
+            made.append(self._base(key, lambda: LastValue(w.before_us, events[0], prop, self.log)))
         else:
             self._rebuilt.append(call)  # min / max of a property
         self._bases_of[call] = made
@@ -477,7 +576,11 @@ class IncrementalAggregates:
         """Bring every aggregate to ``now_us``, folding in the segments appended to the log since the
         last advance. Values are then read on demand (``value``), for every customer or a few."""
         for call in self.calls:
-            if call.func == "distinct_events" and not call.args:
+            if (
+                call.func in ("distinct_events", "since_first")
+                and not call.args
+                and call not in self._rebuilt
+            ):
                 self._bases_for(call, self._call_events(call))  # event types that appeared since
         n_before = self.n
         tick = _Tick(self.log, self.log.settle(), now_us)
@@ -515,8 +618,15 @@ class IncrementalAggregates:
 
     @property
     def values(self) -> dict[Call, np.ndarray]:
-        """Every aggregate's value for every customer slot (computed once per advance)."""
-        return {call: self.value(call) for call in self.calls}
+        """Every aggregate's value for every customer slot (computed once per advance), but those whose
+        filter reads metrics or attributes: an evaluator reads them, handing those values over."""
+        return {call: self.value(call) for call in self.calls if not _reads_names(call)}
+
+    def filtered(self, call: Call, parts: Mapping[Node, np.ndarray]) -> np.ndarray:
+        """An aggregate whose ``where=`` reads the customer's values, from its window's events, given those
+        values (each part of ``lang.where_parts(call)`` for every customer slot): what an evaluator calls
+        through ``AggregateCache.compute``."""
+        return self._from_scratch(call, parts)
 
     def value(self, call: Call, rows: np.ndarray | Rows | None = None) -> np.ndarray:
         """The aggregate's value for every customer slot (read-only; cached until the next advance), or
@@ -535,6 +645,7 @@ class IncrementalAggregates:
     def fill(self, cache: AggregateCache) -> None:
         """Put every aggregate's current value where an ``Evaluator`` looks first."""
         cache.values.update(self.values)
+        cache.compute = self.filtered
 
     def tracks(self, call: Call) -> bool:
         """Whether ``touched_by`` covers every change to this aggregate's value (not so for aggregates
@@ -543,7 +654,7 @@ class IncrementalAggregates:
             return False
         prop = _prop(call)
         if call.func in ("distinct", "top_count", "top_value") and prop is not None:
-            return not self._pairs(_window(call), self._call_events(call)[0], prop).wide
+            return not self._pairs(_window(call), self._call_events(call)[0], prop, _static_where(call)).wide
         return True
 
     def last_times(self, call: Call, rows: np.ndarray | Rows | None = None) -> tuple[np.ndarray, int | None]:
@@ -551,14 +662,14 @@ class IncrementalAggregates:
         (or for the customer keys ``rows``), and the window's start (None: unbounded), which cuts it off
         when read. Time alone changes these values; everything else changes only through events entering
         or leaving windows."""
-        w, events = _window(call), self._call_events(call)
+        w, events, k = _window(call), self._call_events(call), _static_where(call)
         pick = Rows.every(self.n) if rows is None else rows if isinstance(rows, Rows) else Rows(rows)
         if call.func == "since":
-            last = self._latest_of(w, events, pick)
+            last = self._latest_of(w, events, pick, k)
         else:
             prop = _prop(call)
             assert call.func == "last" and prop is not None
-            base = self.bases[("last", w.before_us, events[0], prop)]
+            base = self.bases[("last", w.before_us, events[0], prop, k)]
             assert isinstance(base, LastValue)
             last = pick.take(base.last)
         return last, w.bounds(self.now_us)[0]
@@ -567,35 +678,42 @@ class IncrementalAggregates:
         """The value of ``call`` for the customer slots ``rows`` covers."""
         if call in self._rebuilt:
             return rows.take(self._from_scratch(call))
-        w, prop, f = _window(call), _prop(call), call.func
+        w, prop, f, k = _window(call), _prop(call), call.func, _static_where(call)
         events = self._call_events(call)
         if f == "count":
-            return _total([rows.take(self._counter(w, e, None).counts) for e in events], len(rows))
+            return _total([rows.take(self._counter(w, e, None, k).counts) for e in events], len(rows))
         if f == "distinct_events":
             seen: np.ndarray = np.zeros(len(rows), np.int64)
             for e in events:
-                seen += rows.take(self._counter(w, e, None).counts) > 0
+                seen += rows.take(self._counter(w, e, None, k).counts) > 0
             return seen.astype(np.float64)
         if f == "since":
-            last = self._latest_of(w, events, rows)
+            last = self._latest_of(w, events, rows, k)
             start, _ = w.bounds(self.now_us)
             absent = last == NEVER if start is None else last < start
             out = np.subtract(self.now_us, last, dtype=np.float64)
             out /= US_PER_SECOND
             out[absent] = np.inf
             return out
+        if f == "since_first":
+            firsts = [rows.take(self._earliest(w.before_us, e, k).first) for e in events]
+            first = np.minimum.reduce(firsts) if firsts else np.full(len(rows), FOREVER, np.int64)
+            out = np.subtract(self.now_us, first, dtype=np.float64)
+            out /= US_PER_SECOND
+            out[first == FOREVER] = np.inf
+            return out
         assert prop is not None
         event = events[0]
         if f == "sum":
-            return rows.take(self._summer(w, event, prop).micros) / MICROS
+            return rows.take(self._summer(w, event, prop, k).micros) / MICROS
         if f == "mean":
-            total = rows.take(self._summer(w, event, prop).micros) / MICROS
-            count = rows.take(self._counter(w, event, prop).counts)
+            total = rows.take(self._summer(w, event, prop, k).micros) / MICROS
+            count = rows.take(self._counter(w, event, prop, k).counts)
             with np.errstate(invalid="ignore", divide="ignore"):
                 return np.where(count > 0, total / np.maximum(count, 1), np.nan)
         if f == "last":
-            return self._last_value(w, event, prop, rows)
-        pairs = self._pairs(w, event, prop)
+            return self._last_value(w, event, prop, rows, k)
+        pairs = self._pairs(w, event, prop, k)
         if pairs.wide:
             return rows.take(self._from_scratch(call))
         if f in ("distinct", "top_count"):
@@ -609,48 +727,99 @@ class IncrementalAggregates:
         out[has] = in_order[top_row[has]]
         return out
 
-    def _counter(self, w: Window, event: str, prop: str | None) -> Counter:
-        base = self.bases[("count", w, event, prop)]
+    def _counter(self, w: Window, event: str, prop: str | None, where: Node | None) -> Counter:
+        base = self.bases[("count", w, event, prop, where)]
         assert isinstance(base, Counter)
         return base
 
-    def _summer(self, w: Window, event: str, prop: str) -> Summer:
-        base = self.bases[("sum", w, event, prop)]
+    def _summer(self, w: Window, event: str, prop: str, where: Node | None) -> Summer:
+        base = self.bases[("sum", w, event, prop, where)]
         assert isinstance(base, Summer)
         return base
 
-    def _latest_of(self, w: Window, events: tuple[str, ...], rows: Rows) -> np.ndarray:
-        """The latest time of any of ``events`` before the window's end, for the customers ``rows``
-        covers."""
-        lasts = [rows.take(self._latest(w.before_us, e).last) for e in events]
+    def _latest_of(self, w: Window, events: tuple[str, ...], rows: Rows, where: Node | None) -> np.ndarray:
+        """The latest time of any of ``events`` (that ``where`` keeps) before the window's end, for the
+        customers ``rows`` covers."""
+        lasts = [rows.take(self._latest(w.before_us, e, where).last) for e in events]
         return lasts[0] if len(lasts) == 1 else np.maximum.reduce(lasts)
 
-    def _latest(self, before_us: int, event: str) -> Latest:
-        base = self.bases[("latest", before_us, event)]
+    def _latest(self, before_us: int, event: str, where: Node | None) -> Latest:
+        base = self.bases[("latest", before_us, event, where)]
         assert isinstance(base, Latest)
         return base
 
-    def _pairs(self, w: Window, event: str, prop: str) -> Pairs:
-        base = self.bases[("pairs", w, event, prop)]
+    def _earliest(self, before_us: int, event: str, where: Node | None) -> Earliest:
+        base = self.bases[("earliest", before_us, event, where)]
+        assert isinstance(base, Earliest)
+        return base
+
+    def _pairs(self, w: Window, event: str, prop: str, where: Node | None) -> Pairs:
+        base = self.bases[("pairs", w, event, prop, where)]
         assert isinstance(base, Pairs)
         return base
 
-    def _last_value(self, w: Window, event: str, prop: str, rows: Rows) -> np.ndarray:
-        base = self.bases[("last", w.before_us, event, prop)]
+    def _last_value(self, w: Window, event: str, prop: str, rows: Rows, where: Node | None) -> np.ndarray:
+        base = self.bases[("last", w.before_us, event, prop, where)]
         assert isinstance(base, LastValue)
         start, _ = w.bounds(self.now_us)
         last = rows.take(base.last)
         present = last != NEVER if start is None else last >= start
-        return np.where(present, rows.take(base.value), np.nan)
+        number = np.where(present, rows.take(base.value), np.nan)
+        values = self.log.value_array(prop)
+        if not text_values(values):
+            return number
+        text = np.where(present, rows.take(base.text), NULL_CODE)
+        ranking = value_rank(values)
+        text_rank = np.where(text >= 0, ranking[text], NO_RANK)
+        return last_column(number, text_rank, values[np.argsort(ranking)])
 
-    def _from_scratch(self, call: Call) -> np.ndarray:
-        start, end = _window(call).bounds(self.now_us)
+    def set_time_zones(self, zones: np.ndarray) -> None:
+        """Each customer slot's ``timezone`` attribute, for aggregates over calendar periods (the caller
+        hands them over at each tick, before reading values; slots beyond the column are UTC)."""
+        self.zones = zones
+        self._zone_codes = None
+        for call in self.calls:
+            if lang.period_of(call) is not None:
+                self._values.pop(call, None)
+
+    def _from_scratch(self, call: Call, parts: Mapping[Node, np.ndarray] | None = None) -> np.ndarray:
+        """The aggregate from its window's events (its filter's customer-level ``parts``, if it has any,
+        given by the caller or, when they read no metric or attribute, worked out here)."""
         codes = [c for c in (self.log.type_code(e) for e in _events(call)) if c != NULL_CODE]
-        every_type = (call.func == "distinct_events" and not call.args) or call.func == "sessions"
-        types = None if every_type else codes
+        every_type = call.func in ("distinct_events", "since_first") and not call.args
+        types = None if every_type or call.func == "sessions" else codes
+        customers = CustomerFrame(self.n, np.ones(self.n, bool))
+        cache = AggregateCache()
+        start, end = _window(call).bounds(self.now_us)
+        period = lang.period_of(call)
+        if period is not None:
+            if self._zone_codes is None or len(self._zone_codes[1]) != self.n:  # once per tick
+                zones = np.full(self.n, None, dtype=object)
+                reach = min(self.n, len(self.zones))
+                zones[:reach] = self.zones[:reach]
+                self._zone_codes = zone_codes(zones)
+            cache.masks[("zones",)] = self._zone_codes
+            table = zone_table(period.name, self._zone_codes[0], self.now_us)
+            start, end = int(table[:, 0].min()), int(table[:, 1].max())  # every zone's period
         frame = self.log.frame(self.log.range(start, end, types=types), self.n)
-        empty = CustomerFrame(frame.n_customers, np.ones(frame.n_customers, bool))
-        return Evaluator(frame, empty, self.now_us).values(call)
+        evaluator = Evaluator(frame, customers, self.now_us, cache=cache)
+        if not lang.where_parts(call):
+            return evaluator.values(call)
+        return evaluator.filtered(call, self._parts(call) if parts is None else parts)
+
+    def _parts(self, call: Call) -> dict[Node, np.ndarray]:
+        """The customer-level parts of a filter that reads only aggregates (and literals), from them."""
+        if _reads_names(call):
+            raise ValueError("this filter reads metrics or attributes: an evaluator hands their values over")
+        cache = AggregateCache()
+        cache.compute = self.filtered
+        parts = lang.where_parts(call)
+        for nested in (c for part in parts for c in lang.aggregates(part)):
+            if not lang.where_parts(nested):
+                cache.values[nested] = self.value(nested)
+        customers = CustomerFrame(self.n, np.ones(self.n, bool))
+        evaluator = Evaluator(EventFrame.empty(self.n), customers, self.now_us, cache=cache)
+        return {part: evaluator.values(part) for part in parts}
 
 
 class Rows:
@@ -682,6 +851,11 @@ class Rows:
         return taken
 
 
+def _reads_names(call: Call) -> bool:
+    """Whether the call's filter reads a metric or an attribute (a value only an evaluator knows)."""
+    return any(lang.free_names(part) for part in lang.where_parts(call))
+
+
 def _total(columns: list[np.ndarray], n: int) -> np.ndarray:
     """The element-wise sum of per-type columns, as float64."""
     if not columns:
@@ -703,35 +877,61 @@ def _read_only(values: np.ndarray) -> np.ndarray:
 
 class LastValue(Base):
     """For ``last(event.prop)``: per customer, the latest time of an event with the property before the
-    window's end, and the smallest value at that instant (what the from-scratch ``latest_values`` gives,
-    whatever order events arrive in). As for ``Latest``, the window's start is applied when read: if the
+    window's end, and what the from-scratch evaluation reads at that instant (``signals._evaluate``'s
+    ``last_values``): the smallest number, and the code of the smallest text in ``value_rank``'s order,
+    whatever order events arrive in. As for ``Latest``, the window's start is applied when read: if the
     latest event is before it, so is every other one."""
 
-    def __init__(self, before_us: int, event: str, prop: str) -> None:
+    def __init__(self, before_us: int, event: str, prop: str, log: EventLog) -> None:
         super().__init__(Window(None, before_us), event)
-        self.prop = prop
+        self.prop, self.log = prop, log
         self.last = np.zeros(0, np.int64)
         self.value = np.zeros(0)
+        self.text = np.zeros(0, np.int64)  # the log's code of the text value, NULL_CODE if none
 
     def reset(self, n: int) -> None:
         self.last = np.full(n, NEVER, np.int64)
         self.value = np.full(n, np.nan)
+        self.text = np.full(n, NULL_CODE, np.int64)
 
     def grow(self, n: int) -> None:
         self.last = _grown(self.last, n, NEVER)
         self.value = _grown(self.value, n, np.nan)
+        self.text = _grown(self.text, n, NULL_CODE)
 
     def delta(self, events: Segment, sign: int) -> None:
         assert sign > 0, "events never leave an unbounded window"
-        values = events.numbers[self.prop]
-        present = ~np.isnan(values)
-        customers, ts, values = events.customer[present], events.ts[present], values[present]
+        codes = events.codes[self.prop]
+        present = codes >= 0
+        customers, ts, codes = events.customer[present], events.ts[present], codes[present]
+        values = events.numbers[self.prop][present]
         if not len(customers):
             return
         # Only the customers of these events are touched: a tick costs what arrived.
         before = self.last[customers]
         np.maximum.at(self.last, customers, ts)
         after = self.last[customers]
-        self.value[customers[after > before]] = np.inf  # a later instant: the old value no longer counts
+        # No number yet is held as infinity while folding (a minimum with NaN would stay NaN).
+        self.value[customers[np.isnan(self.value[customers])]] = np.inf
+        later = customers[after > before]
+        self.value[later] = np.inf  # a later instant: the old values no longer count
+        self.text[later] = NULL_CODE
         at_latest = ts == after
-        np.minimum.at(self.value, customers[at_latest], values[at_latest])
+        numbers = at_latest & ~np.isnan(values)
+        np.minimum.at(self.value, customers[numbers], values[numbers])
+        self.value[customers[np.isinf(self.value[customers])]] = np.nan
+        texts = at_latest & np.isnan(values)
+        if texts.any():
+            self._fold_texts(customers[texts], codes[texts].astype(np.int64))
+
+    def _fold_texts(self, customers: np.ndarray, codes: np.ndarray) -> None:
+        """Keep, per customer, the smallest text (in ``value_rank``'s order) of its own and ``codes``. The
+        order of two values never changes as others join the dictionary, so codes stay comparable."""
+        ranking = value_rank(self.log.value_array(self.prop))
+        owners, slot = np.unique(customers, return_inverse=True)
+        best = np.full(len(owners), NO_RANK, np.int64)
+        np.minimum.at(best, slot, ranking[codes])
+        held = self.text[owners]
+        held_rank = np.where(held >= 0, ranking[np.maximum(held, 0)], NO_RANK)
+        better = best < held_rank
+        self.text[owners[better]] = np.argsort(ranking)[best[better]]

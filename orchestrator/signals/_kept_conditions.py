@@ -121,8 +121,10 @@ class IncrementalConditions:
         frame = customers if rows is None else _subset(customers, rows)
         picked = None if rows is None else Rows(rows)  # each base gathered once for these rows
         cache = AggregateCache()
+        cache.compute = self.aggregates.filtered  # for filters on the customer's values (never kept)
         for call in reads.calls:  # every aggregate the condition reads, through its metrics too
-            cache.values[call] = self.aggregates.value(call, picked)
+            if not lang.where_parts(call):
+                cache.values[call] = self.aggregates.value(call, picked)
         evaluator = Evaluator(EventFrame.empty(frame.n), frame, self.aggregates.now_us, metrics, cache)
         result = evaluator.condition(node)
         if not reads.timed:
@@ -143,8 +145,12 @@ class _Reads:
 
     @property
     def timed(self) -> bool:
-        """Whether time alone changes the value (a ``since`` or a windowed ``last``)."""
-        return any(call.func in ("since", "last") for call in self.calls)
+        """Whether time alone changes the value (a ``since``, ``since_first``, a windowed ``last``, or a
+        calendar period)."""
+        return any(
+            call.func in ("since", "since_first", "last") or lang.period_of(call) is not None
+            for call in self.calls
+        )
 
     def tracked(self, aggregates: IncrementalAggregates) -> bool:
         """Whether every change to the condition's inputs is reported by the aggregates."""

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from orchestrator.durations import MAX_SECONDS, UNIT_SECONDS
 from orchestrator.signals import _builtins as builtins
+from orchestrator.signals import _calendar as calendar
 from orchestrator.signals._syntax import (
     Binary,
     Boolean,
@@ -37,6 +38,7 @@ from orchestrator.signals._syntax import (
     Node,
     Null,
     Number,
+    Period,
     String,
     Unary,
 )
@@ -56,18 +58,25 @@ __all__ = [
     "Node",
     "Null",
     "Number",
+    "Period",
     "String",
     "Unary",
     "aggregates",
     "check_call",
     "event_names",
     "event_properties",
+    "filtered_events",
     "free_names",
     "is_property_aggregate",
     "kwarg_events",
     "parse",
+    "period_of",
     "tokenize",
     "walk",
+    "where_numbers",
+    "where_parts",
+    "where_properties",
+    "where_split",
 ]
 
 
@@ -274,7 +283,10 @@ class _Parser:
                 self.take()
                 if any(key == token.text for key, _ in kwargs):
                     raise ExpressionError(f"{token.text}= is given twice", token.pos)
-                kwargs.append((token.text, self.parse_or()))
+                value = self.parse_or()
+                if token.text == "within" and isinstance(value, Name) and len(value.parts) == 1:
+                    value = Period(value.pos, value.parts[0])  # a calendar period, checked below
+                kwargs.append((token.text, value))
                 kwarg_pos.append(token.pos)
             else:
                 if kwargs:
@@ -329,6 +341,15 @@ _CORE: list[FunctionSpec] = [
         "time since the latest event of the listed types (infinite if none)",
     ),
     FunctionSpec(
+        "since_first",
+        "events",
+        0,
+        None,
+        WINDOW_ARGS,
+        "time since the earliest event of the listed types (any type if none listed; infinite if none)",
+        example="since_first(session_start)",
+    ),
+    FunctionSpec(
         "distinct_events",
         "events",
         0,
@@ -351,7 +372,7 @@ _CORE: list[FunctionSpec] = [
         "events",
         1,
         None,
-        {**WINDOW_ARGS, "gap": "duration", "not_followed_by": "event", "for": "duration"},
+        {**builtins.DURATION_WINDOW, "gap": "duration", "not_followed_by": "event", "for": "duration"},
         "true where the listed events happened in this order at increasing instants in the window (gap=:"
         " at most this long between steps; not_followed_by=: with no such event after the last step,"
         " for=: within this long after it)",
@@ -363,7 +384,7 @@ _CORE: list[FunctionSpec] = [
         "events",
         0,
         0,
-        {**WINDOW_ARGS, "by": "name", "with": "events", "without": "events"},
+        {**builtins.DURATION_WINDOW, "by": "name", "with": "events", "without": "events"},
         "number of sessions (distinct values of the by= property, default session_id) among the events"
         " in the window; with=/without=: only those with / with no event of these types",
         example="sessions(without=product_view, within=30d)",
@@ -376,7 +397,8 @@ _CORE: list[FunctionSpec] = [
         1,
         1,
         WINDOW_ARGS,
-        "a number property on the latest event that has it (same instant: the smallest; null if none)",
+        "a property on the latest event that has it, a number or text (same instant: the smallest;"
+        " null if none)",
     ),
     FunctionSpec("distinct", "prop", 1, 1, WINDOW_ARGS, "number of distinct values of a property"),
     FunctionSpec(
@@ -432,6 +454,35 @@ def is_property_aggregate(call: Call) -> bool:
     )
 
 
+def _check_period(call: Call, period: Period) -> None:
+    """A calendar period given to ``within=``: a known name, and no ``before=`` beside it."""
+    if period.name not in calendar.PERIODS:
+        close = difflib.get_close_matches(period.name, calendar.PERIODS, n=1, cutoff=0.7)
+        hint = f"did you mean {close[0]}?" if close else "e.g. within=14d"
+        raise ExpressionError(
+            f"within= takes a duration or a calendar period ({', '.join(calendar.PERIODS)}), not "
+            f"{period.name!r}; {hint}",
+            period.pos,
+        )
+    before = call.kwarg("before")
+    if before is not None:
+        previous = _PREVIOUS.get(period.name)
+        hint = (
+            f"for the one before {period.name} write within={previous}"
+            if previous
+            else "to shift a window, give a duration (within=7d, before=7d)"
+        )
+        raise ExpressionError(f"before= cannot be used with a calendar period: {hint}", before.pos)
+
+
+_PREVIOUS = {
+    "today": "yesterday",
+    "this_week": "last_week",
+    "this_month": "last_month",
+    "this_year": "last_year",
+}
+
+
 def _is_property(node: Node) -> bool:
     return isinstance(node, Name) and len(node.parts) == 2
 
@@ -469,7 +520,9 @@ def check_call(call: Call) -> None:
         if what is None:
             hint = f"; it accepts {', '.join(sorted(allowed))}" if allowed else ""
             raise ExpressionError(f"{call.func}() has no argument {key}={hint}", value.pos)
-        if what == "duration" and not isinstance(value, Duration):
+        if isinstance(value, Period) and what == "window":
+            _check_period(call, value)
+        elif what in ("duration", "window") and not isinstance(value, Duration):
             raise ExpressionError(f"{key}= needs a duration such as 14d", value.pos)
         if what == "prop" and not _is_property(value):
             raise ExpressionError(f"{key}= takes one event property, e.g. {key}=refund.amount", value.pos)
@@ -487,6 +540,8 @@ def check_call(call: Call) -> None:
             raise ExpressionError(
                 f"{key}= takes the name of an event property, e.g. {key}=session_id", value.pos
             )
+        if what == "condition":
+            _check_where(call, value)
     for key in sorted(spec.required - {key for key, _ in call.kwargs}):
         raise ExpressionError(f"{call.func}() needs {key}=,{example}", call.pos)
     if call.func == "sequence" and call.kwarg("for") is not None and call.kwarg("not_followed_by") is None:
@@ -516,6 +571,150 @@ def check_call(call: Call) -> None:
             )
 
 
+# ---------------------------------------------------------------------------------------------- where=
+
+# What cannot be a condition on an event, as written: a literal, a list, arithmetic.
+_NOT_CONDITIONS = (Number, Duration, String, Null, ListLiteral)
+
+
+def filtered_events(call: Call) -> tuple[str, ...]:
+    """The events an aggregate aggregates (and its ``where=`` filters): the listed event names, or the
+    event of its property (``sum(purchase.amount)`` gives ``purchase``)."""
+    spec = FUNCTIONS[call.func]
+    if spec.arg_kind == "events":
+        return tuple(dict.fromkeys(a.parts[0] for a in call.args if isinstance(a, Name)))
+    if call.args and _is_property(call.args[0]) and (spec.arg_kind == "prop" or is_property_aggregate(call)):
+        arg = call.args[0]
+        assert isinstance(arg, Name)
+        return (arg.parts[0],)
+    return ()
+
+
+def _children(node: Node) -> list[Node]:
+    if isinstance(node, Call):
+        return [*node.args, *(v for _, v in node.kwargs)]
+    if isinstance(node, Unary):
+        return [node.operand]
+    if isinstance(node, Binary):
+        return [node.left, node.right]
+    if isinstance(node, ListLiteral):
+        return list(node.items)
+    return []
+
+
+def _is_aggregate_call(node: Node) -> bool:
+    return isinstance(node, Call) and (FUNCTIONS[node.func].kind == "events" or is_property_aggregate(node))
+
+
+def _reads_event(node: Node) -> bool:
+    """Whether ``node`` reads a property of the filtered event itself (an ``event.property`` outside any
+    aggregate: inside one, names belong to that aggregate)."""
+    if isinstance(node, Name):
+        return len(node.parts) >= 2
+    if _is_aggregate_call(node):
+        return False
+    return any(_reads_event(child) for child in _children(node))
+
+
+def _reads_data(node: Node) -> bool:
+    if isinstance(node, Name | Call):
+        return True
+    return any(_reads_data(child) for child in _children(node))
+
+
+def where_split(where: Node) -> tuple[list[Name], list[Node]]:
+    """A ``where=`` condition's two kinds of inputs: the event properties it reads (``purchase.category``,
+    one value per aggregated event) and its largest parts that read only the customer's own values
+    (metrics, attributes, aggregates: ``top_value(product_view.category, within=14d)``), one value per
+    customer, compared event by event with that customer's events. A filter without customer parts is
+    *static*: each event's verdict depends on the event alone."""
+    props: list[Name] = []
+    parts: list[Node] = []
+    stack = [where]
+    while stack:
+        node = stack.pop()
+        if not _reads_event(node):
+            if _reads_data(node):
+                parts.append(node)
+        elif isinstance(node, Name):
+            props.append(node)
+        else:
+            stack.extend(reversed(_children(node)))
+    return props, list(dict.fromkeys(parts))
+
+
+def where_parts(call: Call) -> list[Node]:
+    """The customer-level parts of an aggregate's ``where=`` (none: no filter, or a static one)."""
+    where = call.kwarg("where")
+    return [] if where is None else where_split(where)[1]
+
+
+def where_properties(call: Call) -> list[Name]:
+    """The event properties an aggregate's ``where=`` reads, as written (``purchase.category``)."""
+    where = call.kwarg("where")
+    return [] if where is None else where_split(where)[0]
+
+
+_NUMERIC_OPS = ("<", "<=", ">", ">=", "+", "-", "*", "/")
+
+
+def where_numbers(call: Call) -> set[str]:
+    """The properties an aggregate's ``where=`` reads only as numbers (in arithmetic, ``abs`` or an
+    ordering comparison: ``purchase.amount > 50``); the log may keep those as numbers alone."""
+    where = call.kwarg("where")
+    if where is None:
+        return set()
+    numeric: set[str] = set()
+    other: set[str] = set()
+    stack: list[tuple[Node, bool]] = [(where, False)]
+    while stack:
+        node, as_number = stack.pop()
+        if isinstance(node, Name) and len(node.parts) == 2:
+            (numeric if as_number else other).add(node.parts[1])
+        elif not _is_aggregate_call(node):
+            inner = (isinstance(node, Binary) and node.op in _NUMERIC_OPS) or (
+                isinstance(node, Unary) and node.op == "-"
+            )
+            inner = inner or (isinstance(node, Call) and node.func == "abs")
+            stack.extend((child, inner) for child in _children(node))
+    return numeric - other
+
+
+def _check_where(call: Call, where: Node) -> None:
+    events = filtered_events(call)
+    listed = ", ".join(events) if events else "none are listed"
+    example = f'where={events[0] if events else "purchase"}.category == "shoes"'
+    if (
+        isinstance(where, _NOT_CONDITIONS)
+        or (isinstance(where, Binary) and where.op in ("+", "-", "*", "/"))
+        or (isinstance(where, Unary) and where.op == "-")
+        or _is_aggregate_call(where)
+    ):
+        raise ExpressionError(
+            f"where= takes a condition on each event {call.func}() aggregates, e.g. {example}", where.pos
+        )
+    props, _ = where_split(where)
+    for name in props:
+        if len(name.parts) != 2:
+            raise ExpressionError(
+                f"{name.dotted}: an event property has one dot, e.g. {events[0] if events else 'purchase'}"
+                f".{name.parts[1]}",
+                name.pos,
+            )
+        if name.parts[0] not in events:
+            raise ExpressionError(
+                f"where= reads properties of the events it filters: {listed}; {name.dotted} is not one of "
+                f"them (read another event through an aggregate, e.g. top_value({name.dotted}, within=30d))",
+                name.pos,
+            )
+    if not props:
+        raise ExpressionError(
+            f"where= must read a property of the events it filters ({listed}), e.g. {example}; a condition "
+            "on the customer alone goes outside the aggregate",
+            where.pos,
+        )
+
+
 # ---------------------------------------------------------------------------------------------- walking
 
 
@@ -538,16 +737,22 @@ def walk(node: Node) -> list[Node]:
 
 
 def free_names(node: Node) -> list[Name]:
-    """Names read as metrics or attributes (not event names or properties inside aggregates)."""
+    """Names read as metrics or attributes (not event names or properties inside aggregates). A calendar
+    period (``within=this_week``) reads the customer's ``timezone`` attribute, so it names that."""
     names: list[Name] = []
     stack = [node]
     while stack:
         current = stack.pop()
         if isinstance(current, Name):
             names.append(current)
+        elif isinstance(current, Period):
+            names.append(Name(current.pos, (calendar.ZONE_ATTRIBUTE,)))  # periods are the customer's own
         elif isinstance(current, Call):
             if FUNCTIONS[current.func].kind != "events" and not is_property_aggregate(current):
                 stack.extend(current.args)
+            else:
+                stack.extend(where_parts(current))  # a filter reads the customer's own values too
+            stack.extend(value for _, value in current.kwargs if isinstance(value, Period))
         elif isinstance(current, Unary):
             stack.append(current.operand)
         elif isinstance(current, Binary):
@@ -566,6 +771,12 @@ def aggregates(node: Node) -> list[Call]:
     ]
 
 
+def period_of(call: Call) -> Period | None:
+    """The calendar period an aggregate's ``within=`` names, if it names one."""
+    within = call.kwarg("within")
+    return within if isinstance(within, Period) else None
+
+
 def event_properties(node: Node) -> set[str]:
     """Event property names read by the aggregates in the tree (``purchase.amount`` gives ``amount``)."""
     props: set[str] = set()
@@ -575,6 +786,7 @@ def event_properties(node: Node) -> set[str]:
         grouping = group_property(call)
         if grouping is not None:
             props.add(grouping)
+        props.update(name.parts[1] for name in where_properties(call))
     return props
 
 

@@ -297,7 +297,8 @@ def _as_numbers(column: Any, n: int) -> np.ndarray:
 
 
 def property_uses(calls: Iterable[Any]) -> tuple[set[str], set[str]]:
-    """(numeric, categorical) property names read by aggregate calls."""
+    """(numeric, categorical) property names read by aggregate calls (``last`` reads both: its value may
+    be a number or text)."""
     from orchestrator.signals import _lang as lang
 
     numeric: set[str] = set()
@@ -306,9 +307,19 @@ def property_uses(calls: Iterable[Any]) -> tuple[set[str], set[str]]:
         grouping = lang.group_property(call)
         if grouping is not None:
             categorical.add(grouping)  # only its values' identity matters
+        # A where= filter reads each event's value as it is (text or number, from the log's dictionary),
+        # or as a number where it only ever uses it as one (purchase.amount > 50).
+        as_numbers = lang.where_numbers(call)
+        numeric |= as_numbers
+        categorical.update(
+            name.parts[1] for name in lang.where_properties(call) if name.parts[1] not in as_numbers
+        )
         if lang.FUNCTIONS[call.func].kind == "events" or not call.args:
             continue
         arg = call.args[0]
         if isinstance(arg, lang.Name) and len(arg.parts) == 2:
-            (numeric if call.func in ("sum", "mean", "min", "max", "last") else categorical).add(arg.parts[1])
+            if call.func in ("sum", "mean", "min", "max", "last"):
+                numeric.add(arg.parts[1])
+            if call.func not in ("sum", "mean", "min", "max"):
+                categorical.add(arg.parts[1])  # last() reads text too: the value's code
     return numeric, categorical

@@ -41,6 +41,14 @@ class Duration(Node):
 
 
 @dataclass(frozen=True)
+class Period(Node):
+    """A calendar period given to ``within=`` (``this_week``, ``last_month``, ...), read in each
+    customer's own time zone (see ``signals._calendar``)."""
+
+    name: str
+
+
+@dataclass(frozen=True)
 class String(Node):
     value: str
 
@@ -115,10 +123,11 @@ class FunctionSpec:
     formula in the other kinds (see ``signals._builtins``), so it never reaches an evaluator.
 
     ``args`` says what a shorthand's positional arguments are (``events``, ``prop`` or ``values``).
-    ``kwargs`` maps each keyword to what it takes: ``duration`` (``14d``), ``prop``
-    (``refund.amount``), ``event`` (one event name), ``events`` (an event name or a list of them),
-    ``name`` (a bare property name, ``session_id``), ``pair`` (a list of two numbers) or ``weight`` (a
-    number from 0 to 1);
+    ``kwargs`` maps each keyword to what it takes: ``duration`` (``14d``), ``window`` (a duration or a
+    calendar period such as ``this_week``), ``prop`` (``refund.amount``), ``event`` (one event name),
+    ``events`` (an event name or a list of them), ``name`` (a bare property name, ``session_id``),
+    ``pair`` (a list of two numbers), ``weight`` (a number from 0 to 1) or ``condition`` (``where=``: a
+    condition on each aggregated event, see ``signals._lang.where_split``);
     ``any_kwargs`` lets any name through, taking that kind. ``internal`` functions appear only in
     expanded formulas: a user who types one gets "unknown function".
     """

@@ -124,7 +124,10 @@ def test_a_loop_through_a_date_wait_is_a_loop_without_a_wait() -> None:
     looping = BASE.replace(
         "  - exit\n  - id: b", "  - id: c\n    branch: {if: x > 0, then: b}\n  - id: b"
     ).replace("then: a}", "then: c}")
-    assert errors(looping) == ["j.yaml:15:5: these steps loop without a wait: b -> step-6 -> c -> b"]
+    assert errors(looping) == [
+        "j.yaml:15:5: these steps loop without a wait: b -> step-6 -> c -> b (a wait for a date lets a "
+        "past date through at once; to wait for the next one, write every: year or every: month at b)"
+    ]
 
 
 def test_templates_see_entry_and_wait_for_events_only_where_they_exist(tmp_path: Path) -> None:

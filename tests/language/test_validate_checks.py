@@ -315,7 +315,7 @@ def test_validate_db_refuses_a_changed_journey_whose_version_was_not_bumped(
 def test_the_example_tracking_plan_lists_every_event_of_the_seven_journeys(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parents[2] / "examples" / "journeys"
     files, found = validate_paths([root])
-    assert (root / "events.yaml").is_file() and len(files) == 10 and found == []
+    assert (root / "events.yaml").is_file() and len(files) == 11 and found == []
     shutil.copytree(root, tmp_path / "journeys")
     cart = tmp_path / "journeys" / "cart_abandonment.yaml"
     cart.write_text(cart.read_text().replace("event: add_to_cart ", "event: add_to_crat "))

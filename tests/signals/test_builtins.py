@@ -640,7 +640,7 @@ def test_every_builtin_without_any_event(expr: str, expected: Any) -> None:
 
 
 def test_internal_functions_cannot_be_called() -> None:
-    for name in ("_days", "_tier", "_change", "_nps_group"):
+    for name in ("_days", "_tier", "_change", "_nps_group", "_period_seconds"):
         message, offset = error(f"1 + {name}(3)")
         assert message.startswith(f"unknown function {name}()") and offset == 4
         assert "_days" not in message.split(";")[1]

@@ -57,6 +57,10 @@ EXPRESSIONS = [
     "csat(csat.score, within=2d)",
     "ces(ces.score)",
     "clv(buy.amount, refunds=refund.amount)",
+    "tenure(session, buy)",
+    "tenure()",
+    "since_first(cart, before=6h)",
+    "last(buy.cat, within=2d)",
 ]
 
 

@@ -35,6 +35,37 @@ EXPRESSIONS = [
     "distinct_events(view, buy, survey, within=2d)",
     "median_gap(view, within=2d)",
     "median_gap(view, cart, by=view.cat)",
+    # where= filters that read only the events (kept by bases of their own) ...
+    'count(view, within=2d, where=view.cat == "shoes")',
+    'count(view, buy, within=1d, where=buy.cat in ["shoes", "belts"])',
+    "since(buy, within=3d, where=buy.amount > 50)",
+    'sum(buy.amount, within=2d, where=buy.cat != "bags")',
+    "mean(survey.score, where=survey.cat == null)",
+    "top_value(view.cat, within=3d, where=view.amount >= 20)",
+    'distinct(view.cat, within=2d, where=not (view.cat == "hats"))',
+    'last(buy.amount, within=2d, where=buy.cat == "hats" or buy.amount < 10)',
+    'max(buy.amount, within=2d, where=buy.cat == "shoes")',
+    'median_gap(view, within=2d, where=view.cat == "bags")',
+    'distinct_events(view, buy, within=2d, where=view.cat == "shoes")',
+    "count(refund, where=refund.amount * 2 > 100)",
+    # ... and filters that read the customer's own values (recomputed from the window each tick).
+    "count(buy, within=2d, where=buy.cat == top_value(view.cat, within=3d))",
+    "sum(buy.amount, where=buy.amount > mean(buy.amount, within=4d))",
+    "since(view, where=view.cat == top_value(cart.cat))",
+    "count(view, within=2d, where=view.cat == top_value(buy.cat, within=2d, where=buy.amount > 10))",
+    "count(view, within=this_week)",
+    "count(view, buy, within=yesterday)",
+    "since(buy, within=today)",
+    "sum(buy.amount, within=last_week)",
+    "top_value(view.cat, within=this_month)",
+    "distinct_events(within=this_month)",
+    "last(view.cat, within=this_year)",
+    "since_first()",
+    "since_first(view, buy)",
+    "since_first(cart, before=6h)",
+    "since_first(view, within=2d)",
+    "last(view.cat)",
+    "last(cart.cat, within=1d, before=6h)",
     "sequence(view, cart, within=2d)",
     "sequence(view, cart, buy, gap=6h, within=3d, before=2h)",
     "sequence(view, view, not_followed_by=buy, within=1d)",
@@ -45,6 +76,16 @@ EXPRESSIONS = [
     "session_share(without=buy, within=2d, by=cat)",
     "count(view, cart, by=view.cat, within=2d)",
 ]
+# Customers' time zones, for the calendar periods: a slot's zone is ZONES[key % len(ZONES)].
+ZONES = ["Asia/Tokyo", "America/New_York", "UTC", None, "Not/AZone", "Australia/Lord_Howe"]
+
+
+def zones(n: int) -> np.ndarray:
+    out = np.empty(n, dtype=object)
+    out[:] = [ZONES[k % len(ZONES)] for k in range(n)]
+    return out
+
+
 TYPES = ["view", "buy", "cart", "survey", "refund"]
 
 
@@ -137,9 +178,12 @@ def test_incremental_equals_from_scratch(seed: int, n_customers: int, per_tick: 
             last_id += len(part)
             log.append_frame(piece(fresh, part), last_id)
         aggregates.advance(now)
+        aggregates.set_time_zones(zones(log.n_customers))
 
         full = concat(frames, log)
-        customers = CustomerFrame(full.n_customers, np.ones(full.n_customers, bool))
+        customers = CustomerFrame(
+            full.n_customers, np.ones(full.n_customers, bool), {"timezone": zones(full.n_customers)}
+        )
         scratch = Evaluator(full, customers, now, cache=AggregateCache())
         for call in calls:
             expected = scratch.values(call)

@@ -259,6 +259,8 @@ def test_equals_brute_force_on_random_data(seed: int) -> None:
             31,
         ),
         ("sequence(within=1d)", "sequence() takes at least 1 argument(s), got 0", 0),
+        ("sequence(view, within=this_week)", "within= needs a duration such as 14d", 22),
+        ('sequence(view, within=1d, where=view.cat == "a")', "sequence() has no argument where=", 41),
     ],
 )
 def test_errors_point_at_the_culprit(text: str, message: str, offset: int) -> None:

@@ -189,6 +189,8 @@ def test_equals_brute_force_on_random_data(seed: int) -> None:
             15,
         ),
         ("session_share(within=7d)", "session_share() needs with= or without=", 0),
+        ("sessions(within=last_week)", "within= needs a duration such as 14d", 16),
+        ("session_share(without=view, within=today)", "within= needs a duration such as 14d", 35),
         ("session_share(view, without=view)", "session_share() takes 0 argument(s), got 1", 0),
         ("count(view, by=cart.session_id)", "by= names a property of cart, which is not listed", 15),
         ("count(view, by=session_id)", "by= takes one event property, e.g. by=refund.amount", 15),

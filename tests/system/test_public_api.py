@@ -76,8 +76,8 @@ PUBLIC: dict[str, list[str]] = {
         "digest_with", "dotted", "find_journey_files", "instance_reads", "journey_problems", "load_journey",
         "load_journey_text", "load_shared_metrics_text", "load_yaml", "merged_metrics", "metric_typos",
         "policy_for", "read_text", "references", "schema_problems", "shared_metric_typos",
-        "shared_metrics_file", "split_trigger", "template_problems", "template_reads", "templates_root_for",
-        "transition_words", "unknown_names",
+        "shared_metrics_file", "split_trigger", "step_words", "template_problems", "template_reads",
+        "templates_root_for", "transition_words", "unknown_names", "until_words",
     ],
     "orchestrator.measure": [
         "DEFAULT_SEQUENTIAL_TAU", "InputError", "analyze", "export_entries", "format_analysis",
