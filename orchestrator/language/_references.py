@@ -47,6 +47,7 @@ class Reference:
     offset: int | None = None
     key: bool = False  # the location is the key (``match:`` properties), not the value
     event: str | None = None
+    any_event: bool = False  # a property read on events of any type (``sessions(by=session_id)``)
 
 
 def _expression(path: Path_, text: str | None, roots: Mapping[str, str | None]) -> list[Reference]:
@@ -67,11 +68,16 @@ def _expression(path: Path_, text: str | None, roots: Mapping[str, str | None]) 
             refs.append(Reference("event", arg.parts[0], path, arg.pos))
             if not events and len(arg.parts) == 2:
                 refs.append(Reference("property", arg.parts[1], path, arg.pos, event=arg.parts[0]))
+        for name in lang.kwarg_events(call):  # not_followed_by=purchase, without=[a, b]
+            refs.append(Reference("event", name.parts[0], path, name.pos))
         by = call.kwarg("by")
         if isinstance(by, lang.Name) and len(by.parts) == 2:
             refs.append(Reference("property", by.parts[1], path, by.pos, event=by.parts[0]))
         for name in lang.where_properties(call):  # where=purchase.category == ...
             refs.append(Reference("property", name.parts[1], path, name.pos, event=name.parts[0]))
+        if call.func == "sessions":
+            prop = lang.group_property(call) or lang.SESSION_PROPERTY
+            refs.append(Reference("property", prop, path, by.pos if by else call.pos, any_event=True))
     for name in lang.free_names(node):
         if len(name.parts) == 1:
             refs.append(Reference("attribute", name.parts[0], path, name.pos))
@@ -290,6 +296,17 @@ def _unknown(ref: Reference, metrics: set[str], known: KnownNames) -> str | None
         return (
             f"unknown property {ref.name!r} of event {ref.event!r}: the engine records {listing}"
             f"{_suggest(ref.name, have)}"
+        )
+    if ref.kind == "property" and ref.any_event:
+        if known.events is None or not known.properties:
+            return None
+        every = {p for have in (*known.properties.values(), *known.also_properties.values()) for p in have}
+        if ref.name in every:
+            return None
+        hint = _suggest(ref.name, every) or known.otherwise
+        return (
+            f"unknown property {ref.name!r}: no event in {known.where} has it"
+            f"{hint or '; list it under the properties of the events that carry it'}"
         )
     if ref.kind == "property":
         if ref.event is None or known.events is None or ref.event not in known.properties:

@@ -32,6 +32,8 @@ from orchestrator.signals._syntax import (
 
 DAY_SECONDS = 86400.0
 WINDOW = {"within": "window", "before": "duration", "where": "condition"}
+# The window of sequence() and sessions(): a duration only, and no where= filter.
+DURATION_WINDOW = {"within": "duration", "before": "duration"}
 
 # Lifecycle tiers in the order they are tried, with their default thresholds:
 # (most days since the latest activity, fewest events in the frequency window).
@@ -210,6 +212,16 @@ SPECS: list[FunctionSpec] = [
         args="prop",
         example="clv(purchase.amount, refunds=refund.amount)",
     ),
+    FunctionSpec(
+        "session_share",
+        "shorthand",
+        0,
+        0,
+        {**DURATION_WINDOW, "by": "name", "with": "events", "without": "events"},
+        "share of the sessions in the window with (with=) or without (without=) such events; null if none",
+        args="values",
+        example="session_share(without=product_view, within=7d)",
+    ),
     # What the shorthands expand to; not callable from a journey.
     FunctionSpec("_days", "scalar", 1, 1, {}, "seconds to days; infinite becomes null", internal=True),
     FunctionSpec("_nps_group", "scalar", 1, 1, {}, "NPS group of a 0-10 score", internal=True),
@@ -353,6 +365,20 @@ def _pair(key: str, value: Node) -> tuple[float, float]:
     return out[0], out[1]
 
 
+def _session_share(call: Call) -> Node:
+    filters = ("with", "without")
+    if not any(call.kwarg(key) is not None for key in filters):
+        raise ExpressionError(
+            "session_share() needs with= or without= to say which sessions to count, e.g. "
+            "session_share(without=product_view, within=7d)",
+            call.pos,
+        )
+    every = tuple((key, value) for key, value in call.kwargs if key not in filters)
+    every_pos = tuple(call.key_pos(i) for i, (key, _) in enumerate(call.kwargs) if key not in filters)
+    some = Call(call.pos, "sessions", (), call.kwargs, call.kwarg_pos)
+    return Binary(call.pos, "/", some, Call(call.pos, "sessions", (), every, every_pos))
+
+
 EXPANSIONS: dict[str, Callable[[Call], Node]] = {
     "recency": _recency,
     "tenure": _tenure,
@@ -368,6 +394,7 @@ EXPANSIONS: dict[str, Callable[[Call], Node]] = {
     "weighted": _weighted,
     "change": _change,
     "lifecycle_tier": _lifecycle_tier,
+    "session_share": _session_share,
 }
 
 

@@ -20,6 +20,7 @@ from orchestrator.durations import US_PER_SECOND
 from orchestrator.signals import _builtin_values as builtin_values
 from orchestrator.signals import _calendar as calendar
 from orchestrator.signals import _lang as lang
+from orchestrator.signals import _sequences as sequences
 from orchestrator.signals import _where as where_filter
 from orchestrator.signals._frame import NULL_CODE, Categorical, CustomerFrame, EventFrame
 from orchestrator.signals._lang import Binary, Call, ExpressionError, Name, Node, Unary
@@ -405,11 +406,19 @@ class Evaluator:
         ev = self.events
         window = self._window_mask(call)
         if lang.FUNCTIONS[call.func].kind == "events":
+            if call.func == "sessions":
+                return self._sessions(call, window)
+            if call.func == "sequence":
+                return self._sequence(call, window)
             names = tuple(arg.parts[0] for arg in call.args if isinstance(arg, Name))
             every_type = call.func in ("distinct_events", "since_first") and not names
             mask = window if every_type else window & self._type_mask(names)
             mask = self._filter(call, mask, parts)
             cust = ev.customer[mask]
+            if call.func == "count" and call.kwarg("by") is not None:
+                codes = self._text_codes(lang.group_property(call) or "")[mask]
+                present = codes >= 0  # an event without the value belongs to no group
+                return sequences.distinct_pairs(cust[present], codes[present], n)
             if call.func == "count":
                 return np.bincount(cust, minlength=n).astype(np.float64)
             if call.func == "since":
@@ -495,6 +504,48 @@ class Evaluator:
             return number
         by_rank = encoded.values[np.argsort(rank)] if len(rank) else encoded.values
         return last_column(number, text_rank, by_rank)
+
+    def _text_codes(self, prop: str) -> np.ndarray:
+        """The property's codes with values of mixed types read as text (see ``sequences.text_codes``)."""
+        key = ("text codes", prop)
+        codes = self.cache.masks.get(key)
+        if codes is None:
+            codes = self.cache.masks[key] = sequences.text_codes(self._encoded(prop))
+        return codes
+
+    def _sessions(self, call: Call, window: np.ndarray) -> np.ndarray:
+        """``sessions()``: distinct values of the session property per customer, optionally only those of
+        sessions with (``with=``) or without (``without=``) an event of some types."""
+        codes = self._text_codes(lang.group_property(call) or lang.SESSION_PROPERTY)
+        mask = window & (codes >= 0)  # an event without a session id belongs to no session
+        types = self.events.type[mask]
+        marks: dict[str, np.ndarray | None] = {}
+        for key in ("with", "without"):
+            names = tuple(name.parts[0] for name in lang.kwarg_events(call, key))
+            marks[key] = type_mask(types, self.events.type_names, names) if names else None
+        return sequences.distinct_pairs(
+            self.events.customer[mask], codes[mask], self.n, required=marks["with"], refused=marks["without"]
+        )
+
+    def _sequence(self, call: Call, window: np.ndarray) -> np.ndarray:
+        """``sequence()``: whether each customer's events in the window follow the listed steps."""
+        steps = [arg.parts[0] for arg in call.args if isinstance(arg, Name)]
+        follow = [name.parts[0] for name in lang.kwarg_events(call, "not_followed_by")]
+        mask = window & self._type_mask(tuple(sorted({*steps, *follow})))
+        types = self.events.type[mask]
+        names = self.events.type_names
+        gap, wait = call.kwarg("gap"), call.kwarg("for")
+        before = call.kwarg("before")
+        return sequences.sequence_matches(
+            self.events.customer[mask],
+            self.events.ts[mask],
+            [type_mask(types, names, (step,)) for step in steps],
+            self.n,
+            gap_us=_seconds_us(gap) if gap is not None else None,
+            follow=type_mask(types, names, follow) if follow else None,
+            end_us=self.now_us - (_seconds_us(before) if before is not None else 0),
+            for_us=_seconds_us(wait) if wait is not None else None,
+        )
 
 
 # ---------------------------------------------------------------------------------------------- helpers

@@ -22,9 +22,10 @@ Bases:
   of a text (``last``);
 - ``Pairs``: a customer-by-value count matrix of a text property, from which ``distinct``,
   ``top_count`` and ``top_value`` read;
-- anything not maintained incrementally (min/max, ``median_gap``, very wide value sets, calendar
-  periods such as ``within=this_week``, whose bounds differ by customer and jump at local midnights, and
-  ``since_first`` over a bounded window) is recomputed each tick from the window's events.
+- anything not maintained incrementally (min/max, ``median_gap``, ``sequence``, ``sessions``,
+  ``count(..., by=)``, very wide value sets, calendar periods such as ``within=this_week``, whose bounds
+  differ by customer and jump at local midnights, and ``since_first`` over a bounded window) is recomputed
+  each tick from the window's events.
 
 An aggregate with a *static* ``where=`` filter (one that reads only the events' own properties:
 ``count(view, where=view.category == "shoes")``) rests on bases of its own, which fold only the events
@@ -89,7 +90,9 @@ def _window(call: Call) -> Window:
 
 def _events(call: Call) -> tuple[str, ...]:
     if lang.FUNCTIONS[call.func].kind == "events":
-        return tuple(sorted({a.parts[0] for a in call.args if isinstance(a, Name)}))
+        return tuple(
+            sorted({a.parts[0] for a in [*call.args, *lang.kwarg_events(call)] if isinstance(a, Name)})
+        )
     arg = call.args[0]
     assert isinstance(arg, Name)
     return (arg.parts[0],)
@@ -536,6 +539,8 @@ class IncrementalAggregates:
             self._rebuilt.append(call)  # its filter reads the customer's values, which may change
         elif lang.period_of(call) is not None:
             self._rebuilt.append(call)  # bounds per customer's time zone, moving at local midnights
+        elif f in ("sequence", "sessions") or (f == "count" and call.kwarg("by") is not None):
+            self._rebuilt.append(call)  # an order, or distinct values, is not kept by adding and removing
         elif f == "since_first" and w.within_us is not None:
             self._rebuilt.append(call)  # the earliest event leaves the window: not kept by a minimum
         elif f == "since_first":
@@ -781,7 +786,8 @@ class IncrementalAggregates:
         """The aggregate from its window's events (its filter's customer-level ``parts``, if it has any,
         given by the caller or, when they read no metric or attribute, worked out here)."""
         codes = [c for c in (self.log.type_code(e) for e in _events(call)) if c != NULL_CODE]
-        types = None if call.func in ("distinct_events", "since_first") and not call.args else codes
+        every_type = call.func in ("distinct_events", "since_first") and not call.args
+        types = None if every_type or call.func == "sessions" else codes
         customers = CustomerFrame(self.n, np.ones(self.n, bool))
         cache = AggregateCache()
         start, end = _window(call).bounds(self.now_us)

@@ -45,6 +45,7 @@ from orchestrator.signals._syntax import (
 
 __all__ = [
     "FUNCTIONS",
+    "SESSION_PROPERTY",
     "WINDOW_ARGS",
     "Binary",
     "Boolean",
@@ -67,6 +68,7 @@ __all__ = [
     "filtered_events",
     "free_names",
     "is_property_aggregate",
+    "kwarg_events",
     "parse",
     "period_of",
     "tokenize",
@@ -321,7 +323,14 @@ WINDOW_ARGS = builtins.WINDOW
 
 _CORE: list[FunctionSpec] = [
     FunctionSpec(
-        "count", "events", 1, None, WINDOW_ARGS, "number of events of the listed types in the window"
+        "count",
+        "events",
+        1,
+        None,
+        {**WINDOW_ARGS, "by": "prop"},
+        "number of events of the listed types in the window (with by=event.prop, the number of distinct"
+        " values of it among them, e.g. how many sessions had such an event)",
+        example="count(add_to_cart, within=30d, by=add_to_cart.session_id)",
     ),
     FunctionSpec(
         "since",
@@ -357,6 +366,28 @@ _CORE: list[FunctionSpec] = [
         "median time between one customer's consecutive events of the listed types in the window, in"
         " seconds (with by=event.prop, only between events with the same value of it; null with no gap)",
         example="median_gap(refill, within=365d, by=refill.product)",
+    ),
+    FunctionSpec(
+        "sequence",
+        "events",
+        1,
+        None,
+        {**builtins.DURATION_WINDOW, "gap": "duration", "not_followed_by": "event", "for": "duration"},
+        "true where the listed events happened in this order at increasing instants in the window (gap=:"
+        " at most this long between steps; not_followed_by=: with no such event after the last step,"
+        " for=: within this long after it)",
+        required=frozenset({"within"}),
+        example="sequence(product_view, add_to_cart, not_followed_by=purchase, for=7d, within=30d)",
+    ),
+    FunctionSpec(
+        "sessions",
+        "events",
+        0,
+        0,
+        {**builtins.DURATION_WINDOW, "by": "name", "with": "events", "without": "events"},
+        "number of sessions (distinct values of the by= property, default session_id) among the events"
+        " in the window; with=/without=: only those with / with no event of these types",
+        example="sessions(without=product_view, within=30d)",
     ),
     FunctionSpec("sum", "prop", 1, 1, WINDOW_ARGS, "sum of a property over the window (0 if none)"),
     FunctionSpec("mean", "prop", 1, 1, WINDOW_ARGS, "mean of a property over the window (null if none)"),
@@ -456,6 +487,10 @@ def _is_property(node: Node) -> bool:
     return isinstance(node, Name) and len(node.parts) == 2
 
 
+def _is_event(node: Node) -> bool:
+    return isinstance(node, Name) and len(node.parts) == 1
+
+
 def check_call(call: Call) -> None:
     """Check a call as written against the function table; raise ``ExpressionError`` at the culprit."""
     spec = FUNCTIONS.get(call.func)
@@ -491,16 +526,40 @@ def check_call(call: Call) -> None:
             raise ExpressionError(f"{key}= needs a duration such as 14d", value.pos)
         if what == "prop" and not _is_property(value):
             raise ExpressionError(f"{key}= takes one event property, e.g. {key}=refund.amount", value.pos)
+        if what == "event" and not _is_event(value):
+            raise ExpressionError(f"{key}= takes one event name, e.g. {key}=purchase", value.pos)
+        if what == "events":
+            for item in value.items if isinstance(value, ListLiteral) else (value,):
+                if not _is_event(item):
+                    raise ExpressionError(
+                        f"{key}= takes an event name or a list of them, e.g. {key}=purchase or "
+                        f"{key}=[purchase, add_to_cart]",
+                        item.pos,
+                    )
+        if what == "name" and not _is_event(value):
+            raise ExpressionError(
+                f"{key}= takes the name of an event property, e.g. {key}=session_id", value.pos
+            )
         if what == "condition":
             _check_where(call, value)
     for key in sorted(spec.required - {key for key, _ in call.kwargs}):
         raise ExpressionError(f"{call.func}() needs {key}=,{example}", call.pos)
+    if call.func == "sequence" and call.kwarg("for") is not None and call.kwarg("not_followed_by") is None:
+        index = [key for key, _ in call.kwargs].index("for")
+        raise ExpressionError(
+            "for= says how long after the last step the not_followed_by= event must not come: give "
+            f"not_followed_by= too,{example}",
+            call.key_pos(index),
+        )
     kind = spec.arg_kind
     if kind == "events":
         for arg in call.args:
             if not (isinstance(arg, Name) and len(arg.parts) == 1):
+                if call.func == "sequence":
+                    what = f" ({arg.dotted} is an event property)" if isinstance(arg, Name) else ""
+                    raise ExpressionError(f"sequence() takes event names{what},{example}", arg.pos)
                 raise ExpressionError(f"{call.func}() takes event names, e.g. {call.func}(purchase)", arg.pos)
-        by = call.kwarg("by")
+        by = call.kwarg("by") if spec.kwargs.get("by") == "prop" else None
         events = {arg.parts[0] for arg in call.args if isinstance(arg, Name)}
         if isinstance(by, Name) and by.parts[0] not in events:
             raise ExpressionError(f"by= names a property of {by.parts[0]}, which is not listed", by.pos)
@@ -731,16 +790,36 @@ def event_properties(node: Node) -> set[str]:
     return props
 
 
+SESSION_PROPERTY = "session_id"
+
+
 def group_property(call: Call) -> str | None:
-    """The event property an aggregate groups its events by (``by=refill.product`` gives ``product``)."""
+    """The event property an aggregate groups its events by (``by=refill.product`` gives ``product``;
+    ``sessions()`` groups by its bare ``by=`` name, ``session_id`` by default)."""
     by = call.kwarg("by")
+    if call.func == "sessions":
+        return by.parts[0] if isinstance(by, Name) else SESSION_PROPERTY
     return by.parts[1] if isinstance(by, Name) and len(by.parts) == 2 else None
+
+
+def kwarg_events(call: Call, key: str | None = None) -> list[Name]:
+    """The event names a call takes as keyword arguments (``not_followed_by=purchase``,
+    ``without=[a, b]``), all of them or those of ``key``."""
+    spec = FUNCTIONS[call.func]
+    names: list[Name] = []
+    for name, value in call.kwargs:
+        if spec.kwargs.get(name) not in ("event", "events") or key not in (None, name):
+            continue
+        for item in value.items if isinstance(value, ListLiteral) else (value,):
+            if isinstance(item, Name):
+                names.append(item)
+    return names
 
 
 def event_names(node: Node) -> set[str]:
     names: set[str] = set()
     for call in aggregates(node):
-        for arg in call.args:
+        for arg in [*call.args, *kwarg_events(call)]:
             if isinstance(arg, Name):
                 names.add(arg.parts[0])
     return names

@@ -124,9 +124,10 @@ class FunctionSpec:
 
     ``args`` says what a shorthand's positional arguments are (``events``, ``prop`` or ``values``).
     ``kwargs`` maps each keyword to what it takes: ``duration`` (``14d``), ``window`` (a duration or a
-    calendar period such as ``this_week``), ``prop`` (``refund.amount``), ``pair`` (a list of two
-    numbers), ``weight`` (a number from 0 to 1) or ``condition`` (``where=``: a condition on each
-    aggregated event, see ``signals._lang.where_split``);
+    calendar period such as ``this_week``), ``prop`` (``refund.amount``), ``event`` (one event name),
+    ``events`` (an event name or a list of them), ``name`` (a bare property name, ``session_id``),
+    ``pair`` (a list of two numbers), ``weight`` (a number from 0 to 1) or ``condition`` (``where=``: a
+    condition on each aggregated event, see ``signals._lang.where_split``);
     ``any_kwargs`` lets any name through, taking that kind. ``internal`` functions appear only in
     expanded formulas: a user who types one gets "unknown function".
     """

@@ -54,7 +54,7 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 def test_validate_bundled_journeys(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(capsys, "validate", str(ROOT / "journeys"), str(ROOT / "examples"))
     assert code == 0, err
-    assert "18 of 18 journey files valid" in out  # journeys/, examples/reference and examples/journeys
+    assert "19 of 19 journey files valid" in out  # journeys/, examples/reference and examples/journeys
 
 
 @pytest.mark.parametrize(

@@ -32,7 +32,7 @@ def test_the_examples_pass_with_every_path_covered(capsys: pytest.CaptureFixture
     code, out, err = run(capsys, "test", str(ROOT / "examples"), "--require-coverage")
     assert code == 0, out + err
     lines = out.splitlines()
-    assert lines[-1].startswith("17 passed, 0 failed in ")  # 9 example files (birthday: 4 cases), 5 reference
+    assert lines[-1].startswith("18 passed, 0 failed in ")  # 10 example files (birthday: 4), 5 reference
     assert "coverage: nps_loop: 14 of 14 paths taken" in lines
     assert not [line for line in lines if line.startswith(("FAIL", "not covered", "no tests"))]
 

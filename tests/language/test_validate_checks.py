@@ -94,6 +94,31 @@ def test_names_not_in_the_tracking_plan_are_errors_with_a_suggestion(tmp_path: P
     ]
 
 
+def test_events_and_session_properties_read_by_keyword_are_checked(tmp_path: Path) -> None:
+    # sequence(not_followed_by=...) and sessions(without=...) name events; sessions() reads its by=
+    # property (session_id by default) on events of any type.
+    text = JOURNEY.replace(
+        "consent_email",
+        "sequence(product_view, add_to_cart, not_followed_by=purchse, for=7d, within=30d) "
+        "and session_share(without=[product_view, add_to_crt], within=7d) > 0.5 and sessions(by=cart_di) > 1",
+    )
+    assert problems(tmp_path, text, CATALOG) == [
+        "j.yaml:5:84: unknown event 'purchse': not in events.yaml; did you mean 'purchase'?",
+        "j.yaml:5:154: unknown event 'add_to_crt': not in events.yaml; did you mean 'add_to_cart'?",
+        "j.yaml:5:117: unknown property 'session_id': no event in events.yaml has it; list it under the "
+        "properties of the events that carry it",
+        "j.yaml:5:200: unknown property 'cart_di': no event in events.yaml has it; did you mean 'cart_id'?",
+    ]
+    fixed = (
+        text.replace("purchse", "purchase")
+        .replace("add_to_crt", "add_to_cart")
+        .replace("cart_di)", "cart_id)")
+    )
+    assert (
+        problems(tmp_path, fixed.replace("within=7d) > 0.5", "within=7d, by=cart_id) > 0.5"), CATALOG) == []
+    )
+
+
 def test_event_entry_key_and_match_properties_are_checked(tmp_path: Path) -> None:
     text = """\
 id: carts
@@ -290,7 +315,7 @@ def test_validate_db_refuses_a_changed_journey_whose_version_was_not_bumped(
 def test_the_example_tracking_plan_lists_every_event_of_the_seven_journeys(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parents[2] / "examples" / "journeys"
     files, found = validate_paths([root])
-    assert (root / "events.yaml").is_file() and len(files) == 10 and found == []
+    assert (root / "events.yaml").is_file() and len(files) == 11 and found == []
     shutil.copytree(root, tmp_path / "journeys")
     cart = tmp_path / "journeys" / "cart_abandonment.yaml"
     cart.write_text(cart.read_text().replace("event: add_to_cart ", "event: add_to_crat "))

@@ -66,6 +66,15 @@ EXPRESSIONS = [
     "since_first(view, within=2d)",
     "last(view.cat)",
     "last(cart.cat, within=1d, before=6h)",
+    "sequence(view, cart, within=2d)",
+    "sequence(view, cart, buy, gap=6h, within=3d, before=2h)",
+    "sequence(view, view, not_followed_by=buy, within=1d)",
+    "sequence(view, cart, not_followed_by=buy, for=5h, within=2d)",
+    "sessions(by=cat, within=2d)",
+    "sessions(by=cat, with=buy, without=[cart, refund], within=1d, before=6h)",
+    "sessions(by=cat)",
+    "session_share(without=buy, within=2d, by=cat)",
+    "count(view, cart, by=view.cat, within=2d)",
 ]
 # Customers' time zones, for the calendar periods: a slot's zone is ZONES[key % len(ZONES)].
 ZONES = ["Asia/Tokyo", "America/New_York", "UTC", None, "Not/AZone", "Australia/Lord_Howe"]

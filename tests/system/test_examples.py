@@ -57,7 +57,7 @@ def outbox_files(w: World, channel: str) -> list[Path]:
 
 def test_examples_validate() -> None:
     files, problems = validate_paths([EXAMPLES])
-    assert len(files) == 10 and problems == []
+    assert len(files) == 11 and problems == []
 
 
 # ---------------------------------------------------------------------------------------------- 1

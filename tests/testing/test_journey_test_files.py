@@ -238,7 +238,7 @@ def test_the_shipped_journeys_pass_their_tests_and_cover_every_path() -> None:
     report = run_journey_tests(paths)
     assert [str(f) for c in report.cases for f in c.failures] == []
     assert report.gaps == [] and report.untested == []
-    assert len(report.transitions) == 19  # 10 examples, 5 reference signals, 3 bundled, the welcome journey
+    assert len(report.transitions) == 20  # 11 examples, 5 reference signals, 3 bundled, the welcome journey
 
 
 def test_pytest_collects_each_case_and_shows_the_same_failure(tmp_path: Path) -> None:
