@@ -38,16 +38,48 @@ class LoadedJourney:
     source: str
 
     def where(self, path: Path_, offset: int | None = None, *, key: bool = False) -> tuple[int, int]:
-        """Line and column of ``path`` (plus ``offset`` characters into a one-line scalar)."""
+        """Line and column of ``path`` (plus ``offset`` characters into its scalar's text)."""
         loc = self.locations.of(path, key=key)
         column = loc.column
         if offset is not None and loc.single_line:
             column += offset + (1 if loc.style in ("'", '"') else 0)
+        elif offset is not None:
+            return _inside_lines(self.source.splitlines(), loc.line, loc.column, loc.style, offset)
         return loc.line, column
 
     def problem(self, path: Path_, message: str, offset: int | None = None, *, key: bool = False) -> Problem:
         line, column = self.where(path, offset, key=key)
         return Problem(self.file, line, column, message)
+
+
+def _inside_lines(
+    lines: list[str], line: int, column: int, style: str | None, offset: int
+) -> tuple[int, int]:
+    """Line and column of the character ``offset`` into a scalar written over several lines, which starts
+    at ``line``/``column`` (1-based). Each line break of a block (``|``, ``>``) or plain scalar stands for
+    one character of the text (a newline, or the space folding makes of it), so the text is walked line
+    by line; a blank line (which folding turns into something else) stops the walk at the scalar's start.
+    """
+    if style in ("|", ">"):
+        first = line  # the content starts on the line after the indicator
+        body = lines[first:]
+        indent = len(body[0]) - len(body[0].lstrip()) if body else 0
+        pieces = [(first + 1 + i, indent + 1, text[indent:]) for i, text in enumerate(body)]
+    else:
+        skip = 1 if style in ("'", '"') else 0
+        head = lines[line - 1][column - 1 + skip :] if line - 1 < len(lines) else ""
+        pieces = [(line, column + skip, head)]
+        for i, text in enumerate(lines[line:]):
+            stripped = text.lstrip()
+            pieces.append((line + 1 + i, len(text) - len(stripped) + 1, stripped))
+    remaining = offset
+    for number, start, text in pieces:
+        if not text.strip():
+            break
+        if remaining <= len(text):
+            return number, start + remaining
+        remaining -= len(text) + 1
+    return line, column
 
 
 def load_journey(path: str | Path) -> LoadedJourney:

@@ -155,3 +155,24 @@ def test_bundled_journeys_and_examples_validate() -> None:
     files, problems = validate_paths([root / "journeys", root / "examples"])
     assert len(files) >= 8
     assert problems == []
+
+
+@pytest.mark.parametrize(
+    ("signal", "where"),
+    [
+        # A folded block: the mistake is on the block's second line, after its four spaces of indent.
+        (">-\n    recent == 0\n    and count(purchase, within=this_wek) == 0", "7:32"),
+        # A literal block keeps a deeper indent as part of the text.
+        ("|\n    recent == 0 and\n      count(purchase, within=this_wek) == 0", "7:30"),
+        # A plain scalar continued on the next line.
+        ("recent == 0\n    and count(purchase, within=this_wek) == 0", "6:32"),
+        # A quoted one.
+        ('"recent == 0\n    and count(purchase, within=this_wek) == 0"', "6:32"),
+    ],
+)
+def test_expression_errors_point_inside_multi_line_expressions(signal: str, where: str) -> None:
+    text = GOOD.replace("signal: recent == 0", f"signal: {signal}")
+    problems = errors(text)
+    assert len(problems) == 1 and problems[0].startswith(f"j.yaml:{where}: within= takes"), problems
+    line, column = (int(x) for x in where.split(":"))
+    assert text.splitlines()[line - 1][column - 1 :].startswith("this_wek")
