@@ -62,6 +62,7 @@ from orchestrator.signals._evaluate import (
 from orchestrator.signals._frame import NULL_CODE, Categorical, CustomerFrame, EventFrame
 from orchestrator.signals._lang import Call, Name, Node
 from orchestrator.signals._log import EventLog, Segment
+from orchestrator.signals._lookup import ValueCodes, lookup_shape
 
 NEVER = np.iinfo(np.int64).min
 FOREVER = np.iinfo(np.int64).max
@@ -510,6 +511,9 @@ class IncrementalAggregates:
         self._touched_memo: dict[tuple[Call, ...], np.ndarray | None] = {}
         self._n_before = 0
         self._filters: dict[Node, SegmentFilter] = {}  # by static filter, shared by the bases using it
+        # ``count(e, where=e.p == X)`` with X the customer's value: (p, X), read from a Pairs base.
+        self._lookups: dict[Call, tuple[str, Node]] = {}
+        self._value_codes: dict[tuple[str, int], ValueCodes | None] = {}
         for call in self.calls:
             self._bases_for(call, self._call_events(call))
 
@@ -537,6 +541,11 @@ class IncrementalAggregates:
         made: list[Base] = []
         if lang.where_parts(call):
             self._rebuilt.append(call)  # its filter reads the customer's values, which may change
+            shape = lookup_shape(call)
+            if shape is not None:  # its value is read from a Pairs base (``_looked_up``), still untracked
+                self._lookups[call] = shape
+                prop = shape[0]
+                self._base(("pairs", w, events[0], prop, None), lambda: Pairs(w, events[0], prop, self.log))
         elif lang.period_of(call) is not None:
             self._rebuilt.append(call)  # bounds per customer's time zone, moving at local midnights
         elif f in ("sequence", "sessions") or (f == "count" and call.kwarg("by") is not None):
@@ -790,6 +799,11 @@ class IncrementalAggregates:
         types = None if every_type or call.func == "sessions" else codes
         customers = CustomerFrame(self.n, np.ones(self.n, bool))
         cache = AggregateCache()
+        if call in self._lookups:
+            parts = self._parts(call) if parts is None else parts
+            looked_up = self._looked_up(call, parts)
+            if looked_up is not None:
+                return looked_up
         start, end = _window(call).bounds(self.now_us)
         period = lang.period_of(call)
         if period is not None:
@@ -806,6 +820,60 @@ class IncrementalAggregates:
         if not lang.where_parts(call):
             return evaluator.values(call)
         return evaluator.filtered(call, self._parts(call) if parts is None else parts)
+
+    def _looked_up(self, call: Call, parts: Mapping[Node, np.ndarray]) -> np.ndarray | None:
+        """``count(e, where=e.p == X)`` as the cell of its Pairs base at the row of each customer's X (see
+        ``signals._lookup``); None when the base is too wide or the values cannot be looked up."""
+        prop, part = self._lookups[call]
+        pairs = self._pairs(_window(call), self._call_events(call)[0], prop, None)
+        values = self.log.values[prop]
+        if pairs.wide or len(pairs.row_of) != len(values):
+            return None
+        key = (prop, len(values))  # a grown dictionary is looked at again
+        if key not in self._value_codes:
+            self._value_codes[key] = ValueCodes.of(values)
+        table = self._value_codes[key]
+        if table is None:
+            return None
+        codes = self._top_value_codes(part, table)
+        if codes is None:
+            x = np.asarray(parts[part])
+            if x.ndim == 0:
+                x = np.full(self.n, x.item(), dtype=object if x.dtype == object else None)
+            if len(x) < self.n:  # slots past the column's end are null
+                number = x.dtype.kind == "f"
+                grown = np.full(self.n, np.nan if number else None, dtype=x.dtype if number else object)
+                grown[: len(x)] = x
+                x = grown
+            codes = table.codes(x[: self.n])
+            if codes is None:
+                return None
+        rows = np.where(codes >= 0, pairs.row_of[np.maximum(codes, 0)], -1)
+        out = np.zeros(self.n)
+        has = np.flatnonzero(rows >= 0)
+        out[has] = pairs.matrix[rows[has], has]
+        return out
+
+    def _top_value_codes(self, part: Node, table: ValueCodes) -> np.ndarray | None:
+        """When X is a ``top_value`` these aggregates keep, the code of each customer's X without looking
+        their values up one by one: each row of its base's value is looked up once."""
+        if not isinstance(part, Call) or part.func != "top_value" or part in self._rebuilt:
+            return None
+        if part not in self._bases_of:
+            return None
+        prop = _prop(part)
+        assert prop is not None
+        base = self._pairs(_window(part), self._call_events(part)[0], prop, _static_where(part))
+        if base.wide:
+            return None
+        in_order = np.empty(len(base.row_of), dtype=object)
+        in_order[base.row_of] = self.log.value_array(prop)  # row -> value
+        by_row = table.codes(in_order)
+        if by_row is None:
+            return None
+        every = Rows.every(self.n)
+        top_count, top_row = base.derived("top_count", every), base.derived("top_row", every)
+        return np.where(top_count > 0, np.append(by_row, -1)[np.where(top_count > 0, top_row, -1)], -1)
 
     def _parts(self, call: Call) -> dict[Node, np.ndarray]:
         """The customer-level parts of a filter that reads only aggregates (and literals), from them."""
