@@ -20,6 +20,7 @@ up (a list), ``ValueCodes`` gives up (None) and the caller computes the filter f
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -94,10 +95,7 @@ class ValueCodes:
                 return np.full(len(x), -1, np.int64)
             at = np.minimum(np.searchsorted(self.numbers, numbers), len(self.numbers) - 1)
             return np.where(self.numbers[at] == numbers, self.number_codes[at], -1)  # NaN equals nothing
-        get = self.by_value.get
-        try:
-            return np.fromiter(
-                (-1 if _is_null(v) else get(v, -1) for v in x.tolist()), np.int64, count=len(x)
-            )
+        try:  # a null is no key: it finds none
+            return np.fromiter(map(self.by_value.get, x.tolist(), repeat(-1)), np.int64, count=len(x))
         except TypeError:
             return None  # an unhashable value (a list): left to the from-scratch filter
