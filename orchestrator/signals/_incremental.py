@@ -514,6 +514,7 @@ class IncrementalAggregates:
         # ``count(e, where=e.p == X)`` with X the customer's value: (p, X), read from a Pairs base.
         self._lookups: dict[Call, tuple[str, Node]] = {}
         self._value_codes: dict[tuple[str, int], ValueCodes | None] = {}
+        self._looked_up_memo: dict[Call, np.ndarray] = {}  # values of those calls this tick
         for call in self.calls:
             self._bases_for(call, self._call_events(call))
 
@@ -606,6 +607,7 @@ class IncrementalAggregates:
         self._touched, self._rebuilt_bases, self._n_before = tick.touched, tick.rebuilt, n_before
         self._touched_memo = {}
         self._values = {}
+        self._looked_up_memo = {}
 
     def touched_by(self, calls: Iterable[Call]) -> np.ndarray | None:
         """A mask over customer slots of those whose values of ``calls`` the last advance may have
@@ -800,7 +802,6 @@ class IncrementalAggregates:
         customers = CustomerFrame(self.n, np.ones(self.n, bool))
         cache = AggregateCache()
         if call in self._lookups:
-            parts = self._parts(call) if parts is None else parts
             looked_up = self._looked_up(call, parts)
             if looked_up is not None:
                 return looked_up
@@ -821,7 +822,7 @@ class IncrementalAggregates:
             return evaluator.values(call)
         return evaluator.filtered(call, self._parts(call) if parts is None else parts)
 
-    def _looked_up(self, call: Call, parts: Mapping[Node, np.ndarray]) -> np.ndarray | None:
+    def _looked_up(self, call: Call, parts: Mapping[Node, np.ndarray] | None) -> np.ndarray | None:
         """``count(e, where=e.p == X)`` as the cell of its Pairs base at the row of each customer's X (see
         ``signals._lookup``); None when the base is too wide or the values cannot be looked up."""
         prop, part = self._lookups[call]
@@ -829,15 +830,17 @@ class IncrementalAggregates:
         values = self.log.values[prop]
         if pairs.wide or len(pairs.row_of) != len(values):
             return None
+        if call in self._looked_up_memo:
+            return self._looked_up_memo[call]
         key = (prop, len(values))  # a grown dictionary is looked at again
         if key not in self._value_codes:
             self._value_codes[key] = ValueCodes.of(values)
         table = self._value_codes[key]
         if table is None:
             return None
-        codes = self._top_value_codes(part, table)
-        if codes is None:
-            x = np.asarray(parts[part])
+        rows = self._top_value_rows(part, table, pairs.row_of)
+        if rows is None:
+            x = np.asarray((self._parts(call) if parts is None else parts)[part])
             if x.ndim == 0:
                 x = np.full(self.n, x.item(), dtype=object if x.dtype == object else None)
             if len(x) < self.n:  # slots past the column's end are null
@@ -848,15 +851,23 @@ class IncrementalAggregates:
             codes = table.codes(x[: self.n])
             if codes is None:
                 return None
-        rows = np.where(codes >= 0, pairs.row_of[np.maximum(codes, 0)], -1)
-        out = np.zeros(self.n)
-        has = np.flatnonzero(rows >= 0)
-        out[has] = pairs.matrix[rows[has], has]
+            rows = np.append(pairs.row_of, -1)[codes]  # code -1 (no value) reads the trailing -1
+        # One cell per customer, through the flat matrix: row * capacity + customer.
+        none = rows < 0
+        cells = rows.astype(np.int64)
+        cells[none] = 0
+        cells *= pairs.matrix.shape[1]
+        cells += np.arange(self.n)
+        out = pairs.matrix.reshape(-1)[cells].astype(np.float64)
+        out[none] = 0.0
+        if parts is None or not _reads_names(call):
+            self._looked_up_memo[call] = out = _read_only(out)  # its X is the aggregates' own: kept
         return out
 
-    def _top_value_codes(self, part: Node, table: ValueCodes) -> np.ndarray | None:
-        """When X is a ``top_value`` these aggregates keep, the code of each customer's X without looking
-        their values up one by one: each row of its base's value is looked up once."""
+    def _top_value_rows(self, part: Node, table: ValueCodes, row_of: np.ndarray) -> np.ndarray | None:
+        """When X is a ``top_value`` these aggregates keep, each customer's row of the counts (``row_of``
+        of the codes ``table`` gives) without looking their values up one by one: each row of its own
+        base is looked up once. -1: no value (or one the counts never saw)."""
         if not isinstance(part, Call) or part.func != "top_value" or part in self._rebuilt:
             return None
         if part not in self._bases_of:
@@ -867,13 +878,16 @@ class IncrementalAggregates:
         if base.wide:
             return None
         in_order = np.empty(len(base.row_of), dtype=object)
-        in_order[base.row_of] = self.log.value_array(prop)  # row -> value
-        by_row = table.codes(in_order)
-        if by_row is None:
+        in_order[base.row_of] = self.log.value_array(prop)  # its row -> value
+        codes = table.codes(in_order)
+        if codes is None:
             return None
+        # Its row -> our row, and a last entry -1 for customers without a value.
+        to_row = np.append(np.append(row_of, -1)[codes], -1)
         every = Rows.every(self.n)
-        top_count, top_row = base.derived("top_count", every), base.derived("top_row", every)
-        return np.where(top_count > 0, np.append(by_row, -1)[np.where(top_count > 0, top_row, -1)], -1)
+        top_row = base.derived("top_row", every).copy()
+        top_row[base.derived("top_count", every) == 0] = len(to_row) - 1
+        return to_row[top_row]
 
     def _parts(self, call: Call) -> dict[Node, np.ndarray]:
         """The customer-level parts of a filter that reads only aggregates (and literals), from them."""
