@@ -62,6 +62,7 @@ from orchestrator.signals._evaluate import (
 from orchestrator.signals._frame import NULL_CODE, Categorical, CustomerFrame, EventFrame
 from orchestrator.signals._lang import Call, Name, Node
 from orchestrator.signals._log import EventLog, Segment
+from orchestrator.signals._lookup import ValueCodes, lookup_shape
 
 NEVER = np.iinfo(np.int64).min
 FOREVER = np.iinfo(np.int64).max
@@ -510,6 +511,10 @@ class IncrementalAggregates:
         self._touched_memo: dict[tuple[Call, ...], np.ndarray | None] = {}
         self._n_before = 0
         self._filters: dict[Node, SegmentFilter] = {}  # by static filter, shared by the bases using it
+        # ``count(e, where=e.p == X)`` with X the customer's value: (p, X), read from a Pairs base.
+        self._lookups: dict[Call, tuple[str, Node]] = {}
+        self._value_codes: dict[tuple[str, int], ValueCodes | None] = {}
+        self._looked_up_memo: dict[Call, np.ndarray] = {}  # values of those calls this tick
         for call in self.calls:
             self._bases_for(call, self._call_events(call))
 
@@ -537,6 +542,11 @@ class IncrementalAggregates:
         made: list[Base] = []
         if lang.where_parts(call):
             self._rebuilt.append(call)  # its filter reads the customer's values, which may change
+            shape = lookup_shape(call)
+            if shape is not None:  # its value is read from a Pairs base (``_looked_up``), still untracked
+                self._lookups[call] = shape
+                prop = shape[0]
+                self._base(("pairs", w, events[0], prop, None), lambda: Pairs(w, events[0], prop, self.log))
         elif lang.period_of(call) is not None:
             self._rebuilt.append(call)  # bounds per customer's time zone, moving at local midnights
         elif f in ("sequence", "sessions") or (f == "count" and call.kwarg("by") is not None):
@@ -597,6 +607,7 @@ class IncrementalAggregates:
         self._touched, self._rebuilt_bases, self._n_before = tick.touched, tick.rebuilt, n_before
         self._touched_memo = {}
         self._values = {}
+        self._looked_up_memo = {}
 
     def touched_by(self, calls: Iterable[Call]) -> np.ndarray | None:
         """A mask over customer slots of those whose values of ``calls`` the last advance may have
@@ -790,6 +801,10 @@ class IncrementalAggregates:
         types = None if every_type or call.func == "sessions" else codes
         customers = CustomerFrame(self.n, np.ones(self.n, bool))
         cache = AggregateCache()
+        if call in self._lookups:
+            looked_up = self._looked_up(call, parts)
+            if looked_up is not None:
+                return looked_up
         start, end = _window(call).bounds(self.now_us)
         period = lang.period_of(call)
         if period is not None:
@@ -806,6 +821,73 @@ class IncrementalAggregates:
         if not lang.where_parts(call):
             return evaluator.values(call)
         return evaluator.filtered(call, self._parts(call) if parts is None else parts)
+
+    def _looked_up(self, call: Call, parts: Mapping[Node, np.ndarray] | None) -> np.ndarray | None:
+        """``count(e, where=e.p == X)`` as the cell of its Pairs base at the row of each customer's X (see
+        ``signals._lookup``); None when the base is too wide or the values cannot be looked up."""
+        prop, part = self._lookups[call]
+        pairs = self._pairs(_window(call), self._call_events(call)[0], prop, None)
+        values = self.log.values[prop]
+        if pairs.wide or len(pairs.row_of) != len(values):
+            return None
+        if call in self._looked_up_memo:
+            return self._looked_up_memo[call]
+        key = (prop, len(values))  # a grown dictionary is looked at again
+        if key not in self._value_codes:
+            self._value_codes[key] = ValueCodes.of(values)
+        table = self._value_codes[key]
+        if table is None:
+            return None
+        rows = self._top_value_rows(part, table, pairs.row_of)
+        if rows is None:
+            x = np.asarray((self._parts(call) if parts is None else parts)[part])
+            if x.ndim == 0:
+                x = np.full(self.n, x.item(), dtype=object if x.dtype == object else None)
+            if len(x) < self.n:  # slots past the column's end are null
+                number = x.dtype.kind == "f"
+                grown = np.full(self.n, np.nan if number else None, dtype=x.dtype if number else object)
+                grown[: len(x)] = x
+                x = grown
+            codes = table.codes(x[: self.n])
+            if codes is None:
+                return None
+            rows = np.append(pairs.row_of, -1)[codes]  # code -1 (no value) reads the trailing -1
+        # One cell per customer, through the flat matrix: row * capacity + customer.
+        none = rows < 0
+        cells = rows.astype(np.int64)
+        cells[none] = 0
+        cells *= pairs.matrix.shape[1]
+        cells += np.arange(self.n)
+        out = pairs.matrix.reshape(-1)[cells].astype(np.float64)
+        out[none] = 0.0
+        if parts is None or not _reads_names(call):
+            self._looked_up_memo[call] = out = _read_only(out)  # its X is the aggregates' own: kept
+        return out
+
+    def _top_value_rows(self, part: Node, table: ValueCodes, row_of: np.ndarray) -> np.ndarray | None:
+        """When X is a ``top_value`` these aggregates keep, each customer's row of the counts (``row_of``
+        of the codes ``table`` gives) without looking their values up one by one: each row of its own
+        base is looked up once. -1: no value (or one the counts never saw)."""
+        if not isinstance(part, Call) or part.func != "top_value" or part in self._rebuilt:
+            return None
+        if part not in self._bases_of:
+            return None
+        prop = _prop(part)
+        assert prop is not None
+        base = self._pairs(_window(part), self._call_events(part)[0], prop, _static_where(part))
+        if base.wide:
+            return None
+        in_order = np.empty(len(base.row_of), dtype=object)
+        in_order[base.row_of] = self.log.value_array(prop)  # its row -> value
+        codes = table.codes(in_order)
+        if codes is None:
+            return None
+        # Its row -> our row, and a last entry -1 for customers without a value.
+        to_row = np.append(np.append(row_of, -1)[codes], -1)
+        every = Rows.every(self.n)
+        top_row = base.derived("top_row", every).copy()
+        top_row[base.derived("top_count", every) == 0] = len(to_row) - 1
+        return to_row[top_row]
 
     def _parts(self, call: Call) -> dict[Node, np.ndarray]:
         """The customer-level parts of a filter that reads only aggregates (and literals), from them."""

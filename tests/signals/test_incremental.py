@@ -53,6 +53,12 @@ EXPRESSIONS = [
     "sum(buy.amount, where=buy.amount > mean(buy.amount, within=4d))",
     "since(view, where=view.cat == top_value(cart.cat))",
     "count(view, within=2d, where=view.cat == top_value(buy.cat, within=2d, where=buy.amount > 10))",
+    # ``e.p == X`` with X the customer's value: read from a count matrix by value, in either order
+    "count(buy, within=2d, where=top_value(view.cat, within=3d) == buy.cat)",
+    "count(view, within=1d, before=6h, where=view.cat == last(cart.cat))",
+    "count(survey, where=survey.cat == top_value(refund.cat, within=1d))",
+    "count(buy, where=buy.amount == max(buy.amount, within=2d))",
+    "count(view, within=2d, where=view.score == top_count(view.cat, within=2d))",
     "count(view, within=this_week)",
     "count(view, buy, within=yesterday)",
     "since(buy, within=today)",

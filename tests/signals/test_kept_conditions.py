@@ -47,6 +47,7 @@ CONDITIONS = [
     "count(view, within=3d, where=view.cat == top_value(buy.cat, within=3d)) >= 1",
     "since(view, where=view.score > sentiment * 10) < 12h",
     "count(view, within=2d, where=view.score > 5 and vip) >= 1",
+    "count(view, within=3d, where=view.cat == favourite) >= 2",
     "count(view, within=today) >= 2 or count(buy, within=yesterday) >= 1",
     "change(count(view, within=this_week), count(view, within=last_week)) >= 1",
     "since_first() < 5d and not tenure(buy) <= 2",
@@ -62,6 +63,7 @@ RECOMPUTED = [
 ]
 CONDITIONS += RECOMPUTED
 ZONES = np.array(["Asia/Tokyo", "America/New_York", None, "Europe/Paris"], dtype=object)
+FAVOURITES = np.array(["shoes", "hats", None, "belts", "", "bags"], dtype=object)
 
 
 def batch(rng: np.random.Generator, n_events: int, n: int, lo: int, hi: int) -> EventFrame:
@@ -111,7 +113,10 @@ def test_kept_conditions_equal_full_evaluations(seed: int) -> None:
         log.append_frame(fresh, last_id := last_id + len(fresh))
         aggregates.advance(now)
         timezone = ZONES[np.arange(n) % len(ZONES)]
-        customers = CustomerFrame(n, np.arange(n) > 0, {"vip": vip[:n], "timezone": timezone})
+        favourite = FAVOURITES[np.arange(n) % len(FAVOURITES)]  # "belts": no event has it
+        customers = CustomerFrame(
+            n, np.arange(n) > 0, {"vip": vip[:n], "timezone": timezone, "favourite": favourite}
+        )
         aggregates.set_time_zones(timezone)
         full_cache = AggregateCache()
         aggregates.fill(full_cache)
