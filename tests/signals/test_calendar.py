@@ -5,7 +5,9 @@ the mistakes a marketer can make, reported at the right column."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -234,16 +236,16 @@ def test_mistakes_point_at_the_culprit(text: str, message: str, column: int) -> 
 
 
 def test_the_period_names_are_the_documented_ones() -> None:
-    assert PERIODS == (
-        "today",
-        "yesterday",
-        "this_week",
-        "last_week",
-        "this_month",
-        "last_month",
-        "this_year",
-        "last_year",
-    )
+    """The periods the parser takes are exactly those docs/metrics.md tables, in its order, and each
+    parses as ``within=``."""
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "metrics.md").read_text()
+    table = docs[docs.index("| period | events kept |") :].split("\n\n", 1)[0]
+    assert tuple(re.findall(r"^\| `(\w+)` \|", table, flags=re.M)) == PERIODS
+    for period in PERIODS:
+        call = lang.parse(f"count(view, within={period})")
+        assert isinstance(call, lang.Call)
+        period_node = lang.period_of(call)
+        assert period_node is not None and period_node.name == period
 
 
 def test_incremental_equals_from_scratch_across_local_midnights() -> None:
