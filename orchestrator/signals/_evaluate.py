@@ -510,7 +510,13 @@ class Evaluator:
         key = ("text codes", prop)
         codes = self.cache.masks.get(key)
         if codes is None:
-            codes = self.cache.masks[key] = sequences.text_codes(self._encoded(prop))
+            raw = self.events.prop(prop)
+            numbered = None
+            if isinstance(raw, np.ndarray) and raw.dtype.kind == "f":
+                numbered = sequences.integer_codes(raw)  # whole numbers in a short span: no sort
+            if numbered is None:
+                numbered = sequences.text_codes(self._encoded(prop))
+            codes = self.cache.masks[key] = numbered
         return codes
 
     def _sessions(self, call: Call, window: np.ndarray) -> np.ndarray:

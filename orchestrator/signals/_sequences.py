@@ -9,7 +9,8 @@ some type; ``count(e, by=e.p)`` counts distinct values the same way.
 Both are vectorised, with no per-customer Python: the steps of a sequence are followed with
 ``np.minimum.at`` (earliest reached event per customer) or, with a gap, one sort of the window's events by
 (customer, time) and a running maximum of positions (``sequence_matches``); sessions are counted with
-``bincount`` over the session codes, sorting only the events of codes several customers share
+``bincount`` over the session codes; the events of codes several customers share (session counters
+numbered per customer) are counted in a (customer, code) table when it is small, by sorting otherwise
 (``distinct_pairs``). ``docs/metrics.md`` ("Sequences", "Sessions") states every rule.
 """
 
@@ -161,24 +162,65 @@ def distinct_pairs(
     out += np.bincount(owner[keep & ~shared], minlength=n)
     if shared.any():
         rows = shared[codes]
-        out += _sorted_pairs(
+        parts = (
             customer[rows],
             codes[rows],
-            width,
             n,
             None if required is None else required[rows],
             None if refused is None else refused[rows],
         )
+        dense = _dense_pairs(*parts)
+        out += dense if dense is not None else _sorted_pairs(*parts, width=width)
     return out
+
+
+#: ``distinct_pairs`` marks (customer, code) cells in a table of one byte a cell, each customer's row as
+#: wide as the span of its codes, when the table has at most this many cells per event (codes numbered
+#: per customer, as session counters are): no sort.
+DENSE_CELLS_PER_EVENT = 4
+
+
+def _dense_pairs(
+    customer: np.ndarray,
+    codes: np.ndarray,
+    n: int,
+    required: np.ndarray | None,
+    refused: np.ndarray | None,
+) -> np.ndarray | None:
+    """``distinct_pairs`` through a table of one byte per (customer, code) cell, from the customer's
+    smallest code to its largest: bit 1 seen, bit 2 some event marked ``required``, bit 4 some event
+    marked ``refused``. None when that table would be too large."""
+    codes = codes.astype(np.int64, copy=False)  # ufunc.at is fast only when the dtypes agree
+    customer = customer.astype(np.intp, copy=False)
+    low = np.full(n, np.iinfo(np.int64).max, np.int64)
+    high = np.full(n, -1, np.int64)
+    np.minimum.at(low, customer, codes)
+    np.maximum.at(high, customer, codes)
+    span = np.maximum(high - low + 1, 0)  # 0 for a customer without events here
+    if int(span.sum()) > DENSE_CELLS_PER_EVENT * len(codes):
+        return None
+    start = np.cumsum(span) - span
+    cells = start[customer] + (codes - low[customer])
+    flags = np.zeros(int(span.sum()), np.uint8)
+    flags[cells] = 1
+    for marked, bit in ((required, 2), (refused, 4)):
+        if marked is not None:
+            hit = cells[marked]
+            flags[hit] = flags[hit] | bit  # every copy of a cell writes the same value
+    wanted = 1 | (2 if required is not None else 0)  # seen, with a required event, without a refused one
+    good = (flags & (wanted | 4)) == wanted
+    owner = np.repeat(np.arange(n), span)
+    return np.bincount(owner[good], minlength=n).astype(np.float64)
 
 
 def _sorted_pairs(
     customer: np.ndarray,
     codes: np.ndarray,
-    width: int,
     n: int,
     required: np.ndarray | None,
     refused: np.ndarray | None,
+    *,
+    width: int,
 ) -> np.ndarray:
     """``distinct_pairs`` by sorting (customer, code) keys."""
     keys = customer.astype(np.int64) * width + codes
@@ -194,6 +236,24 @@ def _sorted_pairs(
     if refused is not None:
         keep &= np.bincount(pair[refused[order]], minlength=len(keep)) == 0
     return np.bincount(keys[first][keep] // width, minlength=n).astype(np.float64)
+
+
+def integer_codes(column: np.ndarray) -> np.ndarray | None:
+    """Codes for a number column whose values are whole numbers in a span no wider than the column is
+    long (session counters, numeric ids): each value minus the smallest, -1 for a missing one (NaN); no
+    sort. None for any other column (the caller encodes it by sorting its distinct values)."""
+    present = ~np.isnan(column)
+    values = column[present]
+    if not len(values):
+        return np.full(len(column), NULL_CODE, np.int32)
+    low, high = float(values.min()), float(values.max())
+    if high - low >= min(len(column) + 1, np.iinfo(np.int32).max) or not np.array_equal(
+        np.floor(values), values
+    ):
+        return None
+    codes = np.full(len(column), NULL_CODE, np.int32)
+    codes[present] = (values - low).astype(np.int32)
+    return codes
 
 
 def text_codes(column: Categorical) -> np.ndarray:

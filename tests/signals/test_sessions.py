@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from orchestrator.signals import _lang as lang
+from orchestrator.signals import _sequences as sequences
 from orchestrator.signals._evaluate import Evaluator
 from orchestrator.signals._frame import Categorical, CustomerFrame, EventFrame
 from orchestrator.signals._log import property_uses
@@ -201,3 +202,56 @@ def test_errors_point_at_the_culprit(text: str, message: str, offset: int) -> No
         lang.parse(text)
     assert message in info.value.message
     assert info.value.offset == offset
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("dense", [True, False])
+def test_session_counters_numbered_per_customer(
+    seed: int, dense: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Session ids written as numbers counted per customer (1, 2, 3 ... for every customer): every id is
+    shared by many customers, so pairs are counted in a (customer, id) table or, when that table would be
+    too large, by sorting; both equal a count by hand, with missing ids (NaN) in no session."""
+    if not dense:
+        monkeypatch.setattr(sequences, "DENSE_CELLS_PER_EVENT", 0)
+    rng = np.random.default_rng(seed)
+    n, m = 150, 4000
+    customer = rng.integers(0, n, m)
+    session = rng.integers(1, 6, m).astype(np.float64) + 10.0 * (customer % 3)  # spans differ by customer
+    session[rng.random(m) < 0.05] = np.nan
+    assert sequences.integer_codes(session) is not None
+    events = EventFrame(
+        customer=customer,
+        ts=NOW - rng.integers(0, 10 * 24, m) * H,
+        type=rng.integers(0, len(TYPES), m).astype(np.int32),
+        type_names=TYPES,
+        n_customers=n,
+        properties={"session_id": session},
+    )
+    for text, within, with_, without in [
+        ("sessions(within=5d)", 5, set(), set()),
+        ("sessions(with=buy, within=7d)", 7, {2}, set()),
+        ("sessions(with=[view, search], without=buy, within=9d)", 9, {0, 3}, {2}),
+    ]:
+        got = values(text, events)
+        found: list[dict[float, set[int]]] = [{} for _ in range(n)]
+        for c, t, ts, s in zip(
+            customer.tolist(), events.type.tolist(), events.ts.tolist(), session.tolist(), strict=True
+        ):
+            if s == s and NOW - within * DAY <= ts < NOW:
+                found[c].setdefault(s, set()).add(t)
+        expected = [
+            sum(1 for types in sessions.values() if (not with_ or types & with_) and not types & without)
+            for sessions in found
+        ]
+        assert got == expected, text
+        assert sum(expected) > 0, text
+
+
+def test_integer_codes_only_for_whole_numbers_in_a_short_span() -> None:
+    codes = sequences.integer_codes(np.array([7.0, np.nan, 5.0, 7.0, 9.0]))
+    assert codes is not None and codes.tolist() == [2, -1, 0, 2, 4]
+    assert sequences.integer_codes(np.array([1.0, 2.5])) is None  # not whole: encoded by sorting
+    assert sequences.integer_codes(np.array([1.0, 1e12, 3.0])) is None  # wider than the column is long
+    nothing = sequences.integer_codes(np.array([np.nan, np.nan]))
+    assert nothing is not None and nothing.tolist() == [-1, -1]
