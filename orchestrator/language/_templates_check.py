@@ -87,6 +87,18 @@ def outside_root(name: str) -> bool:
     )
 
 
+def _near(name: str, templates: TemplateSource) -> str:
+    """ "; did you mean ...?" for a missing template name, from the names the template root holds (when
+    its loader can list them); "" when none is close."""
+    loader = _environment(templates).loader
+    try:
+        known = loader.list_templates() if loader is not None else []
+    except TypeError:  # a loader that cannot list its templates
+        known = []
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
 def check_templates(
     loaded: LoadedJourney, templates: TemplateSource, shared_metrics: Iterable[str] = ()
 ) -> list[Problem]:
@@ -110,7 +122,9 @@ def check_templates(
                     loaded.problem((*base, key), f"template {name!r} is outside the template root")
                 )
             elif not templates.exists(name):
-                problems.append(loaded.problem((*base, key), f"template {name!r} not found"))
+                problems.append(
+                    loaded.problem((*base, key), f"template {name!r} not found{_near(name, templates)}")
+                )
             else:
                 problems.extend(checker.check((*base, key), templates.source(name), f"template {name!r}"))
         for key, text in inline:

@@ -101,8 +101,16 @@ def test_validate_reports_missing_template_and_unknown_metric(
     )
     code, _, err = run(capsys, "validate", str(path))
     assert code == 1
-    assert f"{path}:9:17: template 'nope.txt' not found" in err
+    assert f"{path}:9:17: template 'nope.txt' not found\n" in err  # nothing close to suggest
     assert f"{path}:8:16: the inline template line 1: metrics.score is not a metric of this journey" in err
+
+
+def test_validate_suggests_the_template_meant(capsys: pytest.CaptureFixture[str], workspace: Path) -> None:
+    path = workspace / "journeys" / "welcome.yaml"
+    path.write_text(JOURNEY.replace("template: welcome.txt", "template: welcome"))
+    code, _, err = run(capsys, "validate", str(path))
+    assert code == 1
+    assert f"{path}:9:17: template 'welcome' not found; did you mean 'welcome.txt'?" in err
 
 
 def write_events(path: Path, lines: list[str]) -> None:
