@@ -21,11 +21,13 @@ and ``http_status`` (the HTTP service's status), here and nowhere else.
     │   ├── LimitError                                    channels.templates (internal: a bound was hit)
     │   ├── IngestError                                   ingest (a whole input file)
     │   ├── InputError                                    measure._experiment (an experiment table)
+    │   ├── NotEnoughHistory                              predict._fit (too little to fit the models on)
     │   ├── _CaseError                                    testing._runner (internal: a test case cannot run)
     │   ├── _Refused                                      language._yamlio (internal)
     │   └── _NotPlain                                     channels.templates._context (internal)
     ├── SetupError                      exit 1  HTTP 500  fix the set-up: the config's providers, the folder
     │   ├── ProviderSetupError                            channels._configured
+    │   ├── PredictSetupError                             predict._fit (the extra is not installed)
     │   ├── NoAdapterError                                channels._base
     │   └── WorkspaceExists                               config (``init`` would overwrite files)
     ├── DeliveryError                   exit 1  HTTP 502  a message cannot be delivered as it is

@@ -138,7 +138,7 @@ def _invoke(
         check_config_path(config_path)
         settings = Settings(config_path)
         args = Args(command=name, verbose=root.verbose, config=config_path, **build(settings))
-        return int(getattr(commands, f"cmd_{name.replace('-', '_')}")(args) or 0)
+        return int(getattr(commands, f"cmd_{name.replace('-', '_').replace(' ', '_')}")(args) or 0)
 
     return run_guarded(name, root.verbose, body)
 
@@ -993,6 +993,65 @@ def demo(
             "journeys": s.journeys(journeys),
             "days": days,
             "ticks_per_day": ticks_per_day,
+        },
+    )
+
+
+predict_app = typer.Typer(
+    name="predict",
+    help="churn and lifetime-value models fitted on the store's purchases (the extra orchestrator[predict])",
+    no_args_is_help=True,
+    context_settings=CONTEXT,
+    rich_markup_mode=None,
+)
+app.add_typer(predict_app)
+
+
+@predict_app.command(
+    "fit",
+    cls=Command,
+    help="fit BG/NBD and Gamma-Gamma on the purchases up to a day and print their parameters",
+    short_help="fit the churn and lifetime-value models and print their parameters",
+    context_settings=CONTEXT,
+)
+def predict_fit(
+    ctx: typer.Context,
+    calibration_end: Annotated[
+        str | None,
+        typer.Option(
+            "--calibration-end",
+            metavar="DATE",
+            help="last day (YYYY-MM-DD, UTC, included) of the purchases fitted (default: yesterday)",
+        ),
+    ] = None,
+    holdout_end: Annotated[
+        str | None,
+        typer.Option(
+            "--holdout-end",
+            metavar="DATE",
+            help="also predict the cohort's repeat purchases after the calibration up to this day and "
+            "count the ones that happened",
+        ),
+    ] = None,
+    event: Annotated[str, typer.Option("--event", metavar="NAME", help="the purchase event")] = "purchase",
+    value: Annotated[
+        str, typer.Option("--value", metavar="PROPERTY", help="the purchase event's value property")
+    ] = "amount",
+    format: o.TableFormat = "table",
+    db: o.Db = None,
+    config: o.ConfigFile = None,
+) -> int:
+    return _invoke(
+        ctx,
+        "predict fit",
+        config,
+        lambda s: {
+            "calibration_end": calibration_end,
+            "holdout_end": holdout_end,
+            "event": event,
+            "value": value,
+            "format": format,
+            "db": s.db(db),
         },
     )
 

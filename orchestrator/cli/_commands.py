@@ -489,6 +489,12 @@ def cmd_lift(args: Args) -> int:
     return run_lift(args)
 
 
+def cmd_predict_fit(args: Args) -> int:
+    from orchestrator.cli._predict import run_predict_fit
+
+    return run_predict_fit(args)
+
+
 def cmd_audience(args: Args) -> int:
     from orchestrator.cli._audience import run_audience
 

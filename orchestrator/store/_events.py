@@ -353,9 +353,11 @@ def load_events(
     n_customers: int | None = None,
     after_id: int | None = None,
     up_to_id: int | None = None,
+    only: Iterable[str] | None = None,
 ) -> EventColumns:
     """Every event with ``since_us <= ts_us < until_us`` (a None bound is no bound), and, when given,
-    ``after_id < id <= up_to_id``.
+    ``after_id < id <= up_to_id``, and only of the event types named in ``only`` (none when no stored event
+    has one of those names).
 
     ``type`` codes index ``type_names``, which lists every known event type in id order. ``n_customers`` is
     one more than the largest customer key (of the customers table and of the loaded events), or the given
@@ -367,7 +369,13 @@ def load_events(
     names = list(dict.fromkeys(properties))
     type_rows = conn.execute(select(EVENT_TYPES.c.id, EVENT_TYPES.c.name).order_by(EVENT_TYPES.c.id)).all()
     type_names = [name for _, name in type_rows]
-    customer, type_id, ts, prop_values = _fetch_events(conn, until_us, since_us, names, after_id, up_to_id)
+    type_ids = None
+    if only is not None:
+        wanted = set(only)
+        type_ids = [int(tid) for tid, name in type_rows if name in wanted]
+    customer, type_id, ts, prop_values = _fetch_events(
+        conn, until_us, since_us, names, after_id, up_to_id, type_ids
+    )
     max_type = max(max((int(tid) for tid, _ in type_rows), default=0), int(type_id.max(initial=0)))
     code_of = np.full(max_type + 1, -1, np.int32)  # an id missing from event_types reads as NULL_CODE
     for code, (tid, _) in enumerate(type_rows):
@@ -406,8 +414,13 @@ def _fetch_events(
     names: Sequence[str],
     after_id: int | None = None,
     up_to_id: int | None = None,
+    type_ids: Sequence[int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[PropertyColumn]]:
-    """customer, type_id and ts columns as int64 arrays, plus one column per property."""
+    """customer, type_id and ts columns as int64 arrays, plus one column per property; with ``type_ids``,
+    only events of those types."""
+    if type_ids is not None and not type_ids:
+        empty = np.empty(0, np.int64)
+        return empty, empty, empty, [_PropertyColumn(0).column() for _ in names]
     if conn.dialect.name == "sqlite":
         cols = ["customer_key", "type_id", "ts_us"] + ["json_extract(properties, ?)"] * len(names)
         conditions: list[str] = []
@@ -421,6 +434,9 @@ def _fetch_events(
             if value is not None:
                 conditions.append(sql_condition)
                 params.append(int(value))
+        if type_ids is not None:
+            conditions.append(f"type_id IN ({', '.join('?' * len(type_ids))})")
+            params.extend(int(t) for t in type_ids)
         where = " AND ".join(conditions) or "1 = 1"
         sql = f"SELECT {', '.join(cols)} FROM events WHERE {where} ORDER BY id"
         cursor = raw_cursor(conn)
@@ -441,6 +457,8 @@ def _fetch_events(
         stmt = stmt.where(EVENTS.c.id > int(after_id))
     if up_to_id is not None:
         stmt = stmt.where(EVENTS.c.id <= int(up_to_id))
+    if type_ids is not None:
+        stmt = stmt.where(EVENTS.c.type_id.in_([int(t) for t in type_ids]))
     rows = conn.execute(stmt.order_by(EVENTS.c.id)).all()
     docs = [orjson.loads(r[3] or "{}") for r in rows]
     customer = np.fromiter((r[0] for r in rows), np.int64, len(rows))

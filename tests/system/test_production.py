@@ -34,7 +34,7 @@ from channel_servers import (
     SmtpRecorder,
     password_authenticator,
 )
-from test_channels_fcm import TokenServer, account, fcm_answer
+from fcm_servers import TokenServer, account, fcm_answer
 
 from orchestrator.channels._webhook import verify_signature
 from orchestrator.config import init_workspace

@@ -88,6 +88,10 @@ PUBLIC: dict[str, list[str]] = {
         # the per-step funnel
         "JourneyFunnel", "export_funnel", "funnel_lines", "journey_funnel", "journey_funnels",
     ],
+    "orchestrator.predict": [
+        "UNIT_DAYS", "BetaGeo", "FitReport", "Fitted", "GammaGamma", "HoldoutCheck", "NotEnoughHistory",
+        "PredictSetupError", "PurchaseSummary", "fit_history", "fit_models", "purchase_summary", "summarize",
+    ],
     "orchestrator.signals": [
         "AggregateCache", "Call", "Categorical", "CustomerFrame", "Evaluator", "EventFrame", "EventLog",
         "ExpressionError", "IncrementalAggregates", "IncrementalConditions", "Node", "Property",

@@ -1,0 +1,29 @@
+"""Predictions from purchase history: who is likely to leave and what a customer is worth ahead.
+
+Buy-till-you-die models fitted per workspace on the store's purchases: BG/NBD (the probability a customer
+is still active, their expected purchases over a horizon) and Gamma-Gamma (the expected value of a
+purchase). ``fit_history`` fits both (with PyMC-Marketing, the optional extra ``orchestrator[predict]``);
+``BetaGeo`` and ``GammaGamma`` score every customer at once in closed form. ``docs/predict.md`` gives the
+definitions, which differ from the rule language's ``recency`` and ``frequency``.
+"""
+
+from orchestrator.predict._fit import Fitted, NotEnoughHistory, PredictSetupError, fit_models
+from orchestrator.predict._history import FitReport, HoldoutCheck, fit_history, purchase_summary
+from orchestrator.predict._score import BetaGeo, GammaGamma
+from orchestrator.predict._summary import UNIT_DAYS, PurchaseSummary, summarize
+
+__all__ = [
+    "UNIT_DAYS",
+    "BetaGeo",
+    "FitReport",
+    "Fitted",
+    "GammaGamma",
+    "HoldoutCheck",
+    "NotEnoughHistory",
+    "PredictSetupError",
+    "PurchaseSummary",
+    "fit_history",
+    "fit_models",
+    "purchase_summary",
+    "summarize",
+]
