@@ -280,6 +280,30 @@ def test_load_event_frame_types_properties_and_slots(store: Store) -> None:
     assert empty.type_names == ["buy", "view", "open"]
 
 
+def test_load_events_of_some_types_only(store: Store) -> None:
+    _add_events(
+        store,
+        [
+            ("a", "buy", NOW - 4, {"amount": 10.5}),
+            ("b", "view", NOW - 3, {"amount": 99.0}),
+            ("a", "refund", NOW - 2, {"amount": 4.0}),
+            ("b", "buy", NOW - 1, {"amount": 2.0}),
+        ],
+    )
+    with store.connect() as conn:
+        bought = load_events(conn, NOW, ["amount"], only=["buy"])
+        two = load_events(conn, None, ["amount"], only=["buy", "refund"], since_us=NOW - 3)
+        unknown = load_events(conn, NOW, ["amount"], only=["never"])
+        every = load_events(conn, NOW, ["amount"])
+    assert bought.properties["amount"].tolist() == [10.5, 2.0]  # type: ignore[union-attr]
+    assert bought.customer.tolist() == [1, 2] and bought.ts.tolist() == [NOW - 4, NOW - 1]
+    assert [bought.type_names[t] for t in bought.type] == ["buy", "buy"]
+    assert [two.type_names[t] for t in two.type] == ["refund", "buy"]
+    assert len(unknown.customer) == 0 and len(unknown.properties["amount"]) == 0
+    assert unknown.type_names == every.type_names == ["buy", "view", "refund"]
+    assert len(every.customer) == 4
+
+
 def test_the_store_reads_plain_columns_that_frames_share(store: Store) -> None:
     _add_events(store, [("a", "buy", NOW - 2, {"amount": 10.5, "cat": "shoes"}), ("b", "view", NOW - 1, {})])
     with store.connect() as conn:
