@@ -1037,6 +1037,10 @@ def predict_fit(
     value: Annotated[
         str, typer.Option("--value", metavar="PROPERTY", help="the purchase event's value property")
     ] = "amount",
+    save: Annotated[
+        bool,
+        typer.Option("--save", help="keep the fit in the store, with its day and parameters"),
+    ] = False,
     format: o.TableFormat = "table",
     db: o.Db = None,
     config: o.ConfigFile = None,
@@ -1050,6 +1054,7 @@ def predict_fit(
             "holdout_end": holdout_end,
             "event": event,
             "value": value,
+            "save": save,
             "format": format,
             "db": s.db(db),
         },

@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from orchestrator.cli._errors import Failure, UsageError
 from orchestrator.cli._settings import Args
+from orchestrator.clock import SystemClock, to_us
 from orchestrator.store import open_store
 
 
@@ -20,7 +21,7 @@ def _day(text: str, flag: str) -> date:
 
 def run_predict_fit(args: Args) -> int:
     from orchestrator.errors import InvalidInputError, SetupError
-    from orchestrator.predict import fit_history
+    from orchestrator.predict import fit_history, save_fit
 
     if args.calibration_end is None:
         calibration_end = datetime.now(UTC).date() - timedelta(days=1)
@@ -34,9 +35,10 @@ def run_predict_fit(args: Args) -> int:
     try:
         if not store.is_initialised():
             raise UsageError("the store is empty: ingest customers and events first")
-        report = fit_history(
-            store, calibration_end, event=args.event, value=args.value, holdout_end=holdout_end
-        ).to_dict()
+        fit = fit_history(store, calibration_end, event=args.event, value=args.value, holdout_end=holdout_end)
+        report = fit.to_dict()
+        if args.save:
+            report["saved"] = save_fit(store, fit, to_us(SystemClock().now()))
     except (InvalidInputError, SetupError) as exc:  # no history to fit, or the extra is not installed
         raise Failure(str(exc)) from None
     finally:
@@ -64,4 +66,6 @@ def run_predict_fit(args: Args) -> int:
             f"holdout to {holdout['end']} ({holdout['weeks']:.1f} weeks): {expected:,.1f} repeat purchases "
             f"expected, {observed:,} observed{gap}"
         )
+    if "saved" in report:
+        print(f"kept in the store as fit {report['saved']}")
     return 0

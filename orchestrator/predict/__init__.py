@@ -8,7 +8,7 @@ definitions, which differ from the rule language's ``recency`` and ``frequency``
 """
 
 from orchestrator.predict._fit import Fitted, NotEnoughHistory, PredictSetupError, fit_models
-from orchestrator.predict._history import FitReport, HoldoutCheck, fit_history, purchase_summary
+from orchestrator.predict._history import FitReport, HoldoutCheck, fit_history, purchase_summary, save_fit
 from orchestrator.predict._score import BetaGeo, GammaGamma
 from orchestrator.predict._summary import UNIT_DAYS, PurchaseSummary, summarize
 
@@ -25,5 +25,6 @@ __all__ = [
     "fit_history",
     "fit_models",
     "purchase_summary",
+    "save_fit",
     "summarize",
 ]

@@ -11,7 +11,7 @@ import numpy as np
 from orchestrator.errors import InvalidInputError
 from orchestrator.predict._fit import Fitted, NotEnoughHistory, fit_models
 from orchestrator.predict._summary import DAY_US, UNIT_DAYS, PurchaseSummary, summarize
-from orchestrator.store import Store, load_events
+from orchestrator.store import Store, load_events, save_prediction_fit
 
 EPOCH = date(1970, 1, 1)
 
@@ -110,3 +110,13 @@ def fit_history(
         expected = fitted.beta_geo.expected_purchases(weeks, summary.frequency, summary.recency, summary.age)
         holdout = HoldoutCheck(holdout_end, weeks, float(expected.sum()), int(summary.holdout.sum()))
     return FitReport(event, value, calibration_end, fitted, holdout)
+
+
+def save_fit(store: Store, report: FitReport, fitted_us: int) -> int:
+    """Keep the fit in the store (``prediction_fits``) with its day and parameters; its id. The newest fit
+    of each purchase event and value property is ``store.latest_prediction_fits``."""
+    parameters = {k: v for k, v in report.to_dict().items() if k not in ("event", "value", "calibration_end")}
+    with store.begin() as conn:
+        return save_prediction_fit(
+            conn, fitted_us, report.event, report.value, (report.calibration_end - EPOCH).days, parameters
+        )

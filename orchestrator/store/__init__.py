@@ -25,6 +25,7 @@ The modules hold, by what they read and write together:
 - ``_failures``: database errors as one line for people;
 - ``_feedback``: opt-outs, opens and clicks told back through message links;
 - ``_backtests``: the grouped counts a backtest report reads, and the reports kept (``backtest_reports``);
+- ``_predictions``: the fits of the churn and lifetime-value models kept (``prediction_fits``);
 - ``_batches``: one row of counts per ingest;
 - ``_wal``: SQLite's write-ahead log for a writer that commits often (checkpoints, the writer's settings);
 - ``_leases``: how several workers share a PostgreSQL store (advisory locks, leased claims);
@@ -193,6 +194,7 @@ from orchestrator.store._overview import (
     latest_versions,
     retired_versions,
 )
+from orchestrator.store._predictions import StoredFit, latest_prediction_fits, save_prediction_fit
 from orchestrator.store._readback import (
     ConversionRow,
     InstanceRow,
@@ -277,6 +279,7 @@ __all__ = [
     "StepMessages",
     "Store",
     "StoreHeld",
+    "StoredFit",
     "StoredHistory",
     "StoredTick",
     "StoredVersion",
@@ -346,6 +349,7 @@ __all__ = [
     "last_tick_id",
     "latest_instance_data",
     "latest_ledger_rows",
+    "latest_prediction_fits",
     "latest_tick_us",
     "latest_version_source",
     "latest_versions",
@@ -391,6 +395,7 @@ __all__ = [
     "retired_versions",
     "retirement",
     "save_backtest",
+    "save_prediction_fit",
     "saved_backtest",
     "saved_backtests",
     "seen_names",

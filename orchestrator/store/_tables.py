@@ -367,6 +367,21 @@ class SavedBacktest(SQLModel, table=True):
     report: str = Field(sa_column=Column(Text, nullable=False))
 
 
+class PredictionFit(SQLModel, table=True):
+    """A fit of the churn and lifetime-value models (``orchestrator predict fit --save``, or the daemon's
+    schedule): when, on which purchase event and value property, to which day (included), and the
+    parameters with what they were fitted on (JSON text)."""
+
+    __tablename__ = "prediction_fits"
+
+    id: int | None = Field(default=None, primary_key=True)
+    fitted_us: int
+    event: str = Field(sa_column=Column(Text, nullable=False))
+    value: str = Field(sa_column=Column(Text, nullable=False))
+    calibration_end_day: int  # days since 1970-01-01 (UTC)
+    parameters: str = Field(sa_column=Column(Text, nullable=False))
+
+
 def _wide_integers() -> None:
     """Every integer column is 64-bit on PostgreSQL (instants in microseconds overflow its 32-bit
     INTEGER); SQLite keeps ``INTEGER``, whose primary keys are the row id."""

@@ -96,6 +96,23 @@ def test_the_table_says_the_same(cdnow_db: str, capsys: pytest.CaptureFixture[st
     assert "repeat purchases expected, 1,882 observed" in out
 
 
+def test_a_saved_fit_is_kept_with_its_day(cdnow_db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from orchestrator.store import latest_prediction_fits
+
+    code = main(["predict", "fit", "--calibration-end", "1997-09-30", "--save", "--db", cdnow_db])
+    out = capsys.readouterr().out
+    assert code == 0
+    store = open_store(cdnow_db, create=False)
+    with store.connect() as conn:
+        kept = latest_prediction_fits(conn)[("purchase", "amount")]
+    store.dispose()
+    assert f"kept in the store as fit {kept.id}" in out
+    assert kept.calibration_end_day == (date(1997, 9, 30) - date(1970, 1, 1)).days
+    assert kept.parameters["r"] == pytest.approx(PUBLISHED["r"], rel=0.01)
+    assert kept.parameters["gamma"] == pytest.approx(PUBLISHED["gamma"], rel=0.01)
+    assert kept.parameters["customers"] == 2357 and kept.parameters["time_unit"] == "week"
+
+
 def test_closed_forms_equal_pymc_marketing(cdnow_db: str, fitted: dict[str, Any]) -> None:
     """p_alive, expected purchases and expected spend for every CDNOW customer, from the fitted parameters,
     equal what PyMC-Marketing's models compute from the same parameters."""

@@ -91,6 +91,7 @@ PUBLIC: dict[str, list[str]] = {
     "orchestrator.predict": [
         "UNIT_DAYS", "BetaGeo", "FitReport", "Fitted", "GammaGamma", "HoldoutCheck", "NotEnoughHistory",
         "PredictSetupError", "PurchaseSummary", "fit_history", "fit_models", "purchase_summary", "summarize",
+        "save_fit",
     ],
     "orchestrator.signals": [
         "AggregateCache", "Call", "Categorical", "CustomerFrame", "Evaluator", "EventFrame", "EventLog",
@@ -145,6 +146,7 @@ PUBLIC: dict[str, list[str]] = {
         "ArmConversions", "BEFORE_COUNTING", "ENTRY_TRIGGER", "EXIT_WHEN", "FunnelCount", "MIGRATED", "MOVED",
         "RETIRED", "StepMessages", "add_funnel_counts", "conversion_counts", "funnel_counts",
         "step_message_counts",
+        "StoredFit", "latest_prediction_fits", "save_prediction_fit",
     ],
     "orchestrator.store.migrations": ["FOLDER"],
     "orchestrator.store.migrations.versions": [],
