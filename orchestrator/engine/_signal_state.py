@@ -120,25 +120,8 @@ class SignalState:
         return Refresh(len(frame) + accepted, loaded - started, time.perf_counter() - loaded)
 
     def missing_fits(self, plan: JourneyPlan) -> list[str]:
-        """What the journey's predictions (``p_alive(purchase)``...) lack: one line each for those whose
-        purchase models the store has no fit of (read at the last refresh)."""
-        missing = []
-        for call in dict.fromkeys(c for node in plan.expressions() for c in lang.aggregates(node)):
-            if call.func not in lang.PREDICTIONS:
-                continue
-            name = call.args[0]
-            assert isinstance(name, lang.Name)
-            event, prop = name.parts[0], (name.parts[1] if len(name.parts) > 1 else None)
-            fit = fit_for(self.fits, event, prop)
-            if fit is not None and (prop is None or fit.gamma_gamma is not None):
-                continue
-            how = f"--event {event}" + (f" --value {prop}" if prop else "")
-            lacks = "none" if fit is None else "none with a Gamma-Gamma fit"
-            missing.append(
-                f"{call.func}({'.'.join(name.parts)}) reads a fit of the {event} models and the store has "
-                f"{lacks}: run orchestrator predict fit {how} --save"
-            )
-        return missing
+        """What the journey's predictions lack in the fits read at the last refresh (``missing_fits``)."""
+        return missing_fits(plan, self.fits)
 
     def use_customers(self, customers: CustomerFrame) -> None:
         """Hand the aggregates the customers' time zones, which aggregates over calendar periods
@@ -220,3 +203,25 @@ def fits_from_store(stored: Mapping[tuple[str, str], StoredFit]) -> dict[tuple[s
         beta_geo = BetaGeo(float(values["r"]), float(values["alpha"]), float(values["a"]), float(values["b"]))
         out[key] = Fit(beta_geo, gamma_gamma)
     return out
+
+
+def missing_fits(plan: JourneyPlan, fits: Mapping[tuple[str, str], Fit]) -> list[str]:
+    """What the journey's predictions (``p_alive(purchase)``...) lack in ``fits``: one line each for those
+    whose purchase models have no fit."""
+    missing = []
+    for call in dict.fromkeys(c for node in plan.expressions() for c in lang.aggregates(node)):
+        if call.func not in lang.PREDICTIONS:
+            continue
+        name = call.args[0]
+        assert isinstance(name, lang.Name)
+        event, prop = name.parts[0], (name.parts[1] if len(name.parts) > 1 else None)
+        fit = fit_for(fits, event, prop)
+        if fit is not None and (prop is None or fit.gamma_gamma is not None):
+            continue
+        how = f"--event {event}" + (f" --value {prop}" if prop else "")
+        lacks = "none" if fit is None else "none with a Gamma-Gamma fit"
+        missing.append(
+            f"{call.func}({'.'.join(name.parts)}) reads a fit of the {event} models and the store has "
+            f"{lacks}: run orchestrator predict fit {how} --save"
+        )
+    return missing
