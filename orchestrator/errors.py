@@ -42,6 +42,7 @@ and ``http_status`` (the HTTP service's status), here and nowhere else.
     │   └── StoreUnavailable                              http._writer
     └── EngineError                     exit 1  HTTP 409  the engine refuses to go on until this is fixed
         ├── ClockBehind                                   engine._tick
+        ├── MissingFit                                    engine._tick (a prediction without its fit)
         └── VersionConflict                               engine._tick
 
 ``UsageError``, ``NotFoundError`` and ``Failure`` are defined here; each other leaf is defined in the

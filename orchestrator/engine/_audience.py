@@ -42,6 +42,7 @@ from orchestrator.engine._contact_policy import WEEK_US
 from orchestrator.engine._entry import lookup, reentry_allowed
 from orchestrator.engine._explain import iso
 from orchestrator.engine._first_send import NO_SEND, first_sends
+from orchestrator.engine._signal_state import fits_from_store, missing_fits
 from orchestrator.engine._snapshot import (
     entry_condition,
     load_customer_frame,
@@ -57,6 +58,7 @@ from orchestrator.store import (
     Store,
     entry_history,
     holdout_assignments,
+    latest_prediction_fits,
     marketing_sends_since,
     signal_members,
     suppressed_customer_keys,
@@ -187,8 +189,9 @@ def audience(
         suppressed = {
             c: suppressed_customer_keys(conn, c, ADDRESS_FIELD[c]) for c in channels if c in ADDRESS_FIELD
         }
-    evaluator = Evaluator(events, customers, now_us, plan.metrics)
-    notes: list[str] = []
+        fits = fits_from_store(latest_prediction_fits(conn))
+    evaluator = Evaluator(events, customers, now_us, plan.metrics, fits=fits)
+    notes: list[str] = missing_fits(plan, fits)  # such a prediction is null for everyone: none match
 
     # 1-2: who matches now, and who of them would enter at the next tick.
     match, kind = _matching(plan, evaluator, events, now_us, notes)

@@ -10,7 +10,7 @@ again and rebuilds the same state: the store stays the only source of truth.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,17 +21,21 @@ from orchestrator.engine._handover import CommittedEvents
 from orchestrator.language import JourneyPlan
 from orchestrator.signals import (
     AggregateCache,
+    BetaGeo,
     Call,
     Categorical,
     CustomerFrame,
     EventFrame,
     EventLog,
+    Fit,
+    GammaGamma,
     IncrementalAggregates,
     IncrementalConditions,
+    fit_for,
     property_uses,
 )
 from orchestrator.signals import _lang as lang
-from orchestrator.store import Connection, load_new_events, max_key
+from orchestrator.store import Connection, StoredFit, latest_prediction_fits, load_new_events, max_key
 
 
 @dataclass
@@ -52,6 +56,7 @@ class SignalState:
         self.aggregates = IncrementalAggregates([], self.log)
         self.conditions = IncrementalConditions(self.aggregates)
         self.accepted = 0  # events taken by ``accept`` since the last refresh
+        self.fits: dict[tuple[str, str], Fit] = {}  # the newest fit of each purchase model, oldest first
         self.ensure(plans)
 
     def ensure(self, plans: Iterable[JourneyPlan]) -> None:
@@ -108,8 +113,15 @@ class SignalState:
         loaded = time.perf_counter()
         self.log.append_frame(frame, last_id)
         self.aggregates.advance(now_us)
+        if any(call.func in lang.PREDICTIONS for call in self.aggregates.calls):
+            self.fits = fits_from_store(latest_prediction_fits(conn))
+            self.aggregates.set_fits(self.fits)
         accepted, self.accepted = self.accepted, 0
         return Refresh(len(frame) + accepted, loaded - started, time.perf_counter() - loaded)
+
+    def missing_fits(self, plan: JourneyPlan) -> list[str]:
+        """What the journey's predictions lack in the fits read at the last refresh (``missing_fits``)."""
+        return missing_fits(plan, self.fits)
 
     def use_customers(self, customers: CustomerFrame) -> None:
         """Hand the aggregates the customers' time zones, which aggregates over calendar periods
@@ -178,3 +190,38 @@ class _LazyValues(dict[Any, np.ndarray]):
         if key not in self and key in self._calls:
             self[key] = self._aggregates.value(key)
         return super().get(key, default)
+
+
+def fits_from_store(stored: Mapping[tuple[str, str], StoredFit]) -> dict[tuple[str, str], Fit]:
+    """The kept fits as the evaluator reads them, oldest first (``Evaluator.fits``)."""
+    out: dict[tuple[str, str], Fit] = {}
+    for key, fit in sorted(stored.items(), key=lambda item: item[1].id):
+        values = fit.parameters
+        gamma_gamma = None
+        if values.get("p") is not None:
+            gamma_gamma = GammaGamma(float(values["p"]), float(values["q"]), float(values["gamma"]))
+        beta_geo = BetaGeo(float(values["r"]), float(values["alpha"]), float(values["a"]), float(values["b"]))
+        out[key] = Fit(beta_geo, gamma_gamma)
+    return out
+
+
+def missing_fits(plan: JourneyPlan, fits: Mapping[tuple[str, str], Fit]) -> list[str]:
+    """What the journey's predictions (``p_alive(purchase)``...) lack in ``fits``: one line each for those
+    whose purchase models have no fit."""
+    missing = []
+    for call in dict.fromkeys(c for node in plan.expressions() for c in lang.aggregates(node)):
+        if call.func not in lang.PREDICTIONS:
+            continue
+        name = call.args[0]
+        assert isinstance(name, lang.Name)
+        event, prop = name.parts[0], (name.parts[1] if len(name.parts) > 1 else None)
+        fit = fit_for(fits, event, prop)
+        if fit is not None and (prop is None or fit.gamma_gamma is not None):
+            continue
+        how = f"--event {event}" + (f" --value {prop}" if prop else "")
+        lacks = "none" if fit is None else "none with a Gamma-Gamma fit"
+        missing.append(
+            f"{call.func}({'.'.join(name.parts)}) reads a fit of the {event} models and the store has "
+            f"{lacks}: run orchestrator predict fit {how} --save"
+        )
+    return missing

@@ -278,6 +278,9 @@ class Engine:
                 continue
             plans = versions[plan.id]
             with self._journey(plan.id, failures):
+                missing = [line for p in plans for line in self.signals.missing_fits(p)]
+                if missing:
+                    raise MissingFit("; ".join(dict.fromkeys(missing)))
                 evaluators = self._evaluators(plans, customers, no_events, cache, now_us)
                 journeys.add_all(
                     self._tick_journey(plan, plans, evaluators, customers, now_us, result, phases)
@@ -844,12 +847,17 @@ class Engine:
         return {name: evaluator.metric(name) for name in plan.metrics}
 
 
+class MissingFit(EngineError):
+    """A journey reads a prediction (``p_alive(purchase)``...) whose purchase models the store has no fit of.
+    Its message names the prediction and the command that fits them, never a customer's data."""
+
+
 #: The range of the integers a plan hands to the store and to numpy columns (priority, version).
 INT64 = (-(2**63), 2**63 - 1)
 
 #: Exceptions whose message is the engine's own or the interpreter's fixed text, never a stored value: their
 #: message is kept in a failure's one line. Any other exception is named by its type and where it arose.
-_MESSAGE_KEPT = (VersionConflict, OverflowError, RecursionError, MemoryError, ZeroDivisionError)
+_MESSAGE_KEPT = (VersionConflict, MissingFit, OverflowError, RecursionError, MemoryError, ZeroDivisionError)
 
 
 def _check_integers(plan: JourneyPlan) -> None:

@@ -9,8 +9,8 @@ definitions, which differ from the rule language's ``recency`` and ``frequency``
 
 from orchestrator.predict._fit import Fitted, NotEnoughHistory, PredictSetupError, fit_models
 from orchestrator.predict._history import FitReport, HoldoutCheck, fit_history, purchase_summary, save_fit
-from orchestrator.predict._score import BetaGeo, GammaGamma
-from orchestrator.predict._summary import UNIT_DAYS, PurchaseSummary, summarize
+from orchestrator.predict._summary import PurchaseSummary, summarize
+from orchestrator.signals import UNIT_DAYS, BetaGeo, GammaGamma
 
 __all__ = [
     "UNIT_DAYS",

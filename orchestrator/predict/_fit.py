@@ -1,7 +1,7 @@
 """Fitting BG/NBD and Gamma-Gamma to a purchase summary, with PyMC-Marketing's CLV models.
 
 The fit is the maximum a posteriori under flat priors on the positive parameters, which is the maximum
-likelihood fit of the papers (``predict._score`` gives the formulas). PyMC-Marketing (and PyMC, PyTensor,
+likelihood fit of the papers (``signals._clv`` gives the formulas). PyMC-Marketing (and PyMC, PyTensor,
 pandas under it) is the optional extra ``orchestrator[predict]``, imported only here and only when a fit
 runs; without it a fit says how to install it.
 """
@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from orchestrator.errors import InvalidInputError, SetupError
-from orchestrator.predict._score import BetaGeo, GammaGamma
 from orchestrator.predict._summary import PurchaseSummary
+from orchestrator.signals import BetaGeo, GammaGamma
 
 
 class PredictSetupError(SetupError):

@@ -10,7 +10,8 @@ import numpy as np
 
 from orchestrator.errors import InvalidInputError
 from orchestrator.predict._fit import Fitted, NotEnoughHistory, fit_models
-from orchestrator.predict._summary import DAY_US, UNIT_DAYS, PurchaseSummary, summarize
+from orchestrator.predict._summary import PurchaseSummary, summarize
+from orchestrator.signals import DAY_US, UNIT_DAYS
 from orchestrator.store import Store, load_events, save_prediction_fit
 
 EPOCH = date(1970, 1, 1)

@@ -21,9 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-DAY_US = 86_400 * 1_000_000
-#: The models' unit of time, in days: parameters such as alpha are per week.
-UNIT_DAYS = 7
+from orchestrator.signals import DAY_US, UNIT_DAYS, transaction_days
 
 
 @dataclass(frozen=True)
@@ -72,12 +70,7 @@ def summarize(
             None if holdout_end_day is None else np.empty(0, np.int64),
             calibration_end_day, holdout_end_day,
         )  # fmt: skip
-    low = int(day.min())
-    span = int(day.max()) - low + 1
-    # One key per (customer, day): the transaction days, sorted by customer then day.
-    keys, inverse = np.unique(customer * span + (day - low), return_inverse=True)
-    day_value = np.bincount(inverse, weights=amount, minlength=len(keys))
-    t_customer, t_day = keys // span, keys % span + low
+    t_customer, t_day, day_value = transaction_days(customer, day, amount)
     owners, first_at, per_owner = np.unique(t_customer, return_index=True, return_counts=True)
     first_day = t_day[first_at]
     cohort = first_day <= calibration_end_day

@@ -15,7 +15,8 @@ over. Other packages import from here, not from the modules.
 from __future__ import annotations
 
 from orchestrator.signals import _lang as lang
-from orchestrator.signals._evaluate import AggregateCache, Evaluator, to_python
+from orchestrator.signals._clv import DAY_US, UNIT_DAYS, BetaGeo, Fit, GammaGamma, transaction_days
+from orchestrator.signals._evaluate import AggregateCache, Evaluator, fit_for, to_python
 from orchestrator.signals._frame import Categorical, CustomerFrame, EventFrame, Property, column_from_values
 from orchestrator.signals._incremental import IncrementalAggregates
 from orchestrator.signals._kept_conditions import IncrementalConditions
@@ -23,7 +24,10 @@ from orchestrator.signals._lang import Call, ExpressionError, Node, free_names, 
 from orchestrator.signals._log import EventLog, property_uses
 
 __all__ = [
+    "DAY_US",
+    "UNIT_DAYS",
     "AggregateCache",
+    "BetaGeo",
     "Call",
     "Categorical",
     "CustomerFrame",
@@ -31,14 +35,18 @@ __all__ = [
     "EventFrame",
     "EventLog",
     "ExpressionError",
+    "Fit",
+    "GammaGamma",
     "IncrementalAggregates",
     "IncrementalConditions",
     "Node",
     "Property",
     "column_from_values",
+    "fit_for",
     "free_names",
     "lang",
     "parse",
     "property_uses",
     "to_python",
+    "transaction_days",
 ]

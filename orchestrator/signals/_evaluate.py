@@ -19,11 +19,12 @@ import numpy as np
 from orchestrator.durations import US_PER_SECOND
 from orchestrator.signals import _builtin_values as builtin_values
 from orchestrator.signals import _calendar as calendar
+from orchestrator.signals import _clv as clv
 from orchestrator.signals import _lang as lang
 from orchestrator.signals import _sequences as sequences
 from orchestrator.signals import _where as where_filter
 from orchestrator.signals._frame import NULL_CODE, Categorical, CustomerFrame, EventFrame
-from orchestrator.signals._lang import Binary, Call, ExpressionError, Name, Node, Unary
+from orchestrator.signals._lang import Binary, Call, Duration, ExpressionError, Name, Node, Unary
 
 Value = Any  # np.ndarray of length n, or a Python scalar that broadcasts
 
@@ -55,6 +56,7 @@ class Evaluator:
         now_us: int,
         metrics: Mapping[str, Node] | None = None,
         cache: AggregateCache | None = None,
+        fits: Mapping[tuple[str, str], clv.Fit] | None = None,
     ) -> None:
         if events.n_customers != customers.n:
             raise ValueError("event and customer frames disagree on the number of customer slots")
@@ -64,6 +66,8 @@ class Evaluator:
         self.now_us = int(now_us)
         self.metrics = dict(metrics or {})
         self.cache = cache or AggregateCache()
+        # The purchase models' newest fits by (event, value property), oldest first: what p_alive() reads.
+        self.fits = dict(fits or {})
         self._metric_values: dict[str, np.ndarray] = {}
         self._resolving: set[str] = set()
         # Values of sub-expressions, by node identity, for callers that ask for many nested nodes of one
@@ -405,6 +409,8 @@ class Evaluator:
         n = self.n
         ev = self.events
         window = self._window_mask(call)
+        if call.func in lang.PREDICTIONS:
+            return self._prediction(call, window)
         if lang.FUNCTIONS[call.func].kind == "events":
             if call.func == "sessions":
                 return self._sessions(call, window)
@@ -504,6 +510,35 @@ class Evaluator:
             return number
         by_rank = encoded.values[np.argsort(rank)] if len(rank) else encoded.values
         return last_column(number, text_rank, by_rank)
+
+    def _prediction(self, call: Call, window: np.ndarray) -> np.ndarray:
+        """``p_alive``, ``expected_purchases`` and ``predicted_clv`` from the newest fit of the event (and
+        value property): NaN for every customer without such a fit, and for those who never bought."""
+        name = call.args[0]
+        assert isinstance(name, Name)
+        event, prop = name.parts[0], (name.parts[1] if len(name.parts) > 1 else None)
+        fit = fit_for(self.fits, event, prop)
+        out = np.full(self.n, np.nan)
+        if fit is None or (prop is not None and fit.gamma_gamma is None):
+            return out
+        mask = window & self._type_mask((event,))
+        value = self._numeric(prop)[mask] if prop is not None else None
+        today = self.now_us // clv.DAY_US
+        summary = clv.day_summary(self.events.customer[mask], self.events.ts[mask], value, self.n, today)
+        bought = summary.bought
+        x, t_x, age = summary.frequency[bought], summary.recency[bought], summary.age[bought]
+        if call.func == "p_alive":
+            out[bought] = fit.beta_geo.p_alive(x, t_x, age)
+            return out
+        horizon = call.kwarg("horizon")
+        assert isinstance(horizon, Duration)
+        weeks = horizon.seconds / (clv.UNIT_DAYS * 86_400)
+        expected = fit.beta_geo.expected_purchases(weeks, x, t_x, age)
+        if call.func == "predicted_clv":
+            assert fit.gamma_gamma is not None
+            expected = expected * fit.gamma_gamma.expected_spend(x, summary.monetary[bought])
+        out[bought] = expected
+        return out
 
     def _text_codes(self, prop: str) -> np.ndarray:
         """The property's codes with values of mixed types read as text (see ``sequences.text_codes``)."""
@@ -796,3 +831,12 @@ def to_python(value: Any) -> Any:
         if value.is_integer() and abs(value) < 2**53:
             return int(value)
     return value
+
+
+def fit_for(fits: Mapping[tuple[str, str], clv.Fit], event: str, prop: str | None) -> clv.Fit | None:
+    """The fit of ``event`` valued by ``prop``; without ``prop``, the newest fit of ``event`` (the mapping
+    lists fits oldest first)."""
+    if prop is not None:
+        return fits.get((event, prop))
+    found = [fit for (e, _), fit in fits.items() if e == event]
+    return found[-1] if found else None

@@ -47,6 +47,7 @@ from orchestrator.durations import US_PER_SECOND
 from orchestrator.signals import _lang as lang
 from orchestrator.signals import _where as where_filter
 from orchestrator.signals._calendar import zone_codes, zone_table
+from orchestrator.signals._clv import Fit
 from orchestrator.signals._evaluate import (
     MATRIX_CELLS,
     MICROS,
@@ -510,6 +511,7 @@ class IncrementalAggregates:
         self._rebuilt_bases: set[Base] = set()
         self._touched_memo: dict[tuple[Call, ...], np.ndarray | None] = {}
         self._n_before = 0
+        self.fits: dict[tuple[str, str], Fit] = {}  # see ``set_fits``
         self._filters: dict[Node, SegmentFilter] = {}  # by static filter, shared by the bases using it
         # ``count(e, where=e.p == X)`` with X the customer's value: (p, X), read from a Pairs base.
         self._lookups: dict[Call, tuple[str, Node]] = {}
@@ -549,6 +551,8 @@ class IncrementalAggregates:
                 self._base(("pairs", w, events[0], prop, None), lambda: Pairs(w, events[0], prop, self.log))
         elif lang.period_of(call) is not None:
             self._rebuilt.append(call)  # bounds per customer's time zone, moving at local midnights
+        elif f in lang.PREDICTIONS:
+            self._rebuilt.append(call)  # read from a fit and the customer's age, which grows every day
         elif f in ("sequence", "sessions") or (f == "count" and call.kwarg("by") is not None):
             self._rebuilt.append(call)  # an order, or distinct values, is not kept by adding and removing
         elif f == "since_first" and w.within_us is not None:
@@ -793,6 +797,15 @@ class IncrementalAggregates:
             if lang.period_of(call) is not None:
                 self._values.pop(call, None)
 
+    def set_fits(self, fits: Mapping[tuple[str, str], Fit]) -> None:
+        """The purchase models' newest fits by (event, value property), oldest first, for ``p_alive`` and
+        the other predictions (the caller hands them over at each tick, before reading values)."""
+        if dict(fits) != self.fits:
+            self.fits = dict(fits)
+            for call in self.calls:
+                if call.func in lang.PREDICTIONS:
+                    self._values.pop(call, None)
+
     def _from_scratch(self, call: Call, parts: Mapping[Node, np.ndarray] | None = None) -> np.ndarray:
         """The aggregate from its window's events (its filter's customer-level ``parts``, if it has any,
         given by the caller or, when they read no metric or attribute, worked out here)."""
@@ -817,7 +830,7 @@ class IncrementalAggregates:
             table = zone_table(period.name, self._zone_codes[0], self.now_us)
             start, end = int(table[:, 0].min()), int(table[:, 1].max())  # every zone's period
         frame = self.log.frame(self.log.range(start, end, types=types), self.n)
-        evaluator = Evaluator(frame, customers, self.now_us, cache=cache)
+        evaluator = Evaluator(frame, customers, self.now_us, cache=cache, fits=self.fits)
         if not lang.where_parts(call):
             return evaluator.values(call)
         return evaluator.filtered(call, self._parts(call) if parts is None else parts)

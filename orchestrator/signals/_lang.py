@@ -297,6 +297,12 @@ class _Parser:
             elif not (self.peek().kind == "op" and self.peek().text == ")"):
                 raise ExpressionError(f"expected ',' or ')' in the call to {name.text}()", self.peek().pos)
         self.take()
+        if name.text in ("expected_purchases", "predicted_clv") and len(args) == 2 and not kwargs:
+            horizon = args[1]
+            if isinstance(horizon, Duration):  # the horizon may be written second: (purchase, 90d)
+                args.pop()
+                kwargs.append(("horizon", horizon))
+                kwarg_pos.append(horizon.pos)
         call = Call(name.pos, name.text, tuple(args), tuple(kwargs), tuple(kwarg_pos))
         check_call(call)
         if FUNCTIONS[call.func].kind == "shorthand":
@@ -436,7 +442,42 @@ _CORE: list[FunctionSpec] = [
     FunctionSpec("coalesce", "scalar", 2, None, {}, "the first argument that is not null"),
     FunctionSpec("abs", "scalar", 1, 1, {}, "absolute value"),
     FunctionSpec("present", "scalar", 1, 1, {}, "true where the value is set (not null or empty)"),
+    # Predictions from the newest fit of the purchase models (``orchestrator predict fit --save``).
+    FunctionSpec(
+        "p_alive",
+        "events",
+        1,
+        1,
+        {},
+        "the probability the customer is still active, from the BG/NBD fit of these purchases and their"
+        " purchase days (null for a customer who never bought)",
+        example="p_alive(purchase) < 0.3",
+    ),
+    FunctionSpec(
+        "expected_purchases",
+        "events",
+        1,
+        1,
+        {"horizon": "duration"},
+        "the purchases the BG/NBD fit expects from the customer over the horizon (null if they never bought)",
+        required=frozenset({"horizon"}),
+        example="expected_purchases(purchase, 90d) < 0.5",
+    ),
+    FunctionSpec(
+        "predicted_clv",
+        "prop",
+        1,
+        1,
+        {"horizon": "duration"},
+        "the value the fits expect from the customer over the horizon: expected purchases times the"
+        " Gamma-Gamma expected value of one (null if they never bought)",
+        required=frozenset({"horizon"}),
+        example="predicted_clv(purchase.amount, 365d) > 200",
+    ),
 ]
+
+#: The aggregates read from a fit of the purchase models, for every customer at once (``signals._clv``).
+PREDICTIONS = frozenset({"p_alive", "expected_purchases", "predicted_clv"})
 
 FUNCTIONS: dict[str, FunctionSpec] = {spec.name: spec for spec in [*_CORE, *builtins.SPECS]}
 

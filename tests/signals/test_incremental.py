@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from orchestrator.signals import BetaGeo, Fit, GammaGamma
 from orchestrator.signals import _lang as lang
 from orchestrator.signals._evaluate import AggregateCache, Evaluator
 from orchestrator.signals._frame import Categorical, CustomerFrame, EventFrame
@@ -81,7 +82,13 @@ EXPRESSIONS = [
     "sessions(by=cat)",
     "session_share(without=buy, within=2d, by=cat)",
     "count(view, cart, by=view.cat, within=2d)",
+    # read from a fit of the purchase models (``FITS``); view has none: null for everyone
+    "p_alive(buy)",
+    "expected_purchases(buy, 2d)",
+    "predicted_clv(buy.amount, horizon=30d)",
+    "p_alive(view)",
 ]
+FITS = {("buy", "amount"): Fit(BetaGeo(r=0.5, alpha=3.0, a=0.8, b=2.4), GammaGamma(p=6.0, q=3.7, gamma=15.0))}
 # Customers' time zones, for the calendar periods: a slot's zone is ZONES[key % len(ZONES)].
 ZONES = ["Asia/Tokyo", "America/New_York", "UTC", None, "Not/AZone", "Australia/Lord_Howe"]
 
@@ -185,16 +192,20 @@ def test_incremental_equals_from_scratch(seed: int, n_customers: int, per_tick: 
             log.append_frame(piece(fresh, part), last_id)
         aggregates.advance(now)
         aggregates.set_time_zones(zones(log.n_customers))
+        aggregates.set_fits(FITS)
 
         full = concat(frames, log)
         customers = CustomerFrame(
             full.n_customers, np.ones(full.n_customers, bool), {"timezone": zones(full.n_customers)}
         )
-        scratch = Evaluator(full, customers, now, cache=AggregateCache())
+        scratch = Evaluator(full, customers, now, cache=AggregateCache(), fits=FITS)
         for call in calls:
             expected = scratch.values(call)
             got = aggregates.values[call]
             assert same(got, expected), f"tick {i}: {lang.FUNCTIONS[call.func].name} {call}"
+            if call.func in lang.PREDICTIONS:  # a fit gives numbers to the buyers, none gives nulls
+                fitted = lang.event_names(call) == {"buy"}
+                assert np.isfinite(got).any() == fitted, call
 
 
 def test_log_ranges_are_half_open_and_merge_segments() -> None:

@@ -1,4 +1,10 @@
-"""The fitted models' predictions for every customer at once, in closed form (numpy and scipy).
+"""Buy-till-you-die predictions for every customer at once, in closed form (numpy and scipy): what
+``p_alive(e)``, ``expected_purchases(e, H)`` and ``predicted_clv(e.p, H)`` read, given the parameters a fit
+found (``orchestrator.predict`` fits them; the engine hands the newest fit to the evaluator).
+
+Each customer's purchases are counted by UTC day (``transaction_days``): frequency x, the transaction days
+after the first; recency t_x, first to last day; age T, first day to the day of the evaluation; all in
+weeks; m_x the mean value of the repeat days (``docs/predict.md``).
 
 BG/NBD (Fader, Hardie & Lee 2005, "Counting your customers the easy way"), with parameters r, alpha
 (per week), a, b and a customer's frequency x, recency t_x and age T (weeks, ``predict._summary``):
@@ -23,6 +29,10 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.special import hyp2f1
+
+DAY_US = 86_400 * 1_000_000
+#: The models' unit of time, in days: parameters such as alpha are per week.
+UNIT_DAYS = 7
 
 
 @dataclass(frozen=True)
@@ -86,3 +96,65 @@ class GammaGamma:
         x = np.asarray(frequency, np.float64)
         m = np.nan_to_num(np.asarray(monetary, np.float64), nan=0.0)
         return self.p * (self.gamma + x * m) / (self.p * x + self.q - 1.0)
+
+
+@dataclass(frozen=True)
+class Fit:
+    """A fit's two models, for the evaluator: ``gamma_gamma`` is None when it could not be fitted."""
+
+    beta_geo: BetaGeo
+    gamma_gamma: GammaGamma | None
+
+
+def transaction_days(
+    customer: np.ndarray, day: np.ndarray, amount: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The (customer, day) pairs with a purchase, sorted by customer then day, with each day's value."""
+    if not len(day):
+        return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0)
+    low = int(day.min())
+    span = int(day.max()) - low + 1
+    keys, inverse = np.unique(customer.astype(np.int64) * span + (day - low), return_inverse=True)
+    return keys // span, keys % span + low, np.bincount(inverse, weights=amount, minlength=len(keys))
+
+
+@dataclass(frozen=True)
+class DaySummary:
+    """Per customer slot: x, t_x and T in weeks, m_x (NaN without a repeat), and whether they bought."""
+
+    frequency: np.ndarray
+    recency: np.ndarray
+    age: np.ndarray
+    monetary: np.ndarray
+    bought: np.ndarray
+
+
+def day_summary(
+    customer: np.ndarray, ts_us: np.ndarray, value: np.ndarray | None, n: int, today: int
+) -> DaySummary:
+    """The summary of every slot's purchases (any order, all on or before ``today``, a UTC day number)."""
+    day = np.floor_divide(np.asarray(ts_us, np.int64), DAY_US)
+    amount = np.zeros(len(day)) if value is None else np.nan_to_num(np.asarray(value, np.float64), nan=0.0)
+    t_customer, t_day, day_value = transaction_days(np.asarray(customer, np.int64), day, amount)
+    days = np.bincount(t_customer, minlength=n)[:n].astype(np.float64)
+    bought = days > 0
+    first = np.full(n, today, np.int64)
+    last = np.full(n, today, np.int64)
+    firsts = np.ones(len(t_day), bool)  # the first day of each customer (pairs are sorted)
+    firsts[1:] = t_customer[1:] != t_customer[:-1]
+    first[t_customer[firsts]] = t_day[firsts]
+    lasts = np.ones(len(t_day), bool)
+    lasts[:-1] = t_customer[1:] != t_customer[:-1]
+    last[t_customer[lasts]] = t_day[lasts]
+    frequency = np.maximum(days - 1, 0)
+    repeat_value = np.bincount(t_customer, weights=day_value, minlength=n)[:n]
+    repeat_value[t_customer[firsts]] -= day_value[firsts]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        monetary = np.where(frequency > 0, repeat_value / np.maximum(frequency, 1), np.nan)
+    return DaySummary(
+        frequency=frequency,
+        recency=(last - first) / UNIT_DAYS,
+        age=(today - first) / UNIT_DAYS,
+        monetary=monetary,
+        bought=bought,
+    )
