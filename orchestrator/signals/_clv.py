@@ -147,7 +147,7 @@ def day_summary(
     lasts[:-1] = t_customer[1:] != t_customer[:-1]
     last[t_customer[lasts]] = t_day[lasts]
     frequency = np.maximum(days - 1, 0)
-    repeat_value = np.bincount(t_customer, weights=day_value, minlength=n)[:n]
+    repeat_value = np.bincount(t_customer, weights=day_value, minlength=n)[:n].astype(np.float64)
     repeat_value[t_customer[firsts]] -= day_value[firsts]
     with np.errstate(invalid="ignore", divide="ignore"):
         monetary = np.where(frequency > 0, repeat_value / np.maximum(frequency, 1), np.nan)

@@ -80,6 +80,12 @@ def test_without_a_fit_every_value_is_null() -> None:
     assert np.isnan(values("predicted_clv(buy.amount, 30d)", EVENTS, fits=other)).all()
 
 
+def test_no_purchase_at_all() -> None:
+    views = frame([(1, D0, "view", 1.0), (2, D0 + DAY, "view", 2.0)], 3)
+    for text in ("p_alive(buy)", "predicted_clv(buy.amount, 30d)"):
+        assert np.isnan(values(text, views)).all(), text
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_equal_to_the_prediction_package(seed: int) -> None:
     rng = np.random.default_rng(seed)
