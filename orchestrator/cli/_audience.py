@@ -9,10 +9,10 @@ from typing import Any
 
 from orchestrator.cli._errors import Failure, UsageError
 from orchestrator.cli._settings import Args
+from orchestrator.cli._stores import existing_store
 from orchestrator.clock import SystemClock, parse_instant, to_us
 from orchestrator.engine import UnknownJourney, Workspace, audience, load_workspace
 from orchestrator.language import SpecError
-from orchestrator.store import open_store
 
 
 def _workspace(args: Args) -> Workspace:
@@ -36,13 +36,8 @@ def run_audience(args: Args) -> int:
         now_us = to_us(SystemClock().now() if args.now is None else parse_instant(args.now))
     except ValueError as exc:
         raise UsageError(f"--now {args.now!r}: {exc}") from None
+    store = existing_store(args.db, "the store is empty: ingest customers and events first")
     try:
-        store = open_store(args.db, create=False)
-    except FileNotFoundError as exc:
-        raise UsageError(str(exc)) from None
-    try:
-        if not store.is_initialised():
-            raise UsageError("the store is empty: ingest customers and events first")
         report = audience(
             store,
             workspace,

@@ -8,8 +8,8 @@ from datetime import UTC, date, datetime, timedelta
 
 from orchestrator.cli._errors import Failure, UsageError
 from orchestrator.cli._settings import Args
+from orchestrator.cli._stores import existing_store
 from orchestrator.clock import SystemClock, to_us
-from orchestrator.store import open_store
 
 
 def _day(text: str, flag: str) -> date:
@@ -28,13 +28,8 @@ def run_predict_fit(args: Args) -> int:
     else:
         calibration_end = _day(args.calibration_end, "--calibration-end")
     holdout_end = None if args.holdout_end is None else _day(args.holdout_end, "--holdout-end")
+    store = existing_store(args.db, "the store is empty: ingest customers and events first")
     try:
-        store = open_store(args.db, create=False)
-    except FileNotFoundError as exc:
-        raise UsageError(str(exc)) from None
-    try:
-        if not store.is_initialised():
-            raise UsageError("the store is empty: ingest customers and events first")
         fit = fit_history(store, calibration_end, event=args.event, value=args.value, holdout_end=holdout_end)
         report = fit.to_dict()
         if args.save:

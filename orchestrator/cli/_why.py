@@ -11,6 +11,7 @@ from datetime import datetime
 from orchestrator.channels import count_segments
 from orchestrator.cli._errors import Failure, UsageError
 from orchestrator.cli._settings import Args
+from orchestrator.cli._stores import existing_store
 from orchestrator.clock import SimulatedClock, SystemClock, parse_instant, to_us
 from orchestrator.engine import (
     PreviewError,
@@ -22,25 +23,12 @@ from orchestrator.engine import (
     send_step,
 )
 from orchestrator.language import SpecError
-from orchestrator.store import Store, open_store
-
-
-def _store(url: str | None) -> Store:
-    try:
-        store = open_store(url, create=False)
-    except FileNotFoundError as exc:
-        raise UsageError(str(exc)) from None
-    if not store.is_initialised():
-        store.dispose()
-        raise UsageError("the store is empty: nothing has run yet")
-    return store
-
 
 # ---------------------------------------------------------------------------------------------- why
 
 
 def run_why(args: Args) -> int:
-    store = _store(args.db)
+    store = existing_store(args.db, "the store is empty: nothing has run yet")
     try:
         report = explain(store, args.customer, args.journey).to_dict()
     except UnknownCustomer as exc:
@@ -98,7 +86,7 @@ def run_preview(args: Args) -> int:
         clock = SystemClock() if args.now is None else SimulatedClock(parse_instant(args.now))
     except ValueError as exc:
         raise UsageError(f"--now {args.now!r}: {exc}") from None
-    store = _store(args.db)
+    store = existing_store(args.db, "the store is empty: nothing has run yet")
     try:
         row = render_step(workspace, store, args.journey, args.step, clock, args.customer)
     except PreviewError as exc:  # the journey and step exist: the customer does not

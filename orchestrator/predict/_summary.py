@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from orchestrator.signals import DAY_US, UNIT_DAYS, transaction_days
+from orchestrator.signals import DAY_US, day_summary, transaction_days
 
 
 @dataclass(frozen=True)
@@ -58,42 +58,29 @@ def summarize(
     A purchase without a value (NaN) counts as a transaction and adds nothing to its day's value.
     """
     customer = np.asarray(customer, np.int64)
-    day = np.floor_divide(np.asarray(ts_us, np.int64), DAY_US)
-    amount = np.zeros(len(day)) if value is None else np.nan_to_num(np.asarray(value, np.float64), nan=0.0)
-    last_day = calibration_end_day if holdout_end_day is None else max(calibration_end_day, holdout_end_day)
-    keep = day <= last_day
-    customer, day, amount = customer[keep], day[keep], amount[keep]
-    if not len(day):
-        empty = np.empty(0)
-        return PurchaseSummary(
-            np.empty(0, np.int64), empty, empty, empty, empty,
-            None if holdout_end_day is None else np.empty(0, np.int64),
-            calibration_end_day, holdout_end_day,
-        )  # fmt: skip
-    t_customer, t_day, day_value = transaction_days(customer, day, amount)
-    owners, first_at, per_owner = np.unique(t_customer, return_index=True, return_counts=True)
-    first_day = t_day[first_at]
-    cohort = first_day <= calibration_end_day
-    in_calibration = t_day <= calibration_end_day
-    owner_of = np.repeat(np.arange(len(owners)), per_owner)
-    days_in = np.bincount(owner_of, weights=in_calibration, minlength=len(owners))
-    last_in = np.full(len(owners), np.iinfo(np.int64).min)
-    np.maximum.at(last_in, owner_of[in_calibration], t_day[in_calibration])
-    value_in = np.bincount(owner_of, weights=np.where(in_calibration, day_value, 0.0), minlength=len(owners))
-    frequency = days_in - 1
-    repeat_value = value_in - day_value[first_at]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        monetary = np.where(frequency > 0, repeat_value / np.maximum(frequency, 1), np.nan)
+    ts_us = np.asarray(ts_us, np.int64)
+    day = np.floor_divide(ts_us, DAY_US)
+    n = int(customer.max()) + 1 if len(customer) else 0
+    kept = day <= calibration_end_day
+    calibration = day_summary(
+        customer[kept],
+        ts_us[kept],
+        None if value is None else np.asarray(value)[kept],
+        n,
+        calibration_end_day,
+    )
+    cohort = np.flatnonzero(calibration.bought)  # whose first purchase is in the calibration period
     holdout = None
     if holdout_end_day is not None:
-        after = ~in_calibration & (t_day <= holdout_end_day)
-        holdout = np.bincount(owner_of[after], minlength=len(owners)).astype(np.int64)[cohort]
+        after = ~kept & (day <= holdout_end_day)
+        owners, _, _ = transaction_days(customer[after], day[after], np.zeros(int(after.sum())))
+        holdout = np.bincount(owners, minlength=n).astype(np.int64)[cohort]
     return PurchaseSummary(
-        customer=owners[cohort],
-        frequency=frequency[cohort].astype(np.float64),
-        recency=((last_in - first_day) / UNIT_DAYS)[cohort].astype(np.float64),
-        age=((calibration_end_day - first_day) / UNIT_DAYS)[cohort].astype(np.float64),
-        monetary=monetary[cohort],
+        customer=cohort.astype(np.int64),
+        frequency=calibration.frequency[cohort],
+        recency=calibration.recency[cohort],
+        age=calibration.age[cohort],
+        monetary=calibration.monetary[cohort],
         holdout=holdout,
         calibration_end_day=calibration_end_day,
         holdout_end_day=holdout_end_day,

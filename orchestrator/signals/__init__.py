@@ -15,7 +15,15 @@ over. Other packages import from here, not from the modules.
 from __future__ import annotations
 
 from orchestrator.signals import _lang as lang
-from orchestrator.signals._clv import DAY_US, UNIT_DAYS, BetaGeo, Fit, GammaGamma, transaction_days
+from orchestrator.signals._clv import (
+    DAY_US,
+    UNIT_DAYS,
+    BetaGeo,
+    Fit,
+    GammaGamma,
+    day_summary,
+    transaction_days,
+)
 from orchestrator.signals._evaluate import AggregateCache, Evaluator, fit_for, to_python
 from orchestrator.signals._frame import Categorical, CustomerFrame, EventFrame, Property, column_from_values
 from orchestrator.signals._incremental import IncrementalAggregates
@@ -42,6 +50,7 @@ __all__ = [
     "Node",
     "Property",
     "column_from_values",
+    "day_summary",
     "fit_for",
     "free_names",
     "lang",

@@ -97,7 +97,7 @@ PUBLIC: dict[str, list[str]] = {
         "AggregateCache", "Call", "Categorical", "CustomerFrame", "Evaluator", "EventFrame", "EventLog",
         "ExpressionError", "IncrementalAggregates", "IncrementalConditions", "Node", "Property",
         "column_from_values", "free_names", "lang", "parse", "property_uses", "to_python",
-        "DAY_US", "UNIT_DAYS", "BetaGeo", "Fit", "GammaGamma", "fit_for", "transaction_days",
+        "DAY_US", "UNIT_DAYS", "BetaGeo", "Fit", "GammaGamma", "day_summary", "fit_for", "transaction_days",
     ],
     "orchestrator.store": [
         "Backlog", "Connection", "CustomerContact", "CustomerConversion", "CustomerInstance",
