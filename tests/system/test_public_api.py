@@ -45,7 +45,8 @@ PUBLIC: dict[str, list[str]] = {
         "UnknownJourney", "Workspace", "WorkspaceFiles", "audience", "crash_test_provider", "engine_health",
         "explain", "failure_text", "iso",
         "judge_health", "load_frames", "load_workspace", "migration_problems",
-        "missing_customer_attributes", "plan_report", "render_step", "send_step", "send_test", "serve",
+        "missing_customer_attributes", "plan_report", "prediction_fits", "render_step", "send_step",
+        "send_test", "serve",
         "signal_matches", "status_report", "store_problems", "stored_attributes", "unsubscribe_warnings",
         "validate_paths",
         # the console's views of the journeys
