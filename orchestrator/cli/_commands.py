@@ -497,6 +497,12 @@ def cmd_predict_fit(args: Args) -> int:
     return run_predict_fit(args)
 
 
+def cmd_predict_scores(args: Args) -> int:
+    from orchestrator.cli._predict import run_predict_scores
+
+    return run_predict_scores(args, to_us(_instant(args.now).now()))
+
+
 def cmd_audience(args: Args) -> int:
     from orchestrator.cli._audience import run_audience
 

@@ -93,6 +93,8 @@ PUBLIC: dict[str, list[str]] = {
         "UNIT_DAYS", "BetaGeo", "FitReport", "Fitted", "GammaGamma", "HoldoutCheck", "NotEnoughHistory",
         "PredictSetupError", "PurchaseSummary", "fit_history", "fit_models", "purchase_summary", "summarize",
         "save_fit",
+        # every customer's predictions now
+        "NoFitKept", "Scores", "export_scores", "score_customers",
     ],
     "orchestrator.signals": [
         "AggregateCache", "Call", "Categorical", "CustomerFrame", "Evaluator", "EventFrame", "EventLog",
