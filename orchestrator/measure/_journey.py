@@ -288,6 +288,7 @@ def _journey_uplift(compared: EntryRows, features: dict[str, np.ndarray], learne
             treatment=TREATMENT,
             control=HOLDOUT,
             learner=learner,
+            groups=compared.customer_key,  # a customer's re-entries stay in one fold
         )
     except InputError as exc:
         return UpliftView(notes=(f"no uplift view: {exc}",))

@@ -10,8 +10,9 @@ chance of the outcome with the message (``p_treated``) and without it (``p_contr
 is their difference. The default classifier is scikit-learn's ``LogisticRegression`` (L2, C = 1) on
 standardised features; ``boosting`` uses ``HistGradientBoostingClassifier`` (depth 3, 100 trees, learning
 rate 0.05) instead. Every row is scored out of fold (cross-fitting): the rows are split into ``folds`` folds
-stratified by arm and outcome, and a row's predictions come from the two models fitted on the other folds,
-so the Qini curve is never measured on rows a model was trained on. The models are fitted on one thread.
+stratified by arm and outcome (rows of one customer, when told, in one fold), and a row's predictions come
+from the two models fitted on the other folds, so the Qini curve is never measured on rows a model was
+trained on. The models are fitted on one thread.
 
 Features (``encode_features``): a numeric column is used as it is, its missing values replaced by the
 column's median with a ``(missing)`` indicator column; a text column is one-hot encoded, one column for
@@ -230,7 +231,7 @@ def _sklearn() -> dict[str, Any]:
         from sklearn.ensemble import HistGradientBoostingClassifier
         from sklearn.exceptions import ConvergenceWarning
         from sklearn.linear_model import LogisticRegression
-        from sklearn.model_selection import StratifiedKFold
+        from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
         from threadpoolctl import threadpool_limits
@@ -244,6 +245,7 @@ def _sklearn() -> dict[str, Any]:
         "convergence": ConvergenceWarning,
         "logistic": LogisticRegression,
         "folds": StratifiedKFold,
+        "group folds": StratifiedGroupKFold,
         "pipeline": make_pipeline,
         "scaler": StandardScaler,
         "threads": threadpool_limits,
@@ -269,7 +271,7 @@ def check_uplift_input(
     treated: np.ndarray,
     names: tuple[str, str] = ("treated", "control"),
     *,
-    folds: int = 5,
+    folds: int = DEFAULT_FOLDS,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``outcome`` and ``treated`` as bool arrays, or ``InputError`` saying why no uplift model can be fitted
     on them: not 0/1, of different lengths, a constant outcome, or too few rows (or too few of either
@@ -310,10 +312,13 @@ def two_model_uplift(
     learner: str = DEFAULT_LEARNER,
     folds: int = DEFAULT_FOLDS,
     seed: int = 0,
+    groups: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Out-of-fold ``(p_treated, p_control)`` for every row: a classifier per arm on the other folds' rows
     of that arm (see the module docstring). ``outcome`` and ``treated`` are bool (see
-    ``check_uplift_input``)."""
+    ``check_uplift_input``). Rows with the same ``groups`` value (the entries of one customer) are kept in
+    one fold, so a model never scores a customer it saw in training; ``InputError`` when that leaves a
+    fold's arm with one outcome only."""
     if learner not in LEARNERS:
         raise ValueError(f"learner must be one of {', '.join(LEARNERS)}, got {learner!r}")
     if folds < 2:
@@ -322,14 +327,21 @@ def two_model_uplift(
     y, t = np.asarray(outcome, bool), np.asarray(treated, bool)
     x = np.asarray(matrix, np.float64)
     p_treated, p_control = np.empty(len(y)), np.empty(len(y))
-    splitter = sk["folds"](n_splits=folds, shuffle=True, random_state=seed)
+    strata = 2 * t.astype(int) + y.astype(int)
+    grouped = groups is not None and np.unique(groups).size < len(y)
+    splitter = sk["group folds" if grouped else "folds"](n_splits=folds, shuffle=True, random_state=seed)
     # One thread: on tables of this size, OpenMP's and BLAS's threads cost more than they save (on a busy
     # machine, ten times more); the figures are the same.
     with warnings.catch_warnings(), sk["threads"](limits=1):
         warnings.simplefilter("ignore", sk["convergence"])
-        for train, test in splitter.split(x, 2 * t.astype(int) + y.astype(int)):
+        for train, test in splitter.split(x, strata, groups if grouped else None):
             for arm, out in ((True, p_treated), (False, p_control)):
                 rows = train[t[train] == arm]
+                if np.unique(y[rows]).size < 2:
+                    raise InputError(
+                        "the rows are too few, or too few customers have each outcome, to fit a model on "
+                        f"every {folds}-fold split"
+                    )
                 model = _classifier(sk, learner, seed).fit(x[rows], y[rows])
                 out[test] = model.predict_proba(x[test])[:, list(model.classes_).index(True)]
     return p_treated, p_control
@@ -594,9 +606,11 @@ def uplift_estimate(
     learner: str = DEFAULT_LEARNER,
     folds: int = DEFAULT_FOLDS,
     seed: int = 0,
+    groups: np.ndarray | None = None,
 ) -> UpliftResult:
     """The uplift view of ``treatment`` against ``control`` on the 0/1 ``outcome``, from ``features`` (name
     -> column, aligned with the rows): predictions out of fold, curves, Qini coefficient, AUUC, quadrants.
+    ``groups`` (the customer of each row) keeps the rows of one customer in one fold.
 
     ``InputError`` when the rows cannot support a model (see ``check_uplift_input`` and
     ``encode_features``); ``UpliftSetupError`` when scikit-learn is not installed."""
@@ -604,7 +618,7 @@ def uplift_estimate(
     encoded = encode_features(features)
     if encoded.matrix.shape[0] != len(y):
         raise InputError("the features and the outcome differ in length")
-    p_t, p_c = two_model_uplift(encoded.matrix, y, t, learner=learner, folds=folds, seed=seed)
+    p_t, p_c = two_model_uplift(encoded.matrix, y, t, learner=learner, folds=folds, seed=seed, groups=groups)
     score = p_t - p_c
     threshold = float(y.mean())
     return UpliftResult(

@@ -220,6 +220,22 @@ def test_scored_out_of_fold_a_structureless_feature_shows_no_uplift_that_in_samp
     assert result.qini is not None and abs(result.qini) < QINI_BOUND
 
 
+def test_rows_of_one_customer_stay_in_one_fold() -> None:
+    features, y, t = _simulated(4, structured=True, n=1500)
+    # Every customer twice (a re-entry), with the same features and arm and an outcome of its own.
+    twice = {name: np.concatenate([column, column]) for name, column in features.items()}
+    rng = np.random.default_rng(5)
+    y2 = np.concatenate([y, rng.random(y.size) < 0.3])
+    t2 = np.concatenate([t, t])
+    customer = np.concatenate([np.arange(y.size), np.arange(y.size)])
+    grouped = uplift_estimate(twice, y2, t2, metric="y", treatment="T", control="C", groups=customer)
+    # Scored by the same two models, a customer's two rows get the same predictions.
+    np.testing.assert_array_equal(grouped.p_treated[: y.size], grouped.p_treated[y.size :])
+    np.testing.assert_array_equal(grouped.p_control[: y.size], grouped.p_control[y.size :])
+    loose = uplift_estimate(twice, y2, t2, metric="y", treatment="T", control="C")
+    assert (loose.p_treated[: y.size] != loose.p_treated[y.size :]).mean() > 0.5
+
+
 # --- Features ---------------------------------------------------------------------------------------------
 
 
