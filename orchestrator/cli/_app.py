@@ -1100,6 +1100,48 @@ def predict_fit(
     )
 
 
+@predict_app.command(
+    "scores",
+    cls=Command,
+    help="every customer's predictions now from the newest kept fit: a summary, and the rows with --output",
+    short_help="score the customers with the newest kept fit",
+    context_settings=CONTEXT,
+)
+def predict_scores(
+    ctx: typer.Context,
+    event: Annotated[str, typer.Option("--event", metavar="NAME", help="the purchase event")] = "purchase",
+    value: Annotated[
+        str, typer.Option("--value", metavar="PROPERTY", help="the purchase event's value property")
+    ] = "amount",
+    horizon: Annotated[
+        str,
+        typer.Option("--horizon", metavar="DURATION", help="the horizon of the expected purchases and value"),
+    ] = "365d",
+    now: o.Now = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", metavar="FILE", help="write one row per customer (.csv or .parquet)"),
+    ] = None,
+    format: o.TableFormat = "table",
+    db: o.Db = None,
+    config: o.ConfigFile = None,
+) -> int:
+    return _invoke(
+        ctx,
+        "predict scores",
+        config,
+        lambda s: {
+            "event": event,
+            "value": value,
+            "horizon": horizon,
+            "now": now,
+            "output": output,
+            "format": format,
+            "db": s.db(db),
+        },
+    )
+
+
 def build_app() -> Any:
     """The command line as a click command (what ``main`` runs)."""
     return typer.main.get_command(app)

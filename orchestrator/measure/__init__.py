@@ -3,9 +3,9 @@
 The holdout assignment both the engine and the reports use is ``orchestrator.holdout``.
 
 - ``_stats`` gathers the statistics, pure functions over numpy arrays: ``_numbers`` (intervals, input
-  checks, delta method), ``_rates`` (per-arm totals, rate lifts), ``_means`` (Welch mean lifts), ``_power``
-  (MDE, sample-ratio check), ``_sequential`` (always-valid intervals), ``_cuped``, and ``_analysis``
-  (``analyze``, segments).
+  checks, the relative lift), ``_rates`` (per-arm totals, rate lifts), ``_means`` (Welch mean lifts),
+  ``_power`` (MDE, sample-ratio check), ``_sequential`` (always-valid intervals), ``_cuped``, and
+  ``_analysis`` (``analyze``, segments).
 - ``_report`` gathers a journey's report: ``_entry_rows`` (per-entry columns from the store, their export),
   ``_timeline`` (cumulative lift by day), ``_journey`` (``journey_report``).
 - ``_backtest`` reads a backtest's report from its scratch store (``backtest_report``), lays it out as

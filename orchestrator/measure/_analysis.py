@@ -152,9 +152,10 @@ def compare_metric(
 ) -> MetricResult:
     """Every arm of ``arm_of`` (string labels) against ``control`` on metric ``values``.
 
-    A rate metric gets ``rate_lift`` (Newcombe, z-test, delta method) and ``mde_rate``; a mean metric
-    ``mean_lift`` (Welch, delta method) and ``mde_mean``. The always-valid interval uses the unpooled
-    variance of the difference. Arms come control first, then the others in sorted order.
+    A rate metric gets ``rate_lift`` (Newcombe, z-test, log-ratio relative interval) and ``mde_rate``; a
+    mean metric ``mean_lift`` (Welch, log-ratio relative interval) and ``mde_mean``. The always-valid
+    interval uses the unpooled variance of the difference. Arms come control first, then the others in
+    sorted order.
     """
     check_alpha(alpha)
     check_power(power)

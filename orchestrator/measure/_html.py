@@ -351,7 +351,7 @@ def _methods(analysis: LiftAnalysis) -> str:
         "<li>Rates: Newcombe hybrid-score interval for the difference, pooled two-proportion z-test, "
         "Wilson interval per arm.</li>"
         "<li>Means: Welch t-test and interval for the difference, Student t interval per arm.</li>"
-        "<li>Relative lift: delta-method interval.</li>"
+        "<li>Relative lift: interval on the log of the ratio (never below -100%).</li>"
         f"<li>Always-valid interval: normal-mixture SPRT confidence sequence, mixing sd tau = "
         f"{analysis.sequential_tau:g} standard deviations of the metric; valid however often it is "
         "checked.</li>"

@@ -45,7 +45,8 @@ PUBLIC: dict[str, list[str]] = {
         "UnknownJourney", "Workspace", "WorkspaceFiles", "audience", "crash_test_provider", "engine_health",
         "explain", "failure_text", "iso",
         "judge_health", "load_frames", "load_workspace", "migration_problems",
-        "missing_customer_attributes", "plan_report", "render_step", "send_step", "send_test", "serve",
+        "missing_customer_attributes", "plan_report", "prediction_fits", "render_step", "send_step",
+        "send_test", "serve",
         "signal_matches", "status_report", "store_problems", "stored_attributes", "unsubscribe_warnings",
         "validate_paths",
         # the console's views of the journeys
@@ -95,6 +96,8 @@ PUBLIC: dict[str, list[str]] = {
         "UNIT_DAYS", "BetaGeo", "FitReport", "Fitted", "GammaGamma", "HoldoutCheck", "NotEnoughHistory",
         "PredictSetupError", "PurchaseSummary", "fit_history", "fit_models", "purchase_summary", "summarize",
         "save_fit",
+        # every customer's predictions now
+        "NoFitKept", "Scores", "export_scores", "score_customers",
     ],
     "orchestrator.signals": [
         "AggregateCache", "Call", "Categorical", "CustomerFrame", "Evaluator", "EventFrame", "EventLog",
