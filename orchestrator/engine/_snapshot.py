@@ -29,8 +29,9 @@ def needed_columns(plans: Iterable[JourneyPlan]) -> tuple[set[str], set[str]]:
             properties.add(goal.revenue)
         properties |= plan.event_properties()
         for step in plan.steps:
-            if step.kind == StepKind.WAIT_UNTIL:
-                attributes.add("timezone")  # a time of day, and a date, are the customer's local ones
+            if step.kind == StepKind.WAIT_UNTIL or (step.send is not None and step.send.at is not None):
+                # A time of day, a date and the best hour of the week are the customer's local ones.
+                attributes.add("timezone")
                 if step.attribute is not None:
                     attributes.add(step.attribute)
     return properties, attributes

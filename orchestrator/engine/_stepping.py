@@ -12,9 +12,12 @@ wait or has finished:
   are kept under the step's id); otherwise the timeout does, or the instance parks;
 - ``send``: writes a queued ledger row (never for held-out instances), without content: dispatch renders
   it after the transaction commits (``engine._dispatch``); what follows a send counts from the tick's
-  instant, when the message was queued. The first send step an instance passes records that instant as
-  its first send, in both arms (a held-out instance reaches it at the same tick a treated one would queue
-  its message): a goal ``from: first_send`` starts its window there;
+  instant, when the message was queued. A send ``at: best_time`` first chooses each instance's instant
+  (``engine._best_time``) and records the choice (``store._send_choices``, both arms); an instance whose
+  instant is ahead parks at the step until then, and is sent to when it wakes there. The first send step
+  an instance passes records that instant as its first send, in both arms (a held-out instance reaches
+  it at the same tick a treated one would queue its message): a goal ``from: first_send`` starts its
+  window there;
 - ``branch``, ``split``, ``exit``: move at once.
 
 Nothing is written per instance: the state changes of the whole batch are written at the end with one
@@ -28,11 +31,21 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
 import orjson
 
+from orchestrator.durations import US_PER_SECOND, format_duration
+from orchestrator.engine._best_time import (
+    BEST_TIME,
+    IMMEDIATE,
+    Engagement,
+    choose_times,
+    engagement,
+    hour_name,
+)
 from orchestrator.engine._conditions import instance_condition
 from orchestrator.engine._localtime import MISSING, date_wakes, next_local_times
 from orchestrator.engine._matching import first_matching_after, joined, normalise, values_at
@@ -41,6 +54,7 @@ from orchestrator.holdout import HOLDOUT, TREATMENT, buckets
 from orchestrator.language import (
     ENTRY,
     NO_STATE,
+    ContactPolicy,
     JourneyPlan,
     MatchTerm,
     StepKind,
@@ -53,6 +67,7 @@ from orchestrator.store import (
     DueInstances,
     FunnelCount,
     add_funnel_counts,
+    chosen_visits,
     customer_ids,
     due_instances,
     finish_steps,
@@ -60,6 +75,7 @@ from orchestrator.store import (
     mark_first_sends,
     move_instances,
     queue_messages,
+    record_send_choices,
     set_instance_data,
 )
 from orchestrator.store import _leases as leases
@@ -100,11 +116,12 @@ def step_due(
     *,
     claimed: leases.Claim | None = None,
     count_funnel: bool = True,
+    policy: ContactPolicy | None = None,
 ) -> Stepped:
     """Step the due instances of ``plan``'s version at ``now_us`` (with ``claimed``, a worker sharing the
     store steps only the instances of its claim): read them, run them through their steps and write what
     changed, in the caller's transaction. ``count_funnel=False`` leaves the funnel's counts out (only for
-    measuring what they cost)."""
+    measuring what they cost). ``policy`` (the contact policy) keeps best times out of its quiet hours."""
     started = time.perf_counter()
     due = due_instances(conn, plan.id, plan.version, now_us, plan.wait_for_states(), claimed=claimed)
     out = Stepped()
@@ -112,7 +129,7 @@ def step_due(
     out.seconds["read"] = read - started
     if not len(due):
         return out
-    stepper = Stepper(conn, plan, evaluator, customers, signals, now_us, due)
+    stepper = Stepper(conn, plan, evaluator, customers, signals, now_us, due, policy)
     stepper.count_funnel = count_funnel
     stepper.walk()
     stepped = time.perf_counter()
@@ -140,8 +157,10 @@ class Stepper:
         signals: SignalState,
         now_us: int,
         due: DueInstances,
+        policy: ContactPolicy | None = None,
     ) -> None:
         self.conn = conn
+        self.policy = policy
         self.plan = plan
         self.evaluator = evaluator
         self.customers = customers
@@ -165,6 +184,8 @@ class Stepper:
         self._conditions: dict[int, np.ndarray] = {}
         self._sends: list[tuple[StepPlan, np.ndarray]] = []
         self._passed_send = np.zeros(n, bool)  # passed a send step in this walk (either arm)
+        self._choices: list[dict[str, Any]] = []  # send_choices rows of sends at: best_time
+        self._engagements: dict[tuple[Any, ...], Engagement] = {}
         # The transitions taken: (step code, trigger, destination code) -> [treatment, holdout] instances.
         self.transitions: dict[tuple[int, str, int], list[int]] = {}
         self.count_funnel = True
@@ -216,6 +237,7 @@ class Stepper:
             set_instance_data(self.conn, due.ids[idx], [orjson.dumps(self.data[i]).decode() for i in idx])
         if self._passed_send.any():
             mark_first_sends(self.conn, due.ids[self._passed_send], now)
+        record_send_choices(self.conn, self._choices)
         for step, positions in self._sends:
             assert step.send is not None
             out.queued += queue_messages(
@@ -487,6 +509,10 @@ class Stepper:
 
     def _send(self, step: StepPlan, sel: np.ndarray) -> None:
         assert step.send is not None
+        if step.send.at is not None:
+            sel = self._at_best_time(step, sel)
+            if not len(sel):
+                return
         self.t[sel] = np.maximum(self.t[sel], self.now_us)
         self._passed_send[sel] = True
         send_to = sel[~self.due.holdout[sel]]  # the holdout's first guard: no ledger row at all
@@ -494,9 +520,113 @@ class Stepper:
             self._sends.append((step, send_to))
         self._move(step, sel, "next")
 
+    def _at_best_time(self, step: StepPlan, sel: np.ndarray) -> np.ndarray:
+        """A send ``at: best_time``: of ``sel``, the instances to send to now. Instances waking at the step
+        after waiting for their chosen instant are sent to; the others get their choice recorded (both
+        arms) and either go now (their instant has come, or the comparison share) or park until it."""
+        send = step.send
+        assert send is not None
+        # Woken here: still at the step they started the walk at, since the instant they were parked.
+        stayed = sel[(self.state[sel] == self.start_state[sel]) & (self.t[sel] == self.due.since_us[sel])]
+        back = np.zeros(len(sel), bool)
+        if len(stayed):
+            known_ids, known_visits = chosen_visits(self.conn, step.id, self.due.ids[stayed].tolist())
+            woken = _rows_of(self.due.ids[stayed], self.t[stayed], known_ids, known_visits)
+            back[np.isin(sel, stayed[woken])] = True
+        fresh = sel[~back]
+        if not len(fresh):
+            return sel
+        now = self.now_us
+        self.t[fresh] = np.maximum(self.t[fresh], now)
+        options = send.best_time_options
+        keys = self.due.keys[fresh]
+        ids = customer_ids(self.conn, keys).astype(str)
+        salt = f"{self.plan.id}:best_time:{step.id}"
+        bucket = buckets(salt, np.char.add(np.char.add(ids, ":"), self.due.entered_us[fresh].astype(str)))
+        immediate = bucket < options.compare / 100.0
+        default_zone = self.policy.policy.default_timezone if self.policy is not None else "UTC"
+        quiet = None
+        if self.policy is not None and not send.transactional:
+            window = self.policy.quiet_hours.get(send.channel)
+            quiet = None if window is None else (window.start_s, window.end_s)
+        zones = self.customers.column("timezone")
+        zone_column = zones if zones.dtype == object else np.full(len(zones), None, dtype=object)
+        found = self._engagement(options.events, options.lookback, zone_column, default_zone)
+        window_us = round(send.best_time_window.total_seconds() * US_PER_SECOND)
+        choice = choose_times(
+            keys, zone_column[keys], now, window_us, found, options.prior, default_zone, quiet
+        )
+        send_at = np.where(immediate, now, choice.send_at_us)
+        later = send_at > now
+        self.parked[fresh[later]] = True
+        self.wake[fresh[later]] = send_at[later]
+        within = format_duration(send.best_time_window)
+        for j, i in enumerate(fresh):
+            timed = not immediate[j]
+            hour = int(choice.hour[j]) if timed and choice.hour[j] >= 0 else None
+            detail: dict[str, Any] = {"bucket": float(bucket[j]), "compare": options.compare}
+            if timed:
+                detail.update(
+                    hour=None if hour is None else hour_name(hour),
+                    zone=str(choice.zone[j]),
+                    events=int(choice.events[j]),
+                    events_in_hour=int(choice.count[j]),
+                    population_share=None if hour is None else round(float(choice.population_share[j]), 6),
+                    score=None if hour is None else round(float(choice.score[j]), 6),
+                    prior=options.prior,
+                    within=within,
+                    quiet_skipped=bool(choice.quiet_skipped[j]),
+                    all_quiet=hour is None,
+                )
+            self._choices.append(
+                {
+                    "instance_id": int(self.due.ids[i]),
+                    "step": step.id,
+                    "visit_us": int(self.t[i]),
+                    "journey_id": self.plan.id,
+                    "version": self.plan.version,
+                    "customer_key": int(self.due.keys[i]),
+                    "policy": BEST_TIME if timed else IMMEDIATE,
+                    "send_at_us": int(send_at[j]),
+                    "hour_of_week": hour,
+                    "detail": detail,
+                }
+            )
+        return np.concatenate([sel[back], fresh[~later]])
+
+    def _engagement(
+        self, events: list[str], lookback: timedelta, zones: np.ndarray, default_zone: str
+    ) -> Engagement:
+        """Engagement per customer and local hour of the week over ``lookback`` before now (once per walk
+        for each set of event types and lookback)."""
+        key = (tuple(sorted(events)), lookback, default_zone)
+        found = self._engagements.get(key)
+        if found is None:
+            start = self.now_us - round(lookback.total_seconds() * US_PER_SECOND)
+            frame = self.signals.events(start, self.now_us, types=events)
+            n = max(len(zones), int(frame.customer.max(initial=-1)) + 1)
+            if len(zones) < n:
+                zones = np.concatenate([zones, np.full(n - len(zones), None, dtype=object)])
+            found = self._engagements[key] = engagement(frame.customer, frame.ts, zones, default_zone, n)
+        return found
+
 
 def _typed(column: np.ndarray) -> np.ndarray:
     """Instance values as an evaluator column: numbers as float64 (NaN for missing), else objects."""
     if all(v is None or (isinstance(v, int | float) and not isinstance(v, bool)) for v in column):
         return np.array([np.nan if v is None else float(v) for v in column], dtype=np.float64)
     return column
+
+
+def _rows_of(
+    instance_ids: np.ndarray, visits: np.ndarray, known_ids: np.ndarray, known: np.ndarray
+) -> np.ndarray:
+    """Where the pair (``instance_ids[i]``, ``visits[i]``) is one of the known pairs."""
+    if not len(known_ids) or not len(instance_ids):
+        return np.zeros(len(instance_ids), bool)
+    pairs = np.concatenate(
+        [np.stack([instance_ids, visits], axis=1), np.stack([known_ids, known], axis=1)]
+    ).astype(np.int64)
+    _, inverse = np.unique(pairs, axis=0, return_inverse=True)
+    inverse = inverse.ravel()
+    return np.isin(inverse[: len(instance_ids)], inverse[len(instance_ids) :])

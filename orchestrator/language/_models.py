@@ -125,8 +125,29 @@ def parse_time_of_day(text: str) -> int:
     return int(hours) * 3600 + int(minutes) * 60 + int(seconds or 0)
 
 
+#: The events whose local hour of the week shows when a customer engages (``best_time: {events: ...}``).
+BEST_TIME_EVENTS: tuple[str, ...] = ("email_open", "email_click", "session_start")
+#: The longest ``within:`` of a send at the best time: a week holds every hour of the week.
+BEST_TIME_LONGEST = timedelta(days=7)
+
+
+class BestTime(_Model):
+    """How a send ``at: best_time`` picks each customer's hour (see docs/send-time-and-channel.md)."""
+
+    compare: float = Field(
+        0, ge=0, le=100, description="percent of instances sent at once instead, for the lift report"
+    )
+    events: list[Name] = Field(
+        default_factory=lambda: list(BEST_TIME_EVENTS), min_length=1, description="engagement events"
+    )
+    lookback: PositiveDuration = Field(timedelta(days=90), description="how far back engagement is read")
+    prior: float = Field(
+        24, gt=0, description="pseudo-events spread as the population's pattern (shrinkage strength)"
+    )
+
+
 class Send(_Model):
-    """Render templates and send them on one channel."""
+    """Render templates and send them on one channel, at once or at each customer's best time."""
 
     channel: Channel
     template: str = Field(description="text body template, a path under templates/")
@@ -138,6 +159,37 @@ class Send(_Model):
     transactional: bool = Field(
         False, description="not marketing: the contact policy's caps and quiet hours do not apply"
     )
+    at: Literal["best_time"] | None = Field(
+        None, description="best_time: wait until the hour of the week the customer engages most"
+    )
+    within: PositiveDuration | None = Field(None, description="at: best_time: the longest wait (24h)")
+    best_time: BestTime | None = Field(None, description="at: best_time: comparison share and model")
+
+    @model_validator(mode="after")
+    def _best_time_options(self) -> Send:
+        if self.at is None and (self.within is not None or self.best_time is not None):
+            raise ValueError("within and best_time belong to a send at: best_time")
+        if self.within is not None and self.within > BEST_TIME_LONGEST:
+            raise ValueError("within is at most 7d for a send at: best_time (a week holds every hour)")
+        return self
+
+    @property
+    def best_time_window(self) -> timedelta:
+        """How long a send ``at: best_time`` may wait (``within``, 24h when not given)."""
+        return self.within if self.within is not None else timedelta(hours=24)
+
+    @property
+    def best_time_options(self) -> BestTime:
+        return self.best_time if self.best_time is not None else BestTime.model_validate({})
+
+    @model_serializer(mode="wrap")
+    def _without_unset_timing(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # A send without at: means what it meant before best time existed: the journey's digest stays.
+        out: dict[str, Any] = handler(self)
+        for key in ("at", "within", "best_time"):
+            if out.get(key) is None:
+                out.pop(key, None)
+        return out
 
     @model_validator(mode="after")
     def _fields_fit_channel(self) -> Send:
