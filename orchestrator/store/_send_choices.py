@@ -100,10 +100,11 @@ def customer_send_choices(
 
 @dataclass(frozen=True)
 class JourneyChoices:
-    """A journey's recorded choices as aligned columns: instance id, step and policy (the first visit of
-    each instance to each step)."""
+    """A journey's recorded choices as aligned columns: instance id, customer key, step and policy (the
+    first visit of each instance to each step)."""
 
     instance_id: np.ndarray
+    customer_key: np.ndarray
     step: np.ndarray
     policy: np.ndarray
 
@@ -115,9 +116,12 @@ def journey_send_choices(conn: Connection, journey_id: str) -> JourneyChoices:
     """The policy each instance of ``journey_id`` got at each choosing send step (its first visit)."""
     rows = fetch(
         conn,
-        "SELECT instance_id, step, policy FROM send_choices c WHERE journey_id = :j AND visit_us = "
-        "(SELECT MIN(visit_us) FROM send_choices f WHERE f.instance_id = c.instance_id AND f.step = c.step) "
+        "SELECT instance_id, customer_key, step, policy FROM send_choices c WHERE journey_id = :j "
+        "AND visit_us = (SELECT MIN(visit_us) FROM send_choices f "
+        "WHERE f.instance_id = c.instance_id AND f.step = c.step) "
         "ORDER BY step, instance_id",
         {"j": journey_id},
     )
-    return JourneyChoices(column(rows, 0, np.int64), objects(rows, 1), objects(rows, 2))
+    return JourneyChoices(
+        column(rows, 0, np.int64), column(rows, 1, np.int64), objects(rows, 2), objects(rows, 3)
+    )

@@ -4,12 +4,14 @@ the choice and its counts are recorded for both arms and shown by ``why``."""
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from orchestrator.cli import main
 from orchestrator.clock import to_us
 from orchestrator.engine._best_time import (
     choose_times,
@@ -18,6 +20,7 @@ from orchestrator.engine._best_time import (
     local_instants,
     zone_codes,
 )
+from orchestrator.store import sqlite_url
 from orchestrator.testing import SimClock, World, at, customer, event
 
 JOURNEY = """\
@@ -178,3 +181,31 @@ def test_a_wait_longer_than_a_week_or_none_is_refused(tmp_path: Path, within: st
     text = JOURNEY.format(holdout=0, compare=0).replace("within: 24h", f"within: {within}")
     with pytest.raises(SpecError):
         load_journey_text(text, "timed.yaml")
+
+
+def test_why_shows_the_hour_chosen_and_the_counts_behind_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    w = World(tmp_path, clock=SimClock(START))
+    w.write_files(_files())
+    w.add_customers(customer("eve", email="e@example.com", consent_email=True))
+    w.add_events(*_opens("eve", 19, days=14))
+    w.add_events(event("eve", "signup", START - timedelta(minutes=5)))
+    w.tick()
+    db = sqlite_url(tmp_path / "world.db")
+    assert main(["why", "eve", "--db", db]) == 0
+    out = capsys.readouterr().out
+    assert "at step hello (send email at the best time within 1d)" in out
+    assert (
+        "hello chose to send at 2024-05-06T19:00:00Z: best time mon 19:00 (UTC): 2 of the customer's 14 "
+        "engagement events in that hour" in out
+    )
+    assert main(["why", "eve", "--db", db, "--format", "json"]) == 0
+    (entry,) = json.loads(capsys.readouterr().out)["entries"]
+    (choice,) = entry["choices"]
+    assert (choice["policy"], choice["hour"], choice["detail"]["events_in_hour"]) == (
+        "best_time",
+        "mon 19:00",
+        2,
+    )
+    w.close()
