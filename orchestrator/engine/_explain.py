@@ -75,6 +75,7 @@ class ChoiceStory:
 
     step: str
     policy: str
+    channel: str
     reached: str | None
     send_at: str | None
     hour: str | None
@@ -82,8 +83,24 @@ class ChoiceStory:
     words: str
 
 
-def choice_words(policy: str, detail: dict[str, Any]) -> str:
+def choice_words(policy: str, detail: dict[str, Any], channel: str = "") -> str:
     """A recorded choice in words."""
+    if policy.startswith("fixed:"):
+        return (
+            f"sent on {channel}: in the {detail.get('compare', 0):g}% comparison share "
+            f"(hash {detail.get('bucket', 0):.4f})"
+        )
+    if policy == "best_channel":
+        counts = detail.get("counts", {})
+        reachable = detail.get("reachable", [])
+        parts = [
+            f"{name} {c['answered']} answered of {c['sends']} sends (everyone's rate "
+            f"{c['population_rate']:.1%}, posterior {c['posterior']:.4f})"
+            + ("" if name in reachable else ", not reachable")
+            for name, c in counts.items()
+        ]
+        lead = f"best channel {channel}" if reachable else f"no listed channel reachable: {channel}"
+        return f"{lead}: " + "; ".join(parts)
     if policy != "best_time":
         return (
             f"sent at once: in the {detail.get('compare', 0):g}% comparison share "
@@ -225,11 +242,12 @@ def explain(store: Store, customer_id: str, journey: str | None = None) -> Expla
             ChoiceStory(
                 c.step,
                 c.policy,
+                c.channel,
                 iso(c.visit_us),
                 iso(c.send_at_us),
                 hour,
                 c.detail,
-                choice_words(c.policy, c.detail),
+                choice_words(c.policy, c.detail, c.channel),
             )
         )
     goal_of = {key: _goal_words(j) for key, j in journeys.items()}

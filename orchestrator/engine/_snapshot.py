@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from orchestrator.language import JourneyPlan, StepKind
+from orchestrator.language import ADDRESS_FIELD, JourneyPlan, StepKind
 from orchestrator.signals import AggregateCache, CustomerFrame, Evaluator, EventFrame
 from orchestrator.signals import _lang as lang
 from orchestrator.store import Connection, load_customer_values, load_events, max_key
@@ -32,6 +32,10 @@ def needed_columns(plans: Iterable[JourneyPlan]) -> tuple[set[str], set[str]]:
             if step.kind == StepKind.WAIT_UNTIL or (step.send is not None and step.send.at is not None):
                 # A time of day, a date and the best hour of the week are the customer's local ones.
                 attributes.add("timezone")
+            if step.send is not None and step.send.best_of:
+                # The best channel is one the customer can be reached on: an address and consent.
+                for channel in step.send.best_of:
+                    attributes |= {f"consent_{channel}", ADDRESS_FIELD[channel]}
                 if step.attribute is not None:
                     attributes.add(step.attribute)
     return properties, attributes

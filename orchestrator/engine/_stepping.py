@@ -14,7 +14,9 @@ wait or has finished:
   it after the transaction commits (``engine._dispatch``); what follows a send counts from the tick's
   instant, when the message was queued. A send ``at: best_time`` first chooses each instance's instant
   (``engine._best_time``) and records the choice (``store._send_choices``, both arms); an instance whose
-  instant is ahead parks at the step until then, and is sent to when it wakes there. The first send step
+  instant is ahead parks at the step until then, and is sent to when it wakes there. A send on
+  ``channel: best(...)`` chooses each instance's channel (``engine._best_channel``), records it the same
+  way, and queues each channel's messages on that channel. The first send step
   an instance passes records that instant as its first send, in both arms (a held-out instance reaches
   it at the same tick a treated one would queue its message): a goal ``from: first_send`` starts its
   window there;
@@ -38,6 +40,13 @@ import numpy as np
 import orjson
 
 from orchestrator.durations import US_PER_SECOND, format_duration
+from orchestrator.engine._best_channel import (
+    BEST_CHANNEL,
+    ChannelCounts,
+    channel_counts,
+    choose_channels,
+    fixed_policy,
+)
 from orchestrator.engine._best_time import (
     BEST_TIME,
     IMMEDIATE,
@@ -52,8 +61,10 @@ from orchestrator.engine._matching import first_matching_after, joined, normalis
 from orchestrator.engine._signal_state import SignalState
 from orchestrator.holdout import HOLDOUT, TREATMENT, buckets
 from orchestrator.language import (
+    ADDRESS_FIELD,
     ENTRY,
     NO_STATE,
+    Consent,
     ContactPolicy,
     JourneyPlan,
     MatchTerm,
@@ -73,6 +84,7 @@ from orchestrator.store import (
     finish_steps,
     instance_data,
     mark_first_sends,
+    marketing_sends_since,
     move_instances,
     queue_messages,
     record_send_choices,
@@ -81,6 +93,10 @@ from orchestrator.store import (
 from orchestrator.store import _leases as leases
 
 ARMS = (TREATMENT, HOLDOUT)
+# Elementwise tests of object columns (consents and addresses: True/False/None, text/None).
+_IS_TRUE = np.frompyfunc(lambda v: v is True or v == 1, 1, 1)
+_IS_NONE = np.frompyfunc(lambda v: v is None, 1, 1)
+_IS_TEXT = np.frompyfunc(lambda v: isinstance(v, str) and v != "", 1, 1)
 
 
 @dataclass
@@ -182,10 +198,11 @@ class Stepper:
         self.data_changed = np.zeros(n, bool)
         self._events: tuple[int, EventFrame] | None = None
         self._conditions: dict[int, np.ndarray] = {}
-        self._sends: list[tuple[StepPlan, np.ndarray]] = []
+        self._sends: list[tuple[StepPlan, np.ndarray, str]] = []  # step, positions, channel
         self._passed_send = np.zeros(n, bool)  # passed a send step in this walk (either arm)
         self._choices: list[dict[str, Any]] = []  # send_choices rows of sends at: best_time
         self._engagements: dict[tuple[Any, ...], Engagement] = {}
+        self._channel_counts: dict[tuple[Any, ...], ChannelCounts] = {}
         # The transitions taken: (step code, trigger, destination code) -> [treatment, holdout] instances.
         self.transitions: dict[tuple[int, str, int], list[int]] = {}
         self.count_funnel = True
@@ -238,14 +255,14 @@ class Stepper:
         if self._passed_send.any():
             mark_first_sends(self.conn, due.ids[self._passed_send], now)
         record_send_choices(self.conn, self._choices)
-        for step, positions in self._sends:
+        for step, positions, channel in self._sends:
             assert step.send is not None
             out.queued += queue_messages(
                 self.conn,
                 journey_id=plan.id,
                 version=plan.version,
                 step=step.id,
-                channel=step.send.channel,
+                channel=channel,
                 transactional=step.send.transactional,
                 instance_ids=due.ids[positions],
                 key_suffix=ledger_key_suffix(step, now),
@@ -515,9 +532,15 @@ class Stepper:
                 return
         self.t[sel] = np.maximum(self.t[sel], self.now_us)
         self._passed_send[sel] = True
-        send_to = sel[~self.due.holdout[sel]]  # the holdout's first guard: no ledger row at all
-        if len(send_to):
-            self._sends.append((step, send_to))
+        treated = ~self.due.holdout[sel]  # the holdout's first guard: no ledger row at all
+        if step.send.best_of:
+            chosen = self._best_channel(step, sel)
+            for channel in step.send.channels:
+                send_to = sel[treated & (chosen == channel)]
+                if len(send_to):
+                    self._sends.append((step, send_to, channel))
+        elif treated.any():
+            self._sends.append((step, sel[treated], step.send.channel))
         self._move(step, sel, "next")
 
     def _at_best_time(self, step: StepPlan, sel: np.ndarray) -> np.ndarray:
@@ -587,12 +610,111 @@ class Stepper:
                     "version": self.plan.version,
                     "customer_key": int(self.due.keys[i]),
                     "policy": BEST_TIME if timed else IMMEDIATE,
+                    "channel": send.channel,
                     "send_at_us": int(send_at[j]),
                     "hour_of_week": hour,
                     "detail": detail,
                 }
             )
         return np.concatenate([sel[back], fresh[~later]])
+
+    def _best_channel(self, step: StepPlan, sel: np.ndarray) -> np.ndarray:
+        """A send on ``channel: best(...)``: the channel of each instance of ``sel`` (both arms), its choice
+        recorded."""
+        send = step.send
+        assert send is not None and send.best_of
+        options = send.best_channel_options
+        channels = send.channels
+        keys = self.due.keys[sel]
+        ids = customer_ids(self.conn, keys).astype(str)
+        salt = f"{self.plan.id}:best_channel:{step.id}"
+        bucket = buckets(salt, np.char.add(np.char.add(ids, ":"), self.due.entered_us[sel].astype(str)))
+        fixed = bucket < options.compare / 100.0
+        reachable = self._reachable(keys, channels, send.transactional)
+        counts = self._channel_counts_for(channels, options.responses, options.within, options.lookback)
+        choice = choose_channels(counts, keys, reachable, options.prior)
+        pick = np.where(fixed, 0, choice.pick)
+        chosen = np.array(channels, dtype=object)[pick]
+        for j, i in enumerate(sel):
+            detail: dict[str, Any] = {"bucket": float(bucket[j]), "compare": options.compare}
+            if not fixed[j]:
+                detail.update(
+                    prior=options.prior,
+                    responses=list(options.responses),
+                    within=format_duration(options.within),
+                    reachable=[c for c, ok in zip(channels, choice.reachable[j], strict=True) if ok],
+                    counts={
+                        c: {
+                            "sends": int(choice.sends[j, k]),
+                            "answered": int(choice.answered[j, k]),
+                            "population_rate": round(float(counts.population[k]), 6),
+                            "posterior": round(float(choice.posterior[j, k]), 6),
+                        }
+                        for k, c in enumerate(channels)
+                    },
+                )
+            self._choices.append(
+                {
+                    "instance_id": int(self.due.ids[i]),
+                    "step": step.id,
+                    "visit_us": int(self.t[i]),
+                    "journey_id": self.plan.id,
+                    "version": self.plan.version,
+                    "customer_key": int(self.due.keys[i]),
+                    "policy": fixed_policy(channels[0]) if fixed[j] else BEST_CHANNEL,
+                    "channel": str(chosen[j]),
+                    "send_at_us": int(self.t[i]),
+                    "hour_of_week": None,
+                    "detail": detail,
+                }
+            )
+        return chosen
+
+    def _reachable(self, keys: np.ndarray, channels: tuple[str, ...], transactional: bool) -> np.ndarray:
+        """Per key and channel: an address on file, and consent (or none on record where the policy, or a
+        transactional send, lets that pass)."""
+        consent = self.policy.policy.consent if self.policy is not None else Consent()
+        out = np.zeros((len(keys), len(channels)), bool)
+        for k, channel in enumerate(channels):
+            given = self.customers.column(f"consent_{channel}")[keys]
+            if given.dtype == object:
+                yes, unknown = _IS_TRUE(given).astype(bool), _IS_NONE(given).astype(bool)
+            elif given.dtype == bool:
+                yes, unknown = given, np.zeros(len(keys), bool)
+            else:
+                yes, unknown = given == 1, np.isnan(given)
+            if transactional or not consent.opt_in(channel):
+                yes = yes | unknown
+            address = self.customers.column(ADDRESS_FIELD[channel])[keys]
+            # A column of NaN where no customer has the address.
+            has = _IS_TEXT(address).astype(bool) if address.dtype == object else np.zeros(len(keys), bool)
+            out[:, k] = yes.astype(bool) & has.astype(bool)
+        return out
+
+    def _channel_counts_for(
+        self, channels: tuple[str, ...], responses: list[str], within: timedelta, lookback: timedelta
+    ) -> ChannelCounts:
+        """Sends per customer and channel in the lookback and those answered (once per walk and setting).
+        Sends of the last ``within`` have not had their chance to be answered yet: they are left out."""
+        key = (channels, tuple(sorted(responses)), within, lookback)
+        found = self._channel_counts.get(key)
+        if found is None:
+            start = self.now_us - round(lookback.total_seconds() * US_PER_SECOND)
+            window_us = round(within.total_seconds() * US_PER_SECOND)
+            sent_keys, sent_channels, sent_us = marketing_sends_since(self.conn, start)
+            old = sent_us <= self.now_us - window_us
+            frame = self.signals.events(start, self.now_us, types=responses)
+            found = self._channel_counts[key] = channel_counts(
+                channels,
+                sent_keys[old],
+                sent_channels[old],
+                sent_us[old],
+                frame.customer,
+                frame.ts,
+                window_us,
+                self.customers.n,
+            )
+        return found
 
     def _engagement(
         self, events: list[str], lookback: timedelta, zones: np.ndarray, default_zone: str

@@ -462,7 +462,8 @@ def _send_policy_section(policy: SendPolicyLift) -> str:
     parts = [
         f"<h2>Send policy at step {escape(policy.step)}</h2>",
         f"<p class='note'>Treated entries counted, by the policy they got at the step; "
-        f"{policy.compare_percent:g}% were sent at once for comparison.</p>",
+        f"{policy.compare_percent:g}% were sent "
+        f"{'at once' if policy.choice == 'time' else escape(policy.control)} for comparison.</p>",
         _srm_banner(policy.analysis),
     ]
     for metric in policy.analysis.metrics:

@@ -14,10 +14,11 @@ Arms: ``treatment`` and ``holdout`` (the journey's own holdout) are compared; en
 global holdout (``layer = 'global'`` in ``holdout_assignments``) are shown apart and left out of the
 comparison, because the global layer is not part of the journey's declared split.
 
-Send steps that choose per customer (``at: best_time``) record which policy each entry got there
-(``best_time``, or ``immediate`` for the declared comparison share, by a hash of its own). The report adds
-a **send policy** comparison per such step: conversions of the treated entries counted, by policy, with
-the same rate statistics, ``immediate`` as the control and the declared share as the expected split.
+Send steps that choose per customer record which policy each entry got there: ``at: best_time`` gives
+``best_time`` or ``immediate`` (the declared comparison share, by a hash of its own), ``channel:
+best(...)`` gives ``best_channel`` or ``fixed:<first listed channel>``. The report adds a **send policy**
+comparison per such step: conversions of the treated entries counted, by policy, with the same rate
+statistics, the comparison share's policy as the control and the declared share as the expected split.
 
 Everything is computed by ``analysis.analyze`` over the per-entry columns of ``entry_rows.EntryRows``, and
 ``entry_rows.export_entries`` writes those same columns, so an analyst can reproduce every number from the
@@ -52,8 +53,9 @@ from orchestrator.store import (
 )
 
 CONVERSION, REVENUE = "conversion", "revenue"
-BEST_TIME, IMMEDIATE = "best_time", "immediate"
-"""The policies a send ``at: best_time`` records: the chosen hour, or at once (the comparison share)."""
+BEST_TIME, IMMEDIATE, BEST_CHANNEL = "best_time", "immediate", "best_channel"
+"""The policies of choosing sends: the chosen hour or at once (the comparison share), the chosen channel
+(its comparison share is ``fixed:<channel>``)."""
 """Metric names of the journey report."""
 DEFAULT_PRE_PERIOD = timedelta(days=28)
 """How far before entry the pre-entry covariates (goal events and their revenue) look."""
@@ -82,11 +84,11 @@ class JourneyLift:
 @dataclass(frozen=True)
 class SendPolicyLift:
     """At one send step that chooses per customer: the treated entries counted, compared by the policy they
-    got there (``best_time`` against the ``immediate`` comparison share)."""
+    got there (``best_time`` against ``immediate``, ``best_channel`` against ``fixed:<channel>``)."""
 
     step: str
-    choice: str  # "time"
-    control: str  # the comparison share's policy: immediate
+    choice: str  # "time" | "channel"
+    control: str  # the comparison share's policy: immediate | fixed:<channel>
     compare_percent: float
     analysis: LiftAnalysis
 
@@ -398,18 +400,26 @@ def _send_policies(
         labels = policy[pos[chosen]]
         found = sends.get(step)
         send = None if found is None else found.send
-        percent = send.best_time_options.compare if send is not None and send.at is not None else None
-        shares = None if percent is None else {BEST_TIME: 100.0 - percent, IMMEDIATE: percent}
+        kind = "channel" if send is not None and send.best_of else "time"
+        if kind == "channel":
+            assert send is not None
+            chosen_label, control = BEST_CHANNEL, f"fixed:{send.channels[0]}"
+            percent: float | None = send.best_channel_options.compare
+        else:
+            chosen_label, control = BEST_TIME, IMMEDIATE
+            percent = send.best_time_options.compare if send is not None and send.at is not None else None
+        shares = None if percent is None else {chosen_label: 100.0 - percent, control: percent}
+        share = "at once" if kind == "time" else control
         analysis = analyze(
             labels,
-            IMMEDIATE,
+            control,
             {CONVERSION: counted.converted[chosen].astype(np.float64)},
             kinds={CONVERSION: "rate"},
             expected_shares=None if shares is None else {k: v for k, v in shares.items() if v > 0},
-            split_declared="" if percent is None else f"compare: {percent:g}% sent at once",
+            split_declared="" if percent is None else f"compare: {percent:g}% sent {share}",
             alpha=alpha,
             power=power,
             sequential_tau=sequential_tau,
         )
-        out.append(SendPolicyLift(step, "time", IMMEDIATE, float(percent or 0.0), analysis))
+        out.append(SendPolicyLift(step, kind, control, float(percent or 0.0), analysis))
     return tuple(out)

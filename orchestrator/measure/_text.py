@@ -161,9 +161,10 @@ def send_policy_lines(policy: SendPolicyLift) -> list[str]:
     comparison share."""
     analysis = policy.analysis
     level = f"{(1 - analysis.alpha) * 100:.0f}%"
+    share = "sent at once" if policy.choice == "time" else f"sent {policy.control}"
     lines = [
-        f"Send policy at step {policy.step} (treated entries counted; {policy.compare_percent:g}% sent at "
-        f"once for comparison):"
+        f"Send policy at step {policy.step} (treated entries counted; {policy.compare_percent:g}% {share} "
+        "for comparison):"
     ]
     srm = analysis.srm
     if srm is not None:

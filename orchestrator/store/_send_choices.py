@@ -27,6 +27,7 @@ CHOICE_COLUMNS = (
     "version",
     "customer_key",
     "policy",
+    "channel",
     "send_at_us",
     "hour_of_week",
     "detail",
@@ -74,6 +75,7 @@ class SendChoiceRow:
     step: str
     visit_us: int
     policy: str
+    channel: str
     send_at_us: int
     hour_of_week: int | None
     detail: dict[str, Any]
@@ -86,13 +88,23 @@ def customer_send_choices(
     only = " AND journey_id = :j" if journey_id else ""
     rows = fetch(
         conn,
-        "SELECT instance_id, journey_id, version, step, visit_us, policy, send_at_us, hour_of_week, detail "
+        "SELECT instance_id, journey_id, version, step, visit_us, policy, channel, send_at_us, hour_of_week, "
+        "detail "
         f"FROM send_choices WHERE customer_key = :k{only} ORDER BY visit_us, instance_id",
         {"k": int(customer_key), "j": journey_id},
     )
     return [
         SendChoiceRow(
-            int(r[0]), r[1], int(r[2]), r[3], int(r[4]), r[5], int(r[6]), r[7], orjson.loads(r[8] or "{}")
+            int(r[0]),
+            r[1],
+            int(r[2]),
+            r[3],
+            int(r[4]),
+            r[5],
+            r[6],
+            int(r[7]),
+            r[8],
+            orjson.loads(r[9] or "{}"),
         )
         for r in rows
     ]

@@ -280,10 +280,11 @@ class Message(SQLModel, table=True):
 
 
 class SendChoice(SQLModel, table=True):
-    """What a send step that chooses for each customer (``at: best_time``) chose for one visit of one
-    instance, in both arms, written when the instance reached the step: the policy it got (``best_time``,
-    or ``immediate`` for the comparison share), when to send, the local hour of the week chosen and the
-    counts behind the choice (JSON text). Reports compare conversions by policy; ``why`` shows the counts."""
+    """What a send step that chooses for each customer (``at: best_time``, ``channel: best(...)``) chose for
+    one visit of one instance, in both arms, written when the instance reached the step: the policy it got
+    (``best_time`` or ``immediate``; ``best_channel`` or ``fixed:<channel>`` for the comparison share), the
+    channel, when to send, the local hour of the week chosen and the counts behind the choice (JSON text).
+    Reports compare conversions by policy; ``why`` shows the counts."""
 
     __tablename__ = "send_choices"
     __table_args__ = (
@@ -297,7 +298,8 @@ class SendChoice(SQLModel, table=True):
     journey_id: str
     version: int
     customer_key: int
-    policy: str = Field(description="best_time | immediate")
+    policy: str = Field(description="best_time | immediate | best_channel | fixed:<channel>")
+    channel: str = Field(description="the channel the message goes on")
     send_at_us: int
     hour_of_week: int | None = None  # local, 0 = Monday 00:00-01:00; None when sent at once
     detail: str = Field(sa_column=Column(Text, nullable=False))

@@ -1,5 +1,6 @@
-"""What send steps that choose per customer (``at: best_time``) chose for each instance: the policy (best
-time or the immediate comparison share), when to send, the local hour chosen and the counts behind it.
+"""What send steps that choose per customer (``at: best_time``, ``channel: best(...)``) chose for each
+instance: the policy (or the comparison share), the channel, when to send, the local hour chosen and the
+counts behind it.
 
 Revision ID: 0016
 Revises: 0015
@@ -34,6 +35,7 @@ def upgrade() -> None:
         sa.Column("version", INT, nullable=False),
         sa.Column("customer_key", INT, nullable=False),
         sa.Column("policy", sa.String(), nullable=False),
+        sa.Column("channel", sa.String(), nullable=False),
         sa.Column("send_at_us", INT, nullable=False),
         sa.Column("hour_of_week", INT, nullable=True),
         sa.Column("detail", sa.Text(), nullable=False),
