@@ -5,11 +5,14 @@ that structure shows no gain (the intervals cover zero)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
+from orchestrator.cli import main
 from orchestrator.demo._timing import ResponseModel, simulate_send_channel, simulate_send_time
+from orchestrator.store import sqlite_url
 
 
 @pytest.mark.parametrize("structured", [True, False])
@@ -58,3 +61,29 @@ def test_best_channel_beats_one_fixed_channel_only_when_customers_prefer_a_chann
         assert interval.low > 0
     else:
         assert interval.low < 0 < interval.high
+
+
+def test_the_report_command_shows_the_send_policy_in_text_json_and_html(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    simulate_send_time(tmp_path, 300, seed=2, model=ResponseModel())
+    db = sqlite_url(tmp_path / "send_time.db")
+    assert main(["report", "send_time", "--db", db, "--format", "json"]) == 0
+    (policy,) = json.loads(capsys.readouterr().out)["send_policy"]
+    assert (policy["step"], policy["choice"], policy["control"], policy["compare_percent"]) == (
+        "offer",
+        "time",
+        "immediate",
+        50,
+    )
+    (metric,) = policy["metrics"]
+    counts = {arm["name"]: arm["n"] for arm in metric["arms"]}
+    assert set(counts) == {"best_time", "immediate"} and sum(counts.values()) > 200
+    (comparison,) = metric["comparisons"]
+    assert comparison["arm"] == "best_time" and len(comparison["absolute_ci"]) == 2
+    assert main(["report", "send_time", "--db", db]) == 0
+    text = capsys.readouterr().out
+    assert "Send policy at step offer (treated entries counted; 50% sent at once for comparison):" in text
+    assert "best_time vs immediate:" in text
+    assert main(["report", "send_time", "--db", db, "--format", "html"]) == 0
+    assert "<h2>Send policy at step offer</h2>" in capsys.readouterr().out
