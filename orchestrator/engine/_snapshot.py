@@ -32,12 +32,12 @@ def needed_columns(plans: Iterable[JourneyPlan]) -> tuple[set[str], set[str]]:
             if step.kind == StepKind.WAIT_UNTIL or (step.send is not None and step.send.at is not None):
                 # A time of day, a date and the best hour of the week are the customer's local ones.
                 attributes.add("timezone")
+            if step.attribute is not None:
+                attributes.add(step.attribute)
             if step.send is not None and step.send.best_of:
                 # The best channel is one the customer can be reached on: an address and consent.
                 for channel in step.send.best_of:
                     attributes |= {f"consent_{channel}", ADDRESS_FIELD[channel]}
-                if step.attribute is not None:
-                    attributes.add(step.attribute)
     return properties, attributes
 
 
