@@ -458,6 +458,18 @@ def report(
     by: Annotated[
         str | None, typer.Option("--by", metavar="ATTRIBUTE", help="break down by a customer attribute")
     ] = None,
+    uplift: o.Uplift = False,
+    feature: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--feature",
+            metavar="ATTRIBUTE",
+            help="with --uplift: a customer attribute to model on (repeat; default: every stored attribute "
+            "but the contact, time zone and consent columns)",
+            show_default=False,
+        ),
+    ] = None,
+    uplift_model: o.UpliftModel = "logistic",
     alpha: o.Alpha = 0.05,
     power: o.Power = 0.8,
     tau: o.Tau = None,
@@ -477,6 +489,9 @@ def report(
             "cuped": cuped,
             "pre_period": pre_period,
             "by": by,
+            "uplift": uplift,
+            "feature": feature,
+            "uplift_model": uplift_model,
             "alpha": alpha,
             "power": power,
             "tau": tau,
@@ -523,6 +538,26 @@ def lift(
             show_default=False,
         ),
     ] = None,
+    uplift: o.Uplift = False,
+    feature: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--feature",
+            metavar="COLUMN",
+            help="with --uplift: a column known before the experiment to model on (repeat); text columns are "
+            "one-hot encoded",
+            show_default=False,
+        ),
+    ] = None,
+    treatment: Annotated[
+        str | None,
+        typer.Option(
+            "--treatment",
+            metavar="VALUE",
+            help="with --uplift: model this arm against the control only (default: every arm in turn)",
+        ),
+    ] = None,
+    uplift_model: o.UpliftModel = "logistic",
     alpha: o.Alpha = 0.05,
     power: o.Power = 0.8,
     tau: o.Tau = None,
@@ -542,6 +577,10 @@ def lift(
             "covariate": covariate,
             "by": by,
             "split": split,
+            "uplift": uplift,
+            "feature": feature,
+            "treatment": treatment,
+            "uplift_model": uplift_model,
             "alpha": alpha,
             "power": power,
             "tau": tau,
@@ -1055,6 +1094,48 @@ def predict_fit(
             "event": event,
             "value": value,
             "save": save,
+            "format": format,
+            "db": s.db(db),
+        },
+    )
+
+
+@predict_app.command(
+    "scores",
+    cls=Command,
+    help="every customer's predictions now from the newest kept fit: a summary, and the rows with --output",
+    short_help="score the customers with the newest kept fit",
+    context_settings=CONTEXT,
+)
+def predict_scores(
+    ctx: typer.Context,
+    event: Annotated[str, typer.Option("--event", metavar="NAME", help="the purchase event")] = "purchase",
+    value: Annotated[
+        str, typer.Option("--value", metavar="PROPERTY", help="the purchase event's value property")
+    ] = "amount",
+    horizon: Annotated[
+        str,
+        typer.Option("--horizon", metavar="DURATION", help="the horizon of the expected purchases and value"),
+    ] = "365d",
+    now: o.Now = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", metavar="FILE", help="write one row per customer (.csv or .parquet)"),
+    ] = None,
+    format: o.TableFormat = "table",
+    db: o.Db = None,
+    config: o.ConfigFile = None,
+) -> int:
+    return _invoke(
+        ctx,
+        "predict scores",
+        config,
+        lambda s: {
+            "event": event,
+            "value": value,
+            "horizon": horizon,
+            "now": now,
+            "output": output,
             "format": format,
             "db": s.db(db),
         },

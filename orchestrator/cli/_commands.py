@@ -353,6 +353,7 @@ def _daemon(args: Args, simulated: tuple[SimulatedClock, datetime, timedelta] | 
         # checked and set up before it replaces the running one; the rest of it needs a restart.
         files = WorkspaceFiles(files.journeys, files.templates, extra=(config.path,))
         load, apply = _config_reload(args, engine, files)
+    predict = config.file.predict
     settings = DaemonSettings(
         interval=args.interval,
         store_url=database_url(args.db),
@@ -363,6 +364,7 @@ def _daemon(args: Args, simulated: tuple[SimulatedClock, datetime, timedelta] | 
         watch_seconds=args.watch,
         load=load,
         apply=apply,
+        refit_every=predict.refit_every if predict.refit else None,
     )
     service = None
     try:
@@ -495,6 +497,12 @@ def cmd_predict_fit(args: Args) -> int:
     return run_predict_fit(args)
 
 
+def cmd_predict_scores(args: Args) -> int:
+    from orchestrator.cli._predict import run_predict_scores
+
+    return run_predict_scores(args, to_us(_instant(args.now).now()))
+
+
 def cmd_audience(args: Args) -> int:
     from orchestrator.cli._audience import run_audience
 
@@ -557,7 +565,7 @@ def cmd_evaluate(args: Args) -> int:
     import tempfile
     import time
 
-    from orchestrator.engine import load_frames, signal_matches
+    from orchestrator.engine import load_frames, prediction_fits, signal_matches
     from orchestrator.ingest import ingest_file
     from orchestrator.store import sqlite_url
 
@@ -579,8 +587,13 @@ def cmd_evaluate(args: Args) -> int:
         with store.connect() as conn:
             events, customers = load_frames(conn, workspace.plans, now_us)
             ids = customers.column("id")
+            fits, missing = prediction_fits(conn, workspace.plans)
+        if missing:
+            store.dispose()
+            hint = "" if args.db else " (--db names a store that holds one)"
+            raise Failure("a journey reads a prediction without its fit" + hint + ":\n" + "\n".join(missing))
         loaded = time.perf_counter()
-        matches = signal_matches(workspace.plans, events, customers, now_us)
+        matches = signal_matches(workspace.plans, events, customers, now_us, fits)
         evaluated = time.perf_counter()
         store.dispose()
     result: dict[str, dict[str, int | None]] = {}

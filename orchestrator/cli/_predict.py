@@ -1,5 +1,7 @@
 """``orchestrator predict fit``: the churn and lifetime-value models fitted on the store's purchases
-(``predict.fit_history``), printed as a short table or as JSON."""
+(``predict.fit_history``), printed as a short table or as JSON; ``orchestrator predict scores``: every
+customer's predictions from the newest kept fit (``predict.score_customers``), summed up, and written
+one row per customer with ``--output``."""
 
 from __future__ import annotations
 
@@ -63,4 +65,52 @@ def run_predict_fit(args: Args) -> int:
         )
     if "saved" in report:
         print(f"kept in the store as fit {report['saved']}")
+    return 0
+
+
+def run_predict_scores(args: Args, now_us: int) -> int:
+    from orchestrator.durations import parse_duration
+    from orchestrator.errors import OrchestratorError
+    from orchestrator.predict import export_scores, score_customers
+
+    try:
+        horizon = parse_duration(args.horizon)
+    except ValueError as exc:
+        raise UsageError(f"--horizon {args.horizon!r}: {exc}") from None
+    if args.output is not None and args.output.suffix.lower() not in (".csv", ".parquet"):
+        raise UsageError(f"--output {args.output}: write a .csv or .parquet file")
+    store = existing_store(args.db, "the store is empty: ingest customers and events first")
+    try:
+        scores = score_customers(
+            store, now_us, event=args.event, value=args.value, horizon_days=horizon.total_seconds() / 86400
+        )
+    except OrchestratorError as exc:
+        if isinstance(exc, UsageError):
+            raise
+        raise Failure(str(exc)) from None
+    finally:
+        store.dispose()
+    summary = scores.summary()
+    if args.output is not None:
+        summary["rows_written"] = export_scores(scores, args.output)
+        summary["output"] = str(args.output)
+    if args.format == "json":
+        print(json.dumps(summary, indent=2))
+        return 0
+    fit = scores.fit
+    fitted = datetime.fromtimestamp(fit.fitted_us / 1e6, UTC).isoformat(timespec="seconds")
+    made = f"made {fitted}, purchases to {summary['calibration_end']}"
+    print(
+        f"fit {fit.id} of {fit.event}.{fit.value} ({made}); {summary['customers']} customers who bought, "
+        f"scored at {datetime.fromtimestamp(now_us / 1e6, UTC).isoformat(timespec='seconds')}"
+    )
+    quantiles = summary["p_alive_quantiles"]
+    if quantiles:
+        spread = "  ".join(f"{float(q):.0%} {v:.3f}" for q, v in quantiles.items())
+        print(f"p_alive      {spread}; below 0.3: {summary['p_alive_below_0_3']}")
+    print(f"over {args.horizon}: {summary['expected_purchases_total']:,.1f} purchases expected", end="")
+    clv = summary["predicted_clv_total"]
+    print("" if clv is None else f", value {clv:,.2f}")
+    if args.output is not None:
+        print(f"{summary['rows_written']} rows written to {args.output}")
     return 0

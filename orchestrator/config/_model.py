@@ -42,6 +42,8 @@ One file at the root of a workspace (beside ``journeys/``) says how the engine r
     log:
       format: json
       level: info
+    predict:                               # the daemon refits the purchase models its journeys read
+      refit_every: 1d                      # (refit: false turns it off)
 
 (``${NAME}`` is plain text in YAML's block style; inside ``{...}`` quote it: ``"${NAME}"``.)
 
@@ -358,6 +360,21 @@ class Log(_Model):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+class Predict(_Model):
+    """The purchase models' refit by the daemon: whether it refits the fits its journeys read, and how
+    old the newest fit may grow before the next (``engine._refit``)."""
+
+    refit: bool = True
+    refit_every: Duration = timedelta(days=1)
+
+    @field_validator("refit_every")
+    @classmethod
+    def _every(cls, value: timedelta) -> timedelta:
+        if not timedelta(minutes=10) <= value <= timedelta(days=90):
+            raise ValueError("the refit interval is between 10m and 90d")
+        return value
+
+
 class ConfigFile(_Model):
     """The whole of ``orchestrator.yaml``."""
 
@@ -379,6 +396,7 @@ class ConfigFile(_Model):
     tracking: Tracking | None = None
     http: Http = Field(default_factory=Http)
     log: Log = Field(default_factory=Log)
+    predict: Predict = Field(default_factory=Predict)
 
     @field_validator("tick")
     @classmethod

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from orchestrator.engine._plan_report import plan_report
     from orchestrator.engine._preview import PreviewError, render_step, send_step, send_test
     from orchestrator.engine._reload import WorkspaceFiles
+    from orchestrator.engine._signal_state import prediction_fits
     from orchestrator.engine._snapshot import load_frames, signal_matches
     from orchestrator.engine._status import status_report
     from orchestrator.engine._template_data import missing_customer_attributes, stored_attributes
@@ -100,6 +101,7 @@ _EXPORTS: dict[str, str] = {
     "load_workspace": "orchestrator.engine._workspace",
     "migration_problems": "orchestrator.engine._tick",
     "missing_customer_attributes": "orchestrator.engine._template_data",
+    "prediction_fits": "orchestrator.engine._signal_state",
     "render_step": "orchestrator.engine._preview",
     "send_step": "orchestrator.engine._preview",
     "send_test": "orchestrator.engine._preview",
@@ -151,6 +153,7 @@ __all__ = [
     "migration_problems",
     "missing_customer_attributes",
     "plan_report",
+    "prediction_fits",
     "render_step",
     "send_step",
     "send_test",

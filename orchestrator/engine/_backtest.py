@@ -7,8 +7,10 @@ daemon hands over its inbox (so the tick reads nothing back), and ticks. So no t
 from its future, and what the engine did is exactly what it would have done had it run then, ticking at
 these instants. Events before the window's start are history the signals read (windows, ``since``):
 they are stored before the first tick, which reads them from the store as an engine does at start.
-Messages go through the contact policy to an adapter that drops them (nothing leaves the process), so
-suppressions and caps are those production would have applied. The report
+Journeys that read predictions (``p_alive(purchase)``...) read fits made on the history before the window
+(``_fit_purchase_models``), never on the window's own purchases. Messages go through the contact policy
+to an adapter that drops them (nothing leaves the process), so suppressions and caps are those
+production would have applied. The report
 is read from the scratch store afterwards by the reader the caller gives (the engine does not import
 measurement: the command line hands it ``orchestrator.measure.backtest_report``), and the store is
 deleted.
@@ -37,8 +39,9 @@ import numpy as np
 from orchestrator.channels import CHANNELS, ChannelRouter, DeliveryResult, OutgoingMessage
 from orchestrator.clock import SimulatedClock, from_us, to_us
 from orchestrator.engine._dispatch import BATCH as DISPATCH_BATCH
+from orchestrator.engine._refit import fit_and_keep, models_to_fit
 from orchestrator.engine._reload import pin_templates
-from orchestrator.engine._tick import Engine
+from orchestrator.engine._tick import Engine, MissingFit
 from orchestrator.engine._workspace import Workspace
 from orchestrator.errors import UsageError
 from orchestrator.store import (
@@ -200,6 +203,23 @@ class _Feed:
         return stop - start
 
 
+def _fit_purchase_models(store: Store, workspace: Workspace, start: datetime) -> None:
+    """The purchase models the journeys read (``p_alive(purchase)``...), fitted on the history before the
+    window, as a daemon refitting daily would have kept them at its start: no fit sees the window's own
+    purchases. Raises ``MissingFit`` with the reason when one cannot be fitted."""
+    models = models_to_fit(workspace.plans, {})
+    if not models:
+        return
+    calibration_end = (start - timedelta(days=1)).date()
+    failed = [o for o in fit_and_keep(store, models, calibration_end, to_us(start)) if o.status != "kept"]
+    if failed:
+        raise MissingFit(
+            "the backtest fits the purchase models the journeys read on the history before --from, "
+            f"up to {calibration_end.isoformat()}: "
+            + "; ".join(f"{o.event}.{o.value}: {o.detail}" for o in failed)
+        )
+
+
 def tick_instants(start: datetime, end: datetime, tick: timedelta) -> list[datetime]:
     """The ticks of a window: ``start``, ``start + tick``, ... while before ``end``."""
     if tick <= timedelta(0):
@@ -252,6 +272,7 @@ def backtest(
             pin_templates(workspace)  # rendered as loaded, without a look at the files per message
             feed = _Feed(events, end_us)
             history = feed.feed(store, engine, start_us, start_us, HISTORY_CHUNK, hand=False)
+            _fit_purchase_models(store, workspace, start)
             seconds["loading"] = time.perf_counter() - began
             lap = time.perf_counter()
             for done, instant in enumerate(instants, 1):

@@ -1,7 +1,8 @@
 """The daemon: ticks on an APScheduler 3.x schedule until SIGTERM or SIGINT, then stops cleanly (a second
 signal shortens the stop: see ``run_daemon``). ``serve`` puts it together for an engine: the start line,
 the inbox before each tick, one log line per tick (``tick_fields``: counts and timings, no customer data),
-the workspace reloaded on SIGHUP and when its files change (``engine._reload``).
+the workspace reloaded on SIGHUP and when its files change (``engine._reload``), and the purchase models
+the journeys read refitted on schedule in a child process (``engine._refit``).
 
 APScheduler only times the ticks; durable per-customer waits live in the instances table (``wake_at_us``),
 never in the scheduler. The tick job coalesces missed runs and never overlaps itself.
@@ -37,6 +38,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from orchestrator.channels import Adapter, DeliveryResult, OutgoingMessage
 from orchestrator.clock import Clock, SimulatedClock, from_us, to_us
 from orchestrator.engine._handover import IngestCount, Ingestor
+from orchestrator.engine._refit import DEFAULT_REFIT_EVERY, Refitter
 from orchestrator.engine._tick import ClockBehind, Engine, TickReport, failure_text
 from orchestrator.logs import mask_url
 from orchestrator.store import Store, last_tick
@@ -296,6 +298,9 @@ class DaemonSettings:
     # config, ``apply`` hands both to the engine (see ``engine._reload.Reloader``).
     load: Callable[[], Workspace] | None = None
     apply: Callable[[Workspace], None] | None = None
+    # How old the newest fit of a purchase model the journeys read may grow before the daemon refits it
+    # in a child process (``engine._refit``); None: never refit.
+    refit_every: timedelta | None = DEFAULT_REFIT_EVERY
 
 
 @dataclass
@@ -313,7 +318,10 @@ def serve(engine: Engine, settings: DaemonSettings) -> int:
     preceded by the inbox (when there is one) and followed by its log line, and the workspace reloaded on
     SIGHUP and when its files change. Returns the number of ticks run. The caller holds the store (SQLite)
     and disposes of it; logging is set up by the caller (``orchestrator.logs.setup_logging``)."""
-    tick: Callable[[], object] = _engine_tick(engine, settings.inbox)
+    refitter = None
+    if settings.refit_every is not None and settings.store_url:
+        refitter = Refitter(engine.store, settings.store_url, settings.refit_every)
+    tick: Callable[[], object] = _engine_tick(engine, settings.inbox, refitter)
     tick = waiting_for_clock(tick)  # a clock that stepped back waits until it passes the last tick
     tick = logged_ticks(tick, engine.clock)
     if settings.simulated is not None:
@@ -335,15 +343,19 @@ def serve(engine: Engine, settings: DaemonSettings) -> int:
         pin_templates(engine.workspace)  # the running templates stay as validated until a reload
         reloader = Reloader(settings.files, engine, load=settings.load, apply=settings.apply)
     log_start(engine, settings, reloading=reloader is not None)
-    ticks = run_daemon(
-        tick,
-        settings.interval,
-        max_ticks=settings.max_ticks,
-        on_start=reconcile,
-        hurry=engine.hurry,
-        reload=None if reloader is None else reloader.check,
-        watch_seconds=settings.watch_seconds,
-    )
+    try:
+        ticks = run_daemon(
+            tick,
+            settings.interval,
+            max_ticks=settings.max_ticks,
+            on_start=reconcile,
+            hurry=engine.hurry,
+            reload=None if reloader is None else reloader.check,
+            watch_seconds=settings.watch_seconds,
+        )
+    finally:
+        if refitter is not None:
+            refitter.stop()
     log.info("daemon stopped cleanly after %d tick(s)", ticks, extra={"fields": {"ticks": ticks}})
     return ticks
 
@@ -376,10 +388,15 @@ def log_start(engine: Engine, settings: DaemonSettings, *, reloading: bool) -> N
     )
 
 
-def _engine_tick(engine: Engine, inbox: Ingestor | None) -> Callable[[], TickOutcome]:
-    """The inbox drained (its events handed to the signal state as they commit), then the engine's tick."""
+def _engine_tick(
+    engine: Engine, inbox: Ingestor | None, refitter: Refitter | None = None
+) -> Callable[[], TickOutcome]:
+    """The refit of stale purchase models started (or its report read; never waited for), the inbox
+    drained (its events handed to the signal state as they commit), then the engine's tick."""
 
     def run() -> TickOutcome:
+        if refitter is not None:
+            refitter.check(engine.workspace.plans, to_us(engine.clock.now()))
         ingested: Sequence[IngestCount] = []
         started = time.perf_counter()
         if inbox is not None:

@@ -205,23 +205,42 @@ def fits_from_store(stored: Mapping[tuple[str, str], StoredFit]) -> dict[tuple[s
     return out
 
 
-def missing_fits(plan: JourneyPlan, fits: Mapping[tuple[str, str], Fit]) -> list[str]:
-    """What the journey's predictions (``p_alive(purchase)``...) lack in ``fits``: one line each for those
-    whose purchase models have no fit."""
-    missing = []
+def prediction_fits(
+    conn: Connection, plans: Sequence[JourneyPlan]
+) -> tuple[dict[tuple[str, str], Fit], list[str]]:
+    """The store's newest fits as the evaluator reads them, and what the journeys' predictions lack in them
+    (one line each, ``journey: ...``; see ``missing_fits``)."""
+    fits = fits_from_store(latest_prediction_fits(conn))
+    return fits, [f"{plan.id}: {line}" for plan in plans for line in missing_fits(plan, fits)]
+
+
+def predictions_read(plan: JourneyPlan) -> list[tuple[str, str, str | None]]:
+    """The predictions a journey reads, once each in the order written: (function, purchase event, value
+    property or None); ``predicted_clv(purchase.amount, 365d)`` is ``("predicted_clv", "purchase",
+    "amount")``."""
+    found = []
     for call in dict.fromkeys(c for node in plan.expressions() for c in lang.aggregates(node)):
         if call.func not in lang.PREDICTIONS:
             continue
         name = call.args[0]
         assert isinstance(name, lang.Name)
-        event, prop = name.parts[0], (name.parts[1] if len(name.parts) > 1 else None)
+        found.append((call.func, name.parts[0], name.parts[1] if len(name.parts) > 1 else None))
+    return list(dict.fromkeys(found))
+
+
+def missing_fits(plan: JourneyPlan, fits: Mapping[tuple[str, str], Fit]) -> list[str]:
+    """What the journey's predictions (``p_alive(purchase)``...) lack in ``fits``: one line each for those
+    whose purchase models have no fit."""
+    missing = []
+    for func, event, prop in predictions_read(plan):
         fit = fit_for(fits, event, prop)
         if fit is not None and (prop is None or fit.gamma_gamma is not None):
             continue
         how = f"--event {event}" + (f" --value {prop}" if prop else "")
         lacks = "none" if fit is None else "none with a Gamma-Gamma fit"
+        read = f"{func}({event}{'.' + prop if prop else ''})"
         missing.append(
-            f"{call.func}({'.'.join(name.parts)}) reads a fit of the {event} models and the store has "
-            f"{lacks}: run orchestrator predict fit {how} --save"
+            f"{read} reads a fit of the {event} models and the store has {lacks}: "
+            f"run orchestrator predict fit {how} --save"
         )
     return missing

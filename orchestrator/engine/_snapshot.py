@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 
 from orchestrator.language import ADDRESS_FIELD, JourneyPlan, StepKind
-from orchestrator.signals import AggregateCache, CustomerFrame, Evaluator, EventFrame
+from orchestrator.signals import AggregateCache, CustomerFrame, Evaluator, EventFrame, Fit
 from orchestrator.signals import _lang as lang
 from orchestrator.store import Connection, load_customer_values, load_events, max_key
 
@@ -89,13 +89,19 @@ def load_frames(
 
 
 def signal_matches(
-    plans: Iterable[JourneyPlan], events: EventFrame, customers: CustomerFrame, now_us: int
+    plans: Iterable[JourneyPlan],
+    events: EventFrame,
+    customers: CustomerFrame,
+    now_us: int,
+    fits: Mapping[tuple[str, str], Fit] | None = None,
 ) -> dict[str, np.ndarray]:
-    """For each journey, where its entry condition (signal and segment) holds, by customer key."""
+    """For each journey, where its entry condition (signal and segment) holds, by customer key; the
+    predictions (``p_alive(purchase)``...) read ``fits`` (``engine._signal_state.fits_from_store``)."""
     cache = AggregateCache()
     out: dict[str, np.ndarray] = {}
     for plan in plans:
-        out[plan.id] = entry_condition(Evaluator(events, customers, now_us, plan.metrics, cache), plan)
+        evaluator = Evaluator(events, customers, now_us, plan.metrics, cache, fits=fits)
+        out[plan.id] = entry_condition(evaluator, plan)
     return out
 
 

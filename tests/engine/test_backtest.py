@@ -3,14 +3,17 @@ sending nothing; the overlap matrix and the weekly distribution on a case counte
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from orchestrator.clock import to_us
 from orchestrator.engine import backtest, load_workspace
+from orchestrator.engine._tick import MissingFit
 from orchestrator.ingest import EventChunk
 from orchestrator.measure import BacktestReport, backtest_report
 from orchestrator.store import Store, upsert_customers
@@ -65,6 +68,7 @@ def _events() -> list[dict[str, Any]]:
 
 
 def _chunk(records: list[dict[str, Any]]) -> EventChunk:
+    """The events as the backtest reads them, with their properties (all but customer, name and time)."""
     ids = sorted({r["customer_id"] for r in records})
     names = sorted({r["event"] for r in records})
     return EventChunk(
@@ -73,7 +77,7 @@ def _chunk(records: list[dict[str, Any]]) -> EventChunk:
         event_names=names,
         event_codes=np.array([names.index(r["event"]) for r in records], dtype=np.int64),
         ts_us=np.array([to_us(r["ts"]) for r in records], dtype=np.int64),
-        properties=["{}"] * len(records),
+        properties=[json.dumps(r.get("properties", {})) for r in records],
     )
 
 
@@ -194,3 +198,78 @@ def test_overlap_and_messages_per_customer_week_counted_by_hand(tmp_path: Path) 
     assert weekly["customer_weeks"] == 4 and weekly["weeks"] == 1
     assert weekly["distribution"] == {"0": 1, "1": 1, "2": 0, "3": 2, "4": 0, "5+": 0}
     assert weekly["max"] == 3 and weekly["quantiles"]["p50"] == 1 and weekly["quantiles"]["p90"] == 3
+
+
+AT_RISK = """\
+id: at_risk
+version: 1
+holdout: 0
+signal: p_alive(purchase) < 0.5
+steps:
+  - send: {channel: email, subject: "We miss you", template: t.txt}
+"""
+
+
+def _purchases() -> tuple[list[str], list[dict[str, Any]]]:
+    """Forty customers who bought every week or two for months and go on into the window; eight who bought
+    weekly for two months, then stopped half a year before it."""
+    ids, records = [], []
+    for i in range(48):
+        who, gone = f"c{i:02d}", i >= 40
+        ids.append(who)
+        first = T0 - timedelta(days=300 if gone else 200 + i)
+        days = range(0, 63, 7) if gone else range(0, 200 + i + 2, 7 + i % 8)
+        records += [event(who, "purchase", first + timedelta(days=d), amount=10 + i % 5) for d in days]
+    return ids, records
+
+
+def test_predictions_in_a_backtest_read_a_fit_of_the_history_before_it(tmp_path: Path) -> None:
+    """The backtest fits the purchase models on the purchases before its start and enters whom a live
+    engine holding that fit enters, tick for tick."""
+    pytest.importorskip("pymc_marketing")
+    from orchestrator.predict import fit_history, save_fit
+
+    ids, records = _purchases()
+    files = {"journeys/at_risk.yaml": AT_RISK, "templates/t.txt": "Hi"}
+    for where in ("bt", "live"):
+        write_files(tmp_path / where, files)
+
+    def customers(store: Store, now_us: int) -> None:
+        with store.begin() as conn:
+            upsert_customers(conn, [customer(c) for c in ids], now_us)
+
+    workspace = load_workspace([tmp_path / "bt" / "journeys"])
+    run = backtest(workspace, _chunk(records), backtest_report, start=T0, end=T0 + timedelta(hours=3),
+                   customers=customers)  # fmt: skip
+
+    world = World(tmp_path / "live")
+    try:
+        world.add_customers(*(customer(c) for c in ids))
+        world.add_events(*(r for r in records if r["ts"] < T0))
+        fit = fit_history(world.store, (T0 - timedelta(days=1)).date())
+        save_fit(world.store, fit, to_us(T0))
+        for k in range(3):
+            now = T0 + timedelta(hours=k)
+            world.add_events(*(r for r in records if T0 + timedelta(hours=k - 1) <= r["ts"] < now))
+            world.clock.set(now)
+            assert world.tick().failed == {}
+        entered = sorted(i.customer for i in world.instances())
+    finally:
+        world.close()
+    assert entered == [f"c{i}" for i in range(40, 48)]  # the eight who stopped buying
+    assert run.report.totals["entries"] == len(entered)
+    assert run.report.totals["sent"] == len(entered)
+
+
+def test_a_backtest_whose_predictions_cannot_be_fitted_says_why(tmp_path: Path) -> None:
+    pytest.importorskip("pymc_marketing")
+    write_files(tmp_path, {"journeys/at_risk.yaml": AT_RISK, "templates/t.txt": "Hi"})
+    late = [event("c1", "purchase", T0 + timedelta(hours=1), amount=5)]  # no purchase before the window
+    with pytest.raises(MissingFit) as caught:
+        backtest(load_workspace([tmp_path / "journeys"]), _chunk(late), backtest_report, start=T0,
+                 end=T0 + timedelta(hours=3))  # fmt: skip
+    day = (T0 - timedelta(days=1)).date().isoformat()
+    assert str(caught.value) == (
+        "the backtest fits the purchase models the journeys read on the history before --from, up to "
+        f"{day}: purchase.amount: no purchase event on or before {day}: nothing to fit"
+    )

@@ -95,3 +95,31 @@ def test_a_journey_without_its_fit_fails_and_the_others_go_on(world: World) -> N
     world.advance("1h")
     assert world.tick().failed == {}
     assert any(i.journey == "valuable" for i in world.instances())
+
+
+PERSONAL = """\
+id: personal
+version: 1
+holdout: 0
+signal: p_alive(purchase) < 0.5
+metrics:
+  alive: p_alive(purchase)
+  worth: predicted_clv(purchase.amount, 365d)
+steps:
+  - send: {channel: email, subject: "We miss you", template: personal.txt}
+"""
+
+
+def test_templates_read_predictions_through_the_journeys_metrics(world: World) -> None:
+    set_up(world, {"personal": PERSONAL})
+    world.write_files(
+        {"templates/personal.txt": "alive {{ '%.4f' % metrics.alive }}, worth {{ '%.2f' % metrics.worth }}"}
+    )
+    with world.store.begin() as conn:
+        save_prediction_fit(conn, 0, "purchase", "amount", 19_000, PARAMETERS)
+    assert world.tick().failed == {}
+    [message] = world.sent()
+    assert message.customer_id == "gone"
+    alive_text, worth_text = message.body.removeprefix("alive ").split(", worth ")
+    assert float(alive_text) == pytest.approx(p_alive(HISTORIES["gone"]), abs=5e-5)
+    assert float(worth_text) > 0.0

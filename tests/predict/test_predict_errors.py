@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -92,3 +93,44 @@ def test_without_the_predict_extra(
         "predictions need the optional extra 'predict'" in err
         and "pip install 'orchestrator[predict]'" in err
     )
+
+
+def test_evaluate_reads_the_stores_fit_and_refuses_a_prediction_without_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from orchestrator.store import save_prediction_fit
+
+    (tmp_path / "journeys").mkdir()
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "t.txt").write_text("Hi")
+    (tmp_path / "journeys" / "j.yaml").write_text(
+        "id: j\nversion: 1\nholdout: 0\nsignal: p_alive(purchase) < 0.5\n"
+        "steps:\n  - send: {channel: email, subject: s, template: t.txt}\n"
+    )
+    events = tmp_path / "events.csv"
+    events.write_text(
+        "customer_id,event,ts,amount\n"
+        + "".join(f"gone,purchase,2023-0{m}-01T00:00:00Z,5\n" for m in range(1, 5))
+        + "".join(f"steady,purchase,2024-0{m}-01T00:00:00Z,5\n" for m in range(1, 6))
+    )
+    argv = ["evaluate", "--journeys", str(tmp_path / "journeys"), "--events", str(events),
+            "--now", "2024-06-01T00:00:00Z", "--format", "json"]  # fmt: skip
+    code = main(argv)  # a scratch store: no fit
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    assert err.strip().splitlines() == [
+        "orchestrator evaluate: a journey reads a prediction without its fit (--db names a store that holds "
+        "one):",
+        "j: p_alive(purchase) reads a fit of the purchase models and the store has none: run orchestrator "
+        "predict fit --event purchase --save",
+    ]
+    url = f"sqlite:///{tmp_path / 'shop.db'}"
+    store = open_store(url)
+    with store.begin() as conn:
+        save_prediction_fit(
+            conn, 0, "purchase", "amount", 19_000, {"r": 0.5, "alpha": 2.0, "a": 0.5, "b": 1.5}
+        )
+    store.dispose()
+    assert main([*argv, "--db", url]) == 0
+    # gone: 3 repeat months, silent for 14 months since: p_alive near 0; steady bought last month: high.
+    assert json.loads(capsys.readouterr().out)["journeys"]["j"]["count"] == 1

@@ -45,7 +45,8 @@ PUBLIC: dict[str, list[str]] = {
         "UnknownJourney", "Workspace", "WorkspaceFiles", "audience", "crash_test_provider", "engine_health",
         "explain", "failure_text", "iso",
         "judge_health", "load_frames", "load_workspace", "migration_problems",
-        "missing_customer_attributes", "plan_report", "render_step", "send_step", "send_test", "serve",
+        "missing_customer_attributes", "plan_report", "prediction_fits", "render_step", "send_step",
+        "send_test", "serve",
         "signal_matches", "status_report", "store_problems", "stored_attributes", "unsubscribe_warnings",
         "validate_paths",
         # the console's views of the journeys
@@ -87,11 +88,16 @@ PUBLIC: dict[str, list[str]] = {
         "backtest_sections", "compare_backtests", "comparison_html", "comparison_sections",
         # the per-step funnel
         "JourneyFunnel", "export_funnel", "funnel_lines", "journey_funnel", "journey_funnels",
+        # the uplift view
+        "UpliftResult", "UpliftSetupError", "UpliftView", "auuc", "qini_coefficient", "uplift_estimate",
+        "uplift_lines",
     ],
     "orchestrator.predict": [
         "UNIT_DAYS", "BetaGeo", "FitReport", "Fitted", "GammaGamma", "HoldoutCheck", "NotEnoughHistory",
         "PredictSetupError", "PurchaseSummary", "fit_history", "fit_models", "purchase_summary", "summarize",
         "save_fit",
+        # every customer's predictions now
+        "NoFitKept", "Scores", "export_scores", "score_customers",
     ],
     "orchestrator.signals": [
         "AggregateCache", "Call", "Categorical", "CustomerFrame", "Evaluator", "EventFrame", "EventLog",
@@ -124,7 +130,7 @@ PUBLIC: dict[str, list[str]] = {
         "recent_tick_instants", "record_health", "record_ingest_batch", "record_migration",
         "record_opt_out", "record_outcomes", "record_test_send", "record_tick", "record_tracked_event",
         "register_version", "retire_journey", "retirement", "seen_names", "set_entry_cursor",
-        "set_instance_data", "settle_in_flight", "signal_members", "sqlite_url", "state_counts",
+        "set_instance_data", "settle_in_flight", "signal_members", "in_memory", "sqlite_url", "state_counts",
         "stored_version", "stored_versions", "suppress_addresses", "suppressed_addresses",
         "suppressed_customer_keys", "ticks_after",
         "tracked_message", "tune_writer_connection", "unconverted_instances", "update_signal_members",
