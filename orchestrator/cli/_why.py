@@ -47,6 +47,8 @@ def run_why(args: Args) -> int:
         reason = f" ({e['arm_reason']})" if e["arm_reason"] else ""
         print(f"  {e['journey']} v{e['version']}: entered {e['entered']}, arm {e['arm']}{reason}")
         print(f"    {e['entered_because']}")
+        for c in e["choices"]:
+            print(f"    {c['step']} chose to send at {c['send_at']}: {c['words']}")
         for m in e["messages"]:
             when = f"sent {m['sent']}" if m["sent"] else f"queued {m['queued']}"
             why = f": {m['reason']}" if m["reason"] else ""

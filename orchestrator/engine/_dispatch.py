@@ -396,7 +396,7 @@ def _render(
     links = context.links.for_template(str(customer["id"]), m.channel) if context.links is not None else None
     return message_row(
         renderer=renderer,
-        send=step.send,
+        send=step.send.on_channel(m.channel),
         customer=customer,
         metrics=metrics,
         journey={"id": plan.id, "version": plan.version, "step": step.id},

@@ -12,11 +12,13 @@ with the values of the metrics and attributes it reads as they were at entry (re
 entries made before they were recorded say so: the events may have changed since, so they are not
 recomputed), and the exit read against the journey version the instance ran (its source, stored when the
 version first ran). Conversions are listed once more, one per line, across the customer's journeys.
+A send ``at: best_time`` adds what it chose for the entry (``send_choices``): the policy, the local hour
+and the counts behind it, or the comparison share that sent at once.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,6 +43,7 @@ from orchestrator.store import (
     customer_conversions,
     customer_instances,
     customer_messages,
+    customer_send_choices,
     stored_version,
 )
 
@@ -63,6 +66,55 @@ class MessageStory:
     next_attempt: str | None  # only while the message is queued (a retry or a held send)
     recipient: str | None
     transactional: bool
+
+
+@dataclass(frozen=True)
+class ChoiceStory:
+    """What a send step that chooses per customer chose for the entry: the policy (``best_time`` or
+    ``immediate``), when to send, the local hour chosen and the counts behind it, and all that in words."""
+
+    step: str
+    policy: str
+    channel: str
+    reached: str | None
+    send_at: str | None
+    hour: str | None
+    detail: dict[str, Any]
+    words: str
+
+
+def choice_words(policy: str, detail: dict[str, Any], channel: str = "") -> str:
+    """A recorded choice in words."""
+    if policy.startswith("fixed:"):
+        return (
+            f"sent on {channel}: in the {detail.get('compare', 0):g}% comparison share "
+            f"(hash {detail.get('bucket', 0):.4f})"
+        )
+    if policy == "best_channel":
+        counts = detail.get("counts", {})
+        reachable = detail.get("reachable", [])
+        parts = [
+            f"{name} {c['answered']} answered of {c['sends']} sends (everyone's rate "
+            f"{c['population_rate']:.1%}, posterior {c['posterior']:.4f})"
+            + ("" if name in reachable else ", not reachable")
+            for name, c in counts.items()
+        ]
+        lead = f"best channel {channel}" if reachable else f"no listed channel reachable: {channel}"
+        return f"{lead}: " + "; ".join(parts)
+    if policy != "best_time":
+        return (
+            f"sent at once: in the {detail.get('compare', 0):g}% comparison share "
+            f"(hash {detail.get('bucket', 0):.4f})"
+        )
+    if detail.get("all_quiet"):
+        return f"every hour within {detail.get('within')} is in quiet hours: sent at once, the policy decides"
+    quiet = "; a better hour fell in quiet hours" if detail.get("quiet_skipped") else ""
+    share = detail.get("population_share") or 0.0
+    return (
+        f"best time {detail.get('hour')} ({detail.get('zone')}): {detail.get('events_in_hour')} of the "
+        f"customer's {detail.get('events')} engagement events in that hour, {share:.1%} of everyone's, "
+        f"shrunk with {detail.get('prior'):g} pseudo-events to a score of {detail.get('score')}{quiet}"
+    )
 
 
 @dataclass(frozen=True)
@@ -117,6 +169,7 @@ class EntryStory:
     finish_code: str | None  # the finish reason's class (``engine._reasons.EXIT_CODES``), once finished
     finish_words: str | None  # the finish reason in words, once finished
     step_words: str | None = None  # what the current step does, in words (``wait until 09:00 on ...``)
+    choices: list[ChoiceStory] = field(default_factory=list)  # what best-time sends chose
 
 
 @dataclass(frozen=True)
@@ -162,6 +215,7 @@ def explain(store: Store, customer_id: str, journey: str | None = None) -> Expla
         instances = customer_instances(conn, contact.key, journey)
         messages = customer_messages(conn, contact.key, journey)
         conversions = customer_conversions(conn, contact.key, journey)
+        chosen = customer_send_choices(conn, contact.key, journey)
         addresses = [(channel, getattr(contact, field)) for channel, field in ADDRESS_FIELD.items()]
         suppressions = address_suppressions(conn, [(c, a) for c, a in addresses if a])
         journeys = {(e.journey_id, e.version): _journey(conn, e.journey_id, e.version) for e in instances}
@@ -179,6 +233,21 @@ def explain(store: Store, customer_id: str, journey: str | None = None) -> Expla
                 next_attempt=iso(m.next_attempt_us) if m.status == "queued" else None,
                 recipient=m.recipient,
                 transactional=m.transactional,
+            )
+        )
+    choices: dict[int, list[ChoiceStory]] = {}
+    for c in chosen:
+        hour = c.detail.get("hour") if c.policy == "best_time" else None
+        choices.setdefault(c.instance_id, []).append(
+            ChoiceStory(
+                c.step,
+                c.policy,
+                c.channel,
+                iso(c.visit_us),
+                iso(c.send_at_us),
+                hour,
+                c.detail,
+                choice_words(c.policy, c.detail, c.channel),
             )
         )
     goal_of = {key: _goal_words(j) for key, j in journeys.items()}
@@ -227,6 +296,7 @@ def explain(store: Store, customer_id: str, journey: str | None = None) -> Expla
                 finish_code=None if finished is None else finished.code,
                 finish_words=None if finished is None else finished.words,
                 step_words=_step_words(journey_model, e.state) if active else None,
+                choices=choices.get(e.id, []),
             )
         )
     arms = {e.id: e.arm or ("holdout" if e.holdout else "treatment") for e in instances}

@@ -84,7 +84,7 @@ def render_step(
             customer[ADDRESS_FIELD[step.send.channel]] = to
         return message_row(
             renderer=renderer,
-            send=step.send,
+            send=step.send.on_channel(step.send.channel),
             customer=customer,
             metrics={},
             journey=journey,
@@ -106,7 +106,7 @@ def render_step(
     data = orjson.loads(data_text) if data_text else {}
     return message_row(
         renderer=renderer,
-        send=step.send,
+        send=step.send.on_channel(step.send.channel),
         customer=record,
         metrics=values,
         journey=journey,

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from orchestrator.language import JourneyPlan, StepKind
+from orchestrator.language import ADDRESS_FIELD, JourneyPlan, StepKind
 from orchestrator.signals import AggregateCache, CustomerFrame, Evaluator, EventFrame, Fit
 from orchestrator.signals import _lang as lang
 from orchestrator.store import Connection, load_customer_values, load_events, max_key
@@ -29,10 +29,15 @@ def needed_columns(plans: Iterable[JourneyPlan]) -> tuple[set[str], set[str]]:
             properties.add(goal.revenue)
         properties |= plan.event_properties()
         for step in plan.steps:
-            if step.kind == StepKind.WAIT_UNTIL:
-                attributes.add("timezone")  # a time of day, and a date, are the customer's local ones
-                if step.attribute is not None:
-                    attributes.add(step.attribute)
+            if step.kind == StepKind.WAIT_UNTIL or (step.send is not None and step.send.at is not None):
+                # A time of day, a date and the best hour of the week are the customer's local ones.
+                attributes.add("timezone")
+            if step.attribute is not None:
+                attributes.add(step.attribute)
+            if step.send is not None and step.send.best_of:
+                # The best channel is one the customer can be reached on: an address and consent.
+                for channel in step.send.best_of:
+                    attributes |= {f"consent_{channel}", ADDRESS_FIELD[channel]}
     return properties, attributes
 
 

@@ -12,9 +12,14 @@ wait or has finished:
   are kept under the step's id); otherwise the timeout does, or the instance parks;
 - ``send``: writes a queued ledger row (never for held-out instances), without content: dispatch renders
   it after the transaction commits (``engine._dispatch``); what follows a send counts from the tick's
-  instant, when the message was queued. The first send step an instance passes records that instant as
-  its first send, in both arms (a held-out instance reaches it at the same tick a treated one would queue
-  its message): a goal ``from: first_send`` starts its window there;
+  instant, when the message was queued. A send ``at: best_time`` first chooses each instance's instant
+  (``engine._best_time``) and records the choice (``store._send_choices``, both arms); an instance whose
+  instant is ahead parks at the step until then, and is sent to when it wakes there. A send on
+  ``channel: best(...)`` chooses each instance's channel (``engine._best_channel``), records it the same
+  way, and queues each channel's messages on that channel. The first send step
+  an instance passes records that instant as its first send, in both arms (a held-out instance reaches
+  it at the same tick a treated one would queue its message): a goal ``from: first_send`` starts its
+  window there;
 - ``branch``, ``split``, ``exit``: move at once.
 
 Nothing is written per instance: the state changes of the whole batch are written at the end with one
@@ -28,19 +33,39 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
 import orjson
 
+from orchestrator.durations import US_PER_SECOND, format_duration
+from orchestrator.engine._best_channel import (
+    BEST_CHANNEL,
+    ChannelCounts,
+    channel_counts,
+    choose_channels,
+    fixed_policy,
+)
+from orchestrator.engine._best_time import (
+    BEST_TIME,
+    IMMEDIATE,
+    Engagement,
+    choose_times,
+    engagement,
+    hour_name,
+)
 from orchestrator.engine._conditions import instance_condition
 from orchestrator.engine._localtime import MISSING, date_wakes, next_local_times
 from orchestrator.engine._matching import first_matching_after, joined, normalise, values_at
 from orchestrator.engine._signal_state import SignalState
 from orchestrator.holdout import HOLDOUT, TREATMENT, buckets
 from orchestrator.language import (
+    ADDRESS_FIELD,
     ENTRY,
     NO_STATE,
+    Consent,
+    ContactPolicy,
     JourneyPlan,
     MatchTerm,
     StepKind,
@@ -53,18 +78,25 @@ from orchestrator.store import (
     DueInstances,
     FunnelCount,
     add_funnel_counts,
+    chosen_visits,
     customer_ids,
     due_instances,
     finish_steps,
     instance_data,
     mark_first_sends,
+    marketing_sends_since,
     move_instances,
     queue_messages,
+    record_send_choices,
     set_instance_data,
 )
 from orchestrator.store import _leases as leases
 
 ARMS = (TREATMENT, HOLDOUT)
+# Elementwise tests of object columns (consents and addresses: True/False/None, text/None).
+_IS_TRUE = np.frompyfunc(lambda v: v is True or v == 1, 1, 1)
+_IS_NONE = np.frompyfunc(lambda v: v is None, 1, 1)
+_IS_TEXT = np.frompyfunc(lambda v: isinstance(v, str) and v != "", 1, 1)
 
 
 @dataclass
@@ -100,11 +132,12 @@ def step_due(
     *,
     claimed: leases.Claim | None = None,
     count_funnel: bool = True,
+    policy: ContactPolicy | None = None,
 ) -> Stepped:
     """Step the due instances of ``plan``'s version at ``now_us`` (with ``claimed``, a worker sharing the
     store steps only the instances of its claim): read them, run them through their steps and write what
     changed, in the caller's transaction. ``count_funnel=False`` leaves the funnel's counts out (only for
-    measuring what they cost)."""
+    measuring what they cost). ``policy`` (the contact policy) keeps best times out of its quiet hours."""
     started = time.perf_counter()
     due = due_instances(conn, plan.id, plan.version, now_us, plan.wait_for_states(), claimed=claimed)
     out = Stepped()
@@ -112,7 +145,7 @@ def step_due(
     out.seconds["read"] = read - started
     if not len(due):
         return out
-    stepper = Stepper(conn, plan, evaluator, customers, signals, now_us, due)
+    stepper = Stepper(conn, plan, evaluator, customers, signals, now_us, due, policy)
     stepper.count_funnel = count_funnel
     stepper.walk()
     stepped = time.perf_counter()
@@ -140,8 +173,10 @@ class Stepper:
         signals: SignalState,
         now_us: int,
         due: DueInstances,
+        policy: ContactPolicy | None = None,
     ) -> None:
         self.conn = conn
+        self.policy = policy
         self.plan = plan
         self.evaluator = evaluator
         self.customers = customers
@@ -163,8 +198,11 @@ class Stepper:
         self.data_changed = np.zeros(n, bool)
         self._events: tuple[int, EventFrame] | None = None
         self._conditions: dict[int, np.ndarray] = {}
-        self._sends: list[tuple[StepPlan, np.ndarray]] = []
+        self._sends: list[tuple[StepPlan, np.ndarray, str]] = []  # step, positions, channel
         self._passed_send = np.zeros(n, bool)  # passed a send step in this walk (either arm)
+        self._choices: list[dict[str, Any]] = []  # send_choices rows of sends at: best_time
+        self._engagements: dict[tuple[Any, ...], Engagement] = {}
+        self._channel_counts: dict[tuple[Any, ...], ChannelCounts] = {}
         # The transitions taken: (step code, trigger, destination code) -> [treatment, holdout] instances.
         self.transitions: dict[tuple[int, str, int], list[int]] = {}
         self.count_funnel = True
@@ -216,14 +254,15 @@ class Stepper:
             set_instance_data(self.conn, due.ids[idx], [orjson.dumps(self.data[i]).decode() for i in idx])
         if self._passed_send.any():
             mark_first_sends(self.conn, due.ids[self._passed_send], now)
-        for step, positions in self._sends:
+        record_send_choices(self.conn, self._choices)
+        for step, positions, channel in self._sends:
             assert step.send is not None
             out.queued += queue_messages(
                 self.conn,
                 journey_id=plan.id,
                 version=plan.version,
                 step=step.id,
-                channel=step.send.channel,
+                channel=channel,
                 transactional=step.send.transactional,
                 instance_ids=due.ids[positions],
                 key_suffix=ledger_key_suffix(step, now),
@@ -487,12 +526,211 @@ class Stepper:
 
     def _send(self, step: StepPlan, sel: np.ndarray) -> None:
         assert step.send is not None
+        if step.send.at is not None:
+            sel = self._at_best_time(step, sel)
+            if not len(sel):
+                return
         self.t[sel] = np.maximum(self.t[sel], self.now_us)
         self._passed_send[sel] = True
-        send_to = sel[~self.due.holdout[sel]]  # the holdout's first guard: no ledger row at all
-        if len(send_to):
-            self._sends.append((step, send_to))
+        treated = ~self.due.holdout[sel]  # the holdout's first guard: no ledger row at all
+        if step.send.best_of:
+            chosen = self._best_channel(step, sel)
+            for channel in step.send.channels:
+                send_to = sel[treated & (chosen == channel)]
+                if len(send_to):
+                    self._sends.append((step, send_to, channel))
+        elif treated.any():
+            self._sends.append((step, sel[treated], step.send.channel))
         self._move(step, sel, "next")
+
+    def _at_best_time(self, step: StepPlan, sel: np.ndarray) -> np.ndarray:
+        """A send ``at: best_time``: of ``sel``, the instances to send to now. Instances waking at the step
+        after waiting for their chosen instant are sent to; the others get their choice recorded (both
+        arms) and either go now (their instant has come, or the comparison share) or park until it."""
+        send = step.send
+        assert send is not None
+        # Woken here: still at the step they started the walk at, since the instant they were parked.
+        stayed = sel[(self.state[sel] == self.start_state[sel]) & (self.t[sel] == self.due.since_us[sel])]
+        back = np.zeros(len(sel), bool)
+        if len(stayed):
+            known_ids, known_visits = chosen_visits(self.conn, step.id, self.due.ids[stayed].tolist())
+            woken = _rows_of(self.due.ids[stayed], self.t[stayed], known_ids, known_visits)
+            back[np.isin(sel, stayed[woken])] = True
+        fresh = sel[~back]
+        if not len(fresh):
+            return sel
+        now = self.now_us
+        self.t[fresh] = np.maximum(self.t[fresh], now)
+        options = send.best_time_options
+        keys = self.due.keys[fresh]
+        ids = customer_ids(self.conn, keys).astype(str)
+        salt = f"{self.plan.id}:best_time:{step.id}"
+        bucket = buckets(salt, np.char.add(np.char.add(ids, ":"), self.due.entered_us[fresh].astype(str)))
+        immediate = bucket < options.compare / 100.0
+        default_zone = self.policy.policy.default_timezone if self.policy is not None else "UTC"
+        quiet = None
+        if self.policy is not None and not send.transactional:
+            window = self.policy.quiet_hours.get(send.channel)
+            quiet = None if window is None else (window.start_s, window.end_s)
+        zones = self.customers.column("timezone")
+        zone_column = zones if zones.dtype == object else np.full(len(zones), None, dtype=object)
+        found = self._engagement(options.events, options.lookback, zone_column, default_zone)
+        window_us = round(send.best_time_window.total_seconds() * US_PER_SECOND)
+        choice = choose_times(
+            keys, zone_column[keys], now, window_us, found, options.prior, default_zone, quiet
+        )
+        send_at = np.where(immediate, now, choice.send_at_us)
+        later = send_at > now
+        self.parked[fresh[later]] = True
+        self.wake[fresh[later]] = send_at[later]
+        within = format_duration(send.best_time_window)
+        for j, i in enumerate(fresh):
+            timed = not immediate[j]
+            hour = int(choice.hour[j]) if timed and choice.hour[j] >= 0 else None
+            detail: dict[str, Any] = {"bucket": float(bucket[j]), "compare": options.compare}
+            if timed:
+                detail.update(
+                    hour=None if hour is None else hour_name(hour),
+                    zone=str(choice.zone[j]),
+                    events=int(choice.events[j]),
+                    events_in_hour=int(choice.count[j]),
+                    population_share=None if hour is None else round(float(choice.population_share[j]), 6),
+                    score=None if hour is None else round(float(choice.score[j]), 6),
+                    prior=options.prior,
+                    within=within,
+                    quiet_skipped=bool(choice.quiet_skipped[j]),
+                    all_quiet=hour is None,
+                )
+            self._choices.append(
+                {
+                    "instance_id": int(self.due.ids[i]),
+                    "step": step.id,
+                    "visit_us": int(self.t[i]),
+                    "journey_id": self.plan.id,
+                    "version": self.plan.version,
+                    "customer_key": int(self.due.keys[i]),
+                    "policy": BEST_TIME if timed else IMMEDIATE,
+                    "channel": send.channel,
+                    "send_at_us": int(send_at[j]),
+                    "hour_of_week": hour,
+                    "detail": detail,
+                }
+            )
+        return np.concatenate([sel[back], fresh[~later]])
+
+    def _best_channel(self, step: StepPlan, sel: np.ndarray) -> np.ndarray:
+        """A send on ``channel: best(...)``: the channel of each instance of ``sel`` (both arms), its choice
+        recorded."""
+        send = step.send
+        assert send is not None and send.best_of
+        options = send.best_channel_options
+        channels = send.channels
+        keys = self.due.keys[sel]
+        ids = customer_ids(self.conn, keys).astype(str)
+        salt = f"{self.plan.id}:best_channel:{step.id}"
+        bucket = buckets(salt, np.char.add(np.char.add(ids, ":"), self.due.entered_us[sel].astype(str)))
+        fixed = bucket < options.compare / 100.0
+        reachable = self._reachable(keys, channels, send.transactional)
+        counts = self._channel_counts_for(channels, options.responses, options.within, options.lookback)
+        choice = choose_channels(counts, keys, reachable, options.prior)
+        pick = np.where(fixed, 0, choice.pick)
+        chosen = np.array(channels, dtype=object)[pick]
+        for j, i in enumerate(sel):
+            detail: dict[str, Any] = {"bucket": float(bucket[j]), "compare": options.compare}
+            if not fixed[j]:
+                detail.update(
+                    prior=options.prior,
+                    responses=list(options.responses),
+                    within=format_duration(options.within),
+                    reachable=[c for c, ok in zip(channels, choice.reachable[j], strict=True) if ok],
+                    counts={
+                        c: {
+                            "sends": int(choice.sends[j, k]),
+                            "answered": int(choice.answered[j, k]),
+                            "population_rate": round(float(counts.population[k]), 6),
+                            "posterior": round(float(choice.posterior[j, k]), 6),
+                        }
+                        for k, c in enumerate(channels)
+                    },
+                )
+            self._choices.append(
+                {
+                    "instance_id": int(self.due.ids[i]),
+                    "step": step.id,
+                    "visit_us": int(self.t[i]),
+                    "journey_id": self.plan.id,
+                    "version": self.plan.version,
+                    "customer_key": int(self.due.keys[i]),
+                    "policy": fixed_policy(channels[0]) if fixed[j] else BEST_CHANNEL,
+                    "channel": str(chosen[j]),
+                    "send_at_us": int(self.t[i]),
+                    "hour_of_week": None,
+                    "detail": detail,
+                }
+            )
+        return chosen
+
+    def _reachable(self, keys: np.ndarray, channels: tuple[str, ...], transactional: bool) -> np.ndarray:
+        """Per key and channel: an address on file, and consent (or none on record where the policy, or a
+        transactional send, lets that pass)."""
+        consent = self.policy.policy.consent if self.policy is not None else Consent()
+        out = np.zeros((len(keys), len(channels)), bool)
+        for k, channel in enumerate(channels):
+            given = self.customers.column(f"consent_{channel}")[keys]
+            if given.dtype == object:
+                yes, unknown = _IS_TRUE(given).astype(bool), _IS_NONE(given).astype(bool)
+            elif given.dtype == bool:
+                yes, unknown = given, np.zeros(len(keys), bool)
+            else:
+                yes, unknown = given == 1, np.isnan(given)
+            if transactional or not consent.opt_in(channel):
+                yes = yes | unknown
+            address = self.customers.column(ADDRESS_FIELD[channel])[keys]
+            # A column of NaN where no customer has the address.
+            has = _IS_TEXT(address).astype(bool) if address.dtype == object else np.zeros(len(keys), bool)
+            out[:, k] = yes.astype(bool) & has.astype(bool)
+        return out
+
+    def _channel_counts_for(
+        self, channels: tuple[str, ...], responses: list[str], within: timedelta, lookback: timedelta
+    ) -> ChannelCounts:
+        """Sends per customer and channel in the lookback and those answered (once per walk and setting).
+        Sends of the last ``within`` have not had their chance to be answered yet: they are left out."""
+        key = (channels, tuple(sorted(responses)), within, lookback)
+        found = self._channel_counts.get(key)
+        if found is None:
+            start = self.now_us - round(lookback.total_seconds() * US_PER_SECOND)
+            window_us = round(within.total_seconds() * US_PER_SECOND)
+            sent_keys, sent_channels, sent_us = marketing_sends_since(self.conn, start)
+            old = sent_us <= self.now_us - window_us
+            frame = self.signals.events(start, self.now_us, types=responses)
+            found = self._channel_counts[key] = channel_counts(
+                channels,
+                sent_keys[old],
+                sent_channels[old],
+                sent_us[old],
+                frame.customer,
+                frame.ts,
+                window_us,
+                self.customers.n,
+            )
+        return found
+
+    def _engagement(
+        self, events: list[str], lookback: timedelta, zones: np.ndarray, default_zone: str
+    ) -> Engagement:
+        """Engagement per customer and local hour of the week over ``lookback`` before now (once per walk
+        for each set of event types and lookback)."""
+        key = (tuple(sorted(events)), lookback, default_zone)
+        found = self._engagements.get(key)
+        if found is None:
+            start = self.now_us - round(lookback.total_seconds() * US_PER_SECOND)
+            frame = self.signals.events(start, self.now_us, types=events)
+            n = max(len(zones), int(frame.customer.max(initial=-1)) + 1)
+            if len(zones) < n:
+                zones = np.concatenate([zones, np.full(n - len(zones), None, dtype=object)])
+            found = self._engagements[key] = engagement(frame.customer, frame.ts, zones, default_zone, n)
+        return found
 
 
 def _typed(column: np.ndarray) -> np.ndarray:
@@ -500,3 +738,17 @@ def _typed(column: np.ndarray) -> np.ndarray:
     if all(v is None or (isinstance(v, int | float) and not isinstance(v, bool)) for v in column):
         return np.array([np.nan if v is None else float(v) for v in column], dtype=np.float64)
     return column
+
+
+def _rows_of(
+    instance_ids: np.ndarray, visits: np.ndarray, known_ids: np.ndarray, known: np.ndarray
+) -> np.ndarray:
+    """Where the pair (``instance_ids[i]``, ``visits[i]``) is one of the known pairs."""
+    if not len(known_ids) or not len(instance_ids):
+        return np.zeros(len(instance_ids), bool)
+    pairs = np.concatenate(
+        [np.stack([instance_ids, visits], axis=1), np.stack([known_ids, known], axis=1)]
+    ).astype(np.int64)
+    _, inverse = np.unique(pairs, axis=0, return_inverse=True)
+    inverse = inverse.ravel()
+    return np.isin(inverse[: len(instance_ids)], inverse[len(instance_ids) :])

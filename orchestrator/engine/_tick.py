@@ -790,7 +790,16 @@ class Engine:
     ) -> Stepped:
         """Step the version's due instances (only ``claimed`` ones, for a worker sharing the store) and
         count what they did in ``result``."""
-        stepped = step_due(conn, plan, evaluator, customers, self.signals, now_us, claimed=claimed)
+        stepped = step_due(
+            conn,
+            plan,
+            evaluator,
+            customers,
+            self.signals,
+            now_us,
+            claimed=claimed,
+            policy=getattr(self.workspace, "policy", None),
+        )
         result.stepped += stepped.stepped
         result.queued += stepped.queued
         for status, n in stepped.finished.items():

@@ -243,6 +243,11 @@ def step_words(step: Step) -> str:
     """What a step does, in a few words: ``send email``, ``wait 3d``, ``wait for purchase``, ``wait until
     09:00 on the anniversary of birthday``. The diagram's labels, the funnel's and ``why``'s."""
     if step.send is not None:
+        if step.send.best_of:
+            return f"send on the best of {', '.join(step.send.best_of)}"
+        if step.send.at is not None:
+            within = format_duration(step.send.best_time_window)
+            return f"send {step.send.channel} at the best time within {within}"
         return f"send {step.send.channel}"
     if step.wait is not None:
         return f"wait {format_duration(step.wait)}"

@@ -23,7 +23,7 @@ from pydantic import (
 )
 
 from orchestrator.durations import format_duration, parse_duration
-from orchestrator.language._channels import Channel
+from orchestrator.language._channels import CONSENT_CHANNELS, Channel, ConsentChannel
 
 #: Whole numbers stored in a database column (``version``) or compared in one (``priority``): a signed
 #: 32-bit integer, PostgreSQL's ``integer``.
@@ -125,8 +125,67 @@ def parse_time_of_day(text: str) -> int:
     return int(hours) * 3600 + int(minutes) * 60 + int(seconds or 0)
 
 
+#: The events whose local hour of the week shows when a customer engages (``best_time: {events: ...}``).
+BEST_TIME_EVENTS: tuple[str, ...] = ("email_open", "email_click", "session_start")
+#: The longest ``within:`` of a send at the best time: a week holds every hour of the week.
+BEST_TIME_LONGEST = timedelta(days=7)
+
+
+class BestTime(_Model):
+    """How a send ``at: best_time`` picks each customer's hour (see docs/send-time-and-channel.md)."""
+
+    compare: float = Field(
+        0, ge=0, le=100, description="percent of instances sent at once instead, for the lift report"
+    )
+    events: list[Name] = Field(
+        default_factory=lambda: list(BEST_TIME_EVENTS), min_length=1, description="engagement events"
+    )
+    lookback: PositiveDuration = Field(timedelta(days=90), description="how far back engagement is read")
+    prior: float = Field(
+        24, gt=0, description="pseudo-events spread as the population's pattern (shrinkage strength)"
+    )
+
+
+#: What answers a message on any channel (``best_channel: {responses: ...}``): the same for every channel.
+BEST_CHANNEL_RESPONSES: tuple[str, ...] = ("session_start", "purchase")
+_BEST = re.compile(r"^best\((.*)\)$")
+
+
+class BestChannel(_Model):
+    """How a send on ``channel: best(...)`` picks each customer's channel (see
+    docs/send-time-and-channel.md)."""
+
+    compare: float = Field(
+        0, ge=0, le=100, description="percent of instances sent on the first listed channel instead"
+    )
+    responses: list[Name] = Field(
+        default_factory=lambda: list(BEST_CHANNEL_RESPONSES), min_length=1, description="response events"
+    )
+    within: PositiveDuration = Field(timedelta(hours=24), description="a response counts this long after")
+    lookback: PositiveDuration = Field(timedelta(days=180), description="how far back sends are read")
+    prior: float = Field(10, gt=0, description="pseudo-sends at the population's rate (shrinkage strength)")
+
+
+def parse_best_channels(text: str) -> list[str] | None:
+    """The channels of ``best(email, push, sms)`` (None when ``text`` is not of that form); ``ValueError``
+    for a list that cannot be used."""
+    match = _BEST.match(text.strip())
+    if match is None:
+        return None
+    names = [n.strip() for n in match.group(1).split(",") if n.strip()]
+    unknown = [n for n in names if n not in CONSENT_CHANNELS]
+    if unknown:
+        raise ValueError(
+            f"best() chooses among {', '.join(CONSENT_CHANNELS)}; {', '.join(map(repr, unknown))} is not one"
+        )
+    if len(names) < 2 or len(set(names)) != len(names):
+        raise ValueError("best() needs at least two different channels, e.g. channel: best(email, push, sms)")
+    return names
+
+
 class Send(_Model):
-    """Render templates and send them on one channel."""
+    """Render templates and send them on one channel (or on each customer's best channel, ``channel:
+    best(email, push, sms)``), at once or at each customer's best time."""
 
     channel: Channel
     template: str = Field(description="text body template, a path under templates/")
@@ -138,15 +197,100 @@ class Send(_Model):
     transactional: bool = Field(
         False, description="not marketing: the contact policy's caps and quiet hours do not apply"
     )
+    at: Literal["best_time"] | None = Field(
+        None, description="best_time: wait until the hour of the week the customer engages most"
+    )
+    within: PositiveDuration | None = Field(None, description="at: best_time: the longest wait (24h)")
+    best_time: BestTime | None = Field(None, description="at: best_time: comparison share and model")
+    best_of: list[ConsentChannel] | None = Field(
+        None, description="channel: best(...): the channels to choose among, in the order written"
+    )
+    best_channel: BestChannel | None = Field(None, description="channel: best(...): comparison and model")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _best_channel_list(cls, value: Any) -> Any:
+        # channel: best(email, push, sms) is kept as the first channel (the comparison share's) and the list.
+        if not isinstance(value, dict):
+            return value
+        if "best_of" in value:
+            raise ValueError("write the channels to choose among as channel: best(email, push, sms)")
+        channel = value.get("channel")
+        names = parse_best_channels(channel) if isinstance(channel, str) else None
+        if names is None:
+            return value
+        return {**value, "channel": names[0], "best_of": names}
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        """Every channel the step may send on: the ``best(...)`` list, or its one channel."""
+        return tuple(self.best_of) if self.best_of else (self.channel,)
+
+    @property
+    def best_channel_options(self) -> BestChannel:
+        return self.best_channel if self.best_channel is not None else BestChannel.model_validate({})
+
+    def on_channel(self, channel: str) -> Send:
+        """This send as sent on one of its channels: the fields of the other channels left out."""
+        if channel == self.channel and not self.best_of:
+            return self
+        return self.model_copy(
+            update={
+                "channel": channel,
+                "subject": self.subject if channel == "email" else None,
+                "html": self.html if channel == "email" else None,
+                "title": self.title if channel == "push" else None,
+                "link": self.link if channel == "push" else None,
+                "best_of": None,
+            }
+        )
+
+    @model_validator(mode="after")
+    def _best_time_options(self) -> Send:
+        if self.at is None and (self.within is not None or self.best_time is not None):
+            raise ValueError("within and best_time belong to a send at: best_time")
+        if self.within is not None and self.within > BEST_TIME_LONGEST:
+            raise ValueError("within is at most 7d for a send at: best_time (a week holds every hour)")
+        if self.best_channel is not None and not self.best_of:
+            raise ValueError("best_channel belongs to a send on channel: best(email, push, sms)")
+        if self.best_of and self.at is not None:
+            raise ValueError(
+                "a send chooses its time (at: best_time) or its channel (channel: best(...)), not both yet"
+            )
+        return self
+
+    @property
+    def best_time_window(self) -> timedelta:
+        """How long a send ``at: best_time`` may wait (``within``, 24h when not given)."""
+        return self.within if self.within is not None else timedelta(hours=24)
+
+    @property
+    def best_time_options(self) -> BestTime:
+        return self.best_time if self.best_time is not None else BestTime.model_validate({})
+
+    @model_serializer(mode="wrap")
+    def _without_unset_timing(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # A send without at: means what it meant before best time existed: the journey's digest stays.
+        out: dict[str, Any] = handler(self)
+        for key in ("at", "within", "best_time", "best_of", "best_channel"):
+            if out.get(key) is None:
+                out.pop(key, None)
+        if self.best_of:
+            out["channel"] = f"best({', '.join(self.best_of)})"
+            out.pop("best_of", None)
+        return out
 
     @model_validator(mode="after")
     def _fields_fit_channel(self) -> Send:
-        if self.channel == "email" and not self.subject:
-            raise ValueError("an email needs a subject")
-        if self.channel != "email" and (self.subject is not None or self.html is not None):
-            raise ValueError(f"subject and html are for email, not {self.channel}")
-        if self.channel != "push" and (self.title is not None or self.link is not None):
-            raise ValueError(f"title and link are for push, not {self.channel}")
+        channels = self.channels
+        if "email" in channels and not self.subject:
+            raise ValueError(
+                "an email needs a subject" if len(channels) == 1 else "best() lists email: give a subject"
+            )
+        if "email" not in channels and (self.subject is not None or self.html is not None):
+            raise ValueError(f"subject and html are for email, not {' or '.join(channels)}")
+        if "push" not in channels and (self.title is not None or self.link is not None):
+            raise ValueError(f"title and link are for push, not {' or '.join(channels)}")
         if self.channel == "webhook" and not self.endpoint:
             raise ValueError("a webhook needs an endpoint (the name its URL is configured under)")
         if self.channel != "webhook" and self.endpoint is not None:

@@ -404,12 +404,13 @@ def route_problems(
         send = step.send
         if send is None:
             continue
-        if channels is not None and send.channel not in channels:
+        unrouted = [c for c in send.channels if channels is not None and c not in channels]
+        if channels is not None and unrouted:
             routed = ", ".join(sorted(channels)) or "none"
             problems.append(
                 loaded.problem(
                     ("steps", i, "send", "channel"),
-                    f"no provider is set up for channel {send.channel!r} in the workspace config "
+                    f"no provider is set up for channel {unrouted[0]!r} in the workspace config "
                     f"(channels: {routed})",
                 )
             )

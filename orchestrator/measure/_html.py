@@ -25,7 +25,7 @@ from orchestrator.measure._formats import (
     value_formatter,
 )
 from orchestrator.measure._funnel_html import funnel_section
-from orchestrator.measure._journey import CONVERSION, JourneyReport
+from orchestrator.measure._journey import CONVERSION, JourneyReport, SendPolicyLift
 from orchestrator.measure._numbers import Interval
 from orchestrator.measure._svg import bounds as _bounds
 from orchestrator.measure._svg import ticks as _ticks
@@ -428,6 +428,23 @@ def render_journey_html(report: JourneyReport) -> str:
     )
     body.append(timeline_svg(report.timeline, "conversion rate lift (treatment - holdout), cumulative"))
     body.append(_segments(lift.analysis))
+    for policy in report.send_policies:
+        body.append(_send_policy_section(policy))
     body.append(uplift_section(report.uplift))
     body.append(_methods(lift.analysis))
     return _page(title, "".join(body) + funnel_section(report.funnels))
+
+
+def _send_policy_section(policy: SendPolicyLift) -> str:
+    """A send step's comparison by policy (best time against the share sent at once)."""
+    colours = _colours([name for name, _ in policy.analysis.arms])
+    parts = [
+        f"<h2>Send policy at step {escape(policy.step)}</h2>",
+        f"<p class='note'>Treated entries counted, by the policy they got at the step; "
+        f"{policy.compare_percent:g}% were sent "
+        f"{'at once' if policy.choice == 'time' else escape(policy.control)} for comparison.</p>",
+        _srm_banner(policy.analysis),
+    ]
+    for metric in policy.analysis.metrics:
+        parts.append(_metric_section(metric, colours, f"conversion rate by send policy at {policy.step}"))
+    return "".join(parts)

@@ -14,6 +14,12 @@ Arms: ``treatment`` and ``holdout`` (the journey's own holdout) are compared; en
 global holdout (``layer = 'global'`` in ``holdout_assignments``) are shown apart and left out of the
 comparison, because the global layer is not part of the journey's declared split.
 
+Send steps that choose per customer record which policy each entry got there: ``at: best_time`` gives
+``best_time`` or ``immediate`` (the declared comparison share, by a hash of its own), ``channel:
+best(...)`` gives ``best_channel`` or ``fixed:<first listed channel>``. The report adds a **send policy**
+comparison per such step: conversions of the treated entries counted, by policy, with the same rate
+statistics, the comparison share's policy as the control and the declared share as the expected split.
+
 Everything is computed by ``analysis.analyze`` over the per-entry columns of ``entry_rows.EntryRows``, and
 ``entry_rows.export_entries`` writes those same columns, so an analyst can reproduce every number from the
 export.
@@ -36,7 +42,7 @@ import numpy as np
 from orchestrator.clock import from_us
 from orchestrator.durations import US_PER_SECOND, format_duration
 from orchestrator.holdout import HOLDOUT, TREATMENT
-from orchestrator.language import SpecError, load_journey_text
+from orchestrator.language import Journey, SpecError, load_journey_text
 from orchestrator.measure._analysis import LiftAnalysis, MetricComparison, analyze
 from orchestrator.measure._entry_rows import (
     GLOBAL_HOLDOUT,
@@ -51,10 +57,20 @@ from orchestrator.measure._rates import ArmSummary, summarize_arm
 from orchestrator.measure._sequential import DEFAULT_SEQUENTIAL_TAU
 from orchestrator.measure._timeline import TimelinePoint, cumulative_lift
 from orchestrator.measure._uplift import DEFAULT_LEARNER, UpliftView, uplift_estimate
-from orchestrator.store import Store, journey_ids, latest_version_source, max_tick_us
+from orchestrator.store import (
+    JourneyChoices,
+    Store,
+    journey_ids,
+    journey_send_choices,
+    latest_version_source,
+    max_tick_us,
+)
 
 CONVERSION, REVENUE = "conversion", "revenue"
 """Metric names of the journey report."""
+BEST_TIME, IMMEDIATE, BEST_CHANNEL = "best_time", "immediate", "best_channel"
+"""The policies of choosing sends: the chosen hour or at once (the comparison share), the chosen channel
+(its comparison share is ``fixed:<channel>``)."""
 DEFAULT_PRE_PERIOD = timedelta(days=28)
 """How far before entry the pre-entry covariates (goal events and their revenue) look."""
 
@@ -80,6 +96,31 @@ class JourneyLift:
 
 
 @dataclass(frozen=True)
+class SendPolicyLift:
+    """At one send step that chooses per customer: the treated entries counted, compared by the policy they
+    got there (``best_time`` against ``immediate``, ``best_channel`` against ``fixed:<channel>``)."""
+
+    step: str
+    choice: str  # "time" | "channel"
+    control: str  # the comparison share's policy: immediate | fixed:<channel>
+    compare_percent: float
+    analysis: LiftAnalysis
+
+    def comparison(self) -> MetricComparison | None:
+        """The chosen policy against the comparison share, on conversion (None when a policy is missing)."""
+        return next(iter(self.analysis.metric(CONVERSION).comparisons), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "choice": self.choice,
+            "control": self.control,
+            "compare_percent": self.compare_percent,
+            **self.analysis.to_dict(),
+        }
+
+
+@dataclass(frozen=True)
 class JourneyReport:
     journey_id: str
     version: int
@@ -100,6 +141,7 @@ class JourneyReport:
     cuped: bool = False
     warnings: tuple[str, ...] = field(default_factory=tuple)
     funnels: tuple[JourneyFunnel, ...] = ()  # the per-step funnel of every version that ran, oldest first
+    send_policies: tuple[SendPolicyLift, ...] = ()  # per choosing send step: conversions by policy
     uplift: UpliftView | None = None  # the uplift view, when asked for
 
     @property
@@ -161,6 +203,7 @@ class JourneyReport:
             "lift": None if self.lift is None else self.lift.to_dict(),
             "timeline": [point.to_dict() for point in self.timeline],
             "funnel": [funnel.to_dict() for funnel in self.funnels],
+            "send_policy": [policy.to_dict() for policy in self.send_policies],
             **({} if self.uplift is None else {"uplift": self.uplift.to_dict()}),
         }
 
@@ -214,6 +257,7 @@ def journey_report(
             from_first_send=goal is not None and goal.start == "first_send",
         )
         funnels = tuple(journey_funnels(conn, journey_id))
+        choices = journey_send_choices(conn, journey_id)
         features: dict[str, np.ndarray] = {}
         if uplift and goal is not None:
             names = list(uplift_features) if uplift_features else stored_attribute_names(conn)
@@ -257,7 +301,9 @@ def journey_report(
         alpha=alpha,
         sequential_tau=sequential_tau,
     )
+    policies = _send_policies(counted, choices, journey, alpha, power, sequential_tau)
     return JourneyReport(
+        send_policies=policies,
         goal_event=goal.event,
         goal_window=goal.within,
         revenue_property=goal.revenue,
@@ -382,3 +428,54 @@ def _warnings(counted: EntryRows) -> list[str]:
             "time, the pooled comparison can be biased (compare the timeline)"
         )
     return out
+
+
+def _send_policies(
+    counted: EntryRows,
+    choices: JourneyChoices,
+    journey: Journey | None,
+    alpha: float,
+    power: float,
+    sequential_tau: float,
+) -> tuple[SendPolicyLift, ...]:
+    """Per send step with recorded choices: the treated entries counted, compared by policy."""
+    if not len(choices) or not len(counted):
+        return ()
+    sends = {} if journey is None else dict(zip(journey.step_ids(), journey.steps, strict=True))
+    treated = counted.arm == TREATMENT
+    out = []
+    for step in sorted({str(s) for s in choices.step}):
+        at_step = choices.step == step
+        ids, policy = choices.instance_id[at_step], choices.policy[at_step]
+        order = np.argsort(ids)
+        ids, policy = ids[order], policy[order]
+        pos = np.minimum(np.searchsorted(ids, counted.instance_id), len(ids) - 1)
+        chosen = treated & (ids[pos] == counted.instance_id)
+        if not chosen.any():
+            continue
+        labels = policy[pos[chosen]]
+        found = sends.get(step)
+        send = None if found is None else found.send
+        kind = "channel" if send is not None and send.best_of else "time"
+        if kind == "channel":
+            assert send is not None
+            chosen_label, control = BEST_CHANNEL, f"fixed:{send.channels[0]}"
+            percent: float | None = send.best_channel_options.compare
+        else:
+            chosen_label, control = BEST_TIME, IMMEDIATE
+            percent = send.best_time_options.compare if send is not None and send.at is not None else None
+        shares = None if percent is None else {chosen_label: 100.0 - percent, control: percent}
+        share = "at once" if kind == "time" else control
+        analysis = analyze(
+            labels,
+            control,
+            {CONVERSION: counted.converted[chosen].astype(np.float64)},
+            kinds={CONVERSION: "rate"},
+            expected_shares=None if shares is None else {k: v for k, v in shares.items() if v > 0},
+            split_declared="" if percent is None else f"compare: {percent:g}% sent {share}",
+            alpha=alpha,
+            power=power,
+            sequential_tau=sequential_tau,
+        )
+        out.append(SendPolicyLift(step, kind, control, float(percent or 0.0), analysis))
+    return tuple(out)

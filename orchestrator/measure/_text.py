@@ -23,7 +23,7 @@ from orchestrator.measure._formats import (
     value_formatter,
 )
 from orchestrator.measure._funnel_text import funnel_lines
-from orchestrator.measure._journey import CONVERSION, REVENUE, JourneyReport
+from orchestrator.measure._journey import CONVERSION, REVENUE, JourneyReport, SendPolicyLift
 from orchestrator.measure._means import MeanLift
 from orchestrator.measure._numbers import Interval
 from orchestrator.measure._rates import RateLift
@@ -154,11 +154,32 @@ def report_text(report: JourneyReport) -> ReportText:
     asked for, and the per-step funnel of each version (the latest first) close the tail."""
     parts = _lift_text(report)
     tail = list(parts.tail)
+    for policy in report.send_policies:
+        tail.extend(["", *send_policy_lines(policy)])
     if report.uplift is not None:
         tail.extend(["", *uplift_lines(report.uplift, "  ")])
     for funnel in reversed(report.funnels):
         tail.extend(["", *funnel_lines(funnel, "  ")])
     return ReportText(parts.head, parts.columns, parts.rows, tail)
+
+
+def send_policy_lines(policy: SendPolicyLift) -> list[str]:
+    """A send step's comparison by policy: the split check, then conversion by policy and the lift over the
+    comparison share."""
+    analysis = policy.analysis
+    level = f"{(1 - analysis.alpha) * 100:.0f}%"
+    share = "sent at once" if policy.choice == "time" else f"sent {policy.control}"
+    lines = [
+        f"Send policy at step {policy.step} (treated entries counted; {policy.compare_percent:g}% {share} "
+        "for comparison):"
+    ]
+    srm = analysis.srm
+    if srm is not None:
+        verdict = "SAMPLE RATIO MISMATCH, do not trust the lift" if srm.flagged else "ok"
+        lines.append(f"  split check against {srm.declared}: {p_clause(srm.p_value)} ({verdict})")
+    for metric in analysis.metrics:
+        lines.extend(format_metric(metric, level))
+    return lines
 
 
 def _lift_text(report: JourneyReport) -> ReportText:

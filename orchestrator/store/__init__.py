@@ -26,6 +26,7 @@ The modules hold, by what they read and write together:
 - ``_feedback``: opt-outs, opens and clicks told back through message links;
 - ``_backtests``: the grouped counts a backtest report reads, and the reports kept (``backtest_reports``);
 - ``_predictions``: the fits of the churn and lifetime-value models kept (``prediction_fits``);
+- ``_send_choices``: what send steps that choose per customer (best time) chose, and why (``send_choices``);
 - ``_batches``: one row of counts per ingest;
 - ``_wal``: SQLite's write-ahead log for a writer that commits often (checkpoints, the writer's settings);
 - ``_leases``: how several workers share a PostgreSQL store (advisory locks, leased claims);
@@ -208,6 +209,14 @@ from orchestrator.store._readback import (
     suppression_rows,
 )
 from orchestrator.store._retired import Retirement, lift_retirement, retire_journey, retirement
+from orchestrator.store._send_choices import (
+    JourneyChoices,
+    SendChoiceRow,
+    chosen_visits,
+    customer_send_choices,
+    journey_send_choices,
+    record_send_choices,
+)
 from orchestrator.store._status import (
     Backlog,
     StateCount,
@@ -264,6 +273,7 @@ __all__ = [
     "FunnelCount",
     "Holding",
     "InstanceRow",
+    "JourneyChoices",
     "JourneyFailure",
     "LedgerCount",
     "LedgerEntry",
@@ -275,6 +285,7 @@ __all__ = [
     "SavedReport",
     "SchemaError",
     "SeenNames",
+    "SendChoiceRow",
     "SentMessage",
     "StateCount",
     "StepMessages",
@@ -295,6 +306,7 @@ __all__ = [
     "add_funnel_counts",
     "address_suppressions",
     "checkpoint_wal",
+    "chosen_visits",
     "conversion_counts",
     "conversion_rows",
     "conversions_per_arm",
@@ -309,6 +321,7 @@ __all__ = [
     "customer_messages",
     "customer_records",
     "customer_rows",
+    "customer_send_choices",
     "customers_in_journeys",
     "customers_sent_since",
     "database_url",
@@ -347,6 +360,7 @@ __all__ = [
     "is_database_error",
     "journey_ids",
     "journey_overlap",
+    "journey_send_choices",
     "last_tick",
     "last_tick_id",
     "latest_instance_data",
@@ -389,6 +403,7 @@ __all__ = [
     "record_migration",
     "record_opt_out",
     "record_outcomes",
+    "record_send_choices",
     "record_test_send",
     "record_tick",
     "record_tracked_event",

@@ -279,6 +279,32 @@ class Message(SQLModel, table=True):
     test: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
 
 
+class SendChoice(SQLModel, table=True):
+    """What a send step that chooses for each customer (``at: best_time``, ``channel: best(...)``) chose for
+    one visit of one instance, in both arms, written when the instance reached the step: the policy it got
+    (``best_time`` or ``immediate``; ``best_channel`` or ``fixed:<channel>`` for the comparison share), the
+    channel, when to send, the local hour of the week chosen and the counts behind the choice (JSON text).
+    Reports compare conversions by policy; ``why`` shows the counts."""
+
+    __tablename__ = "send_choices"
+    __table_args__ = (
+        Index("ix_send_choices_journey", "journey_id", "step"),
+        Index("ix_send_choices_customer", "customer_key"),
+    )
+
+    instance_id: int = Field(primary_key=True)
+    step: str = Field(primary_key=True)
+    visit_us: int = Field(primary_key=True, description="when the instance reached the step")
+    journey_id: str
+    version: int
+    customer_key: int
+    policy: str = Field(description="best_time | immediate | best_channel | fixed:<channel>")
+    channel: str = Field(description="the channel the message goes on")
+    send_at_us: int
+    hour_of_week: int | None = None  # local, 0 = Monday 00:00-01:00; None when sent at once
+    detail: str = Field(sa_column=Column(Text, nullable=False))
+
+
 class RetiredJourney(SQLModel, table=True):
     """A journey retired by ``orchestrator retire``: its queued messages were cancelled and its instances
     finished. It runs again only from a version above ``version``."""

@@ -154,6 +154,9 @@ PUBLIC: dict[str, list[str]] = {
         "RETIRED", "StepMessages", "add_funnel_counts", "conversion_counts", "funnel_counts",
         "step_message_counts",
         "StoredFit", "latest_prediction_fits", "save_prediction_fit",
+        # what send steps that choose per customer (best time) chose
+        "JourneyChoices", "SendChoiceRow", "chosen_visits", "customer_send_choices", "journey_send_choices",
+        "record_send_choices",
     ],
     "orchestrator.store.migrations": ["FOLDER"],
     "orchestrator.store.migrations.versions": [],
