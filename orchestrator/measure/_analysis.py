@@ -152,13 +152,15 @@ def compare_metric(
     alpha: float = 0.05,
     power: float = 0.8,
     sequential_tau: float = DEFAULT_SEQUENTIAL_TAU,
+    entries_per_day: float | None = None,
 ) -> MetricResult:
     """Every arm of ``arm_of`` (string labels) against ``control`` on metric ``values``.
 
     A rate metric gets ``rate_lift`` (Newcombe, z-test, log-ratio relative interval) and ``mde_rate``; a
     mean metric ``mean_lift`` (Welch, log-ratio relative interval) and ``mde_mean``. The always-valid
     interval uses the unpooled variance of the difference. Arms come control first, then the others in
-    sorted order.
+    sorted order. Each comparison gets its call (``_verdict.judge``); ``entries_per_day`` (both arms'
+    entries per day, when they arrive over time) turns the entries it still needs into days.
     """
     check_alpha(alpha)
     check_power(power)
@@ -181,8 +183,11 @@ def compare_metric(
         summary = summarize_metric(label, v[mask], kind, alpha)
         arms.append(summary)
         comparisons.append(
-            _compare(summary, control_summary, v[mask], v[control_mask], kind, alpha, power, sequential_tau)
-        )
+            _compare(
+                summary, control_summary, v[mask], v[control_mask], kind, alpha, power, sequential_tau,
+                entries_per_day,
+            )
+        )  # fmt: skip
         if x is not None and covariate is not None:
             cuped = cuped_lift(v[mask], x[mask], v[control_mask], x[control_mask], covariate[0], alpha)
             comparisons[-1] = replace(comparisons[-1], cuped=cuped)
@@ -198,6 +203,7 @@ def _compare(
     alpha: float,
     power: float,
     tau_sd: float,
+    entries_per_day: float | None = None,
 ) -> MetricComparison:
     lift: RateLift | MeanLift | None
     mde: Mde | None = None
@@ -233,6 +239,7 @@ def _compare(
         target=target,
         tau=tau,
         alpha=alpha,
+        entries_per_day=entries_per_day,
     )
     return MetricComparison(
         arm=treat.name,
@@ -331,6 +338,7 @@ def analyze(
     alpha: float = 0.05,
     power: float = 0.8,
     sequential_tau: float = DEFAULT_SEQUENTIAL_TAU,
+    entries_per_day: float | None = None,
 ) -> LiftAnalysis:
     """The full lift analysis over per-customer numpy arrays, the one code path of every report.
 
@@ -338,7 +346,8 @@ def analyze(
     ``kinds`` may force ``"rate"``/``"mean"`` (default: 0/1 metrics are rates). ``expected_shares`` is the
     declared split by arm (any scale; default: equal shares over the arms present). ``covariates`` maps a
     metric name to (covariate name, pre-entry values) for CUPED. ``segments`` is (column name, value per
-    customer): the same analysis is repeated within each value, sorted.
+    customer): the same analysis is repeated within each value, sorted. ``entries_per_day`` (entries of
+    all arms per day) gives each call's days still needed (not the segments': their rates differ).
     """
     check_alpha(alpha)
     check_power(power)
@@ -369,6 +378,7 @@ def analyze(
                 alpha=alpha,
                 power=power,
                 sequential_tau=sequential_tau,
+                entries_per_day=entries_per_day,
             )
         )
     found_segments: list[Segment] = []

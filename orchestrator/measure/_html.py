@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from html import escape
 
-from orchestrator.measure._analysis import RATE, LiftAnalysis, MetricResult
+from orchestrator.measure._analysis import RATE, LiftAnalysis, MetricComparison, MetricResult
 from orchestrator.measure._formats import (
     Formatter,
     arm_figures,
@@ -29,9 +29,11 @@ from orchestrator.measure._journey import CONVERSION, JourneyReport, SendPolicyL
 from orchestrator.measure._numbers import Interval
 from orchestrator.measure._svg import bounds as _bounds
 from orchestrator.measure._svg import ticks as _ticks
+from orchestrator.measure._text import call_text
 from orchestrator.measure._timeline import TimelinePoint
 from orchestrator.measure._uplift import UpliftView
 from orchestrator.measure._uplift_html import uplift_section
+from orchestrator.measure._verdict import HARMFUL, SHIP
 
 PALETTE = ("#6b7280", "#2563eb", "#ea580c", "#059669", "#9333ea", "#dc2626", "#0891b2", "#ca8a04")
 """Arm colours: the control is grey, the other arms follow in order."""
@@ -48,6 +50,7 @@ h3 { font-size: 15px; margin: 18px 0 6px; }
 .ok { background: #ecfdf5; border: 1px solid #a7f3d0; }
 .bad { background: #fef2f2; border: 1px solid #fca5a5; }
 .warn { background: #fffbeb; border: 1px solid #fcd34d; }
+.call { padding: 1px 6px; border-radius: 4px; white-space: nowrap; }
 table { border-collapse: collapse; margin: 8px 0 16px; font-variant-numeric: tabular-nums; }
 th, td { border-bottom: 1px solid #e5e7eb; padding: 4px 10px; text-align: right; }
 th:first-child, td:first-child { text-align: left; } th { background: #f9fafb; }
@@ -261,7 +264,8 @@ def _metric_section(metric: MetricResult, colours: dict[str, str], label: str | 
         )
     cmp_table = [
         "<tr><th>arm</th><th>absolute lift</th><th>95% interval</th><th>p-value</th><th>relative lift</th>"
-        "<th>relative interval</th><th>always-valid interval</th><th>MDE (abs / rel)</th><th>CUPED</th></tr>"
+        "<th>relative interval</th><th>always-valid interval</th><th>MDE (abs / rel)</th><th>CUPED</th>"
+        "<th>call (from the always-valid interval)</th></tr>"
     ]
     for c in metric.comparisons:
         lift = c.lift
@@ -278,13 +282,23 @@ def _metric_section(metric: MetricResult, colours: dict[str, str], label: str | 
             f"<td>{p_value(None if lift is None else lift.p_value)}</td>"
             f"<td>{signed_percent(None if lift is None else lift.relative)}</td>"
             f"<td>{interval_text(None if lift is None else lift.relative_ci, signed_percent)}</td>"
-            f"<td>{interval_text(c.always_valid_ci, lfmt)}</td><td>{mde}</td><td>{escape(cuped)}</td></tr>"
+            f"<td>{interval_text(c.always_valid_ci, lfmt)}</td><td>{mde}</td><td>{escape(cuped)}</td>"
+            f"<td>{_call_cell(c, lfmt)}</td></tr>"
         )
     return (
         f"<h2>{escape(name)} <span class='note'>({what})</span></h2>"
         f"<div class='charts'>{''.join(charts)}</div>"
         f"<table>{''.join(arm_table)}</table><table>{''.join(cmp_table)}</table>"
     )
+
+
+def _call_cell(comparison: MetricComparison, lfmt: Formatter) -> str:
+    if comparison.verdict is None:
+        return "n/a"
+    tone = {SHIP: "ok", HARMFUL: "bad"}.get(comparison.verdict.call, "warn")
+    words = call_text(comparison.verdict, lfmt)
+    head, _, rest = words.partition(": ")
+    return f"<span class='call {tone}'><b>{escape(head)}</b></span> {escape(rest)}"
 
 
 def _srm_banner(analysis: LiftAnalysis) -> str:
@@ -315,7 +329,7 @@ def _segments(analysis: LiftAnalysis) -> str:
         f"<h2>By {escape(analysis.segment_column or '')}</h2><p class='note'>Descriptive: many comparisons, "
         "no multiplicity correction.</p><table><tr><th>segment</th><th>metric</th><th>arm</th><th>n</th>"
         "<th>absolute lift</th><th>95% interval</th><th>p-value</th><th>relative lift</th>"
-        "<th>split p</th></tr>"
+        "<th>split p</th><th>warnings</th></tr>"
     ]
     for segment in analysis.segments:
         sub = segment.analysis
@@ -331,7 +345,8 @@ def _segments(analysis: LiftAnalysis) -> str:
                     f"<td>{interval_text(None if lift is None else lift.absolute_ci, lfmt)}</td>"
                     f"<td>{p_value(None if lift is None else lift.p_value)}</td>"
                     f"<td>{signed_percent(None if lift is None else lift.relative)}</td>"
-                    f"<td>{p_value(None if sub.srm is None else sub.srm.p_value)}</td></tr>"
+                    f"<td>{p_value(None if sub.srm is None else sub.srm.p_value)}</td>"
+                    f"<td>{escape('; '.join(c.verdict.warnings) if c.verdict else '')}</td></tr>"
                 )
     out.append("</table>")
     return "".join(out)

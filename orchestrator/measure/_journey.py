@@ -385,8 +385,18 @@ def _journey_lift(
         alpha=alpha,
         power=power,
         sequential_tau=sequential_tau,
+        entries_per_day=entries_per_day(compared.entered_us),
     )
     return JourneyLift(arms=arms, analysis=analysis, global_holdout=global_arm)
+
+
+def entries_per_day(entered_us: np.ndarray) -> float | None:
+    """Counted entries per day, from the first to the last entry counted (at least a day); None without
+    any: how fast a journey gathers the entries its call still needs."""
+    if not len(entered_us):
+        return None
+    span_days = max((int(entered_us.max()) - int(entered_us.min())) / (86_400 * US_PER_SECOND), 1.0)
+    return len(entered_us) / span_days
 
 
 def _declared_split(compared: EntryRows, declared: float | None) -> tuple[dict[str, float] | None, str]:

@@ -29,6 +29,7 @@ from orchestrator.measure._numbers import Interval
 from orchestrator.measure._rates import RateLift
 from orchestrator.measure._uplift import UpliftView
 from orchestrator.measure._uplift_text import uplift_lines
+from orchestrator.measure._verdict import NO_EFFECT, NOT_ENOUGH, Verdict
 
 MEAN_SPEC = ".4f"
 """How an analysis writes means and their lifts."""
@@ -69,6 +70,8 @@ def format_metric(metric: MetricResult, level: str, indent: str = "  ") -> list[
             extras.append(f"MDE at {c.mde.power:.0%} power {lift_fmt(c.mde.absolute)} ({mde_relative})")
         if extras:
             lines.append(f"{indent}    " + "; ".join(extras))
+        if c.verdict is not None:
+            lines.append(f"{indent}    call: {call_text(c.verdict, lift_fmt)}")
         if c.cuped is not None:
             cl = c.cuped.lift
             lines.append(
@@ -223,15 +226,11 @@ def _lift_text(report: JourneyReport) -> ReportText:
             lines.append(f"  revenue per entry lift: {_lift_line(mean, level, _signed_amount)}")
             lines.extend(_extra_lines(revenue_comparison, level, _signed_amount))
     lines.extend(_srm_lines(lift.analysis))
-    significant = rate.p_value is not None and rate.p_value < lift.analysis.alpha
-    lines.append(
-        "  "
-        + (
-            "the difference in conversion rate is statistically significant at this level"
-            if significant
-            else "the difference in conversion rate is not statistically significant at this level"
-        )
-    )
+    lines.extend(_call_lines("conversion rate", comparison, _points))
+    if report.revenue_property:
+        revenue_comparison = lift.comparison(REVENUE)
+        if revenue_comparison is not None:
+            lines.extend(_call_lines("revenue per entry", revenue_comparison, _signed_amount))
     for warning in report.warnings:
         lines.append(f"  warning: {warning}")
     if lift.analysis.segments:
@@ -244,8 +243,27 @@ def _lift_text(report: JourneyReport) -> ReportText:
             if sub_cmp is None or sub_cmp.lift is None:
                 lines.append(f"    {segment.value}: {sizes}; not enough entries to compare")
                 continue
-            lines.append(f"    {segment.value}: {sizes}; {_lift_line(sub_cmp.lift, level, _points)}")
+            small = "".join(f"; {w}" for w in (sub_cmp.verdict.warnings if sub_cmp.verdict else ()))
+            lines.append(f"    {segment.value}: {sizes}; {_lift_line(sub_cmp.lift, level, _points)}{small}")
     return ReportText(head, REPORT_COLUMNS, rows, lines)
+
+
+def call_text(verdict: Verdict, absolute: Formatter) -> str:
+    """A call in words: the call, its rule, and while data is missing how much more (``verdict``)."""
+    text = f"{verdict.call.upper()}: {verdict.reason}"
+    if verdict.target is not None and verdict.call in (NO_EFFECT, NOT_ENOUGH) and not verdict.warnings:
+        text += f" (target +/-{absolute(verdict.target).lstrip('+')})"
+    if verdict.entries_needed is not None:
+        text += f"; about {verdict.entries_needed:,} more entries"
+        if verdict.days_needed is not None:
+            text += f" (about {verdict.days_needed:,.0f} days at the current rate)"
+    return text
+
+
+def _call_lines(what: str, comparison: MetricComparison, absolute: Formatter) -> list[str]:
+    if comparison.verdict is None:
+        return []
+    return [f"  call on {what}: {call_text(comparison.verdict, absolute)}"]
 
 
 def _lift_line(lift: RateLift | MeanLift, level: str, absolute: Formatter) -> str:
