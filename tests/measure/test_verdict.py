@@ -79,3 +79,24 @@ def hillstrom_rows() -> dict[str, np.ndarray]:
         "segment": np.array([r["segment"] for r in rows]),
         "visit": np.array([int(r["visit"]) for r in rows]),
     }
+
+
+def test_entries_per_day_and_the_call_in_words() -> None:
+    from orchestrator.measure._formats import lift_formatter
+    from orchestrator.measure._journey import entries_per_day
+    from orchestrator.measure._text import call_text
+    from orchestrator.measure._verdict import Verdict
+
+    day = 86_400 * 1_000_000
+    assert entries_per_day(np.array([0, day, 4 * day, 4 * day])) == 1.0  # 4 entries over 4 days
+    assert entries_per_day(np.array([5, 6, 7])) == 3.0  # within one day: counted over a day
+    assert entries_per_day(np.array([], dtype=np.int64)) is None
+    points = lift_formatter("rate", ".2f")
+    waiting = Verdict(NOT_ENOUGH, "the always-valid interval holds zero and is too wide", 0.01, 1200, 12.0)
+    assert call_text(waiting, points) == (
+        "NOT ENOUGH DATA YET: the always-valid interval holds zero and is too wide (target +/-1.00 pts); "
+        "about 1,200 more entries (about 12 days at the current rate)"
+    )
+    assert call_text(Verdict(SHIP, "the always-valid interval lies above zero", 0.01), points) == (
+        "SHIP: the always-valid interval lies above zero"
+    )
