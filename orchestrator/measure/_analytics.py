@@ -21,7 +21,7 @@ import numpy as np
 
 from orchestrator.errors import UsageError
 from orchestrator.measure import _analytics_formulas as f
-from orchestrator.signals import CustomerFrame, Evaluator, EventFrame, parse
+from orchestrator.signals import CustomerFrame, Evaluator, EventFrame, ExpressionError, parse
 from orchestrator.signals._builtin_values import RFM_GRID, quintile
 from orchestrator.store import Store, TextColumn, load_events
 
@@ -109,6 +109,9 @@ def _rate(numerator: int, denominator: int) -> float | None:
 
 
 def _default_tier(activity: Sequence[str]) -> str:
+    """``lifecycle_tier`` over the activity events that the language can name."""
+    if not activity:
+        raise UsageError("no activity event has a name an expression can use: give the tier with --tier")
     events = ", ".join(activity)
     return f"lifecycle_tier(recency({events}), frequency({events}, within=30d))"
 
@@ -205,8 +208,11 @@ def engagement_analytics(
     exists[keys] = True
     exists[events.customer] = True
     customers = CustomerFrame(n=n, exists=exists)
-    tier_text = settings.tier or _default_tier(activity)
-    tier_node = parse(tier_text)
+    tier_text = settings.tier or _default_tier([name for name in activity if name.isidentifier()])
+    try:
+        tier_node = parse(tier_text)
+    except ExpressionError as exc:
+        raise UsageError(f"--tier {tier_text!r}: {exc}") from None
     seen_from = np.zeros(n, bool)
     seen_from[act_customer[act_day < start_day]] = True
     seen_to = np.zeros(n, bool)

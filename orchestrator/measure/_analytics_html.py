@@ -102,13 +102,13 @@ def _percent(value: float) -> str:
 
 
 def _cell(text: str, share: float | None) -> str:
-    """A table cell shaded by ``share`` (0 to 1) of the table's largest value; white text on dark cells."""
+    """A table cell shaded by ``share`` (0 to 1) of the table's largest value, light enough that the dark
+    text stays readable on the darkest cell."""
     if share is None:
         return f"<td class='muted'>{escape(text)}</td>"
-    alpha = 0.08 + 0.8 * max(0.0, min(1.0, share))
-    colour = "#fff" if alpha > 0.55 else "#111827"
+    alpha = 0.05 + 0.4 * max(0.0, min(1.0, share))
     r, g, b = _SHADE
-    return f"<td style='background: rgba({r},{g},{b},{alpha:.2f}); color: {colour}'>{escape(text)}</td>"
+    return f"<td style='background: rgba({r},{g},{b},{alpha:.2f})'>{escape(text)}</td>"
 
 
 def _retention_table(title: str, rows: Sequence[Mapping[str, Any]], marks: Sequence[int], note: str) -> str:

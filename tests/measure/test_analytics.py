@@ -3,59 +3,18 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 import pytest
+from analytics_story import FROM, TO, build
 
 from orchestrator.errors import UsageError
-from orchestrator.ingest import ingest_events_records
 from orchestrator.measure import Analytics, AnalyticsSettings, engagement_analytics, export_analytics
 from orchestrator.store import Store, open_store, sqlite_url
-
-FROM, TO = date(2024, 3, 4), date(2024, 4, 1)  # Mondays: four whole weeks, 1 April left out
-
-
-def _at(text: str) -> datetime:
-    return datetime.fromisoformat(text).replace(tzinfo=UTC)
-
-
-def story() -> list[dict[str, Any]]:
-    """ann: active before the window, buys on 5 March, comes back every day of the last week;
-    bob: seen once (10 March); cat: bought in January, quiet since; dan: first seen 6 March (answers NPS
-    10), buys twice; eve: seen once, in November, long before."""
-    rows: list[tuple[str, str, str, dict[str, Any]]] = [
-        ("ann", "session_start", "2024-02-20T10:00", {}),
-        ("ann", "purchase", "2024-03-05T12:00", {"amount": 50}),
-        *(("ann", "session_start", f"2024-03-{d}T10:00", {}) for d in range(25, 32)),
-        ("ann", "session_start", "2024-03-31T11:00", {}),
-        ("ann", "session_start", "2024-03-31T12:00", {}),
-        ("ann", "csat_response", "2024-03-31T13:00", {"score": 3}),
-        ("ann", "ces_response", "2024-03-31T13:05", {"score": 5}),
-        ("bob", "session_start", "2024-03-10T09:00", {}),
-        ("cat", "purchase", "2024-01-10T09:00", {"amount": 20}),
-        ("cat", "session_start", "2024-01-15T09:00", {}),
-        ("dan", "session_start", "2024-03-06T08:00", {}),
-        ("dan", "nps_response", "2024-03-06T08:30", {"score": 10}),
-        ("dan", "purchase", "2024-03-20T10:00", {"amount": 30}),
-        ("dan", "purchase", "2024-03-21T10:00", {"amount": 30}),
-        ("eve", "session_start", "2023-11-01T09:00", {}),
-    ]
-    return [{"customer_id": c, "event": e, "ts": _at(t), "properties": p} for c, e, t, p in rows]
-
-
-def build(path: Path) -> str:
-    url = sqlite_url(path)
-    store = open_store(url)
-    try:
-        report = ingest_events_records(store, story(), now_us=0)
-        assert report.rejected == 0
-    finally:
-        store.dispose()
-    return url
 
 
 @pytest.fixture
