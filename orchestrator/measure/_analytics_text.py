@@ -96,7 +96,7 @@ def analytics_sections(data: Mapping[str, Any]) -> list[BacktestSection]:
             _active_rows(data),
             [
                 f"stickiness over the window: {_percent(active['stickiness'])}, the mean of DAU/MAU over the "
-                f"{active['full_month_days']} days whose 30-day window holds no day before the first activity"
+                f"{active['full_month_days']} days with 30 days of data behind them"
             ],
         ),
         BacktestSection(
