@@ -21,9 +21,18 @@ import numpy as np
 
 from orchestrator.errors import UsageError
 from orchestrator.measure import _analytics_formulas as f
-from orchestrator.signals import CustomerFrame, Evaluator, EventFrame, ExpressionError, parse
+from orchestrator.signals import (
+    CustomerFrame,
+    Evaluator,
+    EventFrame,
+    ExpressionError,
+    Node,
+    free_names,
+    lang,
+    parse,
+)
 from orchestrator.signals._builtin_values import RFM_GRID, quintile
-from orchestrator.store import Store, TextColumn, load_events
+from orchestrator.store import Store, TextColumn, load_customer_values, load_events
 
 PERIODS = ("week", "month")
 NOT_SEEN = "(not yet seen)"
@@ -108,6 +117,13 @@ def _rate(numerator: int, denominator: int) -> float | None:
     return float(numerator) / float(denominator) if denominator else None
 
 
+def _parse_tier(text: str) -> Node:
+    try:
+        return parse(text)
+    except ExpressionError as exc:
+        raise UsageError(f"--tier {text!r}: {exc}") from None
+
+
 def _default_tier(activity: Sequence[str]) -> str:
     """``lifecycle_tier`` over the activity events that the language can name."""
     if not activity:
@@ -140,13 +156,22 @@ def engagement_analytics(
     surveys = {name: settings.survey(name) for name in ("nps", "csat", "ces")}
     if start is not None and end is not None and start >= end:
         raise UsageError(f"--from {start} is not before --to {end}")
+    given_tier = None if settings.tier is None else _parse_tier(settings.tier)
+    # A tier of one's own may read customer attributes (``plan == "pro"``) and event properties.
+    attributes = sorted(
+        {n.parts[0] for n in free_names(given_tier) if len(n.parts) == 1} if given_tier is not None else set()
+    )
     until_us = None if end is None else _day_number(end) * f.DAY_US
-    properties = sorted({settings.revenue, *(prop for _, prop in surveys.values())})
+    properties = sorted(
+        {
+            settings.revenue,
+            *(prop for _, prop in surveys.values()),
+            *(lang.event_properties(given_tier) if given_tier is not None else ()),
+        }
+    )
     with store.connect() as conn:
         events = load_events(conn, until_us=until_us, properties=properties)
-        from orchestrator.store import load_customer_values
-
-        n_slots, keys, _ = load_customer_values(conn, [])
+        n_slots, keys, values = load_customer_values(conn, attributes)
     if not len(events.ts):
         raise UsageError(
             "the store holds no events" + ("" if end is None else f" before {end}") + ": ingest events first"
@@ -158,6 +183,9 @@ def engagement_analytics(
         raise UsageError(
             f"--from {_day_text(start_day)} is not before the end of the data {_day_text(end_day)}"
         )
+    unknown = [name for name in settings.activity if name not in events.type_names]
+    if unknown:
+        raise UsageError(f"--activity {unknown[0]}: the store has no {unknown[0]} event")
     names = np.asarray(events.type_names, object)
     activity = list(settings.activity) or sorted(
         set(names[np.unique(events.type[events.type >= 0])].tolist())
@@ -204,15 +232,10 @@ def engagement_analytics(
     )
     # The tiers and the RFM grid: the language's built-ins, evaluated for every customer at once.
     n = max(int(n_slots), int(events.n_customers))
-    exists = np.zeros(n, bool)
-    exists[keys] = True
-    exists[events.customer] = True
-    customers = CustomerFrame(n=n, exists=exists)
+    customers = CustomerFrame.from_values(n, keys, values)
+    customers.exists[events.customer] = True
     tier_text = settings.tier or _default_tier([name for name in activity if name.isidentifier()])
-    try:
-        tier_node = parse(tier_text)
-    except ExpressionError as exc:
-        raise UsageError(f"--tier {tier_text!r}: {exc}") from None
+    tier_node = given_tier if given_tier is not None else _parse_tier(tier_text)
     seen_from = np.zeros(n, bool)
     seen_from[act_customer[act_day < start_day]] = True
     seen_to = np.zeros(n, bool)
@@ -244,9 +267,9 @@ def engagement_analytics(
     rfm = Evaluator(at_end, customers, end_day * f.DAY_US, metrics)
     # F ranks the buyers only: ranked among everyone, the many customers who never bought (frequency 0)
     # would push every buyer into the top scores.
-    buyers = exists & rfm.metric("bought").astype(bool)
+    buyers = customers.exists & rfm.metric("bought").astype(bool)
     f_score = quintile(rfm.metric("frequency"), buyers)
-    _rfm_section(data, tables, end_day, rfm.metric("r"), f_score, rfm.metric("revenue"), exists)
+    _rfm_section(data, tables, end_day, rfm.metric("r"), f_score, rfm.metric("revenue"), customers.exists)
     return Analytics(data, tables)
 
 

@@ -15,6 +15,7 @@ from analytics_story import FROM, TO, build
 from orchestrator.errors import UsageError
 from orchestrator.measure import Analytics, AnalyticsSettings, engagement_analytics, export_analytics
 from orchestrator.store import Store, open_store, sqlite_url
+from orchestrator.store._customers import upsert_customers
 
 
 @pytest.fixture
@@ -150,6 +151,20 @@ def test_tier_expression_of_ones_own(url: str) -> None:
     assert tiers["matrix"] == [[1, 1], [0, 1], [1, 1]]
 
 
+def test_tier_of_a_customer_attribute(url: str) -> None:
+    store = open_store(url, create=False)
+    try:
+        with store.begin() as conn:
+            upsert_customers(conn, [{"id": "ann", "plan": "pro"}], 0)
+    finally:
+        store.dispose()
+    tiers = analytics_of(url, tier="plan").data["tiers"]
+    # ann is "pro" at both ends; cat and eve have no plan; bob and dan are first seen in the window.
+    assert tiers["from_labels"] == ["pro", "(none)", "(not yet seen)"]
+    assert tiers["to_labels"] == ["pro", "(none)"]
+    assert tiers["matrix"] == [[1, 0], [0, 2], [0, 2]]
+
+
 def test_rfm_grid_by_hand(url: str) -> None:
     rfm = analytics_of(url).data["rfm"]
     cells = {(c["r"], c["f"]): c for c in rfm["cells"] if c["customers"]}
@@ -175,6 +190,8 @@ def test_bad_windows_and_an_empty_store(url: str, tmp_path: Path) -> None:
         analytics_of(url, TO, FROM)
     with pytest.raises(UsageError, match="no events before 2023-01-01"):
         analytics_of(url, None, date(2023, 1, 1))
+    with pytest.raises(UsageError, match="the store has no signup event"):
+        analytics_of(url, activity=("session_start", "signup"))
     with pytest.raises(UsageError, match=r"EVENT\.PROPERTY"):
         analytics_of(url, nps="score")
     empty = sqlite_url(tmp_path / "empty.db")
