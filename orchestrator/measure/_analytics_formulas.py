@@ -136,10 +136,11 @@ def cohort_retention(
     A week is measurable at N when the window of its last possible anchor (the Sunday) has ended before
     ``end_day`` (the first day with no data): ``monday + 6 + N + width <= end_day``."""
     weeks = np.asarray(weeks, np.int64)
-    group = np.searchsorted(weeks, week_start(anchor_day))
-    inside = (group < len(weeks)) & (weeks[np.minimum(group, len(weeks) - 1)] == week_start(anchor_day))
-    if not len(weeks):
-        inside = np.zeros(len(anchor_day), bool)
+    monday = week_start(anchor_day)
+    group = np.searchsorted(weeks, monday)
+    inside = np.zeros(len(anchor_day), bool)
+    if len(weeks):
+        inside = (group < len(weeks)) & (weeks[np.minimum(group, len(weeks) - 1)] == monday)
     group = group[inside]
     size = np.bincount(group, minlength=len(weeks)).astype(np.int64)
     retained, measurable = [], []

@@ -120,6 +120,23 @@ def test_a_period_not_yet_over_has_no_churn(url: str) -> None:
     assert periods[0]["active"] == 3  # ann, bob and dan (ann on several days counts once)
 
 
+def test_a_quiet_window(url: str) -> None:
+    data = analytics_of(url, date(2024, 6, 3), date(2024, 6, 10)).data
+    (week,) = data["periods"]
+    assert (week["active"], week["previous_active"], week["churn_rate"], week["conversion_rate"]) == (
+        0,
+        0,
+        None,
+        None,
+    )
+    assert [d["dau"] for d in data["active"]["days"]] == [0] * 7 and data["active"]["stickiness"] is None
+    # At 3 June: ann (63 days quiet), bob (85) and dan (74) at_risk, cat and eve lapsed; by 10 June bob has
+    # been quiet for 92 days: lapsed.
+    tiers = data["tiers"]
+    assert tiers["from_labels"] == tiers["to_labels"] == ["at_risk", "lapsed"]
+    assert tiers["matrix"] == [[2, 1], [0, 2]]
+
+
 def test_tier_transitions_by_hand(url: str) -> None:
     tiers = analytics_of(url).data["tiers"]
     assert tiers["customers"] == 5
