@@ -209,7 +209,7 @@ def engagement_analytics(
     }
     tables: list[Table] = []
     first_day = int(act_day.min()) if len(act_day) else start_day
-    _active_section(data, tables, act_customer, act_day, start_day, end_day, first_day)
+    _active_section(data, tables, pair_customer, pair_day, start_day, end_day, first_day)
     _retention_section(data, tables, pair_customer, pair_day, start_day, end_day)
     conv_code = (
         events.type_names.index(settings.conversion) if settings.conversion in events.type_names else -2
@@ -276,8 +276,8 @@ def engagement_analytics(
 def _active_section(
     data: dict[str, Any],
     tables: list[Table],
-    customer: np.ndarray,
-    day: np.ndarray,
+    pair_customer: np.ndarray,
+    pair_day: np.ndarray,
     start_day: int,
     end_day: int,
     first_day: int,
@@ -286,9 +286,9 @@ def _active_section(
     the store has a MAU that is not yet full: it is shown (``full_month`` false) and left out of the
     period's stickiness, the mean of DAU/MAU over the other days."""
     n_days = end_day - start_day
-    dau = f.trailing_active(customer, day, start_day, n_days, 1)
-    wau = f.trailing_active(customer, day, start_day, n_days, f.WEEK_DAYS)
-    mau = f.trailing_active(customer, day, start_day, n_days, f.MONTH_DAYS)
+    dau = f.trailing_from_pairs(pair_customer, pair_day, start_day, n_days, 1)
+    wau = f.trailing_from_pairs(pair_customer, pair_day, start_day, n_days, f.WEEK_DAYS)
+    mau = f.trailing_from_pairs(pair_customer, pair_day, start_day, n_days, f.MONTH_DAYS)
     ratio = [_rate(int(d), int(m)) for d, m in zip(dau, mau, strict=True)]
     dates = [_day_text(start_day + i) for i in range(n_days)]
     full = [start_day + i - f.MONTH_DAYS + 1 >= first_day for i in range(n_days)]
