@@ -29,6 +29,7 @@ and ``http_status`` (the HTTP service's status), here and nowhere else.
     │   ├── ProviderSetupError                            channels._configured
     │   ├── PredictSetupError                             predict._fit (the extra is not installed)
     │   ├── NoFitKept                                     predict._scores (no fit to score with)
+    │   ├── UpliftSetupError                              measure._uplift (the extra is not installed)
     │   ├── NoAdapterError                                channels._base
     │   └── WorkspaceExists                               config (``init`` would overwrite files)
     ├── DeliveryError                   exit 1  HTTP 502  a message cannot be delivered as it is

@@ -458,6 +458,18 @@ def report(
     by: Annotated[
         str | None, typer.Option("--by", metavar="ATTRIBUTE", help="break down by a customer attribute")
     ] = None,
+    uplift: o.Uplift = False,
+    feature: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--feature",
+            metavar="ATTRIBUTE",
+            help="with --uplift: a customer attribute to model on (repeat; default: every stored attribute "
+            "but the contact, time zone and consent columns)",
+            show_default=False,
+        ),
+    ] = None,
+    uplift_model: o.UpliftModel = "logistic",
     alpha: o.Alpha = 0.05,
     power: o.Power = 0.8,
     tau: o.Tau = None,
@@ -477,6 +489,9 @@ def report(
             "cuped": cuped,
             "pre_period": pre_period,
             "by": by,
+            "uplift": uplift,
+            "feature": feature,
+            "uplift_model": uplift_model,
             "alpha": alpha,
             "power": power,
             "tau": tau,
@@ -523,6 +538,26 @@ def lift(
             show_default=False,
         ),
     ] = None,
+    uplift: o.Uplift = False,
+    feature: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--feature",
+            metavar="COLUMN",
+            help="with --uplift: a column known before the experiment to model on (repeat); text columns are "
+            "one-hot encoded",
+            show_default=False,
+        ),
+    ] = None,
+    treatment: Annotated[
+        str | None,
+        typer.Option(
+            "--treatment",
+            metavar="VALUE",
+            help="with --uplift: model this arm against the control only (default: every arm in turn)",
+        ),
+    ] = None,
+    uplift_model: o.UpliftModel = "logistic",
     alpha: o.Alpha = 0.05,
     power: o.Power = 0.8,
     tau: o.Tau = None,
@@ -542,6 +577,10 @@ def lift(
             "covariate": covariate,
             "by": by,
             "split": split,
+            "uplift": uplift,
+            "feature": feature,
+            "treatment": treatment,
+            "uplift_model": uplift_model,
             "alpha": alpha,
             "power": power,
             "tau": tau,

@@ -33,6 +33,7 @@ def run_report(args: Args) -> int:
     from orchestrator.clock import parse_instant, to_us
     from orchestrator.durations import parse_duration
     from orchestrator.measure import (
+        UpliftSetupError,
         export_entries,
         export_funnel,
         format_table,
@@ -41,6 +42,8 @@ def run_report(args: Args) -> int:
     )
     from orchestrator.store import open_store
 
+    if args.feature and not args.uplift:
+        raise UsageError("--feature names what the uplift view models on: add --uplift")
     try:
         pre_period = parse_duration(args.pre_period)
     except (ValueError, OverflowError) as exc:
@@ -62,6 +65,8 @@ def run_report(args: Args) -> int:
             raise Failure("the store is empty; ingest data and run the engine first")
         if args.by is not None:
             _check_attribute(store, args.by)
+        for name in args.feature or ():
+            _check_attribute(store, name, "--feature")
         try:
             report = journey_report(
                 store,
@@ -73,9 +78,14 @@ def run_report(args: Args) -> int:
                 cuped=args.cuped,
                 pre_period=pre_period,
                 segment_attribute=args.by,
+                uplift=args.uplift,
+                uplift_features=args.feature,
+                uplift_learner=args.uplift_model,
             )
         except KeyError as exc:
             raise Failure(str(exc.args[0])) from None
+        except UpliftSetupError as exc:  # --uplift without scikit-learn installed
+            raise Failure(str(exc)) from None
     finally:
         store.dispose()
     if args.export is not None and report.rows is not None:
@@ -109,8 +119,9 @@ def _print_report(report: Any) -> None:
         print("\n".join(parts.tail))
 
 
-def _check_attribute(store: Any, name: str) -> None:
-    """``--by`` must name an attribute some customer has (a typo would put everyone under "missing")."""
+def _check_attribute(store: Any, name: str, option: str = "--by") -> None:
+    """``--by`` (or ``--feature``) must name an attribute some customer has (a typo would put everyone
+    under "missing")."""
     import difflib
 
     from orchestrator.engine import stored_attributes
@@ -120,7 +131,7 @@ def _check_attribute(store: Any, name: str) -> None:
         return
     close = difflib.get_close_matches(name, known, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else f" (known: {', '.join(known[:30])})"
-    raise UsageError(f"--by {name!r}: no customer in the store has this attribute{hint}")
+    raise UsageError(f"{option} {name!r}: no customer in the store has this attribute{hint}")
 
 
 # ------------------------------------------------------------------------------------------------ lift
@@ -149,11 +160,16 @@ def run_lift(args: Args) -> int:
 
     if args.arm in args.metric:
         raise UsageError(f"--arm {args.arm!r} cannot also be a --metric")
+    features = _check_uplift_options(args)
     shares = _split(args.split)
     try:
-        data = read_experiment(args.file, args.arm, args.control, args.metric, args.covariate, args.by)
+        data = read_experiment(
+            args.file, args.arm, args.control, args.metric, args.covariate, args.by, features
+        )
     except InputError as exc:
         raise Failure(str(exc)) from None
+    if args.treatment is not None and not (data.arm == args.treatment).any():
+        raise Failure(f"--treatment {args.treatment!r} does not occur in column {args.arm!r}")
     if shares is not None:
         undeclared = sorted(set(data.arm.tolist()) - set(shares))
         if undeclared:
@@ -172,6 +188,7 @@ def run_lift(args: Args) -> int:
         power=args.power,
         sequential_tau=DEFAULT_SEQUENTIAL_TAU if args.tau is None else args.tau,
     )
+    uplift = _lift_uplift(data, args) if args.uplift else None
     source = {
         "file": str(args.file),
         "rows": data.rows,
@@ -180,13 +197,70 @@ def run_lift(args: Args) -> int:
         "by": args.by,
     }
     if args.format == "json":
-        _emit(args, json.dumps({"source": source, **analysis.to_dict()}, indent=2))
+        out = {"source": source, **analysis.to_dict()}
+        if uplift is not None:
+            out["uplift"] = uplift.to_dict()
+        _emit(args, json.dumps(out, indent=2))
     elif args.format == "html":
         title = f"Lift: {args.file.name}"
         subtitle = f"{data.rows} rows; arms from column {args.arm!r}"
-        _emit(args, render_analysis_html(analysis, title, subtitle))
+        _emit(args, render_analysis_html(analysis, title, subtitle, uplift))
     else:
-        _emit(
-            args, format_analysis(analysis, f"Lift: {args.file} ({data.rows} rows, arms from {args.arm!r})")
-        )
+        title = f"Lift: {args.file} ({data.rows} rows, arms from {args.arm!r})"
+        _emit(args, format_analysis(analysis, title, uplift))
     return 0
+
+
+def _check_uplift_options(args: Args) -> list[str]:
+    """The features of ``--uplift`` (none without it), after checking the options that go with it."""
+    features = list(dict.fromkeys(args.feature or ()))
+    if not args.uplift:
+        if features or args.treatment is not None:
+            given = "--feature" if features else "--treatment"
+            raise UsageError(f"{given} is read by the uplift view: add --uplift")
+        return []
+    if not features:
+        raise UsageError("--uplift needs at least one --feature COLUMN known before the experiment")
+    for name in features:
+        if name == args.arm or name in args.metric:
+            what = "the arm column" if name == args.arm else "a --metric"
+            raise UsageError(f"--feature {name!r} cannot be {what}: a feature is known before the experiment")
+    if args.treatment is not None and args.treatment == args.control:
+        raise UsageError(f"--treatment {args.treatment!r} is the control")
+    return features
+
+
+def _lift_uplift(data: Any, args: Args) -> Any:
+    """The uplift view of every 0/1 metric, for each treated arm (or ``--treatment``) against the control;
+    an arm or metric the model cannot be fitted on is told in a note, and if none can, the command fails."""
+    import numpy as np
+
+    from orchestrator.measure import UpliftSetupError, UpliftView, uplift_estimate
+
+    arms = [args.treatment] if args.treatment else sorted(set(data.arm.tolist()) - {args.control})
+    results, notes = [], []
+    for metric, values in data.metrics.items():
+        if not np.isin(values, (0.0, 1.0)).all():
+            notes.append(f"{metric}: not a 0/1 outcome, so no uplift view")
+            continue
+        for arm in arms:
+            rows = (data.arm == arm) | (data.arm == args.control)
+            try:
+                result = uplift_estimate(
+                    {name: column[rows] for name, column in data.features.items()},
+                    values[rows],
+                    data.arm[rows] == arm,
+                    metric=metric,
+                    treatment=arm,
+                    control=args.control,
+                    learner=args.uplift_model,
+                )
+            except InputError as exc:
+                notes.append(f"{metric}, {arm} vs {args.control}: no uplift view: {exc}")
+                continue
+            except UpliftSetupError as exc:
+                raise Failure(str(exc)) from None
+            results.append(result)
+    if not results:
+        raise Failure("no uplift view: " + "; ".join(notes))
+    return UpliftView(tuple(results), tuple(notes))

@@ -170,6 +170,26 @@ Tau = Annotated[
     ),
 ]
 
+# ------------------------------------------------------------------------------------------- uplift
+
+Uplift = Annotated[
+    bool,
+    typer.Option(
+        "--uplift",
+        metavar="",
+        help="add who the message moves: a two-model uplift estimate (scikit-learn), its Qini curve, Qini "
+        "coefficient and AUUC, and the four quadrants; a model estimate, not a measured lift",
+    ),
+]
+#: ``measure._uplift.LEARNERS`` (that module loads numpy).
+UpliftModel = Annotated[
+    Literal["logistic", "boosting"],
+    typer.Option(
+        "--uplift-model",
+        help="the classifier per arm: logistic regression or gradient-boosted trees",
+    ),
+]
+
 # ------------------------------------------------------------------------------------------- logs
 
 LogFormat = Annotated[

@@ -37,13 +37,11 @@ from datetime import date, timedelta
 from multiprocessing.connection import Connection as Pipe
 from typing import Any
 
-from sqlalchemy.engine import make_url
-
 from orchestrator.clock import from_us
 from orchestrator.durations import US_PER_SECOND
 from orchestrator.engine._signal_state import predictions_read
 from orchestrator.language import JourneyPlan
-from orchestrator.store import Store, StoredFit, latest_prediction_fits
+from orchestrator.store import Store, StoredFit, in_memory, latest_prediction_fits
 
 log = logging.getLogger("orchestrator.refit")
 
@@ -127,7 +125,7 @@ class Refitter:
             return
         if now_us < self._not_before_us or not any(predictions_read(plan) for plan in plans):
             return
-        if _in_memory(self.url):
+        if in_memory(self.url):
             if not self._said_in_memory:
                 log.warning("the purchase models are not refitted: the store is in memory, not in a file")
                 self._said_in_memory = True
@@ -285,11 +283,6 @@ def fit_and_keep(
         seconds = time.perf_counter() - started
         outcomes.append(RefitOutcome(event, value, "kept", "", fit_id, report.fitted.customers, seconds))
     return outcomes
-
-
-def _in_memory(url: str) -> bool:
-    parsed = make_url(url)
-    return parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:")
 
 
 def _span(span: timedelta) -> str:

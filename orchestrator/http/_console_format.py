@@ -69,6 +69,7 @@ def lift_summary(report: dict[str, Any]) -> dict[str, Any]:
             continue
         c = metric["comparisons"][0]
         interval = c.get("absolute_ci") or {}
+        verdict = c.get("verdict") or {}
         p = c.get("p_value")
         out["lift"] = {
             "arm": c["arm"],
@@ -79,6 +80,8 @@ def lift_summary(report: dict[str, Any]) -> dict[str, Any]:
             "relative": c.get("relative"),
             "p_value": p,
             "confidence": f"{(1 - alpha) * 100:g}%",
-            "significant": p is not None and not math.isnan(p) and p < alpha,
+            # The report's call (read off the always-valid interval), never a p-value beside it.
+            "call": verdict.get("call"),
+            "reason": verdict.get("reason"),
         }
     return out

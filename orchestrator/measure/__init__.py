@@ -3,9 +3,9 @@
 The holdout assignment both the engine and the reports use is ``orchestrator.holdout``.
 
 - ``_stats`` gathers the statistics, pure functions over numpy arrays: ``_numbers`` (intervals, input
-  checks, delta method), ``_rates`` (per-arm totals, rate lifts), ``_means`` (Welch mean lifts), ``_power``
-  (MDE, sample-ratio check), ``_sequential`` (always-valid intervals), ``_cuped``, and ``_analysis``
-  (``analyze``, segments).
+  checks, the relative lift), ``_rates`` (per-arm totals, rate lifts), ``_means`` (Welch mean lifts),
+  ``_power`` (MDE, sample-ratio check), ``_sequential`` (always-valid intervals), ``_cuped``, and
+  ``_analysis`` (``analyze``, segments).
 - ``_report`` gathers a journey's report: ``_entry_rows`` (per-entry columns from the store, their export),
   ``_timeline`` (cumulative lift by day), ``_journey`` (``journey_report``).
 - ``_backtest`` reads a backtest's report from its scratch store (``backtest_report``), lays it out as
@@ -17,10 +17,14 @@ The holdout assignment both the engine and the reports use is ``orchestrator.hol
   customers, retention cohorts, churn, conversion, tiers, the RFM grid, surveys) and exports them
   (``export_analytics``), with the formulas in ``_analytics_formulas``; ``_analytics_text`` lays them out as
   tables and ``_analytics_html`` draws them as one self-contained page.
+- ``_uplift`` estimates who a message moves (a two-model learner scored out of fold, the Qini curve, Qini
+  coefficient and AUUC, the four quadrants); ``_uplift_text`` / ``_uplift_html`` write it as text and as a
+  page section.
 - ``_text`` / ``_html``: plain text and self-contained HTML pages for any analysis and journey report, both
-  writing figures through ``_formats``.
+  writing figures through ``_formats`` (``_svg`` holds what the charts share).
 
-The names below are imported when first used (PEP 562): the statistics load scipy and statsmodels.
+The names below are imported when first used (PEP 562): the statistics load scipy and statsmodels, the
+uplift view scikit-learn (the optional extra ``uplift``).
 """
 
 from __future__ import annotations
@@ -56,6 +60,15 @@ if TYPE_CHECKING:
     from orchestrator.measure._sequential import DEFAULT_SEQUENTIAL_TAU
     from orchestrator.measure._stats import analyze
     from orchestrator.measure._text import format_analysis, report_text
+    from orchestrator.measure._uplift import (
+        UpliftResult,
+        UpliftSetupError,
+        UpliftView,
+        auuc,
+        qini_coefficient,
+        uplift_estimate,
+    )
+    from orchestrator.measure._uplift_text import uplift_lines
 
 _EXPORTS: dict[str, str] = {
     "Analytics": "orchestrator.measure._analytics",
@@ -90,6 +103,13 @@ _EXPORTS: dict[str, str] = {
     "render_analysis_html": "orchestrator.measure._html",
     "render_journey_html": "orchestrator.measure._html",
     "report_text": "orchestrator.measure._text",
+    "UpliftResult": "orchestrator.measure._uplift",
+    "UpliftSetupError": "orchestrator.measure._uplift",
+    "UpliftView": "orchestrator.measure._uplift",
+    "auuc": "orchestrator.measure._uplift",
+    "qini_coefficient": "orchestrator.measure._uplift",
+    "uplift_estimate": "orchestrator.measure._uplift",
+    "uplift_lines": "orchestrator.measure._uplift_text",
 }
 
 __all__ = [
@@ -100,10 +120,14 @@ __all__ = [
     "BacktestSection",
     "InputError",
     "JourneyFunnel",
+    "UpliftResult",
+    "UpliftSetupError",
+    "UpliftView",
     "analytics_heading",
     "analytics_html",
     "analytics_sections",
     "analyze",
+    "auuc",
     "backtest_heading",
     "backtest_html",
     "backtest_report",
@@ -121,10 +145,13 @@ __all__ = [
     "journey_funnel",
     "journey_funnels",
     "journey_report",
+    "qini_coefficient",
     "read_experiment",
     "render_analysis_html",
     "render_journey_html",
     "report_text",
+    "uplift_estimate",
+    "uplift_lines",
 ]
 
 

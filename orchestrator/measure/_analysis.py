@@ -31,6 +31,7 @@ from orchestrator.measure._numbers import (
 from orchestrator.measure._power import Mde, SrmCheck, mde_mean, mde_rate, srm_check
 from orchestrator.measure._rates import ArmSummary, RateLift, rate_difference_variance, rate_lift
 from orchestrator.measure._sequential import DEFAULT_SEQUENTIAL_TAU, SEQUENTIAL_METHOD, always_valid_interval
+from orchestrator.measure._verdict import DEFAULT_TARGET_SHARE, Verdict, judge
 
 RATE, MEAN = "rate", "mean"
 
@@ -93,6 +94,7 @@ class MetricComparison:
     always_valid_ci: Interval | None
     sequential_tau: float
     cuped: CupedLift | None
+    verdict: Verdict | None = None
 
     def to_dict(self) -> dict[str, Any]:
         lift = (
@@ -108,6 +110,7 @@ class MetricComparison:
             "always_valid_method": SEQUENTIAL_METHOD.format(tau=self.sequential_tau),
             "mde": None if self.mde is None else self.mde.to_dict(),
             "cuped": None if self.cuped is None else self.cuped.to_dict(),
+            "verdict": None if self.verdict is None else self.verdict.to_dict(),
         }
 
 
@@ -152,9 +155,10 @@ def compare_metric(
 ) -> MetricResult:
     """Every arm of ``arm_of`` (string labels) against ``control`` on metric ``values``.
 
-    A rate metric gets ``rate_lift`` (Newcombe, z-test, delta method) and ``mde_rate``; a mean metric
-    ``mean_lift`` (Welch, delta method) and ``mde_mean``. The always-valid interval uses the unpooled
-    variance of the difference. Arms come control first, then the others in sorted order.
+    A rate metric gets ``rate_lift`` (Newcombe, z-test, log-ratio relative interval) and ``mde_rate``; a
+    mean metric ``mean_lift`` (Welch, log-ratio relative interval) and ``mde_mean``. The always-valid
+    interval uses the unpooled variance of the difference. Arms come control first, then the others in
+    sorted order.
     """
     check_alpha(alpha)
     check_power(power)
@@ -213,9 +217,23 @@ def _compare(
         if lift is not None and treat.sd is not None and control.sd is not None:
             variance = treat.sd**2 / treat.n + control.sd**2 / control.n
     always_valid: Interval | None = None
+    tau = 0.0
     if lift is not None and variance is not None:
         pooled_sd = float(np.concatenate([treat_values, control_values]).std(ddof=1))
-        always_valid = always_valid_interval(lift.absolute, variance, tau_sd * pooled_sd, alpha)
+        tau = tau_sd * pooled_sd
+        always_valid = always_valid_interval(lift.absolute, variance, tau, alpha)
+    target = None if control.mean is None else DEFAULT_TARGET_SHARE * abs(control.mean)
+    verdict = judge(
+        estimate=None if lift is None else lift.absolute,
+        interval=always_valid,
+        variance=variance,
+        n_t=treat.n,
+        n_c=control.n,
+        conversions=round(treat.total + control.total) if kind == RATE else None,
+        target=target,
+        tau=tau,
+        alpha=alpha,
+    )
     return MetricComparison(
         arm=treat.name,
         control=control.name,
@@ -224,6 +242,7 @@ def _compare(
         always_valid_ci=always_valid,
         sequential_tau=tau_sd,
         cuped=None,
+        verdict=verdict,
     )
 
 

@@ -14,7 +14,8 @@ from typing import Any
 from orchestrator.measure._analytics import Analytics
 from orchestrator.measure._analytics_text import NOT_YET, analytics_heading, analytics_sections
 from orchestrator.measure._backtest_html import _page, _table
-from orchestrator.measure._html import PALETTE, _ticks
+from orchestrator.measure._html import PALETTE
+from orchestrator.measure._svg import ticks as _ticks
 
 _WIDTH, _HEIGHT, _LEFT, _RIGHT, _BOTTOM, _TOP = 1040, 240, 64, 24, 28, 30
 #: The shade of a cell at its table's largest value (blue, as the treatment arm's colour).

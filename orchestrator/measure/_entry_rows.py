@@ -3,7 +3,8 @@
 Contract: ``load_entries`` reads only the store (instances, conversions, holdout assignments, customers and
 goal events, through ``store.entry_outcomes``, ``store.load_customer_frame`` and ``store.events_between``)
 and returns one row per entry up to the report instant; ``export_entries`` writes exactly those
-columns, so an analyst can reproduce every figure of the report from the file.
+columns, so an analyst can reproduce every figure of the report from the file. ``entry_attributes`` reads
+the customer attributes of the entries (the features of the uplift view).
 """
 
 from __future__ import annotations
@@ -17,7 +18,13 @@ import orjson
 
 from orchestrator.holdout import GLOBAL_LAYER, HOLDOUT, TREATMENT
 from orchestrator.signals import CustomerFrame
-from orchestrator.store import Connection, entry_outcomes, events_between, load_customer_values
+from orchestrator.store import (
+    Connection,
+    customer_attribute_names,
+    entry_outcomes,
+    events_between,
+    load_customer_values,
+)
 
 GLOBAL_HOLDOUT = "global holdout"
 """The arm name of entries whose customer is in the global holdout (not compared)."""
@@ -161,6 +168,33 @@ def load_entries(
         segment_column=segment_attribute,
         segment=segment,
     )
+
+
+def stored_attribute_names(conn: Connection) -> list[str]:
+    """The customer attributes the store holds beyond the standard columns (contact addresses, time zone
+    and consents, which identify a customer or change with the messages), sorted."""
+    return sorted(customer_attribute_names(conn, standard=False))
+
+
+def entry_attributes(conn: Connection, keys: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
+    """Each attribute in ``names`` of the customers ``keys`` (aligned with them), as the store holds it:
+    a column of numbers is float (NaN where unset), of booleans bool, anything else an object column
+    (None where unset). One read of the customers, whatever the number of entries."""
+    frame = CustomerFrame.from_values(*load_customer_values(conn, names))
+    keys = np.asarray(keys, dtype=np.int64)
+    known = (keys >= 0) & (keys < frame.n)
+    out: dict[str, np.ndarray] = {}
+    for name in names:
+        column = frame.column(name)
+        if column.dtype.kind == "f":
+            values = np.full(len(keys), np.nan)
+        elif column.dtype.kind == "b":
+            values = np.zeros(len(keys), bool)
+        else:
+            values = np.full(len(keys), None, dtype=object)
+        values[known] = column[keys[known]]
+        out[name] = values
+    return out
 
 
 def _pre_entry(

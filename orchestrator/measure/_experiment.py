@@ -1,12 +1,13 @@
 """An experiment table for ``orchestrator lift``: ``read_experiment`` reads the columns a lift analysis needs
-from a CSV file (arm, metrics, an optional covariate and segment) and checks them, so that a wrong input is
-told by column, line and value (``InputError``) rather than as a wrong number.
+from a CSV file (arm, metrics, an optional covariate and segment, the features of an uplift view) and checks
+them, so that a wrong input is told by column, line and value (``InputError``) rather than as a wrong number.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,13 +22,16 @@ class InputError(InvalidInputError, ValueError):
 @dataclass(frozen=True)
 class ExperimentTable:
     """The checked columns of an experiment table, aligned by row: ``arm`` (object array of the arm
-    values), each metric and the covariate as floats, the segment values (object array) when asked."""
+    values), each metric and the covariate as floats, the segment values (object array) when asked, and
+    the features: a column of numbers (or true/false) as floats with NaN where empty, any other column as
+    text (object array, None where empty)."""
 
     rows: int
     arm: np.ndarray
     metrics: dict[str, np.ndarray]
     covariate: np.ndarray | None
     segment: np.ndarray | None
+    features: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def _numeric(column: str, values: list[str | None], role: str) -> np.ndarray:
@@ -47,7 +51,13 @@ def _numeric(column: str, values: list[str | None], role: str) -> np.ndarray:
 
 
 def read_experiment(
-    path: Path, arm: str, control: str, metrics: list[str], covariate: str | None, by: str | None
+    path: Path,
+    arm: str,
+    control: str,
+    metrics: list[str],
+    covariate: str | None,
+    by: str | None,
+    features: Sequence[str] = (),
 ) -> ExperimentTable:
     """Read the needed columns of a CSV experiment table and check them (``InputError`` when wrong)."""
     import pyarrow as pa
@@ -61,7 +71,7 @@ def read_experiment(
             header = reader.schema.names
     except (pa.ArrowInvalid, OSError) as exc:
         raise InputError(f"{path}: cannot read it as CSV: {exc}") from None
-    missing = [name for name in wanted if name not in header]
+    missing = [name for name in dict.fromkeys([*wanted, *features]) if name not in header]
     if missing:
         names = ", ".join(map(repr, header))
         raise InputError(f"{path}: no column {', '.join(map(repr, missing))}; the columns are {names}")
@@ -91,4 +101,29 @@ def read_experiment(
     parsed = {name: _numeric(name, columns[name], "metric") for name in metrics}
     cov = _numeric(covariate, columns[covariate], "covariate") if covariate else None
     segment = np.array(columns[by], dtype=object) if by else None
-    return ExperimentTable(table.num_rows, arm_values, parsed, cov, segment)
+    return ExperimentTable(
+        table.num_rows, arm_values, parsed, cov, segment, _features(path, list(dict.fromkeys(features)))
+    )
+
+
+def _features(path: Path, names: list[str]) -> dict[str, np.ndarray]:
+    """The feature columns, each typed as the CSV reader infers it: numbers and true/false as floats (NaN
+    where empty), anything else as text (None where empty)."""
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    if not names:
+        return {}
+    try:
+        table = pcsv.read_csv(path, convert_options=pcsv.ConvertOptions(include_columns=names))
+    except pa.ArrowInvalid as exc:
+        raise InputError(f"{path}: cannot read it as CSV: {exc}") from None
+    out: dict[str, np.ndarray] = {}
+    for name in names:
+        column = table.column(name)
+        kind = column.type
+        if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
+            out[name] = column.cast(pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64)
+        else:
+            out[name] = np.array(column.cast(pa.string()).to_pylist(), dtype=object)
+    return out

@@ -3,8 +3,8 @@
 Charts: per metric, each arm's rate (or mean) with its interval as a whisker; each arm's lift over the
 control with its fixed-horizon interval and, behind it, the wider always-valid interval; for a journey,
 the cumulative conversion-rate lift by entry day with both intervals as bands, then its per-step funnel
-(``_funnel_html``). Tables under the charts hold
-every figure of the JSON output, so the page can be read without the charts.
+(``_funnel_html``); when asked, the uplift view with its Qini curve (``_uplift_html``). Tables under the
+charts hold every figure of the JSON output, so the page can be read without the charts.
 """
 
 from __future__ import annotations
@@ -27,7 +27,11 @@ from orchestrator.measure._formats import (
 from orchestrator.measure._funnel_html import funnel_section
 from orchestrator.measure._journey import CONVERSION, JourneyReport
 from orchestrator.measure._numbers import Interval
+from orchestrator.measure._svg import bounds as _bounds
+from orchestrator.measure._svg import ticks as _ticks
 from orchestrator.measure._timeline import TimelinePoint
+from orchestrator.measure._uplift import UpliftView
+from orchestrator.measure._uplift_html import uplift_section
 
 PALETTE = ("#6b7280", "#2563eb", "#ea580c", "#059669", "#9333ea", "#dc2626", "#0891b2", "#ca8a04")
 """Arm colours: the control is grey, the other arms follow in order."""
@@ -64,37 +68,6 @@ class _Row:
     interval: Interval | None
     wide: Interval | None
     colour: str
-
-
-def _ticks(low: float, high: float, count: int = 5) -> list[float]:
-    """Round tick values covering [low, high]."""
-    span = high - low
-    if span <= 0:
-        return [low]
-    raw = span / count
-    magnitude = 10 ** math.floor(math.log10(raw))
-    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
-    first = math.ceil(low / step) * step
-    ticks = []
-    value = first
-    while value <= high + step * 1e-9:
-        ticks.append(0.0 if abs(value) < step * 1e-9 else value)
-        value += step
-    return ticks
-
-
-def _bounds(values: Sequence[float], include_zero: bool) -> tuple[float, float]:
-    finite = [v for v in values if math.isfinite(v)]
-    if include_zero:
-        finite.append(0.0)
-    if not finite:
-        return 0.0, 1.0
-    low, high = min(finite), max(finite)
-    if high == low:
-        pad = abs(high) * 0.1 or 1.0
-        return low - pad, high + pad
-    pad = (high - low) * 0.08
-    return low - pad, high + pad
 
 
 def dot_whisker_svg(title: str, rows: Sequence[_Row], fmt: Formatter, zero_line: bool = False) -> str:
@@ -378,7 +351,7 @@ def _methods(analysis: LiftAnalysis) -> str:
         "<li>Rates: Newcombe hybrid-score interval for the difference, pooled two-proportion z-test, "
         "Wilson interval per arm.</li>"
         "<li>Means: Welch t-test and interval for the difference, Student t interval per arm.</li>"
-        "<li>Relative lift: delta-method interval.</li>"
+        "<li>Relative lift: interval on the log of the ratio (never below -100%).</li>"
         f"<li>Always-valid interval: normal-mixture SPRT confidence sequence, mixing sd tau = "
         f"{analysis.sequential_tau:g} standard deviations of the metric; valid however often it is "
         "checked.</li>"
@@ -390,8 +363,11 @@ def _methods(analysis: LiftAnalysis) -> str:
     )
 
 
-def render_analysis_html(analysis: LiftAnalysis, title: str, subtitle: str = "") -> str:
-    """A page for an experiment table (``orchestrator lift``): every metric's charts and tables."""
+def render_analysis_html(
+    analysis: LiftAnalysis, title: str, subtitle: str = "", uplift: UpliftView | None = None
+) -> str:
+    """A page for an experiment table (``orchestrator lift``): every metric's charts and tables, then the
+    uplift view when one was asked for."""
     colours = _colours([name for name, _ in analysis.arms])
     body = [
         f"<h1>{escape(title)}</h1>",
@@ -402,6 +378,7 @@ def render_analysis_html(analysis: LiftAnalysis, title: str, subtitle: str = "")
         _srm_banner(analysis),
         *(_metric_section(metric, colours) for metric in analysis.metrics),
         _segments(analysis),
+        uplift_section(uplift),
         _methods(analysis),
     ]
     return _page(title, "".join(body))
@@ -431,6 +408,7 @@ def render_journey_html(report: JourneyReport) -> str:
     lift = report.lift
     if lift is None:
         body.append("<p>No entry has completed its goal window yet.</p>")
+        body.append(uplift_section(report.uplift))
         return _page(title, "".join(body) + funnel_section(report.funnels))
     if lift.global_holdout is not None:
         g = lift.global_holdout
@@ -450,5 +428,6 @@ def render_journey_html(report: JourneyReport) -> str:
     )
     body.append(timeline_svg(report.timeline, "conversion rate lift (treatment - holdout), cumulative"))
     body.append(_segments(lift.analysis))
+    body.append(uplift_section(report.uplift))
     body.append(_methods(lift.analysis))
     return _page(title, "".join(body) + funnel_section(report.funnels))

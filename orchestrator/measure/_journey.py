@@ -17,10 +17,16 @@ comparison, because the global layer is not part of the journey's declared split
 Everything is computed by ``analysis.analyze`` over the per-entry columns of ``entry_rows.EntryRows``, and
 ``entry_rows.export_entries`` writes those same columns, so an analyst can reproduce every number from the
 export.
+
+With ``uplift``, the report adds the uplift view (``_uplift``, a model estimate) of the compared entries:
+the outcome is conversion, treated is the treatment arm, control the journey's holdout, and the features
+are customer attributes as the store holds them (every attribute beyond the standard contact, time zone
+and consent columns, or the ones named). A journey with too few entries gets a one-line note instead.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -32,11 +38,19 @@ from orchestrator.durations import US_PER_SECOND, format_duration
 from orchestrator.holdout import HOLDOUT, TREATMENT
 from orchestrator.language import SpecError, load_journey_text
 from orchestrator.measure._analysis import LiftAnalysis, MetricComparison, analyze
-from orchestrator.measure._entry_rows import GLOBAL_HOLDOUT, EntryRows, load_entries
+from orchestrator.measure._entry_rows import (
+    GLOBAL_HOLDOUT,
+    EntryRows,
+    entry_attributes,
+    load_entries,
+    stored_attribute_names,
+)
+from orchestrator.measure._experiment import InputError
 from orchestrator.measure._funnel import JourneyFunnel, journey_funnels
 from orchestrator.measure._rates import ArmSummary, summarize_arm
 from orchestrator.measure._sequential import DEFAULT_SEQUENTIAL_TAU
 from orchestrator.measure._timeline import TimelinePoint, cumulative_lift
+from orchestrator.measure._uplift import DEFAULT_LEARNER, UpliftView, uplift_estimate
 from orchestrator.store import Store, journey_ids, latest_version_source, max_tick_us
 
 CONVERSION, REVENUE = "conversion", "revenue"
@@ -86,6 +100,7 @@ class JourneyReport:
     cuped: bool = False
     warnings: tuple[str, ...] = field(default_factory=tuple)
     funnels: tuple[JourneyFunnel, ...] = ()  # the per-step funnel of every version that ran, oldest first
+    uplift: UpliftView | None = None  # the uplift view, when asked for
 
     @property
     def has_goal(self) -> bool:
@@ -146,6 +161,7 @@ class JourneyReport:
             "lift": None if self.lift is None else self.lift.to_dict(),
             "timeline": [point.to_dict() for point in self.timeline],
             "funnel": [funnel.to_dict() for funnel in self.funnels],
+            **({} if self.uplift is None else {"uplift": self.uplift.to_dict()}),
         }
 
 
@@ -160,8 +176,13 @@ def journey_report(
     cuped: bool = False,
     pre_period: timedelta = DEFAULT_PRE_PERIOD,
     segment_attribute: str | None = None,
+    uplift: bool = False,
+    uplift_features: Sequence[str] | None = None,
+    uplift_learner: str = DEFAULT_LEARNER,
 ) -> JourneyReport:
-    """Build the report of ``journey_id`` as of ``as_of_us`` (default: the last tick's instant).
+    """Build the report of ``journey_id`` as of ``as_of_us`` (default: the last tick's instant); with
+    ``uplift``, its uplift view on ``uplift_features`` (default: every stored attribute, see the module
+    docstring) fitted by ``uplift_learner``.
 
     Raises ``KeyError`` with a readable message when the journey never ran in this store.
     """
@@ -193,6 +214,10 @@ def journey_report(
             from_first_send=goal is not None and goal.start == "first_send",
         )
         funnels = tuple(journey_funnels(conn, journey_id))
+        features: dict[str, np.ndarray] = {}
+        if uplift and goal is not None:
+            names = list(uplift_features) if uplift_features else stored_attribute_names(conn)
+            features = entry_attributes(conn, rows.customer_key, names)
     declared = None if journey is None else float(journey.holdout)
     base: dict[str, Any] = {
         "journey_id": journey_id,
@@ -217,6 +242,14 @@ def journey_report(
         warnings.append("CUPED is left off: a condition goal has no goal events before entry to adjust by")
     lift = _journey_lift(counted, declared, goal.revenue, alpha, power, sequential_tau, cuped)
     compared = counted.arm != GLOBAL_HOLDOUT
+    uplift_view = None
+    if uplift:
+        chosen = np.flatnonzero(rows.counted)[compared]
+        uplift_view = _journey_uplift(
+            counted.select(compared),
+            {name: values[chosen] for name, values in features.items()},
+            uplift_learner,
+        )
     timeline = cumulative_lift(
         counted.entered_us[compared],
         counted.arm[compared],
@@ -235,8 +268,31 @@ def journey_report(
         goal_condition=goal.signal,
         goal_from=goal.start,
         left_before_first_send=int(rows.no_window.sum()),
+        uplift=uplift_view,
         **{**base, "cuped": cuped},
     )
+
+
+def _journey_uplift(compared: EntryRows, features: dict[str, np.ndarray], learner: str) -> UpliftView:
+    """The uplift view of the compared entries, or a one-line note saying why there is none."""
+    if not features:
+        return UpliftView(
+            notes=("no uplift view: no customer attribute is stored, so there is nothing to model on",)
+        )
+    try:
+        result = uplift_estimate(
+            features,
+            compared.converted,
+            compared.arm == TREATMENT,
+            metric=CONVERSION,
+            treatment=TREATMENT,
+            control=HOLDOUT,
+            learner=learner,
+            groups=compared.customer_key,  # a customer's re-entries stay in one fold
+        )
+    except InputError as exc:
+        return UpliftView(notes=(f"no uplift view: {exc}",))
+    return UpliftView(results=(result,))
 
 
 def _journey_lift(

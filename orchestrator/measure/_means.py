@@ -1,7 +1,7 @@
 """The lift of a mean metric such as revenue per customer (``mean_lift``).
 
 Absolute lift ``m_t - m_c`` with Welch's unequal-variance t-test p-value and interval (scipy
-``ttest_ind(equal_var=False)``); relative lift with the delta-method interval of ``numbers.relative_lift``,
+``ttest_ind(equal_var=False)``); relative lift with the log-ratio interval of ``numbers.relative_lift``,
 taking the sample variance (ddof=1). Undefined results are None.
 """
 
@@ -16,7 +16,7 @@ from scipy import stats as sps
 
 from orchestrator.measure._numbers import Interval, as_revenue, check_alpha, finite, relative_lift
 
-MEAN_METHOD = "absolute: Welch t-test CI; p-value: Welch t-test, two-sided; relative: delta-method CI"
+MEAN_METHOD = "absolute: Welch t-test CI; p-value: Welch t-test, two-sided; relative: log-ratio CI"
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ def mean_lift(treat_values: np.ndarray, control_values: np.ndarray, alpha: float
     - ``absolute_ci`` and ``p_value`` are None when both sides have zero variance (e.g. nobody spent
       anything): the standard error is zero and the t statistic does not exist;
     - ``relative`` and ``relative_ci`` are None when the control mean is 0; ``relative_ci`` is also None
-      when the delta-method variance is zero.
+      when the log-ratio variance is zero or a mean is not above zero.
     """
     check_alpha(alpha)
     t = as_revenue(treat_values)

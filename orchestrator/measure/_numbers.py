@@ -1,4 +1,5 @@
-"""The shared ground of the lift statistics: intervals, input checks, and the delta-method relative lift.
+"""The shared ground of the lift statistics: intervals, input checks, and the relative lift with its
+log-ratio interval.
 
 Contract: every checker raises ``ValueError`` with a readable message on bad input (alpha or power outside
 (0, 1), a non-0/1 conversion column, non-finite values); ``finite`` is the one place where NaN and infinity
@@ -79,20 +80,29 @@ def check_power(power: float) -> None:
 def relative_lift(
     m_t: float, var_t: float, n_t: int, m_c: float, var_c: float, n_c: int, alpha: float
 ) -> tuple[float | None, Interval | None]:
-    """Relative lift ``m_t / m_c - 1`` and its delta-method interval, the one GrowthBook documents::
+    """Relative lift ``m_t / m_c - 1`` and its interval on the log of the ratio (Katz et al. 1978 for
+    rates; the delta method on ``log m_t - log m_c`` for means)::
 
-        var_rel = var_t / (n_t * m_c**2) + m_t**2 * var_c / (n_c * m_c**4)
-        CI      = rel +/- z_(1 - alpha/2) * sqrt(var_rel)
+        var_log = var_t / (n_t * m_t**2) + var_c / (n_c * m_c**2)
+        CI      = exp(log(m_t / m_c) +/- z_(1 - alpha/2) * sqrt(var_log)) - 1
 
-    Undefined (None) when ``m_c == 0``: the ratio does not exist. The interval is also None when the
-    delta-method variance is zero (no spread in either arm): a zero-width interval would claim certainty
-    that the data cannot give.
+    The interval never reaches below -100% (a ratio is not negative) and is wider above the estimate than
+    below it, as a ratio's uncertainty is. For rates (``var = p (1 - p)``) it is statsmodels'
+    ``confint_proportions_2indep(compare="ratio", method="log")`` minus one.
+
+    Undefined (None) when ``m_c == 0``: the ratio does not exist. The interval is also None when either
+    mean is not above zero (the log does not exist: a treatment with no conversion has a relative lift of
+    -100% and no interval) or when ``var_log`` is zero (no spread in either arm): a zero-width interval
+    would claim certainty that the data cannot give.
     """
     if m_c == 0.0:
         return None, None
     relative = m_t / m_c - 1.0
-    var_rel = var_t / (n_t * m_c**2) + m_t**2 * var_c / (n_c * m_c**4)
-    if not var_rel > 0.0 or not math.isfinite(var_rel):
+    if not (m_t > 0.0 and m_c > 0.0):
         return finite(relative), None
-    half = z_quantile(alpha) * math.sqrt(var_rel)
-    return finite(relative), Interval(relative - half, relative + half)
+    var_log = var_t / (n_t * m_t**2) + var_c / (n_c * m_c**2)
+    if not var_log > 0.0 or not math.isfinite(var_log):
+        return finite(relative), None
+    half = z_quantile(alpha) * math.sqrt(var_log)
+    centre = math.log(m_t / m_c)
+    return finite(relative), Interval(math.expm1(centre - half), math.expm1(centre + half))

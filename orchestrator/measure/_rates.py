@@ -3,7 +3,8 @@
 A rate's absolute lift ``p_t - p_c`` comes with a Newcombe hybrid-score interval (statsmodels
 ``confint_proportions_2indep(method="newcomb", compare="diff")``) and a two-sided pooled two-proportion
 z-test p-value (statsmodels ``proportions_ztest``); its relative lift ``p_t / p_c - 1`` with the
-delta-method interval of ``numbers.relative_lift``, taking ``var = p (1 - p)``. Undefined results are None.
+log-ratio interval of ``numbers.relative_lift`` (Katz), taking ``var = p (1 - p)``. Undefined results
+are None.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from orchestrator.measure._numbers import (
 
 RATE_METHOD = (
     "absolute: Newcombe hybrid-score CI; p-value: pooled two-proportion z-test, two-sided; "
-    "relative: delta-method CI"
+    "relative: log-ratio CI"
 )
 
 
@@ -94,8 +95,9 @@ def rate_lift(treat: ArmSummary, control: ArmSummary, alpha: float = 0.05) -> Ra
     any interval or p-value would rest on the assumptions alone. Within a result:
 
     - ``relative`` and ``relative_ci`` are None when the control rate is 0 (the ratio does not exist);
-      ``relative_ci`` is also None when the delta-method variance is zero, i.e. the treatment rate is 0
-      or both rates are 0 or 1;
+      ``relative_ci`` is also None when the treatment rate is 0 (no log of the ratio) or the log-ratio
+      variance is zero,
+      i.e. both rates are 1;
     - ``p_value`` is None when the pooled rate is 0 or 1 (nobody, or everybody, converted in both arms):
       the pooled standard error is zero and the z statistic does not exist.
     """

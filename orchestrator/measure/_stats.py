@@ -3,7 +3,7 @@
 This module gathers the public names of the parts, so ``from orchestrator.measure._stats import ...`` keeps
 working; each part states its own contract:
 
-- ``numbers``: ``Interval``, input checks, the delta-method relative lift (GrowthBook's formula);
+- ``numbers``: ``Interval``, input checks, the relative lift and its log-ratio interval;
 - ``rates``: per-arm totals (``summarize_arm``) and the lift of a 0/1 metric (``rate_lift``: Newcombe
   interval, pooled z-test);
 - ``means``: the lift of any other metric (``mean_lift``: Welch);

@@ -27,6 +27,8 @@ from orchestrator.measure._journey import CONVERSION, REVENUE, JourneyReport
 from orchestrator.measure._means import MeanLift
 from orchestrator.measure._numbers import Interval
 from orchestrator.measure._rates import RateLift
+from orchestrator.measure._uplift import UpliftView
+from orchestrator.measure._uplift_text import uplift_lines
 
 MEAN_SPEC = ".4f"
 """How an analysis writes means and their lifts."""
@@ -76,8 +78,8 @@ def format_metric(metric: MetricResult, level: str, indent: str = "  ") -> list[
     return lines
 
 
-def format_analysis(analysis: LiftAnalysis, title: str = "") -> str:
-    """The whole analysis as text: split check, every metric, then segments."""
+def format_analysis(analysis: LiftAnalysis, title: str = "", uplift: UpliftView | None = None) -> str:
+    """The whole analysis as text: split check, every metric, segments, then the uplift view if given."""
     level = f"{(1 - analysis.alpha) * 100:.0f}%"
     lines = [title] if title else []
     lines.append(
@@ -97,6 +99,9 @@ def format_analysis(analysis: LiftAnalysis, title: str = "") -> str:
             lines.append(f"  {analysis.segment_column} = {segment.value}")
             for metric in segment.analysis.metrics:
                 lines.extend(format_metric(metric, level, indent="    "))
+    if uplift is not None:
+        lines.append("")
+        lines.extend(uplift_lines(uplift))
     return "\n".join(lines)
 
 
@@ -145,10 +150,12 @@ def format_table(report: JourneyReport) -> str:
 
 
 def report_text(report: JourneyReport) -> ReportText:
-    """The report's text in parts (see ``ReportText``); ``format_table`` joins them. The per-step funnel of
-    each version (the latest first) closes the tail."""
+    """The report's text in parts (see ``ReportText``); ``format_table`` joins them. The uplift view, when
+    asked for, and the per-step funnel of each version (the latest first) close the tail."""
     parts = _lift_text(report)
     tail = list(parts.tail)
+    if report.uplift is not None:
+        tail.extend(["", *uplift_lines(report.uplift, "  ")])
     for funnel in reversed(report.funnels):
         tail.extend(["", *funnel_lines(funnel, "  ")])
     return ReportText(parts.head, parts.columns, parts.rows, tail)

@@ -67,11 +67,11 @@ def seen_names(conn: Connection, sample: int = SAMPLE) -> SeenNames:
     )
 
 
-def customer_attribute_names(conn: Connection) -> set[str]:
-    """Every attribute at least one customer has: the standard columns set for someone (one query each)
-    and every JSON attribute key of every customer (one query)."""
+def customer_attribute_names(conn: Connection, *, standard: bool = True) -> set[str]:
+    """Every attribute at least one customer has: the standard columns set for someone (one query each;
+    left out with ``standard=False``) and every JSON attribute key of every customer (one query)."""
     found: set[str] = set()
-    for column in STANDARD:
+    for column in STANDARD if standard else ():
         if conn.execute(text(f"SELECT 1 FROM customers WHERE {column} IS NOT NULL LIMIT 1")).first():
             found.add(column)
     if conn.dialect.name == "sqlite":

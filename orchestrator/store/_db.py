@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from orchestrator.errors import UsageError
@@ -33,6 +34,12 @@ def database_url(explicit: str | None = None) -> str:
 
 def sqlite_url(path: str | os.PathLike[str]) -> str:
     return f"sqlite:///{os.fspath(path)}"
+
+
+def in_memory(url: str) -> bool:
+    """Whether ``url`` names a SQLite store in memory, which no other process can open."""
+    parsed = make_url(url)
+    return parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:")
 
 
 def _driver_url(url: str) -> str:

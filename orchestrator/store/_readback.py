@@ -69,14 +69,17 @@ class SuppressionRow:
     reason: str
 
 
-def instance_rows(conn: Connection) -> list[InstanceRow]:
-    """Every journey instance, in the order they were created."""
+def instance_rows(conn: Connection, entered_since_us: int | None = None) -> list[InstanceRow]:
+    """Every journey instance (or those that entered at ``entered_since_us`` or later), in the order they
+    were created."""
+    since = "" if entered_since_us is None else "WHERE i.entered_us >= :since "
     rows = conn.execute(
         text(
             "SELECT c.id, i.journey_id, i.version, i.state, i.status, i.exit_reason, i.entry_key, i.holdout, "
             "i.entered_us, i.exited_us FROM journey_instances i JOIN customers c ON c.key = i.customer_key "
-            "ORDER BY i.id"
-        )
+            f"{since}ORDER BY i.id"
+        ),
+        {} if entered_since_us is None else {"since": int(entered_since_us)},
     ).all()
     return [InstanceRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]), r[8], r[9]) for r in rows]
 

@@ -195,10 +195,13 @@ class World:
                 out.setdefault(m.customer_id, []).append((m.step, from_us(m.created_us)))
         return out
 
-    def instances(self, customer: str | None = None) -> list[Instance]:
-        """Journey instances in the order they were created, optionally of one customer."""
+    def instances(
+        self, customer: str | None = None, *, entered_since: datetime | None = None
+    ) -> list[Instance]:
+        """Journey instances in the order they were created, optionally of one customer, optionally only
+        those that entered at ``entered_since`` or later."""
         with self.store.connect() as conn:
-            found = instance_rows(conn)
+            found = instance_rows(conn, None if entered_since is None else to_us(entered_since))
         return [
             Instance(
                 r.customer_id,

@@ -44,6 +44,7 @@ def test_lift_summary_takes_the_conversion_comparison_of_a_report() -> None:
                             "absolute_ci": {"low": 0.01, "high": 0.39},
                             "relative": 0.667,
                             "p_value": 0.04,
+                            "verdict": {"call": "not enough data yet", "reason": "small sample"},
                         }
                     ],
                 },
@@ -54,7 +55,8 @@ def test_lift_summary_takes_the_conversion_comparison_of_a_report() -> None:
     assert [a["name"] for a in summary["arms"]] == ["treatment", "holdout"]
     lift = summary["lift"]
     assert (lift["absolute"], lift["low"], lift["high"]) == (0.2, 0.01, 0.39)
-    assert lift["confidence"] == "90%" and lift["significant"]
+    assert lift["confidence"] == "90%" and lift["call"] == "not enough data yet"
+    assert lift["reason"] == "small sample"
     assert lift_summary({**report, "lift": None})["lift"] is None
     assert lift_summary({"goal": None})["arms"] == []
 

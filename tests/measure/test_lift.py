@@ -72,11 +72,11 @@ def _arm(metric: dict[str, Any], arm: str) -> dict[str, Any]:
 
 
 def _delta_ci(m_t: float, v_t: float, n_t: int, m_c: float, v_c: float, n_c: int) -> tuple[float, float]:
-    """Relative lift interval by the delta method, as gradient' Sigma gradient of m_t / m_c - 1."""
-    gradient = np.array([1.0 / m_c, -m_t / m_c**2])
+    """Relative lift interval on the log of the ratio, as gradient' Sigma gradient of log m_t - log m_c."""
+    gradient = np.array([1.0 / m_t, -1.0 / m_c])
     se = math.sqrt(gradient @ np.diag([v_t / n_t, v_c / n_c]) @ gradient)
-    rel = m_t / m_c - 1.0
-    return rel - Z * se, rel + Z * se
+    centre = math.log(m_t / m_c)
+    return math.exp(centre - Z * se) - 1.0, math.exp(centre + Z * se) - 1.0
 
 
 def test_arms_and_split_check(output: dict[str, Any], columns: dict[str, np.ndarray]) -> None:

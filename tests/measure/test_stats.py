@@ -62,15 +62,16 @@ def _arm(data: dict[str, np.ndarray], segment: str, column: str) -> np.ndarray:
     return data[column][data["segment"] == segment]
 
 
-def _delta_relative_ci(
+def _log_relative_ci(
     m_t: float, v_t: float, n_t: int, m_c: float, v_c: float, n_c: int, z: float
 ) -> tuple[float, float]:
-    """Delta method written as gradient' Sigma gradient for g(m_t, m_c) = m_t / m_c - 1."""
-    gradient = np.array([1.0 / m_c, -m_t / m_c**2])
+    """The relative lift's interval on the log of the ratio: the delta method written as gradient' Sigma
+    gradient for g(m_t, m_c) = log m_t - log m_c, taken back through exp, minus one."""
+    gradient = np.array([1.0 / m_t, -1.0 / m_c])
     sigma = np.diag([v_t / n_t, v_c / n_c])
     se = math.sqrt(gradient @ sigma @ gradient)
-    rel = m_t / m_c - 1.0
-    return rel - z * se, rel + z * se
+    centre = math.log(m_t / m_c)
+    return math.exp(centre - z * se) - 1.0, math.exp(centre + z * se) - 1.0
 
 
 # --- Known facts about the data set ------------------------------------------------------------------
@@ -124,11 +125,12 @@ def test_rate_lift_matches_independent_computation(
     assert lift.p_value == pytest.approx(p_sm, rel=TOL, abs=TOL)
     assert lift.p_value == pytest.approx(p_hand, rel=1e-6, abs=TOL)
 
-    # Relative lift and its delta-method interval.
+    # Relative lift and its interval on the log of the ratio, by hand and through statsmodels (Katz).
     assert lift.relative == pytest.approx(p_t / p_c - 1, abs=TOL)
-    r_low, r_high = _delta_relative_ci(
-        p_t, p_t * (1 - p_t), n_t, p_c, p_c * (1 - p_c), n_c, 1.959963984540054
-    )
+    k_low, k_high = confint_proportions_2indep(x_t, n_t, x_c, n_c, method="log", compare="ratio")
+    assert lift.relative_ci is not None
+    assert (lift.relative_ci.low, lift.relative_ci.high) == pytest.approx((k_low - 1, k_high - 1), abs=TOL)
+    r_low, r_high = _log_relative_ci(p_t, p_t * (1 - p_t), n_t, p_c, p_c * (1 - p_c), n_c, 1.959963984540054)
     assert lift.relative_ci is not None
     assert lift.relative_ci.low == pytest.approx(r_low, abs=TOL)
     assert lift.relative_ci.high == pytest.approx(r_high, abs=TOL)
@@ -180,7 +182,7 @@ def test_mean_lift_matches_independent_computation(hillstrom: dict[str, np.ndarr
     assert lift.absolute_ci.high == pytest.approx(high_sm, abs=TOL)
 
     assert lift.relative == pytest.approx(t.mean() / c.mean() - 1, abs=TOL)
-    r_low, r_high = _delta_relative_ci(
+    r_low, r_high = _log_relative_ci(
         t.mean(), t.var(ddof=1), t.size, c.mean(), c.var(ddof=1), c.size, sps.norm.ppf(0.975)
     )
     assert lift.relative_ci is not None
@@ -332,7 +334,7 @@ def test_treatment_rate_zero_has_relative_but_no_interval() -> None:
     assert lift is not None
     _no_nan(lift)
     assert lift.relative == -1.0
-    assert lift.relative_ci is None  # delta-method variance is exactly zero here
+    assert lift.relative_ci is None  # no log of a zero ratio: -100% with no interval
 
 
 def test_single_customer_arms() -> None:
@@ -638,3 +640,18 @@ def test_metric_kind() -> None:
     assert metric_kind(np.array([0.0, 1.0])) == "rate"
     assert metric_kind(np.array([0.0, 2.0])) == "mean"
     assert metric_kind(np.array([0.5])) == "mean"
+
+
+def test_relative_intervals_never_fall_below_minus_100_percent() -> None:
+    """Small arms, as in a journey with 13 held-out entries: the old delta-method interval of 368% ran
+    from -519% to +1255%; the log-ratio one stays above -100% and holds the estimate, for every count."""
+    for x_t in range(1, 40):
+        for x_c in range(1, 13):
+            lift = rate_lift(_counts("t", x_t, 40), _counts("c", x_c, 13))
+            assert lift is not None and lift.relative is not None
+            if lift.relative_ci is None:
+                assert x_t == 40
+                continue
+            assert -1.0 < lift.relative_ci.low <= lift.relative <= lift.relative_ci.high
+    mean = mean_lift(np.array([0.0, 0.0, 5.0, 1.0]), np.array([0.0, 40.0, 0.0, 0.0, 0.0]))
+    assert mean is not None and mean.relative_ci is not None and mean.relative_ci.low > -1.0

@@ -91,6 +91,9 @@ PUBLIC: dict[str, list[str]] = {
         # engagement analytics
         "Analytics", "AnalyticsSettings", "analytics_heading", "analytics_html", "analytics_sections",
         "engagement_analytics", "export_analytics",
+        # the uplift view
+        "UpliftResult", "UpliftSetupError", "UpliftView", "auuc", "qini_coefficient", "uplift_estimate",
+        "uplift_lines",
     ],
     "orchestrator.predict": [
         "UNIT_DAYS", "BetaGeo", "FitReport", "Fitted", "GammaGamma", "HoldoutCheck", "NotEnoughHistory",
@@ -130,7 +133,7 @@ PUBLIC: dict[str, list[str]] = {
         "recent_tick_instants", "record_health", "record_ingest_batch", "record_migration",
         "record_opt_out", "record_outcomes", "record_test_send", "record_tick", "record_tracked_event",
         "register_version", "retire_journey", "retirement", "seen_names", "set_entry_cursor",
-        "set_instance_data", "settle_in_flight", "signal_members", "sqlite_url", "state_counts",
+        "set_instance_data", "settle_in_flight", "signal_members", "in_memory", "sqlite_url", "state_counts",
         "stored_version", "stored_versions", "suppress_addresses", "suppressed_addresses",
         "suppressed_customer_keys", "ticks_after",
         "tracked_message", "tune_writer_connection", "unconverted_instances", "update_signal_members",
