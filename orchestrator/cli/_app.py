@@ -655,6 +655,94 @@ def backtest(
     )
 
 
+@command(
+    "analytics", "engagement analytics: active customers, retention, churn, conversion, tiers, RFM, surveys"
+)
+def analytics(
+    ctx: typer.Context,
+    start: Annotated[
+        str | None,
+        typer.Option("--from", metavar="DATE", help="the first UTC day (default: the first event's day)"),
+    ] = None,
+    end: Annotated[
+        str | None,
+        typer.Option(
+            "--to", metavar="DATE", help="the first UTC day left out (default: the day after the last event)"
+        ),
+    ] = None,
+    period: Annotated[
+        Literal["week", "month"],
+        typer.Option("--period", help="the period of churn, conversion and surveys (weeks start on Monday)"),
+    ] = "week",
+    activity: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--activity",
+            metavar="EVENT",
+            help="an event that makes a customer active (repeat for several; default: any event)",
+            show_default=False,
+        ),
+    ] = None,
+    conversion: Annotated[
+        str, typer.Option("--conversion", metavar="EVENT", help="the conversion event (and of the RFM grid)")
+    ] = "purchase",
+    revenue: Annotated[
+        str, typer.Option("--revenue", metavar="PROPERTY", help="the conversion event's value property")
+    ] = "amount",
+    nps: Annotated[
+        str, typer.Option("--nps", metavar="EVENT.PROPERTY", help="NPS answers, scores 0 to 10")
+    ] = "nps_response.score",
+    csat: Annotated[
+        str, typer.Option("--csat", metavar="EVENT.PROPERTY", help="CSAT answers, scores 1 to 5")
+    ] = "csat_response.score",
+    ces: Annotated[
+        str, typer.Option("--ces", metavar="EVENT.PROPERTY", help="CES answers, scores 1 to 7")
+    ] = "ces_response.score",
+    tier: Annotated[
+        str | None,
+        typer.Option(
+            "--tier",
+            metavar="EXPRESSION",
+            help="the tier whose movement is counted (default: lifecycle_tier over the activity events)",
+        ),
+    ] = None,
+    format: o.ReportFormat = "table",
+    output: o.Output = None,
+    export: Annotated[
+        Path | None,
+        typer.Option(
+            "--export",
+            metavar="DIR_OR_FILE",
+            help="also write every table: into a folder as Parquet, or beside NAME.csv / NAME.parquet as "
+            "NAME_<table>.csv / .parquet",
+        ),
+    ] = None,
+    db: o.Db = None,
+    config: o.ConfigFile = None,
+) -> int:
+    return _invoke(
+        ctx,
+        "analytics",
+        config,
+        lambda s: {
+            "start": start,
+            "end": end,
+            "period": period,
+            "activity": activity or [],
+            "conversion": conversion,
+            "revenue": revenue,
+            "nps": nps,
+            "csat": csat,
+            "ces": ces,
+            "tier": tier,
+            "format": format,
+            "output": output,
+            "export": export,
+            "db": s.db(db),
+        },
+    )
+
+
 @command("evaluate", "count the customers each journey's signal matches at an instant")
 def evaluate(
     ctx: typer.Context,

@@ -485,6 +485,12 @@ def cmd_backtest(args: Args) -> int:
     return run_backtest(args)
 
 
+def cmd_analytics(args: Args) -> int:
+    from orchestrator.cli._analytics import run_analytics
+
+    return run_analytics(args)
+
+
 def cmd_lift(args: Args) -> int:
     from orchestrator.cli._lift import run_lift
 

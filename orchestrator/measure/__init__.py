@@ -13,6 +13,10 @@ The holdout assignment both the engine and the reports use is ``orchestrator.hol
   as one self-contained page.
 - ``_funnel`` reads a journey version's per-step funnel per arm (``journey_funnel``) from the transition
   counts the engine keeps and the ledger; ``_funnel_text`` writes it as aligned text.
+- ``_analytics`` reads engagement analytics over the store's events (``engagement_analytics``: active
+  customers, retention cohorts, churn, conversion, tiers, the RFM grid, surveys) and exports them
+  (``export_analytics``), with the formulas in ``_analytics_formulas``; ``_analytics_text`` lays them out as
+  tables and ``_analytics_html`` draws them as one self-contained page.
 - ``_uplift`` estimates who a message moves (a two-model learner scored out of fold, the Qini curve, Qini
   coefficient and AUUC, the four quadrants); ``_uplift_text`` / ``_uplift_html`` write it as text and as a
   page section.
@@ -30,6 +34,14 @@ from typing import TYPE_CHECKING
 from orchestrator._lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from orchestrator.measure._analytics import (
+        Analytics,
+        AnalyticsSettings,
+        engagement_analytics,
+        export_analytics,
+    )
+    from orchestrator.measure._analytics_html import analytics_html
+    from orchestrator.measure._analytics_text import analytics_heading, analytics_sections
     from orchestrator.measure._backtest import (
         BacktestReport,
         BacktestSection,
@@ -59,6 +71,13 @@ if TYPE_CHECKING:
     from orchestrator.measure._uplift_text import uplift_lines
 
 _EXPORTS: dict[str, str] = {
+    "Analytics": "orchestrator.measure._analytics",
+    "AnalyticsSettings": "orchestrator.measure._analytics",
+    "analytics_heading": "orchestrator.measure._analytics_text",
+    "analytics_html": "orchestrator.measure._analytics_html",
+    "analytics_sections": "orchestrator.measure._analytics_text",
+    "engagement_analytics": "orchestrator.measure._analytics",
+    "export_analytics": "orchestrator.measure._analytics",
     "BacktestReport": "orchestrator.measure._backtest",
     "BacktestSection": "orchestrator.measure._backtest",
     "backtest_heading": "orchestrator.measure._backtest",
@@ -95,6 +114,8 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = [
     "DEFAULT_SEQUENTIAL_TAU",
+    "Analytics",
+    "AnalyticsSettings",
     "BacktestReport",
     "BacktestSection",
     "InputError",
@@ -102,6 +123,9 @@ __all__ = [
     "UpliftResult",
     "UpliftSetupError",
     "UpliftView",
+    "analytics_heading",
+    "analytics_html",
+    "analytics_sections",
     "analyze",
     "auuc",
     "backtest_heading",
@@ -111,6 +135,8 @@ __all__ = [
     "compare_backtests",
     "comparison_html",
     "comparison_sections",
+    "engagement_analytics",
+    "export_analytics",
     "export_entries",
     "export_funnel",
     "format_analysis",

@@ -88,6 +88,9 @@ PUBLIC: dict[str, list[str]] = {
         "backtest_sections", "compare_backtests", "comparison_html", "comparison_sections",
         # the per-step funnel
         "JourneyFunnel", "export_funnel", "funnel_lines", "journey_funnel", "journey_funnels",
+        # engagement analytics
+        "Analytics", "AnalyticsSettings", "analytics_heading", "analytics_html", "analytics_sections",
+        "engagement_analytics", "export_analytics",
         # the uplift view
         "UpliftResult", "UpliftSetupError", "UpliftView", "auuc", "qini_coefficient", "uplift_estimate",
         "uplift_lines",
