@@ -601,21 +601,8 @@ class Stepper:
                     quiet_skipped=bool(choice.quiet_skipped[j]),
                     all_quiet=hour is None,
                 )
-            self._choices.append(
-                {
-                    "instance_id": int(self.due.ids[i]),
-                    "step": step.id,
-                    "visit_us": int(self.t[i]),
-                    "journey_id": self.plan.id,
-                    "version": self.plan.version,
-                    "customer_key": int(self.due.keys[i]),
-                    "policy": BEST_TIME if timed else IMMEDIATE,
-                    "channel": send.channel,
-                    "send_at_us": int(send_at[j]),
-                    "hour_of_week": hour,
-                    "detail": detail,
-                }
-            )
+            self._record_choice(step, int(i), BEST_TIME if timed else IMMEDIATE, send.channel,
+                                int(send_at[j]), hour, detail)  # fmt: skip
         return np.concatenate([sel[back], fresh[~later]])
 
     def _best_channel(self, step: StepPlan, sel: np.ndarray) -> np.ndarray:
@@ -653,22 +640,36 @@ class Stepper:
                         for k, c in enumerate(channels)
                     },
                 )
-            self._choices.append(
-                {
-                    "instance_id": int(self.due.ids[i]),
-                    "step": step.id,
-                    "visit_us": int(self.t[i]),
-                    "journey_id": self.plan.id,
-                    "version": self.plan.version,
-                    "customer_key": int(self.due.keys[i]),
-                    "policy": fixed_policy(channels[0]) if fixed[j] else BEST_CHANNEL,
-                    "channel": str(chosen[j]),
-                    "send_at_us": int(self.t[i]),
-                    "hour_of_week": None,
-                    "detail": detail,
-                }
-            )
+            policy = fixed_policy(channels[0]) if fixed[j] else BEST_CHANNEL
+            self._record_choice(step, int(i), policy, str(chosen[j]), int(self.t[i]), None, detail)
         return chosen
+
+    def _record_choice(
+        self,
+        step: StepPlan,
+        i: int,
+        policy: str,
+        channel: str,
+        send_at_us: int,
+        hour: int | None,
+        detail: dict[str, Any],
+    ) -> None:
+        """Keep what a choosing send step chose for instance row ``i`` (written with the tick's steps)."""
+        self._choices.append(
+            {
+                "instance_id": int(self.due.ids[i]),
+                "step": step.id,
+                "visit_us": int(self.t[i]),
+                "journey_id": self.plan.id,
+                "version": self.plan.version,
+                "customer_key": int(self.due.keys[i]),
+                "policy": policy,
+                "channel": channel,
+                "send_at_us": send_at_us,
+                "hour_of_week": hour,
+                "detail": detail,
+            }
+        )
 
     def _reachable(self, keys: np.ndarray, channels: tuple[str, ...], transactional: bool) -> np.ndarray:
         """Per key and channel: an address on file, and consent (or none on record where the policy, or a
