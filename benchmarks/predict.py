@@ -24,7 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# The project, not this folder: benchmarks/coverage.py would stand in for the coverage package that numba
+# (under PyMC) imports when it is there.
+sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from orchestrator.predict import PurchaseSummary, fit_models
 
