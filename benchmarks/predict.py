@@ -28,7 +28,7 @@ import numpy as np
 # (under PyMC) imports when it is there.
 sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from orchestrator.predict import PurchaseSummary, fit_models
+from orchestrator.predict import PurchaseSummary, fit_models  # noqa: E402
 
 TRUE = {"r": 0.243, "alpha": 4.414, "a": 0.793, "b": 2.426, "p": 6.25, "q": 3.74, "gamma": 15.44}
 

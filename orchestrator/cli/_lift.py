@@ -81,6 +81,7 @@ def run_report(args: Args) -> int:
                 uplift=args.uplift,
                 uplift_features=args.feature,
                 uplift_learner=args.uplift_model,
+                bayes=args.bayes,
             )
         except KeyError as exc:
             raise Failure(str(exc.args[0])) from None
@@ -187,6 +188,7 @@ def run_lift(args: Args) -> int:
         alpha=args.alpha,
         power=args.power,
         sequential_tau=DEFAULT_SEQUENTIAL_TAU if args.tau is None else args.tau,
+        bayes=args.bayes,
     )
     uplift = _lift_uplift(data, args) if args.uplift else None
     source = {

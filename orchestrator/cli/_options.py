@@ -172,6 +172,15 @@ Tau = Annotated[
 
 # ------------------------------------------------------------------------------------------- uplift
 
+Bayes = Annotated[
+    bool,
+    typer.Option(
+        "--bayes",
+        metavar="",
+        help="add the Bayesian view of each rate: chance to beat the control and expected losses "
+        "(Beta(1, 1) priors; descriptive, the call is not made from it)",
+    ),
+]
 Uplift = Annotated[
     bool,
     typer.Option(

@@ -18,6 +18,7 @@ import numpy as np
 from scipy import stats as sps
 from statsmodels.stats.proportion import proportion_confint
 
+from orchestrator.measure._bayes import BayesView, bayes_rates
 from orchestrator.measure._cuped import CupedLift, cuped_lift
 from orchestrator.measure._means import MeanLift, mean_lift
 from orchestrator.measure._numbers import (
@@ -95,6 +96,7 @@ class MetricComparison:
     sequential_tau: float
     cuped: CupedLift | None
     verdict: Verdict | None = None
+    bayes: BayesView | None = None  # the Bayesian view of a rate, when asked for
 
     def to_dict(self) -> dict[str, Any]:
         lift = (
@@ -111,6 +113,7 @@ class MetricComparison:
             "mde": None if self.mde is None else self.mde.to_dict(),
             "cuped": None if self.cuped is None else self.cuped.to_dict(),
             "verdict": None if self.verdict is None else self.verdict.to_dict(),
+            **({} if self.bayes is None else {"bayes": self.bayes.to_dict()}),
         }
 
 
@@ -153,6 +156,7 @@ def compare_metric(
     power: float = 0.8,
     sequential_tau: float = DEFAULT_SEQUENTIAL_TAU,
     entries_per_day: float | None = None,
+    bayes: bool = False,
 ) -> MetricResult:
     """Every arm of ``arm_of`` (string labels) against ``control`` on metric ``values``.
 
@@ -185,7 +189,7 @@ def compare_metric(
         comparisons.append(
             _compare(
                 summary, control_summary, v[mask], v[control_mask], kind, alpha, power, sequential_tau,
-                entries_per_day,
+                entries_per_day, bayes,
             )
         )  # fmt: skip
         if x is not None and covariate is not None:
@@ -204,6 +208,7 @@ def _compare(
     power: float,
     tau_sd: float,
     entries_per_day: float | None = None,
+    bayes: bool = False,
 ) -> MetricComparison:
     lift: RateLift | MeanLift | None
     mde: Mde | None = None
@@ -250,6 +255,11 @@ def _compare(
         sequential_tau=tau_sd,
         cuped=None,
         verdict=verdict,
+        bayes=(
+            bayes_rates(round(treat.total), treat.n, round(control.total), control.n)
+            if bayes and kind == RATE
+            else None
+        ),
     )
 
 
@@ -339,6 +349,7 @@ def analyze(
     power: float = 0.8,
     sequential_tau: float = DEFAULT_SEQUENTIAL_TAU,
     entries_per_day: float | None = None,
+    bayes: bool = False,
 ) -> LiftAnalysis:
     """The full lift analysis over per-customer numpy arrays, the one code path of every report.
 
@@ -379,6 +390,7 @@ def analyze(
                 power=power,
                 sequential_tau=sequential_tau,
                 entries_per_day=entries_per_day,
+                bayes=bayes,
             )
         )
     found_segments: list[Segment] = []

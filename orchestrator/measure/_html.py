@@ -29,7 +29,7 @@ from orchestrator.measure._journey import CONVERSION, JourneyReport, SendPolicyL
 from orchestrator.measure._numbers import Interval
 from orchestrator.measure._svg import bounds as _bounds
 from orchestrator.measure._svg import ticks as _ticks
-from orchestrator.measure._text import call_text
+from orchestrator.measure._text import bayes_text, call_text
 from orchestrator.measure._timeline import TimelinePoint
 from orchestrator.measure._uplift import UpliftView
 from orchestrator.measure._uplift_html import uplift_section
@@ -285,10 +285,15 @@ def _metric_section(metric: MetricResult, colours: dict[str, str], label: str | 
             f"<td>{interval_text(c.always_valid_ci, lfmt)}</td><td>{mde}</td><td>{escape(cuped)}</td>"
             f"<td>{_call_cell(c, lfmt)}</td></tr>"
         )
+    bayes = "".join(
+        f"<p class='note'>{escape(c.arm)}: {escape(bayes_text(c.bayes, c.control))}</p>"
+        for c in metric.comparisons
+        if c.bayes is not None
+    )
     return (
         f"<h2>{escape(name)} <span class='note'>({what})</span></h2>"
         f"<div class='charts'>{''.join(charts)}</div>"
-        f"<table>{''.join(arm_table)}</table><table>{''.join(cmp_table)}</table>"
+        f"<table>{''.join(arm_table)}</table><table>{''.join(cmp_table)}</table>{bayes}"
     )
 
 

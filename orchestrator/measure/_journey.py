@@ -222,6 +222,7 @@ def journey_report(
     uplift: bool = False,
     uplift_features: Sequence[str] | None = None,
     uplift_learner: str = DEFAULT_LEARNER,
+    bayes: bool = False,
 ) -> JourneyReport:
     """Build the report of ``journey_id`` as of ``as_of_us`` (default: the last tick's instant); with
     ``uplift``, its uplift view on ``uplift_features`` (default: every stored attribute, see the module
@@ -284,7 +285,7 @@ def journey_report(
     if cuped and goal.event is None:
         cuped = False
         warnings.append("CUPED is left off: a condition goal has no goal events before entry to adjust by")
-    lift = _journey_lift(counted, declared, goal.revenue, alpha, power, sequential_tau, cuped)
+    lift = _journey_lift(counted, declared, goal.revenue, alpha, power, sequential_tau, cuped, bayes)
     compared = counted.arm != GLOBAL_HOLDOUT
     uplift_view = None
     if uplift:
@@ -349,6 +350,7 @@ def _journey_lift(
     power: float,
     sequential_tau: float,
     cuped: bool,
+    bayes: bool = False,
 ) -> JourneyLift | None:
     if not len(counted):
         return None
@@ -386,6 +388,7 @@ def _journey_lift(
         power=power,
         sequential_tau=sequential_tau,
         entries_per_day=entries_per_day(compared.entered_us),
+        bayes=bayes,
     )
     return JourneyLift(arms=arms, analysis=analysis, global_holdout=global_arm)
 

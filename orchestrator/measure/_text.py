@@ -12,6 +12,7 @@ from typing import Literal
 
 from orchestrator.clock import from_us
 from orchestrator.measure._analysis import MEAN, RATE, LiftAnalysis, MetricComparison, MetricResult
+from orchestrator.measure._bayes import BayesView
 from orchestrator.measure._formats import (
     Formatter,
     arm_figures,
@@ -72,6 +73,8 @@ def format_metric(metric: MetricResult, level: str, indent: str = "  ") -> list[
             lines.append(f"{indent}    " + "; ".join(extras))
         if c.verdict is not None:
             lines.append(f"{indent}    call: {call_text(c.verdict, lift_fmt)}")
+        if c.bayes is not None:
+            lines.append(f"{indent}    {bayes_text(c.bayes, c.control)}")
         if c.cuped is not None:
             cl = c.cuped.lift
             lines.append(
@@ -260,10 +263,22 @@ def call_text(verdict: Verdict, absolute: Formatter) -> str:
     return text
 
 
+def bayes_text(view: BayesView, control: str) -> str:
+    """The Bayesian view in words (``_bayes``)."""
+    return (
+        f"Bayesian view (Beta(1, 1) priors): chance to beat {control} {view.chance_to_beat:.1%}; expected "
+        f"loss if kept {100 * view.expected_loss_ship:.2f} pts, "
+        f"if dropped {100 * view.expected_loss_drop:.2f} pts"
+    )
+
+
 def _call_lines(what: str, comparison: MetricComparison, absolute: Formatter) -> list[str]:
-    if comparison.verdict is None:
-        return []
-    return [f"  call on {what}: {call_text(comparison.verdict, absolute)}"]
+    lines = []
+    if comparison.verdict is not None:
+        lines.append(f"  call on {what}: {call_text(comparison.verdict, absolute)}")
+    if comparison.bayes is not None:
+        lines.append(f"    {bayes_text(comparison.bayes, comparison.control)}")
+    return lines
 
 
 def _lift_line(lift: RateLift | MeanLift, level: str, absolute: Formatter) -> str:

@@ -53,3 +53,24 @@ def test_no_entries_no_view() -> None:
     assert bayes_rates(0, 0, 3, 10) is None
     same = bayes_rates(5, 50, 5, 50)
     assert same is not None and same.chance_to_beat == pytest.approx(0.5, abs=1e-9)
+
+
+def test_lift_bayes_in_json_and_text(tmp_path: object, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+    from pathlib import Path
+
+    from orchestrator.cli import main
+
+    table = Path(str(tmp_path)) / "ab.csv"
+    rows = ["arm,converted"] + ["a,1"] * 30 + ["a,0"] * 170 + ["b,1"] * 45 + ["b,0"] * 155
+    table.write_text("\n".join(rows) + "\n")
+    argv = ["lift", str(table), "--arm", "arm", "--control", "a", "--metric", "converted", "--bayes"]
+    assert main([*argv, "--format", "json"]) == 0
+    [comparison] = json.loads(capsys.readouterr().out)["metrics"][0]["comparisons"]
+    expected = bayes_rates(45, 200, 30, 200)
+    assert expected is not None
+    assert comparison["bayes"]["chance_to_beat"] == pytest.approx(expected.chance_to_beat, abs=1e-12)
+    assert main(argv) == 0
+    assert f"chance to beat a {expected.chance_to_beat:.1%}" in capsys.readouterr().out
+    assert main([*argv[:-1], "--format", "json"]) == 0  # without --bayes: no view
+    assert "bayes" not in json.loads(capsys.readouterr().out)["metrics"][0]["comparisons"][0]
