@@ -423,10 +423,18 @@ def retire(
     return _invoke(ctx, "retire", config, lambda s: {"journey": journey, "db": s.db(db)})
 
 
-@command("report", "the lift report of a journey")
+@command("report", "the lift report of a journey, or of every journey side by side with --all")
 def report(
     ctx: typer.Context,
-    journey: Annotated[str, typer.Argument(metavar="JOURNEY", help="journey id")],
+    journey: Annotated[str | None, typer.Argument(metavar="JOURNEY", help="journey id")] = None,
+    all_journeys: Annotated[
+        bool,
+        typer.Option(
+            "--all",
+            metavar="",
+            help="every journey's lift side by side, with Benjamini-Hochberg q-values and adjusted intervals",
+        ),
+    ] = False,
     format: o.ReportFormat = "table",
     now: Annotated[
         str | None,
@@ -484,6 +492,7 @@ def report(
         config,
         lambda s: {
             "journey": journey,
+            "all": all_journeys,
             "format": format,
             "now": now,
             "export": export,

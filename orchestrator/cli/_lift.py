@@ -42,6 +42,10 @@ def run_report(args: Args) -> int:
     )
     from orchestrator.store import open_store
 
+    if args.all:
+        return _run_portfolio(args)
+    if args.journey is None:
+        raise UsageError("name a JOURNEY, or give --all for every journey side by side")
     if args.feature and not args.uplift:
         raise UsageError("--feature names what the uplift view models on: add --uplift")
     try:
@@ -103,6 +107,43 @@ def run_report(args: Args) -> int:
         _emit(args, format_table(report))
     else:
         _print_report(report)
+    return 0
+
+
+def _run_portfolio(args: Args) -> int:
+    """``report --all``: every journey's lift side by side (``measure._portfolio``)."""
+    from orchestrator.clock import parse_instant, to_us
+    from orchestrator.measure import portfolio, portfolio_lines
+    from orchestrator.store import open_store
+
+    if args.journey is not None:
+        raise UsageError("--all reports every journey: leave out JOURNEY")
+    for flag, given in (("--export", args.export), ("--by", args.by), ("--uplift", args.uplift),
+                        ("--cuped", args.cuped), ("--bayes", args.bayes)):  # fmt: skip
+        if given:
+            raise UsageError(f"{flag} is for one journey's report, not --all")
+    if args.format == "html":
+        raise UsageError("--all writes a table or JSON (--format table|json)")
+    try:
+        as_of = to_us(parse_instant(args.now)) if args.now else None
+    except ValueError as exc:
+        raise UsageError(f"--now {args.now!r} is not an ISO-8601 instant with a time zone: {exc}") from None
+    try:
+        store = open_store(args.db, create=False)
+    except FileNotFoundError as exc:
+        raise Failure(f"{exc}; ingest data and run the engine first") from None
+    try:
+        if not store.is_initialised():
+            raise Failure("the store is empty; ingest data and run the engine first")
+        result = portfolio(store, as_of, args.alpha)
+    finally:
+        store.dispose()
+    if not result.rows:
+        raise Failure("no journey has run in this store yet")
+    if args.format == "json":
+        _emit(args, json.dumps(result.to_dict(), indent=2))
+    else:
+        _emit(args, "\n".join(portfolio_lines(result)))
     return 0
 
 

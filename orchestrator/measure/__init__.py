@@ -11,6 +11,8 @@ The holdout assignment both the engine and the reports use is ``orchestrator.hol
 - ``_backtest`` reads a backtest's report from its scratch store (``backtest_report``), lays it out as
   tables (``backtest_sections``) and compares two (``compare_backtests``); ``_backtest_html`` draws it
   as one self-contained page.
+- ``_portfolio`` lays every journey's lift side by side (``portfolio``), with Benjamini-Hochberg q-values
+  and false-coverage-adjusted intervals across journeys.
 - ``_funnel`` reads a journey version's per-step funnel per arm (``journey_funnel``) from the transition
   counts the engine keeps and the ledger; ``_funnel_text`` writes it as aligned text.
 - ``_analytics`` reads engagement analytics over the store's events (``engagement_analytics``: active
@@ -56,6 +58,7 @@ if TYPE_CHECKING:
     from orchestrator.measure._funnel import JourneyFunnel, export_funnel, journey_funnel, journey_funnels
     from orchestrator.measure._funnel_text import funnel_lines
     from orchestrator.measure._html import render_analysis_html, render_journey_html
+    from orchestrator.measure._portfolio import Portfolio, portfolio, portfolio_lines
     from orchestrator.measure._report import export_entries, format_table, journey_report
     from orchestrator.measure._sequential import DEFAULT_SEQUENTIAL_TAU
     from orchestrator.measure._stats import analyze
@@ -99,6 +102,9 @@ _EXPORTS: dict[str, str] = {
     "format_analysis": "orchestrator.measure._text",
     "format_table": "orchestrator.measure._report",
     "journey_report": "orchestrator.measure._report",
+    "Portfolio": "orchestrator.measure._portfolio",
+    "portfolio": "orchestrator.measure._portfolio",
+    "portfolio_lines": "orchestrator.measure._portfolio",
     "read_experiment": "orchestrator.measure._experiment",
     "render_analysis_html": "orchestrator.measure._html",
     "render_journey_html": "orchestrator.measure._html",
@@ -120,6 +126,7 @@ __all__ = [
     "BacktestSection",
     "InputError",
     "JourneyFunnel",
+    "Portfolio",
     "UpliftResult",
     "UpliftSetupError",
     "UpliftView",
@@ -145,6 +152,8 @@ __all__ = [
     "journey_funnel",
     "journey_funnels",
     "journey_report",
+    "portfolio",
+    "portfolio_lines",
     "qini_coefficient",
     "read_experiment",
     "render_analysis_html",

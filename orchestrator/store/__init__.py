@@ -188,7 +188,14 @@ from orchestrator.store._ledger import (
     suppress_addresses,
     suppressed_addresses,
 )
-from orchestrator.store._metrics import StoredTick, last_tick_id, message_counts, ping, ticks_after
+from orchestrator.store._metrics import (
+    StoredTick,
+    last_tick_id,
+    message_counts,
+    ping,
+    sent_by_journey,
+    ticks_after,
+)
 from orchestrator.store._overview import (
     LedgerEntry,
     entries_since,
@@ -416,6 +423,7 @@ __all__ = [
     "saved_backtest",
     "saved_backtests",
     "seen_names",
+    "sent_by_journey",
     "sent_per_customer_week",
     "set_entry_cursor",
     "set_instance_data",

@@ -20,6 +20,18 @@ def message_counts(conn: Connection) -> dict[tuple[str, str], int]:
     return {(str(r[0]), str(r[1])): int(r[2]) for r in rows}
 
 
+def sent_by_journey(conn: Connection) -> dict[str, int]:
+    """Messages sent (status ``sent``) by journey, test sends left out."""
+    rows = conn.execute(
+        text(
+            "SELECT journey_id, COUNT(*) FROM messages WHERE test = :no AND status = 'sent' "
+            "GROUP BY journey_id"
+        ),
+        {"no": False},
+    ).all()
+    return {str(r[0]): int(r[1]) for r in rows}
+
+
 def last_tick_id(conn: Connection) -> int:
     """The id of the latest stored tick, 0 when none."""
     value = conn.execute(text("SELECT MAX(id) FROM ticks")).scalar()

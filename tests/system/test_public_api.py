@@ -88,6 +88,8 @@ PUBLIC: dict[str, list[str]] = {
         "backtest_sections", "compare_backtests", "comparison_html", "comparison_sections",
         # the per-step funnel
         "JourneyFunnel", "export_funnel", "funnel_lines", "journey_funnel", "journey_funnels",
+        # every journey side by side
+        "Portfolio", "portfolio", "portfolio_lines",
         # engagement analytics
         "Analytics", "AnalyticsSettings", "analytics_heading", "analytics_html", "analytics_sections",
         "engagement_analytics", "export_analytics",
@@ -133,7 +135,8 @@ PUBLIC: dict[str, list[str]] = {
         "recent_tick_instants", "record_health", "record_ingest_batch", "record_migration",
         "record_opt_out", "record_outcomes", "record_test_send", "record_tick", "record_tracked_event",
         "register_version", "retire_journey", "retirement", "seen_names", "set_entry_cursor",
-        "set_instance_data", "settle_in_flight", "signal_members", "in_memory", "sqlite_url", "state_counts",
+        "sent_by_journey", "set_instance_data", "settle_in_flight", "signal_members", "in_memory",
+        "sqlite_url", "state_counts",
         "stored_version", "stored_versions", "suppress_addresses", "suppressed_addresses",
         "suppressed_customer_keys", "ticks_after",
         "tracked_message", "tune_writer_connection", "unconverted_instances", "update_signal_members",
