@@ -30,7 +30,6 @@ def _emit(args: Args, content: str) -> None:
 
 
 def run_report(args: Args) -> int:
-    from orchestrator.clock import parse_instant, to_us
     from orchestrator.durations import parse_duration
     from orchestrator.measure import (
         UpliftSetupError,
@@ -40,7 +39,6 @@ def run_report(args: Args) -> int:
         journey_report,
         render_journey_html,
     )
-    from orchestrator.store import open_store
 
     if args.all:
         return _run_portfolio(args)
@@ -56,17 +54,9 @@ def run_report(args: Args) -> int:
         ) from None
     if args.export is not None and args.export.suffix.lower() not in (".parquet", ".csv"):
         raise UsageError(f"--export {args.export}: the file name must end in .parquet or .csv")
+    as_of = _as_of(args.now)
+    store = _report_store(args.db)
     try:
-        as_of = to_us(parse_instant(args.now)) if args.now else None
-    except ValueError as exc:
-        raise UsageError(f"--now {args.now!r} is not an ISO-8601 instant with a time zone: {exc}") from None
-    try:
-        store = open_store(args.db, create=False)
-    except FileNotFoundError as exc:
-        raise Failure(f"{exc}; ingest data and run the engine first") from None
-    try:
-        if not store.is_initialised():
-            raise Failure("the store is empty; ingest data and run the engine first")
         if args.by is not None:
             _check_attribute(store, args.by)
         for name in args.feature or ():
@@ -112,9 +102,7 @@ def run_report(args: Args) -> int:
 
 def _run_portfolio(args: Args) -> int:
     """``report --all``: every journey's lift side by side (``measure._portfolio``)."""
-    from orchestrator.clock import parse_instant, to_us
     from orchestrator.measure import portfolio, portfolio_lines
-    from orchestrator.store import open_store
 
     if args.journey is not None:
         raise UsageError("--all reports every journey: leave out JOURNEY")
@@ -124,17 +112,9 @@ def _run_portfolio(args: Args) -> int:
             raise UsageError(f"{flag} is for one journey's report, not --all")
     if args.format == "html":
         raise UsageError("--all writes a table or JSON (--format table|json)")
+    as_of = _as_of(args.now)
+    store = _report_store(args.db)
     try:
-        as_of = to_us(parse_instant(args.now)) if args.now else None
-    except ValueError as exc:
-        raise UsageError(f"--now {args.now!r} is not an ISO-8601 instant with a time zone: {exc}") from None
-    try:
-        store = open_store(args.db, create=False)
-    except FileNotFoundError as exc:
-        raise Failure(f"{exc}; ingest data and run the engine first") from None
-    try:
-        if not store.is_initialised():
-            raise Failure("the store is empty; ingest data and run the engine first")
         result = portfolio(store, as_of, args.alpha)
     finally:
         store.dispose()
@@ -145,6 +125,30 @@ def _run_portfolio(args: Args) -> int:
     else:
         _emit(args, "\n".join(portfolio_lines(result)))
     return 0
+
+
+def _as_of(now: str | None) -> int | None:
+    """``--now`` as microseconds (None: the last tick's instant)."""
+    from orchestrator.clock import parse_instant, to_us
+
+    try:
+        return to_us(parse_instant(now)) if now else None
+    except ValueError as exc:
+        raise UsageError(f"--now {now!r} is not an ISO-8601 instant with a time zone: {exc}") from None
+
+
+def _report_store(db: str | None) -> Any:
+    """The store a report reads: it must exist and hold the engine's tables."""
+    from orchestrator.store import open_store
+
+    try:
+        store = open_store(db, create=False)
+    except FileNotFoundError as exc:
+        raise Failure(f"{exc}; ingest data and run the engine first") from None
+    if not store.is_initialised():
+        store.dispose()
+        raise Failure("the store is empty; ingest data and run the engine first")
+    return store
 
 
 def _print_report(report: Any) -> None:
