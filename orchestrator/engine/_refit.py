@@ -38,7 +38,7 @@ from multiprocessing.connection import Connection as Pipe
 from typing import Any
 
 from orchestrator.clock import from_us
-from orchestrator.durations import US_PER_SECOND
+from orchestrator.durations import US_PER_SECOND, format_duration
 from orchestrator.engine._signal_state import predictions_read
 from orchestrator.language import JourneyPlan
 from orchestrator.store import Store, StoredFit, in_memory, latest_prediction_fits
@@ -179,7 +179,7 @@ class Refitter:
                 "in %s",
                 child.exitcode,
                 seconds,
-                _span(self.retry_after),
+                format_duration(self.retry_after),
                 extra={"fields": {"exitcode": child.exitcode, "seconds": round(seconds, 1)}},
             )
             return
@@ -207,7 +207,7 @@ class Refitter:
                     o.event,
                     o.value,
                     o.detail,
-                    _span(self.retry_after),
+                    format_duration(self.retry_after),
                     extra={"fields": {**fields, "reason": o.detail}},
                 )
 
@@ -283,10 +283,3 @@ def fit_and_keep(
         seconds = time.perf_counter() - started
         outcomes.append(RefitOutcome(event, value, "kept", "", fit_id, report.fitted.customers, seconds))
     return outcomes
-
-
-def _span(span: timedelta) -> str:
-    seconds = int(span.total_seconds())
-    if seconds % 3600 == 0:
-        return f"{seconds // 3600}h"
-    return f"{seconds // 60}m" if seconds % 60 == 0 else f"{seconds}s"

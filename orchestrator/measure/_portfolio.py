@@ -24,11 +24,12 @@ Each journey's call is its own report's (``_verdict``), read off its always-vali
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
+from orchestrator.measure._formats import percent
 from orchestrator.measure._journey import CONVERSION, REVENUE, JourneyReport, journey_report
 from orchestrator.measure._numbers import Interval, interval_dict
 from orchestrator.measure._rates import ArmSummary, RateLift, rate_lift
@@ -170,7 +171,7 @@ def _row(report: JourneyReport, sent: int) -> PortfolioRow:
     revenue_comparison = lift.comparison(REVENUE) if report.revenue_property else None
     if revenue_comparison is not None and revenue_comparison.lift is not None:
         revenue = revenue_comparison.lift.absolute * n_t
-    return _replace(
+    return replace(
         row,
         incremental_conversions=incremental,
         conversions_per_1000=1000.0 * incremental / sent if sent else None,
@@ -190,18 +191,11 @@ def _adjusted(row: PortfolioRow, report: JourneyReport, q_value: float, alpha: f
         alpha,
     )
     interval = None if adjusted is None else adjusted.absolute_ci
-    return _replace(row, q_value=q_value, adjusted_interval=interval)
-
-
-def _replace(row: PortfolioRow, **changes: Any) -> PortfolioRow:
-    from dataclasses import replace
-
-    return replace(row, **changes)
+    return replace(row, q_value=q_value, adjusted_interval=interval)
 
 
 def portfolio_lines(report: Portfolio) -> list[str]:
     """The portfolio as aligned text: one row per journey, then the corrections stated."""
-    from orchestrator.measure._formats import percent
 
     def points(value: float | None) -> str:
         return "n/a" if value is None else f"{100 * value:+.2f}"

@@ -9,6 +9,7 @@ fit they came from.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +166,4 @@ def export_scores(scores: Scores, path: Path) -> int:
 
 
 def _iso_day(day: int) -> str:
-    from datetime import timedelta
-
     return (EPOCH + timedelta(days=day)).isoformat()
