@@ -7,15 +7,17 @@ command line prints (``_analytics_text.analytics_sections``), so the page can be
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import math
+from collections.abc import Mapping, Sequence
 from html import escape
 from typing import Any
 
 from orchestrator.measure._analytics import Analytics
 from orchestrator.measure._analytics_text import NOT_YET, analytics_heading, analytics_sections
 from orchestrator.measure._backtest_html import _page, _table
+from orchestrator.measure._formats import AxisLabel
 from orchestrator.measure._html import PALETTE
-from orchestrator.measure._svg import ticks as _ticks
+from orchestrator.measure._svg import fit_axis, tick_label
 
 _WIDTH, _HEIGHT, _LEFT, _RIGHT, _BOTTOM, _TOP = 1040, 240, 64, 24, 28, 30
 #: The shade of a cell at its table's largest value (blue, as the treatment arm's colour).
@@ -26,22 +28,17 @@ def _line_svg(
     title: str,
     labels: Sequence[str],
     series: Mapping[str, Sequence[float | None]],
-    fmt: Callable[[float], str],
-    low: float | None = None,
-    high: float | None = None,
+    fmt: AxisLabel,
+    limits: tuple[float, float] = (0.0, math.inf),
+    from_zero: bool = True,
 ) -> str:
-    """A line per series over ``labels`` (dates), with gaps where a value is None; the vertical axis runs
-    from ``low`` (default: 0 or the smallest value) to ``high`` (default: the largest value)."""
+    """A line per series over ``labels`` (dates), with gaps where a value is None. The vertical axis fits
+    the values within ``limits`` (what the figure can take), from zero when ``from_zero`` (counts and
+    shares), else around the values (NPS, CES). Ticks are labelled ``fmt(value, step)``."""
     values = [v for vs in series.values() for v in vs if v is not None]
-    bottom = low if low is not None else min([0.0, *values])
-    top = high if high is not None else max([bottom, *values])
-    if top <= bottom:
-        top = bottom + 1.0
-    ticks = _ticks(bottom, top, 4)
-    if high is None and ticks[-1] < top:  # the axis ends on a round tick above the largest value
-        step = ticks[1] - ticks[0] if len(ticks) > 1 else top - bottom
-        ticks.append(ticks[-1] + step)
-    top = max(top, ticks[-1])
+    axis = fit_axis(values, limits=limits, include_zero=from_zero, count=4)
+    bottom, top = axis.low, axis.high
+    ticks = axis.ticks
     n = max(len(labels), 1)
     inner_w, inner_h = _WIDTH - _LEFT - _RIGHT, _HEIGHT - _TOP - _BOTTOM
 
@@ -65,7 +62,8 @@ def _line_svg(
         out.append(
             f"<line x1='{_LEFT}' x2='{_WIDTH - _RIGHT}' y1='{y(value):.1f}' y2='{y(value):.1f}' "
             "stroke='#e5e7eb'/>"
-            f"<text x='{_LEFT - 6}' y='{y(value) + 4:.1f}' text-anchor='end'>{escape(fmt(value))}</text>"
+            f"<text x='{_LEFT - 6}' y='{y(value) + 4:.1f}' text-anchor='end'>"
+            f"{escape(fmt(value, axis.step))}</text>"
         )
     step = max(1, -(-n // 10))
     for i in range(0, n, step):
@@ -98,8 +96,12 @@ def _line_svg(
     return "".join(out)
 
 
-def _percent(value: float) -> str:
-    return f"{100 * value:.0f}%"
+def _share(value: float, step: float) -> str:
+    return tick_label(value, step, scale=100.0, suffix="%")
+
+
+def _count(value: float, step: float) -> str:
+    return tick_label(value, step)
 
 
 def _cell(text: str, share: float | None) -> str:
@@ -183,14 +185,14 @@ def analytics_html(analytics: Analytics | Mapping[str, Any]) -> str:
             "Active customers per day",
             dates,
             {k.upper(): [d[k] for d in days] for k in ("dau", "wau", "mau")},
-            lambda v: f"{v:,.0f}",
+            _count,
         ),
         _line_svg(
             "Stickiness (DAU/MAU)",
             dates,
             {"DAU/MAU": [d["stickiness"] if d["full_month"] else None for d in days]},
-            _percent,
-            low=0.0,
+            _share,
+            (0.0, 1.0),
         ),
         _line_svg(
             f"Churn and conversion per {word}",
@@ -199,27 +201,32 @@ def analytics_html(analytics: Analytics | Mapping[str, Any]) -> str:
                 "churn rate": [p["churn_rate"] for p in periods],
                 "conversion rate": [p["conversion_rate"] for p in periods],
             },
-            _percent,
-            low=0.0,
+            _share,
+            (0.0, 1.0),
         ),
         _line_svg(
-            f"NPS per {word}", starts, {"NPS": [p["nps"] for p in periods]}, lambda v: f"{v:+.0f}", -100, 100
+            f"NPS per {word}",
+            starts,
+            {"NPS": [p["nps"] for p in periods]},
+            lambda v, step: tick_label(v, step, signed=True),
+            (-100.0, 100.0),
+            from_zero=False,
         ),
         _line_svg(
             f"CSAT per {word} (share of 4 and 5)",
             starts,
             {"CSAT": [p["csat"] for p in periods]},
-            _percent,
-            0,
-            1,
+            _share,
+            (0.0, 1.0),
+            from_zero=False,
         ),
         _line_svg(
             f"CES per {word} (mean, 1 to 7)",
             starts,
             {"CES": [p["ces"] for p in periods]},
-            lambda v: f"{v:.1f}",
-            1,
-            7,
+            lambda v, step: tick_label(v, step),
+            (1.0, 7.0),
+            from_zero=False,
         ),
     ]
     body = [

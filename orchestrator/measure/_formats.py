@@ -10,8 +10,11 @@ from collections.abc import Callable
 
 from orchestrator.measure._analysis import RATE, MetricArm
 from orchestrator.measure._numbers import Interval
+from orchestrator.measure._svg import tick_label
 
 Formatter = Callable[[float | None], str]
+#: A chart's tick label from the tick's value and the step between ticks (which sets the decimals).
+AxisLabel = Callable[[float, float], str]
 
 
 def value_formatter(kind: str, mean_spec: str) -> Formatter:
@@ -26,6 +29,15 @@ def lift_formatter(kind: str, mean_spec: str) -> Formatter:
     if kind == RATE:
         return lambda x: "n/a" if x is None else f"{x * 100:+.2f} pts"
     return lambda x: "n/a" if x is None else format(x, "+" + mean_spec)
+
+
+def axis_label(kind: str, signed: bool = False) -> AxisLabel:
+    """Tick labels for a metric's axis: a rate in percent (``20%``), its lift in points (``+20 pts``), a mean
+    as a number (``+2.5``); as many decimals as the ticks' step needs."""
+    if kind == RATE:
+        suffix = " pts" if signed else "%"
+        return lambda v, step: tick_label(v, step, scale=100.0, signed=signed, suffix=suffix)
+    return lambda v, step: tick_label(v, step, signed=signed)
 
 
 def percent(x: float | None, signed: bool = False) -> str:

@@ -16,8 +16,10 @@ from html import escape
 
 from orchestrator.measure._analysis import RATE, LiftAnalysis, MetricComparison, MetricResult
 from orchestrator.measure._formats import (
+    AxisLabel,
     Formatter,
     arm_figures,
+    axis_label,
     interval_text,
     lift_formatter,
     p_value,
@@ -27,8 +29,7 @@ from orchestrator.measure._formats import (
 from orchestrator.measure._funnel_html import funnel_section
 from orchestrator.measure._journey import CONVERSION, JourneyReport, SendPolicyLift
 from orchestrator.measure._numbers import Interval
-from orchestrator.measure._svg import bounds as _bounds
-from orchestrator.measure._svg import ticks as _ticks
+from orchestrator.measure._svg import fit_axis
 from orchestrator.measure._text import bayes_text, call_text
 from orchestrator.measure._timeline import TimelinePoint
 from orchestrator.measure._uplift import UpliftView
@@ -73,22 +74,37 @@ class _Row:
     colour: str
 
 
-def dot_whisker_svg(title: str, rows: Sequence[_Row], fmt: Formatter, zero_line: bool = False) -> str:
+def dot_whisker_svg(
+    title: str,
+    rows: Sequence[_Row],
+    fmt: Formatter,
+    zero_line: bool = False,
+    *,
+    axis_label: AxisLabel | None = None,
+    limits: tuple[float, float] = (-math.inf, math.inf),
+) -> str:
     """Horizontal dot-and-whisker chart: one row per arm, the dot at the estimate, whiskers at the interval
-    and, when given, a light bar for the wider (always-valid) interval behind it."""
+    and, when given, a light bar for the wider (always-valid) interval behind it.
+
+    The axis fits the estimates and their intervals within ``limits`` (``_svg.fit_axis``); a wide bar
+    reaching further is cut at the edge, with an open end and a note under the chart. Ticks are labelled by
+    ``axis_label(value, step)`` (default: ``fmt``)."""
     width, left, right, top, row_h = 520, 150, 24, 34, 34
-    height = top + row_h * max(len(rows), 1) + 40
-    values: list[float] = []
+    core: list[float] = []
+    wide: list[float] = []
     for row in rows:
-        for interval in (row.interval, row.wide):
-            if interval is not None:
-                values += [interval.low, interval.high]
+        if row.interval is not None:
+            core += [row.interval.low, row.interval.high]
         if row.value is not None:
-            values.append(row.value)
-    low, high = _bounds(values, zero_line)
+            core.append(row.value)
+        if row.wide is not None:
+            wide += [row.wide.low, row.wide.high]
+    axis = fit_axis(core, wide, limits=limits, include_zero=zero_line)
+    label = axis_label or (lambda v, _step: fmt(v))
+    height = top + row_h * max(len(rows), 1) + (56 if axis.clipped else 40)
 
     def x(v: float) -> float:
-        return left + (v - low) / (high - low) * (width - left - right)
+        return left + (axis.clamp(v) - axis.low) / (axis.high - axis.low) * (width - left - right)
 
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
@@ -96,14 +112,15 @@ def dot_whisker_svg(title: str, rows: Sequence[_Row], fmt: Formatter, zero_line:
         f'<text x="12" y="20" style="font-weight:600">{escape(title)}</text>',
     ]
     axis_y = top + row_h * max(len(rows), 1) + 6
-    for tick in _ticks(low, high):
+    for tick in axis.ticks:
         parts.append(
             f'<line x1="{x(tick):.1f}" y1="{top - 6}" x2="{x(tick):.1f}" y2="{axis_y}" stroke="#f3f4f6"/>'
         )
         parts.append(
-            f'<text x="{x(tick):.1f}" y="{axis_y + 16}" text-anchor="middle">{escape(fmt(tick))}</text>'
+            f'<text x="{x(tick):.1f}" y="{axis_y + 16}" text-anchor="middle">'
+            f"{escape(label(tick, axis.step))}</text>"
         )
-    if zero_line and low < 0 < high:
+    if zero_line and axis.low < 0 < axis.high:
         parts.append(
             f'<line x1="{x(0):.1f}" y1="{top - 6}" x2="{x(0):.1f}" y2="{axis_y}" stroke="#9ca3af" '
             'stroke-dasharray="4 3"/>'
@@ -118,6 +135,13 @@ def dot_whisker_svg(title: str, rows: Sequence[_Row], fmt: Formatter, zero_line:
                 f'height="16" fill="{row.colour}" opacity="0.15" rx="3"><title>always-valid interval: '
                 f"{escape(interval_text(row.wide, fmt))}</title></rect>"
             )
+            for end, beyond in ((row.wide.low, -1), (row.wide.high, 1)):
+                if axis.cut(end):  # an open end: the interval goes on past the edge
+                    tip = x(end) + 7 * beyond
+                    parts.append(
+                        f'<polygon points="{x(end):.1f},{cy - 8:.1f} {tip:.1f},{cy:.1f} '
+                        f'{x(end):.1f},{cy + 8:.1f}" fill="{row.colour}" opacity="0.35"/>'
+                    )
         if row.interval is not None:
             x1, x2 = x(row.interval.low), x(row.interval.high)
             parts.append(
@@ -136,6 +160,11 @@ def dot_whisker_svg(title: str, rows: Sequence[_Row], fmt: Formatter, zero_line:
                 f"({escape(interval_text(row.interval, fmt))})"
                 "</title></circle>"
             )
+    if axis.clipped:
+        parts.append(
+            f'<text x="{left}" y="{axis_y + 36}" class="note" style="fill:#6b7280">light bars cut at the '
+            "edge run on: their ends are in the table</text>"
+        )
     parts.append("</svg>")
     return "".join(parts)
 
@@ -156,27 +185,32 @@ def timeline_svg(points: Sequence[TimelinePoint], title: str) -> str:
         )
         parts.append("</svg>")
         return "".join(parts)
-    values: list[float] = []
+    core: list[float] = []
+    wide: list[float] = []
     for p in usable:
-        values.append(p.absolute or 0.0)
-        for interval in (p.ci, p.always_valid_ci):
-            if interval is not None:
-                values += [interval.low, interval.high]
-    low, high = _bounds(values, True)
+        core.append(p.absolute or 0.0)
+        if p.ci is not None:
+            core += [p.ci.low, p.ci.high]
+        if p.always_valid_ci is not None:
+            wide += [p.always_valid_ci.low, p.always_valid_ci.high]
+    # A difference of two rates lies between -100 and +100 points.
+    axis = fit_axis(core, wide, limits=(-1.0, 1.0), include_zero=True)
+    low, high = axis.low, axis.high
     n = len(usable)
 
     def x(i: int) -> float:
         return left + (i / max(n - 1, 1)) * (width - left - right)
 
     def y(v: float) -> float:
-        return top + (high - v) / (high - low) * (height - top - bottom)
+        return top + (high - axis.clamp(v)) / (high - low) * (height - top - bottom)
 
-    for tick in _ticks(low, high):
+    for tick in axis.ticks:
         parts.append(
             f'<line x1="{left}" y1="{y(tick):.1f}" x2="{width - right}" y2="{y(tick):.1f}" stroke="#f3f4f6"/>'
         )
         parts.append(
-            f'<text x="{left - 8}" y="{y(tick) + 4:.1f}" text-anchor="end">{tick * 100:+.1f} pts</text>'
+            f'<text x="{left - 8}" y="{y(tick) + 4:.1f}" text-anchor="end">'
+            f"{escape(axis_label(RATE, signed=True)(tick, axis.step))}</text>"
         )
 
     def band(
@@ -207,20 +241,24 @@ def timeline_svg(points: Sequence[TimelinePoint], title: str) -> str:
             f"<title>{escape(p.day)}: {(p.absolute or 0.0) * 100:+.2f} pts, n = {p.n_treatment} / "
             f"{p.n_holdout}</title></circle>"
         )
-    label_every = max(1, math.ceil(n / 8))
+    # A date label is about 70 px wide: label every k-th day so that labels stand 90 px apart, and the last
+    # day always, dropping the regular label before it when the two would touch.
+    spacing = (width - left - right) / max(n - 1, 1)
+    label_every = max(1, math.ceil(90 / spacing)) if n > 1 else 1
     for i, p in enumerate(usable):
-        # Every label_every-th day, and always the last one (unless a label sits right before it).
-        regular = i % label_every == 0 and (n - 1 - i >= label_every / 2 or i == n - 1)
-        if regular or i == n - 1:
-            anchor = "end" if i == n - 1 and n > 1 else ("start" if i == 0 else "middle")
-            label_y = height - bottom + 18
-            parts.append(f'<text x="{x(i):.1f}" y="{label_y}" text-anchor="{anchor}">{escape(p.day)}</text>')
+        last = i == n - 1
+        if not last and (i % label_every or (n - 1 - i) * spacing < 90):
+            continue
+        anchor = "end" if last and n > 1 else ("start" if i == 0 else "middle")
+        label_y = height - bottom + 18
+        parts.append(f'<text x="{x(i):.1f}" y="{label_y}" text-anchor="{anchor}">{escape(p.day)}</text>')
     legend_y = height - 8
+    cut_note = "; cut at the chart's edge where it runs further" if axis.clipped else ""
     parts.append(
         f'<rect x="{left}" y="{legend_y - 10}" width="14" height="10" fill="#2563eb" opacity="0.28"/>'
         f'<text x="{left + 20}" y="{legend_y}">95% interval</text>'
         f'<rect x="{left + 130}" y="{legend_y - 10}" width="14" height="10" fill="#2563eb" opacity="0.12"/>'
-        f'<text x="{left + 150}" y="{legend_y}">always-valid interval (safe to check daily)</text>'
+        f'<text x="{left + 150}" y="{legend_y}">always-valid interval (safe to check daily){cut_note}</text>'
     )
     parts.append("</svg>")
     return "".join(parts)
@@ -248,9 +286,23 @@ def _metric_section(metric: MetricResult, colours: dict[str, str], label: str | 
         )
         for c in metric.comparisons
     ]
+    rate = metric.kind == RATE
     charts = [
-        dot_whisker_svg(f"{name}: {what} per arm with 95% interval", arm_rows, fmt),
-        dot_whisker_svg(f"{name}: lift over {metric.arms[0].name}", lift_rows, lfmt, zero_line=True),
+        dot_whisker_svg(
+            f"{name}: {what} per arm with 95% interval",
+            arm_rows,
+            fmt,
+            axis_label=axis_label(metric.kind),
+            limits=(0.0, 1.0) if rate else (-math.inf, math.inf),
+        ),
+        dot_whisker_svg(
+            f"{name}: lift over {metric.arms[0].name}",
+            lift_rows,
+            lfmt,
+            zero_line=True,
+            axis_label=axis_label(metric.kind, signed=True),
+            limits=(-1.0, 1.0) if rate else (-math.inf, math.inf),
+        ),
     ]
     arm_table = [
         f"<tr><th>arm</th><th>n</th><th>{'conversions' if metric.kind == RATE else 'total'}</th>"
