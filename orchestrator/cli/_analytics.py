@@ -49,6 +49,7 @@ def run_analytics(args: Args) -> int:
         csat=args.csat,
         ces=args.ces,
         tier=args.tier,
+        currency=args.currency,
     )
     store = existing_store(args.db, "the store is empty: ingest customers and events first")
     try:

@@ -76,6 +76,7 @@ def run_report(args: Args) -> int:
                 uplift_features=args.feature,
                 uplift_learner=args.uplift_model,
                 bayes=args.bayes,
+                currency=args.currency,
             )
         except KeyError as exc:
             raise Failure(str(exc.args[0])) from None
@@ -115,7 +116,7 @@ def _run_portfolio(args: Args) -> int:
     as_of = _as_of(args.now)
     store = _report_store(args.db)
     try:
-        result = portfolio(store, as_of, args.alpha)
+        result = portfolio(store, as_of, args.alpha, currency=args.currency)
     finally:
         store.dispose()
     if not result.rows:

@@ -153,6 +153,15 @@ DiagramOutput = Annotated[
 
 Alpha = Annotated[float, typer.Option("--alpha", metavar="P", parser=probability, help="1 - confidence")]
 Power = Annotated[float, typer.Option("--power", metavar="P", parser=probability, help="power of the MDE")]
+Currency = Annotated[
+    str | None,
+    typer.Option(
+        "--currency",
+        metavar="CODE",
+        help="write money in this ISO 4217 currency, e.g. EUR (default: currency in orchestrator.yaml, "
+        "else plain numbers)",
+    ),
+]
 Output = Annotated[
     Path | None,
     typer.Option("--output", "-o", metavar="FILE", help="write the report here, not to stdout"),

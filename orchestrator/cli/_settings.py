@@ -46,7 +46,7 @@ ENV_DELIVERY = "ORCHESTRATOR_DELIVERY"
 
 def load_workspace_config(path: Path | None) -> Mapping[str, Any]:
     """The settings ``orchestrator.yaml`` gives, by setting name (``db``, ``journeys``, ``templates``,
-    ``outbox``, ``inbox``, ``global_holdout``, ``delivery``, ``interval``, ``log_format``,
+    ``outbox``, ``inbox``, ``global_holdout``, ``currency``, ``delivery``, ``interval``, ``log_format``,
     ``log_level``): only those the file writes out, so a setting it leaves alone still comes from the
     environment or the default. ``path`` is ``--config`` (None: ``orchestrator.yaml`` here or in the
     nearest folder above; no file, no settings)."""
@@ -65,6 +65,8 @@ def load_workspace_config(path: Path | None) -> Mapping[str, Any]:
         out["inbox"] = config.inbox
     if "global_holdout" in given:
         out["global_holdout"] = config.global_holdout
+    if "currency" in given:
+        out["currency"] = config.currency
     if "tick" in given:
         out["interval"] = config.tick_seconds
     if config.file.channels is not None:
@@ -188,6 +190,19 @@ class Settings:
         if not 0.0 <= value <= 100.0:
             raise UsageError(f"the global holdout is a percent between 0 and 100, not {value:g}")
         return float(value)
+
+    def currency(self, flag: str | None) -> str | None:
+        """The ISO 4217 code the reports write money in: ``--currency``, config, else None (plain
+        numbers). ``UsageError`` for a code that is not one."""
+        picked = self._pick("currency", flag, "--currency")
+        if picked is None:
+            return None
+        from orchestrator.money import check_currency
+
+        try:
+            return check_currency(str(picked.value))
+        except ValueError as exc:
+            raise UsageError(f"{picked.source}: {exc}") from None
 
     def delivery(self, flag: Sequence[str] | None) -> dict[str, DeliveryMode]:
         """Delivery mode per channel: ``--delivery CHANNEL=MODE`` (repeatable), config,

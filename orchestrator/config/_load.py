@@ -80,6 +80,10 @@ class WorkspaceConfig:
     def global_holdout(self) -> float:
         return self.file.global_holdout
 
+    @property
+    def currency(self) -> str | None:
+        return self.file.currency
+
     def channels(self) -> dict[str, AnyChannel]:
         """Each channel's section. Without a ``channels`` section every channel goes to the outbox."""
         if self.file.channels is None:

@@ -9,6 +9,7 @@ One file at the root of a workspace (beside ``journeys/``) says how the engine r
     inbox: inbox                           # files the daemon ingests before each tick (optional)
     tick: 1m                               # the daemon's interval
     global_holdout: 5                      # percent of all customers no journey messages
+    currency: EUR                          # ISO 4217: money in the reports (default: plain numbers)
     sender:
       from: "Shop <hello@shop.example>"
       reply_to: help@shop.example
@@ -72,6 +73,7 @@ from pydantic import (
 from orchestrator.config._secrets import EnvText, Secret, SecretRef
 from orchestrator.durations import parse_duration
 from orchestrator.language import CHANNELS
+from orchestrator.money import check_currency
 
 CHANNEL_NAMES: tuple[str, ...] = CHANNELS
 DeliveryModeName = Literal["at_least_once", "at_most_once"]
@@ -389,6 +391,7 @@ class ConfigFile(_Model):
     inbox: EnvText | None = None
     tick: Duration = timedelta(minutes=1)
     global_holdout: Annotated[float, Field(ge=0, le=100)] = 0.0
+    currency: str | None = None  # ISO 4217 code: how the reports write money
     sender: Sender | None = None
     channels: Channels | None = None
     webhooks: dict[Name, Webhook] = Field(default_factory=dict)
@@ -417,6 +420,11 @@ class ConfigFile(_Model):
         if self.tracking is not None and self.tracking.keys is None and self.unsubscribe is None:
             raise ValueError("tracking links are signed: give tracking.keys, or an unsubscribe section")
         return self
+
+    @field_validator("currency")
+    @classmethod
+    def _currency(cls, value: str | None) -> str | None:
+        return None if value is None else check_currency(value)
 
 
 def secrets_of(model: BaseModel) -> list[tuple[tuple[str | int, ...], Secret]]:

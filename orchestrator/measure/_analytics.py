@@ -45,7 +45,8 @@ class AnalyticsSettings:
     event); ``conversion``: the conversion event and ``revenue`` its value property; ``period``: ``week``
     (Monday to Sunday, UTC) or ``month`` for churn, conversion and the surveys; the surveys as
     ``event.property``; ``tier``: the expression whose values the transition matrix compares (default:
-    ``lifecycle_tier`` over the activity events)."""
+    ``lifecycle_tier`` over the activity events); ``currency``: the ISO 4217 code revenue is written in
+    (None: plain numbers)."""
 
     activity: tuple[str, ...] = ()
     conversion: str = "purchase"
@@ -55,6 +56,7 @@ class AnalyticsSettings:
     csat: str = "csat_response.score"
     ces: str = "ces_response.score"
     tier: str | None = None
+    currency: str | None = None
 
     def survey(self, name: str) -> tuple[str, str]:
         text = getattr(self, name)
@@ -202,6 +204,7 @@ def engagement_analytics(
             "conversion": settings.conversion,
             "revenue": f"{settings.conversion}.{settings.revenue}",
             "period": settings.period,
+            "currency": settings.currency,
             "nps": settings.nps,
             "csat": settings.csat,
             "ces": settings.ces,

@@ -18,6 +18,7 @@ from orchestrator.measure._backtest_html import _page, _table
 from orchestrator.measure._formats import AxisLabel
 from orchestrator.measure._html import PALETTE
 from orchestrator.measure._svg import fit_axis, tick_label
+from orchestrator.money import money
 
 _WIDTH, _HEIGHT, _LEFT, _RIGHT, _BOTTOM, _TOP = 1040, 240, 64, 24, 28, 30
 #: The shade of a cell at its table's largest value (blue, as the treatment arm's colour).
@@ -149,7 +150,7 @@ def _tier_table(tiers: Mapping[str, Any]) -> str:
     )
 
 
-def _rfm_table(rfm: Mapping[str, Any]) -> str:
+def _rfm_table(rfm: Mapping[str, Any], currency: str | None) -> str:
     cells = {(c["r"], c["f"]): c for c in rfm["cells"]}
     top = max([1, *(c["customers"] for c in rfm["cells"])])
     head = "".join(f"<th>F{fs}</th>" for fs in range(1, 6))
@@ -159,7 +160,10 @@ def _rfm_table(rfm: Mapping[str, Any]) -> str:
         for fs in range(1, 6):
             c = cells[rs, fs]
             row.append(
-                _cell(f"{c['customers']:,} {c['segment']} · {c['revenue']:,.0f}", c["customers"] / top)
+                _cell(
+                    f"{c['customers']:,} {c['segment']} · {money(c['revenue'], currency, plain=',.0f')}",
+                    c["customers"] / top,
+                )
             )
         body.append("<tr>" + "".join(row) + "</tr>")
     return (
@@ -249,7 +253,7 @@ def analytics_html(analytics: Analytics | Mapping[str, Any]) -> str:
             f"N days: came back on a day in [N, N + {width}) after their first active day of that week.",
         ),
         _tier_table(data["tiers"]),
-        _rfm_table(data["rfm"]),
+        _rfm_table(data["rfm"], data["settings"].get("currency")),
         "<h2>All figures</h2>",
         *(_table(section) for section in analytics_sections(data)),
     ]

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from orchestrator.measure._backtest import BacktestSection
+from orchestrator.money import money
 
 NOT_YET = "not yet"
 
@@ -77,6 +78,7 @@ def _mark_columns(marks: Sequence[int]) -> list[tuple[str, Any]]:
 
 def analytics_sections(data: Mapping[str, Any]) -> list[BacktestSection]:
     settings = data["settings"]
+    currency = settings.get("currency")
     period_word = settings["period"]
     active = data["active"]
     retention = data["retention"]
@@ -211,7 +213,10 @@ def analytics_sections(data: Mapping[str, Any]) -> list[BacktestSection]:
             f"RFM grid at {rfm['at']}: revenue in the last 365 days ({data['settings']['revenue']})",
             columns,
             [
-                [f"R{rs}", *(f"{cells[rs, fs]['revenue']:,.2f}" for fs in range(1, 6))]
+                [
+                    f"R{rs}",
+                    *(money(cells[rs, fs]["revenue"], currency, plain=",.2f") for fs in range(1, 6)),
+                ]
                 for rs in range(5, 0, -1)
             ],
         )

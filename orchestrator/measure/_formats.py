@@ -11,6 +11,7 @@ from collections.abc import Callable
 from orchestrator.measure._analysis import RATE, MetricArm
 from orchestrator.measure._numbers import Interval
 from orchestrator.measure._svg import tick_label
+from orchestrator.money import money
 
 Formatter = Callable[[float | None], str]
 #: A chart's tick label from the tick's value and the step between ticks (which sets the decimals).
@@ -38,6 +39,11 @@ def axis_label(kind: str, signed: bool = False) -> AxisLabel:
         suffix = " pts" if signed else "%"
         return lambda v, step: tick_label(v, step, scale=100.0, signed=signed, suffix=suffix)
     return lambda v, step: tick_label(v, step, signed=signed)
+
+
+def money_formatter(currency: str | None, *, signed: bool = False, plain: str = ".2f") -> Formatter:
+    """Amounts in ``currency`` (``orchestrator.money``; the format spec ``plain`` when None)."""
+    return lambda x: "n/a" if x is None else money(x, currency, signed=signed, plain=plain)
 
 
 def percent(x: float | None, signed: bool = False) -> str:

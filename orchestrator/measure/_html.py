@@ -22,6 +22,7 @@ from orchestrator.measure._formats import (
     axis_label,
     interval_text,
     lift_formatter,
+    money_formatter,
     p_value,
     signed_percent,
     value_formatter,
@@ -271,8 +272,17 @@ def _colours(names: Sequence[str]) -> dict[str, str]:
     return {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(names)}
 
 
-def _metric_section(metric: MetricResult, colours: dict[str, str], label: str | None = None) -> str:
-    fmt, lfmt = value_formatter(metric.kind, MEAN_SPEC), lift_formatter(metric.kind, MEAN_SPEC)
+def _metric_section(
+    metric: MetricResult,
+    colours: dict[str, str],
+    label: str | None = None,
+    formatters: tuple[Formatter, Formatter] | None = None,
+) -> str:
+    """A metric's charts and tables; ``formatters`` (value, lift) write its figures (default: by kind)."""
+    fmt, lfmt = formatters or (
+        value_formatter(metric.kind, MEAN_SPEC),
+        lift_formatter(metric.kind, MEAN_SPEC),
+    )
     what = "rate" if metric.kind == RATE else "mean"
     name = label or metric.name
     arm_rows = [_Row(a.name, a.mean, a.ci, None, colours.get(a.name, PALETTE[0])) for a in metric.arms]
@@ -490,9 +500,15 @@ def render_journey_html(report: JourneyReport) -> str:
         )
     body.append(_srm_banner(lift.analysis))
     colours = _colours([name for name, _ in lift.analysis.arms])
+    amounts = (
+        money_formatter(report.currency, plain=MEAN_SPEC),
+        money_formatter(report.currency, signed=True, plain=MEAN_SPEC),
+    )
     for metric in lift.analysis.metrics:
-        label = "conversion rate" if metric.name == CONVERSION else "revenue per entry"
-        body.append(_metric_section(metric, colours, label))
+        if metric.name == CONVERSION:
+            body.append(_metric_section(metric, colours, "conversion rate"))
+        else:
+            body.append(_metric_section(metric, colours, "revenue per entry", amounts))
     body.append("<h2>Cumulative lift by entry day</h2>")
     body.append(
         "<p class='note'>Each point uses every counted entry up to the end of that day. Read the light band "

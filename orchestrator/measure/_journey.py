@@ -143,6 +143,7 @@ class JourneyReport:
     funnels: tuple[JourneyFunnel, ...] = ()  # the per-step funnel of every version that ran, oldest first
     send_policies: tuple[SendPolicyLift, ...] = ()  # per choosing send step: conversions by policy
     uplift: UpliftView | None = None  # the uplift view, when asked for
+    currency: str | None = None  # ISO 4217: the currency money is written in (None: plain numbers)
 
     @property
     def has_goal(self) -> bool:
@@ -183,6 +184,7 @@ class JourneyReport:
                 "revenue": self.revenue_property,
                 "words": self.goal_words,
             },
+            "currency": self.currency,
             "declared_holdout_percent": self.declared_holdout,
             "entries": self.entries,
             "matured_entries": self.matured,
@@ -223,6 +225,7 @@ def journey_report(
     uplift_features: Sequence[str] | None = None,
     uplift_learner: str = DEFAULT_LEARNER,
     bayes: bool = False,
+    currency: str | None = None,
 ) -> JourneyReport:
     """Build the report of ``journey_id`` as of ``as_of_us`` (default: the last tick's instant); with
     ``uplift``, its uplift view on ``uplift_features`` (default: every stored attribute, see the module
@@ -274,6 +277,7 @@ def journey_report(
         "pre_period": pre_period,
         "cuped": cuped,
         "funnels": funnels,
+        "currency": currency,
     }
     if goal is None:
         return JourneyReport(

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.measure._formats import percent
+from orchestrator.measure._formats import money_formatter, percent
 from orchestrator.measure._journey import CONVERSION, REVENUE, JourneyReport, journey_report
 from orchestrator.measure._numbers import Interval, interval_dict
 from orchestrator.measure._rates import ArmSummary, RateLift, rate_lift
@@ -94,6 +94,7 @@ class Portfolio:
     selected: int  # R: of those, with q < alpha
     rows: tuple[PortfolioRow, ...]
     method: str = METHOD
+    currency: str | None = None  # ISO 4217: the currency revenue is written in (None: plain numbers)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -103,6 +104,7 @@ class Portfolio:
             "selected": self.selected,
             "adjusted_level": adjusted_level(self.alpha, self.selected, self.compared),
             "method": self.method,
+            "currency": self.currency,
             "journeys": [row.to_dict() for row in self.rows],
         }
 
@@ -114,12 +116,14 @@ def adjusted_level(alpha: float, selected: int, compared: int) -> float | None:
     return 1.0 - max(selected, 1) * alpha / compared
 
 
-def portfolio(store: Store, as_of_us: int | None = None, alpha: float = 0.05) -> Portfolio:
+def portfolio(
+    store: Store, as_of_us: int | None = None, alpha: float = 0.05, currency: str | None = None
+) -> Portfolio:
     """Every journey that ran in the store, its report's figures side by side (see the module docstring)."""
     with store.connect() as conn:
         ids = sorted(journey_ids(conn))
         sent = sent_by_journey(conn)
-    reports = [journey_report(store, j, as_of_us, alpha) for j in ids]
+    reports = [journey_report(store, j, as_of_us, alpha, currency=currency) for j in ids]
     rows = [_row(report, sent.get(report.journey_id, 0)) for report in reports]
     tested = [i for i, row in enumerate(rows) if row.p_value is not None]
     selected = 0
@@ -134,7 +138,12 @@ def portfolio(store: Store, as_of_us: int | None = None, alpha: float = 0.05) ->
         for i, q in zip(tested, q_values, strict=True):
             rows[i] = _adjusted(rows[i], reports[i], float(q), 1.0 - level)
     return Portfolio(
-        as_of_us=as_of_us, alpha=alpha, compared=len(tested), selected=selected, rows=tuple(rows)
+        as_of_us=as_of_us,
+        alpha=alpha,
+        compared=len(tested),
+        selected=selected,
+        rows=tuple(rows),
+        currency=currency,
     )
 
 
@@ -206,6 +215,7 @@ def portfolio_lines(report: Portfolio) -> list[str]:
     def number(value: float | None, spec: str = ",.1f") -> str:
         return "n/a" if value is None else format(value, spec)
 
+    revenue = money_formatter(report.currency, plain=",.2f")
     level = adjusted_level(report.alpha, report.selected, report.compared)
     head = (
         "journey", "treated", "held out", "rate", "held-out rate", "lift pts", "95% interval", "q",
@@ -226,7 +236,7 @@ def portfolio_lines(report: Portfolio) -> list[str]:
             r.call or r.note or "n/a",
             f"{r.sent:,}",
             number(r.conversions_per_1000),
-            number(r.revenue_per_1000, ",.2f"),
+            revenue(r.revenue_per_1000),
         )
         for r in report.rows
     ]

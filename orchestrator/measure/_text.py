@@ -11,13 +11,14 @@ from dataclasses import dataclass
 from typing import Literal
 
 from orchestrator.clock import from_us
-from orchestrator.measure._analysis import MEAN, RATE, LiftAnalysis, MetricComparison, MetricResult
+from orchestrator.measure._analysis import RATE, LiftAnalysis, MetricComparison, MetricResult
 from orchestrator.measure._bayes import BayesView
 from orchestrator.measure._formats import (
     Formatter,
     arm_figures,
     interval_text,
     lift_formatter,
+    money_formatter,
     p_clause,
     percent,
     signed_percent,
@@ -114,8 +115,6 @@ def format_analysis(analysis: LiftAnalysis, title: str = "", uplift: UpliftView 
 # ---------------------------------------------------------------------------------------- journey report
 
 _points = lift_formatter(RATE, MEAN_SPEC)
-_amount = value_formatter(MEAN, ".2f")
-_signed_amount = lift_formatter(MEAN, ".2f")
 
 
 @dataclass(frozen=True)
@@ -203,10 +202,12 @@ def _lift_text(report: JourneyReport) -> ReportText:
     if lift is None:
         lines.append("  no entry has completed its goal window yet")
         return ReportText(lines, REPORT_COLUMNS, [], [])
+    amount = money_formatter(report.currency)
+    signed_amount = money_formatter(report.currency, signed=True)
     head = lines
     shown = [*lift.arms, *([lift.global_holdout] if lift.global_holdout else [])]
     rows = [
-        [arm.name, str(arm.n), str(arm.conversions), percent(arm.rate), _amount(arm.revenue_per_customer)]
+        [arm.name, str(arm.n), str(arm.conversions), percent(arm.rate), amount(arm.revenue_per_customer)]
         for arm in shown
     ]
     lines = []
@@ -226,14 +227,14 @@ def _lift_text(report: JourneyReport) -> ReportText:
         revenue_comparison = lift.comparison(REVENUE)
         mean = None if revenue_comparison is None else revenue_comparison.lift
         if revenue_comparison is not None and isinstance(mean, MeanLift):
-            lines.append(f"  revenue per entry lift: {_lift_line(mean, level, _signed_amount)}")
-            lines.extend(_extra_lines(revenue_comparison, level, _signed_amount))
+            lines.append(f"  revenue per entry lift: {_lift_line(mean, level, signed_amount)}")
+            lines.extend(_extra_lines(revenue_comparison, level, signed_amount))
     lines.extend(_srm_lines(lift.analysis))
     lines.extend(_call_lines("conversion rate", comparison, _points))
     if report.revenue_property:
         revenue_comparison = lift.comparison(REVENUE)
         if revenue_comparison is not None:
-            lines.extend(_call_lines("revenue per entry", revenue_comparison, _signed_amount))
+            lines.extend(_call_lines("revenue per entry", revenue_comparison, signed_amount))
     for warning in report.warnings:
         lines.append(f"  warning: {warning}")
     if lift.analysis.segments:
