@@ -25,6 +25,11 @@ Two layers decide whether a customer entering a journey is messaged (``assign_ar
 
 Both are thresholds on fixed buckets, so lowering either percent only ever releases held-out customers into
 treatment; a treated customer never becomes held out by a ramp down.
+
+A journey's ``split`` step sends each instance down one arm with ``split_arms``: the bucket of
+``<customer id>:<entry instant>`` under the salt ``<journey>:split:<step>`` against the arms' cumulative
+percents. The engine routes instances with it and the lift report recomputes every entry's arm with it, so
+the two cannot disagree; the salt is independent of the holdout's, so arms and holdout are independent.
 """
 
 from __future__ import annotations
@@ -145,6 +150,34 @@ def buckets(seed: str, values: Sequence[str] | np.ndarray) -> np.ndarray:
         np.multiply(h, prime, out=h, where=active)
     second = _decimal_fnv(h)
     return (second % np.uint32(_BUCKETS)).astype(np.float64) / _BUCKETS
+
+
+def split_seed(journey_id: str, step_id: str) -> str:
+    """Salt of a journey's ``split`` step: independent of the holdouts' and of the journey's other splits."""
+    return f"{journey_id}:split:{step_id}"
+
+
+def split_arms(
+    journey_id: str,
+    step_id: str,
+    customer_ids: Sequence[str] | np.ndarray,
+    entered_us: Sequence[int] | np.ndarray,
+    percents: Sequence[float],
+) -> np.ndarray:
+    """The arm (0-based, in the order the split lists them) each entry takes at split step ``step_id``:
+    ``buckets(split_seed(journey, step), "<customer id>:<entered_us>")`` against the cumulative
+    ``percents`` (which add up to 100). Pure and vectorised: the same customer and entry always take the
+    same arm, on any machine, whenever it is computed."""
+    ids = np.asarray(customer_ids).astype(str)
+    entered = np.asarray(entered_us, dtype=np.int64)
+    if ids.shape != entered.shape:
+        raise ValueError("customer_ids and entered_us must be of equal length")
+    if not len(percents):
+        raise ValueError("a split needs at least one arm")
+    values = np.char.add(np.char.add(ids, ":"), entered.astype(str))
+    bucket = buckets(split_seed(journey_id, step_id), values)
+    edges = np.cumsum(np.asarray(percents, dtype=np.float64)) / 100.0
+    return np.minimum(np.searchsorted(edges, bucket, side="right"), len(edges) - 1).astype(np.int64)
 
 
 def in_holdout(buckets: np.ndarray, percent: float) -> np.ndarray:

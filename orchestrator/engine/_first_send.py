@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from orchestrator.engine._localtime import readable_dates
-from orchestrator.holdout import buckets
+from orchestrator.holdout import split_arms
 from orchestrator.language import JourneyPlan, StepKind, split_trigger, until_words
 from orchestrator.signals import Evaluator
 
@@ -74,11 +74,9 @@ def first_sends(
                         f"{step.id}: the branch is taken to say no (it reads what has not happened yet)"
                     ] = None
             elif step.kind == StepKind.SPLIT:
-                values = np.char.add(np.char.add(ids[sel].astype(str), ":"), str(now_us))
-                bucket = buckets(f"{plan.id}:split:{step.id}", values)
-                edges = np.cumsum([percent for _, percent in step.split]) / 100.0
-                arm = np.minimum(np.searchsorted(edges, bucket, side="right"), len(edges) - 1)
-                trigger = np.array([split_trigger(int(a)) for a in range(len(edges))], dtype=object)[arm]
+                percents = [percent for _, percent in step.split]
+                arm = split_arms(plan.id, step.id, ids[sel], np.full(len(sel), now_us), percents)
+                trigger = np.array([split_trigger(a) for a in range(len(percents))], dtype=object)[arm]
             _move(plan, at, sel, code, trigger)
     return out, list(notes)
 

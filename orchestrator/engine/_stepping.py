@@ -59,7 +59,7 @@ from orchestrator.engine._conditions import instance_condition
 from orchestrator.engine._localtime import MISSING, date_wakes, next_local_times
 from orchestrator.engine._matching import first_matching_after, joined, normalise, values_at
 from orchestrator.engine._signal_state import SignalState
-from orchestrator.holdout import HOLDOUT, TREATMENT, buckets
+from orchestrator.holdout import HOLDOUT, TREATMENT, buckets, split_arms
 from orchestrator.language import (
     ADDRESS_FIELD,
     ENTRY,
@@ -515,10 +515,8 @@ class Stepper:
 
     def _split(self, step: StepPlan, sel: np.ndarray) -> None:
         ids = customer_ids(self.conn, self.due.keys[sel]).astype(str)
-        values = np.char.add(np.char.add(ids, ":"), self.due.entered_us[sel].astype(str))
-        bucket = buckets(f"{self.plan.id}:split:{step.id}", values)
-        edges = np.cumsum([percent for _, percent in step.split]) / 100.0
-        arm = np.minimum(np.searchsorted(edges, bucket, side="right"), len(edges) - 1)
+        percents = [percent for _, percent in step.split]
+        arm = split_arms(self.plan.id, step.id, ids, self.due.entered_us[sel], percents)
         for i in range(len(step.split)):
             self._move(step, sel[arm == i], split_trigger(i))
 
