@@ -53,8 +53,10 @@ from orchestrator.measure._entry_rows import (
 )
 from orchestrator.measure._experiment import InputError
 from orchestrator.measure._funnel import JourneyFunnel, journey_funnels
+from orchestrator.measure._messages import MessageStats, message_stats
 from orchestrator.measure._rates import ArmSummary, summarize_arm
 from orchestrator.measure._sequential import DEFAULT_SEQUENTIAL_TAU
+from orchestrator.measure._splits import SplitView, split_views
 from orchestrator.measure._timeline import TimelinePoint, cumulative_lift
 from orchestrator.measure._uplift import DEFAULT_LEARNER, UpliftView, uplift_estimate
 from orchestrator.store import (
@@ -144,6 +146,8 @@ class JourneyReport:
     send_policies: tuple[SendPolicyLift, ...] = ()  # per choosing send step: conversions by policy
     uplift: UpliftView | None = None  # the uplift view, when asked for
     currency: str | None = None  # ISO 4217: the currency money is written in (None: plain numbers)
+    splits: tuple[SplitView, ...] = ()  # per split step: each arm against its holdout slice and the A/B
+    messages: tuple[MessageStats, ...] = ()  # per send step: the ledger, opens, clicks, opt-outs, conversions
 
     @property
     def has_goal(self) -> bool:
@@ -207,6 +211,8 @@ class JourneyReport:
             "funnel": [funnel.to_dict() for funnel in self.funnels],
             "send_policy": [policy.to_dict() for policy in self.send_policies],
             **({} if self.uplift is None else {"uplift": self.uplift.to_dict()}),
+            "splits": [split.to_dict() for split in self.splits],
+            "messages": [stats.to_dict() for stats in self.messages],
         }
 
 
@@ -261,6 +267,7 @@ def journey_report(
             from_first_send=goal is not None and goal.start == "first_send",
         )
         funnels = tuple(journey_funnels(conn, journey_id))
+        messages = message_stats(conn, journey_id, journey, rows, as_of_us, goal.within if goal else None)
         choices = journey_send_choices(conn, journey_id)
         features: dict[str, np.ndarray] = {}
         if uplift and goal is not None:
@@ -278,6 +285,7 @@ def journey_report(
         "cuped": cuped,
         "funnels": funnels,
         "currency": currency,
+        "messages": messages,
     }
     if goal is None:
         return JourneyReport(
@@ -307,7 +315,21 @@ def journey_report(
         sequential_tau=sequential_tau,
     )
     policies = _send_policies(counted, choices, journey, alpha, power, sequential_tau)
+    splits = split_views(
+        journey_id,
+        journey,
+        counted,
+        funnels,
+        declared,
+        goal.revenue,
+        alpha=alpha,
+        power=power,
+        sequential_tau=sequential_tau,
+        entries_per_day=entries_per_day(counted.entered_us[compared]),
+        bayes=bayes,
+    )
     return JourneyReport(
+        splits=splits,
         send_policies=policies,
         goal_event=goal.event,
         goal_window=goal.within,

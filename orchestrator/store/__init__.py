@@ -13,6 +13,7 @@ The modules hold, by what they read and write together:
 - ``_instances``: instances created, read when due, moved between steps and finished;
 - ``_conversions``: instances not yet converted, conversion rows, and each entry's outcome for reports;
 - ``_ledger``: the message ledger, queued with the steps, read and updated by dispatch, and suppressions;
+- ``_message_outcomes``: each message of a journey with its opens, clicks and opt-outs, for reports;
 - ``_retired``: retired journeys;
 - ``_status``: read-only counts for the status command and the daemon;
 - ``_overview``: read-only summaries of the journeys for the console (versions, entries, latest sends);
@@ -188,6 +189,7 @@ from orchestrator.store._ledger import (
     suppress_addresses,
     suppressed_addresses,
 )
+from orchestrator.store._message_outcomes import JourneyMessages, journey_messages
 from orchestrator.store._metrics import (
     StoredTick,
     last_tick_id,
@@ -282,6 +284,7 @@ __all__ = [
     "InstanceRow",
     "JourneyChoices",
     "JourneyFailure",
+    "JourneyMessages",
     "LedgerCount",
     "LedgerEntry",
     "LedgerRow",
@@ -366,6 +369,7 @@ __all__ = [
     "instance_rows",
     "is_database_error",
     "journey_ids",
+    "journey_messages",
     "journey_overlap",
     "journey_send_choices",
     "last_tick",
