@@ -518,6 +518,11 @@ def render_journey_html(report: JourneyReport) -> str:
     body.append(_segments(lift.analysis))
     for policy in report.send_policies:
         body.append(_send_policy_section(policy))
+    from orchestrator.measure._splits_html import messages_section, split_section
+
+    for split in report.splits:
+        body.append(split_section(split, report.revenue_property is not None))
+    body.append(messages_section(report.messages))
     body.append(uplift_section(report.uplift))
     body.append(_methods(lift.analysis))
     return _page(title, "".join(body) + funnel_section(report.funnels))

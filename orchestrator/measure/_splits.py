@@ -187,8 +187,7 @@ def split_views(
                 _metrics(treated, revenue_property),
                 kinds=_kinds(revenue_property),
                 expected_shares=dict(zip(targets, percents, strict=True)),
-                split_declared="split "
-                + ", ".join(f"{t} {p:g}%" for t, p in zip(targets, percents, strict=True)),
+                split_declared=", ".join(f"{t} {p:g}%" for t, p in zip(targets, percents, strict=True)),
                 **options,
             )
         out.append(SplitView(step_id, tuple(arms), ab, compared.instance_id, arm, tuple(notes)))

@@ -161,6 +161,12 @@ def report_text(report: JourneyReport) -> ReportText:
     tail = list(parts.tail)
     for policy in report.send_policies:
         tail.extend(["", *send_policy_lines(policy)])
+    from orchestrator.measure._splits_text import message_lines, split_lines
+
+    for split in report.splits:
+        tail.extend(["", *split_lines(split, report.revenue_property is not None)])
+    if report.messages:
+        tail.extend(["", *message_lines(report.messages)])
     if report.uplift is not None:
         tail.extend(["", *uplift_lines(report.uplift, "  ")])
     for funnel in reversed(report.funnels):

@@ -58,7 +58,9 @@ def _run(world: World) -> dict[int, str]:
         world.tick()
         steps = dict(world.rows("SELECT instance_id, step FROM messages WHERE journey_id = 'offers'"))
         fresh = [
-            r for r in world.rows("SELECT id, customer_key, holdout FROM journey_instances") if r[0] not in seen
+            r
+            for r in world.rows("SELECT id, customer_key, holdout FROM journey_instances")
+            if r[0] not in seen
         ]
         buys = []
         for instance_id, key, _held in fresh:
@@ -82,7 +84,9 @@ def test_split_arms_and_messages_match_the_engine(world: World) -> None:
     )
     assert len(instances) == N
     # Tracking: opens, clicks and opt-outs through the links of a few messages.
-    sent = world.rows("SELECT id, step, customer_key, sent_us FROM messages WHERE status = 'sent' ORDER BY id")
+    sent = world.rows(
+        "SELECT id, step, customer_key, sent_us FROM messages WHERE status = 'sent' ORDER BY id"
+    )
     now = to_us(world.clock.now())
     a_sent = [r for r in sent if r[1] == "offer_a"]
     b_sent = [r for r in sent if r[1] == "offer_b"]
@@ -95,7 +99,9 @@ def test_split_arms_and_messages_match_the_engine(world: World) -> None:
         assert record_click(world.store, message_id, "https://shop.example/b", b_sent[0][3] + 2_000_000)
     customer_of = {key: cid for key, cid in world.rows("SELECT key, id FROM customers")}
     # An opt-out an hour after the send counts; one long after the window does not.
-    unsubscribe(world.store, customer_of[a_sent[0][2]], "email", "unsubscribe_link", a_sent[0][3] + 3_600_000_000)
+    unsubscribe(
+        world.store, customer_of[a_sent[0][2]], "email", "unsubscribe_link", a_sent[0][3] + 3_600_000_000
+    )
     unsubscribe(world.store, customer_of[a_sent[1][2]], "email", "one_click", now)
 
     report = journey_report(world.store, "offers")
@@ -179,8 +185,9 @@ def test_report_shows_split_arms_and_messages(
     assert "Split arms at step pick" in out and "A/B within the treated arm" in out
     assert "offer_b vs offer_a" in out and "b.txt" in out
     assert "Messages" in out
-    lines = [line.split() for line in out.splitlines()]
-    rows = {cells[0]: cells for cells in lines if cells and cells[0] in ("offer_a", "offer_b") and "email" in cells}
+    table = out.split("Messages (", 1)[1].split("\n\n", 1)[0].splitlines()
+    rows = {cells[0]: cells for cells in (line.split() for line in table[2:])}
+    assert table[1].split()[:4] == ["step", "channel", "template", "sent"] and len(rows) == 2
     assert rows["offer_a"][3] == str(sent["offer_a"]) and rows["offer_b"][3] == str(sent["offer_b"])
 
     assert main(["report", "offers", "--db", store_url, "--format", "json"]) == 0
@@ -192,4 +199,8 @@ def test_report_shows_split_arms_and_messages(
     assert main(["report", "offers", "--db", store_url, "--format", "html", "--output", str(page)]) == 0
     html = page.read_text()
     assert "Split arms at step pick" in html and "<h2>Messages</h2>" in html
-    assert html.count("<svg") >= 3 and "offer_b against offer_a" in html
+    assert (
+        "each arm against offer_a" in html and "offer_b vs offer_a" in html and "offer_a vs holdout" in html
+    )
+    messages = html.split("<h2>Messages</h2>", 1)[1].split("</table>", 1)[0]
+    assert f"<td>offer_a</td><td>email</td><td>a.txt</td><td>{sent['offer_a']}</td>" in messages
