@@ -168,13 +168,14 @@ def split_arms(
     ``buckets(split_seed(journey, step), "<customer id>:<entered_us>")`` against the cumulative
     ``percents`` (which add up to 100). Pure and vectorised: the same customer and entry always take the
     same arm, on any machine, whenever it is computed."""
-    ids = np.asarray(customer_ids).astype(str)
-    entered = np.asarray(entered_us, dtype=np.int64)
-    if ids.shape != entered.shape:
+    # Joined as Python strings: numpy's fixed-width strings would drop an id's trailing NULs.
+    ids = customer_ids.tolist() if isinstance(customer_ids, np.ndarray) else list(customer_ids)
+    entered = np.asarray(entered_us, dtype=np.int64).tolist()
+    if len(ids) != len(entered):
         raise ValueError("customer_ids and entered_us must be of equal length")
     if not len(percents):
         raise ValueError("a split needs at least one arm")
-    values = np.char.add(np.char.add(ids, ":"), entered.astype(str))
+    values = [f"{cid}:{at}" for cid, at in zip(ids, entered, strict=True)]
     bucket = buckets(split_seed(journey_id, step_id), values)
     edges = np.cumsum(np.asarray(percents, dtype=np.float64)) / 100.0
     return np.minimum(np.searchsorted(edges, bucket, side="right"), len(edges) - 1).astype(np.int64)

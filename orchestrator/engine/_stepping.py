@@ -514,7 +514,7 @@ class Stepper:
         )
 
     def _split(self, step: StepPlan, sel: np.ndarray) -> None:
-        ids = customer_ids(self.conn, self.due.keys[sel]).astype(str)
+        ids = customer_ids(self.conn, self.due.keys[sel])
         percents = [percent for _, percent in step.split]
         arm = split_arms(self.plan.id, step.id, ids, self.due.entered_us[sel], percents)
         for i in range(len(step.split)):

@@ -134,7 +134,7 @@ def split_views(
     ids = journey.step_ids()
     steps = dict(zip(ids, journey.steps, strict=True))
     compared = counted.select(counted.arm != GLOBAL_HOLDOUT)
-    known = np.array([v is not None for v in compared.customer_id.tolist()], dtype=bool)
+    known = np.not_equal(compared.customer_id, None).astype(bool)
     options: dict[str, Any] = {
         "alpha": alpha,
         "power": power,

@@ -23,6 +23,8 @@ from orchestrator.holdout import (
     global_holdout,
     in_holdout,
     journey_seed,
+    split_arms,
+    split_seed,
 )
 
 # --- An independent reference implementation, written differently from the module on purpose ------------
@@ -164,6 +166,28 @@ def test_empty_input_and_bad_types() -> None:
 def test_seeds() -> None:
     assert journey_seed("welcome") == "welcome:holdout"
     assert GLOBAL_SEED == "global-holdout"
+
+
+def test_split_arms_against_the_scalar_bucket(random_ids: list[str]) -> None:
+    """A split's arm is the scalar bucket of ``<id>:<entry instant>`` under the step's salt against the
+    cumulative percents, arm by arm (the edges of an arm belong to the next one)."""
+    entered = [1_700_000_000_000_000 + 3_600_000_000 * i for i in range(len(random_ids))]
+    percents = [20.0, 30.0, 50.0]
+    arms = split_arms("offers", "pick", random_ids, entered, percents)
+    assert split_seed("offers", "pick") == "offers:split:pick"
+    expected = []
+    for cid, at in zip(random_ids, entered, strict=True):
+        b = bucket("offers:split:pick", f"{cid}:{at}")
+        expected.append(0 if b < 0.2 else 1 if b < 0.5 else 2)
+    assert arms.tolist() == expected
+    assert set(expected) == {0, 1, 2}
+    # Another entry instant of the same customer is another draw; another step's salt is independent.
+    again = split_arms("offers", "pick", random_ids, [t + 1 for t in entered], percents)
+    other = split_arms("offers", "other", random_ids, entered, percents)
+    assert (again != arms).any() and (other != arms).any()
+    assert split_arms("offers", "pick", [], [], percents).tolist() == []
+    with pytest.raises(ValueError, match="equal length"):
+        split_arms("offers", "pick", random_ids, entered[:-1], percents)
 
 
 @pytest.fixture(scope="module")

@@ -163,6 +163,8 @@ PUBLIC: dict[str, list[str]] = {
         # what send steps that choose per customer (best time) chose
         "JourneyChoices", "SendChoiceRow", "chosen_visits", "customer_send_choices", "journey_send_choices",
         "record_send_choices",
+        # each message of a journey with its opens, clicks and opt-outs (the report's per-message table)
+        "JourneyMessages", "journey_messages",
     ],
     "orchestrator.store.migrations": ["FOLDER"],
     "orchestrator.store.migrations.versions": [],
