@@ -35,6 +35,7 @@ from orchestrator.measure._funnel import JourneyFunnel
 from orchestrator.measure._rates import ArmSummary, summarize_arm
 
 CONVERSION, REVENUE = "conversion", "revenue"
+_IS_KNOWN = np.frompyfunc(lambda v: v is not None, 1, 1)
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,7 @@ def split_views(
     ids = journey.step_ids()
     steps = dict(zip(ids, journey.steps, strict=True))
     compared = counted.select(counted.arm != GLOBAL_HOLDOUT)
-    known = np.not_equal(compared.customer_id, None).astype(bool)
+    known = _IS_KNOWN(compared.customer_id).astype(bool)
     options: dict[str, Any] = {
         "alpha": alpha,
         "power": power,
