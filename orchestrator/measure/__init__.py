@@ -7,7 +7,8 @@ The holdout assignment both the engine and the reports use is ``orchestrator.hol
   ``_power`` (MDE, sample-ratio check), ``_sequential`` (always-valid intervals), ``_cuped``, and
   ``_analysis`` (``analyze``, segments).
 - ``_report`` gathers a journey's report: ``_entry_rows`` (per-entry columns from the store, their export),
-  ``_timeline`` (cumulative lift by day), ``_journey`` (``journey_report``).
+  ``_timeline`` (cumulative lift by day), ``_journey`` (``journey_report``); its split arms and content A/B
+  (``_splits``) and per-message figures (``_messages``), written by ``_splits_text`` / ``_splits_html``.
 - ``_backtest`` reads a backtest's report from its scratch store (``backtest_report``), lays it out as
   tables (``backtest_sections``) and compares two (``compare_backtests``); ``_backtest_html`` draws it
   as one self-contained page.
