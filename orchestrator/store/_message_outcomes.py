@@ -66,15 +66,25 @@ def journey_messages(
         {"j": journey_id, "no": False},
     )
     ids = column(rows, 0, np.int64)
-    tracked = fetch(
-        conn,
-        "SELECT m.id, t.name FROM events e JOIN event_types t ON t.id = e.type_id "
-        f"JOIN messages m ON m.idempotency_key = {_message_property(conn)} "
-        "AND m.customer_key = e.customer_key "
-        "WHERE t.name IN (:open, :click) AND m.journey_id = :j AND m.test = :no "
-        "GROUP BY m.id, t.name",
-        {"open": open_event, "click": click_event, "j": journey_id, "no": False},
+    # The two event types first: a store without tracking has neither, and its events are not read.
+    types = dict(
+        fetch(
+            conn,
+            "SELECT id, name FROM event_types WHERE name IN (:open, :click)",
+            {"open": open_event, "click": click_event},
+        )
     )
+    tracked: list[tuple[int, str]] = []
+    if types:
+        found = fetch(
+            conn,
+            f"SELECT m.id, e.type_id FROM events e JOIN messages m ON m.idempotency_key = "
+            f"{_message_property(conn)} AND m.customer_key = e.customer_key "
+            f"WHERE e.type_id IN ({', '.join(str(int(t)) for t in types)}) AND m.journey_id = :j "
+            "AND m.test = :no GROUP BY m.id, e.type_id",
+            {"j": journey_id, "no": False},
+        )
+        tracked = [(int(r[0]), types[r[1]]) for r in found]
     opted = fetch(
         conn,
         "SELECT m.id, MIN(c.at_us) FROM messages m JOIN consent_changes c "
