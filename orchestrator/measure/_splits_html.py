@@ -135,7 +135,8 @@ def messages_section(messages: Sequence[MessageStats]) -> str:
     return (
         "<h2>Messages</h2><p class='note'>Treated entries only (held-out entries get no message). Opened, "
         "clicked and unsubscribed are of the messages sent (opens and clicks from the tracking links, "
-        "opt-outs through a link on the message's channel within the window after it); converted: of "
+        f"opt-outs through a link on the message's channel within {window} after it); converted: of "
         "the messages sent whose window has closed, those whose entry converted within the window after "
-        f"the send.</p><table>{''.join(rows)}</table>"
+        f"the send{'' if messages[0].converted is not None else ' (no goal, so no conversions)'}.</p>"
+        f"<table>{''.join(rows)}</table>"
     )

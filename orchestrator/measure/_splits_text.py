@@ -83,11 +83,14 @@ def message_lines(messages: Sequence[MessageStats], indent: str = "  ") -> list[
         return []
     window = messages[0].window
 
-    lines = [
-        f"Messages (treated entries only; opened, clicked and unsubscribed of the messages sent; converted: "
-        f"entries converted within {format_duration(window)} after the send, of the sends whose window "
-        "has closed):"
-    ]
+    within = format_duration(window)
+    converted = (
+        f"converted: entries converted within {within} after the send, of the sends whose window has closed"
+        if messages[0].converted is not None
+        else f"no goal, so no conversions; unsubscribed: within {within} after the send"
+    )
+    head = "treated entries only; opened, clicked, unsubscribed: of the messages sent"
+    lines = [f"Messages ({head}; {converted}):"]
     headers = ["step", "channel", "template", "sent", "failed", "suppressed", "queued", "opened", "clicked"]
     headers += ["unsubscribed", "converted"]
     rows = []
