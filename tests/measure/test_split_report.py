@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from orchestrator.cli import main
@@ -194,6 +195,27 @@ def test_report_shows_split_arms_and_messages(
     data = json.loads(capsys.readouterr().out)
     assert data["splits"][0]["ab"]["control"] == "offer_a"
     assert {m["step"]: m["sent"] for m in data["messages"]} == dict(sent)
+
+    # The export holds what it takes to recompute every arm with the engine's function.
+    export = tmp_path / "entries.parquet"
+    assert main(["report", "offers", "--db", store_url, "--format", "json", "--export", str(export)]) == 0
+    arms = {a["target"]: a["assigned"] for a in json.loads(capsys.readouterr().out)["splits"][0]["arms"]}
+    table = pq.read_table(export).to_pydict()
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    entered = [(t - epoch) // timedelta(microseconds=1) for t in table["entered_at"]]
+    recomputed = split_arms("offers", "pick", table["customer_id"], entered, [50, 50]).tolist()
+    for index, target in enumerate(["offer_a", "offer_b"]):
+        rows = [
+            arm
+            for arm, r, c in zip(recomputed, table["arm"], table["counted"], strict=True)
+            if c and arm == index
+        ]
+        held = [
+            r
+            for arm, r, c in zip(recomputed, table["arm"], table["counted"], strict=True)
+            if c and arm == index and r == "holdout"
+        ]
+        assert arms[target] == {"treatment": len(rows) - len(held), "holdout": len(held)}
 
     page = tmp_path / "offers.html"
     assert main(["report", "offers", "--db", store_url, "--format", "html", "--output", str(page)]) == 0
