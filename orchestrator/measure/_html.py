@@ -521,7 +521,7 @@ def render_journey_html(report: JourneyReport) -> str:
     from orchestrator.measure._splits_html import messages_section, split_section
 
     for split in report.splits:
-        body.append(split_section(split, report.revenue_property is not None))
+        body.append(split_section(split, report.revenue_property is not None, report.currency))
     body.append(messages_section(report.messages))
     body.append(uplift_section(report.uplift))
     body.append(_methods(lift.analysis))

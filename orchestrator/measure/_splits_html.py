@@ -9,7 +9,15 @@ from collections.abc import Sequence
 from html import escape
 
 from orchestrator.durations import format_duration
-from orchestrator.measure._formats import interval_text, lift_formatter, p_value, percent, value_formatter
+from orchestrator.measure._analysis import RATE
+from orchestrator.measure._formats import (
+    axis_label,
+    interval_text,
+    lift_formatter,
+    money_formatter,
+    p_value,
+    percent,
+)
 from orchestrator.measure._html import (
     MEAN_SPEC,
     PALETTE,
@@ -23,12 +31,17 @@ from orchestrator.measure._html import (
 from orchestrator.measure._messages import MessageStats
 from orchestrator.measure._splits import CONVERSION, SplitView
 
-_points = lift_formatter("rate", MEAN_SPEC)
-_amount = value_formatter("mean", ".2f")
+_points = lift_formatter(RATE, MEAN_SPEC)
 
 
-def split_section(split: SplitView, revenue: bool) -> str:
-    """One split step: the arms table, the chart of the lifts, then the A/B within the treated arm."""
+def split_section(split: SplitView, revenue: bool, currency: str | None = None) -> str:
+    """One split step: the arms table, the chart of the lifts, then the A/B within the treated arm
+    (revenue per entry in ``currency``)."""
+    amount = money_formatter(currency)
+    amounts = (
+        money_formatter(currency, plain=MEAN_SPEC),
+        money_formatter(currency, signed=True, plain=MEAN_SPEC),
+    )
     parts = [
         f"<h2>Split arms at step {escape(split.step)}</h2>",
         "<p class='note'>Intention to treat: every counted entry's arm is recomputed from the split's hash "
@@ -64,7 +77,7 @@ def split_section(split: SplitView, revenue: bool) -> str:
             percent(arm.treated.rate),
             percent(arm.holdout.rate),
             *(
-                [f"{_amount(arm.treated.revenue_per_customer)} / {_amount(arm.holdout.revenue_per_customer)}"]
+                [f"{amount(arm.treated.revenue_per_customer)} / {amount(arm.holdout.revenue_per_customer)}"]
                 if revenue
                 else []
             ),
@@ -85,8 +98,12 @@ def split_section(split: SplitView, revenue: bool) -> str:
     )
     colours = _colours([name for name, _ in ab.arms])
     for metric in ab.metrics:
-        what = "conversion rate" if metric.name == CONVERSION else "revenue per entry"
-        parts.append(_metric_section(metric, colours, f"{what} by arm of {split.step}"))
+        if metric.name == CONVERSION:
+            parts.append(_metric_section(metric, colours, f"conversion rate by arm of {split.step}"))
+        else:
+            parts.append(
+                _metric_section(metric, colours, f"revenue per entry by arm of {split.step}", amounts)
+            )
     return "".join(parts)
 
 
@@ -105,7 +122,10 @@ def _lift_chart(split: SplitView) -> str:
         if c is not None and c.lift is not None
     ]
     title = f"conversion rate lift per arm of {split.step} (95% and always-valid intervals)"
-    return dot_whisker_svg(title, rows, _points, zero_line=True)
+    # A difference of two rates lies between -100 and +100 points.
+    return dot_whisker_svg(
+        title, rows, _points, zero_line=True, axis_label=axis_label(RATE, signed=True), limits=(-1.0, 1.0)
+    )
 
 
 def messages_section(messages: Sequence[MessageStats]) -> str:

@@ -7,19 +7,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from orchestrator.durations import format_duration
-from orchestrator.measure._formats import interval_text, lift_formatter, p_clause, percent, value_formatter
+from orchestrator.measure._formats import interval_text, lift_formatter, money_formatter, p_clause, percent
 from orchestrator.measure._funnel_text import align
 from orchestrator.measure._messages import MessageStats
-from orchestrator.measure._splits import SplitView
-from orchestrator.measure._text import format_metric
+from orchestrator.measure._splits import CONVERSION, REVENUE, SplitView
+from orchestrator.measure._text import call_text, format_metric
 
 _points = lift_formatter("rate", ".4f")
-_amount = value_formatter("mean", ".2f")
 
 
-def split_lines(split: SplitView, revenue: bool, indent: str = "  ") -> list[str]:
+def split_lines(
+    split: SplitView, revenue: bool, currency: str | None = None, indent: str = "  "
+) -> list[str]:
     """One split step: a table of its arms (assigned and reached per arm, conversion treated and of the
-    holdout slice, the lift over the slice and its call), then the A/B within the treated arm."""
+    holdout slice, the lift over the slice and its call), then the A/B within the treated arm; revenue per
+    entry (in ``currency``) when the goal has a revenue property."""
+    amount = money_formatter(currency)
+    signed_amount = money_formatter(currency, signed=True)
     lines = [
         f"Split arms at step {split.step} (intention to treat: every counted entry's arm recomputed from the "
         "split's hash, treated and held out):"
@@ -49,7 +53,7 @@ def split_lines(split: SplitView, revenue: bool, indent: str = "  ") -> list[str
         )
         if revenue:
             per_entry = (arm.treated.revenue_per_customer, arm.holdout.revenue_per_customer)
-            rows[-1].insert(7, "/".join(_amount(v) for v in per_entry))
+            rows[-1].insert(7, "/".join(amount(v) for v in per_entry))
     lines.extend(align(headers, rows, "lrlrrrr" + ("r" if revenue else "") + "ll", indent))
     lines.append(
         f"{indent}reached: instances the engine sent down each arm (every entry so far, counted or not, all "
@@ -71,8 +75,23 @@ def split_lines(split: SplitView, revenue: bool, indent: str = "  ") -> list[str
     if srm is not None:
         verdict = "SAMPLE RATIO MISMATCH, do not trust the A/B" if srm.flagged else "ok"
         lines.append(f"{indent}  split check against {srm.declared}: {p_clause(srm.p_value)} ({verdict})")
-    for metric in ab.metrics:
-        lines.extend(format_metric(metric, level, indent + "  "))
+    lines.extend(format_metric(ab.metric(CONVERSION), level, indent + "  "))
+    if revenue:
+        metric = ab.metric(REVENUE)
+        means = ", ".join(f"{arm.name} {amount(arm.mean)}" for arm in metric.arms)
+        lines.append(f"{indent}  revenue per entry: {means}")
+        for c in metric.comparisons:
+            if c.lift is None:
+                lines.append(f"{indent}  {c.arm} vs {c.control}: not enough customers to compare")
+                continue
+            lines.append(
+                f"{indent}  {c.arm} vs {c.control}: {signed_amount(c.lift.absolute)} {level} CI "
+                f"{interval_text(c.lift.absolute_ci, signed_amount, '[{low}, {high}]')}, "
+                f"{p_clause(c.lift.p_value)}; always-valid "
+                f"{interval_text(c.always_valid_ci, signed_amount, '[{low}, {high}]')}"
+            )
+            if c.verdict is not None:
+                lines.append(f"{indent}    call: {call_text(c.verdict, signed_amount)}")
     return lines
 
 

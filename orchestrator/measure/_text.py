@@ -164,7 +164,7 @@ def report_text(report: JourneyReport) -> ReportText:
     from orchestrator.measure._splits_text import message_lines, split_lines
 
     for split in report.splits:
-        tail.extend(["", *split_lines(split, report.revenue_property is not None)])
+        tail.extend(["", *split_lines(split, report.revenue_property is not None, report.currency)])
     if report.messages:
         tail.extend(["", *message_lines(report.messages)])
     if report.uplift is not None:

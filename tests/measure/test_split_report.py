@@ -191,6 +191,10 @@ def test_report_shows_split_arms_and_messages(
     assert table[1].split()[:4] == ["step", "channel", "template", "sent"] and len(rows) == 2
     assert rows["offer_a"][3] == str(sent["offer_a"]) and rows["offer_b"][3] == str(sent["offer_b"])
 
+    assert main(["report", "offers", "--db", store_url, "--currency", "EUR"]) == 0
+    split_text = capsys.readouterr().out.split("Split arms at step pick", 1)[1].split("Messages (", 1)[0]
+    assert "revenue per entry: offer_a €" in split_text and "offer_b vs offer_a: +€" in split_text
+
     assert main(["report", "offers", "--db", store_url, "--format", "json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["splits"][0]["ab"]["control"] == "offer_a"
