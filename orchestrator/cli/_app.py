@@ -479,6 +479,23 @@ def report(
     ] = None,
     uplift_model: o.UpliftModel = "logistic",
     bayes: o.Bayes = False,
+    program_from: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            metavar="ISO-8601",
+            help="with --all: where the program's lift starts (default: the first tick the store recorded)",
+        ),
+    ] = None,
+    program_goal: Annotated[
+        str | None,
+        typer.Option(
+            "--program-goal",
+            metavar="EVENT",
+            help="with --all: the conversion event of the program's lift (default: the goal event most "
+            "journeys use)",
+        ),
+    ] = None,
     alpha: o.Alpha = 0.05,
     power: o.Power = 0.8,
     tau: o.Tau = None,
@@ -493,6 +510,9 @@ def report(
         lambda s: {
             "journey": journey,
             "all": all_journeys,
+            "program_from": program_from,
+            "program_goal": program_goal,
+            "global_holdout": s.global_holdout(None) if all_journeys else 0.0,
             "format": format,
             "now": now,
             "export": export,

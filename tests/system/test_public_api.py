@@ -90,6 +90,8 @@ PUBLIC: dict[str, list[str]] = {
         "JourneyFunnel", "export_funnel", "funnel_lines", "journey_funnel", "journey_funnels",
         # every journey side by side
         "Portfolio", "portfolio", "portfolio_lines",
+        # the program's lift (the global holdout against everyone else) and the portfolio page
+        "ProgramLift", "program_lift", "render_portfolio_html",
         # engagement analytics
         "Analytics", "AnalyticsSettings", "analytics_heading", "analytics_html", "analytics_sections",
         "engagement_analytics", "export_analytics",
@@ -163,6 +165,8 @@ PUBLIC: dict[str, list[str]] = {
         # what send steps that choose per customer (best time) chose
         "JourneyChoices", "SendChoiceRow", "chosen_visits", "customer_send_choices", "journey_send_choices",
         "record_send_choices",
+        # the program's lift: the first tick, the global-holdout percents recorded, who entered a journey
+        "entered_customer_keys", "first_tick_us", "global_layer_percents", "treated_customer_keys",
     ],
     "orchestrator.store.migrations": ["FOLDER"],
     "orchestrator.store.migrations.versions": [],
