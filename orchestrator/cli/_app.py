@@ -1141,6 +1141,17 @@ def demo(
     journeys: o.Journeys = None,
     days: Annotated[int, typer.Option("--days", help="simulated days to run after the history")] = 21,
     ticks_per_day: Annotated[int, typer.Option("--ticks-per-day", help="engine ticks per simulated day")] = 6,
+    global_holdout: Annotated[
+        float,
+        typer.Option(
+            "--global-holdout",
+            metavar="PERCENT",
+            min=0.0,
+            max=100.0,
+            help="percent of the shop's customers no journey messages, to measure the whole program with "
+            "report --all",
+        ),
+    ] = 0.0,
     config: o.ConfigFile = None,
 ) -> int:
     return _invoke(
@@ -1153,6 +1164,7 @@ def demo(
             "journeys": s.journeys(journeys),
             "days": days,
             "ticks_per_day": ticks_per_day,
+            "global_holdout": global_holdout,
         },
     )
 
