@@ -21,7 +21,7 @@ corrections across the ``m`` journeys that have a comparison:
 
 Each journey's call is its own report's (``_verdict``), read off its always-valid interval.
 
-Above the journeys stands the whole program's lift (``_program``): the customers of the global holdout,
+With the journeys comes the whole program's lift (``_program``): the customers of the global holdout,
 whom no journey messages, against everyone else.
 """
 
