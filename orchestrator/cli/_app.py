@@ -479,6 +479,23 @@ def report(
     ] = None,
     uplift_model: o.UpliftModel = "logistic",
     bayes: o.Bayes = False,
+    program_from: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            metavar="ISO-8601",
+            help="with --all: where the program's lift starts (default: the first tick the store recorded)",
+        ),
+    ] = None,
+    program_goal: Annotated[
+        str | None,
+        typer.Option(
+            "--program-goal",
+            metavar="EVENT",
+            help="with --all: the conversion event of the program's lift (default: the goal event most "
+            "journeys use)",
+        ),
+    ] = None,
     currency: o.Currency = None,
     alpha: o.Alpha = 0.05,
     power: o.Power = 0.8,
@@ -494,6 +511,9 @@ def report(
         lambda s: {
             "journey": journey,
             "all": all_journeys,
+            "program_from": program_from,
+            "program_goal": program_goal,
+            "global_holdout": s.global_holdout(None) if all_journeys else 0.0,
             "format": format,
             "now": now,
             "export": export,
@@ -1125,6 +1145,17 @@ def demo(
     journeys: o.Journeys = None,
     days: Annotated[int, typer.Option("--days", help="simulated days to run after the history")] = 21,
     ticks_per_day: Annotated[int, typer.Option("--ticks-per-day", help="engine ticks per simulated day")] = 6,
+    global_holdout: Annotated[
+        float,
+        typer.Option(
+            "--global-holdout",
+            metavar="PERCENT",
+            min=0.0,
+            max=100.0,
+            help="percent of the shop's customers no journey messages, to measure the whole program with "
+            "report --all",
+        ),
+    ] = 0.0,
     config: o.ConfigFile = None,
 ) -> int:
     return _invoke(
@@ -1137,6 +1168,7 @@ def demo(
             "journeys": s.journeys(journeys),
             "days": days,
             "ticks_per_day": ticks_per_day,
+            "global_holdout": global_holdout,
         },
     )
 

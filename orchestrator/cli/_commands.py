@@ -562,6 +562,7 @@ def cmd_demo(args: Args) -> int:
             args.journeys,
             days=args.days,
             ticks_per_day=args.ticks_per_day,
+            global_holdout=args.global_holdout,
             out=cast(TextIO, LiveStdout()),  # its lines go above the bar
             progress=bar.update,
         )

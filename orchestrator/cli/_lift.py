@@ -44,6 +44,9 @@ def run_report(args: Args) -> int:
         return _run_portfolio(args)
     if args.journey is None:
         raise UsageError("name a JOURNEY, or give --all for every journey side by side")
+    for flag, given in (("--from", args.program_from), ("--program-goal", args.program_goal)):
+        if given is not None:
+            raise UsageError(f"{flag} is for the program's lift: add --all")
     if args.feature and not args.uplift:
         raise UsageError("--feature names what the uplift view models on: add --uplift")
     try:
@@ -102,8 +105,8 @@ def run_report(args: Args) -> int:
 
 
 def _run_portfolio(args: Args) -> int:
-    """``report --all``: every journey's lift side by side (``measure._portfolio``)."""
-    from orchestrator.measure import portfolio, portfolio_lines
+    """``report --all``: every journey's lift side by side, and the program's (``measure._portfolio``)."""
+    from orchestrator.measure import portfolio, portfolio_lines, render_portfolio_html
 
     if args.journey is not None:
         raise UsageError("--all reports every journey: leave out JOURNEY")
@@ -111,21 +114,53 @@ def _run_portfolio(args: Args) -> int:
                         ("--cuped", args.cuped), ("--bayes", args.bayes)):  # fmt: skip
         if given:
             raise UsageError(f"{flag} is for one journey's report, not --all")
-    if args.format == "html":
-        raise UsageError("--all writes a table or JSON (--format table|json)")
     as_of = _as_of(args.now)
+    since = _program_from(args.program_from)
+    if since is not None and as_of is not None and since >= as_of:
+        raise UsageError(f"--from {args.program_from!r} is not before the report instant (--now)")
     store = _report_store(args.db)
     try:
-        result = portfolio(store, as_of, args.alpha, currency=args.currency)
+        result = portfolio(
+            store,
+            as_of,
+            args.alpha,
+            program_goal=args.program_goal,
+            program_since_us=since,
+            global_percent=args.global_holdout,
+            currency=args.currency,
+        )
     finally:
         store.dispose()
     if not result.rows:
         raise Failure("no journey has run in this store yet")
     if args.format == "json":
         _emit(args, json.dumps(result.to_dict(), indent=2))
+    elif args.format == "html":
+        _emit(args, render_portfolio_html(result))
     else:
         _emit(args, "\n".join(portfolio_lines(result)))
     return 0
+
+
+def _program_from(text: str | None) -> int | None:
+    """``--from`` as microseconds: an ISO-8601 instant with a time zone, or a day (its midnight, UTC)."""
+    from datetime import UTC, date, datetime
+
+    from orchestrator.clock import parse_instant, to_us
+
+    if text is None:
+        return None
+    try:
+        return to_us(parse_instant(text))
+    except ValueError:
+        pass
+    try:
+        day = date.fromisoformat(text.strip())
+    except ValueError:
+        raise UsageError(
+            f"--from {text!r} is not a day (2024-03-01) or an ISO-8601 instant with a time zone"
+        ) from None
+    return to_us(datetime(day.year, day.month, day.day, tzinfo=UTC))
 
 
 def _as_of(now: str | None) -> int | None:

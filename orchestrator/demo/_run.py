@@ -69,11 +69,14 @@ def run_demo(
     days: int = 21,
     ticks_per_day: int = 6,
     seed: int = 11,
+    global_holdout: float = 0.0,
     out: TextIO | None = None,
     progress: Callable[[int, int], object] | None = None,
 ) -> int:
     """Run the demo in ``folder`` (see the module docstring) and print what happened to ``out`` (default:
-    stdout); ``progress``, when given, is told after each tick how many of the simulated days' ticks ran.
+    stdout); ``progress``, when given, is told after each tick how many of the simulated days' ticks ran;
+    ``global_holdout`` is the percent of customers no journey messages (``report --all`` measures the
+    program against it).
     The exit code: 0, 1 (invalid journeys, a folder it may not use) or 2 (the data is missing)."""
     out = out if out is not None else sys.stdout  # read at the call: a test may have replaced it
     customers_file, events_file = data / "customers.csv", data / "events.jsonl"
@@ -121,7 +124,9 @@ def run_demo(
         report = ingest_file(store, path, kind=kind, now_us=start_us)
         print(f"Ingested {report.accepted} {kind} from {path} ({report.rejected} rejected)", file=out)
 
-    engine = Engine(store, workspace, ChannelRouter([OutboxAdapter(outbox)]), clock)
+    engine = Engine(
+        store, workspace, ChannelRouter([OutboxAdapter(outbox)]), clock, global_holdout=global_holdout
+    )
     with store.connect() as conn:
         key_of = customer_keys_by_id(conn)
     pop = make_population(len(key_of))

@@ -13,7 +13,9 @@ The holdout assignment both the engine and the reports use is ``orchestrator.hol
   tables (``backtest_sections``) and compares two (``compare_backtests``); ``_backtest_html`` draws it
   as one self-contained page.
 - ``_portfolio`` lays every journey's lift side by side (``portfolio``), with Benjamini-Hochberg q-values
-  and false-coverage-adjusted intervals across journeys.
+  and false-coverage-adjusted intervals across journeys, under the whole program's lift (``_program``:
+  ``program_lift``, the global holdout against everyone else); ``_portfolio_html`` draws it as one page or
+  as an email-safe fragment (``render_portfolio_html``).
 - ``_funnel`` reads a journey version's per-step funnel per arm (``journey_funnel``) from the transition
   counts the engine keeps and the ledger; ``_funnel_text`` writes it as aligned text.
 - ``_analytics`` reads engagement analytics over the store's events (``engagement_analytics``: active
@@ -60,6 +62,8 @@ if TYPE_CHECKING:
     from orchestrator.measure._funnel_text import funnel_lines
     from orchestrator.measure._html import render_analysis_html, render_journey_html
     from orchestrator.measure._portfolio import Portfolio, portfolio, portfolio_lines
+    from orchestrator.measure._portfolio_html import render_portfolio_html
+    from orchestrator.measure._program import ProgramLift, program_lift
     from orchestrator.measure._report import export_entries, format_table, journey_report
     from orchestrator.measure._sequential import DEFAULT_SEQUENTIAL_TAU
     from orchestrator.measure._stats import analyze
@@ -106,6 +110,9 @@ _EXPORTS: dict[str, str] = {
     "Portfolio": "orchestrator.measure._portfolio",
     "portfolio": "orchestrator.measure._portfolio",
     "portfolio_lines": "orchestrator.measure._portfolio",
+    "render_portfolio_html": "orchestrator.measure._portfolio_html",
+    "ProgramLift": "orchestrator.measure._program",
+    "program_lift": "orchestrator.measure._program",
     "read_experiment": "orchestrator.measure._experiment",
     "render_analysis_html": "orchestrator.measure._html",
     "render_journey_html": "orchestrator.measure._html",
@@ -128,6 +135,7 @@ __all__ = [
     "InputError",
     "JourneyFunnel",
     "Portfolio",
+    "ProgramLift",
     "UpliftResult",
     "UpliftSetupError",
     "UpliftView",
@@ -155,10 +163,12 @@ __all__ = [
     "journey_report",
     "portfolio",
     "portfolio_lines",
+    "program_lift",
     "qini_coefficient",
     "read_experiment",
     "render_analysis_html",
     "render_journey_html",
+    "render_portfolio_html",
     "report_text",
     "uplift_estimate",
     "uplift_lines",

@@ -20,6 +20,9 @@ corrections across the ``m`` journeys that have a comparison:
   journeys cover their true lifts with a false coverage rate of at most ``alpha``.
 
 Each journey's call is its own report's (``_verdict``), read off its always-valid interval.
+
+With the journeys comes the whole program's lift (``_program``): the customers of the global holdout,
+whom no journey messages, against everyone else.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import numpy as np
 from orchestrator.measure._formats import money_formatter, percent
 from orchestrator.measure._journey import CONVERSION, REVENUE, JourneyReport, journey_report
 from orchestrator.measure._numbers import Interval, interval_dict
+from orchestrator.measure._program import ProgramLift, program_lift, program_lines
 from orchestrator.measure._rates import ArmSummary, RateLift, rate_lift
 from orchestrator.store import Store, journey_ids, sent_by_journey
 
@@ -95,6 +99,7 @@ class Portfolio:
     rows: tuple[PortfolioRow, ...]
     method: str = METHOD
     currency: str | None = None  # ISO 4217: the currency revenue is written in (None: plain numbers)
+    program: ProgramLift | None = None  # the global holdout against everyone else
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -106,6 +111,7 @@ class Portfolio:
             "method": self.method,
             "currency": self.currency,
             "journeys": [row.to_dict() for row in self.rows],
+            "program": None if self.program is None else self.program.to_dict(),
         }
 
 
@@ -117,9 +123,19 @@ def adjusted_level(alpha: float, selected: int, compared: int) -> float | None:
 
 
 def portfolio(
-    store: Store, as_of_us: int | None = None, alpha: float = 0.05, currency: str | None = None
+    store: Store,
+    as_of_us: int | None = None,
+    alpha: float = 0.05,
+    *,
+    program_goal: str | None = None,
+    program_since_us: int | None = None,
+    global_percent: float = 0.0,
+    currency: str | None = None,
 ) -> Portfolio:
-    """Every journey that ran in the store, its report's figures side by side (see the module docstring)."""
+    """Every journey that ran in the store, its report's figures side by side (see the module docstring),
+    and the program's lift over ``program_since_us`` (default: the first tick) to the report instant, on
+    ``program_goal`` (default: the goal event most journeys use), with ``global_percent`` the global
+    holdout configured now (``_program.program_lift``)."""
     with store.connect() as conn:
         ids = sorted(journey_ids(conn))
         sent = sent_by_journey(conn)
@@ -137,6 +153,15 @@ def portfolio(
         assert level is not None
         for i, q in zip(tested, q_values, strict=True):
             rows[i] = _adjusted(rows[i], reports[i], float(q), 1.0 - level)
+    program = program_lift(
+        store,
+        as_of_us,
+        since_us=program_since_us,
+        goals=[(report.goal_event, report.revenue_property) for report in reports],
+        goal_event=program_goal,
+        configured_percent=global_percent,
+        alpha=alpha,
+    )
     return Portfolio(
         as_of_us=as_of_us,
         alpha=alpha,
@@ -144,6 +169,7 @@ def portfolio(
         selected=selected,
         rows=tuple(rows),
         currency=currency,
+        program=program,
     )
 
 
@@ -256,4 +282,6 @@ def portfolio_lines(report: Portfolio) -> list[str]:
         "  incremental conversions = lift x treated entries (revenue likewise, from the revenue-per-entry "
         "lift); per 1,000 messages sent by the journey"
     )
+    if report.program is not None:
+        lines += ["", *program_lines(report.program)]
     return lines

@@ -26,6 +26,8 @@ The modules hold, by what they read and write together:
 - ``_failures``: database errors as one line for people;
 - ``_feedback``: opt-outs, opens and clicks told back through message links;
 - ``_backtests``: the grouped counts a backtest report reads, and the reports kept (``backtest_reports``);
+- ``_program``: what the program's lift reads beside the events (the first tick, the global-holdout
+  percents recorded, who entered a journey in a period, who was ever treated);
 - ``_predictions``: the fits of the churn and lifetime-value models kept (``prediction_fits``);
 - ``_send_choices``: what send steps that choose per customer (best time) chose, and why (``send_choices``);
 - ``_batches``: one row of counts per ingest;
@@ -206,6 +208,12 @@ from orchestrator.store._overview import (
     retired_versions,
 )
 from orchestrator.store._predictions import StoredFit, latest_prediction_fits, save_prediction_fit
+from orchestrator.store._program import (
+    entered_customer_keys,
+    first_tick_us,
+    global_layer_percents,
+    treated_customer_keys,
+)
 from orchestrator.store._readback import (
     ConversionRow,
     InstanceRow,
@@ -340,6 +348,7 @@ __all__ = [
     "due_instances",
     "due_messages",
     "ensure_customer_keys",
+    "entered_customer_keys",
     "entries_by_day",
     "entries_since",
     "entry_cursor",
@@ -354,7 +363,9 @@ __all__ = [
     "finish_instances",
     "finish_steps",
     "first_sent_messages",
+    "first_tick_us",
     "funnel_counts",
+    "global_layer_percents",
     "goal_event_customers",
     "hold",
     "holdout_assignments",
@@ -445,6 +456,7 @@ __all__ = [
     "suppression_rows",
     "ticks_after",
     "tracked_message",
+    "treated_customer_keys",
     "tune_writer_connection",
     "unconverted_instances",
     "update_signal_members",

@@ -15,6 +15,7 @@ from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import confint_proportions_2indep
 
 from orchestrator.cli import main
+from orchestrator.holdout import global_holdout
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,7 +25,7 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("shop") / "demo"
     data, journeys = str(ROOT / "examples" / "demo"), str(ROOT / "journeys")
     assert main(["demo", "--days", "14", "--ticks-per-day", "2", "--data", data, "--journeys", journeys,
-                 "--dir", str(folder)]) == 0  # fmt: skip
+                 "--dir", str(folder), "--global-holdout", "10"]) == 0  # fmt: skip
     return folder / "orchestrator.db"
 
 
@@ -70,6 +71,17 @@ def test_every_journey_side_by_side(shop: Path, capsys: pytest.CaptureFixture[st
                                                compare="diff", alpha=1 - level)  # fmt: skip
         assert (r["adjusted_interval"]["low"], r["adjusted_interval"]["high"]) == pytest.approx((low, high))
         assert r["adjusted_interval"]["low"] <= r["interval"]["low"]  # wider than the journey's own
+    # The demo ran with a 10% global holdout: the program's lift compares it with everyone else.
+    program = result["program"]
+    with contextlib.closing(sqlite3.connect(shop)) as conn:
+        ids = [r[0] for r in conn.execute("SELECT id FROM customers")]
+        layers = conn.execute(
+            "SELECT DISTINCT percent FROM holdout_assignments WHERE layer = 'global'"
+        ).fetchall()
+    assert layers == [(10.0,)] and program["global_holdout"]["percent"] == 10.0
+    held = int(global_holdout(ids, 10.0).sum())
+    assert (program["held_out"], program["everyone_else"]) == (held, len(ids) - held)
+    assert program["goal"]["event"] == "purchase" and program["lift"]["control"] == "global holdout"
 
 
 def test_the_table_and_the_refusals(shop: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -79,11 +91,11 @@ def test_the_table_and_the_refusals(shop: Path, capsys: pytest.CaptureFixture[st
     out = capsys.readouterr().out
     assert out.startswith("Journeys side by side: ")
     assert "Benjamini-Hochberg q-values" in out and "Benjamini-Yekutieli" in out
+    assert "The whole program: the global holdout (messaged by no journey) against everyone else" in out
     for argv, message in [
         (["report", "--db", db], "name a JOURNEY, or give --all"),
         (["report", "--all", "winback", "--db", db], "--all reports every journey: leave out JOURNEY"),
         (["report", "--all", "--uplift", "--db", db], "--uplift is for one journey's report, not --all"),
-        (["report", "--all", "--format", "html", "--db", db], "--all writes a table or JSON"),
     ]:
         assert main(argv) == 2
         assert message in capsys.readouterr().err

@@ -90,6 +90,8 @@ PUBLIC: dict[str, list[str]] = {
         "JourneyFunnel", "export_funnel", "funnel_lines", "journey_funnel", "journey_funnels",
         # every journey side by side
         "Portfolio", "portfolio", "portfolio_lines",
+        # the program's lift (the global holdout against everyone else) and the portfolio page
+        "ProgramLift", "program_lift", "render_portfolio_html",
         # engagement analytics
         "Analytics", "AnalyticsSettings", "analytics_heading", "analytics_html", "analytics_sections",
         "engagement_analytics", "export_analytics",
@@ -165,6 +167,8 @@ PUBLIC: dict[str, list[str]] = {
         "record_send_choices",
         # each message of a journey with its opens, clicks and opt-outs (the report's per-message table)
         "JourneyMessages", "journey_messages",
+        # the program's lift: the first tick, the global-holdout percents recorded, who entered a journey
+        "entered_customer_keys", "first_tick_us", "global_layer_percents", "treated_customer_keys",
     ],
     "orchestrator.store.migrations": ["FOLDER"],
     "orchestrator.store.migrations.versions": [],
