@@ -283,5 +283,5 @@ def portfolio_lines(report: Portfolio) -> list[str]:
         "lift); per 1,000 messages sent by the journey"
     )
     if report.program is not None:
-        lines += ["", *program_lines(report.program)]
+        lines += ["", *program_lines(report.program, report.currency)]
     return lines

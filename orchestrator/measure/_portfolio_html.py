@@ -18,22 +18,23 @@ from dataclasses import dataclass
 from html import escape
 
 from orchestrator.clock import from_us
-from orchestrator.measure._analysis import MetricComparison
+from orchestrator.measure._analysis import RATE, MetricComparison
 from orchestrator.measure._formats import (
     Formatter,
+    axis_label,
     interval_text,
     lift_formatter,
+    metric_formatters,
+    money_formatter,
     p_value,
     percent,
     signed_percent,
-    value_formatter,
 )
 from orchestrator.measure._html import CSS, PALETTE, _Row, dot_whisker_svg
 from orchestrator.measure._numbers import Interval
 from orchestrator.measure._portfolio import Portfolio, PortfolioRow, adjusted_level
 from orchestrator.measure._program import CONVERTED, MEAN_SPEC, ProgramLift, program_call_text
-from orchestrator.measure._svg import bounds as _bounds
-from orchestrator.measure._svg import ticks as _ticks
+from orchestrator.measure._svg import fit_axis
 from orchestrator.measure._verdict import HARMFUL, SHIP
 
 #: The dot of a journey by its call: ship green, harmful red, anything else the treatment blue.
@@ -110,7 +111,7 @@ def _call_html(words: str | None, call: str | None, st: _Style) -> str:
 # -------------------------------------------------------------------------------------------- program
 
 
-def _program_section(program: ProgramLift | None, st: _Style, charts: bool) -> str:
+def _program_section(program: ProgramLift | None, st: _Style, charts: bool, currency: str | None) -> str:
     head = f"<h2{st('h2')}>The whole program: the global holdout against everyone else</h2>"
     if program is None:
         return ""
@@ -146,7 +147,7 @@ def _program_section(program: ProgramLift | None, st: _Style, charts: bool) -> s
         cells = [escape(name), f"{n:,}", f"{entered.get(name, 0):,}"]
         for metric in metrics:
             arm = metric.arms[i]
-            fmt = value_formatter(metric.kind, MEAN_SPEC)
+            fmt = metric_formatters(metric.kind, MEAN_SPEC, currency, money=metric.name != CONVERTED)[0]
             cells += [f"{int(arm.total):,}", fmt(arm.mean)] if metric.name == CONVERTED else [fmt(arm.mean)]
         group_rows.append(cells)
     group_head = ["group", "customers", "entered a journey"]
@@ -160,7 +161,7 @@ def _program_section(program: ProgramLift | None, st: _Style, charts: bool) -> s
     lift_rows = []
     chart_rows = []
     for metric in metrics:
-        lfmt = lift_formatter(metric.kind, MEAN_SPEC)
+        lfmt = metric_formatters(metric.kind, MEAN_SPEC, currency, money=metric.name != CONVERTED)[1]
         label = "share converting" if metric.name == CONVERTED else "revenue per customer"
         for c in metric.comparisons:
             lift_rows.append(_program_lift_row(label, c, lfmt, st))
@@ -180,8 +181,10 @@ def _program_section(program: ProgramLift | None, st: _Style, charts: bool) -> s
             + dot_whisker_svg(
                 "program: share converting, everyone else over the global holdout",
                 chart_rows,
-                lift_formatter("rate", MEAN_SPEC),
+                lift_formatter(RATE, MEAN_SPEC),
                 zero_line=True,
+                axis_label=axis_label(RATE, signed=True),
+                limits=(-1.0, 1.0),
             )
             + "</div>"
         )
@@ -211,17 +214,22 @@ def forest_svg(rows: Sequence[PortfolioRow], level: float | None) -> str:
     its own 95% interval, the light bar behind it the adjusted interval; the zero line dashed."""
     width, left, right, top, row_h = 1040, 190, 30, 40, 32
     height = top + row_h * max(len(rows), 1) + 56
-    values: list[float] = []
+    core: list[float] = []
+    wide: list[float] = []
     for row in rows:
-        for interval in (row.interval, row.adjusted_interval):
-            if interval is not None:
-                values += [interval.low, interval.high]
+        if row.interval is not None:
+            core += [row.interval.low, row.interval.high]
+        if row.adjusted_interval is not None:
+            wide += [row.adjusted_interval.low, row.adjusted_interval.high]
         if row.lift is not None:
-            values.append(row.lift)
-    low, high = _bounds(values, True)
+            core.append(row.lift)
+    # A difference of rates lies within +-100 points; a much wider adjusted interval is cut at the edge.
+    axis = fit_axis(core, wide, limits=(-1.0, 1.0), include_zero=True, count=8)
+    low, high = axis.low, axis.high
+    tick_text = axis_label(RATE, signed=True)
 
     def x(v: float) -> float:
-        return left + (v - low) / (high - low) * (width - left - right)
+        return left + (axis.clamp(v) - low) / (high - low) * (width - left - right)
 
     adjusted = "n/a" if level is None else f"{level:.1%}"
     title = "absolute lift of the conversion rate by journey (points)"
@@ -231,10 +239,11 @@ def forest_svg(rows: Sequence[PortfolioRow], level: float | None) -> str:
         f'<text x="12" y="20" style="font-weight:600">{escape(title)}</text>',
     ]
     axis_y = top + row_h * max(len(rows), 1) + 4
-    for tick in _ticks(low, high, 8):
+    for tick in axis.ticks:
         parts.append(
             f'<line x1="{x(tick):.1f}" y1="{top - 8}" x2="{x(tick):.1f}" y2="{axis_y}" stroke="#f3f4f6"/>'
-            f'<text x="{x(tick):.1f}" y="{axis_y + 16}" text-anchor="middle">{_points(tick)}</text>'
+            f'<text x="{x(tick):.1f}" y="{axis_y + 16}" text-anchor="middle">'
+            f"{escape(tick_text(tick, axis.step))}</text>"
         )
     if low < 0 < high:
         parts.append(
@@ -249,12 +258,13 @@ def forest_svg(rows: Sequence[PortfolioRow], level: float | None) -> str:
             note = escape(row.note or "n/a")
             parts.append(f'<text x="{left + 8}" y="{cy + 4:.1f}" style="fill:#9ca3af">{note}</text>')
             continue
-        wide = row.adjusted_interval
-        if wide is not None:
-            bar = max(x(wide.high) - x(wide.low), 1.0)
+        adjusted_interval = row.adjusted_interval
+        if adjusted_interval is not None:
+            lo, hi = x(adjusted_interval.low), x(adjusted_interval.high)
             parts.append(
-                f'<rect x="{x(wide.low):.1f}" y="{cy - 8:.1f}" width="{bar:.1f}" height="16" fill="{colour}" '
-                f'opacity="0.18" rx="3"><title>adjusted {adjusted} interval: {_span(wide)}</title></rect>'
+                f'<rect x="{lo:.1f}" y="{cy - 8:.1f}" width="{max(hi - lo, 1.0):.1f}" height="16" '
+                f'fill="{colour}" opacity="0.18" rx="3"><title>adjusted {adjusted} interval: '
+                f"{_span(adjusted_interval)}</title></rect>"
             )
         if row.interval is not None:
             x1, x2 = x(row.interval.low), x(row.interval.high)
@@ -298,6 +308,7 @@ def _span(interval: Interval | None) -> str:
 
 def _journey_table(report: Portfolio, st: _Style) -> str:
     level = adjusted_level(report.alpha, report.selected, report.compared)
+    revenue = money_formatter(report.currency, plain=",.2f")
     head = [
         "journey", "treated", "held out", "rate", "held-out rate", "lift pts", "95% interval",
         f"adjusted {'n/a' if level is None else f'{level:.1%}'} interval", "q-value", "call", "sent",
@@ -317,7 +328,7 @@ def _journey_table(report: Portfolio, st: _Style) -> str:
             _call_html(r.note, r.call, st),
             f"{r.sent:,}",
             _number(r.conversions_per_1000),
-            _number(r.revenue_per_1000, ",.2f"),
+            revenue(r.revenue_per_1000),
         ]
         for r in report.rows
     ]
@@ -362,7 +373,7 @@ def render_portfolio_html(portfolio: Portfolio, email: bool = False) -> str:
         f"<h1{st('h2') if email else ''}>{escape(title)}</h1>",
         f"<p{st('meta')}>As of {escape(as_of)}; {len(portfolio.rows)} journeys, {portfolio.compared} "
         f"compared.</p>",
-        _program_section(portfolio.program, st, charts=not email),
+        _program_section(portfolio.program, st, charts=not email, currency=portfolio.currency),
         f"<h2{st('h2')}>Lift by journey</h2>",
     ]
     if not email:

@@ -44,7 +44,7 @@ import numpy as np
 from orchestrator.clock import from_us
 from orchestrator.holdout import GLOBAL_SEED, buckets
 from orchestrator.measure._analysis import MEAN, RATE, LiftAnalysis, MetricComparison, analyze
-from orchestrator.measure._formats import Formatter, interval_text, lift_formatter, p_clause, value_formatter
+from orchestrator.measure._formats import Formatter, interval_text, metric_formatters, p_clause
 from orchestrator.measure._text import call_text
 from orchestrator.store import (
     Store,
@@ -310,9 +310,9 @@ def program_call_text(comparison: MetricComparison, absolute: Formatter) -> str:
     return call_text(comparison.verdict, absolute).replace(" more entries", " more customers")
 
 
-def program_lines(program: ProgramLift) -> list[str]:
+def program_lines(program: ProgramLift, currency: str | None = None) -> list[str]:
     """The program's lift as text: one line of what is compared, then per metric the groups, the lift and
-    the call, then the notes."""
+    the call, then the notes; revenue in ``currency``."""
     head = "The whole program: the global holdout (messaged by no journey) against everyone else"
     if program.analysis is None:
         return [head, f"  {program.note}"]
@@ -324,7 +324,7 @@ def program_lines(program: ProgramLift) -> list[str]:
     ]
     for metric in program.analysis.metrics:
         kind = metric.kind
-        fmt, lfmt = value_formatter(kind, MEAN_SPEC), lift_formatter(kind, MEAN_SPEC)
+        fmt, lfmt = metric_formatters(kind, MEAN_SPEC, currency, money=metric.name != CONVERTED)
         what = "share converting" if metric.name == CONVERTED else f"{program.revenue_property} per customer"
         arms = ", ".join(f"{arm.name} {fmt(arm.mean)} (n {arm.n:,})" for arm in metric.arms)
         lines.append(f"  {what}: {arms}")
