@@ -165,6 +165,9 @@ PUBLIC: dict[str, list[str]] = {
         "record_send_choices",
         # each message of a journey with its opens, clicks and opt-outs (the report's per-message table)
         "JourneyMessages", "journey_messages",
+        # what a journey's guardrails read (opt-outs, complaints, bounces, messages handed over)
+        "MessageOutcomes", "Moments", "journey_bounces", "journey_customer_events",
+        "journey_message_outcomes", "journey_opt_outs",
     ],
     "orchestrator.store.migrations": ["FOLDER"],
     "orchestrator.store.migrations.versions": [],
