@@ -14,6 +14,8 @@ The holdout assignment both the engine and the reports use is ``orchestrator.hol
   as one self-contained page.
 - ``_portfolio`` lays every journey's lift side by side (``portfolio``), with Benjamini-Hochberg q-values
   and false-coverage-adjusted intervals across journeys.
+- ``_guardrails`` compares a journey's arms on unsubscribes, complaints and bounces, with an alarm when the
+  treated arm is worse (``_guardrails_text`` / ``_guardrails_html`` write them as text and a page section).
 - ``_funnel`` reads a journey version's per-step funnel per arm (``journey_funnel``) from the transition
   counts the engine keeps and the ledger; ``_funnel_text`` writes it as aligned text.
 - ``_analytics`` reads engagement analytics over the store's events (``engagement_analytics``: active

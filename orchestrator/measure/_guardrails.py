@@ -21,8 +21,8 @@ alarm above a fixed limit:
 - **complaints per message sent** (ledger ``sent``): above ``COMPLAINT_LIMIT`` (0.3%, Gmail's limit for
   bulk senders' spam rate);
 - **hard bounces per message handed to the provider** (ledger ``sent`` or ``failed``): the failures that
-  suppressed an address plus ``bounce`` events, above ``BOUNCE_LIMIT`` (2%, the hard-bounce rate mailbox
-  providers and sending services treat as a list problem).
+  suppressed an address plus ``bounce`` events, above ``BOUNCE_LIMIT`` (2%, the ceiling sending services
+  advise for a clean list; above it a list needs cleaning before mailbox providers start to filter it).
 
 The event names are fixed (``UNSUBSCRIBE_EVENT``, ``COMPLAINT_EVENT``, ``BOUNCE_EVENT``). Reads: one query
 per guardrail and one of the messages (``store.journey_opt_outs`` and friends), then numpy: each entry's
@@ -215,7 +215,7 @@ def journey_guardrails(
             int(counts[BOUNCED][treated].sum()),
             int(handed[treated].sum()),
             BOUNCE_LIMIT,
-            "the hard-bounce rate providers treat as a list problem",
+            "the ceiling sending services advise for a clean list",
         ),
     }
     return tuple(

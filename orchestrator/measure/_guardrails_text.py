@@ -51,5 +51,6 @@ def guardrail_lines(guardrails: Sequence[Guardrail], indent: str = "  ") -> list
             f"{_rate(m.limit)} ({m.source}): {state}"
         )
     lines.append(f"{indent}  rule: {RULE}")
-    lines.append(f"{indent}  what counts: " + "; ".join(f"{g.name}: {g.definition}" for g in guardrails))
+    lines.append(f"{indent}  what counts:")
+    lines.extend(f"{indent}    {g.name}: {g.definition}" for g in guardrails)
     return lines
