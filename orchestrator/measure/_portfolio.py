@@ -231,8 +231,8 @@ def portfolio_lines(report: Portfolio) -> list[str]:
     level = adjusted_level(report.alpha, report.selected, report.compared)
     head = (
         "journey", "treated", "held out", "rate", "held-out rate", "lift pts", "95% interval", "q",
-        f"adjusted {'n/a' if level is None else f'{level:.1%}'} interval", "call", "sent",
-        "incr. conv. / 1,000 msgs", "incr. revenue / 1,000 msgs", "guardrail alarms",
+        f"adjusted {'n/a' if level is None else f'{level:.1%}'} interval", "call",
+        "guardrail alarms", "sent", "incr. conv. / 1,000 msgs", "incr. revenue / 1,000 msgs",
     )  # fmt: skip
     rows = [
         (
@@ -246,10 +246,10 @@ def portfolio_lines(report: Portfolio) -> list[str]:
             number(r.q_value, ".3f"),
             span(r.adjusted_interval),
             r.call or r.note or "n/a",
+            ", ".join(r.guardrail_alarms) or "none",
             f"{r.sent:,}",
             number(r.conversions_per_1000),
             revenue(r.revenue_per_1000),
-            ", ".join(r.guardrail_alarms) or "none",
         )
         for r in report.rows
     ]
