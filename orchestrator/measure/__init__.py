@@ -16,6 +16,8 @@ The holdout assignment both the engine and the reports use is ``orchestrator.hol
   and false-coverage-adjusted intervals across journeys, under the whole program's lift (``_program``:
   ``program_lift``, the global holdout against everyone else); ``_portfolio_html`` draws it as one page or
   as an email-safe fragment (``render_portfolio_html``).
+- ``_guardrails`` compares a journey's arms on unsubscribes, complaints and bounces, with an alarm when the
+  treated arm is worse (``_guardrails_text`` / ``_guardrails_html`` write them as text and a page section).
 - ``_funnel`` reads a journey version's per-step funnel per arm (``journey_funnel``) from the transition
   counts the engine keeps and the ledger; ``_funnel_text`` writes it as aligned text.
 - ``_analytics`` reads engagement analytics over the store's events (``engagement_analytics``: active

@@ -28,6 +28,7 @@ from orchestrator.measure._formats import (
     value_formatter,
 )
 from orchestrator.measure._funnel_html import funnel_section
+from orchestrator.measure._guardrails_html import guardrail_banner, guardrail_section
 from orchestrator.measure._journey import CONVERSION, JourneyReport, SendPolicyLift
 from orchestrator.measure._numbers import Interval
 from orchestrator.measure._svg import fit_axis
@@ -485,6 +486,7 @@ def render_journey_html(report: JourneyReport) -> str:
         f"{revenue}. Entries counted: {report.matured} whose goal window has closed "
         f"({escape(report.left_out_words)}).</p>"
     )
+    body.append(guardrail_banner(report.guardrails))
     for warning in report.warnings:
         body.append(f"<div class='banner warn'>{escape(warning)}</div>")
     lift = report.lift
@@ -509,6 +511,7 @@ def render_journey_html(report: JourneyReport) -> str:
             body.append(_metric_section(metric, colours, "conversion rate"))
         else:
             body.append(_metric_section(metric, colours, "revenue per entry", amounts))
+    body.append(guardrail_section(report.guardrails))
     body.append("<h2>Cumulative lift by entry day</h2>")
     body.append(
         "<p class='note'>Each point uses every counted entry up to the end of that day. Read the light band "

@@ -53,6 +53,7 @@ from orchestrator.measure._entry_rows import (
 )
 from orchestrator.measure._experiment import InputError
 from orchestrator.measure._funnel import JourneyFunnel, journey_funnels
+from orchestrator.measure._guardrails import Guardrail, journey_guardrails
 from orchestrator.measure._messages import MessageStats, message_stats
 from orchestrator.measure._rates import ArmSummary, summarize_arm
 from orchestrator.measure._sequential import DEFAULT_SEQUENTIAL_TAU
@@ -148,6 +149,7 @@ class JourneyReport:
     currency: str | None = None  # ISO 4217: the currency money is written in (None: plain numbers)
     splits: tuple[SplitView, ...] = ()  # per split step: each arm against its holdout slice and the A/B
     messages: tuple[MessageStats, ...] = ()  # per send step: the ledger, opens, clicks, opt-outs, conversions
+    guardrails: tuple[Guardrail, ...] = ()  # opt-outs, complaints and bounces per arm (``_guardrails``)
 
     @property
     def has_goal(self) -> bool:
@@ -213,7 +215,13 @@ class JourneyReport:
             **({} if self.uplift is None else {"uplift": self.uplift.to_dict()}),
             "splits": [split.to_dict() for split in self.splits],
             "messages": [stats.to_dict() for stats in self.messages],
+            "guardrails": [guardrail.to_dict() for guardrail in self.guardrails],
         }
+
+    @property
+    def guardrail_alarms(self) -> tuple[str, ...]:
+        """The guardrails that alarm, each as a short name (``unsubscribed``, ``bounced per message``)."""
+        return tuple(label for guardrail in self.guardrails for label in guardrail.labels)
 
 
 def journey_report(
@@ -269,6 +277,13 @@ def journey_report(
         funnels = tuple(journey_funnels(conn, journey_id))
         messages = message_stats(conn, journey_id, journey, rows, as_of_us, goal.within if goal else None)
         choices = journey_send_choices(conn, journey_id)
+        guardrails = (
+            ()
+            if goal is None
+            else journey_guardrails(
+                conn, journey_id, rows, window_us, from_first_send=goal.start == "first_send", alpha=alpha
+            )
+        )
         features: dict[str, np.ndarray] = {}
         if uplift and goal is not None:
             names = list(uplift_features) if uplift_features else stored_attribute_names(conn)
@@ -342,6 +357,7 @@ def journey_report(
         goal_from=goal.start,
         left_before_first_send=int(rows.no_window.sum()),
         uplift=uplift_view,
+        guardrails=guardrails,
         **{**base, "cuped": cuped},
     )
 

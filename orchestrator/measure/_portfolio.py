@@ -19,7 +19,9 @@ corrections across the ``m`` journeys that have a comparison:
   ``1 - max(R, 1) * alpha / m`` (``1 - alpha / m`` when none is selected), so the intervals of the selected
   journeys cover their true lifts with a false coverage rate of at most ``alpha``.
 
-Each journey's call is its own report's (``_verdict``), read off its always-valid interval.
+Each journey's call is its own report's (``_verdict``), read off its always-valid interval, and its
+guardrail alarms its own report's (``_guardrails``: unsubscribes, complaints or bounces worse in the treated
+arm, or complaints or hard bounces per message above their limits), named per journey.
 
 With the journeys comes the whole program's lift (``_program``): the customers of the global holdout,
 whom no journey messages, against everyone else.
@@ -66,6 +68,8 @@ class PortfolioRow:
     incremental_revenue: float | None = None
     revenue_per_1000: float | None = None
     note: str = ""  # why a journey has no comparison
+    guardrail_alarms: tuple[str, ...] = ()  # the report's guardrails that alarm (``_guardrails``)
+    guardrail_reasons: tuple[str, ...] = ()  # each alarm in words, with its figures
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -87,6 +91,8 @@ class PortfolioRow:
             "incremental_revenue": self.incremental_revenue,
             "incremental_revenue_per_1000_messages": self.revenue_per_1000,
             "note": self.note,
+            "guardrail_alarms": list(self.guardrail_alarms),
+            "guardrail_reasons": list(self.guardrail_reasons),
         }
 
 
@@ -174,7 +180,13 @@ def portfolio(
 
 
 def _row(report: JourneyReport, sent: int) -> PortfolioRow:
-    base: dict[str, Any] = {"journey": report.journey_id, "version": report.version, "sent": sent}
+    base: dict[str, Any] = {
+        "journey": report.journey_id,
+        "version": report.version,
+        "sent": sent,
+        "guardrail_alarms": report.guardrail_alarms,
+        "guardrail_reasons": tuple(alarm for g in report.guardrails for alarm in g.alarms),
+    }
     empty: dict[str, Any] = {"treated": 0, "held_out": 0, "treated_rate": None, "held_out_rate": None,
                              "lift": None, "interval": None, "p_value": None}  # fmt: skip
     lift = report.lift
@@ -245,8 +257,8 @@ def portfolio_lines(report: Portfolio) -> list[str]:
     level = adjusted_level(report.alpha, report.selected, report.compared)
     head = (
         "journey", "treated", "held out", "rate", "held-out rate", "lift pts", "95% interval", "q",
-        f"adjusted {'n/a' if level is None else f'{level:.1%}'} interval", "call", "sent",
-        "incr. conv. / 1,000 msgs", "incr. revenue / 1,000 msgs",
+        f"adjusted {'n/a' if level is None else f'{level:.1%}'} interval", "call",
+        "guardrail alarms", "sent", "incr. conv. / 1,000 msgs", "incr. revenue / 1,000 msgs",
     )  # fmt: skip
     rows = [
         (
@@ -260,6 +272,7 @@ def portfolio_lines(report: Portfolio) -> list[str]:
             number(r.q_value, ".3f"),
             span(r.adjusted_interval),
             r.call or r.note or "n/a",
+            ", ".join(r.guardrail_alarms) or "none",
             f"{r.sent:,}",
             number(r.conversions_per_1000),
             revenue(r.revenue_per_1000),
@@ -271,6 +284,10 @@ def portfolio_lines(report: Portfolio) -> list[str]:
     lines.append("  " + "  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)).rstrip())
     for row in rows:
         lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    alarms = [(r.journey, reason) for r in report.rows for reason in r.guardrail_reasons]
+    if alarms:
+        lines.append("")
+        lines.extend(f"  GUARDRAIL ALARM in {journey}: {reason}" for journey, reason in alarms)
     lines.append("")
     lines.append(
         f"  corrected for reading {report.compared} journeys at once: Benjamini-Hochberg q-values "

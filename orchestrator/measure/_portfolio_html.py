@@ -311,8 +311,8 @@ def _journey_table(report: Portfolio, st: _Style) -> str:
     revenue = money_formatter(report.currency, plain=",.2f")
     head = [
         "journey", "treated", "held out", "rate", "held-out rate", "lift pts", "95% interval",
-        f"adjusted {'n/a' if level is None else f'{level:.1%}'} interval", "q-value", "call", "sent",
-        "incr. conv. / 1,000 msgs", "incr. revenue / 1,000 msgs",
+        f"adjusted {'n/a' if level is None else f'{level:.1%}'} interval", "q-value", "call",
+        "guardrail alarms", "sent", "incr. conv. / 1,000 msgs", "incr. revenue / 1,000 msgs",
     ]  # fmt: skip
     rows = [
         [
@@ -326,6 +326,7 @@ def _journey_table(report: Portfolio, st: _Style) -> str:
             _span(r.adjusted_interval),
             _number(r.q_value, ".3f"),
             _call_html(r.note, r.call, st),
+            _alarms_html(r.guardrail_alarms, r.guardrail_reasons, st),
             f"{r.sent:,}",
             _number(r.conversions_per_1000),
             revenue(r.revenue_per_1000),
@@ -333,6 +334,14 @@ def _journey_table(report: Portfolio, st: _Style) -> str:
         for r in report.rows
     ]
     return st.table(head, rows)
+
+
+def _alarms_html(alarms: Sequence[str], reasons: Sequence[str], st: _Style) -> str:
+    """The guardrails that alarm, marked as harm, with each alarm's figures as the cell's title."""
+    if not alarms:
+        return "none"
+    title = escape("; ".join(reasons), quote=True)
+    return f'<span{st.call("bad")} title="{title}">ALARM: {escape(", ".join(alarms))}</span>'
 
 
 def _method(report: Portfolio, st: _Style) -> str:

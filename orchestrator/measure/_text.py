@@ -25,6 +25,7 @@ from orchestrator.measure._formats import (
     value_formatter,
 )
 from orchestrator.measure._funnel_text import funnel_lines
+from orchestrator.measure._guardrails_text import guardrail_alarm_lines, guardrail_lines
 from orchestrator.measure._journey import CONVERSION, REVENUE, JourneyReport, SendPolicyLift
 from orchestrator.measure._means import MeanLift
 from orchestrator.measure._numbers import Interval
@@ -158,7 +159,11 @@ def report_text(report: JourneyReport) -> ReportText:
     """The report's text in parts (see ``ReportText``); ``format_table`` joins them. The uplift view, when
     asked for, and the per-step funnel of each version (the latest first) close the tail."""
     parts = _lift_text(report)
+    # A guardrail alarm goes right under the title, where an analyst cannot miss it.
+    head = [*parts.head[:1], *guardrail_alarm_lines(report.guardrails), *parts.head[1:]]
     tail = list(parts.tail)
+    if report.guardrails:
+        tail.extend(["", *guardrail_lines(report.guardrails)])
     for policy in report.send_policies:
         tail.extend(["", *send_policy_lines(policy)])
     from orchestrator.measure._splits_text import message_lines, split_lines
@@ -171,7 +176,7 @@ def report_text(report: JourneyReport) -> ReportText:
         tail.extend(["", *uplift_lines(report.uplift, "  ")])
     for funnel in reversed(report.funnels):
         tail.extend(["", *funnel_lines(funnel, "  ")])
-    return ReportText(parts.head, parts.columns, parts.rows, tail)
+    return ReportText(head, parts.columns, parts.rows, tail)
 
 
 def send_policy_lines(policy: SendPolicyLift) -> list[str]:

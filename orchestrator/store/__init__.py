@@ -25,6 +25,7 @@ The modules hold, by what they read and write together:
 - ``_catalog``: the names the store has seen (event types, properties, customer attributes);
 - ``_failures``: database errors as one line for people;
 - ``_feedback``: opt-outs, opens and clicks told back through message links;
+- ``_guardrails``: what a journey's guardrails read (opt-outs, complaints, bounces, messages handed over);
 - ``_backtests``: the grouped counts a backtest report reads, and the reports kept (``backtest_reports``);
 - ``_program``: what the program's lift reads beside the events (the first tick, the global-holdout
   percents recorded, who entered a journey in a period, who was ever treated);
@@ -151,6 +152,14 @@ from orchestrator.store._funnel import (
     conversion_counts,
     funnel_counts,
     step_message_counts,
+)
+from orchestrator.store._guardrails import (
+    MessageOutcomes,
+    Moments,
+    journey_bounces,
+    journey_customer_events,
+    journey_message_outcomes,
+    journey_opt_outs,
 )
 from orchestrator.store._health import JourneyFailure, failed_journeys, record_health
 from orchestrator.store._holder import Holding, StoreHeld, hold
@@ -297,6 +306,8 @@ __all__ = [
     "LedgerEntry",
     "LedgerRow",
     "MessageOutcome",
+    "MessageOutcomes",
+    "Moments",
     "OpenInstances",
     "OutcomeCount",
     "Retirement",
@@ -379,8 +390,12 @@ __all__ = [
     "instance_outcomes",
     "instance_rows",
     "is_database_error",
+    "journey_bounces",
+    "journey_customer_events",
     "journey_ids",
+    "journey_message_outcomes",
     "journey_messages",
+    "journey_opt_outs",
     "journey_overlap",
     "journey_send_choices",
     "last_tick",

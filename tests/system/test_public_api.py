@@ -169,6 +169,9 @@ PUBLIC: dict[str, list[str]] = {
         "JourneyMessages", "journey_messages",
         # the program's lift: the first tick, the global-holdout percents recorded, who entered a journey
         "entered_customer_keys", "first_tick_us", "global_layer_percents", "treated_customer_keys",
+        # what a journey's guardrails read (opt-outs, complaints, bounces, messages handed over)
+        "MessageOutcomes", "Moments", "journey_bounces", "journey_customer_events",
+        "journey_message_outcomes", "journey_opt_outs",
     ],
     "orchestrator.store.migrations": ["FOLDER"],
     "orchestrator.store.migrations.versions": [],
