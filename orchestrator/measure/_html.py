@@ -475,8 +475,11 @@ def render_journey_html(report: JourneyReport) -> str:
         f"<h1>{escape(title)}</h1>",
         f"<p class='meta'>As of {escape(data['as_of'])}. Unit: {escape(data['unit'])}.</p>",
     ]
+    from orchestrator.measure._splits_html import messages_section, split_section
+
     if not report.has_goal:
         body.append("<p>This journey declares no goal: nothing to measure.</p>")
+        body.append(messages_section(report.messages))
         return _page(title, "".join(body) + funnel_section(report.funnels))
     goal = data["goal"]
     revenue = f", revenue from <code>{escape(goal['revenue'])}</code>" if goal["revenue"] else ""
@@ -492,6 +495,7 @@ def render_journey_html(report: JourneyReport) -> str:
     lift = report.lift
     if lift is None:
         body.append("<p>No entry has completed its goal window yet.</p>")
+        body.append(messages_section(report.messages))
         body.append(uplift_section(report.uplift))
         return _page(title, "".join(body) + funnel_section(report.funnels))
     if lift.global_holdout is not None:
@@ -521,8 +525,6 @@ def render_journey_html(report: JourneyReport) -> str:
     body.append(_segments(lift.analysis))
     for policy in report.send_policies:
         body.append(_send_policy_section(policy))
-    from orchestrator.measure._splits_html import messages_section, split_section
-
     for split in report.splits:
         body.append(split_section(split, report.revenue_property is not None, report.currency))
     body.append(messages_section(report.messages))

@@ -230,3 +230,9 @@ def test_report_shows_split_arms_and_messages(
     )
     messages = html.split("<h2>Messages</h2>", 1)[1].split("</table>", 1)[0]
     assert f"<td>offer_a</td><td>email</td><td>a.txt</td><td>{sent['offer_a']}</td>" in messages
+
+    # Before any goal window has closed the page still lists the messages sent so far.
+    early = (START + timedelta(hours=6)).isoformat()
+    assert main(["report", "offers", "--db", store_url, "--format", "html", "--now", early]) == 0
+    html = capsys.readouterr().out
+    assert "No entry has completed its goal window yet." in html and "<h2>Messages</h2>" in html
