@@ -141,15 +141,18 @@ def serve_http(port: int, delay_s: float) -> None:
     print(json.dumps({**counts, "cpu_s": _cpu_s()}), flush=True)
 
 
-def rate_worker(state_dir: str, rate: float, threads: int, seconds: float, start_at: float) -> None:
-    """Threads taking turns on the shared limiter until ``start_at + seconds``, as ``acquire`` does (take
-    a slot, sleep until it); prints each turn's slot and the instant its thread woke up (``time.monotonic``,
-    one clock for the whole host)."""
+def rate_worker(state_dir: str, rate: float, threads: int, seconds: float) -> None:
+    """Threads taking turns on the shared limiter for ``seconds`` from the start instant, as ``acquire``
+    does (take a slot, sleep until it); prints each turn's slot and the instant its thread woke up
+    (``time.monotonic``, one clock for the whole host). The worker says ``ready`` once its imports are done
+    and reads the start instant from its input, so a slow start on a busy machine eats no turns."""
     from orchestrator.channels._limits import RateLimiter
 
     limiter = RateLimiter(rate, key="benchmark-provider", state_dir=Path(state_dir), max_wait_s=60)
     turns: list[tuple[float, float]] = []
     lock = threading.Lock()
+    print("ready", flush=True)
+    start_at = float(sys.stdin.readline())
     while time.monotonic() < start_at:
         time.sleep(0.001)
     end = start_at + seconds
@@ -340,18 +343,27 @@ def bench_http(messages: int, concurrency: int, delay_s: float) -> dict[str, Any
 
 def bench_rate(rate: float, threads: int, processes: int, seconds: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="rate-") as state_dir:
-        start_at = time.monotonic() + 1.0  # every process starts at the same instant
         per_process = [threads // processes + (1 if i < threads % processes else 0) for i in range(processes)]
         script = str(Path(__file__).resolve())
-        common = ["--rate", str(rate), "--seconds", str(seconds), "--start-at", repr(start_at)]
+        common = ["--rate", str(rate), "--seconds", str(seconds)]
         procs = [
             subprocess.Popen(
                 [sys.executable, script, "--rate-worker", state_dir, "--rate-threads", str(n), *common],
+                stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 text=True,
             )
             for n in per_process
         ]
+        for proc in procs:  # every process has started and built its limiter
+            assert proc.stdout is not None
+            if proc.stdout.readline().strip() != "ready":
+                raise RuntimeError("a rate worker failed to start")
+        start_at = time.monotonic() + 0.2  # then they all start at the same instant
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write(f"{start_at!r}\n")
+            proc.stdin.flush()
         turns: list[tuple[float, float]] = []
         for proc in procs:
             out, _ = proc.communicate(timeout=seconds + 120)
@@ -399,14 +411,13 @@ def main() -> None:
     parser.add_argument("--serve", choices=["smtp", "http"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--rate-worker", help=argparse.SUPPRESS)
-    parser.add_argument("--start-at", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve == "smtp":
         return serve_smtp(args.port)
     if args.serve == "http":
         return serve_http(args.port, args.http_delay)
     if args.rate_worker:
-        return rate_worker(args.rate_worker, args.rate, args.rate_threads, args.seconds, args.start_at)
+        return rate_worker(args.rate_worker, args.rate, args.rate_threads, args.seconds)
 
     parts = {part.strip() for part in args.only.split(",")}
     line: dict[str, Any] = {"smtp_per_s": None, "http_per_s": None, "rate_limit_error": None}
