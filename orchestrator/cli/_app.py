@@ -780,6 +780,52 @@ def analytics(
     )
 
 
+@command(
+    "weekly-report",
+    "the weekly report the daemon emails (journeys and engagement): print it, write its HTML, or send it now",
+)
+def weekly_report(
+    ctx: typer.Context,
+    now: Annotated[
+        str | None,
+        typer.Option(
+            "--now",
+            metavar="ISO-8601",
+            help="the report as of this instant, e.g. 2024-03-04T08:00:00Z (default: the last tick's)",
+        ),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", metavar="FILE.html", help="write the email's HTML here"),
+    ] = None,
+    send: Annotated[
+        bool,
+        typer.Option(
+            "--send",
+            metavar="",
+            help="send it now to the list of reports.weekly through the email provider (a try: the daemon "
+            "still sends the week's)",
+        ),
+    ] = False,
+    outbox: o.Outbox = None,
+    db: o.Db = None,
+    config: o.ConfigFile = None,
+) -> int:
+    return _invoke(
+        ctx,
+        "weekly-report",
+        config,
+        lambda s: {
+            "now": now,
+            "output": output,
+            "send": send,
+            "outbox": s.outbox(outbox),
+            "db": s.db(db),
+            "workspace_config": s.workspace_config(require_secrets=send),
+        },
+    )
+
+
 @command("evaluate", "count the customers each journey's signal matches at an instant")
 def evaluate(
     ctx: typer.Context,

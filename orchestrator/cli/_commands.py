@@ -331,6 +331,7 @@ def _inbox(folder: Path | None) -> Inbox | None:
 
 
 def _daemon(args: Args, simulated: tuple[SimulatedClock, datetime, timedelta] | None) -> int:
+    from orchestrator.cli._weekly import weekly_schedule
     from orchestrator.engine import DaemonSettings, WorkspaceFiles, serve
 
     engine = _engine(args, SystemClock() if simulated is None else simulated[0])
@@ -365,6 +366,7 @@ def _daemon(args: Args, simulated: tuple[SimulatedClock, datetime, timedelta] | 
         load=load,
         apply=apply,
         refit_every=predict.refit_every if predict.refit else None,
+        weekly=weekly_schedule(config),
     )
     service = None
     try:
@@ -483,6 +485,12 @@ def cmd_backtest(args: Args) -> int:
     from orchestrator.cli._backtest import run_backtest
 
     return run_backtest(args)
+
+
+def cmd_weekly_report(args: Args) -> int:
+    from orchestrator.cli._weekly import run_weekly_report
+
+    return run_weekly_report(args)
 
 
 def cmd_analytics(args: Args) -> int:

@@ -45,6 +45,12 @@ One file at the root of a workspace (beside ``journeys/``) says how the engine r
       level: info
     predict:                               # the daemon refits the purchase models its journeys read
       refit_every: 1d                      # (refit: false turns it off)
+    reports:                               # the daemon emails a weekly report through channels.email
+      weekly:
+        to: [ana@shop.example, ops@shop.example]
+        day: monday
+        at: "08:00"
+        timezone: Europe/Paris
 
 (``${NAME}`` is plain text in YAML's block style; inside ``{...}`` quote it: ``"${NAME}"``.)
 
@@ -56,6 +62,7 @@ adapter, the daemon reads ``tick`` and ``log``.
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -74,6 +81,7 @@ from orchestrator.config._secrets import EnvText, Secret, SecretRef
 from orchestrator.durations import parse_duration
 from orchestrator.language import CHANNELS
 from orchestrator.money import check_currency
+from orchestrator.zones import zone_or_none
 
 CHANNEL_NAMES: tuple[str, ...] = CHANNELS
 DeliveryModeName = Literal["at_least_once", "at_most_once"]
@@ -377,6 +385,73 @@ class Predict(_Model):
         return value
 
 
+WEEKDAYS: tuple[str, ...] = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+_ADDRESS = re.compile(r"[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\".]+")
+_HOUR = re.compile(r"([01]\d|2[0-3]):([0-5]\d)")
+
+
+class WeeklyReport(_Model):
+    """The weekly report the daemon emails (the portfolio and an analytics summary): to whom, on which
+    local day and hour of the week, in which time zone, with which subject (default: one naming the
+    week), and an optional link to the console shown at its foot."""
+
+    to: Annotated[list[EnvText], Field(min_length=1, max_length=100)]
+    day: str = "monday"
+    at: str = "08:00"
+    timezone: str = "UTC"
+    subject: Annotated[EnvText, Field(min_length=1, max_length=200)] | None = None
+    console_url: Url | None = None
+
+    @field_validator("to")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        for address in value:
+            if not _ADDRESS.fullmatch(address.strip()):
+                raise ValueError(f"{address!r} is not an email address (write name@domain, one per item)")
+        if len({a.strip().lower() for a in value}) != len(value):
+            raise ValueError("an address is listed twice")
+        return [a.strip() for a in value]
+
+    @field_validator("day")
+    @classmethod
+    def _day(cls, value: str) -> str:
+        if value.lower() not in WEEKDAYS:
+            raise ValueError(f"the day is one of {', '.join(WEEKDAYS)}, not {value!r}")
+        return value.lower()
+
+    @field_validator("at", mode="before")
+    @classmethod
+    def _at(cls, value: Any) -> str:
+        if not isinstance(value, str) or not _HOUR.fullmatch(value):
+            raise ValueError(f'write the local time as "HH:MM" (quoted), e.g. "08:00", not {value!r}')
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        if zone_or_none(value) is None:
+            raise ValueError(
+                f"{value!r} is not a time zone this machine knows (an IANA name, e.g. Europe/Paris)"
+            )
+        return value
+
+    @property
+    def weekday(self) -> int:
+        """The day as a number, Monday 0."""
+        return WEEKDAYS.index(self.day)
+
+    @property
+    def seconds_of_day(self) -> int:
+        hours, minutes = self.at.split(":")
+        return int(hours) * 3600 + int(minutes) * 60
+
+
+class Reports(_Model):
+    """Reports the daemon sends by itself."""
+
+    weekly: WeeklyReport | None = None
+
+
 class ConfigFile(_Model):
     """The whole of ``orchestrator.yaml``."""
 
@@ -400,6 +475,7 @@ class ConfigFile(_Model):
     http: Http = Field(default_factory=Http)
     log: Log = Field(default_factory=Log)
     predict: Predict = Field(default_factory=Predict)
+    reports: Reports = Field(default_factory=Reports)
 
     @field_validator("tick")
     @classmethod
@@ -413,6 +489,14 @@ class ConfigFile(_Model):
         channels = self.channels.configured() if self.channels else {}
         if isinstance(channels.get("webhook"), HttpWebhookChannel) and not self.webhooks:
             raise ValueError("channels.webhook sends to the endpoints under webhooks:, and none is named")
+        return self
+
+    @model_validator(mode="after")
+    def _reports(self) -> ConfigFile:
+        if self.reports.weekly is not None and self.channels is not None and self.channels.email is None:
+            raise ValueError(
+                "reports.weekly is sent through channels.email, and the channels section sets none"
+            )
         return self
 
     @model_validator(mode="after")

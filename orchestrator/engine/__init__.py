@@ -10,7 +10,8 @@ and ``_matching`` (branches and waits), ``_localtime`` (customers' calendars), `
 adapters, after commit). Around it: ``_daemon`` (the schedule and its log lines), ``_reload`` (the
 workspace reloaded while running), ``_workers`` (several processes on PostgreSQL), ``_stopwatch`` (the
 tick's timings), ``_health``, ``_preview`` (what ``preview`` shows and ``send-test`` sends),
-``_validation`` (the checks that need the store), ``_template_data`` and ``_backtest`` (past events
+``_validation`` (the checks that need the store), ``_weekly`` (the weekly report the daemon emails, once
+a week), ``_template_data`` and ``_backtest`` (past events
 replayed through the journeys on a simulated clock in a scratch store). What every face shows of the
 engine lives here once: ``explain`` (what happened to one customer, and why, worded by ``_reasons``),
 ``audience`` (who a journey would reach now: ``_audience``, with ``_first_send`` and
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
     from orchestrator.engine._template_data import missing_customer_attributes, stored_attributes
     from orchestrator.engine._tick import ClockBehind, Engine, TickReport, failure_text, migration_problems
     from orchestrator.engine._validation import store_problems
+    from orchestrator.engine._weekly import WeeklySchedule, due_instant, report_message, send_weekly_report
     from orchestrator.engine._workspace import (
         Routes,
         Workspace,
@@ -62,6 +64,10 @@ if TYPE_CHECKING:
     )
 
 _EXPORTS: dict[str, str] = {
+    "WeeklySchedule": "orchestrator.engine._weekly",
+    "due_instant": "orchestrator.engine._weekly",
+    "report_message": "orchestrator.engine._weekly",
+    "send_weekly_report": "orchestrator.engine._weekly",
     "BacktestRun": "orchestrator.engine._backtest",
     "PastEvents": "orchestrator.engine._backtest",
     "backtest": "orchestrator.engine._backtest",
@@ -135,11 +141,13 @@ __all__ = [
     "TickReport",
     "UnknownCustomer",
     "UnknownJourney",
+    "WeeklySchedule",
     "Workspace",
     "WorkspaceFiles",
     "audience",
     "backtest",
     "crash_test_provider",
+    "due_instant",
     "engine_health",
     "explain",
     "failure_text",
@@ -155,8 +163,10 @@ __all__ = [
     "plan_report",
     "prediction_fits",
     "render_step",
+    "report_message",
     "send_step",
     "send_test",
+    "send_weekly_report",
     "serve",
     "signal_matches",
     "status_report",

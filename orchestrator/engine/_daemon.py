@@ -1,8 +1,9 @@
 """The daemon: ticks on an APScheduler 3.x schedule until SIGTERM or SIGINT, then stops cleanly (a second
 signal shortens the stop: see ``run_daemon``). ``serve`` puts it together for an engine: the start line,
 the inbox before each tick, one log line per tick (``tick_fields``: counts and timings, no customer data),
-the workspace reloaded on SIGHUP and when its files change (``engine._reload``), and the purchase models
-the journeys read refitted on schedule in a child process (``engine._refit``).
+the workspace reloaded on SIGHUP and when its files change (``engine._reload``), the purchase models
+the journeys read refitted on schedule in a child process (``engine._refit``), and the weekly report
+emailed once a week after a tick (``engine._weekly``).
 
 APScheduler only times the ticks; durable per-customer waits live in the instances table (``wake_at_us``),
 never in the scheduler. The tick job coalesces missed runs and never overlaps itself.
@@ -40,6 +41,7 @@ from orchestrator.clock import Clock, SimulatedClock, from_us, to_us
 from orchestrator.engine._handover import IngestCount, Ingestor
 from orchestrator.engine._refit import DEFAULT_REFIT_EVERY, Refitter
 from orchestrator.engine._tick import ClockBehind, Engine, TickReport, failure_text
+from orchestrator.engine._weekly import WeeklyReporter, WeeklySchedule
 from orchestrator.logs import mask_url
 from orchestrator.store import Store, last_tick
 from orchestrator.store import _leases as leases
@@ -301,6 +303,9 @@ class DaemonSettings:
     # How old the newest fit of a purchase model the journeys read may grow before the daemon refits it
     # in a child process (``engine._refit``); None: never refit.
     refit_every: timedelta | None = DEFAULT_REFIT_EVERY
+    # The weekly report emailed after the first tick at or after its local day and hour
+    # (``engine._weekly``); None: no report.
+    weekly: WeeklySchedule | None = None
 
 
 @dataclass
@@ -321,7 +326,15 @@ def serve(engine: Engine, settings: DaemonSettings) -> int:
     refitter = None
     if settings.refit_every is not None and settings.store_url:
         refitter = Refitter(engine.store, settings.store_url, settings.refit_every)
-    tick: Callable[[], object] = _engine_tick(engine, settings.inbox, refitter)
+    reporter = None
+    if settings.weekly is not None:
+        reporter = WeeklyReporter(
+            engine.store,
+            lambda: engine.router,  # the router in use (a reload may replace it)
+            settings.weekly,
+            lambda: engine.delivery.get("email") == "at_most_once",
+        )
+    tick: Callable[[], object] = _engine_tick(engine, settings.inbox, refitter, reporter)
     tick = waiting_for_clock(tick)  # a clock that stepped back waits until it passes the last tick
     tick = logged_ticks(tick, engine.clock)
     if settings.simulated is not None:
@@ -356,6 +369,8 @@ def serve(engine: Engine, settings: DaemonSettings) -> int:
     finally:
         if refitter is not None:
             refitter.stop()
+        if reporter is not None:
+            reporter.wait()
     log.info("daemon stopped cleanly after %d tick(s)", ticks, extra={"fields": {"ticks": ticks}})
     return ticks
 
@@ -389,10 +404,14 @@ def log_start(engine: Engine, settings: DaemonSettings, *, reloading: bool) -> N
 
 
 def _engine_tick(
-    engine: Engine, inbox: Ingestor | None, refitter: Refitter | None = None
+    engine: Engine,
+    inbox: Ingestor | None,
+    refitter: Refitter | None = None,
+    reporter: WeeklyReporter | None = None,
 ) -> Callable[[], TickOutcome]:
     """The refit of stale purchase models started (or its report read; never waited for), the inbox
-    drained (its events handed to the signal state as they commit), then the engine's tick."""
+    drained (its events handed to the signal state as they commit), then the engine's tick, then the
+    weekly report started in its thread when it is due (never waited for)."""
 
     def run() -> TickOutcome:
         if refitter is not None:
@@ -402,7 +421,10 @@ def _engine_tick(
         if inbox is not None:
             ingested = inbox.drain(engine.store, to_us(engine.clock.now()), engine.signals.accept)
         inbox_seconds = time.perf_counter() - started
-        return TickOutcome(engine.tick(), ingested, inbox_seconds)
+        report = engine.tick()
+        if reporter is not None:
+            reporter.check(report.now_us)
+        return TickOutcome(report, ingested, inbox_seconds)
 
     return run
 

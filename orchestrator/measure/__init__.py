@@ -18,6 +18,9 @@ The holdout assignment both the engine and the reports use is ``orchestrator.hol
   as an email-safe fragment (``render_portfolio_html``).
 - ``_guardrails`` compares a journey's arms on unsubscribes, complaints and bounces, with an alarm when the
   treated arm is worse (``_guardrails_text`` / ``_guardrails_html`` write them as text and a page section).
+- ``_weekly`` builds the weekly report the daemon emails (``weekly_report``: the portfolio to date and
+  over the last 7 days, the week's engagement beside the week before) and renders it for mail clients
+  (``weekly_email``: subject, text and inline, self-contained HTML).
 - ``_funnel`` reads a journey version's per-step funnel per arm (``journey_funnel``) from the transition
   counts the engine keeps and the ledger; ``_funnel_text`` writes it as aligned text.
 - ``_analytics`` reads engagement analytics over the store's events (``engagement_analytics``: active
@@ -79,6 +82,13 @@ if TYPE_CHECKING:
         uplift_estimate,
     )
     from orchestrator.measure._uplift_text import uplift_lines
+    from orchestrator.measure._weekly import (
+        WeeklyEmail,
+        WeeklyReport,
+        weekly_email,
+        weekly_html,
+        weekly_report,
+    )
 
 _EXPORTS: dict[str, str] = {
     "Analytics": "orchestrator.measure._analytics",
@@ -115,6 +125,11 @@ _EXPORTS: dict[str, str] = {
     "render_portfolio_html": "orchestrator.measure._portfolio_html",
     "ProgramLift": "orchestrator.measure._program",
     "program_lift": "orchestrator.measure._program",
+    "WeeklyEmail": "orchestrator.measure._weekly",
+    "WeeklyReport": "orchestrator.measure._weekly",
+    "weekly_email": "orchestrator.measure._weekly",
+    "weekly_html": "orchestrator.measure._weekly",
+    "weekly_report": "orchestrator.measure._weekly",
     "read_experiment": "orchestrator.measure._experiment",
     "render_analysis_html": "orchestrator.measure._html",
     "render_journey_html": "orchestrator.measure._html",
@@ -141,6 +156,8 @@ __all__ = [
     "UpliftResult",
     "UpliftSetupError",
     "UpliftView",
+    "WeeklyEmail",
+    "WeeklyReport",
     "analytics_heading",
     "analytics_html",
     "analytics_sections",
@@ -174,6 +191,9 @@ __all__ = [
     "report_text",
     "uplift_estimate",
     "uplift_lines",
+    "weekly_email",
+    "weekly_html",
+    "weekly_report",
 ]
 
 

@@ -30,6 +30,7 @@ The modules hold, by what they read and write together:
 - ``_program``: what the program's lift reads beside the events (the first tick, the global-holdout
   percents recorded, who entered a journey in a period, who was ever treated);
 - ``_predictions``: the fits of the churn and lifetime-value models kept (``prediction_fits``);
+- ``_reports``: the scheduled reports the daemon sends, claimed before sending (``report_sends``);
 - ``_send_choices``: what send steps that choose per customer (best time) chose, and why (``send_choices``);
 - ``_batches``: one row of counts per ingest;
 - ``_wal``: SQLite's write-ahead log for a writer that commits often (checkpoints, the writer's settings);
@@ -234,6 +235,14 @@ from orchestrator.store._readback import (
     query_rows,
     suppression_rows,
 )
+from orchestrator.store._reports import (
+    ReportClaim,
+    ReportSendRow,
+    claim_report_send,
+    report_send,
+    report_sends,
+    update_report_send,
+)
 from orchestrator.store._retired import Retirement, lift_retirement, retire_journey, retirement
 from orchestrator.store._send_choices import (
     JourneyChoices,
@@ -310,6 +319,8 @@ __all__ = [
     "Moments",
     "OpenInstances",
     "OutcomeCount",
+    "ReportClaim",
+    "ReportSendRow",
     "Retirement",
     "SavedReport",
     "SchemaError",
@@ -336,6 +347,7 @@ __all__ = [
     "address_suppressions",
     "checkpoint_wal",
     "chosen_visits",
+    "claim_report_send",
     "conversion_counts",
     "conversion_rows",
     "conversions_per_arm",
@@ -445,6 +457,8 @@ __all__ = [
     "record_tick",
     "record_tracked_event",
     "register_version",
+    "report_send",
+    "report_sends",
     "retire_journey",
     "retired_versions",
     "retirement",
@@ -474,6 +488,7 @@ __all__ = [
     "treated_customer_keys",
     "tune_writer_connection",
     "unconverted_instances",
+    "update_report_send",
     "update_signal_members",
     "upsert_customers",
 ]

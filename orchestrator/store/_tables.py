@@ -408,6 +408,25 @@ class PredictionFit(SQLModel, table=True):
     parameters: str = Field(sa_column=Column(Text, nullable=False))
 
 
+class ReportSend(SQLModel, table=True):
+    """A scheduled report of one period (the weekly report of one week), claimed by the process that sends
+    it before it sends: its status (``sending``, ``sent``, ``failed``, ``uncertain``), the tries, the
+    recipients it reached (JSON list), the last failure's cause and when it was sent. One row per
+    report and period is what keeps it from going out twice."""
+
+    __tablename__ = "report_sends"
+
+    report: str = Field(sa_column=Column(Text, primary_key=True))
+    period: str = Field(sa_column=Column(Text, primary_key=True))  # the week's Monday, local, ISO date
+    due_us: int
+    status: str = Field(sa_column=Column(Text, nullable=False))
+    attempts: int = 0
+    delivered: str = Field(default="[]", sa_column=Column(Text, nullable=False, default="[]"))
+    error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    updated_us: int = 0
+    sent_us: int | None = None
+
+
 def _wide_integers() -> None:
     """Every integer column is 64-bit on PostgreSQL (instants in microseconds overflow its 32-bit
     INTEGER); SQLite keeps ``INTEGER``, whose primary keys are the row id."""

@@ -54,6 +54,8 @@ PUBLIC: dict[str, list[str]] = {
         "journey_plan", "journeys_overview",
         # backtests
         "BacktestRun", "PastEvents", "backtest", "tick_instants",
+        # the weekly report
+        "WeeklySchedule", "due_instant", "report_message", "send_weekly_report",
     ],
     "orchestrator.http": [
         "MAX_EVENT_BYTES", "MAX_REQUEST_BYTES", "RunningServer", "create_app", "listen_address", "serve",
@@ -92,6 +94,8 @@ PUBLIC: dict[str, list[str]] = {
         "Portfolio", "portfolio", "portfolio_lines",
         # the program's lift (the global holdout against everyone else) and the portfolio page
         "ProgramLift", "program_lift", "render_portfolio_html",
+        # the weekly report
+        "WeeklyEmail", "WeeklyReport", "weekly_email", "weekly_html", "weekly_report",
         # engagement analytics
         "Analytics", "AnalyticsSettings", "analytics_heading", "analytics_html", "analytics_sections",
         "engagement_analytics", "export_analytics",
