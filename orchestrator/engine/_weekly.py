@@ -158,7 +158,7 @@ def send_weekly_report(
             detail = f"the report could not be built: {failure_text(exc)}"
             record("failed", detail)
             return ReportOutcome(week, "failed", tuple(delivered), attempt, detail)
-        refused: list[str] = []
+        refused: list[str] = []  # the causes only: the log shows no address
         failed: list[str] = []
         for recipient in schedule.to:
             if recipient in delivered:
@@ -169,14 +169,18 @@ def send_weekly_report(
                 delivered.append(recipient)
                 record("sending")  # reached: never sent to again for this week
             elif result.outcome == "permanent":
-                refused.append(f"{recipient}: {result.error}")
+                refused.append(result.error or result.code or "refused")
             else:
-                failed.append(f"{recipient}: {result.error}")
+                failed.append(result.error or result.code or "failed")
         if failed:
-            detail = "; ".join(failed + refused)
+            detail = f"{len(failed)} of {len(schedule.to)} recipient(s) not reached: " + "; ".join(
+                dict.fromkeys(failed + refused)
+            )
             record("failed", detail)
             return ReportOutcome(week, "failed", tuple(delivered), attempt, detail)
-        detail = "; ".join(f"refused {r}" for r in refused)
+        detail = ""
+        if refused:
+            detail = f"{len(refused)} recipient(s) refused for good: " + "; ".join(dict.fromkeys(refused))
         record("sent", detail or None)
         return ReportOutcome(week, "sent", tuple(delivered), attempt, detail)
 

@@ -88,12 +88,14 @@ def claim_report_send(
     ``sending`` taken back (one more try). None when it is ``sent`` or ``uncertain``, or when another
     writer claimed it first."""
     inserted = conn.execute(
-        insert_ignoring_conflicts(conn, SENDS, ["report", "period"]).values(
+        insert_ignoring_conflicts(conn, SENDS, ["report", "period"])
+        .values(
             report=report, period=period, due_us=int(due_us), status="sending", attempts=1, delivered="[]",
             error=None, updated_us=int(now_us), sent_us=None,
         )
-    ).rowcount  # fmt: skip
-    if inserted == 1:
+        .returning(SENDS.c.report)
+    ).first()  # fmt: skip
+    if inserted is not None:
         row = report_send(conn, report, period)
         assert row is not None
         return ReportClaim(row, None)
