@@ -190,3 +190,48 @@ def test_validate_refuses_sends_the_config_cannot_deliver(tmp_path: Path) -> Non
     assert "no provider is set up for channel 'email'" in text
     assert "webhook endpoint 'crn' is not named under webhooks: in the workspace config (named: crm)" in text
     assert "did you mean 'crm'?" in text
+
+
+def test_the_weekly_report_is_checked_at_its_lines(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "reports:\n"
+        "  weekly:\n"
+        "    to: [ana@shop.example, not-an-address, ana@shop.example]\n"
+        "    day: mondey\n"
+        "    at: 25:00\n"
+        "    timezone: Mars/Olympus_Mons\n"
+        "    console_url: ftp://ops.example\n"
+        "    every: 1w\n",
+    )
+    found = problems(path)
+    text = "\n".join(found)
+    assert f"{path}:3:9: reports.weekly.to: 'not-an-address' is not an email address" in text
+    assert f"{path}:4:10: reports.weekly.day: the day is one of monday, tuesday," in text
+    assert f'{path}:5:9: reports.weekly.at: write the local time as "HH:MM"' in text
+    assert f"{path}:6:15: reports.weekly.timezone: 'Mars/Olympus_Mons' is not a time zone" in text
+    assert f"{path}:7:18: reports.weekly.console_url: write an http:// or https:// URL" in text
+    assert f"{path}:8:5: reports.weekly: unknown key 'every'" in text
+    twice = write(tmp_path, "reports:\n  weekly:\n    to: [ana@shop.example, ANA@shop.example]\n")
+    assert any("an address is listed twice" in p for p in problems(twice))
+    nobody = write(tmp_path, "reports:\n  weekly:\n    to: []\n")
+    assert any("reports.weekly.to" in p for p in problems(nobody))
+    no_email = write(
+        tmp_path, "channels:\n  sms: {provider: outbox}\nreports:\n  weekly:\n    to: [a@shop.example]\n"
+    )
+    assert any("reports.weekly is sent through channels.email" in p for p in problems(no_email))
+    good = write(
+        tmp_path,
+        'reports:\n  weekly:\n    to: [ana@shop.example]\n    day: Friday\n    at: "17:30"\n'
+        "    timezone: Europe/Paris\n",
+    )
+    weekly = load_config(good).file.reports.weekly
+    assert weekly is not None and (weekly.weekday, weekly.seconds_of_day, weekly.day) == (
+        4,
+        17 * 3600 + 1800,
+        "friday",
+    )
+    assert "reports:\n  weekly:\n    to:\n    - ana@shop.example\n    day: friday\n" in effective_yaml(
+        load_config(good)
+    )
+    assert load_config(write(tmp_path, "tick: 1m\n")).file.reports.weekly is None
