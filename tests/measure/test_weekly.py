@@ -109,7 +109,6 @@ def test_the_weekly_report_counts(shop: Path) -> None:
                 (start, start + 7 * DAY_US),
             )
         }
-    # fmt: skip
     figures = {f.name: f for f in report.figures}
     mean_dau = figures["daily active customers (mean)"]
     assert mean_dau.week == pytest.approx(sum(dau[7:]) / 7) and mean_dau.before == pytest.approx(
