@@ -166,6 +166,9 @@ PUBLIC: dict[str, list[str]] = {
         "RETIRED", "StepMessages", "add_funnel_counts", "conversion_counts", "funnel_counts",
         "step_message_counts",
         "StoredFit", "latest_prediction_fits", "save_prediction_fit",
+        # the weekly report's weeks, claimed before sending
+        "ReportClaim", "ReportSendRow", "claim_report_send", "report_send", "report_sends",
+        "update_report_send",
         # what send steps that choose per customer (best time) chose
         "JourneyChoices", "SendChoiceRow", "chosen_visits", "customer_send_choices", "journey_send_choices",
         "record_send_choices",
