@@ -28,7 +28,13 @@ def weekly_schedule(config: WorkspaceConfig) -> WeeklySchedule | None:
     from orchestrator.measure import weekly_email
 
     def build(store: Store, now_us: int) -> WeeklyEmail:
-        return weekly_email(store, now_us, subject=weekly.subject, console_url=weekly.console_url)
+        return weekly_email(
+            store,
+            now_us,
+            subject=weekly.subject,
+            console_url=weekly.console_url,
+            currency=config.file.currency,
+        )
 
     return WeeklySchedule(
         to=tuple(weekly.to),
@@ -71,6 +77,7 @@ def run_weekly_report(args: Args) -> int:
             now_us,
             subject=None if weekly is None else weekly.subject,
             console_url=None if weekly is None else weekly.console_url,
+            currency=config.file.currency,
         )
     finally:
         store.dispose()

@@ -32,7 +32,7 @@ from orchestrator.clock import from_us
 from orchestrator.durations import US_PER_SECOND
 from orchestrator.errors import UsageError
 from orchestrator.measure._analytics import AnalyticsSettings, engagement_analytics
-from orchestrator.measure._formats import percent
+from orchestrator.measure._formats import money_formatter, percent
 from orchestrator.measure._numbers import Interval
 from orchestrator.measure._portfolio import (
     Portfolio,
@@ -113,11 +113,17 @@ class WeeklyEmail:
 
 
 def weekly_report(
-    store: Store, as_of_us: int, *, alpha: float = 0.05, settings: AnalyticsSettings | None = None
+    store: Store,
+    as_of_us: int,
+    *,
+    alpha: float = 0.05,
+    settings: AnalyticsSettings | None = None,
+    currency: str | None = None,
 ) -> WeeklyReport:
-    """The weekly report as of ``as_of_us`` (see the module docstring)."""
-    now = portfolio(store, as_of_us, alpha)
-    before = portfolio(store, as_of_us - int(WEEK.total_seconds() * US_PER_SECOND), alpha)
+    """The weekly report as of ``as_of_us`` (see the module docstring); revenue in ``currency`` (ISO 4217,
+    None: plain numbers)."""
+    now = portfolio(store, as_of_us, alpha, currency)
+    before = portfolio(store, as_of_us - int(WEEK.total_seconds() * US_PER_SECOND), alpha, currency)
     earlier = {row.journey: row for row in before.rows}
     week_rows = tuple(_week_row(row, earlier.get(row.journey), alpha) for row in now.rows)
     day = from_us(as_of_us).astimezone(UTC).date()
@@ -274,6 +280,7 @@ def _table(head: list[str], rows: list[list[tuple[str, bool]]]) -> str:
 
 def portfolio_table_html(report: Portfolio) -> str:
     """The portfolio as an email-safe table (tables and inline styles only) with its method stated."""
+    revenue = money_formatter(report.currency, plain=",.2f")
     level = adjusted_level(report.alpha, report.selected, report.compared)
     head = ["journey", "treated", "held out", "rate", "held-out rate", "lift pts", "95% interval", "q",
             f"adjusted {'n/a' if level is None else f'{level:.1%}'} interval", "call", "sent",
@@ -294,7 +301,7 @@ def portfolio_table_html(report: Portfolio) -> str:
                 (r.call or r.note or "n/a", False),
                 (f"{r.sent:,}", True),
                 ("n/a" if r.conversions_per_1000 is None else f"{r.conversions_per_1000:,.1f}", True),
-                ("n/a" if r.revenue_per_1000 is None else f"{r.revenue_per_1000:,.2f}", True),
+                (revenue(r.revenue_per_1000), True),
             ]
         )
     table = _table(head, rows)
@@ -350,10 +357,16 @@ def weekly_html(report: WeeklyReport, console_url: str | None = None) -> str:
 
 
 def weekly_email(
-    store: Store, as_of_us: int, *, subject: str | None = None, console_url: str | None = None
+    store: Store,
+    as_of_us: int,
+    *,
+    subject: str | None = None,
+    console_url: str | None = None,
+    currency: str | None = None,
 ) -> WeeklyEmail:
-    """The weekly report as of ``as_of_us`` as an email (``subject`` default: one naming the day)."""
-    report = weekly_report(store, as_of_us)
+    """The weekly report as of ``as_of_us`` as an email (``subject`` default: one naming the day; revenue
+    in ``currency``)."""
+    report = weekly_report(store, as_of_us, currency=currency)
     return WeeklyEmail(
         subject=subject or default_subject(report),
         text=weekly_text(report, console_url),

@@ -131,6 +131,7 @@ def test_the_html_is_for_mail_clients(shop: Path) -> None:
         linked = weekly_email(
             store, as_of, subject="Our week", console_url="https://ops.shop.example/console/"
         )
+        euros = weekly_email(store, as_of, currency="EUR")
     finally:
         store.dispose()
     for journey in ("browse_intent", "cart_abandonment", "winback"):
@@ -144,6 +145,8 @@ def test_the_html_is_for_mail_clients(shop: Path) -> None:
     for banned in ("<svg", "<img", "<script", "<style", "<link", "src=", "url(", "@import", "href="):
         assert banned not in lowered, banned
     assert all(line.count("<td") == line.count("</td>") for line in plain.splitlines())
+    # Revenue in the workspace's currency when it has one.
+    assert "€" not in plain and "€" in euros.html and "€" in euros.text
     assert linked.subject == "Our week"
     assert re.findall(r'href="([^"]*)"', linked.html) == ["https://ops.shop.example/console/"]
     assert "The console: https://ops.shop.example/console/" in linked.text
