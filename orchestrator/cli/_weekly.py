@@ -34,6 +34,7 @@ def weekly_schedule(config: WorkspaceConfig) -> WeeklySchedule | None:
             subject=weekly.subject,
             console_url=weekly.console_url,
             currency=config.file.currency,
+            global_percent=config.global_holdout,
         )
 
     return WeeklySchedule(
@@ -78,6 +79,7 @@ def run_weekly_report(args: Args) -> int:
             subject=None if weekly is None else weekly.subject,
             console_url=None if weekly is None else weekly.console_url,
             currency=config.file.currency,
+            global_percent=config.global_holdout,
         )
     finally:
         store.dispose()

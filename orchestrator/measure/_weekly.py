@@ -5,7 +5,8 @@
 
 - **the journeys to date**: the portfolio (``_portfolio.portfolio``) as of the instant: every journey's
   treated and held-out entries whose goal window has closed, its lift with its interval, the
-  Benjamini-Hochberg q-value and Benjamini-Yekutieli adjusted interval, the call, messages sent;
+  Benjamini-Hochberg q-value and Benjamini-Yekutieli adjusted interval, the call, messages sent, under the
+  whole program's lift against the global holdout;
 - **the journeys over the last 7 days**: the entries whose goal window closed in the 7 days before the
   instant, which is the portfolio as of the instant less the portfolio as of 7 days before (an entry is
   counted once its goal window closes, and its conversion is settled by then), with each journey's lift
@@ -18,7 +19,8 @@
 
 ``weekly_email`` renders it as a subject, plain text and HTML for mail clients: tables and inline styles
 only, no SVG, no image, no stylesheet, no script and no link but the console's when one is given. The
-portfolio's table is ``portfolio_table_html``, the one place to swap for another renderer.
+portfolio's part is ``portfolio_table_html``: the portfolio's own email fragment
+(``_portfolio_html.render_portfolio_html`` with ``email=True``).
 """
 
 from __future__ import annotations
@@ -32,12 +34,11 @@ from orchestrator.clock import from_us
 from orchestrator.durations import US_PER_SECOND
 from orchestrator.errors import UsageError
 from orchestrator.measure._analytics import AnalyticsSettings, engagement_analytics
-from orchestrator.measure._formats import money_formatter, percent
+from orchestrator.measure._formats import percent
 from orchestrator.measure._numbers import Interval
 from orchestrator.measure._portfolio import (
     Portfolio,
     PortfolioRow,
-    adjusted_level,
     portfolio,
     portfolio_lines,
 )
@@ -119,11 +120,12 @@ def weekly_report(
     alpha: float = 0.05,
     settings: AnalyticsSettings | None = None,
     currency: str | None = None,
+    global_percent: float = 0.0,
 ) -> WeeklyReport:
     """The weekly report as of ``as_of_us`` (see the module docstring); revenue in ``currency`` (ISO 4217,
-    None: plain numbers)."""
-    now = portfolio(store, as_of_us, alpha, currency)
-    before = portfolio(store, as_of_us - int(WEEK.total_seconds() * US_PER_SECOND), alpha, currency)
+    None: plain numbers); ``global_percent`` the workspace's global holdout, for the program's lift."""
+    now = portfolio(store, as_of_us, alpha, global_percent=global_percent, currency=currency)
+    before = portfolio(store, as_of_us - int(WEEK.total_seconds() * US_PER_SECOND), alpha, currency=currency)
     earlier = {row.journey: row for row in before.rows}
     week_rows = tuple(_week_row(row, earlier.get(row.journey), alpha) for row in now.rows)
     day = from_us(as_of_us).astimezone(UTC).date()
@@ -265,7 +267,6 @@ _TD = 'style="padding:4px 8px;border-bottom:1px solid #ddd"'
 _NUM = 'style="padding:4px 8px;border-bottom:1px solid #ddd;text-align:right;white-space:nowrap"'
 _H2 = 'style="font-size:16px;margin:18px 0 4px 0"'
 _NOTE = 'style="color:#555;font-size:12px;margin:4px 0"'
-_CALL_COLOURS = {"ship": "#1a7f37", "harmful": "#b42318"}
 
 
 def _table(head: list[str], rows: list[list[tuple[str, bool]]]) -> str:
@@ -279,41 +280,11 @@ def _table(head: list[str], rows: list[list[tuple[str, bool]]]) -> str:
 
 
 def portfolio_table_html(report: Portfolio) -> str:
-    """The portfolio as an email-safe table (tables and inline styles only) with its method stated."""
-    revenue = money_formatter(report.currency, plain=",.2f")
-    level = adjusted_level(report.alpha, report.selected, report.compared)
-    head = ["journey", "treated", "held out", "rate", "held-out rate", "lift pts", "95% interval", "q",
-            f"adjusted {'n/a' if level is None else f'{level:.1%}'} interval", "call", "sent",
-            "incr. conv. / 1,000 msgs", "incr. revenue / 1,000 msgs"]  # fmt: skip
-    rows = []
-    for r in report.rows:
-        rows.append(
-            [
-                (r.journey, False),
-                (f"{r.treated:,}", True),
-                (f"{r.held_out:,}", True),
-                (percent(r.treated_rate), True),
-                (percent(r.held_out_rate), True),
-                (_points(r.lift), True),
-                (_span(r.interval), True),
-                ("n/a" if r.q_value is None else f"{r.q_value:.3f}", True),
-                (_span(r.adjusted_interval), True),
-                (r.call or r.note or "n/a", False),
-                (f"{r.sent:,}", True),
-                ("n/a" if r.conversions_per_1000 is None else f"{r.conversions_per_1000:,.1f}", True),
-                (revenue(r.revenue_per_1000), True),
-            ]
-        )
-    table = _table(head, rows)
-    for call, colour in _CALL_COLOURS.items():  # the call's word in colour, the text unchanged
-        bold = f'<b style="color:{colour}">{call}</b>'
-        table = table.replace(f"<td {_TD}>{call}</td>", f"<td {_TD}>{bold}</td>")
-    method = (
-        f"Corrected for reading {report.compared} journeys at once: Benjamini-Hochberg q-values "
-        f"({report.selected} with q &lt; {report.alpha:g}); adjusted intervals: Benjamini-Yekutieli false "
-        "coverage rate. Incremental conversions = lift x treated entries, per 1,000 messages sent."
-    )
-    return table + f"<p {_NOTE}>{method}</p>"
+    """The portfolio's own email fragment (``_portfolio_html.render_portfolio_html``, ``email=True``): the
+    program's lift, the table of every journey and the method, in tables and inline styles only."""
+    from orchestrator.measure._portfolio_html import render_portfolio_html
+
+    return render_portfolio_html(report, email=True)
 
 
 def weekly_html(report: WeeklyReport, console_url: str | None = None) -> str:
@@ -348,7 +319,6 @@ def weekly_html(report: WeeklyReport, console_url: str | None = None) -> str:
         parts.append(_table(head, rows))
     else:
         parts.append(f"<p {_NOTE}>No journey has run.</p>")
-    parts.append(f"<h2 {_H2}>Journeys to date</h2>")
     parts.append(portfolio_table_html(report.to_date))
     if console_url:
         parts.append(f'<p style="margin:18px 0 0 0"><a href="{escape(console_url)}">Open the console</a></p>')
@@ -363,10 +333,11 @@ def weekly_email(
     subject: str | None = None,
     console_url: str | None = None,
     currency: str | None = None,
+    global_percent: float = 0.0,
 ) -> WeeklyEmail:
     """The weekly report as of ``as_of_us`` as an email (``subject`` default: one naming the day; revenue
-    in ``currency``)."""
-    report = weekly_report(store, as_of_us, currency=currency)
+    in ``currency``; ``global_percent``: the workspace's global holdout)."""
+    report = weekly_report(store, as_of_us, currency=currency, global_percent=global_percent)
     return WeeklyEmail(
         subject=subject or default_subject(report),
         text=weekly_text(report, console_url),

@@ -242,7 +242,7 @@ def test_the_daemon_sends_one_email_per_week_across_a_restart(tmp_path: Path, sm
         for part in parse(m.content).iter_parts()
         if part.get_content_type() == "text/html"
     )
-    assert "welcome" in html and "Journeys to date" in html and "Engagement" in html
+    assert "welcome" in html and "Every journey side by side" in html and "Engagement" in html
     assert "<svg" not in html and 'src="http' not in html and "<script" not in html and "<link" not in html
 
 

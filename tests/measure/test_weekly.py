@@ -140,7 +140,8 @@ def test_the_html_is_for_mail_clients(shop: Path) -> None:
         assert figure.name in plain
     for row in report.to_date.rows:
         assert f">{row.treated:,}<" in plain and f">{row.sent:,}<" in plain
-    assert "Benjamini-Hochberg" in plain and "Journeys to date" in plain
+    assert "Benjamini-Hochberg" in plain and "Every journey side by side" in plain
+    assert "The whole program" in plain  # the program's lift, from the portfolio's own fragment
     lowered = plain.lower()
     for banned in ("<svg", "<img", "<script", "<style", "<link", "src=", "url(", "@import", "href="):
         assert banned not in lowered, banned
