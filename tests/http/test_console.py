@@ -12,8 +12,6 @@ import json
 import os
 import random
 import re
-import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,6 +34,7 @@ from orchestrator.http._console_auth import SESSION_COOKIE, ConsoleKeys
 from orchestrator.measure import backtest_html, journey_funnel, journey_report
 from orchestrator.store import open_store, saved_backtest, sqlite_url
 from orchestrator.testing import SimClock, World, at, customer, event, write_files
+from tests.browser import browser_tools, read_text
 
 CONSOLE_KEY = "console-key-for-tests-0123456789"
 OTHER_KEY = "reader-key-for-tests-9876543210"
@@ -398,25 +397,8 @@ def test_no_page_loads_anything_from_elsewhere(site: Site) -> None:
 # ------------------------------------------------------------------------------------------ screenshots
 
 
-def _tools() -> tuple[str, str]:
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    ocr = shutil.which("tesseract")
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        browser = None
-    if browser is None or ocr is None:
-        if os.environ.get("CI"):
-            pytest.fail(
-                "chromium, tesseract and playwright are needed in CI (see .ci/run and the test extra)"
-            )
-        pytest.skip("chromium, tesseract or playwright is missing")
-    return browser, ocr
-
-
 def _read(ocr: str, shot: Path) -> str:
-    done = subprocess.run([ocr, str(shot), "-"], capture_output=True, text=True, timeout=120, check=True)
-    return done.stdout
+    return read_text(ocr, shot)
 
 
 @pytest.mark.parametrize("width,height", [(1280, 800), (390, 844)], ids=["desktop", "phone"])
@@ -425,7 +407,7 @@ def test_screenshots_show_the_steps_and_their_counts(
 ) -> None:
     from playwright.sync_api import sync_playwright
 
-    browser_path, ocr = _tools()
+    browser_path, ocr = browser_tools()
     overview, detail, _, _ = core_figures(site)
     (rescue,) = overview["journeys"]
     with sync_playwright() as p:

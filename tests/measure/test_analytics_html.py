@@ -5,10 +5,7 @@ its headings and figures and checked for the charts' colours."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -18,24 +15,9 @@ from PIL import Image
 
 from orchestrator.cli import main
 from orchestrator.measure._html import PALETTE
+from tests.browser import browser_tools, read_text
 
 WINDOW = ("--from", "2024-02-01", "--to", "2024-04-29")
-
-
-def _tools() -> tuple[str, str]:
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    ocr = shutil.which("tesseract")
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        browser = None
-    if browser is None or ocr is None:
-        if os.environ.get("CI"):
-            pytest.fail(
-                "chromium, tesseract and playwright are needed in CI (see .ci/run and the test extra)"
-            )
-        pytest.skip("chromium, tesseract or playwright is missing")
-    return browser, ocr
 
 
 def _near(pixels: np.ndarray, colour: str, tolerance: int = 12) -> int:
@@ -46,7 +28,7 @@ def _near(pixels: np.ndarray, colour: str, tolerance: int = 12) -> int:
 def test_analytics_page_in_headless_chromium(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
-    browser_path, ocr = _tools()
+    browser_path, ocr = browser_tools()
     db = build(tmp_path / "shop.db", shop())
     page_file = tmp_path / "analytics.html"
     assert main(["analytics", *WINDOW, "--format", "html", "-o", str(page_file), "--db", db]) == 0
@@ -87,14 +69,7 @@ def test_analytics_page_in_headless_chromium(capsys: pytest.CaptureFixture[str],
 
     def read(name: str) -> str:
         # --psm 6: one block of text, which reads a table row by row.
-        done = subprocess.run(
-            [ocr, str(parts[name]), "-", "--psm", "6"],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=True,
-        )
-        return done.stdout
+        return read_text(ocr, parts[name], "--psm", "6")
 
     top = read("top")
     assert "Engagement analytics 2024-02-01 to 2024-04-29" in top, top

@@ -7,11 +7,8 @@ global holdout, and the page (``--format html``) and its email-safe fragment."""
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
-import shutil
-import subprocess
 from collections.abc import Iterator
 from datetime import timedelta
 from functools import reduce
@@ -25,6 +22,7 @@ from orchestrator.clock import to_us
 from orchestrator.measure import portfolio, render_portfolio_html
 from orchestrator.measure._program import NO_GLOBAL_HOLDOUT
 from orchestrator.testing import SimClock, World, at, customer, event
+from tests.browser import browser_tools, read_text
 
 START = at("2024-05-06T00:00:00Z")
 END = START + timedelta(days=10)
@@ -351,22 +349,6 @@ def test_no_global_holdout_on_the_page(tmp_path: Path, capsys: pytest.CaptureFix
 # ------------------------------------------------------------------------------------- in a browser
 
 
-def _tools() -> tuple[str, str]:
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    ocr = shutil.which("tesseract")
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        browser = None
-    if browser is None or ocr is None:
-        if os.environ.get("CI"):
-            pytest.fail(
-                "chromium, tesseract and playwright are needed in CI (see .ci/run and the test extra)"
-            )
-        pytest.skip("chromium, tesseract or playwright is missing")
-    return browser, ocr
-
-
 def test_the_page_in_headless_chromium(
     shop: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -374,7 +356,7 @@ def test_the_page_in_headless_chromium(
     heading, figures and call, and every journey's name and call in the table."""
     from playwright.sync_api import sync_playwright
 
-    browser_path, ocr = _tools()
+    browser_path, ocr = browser_tools()
     page_file = tmp_path / "portfolio.html"
     assert main(["report", "--all", "--db", _db(shop), "--format", "html", "-o", str(page_file)]) == 0
     _, out, _ = run_cli(capsys, "report", "--all", "--db", _db(shop), "--format", "json")
@@ -407,9 +389,7 @@ def test_the_page_in_headless_chromium(
     print(f"\nscreenshots: {' '.join(str(s) for s in shots.values())}")
 
     def read(name: str) -> str:
-        done = subprocess.run([ocr, str(shots[name]), "-", "--psm", "6"], capture_output=True, text=True,
-                              timeout=120, check=True)  # fmt: skip
-        return done.stdout
+        return read_text(ocr, shots[name], "--psm", "6")
 
     program = data["program"]
     head = read("program")
