@@ -14,6 +14,7 @@ import sys
 from typing import Any
 
 from orchestrator.cli._errors import Failure, UsageError
+from orchestrator.cli._instants import as_of_us
 from orchestrator.cli._settings import Args
 from orchestrator.measure import DEFAULT_SEQUENTIAL_TAU, InputError, read_experiment
 
@@ -57,7 +58,7 @@ def run_report(args: Args) -> int:
         ) from None
     if args.export is not None and args.export.suffix.lower() not in (".parquet", ".csv"):
         raise UsageError(f"--export {args.export}: the file name must end in .parquet or .csv")
-    as_of = _as_of(args.now)
+    as_of = as_of_us(args.now)
     store = _report_store(args.db)
     try:
         if args.by is not None:
@@ -114,7 +115,7 @@ def _run_portfolio(args: Args) -> int:
                         ("--cuped", args.cuped), ("--bayes", args.bayes)):  # fmt: skip
         if given:
             raise UsageError(f"{flag} is for one journey's report, not --all")
-    as_of = _as_of(args.now)
+    as_of = as_of_us(args.now)
     since = _program_from(args.program_from)
     if since is not None and as_of is not None and since >= as_of:
         raise UsageError(f"--from {args.program_from!r} is not before the report instant (--now)")
@@ -161,16 +162,6 @@ def _program_from(text: str | None) -> int | None:
             f"--from {text!r} is not a day (2024-03-01) or an ISO-8601 instant with a time zone"
         ) from None
     return to_us(datetime(day.year, day.month, day.day, tzinfo=UTC))
-
-
-def _as_of(now: str | None) -> int | None:
-    """``--now`` as microseconds (None: the last tick's instant)."""
-    from orchestrator.clock import parse_instant, to_us
-
-    try:
-        return to_us(parse_instant(now)) if now else None
-    except ValueError as exc:
-        raise UsageError(f"--now {now!r} is not an ISO-8601 instant with a time zone: {exc}") from None
 
 
 def _report_store(db: str | None) -> Any:

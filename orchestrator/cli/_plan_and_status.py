@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.cli._errors import Failure, UsageError
+from orchestrator.cli._instants import as_of_us
 from orchestrator.cli._settings import Args
-from orchestrator.clock import SystemClock, parse_instant, to_us
+from orchestrator.clock import SystemClock, to_us
 from orchestrator.durations import US_PER_SECOND, parse_duration
 from orchestrator.engine import Workspace, load_workspace, plan_report, status_report
 from orchestrator.language import JourneyPlan, SpecError
@@ -104,14 +105,7 @@ def run_status(args: Args) -> int:
         raise Failure("no store with engine tables here; ingest data and run the engine first")
     if getattr(args, "journey", None) is not None:
         return _journey_status(store, args)
-    now_us = None
-    if args.now is not None:
-        try:
-            now_us = to_us(parse_instant(args.now))
-        except ValueError as exc:
-            raise UsageError(
-                f"--now {args.now!r} is not an ISO-8601 instant with a time zone: {exc}"
-            ) from None
+    now_us = as_of_us(args.now)
     stale_after = None
     if args.stale_after is not None:
         try:

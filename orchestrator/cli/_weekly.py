@@ -8,9 +8,10 @@ import sys
 from typing import TYPE_CHECKING
 
 from orchestrator.cli._errors import Failure, UsageError
+from orchestrator.cli._instants import as_of_us
 from orchestrator.cli._settings import Args
 from orchestrator.cli._stores import existing_store
-from orchestrator.clock import parse_instant, to_us
+from orchestrator.clock import to_us
 
 if TYPE_CHECKING:
     from orchestrator.config import WorkspaceConfig
@@ -60,14 +61,8 @@ def run_weekly_report(args: Args) -> int:
         raise UsageError(f"--output {args.output}: the report is written as HTML, name it FILE.html")
     store = existing_store(args.db, "the store is empty: run the engine first")
     try:
-        if args.now is not None:
-            try:
-                now_us = to_us(parse_instant(args.now))
-            except ValueError as exc:
-                raise UsageError(
-                    f"--now {args.now!r} is not an ISO-8601 instant with a time zone: {exc}"
-                ) from None
-        else:
+        now_us = as_of_us(args.now)
+        if now_us is None:
             with store.connect() as conn:
                 last = max_tick_us(conn)
             if last is None:
