@@ -31,7 +31,7 @@ from orchestrator.measure._funnel_html import funnel_section
 from orchestrator.measure._guardrails_html import guardrail_banner, guardrail_section
 from orchestrator.measure._journey import CONVERSION, JourneyReport, SendPolicyLift
 from orchestrator.measure._numbers import Interval
-from orchestrator.measure._svg import fit_axis
+from orchestrator.measure._svg import Axis, fit_axis
 from orchestrator.measure._text import bayes_text, call_text
 from orchestrator.measure._timeline import TimelinePoint
 from orchestrator.measure._uplift import UpliftView
@@ -130,38 +130,17 @@ def dot_whisker_svg(
     for i, row in enumerate(rows):
         cy = top + row_h * i + row_h / 2
         parts.append(f'<text x="{left - 10}" y="{cy + 4:.1f}" text-anchor="end">{escape(row.label)}</text>')
-        if row.wide is not None:
-            bar = max(x(row.wide.high) - x(row.wide.low), 1.0)
-            parts.append(
-                f'<rect x="{x(row.wide.low):.1f}" y="{cy - 8:.1f}" width="{bar:.1f}" '
-                f'height="16" fill="{row.colour}" opacity="0.15" rx="3"><title>always-valid interval: '
-                f"{escape(interval_text(row.wide, fmt))}</title></rect>"
-            )
-            for end, beyond in ((row.wide.low, -1), (row.wide.high, 1)):
-                if axis.cut(end):  # an open end: the interval goes on past the edge
-                    tip = x(end) + 7 * beyond
-                    parts.append(
-                        f'<polygon points="{x(end):.1f},{cy - 8:.1f} {tip:.1f},{cy:.1f} '
-                        f'{x(end):.1f},{cy + 8:.1f}" fill="{row.colour}" opacity="0.35"/>'
-                    )
-        if row.interval is not None:
-            x1, x2 = x(row.interval.low), x(row.interval.high)
-            parts.append(
-                f'<line x1="{x1:.1f}" y1="{cy:.1f}" x2="{x2:.1f}" y2="{cy:.1f}" stroke="{row.colour}" '
-                'stroke-width="2.5"/>'
-            )
-            for xe in (x1, x2):
-                parts.append(
-                    f'<line x1="{xe:.1f}" y1="{cy - 6:.1f}" x2="{xe:.1f}" y2="{cy + 6:.1f}" '
-                    f'stroke="{row.colour}" stroke-width="2.5"/>'
-                )
-        if row.value is not None:
-            parts.append(
-                f'<circle cx="{x(row.value):.1f}" cy="{cy:.1f}" r="5.5" fill="{row.colour}">'
-                f"<title>{escape(row.label)}: {escape(fmt(row.value))} "
-                f"({escape(interval_text(row.interval, fmt))})"
-                "</title></circle>"
-            )
+        parts += interval_marks(
+            x,
+            axis,
+            cy,
+            row.colour,
+            row.interval,
+            row.wide,
+            row.value,
+            wide_title=f"always-valid interval: {interval_text(row.wide, fmt)}",
+            dot_title=f"{row.label}: {fmt(row.value)} ({interval_text(row.interval, fmt)})",
+        )
     if axis.clipped:
         parts.append(
             f'<text x="{left}" y="{axis_y + 36}" class="note" style="fill:#6b7280">light bars cut at the '
@@ -169,6 +148,54 @@ def dot_whisker_svg(
         )
     parts.append("</svg>")
     return "".join(parts)
+
+
+def interval_marks(
+    x: Callable[[float], float],
+    axis: Axis,
+    cy: float,
+    colour: str,
+    interval: Interval | None,
+    wide: Interval | None,
+    value: float | None,
+    *,
+    wide_title: str,
+    dot_title: str,
+    wide_opacity: float = 0.15,
+) -> list[str]:
+    """One row of a dot-and-whisker chart at height ``cy``: a light bar for the ``wide`` interval (with an
+    open end where the axis cuts it), whiskers at ``interval`` and the dot at ``value``."""
+    parts = []
+    if wide is not None:
+        lo, hi = x(wide.low), x(wide.high)
+        parts.append(
+            f'<rect x="{lo:.1f}" y="{cy - 8:.1f}" width="{max(hi - lo, 1.0):.1f}" height="16" '
+            f'fill="{colour}" opacity="{wide_opacity}" rx="3"><title>{escape(wide_title)}</title></rect>'
+        )
+        for end, beyond in ((wide.low, -1), (wide.high, 1)):
+            if axis.cut(end):  # an open end: the interval goes on past the edge
+                tip = x(end) + 7 * beyond
+                parts.append(
+                    f'<polygon points="{x(end):.1f},{cy - 8:.1f} {tip:.1f},{cy:.1f} '
+                    f'{x(end):.1f},{cy + 8:.1f}" fill="{colour}" opacity="0.35"/>'
+                )
+    if interval is not None:
+        x1, x2 = x(interval.low), x(interval.high)
+        parts.append(
+            f'<line x1="{x1:.1f}" y1="{cy:.1f}" x2="{x2:.1f}" y2="{cy:.1f}" stroke="{colour}" '
+            'stroke-width="2.5"/>'
+        )
+        for xe in (x1, x2):
+            parts.append(
+                f'<line x1="{xe:.1f}" y1="{cy - 6:.1f}" x2="{xe:.1f}" y2="{cy + 6:.1f}" '
+                f'stroke="{colour}" stroke-width="2.5"/>'
+            )
+    if value is not None:
+        parts.append(
+            f'<circle cx="{x(value):.1f}" cy="{cy:.1f}" r="5.5" fill="{colour}">'
+            f"<title>{escape(dot_title)}</title></circle>"
+        )
+    return parts
 
 
 def timeline_svg(points: Sequence[TimelinePoint], title: str) -> str:

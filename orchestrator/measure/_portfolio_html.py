@@ -30,7 +30,7 @@ from orchestrator.measure._formats import (
     percent,
     signed_percent,
 )
-from orchestrator.measure._html import CSS, PALETTE, _Row, dot_whisker_svg
+from orchestrator.measure._html import CSS, PALETTE, _Row, dot_whisker_svg, interval_marks
 from orchestrator.measure._numbers import Interval
 from orchestrator.measure._portfolio import Portfolio, PortfolioRow, adjusted_level
 from orchestrator.measure._program import CONVERTED, MEAN_SPEC, ProgramLift, program_call_text
@@ -258,29 +258,17 @@ def forest_svg(rows: Sequence[PortfolioRow], level: float | None) -> str:
             note = escape(row.note or "n/a")
             parts.append(f'<text x="{left + 8}" y="{cy + 4:.1f}" style="fill:#9ca3af">{note}</text>')
             continue
-        adjusted_interval = row.adjusted_interval
-        if adjusted_interval is not None:
-            lo, hi = x(adjusted_interval.low), x(adjusted_interval.high)
-            parts.append(
-                f'<rect x="{lo:.1f}" y="{cy - 8:.1f}" width="{max(hi - lo, 1.0):.1f}" height="16" '
-                f'fill="{colour}" opacity="0.18" rx="3"><title>adjusted {adjusted} interval: '
-                f"{_span(adjusted_interval)}</title></rect>"
-            )
-        if row.interval is not None:
-            x1, x2 = x(row.interval.low), x(row.interval.high)
-            parts.append(
-                f'<line x1="{x1:.1f}" y1="{cy:.1f}" x2="{x2:.1f}" y2="{cy:.1f}" stroke="{colour}" '
-                'stroke-width="2.5"/>'
-            )
-            for xe in (x1, x2):
-                parts.append(
-                    f'<line x1="{xe:.1f}" y1="{cy - 6:.1f}" x2="{xe:.1f}" y2="{cy + 6:.1f}" '
-                    f'stroke="{colour}" stroke-width="2.5"/>'
-                )
-        parts.append(
-            f'<circle cx="{x(row.lift):.1f}" cy="{cy:.1f}" r="5.5" fill="{colour}"><title>'
-            f"{escape(row.journey)}: {_points(row.lift)} pts (95% {_span(row.interval)}); "
-            f"{escape(row.call or '')}</title></circle>"
+        parts += interval_marks(
+            x,
+            axis,
+            cy,
+            colour,
+            row.interval,
+            row.adjusted_interval,
+            row.lift,
+            wide_title=f"adjusted {adjusted} interval: {_span(row.adjusted_interval)}",
+            dot_title=f"{row.journey}: {_points(row.lift)} pts (95% {_span(row.interval)}); {row.call or ''}",
+            wide_opacity=0.18,
         )
     legend_y = height - 10
     parts.append(
