@@ -46,15 +46,17 @@ def money_formatter(currency: str | None, *, signed: bool = False, plain: str = 
     return lambda x: "n/a" if x is None else money(x, currency, signed=signed, plain=plain)
 
 
+def amount_formatters(currency: str | None, plain: str) -> tuple[Formatter, Formatter]:
+    """An amount and its signed lift in ``currency`` (``plain`` without one)."""
+    return money_formatter(currency, plain=plain), money_formatter(currency, signed=True, plain=plain)
+
+
 def metric_formatters(
     kind: str, mean_spec: str, currency: str | None, *, money: bool
 ) -> tuple[Formatter, Formatter]:
     """A metric's value and lift formatters: by kind, or in ``currency`` when the metric is ``money``."""
     if money and kind != RATE:
-        return (
-            money_formatter(currency, plain=mean_spec),
-            money_formatter(currency, signed=True, plain=mean_spec),
-        )
+        return amount_formatters(currency, mean_spec)
     return value_formatter(kind, mean_spec), lift_formatter(kind, mean_spec)
 
 

@@ -18,11 +18,11 @@ from orchestrator.measure._analysis import RATE, LiftAnalysis, MetricComparison,
 from orchestrator.measure._formats import (
     AxisLabel,
     Formatter,
+    amount_formatters,
     arm_figures,
     axis_label,
     interval_text,
     lift_formatter,
-    money_formatter,
     p_value,
     signed_percent,
     value_formatter,
@@ -533,10 +533,7 @@ def render_journey_html(report: JourneyReport) -> str:
         )
     body.append(_srm_banner(lift.analysis))
     colours = _colours([name for name, _ in lift.analysis.arms])
-    amounts = (
-        money_formatter(report.currency, plain=MEAN_SPEC),
-        money_formatter(report.currency, signed=True, plain=MEAN_SPEC),
-    )
+    amounts = amount_formatters(report.currency, MEAN_SPEC)
     for metric in lift.analysis.metrics:
         if metric.name == CONVERSION:
             body.append(_metric_section(metric, colours, "conversion rate"))

@@ -11,6 +11,7 @@ from html import escape
 from orchestrator.durations import format_duration
 from orchestrator.measure._analysis import RATE
 from orchestrator.measure._formats import (
+    amount_formatters,
     axis_label,
     interval_text,
     lift_formatter,
@@ -38,10 +39,7 @@ def split_section(split: SplitView, revenue: bool, currency: str | None = None) 
     """One split step: the arms table, the chart of the lifts, then the A/B within the treated arm
     (revenue per entry in ``currency``)."""
     amount = money_formatter(currency)
-    amounts = (
-        money_formatter(currency, plain=MEAN_SPEC),
-        money_formatter(currency, signed=True, plain=MEAN_SPEC),
-    )
+    amounts = amount_formatters(currency, MEAN_SPEC)
     parts = [
         f"<h2>Split arms at step {escape(split.step)}</h2>",
         "<p class='note'>Intention to treat: every counted entry's arm is recomputed from the split's hash "
