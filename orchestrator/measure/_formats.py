@@ -60,6 +60,16 @@ def metric_formatters(
     return value_formatter(kind, mean_spec), lift_formatter(kind, mean_spec)
 
 
+def points(x: float | None) -> str:
+    """A difference of rates in percentage points, signed, without the unit: ``+1.23``."""
+    return "n/a" if x is None else f"{100 * x:+.2f}"
+
+
+def points_span(interval: Interval | None) -> str:
+    """Both ends of an interval of a difference of rates in points: ``-0.15 to +38.79``."""
+    return interval_text(interval, points)
+
+
 def percent(x: float | None, signed: bool = False) -> str:
     """A share as a percentage with one decimal, signed (a relative lift) or not (a rate)."""
     if x is None:

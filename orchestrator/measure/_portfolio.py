@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.measure._formats import money_formatter, percent
+from orchestrator.measure._formats import money_formatter, percent, points, points_span
 from orchestrator.measure._journey import CONVERSION, REVENUE, JourneyReport, journey_report
 from orchestrator.measure._numbers import Interval, interval_dict
 from orchestrator.measure._program import ProgramLift, program_lift, program_lines
@@ -244,12 +244,6 @@ def _adjusted(row: PortfolioRow, report: JourneyReport, q_value: float, alpha: f
 def portfolio_lines(report: Portfolio) -> list[str]:
     """The portfolio as aligned text: one row per journey, then the corrections stated."""
 
-    def points(value: float | None) -> str:
-        return "n/a" if value is None else f"{100 * value:+.2f}"
-
-    def span(interval: Interval | None) -> str:
-        return "n/a" if interval is None else f"{points(interval.low)} to {points(interval.high)}"
-
     def number(value: float | None, spec: str = ",.1f") -> str:
         return "n/a" if value is None else format(value, spec)
 
@@ -268,9 +262,9 @@ def portfolio_lines(report: Portfolio) -> list[str]:
             percent(r.treated_rate),
             percent(r.held_out_rate),
             points(r.lift),
-            span(r.interval),
+            points_span(r.interval),
             number(r.q_value, ".3f"),
-            span(r.adjusted_interval),
+            points_span(r.adjusted_interval),
             r.call or r.note or "n/a",
             ", ".join(r.guardrail_alarms) or "none",
             f"{r.sent:,}",

@@ -28,10 +28,11 @@ from orchestrator.measure._formats import (
     money_formatter,
     p_value,
     percent,
+    points,
+    points_span,
     signed_percent,
 )
 from orchestrator.measure._html import CSS, PALETTE, _Row, dot_whisker_svg, interval_marks
-from orchestrator.measure._numbers import Interval
 from orchestrator.measure._portfolio import Portfolio, PortfolioRow, adjusted_level
 from orchestrator.measure._program import CONVERTED, MEAN_SPEC, ProgramLift, program_call_text
 from orchestrator.measure._svg import fit_axis
@@ -92,10 +93,6 @@ class _Style:
             out.append("<tr>" + "".join(self.cell("td", c, i == 0) for i, c in enumerate(row)) + "</tr>")
         out.append("</table>")
         return "".join(out)
-
-
-def _points(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:+.2f}"
 
 
 def _number(x: float | None, spec: str = ",.1f") -> str:
@@ -266,8 +263,9 @@ def forest_svg(rows: Sequence[PortfolioRow], level: float | None) -> str:
             row.interval,
             row.adjusted_interval,
             row.lift,
-            wide_title=f"adjusted {adjusted} interval: {_span(row.adjusted_interval)}",
-            dot_title=f"{row.journey}: {_points(row.lift)} pts (95% {_span(row.interval)}); {row.call or ''}",
+            wide_title=f"adjusted {adjusted} interval: {points_span(row.adjusted_interval)}",
+            dot_title=f"{row.journey}: {points(row.lift)} pts (95% {points_span(row.interval)}); "
+            f"{row.call or ''}",
             wide_opacity=0.18,
         )
     legend_y = height - 10
@@ -285,10 +283,6 @@ def forest_svg(rows: Sequence[PortfolioRow], level: float | None) -> str:
     )
     parts.append("</svg>")
     return "".join(parts)
-
-
-def _span(interval: Interval | None) -> str:
-    return "n/a" if interval is None else f"{_points(interval.low)} to {_points(interval.high)}"
 
 
 # --------------------------------------------------------------------------------------------- table
@@ -309,9 +303,9 @@ def _journey_table(report: Portfolio, st: _Style) -> str:
             f"{r.held_out:,}",
             percent(r.treated_rate),
             percent(r.held_out_rate),
-            _points(r.lift),
-            _span(r.interval),
-            _span(r.adjusted_interval),
+            points(r.lift),
+            points_span(r.interval),
+            points_span(r.adjusted_interval),
             _number(r.q_value, ".3f"),
             _call_html(r.note, r.call, st),
             _alarms_html(r.guardrail_alarms, r.guardrail_reasons, st),

@@ -34,7 +34,7 @@ from orchestrator.clock import from_us
 from orchestrator.durations import US_PER_SECOND
 from orchestrator.errors import UsageError
 from orchestrator.measure._analytics import AnalyticsSettings, engagement_analytics
-from orchestrator.measure._formats import percent
+from orchestrator.measure._formats import percent, points, points_span
 from orchestrator.measure._numbers import Interval
 from orchestrator.measure._portfolio import (
     Portfolio,
@@ -217,14 +217,6 @@ def _change(figure: Figure) -> str:
     return f"{delta:+,.1f}" if figure.kind == "mean" else f"{delta:+,.0f}"
 
 
-def _points(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:+.2f}"
-
-
-def _span(interval: Interval | None) -> str:
-    return "n/a" if interval is None else f"{_points(interval.low)} to {_points(interval.high)}"
-
-
 def default_subject(report: WeeklyReport) -> str:
     return f"Journeys weekly report: {from_us(report.as_of_us).date().isoformat()}"
 
@@ -250,7 +242,7 @@ def weekly_text(report: WeeklyReport, console_url: str | None = None) -> str:
         lines.append(
             f"  {row.journey}: treated {row.treated} at {percent(row.treated_rate)}, "
             f"held out {row.held_out} at {percent(row.held_out_rate)}; "
-            f"lift {_points(row.lift)} pts (95% interval {_span(row.interval)})"
+            f"lift {points(row.lift)} pts (95% interval {points_span(row.interval)})"
         )
     if not report.last_7_days:
         lines.append("  no journey has run")
@@ -311,8 +303,8 @@ def weekly_html(report: WeeklyReport, console_url: str | None = None) -> str:
     if report.last_7_days:
         rows = [
             [(r.journey, False), (f"{r.treated:,}", True), (f"{r.held_out:,}", True),
-             (percent(r.treated_rate), True), (percent(r.held_out_rate), True), (_points(r.lift), True),
-             (_span(r.interval), True)]
+             (percent(r.treated_rate), True), (percent(r.held_out_rate), True), (points(r.lift), True),
+             (points_span(r.interval), True)]
             for r in report.last_7_days
         ]  # fmt: skip
         head = ["journey", "treated", "held out", "rate", "held-out rate", "lift pts", "95% interval"]
