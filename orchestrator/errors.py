@@ -41,6 +41,7 @@ and ``http_status`` (the HTTP service's status), here and nowhere else.
     ├── StoreError                      exit 1  HTTP 503  the store cannot be used now: wait, free, upgrade it
     │   ├── SchemaError                                   store._schema
     │   ├── StoreHeld                                     store._holder
+    │   ├── PartitionCountError                           store._partitions
     │   └── StoreUnavailable                              http._writer
     └── EngineError                     exit 1  HTTP 409  the engine refuses to go on until this is fixed
         ├── ClockBehind                                   engine._tick

@@ -35,6 +35,7 @@ The modules hold, by what they read and write together:
 - ``_batches``: one row of counts per ingest;
 - ``_wal``: SQLite's write-ahead log for a writer that commits often (checkpoints, the writer's settings);
 - ``_leases``: how several workers share a PostgreSQL store (advisory locks, leased claims);
+- ``_partitions``: customers hashed into partitions, each owned by one worker through a lease;
 - ``_holder``: the one engine process of a SQLite store;
 - ``_audience``: whole-base reads for audience estimates (recent marketing sends, suppressed customers);
 - ``_readback``: whole-table reads of instances, ledger, conversions and suppressions, for tests;
@@ -217,6 +218,17 @@ from orchestrator.store._overview import (
     latest_versions,
     retired_versions,
 )
+from orchestrator.store._partitions import (
+    DEFAULT_PARTITIONS,
+    Ownership,
+    PartitionCountError,
+    balance_partitions,
+    ensure_partitions,
+    partition_of,
+    partition_owners,
+    partitions_still_held,
+    release_partitions,
+)
 from orchestrator.store._predictions import StoredFit, latest_prediction_fits, save_prediction_fit
 from orchestrator.store._program import (
     entered_customer_keys,
@@ -281,6 +293,7 @@ from orchestrator.store._wal import checkpoint_wal, tune_writer_connection
 
 __all__ = [
     "BEFORE_COUNTING",
+    "DEFAULT_PARTITIONS",
     "DEFAULT_URL",
     "ENTRY_TRIGGER",
     "EXIT_WHEN",
@@ -319,6 +332,8 @@ __all__ = [
     "Moments",
     "OpenInstances",
     "OutcomeCount",
+    "Ownership",
+    "PartitionCountError",
     "ReportClaim",
     "ReportSendRow",
     "Retirement",
@@ -345,6 +360,7 @@ __all__ = [
     "active_versions",
     "add_funnel_counts",
     "address_suppressions",
+    "balance_partitions",
     "checkpoint_wal",
     "chosen_visits",
     "claim_report_send",
@@ -371,6 +387,7 @@ __all__ = [
     "due_instances",
     "due_messages",
     "ensure_customer_keys",
+    "ensure_partitions",
     "entered_customer_keys",
     "entries_by_day",
     "entries_since",
@@ -441,6 +458,9 @@ __all__ = [
     "open_scratch_store",
     "open_store",
     "outbox_backlog",
+    "partition_of",
+    "partition_owners",
+    "partitions_still_held",
     "ping",
     "query_rows",
     "queue_messages",
@@ -457,6 +477,7 @@ __all__ = [
     "record_tick",
     "record_tracked_event",
     "register_version",
+    "release_partitions",
     "report_send",
     "report_sends",
     "retire_journey",

@@ -427,6 +427,27 @@ class ReportSend(SQLModel, table=True):
     sent_us: int | None = None
 
 
+class PartitionLease(SQLModel, table=True):
+    """One partition of the customers (``store._partitions``): the worker that owns it, until when (database
+    time, microseconds) its lease holds, and how many times it changed owner (a fencing token)."""
+
+    __tablename__ = "partition_leases"
+
+    partition: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
+    owner: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    lease_until_us: int | None = None
+    epoch: int = 0
+
+
+class PartitionWorker(SQLModel, table=True):
+    """A worker sharing the partitions and until when (database time) its last heartbeat counts it live."""
+
+    __tablename__ = "partition_workers"
+
+    worker: str = Field(sa_column=Column(Text, primary_key=True))
+    expires_us: int
+
+
 def _wide_integers() -> None:
     """Every integer column is 64-bit on PostgreSQL (instants in microseconds overflow its 32-bit
     INTEGER); SQLite keeps ``INTEGER``, whose primary keys are the row id."""

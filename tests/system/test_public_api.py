@@ -179,6 +179,9 @@ PUBLIC: dict[str, list[str]] = {
         # what a journey's guardrails read (opt-outs, complaints, bounces, messages handed over)
         "MessageOutcomes", "Moments", "journey_bounces", "journey_customer_events",
         "journey_message_outcomes", "journey_opt_outs",
+        # customers hashed into partitions, each owned by one worker through a lease
+        "DEFAULT_PARTITIONS", "Ownership", "PartitionCountError", "balance_partitions", "ensure_partitions",
+        "partition_of", "partition_owners", "partitions_still_held", "release_partitions",
     ],
     "orchestrator.store.migrations": ["FOLDER"],
     "orchestrator.store.migrations.versions": [],
