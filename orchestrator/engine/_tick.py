@@ -293,6 +293,10 @@ class Engine:
         report.timings.update(journeys.seconds)
         report.timings.update(phases.seconds)
         watch.restart()
+        # SQLite: the journeys' commits left their pages in the write-ahead log (see Store.begin); they go
+        # to the database file now, before dispatch's small commits would each start doing it.
+        self.store.checkpoint()
+        watch.lap("checkpoint")
         delivery = self._dispatch_once(progress)
         if delivery is not None:
             report.delivery = delivery
@@ -372,7 +376,7 @@ class Engine:
         versions at this tick (migration only moves instances onto the current version, ``plan``). The
         seconds of ``evaluate_and_enter`` and ``convert_and_step``; the stepping phases go to ``phases``."""
         watch = Stopwatch()
-        with self.store.begin() as conn:
+        with self.store.begin(bulk=True) as conn:
             lead = self._leads(conn, plan)
             watch.restart()
             if lead:
