@@ -53,6 +53,7 @@ from orchestrator.store import (
     finish_instances,
     goal_event_customers,
     insert_conversions,
+    is_database_error,
     latest_tick_us,
     lift_retirement,
     max_instance_id,
@@ -293,9 +294,7 @@ class Engine:
         report.timings.update(journeys.seconds)
         report.timings.update(phases.seconds)
         watch.restart()
-        # SQLite: the journeys' commits left their pages in the write-ahead log (see Store.begin); they go
-        # to the database file now, before dispatch's small commits would each start doing it.
-        self.store.checkpoint()
+        self._checkpoint()
         watch.lap("checkpoint")
         delivery = self._dispatch_once(progress)
         if delivery is not None:
@@ -305,6 +304,17 @@ class Engine:
         report.timings["total"] = watch.elapsed()
         self._record_tick(report)
         return report
+
+    def _checkpoint(self) -> None:
+        """SQLite: the journeys' commits left their pages in the write-ahead log (see ``Store.begin``); they
+        go to the database file now, before dispatch's small commits would each start doing it. A failed
+        checkpoint loses nothing (the log keeps the pages, the next one copies them): it is logged."""
+        try:
+            self.store.checkpoint()
+        except Exception as exc:
+            if not is_database_error(exc):
+                raise
+            log.warning("a checkpoint of the store failed: %s", type(exc).__name__)
 
     def _check_clock(self, now_us: int) -> None:
         """Refuse (``ClockBehind``) an instant before the last stored tick, less the allowed skew."""
