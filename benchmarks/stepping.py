@@ -37,8 +37,9 @@ changes: moving that entry costs about twice the row's own write) and the ledger
 unique idempotency key, and the status and customer indexes, plus the join to the customer's id for the
 key). The funnel's upsert is one row per transition: under a millisecond. The commit appends the pages to
 the write-ahead log (a few percent); the checkpoint that copies them into the database is left to after
-the journeys (``Engine.tick``). At 200,000 instances stepping is about twice the disk reference (N rows of
-each size written without an index) measured in the same run.
+the journeys (``Engine.tick``). Stepping was about twice the disk reference (N rows of each size written
+without an index) measured in the same run at 200,000 instances, and four times it at 1,000,000 (9.0 CPU
+seconds; the engine before these changes took 16.6 on an identical store under a similar load).
 
 Prints one JSON line.
 """
