@@ -23,7 +23,8 @@ wait or has finished:
 - ``branch``, ``split``, ``exit``: move at once.
 
 Nothing is written per instance: the state changes of the whole batch are written at the end with one
-executemany each, each send step's ledger rows with one INSERT ... SELECT, and the transitions taken (per
+UPDATE per group of instances that moved alike (else one executemany), the first send recorded by the
+same write, each send step's ledger rows with one INSERT ... SELECT, and the transitions taken (per
 step, trigger and arm: the per-step funnel, ``store._funnel``) with one upsert, all inside the caller's
 transaction (state, ledger and funnel commit together).
 """
@@ -109,6 +110,9 @@ class Stepped:
     seconds: dict[str, float] = field(default_factory=dict)  # read, step, write
     # (step id, trigger) -> instances that took that transition: which edges of the machine were used
     funnel_seconds: float = 0.0  # of ``write``: adding the transitions taken to the funnel's counts
+    # ``write`` by part: instances (state changes, finished instances, data, first sends, choices), ledger
+    # (the queued rows) and funnel (its counts)
+    writes: dict[str, float] = field(default_factory=dict)
 
 
 def ledger_key(plan: JourneyPlan, customer_id: str, instance_id: int, step: StepPlan, at_us: int) -> str:
@@ -139,7 +143,9 @@ def step_due(
     changed, in the caller's transaction. ``count_funnel=False`` leaves the funnel's counts out (only for
     measuring what they cost). ``policy`` (the contact policy) keeps best times out of its quiet hours."""
     started = time.perf_counter()
-    due = due_instances(conn, plan.id, plan.version, now_us, plan.wait_for_states(), claimed=claimed)
+    due = due_instances(
+        conn, plan.id, plan.version, now_us, plan.wait_for_states(), claimed=claimed, states=plan.states
+    )
     out = Stepped()
     read = time.perf_counter()
     out.seconds["read"] = read - started
@@ -184,8 +190,11 @@ class Stepper:
         self.now_us = now_us
         self.due = due
         n = len(due)
-        codes = {name: i for i, name in enumerate(plan.states)}
-        self.state = np.fromiter((codes.get(s, NO_STATE) for s in due.states), np.int64, n)
+        if due.state_codes is not None:
+            self.state = due.state_codes.astype(np.int64, copy=True)
+        else:
+            codes = {name: i for i, name in enumerate(plan.states)}
+            self.state = np.fromiter((codes.get(s, NO_STATE) for s in due.states), np.int64, n)
         if (self.state == NO_STATE).any():
             bad = sorted({s for s, c in zip(due.states, self.state, strict=True) if c == NO_STATE})
             raise RuntimeError(f"journey {plan.id} v{plan.version}: instances in unknown states {bad}")
@@ -230,6 +239,7 @@ class Stepper:
         """Write what the walk changed (state changes, finished instances, instance data, ledger rows) and
         count it in ``out``."""
         plan, now, due = self.plan, self.now_us, self.due
+        started = time.perf_counter()
         finished = self.state >= len(plan.steps)
         changed = ~finished & (
             (self.state != self.start_state) | (self.wake != due.wake_at_us) | (self.t != due.since_us)
@@ -239,9 +249,12 @@ class Stepper:
             move_instances(
                 self.conn,
                 due.ids[idx],
-                [plan.states[s] for s in self.state[idx]],
+                self.state[idx],
                 self.t[idx],
                 self.wake[idx],
+                names=plan.states,
+                sent=self._passed_send[idx],
+                first_send_us=now,
             )
         if finished.any():
             idx = np.flatnonzero(finished)
@@ -252,9 +265,12 @@ class Stepper:
         if self.data_changed.any():
             idx = np.flatnonzero(self.data_changed)
             set_instance_data(self.conn, due.ids[idx], [orjson.dumps(self.data[i]).decode() for i in idx])
-        if self._passed_send.any():
-            mark_first_sends(self.conn, due.ids[self._passed_send], now)
+        unmarked = self._passed_send & ~changed  # those that moved had it written with their move
+        if unmarked.any():
+            mark_first_sends(self.conn, due.ids[unmarked], now)
         record_send_choices(self.conn, self._choices)
+        ledger = time.perf_counter()
+        out.writes["instances"] = ledger - started
         for step, positions, channel in self._sends:
             assert step.send is not None
             out.queued += queue_messages(
@@ -268,10 +284,12 @@ class Stepper:
                 key_suffix=ledger_key_suffix(step, now),
                 created_us=now,
             )
+        counting = time.perf_counter()
+        out.writes["ledger"] = counting - ledger
         if self.count_funnel and self.transitions:
-            counting = time.perf_counter()
             add_funnel_counts(self.conn, self.funnel_counts())
             out.funnel_seconds = time.perf_counter() - counting
+        out.writes["funnel"] = out.funnel_seconds
         out.stepped = int((changed | finished).sum())
 
     def funnel_counts(self) -> list[FunnelCount]:

@@ -53,6 +53,7 @@ from orchestrator.store import (
     finish_instances,
     goal_event_customers,
     insert_conversions,
+    is_database_error,
     latest_tick_us,
     lift_retirement,
     max_instance_id,
@@ -293,6 +294,8 @@ class Engine:
         report.timings.update(journeys.seconds)
         report.timings.update(phases.seconds)
         watch.restart()
+        self._checkpoint()
+        watch.lap("checkpoint")
         delivery = self._dispatch_once(progress)
         if delivery is not None:
             report.delivery = delivery
@@ -301,6 +304,17 @@ class Engine:
         report.timings["total"] = watch.elapsed()
         self._record_tick(report)
         return report
+
+    def _checkpoint(self) -> None:
+        """SQLite: the journeys' commits left their pages in the write-ahead log (see ``Store.begin``); they
+        go to the database file now, before dispatch's small commits would each start doing it. A failed
+        checkpoint loses nothing (the log keeps the pages, the next one copies them): it is logged."""
+        try:
+            self.store.checkpoint()
+        except Exception as exc:
+            if not is_database_error(exc):
+                raise
+            log.warning("a checkpoint of the store failed: %s", type(exc).__name__)
 
     def _check_clock(self, now_us: int) -> None:
         """Refuse (``ClockBehind``) an instant before the last stored tick, less the allowed skew."""
@@ -372,7 +386,7 @@ class Engine:
         versions at this tick (migration only moves instances onto the current version, ``plan``). The
         seconds of ``evaluate_and_enter`` and ``convert_and_step``; the stepping phases go to ``phases``."""
         watch = Stopwatch()
-        with self.store.begin() as conn:
+        with self.store.begin(bulk=True) as conn:
             lead = self._leads(conn, plan)
             watch.restart()
             if lead:

@@ -7,10 +7,12 @@ turn fetched rows into numpy columns. None of them commits: they run in the call
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import orjson
 from sqlalchemy import Connection, text
 
 from orchestrator.store._customers import raw_cursor
@@ -61,3 +63,25 @@ def fetch(conn: Connection, sql: str, params: dict[str, Any]) -> list[tuple[Any,
         finally:
             cursor.close()
     return [tuple(r) for r in conn.execute(text(sql), params).all()]
+
+
+#: SQLite: ``UPDATE ... FROM`` (which ``RUNS_UPDATE`` needs) came with 3.33.
+UPDATE_FROM = sqlite3.sqlite_version_info >= (3, 33, 0)
+#: SQLite: the runs of ids (``id_runs``) of a JSON parameter ``:runs``, as rows (lo, hi) to join on.
+RUNS = "(SELECT json_extract(value, '$[0]') AS lo, json_extract(value, '$[1]') AS hi FROM json_each(:runs))"
+
+
+def id_runs(ids: np.ndarray, most: float = 0.25) -> str | None:
+    """Increasing ids as the JSON array of their runs of consecutive ids (``[[first, last], ...]``), when
+    there are at most ``most`` runs per id; else None. Rows made together (instances entered at one tick,
+    a batch's ledger rows) have consecutive ids, and a statement over a few ranges of row ids seeks each
+    range once instead of looking up every id in a list."""
+    ids = np.asarray(ids, dtype=np.int64)
+    if not len(ids):
+        return None
+    breaks = np.flatnonzero(np.diff(ids) != 1)
+    if len(breaks) + 1 > most * len(ids) or (np.diff(ids) <= 0).any():
+        return None
+    firsts = np.concatenate([ids[:1], ids[breaks + 1]])
+    lasts = np.concatenate([ids[breaks], ids[-1:]])
+    return orjson.dumps(np.stack([firsts, lasts], axis=1), option=orjson.OPT_SERIALIZE_NUMPY).decode()

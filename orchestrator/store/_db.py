@@ -69,14 +69,38 @@ class Store:
         return self.engine.dialect.name == "postgresql"
 
     @contextmanager
-    def begin(self) -> Iterator[Connection]:
+    def begin(self, *, bulk: bool = False) -> Iterator[Connection]:
         """A connection inside one write transaction, committed on success and rolled back on error.
 
         On SQLite the transaction takes the write lock at once (``BEGIN IMMEDIATE``): a transaction that
-        reads and then writes can otherwise fail when another writer got in between.
+        reads and then writes can otherwise fail when another writer got in between. A ``bulk``
+        transaction (a tick's stepping of a journey, which may write a row or two per instance for a
+        million instances) runs with a larger page cache, so that its pages are not written out and read
+        back before the commit, and its commit does not checkpoint the write-ahead log: ``checkpoint``
+        does that after it (between ticks). Both settings are the connection's and end with the block.
         """
-        with self.engine.begin() as conn:
-            yield conn
+        if not (bulk and self.is_sqlite):
+            with self.engine.begin() as conn:
+                yield conn
+            return
+        with self.engine.connect() as conn:
+            raw: Any = conn.connection.dbapi_connection
+            raw.execute(f"PRAGMA cache_size=-{BULK_CACHE_KIB}")
+            raw.execute("PRAGMA wal_autocheckpoint=0")
+            try:
+                with conn.begin():
+                    yield conn
+            finally:
+                raw.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+                raw.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES}")
+
+    def checkpoint(self) -> None:
+        """SQLite: copy the write-ahead log into the database file as far as readers allow (a passive
+        checkpoint, which never waits for them). Nothing on PostgreSQL."""
+        if self.is_sqlite:
+            with self.engine.connect() as conn:
+                raw: Any = conn.connection.dbapi_connection
+                raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     @contextmanager
     def connect(self) -> Iterator[Connection]:
@@ -97,6 +121,12 @@ class Store:
 
 
 _READ_ONLY = "orchestrator_read_only"
+#: SQLite's page cache per connection (KiB), and during a bulk transaction (``Store.begin(bulk=True)``):
+#: only the pages a transaction touches are allocated.
+CACHE_KIB = 65_536
+BULK_CACHE_KIB = 1_048_576
+#: SQLite's default: a commit that leaves the write-ahead log this many pages long checkpoints it.
+AUTOCHECKPOINT_PAGES = 1000
 
 
 def _sqlite_pragmas(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
@@ -110,7 +140,7 @@ def _sqlite_pragmas(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.execute("PRAGMA temp_store=MEMORY")
-    cur.execute("PRAGMA cache_size=-65536")
+    cur.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
     cur.close()
 
 

@@ -17,7 +17,16 @@ import orjson
 from sqlalchemy import Connection, text
 
 from orchestrator.store import _leases as leases
-from orchestrator.store._bulk import column, executemany, fetch, objects, optional_ints
+from orchestrator.store._bulk import (
+    RUNS,
+    UPDATE_FROM,
+    column,
+    executemany,
+    fetch,
+    id_runs,
+    objects,
+    optional_ints,
+)
 from orchestrator.store._customers import chunked
 from orchestrator.store._funnel import ENTRY_TRIGGER, add_funnel_counts, arm_counts, count_leaving
 
@@ -88,6 +97,9 @@ class DueInstances:
     since_us: np.ndarray
     entered_us: np.ndarray
     entry_keys: np.ndarray  # object array: the correlation key's value (None without one)
+    # With the version's states given to ``due_instances``: each instance's state as its position in them
+    # (-1 for a state they do not have).
+    state_codes: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -104,48 +116,132 @@ def due_instances(
     waiting_states: Sequence[str] = (),
     *,
     claimed: leases.Claim | None = None,
+    states: Sequence[str] | None = None,
 ) -> DueInstances:
     """Active instances of one version that are due (``wake_at_us <= now``), plus every active instance at
     one of ``waiting_states`` (waits for an event, which can end before their timeout), in id order. With
-    ``claimed`` (a worker sharing the store), only the instances of that claim still held, locked."""
+    ``claimed`` (a worker sharing the store), only the instances of that claim still held, locked. With
+    ``states`` (the version's states, in code order), ``state_codes`` gives each instance's state code.
+
+    On SQLite the rows come back as one JSON array per column (``json_group_array``), parsed straight into
+    numpy columns: a million due instances are eight strings, not a million tuples."""
     columns = _DUE_COLUMNS
     if claimed is not None:
         rows = leases.lock_claimed(conn, journey_id, version, claimed.worker, claimed.ids, columns)
-        return _due_from_rows(rows)
+        return _due_from_rows(rows, states)
     params: dict[str, Any] = {"j": journey_id, "v": version, "now": now_us}
-    rows = fetch(
-        conn,
-        f"SELECT {columns} FROM journey_instances WHERE journey_id = :j AND status = 'active' "
-        "AND wake_at_us <= :now AND version = :v",
-        params,
+    due = (
+        "FROM journey_instances WHERE journey_id = :j AND status = 'active' AND version = :v "
+        "AND wake_at_us <= :now"
     )
+    waiting = ""
     if waiting_states:
         listing = ", ".join(f":s{i}" for i in range(len(waiting_states)))
         params.update({f"s{i}": s for i, s in enumerate(waiting_states)})
-        rows.extend(
-            fetch(
-                conn,
-                f"SELECT {columns} FROM journey_instances WHERE journey_id = :j AND status = 'active' "
-                f"AND state IN ({listing}) AND version = :v AND wake_at_us > :now",
-                params,
-            )
+        waiting = (
+            "FROM journey_instances WHERE journey_id = :j AND status = 'active' AND version = :v "
+            f"AND wake_at_us > :now AND state IN ({listing})"
         )
+    if conn.dialect.name == "sqlite":
+        return _due_from_json(conn, [due, waiting] if waiting else [due], params, states)
+    rows = fetch(conn, f"SELECT {columns} {due}", params)
+    if waiting:
+        rows.extend(fetch(conn, f"SELECT {columns} {waiting}", params))
     rows.sort(key=lambda r: r[0])
-    return _due_from_rows(rows)
+    return _due_from_rows(rows, states)
 
 
-def _due_from_rows(rows: Sequence[Sequence[Any]]) -> DueInstances:
+def _codes_sql(states: Sequence[str] | None, params: dict[str, Any]) -> str:
+    """SQL giving the code of ``state`` among ``states`` (-1 for another), or the name without them."""
+    if states is None:
+        return "state"
+    params.update({f"c{i}": name for i, name in enumerate(states)})
+    return f"CASE state {' '.join(f'WHEN :c{i} THEN {i}' for i in range(len(states)))} ELSE -1 END"
+
+
+def _due_from_json(
+    conn: Connection, sources: list[str], params: dict[str, Any], states: Sequence[str] | None
+) -> DueInstances:
+    """SQLite: the due rows of each ``FROM ... WHERE`` in ``sources`` as one JSON array per column."""
+    state = _codes_sql(states, params)
+    aggregates = ", ".join(
+        f"json_group_array({c})"
+        for c in (
+            "id",
+            "customer_key",
+            state,
+            "holdout",
+            "wake_at_us",
+            # Instances written before since_us existed count from their wake-up time.
+            "COALESCE(since_us, wake_at_us)",
+            "entered_us",
+            "entry_key",
+        )
+    )
+    parts: list[list[Any]] = [[] for _ in range(8)]
+    for source in sources:
+        for i, text_ in enumerate(fetch(conn, f"SELECT {aggregates} {source}", params)[0]):
+            parts[i].extend(orjson.loads(text_))
+    ids = np.array(parts[0], dtype=np.int64)
+    # In id order (the scan follows the index, by wake-up time); usually ids come sorted already.
+    order: np.ndarray | slice = slice(None) if bool(np.all(ids[1:] > ids[:-1])) else np.argsort(ids)
+    ints = [np.array(parts[i], dtype=np.int64)[order] for i in (1, 4, 5, 6)]
+    codes = names = None
+    if states is not None:
+        codes = np.array(parts[2], dtype=np.int64)[order]
+        names = np.array([*states, None], dtype=object)[codes]
+        if (codes < 0).any():  # states the version does not have: read their names for the caller to show
+            unknown = ids[order][codes < 0]
+            found = instance_states(conn, unknown.tolist())
+            names[codes < 0] = [found[int(i)] for i in unknown]
+    else:
+        names = _object_array(parts[2])[order]
+    return DueInstances(
+        ids=ids[order],
+        keys=ints[0],
+        states=names,
+        holdout=np.array(parts[3], dtype=bool)[order],
+        wake_at_us=ints[1],
+        since_us=ints[2],
+        entered_us=ints[3],
+        entry_keys=_object_array(parts[7])[order],
+        state_codes=codes,
+    )
+
+
+def _object_array(values: list[Any]) -> np.ndarray:
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
+
+
+def instance_states(conn: Connection, ids: Sequence[int]) -> dict[int, str]:
+    """The ``state`` of the given instances, by id."""
+    out: dict[int, str] = {}
+    for part in chunked(sorted({int(i) for i in ids})):
+        listing = ", ".join(str(i) for i in part)  # plain ints: safe to inline
+        out.update(fetch(conn, f"SELECT id, state FROM journey_instances WHERE id IN ({listing})", {}))
+    return out
+
+
+def _due_from_rows(rows: Sequence[Sequence[Any]], states: Sequence[str] | None = None) -> DueInstances:
     wake = column(rows, 4, np.int64)
+    names = objects(rows, 2)
+    codes = None
+    if states is not None:
+        known = {name: i for i, name in enumerate(states)}
+        codes = np.fromiter((known.get(s, -1) for s in names), np.int64, len(names))
     return DueInstances(
         ids=column(rows, 0, np.int64),
         keys=column(rows, 1, np.int64),
-        states=objects(rows, 2),
+        states=names,
         holdout=np.fromiter((bool(r[3]) for r in rows), dtype=bool, count=len(rows)),
         wake_at_us=wake,
         # Instances written before since_us existed count from their wake-up time.
         since_us=np.where(optional_ints(rows, 5) < 0, wake, optional_ints(rows, 5)) if rows else wake,
         entered_us=column(rows, 6, np.int64),
         entry_keys=objects(rows, 7),
+        state_codes=codes,
     )
 
 
@@ -159,56 +255,112 @@ def instance_data(conn: Connection, ids: Sequence[int]) -> dict[int, str | None]
 
 
 def move_instances(
-    conn: Connection, ids: np.ndarray, states: Sequence[str], since_us: np.ndarray, wake_at_us: np.ndarray
+    conn: Connection,
+    ids: np.ndarray,
+    states: Sequence[str] | np.ndarray,
+    since_us: np.ndarray,
+    wake_at_us: np.ndarray,
+    *,
+    names: Sequence[str] | None = None,
+    sent: np.ndarray | None = None,
+    first_send_us: int | None = None,
 ) -> None:
-    """Active instances to new steps: state, when they got there, when to look again.
+    """Active instances to new steps: state, when they got there, when to look again. ``states`` are
+    names, or codes into ``names``. Where ``sent`` (instances that passed a send step) is true, the same
+    write records ``first_send_us`` as their first send unless they have one (``mark_first_sends``).
 
-    Instances that entered together usually move together: rows with the same new values are written by
-    one UPDATE over their ids when such groups are large, else one executemany of single-row UPDATEs."""
+    Instances that entered together usually move together: on SQLite, rows with the same new values are
+    written by one UPDATE over their ids (travelling as one JSON array) when such groups are large, else
+    one executemany of single-row UPDATEs; on PostgreSQL one UPDATE joins the new values by id."""
     n = len(ids)
-    if n and conn.dialect.name == "postgresql":
+    if not n:
+        return
+    if names is None:
+        names = sorted(set(states))
+        known = {name: i for i, name in enumerate(names)}
+        codes = np.fromiter((known[s] for s in states), np.int64, n)
+    else:
+        codes = np.asarray(states, dtype=np.int64)
+    marks = np.zeros(n, bool) if sent is None or first_send_us is None else np.asarray(sent, dtype=bool)
+    first = None if first_send_us is None else int(first_send_us)
+    ids = np.asarray(ids, dtype=np.int64)
+    since_us, wake_at_us = np.asarray(since_us, dtype=np.int64), np.asarray(wake_at_us, dtype=np.int64)
+    sets = "state = :s, since_us = :t, wake_at_us = :w, first_send_us = COALESCE(first_send_us, :f)"
+    if conn.dialect.name == "postgresql":
         # One statement over arrays: PostgreSQL joins the new values to the rows by id. A worker's claim on
         # the rows ends with the move (store.leases), saving a second write of each row.
         conn.execute(
             text(
                 "UPDATE journey_instances AS i SET state = u.s, since_us = u.t, wake_at_us = u.w, "
-                "claimed_by = NULL, lease_until_us = NULL "
+                "first_send_us = COALESCE(i.first_send_us, u.f), claimed_by = NULL, lease_until_us = NULL "
                 "FROM unnest(CAST(:ids AS BIGINT[]), CAST(:s AS TEXT[]), CAST(:t AS BIGINT[]), "
-                "CAST(:w AS BIGINT[])) AS u(id, s, t, w) WHERE i.id = u.id"
+                "CAST(:w AS BIGINT[]), CAST(:f AS BIGINT[])) AS u(id, s, t, w, f) WHERE i.id = u.id"
             ),
-            {"ids": ids.tolist(), "s": list(states), "t": since_us.tolist(), "w": wake_at_us.tolist()},
+            {
+                "ids": ids.tolist(),
+                "s": np.asarray(names, dtype=object)[codes].tolist(),
+                "t": since_us.tolist(),
+                "w": wake_at_us.tolist(),
+                "f": [first if m else None for m in marks.tolist()],
+            },
         )
         return
-    if n >= 1000 and conn.dialect.name == "sqlite":
-        state_codes = np.unique(np.asarray(states, dtype=object).astype(str), return_inverse=True)
-        order = np.lexsort((wake_at_us, since_us, state_codes[1]))
-        keys = np.stack([state_codes[1][order], since_us[order], wake_at_us[order]])
-        starts = np.flatnonzero(np.concatenate([[True], np.any(keys[:, 1:] != keys[:, :-1], axis=0)]))
-        if len(starts) * 100 <= n:
-            ends = np.append(starts[1:], n)
-            for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
-                first = order[start]
-                conn.execute(
-                    text(
-                        "UPDATE journey_instances SET state = :s, since_us = :t, wake_at_us = :w "
-                        "WHERE id IN (SELECT value FROM json_each(:ids))"
-                    ),
-                    {
-                        "s": states[first],
-                        "t": int(since_us[first]),
-                        "w": int(wake_at_us[first]),
-                        "ids": orjson.dumps(ids[order[start:end]].tolist()).decode(),
-                    },
-                )
-            return
+    groups = _groups(codes, since_us, wake_at_us, marks) if n >= 1000 else None
+    if groups is not None:
+        for rows in groups:
+            j = rows[0]
+            params: dict[str, Any] = {
+                "s": names[int(codes[j])],
+                "t": int(since_us[j]),
+                "w": int(wake_at_us[j]),
+                "f": first if marks[j] else None,
+            }
+            runs = id_runs(ids[rows]) if UPDATE_FROM else None
+            if runs is not None:  # a few ranges of consecutive ids: each range sought once
+                sql = f"UPDATE journey_instances SET {sets} FROM {RUNS} AS r WHERE id BETWEEN r.lo AND r.hi"
+                params["runs"] = runs
+            else:
+                sql = f"UPDATE journey_instances SET {sets} WHERE id IN (SELECT value FROM json_each(:ids))"
+                params["ids"] = orjson.dumps(ids[rows], option=orjson.OPT_SERIALIZE_NUMPY).decode()
+            conn.execute(text(sql), params)
+        return
     executemany(
         conn,
-        "UPDATE journey_instances SET state = :s, since_us = :t, wake_at_us = :w WHERE id = :id",
+        f"UPDATE journey_instances SET {sets} WHERE id = :id",
         [
-            {"id": i, "s": s, "t": t, "w": w}
-            for i, s, t, w in zip(ids.tolist(), states, since_us.tolist(), wake_at_us.tolist(), strict=True)
+            {"id": i, "s": names[c], "t": t, "w": w, "f": first if m else None}
+            for i, c, t, w, m in zip(
+                ids.tolist(),
+                codes.tolist(),
+                since_us.tolist(),
+                wake_at_us.tolist(),
+                marks.tolist(),
+                strict=True,
+            )
         ],
     )
+
+
+def _groups(
+    codes: np.ndarray, since_us: np.ndarray, wake_at_us: np.ndarray, marks: np.ndarray
+) -> list[np.ndarray] | None:
+    """The positions of the rows with the same new values, group by group, when the groups are few (at
+    most one per hundred rows); else None."""
+    n = len(codes)
+    if (
+        (codes == codes[0]).all()
+        and (since_us == since_us[0]).all()
+        and (wake_at_us == wake_at_us[0]).all()
+        and (marks == marks[0]).all()
+    ):
+        return [np.arange(n)]
+    order = np.lexsort((marks, wake_at_us, since_us, codes))
+    keys = np.stack([codes[order], since_us[order], wake_at_us[order], marks[order].astype(np.int64)])
+    starts = np.flatnonzero(np.concatenate([[True], np.any(keys[:, 1:] != keys[:, :-1], axis=0)]))
+    if len(starts) * 100 > n:
+        return None
+    # Each group's rows in id order (the sort is stable and the rows come in id order).
+    return np.split(order, starts[1:])
 
 
 def finish_steps(

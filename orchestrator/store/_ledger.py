@@ -20,7 +20,7 @@ import orjson
 from sqlalchemy import Connection, text
 from sqlmodel import SQLModel
 
-from orchestrator.store._bulk import CHUNK, column, executemany, fetch, objects
+from orchestrator.store._bulk import CHUNK, RUNS, column, executemany, fetch, id_runs, objects
 from orchestrator.store._customers import chunked, insert_ignoring_conflicts
 from orchestrator.store._tables import Suppression
 
@@ -82,24 +82,33 @@ def queue_messages(
         "tx": bool(transactional),
         "now": created_us,
     }
-    select_ = (
+    insert = (
         "INSERT INTO messages (idempotency_key, journey_id, version, instance_id, customer_key, step, "
         "channel, status, created_us, attempts, transactional) "
         "SELECT :prefix || c.id || '/' || CAST(i.id AS TEXT) || :suffix, :j, :v, i.id, i.customer_key, "
-        ":step, :channel, 'queued', :now, 0, :tx FROM journey_instances i "
-        "JOIN customers c ON c.key = i.customer_key WHERE i.id IN "
+        ":step, :channel, 'queued', :now, 0, :tx FROM "
     )
-    ids = [int(i) for i in instance_ids]
+    select_ = insert + "journey_instances i JOIN customers c ON c.key = i.customer_key WHERE i.id IN "
     if conn.dialect.name == "sqlite":
-        # One statement for the whole set: the ids travel as one JSON array.
-        conn.execute(
-            text(select_ + "(SELECT value FROM json_each(:ids))"), {**params, "ids": orjson.dumps(ids)}
-        )
-    else:
-        for part in chunked(ids, CHUNK):
-            conn.execute(
-                text(select_ + "(SELECT unnest(CAST(:ids AS BIGINT[])))"), {**params, "ids": list(part)}
+        # One statement for the whole set: the ids travel as one JSON array, or as the runs of consecutive
+        # ids they make (instances that entered together), each range of rows sought once.
+        runs = id_runs(np.sort(np.asarray(instance_ids, dtype=np.int64)))
+        if runs is not None:
+            sql = (
+                f"{insert}{RUNS} AS r JOIN journey_instances i ON i.id BETWEEN r.lo AND r.hi "
+                "JOIN customers c ON c.key = i.customer_key"
             )
+            conn.execute(text(sql), {**params, "runs": runs})
+        else:
+            listed = np.asarray(instance_ids, dtype=np.int64)
+            conn.execute(
+                text(select_ + "(SELECT value FROM json_each(:ids))"),
+                {**params, "ids": orjson.dumps(listed, option=orjson.OPT_SERIALIZE_NUMPY)},
+            )
+        return len(instance_ids)
+    ids = [int(i) for i in instance_ids]
+    for part in chunked(ids, CHUNK):
+        conn.execute(text(select_ + "(SELECT unnest(CAST(:ids AS BIGINT[])))"), {**params, "ids": list(part)})
     return len(ids)
 
 

@@ -135,9 +135,17 @@ class JourneyInstance(SQLModel, table=True):
 
     __tablename__ = "journey_instances"
     __table_args__ = (
-        Index("ix_instances_due", "journey_id", "status", "wake_at_us"),
+        # Active instances only, by wake-up (store migration 0018): stepping an instance changes one entry,
+        # and an instance that finishes leaves it.
+        Index(
+            "ix_instances_live",
+            "journey_id",
+            "version",
+            "wake_at_us",
+            sqlite_where=text("status = 'active'"),
+            postgresql_where=text("status = 'active'"),
+        ),
         Index("ix_instances_customer", "journey_id", "customer_key"),
-        Index("ix_instances_state", "journey_id", "status", "state"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

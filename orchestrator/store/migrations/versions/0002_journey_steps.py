@@ -37,8 +37,10 @@ def applied(schema: Inspector) -> bool:
                 "journey_instances": INSTANCE_COLUMNS,
                 "holdout_assignments": ["layer"],
             },
-            indexes={"customers": ["ix_customers_revision"], "journey_instances": ["ix_instances_state"]},
+            indexes={"customers": ["ix_customers_revision"]},
         )
+        # The state index, or (from revision 0018) the index over live instances that replaced it.
+        and bool({"ix_instances_state", "ix_instances_live"} & ops.index_names(schema, "journey_instances"))
         and _revision_default(schema) is None
     )
 
