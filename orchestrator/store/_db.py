@@ -124,7 +124,7 @@ _READ_ONLY = "orchestrator_read_only"
 #: SQLite's page cache per connection (KiB), and during a bulk transaction (``Store.begin(bulk=True)``):
 #: only the pages a transaction touches are allocated.
 CACHE_KIB = 65_536
-BULK_CACHE_KIB = 1_048_576
+BULK_CACHE_KIB = 262_144
 #: SQLite's default: a commit that leaves the write-ahead log this many pages long checkpoints it.
 AUTOCHECKPOINT_PAGES = 1000
 

@@ -1,8 +1,8 @@
 """Customers split into partitions owned by workers through leases (``store._partitions``): one row per
 partition with its owner, lease end and epoch, and one per live worker with its heartbeat's end.
 
-Revision ID: 0018
-Revises: 0017
+Revision ID: 0019
+Revises: 0018
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from sqlalchemy.engine.reflection import Inspector
 from orchestrator.store.migrations import ops
 from orchestrator.store.migrations.ops import INT
 
-revision: str = "0018"
-down_revision: str | None = "0017"
+revision: str = "0019"
+down_revision: str | None = "0018"
 branch_labels: str | None = None
 depends_on: str | None = None
 
