@@ -113,12 +113,7 @@ class SignalState:
         """Read the events that arrived since the last refresh (and were not handed over by ``accept``)
         and advance every aggregate to ``now_us``."""
         started = time.perf_counter()
-        if self._from_snapshot:
-            self._from_snapshot = False
-            self._load_snapshot(conn)
-        columns, last_id = load_new_events(conn, self.log.last_id, self.log.numeric + self.log.categorical)
-        frame = EventFrame.from_columns(*columns)
-        frame.n_customers = max(frame.n_customers, max_key(conn) + 1)
+        frame, last_id = self._new_events(conn)
         loaded = time.perf_counter()
         self.log.append_frame(frame, last_id)
         self.aggregates.advance(now_us)
@@ -127,6 +122,25 @@ class SignalState:
             self.aggregates.set_fits(self.fits)
         accepted, self.accepted = self.accepted, 0
         return Refresh(len(frame) + accepted, loaded - started, time.perf_counter() - loaded)
+
+    def start(self, conn: Connection) -> int:
+        """Make the log current without advancing the aggregates (what a start-up pays before its first
+        evaluation, which the next ``refresh`` does): from the snapshot at the first call, when there is a
+        usable one, then the newer events from the store. How many events the store gave."""
+        frame, last_id = self._new_events(conn)
+        self.log.append_frame(frame, last_id)
+        return len(frame)
+
+    def _new_events(self, conn: Connection) -> tuple[EventFrame, int]:
+        """The events above the log's last id (after loading the snapshot, at the first call) and the
+        last id read."""
+        if self._from_snapshot:
+            self._from_snapshot = False
+            self._load_snapshot(conn)
+        columns, last_id = load_new_events(conn, self.log.last_id, self.log.numeric + self.log.categorical)
+        frame = EventFrame.from_columns(*columns)
+        frame.n_customers = max(frame.n_customers, max_key(conn) + 1)
+        return frame, last_id
 
     def _load_snapshot(self, conn: Connection) -> None:
         """Start from the snapshot's log when it is usable for these journeys (it may keep more properties
