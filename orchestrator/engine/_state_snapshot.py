@@ -242,6 +242,19 @@ def write_snapshot(view: _View, path: Path) -> int:
                     arrays.append(({"segment": index, "field": name, "key": key}, array))
     arrays.append(({"field": "values"}, np.frombuffer(values, np.uint8)))
     temporary = path.with_name(path.name + ".tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        size = _write_file(temporary, arrays, view)
+    except BaseException:
+        with contextlib.suppress(OSError):  # a disk that filled up: give the space back
+            temporary.unlink(missing_ok=True)
+        raise
+    os.replace(temporary, path)
+    _sync_folder(path.parent)
+    return size
+
+
+def _write_file(temporary: Path, arrays: list[tuple[dict[str, Any], np.ndarray]], view: _View) -> int:
     entries = []
     crc = 0
     offset = 0
@@ -277,10 +290,7 @@ def write_snapshot(view: _View, path: Path) -> int:
         out.write(_TRAILER.pack(len(header), zlib.crc32(header), END))
         out.flush()
         os.fsync(out.fileno())
-        size = out.tell()
-    os.replace(temporary, path)
-    _sync_folder(path.parent)
-    return size
+        return out.tell()
 
 
 def _bytes(array: np.ndarray) -> memoryview:

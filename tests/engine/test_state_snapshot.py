@@ -626,3 +626,34 @@ def test_a_stopped_daemon_writes_a_snapshot_and_a_killed_one_restarts_from_the_o
     assert read_header(path)["last_id"] == 9 == read_header(path)["events"]
     assert log.count("signal state snapshot written") == 1  # the one at the stop (the first was fresh)
     assert log.index("signal state snapshot written") < log.index("daemon stopped cleanly")
+
+
+def test_a_failed_write_is_one_line_and_leaves_the_older_snapshot(
+    store: Store, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: Any
+) -> None:
+    plans = bundled_plans()
+    shop = Shop(40)
+    shop.ingest(store, range(5))
+    path = tmp_path / "state.signals"
+    written_state(store, path, plans, day_us(5))
+    before = path.read_bytes()
+
+    def disk_full(temporary: Path, *_: Any) -> int:
+        temporary.write_bytes(b"half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(snapshots, "_write_file", disk_full)
+    caplog.set_level(logging.INFO, logger="orchestrator.snapshot")
+    state = SignalState(plans, StateFile(SnapshotSettings(path)))
+    for day in (6, 7):
+        shop.ingest(store, range(day - 1, day))
+        with store.connect() as conn:
+            state.refresh(conn, day_us(day))
+            assert not state.save(conn)
+    assert state.snapshot is not None
+    state.snapshot.close()
+    failed = [line for line in snapshot_lines(caplog) if "was not written" in line]
+    assert failed == [
+        f"the signal state snapshot {path} was not written: OSError: [Errno 28] No space left on device"
+    ]
+    assert path.read_bytes() == before and not path.with_name(path.name + ".tmp").exists()
