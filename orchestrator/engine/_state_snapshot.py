@@ -60,6 +60,7 @@ from typing import IO, Any
 import numpy as np
 import orjson
 
+from orchestrator.errors import InvalidInputError
 from orchestrator.signals import EventFrame, EventLog
 from orchestrator.signals._log import Segment
 from orchestrator.store import Connection, events_fingerprint, schema_version
@@ -91,8 +92,9 @@ LOG_ATTRIBUTES = frozenset(
 )
 
 
-class SnapshotUnusable(Exception):
-    """A snapshot that cannot be used; ``kind`` is ``corrupt`` or ``stale``, the message says why."""
+class _Unusable(InvalidInputError):
+    """A snapshot that cannot be used (internal: the state is then read from the store); ``kind`` is
+    ``corrupt`` or ``stale``, the message says why."""
 
     def __init__(self, kind: str, why: str) -> None:
         super().__init__(why)
@@ -311,7 +313,7 @@ def _sync_folder(folder: Path) -> None:
 
 
 def read_header(path: Path) -> dict[str, Any]:
-    """The header of the snapshot at ``path``, checked (magic, format, trailer, CRC); ``SnapshotUnusable``
+    """The header of the snapshot at ``path``, checked (magic, format, trailer, CRC); ``_Unusable``
     otherwise, ``FileNotFoundError`` when there is none."""
     size = path.stat().st_size
     with open(path, "rb") as f:
@@ -320,23 +322,23 @@ def read_header(path: Path) -> dict[str, Any]:
 
 def _header(f: IO[bytes], size: int) -> dict[str, Any]:
     if size < _START.size + _TRAILER.size:
-        raise SnapshotUnusable("corrupt", f"it is truncated ({size} bytes)")
+        raise _Unusable("corrupt", f"it is truncated ({size} bytes)")
     magic, version = _START.unpack(f.read(_START.size))
     if magic != MAGIC:
-        raise SnapshotUnusable("corrupt", "it is not a signal state snapshot")
+        raise _Unusable("corrupt", "it is not a signal state snapshot")
     if version != FORMAT:
-        raise SnapshotUnusable("stale", f"it was written in format {version}; this version reads {FORMAT}")
+        raise _Unusable("stale", f"it was written in format {version}; this version reads {FORMAT}")
     f.seek(size - _TRAILER.size)
     length, header_crc, end = _TRAILER.unpack(f.read(_TRAILER.size))
     if end != END or length > size - _START.size - _TRAILER.size:
-        raise SnapshotUnusable("corrupt", "it is truncated or damaged (no trailer)")
+        raise _Unusable("corrupt", "it is truncated or damaged (no trailer)")
     f.seek(size - _TRAILER.size - length)
     header = f.read(length)
     if zlib.crc32(header) != header_crc:
-        raise SnapshotUnusable("corrupt", "its header fails its checksum")
+        raise _Unusable("corrupt", "its header fails its checksum")
     found: dict[str, Any] = orjson.loads(header)
     if _START.size + int(found["payload_bytes"]) + length + _TRAILER.size != size:
-        raise SnapshotUnusable("corrupt", "it is truncated or damaged (its size does not add up)")
+        raise _Unusable("corrupt", "it is truncated or damaged (its size does not add up)")
     return found
 
 
@@ -348,23 +350,23 @@ def read_snapshot(
 ) -> EventLog:
     """The log the snapshot at ``path`` holds, for journeys reading ``numeric`` and ``categorical``
     properties; ``fingerprint(last_id)`` is the store's (``store.events_fingerprint``). Raises
-    ``SnapshotUnusable`` (corrupt or stale, and why), ``FileNotFoundError`` when there is none."""
+    ``_Unusable`` (corrupt or stale, and why), ``FileNotFoundError`` when there is none."""
     size = path.stat().st_size
     with open(path, "rb") as f:
         header = _header(f, size)
         kept_numeric, kept_categorical = tuple(header["numeric"]), tuple(header["categorical"])
         if header["digest"] != digest(kept_numeric, kept_categorical):
-            raise SnapshotUnusable(
+            raise _Unusable(
                 "stale", "it was built for another store schema or another layout of the signal state"
             )
         lacking = sorted((numeric - set(kept_numeric)) | (categorical - set(kept_categorical)))
         if lacking:
-            raise SnapshotUnusable(
+            raise _Unusable(
                 "stale", f"the journeys read event properties it does not keep ({', '.join(lacking)})"
             )
         last_id = int(header["last_id"])
         if fingerprint(last_id) != header["store"]:
-            raise SnapshotUnusable(
+            raise _Unusable(
                 "stale", f"the store does not hold the events it was built from (ids up to {last_id})"
             )
         f.seek(_START.size)
@@ -376,11 +378,11 @@ def read_snapshot(
             for start in range(0, len(raw), _CHUNK):
                 chunk = raw[start : start + _CHUNK]
                 if f.readinto(chunk) != len(chunk):
-                    raise SnapshotUnusable("corrupt", "it is truncated")
+                    raise _Unusable("corrupt", "it is truncated")
                 crc = zlib.crc32(chunk, crc)
             arrays.append((entry, array))
         if crc != header["payload_crc32"]:
-            raise SnapshotUnusable("corrupt", "its data fails its checksum")
+            raise _Unusable("corrupt", "its data fails its checksum")
     return _log_of(header, arrays)
 
 
@@ -485,7 +487,7 @@ class StateFile:
             size = self.path.stat().st_size
         except FileNotFoundError:
             log.info("no signal state snapshot at %s: reading every event from the store", self.path)
-        except SnapshotUnusable as exc:
+        except _Unusable as exc:
             log.warning(
                 "signal state snapshot %s is %s: %s; reading every event from the store",
                 self.path,
