@@ -24,6 +24,7 @@ and ``http_status`` (the HTTP service's status), here and nowhere else.
     │   ├── NotEnoughHistory                              predict._fit (too little to fit the models on)
     │   ├── _CaseError                                    testing._runner (internal: a test case cannot run)
     │   ├── _Refused                                      language._yamlio (internal)
+    │   ├── _Unusable                                     engine._state_snapshot (internal: not used)
     │   └── _NotPlain                                     channels.templates._context (internal)
     ├── SetupError                      exit 1  HTTP 500  fix the set-up: the config's providers, the folder
     │   ├── ProviderSetupError                            channels._configured

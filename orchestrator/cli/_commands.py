@@ -23,7 +23,7 @@ from orchestrator.store import Holding, Store, StoreHeld, database_url, hold, op
 
 if TYPE_CHECKING:  # the ingest modules load pyarrow: only the commands that ingest import them
     from orchestrator.channels import DeliveryMode, MessageLinks
-    from orchestrator.engine import WorkspaceFiles
+    from orchestrator.engine import SnapshotSettings, WorkspaceFiles
     from orchestrator.ingest import Inbox, IngestReport, TimeRange
 
 
@@ -92,7 +92,21 @@ def _engine(args: Args, clock: Clock) -> Engine:
         global_holdout=args.global_holdout,
         delivery=args.delivery,
         links=links,
+        snapshot=_snapshot(args),
     )
+
+
+def _snapshot(args: Args) -> SnapshotSettings | None:
+    """Where the engine snapshots its signal state (the workspace config's ``snapshot`` section)."""
+    config = getattr(args, "workspace_config", None)
+    if config is None:
+        return None
+    path = config.snapshot_path(args.db)
+    if path is None:
+        return None
+    from orchestrator.engine import SnapshotSettings
+
+    return SnapshotSettings(path, config.snapshot_every_seconds)
 
 
 def _hold(args: Args, command: str) -> Holding:
@@ -303,6 +317,7 @@ def cmd_run(args: Args) -> int:
         except ClockBehind as exc:
             raise Failure(str(exc)) from None
         finally:
+            engine.save_signal_state()
             engine.router.close()
             engine.store.dispose()
     print(f"tick at {clock.now().isoformat()}")

@@ -84,6 +84,25 @@ class WorkspaceConfig:
     def currency(self) -> str | None:
         return self.file.currency
 
+    def snapshot_path(self, store_url: str | None = None) -> Path | None:
+        """Where the engine snapshots its signal state on the store ``store_url`` (default: the config's):
+        ``snapshot.path`` (relative to the config's folder), else beside a SQLite store's file
+        (``<file>.signals``), else nowhere (PostgreSQL, where workers must not share one file, so each
+        names its own; SQLite in memory). None when ``snapshot.enabled`` is false."""
+        from orchestrator.store import DEFAULT_URL, sqlite_file  # only when an engine is set up
+
+        section = self.file.snapshot
+        if not section.enabled:
+            return None
+        if section.path is not None:
+            return self.root / Path(section.path).expanduser()
+        file = sqlite_file(store_url or self.store or DEFAULT_URL)  # a relative file: as the store opens it
+        return None if file is None else file.with_name(file.name + ".signals")
+
+    @property
+    def snapshot_every_seconds(self) -> float:
+        return self.file.snapshot.every.total_seconds()
+
     def channels(self) -> dict[str, AnyChannel]:
         """Each channel's section. Without a ``channels`` section every channel goes to the outbox."""
         if self.file.channels is None:

@@ -45,6 +45,8 @@ One file at the root of a workspace (beside ``journeys/``) says how the engine r
       level: info
     predict:                               # the daemon refits the purchase models its journeys read
       refit_every: 1d                      # (refit: false turns it off)
+    snapshot:                              # the signal state, so a restart reads only newer events
+      every: 10m                           # (enabled: false turns it off; path: default <store file>.signals)
     reports:                               # the daemon emails a weekly report through channels.email
       weekly:
         to: [ana@shop.example, ops@shop.example]
@@ -446,6 +448,31 @@ class WeeklyReport(_Model):
         return int(hours) * 3600 + int(minutes) * 60
 
 
+class Snapshot(_Model):
+    """The signal state's snapshot, which lets a restart read only the events that came after it
+    (``engine._state_snapshot``): on or off, where (default: beside a SQLite store's file,
+    ``<file>.signals``; on PostgreSQL none unless given, one path per worker), and how often the daemon
+    writes it (and at shutdown)."""
+
+    enabled: bool = True
+    path: EnvText | None = None
+    every: Duration = timedelta(minutes=10)
+
+    @field_validator("every")
+    @classmethod
+    def _every(cls, value: timedelta) -> timedelta:
+        if not timedelta(seconds=1) <= value <= timedelta(days=1):
+            raise ValueError("the snapshot interval is between 1s and 1d")
+        return value
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or value.endswith(("/", "\\"))):
+            raise ValueError("write the snapshot's file name (a folder or an empty path is not one)")
+        return value
+
+
 class Reports(_Model):
     """Reports the daemon sends by itself."""
 
@@ -476,6 +503,7 @@ class ConfigFile(_Model):
     log: Log = Field(default_factory=Log)
     predict: Predict = Field(default_factory=Predict)
     reports: Reports = Field(default_factory=Reports)
+    snapshot: Snapshot = Field(default_factory=Snapshot)
 
     @field_validator("tick")
     @classmethod

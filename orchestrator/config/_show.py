@@ -47,6 +47,9 @@ def effective(config: WorkspaceConfig, overrides: Mapping[str, Any] | None = Non
     for key, value in (overrides or {}).items():
         if value is not None:
             data[key] = str(value) if isinstance(value, Path) else value
+    # Where the snapshot goes on that store (none: not kept), read before the store URL is masked.
+    snapshot = config.snapshot_path(data["store"] if isinstance(data.get("store"), str) else None)
+    data["snapshot"]["path"] = None if snapshot is None else str(snapshot)
     if isinstance(data.get("store"), str):
         data["store"] = mask_url(data["store"])
     return {"config": str(config.path) if config.path else None, **data}

@@ -10,8 +10,9 @@ and ``_matching`` (branches and waits), ``_localtime`` (customers' calendars), `
 adapters, after commit). Around it: ``_daemon`` (the schedule and its log lines), ``_reload`` (the
 workspace reloaded while running), ``_workers`` (several processes on PostgreSQL), ``_stopwatch`` (the
 tick's timings), ``_health``, ``_preview`` (what ``preview`` shows and ``send-test`` sends),
-``_validation`` (the checks that need the store), ``_weekly`` (the weekly report the daemon emails, once
-a week), ``_template_data`` and ``_backtest`` (past events
+``_validation`` (the checks that need the store), ``_state_snapshot`` (the signal state written to a file
+and loaded at start-up, so a restart reads only newer events), ``_weekly`` (the weekly report the daemon
+emails, once a week), ``_template_data`` and ``_backtest`` (past events
 replayed through the journeys on a simulated clock in a scratch store). What every face shows of the
 engine lives here once: ``explain`` (what happened to one customer, and why, worded by ``_reasons``),
 ``audience`` (who a journey would reach now: ``_audience``, with ``_first_send`` and
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
     from orchestrator.engine._reload import WorkspaceFiles
     from orchestrator.engine._signal_state import prediction_fits
     from orchestrator.engine._snapshot import load_frames, signal_matches
+    from orchestrator.engine._state_snapshot import SnapshotSettings
     from orchestrator.engine._status import status_report
     from orchestrator.engine._template_data import missing_customer_attributes, stored_attributes
     from orchestrator.engine._tick import ClockBehind, Engine, TickReport, failure_text, migration_problems
@@ -79,6 +81,7 @@ _EXPORTS: dict[str, str] = {
     "ClockBehind": "orchestrator.engine._tick",
     "CommittedEvents": "orchestrator.engine._handover",
     "DaemonSettings": "orchestrator.engine._daemon",
+    "SnapshotSettings": "orchestrator.engine._state_snapshot",
     "Engine": "orchestrator.engine._tick",
     "EventsHandler": "orchestrator.engine._handover",
     "IngestCount": "orchestrator.engine._handover",
@@ -138,6 +141,7 @@ __all__ = [
     "PastEvents",
     "PreviewError",
     "Routes",
+    "SnapshotSettings",
     "TickReport",
     "UnknownCustomer",
     "UnknownJourney",

@@ -371,6 +371,9 @@ def serve(engine: Engine, settings: DaemonSettings) -> int:
             refitter.stop()
         if reporter is not None:
             reporter.wait()
+        # The signal state's snapshot, so the next start reads only newer events; not after a second stop
+        # signal (the write in progress, if any, is still finished: a file cut short would only be ignored).
+        engine.save_signal_state(write=not engine.hurry.is_set())
     log.info("daemon stopped cleanly after %d tick(s)", ticks, extra={"fields": {"ticks": ticks}})
     return ticks
 

@@ -4,7 +4,10 @@ Events reach the log two ways. Events ingested in this process are handed over a
 (``accept``), so a tick does not read them back; events another process wrote are read at the next tick
 by id (ids grow in commit order, so "every id above the last one seen" is exactly what is new). Each tick
 then advances every aggregate to the tick's instant. After a restart the first tick reads everything
-again and rebuilds the same state: the store stays the only source of truth.
+again and rebuilds the same state: the store stays the only source of truth. With a snapshot
+(``engine._state_snapshot``), the first refresh loads the log from it instead, when it is usable, and reads
+from the store only the events with ids above the snapshot's last one (the same rule as between ticks);
+the aggregates start from the whole log then, as after a read from the store.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import numpy as np
 import orjson
 
 from orchestrator.engine._handover import CommittedEvents
+from orchestrator.engine._state_snapshot import StateFile
 from orchestrator.language import JourneyPlan
 from orchestrator.signals import (
     AggregateCache,
@@ -48,7 +52,9 @@ class Refresh:
 class SignalState:
     """Every aggregate of a set of journeys, kept current over an in-memory event log."""
 
-    def __init__(self, plans: Iterable[JourneyPlan] = ()) -> None:
+    def __init__(self, plans: Iterable[JourneyPlan] = (), snapshot: StateFile | None = None) -> None:
+        self.snapshot = snapshot
+        self._from_snapshot = snapshot is not None  # the first refresh tries the snapshot first
         self._plans: dict[tuple[str, int], JourneyPlan] = {}
         self._numeric: set[str] = set()
         self._categorical: set[str] = set()
@@ -97,7 +103,7 @@ class SignalState:
         """Take events this process has just committed, when they follow on from the log (their first id
         is one above the last the log holds); otherwise leave them to the next ``refresh``, which reads
         them from the store. Returns whether they were taken."""
-        if events.first_id != self.log.last_id + 1 or not self._plans:
+        if events.first_id != self.log.last_id + 1 or not self._plans or self._from_snapshot:
             return False
         self.log.append_frame(_frame(events, self.log.numeric + self.log.categorical), events.last_id)
         self.accepted += events.last_id - events.first_id + 1
@@ -107,9 +113,7 @@ class SignalState:
         """Read the events that arrived since the last refresh (and were not handed over by ``accept``)
         and advance every aggregate to ``now_us``."""
         started = time.perf_counter()
-        columns, last_id = load_new_events(conn, self.log.last_id, self.log.numeric + self.log.categorical)
-        frame = EventFrame.from_columns(*columns)
-        frame.n_customers = max(frame.n_customers, max_key(conn) + 1)
+        frame, last_id = self._new_events(conn)
         loaded = time.perf_counter()
         self.log.append_frame(frame, last_id)
         self.aggregates.advance(now_us)
@@ -118,6 +122,49 @@ class SignalState:
             self.aggregates.set_fits(self.fits)
         accepted, self.accepted = self.accepted, 0
         return Refresh(len(frame) + accepted, loaded - started, time.perf_counter() - loaded)
+
+    def start(self, conn: Connection) -> int:
+        """Make the log current without advancing the aggregates (what a start-up pays before its first
+        evaluation, which the next ``refresh`` does): from the snapshot at the first call, when there is a
+        usable one, then the newer events from the store. How many events the store gave."""
+        frame, last_id = self._new_events(conn)
+        self.log.append_frame(frame, last_id)
+        return len(frame)
+
+    def _new_events(self, conn: Connection) -> tuple[EventFrame, int]:
+        """The events above the log's last id (after loading the snapshot, at the first call) and the
+        last id read."""
+        if self._from_snapshot:
+            self._from_snapshot = False
+            self._load_snapshot(conn)
+        columns, last_id = load_new_events(conn, self.log.last_id, self.log.numeric + self.log.categorical)
+        frame = EventFrame.from_columns(*columns)
+        frame.n_customers = max(frame.n_customers, max_key(conn) + 1)
+        return frame, last_id
+
+    def _load_snapshot(self, conn: Connection) -> None:
+        """Start from the snapshot's log when it is usable for these journeys (it may keep more properties
+        than they read: the state then keeps them too, as it would after an edit that dropped one)."""
+        if self.snapshot is None or self.log.last_id or self.log.segments:
+            return
+        loaded = self.snapshot.load(conn, self._numeric, self._categorical)
+        if loaded is None:
+            return
+        self._numeric |= set(loaded.numeric)
+        self._categorical |= set(loaded.categorical)
+        self.log = loaded
+        self.accepted = 0
+        self.aggregates = IncrementalAggregates(self._calls(), self.log)
+        self.conditions = IncrementalConditions(self.aggregates)
+
+    def save_if_due(self, conn: Connection) -> bool:
+        """Start a background write of the snapshot when one is due (see ``StateFile.save_if_due``)."""
+        return self.snapshot is not None and self.snapshot.save_if_due(self.log, conn)
+
+    def save(self, conn: Connection) -> bool:
+        """Write the snapshot now if the log moved on since the last one (at shutdown), after the write in
+        progress; whether it was written."""
+        return self.snapshot is not None and not self._from_snapshot and self.snapshot.save(self.log, conn)
 
     def missing_fits(self, plan: JourneyPlan) -> list[str]:
         """What the journey's predictions lack in the fits read at the last refresh (``missing_fits``)."""

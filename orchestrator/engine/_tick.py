@@ -35,6 +35,7 @@ from orchestrator.engine._entry import KeptCondition, enter
 from orchestrator.engine._matching import first_matching_after, joined, normalise, values_at
 from orchestrator.engine._signal_state import SignalState
 from orchestrator.engine._snapshot import bare_customer_frame, needed_columns
+from orchestrator.engine._state_snapshot import SnapshotSettings, StateFile
 from orchestrator.engine._stepping import Stepped, step_due
 from orchestrator.engine._stepping import ledger_key as ledger_key
 from orchestrator.engine._stopwatch import Stopwatch
@@ -169,10 +170,13 @@ class Engine:
         global_holdout: float = 0.0,
         delivery: Mapping[str, DeliveryMode] | None = None,
         links: MessageLinks | None = None,
+        snapshot: SnapshotSettings | None = None,
     ) -> None:
         """``global_holdout`` is the percent of all customers that no journey messages (0 to 100);
         ``delivery`` maps channels to their delivery mode (default ``at_least_once``); ``links`` are the
-        unsubscribe and tracking links dispatch puts in messages (``channels._links.message_links``)."""
+        unsubscribe and tracking links dispatch puts in messages (``channels._links.message_links``);
+        ``snapshot``, where the signal state is snapshotted (``engine._state_snapshot``: loaded at the
+        first tick, written in the background at intervals, and by ``save_signal_state`` at the end)."""
         if not 0.0 <= global_holdout <= 100.0:
             raise ValueError(f"the global holdout is a percent between 0 and 100, not {global_holdout:g}")
         self.store = store
@@ -199,7 +203,7 @@ class Engine:
         # The last tick's evaluators, for the metrics that dispatch renders into messages.
         self._dispatch_evaluators: dict[tuple[str, int], Evaluator] = {}
         self._jitter = random.Random(0)  # retry backoff jitter: seeded, so simulations repeat
-        self.signals = SignalState(workspace.plans)
+        self.signals = SignalState(workspace.plans, None if snapshot is None else StateFile(snapshot))
         self.customers = CustomerState()
         # PostgreSQL: other engine processes may share the store (engine.workers); SQLite: this one alone.
         self.sharing = Sharing.for_store(store)
@@ -214,6 +218,27 @@ class Engine:
         self._members: dict[str, np.ndarray] = {}
         # Alone on the store: per journey, what ``_convert`` looked at last (see ``ConvertMark``).
         self._convert_marks: dict[str, ConvertMark] = {}
+
+    def save_signal_state(self, *, write: bool = True) -> bool:
+        """At the end of the engine's life: wait for a snapshot write in progress, then (with ``write``)
+        write the signal state's snapshot if it moved on since the last one, and let its path go. Whether
+        one was written here; a failure is logged in one line (the next start reads the older snapshot,
+        or the store)."""
+        snapshot = self.signals.snapshot
+        if snapshot is None:
+            return False
+        try:
+            if not write:
+                return False
+            with self.store.connect() as conn:
+                return self.signals.save(conn)
+        except Exception as exc:
+            if not is_database_error(exc):
+                raise
+            log.warning("the signal state snapshot was not written: %s", failure_text(exc))
+            return False
+        finally:
+            snapshot.close()
 
     def replace_workspace(self, workspace: Workspace) -> None:
         """Run ``workspace`` from the next tick on. Safe from any thread, also while a tick runs: the tick
@@ -349,6 +374,7 @@ class Engine:
         self.signals.ensure(plans)
         with self.store.connect() as conn:
             refresh = self.signals.refresh(conn, now_us)
+            self.signals.save_if_due(conn)  # the view only: the write runs in its own thread
             customers = self._customers(conn, plans)
         report.new_events = refresh.new_events
         report.timings["load_events"] = refresh.load_seconds

@@ -171,7 +171,7 @@ class EventLog:
             Segment(frame.customer.astype(np.int64, copy=False), frame.ts, types, numbers, codes)
         )
         if len(segment):
-            self.segments.append(segment)
+            self.segments.append(_frozen(segment))
             self.fresh.append(segment)
             self._compact()
         self.n_customers = max(self.n_customers, frame.n_customers)
@@ -223,7 +223,7 @@ class EventLog:
         rest = [self.segments[i] for i in settled if i != largest]
         merged = Segment.concat(rest, self.numeric, self.categorical)
         merged = Segment.grouped(merged.take(np.argsort(merged.ts, kind="stable")))
-        self.segments = [self.segments[largest], merged, *self.fresh]
+        self.segments = [self.segments[largest], _frozen(merged), *self.fresh]
 
     # ------------------------------------------------------------------------------------------ read
 
@@ -274,6 +274,22 @@ class EventLog:
             n_customers=max(self.n_customers, n_customers or 0),
             properties=properties,
         )
+
+
+def _frozen(segment: Segment) -> Segment:
+    """The segment with its arrays made read-only: once in the log they are never changed in place, which
+    lets a snapshot of the log (``engine._state_snapshot``) share them instead of copying them."""
+    for column in (
+        segment.customer,
+        segment.ts,
+        segment.type,
+        *segment.numbers.values(),
+        *segment.codes.values(),
+    ):
+        column.flags.writeable = False
+    if segment.runs is not None:
+        segment.runs.flags.writeable = False
+    return segment
 
 
 def _plain(value: Any) -> Any:

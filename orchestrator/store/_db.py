@@ -42,6 +42,19 @@ def in_memory(url: str) -> bool:
     return parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:")
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite store URL; None for PostgreSQL or a SQLite store in memory."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+def schema_version() -> str:
+    """The schema revision of the stores this version opens (a store is upgraded to it on open)."""
+    return schema.head()
+
+
 def _driver_url(url: str) -> str:
     """PostgreSQL URLs without a driver use psycopg 3 (SQLAlchemy would otherwise look for psycopg2). A
     bare file path is refused with what to write instead (the path itself is not repeated)."""

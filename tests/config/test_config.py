@@ -235,3 +235,46 @@ def test_the_weekly_report_is_checked_at_its_lines(tmp_path: Path) -> None:
         load_config(good)
     )
     assert load_config(write(tmp_path, "tick: 1m\n")).file.reports.weekly is None
+
+
+def test_the_snapshot_section_is_checked_at_its_lines_and_resolved_per_store(tmp_path: Path) -> None:
+    path = write(tmp_path, "tick: 1m\nsnapshot:\n  every: 0s\n  path: state/\n  enable: false\n")
+    found = problems(path)
+    assert any(p.startswith(f"{path}:3:") and "snapshot interval is between 1s and 1d" in p for p in found)
+    assert any(p.startswith(f"{path}:4:") and "write the snapshot's file name" in p for p in found)
+    assert any(p.startswith(f"{path}:5:") and "enabled" in p for p in found)  # the closest known key
+
+    # Default: beside a SQLite store's file, none on PostgreSQL or in memory.
+    config = load_config(write(tmp_path, "store: sqlite:///data/o.db\n"))
+    root = tmp_path.resolve()
+    assert config.snapshot_path() == root / "data" / "o.db.signals"
+    assert config.snapshot_every_seconds == 600
+    assert config.snapshot_path("sqlite:////var/o.db") == Path("/var/o.db.signals")
+    assert config.snapshot_path("postgresql://db/o") is None
+    assert config.snapshot_path("sqlite:///:memory:") is None
+    shown = f"snapshot:\n  enabled: true\n  path: {root / 'data' / 'o.db.signals'}\n  every: 10m\n"
+    assert shown in effective_yaml(config)
+
+    # A path of its own (relative to the file), per worker from the environment; or off.
+    config = load_config(
+        write(tmp_path, "snapshot:\n  path: state/signals-${ORCHESTRATOR_WORKER}.snapshot\n  every: 30s\n"),
+        environ={"ORCHESTRATOR_WORKER": "2"},
+    )
+    assert config.snapshot_path("postgresql://db/o") == root / "state" / "signals-2.snapshot"
+    assert config.snapshot_every_seconds == 30
+    config = load_config(write(tmp_path, "snapshot:\n  enabled: false\n"))
+    assert config.snapshot_path() is None
+    assert "snapshot:\n  enabled: false\n  path: null\n" in effective_yaml(config)
+
+
+def test_init_writes_the_snapshot_section_commented(tmp_path: Path) -> None:
+    folder = tmp_path / "shop"
+    init_workspace(folder, datetime(2026, 1, 5, 12, tzinfo=UTC))
+    text = (folder / "orchestrator.yaml").read_text()
+    assert "# snapshot:\n#   enabled: true\n#   every: 10m\n" in text
+    lines = text.splitlines()
+    start = lines.index("# snapshot:")
+    block = [line.removeprefix("# ") for line in lines[start : start + 4]]
+    (folder / "orchestrator.yaml").write_text(text.replace("# snapshot:\n", "\n".join(block) + "\n# x:\n"))
+    config = load_config(start=folder, environ={"ORCHESTRATOR_WORKER": "3"})
+    assert config.snapshot_path("postgresql://db/o") == folder.resolve() / "state" / "signals-3.snapshot"

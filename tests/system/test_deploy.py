@@ -91,3 +91,17 @@ def test_the_image_builds_and_runs_a_workspace(tmp_path: Path) -> None:
         assert "1 of 1 journey files valid" in out and ".eml" in out
     finally:
         subprocess.run([tool, "rmi", "-f", tag], capture_output=True, timeout=120)
+
+
+def test_each_worker_of_the_unit_can_name_its_own_snapshot(tmp_path: Path) -> None:
+    from orchestrator.config import load_config
+
+    service = unit(ROOT / "deploy" / "systemd" / "orchestrator-worker@.service")["Service"]
+    assert service["Environment"] == "ORCHESTRATOR_WORKER=%i"  # the instance name: 1 in worker@1
+    path = tmp_path / "orchestrator.yaml"
+    path.write_text("snapshot:\n  path: state/signals-${ORCHESTRATOR_WORKER}.snapshot\n")
+    found = {
+        load_config(path, environ={"ORCHESTRATOR_WORKER": name}).snapshot_path("postgresql://db/o")
+        for name in ("1", "2")
+    }
+    assert found == {tmp_path / "state" / "signals-1.snapshot", tmp_path / "state" / "signals-2.snapshot"}
