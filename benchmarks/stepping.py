@@ -181,15 +181,19 @@ def email_html() -> str:
     return page[:5200] if len(page) > 5200 else page
 
 
-def dispatch_throughput(workdir: Path, channel: str, m: int) -> dict[str, Any]:
-    """Messages per second from queued ledger rows to the file outbox, for one channel."""
+def dispatch_throughput(
+    workdir: Path, channel: str, m: int, layout: str = "files", durable: bool = False
+) -> dict[str, Any]:
+    """Messages per second from queued ledger rows to the file outbox, for one channel, with the outbox's
+    ``layout`` (``files``: one file per message; ``spool``: one spool file per dispatch batch) and
+    ``durable`` (fsync per file, or per spool)."""
     from orchestrator.channels._base import ChannelRouter
     from orchestrator.channels._outbox import OutboxAdapter
     from orchestrator.clock import SimulatedClock, from_us
     from orchestrator.engine._dispatch import DispatchContext, dispatch_queued
     from orchestrator.language._policy_file import load_policy_text
 
-    folder = workdir / f"dispatch-{channel}"
+    folder = workdir / f"dispatch-{channel}-{layout}-{'durable' if durable else 'os'}"
     folder.mkdir(parents=True, exist_ok=True)
     journey = JOURNEY.replace(
         'channel: email\n      subject: "Hello {{ customer.first_name }}"\n      template: hello.txt',
@@ -218,20 +222,38 @@ def dispatch_throughput(workdir: Path, channel: str, m: int) -> dict[str, Any]:
         metrics_for=lambda _p: {},
         policy=policy,
     )
-    router = ChannelRouter([OutboxAdapter(folder / "outbox", durable=False)])
+    router = ChannelRouter([OutboxAdapter(folder / "outbox", durable=durable, layout=layout)])  # type: ignore[arg-type]
     started = time.perf_counter()
     report = dispatch_queued(store, router, SimulatedClock(from_us(NOW_US)), context)
     seconds = time.perf_counter() - started
     store.dispose()
     assert report.delivered == m, vars(report)
     return {
+        "channel": channel,
+        "layout": layout,
+        "durable": durable,
         "messages": m,
         "seconds": round(seconds, 3),
         "messages_per_second": round(m / seconds),
         # Everything but the adapter's own work (the outbox writes one file per message).
         "messages_per_second_before_adapter": round(m / (seconds - report.seconds["send"])),
         "phases": {k: round(v, 3) for k, v in report.seconds.items()},
+        "us_per_message": {k: round(v / m * 1e6, 1) for k, v in report.seconds.items()},
         "template_bytes": len(email_html()) if channel == "email" else None,
+    }
+
+
+def dispatch_figures(
+    workdir: Path, m: int, layouts: tuple[str, ...] = ("files", "spool"), durable: bool = False
+) -> dict[str, Any]:
+    """Dispatch rates of M messages per channel (sms, push, email) for each outbox layout, by layout then
+    channel (what ``benchmarks/scale.py`` reports as the dispatch rate)."""
+    return {
+        layout: {
+            channel: dispatch_throughput(workdir, channel, m, layout, durable)
+            for channel in ("sms", "push", "email")
+        }
+        for layout in layouts
     }
 
 
@@ -286,6 +308,10 @@ def main() -> int:
     parser.add_argument(
         "--dispatch", type=int, default=0, metavar="M", help="also time dispatch of M messages per channel"
     )
+    parser.add_argument(
+        "--outbox-layout", choices=["files", "spool", "both"], default="both", help="outbox layouts to time"
+    )
+    parser.add_argument("--durable", action="store_true", help="fsync the outbox (per file, or per spool)")
     parser.add_argument("--refbench", type=Path, default=ROOT.parent / "shared" / "bench" / "refbench.py")
     args = parser.parse_args()
     scratch = tempfile.TemporaryDirectory() if args.workdir is None else None
@@ -302,10 +328,8 @@ def main() -> int:
         result["signal_evaluation_seconds"] = round(seconds, 3)
         result["ratio_to_signals"] = round(result["stepping_seconds"] / seconds, 2)
     if args.dispatch:
-        result["dispatch"] = {
-            channel: dispatch_throughput(workdir, channel, args.dispatch)
-            for channel in ("sms", "push", "email")
-        }
+        layouts = ("files", "spool") if args.outbox_layout == "both" else (args.outbox_layout,)
+        result["dispatch"] = dispatch_figures(workdir, args.dispatch, layouts, durable=args.durable)
     print(json.dumps(result))
     return 0
 

@@ -232,10 +232,11 @@ def record_outcomes(conn: Connection, rows: list[dict[str, Any]]) -> None:
     )
 
 
-def mark_in_flight(conn: Connection, ids: Sequence[int], attempts: Sequence[int], now_us: int) -> None:
+def mark_in_flight(conn: Connection, ids: Sequence[int], attempts: Sequence[int], now_us: int) -> int:
     """Rows about to be handed to their provider: ``sending`` since ``now_us``, the attempt counted. Committed
-    before the provider call, so a process that dies during the call leaves a row that says so."""
-    executemany(
+    before the provider call, so a process that dies during the call leaves a row that says so. Returns the
+    rows marked (-1 when the driver does not say)."""
+    return executemany(
         conn,
         "UPDATE messages SET status = 'sending', inflight_us = :t, attempts = :a "
         "WHERE id = :id AND status = 'queued'",

@@ -93,14 +93,28 @@ class TemplateRenderer:
             checked_context(context, self.limits.max_value_chars, "<context>"), self.limits
         )
 
-    def render(self, name: str, context: Mapping[str, Any] | PreparedContext) -> str:
-        """Render template file ``name`` with ``context`` (plain data only); ``TemplateError`` on failure."""
-        self._checked_name(name)
+    def render(
+        self,
+        name: str,
+        context: Mapping[str, Any] | PreparedContext,
+        *,
+        loaded: dict[str, Template] | None = None,
+    ) -> str:
+        """Render template file ``name`` with ``context`` (plain data only); ``TemplateError`` on failure.
+
+        ``loaded``, when given, keeps the compiled templates of the caller's scope (one dispatch batch):
+        a template found there is rendered without asking the loader whether its file changed (a stat
+        per render); one not there is loaded, checked and put there."""
         data = self._context_data(context, name)
-        try:
-            template = self._env.get_template(name)
-        except Exception as exc:
-            raise self._error(exc, name) from exc
+        template = loaded.get(name) if loaded is not None else None
+        if template is None:
+            self._checked_name(name)
+            try:
+                template = self._env.get_template(name)
+            except Exception as exc:
+                raise self._error(exc, name) from exc
+            if loaded is not None:
+                loaded[name] = template
         return self._run(template, data, name)
 
     def render_string(
