@@ -2,6 +2,7 @@
 """Stepping due instances in bulk, and dispatching what they queued, on a SQLite store.
 
     python benchmarks/stepping.py --instances 100000 [--signals] [--dispatch 20000] [--workdir DIR]
+                                 [--outbox-layout files|spool|both] [--durable]
 
 1. Creates N customers (with an email address and a first name) and N instances of a two-step journey
    (``send`` an email, then ``wait: 3d``), all due now, in a fresh SQLite file. Not timed.
@@ -18,8 +19,12 @@
    sends on that channel (email: subject, text and a 5 KB HTML template) is stepped (not timed), then
    dispatch is timed: read the due rows and their customers, apply a contact policy (daily and weekly
    caps and an exclusion, which every message passes), render in the sandbox, hand each message to the
-   file outbox adapter (``durable=False``: no fsync per file) and record the outcomes. Reported as
-   messages per second, with the phases, and without the adapter's own work.
+   file outbox adapter and record the outcomes, for each outbox layout (``--outbox-layout``: ``files``,
+   one file per message, ``spool``, one spool file per dispatch batch, or ``both``; ``--durable`` fsyncs
+   each file or spool, else flushing is left to the OS). Reported as messages per second of wall time
+   and of this process's CPU time, with the phases (in total and in microseconds per message), and
+   without the adapter's own work. ``dispatch_figures`` returns the same as a dict (for
+   ``benchmarks/scale.py``).
 
 Prints one JSON line.
 """
@@ -223,9 +228,10 @@ def dispatch_throughput(
         policy=policy,
     )
     router = ChannelRouter([OutboxAdapter(folder / "outbox", durable=durable, layout=layout)])  # type: ignore[arg-type]
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     report = dispatch_queued(store, router, SimulatedClock(from_us(NOW_US)), context)
     seconds = time.perf_counter() - started
+    cpu_seconds = time.process_time() - cpu_started
     store.dispose()
     assert report.delivered == m, vars(report)
     return {
@@ -235,6 +241,10 @@ def dispatch_throughput(
         "messages": m,
         "seconds": round(seconds, 3),
         "messages_per_second": round(m / seconds),
+        # This process's CPU time (all its threads): on a machine shared with other work, wall time
+        # counts the waits for a core too.
+        "cpu_seconds": round(cpu_seconds, 3),
+        "messages_per_cpu_second": round(m / cpu_seconds),
         # Everything but the adapter's own work (the outbox writes one file per message).
         "messages_per_second_before_adapter": round(m / (seconds - report.seconds["send"])),
         "phases": {k: round(v, 3) for k, v in report.seconds.items()},

@@ -53,6 +53,7 @@ def _has_long_line(text: str) -> bool:
     for it tries every starting position: hundreds of microseconds for a page of HTML.)"""
     return len(text) > MAX_LINE and max(map(len, text.split("\n"))) > MAX_LINE
 
+
 # Remote stylesheets are not fetched (a template must not make the sender call out at send time); @media
 # rules cannot be inlined and are kept in a <style> block for the clients that honour them.
 _INLINER = css_inline.CSSInliner(load_remote_stylesheets=False, keep_at_rules=True, keep_link_tags=False)
