@@ -26,7 +26,7 @@ the machine may lose files the ledger already counts as sent).
 ``layout="spool"`` (``layout: spool`` in the config's outbox channels) writes each group the dispatcher
 hands over as one spool, a JSON-lines file under ``<folder>/spool/<channel>/`` (``channels._spool``), with
 one fsync per group instead of one per message; the provider id of a message is the same file name in
-both layouts, and ``orchestrator outbox-unpack`` (``channels._spool.unpack``) turns spools into exactly the
+both layouts, and ``orchestrator outbox-unpack`` (``channels.unpack_spools``) turns spools into exactly the
 files of the per-message layout. Idempotency holds the same way: a key already spooled (or already written
 as a file) answers ``sent`` with the same provider id and is not written again. The adapter looks the
 keys up in the spools' headers unless every message of the group says ``first_attempt`` (its ledger row
@@ -123,10 +123,6 @@ class OutboxAdapter:
         self.sms = sms
         self.push = push
         self.durable = durable
-        # Keys found in (or written to) spools by this adapter: a retry looks here before the headers.
-        self._spooled: dict[str, set[str]] = {}
-        self._seen_spools: set[str] = set()
-        self._lock = threading.Lock()
 
     @property
     def group(self) -> int:
@@ -197,7 +193,15 @@ class OutboxAdapter:
         ext = _EXTENSIONS[channel]
         known: set[str] = set()
         if not all(m.first_attempt for m in messages):
-            known = self._known_keys(channel, [m for m in messages if not m.first_attempt])
+            try:
+                known = self._known_keys(channel, [m for m in messages if not m.first_attempt])
+            except (OSError, ValueError) as exc:
+                # Without the lookup a message sent before could be spooled twice: try again later.
+                for i in indexes:
+                    results[i] = DeliveryResult.retry(
+                        f"could not read the spools of {channel}: {exc}", code="io"
+                    )
+                return
         entries: list[tuple[str, str, bytes]] = []
         pending: list[tuple[int, str]] = []
         in_spool: set[str] = set()
@@ -218,34 +222,27 @@ class OutboxAdapter:
         if not entries:
             return
         try:
-            path = write_spool(self.folder, channel, entries, durable=self.durable)
+            write_spool(self.folder, channel, entries, durable=self.durable)
         except OSError as exc:
             for i, _ in pending:
                 results[i] = DeliveryResult.retry(f"could not write a spool of {channel}: {exc}", code="io")
             return
-        with self._lock:
-            cached = self._spooled.get(channel)
-            if cached is not None:  # once keys are looked up, new spools join the memo as they are written
-                cached.update(in_spool)
-                self._seen_spools.add(str(path))
         for i, name in pending:
             results[i] = DeliveryResult.sent(name)
 
     def _known_keys(self, channel: str, messages: list[OutgoingMessage]) -> set[str]:
-        """Which keys of ``messages`` are already in a spool of ``channel`` or written as a file."""
-        with self._lock:
-            keys = self._spooled.setdefault(channel, set())
-            for path in spool_paths(self.folder, channel):
-                if str(path) not in self._seen_spools:
-                    try:
-                        keys.update(spool_keys(path))
-                    except (OSError, ValueError):
-                        continue  # unreadable: looked at again next time
-                    self._seen_spools.add(str(path))
-            found = {m.idempotency_key for m in messages if m.idempotency_key in keys}
+        """Which keys of ``messages`` are already in a spool of ``channel`` or written as a file. Reads
+        every spool header of the channel (nothing is kept between calls, so a long-running dispatcher's
+        memory does not grow with the outbox): only messages sent again pay for it."""
+        wanted = {m.idempotency_key for m in messages}
+        found: set[str] = set()
         for message in messages:
-            if message.idempotency_key not in found and os.path.exists(self._target(message)[0]):
+            if os.path.exists(self._target(message)[0]):
                 found.add(message.idempotency_key)
+        for path in spool_paths(self.folder, channel):
+            if found >= wanted:
+                break
+            found.update(wanted.intersection(spool_keys(path)))
         return found
 
     # -- rendering ------------------------------------------------------------------------------------

@@ -9,13 +9,13 @@ line after it is one whole message::
     {"key": "<idempotency key>", "file": "<file name>", "data": "<the file's text>"}
 
 ``file`` is the name the message has in the per-message layout (``<channel>/<file>``, which is also the
-provider id the outbox answers in both layouts) and ``data`` that file's content, so ``unpack`` turns a
+provider id the outbox answers in both layouts) and ``data`` that file's content, so ``unpack_spools`` turns a
 spool into exactly the files the per-message layout writes, byte for byte. Spool names start with the
 wall time in nanoseconds (only to order them; nothing reads it as the engine's time), then the process id
 and a counter, so two processes never pick the same name.
 
 ``spooled_keys`` reads the keys of a folder's spools (the headers only); ``spooled_messages`` and
-``read_spool`` read the messages back; ``unpack`` explodes spools into per-message files.
+``read_spool`` read the messages back; ``unpack_spools`` explodes spools into per-message files.
 """
 
 from __future__ import annotations
@@ -196,7 +196,7 @@ def spooled_messages(outbox: Path | str, channel: str | None = None) -> Iterator
         yield from read_spool(path)
 
 
-def unpack(outbox: Path | str, channels: Iterable[str] | None = None, *, durable: bool = True) -> int:
+def unpack_spools(outbox: Path | str, channels: Iterable[str] | None = None, *, durable: bool = True) -> int:
     """Write every spooled message under ``outbox`` as its file of the per-message layout
     (``<outbox>/<channel>/<file>``, the same bytes the per-message layout writes); a file already there is
     left as it is. Spools are kept. Returns the number of files written."""

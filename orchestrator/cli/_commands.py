@@ -694,7 +694,7 @@ def cmd_config(args: Args) -> int:
 
 def cmd_outbox_unpack(args: Args) -> int:
     from orchestrator.channels import CHANNELS
-    from orchestrator.channels._spool import unpack
+    from orchestrator.channels._spool import unpack_spools
 
     for name in args.channels or ():
         if name not in CHANNELS:
@@ -702,7 +702,7 @@ def cmd_outbox_unpack(args: Args) -> int:
     if not args.outbox.is_dir():
         raise UsageError(f"{args.outbox}: no such outbox folder")
     try:
-        written = unpack(args.outbox, args.channels)
+        written = unpack_spools(args.outbox, args.channels)
     except (OSError, ValueError) as exc:
         raise UsageError(f"cannot unpack the spools of {args.outbox}: {exc}") from None
     print(f"wrote {written} message file{'s' if written != 1 else ''} under {args.outbox}")

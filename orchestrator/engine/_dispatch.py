@@ -190,9 +190,12 @@ def _send_batch(
     once gets groups that fill its lanes), and the group doubles (up to ``max_group``, or that concurrency
     when larger) while the commit costs more than a tenth of the provider calls it brackets, and halves
     back when it does not: a slow provider (the network) keeps the smallest window, a fast one (the file
-    outbox, which also drops a repeated key) does not pay a commit per eight files. So the rows in doubt
-    after a crash are at most one group: ``group`` on at_most_once channels, and on the others the
-    largest of ``max_group`` and the channels' concurrency."""
+    outbox, which also drops a repeated key) does not pay a commit per eight files. An adapter that asks
+    for larger groups (its ``group``, see ``ChannelLanes.group``: the spooled outbox, one spool per group)
+    starts there when every relaxed channel asks. So the rows in doubt after a crash are at most one
+    group: ``group`` on at_most_once channels, and on the others the largest of ``max_group``, the
+    channels' concurrency and their adapters' ``group``. Each message handed over says whether it is a
+    first attempt (``OutgoingMessage.first_attempt``): read with no attempt and marked now."""
     strict = [item for item in to_send if context.delivery.get(item[0].channel) == AT_MOST_ONCE]
     relaxed = [item for item in to_send if context.delivery.get(item[0].channel) != AT_MOST_ONCE]
     ordered = strict + relaxed

@@ -26,7 +26,7 @@ from orchestrator.channels._spool import (
     spool_paths,
     spooled_keys,
     spooled_messages,
-    unpack,
+    unpack_spools,
 )
 from orchestrator.clock import SimulatedClock
 from orchestrator.config import load_config
@@ -81,10 +81,10 @@ def test_spool_then_unpack_gives_the_files_layout_byte_for_byte(tmp_path: Path, 
     assert got == expected and sent >= len(MESSAGES) - (2 if rules else 0)
     assert files_under(tmp_path / "spool") == {}  # nothing but spools so far
     assert len(spool_paths(tmp_path / "spool")) == 8  # one spool per channel per group
-    assert unpack(tmp_path / "spool") == sent
+    assert unpack_spools(tmp_path / "spool") == sent
     unpacked = files_under(tmp_path / "spool")
     assert unpacked == files_under(tmp_path / "files") and len(unpacked) == sent
-    assert unpack(tmp_path / "spool") == 0  # the files are there: nothing written twice
+    assert unpack_spools(tmp_path / "spool") == 0  # the files are there: nothing written twice
 
 
 def test_spool_is_jsonl_with_a_header_of_its_keys_and_reads_back(tmp_path: Path) -> None:
@@ -197,3 +197,15 @@ def test_layout_in_the_config_and_unpack_on_the_command_line(tmp_path: Path) -> 
         check=False,
     )
     assert run.returncode != 0 and "layout" in run.stderr and "orchestrator.yaml:2" in run.stderr
+
+
+def test_a_retry_that_cannot_read_the_spools_is_retried_later_not_spooled_twice(tmp_path: Path) -> None:
+    adapter = OutboxAdapter(tmp_path, layout="spool", durable=False)
+    adapter.send_many([message(1, "sms", first=True)], 1)
+    broken = tmp_path / "spool" / "sms" / "00000000000000000000-1-00000-000000000.jsonl"
+    broken.write_bytes(b"not a spool\n")
+    [result] = adapter.send_many([message(1, "sms")], 1)
+    assert result.status == "retry" and "could not read the spools" in str(result.error)
+    broken.unlink()
+    assert adapter.send_many([message(1, "sms")], 1)[0].status == "sent"
+    assert len(list(spooled_messages(tmp_path))) == 1
