@@ -2,7 +2,7 @@
 """Stepping due instances in bulk, and dispatching what they queued, on a SQLite store.
 
     python benchmarks/stepping.py --instances 100000 [--signals] [--dispatch 20000] [--workdir DIR]
-                                  [--funnel-rounds 3]
+                                  [--funnel-rounds 3] [--outbox-layout files|spool|both] [--durable]
 
 1. Creates N customers (with an email address and a first name) and N instances of a two-step journey
    (``send`` an email, then ``wait: 3d``), all due now, in a fresh SQLite file. Not timed.
@@ -25,8 +25,13 @@
    sends on that channel (email: subject, text and a 5 KB HTML template) is stepped (not timed), then
    dispatch is timed: read the due rows and their customers, apply a contact policy (daily and weekly
    caps and an exclusion, which every message passes), render in the sandbox, hand each message to the
-   file outbox adapter (``durable=False``: no fsync per file) and record the outcomes. Reported as
-   messages per second, with the phases, and without the adapter's own work.
+   file outbox adapter and record the outcomes, for each outbox layout (``--outbox-layout``: ``files``,
+   one file per message, ``spool``, one spool file per dispatch batch, or ``both``; ``--durable`` fsyncs
+   each file or spool, else flushing is left to the OS). Reported as messages per second of wall time
+   and of this process's CPU time, with the phases (in total and in microseconds per message), and
+   without the adapter's own work: ``dispatch`` by channel for the spool (or the one layout asked for),
+   ``dispatch_by_layout`` every layout timed. ``dispatch_figures`` returns the latter as a dict (for
+   ``benchmarks/scale.py``).
 
 Where the time goes (SQLite, WAL, synchronous=NORMAL; 2 shared cores under a load of 6-10, so wall
 times are several times the CPU's): nearly all of it is SQLite's B-tree work, two or three row writes per
@@ -280,15 +285,19 @@ def email_html() -> str:
     return page[:5200] if len(page) > 5200 else page
 
 
-def dispatch_throughput(workdir: Path, channel: str, m: int) -> dict[str, Any]:
-    """Messages per second from queued ledger rows to the file outbox, for one channel."""
+def dispatch_throughput(
+    workdir: Path, channel: str, m: int, layout: str = "files", durable: bool = False
+) -> dict[str, Any]:
+    """Messages per second from queued ledger rows to the file outbox, for one channel, with the outbox's
+    ``layout`` (``files``: one file per message; ``spool``: one spool file per dispatch batch) and
+    ``durable`` (fsync per file, or per spool)."""
     from orchestrator.channels._base import ChannelRouter
     from orchestrator.channels._outbox import OutboxAdapter
     from orchestrator.clock import SimulatedClock, from_us
     from orchestrator.engine._dispatch import DispatchContext, dispatch_queued
     from orchestrator.language._policy_file import load_policy_text
 
-    folder = workdir / f"dispatch-{channel}"
+    folder = workdir / f"dispatch-{channel}-{layout}-{'durable' if durable else 'os'}"
     folder.mkdir(parents=True, exist_ok=True)
     journey = JOURNEY.replace(
         'channel: email\n      subject: "Hello {{ customer.first_name }}"\n      template: hello.txt',
@@ -317,20 +326,43 @@ def dispatch_throughput(workdir: Path, channel: str, m: int) -> dict[str, Any]:
         metrics_for=lambda _p: {},
         policy=policy,
     )
-    router = ChannelRouter([OutboxAdapter(folder / "outbox", durable=False)])
-    started = time.perf_counter()
+    router = ChannelRouter([OutboxAdapter(folder / "outbox", durable=durable, layout=layout)])  # type: ignore[arg-type]
+    started, cpu_started = time.perf_counter(), time.process_time()
     report = dispatch_queued(store, router, SimulatedClock(from_us(NOW_US)), context)
     seconds = time.perf_counter() - started
+    cpu_seconds = time.process_time() - cpu_started
     store.dispose()
     assert report.delivered == m, vars(report)
     return {
+        "channel": channel,
+        "layout": layout,
+        "durable": durable,
         "messages": m,
         "seconds": round(seconds, 3),
         "messages_per_second": round(m / seconds),
+        # This process's CPU time (all its threads): on a machine shared with other work, wall time
+        # counts the waits for a core too.
+        "cpu_seconds": round(cpu_seconds, 3),
+        "messages_per_cpu_second": round(m / cpu_seconds),
         # Everything but the adapter's own work (the outbox writes one file per message).
         "messages_per_second_before_adapter": round(m / (seconds - report.seconds["send"])),
         "phases": {k: round(v, 3) for k, v in report.seconds.items()},
+        "us_per_message": {k: round(v / m * 1e6, 1) for k, v in report.seconds.items()},
         "template_bytes": len(email_html()) if channel == "email" else None,
+    }
+
+
+def dispatch_figures(
+    workdir: Path, m: int, layouts: tuple[str, ...] = ("files", "spool"), durable: bool = False
+) -> dict[str, Any]:
+    """Dispatch rates of M messages per channel (sms, push, email) for each outbox layout, by layout then
+    channel (what ``benchmarks/scale.py`` reports as the dispatch rate)."""
+    return {
+        layout: {
+            channel: dispatch_throughput(workdir, channel, m, layout, durable)
+            for channel in ("sms", "push", "email")
+        }
+        for layout in layouts
     }
 
 
@@ -385,6 +417,10 @@ def main() -> int:
     parser.add_argument(
         "--dispatch", type=int, default=0, metavar="M", help="also time dispatch of M messages per channel"
     )
+    parser.add_argument(
+        "--outbox-layout", choices=["files", "spool", "both"], default="both", help="outbox layouts to time"
+    )
+    parser.add_argument("--durable", action="store_true", help="fsync the outbox (per file, or per spool)")
     parser.add_argument("--refbench", type=Path, default=ROOT.parent / "shared" / "bench" / "refbench.py")
     parser.add_argument(
         "--funnel-rounds",
@@ -412,10 +448,11 @@ def main() -> int:
         result["signal_evaluation_seconds"] = round(seconds, 3)
         result["ratio_to_signals"] = round(result["stepping_seconds"] / seconds, 2)
     if args.dispatch:
-        result["dispatch"] = {
-            channel: dispatch_throughput(workdir, channel, args.dispatch)
-            for channel in ("sms", "push", "email")
-        }
+        layouts = ("files", "spool") if args.outbox_layout == "both" else (args.outbox_layout,)
+        by_layout = dispatch_figures(workdir, args.dispatch, layouts, durable=args.durable)
+        # ``dispatch``: by channel, the last layout timed (the spool unless one layout is asked for).
+        result["dispatch"] = by_layout[layouts[-1]]
+        result["dispatch_by_layout"] = by_layout
     print(json.dumps(result))
     return 0
 

@@ -3,7 +3,8 @@
 ``_base`` holds the protocol and message types, ``templates`` the sandboxed renderer, ``_delivery`` the
 classification of provider answers and the backoff schedule, ``_transport`` the pooled HTTP client (httpx)
 with its deadline and size bounds, ``_limits`` the concurrency and the cross-process rate limit of each
-provider, ``_lanes`` the provider calls in flight per channel. Adapters: ``_outbox`` (files), ``_memory`` (the
+provider, ``_lanes`` the provider calls in flight per channel. Adapters: ``_outbox`` (files, or spools:
+``_spool``), ``_memory`` (the
 in-memory twin used by tests), ``_smtp`` (email over pooled connections, composed by ``_mail``), ``_sms`` (a
 Twilio-style form POST and a generic JSON gateway), ``_push`` (a generic FCM/APNs-shaped HTTP endpoint),
 ``_fcm`` (FCM HTTP v1 with service-account tokens), ``_apns`` (APNs over HTTP/2 with JWT provider tokens)
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
         count_segments,
     )
     from orchestrator.channels._smtp import SmtpAdapter, SmtpSettings
+    from orchestrator.channels._spool import SpooledMessage, read_spool, spooled_messages, unpack_spools
     from orchestrator.channels._webhook import WebhookAdapter, WebhookEndpoint
     from orchestrator.channels.templates import PreparedContext, TemplateError, TemplateRenderer
 
@@ -91,6 +93,7 @@ _EXPORTS: dict[str, str] = {
     "PushRules": "orchestrator.channels._push",
     "RateLimiter": "orchestrator.channels._limits",
     "SmsRules": "orchestrator.channels._sms",
+    "SpooledMessage": "orchestrator.channels._spool",
     "SmtpAdapter": "orchestrator.channels._smtp",
     "SmtpSettings": "orchestrator.channels._smtp",
     "TemplateError": "orchestrator.channels.templates",
@@ -104,6 +107,9 @@ _EXPORTS: dict[str, str] = {
     "count_segments": "orchestrator.channels._sms",
     "message_links": "orchestrator.channels._links",
     "parse_delivery_modes": "orchestrator.channels._delivery",
+    "read_spool": "orchestrator.channels._spool",
+    "spooled_messages": "orchestrator.channels._spool",
+    "unpack_spools": "orchestrator.channels._spool",
 }
 
 __all__ = [
@@ -140,6 +146,7 @@ __all__ = [
     "SmsRules",
     "SmtpAdapter",
     "SmtpSettings",
+    "SpooledMessage",
     "TemplateError",
     "TemplateRenderer",
     "TrackingLinks",
@@ -151,6 +158,9 @@ __all__ = [
     "count_segments",
     "message_links",
     "parse_delivery_modes",
+    "read_spool",
+    "spooled_messages",
+    "unpack_spools",
 ]
 
 

@@ -33,6 +33,9 @@ class OutgoingMessage:
     whatever their marketing choices (a receipt): an email of that kind carries no unsubscribe headers.
     ``subject``/``html`` only mean something for email, ``title``/``link``/``data`` only for push
     (``data``: extra string key/values for the app); adapters ignore fields their channel has no use for.
+    ``first_attempt`` is a promise from the sender that no message with this key was ever handed to any
+    adapter before (dispatch sets it for a ledger row never marked in flight): an adapter that has to look a
+    key up to keep it idempotent (the spooled file outbox) may skip the lookup. False promises nothing.
     """
 
     idempotency_key: str
@@ -50,6 +53,7 @@ class OutgoingMessage:
     # Left out of the hash (a dict cannot be hashed) but compared like every other field.
     data: dict[str, str] | None = field(default=None, hash=False)
     transactional: bool = False
+    first_attempt: bool = False
 
     def __post_init__(self) -> None:
         # Refuse malformed messages where they are made, not in the middle of a provider call.

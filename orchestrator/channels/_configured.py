@@ -1,7 +1,8 @@
 """The channel router a workspace config describes: one adapter per provider its ``channels`` section
 sets up, built from the provider's settings.
 
-Every channel whose provider is ``outbox`` shares one ``OutboxAdapter`` writing to the outbox folder.
+Every channel whose provider is ``outbox`` shares one ``OutboxAdapter`` writing to the outbox folder (one
+per ``layout``, when the channels ask for different ones).
 Email (SMTP, and the outbox's ``.eml`` files) comes from the config's ``sender``, with unsubscribe headers
 when ``unsubscribe`` is configured. A channel's ``concurrency`` is its provider calls in flight (for SMTP,
 its pooled connections), ``rate_limit`` its messages per second across every process of this host sending
@@ -51,7 +52,14 @@ def build_router(
         if outboxed:
             from orchestrator.channels._outbox import OutboxAdapter
 
-            router.register(OutboxAdapter(outbox, email=email), outboxed)
+            # One adapter per layout the outbox channels ask for, all writing under the same folder.
+            layouts: dict[str, list[str]] = {}
+            for name in outboxed:
+                section = channels[name]
+                assert isinstance(section, OutboxChannel)
+                layouts.setdefault(section.layout, []).append(name)
+            for layout, names in layouts.items():
+                router.register(OutboxAdapter(outbox, email=email, layout=layout), names)  # type: ignore[arg-type]
         for name, section in channels.items():
             if not isinstance(section, OutboxChannel):
                 router.register(_adapter(name, section, config, email, clock, state_dir), [name])

@@ -56,6 +56,16 @@ class ChannelLanes:
         own = getattr(adapter, "concurrency", None)
         return own if isinstance(own, int) and own >= 1 else self.default
 
+    def group(self, channel: str) -> int:
+        """The messages ``channel``'s adapter asks to be handed at once (its ``group`` attribute: the
+        spooled file outbox writes one spool per group), else 0."""
+        try:
+            adapter = self.router.route(channel)
+        except LookupError:
+            return 0
+        own = getattr(adapter, "group", None)
+        return own if isinstance(own, int) and own >= 1 else 0
+
     def send_all(self, messages: Sequence[OutgoingMessage]) -> list[DeliveryResult]:
         """Every message's result, in order; each channel's messages run ``width(channel)`` at a time.
 

@@ -22,6 +22,15 @@ answers ``sent`` with the same provider id without writing again. ``durable=True
 fsyncs each file and its folder before answering, so an answered ``sent`` survives a power cut; that costs
 a disk flush per message (about 1-2 ms here), and ``durable=False`` leaves flushing to the OS (a crash of
 the machine may lose files the ledger already counts as sent).
+
+``layout="spool"`` (``layout: spool`` in the config's outbox channels) writes each group the dispatcher
+hands over as one spool, a JSON-lines file under ``<folder>/spool/<channel>/`` (``channels._spool``), with
+one fsync per group instead of one per message; the provider id of a message is the same file name in
+both layouts, and ``orchestrator outbox-unpack`` (``channels.unpack_spools``) turns spools into exactly the
+files of the per-message layout. Idempotency holds the same way: a key already spooled (or already written
+as a file) answers ``sent`` with the same provider id and is not written again. The adapter looks the
+keys up in the spools' headers unless every message of the group says ``first_attempt`` (its ledger row
+was never handed to any adapter before, so no spool can hold it).
 """
 
 from __future__ import annotations
@@ -32,8 +41,9 @@ import json
 import os
 import re
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -41,6 +51,7 @@ from orchestrator.channels._base import CHANNELS, DeliveryResult, OutgoingMessag
 from orchestrator.channels._mail import ComposeError, EmailSettings, compose_email, message_id
 from orchestrator.channels._push import PushRefused, PushRules
 from orchestrator.channels._sms import SmsRefused, SmsRules
+from orchestrator.channels._spool import fsync_folder, spool_keys, spool_paths, write_spool
 from orchestrator.channels._webhook import webhook_document
 from orchestrator.errors import DeliveryError
 
@@ -48,6 +59,9 @@ _EXTENSIONS: dict[str, str] = {"email": "eml", "sms": "txt", "push": "json", "we
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]")
 _READABLE_CHARS = 80
 TEMP_PREFIX = ".tmp-"
+OutboxLayout = Literal["files", "spool"]
+OUTBOX_LAYOUTS: tuple[str, ...] = ("files", "spool")
+SPOOL_GROUP = 1000  # messages per spool that dispatch is asked to hand over at once
 OUTBOX_DOMAIN = "outbox.orchestrator.invalid"
 
 
@@ -97,7 +111,11 @@ class OutboxAdapter:
         sms: SmsRules | None = None,
         push: PushRules | None = None,
         durable: bool = True,
+        layout: OutboxLayout = "files",
     ) -> None:
+        if layout not in OUTBOX_LAYOUTS:
+            raise ValueError(f"unknown outbox layout {layout!r}; expected files or spool")
+        self.layout = layout
         self.folder = Path(folder)
         self._root = str(self.folder)
         self.email = email or EmailSettings(sender=sender, message_id_domain=OUTBOX_DOMAIN)
@@ -105,6 +123,18 @@ class OutboxAdapter:
         self.sms = sms
         self.push = push
         self.durable = durable
+
+    @property
+    def group(self) -> int:
+        """Messages dispatch hands over at once: with the spool layout, a whole dispatch batch (one spool
+        and one fsync for it); 0 (no wish) with the per-message layout."""
+        return SPOOL_GROUP if self.layout == "spool" else 0
+
+    @property
+    def send_many(self) -> Any:
+        """With the spool layout, the call that takes a whole group (``ChannelLanes`` hands each group
+        over in one call): ``send_many(messages, width)``; None with the per-message layout."""
+        return self._send_spooled if self.layout == "spool" else None
 
     def path_for(self, message: OutgoingMessage) -> Path:
         """Where ``message`` is (or would be) written."""
@@ -124,6 +154,8 @@ class OutboxAdapter:
         """
         if message.channel not in self.channels:
             return DeliveryResult.failed(f"channel {message.channel!r} not served by the outbox")
+        if self.layout == "spool":
+            return self._send_spooled([message])[0]
         target, name = self._target(message)
         try:
             if os.path.exists(target):
@@ -135,6 +167,83 @@ class OutboxAdapter:
         except OSError as exc:
             return DeliveryResult.retry(f"could not write {target}: {exc}", code="io")
         return DeliveryResult.sent(name)
+
+    def _send_spooled(self, messages: Sequence[OutgoingMessage], width: int = 1) -> list[DeliveryResult]:
+        """Write ``messages`` as one spool per channel: those already spooled or written (a retry) answer
+        ``sent`` with their provider id and are left out; invalid ones answer ``failed``; a file system
+        error answers ``retry`` for every message of the spool."""
+        results: list[DeliveryResult | None] = [None] * len(messages)
+        by_channel: dict[str, list[int]] = {}
+        for i, message in enumerate(messages):
+            if message.channel not in self.channels:
+                results[i] = DeliveryResult.failed(f"channel {message.channel!r} not served by the outbox")
+            else:
+                by_channel.setdefault(message.channel, []).append(i)
+        for channel, indexes in by_channel.items():
+            self._spool_channel(channel, [messages[i] for i in indexes], indexes, results)
+        return [r if r is not None else DeliveryResult.retry("not written", code="io") for r in results]
+
+    def _spool_channel(
+        self,
+        channel: str,
+        messages: list[OutgoingMessage],
+        indexes: list[int],
+        results: list[DeliveryResult | None],
+    ) -> None:
+        ext = _EXTENSIONS[channel]
+        known: set[str] = set()
+        if not all(m.first_attempt for m in messages):
+            try:
+                known = self._known_keys(channel, [m for m in messages if not m.first_attempt])
+            except (OSError, ValueError) as exc:
+                # Without the lookup a message sent before could be spooled twice: try again later.
+                for i in indexes:
+                    results[i] = DeliveryResult.retry(
+                        f"could not read the spools of {channel}: {exc}", code="io"
+                    )
+                return
+        entries: list[tuple[str, str, bytes]] = []
+        pending: list[tuple[int, str]] = []
+        in_spool: set[str] = set()
+        for i, message in zip(indexes, messages, strict=True):
+            key = message.idempotency_key
+            name = f"{file_stem(key)}.{ext}"
+            if key in known or key in in_spool:
+                results[i] = DeliveryResult.sent(name)
+                continue
+            try:
+                payload = self._payload(message)
+            except _Undeliverable as exc:
+                results[i] = DeliveryResult.failed(str(exc), code=exc.code, suppress=exc.suppress)
+                continue
+            entries.append((key, name, payload))
+            pending.append((i, name))
+            in_spool.add(key)
+        if not entries:
+            return
+        try:
+            write_spool(self.folder, channel, entries, durable=self.durable)
+        except OSError as exc:
+            for i, _ in pending:
+                results[i] = DeliveryResult.retry(f"could not write a spool of {channel}: {exc}", code="io")
+            return
+        for i, name in pending:
+            results[i] = DeliveryResult.sent(name)
+
+    def _known_keys(self, channel: str, messages: list[OutgoingMessage]) -> set[str]:
+        """Which keys of ``messages`` are already in a spool of ``channel`` or written as a file. Reads
+        every spool header of the channel (nothing is kept between calls, so a long-running dispatcher's
+        memory does not grow with the outbox): only messages sent again pay for it."""
+        wanted = {m.idempotency_key for m in messages}
+        found: set[str] = set()
+        for message in messages:
+            if os.path.exists(self._target(message)[0]):
+                found.add(message.idempotency_key)
+        for path in spool_paths(self.folder, channel):
+            if found >= wanted:
+                break
+            found.update(wanted.intersection(spool_keys(path)))
+        return found
 
     # -- rendering ------------------------------------------------------------------------------------
 
@@ -201,33 +310,38 @@ class OutboxAdapter:
     # -- writing --------------------------------------------------------------------------------------
 
     def _write(self, target: str, name: str, data: bytes) -> None:
-        """Write ``data`` to ``target`` so that readers see either no file or the whole file."""
-        # The temp file lives in the target's folder (os.replace is only atomic within one file system);
-        # its name is unique per key, process and thread, so no random name has to be drawn and retried.
-        folder = os.path.dirname(target)
-        tmp = f"{folder}{os.sep}{TEMP_PREFIX}{name}-{os.getpid()}-{threading.get_ident()}.part"
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
+        write_atomically(target, name, data, durable=self.durable)
+
+
+def write_atomically(target: str, name: str, data: bytes, *, durable: bool) -> None:
+    """Write ``data`` to ``target`` so that readers see either no file or the whole file (and, when
+    ``durable``, fsynced with its folder)."""
+    # The temp file lives in the target's folder (os.replace is only atomic within one file system);
+    # its name is unique per key, process and thread, so no random name has to be drawn and retried.
+    folder = os.path.dirname(target)
+    tmp = f"{folder}{os.sep}{TEMP_PREFIX}{name}-{os.getpid()}-{threading.get_ident()}.part"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(tmp, flags, 0o600)  # owner-only, like mkstemp: the files hold customer data
+    except FileNotFoundError:
+        os.makedirs(folder, exist_ok=True)
+        fd = os.open(tmp, flags, 0o600)
+    try:
         try:
-            fd = os.open(tmp, flags, 0o600)  # owner-only, like mkstemp: the files hold customer data
-        except FileNotFoundError:
-            os.makedirs(folder, exist_ok=True)
-            fd = os.open(tmp, flags, 0o600)
-        try:
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                if self.durable:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        if self.durable:
-            _fsync_dir(folder)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    if durable:
+        fsync_folder(folder)
 
 
 def _json(document: dict[str, Any]) -> bytes:
@@ -236,17 +350,3 @@ def _json(document: dict[str, Any]) -> bytes:
         return orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
     except orjson.JSONEncodeError:  # lone surrogates: the stdlib encoder writes them through
         return (json.dumps(document, ensure_ascii=False, indent=2) + "\n").encode("utf-8", "surrogatepass")
-
-
-def _fsync_dir(folder: str) -> None:
-    """Persist the rename itself; best effort, since not every platform can open a directory."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

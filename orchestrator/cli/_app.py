@@ -1126,6 +1126,24 @@ def config_(
 
 
 @command(
+    "outbox-unpack",
+    "write the messages of the outbox's spools (layout: spool) as one file each, as the files layout does",
+)
+def outbox_unpack(
+    ctx: typer.Context,
+    outbox: o.Outbox = None,
+    channel: Annotated[
+        list[str] | None,
+        typer.Option("--channel", metavar="CHANNEL", help="only this channel (repeatable; default: all)"),
+    ] = None,
+    config: o.ConfigFile = None,
+) -> int:
+    return _invoke(
+        ctx, "outbox-unpack", config, lambda s: {"outbox": s.outbox(outbox), "channels": channel or None}
+    )
+
+
+@command(
     "send-test",
     "send one message of a send step to an address through the configured provider, marked as a test",
 )

@@ -707,6 +707,23 @@ def cmd_config(args: Args) -> int:
     return 0
 
 
+def cmd_outbox_unpack(args: Args) -> int:
+    from orchestrator.channels import CHANNELS
+    from orchestrator.channels._spool import unpack_spools
+
+    for name in args.channels or ():
+        if name not in CHANNELS:
+            raise UsageError(f"--channel {name}: unknown channel; expected one of {', '.join(CHANNELS)}")
+    if not args.outbox.is_dir():
+        raise UsageError(f"{args.outbox}: no such outbox folder")
+    try:
+        written = unpack_spools(args.outbox, args.channels)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot unpack the spools of {args.outbox}: {exc}") from None
+    print(f"wrote {written} message file{'s' if written != 1 else ''} under {args.outbox}")
+    return 0
+
+
 def cmd_send_test(args: Args) -> int:
     from orchestrator.engine import PreviewError, send_test
 

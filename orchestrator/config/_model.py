@@ -142,9 +142,12 @@ class _Channel(_Model):
 
 
 class OutboxChannel(_Channel):
-    """Messages written as files to the workspace's ``outbox`` folder (development, demos, audits)."""
+    """Messages written as files to the workspace's ``outbox`` folder (development, demos, audits).
+    ``layout``: ``files``, one file per message (the default), or ``spool``, one JSON-lines file per
+    dispatch batch with one fsync each (``orchestrator outbox-unpack`` turns spools into the files)."""
 
     provider: Literal["outbox"]
+    layout: Literal["files", "spool"] = "files"
 
 
 class SmtpChannel(_Channel):

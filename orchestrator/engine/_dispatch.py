@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+from jinja2 import Template
 
 from orchestrator.channels import (
     AT_MOST_ONCE,
@@ -189,17 +190,21 @@ def _send_batch(
     once gets groups that fill its lanes), and the group doubles (up to ``max_group``, or that concurrency
     when larger) while the commit costs more than a tenth of the provider calls it brackets, and halves
     back when it does not: a slow provider (the network) keeps the smallest window, a fast one (the file
-    outbox, which also drops a repeated key) does not pay a commit per eight files. So the rows in doubt
-    after a crash are at most one group: ``group`` on at_most_once channels, and on the others the
-    largest of ``max_group`` and the channels' concurrency."""
+    outbox, which also drops a repeated key) does not pay a commit per eight files. An adapter that asks
+    for larger groups (its ``group``, see ``ChannelLanes.group``: the spooled outbox, one spool per group)
+    starts there when every relaxed channel asks. So the rows in doubt after a crash are at most one
+    group: ``group`` on at_most_once channels, and on the others the largest of ``max_group``, the
+    channels' concurrency and their adapters' ``group``. Each message handed over says whether it is a
+    first attempt (``OutgoingMessage.first_attempt``): read with no attempt and marked now."""
     strict = [item for item in to_send if context.delivery.get(item[0].channel) == AT_MOST_ONCE]
     relaxed = [item for item in to_send if context.delivery.get(item[0].channel) != AT_MOST_ONCE]
     ordered = strict + relaxed
     outcomes = decided
     suppressions: list[dict[str, Any]] = []
     base = max(1, context.group)
-    widest = max((lanes.width(channel) for channel in {m.channel for m, _ in relaxed}), default=1)
-    floor = max(base, widest)
+    channels = {m.channel for m, _ in relaxed}
+    widest = max((lanes.width(channel) for channel in channels), default=1)
+    floor = max(base, widest, min((lanes.group(channel) for channel in channels), default=0))
     ceiling = max(context.max_group, floor)
     size = floor
     start = 0
@@ -216,14 +221,19 @@ def _send_batch(
             record_outcomes(conn, outcomes)
             suppress_addresses(conn, suppressions)
             if group:
-                mark_in_flight(conn, [m.id for m, _ in group], [m.attempts + 1 for m, _ in group], now_us)
+                marked = mark_in_flight(
+                    conn, [m.id for m, _ in group], [m.attempts + 1 for m, _ in group], now_us
+                )
         commit_s = time.perf_counter() - started
         report.add_seconds("record", commit_s)
         if not group:
             return
         outcomes, suppressions = [], []
         started = time.perf_counter()
-        outgoing = [_outgoing(m, row) for m, row in group]
+        # A row read with no attempt and marked now was never handed to an adapter: its adapter may skip
+        # looking its key up (``OutgoingMessage.first_attempt``). Any doubt (a row not marked): no promise.
+        promise = marked == len(group)
+        outgoing = [_outgoing(m, row, promise and m.attempts == 0) for m, row in group]
         # Provider calls wait on the network (or the disk): several run at once; outcomes are read in order.
         results = lanes.send_all(outgoing)
         for (m, row), result in zip(group, results, strict=True):
@@ -288,7 +298,7 @@ def _outcome(m: DueMessage, status: str, reason: str | None, **fields: Any) -> d
 
 def _decide_batch(
     batch: list[DueMessage],
-    loaded: _Loaded,
+    loaded_rows: _Loaded,
     context: DispatchContext,
     now_us: int,
     report: DispatchReport,
@@ -323,14 +333,15 @@ def _decide_batch(
             transactional=np.array([m.transactional for m in pending], dtype=bool),
             order=np.array([m.id for m in pending], dtype=np.int64),
         ),
-        loaded.records,
-        loaded.recent,
+        loaded_rows.records,
+        loaded_rows.recent,
         now_us,
     )
     report.add_seconds("policy", time.perf_counter() - started)
     to_send: list[tuple[DueMessage, dict[str, Any]]] = []
     render_started = time.perf_counter()
     metric_cache: dict[int, Mapping[str, np.ndarray]] = {}
+    loaded: dict[int, dict[str, Template]] = {}  # each renderer's templates, compiled once per batch
     for j, m in enumerate(pending):
         action = int(decisions.action[j])
         if action == SUPPRESS:
@@ -347,13 +358,13 @@ def _decide_batch(
         found = steps[idx[j]]
         assert found is not None
         plan, step = found
-        row = _render(m, plan, step, loaded, context, metric_cache)
+        row = _render(m, plan, step, loaded_rows, context, metric_cache, loaded)
         if row["status"] != "queued":
             report.suppressed += row["status"] == "suppressed"
             report.failed += row["status"] == "failed"
             outcomes.append(_outcome(m, row["status"], row["reason"], recipient=row["recipient"]))
             continue
-        listed = loaded.suppressed.get((m.channel, row["recipient"]))
+        listed = loaded_rows.suppressed.get((m.channel, row["recipient"]))
         if listed is not None:
             report.suppressed += 1
             outcomes.append(
@@ -362,7 +373,7 @@ def _decide_batch(
                 )
             )
             continue
-        row["customer_id"] = loaded.records[m.customer_key]["id"]
+        row["customer_id"] = loaded_rows.records[m.customer_key]["id"]
         if row["html"] and m.channel == "email" and not m.transactional and context.links is not None:
             row["html"] = context.links.track(row["html"], m.id)
         to_send.append((m, row))
@@ -377,6 +388,7 @@ def _render(
     loaded: _Loaded,
     context: DispatchContext,
     metric_cache: dict[int, Mapping[str, np.ndarray]],
+    templates: dict[int, dict[str, Template]],
 ) -> dict[str, Any]:
     assert step.send is not None
     renderer = context.renderer_for(plan.id)
@@ -403,10 +415,11 @@ def _render(
         extra=extra,
         base={},
         links=links,
+        loaded=templates.setdefault(id(renderer), {}),
     )
 
 
-def _outgoing(m: DueMessage, row: dict[str, Any]) -> OutgoingMessage:
+def _outgoing(m: DueMessage, row: dict[str, Any], first_attempt: bool = False) -> OutgoingMessage:
     return OutgoingMessage(
         idempotency_key=m.idempotency_key,
         channel=m.channel,
@@ -421,6 +434,7 @@ def _outgoing(m: DueMessage, row: dict[str, Any]) -> OutgoingMessage:
         link=row["link"],
         created_us=m.created_us,
         transactional=m.transactional,
+        first_attempt=first_attempt,
     )
 
 

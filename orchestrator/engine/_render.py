@@ -19,6 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from jinja2 import Template
+
 from orchestrator.channels.templates import PreparedContext, TemplateError, TemplateRenderer
 from orchestrator.language import ADDRESS_FIELD, Send
 
@@ -58,25 +60,32 @@ def message_context(
 
 
 def render_send(
-    renderer: TemplateRenderer, send: Send, context: Mapping[str, Any] | PreparedContext
+    renderer: TemplateRenderer,
+    send: Send,
+    context: Mapping[str, Any] | PreparedContext,
+    loaded: dict[str, Template] | None = None,
 ) -> Rendered:
-    """Render every part of a send step; raises ``TemplateError`` on the first failure."""
+    """Render every part of a send step; raises ``TemplateError`` on the first failure. ``loaded``: the
+    caller's cache of compiled templates (``TemplateRenderer.render``)."""
     prepared = context if isinstance(context, PreparedContext) else renderer.prepare(context)
     return Rendered(
-        body=renderer.render(send.template, prepared),
+        body=renderer.render(send.template, prepared, loaded=loaded),
         subject=renderer.render_string(send.subject, prepared, name="subject") if send.subject else None,
-        html=renderer.render(send.html, prepared) if send.html else None,
+        html=renderer.render(send.html, prepared, loaded=loaded) if send.html else None,
         title=renderer.render_string(send.title, prepared, name="title") if send.title else None,
         link=renderer.render_string(send.link, prepared, name="link") if send.link else None,
     )
 
 
 def try_render(
-    renderer: TemplateRenderer, send: Send, context: Mapping[str, Any]
+    renderer: TemplateRenderer,
+    send: Send,
+    context: Mapping[str, Any],
+    loaded: dict[str, Template] | None = None,
 ) -> tuple[Rendered | None, str | None]:
     """(rendered, None), or (None, the reason) when a template or the context is refused."""
     try:
-        return render_send(renderer, send, context), None
+        return render_send(renderer, send, context, loaded), None
     except TemplateError as exc:
         return None, f"template: {exc}"
 
@@ -91,10 +100,12 @@ def message_row(
     base: dict[str, Any],
     extra: Mapping[str, Any] | None = None,
     links: Mapping[str, str] | None = None,
+    loaded: dict[str, Template] | None = None,
 ) -> dict[str, Any]:
     """The content of one ledger row: ``queued`` with its rendered parts (ready for the adapter), or
     ``suppressed`` (no address on file) / ``failed`` (a template refused) with the reason. ``links`` is
-    the context's ``links`` (see ``channels._links.MessageLinks.for_template``)."""
+    the context's ``links`` (see ``channels._links.MessageLinks.for_template``); ``loaded`` the caller's
+    cache of compiled templates."""
     row = {
         **base,
         "channel": send.channel,
@@ -109,7 +120,9 @@ def message_row(
     address = address_for(send, customer)
     if not address:
         return {**row, "status": "suppressed", "reason": f"no {ADDRESS_FIELD[send.channel]} on file"}
-    rendered, problem = try_render(renderer, send, message_context(customer, metrics, journey, extra, links))
+    rendered, problem = try_render(
+        renderer, send, message_context(customer, metrics, journey, extra, links), loaded
+    )
     if rendered is None:
         return {**row, "recipient": address, "status": "failed", "reason": problem}
     return {

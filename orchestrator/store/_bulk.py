@@ -36,21 +36,26 @@ def optional_ints(rows: Sequence[Sequence[Any]], i: int, missing: int = -1) -> n
     return np.fromiter((missing if r[i] is None else r[i] for r in rows), dtype=np.int64, count=len(rows))
 
 
-def executemany(conn: Connection, sql: str, rows: Sequence[dict[str, Any]]) -> None:
+def executemany(conn: Connection, sql: str, rows: Sequence[dict[str, Any]]) -> int:
     """Run ``sql`` (named ``:params``) once per row. On SQLite the rows go to the DBAPI cursor directly:
-    binding a million rows through SQLAlchemy's executemany costs several times more."""
+    binding a million rows through SQLAlchemy's executemany costs several times more. Returns the rows the
+    statement changed in all, or -1 when the driver does not say."""
     if not rows:
-        return
+        return 0
+    changed = 0
     if conn.dialect.name == "sqlite":
         cursor = raw_cursor(conn, writing=True)
         try:
             for start in range(0, len(rows), 100_000):
                 cursor.executemany(sql, rows[start : start + 100_000])
+                changed = -1 if changed < 0 or cursor.rowcount < 0 else changed + cursor.rowcount
         finally:
             cursor.close()
-        return
+        return changed
     for start in range(0, len(rows), CHUNK):
-        conn.execute(text(sql), list(rows[start : start + CHUNK]))
+        count = conn.execute(text(sql), list(rows[start : start + CHUNK])).rowcount
+        changed = -1 if changed < 0 or count is None or count < 0 else changed + count
+    return changed
 
 
 def fetch(conn: Connection, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:

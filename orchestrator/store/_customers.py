@@ -439,8 +439,25 @@ def customer_records(conn: Connection, keys: Sequence[int]) -> dict[int, dict[st
     cols.append(CUSTOMERS.c.attributes)
     consents = [names.index(name) for name in CONSENTS]
     out: dict[int, dict[str, Any]] = {}
-    for part in chunked(wanted):
-        for row in conn.execute(select(*cols).where(CUSTOMERS.c.key.in_(part))):
+    if conn.dialect.name == "sqlite":
+        # One statement through the DBAPI cursor, the keys as one JSON array: no IN list to compile.
+        cursor = raw_cursor(conn)
+        try:
+            cursor.execute(
+                f"SELECT {', '.join(names)}, attributes FROM customers "
+                "WHERE key IN (SELECT value FROM json_each(?))",
+                (orjson.dumps(wanted).decode(),),
+            )
+            rows: list[Any] = cursor.fetchall()
+        finally:
+            cursor.close()
+        parts: Iterable[list[Any]] = [rows]
+    else:
+        parts = (
+            list(conn.execute(select(*cols).where(CUSTOMERS.c.key.in_(part)))) for part in chunked(wanted)
+        )
+    for part_rows in parts:
+        for row in part_rows:
             values = list(row)
             attrs = orjson.loads(values.pop() or "{}")
             for i in consents:

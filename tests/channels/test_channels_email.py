@@ -399,3 +399,22 @@ def test_smtp_settings_validation() -> None:
     with pytest.raises(ValueError, match="timeout"):
         SmtpSettings("h", timeout_s=0)
     assert "hunter2" not in repr(SmtpSettings("h", username="u", password="hunter2"))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "short",
+        "x" * 998,
+        "x" * 999,
+        "a\n" + "x" * 999,
+        "x" * 998 + "\n" + "y" * 998,
+        "\n" * 2000,
+        "é" * 999,
+    ],
+)
+def test_the_long_line_check_agrees_with_its_definition(text: str) -> None:
+    from orchestrator.channels._mail import MAX_LINE, _has_long_line
+
+    assert _has_long_line(text) == (re.search(f"[^\n]{{{MAX_LINE + 1}}}", text) is not None)

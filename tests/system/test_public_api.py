@@ -22,9 +22,10 @@ PUBLIC: dict[str, list[str]] = {
         "EmailSettings", "FcmAdapter", "FcmSettings", "HttpPushAdapter", "HttpSmsAdapter", "JsonSmsAdapter",
         "JsonSmsSettings", "Keyring", "MemoryAdapter", "MessageLinks", "NoAdapterError", "OutboxAdapter",
         "OutgoingMessage", "PreparedContext", "ProviderLimits", "ProviderSetupError", "PushRules",
-        "RateLimiter", "SmsRules", "SmtpAdapter", "SmtpSettings", "TemplateError", "TemplateRenderer",
-        "TrackingLinks", "TwilioSmsSettings", "UnsubscribeLinks", "WebhookAdapter", "WebhookEndpoint",
-        "build_router", "count_segments", "message_links", "parse_delivery_modes",
+        "RateLimiter", "SmsRules", "SmtpAdapter", "SmtpSettings", "SpooledMessage", "TemplateError",
+        "TemplateRenderer", "TrackingLinks", "TwilioSmsSettings", "UnsubscribeLinks", "WebhookAdapter",
+        "WebhookEndpoint", "build_router", "count_segments", "message_links", "parse_delivery_modes",
+        "read_spool", "spooled_messages", "unpack_spools",
     ],
     "orchestrator.channels.templates": ["PreparedContext", "TemplateError", "TemplateRenderer"],
     "orchestrator.cli": [

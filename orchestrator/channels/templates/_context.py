@@ -60,10 +60,17 @@ def _plain_size(value: Any, depth: int) -> int:
                 size += measure(key, 0)
             else:
                 raise _NotPlain
-            if type(item) is str:
+            # The scalars of a record inline, counted as the recursive call would count them (which,
+            # past MAX_DEPTH, refuses all but strings).
+            kind = type(item)
+            if kind is str:
                 size += len(item)
-            elif depth < MAX_DEPTH and type(item) is float:
-                size += 24
+            elif depth >= MAX_DEPTH:
+                size += _plain_size(item, depth + 1)
+            elif kind is bool or item is None or kind is float:
+                size += 24 if kind is float else 5
+            elif kind is int:
+                size += item.bit_length() * 3 // 10 + 2
             else:
                 size += _plain_size(item, depth + 1)
         return size

@@ -8,6 +8,7 @@ as one ``TemplateError`` naming the template (the included or imported file wher
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
@@ -23,6 +24,7 @@ from jinja2.exceptions import (
     UndefinedError,
 )
 from jinja2.meta import find_undeclared_variables
+from jinja2.runtime import new_context
 
 from orchestrator.channels.templates._context import PreparedContext, checked_context
 from orchestrator.channels.templates._errors import LimitError, TemplateError
@@ -80,6 +82,7 @@ class TemplateRenderer:
             trim_blocks=True,
             lstrip_blocks=True,
         )
+        self._flat_globals: weakref.WeakKeyDictionary[Template, dict[str, Any]] = weakref.WeakKeyDictionary()
         # Inline templates (subjects, titles) are rendered once per customer: compile each source once.
         self._compile_inline = lru_cache(maxsize=512)(self._compile_inline_uncached)
 
@@ -93,14 +96,28 @@ class TemplateRenderer:
             checked_context(context, self.limits.max_value_chars, "<context>"), self.limits
         )
 
-    def render(self, name: str, context: Mapping[str, Any] | PreparedContext) -> str:
-        """Render template file ``name`` with ``context`` (plain data only); ``TemplateError`` on failure."""
-        self._checked_name(name)
+    def render(
+        self,
+        name: str,
+        context: Mapping[str, Any] | PreparedContext,
+        *,
+        loaded: dict[str, Template] | None = None,
+    ) -> str:
+        """Render template file ``name`` with ``context`` (plain data only); ``TemplateError`` on failure.
+
+        ``loaded``, when given, keeps the compiled templates of the caller's scope (one dispatch batch):
+        a template found there is rendered without asking the loader whether its file changed (a stat
+        per render); one not there is loaded, checked and put there."""
         data = self._context_data(context, name)
-        try:
-            template = self._env.get_template(name)
-        except Exception as exc:
-            raise self._error(exc, name) from exc
+        template = loaded.get(name) if loaded is not None else None
+        if template is None:
+            self._checked_name(name)
+            try:
+                template = self._env.get_template(name)
+            except Exception as exc:
+                raise self._error(exc, name) from exc
+            if loaded is not None:
+                loaded[name] = template
         return self._run(template, data, name)
 
     def render_string(
@@ -121,22 +138,39 @@ class TemplateRenderer:
         code = self._env.compile(source, name=name, filename=name)
         return self._env.template_class.from_code(self._env, code, self._env.make_globals(None), None)
 
+    def _globals(self, template: Template) -> dict[str, Any]:
+        """The template's globals as one plain dict, made once per template: Jinja keeps them as a
+        ``ChainMap`` that every render would walk key by key (most of the cost of a small render)."""
+        flat = self._flat_globals.get(template)
+        if flat is None:
+            flat = dict(template.globals)
+            self._flat_globals[template] = flat
+        return flat
+
     def _run(self, template: Template, data: dict[str, Any], name: str) -> str:
         budget = Budget(self.limits)
         token = CURRENT_BUDGET.set(budget)
         limit = self.limits.max_output_chars
         chunks: list[str] = []
         size = 0
-        stream: Any = template.generate(data)  # a generator: closed below so a stopped render cleans up
+        # What ``template.generate(data)`` does, with the globals already flat: the same context.
+        context = new_context(
+            self._env, template.name, template.blocks, data, False, self._globals(template), None
+        )
+        stream: Any = template.root_render_func(context)  # closed below so a stopped render cleans up
         try:
             # Stream and count: output past the limit stops the render instead of being built in memory.
             # (The deadline is checked by the guards inside the template, at every value and iteration.)
             append = chunks.append
-            for chunk in stream:
-                size += len(chunk)
-                if size > limit:
-                    raise LimitError(f"output is longer than the limit of {limit} characters")
-                append(chunk)
+            try:
+                for chunk in stream:
+                    size += len(chunk)
+                    if size > limit:
+                        raise LimitError(f"output is longer than the limit of {limit} characters")
+                    append(chunk)
+            except Exception:
+                # As ``generate`` does: the traceback rewritten to show the template's own lines.
+                self._env.handle_exception()
         except Exception as exc:
             raise self._error(exc, name) from exc
         finally:
