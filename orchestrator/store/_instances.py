@@ -104,9 +104,11 @@ def due_instances(
     waiting_states: Sequence[str] = (),
     *,
     claimed: leases.Claim | None = None,
+    waiting_keys: np.ndarray | None = None,
 ) -> DueInstances:
     """Active instances of one version that are due (``wake_at_us <= now``), plus every active instance at
-    one of ``waiting_states`` (waits for an event, which can end before their timeout), in id order. With
+    one of ``waiting_states`` (waits for an event, which can end before their timeout), in id order; with
+    ``waiting_keys``, only those of these customers (found through the customer index, in chunks). With
     ``claimed`` (a worker sharing the store), only the instances of that claim still held, locked."""
     columns = _DUE_COLUMNS
     if claimed is not None:
@@ -122,14 +124,24 @@ def due_instances(
     if waiting_states:
         listing = ", ".join(f":s{i}" for i in range(len(waiting_states)))
         params.update({f"s{i}": s for i, s in enumerate(waiting_states)})
-        rows.extend(
-            fetch(
-                conn,
-                f"SELECT {columns} FROM journey_instances WHERE journey_id = :j AND status = 'active' "
-                f"AND state IN ({listing}) AND version = :v AND wake_at_us > :now",
-                params,
-            )
+        waiting = (
+            f"SELECT {columns} FROM journey_instances WHERE journey_id = :j AND status = 'active' "
+            f"AND state IN ({listing}) AND version = :v AND wake_at_us > :now"
         )
+        if waiting_keys is None:
+            rows.extend(fetch(conn, waiting, params))
+        elif conn.dialect.name == "postgresql":
+            keys = np.unique(np.asarray(waiting_keys, dtype=np.int64)).tolist()
+            if keys:
+                rows.extend(fetch(conn, waiting + " AND customer_key = ANY(:keys)", {**params, "keys": keys}))
+        else:
+            # SQLite would rather walk the due index over every parked instance: name the customer one.
+            by_customer = waiting.replace(
+                "FROM journey_instances", "FROM journey_instances INDEXED BY ix_instances_customer"
+            )
+            for part in chunked(np.unique(np.asarray(waiting_keys, dtype=np.int64)).tolist()):
+                listing = ", ".join(str(k) for k in part)  # plain ints from numpy: safe to inline
+                rows.extend(fetch(conn, by_customer + f" AND customer_key IN ({listing})", params))
     rows.sort(key=lambda r: r[0])
     return _due_from_rows(rows)
 
