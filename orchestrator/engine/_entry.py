@@ -175,7 +175,7 @@ def _enter_by_event(
     if entry.key is not None:
         key_values = np.empty(len(idx), dtype=object)
         key_values[:] = [normalise(p.get(entry.key)) for p in properties]
-        keep = np.flatnonzero(np.not_equal(key_values, None))
+        keep = np.flatnonzero([v is not None for v in key_values])
         idx, key_values = idx[keep], key_values[keep]
         properties = [properties[i] for i in keep]
     else:
@@ -228,7 +228,7 @@ def _enter_by_event(
 def _pair_codes(customers: np.ndarray, key_values: np.ndarray) -> np.ndarray:
     """One integer per (customer, key value) pair, equal exactly where both are (a missing value counts as
     the empty text, as it is stored)."""
-    texts = np.where(np.equal(key_values, None), "", key_values).astype(str)
+    texts = np.array(["" if v is None else v for v in key_values], dtype=str)
     _, codes = np.unique(texts, return_inverse=True)
     width = int(codes.max(initial=0)) + 1
     return np.asarray(customers, dtype=np.int64) * width + codes.ravel()
