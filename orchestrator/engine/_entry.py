@@ -169,44 +169,40 @@ def _enter_by_event(
     idx = np.flatnonzero(take)
     if not len(idx):
         return Entered()
+    # Only the events that can enter are parsed (once each); keys are compared as integer codes.
     properties = [orjson.loads(events.properties[i]) for i in idx]
     properties = [p if isinstance(p, dict) else {} for p in properties]
     if entry.key is not None:
         key_values = np.empty(len(idx), dtype=object)
         key_values[:] = [normalise(p.get(entry.key)) for p in properties]
-        has_key = np.array([v is not None for v in key_values], dtype=bool)
+        keep = np.flatnonzero([v is not None for v in key_values])
+        idx, key_values = idx[keep], key_values[keep]
+        properties = [properties[i] for i in keep]
     else:
         key_values = np.full(len(idx), None, dtype=object)
-        has_key = np.ones(len(idx), bool)
-    keep = np.flatnonzero(has_key)
-    idx, key_values = idx[keep], key_values[keep]
-    properties = [properties[i] for i in keep]
     customers = events.keys[idx]
     entered_us = events.ts_us[idx]
-    composite = np.array(
-        [f"{c}\x1f{k or ''}" for c, k in zip(customers, key_values, strict=True)], dtype=object
-    )
 
     # Within one batch, events of the same customer and key: the earliest one enters, unless every event
     # may ("always").
     order = np.lexsort((events.ids[idx], entered_us))
     if plan.journey.reentry != "always":
-        _, first = np.unique(composite[order].astype(str), return_index=True)
+        pairs = _pair_codes(customers, key_values)
+        _, first = np.unique(pairs[order], return_index=True)
         order = order[np.sort(first)]
-    customers, entered_us, key_values, composite = (
-        customers[order],
-        entered_us[order],
-        key_values[order],
-        composite[order],
-    )
+    customers, entered_us, key_values = customers[order], entered_us[order], key_values[order]
     event_ids = events.ids[idx][order]
     properties = [properties[i] for i in order]
 
+    # Each candidate's entry history (per customer, or per customer and key), found by sorting.
     history = entry_history(conn, plan.id, customers, keyed=entry.key is not None)
-    index = {
-        f"{c}\x1f{k or ''}": i for i, (c, k) in enumerate(zip(history.keys, history.entry_keys, strict=True))
-    }
-    pos = np.fromiter((index.get(c, -1) for c in composite), np.int64, len(composite))
+    pairs = _pair_codes(
+        np.concatenate([customers, history.keys]), np.concatenate([key_values, history.entry_keys])
+    )
+    wanted, known = pairs[: len(customers)], pairs[len(customers) :]
+    by_pair = np.argsort(known, kind="stable")
+    seen, at = lookup(known[by_pair], wanted)
+    pos = np.where(seen, by_pair[at] if len(by_pair) else 0, -1)
     allowed = reentry_allowed(plan, pos >= 0, history, np.maximum(pos, 0), now_us)
     if not allowed.any():
         return Entered()
@@ -227,6 +223,15 @@ def _enter_by_event(
         entry_values=entry_values(plan, evaluator, customers),
     )
     return Entered(len(chosen), int(held.sum()))
+
+
+def _pair_codes(customers: np.ndarray, key_values: np.ndarray) -> np.ndarray:
+    """One integer per (customer, key value) pair, equal exactly where both are (a missing value counts as
+    the empty text, as it is stored)."""
+    texts = np.array(["" if v is None else v for v in key_values], dtype=str)
+    _, codes = np.unique(texts, return_inverse=True)
+    width = int(codes.max(initial=0)) + 1
+    return np.asarray(customers, dtype=np.int64) * width + codes.ravel()
 
 
 #: At most this many names' values are kept per instance (the entry condition's first ones).

@@ -82,7 +82,9 @@ from orchestrator.store import (
     chosen_visits,
     customer_ids,
     due_instances,
+    event_type_id,
     finish_steps,
+    goal_event_customers,
     instance_data,
     mark_first_sends,
     marketing_sends_since,
@@ -105,6 +107,7 @@ class Stepped:
     """What one version's stepping did in a tick."""
 
     stepped: int = 0  # instances that moved or finished (not those still waiting for an event)
+    read: int = 0  # instances read (due, or waiting for an event that may have come)
     queued: int = 0  # ledger rows written (messages for dispatch to render and send)
     finished: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)  # read, step, write
@@ -137,16 +140,32 @@ def step_due(
     claimed: leases.Claim | None = None,
     count_funnel: bool = True,
     policy: ContactPolicy | None = None,
+    marks: WaitMarks | None = None,
 ) -> Stepped:
     """Step the due instances of ``plan``'s version at ``now_us`` (with ``claimed``, a worker sharing the
     store steps only the instances of its claim): read them, run them through their steps and write what
     changed, in the caller's transaction. ``count_funnel=False`` leaves the funnel's counts out (only for
-    measuring what they cost). ``policy`` (the contact policy) keeps best times out of its quiet hours."""
+    measuring what they cost). ``policy`` (the contact policy) keeps best times out of its quiet hours.
+    ``marks`` (kept by an engine alone on its store) lets it read, of the instances parked at a
+    ``wait_for``, only those an event may have come for since it last looked (see ``WaitMarks``)."""
     started = time.perf_counter()
+    log_id = signals.log.last_id  # what the walk sees at least (events handed over later: next tick)
+    keys = None
+    if marks is not None and claimed is None:
+        keys = marks.candidates(conn, plan, signals, now_us, log_id)
     due = due_instances(
-        conn, plan.id, plan.version, now_us, plan.wait_for_states(), claimed=claimed, states=plan.states
+        conn,
+        plan.id,
+        plan.version,
+        now_us,
+        plan.wait_for_states(),
+        claimed=claimed,
+        states=plan.states,
+        waiting_keys=keys,
     )
-    out = Stepped()
+    if marks is not None and claimed is None:
+        marks.looked(plan, now_us, log_id)
+    out = Stepped(read=len(due))
     read = time.perf_counter()
     out.seconds["read"] = read - started
     if not len(due):
@@ -159,6 +178,61 @@ def step_due(
     out.seconds["step"] = stepped - read
     out.seconds["write"] = time.perf_counter() - stepped
     return out
+
+
+@dataclass(frozen=True)
+class _WaitMark:
+    digest: str  # the plan it was made for
+    now_us: int  # the tick that looked at every parked instance's events before this instant...
+    log_id: int  # ...with every event up to this id in the signal state's log
+
+
+class WaitMarks:
+    """What an engine alone on its store remembers, per journey version, of its last look at the instances
+    parked at ``wait_for`` steps, so that a tick reads only those that can have moved since.
+
+    A parked instance moves when its timeout comes (it is then due: ``wake_at_us`` is its deadline, read
+    through its index) or when an event of its step's type comes after it reached the step. The last tick
+    (at ``now_us``, its signal state holding every event up to ``log_id``) looked for those among every
+    event of the log before ``now_us``; what can be new since are the events stored with a higher id
+    (whatever their time: a late event, or one another process ingested) and those stamped from
+    ``now_us`` on (they were in the future then). Only the instances of those events' customers are read,
+    with every due one. An instance reaches a ``wait_for`` only in a walk, which looks at it at once, or
+    by a migration, which comes with a new version (and so no mark). With no mark (the first tick after a
+    start, a new or edited version, a failed tick), a state rebuilt from the store, a clock stepped back
+    or a wait matched against a metric (whose value moves with time alone), every parked instance is read.
+    The caller drops a journey's marks when its transaction rolls back (``forget``).
+    """
+
+    def __init__(self) -> None:
+        self._marks: dict[tuple[str, int], _WaitMark] = {}
+
+    def candidates(
+        self, conn: Connection, plan: JourneyPlan, signals: SignalState, now_us: int, log_id: int
+    ) -> np.ndarray | None:
+        """The customer keys whose parked instances to read, or None to read all of them."""
+        mark = self._marks.get((plan.id, plan.version))
+        if mark is None or mark.digest != plan.digest or mark.log_id > log_id or mark.now_us > now_us:
+            return None
+        steps = [s for s in plan.steps if s.kind == StepKind.WAIT_FOR]
+        if any(term.metric is not None for s in steps for term in s.match):
+            return None
+        types = sorted({s.event for s in steps if s.event is not None})
+        found = [signals.events(mark.now_us, now_us, types=types).customer]
+        for name in types:
+            type_id = event_type_id(conn, name)
+            if type_id is not None and log_id > mark.log_id:
+                found.append(goal_event_customers(conn, type_id, mark.log_id, log_id))
+        return np.unique(np.concatenate(found).astype(np.int64))
+
+    def looked(self, plan: JourneyPlan, now_us: int, log_id: int) -> None:
+        """The version's parked instances have been looked at, at ``now_us`` with events up to ``log_id``."""
+        self._marks[(plan.id, plan.version)] = _WaitMark(plan.digest, now_us, log_id)
+
+    def forget(self, journey_id: str) -> None:
+        """Drop the marks of every version of a journey (its tick rolled back)."""
+        for key in [k for k in self._marks if k[0] == journey_id]:
+            del self._marks[key]
 
 
 class Stepper:

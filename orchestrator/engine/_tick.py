@@ -36,7 +36,7 @@ from orchestrator.engine._matching import first_matching_after, joined, normalis
 from orchestrator.engine._signal_state import SignalState
 from orchestrator.engine._snapshot import bare_customer_frame, needed_columns
 from orchestrator.engine._state_snapshot import SnapshotSettings, StateFile
-from orchestrator.engine._stepping import Stepped, step_due
+from orchestrator.engine._stepping import Stepped, WaitMarks, step_due
 from orchestrator.engine._stepping import ledger_key as ledger_key
 from orchestrator.engine._stopwatch import Stopwatch
 from orchestrator.engine._workers import Sharing
@@ -218,6 +218,8 @@ class Engine:
         self._members: dict[str, np.ndarray] = {}
         # Alone on the store: per journey, what ``_convert`` looked at last (see ``ConvertMark``).
         self._convert_marks: dict[str, ConvertMark] = {}
+        # Alone on the store: per journey version, the last look at the instances parked at a wait_for.
+        self._wait_marks = WaitMarks()
 
     def save_signal_state(self, *, write: bool = True) -> bool:
         """At the end of the engine's life: wait for a snapshot write in progress, then (with ``write``)
@@ -315,6 +317,7 @@ class Engine:
             report.journeys[journey_id] = JourneyTick(journey_id, error=error)
             self._members.pop(journey_id, None)
             self._convert_marks.pop(journey_id, None)
+            self._wait_marks.forget(journey_id)
         self._record_health(failures, now_us)
         report.timings.update(journeys.seconds)
         report.timings.update(phases.seconds)
@@ -839,6 +842,7 @@ class Engine:
             now_us,
             claimed=claimed,
             policy=getattr(self.workspace, "policy", None),
+            marks=self._wait_marks if self.sharing is None else None,
         )
         result.stepped += stepped.stepped
         result.queued += stepped.queued

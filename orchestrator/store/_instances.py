@@ -55,6 +55,30 @@ def insert_instances(
     )
     entered = np.broadcast_to(np.asarray(entered_us, dtype=np.int64), (n,))
     no_values: list[None] = [None] * n
+    if conn.dialect.name == "sqlite":
+        # One statement over the rows as one JSON array (in order, so ids follow the given order).
+        rows = zip(
+            np.asarray(keys).tolist(),
+            np.asarray(held, dtype=bool).tolist(),
+            entered.tolist(),
+            entry_keys if entry_keys is not None else no_values,
+            event_ids.tolist() if event_ids is not None else no_values,
+            data if data is not None else no_values,
+            entry_values if entry_values is not None else no_values,
+            strict=True,
+        )
+        conn.execute(
+            text(
+                "INSERT INTO journey_instances (journey_id, version, customer_key, state, status, holdout, "
+                "entered_us, since_us, wake_at_us, entry_key, entry_event_id, data, entry_values) "
+                "SELECT :j, :v, json_extract(value, '$[0]'), :s, 'active', json_extract(value, '$[1]'), "
+                "json_extract(value, '$[2]'), json_extract(value, '$[2]'), json_extract(value, '$[2]'), "
+                "json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]'), "
+                "json_extract(value, '$[6]') FROM json_each(:rows) ORDER BY key"
+            ),
+            {"j": journey_id, "v": version, "s": state, "rows": orjson.dumps(list(rows)).decode()},
+        )
+        return
     executemany(
         conn,
         "INSERT INTO journey_instances (journey_id, version, customer_key, state, status, holdout, "
@@ -117,9 +141,11 @@ def due_instances(
     *,
     claimed: leases.Claim | None = None,
     states: Sequence[str] | None = None,
+    waiting_keys: np.ndarray | None = None,
 ) -> DueInstances:
     """Active instances of one version that are due (``wake_at_us <= now``), plus every active instance at
-    one of ``waiting_states`` (waits for an event, which can end before their timeout), in id order. With
+    one of ``waiting_states`` (waits for an event, which can end before their timeout), in id order; with
+    ``waiting_keys``, only those of these customers (found through the customer index, in chunks). With
     ``claimed`` (a worker sharing the store), only the instances of that claim still held, locked. With
     ``states`` (the version's states, in code order), ``state_codes`` gives each instance's state code.
 
@@ -142,11 +168,25 @@ def due_instances(
             "FROM journey_instances WHERE journey_id = :j AND status = 'active' AND version = :v "
             f"AND wake_at_us > :now AND state IN ({listing})"
         )
+    sources = [due]
+    if waiting and waiting_keys is None:
+        sources.append(waiting)
+    elif waiting and conn.dialect.name == "postgresql":
+        keys = np.unique(np.asarray(waiting_keys, dtype=np.int64)).tolist()
+        if keys:
+            params["keys"] = keys
+            sources.append(waiting + " AND customer_key = ANY(:keys)")
+    elif waiting:
+        # SQLite would rather walk the live index over every parked instance: name the customer one.
+        by_customer = waiting.replace(
+            "FROM journey_instances", "FROM journey_instances INDEXED BY ix_instances_customer"
+        )
+        for part in chunked(np.unique(np.asarray(waiting_keys, dtype=np.int64)).tolist()):
+            keys_sql = ", ".join(str(k) for k in part)  # plain ints from numpy: safe to inline
+            sources.append(by_customer + f" AND customer_key IN ({keys_sql})")
     if conn.dialect.name == "sqlite":
-        return _due_from_json(conn, [due, waiting] if waiting else [due], params, states)
-    rows = fetch(conn, f"SELECT {columns} {due}", params)
-    if waiting:
-        rows.extend(fetch(conn, f"SELECT {columns} {waiting}", params))
+        return _due_from_json(conn, sources, params, states)
+    rows = [row for source in sources for row in fetch(conn, f"SELECT {columns} {source}", params)]
     rows.sort(key=lambda r: r[0])
     return _due_from_rows(rows, states)
 
