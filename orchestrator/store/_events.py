@@ -34,9 +34,12 @@ SOURCE_REJECTS = EventSourceReject.__table__  # type: ignore[attr-defined]
 #: The low bits of a derived event key hold the line; the high bits the source (see ``ingest._keys``).
 LINE_BITS = 32
 
-_SQLITE_INSERT = (
-    "INSERT INTO events (id, customer_key, type_id, ts_us, properties, event_key) VALUES (?, ?, ?, ?, ?, ?)"
-)
+_SQLITE_INSERT_HEAD = "INSERT INTO events (customer_key, type_id, ts_us, properties, event_key) VALUES "
+_SQLITE_ROW = "(?, ?, ?, ?, ?)"
+#: Rows per INSERT statement on SQLite: 750 parameters, under the oldest limit (999). One statement per row
+#: pays SQLite's per-statement reset and step for every event; a statement of many rows pays it once.
+_SQLITE_ROWS = 150
+_SQLITE_INSERT_ROWS = _SQLITE_INSERT_HEAD + ", ".join([_SQLITE_ROW] * _SQLITE_ROWS)
 _SQLITE_LAST_ID = "SELECT COALESCE(MAX(id), 0) FROM events"
 _FETCH_ROWS = 200_000
 _SQLITE_STORED_KEYS = (
@@ -192,19 +195,10 @@ def insert_new_events(
     keys = np.asarray(customer_keys, dtype=np.int64).tolist()
     types = np.asarray(type_ids, dtype=np.int64).tolist()
     times = np.asarray(ts_us, dtype=np.int64).tolist()
-    event_key_col: Iterable[int | None] = key_col if key_col is not None else itertools.repeat(None, m)
     if conn.dialect.name == "sqlite":
-        # The DBAPI cursor: a statement built by SQLAlchemy costs more than SQLite's look-up of the max.
-        cursor = raw_cursor(conn, writing=True)
-        try:
-            first = int(cursor.execute(_SQLITE_LAST_ID).fetchone()[0]) + 1
-            ids = range(first, first + m)
-            cursor.executemany(
-                _SQLITE_INSERT, zip(ids, keys, types, times, properties_json, event_key_col, strict=True)
-            )
-        finally:
-            cursor.close()
+        first = _sqlite_insert(conn, keys, types, times, properties_json, key_col, m)
     else:
+        event_key_col: Iterable[int | None] = key_col if key_col is not None else itertools.repeat(None, m)
         first = int(conn.execute(select(func.coalesce(func.max(EVENTS.c.id), 0))).scalar_one()) + 1
         ids = range(first, first + m)
         conn.execute(
@@ -217,6 +211,47 @@ def insert_new_events(
             ],
         )
     return first, first + m - 1, rows
+
+
+def _sqlite_insert(
+    conn: Connection,
+    keys: list[int],
+    types: list[int],
+    times: list[int],
+    properties_json: Sequence[str],
+    event_keys: list[int | None] | None,
+    m: int,
+) -> int:
+    """Append ``m`` events on SQLite through the DBAPI cursor (a statement built by SQLAlchemy costs more
+    than SQLite's look-up of the max), many rows per statement; returns the id of the first.
+
+    The ids are SQLite's own for a rowid table without AUTOINCREMENT: one more than the largest so far,
+    row after row, as the transaction holds the write lock (an explicit id would cost SQLite a look-up per
+    row). The largest id is read again after the insert: anything but ``first + m - 1`` would be a broken
+    lock, and fails the transaction rather than hand out wrong ids."""
+    cursor = raw_cursor(conn, writing=True)
+    try:
+        first = int(cursor.execute(_SQLITE_LAST_ID).fetchone()[0]) + 1
+        flat: list[Any] = [None] * (5 * m)  # the rows' parameters end to end, built column by column
+        flat[0::5] = keys
+        flat[1::5] = types
+        flat[2::5] = times
+        flat[3::5] = properties_json
+        if event_keys is not None:  # else None, as the list starts
+            flat[4::5] = event_keys
+        full = m - m % _SQLITE_ROWS
+        if full:
+            params = iter(flat[: 5 * full])
+            cursor.executemany(_SQLITE_INSERT_ROWS, zip(*[params] * (5 * _SQLITE_ROWS), strict=True))
+        if full < m:
+            rest = _SQLITE_INSERT_HEAD + ", ".join([_SQLITE_ROW] * (m - full))
+            cursor.execute(rest, flat[5 * full :])
+        last = int(cursor.execute(_SQLITE_LAST_ID).fetchone()[0])
+    finally:
+        cursor.close()
+    if last != first + m - 1:
+        raise RuntimeError(f"events got ids {first}..{last} for {m} rows: another writer held the table")
+    return first
 
 
 def _lines_done(conn: Connection, source: int) -> int:
