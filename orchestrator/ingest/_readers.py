@@ -47,7 +47,7 @@ from orchestrator.ingest._summary import IngestError, Reject
 from orchestrator.language import CONSENT_CHANNELS
 from orchestrator.store import RECORD_TIME
 
-CHUNK_ROWS = 50_000
+CHUNK_ROWS = 100_000
 EVENT_FIELDS = ("customer_id", "event", "ts")
 STANDARD_TEXT = ("email", "phone", "push_token", "timezone")
 CONSENTS = tuple(f"consent_{channel}" for channel in CONSENT_CHANNELS)
@@ -754,7 +754,9 @@ def _control_rows(col: pa.Array) -> np.ndarray:
 
 def _mask(arr: pa.Array) -> np.ndarray:
     """A boolean arrow array as numpy, nulls as False."""
-    return np.asarray(arr.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
+    if arr.null_count:
+        arr = arr.fill_null(False)
+    return np.asarray(arr.to_numpy(zero_copy_only=False), dtype=bool)
 
 
 def _json_default(value: Any) -> Any:

@@ -41,7 +41,8 @@ _SQLITE_ROW = "(?, ?, ?, ?, ?)"
 _SQLITE_ROWS = 150
 _SQLITE_INSERT_ROWS = _SQLITE_INSERT_HEAD + ", ".join([_SQLITE_ROW] * _SQLITE_ROWS)
 _SQLITE_LAST_ID = "SELECT COALESCE(MAX(id), 0) FROM events"
-_FETCH_ROWS = 200_000
+#: Rows fetched at a time while reading events: each row is a Python tuple until its block is in the columns.
+_FETCH_ROWS = 50_000
 _SQLITE_STORED_KEYS = (
     "SELECT event_key FROM events WHERE event_key < 0 AND event_key IN (SELECT value FROM json_each(?))"
 )
@@ -415,7 +416,7 @@ def load_events(
     code_of = np.full(max_type + 1, -1, np.int32)  # an id missing from event_types reads as NULL_CODE
     for code, (tid, _) in enumerate(type_rows):
         code_of[int(tid)] = code
-    types = code_of[type_id]
+    types = _recoded(type_id, code_of)
 
     n = max_key(conn) + 1
     if len(customer):
@@ -425,11 +426,22 @@ def load_events(
     return EventColumns(
         customer=customer,
         ts=ts,
-        type=types.astype(np.int32, copy=False),
+        type=types,
         type_names=type_names,
         n_customers=n,
         properties=dict(zip(names, prop_values, strict=True)),
     )
+
+
+def _recoded(ids: np.ndarray, code_of: np.ndarray) -> np.ndarray:
+    """``code_of[ids]`` as int32, written over ``ids`` a block at a time when it is int32 already (no
+    second column for a large load)."""
+    if ids.dtype != np.int32 or not ids.flags.writeable:
+        return code_of[ids].astype(np.int32, copy=False)
+    for start in range(0, len(ids), 1 << 20):
+        block = ids[start : start + (1 << 20)]
+        block[...] = code_of[block]
+    return ids
 
 
 def load_new_events(conn: Connection, after_id: int, properties: Iterable[str]) -> tuple[EventColumns, int]:
@@ -451,8 +463,8 @@ def _fetch_events(
     up_to_id: int | None = None,
     type_ids: Sequence[int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[PropertyColumn]]:
-    """customer, type_id and ts columns as int64 arrays, plus one column per property; with ``type_ids``,
-    only events of those types."""
+    """customer and ts columns as int64 arrays, type_id as int64 or int32, plus one column per property;
+    with ``type_ids``, only events of those types."""
     if type_ids is not None and not type_ids:
         empty = np.empty(0, np.int64)
         return empty, empty, empty, [_PropertyColumn(0).column() for _ in names]
@@ -511,7 +523,8 @@ def _columns(
     cursor: Any, n_props: int, total: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[PropertyColumn]]:
     """Drain a DBAPI cursor of at most ``total`` (customer, type, ts, props...) rows into columns."""
-    ints = [np.empty(total, np.int64) for _ in range(3)]
+    # Type ids are few and small: int32 from the start spares a load a column of int64.
+    ints = [np.empty(total, dtype) for dtype in (np.int64, np.int32, np.int64)]
     props = [_PropertyColumn(total) for _ in range(n_props)]
     filled = 0
     while True:
@@ -522,7 +535,9 @@ def _columns(
             raise RuntimeError("more events than counted: the read was not one snapshot")
         # itemgetter over the row list: no intermediate tuple per column (zip(*rows) costs 10x more).
         for i in range(3):
-            ints[i][filled : filled + len(rows)] = np.fromiter(map(itemgetter(i), rows), np.int64, len(rows))
+            ints[i][filled : filled + len(rows)] = np.fromiter(
+                map(itemgetter(i), rows), ints[i].dtype, len(rows)
+            )
         for j in range(n_props):
             props[j].add(list(map(itemgetter(3 + j), rows)))
         filled += len(rows)
