@@ -47,7 +47,7 @@ from orchestrator.ingest._summary import IngestError, Reject
 from orchestrator.language import CONSENT_CHANNELS
 from orchestrator.store import RECORD_TIME
 
-CHUNK_ROWS = 100_000
+CHUNK_ROWS = 50_000
 EVENT_FIELDS = ("customer_id", "event", "ts")
 STANDARD_TEXT = ("email", "phone", "push_token", "timezone")
 CONSENTS = tuple(f"consent_{channel}" for channel in CONSENT_CHANNELS)
