@@ -12,8 +12,10 @@ twice, or again after a crash at any point, stores each of its events once.
 from __future__ import annotations
 
 import os
+import queue
+import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -214,15 +216,63 @@ def ingest_file(
     if kind == "events":
         chunks = event_chunks(path, fmt, chunk_rows, times or time_range(now_us), **_watched(position))
         digest = file_digest(path)
-        _load_events(
-            store, _told(chunks, position, progress), report, now_us, max_reject_examples, on_events, digest
-        )
+        told = _told(_read_ahead(chunks), position, progress)
+        try:
+            _load_events(store, told, report, now_us, max_reject_examples, on_events, digest)
+        finally:  # stops the reader's thread at once, should storing fail
+            told.close()
     else:
         rows = customer_chunks(path, fmt, chunk_rows, now_us + UPDATED_AT_LEEWAY_US, **_watched(position))
         _load_customers(store, _told(rows, position, progress), report, now_us, max_reject_examples)
     report.seconds = time.perf_counter() - started
     _record_batch(store, report, now_us)
     return report
+
+
+_END = object()
+
+
+def _read_ahead(chunks: Iterator[Any]) -> Iterator[Any]:
+    """``chunks``, the next one read (and validated) in a thread of its own while the caller stores the
+    one before: the readers' Arrow work and SQLite's steps both run without the interpreter's lock, so
+    the two overlap. At most one chunk waits; an error of the reader is raised here, in order; the thread
+    ends with the caller's loop, however it ends."""
+    handoff: queue.Queue[tuple[Any, BaseException | None]] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def hand(item: Any, error: BaseException | None = None) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put((item, error), timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            for chunk in chunks:
+                if not hand(chunk):
+                    return
+            hand(_END)
+        except BaseException as error:  # handed to the caller's thread, raised there
+            hand(_END, error)
+
+    reader = threading.Thread(target=read, name="ingest-reader", daemon=True)
+    reader.start()
+    try:
+        while True:
+            item, error = handoff.get()
+            if error is not None:
+                raise error
+            if item is _END:
+                return
+            yield item
+    finally:
+        stop.set()
+        reader.join()
+        if isinstance(chunks, Generator):
+            chunks.close()
 
 
 def _watched(position: ReadPosition | None) -> dict[str, ReadPosition]:
@@ -232,7 +282,7 @@ def _watched(position: ReadPosition | None) -> dict[str, ReadPosition]:
 
 def _told(
     chunks: Iterator[Any], position: ReadPosition | None, progress: ProgressCallback | None
-) -> Iterator[Any]:
+) -> Generator[Any, None, None]:
     """``chunks``, telling ``progress`` how far the file is read once each chunk is loaded."""
     if position is None or progress is None:
         yield from chunks

@@ -754,7 +754,9 @@ def _control_rows(col: pa.Array) -> np.ndarray:
 
 def _mask(arr: pa.Array) -> np.ndarray:
     """A boolean arrow array as numpy, nulls as False."""
-    return np.asarray(arr.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
+    if arr.null_count:
+        arr = arr.fill_null(False)
+    return np.asarray(arr.to_numpy(zero_copy_only=False), dtype=bool)
 
 
 def _json_default(value: Any) -> Any:

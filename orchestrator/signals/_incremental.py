@@ -232,18 +232,23 @@ class Base:
     def delta(self, events: Segment, sign: int) -> None:
         raise NotImplementedError
 
-    def advance(self, tick: _Tick) -> None:
+    def advance(self, tick: _Tick, keep: bool = True) -> None:
+        """Move the window to the tick's instant, adding the events that entered it and subtracting those
+        that left, and tell the tick whose values that changed. Without ``keep`` no values are kept
+        (they are read from the window's events when asked): only who changed is told."""
         start1, end1 = self.window.bounds(tick.now_us)
         if self.bounds is not None:
             start0, end0 = self.bounds
             backwards = end1 < end0 or (start1 is not None and start0 is not None and start1 < start0)
         if self.bounds is None or backwards or not self.additive:
-            self.reset(tick.n)
             tick.rebuilt.add(self)
-            for part in tick.everything(self.event, start1, end1):
-                self.delta(self._kept(part), +1)
+            if keep:
+                self.reset(tick.n)
+                for part in tick.everything(self.event, start1, end1):
+                    self.delta(self._kept(part), +1)
         else:
-            self.grow(tick.n)
+            if keep:
+                self.grow(tick.n)
             changes: list[tuple[Segment, int]] = []
             if start1 is not None and start0 is not None and start1 > start0:
                 changes += [(part, -1) for part in tick.old(self.event, start0, min(start1, end0))]
@@ -254,7 +259,8 @@ class Base:
             touched = tick.touched.setdefault(self, [])
             for part, sign in changes:
                 part = self._kept(part)
-                self.delta(part, sign)
+                if keep:
+                    self.delta(part, sign)
                 touched.append(part.customer)
         self.bounds = (start1, end1)
 
@@ -403,6 +409,12 @@ class Pairs(Base):
         # New values change the ranking: every existing row moves to its value's new place.
         grown[ranking[: len(self.row_of)], :capacity] = self.matrix[self.row_of]
         self.matrix, self.row_of = grown, ranking
+        self._forget()
+
+    def drop(self) -> None:
+        """Let the counts go (a wide base keeps none)."""
+        self.matrix = np.zeros((0, 0), np.int32)
+        self.row_of = np.zeros(0, np.int64)
         self._forget()
 
     def _forget(self) -> None:
@@ -600,11 +612,16 @@ class IncrementalAggregates:
         tick = _Tick(self.log, self.log.settle(), now_us)
         for base in self.bases.values():
             if isinstance(base, Pairs):
-                base.wide = tick.n * max(base.width_now(), 1) > MATRIX_CELLS
-                if base.wide:
-                    base.bounds = None  # rebuild from scratch if it ever becomes narrow enough again
-                    tick.rebuilt.add(base)
-                    continue
+                wide = tick.n * max(base.width_now(), 1) > MATRIX_CELLS
+                if wide != base.wide:  # a matrix is built from scratch when the counts become narrow
+                    base.wide = wide
+                    base.bounds = None
+                    base.drop()
+                # Too wide for a matrix: read from the window's events when asked, but still telling
+                # whose values the events entering and leaving the window change, so that a tick
+                # re-evaluates those customers only (as for every other aggregate).
+                base.advance(tick, keep=not wide)
+                continue
             base.advance(tick)
         self.now_us, self.n = now_us, tick.n
         self.generation += 1
@@ -665,12 +682,8 @@ class IncrementalAggregates:
     def tracks(self, call: Call) -> bool:
         """Whether ``touched_by`` covers every change to this aggregate's value (not so for aggregates
         recomputed from the window's events at each tick, nor for one these aggregates do not keep)."""
-        if call in self._rebuilt or call not in self._bases_of:
-            return False
-        prop = _prop(call)
-        if call.func in ("distinct", "top_count", "top_value") and prop is not None:
-            return not self._pairs(_window(call), self._call_events(call)[0], prop, _static_where(call)).wide
-        return True
+        # Wide counts (``Pairs.wide``) are read from scratch but still tell whose values changed.
+        return call not in self._rebuilt and call in self._bases_of
 
     def last_times(self, call: Call, rows: np.ndarray | Rows | None = None) -> tuple[np.ndarray, int | None]:
         """For ``since`` and ``last``: the latest event time before the window's end, per customer slot

@@ -23,6 +23,8 @@ from orchestrator.signals._frame import NULL_CODE, Categorical, EventFrame
 
 # Merge segments when there are more than this many, so range queries stay a handful of searches.
 MAX_SEGMENTS = 12
+# Elements recoded at a time in place.
+_BLOCK = 1 << 20
 
 
 @dataclass
@@ -81,8 +83,8 @@ class Segment:
             order = np.argsort(segment.ts, kind="stable")  # only a batch out of time order pays this
             keys = keys[order]
         if len(keys) > 1 and not bool(np.all(keys[1:] >= keys[:-1])):
-            # A stable sort by type keeps time order inside each type; on int16 keys numpy uses radix sort.
-            by_type = np.argsort(keys, kind="stable")
+            # A stable order by type keeps time order inside each type.
+            by_type = _stable_order(keys, n_keys)
             order = by_type if order is None else order[by_type]
             keys = keys[by_type]
             del by_type
@@ -204,7 +206,14 @@ class EventLog:
                 self.values[prop].append(value)
             mapping[i] = code
         mapping[-1] = NULL_CODE  # batch code -1 reads the last slot
-        return mapping[column.codes]
+        codes = column.codes
+        if not (codes.dtype == np.int32 and codes.flags.writeable and codes.flags.c_contiguous):
+            return mapping[codes]
+        # The log takes the frame's arrays over: recode in place, a block at a time (no second column).
+        for start in range(0, len(codes), _BLOCK):
+            block = codes[start : start + _BLOCK]
+            block[...] = mapping[block]
+        return codes
 
     def settle(self) -> list[Segment]:
         """The fresh segments, which from now on count as settled (and may be merged)."""
@@ -294,6 +303,21 @@ def _frozen(segment: Segment) -> Segment:
 
 def _plain(value: Any) -> Any:
     return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _stable_order(keys: np.ndarray, n_keys: int) -> np.ndarray:
+    """``np.argsort(keys, kind="stable")`` for keys in ``0..n_keys - 1``, as int32 where the positions fit
+    (half the memory of numpy's int64 answer, which a large first load would hold beside its columns):
+    the positions of each key in turn, in order."""
+    if len(keys) >= np.iinfo(np.int32).max or n_keys > 64:  # many keys: numpy's radix sort
+        return np.argsort(keys, kind="stable")
+    order = np.empty(len(keys), np.int32)
+    start = 0
+    for key in range(n_keys):
+        at = np.flatnonzero(keys == key)
+        order[start : start + len(at)] = at
+        start += len(at)
+    return order
 
 
 def _permuted(column: np.ndarray, order: np.ndarray) -> np.ndarray:

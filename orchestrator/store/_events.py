@@ -35,11 +35,15 @@ SOURCE_REJECTS = EventSourceReject.__table__  # type: ignore[attr-defined]
 #: The low bits of a derived event key hold the line; the high bits the source (see ``ingest._keys``).
 LINE_BITS = 32
 
-_SQLITE_INSERT = (
-    "INSERT INTO events (id, customer_key, type_id, ts_us, properties, event_key) VALUES (?, ?, ?, ?, ?, ?)"
-)
+_SQLITE_INSERT_HEAD = "INSERT INTO events (customer_key, type_id, ts_us, properties, event_key) VALUES "
+_SQLITE_ROW = "(?, ?, ?, ?, ?)"
+#: Rows per INSERT statement on SQLite: 750 parameters, under the oldest limit (999). One statement per row
+#: pays SQLite's per-statement reset and step for every event; a statement of many rows pays it once.
+_SQLITE_ROWS = 150
+_SQLITE_INSERT_ROWS = _SQLITE_INSERT_HEAD + ", ".join([_SQLITE_ROW] * _SQLITE_ROWS)
 _SQLITE_LAST_ID = "SELECT COALESCE(MAX(id), 0) FROM events"
-_FETCH_ROWS = 200_000
+#: Rows fetched at a time while reading events: each row is a Python tuple until its block is in the columns.
+_FETCH_ROWS = 50_000
 _SQLITE_STORED_KEYS = (
     "SELECT event_key FROM events WHERE event_key < 0 AND event_key IN (SELECT value FROM json_each(?))"
 )
@@ -193,19 +197,10 @@ def insert_new_events(
     keys = np.asarray(customer_keys, dtype=np.int64).tolist()
     types = np.asarray(type_ids, dtype=np.int64).tolist()
     times = np.asarray(ts_us, dtype=np.int64).tolist()
-    event_key_col: Iterable[int | None] = key_col if key_col is not None else itertools.repeat(None, m)
     if conn.dialect.name == "sqlite":
-        # The DBAPI cursor: a statement built by SQLAlchemy costs more than SQLite's look-up of the max.
-        cursor = raw_cursor(conn, writing=True)
-        try:
-            first = int(cursor.execute(_SQLITE_LAST_ID).fetchone()[0]) + 1
-            ids = range(first, first + m)
-            cursor.executemany(
-                _SQLITE_INSERT, zip(ids, keys, types, times, properties_json, event_key_col, strict=True)
-            )
-        finally:
-            cursor.close()
+        first = _sqlite_insert(conn, keys, types, times, properties_json, key_col, m)
     else:
+        event_key_col: Iterable[int | None] = key_col if key_col is not None else itertools.repeat(None, m)
         first = int(conn.execute(select(func.coalesce(func.max(EVENTS.c.id), 0))).scalar_one()) + 1
         ids = range(first, first + m)
         conn.execute(
@@ -218,6 +213,47 @@ def insert_new_events(
             ],
         )
     return first, first + m - 1, rows
+
+
+def _sqlite_insert(
+    conn: Connection,
+    keys: list[int],
+    types: list[int],
+    times: list[int],
+    properties_json: Sequence[str],
+    event_keys: list[int | None] | None,
+    m: int,
+) -> int:
+    """Append ``m`` events on SQLite through the DBAPI cursor (a statement built by SQLAlchemy costs more
+    than SQLite's look-up of the max), many rows per statement; returns the id of the first.
+
+    The ids are SQLite's own for a rowid table without AUTOINCREMENT: one more than the largest so far,
+    row after row, as the transaction holds the write lock (an explicit id would cost SQLite a look-up per
+    row). The largest id is read again after the insert: anything but ``first + m - 1`` would be a broken
+    lock, and fails the transaction rather than hand out wrong ids."""
+    cursor = raw_cursor(conn, writing=True)
+    try:
+        first = int(cursor.execute(_SQLITE_LAST_ID).fetchone()[0]) + 1
+        flat: list[Any] = [None] * (5 * m)  # the rows' parameters end to end, built column by column
+        flat[0::5] = keys
+        flat[1::5] = types
+        flat[2::5] = times
+        flat[3::5] = properties_json
+        if event_keys is not None:  # else None, as the list starts
+            flat[4::5] = event_keys
+        full = m - m % _SQLITE_ROWS
+        if full:
+            params = iter(flat[: 5 * full])
+            cursor.executemany(_SQLITE_INSERT_ROWS, zip(*[params] * (5 * _SQLITE_ROWS), strict=True))
+        if full < m:
+            rest = _SQLITE_INSERT_HEAD + ", ".join([_SQLITE_ROW] * (m - full))
+            cursor.execute(rest, flat[5 * full :])
+        last = int(cursor.execute(_SQLITE_LAST_ID).fetchone()[0])
+    finally:
+        cursor.close()
+    if last != first + m - 1:
+        raise RuntimeError(f"events got ids {first}..{last} for {m} rows: another writer held the table")
+    return first
 
 
 def _lines_done(conn: Connection, source: int) -> int:
@@ -381,7 +417,7 @@ def load_events(
     code_of = np.full(max_type + 1, -1, np.int32)  # an id missing from event_types reads as NULL_CODE
     for code, (tid, _) in enumerate(type_rows):
         code_of[int(tid)] = code
-    types = code_of[type_id]
+    types = _recoded(type_id, code_of)
 
     n = max_key(conn) + 1
     if len(customer):
@@ -391,11 +427,22 @@ def load_events(
     return EventColumns(
         customer=customer,
         ts=ts,
-        type=types.astype(np.int32, copy=False),
+        type=types,
         type_names=type_names,
         n_customers=n,
         properties=dict(zip(names, prop_values, strict=True)),
     )
+
+
+def _recoded(ids: np.ndarray, code_of: np.ndarray) -> np.ndarray:
+    """``code_of[ids]`` as int32, written over ``ids`` a block at a time when it is int32 already (no
+    second column for a large load)."""
+    if ids.dtype != np.int32 or not ids.flags.writeable:
+        return code_of[ids].astype(np.int32, copy=False)
+    for start in range(0, len(ids), 1 << 20):
+        block = ids[start : start + (1 << 20)]
+        block[...] = code_of[block]
+    return ids
 
 
 def load_new_events(conn: Connection, after_id: int, properties: Iterable[str]) -> tuple[EventColumns, int]:
@@ -417,8 +464,8 @@ def _fetch_events(
     up_to_id: int | None = None,
     type_ids: Sequence[int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[PropertyColumn]]:
-    """customer, type_id and ts columns as int64 arrays, plus one column per property; with ``type_ids``,
-    only events of those types."""
+    """customer and ts columns as int64 arrays, type_id as int64 or int32, plus one column per property;
+    with ``type_ids``, only events of those types."""
     if type_ids is not None and not type_ids:
         empty = np.empty(0, np.int64)
         return empty, empty, empty, [_PropertyColumn(0).column() for _ in names]
@@ -477,7 +524,8 @@ def _columns(
     cursor: Any, n_props: int, total: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[PropertyColumn]]:
     """Drain a DBAPI cursor of at most ``total`` (customer, type, ts, props...) rows into columns."""
-    ints = [np.empty(total, np.int64) for _ in range(3)]
+    # Type ids are few and small: int32 from the start spares a load a column of int64.
+    ints = [np.empty(total, dtype) for dtype in (np.int64, np.int32, np.int64)]
     props = [_PropertyColumn(total) for _ in range(n_props)]
     filled = 0
     while True:
@@ -488,7 +536,9 @@ def _columns(
             raise RuntimeError("more events than counted: the read was not one snapshot")
         # itemgetter over the row list: no intermediate tuple per column (zip(*rows) costs 10x more).
         for i in range(3):
-            ints[i][filled : filled + len(rows)] = np.fromiter(map(itemgetter(i), rows), np.int64, len(rows))
+            ints[i][filled : filled + len(rows)] = np.fromiter(
+                map(itemgetter(i), rows), ints[i].dtype, len(rows)
+            )
         for j in range(n_props):
             props[j].add(list(map(itemgetter(3 + j), rows)))
         filled += len(rows)

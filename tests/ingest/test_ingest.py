@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -827,6 +828,8 @@ def test_a_rerun_after_a_failure_midway_stores_only_the_rest(
         ingest_file(store, path, now_us=NOW, chunk_rows=10)
     monkeypatch.setattr(load, "insert_new_events", real)
     assert _count(store) == 10
+    # The thread reading the file ahead ended with the ingest.
+    assert not [t for t in threading.enumerate() if t.name == "ingest-reader"]
     handed: list[IngestedEvents] = []
     report = ingest_file(store, path, now_us=NOW, chunk_rows=4, on_events=handed.append)
     assert (report.accepted, report.duplicates) == (15, 10)

@@ -221,3 +221,42 @@ def test_log_ranges_are_half_open_and_merge_segments() -> None:
     got = log.range(50, 100).ts
     assert sorted(got.tolist()) == [50, 55, 60, 65, 70, 75, 80, 85, 90, 95]
     assert len(log.range(None, 0)) == 0 and len(log.range(195, None)) == 1
+
+
+@pytest.mark.parametrize("in_time_order", [True, False])
+def test_log_groups_a_batch_by_type_and_time_and_recodes_its_text(in_time_order: bool) -> None:
+    """A batch in id order is grouped by type, in time order inside a type (equal times keep their
+    order), with every column moved alike and text codes in the log's dictionary."""
+    rng = np.random.default_rng(7)
+    n = 5000
+    ts = np.sort(rng.integers(0, 400, n)) if in_time_order else rng.integers(0, 400, n)
+    types = rng.integers(-1, 4, n).astype(np.int32)  # -1: a type missing from the store's names
+    customer = np.arange(n, dtype=np.int64)  # each event's identity, to follow it
+    values = np.array(["b", "a", "c"], dtype=object)
+    codes = rng.integers(-1, 3, n).astype(np.int32)
+    frame = EventFrame(
+        customer.copy(),
+        ts.copy(),
+        types.copy(),
+        ["p", "q", "r", "s"],
+        n,
+        {"cat": Categorical(codes.copy(), values)},
+    )
+    log = EventLog(categorical=["cat"])
+    earlier = Categorical(np.array([0], np.int32), np.array(["c"], dtype=object))
+    log.append_frame(
+        EventFrame(np.array([0]), np.array([0]), np.zeros(1, np.int32), ["r"], n, {"cat": earlier}), 1
+    )
+    segment = log.append_frame(frame, 2)
+    names = ["r", "p", "q", "s"]  # the log's codes: "r" came first
+    log_types = np.array([-1 if t < 0 else names.index("pqrs"[t]) for t in types.tolist()])
+    order = np.lexsort((np.arange(n), ts, log_types))  # by type, then time, then arrival
+    assert np.array_equal(segment.customer, customer[order])
+    assert np.array_equal(segment.ts, ts[order])
+    assert np.array_equal(segment.type, log_types[order])
+    dictionary = log.values["cat"]
+    got = [None if c < 0 else dictionary[c] for c in segment.codes["cat"].tolist()]
+    assert got == [None if c < 0 else values[c] for c in codes[order].tolist()]
+    for code in range(-1, 4):
+        run = segment.run(code)
+        assert np.all(segment.type[run] == code) and np.all(np.diff(segment.ts[run]) >= 0)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from orchestrator.signals import _incremental
 from orchestrator.signals import _lang as lang
 from orchestrator.signals._evaluate import AggregateCache, Evaluator
 from orchestrator.signals._frame import Categorical, CustomerFrame, EventFrame
@@ -194,3 +195,41 @@ def test_a_condition_reevaluates_only_customers_its_own_events_touched() -> None
         got = kept.condition(key, node, customers, changed=none)
         assert kept.rows_evaluated - before == reevaluated, key
         assert np.array_equal(got, Evaluator(full, customers, now, cache=cache).condition(node))
+
+
+@pytest.mark.parametrize("wide", [False, True])
+def test_counts_of_values_reevaluate_only_touched_customers_however_wide(
+    monkeypatch: pytest.MonkeyPatch, wide: bool
+) -> None:
+    """Counts per value of a text property too wide for a matrix are read from the window's events, yet
+    still tell whose values changed: a tick re-evaluates those customers only, as with a matrix, and the
+    answers stay those of an evaluation from scratch over the whole log."""
+    if wide:
+        monkeypatch.setattr(_incremental, "MATRIX_CELLS", 8)
+    rng = np.random.default_rng(11)
+    nodes = [
+        lang.parse("top_count(view.cat, within=2d) >= 3 and count(cart, within=2d) >= 1"),
+        lang.parse("distinct(view.cat, within=1d) >= 2"),
+        lang.parse('top_value(view.cat, within=3d) == "bags"'),
+    ]
+    calls = list(dict.fromkeys(c for node in nodes for c in lang.aggregates(node)))
+    log = EventLog(*property_uses(calls))
+    aggregates = IncrementalAggregates(calls, log)
+    kept = IncrementalConditions(aggregates, horizon_us=6 * H)
+    n, now, last_id = 2000, NOW_US, 0
+    log.append_frame(batch(rng, 40_000, n, now - 6 * DAY, now), last_id := last_id + 40_000)
+    shares = []
+    for _ in range(8):
+        now += H // 4
+        fresh = batch(rng, 20, n, now - H // 4, now)
+        log.append_frame(fresh, last_id := last_id + len(fresh))
+        aggregates.advance(now)
+        assert all(aggregates.tracks(call) for call in calls)
+        customers = CustomerFrame(n, np.arange(n) > 0)
+        everything = log.frame(log.range(None, None), n)
+        before = kept.rows_evaluated
+        for k, node in enumerate(nodes):
+            want = Evaluator(everything, customers, now, cache=AggregateCache()).condition(node)
+            assert np.array_equal(kept.condition(k, node, customers, changed=np.zeros(0, int)), want)
+        shares.append((kept.rows_evaluated - before) / (len(nodes) * n))
+    assert shares[0] == 1.0 and max(shares[1:]) < 0.5, shares

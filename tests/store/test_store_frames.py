@@ -28,6 +28,7 @@ from orchestrator.store._events import (
     TextColumn,
     event_type_ids,
     insert_events,
+    insert_new_events,
     load_events,
 )
 
@@ -213,6 +214,47 @@ def test_insert_events_numbers_ids_in_commit_order(store: Store) -> None:
     with store.connect() as conn:
         rows = conn.execute(select(EVENTS.c.id, EVENTS.c.ts_us).order_by(EVENTS.c.id)).all()
     assert [tuple(r) for r in rows] == [(1, NOW), (2, NOW - 5), (3, NOW - 9)]
+
+
+def test_insert_new_events_stores_every_row_in_order_across_statements(store: Store) -> None:
+    """More rows than one statement holds (several statements and a remainder), some keyed and some
+    not, some left out as already stored: each stored row keeps its values, key and place."""
+    n = 1000
+    with store.begin() as conn:
+        keys = ensure_customer_keys(conn, [f"c{i % 37}" for i in range(n)], NOW)
+        x = event_type_ids(conn, ["x", "y"])
+        types = np.where(np.arange(n) % 3 == 0, x["x"], x["y"]).astype(np.int64)
+        ts = NOW - np.arange(n, dtype=np.int64) * 7
+        props = [orjson.dumps({"i": i}).decode() for i in range(n)]
+        own = -(np.arange(n, dtype=np.int64) + 1)  # events with their own id
+        keyed = np.arange(n) % 4 != 0
+        first, last, rows = insert_new_events(conn, keys, types, ts, props, own, keyed)
+    assert (first, last) == (1, n) and np.array_equal(rows, np.arange(n))
+    with store.begin() as conn:  # the keyed rows are stored: only the unkeyed ones and a new one are new
+        more = np.append(own, -(n + 1))
+        mask = np.append(keyed, True)
+        again = insert_new_events(
+            conn, np.append(keys, keys[0]), np.append(types, x["x"]), np.append(ts, NOW), [*props, "{}"],
+            more, mask,
+        )  # fmt: skip
+    expected_rows = np.append(np.flatnonzero(~keyed), n)
+    assert again[0] == n + 1 and again[1] == n + len(expected_rows)
+    assert np.array_equal(again[2], expected_rows)
+    with store.connect() as conn:
+        stored = conn.execute(
+            select(EVENTS.c.id, EVENTS.c.customer_key, EVENTS.c.type_id, EVENTS.c.ts_us, EVENTS.c.properties,
+                   EVENTS.c.event_key).order_by(EVENTS.c.id)
+        ).all()  # fmt: skip
+    want = [
+        (i + 1, int(keys[i]), int(types[i]), int(ts[i]), props[i], int(own[i]) if keyed[i] else None)
+        for i in range(n)
+    ]
+    want += [
+        (n + 1 + j, int(keys[i]), int(types[i]), int(ts[i]), props[i], None)
+        for j, i in enumerate(np.flatnonzero(~keyed).tolist())
+    ]
+    want.append((n + len(expected_rows), int(keys[0]), x["x"], NOW, "{}", -(n + 1)))
+    assert [tuple(r) for r in stored] == want
 
 
 def test_insert_events_rolls_back_with_the_transaction(store: Store) -> None:
