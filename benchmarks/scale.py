@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
 REFBENCH = ROOT.parent / "shared" / "bench" / "refbench.py"
 HOUR = 3600
+CHANNELS = ("sms", "push", "email")
 
 
 def run_json(argv: list[str], *, env: dict[str, str] | None = None) -> tuple[dict[str, Any] | None, dict]:
@@ -119,7 +120,8 @@ def one_size(n: int, args: argparse.Namespace, workdir: Path, now: int) -> dict[
     row["first_tick_s"] = get(signals, "evaluation_seconds")
     row["second_tick_s"] = get(signals, "second_tick", "seconds")
     row["second_tick_reevaluated_share"] = get(signals, "second_tick", "customers_reevaluated_share")
-    row["signals_peak_rss_mb"] = get(signals, "peak_rss_mb")
+    row["signals_peak_rss_mb"] = get(signals, "engine_peak_rss_mb")
+    row["snapshot_mb"] = get(signals, "snapshot_mb")
     row["reference_s"] = get(signals, "reference_seconds")
     row["match"] = get(signals, "match")
 
@@ -137,10 +139,8 @@ def one_size(n: int, args: argparse.Namespace, workdir: Path, now: int) -> dict[
         row["engine_first_run_s"] = row["engine_second_run_s"] = row["peak_rss_mb"] = None
 
     if "stepping" not in args.skip:
-        stepping, _ = run_json(
-            [py, str(BENCH / "stepping.py"), "--instances", str(n), "--workdir", str(here / "stepping")],
-            env=env,
-        )
+        argv = [py, str(BENCH / "stepping.py"), "--instances", str(n), "--funnel-rounds", "0"]
+        stepping, _ = run_json([*argv, "--workdir", str(here / "stepping")], env=env)
         row["stepping_s"] = get(stepping, "stepping_seconds")
     else:
         row["stepping_s"] = None
@@ -224,15 +224,32 @@ def main() -> int:
             str(args.dispatch),
         ]
         dispatch, _ = run_json([*argv, "--workdir", str(workdir / "dispatch")], env=env)
-        rates = {ch: get(dispatch, "dispatch", ch, "messages_per_second") for ch in ("sms", "push", "email")}
-        print(json.dumps({"dispatch_messages_per_s": rates, "messages": args.dispatch}), flush=True)
+        rates = {
+            layout: {
+                ch: get(dispatch, "dispatch_by_layout", layout, ch, "messages_per_second") for ch in CHANNELS
+            }
+            for layout in ("files", "spool")
+        }
+        cpu = {
+            layout: {
+                ch: get(dispatch, "dispatch_by_layout", layout, ch, "messages_per_cpu_second")
+                for ch in CHANNELS
+            }
+            for layout in ("files", "spool")
+        }
+        line = {
+            "messages": args.dispatch,
+            "dispatch_messages_per_s": rates,
+            "dispatch_messages_per_cpu_s": cpu,
+        }
+        print(json.dumps(line), flush=True)
     print()
     print(table(rows))
     if args.dispatch:
-        print(
-            "\ndispatch to the file outbox, messages/s: "
-            + ", ".join(f"{k} {v:,}" if v else f"{k} -" for k, v in rates.items())
-        )
+        print("\ndispatch to the file outbox, messages a second (wall; CPU of the dispatching process):")
+        for layout in ("files", "spool"):
+            parts = [f"{ch} {rates[layout][ch] or 0:,} ({cpu[layout][ch] or 0:,})" for ch in CHANNELS]
+            print(f"  {layout}: " + ", ".join(parts))
     if len(rows) > 1:
         first, last = rows[0], rows[-1]
         growth = last["customers"] / first["customers"]
