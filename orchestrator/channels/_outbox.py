@@ -35,7 +35,6 @@ was never handed to any adapter before, so no spool can hold it).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -51,7 +50,7 @@ from orchestrator.channels._base import CHANNELS, DeliveryResult, OutgoingMessag
 from orchestrator.channels._mail import ComposeError, EmailSettings, compose_email, message_id
 from orchestrator.channels._push import PushRefused, PushRules
 from orchestrator.channels._sms import SmsRefused, SmsRules
-from orchestrator.channels._spool import fsync_folder, spool_keys, spool_paths, write_spool
+from orchestrator.channels._spool import spool_keys, spool_paths, write_file, write_spool
 from orchestrator.channels._webhook import webhook_document
 from orchestrator.errors import DeliveryError
 
@@ -320,28 +319,7 @@ def write_atomically(target: str, name: str, data: bytes, *, durable: bool) -> N
     # its name is unique per key, process and thread, so no random name has to be drawn and retried.
     folder = os.path.dirname(target)
     tmp = f"{folder}{os.sep}{TEMP_PREFIX}{name}-{os.getpid()}-{threading.get_ident()}.part"
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
-    try:
-        fd = os.open(tmp, flags, 0o600)  # owner-only, like mkstemp: the files hold customer data
-    except FileNotFoundError:
-        os.makedirs(folder, exist_ok=True)
-        fd = os.open(tmp, flags, 0o600)
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            if durable:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    if durable:
-        fsync_folder(folder)
+    write_file(tmp, target, data, durable=durable)
 
 
 def _json(document: dict[str, Any]) -> bytes:

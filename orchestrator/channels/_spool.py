@@ -92,16 +92,25 @@ def write_spool(
     )
     target = os.path.join(folder, name)
     tmp = os.path.join(folder, _TEMP_PREFIX + name)
-    payload = encode_spool(channel, entries)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    write_file(tmp, target, encode_spool(channel, entries), durable=durable, exclusive=True)
+    return Path(target)
+
+
+def write_file(tmp: str, target: str, data: bytes, *, durable: bool, exclusive: bool = False) -> None:
+    """Write ``data`` to the temp file ``tmp`` (owner-only: outbox files hold customer data; ``exclusive``:
+    refuse one that exists), then rename it to ``target`` in the same folder, so that readers see no file
+    or the whole file; with ``durable``, the file and its folder are fsynced. The temp file is removed on
+    any failure."""
+    folder = os.path.dirname(target)
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC) | getattr(os, "O_CLOEXEC", 0)
     try:
-        fd = os.open(tmp, flags, 0o600)  # owner-only: spools hold customer data
+        fd = os.open(tmp, flags, 0o600)
     except FileNotFoundError:
         os.makedirs(folder, exist_ok=True)
         fd = os.open(tmp, flags, 0o600)
     try:
         try:
-            view = memoryview(payload)
+            view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
             if durable:
@@ -115,7 +124,6 @@ def write_spool(
         raise
     if durable:
         fsync_folder(folder)
-    return Path(target)
 
 
 def fsync_folder(folder: str) -> None:

@@ -55,18 +55,18 @@ def insert_instances(
     )
     entered = np.broadcast_to(np.asarray(entered_us, dtype=np.int64), (n,))
     no_values: list[None] = [None] * n
+    rows = zip(
+        np.asarray(keys).tolist(),
+        np.asarray(held, dtype=bool).tolist(),
+        entered.tolist(),
+        entry_keys if entry_keys is not None else no_values,
+        event_ids.tolist() if event_ids is not None else no_values,
+        data if data is not None else no_values,
+        entry_values if entry_values is not None else no_values,
+        strict=True,
+    )
     if conn.dialect.name == "sqlite":
         # One statement over the rows as one JSON array (in order, so ids follow the given order).
-        rows = zip(
-            np.asarray(keys).tolist(),
-            np.asarray(held, dtype=bool).tolist(),
-            entered.tolist(),
-            entry_keys if entry_keys is not None else no_values,
-            event_ids.tolist() if event_ids is not None else no_values,
-            data if data is not None else no_values,
-            entry_values if entry_values is not None else no_values,
-            strict=True,
-        )
         conn.execute(
             text(
                 "INSERT INTO journey_instances (journey_id, version, customer_key, state, status, holdout, "
@@ -97,16 +97,7 @@ def insert_instances(
                 "d": d,
                 "ev2": values,
             }
-            for k, h, t, ek, ev, d, values in zip(
-                np.asarray(keys).tolist(),
-                np.asarray(held, dtype=bool).tolist(),
-                entered.tolist(),
-                entry_keys if entry_keys is not None else no_values,
-                event_ids.tolist() if event_ids is not None else no_values,
-                data if data is not None else no_values,
-                entry_values if entry_values is not None else no_values,
-                strict=True,
-            )
+            for k, h, t, ek, ev, d, values in rows
         ],
     )
 
