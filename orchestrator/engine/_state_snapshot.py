@@ -260,7 +260,9 @@ def _write_file(temporary: Path, arrays: list[tuple[dict[str, Any], np.ndarray]]
     entries = []
     crc = 0
     offset = 0
-    with open(temporary, "wb") as out:
+    # Owner-only, like the outbox's files: the snapshot holds every customer's events and their properties.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
+    with os.fdopen(os.open(temporary, flags, 0o600), "wb") as out:
         out.write(_START.pack(MAGIC, FORMAT))
         for entry, array in arrays:
             data = np.ascontiguousarray(array)

@@ -397,6 +397,7 @@ def test_a_leftover_temporary_file_is_ignored(
     assert [line.split(":")[0] for line in snapshot_lines(caplog)] == [f"no signal state snapshot at {path}"]
     # A snapshot and a temporary file beside it (a later write cut short): the snapshot is used.
     written_state(store, path, plans, day_us(8))
+    assert path.stat().st_mode & 0o777 == 0o600  # every customer's events: readable by the owner only
     temporary.write_bytes(path.read_bytes()[:100])
     caplog.clear()
     state = SignalState(plans, StateFile(SnapshotSettings(path)))
