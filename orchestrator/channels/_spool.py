@@ -32,6 +32,8 @@ from pathlib import Path
 
 import orjson
 
+from orchestrator._files import fsync_folder
+
 SPOOL_FOLDER = "spool"
 SPOOL_SUFFIX = ".jsonl"
 SPOOL_VERSION = 1
@@ -124,20 +126,6 @@ def write_file(tmp: str, target: str, data: bytes, *, durable: bool, exclusive: 
         raise
     if durable:
         fsync_folder(folder)
-
-
-def fsync_folder(folder: str) -> None:
-    """Persist a rename in ``folder``; best effort, since not every platform can open a directory."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def spool_paths(outbox: Path | str, channel: str | None = None) -> list[Path]:

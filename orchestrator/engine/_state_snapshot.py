@@ -60,6 +60,7 @@ from typing import IO, Any
 import numpy as np
 import orjson
 
+from orchestrator._files import fsync_folder
 from orchestrator.errors import InvalidInputError
 from orchestrator.signals import EventFrame, EventLog
 from orchestrator.signals._log import Segment
@@ -252,7 +253,7 @@ def write_snapshot(view: _View, path: Path) -> int:
             temporary.unlink(missing_ok=True)
         raise
     os.replace(temporary, path)
-    _sync_folder(path.parent)
+    fsync_folder(path.parent)
     return size
 
 
@@ -300,15 +301,6 @@ def _write_file(temporary: Path, arrays: list[tuple[dict[str, Any], np.ndarray]]
 def _bytes(array: np.ndarray) -> memoryview:
     """A C-contiguous array's memory as bytes (no copy)."""
     return array.reshape(-1).view(np.uint8).data if array.size else memoryview(bytearray())
-
-
-def _sync_folder(folder: Path) -> None:
-    with contextlib.suppress(OSError):  # not every system opens folders (the rename is done anyway)
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 # ---------------------------------------------------------------------------------------------- reading
