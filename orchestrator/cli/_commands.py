@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, TextIO, cast
+from typing import TYPE_CHECKING, Any, Literal, TextIO, cast
 
 import numpy as np
 
@@ -93,7 +93,16 @@ def _engine(args: Args, clock: Clock) -> Engine:
         delivery=args.delivery,
         links=links,
         snapshot=_snapshot(args),
+        **_workers(args),
     )
+
+
+def _workers(args: Args) -> dict[str, Any]:
+    """How this engine shares a PostgreSQL store with other workers (the config's ``workers`` section)."""
+    config = getattr(args, "workspace_config", None)
+    if config is None or not config.partitions:
+        return {}
+    return {"partitions": config.partitions, "lease_seconds": config.worker_lease_seconds}
 
 
 def _snapshot(args: Args) -> SnapshotSettings | None:

@@ -103,6 +103,15 @@ class WorkspaceConfig:
     def snapshot_every_seconds(self) -> float:
         return self.file.snapshot.every.total_seconds()
 
+    @property
+    def partitions(self) -> int:
+        """The partitions workers on a PostgreSQL store split the customers into (0: none)."""
+        return self.file.workers.partitions
+
+    @property
+    def worker_lease_seconds(self) -> float:
+        return self.file.workers.lease.total_seconds()
+
     def channels(self) -> dict[str, AnyChannel]:
         """Each channel's section. Without a ``channels`` section every channel goes to the outbox."""
         if self.file.channels is None:

@@ -47,6 +47,9 @@ One file at the root of a workspace (beside ``journeys/``) says how the engine r
       refit_every: 1d                      # (refit: false turns it off)
     snapshot:                              # the signal state, so a restart reads only newer events
       every: 10m                           # (enabled: false turns it off; path: default <store file>.signals)
+    workers:                               # several daemons on one PostgreSQL store
+      partitions: 64                       # customers split among them (0: each holds every customer)
+      lease: 2m                            # a dead worker's partitions are taken over after this
     reports:                               # the daemon emails a weekly report through channels.email
       weekly:
         to: [ana@shop.example, ops@shop.example]
@@ -476,6 +479,25 @@ class Snapshot(_Model):
         return value
 
 
+class Workers(_Model):
+    """How several engine processes share one PostgreSQL store (``engine._workers``): ``partitions``
+    splits the customers into that many partitions held by the workers through leases (each worker then
+    holds the signal state of its own customers only; 0, the default: every worker holds every customer),
+    ``lease`` is how long a partition stays with a worker that stopped renewing it (a dead worker's
+    partitions are taken over after it; each tick renews it, so it must be longer than a tick). Ignored on
+    SQLite, which one process runs."""
+
+    partitions: Annotated[int, Field(ge=0, le=4096)] = 0
+    lease: Duration = timedelta(minutes=2)
+
+    @field_validator("lease")
+    @classmethod
+    def _lease(cls, value: timedelta) -> timedelta:
+        if not timedelta(seconds=1) <= value <= timedelta(days=1):
+            raise ValueError("the lease is between 1s and 1d")
+        return value
+
+
 class Reports(_Model):
     """Reports the daemon sends by itself."""
 
@@ -507,6 +529,7 @@ class ConfigFile(_Model):
     predict: Predict = Field(default_factory=Predict)
     reports: Reports = Field(default_factory=Reports)
     snapshot: Snapshot = Field(default_factory=Snapshot)
+    workers: Workers = Field(default_factory=Workers)
 
     @field_validator("tick")
     @classmethod
@@ -520,6 +543,15 @@ class ConfigFile(_Model):
         channels = self.channels.configured() if self.channels else {}
         if isinstance(channels.get("webhook"), HttpWebhookChannel) and not self.webhooks:
             raise ValueError("channels.webhook sends to the endpoints under webhooks:, and none is named")
+        return self
+
+    @model_validator(mode="after")
+    def _lease_outlives_tick(self) -> ConfigFile:
+        if self.workers.partitions and self.workers.lease <= self.tick:
+            raise ValueError(
+                "workers.lease must be longer than the tick interval (each tick renews it); "
+                f"it is {_text(self.workers.lease)} for a tick of {_text(self.tick)}"
+            )
         return self
 
     @model_validator(mode="after")
@@ -540,6 +572,11 @@ class ConfigFile(_Model):
     @classmethod
     def _currency(cls, value: str | None) -> str | None:
         return None if value is None else check_currency(value)
+
+
+def _text(value: timedelta) -> str:
+    seconds = int(value.total_seconds())
+    return f"{seconds // 60}m" if seconds % 60 == 0 and seconds >= 60 else f"{seconds}s"
 
 
 def secrets_of(model: BaseModel) -> list[tuple[tuple[str | int, ...], Secret]]:

@@ -345,6 +345,10 @@ def serve(engine: Engine, settings: DaemonSettings) -> int:
     def reconcile() -> None:
         # Before the first tick: messages a killed process left queued go out again, with their ledger key;
         # under the dispatch lock, so a daemon starting beside a dispatching one does not send them twice.
+        # A partitioned worker joins the live workers instead: its partitions' messages go at its ticks.
+        if engine.partitioned:
+            engine.join()
+            return
         with leases.session_singleton(engine.store.engine, "dispatch") as dispatching:
             if dispatching:
                 engine.dispatch()
@@ -374,6 +378,7 @@ def serve(engine: Engine, settings: DaemonSettings) -> int:
         # The signal state's snapshot, so the next start reads only newer events; not after a second stop
         # signal (the write in progress, if any, is still finished: a file cut short would only be ignored).
         engine.save_signal_state(write=not engine.hurry.is_set())
+        engine.leave()  # partitioned: the others take this worker's partitions at their next tick
     log.info("daemon stopped cleanly after %d tick(s)", ticks, extra={"fields": {"ticks": ticks}})
     return ticks
 

@@ -65,6 +65,7 @@ from orchestrator.language import ENTRY, ContactPolicy, JourneyPlan, StepPlan
 from orchestrator.signals import to_python
 from orchestrator.store import (
     DueMessage,
+    Ownership,
     Store,
     customer_records,
     due_messages,
@@ -126,6 +127,7 @@ class DispatchContext:
     stop: Callable[[], bool] = field(default=lambda: False)
     on_batch: Callable[[int], object] | None = None
     links: MessageLinks | None = None
+    ownership: Ownership | None = None  # a partitioned worker's: only its customers' messages
 
 
 def dispatch_queued(
@@ -148,7 +150,7 @@ def _dispatch_all(
     now_us = to_us(clock.now())
     at_most_once = [channel for channel, mode in context.delivery.items() if mode == AT_MOST_ONCE]
     with store.begin() as conn:
-        report.requeued, report.uncertain = settle_in_flight(conn, at_most_once)
+        report.requeued, report.uncertain = settle_in_flight(conn, at_most_once, context.ownership)
     handled = 0
     last_id = 0
     while limit is None or handled < limit:
@@ -158,7 +160,9 @@ def _dispatch_all(
         size = BATCH if limit is None else min(BATCH, limit - handled)
         started = time.perf_counter()
         with store.connect() as conn:
-            batch = due_messages(conn, size, now_us, after_id=last_id, journeys=context.journeys)
+            batch = due_messages(
+                conn, size, now_us, after_id=last_id, journeys=context.journeys, ownership=context.ownership
+            )
             if not batch:
                 break
             loaded = _load(conn, batch, context, now_us)

@@ -32,7 +32,9 @@ from orchestrator.language import Cooldown, JourneyPlan
 from orchestrator.signals import Evaluator, Node, free_names, to_python
 from orchestrator.store import (
     Connection,
+    EntryEvents,
     EntryHistory,
+    Ownership,
     customer_ids,
     entry_cursor,
     entry_events,
@@ -67,17 +69,27 @@ def enter(
     global_holdout: float = 0.0,
     kept: KeptCondition | None = None,
     members: dict[str, np.ndarray] | None = None,
+    ownership: Ownership | None = None,
 ) -> Entered:
     """Enter every customer (or event) the journey's entry admits at ``now_us``. ``global_holdout`` is the
     percent of all customers no journey messages (decided before the journey's own holdout). With
     ``kept``, the entry conditions come from it (the same values, computed where they may have changed).
     ``members``, kept by an engine that alone writes the store, holds per journey id where the condition
     held at the previous tick (what ``signal_members`` stores), so that it is not read back at every tick;
-    it is filled here, and the caller drops a journey's entry when its transaction rolls back."""
+    it is filled here, and the caller drops a journey's entry when its transaction rolls back.
+
+    With ``ownership`` (a worker holding some partitions of the customers), only the customers of those
+    partitions are entered: where the condition held is compared and stored for them alone, and event
+    entry reads their events past a cursor per partition (``journey#partition`` in ``entry_cursors``), so
+    a partition taken over by another worker goes on where its last owner stopped."""
     admitted = _admitted(plan, evaluator, kept)
+    owned = None
+    if ownership is not None:
+        owned = ownership.customers(np.arange(len(admitted)))
+        admitted &= owned
     if plan.entry.kind == "event":
-        return _enter_by_event(conn, plan, evaluator, now_us, global_holdout, admitted)
-    return _enter_by_condition(conn, plan, evaluator, now_us, global_holdout, admitted, members)
+        return _enter_by_event(conn, plan, evaluator, now_us, global_holdout, admitted, ownership)
+    return _enter_by_condition(conn, plan, evaluator, now_us, global_holdout, admitted, members, owned)
 
 
 def _admitted(plan: JourneyPlan, evaluator: Evaluator, kept: KeptCondition | None) -> np.ndarray:
@@ -101,6 +113,7 @@ def _enter_by_condition(
     global_holdout: float,
     condition: np.ndarray,
     members: dict[str, np.ndarray] | None = None,
+    owned: np.ndarray | None = None,
 ) -> Entered:
     previous = np.zeros(len(condition), bool)
     known = None if members is None else members.get(plan.id)
@@ -110,6 +123,8 @@ def _enter_by_condition(
     else:
         size = min(len(known), len(previous))
         previous[:size] = known[:size]
+    if owned is not None:
+        previous &= owned  # the other partitions' members are their owners' to compare and store
     became = condition & ~previous
     update_signal_members(
         conn, plan.id, np.flatnonzero(became), np.flatnonzero(previous & ~condition), now_us
@@ -146,22 +161,28 @@ def _enter_by_event(
     now_us: int,
     global_holdout: float,
     admitted: np.ndarray,
+    ownership: Ownership | None = None,
 ) -> Entered:
     entry = plan.entry
     assert entry.event is not None
     type_id = event_type_id(conn, entry.event)
-    cursor = entry_cursor(conn, plan.id)
-    if type_id is None:
-        # No such event yet: later ones will have higher ids, so nothing older needs reading.
-        if cursor is None:
-            set_entry_cursor(conn, plan.id, max_event_id(conn), [])
-        return Entered()
-    last_id, pending = cursor if cursor is not None else (0, [])
-    events = entry_events(conn, type_id, last_id, pending)
+    if ownership is not None:
+        events = _partition_entry_events(conn, plan, type_id, now_us, ownership)
+    else:
+        cursor = entry_cursor(conn, plan.id)
+        if type_id is None:
+            # No such event yet: later ones will have higher ids, so nothing older needs reading.
+            if cursor is None:
+                set_entry_cursor(conn, plan.id, max_event_id(conn), [])
+            return Entered()
+        last_id, pending = cursor if cursor is not None else (0, [])
+        events = entry_events(conn, type_id, last_id, pending)
+        if len(events.ids):
+            ready = events.ts_us < now_us
+            set_entry_cursor(conn, plan.id, max(last_id, int(events.ids.max())), events.ids[~ready].tolist())
     if not len(events.ids):
         return Entered()
     ready = events.ts_us < now_us
-    set_entry_cursor(conn, plan.id, max(last_id, int(events.ids.max())), events.ids[~ready].tolist())
     # Too old when it reached the engine, or from a customer outside the segment: no entry.
     take = ready & (events.ts_us >= now_us - entry.within_us)
     known = events.keys < len(admitted)
@@ -223,6 +244,53 @@ def _enter_by_event(
         entry_values=entry_values(plan, evaluator, customers),
     )
     return Entered(len(chosen), int(held.sum()))
+
+
+def partition_cursor(journey_id: str, partition: int) -> str:
+    """The name of a journey's event-entry cursor over one partition's events (journey ids hold no ``#``)."""
+    return f"{journey_id}#{partition}"
+
+
+def _partition_entry_events(
+    conn: Connection, plan: JourneyPlan, type_id: int | None, now_us: int, ownership: Ownership
+) -> EntryEvents:
+    """The entry events of the owned partitions not yet taken, each partition past its own cursor, and
+    those cursors moved on (a partition without one starts where the journey's single cursor stands, as
+    when the store was run without partitions, else where a new journey starts)."""
+    owned = list(ownership.partitions)
+    if not owned:
+        return EntryEvents(*(np.zeros(0, np.int64),) * 3, [])
+    shared = entry_cursor(conn, plan.id)
+    cursors = {p: entry_cursor(conn, partition_cursor(plan.id, p)) or shared for p in owned}
+    if type_id is None:
+        # No such event yet: later ones will have higher ids, so nothing older needs reading.
+        newest = max_event_id(conn)
+        for p, cursor in cursors.items():
+            if cursor is None:
+                set_entry_cursor(conn, partition_cursor(plan.id, p), newest, [])
+        return EntryEvents(*(np.zeros(0, np.int64),) * 3, [])
+    last_of = np.zeros(ownership.count, np.int64)
+    pending: list[int] = []
+    for p, cursor in cursors.items():
+        if cursor is not None:
+            last_of[p] = cursor[0]
+            pending.extend(cursor[1])
+    low = int(last_of[owned].min())
+    events = entry_events(conn, type_id, low, pending, ownership)
+    part = events.keys % ownership.count
+    fresh = np.flatnonzero((events.ids > last_of[part]) | np.isin(events.ids, pending))
+    events = EntryEvents(
+        events.ids[fresh], events.keys[fresh], events.ts_us[fresh], [events.properties[i] for i in fresh]
+    )
+    part = part[fresh]
+    waiting = events.ts_us >= now_us
+    for p in owned:
+        mine = part == p
+        if not mine.any() and cursors[p] is not None:
+            continue
+        last = max(int(last_of[p]), int(events.ids[mine].max(initial=0)))
+        set_entry_cursor(conn, partition_cursor(plan.id, p), last, events.ids[mine & waiting].tolist())
+    return events
 
 
 def _pair_codes(customers: np.ndarray, key_values: np.ndarray) -> np.ndarray:

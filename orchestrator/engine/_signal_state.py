@@ -39,7 +39,14 @@ from orchestrator.signals import (
     property_uses,
 )
 from orchestrator.signals import _lang as lang
-from orchestrator.store import Connection, StoredFit, latest_prediction_fits, load_new_events, max_key
+from orchestrator.store import (
+    Connection,
+    Ownership,
+    StoredFit,
+    latest_prediction_fits,
+    load_new_events,
+    max_key,
+)
 
 
 @dataclass
@@ -52,8 +59,16 @@ class Refresh:
 class SignalState:
     """Every aggregate of a set of journeys, kept current over an in-memory event log."""
 
-    def __init__(self, plans: Iterable[JourneyPlan] = (), snapshot: StateFile | None = None) -> None:
+    def __init__(
+        self,
+        plans: Iterable[JourneyPlan] = (),
+        snapshot: StateFile | None = None,
+        ownership: Ownership | None = None,
+    ) -> None:
+        """``ownership``, for a worker holding some partitions of the customers: the log holds the events
+        of those customers only (the others' aggregates stay empty: their owners evaluate them)."""
         self.snapshot = snapshot
+        self.ownership = ownership
         self._from_snapshot = snapshot is not None  # the first refresh tries the snapshot first
         self._plans: dict[tuple[str, int], JourneyPlan] = {}
         self._numeric: set[str] = set()
@@ -103,7 +118,12 @@ class SignalState:
         """Take events this process has just committed, when they follow on from the log (their first id
         is one above the last the log holds); otherwise leave them to the next ``refresh``, which reads
         them from the store. Returns whether they were taken."""
-        if events.first_id != self.log.last_id + 1 or not self._plans or self._from_snapshot:
+        if (
+            events.first_id != self.log.last_id + 1
+            or not self._plans
+            or self._from_snapshot
+            or self.ownership is not None  # they hold other partitions' events too
+        ):
             return False
         self.log.append_frame(_frame(events, self.log.numeric + self.log.categorical), events.last_id)
         self.accepted += events.last_id - events.first_id + 1
@@ -137,7 +157,9 @@ class SignalState:
         if self._from_snapshot:
             self._from_snapshot = False
             self._load_snapshot(conn)
-        columns, last_id = load_new_events(conn, self.log.last_id, self.log.numeric + self.log.categorical)
+        columns, last_id = load_new_events(
+            conn, self.log.last_id, self.log.numeric + self.log.categorical, self.ownership
+        )
         frame = EventFrame.from_columns(*columns)
         frame.n_customers = max(frame.n_customers, max_key(conn) + 1)
         return frame, last_id

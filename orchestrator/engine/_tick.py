@@ -47,6 +47,7 @@ from orchestrator.signals import AggregateCache, CustomerFrame, Evaluator, Event
 from orchestrator.store import (
     Connection,
     OpenInstances,
+    Ownership,
     Store,
     active_instances,
     active_versions,
@@ -171,12 +172,17 @@ class Engine:
         delivery: Mapping[str, DeliveryMode] | None = None,
         links: MessageLinks | None = None,
         snapshot: SnapshotSettings | None = None,
+        partitions: int = 0,
+        lease_seconds: float | None = None,
     ) -> None:
         """``global_holdout`` is the percent of all customers that no journey messages (0 to 100);
         ``delivery`` maps channels to their delivery mode (default ``at_least_once``); ``links`` are the
         unsubscribe and tracking links dispatch puts in messages (``channels._links.message_links``);
         ``snapshot``, where the signal state is snapshotted (``engine._state_snapshot``: loaded at the
-        first tick, written in the background at intervals, and by ``save_signal_state`` at the end)."""
+        first tick, written in the background at intervals, and by ``save_signal_state`` at the end).
+        ``partitions``, on PostgreSQL: split the customers into that many partitions shared out among the
+        workers by leases of ``lease_seconds`` (``engine._workers``); 0 (the default): every worker holds
+        every customer. A partitioned worker keeps no snapshot (its partitions move between workers)."""
         if not 0.0 <= global_holdout <= 100.0:
             raise ValueError(f"the global holdout is a percent between 0 and 100, not {global_holdout:g}")
         self.store = store
@@ -203,10 +209,12 @@ class Engine:
         # The last tick's evaluators, for the metrics that dispatch renders into messages.
         self._dispatch_evaluators: dict[tuple[str, int], Evaluator] = {}
         self._jitter = random.Random(0)  # retry backoff jitter: seeded, so simulations repeat
+        # PostgreSQL: other engine processes may share the store (engine.workers); SQLite: this one alone.
+        self.sharing = Sharing.for_store(store, partitions=partitions, lease_seconds=lease_seconds)
+        if self.partitioned:
+            snapshot = None
         self.signals = SignalState(workspace.plans, None if snapshot is None else StateFile(snapshot))
         self.customers = CustomerState()
-        # PostgreSQL: other engine processes may share the store (engine.workers); SQLite: this one alone.
-        self.sharing = Sharing.for_store(store)
         self._reported: dict[str, str] = {}  # journey id -> the failure this process last logged for it
         # How far before the last stored tick this engine's clock may be and still tick (see ``tick``).
         self.clock_skew_us = 0 if self.sharing is None else WORKER_CLOCK_SKEW_US
@@ -220,6 +228,47 @@ class Engine:
         self._convert_marks: dict[str, ConvertMark] = {}
         # Alone on the store: per journey version, the last look at the instances parked at a wait_for.
         self._wait_marks = WaitMarks()
+
+    @property
+    def partitioned(self) -> bool:
+        """Whether this worker holds some partitions of the customers rather than all of them."""
+        return self.sharing is not None and self.sharing.partitions > 0
+
+    def join(self) -> None:
+        """Count this worker among the live ones before its first tick (partitioned workers: see
+        ``Sharing.join``); nothing otherwise."""
+        if self.sharing is not None:
+            self.sharing.join(self.store)
+
+    def leave(self) -> None:
+        """At a clean stop: hand this worker's partitions back at once (partitioned workers)."""
+        if self.sharing is not None:
+            try:
+                self.sharing.leave(self.store)
+            except Exception as exc:
+                if not is_database_error(exc):
+                    raise
+                log.warning(
+                    "the partitions were not handed back (their leases will run out): %s", failure_text(exc)
+                )
+
+    def _balance(self) -> None:
+        """Partitioned workers: balance the partitions before the tick's work; when what this worker holds
+        changed, its signal state starts again from the store over the customers it holds now."""
+        if self.sharing is None or not self.sharing.partitions:
+            return
+        before = self.sharing.ownership
+        own = self.sharing.balance(self.store)
+        assert own is not None
+        if before is None or (before.partitions, before.epochs) != (own.partitions, own.epochs):
+            if before is not None:
+                log.info(
+                    "partitions held: %d of %d (was %d); the signal state is read again for them",
+                    len(own.partitions),
+                    own.count,
+                    len(before.partitions),
+                )
+            self.signals = SignalState(self.workspace.plans, None, own)
 
     def save_signal_state(self, *, write: bool = True) -> bool:
         """At the end of the engine's life: wait for a snapshot write in progress, then (with ``write``)
@@ -291,6 +340,7 @@ class Engine:
         # back that journey's work and marks it failed; the other journeys and dispatch go on.
         failures: dict[str, str] = {}
         versions = self._versions(now_us, failures)
+        self._balance()
         if progress is not None:
             progress("new events and signals", 0, len(self.workspace.plans))
         customers, cache = self._refresh_signals(now_us, [p for ps in versions.values() for p in ps], report)
@@ -417,15 +467,20 @@ class Engine:
         watch = Stopwatch()
         with self.store.begin(bulk=True) as conn:
             lead = self._leads(conn, plan)
+            # Partitioned: every worker enters, converts and exits for the partitions it still holds;
+            # the journey's lock keeps only its migrations to one worker.
+            own = lead if not self.partitioned else self._holds(conn)
             watch.restart()
             if lead:
-                self._migrate_and_enter(conn, plan, evaluators[plan.version], customers, now_us, result)
+                result.migrated += self._migrate(conn, plan, now_us)
+            if own:
+                self._enter(conn, plan, evaluators[plan.version], customers, now_us, result)
             watch.lap("evaluate_and_enter")
-            if lead:
+            if own:
                 self._convert(conn, plan, evaluators[plan.version], customers, now_us, result)
             for version_plan in plans:
                 evaluator = evaluators[version_plan.version]
-                if lead:
+                if own:
                     self._exit_when(conn, version_plan, evaluator, now_us, result)
                 if self.sharing is None:
                     stepped = self._advance(conn, version_plan, evaluator, customers, now_us, result)
@@ -442,7 +497,23 @@ class Engine:
         store; with other workers on it, the one that wins the journey's lock."""
         return self.sharing is None or self.sharing.lead(conn, plan.id)
 
-    def _migrate_and_enter(
+    def _holds(self, conn: Connection) -> bool:
+        """Partitioned: whether this worker still holds the partitions it balanced to at this tick (their
+        leases locked until ``conn``'s transaction ends); a worker that lost them logs it and leaves their
+        entry, conversions and exits to their new owner."""
+        assert self.sharing is not None
+        if self.sharing.holds(conn):
+            return True
+        log.warning(
+            "this worker's partition leases ran out during the tick: their work is left to their new owner"
+        )
+        return False
+
+    @property
+    def _ownership(self) -> Ownership | None:
+        return None if self.sharing is None else self.sharing.ownership
+
+    def _enter(
         self,
         conn: Connection,
         plan: JourneyPlan,
@@ -451,12 +522,19 @@ class Engine:
         now_us: int,
         result: JourneyTick,
     ) -> None:
-        """Apply the version's migrations (at its first tick), then let in the customers (or events) the
-        entry admits."""
-        result.migrated += self._migrate(conn, plan, now_us)
+        """Let in the customers (or events) the entry admits (of the partitions held, when partitioned)."""
         kept = self._kept_condition(plan, customers)
         members = self._members if self.sharing is None else None
-        entered = enter(conn, plan, evaluator, now_us, self.global_holdout, kept=kept, members=members)
+        entered = enter(
+            conn,
+            plan,
+            evaluator,
+            now_us,
+            self.global_holdout,
+            kept=kept,
+            members=members,
+            ownership=self._ownership,
+        )
         result.entered += entered.instances
         result.entered_holdout += entered.holdout
 
@@ -473,18 +551,22 @@ class Engine:
     def _dispatch_once(self, progress: TickProgress | None) -> DispatchReport | None:
         """The tick's dispatch, when this worker gets the dispatch lock (with several workers, one
         dispatches at a time); None when another worker holds it."""
-        with leases.session_singleton(self.store.engine, "dispatch") as dispatching:
+        # Partitioned, each worker dispatches the messages of its own partitions, side by side.
+        with leases.session_singleton(self.store.engine, "dispatch", shared=self.partitioned) as dispatching:
             if not dispatching:
                 return None
-            if progress is None:
-                return self.dispatch()
-            steps = len(self.workspace.plans)
-            progress("dispatch", steps, steps)
+            return self._dispatch_with_progress(progress)
 
-            def on_batch(handled: int) -> None:
-                progress(f"dispatch: {handled} messages", steps, steps)
+    def _dispatch_with_progress(self, progress: TickProgress | None) -> DispatchReport:
+        if progress is None:
+            return self.dispatch()
+        steps = len(self.workspace.plans)
+        progress("dispatch", steps, steps)
 
-            return self.dispatch(on_batch=on_batch)
+        def on_batch(handled: int) -> None:
+            progress(f"dispatch: {handled} messages", steps, steps)
+
+        return self.dispatch(on_batch=on_batch)
 
     def _record_tick(self, report: TickReport) -> None:
         """Store the tick's report in the tick log, in a transaction of its own."""
@@ -672,7 +754,9 @@ class Engine:
             if not holds.any():
                 return
             # Open windows only: anchor <= now < anchor + within (every anchor is at or before now).
-            open_ = unconverted_instances(conn, plan.id, now_us - window_us + 1, from_first_send=first_send)
+            open_ = unconverted_instances(
+                conn, plan.id, now_us - window_us + 1, from_first_send=first_send, ownership=self._ownership
+            )
             idx = np.flatnonzero(holds[open_.keys])
             at = np.full(len(open_.ids), now_us, np.int64)
             self._record_conversions(conn, plan, open_, idx, at, np.zeros(len(idx)), now_us, result)
@@ -781,7 +865,12 @@ class Engine:
         first_send = goal.start == "first_send"
         if mark is None:
             open_ = unconverted_instances(
-                conn, plan.id, since_us, with_data=with_data, from_first_send=first_send
+                conn,
+                plan.id,
+                since_us,
+                with_data=with_data,
+                from_first_send=first_send,
+                ownership=self._ownership,
             )
         else:
             type_id = event_type_id(conn, goal.event)
@@ -814,7 +903,7 @@ class Engine:
         holds = evaluator.condition(plan.exit_when)
         if not holds.any():
             return
-        ids, keys = active_instances(conn, plan.id, plan.version)
+        ids, keys = active_instances(conn, plan.id, plan.version, self._ownership)
         leaving = ids[holds[keys]]
         finish_instances(conn, leaving, "exited", "exit_when", now_us, trigger="exit_when")
         result.count_finished("exited", len(leaving))
@@ -870,6 +959,7 @@ class Engine:
             stop=self.hurry.is_set,
             on_batch=on_batch,
             links=self.links,
+            ownership=self._ownership,
         )
         if self.dispatch_group is not None:
             context.group = context.max_group = self.dispatch_group

@@ -5,6 +5,13 @@ lock does the singleton part of the tick (migrations, entry, conversions, exit c
 then claims batches of due instances and steps each batch in a transaction of its own, which writes the
 state changes and ledger rows and clears the claim together. Dispatch runs in one worker at a time.
 
+With ``partitions`` (``workers.partitions`` in ``orchestrator.yaml``), customers are split into that
+many partitions, each owned by one worker through a lease (``store._partitions``): at each tick a worker
+balances its partitions, holds the signal state of their customers only, and enters, converts, exits,
+steps and dispatches for them alone; the journey's lock then guards only its migrations. Every write of
+entry, conversions and exits happens in a transaction that first checks (and locks) the worker's leases
+at the epochs it balanced to, so a worker whose lease ran out while it was stalled writes nothing there.
+
 SQLite stores run one worker process: an engine on SQLite has no ``Sharing`` and steps everything in the
 journey's transaction.
 """
@@ -19,7 +26,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from orchestrator.language import JourneyPlan
-from orchestrator.store import Connection, Store
+from orchestrator.store import (
+    Connection,
+    Ownership,
+    Store,
+    balance_partitions,
+    join_partitions,
+    partitions_still_held,
+    release_partitions,
+)
 from orchestrator.store import _leases as leases
 
 #: Instances claimed (and stepped in one transaction) at a time.
@@ -40,15 +55,52 @@ class Sharing:
     worker: str = field(default_factory=worker_identity)
     batch: int = DEFAULT_BATCH
     lease_seconds: float = DEFAULT_LEASE_SECONDS
+    partitions: int = 0  # 0: every worker holds every customer; else the store's partition count
+    ownership: Ownership | None = None  # the partitions held since the last ``balance``
 
     def __post_init__(self) -> None:
         if self.batch < 1 or self.lease_seconds <= 0:
             raise ValueError("a worker needs a batch of at least 1 and a positive lease")
+        if self.partitions < 0:
+            raise ValueError("the partition count is 0 (none) or more")
 
     @staticmethod
-    def for_store(store: Store) -> Sharing | None:
+    def for_store(store: Store, *, partitions: int = 0, lease_seconds: float | None = None) -> Sharing | None:
         """A ``Sharing`` for PostgreSQL stores, None for SQLite (one worker)."""
-        return Sharing() if store.is_postgres else None
+        if not store.is_postgres:
+            return None
+        return Sharing(
+            partitions=partitions,
+            lease_seconds=DEFAULT_LEASE_SECONDS if lease_seconds is None else lease_seconds,
+        )
+
+    def join(self, store: Store) -> None:
+        """Be counted among the live workers before the first ``balance`` (with partitions)."""
+        if self.partitions:
+            with store.begin() as conn:
+                join_partitions(conn, self.worker, self.lease_seconds)
+
+    def balance(self, store: Store) -> Ownership | None:
+        """Renew, give back and take partitions (with partitions; see ``store._partitions``), in a
+        transaction of its own; what this worker holds now (None without partitions)."""
+        if not self.partitions:
+            return None
+        with store.begin() as conn:
+            self.ownership = balance_partitions(conn, self.worker, self.lease_seconds, self.partitions)
+        return self.ownership
+
+    def holds(self, conn: Connection) -> bool:
+        """Whether this worker still holds what it balanced to (true without partitions), those leases
+        locked until ``conn``'s transaction ends."""
+        own = self.ownership
+        return own is None or partitions_still_held(conn, self.worker, own.partitions, own.epochs)
+
+    def leave(self, store: Store) -> None:
+        """Hand every partition back at once (a clean stop), so the others take them at their next tick."""
+        if self.partitions:
+            with store.begin() as conn:
+                release_partitions(conn, self.worker)
+            self.ownership = None
 
     def lead(self, conn: Connection, journey_id: str) -> bool:
         """Whether this worker does the journey's singleton work in this transaction."""
@@ -73,6 +125,7 @@ class Sharing:
                     self.lease_seconds,
                     waiting_states=waiting,
                     after_id=after,
+                    ownership=self.ownership,
                 )
             if not ids and (after is not None or not waiting):
                 return

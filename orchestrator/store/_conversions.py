@@ -14,6 +14,7 @@ import orjson
 from sqlalchemy import Connection, text
 
 from orchestrator.store._bulk import column, fetch, objects, optional_ints
+from orchestrator.store._partitions import Ownership, owned_clause
 
 
 @dataclass
@@ -38,17 +39,20 @@ def unconverted_instances(
     keys: np.ndarray | None = None,
     after_id: int | None = None,
     from_first_send: bool = False,
+    ownership: Ownership | None = None,
 ) -> OpenInstances:
     """The journey's instances entered since ``entered_since_us`` that have not converted; with ``keys``
     and ``after_id``, only those of these customers or with an id above ``after_id`` (the instances made
     since then). With ``from_first_send``, the instances whose first send was since ``entered_since_us``
-    instead (those that never passed a send step have no goal window yet)."""
+    instead (those that never passed a send step have no goal window yet). With ``ownership``, only the
+    instances of customers in its partitions."""
     anchor = "i.first_send_us" if from_first_send else "i.entered_us"
     select = (
         "SELECT i.id, i.customer_key, i.version, i.entered_us, i.holdout, i.status, i.entry_key, "
         + ("i.data, " if with_data else "NULL, ")
         + "i.first_send_us FROM journey_instances i LEFT JOIN conversions c ON c.instance_id = i.id "
-        f"WHERE i.journey_id = :j AND {anchor} >= :since AND c.instance_id IS NULL"
+        f"WHERE i.journey_id = :j AND {anchor} >= :since AND c.instance_id IS NULL "
+        f"AND {owned_clause('i.customer_key', ownership)}"
     )
     params: dict[str, Any] = {"j": journey_id, "since": entered_since_us}
     if keys is None or after_id is None:

@@ -18,6 +18,7 @@ from sqlalchemy import Connection, text
 
 from orchestrator.store._bulk import column, executemany, fetch, objects
 from orchestrator.store._customers import chunked
+from orchestrator.store._partitions import Ownership, owned_clause
 
 
 def signal_members(conn: Connection, journey_id: str) -> np.ndarray:
@@ -136,9 +137,19 @@ def set_entry_cursor(conn: Connection, journey_id: str, last_event_id: int, pend
         )
 
 
-def entry_events(conn: Connection, type_id: int, after_id: int, pending: Sequence[int]) -> EntryEvents:
-    """Events of one type with ``id > after_id`` or an id in ``pending``, in id order."""
-    sql = "SELECT id, customer_key, ts_us, properties FROM events WHERE type_id = :t AND (id > :a"
+def entry_events(
+    conn: Connection,
+    type_id: int,
+    after_id: int,
+    pending: Sequence[int],
+    ownership: Ownership | None = None,
+) -> EntryEvents:
+    """Events of one type with ``id > after_id`` or an id in ``pending``, in id order; with
+    ``ownership``, only those of customers in its partitions."""
+    sql = (
+        "SELECT id, customer_key, ts_us, properties FROM events WHERE type_id = :t "
+        f"AND {owned_clause('customer_key', ownership)} AND (id > :a"
+    )
     if pending:
         sql += " OR id IN (" + ", ".join(str(int(i)) for i in pending) + ")"
     rows = fetch(conn, sql + ") ORDER BY id", {"t": type_id, "a": after_id})

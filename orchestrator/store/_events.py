@@ -26,6 +26,7 @@ from orchestrator.store._customers import (
     max_key,
     raw_cursor,
 )
+from orchestrator.store._partitions import Ownership, owned_clause
 from orchestrator.store._tables import Event, EventSource, EventSourceReject, EventType
 
 EVENTS = Event.__table__  # type: ignore[attr-defined]
@@ -391,10 +392,11 @@ def load_events(
     after_id: int | None = None,
     up_to_id: int | None = None,
     only: Iterable[str] | None = None,
+    ownership: Ownership | None = None,
 ) -> EventColumns:
     """Every event with ``since_us <= ts_us < until_us`` (a None bound is no bound), and, when given,
     ``after_id < id <= up_to_id``, and only of the event types named in ``only`` (none when no stored event
-    has one of those names).
+    has one of those names), and with ``ownership`` only of customers in its partitions.
 
     ``type`` codes index ``type_names``, which lists every known event type in id order. ``n_customers`` is
     one more than the largest customer key (of the customers table and of the loaded events), or the given
@@ -411,7 +413,7 @@ def load_events(
         wanted = set(only)
         type_ids = [int(tid) for tid, name in type_rows if name in wanted]
     customer, type_id, ts, prop_values = _fetch_events(
-        conn, until_us, since_us, names, after_id, up_to_id, type_ids
+        conn, until_us, since_us, names, after_id, up_to_id, type_ids, ownership
     )
     max_type = max(max((int(tid) for tid, _ in type_rows), default=0), int(type_id.max(initial=0)))
     code_of = np.full(max_type + 1, -1, np.int32)  # an id missing from event_types reads as NULL_CODE
@@ -445,13 +447,18 @@ def _recoded(ids: np.ndarray, code_of: np.ndarray) -> np.ndarray:
     return ids
 
 
-def load_new_events(conn: Connection, after_id: int, properties: Iterable[str]) -> tuple[EventColumns, int]:
-    """Every event with ``id > after_id`` whatever its time, as columns like ``load_events`` gives,
-    and the largest id read (``after_id`` when there is none). Events are append-only, so a reader that
-    remembers the id can keep an in-memory copy current by reading only what arrived since."""
+def load_new_events(
+    conn: Connection, after_id: int, properties: Iterable[str], ownership: Ownership | None = None
+) -> tuple[EventColumns, int]:
+    """Every event with ``id > after_id`` whatever its time (with ``ownership``, of customers in its
+    partitions), as columns like ``load_events`` gives, and the largest id of the store (``after_id`` when
+    there is none). Events are append-only, so a reader that remembers the id can keep an in-memory copy
+    current by reading only what arrived since."""
     last = conn.execute(select(func.max(EVENTS.c.id))).scalar()
     last_id = int(last) if last is not None else after_id
-    columns = load_events(conn, until_us=None, properties=properties, after_id=after_id, up_to_id=last_id)
+    columns = load_events(
+        conn, until_us=None, properties=properties, after_id=after_id, up_to_id=last_id, ownership=ownership
+    )
     return columns, max(last_id, after_id)
 
 
@@ -463,6 +470,7 @@ def _fetch_events(
     after_id: int | None = None,
     up_to_id: int | None = None,
     type_ids: Sequence[int] | None = None,
+    ownership: Ownership | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[PropertyColumn]]:
     """customer and ts columns as int64 arrays, type_id as int64 or int32, plus one column per property;
     with ``type_ids``, only events of those types."""
@@ -485,6 +493,8 @@ def _fetch_events(
         if type_ids is not None:
             conditions.append(f"type_id IN ({', '.join('?' * len(type_ids))})")
             params.extend(int(t) for t in type_ids)
+        if ownership is not None:
+            conditions.append(owned_clause("customer_key", ownership))
         where = " AND ".join(conditions) or "1 = 1"
         sql = f"SELECT {', '.join(cols)} FROM events WHERE {where} ORDER BY id"
         cursor = raw_cursor(conn)
@@ -507,6 +517,8 @@ def _fetch_events(
         stmt = stmt.where(EVENTS.c.id <= int(up_to_id))
     if type_ids is not None:
         stmt = stmt.where(EVENTS.c.type_id.in_([int(t) for t in type_ids]))
+    if ownership is not None:
+        stmt = stmt.where(text(owned_clause("customer_key", ownership)))
     rows = conn.execute(stmt.order_by(EVENTS.c.id)).all()
     docs = [orjson.loads(r[3] or "{}") for r in rows]
     customer = np.fromiter((r[0] for r in rows), np.int64, len(rows))

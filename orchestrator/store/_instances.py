@@ -29,6 +29,7 @@ from orchestrator.store._bulk import (
 )
 from orchestrator.store._customers import chunked
 from orchestrator.store._funnel import ENTRY_TRIGGER, add_funnel_counts, arm_counts, count_leaving
+from orchestrator.store._partitions import Ownership, owned_clause
 
 
 def insert_instances(
@@ -432,12 +433,15 @@ def set_instance_data(conn: Connection, ids: np.ndarray, data: Sequence[str]) ->
     )
 
 
-def active_instances(conn: Connection, journey_id: str, version: int) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, customer keys) of the active instances of one version."""
+def active_instances(
+    conn: Connection, journey_id: str, version: int, ownership: Ownership | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, customer keys) of the active instances of one version (with ``ownership``, only those of
+    customers in its partitions)."""
     rows = fetch(
         conn,
         "SELECT id, customer_key FROM journey_instances WHERE journey_id = :j AND status = 'active' "
-        "AND version = :v",
+        f"AND version = :v AND {owned_clause('customer_key', ownership)}",
         {"j": journey_id, "v": version},
     )
     return column(rows, 0, np.int64), column(rows, 1, np.int64)

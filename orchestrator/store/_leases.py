@@ -22,9 +22,12 @@ import hashlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, text
+
+if TYPE_CHECKING:
+    from orchestrator.store._partitions import Ownership
 
 #: The database server's current instant in microseconds since the epoch.
 DB_NOW_US = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000 AS BIGINT)"
@@ -58,21 +61,24 @@ def wait_singleton(conn: Connection, name: str) -> None:
 
 
 @contextmanager
-def session_singleton(engine: Engine, name: str) -> Iterator[bool]:
+def session_singleton(engine: Engine, name: str, *, shared: bool = False) -> Iterator[bool]:
     """Yields whether job ``name``'s lock was got, holding it (on a connection of its own) until the block
-    ends; a worker that dies loses the lock with its connection."""
+    ends; a worker that dies loses the lock with its connection. ``shared``: many holders at once, none
+    while someone holds it alone (partitioned workers each dispatch their own customers' messages under
+    the shared lock; a dispatch of every message takes it alone)."""
     if engine.dialect.name != "postgresql":
         yield True
         return
     key = lock_key(name)
+    kind = "_shared" if shared else ""
     with engine.connect() as conn:
         conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-        got = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
+        got = bool(conn.execute(text(f"SELECT pg_try_advisory_lock{kind}(:k)"), {"k": key}).scalar())
         try:
             yield got
         finally:
             if got:
-                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                conn.execute(text(f"SELECT pg_advisory_unlock{kind}(:k)"), {"k": key})
 
 
 def claim_due(
@@ -86,14 +92,18 @@ def claim_due(
     *,
     waiting_states: Sequence[str] = (),
     after_id: int | None = None,
+    ownership: Ownership | None = None,
 ) -> list[int]:
     """Claim up to ``batch`` active instances of one version for ``worker`` and return their ids.
 
     Without ``after_id``: instances due at ``now_us`` (oldest wake-up first). With it: instances at one of
     ``waiting_states`` that are not yet due (waits for an event look at every tick), with ids above
     ``after_id`` in id order, so one pass over them ends. Instances locked by another worker's claim or
-    step are skipped, as are those under a lease that has not expired.
+    step are skipped, as are those under a lease that has not expired. With ``ownership``, only the
+    instances of customers in its partitions.
     """
+    from orchestrator.store._partitions import owned_clause  # it imports this module
+
     params: dict[str, Any] = {
         "j": journey_id,
         "v": version,
@@ -118,6 +128,7 @@ def claim_due(
             f"UPDATE journey_instances SET claimed_by = :w, lease_until_us = {DB_NOW_US} + :lease "
             "WHERE id IN (SELECT id FROM journey_instances WHERE journey_id = :j AND version = :v "
             f"AND status = 'active' AND {which} AND (lease_until_us IS NULL OR lease_until_us < {DB_NOW_US}) "
+            f"AND {owned_clause('customer_key', ownership)} "
             f"ORDER BY {order} LIMIT :n FOR UPDATE SKIP LOCKED) RETURNING id"
         ),
         params,

@@ -22,6 +22,7 @@ from sqlmodel import SQLModel
 
 from orchestrator.store._bulk import CHUNK, RUNS, column, executemany, fetch, id_runs, objects
 from orchestrator.store._customers import chunked, insert_ignoring_conflicts, raw_cursor
+from orchestrator.store._partitions import Ownership, owned_clause
 from orchestrator.store._tables import Suppression
 
 MESSAGE_COLUMNS = (
@@ -137,10 +138,12 @@ def due_messages(
     now_us: int,
     after_id: int = 0,
     journeys: Collection[str] | None = None,
+    ownership: Ownership | None = None,
 ) -> list[DueMessage]:
     """Queued messages with ``id > after_id`` whose next attempt is due, oldest first; with ``journeys``,
     only theirs (the rows of other journeys are left where they are, and never fill a batch). ``held_out``
-    is true when either the instance or the customer's recorded arm for the journey is the holdout."""
+    is true when either the instance or the customer's recorded arm for the journey is the holdout. With
+    ``ownership``, only the messages of customers in its partitions."""
     params: dict[str, Any] = {"n": limit, "after": after_id, "now": now_us}
     only = ""
     if journeys is not None:
@@ -157,7 +160,7 @@ def due_messages(
         "LEFT JOIN holdout_assignments h ON h.journey_id = m.journey_id AND h.customer_key = m.customer_key "
         "LEFT JOIN journey_instances i ON i.id = m.instance_id "
         "WHERE m.status = 'queued' AND (m.next_attempt_us IS NULL OR m.next_attempt_us <= :now) "
-        f"AND m.id > :after {only}ORDER BY m.id LIMIT :n",
+        f"AND m.id > :after AND {owned_clause('m.customer_key', ownership)} {only}ORDER BY m.id LIMIT :n",
         params,
     )
     return [due_message(r) for r in rows]
@@ -293,10 +296,14 @@ UNCERTAIN_REASON = (
 )
 
 
-def settle_in_flight(conn: Connection, at_most_once: Collection[str]) -> tuple[int, int]:
+def settle_in_flight(
+    conn: Connection, at_most_once: Collection[str], ownership: Ownership | None = None
+) -> tuple[int, int]:
     """Rows left ``sending`` by a dispatcher that stopped before recording the provider's answer: on the
     ``at_most_once`` channels they become ``uncertain``, never to be sent again; on the others they are
-    queued again, to be sent with the same key. Returns (queued again, uncertain)."""
+    queued again, to be sent with the same key. Returns (queued again, uncertain). With ``ownership``,
+    only the rows of customers in its partitions (the other partitions' dispatchers may be sending)."""
+    owned = owned_clause("customer_key", ownership)
     uncertain = 0
     channels = sorted(set(at_most_once))
     if channels:
@@ -305,14 +312,14 @@ def settle_in_flight(conn: Connection, at_most_once: Collection[str]) -> tuple[i
         uncertain = conn.execute(
             text(
                 "UPDATE messages SET status = 'uncertain', reason = :r, next_attempt_us = NULL "
-                f"WHERE status = 'sending' AND channel IN ({listing})"
+                f"WHERE status = 'sending' AND channel IN ({listing}) AND {owned}"
             ),
             {**params, "r": UNCERTAIN_REASON},
         ).rowcount
     requeued = conn.execute(
         text(
             "UPDATE messages SET status = 'queued', reason = :r, next_attempt_us = NULL "
-            "WHERE status = 'sending'"
+            f"WHERE status = 'sending' AND {owned}"
         ),
         {"r": REQUEUED_REASON},
     ).rowcount

@@ -64,6 +64,32 @@ class Ownership:
         return owned[partition_of(keys, self.count)]
 
 
+def owned_clause(column: str, ownership: Ownership | None) -> str:
+    """An SQL condition true for rows whose ``column`` (a customer key) falls in ``ownership``'s
+    partitions; ``1 = 1`` without one. The numbers are the engine's own integers, written in the text."""
+    if ownership is None:
+        return "1 = 1"
+    if not ownership.partitions:
+        return "1 = 0"
+    listing = ", ".join(str(int(p)) for p in ownership.partitions)
+    return f"({column} % {int(ownership.count)}) IN ({listing})"
+
+
+def join_partitions(conn: Connection, worker: str, lease_seconds: float) -> None:
+    """Count ``worker`` among the live workers (its heartbeat) before its first balance, so that workers
+    starting together split the partitions at once instead of the first one taking them all."""
+    if conn.dialect.name != "postgresql":
+        return
+    conn.execute(
+        text(
+            "INSERT INTO partition_workers (worker, expires_us) "
+            f"VALUES (:w, {UNTIL}) "
+            "ON CONFLICT (worker) DO UPDATE SET expires_us = EXCLUDED.expires_us"
+        ),
+        {"w": worker, "lease": round(lease_seconds * 1_000_000)},
+    )
+
+
 def partition_of(keys: np.ndarray, count: int) -> np.ndarray:
     """The partition of each customer key."""
     return np.asarray(keys, dtype=np.int64) % count
