@@ -158,7 +158,8 @@ def outcome(url: str) -> dict[str, list[tuple[Any, ...]]]:
         "FROM conversions v JOIN customers c ON c.key = v.customer_key",
         "assignments": "SELECT h.journey_id, c.id, h.arm FROM holdout_assignments h "
         "JOIN customers c ON c.key = h.customer_key",
-        "members": "SELECT s.journey_id, c.id FROM signal_members s JOIN customers c ON c.key = s.customer_key",
+        "members": "SELECT s.journey_id, c.id FROM signal_members s "
+        "JOIN customers c ON c.key = s.customer_key",
     }
     try:
         with store.connect() as conn:
@@ -233,7 +234,16 @@ class Workers:
         self.procs = [
             ctx.Process(
                 target=worker_main,
-                args=(i, url, str(journeys), start, partitions, lease_seconds, self.commands[i], self.replies),
+                args=(
+                    i,
+                    url,
+                    str(journeys),
+                    start,
+                    partitions,
+                    lease_seconds,
+                    self.commands[i],
+                    self.replies,
+                ),
             )
             for i in range(n)
         ]

@@ -278,3 +278,32 @@ def test_init_writes_the_snapshot_section_commented(tmp_path: Path) -> None:
     (folder / "orchestrator.yaml").write_text(text.replace("# snapshot:\n", "\n".join(block) + "\n# x:\n"))
     config = load_config(start=folder, environ={"ORCHESTRATOR_WORKER": "3"})
     assert config.snapshot_path("postgresql://db/o") == folder.resolve() / "state" / "signals-3.snapshot"
+
+
+def test_the_workers_section_is_checked_and_written_commented_by_init(tmp_path: Path) -> None:
+    path = write(tmp_path, "tick: 1m\nworkers:\n  partitions: -1\n  lease: 0s\n")
+    found = problems(path)
+    assert any(p.startswith(f"{path}:3:") and "greater than or equal to 0" in p for p in found)
+    assert any(p.startswith(f"{path}:4:") and "the lease is between 1s and 1d" in p for p in found)
+    found = problems(write(tmp_path, "tick: 5m\nworkers:\n  partitions: 64\n  lease: 2m\n"))
+    assert any(
+        "workers.lease must be longer than the tick interval" in p and "2m for a tick of 5m" in p
+        for p in found
+    )
+
+    config = load_config(write(tmp_path, "store: sqlite:///o.db\n"))
+    assert config.partitions == 0  # by default every worker holds every customer
+    config = load_config(write(tmp_path, "workers:\n  partitions: 64\n  lease: 90s\n"))
+    assert (config.partitions, config.worker_lease_seconds) == (64, 90.0)
+    assert "workers:\n  partitions: 64\n  lease: 90s\n" in effective_yaml(config)
+
+    folder = tmp_path / "shop"
+    init_workspace(folder, datetime(2026, 1, 5, 12, tzinfo=UTC))
+    text = (folder / "orchestrator.yaml").read_text()
+    assert "# workers:\n#   partitions: 64\n#   lease: 2m\n" in text
+    (folder / "orchestrator.yaml").write_text(
+        text.replace(
+            "# workers:\n#   partitions: 64\n#   lease: 2m\n", "workers:\n  partitions: 64\n  lease: 2m\n"
+        )
+    )
+    assert load_config(start=folder).partitions == 64

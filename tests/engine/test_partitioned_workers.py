@@ -68,7 +68,9 @@ def test_the_reference_run_exercises_every_path(one_process: tuple) -> None:
     assert journeys["active"] > 20 and journeys["carts"] > 20 and journeys["welcome"] > 20
     assert {row[3] for row in result["instances"]} == {False, True}  # both arms
     carts = Counter(row[4] for row in result["instances"] if row[0] == "carts")
-    assert carts["converted"] > 0 and carts["completed"] > 0 and carts["active"] > 0  # bought, reminded, parked
+    assert (
+        carts["converted"] > 0 and carts["completed"] > 0 and carts["active"] > 0
+    )  # bought, reminded, parked
     assert len(result["conversions"]) > 5
     assert {row[2] for row in result["messages"]} >= {"hello", "again", "reminder", "welcome"}
     assert len(delivered) == len(set(delivered)) == sum(row[4] == "sent" for row in result["messages"])

@@ -155,3 +155,44 @@ def test_two_daemon_processes_share_one_journey(tmp_path: Path, postgres_url: st
     ]
     assert len(attempts) == len(set(attempts)) == 2 * n  # one dispatcher at a time: no key sent twice
     assert len(list((tmp_path / "outbox" / "webhook").iterdir())) == 2 * n
+
+
+def test_two_partitioned_daemons_share_the_customers(tmp_path: Path, postgres_url: str) -> None:
+    """The real command with ``workers.partitions`` in orchestrator.yaml: two daemons split the partitions,
+    each enters and dispatches for its own customers, and they hand their partitions back as they stop."""
+    n = 500
+    journeys = write_journey(tmp_path)
+    add_customers(postgres_url, n, T0)
+    config = tmp_path / "orchestrator.yaml"
+    config.write_text("tick: 1m\nworkers:\n  partitions: 16\n  lease: 5m\n")
+    command = [
+        sys.executable, "-m", "orchestrator", "daemon", "--config", str(config), "--db", postgres_url,
+        "--journeys", str(journeys), "--outbox", str(tmp_path / "outbox"), "--interval", "0.2",
+        "--max-ticks", "6", "--simulated-clock", "2024-05-01T09:00:00Z", "--simulated-step", "1h",
+    ]  # fmt: skip
+    daemons = [
+        subprocess.Popen([*command, "--attempt-log", str(tmp_path / f"attempts{i}.jsonl")], cwd=ROOT)
+        for i in range(2)
+    ]
+    assert [d.wait(timeout=180) for d in daemons] == [0, 0]
+    store = open_store(postgres_url)
+    with store.connect() as conn:
+        instances = conn.execute(
+            text("SELECT COUNT(*), COUNT(DISTINCT customer_key) FROM journey_instances")
+        ).one()
+        rows = conn.execute(text("SELECT COUNT(*), COUNT(DISTINCT idempotency_key) FROM messages")).one()
+        leases_left = conn.execute(
+            text("SELECT COUNT(*) FROM partition_leases WHERE owner IS NOT NULL")
+        ).scalar()
+        count = conn.execute(text("SELECT COUNT(*) FROM partition_leases")).scalar()
+    store.dispose()
+    assert tuple(instances) == (n, n)  # each customer entered once, by its partition's worker
+    assert tuple(rows) == (2 * n, 2 * n)
+    assert (count, leases_left) == (16, 0)  # both handed their partitions back as they stopped
+    sent_by = [
+        [orjson.loads(line)["key"] for line in (tmp_path / f"attempts{i}.jsonl").read_bytes().splitlines()]
+        for i in range(2)
+    ]
+    everything = sent_by[0] + sent_by[1]
+    assert len(everything) == len(set(everything)) == 2 * n
+    assert all(sent_by)  # both dispatched: each its own customers' messages
