@@ -190,6 +190,13 @@ def _print_status(report: dict[str, Any]) -> None:
             )
     else:
         print("\noutbox backlog: empty")
+    partitions = report.get("partitions")
+    if partitions:
+        held = sorted((w, n) for w, n in partitions.items() if w)
+        free = partitions.get("", 0)
+        print(f"\npartitions: {sum(partitions.values())}, held by {len(held)} worker(s), {free} free")
+        if held:
+            print_table([("worker", "left"), ("partitions", "right")], held, indent=2)
     last = report["last_tick"]
     if last is None:
         print("\nno tick has run yet")

@@ -6,6 +6,7 @@ engine's health (``engine._health``). It only reads the store; the clock is pass
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,7 @@ from orchestrator.store import (
     failed_journeys,
     last_tick,
     outbox_backlog,
+    partition_owners,
     recent_tick_instants,
     state_counts,
 )
@@ -75,6 +77,7 @@ class StatusReport:
     outbox: list[ChannelBacklog]
     last_tick: dict[str, Any] | None
     health: EngineHealth
+    partitions: dict[str, int] | None = None  # partitioned workers: partitions per worker ("" for free)
 
     def to_dict(self) -> dict[str, Any]:
         """As plain data (what ``status --format json`` prints)."""
@@ -84,6 +87,7 @@ class StatusReport:
             "outbox": [b.to_dict() for b in self.outbox],
             "last_tick": self.last_tick,
             "health": self.health.to_dict(),
+            "partitions": self.partitions,
         }
 
 
@@ -102,6 +106,7 @@ def status_report(
         counts = state_counts(conn)
         due = due_counts(conn, now_us, HOUR_US)
         backlog = outbox_backlog(conn)
+        owners = partition_owners(conn)
     journeys: dict[str, JourneyStatus] = {}
     for c in counts:
         j = journeys.setdefault(c.journey_id, JourneyStatus())
@@ -131,4 +136,5 @@ def status_report(
         ],
         last_tick=last,
         health=judge_health(failed, instants, clock_us, stale_after_us),
+        partitions=dict(Counter(owner or "" for owner in owners.values())) if owners else None,
     )

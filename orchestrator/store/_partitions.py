@@ -204,7 +204,10 @@ def release_partitions(conn: Connection, worker: str) -> None:
 
 
 def partition_owners(conn: Connection) -> dict[int, str | None]:
-    """Each partition's owner under an unexpired lease (None when free or expired), for status and tests."""
+    """Each partition's owner under an unexpired lease (None when free or expired), for status and tests;
+    empty when the store's workers do not use partitions (and on SQLite)."""
+    if conn.dialect.name != "postgresql":
+        return {}
     rows = conn.execute(
         text(
             f"SELECT partition, CASE WHEN lease_until_us >= {DB_NOW_US} THEN owner END "

@@ -196,3 +196,10 @@ def test_two_partitioned_daemons_share_the_customers(tmp_path: Path, postgres_ur
     everything = sent_by[0] + sent_by[1]
     assert len(everything) == len(set(everything)) == 2 * n
     assert all(sent_by)  # both dispatched: each its own customers' messages
+    status = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "status", "--db", postgres_url, "--format", "json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert orjson.loads(status.stdout)["partitions"] == {"": 16}  # all free again

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from orchestrator.engine._status import status_report
 from orchestrator.store import (
     PartitionCountError,
     Store,
@@ -68,6 +69,7 @@ def test_workers_share_take_over_and_hand_back(postgres_url: str) -> None:
     with store.connect() as conn:
         assert partition_owners(conn) == {p: "a" if p < 4 else "b" for p in range(8)}
         assert partitions_still_held(conn, "b", b.partitions, b.epochs)
+    assert status_report(store, 0).partitions == {"a": 4, "b": 4}  # what ``orchestrator status`` shows
 
     # b dies (stops balancing): its heartbeat and leases run out, and a takes its partitions over.
     short_b = balance(store, "b", lease=0.5)
