@@ -72,7 +72,10 @@ def owned_clause(column: str, ownership: Ownership | None) -> str:
     if not ownership.partitions:
         return "1 = 0"
     listing = ", ".join(str(int(p)) for p in ownership.partitions)
-    return f"({column} % {int(ownership.count)}) IN ({listing})"
+    count = int(ownership.count)
+    # The remainder by integer division (keys are positive), as both backends write it without a "%",
+    # which a DBAPI cursor's parameters would take for a placeholder.
+    return f"({column} - ({column} / {count}) * {count}) IN ({listing})"
 
 
 def join_partitions(conn: Connection, worker: str, lease_seconds: float) -> None:

@@ -16,6 +16,7 @@ import pytest
 
 from orchestrator.engine._status import status_report
 from orchestrator.store import (
+    Ownership,
     PartitionCountError,
     Store,
     balance_partitions,
@@ -26,6 +27,7 @@ from orchestrator.store import (
     partitions_still_held,
     release_partitions,
 )
+from orchestrator.store._events import event_type_ids, insert_events, load_events
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -150,3 +152,32 @@ def test_worker_processes_balancing_at_once_end_with_even_disjoint_shares(
         owners = partition_owners(conn)
     assert {o for o in owners.values()} == {"w0", "w1", "w2", "w3"}
     store.dispose()
+
+
+@pytest.mark.parametrize("backend_name", ["sqlite", "postgres"])
+def test_a_worker_reads_the_events_of_its_partitions_only(
+    backend_name: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    url = (
+        f"sqlite:///{tmp_path / 's.db'}"
+        if backend_name == "sqlite"
+        else request.getfixturevalue("postgres_url")
+    )
+    store = open_store(url)
+    keys = np.arange(1, 201, dtype=np.int64)
+    with store.begin() as conn:
+        types = event_type_ids(conn, ["visit"])
+        docs = [json.dumps({"n": int(k), "flag": bool(k % 2), "tags": ["a"]}) for k in keys]
+        insert_events(conn, keys, np.full(200, types["visit"]), keys * 1000, docs)
+    mine = Ownership("w", (1, 6), (1, 1), 8, 2)
+    with store.connect() as conn:
+        columns = load_events(conn, None, ["n", "flag", "tags"], ownership=mine)
+        every = load_events(conn, None, ["n", "flag", "tags"])
+    store.dispose()
+    wanted = keys[np.isin(keys % 8, [1, 6])]
+    assert np.array_equal(np.sort(columns.customer), wanted)
+    assert np.array_equal(columns.properties["n"], wanted.astype(float))
+    assert len(every.customer) == 200
+    # Both backends read property values alike (booleans as 1 and 0, lists as their JSON text).
+    assert np.array_equal(every.properties["flag"], (keys % 2).astype(float))
+    assert set(every.properties["tags"].values) == {'["a"]'}
