@@ -74,6 +74,7 @@ def worker(url: str, now_us: int, partitions: int, barrier: Any, results: Any) -
             "events": len(engine.signals.log),
             "tick_s": round(seconds, 3),
             "load_events_s": round(report.timings.get("load_events", 0.0), 3),
+            "timings": {k: round(v, 3) for k, v in report.timings.items() if v >= 0.05},
             "entered": sum(j.entered for j in report.journeys.values()),
             "failed": report.failed,
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),

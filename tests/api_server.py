@@ -55,6 +55,9 @@ def make_workspace(folder: Path) -> Path:
     return folder / "orchestrator.yaml"
 
 
+CHECKOUT = Path(__file__).resolve().parents[1]
+
+
 @contextmanager
 def api_server(
     folder: Path, db: str | None = None, environ: Mapping[str, str] | None = None, *, key: bool = True
@@ -68,6 +71,8 @@ def api_server(
     db = db or f"sqlite:///{folder / 'orchestrator.db'}"
     env = {k: v for k, v in (environ if environ is not None else os.environ).items() if k != KEY_VARIABLE}
     env.pop("ORCHESTRATOR_DB", None)
+    # The server runs this checkout's code, whatever the environment given (and whichever is installed).
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(CHECKOUT), env.get("PYTHONPATH")]))
     if key:
         env[KEY_VARIABLE] = KEY
     port = free_port()
