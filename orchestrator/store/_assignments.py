@@ -12,7 +12,7 @@ import numpy as np
 import orjson
 from sqlalchemy import Connection
 
-from orchestrator.store._bulk import column, executemany, fetch
+from orchestrator.store._bulk import column, copy_rows, executemany, fetch
 from orchestrator.store._customers import chunked
 
 
@@ -57,6 +57,19 @@ def insert_assignments(
     now_us: int,
 ) -> None:
     """One stored holdout assignment per key; the other arrays are aligned with ``keys``."""
+    columns = ("journey_id", "customer_key", "arm", "bucket", "percent", "assigned_us", "reason", "layer")
+    aligned = zip(
+        keys.tolist(),
+        arm.tolist(),
+        bucket.tolist(),
+        percent.tolist(),
+        reason.tolist(),
+        layer.tolist(),
+        strict=True,
+    )
+    copied = ((journey_id, int(k), a, float(b), float(p), now_us, r, lay) for k, a, b, p, r, lay in aligned)
+    if copy_rows(conn, "holdout_assignments", columns, copied):
+        return
     executemany(
         conn,
         "INSERT INTO holdout_assignments (journey_id, customer_key, arm, bucket, percent, assigned_us, "

@@ -8,7 +8,7 @@ turn fetched rows into numpy columns. None of them commits: they run in the call
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -56,6 +56,23 @@ def executemany(conn: Connection, sql: str, rows: Sequence[dict[str, Any]]) -> i
         count = conn.execute(text(sql), list(rows[start : start + CHUNK])).rowcount
         changed = -1 if changed < 0 or count is None or count < 0 else changed + count
     return changed
+
+
+def copy_rows(conn: Connection, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> bool:
+    """PostgreSQL through psycopg: insert ``rows`` (values in ``columns`` order) into ``table`` with ``COPY
+    ... FROM STDIN`` in the caller's transaction, in order (a serial id follows it), several times faster
+    than an INSERT per row. Returns False, writing nothing, on any other backend or driver: the caller
+    then inserts another way. Only for plain inserts (no conflict clause)."""
+    if conn.dialect.name != "postgresql" or conn.dialect.driver != "psycopg":
+        return False
+    cursor = raw_cursor(conn, writing=True)
+    try:
+        with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+    finally:
+        cursor.close()
+    return True
 
 
 def fetch(conn: Connection, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:

@@ -19,6 +19,7 @@ import numpy as np
 import orjson
 from sqlalchemy import Connection, delete, func, insert, select, text, update
 
+from orchestrator.store._bulk import copy_rows
 from orchestrator.store._customers import (
     chunked,
     insert_ignoring_conflicts,
@@ -206,31 +207,13 @@ def insert_new_events(
         rows_in = zip(
             range(first, first + m), keys, types, times, properties_json, event_key_col, strict=True
         )
-        if conn.dialect.driver == "psycopg":
-            _copy_events(conn, rows_in)
-        else:
+        columns = ("id", "customer_key", "type_id", "ts_us", "properties", "event_key")
+        if not copy_rows(conn, "events", columns, rows_in):
             conn.execute(
                 insert(EVENTS),
-                [
-                    {"id": i, "customer_key": k, "type_id": t, "ts_us": s, "properties": p, "event_key": e}
-                    for i, k, t, s, p, e in rows_in
-                ],
+                [dict(zip(columns, row, strict=True)) for row in rows_in],
             )
     return first, first + m - 1, rows
-
-
-def _copy_events(conn: Connection, rows: Iterable[tuple[Any, ...]]) -> None:
-    """PostgreSQL (psycopg): the rows through ``COPY ... FROM STDIN`` in the caller's transaction, several
-    times faster than an INSERT of many rows."""
-    cursor = raw_cursor(conn, writing=True)
-    try:
-        with cursor.copy(
-            "COPY events (id, customer_key, type_id, ts_us, properties, event_key) FROM STDIN"
-        ) as copy:
-            for row in rows:
-                copy.write_row(row)
-    finally:
-        cursor.close()
 
 
 def _sqlite_insert(

@@ -21,6 +21,7 @@ from orchestrator.store._bulk import (
     RUNS,
     UPDATE_FROM,
     column,
+    copy_rows,
     executemany,
     fetch,
     id_runs,
@@ -80,6 +81,17 @@ def insert_instances(
             {"j": journey_id, "v": version, "s": state, "rows": orjson.dumps(list(rows)).decode()},
         )
         return
+    columns = (
+        "journey_id", "version", "customer_key", "state", "status", "holdout", "entered_us", "since_us",
+        "wake_at_us", "entry_key", "entry_event_id", "data", "entry_values",
+    )  # fmt: skip
+    listed = list(rows)
+    copied = (
+        (journey_id, version, k, state, "active", h, t, t, t, ek, ev, d, values)
+        for k, h, t, ek, ev, d, values in listed
+    )
+    if copy_rows(conn, "journey_instances", columns, copied):
+        return
     executemany(
         conn,
         "INSERT INTO journey_instances (journey_id, version, customer_key, state, status, holdout, "
@@ -98,7 +110,7 @@ def insert_instances(
                 "d": d,
                 "ev2": values,
             }
-            for k, h, t, ek, ev, d, values in rows
+            for k, h, t, ek, ev, d, values in listed
         ],
     )
 
