@@ -327,6 +327,7 @@ def cmd_run(args: Args) -> int:
             raise Failure(str(exc)) from None
         finally:
             engine.save_signal_state()
+            engine.leave()  # partitioned: the daemons take its partitions at their next tick
             engine.router.close()
             engine.store.dispose()
     print(f"tick at {clock.now().isoformat()}")
