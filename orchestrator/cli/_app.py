@@ -1237,6 +1237,36 @@ def demo(
     )
 
 
+privacy_app = typer.Typer(
+    name="privacy",
+    help="what the store holds about a customer (access requests)",
+    no_args_is_help=True,
+    context_settings=CONTEXT,
+    rich_markup_mode=None,
+)
+app.add_typer(privacy_app)
+
+
+@privacy_app.command(
+    "export",
+    cls=Command,
+    help="every record the store holds about one customer: attributes, consent changes, events, journey "
+    "instances, holdout assignments, messages with their content, send choices, conversions, suppressions",
+    short_help="every record the store holds about one customer",
+    context_settings=CONTEXT,
+)
+def privacy_export(
+    ctx: typer.Context,
+    customer: Annotated[str, typer.Argument(metavar="CUSTOMER", help="the customer's id")],
+    format: o.TableFormat = "table",
+    db: o.Db = None,
+    config: o.ConfigFile = None,
+) -> int:
+    return _invoke(
+        ctx, "privacy export", config, lambda s: {"customer": customer, "format": format, "db": s.db(db)}
+    )
+
+
 predict_app = typer.Typer(
     name="predict",
     help="churn and lifetime-value models fitted on the store's purchases (the extra orchestrator[predict])",

@@ -542,6 +542,12 @@ def cmd_predict_scores(args: Args) -> int:
     return run_predict_scores(args, to_us(_instant(args.now).now()))
 
 
+def cmd_privacy_export(args: Args) -> int:
+    from orchestrator.cli._privacy import run_privacy_export
+
+    return run_privacy_export(args)
+
+
 def cmd_audience(args: Args) -> int:
     from orchestrator.cli._audience import run_audience
 

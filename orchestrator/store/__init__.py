@@ -235,6 +235,7 @@ from orchestrator.store._partitions import (
     release_partitions,
 )
 from orchestrator.store._predictions import StoredFit, latest_prediction_fits, save_prediction_fit
+from orchestrator.store._privacy import customer_export
 from orchestrator.store._program import (
     entered_customer_keys,
     first_tick_us,
@@ -376,6 +377,7 @@ __all__ = [
     "customer_contact",
     "customer_conversions",
     "customer_count",
+    "customer_export",
     "customer_ids",
     "customer_instances",
     "customer_key",
