@@ -36,6 +36,9 @@ One file at the root of a workspace (beside ``journeys/``) says how the engine r
       api_keys:
         - id: web
           key: ${ORCHESTRATOR_WRITE_KEY}
+      privacy_keys:                        # POST /v1/privacy/export (access requests)
+        - id: dpo
+          key: ${ORCHESTRATOR_PRIVACY_KEY}
       console:                             # the read-only console at /console/ (off without this)
         keys:
           - id: ops
@@ -360,6 +363,8 @@ class Http(_Model):
 
     listen: Annotated[str, Field(pattern=r"^[A-Za-z0-9.:\[\]-]+:\d{1,5}$")] = "127.0.0.1:8000"
     api_keys: list[ApiKey] = Field(default_factory=list)
+    # Keys of the privacy API (access requests), never the write keys apps carry.
+    privacy_keys: list[ApiKey] = Field(default_factory=list)
     console: Console | None = None
 
     @model_validator(mode="after")
@@ -367,6 +372,9 @@ class Http(_Model):
         ids = [key.id for key in self.api_keys]
         if len(set(ids)) != len(ids):
             raise ValueError("each API key needs its own id")
+        privacy = [key.id for key in self.privacy_keys]
+        if len(set(privacy)) != len(privacy):
+            raise ValueError("each privacy key needs its own id")
         port = int(self.listen.rsplit(":", 1)[1])
         if not 0 < port < 65536:
             raise ValueError(f"port {port} is out of range")

@@ -32,6 +32,7 @@ from orchestrator.http._metrics import ApiMetrics, StoreCollector
 from orchestrator.http._middleware import RequestMetrics
 from orchestrator.http._openapi import openapi_document
 from orchestrator.http._ops import Operations
+from orchestrator.http._privacy import PrivacyApi
 from orchestrator.http._segment import FEW_CALLS, parse_calls
 from orchestrator.http._writer import GroupWriter
 from orchestrator.store import Store, database_url, open_store
@@ -69,6 +70,7 @@ def create_app(
     writer = GroupWriter(the_store, clock=clock, durable=durable, on_commit=metrics.committed)
     api = EventApi(WriteKeys(config.file.http.api_keys), writer, metrics, clock)
     ops = Operations(the_store, registry, clock, stale_after)
+    privacy = PrivacyApi(WriteKeys(config.file.http.privacy_keys), the_store)
     document = orjson.dumps(openapi_document())
 
     async def openapi(_request: Request) -> Response:
@@ -80,6 +82,7 @@ def create_app(
         Route("/v1/page", api.page, methods=["POST"]),
         Route("/v1/screen", api.screen, methods=["POST"]),
         Route("/v1/batch", api.batch, methods=["POST"]),
+        Route("/v1/privacy/export", privacy.export, methods=["POST"]),
         Route("/healthz", ops.healthz, methods=["GET"]),
         Route("/readyz", ops.readyz, methods=["GET"]),
         Route("/metrics", ops.metrics, methods=["GET"]),

@@ -162,6 +162,29 @@ def _event_operation(summary: str, body: str) -> dict[str, Any]:
     }
 
 
+def _privacy_operation() -> dict[str, Any]:
+    body = {
+        "type": "object",
+        "properties": {"customer_id": {"type": "string", "minLength": 1}},
+        "required": ["customer_id"],
+    }
+    return {
+        "summary": "Every record the store holds about one customer (an access request)",
+        "security": [{"privacyKey": []}],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
+        "responses": {
+            "200": {
+                "description": "The customer's records, by table.",
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            },
+            "400": _json("Problem", "Not JSON, or no customer_id."),
+            "401": _json("Problem", "No privacy key, or not one of the configured privacy keys."),
+            "404": _json("Problem", "No customer has that id."),
+            "413": _json("Problem", "The request is over 8 KB."),
+        },
+    }
+
+
 def openapi_document() -> dict[str, Any]:
     """The OpenAPI 3.1 document of the event API and the operations endpoints."""
     _, defs = models_json_schema([(m, "validation") for m in _MODELS], ref_template=_REF)
@@ -171,6 +194,7 @@ def openapi_document() -> dict[str, Any]:
         "/v1/page": {"post": _event_operation("Record a page view", "PageCall")},
         "/v1/screen": {"post": _event_operation("Record a screen view", "ScreenCall")},
         "/v1/batch": {"post": _event_operation("Record many calls at once", "BatchRequest")},
+        "/v1/privacy/export": {"post": _privacy_operation()},
         "/healthz": {
             "get": {"summary": "The process answers", "responses": {"200": _json("Health", "Alive.")}}
         },
@@ -206,6 +230,9 @@ def openapi_document() -> dict[str, Any]:
         "paths": paths,
         "components": {
             "schemas": defs.get("$defs", {}),
-            "securitySchemes": {"writeKey": {"type": "http", "scheme": "basic"}},
+            "securitySchemes": {
+                "writeKey": {"type": "http", "scheme": "basic"},
+                "privacyKey": {"type": "http", "scheme": "basic"},
+            },
         },
     }

@@ -49,7 +49,7 @@ def customer_export(conn: Connection, customer_id: str) -> dict[str, Any] | None
         if table.name == "events":
             for event in found:
                 event["type"] = type_names.get(event.pop("type_id"))
-        out[table.name] = found
+        out[str(table.name)] = found
     addresses = [row[c] for c in ADDRESS_COLUMNS if row[c]]
     if addresses:
         held = (
@@ -60,8 +60,9 @@ def customer_export(conn: Connection, customer_id: str) -> dict[str, Any] | None
     return out
 
 
-def _plain(row: dict[str, Any]) -> dict[str, Any]:
-    """A row as JSON can hold it: JSON text parsed, bytes as hex."""
+def _plain(mapping: dict[str, Any]) -> dict[str, Any]:
+    """A row as JSON can hold it: names as plain text, JSON text parsed, bytes as hex."""
+    row = {str(name): value for name, value in mapping.items()}
     for name, value in row.items():
         if isinstance(value, bytes | memoryview):
             row[name] = bytes(value).hex()
