@@ -158,8 +158,9 @@ def test_two_daemon_processes_share_one_journey(tmp_path: Path, postgres_url: st
 
 
 def test_two_partitioned_daemons_share_the_customers(tmp_path: Path, postgres_url: str) -> None:
-    """The real command with ``workers.partitions`` in orchestrator.yaml: two daemons split the partitions,
-    each enters and dispatches for its own customers, and they hand their partitions back as they stop."""
+    """The real command with ``workers.partitions`` in orchestrator.yaml: two daemons share the partitions
+    (how evenly depends on when each starts: the first may run every tick before the second joins), every
+    customer enters once and every message goes once, and they hand their partitions back as they stop."""
     n = 500
     journeys = write_journey(tmp_path)
     add_customers(postgres_url, n, T0)
@@ -195,7 +196,6 @@ def test_two_partitioned_daemons_share_the_customers(tmp_path: Path, postgres_ur
     ]
     everything = sent_by[0] + sent_by[1]
     assert len(everything) == len(set(everything)) == 2 * n
-    assert all(sent_by)  # both dispatched: each its own customers' messages
     status = subprocess.run(
         [sys.executable, "-m", "orchestrator", "status", "--db", postgres_url, "--format", "json"],
         cwd=ROOT,
