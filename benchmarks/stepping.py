@@ -80,6 +80,7 @@ from orchestrator.signals import (  # noqa: E402
 )
 from orchestrator.store import insert_instances, open_store, sqlite_url  # noqa: E402
 from orchestrator.store._customers import upsert_customers  # noqa: E402
+from orchestrator.store._db import PAGE_SIZE  # noqa: E402
 
 JOURNEY = """\
 id: bench
@@ -173,14 +174,15 @@ def step_once(store: Any, workspace: Any, n: int, count_funnel: bool = True) -> 
 
 def disk_reference(workdir: Path, n: int) -> float:
     """The floor under stepping n instances on this machine now: a fresh SQLite file in the store's
-    settings (WAL, synchronous=NORMAL) gets n rows as wide as a queued ledger row and n as wide as an
-    instance, in one transaction, without an index, commit included. (Stepping also reads and updates
-    rows and keeps indexes; this is the write of its bytes alone.)"""
+    settings (its page size, WAL, synchronous=NORMAL) gets n rows as wide as a queued ledger row and n as
+    wide as an instance, in one transaction, without an index, commit included. (Stepping also reads and
+    updates rows and keeps indexes; this is the write of its bytes alone.)"""
     path = workdir / "reference.db"
     for stale in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
         stale.unlink(missing_ok=True)
     conn = sqlite3.connect(path, isolation_level=None)
-    for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "wal_autocheckpoint=0", "cache_size=-1048576"):
+    settings = (f"page_size={PAGE_SIZE}", "journal_mode=WAL", "synchronous=NORMAL", "wal_autocheckpoint=0")
+    for pragma in (*settings, "cache_size=-1048576"):
         conn.execute(f"PRAGMA {pragma}")
     conn.execute("CREATE TABLE ledger (id INTEGER PRIMARY KEY, k TEXT, j TEXT, v INT, i INT, c INT, s TEXT, "
                  "ch TEXT, st TEXT, t INT, a INT, x INT)")  # fmt: skip
