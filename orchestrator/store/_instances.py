@@ -8,7 +8,8 @@ caller's transaction, so a step's state change commits with its ledger rows.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -332,7 +333,9 @@ def move_instances(
 
     Instances that entered together usually move together: on SQLite, rows with the same new values are
     written by one UPDATE over their ids (travelling as one JSON array) when such groups are large, else
-    one executemany of single-row UPDATEs; on PostgreSQL one UPDATE joins the new values by id."""
+    one executemany of single-row UPDATEs, and a move of most of the table builds the live index again
+    after the writes instead of moving its entries one by one (``_live_index_set_aside``); on PostgreSQL
+    one UPDATE joins the new values by id."""
     n = len(ids)
     if not n:
         return
@@ -346,7 +349,6 @@ def move_instances(
     first = None if first_send_us is None else int(first_send_us)
     ids = np.asarray(ids, dtype=np.int64)
     since_us, wake_at_us = np.asarray(since_us, dtype=np.int64), np.asarray(wake_at_us, dtype=np.int64)
-    sets = "state = :s, since_us = :t, wake_at_us = :w, first_send_us = COALESCE(first_send_us, :f)"
     if conn.dialect.name == "postgresql":
         # One statement over arrays: PostgreSQL joins the new values to the rows by id. A worker's claim on
         # the rows ends with the move (store.leases), saving a second write of each row.
@@ -366,7 +368,23 @@ def move_instances(
             },
         )
         return
-    groups = _groups(codes, since_us, wake_at_us, marks) if n >= 1000 else None
+    with _live_index_set_aside(conn, n):
+        _sqlite_moves(conn, ids, names, codes, since_us, wake_at_us, marks, first)
+
+
+def _sqlite_moves(
+    conn: Connection,
+    ids: np.ndarray,
+    names: Sequence[str],
+    codes: np.ndarray,
+    since_us: np.ndarray,
+    wake_at_us: np.ndarray,
+    marks: np.ndarray,
+    first: int | None,
+) -> None:
+    """SQLite: the writes of ``move_instances`` (see there)."""
+    sets = "state = :s, since_us = :t, wake_at_us = :w, first_send_us = COALESCE(first_send_us, :f)"
+    groups = _groups(codes, since_us, wake_at_us, marks) if len(ids) >= 1000 else None
     if groups is not None:
         for rows in groups:
             j = rows[0]
@@ -400,6 +418,38 @@ def move_instances(
             )
         ],
     )
+
+
+#: SQLite: a move of at least this many instances, and of at least half the rows of the table, sets the
+#: live index aside while it writes (``_live_index_set_aside``).
+SET_ASIDE_MIN = 100_000
+
+
+@contextmanager
+def _live_index_set_aside(conn: Connection, n: int) -> Iterator[None]:
+    """SQLite: when ``n`` instances are about to move and they are at least half of the table (a young
+    store, a first large campaign), drop ``ix_instances_live`` for the writes and build it again after
+    them, from its own stored definition, in the same transaction.
+
+    Moving an instance to a new wake-up moves its entry in that index: for a million instances that costs
+    more than writing the rows (the entries leave one end of the index and join the other, one seek each).
+    Building the index again sorts the entries of every active row at once, which costs a fraction of
+    that per row of the table; it is chosen only where the table is at most twice the rows that move, so
+    it is never the slower way. Readers in other connections keep seeing the old index until the commit;
+    a rollback gives it back as it was."""
+    if n < SET_ASIDE_MIN:
+        yield
+        return
+    largest = conn.execute(text("SELECT MAX(id) FROM journey_instances")).scalar() or 0
+    definition = conn.execute(
+        text("SELECT sql FROM sqlite_master WHERE type = 'index' AND name = 'ix_instances_live'")
+    ).scalar()
+    if definition is None or 2 * n < int(largest):
+        yield
+        return
+    conn.execute(text("DROP INDEX ix_instances_live"))
+    yield
+    conn.exec_driver_sql(str(definition))
 
 
 def _groups(
