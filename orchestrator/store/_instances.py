@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import orjson
 from sqlalchemy import Connection, text
+from sqlalchemy.exc import OperationalError
 
 from orchestrator.store import _leases as leases
 from orchestrator.store._bulk import (
@@ -447,7 +448,11 @@ def _live_index_set_aside(conn: Connection, n: int) -> Iterator[None]:
     if definition is None or 2 * n < int(largest):
         yield
         return
-    conn.execute(text("DROP INDEX ix_instances_live"))
+    try:
+        conn.execute(text("DROP INDEX ix_instances_live"))
+    except OperationalError:  # a statement of this connection still reading: the entries move one by one
+        yield
+        return
     yield
     conn.exec_driver_sql(str(definition))
 
