@@ -33,18 +33,31 @@
    ``dispatch_by_layout`` every layout timed. ``dispatch_figures`` returns the latter as a dict (for
    ``benchmarks/scale.py``).
 
-Where the time goes (SQLite, WAL, synchronous=NORMAL; 2 shared cores under a load of 6-10, so wall
-times are several times the CPU's): nearly all of it is SQLite's B-tree work, two or three row writes per
-instance. The walk itself (numpy over the transition table) is about 1% of it. Reading the due instances
-(one JSON array per column) is about a fifth. The writes are the rest, in two nearly equal halves: the
-UPDATE of the instances (the row, and one entry moved in ``ix_instances_live``, the only index it
-changes: moving that entry costs about twice the row's own write) and the ledger INSERT (the row, its
-unique idempotency key, and the status and customer indexes, plus the join to the customer's id for the
-key). The funnel's upsert is one row per transition: under a millisecond. The commit appends the pages to
-the write-ahead log (a few percent); the checkpoint that copies them into the database is left to after
-the journeys (``Engine.tick``). Stepping was about twice the disk reference (N rows of each size written
-without an index) measured in the same run at 200,000 instances, and four times it at 1,000,000 (9.0 CPU
-seconds; the engine before these changes took 16.6 on an identical store under a similar load).
+Where the time goes (SQLite, WAL, synchronous=NORMAL, 16 KiB pages in a new store; 2 shared cores under
+a load of 8-12, so wall times are two to three times the CPU's): nearly all of it is SQLite's B-tree
+work. The walk itself (numpy over the transition table) is 1-2% of it. Reading the due instances is about
+a fifth: SQLite's scan of the live index and its rows with one ``group_concat`` per column (about 0.6 CPU
+seconds at 1,000,000), then numpy parses each comma-separated column (0.15 s; the instants come relative
+to now, a few characters each). The UPDATE of the instances writes each row (about 1 CPU microsecond);
+moving each instance's entry in ``ix_instances_live`` (the only index it changes: the entry leaves the
+index's due end for its far end, a seek each) costs about 1.3 microseconds more, so a move of at least
+half the table (a young store, a first large campaign, this benchmark) drops the index and builds it
+again after the writes in the same transaction, about 0.4 microseconds per active row
+(``store._instances._live_index_set_aside``); in an older store the entries move one by one. The ledger
+INSERT is now the largest part, about half of the writes: the row with its key built and the customer's
+id joined (about 0.7 microseconds) and three indexes (the unique text key about 0.45, the status and
+customer indexes about 0.15 each; a unique key over integers, such as instance, step and visit, would save
+about 0.3, but SQLite keeps a unique constraint inside the table: dropping it means rebuilding the
+messages table in a migration). The funnel's upsert is one row per transition: under a millisecond. The
+commit appends the pages to the write-ahead log (about 6%; 16 KiB pages cut it to about a third of what
+4 KiB pages cost); the checkpoint that copies them into the database is left to after the journeys
+(``Engine.tick``).
+
+At 1,000,000 instances (``--instances 1000000 --funnel-rounds 0``, three runs paired with the code before
+these changes, same period, load 8-12): stepping 4.4 CPU seconds and 10.9 s wall (medians; before: 8.1
+CPU seconds and 19.9 s), 2.2 times the disk reference measured in the same run (before: 3.5, with 4 KiB
+pages for the reference too). One run with the index never set aside (the older-store case): 4.7 CPU
+seconds, 11.8 s wall.
 
 Prints one JSON line.
 """
@@ -80,6 +93,7 @@ from orchestrator.signals import (  # noqa: E402
 )
 from orchestrator.store import insert_instances, open_store, sqlite_url  # noqa: E402
 from orchestrator.store._customers import upsert_customers  # noqa: E402
+from orchestrator.store._db import PAGE_SIZE  # noqa: E402
 
 JOURNEY = """\
 id: bench
@@ -173,14 +187,15 @@ def step_once(store: Any, workspace: Any, n: int, count_funnel: bool = True) -> 
 
 def disk_reference(workdir: Path, n: int) -> float:
     """The floor under stepping n instances on this machine now: a fresh SQLite file in the store's
-    settings (WAL, synchronous=NORMAL) gets n rows as wide as a queued ledger row and n as wide as an
-    instance, in one transaction, without an index, commit included. (Stepping also reads and updates
-    rows and keeps indexes; this is the write of its bytes alone.)"""
+    settings (its page size, WAL, synchronous=NORMAL) gets n rows as wide as a queued ledger row and n as
+    wide as an instance, in one transaction, without an index, commit included. (Stepping also reads and
+    updates rows and keeps indexes; this is the write of its bytes alone.)"""
     path = workdir / "reference.db"
     for stale in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
         stale.unlink(missing_ok=True)
     conn = sqlite3.connect(path, isolation_level=None)
-    for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "wal_autocheckpoint=0", "cache_size=-1048576"):
+    settings = (f"page_size={PAGE_SIZE}", "journal_mode=WAL", "synchronous=NORMAL", "wal_autocheckpoint=0")
+    for pragma in (*settings, "cache_size=-1048576"):
         conn.execute(f"PRAGMA {pragma}")
     conn.execute("CREATE TABLE ledger (id INTEGER PRIMARY KEY, k TEXT, j TEXT, v INT, i INT, c INT, s TEXT, "
                  "ch TEXT, st TEXT, t INT, a INT, x INT)")  # fmt: skip

@@ -140,6 +140,11 @@ CACHE_KIB = 65_536
 BULK_CACHE_KIB = 262_144
 #: SQLite's default: a commit that leaves the write-ahead log this many pages long checkpoints it.
 AUTOCHECKPOINT_PAGES = 1000
+#: SQLite's page size for new stores (bytes; SQLite's default is 4096). Stepping a million instances
+#: writes a row or two each into every page of its tables and indexes: four times fewer, larger pages
+#: mean fewer B-tree splits and merges and fewer page headers in the write-ahead log (stepping and its
+#: commit took about a fifth less CPU at 16 KiB than at 4 KiB). A store keeps the size it was made with.
+PAGE_SIZE = 16_384
 
 
 def _sqlite_pragmas(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
@@ -147,6 +152,8 @@ def _sqlite_pragmas(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
     # transaction could each see different data. Hand transaction control to SQLAlchemy (see _sqlite_begin).
     dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
+    # Only a new, empty database takes it, and only before it is in WAL mode; an existing one ignores it.
+    cur.execute(f"PRAGMA page_size={PAGE_SIZE}")
     # WAL lets readers (status, report) run while a tick writes; NORMAL sync is durable across
     # process crashes in WAL mode, which is the failure the engine must survive.
     cur.execute("PRAGMA journal_mode=WAL")

@@ -8,13 +8,15 @@ caller's transaction, so a step's state change commits with its ledger rows.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import orjson
 from sqlalchemy import Connection, text
+from sqlalchemy.exc import OperationalError
 
 from orchestrator.store import _leases as leases
 from orchestrator.store._bulk import (
@@ -153,8 +155,8 @@ def due_instances(
     ``claimed`` (a worker sharing the store), only the instances of that claim still held, locked. With
     ``states`` (the version's states, in code order), ``state_codes`` gives each instance's state code.
 
-    On SQLite the rows come back as one JSON array per column (``json_group_array``), parsed straight into
-    numpy columns: a million due instances are eight strings, not a million tuples."""
+    On SQLite the rows come back as one text per column (``group_concat``), parsed straight into numpy
+    columns: a million due instances are a few strings, not a million tuples (see ``_due_from_json``)."""
     columns = _DUE_COLUMNS
     if claimed is not None:
         rows = leases.lock_claimed(conn, journey_id, version, claimed.worker, claimed.ids, columns)
@@ -206,51 +208,81 @@ def _codes_sql(states: Sequence[str] | None, params: dict[str, Any]) -> str:
 def _due_from_json(
     conn: Connection, sources: list[str], params: dict[str, Any], states: Sequence[str] | None
 ) -> DueInstances:
-    """SQLite: the due rows of each ``FROM ... WHERE`` in ``sources`` as one JSON array per column."""
+    """SQLite: the due rows of each ``FROM ... WHERE`` in ``sources`` as one text per column.
+
+    The integer columns come as comma-separated lists (``group_concat``), which numpy parses straight
+    into int64 (``_ints``), the instants relative to ``now`` (a few characters each instead of sixteen).
+    The correlation keys (texts, usually none) come as a JSON array of the rows that have one, with their
+    ids; the state names, without ``states``, as a JSON array."""
     state = _codes_sql(states, params)
     aggregates = ", ".join(
-        f"json_group_array({c})"
-        for c in (
-            "id",
-            "customer_key",
-            state,
-            "holdout",
-            "wake_at_us",
+        (
+            "group_concat(id)",
+            "group_concat(customer_key)",
+            f"group_concat({state})" if states is not None else "json_group_array(state)",
+            "group_concat(holdout)",
+            "group_concat(wake_at_us - :now)",
             # Instances written before since_us existed count from their wake-up time.
-            "COALESCE(since_us, wake_at_us)",
-            "entered_us",
-            "entry_key",
+            "group_concat(COALESCE(since_us, wake_at_us) - :now)",
+            "group_concat(entered_us - :now)",
+            "group_concat(id) FILTER (WHERE entry_key IS NOT NULL)",
+            "json_group_array(entry_key) FILTER (WHERE entry_key IS NOT NULL)",
         )
     )
-    parts: list[list[Any]] = [[] for _ in range(8)]
+    now = int(params["now"])
+    parts: list[list[np.ndarray]] = [[] for _ in range(7)]
+    state_names: list[Any] = []
+    keyed_ids: list[np.ndarray] = []
+    keyed: list[Any] = []
     for source in sources:
-        for i, text_ in enumerate(fetch(conn, f"SELECT {aggregates} {source}", params)[0]):
-            parts[i].extend(orjson.loads(text_))
-    ids = np.array(parts[0], dtype=np.int64)
+        row = fetch(conn, f"SELECT {aggregates} {source}", params)[0]
+        n = len(ids := _ints(row[0]))
+        for i in range(7):
+            if i == 2 and states is None:
+                state_names.extend(orjson.loads(row[2]) if n else [])
+                continue
+            values = ids if i == 0 else _ints(row[i])
+            if len(values) != n:  # group_concat skips NULLs: a column that has one cannot be aligned
+                raise RuntimeError(f"journey_instances: a due instance has no value in column {i}")
+            parts[i].append(values + now if i >= 4 else values)
+        keyed_ids.append(_ints(row[7]))
+        keyed.extend(orjson.loads(row[8]) if row[8] else [])
+    columns = [np.concatenate(p) if p else np.zeros(0, np.int64) for p in parts]
+    ids = columns[0]
     # In id order (the scan follows the index, by wake-up time); usually ids come sorted already.
     order: np.ndarray | slice = slice(None) if bool(np.all(ids[1:] > ids[:-1])) else np.argsort(ids)
-    ints = [np.array(parts[i], dtype=np.int64)[order] for i in (1, 4, 5, 6)]
+    ids = ids[order]
+    entry_keys = np.full(len(ids), None, dtype=object)
+    if keyed:
+        entry_keys[np.searchsorted(ids, np.concatenate(keyed_ids))] = keyed
     codes = names = None
     if states is not None:
-        codes = np.array(parts[2], dtype=np.int64)[order]
+        codes = columns[2][order]
         names = np.array([*states, None], dtype=object)[codes]
         if (codes < 0).any():  # states the version does not have: read their names for the caller to show
-            unknown = ids[order][codes < 0]
+            unknown = ids[codes < 0]
             found = instance_states(conn, unknown.tolist())
             names[codes < 0] = [found[int(i)] for i in unknown]
     else:
-        names = _object_array(parts[2])[order]
+        names = _object_array(state_names)[order]
     return DueInstances(
-        ids=ids[order],
-        keys=ints[0],
+        ids=ids,
+        keys=columns[1][order],
         states=names,
-        holdout=np.array(parts[3], dtype=bool)[order],
-        wake_at_us=ints[1],
-        since_us=ints[2],
-        entered_us=ints[3],
-        entry_keys=_object_array(parts[7])[order],
+        holdout=columns[3][order].astype(bool),
+        wake_at_us=columns[4][order],
+        since_us=columns[5][order],
+        entered_us=columns[6][order],
+        entry_keys=entry_keys,
         state_codes=codes,
     )
+
+
+def _ints(listed: str | None) -> np.ndarray:
+    """A comma-separated list of integers (``group_concat``; None for no rows) as int64, parsed by numpy."""
+    if not listed:
+        return np.zeros(0, np.int64)
+    return np.fromstring(listed, dtype=np.int64, sep=",")
 
 
 def _object_array(values: list[Any]) -> np.ndarray:
@@ -315,7 +347,9 @@ def move_instances(
 
     Instances that entered together usually move together: on SQLite, rows with the same new values are
     written by one UPDATE over their ids (travelling as one JSON array) when such groups are large, else
-    one executemany of single-row UPDATEs; on PostgreSQL one UPDATE joins the new values by id."""
+    one executemany of single-row UPDATEs, and a move of most of the table builds the live index again
+    after the writes instead of moving its entries one by one (``_live_index_set_aside``); on PostgreSQL
+    one UPDATE joins the new values by id."""
     n = len(ids)
     if not n:
         return
@@ -329,7 +363,6 @@ def move_instances(
     first = None if first_send_us is None else int(first_send_us)
     ids = np.asarray(ids, dtype=np.int64)
     since_us, wake_at_us = np.asarray(since_us, dtype=np.int64), np.asarray(wake_at_us, dtype=np.int64)
-    sets = "state = :s, since_us = :t, wake_at_us = :w, first_send_us = COALESCE(first_send_us, :f)"
     if conn.dialect.name == "postgresql":
         # One statement over arrays: PostgreSQL joins the new values to the rows by id. A worker's claim on
         # the rows ends with the move (store.leases), saving a second write of each row.
@@ -349,7 +382,23 @@ def move_instances(
             },
         )
         return
-    groups = _groups(codes, since_us, wake_at_us, marks) if n >= 1000 else None
+    with _live_index_set_aside(conn, n):
+        _sqlite_moves(conn, ids, names, codes, since_us, wake_at_us, marks, first)
+
+
+def _sqlite_moves(
+    conn: Connection,
+    ids: np.ndarray,
+    names: Sequence[str],
+    codes: np.ndarray,
+    since_us: np.ndarray,
+    wake_at_us: np.ndarray,
+    marks: np.ndarray,
+    first: int | None,
+) -> None:
+    """SQLite: the writes of ``move_instances`` (see there)."""
+    sets = "state = :s, since_us = :t, wake_at_us = :w, first_send_us = COALESCE(first_send_us, :f)"
+    groups = _groups(codes, since_us, wake_at_us, marks) if len(ids) >= 1000 else None
     if groups is not None:
         for rows in groups:
             j = rows[0]
@@ -383,6 +432,42 @@ def move_instances(
             )
         ],
     )
+
+
+#: SQLite: a move of at least this many instances, and of at least half the rows of the table, sets the
+#: live index aside while it writes (``_live_index_set_aside``).
+SET_ASIDE_MIN = 100_000
+
+
+@contextmanager
+def _live_index_set_aside(conn: Connection, n: int) -> Iterator[None]:
+    """SQLite: when ``n`` instances are about to move and they are at least half of the table (a young
+    store, a first large campaign), drop ``ix_instances_live`` for the writes and build it again after
+    them, from its own stored definition, in the same transaction.
+
+    Moving an instance to a new wake-up moves its entry in that index: for a million instances that costs
+    more than writing the rows (the entries leave one end of the index and join the other, one seek each).
+    Building the index again sorts the entries of every active row at once, which costs a fraction of
+    that per row of the table; it is chosen only where the table is at most twice the rows that move, so
+    it is never the slower way. Readers in other connections keep seeing the old index until the commit;
+    a rollback gives it back as it was."""
+    if n < SET_ASIDE_MIN:
+        yield
+        return
+    largest = conn.execute(text("SELECT MAX(id) FROM journey_instances")).scalar() or 0
+    definition = conn.execute(
+        text("SELECT sql FROM sqlite_master WHERE type = 'index' AND name = 'ix_instances_live'")
+    ).scalar()
+    if definition is None or 2 * n < int(largest):
+        yield
+        return
+    try:
+        conn.execute(text("DROP INDEX ix_instances_live"))
+    except OperationalError:  # a statement of this connection still reading: the entries move one by one
+        yield
+        return
+    yield
+    conn.exec_driver_sql(str(definition))
 
 
 def _groups(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from orchestrator.store import Store, due_instances, insert_instances, move_instances, queue_messages
 from orchestrator.store._bulk import id_runs
@@ -117,3 +117,58 @@ def test_ids_make_runs_only_when_they_are_few() -> None:
     assert id_runs(np.array([1, 3, 5, 7])) is None
     assert id_runs(np.array([5, 4, 3, 2, 1, 0, 9, 8])) is None  # not increasing
     assert id_runs(np.array([], dtype=np.int64)) is None
+
+
+def _live_index(store: Store) -> str | None:
+    """SQLite: the stored definition of the live index (None on PostgreSQL)."""
+    if not store.is_sqlite:
+        return None
+    with store.connect() as conn:
+        value = conn.execute(text("SELECT sql FROM sqlite_master WHERE name = 'ix_instances_live'")).scalar()
+    assert value is not None
+    return str(value)
+
+
+def test_a_move_of_most_of_the_table_keeps_the_live_index_and_what_it_finds(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Moves of at least this many instances, at least half the table, set the index aside on SQLite.
+    monkeypatch.setattr("orchestrator.store._instances.SET_ASIDE_MIN", 1000)
+    _fill(store)
+    before = _live_index(store)
+    moved = np.arange(1, 2001, dtype=np.int64)
+    statements: list[str] = []
+    event.listen(store.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    with store.begin() as conn:
+        move_instances(
+            conn,
+            moved,
+            np.ones(2000, np.int64),
+            np.full(2000, T),
+            np.full(2000, T + 10),
+            names=["hello", "pause"],
+        )
+    assert _live_index(store) == before
+    assert ("DROP INDEX ix_instances_live" in statements) == store.is_sqlite  # it was set aside
+    with store.connect() as conn:
+        assert due_instances(conn, "j", 1, T).ids.tolist() == list(range(2001, N + 1))
+        assert due_instances(conn, "j", 1, T + 10).ids.tolist() == list(range(1, N + 1))
+        if store.is_sqlite:
+            assert conn.execute(text("PRAGMA integrity_check")).scalar() == "ok"
+            plan = conn.execute(
+                text(
+                    "EXPLAIN QUERY PLAN SELECT id FROM journey_instances WHERE journey_id = 'j' "
+                    "AND status = 'active' AND version = 1 AND wake_at_us <= 5"
+                )
+            ).all()
+            assert "ix_instances_live" in str(plan)
+    # A move rolled back leaves the rows and the index as they were.
+    with pytest.raises(RuntimeError), store.begin() as conn:
+        move_instances(
+            conn, moved, np.zeros(2000, np.int64), np.full(2000, T), np.full(2000, T + 99), names=["hello"]
+        )
+        raise RuntimeError("the tick failed")
+    assert _live_index(store) == before
+    rows = _rows(store)
+    assert all(r[1:4] == ("pause", T, T + 10) for r in rows[:2000])
+    assert all(r[1:4] == ("hello", T, T) for r in rows[2000:])
