@@ -375,11 +375,10 @@ AMPLIFIERS = [
 
 @pytest.mark.parametrize("source", AMPLIFIERS)
 def test_resource_amplification_is_refused(renderer: TemplateRenderer, source: str) -> None:
-    started = time.monotonic()
     with pytest.raises(TemplateError) as info:
         renderer.render_string(source, {})
     assert info.value.kind in ("limit", "security")
-    assert time.monotonic() - started < 1.5  # stopped by a bound, not by the 2 s deadline
+    assert "took longer than" not in str(info.value)  # stopped by a bound, not by the render's deadline
 
 
 def test_deadline_stops_a_slow_render(root: Path) -> None:
