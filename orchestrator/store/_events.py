@@ -555,7 +555,9 @@ def _fetch_postgres(
 
 
 class _PropertyRows:
-    """A cursor whose rows end with a JSON document, read as rows ending with the values of ``names``."""
+    """A cursor whose rows end with a JSON document, read as rows ending with the values of ``names``:
+    each block's documents parsed once, each name's values taken as a column, and only a column holding a
+    boolean, an object or a list converted value by value (``_as_sqlite``)."""
 
     def __init__(self, cursor: Any, names: Sequence[str]) -> None:
         self.cursor = cursor
@@ -563,15 +565,22 @@ class _PropertyRows:
 
     def fetchmany(self, size: int) -> list[tuple[Any, ...]]:
         rows = self.cursor.fetchmany(size)
-        if not self.names:
+        if not self.names or not rows:
             return rows
-        out = []
-        for row in rows:
-            doc = orjson.loads(row[3] or "{}")
-            if not isinstance(doc, dict):
-                doc = {}
-            out.append((row[0], row[1], row[2], *(_as_sqlite(doc.get(name)) for name in self.names)))
-        return out
+        docs = [orjson.loads(doc or "{}") for doc in map(itemgetter(3), rows)]
+        docs = [doc if type(doc) is dict else {} for doc in docs]
+        columns = []
+        for name in self.names:
+            values = [doc.get(name) for doc in docs]
+            if not set(map(type, values)) <= _PLAIN:
+                values = [_as_sqlite(v) for v in values]
+            columns.append(values)
+        firsts = (list(map(itemgetter(i), rows)) for i in range(3))  # customer, type, instant
+        return list(zip(*firsts, *columns, strict=True))
+
+
+#: JSON values SQLite's ``json_extract`` gives as they are.
+_PLAIN = {str, int, float, type(None)}
 
 
 def _as_sqlite(value: Any) -> Any:

@@ -495,7 +495,25 @@ def _groups(
 def finish_steps(
     conn: Connection, ids: np.ndarray, statuses: Sequence[str], reasons: Sequence[str], now_us: int
 ) -> None:
-    """Instances that stepped into a terminal state (completed or exited), with the reason."""
+    """Instances that stepped into a terminal state (completed or exited), with the reason (on PostgreSQL
+    one statement joining the values by id, on SQLite one executemany)."""
+    if conn.dialect.name == "postgresql":
+        if len(ids):
+            conn.execute(
+                text(
+                    "UPDATE journey_instances AS i SET state = u.s, status = u.s, since_us = :t, "
+                    "wake_at_us = NULL, exited_us = :t, exit_reason = u.r, claimed_by = NULL, "
+                    "lease_until_us = NULL FROM unnest(CAST(:ids AS BIGINT[]), CAST(:s AS TEXT[]), "
+                    "CAST(:r AS TEXT[])) AS u(id, s, r) WHERE i.id = u.id"
+                ),
+                {
+                    "ids": np.asarray(ids, dtype=np.int64).tolist(),
+                    "s": list(statuses),
+                    "r": list(reasons),
+                    "t": now_us,
+                },
+            )
+        return
     executemany(
         conn,
         "UPDATE journey_instances SET state = :s, status = :s, since_us = :t, wake_at_us = NULL, "
