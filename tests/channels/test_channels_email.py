@@ -134,6 +134,56 @@ def test_remote_stylesheets_are_not_fetched() -> None:
     assert server.requests == []
 
 
+LAYOUT = (
+    "<html><head><title>For {name}</title><style>td {{ font-size: 14px; }} p:empty {{ color: red; }} "
+    "a[title] {{ color: blue; }} b:first-child {{ font-weight: 700; }} .x > b {{ color: green; }}"
+    "</style></head>"
+    '<body><table width="600"><tr><td style="padding:8px">Hi {name}, {price}</td></tr>{stray}<tr><td>'
+    '<a title="{name}" href="https://shop.example/c">{name}</a></td></tr></table>'
+    '<div class="x"><b>{name}</b> and <b>{price}</b></div><p>{name}</p><pre>\n{name}</pre>'
+    "<!-- {name} > x --></body></html>"
+)
+TEXTS = [
+    "Ann", "O'Brien & Sons", 'say "hi"', "1 < 2 > 0", "Zoë 中文", "  lead", "tab\there", "a\nb", "", " ",
+    "\xa0nbsp", "&amp; raw", "Ann\r\n", "x<b>y</b>", "\ue000", "\x0cf", "\x01", "a" * 300,
+]  # fmt: skip
+
+
+def test_css_inlined_once_per_layout_is_what_the_inliner_gives() -> None:
+    from markupsafe import escape
+
+    from orchestrator.channels import _mail
+
+    _mail._LAYOUTS.clear()
+    _mail._RECENT.clear()
+    reused = 0
+    for name in TEXTS:
+        for price in TEXTS[:6]:
+            for stray in ("", "Misplaced {name}"):
+                # As a template renders them: escaped values; and raw text too (a |safe value).
+                for value in (str(escape(name)), name):
+                    page = LAYOUT.format(name=value, price=escape(price), stray=stray.format(name=value))
+                    assert _mail.inline_css(page) == _mail._INLINER.inline(page), page
+                    reused += bool(_mail._RECENT) and _mail._texts_in(page, _mail._RECENT[0]) is not None
+    # Many pages were inlined through a kept layout (the others, with texts that are not plain or a new
+    # name in the title attribute, which is part of the layout, as they are).
+    assert reused > len(TEXTS) * 6 * 2
+
+
+def test_a_layout_whose_markers_do_not_come_out_as_text_is_not_used() -> None:
+    from orchestrator.channels import _mail
+
+    # The text after "<!--" and ">" is a run to the cutter, but it is inside a comment: the marker comes
+    # out as it went in, and the page is inlined as it is.
+    page = "<style>p { color: red }</style><p>Hi</p><!-- a > b --><p>Bo</p>"
+    _mail._LAYOUTS.clear()
+    _mail._RECENT.clear()
+    assert _mail.inline_css(page) == _mail._INLINER.inline(page)
+    assert _mail._RECENT and _mail._RECENT[0].inlined is not None
+    page = "<style>p { color: red }</style><p>Hi</p><textarea><!-- a > b --></textarea>"
+    assert _mail.inline_css(page) == _mail._INLINER.inline(page)
+
+
 def test_unsubscribe_headers_and_links() -> None:
     parsed = parse(compose_email(make_email(), SETTINGS).data)
     assert parsed["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
