@@ -468,3 +468,18 @@ def test_the_long_line_check_agrees_with_its_definition(text: str) -> None:
     from orchestrator.channels._mail import MAX_LINE, _has_long_line
 
     assert _has_long_line(text) == (re.search(f"[^\n]{{{MAX_LINE + 1}}}", text) is not None)
+
+
+@pytest.mark.parametrize(
+    "text", ["", "plain\ttext\n", "bell\x07", "del\x7f", "é", "x" * 999, "form\x0cfeed", "a --=_b", "~ ok"]
+)
+def test_a_part_is_7bit_exactly_when_its_text_is_short_lines_of_printable_ascii(text: str) -> None:
+    from orchestrator.channels._mail import MAX_LINE, _part
+
+    expected = (
+        re.fullmatch(r"[\t\n\x20-\x7e]*", text) is not None
+        and re.search(f"[^\n]{{{MAX_LINE + 1}}}", text) is None
+        and "--=_b" not in text
+    )
+    head = _part("plain", text, "\r\n", "=_b").split(b"\r\n\r\n")[0]
+    assert (b"Content-Transfer-Encoding: 7bit" in head) == expected
