@@ -308,10 +308,15 @@ def _decide_batch(
     outcomes: list[dict[str, Any]] = []
     started = time.perf_counter()
     steps: list[tuple[JourneyPlan, StepPlan] | None] = []
+    sends_at: dict[tuple[str, int, str], tuple[JourneyPlan, StepPlan] | None] = {}  # looked up once a batch
     for m in batch:
-        plan = context.plan_for(m.journey_id, m.version)
-        step = next((s for s in plan.steps if s.id == m.step and s.send is not None), None) if plan else None
-        steps.append((plan, step) if plan is not None and step is not None else None)
+        where = (m.journey_id, m.version, m.step)
+        if where not in sends_at:
+            plan = context.plan_for(m.journey_id, m.version)
+            sends = (s for s in plan.steps if s.id == m.step and s.send is not None) if plan else iter(())
+            step = next(sends, None)
+            sends_at[where] = (plan, step) if plan is not None and step is not None else None
+        steps.append(sends_at[where])
     open_ = np.ones(len(batch), bool)
     for i, m in enumerate(batch):
         if m.held_out:
@@ -448,13 +453,26 @@ def _record(
     suppressions: list[dict[str, Any]],
 ) -> dict[str, Any]:
     """The ledger outcome of one provider answer (and the address to suppress, if it says so)."""
-    content = {k: row[k] for k in ("recipient", "subject", "body", "html", "title", "link")}
     attempts = m.attempts + 1
     if result.status == "sent":
         report.delivered += 1
-        return _outcome(
-            m, "sent", m.reason, provider_id=result.provider_id, sent_us=now_us, attempts=attempts, **content
-        )
+        # The common case, as one dict (what ``_outcome`` builds, without its copies).
+        return {
+            "id": m.id,
+            "status": "sent",
+            "reason": m.reason,
+            "recipient": row["recipient"],
+            "subject": row["subject"],
+            "body": row["body"],
+            "html": row["html"],
+            "title": row["title"],
+            "link": row["link"],
+            "provider_id": result.provider_id,
+            "sent_us": now_us,
+            "attempts": attempts,
+            "next_attempt_us": None,
+        }
+    content = {k: row[k] for k in ("recipient", "subject", "body", "html", "title", "link")}
     error = f"{result.code}: {result.error}" if result.code else str(result.error)
     if result.status == "retry":
         wait_s = context.backoff.delay(attempts, context.random, result.retry_after_s)
