@@ -340,7 +340,7 @@ class _Layout:
 
 _LAYOUTS: dict[str, _Layout] = {}  # by the page of markers
 _RECENT: list[_Layout] = []  # the last layouts used, most recent first: tried before cutting a page up
-_MAX_LAYOUTS = 256
+_MAX_LAYOUTS = 64  # each holds its page about three times: a bound on the memory for large pages
 _MAX_RECENT = 2
 _UNSEEN = {"new": 0, "skip": 0}  # new layouts in a row; pages left to inline without looking for one
 _MAX_UNSEEN = 64
@@ -448,6 +448,7 @@ def _inline_cached(html: str) -> str | None:
                 # Pages that differ in more than their text (a tracked link per message): the layouts
                 # cost more than they save. Inline the next pages as they are, then look again.
                 _UNSEEN.update(new=0, skip=_SKIP)
+                _LAYOUTS.clear()
         _RECENT[:] = [layout, *(kept for kept in _RECENT if kept is not layout)][:_MAX_RECENT]
     if layout.inlined is None:
         return None

@@ -149,13 +149,26 @@ TEXTS = [
 ]  # fmt: skip
 
 
-def test_css_inlined_once_per_layout_is_what_the_inliner_gives() -> None:
+@pytest.fixture
+def fresh_layouts() -> Iterator[None]:
+    """No kept layout before the test, and none left after it for the next."""
+    from orchestrator.channels import _mail
+
+    def clear() -> None:
+        _mail._LAYOUTS.clear()
+        _mail._RECENT.clear()
+        _mail._UNSEEN.update(new=0, skip=0)
+
+    clear()
+    yield
+    clear()
+
+
+def test_css_inlined_once_per_layout_is_what_the_inliner_gives(fresh_layouts: None) -> None:
     from markupsafe import escape
 
     from orchestrator.channels import _mail
 
-    _mail._LAYOUTS.clear()
-    _mail._RECENT.clear()
     reused = 0
     for name in TEXTS:
         for price in TEXTS[:6]:
@@ -170,18 +183,28 @@ def test_css_inlined_once_per_layout_is_what_the_inliner_gives() -> None:
     assert reused > len(TEXTS) * 6 * 2
 
 
-def test_a_layout_whose_markers_do_not_come_out_as_text_is_not_used() -> None:
+def test_a_layout_whose_markers_do_not_come_out_as_text_is_not_used(fresh_layouts: None) -> None:
     from orchestrator.channels import _mail
 
     # The text after "<!--" and ">" is a run to the cutter, but it is inside a comment: the marker comes
     # out as it went in, and the page is inlined as it is.
     page = "<style>p { color: red }</style><p>Hi</p><!-- a > b --><p>Bo</p>"
-    _mail._LAYOUTS.clear()
-    _mail._RECENT.clear()
     assert _mail.inline_css(page) == _mail._INLINER.inline(page)
     assert _mail._RECENT and _mail._RECENT[0].inlined is not None
     page = "<style>p { color: red }</style><p>Hi</p><textarea><!-- a > b --></textarea>"
     assert _mail.inline_css(page) == _mail._INLINER.inline(page)
+
+
+def test_pages_that_differ_in_their_tags_are_inlined_as_they_are_after_a_while(fresh_layouts: None) -> None:
+    from orchestrator.channels import _mail
+
+    # A link per message in an attribute: every page is a new layout; after _MAX_UNSEEN of them in a row
+    # the next pages skip the layouts (and the results stay the inliner's).
+    for i in range(_mail._MAX_UNSEEN + 10):
+        page = f'<style>a {{ color: red }}</style><p><a href="https://t.example/{i}">Hi {i}</a></p>'
+        assert _mail.inline_css(page) == _mail._INLINER.inline(page)
+    assert _mail._UNSEEN["skip"] == _mail._SKIP - 10
+    assert len(_mail._LAYOUTS) <= _mail._MAX_LAYOUTS
 
 
 def test_unsubscribe_headers_and_links() -> None:
