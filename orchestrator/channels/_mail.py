@@ -574,7 +574,8 @@ def _header(name: str, value: str, linesep: str) -> str:
 
 def _part(subtype: str, text: str, linesep: str, boundary: str) -> bytes:
     """The headers and the encoded body of one text part (without the boundary line)."""
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if "\r" in text:  # (a page without one is not scanned twice more)
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
     ascii_text = text.encode("ascii") if text.isascii() else None
     plain = (
         ascii_text is not None
