@@ -13,7 +13,8 @@ and fixed:
   last (clients show the last part they understand); each part is 7bit when it is plain ASCII with short
   lines, else quoted-printable (text) or base64 (HTML), so the message needs no 8BITMIME or SMTPUTF8;
 - CSS inlined into the HTML part with ``css-inline`` when it has a ``<style>`` block (many mail clients
-  drop ``<style>``); remote stylesheets are never fetched.
+  drop ``<style>``); remote stylesheets are never fetched. The inliner runs once per layout (the page
+  without its plain texts), not once per message, with the same result (``inline_css``).
 
 The output is deterministic (the MIME boundary comes from the idempotency key too), so a resend is
 byte-for-byte the same message.
@@ -28,6 +29,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from email.header import Header
 from email.utils import format_datetime, formataddr, parseaddr
+from functools import lru_cache
 from urllib.parse import quote, urlsplit
 
 import css_inline
@@ -45,7 +47,9 @@ _ATEXT_LOCAL = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}")
 _DOMAIN_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 _STYLE_TAG = re.compile(r"<style[\s>]", re.IGNORECASE)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_TEXT_7BIT = re.compile(r"[\t\n\x20-\x7e]*")
+# The bytes a 7bit part may hold: tab, line feed and printable ASCII (deleted by bytes.translate, which
+# leaves nothing of a part that holds only those, many times faster than a regular expression).
+_SEVEN_BIT = b"\t\n" + bytes(range(0x20, 0x7F))
 
 
 def _has_long_line(text: str) -> bool:
@@ -268,14 +272,205 @@ def message_id(idempotency_key: str, domain: str) -> str:
 def inline_css(html: str) -> str:
     """``html`` with its ``<style>`` rules moved into ``style`` attributes; unchanged without a ``<style>``.
 
-    Raises ``ComposeError`` when the inliner refuses the document.
+    The same as running the inliner on ``html``, but the inliner runs once per page layout rather than once
+    per message (see ``_inline_cached``). Raises ``ComposeError`` when the inliner refuses the document.
     """
     if not _STYLE_TAG.search(html):
         return html
+    cached = _inline_cached(html)
+    if cached is not None:
+        return cached
+    return _inline(html)
+
+
+def _inline(html: str) -> str:
     try:
         return _INLINER.inline(html)
     except (css_inline.InlineError, ValueError) as exc:
         raise ComposeError(f"cannot inline the CSS of the HTML part: {exc}", code="invalid_html") from exc
+
+
+# -- inlining once per layout -------------------------------------------------------------------------
+#
+# The messages of one template differ in their text (a name, a price), not in their tags and styles, and
+# CSS rules match tags and attributes, never text (but for ``:empty``, which no text that is not empty
+# changes). So the page is cut into its tags and the text between them; each text run that is plain (see
+# ``_plain``) is replaced by a numbered marker, and the page of markers (the layout: everything but
+# those texts) is inlined once and kept. A message whose layout is known gets the kept result with its own
+# texts put back where the markers came out, escaped as the inliner's serializer escapes text.
+#
+# Why that is the same as inlining the message: a marker starts with a character that is not white space,
+# like the text it stands for, and neither holds a character the HTML tokenizer acts on in text ("<",
+# "&" but for the entities markupsafe writes, NUL, CR); so both are read as plain characters in the same
+# tokenizer state, and the tree builder (which only tells white space from the rest) builds the same tree
+# for both, with the same text nodes moved to the same places (a text misplaced in a table, say).
+# Each marker holds "&#60;": the kept result is used only if every marker came out once, as "&lt;", which
+# is what text in an element that is not raw text becomes (in an attribute value, a comment, a <style> or
+# a <script> it would come out otherwise, and the layout is then inlined message by message as before).
+# <style>, <script> and comments are kept whole in the layout, never replaced. The last layouts used are
+# tried first (``_RECENT``: a page is matched against one piece by piece, without cutting it up); pages
+# that differ in more than their text (a link per customer in an attribute) each make a new layout, and
+# after ``_MAX_UNSEEN`` new ones in a row the next ``_SKIP`` pages are inlined as they are.
+
+_MARK_OPEN, _MARK_CLOSE = "\ue000", "\ue001"
+_RAW_SPANS = re.compile(r"<(?:style|script)\b.*?</(?:style|script)\s*>|<!--.*?-->", re.IGNORECASE | re.DOTALL)
+_TEXT_RUN = re.compile(r">[\t\n\x0c ]*([^<]+)")
+_HTML_SPACE = "\t\n\x0c "
+# What a plain run never holds: markup ("<", and "&" but for the entities markupsafe writes), controls,
+# the no-break space (serialized as &nbsp;), the byte order mark, private-use characters (the markers) and
+# lone surrogates.
+_UNPLAIN = re.compile(
+    "[<\r\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\xa0\ufeff\ue000-\uf8ff\ud800-\udfff]"
+    "|&(?!(?:amp|lt|gt|quot|#39|#34);)"
+)
+# In texts joined with line feeds after a first one: a text that starts with white space or is empty.
+_SPACE_FIRST = re.compile("\n[\t\n\x0c ]|\n\\Z")
+_MARK_OUT = re.compile(f"{_MARK_OPEN}([0-9]+)&lt;{_MARK_CLOSE}")
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """A page with its plain runs taken out: ``pieces`` are what lies around them (one more than the runs),
+    ``inlined`` the inliner's result for the page of markers as literal text and marker numbers (None: it
+    cannot be used, see above)."""
+
+    pieces: tuple[str, ...]
+    inlined: tuple[str | int, ...] | None
+
+
+_LAYOUTS: dict[str, _Layout] = {}  # by the page of markers
+_RECENT: list[_Layout] = []  # the last layouts used, most recent first: tried before cutting a page up
+_MAX_LAYOUTS = 64  # each holds its page about three times: a bound on the memory for large pages
+_MAX_RECENT = 2
+_UNSEEN = {"new": 0, "skip": 0}  # new layouts in a row; pages left to inline without looking for one
+_MAX_UNSEEN = 64
+_SKIP = 4096
+
+
+def _marker(number: int) -> str:
+    return f"{_MARK_OPEN}{number}&#60;{_MARK_CLOSE}"
+
+
+def _text_out(text: str) -> str:
+    """A plain run as the inliner writes it back: entities read, then ``&``, ``<`` and ``>`` escaped."""
+    if "&" not in text and ">" not in text:
+        return text
+    return text.replace(">", "&gt;").replace("&#39;", "'").replace("&#34;", '"').replace("&quot;", '"')
+
+
+def _plain(text: str) -> bool:
+    return bool(text) and text[0] not in _HTML_SPACE and _UNPLAIN.search(text) is None
+
+
+def _all_plain(texts: list[str]) -> bool:
+    """Whether every text is a plain run: one scan of them all, then (only when it finds something that
+    may be fine, such as an entity) one text at a time."""
+    joined = "\n" + "\n".join(texts)
+    # str.isprintable is false for every character _UNPLAIN refuses but "<" and "&" (and for a few more,
+    # such as other spaces, which then take the slow way); line feeds and tabs are fine in a run.
+    if (
+        "<" not in joined
+        and "&" not in joined
+        and joined.replace("\n", " ").replace("\t", " ").isprintable()
+        and _SPACE_FIRST.search(joined) is None
+    ):
+        return True
+    return all(_plain(text) for text in texts)
+
+
+def _texts_in(html: str, layout: _Layout) -> list[str] | None:
+    """The plain runs of ``html`` if it is ``layout`` with plain runs between its pieces, else None."""
+    pieces = layout.pieces
+    if not html.startswith(pieces[0]):
+        return None
+    size = len(html)
+    find, starts = html.find, html.startswith
+    texts: list[str] = []
+    append = texts.append
+    at = len(pieces[0])
+    for piece in pieces[1:]:  # each starts with "<", but the last when the page ends with a run ("")
+        end = find("<", at)
+        if end < 0:
+            end = size
+        if not starts(piece, end):
+            return None
+        append(html[at:end])
+        at = end + len(piece)
+    return texts if at == size and _all_plain(texts) else None
+
+
+def _cut(html: str) -> tuple[list[str], list[str]]:
+    """``html`` cut into pieces and the plain runs between them (the runs after a tag, but in <style>,
+    <script> and comments)."""
+    raw = [match.span() for match in _RAW_SPANS.finditer(html)]
+    pieces: list[str] = []
+    texts: list[str] = []
+    at = 0
+    for run in _TEXT_RUN.finditer(html):
+        start, end = run.span(1)
+        text = run.group(1)
+        if not _plain(text) or (raw and any(a < start < b for a, b in raw)):
+            continue
+        pieces.append(html[at:start])
+        texts.append(text)
+        at = end
+    pieces.append(html[at:])
+    return pieces, texts
+
+
+def _inline_cached(html: str) -> str | None:
+    """``html`` inlined through its kept layout (inlined now when new); None when the layout cannot be
+    used (a marker did not come out as text), and the page has to be inlined as it is."""
+    if _UNSEEN["skip"] > 0:
+        _UNSEEN["skip"] -= 1
+        return None
+    texts = None
+    for layout in _RECENT:
+        texts = _texts_in(html, layout)
+        if texts is not None:
+            _UNSEEN["new"] = 0
+            break
+    else:
+        pieces, texts = _cut(html)
+        if not texts:
+            return None
+        marked = "".join(piece + _marker(i) for i, piece in enumerate(pieces[:-1])) + pieces[-1]
+        layout = _LAYOUTS.get(marked)  # type: ignore[assignment]
+        if layout is not None:
+            _UNSEEN["new"] = 0
+        else:
+            layout = _Layout(tuple(pieces), _inline_layout(marked, len(texts)))
+            if len(_LAYOUTS) >= _MAX_LAYOUTS:
+                _LAYOUTS.clear()
+            _LAYOUTS[marked] = layout
+            _UNSEEN["new"] += 1
+            if _UNSEEN["new"] >= _MAX_UNSEEN:
+                # Pages that differ in more than their text (a tracked link per message): the layouts
+                # cost more than they save. Inline the next pages as they are, then look again.
+                _UNSEEN.update(new=0, skip=_SKIP)
+                _LAYOUTS.clear()
+        _RECENT[:] = [layout, *(kept for kept in _RECENT if kept is not layout)][:_MAX_RECENT]
+    if layout.inlined is None:
+        return None
+    return "".join(part if isinstance(part, str) else _text_out(texts[part]) for part in layout.inlined)
+
+
+def _inline_layout(layout: str, markers: int) -> tuple[str | int, ...] | None:
+    """The inlined layout as literal text and marker numbers, or None unless every marker came out once,
+    as text (see above) and nothing else looks like one."""
+    try:
+        out = _INLINER.inline(layout)
+    except (css_inline.InlineError, ValueError):
+        return None  # inlined message by message: the message's own error is raised
+    parts: list[str | int] = []
+    for i, part in enumerate(_MARK_OUT.split(out)):
+        parts.append(int(part) if i % 2 else part)
+    numbers = sorted(part for part in parts if isinstance(part, int))
+    if numbers != list(range(markers)) or any(
+        _MARK_OPEN in part or _MARK_CLOSE in part for part in parts if isinstance(part, str)
+    ):
+        return None
+    return tuple(parts)
 
 
 # -- composing ----------------------------------------------------------------------------------------
@@ -300,7 +495,7 @@ def compose_email(
     if message.subject is not None:
         headers.append(("Subject", message.subject))
     headers += [
-        ("Date", format_datetime(from_us(message.created_us))),
+        ("Date", _date(message.created_us)),
         ("Message-ID", mid),
     ]
     if settings.unsubscribe is not None and not message.transactional:
@@ -340,6 +535,12 @@ def compose_email(
     return ComposedEmail(body, settings._envelope, recipient, mid)
 
 
+@lru_cache(maxsize=1024)
+def _date(instant_us: int) -> str:
+    """The Date header's value for an instant (the messages of one tick share theirs: made once)."""
+    return format_datetime(from_us(instant_us))
+
+
 def _header(name: str, value: str, linesep: str) -> str:
     """One header field, encoded (RFC 2047) when it is not ASCII and folded when it is long."""
     if _CONTROL.search(value):
@@ -373,15 +574,18 @@ def _header(name: str, value: str, linesep: str) -> str:
 
 def _part(subtype: str, text: str, linesep: str, boundary: str) -> bytes:
     """The headers and the encoded body of one text part (without the boundary line)."""
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if "\r" in text:  # (a page without one is not scanned twice more)
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    ascii_text = text.encode("ascii") if text.isascii() else None
     plain = (
-        text.isascii()
-        and _TEXT_7BIT.fullmatch(text) is not None
+        ascii_text is not None
+        and not ascii_text.translate(None, _SEVEN_BIT)
         and not _has_long_line(text)
         and f"--{boundary}" not in text
     )
-    if plain:
-        encoding, payload = "7bit", text.replace("\n", linesep).encode("ascii")
+    if plain and ascii_text is not None:
+        payload = ascii_text if linesep == "\n" else ascii_text.replace(b"\n", linesep.encode("ascii"))
+        encoding = "7bit"
     else:
         # Neither encoding can produce the boundary: quoted-printable writes "=" as "=3D", and base64 has
         # no "_". The text part stays readable as quoted-printable; the HTML part, read by programs only,

@@ -247,10 +247,11 @@ class OutboxAdapter:
     # -- rendering ------------------------------------------------------------------------------------
 
     def _payload(self, message: OutgoingMessage) -> bytes:
-        for label, value in (("recipient", message.recipient), ("idempotency key", message.idempotency_key)):
-            if "\r" in value or "\n" in value:
-                # A line break in a header value is header injection; refuse rather than mangle.
-                raise _Undeliverable(f"{label} contains a line break", code="invalid_header")
+        recipient, key = message.recipient, message.idempotency_key
+        if "\r" in recipient or "\n" in recipient or "\r" in key or "\n" in key:
+            # A line break in a header value is header injection; refuse rather than mangle.
+            label = "recipient" if "\r" in recipient or "\n" in recipient else "idempotency key"
+            raise _Undeliverable(f"{label} contains a line break", code="invalid_header")
         if message.channel == "email":
             return self._email(message)
         if message.channel == "sms":

@@ -61,7 +61,7 @@ from orchestrator.clock import Clock, to_us
 from orchestrator.durations import US_PER_SECOND
 from orchestrator.engine._contact_policy import DELAY, SUPPRESS, WEEK_US, Batch, decide
 from orchestrator.engine._render import ADDRESS_FIELD, message_row
-from orchestrator.language import ENTRY, ContactPolicy, JourneyPlan, StepPlan
+from orchestrator.language import ENTRY, ContactPolicy, JourneyPlan, Send, StepPlan
 from orchestrator.signals import to_python
 from orchestrator.store import (
     DueMessage,
@@ -263,9 +263,13 @@ def _load(conn: Any, batch: list[DueMessage], context: DispatchContext, now_us: 
     recent = recent_sends(conn, keys, now_us - WEEK_US - 86400 * US_PER_SECOND)
     wants_data = []
     addresses: dict[str, list[str]] = {}
+    captures: dict[tuple[str, int], bool] = {}  # by journey version, asked once a batch
     for m in batch:
-        plan = context.plan_for(m.journey_id, m.version)
-        if plan is not None and (plan.captures or plan.entry.kind == "event"):
+        version = (m.journey_id, m.version)
+        if version not in captures:
+            plan = context.plan_for(m.journey_id, m.version)
+            captures[version] = plan is not None and bool(plan.captures or plan.entry.kind == "event")
+        if captures[version]:
             wants_data.append(m.instance_id)
         record = records.get(m.customer_key, {})
         address = record.get(ADDRESS_FIELD.get(m.channel, ""))
@@ -312,10 +316,15 @@ def _decide_batch(
     outcomes: list[dict[str, Any]] = []
     started = time.perf_counter()
     steps: list[tuple[JourneyPlan, StepPlan] | None] = []
+    sends_at: dict[tuple[str, int, str], tuple[JourneyPlan, StepPlan] | None] = {}  # looked up once a batch
     for m in batch:
-        plan = context.plan_for(m.journey_id, m.version)
-        step = next((s for s in plan.steps if s.id == m.step and s.send is not None), None) if plan else None
-        steps.append((plan, step) if plan is not None and step is not None else None)
+        where = (m.journey_id, m.version, m.step)
+        if where not in sends_at:
+            plan = context.plan_for(m.journey_id, m.version)
+            sends = (s for s in plan.steps if s.id == m.step and s.send is not None) if plan else iter(())
+            step = next(sends, None)
+            sends_at[where] = (plan, step) if plan is not None and step is not None else None
+        steps.append(sends_at[where])
     open_ = np.ones(len(batch), bool)
     for i, m in enumerate(batch):
         if m.held_out:
@@ -346,6 +355,7 @@ def _decide_batch(
     render_started = time.perf_counter()
     metric_cache: dict[int, Mapping[str, np.ndarray]] = {}
     loaded: dict[int, dict[str, Template]] = {}  # each renderer's templates, compiled once per batch
+    step_renders: dict[tuple[int, int, str], _StepRender] = {}
     for j, m in enumerate(pending):
         action = int(decisions.action[j])
         if action == SUPPRESS:
@@ -362,7 +372,7 @@ def _decide_batch(
         found = steps[idx[j]]
         assert found is not None
         plan, step = found
-        row = _render(m, plan, step, loaded_rows, context, metric_cache, loaded)
+        row = _render(m, plan, step, loaded_rows, context, metric_cache, loaded, step_renders)
         if row["status"] != "queued":
             report.suppressed += row["status"] == "suppressed"
             report.failed += row["status"] == "failed"
@@ -385,6 +395,18 @@ def _decide_batch(
     return outcomes, to_send
 
 
+@dataclass
+class _StepRender:
+    """What every message of one send step on one channel shares when it is rendered (made once a batch)."""
+
+    renderer: TemplateRenderer | None
+    send: Send
+    metrics: Mapping[str, np.ndarray]
+    roots: list[str]
+    journey: dict[str, Any]
+    templates: dict[str, Template]
+
+
 def _render(
     m: DueMessage,
     plan: JourneyPlan,
@@ -393,33 +415,44 @@ def _render(
     context: DispatchContext,
     metric_cache: dict[int, Mapping[str, np.ndarray]],
     templates: dict[int, dict[str, Template]],
+    steps: dict[tuple[int, int, str], _StepRender],
 ) -> dict[str, Any]:
     assert step.send is not None
-    renderer = context.renderer_for(plan.id)
+    how = steps.get((id(plan), id(step), m.channel))
+    if how is None:
+        renderer = context.renderer_for(plan.id)
+        if id(plan) not in metric_cache:
+            metric_cache[id(plan)] = context.metrics_for(plan) if plan.metrics else {}
+        how = _StepRender(
+            renderer=renderer,
+            send=step.send.on_channel(m.channel),
+            metrics=metric_cache[id(plan)],
+            roots=[ENTRY, *plan.captures] if plan.entry.kind == "event" else list(plan.captures),
+            journey={"id": plan.id, "version": plan.version, "step": step.id},
+            templates=templates.setdefault(id(renderer), {}),
+        )
+        steps[(id(plan), id(step), m.channel)] = how
     customer = loaded.records.get(m.customer_key)
-    if renderer is None or customer is None:
+    if how.renderer is None or customer is None:
         return {"status": "failed", "recipient": None, "reason": "no templates or no customer record"}
-    if id(plan) not in metric_cache:
-        metric_cache[id(plan)] = context.metrics_for(plan) if plan.metrics else {}
-    metrics = {name: to_python(values[m.customer_key]) for name, values in metric_cache[id(plan)].items()}
+    metrics = {name: to_python(values[m.customer_key]) for name, values in how.metrics.items()}
     extra: dict[str, Any] = {}
-    roots = [ENTRY, *plan.captures] if plan.entry.kind == "event" else list(plan.captures)
-    if roots:
+    if how.roots:
         raw = loaded.data.get(m.instance_id)
         data = orjson.loads(raw) if raw else {}
         data = data if isinstance(data, dict) else {}
-        extra = {root: data.get(root, {}) for root in roots}
+        extra = {root: data.get(root, {}) for root in how.roots}
     links = context.links.for_template(str(customer["id"]), m.channel) if context.links is not None else None
     return message_row(
-        renderer=renderer,
-        send=step.send.on_channel(m.channel),
+        renderer=how.renderer,
+        send=how.send,
         customer=customer,
         metrics=metrics,
-        journey={"id": plan.id, "version": plan.version, "step": step.id},
+        journey=how.journey,
         extra=extra,
         base={},
         links=links,
-        loaded=templates.setdefault(id(renderer), {}),
+        loaded=how.templates,
     )
 
 
@@ -452,13 +485,26 @@ def _record(
     suppressions: list[dict[str, Any]],
 ) -> dict[str, Any]:
     """The ledger outcome of one provider answer (and the address to suppress, if it says so)."""
-    content = {k: row[k] for k in ("recipient", "subject", "body", "html", "title", "link")}
     attempts = m.attempts + 1
     if result.status == "sent":
         report.delivered += 1
-        return _outcome(
-            m, "sent", m.reason, provider_id=result.provider_id, sent_us=now_us, attempts=attempts, **content
-        )
+        # The common case, as one dict (what ``_outcome`` builds, without its copies).
+        return {
+            "id": m.id,
+            "status": "sent",
+            "reason": m.reason,
+            "recipient": row["recipient"],
+            "subject": row["subject"],
+            "body": row["body"],
+            "html": row["html"],
+            "title": row["title"],
+            "link": row["link"],
+            "provider_id": result.provider_id,
+            "sent_us": now_us,
+            "attempts": attempts,
+            "next_attempt_us": None,
+        }
+    content = {k: row[k] for k in ("recipient", "subject", "body", "html", "title", "link")}
     error = f"{result.code}: {result.error}" if result.code else str(result.error)
     if result.status == "retry":
         wait_s = context.backoff.delay(attempts, context.random, result.retry_after_s)

@@ -11,6 +11,7 @@ records it ``uncertain`` (at-most-once channels). All in the caller's transactio
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -206,6 +207,16 @@ def recent_sends(
 def suppressed_addresses(conn: Connection, channel: str, addresses: Sequence[str]) -> dict[str, str]:
     """Which of ``addresses`` are on the suppression list of ``channel``, with the reason."""
     found: dict[str, str] = {}
+    if conn.dialect.name == "sqlite":
+        # One statement, the addresses as one JSON array: no IN list of a thousand names to compile.
+        return dict(
+            fetch(
+                conn,
+                "SELECT address, reason FROM suppressions WHERE channel = :c "
+                "AND address IN (SELECT value FROM json_each(:a))",
+                {"c": channel, "a": orjson.dumps(sorted(set(addresses))).decode()},
+            )
+        )
     for part in chunked(sorted(set(addresses))):
         listing = ", ".join(f":a{i}" for i in range(len(part)))
         params: dict[str, Any] = {f"a{i}": a for i, a in enumerate(part)}
@@ -243,6 +254,10 @@ _RECORD = (
 )
 
 
+# A row's parameters of ``_RECORD`` as one tuple, picked in C.
+_RECORD_VALUES = operator.itemgetter(*_OUTCOME_COLUMNS, "id")
+
+
 def record_outcomes(conn: Connection, rows: list[dict[str, Any]]) -> None:
     """Rows of id, status, reason, recipient, subject, body, html, title, link, provider_id, sent_us,
     attempts, next_attempt_us: what dispatch decided or the provider answered, per message."""
@@ -252,7 +267,7 @@ def record_outcomes(conn: Connection, rows: list[dict[str, Any]]) -> None:
         # Positional parameters: SQLite binds a tuple faster than a dict of thirteen names.
         cursor = raw_cursor(conn, writing=True)
         try:
-            cursor.executemany(_RECORD, [(*(r[c] for c in _OUTCOME_COLUMNS), r["id"]) for r in rows])
+            cursor.executemany(_RECORD, map(_RECORD_VALUES, rows))
         finally:
             cursor.close()
         return

@@ -134,6 +134,79 @@ def test_remote_stylesheets_are_not_fetched() -> None:
     assert server.requests == []
 
 
+LAYOUT = (
+    "<html><head><title>For {name}</title><style>td {{ font-size: 14px; }} p:empty {{ color: red; }} "
+    "a[title] {{ color: blue; }} b:first-child {{ font-weight: 700; }} .x > b {{ color: green; }}"
+    "</style></head>"
+    '<body><table width="600"><tr><td style="padding:8px">Hi {name}, {price}</td></tr>{stray}<tr><td>'
+    '<a title="{name}" href="https://shop.example/c">{name}</a></td></tr></table>'
+    '<div class="x"><b>{name}</b> and <b>{price}</b></div><p>{name}</p><pre>\n{name}</pre>'
+    "<!-- {name} > x --></body></html>"
+)
+TEXTS = [
+    "Ann", "O'Brien & Sons", 'say "hi"', "1 < 2 > 0", "Zoë 中文", "  lead", "tab\there", "a\nb", "", " ",
+    "\xa0nbsp", "&amp; raw", "Ann\r\n", "x<b>y</b>", "\ue000", "\x0cf", "\x01", "a" * 300,
+]  # fmt: skip
+
+
+@pytest.fixture
+def fresh_layouts() -> Iterator[None]:
+    """No kept layout before the test, and none left after it for the next."""
+    from orchestrator.channels import _mail
+
+    def clear() -> None:
+        _mail._LAYOUTS.clear()
+        _mail._RECENT.clear()
+        _mail._UNSEEN.update(new=0, skip=0)
+
+    clear()
+    yield
+    clear()
+
+
+def test_css_inlined_once_per_layout_is_what_the_inliner_gives(fresh_layouts: None) -> None:
+    from markupsafe import escape
+
+    from orchestrator.channels import _mail
+
+    reused = 0
+    for name in TEXTS:
+        for price in TEXTS[:6]:
+            for stray in ("", "Misplaced {name}"):
+                # As a template renders them: escaped values; and raw text too (a |safe value).
+                for value in (str(escape(name)), name):
+                    page = LAYOUT.format(name=value, price=escape(price), stray=stray.format(name=value))
+                    assert _mail.inline_css(page) == _mail._INLINER.inline(page), page
+                    reused += bool(_mail._RECENT) and _mail._texts_in(page, _mail._RECENT[0]) is not None
+    # Many pages were inlined through a kept layout (the others, with texts that are not plain or a new
+    # name in the title attribute, which is part of the layout, as they are).
+    assert reused > len(TEXTS) * 6 * 2
+
+
+def test_a_layout_whose_markers_do_not_come_out_as_text_is_not_used(fresh_layouts: None) -> None:
+    from orchestrator.channels import _mail
+
+    # The text after "<!--" and ">" is a run to the cutter, but it is inside a comment: the marker comes
+    # out as it went in, and the page is inlined as it is.
+    page = "<style>p { color: red }</style><p>Hi</p><!-- a > b --><p>Bo</p>"
+    assert _mail.inline_css(page) == _mail._INLINER.inline(page)
+    assert _mail._RECENT and _mail._RECENT[0].inlined is not None
+    page = "<style>p { color: red }</style><p>Hi</p><textarea><!-- a > b --></textarea>"
+    assert _mail.inline_css(page) == _mail._INLINER.inline(page)
+
+
+def test_pages_that_differ_in_their_tags_are_inlined_as_they_are_after_a_while(fresh_layouts: None) -> None:
+    from orchestrator.channels import _mail
+
+    # A link per message in an attribute: every page is a new layout; after _MAX_UNSEEN of them in a row
+    # the next pages skip the layouts (and the results stay the inliner's).
+    for i in range(_mail._MAX_UNSEEN + 10):
+        page = f'<style>a {{ color: red }}</style><p><a href="https://t.example/{i}">Hi {i}</a></p>'
+        assert _mail.inline_css(page) == _mail._INLINER.inline(page)
+    assert _mail._UNSEEN["skip"] == _mail._SKIP - 10
+    assert len(_mail._LAYOUTS) <= _mail._MAX_LAYOUTS
+
+
 def test_unsubscribe_headers_and_links() -> None:
     parsed = parse(compose_email(make_email(), SETTINGS).data)
     assert parsed["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
@@ -418,3 +491,18 @@ def test_the_long_line_check_agrees_with_its_definition(text: str) -> None:
     from orchestrator.channels._mail import MAX_LINE, _has_long_line
 
     assert _has_long_line(text) == (re.search(f"[^\n]{{{MAX_LINE + 1}}}", text) is not None)
+
+
+@pytest.mark.parametrize(
+    "text", ["", "plain\ttext\n", "bell\x07", "del\x7f", "é", "x" * 999, "form\x0cfeed", "a --=_b", "~ ok"]
+)
+def test_a_part_is_7bit_exactly_when_its_text_is_short_lines_of_printable_ascii(text: str) -> None:
+    from orchestrator.channels._mail import MAX_LINE, _part
+
+    expected = (
+        re.fullmatch(r"[\t\n\x20-\x7e]*", text) is not None
+        and re.search(f"[^\n]{{{MAX_LINE + 1}}}", text) is None
+        and "--=_b" not in text
+    )
+    head = _part("plain", text, "\r\n", "=_b").split(b"\r\n\r\n")[0]
+    assert (b"Content-Transfer-Encoding: 7bit" in head) == expected
