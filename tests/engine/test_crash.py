@@ -24,6 +24,7 @@ from orchestrator.channels._base import ChannelRouter, DeliveryResult, OutgoingM
 from orchestrator.channels._outbox import OutboxAdapter
 from orchestrator.clock import SimulatedClock, to_us
 from orchestrator.engine._daemon import AttemptLog, advancing, resume_simulated_clock
+from orchestrator.engine._dispatch import DispatchContext
 from orchestrator.engine._tick import Engine
 from orchestrator.engine._workspace import load_workspace
 from orchestrator.store import open_store, sqlite_url
@@ -140,7 +141,10 @@ def test_killed_daemon_against_an_smtp_server_keeps_the_promise_of_its_delivery_
     assert f["expected"] == 600 and f["kills"] == 5 and f["lost"] == 0 and f["sent_not_received"] == 0
     assert f["instances"] == {"completed": 200} and f["ledger_duplicate_steps"] == 0
     assert f["kills_with_rows_in_flight"] >= 3  # the kills did land while messages were in flight
-    assert f["max_in_flight_at_a_kill"] <= 8  # one small group at a time
+    # At most one group in doubt: at_most_once keeps the smallest group (8); at_least_once groups grow
+    # while commits cost more than a tenth of the provider calls (a loaded machine), up to the dispatch's
+    # largest group (engine._dispatch._send_batch), since a message sent again keeps its key.
+    assert f["max_in_flight_at_a_kill"] <= (8 if mode == "at_most_once" else DispatchContext.max_group)
     if mode == "at_least_once":
         assert f["uncertain"] == 0 and f["ledger"] == {"sent": 600} and f["delivered"] == 600
         assert f["duplicates"] <= f["in_flight_at_kills"]
