@@ -106,11 +106,18 @@ def _keys_for(conn: Connection, ids: Sequence[str]) -> dict[str, int]:
     return out
 
 
-def ensure_customer_keys(conn: Connection, ids: Sequence[str], now_us: int) -> np.ndarray:
+def ensure_customer_keys(
+    conn: Connection, ids: Sequence[str], now_us: int, *, likely_new: bool = False
+) -> np.ndarray:
     """The int64 keys of ``ids`` (aligned with it, duplicates allowed), creating missing customers.
 
     A created customer has only its id, no consent on record (NULL: the policy decides), empty attributes,
     ``updated_us = now_us`` and ``record_us = 0`` (no record applied yet).
+
+    ``likely_new`` says the caller expects none of the ids to be stored (an ingest's customers not seen
+    before in it, into a store being filled): on SQLite they are then created at once, without being
+    looked up first, and looked up only should some have been stored after all. Either way the result is
+    the same; only the cost differs.
     """
     if len(ids) == 0:
         return np.zeros(0, np.int64)
@@ -118,10 +125,11 @@ def ensure_customer_keys(conn: Connection, ids: Sequence[str], now_us: int) -> n
     for cid in distinct:
         if not isinstance(cid, str) or not cid:
             raise ValueError(f"customer id must be a non-empty string, got {cid!r}")
-    known = _keys_for(conn, distinct)
+    sqlite_file = conn.dialect.name == "sqlite"
+    known = {} if likely_new and sqlite_file else _keys_for(conn, distinct)
     missing = [cid for cid in distinct if cid not in known]
     revision = next_revision(conn) if missing else 0
-    if missing and conn.dialect.name == "sqlite":
+    if missing and sqlite_file:
         known.update(_sqlite_create(conn, missing, int(now_us), revision))
     elif missing:
         conn.execute(
@@ -149,10 +157,10 @@ def ensure_customer_keys(conn: Connection, ids: Sequence[str], now_us: int) -> n
 
 
 def _sqlite_create(conn: Connection, ids: list[str], now_us: int, revision: int) -> dict[str, int]:
-    """Create these customers (distinct, none stored: the caller looked them up under the write lock) and
-    return their keys. SQLite gives a rowid table's new rows one more than the largest key, row after row,
-    so the keys are the ``len(ids)`` after the largest before, in order: read back only should the largest
-    after say otherwise (which would mean some id was stored after all)."""
+    """Create these customers (distinct, none stored as far as the caller knows) and return their keys.
+    SQLite gives a rowid table's new rows one more than the largest key, row after row, so the keys are the
+    ``len(ids)`` after the largest before, in order; they are read back only should the largest after say
+    otherwise: some ids were stored already (and were left as they were)."""
     cursor = raw_cursor(conn, writing=True)
     try:
         first = int(cursor.execute(_SQLITE_MAX_KEY).fetchone()[0]) + 1
