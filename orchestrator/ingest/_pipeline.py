@@ -1,8 +1,12 @@
 """Loading validated chunks into the store, one transaction per chunk.
 
 A chunk's customers are mapped to keys (created when new), its event names to type ids, and its events are
-inserted in one executemany, all inside one transaction: a crash loses at most the chunk in flight. Each
-ingest ends with an ``ingest_batches`` row holding its counts.
+inserted in one executemany, all inside one transaction: a crash loses at most the chunk in flight. The
+chunks' transactions share one connection with a large page cache, and on SQLite their commits leave the
+write-ahead log to the ingest, which checkpoints it every ``CHECKPOINT_EVENTS`` events and at its end
+(``Store.bulk_writes``): a page written by several chunks (the customers' id index) is copied into the
+database once per checkpoint rather than once per chunk. Each ingest ends with an ``ingest_batches`` row
+holding its counts.
 
 Every event from a file has a key (see ``ingest._keys``): its own id, or the file's digest and its line.
 An event whose key is stored already is counted as a duplicate and not stored again, so ingesting a file
@@ -15,13 +19,15 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
+import pyarrow as pa
 
+from orchestrator.ingest._ids import IdIndex, string_array
 from orchestrator.ingest._keys import batch_digest, event_keys, file_digest
 from orchestrator.ingest._readers import (
     CHUNK_ROWS,
@@ -52,6 +58,12 @@ MAX_REJECT_EXAMPLES = 20
 #: How far past the ingest's time a customer record's ``updated_at`` may be (clocks differ a little).
 UPDATED_AT_LEEWAY_US = 86_400_000_000
 KINDS = ("events", "customers")
+#: Events stored between two checkpoints of SQLite's write-ahead log during an ingest (see
+#: ``Store.bulk_writes``): about 50 MB of log, so that it stays bounded without rewriting each chunk's pages.
+CHECKPOINT_EVENTS = 1_000_000
+#: Rows per chunk on PostgreSQL: there a chunk's transaction holds the events table's lock (see
+#: ``store.insert_new_events``), which the other writers wait for, so it stays short.
+SHARED_CHUNK_ROWS = 50_000
 
 
 @dataclass(frozen=True)
@@ -75,21 +87,31 @@ ProgressCallback = Callable[[int, int], object]
 
 
 class _KeyCache:
-    """Customer keys and event type ids already resolved during this ingest (they never change)."""
+    """Customer keys and event type ids already resolved during this ingest (they never change). Customer
+    ids are looked up an array at a time (``_ids.IdIndex``): at a million customers nearly every event of
+    a chunk names a customer the chunk names nowhere else. Ids new to the ingest are created without a
+    look-up first as long as every one so far was new to the store too (a store being filled)."""
 
     def __init__(self, now_us: int) -> None:
         self.now_us = now_us
-        self.customers: dict[str, int] = {}
+        self.customers = IdIndex()
+        self.likely_new = True
         self.types: dict[str, int] = {}
 
-    def customer_keys(self, conn: Connection, ids: list[str]) -> np.ndarray:
-        known = self.customers
-        keys = list(map(known.get, ids))  # one pass when every id is known, the common case
-        if None in keys:
-            missing = [cid for cid, key in zip(ids, keys, strict=True) if key is None]
-            known.update(zip(missing, ensure_customer_keys(conn, missing, self.now_us).tolist(), strict=True))
-            keys = list(map(known.__getitem__, ids))
-        return np.array(keys, dtype=np.int64)
+    def customer_keys(self, conn: Connection, ids: Sequence[str] | pa.Array) -> np.ndarray:
+        """The keys of these distinct customer ids, creating the customers the store does not have."""
+        ids = string_array(ids)
+        keys = self.customers.get(ids)
+        unknown = np.flatnonzero(keys < 0)
+        if len(unknown):  # ids new to this ingest: the store has them or creates them
+            new_ids = ids.take(pa.array(unknown))
+            created = ensure_customer_keys(conn, new_ids.to_pylist(), self.now_us, likely_new=self.likely_new)
+            # Keys of customers all created now follow one another; any stored before breaks the run, and
+            # the next chunks look their ids up first (the store is not being filled from empty).
+            self.likely_new = self.likely_new and bool((np.diff(created) == 1).all())
+            keys[unknown] = created
+            self.customers.add(new_ids, created)
+        return keys
 
     def type_ids(self, conn: Connection, names: list[str]) -> np.ndarray:
         missing = [name for name in names if name not in self.types]
@@ -112,30 +134,39 @@ def _load_events(
     if digest is not None:
         with store.begin() as conn:
             source = event_source(conn, digest, now_us)
-    for chunk in chunks:
-        # A chunk of rejects only still records them for its source (see ``insert_new_events``).
-        if len(chunk) or (source is not None and chunk.rejects):
-            keys: np.ndarray | None = None
-            keyed: np.ndarray | None = None
-            if source is not None or chunk.message_ids is not None:
-                keys, keyed = event_keys(source, chunk.lines, chunk.message_ids)
-            with store.begin() as conn:
-                customers = cache.customer_keys(conn, chunk.customer_ids)[chunk.customer_codes]
-                types = cache.type_ids(conn, chunk.event_names)[chunk.event_codes]
-                first, last, rows = insert_new_events(
-                    conn, customers, types, chunk.ts_us, chunk.properties, keys, keyed,
-                    source=source, lines=chunk.lines, rejected_lines=[r.line for r in chunk.rejects],
-                )  # fmt: skip
-            stored = len(rows)
-            report.accepted += stored
-            report.duplicates += len(chunk) - stored
-            if on_events is not None and stored:  # only once committed: it is in the store for good
-                codes, ts_us, properties = chunk.event_codes, chunk.ts_us, chunk.properties
-                if stored < len(chunk):  # only the events stored now
-                    customers, codes, ts_us = customers[rows], codes[rows], ts_us[rows]
-                    properties = [properties[i] for i in rows.tolist()]
-                on_events(IngestedEvents(first, last, customers, chunk.event_names, codes, ts_us, properties))
-        report.add_rejects(chunk.rejects, max_examples)
+    unsaved = 0  # events committed since the write-ahead log was last checkpointed
+    with store.bulk_writes() as conn:
+        for chunk in chunks:
+            # A chunk of rejects only still records them for its source (see ``insert_new_events``).
+            if len(chunk) or (source is not None and chunk.rejects):
+                keys: np.ndarray | None = None
+                keyed: np.ndarray | None = None
+                if source is not None or chunk.message_ids is not None:
+                    keys, keyed = event_keys(source, chunk.lines, chunk.message_ids)
+                with conn.begin():
+                    ids = chunk.customer_ids if chunk.customer_id_array is None else chunk.customer_id_array
+                    customers = cache.customer_keys(conn, ids)[chunk.customer_codes]
+                    types = cache.type_ids(conn, chunk.event_names)[chunk.event_codes]
+                    first, last, rows = insert_new_events(
+                        conn, customers, types, chunk.ts_us, chunk.properties, keys, keyed,
+                        source=source, lines=chunk.lines, rejected_lines=[r.line for r in chunk.rejects],
+                    )  # fmt: skip
+                stored = len(rows)
+                report.accepted += stored
+                report.duplicates += len(chunk) - stored
+                unsaved += stored
+                if unsaved >= CHECKPOINT_EVENTS:
+                    store.checkpoint()
+                    unsaved = 0
+                if on_events is not None and stored:  # only once committed: it is in the store for good
+                    codes, ts_us, properties = chunk.event_codes, chunk.ts_us, chunk.properties
+                    if stored < len(chunk):  # only the events stored now
+                        customers, codes, ts_us = customers[rows], codes[rows], ts_us[rows]
+                        properties = [properties[i] for i in rows.tolist()]
+                    on_events(
+                        IngestedEvents(first, last, customers, chunk.event_names, codes, ts_us, properties)
+                    )
+            report.add_rejects(chunk.rejects, max_examples)
 
 
 def _load_customers(
@@ -180,7 +211,7 @@ def ingest_file(
     *,
     now_us: int,
     max_reject_examples: int = MAX_REJECT_EXAMPLES,
-    chunk_rows: int = CHUNK_ROWS,
+    chunk_rows: int | None = None,
     rejects: TextIO | None = None,
     on_events: EventsCallback | None = None,
     times: TimeRange | None = None,
@@ -193,8 +224,9 @@ def ingest_file(
     and a file mixing both kinds of record is refused). Malformed rows are rejected with their line and
     reason and the rest is kept (and written to ``rejects`` as JSON lines, when given); events whose time
     is outside ``times`` (default: ``time_range(now_us)``) are rejected too. Each chunk of ``chunk_rows``
-    rows commits on its own, and ``on_events``, when given, is then handed the events it stored. Events
-    whose key is stored already are counted as duplicates and not stored (see ``ingest._keys``).
+    rows (by default ``CHUNK_ROWS`` on SQLite, ``SHARED_CHUNK_ROWS`` elsewhere) commits on its own, and
+    ``on_events``, when given, is then handed the events it stored. Events whose key is stored already
+    are counted as duplicates and not stored (see ``ingest._keys``).
     ``now_us`` stamps new customers and the ``ingest_batches`` row, is the time of customer rows without
     ``updated_at`` and bounds theirs (at most a day later); customer rows older than the customer's stored
     record are skipped and counted as ``stale``. ``progress``, when given, is told after each chunk how
@@ -214,7 +246,8 @@ def ingest_file(
     report = IngestReport(source=str(path), kind=kind, sink=rejects)
     position = None if progress is None else ReadPosition(path.stat().st_size)
     if kind == "events":
-        chunks = event_chunks(path, fmt, chunk_rows, times or time_range(now_us), **_watched(position))
+        rows_per_chunk = _chunk_rows(store, chunk_rows)
+        chunks = event_chunks(path, fmt, rows_per_chunk, times or time_range(now_us), **_watched(position))
         digest = file_digest(path)
         told = _told(_read_ahead(chunks), position, progress)
         try:
@@ -222,11 +255,19 @@ def ingest_file(
         finally:  # stops the reader's thread at once, should storing fail
             told.close()
     else:
-        rows = customer_chunks(path, fmt, chunk_rows, now_us + UPDATED_AT_LEEWAY_US, **_watched(position))
+        latest_us = now_us + UPDATED_AT_LEEWAY_US
+        rows = customer_chunks(path, fmt, _chunk_rows(store, chunk_rows), latest_us, **_watched(position))
         _load_customers(store, _told(rows, position, progress), report, now_us, max_reject_examples)
     report.seconds = time.perf_counter() - started
     _record_batch(store, report, now_us)
     return report
+
+
+def _chunk_rows(store: Store, chunk_rows: int | None) -> int:
+    """Rows per chunk: as given, else ``CHUNK_ROWS`` on SQLite and ``SHARED_CHUNK_ROWS`` elsewhere."""
+    if chunk_rows is not None:
+        return chunk_rows
+    return CHUNK_ROWS if store.is_sqlite else SHARED_CHUNK_ROWS
 
 
 _END = object()
@@ -301,7 +342,7 @@ def ingest_events_records(
     *,
     batch_id: str | None = None,
     max_reject_examples: int = MAX_REJECT_EXAMPLES,
-    chunk_rows: int = CHUNK_ROWS,
+    chunk_rows: int | None = None,
     on_events: EventsCallback | None = None,
     times: TimeRange | None = None,
 ) -> IngestReport:
@@ -319,7 +360,7 @@ def ingest_events_records(
     since two calls may each bring one real event that happen to look the same."""
     started = time.perf_counter()
     report = IngestReport(source=source, kind="events")
-    chunks = record_event_chunks(records, chunk_rows, times or TimeRange(0))
+    chunks = record_event_chunks(records, _chunk_rows(store, chunk_rows), times or TimeRange(0))
     digest = None if batch_id is None else batch_digest(batch_id)
     _load_events(store, chunks, report, now_us, max_reject_examples, on_events, digest)
     report.seconds = time.perf_counter() - started

@@ -47,7 +47,9 @@ from orchestrator.ingest._summary import IngestError, Reject
 from orchestrator.language import CONSENT_CHANNELS
 from orchestrator.store import RECORD_TIME
 
-CHUNK_ROWS = 50_000
+#: Rows per chunk, and so per transaction of an ingest: large enough that what each transaction pays
+#: whatever its size (its commit, the pages of the customers' id index it rewrites) stays small per event.
+CHUNK_ROWS = 200_000
 EVENT_FIELDS = ("customer_id", "event", "ts")
 STANDARD_TEXT = ("email", "phone", "push_token", "timezone")
 CONSENTS = tuple(f"consent_{channel}" for channel in CONSENT_CHANNELS)
@@ -152,6 +154,9 @@ class EventChunk:
     lines: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     # Each event's own id, or None; None for the whole chunk when no event has one.
     message_ids: list[str | None] | None = None
+    # ``customer_ids`` as an Arrow string array, when the reader has one (Parquet): what the ingest looks
+    # the customers up with (``ingest._ids``).
+    customer_id_array: pa.Array | None = None
 
     def __len__(self) -> int:
         return len(self.ts_us)
@@ -895,6 +900,7 @@ def arrow_event_chunk(batch: pa.RecordBatch, first_row: int, time_range: TimeRan
     cid_codes = pc.dictionary_encode(cid)
     event_codes = pc.dictionary_encode(event)
     return EventChunk(
+        customer_id_array=cid_codes.dictionary,
         customer_ids=cid_codes.dictionary.to_pylist(),
         customer_codes=cid_codes.indices.to_numpy(zero_copy_only=False).astype(np.int64),
         event_names=event_codes.dictionary.to_pylist(),

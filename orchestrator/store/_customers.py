@@ -56,12 +56,15 @@ def insert_ignoring_conflicts(conn: Connection, table: Any, index_elements: list
 
 
 _SQLITE_KEYS = "SELECT id, key FROM customers WHERE id IN (SELECT value FROM json_each(?))"
+#: New customers from one JSON array of their ids, in its order (SQLite's own loop, no Python step per
+#: row). ``WHERE true`` tells SQLite's parser that ``ON CONFLICT`` is the upsert clause, not a join's.
 _SQLITE_CREATE = (
     "INSERT INTO customers (id, email, phone, push_token, timezone, consent_email, consent_sms,"
     " consent_push, attributes, updated_us, record_us, revision)"
-    " VALUES (?, NULL, NULL, NULL, NULL, NULL, NULL, NULL, '{}', ?, 0, ?)"
-    " ON CONFLICT (id) DO NOTHING"
+    " SELECT value, NULL, NULL, NULL, NULL, NULL, NULL, NULL, '{}', ?, 0, ? FROM json_each(?)"
+    " WHERE true ORDER BY key ON CONFLICT (id) DO NOTHING"
 )
+_SQLITE_MAX_KEY = "SELECT COALESCE(MAX(key), 0) FROM customers"
 
 
 def next_revision(conn: Connection) -> int:
@@ -103,11 +106,18 @@ def _keys_for(conn: Connection, ids: Sequence[str]) -> dict[str, int]:
     return out
 
 
-def ensure_customer_keys(conn: Connection, ids: Sequence[str], now_us: int) -> np.ndarray:
+def ensure_customer_keys(
+    conn: Connection, ids: Sequence[str], now_us: int, *, likely_new: bool = False
+) -> np.ndarray:
     """The int64 keys of ``ids`` (aligned with it, duplicates allowed), creating missing customers.
 
     A created customer has only its id, no consent on record (NULL: the policy decides), empty attributes,
     ``updated_us = now_us`` and ``record_us = 0`` (no record applied yet).
+
+    ``likely_new`` says the caller expects none of the ids to be stored (an ingest's customers not seen
+    before in it, into a store being filled): on SQLite they are then created at once, without being
+    looked up first, and looked up only should some have been stored after all. Either way the result is
+    the same; only the cost differs.
     """
     if len(ids) == 0:
         return np.zeros(0, np.int64)
@@ -115,16 +125,12 @@ def ensure_customer_keys(conn: Connection, ids: Sequence[str], now_us: int) -> n
     for cid in distinct:
         if not isinstance(cid, str) or not cid:
             raise ValueError(f"customer id must be a non-empty string, got {cid!r}")
-    known = _keys_for(conn, distinct)
+    sqlite_file = conn.dialect.name == "sqlite"
+    known = {} if likely_new and sqlite_file else _keys_for(conn, distinct)
     missing = [cid for cid in distinct if cid not in known]
     revision = next_revision(conn) if missing else 0
-    if missing and conn.dialect.name == "sqlite":
-        cursor = raw_cursor(conn, writing=True)
-        try:
-            cursor.executemany(_SQLITE_CREATE, [(cid, int(now_us), revision) for cid in missing])
-        finally:
-            cursor.close()
-        known.update(_keys_for(conn, missing))
+    if missing and sqlite_file:
+        known.update(_sqlite_create(conn, missing, int(now_us), revision))
     elif missing:
         conn.execute(
             insert_ignoring_conflicts(conn, CUSTOMERS, ["id"]),
@@ -148,6 +154,24 @@ def ensure_customer_keys(conn: Connection, ids: Sequence[str], now_us: int) -> n
         )
         known.update(_keys_for(conn, missing))
     return np.fromiter((known[cid] for cid in ids), np.int64, len(ids))
+
+
+def _sqlite_create(conn: Connection, ids: list[str], now_us: int, revision: int) -> dict[str, int]:
+    """Create these customers (distinct, none stored as far as the caller knows) and return their keys.
+    SQLite gives a rowid table's new rows one more than the largest key, row after row, so the keys are the
+    ``len(ids)`` after the largest before, in order; they are read back only should the largest after say
+    otherwise: some ids were stored already (and were left as they were)."""
+    cursor = raw_cursor(conn, writing=True)
+    try:
+        first = int(cursor.execute(_SQLITE_MAX_KEY).fetchone()[0]) + 1
+        for part in chunked(ids, 200_000):
+            cursor.execute(_SQLITE_CREATE, (now_us, revision, orjson.dumps(list(part)).decode()))
+        last = int(cursor.execute(_SQLITE_MAX_KEY).fetchone()[0])
+    finally:
+        cursor.close()
+    if last != first + len(ids) - 1:
+        return _keys_for(conn, ids)
+    return dict(zip(ids, range(first, last + 1), strict=True))
 
 
 def _check_standard(name: str, value: Any) -> None:

@@ -107,6 +107,27 @@ class Store:
                 raw.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
                 raw.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES}")
 
+    @contextmanager
+    def bulk_writes(self) -> Iterator[Connection]:
+        """One connection for a series of write transactions, each opened by the caller with
+        ``conn.begin()`` (an ingest's chunks), with the settings of ``begin(bulk=True)`` held from the
+        first to the last: the page cache stays warm between the transactions and no commit checkpoints
+        the write-ahead log. The caller checkpoints it (``checkpoint``) as it sees fit; it is checkpointed
+        once more when the block ends. Elsewhere than on SQLite, a plain connection."""
+        with self.engine.connect() as conn:
+            if not self.is_sqlite:
+                yield conn
+                return
+            raw: Any = conn.connection.dbapi_connection
+            raw.execute(f"PRAGMA cache_size=-{BULK_CACHE_KIB}")
+            raw.execute("PRAGMA wal_autocheckpoint=0")
+            try:
+                yield conn
+            finally:
+                raw.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+                raw.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES}")
+        self.checkpoint()
+
     def checkpoint(self) -> None:
         """SQLite: copy the write-ahead log into the database file as far as readers allow (a passive
         checkpoint, which never waits for them). Nothing on PostgreSQL."""

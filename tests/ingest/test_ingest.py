@@ -26,7 +26,7 @@ from orchestrator.clock import to_us
 from orchestrator.engine._snapshot import load_customer_frame, load_event_frame
 from orchestrator.ingest import IngestError, ingest_events_records, ingest_file
 from orchestrator.store import Store, open_store, sqlite_url
-from orchestrator.store._customers import CUSTOMERS, customer_records, max_key
+from orchestrator.store._customers import CUSTOMERS, customer_records, ensure_customer_keys, max_key
 from orchestrator.store._db import open_engine
 from orchestrator.store._events import EVENTS
 from orchestrator.store._schema import alembic_config
@@ -756,6 +756,23 @@ def test_the_same_file_twice_stores_each_event_once_and_identical_lines_both_cou
     assert ingest_file(store, longer, now_us=NOW).accepted == 5
 
 
+def test_customers_stored_before_keep_their_keys_when_a_later_chunk_names_them(
+    store: Store, tmp_path: Path
+) -> None:
+    # The first chunk names only new customers, so the next ones are created without a look-up first:
+    # "old", stored before the ingest and named in the second chunk only, must keep its key all the same.
+    with store.begin() as conn:
+        (old,) = ensure_customer_keys(conn, ["old"], NOW).tolist()
+    records = [_event("c1"), _event("c2"), _event("c3"), _event("old"), _event("c2"), _event("c4")]
+    report = ingest_file(store, _jsonl(tmp_path / "e.jsonl", records), now_us=NOW, chunk_rows=2)
+    assert report.accepted == 6
+    assert [e["customer"] for e in _events(store)] == ["c1", "c2", "c3", "old", "c2", "c4"]
+    with store.connect() as conn:
+        keys = dict(conn.execute(select(CUSTOMERS.c.id, CUSTOMERS.c.key)).all())
+        assert conn.execute(select(EVENTS.c.customer_key).where(EVENTS.c.id == 4)).scalar_one() == old
+    assert keys["old"] == old and len(keys) == 5 and len(set(keys.values())) == 5
+
+
 def test_message_ids_are_keys_across_files_and_formats(store: Store, tmp_path: Path) -> None:
     a = _jsonl(
         tmp_path / "a.jsonl",
@@ -871,7 +888,8 @@ def test_kill_9_midway_then_rerun_stores_each_event_once(store: Store, tmp_path:
         command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=lambda: os.nice(19)
     )
     deadline = time.monotonic() + 120
-    # Kill at the first commit seen: the other fifteen row groups take far longer than one poll.
+    # Kill at the first commit seen: the other chunks (three on SQLite, fifteen on PostgreSQL) take far
+    # longer than one poll.
     while _count(store) == 0 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
     os.kill(proc.pid, signal.SIGKILL)
