@@ -226,6 +226,16 @@ def ingest(
             help="reject events later than this long after now",
         ),
     ] = "1d",
+    chunk_rows: Annotated[
+        int | None,
+        typer.Option(
+            "--chunk-rows",
+            metavar="N",
+            min=1,
+            help="rows per transaction (default 200000 on SQLite, 50000 on PostgreSQL, where a chunk holds "
+            "the events table's lock): a crash loses at most the chunk in flight, which a rerun stores",
+        ),
+    ] = None,
     format: o.TableFormat = "table",
     db: o.Db = None,
     config: o.ConfigFile = None,
@@ -241,6 +251,7 @@ def ingest(
             "strict": strict,
             "min_time": min_time,
             "max_future": max_future,
+            "chunk_rows": chunk_rows,
             "format": format,
             "db": s.db(db),
         },

@@ -205,7 +205,15 @@ def cmd_ingest(args: Args) -> int:
 
             try:
                 report = _ingest_one(
-                    store, path, args.kind, now_us, sink, times, quiet=as_json, progress=told
+                    store,
+                    path,
+                    args.kind,
+                    now_us,
+                    sink,
+                    times,
+                    quiet=as_json,
+                    progress=told,
+                    chunk_rows=getattr(args, "chunk_rows", None),
                 )
             except Failure as exc:
                 error = str(exc)
@@ -238,13 +246,21 @@ def _ingest_one(
     times: TimeRange,
     quiet: bool = False,
     progress: Callable[[int, int], object] | None = None,
+    chunk_rows: int | None = None,
 ) -> IngestReport:
     """Ingest one file and, unless ``quiet``, print its first rejects."""
     from orchestrator.ingest import ingest_file
 
     try:
         report = ingest_file(
-            store, path, kind=kind, now_us=now_us, rejects=sink, times=times, progress=progress
+            store,
+            path,
+            kind=kind,
+            now_us=now_us,
+            rejects=sink,
+            times=times,
+            progress=progress,
+            chunk_rows=chunk_rows,
         )
     except ValueError as exc:
         raise Failure(f"{path}: {exc}" if str(path) not in str(exc) else str(exc)) from None

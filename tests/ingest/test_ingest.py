@@ -881,15 +881,25 @@ def test_kill_9_midway_then_rerun_stores_each_event_once(store: Store, tmp_path:
     path = tmp_path / "big.parquet"
     pq.write_table(table, path, row_group_size=50_000)
     url = store.engine.url.render_as_string(hide_password=False)
-    command = [sys.executable, "-m", "orchestrator.cli", "ingest", str(path), "--db", url]
+    # Sixteen chunks (one per row group), whatever the backend's default chunk.
+    command = [
+        sys.executable,
+        "-m",
+        "orchestrator.cli",
+        "ingest",
+        str(path),
+        "--db",
+        url,
+        "--chunk-rows",
+        "50000",
+    ]
     # The ingest runs at the lowest priority, so that on a busy machine this test's polls still come
     # between its commits.
     proc = subprocess.Popen(
         command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=lambda: os.nice(19)
     )
     deadline = time.monotonic() + 120
-    # Kill at the first commit seen: the other chunks (three on SQLite, fifteen on PostgreSQL) take far
-    # longer than one poll.
+    # Kill at the first commit seen: the other fifteen chunks take far longer than one poll.
     while _count(store) == 0 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
     os.kill(proc.pid, signal.SIGKILL)
