@@ -137,7 +137,9 @@ class SignalState:
         if self._from_snapshot:
             self._from_snapshot = False
             self._load_snapshot(conn)
-        columns, last_id = load_new_events(conn, self.log.last_id, self.log.numeric + self.log.categorical)
+        columns, last_id = load_new_events(
+            conn, self.log.last_id, self.log.numeric + self.log.categorical, narrow_keys=True
+        )
         frame = EventFrame.from_columns(*columns)
         frame.n_customers = max(frame.n_customers, max_key(conn) + 1)
         return frame, last_id

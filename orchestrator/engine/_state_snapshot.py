@@ -68,7 +68,8 @@ from orchestrator.store import Connection, events_fingerprint, schema_version
 
 log = logging.getLogger("orchestrator.snapshot")
 
-FORMAT = 1
+#: 2: customer keys are int32 in the log (format 1 held int64); an older snapshot is stale, rebuilt.
+FORMAT = 2
 MAGIC = b"ORCHESTRATOR-SIG"
 END = b"END\n"
 _START = struct.Struct("<16sI")  # magic, format version

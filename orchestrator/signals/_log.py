@@ -33,7 +33,7 @@ class Segment:
     (unknown types, code -1, first) and by time within each type, and the events of type code ``c`` are
     ``runs[c + 1]:runs[c + 2]``. A segment made by joining ranges has ``runs`` None and no order."""
 
-    customer: np.ndarray  # int64
+    customer: np.ndarray  # int32 (int64 when a key does not fit: see ``_customer_keys``)
     ts: np.ndarray  # int64
     type: np.ndarray  # int32 codes into EventLog.type_names
     numbers: dict[str, np.ndarray] = field(default_factory=dict)  # float64
@@ -104,7 +104,7 @@ class Segment:
     def concat(parts: Sequence[Segment], numbers: Iterable[str], codes: Iterable[str]) -> Segment:
         if not parts:
             return Segment(
-                np.zeros(0, np.int64),
+                np.zeros(0, np.int32),
                 np.zeros(0, np.int64),
                 np.zeros(0, np.int32),
                 {k: np.zeros(0) for k in numbers},
@@ -169,9 +169,7 @@ class EventLog:
         types = codes_of_type[frame.type] if len(frame.type) else np.zeros(0, np.int32)
         numbers = {k: _as_numbers(frame.properties.get(k), len(frame)) for k in self.numeric}
         codes = {k: self._recode(k, frame.properties.get(k), len(frame)) for k in self.categorical}
-        segment = Segment.grouped(
-            Segment(frame.customer.astype(np.int64, copy=False), frame.ts, types, numbers, codes)
-        )
+        segment = Segment.grouped(Segment(_customer_keys(frame.customer), frame.ts, types, numbers, codes))
         if len(segment):
             self.segments.append(_frozen(segment))
             self.fresh.append(segment)
@@ -276,7 +274,7 @@ class EventLog:
         for prop, codes in segment.codes.items():
             properties[prop] = Categorical(codes, self.value_array(prop))
         return EventFrame(
-            customer=segment.customer,
+            customer=segment.customer.astype(np.int64, copy=False),  # the evaluator's keys are int64
             ts=segment.ts,
             type=segment.type,
             type_names=list(self.type_names),
@@ -299,6 +297,17 @@ def _frozen(segment: Segment) -> Segment:
     if segment.runs is not None:
         segment.runs.flags.writeable = False
     return segment
+
+
+def _customer_keys(keys: np.ndarray) -> np.ndarray:
+    """Customer keys as the log keeps them: int32 while every key fits (customers below 2^31), which
+    spares 4 bytes an event over int64, the largest column of a large log after the instants."""
+    if keys.dtype == np.int32:
+        return keys
+    limits = np.iinfo(np.int32)
+    if not len(keys) or (int(keys.min()) >= limits.min and int(keys.max()) <= limits.max):
+        return keys.astype(np.int32)
+    return keys.astype(np.int64, copy=False)
 
 
 def _plain(value: Any) -> Any:

@@ -260,3 +260,23 @@ def test_log_groups_a_batch_by_type_and_time_and_recodes_its_text(in_time_order:
     for code in range(-1, 4):
         run = segment.run(code)
         assert np.all(segment.type[run] == code) and np.all(np.diff(segment.ts[run]) >= 0)
+
+
+def test_log_keeps_customer_keys_as_int32_while_they_fit() -> None:
+    """Keys below 2^31 take 4 bytes an event in the log; a batch with a larger key keeps int64 keys, and
+    frames for the evaluator always carry int64 keys, with the same values."""
+    log = EventLog()
+    small = np.array([3, 1, 2**31 - 1], dtype=np.int64)
+    segment = log.append_frame(
+        EventFrame(small.copy(), np.array([1, 2, 3]), np.zeros(3, np.int32), ["e"], 2**31), 3
+    )
+    assert segment.customer.dtype == np.int32
+    assert segment.customer.tolist() == small.tolist()
+    large = np.array([2**31, 5], dtype=np.int64)
+    wide = log.append_frame(
+        EventFrame(large.copy(), np.array([4, 5]), np.zeros(2, np.int32), ["e"], 2**31 + 1), 5
+    )
+    assert wide.customer.dtype == np.int64 and wide.customer.tolist() == large.tolist()
+    frame = log.frame(log.range(None, None))
+    assert frame.customer.dtype == np.int64
+    assert sorted(frame.customer.tolist()) == sorted(small.tolist() + large.tolist())
