@@ -30,6 +30,9 @@ from orchestrator.store._bulk import (
 from orchestrator.store._customers import chunked
 from orchestrator.store._funnel import ENTRY_TRIGGER, add_funnel_counts, arm_counts, count_leaving
 
+#: Rows whose parameters are made at a time, for the writes that bind one set per row.
+_ROWS = 100_000
+
 
 def insert_instances(
     conn: Connection,
@@ -209,33 +212,41 @@ def _due_from_json(
             "entry_key",
         )
     )
-    parts: list[list[Any]] = [[] for _ in range(8)]
+    # Each column becomes an array as soon as it is parsed: a million due instances as eight lists of
+    # Python values at once would hold hundreds of MB.
+    kinds: list[Any] = [np.int64, np.int64, np.int64 if states is not None else object]
+    kinds += [bool, np.int64, np.int64, np.int64, object]
+    parts: list[list[np.ndarray]] = [[] for _ in range(8)]
     for source in sources:
         for i, text_ in enumerate(fetch(conn, f"SELECT {aggregates} {source}", params)[0]):
-            parts[i].extend(orjson.loads(text_))
-    ids = np.array(parts[0], dtype=np.int64)
+            values = orjson.loads(text_)
+            parts[i].append(_object_array(values) if kinds[i] is object else np.array(values, dtype=kinds[i]))
+            del values
+    columns = [part[0] if len(part) == 1 else np.concatenate(part) for part in parts]
+    del parts
+    ids = columns[0]
     # In id order (the scan follows the index, by wake-up time); usually ids come sorted already.
     order: np.ndarray | slice = slice(None) if bool(np.all(ids[1:] > ids[:-1])) else np.argsort(ids)
-    ints = [np.array(parts[i], dtype=np.int64)[order] for i in (1, 4, 5, 6)]
+    ints = [columns[i][order] for i in (1, 4, 5, 6)]
     codes = names = None
     if states is not None:
-        codes = np.array(parts[2], dtype=np.int64)[order]
+        codes = columns[2][order]
         names = np.array([*states, None], dtype=object)[codes]
         if (codes < 0).any():  # states the version does not have: read their names for the caller to show
             unknown = ids[order][codes < 0]
             found = instance_states(conn, unknown.tolist())
             names[codes < 0] = [found[int(i)] for i in unknown]
     else:
-        names = _object_array(parts[2])[order]
+        names = columns[2][order]
     return DueInstances(
         ids=ids[order],
         keys=ints[0],
         states=names,
-        holdout=np.array(parts[3], dtype=bool)[order],
+        holdout=columns[3][order],
         wake_at_us=ints[1],
         since_us=ints[2],
         entered_us=ints[3],
-        entry_keys=_object_array(parts[7])[order],
+        entry_keys=columns[7][order],
         state_codes=codes,
     )
 
@@ -398,15 +409,23 @@ def finish_steps(
     conn: Connection, ids: np.ndarray, statuses: Sequence[str], reasons: Sequence[str], now_us: int
 ) -> None:
     """Instances that stepped into a terminal state (completed or exited), with the reason."""
-    executemany(
-        conn,
-        "UPDATE journey_instances SET state = :s, status = :s, since_us = :t, wake_at_us = NULL, "
-        "exited_us = :t, exit_reason = :r, claimed_by = NULL, lease_until_us = NULL WHERE id = :id",
-        [
-            {"id": i, "s": s, "r": r, "t": now_us}
-            for i, s, r in zip(ids.tolist(), statuses, reasons, strict=True)
-        ],
-    )
+    if not (len(ids) == len(statuses) == len(reasons)):
+        raise ValueError("finish_steps needs a status and a reason per instance")
+    # The rows' parameters are made a block at a time: a dict per row for a million instances at once
+    # would hold hundreds of MB.
+    for start in range(0, len(ids), _ROWS):
+        end = start + _ROWS
+        executemany(
+            conn,
+            "UPDATE journey_instances SET state = :s, status = :s, since_us = :t, wake_at_us = NULL, "
+            "exited_us = :t, exit_reason = :r, claimed_by = NULL, lease_until_us = NULL WHERE id = :id",
+            [
+                {"id": i, "s": s, "r": r, "t": now_us}
+                for i, s, r in zip(
+                    ids[start:end].tolist(), statuses[start:end], reasons[start:end], strict=True
+                )
+            ],
+        )
 
 
 def mark_first_sends(conn: Connection, ids: np.ndarray, now_us: int) -> None:
