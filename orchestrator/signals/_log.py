@@ -77,7 +77,8 @@ class Segment:
         large first load needs."""
         n_keys = int(segment.type.max(initial=NULL_CODE)) + 2
         key_type = np.int16 if n_keys < np.iinfo(np.int16).max else np.int32
-        keys: np.ndarray = (segment.type + 1).astype(key_type)
+        keys = np.empty(len(segment), key_type)
+        np.add(segment.type, 1, out=keys, casting="unsafe")  # every key fits: no int32 scratch column
         order: np.ndarray | None = None
         if len(segment) > 1 and not bool(np.all(segment.ts[1:] >= segment.ts[:-1])):
             order = np.argsort(segment.ts, kind="stable")  # only a batch out of time order pays this
@@ -166,7 +167,7 @@ class EventLog:
         codes_of_type = np.array(
             [self._code_for_type(name) for name in frame.type_names] + [NULL_CODE], dtype=np.int32
         )
-        types = codes_of_type[frame.type] if len(frame.type) else np.zeros(0, np.int32)
+        types = _recoded(frame.type, codes_of_type)
         numbers = {k: _as_numbers(frame.properties.get(k), len(frame)) for k in self.numeric}
         codes = {k: self._recode(k, frame.properties.get(k), len(frame)) for k in self.categorical}
         segment = Segment.grouped(Segment(_customer_keys(frame.customer), frame.ts, types, numbers, codes))
@@ -204,14 +205,8 @@ class EventLog:
                 self.values[prop].append(value)
             mapping[i] = code
         mapping[-1] = NULL_CODE  # batch code -1 reads the last slot
-        codes = column.codes
-        if not (codes.dtype == np.int32 and codes.flags.writeable and codes.flags.c_contiguous):
-            return mapping[codes]
         # The log takes the frame's arrays over: recode in place, a block at a time (no second column).
-        for start in range(0, len(codes), _BLOCK):
-            block = codes[start : start + _BLOCK]
-            block[...] = mapping[block]
-        return codes
+        return _recoded(column.codes, mapping)
 
     def settle(self) -> list[Segment]:
         """The fresh segments, which from now on count as settled (and may be merged)."""
@@ -297,6 +292,19 @@ def _frozen(segment: Segment) -> Segment:
     if segment.runs is not None:
         segment.runs.flags.writeable = False
     return segment
+
+
+def _recoded(codes: np.ndarray, mapping: np.ndarray) -> np.ndarray:
+    """``mapping[codes]`` (code -1 reads the mapping's last slot) as int32, written over ``codes`` a block
+    at a time when the log may take them over (no second column for a large load)."""
+    if not len(codes):
+        return np.zeros(0, np.int32)
+    if not (codes.dtype == np.int32 and codes.flags.writeable and codes.flags.c_contiguous):
+        return mapping[codes].astype(np.int32, copy=False)
+    for start in range(0, len(codes), _BLOCK):
+        block = codes[start : start + _BLOCK]
+        block[...] = mapping[block]
+    return codes
 
 
 def _customer_keys(keys: np.ndarray) -> np.ndarray:
