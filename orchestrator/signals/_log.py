@@ -7,7 +7,9 @@ every event and no copy. That is what lets the incremental aggregates (``signals
 events that enter a window and subtract those that leave it, instead of rescanning all history.
 
 Text properties are dictionary-encoded with one dictionary per property for the whole log, so codes
-mean the same value in every segment; numbers are float64 with NaN for missing.
+mean the same value in every segment; numbers are float64 with NaN for missing, held as float32 in a
+segment whose values all are float32 exactly (small whole numbers, scores: half the memory), and read back
+as float64 (``Segment.numbers_of``), so every result is the same.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ class Segment:
     customer: np.ndarray  # int32 (int64 when a key does not fit: see ``_customer_keys``)
     ts: np.ndarray  # int64
     type: np.ndarray  # int32 codes into EventLog.type_names
-    numbers: dict[str, np.ndarray] = field(default_factory=dict)  # float64
+    numbers: dict[str, np.ndarray] = field(default_factory=dict)  # float64 or float32: ``numbers_of``
     codes: dict[str, np.ndarray] = field(default_factory=dict)  # int32 into EventLog.values[prop]
     runs: np.ndarray | None = None
 
@@ -51,6 +53,10 @@ class Segment:
             {k: v[index] for k, v in self.numbers.items()},
             {k: v[index] for k, v in self.codes.items()},
         )
+
+    def numbers_of(self, prop: str) -> np.ndarray:
+        """The numbers of ``prop`` as float64 (a float32 column, which holds them exactly, is widened)."""
+        return self.numbers[prop].astype(np.float64, copy=False)
 
     def run(self, code: int) -> slice:
         """Where the events of type ``code`` are (an empty slice for a type the segment never saw)."""
@@ -77,7 +83,7 @@ class Segment:
         large first load needs."""
         n_keys = int(segment.type.max(initial=NULL_CODE)) + 2
         key_type = np.int16 if n_keys < np.iinfo(np.int16).max else np.int32
-        keys = np.empty(len(segment), key_type)
+        keys: np.ndarray = np.empty(len(segment), key_type)
         np.add(segment.type, 1, out=keys, casting="unsafe")  # every key fits: no int32 scratch column
         order: np.ndarray | None = None
         if len(segment) > 1 and not bool(np.all(segment.ts[1:] >= segment.ts[:-1])):
@@ -265,7 +271,7 @@ class EventLog:
 
     def frame(self, segment: Segment, n_customers: int | None = None) -> EventFrame:
         """A segment as an ``EventFrame`` for the from-scratch evaluator."""
-        properties: dict[str, Any] = dict(segment.numbers.items())
+        properties: dict[str, Any] = {k: segment.numbers_of(k) for k in segment.numbers}
         for prop, codes in segment.codes.items():
             properties[prop] = Categorical(codes, self.value_array(prop))
         return EventFrame(
@@ -347,10 +353,21 @@ def _permuted(column: np.ndarray, order: np.ndarray) -> np.ndarray:
 
 def _as_numbers(column: Any, n: int) -> np.ndarray:
     if column is None:
-        return np.full(n, np.nan)
+        return np.full(n, np.nan, np.float32)  # NaN is a float32 too
     if isinstance(column, Categorical):
-        return np.append(event_numbers(column.values), np.nan)[column.codes]  # code -1 reads the NaN
-    return event_numbers(column)
+        return _narrowed(np.append(event_numbers(column.values), np.nan)[column.codes])  # -1 reads NaN
+    return _narrowed(event_numbers(column))
+
+
+def _narrowed(values: np.ndarray) -> np.ndarray:
+    """float64 numbers as float32 when every one of them is a float32 exactly (NaN included), else as
+    they are: a property that is mostly missing, or small whole numbers, takes half the memory."""
+    narrow = values.astype(np.float32)
+    for start in range(0, len(values), _BLOCK):
+        wide, back = values[start : start + _BLOCK], narrow[start : start + _BLOCK]
+        if not np.array_equal(back.astype(np.float64), wide, equal_nan=True):
+            return values
+    return narrow
 
 
 def property_uses(calls: Iterable[Any]) -> tuple[set[str], set[str]]:

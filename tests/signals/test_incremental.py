@@ -280,3 +280,29 @@ def test_log_keeps_customer_keys_as_int32_while_they_fit() -> None:
     frame = log.frame(log.range(None, None))
     assert frame.customer.dtype == np.int64
     assert sorted(frame.customer.tolist()) == sorted(small.tolist() + large.tolist())
+
+
+def test_log_keeps_numbers_as_float32_only_where_they_are_exact() -> None:
+    """A column whose every value is a float32 exactly (whole scores, missing values) is held as float32
+    and read back as the same float64 numbers; one value that is not (0.1) keeps the column float64."""
+    log = EventLog(numeric=["score"])
+    exact = np.array([3.0, np.nan, 10.0, -0.5, 2.0**40])
+    inexact = np.array([0.1, 1.0])
+    for i, values in enumerate([exact, inexact]):
+        n = len(values)
+        log.append_frame(
+            EventFrame(
+                np.arange(n), np.arange(n) + 10 * i, np.zeros(n, np.int32), ["e"], n, {"score": values.copy()}
+            ),
+            i + 1,
+        )
+    first, second = log.segments
+    assert first.numbers["score"].dtype == np.float32 and second.numbers["score"].dtype == np.float64
+    assert np.array_equal(first.numbers_of("score"), exact, equal_nan=True)
+    assert first.numbers_of("score").dtype == np.float64
+    assert np.array_equal(second.numbers_of("score"), inexact)
+    frame = log.frame(log.range(None, None))
+    assert frame.properties["score"].dtype == np.float64
+    assert sorted(frame.properties["score"][~np.isnan(frame.properties["score"])].tolist()) == sorted(
+        [3.0, 10.0, -0.5, 2.0**40, 0.1, 1.0]
+    )
