@@ -68,7 +68,8 @@ from orchestrator.store import Connection, events_fingerprint, schema_version
 
 log = logging.getLogger("orchestrator.snapshot")
 
-#: 2: customer keys are int32 in the log (format 1 held int64); an older snapshot is stale, rebuilt.
+#: 2: customer keys int32, type and value codes int16 and exact number columns float32 in the log (format 1:
+#: int64, int32 and float64); an older snapshot is stale, and the state rebuilt from the store (said so).
 FORMAT = 2
 MAGIC = b"ORCHESTRATOR-SIG"
 END = b"END\n"

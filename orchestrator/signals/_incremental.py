@@ -118,7 +118,7 @@ class SegmentFilter:
         def column(prop: str) -> Categorical | np.ndarray:
             if prop not in events.codes:
                 return events.numbers_of(prop)  # read only as a number (``lang.where_numbers``)
-            return Categorical(events.codes[prop], self._dictionary(prop))
+            return Categorical(events.codes[prop].astype(np.int32, copy=False), self._dictionary(prop))
 
         return where_filter.event_mask(
             self.where, column, events.customer, {}, column_evaluator, self._tables

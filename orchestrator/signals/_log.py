@@ -37,9 +37,10 @@ class Segment:
 
     customer: np.ndarray  # int32 (int64 when a key does not fit: see ``_customer_keys``)
     ts: np.ndarray  # int64
-    type: np.ndarray  # int32 codes into EventLog.type_names
+    type: np.ndarray  # int16 codes into EventLog.type_names (int32 past 32,766 types: ``_type_codes``)
     numbers: dict[str, np.ndarray] = field(default_factory=dict)  # float64 or float32: ``numbers_of``
-    codes: dict[str, np.ndarray] = field(default_factory=dict)  # int32 into EventLog.values[prop]
+    # int16 (int32 once the property has 32,767 values or more) into EventLog.values[prop]
+    codes: dict[str, np.ndarray] = field(default_factory=dict)
     runs: np.ndarray | None = None
 
     def __len__(self) -> int:
@@ -113,9 +114,9 @@ class Segment:
             return Segment(
                 np.zeros(0, np.int32),
                 np.zeros(0, np.int64),
-                np.zeros(0, np.int32),
+                np.zeros(0, np.int16),
                 {k: np.zeros(0) for k in numbers},
-                {k: np.zeros(0, np.int32) for k in codes},
+                {k: np.zeros(0, np.int16) for k in codes},
             )
         if len(parts) == 1:
             return parts[0]
@@ -173,9 +174,12 @@ class EventLog:
         codes_of_type = np.array(
             [self._code_for_type(name) for name in frame.type_names] + [NULL_CODE], dtype=np.int32
         )
-        types = _recoded(frame.type, codes_of_type)
+        types = _type_codes(_recoded(frame.type, codes_of_type), len(self.type_names))
         numbers = {k: _as_numbers(frame.properties.get(k), len(frame)) for k in self.numeric}
-        codes = {k: self._recode(k, frame.properties.get(k), len(frame)) for k in self.categorical}
+        codes = {}
+        for k in self.categorical:
+            recoded = self._recode(k, frame.properties.get(k), len(frame))
+            codes[k] = _type_codes(recoded, len(self.values[k]))  # the same narrowing as type codes
         segment = Segment.grouped(Segment(_customer_keys(frame.customer), frame.ts, types, numbers, codes))
         if len(segment):
             self.segments.append(_frozen(segment))
@@ -272,12 +276,12 @@ class EventLog:
     def frame(self, segment: Segment, n_customers: int | None = None) -> EventFrame:
         """A segment as an ``EventFrame`` for the from-scratch evaluator."""
         properties: dict[str, Any] = {k: segment.numbers_of(k) for k in segment.numbers}
-        for prop, codes in segment.codes.items():
-            properties[prop] = Categorical(codes, self.value_array(prop))
+        for prop, codes in segment.codes.items():  # the evaluator's codes are int32
+            properties[prop] = Categorical(codes.astype(np.int32, copy=False), self.value_array(prop))
         return EventFrame(
             customer=segment.customer.astype(np.int64, copy=False),  # the evaluator's keys are int64
             ts=segment.ts,
-            type=segment.type,
+            type=segment.type.astype(np.int32, copy=False),  # the evaluator's codes are int32
             type_names=list(self.type_names),
             n_customers=max(self.n_customers, n_customers or 0),
             properties=properties,
@@ -311,6 +315,14 @@ def _recoded(codes: np.ndarray, mapping: np.ndarray) -> np.ndarray:
         block = codes[start : start + _BLOCK]
         block[...] = mapping[block]
     return codes
+
+
+def _type_codes(codes: np.ndarray, n_codes: int) -> np.ndarray:
+    """Event type codes (or a property's value codes) as the log keeps them: int16 while the log knows
+    fewer than 32,767 types (values), half the memory of int32 for a large log; else int32."""
+    if n_codes < np.iinfo(np.int16).max:
+        return codes.astype(np.int16)
+    return codes.astype(np.int32, copy=False)
 
 
 def _customer_keys(keys: np.ndarray) -> np.ndarray:

@@ -264,7 +264,7 @@ def test_log_groups_a_batch_by_type_and_time_and_recodes_its_text(in_time_order:
 
 def test_log_keeps_customer_keys_as_int32_while_they_fit() -> None:
     """Keys below 2^31 take 4 bytes an event in the log; a batch with a larger key keeps int64 keys, and
-    frames for the evaluator always carry int64 keys, with the same values."""
+    frames for the evaluator always carry int64 keys (and int32 type codes), with the same values."""
     log = EventLog()
     small = np.array([3, 1, 2**31 - 1], dtype=np.int64)
     segment = log.append_frame(
@@ -277,8 +277,9 @@ def test_log_keeps_customer_keys_as_int32_while_they_fit() -> None:
         EventFrame(large.copy(), np.array([4, 5]), np.zeros(2, np.int32), ["e"], 2**31 + 1), 5
     )
     assert wide.customer.dtype == np.int64 and wide.customer.tolist() == large.tolist()
+    assert segment.type.dtype == wide.type.dtype == np.int16  # and type codes in two bytes
     frame = log.frame(log.range(None, None))
-    assert frame.customer.dtype == np.int64
+    assert frame.customer.dtype == np.int64 and frame.type.dtype == np.int32
     assert sorted(frame.customer.tolist()) == sorted(small.tolist() + large.tolist())
 
 
