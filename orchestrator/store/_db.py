@@ -135,11 +135,12 @@ class Store:
 
 _READ_ONLY = "orchestrator_read_only"
 #: SQLite's page cache per connection (KiB), and during a bulk transaction (``Store.begin(bulk=True)``):
-#: only the pages a transaction touches are allocated. The bulk cache was 256 MiB: at a million customers
-#: the engine's first tick peaked some 300 MB higher with it, and stepping 300,000 instances
-#: (``benchmarks/stepping.py``) took no more CPU with 64 MiB.
+#: only the pages a transaction touches are allocated. A bulk transaction mostly writes new pages, which a
+#: larger cache only holds longer before they go to the write-ahead log: it was 256 MiB, with which the
+#: engine's first tick at a million customers peaked some 300 MB higher, and stepping 300,000 instances
+#: (``benchmarks/stepping.py``) took no less CPU than with 64 MiB or 32 MiB.
 CACHE_KIB = 65_536
-BULK_CACHE_KIB = 65_536
+BULK_CACHE_KIB = 32_768
 #: SQLite's default: a commit that leaves the write-ahead log this many pages long checkpoints it.
 AUTOCHECKPOINT_PAGES = 1000
 
