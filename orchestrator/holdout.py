@@ -152,6 +152,12 @@ def buckets(seed: str, values: Sequence[str] | np.ndarray) -> np.ndarray:
     return (second % np.uint32(_BUCKETS)).astype(np.float64) / _BUCKETS
 
 
+def _objects(*values: str) -> np.ndarray:
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
+
+
 def split_seed(journey_id: str, step_id: str) -> str:
     """Salt of a journey's ``split`` step: independent of the holdouts' and of the journey's other splits."""
     return f"{journey_id}:split:{step_id}"
@@ -239,19 +245,21 @@ def assign_arms(
     journey_buckets = buckets(journey_seed(journey_id), values)
     in_global = in_holdout(global_buckets, global_percent)
     in_journey = in_holdout(journey_buckets, journey_percent) & ~in_global
-    arm = np.where(in_global | in_journey, HOLDOUT, TREATMENT).astype(object)
-    layer = np.where(in_global, GLOBAL_LAYER, JOURNEY_LAYER).astype(object)
-    reasons = {
-        "global": f"global holdout: hash({GLOBAL_SEED!r}, id) < {global_percent:g}%",
-        "journey": f"journey holdout: hash({journey_seed(journey_id)!r}, id) < {journey_percent:g}%",
-        "treatment": (
+    # Each row's case (0 global, 1 journey, 2 treatment) picks from one small object array per column, so
+    # every row shares the same few string objects: a fixed-width string array of the reasons would cost
+    # hundreds of bytes per row (hundreds of MB for a million entrants).
+    case = np.where(in_global, 0, np.where(in_journey, 1, 2)).astype(np.int8)
+    reasons = [
+        f"global holdout: hash({GLOBAL_SEED!r}, id) < {global_percent:g}%",
+        f"journey holdout: hash({journey_seed(journey_id)!r}, id) < {journey_percent:g}%",
+        (
             f"treatment: hash({journey_seed(journey_id)!r}, id) >= {journey_percent:g}% and not in the "
             f"{global_percent:g}% global holdout"
         ),
-    }
-    reason = np.where(
-        in_global, reasons["global"], np.where(in_journey, reasons["journey"], reasons["treatment"])
-    ).astype(object)
+    ]
+    arm = _objects(HOLDOUT, HOLDOUT, TREATMENT)[case]
+    layer = _objects(GLOBAL_LAYER, JOURNEY_LAYER, JOURNEY_LAYER)[case]
+    reason = _objects(*reasons)[case]
     return Assignments(
         arm=arm,
         layer=layer,

@@ -56,6 +56,9 @@ class Entered:
     holdout: int = 0
 
 
+#: Entrants written at a time (see ``_enter_by_condition``).
+ENTRY_BLOCK = 50_000
+
 # A condition kept between ticks (``signals._horizon``): (name within the journey, expression) -> where it
 # holds, re-evaluated only for the customers whose inputs changed since the previous tick.
 KeptCondition = Callable[[str, Node], np.ndarray]
@@ -140,18 +143,25 @@ def _enter_by_condition(
     candidates = candidates[allowed]
     if not len(candidates):
         return Entered()
-    held = assign(conn, plan, candidates, now_us, global_holdout)
-    insert_instances(
-        conn,
-        plan.id,
-        plan.version,
-        candidates,
-        held,
-        plan.steps[0].id,
-        now_us,
-        entry_values=entry_values(plan, evaluator, candidates),
-    )
-    return Entered(len(candidates), int(held.sum()))
+    # A block of entrants at a time: each one's id, arm, assignment row and instance row are Python
+    # objects until written, so a million entrants at once would hold a million of each. The blocks go in
+    # key order, one after the other in this transaction: the same rows, in the same order, as one write.
+    held_out = 0
+    for start in range(0, len(candidates), ENTRY_BLOCK):
+        block = candidates[start : start + ENTRY_BLOCK]
+        held = assign(conn, plan, block, now_us, global_holdout)
+        insert_instances(
+            conn,
+            plan.id,
+            plan.version,
+            block,
+            held,
+            plan.steps[0].id,
+            now_us,
+            entry_values=entry_values(plan, evaluator, block),
+        )
+        held_out += int(held.sum())
+    return Entered(len(candidates), held_out)
 
 
 def _enter_by_event(

@@ -158,7 +158,11 @@ class SignalState:
             self._from_snapshot = False
             self._load_snapshot(conn)
         columns, last_id = load_new_events(
-            conn, self.log.last_id, self.log.numeric + self.log.categorical, self.ownership
+            conn,
+            self.log.last_id,
+            self.log.numeric + self.log.categorical,
+            self.ownership,
+            narrow_keys=True,
         )
         frame = EventFrame.from_columns(*columns)
         frame.n_customers = max(frame.n_customers, max_key(conn) + 1)
@@ -226,11 +230,13 @@ def _frame(events: CommittedEvents, properties: Sequence[str]) -> EventFrame:
             values = np.empty(len(docs), dtype=object)
             values[:] = [_as_stored(doc.get(name)) for doc in docs]
             columns[name] = Categorical.encode(values)
-    keys = np.asarray(events.customer_keys, dtype=np.int64)
+    # Copies: the log takes a frame's arrays over and reorders them in place, and other handlers of the
+    # same chunk read its arrays too.
+    keys = np.array(events.customer_keys, dtype=np.int64)
     return EventFrame(
         customer=keys,
-        ts=np.asarray(events.ts_us, dtype=np.int64),
-        type=np.asarray(events.event_codes, dtype=np.int32),
+        ts=np.array(events.ts_us, dtype=np.int64),
+        type=np.array(events.event_codes, dtype=np.int32),
         type_names=list(events.event_names),
         n_customers=int(keys.max(initial=-1)) + 1,
         properties=columns,

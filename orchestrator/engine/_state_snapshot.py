@@ -68,7 +68,9 @@ from orchestrator.store import Connection, events_fingerprint, schema_version
 
 log = logging.getLogger("orchestrator.snapshot")
 
-FORMAT = 1
+#: 2: customer keys int32, type and value codes int16 and exact number columns float32 in the log (format 1:
+#: int64, int32 and float64); an older snapshot is stale, and the state rebuilt from the store (said so).
+FORMAT = 2
 MAGIC = b"ORCHESTRATOR-SIG"
 END = b"END\n"
 _START = struct.Struct("<16sI")  # magic, format version

@@ -117,8 +117,8 @@ class SegmentFilter:
     def __call__(self, events: Segment) -> np.ndarray:
         def column(prop: str) -> Categorical | np.ndarray:
             if prop not in events.codes:
-                return events.numbers[prop]  # read only as a number (``lang.where_numbers``)
-            return Categorical(events.codes[prop], self._dictionary(prop))
+                return events.numbers_of(prop)  # read only as a number (``lang.where_numbers``)
+            return Categorical(events.codes[prop].astype(np.int32, copy=False), self._dictionary(prop))
 
         return where_filter.event_mask(
             self.where, column, events.customer, {}, column_evaluator, self._tables
@@ -288,7 +288,7 @@ class Counter(Base):
     def delta(self, events: Segment, sign: int) -> None:
         customers = events.customer
         if self.prop is not None:
-            customers = customers[~np.isnan(events.numbers[self.prop])]
+            customers = customers[~np.isnan(events.numbers_of(self.prop))]
         if len(customers) * 2 < len(self.counts):
             # Few events: touch only their customers. (ufunc.at is fast only with an array of values of
             # the target's type; a scalar takes a path some thirty times slower.)
@@ -317,7 +317,7 @@ class Summer(Base):
         self.micros = _grown(self.micros, n, 0.0)
 
     def delta(self, events: Segment, sign: int) -> None:
-        values = events.numbers[self.prop]
+        values = events.numbers_of(self.prop)
         present = ~np.isnan(values)
         micros = to_micros(values[present])
         customers = events.customer[present]
@@ -1012,7 +1012,7 @@ class LastValue(Base):
         codes = events.codes[self.prop]
         present = codes >= 0
         customers, ts, codes = events.customer[present], events.ts[present], codes[present]
-        values = events.numbers[self.prop][present]
+        values = events.numbers_of(self.prop)[present]
         if not len(customers):
             return
         # Only the customers of these events are touched: a tick costs what arrived.

@@ -7,7 +7,14 @@ every event and no copy. That is what lets the incremental aggregates (``signals
 events that enter a window and subtract those that leave it, instead of rescanning all history.
 
 Text properties are dictionary-encoded with one dictionary per property for the whole log, so codes
-mean the same value in every segment; numbers are float64 with NaN for missing.
+mean the same value in every segment; numbers are float64 with NaN for missing, held as float32 in a
+segment whose values all are float32 exactly (small whole numbers, scores: half the memory), and read back
+as float64 (``Segment.numbers_of``), so every result is the same.
+
+Columns take as few bytes as their values need, since at a million customers the log is most of the
+engine's memory (20 bytes an event for the reference workload, 32 before): customer keys are int32 while
+they fit, type codes and text codes int16 while there are fewer than 32,767 types or values of the
+property; ``EventLog.frame`` gives the evaluator int64 keys and int32 codes, as the store reads them.
 """
 
 from __future__ import annotations
@@ -33,11 +40,12 @@ class Segment:
     (unknown types, code -1, first) and by time within each type, and the events of type code ``c`` are
     ``runs[c + 1]:runs[c + 2]``. A segment made by joining ranges has ``runs`` None and no order."""
 
-    customer: np.ndarray  # int64
+    customer: np.ndarray  # int32 (int64 when a key does not fit: see ``_customer_keys``)
     ts: np.ndarray  # int64
-    type: np.ndarray  # int32 codes into EventLog.type_names
-    numbers: dict[str, np.ndarray] = field(default_factory=dict)  # float64
-    codes: dict[str, np.ndarray] = field(default_factory=dict)  # int32 into EventLog.values[prop]
+    type: np.ndarray  # int16 codes into EventLog.type_names (int32 past 32,766 types: ``_type_codes``)
+    numbers: dict[str, np.ndarray] = field(default_factory=dict)  # float64 or float32: ``numbers_of``
+    # int16 (int32 once the property has 32,767 values or more) into EventLog.values[prop]
+    codes: dict[str, np.ndarray] = field(default_factory=dict)
     runs: np.ndarray | None = None
 
     def __len__(self) -> int:
@@ -51,6 +59,10 @@ class Segment:
             {k: v[index] for k, v in self.numbers.items()},
             {k: v[index] for k, v in self.codes.items()},
         )
+
+    def numbers_of(self, prop: str) -> np.ndarray:
+        """The numbers of ``prop`` as float64 (a float32 column, which holds them exactly, is widened)."""
+        return self.numbers[prop].astype(np.float64, copy=False)
 
     def run(self, code: int) -> slice:
         """Where the events of type ``code`` are (an empty slice for a type the segment never saw)."""
@@ -77,7 +89,8 @@ class Segment:
         large first load needs."""
         n_keys = int(segment.type.max(initial=NULL_CODE)) + 2
         key_type = np.int16 if n_keys < np.iinfo(np.int16).max else np.int32
-        keys: np.ndarray = (segment.type + 1).astype(key_type)
+        keys: np.ndarray = np.empty(len(segment), key_type)
+        np.add(segment.type, 1, out=keys, casting="unsafe")  # every key fits: no int32 scratch column
         order: np.ndarray | None = None
         if len(segment) > 1 and not bool(np.all(segment.ts[1:] >= segment.ts[:-1])):
             order = np.argsort(segment.ts, kind="stable")  # only a batch out of time order pays this
@@ -104,11 +117,11 @@ class Segment:
     def concat(parts: Sequence[Segment], numbers: Iterable[str], codes: Iterable[str]) -> Segment:
         if not parts:
             return Segment(
-                np.zeros(0, np.int64),
-                np.zeros(0, np.int64),
                 np.zeros(0, np.int32),
+                np.zeros(0, np.int64),
+                np.zeros(0, np.int16),
                 {k: np.zeros(0) for k in numbers},
-                {k: np.zeros(0, np.int32) for k in codes},
+                {k: np.zeros(0, np.int16) for k in codes},
             )
         if len(parts) == 1:
             return parts[0]
@@ -166,12 +179,13 @@ class EventLog:
         codes_of_type = np.array(
             [self._code_for_type(name) for name in frame.type_names] + [NULL_CODE], dtype=np.int32
         )
-        types = codes_of_type[frame.type] if len(frame.type) else np.zeros(0, np.int32)
+        types = _type_codes(_recoded(frame.type, codes_of_type), len(self.type_names))
         numbers = {k: _as_numbers(frame.properties.get(k), len(frame)) for k in self.numeric}
-        codes = {k: self._recode(k, frame.properties.get(k), len(frame)) for k in self.categorical}
-        segment = Segment.grouped(
-            Segment(frame.customer.astype(np.int64, copy=False), frame.ts, types, numbers, codes)
-        )
+        codes = {}
+        for k in self.categorical:
+            recoded = self._recode(k, frame.properties.get(k), len(frame))
+            codes[k] = _type_codes(recoded, len(self.values[k]))  # the same narrowing as type codes
+        segment = Segment.grouped(Segment(_customer_keys(frame.customer), frame.ts, types, numbers, codes))
         if len(segment):
             self.segments.append(_frozen(segment))
             self.fresh.append(segment)
@@ -206,14 +220,8 @@ class EventLog:
                 self.values[prop].append(value)
             mapping[i] = code
         mapping[-1] = NULL_CODE  # batch code -1 reads the last slot
-        codes = column.codes
-        if not (codes.dtype == np.int32 and codes.flags.writeable and codes.flags.c_contiguous):
-            return mapping[codes]
         # The log takes the frame's arrays over: recode in place, a block at a time (no second column).
-        for start in range(0, len(codes), _BLOCK):
-            block = codes[start : start + _BLOCK]
-            block[...] = mapping[block]
-        return codes
+        return _recoded(column.codes, mapping)
 
     def settle(self) -> list[Segment]:
         """The fresh segments, which from now on count as settled (and may be merged)."""
@@ -272,13 +280,13 @@ class EventLog:
 
     def frame(self, segment: Segment, n_customers: int | None = None) -> EventFrame:
         """A segment as an ``EventFrame`` for the from-scratch evaluator."""
-        properties: dict[str, Any] = dict(segment.numbers.items())
-        for prop, codes in segment.codes.items():
-            properties[prop] = Categorical(codes, self.value_array(prop))
+        properties: dict[str, Any] = {k: segment.numbers_of(k) for k in segment.numbers}
+        for prop, codes in segment.codes.items():  # the evaluator's codes are int32
+            properties[prop] = Categorical(codes.astype(np.int32, copy=False), self.value_array(prop))
         return EventFrame(
-            customer=segment.customer,
+            customer=segment.customer.astype(np.int64, copy=False),  # the evaluator's keys are int64
             ts=segment.ts,
-            type=segment.type,
+            type=segment.type.astype(np.int32, copy=False),  # the evaluator's codes are int32
             type_names=list(self.type_names),
             n_customers=max(self.n_customers, n_customers or 0),
             properties=properties,
@@ -299,6 +307,38 @@ def _frozen(segment: Segment) -> Segment:
     if segment.runs is not None:
         segment.runs.flags.writeable = False
     return segment
+
+
+def _recoded(codes: np.ndarray, mapping: np.ndarray) -> np.ndarray:
+    """``mapping[codes]`` (code -1 reads the mapping's last slot) as int32, written over ``codes`` a block
+    at a time when the log may take them over (no second column for a large load)."""
+    if not len(codes):
+        return np.zeros(0, np.int32)
+    if not (codes.dtype == np.int32 and codes.flags.writeable and codes.flags.c_contiguous):
+        return mapping[codes].astype(np.int32, copy=False)
+    for start in range(0, len(codes), _BLOCK):
+        block = codes[start : start + _BLOCK]
+        block[...] = mapping[block]
+    return codes
+
+
+def _type_codes(codes: np.ndarray, n_codes: int) -> np.ndarray:
+    """Event type codes (or a property's value codes) as the log keeps them: int16 while the log knows
+    fewer than 32,767 types (values), half the memory of int32 for a large log; else int32."""
+    if n_codes < np.iinfo(np.int16).max:
+        return codes.astype(np.int16)
+    return codes.astype(np.int32, copy=False)
+
+
+def _customer_keys(keys: np.ndarray) -> np.ndarray:
+    """Customer keys as the log keeps them: int32 while every key fits (customers below 2^31), which
+    spares 4 bytes an event over int64, the largest column of a large log after the instants."""
+    if keys.dtype == np.int32:
+        return keys
+    limits = np.iinfo(np.int32)
+    if not len(keys) or (int(keys.min()) >= limits.min and int(keys.max()) <= limits.max):
+        return keys.astype(np.int32)
+    return keys.astype(np.int64, copy=False)
 
 
 def _plain(value: Any) -> Any:
@@ -330,10 +370,21 @@ def _permuted(column: np.ndarray, order: np.ndarray) -> np.ndarray:
 
 def _as_numbers(column: Any, n: int) -> np.ndarray:
     if column is None:
-        return np.full(n, np.nan)
+        return np.full(n, np.nan, np.float32)  # NaN is a float32 too
     if isinstance(column, Categorical):
-        return np.append(event_numbers(column.values), np.nan)[column.codes]  # code -1 reads the NaN
-    return event_numbers(column)
+        return _narrowed(np.append(event_numbers(column.values), np.nan)[column.codes])  # -1 reads NaN
+    return _narrowed(event_numbers(column))
+
+
+def _narrowed(values: np.ndarray) -> np.ndarray:
+    """float64 numbers as float32 when every one of them is a float32 exactly (NaN included), else as
+    they are: a property that is mostly missing, or small whole numbers, takes half the memory."""
+    narrow = values.astype(np.float32)
+    for start in range(0, len(values), _BLOCK):
+        wide, back = values[start : start + _BLOCK], narrow[start : start + _BLOCK]
+        if not np.array_equal(back.astype(np.float64), wide, equal_nan=True):
+            return values
+    return narrow
 
 
 def property_uses(calls: Iterable[Any]) -> tuple[set[str], set[str]]:

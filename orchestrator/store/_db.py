@@ -88,9 +88,9 @@ class Store:
         On SQLite the transaction takes the write lock at once (``BEGIN IMMEDIATE``): a transaction that
         reads and then writes can otherwise fail when another writer got in between. A ``bulk``
         transaction (a tick's stepping of a journey, which may write a row or two per instance for a
-        million instances) runs with a larger page cache, so that its pages are not written out and read
-        back before the commit, and its commit does not checkpoint the write-ahead log: ``checkpoint``
-        does that after it (between ticks). Both settings are the connection's and end with the block.
+        million instances) runs with its own page cache size (``BULK_CACHE_KIB``), and its commit does
+        not checkpoint the write-ahead log: ``checkpoint`` does that after it (between ticks). Both
+        settings are the connection's and end with the block.
         """
         if not (bulk and self.is_sqlite):
             with self.engine.begin() as conn:
@@ -119,7 +119,7 @@ class Store:
                 yield conn
                 return
             raw: Any = conn.connection.dbapi_connection
-            raw.execute(f"PRAGMA cache_size=-{BULK_CACHE_KIB}")
+            raw.execute(f"PRAGMA cache_size=-{INGEST_CACHE_KIB}")
             raw.execute("PRAGMA wal_autocheckpoint=0")
             try:
                 yield conn
@@ -156,9 +156,16 @@ class Store:
 
 _READ_ONLY = "orchestrator_read_only"
 #: SQLite's page cache per connection (KiB), and during a bulk transaction (``Store.begin(bulk=True)``):
-#: only the pages a transaction touches are allocated.
+#: only the pages a transaction touches are allocated. A bulk transaction mostly writes new pages, which a
+#: larger cache only holds longer before they go to the write-ahead log: it was 256 MiB, with which the
+#: engine's first tick at a million customers peaked some 300 MB higher, and stepping 300,000 instances
+#: (``benchmarks/stepping.py``) took no less CPU than with 64 MiB or 32 MiB.
 CACHE_KIB = 65_536
-BULK_CACHE_KIB = 262_144
+BULK_CACHE_KIB = 32_768
+#: An ingest's connection (``Store.bulk_writes``): its chunks touch the same pages of the customers' id
+#: index again and again, which a large cache keeps between commits (the ingest runs in a process of its
+#: own, whose memory is not the engine's; ingest at 1M customers was measured with this size).
+INGEST_CACHE_KIB = 262_144
 #: SQLite's default: a commit that leaves the write-ahead log this many pages long checkpoints it.
 AUTOCHECKPOINT_PAGES = 1000
 #: SQLite's page size for new stores (bytes; SQLite's default is 4096). Stepping a million instances

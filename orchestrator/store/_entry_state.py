@@ -20,6 +20,9 @@ from orchestrator.store._bulk import column, executemany, fetch, objects
 from orchestrator.store._customers import chunked
 from orchestrator.store._partitions import Ownership, owned_clause
 
+#: Signal members written at a time on SQLite.
+_MEMBER_ROWS = 100_000
+
 
 def signal_members(conn: Connection, journey_id: str) -> np.ndarray:
     """Keys for which the journey's entry condition held at the previous tick."""
@@ -46,16 +49,23 @@ def update_signal_members(
                 {**params, "keys": np.asarray(added, dtype=np.int64).tolist()},
             )
         return
-    executemany(
-        conn,
-        "DELETE FROM signal_members WHERE journey_id = :j AND customer_key = :k",
-        [{"j": journey_id, "k": int(k)} for k in removed],
-    )
-    executemany(
-        conn,
-        "INSERT INTO signal_members (journey_id, customer_key, since_us) VALUES (:j, :k, :t)",
-        [{"j": journey_id, "k": int(k), "t": now_us} for k in added],
-    )
+    # The rows' parameters are made a block at a time: a million members as dicts at once would hold
+    # hundreds of MB.
+    for start in range(0, len(removed), _MEMBER_ROWS):
+        executemany(
+            conn,
+            "DELETE FROM signal_members WHERE journey_id = :j AND customer_key = :k",
+            [{"j": journey_id, "k": k} for k in np.asarray(removed[start : start + _MEMBER_ROWS]).tolist()],
+        )
+    for start in range(0, len(added), _MEMBER_ROWS):
+        executemany(
+            conn,
+            "INSERT INTO signal_members (journey_id, customer_key, since_us) VALUES (:j, :k, :t)",
+            [
+                {"j": journey_id, "k": k, "t": now_us}
+                for k in np.asarray(added[start : start + _MEMBER_ROWS]).tolist()
+            ],
+        )
 
 
 @dataclass

@@ -322,7 +322,8 @@ PropertyColumn = np.ndarray | TextColumn
 class EventColumns(NamedTuple):
     """Events as plain columns, one array element per event, in id (arrival) order.
 
-    ``customer`` holds customer keys (``0 <= key < n_customers``), ``ts`` microseconds since the epoch,
+    ``customer`` holds customer keys (``0 <= key < n_customers``; int64, or int32 when read with
+    ``narrow_keys`` and every key fits), ``ts`` microseconds since the epoch,
     ``type`` (int32) indexes ``type_names`` (-1: an id missing from the event types). ``properties`` holds
     the requested property columns by name.
     """
@@ -393,6 +394,8 @@ def load_events(
     up_to_id: int | None = None,
     only: Iterable[str] | None = None,
     ownership: Ownership | None = None,
+    *,
+    narrow_keys: bool = False,
 ) -> EventColumns:
     """Every event with ``since_us <= ts_us < until_us`` (a None bound is no bound), and, when given,
     ``after_id < id <= up_to_id``, and only of the event types named in ``only`` (none when no stored event
@@ -403,7 +406,8 @@ def load_events(
     value when that is larger. Each requested property becomes a column: float64 (NaN for missing) when
     every value is a number or null, ``TextColumn`` codes otherwise. On SQLite values come from
     ``json_extract``, so JSON booleans read as 1 and 0 and JSON objects/arrays as their JSON text. Events
-    come in id (arrival) order.
+    come in id (arrival) order. With ``narrow_keys`` the customer column is int32 when every key fits
+    (customers below 2^31: half the memory of int64 for a large load), int64 otherwise.
     """
     names = list(dict.fromkeys(properties))
     type_rows = conn.execute(select(EVENT_TYPES.c.id, EVENT_TYPES.c.name).order_by(EVENT_TYPES.c.id)).all()
@@ -413,7 +417,7 @@ def load_events(
         wanted = set(only)
         type_ids = [int(tid) for tid, name in type_rows if name in wanted]
     customer, type_id, ts, prop_values = _fetch_events(
-        conn, until_us, since_us, names, after_id, up_to_id, type_ids, ownership
+        conn, until_us, since_us, names, after_id, up_to_id, type_ids, ownership, narrow_keys
     )
     max_type = max(max((int(tid) for tid, _ in type_rows), default=0), int(type_id.max(initial=0)))
     code_of = np.full(max_type + 1, -1, np.int32)  # an id missing from event_types reads as NULL_CODE
@@ -448,7 +452,12 @@ def _recoded(ids: np.ndarray, code_of: np.ndarray) -> np.ndarray:
 
 
 def load_new_events(
-    conn: Connection, after_id: int, properties: Iterable[str], ownership: Ownership | None = None
+    conn: Connection,
+    after_id: int,
+    properties: Iterable[str],
+    ownership: Ownership | None = None,
+    *,
+    narrow_keys: bool = False,
 ) -> tuple[EventColumns, int]:
     """Every event with ``id > after_id`` whatever its time (with ``ownership``, of customers in its
     partitions), as columns like ``load_events`` gives, and the largest id of the store (``after_id`` when
@@ -457,7 +466,13 @@ def load_new_events(
     last = conn.execute(select(func.max(EVENTS.c.id))).scalar()
     last_id = int(last) if last is not None else after_id
     columns = load_events(
-        conn, until_us=None, properties=properties, after_id=after_id, up_to_id=last_id, ownership=ownership
+        conn,
+        until_us=None,
+        properties=properties,
+        after_id=after_id,
+        up_to_id=last_id,
+        ownership=ownership,
+        narrow_keys=narrow_keys,
     )
     return columns, max(last_id, after_id)
 
@@ -471,9 +486,11 @@ def _fetch_events(
     up_to_id: int | None = None,
     type_ids: Sequence[int] | None = None,
     ownership: Ownership | None = None,
+    narrow_keys: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[PropertyColumn]]:
-    """customer and ts columns as int64 arrays, type_id as int64 or int32, plus one column per property;
-    with ``type_ids``, only events of those types."""
+    """customer and ts columns as int64 arrays (customer as int32 with ``narrow_keys`` where every key
+    fits), type_id as int64 or int32, plus one column per property; with ``type_ids``, only events of
+    those types."""
     if type_ids is not None and not type_ids:
         empty = np.empty(0, np.int64)
         return empty, empty, empty, [_PropertyColumn(0).column() for _ in names]
@@ -503,10 +520,12 @@ def _fetch_events(
             cursor.execute(f"SELECT COUNT(*) FROM events WHERE {where}", params[len(names) :])
             total = int(cursor.fetchone()[0])
             cursor.execute(sql, params)
-            return _columns(cursor, len(names), total)
+            return _columns(cursor, len(names), total, narrow_keys)
         finally:
             cursor.close()
-    return _fetch_postgres(conn, until_us, since_us, names, after_id, up_to_id, type_ids, ownership)
+    return _fetch_postgres(
+        conn, until_us, since_us, names, after_id, up_to_id, type_ids, ownership, narrow_keys
+    )
 
 
 def _fetch_postgres(
@@ -518,6 +537,7 @@ def _fetch_postgres(
     up_to_id: int | None,
     type_ids: Sequence[int] | None,
     ownership: Ownership | None,
+    narrow_keys: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[PropertyColumn]]:
     """``_fetch_events`` on PostgreSQL: counted, then read through a server-side cursor block by block
     into columns of their final size (no Python object per event kept), each event's properties parsed
@@ -549,7 +569,7 @@ def _fetch_postgres(
     try:
         reader.itersize = _FETCH_ROWS
         reader.execute(f"SELECT {columns} FROM events WHERE {where} ORDER BY id", params)
-        return _columns(_PropertyRows(reader, names), len(names), total)
+        return _columns(_PropertyRows(reader, names), len(names), total, narrow_keys)
     finally:
         reader.close()
 
@@ -594,29 +614,43 @@ def _as_sqlite(value: Any) -> Any:
 
 
 def _columns(
-    cursor: Any, n_props: int, total: int
+    cursor: Any, n_props: int, total: int, narrow_keys: bool = False
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[PropertyColumn]]:
-    """Drain a DBAPI cursor of at most ``total`` (customer, type, ts, props...) rows into columns."""
+    """Drain a DBAPI cursor of at most ``total`` (customer, type, ts, props...) rows into columns, each
+    allocated once at its final size and filled a block at a time. With ``narrow_keys`` the customer
+    column is int32 until a key does not fit (it is then widened once, to int64)."""
     # Type ids are few and small: int32 from the start spares a load a column of int64.
-    ints = [np.empty(total, dtype) for dtype in (np.int64, np.int32, np.int64)]
+    customer = np.empty(total, np.int32 if narrow_keys else np.int64)
+    type_id = np.empty(total, np.int32)
+    ts = np.empty(total, np.int64)
     props = [_PropertyColumn(total) for _ in range(n_props)]
     filled = 0
     while True:
         rows = cursor.fetchmany(_FETCH_ROWS)
         if not rows:
             break
-        if filled + len(rows) > total:
+        end = filled + len(rows)
+        if end > total:
             raise RuntimeError("more events than counted: the read was not one snapshot")
         # itemgetter over the row list: no intermediate tuple per column (zip(*rows) costs 10x more).
-        for i in range(3):
-            ints[i][filled : filled + len(rows)] = np.fromiter(
-                map(itemgetter(i), rows), ints[i].dtype, len(rows)
-            )
+        keys = np.fromiter(map(itemgetter(0), rows), np.int64, len(rows))
+        if customer.dtype == np.int32 and not _fits_int32(keys):
+            wide = np.empty(total, np.int64)
+            wide[:filled] = customer[:filled]
+            customer = wide
+        customer[filled:end] = keys
+        type_id[filled:end] = np.fromiter(map(itemgetter(1), rows), np.int32, len(rows))
+        ts[filled:end] = np.fromiter(map(itemgetter(2), rows), np.int64, len(rows))
         for j in range(n_props):
             props[j].add(list(map(itemgetter(3 + j), rows)))
-        filled += len(rows)
-    customer, type_id, ts = (column[:filled] for column in ints)
-    return customer, type_id, ts, [p.column() for p in props]
+        filled = end
+    return customer[:filled], type_id[:filled], ts[:filled], [p.column() for p in props]
+
+
+def _fits_int32(keys: np.ndarray) -> bool:
+    return not len(keys) or (
+        int(keys.min()) >= np.iinfo(np.int32).min and int(keys.max()) <= np.iinfo(np.int32).max
+    )
 
 
 @dataclass(frozen=True)

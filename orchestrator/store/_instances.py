@@ -34,6 +34,9 @@ from orchestrator.store._customers import chunked
 from orchestrator.store._funnel import ENTRY_TRIGGER, add_funnel_counts, arm_counts, count_leaving
 from orchestrator.store._partitions import Ownership, owned_clause
 
+#: Rows whose parameters are made at a time, for the writes that bind one set per row.
+_ROWS = 100_000
+
 
 def insert_instances(
     conn: Connection,
@@ -497,6 +500,8 @@ def finish_steps(
 ) -> None:
     """Instances that stepped into a terminal state (completed or exited), with the reason (on PostgreSQL
     one statement joining the values by id, on SQLite one executemany)."""
+    if not (len(ids) == len(statuses) == len(reasons)):
+        raise ValueError("finish_steps needs a status and a reason per instance")
     if conn.dialect.name == "postgresql":
         if len(ids):
             conn.execute(
@@ -514,15 +519,21 @@ def finish_steps(
                 },
             )
         return
-    executemany(
-        conn,
-        "UPDATE journey_instances SET state = :s, status = :s, since_us = :t, wake_at_us = NULL, "
-        "exited_us = :t, exit_reason = :r, claimed_by = NULL, lease_until_us = NULL WHERE id = :id",
-        [
-            {"id": i, "s": s, "r": r, "t": now_us}
-            for i, s, r in zip(ids.tolist(), statuses, reasons, strict=True)
-        ],
-    )
+    # The rows' parameters are made a block at a time: a dict per row for a million instances at once
+    # would hold hundreds of MB.
+    for start in range(0, len(ids), _ROWS):
+        end = start + _ROWS
+        executemany(
+            conn,
+            "UPDATE journey_instances SET state = :s, status = :s, since_us = :t, wake_at_us = NULL, "
+            "exited_us = :t, exit_reason = :r, claimed_by = NULL, lease_until_us = NULL WHERE id = :id",
+            [
+                {"id": i, "s": s, "r": r, "t": now_us}
+                for i, s, r in zip(
+                    ids[start:end].tolist(), statuses[start:end], reasons[start:end], strict=True
+                )
+            ],
+        )
 
 
 def mark_first_sends(conn: Connection, ids: np.ndarray, now_us: int) -> None:

@@ -325,12 +325,13 @@ def test_a_stale_snapshot_is_said_in_one_line_and_the_state_rebuilt(
     # Another layout of the log: a dtype changed in the code since.
     original = snapshots.layout
 
-    def int32_customers(numeric: tuple[str, ...], categorical: tuple[str, ...]) -> dict[str, Any]:
+    def int64_customers(numeric: tuple[str, ...], categorical: tuple[str, ...]) -> dict[str, Any]:
         found = original(numeric, categorical)
-        return {**found, "segment": {**found["segment"], "customer": np.dtype(np.int32).str}}
+        assert found["segment"]["customer"] == np.dtype(np.int32).str  # the log's keys today
+        return {**found, "segment": {**found["segment"], "customer": np.dtype(np.int64).str}}
 
     with monkeypatch.context() as patch:
-        patch.setattr(snapshots, "layout", int32_customers)
+        patch.setattr(snapshots, "layout", int64_customers)
         line = load_once(plans)
     assert "is stale: it was built for another store schema or another layout" in line
 

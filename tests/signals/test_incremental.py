@@ -260,3 +260,50 @@ def test_log_groups_a_batch_by_type_and_time_and_recodes_its_text(in_time_order:
     for code in range(-1, 4):
         run = segment.run(code)
         assert np.all(segment.type[run] == code) and np.all(np.diff(segment.ts[run]) >= 0)
+
+
+def test_log_keeps_customer_keys_as_int32_while_they_fit() -> None:
+    """Keys below 2^31 take 4 bytes an event in the log; a batch with a larger key keeps int64 keys, and
+    frames for the evaluator always carry int64 keys (and int32 type codes), with the same values."""
+    log = EventLog()
+    small = np.array([3, 1, 2**31 - 1], dtype=np.int64)
+    segment = log.append_frame(
+        EventFrame(small.copy(), np.array([1, 2, 3]), np.zeros(3, np.int32), ["e"], 2**31), 3
+    )
+    assert segment.customer.dtype == np.int32
+    assert segment.customer.tolist() == small.tolist()
+    large = np.array([2**31, 5], dtype=np.int64)
+    wide = log.append_frame(
+        EventFrame(large.copy(), np.array([4, 5]), np.zeros(2, np.int32), ["e"], 2**31 + 1), 5
+    )
+    assert wide.customer.dtype == np.int64 and wide.customer.tolist() == large.tolist()
+    assert segment.type.dtype == wide.type.dtype == np.int16  # and type codes in two bytes
+    frame = log.frame(log.range(None, None))
+    assert frame.customer.dtype == np.int64 and frame.type.dtype == np.int32
+    assert sorted(frame.customer.tolist()) == sorted(small.tolist() + large.tolist())
+
+
+def test_log_keeps_numbers_as_float32_only_where_they_are_exact() -> None:
+    """A column whose every value is a float32 exactly (whole scores, missing values) is held as float32
+    and read back as the same float64 numbers; one value that is not (0.1) keeps the column float64."""
+    log = EventLog(numeric=["score"])
+    exact = np.array([3.0, np.nan, 10.0, -0.5, 2.0**40])
+    inexact = np.array([0.1, 1.0])
+    for i, values in enumerate([exact, inexact]):
+        n = len(values)
+        log.append_frame(
+            EventFrame(
+                np.arange(n), np.arange(n) + 10 * i, np.zeros(n, np.int32), ["e"], n, {"score": values.copy()}
+            ),
+            i + 1,
+        )
+    first, second = log.segments
+    assert first.numbers["score"].dtype == np.float32 and second.numbers["score"].dtype == np.float64
+    assert np.array_equal(first.numbers_of("score"), exact, equal_nan=True)
+    assert first.numbers_of("score").dtype == np.float64
+    assert np.array_equal(second.numbers_of("score"), inexact)
+    frame = log.frame(log.range(None, None))
+    assert frame.properties["score"].dtype == np.float64
+    assert sorted(frame.properties["score"][~np.isnan(frame.properties["score"])].tolist()) == sorted(
+        [3.0, 10.0, -0.5, 2.0**40, 0.1, 1.0]
+    )

@@ -12,6 +12,7 @@ from sqlalchemy import select
 from orchestrator.engine._snapshot import load_customer_frame, load_event_frame
 from orchestrator.signals._frame import NULL_CODE, Categorical, CustomerFrame, EventFrame
 from orchestrator.store import Store
+from orchestrator.store import _events as events_module
 from orchestrator.store._customers import (
     CUSTOMERS,
     IN_CHUNK,
@@ -344,6 +345,26 @@ def test_load_events_of_some_types_only(store: Store) -> None:
     assert len(unknown.customer) == 0 and len(unknown.properties["amount"]) == 0
     assert unknown.type_names == every.type_names == ["buy", "view", "refund"]
     assert len(every.customer) == 4
+
+
+def test_load_events_narrows_customer_keys_while_they_fit(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``narrow_keys`` the customer column is int32 while every key fits, and widens to int64, with
+    every key read so far, when a later block holds a larger key (blocks of two rows here)."""
+    _add_events(store, [("a", "buy", NOW - 3, {}), ("b", "buy", NOW - 2, {})])
+    monkeypatch.setattr(events_module, "_FETCH_ROWS", 2)
+    with store.connect() as conn:
+        narrow = load_events(conn, None, [], narrow_keys=True)
+        plain = load_events(conn, None, [])
+    assert narrow.customer.dtype == np.int32 and plain.customer.dtype == np.int64
+    assert narrow.customer.tolist() == plain.customer.tolist() == [1, 2]
+    with store.begin() as conn:
+        buy = event_type_ids(conn, ["buy"])["buy"]
+        insert_events(conn, np.array([2**31, 3]), np.array([buy, buy]), np.array([NOW - 1, NOW]), ["{}"] * 2)
+    with store.connect() as conn:
+        wide = load_events(conn, None, [], narrow_keys=True)
+    assert wide.customer.dtype == np.int64 and wide.customer.tolist() == [1, 2, 2**31, 3]
 
 
 def test_the_store_reads_plain_columns_that_frames_share(store: Store) -> None:
