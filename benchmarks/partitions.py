@@ -32,8 +32,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psycopg
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -85,15 +83,6 @@ def worker(url: str, now_us: int, partitions: int, barrier: Any, results: Any) -
     store.dispose()
 
 
-def copy_database(server: PostgresServer, source: str, name: str) -> str:
-    with psycopg.connect(
-        host=str(server.socket_dir), user="postgres", dbname="postgres", autocommit=True
-    ) as c:
-        c.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        c.execute(f'CREATE DATABASE "{name}" TEMPLATE "{source}"')
-    return server.url(name)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -120,7 +109,6 @@ def main() -> None:
             meta = json.loads(generated.stdout)
             now_us = int(meta.get("now", 1_700_006_400)) * 1_000_000
             base = server.new_database("base")
-            source = base.split("?", 1)[0].rsplit("/", 1)[1]
             store = open_store(base)
             started = time.perf_counter()
             ingested = ingest_file(store, data / "events.parquet", kind="events", now_us=now_us)
@@ -129,7 +117,7 @@ def main() -> None:
             print(f"ingested {ingested.accepted:,} events in {ingest_s:.1f}s", file=sys.stderr)
             ctx = multiprocessing.get_context("spawn")
             for n in counts:
-                url = copy_database(server, source, f"w{n}")
+                url = server.new_database(f"w{n}_", copy_of=base)
                 barrier = ctx.Barrier(n)
                 results = ctx.Queue()
                 procs = [

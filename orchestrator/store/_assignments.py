@@ -67,32 +67,12 @@ def insert_assignments(
         layer.tolist(),
         strict=True,
     )
-    copied = ((journey_id, int(k), a, float(b), float(p), now_us, r, lay) for k, a, b, p, r, lay in aligned)
-    if copy_rows(conn, "holdout_assignments", columns, copied):
+    rows = ((journey_id, int(k), a, float(b), float(p), now_us, r, lay) for k, a, b, p, r, lay in aligned)
+    if copy_rows(conn, "holdout_assignments", columns, rows):  # PostgreSQL
         return
+    names, values = ", ".join(columns), ", ".join(f":{c}" for c in columns)
     executemany(
         conn,
-        "INSERT INTO holdout_assignments (journey_id, customer_key, arm, bucket, percent, assigned_us, "
-        "reason, layer) VALUES (:j, :k, :a, :b, :p, :t, :r, :l)",
-        [
-            {
-                "j": journey_id,
-                "k": int(k),
-                "a": a,
-                "b": float(b),
-                "p": float(p),
-                "t": now_us,
-                "r": r,
-                "l": lay,
-            }
-            for k, a, b, p, r, lay in zip(
-                keys.tolist(),
-                arm.tolist(),
-                bucket.tolist(),
-                percent.tolist(),
-                reason.tolist(),
-                layer.tolist(),
-                strict=True,
-            )
-        ],
+        f"INSERT INTO holdout_assignments ({names}) VALUES ({values})",
+        [dict(zip(columns, row, strict=True)) for row in rows],
     )

@@ -114,14 +114,16 @@ class PostgresServer:
         """The SQLAlchemy URL of ``database`` on this server (through its socket)."""
         return f"postgresql+psycopg://postgres@/{database}?host={self.socket_dir}"
 
-    def new_database(self, prefix: str = "t") -> str:
-        """Create an empty database and return its SQLAlchemy URL."""
+    def new_database(self, prefix: str = "t", *, copy_of: str | None = None) -> str:
+        """Create an empty database (or, with ``copy_of``, a copy of the database at that URL, which no
+        connection may be using) and return its SQLAlchemy URL."""
         name = f"{prefix}{next(self._names)}"
+        template = "" if copy_of is None else f' TEMPLATE "{copy_of.split("?", 1)[0].rsplit("/", 1)[1]}"'
         with psycopg.connect(
             host=str(self.socket_dir), user="postgres", dbname="postgres", autocommit=True
         ) as c:
             c.execute(f'DROP DATABASE IF EXISTS "{name}"')
-            c.execute(f'CREATE DATABASE "{name}"')
+            c.execute(f'CREATE DATABASE "{name}"{template}')
         return self.url(name)
 
     def stop(self) -> None:
