@@ -37,6 +37,7 @@ from orchestrator.store import (
     Ownership,
     customer_ids,
     entry_cursor,
+    entry_cursors,
     entry_events,
     entry_history,
     event_type_id,
@@ -270,8 +271,9 @@ def _partition_entry_events(
     owned = list(ownership.partitions)
     if not owned:
         return EntryEvents(*(np.zeros(0, np.int64),) * 3, [])
-    shared = entry_cursor(conn, plan.id)
-    cursors = {p: entry_cursor(conn, partition_cursor(plan.id, p)) or shared for p in owned}
+    stored = entry_cursors(conn, [plan.id, *(partition_cursor(plan.id, p) for p in owned)])
+    shared = stored.get(plan.id)
+    cursors = {p: stored.get(partition_cursor(plan.id, p)) or shared for p in owned}
     if type_id is None:
         # No such event yet: later ones will have higher ids, so nothing older needs reading.
         newest = max_event_id(conn)

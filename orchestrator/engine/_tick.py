@@ -255,7 +255,7 @@ class Engine:
     def _balance(self) -> None:
         """Partitioned workers: balance the partitions before the tick's work; when what this worker holds
         changed, its signal state starts again from the store over the customers it holds now."""
-        if self.sharing is None or not self.sharing.partitions:
+        if self.sharing is None or not self.partitioned:
             return
         before = self.sharing.ownership
         own = self.sharing.balance(self.store)
@@ -555,18 +555,15 @@ class Engine:
         with leases.session_singleton(self.store.engine, "dispatch", shared=self.partitioned) as dispatching:
             if not dispatching:
                 return None
-            return self._dispatch_with_progress(progress)
+            if progress is None:
+                return self.dispatch()
+            steps = len(self.workspace.plans)
+            progress("dispatch", steps, steps)
 
-    def _dispatch_with_progress(self, progress: TickProgress | None) -> DispatchReport:
-        if progress is None:
-            return self.dispatch()
-        steps = len(self.workspace.plans)
-        progress("dispatch", steps, steps)
+            def on_batch(handled: int) -> None:
+                progress(f"dispatch: {handled} messages", steps, steps)
 
-        def on_batch(handled: int) -> None:
-            progress(f"dispatch: {handled} messages", steps, steps)
-
-        return self.dispatch(on_batch=on_batch)
+            return self.dispatch(on_batch=on_batch)
 
     def _record_tick(self, report: TickReport) -> None:
         """Store the tick's report in the tick log, in a transaction of its own."""

@@ -130,10 +130,22 @@ def event_type_id(conn: Connection, name: str) -> int | None:
 
 
 def entry_cursor(conn: Connection, journey_id: str) -> tuple[int, list[int]] | None:
-    row = conn.execute(
-        text("SELECT last_event_id, pending FROM entry_cursors WHERE journey_id = :j"), {"j": journey_id}
-    ).first()
-    return None if row is None else (int(row[0]), [int(i) for i in orjson.loads(row[1])])
+    return entry_cursors(conn, [journey_id]).get(journey_id)
+
+
+def entry_cursors(conn: Connection, names: Sequence[str]) -> dict[str, tuple[int, list[int]]]:
+    """The stored cursors among ``names`` (a journey's, or its cursors per partition), read at once."""
+    if not names:
+        return {}
+    params = {f"j{i}": name for i, name in enumerate(names)}
+    rows = conn.execute(
+        text(
+            "SELECT journey_id, last_event_id, pending FROM entry_cursors "
+            f"WHERE journey_id IN ({', '.join(':' + k for k in params)})"
+        ),
+        params,
+    ).all()
+    return {str(r[0]): (int(r[1]), [int(i) for i in orjson.loads(r[2])]) for r in rows}
 
 
 def set_entry_cursor(conn: Connection, journey_id: str, last_event_id: int, pending: Iterable[int]) -> None:
